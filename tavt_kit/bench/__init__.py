@@ -1,0 +1,1 @@
+"""Latency / throughput measurement, latency tables and reports."""

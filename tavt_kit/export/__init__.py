@@ -1,0 +1,1 @@
+"""ONNX and OpenVINO export with accuracy verification."""

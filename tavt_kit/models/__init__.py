@@ -1,0 +1,11 @@
+"""Backbones with patch drop, token schedules, MAC counting and checkpoints."""
+from .checkpoint import load_checkpoint, read_spec, save_checkpoint
+from .factory import BUILTIN_MODELS, create_model, patch_model, spec_of
+from .macs import MacCount, count_macs
+from .schedule import TokenSchedule
+from .token_drop import TokenState, is_patched
+
+__all__ = [
+    "BUILTIN_MODELS", "MacCount", "TokenSchedule", "TokenState", "count_macs", "create_model", "is_patched",
+    "load_checkpoint", "patch_model", "read_spec", "save_checkpoint", "spec_of",
+]

@@ -1,0 +1,135 @@
+"""Checkpoints: safetensors weights with the model spec in the metadata.
+
+``save_checkpoint(model, path)`` writes one file that rebuilds the model;
+``load_checkpoint(path, **overrides)`` rebuilds it from that file alone, or
+imports a foreign file (Google ``.npz``, timm/PyTorch state dicts, the seeds'
+ViT-pytorch ``.bin``) by inferring the architecture from its tensors.
+Loading never unpickles: safetensors, ``numpy.load(allow_pickle=False)`` and
+``torch.load(weights_only=True)`` only.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Optional, Sequence
+
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from .convert import SPEC_KEY, infer_npz_args, infer_vit_args, read_weights
+from .factory import SPEC_FORMAT, create_model, spec_of
+
+#: overrides load_checkpoint accepts for an fgvc-kit file
+SPEC_OVERRIDES = ("img_size", "scorer", "fuse", "num_classes", "class_names")
+
+
+def save_checkpoint(model: nn.Module, path, *, class_names: Optional[Sequence[str]] = None,
+                    extra: Optional[Dict[str, Any]] = None) -> str:
+    """Write ``model`` to ``path`` (safetensors, spec in the metadata), atomically.
+
+    ``extra`` adds JSON-able entries to the spec (e.g. a search space).
+    """
+    from safetensors.torch import save_file
+
+    spec = spec_of(model)
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if len(class_names) != spec["num_classes"]:
+            raise ConfigError(f"class_names has {len(class_names)} names, the model has {spec['num_classes']} classes")
+        spec["class_names"] = class_names
+    if getattr(model, "schedule", None) is not None:
+        spec["schedule"] = list(model.schedule.counts)
+    if extra:
+        spec.update(extra)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        save_file(tensors, tmp, metadata={SPEC_KEY: json.dumps(spec)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_spec(path) -> Dict[str, Any]:
+    """The spec of an fgvc-kit checkpoint, without building the model."""
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if SPEC_KEY not in meta:
+        raise CheckpointError(f"{path}: safetensors file without an fgvc-kit model spec")
+    return json.loads(meta[SPEC_KEY])
+
+
+def _spec_load(path: str, wf, overrides: Dict[str, Any]) -> nn.Module:
+    from .factory import load_pretrained_weights
+
+    spec = wf.spec
+    if spec.get("format") != SPEC_FORMAT:
+        raise CheckpointError(f"{path}: unknown spec format {spec.get('format')!r}, expected {SPEC_FORMAT!r}")
+    unknown = set(overrides) - set(SPEC_OVERRIDES)
+    if unknown:
+        raise ConfigError(f"load_checkpoint: cannot override {', '.join(sorted(unknown))} of an fgvc-kit "
+                          f"checkpoint; allowed: {', '.join(SPEC_OVERRIDES)}")
+    n = overrides.pop("num_classes", None)
+    if n is not None and n != spec["num_classes"]:
+        raise CheckpointError(f"{path}: checkpoint has {spec['num_classes']} classes, num_classes={n} was given")
+    kwargs = dict(spec["backbone"]["kwargs"])
+    img_size = overrides.pop("img_size", None)
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    head = spec["head"]
+    kwargs.update(head.get("args") or {})
+    class_names = overrides.pop("class_names", None) or spec.get("class_names")
+    td = spec.get("token_drop", {})
+    model = create_model(spec["backbone"]["name"], head=head["name"],
+                         scorer=overrides.pop("scorer", td.get("scorer", "tavt")),
+                         fuse=overrides.pop("fuse", td.get("fuse", False)), class_names=class_names, **kwargs)
+    load_pretrained_weights(model, path, reset_head=False)
+    # keep what the file said about where the weights came from
+    model.spec["provenance"] = spec.get("provenance", model.spec["provenance"])
+    model.spec["normalization"] = spec.get("normalization", model.spec["normalization"])
+    for key, value in spec.items():
+        if key not in model.spec:
+            model.spec[key] = value
+    if spec.get("schedule") is not None:
+        model.schedule = spec["schedule"]
+    return model
+
+
+def load_checkpoint(path, **overrides) -> nn.Module:
+    """Rebuild a model from one file.
+
+    fgvc-kit checkpoints: overrides ``img_size`` (position embeddings are
+    resampled), ``scorer``, ``fuse``, ``class_names``; ``num_classes`` must
+    match. Foreign files (``.npz``, timm state dicts, seeds' ViT-pytorch
+    ``.bin``): the architecture is inferred from the tensors (heads = width/64
+    unless ``num_heads`` is given); any ``create_model`` argument may be passed,
+    and ``reset_head=True`` allows a different ``num_classes``.
+    """
+    path = os.fspath(path)
+    wf = read_weights(path)
+    if wf.kind == "fgvc-kit":
+        return _spec_load(path, wf, dict(overrides))
+    num_heads = overrides.pop("num_heads", None)
+    reset_head = overrides.pop("reset_head", False)
+    if wf.kind == "npz":
+        base, kwargs = infer_npz_args(wf.tensors, num_heads, path)
+    else:
+        base, kwargs = infer_vit_args(wf.tensors, num_heads, path)
+    n = overrides.get("num_classes")
+    if n is not None and n != kwargs.get("num_classes") and not reset_head:
+        raise CheckpointError(f"{path}: checkpoint has {kwargs.get('num_classes')} classes, num_classes={n} was "
+                              "given (pass reset_head=True to fine-tune a new classifier)")
+    kwargs.update(overrides)
+    return create_model(base, pretrained=path, **kwargs)

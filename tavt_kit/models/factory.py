@@ -1,0 +1,296 @@
+"""``create_model``: one factory over timm's ViT registry, returning token-drop models.
+
+The model carries a JSON-able *spec* (``model.spec``) from which
+:func:`tavt_kit.load_checkpoint` rebuilds it: backbone name and arguments,
+image size, classes, head, scorer, normalisation and provenance.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import logging
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError, ImageSizeError, UnknownModelError
+from .token_drop import patch
+
+_log = logging.getLogger(__name__)
+
+SPEC_FORMAT = "fgvc-kit/model"
+SPEC_VERSION = 1
+
+#: fgvc-kit's own named configurations: (timm base name, kwargs)
+BUILTIN_MODELS: Dict[str, Tuple[str, Dict[str, Any]]] = {
+    # the demo model: 64x64 images, 8x8 patches (64 tokens), 6 blocks of width 96
+    "fgvc_tiny": ("vit_tiny_patch16_224", dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3,
+                                               num_classes=10)),
+}
+
+HEADS = ("linear",)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _vit_names() -> Sequence[str]:
+    import timm
+
+    return timm.list_models(["vit_*", "deit*", "eva02*"]) or []
+
+
+def resolve_name(name: str) -> Tuple[str, Dict[str, Any]]:
+    """Map a model name to (timm name, default kwargs)."""
+    import timm
+
+    if not isinstance(name, str) or not name:
+        raise UnknownModelError(f"model name must be a non-empty string, got {name!r}")
+    if name in BUILTIN_MODELS:
+        base, kw = BUILTIN_MODELS[name]
+        return base, dict(kw)
+    if timm.is_model(name):
+        return name, {}
+    close = difflib.get_close_matches(name, list(BUILTIN_MODELS) + list(_vit_names()), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; expected a timm ViT name (vit_*, deit_*) or fgvc_tiny"
+    raise UnknownModelError(f"unknown model {name!r}{hint}")
+
+
+def _pair(v) -> Tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ImageSizeError(f"img_size must be an int or (height, width), got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def check_image_size(model: nn.Module, img_size=None) -> None:
+    pe = model.patch_embed
+    size = _pair(pe.img_size if img_size is None else img_size)
+    patch_size = _pair(pe.patch_size)
+    for s, p in zip(size, patch_size):
+        if s < p or s % p:
+            shown = size[0] if size[0] == size[1] else f"{size[0]}x{size[1]}"
+            raise ImageSizeError(
+                f"img_size {shown} is not a multiple of the patch size {patch_size[0]}; "
+                f"use e.g. {max(p, s // p * p)} or {(s // p + 1) * p}")
+
+
+def _jsonable(kwargs: Dict[str, Any], where: str) -> Dict[str, Any]:
+    out = {}
+    for k, v in kwargs.items():
+        if isinstance(v, tuple):
+            v = list(v)
+        if v is None or isinstance(v, (bool, int, float, str)) or (
+                isinstance(v, list) and all(isinstance(x, (bool, int, float, str)) for x in v)):
+            out[k] = v
+        else:
+            raise ConfigError(f"{where}: argument {k}={v!r} cannot be stored in a checkpoint spec; "
+                              "pass plain numbers/strings")
+    return out
+
+
+def _normalization(model: nn.Module, source_kind: Optional[str]) -> Dict[str, Any]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if source_kind in ("npz", "vit-pytorch") or not cfg.get("mean"):
+        # the seeds' FGVC recipe (TAVT, FFVT, TransFG) normalises with ImageNet statistics
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+    return {"mean": [float(x) for x in mean], "std": [float(x) for x in std],
+            "interpolation": cfg.get("interpolation", "bicubic")}
+
+
+def build_spec(model: nn.Module, name: str, kwargs: Dict[str, Any], head: str, head_args: Dict[str, Any],
+               class_names: Optional[Sequence[str]] = None, source: Optional[str] = None,
+               source_kind: Optional[str] = None) -> Dict[str, Any]:
+    import timm
+
+    H, W = _pair(model.patch_embed.img_size)
+    num_classes = int(getattr(model, "num_classes", 0))
+    kwargs = dict(kwargs, img_size=H if H == W else [H, W], num_classes=num_classes)
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if len(class_names) != num_classes:
+            raise ConfigError(f"class_names has {len(class_names)} names, the model has {num_classes} classes")
+    return {
+        "format": SPEC_FORMAT,
+        "version": SPEC_VERSION,
+        "backbone": {"name": name, "kwargs": _jsonable(kwargs, name)},
+        "img_size": [H, W],
+        "patch_size": list(_pair(model.patch_embed.patch_size)),
+        "depth": len(model.blocks),
+        "num_patches": int(model.patch_embed.num_patches),
+        "num_prefix_tokens": int(model.num_prefix_tokens),
+        "embed_dim": int(model.embed_dim),
+        "num_classes": num_classes,
+        "class_names": class_names,
+        "head": {"name": head, "args": _jsonable(head_args, f"head {head}")},
+        "token_drop": {"scorer": model.scorer, "fuse": bool(model.fuse)},
+        "normalization": _normalization(model, source_kind),
+        "provenance": {"source": source, "source_kind": source_kind,
+                       "timm": timm.__version__, "torch": torch.__version__.split("+")[0]},
+    }
+
+
+def load_pretrained_weights(model: nn.Module, path: str, reset_head: bool = True) -> str:
+    """Load a weight file of any supported layout into a timm ViT; returns the file's kind.
+
+    Position embeddings are resampled when the grid differs. If the classifier's
+    shape differs and ``reset_head`` is true, the head keeps its fresh
+    initialisation (fine-tuning to new classes); otherwise that is an error.
+    """
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    from .convert import read_weights
+
+    wf = read_weights(path)
+    if wf.kind == "npz":
+        head = getattr(model, "head", None)
+        n_ckpt = None
+        for key in ("head/bias", "opt/target/head/bias", "params/head/bias"):
+            if key in wf.tensors:
+                n_ckpt = int(wf.tensors[key].shape[-1])
+        if isinstance(head, nn.Linear) and n_ckpt is not None and n_ckpt != head.out_features and not reset_head:
+            raise CheckpointError(f"{path}: checkpoint has {n_ckpt} classes, the model has {head.out_features}")
+        try:
+            model.load_pretrained(path)
+        except Exception as e:  # shape mismatches surface from copy_ inside timm's loader
+            raise CheckpointError(f"{path}: does not fit {type(model).__name__} "
+                                  f"({str(e).splitlines()[0][:200]})") from None
+        return wf.kind
+    sd = dict(wf.tensors)
+    try:
+        sd = checkpoint_filter_fn(sd, model)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot adapt the checkpoint to the model ({str(e).splitlines()[0][:200]})") \
+            from None
+    own = model.state_dict()
+    for head_key in ("head", "head_dist"):
+        w = sd.get(f"{head_key}.weight")
+        if w is not None and f"{head_key}.weight" in own and w.shape != own[f"{head_key}.weight"].shape:
+            if not reset_head:
+                raise CheckpointError(f"{path}: checkpoint has {w.shape[0]} classes, "
+                                      f"the model has {own[f'{head_key}.weight'].shape[0]}")
+            _log.info("%s: %s re-initialised for %d classes (checkpoint has %d)",
+                      path, head_key, own[f"{head_key}.weight"].shape[0], w.shape[0])
+            sd.pop(f"{head_key}.weight")
+            sd.pop(f"{head_key}.bias", None)
+    bad = [k for k, v in sd.items() if k in own and v.shape != own[k].shape]
+    if bad:
+        k = bad[0]
+        raise CheckpointError(f"{path}: tensor {k} has shape {tuple(sd[k].shape)}, "
+                              f"the model expects {tuple(own[k].shape)}")
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.startswith(("head.", "head_dist."))]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
+        raise CheckpointError(f"{path}: does not match the model ({'; '.join(parts)})")
+    return wf.kind
+
+
+def create_model(
+    name: str,
+    *,
+    img_size=None,
+    num_classes: Optional[int] = None,
+    head: str = "linear",
+    scorer: str = "tavt",
+    fuse: bool = False,
+    pretrained=None,
+    class_names: Optional[Sequence[str]] = None,
+    **timm_kwargs,
+) -> nn.Module:
+    """Build a token-drop model.
+
+    Args:
+        name: any timm ``VisionTransformer`` name (``vit_*``, ``deit_*`` incl.
+            distilled, register-token, LayerScale, qk-norm models) or ``fgvc_tiny``.
+        img_size: input size (int or (H, W)); must be a multiple of the patch size.
+        num_classes: classifier outputs (``0`` = features only).
+        head: classification head; ``"linear"`` is timm's own pooling + classifier.
+        scorer: ``"tavt"`` or ``"cls"`` (see :mod:`tavt_kit.models.token_drop`).
+        fuse: merge dropped tokens into one extra token (EViT).
+        pretrained: path to weights (fgvc-kit/timm ``.safetensors``, ``.pth``/``.bin``
+            state dicts, seeds' ViT-pytorch ``.bin``, Google ``.npz``) or ``True`` for
+            timm's hub weights. Position embeddings are resampled to ``img_size``;
+            a classifier of another class count is re-initialised.
+        class_names: stored in the spec (and checkpoints).
+        **timm_kwargs: passed to ``timm.create_model`` (``depth``, ``drop_path_rate``, ...).
+    """
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    from .heads import check_head
+
+    head_args = check_head(head, timm_kwargs)
+    base, kwargs = resolve_name(name)
+    kwargs.update(timm_kwargs)
+    if img_size is not None:
+        _pair(img_size)
+        kwargs["img_size"] = img_size
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ConfigError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+        kwargs["num_classes"] = num_classes
+    if class_names is not None and num_classes is None and "num_classes" not in kwargs:
+        kwargs["num_classes"] = len(class_names)
+    try:
+        model = timm.create_model(base, pretrained=pretrained is True, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{name}: invalid model argument ({e})") from None
+    except (AssertionError, ValueError) as e:
+        raise ConfigError(f"{name}: cannot build with {kwargs} ({e})") from None
+    if not isinstance(model, VisionTransformer):
+        raise UnknownModelError(f"{name} is a {type(model).__name__}, not a timm VisionTransformer; "
+                                "patch drop supports the ViT family (vit_*, deit_*)")
+    check_image_size(model)
+    source_kind = None
+    if pretrained is not None and pretrained is not True and pretrained is not False:
+        source_kind = load_pretrained_weights(model, pretrained)
+    patch(model, scorer=scorer, fuse=fuse)
+    source = str(pretrained) if source_kind else ("timm-hub" if pretrained is True else None)
+    model.spec = build_spec(model, name, {k: v for k, v in kwargs.items()}, head, head_args, class_names,
+                            source, source_kind)
+    return model
+
+
+def spec_of(model: nn.Module) -> Dict[str, Any]:
+    """The model's spec, with its current scorer and fuse setting."""
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise ConfigError("this model has no fgvc-kit spec; build it with create_model() or patch()")
+    spec = copy.deepcopy(spec)
+    spec["token_drop"] = {"scorer": model.scorer, "fuse": bool(model.fuse)}
+    return spec
+
+
+def patch_model(model: nn.Module, *, scorer: str = "tavt", fuse: bool = False, schedule=None,
+                name: Optional[str] = None, class_names: Optional[Sequence[str]] = None) -> nn.Module:
+    """``tavt_kit.patch``: make a timm ViT the user built or trained take token schedules.
+
+    The weights stay; the model gets a spec (timm name from its
+    ``pretrained_cfg`` or ``name``, shapes read off its tensors) so that
+    :func:`tavt_kit.save_checkpoint` can write it and
+    :func:`tavt_kit.load_checkpoint` rebuild it.
+    """
+    import timm
+
+    from .convert import infer_vit_args
+
+    patch(model, scorer=scorer, fuse=fuse, schedule=schedule)
+    arch = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    shapes = {k: v for k, v in model.state_dict().items()}
+    base, kwargs = infer_vit_args(shapes, num_heads=model.blocks[0].attn.num_heads, path=type(model).__name__)
+    if arch is not None and not timm.is_model(arch):
+        raise UnknownModelError(f"patch(): {arch!r} is not a timm model name; pass name=")
+    kwargs["global_pool"] = model.global_pool
+    if getattr(model, "no_embed_class", False):
+        kwargs["no_embed_class"] = True
+    model.spec = build_spec(model, arch or base, kwargs, "linear", {}, class_names, "patched timm model", "timm")
+    return model

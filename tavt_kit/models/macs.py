@@ -1,0 +1,167 @@
+"""Analytic multiply-accumulate counts of a token-drop model under a schedule.
+
+One multiply-add counts once (fvcore's convention). Layer norms count 5 per
+element, also fvcore's convention, so that totals agree with
+``fvcore.nn.FlopCountAnalysis`` run on the same module with explicit attention.
+Softmax, GELU, residual adds, top-k and gathers are not counted (neither does
+fvcore). Counts are per image.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from torch import nn
+
+from .schedule import TokenSchedule
+
+PARTS = ("patch_embed", "attn_qkv", "attn_matmul", "attn_proj", "mlp", "norm", "scoring", "head")
+
+
+@dataclass
+class MacCount:
+    """MACs per (module, part); slice with :meth:`total`, :meth:`by_part`, :meth:`by_module`, :meth:`by_block`."""
+
+    rows: List[Tuple[str, str, int]]
+    schedule: Optional[TokenSchedule] = None
+    tokens: List[int] = field(default_factory=list)  # tokens entering each block (prefix + patches [+ fused])
+
+    def total(self, part: Optional[str] = None) -> int:
+        return sum(m for _, p, m in self.rows if part is None or p == part)
+
+    def by_part(self) -> Dict[str, int]:
+        out = OrderedDict((p, 0) for p in PARTS)
+        for _, p, m in self.rows:
+            out[p] = out.get(p, 0) + m
+        return {p: m for p, m in out.items() if m}
+
+    def by_module(self) -> Dict[str, int]:
+        out: Dict[str, int] = OrderedDict()
+        for mod, _, m in self.rows:
+            out[mod] = out.get(mod, 0) + m
+        return dict(out)
+
+    def by_block(self) -> List[int]:
+        mods = self.by_module()
+        return [m for name, m in mods.items() if name.startswith("blocks.")]
+
+    def __getitem__(self, key: str) -> int:
+        if key in PARTS:
+            return self.total(key)
+        mods = self.by_module()
+        if key in mods:
+            return mods[key]
+        raise KeyError(f"{key!r} is neither a part ({', '.join(PARTS)}) nor a module")
+
+    @property
+    def gmacs(self) -> float:
+        return self.total() / 1e9
+
+    def to_dict(self) -> dict:
+        return {"total": self.total(), "by_part": self.by_part(), "by_block": self.by_block(),
+                "schedule": list(self.schedule.counts) if self.schedule else None}
+
+    def __str__(self) -> str:
+        lines = [f"{'part':<12} {'GMACs':>10} {'share':>7}"]
+        tot = max(self.total(), 1)
+        for p, m in self.by_part().items():
+            lines.append(f"{p:<12} {m / 1e9:>10.4f} {100 * m / tot:>6.2f}%")
+        lines.append(f"{'total':<12} {self.total() / 1e9:>10.4f}")
+        return "\n".join(lines)
+
+
+def _ln(mod: nn.Module, numel: int) -> int:
+    if isinstance(mod, nn.Identity) or mod is None:
+        return 0
+    affine = getattr(mod, "weight", None) is not None
+    return numel * (5 if affine else 4)
+
+
+def _linear(mod: nn.Module, tokens: int) -> int:
+    return tokens * mod.in_features * mod.out_features
+
+
+def _mlp(mlp: nn.Module, tokens: int) -> Tuple[int, int]:
+    """(matmul MACs, norm MACs) of a timm Mlp / GluMlp / SwiGLU."""
+    macs = 0
+    for name in ("fc1", "fc1_g", "fc1_x", "fc2"):
+        sub = getattr(mlp, name, None)
+        if isinstance(sub, nn.Linear):
+            macs += _linear(sub, tokens)
+    norm_mod = getattr(mlp, "norm", None)
+    norm = _ln(norm_mod, tokens * getattr(norm_mod, "normalized_shape", (0,))[0]) if norm_mod is not None else 0
+    return macs, norm
+
+
+def _head(model: nn.Module, tokens: int) -> Tuple[int, int]:
+    C = model.embed_dim
+    macs, norm = 0, 0
+    pool = getattr(model, "attn_pool", None)
+    if pool is not None:
+        n = tokens if getattr(model, "pool_include_prefix", False) else tokens - model.num_prefix_tokens
+        L = pool.latent.shape[1] if hasattr(pool, "latent") else 1
+        macs += _linear(pool.q, L) + _linear(pool.kv, n) + _linear(pool.proj, L)
+        macs += 2 * L * n * pool.q.out_features
+        m, nm = _mlp(pool.mlp, L)
+        macs += m
+        norm += nm + _ln(pool.norm, L * C)
+    norm += _ln(getattr(model, "fc_norm", None), C)
+    for name in ("head", "head_dist"):
+        sub = getattr(model, name, None)
+        if isinstance(sub, nn.Linear):
+            macs += _linear(sub, 1)
+    return macs, norm
+
+
+def count_macs(model: nn.Module, schedule=None) -> MacCount:
+    """MACs per image of a token-drop ViT at ``schedule`` (default: the model's schedule, else full)."""
+    if schedule is None:
+        schedule = getattr(model, "schedule", None) or model.full_schedule()
+    else:
+        schedule = model.make_schedule(schedule)
+    rows: List[Tuple[str, str, int]] = []
+    pe = model.patch_embed
+    Np = int(pe.num_patches)
+    conv = pe.proj
+    rows.append(("patch_embed", "patch_embed",
+                 Np * conv.out_channels * (conv.in_channels // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1]))
+    if not isinstance(getattr(pe, "norm", nn.Identity()), nn.Identity):
+        rows.append(("patch_embed", "norm", _ln(pe.norm, Np * conv.out_channels)))
+    P = model.num_prefix_tokens
+    C = model.embed_dim
+    rows.append(("norm_pre", "norm", _ln(getattr(model, "norm_pre", None), (P + Np) * C)))
+    n, fused = Np, 0
+    tokens_in = []
+    for i, blk in enumerate(model.blocks):
+        name = f"blocks.{i}"
+        attn = blk.attn
+        N = P + n + fused
+        tokens_in.append(N)
+        k = schedule.counts[i]
+        dropping = k < n
+        A = attn.num_heads * attn.head_dim
+        norm = _ln(blk.norm1, N * C) + _ln(attn.q_norm, N * A) + _ln(attn.k_norm, N * A) + _ln(attn.norm, N * A)
+        qkv = _linear(attn.qkv, N)
+        if getattr(attn, "gate", None) is not None:
+            qkv += _linear(attn.gate, N)
+        rows += [(name, "attn_qkv", qkv), (name, "attn_matmul", 2 * N * N * A), (name, "attn_proj", _linear(attn.proj, N))]
+        scoring = 0
+        if dropping:
+            if model.scorer == "cls":
+                scoring += N * A  # class query row against every key
+            if model.fuse:
+                scoring += n * C  # weighted sum of the dropped tokens
+            n, fused = k, int(model.fuse)
+        N_out = P + n + fused
+        mlp, mlp_norm = _mlp(blk.mlp, N_out)
+        norm += _ln(blk.norm2, N_out * C) + mlp_norm
+        rows += [(name, "mlp", mlp), (name, "norm", norm)]
+        if scoring:
+            rows.append((name, "scoring", scoring))
+    final_tokens = P + n
+    rows.append(("norm", "norm", _ln(getattr(model, "norm", None), final_tokens * C)))
+    head, head_norm = _head(model, final_tokens)
+    rows += [("head", "head", head), ("head", "norm", head_norm)]
+    rows = [r for r in rows if r[2]]
+    return MacCount(rows, schedule, tokens_in)

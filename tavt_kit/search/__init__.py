@@ -1,0 +1,1 @@
+"""Evolutionary search of token schedules under MAC and latency budgets."""
