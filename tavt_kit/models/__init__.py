@@ -1,6 +1,6 @@
 """Backbones with patch drop, token schedules, MAC counting and checkpoints."""
 from .checkpoint import load_checkpoint, read_spec, save_checkpoint
-from .factory import BUILTIN_MODELS, create_model, patch_model, spec_of
+from .factory import BACKBONES, BUILTIN_MODELS, BackboneEntry, create_model, patch_model, register_backbone, spec_of
 from .macs import MacCount, count_macs
 from .schedule import TokenSchedule
 from .token_drop import TokenState, is_patched

@@ -95,7 +95,7 @@ def _spec_load(path: str, wf, overrides: Dict[str, Any]) -> nn.Module:
     model = create_model(spec["backbone"]["name"], head=head["name"],
                          scorer=overrides.pop("scorer", td.get("scorer", "tavt")),
                          fuse=overrides.pop("fuse", td.get("fuse", False)), class_names=class_names, **kwargs)
-    load_pretrained_weights(model, path, reset_head=False)
+    load_pretrained_weights(model, wf, reset_head=False)
     # keep what the file said about where the weights came from
     model.spec["provenance"] = spec.get("provenance", model.spec["provenance"])
     model.spec["normalization"] = spec.get("normalization", model.spec["normalization"])

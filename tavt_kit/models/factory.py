@@ -52,7 +52,8 @@ def resolve_name(name: str) -> Tuple[str, Dict[str, Any]]:
         return base, dict(kw)
     if timm.is_model(name):
         return name, {}
-    close = difflib.get_close_matches(name, list(BUILTIN_MODELS) + list(_vit_names()), n=3, cutoff=0.6)
+    known = list(BUILTIN_MODELS) + [n for e in BACKBONES.values() for n in e.names] + list(_vit_names())
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; expected a timm ViT name (vit_*, deit_*) or fgvc_tiny"
     raise UnknownModelError(f"unknown model {name!r}{hint}")
 
@@ -102,12 +103,57 @@ def _normalization(model: nn.Module, source_kind: Optional[str]) -> Dict[str, An
             "interpolation": cfg.get("interpolation", "bicubic")}
 
 
+def geometry(model: nn.Module) -> Dict[str, Any]:
+    """Image size, patch size, depth, grid and width of a token-drop model.
+
+    Backbones that are not timm ViTs provide ``model.geometry()`` returning the same keys.
+    """
+    if hasattr(model, "geometry"):
+        return model.geometry()
+    return {
+        "img_size": list(_pair(model.patch_embed.img_size)),
+        "patch_size": list(_pair(model.patch_embed.patch_size)),
+        "depth": len(model.blocks),
+        "num_patches": int(model.patch_embed.num_patches),
+        "num_prefix_tokens": int(model.num_prefix_tokens),
+        "embed_dim": int(model.embed_dim),
+    }
+
+
+class BackboneEntry:
+    """A non-timm backbone family known to :func:`create_model`.
+
+    ``build(name, img_size=, num_classes=, scorer=, fuse=, **kwargs)`` returns a
+    token-drop model (``forward(x, drop=)``, ``schedule``, ``make_schedule``,
+    ``full_schedule``, ``depth``, ``num_patches``, ``scorer``, ``fuse``,
+    ``geometry()``, ``count_macs_rows(schedule)``); ``load(model, weight_file,
+    reset_head)`` loads a :class:`~tavt_kit.models.convert.WeightFile` into it
+    (strictly, converting official layouts) and returns the file's kind.
+    """
+
+    def __init__(self, names: Sequence[str], build, load):
+        self.names = tuple(names)
+        self.build = build
+        self.load = load
+
+
+#: lower-cased model name -> BackboneEntry (filled by backbone modules at import)
+BACKBONES: Dict[str, BackboneEntry] = {}
+
+
+def register_backbone(entry: BackboneEntry) -> BackboneEntry:
+    for n in entry.names:
+        BACKBONES[n.lower()] = entry
+    return entry
+
+
 def build_spec(model: nn.Module, name: str, kwargs: Dict[str, Any], head: str, head_args: Dict[str, Any],
                class_names: Optional[Sequence[str]] = None, source: Optional[str] = None,
                source_kind: Optional[str] = None) -> Dict[str, Any]:
     import timm
 
-    H, W = _pair(model.patch_embed.img_size)
+    geo = geometry(model)
+    H, W = geo["img_size"]
     num_classes = int(getattr(model, "num_classes", 0))
     kwargs = dict(kwargs, img_size=H if H == W else [H, W], num_classes=num_classes)
     if class_names is not None:
@@ -119,11 +165,11 @@ def build_spec(model: nn.Module, name: str, kwargs: Dict[str, Any], head: str, h
         "version": SPEC_VERSION,
         "backbone": {"name": name, "kwargs": _jsonable(kwargs, name)},
         "img_size": [H, W],
-        "patch_size": list(_pair(model.patch_embed.patch_size)),
-        "depth": len(model.blocks),
-        "num_patches": int(model.patch_embed.num_patches),
-        "num_prefix_tokens": int(model.num_prefix_tokens),
-        "embed_dim": int(model.embed_dim),
+        "patch_size": geo["patch_size"],
+        "depth": geo["depth"],
+        "num_patches": geo["num_patches"],
+        "num_prefix_tokens": geo["num_prefix_tokens"],
+        "embed_dim": geo["embed_dim"],
         "num_classes": num_classes,
         "class_names": class_names,
         "head": {"name": head, "args": _jsonable(head_args, f"head {head}")},
@@ -143,9 +189,13 @@ def load_pretrained_weights(model: nn.Module, path: str, reset_head: bool = True
     """
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    from .convert import read_weights
+    from .convert import WeightFile, read_weights
 
-    wf = read_weights(path)
+    wf = path if isinstance(path, WeightFile) else read_weights(path)
+    path = wf.path
+    entry = BACKBONES.get(str(getattr(model, "backbone_name", "")).lower())
+    if entry is not None:
+        return entry.load(model, wf, reset_head)
     if wf.kind == "npz":
         head = getattr(model, "head", None)
         n_ckpt = None
@@ -229,6 +279,17 @@ def create_model(
     from .heads import check_head
 
     head_args = check_head(head, timm_kwargs)
+    entry = BACKBONES.get(name.lower()) if isinstance(name, str) else None
+    if entry is not None:
+        model = entry.build(name, img_size=img_size, num_classes=num_classes, scorer=scorer, fuse=fuse,
+                            **timm_kwargs)
+        model.backbone_name = name
+        source_kind = None
+        if pretrained is not None and pretrained is not True and pretrained is not False:
+            source_kind = load_pretrained_weights(model, pretrained)
+        model.spec = build_spec(model, name, dict(timm_kwargs), head, head_args, class_names,
+                                str(pretrained) if source_kind else None, source_kind)
+        return model
     base, kwargs = resolve_name(name)
     kwargs.update(timm_kwargs)
     if img_size is not None:

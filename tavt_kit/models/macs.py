@@ -120,6 +120,9 @@ def count_macs(model: nn.Module, schedule=None) -> MacCount:
         schedule = getattr(model, "schedule", None) or model.full_schedule()
     else:
         schedule = model.make_schedule(schedule)
+    if hasattr(model, "count_macs_rows"):  # backbones other than timm ViTs count themselves
+        rows = [r for r in model.count_macs_rows(schedule) if r[2]]
+        return MacCount(rows, schedule, [])
     rows: List[Tuple[str, str, int]] = []
     pe = model.patch_embed
     Np = int(pe.num_patches)

@@ -1,0 +1,82 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+logging.getLogger("timm").setLevel(logging.ERROR)
+
+# tiny ViT: 64x64 images, 8x8 patches -> 64 patch tokens, 3 blocks of width 64
+TINY = dict(img_size=64, patch_size=8, embed_dim=64, depth=3, num_heads=2)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def perturb(model, scale=0.02):
+    """Random weights everywhere (LayerScale gammas, norms, pos embeds) so tests see every parameter."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model
+
+
+def timm_to_vit_pytorch(sd, ffvt=False):
+    """timm ViT state dict -> the seeds' ViT-pytorch layout (as TAVT/FFVT save it)."""
+    out = {
+        "transformer.embeddings.patch_embeddings.weight": sd["patch_embed.proj.weight"],
+        "transformer.embeddings.patch_embeddings.bias": sd["patch_embed.proj.bias"],
+        "transformer.embeddings.position_embeddings": sd["pos_embed"],
+        "transformer.embeddings.cls_token": sd["cls_token"],
+        "head.weight": sd["head.weight"], "head.bias": sd["head.bias"],
+    }
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    norm = "ff_encoder_norm" if ffvt else "encoder_norm"
+    out[f"transformer.encoder.{norm}.weight"] = sd["norm.weight"]
+    out[f"transformer.encoder.{norm}.bias"] = sd["norm.bias"]
+    for i in range(depth):
+        pre = "transformer.encoder.ff_last_layer" if (ffvt and i == depth - 1) else f"transformer.encoder.layer.{i}"
+        b = f"blocks.{i}."
+        for src, dst in [("norm1", "attention_norm"), ("norm2", "ffn_norm"), ("mlp.fc1", "ffn.fc1"),
+                         ("mlp.fc2", "ffn.fc2"), ("attn.proj", "attn.out")]:
+            for t in ("weight", "bias"):
+                out[f"{pre}.{dst}.{t}"] = sd[f"{b}{src}.{t}"]
+        for t in ("weight", "bias"):
+            q, k, v = sd[f"{b}attn.qkv.{t}"].chunk(3, 0)
+            out[f"{pre}.attn.query.{t}"], out[f"{pre}.attn.key.{t}"], out[f"{pre}.attn.value.{t}"] = q, k, v
+    return {k: v.clone() for k, v in out.items()}
+
+
+def timm_to_npz(model, path):
+    """Write a timm ViT as a Google JAX .npz (the ViT-B_16.npz layout)."""
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    H = model.blocks[0].attn.num_heads
+    C = model.embed_dim
+    hd = C // H
+    w = {
+        "embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
+        "embedding/bias": sd["patch_embed.proj.bias"],
+        "cls": sd["cls_token"],
+        "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
+        "Transformer/encoder_norm/scale": sd["norm.weight"],
+        "Transformer/encoder_norm/bias": sd["norm.bias"],
+        "head/kernel": sd["head.weight"].T,
+        "head/bias": sd["head.bias"],
+        "pre_logits/kernel": np.eye(C, dtype=np.float32),
+        "pre_logits/bias": np.zeros(C, dtype=np.float32),
+    }
+    for i in range(len(model.blocks)):
+        b, p = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        w[p + "LayerNorm_0/scale"], w[p + "LayerNorm_0/bias"] = sd[b + "norm1.weight"], sd[b + "norm1.bias"]
+        w[p + "LayerNorm_2/scale"], w[p + "LayerNorm_2/bias"] = sd[b + "norm2.weight"], sd[b + "norm2.bias"]
+        qkv_w, qkv_b = sd[b + "attn.qkv.weight"], sd[b + "attn.qkv.bias"]
+        for j, n in enumerate(("query", "key", "value")):
+            w[p + f"MultiHeadDotProductAttention_1/{n}/kernel"] = qkv_w[j * C:(j + 1) * C].T.reshape(C, H, hd)
+            w[p + f"MultiHeadDotProductAttention_1/{n}/bias"] = qkv_b[j * C:(j + 1) * C].reshape(H, hd)
+        w[p + "MultiHeadDotProductAttention_1/out/kernel"] = sd[b + "attn.proj.weight"].T.reshape(H, hd, C)
+        w[p + "MultiHeadDotProductAttention_1/out/bias"] = sd[b + "attn.proj.bias"]
+        w[p + "MlpBlock_3/Dense_0/kernel"], w[p + "MlpBlock_3/Dense_0/bias"] = sd[b + "mlp.fc1.weight"].T, sd[b + "mlp.fc1.bias"]
+        w[p + "MlpBlock_3/Dense_1/kernel"], w[p + "MlpBlock_3/Dense_1/bias"] = sd[b + "mlp.fc2.weight"].T, sd[b + "mlp.fc2.bias"]
+    np.savez(path, **w)
