@@ -14,16 +14,31 @@ from typing import List, Optional
 from . import __version__
 from .errors import ConfigError, ScheduleError, TavtKitError
 
-PENDING = {
-    "train": "fine-tune a model on a dataset",
-    "distill": "in-place distillation with patch drop",
-    "search": "evolutionary search of token schedules under budgets",
-    "export": "export to ONNX / OpenVINO with accuracy verification",
-    "bench": "latency and throughput on the target device",
-    "report": "latency-budget report (Markdown + HTML)",
-    "evaluate": "accuracy at a schedule",
-    "demo": "the whole pipeline on the built-in demo",
+#: subcommand -> (module that implements it, one-line help). A module provides
+#: ``COMMANDS = {name: (add_arguments(parser), run(args) -> int)}``; a command whose
+#: module is not there yet says so.
+SUBCOMMANDS = {
+    "train": ("tavt_kit.distill.cli", "fine-tune a model on a dataset"),
+    "distill": ("tavt_kit.distill.cli", "in-place distillation with patch drop"),
+    "evaluate": ("tavt_kit.distill.cli", "accuracy at a schedule"),
+    "search": ("tavt_kit.search.cli", "evolutionary search of token schedules under budgets"),
+    "export": ("tavt_kit.export.cli", "export to ONNX / OpenVINO with accuracy verification"),
+    "bench": ("tavt_kit.bench.cli", "latency and throughput on the target device, latency tables"),
+    "report": ("tavt_kit.bench.cli", "latency-budget report (Markdown + HTML)"),
+    "demo": ("tavt_kit.demo", "the whole pipeline on the built-in demo"),
 }
+
+
+def _command_impl(name: str, module: str):
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):
+            return None
+        raise
+    return getattr(mod, "COMMANDS", {}).get(name)
 
 
 def parse_drop(value: Optional[str], keep_ratio: Optional[str], model):
@@ -115,10 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--img-size", type=int, help="image size (position embeddings are resampled)")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=cmd_info)
-    for name, text in PENDING.items():
-        sp = sub.add_parser(name, help=f"{text} (not available yet)", add_help=False)
-        sp.add_argument("rest", nargs=argparse.REMAINDER)
-        sp.set_defaults(func=None, pending=name)
+    for name, (module, text) in SUBCOMMANDS.items():
+        impl = _command_impl(name, module)
+        if impl is None:
+            sp = sub.add_parser(name, help=f"{text} (not available yet)", add_help=False)
+            sp.add_argument("rest", nargs=argparse.REMAINDER)
+            sp.set_defaults(func=None, pending=name)
+        else:
+            add_arguments, run = impl
+            sp = sub.add_parser(name, help=text, description=text)
+            add_arguments(sp)
+            sp.set_defaults(func=run)
     return p
 
 
