@@ -1,0 +1,129 @@
+"""The space of token schedules a supernet is trained for and searched over.
+
+TAVT's space: after every block, a drop ratio in ``[0, bound]`` (bound 0.2) of
+the tokens entering it, rounded up; its smallest member drops ``bound`` at every
+block. Lengths follow TAVT's rule on the whole sequence, prefix tokens
+included — ``l_i = ceil(l_{i-1} * (1 - r_i))`` — so that for ViT-B/16 at 448
+the smallest member is exactly TAVT's (628, 503, ..., 56) with the class token.
+The space is stored in a supernet checkpoint's spec (``spec["search_space"]``).
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+from ..errors import ConfigError
+from .schedule import TokenSchedule
+
+SPACE_FORMAT = "fgvc-kit/search-space"
+
+
+def _ceil(x: float) -> int:
+    return math.ceil(round(x, 9))  # 0.8 * 785 is 628.0000000000001 in binary
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Which blocks may drop, how much, and the floor.
+
+    Args:
+        depth: number of blocks.
+        num_patches: patch tokens entering the first block.
+        bounds: per block, the largest drop ratio of the tokens entering it
+            (0 = the block never drops).
+        min_tokens: smallest patch-token count at any block.
+        num_prefix: prefix tokens counted in TAVT's length rule (class token: 1).
+        scorer: the scorer the supernet is trained with.
+    """
+
+    depth: int
+    num_patches: int
+    bounds: Tuple[float, ...]
+    min_tokens: int = 1
+    num_prefix: int = 1
+    scorer: str = "tavt"
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        bounds = tuple(float(b) for b in self.bounds)
+        if len(bounds) != self.depth:
+            raise ConfigError(f"search space: {len(bounds)} drop bounds for {self.depth} blocks")
+        for i, b in enumerate(bounds):
+            if not 0.0 <= b < 1.0:
+                raise ConfigError(f"search space: drop bound of block {i} must be in [0, 1), got {b}")
+        if not 1 <= self.min_tokens <= self.num_patches:
+            raise ConfigError(f"search space: min_tokens must be in [1, {self.num_patches}], got {self.min_tokens}")
+        object.__setattr__(self, "bounds", bounds)
+
+    @classmethod
+    def tavt(cls, depth: int, num_patches: int, bound: float = 0.2, drop_blocks: Optional[Sequence[int]] = None,
+             min_tokens: int = 1, num_prefix: int = 1, scorer: str = "tavt") -> "SearchSpace":
+        """TAVT's space: drop ratio in [0, ``bound``] after each block in ``drop_blocks`` (default all)."""
+        blocks = range(depth) if drop_blocks is None else drop_blocks
+        for b in blocks:
+            if not 0 <= b < depth:
+                raise ConfigError(f"search space: drop block {b} is outside 0..{depth - 1}")
+        bounds = tuple(bound if i in set(blocks) else 0.0 for i in range(depth))
+        return cls(depth, num_patches, bounds, min_tokens, num_prefix, scorer)
+
+    @classmethod
+    def for_model(cls, model, bound: float = 0.2, drop_blocks: Optional[Sequence[int]] = None,
+                  min_tokens: int = 1) -> "SearchSpace":
+        return cls.tavt(model.depth, model.num_patches, bound, drop_blocks, min_tokens,
+                        int(getattr(model, "num_prefix_tokens", 0)) if getattr(model, "cls_token", None) is not None
+                        else 0, getattr(model, "scorer", "tavt"))
+
+    # ----------------------------------------------------------------- members
+    def from_drop_ratios(self, ratios: Sequence[float]) -> TokenSchedule:
+        """The schedule that drops ``ratios[i]`` of the tokens entering block i (TAVT's rounding)."""
+        counts, length = [], self.num_patches + self.num_prefix
+        for r in ratios:
+            length = _ceil(length * (1.0 - r))
+            n = max(self.min_tokens, min(self.num_patches, length - self.num_prefix))
+            if counts:
+                n = min(n, counts[-1])
+            counts.append(n)
+        return TokenSchedule(tuple(counts), self.num_patches, self.min_tokens)
+
+    def full(self) -> TokenSchedule:
+        return TokenSchedule.full(self.depth, self.num_patches, self.min_tokens)
+
+    def smallest(self) -> TokenSchedule:
+        return self.from_drop_ratios(self.bounds)
+
+    def sample(self, rng: random.Random) -> TokenSchedule:
+        """A random member: drop ratio of each block uniform in [0, bound] (TAVT)."""
+        return self.from_drop_ratios([rng.uniform(0.0, b) if b > 0 else 0.0 for b in self.bounds])
+
+    def count_range(self, block: int, prev: int) -> Tuple[int, int]:
+        """Allowed counts at ``block`` given ``prev`` patch tokens entering it: (lowest, highest)."""
+        length = prev + self.num_prefix
+        low = max(self.min_tokens, _ceil(length * (1.0 - self.bounds[block])) - self.num_prefix)
+        return min(low, prev), prev
+
+    def contains(self, schedule: TokenSchedule) -> bool:
+        if schedule.depth != self.depth or schedule.num_patches != self.num_patches:
+            return False
+        prev = self.num_patches
+        for i, c in enumerate(schedule.counts):
+            low, high = self.count_range(i, prev)
+            if not low <= c <= high:
+                return False
+            prev = c
+        return True
+
+    # -------------------------------------------------------------------- JSON
+    def to_dict(self) -> Dict[str, Any]:
+        return {"format": SPACE_FORMAT, "depth": self.depth, "num_patches": self.num_patches,
+                "bounds": list(self.bounds), "min_tokens": self.min_tokens, "num_prefix": self.num_prefix,
+                "scorer": self.scorer}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SearchSpace":
+        try:
+            return cls(int(d["depth"]), int(d["num_patches"]), tuple(d["bounds"]), int(d.get("min_tokens", 1)),
+                       int(d.get("num_prefix", 1)), str(d.get("scorer", "tavt")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"search space: malformed entry ({e})") from None
