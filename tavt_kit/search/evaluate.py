@@ -1,0 +1,152 @@
+"""Fast evaluation of many token schedules on the same images.
+
+TAVT evaluates every candidate from the images up. Here the shared work is
+done once:
+
+* inputs are decoded and preprocessed once for the whole search (a tensor);
+* the patch embedding of every image is computed once and kept (within a
+  memory budget) for all generations;
+* the candidates of a generation form a prefix tree over their per-block
+  counts; each image batch walks the tree depth first, so a block runs once
+  per distinct prefix, not once per candidate;
+* images are evaluated in batches.
+
+The arithmetic of each node is exactly the model's own forward at that block,
+in the same batch composition, so accuracies are identical to evaluating each
+candidate with ``model(x, drop=schedule)`` (fp32, deterministic kernels).
+Models whose head reads more than the final tokens (FFVT, PIM) or backbones
+other than timm ViTs fall back to one full forward per candidate, still on the
+cached inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..models.schedule import TokenSchedule
+from ..models.token_drop import TokenState, drop_block_forward
+
+
+@dataclass
+class EvalStats:
+    block_runs: int = 0  # block forwards actually executed (per image batch)
+    block_runs_naive: int = 0  # what one forward per candidate would have executed
+    images: int = 0
+
+
+def supports_prefix_tree(model: nn.Module) -> bool:
+    from ..models.token_drop import TokenDropMixin
+
+    head = (getattr(model, "spec", None) or {}).get("head", {}).get("name", "linear")
+    return isinstance(model, TokenDropMixin) and head == "linear" and not getattr(model, "grad_checkpointing", False)
+
+
+class _Node:
+    __slots__ = ("children", "leaves")
+
+    def __init__(self):
+        self.children: Dict[int, "_Node"] = {}
+        self.leaves: List[int] = []  # candidate indices ending here
+
+
+def _build_tree(schedules: Sequence[Tuple[int, ...]]) -> _Node:
+    root = _Node()
+    for idx, counts in enumerate(schedules):
+        node = root
+        for c in counts:
+            node = node.children.setdefault(c, _Node())
+        node.leaves.append(idx)
+    return root
+
+
+class CandidateEvaluator:
+    """Top-1 correct counts of many schedules on a fixed set of preprocessed images.
+
+    Args:
+        model: a token-drop model (eval mode is set here).
+        images: (N, 3, H, W) preprocessed inputs, or a callable ``(start, end) -> tensor``.
+        labels: (N,) class indices.
+        batch_size: images per forward.
+        embed_cache_bytes: memory allowed for caching patch embeddings across calls.
+    """
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64,
+                 embed_cache_bytes: int = 2 << 30, use_tree: Optional[bool] = None):
+        self.model = model.eval()
+        self.images = images
+        self.labels = labels
+        self.batch_size = int(batch_size)
+        self.use_tree = supports_prefix_tree(model) if use_tree is None else use_tree
+        self.embed_cache_bytes = embed_cache_bytes
+        self._embeds: Dict[int, torch.Tensor] = {}
+        self._embed_bytes = 0
+        self.stats = EvalStats()
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def _batches(self):
+        n = len(self)
+        for start in range(0, n, self.batch_size):
+            yield start, min(n, start + self.batch_size)
+
+    def _embed(self, start: int, end: int) -> torch.Tensor:
+        cached = self._embeds.get(start)
+        if cached is not None:
+            return cached
+        m = self.model
+        x = self.images[start:end]
+        x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+        size = x.numel() * x.element_size()
+        if self._embed_bytes + size <= self.embed_cache_bytes:
+            self._embeds[start] = x
+            self._embed_bytes += size
+        return x
+
+    @torch.inference_mode()
+    def correct(self, schedules: Sequence[TokenSchedule], progress: Optional[Callable[[int], None]] = None
+                ) -> List[int]:
+        """Number of correctly classified images for each schedule."""
+        counts = [tuple(s.counts) for s in schedules]
+        correct = [0] * len(counts)
+        if not counts:
+            return correct
+        tree = _build_tree(counts) if self.use_tree else None
+        for start, end in self._batches():
+            y = self.labels[start:end]
+            if tree is not None:
+                self._walk(tree, self._embed(start, end), 0, self.model.num_patches,
+                           TokenState(self.model.num_prefix_tokens, self.model.num_patches, False), y, correct)
+                self.stats.block_runs_naive += len(counts) * self.model.depth
+            else:
+                x = self.images[start:end]
+                for i, c in enumerate(counts):
+                    pred = self.model(x, drop=c).argmax(-1)
+                    correct[i] += int((pred == y).sum())
+            self.stats.images += end - start
+            if progress is not None:
+                progress(end - start)
+        return correct
+
+    def _walk(self, node: _Node, x: torch.Tensor, depth: int, n: int, state: TokenState, y: torch.Tensor,
+              correct: List[int]) -> None:
+        m = self.model
+        if node.leaves:
+            feats = x[:, :-1] if state.has_fused else x
+            pred = m.forward_head(m.norm(feats)).argmax(-1)
+            hits = int((pred == y).sum())
+            for idx in node.leaves:
+                correct[idx] += hits
+        for count, child in node.children.items():
+            blk = m.blocks[depth]
+            self.stats.block_runs += 1
+            if count < n:
+                child_state = TokenState(state.num_prefix, state.num_patches, False)
+                child_state.has_fused = state.has_fused
+                out = drop_block_forward(blk, x, count, child_state, m.scorer, m.fuse)
+            else:
+                child_state, out = state, blk(x)
+            self._walk(child, out, depth + 1, count, child_state, y, correct)

@@ -1,0 +1,276 @@
+"""Evolutionary search of token schedules (TAVT / Length-Adaptive Transformer style).
+
+Genes are token schedules of a :class:`~tavt_kit.models.space.SearchSpace`.
+Each generation takes parents from the accuracy–cost Pareto front (and, when
+budgets are given, the most accurate candidates within each budget), makes
+``mutations`` mutants — each block's count redrawn with probability
+``mutation_prob`` between the next block's and the previous block's counts —
+and ``crossovers`` children, each block the mean of two parents; children are
+repaired into the space. Fitness is accuracy on the holdout split.
+
+Every evaluated candidate is appended to a journal (one JSON line, flushed and
+fsynced). The search is deterministic for a seed, so a resumed run replays the
+same generations, taking every already-evaluated candidate from the journal:
+nothing is evaluated twice.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..models.schedule import TokenSchedule
+from ..models.space import SearchSpace
+
+Counts = Tuple[int, ...]
+
+
+@dataclass
+class Candidate:
+    counts: Counts
+    accuracy: float
+    macs: int
+    latency: Optional[float] = None  # seconds
+    generation: int = 0
+    origin: str = "init"
+
+    def cost(self, objective: str) -> float:
+        return float(self.macs if objective == "macs" else self.latency)
+
+    def to_dict(self) -> dict:
+        return {"counts": list(self.counts), "accuracy": self.accuracy, "macs": self.macs,
+                "latency_ms": None if self.latency is None else self.latency * 1e3,
+                "generation": self.generation, "origin": self.origin}
+
+
+@dataclass
+class Budget:
+    objective: str  # "macs" | "latency"
+    limit: float  # MACs or seconds
+
+    @property
+    def label(self) -> str:
+        if self.objective == "macs":
+            return f"{self.limit / 1e9:g}G MACs"
+        return f"{self.limit * 1e3:g}ms"
+
+
+@dataclass
+class EvolutionSettings:
+    population: int = 20
+    generations: int = 30
+    mutations: int = 30
+    crossovers: int = 30
+    mutation_prob: float = 0.5
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def pareto_front(cands: Iterable[Candidate], objective: str = "macs") -> List[Candidate]:
+    """Candidates not dominated in (lower cost, higher accuracy), sorted by cost."""
+    front: List[Candidate] = []
+    best = -math.inf
+    for c in sorted(cands, key=lambda c: (c.cost(objective), -c.accuracy)):
+        if c.accuracy > best:
+            front.append(c)
+            best = c.accuracy
+    return front
+
+
+def front_area(front: Sequence[Candidate], objective: str, lo: float, hi: float) -> float:
+    """Area under the staircase Pareto front between costs ``lo`` and ``hi``, normalised by ``hi - lo``."""
+    if hi <= lo or not front:
+        return 0.0
+    area, pts = 0.0, [(c.cost(objective), c.accuracy) for c in front]
+    for i, (cost, acc) in enumerate(pts):
+        nxt = pts[i + 1][0] if i + 1 < len(pts) else hi
+        a, b = max(cost, lo), min(nxt, hi)
+        if b > a:
+            area += (b - a) * acc
+    return area / (hi - lo)
+
+
+class Journal:
+    """Append-only JSON-lines record of evaluated candidates; a torn last line is ignored."""
+
+    def __init__(self, path: Optional[str], header: dict):
+        self.path = path
+        self.header = header
+        self.entries: Dict[Counts, dict] = {}
+        if path and os.path.exists(path):
+            with open(path) as f:
+                lines = f.read().split("\n")
+            for i, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    if i >= len(lines) - 2:
+                        break  # killed mid-write
+                    raise
+                if rec.get("kind") == "header":
+                    if rec.get("settings") != header.get("settings"):
+                        from ..errors import ConfigError
+
+                        raise ConfigError(f"{path}: journal of a search with other settings; "
+                                          "use another --out or delete the journal")
+                elif rec.get("kind") == "candidate":
+                    self.entries[tuple(rec["counts"])] = rec
+        elif path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._append({"kind": "header", **header})
+
+    def _append(self, rec: dict) -> None:
+        if not self.path:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def record(self, counts: Counts, **values) -> None:
+        rec = {"kind": "candidate", "counts": list(counts), **values}
+        self.entries[counts] = rec
+        self._append(rec)
+
+
+class EvolutionSearch:
+    """Runs the evolution; costs and accuracies come from the callables given.
+
+    Args:
+        space: the schedules allowed.
+        accuracy_fn: list of schedules -> list of holdout accuracies (batched: one
+            call per generation so the evaluator can share work).
+        macs_fn: schedule -> MACs.
+        latency_fn: schedule -> seconds, or None when no latency objective.
+        budgets: constraints; the search also maps the whole front.
+        journal: where evaluated candidates are recorded (resume).
+        log: progress callback (one line per generation).
+    """
+
+    def __init__(self, space: SearchSpace, accuracy_fn: Callable[[List[TokenSchedule]], List[float]],
+                 macs_fn: Callable[[TokenSchedule], int], settings: EvolutionSettings,
+                 latency_fn: Optional[Callable[[TokenSchedule], float]] = None,
+                 budgets: Sequence[Budget] = (), journal: Optional[Journal] = None,
+                 log: Callable[[str], None] = print):
+        self.space = space
+        self.accuracy_fn = accuracy_fn
+        self.macs_fn = macs_fn
+        self.latency_fn = latency_fn
+        self.settings = settings
+        self.budgets = list(budgets)
+        self.journal = journal or Journal(None, {})
+        self.log = log
+        self.rng = random.Random(settings.seed)
+        self.evaluated: Dict[Counts, Candidate] = {}
+        self.evaluations = 0  # candidates actually evaluated in this process (not from the journal)
+        self.eval_seconds = 0.0
+        self.objective = "latency" if latency_fn is not None else "macs"
+
+    # --------------------------------------------------------------- operators
+    def repair(self, counts: Sequence[float]) -> Counts:
+        out, prev = [], self.space.num_patches
+        for i, c in enumerate(counts):
+            low, high = self.space.count_range(i, prev)
+            c = int(min(high, max(low, round(c))))
+            out.append(c)
+            prev = c
+        return tuple(out)
+
+    def mutate(self, parent: Counts) -> Counts:
+        """TAVT's mutation: each block, with probability p, redrawn between its neighbours' counts."""
+        new = list(parent)
+        for i in range(len(new)):
+            if self.rng.random() < self.settings.mutation_prob:
+                prev = new[i - 1] if i else self.space.num_patches
+                nxt = new[i + 1] if i + 1 < len(new) else self.space.count_range(i, prev)[0]
+                new[i] = self.rng.randint(min(nxt, prev), prev)
+        return self.repair(new)
+
+    def crossover(self, a: Counts, b: Counts) -> Counts:
+        return self.repair([(x + y) / 2 for x, y in zip(a, b)])
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate(self, genes: List[Counts], generation: int, origin: str) -> List[Candidate]:
+        todo = [g for g in dict.fromkeys(genes) if g not in self.evaluated]
+        fresh = [g for g in todo if g not in self.journal.entries]
+        if fresh:
+            t = time.perf_counter()
+            scheds = [TokenSchedule(g, self.space.num_patches, self.space.min_tokens) for g in fresh]
+            accs = self.accuracy_fn(scheds)
+            self.eval_seconds += time.perf_counter() - t
+            self.evaluations += len(fresh)
+            for g, s, acc in zip(fresh, scheds, accs):
+                lat = self.latency_fn(s) if self.latency_fn else None
+                self.journal.record(g, accuracy=acc, macs=int(self.macs_fn(s)), latency=lat,
+                                    generation=generation, origin=origin)
+        out = []
+        for g in todo:
+            rec = self.journal.entries[g]
+            cand = Candidate(g, rec["accuracy"], rec["macs"], rec.get("latency"), rec.get("generation", generation),
+                             rec.get("origin", origin))
+            self.evaluated[g] = cand
+            out.append(cand)
+        return out
+
+    def feasible(self, budget: Budget) -> List[Candidate]:
+        return [c for c in self.evaluated.values() if c.cost(budget.objective) <= budget.limit]
+
+    def best_within(self, budget: Budget) -> Optional[Candidate]:
+        cands = self.feasible(budget)
+        return max(cands, key=lambda c: (c.accuracy, -c.cost(budget.objective))) if cands else None
+
+    def parents(self) -> List[Counts]:
+        pool = {c.counts: c for c in pareto_front(self.evaluated.values(), self.objective)}
+        for budget in self.budgets:
+            top = sorted(self.feasible(budget), key=lambda c: (-c.accuracy, c.cost(budget.objective)))
+            for c in top[: self.settings.population]:
+                pool[c.counts] = c
+        if len(pool) < 2:
+            for c in sorted(self.evaluated.values(), key=lambda c: -c.accuracy)[: self.settings.population]:
+                pool[c.counts] = c
+        return sorted(pool)  # sorted: the order must not depend on dict history, for exact replays
+
+    # --------------------------------------------------------------------- run
+    def run(self) -> List[Candidate]:
+        s = self.settings
+        init = [self.space.full().counts, self.space.smallest().counts]
+        seen = set(init)
+        tries = 0
+        while len(init) < s.population and tries < 50 * s.population:
+            g = self.space.sample(self.rng).counts
+            tries += 1
+            if g not in seen:
+                seen.add(g)
+                init.append(g)
+        self.evaluate(init, 0, "init")
+        self._report(0)
+        for gen in range(1, s.generations + 1):
+            parents = self.parents()
+            children = []
+            for _ in range(s.mutations):
+                children.append((self.mutate(self.rng.choice(parents)), "mutation"))
+            for _ in range(s.crossovers):
+                a, b = self.rng.sample(parents, 2) if len(parents) > 1 else (parents[0], parents[0])
+                children.append((self.crossover(a, b), "crossover"))
+            for origin in ("mutation", "crossover"):
+                self.evaluate([g for g, o in children if o == origin], gen, origin)
+            self._report(gen)
+        return list(self.evaluated.values())
+
+    def _report(self, gen: int) -> None:
+        front = pareto_front(self.evaluated.values(), self.objective)
+        rate = self.evaluations / self.eval_seconds * 60 if self.eval_seconds > 0 else float("nan")
+        parts = [f"gen {gen:>3}/{self.settings.generations}", f"evaluated {len(self.evaluated):>4}",
+                 f"front {len(front):>3}", f"{rate:7.1f} cand/min"]
+        for b in self.budgets:
+            best = self.best_within(b)
+            parts.append(f"{b.label}: " + (f"{100 * best.accuracy:.2f}%" if best else "none yet"))
+        self.log("  ".join(parts))

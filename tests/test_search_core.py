@@ -1,0 +1,91 @@
+import json
+import random
+
+import pytest
+import torch
+
+import tavt_kit
+from tavt_kit.models.space import SearchSpace
+from tavt_kit.search.evaluate import CandidateEvaluator
+from tavt_kit.search.evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, Journal,
+                                       front_area, pareto_front)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = tavt_kit.create_model("fgvc_tiny", depth=4).eval()
+    images = torch.randn(24, 3, 64, 64)
+    with torch.no_grad():
+        labels = model(images).argmax(-1)  # the full model is right on every image
+    labels[::3] = (labels[::3] + 1) % 10
+    return model, images, labels
+
+
+@pytest.mark.parametrize("scorer,fuse", [("tavt", False), ("cls", True)])
+def test_prefix_tree_gives_identical_accuracies(setup, scorer, fuse):
+    model, images, labels = setup
+    model.scorer, model.fuse = scorer, fuse
+    space = SearchSpace.for_model(model, bound=0.3)
+    rng = random.Random(1)
+    scheds = [space.full(), space.smallest()] + [space.sample(rng) for _ in range(6)]
+    scheds.append(tavt_kit.TokenSchedule((64, 64, 50, 40), 64))
+    scheds.append(tavt_kit.TokenSchedule((64, 64, 50, 30), 64))  # shares three blocks with the previous one
+    fast = CandidateEvaluator(model, images, labels, batch_size=16)
+    got = fast.correct(scheds)
+    with torch.no_grad():
+        ref = [sum(int((model(images[i:i + 16], drop=s).argmax(-1) == labels[i:i + 16]).sum())
+                   for i in range(0, 24, 16)) for s in scheds]
+    assert got == ref
+    assert fast.stats.block_runs < fast.stats.block_runs_naive
+    assert fast.correct(scheds) == ref  # second call uses the cached embeddings
+    model.scorer, model.fuse = "tavt", False
+
+
+def test_pareto_front_and_area():
+    cands = [Candidate((1,), 0.5, 10), Candidate((2,), 0.4, 20), Candidate((3,), 0.7, 30), Candidate((4,), 0.7, 40)]
+    front = pareto_front(cands)
+    assert [c.counts for c in front] == [(1,), (3,)]
+    assert front_area(front, "macs", 10, 40) == pytest.approx((20 * 0.5 + 10 * 0.7) / 30)
+
+
+def _search(model, images, labels, journal=None, budgets=(), generations=2, seed=0):
+    ev = CandidateEvaluator(model, images, labels, batch_size=20)
+    space = SearchSpace.for_model(model, bound=0.3)
+    settings = EvolutionSettings(population=5, generations=generations, mutations=4, crossovers=4, seed=seed)
+    search = EvolutionSearch(space, lambda s: [c / len(ev) for c in ev.correct(s)],
+                             lambda s: tavt_kit.count_macs(model, s).total(), settings,
+                             budgets=budgets, journal=journal, log=lambda line: None)
+    search.run()
+    return search
+
+
+def test_evolution_is_deterministic_respects_the_space_and_budgets(setup):
+    model, images, labels = setup
+    full = tavt_kit.count_macs(model).total()
+    budget = Budget("macs", 0.7 * full)
+    a = _search(model, images, labels, budgets=[budget])
+    b = _search(model, images, labels, budgets=[budget])
+    assert list(a.evaluated) == list(b.evaluated)
+    space = SearchSpace.for_model(model, bound=0.3)
+    assert all(space.contains(tavt_kit.TokenSchedule(g, 64)) for g in a.evaluated)
+    best = a.best_within(budget)
+    assert best.macs <= budget.limit
+    assert all(c.accuracy <= best.accuracy for c in a.feasible(budget))
+    assert len(a.evaluated) > 6
+
+
+def test_killed_search_resumes_without_reevaluating(setup, tmp_path):
+    model, images, labels = setup
+    path = str(tmp_path / "journal.jsonl")
+    header = {"settings": {"seed": 0}}
+    whole = _search(model, images, labels, generations=2)
+    _search(model, images, labels, Journal(path, header), generations=1)  # "killed" after generation 1
+    with open(path, "a") as f:
+        f.write('{"kind": "candidate", "counts": [6')  # torn write
+    first_run = len(Journal(path, header).entries)
+    resumed = _search(model, images, labels, Journal(path, header), generations=2)
+    assert list(resumed.evaluated) == list(whole.evaluated)
+    assert 0 < first_run and resumed.evaluations == len(whole.evaluated) - first_run
+    with pytest.raises(tavt_kit.ConfigError, match="other settings"):
+        Journal(path, {"settings": {"seed": 1}})
