@@ -95,6 +95,11 @@ def _spec_load(path: str, wf, overrides: Dict[str, Any]) -> nn.Module:
     model = create_model(spec["backbone"]["name"], head=head["name"],
                          scorer=overrides.pop("scorer", td.get("scorer", "tavt")),
                          fuse=overrides.pop("fuse", td.get("fuse", False)), class_names=class_names, **kwargs)
+    if spec.get("pruned"):  # structurally pruned: shrink the layers before loading
+        from .widths import apply_pruned_shapes
+
+        apply_pruned_shapes(model, spec["pruned"])
+        model.spec["pruned"] = spec["pruned"]
     load_pretrained_weights(model, wf, reset_head=False)
     # keep what the file said about where the weights came from
     model.spec["provenance"] = spec.get("provenance", model.spec["provenance"])
