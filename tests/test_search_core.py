@@ -89,3 +89,18 @@ def test_killed_search_resumes_without_reevaluating(setup, tmp_path):
     assert 0 < first_run and resumed.evaluations == len(whole.evaluated) - first_run
     with pytest.raises(tavt_kit.ConfigError, match="other settings"):
         Journal(path, {"settings": {"seed": 1}})
+
+
+def test_baselines_meet_their_budgets():
+    from tavt_kit.search.baselines import baseline_schedules, evit_blocks
+
+    model = tavt_kit.create_model("vit_base_patch16_224", img_size=448, depth=12, embed_dim=64, num_heads=2)
+    cost = lambda s: tavt_kit.count_macs(model, s).total()
+    full = cost(model.full_schedule())
+    out = baseline_schedules(12, 784, cost, {"half": 0.5 * full, "tiny": 0.001 * full})
+    assert evit_blocks(12) == [3, 6, 9]
+    assert out["fixed"]["evit 0.7"].counts[3] == 549
+    for name in ("uniform", "evit"):
+        s = out["half"][name]
+        assert cost(s) <= 0.5 * full and cost(s) > 0.45 * full  # the largest ratio that fits
+    assert out["tiny"] == {}  # nothing of that shape fits

@@ -1,0 +1,56 @@
+"""Hand-made schedules the search result is compared with, at the same budgets.
+
+* ``uniform``: the same keep ratio at every block (the largest that meets the budget);
+* ``evit``: EViT / DynamicViT's shape — keep ratio r at blocks L/4, L/2 and 3L/4
+  (3, 6, 9 for a 12-block ViT), the largest r that meets the budget; and the
+  published fixed point r = 0.7.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional
+
+from ..models.schedule import TokenSchedule
+
+
+def evit_blocks(depth: int) -> List[int]:
+    return sorted({max(0, min(depth - 1, round(depth * f))) for f in (0.25, 0.5, 0.75)})
+
+
+def uniform_schedule(ratio: float, depth: int, num_patches: int, min_tokens: int = 1) -> TokenSchedule:
+    return TokenSchedule.from_ratios([ratio] * depth, depth, num_patches, min_tokens)
+
+
+def evit_schedule(ratio: float, depth: int, num_patches: int, min_tokens: int = 1) -> TokenSchedule:
+    return TokenSchedule.from_ratios({b: ratio for b in evit_blocks(depth)}, depth, num_patches, min_tokens)
+
+
+def fit_ratio(make: Callable[[float], TokenSchedule], cost: Callable[[TokenSchedule], float], limit: float,
+              lo: float = 0.02, iters: int = 30) -> Optional[TokenSchedule]:
+    """The schedule ``make(r)`` with the largest r in [lo, 1] whose cost is within ``limit`` (cost rises with r)."""
+    if cost(make(1.0)) <= limit:
+        return make(1.0)
+    if cost(make(lo)) > limit:
+        return None
+    a, b = lo, 1.0
+    for _ in range(iters):
+        mid = (a + b) / 2
+        if cost(make(mid)) <= limit:
+            a = mid
+        else:
+            b = mid
+    return make(a)
+
+
+def baseline_schedules(depth: int, num_patches: int, cost: Callable[[TokenSchedule], float],
+                       limits: Dict[str, float], min_tokens: int = 1) -> Dict[str, Dict[str, TokenSchedule]]:
+    """``{budget label: {baseline name: schedule}}`` plus ``{"fixed": {"evit 0.7": ...}}``."""
+    out: Dict[str, Dict[str, TokenSchedule]] = {
+        "fixed": {"evit 0.7": evit_schedule(0.7, depth, num_patches, min_tokens)}}
+    for label, limit in limits.items():
+        row = {}
+        for name, make in (("uniform", uniform_schedule), ("evit", evit_schedule)):
+            s = fit_ratio(lambda r, make=make: make(r, depth, num_patches, min_tokens), cost, limit)
+            if s is not None:
+                row[name] = s
+        out[label] = row
+    return out
