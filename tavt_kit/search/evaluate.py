@@ -67,16 +67,19 @@ class CandidateEvaluator:
 
     Args:
         model: a token-drop model (eval mode is set here).
-        images: (N, 3, H, W) preprocessed inputs, or a callable ``(start, end) -> tensor``.
+        images: (N, 3, H, W) decoded, cropped images (uint8 or float).
         labels: (N,) class indices.
+        transform: applied to each batch of ``images`` (e.g. :class:`tavt_kit.data.Normalize`).
         batch_size: images per forward.
         embed_cache_bytes: memory allowed for caching patch embeddings across calls.
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64,
-                 embed_cache_bytes: int = 2 << 30, use_tree: Optional[bool] = None):
+                 embed_cache_bytes: int = 2 << 30, use_tree: Optional[bool] = None,
+                 transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         self.model = model.eval()
         self.images = images
+        self.transform = transform
         self.labels = labels
         self.batch_size = int(batch_size)
         self.use_tree = supports_prefix_tree(model) if use_tree is None else use_tree
@@ -93,12 +96,16 @@ class CandidateEvaluator:
         for start in range(0, n, self.batch_size):
             yield start, min(n, start + self.batch_size)
 
+    def _inputs(self, start: int, end: int) -> torch.Tensor:
+        x = self.images[start:end]
+        return self.transform(x) if self.transform is not None else x
+
     def _embed(self, start: int, end: int) -> torch.Tensor:
         cached = self._embeds.get(start)
         if cached is not None:
             return cached
         m = self.model
-        x = self.images[start:end]
+        x = self._inputs(start, end)
         x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
         size = x.numel() * x.element_size()
         if self._embed_bytes + size <= self.embed_cache_bytes:
@@ -122,7 +129,7 @@ class CandidateEvaluator:
                            TokenState(self.model.num_prefix_tokens, self.model.num_patches, False), y, correct)
                 self.stats.block_runs_naive += len(counts) * self.model.depth
             else:
-                x = self.images[start:end]
+                x = self._inputs(start, end)
                 for i, c in enumerate(counts):
                     pred = self.model(x, drop=c).argmax(-1)
                     correct[i] += int((pred == y).sum())
