@@ -4,8 +4,9 @@ TAVT evaluates every candidate from the images up. Here the shared work is
 done once:
 
 * inputs are decoded and preprocessed once for the whole search (a tensor);
-* the patch embedding of every image is computed once and kept (within a
-  memory budget) for all generations;
+* the patch embedding of every image, and the blocks that no schedule of the
+  space drops at (the leading ``shared_blocks``), are computed once and kept
+  (within a memory budget) for all generations;
 * the candidates of a generation form a prefix tree over their per-block
   counts; each image batch walks the tree depth first, so a block runs once
   per distinct prefix, not once per candidate;
@@ -76,8 +77,9 @@ class CandidateEvaluator:
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64,
                  embed_cache_bytes: int = 2 << 30, use_tree: Optional[bool] = None,
-                 transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+                 transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, shared_blocks: int = 0):
         self.model = model.eval()
+        self.shared_blocks = int(shared_blocks)
         self.images = images
         self.transform = transform
         self.labels = labels
@@ -107,6 +109,8 @@ class CandidateEvaluator:
         m = self.model
         x = self._inputs(start, end)
         x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+        for blk in m.blocks[: self.shared_blocks]:
+            x = blk(x)
         size = x.numel() * x.element_size()
         if self._embed_bytes + size <= self.embed_cache_bytes:
             self._embeds[start] = x
@@ -121,11 +125,15 @@ class CandidateEvaluator:
         correct = [0] * len(counts)
         if not counts:
             return correct
-        tree = _build_tree(counts) if self.use_tree else None
+        F = self.shared_blocks
+        full = self.model.num_patches
+        if F and any(any(n != full for n in c[:F]) for c in counts):
+            raise ValueError(f"every schedule must keep the full grid in the first {F} (shared) blocks")
+        tree = _build_tree([c[F:] for c in counts]) if self.use_tree else None
         for start, end in self._batches():
             y = self.labels[start:end]
             if tree is not None:
-                self._walk(tree, self._embed(start, end), 0, self.model.num_patches,
+                self._walk(tree, self._embed(start, end), F, self.model.num_patches,
                            TokenState(self.model.num_prefix_tokens, self.model.num_patches, False), y, correct)
                 self.stats.block_runs_naive += len(counts) * self.model.depth
             else:

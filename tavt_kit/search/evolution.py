@@ -55,8 +55,11 @@ class Budget:
     @property
     def label(self) -> str:
         if self.objective == "macs":
-            return f"{self.limit / 1e9:g}G MACs"
-        return f"{self.limit * 1e3:g}ms"
+            for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+                if self.limit >= scale:
+                    return f"{self.limit / scale:.4g}{unit} MACs"
+            return f"{self.limit:.4g} MACs"
+        return f"{self.limit * 1e3:.4g}ms"
 
 
 @dataclass

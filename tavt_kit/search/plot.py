@@ -1,0 +1,58 @@
+"""Plots of a search result: holdout accuracy against MACs (and latency), front, baselines, budgets."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List
+
+
+def plot_search(result: dict, out_dir: str) -> List[str]:
+    """Write ``pareto_macs.png`` (and ``pareto_latency.png`` with a latency objective); returns file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    axes = [("macs", "GMACs", lambda d: d["macs"] / 1e9)]
+    if result.get("objective") == "latency":
+        axes.append(("latency", "latency (ms)", lambda d: d.get("latency_ms")))
+    for key, xlabel, xof in axes:
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+        cands = [c for c in result["candidates"] if xof(c) is not None]
+        ax.scatter([xof(c) for c in cands], [100 * c["accuracy"] for c in cands], s=8, c="#bbbbbb",
+                   label=f"candidates ({len(cands)})")
+        front = [p for p in result["pareto_front"] if xof(p) is not None]
+        if front:
+            xs, ys = [xof(p) for p in front], [100 * p["holdout_accuracy"] for p in front]
+            ax.step(xs, ys, where="post", c="#1f77b4", lw=1.5)
+            ax.scatter(xs, ys, s=16, c="#1f77b4", label="Pareto front (holdout)")
+        markers: Dict[str, str] = {"uniform": "s", "evit": "^", "evit 0.7": "v"}
+        seen = set()
+        rows = [("fixed", result["baselines"].get("fixed", {}))] + [(b["label"], b["baselines"])
+                                                                     for b in result["budgets"]]
+        for _, row in rows:
+            for name, d in row.items():
+                if xof(d) is None or d.get("holdout_accuracy") is None:
+                    continue
+                ax.scatter([xof(d)], [100 * d["holdout_accuracy"]], marker=markers.get(name, "x"), s=40,
+                           c="#d62728", label=None if name in seen else f"baseline: {name}")
+                seen.add(name)
+        for b in result["budgets"]:
+            if b["objective"] == key:
+                limit = b["limit"] / 1e9 if key == "macs" else b["limit"] * 1e3
+                ax.axvline(limit, ls="--", c="#2ca02c", lw=1)
+                if b["best"]:
+                    ax.scatter([xof(b["best"])], [100 * b["best"]["holdout_accuracy"]], marker="*", s=140,
+                               c="#2ca02c", zorder=5, label=f"chosen @ {b['label']}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("holdout top-1 (%)")
+        name = (result.get("model") or {}).get("backbone") or {}
+        ax.set_title(f"token-schedule search: {name.get('name', '')}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        fname = f"pareto_{key}.png"
+        fig.savefig(os.path.join(out_dir, fname))
+        plt.close(fig)
+        files.append(fname)
+    return files

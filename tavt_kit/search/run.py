@@ -1,0 +1,287 @@
+"""A whole search: data, objectives, evolution, baselines, test-split report, files.
+
+:func:`run_search` is what ``fgvc-kit search`` calls. Fitness is accuracy on
+the held-out split; the test split is used once at the end, to report the
+chosen schedules, the Pareto front and the baselines.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..models.macs import count_macs
+from ..models.schedule import TokenSchedule
+from ..models.space import SearchSpace
+from .baselines import baseline_schedules
+from .evaluate import CandidateEvaluator
+from .evolution import Budget, Candidate, EvolutionSearch, EvolutionSettings, Journal, front_area, pareto_front
+
+SEARCH_FORMAT = "fgvc-kit/search"
+
+
+@dataclass
+class EvalSet:
+    """Decoded, preprocessed images of one split (uint8) with labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    name: str
+
+
+def _dist():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def shard(evalset: EvalSet) -> EvalSet:
+    """This rank's share of the images (every world_size-th); counts are summed across ranks."""
+    rank, world = _dist()
+    if world == 1:
+        return evalset
+    return EvalSet(evalset.images[rank::world], evalset.labels[rank::world], evalset.name)
+
+
+def _all_reduce(values: List[int]) -> List[int]:
+    rank, world = _dist()
+    if world == 1 or not values:
+        return values
+    t = torch.tensor(values, dtype=torch.long)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def space_of(model: nn.Module) -> SearchSpace:
+    d = (getattr(model, "spec", None) or {}).get("search_space")
+    if d:
+        space = SearchSpace.from_dict(d)
+        if space.depth != model.depth or space.num_patches != model.num_patches:
+            raise ConfigError(f"the checkpoint's search space ({space.depth} blocks, {space.num_patches} tokens) "
+                              f"does not fit the model ({model.depth} blocks, {model.num_patches} tokens)")
+        return space
+    return SearchSpace.for_model(model)
+
+
+def machine() -> Dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "threads": str(torch.get_num_threads()),
+            "python": platform.python_version(), "torch": torch.__version__.split("+")[0]}
+
+
+def run_search(
+    model: nn.Module,
+    holdout: EvalSet,
+    test: Optional[EvalSet],
+    out_dir: str,
+    *,
+    settings: EvolutionSettings,
+    budgets: Sequence[Budget] = (),
+    latency_fn: Optional[Callable[[TokenSchedule], float]] = None,
+    remeasure_fn: Optional[Callable[[TokenSchedule], float]] = None,
+    latency_info: Optional[dict] = None,
+    transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    batch_size: int = 64,
+    subset: Optional[int] = None,
+    space: Optional[SearchSpace] = None,
+    source: Optional[dict] = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Search schedules of ``model``; writes ``search.json``, a journal and one drop config per budget.
+
+    Args:
+        latency_fn: schedule -> seconds (measured here or predicted from a table);
+            required for latency budgets.
+        remeasure_fn: schedule -> seconds measured directly, for the chosen schedules.
+        subset: search on this many held-out images (seeded, stratified by nothing: a random subset).
+    """
+    rank, world = _dist()
+    space = space or space_of(model)
+    if any(b.objective == "latency" for b in budgets) and latency_fn is None:
+        raise ConfigError("a latency budget needs a latency objective (--device/--backend or --latency-table)")
+    if len(holdout.labels) == 0:
+        raise ConfigError("the held-out split is empty; search needs --holdout > 0")
+    if subset is not None:
+        if subset < 1:
+            raise ConfigError(f"--subset: expected a positive number of images, got {subset}")
+        if subset < len(holdout.labels):
+            g = torch.Generator().manual_seed(settings.seed)
+            idx = torch.randperm(len(holdout.labels), generator=g)[:subset].sort().values
+            holdout = EvalSet(holdout.images[idx], holdout.labels[idx], holdout.name)
+    n_holdout = len(holdout.labels)
+    shared = next((i for i, b in enumerate(space.bounds) if b > 0), space.depth)
+    ev = CandidateEvaluator(model, shard(holdout).images, shard(holdout).labels, batch_size, transform=transform,
+                            shared_blocks=shared)
+    for b in budgets:
+        if b.objective == "macs":
+            cost, shown = count_macs(model, space.smallest()).total(), None
+            shown = Budget("macs", cost).label
+        elif latency_fn is not None:
+            cost = latency_fn(space.smallest())
+            shown = Budget("latency", cost).label
+        if cost > b.limit:
+            log(f"warning: budget {b.label} is below the smallest schedule of the search space ({shown}); "
+                "no searched schedule can meet it (baselines are still reported)")
+
+    def accuracy(scheds: List[TokenSchedule], evaluator: CandidateEvaluator = ev) -> List[float]:
+        return [c / n_holdout for c in _all_reduce(evaluator.correct(scheds))]
+
+    @functools.lru_cache(maxsize=None)
+    def macs_of(counts) -> int:
+        return count_macs(model, TokenSchedule(counts, space.num_patches, space.min_tokens)).total()
+
+    lat_cache: Dict[tuple, float] = {}
+
+    def latency(s: TokenSchedule) -> float:
+        if s.counts not in lat_cache:
+            lat_cache[s.counts] = float(latency_fn(s))
+        return lat_cache[s.counts]
+
+    header = {"format": "fgvc-kit/search-journal", "settings": {
+        **settings.to_dict(), "budgets": [[b.objective, b.limit] for b in budgets], "subset": subset,
+        "holdout_images": n_holdout, "space": space.to_dict(), "source": source or {},
+        "latency": (latency_info or {}).get("identity")}}
+    os.makedirs(out_dir, exist_ok=True)
+    journal = Journal(os.path.join(out_dir, "search.journal.jsonl") if rank == 0 else None, header)
+    if world > 1:  # every rank replays the same journal
+        obj = [journal.entries]
+        torch.distributed.broadcast_object_list(obj, src=0)
+        journal.entries = obj[0]
+    t0 = time.perf_counter()
+    search = EvolutionSearch(space, accuracy, lambda s: macs_of(s.counts), settings,
+                             latency if latency_fn is not None else None, budgets, journal,
+                             log if rank == 0 else (lambda s: None))
+    cands = search.run()
+    search_seconds = time.perf_counter() - t0
+    objective = search.objective
+
+    # ---- choices per budget, baselines, and the test split
+    full, smallest = space.full(), space.smallest()
+    cost_fn: Callable[[TokenSchedule], float] = (lambda s: macs_of(s.counts)) if objective == "macs" else latency
+    choices = {}
+    for b in budgets:
+        best = search.best_within(b)
+        choices[b.label] = (b, best)
+    limits = {b.label: b.limit for b in budgets}
+    base = {}
+    for label, limit in limits.items():
+        b = next(x for x in budgets if x.label == label)
+        fn = (lambda s: macs_of(s.counts)) if b.objective == "macs" else latency
+        base[label] = baseline_schedules(space.depth, space.num_patches, fn, {label: limit}, space.min_tokens)[label]
+    fixed = baseline_schedules(space.depth, space.num_patches, cost_fn, {}, space.min_tokens)["fixed"]
+
+    front = pareto_front(cands, objective)
+    to_test: Dict[tuple, TokenSchedule] = {}
+    for s in [full, smallest] + [TokenSchedule(c.counts, space.num_patches, space.min_tokens) for c in front]:
+        to_test[s.counts] = s
+    for label, (b, best) in choices.items():
+        if best is not None:
+            to_test[best.counts] = TokenSchedule(best.counts, space.num_patches, space.min_tokens)
+    for row in list(base.values()) + [fixed]:
+        for s in row.values():
+            to_test[s.counts] = s
+    holdout_extra = [s for k, s in to_test.items() if k not in search.evaluated]
+    hold_acc = {k: c.accuracy for k, c in search.evaluated.items()}
+    if holdout_extra:
+        free = CandidateEvaluator(model, shard(holdout).images, shard(holdout).labels, batch_size,
+                                  transform=transform)  # baselines may drop where the space does not
+        for s, a in zip(holdout_extra, accuracy(holdout_extra, free)):
+            hold_acc[s.counts] = a
+    test_acc: Dict[tuple, float] = {}
+    if test is not None and len(test.labels):
+        tev = CandidateEvaluator(model, shard(test).images, shard(test).labels, batch_size, transform=transform)
+        scheds = list(to_test.values())
+        for s, c in zip(scheds, _all_reduce(tev.correct(scheds))):
+            test_acc[s.counts] = c / len(test.labels)
+    remeasured = {}
+    if remeasure_fn is not None and rank == 0:
+        for label, (b, best) in choices.items():
+            if best is not None:
+                remeasured[best.counts] = float(remeasure_fn(TokenSchedule(best.counts, space.num_patches)))
+        remeasured.setdefault(full.counts, float(remeasure_fn(full)))
+
+    def entry(counts, **extra) -> dict:
+        s = TokenSchedule(counts, space.num_patches, space.min_tokens)
+        d = {"counts": list(counts), "macs": macs_of(counts), "holdout_accuracy": hold_acc.get(counts),
+             "test_accuracy": test_acc.get(counts)}
+        if latency_fn is not None:
+            d["latency_ms"] = latency(s) * 1e3
+        if counts in remeasured:
+            d["latency_measured_ms"] = remeasured[counts] * 1e3
+        d.update(extra)
+        return d
+
+    full_macs = macs_of(full.counts)
+    result = {
+        "format": SEARCH_FORMAT,
+        "version": 1,
+        "objective": objective,
+        "model": {k: (model.spec or {}).get(k) for k in ("backbone", "img_size", "depth", "num_patches",
+                                                         "num_classes")},
+        "source": source or {},
+        "space": space.to_dict(),
+        "settings": {**settings.to_dict(), "subset": subset, "holdout_images": n_holdout,
+                     "test_images": int(len(test.labels)) if test is not None else 0, "batch_size": batch_size,
+                     "world_size": world},
+        "latency": latency_info,
+        "machine": machine(),
+        "timing": {"search_seconds": search_seconds, "evaluations": search.evaluations,
+                   "candidates_per_minute": (search.evaluations / search.eval_seconds * 60)
+                   if search.eval_seconds else None,
+                   "block_runs": ev.stats.block_runs, "block_runs_naive": ev.stats.block_runs_naive},
+        "full": entry(full.counts),
+        "smallest": entry(smallest.counts),
+        "candidates": [c.to_dict() for c in cands],
+        "pareto_front": [entry(c.counts) for c in front],
+        "front_area": front_area(front, objective, cost_fn(smallest), cost_fn(full)),
+        "budgets": [],
+        "baselines": {"fixed": {k: entry(s.counts) for k, s in fixed.items()}},
+    }
+    for label, (b, best) in choices.items():
+        row = {"label": label, "objective": b.objective, "limit": b.limit,
+               "best": entry(best.counts, speedup_macs=full_macs / macs_of(best.counts)) if best else None,
+               "baselines": {k: entry(s.counts) for k, s in base[label].items()}}
+        if best is not None:
+            path = os.path.join(out_dir, f"schedule-{_slug(label)}.json")
+            if rank == 0:
+                TokenSchedule(best.counts, space.num_patches, space.min_tokens).save(
+                    path, model_info={**result["model"], "budget": label})
+            row["schedule_file"] = os.path.basename(path)
+        result["budgets"].append(row)
+    if rank == 0:
+        _write_json(os.path.join(out_dir, "search.json"), result)
+        try:
+            from .plot import plot_search
+
+            result["plots"] = plot_search(result, out_dir)
+            _write_json(os.path.join(out_dir, "search.json"), result)
+        except ImportError:  # matplotlib is optional for the library
+            pass
+    return result
+
+
+def _slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in label).strip("_")
+
+
+def _write_json(path: str, obj: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
