@@ -1,0 +1,140 @@
+"""``fgvc-kit search``: evolutionary search of token schedules under MAC and latency budgets."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+from ..errors import ConfigError
+
+_MAC_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+def parse_macs(text: str) -> float:
+    """``20G``, ``850M``, ``2.5e9`` -> MACs."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmgt]?)(?:macs?)?\s*", str(text), re.I)
+    if not m:
+        raise ConfigError(f"--macs-budget: expected a number with an optional K/M/G suffix (e.g. 20G), got {text!r}")
+    value = float(m.group(1)) * _MAC_UNITS[m.group(2).lower()]
+    if value <= 0:
+        raise ConfigError(f"--macs-budget: must be positive, got {text!r}")
+    return value
+
+
+def parse_seconds(text: str) -> float:
+    """``15ms``, ``0.2s``, ``800us`` -> seconds (a bare number is milliseconds)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*(s|ms|us)?\s*", str(text), re.I)
+    if not m:
+        raise ConfigError(f"--latency-budget: expected a time such as 15ms or 0.2s, got {text!r}")
+    value = float(m.group(1)) * _TIME_UNITS[(m.group(2) or "ms").lower()]
+    if value <= 0:
+        raise ConfigError(f"--latency-budget: must be positive, got {text!r}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..data import add_data_arguments
+
+    p.add_argument("--checkpoint", required=True, help="supernet checkpoint (from fgvc-kit distill)")
+    add_data_arguments(p)
+    b = p.add_argument_group("budgets (none: map the whole accuracy-cost Pareto front)")
+    b.add_argument("--macs-budget", action="append", default=[], metavar="MACS",
+                   help="MAC budget per image, e.g. 20G (repeatable)")
+    b.add_argument("--latency-budget", action="append", default=[], metavar="TIME",
+                   help="latency budget per batch, e.g. 15ms (repeatable)")
+    lat = p.add_argument_group("latency objective")
+    lat.add_argument("--latency-table", metavar="JSON",
+                     help="predict latency from a table made by 'fgvc-kit bench --profile' (on the target device)")
+    lat.add_argument("--device", choices=("cpu", "cuda"), help="measure latency on this device (default cpu)")
+    lat.add_argument("--backend", choices=("torch", "torch-compile", "onnxruntime", "openvino"),
+                     help="latency backend (default torch; with a table: the table's, and it must match)")
+    lat.add_argument("--remeasure", action="store_true",
+                     help="with --latency-table: also measure the chosen schedules on this machine")
+    lat.add_argument("--latency-batch", type=int, default=1, metavar="N", help="batch size of latency (default 1)")
+    lat.add_argument("--threads", type=int, metavar="N", help="threads for latency measurement")
+    e = p.add_argument_group("evolution (TAVT's defaults)")
+    e.add_argument("--population", type=int, default=20)
+    e.add_argument("--generations", type=int, default=30)
+    e.add_argument("--mutations", type=int, default=30)
+    e.add_argument("--crossovers", type=int, default=30)
+    e.add_argument("--mutation-prob", type=float, default=0.5)
+    e.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subset", type=int, metavar="N", help="search on N held-out images (seeded subset)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per evaluation batch")
+    p.add_argument("--out", default="runs/search", help="output folder (search.json, journal, schedules, plots)")
+
+
+def _check_positive(args) -> None:
+    for flag in ("population", "generations", "mutations", "crossovers", "batch_size", "latency_batch"):
+        v = getattr(args, flag)
+        if v is None or v < (0 if flag in ("generations", "mutations", "crossovers") else 1):
+            raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive integer, got {v}")
+    if not 0.0 <= args.mutation_prob <= 1.0:
+        raise ConfigError(f"--mutation-prob: expected a probability in [0, 1], got {args.mutation_prob}")
+
+
+def run(args) -> int:
+    import torch
+
+    from ..data import Normalize, build_dataset, cached_tensors, data_spec_from_args
+    from ..models import load_checkpoint
+    from .evolution import Budget, EvolutionSettings
+    from .latency import latency_objective
+    from .run import EvalSet, run_search
+
+    _check_positive(args)
+    budgets = [Budget("macs", parse_macs(v)) for v in args.macs_budget]
+    budgets += [Budget("latency", parse_seconds(v)) for v in args.latency_budget]
+    model = load_checkpoint(args.checkpoint).eval()
+    spec = model.spec
+    dspec = data_spec_from_args(args, fallback=spec.get("data"))
+    cache = os.path.join(args.out, "cache")
+    hold_ds = build_dataset(dspec, split="holdout", model=model, augment=False)
+    test_ds = build_dataset(dspec, split="test", model=model, augment=False)
+    print(f"caching {len(hold_ds)} held-out and {len(test_ds)} test images ...", flush=True)
+    holdout = EvalSet(*cached_tensors(hold_ds, cache_dir=cache), "holdout")
+    test = EvalSet(*cached_tensors(test_ds, cache_dir=cache), "test")
+    need_latency = any(b.objective == "latency" for b in budgets) or args.latency_table
+    latency_fn = remeasure_fn = info = None
+    if need_latency:
+        latency_fn, remeasure_fn, info = latency_objective(model, args)
+    settings = EvolutionSettings(args.population, args.generations, args.mutations, args.crossovers,
+                                 args.mutation_prob, args.seed)
+    with torch.inference_mode():
+        result = run_search(model, holdout, test, args.out, settings=settings, budgets=budgets,
+                            latency_fn=latency_fn, remeasure_fn=remeasure_fn, latency_info=info,
+                            transform=Normalize.from_model(model), batch_size=args.batch_size,
+                            subset=args.subset, source={"checkpoint": os.path.abspath(args.checkpoint),
+                                                        "data": dspec.to_dict()})
+    print(summary(result))
+    print(f"wrote {os.path.join(args.out, 'search.json')}")
+    return 0
+
+
+def summary(result: dict) -> str:
+    lines = []
+    full = result["full"]
+
+    def row(name, d):
+        if d is None:
+            return f"  {name:<22} nothing in the search space meets this budget"
+        lat = f"{d['latency_ms']:8.2f} ms" if d.get("latency_ms") is not None else ""
+        test = f"{100 * d['test_accuracy']:6.2f}" if d.get("test_accuracy") is not None else "   n/a"
+        return (f"  {name:<22} holdout {100 * d['holdout_accuracy']:6.2f}  test {test}  "
+                f"{d['macs'] / 1e9:8.4f} GMACs ({full['macs'] / d['macs']:.2f}x fewer) {lat}")
+
+    lines.append(row("full", full))
+    lines.append(row("smallest of the space", result["smallest"]))
+    for b in result["budgets"]:
+        lines.append(f"budget {b['label']}:")
+        lines.append(row("searched", b["best"]))
+        for name, d in b["baselines"].items():
+            lines.append(row(f"baseline {name}", d))
+    t = result["timing"]
+    lines.append(f"{t['evaluations']} candidates evaluated in {t['search_seconds']:.1f}s; Pareto front of "
+                 f"{len(result['pareto_front'])}; area {result['front_area']:.4f}")
+    return "\n".join(lines)
+
+
+COMMANDS = {"search": (add_arguments, run)}
