@@ -33,3 +33,19 @@ class CheckpointError(TavtKitError, ValueError):
 
 class ConfigError(TavtKitError, ValueError):
     """An argument or option has an invalid value."""
+
+
+class DatasetError(TavtKitError, ValueError):
+    """A dataset is missing, has the wrong layout, or does not match the model."""
+
+
+class BackendError(TavtKitError, RuntimeError):
+    """An inference backend or device is not available (package missing, no CUDA, ...) or failed."""
+
+
+class ExportError(TavtKitError, RuntimeError):
+    """A model cannot be exported, or an exported file does not match the model or PyTorch's outputs."""
+
+
+class LatencyTableError(TavtKitError, ValueError):
+    """A latency table is malformed, or was made for another model, backend, device, batch or thread count."""

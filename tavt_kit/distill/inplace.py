@@ -92,7 +92,7 @@ class InplaceDistillStep:
 
         # 1. the full model on the labels
         with (model.no_sync() if ddp else nullcontext()):
-            logits, aux = _split(model(images))
+            logits, aux = _split(model(images, labels=labels))
             ce = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
             loss = ce + sum(aux.values(), torch.zeros((), device=ce.device))
             self._backward(loss / passes)
@@ -107,7 +107,7 @@ class InplaceDistillStep:
         for j, sched in enumerate(subs):
             last = j == len(subs) - 1
             with (model.no_sync() if ddp and not last else nullcontext()):
-                s_logits, s_aux = _split(model(images, drop=sched))
+                s_logits, s_aux = _split(model(images, drop=sched, labels=labels))
                 log_p = F.log_softmax(s_logits.float() / self.T, dim=-1)
                 kd = F.kl_div(log_p, teacher, reduction="batchmean") * (self.T ** 2)
                 sub_loss = kd

@@ -4,6 +4,7 @@ from .factory import BACKBONES, BUILTIN_MODELS, BackboneEntry, create_model, pat
 from .macs import MacCount, count_macs
 from .schedule import TokenSchedule
 from .token_drop import TokenState, is_patched
+from . import vitae  # registers the ViTAE family
 
 __all__ = [
     "BUILTIN_MODELS", "MacCount", "TokenSchedule", "TokenState", "count_macs", "create_model", "is_patched",

@@ -24,10 +24,13 @@ SPEC_OVERRIDES = ("img_size", "scorer", "fuse", "num_classes", "class_names")
 
 
 def save_checkpoint(model: nn.Module, path, *, class_names: Optional[Sequence[str]] = None,
-                    extra: Optional[Dict[str, Any]] = None) -> str:
+                    extra: Optional[Dict[str, Any]] = None, inference_only: bool = False) -> str:
     """Write ``model`` to ``path`` (safetensors, spec in the metadata), atomically.
 
     ``extra`` adds JSON-able entries to the spec (e.g. a search space).
+    ``inference_only`` leaves out the weights only training uses (Mix-ViT's
+    substitution branch, ``mixvit.*``; see ``model.inference_state_dict()``); the
+    spec records it and loading such a file restarts that branch from the backbone.
     """
     from safetensors.torch import save_file
 
@@ -41,7 +44,11 @@ def save_checkpoint(model: nn.Module, path, *, class_names: Optional[Sequence[st
         spec["schedule"] = list(model.schedule.counts)
     if extra:
         spec.update(extra)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    if inference_only and hasattr(model, "inference_state_dict"):
+        state = model.inference_state_dict()
+        spec["head"] = dict(spec["head"], inference_only=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
@@ -77,10 +84,19 @@ def _spec_load(path: str, wf, overrides: Dict[str, Any]) -> nn.Module:
     spec = wf.spec
     if spec.get("format") != SPEC_FORMAT:
         raise CheckpointError(f"{path}: unknown spec format {spec.get('format')!r}, expected {SPEC_FORMAT!r}")
+    from .heads import HEAD_ARGS
+
+    head = spec["head"]
+    given_head = overrides.pop("head", None)
+    if given_head is not None and given_head != head["name"]:
+        raise CheckpointError(f"{path}: checkpoint has head '{head['name']}', head={given_head!r} was given")
+    # head arguments that do not change the weights' shapes may be overridden (e.g. FFVT's num_token)
+    head_overrides = {k: overrides.pop(k) for k in list(overrides) if k in HEAD_ARGS.get(head["name"], {})}
     unknown = set(overrides) - set(SPEC_OVERRIDES)
     if unknown:
+        allowed = list(SPEC_OVERRIDES) + ["head"] + list(HEAD_ARGS.get(head["name"], {}))
         raise ConfigError(f"load_checkpoint: cannot override {', '.join(sorted(unknown))} of an fgvc-kit "
-                          f"checkpoint; allowed: {', '.join(SPEC_OVERRIDES)}")
+                          f"checkpoint; allowed: {', '.join(allowed)}")
     n = overrides.pop("num_classes", None)
     if n is not None and n != spec["num_classes"]:
         raise CheckpointError(f"{path}: checkpoint has {spec['num_classes']} classes, num_classes={n} was given")
@@ -88,8 +104,8 @@ def _spec_load(path: str, wf, overrides: Dict[str, Any]) -> nn.Module:
     img_size = overrides.pop("img_size", None)
     if img_size is not None:
         kwargs["img_size"] = img_size
-    head = spec["head"]
     kwargs.update(head.get("args") or {})
+    kwargs.update(head_overrides)
     class_names = overrides.pop("class_names", None) or spec.get("class_names")
     td = spec.get("token_drop", {})
     model = create_model(spec["backbone"]["name"], head=head["name"],
@@ -107,6 +123,8 @@ def _spec_load(path: str, wf, overrides: Dict[str, Any]) -> nn.Module:
     for key, value in spec.items():
         if key not in model.spec:
             model.spec[key] = value
+    if head.get("inference_only"):
+        model.spec["head"]["inference_only"] = True  # its training branch restarted from the backbone
     if spec.get("schedule") is not None:
         model.schedule = spec["schedule"]
     return model
@@ -120,7 +138,13 @@ def load_checkpoint(path, **overrides) -> nn.Module:
     match. Foreign files (``.npz``, timm state dicts, seeds' ViT-pytorch
     ``.bin``): the architecture is inferred from the tensors (heads = width/64
     unless ``num_heads`` is given); any ``create_model`` argument may be passed,
-    and ``reset_head=True`` allows a different ``num_classes``.
+    and ``reset_head=True`` allows a different ``num_classes``. A seeds' FFVT
+    checkpoint (``ff_last_layer``) is built with ``head="ffvt"`` (pass
+    ``num_token=``, 12 by default; 24 for the Dogs models).
+
+    fgvc-kit checkpoints keep their head; ``head=`` must match it, and head
+    arguments that do not change weight shapes may be overridden (``num_token``,
+    ``mask_topk``, ``mask_weight``, PIM's ``lambda_*``).
     """
     path = os.fspath(path)
     wf = read_weights(path)
@@ -128,6 +152,12 @@ def load_checkpoint(path, **overrides) -> nn.Module:
         return _spec_load(path, wf, dict(overrides))
     num_heads = overrides.pop("num_heads", None)
     reset_head = overrides.pop("reset_head", False)
+    if getattr(wf, "head", None) == "ffvt":
+        # an FFVT checkpoint (ff_last_layer / ff_encoder_norm) only computes what it was trained to as FFVT
+        given = overrides.setdefault("head", "ffvt")
+        if given != "ffvt":
+            raise CheckpointError(f"{path}: an FFVT checkpoint (ff_last_layer, ff_encoder_norm) runs with "
+                                  f"head='ffvt', head={given!r} was given")
     if wf.kind == "npz":
         base, kwargs = infer_npz_args(wf.tensors, num_heads, path)
     else:

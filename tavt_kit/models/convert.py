@@ -16,6 +16,7 @@ and image size, prefix tokens, pooling, classes) from the tensors.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -36,11 +37,13 @@ WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module", 
 class WeightFile:
     """Tensors of a checkpoint plus what kind of file it was."""
 
-    def __init__(self, path: str, kind: str, tensors: Dict[str, Any], spec: Optional[dict] = None):
+    def __init__(self, path: str, kind: str, tensors: Dict[str, Any], spec: Optional[dict] = None,
+                 head: Optional[str] = None):
         self.path = path
         self.kind = kind  # "fgvc-kit" | "timm" | "vit-pytorch" | "npz"
         self.tensors = tensors
         self.spec = spec
+        self.head = head  # the head a foreign file was trained with, when its layout says so ("ffvt")
 
 
 def _unwrap(obj: Any, path: str) -> Dict[str, torch.Tensor]:
@@ -68,6 +71,8 @@ def detect_layout(sd: Dict[str, Any]) -> str:
         return "vit-pytorch"
     if "patch_embed.proj.weight" in sd or any(k.startswith("blocks.") for k in sd):
         return "timm"
+    if any(k.startswith("layers.") and (".RC." in k or ".NC." in k) for k in sd):
+        return "vitae"  # official ViTAE / ViTAEv2 (layers.{stage}.RC.*, layers.{stage}.NC.{i}.*)
     return "unknown"
 
 
@@ -106,7 +111,10 @@ def read_weights(path: str) -> WeightFile:
         sd = _unwrap(sd, path)
     else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            # timm-style training checkpoints (the official ViTAE ones) also pickle the run's
+            # argparse.Namespace under 'args': a plain attribute bag, safe to allow
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
         except (RuntimeError, EOFError, OSError, ValueError) as e:
             raise CheckpointError(
                 f"{path}: unreadable, truncated or unsafe checkpoint ({str(e).splitlines()[0][:200]})") from None
@@ -120,8 +128,11 @@ def read_weights(path: str) -> WeightFile:
         raise CheckpointError(f"{path}: unrecognised checkpoint layout (keys like {sample}); expected timm, "
                               "ViT-pytorch (transformer.embeddings.*) or an fgvc-kit file")
     if layout == "vit-pytorch":
+        ffvt = any(k.startswith("transformer.encoder.ff_last_layer.") for k in sd)
         sd = vit_pytorch_to_timm(sd, path)
-        return WeightFile(path, "vit-pytorch", sd)
+        return WeightFile(path, "vit-pytorch", sd, head="ffvt" if ffvt else None)
+    if layout == "vitae":
+        return WeightFile(path, "vitae", sd)
     return WeightFile(path, "timm", sd)
 
 
@@ -139,7 +150,11 @@ def vit_pytorch_to_timm(sd: Dict[str, torch.Tensor], path: str = "checkpoint") -
     """Convert the ViT-pytorch layout (TAVT, FFVT, TransFG) to timm's ``VisionTransformer`` keys.
 
     FFVT's ``ff_last_layer``/``ff_encoder_norm`` and TransFG's
-    ``part_layer``/``part_norm`` become the last block and the final norm.
+    ``part_layer``/``part_norm`` become the last block and the final norm. For
+    FFVT that is exactly the layout of fgvc-kit's ``ffvt`` head (whose fusion
+    block is the backbone's last block): :func:`read_weights` marks such files
+    (``WeightFile.head == "ffvt"``) and ``load_checkpoint`` builds them with
+    ``head="ffvt"``, so they run as FFVT, not as a plain ViT.
     """
     if any("hybrid_model" in k for k in sd):
         raise CheckpointError(f"{path}: hybrid (ResNet+ViT) ViT-pytorch checkpoints are not supported")

@@ -29,7 +29,7 @@ BUILTIN_MODELS: Dict[str, Tuple[str, Dict[str, Any]]] = {
                                                num_classes=10)),
 }
 
-HEADS = ("linear",)
+HEADS = ("linear", "ffvt", "mixvit", "pim")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -180,16 +180,64 @@ def build_spec(model: nn.Module, name: str, kwargs: Dict[str, Any], head: str, h
     }
 
 
-def load_pretrained_weights(model: nn.Module, path: str, reset_head: bool = True) -> str:
+def _head_weights_check(model: nn.Module, sd: Dict[str, Any], path: str, head: Optional[str]):
+    """Which head the checkpoint's weights belong to; refuse a mismatch with the model's head.
+
+    Returns (the model's head name, whether its module is attached).
+    """
+    from .heads import HEADS_WITH_WEIGHTS
+
+    attached_name = getattr(model, "head_name", "linear")
+    target = head or attached_name
+    for h in HEADS_WITH_WEIGHTS:
+        if h != target and any(k.startswith(h + ".") for k in sd):
+            raise CheckpointError(f"{path}: the checkpoint carries head '{h}' weights ({h}.*), the model's head is "
+                                  f"'{target}'; build it with head='{h}' (or load it with load_checkpoint)")
+    return target, attached_name == target and target != "linear"
+
+
+def _load_head_state(model: nn.Module, sd: Dict[str, Any], path: str) -> None:
+    """Load a head's own weights (``<head>.*``) stashed while the backbone was loaded before the head existed."""
+    prefix = model.head_name + "."
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    keep = {}
+    for k, v in sd.items():
+        if k not in own:
+            raise CheckpointError(f"{path}: does not match the model's head (unexpected {k})")
+        if v.shape != own[k].shape:
+            if own[k].dim() and own[k].shape[0] == num_classes and v.shape[1:] == own[k].shape[1:]:
+                _log.info("%s: %s re-initialised for %d classes", path, k, num_classes)
+                continue
+            raise CheckpointError(f"{path}: tensor {k} has shape {tuple(v.shape)}, the model expects "
+                                  f"{tuple(own[k].shape)} (head arguments differ from the checkpoint's)")
+        keep[k] = v
+    missing = [k for k in own if k not in sd and not k.startswith(model.training_only_prefixes())]
+    if missing:
+        raise CheckpointError(f"{path}: does not match the model's head (missing {', '.join(missing[:4])}"
+                              f"{' ...' if len(missing) > 4 else ''})")
+    model.load_state_dict(keep, strict=False)
+    if any(k not in sd for k in own):
+        model.fgvc_head.init_from_backbone(model)
+
+
+def load_pretrained_weights(model: nn.Module, path: str, reset_head: bool = True, head: Optional[str] = None) -> str:
     """Load a weight file of any supported layout into a timm ViT; returns the file's kind.
 
     Position embeddings are resampled when the grid differs. If the classifier's
     shape differs and ``reset_head`` is true, the head keeps its fresh
     initialisation (fine-tuning to new classes); otherwise that is an error.
+
+    ``head``: the head the model will get when it has none attached yet
+    (:func:`create_model` loads the backbone first); weights of that head in
+    the file (``pim.*``, ``mixvit.*``) are kept for it, weights of another
+    head are refused. Weights only training uses (Mix-ViT's branch) may be
+    missing: the branch restarts from the backbone.
     """
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     from .convert import WeightFile, read_weights
+    from .heads import HEAD_ARGS, ignored_backbone_keys
 
     wf = path if isinstance(path, WeightFile) else read_weights(path)
     path = wf.path
@@ -211,6 +259,17 @@ def load_pretrained_weights(model: nn.Module, path: str, reset_head: bool = True
                                   f"({str(e).splitlines()[0][:200]})") from None
         return wf.kind
     sd = dict(wf.tensors)
+    target, attached = _head_weights_check(model, sd, path, head)
+    pending = {}
+    if target in HEAD_ARGS and not attached:
+        pending = {k: sd.pop(k) for k in list(sd) if k.startswith(target + ".")}
+    if attached:
+        ignored = tuple(ignored_backbone_keys(model))
+        if ignored:
+            sd = {k: v for k, v in sd.items() if not k.startswith(ignored)}
+    hint = getattr(wf, "head", None)
+    if hint and hint != target:
+        _log.info("%s: a '%s' checkpoint loaded as the backbone of a '%s' model", path, hint, target)
     try:
         sd = checkpoint_filter_fn(sd, model)
     except Exception as e:
@@ -234,6 +293,15 @@ def load_pretrained_weights(model: nn.Module, path: str, reset_head: bool = True
                               f"the model expects {tuple(own[k].shape)}")
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not k.startswith(("head.", "head_dist."))]
+    if not attached and target == "pim":  # a PIM checkpoint has no final norm or classifier of the backbone
+        from .pim import PIMHead
+
+        missing = [k for k in missing if not k.startswith(PIMHead.replaced_prefixes)]
+    fresh_branch = False
+    if attached:
+        training_only = model.training_only_prefixes()
+        fresh_branch = any(k.startswith(training_only) for k in missing) if training_only else False
+        missing = [k for k in missing if not (training_only and k.startswith(training_only))]
     if missing or unexpected:
         parts = []
         if missing:
@@ -241,6 +309,12 @@ def load_pretrained_weights(model: nn.Module, path: str, reset_head: bool = True
         if unexpected:
             parts.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
         raise CheckpointError(f"{path}: does not match the model ({'; '.join(parts)})")
+    if fresh_branch:
+        _log.info("%s: no %s weights (saved for inference); the training branch restarts from the backbone",
+                  path, model.head_name)
+        model.fgvc_head.init_from_backbone(model)
+    if pending:
+        model._pending_head_state = (pending, path)
     return wf.kind
 
 
@@ -263,7 +337,10 @@ def create_model(
             distilled, register-token, LayerScale, qk-norm models) or ``fgvc_tiny``.
         img_size: input size (int or (H, W)); must be a multiple of the patch size.
         num_classes: classifier outputs (``0`` = features only).
-        head: classification head; ``"linear"`` is timm's own pooling + classifier.
+        head: classification head: ``"linear"`` (timm's own pooling + classifier), ``"ffvt"``
+            (``num_token``), ``"mixvit"`` (``mask_topk``, ``mask_weight``) or ``"pim"``
+            (``tap_blocks``, ``num_selects``, ``fpn_size``, ``lambda_b/s/n/c``); head arguments
+            are passed as keyword arguments (see :mod:`tavt_kit.models.heads`).
         scorer: ``"tavt"`` or ``"cls"`` (see :mod:`tavt_kit.models.token_drop`).
         fuse: merge dropped tokens into one extra token (EViT).
         pretrained: path to weights (fgvc-kit/timm ``.safetensors``, ``.pth``/``.bin``
@@ -276,10 +353,12 @@ def create_model(
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
-    from .heads import check_head
+    from .heads import attach_head, check_head
 
     head_args = check_head(head, timm_kwargs)
     entry = BACKBONES.get(name.lower()) if isinstance(name, str) else None
+    if entry is not None and head != "linear":
+        raise ConfigError(f"head '{head}' is not available on {name} yet; ViTAE backbones take head='linear'")
     if entry is not None:
         model = entry.build(name, img_size=img_size, num_classes=num_classes, scorer=scorer, fuse=fuse,
                             **timm_kwargs)
@@ -313,8 +392,12 @@ def create_model(
     check_image_size(model)
     source_kind = None
     if pretrained is not None and pretrained is not True and pretrained is not False:
-        source_kind = load_pretrained_weights(model, pretrained)
+        source_kind = load_pretrained_weights(model, pretrained, head=head)
     patch(model, scorer=scorer, fuse=fuse)
+    pending = model.__dict__.pop("_pending_head_state", None)
+    head_args = attach_head(model, head, head_args)
+    if pending:
+        _load_head_state(model, *pending)
     source = str(pretrained) if source_kind else ("timm-hub" if pretrained is True else None)
     model.spec = build_spec(model, name, {k: v for k, v in kwargs.items()}, head, head_args, class_names,
                             source, source_kind)

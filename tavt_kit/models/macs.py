@@ -16,7 +16,8 @@ from torch import nn
 
 from .schedule import TokenSchedule
 
-PARTS = ("patch_embed", "attn_qkv", "attn_matmul", "attn_proj", "mlp", "norm", "scoring", "head")
+PARTS = ("patch_embed", "attn_qkv", "attn_matmul", "attn_proj", "mlp", "norm", "scoring", "conv", "head",
+         "maws", "fpn", "combiner")
 
 
 @dataclass
@@ -114,8 +115,55 @@ def _head(model: nn.Module, tokens: int) -> Tuple[int, int]:
     return macs, norm
 
 
+def _block_rows(model: nn.Module, name: str, blk: nn.Module, N: int, N_out: int, drop_scoring: int,
+                extra: Tuple[Tuple[str, int], ...] = ()) -> List[Tuple[str, str, int]]:
+    """Rows of one timm block entering with ``N`` tokens and leaving with ``N_out``."""
+    C = model.embed_dim
+    attn = blk.attn
+    A = attn.num_heads * attn.head_dim
+    norm = _ln(blk.norm1, N * C) + _ln(attn.q_norm, N * A) + _ln(attn.k_norm, N * A) + _ln(attn.norm, N * A)
+    qkv = _linear(attn.qkv, N)
+    if getattr(attn, "gate", None) is not None:
+        qkv += _linear(attn.gate, N)
+    rows = [(name, "attn_qkv", qkv), (name, "attn_matmul", 2 * N * N * A), (name, "attn_proj", _linear(attn.proj, N))]
+    mlp, mlp_norm = _mlp(blk.mlp, N_out)
+    norm += _ln(blk.norm2, N_out * C) + mlp_norm
+    rows += [(name, "mlp", mlp), (name, "norm", norm)]
+    if drop_scoring:
+        rows.append((name, "scoring", drop_scoring))
+    rows += [(name, part, m) for part, m in extra]
+    return rows
+
+
+def _pim_rows(model: nn.Module, pim: nn.Module) -> List[Tuple[str, str, int]]:
+    """PIM's FPN, per-token classifiers and graph combiner (the selector's top-k is not counted, as in fvcore)."""
+    S = model.num_prefix_tokens + int(model.patch_embed.num_patches)  # restored grids: every position
+    rows: List[Tuple[str, str, int]] = []
+    for t, (proj, cls) in enumerate(zip(pim.proj, pim.classifier)):
+        macs = _linear(proj[0], S) + _linear(proj[2], S)
+        conv_a, bn, conv_b = cls[0], cls[1], cls[3]
+        macs += S * conv_a.in_channels * conv_a.out_channels + S * conv_b.in_channels * conv_b.out_channels
+        macs += 2 * S * bn.num_features  # batch norm in eval: scale and shift (fvcore)
+        rows.append((f"pim.fpn.{t}", "fpn", macs))
+    comb = pim.combiner
+    J = comb.param_pool0.out_features
+    D = comb.conv1.in_channels
+    macs = D * _linear(comb.param_pool0, 1)
+    macs += J * D * (comb.conv_q1.out_channels + comb.conv_k1.out_channels + comb.conv1.out_channels)
+    macs += D * J * J + 2 * D * J  # graph convolution (features x adjacency), batch norm
+    macs += D * _linear(comb.param_pool1, 1) + _linear(comb.classifier, 1)
+    rows.append(("pim.combiner", "combiner", macs))
+    return rows
+
+
 def count_macs(model: nn.Module, schedule=None) -> MacCount:
-    """MACs per image of a token-drop ViT at ``schedule`` (default: the model's schedule, else full)."""
+    """MACs per image of a token-drop ViT at ``schedule`` (default: the model's schedule, else full).
+
+    The head's cost is included: FFVT's MAWS scoring (part ``maws``) and its last
+    block on ``prefix + (L-1) * num_token`` tokens; PIM's FPN and per-token
+    classifiers over the restored grids (``fpn``) and its combiner
+    (``combiner``); Mix-ViT's branch runs in training only and costs nothing here.
+    """
     if schedule is None:
         schedule = getattr(model, "schedule", None) or model.full_schedule()
     else:
@@ -123,6 +171,7 @@ def count_macs(model: nn.Module, schedule=None) -> MacCount:
     if hasattr(model, "count_macs_rows"):  # backbones other than timm ViTs count themselves
         rows = [r for r in model.count_macs_rows(schedule) if r[2]]
         return MacCount(rows, schedule, [])
+    head_name = getattr(model, "head_name", "linear")
     rows: List[Tuple[str, str, int]] = []
     pe = model.patch_embed
     Np = int(pe.num_patches)
@@ -136,35 +185,37 @@ def count_macs(model: nn.Module, schedule=None) -> MacCount:
     rows.append(("norm_pre", "norm", _ln(getattr(model, "norm_pre", None), (P + Np) * C)))
     n, fused = Np, 0
     tokens_in = []
+    depth = len(model.blocks)
     for i, blk in enumerate(model.blocks):
         name = f"blocks.{i}"
         attn = blk.attn
+        A = attn.num_heads * attn.head_dim
         N = P + n + fused
+        if head_name == "ffvt" and i == depth - 1:  # FFVT's fusion block: prefix + selected tokens
+            N = model.fgvc_head.fused_tokens(model)
+            tokens_in.append(N)
+            rows += _block_rows(model, name, blk, N, N, 0)
+            n, fused = N - P, 0
+            break
         tokens_in.append(N)
         k = schedule.counts[i]
-        dropping = k < n
-        A = attn.num_heads * attn.head_dim
-        norm = _ln(blk.norm1, N * C) + _ln(attn.q_norm, N * A) + _ln(attn.k_norm, N * A) + _ln(attn.norm, N * A)
-        qkv = _linear(attn.qkv, N)
-        if getattr(attn, "gate", None) is not None:
-            qkv += _linear(attn.gate, N)
-        rows += [(name, "attn_qkv", qkv), (name, "attn_matmul", 2 * N * N * A), (name, "attn_proj", _linear(attn.proj, N))]
         scoring = 0
-        if dropping:
+        maws = 2 * N * A if head_name == "ffvt" else 0  # class query row + class key column
+        if k < n:
             if model.scorer == "cls":
                 scoring += N * A  # class query row against every key
+                maws -= N * A if maws else 0  # MAWS reuses that row
             if model.fuse:
                 scoring += n * C  # weighted sum of the dropped tokens
             n, fused = k, int(model.fuse)
-        N_out = P + n + fused
-        mlp, mlp_norm = _mlp(blk.mlp, N_out)
-        norm += _ln(blk.norm2, N_out * C) + mlp_norm
-        rows += [(name, "mlp", mlp), (name, "norm", norm)]
-        if scoring:
-            rows.append((name, "scoring", scoring))
+        extra = (("maws", maws),) if maws else ()
+        rows += _block_rows(model, name, blk, N, P + n + fused, scoring, extra)
     final_tokens = P + n
-    rows.append(("norm", "norm", _ln(getattr(model, "norm", None), final_tokens * C)))
-    head, head_norm = _head(model, final_tokens)
-    rows += [("head", "head", head), ("head", "norm", head_norm)]
+    if head_name == "pim":
+        rows += _pim_rows(model, model.fgvc_head)
+    else:
+        rows.append(("norm", "norm", _ln(getattr(model, "norm", None), final_tokens * C)))
+        head, head_norm = _head(model, final_tokens)
+        rows += [("head", "head", head), ("head", "norm", head_norm)]
     rows = [r for r in rows if r[2]]
     return MacCount(rows, schedule, tokens_in)

@@ -14,7 +14,9 @@ patch changes, and nothing else:
   after the attention residual and before the MLP it keeps the top-k patch
   tokens by the scorer's significance; prefix tokens always stay;
 * every other block runs timm's own ``Block.forward`` untouched, so the full
-  schedule is timm's forward exactly;
+  schedule is timm's forward exactly (with the linear head; the FFVT, Mix-ViT
+  and PIM heads ask chosen blocks for attention information and output
+  tokens through a :class:`BlockObserver`, see :mod:`tavt_kit.models.heads`);
 * ``forward_features`` drops the fused token (``fuse=True``) after the last
   block, so timm's own ``forward_head`` (pooling, ``fc_norm``, classifier,
   distillation head) sees prefix and kept patch tokens only.
@@ -24,7 +26,7 @@ and an exported graph has static token shapes.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +54,7 @@ class TokenState:
         self.positions: Optional[torch.Tensor] = None  # None = identity (nothing dropped yet)
         self.history: List[Tuple[Optional[torch.Tensor], torch.Tensor]] = []
         self.has_fused = False
+        self.last_keep: Optional[torch.Tensor] = None  # indices kept by the latest drop (within its patch tokens)
 
     def record_drop(self, patches: torch.Tensor, keep: torch.Tensor) -> None:
         if not self.track:
@@ -139,6 +142,7 @@ def select_tokens(
     idx = s.topk(keep, dim=1).indices.sort(dim=1).values
     kept = patches.gather(1, idx.unsqueeze(-1).expand(-1, -1, C))
     state.record_drop(patches, idx)
+    state.last_keep = idx
     parts = [x[:, :P], kept]
     if fuse:
         w = s.scatter(1, idx, 0.0)  # weights of the dropped tokens only
@@ -162,6 +166,88 @@ def drop_block_forward(block: nn.Module, x: torch.Tensor, keep: int, state: Toke
     return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
+def attention_with_info(attn: nn.Module, x: torch.Tensor, scorer: Optional[str], maws: bool = False,
+                        probs: bool = False) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """timm ``Attention.forward`` that also returns what a head asked for (the heads' path).
+
+    Args:
+        scorer: ``"tavt"``/``"cls"`` to also return the drop significance (``info["drop"]``, B x N), or None.
+        maws: FFVT's mutual attention weight per token, ``info["maws"]`` (B x N): (mean over heads of
+            the token->class column of a softmax over the query axis) x (mean over heads of the
+            class->token row of the usual softmax). Computed from the class query row and the
+            class key column only (2 N x width MACs), so the layer keeps the fused kernel.
+        probs: the attention probabilities ``info["probs"]`` and the logits ``info["logits"]``
+            (B x H x N x N, detached; Mix-ViT's attention rollout). Forces explicit attention.
+    """
+    B, N, _ = x.shape
+    H, hd = attn.num_heads, attn.head_dim
+    gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
+    q, k, v = attn.qkv(x).reshape(B, N, 3, H, hd).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    info: Dict[str, torch.Tensor] = {}
+    if probs or scorer == "tavt" or not attn.fused_attn:
+        logits = (q * attn.scale) @ k.transpose(-2, -1)
+        if probs or logits.requires_grad or _capturing():
+            a = logits.softmax(dim=-1)
+        else:  # in place, as in attention_with_scores
+            a = torch.softmax(logits, dim=-1, out=logits)
+        if probs:
+            info["logits"], info["probs"] = logits.detach(), a.detach()
+        if scorer == "tavt":
+            info["drop"] = a.sum(dim=(1, 2))
+        out = attn.attn_drop(a) @ v
+    else:
+        dropout_p = attn.attn_drop.p if attn.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    if scorer == "cls" or maws:
+        row = ((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1).mean(dim=1).squeeze(1)  # B, N
+        if scorer == "cls":
+            info["drop"] = row
+        if maws:
+            col = ((q * attn.scale) @ k[:, :, :1].transpose(-2, -1)).softmax(dim=-2).mean(dim=1).squeeze(-1)
+            info["maws"] = row * col
+    out = out.transpose(1, 2).reshape(B, N, H * hd)
+    out = attn.norm(out)
+    if gate is not None:
+        out = out * gate
+    out = attn.proj_drop(attn.proj(out))
+    return out, info
+
+
+def observed_block_forward(block: nn.Module, x: torch.Tensor, keep: Optional[int], state: TokenState,
+                           scorer: str, fuse: bool, need) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """One timm ``Block`` (dropping to ``keep`` patch tokens, or not when None) that also reports
+    the attention information in ``need`` (``"maws"``, ``"probs"``) to a head."""
+    a, info = attention_with_info(block.attn, block.norm1(x), scorer if keep is not None else None,
+                                  maws="maws" in need, probs="probs" in need)
+    x = x + block.drop_path1(block.ls1(a))
+    if keep is not None:
+        x = select_tokens(x, info.pop("drop"), keep, state, fuse)
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x)))), info
+
+
+class BlockObserver:
+    """What a head asks of the backbone's forward (:meth:`TokenDropMixin.forward_tokens`).
+
+    ``needs(i)``: None to run block ``i`` untouched (the fast path), else a set of what the head
+    needs from it (``"maws"``, ``"probs"``; empty = only its output tokens); ``after_block(i, x,
+    state, info)`` is then called with the block's output tokens (prefix, kept patches, [fused]),
+    the :class:`TokenState` and ``info`` (the requested attention values over the block's *input*
+    tokens, ``"keep"``: the patch indices it kept, or None when it dropped nothing, ``"n_in"``:
+    the patch tokens that entered it). ``end`` is the number of blocks to run; ``track`` asks the
+    state to record drops so that ``state.restore`` works.
+    """
+
+    end: Optional[int] = None
+    track: bool = False
+
+    def needs(self, i: int):
+        return None
+
+    def after_block(self, i: int, x: torch.Tensor, state: TokenState, info: Dict[str, torch.Tensor]) -> None:
+        pass
+
+
 # ----------------------------------------------------------------- model patching
 def _check_block(i: int, blk: nn.Module) -> None:
     from timm.layers import Attention
@@ -182,6 +268,8 @@ class TokenDropMixin:
     scorer: str
     fuse: bool
     _default_schedule: Optional[TokenSchedule]
+    #: the classification head (``tavt_kit.models.heads``); "linear" = timm's own pooling + classifier
+    head_name: str = "linear"
 
     @property
     def depth(self) -> int:
@@ -204,8 +292,28 @@ class TokenDropMixin:
         return TokenSchedule.full(self.depth, self.num_patches)
 
     def make_schedule(self, value) -> TokenSchedule:
-        """Validate ``value`` (schedule, counts, drop-config path or dict) against this model."""
-        return TokenSchedule.coerce(value, self.depth, self.num_patches)
+        """Validate ``value`` (schedule, counts, drop-config path or dict) against this model (and its head)."""
+        schedule = TokenSchedule.coerce(value, self.depth, self.num_patches)
+        head = self.fgvc_head
+        if head is not None:
+            head.check_schedule(self, schedule)
+        return schedule
+
+    @property
+    def fgvc_head(self) -> Optional[nn.Module]:
+        """The head module (FFVT, Mix-ViT, PIM; registered under its name), None for the linear head."""
+        name = self.head_name
+        return None if name == "linear" else getattr(self, name)
+
+    def training_only_prefixes(self) -> Tuple[str, ...]:
+        """State-dict prefixes of weights used in training only (Mix-ViT's branch)."""
+        head = self.fgvc_head
+        return tuple(getattr(head, "training_only_prefixes", ())) if head is not None else ()
+
+    def inference_state_dict(self) -> Dict[str, torch.Tensor]:
+        """``state_dict()`` without the weights that only training uses (what exports and deployments need)."""
+        drop = self.training_only_prefixes()
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(drop)} if drop else self.state_dict()
 
     def _counts(self, drop) -> Optional[Tuple[int, ...]]:
         if drop is None:
@@ -215,35 +323,47 @@ class TokenDropMixin:
             return drop.counts
         return self.make_schedule(drop).counts
 
-    def forward_tokens(self, x: torch.Tensor, drop=None, restore: bool = False):
-        """Embed and run the blocks; returns ``(tokens, TokenState)`` before the final norm."""
+    def forward_tokens(self, x: torch.Tensor, drop=None, restore: bool = False,
+                       observer: Optional[BlockObserver] = None):
+        """Embed and run the blocks; returns ``(tokens, TokenState)`` before the final norm.
+
+        ``observer`` (a :class:`BlockObserver`, used by heads) sees chosen blocks' output tokens,
+        attention information and kept positions, and may stop the loop early (``observer.end``).
+        """
         counts = self._counts(drop)
         x = self.patch_embed(x)
         x = self._pos_embed(x)
         x = self.patch_drop(x)
         x = self.norm_pre(x)
-        state = TokenState(self.num_prefix_tokens, self.num_patches, track=restore)
+        state = TokenState(self.num_prefix_tokens, self.num_patches,
+                           track=restore or (observer is not None and observer.track))
         checkpointing = self.grad_checkpointing and self.training and not torch.jit.is_scripting()
         n = self.num_patches
-        for i, blk in enumerate(self.blocks):
+        blocks = self.blocks
+        if observer is not None and observer.end is not None:
+            blocks = blocks[:observer.end]
+        for i, blk in enumerate(blocks):
             k = n if counts is None else counts[i]
-            if k < n:
+            need = None if observer is None else observer.needs(i)
+            if need:
+                x, info = observed_block_forward(blk, x, k if k < n else None, state, self.scorer, self.fuse, need)
+            elif k < n:
                 x = drop_block_forward(blk, x, k, state, self.scorer, self.fuse)
-                n = k
             elif checkpointing:
                 x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
             else:
                 x = blk(x)
+            if need is not None:
+                info = info if need else {}
+                info["keep"] = state.last_keep if k < n else None
+                info["n_in"] = n
+                n = min(n, k)
+                observer.after_block(i, x, state, info)
+            else:
+                n = min(n, k)
         return x, state
 
-    def forward_features(self, x: torch.Tensor, drop=None, restore: bool = False):
-        """Tokens after the final norm: prefix tokens then kept patch tokens.
-
-        The fused token (``fuse=True``) only takes part in attention; it is not
-        returned. With ``restore=True`` also returns the full patch grid
-        (B, grid, C): kept tokens' final states, dropped tokens' last states.
-        """
-        x, state = self.forward_tokens(x, drop, restore)
+    def _features(self, x: torch.Tensor, state: TokenState, restore: bool):
         if state.has_fused:
             x = x[:, :-1]
         out = self.norm(x)
@@ -254,8 +374,38 @@ class TokenDropMixin:
         # the norm acts per token, so norm(restore(x)) == restore(norm(x))
         return out, self.norm(state.restore(x[:, self.num_prefix_tokens:]))
 
-    def forward(self, x: torch.Tensor, drop=None):
-        return self.forward_head(self.forward_features(x, drop))
+    def forward_features(self, x: torch.Tensor, drop=None, restore: bool = False):
+        """Tokens after the final norm: prefix tokens then kept patch tokens.
+
+        The fused token (``fuse=True``) only takes part in attention; it is not
+        returned. With ``restore=True`` also returns the full patch grid
+        (B, grid, C): kept tokens' final states, dropped tokens' last states.
+        With the FFVT head, the tokens are those of its fusion block (class token
+        then the selected tokens).
+        """
+        head = self.fgvc_head
+        if head is not None and hasattr(head, "forward_features"):
+            return head.forward_features(self, x, drop, restore)
+        x, state = self.forward_tokens(x, drop, restore)
+        return self._features(x, state, restore)
+
+    def forward(self, x: torch.Tensor, drop=None, labels: Optional[torch.Tensor] = None):
+        """Logits; in training mode with a head that has auxiliary losses, ``(logits, aux_losses)``.
+
+        * eval mode: logits (B, classes), whatever the head (``labels`` is ignored);
+        * training mode, ``labels`` given (B,) class indices: ``(logits, aux_losses)`` for every
+          head, ``aux_losses`` a dict of already weighted scalar tensors (empty for ``linear`` and
+          ``ffvt``) that the trainer adds to its own loss on ``logits``;
+        * training mode, no ``labels``: logits for ``linear`` and ``ffvt``; ``(logits, aux_losses)``
+          for ``mixvit`` (its loss needs no labels); ``pim`` raises (its losses need labels).
+        """
+        head = self.fgvc_head
+        if head is None:
+            logits = self.forward_head(self.forward_features(x, drop))
+            if labels is not None and self.training:
+                return logits, {}
+            return logits
+        return head.forward_model(self, x, drop, labels)
 
 
 _PATCHED_CLASSES = {}
