@@ -19,7 +19,7 @@ from .errors import ConfigError, ScheduleError, TavtKitError
 #: module is not there yet says so.
 SUBCOMMANDS = {
     "train": ("tavt_kit.distill.cli", "fine-tune a model on a dataset"),
-    "distill": ("tavt_kit.distill.cli", "in-place distillation with patch drop"),
+    "distill": ("tavt_kit.distill.distill_cli", "in-place distillation with patch drop"),
     "evaluate": ("tavt_kit.distill.cli", "accuracy at a schedule"),
     "search": ("tavt_kit.search.cli", "evolutionary search of token schedules under budgets"),
     "export": ("tavt_kit.export.cli", "export to ONNX / OpenVINO with accuracy verification"),

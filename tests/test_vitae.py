@@ -505,3 +505,15 @@ def test_unknown_arguments_are_refused():
         tavt_kit.create_model("ViTAE_basic_Tiny", img_size=64, depth=3)
     with pytest.raises(ConfigError, match="one value per stage"):
         tavt_kit.create_model("ViTAE_basic_Tiny", img_size=64, NC_depth=[1, 2])
+
+
+def test_load_checkpoint_infers_an_official_vitae_file(tmp_path):
+    m = tavt_kit.create_model("ViTAE_basic_Tiny", img_size=64, num_classes=5).eval()
+    torch.save({"state_dict_ema": {"module." + k: v for k, v in m.state_dict().items()}}, tmp_path / "off.pth")
+    back = tavt_kit.load_checkpoint(tmp_path / "off.pth", img_size=64).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m(x), back(x))
+    assert len(tavt_kit.count_macs(m).by_block()) == m.depth
+    with pytest.raises(tavt_kit.ConfigError, match="no hub weights"):
+        tavt_kit.create_model("ViTAE_basic_Tiny", pretrained=True)

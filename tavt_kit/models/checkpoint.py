@@ -160,6 +160,10 @@ def load_checkpoint(path, **overrides) -> nn.Module:
                                   f"head='ffvt', head={given!r} was given")
     if wf.kind == "npz":
         base, kwargs = infer_npz_args(wf.tensors, num_heads, path)
+    elif wf.kind == "vitae":
+        from .vitae import infer_vitae_args
+
+        base, kwargs = infer_vitae_args(wf.tensors, path)
     else:
         base, kwargs = infer_vit_args(wf.tensors, num_heads, path)
     n = overrides.get("num_classes")

@@ -359,6 +359,9 @@ def create_model(
     entry = BACKBONES.get(name.lower()) if isinstance(name, str) else None
     if entry is not None and head != "linear":
         raise ConfigError(f"head '{head}' is not available on {name} yet; ViTAE backbones take head='linear'")
+    if entry is not None and pretrained is True:
+        raise ConfigError(f"{name}: no hub weights are known for this backbone; pass pretrained=PATH to an "
+                          "official checkpoint")
     if entry is not None:
         model = entry.build(name, img_size=img_size, num_classes=num_classes, scorer=scorer, fuse=fuse,
                             **timm_kwargs)

@@ -8,6 +8,7 @@ fvcore). Counts are per image.
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -15,6 +16,8 @@ from typing import Dict, List, Optional, Tuple
 from torch import nn
 
 from .schedule import TokenSchedule
+
+_BLOCK_NAME = re.compile(r"^(blocks\.\d+|layers\.\d+\.NC\.\d+)$")
 
 PARTS = ("patch_embed", "attn_qkv", "attn_matmul", "attn_proj", "mlp", "norm", "scoring", "conv", "head",
          "maws", "fpn", "combiner")
@@ -44,8 +47,9 @@ class MacCount:
         return dict(out)
 
     def by_block(self) -> List[int]:
+        """MACs of each block a schedule covers (timm ``blocks.{i}``, ViTAE ``layers.{s}.NC.{i}``)."""
         mods = self.by_module()
-        return [m for name, m in mods.items() if name.startswith("blocks.")]
+        return [m for name, m in mods.items() if _BLOCK_NAME.match(name)]
 
     def __getitem__(self, key: str) -> int:
         if key in PARTS:

@@ -1,0 +1,233 @@
+"""``fgvc-kit distill``: in-place distillation with patch drop, from a fine-tuned checkpoint to a supernet.
+
+Same engine as ``fgvc-kit train`` (data, AMP, torchrun, atomic checkpoints,
+exact resume, progress, metrics.jsonl); the step is TAVT's
+(:class:`~tavt_kit.distill.inplace.InplaceDistillStep`), the held-out split is
+evaluated at the full, smallest, middle and EViT schedules, and the search
+space goes into the supernet's spec for ``fgvc-kit search``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+DEFAULT_OUT = os.path.join("runs", "distill")
+#: TAVT's distillation settings on top of the seeds' fine-tuning recipe
+DISTILL_DEFAULTS: Dict[str, Any] = dict(bound=0.2, drop_blocks=None, min_tokens=1, sandwich=2, kd_temperature=1.0,
+                                        sub_label_weight=0.0, sub_aux=False)
+#: the demo: a short run on the digits (the trained demo model is its teacher and starting point)
+DEMO_DISTILL: Dict[str, Any] = dict(steps=150, lr=5e-4, warmup_steps=15, weight_decay=0.05, label_smoothing=0.0,
+                                    eval_every=50, save_every=50, bound=0.3)
+DISTILL_KEYS = tuple(DISTILL_DEFAULTS) + ("checkpoint",)
+#: train options that make no sense here (the model comes from --checkpoint)
+NOT_FOR_DISTILL = ("pretrained", "model", "num_classes", "img_size", "head")
+
+
+def add_distill_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import add_train_arguments
+
+    p.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="fine-tuned model (fgvc-kit train's best.safetensors or any file load_checkpoint reads)")
+    g = p.add_argument_group("in-place distillation (TAVT's defaults)")
+    g.add_argument("--bound", type=float, help="largest drop ratio per block of the search space (default: 0.2)")
+    g.add_argument("--drop-blocks", help="blocks that may drop, e.g. 3,6,9 (default: every block)")
+    g.add_argument("--min-tokens", type=int, help="fewest patch tokens at any block (default: 1)")
+    g.add_argument("--sandwich", type=int,
+                   help="random sub-networks per step besides the smallest (TAVT's num_sandwich; default: 2)")
+    g.add_argument("--kd-temperature", type=float, help="temperature of the distillation loss (default: 1)")
+    g.add_argument("--sub-label-weight", type=float,
+                   help="weight of a label loss on each sub-network (default: 0, TAVT)")
+    g.add_argument("--sub-aux", action="store_true", default=None,
+                   help="add the heads' auxiliary losses of the sub-networks too")
+    add_train_arguments(p)
+
+
+def _resolve(args: argparse.Namespace) -> Dict[str, Any]:
+    from ..errors import ConfigError
+    from .cli import DEMO_RECIPE, _explicit, resolve_train_args
+
+    for flag in NOT_FOR_DISTILL:
+        if getattr(args, flag, None) is not None:
+            raise ConfigError(f"--{flag.replace('_', '-')}: not used by distill; the model, its size, classes and "
+                              "head come from --checkpoint")
+    # the data the checkpoint was trained on, unless told otherwise
+    from .build import fgvc_spec
+
+    spec = fgvc_spec(args.checkpoint) if os.path.isfile(args.checkpoint) else None
+    recorded = (spec or {}).get("data") or {}
+    if args.dataset is None and recorded.get("name"):
+        args.dataset = recorded["name"]
+        for flag, key in (("data", "root"), ("holdout", "holdout"), ("split_seed", "split_seed"),
+                          ("resize", "resize"), ("train_crop", "train_crop")):
+            if getattr(args, flag, None) is None and recorded.get(key) is not None:
+                setattr(args, flag, recorded[key])
+    r = resolve_train_args(args)
+    given = _explicit(args)
+    demo = r["dataset"] == "demo"
+    for k, v in DISTILL_DEFAULTS.items():
+        r[k] = getattr(args, k) if getattr(args, k, None) is not None else v
+    if demo:
+        for k, v in DEMO_DISTILL.items():
+            if k not in given and getattr(args, k, None) is None:
+                r[k] = v
+    r["checkpoint"] = os.path.abspath(args.checkpoint)
+    return r
+
+
+def _space(model, r):
+    from ..errors import ConfigError
+    from ..models.space import SearchSpace
+
+    blocks = None
+    if r["drop_blocks"]:
+        try:
+            blocks = [int(b) for b in str(r["drop_blocks"]).split(",")]
+        except ValueError:
+            raise ConfigError(f"--drop-blocks: expected comma-separated block indices, got {r['drop_blocks']!r}") \
+                from None
+    if not 0 < r["bound"] < 1:
+        raise ConfigError(f"--bound: expected a drop ratio in (0, 1), got {r['bound']}")
+    return SearchSpace.for_model(model, bound=r["bound"], drop_blocks=blocks, min_tokens=r["min_tokens"])
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+    import torch.distributed as dist
+
+    from ..data import DataSpec, build_dataset
+    from ..errors import CheckpointError, ConfigError
+    from ..models import load_checkpoint
+    from .build import check_model_fits
+    from .cli import RUN_FILE, _check_resume, _pct, _train_config
+    from .engine import LAST_FILE, METRICS_FILE, STATE_FILE, Trainer, init_distributed
+    from .evaluate import evaluate, write_json
+    from .inplace import InplaceDistillStep, fixed_schedules, make_schedule_eval
+
+    out = args.out or DEFAULT_OUT
+    resume = bool(args.resume)
+    run_path = os.path.join(out, RUN_FILE)
+    if resume:
+        if not os.path.isfile(run_path) or not os.path.isfile(os.path.join(out, STATE_FILE)):
+            raise CheckpointError(f"--resume: {out} holds no run to resume (expected {RUN_FILE} and {STATE_FILE}); "
+                                  "start the run without --resume")
+        with open(run_path, encoding="utf-8") as f:
+            stored = json.load(f)
+        if stored.get("format") != "fgvc-kit/distill-run":
+            raise CheckpointError(f"--resume: {out} holds a {stored.get('format')} run, not a distillation")
+        r = _check_resume(stored["args"], args, out)
+    else:
+        if (os.path.exists(run_path) or os.path.exists(os.path.join(out, STATE_FILE))) and not args.overwrite:
+            raise ConfigError(f"--out {out}: already holds a run; pass --resume to continue it or --overwrite "
+                              "to start again")
+        r = _resolve(args)
+    if not os.path.exists(r["checkpoint"]):
+        raise CheckpointError(f"--checkpoint {r['checkpoint']}: checkpoint not found")
+    cfg = dataclasses.replace(_train_config(r, args), select_metric="top1_mean")
+    rank, world, device = init_distributed(args.device)
+    try:
+        torch.manual_seed(r["seed"])
+        model = load_checkpoint(os.path.join(out, LAST_FILE) if resume else r["checkpoint"])
+        if r.get("scorer") and not resume:
+            model.scorer = r["scorer"]
+        dspec = DataSpec(name=r["dataset"], root=r["data"], holdout=r["holdout"], split_seed=r["split_seed"],
+                         resize=r["resize"], train_crop=r["train_crop"])
+        if dspec.holdout <= 0:
+            raise ConfigError("--holdout: distillation evaluates sub-networks on a held-out split; expected > 0")
+        space = _space(model, r)
+        train_set = build_dataset(dspec, split="train", model=model)
+        holdout_set = build_dataset(dspec, split="holdout", model=model)
+        check_model_fits(model, train_set, r["checkpoint"])
+        tracked = fixed_schedules(space)
+        step = InplaceDistillStep(space, r["sandwich"], r["kd_temperature"], r["sub_label_weight"], r["sub_aux"],
+                                  cfg.label_smoothing, r["seed"])
+        if rank == 0 and not resume:
+            os.makedirs(out, exist_ok=True)
+            for name in ("best.safetensors", "results.json", METRICS_FILE):
+                if os.path.exists(os.path.join(out, name)):
+                    os.remove(os.path.join(out, name))
+            write_json({"format": "fgvc-kit/distill-run", "version": 1, "args": r, "data": dspec.to_dict(),
+                        "train": cfg.to_dict(), "space": space.to_dict()}, run_path)
+        extra = {"data": dspec.to_dict(), "search_space": space.to_dict(),
+                 "distillation": {"teacher": r["checkpoint"], "sandwich": r["sandwich"],
+                                  "kd_temperature": r["kd_temperature"], "sub_label_weight": r["sub_label_weight"],
+                                  "steps": cfg.steps, "world_size": world,
+                                  "tracked": {k: list(v.counts) for k, v in tracked.items()}}}
+        trainer = Trainer(model, train_set, cfg, holdout_set=holdout_set, step_fn=step,
+                          eval_fn=make_schedule_eval(holdout_set, tracked, cfg.eval_batch_size), out_dir=out,
+                          class_names=train_set.class_names, checkpoint_extra=extra, device=args.device,
+                          log_extra={"data": train_set.describe(), "space": space.to_dict()})
+        if rank == 0:
+            print(f"distill: {model.spec['backbone']['name']} {model.spec['img_size'][0]}px, {dspec.name} "
+                  f"{len(train_set)} train / {len(holdout_set)} held-out images, smallest schedule "
+                  f"{list(space.smallest().counts)}, {r['sandwich'] + 1} sub-networks per step, {cfg.steps} steps"
+                  + (f"; resuming {out}" if resume else ""), flush=True)
+        result = trainer.fit(resume=resume)
+        summary: Dict[str, Any] = {"steps": result.steps, "time_s": result.time_s,
+                                   "images_per_s": result.images_per_s, "holdout": result.last_eval,
+                                   "best_step": result.best_step, "best_score": result.best_score, "test": {}}
+        if r.get("test", True):
+            test_set = build_dataset(dspec, split="test", model=model)
+            best_path = os.path.join(out, "best.safetensors")
+            final = load_checkpoint(best_path).to(trainer.device) if os.path.isfile(best_path) else trainer.model
+            for name, sched in tracked.items():
+                res = evaluate(final, test_set, drop=sched, batch_size=cfg.eval_batch_size,
+                               num_workers=cfg.num_workers, device=trainer.device, amp_dtype=trainer.amp_dtype)
+                summary["test"][name] = {"schedule": list(sched.counts), **res.summary()}
+        if rank == 0:
+            write_json(summary, os.path.join(out, "results.json"))
+            png = plot_distill_curves(os.path.join(out, METRICS_FILE), os.path.join(out, "distill_curves.png"))
+            print(f"distilled {result.steps} steps in {result.time_s:.1f} s -> {out}")
+            if result.last_eval:
+                print("holdout: " + "  ".join(f"{k[5:]} {_pct(v)}" for k, v in result.last_eval.items()
+                                              if k.startswith("top1_") and k != "top1_mean"))
+            if summary["test"]:
+                print("test:    " + "  ".join(f"{k} {_pct(v['top1'])}" for k, v in summary["test"].items()))
+            print(f"supernet: {os.path.join(out, 'best.safetensors')}" + (f"; curves: {png}" if png else ""))
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+def plot_distill_curves(metrics_path: str, png_path: str) -> Optional[str]:
+    """Held-out top-1 of each tracked schedule against the step, from metrics.jsonl."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    series: Dict[str, List] = {}
+    with open(metrics_path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if ev.get("event") != "eval":
+                continue
+            for k, v in ev.items():
+                if k.startswith("top1_") and k != "top1_mean":
+                    series.setdefault(k[5:], []).append((ev["step"], 100 * v))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
+    for name, pts in series.items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("holdout top-1 (%)")
+    ax.set_title("in-place distillation: accuracy per schedule")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return png_path
+
+
+COMMANDS = {"distill": (add_distill_arguments, run_distill)}
