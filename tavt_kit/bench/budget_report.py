@@ -1,0 +1,313 @@
+"""Latency-budget reports (``fgvc-kit report``): what meets which budget, on which device, verified.
+
+From a ``search.json`` (and, when present, ``bench.json`` latency
+measurements and ``export.json`` verification records) writes ``report.md``
+and a self-contained ``report.html`` (plots embedded) with:
+
+* accuracy against MACs and against latency: every candidate, the Pareto
+  front, the baselines and the budgets;
+* one table per budget: schedule, holdout and test accuracy, MACs, p50/p90
+  latency on the named device and backend, speed-up over the full model, the
+  exported files and their verified accuracy;
+* the machine and library versions the figures come from.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..errors import ConfigError
+
+
+def _load(path: str, kind: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read {kind} ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not a valid {kind} JSON ({e.msg} at line {e.lineno})") from None
+
+
+def _counts_key(counts) -> Optional[tuple]:
+    return tuple(int(c) for c in counts) if counts else None
+
+
+def _bench_index(bench: Optional[dict], full_counts: tuple) -> Dict[tuple, dict]:
+    """bench.json results by schedule counts (first batch size measured)."""
+    out: Dict[tuple, dict] = {}
+    for r in (bench or {}).get("results", []):
+        key = _counts_key(r.get("schedule")) or full_counts
+        out.setdefault(key, r)
+    return out
+
+
+def _export_index(exports: Sequence[dict]) -> Dict[tuple, List[dict]]:
+    out: Dict[tuple, List[dict]] = {}
+    for doc in exports:
+        key = _counts_key(doc.get("schedule") if isinstance(doc.get("schedule"), list)
+                          else (doc.get("schedule") or {}).get("counts"))
+        out.setdefault(key, []).append(doc)
+    return out
+
+
+def _export_rows(doc: dict) -> List[Dict[str, Any]]:
+    """(format, file, precision, verified, exported top-1, PyTorch top-1, agreement) rows of an export.json."""
+    rows = []
+    formats = doc.get("formats") or doc.get("exports") or {}
+    items = formats.items() if isinstance(formats, dict) else ((f.get("format"), f) for f in formats)
+    for name, f in items:
+        v = f.get("verification") or f
+        rows.append({"format": name, "file": f.get("file") or f.get("path"),
+                     "precision": v.get("precision_used") or f.get("precision"),
+                     "verified": v.get("verified", f.get("verified")),
+                     "top1": v.get("exported_top1", v.get("top1_exported")),
+                     "torch_top1": v.get("pytorch_top1", v.get("top1_pytorch")),
+                     "agreement": v.get("agreement"), "max_abs_diff": v.get("max_abs_diff")})
+    return rows
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def _ms(x) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def _plots(search: dict, bench_idx: Dict[tuple, dict], out_dir: str) -> List[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    lat_of = {}
+    for key, r in bench_idx.items():
+        lat_of[key] = (r.get("latency_ms") or {}).get("p50")
+
+    def latency(d):
+        key = _counts_key(d.get("counts"))
+        if key in lat_of and lat_of[key] is not None:
+            return lat_of[key]
+        return d.get("latency_measured_ms", d.get("latency_ms"))
+
+    for axis, xlabel in (("macs", "GMACs per image"), ("latency", "latency p50 (ms)")):
+        def x_of(d):
+            return d["macs"] / 1e9 if axis == "macs" else latency(d)
+
+        front = [p for p in search.get("pareto_front", []) if x_of(p) is not None]
+        if axis == "latency" and len(front) < 2 and search.get("objective") != "latency":
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.4), dpi=110)
+        if axis == "macs" or search.get("objective") == "latency":
+            cands = [c for c in search.get("candidates", [])
+                     if (c["macs"] / 1e9 if axis == "macs" else c.get("latency_ms")) is not None]
+            ax.scatter([c["macs"] / 1e9 if axis == "macs" else c["latency_ms"] for c in cands],
+                       [100 * c["accuracy"] for c in cands], s=7, c="#c8c8c8", label=f"candidates ({len(cands)})")
+        if front:
+            ax.step([x_of(p) for p in front], [100 * p["holdout_accuracy"] for p in front], where="post",
+                    c="#1f77b4", lw=1.4)
+            ax.scatter([x_of(p) for p in front], [100 * p["holdout_accuracy"] for p in front], s=14, c="#1f77b4",
+                       label="Pareto front (holdout)")
+            tested = [p for p in front if p.get("test_accuracy") is not None]
+            ax.plot([x_of(p) for p in tested], [100 * p["test_accuracy"] for p in tested], ls=":", c="#9467bd",
+                    lw=1.2, label="front, test accuracy")
+        seen = set()
+        for b in search.get("budgets", []):
+            for name, d in (b.get("baselines") or {}).items():
+                if x_of(d) is None or d.get("holdout_accuracy") is None:
+                    continue
+                ax.scatter([x_of(d)], [100 * d["holdout_accuracy"]], marker={"uniform": "s", "evit": "^"}.get(name, "x"),
+                           s=36, c="#d62728", label=None if name in seen else f"baseline: {name}")
+                seen.add(name)
+            if b["objective"] == axis:
+                ax.axvline(b["limit"] / 1e9 if axis == "macs" else b["limit"] * 1e3, ls="--", c="#2ca02c", lw=1)
+            best = b.get("best")
+            if best and x_of(best) is not None:
+                ax.scatter([x_of(best)], [100 * best["holdout_accuracy"]], marker="*", s=150, c="#2ca02c", zorder=5,
+                           label=f"chosen @ {b['label']}")
+        full = search.get("full")
+        if full and x_of(full) is not None:
+            ax.scatter([x_of(full)], [100 * full["holdout_accuracy"]], marker="D", s=30, c="black", label="full model")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(f"accuracy vs {'MACs' if axis == 'macs' else 'latency'}")
+        fig.tight_layout()
+        name = f"accuracy_vs_{axis}.png"
+        fig.savefig(os.path.join(out_dir, name))
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
+def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = None,
+                 export_paths: Sequence[str] = ()) -> Dict[str, str]:
+    """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``; returns their paths."""
+    from .machine import describe
+
+    search = _load(search_path, "search result")
+    if search.get("format") != "fgvc-kit/search":
+        raise ConfigError(f"{search_path}: not an fgvc-kit search result (format {search.get('format')!r})")
+    bench = _load(bench_path, "bench result") if bench_path else None
+    exports = [_load(p, "export record") for p in export_paths]
+    os.makedirs(out_dir, exist_ok=True)
+    full_counts = _counts_key(search["full"]["counts"])
+    bidx = _bench_index(bench, full_counts)
+    eidx = _export_index(exports)
+    plots = _plots(search, bidx, out_dir)
+    target = (bench or {}).get("target") or ((search.get("latency") or {}).get("target") or {})
+    full_lat = (bidx.get(full_counts) or {}).get("latency_ms", {}).get("p50")
+    if full_lat is None:
+        full_lat = search["full"].get("latency_measured_ms", search["full"].get("latency_ms"))
+    model = search.get("model") or {}
+    name = (model.get("backbone") or {}).get("name", "model")
+
+    def lat_cols(d) -> List[str]:
+        r = bidx.get(_counts_key(d["counts"]))
+        if r is not None:
+            lat = r.get("latency_ms") or {}
+            p50, p90 = lat.get("p50"), lat.get("p90")
+        else:
+            p50, p90 = d.get("latency_measured_ms", d.get("latency_ms")), None
+        speed = f"{full_lat / p50:.2f}x" if (p50 and full_lat) else "–"
+        return [_ms(p50), _ms(p90), speed]
+
+    def export_col(d) -> str:
+        parts = []
+        for doc in eidx.get(_counts_key(d["counts"]), []):
+            for row in _export_rows(doc):
+                mark = "verified" if row["verified"] else ("NOT verified" if row["verified"] is False else "unchecked")
+                parts.append(f"{row['format']} {os.path.basename(str(row['file'] or ''))} "
+                             f"({row['precision'] or '?'}, top-1 {_pct(row['top1'])}, {mark})")
+        return "; ".join(parts) or "–"
+
+    head = ["", "schedule (patch tokens per block)", "holdout top-1", "test top-1", "GMACs", "MAC reduction",
+            "p50 ms", "p90 ms", "speed-up", "exported"]
+    md: List[str] = [f"# Latency-budget report: {name}", ""]
+    md.append(f"Model **{name}** at {model.get('img_size')}, {model.get('depth')} blocks, {model.get('num_patches')} "
+              f"patch tokens, {model.get('num_classes')} classes. Search objective: **{search.get('objective')}**; "
+              f"{search['timing']['evaluations']} candidates; fitness on {search['settings']['holdout_images']} "
+              f"held-out images, test accuracy on {search['settings']['test_images']} test images (reported only).")
+    if target:
+        md.append(f"Latency: backend **{target.get('backend')}** on **{target.get('device')}**, batch "
+                  f"{target.get('batch_size')}, {target.get('threads') or 'default'} threads"
+                  + (f", precision {target.get('precision_used')}" if target.get("precision_used") else "") + ".")
+    md.append("")
+    for p in plots:
+        md.append(f"![{p}]({p})")
+    md.append("")
+    full_macs = search["full"]["macs"]
+
+    def row(label, d) -> str:
+        if d is None:
+            return "| " + " | ".join([label, "nothing in the search space meets this budget"] + ["–"] * 8) + " |"
+        cells = [label, ",".join(map(str, d["counts"])), _pct(d.get("holdout_accuracy")), _pct(d.get("test_accuracy")),
+                 f"{d['macs'] / 1e9:.4f}", f"{full_macs / d['macs']:.2f}x"] + lat_cols(d) + [export_col(d)]
+        return "| " + " | ".join(cells) + " |"
+
+    def table(rows) -> List[str]:
+        return ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 7 + ["---"]) + "|"] + rows
+
+    md.append("## Reference points")
+    md += table([row("full model", search["full"]), row("smallest of the space", search["smallest"])])
+    md.append("")
+    for b in search.get("budgets", []):
+        md.append(f"## Budget {b['label']}")
+        rows = [row("**searched**", b.get("best"))]
+        rows += [row(f"baseline: {k}", d) for k, d in (b.get("baselines") or {}).items()]
+        md += table(rows)
+        if b.get("schedule_file"):
+            md.append("")
+            md.append(f"Drop config: `{b['schedule_file']}`")
+        md.append("")
+    if not search.get("budgets"):
+        md.append("## Pareto front")
+        md += table([row(f"#{i}", p) for i, p in enumerate(search.get("pareto_front", []))])
+        md.append("")
+    md.append("## Machine")
+    mach = (bench or {}).get("machine") or search.get("machine") or {}
+    md.append(describe(mach) if bench else ", ".join(f"{k} {v}" for k, v in mach.items()))
+    if bench and bench.get("warnings"):
+        md.append("")
+        md.append("Warnings: " + "; ".join(bench["warnings"][:8]))
+    md.append("")
+    md.append(f"Sources: `{os.path.basename(search_path)}`" + (f", `{os.path.basename(bench_path)}`" if bench_path else "")
+              + "".join(f", `{os.path.basename(p)}`" for p in export_paths))
+    text = "\n".join(md) + "\n"
+    md_path = os.path.join(out_dir, "report.md")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(text)
+    html_path = os.path.join(out_dir, "report.html")
+    with open(html_path, "w", encoding="utf-8") as f:
+        f.write(_to_html(text, out_dir, name))
+    return {"markdown": md_path, "html": html_path, **{p: os.path.join(out_dir, p) for p in plots}}
+
+
+def _to_html(markdown: str, out_dir: str, title: str) -> str:
+    """The report's Markdown as self-contained HTML (tables, headings, images inlined as data URIs)."""
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+           "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+           "table{border-collapse:collapse;margin:.5em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+           "th{background:#f3f3f3}td:nth-child(n+3){text-align:right}img{max-width:48%;margin:4px}"
+           "code{background:#f3f3f3;padding:1px 3px}</style></head><body>"]
+    lines = markdown.split("\n")
+    i = 0
+
+    def inline(s: str) -> str:
+        s = html.escape(s)
+        while "**" in s:
+            s = s.replace("**", "<b>", 1).replace("**", "</b>", 1)
+        while s.count("`") >= 2:
+            s = s.replace("`", "<code>", 1).replace("`", "</code>", 1)
+        return s
+
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("# "):
+            out.append(f"<h1>{inline(line[2:])}</h1>")
+        elif line.startswith("## "):
+            out.append(f"<h2>{inline(line[3:])}</h2>")
+        elif line.startswith("!["):
+            src = line[line.index("(") + 1:line.rindex(")")]
+            with open(os.path.join(out_dir, src), "rb") as f:
+                data = base64.b64encode(f.read()).decode()
+            out.append(f"<img alt='{html.escape(src)}' src='data:image/png;base64,{data}'>")
+        elif line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append([c.strip() for c in lines[i].strip("|").split("|")])
+                i += 1
+            out.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in rows[0]) + "</tr>")
+            for r in rows[2:]:
+                out.append("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>")
+            out.append("</table>")
+            continue
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+        i += 1
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("search", metavar="SEARCH_JSON", help="search.json from fgvc-kit search")
+    p.add_argument("--bench", metavar="BENCH_JSON", help="bench.json from fgvc-kit bench (latency per schedule)")
+    p.add_argument("--export", action="append", default=[], metavar="EXPORT_JSON",
+                   help="export.json from fgvc-kit export (repeatable)")
+    p.add_argument("--out", help="output folder (default: beside search.json, report/)")
+
+
+def run(args) -> int:
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.search)), "report")
+    paths = build_report(args.search, out, args.bench, args.export)
+    print(f"wrote {paths['markdown']} and {paths['html']}")
+    return 0
+
+
+COMMANDS = {"report": (add_arguments, run)}
