@@ -70,6 +70,8 @@ def _check_positive(args) -> None:
         v = getattr(args, flag)
         if v is None or v < (0 if flag in ("generations", "mutations", "crossovers") else 1):
             raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive integer, got {v}")
+    if args.subset is not None and args.subset < 1:
+        raise ConfigError(f"--subset: expected a positive number of images, got {args.subset}")
     if not 0.0 <= args.mutation_prob <= 1.0:
         raise ConfigError(f"--mutation-prob: expected a probability in [0, 1], got {args.mutation_prob}")
 
