@@ -157,13 +157,24 @@ def select_tokens(
     return torch.cat(parts, dim=1)
 
 
+def drop_block_attention(block: nn.Module, x: torch.Tensor, scorer: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """First half of a dropping block: tokens after the attention residual, and their scores."""
+    a, scores = attention_with_scores(block.attn, block.norm1(x), scorer)
+    return x + block.drop_path1(block.ls1(a)), scores
+
+
+def drop_block_mlp(block: nn.Module, x: torch.Tensor, scores: torch.Tensor, keep: int, state: TokenState,
+                   fuse: bool) -> torch.Tensor:
+    """Second half: keep the top-``keep`` patch tokens, then the MLP residual on them."""
+    x = select_tokens(x, scores, keep, state, fuse)
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+
+
 def drop_block_forward(block: nn.Module, x: torch.Tensor, keep: int, state: TokenState,
                        scorer: str, fuse: bool) -> torch.Tensor:
     """One timm ``Block`` that keeps ``keep`` patch tokens after its attention residual."""
-    a, scores = attention_with_scores(block.attn, block.norm1(x), scorer)
-    x = x + block.drop_path1(block.ls1(a))
-    x = select_tokens(x, scores, keep, state, fuse)
-    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+    x, scores = drop_block_attention(block, x, scorer)
+    return drop_block_mlp(block, x, scores, keep, state, fuse)
 
 
 def attention_with_info(attn: nn.Module, x: torch.Tensor, scorer: Optional[str], maws: bool = False,

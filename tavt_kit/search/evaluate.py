@@ -9,7 +9,8 @@ done once:
   (within a memory budget) for all generations;
 * the candidates of a generation form a prefix tree over their per-block
   counts; each image batch walks the tree depth first, so a block runs once
-  per distinct prefix, not once per candidate;
+  per distinct prefix, not once per candidate, and the siblings that drop at
+  a block share its attention half (only top-k and the MLP differ);
 * images are evaluated in batches.
 
 The arithmetic of each node is exactly the model's own forward at that block,
@@ -28,12 +29,12 @@ import torch
 from torch import nn
 
 from ..models.schedule import TokenSchedule
-from ..models.token_drop import TokenState, drop_block_forward
+from ..models.token_drop import TokenState, drop_block_attention, drop_block_mlp
 
 
 @dataclass
 class EvalStats:
-    block_runs: int = 0  # block forwards actually executed (per image batch)
+    block_runs: float = 0  # block forwards executed per image batch (a shared attention half counts 0.5)
     block_runs_naive: int = 0  # what one forward per candidate would have executed
     images: int = 0
 
@@ -155,13 +156,21 @@ class CandidateEvaluator:
             hits = int((pred == y).sum())
             for idx in node.leaves:
                 correct[idx] += hits
+        # siblings that drop at this block share its attention half (same input, same arithmetic)
+        dropping = [(c, child) for c, child in node.children.items() if c < n]
+        shared = None
+        if len(dropping) > 1:
+            shared = drop_block_attention(m.blocks[depth], x, m.scorer)
+            self.stats.block_runs += 0.5
         for count, child in node.children.items():
             blk = m.blocks[depth]
-            self.stats.block_runs += 1
             if count < n:
                 child_state = TokenState(state.num_prefix, state.num_patches, False)
                 child_state.has_fused = state.has_fused
-                out = drop_block_forward(blk, x, count, child_state, m.scorer, m.fuse)
+                xa, scores = shared if shared is not None else drop_block_attention(blk, x, m.scorer)
+                out = drop_block_mlp(blk, xa, scores, count, child_state, m.fuse)
+                self.stats.block_runs += 0.5 if shared is not None else 1
             else:
                 child_state, out = state, blk(x)
+                self.stats.block_runs += 1
             self._walk(child, out, depth + 1, count, child_state, y, correct)
