@@ -55,18 +55,21 @@ def _export_index(exports: Sequence[dict]) -> Dict[tuple, List[dict]]:
 
 
 def _export_rows(doc: dict) -> List[Dict[str, Any]]:
-    """(format, file, precision, verified, exported top-1, PyTorch top-1, agreement) rows of an export.json."""
+    """One row per exported format of an ``export.json``: file, precision used, verified, top-1 (fractions)."""
     rows = []
-    formats = doc.get("formats") or doc.get("exports") or {}
-    items = formats.items() if isinstance(formats, dict) else ((f.get("format"), f) for f in formats)
-    for name, f in items:
-        v = f.get("verification") or f
-        rows.append({"format": name, "file": f.get("file") or f.get("path"),
-                     "precision": v.get("precision_used") or f.get("precision"),
-                     "verified": v.get("verified", f.get("verified")),
-                     "top1": v.get("exported_top1", v.get("top1_exported")),
-                     "torch_top1": v.get("pytorch_top1", v.get("top1_pytorch")),
-                     "agreement": v.get("agreement"), "max_abs_diff": v.get("max_abs_diff")})
+    results = (doc.get("verification") or {}).get("results") or {}
+    files = doc.get("files") or {}
+    for name in doc.get("formats") or list(files):
+        v = results.get(name) or {}
+        f = files.get(name) or {}
+        top1 = v.get("top1_exported")
+        torch_top1 = v.get("top1_pytorch")
+        rows.append({"format": name, "file": f.get("path"),
+                     "precision": v.get("precision_used") or doc.get("precision"),
+                     "verified": v.get("passed") if v else None,
+                     "top1": None if top1 is None else top1 / 100.0,
+                     "torch_top1": None if torch_top1 is None else torch_top1 / 100.0,
+                     "agreement": v.get("agreement"), "max_abs_diff": v.get("max_abs_logit_diff")})
     return rows
 
 

@@ -1,0 +1,178 @@
+"""``fgvc-kit demo``: the whole pipeline on the built-in digits with the built-in tiny model, no downloads.
+
+train → distill → latency table on this machine → search under a latency
+budget (and a MAC budget) → export ONNX and OpenVINO with verification →
+bench → report. Every stage is the same command a user runs, with the demo's
+settings; each prints what it produced, and a second run reuses the stages
+that finished (an interrupted training or distillation resumes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Callable, List, Optional
+
+DEFAULT_OUT = os.path.join("runs", "demo")
+
+
+def _command(module: str, name: str) -> Callable[[List[str]], int]:
+    import importlib
+
+    add_arguments, run = importlib.import_module(module).COMMANDS[name]
+
+    def call(argv: List[str]) -> int:
+        p = argparse.ArgumentParser(prog=f"fgvc-kit {name}")
+        add_arguments(p)
+        return run(p.parse_args(argv))
+
+    return call
+
+
+def _done(path: str) -> bool:
+    return os.path.isfile(path)
+
+
+def _stage(title: str, out: str, artefact: str, fn: Callable[[], int], log) -> float:
+    t0 = time.perf_counter()
+    if _done(artefact):
+        log(f"[{title}] reusing {artefact}")
+        return 0.0
+    log(f"[{title}] ...")
+    rc = fn()
+    if rc:
+        raise SystemExit(rc)
+    dt = time.perf_counter() - t0
+    log(f"[{title}] done in {dt:.0f} s -> {artefact}")
+    return dt
+
+
+def _resumable(out_dir: str) -> List[str]:
+    """--resume when a killed run left its state, --overwrite when it left only pieces."""
+    if os.path.isfile(os.path.join(out_dir, "train_state.safetensors")) and \
+            os.path.isfile(os.path.join(out_dir, "config.json")):
+        return ["--resume"]
+    return ["--overwrite"] if os.path.isdir(out_dir) else []
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    p.add_argument("--train-steps", type=int, help="fine-tuning steps (default: the demo recipe's)")
+    p.add_argument("--distill-steps", type=int, help="distillation steps (default: the demo recipe's)")
+    p.add_argument("--generations", type=int, default=6, help="search generations (default: 6)")
+    p.add_argument("--population", type=int, default=12, help="search population (default: 12)")
+    p.add_argument("--latency-fraction", type=float, default=0.75,
+                   help="latency budget as a fraction of the full model's predicted latency (default: 0.75)")
+    p.add_argument("--formats", default="onnx,openvino", help="export formats (default: onnx,openvino)")
+    p.add_argument("--quick", action="store_true", help="a few steps of everything (for tests)")
+
+
+def run(args) -> int:
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    if not 0 < args.latency_fraction <= 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--latency-fraction: expected a fraction in (0, 1], got {args.latency_fraction}")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    quick = args.quick
+    t_start = time.perf_counter()
+    d_train, d_dist = os.path.join(out, "train"), os.path.join(out, "distill")
+    d_bench, d_search = os.path.join(out, "bench"), os.path.join(out, "search")
+    d_export, d_report = os.path.join(out, "export"), os.path.join(out, "report")
+    common = ["--no-progress"]
+    train_steps = args.train_steps or (6 if quick else None)
+    distill_steps = args.distill_steps or (4 if quick else None)
+    small = ["--batch-size", "16", "--eval-every", "2", "--save-every", "2", "--warmup-steps", "1"] if quick else []
+
+    def train() -> int:
+        argv = ["--out", d_train] + common + small + _resumable(d_train)
+        if train_steps:
+            argv += ["--steps", str(train_steps)]
+        return _command("tavt_kit.distill.cli", "train")(argv)
+
+    _stage("1/7 train", out, os.path.join(d_train, "results.json"), train, log)
+
+    def distill() -> int:
+        argv = ["--checkpoint", os.path.join(d_train, "best.safetensors"), "--out", d_dist] + common + small \
+            + _resumable(d_dist)
+        if distill_steps:
+            argv += ["--steps", str(distill_steps)]
+        return _command("tavt_kit.distill.distill_cli", "distill")(argv)
+
+    _stage("2/7 distill", out, os.path.join(d_dist, "results.json"), distill, log)
+    supernet = os.path.join(d_dist, "best.safetensors")
+
+    def profile() -> int:
+        argv = ["profile", supernet, "--out", d_bench, "--grid", "5" if quick else "9", "--budget",
+                "0.05" if quick else "0.3", "--min-repeats", "3" if quick else "5", "--quiet"]
+        return _command("tavt_kit.bench.cli", "bench")(argv)
+
+    table = os.path.join(d_bench, "latency_table.json")
+    _stage("3/7 latency table on this machine", out, table, profile, log)
+
+    def search() -> int:
+        from .bench import LatencyTable
+        from .models import count_macs, load_checkpoint
+
+        model = load_checkpoint(supernet)
+        full_ms = LatencyTable.load(table).predict(model.full_schedule())
+        full_macs = count_macs(model).total()
+        argv = ["--checkpoint", supernet, "--latency-table", table, "--remeasure",
+                "--latency-budget", f"{args.latency_fraction * full_ms:.4g}ms",
+                "--macs-budget", f"{0.6 * full_macs:.4g}",
+                "--population", str(4 if quick else args.population),
+                "--generations", str(1 if quick else args.generations),
+                "--mutations", str(4 if quick else args.population),
+                "--crossovers", str(4 if quick else args.population), "--out", d_search]
+        if quick:
+            argv += ["--subset", "32"]
+        return _command("tavt_kit.search.cli", "search")(argv)
+
+    search_json = os.path.join(d_search, "search.json")
+    _stage("4/7 search under latency and MAC budgets", out, search_json, search, log)
+    with open(search_json, encoding="utf-8") as f:
+        result = json.load(f)
+    latency_budget = next((b for b in result["budgets"] if b["objective"] == "latency"), None)
+    chosen = latency_budget if latency_budget and latency_budget.get("best") else \
+        next((b for b in result["budgets"] if b.get("best")), None)
+
+    def export() -> int:
+        argv = ["--checkpoint", supernet, "--format", args.formats, "--out", d_export]
+        if chosen is not None:
+            argv += ["--search", search_json, "--budget", chosen["label"]]
+        if quick:
+            argv += ["--verify-images", "32"]
+        return _command("tavt_kit.export.cli", "export")(argv)
+
+    export_json = os.path.join(d_export, "export.json")
+    _stage("5/7 export with verification", out, export_json, export, log)
+
+    def bench() -> int:
+        argv = [supernet, "--out", d_bench, "--table", table, "--quiet"]
+        for b in result["budgets"]:
+            if b.get("schedule_file"):
+                argv += ["--drop", os.path.join(d_search, b["schedule_file"])]
+        if quick:
+            argv += ["--budget", "0.05", "--min-repeats", "3"]
+        return _command("tavt_kit.bench.cli", "bench")(argv)
+
+    bench_json = os.path.join(d_bench, "bench.json")
+    _stage("6/7 bench on this machine", out, bench_json, bench, log)
+
+    from .bench.budget_report import build_report
+
+    paths = build_report(search_json, d_report, bench_json if _done(bench_json) else None,
+                         [export_json] if _done(export_json) else [])
+    log(f"[7/7 report] {paths['markdown']}")
+    log(f"demo finished in {time.perf_counter() - t_start:.0f} s")
+    log(f"report: {paths['html']}")
+    return 0
+
+
+COMMANDS = {"demo": (add_arguments, run)}
