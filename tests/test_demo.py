@@ -1,0 +1,37 @@
+"""The demo pipeline end to end at a reduced size: every stage's artefact, and a second run reuses them."""
+import json
+
+import pytest
+import torch
+
+from tavt_kit.cli import main
+
+pytest.importorskip("openvino")
+
+
+def test_demo_pipeline_quick(tmp_path, capsys):
+    torch.set_num_threads(1)
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.strip().splitlines()[-1] == f"report: {out / 'report' / 'report.html'}"
+    for stage in ("1/7 train", "2/7 distill", "3/7 latency table", "4/7 search", "5/7 export", "6/7 bench"):
+        assert f"[{stage}" in text
+    sup = out / "distill" / "best.safetensors"
+    assert sup.exists() and (out / "train" / "best.safetensors").exists()
+    table = json.loads((out / "bench" / "latency_table.json").read_text())
+    assert table["target"]["backend"] == "torch"
+    search = json.loads((out / "search" / "search.json").read_text())
+    assert {b["objective"] for b in search["budgets"]} == {"latency", "macs"}
+    assert search["latency"]["source"] == "table"
+    export = json.loads((out / "export" / "export.json").read_text())
+    assert export["verified"] is True and set(export["files"]) == {"onnx", "openvino"}
+    assert (out / "export" / "model.onnx").exists() and (out / "export" / "model.xml").exists()
+    bench = json.loads((out / "bench" / "bench.json").read_text())
+    assert any(r["label"] == "full" for r in bench["results"])
+    html = (out / "report" / "report.html").read_text()
+    assert "verified" in html and "data:image/png;base64," in html
+    # a second run reuses every finished stage
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert again.count("reusing") == 6
