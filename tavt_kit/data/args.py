@@ -1,0 +1,50 @@
+"""Command-line options every data-taking command shares (train, distill, evaluate, search)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict, Optional
+
+from ..errors import ConfigError
+from .datasets import DATASETS, DataSpec
+from .transforms import TRAIN_CROPS
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """``--dataset --data --holdout --split-seed --resize --train-crop --workers``."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", metavar="NAME",
+                   help=f"dataset format: {', '.join(DATASETS)} (default: the checkpoint's dataset, else demo, "
+                        "the built-in digits)")
+    g.add_argument("--data", metavar="DIR", help="the dataset's root folder (not needed for demo)")
+    g.add_argument("--holdout", type=float, metavar="FRACTION",
+                   help="fraction of the training set held out (stratified, seeded) for model selection and "
+                        "search; 0 = none (default: 0.1)")
+    g.add_argument("--split-seed", type=int, metavar="N", help="seed of the held-out split (default: 0)")
+    g.add_argument("--resize", type=int, metavar="N",
+                   help="resize size before cropping (default: 600/448 of the image size, 500/384 for "
+                        "ultra-FGVC sets)")
+    g.add_argument("--train-crop", choices=TRAIN_CROPS,
+                   help="training crop: random = resize + random crop (the seeds'), rrc = random resized crop")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="data loader processes (default: 0 for demo, else up to 8)")
+    return g
+
+
+def data_spec_from_args(args: argparse.Namespace, fallback: Optional[Dict[str, Any]] = None) -> DataSpec:
+    """A :class:`DataSpec` from the options; ``fallback`` (a checkpoint's recorded data) fills what is not given."""
+    base: Dict[str, Any] = {}
+    if getattr(args, "dataset", None) is None and fallback:
+        base = {k: v for k, v in fallback.items() if k in DataSpec.__dataclass_fields__}
+    elif getattr(args, "dataset", None) is None and getattr(args, "data", None):
+        raise ConfigError(f"--data {args.data}: give --dataset too (one of {', '.join(DATASETS)})")
+    else:
+        base = {"name": args.dataset or "demo"}
+    for flag, key in (("data", "root"), ("holdout", "holdout"), ("split_seed", "split_seed"),
+                      ("resize", "resize"), ("train_crop", "train_crop")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            base[key] = v
+    workers = getattr(args, "workers", None)
+    if workers is not None and workers < 0:
+        raise ConfigError(f"--workers: expected a non-negative number of processes, got {workers}")
+    return DataSpec(**base)

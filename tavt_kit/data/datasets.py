@@ -1,0 +1,417 @@
+"""Datasets by name, their splits, and data loaders.
+
+``build_dataset(name, root, split, img_size)`` gives a torch ``Dataset`` of
+``(uint8 CHW image, label)`` for one split:
+
+* ``train``: the official training set minus the held-out split;
+* ``holdout``: a deterministic stratified fraction of the training set
+  (``holdout=0.1``, ``split_seed=0``) for search and model selection;
+* ``test``: the official test set, only for reporting;
+* ``trainval``: the whole official training set.
+
+Augmentation (random crop, flip) is drawn per sample from a seed: a training
+sampler passes ``(index, seed)`` keys and the image is a pure function of the
+file and that seed, so data order and augmentation are independent of worker
+processes and can be resumed exactly. Evaluation transforms are deterministic.
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import ConfigError, DatasetError
+from . import formats
+from .demo import load_demo, upscaled
+from .splits import check_fraction, stratified_split
+from .transforms import TRAIN_CROPS, image_transform, pair, resize_for
+
+SPLITS = ("train", "holdout", "test", "trainval")
+
+SEEDS_RATIO = 600 / 448   # CUB, NABirds, Dogs, Cars, iNat: resize 600 -> crop 448
+UFGVC_RATIO = 500 / 384   # Cotton80, SoyLoc and the other ultra-FGVC sets: 500 -> 384
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset format fgvc-kit reads."""
+
+    name: str
+    load: Callable[[Optional[str]], formats.RawDataset]
+    description: str
+    layout: str
+    resize_ratio: float = SEEDS_RATIO
+    img_size: Optional[int] = 448  # the seeds' crop size; None = the model's own
+    hflip: bool = True
+    needs_root: bool = True
+    aliases: Tuple[str, ...] = ()
+
+
+#: canonical name -> DatasetInfo
+DATASETS: Dict[str, DatasetInfo] = {}
+_ALIASES: Dict[str, str] = {}
+
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Make a dataset format available to ``build_dataset`` and ``--dataset``."""
+    DATASETS[info.name] = info
+    for a in (info.name,) + tuple(info.aliases):
+        _ALIASES[a.lower()] = info.name
+    return info
+
+
+register_dataset(DatasetInfo("demo", load_demo, "built-in handwritten digits (scikit-learn, no download)",
+                             "nothing (bundled)", resize_ratio=1.0, img_size=None, hflip=False, needs_root=False,
+                             aliases=("digits",)))
+register_dataset(DatasetInfo("cub", formats.load_cub, "CUB-200-2011 (200 bird species)", formats.CUB_LAYOUT,
+                             aliases=("cub200", "cub_200_2011", "cub-200-2011")))
+register_dataset(DatasetInfo("nabirds", formats.load_nabirds, "NABirds (555 North American bird classes)",
+                             formats.NABIRDS_LAYOUT))
+register_dataset(DatasetInfo("dogs", formats.load_dogs, "Stanford Dogs (120 breeds)", formats.DOGS_LAYOUT,
+                             aliases=("stanford_dogs", "stanforddogs")))
+register_dataset(DatasetInfo("cars", formats.load_cars, "Stanford Cars (196 models)", formats.CARS_LAYOUT,
+                             aliases=("stanford_cars", "stanfordcars")))
+register_dataset(DatasetInfo("inat2017", formats.load_inat2017, "iNaturalist 2017 (5089 species; val = test)",
+                             formats.INAT_LAYOUT, aliases=("inaturalist2017", "inat")))
+for _name, _desc in (("cotton80", "Cotton80 (ultra-FGVC, 80 cultivars)"),
+                     ("soyloc", "SoyLoc (ultra-FGVC, 200 cultivars)"),
+                     ("soygene", "SoyGene (ultra-FGVC)"), ("soyglobal", "SoyGlobal (ultra-FGVC)"),
+                     ("soyageing", "SoyAgeing (ultra-FGVC; point --data at one of R1..R6)"),
+                     ("ufgvc", "any set in the ultra-FGVC anno/ layout")):
+    register_dataset(DatasetInfo(_name, formats.load_ufgvc, _desc, formats.UFGVC_LAYOUT, resize_ratio=UFGVC_RATIO, img_size=384,
+                                 aliases=("cotton",) if _name == "cotton80" else ()))
+register_dataset(DatasetInfo("folder", formats.load_folder, "plain class folders", formats.FOLDER_LAYOUT,
+                             img_size=None, aliases=("folders", "imagefolder")))
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a dataset name or alias (case-insensitive)."""
+    key = _ALIASES.get(str(name).lower())
+    if key is None:
+        close = difflib.get_close_matches(str(name).lower(), list(_ALIASES), n=1, cutoff=0.6)
+        hint = f" (did you mean {_ALIASES[close[0]]}?)" if close else ""
+        raise DatasetError(f"unknown dataset {name!r}{hint}; known: {', '.join(DATASETS)}")
+    return DATASETS[key]
+
+
+def list_datasets() -> List[str]:
+    return list(DATASETS)
+
+
+# ---------------------------------------------------------------------- spec
+@dataclass
+class DataSpec:
+    """Which data, and how it is split and preprocessed (JSON-able; stored in checkpoints).
+
+    ``resize`` (default: the dataset's ratio times the image size),
+    ``train_crop`` (``random``: resize + random crop, the seeds' recipe; ``rrc``:
+    random resized crop) and the held-out split (``holdout`` fraction of the
+    training set, stratified, ``split_seed``).
+    """
+
+    name: str = "demo"
+    root: Optional[str] = None
+    holdout: float = 0.1
+    split_seed: int = 0
+    resize: Optional[int] = None
+    train_crop: str = "random"
+
+    def __post_init__(self) -> None:
+        self.name = dataset_info(self.name).name
+        self.holdout = check_fraction(self.holdout, "--holdout")
+        if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, (int, np.integer)):
+            raise ConfigError(f"--split-seed: expected an integer, got {self.split_seed!r}")
+        self.split_seed = int(self.split_seed)
+        if self.train_crop not in TRAIN_CROPS:
+            raise ConfigError(f"--train-crop: expected one of {', '.join(TRAIN_CROPS)}, got {self.train_crop!r}")
+        if self.resize is not None and (isinstance(self.resize, bool) or int(self.resize) < 1):
+            raise ConfigError(f"--resize: expected a positive size, got {self.resize!r}")
+        if self.root is not None:
+            self.root = os.fspath(self.root)
+
+    @property
+    def info(self) -> DatasetInfo:
+        return dataset_info(self.name)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "DataSpec":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# -------------------------------------------------------------------- loading
+@functools.lru_cache(maxsize=8)
+def _load_raw_cached(name: str, root: Optional[str], stamp: Tuple) -> formats.RawDataset:
+    return DATASETS[name].load(root)
+
+
+def load_raw(name: str, root: Optional[str] = None) -> formats.RawDataset:
+    """The official splits of a dataset (parsed once per process and root)."""
+    info = dataset_info(name)
+    if not info.needs_root:
+        root = None
+    elif root is None or root == "":
+        raise DatasetError(f"--data: dataset {info.name} needs its root folder; expected {info.layout}")
+    stamp: Tuple = ()
+    if root is not None and os.path.isdir(root):
+        st = os.stat(root)
+        stamp = (os.path.realpath(root), st.st_mtime_ns)
+    return _load_raw_cached(info.name, root, stamp)
+
+
+def _open_image(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image listed by the dataset is missing") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DatasetError(f"{path}: cannot decode the image ({type(e).__name__}: {e})") from None
+
+
+class FGVCDataset(Dataset):
+    """One split of a dataset: items are ``(uint8 CHW tensor, label)``.
+
+    A key may be an index or ``(index, seed)``; with a seed the random
+    augmentation is drawn from that seed alone (resumable, worker-independent).
+
+    Attributes: ``name``, ``split``, ``class_names``, ``num_classes``,
+    ``targets`` (labels in item order), ``samples`` (``(path, label)``; for the
+    demo ``(digit index, label)``), ``spec`` (:class:`DataSpec`), ``img_size``,
+    ``augment``, ``transform_info``.
+    """
+
+    def __init__(self, spec: DataSpec, split: str, samples: List[Tuple[Any, int]], class_names: List[str],
+                 img_size: Tuple[int, int], augment: bool, transform, transform_info: Dict[str, Any],
+                 array: Optional[torch.Tensor] = None, meta: Optional[Dict[str, Any]] = None):
+        self.spec = spec
+        self.name = spec.name
+        self.split = split
+        self.samples = samples
+        self.targets = [int(lab) for _, lab in samples]
+        self.class_names = list(class_names)
+        self.num_classes = len(class_names)
+        self.img_size = img_size
+        self.augment = augment
+        self.transform = transform
+        self.transform_info = transform_info
+        self.meta = dict(meta or {})
+        self._array = array
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int):
+        """The decoded image before the transform (PIL for files, a uint8 tensor for the demo)."""
+        src, _ = self.samples[index]
+        if self._array is not None:
+            return self._array[src].expand(3, -1, -1)
+        return _open_image(src)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        img = self.load(index)
+        if self.transform is not None:
+            if seed is not None and self.augment:
+                with torch.random.fork_rng(devices=[]):
+                    torch.default_generator.manual_seed(int(seed))  # CPU only: transforms draw from it
+                    img = self.transform(img)
+            else:
+                img = self.transform(img)
+        if self._array is not None:
+            img = img.contiguous()
+        return img, self.targets[index]
+
+    def describe(self) -> Dict[str, Any]:
+        counts = np.bincount(self.targets, minlength=self.num_classes) if self.targets else np.zeros(0)
+        return {"dataset": self.name, "root": self.spec.root, "split": self.split, "size": len(self),
+                "num_classes": self.num_classes, "holdout": self.spec.holdout, "split_seed": self.spec.split_seed,
+                "images_per_class": [int(counts.min()), int(counts.max())] if len(counts) else [0, 0],
+                **self.transform_info}
+
+    def __repr__(self) -> str:
+        return f"FGVCDataset({self.name}, split={self.split}, {len(self)} images, {self.num_classes} classes)"
+
+
+def split_samples(raw: formats.RawDataset, split: str, holdout: float, split_seed: int) -> List[Tuple[Any, int]]:
+    """The samples of one split (``train`` and ``holdout`` carved from the official training set)."""
+    if split not in SPLITS:
+        raise ConfigError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "test":
+        return list(raw.test)
+    if split == "trainval" or (split == "train" and holdout == 0):
+        return list(raw.train)
+    if holdout == 0:
+        raise ConfigError("--split holdout: there is no held-out split with --holdout 0")
+    keep, held = stratified_split([lab for _, lab in raw.train], holdout, split_seed)
+    return [raw.train[i] for i in (keep if split == "train" else held)]
+
+
+def _model_img_size(model) -> Optional[Tuple[int, int]]:
+    spec = getattr(model, "spec", None) or {}
+    if spec.get("img_size"):
+        return pair(spec["img_size"])
+    return None
+
+
+def build_dataset(name="demo", root: Optional[str] = None, split: str = "train", img_size=None, *,
+                  holdout: Optional[float] = None, split_seed: Optional[int] = None,
+                  augment: Optional[bool] = None, model=None, resize: Optional[int] = None,
+                  interpolation: Optional[str] = None, train_crop: Optional[str] = None) -> FGVCDataset:
+    """One split of a dataset, ready for a model.
+
+    Args:
+        name: a dataset name (``demo``, ``cub``, ``nabirds``, ``dogs``, ``cars``,
+            ``inat2017``, ``cotton80``, ``soyloc``, ..., ``folder``) or a :class:`DataSpec`.
+        root: the dataset's folder (not needed for the demo).
+        split: ``train``, ``holdout``, ``test`` or ``trainval``.
+        img_size: the crop size (default: the model's, else 448; 64 for the demo).
+        holdout, split_seed: the held-out fraction of the training set and its seed.
+        augment: random crop + flip (default: for ``train``/``trainval``).
+        model: take ``img_size`` and ``interpolation`` from its spec.
+        resize: resize size before the crop (default: ratio 600/448, or 500/384
+            for ultra-FGVC sets, times ``img_size``).
+        interpolation: ``bicubic`` (default, or the model's), ``bilinear``, ...
+        train_crop: ``random`` (resize + random crop) or ``rrc`` (random resized crop).
+    """
+    if isinstance(name, DataSpec):
+        spec = name
+        changes = {k: v for k, v in dict(root=root, holdout=holdout, split_seed=split_seed, resize=resize,
+                                          train_crop=train_crop).items() if v is not None}
+        if changes:
+            spec = DataSpec(**{**spec.to_dict(), **changes})
+    else:
+        spec = DataSpec(name=name, root=root, holdout=0.1 if holdout is None else holdout,
+                        split_seed=0 if split_seed is None else split_seed, resize=resize,
+                        train_crop=train_crop or "random")
+    info = spec.info
+    if split not in SPLITS:
+        raise ConfigError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    if img_size is None:
+        img_size = _model_img_size(model) if model is not None else None
+    if img_size is None:
+        img_size = info.img_size or (64 if info.name == "demo" else 448)
+    size = pair(img_size)
+    if interpolation is None:
+        interpolation = ((getattr(model, "spec", None) or {}).get("normalization") or {}).get(
+            "interpolation", "bicubic") if model is not None else "bicubic"
+    raw = load_raw(info.name, spec.root)
+    samples = split_samples(raw, split, spec.holdout, spec.split_seed)
+    if augment is None:
+        augment = split in ("train", "trainval")
+    if info.name == "demo":
+        # centred digits, no augmentation: flips mirror digits, and random translations slow a
+        # from-scratch ViT down more than they help it in the demo's few hundred steps
+        t_info = {"img_size": list(size), "resize": None, "interpolation": "bilinear", "train_crop": None,
+                  "augment": False}
+        return FGVCDataset(spec, split, samples, raw.class_names, size, False, None, t_info,
+                           array=upscaled(size), meta=raw.meta)
+    rsz = resize_for(size, info.resize_ratio, spec.resize)
+    transform = image_transform(augment, size, rsz, interpolation, spec.train_crop, hflip=info.hflip)
+    t_info = {"img_size": list(size), "resize": list(rsz), "interpolation": interpolation,
+              "train_crop": spec.train_crop if augment else None, "augment": bool(augment)}
+    return FGVCDataset(spec, split, samples, raw.class_names, size, augment, transform, t_info, meta=raw.meta)
+
+
+def class_names_of(spec: DataSpec) -> List[str]:
+    """The class names of a dataset (parses the annotations, decodes nothing)."""
+    return list(load_raw(spec.name, spec.root).class_names)
+
+
+# -------------------------------------------------------------------- loaders
+def default_workers(dataset: FGVCDataset) -> int:
+    """In-memory demo: 0; image files: up to 8 worker processes."""
+    if dataset._array is not None:
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1)))
+
+
+def shard_indices(n: int, rank: int = 0, world_size: int = 1) -> List[int]:
+    """Every ``world_size``-th index from ``rank``: shards cover the set exactly once, no padding."""
+    return list(range(rank, n, world_size))
+
+
+def make_eval_loader(dataset: FGVCDataset, batch_size: int = 64, num_workers: Optional[int] = None,
+                     rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+    """Deterministic, ordered loader of this rank's shard of ``dataset`` (uint8 images, labels)."""
+    from torch.utils.data import Subset
+
+    if num_workers is None:
+        num_workers = default_workers(dataset)
+    ds = dataset if world_size == 1 else Subset(dataset, shard_indices(len(dataset), rank, world_size))
+    # a private generator: iterating must not consume the global RNG (exact resume of training)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=False, generator=torch.Generator())
+
+
+def _cache_key(dataset: FGVCDataset) -> Dict[str, Any]:
+    paths = [str(s) for s, _ in dataset.samples]
+    digest = hashlib.sha256("\n".join(f"{p}\t{t}" for p, t in zip(paths, dataset.targets)).encode()).hexdigest()
+    return {"format": "fgvc-kit/eval-tensors", "version": 1, "dataset": dataset.name, "split": dataset.split,
+            "holdout": dataset.spec.holdout, "split_seed": dataset.spec.split_seed, "size": len(dataset),
+            "samples_sha256": digest, **{k: v for k, v in dataset.transform_info.items()}}
+
+
+def cached_tensors(dataset: FGVCDataset, cache_dir: Optional[str] = None, batch_size: int = 64,
+                   num_workers: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """All images of an evaluation split decoded and preprocessed: ``(uint8 (N, 3, H, W), int64 labels)``.
+
+    With ``cache_dir`` the tensors are stored there (safetensors, keyed by the
+    dataset, split, held-out settings, sample list and transform) and read back
+    on later calls, so a search decodes each image once. Augmenting datasets
+    are refused: cached tensors must be deterministic.
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import save_file
+
+    if dataset.augment:
+        raise ConfigError(f"cached_tensors: the {dataset.split} split is built with augmentation; "
+                          "build it with augment=False")
+    key = _cache_key(dataset)
+    path = None
+    if cache_dir is not None:
+        os.makedirs(cache_dir, exist_ok=True)
+        h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = os.path.join(cache_dir, f"{dataset.name}-{dataset.split}-{h}.safetensors")
+        if os.path.isfile(path):
+            try:
+                with safe_open(path, framework="pt") as f:
+                    meta = f.metadata() or {}
+                    if json.loads(meta.get("key", "{}")) == key:
+                        return f.get_tensor("images"), f.get_tensor("labels")
+            except (SafetensorError, OSError, ValueError):  # a broken cache file is rebuilt below
+                pass
+    if dataset._array is not None:
+        idx = torch.tensor([s for s, _ in dataset.samples], dtype=torch.long)
+        images = dataset._array[idx].expand(-1, 3, -1, -1).contiguous()
+        labels = torch.tensor(dataset.targets, dtype=torch.long)
+    else:
+        xs, ys = [], []
+        for x, y in make_eval_loader(dataset, batch_size, num_workers):
+            xs.append(x)
+            ys.append(y)
+        H, W = dataset.img_size
+        images = torch.cat(xs) if xs else torch.zeros(0, 3, H, W, dtype=torch.uint8)
+        labels = torch.cat(ys).long() if ys else torch.zeros(0, dtype=torch.long)
+    if path is not None:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            save_file({"images": images, "labels": labels}, tmp, metadata={"key": json.dumps(key)})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return images, labels

@@ -1,0 +1,358 @@
+"""``fgvc-kit train`` and ``fgvc-kit evaluate``.
+
+Thin: options -> :func:`tavt_kit.data.build_dataset`, :func:`build_model`,
+:class:`Trainer`, :func:`evaluate`. Several processes: launch with
+``torchrun --nproc_per_node N -m tavt_kit.cli train ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, Dict
+
+#: the seeds' fine-tuning recipe (TAVT / FFVT / TransFG): SGD 0.9, lr 3e-2, no weight decay,
+#: 500 warm-up steps then cosine, 10 000 steps, batch 16 per process, gradient clipping 1.0
+SEEDS_RECIPE: Dict[str, Any] = dict(optimizer="sgd", lr=3e-2, weight_decay=0.0, momentum=0.9, warmup_steps=500,
+                                    steps=10000, batch_size=16, clip_grad=1.0, label_smoothing=0.0,
+                                    lr_schedule="cosine", min_lr=0.0, accum_steps=1, eval_every=500,
+                                    save_every=500, log_every=20, eval_batch_size=64, seed=0)
+#: the built-in demo: fgvc_tiny from scratch on the digits in about 1.5 minutes on 2 idle CPU cores
+#: (no augmentation; test top-1 about 95 %, see the README)
+DEMO_RECIPE: Dict[str, Any] = dict(SEEDS_RECIPE, optimizer="adamw", lr=1.5e-3, weight_decay=0.05, warmup_steps=50,
+                                   steps=500, batch_size=64, label_smoothing=0.0, eval_every=100, save_every=100,
+                                   log_every=10, eval_batch_size=256)
+
+#: options that change what a run computes: a resumed run must keep them
+RESULT_KEYS = ("dataset", "holdout", "split_seed", "resize", "train_crop", "model", "pretrained", "img_size",
+               "head", "scorer", "drop_path", "optimizer", "lr", "weight_decay", "momentum", "steps",
+               "warmup_steps", "lr_schedule", "min_lr", "batch_size", "accum_steps", "label_smoothing",
+               "clip_grad", "amp", "seed", "eval_every")
+RUN_FILE = "config.json"
+RESULTS_FILE = "results.json"
+DEFAULT_OUT = os.path.join("runs", "train")
+
+
+# ------------------------------------------------------------------ options
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from ..data import add_data_arguments
+
+    add_data_arguments(p)
+    g = p.add_argument_group("model")
+    g.add_argument("--model", metavar="NAME",
+                   help="model to build (timm ViT name or fgvc_tiny; default: inferred from --pretrained, else "
+                        "fgvc_tiny for the demo)")
+    g.add_argument("--pretrained", metavar="FILE",
+                   help="start from weights: Google .npz, timm .pth, the seeds' ViT-pytorch .bin or an fgvc-kit "
+                        ".safetensors (the classifier is re-initialised for the dataset's classes)")
+    g.add_argument("--img-size", type=int, metavar="N",
+                   help="input size (default: an fgvc-kit checkpoint's, else 448 for CUB/NABirds/Dogs/Cars/iNat, "
+                        "384 for ultra-FGVC sets, the model's for demo and folders)")
+    g.add_argument("--num-classes", type=int, metavar="N",
+                   help="number of classes (default: the dataset's; if given it must match)")
+    g.add_argument("--head", help="classification head (default: linear, or the checkpoint's)")
+    g.add_argument("--scorer", choices=("tavt", "cls"), help="patch-drop scorer stored with the model")
+    g.add_argument("--drop-path", type=float, metavar="RATE", help="stochastic depth rate (default: 0)")
+    g = p.add_argument_group("optimisation (defaults: the seeds' recipe; demo: a short CPU recipe)")
+    def d(key):
+        s, m = SEEDS_RECIPE[key], DEMO_RECIPE[key]
+        return f"(default: {s}" + (f"; demo {m})" if m != s else ")")
+
+    g.add_argument("--optimizer", choices=("sgd", "adamw"), help=f"sgd (momentum) or adamw {d('optimizer')}")
+    g.add_argument("--lr", type=float, metavar="LR", help=f"peak learning rate {d('lr')}")
+    g.add_argument("--weight-decay", type=float, metavar="WD", help=f"weight decay on weight matrices {d('weight_decay')}")
+    g.add_argument("--momentum", type=float, metavar="M", help=f"SGD momentum {d('momentum')}")
+    g.add_argument("--steps", type=int, metavar="N", help=f"optimiser steps {d('steps')}")
+    g.add_argument("--warmup-steps", type=int, metavar="N", help=f"linear warm-up steps {d('warmup_steps')}")
+    g.add_argument("--lr-schedule", choices=("cosine", "linear", "constant"),
+                   help=f"decay after warm-up {d('lr_schedule')}")
+    g.add_argument("--min-lr", type=float, metavar="LR", help=f"learning rate at the end of the decay {d('min_lr')}")
+    g.add_argument("--batch-size", type=int, metavar="N", help=f"images per process per micro-batch {d('batch_size')}")
+    g.add_argument("--accum-steps", type=int, metavar="N",
+                   help=f"micro-batches accumulated per optimiser step {d('accum_steps')}")
+    g.add_argument("--label-smoothing", type=float, metavar="E", help=f"label smoothing {d('label_smoothing')}")
+    g.add_argument("--clip-grad", type=float, metavar="NORM", help=f"max gradient norm, 0 = off {d('clip_grad')}")
+    g.add_argument("--amp", nargs="?", const="auto", choices=("auto", "bf16", "fp16"),
+                   help="mixed precision: bf16 on CPU, fp16 with loss scaling on CUDA (or name one)")
+    g.add_argument("--seed", type=int, metavar="N",
+                   help=f"training seed: initialisation, data order, augmentation {d('seed')}")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
+    g.add_argument("--resume", action="store_true", default=None,
+                   help="continue the run in --out exactly where it stopped (its stored settings are used)")
+    g.add_argument("--overwrite", action="store_true", default=None, help="start again in an --out that holds a run")
+    g.add_argument("--eval-every", type=int, metavar="STEPS",
+                   help=f"evaluate on the held-out split every STEPS, 0 = at the end {d('eval_every')}")
+    g.add_argument("--save-every", type=int, metavar="STEPS",
+                   help=f"write last.safetensors and the training state every STEPS {d('save_every')}")
+    g.add_argument("--log-every", type=int, metavar="STEPS", help=f"metrics.jsonl interval {d('log_every')}")
+    g.add_argument("--eval-batch-size", type=int, metavar="N", help=f"evaluation batch size {d('eval_batch_size')}")
+    g.add_argument("--device", help="auto (default: CUDA when there is one), cpu, cuda, cuda:N")
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+    g.add_argument("--no-test", dest="test", action="store_false", default=None,
+                   help="do not report test accuracy at the end")
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    from ..data import add_data_arguments
+
+    p.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="model to evaluate (.safetensors from train/distill, or any file load_checkpoint reads)")
+    p.add_argument("--split", choices=("test", "holdout", "train", "trainval"), default="test",
+                   help="split to evaluate (default: test)")
+    p.add_argument("--drop", help="schedule: drop-config JSON file or comma-separated patch-token counts")
+    p.add_argument("--keep-ratio", help="schedule from keep ratios: RATIO for every block or BLOCK:RATIO,...")
+    p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default: 64)")
+    p.add_argument("--amp", nargs="?", const="auto", choices=("auto", "bf16", "fp16"), help="mixed precision")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--out", metavar="FILE.json",
+                   help="result JSON (default: beside the checkpoint, <name>.<split>.eval.json); the confusion "
+                        "matrix PNG goes beside it")
+    p.add_argument("--max-confusion-classes", type=int, default=300, metavar="N",
+                   help="draw the whole confusion matrix up to N classes, else the 50 most-confused (default: 300)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the confusion matrix")
+    add_data_arguments(p)
+
+
+# ------------------------------------------------------------------ resolve
+def _explicit(args: argparse.Namespace) -> Dict[str, Any]:
+    keys = RESULT_KEYS + ("data", "num_classes", "test", "save_every", "log_every", "eval_batch_size")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def resolve_train_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """Every setting of a run: the options given, the recipe's defaults for the rest."""
+    from ..data import dataset_info
+
+    name = dataset_info(args.dataset or "demo").name
+    recipe = DEMO_RECIPE if name == "demo" else SEEDS_RECIPE
+    r: Dict[str, Any] = dict(recipe)
+    r.update(dataset=name, data=None, holdout=0.1, split_seed=0, resize=None, train_crop="random", model=None,
+             pretrained=None, img_size=None, num_classes=None, head=None, scorer=None, drop_path=None, amp=None,
+             test=True)
+    r.update(_explicit(args))
+    return r
+
+
+def _check_resume(stored: Dict[str, Any], args: argparse.Namespace, out: str) -> Dict[str, Any]:
+    given = _explicit(args)
+    for k in RESULT_KEYS:
+        if k in given and given[k] != stored.get(k):
+            flag = "--" + k.replace("_", "-")
+            raise _config_error(f"{flag} {given[k]} differs from the run in {out} ({stored.get(k)}); --resume "
+                                "continues the stored run with its own settings")
+    r = dict(stored)
+    for k in ("data", "test", "save_every", "log_every", "eval_batch_size"):
+        if k in given:
+            r[k] = given[k]
+    return r
+
+
+def _config_error(msg: str):
+    from ..errors import ConfigError
+
+    return ConfigError(msg)
+
+
+def _train_config(r: Dict[str, Any], args: argparse.Namespace):
+    from .engine import TrainConfig
+
+    return TrainConfig(steps=r["steps"], batch_size=r["batch_size"], accum_steps=r["accum_steps"],
+                       optimizer=r["optimizer"], lr=r["lr"], weight_decay=r["weight_decay"], momentum=r["momentum"],
+                       warmup_steps=r["warmup_steps"], lr_schedule=r["lr_schedule"], min_lr=r["min_lr"],
+                       label_smoothing=r["label_smoothing"], clip_grad=r["clip_grad"], amp=r["amp"], seed=r["seed"],
+                       eval_every=r["eval_every"], save_every=r["save_every"], log_every=r["log_every"],
+                       eval_batch_size=r["eval_batch_size"], num_workers=getattr(args, "workers", None),
+                       progress=getattr(args, "progress", None)).validate()
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.2f} %"
+
+
+# -------------------------------------------------------------------- train
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from ..data import DataSpec, build_dataset, class_names_of
+    from ..errors import CheckpointError, ConfigError
+    from ..models import load_checkpoint
+    from .build import build_model
+    from .engine import LAST_FILE, STATE_FILE, Trainer, init_distributed
+    from .evaluate import evaluate, write_json
+
+    out = args.out or DEFAULT_OUT
+    resume = bool(args.resume)
+    run_path = os.path.join(out, RUN_FILE)
+    if resume:
+        if not os.path.isfile(run_path) or not os.path.isfile(os.path.join(out, STATE_FILE)):
+            raise CheckpointError(f"--resume: {out} holds no run to resume (expected {RUN_FILE} and {STATE_FILE}); "
+                                  "start the run without --resume")
+        with open(run_path, encoding="utf-8") as f:
+            stored = json.load(f)
+        r = _check_resume(stored["args"], args, out)
+    else:
+        if os.path.exists(run_path) or os.path.exists(os.path.join(out, STATE_FILE)):
+            if not args.overwrite:
+                raise ConfigError(f"--out {out}: already holds a run; pass --resume to continue it or --overwrite "
+                                  "to start again")
+        r = resolve_train_args(args)
+    cfg = _train_config(r, args)
+    spec = DataSpec(name=r["dataset"], root=r["data"], holdout=r["holdout"], split_seed=r["split_seed"],
+                    resize=r["resize"], train_crop=r["train_crop"])
+    for flag in ("img_size", "num_classes"):
+        v = r.get(flag)
+        if v is not None and v < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive number, got {v}")
+    if spec.name != "demo" and r["pretrained"] is None and r["model"] is None:
+        raise ConfigError(f"--pretrained: fine-tuning on {spec.name} needs weights to start from (ViT-B_16.npz, a "
+                          "timm .pth, a seeds' .bin or an fgvc-kit checkpoint), or --model NAME to train from scratch")
+    class_names = class_names_of(spec)
+    if r["num_classes"] is not None and r["num_classes"] != len(class_names):
+        raise ConfigError(f"--num-classes {r['num_classes']}: dataset {spec.name} has {len(class_names)} classes")
+    rank, world, device = init_distributed(args.device)
+    try:
+        torch.manual_seed(r["seed"])
+        if resume:
+            model = load_checkpoint(os.path.join(out, LAST_FILE))
+        else:
+            img_size = r["img_size"]
+            if img_size is None and spec.info.img_size is not None:
+                from .build import fgvc_spec
+
+                if r["pretrained"] is None or fgvc_spec(r["pretrained"]) is None:
+                    img_size = spec.info.img_size
+            model = build_model(num_classes=len(class_names), class_names=class_names, model=r["model"],
+                                pretrained=r["pretrained"], img_size=img_size, head=r["head"], scorer=r["scorer"],
+                                drop_path=r["drop_path"])
+        train_set = build_dataset(spec, split="train", model=model)
+        holdout_set = build_dataset(spec, split="holdout", model=model) if spec.holdout > 0 else None
+        if rank == 0 and not resume:
+            os.makedirs(out, exist_ok=True)
+            for name in (STATE_FILE, LAST_FILE, "best.safetensors", RESULTS_FILE, "metrics.jsonl"):
+                if os.path.exists(os.path.join(out, name)):
+                    os.remove(os.path.join(out, name))
+            write_json({"format": "fgvc-kit/train-run", "version": 1, "args": r, "data": spec.to_dict(),
+                        "train": cfg.to_dict()}, run_path)
+        extra = {"data": spec.to_dict(),
+                 "training": {"recipe": {k: r[k] for k in ("optimizer", "lr", "weight_decay", "steps", "batch_size",
+                                                            "warmup_steps", "label_smoothing", "seed")},
+                              "pretrained": r["pretrained"], "world_size": world}}
+        trainer = Trainer(model, train_set, cfg, holdout_set=holdout_set, out_dir=out, class_names=class_names,
+                          checkpoint_extra=extra, device=args.device,
+                          log_extra={"data": train_set.describe(), "model": model.spec["backbone"]})
+        if rank == 0:
+            print(f"train: {model.spec['backbone']['name']} {model.spec['img_size'][0]}px, {spec.name} "
+                  f"{len(train_set)} train / {len(holdout_set) if holdout_set else 0} held-out images, "
+                  f"{len(class_names)} classes, {cfg.steps} steps x {cfg.batch_size * cfg.accum_steps * world} "
+                  f"images, {world} process{'es' if world > 1 else ''} on {trainer.device}"
+                  + (f"; resuming {out}" if resume else ""), flush=True)
+        result = trainer.fit(resume=resume)
+        summary: Dict[str, Any] = {"steps": result.steps, "time_s": result.time_s, "images_per_s": result.images_per_s,
+                                   "resumed_from": result.resumed_from, "world_size": world,
+                                   "holdout": result.last_eval, "best_step": result.best_step,
+                                   "best_score": result.best_score, "test": {}}
+        if r.get("test", True):
+            test_set = build_dataset(spec, split="test", model=model)
+            amp = trainer.amp_dtype
+            res = evaluate(trainer.model, test_set, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+                           device=trainer.device, amp_dtype=amp)
+            summary["test"]["last"] = {"step": result.steps, **res.summary()}
+            best_path = os.path.join(out, "best.safetensors")
+            if result.best_step is not None and result.best_step != result.steps and os.path.isfile(best_path):
+                best = load_checkpoint(best_path).to(trainer.device)
+                res_b = evaluate(best, test_set, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+                                 device=trainer.device, amp_dtype=amp)
+                summary["test"]["best"] = {"step": result.best_step, **res_b.summary()}
+            elif result.best_step is not None:
+                summary["test"]["best"] = summary["test"]["last"]
+        if rank == 0:
+            write_json(summary, os.path.join(out, RESULTS_FILE))
+            print(f"trained {result.steps} steps"
+                  + (f" (resumed at {result.resumed_from})" if result.resumed_from is not None else "")
+                  + f" in {result.time_s:.1f} s ({result.images_per_s:.0f} images/s) -> {out}")
+            if result.last_eval:
+                print(f"holdout: top-1 {_pct(result.last_eval.get('top1'))}"
+                      + (f" (best {_pct(result.best_score)} at step {result.best_step})"
+                         if result.best_step is not None else ""))
+            for which, ev in summary["test"].items():
+                print(f"test ({which}, step {ev['step']}): top-1 {_pct(ev['top1'])}  top-5 {_pct(ev['top5'])}  "
+                      f"mean per-class {_pct(ev['mean_class_acc'])}  ({ev['n']} images)")
+            print(f"checkpoints: {os.path.join(out, LAST_FILE)}"
+                  + (f", {os.path.join(out, 'best.safetensors')}" if result.best_step is not None else ""))
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+# ----------------------------------------------------------------- evaluate
+def default_eval_path(checkpoint: str, split: str, schedule=None) -> str:
+    import hashlib
+
+    stem = os.path.splitext(checkpoint)[0]
+    tag = ""
+    if schedule is not None:
+        tag = ".drop-" + hashlib.sha1(",".join(map(str, schedule.counts)).encode()).hexdigest()[:8]
+    return f"{stem}.{split}{tag}.eval.json"
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from ..cli import parse_drop
+    from ..data import build_dataset, data_spec_from_args
+    from ..errors import ConfigError
+    from ..models import count_macs, load_checkpoint
+    from .build import check_model_fits
+    from .engine import amp_dtype_for, init_distributed
+    from .evaluate import evaluate, plot_confusion, write_json
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size: expected a positive batch size, got {args.batch_size}")
+    if args.max_confusion_classes < 1:
+        raise ConfigError(f"--max-confusion-classes: expected a positive number, got {args.max_confusion_classes}")
+    model = load_checkpoint(args.checkpoint)
+    spec = data_spec_from_args(args, fallback=(model.spec.get("data") if isinstance(model.spec.get("data"), dict)
+                                               else None))
+    dataset = build_dataset(spec, split=args.split, model=model, augment=False)
+    check_model_fits(model, dataset, args.checkpoint)
+    schedule = parse_drop(args.drop, args.keep_ratio, model)
+    rank, world, device = init_distributed(args.device)
+    try:
+        model.to(device)
+        res = evaluate(model, dataset, drop=schedule, batch_size=args.batch_size, num_workers=args.workers,
+                       device=device, amp_dtype=amp_dtype_for(args.amp, device))
+        if rank != 0:
+            return 0
+        used = schedule if schedule is not None else model.schedule
+        macs = count_macs(model, used if used is not None else model.full_schedule()).total()
+        path = args.out or default_eval_path(args.checkpoint, args.split, schedule)
+        png = os.path.splitext(path)[0] + ".confusion.png"
+        if path.endswith(".eval.json"):
+            png = path[:-len(".eval.json")] + ".confusion.png"
+        drawn = None
+        if not args.no_plot:
+            drawn = plot_confusion(res, png, max_classes=args.max_confusion_classes,
+                                   title=f"{os.path.basename(args.checkpoint)} on {dataset.name} {dataset.split}")
+        doc = {"checkpoint": args.checkpoint, **res.to_dict(), "macs": macs, "data": dataset.describe(),
+               "confusion_png": drawn}
+        write_json(doc, path)
+        sched = "full" if used is None else ",".join(map(str, used.counts))
+        print(f"{dataset.name} {dataset.split}: top-1 {_pct(res.top1)}  top-5 {_pct(res.top5)}  "
+              f"mean per-class {_pct(res.mean_class_acc)}  ({res.n} images, schedule {sched}, "
+              f"{macs / 1e9:.3f} GMACs)")
+        print(f"wrote {path}" + (f" and {drawn}" if drawn else ""))
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+COMMANDS = {
+    "train": (add_train_arguments, run_train),
+    "evaluate": (add_evaluate_arguments, run_evaluate),
+}

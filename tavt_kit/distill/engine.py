@@ -1,0 +1,665 @@
+"""The training engine shared by fine-tuning (``fgvc-kit train``) and in-place distillation.
+
+:class:`Trainer` owns everything around a step: data (resumable, distributed
+sampling with per-sample augmentation seeds), device, mixed precision,
+``DistributedDataParallel``, gradient accumulation and clipping, optimiser and
+warm-up + decay schedule, held-out evaluation and best-model selection,
+atomic checkpoints, exact resume, progress bar and JSONL metrics. What a step
+computes is pluggable:
+
+``step_fn(model, images, labels) -> (loss, metrics)``
+
+``model`` is the (possibly DDP-wrapped) model in training mode, ``images``
+normalised float tensors on the device, ``labels`` int64. The trainer calls
+the step inside autocast and back-propagates ``loss`` (divided by the
+accumulation steps, scaled for fp16) when it requires grad. A step that wants
+to back-propagate several losses itself (one sub-network at a time, to save
+memory) gets the trainer through ``step_fn.bind(trainer)`` (called once if
+present), calls ``trainer.backward(loss)`` for each and returns a detached
+total for logging. ``metrics`` maps names to scalars (tensors or floats),
+averaged over the log interval and written to the JSONL log.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from .evaluate import evaluate
+from .sampler import ResumableBatchSampler
+from .state import (capture_rng, flatten_optimizer, load_state, restore_rng, rng_to_state, save_state,
+                    unflatten_optimizer)
+
+_log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("cosine", "linear", "constant")
+AMP_MODES = ("auto", "bf16", "fp16")
+
+STATE_FILE = "train_state.safetensors"
+LAST_FILE = "last.safetensors"
+BEST_FILE = "best.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+# --------------------------------------------------------------------- config
+@dataclass
+class TrainConfig:
+    """Optimisation settings. Defaults are the seeds' fine-tuning recipe (TAVT/FFVT/TransFG).
+
+    ``steps`` counts optimiser steps; each takes ``accum_steps`` micro-batches
+    of ``batch_size`` images per process.
+    """
+
+    steps: int = 10000
+    batch_size: int = 16
+    accum_steps: int = 1
+    optimizer: str = "sgd"
+    lr: float = 3e-2
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    betas: Tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 500
+    lr_schedule: str = "cosine"
+    min_lr: float = 0.0
+    label_smoothing: float = 0.0
+    clip_grad: float = 1.0
+    amp: Optional[str] = None
+    seed: int = 0
+    eval_every: int = 500
+    save_every: int = 500
+    log_every: int = 20
+    eval_batch_size: int = 64
+    num_workers: Optional[int] = None
+    find_unused_parameters: bool = False
+    select_metric: str = "top1"
+    progress: Optional[bool] = None
+
+    def validate(self) -> "TrainConfig":
+        def need(cond, flag, expected, value):
+            if not cond:
+                raise ConfigError(f"{flag}: expected {expected}, got {value!r}")
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        need(is_int(self.steps) and self.steps > 0, "--steps", "a positive number of steps", self.steps)
+        need(is_int(self.batch_size) and self.batch_size > 0, "--batch-size", "a positive batch size",
+             self.batch_size)
+        need(is_int(self.accum_steps) and self.accum_steps > 0, "--accum-steps",
+             "a positive number of micro-batches per step", self.accum_steps)
+        need(self.optimizer in OPTIMIZERS, "--optimizer", f"one of {', '.join(OPTIMIZERS)}", self.optimizer)
+        need(self.lr > 0 and math.isfinite(self.lr), "--lr", "a positive learning rate", self.lr)
+        need(self.weight_decay >= 0, "--weight-decay", "a non-negative weight decay", self.weight_decay)
+        need(0 <= self.momentum < 1, "--momentum", "a value in [0, 1)", self.momentum)
+        need(is_int(self.warmup_steps) and self.warmup_steps >= 0, "--warmup-steps",
+             "a non-negative number of steps", self.warmup_steps)
+        if self.warmup_steps >= self.steps and self.warmup_steps > 0:
+            raise ConfigError(f"--warmup-steps: {self.warmup_steps} is not below --steps {self.steps}; "
+                              "expected fewer warm-up steps than steps")
+        need(self.lr_schedule in LR_SCHEDULES, "--lr-schedule", f"one of {', '.join(LR_SCHEDULES)}",
+             self.lr_schedule)
+        need(0 <= self.min_lr <= self.lr, "--min-lr", "a value in [0, --lr]", self.min_lr)
+        need(0 <= self.label_smoothing < 1, "--label-smoothing", "a value in [0, 1)", self.label_smoothing)
+        need(self.clip_grad >= 0, "--clip-grad", "a non-negative max gradient norm (0 = off)", self.clip_grad)
+        need(self.amp in (None,) + AMP_MODES, "--amp", f"one of {', '.join(AMP_MODES)}", self.amp)
+        need(is_int(self.eval_every) and self.eval_every >= 0, "--eval-every",
+             "a non-negative number of steps (0 = at the end only)", self.eval_every)
+        need(is_int(self.save_every) and self.save_every >= 0, "--save-every",
+             "a non-negative number of steps (0 = at the end only)", self.save_every)
+        need(is_int(self.log_every) and self.log_every > 0, "--log-every", "a positive number of steps",
+             self.log_every)
+        need(is_int(self.eval_batch_size) and self.eval_batch_size > 0, "--eval-batch-size",
+             "a positive batch size", self.eval_batch_size)
+        need(self.num_workers is None or (is_int(self.num_workers) and self.num_workers >= 0), "--workers",
+             "a non-negative number of processes", self.num_workers)
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+# ------------------------------------------------------------------ schedule
+class WarmupDecay:
+    """LR multiplier: linear warm-up from 0, then cosine / linear decay to ``min_ratio`` (the seeds' schedule)."""
+
+    def __init__(self, warmup: int, total: int, kind: str = "cosine", min_ratio: float = 0.0):
+        self.warmup, self.total, self.kind, self.min_ratio = int(warmup), int(total), kind, float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return step / max(1, self.warmup)
+        if self.kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        f = 0.5 * (1.0 + math.cos(math.pi * progress)) if self.kind == "cosine" else 1.0 - progress
+        return self.min_ratio + (1.0 - self.min_ratio) * f
+
+
+def param_groups(model: nn.Module, weight_decay: float):
+    """Weight decay on weight matrices only (not biases, norms, position embeddings, class tokens)."""
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name in skip or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+# ------------------------------------------------------------------ steps
+def accepts_labels(model: nn.Module) -> bool:
+    """Whether ``model.forward`` (DDP unwrapped) takes ``labels=`` (fgvc-kit models do: heads' losses need them)."""
+    import inspect
+
+    inner = getattr(model, "module", model)
+    try:
+        params = inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "labels" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+class ClassificationStep:
+    """Cross-entropy (with label smoothing) on the logits plus the auxiliary losses the head returns.
+
+    fgvc-kit models are called as ``model(images, labels=labels)`` in training
+    mode and return ``(logits, aux_losses)``: the head's own losses, already
+    weighted (Mix-ViT's BCE, PIM's block/selector losses), added to the loss.
+    Models without a ``labels`` argument are called as ``model(images)`` and
+    may return logits or ``(logits, aux_losses)``.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.label_smoothing = float(label_smoothing)
+        self._labels: Optional[bool] = None
+
+    def __call__(self, model, images: torch.Tensor, labels: torch.Tensor):
+        if self._labels is None:
+            self._labels = accepts_labels(model)
+        out = model(images, labels=labels) if self._labels else model(images)
+        aux: Dict[str, torch.Tensor] = {}
+        if isinstance(out, (tuple, list)):
+            out, aux = out[0], (out[1] or {})
+        ce = F.cross_entropy(out.float(), labels, label_smoothing=self.label_smoothing)
+        loss = ce
+        metrics = {"loss_ce": ce.detach(), "acc": (out.detach().argmax(1) == labels).float().mean()}
+        for name, value in aux.items():
+            loss = loss + value
+            metrics[f"aux_{name}"] = value.detach()
+        return loss, metrics
+
+
+class _IndexOnly(torch.utils.data.Dataset):
+    """A plain map-style dataset behind ``(index, seed)`` keys (its own augmentation is not seeded)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return self.dataset[key[0] if isinstance(key, tuple) else key]
+
+
+def seeded_dataset(dataset):
+    """``dataset`` if it takes ``(index, seed)`` keys (:class:`~tavt_kit.data.FGVCDataset`), else an adapter."""
+    from ..data import FGVCDataset
+
+    if isinstance(dataset, FGVCDataset) or getattr(dataset, "accepts_seed_keys", False):
+        return dataset
+    return _IndexOnly(dataset)
+
+
+# ---------------------------------------------------------------- distributed
+def dist_env() -> Tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment (0, 1, 0 when not launched by it)."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def init_distributed(device: Optional[str] = None) -> Tuple[int, int, torch.device]:
+    """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU); returns (rank, world, device)."""
+    import torch.distributed as dist
+
+    rank, world, local = dist_env()
+    if device in (None, "auto"):
+        dev = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}") from None
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
+            if dev.index is None:
+                dev = torch.device(f"cuda:{local if world > 1 else torch.cuda.current_device()}")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if world > 1:
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return rank, world, dev
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def amp_dtype_for(amp: Optional[str], device: torch.device) -> Optional[torch.dtype]:
+    if amp is None:
+        return None
+    if amp == "auto":
+        return torch.float16 if device.type == "cuda" else torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("--amp fp16 needs a CUDA device (fp16 with loss scaling); use --amp bf16 on CPU")
+        return torch.float16
+    return torch.bfloat16
+
+
+# -------------------------------------------------------------------- trainer
+@dataclass
+class TrainResult:
+    steps: int
+    time_s: float
+    images_per_s: float
+    last_eval: Optional[Dict[str, float]] = None
+    best_step: Optional[int] = None
+    best_score: Optional[float] = None
+    out_dir: Optional[str] = None
+    resumed_from: Optional[int] = None
+
+
+class Trainer:
+    """Runs ``step_fn`` for ``config.steps`` optimiser steps (see the module docstring).
+
+    Args:
+        model: a token-drop model (``create_model``); moved to the device.
+        train_set: a dataset of ``(uint8 image, label)`` (:func:`tavt_kit.data.build_dataset`: augmentation
+            seeded per sample through ``(index, seed)`` keys; other map-style datasets are indexed plainly).
+        config: :class:`TrainConfig`.
+        holdout_set: evaluated every ``eval_every`` steps and at the end; the best
+            model by ``select_metric`` is written to ``best.safetensors``.
+        step_fn: per-batch step (default: :class:`ClassificationStep`).
+        eval_fn: ``eval_fn(trainer) -> dict`` replacing the default held-out evaluation
+            (e.g. several schedules); must return ``select_metric``.
+        out_dir: where checkpoints, the training state and ``metrics.jsonl`` go
+            (``None``: nothing is written).
+        class_names, checkpoint_extra: stored in every checkpoint written.
+        device: ``auto`` (CUDA if there is one), ``cpu``, ``cuda:N``.
+    """
+
+    def __init__(self, model: nn.Module, train_set, config: TrainConfig, *, holdout_set=None,
+                 step_fn: Optional[Callable] = None, eval_fn: Optional[Callable] = None,
+                 out_dir: Optional[str] = None, class_names=None, checkpoint_extra: Optional[Dict] = None,
+                 device: Optional[str] = None, log_extra: Optional[Dict[str, Any]] = None):
+        from ..data import Normalize
+
+        self.config = config.validate()
+        self.rank, self.world_size, self.device = init_distributed(device)
+        self.is_main = self.rank == 0
+        self.model = model.to(self.device)
+        self.train_set = train_set
+        self._train_data = seeded_dataset(train_set)
+        self.holdout_set = holdout_set
+        self.step_fn = step_fn if step_fn is not None else ClassificationStep(config.label_smoothing)
+        self.eval_fn = eval_fn
+        self.out_dir = os.fspath(out_dir) if out_dir is not None else None
+        self.class_names = class_names if class_names is not None else getattr(train_set, "class_names", None)
+        self.checkpoint_extra = dict(checkpoint_extra or {})
+        self.log_extra = dict(log_extra or {})
+        self.normalize = Normalize.from_model(model).to(self.device)
+        self.amp_dtype = amp_dtype_for(config.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        torch.manual_seed(config.seed)  # the same on every rank: identical dropout / sub-network draws
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupDecay(config.warmup_steps, config.steps, config.lr_schedule,
+                                        config.min_lr / config.lr))
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.ddp_model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                 find_unused_parameters=config.find_unused_parameters)
+        else:
+            self.ddp_model = self.model
+        self.sampler = ResumableBatchSampler(len(train_set), config.batch_size, config.seed, self.rank,
+                                             self.world_size)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.best_score: Optional[float] = None
+        self.best_step: Optional[int] = None
+        self.last_eval: Optional[Dict[str, float]] = None
+        self.resumed_from: Optional[int] = None
+        self._accum = config.accum_steps
+        if hasattr(self.step_fn, "bind"):
+            self.step_fn.bind(self)
+
+    # ------------------------------------------------------------- paths
+    def path(self, name: str) -> Optional[str]:
+        return os.path.join(self.out_dir, name) if self.out_dir else None
+
+    # ---------------------------------------------------------- backward
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Back-propagate one loss of the current micro-batch (divided by the accumulation steps)."""
+        loss = loss / self._accum
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _optimizer_step(self) -> Optional[float]:
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grad_norm = None
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.config.clip_grad > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return grad_norm
+
+    # -------------------------------------------------------------- data
+    def _workers(self) -> int:
+        from ..data import FGVCDataset, default_workers
+
+        if self.config.num_workers is not None:
+            return self.config.num_workers
+        w = default_workers(self.train_set) if isinstance(self.train_set, FGVCDataset) else 0
+        return max(0, w // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))))
+
+    def _batches(self):
+        """Micro-batches forever, tracking (epoch, batch position) for resume."""
+        from torch.utils.data import DataLoader
+
+        workers = self._workers()
+        while True:
+            self.sampler.set_position(self.epoch, self.batch_in_epoch)
+            loader = DataLoader(self._train_data, batch_sampler=self.sampler, num_workers=workers,
+                                pin_memory=self.device.type == "cuda", generator=torch.Generator(),
+                                persistent_workers=False)
+            for batch in loader:
+                self.batch_in_epoch += 1
+                yield batch
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    # -------------------------------------------------------------- eval
+    def evaluate_holdout(self) -> Optional[Dict[str, float]]:
+        """Evaluate (``eval_fn`` or top-1/top-5 on the held-out split); ``None`` without a held-out split."""
+        if self.eval_fn is not None:
+            return self.eval_fn(self)
+        if self.holdout_set is None:
+            return None
+        res = evaluate(self.model, self.holdout_set, batch_size=self.config.eval_batch_size,
+                       num_workers=self.config.num_workers, device=self.device, amp_dtype=self.amp_dtype,
+                       normalize=self.normalize)
+        return res.summary()
+
+    # ------------------------------------------------------- checkpoints
+    def _checkpoint_extra(self) -> Dict[str, Any]:
+        extra = dict(self.checkpoint_extra)
+        training = dict(extra.get("training") or {})
+        training.update({"step": self.step, "steps": self.config.steps, "holdout": self.last_eval,
+                         "best_step": self.best_step, "best_score": self.best_score,
+                         "select_metric": self.config.select_metric})
+        extra["training"] = training
+        return extra
+
+    def save_model(self, name: str) -> Optional[str]:
+        from ..models import save_checkpoint
+
+        if not (self.is_main and self.out_dir):
+            return None
+        return save_checkpoint(self.model, self.path(name), class_names=self.class_names,
+                               extra=self._checkpoint_extra())
+
+    def save_state(self) -> None:
+        """Write the training state (model, optimiser, scheduler, scaler, sampler, RNG of every rank)."""
+        rng = capture_rng()
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            rngs = [None] * self.world_size
+            dist.all_gather_object(rngs, rng)
+        else:
+            rngs = [rng]
+        if self.is_main and self.out_dir:
+            # last.safetensors first: wherever a training state is, a model file to rebuild the run from is too
+            self.save_model(LAST_FILE)
+            tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+            opt_t, opt_doc = flatten_optimizer(self.optimizer.state_dict())
+            tensors.update(opt_t)
+            rng_t, rng_docs = rng_to_state(rngs)
+            tensors.update(rng_t)
+            scalars = {
+                "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "world_size": self.world_size, "batch_size": self.config.batch_size,
+                "best_score": self.best_score, "best_step": self.best_step, "last_eval": self.last_eval,
+                "optimizer": opt_doc, "scheduler": _scheduler_doc(self.scheduler.state_dict()),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "rng": rng_docs, "config": self.config.to_dict(),
+            }
+            save_state(self.path(STATE_FILE), tensors, scalars)
+        _barrier(self.world_size)
+
+    def load_state(self) -> int:
+        """Continue from ``out_dir``'s training state; returns the step it resumes at."""
+        path = self.path(STATE_FILE)
+        if path is None or not os.path.isfile(path):
+            raise CheckpointError(f"{path or 'out_dir'}: no training state to resume; start the run without --resume")
+        tensors, doc = load_state(path)
+        model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        missing, unexpected = self.model.load_state_dict(model_sd, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: the saved model does not match this run's model "
+                                  f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+        self.optimizer.load_state_dict(unflatten_optimizer(tensors, doc["optimizer"]))
+        self.scheduler.load_state_dict(doc["scheduler"])
+        if self.scaler is not None and doc.get("scaler"):
+            self.scaler.load_state_dict(doc["scaler"])
+        self.step, self.epoch, self.batch_in_epoch = int(doc["step"]), int(doc["epoch"]), int(doc["batch_in_epoch"])
+        self.best_score, self.best_step, self.last_eval = doc.get("best_score"), doc.get("best_step"), \
+            doc.get("last_eval")
+        if doc.get("world_size") != self.world_size or doc.get("batch_size") != self.config.batch_size:
+            _log.warning("%s: saved with %s processes x batch %s, resuming with %s x %s: the data order differs "
+                         "from the original run", path, doc.get("world_size"), doc.get("batch_size"),
+                         self.world_size, self.config.batch_size)
+            global_pos = self.batch_in_epoch * doc.get("world_size", 1) * doc.get("batch_size", 1)
+            self.batch_in_epoch = min(self.sampler.batches_per_epoch, global_pos // self.sampler.global_batch)
+        rank = self.rank if self.rank < len(doc["rng"]) else 0
+        restore_rng(tensors, doc["rng"], rank)
+        self.resumed_from = self.step
+        return self.step
+
+    # --------------------------------------------------------------- log
+    def _log_event(self, event: Dict[str, Any]) -> None:
+        if self.is_main and self.out_dir:
+            with open(self.path(METRICS_FILE), "a", encoding="utf-8") as f:
+                f.write(json.dumps(event) + "\n")
+
+    def _truncate_log(self) -> None:
+        """On resume, drop log lines written after the step the run resumes from."""
+        path = self.path(METRICS_FILE)
+        if not (self.is_main and path and os.path.isfile(path)):
+            return
+        keep = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    ev = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by the kill
+                if ev.get("step", 0) <= self.step and ev.get("event") not in ("end",):
+                    keep.append(line if line.endswith("\n") else line + "\n")
+        tmp = path + f".tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+
+    def _reduce_mean(self, values: Dict[str, torch.Tensor], count: int) -> Dict[str, float]:
+        if not values:
+            return {}
+        keys = sorted(values)
+        t = torch.stack([values[k].detach().float().to(self.device) for k in keys]) / max(1, count)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t)
+            t /= self.world_size
+        return {k: float(v) for k, v in zip(keys, t.tolist())}
+
+    def _progress(self):
+        show = self.config.progress
+        if show is None:
+            show = sys.stderr.isatty()
+        if not (show and self.is_main):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.config.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                    file=sys.stderr)
+
+    # --------------------------------------------------------------- fit
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train to ``config.steps``; with ``resume`` continue from ``out_dir``'s training state."""
+        cfg = self.config
+        if resume:
+            self.load_state()
+            self._truncate_log()
+        elif self.is_main and self.out_dir:
+            os.makedirs(self.out_dir, exist_ok=True)
+            path = self.path(METRICS_FILE)
+            if os.path.exists(path):
+                os.remove(path)
+        _barrier(self.world_size)
+        if not resume:
+            self._log_event({"event": "start", "step": 0, "world_size": self.world_size, "device": str(self.device),
+                             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
+                             "config": cfg.to_dict(), "train_size": len(self.train_set),
+                             "holdout_size": len(self.holdout_set) if self.holdout_set is not None else 0,
+                             **self.log_extra})
+        else:
+            self._log_event({"event": "resume", "step": self.step, "world_size": self.world_size})
+        global_batch = cfg.batch_size * cfg.accum_steps * self.world_size
+        bar = self._progress()
+        data = self._batches()
+        self.ddp_model.train()
+        sums: Dict[str, torch.Tensor] = {}
+        n_micro = 0
+        t0 = time.perf_counter()
+        t_last, step_last = t0, self.step
+        start_step = self.step
+        try:
+            while self.step < cfg.steps:
+                for micro in range(cfg.accum_steps):
+                    images, labels = next(data)
+                    images = self.normalize(images.to(self.device, non_blocking=True))
+                    labels = labels.to(self.device, non_blocking=True).long()
+                    sync = micro == cfg.accum_steps - 1
+                    ctx = self.ddp_model.no_sync() if (self.world_size > 1 and not sync) else nullcontext()
+                    with ctx:
+                        with self.autocast():
+                            loss, metrics = self.step_fn(self.ddp_model, images, labels)
+                        if loss is not None and loss.requires_grad:
+                            self.backward(loss)
+                    for k, v in (("loss", loss),) + tuple((metrics or {}).items()):
+                        if v is None:
+                            continue
+                        v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                        sums[k] = sums.get(k, 0) + v.to(self.device)
+                    n_micro += 1
+                grad_norm = self._optimizer_step()
+                self.step += 1
+                if bar is not None:
+                    bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    avg = self._reduce_mean(sums, n_micro)
+                    now = time.perf_counter()
+                    ips = (self.step - step_last) * global_batch / max(1e-9, now - t_last)
+                    t_last, step_last = now, self.step
+                    sums, n_micro = {}, 0
+                    if not math.isfinite(avg.get("loss", 0.0)):
+                        raise ConfigError(f"training diverged: the loss is {avg.get('loss')} at step {self.step}; "
+                                          "lower --lr, use --clip-grad or turn off --amp")
+                    event = {"event": "train", "step": self.step, "epoch": self.epoch,
+                             "lr": self.optimizer.param_groups[0]["lr"], **avg,
+                             "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                             "images_per_s": ips, "elapsed_s": now - t0}
+                    self._log_event(event)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{avg.get('loss', float('nan')):.4f}",
+                                        lr=f"{event['lr']:.2e}", img_s=f"{ips:.0f}")
+                do_eval = (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps
+                if do_eval:
+                    res = self.evaluate_holdout()
+                    if res is not None:
+                        self.last_eval = res
+                        self._log_event({"event": "eval", "step": self.step, "split": "holdout", **res})
+                        score = res.get(cfg.select_metric)
+                        if score is not None and (self.best_score is None or score > self.best_score):
+                            self.best_score, self.best_step = float(score), self.step
+                            self.save_model(BEST_FILE)
+                        if bar is not None:
+                            bar.write(f"step {self.step}: holdout {cfg.select_metric} {score:.4f} "
+                                      f"(best {self.best_score:.4f} at {self.best_step})")
+                do_save = (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.steps
+                if do_save:
+                    self.save_state()
+        finally:
+            data.close()
+            if bar is not None:
+                bar.close()
+        elapsed = time.perf_counter() - t0
+        done = self.step - start_step
+        result = TrainResult(steps=self.step, time_s=elapsed,
+                             images_per_s=done * global_batch / max(1e-9, elapsed), last_eval=self.last_eval,
+                             best_step=self.best_step, best_score=self.best_score, out_dir=self.out_dir,
+                             resumed_from=self.resumed_from)
+        self._log_event({"event": "end", "step": self.step, "time_s": elapsed, "images_per_s": result.images_per_s,
+                         "best_step": self.best_step, "best_score": self.best_score})
+        return result
+
+
+def _scheduler_doc(sd: Dict[str, Any]) -> Dict[str, Any]:
+    from .state import _jsonable
+
+    return _jsonable(sd)
