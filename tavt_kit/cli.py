@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "evaluate": ("tavt_kit.distill.cli", "accuracy at a schedule"),
     "search": ("tavt_kit.search.cli", "evolutionary search of token schedules under budgets"),
     "export": ("tavt_kit.export.cli", "export to ONNX / OpenVINO with accuracy verification"),
+    "prune": ("tavt_kit.export.cli", "structural pruning of heads and MLP width"),
     "bench": ("tavt_kit.bench.cli", "latency and throughput on the target device, latency tables"),
     "report": ("tavt_kit.bench.budget_report", "latency-budget report (Markdown + HTML)"),
     "demo": ("tavt_kit.demo", "the whole pipeline on the built-in demo"),

@@ -1,1 +1,19 @@
-"""Latency / throughput measurement, latency tables and reports."""
+"""Latency / throughput measurement, latency tables and reports.
+
+* :func:`measure_latency` — p50/p90/p99 latency, throughput and peak memory of a model at
+  token schedules, on torch (eager or compiled), ONNX Runtime or OpenVINO, CPU or CUDA;
+  results carry the machine's description (:class:`BenchReport`, ``bench.json``).
+* :func:`profile_latency` — a :class:`LatencyTable`: per-block latency as a function of token
+  count on the target, from which ``LatencyTable.load(path).predict(schedule)`` predicts the
+  latency of any schedule on another machine.
+"""
+from .backends import BACKENDS
+from .machine import machine_info
+from .measure import BenchReport, BenchResult, measure_latency
+from .table import LatencyTable, default_grid, profile_latency, random_schedules
+from .timing import MemoryProbe, TimingPolicy, TimingStats, measure_round_robin
+
+__all__ = [
+    "BACKENDS", "BenchReport", "BenchResult", "LatencyTable", "MemoryProbe", "TimingPolicy", "TimingStats",
+    "default_grid", "machine_info", "measure_latency", "measure_round_robin", "profile_latency", "random_schedules",
+]

@@ -106,7 +106,16 @@ def prune_model(
             model.zero_grad()
             for x, y in calibration:
                 nn.functional.cross_entropy(model(x), y).backward()
-        pruner.step()
+        # torch-pruning's global head ranking fails (UnboundLocalError: head_thres) on a step that
+        # removes no head; such a step prunes MLP channels only
+        heads_left = sum(pruner.num_heads.values())
+        target = pruner.per_step_head_pruning_ratio[min(pruner.current_step + 1, len(pruner.per_step_head_pruning_ratio) - 1)]
+        no_heads = global_pruning and heads_left - int(pruner.initial_total_heads * (1 - target)) <= 0
+        pruner.prune_num_heads = not no_heads
+        try:
+            pruner.step()
+        finally:
+            pruner.prune_num_heads = True
         for blk in model.blocks:  # the heads the pruner left, for timm's reshape
             attn = blk.attn
             attn.num_heads = pruner.num_heads[attn.qkv]

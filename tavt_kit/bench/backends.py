@@ -1,0 +1,187 @@
+"""Inference backends for measurement: torch eager, torch.compile, ONNX Runtime, OpenVINO.
+
+A :class:`Runner` runs one inference on an input prepared once (``runner()``)
+and, on CUDA, times it with CUDA events (``runner.timer``). Backends are
+imported only when used; a missing one is a one-line
+:class:`~tavt_kit.errors.BackendError` that names the package to install.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+from ..errors import BackendError, ConfigError
+
+BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino")
+DEVICES = ("cpu", "cuda")
+#: backends that run an exported file (the model is exported to ONNX first)
+EXPORTED_BACKENDS = ("onnxruntime", "openvino")
+
+
+@dataclass
+class Runner:
+    """One inference, ready to be called repeatedly."""
+
+    fn: Callable[[], Any]
+    timer: Optional[Callable[[], float]] = None  # returns seconds (CUDA events); None = perf_counter around fn
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self):
+        return self.fn()
+
+
+def check_backend(backend: str, device: str = "cpu") -> None:
+    """Raise a one-line error unless ``backend`` can run on ``device`` here."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    kind = device.split(":", 1)[0]
+    if kind not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; expected cpu, cuda or cuda:N")
+    if backend == "onnxruntime":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendError("backend onnxruntime is not installed; pip install onnxruntime "
+                               "(onnxruntime-gpu for CUDA)") from None
+        if kind == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BackendError("CUDA was requested but this onnxruntime has no CUDAExecutionProvider; "
+                               "pip install onnxruntime-gpu, or use --device cpu")
+        _require_onnx_export()
+    elif backend == "openvino":
+        from ..export.openvino import require_openvino
+
+        require_openvino()
+        if kind == "cuda":
+            raise BackendError("OpenVINO does not run on CUDA devices; use --device cpu "
+                               "(or --backend torch / onnxruntime on CUDA)")
+        _require_onnx_export()
+    elif kind == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendError("CUDA was requested but torch.cuda.is_available() is False "
+                               f"(torch {torch.__version__}, no GPU or a CPU-only build); use --device cpu")
+
+
+def _require_onnx_export() -> None:
+    for mod, pkg in (("onnx", "onnx"), ("onnxscript", "onnxscript")):
+        try:
+            __import__(mod)
+        except ImportError:
+            raise BackendError(f"exporting to ONNX needs {pkg}; pip install {pkg}") from None
+
+
+def default_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+# ---------------------------------------------------------------------- torch
+def torch_runner(call: Callable[[], Any], device: str) -> Runner:
+    """Runner for a torch callable; on CUDA synchronised and timed with CUDA events."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return Runner(call)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def fn():
+        out = call()
+        torch.cuda.synchronize()
+        return out
+
+    def timer() -> float:
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+    return Runner(fn, timer)
+
+
+def set_compile_limits(n: int) -> None:
+    """Let torch.compile keep ``n`` specialisations of one function (one per schedule / token count)."""
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(int(getattr(cfg, name)), int(n)))
+
+
+def compile_module(module, compile_backend: str = "inductor", mode: Optional[str] = None):
+    """``torch.compile`` with static shapes (each token count its own graph, like an export)."""
+    import torch
+
+    try:
+        return torch.compile(module, backend=compile_backend, mode=mode, dynamic=False)
+    except Exception as e:  # pragma: no cover - depends on the install
+        raise BackendError(f"torch.compile is not usable here ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
+            from None
+
+
+def run_compiled_once(call: Callable[[], Any]) -> None:
+    """First call of a compiled callable (compiles); a missing C++ compiler becomes a BackendError."""
+    try:
+        call()
+    except Exception as e:
+        text = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise BackendError(f"torch.compile failed ({type(e).__name__}: {text}); inductor on CPU needs a C++ "
+                           "compiler (gcc/clang), or use --backend torch") from None
+
+
+# ------------------------------------------------------------------ onnxruntime
+def ort_runner(path: str, inputs, device: str = "cpu", threads: Optional[int] = None,
+               free_dims: Optional[Mapping[str, int]] = None) -> Runner:
+    """Runner for an ONNX file in ONNX Runtime (outputs copied to the host, so the call is synchronous)."""
+    import onnxruntime as ort
+
+    from ..export.onnx import ort_session
+
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        idx = device.split(":", 1)[1] if ":" in device else "0"
+        providers = [("CUDAExecutionProvider", {"device_id": int(idx)}), "CPUExecutionProvider"]
+    sess = ort_session(path, threads=threads, providers=providers, free_dims=free_dims)
+    name = sess.get_inputs()[0].name
+    feed = {name: inputs}
+    run = sess.run
+    info = {"providers": sess.get_providers(), "onnxruntime": ort.__version__, "precision_used": "f32"}
+    return Runner(lambda: run(None, feed), None, info)
+
+
+# --------------------------------------------------------------------- openvino
+def openvino_runner(model_or_path, inputs, threads: Optional[int] = None, precision: str = "f32",
+                    shape: Optional[Sequence[int]] = None) -> Runner:
+    """Runner for an OpenVINO IR / ONNX file (f32 unless asked otherwise); reports the precision used."""
+    import openvino as ov
+
+    from ..export.openvino import compile_openvino
+
+    compiled, used = compile_openvino(model_or_path, "cpu", precision=precision, threads=threads,
+                                      shape=shape if shape is not None else list(inputs.shape))
+    req = compiled.create_infer_request()
+    req.set_input_tensor(ov.Tensor(inputs))
+    info = {"precision_requested": precision, "precision_used": used, "openvino": ov.__version__}
+    try:
+        info["threads_used"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+    except Exception:
+        pass
+    return Runner(req.infer, None, info)
+
+
+def release(runner: Runner) -> None:
+    runner.fn = None
+    runner.timer = None
+
+
+def file_kind(path: str) -> Optional[str]:
+    low = os.fspath(path).lower()
+    if low.endswith(".onnx"):
+        return "onnx"
+    if low.endswith(".xml"):
+        return "openvino"
+    return None

@@ -1,0 +1,120 @@
+"""A description of the machine a measurement ran on (carried by every result and table)."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Dict, Optional
+
+from .timing import cpu_load
+
+#: distributions whose versions a measurement records (when installed)
+LIBRARIES = ("torch", "timm", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "openvino")
+
+#: CPU flags that decide which kernels (and, for OpenVINO, which default precision) a CPU gets
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
+             "amx_tile", "asimd", "sve")
+
+
+def library_versions() -> Dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _cpuinfo() -> Dict[str, str]:
+    info: Dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if ":" not in line:
+                    if info:
+                        break  # first processor only
+                    continue
+                k, v = line.split(":", 1)
+                info.setdefault(k.strip(), v.strip())
+    except OSError:
+        pass
+    return info
+
+
+def cpu_description() -> Dict[str, object]:
+    info = _cpuinfo()
+    model = info.get("model name") or info.get("Model") or info.get("Hardware") or platform.processor() \
+        or platform.machine()
+    if sys.platform == "darwin" and not info:
+        try:
+            import subprocess
+
+            model = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                   timeout=5).stdout.strip() or model
+        except Exception:
+            pass
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    physical = None
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except Exception:
+        pass
+    try:
+        available = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        available = os.cpu_count()
+    return {
+        "model": model,
+        "arch": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical,
+        "available_cores": available,
+        "flags": sorted(f for f in CPU_FLAGS if f in flags),
+    }
+
+
+def gpu_description(device: str) -> Optional[Dict[str, object]]:
+    if not device.startswith("cuda"):
+        return None
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        idx = torch.device(device).index or 0
+        props = torch.cuda.get_device_properties(idx)
+        return {"name": props.name, "memory_gb": round(props.total_memory / 2 ** 30, 2),
+                "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version()}
+    except Exception:
+        return None
+
+
+def machine_info(device: str = "cpu", threads: Optional[int] = None) -> Dict[str, object]:
+    """CPU model, cores, threads used, GPU, OS, library versions and the load when measuring."""
+    return {
+        "cpu": cpu_description(),
+        "gpu": gpu_description(device),
+        "threads": threads,
+        "os": platform.platform(),
+        "libraries": library_versions(),
+        "load_average": cpu_load(),
+    }
+
+
+def describe(machine: Dict[str, object]) -> str:
+    """One line: CPU model, cores, threads, GPU."""
+    cpu = machine.get("cpu") or {}
+    text = f"{cpu.get('model')} ({cpu.get('available_cores')} cores available"
+    if machine.get("threads"):
+        text += f", {machine['threads']} threads used"
+    text += ")"
+    gpu = machine.get("gpu")
+    if gpu:
+        text += f", GPU {gpu.get('name')}"
+    return text

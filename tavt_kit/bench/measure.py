@@ -1,0 +1,535 @@
+"""``measure_latency``: latency, throughput and peak memory of a model at token schedules.
+
+One call measures one backend on one device with one thread count, for every
+(schedule, batch size): the schedules of one batch size are timed round-robin
+(:func:`~tavt_kit.bench.timing.measure_round_robin`), so their ratios
+(speed-up over the full model) hold even on a machine whose speed drifts.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ExportError
+from .backends import (EXPORTED_BACKENDS, Runner, check_backend, compile_module, default_threads, file_kind,
+                       openvino_runner, ort_runner, run_compiled_once, set_compile_limits, torch_runner)
+from .machine import machine_info
+from .target import identity_from_spec, load_model, model_from_spec, model_identity, short_counts
+from .timing import MemoryProbe, TimingPolicy, TimingStats, cpu_load, measure_round_robin
+
+BENCH_FORMAT = "fgvc-kit/bench"
+
+
+@dataclass
+class BenchResult:
+    """One (schedule, batch size) measurement."""
+
+    label: str
+    schedule: Optional[List[int]]
+    macs: Optional[int]
+    batch_size: int
+    stats: TimingStats
+    memory: Dict[str, Any] = field(default_factory=dict)
+    info: Dict[str, Any] = field(default_factory=dict)
+    speedup: Optional[float] = None
+    predicted_ms: Optional[float] = None
+    predicted_statistic: str = "median"  # what the latency table predicts: "median" or "min"
+
+    @property
+    def p50_ms(self) -> float:
+        return self.stats.p50 * 1e3
+
+    @property
+    def p90_ms(self) -> float:
+        return self.stats.p90 * 1e3
+
+    @property
+    def p99_ms(self) -> float:
+        return self.stats.p99 * 1e3
+
+    @property
+    def throughput(self) -> float:
+        """Images per second (batch / mean latency: the sustained rate of back-to-back calls)."""
+        return self.batch_size / self.stats.mean
+
+    def warnings(self) -> List[str]:
+        return [f"{self.label} (batch {self.batch_size}): {w}" for w in self.stats.warnings()]
+
+    def to_dict(self, keep_samples: bool = True) -> Dict[str, Any]:
+        d = {
+            "label": self.label,
+            "schedule": self.schedule,
+            "macs": self.macs,
+            "gmacs": self.macs / 1e9 if self.macs is not None else None,
+            "batch_size": self.batch_size,
+            "latency_ms": self.stats.to_dict(keep_samples=keep_samples),
+            "throughput_ips": self.throughput,
+            "speedup": self.speedup,
+            "memory": self.memory,
+            "noisy": self.stats.noisy,
+            "warnings": self.stats.warnings(),
+        }
+        if self.predicted_ms is not None:
+            ref = self.p50_ms if self.predicted_statistic == "median" else min(self.stats.samples) * 1e3
+            d["predicted_ms"] = self.predicted_ms
+            d["predicted_statistic"] = self.predicted_statistic
+            d["prediction_error_rel"] = (self.predicted_ms - ref) / ref
+        if self.info:
+            d["runtime"] = self.info
+        return d
+
+
+@dataclass
+class BenchReport:
+    """Everything one :func:`measure_latency` call measured, with the machine's description."""
+
+    model: Optional[Dict[str, Any]]
+    target: Dict[str, Any]
+    machine: Dict[str, Any]
+    policy: Dict[str, Any]
+    results: List[BenchResult]
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    notes: List[str] = field(default_factory=list)
+
+    def warnings(self) -> List[str]:
+        out = list(self.notes)
+        for r in self.results:
+            out.extend(r.warnings())
+        return out
+
+    def result(self, label: str, batch_size: Optional[int] = None) -> BenchResult:
+        for r in self.results:
+            if r.label == label and (batch_size is None or r.batch_size == batch_size):
+                return r
+        raise KeyError(label)
+
+    def to_dict(self, keep_samples: bool = True) -> Dict[str, Any]:
+        return {
+            "format": BENCH_FORMAT,
+            "version": 1,
+            "created": self.created,
+            "model": self.model,
+            "target": self.target,
+            "machine": self.machine,
+            "policy": self.policy,
+            "results": [r.to_dict(keep_samples) for r in self.results],
+            "warnings": self.warnings(),
+        }
+
+    def markdown(self) -> str:
+        from .report import bench_markdown
+
+        return bench_markdown(self.to_dict(keep_samples=False))
+
+    def save(self, out_dir, plot: bool = True) -> Dict[str, str]:
+        """Write ``bench.json``, ``bench.md`` and (``plot``) ``bench.png`` into ``out_dir``; returns their paths."""
+        out_dir = os.fspath(out_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        d = self.to_dict()
+        paths = {"json": os.path.join(out_dir, "bench.json"), "markdown": os.path.join(out_dir, "bench.md")}
+        _write_text(paths["json"], json.dumps(d, indent=2) + "\n")
+        _write_text(paths["markdown"], self.markdown() + "\n")
+        if plot:
+            from .report import plot_bench
+
+            paths["plot"] = plot_bench(d, os.path.join(out_dir, "bench.png"))
+        return paths
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def torch_threads(n: Optional[int]):
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class _AtSchedule(nn.Module):
+    """``model(x, drop=counts)`` as a module of one input (for torch.compile)."""
+
+    def __init__(self, model: nn.Module, counts):
+        super().__init__()
+        self.model = model
+        self.counts = tuple(counts)
+
+    def forward(self, x):
+        return self.model(x, drop=self.counts)
+
+
+def _check_batches(batch_sizes) -> List[int]:
+    if isinstance(batch_sizes, int):
+        batch_sizes = [batch_sizes]
+    out = []
+    for b in batch_sizes:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError(f"batch sizes must be positive integers, got {b!r}")
+        out.append(b)
+    if not out:
+        raise ConfigError("give at least one batch size")
+    return out
+
+
+def _input(batch: int, img_size, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, int(img_size[0]), int(img_size[1]), generator=g)
+
+
+class ModelRunners:
+    """Builds runners of a model at schedules for one backend (exports cached per schedule)."""
+
+    def __init__(self, model: nn.Module, backend: str, device: str, threads: int, precision: str = "f32",
+                 workdir: Optional[str] = None, exporter: str = "auto", compile_backend: str = "inductor",
+                 progress: Optional[Callable[[str], None]] = None, verify_exports: bool = True):
+        self.model, self.backend, self.device, self.threads = model, backend, device, threads
+        self.verify_exports = verify_exports
+        self.precision, self.exporter, self.compile_backend = precision, exporter, compile_backend
+        self.progress = progress
+        self._tmp = None
+        if workdir is None and backend in EXPORTED_BACKENDS:
+            self._tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-bench-")
+            workdir = self._tmp.name
+        self.workdir = workdir
+        self.exports: Dict[tuple, Dict[str, Any]] = {}
+        self._files: Dict[tuple, str] = {}
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress(text)
+
+    def exported_file(self, counts) -> str:
+        from ..export.onnx import export_onnx
+        from ..export.openvino import convert_openvino
+
+        key = tuple(counts)
+        if key in self._files:
+            return self._files[key]
+        os.makedirs(self.workdir, exist_ok=True)
+        name = "model_" + ("full" if all(c == self.model.num_patches for c in key) else
+                           "-".join(str(c) for c in key))
+        if len(name) > 120:
+            name = f"model_{abs(hash(key)) % 10 ** 10}"
+        self._say(f"exporting {short_counts(key)} to ONNX")
+        res = export_onnx(self.model, os.path.join(self.workdir, name + ".onnx"), list(key), batch_size=1,
+                          exporter=self.exporter, verify=self.verify_exports)
+        info = {"onnx": res.path, "exporter": res.exporter, "export_max_abs_diff": res.max_abs_diff}
+        if res.fallback_reason:
+            info["exporter_fallback"] = res.fallback_reason
+        path = res.path
+        if self.backend == "openvino":
+            conv = convert_openvino(res.path, os.path.join(self.workdir, name + ".xml"), verify=False)
+            path = conv.xml_path
+            info["openvino_ir"] = path
+        self.exports[key] = info
+        self._files[key] = path
+        return path
+
+    def runner(self, counts, x: torch.Tensor) -> Runner:
+        b = int(x.shape[0])
+        if self.backend == "torch":
+            xd = x.to(self.device)
+            model, drop = self.model, tuple(counts)
+            return torch_runner(lambda: model(xd, drop=drop), self.device)
+        if self.backend == "torch-compile":
+            xd = x.to(self.device)
+            compiled = compile_module(_AtSchedule(self.model, counts), self.compile_backend)
+            self._say(f"compiling {short_counts(counts)} (batch {b})")
+            with torch.inference_mode():
+                run_compiled_once(lambda: compiled(xd))
+            r = torch_runner(lambda: compiled(xd), self.device)
+            r.info = {"compile_backend": self.compile_backend}
+            return r
+        path = self.exported_file(counts)
+        if self.backend == "onnxruntime":
+            r = ort_runner(path, x.numpy(), self.device, self.threads, free_dims={"batch": b})
+        else:
+            r = openvino_runner(path, x.numpy(), self.threads, self.precision)
+        r.info.update(self.exports[tuple(counts)])
+        return r
+
+
+def _measure(runners: Dict[str, Runner], policy: TimingPolicy, device: str, backend: str,
+             progress=None) -> Dict[str, tuple]:
+    memory: Dict[str, Dict[str, Any]] = {}
+    probe_device = device if backend in ("torch", "torch-compile") else "cpu"
+
+    def on_warmup(key, run):
+        probe = MemoryProbe(probe_device)
+        with probe:
+            run()
+        memory[key] = probe.to_dict()
+
+    fns = {k: r.fn for k, r in runners.items()}
+    timers = {k: r.timer for k, r in runners.items() if r.timer is not None}
+    ctx = torch.inference_mode() if backend in ("torch", "torch-compile") else contextlib.nullcontext()
+    with ctx:
+        stats = measure_round_robin(fns, policy, timer=timers or None, on_warmup=on_warmup, progress=progress)
+    return {k: (stats[k], memory.get(k, {})) for k in runners}
+
+
+def measure_latency(
+    target,
+    schedules: Optional[Sequence[Any]] = None,
+    *,
+    backend: str = "torch",
+    device: str = "cpu",
+    batch_sizes: Sequence[int] = (1,),
+    threads: Optional[int] = None,
+    precision: str = "f32",
+    include_full: bool = True,
+    labels: Optional[Sequence[str]] = None,
+    policy: Optional[TimingPolicy] = None,
+    checkpoint=None,
+    img_size=None,
+    table=None,
+    workdir=None,
+    exporter: str = "auto",
+    compile_backend: str = "inductor",
+    verify_exports: bool = True,
+    seed: int = 0,
+    progress: Optional[Callable[[str], None]] = None,
+) -> BenchReport:
+    """Measure latency (p50/p90/p99), throughput and peak memory at token schedules.
+
+    Args:
+        target: a token-drop model, a checkpoint path, a model name (``fgvc_tiny``), or an
+            exported ``.onnx`` (backends onnxruntime, openvino) / OpenVINO ``.xml`` file.
+        schedules: schedules to measure (TokenSchedule, counts, drop-config paths); default the
+            model's own schedule if it has one. Not allowed for exported files (fixed schedule).
+        backend: ``torch`` (eager), ``torch-compile``, ``onnxruntime`` or ``openvino``; the last
+            two export the model at each schedule to ONNX first (:func:`tavt_kit.export.export_onnx`).
+        device: ``cpu`` or ``cuda`` (CUDA timing uses CUDA events).
+        batch_sizes: batch sizes; each is measured separately (schedules round-robin).
+        threads: intra-op threads (torch, ONNX Runtime, OpenVINO); default torch's count.
+        precision: OpenVINO inference precision (``f32`` default; ``bf16``/``f16`` on request).
+        include_full: also measure the full model, for the speed-up column.
+        labels: names of ``schedules`` (default ``schedule 1``, ...; the full schedule is ``full``).
+        policy: warm-up and repeat policy (:class:`~tavt_kit.bench.TimingPolicy`).
+        checkpoint: for an exported file, the checkpoint it must match (input size, classes, shape).
+        table: a :class:`~tavt_kit.bench.LatencyTable` (or path); adds its prediction to each result.
+        workdir: where exported files go (default: a temporary folder, removed afterwards).
+        exporter: ONNX exporter for the exported backends (``auto``, ``dynamo``, ``torchscript``).
+        compile_backend: torch.compile backend (``inductor``; ``eager`` for a quick check).
+        verify_exports: check each export against PyTorch in ONNX Runtime (max abs logit difference
+            in ``runtime.export_max_abs_diff``); off saves a PyTorch and an ONNX Runtime run per schedule.
+    """
+    check_backend(backend, device)
+    policy = policy or TimingPolicy()
+    batch_sizes = _check_batches(batch_sizes)
+    if precision != "f32" and backend != "openvino":
+        raise ConfigError(f"precision {precision!r} is only available with --backend openvino "
+                          "(torch and onnxruntime run the f32 graph)")
+    threads = int(threads) if threads else default_threads()
+    if threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    if table is not None:
+        from .table import LatencyTable
+
+        table = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
+    kind = file_kind(target) if isinstance(target, (str, os.PathLike)) else None
+    notes = []
+    load = cpu_load()
+    if load and load[0] > (os.cpu_count() or 1):
+        notes.append(f"the machine was busy when measuring (load average {load[0]:.1f} on {os.cpu_count()} "
+                     "cores); figures may be noisy" + ("; fewer threads (--threads 1) suffer less from other jobs"
+                                                       if (threads or default_threads()) > 1 else ""))
+    with torch_threads(threads):
+        if kind is not None:
+            return _measure_exported(target, kind, schedules, backend, device, batch_sizes, threads, precision,
+                                     policy, checkpoint, table, seed, notes, progress)
+        model = load_model(target, img_size).eval().to(device)
+        full = model.full_schedule()
+        scheds = []
+        if schedules is None:
+            schedules = [model.schedule] if model.schedule is not None else []
+        schedules = list(schedules)
+        if labels is not None and len(labels) != len(schedules):
+            raise ConfigError(f"got {len(labels)} labels for {len(schedules)} schedules")
+        for i, s in enumerate(schedules):
+            sched = model.make_schedule(s)
+            label = labels[i] if labels is not None else ("full" if sched.is_full else f"schedule {i + 1}")
+            scheds.append((label, sched))
+        if include_full and not any(s.is_full for _, s in scheds):
+            scheds.insert(0, ("full", full))
+        if not scheds:
+            raise ConfigError("nothing to measure: give schedules or include_full=True")
+        if len({l for l, _ in scheds}) != len(scheds):
+            raise ConfigError("schedule labels must be unique")
+        ident = model_identity(model)
+        if table is not None:
+            table.check(ident, backend=backend, device=device, threads=threads)
+        from ..models import count_macs
+
+        macs = {label: int(count_macs(model, s).total()) for label, s in scheds}
+        builder = ModelRunners(model, backend, device, threads, precision, workdir, exporter, compile_backend,
+                               progress, verify_exports)
+        if backend == "torch-compile":
+            set_compile_limits(4 * len(scheds) * len(batch_sizes) + 8)
+        results: List[BenchResult] = []
+        try:
+            groups = _groups(model, scheds, backend)
+            if len(groups) > 1:
+                notes.append(f"{len(scheds)} exported models do not fit in memory at once: measured in "
+                             f"{len(groups)} round-robin groups, each with the full model (speed-ups are "
+                             "relative to the full model of the same group)")
+            for b in batch_sizes:
+                x = _input(b, ident["img_size"], seed)
+                full_runner, done_full = None, False
+                for group in groups:
+                    runners = {}
+                    for label, s in group:
+                        if s.is_full and full_runner is not None:
+                            runners[label] = full_runner
+                        else:
+                            runners[label] = builder.runner(s.counts, x)
+                        if s.is_full:
+                            full_runner = runners[label]
+                    if progress:
+                        progress(f"measuring {len(runners)} schedules at batch {b} ({backend}, {device}, "
+                                 f"{threads} threads)")
+                    measured = _measure(runners, policy, device, backend, progress)
+                    base = next((measured[l][0].p50 for l, s in group if s.is_full), None)
+                    for label, s in group:
+                        if s.is_full and done_full:
+                            continue  # the full model's figure comes from the first group
+                        done_full = done_full or s.is_full
+                        st, mem = measured[label]
+                        pred = None
+                        if table is not None and table.target.get("batch_size") == b:
+                            pred = table.predict(s)
+                        results.append(BenchResult(label, list(s.counts), macs[label], b, st, mem,
+                                                   runners[label].info, predicted_ms=pred,
+                                                   predicted_statistic=_table_stat(table),
+                                                   speedup=(base / st.p50) if base else None))
+                    runners.clear()
+                full_runner = None
+        finally:
+            builder.close()
+        order = {label: i for i, (label, _) in enumerate(scheds)}
+        results.sort(key=lambda r: (batch_sizes.index(r.batch_size), order[r.label]))
+        used = sorted({r.info.get("precision_used") for r in results if r.info.get("precision_used")})
+        exporters = sorted({r.info.get("exporter") for r in results if r.info.get("exporter")})
+        target_info = {"backend": backend, "device": device, "threads": threads, "batch_sizes": batch_sizes,
+                       "precision_requested": precision,
+                       "precision_used": (used[0] if len(used) == 1 else used) if used else "f32",
+                       "exporter": (exporters[0] if len(exporters) == 1 else exporters) or None,
+                       "compile_backend": compile_backend if backend == "torch-compile" else None,
+                       "source": os.fspath(target) if isinstance(target, (str, os.PathLike)) else None}
+        if device.startswith("cuda"):
+            target_info["timing"] = "cuda-events" if backend in ("torch", "torch-compile") else "host-synchronous"
+        return BenchReport(ident, target_info, machine_info(device, threads), policy.to_dict(), results,
+                           notes=notes)
+
+
+def _table_stat(table) -> str:
+    return (table.data.get("statistic") or "median") if table is not None else "median"
+
+
+#: weights of the exported models compiled at once (bytes)
+_GROUP_BYTES = 1.5e9
+
+
+def _groups(model: nn.Module, scheds: List[tuple], backend: str) -> List[List[tuple]]:
+    """Schedules to time round-robin together: all of them, unless the exported copies of the
+    weights would not fit in memory; then groups, each with the full model (the speed-up's base)."""
+    if backend not in EXPORTED_BACKENDS:
+        return [scheds]
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    size = max(2, int(_GROUP_BYTES // max(weights, 1)))
+    if len(scheds) <= size:
+        return [scheds]
+    full = [(l, s) for l, s in scheds if s.is_full][:1]
+    rest = [(l, s) for l, s in scheds if not s.is_full]
+    step = size - len(full)
+    return [full + rest[i:i + step] for i in range(0, len(rest), step)]
+
+
+def _measure_exported(path, kind, schedules, backend, device, batch_sizes, threads, precision, policy, checkpoint,
+                      table, seed, notes, progress) -> BenchReport:
+    from ..export.onnx import check_exported_matches, read_onnx_info
+    from ..models import count_macs
+
+    path = os.fspath(path)
+    if backend not in EXPORTED_BACKENDS:
+        raise ConfigError(f"{path} is an exported file; measure it with --backend onnxruntime or openvino")
+    if kind == "openvino" and backend != "openvino":
+        raise ConfigError(f"{path} is an OpenVINO IR; measure it with --backend openvino")
+    if schedules:
+        raise ConfigError(f"{path} has its schedule fixed at export; --drop/--keep-ratio apply to checkpoints")
+    if kind == "onnx":
+        info = read_onnx_info(path)
+    else:
+        from ..export.openvino import read_openvino_info
+
+        info = read_openvino_info(path)
+    spec = None
+    if checkpoint is not None:
+        if isinstance(checkpoint, nn.Module):
+            from ..models import spec_of
+
+            spec = spec_of(checkpoint)
+        else:
+            from ..models import read_spec
+
+            spec = read_spec(checkpoint)
+        check_exported_matches(info, spec)
+    spec = spec or info.spec
+    img = info.img_size or (spec or {}).get("img_size")
+    if img is None:
+        raise ExportError(f"{path}: the input size is not static and no checkpoint says it; pass --checkpoint")
+    if isinstance(info.batch, int) and any(b != info.batch for b in batch_sizes):
+        raise ExportError(f"{path} has a static batch of {info.batch}; cannot measure batch "
+                          f"{', '.join(str(b) for b in batch_sizes if b != info.batch)}")
+    arch = model_from_spec(spec) if spec else None
+    ident = model_identity(arch) if arch is not None else (identity_from_spec(spec) if spec else None)
+    if table is not None and ident is not None:
+        table.check(ident, backend=backend, device=device, threads=threads)
+    macs = None
+    sched = None
+    if info.schedule is not None:
+        sched = list(info.schedule)
+        if arch is not None:
+            macs = int(count_macs(arch, sched).total())
+    label = os.path.basename(path)
+    results = []
+    for b in batch_sizes:
+        x = _input(b, img, seed).numpy()
+        if backend == "onnxruntime":
+            r = ort_runner(path, x, device, threads, free_dims={"batch": b})
+        else:
+            r = openvino_runner(path, x, threads, precision)
+        r.info["exporter"] = info.exporter
+        measured = _measure({label: r}, policy, device, backend, progress)
+        st, mem = measured[label]
+        pred = table.predict(sched) if (table is not None and sched is not None
+                                        and table.target.get("batch_size") == b) else None
+        results.append(BenchResult(label, sched, macs, b, st, mem, r.info, predicted_ms=pred,
+                                   predicted_statistic=_table_stat(table)))
+    used = sorted({r.info.get("precision_used") for r in results if r.info.get("precision_used")})
+    target_info = {"backend": backend, "device": device, "threads": threads, "batch_sizes": batch_sizes,
+                   "precision_requested": precision,
+                   "precision_used": (used[0] if len(used) == 1 else used) if used else "f32",
+                   "exporter": info.exporter, "source": path}
+    return BenchReport(ident, target_info, machine_info(device, threads), policy.to_dict(), results, notes=notes)

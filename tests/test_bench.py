@@ -1,0 +1,315 @@
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import tavt_kit
+from tavt_kit.bench import (LatencyTable, MemoryProbe, TimingPolicy, TimingStats, default_grid, measure_latency,
+                            measure_round_robin, profile_latency, random_schedules)
+from tavt_kit.bench.table import fit_separable, isotonic
+from tavt_kit.cli import main
+from tavt_kit.errors import (BackendError, ConfigError, ExportError, LatencyTableError, ScheduleError,
+                             TavtKitError)
+
+from conftest import TINY, perturb
+
+FAST = TimingPolicy(warmup=1, min_repeats=3, max_repeats=50, budget_s=0.02, rel_ci=0.05)
+FAST_ARGS = ["--warmup", "1", "--min-repeats", "3", "--budget", "0.02", "--threads", "1", "--quiet"]
+
+
+def tiny(**kw):
+    args = dict(TINY, num_classes=5)
+    args.update(kw)
+    return perturb(tavt_kit.create_model("vit_tiny_patch16_224", **args)).eval()
+
+
+# ------------------------------------------------------------------- timing
+def test_timing_stats_summary_and_noise_warnings():
+    st = TimingStats([0.010 + 0.00001 * i for i in range(50)])
+    d = st.to_dict()
+    assert d["min"] <= d["p50"] <= d["p90"] <= d["p99"] <= d["max"]
+    assert d["ci95"][0] <= d["p50"] <= d["ci95"][1] and d["repeats"] == 50 and len(d["samples"]) == 50
+    assert not st.noisy
+    noisy = TimingStats([0.01, 0.01, 0.05, 0.01, 0.09, 0.02, 0.01, 0.08])
+    assert noisy.noisy and any("vary" in w for w in noisy.warnings())
+
+
+def test_round_robin_respects_min_repeats_and_stops_on_converged_median():
+    calls = {"a": 0, "b": 0}
+    fake = {"a": lambda: 0.002, "b": lambda: 0.004}
+
+    def counted(k):
+        def f():
+            calls[k] += 1
+            return fake[k]()
+        return f
+
+    stats = measure_round_robin({k: (lambda: None) for k in fake}, TimingPolicy(warmup=2, min_repeats=5, budget_s=1),
+                                timer={k: counted(k) for k in fake})
+    for k in fake:
+        assert stats[k].converged and stats[k].n >= 5 and stats[k].p50 == fake[k]()
+    assert calls["a"] == stats["a"].n + 2  # warm-up runs are not timed
+    # a noisy callable stops at max_repeats
+    rng = np.random.default_rng(0)
+    st = measure_round_robin({"x": lambda: None}, TimingPolicy(warmup=0, min_repeats=3, max_repeats=20, budget_s=5,
+                                                                rel_ci=1e-6),
+                             timer={"x": lambda: float(rng.uniform(0.001, 0.01))})["x"]
+    assert st.n == 20 and not st.converged
+
+
+def test_memory_probe_sees_an_allocation():
+    probe = MemoryProbe("cpu")
+    with probe:
+        a = np.ones(40_000_000, dtype=np.uint8)
+        del a
+    d = probe.to_dict()
+    if d["method"] is None:
+        pytest.skip("no way to read this process's memory here")
+    assert d["delta_mb"] >= 30 and d["peak_mb"] >= d["delta_mb"]
+
+
+# ------------------------------------------------------------------ measuring
+def test_measure_latency_torch(tmp_path):
+    model = tiny()
+    report = measure_latency(model, [[48, 32, 16], [64, 64, 32]], batch_sizes=[1, 2], threads=1, policy=FAST,
+                             labels=["a", "b"])
+    assert [(r.label, r.batch_size) for r in report.results] == [
+        ("full", 1), ("a", 1), ("b", 1), ("full", 2), ("a", 2), ("b", 2)]
+    full = report.result("full", 1)
+    assert full.speedup == 1.0 and full.schedule == [64, 64, 64]
+    for r in report.results:
+        lat = r.stats.to_dict()
+        assert lat["p50"] <= lat["p90"] <= lat["p99"] and r.stats.n >= 3
+        assert r.throughput > 0 and r.speedup > 0 and r.macs > 0
+        assert "peak_mb" in r.memory and "method" in r.memory
+    assert report.result("a").macs < full.macs
+    d = report.to_dict()
+    m = d["machine"]
+    assert m["cpu"]["model"] and m["threads"] == 1 and "torch" in m["libraries"] and d["target"]["threads"] == 1
+    assert d["model"]["depth"] == 3 and d["target"]["backend"] == "torch" and d["target"]["precision_used"] == "f32"
+    paths = report.save(tmp_path / "out")
+    assert json.load(open(paths["json"]))["format"] == "fgvc-kit/bench"
+    md = open(paths["markdown"]).read()
+    assert "| schedule |" in md and "speed-up" in md and "p50 ms" in md
+    assert open(paths["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_measure_latency_torch_compile_path():
+    pytest.importorskip("torch._dynamo")
+    report = measure_latency(tiny(), [[48, 32, 16]], backend="torch-compile", compile_backend="eager", threads=1,
+                             policy=FAST)
+    assert len(report.results) == 2 and report.target["compile_backend"] == "eager"
+
+
+def test_measure_latency_exported_backends_and_files(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import tavt_kit.bench.measure as measure_mod
+
+    monkeypatch.setattr(measure_mod, "_GROUP_BYTES", 1)  # as if two models filled the memory: groups of 2
+    model = tiny()
+    rep = measure_latency(model, [[48, 32, 16], [64, 48, 48]], backend="onnxruntime", exporter="torchscript",
+                          threads=1, policy=FAST, workdir=tmp_path / "work")
+    assert [x.label for x in rep.results] == ["full", "schedule 1", "schedule 2"]
+    assert all(x.speedup > 0 for x in rep.results) and any("round-robin groups" in n for n in rep.notes)
+    r = rep.result("schedule 1")
+    assert r.info["exporter"] == "torchscript" and r.info["export_max_abs_diff"] <= 1e-4
+    assert rep.target["exporter"] == "torchscript" and rep.target["precision_used"] == "f32"
+    onnx_path = r.info["onnx"]
+    # an exported file: its schedule and shape come from the file
+    rep2 = measure_latency(onnx_path, backend="onnxruntime", batch_sizes=[1, 3], threads=1, policy=FAST,
+                           checkpoint=model)
+    assert [x.batch_size for x in rep2.results] == [1, 3] and rep2.results[0].schedule == [48, 32, 16]
+    assert rep2.results[0].macs == r.macs
+    with pytest.raises(ExportError, match="takes 64x64 images, the checkpoint 32x32"):
+        measure_latency(onnx_path, backend="onnxruntime", checkpoint=tiny(img_size=32), policy=FAST)
+    with pytest.raises(ConfigError, match="schedule fixed at export"):
+        measure_latency(onnx_path, [[48, 32, 16]], backend="onnxruntime", policy=FAST)
+    with pytest.raises(ConfigError, match="exported file"):
+        measure_latency(onnx_path, backend="torch", policy=FAST)
+    pytest.importorskip("openvino")
+    rep3 = measure_latency(onnx_path, backend="openvino", threads=1, policy=FAST)
+    assert rep3.target["precision_used"] == "f32" and rep3.results[0].info["precision_requested"] == "f32"
+
+
+def test_missing_backend_or_device_is_a_clear_error(monkeypatch):
+    with pytest.raises(ConfigError, match="unknown backend 'tensorrt'"):
+        measure_latency(tiny(), backend="tensorrt")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(BackendError, match="pip install openvino"):
+        measure_latency(tiny(), backend="openvino")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(BackendError, match="pip install onnxruntime"):
+        measure_latency(tiny(), backend="onnxruntime")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendError, match="CUDA was requested"):
+            measure_latency(tiny(), device="cuda")
+    with pytest.raises(ConfigError, match="only available with --backend openvino"):
+        measure_latency(tiny(), precision="bf16")
+
+
+# ------------------------------------------------------------------ latency tables
+def synthetic_table(fuse=False, offset=0.5):
+    """A table with known curves: plain = L, attn = 0.6 L, mlp = 0.5 L, head = 0.01 L."""
+    P, N = 1, 64
+    L = [P + g for g in (1, 16, 32, 48, 64)]
+    f = int(fuse)
+    return LatencyTable({
+        "format": "fgvc-kit/latency-table", "version": 1,
+        "model": {"name": "t", "depth": 3, "embed_dim": 64, "num_heads": 2, "mlp_hidden": 256, "num_patches": N,
+                  "num_prefix_tokens": P, "img_size": [64, 64], "patch_size": [8, 8], "scorer": "tavt",
+                  "fuse": fuse, "head": "linear"},
+        "target": {"backend": "torch", "device": "cpu", "batch_size": 1, "threads": 1},
+        "embed_ms": 2.0,
+        "plain_ms": {"tokens": L, "ms": [float(v) for v in L]},
+        "attn_ms": {"tokens": [v + f for v in L], "ms": [0.6 * (v + f) for v in L]},
+        "mlp_ms": {"tokens": [v + f for v in L], "ms": [0.5 * (v + f) for v in L]},
+        "head_ms": {"tokens": [v + f for v in L], "ms": [0.01 * (v + f) for v in L]},
+        "head_nodrop_ms": 0.65,
+        "offset_ms": offset,
+    })
+
+
+def test_predictor_is_exact_on_grid_points_and_monotone():
+    t = synthetic_table()
+    assert t.predict([64, 64, 64]) == pytest.approx(2.0 + 3 * 65 + 0.65 + 0.5)
+    # every block drops between grid points: attn(L_in) + mlp(L_out)
+    expect = 2.0 + (0.6 * 65 + 0.5 * 49) + (0.6 * 49 + 0.5 * 33) + (0.6 * 33 + 0.5 * 17) + 0.01 * 17 + 0.5
+    assert t.predict([48, 32, 16]) == pytest.approx(expect)
+    assert t.predict(tavt_kit.TokenSchedule((64, 48, 48), 64)) == pytest.approx(
+        2.0 + 65 + 0.6 * 65 + 0.5 * 49 + 49 + 0.01 * 49 + 0.5)
+    # between grid points: linear interpolation
+    assert t.predict_parts([64, 64, 40])["blocks"][2] == pytest.approx(0.6 * 65 + 0.5 * 41)
+    # fewer tokens never cost more (curves are non-decreasing)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a = sorted(rng.integers(2, 64, size=3).tolist(), reverse=True)
+        b = [max(1, v - int(rng.integers(0, 3))) for v in a]
+        b = [min(b[i], b[i - 1]) if i else b[i] for i in range(3)]
+        assert t.predict(b) <= t.predict(a) + 1e-9
+    # the fused token is one more token in the sequence
+    tf = synthetic_table(fuse=True)
+    assert tf.predict([48, 32, 16]) > t.predict([48, 32, 16])
+
+
+def test_table_refuses_other_models_and_targets(tmp_path):
+    t = synthetic_table()
+    t.check(tiny(), backend="torch", device="cpu", batch_size=1, threads=1)
+    with pytest.raises(LatencyTableError, match="another model"):
+        t.check(tiny(embed_dim=32))
+    with pytest.raises(LatencyTableError, match="made for backend torch, not openvino"):
+        t.check(backend="openvino")
+    with pytest.raises(LatencyTableError, match="batch_size 1, not 8"):
+        t.check(batch_size=8)
+    with pytest.raises(LatencyTableError, match="6 counts, the model has 3 blocks"):
+        t.predict([64] * 6)
+    with pytest.raises(LatencyTableError, match="another model"):
+        t.predict(tavt_kit.TokenSchedule((64, 64, 64), 64, meta={"embed_dim": 768}))
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"format": "fgvc-kit/latency-table", "model": {}}))
+    with pytest.raises(LatencyTableError, match="malformed"):
+        LatencyTable.load(path)
+    path.write_text("{")
+    with pytest.raises(LatencyTableError, match="not valid JSON"):
+        LatencyTable.load(path)
+    t.save(tmp_path / "t.json")
+    assert LatencyTable.load(tmp_path / "t.json").predict([48, 32, 16]) == t.predict([48, 32, 16])
+
+
+def test_separable_fit_and_isotonic():
+    ins = [10, 20, 30, 40]
+    pairs = [(li, lo, 0.3 * li + 0.1 * li ** 2 / 40 + 0.2 * lo) for li in ins for lo in ins if lo <= li]
+    I, A, O, M = fit_separable(pairs)
+    for li, lo, t in pairs:
+        assert A[I.index(li)] + M[O.index(lo)] == pytest.approx(t, rel=1e-9)
+    assert A[0] == pytest.approx(M[0])
+    assert isotonic([1, 3, 2, 4]) == [1, 2.5, 2.5, 4]
+    assert default_grid(64, 9) == [1, 8, 16, 24, 32, 40, 48, 56, 64]
+    for s in random_schedules(12, 784, 5, seed=1):
+        assert all(0.8 - 1e-9 <= r <= 1 for r in s.keep_ratios()[:1])
+
+
+def test_profile_latency_torch(tmp_path):
+    model = tiny()
+    table = profile_latency(model, grid=[16, 40], threads=1, policy=FAST, validate=2)
+    d = table.to_dict()
+    assert d["grid"] == [16, 40, 64]
+    assert d["model"]["num_patches"] == 64 and d["target"]["backend"] == "torch" and d["machine"]["cpu"]["model"]
+    assert len(d["pairs"]) == 6 and d["separability"]["pairs"] == 6
+    for key in ("plain_ms", "attn_ms", "mlp_ms", "head_ms"):
+        ms = d[key]["ms"]
+        assert all(a <= b for a, b in zip(ms, ms[1:])), key  # non-decreasing
+    assert len(d["calibration"]) == 2 and d["validation"]["n"] == 2
+    for v in d["validation"]["schedules"]:
+        assert v["predicted_ms"] == pytest.approx(table.predict(v["schedule"]))
+    # exact on the grid: the full model is embed + depth x plain(full) + head + offset
+    full = d["embed_ms"] + 3 * d["plain_ms"]["ms"][-1] + d["head_ms"]["ms"][-1] + d["offset_ms"]
+    assert table.predict([64, 64, 64]) == pytest.approx(full)
+    table.check(model, backend="torch", batch_size=1, threads=1)
+    path = table.save(tmp_path / "t.json")
+    assert LatencyTable.load(path).predict([40, 16, 16]) == pytest.approx(table.predict([40, 16, 16]))
+    rep = measure_latency(model, [[40, 16, 16]], threads=1, policy=FAST, table=path)
+    assert rep.result("schedule 1").predicted_ms == pytest.approx(table.predict([40, 16, 16]))
+    with pytest.raises(LatencyTableError, match="not onnxruntime"):
+        measure_latency(model, backend="onnxruntime", threads=1, policy=FAST, table=path)
+
+
+def test_profile_latency_exported_backend(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import tavt_kit.bench.table as table_mod
+
+    monkeypatch.setattr(table_mod, "_GROUP_BYTES", 1)  # as if memory held few parts: groups + reference block
+    table = profile_latency(tiny(), backend="onnxruntime", grid=[16, 32, 48], threads=1, policy=FAST,
+                            calibrate=False, exporter="torchscript", statistic="min")
+    d = table.to_dict()
+    assert d["target"]["exporter"] == "torchscript" and d["statistic"] == "min"
+    assert len(d["drift"]["factors"]) == 3 and len(d["pairs"]) == 10
+    assert table.predict([64, 32, 32]) > 0
+
+
+# ----------------------------------------------------------------------- CLI
+def test_cli_bench_profile_predict(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["bench", "--keep-ratio", "0.8", "--drop", "64,48,32,16,8,4", "--out", str(out)] + FAST_ARGS) == 0
+    text = capsys.readouterr().out
+    assert "| full" in text and "keep 0.8" in text and "bench.json" in text
+    d = json.load(open(out / "bench.json"))
+    assert [r["label"] for r in d["results"]] == ["full", "drop", "keep 0.8"]
+    assert (out / "bench.png").exists() and (out / "bench.md").exists()
+    assert main(["bench", "profile", "--grid", "32,64", "--validate", "1", "--out", str(out)] + FAST_ARGS) == 0
+    text = capsys.readouterr().out
+    assert "separability" in text and "validation" in text and (out / "latency_table.png").exists()
+    table = str(out / "latency_table.json")
+    assert main(["bench", "predict", table, "--keep-ratio", "0.9"]) == 0
+    text = capsys.readouterr().out
+    assert "full" in text and "keep 0.9" in text and "ms" in text
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["bench", "--backend", "onnxruntime", "--device", "cuda"], "CUDA"),
+    (["bench", "--device", "tpu"], "unknown device 'tpu'"),
+    (["bench", "a", "b"], "expected one target"),
+    (["bench", "profile", "--batch", "1", "2"], "one batch size"),
+    (["bench", "predict", "missing_table.json"], "cannot read latency table"),
+    (["bench", "--drop", "64,65,1,1,1,1"], "above the grid"),
+])
+def test_cli_bad_input_is_one_line(capsys, argv, expected):
+    if expected == "CUDA" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_predict_refuses_a_table_for_another_backend(tmp_path, capsys):
+    t = synthetic_table()
+    d = t.to_dict()
+    d["model"].update(depth=6, embed_dim=96, num_heads=3, mlp_hidden=384)
+    path = tmp_path / "t.json"
+    LatencyTable(d).save(path)
+    assert main(["bench", "predict", str(path), "--backend", "openvino"]) == 2
+    assert "made for backend torch, not openvino" in capsys.readouterr().err
+    ckpt = tavt_kit.save_checkpoint(tiny(), tmp_path / "m.safetensors")
+    assert main(["bench", "predict", str(path), "--checkpoint", str(ckpt)]) == 2
+    assert "another model" in capsys.readouterr().err

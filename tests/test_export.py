@@ -1,0 +1,334 @@
+"""fgvc-kit export (ONNX / OpenVINO, verification, export.json, int8) and fgvc-kit prune."""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import tavt_kit
+from tavt_kit.cli import main
+from tavt_kit.errors import ConfigError, ExportError
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from tavt_kit.export import (export_model, graph_token_counts, load_verify_data, select_budget,  # noqa: E402
+                             verify_export)
+from tavt_kit.export.verify import ExportedRunner  # noqa: E402
+
+try:
+    import openvino  # noqa: F401
+    HAVE_OV = True
+except ImportError:
+    HAVE_OV = False
+try:
+    import nncf  # noqa: F401
+    HAVE_NNCF = True
+except ImportError:
+    HAVE_NNCF = False
+
+BOTH = ("onnx", "openvino") if HAVE_OV else ("onnx",)
+DROP = [32, 16]  # fgvc_tiny at depth 2: 64 patch tokens + class token
+
+# tiny models of every kind create_model builds (10 classes: the demo's digits)
+MODELS = {
+    "linear": ("fgvc_tiny", dict(depth=2)),
+    "ffvt": ("fgvc_tiny", dict(depth=2, head="ffvt", num_token=4)),
+    "mixvit": ("fgvc_tiny", dict(depth=2, head="mixvit")),
+    "pim": ("fgvc_tiny", dict(depth=2, head="pim", fpn_size=32, num_selects=16)),
+    "vitae": ("ViTAE_basic_Tiny", dict(img_size=64, NC_depth=[0, 0, 2])),
+}
+
+
+def tiny(kind="linear"):
+    torch.manual_seed(0)
+    name, kw = MODELS[kind]
+    return tavt_kit.create_model(name, num_classes=10, **kw).eval()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    tavt_kit.save_checkpoint(tiny(), path, extra={"data": {"name": "demo"}})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_verify_data(tiny(), "demo", max_images=32)
+
+
+def read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+# ------------------------------------------------------------------ every head
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_every_model_exports_and_verifies(tmp_path, kind, data):
+    model = tiny(kind)
+    sched = [8, 4] if kind == "vitae" else DROP
+    res = export_model(model, tmp_path, schedule=sched, formats=BOTH, verify_data=(data.images, data.labels))
+    doc = res.doc
+    assert res.verified and doc["status"] == "verified" and doc["reason"] is None
+    assert doc["schedule"]["counts"] == sched and doc["macs"]["schedule"] < doc["macs"]["full"]
+    assert doc["exporter"]["name"] in ("dynamo", "torchscript")
+    onnx.checker.check_model(res.path("onnx"))
+    for fmt in BOTH:
+        v = doc["verification"]["results"][fmt]
+        assert v["passed"] and v["precision_used"] == "fp32" and v["images"] == 32
+        assert v["agreement"] == 1.0 and v["accuracy_drop"] == 0.0 and v["max_abs_logit_diff"] < 1e-4
+        assert doc["exports"][fmt]["graph_keeps_token_drop"]  # the schedule's token counts are in the graph
+        assert doc["files"][fmt]["bytes"] > 0 and os.path.exists(res.path(fmt))
+    if HAVE_OV:
+        assert "INFERENCE_PRECISION_HINT=f32" in doc["verification"]["results"]["openvino"]["runtime"]
+        assert os.path.exists(tmp_path / "model.bin")
+    assert read(res.json_path) == json.loads(json.dumps(doc))
+    if kind == "mixvit":  # the training-only substitution branch is not in the graph
+        params = sum(p.numel() for p in model.parameters())
+        inference = doc["model"]["inference_params"]
+        branch = sum(p.numel() for n, p in model.named_parameters() if n.startswith("mixvit."))
+        assert branch > 0 and inference == params - branch
+        g = onnx.load(res.path("onnx")).graph
+        exported = sum(math.prod(t.dims) for t in g.initializer)
+        assert exported <= inference and not any(t.name.startswith("mixvit") for t in g.initializer)
+
+
+def test_dropped_schedule_leaves_fewer_tokens_in_the_graph(tmp_path, ckpt, capsys):
+    """Structural check: the full graph carries 65 tokens everywhere, the dropped one 33 and 17."""
+    rc = main(["export", "--checkpoint", ckpt, "--format", ",".join(BOTH), "--no-verify", "--out",
+               str(tmp_path / "full")])
+    assert rc == 0
+    full = read(tmp_path / "full" / "export.json")
+    assert full["verified"] is False and full["status"] == "unverified" and "--no-verify" in full["reason"]
+    assert full["verification"] == {"skipped": True} and full["schedule"]["full"]
+    assert "NOT verified" in capsys.readouterr().out
+    dropped = export_model(ckpt, tmp_path / "drop", schedule=DROP, formats=BOTH, verify=False).doc
+    for fmt in BOTH:
+        f_counts = graph_token_counts(tmp_path / "full" / full["files"][fmt]["path"], 96)
+        d_counts = graph_token_counts(tmp_path / "drop" / dropped["files"][fmt]["path"], 96)
+        assert f_counts == full["exports"][fmt]["graph_token_counts"]
+        assert min(c for c in f_counts if c > 1) >= 64  # (1 is the class token read by the head)
+        assert {33, 17} <= set(d_counts) and min(c for c in d_counts if c > 1) == 16
+    assert dropped["macs"]["schedule"] < full["macs"]["schedule"]
+
+
+# ---------------------------------------------------------- search.json budgets
+def search_doc(model):
+    spec = model.spec
+    return {"format": "fgvc-kit/search", "version": 1,
+            "model": {k: spec.get(k) for k in ("backbone", "img_size", "depth", "num_patches", "num_classes")},
+            "budgets": [
+                {"label": "15ms", "objective": "latency", "limit": 0.015,
+                 "best": {"counts": [40, 20], "holdout_accuracy": 0.5, "latency_ms": 14.2},
+                 "schedule_file": "schedule-15ms.json"},
+                {"label": "20M MACs", "objective": "macs", "limit": 2e7, "best": {"counts": [48, 32]}},
+                {"label": "1ms", "objective": "latency", "limit": 0.001, "best": None},
+            ]}
+
+
+def test_select_budget_by_label_unit_or_number():
+    doc = search_doc(tiny())
+    for text in ("15ms", "15 MS", "15", "0.015s", "15000us"):
+        assert select_budget(doc, text)["label"] == "15ms"
+    for text in ("20M MACs", "20m", "2e7", "20"):
+        assert select_budget(doc, text)["label"] == "20M MACs"
+    with pytest.raises(ConfigError, match=r"--budget 7ms: not in search.json; its budgets: 15ms, 20M MACs, 1ms"):
+        select_budget(doc, "7ms")
+    with pytest.raises(ConfigError, match="no schedule of the search space met this budget"):
+        select_budget(doc, "1ms")
+    with pytest.raises(ConfigError, match="holds no budgets"):
+        select_budget({"budgets": []}, "15ms")
+
+
+def test_cli_exports_the_schedule_of_a_search_budget(tmp_path, ckpt, capsys):
+    model = tavt_kit.load_checkpoint(ckpt)
+    sj = tmp_path / "search.json"
+    sj.write_text(json.dumps(search_doc(model)))
+    out = tmp_path / "out"
+    rc = main(["export", "--checkpoint", ckpt, "--search", str(sj), "--budget", "15ms", "--format", ",".join(BOTH),
+               "--verify-images", "32", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "verified" in text and "export.json" in text
+    doc = read(out / "export.json")
+    assert doc["format"] == "fgvc-kit/export" and doc["verified"] is True and doc["status"] == "verified"
+    assert doc["checkpoint"]["path"] == ckpt and len(doc["checkpoint"]["sha256"]) == 64
+    assert doc["schedule"]["counts"] == [40, 20]
+    assert doc["schedule"]["source"]["budget"] == "15ms" and doc["schedule"]["source"]["kind"] == "search"
+    assert doc["macs"]["schedule"] == tavt_kit.count_macs(model, [40, 20]).total()
+    assert doc["precision"] == "fp32" and doc["formats"] == list(BOTH)
+    assert doc["exporter"]["name"] == doc["exports"]["onnx"]["exporter"]
+    for key in ("fgvc_kit", "torch", "onnx", "onnxruntime"):
+        assert key in doc["versions"]
+    assert doc["verification"]["data"]["dataset"] == "demo" and doc["verification"]["data"]["split"] == "test"
+    assert doc["verification"]["data"]["images"] == 32 and doc["verification"]["max_accuracy_drop"] == 0.5
+    for fmt in BOTH:
+        v = doc["verification"]["results"][fmt]
+        assert v["passed"] and v["precision_used"] == "fp32" and v["top1_pytorch"] == v["top1_exported"]
+        assert doc["files"][fmt]["bytes"] == os.path.getsize(out / doc["files"][fmt]["path"])
+    if HAVE_OV:
+        assert doc["files"]["openvino"]["weights"] == "model.bin" and doc["files"]["openvino"]["weights_bytes"] > 0
+        assert "openvino" in doc["versions"]
+    # the exported file's own metadata carries the schedule
+    from tavt_kit.export.onnx import read_onnx_info
+
+    assert read_onnx_info(out / "model.onnx").schedule == [40, 20]
+
+
+# ------------------------------------------------------------------ failures
+def test_failed_verification_exits_non_zero_and_is_recorded(tmp_path, ckpt, data, monkeypatch, capsys):
+    labels = data.labels.numpy()  # the CLI verifies on the same 32 demo test images (seeded subset)
+
+    def wrong(self, x):  # an exported model that is wrong on every image
+        out = np.zeros((x.shape[0], 10), np.float32)
+        out[np.arange(x.shape[0]), (labels[:x.shape[0]] + 1) % 10] = 1.0
+        return out
+
+    monkeypatch.setattr(ExportedRunner, "__call__", wrong)
+    out = tmp_path / "out"
+    rc = main(["export", "--checkpoint", ckpt, "--drop", "32,16", "--verify-images", "32", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("fgvc-kit: error: export verification failed") and len(err.strip().splitlines()) == 1
+    doc = read(out / "export.json")
+    assert doc["verified"] is False and doc["status"] == "failed"
+    assert "onnx: top-1 drops by" in doc["reason"] and "--max-accuracy-drop 0.5" in doc["reason"]
+    v = doc["verification"]["results"]["onnx"]
+    assert v["passed"] is False and v["top1_exported"] == 0.0 and v["accuracy_drop"] == v["top1_pytorch"] > 0.5
+    assert doc["exports"]["onnx"]["verified"] is False and os.path.exists(out / "model.onnx")
+
+
+def test_a_corrupted_export_cannot_be_verified(tmp_path, data):
+    model = tiny()
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not an onnx graph")
+    with pytest.raises(ExportError, match="cannot load"):
+        verify_export(model, bad, data)
+    with pytest.raises(ExportError, match="not found"):
+        verify_export(model, tmp_path / "missing.onnx", data)
+
+
+def test_accuracy_drop_threshold_and_unlabelled_data(tmp_path, data):
+    model = tiny()
+    res = export_model(model, tmp_path, schedule=DROP, formats=("onnx",), verify=False)
+    path = res.path("onnx")
+    ok = verify_export(model, path, data, schedule=DROP)
+    assert ok.passed and ok.top1_pytorch == ok.top1_exported and ok.criterion.startswith("top-1")
+    # a strict logit bound fails an export that is otherwise fine
+    strict = verify_export(model, path, data, schedule=DROP, max_logit_diff=0.0)
+    assert not strict.passed and "--max-logit-diff" in strict.reason
+    # the wrong schedule: PyTorch at the full model vs a dropped graph disagrees
+    wrong = verify_export(model, path, data, schedule=None, max_logit_diff=1e-4, min_agreement=1.0)
+    assert not wrong.passed and wrong.max_abs_logit_diff > 1e-3
+    with pytest.raises(ConfigError, match="--min-agreement"):
+        verify_export(model, path, data, min_agreement=2.0)
+    # without labels only agreement is measured (an upper bound of the accuracy drop)
+    nolab = verify_export(model, path, (data.images, None), schedule=DROP)
+    assert nolab.passed and nolab.top1_pytorch is None and "no labels" in nolab.criterion
+
+
+def _err(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_input_is_one_line_naming_the_flag(tmp_path, ckpt, capsys, monkeypatch):
+    base = ["export", "--checkpoint", ckpt, "--out", str(tmp_path / "o")]
+    assert main(base + ["--format", "tflite"]) == 2
+    assert "--format: unknown format 'tflite'" in _err(capsys)
+    assert main(base + ["--precision", "int4"]) == 2
+    assert "--precision: unknown precision 'int4'" in _err(capsys)
+    assert main(base + ["--precision", "bf16", "--format", "onnx"]) == 2
+    assert "--precision bf16 is not available for --format onnx" in _err(capsys)
+    sj = tmp_path / "search.json"
+    sj.write_text(json.dumps(search_doc(tavt_kit.load_checkpoint(ckpt))))
+    assert main(base + ["--search", str(sj), "--budget", "9ms"]) == 2
+    assert "--budget 9ms: not in" in (e := _err(capsys)) and "15ms, 20M MACs" in e
+    assert main(base + ["--budget", "15ms"]) == 2
+    assert "--search and --budget go together" in _err(capsys)
+    # a schedule for another model
+    other = tavt_kit.create_model("fgvc_tiny", depth=3, num_classes=10)
+    drop = tmp_path / "other.json"
+    tavt_kit.TokenSchedule((40, 30, 20), 64).save(drop, model_info={k: other.spec.get(k) for k in
+                                                                   ("backbone", "img_size", "depth", "num_patches")})
+    assert main(base + ["--drop", str(drop)]) == 2
+    assert f"--drop {drop} is a schedule for a model with depth 3, the checkpoint has 2" in _err(capsys)
+    sj.write_text(json.dumps({**search_doc(other), "model": {"depth": 3, "num_patches": 64}}))
+    assert main(base + ["--search", str(sj), "--budget", "15ms"]) == 2
+    assert "depth 3, the checkpoint has 2" in _err(capsys)
+    assert main(["export", "--checkpoint", str(tmp_path / "nope.safetensors")]) == 2
+    assert "checkpoint not found" in _err(capsys)
+    # optional backends missing
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    assert main(base + ["--precision", "int8"]) == 2
+    assert "--precision int8 needs NNCF" in (e := _err(capsys)) and "pip install" in e
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert main(base + ["--format", "onnx,openvino"]) == 2
+    assert "--format openvino: openvino is not installed" in _err(capsys)
+    assert not os.path.exists(tmp_path / "o" / "export.json")  # nothing was exported
+
+
+# ----------------------------------------------------------------- precisions
+@pytest.mark.skipif(not (HAVE_NNCF and HAVE_OV), reason="needs nncf and openvino")
+def test_int8_export_with_nncf(tmp_path, data):
+    model = tiny()
+    res = export_model(model, tmp_path, schedule=DROP, formats=("onnx", "openvino"), precision="int8",
+                       verify_data=(data.images, data.labels), calibration_images=16, max_accuracy_drop=100)
+    doc = res.doc
+    assert doc["verified"] and doc["calibration"]["split"] == "train" and doc["calibration"]["images"] == 16
+    assert doc["files"]["onnx"]["path"] == "model.int8.onnx" and doc["files"]["openvino"]["path"] == "model.int8.xml"
+    assert "nncf" in doc["versions"]
+    for fmt, used in (("onnx", "int8"), ("openvino", "int8+fp32")):
+        assert doc["exports"][fmt]["quantization"]["quantized_ops"] > 0
+        assert doc["verification"]["results"][fmt]["precision_used"] == used
+        assert doc["exports"][fmt]["graph_keeps_token_drop"]
+
+
+@pytest.mark.skipif(not HAVE_OV, reason="needs openvino")
+def test_lower_precision_reports_what_openvino_used(tmp_path, data):
+    from tavt_kit.export.openvino import compile_openvino
+
+    res = export_model(tiny(), tmp_path, schedule=DROP, formats=("onnx", "openvino"), precision="fp16",
+                       verify_data=(data.images, data.labels), max_accuracy_drop=100)
+    v = res.doc["verification"]["results"]
+    assert v["onnx"]["precision_used"] == "fp16" and res.doc["files"]["onnx"]["path"] == "model.fp16.onnx"
+    _, used = compile_openvino(res.path("openvino"), precision="f16")
+    assert v["openvino"]["precision_used"] == {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}[used]
+    assert "INFERENCE_PRECISION_HINT=f16" in v["openvino"]["runtime"]
+    assert res.doc["exports"]["openvino"]["weights"] == "f16"
+
+
+# --------------------------------------------------------------------- prune
+def test_prune_cli_round_trip(tmp_path, ckpt, capsys):
+    pytest.importorskip("torch_pruning")
+    out = tmp_path / "pruned.safetensors"
+    assert main(["prune", "--checkpoint", ckpt, "--ratio", "0.3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "params" in text and "MACs (full)" in text and str(out) in text
+    before, after = tavt_kit.load_checkpoint(ckpt), tavt_kit.load_checkpoint(out)
+    assert sum(p.numel() for p in after.parameters()) < sum(p.numel() for p in before.parameters())
+    assert tavt_kit.count_macs(after).total() < tavt_kit.count_macs(before).total()
+    assert after.spec["pruned_from"]["ratio"] == 0.3 and after.spec["data"]["name"] == "demo"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert after.eval()(x, drop=DROP).shape == (2, 10)  # still takes token schedules
+    # fgvc-kit train --pretrained fine-tunes the pruned model as it is (its narrower layers rebuilt)
+    from tavt_kit.distill.build import build_model
+
+    ft = build_model(num_classes=10, pretrained=str(out))
+    assert [b.mlp.fc1.out_features for b in ft.blocks] == [b.mlp.fc1.out_features for b in after.blocks]
+    with pytest.raises(ConfigError, match="pruned checkpoint is fine-tuned as it is"):
+        build_model(num_classes=5, pretrained=str(out))
+    # a MAC target (iterative; steps that remove no head prune MLP channels only)
+    out2 = tmp_path / "target.safetensors"
+    assert main(["prune", "--checkpoint", ckpt, "--macs-target", "0.012G", "--out", str(out2)]) == 0
+    assert tavt_kit.count_macs(tavt_kit.load_checkpoint(out2)).total() <= 0.012e9
+    capsys.readouterr()
+    assert main(["prune", "--checkpoint", ckpt, "--ratio", "0.3", "--out", str(tmp_path / "p.pt")]) == 2
+    assert "must be a .safetensors file" in _err(capsys)
+    assert main(["prune", "--checkpoint", ckpt, "--macs-target", "lots", "--out", str(out)]) == 2
+    assert "--macs-target: expected a number" in _err(capsys)

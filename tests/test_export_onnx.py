@@ -1,0 +1,140 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import tavt_kit
+from tavt_kit.errors import ConfigError, ExportError, TavtKitError
+
+from conftest import TINY, perturb
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from tavt_kit.export.onnx import (check_exported_matches, export_onnx, ort_session,  # noqa: E402
+                                  read_onnx_info)
+
+SCHED = [56, 40, 24]
+
+
+def tiny(scorer="tavt", fuse=False, **kw):
+    args = dict(TINY, num_classes=7)
+    args.update(kw)
+    return perturb(tavt_kit.create_model("vit_tiny_patch16_224", scorer=scorer, fuse=fuse, **args)).eval()
+
+
+def ort_logits(path, x):
+    sess = ort_session(path)
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+@pytest.mark.parametrize("scorer, fuse", [("tavt", False), ("cls", False), ("tavt", True)])
+def test_export_matches_pytorch_with_dynamic_batch(tmp_path, scorer, fuse):
+    model = tiny(scorer, fuse)
+    res = export_onnx(model, tmp_path / "m.onnx", SCHED)
+    assert res.exporter == "dynamo" and res.fallback_reason is None
+    assert res.max_abs_diff is not None and res.max_abs_diff <= 1e-4
+    assert res.checked_batches == [1, 2] and res.schedule == SCHED
+    assert res.input_shape == ["batch", 3, 64, 64] and res.output_shape == ["batch", 7]
+    onnx.checker.check_model(str(tmp_path / "m.onnx"))
+    # the schedule is fixed in the graph, the batch is not
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x, drop=SCHED).numpy()
+    assert np.abs(ort_logits(res.path, x) - ref).max() <= 1e-4
+    with torch.no_grad():
+        full = model(x).numpy()
+    assert np.abs(ort_logits(res.path, x) - full).max() > 1e-3  # not the full model
+    assert model.schedule is None  # restored
+    json.dumps(res.to_dict())
+
+
+def test_torchscript_exporter_and_metadata(tmp_path):
+    model = tiny()
+    model.schedule = [64, 48, 48]
+    res = export_onnx(model, tmp_path / "m.onnx", exporter="torchscript", batch_size=2)
+    assert res.exporter == "torchscript" and res.schedule == [64, 48, 48] and res.checked_batches == [2, 3]
+    assert res.max_abs_diff <= 1e-4
+    assert model.schedule.counts == (64, 48, 48)
+    info = read_onnx_info(res.path)
+    assert info.img_size == [64, 64] and info.num_classes == 7 and info.schedule == [64, 48, 48]
+    assert info.exporter == "torchscript" and info.spec["depth"] == 3 and info.spec["token_drop"]["scorer"] == "tavt"
+    full = export_onnx(tiny(), tmp_path / "full.onnx", exporter="torchscript")
+    assert full.schedule == [64, 64, 64]
+
+
+def test_falls_back_to_torchscript_when_dynamo_fails(tmp_path, monkeypatch):
+    import tavt_kit.export.onnx as mod
+
+    real = mod._export_once
+
+    def broken(module, example, path, exporter, *a, **kw):
+        if exporter == "dynamo":
+            raise RuntimeError("simulated dynamo failure\nmore text")
+        return real(module, example, path, exporter, *a, **kw)
+
+    monkeypatch.setattr(mod, "_export_once", broken)
+    res = export_onnx(tiny(), tmp_path / "m.onnx", SCHED)
+    assert res.exporter == "torchscript"
+    assert "dynamo exporter failed" in res.fallback_reason and "simulated" in res.fallback_reason
+    assert res.max_abs_diff <= 1e-4
+    with pytest.raises(ExportError, match="export failed"):
+        export_onnx(tiny(), tmp_path / "m2.onnx", SCHED, exporter="dynamo")
+
+
+def test_export_that_disagrees_with_pytorch_is_an_error(tmp_path):
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_onnx(tiny(), tmp_path / "m.onnx", SCHED, exporter="torchscript", atol=-1.0)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ConfigError, match="token-drop model"):
+        export_onnx(torch.nn.Linear(2, 2), tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="unknown exporter"):
+        export_onnx(tiny(), tmp_path / "m.onnx", exporter="nope")
+    with pytest.raises(TavtKitError, match="increases"):
+        export_onnx(tiny(), tmp_path / "m.onnx", [10, 20, 30])
+
+
+def test_exported_file_must_match_checkpoint(tmp_path):
+    model = tiny()
+    res = export_onnx(model, tmp_path / "m.onnx", SCHED, exporter="torchscript")
+    info = read_onnx_info(res.path)
+    check_exported_matches(info, tavt_kit.spec_of(model))
+    other = tavt_kit.spec_of(tiny(img_size=32))
+    with pytest.raises(ExportError, match="takes 64x64 images, the checkpoint 32x32"):
+        check_exported_matches(info, other)
+    with pytest.raises(ExportError, match="outputs 7 classes, the checkpoint has 3"):
+        check_exported_matches(info, tavt_kit.spec_of(tiny(num_classes=3)))
+    with pytest.raises(ExportError, match="not found"):
+        read_onnx_info(tmp_path / "missing.onnx")
+
+
+def test_openvino_conversion_is_f32(tmp_path):
+    ov = pytest.importorskip("openvino")
+    from tavt_kit.export.openvino import (PRECISIONS, compile_openvino, convert_openvino, inference_precision,
+                                          read_openvino_info)
+
+    model = tiny(fuse=True)
+    conv = convert_openvino(model, tmp_path / "ov" / "m.xml", schedule=SCHED, batch_size=2, exporter="torchscript")
+    assert conv.precision_checked == "f32" and conv.reference == "pytorch" and conv.max_abs_diff <= 1e-4
+    assert conv.onnx_export["schedule"] == SCHED and not conv.compress_to_fp16
+    info = read_openvino_info(conv.xml_path)
+    assert info.img_size == [64, 64] and info.num_classes == 7 and info.schedule == SCHED
+    compiled, used = compile_openvino(conv.xml_path)  # f32 unless asked otherwise
+    assert used == "f32" == inference_precision(compiled)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x, drop=SCHED).numpy()
+    assert np.abs(compiled(x.numpy())[compiled.output(0)] - ref).max() <= 1e-4
+    _, low = compile_openvino(conv.xml_path, precision="bf16")
+    assert low in PRECISIONS  # bf16 where the CPU has it, else what OpenVINO fell back to
+    # from an ONNX file: compared with ONNX Runtime
+    res = export_onnx(model, tmp_path / "m.onnx", SCHED, exporter="torchscript")
+    conv2 = convert_openvino(res.path, tmp_path / "m2.xml")
+    assert conv2.reference == "onnxruntime" and conv2.max_abs_diff <= 1e-4
+    with pytest.raises(ConfigError, match="must end in .xml"):
+        convert_openvino(res.path, tmp_path / "m.bin")
+    with pytest.raises(TavtKitError, match="CUDA"):
+        compile_openvino(conv.xml_path, device="cuda")
