@@ -66,10 +66,10 @@ def run_table(model, backend, args, grid):
     policy = profile_policy()
     if args.quick:
         policy = TimingPolicy(warmup=1, min_repeats=3, budget_s=0.3, rel_ci=0.02)
+    say = (lambda s: print(f"    .. {s}", flush=True)) if args.verbose else None
     table = profile_latency(model, backend=backend, threads=args.threads, grid=grid, policy=policy,
                             validate=args.n_random, seed=args.seed, exporter=args.exporter,
-                            verify_exports=False, statistic=args.statistic, progress=(lambda s: print(f"    .. {s}", flush=True))
-                            if args.verbose else None)
+                            verify_exports=False, statistic=args.statistic, progress=say)
     return table, time.perf_counter() - t0
 
 

@@ -63,8 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill-steps", type=int, help="distillation steps (default: the demo recipe's)")
     p.add_argument("--generations", type=int, default=6, help="search generations (default: 6)")
     p.add_argument("--population", type=int, default=12, help="search population (default: 12)")
-    p.add_argument("--latency-fraction", type=float, default=0.75,
-                   help="latency budget as a fraction of the full model's predicted latency (default: 0.75)")
+    p.add_argument("--latency-fraction", type=float, default=0.5,
+                   help="latency budget between the smallest schedule's (0) and the full model's (1) predicted "
+                        "latency (default: 0.5)")
+    p.add_argument("--batch", type=int, default=8, help="batch size of the latency table and bench (default: 8)")
     p.add_argument("--formats", default="onnx,openvino", help="export formats (default: onnx,openvino)")
     p.add_argument("--quick", action="store_true", help="a few steps of everything (for tests)")
 
@@ -109,7 +111,7 @@ def run(args) -> int:
     supernet = os.path.join(d_dist, "best.safetensors")
 
     def profile() -> int:
-        argv = ["profile", supernet, "--out", d_bench, "--grid", "5" if quick else "9", "--budget",
+        argv = ["profile", supernet, "--out", d_bench, "--batch", str(args.batch), "--grid", "5" if quick else "9", "--budget",
                 "0.05" if quick else "0.3", "--min-repeats", "3" if quick else "5", "--quiet"]
         return _command("tavt_kit.bench.cli", "bench")(argv)
 
@@ -119,12 +121,14 @@ def run(args) -> int:
     def search() -> int:
         from .bench import LatencyTable
         from .models import count_macs, load_checkpoint
+        from .search.run import space_of
 
         model = load_checkpoint(supernet)
-        full_ms = LatencyTable.load(table).predict(model.full_schedule())
+        lat = LatencyTable.load(table)
+        full_ms, small_ms = lat.predict(model.full_schedule()), lat.predict(space_of(model).smallest())
         full_macs = count_macs(model).total()
         argv = ["--checkpoint", supernet, "--latency-table", table, "--remeasure",
-                "--latency-budget", f"{args.latency_fraction * full_ms:.4g}ms",
+                "--latency-budget", f"{small_ms + args.latency_fraction * (full_ms - small_ms):.4g}ms",
                 "--macs-budget", f"{0.6 * full_macs:.4g}",
                 "--population", str(4 if quick else args.population),
                 "--generations", str(1 if quick else args.generations),
@@ -154,7 +158,7 @@ def run(args) -> int:
     _stage("5/7 export with verification", out, export_json, export, log)
 
     def bench() -> int:
-        argv = [supernet, "--out", d_bench, "--table", table, "--quiet"]
+        argv = [supernet, "--out", d_bench, "--table", table, "--batch", str(args.batch), "--quiet"]
         for b in result["budgets"]:
             if b.get("schedule_file"):
                 argv += ["--drop", os.path.join(d_search, b["schedule_file"])]

@@ -209,8 +209,8 @@ def run(args) -> int:
                 print("  " + line)
             print(f"validation     {v['n']} random schedules: median |error| {100 * v['median_abs_error_rel']:.1f}%, "
                   f"max {100 * v['max_abs_error_rel']:.1f}% at the table's machine speed; against the raw times "
-                  f"{100 * v['median_abs_error_raw_rel']:.1f}% / {100 * v['max_abs_error_raw_rel']:.1f}% (machine speed "
-                  f"drift since profiling {100 * v['reference_drift']:+.1f}%)")
+                  f"{100 * v['median_abs_error_raw_rel']:.1f}% / {100 * v['max_abs_error_raw_rel']:.1f}% "
+                  f"(machine speed drift since profiling {100 * v['reference_drift']:+.1f}%)")
         for w in d.get("warnings") or []:
             print(f"fgvc-kit bench: warning: {w}", file=sys.stderr)
         return 0

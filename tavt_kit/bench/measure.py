@@ -432,6 +432,7 @@ def measure_latency(
         used = sorted({r.info.get("precision_used") for r in results if r.info.get("precision_used")})
         exporters = sorted({r.info.get("exporter") for r in results if r.info.get("exporter")})
         target_info = {"backend": backend, "device": device, "threads": threads, "batch_sizes": batch_sizes,
+                       "batch_size": batch_sizes[0] if len(batch_sizes) == 1 else None,
                        "precision_requested": precision,
                        "precision_used": (used[0] if len(used) == 1 else used) if used else "f32",
                        "exporter": (exporters[0] if len(exporters) == 1 else exporters) or None,
@@ -529,6 +530,7 @@ def _measure_exported(path, kind, schedules, backend, device, batch_sizes, threa
                                    predicted_statistic=_table_stat(table)))
     used = sorted({r.info.get("precision_used") for r in results if r.info.get("precision_used")})
     target_info = {"backend": backend, "device": device, "threads": threads, "batch_sizes": batch_sizes,
+                   "batch_size": batch_sizes[0] if len(batch_sizes) == 1 else None,
                    "precision_requested": precision,
                    "precision_used": (used[0] if len(used) == 1 else used) if used else "f32",
                    "exporter": info.exporter, "source": path}
