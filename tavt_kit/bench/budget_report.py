@@ -165,21 +165,24 @@ def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = Non
     eidx = _export_index(exports)
     plots = _plots(search, bidx, out_dir)
     target = (bench or {}).get("target") or ((search.get("latency") or {}).get("target") or {})
-    full_lat = (bidx.get(full_counts) or {}).get("latency_ms", {}).get("p50")
-    if full_lat is None:
-        full_lat = search["full"].get("latency_measured_ms", search["full"].get("latency_ms"))
+    full_lat = (bidx.get(full_counts) or {}).get("latency_ms", {}).get("p50")  # measured, same bench run
     model = search.get("model") or {}
     name = (model.get("backbone") or {}).get("name", "model")
 
+    full_pred = search["full"].get("latency_measured_ms", search["full"].get("latency_ms"))
+
     def lat_cols(d) -> List[str]:
+        """Measured latency (bench.json) when there is one, else the search's figure marked as such."""
         r = bidx.get(_counts_key(d["counts"]))
-        if r is not None:
+        if r is not None and full_lat is not None:
             lat = r.get("latency_ms") or {}
             p50, p90 = lat.get("p50"), lat.get("p90")
-        else:
-            p50, p90 = d.get("latency_measured_ms", d.get("latency_ms")), None
-        speed = f"{full_lat / p50:.2f}x" if (p50 and full_lat) else "–"
-        return [_ms(p50), _ms(p90), speed]
+            return [_ms(p50), _ms(p90), f"{full_lat / p50:.2f}x" if p50 else "–"]
+        p50 = d.get("latency_measured_ms", d.get("latency_ms"))
+        if p50 is None:
+            return ["–", "–", "–"]
+        tag = "" if "latency_measured_ms" in d else " (pred.)"
+        return [_ms(p50) + tag, "–", f"{full_pred / p50:.2f}x{tag}" if full_pred else "–"]
 
     def export_col(d) -> str:
         parts = []
