@@ -27,8 +27,9 @@ Settings, chosen for a 2-core machine shared with other jobs:
   against PyTorch here (the tests and fgvc-kit export do that);
 * grid: 13 token counts per axis for the demo model, 7 for ViT-B (its curves are
   smooth: 7 points predict as well as 13 on this CPU).
-Default run: about 20 min on a busy 2-core machine (most of it exporting 26
-ViT-B/16 models for OpenVINO); ``--quick`` about 2 min, ``--models tiny`` about 5.
+Default run: about 16 min on a quiet 2-core machine, 25-30 min on a busy one (most
+of it exporting 26 ViT-B/16 models for OpenVINO); ``--quick`` about 2 min,
+``--models tiny`` about 3, ``--compare-only`` (OpenVINO vs torch) about 2.
 """
 from __future__ import annotations
 
@@ -125,6 +126,7 @@ def main() -> None:
                     help="what tables hold and validation compares: the fastest run (default; robust when other "
                          "jobs share the cores) or the median")
     ap.add_argument("--no-compare", action="store_true", help="skip OpenVINO vs torch")
+    ap.add_argument("--compare-only", action="store_true", help="only OpenVINO vs torch (no tables)")
     ap.add_argument("--quick", action="store_true", help="grid 7, 8 random schedules, short timing")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write all figures to this JSON file")
@@ -149,7 +151,7 @@ def main() -> None:
             name = f"{MODELS[mk][0]}@{model.patch_embed.img_size[0]}"
             print(f"\n## {name}: {model.depth} blocks, width {model.embed_dim}, {model.num_patches} patches, "
                   f"{tavt_kit.count_macs(model).total() / 1e9:.2f} GMACs full")
-            for backend in args.backends:
+            for backend in ([] if args.compare_only else args.backends):
                 table, secs = run_table(model, backend, args, args.grid or GRID[mk])
                 d = table.to_dict()
                 v = d["validation"]
@@ -172,7 +174,7 @@ def main() -> None:
                 summary.append((name, backend, v["median_abs_error_rel"], v["max_abs_error_rel"],
                                 v["median_abs_error_raw_rel"], secs))
                 out["tables"].append(d)
-            if not args.no_compare and "openvino" in args.backends:
+            if args.compare_only or (not args.no_compare and "openvino" in args.backends):
                 rows = compare_backends(model, args)
                 out["compare"][name] = rows
                 print(f"\n### {name}: OpenVINO vs torch eager, batch 1, {args.threads} thread(s), round-robin")
@@ -182,6 +184,9 @@ def main() -> None:
                     print(f"{r['schedule']:<10} {r['gmacs']:7.2f} {r['torch_ms']:10.2f} {r['openvino_ms']:12.2f} "
                           f"{r['speedup_openvino']:10.2f}x {r['openvino_precision']:>12} "
                           f"{r['max_abs_logit_diff']:11.2e}")
+    if not summary:
+        print(f"\ntotal {time.perf_counter() - start:.0f} s")
+        return
     print("\n## summary: latency-table predictor vs direct measurement "
           f"({args.n_random} random TAVT-style schedules, batch 1, {args.threads} thread(s))")
     print(f"{'model':<28} {'backend':<10} {'median |err|':>12} {'max |err|':>10} {'raw median':>10} "
