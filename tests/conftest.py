@@ -10,6 +10,34 @@ logging.getLogger("timm").setLevel(logging.ERROR)
 TINY = dict(img_size=64, patch_size=8, embed_dim=64, depth=3, num_heads=2)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is as fast, and robust when other jobs share the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def kill_once_written(cmd, path, timeout=180):
+    """Run ``cmd`` and SIGKILL it as soon as ``path`` exists (a job killed after its first checkpoint)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists():
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert path.exists(), proc.stderr.read().decode()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -1,26 +1,20 @@
 """In-place distillation: the TAVT step, fgvc-kit distill (resume after a kill, torchrun on gloo)."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 import tavt_kit
+from conftest import kill_once_written
 from tavt_kit.cli import main
 from tavt_kit.distill.inplace import InplaceDistillStep, fixed_schedules
 from tavt_kit.models.space import SearchSpace
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -92,17 +86,8 @@ def test_distill_bad_input(tmp_path, teacher, capsys):
 def test_killed_distillation_resumes_to_the_same_weights(tmp_path, teacher):
     args = ["distill", "--checkpoint", teacher, "--steps", "8", "--batch-size", "8", "--warmup-steps", "1",
             "--eval-every", "4", "--save-every", "2", "--no-progress", "--no-test", "--workers", "0"]
-    proc = subprocess.Popen([sys.executable, "-m", "tavt_kit.cli"] + args + ["--out", str(tmp_path / "cut")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    state = tmp_path / "cut" / "train_state.safetensors"
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists():
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait()
-    assert state.exists(), proc.stderr.read().decode()
+    kill_once_written([sys.executable, "-m", "tavt_kit.cli"] + args + ["--out", str(tmp_path / "cut")],
+                      tmp_path / "cut" / "train_state.safetensors")
     assert main(args + ["--out", str(tmp_path / "cut"), "--resume"]) == 0
     assert main(args + ["--out", str(tmp_path / "ref")]) == 0
     assert same(weights(str(tmp_path / "ref" / "last.safetensors")), weights(str(tmp_path / "cut" / "last.safetensors")),

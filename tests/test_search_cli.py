@@ -12,12 +12,7 @@ EVO = ["--population", "5", "--generations", "2", "--mutations", "4", "--crossov
        "--batch-size", "48"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

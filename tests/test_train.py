@@ -1,10 +1,8 @@
 """Fine-tuning engine and ``fgvc-kit train``/``evaluate``: resume, DDP, accumulation, AMP, aux losses, errors."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -12,20 +10,14 @@ import torch
 from torch import nn
 
 import tavt_kit
-from conftest import timm_to_npz
+from conftest import kill_once_written, timm_to_npz
 from tavt_kit.cli import main
 from tavt_kit.data import build_dataset, cached_tensors
 from tavt_kit.distill import ClassificationStep, TrainConfig, Trainer, build_model, evaluate
 from tavt_kit.errors import ConfigError
 from test_data import make_folder
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is as fast, and robust when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FAST = ["--steps", "4", "--batch-size", "8", "--warmup-steps", "1", "--eval-every", "2", "--save-every", "2",
@@ -114,17 +106,9 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, folder):
 def test_cli_run_killed_and_resumed(tmp_path, tiny_ckpt, capsys):
     args = ["train", "--pretrained", tiny_ckpt, "--steps", "60", "--batch-size", "8", "--warmup-steps", "2",
             "--eval-every", "20", "--save-every", "3", "--no-progress", "--no-test", "--drop-path", "0.1"]
-    proc = subprocess.Popen([sys.executable, "-m", "tavt_kit.cli"] + args + ["--out", str(tmp_path / "cut")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS="1"))
     state = tmp_path / "cut" / "train_state.safetensors"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists():
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert state.exists(), proc.stderr.read().decode()
+    kill_once_written([sys.executable, "-m", "tavt_kit.cli"] + args + ["--out", str(tmp_path / "cut")], state,
+                      timeout=120)
     killed_at = json.loads(__import__("safetensors").safe_open(str(state), "pt").metadata()["fgvc-kit.train_state"])
     assert killed_at["step"] < 60
     assert main(args + ["--out", str(tmp_path / "cut"), "--resume"]) == 0
