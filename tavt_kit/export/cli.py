@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 
 DEFAULT_OUT = os.path.join("runs", "export")
 
@@ -157,20 +156,6 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
 
 
-def parse_macs(text: str, flag: str = "--macs-target") -> float:
-    """``10G``, ``850M``, ``2.5e9`` -> MACs."""
-    from ..errors import ConfigError
-
-    units = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmgt]?)\s*(?:macs?)?\s*", str(text), re.I)
-    if not m:
-        raise ConfigError(f"{flag}: expected a number with an optional K/M/G suffix (e.g. 10G), got {text!r}")
-    value = float(m.group(1)) * units[m.group(2).lower()]
-    if value <= 0:
-        raise ConfigError(f"{flag}: must be positive, got {text!r}")
-    return value
-
-
 def run_prune(args) -> int:
     import warnings
 
@@ -189,7 +174,9 @@ def run_prune(args) -> int:
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive number, got {getattr(args, flag)}")
     model = load_checkpoint(args.checkpoint)
-    macs_target = parse_macs(args.macs_target) if args.macs_target is not None else None
+    from ..search.cli import parse_macs
+
+    macs_target = parse_macs(args.macs_target, "--macs-target") if args.macs_target is not None else None
     calibration = None
     data_info = None
     if args.importance == "taylor":

@@ -58,19 +58,6 @@ class VerifyData:
         return int(self.images.shape[0])
 
 
-def _check_classes(model: nn.Module, dataset, where: str) -> None:
-    n_model = int(getattr(model, "num_classes", 0))
-    if n_model != dataset.num_classes:
-        raise DatasetError(f"{where}: the model has {n_model} classes, dataset {dataset.name} has "
-                           f"{dataset.num_classes}; expected the dataset the checkpoint was trained on")
-    names = (getattr(model, "spec", None) or {}).get("class_names")
-    if names:
-        for i, (a, b) in enumerate(zip(names, dataset.class_names)):
-            if str(a) != str(b):
-                raise DatasetError(f"{where}: class {i} is {a!r} in the checkpoint but {b!r} in dataset "
-                                   f"{dataset.name}; expected the same classes in the same order")
-
-
 def _subset(n: int, limit: Optional[int], seed: int) -> Optional[torch.Tensor]:
     if limit is None or limit >= n:
         return None
@@ -128,7 +115,9 @@ def load_verify_data(model: nn.Module, data=None, *, root: Optional[str] = None,
         if fallback and int(getattr(model, "num_classes", 0)) != dataset.num_classes:
             labelled = False  # the demo's digits are not this model's classes: agreement only
         else:
-            _check_classes(model, dataset, where)
+            from ..distill.build import check_model_fits
+
+            check_model_fits(model, dataset, where)
         images, labels = cached_tensors(dataset)
         info = {"source": "dataset", **dataset.describe(), "available": int(images.shape[0])}
         if fallback:

@@ -11,14 +11,14 @@ _MAC_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 
-def parse_macs(text: str) -> float:
-    """``20G``, ``850M``, ``2.5e9`` -> MACs."""
+def parse_macs(text: str, flag: str = "--macs-budget") -> float:
+    """``20G``, ``850M``, ``2.5e9`` -> MACs (errors name ``flag``)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmgt]?)(?:macs?)?\s*", str(text), re.I)
     if not m:
-        raise ConfigError(f"--macs-budget: expected a number with an optional K/M/G suffix (e.g. 20G), got {text!r}")
+        raise ConfigError(f"{flag}: expected a number with an optional K/M/G suffix (e.g. 20G), got {text!r}")
     value = float(m.group(1)) * _MAC_UNITS[m.group(2).lower()]
     if value <= 0:
-        raise ConfigError(f"--macs-budget: must be positive, got {text!r}")
+        raise ConfigError(f"{flag}: must be positive, got {text!r}")
     return value
 
 
