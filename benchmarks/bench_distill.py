@@ -22,7 +22,7 @@ import torch
 
 
 def accuracy(model, dataset, schedule, batch_size=256):
-    from tavt_kit.distill import evaluate
+    from tavt_kit.train import evaluate
 
     return evaluate(model, dataset, drop=schedule, batch_size=batch_size, num_workers=0, device="cpu").top1
 
@@ -39,9 +39,9 @@ def main() -> None:
 
     import tavt_kit
     from tavt_kit.data import DataSpec, Normalize, build_dataset
-    from tavt_kit.distill import ClassificationStep, TrainConfig, Trainer
+    from tavt_kit.train import ClassificationStep, TrainConfig, Trainer
     from tavt_kit.distill.inplace import InplaceDistillStep, make_schedule_eval, fixed_schedules
-    from tavt_kit.models.space import SearchSpace
+    from tavt_kit.schedules import SearchSpace
 
     torch.manual_seed(0)
     spec = DataSpec("demo")

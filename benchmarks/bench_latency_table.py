@@ -43,7 +43,7 @@ import torch
 
 import tavt_kit
 from tavt_kit.bench import TimingPolicy, machine_info, measure_round_robin, profile_latency
-from tavt_kit.bench.machine import describe
+from tavt_kit.machine import describe
 from tavt_kit.bench.measure import ModelRunners, _input, torch_threads
 from tavt_kit.bench.table import profile_policy
 from tavt_kit.bench.target import short_counts

@@ -61,8 +61,8 @@ def main() -> None:
 
     import tavt_kit
     from tavt_kit.data import DataSpec, Normalize, build_dataset, cached_tensors, make_eval_loader
-    from tavt_kit.models.space import SearchSpace
-    from tavt_kit.search.baselines import evit_blocks
+    from tavt_kit.schedules import SearchSpace
+    from tavt_kit.schedules import evit_blocks
     from tavt_kit.search.evaluate import CandidateEvaluator
     from tavt_kit.search.evolution import EvolutionSearch, EvolutionSettings
 

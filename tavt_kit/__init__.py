@@ -1,15 +1,25 @@
 """fgvc-kit: deployable fine-grained vision transformers, the TAVT way.
 
 Patch drop over any timm ViT, token schedules, MAC counting and checkpoints
-that rebuild their model from one file.
+that rebuild their model from one file. The model-side names are imported on
+first use, so that ``import tavt_kit`` (and ``fgvc-kit --help``) loads no torch.
 """
 from .errors import (BackendError, CheckpointError, ConfigError, DatasetError, ExportError, ImageSizeError,
                      LatencyTableError, ScheduleError, TavtKitError, UnknownModelError, UnsupportedModelError)
-from .models import (MacCount, TokenSchedule, count_macs, create_model, load_checkpoint, save_checkpoint,
-                     spec_of)
-from .models import patch_model as patch
 
 __version__ = "0.1.0"
+
+#: public name -> (module, attribute), imported on first access
+_LAZY = {
+    "MacCount": ("tavt_kit.models", "MacCount"),
+    "TokenSchedule": ("tavt_kit.schedules", "TokenSchedule"),
+    "count_macs": ("tavt_kit.models", "count_macs"),
+    "create_model": ("tavt_kit.models", "create_model"),
+    "load_checkpoint": ("tavt_kit.models", "load_checkpoint"),
+    "patch": ("tavt_kit.models", "patch_model"),
+    "save_checkpoint": ("tavt_kit.models", "save_checkpoint"),
+    "spec_of": ("tavt_kit.models", "spec_of"),
+}
 
 __all__ = [
     "BackendError", "CheckpointError", "ConfigError", "DatasetError", "ExportError", "ImageSizeError",
@@ -17,3 +27,18 @@ __all__ = [
     "TokenSchedule", "UnknownModelError", "UnsupportedModelError", "count_macs", "create_model",
     "load_checkpoint", "patch", "save_checkpoint", "spec_of", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tavt_kit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -8,27 +8,20 @@ that finished (an interrupted training or distillation resumes).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 DEFAULT_OUT = os.path.join("runs", "demo")
 
 
-def _command(module: str, name: str) -> Callable[[List[str]], int]:
-    import importlib
+def _command(name: str) -> Callable[[List[str]], int]:
+    """A stage: the command ``fgvc-kit NAME`` itself, run on an argument list."""
+    from .cli import command_module
+    from .cli.common import invoke
 
-    add_arguments, run = importlib.import_module(module).COMMANDS[name]
-
-    def call(argv: List[str]) -> int:
-        p = argparse.ArgumentParser(prog=f"fgvc-kit {name}")
-        add_arguments(p)
-        return run(p.parse_args(argv))
-
-    return call
+    return lambda argv: invoke(command_module(name), name, argv)
 
 
 def _done(path: str) -> bool:
@@ -57,21 +50,8 @@ def _resumable(out_dir: str) -> List[str]:
     return ["--overwrite"] if os.path.isdir(out_dir) else []
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    p.add_argument("--train-steps", type=int, help="fine-tuning steps (default: the demo recipe's)")
-    p.add_argument("--distill-steps", type=int, help="distillation steps (default: the demo recipe's)")
-    p.add_argument("--generations", type=int, default=6, help="search generations (default: 6)")
-    p.add_argument("--population", type=int, default=12, help="search population (default: 12)")
-    p.add_argument("--latency-fraction", type=float, default=0.5,
-                   help="latency budget between the smallest schedule's (0) and the full model's (1) predicted "
-                        "latency (default: 0.5)")
-    p.add_argument("--batch", type=int, default=8, help="batch size of the latency table and bench (default: 8)")
-    p.add_argument("--formats", default="onnx,openvino", help="export formats (default: onnx,openvino)")
-    p.add_argument("--quick", action="store_true", help="a few steps of everything (for tests)")
-
-
-def run(args) -> int:
+def run_demo(args) -> int:
+    """The whole pipeline with the settings of ``fgvc-kit demo`` (``args`` as its parser makes them)."""
     out = args.out
     os.makedirs(out, exist_ok=True)
     if not 0 < args.latency_fraction <= 1:
@@ -96,7 +76,7 @@ def run(args) -> int:
         argv = ["--out", d_train] + common + small + _resumable(d_train)
         if train_steps:
             argv += ["--steps", str(train_steps)]
-        return _command("tavt_kit.distill.cli", "train")(argv)
+        return _command("train")(argv)
 
     _stage("1/7 train", out, os.path.join(d_train, "results.json"), train, log)
 
@@ -105,7 +85,7 @@ def run(args) -> int:
             + _resumable(d_dist)
         if distill_steps:
             argv += ["--steps", str(distill_steps)]
-        return _command("tavt_kit.distill.distill_cli", "distill")(argv)
+        return _command("distill")(argv)
 
     _stage("2/7 distill", out, os.path.join(d_dist, "results.json"), distill, log)
     supernet = os.path.join(d_dist, "best.safetensors")
@@ -113,7 +93,7 @@ def run(args) -> int:
     def profile() -> int:
         argv = ["profile", supernet, "--out", d_bench, "--batch", str(args.batch), "--grid", "5" if quick else "9", "--budget",
                 "0.05" if quick else "0.3", "--min-repeats", "3" if quick else "5", "--quiet"]
-        return _command("tavt_kit.bench.cli", "bench")(argv)
+        return _command("bench")(argv)
 
     table = os.path.join(d_bench, "latency_table.json")
     _stage("3/7 latency table on this machine", out, table, profile, log)
@@ -136,7 +116,7 @@ def run(args) -> int:
                 "--crossovers", str(4 if quick else args.population), "--out", d_search]
         if quick:
             argv += ["--subset", "32"]
-        return _command("tavt_kit.search.cli", "search")(argv)
+        return _command("search")(argv)
 
     search_json = os.path.join(d_search, "search.json")
     _stage("4/7 search under latency and MAC budgets", out, search_json, search, log)
@@ -152,7 +132,7 @@ def run(args) -> int:
             argv += ["--search", search_json, "--budget", chosen["label"]]
         if quick:
             argv += ["--verify-images", "32"]
-        return _command("tavt_kit.export.cli", "export")(argv)
+        return _command("export")(argv)
 
     export_json = os.path.join(d_export, "export.json")
     _stage("5/7 export with verification", out, export_json, export, log)
@@ -164,12 +144,12 @@ def run(args) -> int:
                 argv += ["--drop", os.path.join(d_search, b["schedule_file"])]
         if quick:
             argv += ["--budget", "0.05", "--min-repeats", "3"]
-        return _command("tavt_kit.bench.cli", "bench")(argv)
+        return _command("bench")(argv)
 
     bench_json = os.path.join(d_bench, "bench.json")
     _stage("6/7 bench on this machine", out, bench_json, bench, log)
 
-    from .bench.budget_report import build_report
+    from .report.budget import build_report
 
     paths = build_report(search_json, d_report, bench_json if _done(bench_json) else None,
                          [export_json] if _done(export_json) else [])
@@ -178,5 +158,3 @@ def run(args) -> int:
     log(f"report: {paths['html']}")
     return 0
 
-
-COMMANDS = {"demo": (add_arguments, run)}

@@ -11,7 +11,7 @@ import tavt_kit
 from conftest import kill_once_written
 from tavt_kit.cli import main
 from tavt_kit.distill.inplace import InplaceDistillStep, fixed_schedules
-from tavt_kit.models.space import SearchSpace
+from tavt_kit.schedules import SearchSpace
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,8 +15,8 @@ from tavt_kit.errors import ConfigError, ExportError
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from tavt_kit.export import (export_model, graph_token_counts, load_verify_data, select_budget,  # noqa: E402
-                             verify_export)
+from tavt_kit.export import export_model, graph_token_counts, load_verify_data, verify_export  # noqa: E402
+from tavt_kit.search import select_budget  # noqa: E402
 from tavt_kit.export.verify import ExportedRunner  # noqa: E402
 
 try:
@@ -317,7 +317,7 @@ def test_prune_cli_round_trip(tmp_path, ckpt, capsys):
     with torch.no_grad():
         assert after.eval()(x, drop=DROP).shape == (2, 10)  # still takes token schedules
     # fgvc-kit train --pretrained fine-tunes the pruned model as it is (its narrower layers rebuilt)
-    from tavt_kit.distill.build import build_model
+    from tavt_kit.train.build import build_model
 
     ft = build_model(num_classes=10, pretrained=str(out))
     assert [b.mlp.fc1.out_features for b in ft.blocks] == [b.mlp.fc1.out_features for b in after.blocks]

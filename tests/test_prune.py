@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import tavt_kit
-from tavt_kit.export.prune import prune_model
+from tavt_kit.models.compress import prune_model
 
 pytest.importorskip("torch_pruning")
 

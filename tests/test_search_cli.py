@@ -6,7 +6,7 @@ import torch
 
 import tavt_kit
 from tavt_kit.cli import main
-from tavt_kit.search.cli import parse_macs, parse_seconds
+from tavt_kit.cli.common import parse_macs, parse_seconds
 
 EVO = ["--population", "5", "--generations", "2", "--mutations", "4", "--crossovers", "4", "--subset", "48",
        "--batch-size", "48"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import tavt_kit
-from tavt_kit.models.space import SearchSpace
+from tavt_kit.schedules import SearchSpace
 from tavt_kit.search.evaluate import CandidateEvaluator
 from tavt_kit.search.evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, Journal,
                                        front_area, pareto_front)
@@ -92,7 +92,8 @@ def test_killed_search_resumes_without_reevaluating(setup, tmp_path):
 
 
 def test_baselines_meet_their_budgets():
-    from tavt_kit.search.baselines import baseline_schedules, evit_blocks
+    from tavt_kit.schedules import evit_blocks
+    from tavt_kit.search.baselines import baseline_schedules
 
     model = tavt_kit.create_model("vit_base_patch16_224", img_size=448, depth=12, embed_dim=64, num_heads=2)
     cost = lambda s: tavt_kit.count_macs(model, s).total()

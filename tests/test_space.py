@@ -3,7 +3,7 @@ import random
 import pytest
 
 from tavt_kit import ConfigError, TokenSchedule
-from tavt_kit.models.space import SearchSpace
+from tavt_kit.schedules import SearchSpace
 
 TAVT_448 = (628, 503, 403, 323, 259, 208, 167, 134, 108, 87, 70, 56)
 

@@ -13,7 +13,7 @@ import tavt_kit
 from conftest import kill_once_written, timm_to_npz
 from tavt_kit.cli import main
 from tavt_kit.data import build_dataset, cached_tensors
-from tavt_kit.distill import ClassificationStep, TrainConfig, Trainer, build_model, evaluate
+from tavt_kit.train import ClassificationStep, TrainConfig, Trainer, build_model, evaluate
 from tavt_kit.errors import ConfigError
 from test_data import make_folder
 
@@ -307,7 +307,7 @@ def test_existing_run_needs_resume_and_keeps_its_settings(tmp_path, tiny_ckpt, c
 
 
 def test_confusion_png_coarsens_many_classes(tmp_path):
-    from tavt_kit.distill import MetricAccumulator, plot_confusion
+    from tavt_kit.train import MetricAccumulator, plot_confusion
 
     acc = MetricAccumulator(400)
     g = torch.Generator().manual_seed(0)

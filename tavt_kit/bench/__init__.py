@@ -7,8 +7,8 @@
   count on the target, from which ``LatencyTable.load(path).predict(schedule)`` predicts the
   latency of any schedule on another machine.
 """
+from ..machine import machine_info
 from .backends import BACKENDS
-from .machine import machine_info
 from .measure import BenchReport, BenchResult, measure_latency
 from .table import LatencyTable, default_grid, profile_latency, random_schedules
 from .timing import MemoryProbe, TimingPolicy, TimingStats, measure_round_robin

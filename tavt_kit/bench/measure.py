@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -21,9 +20,11 @@ from torch import nn
 from ..errors import ConfigError, ExportError
 from .backends import (EXPORTED_BACKENDS, Runner, check_backend, compile_module, default_threads, file_kind,
                        openvino_runner, ort_runner, run_compiled_once, set_compile_limits, torch_runner)
-from .machine import machine_info
+from ..machine import machine_info
 from .target import identity_from_spec, load_model, model_from_spec, model_identity, short_counts
-from .timing import MemoryProbe, TimingPolicy, TimingStats, cpu_load, measure_round_robin
+from ..files import write_json, write_text
+from ..machine import cpu_load
+from .timing import MemoryProbe, TimingPolicy, TimingStats, measure_round_robin
 
 BENCH_FORMAT = "fgvc-kit/bench"
 
@@ -125,7 +126,7 @@ class BenchReport:
         }
 
     def markdown(self) -> str:
-        from .report import bench_markdown
+        from .render import bench_markdown
 
         return bench_markdown(self.to_dict(keep_samples=False))
 
@@ -135,20 +136,14 @@ class BenchReport:
         os.makedirs(out_dir, exist_ok=True)
         d = self.to_dict()
         paths = {"json": os.path.join(out_dir, "bench.json"), "markdown": os.path.join(out_dir, "bench.md")}
-        _write_text(paths["json"], json.dumps(d, indent=2) + "\n")
-        _write_text(paths["markdown"], self.markdown() + "\n")
+        write_json(d, paths["json"])
+        write_text(paths["markdown"], self.markdown() + "\n")
         if plot:
-            from .report import plot_bench
+            from .render import plot_bench
 
             paths["plot"] = plot_bench(d, os.path.join(out_dir, "bench.png"))
         return paths
 
-
-def _write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -53,11 +53,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, LatencyTableError, UnsupportedModelError
-from ..models.schedule import TokenSchedule
+from ..files import write_json
+from ..schedules import TokenSchedule, evit_schedule, random_schedules, uniform_schedule
 from ..models.token_drop import TokenState, drop_block_forward
 from .backends import (EXPORTED_BACKENDS, Runner, check_backend, compile_module, default_threads, openvino_runner,
                        ort_runner, release, run_compiled_once, set_compile_limits, torch_runner)
-from .machine import machine_info
+from ..machine import machine_info
 from .target import STRUCTURE_KEYS, identity_mismatch, load_model, model_identity
 from .timing import TimingPolicy, measure_round_robin
 
@@ -99,23 +100,11 @@ def _parse_grid(grid, num_patches: int) -> List[int]:
     return g
 
 
-def random_schedules(depth: int, num_patches: int, n: int, low: float = 0.8, high: float = 1.0, seed: int = 0,
-                     min_tokens: int = 1) -> List[TokenSchedule]:
-    """``n`` TAVT-style random schedules: each block keeps a fraction drawn uniformly in [low, high]."""
-    if not 0 < low <= high <= 1:
-        raise ConfigError(f"keep-ratio range must satisfy 0 < low <= high <= 1, got [{low}, {high}]")
-    rng = random.Random(seed)
-    return [TokenSchedule.from_ratios([rng.uniform(low, high) for _ in range(depth)], depth, num_patches, min_tokens)
-            for _ in range(n)]
-
-
 def anchor_schedules(depth: int, num_patches: int) -> List[Tuple[str, TokenSchedule]]:
     """Whole-model schedules the offset is calibrated on: full, TAVT-style 0.9/block, EViT-style 0.7 at 3 blocks."""
-    out = [("full", TokenSchedule.full(depth, num_patches)),
-           ("tavt 0.9", TokenSchedule.from_ratios([0.9] * depth, depth, num_patches))]
+    out = [("full", TokenSchedule.full(depth, num_patches)), ("tavt 0.9", uniform_schedule(0.9, depth, num_patches))]
     if depth >= 4:
-        at = sorted({max(1, round(depth * f)) for f in (0.25, 0.5, 0.75)})
-        out.append(("evit 0.7", TokenSchedule.from_ratios({i: 0.7 for i in at if i < depth}, depth, num_patches)))
+        out.append(("evit 0.7", evit_schedule(0.7, depth, num_patches)))
     return out
 
 
@@ -128,8 +117,7 @@ class EmbedPart(nn.Module):
         self.m = model
 
     def forward(self, x):
-        m = self.m
-        return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+        return self.m.embed_tokens(x)
 
 
 class PlainPart(nn.Module):
@@ -299,14 +287,7 @@ class LatencyTable:
         return dict(self.data)
 
     def save(self, path) -> str:
-        path = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-        return path
+        return write_json(self.data, path)
 
     @classmethod
     def load(cls, path) -> "LatencyTable":

@@ -13,11 +13,10 @@ percentiles and spread and says when the figure is noisy.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Hashable, List, Mapping, Optional
 
 from ..errors import ConfigError
@@ -365,8 +364,3 @@ class MemoryProbe:
                 "delta_mb": max(0, self.peak - (self.before or 0)) / mb}
 
 
-def cpu_load() -> Optional[List[float]]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, DatasetError
+from ..files import atomic_path
 from . import formats
 from .demo import load_demo, upscaled
 from .splits import check_fraction, stratified_split
@@ -407,11 +408,6 @@ def cached_tensors(dataset: FGVCDataset, cache_dir: Optional[str] = None, batch_
         images = torch.cat(xs) if xs else torch.zeros(0, 3, H, W, dtype=torch.uint8)
         labels = torch.cat(ys).long() if ys else torch.zeros(0, dtype=torch.long)
     if path is not None:
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
+        with atomic_path(path) as tmp:
             save_file({"images": images, "labels": labels}, tmp, metadata={"key": json.dumps(key)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     return images, labels

@@ -1,21 +1,9 @@
-"""Fine-tuning and in-place distillation with patch drop (single process or torchrun).
+"""TAVT in-place distillation: the step that trains one set of weights for every token schedule of a space.
 
-:class:`Trainer` is the shared engine (data, AMP, DDP, checkpoints, exact
-resume, progress, JSONL metrics) around a pluggable
-``step_fn(model, images, labels) -> (loss, metrics)``;
-:class:`ClassificationStep` is fine-tuning's step. :func:`evaluate` measures
-top-1 / top-5 / mean per-class accuracy at a schedule.
+:class:`InplaceDistillStep` plugs into :class:`tavt_kit.train.Trainer` (the
+generic engine); :func:`fixed_schedules` and :func:`make_schedule_eval` track
+the supernet's accuracy at a few members of its space while it trains.
 """
-from .build import build_model, check_model_fits
-from .engine import (ClassificationStep, TrainConfig, Trainer, TrainResult, WarmupDecay, amp_dtype_for,
-                     build_optimizer, init_distributed, param_groups)
-from .evaluate import (EvalResult, MetricAccumulator, evaluate, evaluate_batches, evaluate_tensors, logits_of,
-                       plot_confusion, write_json)
-from .sampler import ResumableBatchSampler, augmentation_seed
+from .inplace import InplaceDistillStep, fixed_schedules, make_schedule_eval
 
-__all__ = [
-    "ClassificationStep", "EvalResult", "MetricAccumulator", "ResumableBatchSampler", "TrainConfig", "TrainResult",
-    "Trainer", "WarmupDecay", "amp_dtype_for", "augmentation_seed", "build_model", "build_optimizer",
-    "check_model_fits", "evaluate", "evaluate_batches", "evaluate_tensors", "init_distributed", "logits_of",
-    "param_groups", "plot_confusion", "write_json",
-]
+__all__ = ["InplaceDistillStep", "fixed_schedules", "make_schedule_eval"]

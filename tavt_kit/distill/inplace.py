@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import random
 from contextlib import nullcontext
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..models.schedule import TokenSchedule
-from ..models.space import SearchSpace
+from ..schedules import SearchSpace, TokenSchedule, evit_schedule
 
 
 def _split(out):
@@ -127,7 +126,6 @@ class InplaceDistillStep:
 
 def fixed_schedules(space: SearchSpace) -> Dict[str, TokenSchedule]:
     """Schedules tracked during distillation: full, smallest, the middle of the space, EViT 0.7."""
-    from ..search.baselines import evit_schedule
 
     mid = space.from_drop_ratios([b / 2 for b in space.bounds])
     out = {"full": space.full(), "smallest": space.smallest(), "middle": mid}
@@ -139,7 +137,7 @@ def fixed_schedules(space: SearchSpace) -> Dict[str, TokenSchedule]:
 
 def make_schedule_eval(holdout_set, schedules: Dict[str, TokenSchedule], batch_size: int = 64):
     """``eval_fn`` for the trainer: holdout top-1 at each tracked schedule; selects on their mean."""
-    from .evaluate import evaluate
+    from ..train.evaluate import evaluate
 
     def eval_fn(trainer) -> Dict[str, float]:
         out: Dict[str, float] = {}

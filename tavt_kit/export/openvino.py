@@ -13,12 +13,11 @@ actually used is read back from the compiled model and reported.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..errors import BackendError, ConfigError, ExportError
 from .onnx import (META_EXPORTER, META_FORMAT, META_SCHEDULE, META_SPEC, ExportedInfo, OnnxExport, _first_line,

@@ -3,7 +3,7 @@
 The steps (each a library call of its own):
 
 1. the schedule: given, a drop config, or the chosen schedule of a budget in a
-   ``search.json`` (:func:`schedule_from_search`), checked against the model;
+   ``search.json`` (:func:`tavt_kit.search.schedule_from_search`), checked against the model;
 2. ONNX through PyTorch's current exporter at that schedule (static token
    counts, dynamic batch; :func:`~tavt_kit.export.onnx.export_onnx`, checked
    with ``onnx.checker`` and in ONNX Runtime);
@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
-import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -34,11 +31,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 from torch import nn
 
-from ..errors import ConfigError, ExportError, ScheduleError, TavtKitError
-from .verify import PRECISIONS, check_precision
+from ..errors import ConfigError, ExportError, TavtKitError
+from ..files import write_json
+from ..schedules import schedule_from_drop_file
+from .verify import check_precision
 
 EXPORT_FORMAT = "fgvc-kit/export"
 EXPORT_FILE = "export.json"
@@ -46,7 +44,6 @@ FORMATS = ("onnx", "openvino")
 #: precisions each format can be exported at (bf16 is an OpenVINO inference precision; ONNX Runtime's
 #: CPU provider has no bf16 kernels)
 FORMAT_PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8")}
-_MODEL_KEYS = ("img_size", "depth", "num_patches", "num_classes")
 
 
 # ----------------------------------------------------------------- arguments
@@ -76,119 +73,6 @@ def check_format_precision(formats: Sequence[str], precision: str) -> None:
             raise ConfigError(f"--precision {precision} is not available for --format {f} (ONNX Runtime has no "
                               f"bf16 CPU kernels; {f} takes {', '.join(FORMAT_PRECISIONS[f])}); export OpenVINO "
                               "alone at bf16")
-
-
-def _check_model_info(model: nn.Module, info: Dict[str, Any], where: str) -> None:
-    """A drop config / search result records the model it belongs to: it must be this one."""
-    if not info:
-        return
-    spec = getattr(model, "spec", None) or {}
-    name = (info.get("backbone") or {}).get("name") if isinstance(info.get("backbone"), dict) else None
-    mine = (spec.get("backbone") or {}).get("name")
-    if name and mine and str(name).lower() != str(mine).lower():
-        raise ScheduleError(f"{where} is a schedule for {name}, the checkpoint is {mine}; search or write a "
-                            "schedule for this model")
-    for key in _MODEL_KEYS:
-        a, b = info.get(key), spec.get(key)
-        if a is not None and b is not None and list(np.atleast_1d(a)) != list(np.atleast_1d(b)):
-            raise ScheduleError(f"{where} is a schedule for a model with {key} {a}, the checkpoint has {b}; "
-                                "search or write a schedule for this model")
-
-
-def schedule_from_drop_file(model: nn.Module, path, flag: str = "--drop"):
-    """A drop-config file, checked against the model it records and against ``model``."""
-    from ..models import TokenSchedule
-
-    where = f"{flag} {os.fspath(path)}"
-    if not os.path.isfile(path):
-        raise ScheduleError(f"{where}: drop config not found")
-    sched = TokenSchedule.load(path)
-    _check_model_info(model, dict(sched.meta or {}), where)
-    try:
-        return model.make_schedule(sched)
-    except ScheduleError as e:
-        raise ScheduleError(f"{where}: {e} (a schedule for another model?)") from None
-
-
-def _budget_number(label: str) -> Optional[float]:
-    m = re.match(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)", label, re.I)
-    return float(m.group(1)) if m else None
-
-
-def select_budget(search: Dict[str, Any], budget, where: str = "search.json") -> Dict[str, Any]:
-    """The entry of ``search["budgets"]`` that ``budget`` names: its label (``"15ms"``, ``"20G MACs"``,
-    spaces and case ignored), the same value in other units (``"0.015s"``, ``"20e9"``), or the bare
-    number of its label (``15``, ``20``)."""
-    rows = search.get("budgets") or []
-    if not rows:
-        raise ConfigError(f"{where} holds no budgets (the search ran without --macs-budget / --latency-budget); "
-                          "pass --drop with a schedule instead")
-    labels = ", ".join(str(r.get("label")) for r in rows)
-
-    def norm(s) -> str:
-        return re.sub(r"\s+", "", str(s)).lower()
-
-    text = str(budget).strip()
-    hits = [r for r in rows if norm(r.get("label")) == norm(text)]
-    if not hits:
-        m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-z ]*)", text, re.I)
-        if m:
-            num, unit = float(m.group(1)), norm(m.group(2))
-            for r in rows:
-                limit = float(r.get("limit") or 0)
-                if r.get("objective") == "latency":
-                    scale = {"": 1e-3, "ms": 1e-3, "s": 1.0, "us": 1e-6}.get(unit)
-                    ok = scale is not None and math.isclose(num * scale, limit, rel_tol=1e-6)
-                else:
-                    u = re.sub(r"macs?$", "", unit)
-                    scale = {"": None, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}.get(u, -1)
-                    if scale is None:  # a bare number: the label's number, or the limit itself
-                        lab = _budget_number(str(r.get("label")))
-                        ok = (lab is not None and math.isclose(num, lab, rel_tol=1e-6)) or \
-                            math.isclose(num, limit, rel_tol=1e-6)
-                    else:
-                        ok = scale > 0 and math.isclose(num * scale, limit, rel_tol=1e-6)
-                if ok:
-                    hits.append(r)
-    if len(hits) > 1:
-        raise ConfigError(f"--budget {text}: ambiguous in {where} ({', '.join(r['label'] for r in hits)}); "
-                          "give the label with its unit")
-    if not hits:
-        raise ConfigError(f"--budget {text}: not in {where}; its budgets: {labels}")
-    row = hits[0]
-    if not row.get("best") or not row["best"].get("counts"):
-        raise ConfigError(f"--budget {row['label']}: no schedule of the search space met this budget in {where}; "
-                          f"its budgets: {labels}")
-    return row
-
-
-def schedule_from_search(model: nn.Module, search_path, budget) -> Tuple[Any, Dict[str, Any]]:
-    """The schedule a search chose for ``budget``, checked against ``model``; returns ``(schedule, source)``."""
-    from ..search.run import SEARCH_FORMAT
-
-    path = os.fspath(search_path)
-    where = f"--search {path}"
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: file not found") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{where}: not a readable search result ({e})") from None
-    if not isinstance(doc, dict) or doc.get("format") != SEARCH_FORMAT:
-        raise ConfigError(f"{where}: not a search result of fgvc-kit search (format {SEARCH_FORMAT!r})")
-    row = select_budget(doc, budget, path)
-    _check_model_info(model, doc.get("model") or {}, where)
-    try:
-        sched = model.make_schedule(list(row["best"]["counts"]))
-    except ScheduleError as e:
-        raise ScheduleError(f"{where}: budget {row['label']}: {e} (a search of another model?)") from None
-    best = row["best"]
-    source = {"kind": "search", "file": os.path.basename(path), "budget": row["label"],
-              "objective": row.get("objective"), "limit": row.get("limit"),
-              "search_holdout_accuracy": best.get("holdout_accuracy"), "search_test_accuracy": best.get("test_accuracy"),
-              "search_latency_ms": best.get("latency_ms"), "schedule_file": row.get("schedule_file")}
-    return sched, {k: v for k, v in source.items() if v is not None}
 
 
 # ------------------------------------------------------------------ results
@@ -236,7 +120,7 @@ def _file_entry(out_dir: str, *paths: str) -> Dict[str, Any]:
 
 def _versions(extra: Sequence[str] = ()) -> Dict[str, str]:
     from .. import __version__
-    from ..bench.machine import library_versions
+    from ..machine import library_versions
 
     v = {"fgvc_kit": __version__, **library_versions()}
     from importlib import metadata
@@ -247,22 +131,6 @@ def _versions(extra: Sequence[str] = ()) -> Dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return v
-
-
-def _write_json(doc: Dict[str, Any], path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _inference_params(model: nn.Module) -> int:
@@ -376,7 +244,7 @@ def export_model(
         out_dir: folder for ``model.onnx`` / ``model.xml`` + ``.bin`` (``model.<precision>.*`` below fp32)
             and ``export.json``.
         schedule: counts, :class:`~tavt_kit.TokenSchedule` or drop-config path (``None``: the model's own,
-            else the full model); see :func:`schedule_from_search` for a search's budget.
+            else the full model); see :func:`tavt_kit.search.schedule_from_search` for a search's budget.
         schedule_source: how the schedule was chosen (recorded in ``export.json``).
         formats: ``"onnx"``, ``"openvino"`` (or ``"onnx,openvino"``).
         precision: ``fp32`` (default), ``fp16`` (fp16 weights; OpenVINO compiles with the f16 hint),
@@ -470,7 +338,7 @@ def export_model(
         "versions": _versions(["nncf"] if precision == "int8" else []),
     }
     try:
-        from ..bench.machine import cpu_description
+        from ..machine import cpu_description
 
         doc["machine"] = {"cpu": cpu_description()}
     except Exception:  # descriptive only
@@ -482,7 +350,7 @@ def export_model(
     def fail(reason: str) -> None:
         doc.update(verified=False, status="failed", reason=reason)
         doc["seconds"] = round(time.perf_counter() - start, 3)
-        _write_json(doc, json_path)
+        write_json(doc, json_path)
 
     tmp = tempfile.mkdtemp(prefix=".export-", dir=out_dir)
     try:
@@ -622,7 +490,7 @@ def export_model(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     doc["seconds"] = round(time.perf_counter() - start, 3)
-    _write_json(doc, json_path)
+    write_json(doc, json_path)
     result = ExportResult(out_dir=out_dir, json_path=json_path, doc=doc)
     if failures and raise_on_failure:
         raise ExportError(f"export verification failed ({'; '.join(failures)}); recorded as verified=false "

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -115,7 +115,7 @@ def load_verify_data(model: nn.Module, data=None, *, root: Optional[str] = None,
         if fallback and int(getattr(model, "num_classes", 0)) != dataset.num_classes:
             labelled = False  # the demo's digits are not this model's classes: agreement only
         else:
-            from ..distill.build import check_model_fits
+            from ..train.build import check_model_fits
 
             check_model_fits(model, dataset, where)
         images, labels = cached_tensors(dataset)

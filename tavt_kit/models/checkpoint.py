@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Sequence
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..files import atomic_path
 from .convert import SPEC_KEY, infer_npz_args, infer_vit_args, read_weights
 from .factory import SPEC_FORMAT, create_model, spec_of
 
@@ -50,32 +51,37 @@ def save_checkpoint(model: nn.Module, path, *, class_names: Optional[Sequence[st
         spec["head"] = dict(spec["head"], inference_only=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={SPEC_KEY: json.dumps(spec)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
-def read_spec(path) -> Dict[str, Any]:
-    """The spec of an fgvc-kit checkpoint, without building the model."""
+def read_spec(path, required: bool = True) -> Optional[Dict[str, Any]]:
+    """The spec of an fgvc-kit checkpoint, without building the model.
+
+    ``required=False``: ``None`` for any other weight file (not ``.safetensors``,
+    or without a spec) instead of an error; an unreadable file is an error either way.
+    """
     from safetensors import safe_open
 
     path = os.fspath(path)
+    if not required and (not path.lower().endswith(".safetensors") or not os.path.isfile(path)):
+        return None
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        raise CheckpointError(f"{path}: unreadable or truncated safetensors file ({e})") from None
     if SPEC_KEY not in meta:
+        if not required:
+            return None
         raise CheckpointError(f"{path}: safetensors file without an fgvc-kit model spec")
-    return json.loads(meta[SPEC_KEY])
+    try:
+        return json.loads(meta[SPEC_KEY])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: the model spec in the metadata is not valid JSON") from None
 
 
 def _spec_load(path: str, wf, overrides: Dict[str, Any]) -> nn.Module:

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
-from .schedule import TokenSchedule
+from ..schedules.schedule import TokenSchedule
 
 _BLOCK_NAME = re.compile(r"^(blocks\.\d+|layers\.\d+\.NC\.\d+)$")
 

@@ -26,14 +26,14 @@ and an exported graph has static token shapes.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, ScheduleError, UnsupportedModelError
-from .schedule import TokenSchedule
+from ..errors import ConfigError, UnsupportedModelError
+from ..schedules.schedule import TokenSchedule
 
 SCORERS = ("tavt", "cls")
 
@@ -334,6 +334,10 @@ class TokenDropMixin:
             return drop.counts
         return self.make_schedule(drop).counts
 
+    def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> the tokens entering block 0: patch and position embedding, prefix tokens, pre-norm."""
+        return self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x))))
+
     def forward_tokens(self, x: torch.Tensor, drop=None, restore: bool = False,
                        observer: Optional[BlockObserver] = None):
         """Embed and run the blocks; returns ``(tokens, TokenState)`` before the final norm.
@@ -342,10 +346,7 @@ class TokenDropMixin:
         attention information and kept positions, and may stop the loop early (``observer.end``).
         """
         counts = self._counts(drop)
-        x = self.patch_embed(x)
-        x = self._pos_embed(x)
-        x = self.patch_drop(x)
-        x = self.norm_pre(x)
+        x = self.embed_tokens(x)
         state = TokenState(self.num_prefix_tokens, self.num_patches,
                            track=restore or (observer is not None and observer.track))
         checkpointing = self.grad_checkpointing and self.training and not torch.jit.is_scripting()

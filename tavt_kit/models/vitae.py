@@ -58,7 +58,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ImageSizeError, ScheduleError
 from .factory import BackboneEntry, register_backbone
-from .schedule import TokenSchedule
+from ..schedules.schedule import TokenSchedule
 from .token_drop import TokenState, select_tokens
 
 _log = logging.getLogger(__name__)

@@ -4,24 +4,14 @@
 * ``evit``: EViT / DynamicViT's shape — keep ratio r at blocks L/4, L/2 and 3L/4
   (3, 6, 9 for a 12-block ViT), the largest r that meets the budget; and the
   published fixed point r = 0.7.
+
+The families themselves live in :mod:`tavt_kit.schedules.families`; this module fits them to budgets.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
-from ..models.schedule import TokenSchedule
-
-
-def evit_blocks(depth: int) -> List[int]:
-    return sorted({max(0, min(depth - 1, round(depth * f))) for f in (0.25, 0.5, 0.75)})
-
-
-def uniform_schedule(ratio: float, depth: int, num_patches: int, min_tokens: int = 1) -> TokenSchedule:
-    return TokenSchedule.from_ratios([ratio] * depth, depth, num_patches, min_tokens)
-
-
-def evit_schedule(ratio: float, depth: int, num_patches: int, min_tokens: int = 1) -> TokenSchedule:
-    return TokenSchedule.from_ratios({b: ratio for b in evit_blocks(depth)}, depth, num_patches, min_tokens)
+from ..schedules import TokenSchedule, evit_schedule, uniform_schedule
 
 
 def fit_ratio(make: Callable[[float], TokenSchedule], cost: Callable[[TokenSchedule], float], limit: float,

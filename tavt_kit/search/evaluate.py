@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..models.schedule import TokenSchedule
+from ..schedules.schedule import TokenSchedule
 from ..models.token_drop import TokenState, drop_block_attention, drop_block_mlp
 
 
@@ -109,7 +109,7 @@ class CandidateEvaluator:
             return cached
         m = self.model
         x = self._inputs(start, end)
-        x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+        x = m.embed_tokens(x)
         for blk in m.blocks[: self.shared_blocks]:
             x = blk(x)
         size = x.numel() * x.element_size()

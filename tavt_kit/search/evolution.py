@@ -20,11 +20,11 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..models.schedule import TokenSchedule
-from ..models.space import SearchSpace
+from ..schedules.schedule import TokenSchedule
+from ..schedules.space import SearchSpace
 
 Counts = Tuple[int, ...]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable, Optional, Tuple
 
 from ..errors import ConfigError
-from ..models.schedule import TokenSchedule
+from ..schedules.schedule import TokenSchedule
 
 #: a candidate measured during the search: quick but steady enough to rank schedules
 SEARCH_POLICY = dict(warmup=3, min_repeats=5, max_repeats=200, budget_s=0.5, rel_ci=0.02)

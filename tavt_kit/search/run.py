@@ -7,9 +7,7 @@ chosen schedules, the Pareto front and the baselines.
 from __future__ import annotations
 
 import functools
-import json
 import os
-import platform
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
@@ -18,14 +16,16 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..files import write_json
+from ..machine import brief
 from ..models.macs import count_macs
-from ..models.schedule import TokenSchedule
-from ..models.space import SearchSpace
+from ..schedules.schedule import TokenSchedule
+from ..schedules.space import SearchSpace
 from .baselines import baseline_schedules
 from .evaluate import CandidateEvaluator
-from .evolution import Budget, Candidate, EvolutionSearch, EvolutionSettings, Journal, front_area, pareto_front
+from .result import SEARCH_FORMAT
+from .evolution import Budget, EvolutionSearch, EvolutionSettings, Journal, front_area, pareto_front
 
-SEARCH_FORMAT = "fgvc-kit/search"
 
 
 @dataclass
@@ -69,20 +69,6 @@ def space_of(model: nn.Module) -> SearchSpace:
                               f"does not fit the model ({model.depth} blocks, {model.num_patches} tokens)")
         return space
     return SearchSpace.for_model(model)
-
-
-def machine() -> Dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "threads": str(torch.get_num_threads()),
-            "python": platform.python_version(), "torch": torch.__version__.split("+")[0]}
 
 
 def run_search(
@@ -240,7 +226,7 @@ def run_search(
                      "test_images": int(len(test.labels)) if test is not None else 0, "batch_size": batch_size,
                      "world_size": world},
         "latency": latency_info,
-        "machine": machine(),
+        "machine": brief(),
         "timing": {"search_seconds": search_seconds, "evaluations": search.evaluations,
                    "candidates_per_minute": (search.evaluations / search.eval_seconds * 60)
                    if search.eval_seconds else None,
@@ -265,12 +251,12 @@ def run_search(
             row["schedule_file"] = os.path.basename(path)
         result["budgets"].append(row)
     if rank == 0:
-        _write_json(os.path.join(out_dir, "search.json"), result)
+        write_json(result, os.path.join(out_dir, "search.json"))
         try:
             from .plot import plot_search
 
             result["plots"] = plot_search(result, out_dir)
-            _write_json(os.path.join(out_dir, "search.json"), result)
+            write_json(result, os.path.join(out_dir, "search.json"))
         except ImportError:  # matplotlib is optional for the library
             pass
     return result
@@ -280,8 +266,3 @@ def _slug(label: str) -> str:
     return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in label).strip("_")
 
 
-def _write_json(path: str, obj: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)

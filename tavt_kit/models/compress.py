@@ -11,14 +11,13 @@ its file alone (:func:`apply_pruned_shapes` at load time) and
 """
 from __future__ import annotations
 
-import copy
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, UnsupportedModelError
-from ..models.widths import pruned_shapes
+from .widths import pruned_shapes
 
 IMPORTANCES = ("magnitude", "taylor")
 
@@ -57,8 +56,8 @@ def prune_model(
     Returns:
         the same model, smaller; ``model.spec["pruned"]`` records the widths.
     """
-    from ..models.macs import count_macs
-    from ..models.token_drop import TokenDropMixin
+    from .macs import count_macs
+    from .token_drop import TokenDropMixin
 
     tp = _torch_pruning()
     if not isinstance(model, TokenDropMixin):

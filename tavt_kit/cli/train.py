@@ -1,15 +1,16 @@
-"""``fgvc-kit train`` and ``fgvc-kit evaluate``.
+"""``fgvc-kit train``: fine-tune a model on a dataset; also the training recipe ``distill`` shares.
 
-Thin: options -> :func:`tavt_kit.data.build_dataset`, :func:`build_model`,
-:class:`Trainer`, :func:`evaluate`. Several processes: launch with
+Thin: options -> :func:`tavt_kit.data.build_dataset`, :func:`~tavt_kit.train.build_model`,
+:class:`~tavt_kit.train.Trainer`, :func:`~tavt_kit.train.evaluate`. Several processes: launch with
 ``torchrun --nproc_per_node N -m tavt_kit.cli train ...``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any, Dict
+
+from .common import check_resume_args, check_run_dir, pct
 
 #: the seeds' fine-tuning recipe (TAVT / FFVT / TransFG): SGD 0.9, lr 3e-2, no weight decay,
 #: 500 warm-up steps then cosine, 10 000 steps, batch 16 per process, gradient clipping 1.0
@@ -28,6 +29,8 @@ RESULT_KEYS = ("dataset", "holdout", "split_seed", "resize", "train_crop", "mode
                "head", "scorer", "drop_path", "optimizer", "lr", "weight_decay", "momentum", "steps",
                "warmup_steps", "lr_schedule", "min_lr", "batch_size", "accum_steps", "label_smoothing",
                "clip_grad", "amp", "seed", "eval_every")
+#: options a resumed run may change (where the data lives, logging, the final test)
+RESUMABLE_CHANGES = ("data", "test", "save_every", "log_every", "eval_batch_size")
 RUN_FILE = "config.json"
 RESULTS_FILE = "results.json"
 DEFAULT_OUT = os.path.join("runs", "train")
@@ -95,29 +98,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not report test accuracy at the end")
 
 
-def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    from ..data import add_data_arguments
-
-    p.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="model to evaluate (.safetensors from train/distill, or any file load_checkpoint reads)")
-    p.add_argument("--split", choices=("test", "holdout", "train", "trainval"), default="test",
-                   help="split to evaluate (default: test)")
-    p.add_argument("--drop", help="schedule: drop-config JSON file or comma-separated patch-token counts")
-    p.add_argument("--keep-ratio", help="schedule from keep ratios: RATIO for every block or BLOCK:RATIO,...")
-    p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default: 64)")
-    p.add_argument("--amp", nargs="?", const="auto", choices=("auto", "bf16", "fp16"), help="mixed precision")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--out", metavar="FILE.json",
-                   help="result JSON (default: beside the checkpoint, <name>.<split>.eval.json); the confusion "
-                        "matrix PNG goes beside it")
-    p.add_argument("--max-confusion-classes", type=int, default=300, metavar="N",
-                   help="draw the whole confusion matrix up to N classes, else the 50 most-confused (default: 300)")
-    p.add_argument("--no-plot", action="store_true", help="do not draw the confusion matrix")
-    add_data_arguments(p)
-
-
 # ------------------------------------------------------------------ resolve
-def _explicit(args: argparse.Namespace) -> Dict[str, Any]:
+def explicit_args(args: argparse.Namespace) -> Dict[str, Any]:
     keys = RESULT_KEYS + ("data", "num_classes", "test", "save_every", "log_every", "eval_batch_size")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
@@ -132,32 +114,17 @@ def resolve_train_args(args: argparse.Namespace) -> Dict[str, Any]:
     r.update(dataset=name, data=None, holdout=0.1, split_seed=0, resize=None, train_crop="random", model=None,
              pretrained=None, img_size=None, num_classes=None, head=None, scorer=None, drop_path=None, amp=None,
              test=True)
-    r.update(_explicit(args))
+    r.update(explicit_args(args))
     return r
 
 
-def _check_resume(stored: Dict[str, Any], args: argparse.Namespace, out: str) -> Dict[str, Any]:
-    given = _explicit(args)
-    for k in RESULT_KEYS:
-        if k in given and given[k] != stored.get(k):
-            flag = "--" + k.replace("_", "-")
-            raise _config_error(f"{flag} {given[k]} differs from the run in {out} ({stored.get(k)}); --resume "
-                                "continues the stored run with its own settings")
-    r = dict(stored)
-    for k in ("data", "test", "save_every", "log_every", "eval_batch_size"):
-        if k in given:
-            r[k] = given[k]
-    return r
+def resume_args(stored: Dict[str, Any], args: argparse.Namespace, out: str) -> Dict[str, Any]:
+    """The stored settings of a run being resumed; options that change its result must not differ."""
+    return check_resume_args(stored, explicit_args(args), RESULT_KEYS, out, RESUMABLE_CHANGES)
 
 
-def _config_error(msg: str):
-    from ..errors import ConfigError
-
-    return ConfigError(msg)
-
-
-def _train_config(r: Dict[str, Any], args: argparse.Namespace):
-    from .engine import TrainConfig
+def train_config(r: Dict[str, Any], args: argparse.Namespace):
+    from ..train.engine import TrainConfig
 
     return TrainConfig(steps=r["steps"], batch_size=r["batch_size"], accum_steps=r["accum_steps"],
                        optimizer=r["optimizer"], lr=r["lr"], weight_decay=r["weight_decay"], momentum=r["momentum"],
@@ -168,39 +135,25 @@ def _train_config(r: Dict[str, Any], args: argparse.Namespace):
                        progress=getattr(args, "progress", None)).validate()
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:.2f} %"
-
-
 # -------------------------------------------------------------------- train
 def run_train(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
     from ..data import DataSpec, build_dataset, class_names_of
-    from ..errors import CheckpointError, ConfigError
+    from ..errors import ConfigError
     from ..models import load_checkpoint
-    from .build import build_model
-    from .engine import LAST_FILE, STATE_FILE, Trainer, init_distributed
-    from .evaluate import evaluate, write_json
+    from ..train.build import build_model
+    from ..train.engine import LAST_FILE, STATE_FILE, Trainer, init_distributed
+    from ..files import write_json
+    from ..train.evaluate import evaluate
 
     out = args.out or DEFAULT_OUT
     resume = bool(args.resume)
     run_path = os.path.join(out, RUN_FILE)
-    if resume:
-        if not os.path.isfile(run_path) or not os.path.isfile(os.path.join(out, STATE_FILE)):
-            raise CheckpointError(f"--resume: {out} holds no run to resume (expected {RUN_FILE} and {STATE_FILE}); "
-                                  "start the run without --resume")
-        with open(run_path, encoding="utf-8") as f:
-            stored = json.load(f)
-        r = _check_resume(stored["args"], args, out)
-    else:
-        if os.path.exists(run_path) or os.path.exists(os.path.join(out, STATE_FILE)):
-            if not args.overwrite:
-                raise ConfigError(f"--out {out}: already holds a run; pass --resume to continue it or --overwrite "
-                                  "to start again")
-        r = resolve_train_args(args)
-    cfg = _train_config(r, args)
+    stored = check_run_dir(out, resume, bool(args.overwrite), RUN_FILE, STATE_FILE)
+    r = resume_args(stored["args"], args, out) if stored is not None else resolve_train_args(args)
+    cfg = train_config(r, args)
     spec = DataSpec(name=r["dataset"], root=r["data"], holdout=r["holdout"], split_seed=r["split_seed"],
                     resize=r["resize"], train_crop=r["train_crop"])
     for flag in ("img_size", "num_classes"):
@@ -221,9 +174,9 @@ def run_train(args: argparse.Namespace) -> int:
         else:
             img_size = r["img_size"]
             if img_size is None and spec.info.img_size is not None:
-                from .build import fgvc_spec
+                from ..models import read_spec
 
-                if r["pretrained"] is None or fgvc_spec(r["pretrained"]) is None:
+                if r["pretrained"] is None or read_spec(r["pretrained"], required=False) is None:
                     img_size = spec.info.img_size
             model = build_model(num_classes=len(class_names), class_names=class_names, model=r["model"],
                                 pretrained=r["pretrained"], img_size=img_size, head=r["head"], scorer=r["scorer"],
@@ -275,12 +228,12 @@ def run_train(args: argparse.Namespace) -> int:
                   + (f" (resumed at {result.resumed_from})" if result.resumed_from is not None else "")
                   + f" in {result.time_s:.1f} s ({result.images_per_s:.0f} images/s) -> {out}")
             if result.last_eval:
-                print(f"holdout: top-1 {_pct(result.last_eval.get('top1'))}"
-                      + (f" (best {_pct(result.best_score)} at step {result.best_step})"
+                print(f"holdout: top-1 {pct(result.last_eval.get('top1'))}"
+                      + (f" (best {pct(result.best_score)} at step {result.best_step})"
                          if result.best_step is not None else ""))
             for which, ev in summary["test"].items():
-                print(f"test ({which}, step {ev['step']}): top-1 {_pct(ev['top1'])}  top-5 {_pct(ev['top5'])}  "
-                      f"mean per-class {_pct(ev['mean_class_acc'])}  ({ev['n']} images)")
+                print(f"test ({which}, step {ev['step']}): top-1 {pct(ev['top1'])}  top-5 {pct(ev['top5'])}  "
+                      f"mean per-class {pct(ev['mean_class_acc'])}  ({ev['n']} images)")
             print(f"checkpoints: {os.path.join(out, LAST_FILE)}"
                   + (f", {os.path.join(out, 'best.safetensors')}" if result.best_step is not None else ""))
     finally:
@@ -289,70 +242,6 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-# ----------------------------------------------------------------- evaluate
-def default_eval_path(checkpoint: str, split: str, schedule=None) -> str:
-    import hashlib
 
-    stem = os.path.splitext(checkpoint)[0]
-    tag = ""
-    if schedule is not None:
-        tag = ".drop-" + hashlib.sha1(",".join(map(str, schedule.counts)).encode()).hexdigest()[:8]
-    return f"{stem}.{split}{tag}.eval.json"
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
-
-    from ..cli import parse_drop
-    from ..data import build_dataset, data_spec_from_args
-    from ..errors import ConfigError
-    from ..models import count_macs, load_checkpoint
-    from .build import check_model_fits
-    from .engine import amp_dtype_for, init_distributed
-    from .evaluate import evaluate, plot_confusion, write_json
-
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size: expected a positive batch size, got {args.batch_size}")
-    if args.max_confusion_classes < 1:
-        raise ConfigError(f"--max-confusion-classes: expected a positive number, got {args.max_confusion_classes}")
-    model = load_checkpoint(args.checkpoint)
-    spec = data_spec_from_args(args, fallback=(model.spec.get("data") if isinstance(model.spec.get("data"), dict)
-                                               else None))
-    dataset = build_dataset(spec, split=args.split, model=model, augment=False)
-    check_model_fits(model, dataset, args.checkpoint)
-    schedule = parse_drop(args.drop, args.keep_ratio, model)
-    rank, world, device = init_distributed(args.device)
-    try:
-        model.to(device)
-        res = evaluate(model, dataset, drop=schedule, batch_size=args.batch_size, num_workers=args.workers,
-                       device=device, amp_dtype=amp_dtype_for(args.amp, device))
-        if rank != 0:
-            return 0
-        used = schedule if schedule is not None else model.schedule
-        macs = count_macs(model, used if used is not None else model.full_schedule()).total()
-        path = args.out or default_eval_path(args.checkpoint, args.split, schedule)
-        png = os.path.splitext(path)[0] + ".confusion.png"
-        if path.endswith(".eval.json"):
-            png = path[:-len(".eval.json")] + ".confusion.png"
-        drawn = None
-        if not args.no_plot:
-            drawn = plot_confusion(res, png, max_classes=args.max_confusion_classes,
-                                   title=f"{os.path.basename(args.checkpoint)} on {dataset.name} {dataset.split}")
-        doc = {"checkpoint": args.checkpoint, **res.to_dict(), "macs": macs, "data": dataset.describe(),
-               "confusion_png": drawn}
-        write_json(doc, path)
-        sched = "full" if used is None else ",".join(map(str, used.counts))
-        print(f"{dataset.name} {dataset.split}: top-1 {_pct(res.top1)}  top-5 {_pct(res.top5)}  "
-              f"mean per-class {_pct(res.mean_class_acc)}  ({res.n} images, schedule {sched}, "
-              f"{macs / 1e9:.3f} GMACs)")
-        print(f"wrote {path}" + (f" and {drawn}" if drawn else ""))
-    finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
-
-
-COMMANDS = {
-    "train": (add_train_arguments, run_train),
-    "evaluate": (add_evaluate_arguments, run_evaluate),
-}
+add_arguments = add_train_arguments
+run = run_train

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..files import atomic_path
 
 STATE_FORMAT = "fgvc-kit/train-state"
 STATE_KEY = "fgvc-kit.train_state"
@@ -31,13 +32,8 @@ def save_state(path, tensors: Dict[str, torch.Tensor], scalars: Dict[str, Any]) 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     doc = {"format": STATE_FORMAT, "version": 1, **scalars}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={STATE_KEY: json.dumps(doc)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

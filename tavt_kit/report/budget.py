@@ -152,7 +152,7 @@ def _plots(search: dict, bench_idx: Dict[tuple, dict], out_dir: str) -> List[str
 def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = None,
                  export_paths: Sequence[str] = ()) -> Dict[str, str]:
     """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``; returns their paths."""
-    from .machine import describe
+    from ..machine import describe
 
     search = _load(search_path, "search result")
     if search.get("format") != "fgvc-kit/search":
@@ -299,21 +299,3 @@ def _to_html(markdown: str, out_dir: str, title: str) -> str:
         i += 1
     out.append("</body></html>")
     return "\n".join(out)
-
-
-def add_arguments(p) -> None:
-    p.add_argument("search", metavar="SEARCH_JSON", help="search.json from fgvc-kit search")
-    p.add_argument("--bench", metavar="BENCH_JSON", help="bench.json from fgvc-kit bench (latency per schedule)")
-    p.add_argument("--export", action="append", default=[], metavar="EXPORT_JSON",
-                   help="export.json from fgvc-kit export (repeatable)")
-    p.add_argument("--out", help="output folder (default: beside search.json, report/)")
-
-
-def run(args) -> int:
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.search)), "report")
-    paths = build_report(args.search, out, args.bench, args.export)
-    print(f"wrote {paths['markdown']} and {paths['html']}")
-    return 0
-
-
-COMMANDS = {"report": (add_arguments, run)}

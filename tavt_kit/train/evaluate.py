@@ -6,7 +6,6 @@ pre-decoded tensors (:func:`evaluate_tensors`, for the search's cached splits).
 """
 from __future__ import annotations
 
-import json
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..files import atomic_path
 
 #: class counts up to which the full confusion matrix is accumulated
 CONFUSION_MAX_CLASSES = 1000
@@ -254,40 +255,6 @@ def plot_confusion(result: EvalResult, path, max_classes: int = 300, coarse: int
     ax.set_title((title or "confusion matrix") + note + f"\ntop-1 {result.top1:.2%}, n = {result.n}", fontsize=10)
     fig.tight_layout()
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    try:
+    with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
-
-
-def write_json(obj: Dict[str, Any], path) -> str:
-    """Write JSON atomically (temp file then ``os.replace``)."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")

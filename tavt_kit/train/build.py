@@ -9,29 +9,6 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError, DatasetError
 
 
-def fgvc_spec(path: str) -> Optional[Dict[str, Any]]:
-    """The model spec of an fgvc-kit checkpoint, ``None`` for any other weight file."""
-    import json
-
-    from safetensors import SafetensorError, safe_open
-
-    from ..models.convert import SPEC_KEY
-
-    if not str(path).lower().endswith(".safetensors") or not os.path.isfile(path):
-        return None
-    try:
-        with safe_open(os.fspath(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable or truncated safetensors file ({e})") from None
-    if SPEC_KEY not in meta:
-        return None
-    try:
-        return json.loads(meta[SPEC_KEY])
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: the model spec in the metadata is not valid JSON") from None
-
-
 def build_model(*, num_classes: int, class_names: Optional[Sequence[str]] = None, model: Optional[str] = None,
                 pretrained: Optional[str] = None, img_size=None, head: Optional[str] = None,
                 scorer: Optional[str] = None, fuse: Optional[bool] = None,
@@ -45,7 +22,7 @@ def build_model(*, num_classes: int, class_names: Optional[Sequence[str]] = None
       ViT-pytorch ``.bin``): architecture inferred from the tensors, or ``model``;
     * no ``pretrained``: ``model`` (default ``fgvc_tiny``) from scratch.
     """
-    from ..models import create_model, load_checkpoint
+    from ..models import create_model, load_checkpoint, read_spec
 
     if drop_path is not None and not 0 <= drop_path < 1:
         raise ConfigError(f"--drop-path: expected a rate in [0, 1), got {drop_path!r}")
@@ -59,7 +36,7 @@ def build_model(*, num_classes: int, class_names: Optional[Sequence[str]] = None
     pretrained = os.fspath(pretrained)
     if not os.path.exists(pretrained):
         raise CheckpointError(f"--pretrained {pretrained}: checkpoint not found")
-    spec = fgvc_spec(pretrained)
+    spec = read_spec(pretrained, required=False)
     if spec is not None and spec.get("pruned"):  # fgvc-kit prune: the narrower layers rebuild from the spec
         if num_classes != spec["num_classes"] or model not in (None, spec["backbone"]["name"]) or extra \
                 or opt.get("head", spec["head"]["name"]) != spec["head"]["name"]:

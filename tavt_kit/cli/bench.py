@@ -89,8 +89,8 @@ def _mode(args):
 
 
 def _policy(args, profile: bool):
-    from .table import profile_policy
-    from .timing import TimingPolicy
+    from ..bench.table import profile_policy
+    from ..bench.timing import TimingPolicy
 
     base = profile_policy() if profile else TimingPolicy()
     kw = {}
@@ -115,7 +115,7 @@ def _range(text: str):
 
 
 def _schedules(args, model):
-    from ..cli import parse_drop
+    from .common import parse_drop
 
     out, labels = [], []
     for i, d in enumerate(args.drop):
@@ -125,7 +125,7 @@ def _schedules(args, model):
         out.append(parse_drop(None, k, model))
         labels.append(f"keep {k}")
     if args.random:
-        from .table import random_schedules
+        from ..bench.table import random_schedules
 
         lo, hi = _range(args.random_range)
         for i, s in enumerate(random_schedules(model.depth, model.num_patches, args.random, lo, hi, args.seed)):
@@ -163,8 +163,8 @@ def run(args) -> int:
     args.batch = args.batch or [1]
     target = target or "fgvc_tiny"
     if mode == "profile":
-        from .report import plot_table, validation_lines
-        from .table import profile_latency
+        from ..bench.render import plot_table, validation_lines
+        from ..bench.table import profile_latency
 
         if len(args.batch) != 1:
             raise ConfigError("a latency table is for one batch size; give one --batch")
@@ -215,9 +215,9 @@ def run(args) -> int:
             print(f"fgvc-kit bench: warning: {w}", file=sys.stderr)
         return 0
 
-    from .measure import measure_latency
-    from .target import load_model
-    from .backends import file_kind
+    from ..bench.measure import measure_latency
+    from ..bench.target import load_model
+    from ..bench.backends import file_kind
 
     schedules, labels = None, None
     checkpoint = args.checkpoint
@@ -257,8 +257,8 @@ def _predict(args, table_path) -> int:
     import json
 
     from ..errors import ConfigError
-    from .table import LatencyTable
-    from .target import load_model, short_counts
+    from ..bench.table import LatencyTable
+    from ..bench.target import load_model, short_counts
 
     if not table_path:
         raise ConfigError("fgvc-kit bench predict needs a latency table: fgvc-kit bench predict TABLE --drop ...")
@@ -299,7 +299,7 @@ class _ArchOf:
     """Just enough of a model (depth, grid) for parsing schedules against a table."""
 
     def __init__(self, table):
-        from ..models.schedule import TokenSchedule
+        from ..schedules.schedule import TokenSchedule
 
         self._T = TokenSchedule
         self.depth = int(table.model["depth"])
@@ -311,6 +311,3 @@ class _ArchOf:
 
     def full_schedule(self):
         return self._T.full(self.depth, self.num_patches)
-
-
-COMMANDS = {"bench": (add_arguments, run)}

@@ -9,19 +9,14 @@ The space is stored in a supernet checkpoint's spec (``spec["search_space"]``).
 """
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
-from .schedule import TokenSchedule
+from .schedule import TokenSchedule, ceil_count
 
 SPACE_FORMAT = "fgvc-kit/search-space"
-
-
-def _ceil(x: float) -> int:
-    return math.ceil(round(x, 9))  # 0.8 * 785 is 628.0000000000001 in binary
 
 
 @dataclass(frozen=True)
@@ -80,7 +75,7 @@ class SearchSpace:
         """The schedule that drops ``ratios[i]`` of the tokens entering block i (TAVT's rounding)."""
         counts, length = [], self.num_patches + self.num_prefix
         for r in ratios:
-            length = _ceil(length * (1.0 - r))
+            length = ceil_count(length * (1.0 - r))
             n = max(self.min_tokens, min(self.num_patches, length - self.num_prefix))
             if counts:
                 n = min(n, counts[-1])
@@ -100,7 +95,7 @@ class SearchSpace:
     def count_range(self, block: int, prev: int) -> Tuple[int, int]:
         """Allowed counts at ``block`` given ``prev`` patch tokens entering it: (lowest, highest)."""
         length = prev + self.num_prefix
-        low = max(self.min_tokens, _ceil(length * (1.0 - self.bounds[block])) - self.num_prefix)
+        low = max(self.min_tokens, ceil_count(length * (1.0 - self.bounds[block])) - self.num_prefix)
         return min(low, prev), prev
 
     def contains(self, schedule: TokenSchedule) -> bool:

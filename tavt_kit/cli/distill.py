@@ -13,7 +13,10 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from .common import check_run_dir, pct
+
 DEFAULT_OUT = os.path.join("runs", "distill")
+RUN_FORMAT = "fgvc-kit/distill-run"
 #: TAVT's distillation settings on top of the seeds' fine-tuning recipe
 DISTILL_DEFAULTS: Dict[str, Any] = dict(bound=0.2, drop_blocks=None, min_tokens=1, sandwich=2, kd_temperature=1.0,
                                         sub_label_weight=0.0, sub_aux=False)
@@ -26,7 +29,7 @@ NOT_FOR_DISTILL = ("pretrained", "model", "num_classes", "img_size", "head")
 
 
 def add_distill_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli import add_train_arguments
+    from .train import add_train_arguments
 
     p.add_argument("--checkpoint", required=True, metavar="FILE",
                    help="fine-tuned model (fgvc-kit train's best.safetensors or any file load_checkpoint reads)")
@@ -46,16 +49,16 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
 
 def _resolve(args: argparse.Namespace) -> Dict[str, Any]:
     from ..errors import ConfigError
-    from .cli import DEMO_RECIPE, _explicit, resolve_train_args
+    from .train import explicit_args, resolve_train_args
 
     for flag in NOT_FOR_DISTILL:
         if getattr(args, flag, None) is not None:
             raise ConfigError(f"--{flag.replace('_', '-')}: not used by distill; the model, its size, classes and "
                               "head come from --checkpoint")
     # the data the checkpoint was trained on, unless told otherwise
-    from .build import fgvc_spec
+    from ..models import read_spec
 
-    spec = fgvc_spec(args.checkpoint) if os.path.isfile(args.checkpoint) else None
+    spec = read_spec(args.checkpoint, required=False) if os.path.isfile(args.checkpoint) else None
     recorded = (spec or {}).get("data") or {}
     if args.dataset is None and recorded.get("name"):
         args.dataset = recorded["name"]
@@ -64,7 +67,7 @@ def _resolve(args: argparse.Namespace) -> Dict[str, Any]:
             if getattr(args, flag, None) is None and recorded.get(key) is not None:
                 setattr(args, flag, recorded[key])
     r = resolve_train_args(args)
-    given = _explicit(args)
+    given = explicit_args(args)
     demo = r["dataset"] == "demo"
     for k, v in DISTILL_DEFAULTS.items():
         r[k] = getattr(args, k) if getattr(args, k, None) is not None else v
@@ -78,7 +81,7 @@ def _resolve(args: argparse.Namespace) -> Dict[str, Any]:
 
 def _space(model, r):
     from ..errors import ConfigError
-    from ..models.space import SearchSpace
+    from ..schedules.space import SearchSpace
 
     blocks = None
     if r["drop_blocks"]:
@@ -101,32 +104,21 @@ def run_distill(args: argparse.Namespace) -> int:
     from ..data import DataSpec, build_dataset
     from ..errors import CheckpointError, ConfigError
     from ..models import load_checkpoint
-    from .build import check_model_fits
-    from .cli import RUN_FILE, _check_resume, _pct, _train_config
-    from .engine import LAST_FILE, METRICS_FILE, STATE_FILE, Trainer, init_distributed
-    from .evaluate import evaluate, write_json
-    from .inplace import InplaceDistillStep, fixed_schedules, make_schedule_eval
+    from ..train.build import check_model_fits
+    from .train import RUN_FILE, resume_args, train_config
+    from ..train.engine import LAST_FILE, METRICS_FILE, STATE_FILE, Trainer, init_distributed
+    from ..files import write_json
+    from ..train.evaluate import evaluate
+    from ..distill.inplace import InplaceDistillStep, fixed_schedules, make_schedule_eval
 
     out = args.out or DEFAULT_OUT
     resume = bool(args.resume)
     run_path = os.path.join(out, RUN_FILE)
-    if resume:
-        if not os.path.isfile(run_path) or not os.path.isfile(os.path.join(out, STATE_FILE)):
-            raise CheckpointError(f"--resume: {out} holds no run to resume (expected {RUN_FILE} and {STATE_FILE}); "
-                                  "start the run without --resume")
-        with open(run_path, encoding="utf-8") as f:
-            stored = json.load(f)
-        if stored.get("format") != "fgvc-kit/distill-run":
-            raise CheckpointError(f"--resume: {out} holds a {stored.get('format')} run, not a distillation")
-        r = _check_resume(stored["args"], args, out)
-    else:
-        if (os.path.exists(run_path) or os.path.exists(os.path.join(out, STATE_FILE))) and not args.overwrite:
-            raise ConfigError(f"--out {out}: already holds a run; pass --resume to continue it or --overwrite "
-                              "to start again")
-        r = _resolve(args)
+    stored = check_run_dir(out, resume, bool(args.overwrite), RUN_FILE, STATE_FILE, kind=RUN_FORMAT)
+    r = resume_args(stored["args"], args, out) if stored is not None else _resolve(args)
     if not os.path.exists(r["checkpoint"]):
         raise CheckpointError(f"--checkpoint {r['checkpoint']}: checkpoint not found")
-    cfg = dataclasses.replace(_train_config(r, args), select_metric="top1_mean")
+    cfg = dataclasses.replace(train_config(r, args), select_metric="top1_mean")
     rank, world, device = init_distributed(args.device)
     try:
         torch.manual_seed(r["seed"])
@@ -149,7 +141,7 @@ def run_distill(args: argparse.Namespace) -> int:
             for name in ("best.safetensors", "results.json", METRICS_FILE):
                 if os.path.exists(os.path.join(out, name)):
                     os.remove(os.path.join(out, name))
-            write_json({"format": "fgvc-kit/distill-run", "version": 1, "args": r, "data": dspec.to_dict(),
+            write_json({"format": RUN_FORMAT, "version": 1, "args": r, "data": dspec.to_dict(),
                         "train": cfg.to_dict(), "space": space.to_dict()}, run_path)
         extra = {"data": dspec.to_dict(), "search_space": space.to_dict(),
                  "distillation": {"teacher": r["checkpoint"], "sandwich": r["sandwich"],
@@ -182,10 +174,10 @@ def run_distill(args: argparse.Namespace) -> int:
             png = plot_distill_curves(os.path.join(out, METRICS_FILE), os.path.join(out, "distill_curves.png"))
             print(f"distilled {result.steps} steps in {result.time_s:.1f} s -> {out}")
             if result.last_eval:
-                print("holdout: " + "  ".join(f"{k[5:]} {_pct(v)}" for k, v in result.last_eval.items()
+                print("holdout: " + "  ".join(f"{k[5:]} {pct(v)}" for k, v in result.last_eval.items()
                                               if k.startswith("top1_") and k != "top1_mean"))
             if summary["test"]:
-                print("test:    " + "  ".join(f"{k} {_pct(v['top1'])}" for k, v in summary["test"].items()))
+                print("test:    " + "  ".join(f"{k} {pct(v['top1'])}" for k, v in summary["test"].items()))
             print(f"supernet: {os.path.join(out, 'best.safetensors')}" + (f"; curves: {png}" if png else ""))
     finally:
         if world > 1 and dist.is_initialized():
@@ -230,4 +222,5 @@ def plot_distill_curves(metrics_path: str, png_path: str) -> Optional[str]:
     return png_path
 
 
-COMMANDS = {"distill": (add_distill_arguments, run_distill)}
+add_arguments = add_distill_arguments
+run = run_distill

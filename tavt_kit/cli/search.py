@@ -3,34 +3,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 
 from ..errors import ConfigError
-
-_MAC_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
-
-
-def parse_macs(text: str, flag: str = "--macs-budget") -> float:
-    """``20G``, ``850M``, ``2.5e9`` -> MACs (errors name ``flag``)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmgt]?)(?:macs?)?\s*", str(text), re.I)
-    if not m:
-        raise ConfigError(f"{flag}: expected a number with an optional K/M/G suffix (e.g. 20G), got {text!r}")
-    value = float(m.group(1)) * _MAC_UNITS[m.group(2).lower()]
-    if value <= 0:
-        raise ConfigError(f"{flag}: must be positive, got {text!r}")
-    return value
-
-
-def parse_seconds(text: str) -> float:
-    """``15ms``, ``0.2s``, ``800us`` -> seconds (a bare number is milliseconds)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*(s|ms|us)?\s*", str(text), re.I)
-    if not m:
-        raise ConfigError(f"--latency-budget: expected a time such as 15ms or 0.2s, got {text!r}")
-    value = float(m.group(1)) * _TIME_UNITS[(m.group(2) or "ms").lower()]
-    if value <= 0:
-        raise ConfigError(f"--latency-budget: must be positive, got {text!r}")
-    return value
+from .common import parse_macs, parse_seconds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,9 +56,9 @@ def run(args) -> int:
 
     from ..data import Normalize, build_dataset, cached_tensors, data_spec_from_args
     from ..models import load_checkpoint
-    from .evolution import Budget, EvolutionSettings
-    from .latency import latency_objective
-    from .run import EvalSet, run_search
+    from ..search.evolution import Budget, EvolutionSettings
+    from ..search.latency import latency_objective
+    from ..search.run import EvalSet, run_search
 
     _check_positive(args)
     budgets = [Budget("macs", parse_macs(v)) for v in args.macs_budget]
@@ -137,6 +112,3 @@ def summary(result: dict) -> str:
     lines.append(f"{t['evaluations']} candidates evaluated in {t['search_seconds']:.1f}s; Pareto front of "
                  f"{len(result['pareto_front'])}; area {result['front_area']:.4f}")
     return "\n".join(lines)
-
-
-COMMANDS = {"search": (add_arguments, run)}

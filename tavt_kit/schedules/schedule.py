@@ -19,8 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..errors import ScheduleError
+from ..files import write_text
 
 SCHEDULE_FORMAT = "fgvc-kit/token-schedule"
+
+
+def ceil_count(x: float) -> int:
+    """A token count rounded up: the one rounding of every schedule family.
+
+    ``round(x, 9)`` first, so that binary noise (0.7 * 10 = 7.000000000000001,
+    0.8 * 785 = 628.0000000000001) does not add a token.
+    """
+    return math.ceil(round(x, 9))
 
 
 def _as_int(value: Any, what: str) -> int:
@@ -109,8 +119,7 @@ class TokenSchedule:
         for i, r in enumerate(per_block):
             if isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0.0 < float(r) <= 1.0:
                 raise ScheduleError(f"keep ratio of block {i} must be a number in (0, 1], got {r!r}")
-            # round(…, 9) keeps 0.7 * 10 from becoming 7.000000000000001 -> 8
-            n = max(min_tokens, min(n, math.ceil(round(n * float(r), 9))))
+            n = max(min_tokens, min(n, ceil_count(n * float(r))))
             counts.append(n)
         return cls(tuple(counts), num_patches, min_tokens)
 
@@ -225,10 +234,7 @@ class TokenSchedule:
         """Write a drop config; ``model_info`` records which model it belongs to."""
         sched = self if model_info is None else TokenSchedule(self.counts, self.num_patches, self.min_tokens,
                                                             meta=model_info)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            f.write(sched.to_json(indent=2) + "\n")
-        os.replace(tmp, path)
+        write_text(path, sched.to_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "TokenSchedule":

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional
 
-from .machine import describe
+from ..machine import describe
 from .target import short_counts
 
 

@@ -1,12 +1,10 @@
-"""A description of the machine a measurement ran on (carried by every result and table)."""
+"""The machine a result was produced on: CPU, GPU, load and library versions (bench, export, search, report)."""
 from __future__ import annotations
 
 import os
 import platform
 import sys
-from typing import Dict, Optional
-
-from .timing import cpu_load
+from typing import Dict, List, Optional
 
 #: distributions whose versions a measurement records (when installed)
 LIBRARIES = ("torch", "timm", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "openvino")
@@ -14,6 +12,14 @@ LIBRARIES = ("torch", "timm", "numpy", "onnx", "onnxscript", "onnxruntime", "onn
 #: CPU flags that decide which kernels (and, for OpenVINO, which default precision) a CPU gets
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
              "amx_tile", "asimd", "sve")
+
+
+def cpu_load() -> Optional[List[float]]:
+    """The 1, 5 and 15 minute load averages (``None`` where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 def library_versions() -> Dict[str, str]:
@@ -118,3 +124,12 @@ def describe(machine: Dict[str, object]) -> str:
     if gpu:
         text += f", GPU {gpu.get('name')}"
     return text
+
+
+def brief(threads: Optional[int] = None) -> Dict[str, str]:
+    """CPU model, cores, threads, Python and torch: the short description a search result carries."""
+    import torch
+
+    return {"cpu": str(cpu_description()["model"]), "cores": str(os.cpu_count()),
+            "threads": str(threads if threads is not None else torch.get_num_threads()),
+            "python": platform.python_version(), "torch": torch.__version__.split("+")[0]}

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..files import write_text
 from .evaluate import evaluate
 from .sampler import ResumableBatchSampler
 from .state import (capture_rng, flatten_optimizer, load_state, restore_rng, rng_to_state, save_state,
@@ -530,10 +531,7 @@ class Trainer:
                     continue  # a line cut by the kill
                 if ev.get("step", 0) <= self.step and ev.get("event") not in ("end",):
                     keep.append(line if line.endswith("\n") else line + "\n")
-        tmp = path + f".tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(keep)
-        os.replace(tmp, path)
+        write_text(path, "".join(keep))
 
     def _reduce_mean(self, values: Dict[str, torch.Tensor], count: int) -> Dict[str, float]:
         if not values:

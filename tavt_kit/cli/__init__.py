@@ -1,0 +1,76 @@
+"""The ``fgvc-kit`` command: one module per subcommand, dispatched by name, thin over the library.
+
+Each command module has ``add_arguments(parser)`` and ``run(args) -> int``.
+Only the module of the command being run is imported, so ``fgvc-kit --help``
+imports no torch. Errors of fgvc-kit's own types are printed as one line
+(``fgvc-kit: error: ...``) with exit status 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from .. import __version__
+from ..errors import TavtKitError
+
+#: command -> (module under tavt_kit.cli, one-line help), in the order of the pipeline
+COMMANDS = {
+    "info": ("info", "print a model's spec, parameters and MACs (full and at a schedule)"),
+    "train": ("train", "fine-tune a model on a dataset"),
+    "evaluate": ("evaluate", "accuracy at a schedule"),
+    "distill": ("distill", "in-place distillation with patch drop"),
+    "search": ("search", "evolutionary search of token schedules under budgets"),
+    "export": ("export", "export to ONNX / OpenVINO with accuracy verification"),
+    "prune": ("prune", "structural pruning of heads and MLP width"),
+    "bench": ("bench", "latency and throughput on the target device, latency tables"),
+    "report": ("report", "latency-budget report (Markdown + HTML)"),
+    "demo": ("demo", "the whole pipeline on the built-in demo"),
+}
+
+
+def command_module(name: str):
+    """The module that implements command ``name``."""
+    return importlib.import_module(f"{__name__}.{COMMANDS[name][0]}")
+
+
+def build_parser(name: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of command ``name``, or the top-level parser (which lists the commands)."""
+    if name is not None:
+        text = COMMANDS[name][1]
+        p = argparse.ArgumentParser(prog=f"fgvc-kit {name}", description=text)
+        command_module(name).add_arguments(p)
+        return p
+    p = argparse.ArgumentParser(
+        prog="fgvc-kit",
+        description="Deployable fine-grained vision transformers: patch drop, in-place distillation, "
+                    "token-schedule search under FLOP/latency budgets, ONNX/OpenVINO export.")
+    p.add_argument("--version", action="version", version=f"fgvc-kit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd, (_, text) in COMMANDS.items():
+        sub.add_parser(cmd, help=text, add_help=False)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        parser = build_parser()
+        parser.parse_args(argv)  # --help, --version and unknown commands exit here
+        parser.print_help()
+        return 0
+    name = argv[0]
+    args = build_parser(name).parse_args(argv[1:])
+    try:
+        return command_module(name).run(args)
+    except TavtKitError as e:
+        print(f"fgvc-kit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fgvc-kit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The shared command-line vocabulary: schedules, budgets, model files, run folders, running a command."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..errors import CheckpointError, ConfigError, ScheduleError
+
+
+# ---------------------------------------------------------------- schedules
+def parse_drop(value: Optional[str], keep_ratio: Optional[str], model):
+    """A schedule from ``--drop`` (JSON file or comma-separated counts) or ``--keep-ratio``."""
+    from ..schedules import TokenSchedule
+
+    if value and keep_ratio:
+        raise ConfigError("give either --drop or --keep-ratio, not both")
+    if value:
+        if os.path.exists(value) or value.endswith(".json"):
+            return model.make_schedule(TokenSchedule.load(value))
+        try:
+            counts = [int(v) for v in value.split(",")]
+        except ValueError:
+            raise ScheduleError(f"--drop: expected a drop-config JSON file or comma-separated integers, "
+                                f"got {value!r}") from None
+        return model.make_schedule(counts)
+    if keep_ratio:
+        try:
+            if ":" in keep_ratio:
+                ratios = {int(k): float(v) for k, v in (item.split(":") for item in keep_ratio.split(","))}
+            else:
+                ratios = [float(keep_ratio)] * model.depth
+        except ValueError:
+            raise ScheduleError(f"--keep-ratio: expected RATIO or BLOCK:RATIO,... (e.g. 3:0.7,6:0.7,9:0.7), "
+                                f"got {keep_ratio!r}") from None
+        return TokenSchedule.from_ratios(ratios, model.depth, model.num_patches)
+    return None
+
+
+# ------------------------------------------------------------------ budgets
+_MAC_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+def parse_macs(text: str, flag: str = "--macs-budget") -> float:
+    """``20G``, ``850M``, ``2.5e9`` -> MACs (errors name ``flag``)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmgt]?)(?:macs?)?\s*", str(text), re.I)
+    if not m:
+        raise ConfigError(f"{flag}: expected a number with an optional K/M/G suffix (e.g. 20G), got {text!r}")
+    value = float(m.group(1)) * _MAC_UNITS[m.group(2).lower()]
+    if value <= 0:
+        raise ConfigError(f"{flag}: must be positive, got {text!r}")
+    return value
+
+
+def parse_seconds(text: str) -> float:
+    """``15ms``, ``0.2s``, ``800us`` -> seconds (a bare number is milliseconds)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*(s|ms|us)?\s*", str(text), re.I)
+    if not m:
+        raise ConfigError(f"--latency-budget: expected a time such as 15ms or 0.2s, got {text!r}")
+    value = float(m.group(1)) * _TIME_UNITS[(m.group(2) or "ms").lower()]
+    if value <= 0:
+        raise ConfigError(f"--latency-budget: must be positive, got {text!r}")
+    return value
+
+
+# -------------------------------------------------------------- model files
+def load_model_or_name(target: str, img_size: Optional[int] = None):
+    """A checkpoint file, or a model name built with random weights (``fgvc_tiny``)."""
+    from ..models import create_model, load_checkpoint
+
+    over = {"img_size": img_size} if img_size else {}
+    if os.path.exists(target):
+        return load_checkpoint(target, **over)
+    if os.sep in target or target.endswith((".safetensors", ".pth", ".pt", ".bin", ".npz")):
+        raise CheckpointError(f"{target}: checkpoint not found")
+    return create_model(target, **over)
+
+
+# ------------------------------------------------------------- run folders
+def check_run_dir(out: str, resume: bool, overwrite: bool, run_file: str, state_file: str,
+                  kind: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """The resume/overwrite rule of every long run (train, distill).
+
+    ``resume``: ``out`` must hold a run (``run_file`` and ``state_file``) of
+    format ``kind``; returns its stored document. Otherwise ``out`` must not
+    hold a run unless ``overwrite``; returns ``None``.
+    """
+    run_path = os.path.join(out, run_file)
+    if resume:
+        if not os.path.isfile(run_path) or not os.path.isfile(os.path.join(out, state_file)):
+            raise CheckpointError(f"--resume: {out} holds no run to resume (expected {run_file} and {state_file}); "
+                                  "start the run without --resume")
+        try:
+            with open(run_path, encoding="utf-8") as f:
+                stored = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"--resume: {run_path} is not a readable run description ({e})") from None
+        if kind is not None and stored.get("format") != kind:
+            raise CheckpointError(f"--resume: {out} holds a {stored.get('format')} run, not a {kind} run")
+        return stored
+    if (os.path.exists(run_path) or os.path.exists(os.path.join(out, state_file))) and not overwrite:
+        raise ConfigError(f"--out {out}: already holds a run; pass --resume to continue it or --overwrite "
+                          "to start again")
+    return None
+
+
+def check_resume_args(stored: Dict[str, Any], given: Dict[str, Any], keys: Sequence[str], out: str,
+                      may_change: Sequence[str] = ()) -> Dict[str, Any]:
+    """A resumed run keeps its settings: an option in ``keys`` given with another value is refused;
+    those in ``may_change`` (where data lives, logging) take the new value."""
+    for k in keys:
+        if k in given and given[k] != stored.get(k):
+            flag = "--" + k.replace("_", "-")
+            raise ConfigError(f"{flag} {given[k]} differs from the run in {out} ({stored.get(k)}); --resume "
+                              "continues the stored run with its own settings")
+    r = dict(stored)
+    for k in may_change:
+        if k in given:
+            r[k] = given[k]
+    return r
+
+
+def pct(x) -> str:
+    """An accuracy fraction as a percentage, ``n/a`` when missing."""
+    return "n/a" if x is None or x != x else f"{100 * x:.2f} %"
+
+
+# ---------------------------------------------------------------- commands
+def invoke(module, name: str, argv: List[str]) -> int:
+    """Run a command module (``add_arguments`` + ``run``) on ``argv``, as ``fgvc-kit NAME`` would."""
+    p = argparse.ArgumentParser(prog=f"fgvc-kit {name}")
+    module.add_arguments(p)
+    return module.run(p.parse_args(argv))

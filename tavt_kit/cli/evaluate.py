@@ -1,0 +1,90 @@
+"""``fgvc-kit evaluate``: accuracy of a checkpoint at a schedule, with a confusion matrix."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .common import parse_drop, pct
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..data import add_data_arguments
+
+    p.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="model to evaluate (.safetensors from train/distill, or any file load_checkpoint reads)")
+    p.add_argument("--split", choices=("test", "holdout", "train", "trainval"), default="test",
+                   help="split to evaluate (default: test)")
+    p.add_argument("--drop", help="schedule: drop-config JSON file or comma-separated patch-token counts")
+    p.add_argument("--keep-ratio", help="schedule from keep ratios: RATIO for every block or BLOCK:RATIO,...")
+    p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default: 64)")
+    p.add_argument("--amp", nargs="?", const="auto", choices=("auto", "bf16", "fp16"), help="mixed precision")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--out", metavar="FILE.json",
+                   help="result JSON (default: beside the checkpoint, <name>.<split>.eval.json); the confusion "
+                        "matrix PNG goes beside it")
+    p.add_argument("--max-confusion-classes", type=int, default=300, metavar="N",
+                   help="draw the whole confusion matrix up to N classes, else the 50 most-confused (default: 300)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the confusion matrix")
+    add_data_arguments(p)
+
+
+def default_eval_path(checkpoint: str, split: str, schedule=None) -> str:
+    import hashlib
+
+    stem = os.path.splitext(checkpoint)[0]
+    tag = ""
+    if schedule is not None:
+        tag = ".drop-" + hashlib.sha1(",".join(map(str, schedule.counts)).encode()).hexdigest()[:8]
+    return f"{stem}.{split}{tag}.eval.json"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from ..data import build_dataset, data_spec_from_args
+    from ..errors import ConfigError
+    from ..models import count_macs, load_checkpoint
+    from ..train.build import check_model_fits
+    from ..train.engine import amp_dtype_for, init_distributed
+    from ..files import write_json
+    from ..train.evaluate import evaluate, plot_confusion
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size: expected a positive batch size, got {args.batch_size}")
+    if args.max_confusion_classes < 1:
+        raise ConfigError(f"--max-confusion-classes: expected a positive number, got {args.max_confusion_classes}")
+    model = load_checkpoint(args.checkpoint)
+    spec = data_spec_from_args(args, fallback=(model.spec.get("data") if isinstance(model.spec.get("data"), dict)
+                                               else None))
+    dataset = build_dataset(spec, split=args.split, model=model, augment=False)
+    check_model_fits(model, dataset, args.checkpoint)
+    schedule = parse_drop(args.drop, args.keep_ratio, model)
+    rank, world, device = init_distributed(args.device)
+    try:
+        model.to(device)
+        res = evaluate(model, dataset, drop=schedule, batch_size=args.batch_size, num_workers=args.workers,
+                       device=device, amp_dtype=amp_dtype_for(args.amp, device))
+        if rank != 0:
+            return 0
+        used = schedule if schedule is not None else model.schedule
+        macs = count_macs(model, used if used is not None else model.full_schedule()).total()
+        path = args.out or default_eval_path(args.checkpoint, args.split, schedule)
+        png = os.path.splitext(path)[0] + ".confusion.png"
+        if path.endswith(".eval.json"):
+            png = path[:-len(".eval.json")] + ".confusion.png"
+        drawn = None
+        if not args.no_plot:
+            drawn = plot_confusion(res, png, max_classes=args.max_confusion_classes,
+                                   title=f"{os.path.basename(args.checkpoint)} on {dataset.name} {dataset.split}")
+        doc = {"checkpoint": args.checkpoint, **res.to_dict(), "macs": macs, "data": dataset.describe(),
+               "confusion_png": drawn}
+        write_json(doc, path)
+        sched = "full" if used is None else ",".join(map(str, used.counts))
+        print(f"{dataset.name} {dataset.split}: top-1 {pct(res.top1)}  top-5 {pct(res.top5)}  "
+              f"mean per-class {pct(res.mean_class_acc)}  ({res.n} images, schedule {sched}, "
+              f"{macs / 1e9:.3f} GMACs)")
+        print(f"wrote {path}" + (f" and {drawn}" if drawn else ""))
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0

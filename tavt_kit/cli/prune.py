@@ -1,0 +1,95 @@
+"""``fgvc-kit prune``: remove attention heads and MLP channels with torch-pruning; the result still takes schedules."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .common import parse_macs
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..data import add_data_arguments
+
+    p.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint to prune (a timm-ViT model)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--ratio", type=float, help="fraction of MLP channels (and heads) to remove, e.g. 0.3")
+    target.add_argument("--macs-target", metavar="MACS",
+                        help="prune until the full-schedule MACs are at most this, e.g. 10G")
+    p.add_argument("--head-ratio", type=float, help="fraction of attention heads to remove (default: --ratio)")
+    p.add_argument("--importance", choices=("magnitude", "taylor"), default="magnitude",
+                   help="channel importance: magnitude (L2) or taylor (first order, needs labelled images of "
+                        "the model's classes; default: magnitude)")
+    p.add_argument("--local", dest="global_pruning", action="store_false",
+                   help="prune every block by the same ratio (default: rank channels across blocks)")
+    p.add_argument("--steps", type=int, default=16, help="pruning steps towards --macs-target (default: 16)")
+    p.add_argument("--calibration-images", type=int, default=64, metavar="N",
+                   help="training images for taylor importance (default: 64)")
+    p.add_argument("--calibration-batch", type=int, default=16, metavar="N", help="their batch size (default: 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset (default: 0)")
+    p.add_argument("--out", required=True, metavar="FILE.safetensors", help="the pruned checkpoint")
+    add_data_arguments(p)
+
+
+def run(args) -> int:
+    import warnings
+
+    from ..data import data_spec_from_args
+    from ..errors import CheckpointError, ConfigError
+    from ..models import count_macs, load_checkpoint, save_checkpoint
+    from ..models.compress import prune_model
+
+    if not args.out.endswith(".safetensors"):
+        raise ConfigError(f"--out {args.out}: the pruned checkpoint must be a .safetensors file")
+    if not os.path.exists(args.checkpoint):
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: checkpoint not found")
+    if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
+        raise ConfigError(f"--out {args.out}: would overwrite --checkpoint; write the pruned model elsewhere")
+    for flag in ("steps", "calibration_images", "calibration_batch"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive number, got {getattr(args, flag)}")
+    model = load_checkpoint(args.checkpoint)
+    macs_target = parse_macs(args.macs_target, "--macs-target") if args.macs_target is not None else None
+    calibration = None
+    data_info = None
+    if args.importance == "taylor":
+        from ..data import Normalize
+        from ..export.verify import load_verify_data
+
+        dspec = data_spec_from_args(args, fallback=(model.spec.get("data")
+                                                    if isinstance(model.spec.get("data"), dict) else None))
+        vd = load_verify_data(model, dspec, split="train", max_images=args.calibration_images, seed=args.seed,
+                              where="--dataset")
+        norm = Normalize.from_model(model)
+        b = args.calibration_batch
+        calibration = [(norm(vd.images[i:i + b]), vd.labels[i:i + b]) for i in range(0, len(vd), b)]
+        data_info = {"dataset": dspec.name, "split": "train", "images": len(vd)}
+    params0 = sum(p.numel() for p in model.parameters())
+    sched = model.schedule
+    macs0 = count_macs(model, model.full_schedule()).total()
+    at0 = count_macs(model, sched).total() if sched is not None else None
+    print(f"pruning {args.checkpoint}: {params0 / 1e6:.3f} M params, {macs0 / 1e9:.4g} GMACs (full schedule)",
+          flush=True)
+    with warnings.catch_warnings():  # torch-pruning warns about cls_token / pos_embed, which it leaves alone
+        warnings.simplefilter("ignore", UserWarning)
+        prune_model(model, ratio=args.ratio, macs_target=macs_target, head_ratio=args.head_ratio,
+                    importance=args.importance, calibration=calibration, global_pruning=args.global_pruning,
+                    steps=args.steps, log=lambda s: print("  " + s, flush=True))
+    params1 = sum(p.numel() for p in model.parameters())
+    macs1 = count_macs(model, model.full_schedule()).total()
+    provenance = {"checkpoint": os.path.basename(args.checkpoint), "ratio": args.ratio,
+                  "macs_target": macs_target, "head_ratio": args.head_ratio, "importance": args.importance,
+                  "global": args.global_pruning, "params_before": params0, "params_after": params1,
+                  "macs_before": macs0, "macs_after": macs1, "calibration": data_info}
+    save_checkpoint(model, args.out, extra={"pruned_from": provenance})
+    heads = [b.attn.num_heads for b in model.blocks]
+    hidden = [b.mlp.fc1.out_features for b in model.blocks]
+    print(f"params       {params0 / 1e6:.3f} M -> {params1 / 1e6:.3f} M ({params1 / params0:.1%})")
+    print(f"MACs (full)  {macs0 / 1e9:.4g} G -> {macs1 / 1e9:.4g} G ({macs0 / macs1:.2f}x fewer)")
+    if sched is not None:
+        at1 = count_macs(model, sched).total()
+        print(f"MACs (at the checkpoint's schedule {list(sched.counts)})  {at0 / 1e9:.4g} G -> {at1 / 1e9:.4g} G")
+    print(f"heads        {heads}")
+    print(f"MLP hidden   {hidden}")
+    print(f"wrote {args.out} (still takes token schedules); recover accuracy with "
+          f"fgvc-kit train --pretrained {args.out} ... or fgvc-kit distill --checkpoint {args.out} ...")
+    return 0

@@ -1,0 +1,38 @@
+"""Hand-made schedule families: uniform keep ratio, EViT's three-stage shape, TAVT-style random schedules.
+
+Every family goes through :meth:`TokenSchedule.from_ratios`, so all share one
+rounding (:func:`~tavt_kit.schedules.schedule.ceil_count`). Used as search
+baselines, as the schedules distillation tracks and as latency-table anchors.
+"""
+from __future__ import annotations
+
+import random
+from typing import List
+
+from ..errors import ConfigError
+from .schedule import TokenSchedule
+
+
+def evit_blocks(depth: int) -> List[int]:
+    """The blocks where EViT / DynamicViT reduce tokens: L/4, L/2 and 3L/4 (3, 6, 9 of 12)."""
+    return sorted({max(0, min(depth - 1, round(depth * f))) for f in (0.25, 0.5, 0.75)})
+
+
+def uniform_schedule(ratio: float, depth: int, num_patches: int, min_tokens: int = 1) -> TokenSchedule:
+    """The same keep ratio after every block (TAVT's shape)."""
+    return TokenSchedule.from_ratios([ratio] * depth, depth, num_patches, min_tokens)
+
+
+def evit_schedule(ratio: float, depth: int, num_patches: int, min_tokens: int = 1) -> TokenSchedule:
+    """Keep ratio ``ratio`` at :func:`evit_blocks`, every token elsewhere."""
+    return TokenSchedule.from_ratios({b: ratio for b in evit_blocks(depth)}, depth, num_patches, min_tokens)
+
+
+def random_schedules(depth: int, num_patches: int, n: int, low: float = 0.8, high: float = 1.0, seed: int = 0,
+                     min_tokens: int = 1) -> List[TokenSchedule]:
+    """``n`` TAVT-style random schedules: each block keeps a fraction drawn uniformly in [low, high]."""
+    if not 0 < low <= high <= 1:
+        raise ConfigError(f"keep-ratio range must satisfy 0 < low <= high <= 1, got [{low}, {high}]")
+    rng = random.Random(seed)
+    return [TokenSchedule.from_ratios([rng.uniform(low, high) for _ in range(depth)], depth, num_patches, min_tokens)
+            for _ in range(n)]

@@ -1,0 +1,162 @@
+"""The package's architecture: one-way layers, no import cycles, small files that say what they hold."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tavt_kit")
+
+#: lowest first; a module may import its own layer and the layers below, never one above
+LAYERS = [
+    ("tavt_kit", "errors", "files", "machine"),
+    ("schedules",),
+    ("models",),
+    ("data",),
+    ("train",),
+    ("distill", "export"),
+    ("bench",),  # measures exported files: bench imports export, export never imports bench
+    ("search",),
+    ("report",),
+    ("cli", "demo"),
+]
+RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
+MAX_LINES = 600
+
+
+def _modules():
+    """{module name: file path} for every module of the package."""
+    out = {}
+    for dirpath, _, files in os.walk(ROOT):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(dirpath, f)
+                rel = os.path.relpath(path, os.path.dirname(ROOT))[:-3].replace(os.sep, ".")
+                out[rel[:-len(".__init__")] if rel.endswith(".__init__") else rel] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: str):
+    """The package modules ``name`` imports, at module level or inside functions alike."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    package = name if path.endswith("__init__.py") else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1])
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            # "from pkg import sub" names a module when pkg.sub is one
+            targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in MODULES else mod for a in node.names]
+        else:
+            continue
+        for t in targets:
+            while t and t not in MODULES and "." in t:
+                t = t.rsplit(".", 1)[0]
+            if t in MODULES and t != name:
+                found.add(t)
+    return found
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_every_package_has_a_layer():
+    assert {_layer(m) for m in MODULES} <= set(RANK), "add new top-level modules to LAYERS"
+
+
+def test_layers_are_one_way():
+    upward = [f"{m} ({_layer(m)}) imports {t} ({_layer(t)})" for m, targets in GRAPH.items() for t in targets
+              if RANK[_layer(t)] > RANK[_layer(m)]]
+    assert not upward, "a lower layer imports a higher one:\n" + "\n".join(sorted(upward))
+
+
+def test_no_import_cycles():
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in GRAPH[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    # a package's __init__ re-exporting its own modules is not a cycle of ideas
+    real = [c for c in cycles if not all(m.startswith(min(c, key=len) + ".") or m == min(c, key=len) for m in c)]
+    assert not real, f"import cycles: {real}"
+
+
+def test_files_are_small_and_say_what_they_hold():
+    long = {m: n for m, p in MODULES.items() if (n := sum(1 for _ in open(p, encoding="utf-8"))) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
+    silent = [m for m, p in MODULES.items()
+              if not (ast.get_docstring(ast.parse(open(p, encoding="utf-8").read())) or "").strip()]
+    assert not silent, f"modules without a docstring saying their one idea: {silent}"
+
+
+def test_help_imports_no_torch():
+    code = ("import sys\nfrom tavt_kit.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "import tavt_kit\nassert tavt_kit.ConfigError\n"
+            "heavy = sorted(m for m in ('torch', 'timm', 'numpy', 'onnx') if m in sys.modules)\n"
+            "print('HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout, out.stdout
+    assert "COMMAND" in out.stdout and "distill" in out.stdout
+
+
+def test_public_api_names_resolve():
+    import tavt_kit
+
+    for name in tavt_kit.__all__:
+        assert getattr(tavt_kit, name) is not None
+    assert tavt_kit.patch is tavt_kit.models.patch_model
+    with pytest.raises(AttributeError):
+        tavt_kit.no_such_name
+
+
+def test_every_command_has_its_own_module_and_help(capsys):
+    from tavt_kit.cli import COMMANDS, command_module, main
+
+    for name in COMMANDS:
+        mod = command_module(name)
+        assert callable(mod.add_arguments) and callable(mod.run), name
+        assert mod.__name__ == f"tavt_kit.cli.{COMMANDS[name][0]}"
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        assert f"usage: fgvc-kit {name}" in capsys.readouterr().out
