@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import time
 
 import torch
@@ -44,8 +42,8 @@ import torch
 import tavt_kit
 from tavt_kit.bench import TimingPolicy, machine_info, measure_round_robin, profile_latency
 from tavt_kit.machine import describe
-from tavt_kit.bench.measure import ModelRunners, _input, torch_threads
-from tavt_kit.bench.table import profile_policy
+from tavt_kit.bench.runners import ModelRunners, make_input, torch_threads
+from tavt_kit.bench.profile import profile_policy
 from tavt_kit.bench.target import short_counts
 
 MODELS = {
@@ -80,7 +78,7 @@ def compare_backends(model, args):
     scheds = {"full": model.full_schedule(),
               "tavt 0.9": tavt_kit.TokenSchedule.from_ratios([0.9] * L, L, N),
               "tavt 0.8": tavt_kit.TokenSchedule.from_ratios([0.8] * L, L, N)}
-    x = _input(1, model.patch_embed.img_size, args.seed)
+    x = make_input(1, model.patch_embed.img_size, args.seed)
     tb = ModelRunners(model, "torch", "cpu", args.threads)
     ov = ModelRunners(model, "openvino", "cpu", args.threads, exporter=args.exporter, verify_exports=False)
     try:

@@ -257,7 +257,7 @@ def test_profile_latency_torch(tmp_path):
 
 def test_profile_latency_exported_backend(monkeypatch):
     pytest.importorskip("onnxruntime")
-    import tavt_kit.bench.table as table_mod
+    import tavt_kit.bench.profile as table_mod
 
     monkeypatch.setattr(table_mod, "_GROUP_BYTES", 1)  # as if memory held few parts: groups + reference block
     table = profile_latency(tiny(), backend="onnxruntime", grid=[16, 32, 48], threads=1, policy=FAST,

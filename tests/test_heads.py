@@ -119,7 +119,7 @@ def test_pim_reads_restored_grids_of_the_tapped_blocks():
 
 # --------------------------------------------------------------------------- Mix-ViT
 def test_mixvit_substitutes_patches_from_another_sample_never_the_class_token(monkeypatch):
-    from tavt_kit.models import mixvit
+    from tavt_kit.models.heads import mixvit
 
     torch.manual_seed(0)
     model = _model("mixvit", mask_topk=0.25).train()
@@ -150,7 +150,7 @@ def test_mixvit_substitutes_patches_from_another_sample_never_the_class_token(mo
 
 
 def test_mixvit_ranks_by_the_official_mutual_attention_rollout(monkeypatch):
-    from tavt_kit.models import mixvit
+    from tavt_kit.models.heads import mixvit
 
     model = _model("mixvit", mask_topk=0.25).train()
     seen = []

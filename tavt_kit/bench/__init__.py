@@ -10,7 +10,9 @@
 from ..machine import machine_info
 from .backends import BACKENDS
 from .measure import BenchReport, BenchResult, measure_latency
-from .table import LatencyTable, default_grid, profile_latency, random_schedules
+from ..schedules import random_schedules
+from .profile import default_grid, profile_latency
+from .table import LatencyTable
 from .timing import MemoryProbe, TimingPolicy, TimingStats, measure_round_robin
 
 __all__ = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -18,12 +17,13 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ExportError
-from .backends import (EXPORTED_BACKENDS, Runner, check_backend, compile_module, default_threads, file_kind,
-                       openvino_runner, ort_runner, run_compiled_once, set_compile_limits, torch_runner)
+from .backends import (EXPORTED_BACKENDS, Runner, check_backend, default_threads, file_kind,
+                       openvino_runner, ort_runner, set_compile_limits)
 from ..machine import machine_info
-from .target import identity_from_spec, load_model, model_from_spec, model_identity, short_counts
+from .target import identity_from_spec, load_model, model_from_spec, model_identity
 from ..files import write_json, write_text
 from ..machine import cpu_load
+from .runners import ModelRunners, make_input, torch_threads
 from .timing import MemoryProbe, TimingPolicy, TimingStats, measure_round_robin
 
 BENCH_FORMAT = "fgvc-kit/bench"
@@ -146,29 +146,6 @@ class BenchReport:
 
 
 
-@contextlib.contextmanager
-def torch_threads(n: Optional[int]):
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-class _AtSchedule(nn.Module):
-    """``model(x, drop=counts)`` as a module of one input (for torch.compile)."""
-
-    def __init__(self, model: nn.Module, counts):
-        super().__init__()
-        self.model = model
-        self.counts = tuple(counts)
-
-    def forward(self, x):
-        return self.model(x, drop=self.counts)
-
-
 def _check_batches(batch_sizes) -> List[int]:
     if isinstance(batch_sizes, int):
         batch_sizes = [batch_sizes]
@@ -180,89 +157,6 @@ def _check_batches(batch_sizes) -> List[int]:
     if not out:
         raise ConfigError("give at least one batch size")
     return out
-
-
-def _input(batch: int, img_size, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, int(img_size[0]), int(img_size[1]), generator=g)
-
-
-class ModelRunners:
-    """Builds runners of a model at schedules for one backend (exports cached per schedule)."""
-
-    def __init__(self, model: nn.Module, backend: str, device: str, threads: int, precision: str = "f32",
-                 workdir: Optional[str] = None, exporter: str = "auto", compile_backend: str = "inductor",
-                 progress: Optional[Callable[[str], None]] = None, verify_exports: bool = True):
-        self.model, self.backend, self.device, self.threads = model, backend, device, threads
-        self.verify_exports = verify_exports
-        self.precision, self.exporter, self.compile_backend = precision, exporter, compile_backend
-        self.progress = progress
-        self._tmp = None
-        if workdir is None and backend in EXPORTED_BACKENDS:
-            self._tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-bench-")
-            workdir = self._tmp.name
-        self.workdir = workdir
-        self.exports: Dict[tuple, Dict[str, Any]] = {}
-        self._files: Dict[tuple, str] = {}
-
-    def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def _say(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress(text)
-
-    def exported_file(self, counts) -> str:
-        from ..export.onnx import export_onnx
-        from ..export.openvino import convert_openvino
-
-        key = tuple(counts)
-        if key in self._files:
-            return self._files[key]
-        os.makedirs(self.workdir, exist_ok=True)
-        name = "model_" + ("full" if all(c == self.model.num_patches for c in key) else
-                           "-".join(str(c) for c in key))
-        if len(name) > 120:
-            name = f"model_{abs(hash(key)) % 10 ** 10}"
-        self._say(f"exporting {short_counts(key)} to ONNX")
-        res = export_onnx(self.model, os.path.join(self.workdir, name + ".onnx"), list(key), batch_size=1,
-                          exporter=self.exporter, verify=self.verify_exports)
-        info = {"onnx": res.path, "exporter": res.exporter, "export_max_abs_diff": res.max_abs_diff}
-        if res.fallback_reason:
-            info["exporter_fallback"] = res.fallback_reason
-        path = res.path
-        if self.backend == "openvino":
-            conv = convert_openvino(res.path, os.path.join(self.workdir, name + ".xml"), verify=False)
-            path = conv.xml_path
-            info["openvino_ir"] = path
-        self.exports[key] = info
-        self._files[key] = path
-        return path
-
-    def runner(self, counts, x: torch.Tensor) -> Runner:
-        b = int(x.shape[0])
-        if self.backend == "torch":
-            xd = x.to(self.device)
-            model, drop = self.model, tuple(counts)
-            return torch_runner(lambda: model(xd, drop=drop), self.device)
-        if self.backend == "torch-compile":
-            xd = x.to(self.device)
-            compiled = compile_module(_AtSchedule(self.model, counts), self.compile_backend)
-            self._say(f"compiling {short_counts(counts)} (batch {b})")
-            with torch.inference_mode():
-                run_compiled_once(lambda: compiled(xd))
-            r = torch_runner(lambda: compiled(xd), self.device)
-            r.info = {"compile_backend": self.compile_backend}
-            return r
-        path = self.exported_file(counts)
-        if self.backend == "onnxruntime":
-            r = ort_runner(path, x.numpy(), self.device, self.threads, free_dims={"batch": b})
-        else:
-            r = openvino_runner(path, x.numpy(), self.threads, self.precision)
-        r.info.update(self.exports[tuple(counts)])
-        return r
 
 
 def _measure(runners: Dict[str, Runner], policy: TimingPolicy, device: str, backend: str,
@@ -390,7 +284,7 @@ def measure_latency(
                              f"{len(groups)} round-robin groups, each with the full model (speed-ups are "
                              "relative to the full model of the same group)")
             for b in batch_sizes:
-                x = _input(b, ident["img_size"], seed)
+                x = make_input(b, ident["img_size"], seed)
                 full_runner, done_full = None, False
                 for group in groups:
                     runners = {}
@@ -511,7 +405,7 @@ def _measure_exported(path, kind, schedules, backend, device, batch_sizes, threa
     label = os.path.basename(path)
     results = []
     for b in batch_sizes:
-        x = _input(b, img, seed).numpy()
+        x = make_input(b, img, seed).numpy()
         if backend == "onnxruntime":
             r = ort_runner(path, x, device, threads, free_dims={"batch": b})
         else:

@@ -89,7 +89,7 @@ def _mode(args):
 
 
 def _policy(args, profile: bool):
-    from ..bench.table import profile_policy
+    from ..bench.profile import profile_policy
     from ..bench.timing import TimingPolicy
 
     base = profile_policy() if profile else TimingPolicy()
@@ -125,7 +125,7 @@ def _schedules(args, model):
         out.append(parse_drop(None, k, model))
         labels.append(f"keep {k}")
     if args.random:
-        from ..bench.table import random_schedules
+        from ..schedules import random_schedules
 
         lo, hi = _range(args.random_range)
         for i, s in enumerate(random_schedules(model.depth, model.num_patches, args.random, lo, hi, args.seed)):
@@ -164,7 +164,7 @@ def run(args) -> int:
     target = target or "fgvc_tiny"
     if mode == "profile":
         from ..bench.render import plot_table, validation_lines
-        from ..bench.table import profile_latency
+        from ..bench.profile import profile_latency
 
         if len(args.batch) != 1:
             raise ConfigError("a latency table is for one batch size; give one --batch")

@@ -90,17 +90,17 @@ def _spec_load(path: str, wf, overrides: Dict[str, Any]) -> nn.Module:
     spec = wf.spec
     if spec.get("format") != SPEC_FORMAT:
         raise CheckpointError(f"{path}: unknown spec format {spec.get('format')!r}, expected {SPEC_FORMAT!r}")
-    from .heads import HEAD_ARGS
+    from .heads import head_arg_names
 
     head = spec["head"]
     given_head = overrides.pop("head", None)
     if given_head is not None and given_head != head["name"]:
         raise CheckpointError(f"{path}: checkpoint has head '{head['name']}', head={given_head!r} was given")
     # head arguments that do not change the weights' shapes may be overridden (e.g. FFVT's num_token)
-    head_overrides = {k: overrides.pop(k) for k in list(overrides) if k in HEAD_ARGS.get(head["name"], {})}
+    head_overrides = {k: overrides.pop(k) for k in list(overrides) if k in head_arg_names(head["name"])}
     unknown = set(overrides) - set(SPEC_OVERRIDES)
     if unknown:
-        allowed = list(SPEC_OVERRIDES) + ["head"] + list(HEAD_ARGS.get(head["name"], {}))
+        allowed = list(SPEC_OVERRIDES) + ["head"] + list(head_arg_names(head["name"]))
         raise ConfigError(f"load_checkpoint: cannot override {', '.join(sorted(unknown))} of an fgvc-kit "
                           f"checkpoint; allowed: {', '.join(allowed)}")
     n = overrides.pop("num_classes", None)

@@ -29,7 +29,6 @@ BUILTIN_MODELS: Dict[str, Tuple[str, Dict[str, Any]]] = {
                                                num_classes=10)),
 }
 
-HEADS = ("linear", "ffvt", "mixvit", "pim")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -185,11 +184,11 @@ def _head_weights_check(model: nn.Module, sd: Dict[str, Any], path: str, head: O
 
     Returns (the model's head name, whether its module is attached).
     """
-    from .heads import HEADS_WITH_WEIGHTS
+    from .heads import heads_with_weights
 
     attached_name = getattr(model, "head_name", "linear")
     target = head or attached_name
-    for h in HEADS_WITH_WEIGHTS:
+    for h in heads_with_weights():
         if h != target and any(k.startswith(h + ".") for k in sd):
             raise CheckpointError(f"{path}: the checkpoint carries head '{h}' weights ({h}.*), the model's head is "
                                   f"'{target}'; build it with head='{h}' (or load it with load_checkpoint)")
@@ -197,7 +196,7 @@ def _head_weights_check(model: nn.Module, sd: Dict[str, Any], path: str, head: O
 
 
 def _load_head_state(model: nn.Module, sd: Dict[str, Any], path: str) -> None:
-    """Load a head's own weights (``<head>.*``) stashed while the backbone was loaded before the head existed."""
+    """Load a head's own weights (``<head>.*``), kept aside while the backbone was loaded before the head existed."""
     prefix = model.head_name + "."
     own = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
     num_classes = int(getattr(model, "num_classes", 0) or 0)
@@ -227,6 +226,19 @@ def load_pretrained_weights(model: nn.Module, path: str, reset_head: bool = True
     Position embeddings are resampled when the grid differs. If the classifier's
     shape differs and ``reset_head`` is true, the head keeps its fresh
     initialisation (fine-tuning to new classes); otherwise that is an error.
+    Weights of a head the model does not have attached yet are refused: build the
+    model with :func:`create_model` (``head=``, ``pretrained=``), which loads them
+    once the head exists.
+    """
+    kind, pending = _load_weights(model, path, reset_head, head)
+    if pending:
+        raise CheckpointError(f"{getattr(path, 'path', path)}: holds '{head}' head weights the model has no head for; "
+                              f"build it with create_model(..., head='{head}', pretrained=...)")
+    return kind
+
+
+def _load_weights(model: nn.Module, path, reset_head: bool = True, head: Optional[str] = None):
+    """:func:`load_pretrained_weights` for :func:`create_model`; returns ``(kind, head weights kept aside)``.
 
     ``head``: the head the model will get when it has none attached yet
     (:func:`create_model` loads the backbone first); weights of that head in
@@ -237,13 +249,13 @@ def load_pretrained_weights(model: nn.Module, path: str, reset_head: bool = True
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     from .convert import WeightFile, read_weights
-    from .heads import HEAD_ARGS, ignored_backbone_keys
+    from .heads import HEADS, ignored_backbone_keys
 
     wf = path if isinstance(path, WeightFile) else read_weights(path)
     path = wf.path
     entry = BACKBONES.get(str(getattr(model, "backbone_name", "")).lower())
     if entry is not None:
-        return entry.load(model, wf, reset_head)
+        return entry.load(model, wf, reset_head), {}
     if wf.kind == "npz":
         head = getattr(model, "head", None)
         n_ckpt = None
@@ -257,11 +269,11 @@ def load_pretrained_weights(model: nn.Module, path: str, reset_head: bool = True
         except Exception as e:  # shape mismatches surface from copy_ inside timm's loader
             raise CheckpointError(f"{path}: does not fit {type(model).__name__} "
                                   f"({str(e).splitlines()[0][:200]})") from None
-        return wf.kind
+        return wf.kind, {}
     sd = dict(wf.tensors)
     target, attached = _head_weights_check(model, sd, path, head)
     pending = {}
-    if target in HEAD_ARGS and not attached:
+    if target in HEADS and not attached:
         pending = {k: sd.pop(k) for k in list(sd) if k.startswith(target + ".")}
     if attached:
         ignored = tuple(ignored_backbone_keys(model))
@@ -293,10 +305,9 @@ def load_pretrained_weights(model: nn.Module, path: str, reset_head: bool = True
                               f"the model expects {tuple(own[k].shape)}")
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not k.startswith(("head.", "head_dist."))]
-    if not attached and target == "pim":  # a PIM checkpoint has no final norm or classifier of the backbone
-        from .pim import PIMHead
-
-        missing = [k for k in missing if not k.startswith(PIMHead.replaced_prefixes)]
+    replaced = HEADS[target].replaced_prefixes if target in HEADS and not attached else ()
+    if replaced:  # a checkpoint of such a head (PIM) has no final norm or classifier of the backbone
+        missing = [k for k in missing if not k.startswith(replaced)]
     fresh_branch = False
     if attached:
         training_only = model.training_only_prefixes()
@@ -313,9 +324,7 @@ def load_pretrained_weights(model: nn.Module, path: str, reset_head: bool = True
         _log.info("%s: no %s weights (saved for inference); the training branch restarts from the backbone",
                   path, model.head_name)
         model.fgvc_head.init_from_backbone(model)
-    if pending:
-        model._pending_head_state = (pending, path)
-    return wf.kind
+    return wf.kind, pending
 
 
 def create_model(
@@ -393,14 +402,13 @@ def create_model(
         raise UnknownModelError(f"{name} is a {type(model).__name__}, not a timm VisionTransformer; "
                                 "patch drop supports the ViT family (vit_*, deit_*)")
     check_image_size(model)
-    source_kind = None
+    source_kind, pending = None, {}
     if pretrained is not None and pretrained is not True and pretrained is not False:
-        source_kind = load_pretrained_weights(model, pretrained, head=head)
+        source_kind, pending = _load_weights(model, pretrained, head=head)
     patch(model, scorer=scorer, fuse=fuse)
-    pending = model.__dict__.pop("_pending_head_state", None)
     head_args = attach_head(model, head, head_args)
     if pending:
-        _load_head_state(model, *pending)
+        _load_head_state(model, pending, str(pretrained))
     source = str(pretrained) if source_kind else ("timm-hub" if pretrained is True else None)
     model.spec = build_spec(model, name, {k: v for k, v in kwargs.items()}, head, head_args, class_names,
                             source, source_kind)

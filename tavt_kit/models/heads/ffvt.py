@@ -33,9 +33,10 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ScheduleError
-from .heads import depth_at_least, int_arg, needs_class_token
-from .token_drop import BlockObserver
+from ...errors import ConfigError, ScheduleError
+from .args import depth_at_least, int_arg, needs_class_token
+from ..token_drop import BlockObserver
+from .registry import register_head
 
 _MAWS = frozenset({"maws"})
 
@@ -65,10 +66,14 @@ class _MAWSObserver(BlockObserver):
         self.selected.append(x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])))
 
 
+@register_head("ffvt")
 class FFVTHead(nn.Module):
     """FFVT's token selection and fusion block; see the module docstring."""
 
     training_only_prefixes: Tuple[str, ...] = ()
+    #: MAWS picks this many tokens after each block but the last (12 in the paper; 24 for Dogs)
+    ARGS = {"num_token": 12}
+    HAS_WEIGHTS = False
     replaced_prefixes: Tuple[str, ...] = ()
 
     def __init__(self, num_token: int):

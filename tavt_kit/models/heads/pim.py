@@ -36,9 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .heads import float_arg, int_arg
-from .token_drop import BlockObserver
+from ...errors import ConfigError
+from .args import float_arg, int_arg
+from ..token_drop import BlockObserver
+from .registry import register_head
 
 _NONE = frozenset()
 
@@ -91,10 +92,16 @@ class GraphCombiner(nn.Module):
         return self.classifier(hs)
 
 
+@register_head("pim")
 class PIMHead(nn.Module):
     """PIM's FPN, selector and combiner; see the module docstring."""
 
     training_only_prefixes: Tuple[str, ...] = ()
+    #: tapped blocks (default: the last four), tokens the selector keeps per tapped block, FPN width,
+    #: loss weights (official ViT recipe: 32 per block, 512; lambdas 0.5, 0, 5, 1)
+    ARGS = {"tap_blocks": None, "num_selects": 32, "fpn_size": 512,
+            "lambda_b": 0.5, "lambda_s": 0.0, "lambda_n": 5.0, "lambda_c": 1.0}
+    HAS_WEIGHTS = True  # pyramid, selector and combiner, under pim.*
     replaced_prefixes: Tuple[str, ...] = ("norm.", "fc_norm.", "head.", "head_dist.", "attn_pool.")
 
     def __init__(self, embed_dim: int, num_classes: int, tap_blocks: List[int], num_selects: List[int],

@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .heads import depth_at_least, float_arg, needs_class_token
-from .token_drop import BlockObserver
+from ...errors import ConfigError
+from .args import depth_at_least, float_arg, needs_class_token
+from ..token_drop import BlockObserver
+from .registry import register_head
 
 _PROBS = frozenset({"probs"})
 
@@ -117,10 +118,15 @@ class _RolloutObserver(BlockObserver):
         return w * c
 
 
+@register_head("mixvit")
 class MixViTHead(nn.Module):
     """Mix-ViT's self-supervised substitution branch; see the module docstring."""
 
     training_only_prefixes: Tuple[str, ...] = ("mixvit.",)
+    #: fraction of the patch tokens substituted, weight of the substitution BCE
+    #: (official defaults 0.05 and 1; its scripts use 0.2 / 4 for Cotton80)
+    ARGS = {"mask_topk": 0.05, "mask_weight": 1.0}
+    HAS_WEIGHTS = True  # the extra block and the substitution head, under mixvit.*
     replaced_prefixes: Tuple[str, ...] = ()
 
     def __init__(self, block: nn.Module, norm: nn.Module, embed_dim: int, num_patches: int,
