@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 #: distributions whose versions a measurement records (when installed)
 LIBRARIES = ("torch", "timm", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "openvino")
@@ -22,11 +22,12 @@ def cpu_load() -> Optional[List[float]]:
         return None
 
 
-def library_versions() -> Dict[str, str]:
+def library_versions(extra: Sequence[str] = ()) -> Dict[str, str]:
+    """Python and the versions of :data:`LIBRARIES` (and of the ``extra`` distributions) that are installed."""
     from importlib import metadata
 
     out = {"python": platform.python_version()}
-    for name in LIBRARIES:
+    for name in (*LIBRARIES, *extra):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -20,7 +20,8 @@ from ..errors import ConfigError, ExportError
 from .backends import (EXPORTED_BACKENDS, Runner, check_backend, default_threads, file_kind,
                        openvino_runner, ort_runner, set_compile_limits)
 from ..machine import machine_info
-from .target import identity_from_spec, load_model, model_from_spec, model_identity
+from ..models import load_model
+from .target import identity_from_spec, model_from_spec, model_identity
 from ..files import write_json, write_text
 from ..machine import cpu_load
 from .runners import ModelRunners, make_input, torch_threads

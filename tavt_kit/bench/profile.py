@@ -48,7 +48,8 @@ from .table import TABLE_FORMAT, TABLE_VERSION, LatencyTable, fit_separable, iso
 from .backends import (EXPORTED_BACKENDS, Runner, check_backend, compile_module, default_threads, openvino_runner,
                        ort_runner, release, run_compiled_once, set_compile_limits, torch_runner)
 from ..machine import machine_info
-from .target import load_model, model_identity
+from ..models import load_model
+from .target import model_identity
 from .timing import TimingPolicy, measure_round_robin
 
 #: whole models / parts compiled at once for an exported backend (their weights, in bytes)

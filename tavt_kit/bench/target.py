@@ -1,34 +1,14 @@
 """What is being measured: a model (checkpoint / name / module) or an exported file, and its identity."""
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
 
 #: identity keys that decide a model's latency (a latency table must match them all)
 STRUCTURE_KEYS = ("depth", "embed_dim", "num_heads", "mlp_hidden", "num_patches", "num_prefix_tokens", "img_size",
                   "patch_size", "scorer", "fuse", "head")
-
-
-def load_model(target, img_size=None) -> nn.Module:
-    """A token-drop model from a module, a checkpoint path or a model name."""
-    from ..models import create_model, load_checkpoint
-
-    if isinstance(target, nn.Module):
-        if not hasattr(target, "make_schedule"):
-            raise ConfigError(f"expected a token-drop model (tavt_kit.create_model / load_checkpoint), got "
-                              f"{type(target).__name__}")
-        return target
-    target = os.fspath(target)
-    kw = {"img_size": img_size} if img_size else {}
-    if os.path.exists(target):
-        return load_checkpoint(target, **kw)
-    if os.sep in target or target.endswith((".safetensors", ".pth", ".pt", ".bin", ".npz")):
-        raise CheckpointError(f"{target}: checkpoint not found")
-    return create_model(target, **kw)
 
 
 def model_from_spec(spec: Dict[str, Any]) -> Optional[nn.Module]:

@@ -216,7 +216,7 @@ def run(args) -> int:
         return 0
 
     from ..bench.measure import measure_latency
-    from ..bench.target import load_model
+    from ..models import load_model
     from ..bench.backends import file_kind
 
     schedules, labels = None, None
@@ -258,7 +258,8 @@ def _predict(args, table_path) -> int:
 
     from ..errors import ConfigError
     from ..bench.table import LatencyTable
-    from ..bench.target import load_model, short_counts
+    from ..bench.target import short_counts
+    from ..models import load_model
 
     if not table_path:
         raise ConfigError("fgvc-kit bench predict needs a latency table: fgvc-kit bench predict TABLE --drop ...")

@@ -66,19 +66,6 @@ def parse_seconds(text: str) -> float:
     return value
 
 
-# -------------------------------------------------------------- model files
-def load_model_or_name(target: str, img_size: Optional[int] = None):
-    """A checkpoint file, or a model name built with random weights (``fgvc_tiny``)."""
-    from ..models import create_model, load_checkpoint
-
-    over = {"img_size": img_size} if img_size else {}
-    if os.path.exists(target):
-        return load_checkpoint(target, **over)
-    if os.sep in target or target.endswith((".safetensors", ".pth", ".pt", ".bin", ".npz")):
-        raise CheckpointError(f"{target}: checkpoint not found")
-    return create_model(target, **over)
-
-
 # ------------------------------------------------------------- run folders
 def check_run_dir(out: str, resume: bool, overwrite: bool, run_file: str, state_file: str,
                   kind: Optional[str] = None) -> Optional[Dict[str, Any]]:

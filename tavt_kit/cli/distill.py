@@ -106,7 +106,7 @@ def run_distill(args: argparse.Namespace) -> int:
     from ..models import load_checkpoint
     from ..train.build import check_model_fits
     from .train import RUN_FILE, resume_args, train_config
-    from ..train.engine import LAST_FILE, METRICS_FILE, STATE_FILE, Trainer, init_distributed
+    from ..train import LAST_FILE, METRICS_FILE, STATE_FILE, Trainer, init_distributed
     from ..files import write_json
     from ..train.evaluate import evaluate
     from ..distill.inplace import InplaceDistillStep, fixed_schedules, make_schedule_eval

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..models import count_macs, load_checkpoint
     from ..train.build import check_model_fits
-    from ..train.engine import amp_dtype_for, init_distributed
+    from ..train.distributed import amp_dtype_for, init_distributed
     from ..files import write_json
     from ..train.evaluate import evaluate, plot_confusion
 

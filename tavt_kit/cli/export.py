@@ -88,7 +88,8 @@ def run_export(args) -> int:
 
     from ..errors import ConfigError
     from ..models import load_checkpoint
-    from ..export.pipeline import check_format_precision, export_model, parse_formats
+    from ..export import export_model
+    from ..export.formats import check_format_precision, parse_formats
 
     formats = parse_formats(args.format)
     check_format_precision(formats, args.precision)

@@ -16,9 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from ..models import count_macs, spec_of
-    from .common import load_model_or_name, parse_drop
+    from ..models import load_model
+    from .common import parse_drop
 
-    model = load_model_or_name(args.checkpoint, args.img_size)
+    model = load_model(args.checkpoint, args.img_size)
     schedule = parse_drop(args.drop, args.keep_ratio, model)
     spec = spec_of(model)
     full = count_macs(model, model.full_schedule())

@@ -124,7 +124,7 @@ def resume_args(stored: Dict[str, Any], args: argparse.Namespace, out: str) -> D
 
 
 def train_config(r: Dict[str, Any], args: argparse.Namespace):
-    from ..train.engine import TrainConfig
+    from ..train.config import TrainConfig
 
     return TrainConfig(steps=r["steps"], batch_size=r["batch_size"], accum_steps=r["accum_steps"],
                        optimizer=r["optimizer"], lr=r["lr"], weight_decay=r["weight_decay"], momentum=r["momentum"],
@@ -144,7 +144,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..models import load_checkpoint
     from ..train.build import build_model
-    from ..train.engine import LAST_FILE, STATE_FILE, Trainer, init_distributed
+    from ..train import LAST_FILE, STATE_FILE, Trainer, init_distributed
     from ..files import write_json
     from ..train.evaluate import evaluate
 

@@ -1,7 +1,9 @@
 """ONNX and OpenVINO export with accuracy verification and INT8 quantisation (never imports bench)."""
 from .onnx import OnnxExport, export_onnx
 from .openvino import OpenVinoConversion, compile_openvino, convert_openvino
-from .pipeline import EXPORT_FILE, FORMATS, ExportResult, export_model
+from .formats import FORMATS
+from .pipeline import export_model
+from .record import EXPORT_FILE, ExportResult
 from .verify import (PRECISIONS, ExportedRunner, Verification, VerifyData, graph_token_counts, load_verify_data,
                      verify_export)
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import BackendError, ConfigError, ExportError
+from .graph import first_line, write_metadata
 
 #: ONNX opset fgvc-kit exports to (ONNX Runtime >= 1.14, OpenVINO >= 2023.0 read it)
 DEFAULT_OPSET = 18
@@ -100,11 +101,6 @@ def _param_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
-
-
 @contextlib.contextmanager
 def _quiet():
     """The exporters print progress and warnings; keep a library call silent (errors still raise)."""
@@ -145,19 +141,6 @@ def _export_once(module: nn.Module, example: torch.Tensor, path: str, exporter: 
                               dynamic_axes=axes or None, do_constant_folding=True)
 
 
-def _write_metadata(path: str, metadata: Mapping[str, str]) -> None:
-    import onnx
-
-    model = onnx.load(path, load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    props.update({k: str(v) for k, v in metadata.items()})
-    del model.metadata_props[:]
-    for k, v in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.save(model, path)
-
-
 def ort_session(path: str, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None,
                 free_dims: Optional[Mapping[str, int]] = None, spinning: bool = True):
     """An ONNX Runtime session (all graph optimisations, sequential execution, ``threads`` intra-op threads).
@@ -183,7 +166,7 @@ def ort_session(path: str, threads: Optional[int] = None, providers: Optional[Se
     try:
         return ort.InferenceSession(path, so, providers=list(providers or ["CPUExecutionProvider"]))
     except Exception as e:
-        raise ExportError(f"{path}: ONNX Runtime cannot load the file ({_first_line(e)})") from None
+        raise ExportError(f"{path}: ONNX Runtime cannot load the file ({first_line(e)})") from None
 
 
 def _ort_max_diff(path: str, module: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
@@ -250,7 +233,7 @@ def export_module(
                          dict(output_axes or {}), dict(dim_min or {}))
             onnx.checker.check_model(path)
         except Exception as e:
-            reasons.append(f"{name} exporter failed ({_first_line(e)})")
+            reasons.append(f"{name} exporter failed ({first_line(e)})")
             if last:
                 raise ExportError(f"{path}: export failed: {'; '.join(reasons)}") from None
             continue
@@ -264,7 +247,7 @@ def export_module(
                 continue
         meta = dict(metadata or {})
         meta[META_EXPORTER] = name
-        _write_metadata(path, meta)
+        write_metadata(path, meta)
         return ModuleExport(path=path, exporter=name, opset=opset, max_abs_diff=diff,
                             checked_batches=[int(x.shape[0]) for x in (verify_inputs or [])],
                             fallback_reason="; ".join(reasons) or None, seconds=time.perf_counter() - start)
@@ -393,7 +376,7 @@ def read_onnx_info(path) -> ExportedInfo:
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as e:
-        raise ExportError(f"{path}: not a readable ONNX file ({_first_line(e)})") from None
+        raise ExportError(f"{path}: not a readable ONNX file ({first_line(e)})") from None
     init = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in init]
     if len(inputs) != 1 or len(model.graph.output) < 1:

@@ -14,18 +14,21 @@ actually used is read back from the compiled model and reported.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..errors import BackendError, ConfigError, ExportError
-from .onnx import (META_EXPORTER, META_FORMAT, META_SCHEDULE, META_SPEC, ExportedInfo, OnnxExport, _first_line,
+from .graph import first_line
+from .onnx import (META_EXPORTER, META_FORMAT, META_SCHEDULE, META_SPEC, ExportedInfo, OnnxExport,
                    _info, _quiet, export_onnx, read_onnx_info)
 
 #: inference precisions a user may ask for (OpenVINO's names)
 PRECISIONS = ("f32", "bf16", "f16")
-_RT_KEYS = (META_FORMAT, META_SPEC, META_SCHEDULE, META_EXPORTER)
+#: the ONNX metadata an IR carries over in its rt_info
+RT_KEYS = (META_FORMAT, META_SPEC, META_SCHEDULE, META_EXPORTER)
 
 
 def require_openvino():
@@ -113,7 +116,7 @@ def compile_openvino(model, device: str = "cpu", precision: str = "f32", threads
         try:
             model = c.read_model(path)
         except Exception as e:
-            raise ExportError(f"{path}: OpenVINO cannot read the file ({_first_line(e)})") from None
+            raise ExportError(f"{path}: OpenVINO cannot read the file ({first_line(e)})") from None
     if shape is not None:
         model.reshape({model.inputs[0].get_any_name(): list(shape)})
     config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": hint}
@@ -124,7 +127,7 @@ def compile_openvino(model, device: str = "cpu", precision: str = "f32", threads
     try:
         compiled = c.compile_model(model, dev, config)
     except Exception as e:
-        raise BackendError(f"OpenVINO cannot compile for {dev} at {precision} ({_first_line(e)})") from None
+        raise BackendError(f"OpenVINO cannot compile for {dev} at {precision} ({first_line(e)})") from None
     return compiled, inference_precision(compiled)
 
 
@@ -177,11 +180,11 @@ def convert_openvino(
             with _quiet():
                 ov_model = ov.convert_model(onnx_path)
         except Exception as e:
-            raise ExportError(f"{onnx_path}: OpenVINO cannot convert the file ({_first_line(e)})") from None
+            raise ExportError(f"{onnx_path}: OpenVINO cannot convert the file ({first_line(e)})") from None
         import onnx
 
         props = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
-        for key in _RT_KEYS:
+        for key in RT_KEYS:
             if key in props:
                 ov_model.set_rt_info(props[key], ["fgvc_kit", key.split(".", 1)[1]])
         ov.save_model(ov_model, xml_path, compress_to_fp16=compress_to_fp16)
@@ -229,7 +232,7 @@ def read_openvino_info(path) -> ExportedInfo:
     except BackendError:
         raise
     except Exception as e:
-        raise ExportError(f"{path}: OpenVINO cannot read the file ({_first_line(e)})") from None
+        raise ExportError(f"{path}: OpenVINO cannot read the file ({first_line(e)})") from None
     if len(m.inputs) != 1:
         raise ExportError(f"{path}: expected one image input, got {len(m.inputs)}")
 
@@ -238,8 +241,24 @@ def read_openvino_info(path) -> ExportedInfo:
         return [d.get_length() if d.is_static else None for d in ps]
 
     props = {}
-    for key in _RT_KEYS:
+    for key in RT_KEYS:
         k = ["fgvc_kit", key.split(".", 1)[1]]
         if m.has_rt_info(k):
             props[key] = m.get_rt_info(k).astype(str)
     return _info(path, "openvino", dims(m.inputs[0]), dims(m.outputs[0]), props)
+
+
+def tag_precision(xml: str, precision: str) -> None:
+    """Record the precision an IR was exported for in its rt_info (bf16: the inference hint to use)."""
+    ov = require_openvino()
+    m = core().read_model(xml)
+    m.set_rt_info(precision, ["fgvc_kit", "precision"])
+    tmp_dir = tempfile.mkdtemp(prefix="fgvc-kit-ov-", dir=os.path.dirname(os.path.abspath(xml)))
+    try:
+        tmp = os.path.join(tmp_dir, os.path.basename(xml))
+        ov.save_model(m, tmp, compress_to_fp16=False)
+        del m
+        os.replace(tmp, xml)
+        os.replace(tmp[:-4] + ".bin", xml[:-4] + ".bin")
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)

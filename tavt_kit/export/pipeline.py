@@ -21,13 +21,10 @@ The steps (each a library call of its own):
 """
 from __future__ import annotations
 
-import datetime
-import hashlib
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -36,176 +33,8 @@ from torch import nn
 from ..errors import ConfigError, ExportError, TavtKitError
 from ..files import write_json
 from ..schedules import schedule_from_drop_file
-from .verify import check_precision
-
-EXPORT_FORMAT = "fgvc-kit/export"
-EXPORT_FILE = "export.json"
-FORMATS = ("onnx", "openvino")
-#: precisions each format can be exported at (bf16 is an OpenVINO inference precision; ONNX Runtime's
-#: CPU provider has no bf16 kernels)
-FORMAT_PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8")}
-
-
-# ----------------------------------------------------------------- arguments
-def parse_formats(value) -> Tuple[str, ...]:
-    """``"onnx,openvino"`` (or a sequence) -> ``("onnx", "openvino")``, checked."""
-    items = [v.strip().lower() for v in value.split(",")] if isinstance(value, str) else [str(v).lower()
-                                                                                           for v in value]
-    items = [v for v in items if v]
-    aliases = {"ov": "openvino", "ir": "openvino"}
-    out: List[str] = []
-    for v in items:
-        v = aliases.get(v, v)
-        if v not in FORMATS:
-            raise ConfigError(f"--format: unknown format {v!r}; expected one or more of {', '.join(FORMATS)} "
-                              "(comma-separated)")
-        if v not in out:
-            out.append(v)
-    if not out:
-        raise ConfigError(f"--format: give at least one of {', '.join(FORMATS)}")
-    return tuple(out)
-
-
-def check_format_precision(formats: Sequence[str], precision: str) -> None:
-    check_precision(precision)
-    for f in formats:
-        if precision not in FORMAT_PRECISIONS[f]:
-            raise ConfigError(f"--precision {precision} is not available for --format {f} (ONNX Runtime has no "
-                              f"bf16 CPU kernels; {f} takes {', '.join(FORMAT_PRECISIONS[f])}); export OpenVINO "
-                              "alone at bf16")
-
-
-# ------------------------------------------------------------------ results
-@dataclass
-class ExportResult:
-    """What :func:`export_model` wrote: ``doc`` is the content of ``export.json``."""
-
-    out_dir: str
-    json_path: str
-    doc: Dict[str, Any]
-
-    @property
-    def verified(self) -> bool:
-        return bool(self.doc.get("verified"))
-
-    @property
-    def files(self) -> Dict[str, Dict[str, Any]]:
-        return self.doc.get("files", {})
-
-    def path(self, fmt: str) -> str:
-        """The main file of a format (``.onnx`` / ``.xml``)."""
-        return os.path.join(self.out_dir, self.doc["files"][fmt]["path"])
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _file_entry(out_dir: str, *paths: str) -> Dict[str, Any]:
-    main = paths[0]
-    entry: Dict[str, Any] = {"path": os.path.relpath(main, out_dir), "bytes": os.path.getsize(main),
-                             "sha256": _sha256(main)}
-    extra = [p for p in paths[1:] if os.path.exists(p)]
-    if extra:
-        entry["weights"] = os.path.relpath(extra[0], out_dir)
-        entry["weights_bytes"] = os.path.getsize(extra[0])
-        entry["weights_sha256"] = _sha256(extra[0])
-    entry["total_bytes"] = sum(os.path.getsize(p) for p in (main, *extra))
-    return entry
-
-
-def _versions(extra: Sequence[str] = ()) -> Dict[str, str]:
-    from .. import __version__
-    from ..machine import library_versions
-
-    v = {"fgvc_kit": __version__, **library_versions()}
-    from importlib import metadata
-
-    for pkg in extra:
-        try:
-            v[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return v
-
-
-def _inference_params(model: nn.Module) -> int:
-    """Parameters the exported graph needs (Mix-ViT's training-only branch left out)."""
-    names = dict(model.named_parameters())
-    state = model.inference_state_dict() if hasattr(model, "inference_state_dict") else model.state_dict()
-    return int(sum(names[k].numel() for k in state if k in names))
-
-
-def _toposort(graph) -> None:
-    """Order a graph's nodes so that every input is produced before it is used (in place)."""
-    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in known for i in n.input):
-                ordered.append(n)
-                known.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):  # inputs from outside (subgraphs): keep the remaining order
-            ordered.extend(rest)
-            break
-        pending = rest
-    nodes = [type(n)() for n in ordered]
-    for new, old in zip(nodes, ordered):
-        new.CopyFrom(old)
-    del graph.node[:]
-    graph.node.extend(nodes)
-
-
-def _onnx_fp16(src: str, dst: str) -> None:
-    """fp16 weights and compute, fp32 input/output (onnxruntime's converter; ops without fp16 kernels stay fp32)."""
-    import onnx
-
-    from .onnx import _first_line, _write_metadata
-
-    try:
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-    except ImportError:
-        raise ExportError("--precision fp16 for ONNX needs onnxruntime's float16 converter "
-                          "(onnxruntime.transformers); pip install onnxruntime") from None
-    m = onnx.load(src)
-    props = {p.key: p.value for p in m.metadata_props}
-    try:
-        h = convert_float_to_float16(m, keep_io_types=True, disable_shape_infer=False)
-    except Exception as e:
-        raise ExportError(f"{src}: fp16 conversion failed ({_first_line(e)})") from None
-    _toposort(h.graph)  # the converter appends the input casts at the end of the node list
-    onnx.save(h, dst)
-    try:
-        onnx.checker.check_model(dst)
-    except Exception as e:
-        raise ExportError(f"{dst}: the fp16 graph fails onnx.checker ({_first_line(e)})") from None
-    props["fgvc_kit.precision"] = "fp16"
-    _write_metadata(dst, props)
-
-
-def _set_ov_precision(xml: str, precision: str) -> None:
-    """Record the precision an IR was exported for in its rt_info (bf16: the inference hint to use)."""
-    from .openvino import core, require_openvino
-
-    ov = require_openvino()
-    m = core().read_model(xml)
-    m.set_rt_info(precision, ["fgvc_kit", "precision"])
-    tmp_dir = tempfile.mkdtemp(prefix="fgvc-kit-ov-", dir=os.path.dirname(os.path.abspath(xml)))
-    try:
-        tmp = os.path.join(tmp_dir, os.path.basename(xml))
-        ov.save_model(m, tmp, compress_to_fp16=False)
-        del m
-        os.replace(tmp, xml)
-        os.replace(tmp[:-4] + ".bin", xml[:-4] + ".bin")
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+from .formats import check_format_precision, parse_formats
+from .record import EXPORT_FILE, ExportResult, file_entry, new_export_doc
 
 
 # ------------------------------------------------------------------ the export
@@ -266,84 +95,19 @@ def export_model(
     Returns:
         :class:`ExportResult` (``doc`` = ``export.json``).
     """
-    from ..models import count_macs, load_checkpoint, spec_of
-    from .onnx import DEFAULT_OPSET, export_onnx
-
     formats = parse_formats(formats)
     check_format_precision(formats, precision)
     if verify and not max_accuracy_drop >= 0:
         raise ConfigError(f"--max-accuracy-drop: expected a non-negative number of points, got {max_accuracy_drop}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size: expected a positive batch size, got {batch_size}")
-    # the optional backends, before any work
-    if "openvino" in formats:
-        from .openvino import require_openvino
-
-        try:
-            require_openvino()
-        except TavtKitError as e:
-            raise type(e)(f"--format openvino: {e}") from None
-    if precision == "int8":
-        from .quantize import require_nncf
-
-        require_nncf()
-    if checkpoint is not None:
-        checkpoint = os.fspath(checkpoint)
-    if isinstance(model, (str, os.PathLike)):
-        checkpoint = os.fspath(model)
-        model = load_checkpoint(checkpoint)
-    if not hasattr(model, "make_schedule"):
-        raise ConfigError(f"export_model() takes a token-drop model or checkpoint, got {type(model).__name__}")
-    model.eval()
-    if schedule is None:
-        sched = model.schedule if model.schedule is not None else model.full_schedule()
-        source = schedule_source or {"kind": "checkpoint" if model.schedule is not None else "full"}
-    else:
-        if isinstance(schedule, (str, os.PathLike)):
-            sched = schedule_from_drop_file(model, schedule)
-            source = schedule_source or {"kind": "drop-config", "file": os.path.basename(os.fspath(schedule))}
-        else:
-            sched = model.make_schedule(schedule)
-            source = schedule_source or {"kind": "given"}
-    opset = opset or DEFAULT_OPSET
+    _require_backends(formats, precision)
+    model, checkpoint = _resolve_model(model, checkpoint)
+    sched, source = _resolve_schedule(model, schedule, schedule_source)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, EXPORT_FILE)
-    spec = spec_of(model)
-    full = model.full_schedule()
-    macs_full = count_macs(model, full).total()
-    macs = count_macs(model, sched).total()
-    width = int(spec.get("embed_dim") or 0)
-    doc: Dict[str, Any] = {
-        "format": EXPORT_FORMAT, "version": 1,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "verified": False, "status": "running", "reason": None,
-        "checkpoint": {"path": checkpoint, "sha256": _sha256(checkpoint)} if checkpoint else None,
-        "model": {"backbone": spec["backbone"]["name"], "head": spec["head"]["name"],
-                  "img_size": spec.get("img_size"), "num_classes": spec.get("num_classes"),
-                  "depth": spec.get("depth"), "num_patches": spec.get("num_patches"), "embed_dim": width,
-                  "params": int(sum(p.numel() for p in model.parameters())),
-                  "inference_params": _inference_params(model),
-                  "pruned": spec.get("pruned") is not None,
-                  "token_drop": spec.get("token_drop")},
-        "schedule": {"counts": list(sched.counts), "num_patches": int(sched.num_patches),
-                     "keep_ratios": [round(r, 6) for r in sched.keep_ratios()], "full": sched.is_full,
-                     "source": source},
-        "macs": {"full": macs_full, "schedule": macs, "reduction": macs_full / macs if macs else None},
-        "formats": list(formats), "precision": precision,
-        "input": {"name": "input", "shape": ["batch", 3, *spec["img_size"]], "dtype": "float32",
-                  "normalization": spec.get("normalization")},
-        "output": {"name": "logits", "shape": ["batch", spec.get("num_classes")]},
-        "exporter": None, "files": {}, "exports": {}, "verification": None,
-        "versions": _versions(["nncf"] if precision == "int8" else []),
-    }
-    try:
-        from ..machine import cpu_description
-
-        doc["machine"] = {"cpu": cpu_description()}
-    except Exception:  # descriptive only
-        pass
-    base = "model" if precision == "fp32" else f"model.{precision}"
+    doc = new_export_doc(model, sched, source, formats, precision, checkpoint)
     failures: List[str] = []
     start = time.perf_counter()
 
@@ -354,133 +118,26 @@ def export_model(
 
     tmp = tempfile.mkdtemp(prefix=".export-", dir=out_dir)
     try:
-        # ---- 1. the checked fp32 ONNX graph every format starts from
-        keep_fp32_onnx = "onnx" in formats and precision == "fp32"
-        onnx_fp32 = os.path.join(out_dir if keep_fp32_onnx else tmp, "model.onnx")
-        log(f"exporting to ONNX at schedule {list(sched.counts)} ({macs / 1e9:.4g} of {macs_full / 1e9:.4g} GMACs)")
-        res = export_onnx(model, onnx_fp32, sched, opset=opset, exporter=exporter, verify=True, seed=seed)
-        doc["exporter"] = {"name": res.exporter, "fallback_reason": res.fallback_reason, "opset": res.opset,
-                           "api": "torch.onnx.export(dynamo=True)" if res.exporter == "dynamo"
-                           else "torch.onnx.export(dynamo=False)"}
-        onnx_info = {"exporter": res.exporter, "fallback_reason": res.fallback_reason, "opset": res.opset,
-                     "dynamic_batch": res.dynamic_batch, "check": {"runtime": "onnxruntime", "inputs": "random",
-                                                                   "batches": res.checked_batches,
-                                                                   "max_abs_diff": res.max_abs_diff,
-                                                                   "atol": res.atol},
-                     "seconds": round(res.seconds, 3)}
-        # ---- 2. the files of each format
+        onnx_fp32, onnx_info = _onnx_step(model, sched, doc, out_dir, tmp, formats, precision, opset, exporter,
+                                          seed, log)
         calib = None
         if precision == "int8":
-            if calibration is not None:
-                calib = np.asarray(calibration, dtype=np.float32)
-                doc["calibration"] = {"source": "given", "images": int(calib.shape[0])}
-            else:
-                from .quantize import calibration_images as calib_fn
-
-                # the verification images are never calibration images: given as tensors, calibrate on the
-                # training split of the checkpoint's dataset (else the demo) instead
-                given = isinstance(verify_data, (tuple, list))
-                calib = calib_fn(model, None if given else verify_data, root=None if given else verify_root,
-                                 split=calibration_split, n=calibration_images, seed=seed)
-                name = verify_data if isinstance(verify_data, str) else \
-                    ((getattr(model, "spec", None) or {}).get("data") or {}).get("name", "demo") \
-                    if verify_data is None or given else getattr(verify_data, "name", None)
-                doc["calibration"] = {"source": "dataset", "dataset": name, "split": calibration_split,
-                                      "images": int(calib.shape[0]), "seed": seed}
+            calib = _calibration_step(model, doc, calibration, verify_data, verify_root, calibration_split,
+                                      calibration_images, seed)
+        base = "model" if precision == "fp32" else f"model.{precision}"
         for fmt in formats:
-            entry: Dict[str, Any] = {"precision": precision}
-            if fmt == "onnx":
-                entry.update(onnx_info)
-                if precision == "fp32":
-                    path = onnx_fp32
-                elif precision == "fp16":
-                    path = os.path.join(out_dir, f"{base}.onnx")
-                    log("converting the ONNX graph to fp16")
-                    _onnx_fp16(onnx_fp32, path)
-                    entry["converted_with"] = "onnxruntime.transformers.float16 (fp32 input/output)"
-                else:
-                    path = os.path.join(out_dir, f"{base}.onnx")
-                    log(f"int8: NNCF post-training quantisation of the ONNX graph ({calib.shape[0]} images)")
-                    from .quantize import quantize_onnx
-
-                    entry["quantization"] = quantize_onnx(onnx_fp32, path, calib).to_dict()
-                    entry["quantization"]["source"] = "model.onnx (fp32, this export)"
-                    entry["quantization"]["path"] = os.path.basename(path)
-                doc["files"]["onnx"] = _file_entry(out_dir, path)
-            else:
-                from .openvino import convert_openvino
-
-                path = os.path.join(out_dir, f"{base}.xml")
-                if precision == "int8":
-                    log(f"int8: NNCF post-training quantisation of the OpenVINO IR ({calib.shape[0]} images)")
-                    from .quantize import quantize_openvino
-
-                    entry["quantization"] = quantize_openvino(onnx_fp32, path, calib).to_dict()
-                    entry["quantization"].update(source="model.onnx (fp32, this export)",
-                                                 path=os.path.basename(path))
-                else:
-                    log("converting to OpenVINO IR")
-                    conv = convert_openvino(onnx_fp32, path, compress_to_fp16=precision == "fp16", verify=True)
-                    entry["conversion"] = {"source": "onnx", "exporter": res.exporter,
-                                           "compress_to_fp16": conv.compress_to_fp16,
-                                           "check": {"runtime": "openvino", "reference": conv.reference,
-                                                     "precision": conv.precision_checked, "inputs": "random",
-                                                     "max_abs_diff": conv.max_abs_diff},
-                                           "seconds": round(conv.seconds, 3)}
-                    _set_ov_precision(path, precision)
-                entry["weights"] = "f16" if precision == "fp16" else "f32 (int8 where quantised)" \
-                    if precision == "int8" else "f32"
-                entry["inference_precision_hint"] = {"fp32": "f32", "fp16": "f16", "bf16": "bf16",
-                                                     "int8": "f32"}[precision]
-                doc["files"]["openvino"] = _file_entry(out_dir, path, path[:-4] + ".bin")
-            # structural check: the graph holds the schedule's token counts
-            if width:
-                from .verify import expected_token_counts, graph_token_counts
-
-                counts = graph_token_counts(path, width)
-                expected = expected_token_counts(model, sched)
-                entry["graph_token_counts"] = counts
-                entry["schedule_token_counts"] = expected
-                entry["graph_keeps_token_drop"] = set(expected) <= set(counts)
-                if not entry["graph_keeps_token_drop"]:
-                    log(f"  warning: {fmt} graph holds token counts {counts}, the schedule needs {expected}")
+            entry = _format_step(fmt, doc, out_dir, base, onnx_fp32, onnx_info, precision, calib, log)
+            _token_count_check(entry, os.path.join(out_dir, doc["files"][fmt]["path"]), model, sched,
+                               doc["model"]["embed_dim"], fmt, log)
             doc["exports"][fmt] = entry
-        # ---- 3. verification on real images
-        if not verify:
+        if verify:
+            failures = _verify_step(model, sched, doc, out_dir, formats, precision, verify_data, verify_root,
+                                    verify_split, verify_images, max_accuracy_drop, max_logit_diff, min_agreement,
+                                    batch_size, threads, seed, log)
+        else:
             doc.update(verified=False, status="unverified",
                        reason="verification skipped (--no-verify); nothing here was checked on real images")
             doc["verification"] = {"skipped": True}
-        else:
-            from .verify import load_verify_data, pytorch_logits, verify_export
-
-            data = load_verify_data(model, verify_data, root=verify_root, split=verify_split,
-                                    max_images=verify_images, seed=seed)
-            log(f"verifying on {len(data)} images ({data.info.get('dataset', data.info.get('source'))} "
-                f"{data.info.get('split', '')})")
-            ref = pytorch_logits(model, data.images, sched, batch_size)
-            doc["verification"] = {"data": data.info, "split": verify_split, "max_accuracy_drop": max_accuracy_drop,
-                                   "max_logit_diff": max_logit_diff, "min_agreement": min_agreement,
-                                   "results": {}}
-            for fmt in formats:
-                path = os.path.join(out_dir, doc["files"][fmt]["path"])
-                try:
-                    v = verify_export(model, path, data, schedule=sched, precision=precision,
-                                      max_accuracy_drop=max_accuracy_drop, max_logit_diff=max_logit_diff,
-                                      min_agreement=min_agreement, batch_size=batch_size, threads=threads, reference_logits=ref, format=fmt)
-                    result = v.to_dict()
-                    result["path"] = doc["files"][fmt]["path"]
-                    log("  " + v.summary() + ("" if v.passed else f"  FAILED: {v.reason}"))
-                    if not v.passed:
-                        failures.append(f"{fmt}: {v.reason}")
-                except TavtKitError as e:  # the file cannot be loaded or run
-                    result = {"format": fmt, "passed": False, "reason": str(e)}
-                    failures.append(f"{fmt}: {e}")
-                doc["verification"]["results"][fmt] = result
-                doc["exports"][fmt]["verified"] = bool(result.get("passed"))
-            if failures:
-                doc.update(verified=False, status="failed", reason="; ".join(failures))
-            else:
-                doc.update(verified=True, status="verified", reason=None)
     except TavtKitError as e:
         fail(str(e))
         raise
@@ -496,3 +153,190 @@ def export_model(
         raise ExportError(f"export verification failed ({'; '.join(failures)}); recorded as verified=false "
                           f"in {json_path}")
     return result
+
+
+# ---------------------------------------------------------------- the steps
+def _require_backends(formats: Sequence[str], precision: str) -> None:
+    """The optional backends a request needs, checked before any work."""
+    if "openvino" in formats:
+        from .openvino import require_openvino
+
+        try:
+            require_openvino()
+        except TavtKitError as e:
+            raise type(e)(f"--format openvino: {e}") from None
+    if precision == "int8":
+        from .quantize import require_nncf
+
+        require_nncf()
+
+
+def _resolve_model(model, checkpoint: Optional[str]) -> Tuple[nn.Module, Optional[str]]:
+    """A token-drop model in eval mode, and the checkpoint it came from (recorded with its hash)."""
+    from ..models import load_checkpoint
+
+    if checkpoint is not None:
+        checkpoint = os.fspath(checkpoint)
+    if isinstance(model, (str, os.PathLike)):
+        checkpoint = os.fspath(model)
+        model = load_checkpoint(checkpoint)
+    if not hasattr(model, "make_schedule"):
+        raise ConfigError(f"export_model() takes a token-drop model or checkpoint, got {type(model).__name__}")
+    model.eval()
+    return model, checkpoint
+
+
+def _resolve_schedule(model: nn.Module, schedule, schedule_source: Optional[Dict[str, Any]]):
+    """The schedule to export (given, a drop-config file, the model's own or the full model) and its source."""
+    if schedule is None:
+        sched = model.schedule if model.schedule is not None else model.full_schedule()
+        return sched, schedule_source or {"kind": "checkpoint" if model.schedule is not None else "full"}
+    if isinstance(schedule, (str, os.PathLike)):
+        return (schedule_from_drop_file(model, schedule),
+                schedule_source or {"kind": "drop-config", "file": os.path.basename(os.fspath(schedule))})
+    return model.make_schedule(schedule), schedule_source or {"kind": "given"}
+
+
+def _onnx_step(model, sched, doc, out_dir, tmp, formats, precision, opset, exporter, seed, log):
+    """The checked fp32 ONNX graph every format starts from; kept in ``out_dir`` when it is itself asked for."""
+    from .onnx import DEFAULT_OPSET, export_onnx
+
+    keep_fp32_onnx = "onnx" in formats and precision == "fp32"
+    onnx_fp32 = os.path.join(out_dir if keep_fp32_onnx else tmp, "model.onnx")
+    macs, macs_full = doc["macs"]["schedule"], doc["macs"]["full"]
+    log(f"exporting to ONNX at schedule {list(sched.counts)} ({macs / 1e9:.4g} of {macs_full / 1e9:.4g} GMACs)")
+    res = export_onnx(model, onnx_fp32, sched, opset=opset or DEFAULT_OPSET, exporter=exporter, verify=True,
+                      seed=seed)
+    doc["exporter"] = {"name": res.exporter, "fallback_reason": res.fallback_reason, "opset": res.opset,
+                       "api": "torch.onnx.export(dynamo=True)" if res.exporter == "dynamo"
+                       else "torch.onnx.export(dynamo=False)"}
+    info = {"exporter": res.exporter, "fallback_reason": res.fallback_reason, "opset": res.opset,
+            "dynamic_batch": res.dynamic_batch, "check": {"runtime": "onnxruntime", "inputs": "random",
+                                                          "batches": res.checked_batches,
+                                                          "max_abs_diff": res.max_abs_diff, "atol": res.atol},
+            "seconds": round(res.seconds, 3)}
+    return onnx_fp32, info
+
+
+def _calibration_step(model, doc, calibration, verify_data, verify_root, split, n, seed) -> np.ndarray:
+    """int8 calibration images: given, else the training split of the data (never the verification images)."""
+    if calibration is not None:
+        calib = np.asarray(calibration, dtype=np.float32)
+        doc["calibration"] = {"source": "given", "images": int(calib.shape[0])}
+        return calib
+    from .quantize import calibration_images
+
+    # the verification images are never calibration images: given as tensors, calibrate on the
+    # training split of the checkpoint's dataset (else the demo) instead
+    given = isinstance(verify_data, (tuple, list))
+    calib = calibration_images(model, None if given else verify_data, root=None if given else verify_root,
+                               split=split, n=n, seed=seed)
+    name = verify_data if isinstance(verify_data, str) else \
+        ((getattr(model, "spec", None) or {}).get("data") or {}).get("name", "demo") \
+        if verify_data is None or given else getattr(verify_data, "name", None)
+    doc["calibration"] = {"source": "dataset", "dataset": name, "split": split, "images": int(calib.shape[0]),
+                          "seed": seed}
+    return calib
+
+
+def _format_step(fmt, doc, out_dir, base, onnx_fp32, onnx_info, precision, calib, log) -> Dict[str, Any]:
+    """The file(s) of one format at the precision asked for; records them in ``doc["files"]``."""
+    entry: Dict[str, Any] = {"precision": precision}
+    if fmt == "onnx":
+        entry.update(onnx_info)
+        if precision == "fp32":
+            path = onnx_fp32
+        elif precision == "fp16":
+            from .graph import onnx_fp16
+
+            path = os.path.join(out_dir, f"{base}.onnx")
+            log("converting the ONNX graph to fp16")
+            onnx_fp16(onnx_fp32, path)
+            entry["converted_with"] = "onnxruntime.transformers.float16 (fp32 input/output)"
+        else:
+            from .quantize import quantize_onnx
+
+            path = os.path.join(out_dir, f"{base}.onnx")
+            log(f"int8: NNCF post-training quantisation of the ONNX graph ({calib.shape[0]} images)")
+            entry["quantization"] = quantize_onnx(onnx_fp32, path, calib).to_dict()
+            entry["quantization"]["source"] = "model.onnx (fp32, this export)"
+            entry["quantization"]["path"] = os.path.basename(path)
+        doc["files"]["onnx"] = file_entry(out_dir, path)
+        return entry
+    from .openvino import convert_openvino, tag_precision
+
+    path = os.path.join(out_dir, f"{base}.xml")
+    if precision == "int8":
+        from .quantize import quantize_openvino
+
+        log(f"int8: NNCF post-training quantisation of the OpenVINO IR ({calib.shape[0]} images)")
+        entry["quantization"] = quantize_openvino(onnx_fp32, path, calib).to_dict()
+        entry["quantization"].update(source="model.onnx (fp32, this export)", path=os.path.basename(path))
+    else:
+        log("converting to OpenVINO IR")
+        conv = convert_openvino(onnx_fp32, path, compress_to_fp16=precision == "fp16", verify=True)
+        entry["conversion"] = {"source": "onnx", "exporter": onnx_info["exporter"],
+                               "compress_to_fp16": conv.compress_to_fp16,
+                               "check": {"runtime": "openvino", "reference": conv.reference,
+                                         "precision": conv.precision_checked, "inputs": "random",
+                                         "max_abs_diff": conv.max_abs_diff},
+                               "seconds": round(conv.seconds, 3)}
+        tag_precision(path, precision)
+    entry["weights"] = "f16" if precision == "fp16" else "f32 (int8 where quantised)" \
+        if precision == "int8" else "f32"
+    entry["inference_precision_hint"] = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}[precision]
+    doc["files"]["openvino"] = file_entry(out_dir, path, path[:-4] + ".bin")
+    return entry
+
+
+def _token_count_check(entry: Dict[str, Any], path: str, model, sched, width: int, fmt: str, log) -> None:
+    """Structural check: the graph's token tensors (``width`` wide) have the schedule's shorter sequence lengths."""
+    if not width:
+        return
+    from .verify import expected_token_counts, graph_token_counts
+
+    counts = graph_token_counts(path, width)
+    expected = expected_token_counts(model, sched)
+    entry["graph_token_counts"] = counts
+    entry["schedule_token_counts"] = expected
+    entry["graph_keeps_token_drop"] = set(expected) <= set(counts)
+    if not entry["graph_keeps_token_drop"]:
+        log(f"  warning: {fmt} graph holds token counts {counts}, the schedule needs {expected}")
+
+
+def _verify_step(model, sched, doc, out_dir, formats, precision, verify_data, verify_root, verify_split,
+                 verify_images, max_accuracy_drop, max_logit_diff, min_agreement, batch_size, threads, seed,
+                 log) -> List[str]:
+    """PyTorch and every exported file on the same real images; returns the failures (recorded in ``doc``)."""
+    from .verify import load_verify_data, pytorch_logits, verify_export
+
+    failures: List[str] = []
+    data = load_verify_data(model, verify_data, root=verify_root, split=verify_split, max_images=verify_images,
+                            seed=seed)
+    log(f"verifying on {len(data)} images ({data.info.get('dataset', data.info.get('source'))} "
+        f"{data.info.get('split', '')})")
+    ref = pytorch_logits(model, data.images, sched, batch_size)
+    doc["verification"] = {"data": data.info, "split": verify_split, "max_accuracy_drop": max_accuracy_drop,
+                           "max_logit_diff": max_logit_diff, "min_agreement": min_agreement, "results": {}}
+    for fmt in formats:
+        path = os.path.join(out_dir, doc["files"][fmt]["path"])
+        try:
+            v = verify_export(model, path, data, schedule=sched, precision=precision,
+                              max_accuracy_drop=max_accuracy_drop, max_logit_diff=max_logit_diff,
+                              min_agreement=min_agreement, batch_size=batch_size, threads=threads,
+                              reference_logits=ref, format=fmt)
+            result = v.to_dict()
+            result["path"] = doc["files"][fmt]["path"]
+            log("  " + v.summary() + ("" if v.passed else f"  FAILED: {v.reason}"))
+            if not v.passed:
+                failures.append(f"{fmt}: {v.reason}")
+        except TavtKitError as e:  # the file cannot be loaded or run
+            result = {"format": fmt, "passed": False, "reason": str(e)}
+            failures.append(f"{fmt}: {e}")
+        doc["verification"]["results"][fmt] = result
+        doc["exports"][fmt]["verified"] = bool(result.get("passed"))
+    if failures:
+        doc.update(verified=False, status="failed", reason="; ".join(failures))
+    else:
+        doc.update(verified=True, status="verified", reason=None)
+    return failures

@@ -119,7 +119,7 @@ def quantize_onnx(onnx_path, out_path, calibration, *, preset: str = "performanc
     """
     import onnx
 
-    from .onnx import _first_line, _write_metadata
+    from .graph import first_line, write_metadata
 
     nncf = require_nncf()
     if preset not in PRESETS:
@@ -134,16 +134,16 @@ def quantize_onnx(onnx_path, out_path, calibration, *, preset: str = "performanc
         with _quiet_nncf():
             q = _quantize(nncf, model, items, preset, fast_bias_correction, lambda a: {name: a})
     except Exception as e:
-        raise ExportError(f"{onnx_path}: NNCF int8 quantisation failed ({_first_line(e)})") from None
+        raise ExportError(f"{onnx_path}: NNCF int8 quantisation failed ({first_line(e)})") from None
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     onnx.save(q, out_path)
     try:
         onnx.checker.check_model(out_path)
     except Exception as e:
-        raise ExportError(f"{out_path}: the quantised graph fails onnx.checker ({_first_line(e)})") from None
+        raise ExportError(f"{out_path}: the quantised graph fails onnx.checker ({first_line(e)})") from None
     props = {p.key: p.value for p in model.metadata_props}
     props["fgvc_kit.precision"] = "int8"
-    _write_metadata(out_path, props)
+    write_metadata(out_path, props)
     n_q = sum(1 for n in q.graph.node if n.op_type == "QuantizeLinear")
     return QuantizeResult(path=out_path, backend="onnx", source=onnx_path, calibration_images=int(arr.shape[0]),
                           preset=preset, model_type="transformer", fast_bias_correction=fast_bias_correction,
@@ -156,8 +156,8 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
 
     fgvc-kit's rt_info (spec, schedule, exporter) is kept and ``precision`` = int8 added.
     """
-    from .onnx import _first_line
-    from .openvino import _RT_KEYS, convert_openvino, core, require_openvino
+    from .graph import first_line
+    from .openvino import RT_KEYS, convert_openvino, core, require_openvino
 
     ov = require_openvino()
     nncf = require_nncf()
@@ -175,9 +175,9 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
         try:
             model = core().read_model(xml)
         except Exception as e:
-            raise ExportError(f"{xml}: OpenVINO cannot read the file ({_first_line(e)})") from None
+            raise ExportError(f"{xml}: OpenVINO cannot read the file ({first_line(e)})") from None
         rt = {}
-        for key in _RT_KEYS:
+        for key in RT_KEYS:
             k = ["fgvc_kit", key.split(".", 1)[1]]
             if model.has_rt_info(k):
                 rt[key] = model.get_rt_info(k).astype(str)
@@ -186,7 +186,7 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
             with _quiet_nncf():
                 q = _quantize(nncf, model, items, preset, fast_bias_correction, None)
         except Exception as e:
-            raise ExportError(f"{source}: NNCF int8 quantisation failed ({_first_line(e)})") from None
+            raise ExportError(f"{source}: NNCF int8 quantisation failed ({first_line(e)})") from None
         for key, value in rt.items():
             q.set_rt_info(value, ["fgvc_kit", key.split(".", 1)[1]])
         q.set_rt_info("int8", ["fgvc_kit", "precision"])

@@ -205,14 +205,14 @@ class ExportedRunner:
             raise ExportError(f"{self.path}: not an exported model (expected .onnx or OpenVINO .xml)")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        from .onnx import _first_line
+        from .graph import first_line
 
         try:
             if self.kind == "onnx":
                 return self.session.run(None, {self.input_name: x})[0]
             return self.compiled(x)[self.compiled.output(0)]
         except Exception as e:
-            raise ExportError(f"{self.path}: inference failed ({_first_line(e)})") from None
+            raise ExportError(f"{self.path}: inference failed ({first_line(e)})") from None
 
 
 def onnx_file_precision(path) -> str:

@@ -178,3 +178,19 @@ def load_checkpoint(path, **overrides) -> nn.Module:
                               "given (pass reset_head=True to fine-tune a new classifier)")
     kwargs.update(overrides)
     return create_model(base, pretrained=path, **kwargs)
+
+
+def load_model(target, img_size=None) -> nn.Module:
+    """A token-drop model from a module (checked), a checkpoint path or a model name (random weights)."""
+    if isinstance(target, nn.Module):
+        if not hasattr(target, "make_schedule"):
+            raise ConfigError(f"expected a token-drop model (tavt_kit.create_model / load_checkpoint), got "
+                              f"{type(target).__name__}")
+        return target
+    target = os.fspath(target)
+    kw = {"img_size": img_size} if img_size else {}
+    if os.path.exists(target):
+        return load_checkpoint(target, **kw)
+    if os.sep in target or target.endswith((".safetensors", ".pth", ".pt", ".bin", ".npz")):
+        raise CheckpointError(f"{target}: checkpoint not found")
+    return create_model(target, **kw)

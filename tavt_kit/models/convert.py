@@ -314,3 +314,13 @@ def infer_npz_args(arrays: Dict[str, np.ndarray], num_heads: Optional[int] = Non
     head = arrays.get(f"{prefix}head/kernel")
     kwargs["num_classes"] = int(head.shape[-1]) if head is not None else 0
     return "vit_base_patch16_224", kwargs
+
+
+def mismatch_message(missing, unexpected) -> str:
+    """``missing a, b ...; unexpected c`` for a state dict that does not fit a model (at most four names each)."""
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
+    return "; ".join(parts)

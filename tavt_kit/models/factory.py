@@ -248,7 +248,7 @@ def _load_weights(model: nn.Module, path, reset_head: bool = True, head: Optiona
     """
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    from .convert import WeightFile, read_weights
+    from .convert import WeightFile, mismatch_message, read_weights
     from .heads import HEADS, ignored_backbone_keys
 
     wf = path if isinstance(path, WeightFile) else read_weights(path)
@@ -314,12 +314,7 @@ def _load_weights(model: nn.Module, path, reset_head: bool = True, head: Optiona
         fresh_branch = any(k.startswith(training_only) for k in missing) if training_only else False
         missing = [k for k in missing if not (training_only and k.startswith(training_only))]
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
-        raise CheckpointError(f"{path}: does not match the model ({'; '.join(parts)})")
+        raise CheckpointError(f"{path}: does not match the model ({mismatch_message(missing, unexpected)})")
     if fresh_branch:
         _log.info("%s: no %s weights (saved for inference); the training branch restarts from the backbone",
                   path, model.head_name)

@@ -76,14 +76,16 @@ class MacCount:
         return "\n".join(lines)
 
 
-def _ln(mod: nn.Module, numel: int) -> int:
+def norm_macs(mod: Optional[nn.Module], numel: int) -> int:
+    """A LayerNorm over ``numel`` elements, fvcore's rule: 5 MACs per element with affine parameters, 4 without."""
     if isinstance(mod, nn.Identity) or mod is None:
         return 0
     affine = getattr(mod, "weight", None) is not None
     return numel * (5 if affine else 4)
 
 
-def _linear(mod: nn.Module, tokens: int) -> int:
+def linear_macs(mod: nn.Module, tokens: int) -> int:
+    """A linear layer applied to ``tokens`` tokens."""
     return tokens * mod.in_features * mod.out_features
 
 
@@ -93,9 +95,9 @@ def _mlp(mlp: nn.Module, tokens: int) -> Tuple[int, int]:
     for name in ("fc1", "fc1_g", "fc1_x", "fc2"):
         sub = getattr(mlp, name, None)
         if isinstance(sub, nn.Linear):
-            macs += _linear(sub, tokens)
+            macs += linear_macs(sub, tokens)
     norm_mod = getattr(mlp, "norm", None)
-    norm = _ln(norm_mod, tokens * getattr(norm_mod, "normalized_shape", (0,))[0]) if norm_mod is not None else 0
+    norm = norm_macs(norm_mod, tokens * getattr(norm_mod, "normalized_shape", (0,))[0]) if norm_mod is not None else 0
     return macs, norm
 
 
@@ -106,16 +108,16 @@ def _head(model: nn.Module, tokens: int) -> Tuple[int, int]:
     if pool is not None:
         n = tokens if getattr(model, "pool_include_prefix", False) else tokens - model.num_prefix_tokens
         L = pool.latent.shape[1] if hasattr(pool, "latent") else 1
-        macs += _linear(pool.q, L) + _linear(pool.kv, n) + _linear(pool.proj, L)
+        macs += linear_macs(pool.q, L) + linear_macs(pool.kv, n) + linear_macs(pool.proj, L)
         macs += 2 * L * n * pool.q.out_features
         m, nm = _mlp(pool.mlp, L)
         macs += m
-        norm += nm + _ln(pool.norm, L * C)
-    norm += _ln(getattr(model, "fc_norm", None), C)
+        norm += nm + norm_macs(pool.norm, L * C)
+    norm += norm_macs(getattr(model, "fc_norm", None), C)
     for name in ("head", "head_dist"):
         sub = getattr(model, name, None)
         if isinstance(sub, nn.Linear):
-            macs += _linear(sub, 1)
+            macs += linear_macs(sub, 1)
     return macs, norm
 
 
@@ -125,13 +127,13 @@ def _block_rows(model: nn.Module, name: str, blk: nn.Module, N: int, N_out: int,
     C = model.embed_dim
     attn = blk.attn
     A = attn.num_heads * attn.head_dim
-    norm = _ln(blk.norm1, N * C) + _ln(attn.q_norm, N * A) + _ln(attn.k_norm, N * A) + _ln(attn.norm, N * A)
-    qkv = _linear(attn.qkv, N)
+    norm = norm_macs(blk.norm1, N * C) + norm_macs(attn.q_norm, N * A) + norm_macs(attn.k_norm, N * A) + norm_macs(attn.norm, N * A)
+    qkv = linear_macs(attn.qkv, N)
     if getattr(attn, "gate", None) is not None:
-        qkv += _linear(attn.gate, N)
-    rows = [(name, "attn_qkv", qkv), (name, "attn_matmul", 2 * N * N * A), (name, "attn_proj", _linear(attn.proj, N))]
+        qkv += linear_macs(attn.gate, N)
+    rows = [(name, "attn_qkv", qkv), (name, "attn_matmul", 2 * N * N * A), (name, "attn_proj", linear_macs(attn.proj, N))]
     mlp, mlp_norm = _mlp(blk.mlp, N_out)
-    norm += _ln(blk.norm2, N_out * C) + mlp_norm
+    norm += norm_macs(blk.norm2, N_out * C) + mlp_norm
     rows += [(name, "mlp", mlp), (name, "norm", norm)]
     if drop_scoring:
         rows.append((name, "scoring", drop_scoring))
@@ -144,7 +146,7 @@ def _pim_rows(model: nn.Module, pim: nn.Module) -> List[Tuple[str, str, int]]:
     S = model.num_prefix_tokens + int(model.patch_embed.num_patches)  # restored grids: every position
     rows: List[Tuple[str, str, int]] = []
     for t, (proj, cls) in enumerate(zip(pim.proj, pim.classifier)):
-        macs = _linear(proj[0], S) + _linear(proj[2], S)
+        macs = linear_macs(proj[0], S) + linear_macs(proj[2], S)
         conv_a, bn, conv_b = cls[0], cls[1], cls[3]
         macs += S * conv_a.in_channels * conv_a.out_channels + S * conv_b.in_channels * conv_b.out_channels
         macs += 2 * S * bn.num_features  # batch norm in eval: scale and shift (fvcore)
@@ -152,10 +154,10 @@ def _pim_rows(model: nn.Module, pim: nn.Module) -> List[Tuple[str, str, int]]:
     comb = pim.combiner
     J = comb.param_pool0.out_features
     D = comb.conv1.in_channels
-    macs = D * _linear(comb.param_pool0, 1)
+    macs = D * linear_macs(comb.param_pool0, 1)
     macs += J * D * (comb.conv_q1.out_channels + comb.conv_k1.out_channels + comb.conv1.out_channels)
     macs += D * J * J + 2 * D * J  # graph convolution (features x adjacency), batch norm
-    macs += D * _linear(comb.param_pool1, 1) + _linear(comb.classifier, 1)
+    macs += D * linear_macs(comb.param_pool1, 1) + linear_macs(comb.classifier, 1)
     rows.append(("pim.combiner", "combiner", macs))
     return rows
 
@@ -183,10 +185,10 @@ def count_macs(model: nn.Module, schedule=None) -> MacCount:
     rows.append(("patch_embed", "patch_embed",
                  Np * conv.out_channels * (conv.in_channels // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1]))
     if not isinstance(getattr(pe, "norm", nn.Identity()), nn.Identity):
-        rows.append(("patch_embed", "norm", _ln(pe.norm, Np * conv.out_channels)))
+        rows.append(("patch_embed", "norm", norm_macs(pe.norm, Np * conv.out_channels)))
     P = model.num_prefix_tokens
     C = model.embed_dim
-    rows.append(("norm_pre", "norm", _ln(getattr(model, "norm_pre", None), (P + Np) * C)))
+    rows.append(("norm_pre", "norm", norm_macs(getattr(model, "norm_pre", None), (P + Np) * C)))
     n, fused = Np, 0
     tokens_in = []
     depth = len(model.blocks)
@@ -218,7 +220,7 @@ def count_macs(model: nn.Module, schedule=None) -> MacCount:
     if head_name == "pim":
         rows += _pim_rows(model, model.fgvc_head)
     else:
-        rows.append(("norm", "norm", _ln(getattr(model, "norm", None), final_tokens * C)))
+        rows.append(("norm", "norm", norm_macs(getattr(model, "norm", None), final_tokens * C)))
         head, head_norm = _head(model, final_tokens)
         rows += [("head", "head", head), ("head", "norm", head_norm)]
     rows = [r for r in rows if r[2]]

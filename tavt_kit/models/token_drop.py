@@ -93,36 +93,8 @@ def attention_with_scores(attn: nn.Module, x: torch.Tensor, scorer: str) -> Tupl
     ``cls``: class-token row, mean over heads (EViT); the layer keeps the fused
     kernel and only the class query row is computed again.
     """
-    B, N, _ = x.shape
-    H, hd = attn.num_heads, attn.head_dim
-    gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
-    q, k, v = attn.qkv(x).reshape(B, N, 3, H, hd).permute(2, 0, 3, 1, 4).unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    dropout_p = attn.attn_drop.p if attn.training else 0.0
-    if scorer == "tavt":
-        a = (q * attn.scale) @ k.transpose(-2, -1)
-        if a.requires_grad or _capturing():
-            a = a.softmax(dim=-1)
-        else:
-            # in place: the (B, H, N, N) matrix is the memory traffic that makes this path slower
-            # than the fused kernel; a second buffer of that size costs ~30 % more at 785 tokens
-            torch.softmax(a, dim=-1, out=a)
-        scores = a.sum(dim=(1, 2))
-        out = attn.attn_drop(a) @ v
-    else:
-        if attn.fused_attn:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-        else:
-            a = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-            out = attn.attn_drop(a) @ v
-        row = ((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # B, H, 1, N
-        scores = row.mean(dim=1).squeeze(1)
-    out = out.transpose(1, 2).reshape(B, N, H * hd)
-    out = attn.norm(out)
-    if gate is not None:
-        out = out * gate
-    out = attn.proj_drop(attn.proj(out))
-    return out, scores
+    out, info = attention_with_info(attn, x, scorer)
+    return out, info["drop"]
 
 
 def select_tokens(
@@ -200,7 +172,9 @@ def attention_with_info(attn: nn.Module, x: torch.Tensor, scorer: Optional[str],
         logits = (q * attn.scale) @ k.transpose(-2, -1)
         if probs or logits.requires_grad or _capturing():
             a = logits.softmax(dim=-1)
-        else:  # in place, as in attention_with_scores
+        else:
+            # in place: the (B, H, N, N) matrix is the memory traffic that makes this path slower
+            # than the fused kernel; a second buffer of that size costs ~30 % more at 785 tokens
             a = torch.softmax(logits, dim=-1, out=logits)
         if probs:
             info["logits"], info["probs"] = logits.detach(), a.detach()
@@ -272,23 +246,14 @@ def _check_block(i: int, blk: nn.Module) -> None:
             f"block {i} uses {type(blk.attn).__name__}; patch drop supports timm's Attention only")
 
 
-class TokenDropMixin:
-    """Methods added to a patched timm VisionTransformer (see module docstring)."""
+class ScheduleHolder:
+    """The default schedule of a token-drop model (``model.schedule``), validated by its ``make_schedule``.
 
-    # set by patch()
-    scorer: str
-    fuse: bool
+    Shared by every backbone family: the class provides ``depth``, ``num_patches``
+    and ``make_schedule`` and sets ``_default_schedule`` (None) when built.
+    """
+
     _default_schedule: Optional[TokenSchedule]
-    #: the classification head (``tavt_kit.models.heads``); "linear" = timm's own pooling + classifier
-    head_name: str = "linear"
-
-    @property
-    def depth(self) -> int:
-        return len(self.blocks)
-
-    @property
-    def num_patches(self) -> int:
-        return int(self.patch_embed.num_patches)
 
     @property
     def schedule(self) -> Optional[TokenSchedule]:
@@ -301,6 +266,24 @@ class TokenDropMixin:
 
     def full_schedule(self) -> TokenSchedule:
         return TokenSchedule.full(self.depth, self.num_patches)
+
+
+class TokenDropMixin(ScheduleHolder):
+    """Methods added to a patched timm VisionTransformer (see module docstring)."""
+
+    # set by patch()
+    scorer: str
+    fuse: bool
+    #: the classification head (``tavt_kit.models.heads``); "linear" = timm's own pooling + classifier
+    head_name: str = "linear"
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_patches(self) -> int:
+        return int(self.patch_embed.num_patches)
 
     def make_schedule(self, value) -> TokenSchedule:
         """Validate ``value`` (schedule, counts, drop-config path or dict) against this model (and its head)."""

@@ -20,6 +20,7 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ConfigError
+from ..search.plot import save_accuracy_plot
 
 
 def _load(path: str, kind: str) -> Dict[str, Any]:
@@ -136,16 +137,9 @@ def _plots(search: dict, bench_idx: Dict[tuple, dict], out_dir: str) -> List[str
         full = search.get("full")
         if full and x_of(full) is not None:
             ax.scatter([x_of(full)], [100 * full["holdout_accuracy"]], marker="D", s=30, c="black", label="full model")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("top-1 (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-        ax.set_title(f"accuracy vs {'MACs' if axis == 'macs' else 'latency'}")
-        fig.tight_layout()
-        name = f"accuracy_vs_{axis}.png"
-        fig.savefig(os.path.join(out_dir, name))
-        plt.close(fig)
-        files.append(name)
+        files.append(save_accuracy_plot(fig, ax, xlabel, "top-1 (%)",
+                                        f"accuracy vs {'MACs' if axis == 'macs' else 'latency'}", out_dir,
+                                        f"accuracy_vs_{axis}.png"))
     return files
 
 

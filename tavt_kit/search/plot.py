@@ -44,15 +44,22 @@ def plot_search(result: dict, out_dir: str) -> List[str]:
                 if b["best"]:
                     ax.scatter([xof(b["best"])], [100 * b["best"]["holdout_accuracy"]], marker="*", s=140,
                                c="#2ca02c", zorder=5, label=f"chosen @ {b['label']}")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("holdout top-1 (%)")
         name = (result.get("model") or {}).get("backbone") or {}
-        ax.set_title(f"token-schedule search: {name.get('name', '')}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        fname = f"pareto_{key}.png"
-        fig.savefig(os.path.join(out_dir, fname))
-        plt.close(fig)
-        files.append(fname)
+        files.append(save_accuracy_plot(fig, ax, xlabel, "holdout top-1 (%)",
+                                        f"token-schedule search: {name.get('name', '')}", out_dir, f"pareto_{key}.png"))
     return files
+
+
+def save_accuracy_plot(fig, ax, xlabel: str, ylabel: str, title: str, out_dir: str, name: str) -> str:
+    """Label, grid and legend an accuracy-vs-cost axes the same way in every plot, save it, return its file name."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, name))
+    plt.close(fig)
+    return name

@@ -7,15 +7,18 @@ is fine-tuning's step. :func:`evaluate` measures top-1 / top-5 / mean per-class
 accuracy at a schedule; :func:`build_model` makes the model a run starts from.
 """
 from .build import build_model, check_model_fits
-from .engine import (ClassificationStep, TrainConfig, Trainer, TrainResult, WarmupDecay, amp_dtype_for,
-                     build_optimizer, init_distributed, param_groups)
+from .config import TrainConfig
+from .distributed import amp_dtype_for, init_distributed
+from .optim import WarmupDecay, build_optimizer, param_groups
+from .steps import ClassificationStep
+from .trainer import BEST_FILE, LAST_FILE, METRICS_FILE, STATE_FILE, Trainer, TrainResult
 from ..files import write_json
 from .evaluate import (EvalResult, MetricAccumulator, evaluate, evaluate_batches, evaluate_tensors, logits_of,
                        plot_confusion)
 from .sampler import ResumableBatchSampler, augmentation_seed
 
 __all__ = [
-    "ClassificationStep", "EvalResult", "MetricAccumulator", "ResumableBatchSampler", "TrainConfig", "TrainResult",
+    "BEST_FILE", "ClassificationStep", "LAST_FILE", "METRICS_FILE", "STATE_FILE", "EvalResult", "MetricAccumulator", "ResumableBatchSampler", "TrainConfig", "TrainResult",
     "Trainer", "WarmupDecay", "amp_dtype_for", "augmentation_seed", "build_model", "build_optimizer",
     "check_model_fits", "evaluate", "evaluate_batches", "evaluate_tensors", "init_distributed", "logits_of",
     "param_groups", "plot_confusion", "write_json",

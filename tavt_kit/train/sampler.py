@@ -70,3 +70,25 @@ class ResumableBatchSampler(Sampler[List[Tuple[int, int]]]):
         for b in range(self.start, self.batches_per_epoch):
             chunk = perm[b * G:(b + 1) * G][self.rank::self.world_size]
             yield [(i, augmentation_seed(self.seed, self.epoch, i)) for i in chunk]
+
+
+class _IndexOnly(torch.utils.data.Dataset):
+    """A plain map-style dataset behind ``(index, seed)`` keys (its own augmentation is not seeded)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return self.dataset[key[0] if isinstance(key, tuple) else key]
+
+
+def seeded_dataset(dataset):
+    """``dataset`` if it takes ``(index, seed)`` keys (:class:`~tavt_kit.data.FGVCDataset`), else an adapter."""
+    from ..data import FGVCDataset
+
+    if isinstance(dataset, FGVCDataset) or getattr(dataset, "accepts_seed_keys", False):
+        return dataset
+    return _IndexOnly(dataset)

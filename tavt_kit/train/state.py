@@ -58,13 +58,14 @@ def load_state(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     return tensors, doc
 
 
-def _jsonable(v):
+def jsonable(v):
+    """Tensors and containers of them as plain JSON values (scheduler and optimiser scalars)."""
     if isinstance(v, torch.Tensor):
         return v.item() if v.numel() == 1 else v.tolist()
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, (np.floating,)):
@@ -84,9 +85,9 @@ def flatten_optimizer(sd: Dict[str, Any], prefix: str = "optim.") -> Tuple[Dict[
                 tensors[f"{prefix}{pid}.{name}"] = value
                 entry[name] = {"tensor": f"{prefix}{pid}.{name}"}
             else:
-                entry[name] = {"value": _jsonable(value)}
+                entry[name] = {"value": jsonable(value)}
         state_json[str(pid)] = entry
-    return tensors, {"state": state_json, "param_groups": _jsonable(sd["param_groups"])}
+    return tensors, {"state": state_json, "param_groups": jsonable(sd["param_groups"])}
 
 
 def unflatten_optimizer(tensors: Dict[str, torch.Tensor], doc: Dict[str, Any]) -> Dict[str, Any]:

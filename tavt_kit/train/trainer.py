@@ -1,4 +1,4 @@
-"""The training engine shared by fine-tuning (``fgvc-kit train``) and in-place distillation.
+"""The :class:`Trainer`: the loop shared by fine-tuning (``fgvc-kit train``) and in-place distillation.
 
 :class:`Trainer` owns everything around a step: data (resumable, distributed
 sampling with per-sample augmentation seeds), device, mixed precision,
@@ -28,25 +28,25 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..files import write_text
 from .evaluate import evaluate
 from .sampler import ResumableBatchSampler
-from .state import (capture_rng, flatten_optimizer, load_state, restore_rng, rng_to_state, save_state,
+from .config import TrainConfig
+from .distributed import amp_dtype_for, barrier, init_distributed
+from .optim import WarmupDecay, build_optimizer
+from .sampler import seeded_dataset
+from .state import (capture_rng, flatten_optimizer, jsonable, load_state, restore_rng, rng_to_state, save_state,
                     unflatten_optimizer)
+from .steps import ClassificationStep
 
 _log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("sgd", "adamw")
-LR_SCHEDULES = ("cosine", "linear", "constant")
-AMP_MODES = ("auto", "bf16", "fp16")
 
 STATE_FILE = "train_state.safetensors"
 LAST_FILE = "last.safetensors"
@@ -54,238 +54,6 @@ BEST_FILE = "best.safetensors"
 METRICS_FILE = "metrics.jsonl"
 
 
-# --------------------------------------------------------------------- config
-@dataclass
-class TrainConfig:
-    """Optimisation settings. Defaults are the seeds' fine-tuning recipe (TAVT/FFVT/TransFG).
-
-    ``steps`` counts optimiser steps; each takes ``accum_steps`` micro-batches
-    of ``batch_size`` images per process.
-    """
-
-    steps: int = 10000
-    batch_size: int = 16
-    accum_steps: int = 1
-    optimizer: str = "sgd"
-    lr: float = 3e-2
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    betas: Tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 500
-    lr_schedule: str = "cosine"
-    min_lr: float = 0.0
-    label_smoothing: float = 0.0
-    clip_grad: float = 1.0
-    amp: Optional[str] = None
-    seed: int = 0
-    eval_every: int = 500
-    save_every: int = 500
-    log_every: int = 20
-    eval_batch_size: int = 64
-    num_workers: Optional[int] = None
-    find_unused_parameters: bool = False
-    select_metric: str = "top1"
-    progress: Optional[bool] = None
-
-    def validate(self) -> "TrainConfig":
-        def need(cond, flag, expected, value):
-            if not cond:
-                raise ConfigError(f"{flag}: expected {expected}, got {value!r}")
-
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        need(is_int(self.steps) and self.steps > 0, "--steps", "a positive number of steps", self.steps)
-        need(is_int(self.batch_size) and self.batch_size > 0, "--batch-size", "a positive batch size",
-             self.batch_size)
-        need(is_int(self.accum_steps) and self.accum_steps > 0, "--accum-steps",
-             "a positive number of micro-batches per step", self.accum_steps)
-        need(self.optimizer in OPTIMIZERS, "--optimizer", f"one of {', '.join(OPTIMIZERS)}", self.optimizer)
-        need(self.lr > 0 and math.isfinite(self.lr), "--lr", "a positive learning rate", self.lr)
-        need(self.weight_decay >= 0, "--weight-decay", "a non-negative weight decay", self.weight_decay)
-        need(0 <= self.momentum < 1, "--momentum", "a value in [0, 1)", self.momentum)
-        need(is_int(self.warmup_steps) and self.warmup_steps >= 0, "--warmup-steps",
-             "a non-negative number of steps", self.warmup_steps)
-        if self.warmup_steps >= self.steps and self.warmup_steps > 0:
-            raise ConfigError(f"--warmup-steps: {self.warmup_steps} is not below --steps {self.steps}; "
-                              "expected fewer warm-up steps than steps")
-        need(self.lr_schedule in LR_SCHEDULES, "--lr-schedule", f"one of {', '.join(LR_SCHEDULES)}",
-             self.lr_schedule)
-        need(0 <= self.min_lr <= self.lr, "--min-lr", "a value in [0, --lr]", self.min_lr)
-        need(0 <= self.label_smoothing < 1, "--label-smoothing", "a value in [0, 1)", self.label_smoothing)
-        need(self.clip_grad >= 0, "--clip-grad", "a non-negative max gradient norm (0 = off)", self.clip_grad)
-        need(self.amp in (None,) + AMP_MODES, "--amp", f"one of {', '.join(AMP_MODES)}", self.amp)
-        need(is_int(self.eval_every) and self.eval_every >= 0, "--eval-every",
-             "a non-negative number of steps (0 = at the end only)", self.eval_every)
-        need(is_int(self.save_every) and self.save_every >= 0, "--save-every",
-             "a non-negative number of steps (0 = at the end only)", self.save_every)
-        need(is_int(self.log_every) and self.log_every > 0, "--log-every", "a positive number of steps",
-             self.log_every)
-        need(is_int(self.eval_batch_size) and self.eval_batch_size > 0, "--eval-batch-size",
-             "a positive batch size", self.eval_batch_size)
-        need(self.num_workers is None or (is_int(self.num_workers) and self.num_workers >= 0), "--workers",
-             "a non-negative number of processes", self.num_workers)
-        return self
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-
-# ------------------------------------------------------------------ schedule
-class WarmupDecay:
-    """LR multiplier: linear warm-up from 0, then cosine / linear decay to ``min_ratio`` (the seeds' schedule)."""
-
-    def __init__(self, warmup: int, total: int, kind: str = "cosine", min_ratio: float = 0.0):
-        self.warmup, self.total, self.kind, self.min_ratio = int(warmup), int(total), kind, float(min_ratio)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return step / max(1, self.warmup)
-        if self.kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        f = 0.5 * (1.0 + math.cos(math.pi * progress)) if self.kind == "cosine" else 1.0 - progress
-        return self.min_ratio + (1.0 - self.min_ratio) * f
-
-
-def param_groups(model: nn.Module, weight_decay: float):
-    """Weight decay on weight matrices only (not biases, norms, position embeddings, class tokens)."""
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name in skip or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-
-
-# ------------------------------------------------------------------ steps
-def accepts_labels(model: nn.Module) -> bool:
-    """Whether ``model.forward`` (DDP unwrapped) takes ``labels=`` (fgvc-kit models do: heads' losses need them)."""
-    import inspect
-
-    inner = getattr(model, "module", model)
-    try:
-        params = inspect.signature(inner.forward).parameters
-    except (TypeError, ValueError):
-        return False
-    return "labels" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-class ClassificationStep:
-    """Cross-entropy (with label smoothing) on the logits plus the auxiliary losses the head returns.
-
-    fgvc-kit models are called as ``model(images, labels=labels)`` in training
-    mode and return ``(logits, aux_losses)``: the head's own losses, already
-    weighted (Mix-ViT's BCE, PIM's block/selector losses), added to the loss.
-    Models without a ``labels`` argument are called as ``model(images)`` and
-    may return logits or ``(logits, aux_losses)``.
-    """
-
-    def __init__(self, label_smoothing: float = 0.0):
-        self.label_smoothing = float(label_smoothing)
-        self._labels: Optional[bool] = None
-
-    def __call__(self, model, images: torch.Tensor, labels: torch.Tensor):
-        if self._labels is None:
-            self._labels = accepts_labels(model)
-        out = model(images, labels=labels) if self._labels else model(images)
-        aux: Dict[str, torch.Tensor] = {}
-        if isinstance(out, (tuple, list)):
-            out, aux = out[0], (out[1] or {})
-        ce = F.cross_entropy(out.float(), labels, label_smoothing=self.label_smoothing)
-        loss = ce
-        metrics = {"loss_ce": ce.detach(), "acc": (out.detach().argmax(1) == labels).float().mean()}
-        for name, value in aux.items():
-            loss = loss + value
-            metrics[f"aux_{name}"] = value.detach()
-        return loss, metrics
-
-
-class _IndexOnly(torch.utils.data.Dataset):
-    """A plain map-style dataset behind ``(index, seed)`` keys (its own augmentation is not seeded)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        return self.dataset[key[0] if isinstance(key, tuple) else key]
-
-
-def seeded_dataset(dataset):
-    """``dataset`` if it takes ``(index, seed)`` keys (:class:`~tavt_kit.data.FGVCDataset`), else an adapter."""
-    from ..data import FGVCDataset
-
-    if isinstance(dataset, FGVCDataset) or getattr(dataset, "accepts_seed_keys", False):
-        return dataset
-    return _IndexOnly(dataset)
-
-
-# ---------------------------------------------------------------- distributed
-def dist_env() -> Tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment (0, 1, 0 when not launched by it)."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def init_distributed(device: Optional[str] = None) -> Tuple[int, int, torch.device]:
-    """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU); returns (rank, world, device)."""
-    import torch.distributed as dist
-
-    rank, world, local = dist_env()
-    if device in (None, "auto"):
-        dev = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}") from None
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
-            if dev.index is None:
-                dev = torch.device(f"cuda:{local if world > 1 else torch.cuda.current_device()}")
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    if world > 1:
-        rank, world = dist.get_rank(), dist.get_world_size()
-    return rank, world, dev
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def amp_dtype_for(amp: Optional[str], device: torch.device) -> Optional[torch.dtype]:
-    if amp is None:
-        return None
-    if amp == "auto":
-        return torch.float16 if device.type == "cuda" else torch.bfloat16
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("--amp fp16 needs a CUDA device (fp16 with loss scaling); use --amp bf16 on CPU")
-        return torch.float16
-    return torch.bfloat16
-
-
-# -------------------------------------------------------------------- trainer
 @dataclass
 class TrainResult:
     steps: int
@@ -480,7 +248,7 @@ class Trainer:
                 "rng": rng_docs, "config": self.config.to_dict(),
             }
             save_state(self.path(STATE_FILE), tensors, scalars)
-        _barrier(self.world_size)
+        barrier(self.world_size)
 
     def load_state(self) -> int:
         """Continue from ``out_dir``'s training state; returns the step it resumes at."""
@@ -568,7 +336,7 @@ class Trainer:
             path = self.path(METRICS_FILE)
             if os.path.exists(path):
                 os.remove(path)
-        _barrier(self.world_size)
+        barrier(self.world_size)
         if not resume:
             self._log_event({"event": "start", "step": 0, "world_size": self.world_size, "device": str(self.device),
                              "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
@@ -658,6 +426,4 @@ class Trainer:
 
 
 def _scheduler_doc(sd: Dict[str, Any]) -> Dict[str, Any]:
-    from .state import _jsonable
-
-    return _jsonable(sd)
+    return jsonable(sd)
