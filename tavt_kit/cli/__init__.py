@@ -15,24 +15,25 @@ from typing import List, Optional
 from .. import __version__
 from ..errors import TavtKitError
 
-#: command -> (module under tavt_kit.cli, one-line help), in the order of the pipeline
+#: command -> (module that implements it, one-line help), in the order of the pipeline. ``demo`` runs the
+#: other commands, so it lives above this package (tavt_kit.demo), which never imports it.
 COMMANDS = {
-    "info": ("info", "print a model's spec, parameters and MACs (full and at a schedule)"),
-    "train": ("train", "fine-tune a model on a dataset"),
-    "evaluate": ("evaluate", "accuracy at a schedule"),
-    "distill": ("distill", "in-place distillation with patch drop"),
-    "search": ("search", "evolutionary search of token schedules under budgets"),
-    "export": ("export", "export to ONNX / OpenVINO with accuracy verification"),
-    "prune": ("prune", "structural pruning of heads and MLP width"),
-    "bench": ("bench", "latency and throughput on the target device, latency tables"),
-    "report": ("report", "latency-budget report (Markdown + HTML)"),
-    "demo": ("demo", "the whole pipeline on the built-in demo"),
+    "info": ("tavt_kit.cli.info", "print a model's spec, parameters and MACs (full and at a schedule)"),
+    "train": ("tavt_kit.cli.train", "fine-tune a model on a dataset"),
+    "evaluate": ("tavt_kit.cli.evaluate", "accuracy at a schedule"),
+    "distill": ("tavt_kit.cli.distill", "in-place distillation with patch drop"),
+    "search": ("tavt_kit.cli.search", "evolutionary search of token schedules under budgets"),
+    "export": ("tavt_kit.cli.export", "export to ONNX / OpenVINO with accuracy verification"),
+    "prune": ("tavt_kit.cli.prune", "structural pruning of heads and MLP width"),
+    "bench": ("tavt_kit.cli.bench", "latency and throughput on the target device, latency tables"),
+    "report": ("tavt_kit.cli.report", "latency-budget report (Markdown + HTML)"),
+    "demo": ("tavt_kit.demo", "the whole pipeline on the built-in demo"),
 }
 
 
 def command_module(name: str):
     """The module that implements command ``name``."""
-    return importlib.import_module(f"{__name__}.{COMMANDS[name][0]}")
+    return importlib.import_module(COMMANDS[name][0])
 
 
 def build_parser(name: Optional[str] = None) -> argparse.ArgumentParser:
