@@ -52,6 +52,8 @@ def _resumable(out_dir: str) -> List[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli.common import add_deprecated
+
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     p.add_argument("--train-steps", type=int, help="fine-tuning steps (default: the demo recipe's)")
     p.add_argument("--distill-steps", type=int, help="distillation steps (default: the demo recipe's)")
@@ -60,7 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-fraction", type=float, default=0.5,
                    help="latency budget between the smallest schedule's (0) and the full model's (1) predicted "
                         "latency (default: 0.5)")
-    p.add_argument("--batch", type=int, default=8, help="batch size of the latency table and bench (default: 8)")
+    p.add_argument("--batch-size", type=int, default=8, help="batch size of the latency table and bench (default: 8)")
+    add_deprecated(p, "--batch", "--batch-size", "batch_size", type=int)
     p.add_argument("--formats", default="onnx,openvino", help="export formats (default: onnx,openvino)")
     p.add_argument("--quick", action="store_true", help="a few steps of everything (for tests)")
 
@@ -106,8 +109,9 @@ def run(args) -> int:
     supernet = os.path.join(d_dist, "best.safetensors")
 
     def profile() -> int:
-        argv = ["profile", supernet, "--out", d_bench, "--batch", str(args.batch), "--grid", "5" if quick else "9", "--budget",
-                "0.05" if quick else "0.3", "--min-repeats", "3" if quick else "5", "--quiet"]
+        argv = ["profile", "--checkpoint", supernet, "--out", d_bench, "--batch-size", str(args.batch_size),
+                "--grid", "5" if quick else "9", "--time-budget", "0.05" if quick else "0.3",
+                "--min-repeats", "3" if quick else "5", "--quiet"]
         return _command("bench")(argv)
 
     table = os.path.join(d_bench, "latency_table.json")
@@ -153,12 +157,13 @@ def run(args) -> int:
     _stage("5/7 export with verification", out, export_json, export, log)
 
     def bench() -> int:
-        argv = [supernet, "--out", d_bench, "--table", table, "--batch", str(args.batch), "--quiet"]
+        argv = ["--checkpoint", supernet, "--out", d_bench, "--table", table, "--batch-size", str(args.batch_size),
+                "--quiet"]
         for b in result["budgets"]:
             if b.get("schedule_file"):
                 argv += ["--drop", os.path.join(d_search, b["schedule_file"])]
         if quick:
-            argv += ["--budget", "0.05", "--min-repeats", "3"]
+            argv += ["--time-budget", "0.05", "--min-repeats", "3"]
         return _command("bench")(argv)
 
     bench_json = os.path.join(d_bench, "bench.json")

@@ -16,7 +16,7 @@ from tavt_kit.errors import (BackendError, ConfigError, ExportError, LatencyTabl
 from conftest import TINY, perturb
 
 FAST = TimingPolicy(warmup=1, min_repeats=3, max_repeats=50, budget_s=0.02, rel_ci=0.05)
-FAST_ARGS = ["--warmup", "1", "--min-repeats", "3", "--budget", "0.02", "--threads", "1", "--quiet"]
+FAST_ARGS = ["--warmup", "1", "--min-repeats", "3", "--time-budget", "0.02", "--threads", "1", "--quiet"]
 
 
 def tiny(**kw):
@@ -290,7 +290,7 @@ def test_cli_bench_profile_predict(tmp_path, capsys):
     (["bench", "--backend", "onnxruntime", "--device", "cuda"], "CUDA"),
     (["bench", "--device", "tpu"], "unknown device 'tpu'"),
     (["bench", "a", "b"], "expected one target"),
-    (["bench", "profile", "--batch", "1", "2"], "one batch size"),
+    (["bench", "profile", "--batch-size", "1", "2"], "one batch size"),
     (["bench", "predict", "missing_table.json"], "cannot read latency table"),
     (["bench", "--drop", "64,65,1,1,1,1"], "above the grid"),
 ])

@@ -38,12 +38,14 @@ def command_module(name: str):
 
 def build_parser(name: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser of command ``name``, or the top-level parser (which lists the commands)."""
+    from .common import Parser
+
     if name is not None:
         text = COMMANDS[name][1]
-        p = argparse.ArgumentParser(prog=f"fgvc-kit {name}", description=text)
+        p = Parser(prog=f"fgvc-kit {name}", description=text)
         command_module(name).add_arguments(p)
         return p
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="fgvc-kit",
         description="Deployable fine-grained vision transformers: patch drop, in-place distillation, "
                     "token-schedule search under FLOP/latency budgets, ONNX/OpenVINO export.")
@@ -62,9 +64,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 0
     name = argv[0]
-    args = build_parser(name).parse_args(argv[1:])
+    module = command_module(name)
+    rest = module.normalize_argv(argv[1:]) if hasattr(module, "normalize_argv") else argv[1:]
+    args = build_parser(name).parse_args(rest)
     try:
-        return command_module(name).run(args)
+        return module.run(args)
     except TavtKitError as e:
         print(f"fgvc-kit: error: {e}", file=sys.stderr)
         return 2

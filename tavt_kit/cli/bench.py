@@ -1,36 +1,60 @@
-"""``fgvc-kit bench``: latency on the target, latency tables, predictions from a table.
+"""``fgvc-kit bench``: latency on the target (``measure``), latency tables (``profile``), predictions (``predict``).
 
-    fgvc-kit bench [TARGET] [--drop ...] [--keep-ratio ...] [--backend B] [--batch 1 8] ...
-    fgvc-kit bench profile [TARGET] [--backend B] [--batch 1] [--validate 20] ...
+    fgvc-kit bench [measure] --checkpoint CKPT [--drop ...] [--keep-ratio ...] [--backend B] [--batch-size 1 8]
+    fgvc-kit bench measure --exported model.onnx [--checkpoint CKPT]
+    fgvc-kit bench profile --checkpoint CKPT [--backend B] [--batch-size 1] [--validate 20] ...
     fgvc-kit bench predict TABLE --drop ... [--checkpoint CKPT]
 
-Thin: parses arguments and calls :mod:`tavt_kit.bench`. Top-level imports stay light
-(the command list of ``fgvc-kit --help`` imports this module).
+Thin: parses arguments and calls :mod:`tavt_kit.bench`. Without a mode it measures.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 
-MODES = ("profile", "predict")
+from .common import Parser, add_deprecated, warn
+
+MODES = ("measure", "profile", "predict")
+#: the one precision vocabulary of the command line -> OpenVINO's inference precision names
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+DEFAULT_OUT = "runs/bench"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.description = (
-        "Measure latency (p50/p90/p99), throughput and peak memory of a model at token schedules on this "
-        "machine, or build a latency table for searches elsewhere.\n\n"
-        "  fgvc-kit bench [TARGET]            measure TARGET (checkpoint, model name, .onnx, .xml) at the\n"
-        "                                     schedules given (and the full model); writes bench.json,\n"
-        "                                     bench.md and bench.png into --out\n"
-        "  fgvc-kit bench profile [TARGET]    per-block latency vs token count -> latency_table.json\n"
-        "  fgvc-kit bench predict TABLE       latency of schedules predicted from a table (no measuring)")
-    p.add_argument("args", nargs="*", metavar="[profile|predict] TARGET",
-                   help="optional mode, then a checkpoint, model name (default fgvc_tiny), exported .onnx/.xml "
-                        "file, or (predict) a latency table")
+def normalize_argv(argv):
+    """``fgvc-kit bench ...`` without a mode is ``fgvc-kit bench measure ...``."""
+    if not argv or argv[0] not in MODES + ("-h", "--help"):
+        return ["measure"] + list(argv)
+    return list(argv)
+
+
+def _precision(value: str) -> str:
+    old = {"f32": "fp32", "f16": "fp16"}
+    if value in old:
+        warn(f"--precision {value} is deprecated; use --precision {old[value]}")
+        value = old[value]
+    if value not in PRECISIONS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(PRECISIONS)} (int8: measure an int8 export "
+                                         "with --exported), got {value!r}")
+    return value
+
+
+def _model_args(p, exported: bool) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--checkpoint", metavar="FILE|NAME",
+                   help="the model: a checkpoint or a model name (default fgvc_tiny)"
+                        + ("; with --exported, the checkpoint the exported file must match" if exported else ""))
+    if exported:
+        g.add_argument("--exported", metavar="FILE", help="measure an exported .onnx / OpenVINO .xml file as it is "
+                                                          "(its schedule is fixed at export)")
+    g.add_argument("--img-size", type=int, help="image size (position embeddings are resampled)")
+    # the old positional model / exported file
+    p.add_argument("targets", nargs="*", help=argparse.SUPPRESS)
+
+
+def _schedule_args(p) -> None:
     g = p.add_argument_group("schedules")
     g.add_argument("--drop", action="append", default=[],
-                   help="schedule: drop-config JSON file or comma-separated patch-token counts (repeatable)")
+                   help="schedule: drop-config JSON file (the row is named after it) or comma-separated patch-token "
+                        "counts (repeatable)")
     g.add_argument("--keep-ratio", action="append", default=[],
                    help="schedule from keep ratios: RATIO or BLOCK:RATIO,... (repeatable)")
     g.add_argument("--random", type=int, default=0, metavar="N",
@@ -38,54 +62,118 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--random-range", default="0.8,1.0", metavar="LO,HI",
                    help="keep-ratio range of random schedules (default 0.8,1.0)")
     g.add_argument("--no-full", action="store_true", help="do not add the full model (no speed-up column)")
-    g.add_argument("--img-size", type=int, help="image size (position embeddings are resampled)")
+
+
+def _target_args(p, many_batches: bool) -> None:
     t = p.add_argument_group("target")
     t.add_argument("--backend", choices=("torch", "torch-compile", "onnxruntime", "openvino"),
                    help="inference backend (default torch eager); onnxruntime/openvino export to ONNX first")
     t.add_argument("--device", help="cpu or cuda[:N] (default cpu)")
-    t.add_argument("--batch", type=int, nargs="+", help="batch sizes (profile: one; default 1)")
+    t.add_argument("--batch-size", type=int, nargs="+" if many_batches else None, metavar="N",
+                   help="batch sizes (default 1)" if many_batches else "batch size of the table (default 1)")
+    add_deprecated(p, "--batch", "--batch-size", "batch_size", type=int, nargs="+" if many_batches else None)
     t.add_argument("--threads", type=int, help="intra-op threads (default: torch's thread count)")
-    t.add_argument("--precision", default="f32", choices=("f32", "bf16", "f16"),
-                   help="OpenVINO inference precision (default f32; OpenVINO would pick bf16 on bf16 CPUs)")
+    t.add_argument("--precision", default="fp32", type=_precision, metavar="{fp32,bf16,fp16}",
+                   help="OpenVINO inference precision (default fp32; OpenVINO would pick bf16 on bf16 CPUs)")
     t.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"),
                    help="ONNX exporter for onnxruntime/openvino (auto: dynamo, TorchScript as fallback)")
     t.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
-    t.add_argument("--checkpoint", help="the checkpoint an exported file (or a table, for predict) must match")
-    t.add_argument("--table", help="latency table: add its predictions to the results")
+
+
+def _timing_args(p, profile: bool) -> None:
     m = p.add_argument_group("measurement")
-    m.add_argument("--warmup", type=int, help="untimed runs per measurement (default 3; profile 2)")
-    m.add_argument("--min-repeats", type=int, help="timed runs at least (default 7; profile 5)")
+    m.add_argument("--warmup", type=int, help=f"untimed runs per measurement (default {2 if profile else 3})")
+    m.add_argument("--min-repeats", type=int, help=f"timed runs at least (default {5 if profile else 7})")
     m.add_argument("--max-repeats", type=int, help="timed runs at most (default 1000)")
-    m.add_argument("--budget", type=float, help="seconds of timing per measurement (default 3; profile 1)")
+    m.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help=f"seconds of timing per measurement (default {1 if profile else 3})")
+    add_deprecated(p, "--budget", "--time-budget", "time_budget", type=float)
     m.add_argument("--rel-ci", type=float, help="stop when the median's 95%% CI is within this fraction (0.01)")
-    m.add_argument("--seed", type=int, default=0, help="seed of inputs and random schedules")
-    pg = p.add_argument_group("profile")
-    pg.add_argument("--grid", help="token counts to time blocks at: a number of points (default 13) or a "
-                                   "comma-separated list")
-    pg.add_argument("--validate", type=int, default=0, metavar="N",
-                    help="measure N random schedules directly and report the table's prediction error")
-    pg.add_argument("--no-calibrate", action="store_true", help="skip the whole-model offset calibration")
-    pg.add_argument("--statistic", default="median", choices=("median", "min"),
-                    help="what the table holds: median latency (default) or the fastest run (min; robust on a "
-                         "machine shared with other jobs)")
+    m.add_argument("--seed", type=int, default=0, help="seed of inputs and random schedules (default 0)")
+
+
+def _output_args(p, plots: bool = True) -> None:
     o = p.add_argument_group("output")
-    o.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
-    o.add_argument("--workdir", help="keep exported files here (default: a temporary folder)")
-    o.add_argument("--no-plot", action="store_true", help="do not write PNG plots")
-    o.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
+    o.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT})")
+    if plots:
+        o.add_argument("--workdir", metavar="DIR", help="keep exported files here (default: a temporary folder)")
+        o.add_argument("--no-plot", action="store_true", help="do not write PNG plots")
+    o.add_argument("--json", action="store_true", help="print JSON instead of the table")
     o.add_argument("--quiet", action="store_true", help="no progress messages")
 
 
-def _mode(args):
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = ("Measure latency (p50/p90/p99), throughput and peak memory of a model at token schedules on "
+                     "this machine, or build a latency table for searches elsewhere. Without a mode: measure.")
+    sub = p.add_subparsers(dest="mode", metavar="MODE", parser_class=Parser)
+    m = sub.add_parser("measure", help="latency of a model at schedules, or of an exported file (the default)",
+                       description="Measure a checkpoint at the schedules given (and the full model), or an exported "
+                                   "file; writes bench.json, bench.md and bench.png into --out.")
+    _model_args(m, exported=True)
+    _schedule_args(m)
+    _target_args(m, many_batches=True)
+    m.add_argument("--table", metavar="JSON", help="latency table: add its predictions to the results")
+    _timing_args(m, profile=False)
+    _output_args(m)
+    pr = sub.add_parser("profile", help="per-block latency vs token count -> latency_table.json",
+                        description="Time one representative block at a grid of token counts (and the embedding "
+                                    "and head) on this machine; writes latency_table.json (+ .png) into --out.")
+    _model_args(pr, exported=False)
+    _target_args(pr, many_batches=False)
+    _timing_args(pr, profile=True)
+    g = pr.add_argument_group("profile")
+    g.add_argument("--grid", help="token counts to time blocks at: a number of points (default 13) or a "
+                                  "comma-separated list")
+    g.add_argument("--validate", type=int, default=0, metavar="N",
+                   help="measure N random schedules directly and report the table's prediction error (default 0)")
+    g.add_argument("--random-range", default="0.8,1.0", metavar="LO,HI",
+                   help="keep-ratio range of the --validate schedules (default 0.8,1.0)")
+    g.add_argument("--no-calibrate", action="store_true", help="skip the whole-model offset calibration")
+    g.add_argument("--statistic", default="median", choices=("median", "min"),
+                   help="what the table holds: median latency (default) or the fastest run (min; robust on a "
+                        "machine shared with other jobs)")
+    _output_args(pr)
+    pd = sub.add_parser("predict", help="latency of schedules predicted from a latency table (no measuring)",
+                        description="Predict the latency of schedules from a latency table made on the target; "
+                                    "writes predictions.json into --out.")
+    pd.add_argument("table", metavar="TABLE", help="latency_table.json from fgvc-kit bench profile")
+    pd.add_argument("--checkpoint", metavar="FILE|NAME", help="the model the table must have been made for")
+    pd.add_argument("--img-size", type=int, help="image size of --checkpoint")
+    _schedule_args(pd)
+    f = pd.add_argument_group("the table must be for (checked when given)")
+    f.add_argument("--backend", choices=("torch", "torch-compile", "onnxruntime", "openvino"))
+    f.add_argument("--device")
+    f.add_argument("--batch-size", type=int, metavar="N")
+    add_deprecated(pd, "--batch", "--batch-size", "batch_size", type=int)
+    f.add_argument("--threads", type=int)
+    f.add_argument("--seed", type=int, default=0, help="seed of --random schedules (default 0)")
+    _output_args(pd, plots=False)
+
+
+def _target(args):
+    """The model (``--checkpoint``) and exported file (``--exported``); the old positional target still works."""
     from ..errors import ConfigError
 
-    rest = list(args.args)
-    mode = "bench"
-    if rest and rest[0] in MODES:
-        mode = rest.pop(0)
-    if len(rest) > 1:
-        raise ConfigError(f"expected one target, got {len(rest)}: {' '.join(rest)}")
-    return mode, (rest[0] if rest else None)
+    exported = getattr(args, "exported", None)
+    if args.targets:
+        if len(args.targets) > 1:
+            raise ConfigError(f"expected one target, got {len(args.targets)}: {' '.join(args.targets)}")
+        t = args.targets[0]
+        if t.isdigit():
+            raise ConfigError(f"{t}: expected a model (--checkpoint), not a number; a latency table is for one "
+                              "batch size: give one --batch-size")
+        if t.lower().endswith((".onnx", ".xml")) and hasattr(args, "exported"):
+            warn(f"a positional exported file is deprecated; use --exported {t}")
+            if exported:
+                raise ConfigError("give the exported file once (--exported)")
+            exported = t
+        else:
+            warn(f"a positional model is deprecated; use --checkpoint {t}")
+            if args.checkpoint:
+                raise ConfigError("give the model once (--checkpoint)")
+            args.checkpoint = t
+    return args.checkpoint, exported
 
 
 def _policy(args, profile: bool):
@@ -95,7 +183,7 @@ def _policy(args, profile: bool):
     base = profile_policy() if profile else TimingPolicy()
     kw = {}
     for name, attr in (("warmup", "warmup"), ("min_repeats", "min_repeats"), ("max_repeats", "max_repeats"),
-                       ("budget", "budget_s"), ("rel_ci", "rel_ci")):
+                       ("time_budget", "budget_s"), ("rel_ci", "rel_ci")):
         v = getattr(args, name)
         if v is not None:
             kw[attr] = v
@@ -117,10 +205,15 @@ def _range(text: str):
 def _schedules(args, model):
     from .common import parse_drop
 
+    import os
+
     out, labels = [], []
     for i, d in enumerate(args.drop):
         out.append(parse_drop(d, None, model))
-        labels.append(f"drop {i + 1}" if len(args.drop) > 1 else "drop")
+        if os.path.isfile(d):  # a drop config: the row is named after its file
+            labels.append(os.path.splitext(os.path.basename(d))[0])
+        else:
+            labels.append(f"drop {i + 1}" if len(args.drop) > 1 else "drop")
     for i, k in enumerate(args.keep_ratio):
         out.append(parse_drop(None, k, model))
         labels.append(f"keep {k}")
@@ -143,6 +236,8 @@ def _schedules(args, model):
 
 
 def _say(args):
+    import sys
+
     if args.quiet:
         return None
     return lambda text: print(f"fgvc-kit bench: {text}", file=sys.stderr, flush=True)
@@ -154,23 +249,19 @@ def run(args) -> int:
 
     from ..errors import ConfigError
 
-    mode, target = _mode(args)
+    mode = args.mode or "measure"
     say = _say(args)
     if mode == "predict":
-        return _predict(args, target)
+        return _predict(args, args.table)
+    checkpoint, exported = _target(args)
     args.backend = args.backend or "torch"
     args.device = args.device or "cpu"
-    args.batch = args.batch or [1]
-    target = target or "fgvc_tiny"
+    batches = args.batch_size if isinstance(args.batch_size, list) else [args.batch_size or 1]
+    precision = PRECISIONS[args.precision]
     if mode == "profile":
         from ..bench.render import plot_table, validation_lines
         from ..bench.profile import profile_latency
 
-        if len(args.batch) != 1:
-            raise ConfigError("a latency table is for one batch size; give one --batch")
-        if args.drop or args.keep_ratio or args.random:
-            raise ConfigError("profile measures blocks over a grid; --drop/--keep-ratio/--random are for "
-                              "fgvc-kit bench (use --validate N for random schedules)")
         grid = None
         if args.grid:
             try:
@@ -178,8 +269,8 @@ def run(args) -> int:
             except ValueError:
                 raise ConfigError(f"--grid: expected a number of points or comma-separated counts, "
                                   f"got {args.grid!r}") from None
-        table = profile_latency(target, backend=args.backend, device=args.device, batch_size=args.batch[0],
-                                threads=args.threads, precision=args.precision, grid=grid,
+        table = profile_latency(checkpoint or "fgvc_tiny", backend=args.backend, device=args.device,
+                                batch_size=batches[0], threads=args.threads, precision=precision, grid=grid,
                                 policy=_policy(args, True), calibrate=not args.no_calibrate,
                                 validate=args.validate, validate_range=_range(args.random_range), seed=args.seed,
                                 exporter=args.exporter, compile_backend=args.compile_backend,
@@ -212,7 +303,7 @@ def run(args) -> int:
                   f"{100 * v['median_abs_error_raw_rel']:.1f}% / {100 * v['max_abs_error_raw_rel']:.1f}% "
                   f"(machine speed drift since profiling {100 * v['reference_drift']:+.1f}%)")
         for w in d.get("warnings") or []:
-            print(f"fgvc-kit bench: warning: {w}", file=sys.stderr)
+            warn(w)
         return 0
 
     from ..bench.measure import measure_latency
@@ -220,23 +311,21 @@ def run(args) -> int:
     from ..bench.backends import file_kind
 
     schedules, labels = None, None
-    checkpoint = args.checkpoint
-    if file_kind(target) is None:
-        if args.checkpoint:
-            raise ConfigError("--checkpoint is for exported targets (.onnx/.xml); the target is already a model")
-        model = load_model(target, args.img_size)
+    if exported is None:
+        model = load_model(checkpoint or "fgvc_tiny", args.img_size)
         schedules, labels = _schedules(args, model)
         if not schedules and model.schedule is not None:
             schedules, labels = [model.schedule], ["checkpoint schedule"]
-        target = model
-        source = args.args[-1] if args.args else "fgvc_tiny"
+        target, source, checkpoint = model, checkpoint or "fgvc_tiny", None
     else:
+        if file_kind(exported) is None:
+            raise ConfigError(f"--exported {exported}: expected an .onnx or OpenVINO .xml file")
         if args.drop or args.keep_ratio or args.random:
-            raise ConfigError(f"{target} has its schedule fixed at export; --drop/--keep-ratio/--random apply to "
+            raise ConfigError(f"{exported} has its schedule fixed at export; --drop/--keep-ratio/--random apply to "
                               "checkpoints")
-        source = target
-    report = measure_latency(target, schedules, backend=args.backend, device=args.device, batch_sizes=args.batch,
-                             threads=args.threads, precision=args.precision, include_full=not args.no_full,
+        target = source = exported
+    report = measure_latency(target, schedules, backend=args.backend, device=args.device, batch_sizes=batches,
+                             threads=args.threads, precision=precision, include_full=not args.no_full,
                              labels=labels, policy=_policy(args, False), checkpoint=checkpoint,
                              table=args.table, workdir=args.workdir, exporter=args.exporter,
                              compile_backend=args.compile_backend, seed=args.seed, progress=say)
@@ -249,13 +338,15 @@ def run(args) -> int:
         print()
         print("wrote " + ", ".join(paths.values()))
     for w in report.warnings():
-        print(f"fgvc-kit bench: warning: {w}", file=sys.stderr)
+        warn(w)
     return 0
 
 
 def _predict(args, table_path) -> int:
     import json
+    import os
 
+    from ..files import write_json
     from ..errors import ConfigError
     from ..bench.table import LatencyTable
     from ..bench.target import short_counts
@@ -269,10 +360,7 @@ def _predict(args, table_path) -> int:
         table.check(model)
     else:
         model = _ArchOf(table)
-    if args.batch and len(args.batch) != 1:
-        raise ConfigError("a latency table is for one batch size; give one --batch")
-    table.check(None, backend=args.backend, device=args.device, batch_size=args.batch[0] if args.batch else None,
-                threads=args.threads)
+    table.check(None, backend=args.backend, device=args.device, batch_size=args.batch_size, threads=args.threads)
     schedules, labels = _schedules(args, model)
     if not args.no_full:
         schedules.insert(0, model.full_schedule())
@@ -284,8 +372,11 @@ def _predict(args, table_path) -> int:
         full = ms if label == "full" and full is None else full
         rows.append({"label": label, "schedule": list(s.counts), "predicted_ms": ms,
                      "speedup": (full / ms) if full else None})
+    doc = {"format": "fgvc-kit/latency-predictions", "table": table_path, "target": table.target,
+           "predictions": rows}
+    path = write_json(doc, os.path.join(args.out, "predictions.json"))
     if args.json:
-        print(json.dumps({"table": table_path, "target": table.target, "predictions": rows}, indent=2))
+        print(json.dumps(doc, indent=2))
         return 0
     t = table.target
     print(f"predicted from {table_path} ({table.model.get('name')}, {t.get('backend')} on {t.get('device')}, "
@@ -293,6 +384,7 @@ def _predict(args, table_path) -> int:
     for r in rows:
         sp = f"{r['speedup']:.2f}x" if r["speedup"] else ""
         print(f"  {r['label']:<14} {r['predicted_ms']:10.3f} ms  {sp:>7}  {short_counts(r['schedule'])}")
+    print(f"wrote {path}")
     return 0
 
 

@@ -5,9 +5,46 @@ import argparse
 import json
 import os
 import re
+import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import CheckpointError, ConfigError, ScheduleError
+
+ERROR_PREFIX = "fgvc-kit: error:"
+
+
+# ------------------------------------------------------------------ parsers
+class Parser(argparse.ArgumentParser):
+    """argparse with fgvc-kit's one error line: ``fgvc-kit: error: ...`` (exit 2), the usage above it."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        cmd = self.prog[len("fgvc-kit "):] if self.prog.startswith("fgvc-kit ") else ""
+        self.exit(2, f"{ERROR_PREFIX} {cmd + ': ' if cmd else ''}{message}\n")
+
+
+def warn(text: str) -> None:
+    """A warning line on stderr, in the one format of every command."""
+    print(f"fgvc-kit: warning: {text}", file=sys.stderr, flush=True)
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling that still works: stores into the new option's destination and says so once."""
+
+    def __init__(self, option_strings, dest, new: str = "", convert=None, **kw):
+        self.new, self.convert = new, convert
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warn(f"{option_string} is deprecated; use {self.new}")
+        if self.convert is not None:
+            values = self.convert(values)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated(parser, old: str, new: str, dest: str, **kw) -> None:
+    """Keep ``old`` working as ``new`` (hidden from the help; a deprecation line when used)."""
+    parser.add_argument(old, dest=dest, action=_Deprecated, new=new, help=argparse.SUPPRESS, **kw)
 
 
 # ---------------------------------------------------------------- schedules
@@ -118,6 +155,7 @@ def pct(x) -> str:
 # ---------------------------------------------------------------- commands
 def invoke(module, name: str, argv: List[str]) -> int:
     """Run a command module (``add_arguments`` + ``run``) on ``argv``, as ``fgvc-kit NAME`` would."""
-    p = argparse.ArgumentParser(prog=f"fgvc-kit {name}")
+    p = Parser(prog=f"fgvc-kit {name}")
     module.add_arguments(p)
+    argv = module.normalize_argv(list(argv)) if hasattr(module, "normalize_argv") else list(argv)
     return module.run(p.parse_args(argv))

@@ -49,7 +49,7 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
 
 def _resolve(args: argparse.Namespace) -> Dict[str, Any]:
     from ..errors import ConfigError
-    from .train import explicit_args, resolve_train_args
+    from .train import SEEDS_RECIPE, explicit_args, fit_warmup, resolve_train_args
 
     for flag in NOT_FOR_DISTILL:
         if getattr(args, flag, None) is not None:
@@ -75,6 +75,10 @@ def _resolve(args: argparse.Namespace) -> Dict[str, Any]:
         for k, v in DEMO_DISTILL.items():
             if k not in given and getattr(args, k, None) is None:
                 r[k] = v
+    r.pop("notes", None)  # the warm-up is fitted to distillation's recipe, not fine-tuning's
+    if "warmup_steps" not in given:
+        r["warmup_steps"] = (DEMO_DISTILL if demo else SEEDS_RECIPE)["warmup_steps"]
+    r["notes"] = fit_warmup(r, given, DEMO_DISTILL if demo else SEEDS_RECIPE)
     r["checkpoint"] = os.path.abspath(args.checkpoint)
     return r
 
@@ -116,6 +120,8 @@ def run_distill(args: argparse.Namespace) -> int:
     run_path = os.path.join(out, RUN_FILE)
     stored = check_run_dir(out, resume, bool(args.overwrite), RUN_FILE, STATE_FILE, kind=RUN_FORMAT)
     r = resume_args(stored["args"], args, out) if stored is not None else _resolve(args)
+    for note in r.pop("notes", []):
+        print(f"distill: {note}", flush=True)
     if not os.path.exists(r["checkpoint"]):
         raise CheckpointError(f"--checkpoint {r['checkpoint']}: checkpoint not found")
     cfg = dataclasses.replace(train_config(r, args), select_metric="top1_mean")

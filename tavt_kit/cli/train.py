@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from .common import check_resume_args, check_run_dir, pct
 
@@ -114,8 +114,21 @@ def resolve_train_args(args: argparse.Namespace) -> Dict[str, Any]:
     r.update(dataset=name, data=None, holdout=0.1, split_seed=0, resize=None, train_crop="random", model=None,
              pretrained=None, img_size=None, num_classes=None, head=None, scorer=None, drop_path=None, amp=None,
              test=True)
-    r.update(explicit_args(args))
+    given = explicit_args(args)
+    r.update(given)
+    r["notes"] = fit_warmup(r, given, recipe)
     return r
+
+
+def fit_warmup(r: Dict[str, Any], given: Dict[str, Any], recipe: Dict[str, Any]) -> List[str]:
+    """Warm-up the user did not set that leaves less than half of the steps for the decay becomes the
+    recipe's fraction of the steps (a short ``--steps`` run never fails on it); returns what was changed."""
+    if "warmup_steps" in given or 2 * r["warmup_steps"] <= r["steps"]:
+        return []
+    fraction = recipe["warmup_steps"] / recipe["steps"]
+    old, r["warmup_steps"] = r["warmup_steps"], int(fraction * r["steps"])
+    return [f"--warmup-steps not given: {r['warmup_steps']} ({fraction:.0%} of --steps {r['steps']}; the recipe's "
+            f"{old} does not fit)"]
 
 
 def resume_args(stored: Dict[str, Any], args: argparse.Namespace, out: str) -> Dict[str, Any]:
@@ -153,6 +166,8 @@ def run_train(args: argparse.Namespace) -> int:
     run_path = os.path.join(out, RUN_FILE)
     stored = check_run_dir(out, resume, bool(args.overwrite), RUN_FILE, STATE_FILE)
     r = resume_args(stored["args"], args, out) if stored is not None else resolve_train_args(args)
+    for note in r.pop("notes", []):
+        print(f"train: {note}", flush=True)
     cfg = train_config(r, args)
     spec = DataSpec(name=r["dataset"], root=r["data"], holdout=r["holdout"], split_seed=r["split_seed"],
                     resize=r["resize"], train_crop=r["train_crop"])

@@ -125,7 +125,8 @@ class MixViTHead(nn.Module):
     training_only_prefixes: Tuple[str, ...] = ("mixvit.",)
     #: fraction of the patch tokens substituted, weight of the substitution BCE
     #: (official defaults 0.05 and 1; its scripts use 0.2 / 4 for Cotton80)
-    ARGS = {"mask_topk": 0.05, "mask_weight": 1.0}
+    #: mask_topk None: 0.05, raised to one token on a grid too small for it
+    ARGS = {"mask_topk": None, "mask_weight": 1.0}
     HAS_WEIGHTS = True  # the extra block and the substitution head, under mixvit.*
     replaced_prefixes: Tuple[str, ...] = ()
 
@@ -141,10 +142,15 @@ class MixViTHead(nn.Module):
         self.mask_weight = mask_weight
 
     @classmethod
-    def build(cls, model: nn.Module, mask_topk: Any = 0.05, mask_weight: Any = 1.0):
+    def build(cls, model: nn.Module, mask_topk: Any = None, mask_weight: Any = 1.0):
         needs_class_token(model, "mixvit")
         depth_at_least(model, "mixvit", 2, "it substitutes the tokens entering the last block")
         Np = int(model.patch_embed.num_patches)
+        fitted = {}
+        if mask_topk is None:  # not given: the official 0.05, but at least one token of a small grid
+            mask_topk = 0.05 if int(0.05 * Np) >= 1 else 1.0 / Np
+            if mask_topk != 0.05:
+                fitted["mask_topk"] = f"{mask_topk:.4g} (0.05 of {Np} patch tokens is less than one token)"
         mask_topk = float_arg("mixvit", "mask_topk", mask_topk, 0.0, 1.0, open_lo=True)
         if int(mask_topk * Np) < 1:
             raise ConfigError(f"head mixvit: mask_topk={mask_topk} substitutes int({mask_topk} * {Np}) = 0 of the "
@@ -152,6 +158,7 @@ class MixViTHead(nn.Module):
         mask_weight = float_arg("mixvit", "mask_weight", mask_weight, 0.0, math.inf)
         norm = copy.deepcopy(model.norm) if not isinstance(model.norm, nn.Identity) else nn.LayerNorm(model.embed_dim)
         head = cls(copy.deepcopy(model.blocks[-1]), norm, int(model.embed_dim), Np, mask_topk, mask_weight)
+        head.fitted = fitted
         return head, {"mask_topk": mask_topk, "mask_weight": mask_weight}
 
     def after_attach(self, model: nn.Module) -> None:

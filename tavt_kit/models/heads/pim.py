@@ -99,7 +99,8 @@ class PIMHead(nn.Module):
     training_only_prefixes: Tuple[str, ...] = ()
     #: tapped blocks (default: the last four), tokens the selector keeps per tapped block, FPN width,
     #: loss weights (official ViT recipe: 32 per block, 512; lambdas 0.5, 0, 5, 1)
-    ARGS = {"tap_blocks": None, "num_selects": 32, "fpn_size": 512,
+    #: num_selects None: 32 per block, fewer on a grid smaller than that
+    ARGS = {"tap_blocks": None, "num_selects": None, "fpn_size": 512,
             "lambda_b": 0.5, "lambda_s": 0.0, "lambda_n": 5.0, "lambda_c": 1.0}
     HAS_WEIGHTS = True  # pyramid, selector and combiner, under pim.*
     replaced_prefixes: Tuple[str, ...] = ("norm.", "fc_norm.", "head.", "head_dist.", "attn_pool.")
@@ -119,7 +120,7 @@ class PIMHead(nn.Module):
         self.combiner = GraphCombiner(sum(num_selects), num_classes, fpn_size)
 
     @classmethod
-    def build(cls, model: nn.Module, tap_blocks: Any = None, num_selects: Any = 32, fpn_size: Any = 512,
+    def build(cls, model: nn.Module, tap_blocks: Any = None, num_selects: Any = None, fpn_size: Any = 512,
               lambda_b: Any = 0.5, lambda_s: Any = 0.0, lambda_n: Any = 5.0, lambda_c: Any = 1.0):
         depth = len(model.blocks)
         num_classes = int(getattr(model, "num_classes", 0) or 0)
@@ -136,6 +137,11 @@ class PIMHead(nn.Module):
             raise ConfigError(f"head pim: tap_blocks {taps} must include the last block ({depth - 1}); to tap "
                               "earlier blocks build a shallower backbone (depth=)")
         tokens = int(model.num_prefix_tokens) + int(model.patch_embed.num_patches)
+        fitted = {}
+        if num_selects is None:  # not given: the official 32 per tapped block, at most the block's tokens
+            num_selects = min(32, tokens)
+            if num_selects != 32:
+                fitted["num_selects"] = f"{num_selects} (a tapped block has only {tokens} tokens)"
         if isinstance(num_selects, (list, tuple)):
             if len(num_selects) != len(taps):
                 raise ConfigError(f"head pim: num_selects has {len(num_selects)} entries for {len(taps)} tapped blocks")
@@ -150,6 +156,7 @@ class PIMHead(nn.Module):
         lambdas = {name: float_arg("pim", name, value, 0.0, float("inf")) for name, value in
                    (("lambda_b", lambda_b), ("lambda_s", lambda_s), ("lambda_n", lambda_n), ("lambda_c", lambda_c))}
         head = cls(int(model.embed_dim), num_classes, taps, sel, fpn_size, lambdas)
+        head.fitted = fitted
         resolved = {"tap_blocks": taps,
                     "num_selects": sel if isinstance(num_selects, (list, tuple)) else sel[0],
                     "fpn_size": fpn_size, **lambdas}
