@@ -54,7 +54,7 @@ def _resumable(out_dir: str) -> List[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .cli.common import add_deprecated
 
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
     p.add_argument("--train-steps", type=int, help="fine-tuning steps (default: the demo recipe's)")
     p.add_argument("--distill-steps", type=int, help="distillation steps (default: the demo recipe's)")
     p.add_argument("--generations", type=int, default=6, help="search generations (default: 6)")
@@ -64,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "latency (default: 0.5)")
     p.add_argument("--batch-size", type=int, default=8, help="batch size of the latency table and bench (default: 8)")
     add_deprecated(p, "--batch", "--batch-size", "batch_size", type=int)
-    p.add_argument("--formats", default="onnx,openvino", help="export formats (default: onnx,openvino)")
+    p.add_argument("--format", default="onnx,openvino", help="export formats (default: onnx,openvino)")
+    add_deprecated(p, "--formats", "--format", "format")
     p.add_argument("--quick", action="store_true", help="a few steps of everything (for tests)")
 
 
@@ -146,7 +147,7 @@ def run(args) -> int:
         next((b for b in result["budgets"] if b.get("best")), None)
 
     def export() -> int:
-        argv = ["--checkpoint", supernet, "--format", args.formats, "--out", d_export]
+        argv = ["--checkpoint", supernet, "--format", args.format, "--out", d_export]
         if chosen is not None:
             argv += ["--search", search_json, "--budget", chosen["label"]]
         if quick:

@@ -34,9 +34,9 @@ def test_info_on_builtin_model_and_schedule(capsys, tmp_path):
     (["info", "--drop", "64,65,3,3,3,3"], "schedule[1] = 65 is above the grid of 64"),
     (["info", "--drop", "64,32"], "schedule has 2 counts, the model has 6 blocks"),
     (["info", "--drop", "a,b"], "--drop: expected a drop-config JSON file or comma-separated integers"),
-    (["info", "nosuch_model"], "unknown model 'nosuch_model'"),
-    (["info", "missing.safetensors"], "missing.safetensors: checkpoint not found"),
-    (["info", "vit_base_patch16_224", "--img-size", "450"], "img_size 450 is not a multiple of the patch size 16"),
+    (["info", "--checkpoint", "nosuch_model"], "unknown model 'nosuch_model'"),
+    (["info", "--checkpoint", "missing.safetensors"], "missing.safetensors: checkpoint not found"),
+    (["info", "--checkpoint", "vit_base_patch16_224", "--img-size", "450"], "img_size 450 is not a multiple of the patch size 16"),
 ])
 def test_bad_input_is_one_line_and_nonzero(capsys, argv, expected):
     assert main(argv) == 2

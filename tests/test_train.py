@@ -104,7 +104,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, folder):
 
 
 def test_cli_run_killed_and_resumed(tmp_path, tiny_ckpt, capsys):
-    args = ["train", "--pretrained", tiny_ckpt, "--steps", "60", "--batch-size", "8", "--warmup-steps", "2",
+    args = ["train", "--checkpoint", tiny_ckpt, "--steps", "60", "--batch-size", "8", "--warmup-steps", "2",
             "--eval-every", "20", "--save-every", "3", "--no-progress", "--no-test", "--drop-path", "0.1"]
     state = tmp_path / "cut" / "train_state.safetensors"
     kill_once_written([sys.executable, "-m", "tavt_kit.cli"] + args + ["--out", str(tmp_path / "cut")], state,
@@ -138,7 +138,7 @@ def test_gradient_accumulation_matches_a_large_batch():
 
 def test_two_processes_train_with_ddp_on_gloo(tmp_path, tiny_ckpt):
     """torchrun, 2 CPU processes of batch 4 == 1 process of batch 8 (same images, averaged gradients)."""
-    common = ["--pretrained", tiny_ckpt, "--optimizer", "sgd", "--lr", "0.05", "--steps", "3", "--warmup-steps", "1",
+    common = ["--checkpoint", tiny_ckpt, "--optimizer", "sgd", "--lr", "0.05", "--steps", "3", "--warmup-steps", "1",
               "--eval-every", "3", "--save-every", "3", "--no-progress", "--no-test", "--workers", "0"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -251,7 +251,7 @@ def test_evaluate_agrees_with_a_direct_forward(tiny_ckpt):
 
 def test_cli_train_then_evaluate_on_the_recorded_dataset(tmp_path, tiny_ckpt, folder, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--dataset", "folder", "--data", folder, "--pretrained", tiny_ckpt, "--holdout", "0.2",
+    assert main(["train", "--dataset", "folder", "--data", folder, "--checkpoint", tiny_ckpt, "--holdout", "0.2",
                  "--out", str(out), "--workers", "0"] + FAST) == 0
     text = capsys.readouterr().out
     assert "test (last, step 4)" in text
@@ -277,8 +277,8 @@ def test_cli_train_then_evaluate_on_the_recorded_dataset(tmp_path, tiny_ckpt, fo
     (["train", "--steps", "100", "--warmup-steps", "500"], "--warmup-steps: 500 is not below --steps 100"),
     (["train", "--dataset", "xyz123"], "unknown dataset 'xyz123'; known: demo, cub, nabirds"),
     (["train", "--dataset", "cub", "--data", "no/such/dir", "--model", "fgvc_tiny"], "no/such/dir: not found"),
-    (["train", "--dataset", "cub", "--data", "."], "--pretrained: fine-tuning on cub needs weights"),
-    (["train", "--pretrained", "missing.npz"], "--pretrained missing.npz: checkpoint not found"),
+    (["train", "--dataset", "cub", "--data", "."], "--checkpoint: fine-tuning on cub needs weights"),
+    (["train", "--checkpoint", "missing.npz"], "--checkpoint missing.npz: checkpoint not found"),
     (["train", "--num-classes", "5"], "--num-classes 5: dataset demo has 10 classes"),
     (["train", "--resume", "--out", "no/such/run"], "--resume: no/such/run holds no run to resume"),
     (["evaluate", "--checkpoint", "missing.safetensors"], "missing.safetensors: checkpoint not found"),
@@ -296,9 +296,9 @@ def test_bad_input_is_one_line(capsys, tiny_ckpt, folder, argv, expected):
 
 def test_existing_run_needs_resume_and_keeps_its_settings(tmp_path, tiny_ckpt, capsys):
     out = str(tmp_path / "run")
-    assert main(["train", "--pretrained", tiny_ckpt, "--out", out, "--no-test", "--workers", "0"] + FAST) == 0
+    assert main(["train", "--checkpoint", tiny_ckpt, "--out", out, "--no-test", "--workers", "0"] + FAST) == 0
     capsys.readouterr()
-    assert main(["train", "--pretrained", tiny_ckpt, "--out", out] + FAST) == 2
+    assert main(["train", "--checkpoint", tiny_ckpt, "--out", out] + FAST) == 2
     assert "already holds a run; pass --resume" in capsys.readouterr().err
     assert main(["train", "--out", out, "--resume", "--lr", "0.5"]) == 2
     assert "--lr 0.5 differs from the run" in capsys.readouterr().err

@@ -35,12 +35,14 @@ import math
 import os
 import random
 import statistics
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, UnsupportedModelError
+from ..progress import eta
 from ..schedules import TokenSchedule, evit_schedule, random_schedules, uniform_schedule
 from ..models.token_drop import TokenState, drop_block_forward
 from .runners import ModelRunners, make_input, torch_threads
@@ -364,8 +366,10 @@ def profile_latency(
                 groups = [keys_all]  # the torch backends share the weights: one round-robin
             anchor = _part(model, anchor_key, batch_size, C, pr) if exported and len(groups) > 1 else None
             anchor_times = []
+            t_groups = time.perf_counter()
             for gi, keys in enumerate(groups):
-                say(f"timing {len(keys)} parts ({gi + 1}/{len(groups)})")
+                say(f"timing {len(keys)} parts ({gi + 1}/{len(groups)}, ETA "
+                    f"{eta(gi, len(groups), time.perf_counter() - t_groups)})")
                 runners = {k: _part(model, k, batch_size, C, pr) for k in keys}
                 if anchor is not None:
                     runners[("anchor",)] = anchor

@@ -42,6 +42,19 @@ class _Deprecated(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def positional_deprecated(args, name: str, flag: str, default=None):
+    """The value of ``flag`` (dest ``name``), or the old positional spelling of it (with a deprecation line)."""
+    old = getattr(args, f"{name}_positional", None)
+    if old is not None:
+        if getattr(args, name, None) is not None:
+            raise ConfigError(f"give {flag} once (the positional {old!r} is its old spelling)")
+        warn(f"a positional {flag[2:]} is deprecated; use {flag} {old}")
+        setattr(args, name, old)
+    if getattr(args, name, None) is None:
+        setattr(args, name, default)
+    return getattr(args, name)
+
+
 def add_deprecated(parser, old: str, new: str, dest: str, **kw) -> None:
     """Keep ``old`` working as ``new`` (hidden from the help; a deprecation line when used)."""
     parser.add_argument(old, dest=dest, action=_Deprecated, new=new, help=argparse.SUPPRESS, **kw)

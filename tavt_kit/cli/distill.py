@@ -24,17 +24,16 @@ DISTILL_DEFAULTS: Dict[str, Any] = dict(bound=0.2, drop_blocks=None, min_tokens=
 DEMO_DISTILL: Dict[str, Any] = dict(steps=150, lr=5e-4, warmup_steps=15, weight_decay=0.05, label_smoothing=0.0,
                                     eval_every=50, save_every=50, bound=0.3)
 DISTILL_KEYS = tuple(DISTILL_DEFAULTS) + ("checkpoint",)
-#: train options that make no sense here (the model comes from --checkpoint)
-NOT_FOR_DISTILL = ("pretrained", "model", "num_classes", "img_size", "head")
 
 
 def add_distill_arguments(p: argparse.ArgumentParser) -> None:
-    from .train import add_train_arguments
+    from .train import DEMO_RECIPE, add_train_arguments
 
     p.add_argument("--checkpoint", required=True, metavar="FILE",
                    help="fine-tuned model (fgvc-kit train's best.safetensors or any file load_checkpoint reads)")
     g = p.add_argument_group("in-place distillation (TAVT's defaults)")
-    g.add_argument("--bound", type=float, help="largest drop ratio per block of the search space (default: 0.2)")
+    g.add_argument("--bound", type=float,
+                   help=f"largest drop ratio per block of the search space (default: 0.2; demo {DEMO_DISTILL['bound']})")
     g.add_argument("--drop-blocks", help="blocks that may drop, e.g. 3,6,9 (default: every block)")
     g.add_argument("--min-tokens", type=int, help="fewest patch tokens at any block (default: 1)")
     g.add_argument("--sandwich", type=int,
@@ -44,14 +43,14 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of a label loss on each sub-network (default: 0, TAVT)")
     g.add_argument("--sub-aux", action="store_true", default=None,
                    help="add the heads' auxiliary losses of the sub-networks too")
-    add_train_arguments(p)
+    add_train_arguments(p, demo_recipe={**DEMO_RECIPE, **DEMO_DISTILL}, model_options=False)
 
 
 def _resolve(args: argparse.Namespace) -> Dict[str, Any]:
     from ..errors import ConfigError
-    from .train import SEEDS_RECIPE, explicit_args, fit_warmup, resolve_train_args
+    from .train import NOT_WITH_A_MODEL, SEEDS_RECIPE, explicit_args, fit_warmup, resolve_train_args
 
-    for flag in NOT_FOR_DISTILL:
+    for flag in NOT_WITH_A_MODEL:
         if getattr(args, flag, None) is not None:
             raise ConfigError(f"--{flag.replace('_', '-')}: not used by distill; the model, its size, classes and "
                               "head come from --checkpoint")

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import parse_drop, pct
+from typing import Optional
+
+from ..errors import ConfigError
+from .common import parse_drop, pct, warn
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,23 +22,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default: 64)")
     p.add_argument("--amp", nargs="?", const="auto", choices=("auto", "bf16", "fp16"), help="mixed precision")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--out", metavar="FILE.json",
-                   help="result JSON (default: beside the checkpoint, <name>.<split>.eval.json); the confusion "
-                        "matrix PNG goes beside it")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: the checkpoint's) for <name>.<split>.eval.json, or "
+                        "<name>.<split>.drop-<counts>.eval.json at a --drop/--keep-ratio schedule, and the "
+                        "confusion-matrix PNG beside it")
     p.add_argument("--max-confusion-classes", type=int, default=300, metavar="N",
                    help="draw the whole confusion matrix up to N classes, else the 50 most-confused (default: 300)")
     p.add_argument("--no-plot", action="store_true", help="do not draw the confusion matrix")
     add_data_arguments(p)
 
 
-def default_eval_path(checkpoint: str, split: str, schedule=None) -> str:
-    import hashlib
-
-    stem = os.path.splitext(checkpoint)[0]
-    tag = ""
-    if schedule is not None:
-        tag = ".drop-" + hashlib.sha1(",".join(map(str, schedule.counts)).encode()).hexdigest()[:8]
-    return f"{stem}.{split}{tag}.eval.json"
+def eval_path(checkpoint: str, split: str, schedule=None, out: Optional[str] = None) -> str:
+    """``<out or the checkpoint's folder>/<name>.<split>[.drop-<counts>].eval.json``: a name a script can write
+    down (the counts of a given schedule, joined by ``-``). An ``--out`` ending in ``.json`` is the old
+    spelling: that file."""
+    if out and out.lower().endswith(".json"):
+        warn(f"--out {out}: a file name is deprecated; give a folder (the file is named <name>.<split>.eval.json)")
+        return out
+    if out and os.path.isfile(out):
+        raise ConfigError(f"--out {out}: is a file; expected an output folder")
+    stem = os.path.splitext(os.path.basename(checkpoint))[0]
+    tag = "" if schedule is None else ".drop-" + "-".join(map(str, schedule.counts))
+    return os.path.join(out if out else os.path.dirname(os.path.abspath(checkpoint)), f"{stem}.{split}{tag}.eval.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         used = schedule if schedule is not None else model.schedule
         macs = count_macs(model, used if used is not None else model.full_schedule()).total()
-        path = args.out or default_eval_path(args.checkpoint, args.split, schedule)
+        path = eval_path(args.checkpoint, args.split, schedule, args.out)
         png = os.path.splitext(path)[0] + ".confusion.png"
         if path.endswith(".eval.json"):
             png = path[:-len(".eval.json")] + ".confusion.png"

@@ -19,7 +19,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                                     "'20G MACs') or its number")
     o = p.add_argument_group("output")
     o.add_argument("--format", default="onnx", help="onnx, openvino or both, comma-separated (default: onnx)")
-    o.add_argument("--precision", default="fp32", metavar="P",
+    o.add_argument("--precision", default="fp32", metavar="{fp32,fp16,bf16,int8}",
                    help="fp32 (default), fp16, bf16 (OpenVINO: f32 IR run with the bf16 hint) or int8 (NNCF "
                         "post-training quantisation; pip install 'fgvc-kit[int8]')")
     o.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",

@@ -6,8 +6,9 @@ import json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", nargs="?", default="fgvc_tiny",
+    p.add_argument("--checkpoint", metavar="FILE|NAME",
                    help="checkpoint file (.safetensors, .npz, .pth, .bin) or model name (default: fgvc_tiny)")
+    p.add_argument("checkpoint_positional", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--drop", help="schedule: drop-config JSON file or comma-separated patch-token counts")
     p.add_argument("--keep-ratio", help="schedule from keep ratios: RATIO for every block or BLOCK:RATIO,...")
     p.add_argument("--img-size", type=int, help="image size (position embeddings are resampled)")
@@ -17,9 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from ..models import count_macs, spec_of
     from ..models import load_model
-    from .common import parse_drop
+    from .common import parse_drop, positional_deprecated
 
-    model = load_model(args.checkpoint, args.img_size)
+    model = load_model(positional_deprecated(args, "checkpoint", "--checkpoint", "fgvc_tiny"), args.img_size)
     schedule = parse_drop(args.drop, args.keep_ratio, model)
     spec = spec_of(model)
     full = count_macs(model, model.full_schedule())

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import parse_macs
+from .common import add_deprecated, parse_macs, warn
+
+PRUNED_FILE = "pruned.safetensors"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,12 +23,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the model's classes; default: magnitude)")
     p.add_argument("--local", dest="global_pruning", action="store_false",
                    help="prune every block by the same ratio (default: rank channels across blocks)")
-    p.add_argument("--steps", type=int, default=16, help="pruning steps towards --macs-target (default: 16)")
+    p.add_argument("--prune-steps", type=int, default=16, metavar="N",
+                   help="pruning increments towards --macs-target (default: 16)")
+    add_deprecated(p, "--steps", "--prune-steps", "prune_steps", type=int)
     p.add_argument("--calibration-images", type=int, default=64, metavar="N",
                    help="training images for taylor importance (default: 64)")
-    p.add_argument("--calibration-batch", type=int, default=16, metavar="N", help="their batch size (default: 16)")
+    p.add_argument("--calibration-batch-size", type=int, default=16, metavar="N",
+                   help="their batch size (default: 16)")
+    add_deprecated(p, "--calibration-batch", "--calibration-batch-size", "calibration_batch_size", type=int)
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset (default: 0)")
-    p.add_argument("--out", required=True, metavar="FILE.safetensors", help="the pruned checkpoint")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help=f"output folder: the pruned checkpoint is DIR/{PRUNED_FILE}")
     add_data_arguments(p)
 
 
@@ -38,13 +45,12 @@ def run(args) -> int:
     from ..models import count_macs, load_checkpoint, save_checkpoint
     from ..models.compress import prune_model
 
-    if not args.out.endswith(".safetensors"):
-        raise ConfigError(f"--out {args.out}: the pruned checkpoint must be a .safetensors file")
+    out = _pruned_path(args.out)
     if not os.path.exists(args.checkpoint):
         raise CheckpointError(f"--checkpoint {args.checkpoint}: checkpoint not found")
-    if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
+    if os.path.abspath(out) == os.path.abspath(args.checkpoint):
         raise ConfigError(f"--out {args.out}: would overwrite --checkpoint; write the pruned model elsewhere")
-    for flag in ("steps", "calibration_images", "calibration_batch"):
+    for flag in ("prune_steps", "calibration_images", "calibration_batch_size"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive number, got {getattr(args, flag)}")
     model = load_checkpoint(args.checkpoint)
@@ -60,7 +66,7 @@ def run(args) -> int:
         vd = load_verify_data(model, dspec, split="train", max_images=args.calibration_images, seed=args.seed,
                               where="--dataset")
         norm = Normalize.from_model(model)
-        b = args.calibration_batch
+        b = args.calibration_batch_size
         calibration = [(norm(vd.images[i:i + b]), vd.labels[i:i + b]) for i in range(0, len(vd), b)]
         data_info = {"dataset": dspec.name, "split": "train", "images": len(vd)}
     params0 = sum(p.numel() for p in model.parameters())
@@ -73,14 +79,14 @@ def run(args) -> int:
         warnings.simplefilter("ignore", UserWarning)
         prune_model(model, ratio=args.ratio, macs_target=macs_target, head_ratio=args.head_ratio,
                     importance=args.importance, calibration=calibration, global_pruning=args.global_pruning,
-                    steps=args.steps, log=lambda s: print("  " + s, flush=True))
+                    steps=args.prune_steps, log=lambda s: print("  " + s, flush=True))
     params1 = sum(p.numel() for p in model.parameters())
     macs1 = count_macs(model, model.full_schedule()).total()
     provenance = {"checkpoint": os.path.basename(args.checkpoint), "ratio": args.ratio,
                   "macs_target": macs_target, "head_ratio": args.head_ratio, "importance": args.importance,
                   "global": args.global_pruning, "params_before": params0, "params_after": params1,
                   "macs_before": macs0, "macs_after": macs1, "calibration": data_info}
-    save_checkpoint(model, args.out, extra={"pruned_from": provenance})
+    save_checkpoint(model, out, extra={"pruned_from": provenance})
     heads = [b.attn.num_heads for b in model.blocks]
     hidden = [b.mlp.fc1.out_features for b in model.blocks]
     print(f"params       {params0 / 1e6:.3f} M -> {params1 / 1e6:.3f} M ({params1 / params0:.1%})")
@@ -90,6 +96,21 @@ def run(args) -> int:
         print(f"MACs (at the checkpoint's schedule {list(sched.counts)})  {at0 / 1e9:.4g} G -> {at1 / 1e9:.4g} G")
     print(f"heads        {heads}")
     print(f"MLP hidden   {hidden}")
-    print(f"wrote {args.out} (still takes token schedules); recover accuracy with "
-          f"fgvc-kit train --pretrained {args.out} ... or fgvc-kit distill --checkpoint {args.out} ...")
+    print(f"wrote {out} (still takes token schedules); recover accuracy with "
+          f"fgvc-kit train --checkpoint {out} ... or fgvc-kit distill --checkpoint {out} ...")
     return 0
+
+
+def _pruned_path(out: str) -> str:
+    """``--out`` is a folder; a ``.safetensors`` file name is the old spelling (still written, with a line)."""
+    from ..errors import ConfigError
+
+    if out.lower().endswith(".safetensors"):
+        warn(f"--out {out}: a checkpoint file name is deprecated; give a folder (the file is {PRUNED_FILE})")
+        return out
+    ext = os.path.splitext(out)[1]
+    if ext and len(ext) <= 5 and not os.path.isdir(out):
+        raise ConfigError(f"--out {out}: expected an output folder (it gets {PRUNED_FILE}), got a file name")
+    if os.path.isfile(out):
+        raise ConfigError(f"--out {out}: is a file; expected an output folder")
+    return os.path.join(out, PRUNED_FILE)

@@ -1,18 +1,25 @@
 """``fgvc-kit report``: the latency-budget report (Markdown + HTML) from search.json, bench.json and export.json."""
 from __future__ import annotations
 
+import argparse
 import os
 
 
 def add_arguments(p) -> None:
-    p.add_argument("search", metavar="SEARCH_JSON", help="search.json from fgvc-kit search")
+    p.add_argument("--search", metavar="SEARCH_JSON", help="search.json from fgvc-kit search (required)")
+    p.add_argument("search_positional", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--bench", metavar="BENCH_JSON", help="bench.json from fgvc-kit bench (latency per schedule)")
     p.add_argument("--export", action="append", default=[], metavar="EXPORT_JSON",
                    help="export.json from fgvc-kit export (repeatable)")
-    p.add_argument("--out", help="output folder (default: beside search.json, report/)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: report/ beside search.json)")
 
 
 def run(args) -> int:
+    from ..errors import ConfigError
+    from .common import positional_deprecated
+
+    if positional_deprecated(args, "search", "--search") is None:
+        raise ConfigError("--search: give the search.json to report on (fgvc-kit report --search runs/search/search.json)")
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.search)), "report")
     from ..report import build_report
 

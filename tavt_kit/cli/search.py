@@ -5,13 +5,13 @@ import argparse
 import os
 
 from ..errors import ConfigError
-from .common import parse_macs, parse_seconds
+from .common import add_deprecated, parse_macs, parse_seconds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..data import add_data_arguments
 
-    p.add_argument("--checkpoint", required=True, help="supernet checkpoint (from fgvc-kit distill)")
+    p.add_argument("--checkpoint", required=True, metavar="FILE", help="supernet checkpoint (from fgvc-kit distill)")
     add_data_arguments(p)
     b = p.add_argument_group("budgets (none: map the whole accuracy-cost Pareto front)")
     b.add_argument("--macs-budget", action="append", default=[], metavar="MACS",
@@ -20,28 +20,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="latency budget per batch, e.g. 15ms (repeatable)")
     lat = p.add_argument_group("latency objective")
     lat.add_argument("--latency-table", metavar="JSON",
-                     help="predict latency from a table made by 'fgvc-kit bench --profile' (on the target device)")
+                     help="predict latency from a table made by 'fgvc-kit bench profile' on the target device")
     lat.add_argument("--device", choices=("cpu", "cuda"), help="measure latency on this device (default cpu)")
     lat.add_argument("--backend", choices=("torch", "torch-compile", "onnxruntime", "openvino"),
                      help="latency backend (default torch; with a table: the table's, and it must match)")
     lat.add_argument("--remeasure", action="store_true",
                      help="with --latency-table: also measure the chosen schedules on this machine")
-    lat.add_argument("--latency-batch", type=int, default=1, metavar="N", help="batch size of latency (default 1)")
+    lat.add_argument("--latency-batch-size", type=int, metavar="N",
+                     help="batch size the latency is for (default: the table's; 1 when measured here)")
+    add_deprecated(p, "--latency-batch", "--latency-batch-size", "latency_batch_size", type=int)
     lat.add_argument("--threads", type=int, metavar="N", help="threads for latency measurement")
     e = p.add_argument_group("evolution (TAVT's defaults)")
-    e.add_argument("--population", type=int, default=20)
-    e.add_argument("--generations", type=int, default=30)
-    e.add_argument("--mutations", type=int, default=30)
-    e.add_argument("--crossovers", type=int, default=30)
-    e.add_argument("--mutation-prob", type=float, default=0.5)
-    e.add_argument("--seed", type=int, default=0)
-    p.add_argument("--subset", type=int, metavar="N", help="search on N held-out images (seeded subset)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per evaluation batch")
-    p.add_argument("--out", default="runs/search", help="output folder (search.json, journal, schedules, plots)")
+    e.add_argument("--population", type=int, default=20, metavar="N",
+                   help="schedules kept per generation, the best by fitness (default 20)")
+    e.add_argument("--generations", type=int, default=30, metavar="N", help="generations (default 30)")
+    e.add_argument("--mutations", type=int, default=30, metavar="N",
+                   help="mutated children per generation (default 30)")
+    e.add_argument("--crossovers", type=int, default=30, metavar="N",
+                   help="crossover children per generation: the mean of two parents (default 30)")
+    e.add_argument("--mutation-prob", type=float, default=0.5, metavar="P",
+                   help="probability that a mutation changes each block's count (default 0.5)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the search and of --subset (default 0)")
+    p.add_argument("--subset", type=int, metavar="N", help="search on N held-out images (seeded subset; default all)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per evaluation batch (default 64)")
+    p.add_argument("--out", default="runs/search", metavar="DIR",
+                   help="output folder: search.json, its journal, schedules.json and one drop config per budget, "
+                        "plots (default runs/search)")
 
 
 def _check_positive(args) -> None:
-    for flag in ("population", "generations", "mutations", "crossovers", "batch_size", "latency_batch"):
+    for flag in ("population", "generations", "mutations", "crossovers", "batch_size"):
         v = getattr(args, flag)
         if v is None or v < (0 if flag in ("generations", "mutations", "crossovers") else 1):
             raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive integer, got {v}")

@@ -10,7 +10,7 @@ import argparse
 import os
 from typing import Any, Dict, List
 
-from .common import check_resume_args, check_run_dir, pct
+from .common import add_deprecated, check_resume_args, check_run_dir, pct
 
 #: the seeds' fine-tuning recipe (TAVT / FFVT / TransFG): SGD 0.9, lr 3e-2, no weight decay,
 #: 500 warm-up steps then cosine, 10 000 steps, batch 16 per process, gradient clipping 1.0
@@ -32,33 +32,45 @@ RESULT_KEYS = ("dataset", "holdout", "split_seed", "resize", "train_crop", "mode
 #: options a resumed run may change (where the data lives, logging, the final test)
 RESUMABLE_CHANGES = ("data", "test", "save_every", "log_every", "eval_batch_size")
 RUN_FILE = "config.json"
+#: options that build a model: a command that takes the model from --checkpoint (distill) refuses them
+NOT_WITH_A_MODEL = ("pretrained", "model", "num_classes", "img_size", "head", "drop_path")
 RESULTS_FILE = "results.json"
 DEFAULT_OUT = os.path.join("runs", "train")
 
 
 # ------------------------------------------------------------------ options
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
+def add_train_arguments(p: argparse.ArgumentParser, demo_recipe: Dict[str, Any] = DEMO_RECIPE,
+                        model_options: bool = True) -> None:
+    """Data, model, optimisation and run options; the help shows ``demo_recipe``'s defaults for the demo.
+
+    ``model_options=False`` (distill): the model and its size, classes and head come from ``--checkpoint``.
+    """
     from ..data import add_data_arguments
 
     add_data_arguments(p)
     g = p.add_argument_group("model")
-    g.add_argument("--model", metavar="NAME",
-                   help="model to build (timm ViT name or fgvc_tiny; default: inferred from --pretrained, else "
-                        "fgvc_tiny for the demo)")
-    g.add_argument("--pretrained", metavar="FILE",
-                   help="start from weights: Google .npz, timm .pth, the seeds' ViT-pytorch .bin or an fgvc-kit "
-                        ".safetensors (the classifier is re-initialised for the dataset's classes)")
-    g.add_argument("--img-size", type=int, metavar="N",
-                   help="input size (default: an fgvc-kit checkpoint's, else 448 for CUB/NABirds/Dogs/Cars/iNat, "
-                        "384 for ultra-FGVC sets, the model's for demo and folders)")
-    g.add_argument("--num-classes", type=int, metavar="N",
-                   help="number of classes (default: the dataset's; if given it must match)")
-    g.add_argument("--head", help="classification head (default: linear, or the checkpoint's)")
+    if model_options:
+        g.add_argument("--checkpoint", dest="pretrained", metavar="FILE",
+                       help="start from these weights: Google .npz, timm .pth, the seeds' ViT-pytorch .bin or an "
+                            "fgvc-kit .safetensors (the classifier is re-initialised for the dataset's classes)")
+        add_deprecated(p, "--pretrained", "--checkpoint", "pretrained")
+        g.add_argument("--model", metavar="NAME",
+                       help="model to build (timm ViT name or fgvc_tiny; default: inferred from --checkpoint, else "
+                            "fgvc_tiny for the demo)")
+        g.add_argument("--img-size", type=int, metavar="N",
+                       help="input size (default: an fgvc-kit checkpoint's, else 448 for CUB/NABirds/Dogs/Cars/iNat, "
+                            "384 for ultra-FGVC sets, the model's for demo and folders)")
+        g.add_argument("--num-classes", type=int, metavar="N",
+                       help="number of classes (default: the dataset's; if given it must match)")
+        g.add_argument("--head", help="classification head (default: linear, or the checkpoint's)")
+        g.add_argument("--drop-path", type=float, metavar="RATE", help="stochastic depth rate (default: 0)")
+    else:  # refused with a line that says why (hidden from the help)
+        for flag in NOT_WITH_A_MODEL:
+            p.add_argument("--" + flag.replace("_", "-"), dest=flag, help=argparse.SUPPRESS)
     g.add_argument("--scorer", choices=("tavt", "cls"), help="patch-drop scorer stored with the model")
-    g.add_argument("--drop-path", type=float, metavar="RATE", help="stochastic depth rate (default: 0)")
     g = p.add_argument_group("optimisation (defaults: the seeds' recipe; demo: a short CPU recipe)")
     def d(key):
-        s, m = SEEDS_RECIPE[key], DEMO_RECIPE[key]
+        s, m = SEEDS_RECIPE[key], demo_recipe.get(key, DEMO_RECIPE[key])
         return f"(default: {s}" + (f"; demo {m})" if m != s else ")")
 
     g.add_argument("--optimizer", choices=("sgd", "adamw"), help=f"sgd (momentum) or adamw {d('optimizer')}")
@@ -66,7 +78,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, metavar="WD", help=f"weight decay on weight matrices {d('weight_decay')}")
     g.add_argument("--momentum", type=float, metavar="M", help=f"SGD momentum {d('momentum')}")
     g.add_argument("--steps", type=int, metavar="N", help=f"optimiser steps {d('steps')}")
-    g.add_argument("--warmup-steps", type=int, metavar="N", help=f"linear warm-up steps {d('warmup_steps')}")
+    g.add_argument("--warmup-steps", type=int, metavar="N",
+                   help=f"linear warm-up steps {d('warmup_steps')}; when not given and more than half of --steps, "
+                        "the same fraction of --steps")
     g.add_argument("--lr-schedule", choices=("cosine", "linear", "constant"),
                    help=f"decay after warm-up {d('lr_schedule')}")
     g.add_argument("--min-lr", type=float, metavar="LR", help=f"learning rate at the end of the decay {d('min_lr')}")
@@ -176,7 +190,7 @@ def run_train(args: argparse.Namespace) -> int:
         if v is not None and v < 1:
             raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive number, got {v}")
     if spec.name != "demo" and r["pretrained"] is None and r["model"] is None:
-        raise ConfigError(f"--pretrained: fine-tuning on {spec.name} needs weights to start from (ViT-B_16.npz, a "
+        raise ConfigError(f"--checkpoint: fine-tuning on {spec.name} needs weights to start from (ViT-B_16.npz, a "
                           "timm .pth, a seeds' .bin or an fgvc-kit checkpoint), or --model NAME to train from scratch")
     class_names = class_names_of(spec)
     if r["num_classes"] is not None and r["num_classes"] != len(class_names):

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ..progress import eta
 from ..schedules.schedule import TokenSchedule
 from ..schedules.space import SearchSpace
 
@@ -253,6 +254,7 @@ class EvolutionSearch:
             if g not in seen:
                 seen.add(g)
                 init.append(g)
+        self._t_start = time.perf_counter()
         self.evaluate(init, 0, "init")
         self._report(0)
         for gen in range(1, s.generations + 1):
@@ -273,6 +275,8 @@ class EvolutionSearch:
         rate = self.evaluations / self.eval_seconds * 60 if self.eval_seconds > 0 else float("nan")
         parts = [f"gen {gen:>3}/{self.settings.generations}", f"evaluated {len(self.evaluated):>4}",
                  f"front {len(front):>3}", f"{rate:7.1f} cand/min"]
+        if getattr(self, "_t_start", None) is not None:  # the initial population counts as one generation
+            parts.append("ETA " + eta(gen + 1, self.settings.generations + 1, time.perf_counter() - self._t_start))
         for b in self.budgets:
             best = self.best_within(b)
             parts.append(f"{b.label}: " + (f"{100 * best.accuracy:.2f}%" if best else "none yet"))

@@ -39,13 +39,14 @@ def latency_objective(model, args) -> Tuple[Callable[[TokenSchedule], float], Op
 
     backend = args.backend or "torch"
     device = args.device or "cpu"
-    if args.latency_batch < 1:
-        raise ConfigError(f"--latency-batch: expected a positive batch size, got {args.latency_batch}")
+    asked = getattr(args, "latency_batch_size", None)  # None: not given (the table's, or 1 when measuring)
+    if asked is not None and asked < 1:
+        raise ConfigError(f"--latency-batch-size: expected a positive batch size, got {asked}")
+    batch = asked or 1
     if args.latency_table:
         table = LatencyTable.load(args.latency_table)
         target = table.target
-        table.check(model, backend=args.backend, device=args.device,
-                    batch_size=args.latency_batch if args.latency_batch != 1 else None, threads=args.threads)
+        table.check(model, backend=args.backend, device=args.device, batch_size=asked, threads=args.threads)
         info = {"source": "table", "table": args.latency_table, "target": target, "machine": table.machine,
                 "identity": {"table": args.latency_table, **{k: target.get(k) for k in
                                                               ("backend", "device", "batch_size", "threads")}}}
@@ -59,12 +60,12 @@ def latency_objective(model, args) -> Tuple[Callable[[TokenSchedule], float], Op
                                   int(target.get("batch_size", 1)), target.get("threads"), None, None)
             info["remeasured_here"] = True
         return predict, remeasure, info
-    info = {"source": "measured", "target": {"backend": backend, "device": device, "batch_size": args.latency_batch,
+    info = {"source": "measured", "target": {"backend": backend, "device": device, "batch_size": batch,
                                              "threads": args.threads},
             "policy": SEARCH_POLICY,
-            "identity": {"backend": backend, "device": device, "batch_size": args.latency_batch,
+            "identity": {"backend": backend, "device": device, "batch_size": batch,
                          "threads": args.threads}}
-    measure = _measurer(model, backend, device, args.latency_batch, args.threads, SEARCH_POLICY, None)
+    measure = _measurer(model, backend, device, batch, args.threads, SEARCH_POLICY, None)
     measure(TokenSchedule.full(model.depth, model.num_patches))  # first calls of a process are slow: discard
-    remeasure = _measurer(model, backend, device, args.latency_batch, args.threads, None, None)
+    remeasure = _measurer(model, backend, device, batch, args.threads, None, None)
     return measure, remeasure, info

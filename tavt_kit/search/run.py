@@ -24,6 +24,9 @@ from ..schedules.space import SearchSpace
 from .baselines import baseline_schedules
 from .evaluate import CandidateEvaluator
 from .result import SEARCH_FORMAT
+
+#: the index of the per-budget drop configs a search writes beside search.json
+SCHEDULES_INDEX = "schedules.json"
 from .evolution import Budget, EvolutionSearch, EvolutionSettings, Journal, front_area, pareto_front
 
 
@@ -251,6 +254,12 @@ def run_search(
             row["schedule_file"] = os.path.basename(path)
         result["budgets"].append(row)
     if rank == 0:
+        # a fixed name a script can read: budget label -> its drop config (the files are named after the budget)
+        write_json({"format": "fgvc-kit/search-schedules", "search": "search.json",
+                    "budgets": [{"label": r["label"], "objective": r["objective"], "limit": r["limit"],
+                                 "file": r.get("schedule_file"),
+                                 "counts": (r["best"] or {}).get("counts")} for r in result["budgets"]]},
+                   os.path.join(out_dir, SCHEDULES_INDEX))
         write_json(result, os.path.join(out_dir, "search.json"))
         try:
             from .plot import plot_search

@@ -35,7 +35,7 @@ def build_model(*, num_classes: int, class_names: Optional[Sequence[str]] = None
                             class_names=class_names, **opt, **extra)
     pretrained = os.fspath(pretrained)
     if not os.path.exists(pretrained):
-        raise CheckpointError(f"--pretrained {pretrained}: checkpoint not found")
+        raise CheckpointError(f"--checkpoint {pretrained}: checkpoint not found")
     spec = read_spec(pretrained, required=False)
     if spec is not None and spec.get("pruned"):  # fgvc-kit prune: the narrower layers rebuild from the spec
         if num_classes != spec["num_classes"] or model not in (None, spec["backbone"]["name"]) or extra \

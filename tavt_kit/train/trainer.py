@@ -36,17 +36,20 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..files import write_text
-from .evaluate import evaluate
-from .sampler import ResumableBatchSampler
+from ..progress import eta
 from .config import TrainConfig
 from .distributed import amp_dtype_for, barrier, init_distributed
+from .evaluate import evaluate
 from .optim import WarmupDecay, build_optimizer
-from .sampler import seeded_dataset
+from .sampler import ResumableBatchSampler, seeded_dataset
 from .state import (capture_rng, flatten_optimizer, jsonable, load_state, restore_rng, rng_to_state, save_state,
                     unflatten_optimizer)
 from .steps import ClassificationStep
 
 _log = logging.getLogger(__name__)
+
+#: seconds between two progress lines when stderr is not a terminal
+LINE_EVERY_S = 10.0
 
 STATE_FILE = "train_state.safetensors"
 LAST_FILE = "last.safetensors"
@@ -347,6 +350,9 @@ class Trainer:
             self._log_event({"event": "resume", "step": self.step, "world_size": self.world_size})
         global_batch = cfg.batch_size * cfg.accum_steps * self.world_size
         bar = self._progress()
+        # without a terminal (a log file, nohup, torchrun) progress is plain lines, at most one per LINE_EVERY_S
+        lines = bar is None and self.is_main and cfg.progress is None
+        t_line = -math.inf
         data = self._batches()
         self.ddp_model.train()
         sums: Dict[str, torch.Tensor] = {}
@@ -394,6 +400,12 @@ class Trainer:
                     if bar is not None:
                         bar.set_postfix(loss=f"{avg.get('loss', float('nan')):.4f}",
                                         lr=f"{event['lr']:.2e}", img_s=f"{ips:.0f}")
+                    if lines and (now - t_line >= LINE_EVERY_S or self.step == cfg.steps):
+                        t_line = now
+                        left = eta(self.step - start_step, cfg.steps - start_step, now - t0)
+                        print(f"step {self.step}/{cfg.steps}  loss {avg.get('loss', float('nan')):.4f}  "
+                              f"lr {event['lr']:.2e}  {ips:.0f} images/s  ETA {left}",
+                              file=sys.stderr, flush=True)
                 do_eval = (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps
                 if do_eval:
                     res = self.evaluate_holdout()
@@ -404,9 +416,10 @@ class Trainer:
                         if score is not None and (self.best_score is None or score > self.best_score):
                             self.best_score, self.best_step = float(score), self.step
                             self.save_model(BEST_FILE)
-                        if bar is not None:
-                            bar.write(f"step {self.step}: holdout {cfg.select_metric} {score:.4f} "
-                                      f"(best {self.best_score:.4f} at {self.best_step})")
+                        if bar is not None or lines:
+                            text = f"step {self.step}: holdout {cfg.select_metric} {_score(score)} " \
+                                   f"(best {_score(self.best_score)} at {self.best_step})"
+                            bar.write(text) if bar is not None else print(text, file=sys.stderr, flush=True)
                 do_save = (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.steps
                 if do_save:
                     self.save_state()
@@ -427,3 +440,8 @@ class Trainer:
 
 def _scheduler_doc(sd: Dict[str, Any]) -> Dict[str, Any]:
     return jsonable(sd)
+
+
+def _score(x) -> str:
+    """A held-out score for a progress line; an evaluation may not report the selection metric."""
+    return "n/a" if x is None else f"{x:.4f}"

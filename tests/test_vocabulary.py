@@ -1,0 +1,112 @@
+"""One command-line vocabulary: every shared option means the same thing in every command that has it."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from tavt_kit.cli import COMMANDS, build_parser, main
+
+MODEL_COMMANDS = ("info", "train", "evaluate", "distill", "search", "export", "prune", "bench measure",
+                  "bench profile", "bench predict")
+PRECISIONS = {"fp32", "fp16", "bf16", "int8"}
+
+
+def _parsers():
+    """{"command" or "bench mode": parser} for every command and subcommand."""
+    out = {}
+    for name in COMMANDS:
+        p = build_parser(name)
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs:
+            for mode, sp in subs[0].choices.items():
+                out[f"{name} {mode}"] = sp
+        else:
+            out[name] = p
+    return out
+
+
+PARSERS = _parsers()
+
+
+def _options(p):
+    """Visible options: {"--flag": action} (deprecated spellings are hidden and left out)."""
+    return {s: a for a in p._actions for s in a.option_strings
+            if s.startswith("--") and a.help != argparse.SUPPRESS and s != "--help"}
+
+
+def _visible_positionals(p):
+    return [a.dest for a in p._actions if not a.option_strings and a.help != argparse.SUPPRESS
+            and not isinstance(a, argparse._SubParsersAction)]
+
+
+def test_every_help_parses(capsys):
+    for name, p in PARSERS.items():
+        with pytest.raises(SystemExit) as e:
+            p.parse_args(["--help"])
+        assert e.value.code == 0
+        assert "usage: fgvc-kit " + name in capsys.readouterr().out
+
+
+def test_the_model_is_named_by_checkpoint_everywhere():
+    for name in MODEL_COMMANDS:
+        opts = _options(PARSERS[name])
+        assert "--checkpoint" in opts, name
+        assert "--pretrained" not in opts, name
+    # the only visible positional arguments are files that are not a model
+    positional = {name: _visible_positionals(p) for name, p in PARSERS.items() if _visible_positionals(p)}
+    assert positional == {"bench predict": ["table"]}
+
+
+def test_shared_names_have_one_type_and_unit():
+    seen = {}
+    for name, p in PARSERS.items():
+        for flag, a in _options(p).items():
+            kind = (a.type.__name__ if callable(a.type) and hasattr(a.type, "__name__") else a.type,
+                    type(a).__name__ in ("_StoreTrueAction", "_StoreFalseAction"))
+            if flag in seen and flag not in ("--precision",):
+                assert seen[flag][1] == kind, f"{flag}: {seen[flag][0]} and {name} differ ({seen[flag][1]} vs {kind})"
+            seen.setdefault(flag, (name, kind))
+
+
+def test_one_spelling_per_quantity():
+    for name, p in PARSERS.items():
+        opts = _options(p)
+        batchy = [f for f in opts if "batch" in f]
+        assert all(f.endswith("batch-size") for f in batchy), (name, batchy)
+        assert "--batch" not in opts and "--latency-batch" not in opts and "--calibration-batch" not in opts
+        if "--precision" in opts:
+            a = opts["--precision"]
+            choices = set(a.choices or []) or set(a.metavar.strip("{}").split(","))
+            assert choices <= PRECISIONS, (name, choices)
+        if "--budget" in opts:  # a budget of a search (its label), never seconds of timing
+            assert name == "export", name
+        if "--steps" in opts:  # optimiser steps
+            assert name in ("train", "distill"), name
+        if "--out" in opts:
+            out = opts["--out"]
+            assert out.metavar in ("DIR", None) and "folder" in (out.help or ""), (name, out.metavar, out.help)
+
+
+def test_help_shows_the_defaults_the_command_uses():
+    text = PARSERS["distill"].format_help()
+    assert "demo 150" in text and "demo 0.0005" in text and "demo 15" in text and "demo 0.3" in text
+    for refused in ("--model", "--pretrained", "--img-size", "--num-classes", "--head "):
+        assert refused not in text, refused
+    search = " ".join(PARSERS["search"].format_help().split())
+    assert "bench profile" in search and "--profile" not in search and "(default 20)" in search
+
+
+def test_old_spellings_still_work_with_a_line(tmp_path, capsys):
+    assert main(["info", "fgvc_tiny", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "fgvc-kit: warning: a positional checkpoint is deprecated; use --checkpoint fgvc_tiny" in captured.err
+    assert '"depth": 6' in captured.out
+
+
+def test_argument_errors_use_the_one_prefix(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "profile", "--no-such-flag"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "fgvc-kit: error: bench: unrecognized arguments: --no-such-flag" in err and err.count("\n") == 2
