@@ -35,7 +35,7 @@ def _split(out):
 
 
 class InplaceDistillStep:
-    """The TAVT step, pluggable into :class:`~tavt_kit.distill.engine.Trainer` as ``step_fn``.
+    """The TAVT step, pluggable into :class:`~tavt_kit.train.Trainer` as ``step_fn``.
 
     Args:
         space: the schedules the supernet is trained for.
