@@ -1,6 +1,6 @@
 """Evolutionary search of token schedules (TAVT / Length-Adaptive Transformer style).
 
-Genes are token schedules of a :class:`~tavt_kit.models.space.SearchSpace`.
+Genes are token schedules of a :class:`~tavt_kit.schedules.SearchSpace`.
 Each generation takes parents from the accuracy–cost Pareto front (and, when
 budgets are given, the most accurate candidates within each budget), makes
 ``mutations`` mutants — each block's count redrawn with probability
