@@ -136,12 +136,26 @@ def test_select_budget_by_label_unit_or_number():
         assert select_budget(doc, text)["label"] == "15ms"
     for text in ("20M MACs", "20m", "2e7", "20"):
         assert select_budget(doc, text)["label"] == "20M MACs"
-    with pytest.raises(ConfigError, match=r"--budget 7ms: not in search.json; its budgets: 15ms, 20M MACs, 1ms"):
-        select_budget(doc, "7ms")
+    with pytest.raises(ConfigError, match=r"--budget 7: not in search.json and without a unit; its budgets: "
+                                          r"15ms, 20M MACs, 1ms"):
+        select_budget(doc, "7")
     with pytest.raises(ConfigError, match="no schedule of the search space met this budget"):
         select_budget(doc, "1ms")
-    with pytest.raises(ConfigError, match="holds no budgets"):
+    with pytest.raises(ConfigError, match="has no latency figures"):
         select_budget({"budgets": []}, "15ms")
+
+
+def test_any_budget_is_answered_from_the_pareto_front():
+    doc = {"budgets": [], "latency": {"source": "table"}, "pareto_front": [
+        {"counts": [16, 8], "macs": 1e7, "latency_ms": 4.0, "holdout_accuracy": 0.80},
+        {"counts": [32, 16], "macs": 2e7, "latency_ms": 7.0, "holdout_accuracy": 0.90},
+        {"counts": [64, 64], "macs": 4e7, "latency_ms": 12.0, "holdout_accuracy": 0.95}]}
+    row = select_budget(doc, "8ms")
+    assert row["source"] == "front" and row["best"]["counts"] == [32, 16] and row["label"] == "8ms"
+    assert select_budget(doc, "30M MACs")["best"]["counts"] == [32, 16]
+    assert select_budget(doc, "0.04G")["best"]["counts"] == [64, 64]
+    with pytest.raises(ConfigError, match="nothing on the Pareto front of search.json fits"):
+        select_budget(doc, "2ms")
 
 
 def test_cli_exports_the_schedule_of_a_search_budget(tmp_path, ckpt, capsys):

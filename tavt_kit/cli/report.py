@@ -11,6 +11,9 @@ def add_arguments(p) -> None:
     p.add_argument("--bench", metavar="BENCH_JSON", help="bench.json from fgvc-kit bench (latency per schedule)")
     p.add_argument("--export", action="append", default=[], metavar="EXPORT_JSON",
                    help="export.json from fgvc-kit export (repeatable)")
+    p.add_argument("--budget", action="append", default=[], metavar="BUDGET",
+                   help="also answer this budget (15ms, '25M MACs'; repeatable): the most accurate schedule of the "
+                        "search's Pareto front within it")
     p.add_argument("--out", metavar="DIR", help="output folder (default: report/ beside search.json)")
 
 
@@ -23,6 +26,6 @@ def run(args) -> int:
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.search)), "report")
     from ..report import build_report
 
-    paths = build_report(args.search, out, args.bench, args.export)
+    paths = build_report(args.search, out, args.bench, args.export, args.budget)
     print(f"wrote {paths['markdown']} and {paths['html']}")
     return 0

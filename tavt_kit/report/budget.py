@@ -20,7 +20,8 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ConfigError
-from ..search.plot import save_accuracy_plot
+from ..search.plot import mac_unit, save_accuracy_plot
+from ..search.result import front_latency_ms, select_budget
 
 
 def _load(path: str, kind: str) -> Dict[str, Any]:
@@ -47,6 +48,7 @@ def _bench_index(bench: Optional[dict], full_counts: tuple) -> Dict[tuple, dict]
 
 
 def _export_index(exports: Sequence[dict]) -> Dict[tuple, List[dict]]:
+    """export.json documents by schedule counts (each remembers where it was read from: ``_path``)."""
     out: Dict[tuple, List[dict]] = {}
     for doc in exports:
         key = _counts_key(doc.get("schedule") if isinstance(doc.get("schedule"), list)
@@ -83,36 +85,31 @@ def _ms(x) -> str:
 
 
 def _plots(search: dict, bench_idx: Dict[tuple, dict], out_dir: str) -> List[str]:
+    """Accuracy against MACs, and against latency when the search has latency figures.
+
+    One axis holds one kind of latency: the search's own (predicted from a table, or measured by the
+    search), with bench.json's measurements as separate, labelled points. The Pareto front is drawn on
+    the axis of the objective it was computed for only.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    scale, unit = mac_unit(search["full"]["macs"])
+    kind = "predicted from the latency table" if (search.get("latency") or {}).get("source") == "table" \
+        else "measured by the search"
     files = []
-    lat_of = {}
-    for key, r in bench_idx.items():
-        lat_of[key] = (r.get("latency_ms") or {}).get("p50")
-
-    def latency(d):
-        key = _counts_key(d.get("counts"))
-        if key in lat_of and lat_of[key] is not None:
-            return lat_of[key]
-        return d.get("latency_measured_ms", d.get("latency_ms"))
-
-    for axis, xlabel in (("macs", "GMACs per image"), ("latency", "latency p50 (ms)")):
-        def x_of(d):
-            return d["macs"] / 1e9 if axis == "macs" else latency(d)
-
+    axes = [("macs", f"{unit} per image", lambda d: d["macs"] / scale)]
+    if any(d.get("latency_ms") is not None for d in search.get("candidates", [])):
+        axes.append(("latency", f"latency p50 (ms), {kind}", lambda d: d.get("latency_ms")))
+    for axis, xlabel, x_of in axes:
+        fig, ax = plt.subplots(figsize=(8.6, 4.4), dpi=110)
+        cands = [c for c in search.get("candidates", []) if x_of(c) is not None]
+        ax.scatter([x_of(c) for c in cands], [100 * c["accuracy"] for c in cands], s=7, c="#c8c8c8",
+                   label=f"candidates ({len(cands)})")
         front = [p for p in search.get("pareto_front", []) if x_of(p) is not None]
-        if axis == "latency" and len(front) < 2 and search.get("objective") != "latency":
-            continue
-        fig, ax = plt.subplots(figsize=(7, 4.4), dpi=110)
-        if axis == "macs" or search.get("objective") == "latency":
-            cands = [c for c in search.get("candidates", [])
-                     if (c["macs"] / 1e9 if axis == "macs" else c.get("latency_ms")) is not None]
-            ax.scatter([c["macs"] / 1e9 if axis == "macs" else c["latency_ms"] for c in cands],
-                       [100 * c["accuracy"] for c in cands], s=7, c="#c8c8c8", label=f"candidates ({len(cands)})")
-        if front:
+        if front and axis == search.get("objective"):
             ax.step([x_of(p) for p in front], [100 * p["holdout_accuracy"] for p in front], where="post",
                     c="#1f77b4", lw=1.4)
             ax.scatter([x_of(p) for p in front], [100 * p["holdout_accuracy"] for p in front], s=14, c="#1f77b4",
@@ -129,7 +126,10 @@ def _plots(search: dict, bench_idx: Dict[tuple, dict], out_dir: str) -> List[str
                            s=36, c="#d62728", label=None if name in seen else f"baseline: {name}")
                 seen.add(name)
             if b["objective"] == axis:
-                ax.axvline(b["limit"] / 1e9 if axis == "macs" else b["limit"] * 1e3, ls="--", c="#2ca02c", lw=1)
+                limit = b["limit"] / scale if axis == "macs" else b["limit"] * 1e3
+                ax.axvline(limit, ls="--", c="#2ca02c", lw=1)
+                ax.annotate(f"budget {b['label']}", (limit, 1), xycoords=("data", "axes fraction"), rotation=90,
+                            va="top", ha="right", fontsize=7, color="#2ca02c")
             best = b.get("best")
             if best and x_of(best) is not None:
                 ax.scatter([x_of(best)], [100 * best["holdout_accuracy"]], marker="*", s=150, c="#2ca02c", zorder=5,
@@ -137,14 +137,91 @@ def _plots(search: dict, bench_idx: Dict[tuple, dict], out_dir: str) -> List[str
         full = search.get("full")
         if full and x_of(full) is not None:
             ax.scatter([x_of(full)], [100 * full["holdout_accuracy"]], marker="D", s=30, c="black", label="full model")
+        if axis == "latency":  # bench.json's measurements: labelled as such, never mixed into the search's figures
+            pts = [(r["latency_ms"]["p50"], d) for d in [search.get("full")] + [b.get("best") for b in
+                                                                                    search.get("budgets", [])]
+                   if d and (r := bench_idx.get(_counts_key(d.get("counts")))) and (r.get("latency_ms") or {}).get("p50")]
+            if pts:
+                ax.scatter([p for p, _ in pts], [100 * d["holdout_accuracy"] for _, d in pts], marker="o",
+                           facecolors="none", edgecolors="#ff7f0e", s=60, label="measured by fgvc-kit bench")
         files.append(save_accuracy_plot(fig, ax, xlabel, "top-1 (%)",
                                         f"accuracy vs {'MACs' if axis == 'macs' else 'latency'}", out_dir,
                                         f"accuracy_vs_{axis}.png"))
     return files
 
 
+def _ship_section(search: dict, search_path: str, bidx: Dict[tuple, dict], eidx: Dict[tuple, List[dict]],
+                  extra_budgets: Sequence[str], out_dir: str) -> List[str]:
+    """Per budget: the file to ship, its latency against the budget (measured or predicted, said which),
+    pass or fail with the margin, and its accuracy against the full model's."""
+    rows = list(search.get("budgets") or [])
+    labels = {str(r.get("label")).replace(" ", "").lower() for r in rows}
+    for text in extra_budgets:  # any budget: answered from the search's Pareto front
+        row = select_budget(search, text, os.path.basename(search_path))
+        if str(row["label"]).replace(" ", "").lower() not in labels:
+            rows.append(row)
+    if not rows:
+        return []
+    full = search["full"]
+    full_test = full.get("test_accuracy")
+    scale, unit = mac_unit(full["macs"])
+    md = ["## What to ship", "",
+          "| budget | ship | latency p50 vs budget | verdict | margin | test top-1 (vs full model) | schedule |",
+          "|---|---|---|---|---:|---:|---|"]
+    notes = []
+    for b in rows:
+        label = b["label"] + (" (from the front)" if b.get("source") == "front" else "")
+        d = b.get("best")
+        if not d:
+            md.append(f"| {label} | nothing in the search space fits | – | **FAIL** | – | – | – |")
+            continue
+        key = _counts_key(d["counts"])
+        r = bidx.get(key)
+        lat, kind = ((r.get("latency_ms") or {}).get("p50"), "measured") if r and (r.get("latency_ms") or {}).get(
+            "p50") is not None else front_latency_ms(d, search)
+        if b["objective"] == "latency":
+            limit_ms = b["limit"] * 1e3
+            ok = lat is not None and lat <= limit_ms
+            lat_cell = f"{lat:.3g} ms {kind} / {limit_ms:.3g} ms" if lat is not None else "–"
+            margin = f"{limit_ms - lat:+.3g} ms" if lat is not None else "–"
+            if kind == "predicted":
+                notes.append(f"{b['label']}: the latency is predicted from the table; measure it with "
+                             "`fgvc-kit bench` before shipping")
+        else:
+            ok = d["macs"] <= b["limit"]
+            lat_cell = (f"{lat:.3g} ms {kind}; " if lat is not None else "") + \
+                f"{d['macs'] / scale:.4g} / {b['limit'] / scale:.4g} {unit}"
+            margin = f"{(b['limit'] - d['macs']) / scale:+.3g} {unit}"
+        verdict = "pass" if ok else "**FAIL**"
+        if not ok and lat is not None and kind == "measured" and b["objective"] == "latency":
+            notes.append(f"{b['label']}: the chosen schedule measures {lat:.3g} ms here, over the budget: search "
+                         "again with a latency table made on this machine, or pick a tighter budget "
+                         "(fgvc-kit report --budget)")
+        test = d.get("test_accuracy")
+        acc = "–" if test is None else f"{100 * test:.2f} %" + (
+            f" ({100 * (test - full_test):+.2f} points)" if full_test is not None else "")
+        ship = "not exported yet"
+        for doc in eidx.get(key, []):
+            verified = [row for row in _export_rows(doc) if row["verified"]]
+            if verified:
+                v = verified[-1]
+                path = os.path.relpath(os.path.join(os.path.dirname(doc["_path"]), str(v["file"])), out_dir)
+                ship = f"`{path}` ({v['format']}, {v['precision']}, verified top-1 {_pct(v['top1'])} %)"
+        if ship == "not exported yet":
+            notes.append(f"{b['label']}: export it with `fgvc-kit export --checkpoint SUPERNET --search "
+                         f"{os.path.basename(search_path)} --budget {b['label'].replace(' ', '')} --format openvino`")
+        md.append(f"| {label} | {ship} | {lat_cell} | {verdict} | {margin} | {acc} | "
+                  f"{','.join(map(str, d['counts']))} |")
+    md.append("")
+    if full_test is not None:
+        md.append(f"Full model: test top-1 {100 * full_test:.2f} %, {full['macs'] / scale:.4g} {unit}.")
+    md += [f"- {n}" for n in notes]
+    md.append("")
+    return md
+
+
 def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = None,
-                 export_paths: Sequence[str] = ()) -> Dict[str, str]:
+                 export_paths: Sequence[str] = (), budgets: Sequence[str] = ()) -> Dict[str, str]:
     """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``; returns their paths."""
     from ..machine import describe
 
@@ -152,7 +229,7 @@ def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = Non
     if search.get("format") != "fgvc-kit/search":
         raise ConfigError(f"{search_path}: not an fgvc-kit search result (format {search.get('format')!r})")
     bench = _load(bench_path, "bench result") if bench_path else None
-    exports = [_load(p, "export record") for p in export_paths]
+    exports = [dict(_load(p, "export record"), _path=os.path.abspath(p)) for p in export_paths]
     os.makedirs(out_dir, exist_ok=True)
     full_counts = _counts_key(search["full"]["counts"])
     bidx = _bench_index(bench, full_counts)
@@ -187,7 +264,8 @@ def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = Non
                              f"({row['precision'] or '?'}, top-1 {_pct(row['top1'])}, {mark})")
         return "; ".join(parts) or "–"
 
-    head = ["", "schedule (patch tokens per block)", "holdout top-1", "test top-1", "GMACs", "MAC reduction",
+    mscale, munit = mac_unit(search["full"]["macs"])
+    head = ["", "schedule (patch tokens per block)", "holdout top-1", "test top-1", munit, "MAC reduction",
             "p50 ms", "p90 ms", "speed-up", "exported"]
     md: List[str] = [f"# Latency-budget report: {name}", ""]
     md.append(f"Model **{name}** at {model.get('img_size')}, {model.get('depth')} blocks, {model.get('num_patches')} "
@@ -199,6 +277,7 @@ def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = Non
                   f"{target.get('batch_size')}, {target.get('threads') or 'default'} threads"
                   + (f", precision {target.get('precision_used')}" if target.get("precision_used") else "") + ".")
     md.append("")
+    md += _ship_section(search, search_path, bidx, eidx, budgets, out_dir)
     for p in plots:
         md.append(f"![{p}]({p})")
     md.append("")
@@ -208,7 +287,7 @@ def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = Non
         if d is None:
             return "| " + " | ".join([label, "nothing in the search space meets this budget"] + ["–"] * 8) + " |"
         cells = [label, ",".join(map(str, d["counts"])), _pct(d.get("holdout_accuracy")), _pct(d.get("test_accuracy")),
-                 f"{d['macs'] / 1e9:.4f}", f"{full_macs / d['macs']:.2f}x"] + lat_cols(d) + [export_col(d)]
+                 f"{d['macs'] / mscale:.4g}", f"{full_macs / d['macs']:.2f}x"] + lat_cols(d) + [export_col(d)]
         return "| " + " | ".join(cells) + " |"
 
     def table(rows) -> List[str]:

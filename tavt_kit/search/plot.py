@@ -2,7 +2,15 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List
+from typing import Dict, List, Tuple
+
+
+def mac_unit(macs: float) -> Tuple[float, str]:
+    """The scale and unit a model's MACs read best in (GMACs for a ViT-B, MMACs for the demo model)."""
+    for scale, unit in ((1e9, "GMACs"), (1e6, "MMACs"), (1e3, "KMACs")):
+        if macs >= scale:
+            return scale, unit
+    return 1.0, "MACs"
 
 
 def plot_search(result: dict, out_dir: str) -> List[str]:
@@ -13,7 +21,8 @@ def plot_search(result: dict, out_dir: str) -> List[str]:
     import matplotlib.pyplot as plt
 
     files = []
-    axes = [("macs", "GMACs", lambda d: d["macs"] / 1e9)]
+    scale, unit = mac_unit(result["full"]["macs"])
+    axes = [("macs", unit, lambda d: d["macs"] / scale)]
     if result.get("objective") == "latency":
         axes.append(("latency", "latency (ms)", lambda d: d.get("latency_ms")))
     for key, xlabel, xof in axes:
@@ -22,7 +31,7 @@ def plot_search(result: dict, out_dir: str) -> List[str]:
         ax.scatter([xof(c) for c in cands], [100 * c["accuracy"] for c in cands], s=8, c="#bbbbbb",
                    label=f"candidates ({len(cands)})")
         front = [p for p in result["pareto_front"] if xof(p) is not None]
-        if front:
+        if front and key == result.get("objective", "macs"):  # the front of the objective it was computed for
             xs, ys = [xof(p) for p in front], [100 * p["holdout_accuracy"] for p in front]
             ax.step(xs, ys, where="post", c="#1f77b4", lw=1.5)
             ax.scatter(xs, ys, s=16, c="#1f77b4", label="Pareto front (holdout)")
@@ -39,7 +48,7 @@ def plot_search(result: dict, out_dir: str) -> List[str]:
                 seen.add(name)
         for b in result["budgets"]:
             if b["objective"] == key:
-                limit = b["limit"] / 1e9 if key == "macs" else b["limit"] * 1e3
+                limit = b["limit"] / scale if key == "macs" else b["limit"] * 1e3
                 ax.axvline(limit, ls="--", c="#2ca02c", lw=1)
                 if b["best"]:
                     ax.scatter([xof(b["best"])], [100 * b["best"]["holdout_accuracy"]], marker="*", s=140,
@@ -58,7 +67,7 @@ def save_accuracy_plot(fig, ax, xlabel: str, ylabel: str, title: str, out_dir: s
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # off the data
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, name))
     plt.close(fig)

@@ -18,15 +18,63 @@ def _budget_number(label: str) -> Optional[float]:
     return float(m.group(1)) if m else None
 
 
+def parse_budget(text) -> Optional[Tuple[str, float]]:
+    """``"20ms"`` -> ``("latency", 0.02)`` (seconds), ``"20G"`` / ``"20G MACs"`` -> ``("macs", 2e10)``; None when
+    the text is a bare number or names no unit (a budget's label or number, looked up in the search)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-z ]*)", str(text), re.I)
+    if not m:
+        return None
+    num, unit = float(m.group(1)), re.sub(r"\s+", "", m.group(2)).lower()
+    if unit in ("s", "ms", "us"):
+        return "latency", num * {"s": 1.0, "ms": 1e-3, "us": 1e-6}[unit]
+    u = re.sub(r"macs?$", "", unit)
+    if u in ("k", "m", "g", "t") or (u == "" and unit.startswith("mac")):
+        return "macs", num * {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[u]
+    return None
+
+
+def budget_label(objective: str, limit: float) -> str:
+    """The label fgvc-kit search gives a budget (``15ms``, ``20G MACs``)."""
+    if objective == "latency":
+        return f"{limit * 1e3:.4g}ms"
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if limit >= scale:
+            return f"{limit / scale:.4g}{unit} MACs"
+    return f"{limit:.4g} MACs"
+
+
+def front_latency_ms(point: Dict[str, Any], search: Optional[Dict[str, Any]] = None
+                     ) -> Tuple[Optional[float], Optional[str]]:
+    """A point's latency and where it comes from: ``measured`` (re-measured, or a search that measured) or
+    ``predicted`` (from a latency table)."""
+    if point.get("latency_measured_ms") is not None:
+        return float(point["latency_measured_ms"]), "measured"
+    if point.get("latency_ms") is not None:
+        table = ((search or {}).get("latency") or {}).get("source") == "table"
+        return float(point["latency_ms"]), "predicted" if table else "measured"
+    return None, None
+
+
+def pick_from_front(search: Dict[str, Any], objective: str, limit: float) -> Optional[Dict[str, Any]]:
+    """The most accurate schedule of the search's Pareto front (held-out accuracy) within a budget it was not
+    run for; latency budgets use the front's latency (measured where the search measured it)."""
+    best = None
+    for p in search.get("pareto_front") or []:
+        cost = p.get("macs") if objective == "macs" else (front_latency_ms(p)[0] or 0) / 1e3 or None
+        if cost is None or cost > limit:
+            continue
+        if best is None or p.get("holdout_accuracy", 0) > best.get("holdout_accuracy", 0):
+            best = p
+    return best
+
+
 def select_budget(search: Dict[str, Any], budget, where: str = "search.json") -> Dict[str, Any]:
     """The entry of ``search["budgets"]`` that ``budget`` names: its label (``"15ms"``, ``"20G MACs"``,
     spaces and case ignored), the same value in other units (``"0.015s"``, ``"20e9"``), or the bare
-    number of its label (``15``, ``20``)."""
+    number of its label (``15``, ``20``). Any other budget with a unit (``12ms``, ``25M MACs``) is answered
+    from the search's Pareto front (:func:`pick_from_front`): the entry then says ``"source": "front"``."""
     rows = search.get("budgets") or []
-    if not rows:
-        raise ConfigError(f"{where} holds no budgets (the search ran without --macs-budget / --latency-budget); "
-                          "pass --drop with a schedule instead")
-    labels = ", ".join(str(r.get("label")) for r in rows)
+    labels = ", ".join(str(r.get("label")) for r in rows) or "none"
 
     def norm(s) -> str:
         return re.sub(r"\s+", "", str(s)).lower()
@@ -57,7 +105,24 @@ def select_budget(search: Dict[str, Any], budget, where: str = "search.json") ->
         raise ConfigError(f"--budget {text}: ambiguous in {where} ({', '.join(r['label'] for r in hits)}); "
                           "give the label with its unit")
     if not hits:
-        raise ConfigError(f"--budget {text}: not in {where}; its budgets: {labels}")
+        parsed = parse_budget(text)
+        if parsed is None:
+            raise ConfigError(f"--budget {text}: not in {where} and without a unit; its budgets: {labels}; or give "
+                              "any budget with its unit (12ms, 25M MACs) to pick from the search's Pareto front")
+        objective, limit = parsed
+        if objective == "latency" and not any(front_latency_ms(p)[0] for p in search.get("pareto_front") or []):
+            raise ConfigError(f"--budget {text}: {where} has no latency figures (a MAC search); search with "
+                              "--latency-budget or --latency-table, or give a MAC budget")
+        best = pick_from_front(search, objective, limit)
+        if best is None:
+            costs = [p.get("macs") if objective == "macs" else (front_latency_ms(p)[0] or 0) / 1e3
+                     for p in search.get("pareto_front") or []]
+            low = min(costs) if costs else None
+            shown = (budget_label(objective, low) if low else "n/a")
+            raise ConfigError(f"--budget {text}: nothing on the Pareto front of {where} fits (its cheapest schedule "
+                              f"costs {shown})")
+        return {"label": budget_label(objective, limit), "objective": objective, "limit": limit, "best": best,
+                "baselines": {}, "source": "front"}
     row = hits[0]
     if not row.get("best") or not row["best"].get("counts"):
         raise ConfigError(f"--budget {row['label']}: no schedule of the search space met this budget in {where}; "
@@ -86,6 +151,7 @@ def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any
         raise ScheduleError(f"{where}: budget {row['label']}: {e} (a search of another model?)") from None
     best = row["best"]
     source = {"kind": "search", "file": os.path.basename(path), "budget": row["label"],
+              "picked_from": row.get("source", "search budget"),
               "objective": row.get("objective"), "limit": row.get("limit"),
               "search_holdout_accuracy": best.get("holdout_accuracy"), "search_test_accuracy": best.get("test_accuracy"),
               "search_latency_ms": best.get("latency_ms"), "schedule_file": row.get("schedule_file")}

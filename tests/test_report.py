@@ -1,0 +1,82 @@
+"""The latency-budget report answers the shipping question: which file, measured latency vs budget, accuracy lost."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tavt_kit.cli import main
+from tavt_kit.errors import ConfigError
+from tavt_kit.report import build_report
+
+
+def point(counts, macs, lat, hold, test):
+    return {"counts": counts, "macs": macs, "latency_ms": lat, "holdout_accuracy": hold, "test_accuracy": test}
+
+
+def write_inputs(tmp_path):
+    full = point([64, 64], 4.0e7, 12.0, 0.95, 0.94)
+    mid = point([32, 16], 2.0e7, 7.0, 0.90, 0.91)
+    small = point([16, 8], 1.0e7, 4.0, 0.80, 0.79)
+    search = {
+        "format": "fgvc-kit/search", "objective": "latency", "latency": {"source": "table", "target": {
+            "backend": "openvino", "device": "cpu", "batch_size": 1, "threads": 1}},
+        "model": {"backbone": {"name": "fgvc_tiny"}, "img_size": [64, 64], "depth": 2, "num_patches": 64,
+                  "num_classes": 10},
+        "full": full, "smallest": small, "candidates": [dict(p, accuracy=p["holdout_accuracy"])
+                                                        for p in (full, mid, small)],
+        "pareto_front": [small, mid, full],
+        "budgets": [{"label": "8ms", "objective": "latency", "limit": 0.008, "best": mid, "baselines": {},
+                     "schedule_file": "schedule-8ms.json"},
+                    {"label": "5ms", "objective": "latency", "limit": 0.005, "best": small, "baselines": {}}],
+        "timing": {"evaluations": 3}, "settings": {"holdout_images": 100, "test_images": 400},
+        "machine": {"cpu": "test"},
+    }
+    (tmp_path / "search").mkdir()
+    sp = tmp_path / "search" / "search.json"
+    sp.write_text(json.dumps(search))
+    # bench measured the 8ms pick at 9 ms (over its budget) and the full model
+    bench = {"format": "fgvc-kit/bench", "target": search["latency"]["target"], "machine": {"cpu": {"model": "x"}},
+             "results": [{"schedule": [64, 64], "latency_ms": {"p50": 13.0, "p90": 14.0}},
+                         {"schedule": [32, 16], "latency_ms": {"p50": 9.0, "p90": 9.5}}]}
+    bp = tmp_path / "bench.json"
+    bp.write_text(json.dumps(bench))
+    (tmp_path / "export").mkdir()
+    export = {"format": "fgvc-kit/export", "schedule": {"counts": [32, 16]}, "formats": ["openvino"],
+              "precision": "fp32", "files": {"openvino": {"path": "model.xml"}},
+              "verification": {"results": {"openvino": {"passed": True, "top1_exported": 91.0, "top1_pytorch": 91.0,
+                                                        "precision_used": "f32"}}}}
+    ep = tmp_path / "export" / "export.json"
+    ep.write_text(json.dumps(export))
+    return sp, bp, ep
+
+
+def test_report_says_what_to_ship_and_whether_it_meets_the_budget(tmp_path):
+    sp, bp, ep = write_inputs(tmp_path)
+    paths = build_report(str(sp), str(tmp_path / "report"), str(bp), [str(ep)], budgets=["10ms"])
+    md = open(paths["markdown"]).read()
+    ship = md[md.index("## What to ship"):md.index("## Reference points")]
+    rows = {line.split("|")[1].strip(): line for line in ship.splitlines() if line.startswith("| ") and "ms" in line}
+    # 8 ms: the verified export, measured 9 ms by bench: over the budget, flagged, negative margin
+    assert "`../export/model.xml`" in rows["8ms"] and "9 ms measured / 8 ms" in rows["8ms"]
+    assert "**FAIL**" in rows["8ms"] and "-1 ms" in rows["8ms"] and "(-3.00 points)" in rows["8ms"]
+    # 5 ms: only predicted; passes on the prediction, says so, and is not exported yet
+    assert "4 ms predicted / 5 ms" in rows["5ms"] and "pass" in rows["5ms"] and "not exported yet" in rows["5ms"]
+    assert "predicted from the table; measure it" in ship and "fgvc-kit export --checkpoint" in ship
+    # any budget, answered from the front
+    assert "10ms (from the front)" in ship and "32,16" in rows["10ms (from the front)"]
+    html = open(paths["html"]).read()
+    assert "What to ship" in html and "data:image/png;base64" in html
+    assert os.path.isfile(os.path.join(tmp_path, "report", "accuracy_vs_latency.png"))
+
+
+def test_report_command_takes_any_budget_and_refuses_one_nothing_fits(tmp_path, capsys):
+    sp, bp, ep = write_inputs(tmp_path)
+    assert main(["report", "--search", str(sp), "--bench", str(bp), "--export", str(ep), "--budget", "10ms",
+                 "--out", str(tmp_path / "r")]) == 0
+    assert main(["report", "--search", str(sp), "--budget", "1ms", "--out", str(tmp_path / "r2")]) == 2
+    assert "nothing on the Pareto front of search.json fits (its cheapest schedule costs 4ms)" in \
+        capsys.readouterr().err
+    with pytest.raises(ConfigError):
+        build_report(str(sp), str(tmp_path / "r3"), budgets=["12"])
