@@ -110,3 +110,25 @@ def test_argument_errors_use_the_one_prefix(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "fgvc-kit: error: bench: unrecognized arguments: --no-such-flag" in err and err.count("\n") == 2
+
+
+def test_short_runs_and_small_grids_run_on_defaults(tmp_path, capsys):
+    """Defaults adapt to what was asked for (and say so); nothing the user did not set is refused."""
+    out = tmp_path / "train"
+    assert main(["train", "--steps", "10", "--out", str(out), "--no-test", "--no-progress"]) == 0
+    assert "--warmup-steps not given: 1 (10% of --steps 10" in capsys.readouterr().out
+    assert main(["distill", "--checkpoint", str(out / "best.safetensors"), "--steps", "5", "--no-test",
+                 "--no-progress", "--out", str(tmp_path / "distill")]) == 0
+    assert "--warmup-steps not given: 0" in capsys.readouterr().out
+    for head in ("ffvt", "mixvit", "pim"):  # fgvc_tiny: 64 pixels, 8-pixel patches
+        assert main(["train", "--head", head, "--steps", "2", "--no-test", "--no-progress",
+                     "--out", str(tmp_path / head)]) == 0
+    # a grid smaller than the heads' published defaults: they fit it and record what they used
+    import tavt_kit
+
+    pim = tavt_kit.create_model("fgvc_tiny", img_size=32, head="pim", num_classes=10)
+    mix = tavt_kit.create_model("fgvc_tiny", img_size=32, head="mixvit", num_classes=10)
+    assert pim.spec["head"]["args"]["num_selects"] == 17 and "num_selects" in pim.pim.fitted
+    assert mix.spec["head"]["args"]["mask_topk"] == 1 / 16 and "mask_topk" in mix.mixvit.fitted
+    with pytest.raises(tavt_kit.ConfigError):  # given explicitly and impossible: refused
+        tavt_kit.create_model("fgvc_tiny", img_size=32, head="pim", num_classes=10, num_selects=32)

@@ -210,6 +210,10 @@ def run_train(args: argparse.Namespace) -> int:
             model = build_model(num_classes=len(class_names), class_names=class_names, model=r["model"],
                                 pretrained=r["pretrained"], img_size=img_size, head=r["head"], scorer=r["scorer"],
                                 drop_path=r["drop_path"])
+        head = getattr(model, "fgvc_head", None)
+        for arg, used in (getattr(head, "fitted", None) or {}).items():
+            if rank == 0:
+                print(f"train: head {model.head_name}: {arg} not given: {used}", flush=True)
         train_set = build_dataset(spec, split="train", model=model)
         holdout_set = build_dataset(spec, split="holdout", model=model) if spec.holdout > 0 else None
         if rank == 0 and not resume:

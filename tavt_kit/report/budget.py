@@ -367,6 +367,13 @@ def _to_html(markdown: str, out_dir: str, title: str) -> str:
                 out.append("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>")
             out.append("</table>")
             continue
+        elif line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{inline(lines[i][2:])}</li>")
+                i += 1
+            out.append("<ul>" + "".join(items) + "</ul>")
+            continue
         elif line.strip():
             out.append(f"<p>{inline(line)}</p>")
         i += 1
