@@ -80,3 +80,23 @@ def test_report_command_takes_any_budget_and_refuses_one_nothing_fits(tmp_path, 
         capsys.readouterr().err
     with pytest.raises(ConfigError):
         build_report(str(sp), str(tmp_path / "r3"), budgets=["12"])
+
+
+def test_report_measures_the_picks_here_when_the_checkpoint_is_here(tmp_path, capsys):
+    import tavt_kit
+
+    sp, _, _ = write_inputs(tmp_path)
+    ckpt = str(tmp_path / "supernet.safetensors")
+    tavt_kit.save_checkpoint(tavt_kit.create_model("fgvc_tiny", depth=2, num_classes=10), ckpt)
+    doc = json.loads(sp.read_text())
+    doc["source"] = {"checkpoint": ckpt}
+    doc["latency"]["target"] = {"backend": "torch", "device": "cpu", "batch_size": 1, "threads": 1}
+    sp.write_text(json.dumps(doc))
+    out = tmp_path / "r"
+    assert main(["report", "--search", str(sp), "--time-budget", "0.05", "--out", str(out)]) == 0
+    assert (out / "bench.json").is_file()
+    md = (out / "report.md").read_text()
+    ship = md[md.index("## What to ship"):md.index("## Reference points")]
+    assert ship.count("ms measured /") == 2 and "predicted" not in ship
+    assert main(["report", "--search", str(sp), "--no-remeasure", "--out", str(tmp_path / "r2")]) == 0
+    assert "ms predicted /" in (tmp_path / "r2" / "report.md").read_text()

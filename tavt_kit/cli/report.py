@@ -14,6 +14,11 @@ def add_arguments(p) -> None:
     p.add_argument("--budget", action="append", default=[], metavar="BUDGET",
                    help="also answer this budget (15ms, '25M MACs'; repeatable): the most accurate schedule of the "
                         "search's Pareto front within it")
+    p.add_argument("--no-remeasure", dest="remeasure", action="store_false",
+                   help="without --bench, do not measure the chosen schedules here (by default they are, on the "
+                        "search's latency target, when its checkpoint is on this machine)")
+    p.add_argument("--time-budget", type=float, default=1.0, metavar="SECONDS",
+                   help="seconds of timing per schedule when measuring here (default 1)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: report/ beside search.json)")
 
 
@@ -26,6 +31,19 @@ def run(args) -> int:
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.search)), "report")
     from ..report import build_report
 
-    paths = build_report(args.search, out, args.bench, args.export, args.budget)
+    bench = args.bench
+    if bench is None and args.remeasure:
+        import json
+
+        from ..report.remeasure import remeasure_picks
+
+        try:
+            with open(args.search, encoding="utf-8") as f:
+                search = json.load(f)
+        except (OSError, ValueError):
+            search = None  # build_report says what is wrong with the file
+        if isinstance(search, dict):
+            bench = remeasure_picks(search, args.search, args.budget, out, args.time_budget)
+    paths = build_report(args.search, out, bench, args.export, args.budget)
     print(f"wrote {paths['markdown']} and {paths['html']}")
     return 0

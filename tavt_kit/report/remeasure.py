@@ -1,0 +1,42 @@
+"""Measuring a report's picks on this machine, when the search's checkpoint is here: latency the report can trust."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Sequence
+
+from ..errors import TavtKitError
+from ..search.result import select_budget
+
+
+def remeasure_picks(search: dict, search_path: str, extra_budgets: Sequence[str], out_dir: str,
+                    time_budget: float = 1.0, log: Callable[[str], None] = print) -> Optional[str]:
+    """Measure the full model and every budget's pick on the search's latency target (backend, device, batch,
+    threads) with :func:`tavt_kit.bench.measure_latency`; returns the ``bench.json`` written into ``out_dir``,
+    or ``None`` when it cannot (no latency target, the checkpoint is not here, the backend is missing)."""
+    from ..bench import TimingPolicy, measure_latency
+    from ..models import load_checkpoint
+
+    target = (search.get("latency") or {}).get("target") or {}
+    checkpoint = (search.get("source") or {}).get("checkpoint")
+    if not target or not checkpoint or not os.path.isfile(checkpoint):
+        return None
+    rows = list(search.get("budgets") or []) + [select_budget(search, b, os.path.basename(search_path))
+                                                for b in extra_budgets]
+    counts = []
+    for r in rows:
+        c = tuple((r.get("best") or {}).get("counts") or ())
+        if c and c not in counts:
+            counts.append(c)
+    if not counts:
+        return None
+    try:
+        model = load_checkpoint(checkpoint).eval()
+        log(f"measuring {len(counts)} chosen schedules and the full model on {target.get('backend')} "
+            f"{target.get('device')}, batch {target.get('batch_size') or 1} (the search's latency target)")
+        report = measure_latency(model, [list(c) for c in counts], backend=target.get("backend") or "torch",
+                                 device=target.get("device") or "cpu", batch_sizes=[int(target.get("batch_size") or 1)],
+                                 threads=target.get("threads"), policy=TimingPolicy(budget_s=time_budget))
+    except TavtKitError as e:  # a backend this machine lacks: the report says "predicted" instead
+        log(f"not measured here ({e})")
+        return None
+    return report.save(out_dir, plot=False)["json"]
