@@ -132,3 +132,14 @@ def test_short_runs_and_small_grids_run_on_defaults(tmp_path, capsys):
     assert mix.spec["head"]["args"]["mask_topk"] == 1 / 16 and "mask_topk" in mix.mixvit.fitted
     with pytest.raises(tavt_kit.ConfigError):  # given explicitly and impossible: refused
         tavt_kit.create_model("fgvc_tiny", img_size=32, head="pim", num_classes=10, num_selects=32)
+
+
+def test_readme_documents_every_command_and_flag():
+    import os
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"),
+                  encoding="utf-8").read()
+    missing = {name: [f for f in _options(p) if f not in readme] for name, p in PARSERS.items()}
+    assert not {k: v for k, v in missing.items() if v}, missing
+    for name in COMMANDS:
+        assert f"fgvc-kit {name}" in readme, name
