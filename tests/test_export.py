@@ -154,7 +154,7 @@ def test_any_budget_is_answered_from_the_pareto_front():
     assert row["source"] == "front" and row["best"]["counts"] == [32, 16] and row["label"] == "8ms"
     assert select_budget(doc, "30M MACs")["best"]["counts"] == [32, 16]
     assert select_budget(doc, "0.04G")["best"]["counts"] == [64, 64]
-    with pytest.raises(ConfigError, match="nothing on the Pareto front of search.json fits"):
+    with pytest.raises(ConfigError, match="nothing on its Pareto front fits"):
         select_budget(doc, "2ms")
 
 
@@ -261,7 +261,7 @@ def test_bad_input_is_one_line_naming_the_flag(tmp_path, ckpt, capsys, monkeypat
     sj = tmp_path / "search.json"
     sj.write_text(json.dumps(search_doc(tavt_kit.load_checkpoint(ckpt))))
     assert main(base + ["--search", str(sj), "--budget", "9ms"]) == 2
-    assert "--budget 9ms: not in" in (e := _err(capsys)) and "15ms, 20M MACs" in e
+    assert "--budget 9ms:" in (e := _err(capsys)) and "15ms, 20M MACs" in e
     assert main(base + ["--budget", "15ms"]) == 2
     assert "--search and --budget go together" in _err(capsys)
     # a schedule for another model

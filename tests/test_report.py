@@ -76,7 +76,7 @@ def test_report_command_takes_any_budget_and_refuses_one_nothing_fits(tmp_path, 
     assert main(["report", "--search", str(sp), "--bench", str(bp), "--export", str(ep), "--budget", "10ms",
                  "--out", str(tmp_path / "r")]) == 0
     assert main(["report", "--search", str(sp), "--budget", "1ms", "--out", str(tmp_path / "r2")]) == 2
-    assert "nothing on the Pareto front of search.json fits (its cheapest schedule costs 4ms)" in \
+    assert "nothing on its Pareto front fits (its cheapest schedule costs 4ms)" in \
         capsys.readouterr().err
     with pytest.raises(ConfigError):
         build_report(str(sp), str(tmp_path / "r3"), budgets=["12"])

@@ -102,8 +102,9 @@ def _param_bytes(module: nn.Module) -> int:
 
 
 @contextlib.contextmanager
-def _quiet():
-    """The exporters print progress and warnings; keep a library call silent (errors still raise)."""
+def quiet_exporters():
+    """The exporters (and OpenVINO's ONNX reader) print progress and warnings; keep a library call silent
+    (errors still raise)."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -121,7 +122,7 @@ def _export_once(module: nn.Module, example: torch.Tensor, path: str, exporter: 
                  input_name: str, output_name: str, dynamic_axes: Mapping[int, str],
                  output_axes: Mapping[int, str], dim_min: Mapping[int, int]) -> None:
     external = _param_bytes(module) > _EXTERNAL_DATA_BYTES
-    with _quiet(), torch.no_grad():
+    with quiet_exporters(), torch.no_grad():
         if exporter == "dynamo":
             shapes = None
             if dynamic_axes:
@@ -384,10 +385,11 @@ def read_onnx_info(path) -> ExportedInfo:
     ishape = _dims(inputs[0].type.tensor_type.shape.dim)
     oshape = _dims(model.graph.output[0].type.tensor_type.shape.dim)
     props = {p.key: p.value for p in model.metadata_props}
-    return _info(path, "onnx", ishape, oshape, props)
+    return exported_info(path, "onnx", ishape, oshape, props)
 
 
-def _info(path: str, kind: str, ishape, oshape, props: Mapping[str, str]) -> ExportedInfo:
+def exported_info(path: str, kind: str, ishape, oshape, props: Mapping[str, str]) -> ExportedInfo:
+    """An :class:`ExportedInfo` from a file's input/output shapes and fgvc-kit metadata (ONNX or OpenVINO alike)."""
     img = [ishape[2], ishape[3]] if len(ishape) == 4 and all(isinstance(v, int) for v in ishape[2:]) else None
     classes = oshape[-1] if len(oshape) == 2 and isinstance(oshape[-1], int) else None
     batch = ishape[0] if ishape else None

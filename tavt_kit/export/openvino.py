@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 from ..errors import BackendError, ConfigError, ExportError
 from .graph import first_line
 from .onnx import (META_EXPORTER, META_FORMAT, META_SCHEDULE, META_SPEC, ExportedInfo, OnnxExport,
-                   _info, _quiet, export_onnx, read_onnx_info)
+                   export_onnx, exported_info, quiet_exporters, read_onnx_info)
 
 #: inference precisions a user may ask for (OpenVINO's names)
 PRECISIONS = ("f32", "bf16", "f16")
@@ -177,7 +177,7 @@ def convert_openvino(
                 raise ConfigError("schedule= applies to a model; an exported .onnx file has its schedule fixed")
         info = read_onnx_info(onnx_path)
         try:
-            with _quiet():
+            with quiet_exporters():
                 ov_model = ov.convert_model(onnx_path)
         except Exception as e:
             raise ExportError(f"{onnx_path}: OpenVINO cannot convert the file ({first_line(e)})") from None
@@ -245,7 +245,7 @@ def read_openvino_info(path) -> ExportedInfo:
         k = ["fgvc_kit", key.split(".", 1)[1]]
         if m.has_rt_info(k):
             props[key] = m.get_rt_info(k).astype(str)
-    return _info(path, "openvino", dims(m.inputs[0]), dims(m.outputs[0]), props)
+    return exported_info(path, "openvino", dims(m.inputs[0]), dims(m.outputs[0]), props)
 
 
 def tag_precision(xml: str, precision: str) -> None:

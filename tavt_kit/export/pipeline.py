@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -95,60 +96,40 @@ def export_model(
     Returns:
         :class:`ExportResult` (``doc`` = ``export.json``).
     """
-    formats = parse_formats(formats)
-    check_format_precision(formats, precision)
-    if verify and not max_accuracy_drop >= 0:
-        raise ConfigError(f"--max-accuracy-drop: expected a non-negative number of points, got {max_accuracy_drop}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size: expected a positive batch size, got {batch_size}")
-    _require_backends(formats, precision)
+    formats = _check_request(formats, precision, verify, max_accuracy_drop, batch_size)
     model, checkpoint = _resolve_model(model, checkpoint)
     sched, source = _resolve_schedule(model, schedule, schedule_source)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    job = _Job(model=model, sched=sched, out_dir=out_dir, formats=formats, precision=precision, log=log,
+               doc=new_export_doc(model, sched, source, formats, precision, checkpoint))
     json_path = os.path.join(out_dir, EXPORT_FILE)
-    doc = new_export_doc(model, sched, source, formats, precision, checkpoint)
-    failures: List[str] = []
     start = time.perf_counter()
-
-    def fail(reason: str) -> None:
-        doc.update(verified=False, status="failed", reason=reason)
-        doc["seconds"] = round(time.perf_counter() - start, 3)
-        write_json(doc, json_path)
-
+    # the fp32 ONNX graph lives here when it is only a step towards the files asked for
     tmp = tempfile.mkdtemp(prefix=".export-", dir=out_dir)
     try:
-        onnx_fp32, onnx_info = _onnx_step(model, sched, doc, out_dir, tmp, formats, precision, opset, exporter,
-                                          seed, log)
+        onnx_fp32, onnx_info = _onnx_step(job, tmp, opset, exporter, seed)
         calib = None
         if precision == "int8":
-            calib = _calibration_step(model, doc, calibration, verify_data, verify_root, calibration_split,
+            calib = _calibration_step(job, calibration, verify_data, verify_root, calibration_split,
                                       calibration_images, seed)
-        base = "model" if precision == "fp32" else f"model.{precision}"
         for fmt in formats:
-            entry = _format_step(fmt, doc, out_dir, base, onnx_fp32, onnx_info, precision, calib, log)
-            _token_count_check(entry, os.path.join(out_dir, doc["files"][fmt]["path"]), model, sched,
-                               doc["model"]["embed_dim"], fmt, log)
-            doc["exports"][fmt] = entry
+            _format_step(job, fmt, onnx_fp32, onnx_info, calib)
         if verify:
-            failures = _verify_step(model, sched, doc, out_dir, formats, precision, verify_data, verify_root,
-                                    verify_split, verify_images, max_accuracy_drop, max_logit_diff, min_agreement,
-                                    batch_size, threads, seed, log)
+            failures = _verify_step(job, verify_data, verify_root, verify_split, verify_images, max_accuracy_drop,
+                                    max_logit_diff, min_agreement, batch_size, threads, seed)
         else:
-            doc.update(verified=False, status="unverified",
-                       reason="verification skipped (--no-verify); nothing here was checked on real images")
-            doc["verification"] = {"skipped": True}
+            failures = _skip_verification(job)
     except TavtKitError as e:
-        fail(str(e))
+        _record(job, json_path, start, failure=str(e))
         raise
     except Exception as e:
-        fail(f"{type(e).__name__}: {e}")
+        _record(job, json_path, start, failure=f"{type(e).__name__}: {e}")
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    doc["seconds"] = round(time.perf_counter() - start, 3)
-    write_json(doc, json_path)
-    result = ExportResult(out_dir=out_dir, json_path=json_path, doc=doc)
+    _record(job, json_path, start)
+    result = ExportResult(out_dir=out_dir, json_path=json_path, doc=job.doc)
     if failures and raise_on_failure:
         raise ExportError(f"export verification failed ({'; '.join(failures)}); recorded as verified=false "
                           f"in {json_path}")
@@ -156,8 +137,43 @@ def export_model(
 
 
 # ---------------------------------------------------------------- the steps
+@dataclass
+class _Job:
+    """What every step reads: the model at its schedule, where files go, and the record the steps fill in."""
+
+    model: nn.Module
+    sched: Any
+    out_dir: str
+    formats: Tuple[str, ...]
+    precision: str
+    log: Callable[[str], None]
+    doc: Dict[str, Any]
+
+    @property
+    def base(self) -> str:
+        """The file name stem: ``model`` at fp32, ``model.<precision>`` otherwise."""
+        return "model" if self.precision == "fp32" else f"model.{self.precision}"
+
+    def path(self, fmt: str) -> str:
+        """The main file written for a format (recorded relative to ``out_dir``)."""
+        return os.path.join(self.out_dir, self.doc["files"][fmt]["path"])
+
+
+def _check_request(formats, precision: str, verify: bool, max_accuracy_drop: float,
+                   batch_size: int) -> Tuple[str, ...]:
+    """The formats asked for, once every argument and the backends they need are checked (before any work)."""
+    formats = parse_formats(formats)
+    check_format_precision(formats, precision)
+    if verify and not max_accuracy_drop >= 0:
+        raise ConfigError(f"--max-accuracy-drop: expected a non-negative number of points, got {max_accuracy_drop}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size: expected a positive batch size, got {batch_size}")
+    _require_backends(formats, precision)
+    return formats
+
+
 def _require_backends(formats: Sequence[str], precision: str) -> None:
-    """The optional backends a request needs, checked before any work."""
+    """The optional backends a request needs."""
     if "openvino" in formats:
         from .openvino import require_openvino
 
@@ -197,19 +213,20 @@ def _resolve_schedule(model: nn.Module, schedule, schedule_source: Optional[Dict
     return model.make_schedule(schedule), schedule_source or {"kind": "given"}
 
 
-def _onnx_step(model, sched, doc, out_dir, tmp, formats, precision, opset, exporter, seed, log):
+def _onnx_step(job: _Job, tmp: str, opset: Optional[int], exporter: str, seed: int) -> Tuple[str, Dict[str, Any]]:
     """The checked fp32 ONNX graph every format starts from; kept in ``out_dir`` when it is itself asked for."""
     from .onnx import DEFAULT_OPSET, export_onnx
 
-    keep_fp32_onnx = "onnx" in formats and precision == "fp32"
-    onnx_fp32 = os.path.join(out_dir if keep_fp32_onnx else tmp, "model.onnx")
-    macs, macs_full = doc["macs"]["schedule"], doc["macs"]["full"]
-    log(f"exporting to ONNX at schedule {list(sched.counts)} ({macs / 1e9:.4g} of {macs_full / 1e9:.4g} GMACs)")
-    res = export_onnx(model, onnx_fp32, sched, opset=opset or DEFAULT_OPSET, exporter=exporter, verify=True,
-                      seed=seed)
-    doc["exporter"] = {"name": res.exporter, "fallback_reason": res.fallback_reason, "opset": res.opset,
-                       "api": "torch.onnx.export(dynamo=True)" if res.exporter == "dynamo"
-                       else "torch.onnx.export(dynamo=False)"}
+    keep_fp32_onnx = "onnx" in job.formats and job.precision == "fp32"
+    onnx_fp32 = os.path.join(job.out_dir if keep_fp32_onnx else tmp, "model.onnx")
+    macs, macs_full = job.doc["macs"]["schedule"], job.doc["macs"]["full"]
+    job.log(f"exporting to ONNX at schedule {list(job.sched.counts)} "
+            f"({macs / 1e9:.4g} of {macs_full / 1e9:.4g} GMACs)")
+    res = export_onnx(job.model, onnx_fp32, job.sched, opset=opset or DEFAULT_OPSET, exporter=exporter,
+                      verify=True, seed=seed)
+    job.doc["exporter"] = {"name": res.exporter, "fallback_reason": res.fallback_reason, "opset": res.opset,
+                           "api": "torch.onnx.export(dynamo=True)" if res.exporter == "dynamo"
+                           else "torch.onnx.export(dynamo=False)"}
     info = {"exporter": res.exporter, "fallback_reason": res.fallback_reason, "opset": res.opset,
             "dynamic_batch": res.dynamic_batch, "check": {"runtime": "onnxruntime", "inputs": "random",
                                                           "batches": res.checked_batches,
@@ -218,14 +235,16 @@ def _onnx_step(model, sched, doc, out_dir, tmp, formats, precision, opset, expor
     return onnx_fp32, info
 
 
-def _calibration_step(model, doc, calibration, verify_data, verify_root, split, n, seed) -> np.ndarray:
+def _calibration_step(job: _Job, calibration, verify_data, verify_root, split: str, n: int,
+                      seed: int) -> np.ndarray:
     """int8 calibration images: given, else the training split of the data (never the verification images)."""
     if calibration is not None:
         calib = np.asarray(calibration, dtype=np.float32)
-        doc["calibration"] = {"source": "given", "images": int(calib.shape[0])}
+        job.doc["calibration"] = {"source": "given", "images": int(calib.shape[0])}
         return calib
     from .quantize import calibration_images
 
+    model = job.model
     # the verification images are never calibration images: given as tensors, calibrate on the
     # training split of the checkpoint's dataset (else the demo) instead
     given = isinstance(verify_data, (tuple, list))
@@ -234,46 +253,61 @@ def _calibration_step(model, doc, calibration, verify_data, verify_root, split, 
     name = verify_data if isinstance(verify_data, str) else \
         ((getattr(model, "spec", None) or {}).get("data") or {}).get("name", "demo") \
         if verify_data is None or given else getattr(verify_data, "name", None)
-    doc["calibration"] = {"source": "dataset", "dataset": name, "split": split, "images": int(calib.shape[0]),
-                          "seed": seed}
+    job.doc["calibration"] = {"source": "dataset", "dataset": name, "split": split, "images": int(calib.shape[0]),
+                              "seed": seed}
     return calib
 
 
-def _format_step(fmt, doc, out_dir, base, onnx_fp32, onnx_info, precision, calib, log) -> Dict[str, Any]:
-    """The file(s) of one format at the precision asked for; records them in ``doc["files"]``."""
-    entry: Dict[str, Any] = {"precision": precision}
+def _format_step(job: _Job, fmt: str, onnx_fp32: str, onnx_info: Dict[str, Any],
+                 calib: Optional[np.ndarray]) -> None:
+    """The file(s) of one format at the precision asked for, checked for the schedule's token counts."""
+    entry: Dict[str, Any] = {"precision": job.precision}
     if fmt == "onnx":
-        entry.update(onnx_info)
-        if precision == "fp32":
-            path = onnx_fp32
-        elif precision == "fp16":
-            from .graph import onnx_fp16
+        job.doc["files"]["onnx"] = _onnx_file(job, entry, onnx_fp32, onnx_info, calib)
+    else:
+        job.doc["files"]["openvino"] = _openvino_file(job, entry, onnx_fp32, onnx_info, calib)
+    _token_count_check(job, entry, fmt)
+    job.doc["exports"][fmt] = entry
 
-            path = os.path.join(out_dir, f"{base}.onnx")
-            log("converting the ONNX graph to fp16")
-            onnx_fp16(onnx_fp32, path)
-            entry["converted_with"] = "onnxruntime.transformers.float16 (fp32 input/output)"
-        else:
-            from .quantize import quantize_onnx
 
-            path = os.path.join(out_dir, f"{base}.onnx")
-            log(f"int8: NNCF post-training quantisation of the ONNX graph ({calib.shape[0]} images)")
-            entry["quantization"] = quantize_onnx(onnx_fp32, path, calib).to_dict()
-            entry["quantization"]["source"] = "model.onnx (fp32, this export)"
-            entry["quantization"]["path"] = os.path.basename(path)
-        doc["files"]["onnx"] = file_entry(out_dir, path)
-        return entry
+def _onnx_file(job: _Job, entry: Dict[str, Any], onnx_fp32: str, onnx_info: Dict[str, Any],
+               calib: Optional[np.ndarray]) -> Dict[str, Any]:
+    """The ``.onnx`` file at the precision asked for (fp32 as exported, fp16 converted, int8 quantised)."""
+    entry.update(onnx_info)
+    path = os.path.join(job.out_dir, f"{job.base}.onnx")
+    if job.precision == "fp32":
+        path = onnx_fp32
+    elif job.precision == "fp16":
+        from .graph import onnx_fp16
+
+        job.log("converting the ONNX graph to fp16")
+        onnx_fp16(onnx_fp32, path)
+        entry["converted_with"] = "onnxruntime.transformers.float16 (fp32 input/output)"
+    else:
+        from .quantize import quantize_onnx
+
+        job.log(f"int8: NNCF post-training quantisation of the ONNX graph ({calib.shape[0]} images)")
+        entry["quantization"] = quantize_onnx(onnx_fp32, path, calib).to_dict()
+        entry["quantization"]["source"] = "model.onnx (fp32, this export)"
+        entry["quantization"]["path"] = os.path.basename(path)
+    return file_entry(job.out_dir, path)
+
+
+def _openvino_file(job: _Job, entry: Dict[str, Any], onnx_fp32: str, onnx_info: Dict[str, Any],
+                   calib: Optional[np.ndarray]) -> Dict[str, Any]:
+    """The OpenVINO IR (``.xml`` + ``.bin``) converted from the checked ONNX graph, or quantised from it."""
     from .openvino import convert_openvino, tag_precision
 
-    path = os.path.join(out_dir, f"{base}.xml")
+    precision = job.precision
+    path = os.path.join(job.out_dir, f"{job.base}.xml")
     if precision == "int8":
         from .quantize import quantize_openvino
 
-        log(f"int8: NNCF post-training quantisation of the OpenVINO IR ({calib.shape[0]} images)")
+        job.log(f"int8: NNCF post-training quantisation of the OpenVINO IR ({calib.shape[0]} images)")
         entry["quantization"] = quantize_openvino(onnx_fp32, path, calib).to_dict()
         entry["quantization"].update(source="model.onnx (fp32, this export)", path=os.path.basename(path))
     else:
-        log("converting to OpenVINO IR")
+        job.log("converting to OpenVINO IR")
         conv = convert_openvino(onnx_fp32, path, compress_to_fp16=precision == "fp16", verify=True)
         entry["conversion"] = {"source": "onnx", "exporter": onnx_info["exporter"],
                                "compress_to_fp16": conv.compress_to_fp16,
@@ -285,49 +319,48 @@ def _format_step(fmt, doc, out_dir, base, onnx_fp32, onnx_info, precision, calib
     entry["weights"] = "f16" if precision == "fp16" else "f32 (int8 where quantised)" \
         if precision == "int8" else "f32"
     entry["inference_precision_hint"] = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}[precision]
-    doc["files"]["openvino"] = file_entry(out_dir, path, path[:-4] + ".bin")
-    return entry
+    return file_entry(job.out_dir, path, path[:-4] + ".bin")
 
 
-def _token_count_check(entry: Dict[str, Any], path: str, model, sched, width: int, fmt: str, log) -> None:
-    """Structural check: the graph's token tensors (``width`` wide) have the schedule's shorter sequence lengths."""
-    if not width:
+def _token_count_check(job: _Job, entry: Dict[str, Any], fmt: str) -> None:
+    """Structural check: the graph's token tensors (``embed_dim`` wide) have the schedule's shorter lengths."""
+    width = job.doc["model"]["embed_dim"]
+    if not width:  # no known token width: nothing to look for in the graph
         return
     from .verify import expected_token_counts, graph_token_counts
 
-    counts = graph_token_counts(path, width)
-    expected = expected_token_counts(model, sched)
+    counts = graph_token_counts(job.path(fmt), width)
+    expected = expected_token_counts(job.model, job.sched)
     entry["graph_token_counts"] = counts
     entry["schedule_token_counts"] = expected
     entry["graph_keeps_token_drop"] = set(expected) <= set(counts)
     if not entry["graph_keeps_token_drop"]:
-        log(f"  warning: {fmt} graph holds token counts {counts}, the schedule needs {expected}")
+        job.log(f"  warning: {fmt} graph holds token counts {counts}, the schedule needs {expected}")
 
 
-def _verify_step(model, sched, doc, out_dir, formats, precision, verify_data, verify_root, verify_split,
-                 verify_images, max_accuracy_drop, max_logit_diff, min_agreement, batch_size, threads, seed,
-                 log) -> List[str]:
+def _verify_step(job: _Job, verify_data, verify_root, verify_split, verify_images, max_accuracy_drop,
+                 max_logit_diff, min_agreement, batch_size, threads, seed) -> List[str]:
     """PyTorch and every exported file on the same real images; returns the failures (recorded in ``doc``)."""
     from .verify import load_verify_data, pytorch_logits, verify_export
 
-    failures: List[str] = []
-    data = load_verify_data(model, verify_data, root=verify_root, split=verify_split, max_images=verify_images,
+    doc, failures = job.doc, []
+    data = load_verify_data(job.model, verify_data, root=verify_root, split=verify_split, max_images=verify_images,
                             seed=seed)
-    log(f"verifying on {len(data)} images ({data.info.get('dataset', data.info.get('source'))} "
-        f"{data.info.get('split', '')})")
-    ref = pytorch_logits(model, data.images, sched, batch_size)
+    job.log(f"verifying on {len(data)} images ({data.info.get('dataset', data.info.get('source'))} "
+            f"{data.info.get('split', '')})")
+    # one PyTorch pass serves as the reference of every format
+    ref = pytorch_logits(job.model, data.images, job.sched, batch_size)
     doc["verification"] = {"data": data.info, "split": verify_split, "max_accuracy_drop": max_accuracy_drop,
                            "max_logit_diff": max_logit_diff, "min_agreement": min_agreement, "results": {}}
-    for fmt in formats:
-        path = os.path.join(out_dir, doc["files"][fmt]["path"])
+    for fmt in job.formats:
         try:
-            v = verify_export(model, path, data, schedule=sched, precision=precision,
+            v = verify_export(job.model, job.path(fmt), data, schedule=job.sched, precision=job.precision,
                               max_accuracy_drop=max_accuracy_drop, max_logit_diff=max_logit_diff,
                               min_agreement=min_agreement, batch_size=batch_size, threads=threads,
                               reference_logits=ref, format=fmt)
             result = v.to_dict()
             result["path"] = doc["files"][fmt]["path"]
-            log("  " + v.summary() + ("" if v.passed else f"  FAILED: {v.reason}"))
+            job.log("  " + v.summary() + ("" if v.passed else f"  FAILED: {v.reason}"))
             if not v.passed:
                 failures.append(f"{fmt}: {v.reason}")
         except TavtKitError as e:  # the file cannot be loaded or run
@@ -340,3 +373,19 @@ def _verify_step(model, sched, doc, out_dir, formats, precision, verify_data, ve
     else:
         doc.update(verified=True, status="verified", reason=None)
     return failures
+
+
+def _skip_verification(job: _Job) -> List[str]:
+    """``--no-verify``: recorded as unverified with the reason, so nothing unchecked reads as verified."""
+    job.doc.update(verified=False, status="unverified",
+                   reason="verification skipped (--no-verify); nothing here was checked on real images")
+    job.doc["verification"] = {"skipped": True}
+    return []
+
+
+def _record(job: _Job, json_path: str, start: float, failure: Optional[str] = None) -> None:
+    """Write ``export.json`` with the time taken; ``failure``: the export stopped there (status ``failed``)."""
+    if failure is not None:
+        job.doc.update(verified=False, status="failed", reason=failure)
+    job.doc["seconds"] = round(time.perf_counter() - start, 3)
+    write_json(job.doc, json_path)

@@ -111,16 +111,17 @@ def select_budget(search: Dict[str, Any], budget, where: str = "search.json") ->
                               "any budget with its unit (12ms, 25M MACs) to pick from the search's Pareto front")
         objective, limit = parsed
         if objective == "latency" and not any(front_latency_ms(p)[0] for p in search.get("pareto_front") or []):
-            raise ConfigError(f"--budget {text}: {where} has no latency figures (a MAC search); search with "
-                              "--latency-budget or --latency-table, or give a MAC budget")
+            raise ConfigError(f"--budget {text}: not a budget of {where} (its budgets: {labels}), and it has no "
+                              "latency figures to pick another from (a MAC search); search with --latency-budget "
+                              "or --latency-table, or give a MAC budget")
         best = pick_from_front(search, objective, limit)
         if best is None:
             costs = [p.get("macs") if objective == "macs" else (front_latency_ms(p)[0] or 0) / 1e3
                      for p in search.get("pareto_front") or []]
             low = min(costs) if costs else None
             shown = (budget_label(objective, low) if low else "n/a")
-            raise ConfigError(f"--budget {text}: nothing on the Pareto front of {where} fits (its cheapest schedule "
-                              f"costs {shown})")
+            raise ConfigError(f"--budget {text}: not a budget of {where} (its budgets: {labels}), and nothing on "
+                              f"its Pareto front fits (its cheapest schedule costs {shown})")
         return {"label": budget_label(objective, limit), "objective": objective, "limit": limit, "best": best,
                 "baselines": {}, "source": "front"}
     row = hits[0]
