@@ -346,3 +346,59 @@ def test_prune_cli_round_trip(tmp_path, ckpt, capsys):
     assert "expected an output folder" in _err(capsys)
     assert main(["prune", "--checkpoint", ckpt, "--macs-target", "lots", "--out", str(tmp_path / "pruned")]) == 2
     assert "--macs-target: expected a number" in _err(capsys)
+
+
+# ------------------------------------------------------------ nothing lost
+def _describes_exactly_the_files_beside_it(out):
+    doc = json.load(open(out / "export.json"))
+    for rec in doc["artefacts"]:
+        assert tavt_kit.export.record.sha256(str(out / rec["path"])) == rec["sha256"], rec["path"]
+    return doc
+
+
+def test_exports_add_their_own_records_and_a_failure_never_replaces_a_verified_file(tmp_path, ckpt, data,
+                                                                                     monkeypatch):
+    import hashlib
+
+    out = tmp_path / "e"
+    model = tavt_kit.load_checkpoint(ckpt)
+    export_model(model, out, schedule=DROP, verify_data=(data.images, data.labels), formats=("onnx",))
+    first = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    export_model(model, out, schedule=DROP, verify_data=(data.images, data.labels), formats=("onnx",), precision="fp16")
+    export_model(model, out, schedule=[16, 8], verify_data=(data.images, data.labels), formats=("onnx",))  # another schedule
+    doc = _describes_exactly_the_files_beside_it(out)
+    recs = {(r["precision"], tuple(r["schedule"])): r for r in doc["artefacts"]}
+    assert set(recs) == {("fp32", (32, 16)), ("fp16", (32, 16)), ("fp32", (16, 8))}
+    assert recs[("fp32", (32, 16))]["path"] == "model.onnx" and all(r["verified"] for r in recs.values())
+    assert recs[("fp32", (16, 8))]["path"].startswith("model.s") and os.path.isfile(out / "model.onnx")
+
+    def wrong(self, x):  # an exported model that is wrong on every image
+        o = np.zeros((x.shape[0], 10), np.float32)
+        o[:, 0] = 1.0
+        return o
+
+    monkeypatch.setattr(ExportedRunner, "__call__", wrong)
+    with pytest.raises(ExportError):  # (an untrained model: the agreement with PyTorch is what fails)
+        export_model(model, out, schedule=DROP, verify_data=(data.images, data.labels), formats=("onnx",),
+                     min_agreement=0.99)
+    assert hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest() == first  # still the verified file
+    doc = _describes_exactly_the_files_beside_it(out)
+    failed = [r for r in doc["artefacts"] if not r["verified"]]
+    assert [r["path"] for r in failed] == [os.path.join("rejected", "model.onnx")]
+    assert any(r["path"] == "model.onnx" and r["verified"] for r in doc["artefacts"])
+
+
+def test_a_kill_during_verification_leaves_the_folder_as_it_was(tmp_path, ckpt, data, monkeypatch):
+    out = tmp_path / "e"
+    model = tavt_kit.load_checkpoint(ckpt)
+    export_model(model, out, schedule=DROP, verify_data=(data.images, data.labels), formats=("onnx",))
+    before = {p: (out / p).read_bytes() for p in os.listdir(out)}
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tavt_kit.export.verify, "verify_export", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(model, out, schedule=[16, 8], verify_data=(data.images, data.labels), formats=("onnx",))
+    assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
+    assert not [p for p in os.listdir(tmp_path) if "staging" in p]

@@ -105,3 +105,24 @@ def test_baselines_meet_their_budgets():
         s = out["half"][name]
         assert cost(s) <= 0.5 * full and cost(s) > 0.45 * full  # the largest ratio that fits
     assert out["tiny"] == {}  # nothing of that shape fits
+
+
+def test_a_torn_journal_line_is_cut_before_appending_and_garbage_is_named(tmp_path):
+    from tavt_kit.errors import ConfigError
+
+    path = str(tmp_path / "journal.jsonl")
+    j = Journal(path, {"settings": {"a": 1}})
+    j.record((4, 2), accuracy=0.5)
+    with open(path, "a") as f:
+        f.write('{"kind": "candidate", "counts": [50,')  # killed mid-write
+    j2 = Journal(path, {"settings": {"a": 1}})
+    assert list(j2.entries) == [(4, 2)]
+    j2.record((3, 1), accuracy=0.25)
+    j3 = Journal(path, {"settings": {"a": 1}})  # a third run reads every line
+    assert set(j3.entries) == {(4, 2), (3, 1)}
+    lines = open(path).read().splitlines()
+    assert all(json.loads(line) for line in lines)
+    with open(path, "a") as f:
+        f.write("garbage\n" + json.dumps({"kind": "candidate", "counts": [2, 1], "accuracy": 0.1}) + "\n")
+    with pytest.raises(ConfigError, match=r"journal.jsonl: line 4 is not a journal record"):
+        Journal(path, {"settings": {"a": 1}})

@@ -75,6 +75,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("fgvc-kit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (| head): no traceback, and none at exit either
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:  # the disk is full, a folder cannot be written: one line naming the file
+        if e.errno is None:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"fgvc-kit: error: {where}{e.strerror or e}" + (
+            " (the disk is full; files written before this one were kept)" if e.errno == 28 else ""),
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -65,11 +65,16 @@ def parse_drop(value: Optional[str], keep_ratio: Optional[str], model):
     """A schedule from ``--drop`` (JSON file or comma-separated counts) or ``--keep-ratio``."""
     from ..schedules import TokenSchedule
 
+    for flag, v in (("--drop", value), ("--keep-ratio", keep_ratio)):
+        if v is not None and not str(v).strip():  # an empty shell variable must not mean "the full model"
+            raise ConfigError(f"{flag}: empty; expected a schedule (omit {flag} for the model's own schedule)")
     if value and keep_ratio:
         raise ConfigError("give either --drop or --keep-ratio, not both")
     if value:
         if os.path.exists(value) or value.endswith(".json"):
-            return model.make_schedule(TokenSchedule.load(value))
+            from ..schedules import schedule_from_drop_file
+
+            return schedule_from_drop_file(model, value)
         try:
             counts = [int(v) for v in value.split(",")]
         except ValueError:
@@ -79,12 +84,19 @@ def parse_drop(value: Optional[str], keep_ratio: Optional[str], model):
     if keep_ratio:
         try:
             if ":" in keep_ratio:
-                ratios = {int(k): float(v) for k, v in (item.split(":") for item in keep_ratio.split(","))}
+                pairs = [(int(k), float(v)) for k, v in (item.split(":") for item in keep_ratio.split(","))]
             else:
+                pairs = None
                 ratios = [float(keep_ratio)] * model.depth
         except ValueError:
             raise ScheduleError(f"--keep-ratio: expected RATIO or BLOCK:RATIO,... (e.g. 3:0.7,6:0.7,9:0.7), "
                                 f"got {keep_ratio!r}") from None
+        if pairs is not None:
+            ratios = dict(pairs)
+            if len(ratios) != len(pairs):
+                dup = next(k for k, _ in pairs if sum(1 for j, _ in pairs if j == k) > 1)
+                raise ScheduleError(f"--keep-ratio: block {dup} is given twice in {keep_ratio!r}; expected each "
+                                    "block once")
         return TokenSchedule.from_ratios(ratios, model.depth, model.num_patches)
     return None
 
@@ -126,6 +138,11 @@ def check_run_dir(out: str, resume: bool, overwrite: bool, run_file: str, state_
     hold a run unless ``overwrite``; returns ``None``.
     """
     run_path = os.path.join(out, run_file)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
+                          "--overwrite starts it again")
+    if os.path.isfile(out):
+        raise ConfigError(f"--out {out}: is a file; expected an output folder")
     if resume:
         if not os.path.isfile(run_path) or not os.path.isfile(os.path.join(out, state_file)):
             raise CheckpointError(f"--resume: {out} holds no run to resume (expected {run_file} and {state_file}); "

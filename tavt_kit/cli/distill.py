@@ -129,6 +129,9 @@ def run_distill(args: argparse.Namespace) -> int:
         torch.manual_seed(r["seed"])
         model = load_checkpoint(os.path.join(out, LAST_FILE) if resume else r["checkpoint"])
         if r.get("scorer") and not resume:
+            from ..models.token_drop import check_scorer
+
+            check_scorer(model, r["scorer"])  # as create_model/patch would (cls needs a class token)
             model.scorer = r["scorer"]
         dspec = DataSpec(name=r["dataset"], root=r["data"], holdout=r["holdout"], split_seed=r["split_seed"],
                          resize=r["resize"], train_crop=r["train_crop"])

@@ -6,7 +6,7 @@ import os
 
 from typing import Optional
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from .common import parse_drop, pct, warn
 
 
@@ -50,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from ..data import build_dataset, data_spec_from_args
-    from ..errors import ConfigError
     from ..models import count_macs, load_checkpoint
     from ..train.build import check_model_fits
     from ..train.distributed import amp_dtype_for, init_distributed
@@ -62,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_confusion_classes < 1:
         raise ConfigError(f"--max-confusion-classes: expected a positive number, got {args.max_confusion_classes}")
     model = load_checkpoint(args.checkpoint)
+    bad = next((n for n, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()), None)
+    if bad is not None:  # NaN/inf weights give chance-level "accuracy" without a word otherwise
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: tensor {bad} holds NaN or infinite values; the "
+                              "model's outputs would not be finite (a diverged run?)")
     spec = data_spec_from_args(args, fallback=(model.spec.get("data") if isinstance(model.spec.get("data"), dict)
                                                else None))
     dataset = build_dataset(spec, split=args.split, model=model, augment=False)

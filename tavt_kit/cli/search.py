@@ -72,6 +72,7 @@ def run(args) -> int:
     budgets = [Budget("macs", parse_macs(v)) for v in args.macs_budget]
     budgets += [Budget("latency", parse_seconds(v)) for v in args.latency_budget]
     model = load_checkpoint(args.checkpoint).eval()
+    _check_budgets_reachable(model, budgets)
     spec = model.spec
     dspec = data_spec_from_args(args, fallback=spec.get("data"))
     cache = os.path.join(args.out, "cache")
@@ -120,3 +121,16 @@ def summary(result: dict) -> str:
     lines.append(f"{t['evaluations']} candidates evaluated in {t['search_seconds']:.1f}s; Pareto front of "
                  f"{len(result['pareto_front'])}; area {result['front_area']:.4f}")
     return "\n".join(lines)
+
+
+def _check_budgets_reachable(model, budgets) -> None:
+    """A MAC budget below the space's smallest schedule is refused before any work (scripts read exit codes)."""
+    from ..models import count_macs
+    from ..search.run import space_of
+
+    space = space_of(model)
+    low, high = count_macs(model, space.smallest()).total(), count_macs(model, space.full()).total()
+    for b in budgets:
+        if b.objective == "macs" and b.limit < low:
+            raise ConfigError(f"--macs-budget {b.label}: below the smallest schedule of the search space; "
+                              f"achievable: {low / 1e6:.4g}M to {high / 1e6:.4g}M MACs")

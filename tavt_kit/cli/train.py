@@ -32,6 +32,7 @@ RESULT_KEYS = ("dataset", "holdout", "split_seed", "resize", "train_crop", "mode
 #: options a resumed run may change (where the data lives, logging, the final test)
 RESUMABLE_CHANGES = ("data", "test", "save_every", "log_every", "eval_batch_size")
 RUN_FILE = "config.json"
+RUN_FORMAT = "fgvc-kit/train-run"
 #: options that build a model: a command that takes the model from --checkpoint (distill) refuses them
 NOT_WITH_A_MODEL = ("pretrained", "model", "num_classes", "img_size", "head", "drop_path")
 RESULTS_FILE = "results.json"
@@ -178,7 +179,7 @@ def run_train(args: argparse.Namespace) -> int:
     out = args.out or DEFAULT_OUT
     resume = bool(args.resume)
     run_path = os.path.join(out, RUN_FILE)
-    stored = check_run_dir(out, resume, bool(args.overwrite), RUN_FILE, STATE_FILE)
+    stored = check_run_dir(out, resume, bool(args.overwrite), RUN_FILE, STATE_FILE, kind=RUN_FORMAT)
     r = resume_args(stored["args"], args, out) if stored is not None else resolve_train_args(args)
     for note in r.pop("notes", []):
         print(f"train: {note}", flush=True)
@@ -221,7 +222,7 @@ def run_train(args: argparse.Namespace) -> int:
             for name in (STATE_FILE, LAST_FILE, "best.safetensors", RESULTS_FILE, "metrics.jsonl"):
                 if os.path.exists(os.path.join(out, name)):
                     os.remove(os.path.join(out, name))
-            write_json({"format": "fgvc-kit/train-run", "version": 1, "args": r, "data": spec.to_dict(),
+            write_json({"format": RUN_FORMAT, "version": 1, "args": r, "data": spec.to_dict(),
                         "train": cfg.to_dict()}, run_path)
         extra = {"data": spec.to_dict(),
                  "training": {"recipe": {k: r[k] for k in ("optimizer", "lr", "weight_decay", "steps", "batch_size",

@@ -137,6 +137,9 @@ class DataSpec:
             raise ConfigError(f"--resize: expected a positive size, got {self.resize!r}")
         if self.root is not None:
             self.root = os.fspath(self.root)
+            if self.name == "demo" and self.root:
+                raise ConfigError(f"--data {self.root}: the built-in demo dataset has no root folder; give "
+                                  "--dataset with it (the format of the data in that folder)")
 
     @property
     def info(self) -> DatasetInfo:

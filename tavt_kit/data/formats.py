@@ -30,6 +30,26 @@ class RawDataset:
     class_names: List[str]
     meta: Dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        n = len(self.class_names)
+        if n < 2:  # a one-class "classifier" trains to 100 % and means nothing
+            raise DatasetError(f"the dataset has {n} class{'es' if n != 1 else ''} "
+                               f"({', '.join(map(str, self.class_names)) or 'none'}); a classifier needs at "
+                               "least two")
+        for split, samples in (("train", self.train), ("test", self.test)):
+            bad = next((lab for _, lab in samples if not 0 <= int(lab) < n), None)
+            if bad is not None:
+                raise DatasetError(f"{split} split: label {bad} is outside the {n} classes of the dataset")
+
+
+def _line_of(path: str, key: str) -> int:
+    """The 1-based line of ``path`` whose first field is ``key`` (0 when not found)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f, 1):
+            if line.split()[:1] == [key]:
+                return i
+    return 0
+
 
 # ---------------------------------------------------------------------- helpers
 def _where(path: str, root: str) -> str:
@@ -136,6 +156,11 @@ def _cub_like(root: str, layout: str, nabirds: bool) -> RawDataset:
             raise DatasetError(f"{_where(os.path.join(root, 'train_test_split.txt'), root)}: no split for "
                                f"image {image_id} ({rel}); expected one line per image of images.txt")
         cid = _int(labels[image_id], os.path.join(root, "image_class_labels.txt"), root, "a class id")
+        if classes is not None and not nabirds and not 1 <= cid <= len(classes):
+            labels_file = os.path.join(root, "image_class_labels.txt")
+            raise DatasetError(f"{_where(labels_file, root)}: line {_line_of(labels_file, image_id)}: image "
+                               f"{image_id} has class {cid}; expected 1..{len(classes)} (the classes of "
+                               f"{_where(classes_file, root)})")
         is_train = split[image_id]
         if is_train not in ("0", "1"):
             raise DatasetError(f"{_where(os.path.join(root, 'train_test_split.txt'), root)}: image {image_id}: "
@@ -469,6 +494,9 @@ def load_folder(root: str, test_fraction: float = 0.2) -> RawDataset:
     if empty:
         raise DatasetError(f"{_where(os.path.join(where, empty[0]), root)}: class folder holds no images "
                            f"({', '.join(IMAGE_EXTENSIONS[:4])}, ...)")
+    if len(train_c) < 2:
+        raise DatasetError(f"{where}: one class folder ({next(iter(train_c))}); a classifier needs at least two "
+                           f"class folders; expected {FOLDER_LAYOUT}")
     class_names = list(train_c)
     index = {c: i for i, c in enumerate(class_names)}
     train = [(f, index[c]) for c, files in train_c.items() for f in files]

@@ -32,9 +32,9 @@ import numpy as np
 from torch import nn
 
 from ..errors import ConfigError, ExportError, TavtKitError
-from ..files import write_json
 from ..schedules import schedule_from_drop_file
 from .formats import check_format_precision, parse_formats
+from .publish import choose_base, clean_stage, publish, record_failed_attempt
 from .record import EXPORT_FILE, ExportResult, file_entry, new_export_doc
 
 
@@ -100,13 +100,19 @@ def export_model(
     model, checkpoint = _resolve_model(model, checkpoint)
     sched, source = _resolve_schedule(model, schedule, schedule_source)
     out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    job = _Job(model=model, sched=sched, out_dir=out_dir, formats=formats, precision=precision, log=log,
-               doc=new_export_doc(model, sched, source, formats, precision, checkpoint))
+    if os.path.isfile(out_dir):
+        raise ConfigError(f"--out {out_dir}: is a file; expected an output folder")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    # everything is built here, beside --out, and moved in only when finished (see publish.py)
+    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.staging-", dir=parent)
+    job = _Job(model=model, sched=sched, out_dir=stage, formats=formats, precision=precision, log=log,
+               doc=new_export_doc(model, sched, source, formats, precision, checkpoint),
+               base=choose_base(out_dir, precision, list(sched.counts)))
     json_path = os.path.join(out_dir, EXPORT_FILE)
     start = time.perf_counter()
     # the fp32 ONNX graph lives here when it is only a step towards the files asked for
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=out_dir)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=stage)
     try:
         onnx_fp32, onnx_info = _onnx_step(job, tmp, opset, exporter, seed)
         calib = None
@@ -121,15 +127,24 @@ def export_model(
         else:
             failures = _skip_verification(job)
     except TavtKitError as e:
-        _record(job, json_path, start, failure=str(e))
+        _record(job, start, failure=str(e))
+        record_failed_attempt(out_dir, job.doc)
+        clean_stage(stage)
         raise
-    except Exception as e:
-        _record(job, json_path, start, failure=f"{type(e).__name__}: {e}")
+    except BaseException as e:  # a kill (KeyboardInterrupt) too: the folder keeps what it had
+        _record(job, start, failure=f"{type(e).__name__}: {e}")
+        if isinstance(e, Exception):
+            record_failed_attempt(out_dir, job.doc)
+        clean_stage(stage)
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _record(job, json_path, start)
-    result = ExportResult(out_dir=out_dir, json_path=json_path, doc=job.doc)
+    _record(job, start)
+    try:
+        doc = publish(stage, out_dir, job.doc)
+    finally:
+        clean_stage(stage)
+    result = ExportResult(out_dir=out_dir, json_path=json_path, doc=doc)
     if failures and raise_on_failure:
         raise ExportError(f"export verification failed ({'; '.join(failures)}); recorded as verified=false "
                           f"in {json_path}")
@@ -148,11 +163,9 @@ class _Job:
     precision: str
     log: Callable[[str], None]
     doc: Dict[str, Any]
-
-    @property
-    def base(self) -> str:
-        """The file name stem: ``model`` at fp32, ``model.<precision>`` otherwise."""
-        return "model" if self.precision == "fp32" else f"model.{self.precision}"
+    #: the file name stem: ``model`` at fp32, ``model.<precision>`` otherwise (tagged with the schedule when the
+    #: folder already holds that name for another schedule)
+    base: str = "model"
 
     def path(self, fmt: str) -> str:
         """The main file written for a format (recorded relative to ``out_dir``)."""
@@ -218,7 +231,7 @@ def _onnx_step(job: _Job, tmp: str, opset: Optional[int], exporter: str, seed: i
     from .onnx import DEFAULT_OPSET, export_onnx
 
     keep_fp32_onnx = "onnx" in job.formats and job.precision == "fp32"
-    onnx_fp32 = os.path.join(job.out_dir if keep_fp32_onnx else tmp, "model.onnx")
+    onnx_fp32 = os.path.join(job.out_dir if keep_fp32_onnx else tmp, f"{job.base}.onnx")
     macs, macs_full = job.doc["macs"]["schedule"], job.doc["macs"]["full"]
     job.log(f"exporting to ONNX at schedule {list(job.sched.counts)} "
             f"({macs / 1e9:.4g} of {macs_full / 1e9:.4g} GMACs)")
@@ -383,9 +396,8 @@ def _skip_verification(job: _Job) -> List[str]:
     return []
 
 
-def _record(job: _Job, json_path: str, start: float, failure: Optional[str] = None) -> None:
-    """Write ``export.json`` with the time taken; ``failure``: the export stopped there (status ``failed``)."""
+def _record(job: _Job, start: float, failure: Optional[str] = None) -> None:
+    """Finish the record with the time taken; ``failure``: the export stopped there (status ``failed``)."""
     if failure is not None:
         job.doc.update(verified=False, status="failed", reason=failure)
     job.doc["seconds"] = round(time.perf_counter() - start, 3)
-    write_json(job.doc, json_path)

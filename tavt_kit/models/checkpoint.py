@@ -188,6 +188,8 @@ def load_model(target, img_size=None) -> nn.Module:
                               f"{type(target).__name__}")
         return target
     target = os.fspath(target)
+    if img_size is not None and (isinstance(img_size, bool) or int(img_size) < 1):
+        raise ConfigError(f"--img-size: expected a positive image size, got {img_size!r}")
     kw = {"img_size": img_size} if img_size else {}
     if os.path.exists(target):
         return load_checkpoint(target, **kw)

@@ -20,7 +20,9 @@ import argparse
 import json
 import math
 import os
+import pickle
 import re
+import warnings
 import zipfile
 from typing import Any, Dict, Optional, Tuple
 
@@ -113,14 +115,18 @@ def read_weights(path: str) -> WeightFile:
         try:
             # timm-style training checkpoints (the official ViTAE ones) also pickle the run's
             # argparse.Namespace under 'args': a plain attribute bag, safe to allow
-            with torch.serialization.safe_globals([argparse.Namespace]):
+            with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's own warning would precede the one line
                 obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:  # objects weights_only refuses: never retried unsafely
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            raise CheckpointError(
+                f"{path}: holds Python objects{' (' + found.group(1) + ')' if found else ''} that only unpickling "
+                "could load, and fgvc-kit never unpickles; save the weights as tensors instead "
+                "(torch.save(model.state_dict(), ...) or a .safetensors file)") from None
         except (RuntimeError, EOFError, OSError, ValueError) as e:
             raise CheckpointError(
                 f"{path}: unreadable, truncated or unsafe checkpoint ({str(e).splitlines()[0][:200]})") from None
-        except Exception as e:  # pickle.UnpicklingError for objects weights_only refuses
-            raise CheckpointError(f"{path}: cannot load safely with weights_only=True "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         sd = _unwrap(obj, path)
     layout = detect_layout(sd)
     if layout == "unknown":

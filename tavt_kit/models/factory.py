@@ -77,6 +77,32 @@ def check_image_size(model: nn.Module, img_size=None) -> None:
                 f"use e.g. {max(p, s // p * p)} or {(s // p + 1) * p}")
 
 
+def check_memory(name: str, img_size, kwargs: Dict[str, Any]) -> None:
+    """Refuse an image size whose position embedding or one attention matrix would not fit in memory
+    (``--img-size 100000`` would otherwise try to allocate tens of GB before failing)."""
+    import re
+
+    size = _pair(img_size)
+    patch = kwargs.get("patch_size") or int((re.search(r"patch(\d+)", name) or [None, 16])[1])
+    dim = kwargs.get("embed_dim") or next((d for key, d in (("tiny", 192), ("small", 384), ("base", 768),
+                                                               ("large", 1024), ("huge", 1280), ("giant", 1408))
+                                           if key in name), 768)
+    p = _pair(patch)
+    tokens = (size[0] // max(1, p[0])) * (size[1] // max(1, p[1])) + 1
+    need = max(4 * tokens * int(dim), 4 * tokens * tokens)  # position embedding; one head's attention, batch 1
+    try:
+        import psutil
+
+        limit = psutil.virtual_memory().total // 2
+    except Exception:  # pragma: no cover - psutil is a dependency
+        limit = 16 << 30
+    if need > limit:
+        shown = size[0] if size[0] == size[1] else f"{size[0]}x{size[1]}"
+        raise ImageSizeError(f"img_size {shown}: {tokens} tokens need about {need / 2 ** 30:.0f} GiB for one "
+                             f"attention matrix, more than half of this machine's {2 * limit / 2 ** 30:.0f} GiB; "
+                             "expected an image size such as 224, 384 or 448")
+
+
 def _jsonable(kwargs: Dict[str, Any], where: str) -> Dict[str, Any]:
     out = {}
     for k, v in kwargs.items():
@@ -379,7 +405,10 @@ def create_model(
     base, kwargs = resolve_name(name)
     kwargs.update(timm_kwargs)
     if img_size is not None:
-        _pair(img_size)
+        size = _pair(img_size)
+        if min(size) < 1:
+            raise ImageSizeError(f"img_size must be positive, got {img_size!r}")
+        check_memory(base, img_size, kwargs)
         kwargs["img_size"] = img_size
     if num_classes is not None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:

@@ -416,6 +416,14 @@ def is_patched(model: nn.Module) -> bool:
     return isinstance(model, TokenDropMixin)
 
 
+def check_scorer(model: nn.Module, scorer: str) -> None:
+    """A scorer this model can use: a known one, and ``cls`` only with a class token."""
+    if scorer not in SCORERS:
+        raise ConfigError(f"unknown scorer {scorer!r}; expected one of {', '.join(SCORERS)}")
+    if scorer == "cls" and getattr(model, "cls_token", None) is None:
+        raise ConfigError("scorer 'cls' needs a class token; this model has none (use scorer='tavt')")
+
+
 def patch(model: nn.Module, scorer: str = "tavt", fuse: bool = False, schedule=None) -> nn.Module:
     """Make a timm VisionTransformer take token schedules, in place, keeping its weights.
 
@@ -434,10 +442,7 @@ def patch(model: nn.Module, scorer: str = "tavt", fuse: bool = False, schedule=N
     if not isinstance(model, VisionTransformer):
         raise UnsupportedModelError(
             f"patch() takes a timm VisionTransformer, got {type(model).__name__}")
-    if scorer not in SCORERS:
-        raise ConfigError(f"unknown scorer {scorer!r}; expected one of {', '.join(SCORERS)}")
-    if scorer == "cls" and model.cls_token is None:
-        raise ConfigError("scorer 'cls' needs a class token; this model has none (use scorer='tavt')")
+    check_scorer(model, scorer)
     if getattr(model, "dynamic_img_size", False):
         raise UnsupportedModelError("models built with dynamic_img_size=True are not supported; give a fixed img_size")
     for i, blk in enumerate(model.blocks):

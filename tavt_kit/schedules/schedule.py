@@ -239,8 +239,11 @@ class TokenSchedule:
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "TokenSchedule":
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 text = f.read()
         except OSError as e:
             raise ScheduleError(f"{path}: cannot read drop config ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise ScheduleError(f"{path}: not a drop config (not UTF-8 text); expected the JSON fgvc-kit search "
+                                "or TokenSchedule.save writes") from None
         return cls.from_json(text, source=str(path))

@@ -101,25 +101,44 @@ def front_area(front: Sequence[Candidate], objective: str, lo: float, hi: float)
 
 
 class Journal:
-    """Append-only JSON-lines record of evaluated candidates; a torn last line is ignored."""
+    """Append-only JSON-lines record of evaluated candidates.
+
+    A last line torn by a kill is cut off before anything is appended (so the next record starts on a line
+    of its own); a garbage line anywhere else is a one-line error naming the journal and the line.
+    """
 
     def __init__(self, path: Optional[str], header: dict):
         self.path = path
         self.header = header
         self.entries: Dict[Counts, dict] = {}
         if path and os.path.exists(path):
-            with open(path) as f:
-                lines = f.read().split("\n")
-            for i, line in enumerate(lines):
-                if not line.strip():
+            from ..errors import ConfigError
+
+            with open(path, "rb") as f:
+                data = f.read()
+            good, seen_header = 0, False  # bytes of whole, valid lines
+            lines = data.split(b"\n")
+            for i, raw in enumerate(lines):
+                last = i == len(lines) - 1  # no newline after it: written by a process that was killed
+                if not raw.strip():
+                    good += len(raw) + (0 if last else 1)
                     continue
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    if i >= len(lines) - 2:
-                        break  # killed mid-write
-                    raise
+                    rec = json.loads(raw.decode("utf-8"))
+                    if not isinstance(rec, dict):
+                        raise ValueError("not an object")
+                except (ValueError, UnicodeDecodeError):
+                    if last:
+                        break  # torn by a kill: dropped below
+                    raise ConfigError(f"{path}: line {i + 1} is not a journal record; the journal is damaged "
+                                      "(delete it to search again from scratch)") from None
+                if last:  # a whole record without its newline: keep it, end the line
+                    good += len(raw)
+                    self._torn_newline = True
+                else:
+                    good += len(raw) + 1
                 if rec.get("kind") == "header":
+                    seen_header = True
                     if rec.get("settings") != header.get("settings"):
                         from ..errors import ConfigError
 
@@ -127,6 +146,14 @@ class Journal:
                                           "use another --out or delete the journal")
                 elif rec.get("kind") == "candidate":
                     self.entries[tuple(rec["counts"])] = rec
+            if good < len(data):
+                with open(path, "r+b") as f:  # cut the torn tail, so appends start on a fresh line
+                    f.truncate(good)
+            if getattr(self, "_torn_newline", False):
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+            if not seen_header:  # killed while writing the header itself
+                self._append({"kind": "header", **header})
         elif path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._append({"kind": "header", **header})
