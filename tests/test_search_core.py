@@ -126,3 +126,30 @@ def test_a_torn_journal_line_is_cut_before_appending_and_garbage_is_named(tmp_pa
         f.write("garbage\n" + json.dumps({"kind": "candidate", "counts": [2, 1], "accuracy": 0.1}) + "\n")
     with pytest.raises(ConfigError, match=r"journal.jsonl: line 4 is not a journal record"):
         Journal(path, {"settings": {"a": 1}})
+
+
+def test_resume_and_reuse_are_keyed_on_the_weights_not_the_path(tmp_path):
+    import tavt_kit
+    from tavt_kit.errors import ConfigError, ScheduleError
+    from tavt_kit.models import weights_digest
+    from tavt_kit.search import schedule_from_search
+
+    torch.manual_seed(0)
+    model = tavt_kit.create_model("fgvc_tiny", num_classes=10)
+    path = str(tmp_path / "supernet.safetensors")
+    tavt_kit.save_checkpoint(model, path)
+    loaded = tavt_kit.load_checkpoint(path)
+    assert loaded.spec["weights_sha256"] == weights_digest(loaded) == weights_digest(model)
+    settings = {"settings": {"weights_sha256": weights_digest(loaded)}}
+    Journal(str(tmp_path / "j.jsonl"), settings)
+    with torch.no_grad():  # retrained into the same path: another search
+        loaded.blocks[0].mlp.fc1.weight.add_(1.0)
+    with pytest.raises(ConfigError, match="journal of a search with other settings"):
+        Journal(str(tmp_path / "j.jsonl"), {"settings": {"weights_sha256": weights_digest(loaded)}})
+    doc = {"format": "fgvc-kit/search", "model": {"weights_sha256": weights_digest(model)},
+           "budgets": [{"label": "20M MACs", "objective": "macs", "limit": 2e7,
+                        "best": {"counts": [64, 48, 32, 16, 8, 4]}}]}
+    (tmp_path / "search.json").write_text(json.dumps(doc))
+    assert schedule_from_search(model, tmp_path / "search.json", "20M MACs")[0].counts == (64, 48, 32, 16, 8, 4)
+    with pytest.raises(ScheduleError, match="searched other weights"):
+        schedule_from_search(loaded, tmp_path / "search.json", "20M MACs")

@@ -1,6 +1,6 @@
 """Backbones with patch drop, token schedules, MAC counting and checkpoints."""
 from ..schedules import SearchSpace, TokenSchedule
-from .checkpoint import load_checkpoint, load_model, read_spec, save_checkpoint
+from .checkpoint import load_checkpoint, load_model, read_spec, save_checkpoint, weights_digest
 from .factory import BACKBONES, BUILTIN_MODELS, BackboneEntry, create_model, patch_model, register_backbone, spec_of
 from .macs import MacCount, count_macs
 from .token_drop import TokenState, is_patched
@@ -8,5 +8,5 @@ from . import vitae  # noqa: F401  (registers the ViTAE family)
 
 __all__ = [
     "BACKBONES", "BUILTIN_MODELS", "BackboneEntry", "MacCount", "SearchSpace", "TokenSchedule", "TokenState", "count_macs", "create_model", "is_patched",
-    "load_checkpoint", "load_model", "patch_model", "read_spec", "register_backbone", "save_checkpoint", "spec_of",
+    "load_checkpoint", "load_model", "patch_model", "read_spec", "register_backbone", "save_checkpoint", "spec_of", "weights_digest",
 ]

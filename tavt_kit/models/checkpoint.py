@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any, Dict, Optional, Sequence
 
+import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
@@ -50,10 +51,29 @@ def save_checkpoint(model: nn.Module, path, *, class_names: Optional[Sequence[st
         state = model.inference_state_dict()
         spec["head"] = dict(spec["head"], inference_only=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    spec["weights_sha256"] = tensors_digest(tensors)  # what resume and reuse are keyed on, not the path
     path = os.fspath(path)
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={SPEC_KEY: json.dumps(spec)})
     return path
+
+
+def tensors_digest(tensors: Dict[str, Any]) -> str:
+    """SHA-256 of a state dict's content (names, dtypes, shapes and bytes, in name order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def weights_digest(model: nn.Module) -> str:
+    """The content key of a model's weights, computed from its tensors (a recorded one may be stale once the
+    model trained in memory); equal to the ``weights_sha256`` its checkpoint's spec records when unchanged."""
+    return tensors_digest(model.state_dict())
 
 
 def read_spec(path, required: bool = True) -> Optional[Dict[str, Any]]:

@@ -146,6 +146,14 @@ def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any
         raise ConfigError(f"{where}: not a search result of fgvc-kit search (format {SEARCH_FORMAT!r})")
     row = select_budget(doc, budget, path)
     check_model_info(model, doc.get("model") or {}, where)
+    searched = (doc.get("model") or {}).get("weights_sha256")
+    if searched:
+        from ..models.checkpoint import weights_digest
+
+        mine = weights_digest(model)
+        if mine != searched:
+            raise ScheduleError(f"{where}: searched other weights (sha256 {searched[:12]}...) than this checkpoint's "
+                                f"({mine[:12]}...); its accuracies are not this model's: search this checkpoint")
     try:
         sched = model.make_schedule(list(row["best"]["counts"]))
     except ScheduleError as e:

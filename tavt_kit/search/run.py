@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..files import write_json
 from ..machine import brief
+from ..models.checkpoint import weights_digest
 from ..models.macs import count_macs
 from ..schedules.schedule import TokenSchedule
 from ..schedules.space import SearchSpace
@@ -142,9 +143,12 @@ def run_search(
             lat_cache[s.counts] = float(latency_fn(s))
         return lat_cache[s.counts]
 
+    digest = weights_digest(model)
+    # keyed on the weights' content: a supernet retrained into the same path is another search
     header = {"format": "fgvc-kit/search-journal", "settings": {
         **settings.to_dict(), "budgets": [[b.objective, b.limit] for b in budgets], "subset": subset,
-        "holdout_images": n_holdout, "space": space.to_dict(), "source": source or {},
+        "holdout_images": n_holdout, "space": space.to_dict(), "weights_sha256": digest,
+        "source": {k: v for k, v in (source or {}).items() if k != "checkpoint"},
         "latency": (latency_info or {}).get("identity")}}
     os.makedirs(out_dir, exist_ok=True)
     journal = Journal(os.path.join(out_dir, "search.journal.jsonl") if rank == 0 else None, header)
@@ -221,8 +225,8 @@ def run_search(
         "format": SEARCH_FORMAT,
         "version": 1,
         "objective": objective,
-        "model": {k: (model.spec or {}).get(k) for k in ("backbone", "img_size", "depth", "num_patches",
-                                                         "num_classes")},
+        "model": {**{k: (model.spec or {}).get(k) for k in ("backbone", "img_size", "depth", "num_patches",
+                                                            "num_classes")}, "weights_sha256": digest},
         "source": source or {},
         "space": space.to_dict(),
         "settings": {**settings.to_dict(), "subset": subset, "holdout_images": n_holdout,
