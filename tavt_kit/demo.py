@@ -25,27 +25,74 @@ def _command(name: str) -> Callable[[List[str]], int]:
     return lambda argv: invoke(command_module(name), name, argv)
 
 
+STAGES_FILE = "stages.json"
+
+
 def _done(path: str) -> bool:
     return os.path.isfile(path)
 
 
-def _stage(title: str, out: str, artefact: str, fn: Callable[[], int], log) -> float:
-    t0 = time.perf_counter()
-    if _done(artefact):
-        log(f"[{title}] reusing {artefact}")
-        return 0.0
-    log(f"[{title}] ...")
-    rc = fn()
-    if rc:
-        raise SystemExit(rc)
-    dt = time.perf_counter() - t0
-    log(f"[{title}] done in {dt:.0f} s -> {artefact}")
-    return dt
+class _Stages:
+    """Which stages finished successfully and with which settings (``stages.json``): only those are reused, and
+    only while every stage before them was reused too (a stage that runs again changes what follows)."""
+
+    def __init__(self, out: str, log):
+        self.path, self.log, self.rerun = os.path.join(out, STAGES_FILE), log, False
+        self.rerun_before: dict = {}
+        self.current = (None, None, False)
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                self.done = json.load(f)
+        except (OSError, ValueError):
+            self.done = {}
+
+    def _save(self) -> None:
+        from .files import write_json
+
+        write_json(self.done, self.path)
+
+    def continuing(self, key: str, settings: dict) -> bool:
+        """Whether a run of this stage with these settings started and did not finish (a kill): resume it."""
+        rec = self.done.get(key) or {}
+        return rec.get("settings") == settings and not rec.get("ok") and not self.rerun_before.get(key, False)
+
+    def run(self, title: str, key: str, artefact: str, settings: dict, fn: Callable[[], int]) -> float:
+        t0 = time.perf_counter()
+        rec = self.done.get(key) or {}
+        why = None
+        if not _done(artefact):
+            why = None if not rec else f"{artefact} is missing"
+        elif not rec.get("ok"):
+            why = "its last run did not finish successfully" if rec else "no record of how it was made"
+        elif rec.get("settings") != settings:
+            changed = sorted(k for k in set(settings) | set(rec.get("settings") or {})
+                             if settings.get(k) != (rec.get("settings") or {}).get(k))
+            why = "other settings (" + ", ".join(f"{k} {(rec.get('settings') or {}).get(k)} -> {settings.get(k)}"
+                                                 for k in changed) + ")"
+        elif self.rerun:
+            why = "an earlier stage ran again"
+        if _done(artefact) and why is None:
+            self.log(f"[{title}] reusing {artefact}")
+            return 0.0
+        self.log(f"[{title}] ..." + (f" (again: {why})" if why else ""))
+        self.rerun_before[key] = self.rerun  # an earlier stage ran again: this one starts afresh
+        self.current = (key, settings, self.continuing(key, settings))
+        self.rerun = True
+        self.done[key] = {"settings": settings, "ok": False}
+        self._save()
+        rc = fn()
+        if rc:
+            raise SystemExit(rc)
+        self.done[key]["ok"] = True
+        self._save()
+        dt = time.perf_counter() - t0
+        self.log(f"[{title}] done in {dt:.0f} s -> {artefact}")
+        return dt
 
 
-def _resumable(out_dir: str) -> List[str]:
-    """--resume when a killed run left its state, --overwrite when it left only pieces."""
-    if os.path.isfile(os.path.join(out_dir, "train_state.safetensors")) and \
+def _resumable(out_dir: str, continuing: bool) -> List[str]:
+    """--resume when a killed run of the same settings left its state, else --overwrite what is there."""
+    if continuing and os.path.isfile(os.path.join(out_dir, "train_state.safetensors")) and \
             os.path.isfile(os.path.join(out_dir, "config.json")):
         return ["--resume"]
     return ["--overwrite"] if os.path.isdir(out_dir) else []
@@ -92,21 +139,24 @@ def run(args) -> int:
     small = ["--batch-size", "16", "--eval-every", "2", "--save-every", "2", "--warmup-steps", "1"] if quick else []
 
     def train() -> int:
-        argv = ["--out", d_train] + common + small + _resumable(d_train)
+        argv = ["--out", d_train] + common + small + _resumable(d_train, stages.current[2])
         if train_steps:
             argv += ["--steps", str(train_steps)]
         return _command("train")(argv)
 
-    _stage("1/7 train", out, os.path.join(d_train, "results.json"), train, log)
+    stages = _Stages(out, log)
+    _stage = stages.run
+    _stage("1/7 train", "train", os.path.join(d_train, "results.json"), {"steps": train_steps, "quick": quick}, train)
 
     def distill() -> int:
         argv = ["--checkpoint", os.path.join(d_train, "best.safetensors"), "--out", d_dist] + common + small \
-            + _resumable(d_dist)
+            + _resumable(d_dist, stages.current[2])
         if distill_steps:
             argv += ["--steps", str(distill_steps)]
         return _command("distill")(argv)
 
-    _stage("2/7 distill", out, os.path.join(d_dist, "results.json"), distill, log)
+    _stage("2/7 distill", "distill", os.path.join(d_dist, "results.json"), {"steps": distill_steps, "quick": quick},
+           distill)
     supernet = os.path.join(d_dist, "best.safetensors")
 
     def profile() -> int:
@@ -116,9 +166,13 @@ def run(args) -> int:
         return _command("bench")(argv)
 
     table = os.path.join(d_bench, "latency_table.json")
-    _stage("3/7 latency table on this machine", out, table, profile, log)
+    _stage("3/7 latency table on this machine", "profile", table, {"batch_size": args.batch_size, "quick": quick},
+           profile)
 
     def search() -> int:
+        journal = os.path.join(d_search, "search.journal.jsonl")
+        if not stages.current[2] and os.path.isfile(journal):  # another search: its journal is not this one's
+            os.remove(journal)
         from .bench import LatencyTable
         from .models import count_macs, load_checkpoint
         from .search.run import space_of
@@ -139,7 +193,9 @@ def run(args) -> int:
         return _command("search")(argv)
 
     search_json = os.path.join(d_search, "search.json")
-    _stage("4/7 search under latency and MAC budgets", out, search_json, search, log)
+    _stage("4/7 search under latency and MAC budgets", "search", search_json,
+           {"population": args.population, "generations": args.generations,
+            "latency_fraction": args.latency_fraction, "quick": quick}, search)
     with open(search_json, encoding="utf-8") as f:
         result = json.load(f)
     latency_budget = next((b for b in result["budgets"] if b["objective"] == "latency"), None)
@@ -155,7 +211,7 @@ def run(args) -> int:
         return _command("export")(argv)
 
     export_json = os.path.join(d_export, "export.json")
-    _stage("5/7 export with verification", out, export_json, export, log)
+    _stage("5/7 export with verification", "export", export_json, {"format": args.format, "quick": quick}, export)
 
     def bench() -> int:
         argv = ["--checkpoint", supernet, "--out", d_bench, "--table", table, "--batch-size", str(args.batch_size),
@@ -168,7 +224,7 @@ def run(args) -> int:
         return _command("bench")(argv)
 
     bench_json = os.path.join(d_bench, "bench.json")
-    _stage("6/7 bench on this machine", out, bench_json, bench, log)
+    _stage("6/7 bench on this machine", "bench", bench_json, {"batch_size": args.batch_size, "quick": quick}, bench)
 
     from .report.budget import build_report
 

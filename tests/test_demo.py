@@ -35,3 +35,15 @@ def test_demo_pipeline_quick(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     again = capsys.readouterr().out
     assert again.count("reusing") == 6
+    # other settings rerun the stage (and every stage after it), saying why; an unfinished stage is not reused
+    assert main(["demo", "--quick", "--population", "5", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("reusing") == 3 and "(again: other settings (population 12 -> 5))" in text
+    assert "(again: an earlier stage ran again)" in text
+    stages = json.loads((out / "stages.json").read_text())
+    assert all(s["ok"] for s in stages.values())
+    stages["export"]["ok"] = False  # as if the export had failed its verification
+    (out / "stages.json").write_text(json.dumps(stages))
+    assert main(["demo", "--quick", "--population", "5", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "[5/7 export with verification] ... (again: its last run did not finish successfully)" in text
