@@ -130,3 +130,45 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_file(tmp_path, capsys, m
     assert "No space left on device" in err and "the disk is full" in err
     assert hashlib.sha256((out / "predictions.json").read_bytes()).hexdigest() == before
     assert not [f for f in os.listdir(out) if ".tmp-" in f]  # no half-written file left beside it
+
+
+def test_worker_errors_and_argument_errors_are_one_line(tmp_path, capsys):
+    from tavt_kit.cli import one_line as cli_one_line
+    from tavt_kit.errors import DatasetError
+
+    wrapped = DatasetError("Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                           "call last):\n  File \"x.py\", line 1, in f\ntavt_kit.errors.DatasetError: a.jpg: cannot "
+                           "decode the image (OSError: truncated)\n")
+    assert cli_one_line(wrapped) == "a.jpg: cannot decode the image (OSError: truncated)"
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--checkpoint", "x", "--macs-budget"])
+    assert e.value.code == 2
+    assert "fgvc-kit: error: search: argument --macs-budget: expected one argument" in one_line(capsys)
+    (tmp_path / "afile").write_text("x")
+    assert main(["bench", "--out", str(tmp_path / "afile"), "--quiet"]) == 2
+    assert "is a file; expected an output folder" in one_line(capsys)
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_starts_again(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"format": "fgvc-kit/train-run", "args": {}}))  # no state
+    assert main(["train", "--resume", "--out", str(out)]) == 2
+    assert "holds no run to resume" in one_line(capsys)
+    assert main(["train", "--steps", "1", "--no-test", "--no-progress", "--out", str(out)]) == 0
+
+
+def test_skip_bad_images_leaves_them_out_and_says_which(tmp_path, capsys):
+    from test_data import make_folder
+
+    root = make_folder(str(tmp_path / "data"), train=4, test=2)
+    bad = os.path.join(root, "train", "dog", "000.jpg")
+    open(bad, "wb").write(b"not an image")
+    argv = ["train", "--dataset", "folder", "--data", root, "--model", "fgvc_tiny", "--img-size", "32",
+            "--steps", "1", "--holdout", "0", "--no-test", "--no-progress", "--workers", "0"]
+    assert main(argv + ["--out", str(tmp_path / "a")]) == 2
+    assert "000.jpg: cannot decode the image" in one_line(capsys)
+    assert main(argv + ["--skip-bad-images", "--out", str(tmp_path / "b")]) == 0
+    assert "skipped 1 unreadable train image (--skip-bad-images)" in capsys.readouterr().out
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert [s["path"] for s in res["skipped_images"]["train"]] == [bad]

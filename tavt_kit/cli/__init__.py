@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import List, Optional
 
 from .. import __version__
-from ..errors import TavtKitError
+from ..errors import ConfigError, TavtKitError
 
 #: command -> (module that implements it, one-line help), in the order of the pipeline. ``demo`` runs the
 #: other commands, so it lives above this package (tavt_kit.demo), which never imports it.
@@ -56,6 +57,16 @@ def build_parser(name: Optional[str] = None) -> argparse.ArgumentParser:
     return p
 
 
+def one_line(e: BaseException) -> str:
+    """An error's own message, also when a DataLoader worker raised it (torch wraps it with the worker's
+    traceback: ``Caught DatasetError in DataLoader worker process 0. Original Traceback ...``)."""
+    text = str(e)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if last.startswith("tavt_kit.errors.") and ": " in last else last
+    return text
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
@@ -68,16 +79,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     rest = module.normalize_argv(argv[1:]) if hasattr(module, "normalize_argv") else argv[1:]
     args = build_parser(name).parse_args(rest)
     try:
+        out = getattr(args, "out", None)
+        if isinstance(out, str) and os.path.isfile(out) and name not in ("prune", "evaluate"):
+            raise ConfigError(f"--out {out}: is a file; expected an output folder")
         return module.run(args)
     except TavtKitError as e:
-        print(f"fgvc-kit: error: {e}", file=sys.stderr)
+        print(f"fgvc-kit: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fgvc-kit: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (| head): no traceback, and none at exit either
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as e:  # the disk is full, a folder cannot be written: one line naming the file

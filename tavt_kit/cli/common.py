@@ -15,12 +15,11 @@ ERROR_PREFIX = "fgvc-kit: error:"
 
 # ------------------------------------------------------------------ parsers
 class Parser(argparse.ArgumentParser):
-    """argparse with fgvc-kit's one error line: ``fgvc-kit: error: ...`` (exit 2), the usage above it."""
+    """argparse with fgvc-kit's one error line: ``fgvc-kit: error: ...`` (exit 2), pointing at the help."""
 
     def error(self, message: str):
-        self.print_usage(sys.stderr)
         cmd = self.prog[len("fgvc-kit "):] if self.prog.startswith("fgvc-kit ") else ""
-        self.exit(2, f"{ERROR_PREFIX} {cmd + ': ' if cmd else ''}{message}\n")
+        self.exit(2, f"{ERROR_PREFIX} {cmd + ': ' if cmd else ''}{message} (see {self.prog} --help)\n")
 
 
 def warn(text: str) -> None:
@@ -155,7 +154,8 @@ def check_run_dir(out: str, resume: bool, overwrite: bool, run_file: str, state_
         if kind is not None and stored.get("format") != kind:
             raise CheckpointError(f"--resume: {out} holds a {stored.get('format')} run, not a {kind} run")
         return stored
-    if (os.path.exists(run_path) or os.path.exists(os.path.join(out, state_file))) and not overwrite:
+    # a run that stopped before its first checkpoint left no state: nothing to resume, so it starts again
+    if os.path.exists(os.path.join(out, state_file)) and not overwrite:
         raise ConfigError(f"--out {out}: already holds a run; pass --resume to continue it or --overwrite "
                           "to start again")
     return None

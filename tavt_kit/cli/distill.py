@@ -108,7 +108,7 @@ def run_distill(args: argparse.Namespace) -> int:
     from ..errors import CheckpointError, ConfigError
     from ..models import load_checkpoint
     from ..train.build import check_model_fits
-    from .train import RUN_FILE, resume_args, train_config
+    from .train import RUN_FILE, fit_batch, resume_args, train_config
     from ..train import LAST_FILE, METRICS_FILE, STATE_FILE, Trainer, init_distributed
     from ..files import write_json
     from ..train.evaluate import evaluate
@@ -134,11 +134,13 @@ def run_distill(args: argparse.Namespace) -> int:
             check_scorer(model, r["scorer"])  # as create_model/patch would (cls needs a class token)
             model.scorer = r["scorer"]
         dspec = DataSpec(name=r["dataset"], root=r["data"], holdout=r["holdout"], split_seed=r["split_seed"],
-                         resize=r["resize"], train_crop=r["train_crop"])
+                         resize=r["resize"], train_crop=r["train_crop"],
+                         skip_bad_images=bool(r.get("skip_bad_images")))
         if dspec.holdout <= 0:
             raise ConfigError("--holdout: distillation evaluates sub-networks on a held-out split; expected > 0")
         space = _space(model, r)
         train_set = build_dataset(dspec, split="train", model=model)
+        cfg = fit_batch(r, cfg, args, len(train_set), world, resume)
         holdout_set = build_dataset(dspec, split="holdout", model=model)
         check_model_fits(model, train_set, r["checkpoint"])
         tracked = fixed_schedules(space)

@@ -30,7 +30,7 @@ RESULT_KEYS = ("dataset", "holdout", "split_seed", "resize", "train_crop", "mode
                "warmup_steps", "lr_schedule", "min_lr", "batch_size", "accum_steps", "label_smoothing",
                "clip_grad", "amp", "seed", "eval_every")
 #: options a resumed run may change (where the data lives, logging, the final test)
-RESUMABLE_CHANGES = ("data", "test", "save_every", "log_every", "eval_batch_size")
+RESUMABLE_CHANGES = ("data", "test", "save_every", "log_every", "eval_batch_size", "skip_bad_images")
 RUN_FILE = "config.json"
 RUN_FORMAT = "fgvc-kit/train-run"
 #: options that build a model: a command that takes the model from --checkpoint (distill) refuses them
@@ -115,7 +115,8 @@ def add_train_arguments(p: argparse.ArgumentParser, demo_recipe: Dict[str, Any] 
 
 # ------------------------------------------------------------------ resolve
 def explicit_args(args: argparse.Namespace) -> Dict[str, Any]:
-    keys = RESULT_KEYS + ("data", "num_classes", "test", "save_every", "log_every", "eval_batch_size")
+    keys = RESULT_KEYS + ("data", "num_classes", "test", "save_every", "log_every", "eval_batch_size",
+                          "skip_bad_images")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -144,6 +145,19 @@ def fit_warmup(r: Dict[str, Any], given: Dict[str, Any], recipe: Dict[str, Any])
     old, r["warmup_steps"] = r["warmup_steps"], int(fraction * r["steps"])
     return [f"--warmup-steps not given: {r['warmup_steps']} ({fraction:.0%} of --steps {r['steps']}; the recipe's "
             f"{old} does not fit)"]
+
+
+def fit_batch(r: Dict[str, Any], cfg, args: argparse.Namespace, n: int, world: int, resume: bool):
+    """A batch size the user did not set that is larger than a small training split becomes the split's size
+    (per process); returns the config to train with."""
+    import dataclasses
+
+    if resume or "batch_size" in explicit_args(args) or cfg.batch_size * world <= n or n < world:
+        return cfg
+    old, r["batch_size"] = cfg.batch_size, max(1, n // world)
+    print(f"--batch-size not given: {r['batch_size']} (the recipe's {old} is more than the {n} training "
+          "images)", flush=True)
+    return dataclasses.replace(cfg, batch_size=r["batch_size"])
 
 
 def resume_args(stored: Dict[str, Any], args: argparse.Namespace, out: str) -> Dict[str, Any]:
@@ -185,7 +199,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"train: {note}", flush=True)
     cfg = train_config(r, args)
     spec = DataSpec(name=r["dataset"], root=r["data"], holdout=r["holdout"], split_seed=r["split_seed"],
-                    resize=r["resize"], train_crop=r["train_crop"])
+                    resize=r["resize"], train_crop=r["train_crop"], skip_bad_images=bool(r.get("skip_bad_images")))
     for flag in ("img_size", "num_classes"):
         v = r.get(flag)
         if v is not None and v < 1:
@@ -216,6 +230,7 @@ def run_train(args: argparse.Namespace) -> int:
             if rank == 0:
                 print(f"train: head {model.head_name}: {arg} not given: {used}", flush=True)
         train_set = build_dataset(spec, split="train", model=model)
+        cfg = fit_batch(r, cfg, args, len(train_set), world, resume)
         holdout_set = build_dataset(spec, split="holdout", model=model) if spec.holdout > 0 else None
         if rank == 0 and not resume:
             os.makedirs(out, exist_ok=True)
@@ -256,8 +271,16 @@ def run_train(args: argparse.Namespace) -> int:
                 summary["test"]["best"] = {"step": result.best_step, **res_b.summary()}
             elif result.best_step is not None:
                 summary["test"]["best"] = summary["test"]["last"]
+        skipped = {s.split: s.meta["skipped_images"] for s in (train_set, holdout_set)
+                   if s is not None and s.meta.get("skipped_images")}
+        if skipped:
+            summary["skipped_images"] = skipped
         if rank == 0:
             write_json(summary, os.path.join(out, RESULTS_FILE))
+            for split, bad in skipped.items():
+                print(f"skipped {len(bad)} unreadable {split} image{'s' if len(bad) != 1 else ''} "
+                      f"(--skip-bad-images): " + ", ".join(b["path"] for b in bad[:5])
+                      + (" ..." if len(bad) > 5 else "") + f"; all in {os.path.join(out, RESULTS_FILE)}")
             print(f"trained {result.steps} steps"
                   + (f" (resumed at {result.resumed_from})" if result.resumed_from is not None else "")
                   + f" in {result.time_s:.1f} s ({result.images_per_s:.0f} images/s) -> {out}")

@@ -27,6 +27,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
                    help="training crop: random = resize + random crop (the seeds'), rrc = random resized crop")
     g.add_argument("--workers", type=int, metavar="N",
                    help="data loader processes (default: 0 for demo, else up to 8)")
+    g.add_argument("--skip-bad-images", action="store_true", default=None,
+                   help="leave out images that cannot be decoded (missing, truncated, not an image) instead of "
+                        "stopping; how many and which are printed and recorded")
     return g
 
 
@@ -40,7 +43,7 @@ def data_spec_from_args(args: argparse.Namespace, fallback: Optional[Dict[str, A
     else:
         base = {"name": args.dataset or "demo"}
     for flag, key in (("data", "root"), ("holdout", "holdout"), ("split_seed", "split_seed"),
-                      ("resize", "resize"), ("train_crop", "train_crop")):
+                      ("resize", "resize"), ("train_crop", "train_crop"), ("skip_bad_images", "skip_bad_images")):
         v = getattr(args, flag, None)
         if v is not None:
             base[key] = v

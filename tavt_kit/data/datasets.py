@@ -124,6 +124,8 @@ class DataSpec:
     split_seed: int = 0
     resize: Optional[int] = None
     train_crop: str = "random"
+    #: leave out images that cannot be decoded (each is checked once when the split is built) instead of failing
+    skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
         self.name = dataset_info(self.name).name
@@ -244,6 +246,7 @@ class FGVCDataset(Dataset):
         return {"dataset": self.name, "root": self.spec.root, "split": self.split, "size": len(self),
                 "num_classes": self.num_classes, "holdout": self.spec.holdout, "split_seed": self.spec.split_seed,
                 "images_per_class": [int(counts.min()), int(counts.max())] if len(counts) else [0, 0],
+                **({"skipped_images": self.meta["skipped_images"]} if "skipped_images" in self.meta else {}),
                 **self.transform_info}
 
     def __repr__(self) -> str:
@@ -323,11 +326,31 @@ def build_dataset(name="demo", root: Optional[str] = None, split: str = "train",
                   "augment": False}
         return FGVCDataset(spec, split, samples, raw.class_names, size, False, None, t_info,
                            array=upscaled(size), meta=raw.meta)
+    meta = dict(raw.meta)
+    if spec.skip_bad_images:
+        samples, bad = _decodable(samples)
+        meta["skipped_images"] = bad
     rsz = resize_for(size, info.resize_ratio, spec.resize)
     transform = image_transform(augment, size, rsz, interpolation, spec.train_crop, hflip=info.hflip)
     t_info = {"img_size": list(size), "resize": list(rsz), "interpolation": interpolation,
               "train_crop": spec.train_crop if augment else None, "augment": bool(augment)}
-    return FGVCDataset(spec, split, samples, raw.class_names, size, augment, transform, t_info, meta=raw.meta)
+    return FGVCDataset(spec, split, samples, raw.class_names, size, augment, transform, t_info, meta=meta)
+
+
+def _decodable(samples: List[Tuple[Any, int]]) -> Tuple[List[Tuple[Any, int]], List[Dict[str, str]]]:
+    """The samples whose image decodes completely, and the others with the reason (``--skip-bad-images``)."""
+    keep, bad = [], []
+    for path, label in samples:
+        try:
+            _open_image(path)
+        except DatasetError as e:
+            bad.append({"path": str(path), "reason": str(e).split(": ", 1)[-1]})
+        else:
+            keep.append((path, label))
+    if not keep:
+        raise DatasetError(f"none of the {len(samples)} images of the split could be decoded "
+                           f"(first: {bad[0]['path']}: {bad[0]['reason']})")
+    return keep, bad
 
 
 def class_names_of(spec: DataSpec) -> List[str]:
