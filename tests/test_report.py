@@ -100,3 +100,11 @@ def test_report_measures_the_picks_here_when_the_checkpoint_is_here(tmp_path, ca
     assert ship.count("ms measured /") == 2 and "predicted" not in ship
     assert main(["report", "--search", str(sp), "--no-remeasure", "--out", str(tmp_path / "r2")]) == 0
     assert "ms predicted /" in (tmp_path / "r2" / "report.md").read_text()
+
+
+def test_a_malformed_search_result_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "search.json"
+    bad.write_text(json.dumps({"format": "fgvc-kit/search", "budgets": [{"label": "x"}]}))
+    assert main(["report", "--search", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "malformed search, bench or export record" in err

@@ -180,6 +180,13 @@ def run_distill(args: argparse.Namespace) -> int:
                                num_workers=cfg.num_workers, device=trainer.device, amp_dtype=trainer.amp_dtype)
                 summary["test"][name] = {"schedule": list(sched.counts), **res.summary()}
         if rank == 0:
+            skipped = {s.split: s.meta["skipped_images"] for s in (train_set, holdout_set)
+                       if s.meta.get("skipped_images")}
+            if skipped:
+                summary["skipped_images"] = skipped
+                for split, bad in skipped.items():
+                    print(f"skipped {len(bad)} unreadable {split} image{'s' if len(bad) != 1 else ''} "
+                          f"(--skip-bad-images); all in {os.path.join(out, 'results.json')}")
             write_json(summary, os.path.join(out, "results.json"))
             png = plot_distill_curves(os.path.join(out, METRICS_FILE), os.path.join(out, "distill_curves.png"))
             print(f"distilled {result.steps} steps in {result.time_s:.1f} s -> {out}")

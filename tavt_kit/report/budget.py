@@ -222,6 +222,20 @@ def _ship_section(search: dict, search_path: str, bidx: Dict[tuple, dict], eidx:
 
 def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = None,
                  export_paths: Sequence[str] = (), budgets: Sequence[str] = ()) -> Dict[str, str]:
+    """Write ``report.md`` and ``report.html`` (plots embedded) into ``out_dir``; returns their paths.
+
+    ``budgets``: more budgets to answer (``12ms``, ``25M MACs``) from the search's Pareto front.
+    A result file without the fields fgvc-kit writes is a one-line :class:`ConfigError`.
+    """
+    try:
+        return _build(search_path, out_dir, bench_path, export_paths, budgets)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise ConfigError(f"{search_path}: malformed search, bench or export record ({type(e).__name__}: {e}); "
+                          "expected the files fgvc-kit search, bench and export write") from None
+
+
+def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_paths: Sequence[str],
+           budgets: Sequence[str]) -> Dict[str, str]:
     """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``; returns their paths."""
     from ..machine import describe
 
@@ -234,6 +248,7 @@ def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = Non
     full_counts = _counts_key(search["full"]["counts"])
     bidx = _bench_index(bench, full_counts)
     eidx = _export_index(exports)
+    ship = _ship_section(search, search_path, bidx, eidx, budgets, out_dir)  # a budget nothing meets: first
     plots = _plots(search, bidx, out_dir)
     target = (bench or {}).get("target") or ((search.get("latency") or {}).get("target") or {})
     full_lat = (bidx.get(full_counts) or {}).get("latency_ms", {}).get("p50")  # measured, same bench run
@@ -277,7 +292,7 @@ def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = Non
                   f"{target.get('batch_size')}, {target.get('threads') or 'default'} threads"
                   + (f", precision {target.get('precision_used')}" if target.get("precision_used") else "") + ".")
     md.append("")
-    md += _ship_section(search, search_path, bidx, eidx, budgets, out_dir)
+    md += ship
     for p in plots:
         md.append(f"![{p}]({p})")
     md.append("")
