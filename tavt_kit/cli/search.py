@@ -85,7 +85,6 @@ def run(args) -> int:
     latency_fn = remeasure_fn = info = None
     if need_latency:
         latency_fn, remeasure_fn, info = latency_objective(model, args)
-        _check_latency_budgets(model, budgets, latency_fn)
     settings = EvolutionSettings(args.population, args.generations, args.mutations, args.crossovers,
                                  args.mutation_prob, args.seed)
     with torch.inference_mode():
@@ -135,18 +134,3 @@ def _check_budgets_reachable(model, budgets) -> None:
         if b.objective == "macs" and b.limit < low:
             raise ConfigError(f"--macs-budget {b.label}: below the smallest schedule of the search space; "
                               f"achievable: {low / 1e6:.4g}M to {high / 1e6:.4g}M MACs")
-
-
-def _check_latency_budgets(model, budgets, latency_fn) -> None:
-    """A latency budget below the space's smallest schedule is refused too (its latency, as the search sees it)."""
-    from ..search.run import space_of
-
-    lat = [b for b in budgets if b.objective == "latency"]
-    if not lat:
-        return
-    space = space_of(model)
-    low, high = latency_fn(space.smallest()), latency_fn(space.full())
-    for b in lat:
-        if b.limit < low:
-            raise ConfigError(f"--latency-budget {b.label}: below the smallest schedule of the search space; "
-                              f"achievable: {low * 1e3:.4g} ms to {high * 1e3:.4g} ms")
