@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from .common import check_run_dir, pct
+from .common import pct
 
 DEFAULT_OUT = os.path.join("runs", "distill")
 RUN_FORMAT = "fgvc-kit/distill-run"
@@ -108,19 +108,13 @@ def run_distill(args: argparse.Namespace) -> int:
     from ..errors import CheckpointError, ConfigError
     from ..models import load_checkpoint
     from ..train.build import check_model_fits
-    from .train import RUN_FILE, fit_batch, resume_args, train_config
-    from ..train import LAST_FILE, METRICS_FILE, STATE_FILE, Trainer, init_distributed
+    from .train import fit_batch, open_run, train_config
+    from ..train import LAST_FILE, METRICS_FILE, Trainer, init_distributed
     from ..files import write_json
     from ..train.evaluate import evaluate
     from ..distill.inplace import InplaceDistillStep, fixed_schedules, make_schedule_eval
 
-    out = args.out or DEFAULT_OUT
-    resume = bool(args.resume)
-    run_path = os.path.join(out, RUN_FILE)
-    stored = check_run_dir(out, resume, bool(args.overwrite), RUN_FILE, STATE_FILE, kind=RUN_FORMAT)
-    r = resume_args(stored["args"], args, out) if stored is not None else _resolve(args)
-    for note in r.pop("notes", []):
-        print(f"distill: {note}", flush=True)
+    out, resume, run_path, r = open_run(args, RUN_FORMAT, _resolve, "distill", DEFAULT_OUT)
     if not os.path.exists(r["checkpoint"]):
         raise CheckpointError(f"--checkpoint {r['checkpoint']}: checkpoint not found")
     cfg = dataclasses.replace(train_config(r, args), select_metric="top1_mean")

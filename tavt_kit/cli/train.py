@@ -33,6 +33,8 @@ RESULT_KEYS = ("dataset", "holdout", "split_seed", "resize", "train_crop", "mode
 RESUMABLE_CHANGES = ("data", "test", "save_every", "log_every", "eval_batch_size", "skip_bad_images")
 RUN_FILE = "config.json"
 RUN_FORMAT = "fgvc-kit/train-run"
+#: the training state a resumable run leaves (tavt_kit.train.STATE_FILE, without importing torch for --help)
+STATE_FILE_NAME = "train_state.safetensors"
 #: options that build a model: a command that takes the model from --checkpoint (distill) refuses them
 NOT_WITH_A_MODEL = ("pretrained", "model", "num_classes", "img_size", "head", "drop_path")
 RESULTS_FILE = "results.json"
@@ -160,6 +162,18 @@ def fit_batch(r: Dict[str, Any], cfg, args: argparse.Namespace, n: int, world: i
     return dataclasses.replace(cfg, batch_size=r["batch_size"])
 
 
+def open_run(args: argparse.Namespace, kind: str, resolve, command: str, default_out: str):
+    """The run folder, whether it resumes, and the run's settings (stored ones when resuming, else resolved),
+    with the notes of defaults that were fitted printed; shared by train and distill."""
+    out = args.out or default_out
+    resume = bool(args.resume)
+    stored = check_run_dir(out, resume, bool(args.overwrite), RUN_FILE, STATE_FILE_NAME, kind=kind)
+    r = resume_args(stored["args"], args, out) if stored is not None else resolve(args)
+    for note in r.pop("notes", []):
+        print(f"{command}: {note}", flush=True)
+    return out, resume, os.path.join(out, RUN_FILE), r
+
+
 def resume_args(stored: Dict[str, Any], args: argparse.Namespace, out: str) -> Dict[str, Any]:
     """The stored settings of a run being resumed; options that change its result must not differ."""
     return check_resume_args(stored, explicit_args(args), RESULT_KEYS, out, RESUMABLE_CHANGES)
@@ -190,13 +204,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..files import write_json
     from ..train.evaluate import evaluate
 
-    out = args.out or DEFAULT_OUT
-    resume = bool(args.resume)
-    run_path = os.path.join(out, RUN_FILE)
-    stored = check_run_dir(out, resume, bool(args.overwrite), RUN_FILE, STATE_FILE, kind=RUN_FORMAT)
-    r = resume_args(stored["args"], args, out) if stored is not None else resolve_train_args(args)
-    for note in r.pop("notes", []):
-        print(f"train: {note}", flush=True)
+    out, resume, run_path, r = open_run(args, RUN_FORMAT, resolve_train_args, "train", DEFAULT_OUT)
     cfg = train_config(r, args)
     spec = DataSpec(name=r["dataset"], root=r["data"], holdout=r["holdout"], split_seed=r["split_seed"],
                     resize=r["resize"], train_crop=r["train_crop"], skip_bad_images=bool(r.get("skip_bad_images")))
