@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, ScheduleError
-from .args import depth_at_least, int_arg, needs_class_token
 from ..token_drop import BlockObserver
+from .args import depth_at_least, int_arg, needs_class_token
 from .registry import register_head
 
 _MAWS = frozenset({"maws"})

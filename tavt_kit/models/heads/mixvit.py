@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from .args import depth_at_least, float_arg, needs_class_token
 from ..token_drop import BlockObserver
+from .args import depth_at_least, float_arg, needs_class_token
 from .registry import register_head
 
 _PROBS = frozenset({"probs"})

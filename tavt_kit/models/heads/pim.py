@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from .args import float_arg, int_arg
 from ..token_drop import BlockObserver
+from .args import float_arg, int_arg
 from .registry import register_head
 
 _NONE = frozenset()
