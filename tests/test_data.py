@@ -289,7 +289,7 @@ def test_wrong_layouts_name_the_expected_files(tmp_path, name, files, expected):
 
 
 def test_bad_names_paths_and_images(tmp_path):
-    with pytest.raises(DatasetError, match="unknown dataset 'cub2011'.*known: demo, cub, nabirds"):
+    with pytest.raises(DatasetError, match="unknown dataset 'cub2011'.*known: demo, cluttered-digits, cub, nabirds"):
         build_dataset("cub2011", str(tmp_path))
     with pytest.raises(DatasetError, match="nowhere: not found"):
         build_dataset("cub", "nowhere")

@@ -55,6 +55,7 @@ def _resolve(args: argparse.Namespace) -> Dict[str, Any]:
             raise ConfigError(f"--{flag.replace('_', '-')}: not used by distill; the model, its size, classes and "
                               "head come from --checkpoint")
     # the data the checkpoint was trained on, unless told otherwise
+    from ..data import dataset_info
     from ..models import read_spec
 
     spec = read_spec(args.checkpoint, required=False) if os.path.isfile(args.checkpoint) else None
@@ -62,12 +63,14 @@ def _resolve(args: argparse.Namespace) -> Dict[str, Any]:
     if args.dataset is None and recorded.get("name"):
         args.dataset = recorded["name"]
         for flag, key in (("data", "root"), ("holdout", "holdout"), ("split_seed", "split_seed"),
-                          ("resize", "resize"), ("train_crop", "train_crop")):
+                          ("resize", "resize"), ("train_crop", "train_crop"), ("dataset_options", "options")):
+            if flag == "holdout" and dataset_info(args.dataset).own_holdout:
+                continue  # the dataset's own held-out split
             if getattr(args, flag, None) is None and recorded.get(key) is not None:
                 setattr(args, flag, recorded[key])
     r = resolve_train_args(args)
     given = explicit_args(args)
-    demo = r["dataset"] == "demo"
+    demo = dataset_info(r["dataset"]).builtin
     for k, v in DISTILL_DEFAULTS.items():
         r[k] = getattr(args, k) if getattr(args, k, None) is not None else v
     if demo:
@@ -127,9 +130,7 @@ def run_distill(args: argparse.Namespace) -> int:
 
             check_scorer(model, r["scorer"])  # as create_model/patch would (cls needs a class token)
             model.scorer = r["scorer"]
-        dspec = DataSpec(name=r["dataset"], root=r["data"], holdout=r["holdout"], split_seed=r["split_seed"],
-                         resize=r["resize"], train_crop=r["train_crop"],
-                         skip_bad_images=bool(r.get("skip_bad_images")))
+        dspec = data_spec(r)
         if dspec.holdout <= 0:
             raise ConfigError("--holdout: distillation evaluates sub-networks on a held-out split; expected > 0")
         space = _space(model, r)

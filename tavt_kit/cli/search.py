@@ -5,6 +5,7 @@ import argparse
 import os
 
 from ..errors import ConfigError
+from ..search.fitness import DEFAULT_FITNESS, FITNESSES
 from .common import add_deprecated, parse_macs, parse_seconds
 
 
@@ -40,6 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="crossover children per generation: the mean of two parents (default 30)")
     e.add_argument("--mutation-prob", type=float, default=0.5, metavar="P",
                    help="probability that a mutation changes each block's count (default 0.5)")
+    e.add_argument("--fitness", choices=FITNESSES, default=DEFAULT_FITNESS,
+                   help="what is maximised on the held-out images: accuracy, nll (minus the cross-entropy) or kl "
+                        f"(minus the KL divergence from the full model's predictions; no labels needed) "
+                        f"(default {DEFAULT_FITNESS}: it predicts test accuracy best, see the README)")
     e.add_argument("--seed", type=int, default=0, help="seed of the search and of --subset (default 0)")
     p.add_argument("--subset", type=int, metavar="N", help="search on N held-out images (seeded subset; default all)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per evaluation batch (default 64)")
@@ -92,7 +97,8 @@ def run(args) -> int:
                             latency_fn=latency_fn, remeasure_fn=remeasure_fn, latency_info=info,
                             transform=Normalize.from_model(model), batch_size=args.batch_size,
                             subset=args.subset, source={"checkpoint": os.path.abspath(args.checkpoint),
-                                                        "data": dspec.to_dict()})
+                                                        "data": dspec.to_dict()},
+                            fitness=args.fitness)
     print(summary(result))
     print(f"wrote {os.path.join(args.out, 'search.json')}")
     return 0
@@ -107,8 +113,16 @@ def summary(result: dict) -> str:
             return f"  {name:<22} nothing in the search space meets this budget"
         lat = f"{d['latency_ms']:8.2f} ms" if d.get("latency_ms") is not None else ""
         test = f"{100 * d['test_accuracy']:6.2f}" if d.get("test_accuracy") is not None else "   n/a"
+        if d.get("test_interval"):
+            test += " [{:.2f}, {:.2f}]".format(*(100 * v for v in d["test_interval"]))
+        vs = d.get("vs_searched")
+        versus = ""
+        if vs:
+            versus = "  searched {:+.2f} [{:+.2f}, {:+.2f}] {}".format(
+                100 * vs["difference"], *(100 * v for v in vs["interval"]),
+                "" if vs["resolved"] else "(within noise)")
         return (f"  {name:<22} holdout {100 * d['holdout_accuracy']:6.2f}  test {test}  "
-                f"{d['macs'] / 1e9:8.4f} GMACs ({full['macs'] / d['macs']:.2f}x fewer) {lat}")
+                f"{d['macs'] / 1e9:8.4f} GMACs ({full['macs'] / d['macs']:.2f}x fewer) {lat}{versus}")
 
     lines.append(row("full", full))
     lines.append(row("smallest of the space", result["smallest"]))

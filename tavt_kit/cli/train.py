@@ -23,9 +23,11 @@ SEEDS_RECIPE: Dict[str, Any] = dict(optimizer="sgd", lr=3e-2, weight_decay=0.0, 
 DEMO_RECIPE: Dict[str, Any] = dict(SEEDS_RECIPE, optimizer="adamw", lr=1.5e-3, weight_decay=0.05, warmup_steps=50,
                                    steps=500, batch_size=64, label_smoothing=0.0, eval_every=100, save_every=100,
                                    log_every=10, eval_batch_size=256)
+#: the built-in cluttered digits: the same model and recipe, longer (the digit must be found among clutter)
+CLUTTERED_RECIPE: Dict[str, Any] = dict(DEMO_RECIPE, steps=1500, eval_every=250, save_every=250)
 
 #: options that change what a run computes: a resumed run must keep them
-RESULT_KEYS = ("dataset", "holdout", "split_seed", "resize", "train_crop", "model", "pretrained", "img_size",
+RESULT_KEYS = ("dataset", "dataset_options", "holdout", "split_seed", "resize", "train_crop", "model", "pretrained", "img_size",
                "head", "scorer", "drop_path", "optimizer", "lr", "weight_decay", "momentum", "steps",
                "warmup_steps", "lr_schedule", "min_lr", "batch_size", "accum_steps", "label_smoothing",
                "clip_grad", "amp", "seed", "eval_every")
@@ -39,6 +41,20 @@ STATE_FILE_NAME = "train_state.safetensors"
 NOT_WITH_A_MODEL = ("pretrained", "model", "num_classes", "img_size", "head", "drop_path")
 RESULTS_FILE = "results.json"
 DEFAULT_OUT = os.path.join("runs", "train")
+
+
+def builtin_recipe(name: str) -> Dict[str, Any]:
+    """The short CPU recipe of a built-in dataset (the cluttered digits need more steps than the plain ones)."""
+    return CLUTTERED_RECIPE if name == "cluttered-digits" else DEMO_RECIPE
+
+
+def data_spec(r: Dict[str, Any]):
+    """The :class:`DataSpec` of a resolved run."""
+    from ..data import DataSpec
+
+    return DataSpec(name=r["dataset"], root=r["data"], holdout=r["holdout"], split_seed=r["split_seed"],
+                    resize=r["resize"], train_crop=r["train_crop"], skip_bad_images=bool(r.get("skip_bad_images")),
+                    options=r.get("dataset_options") or {})
 
 
 # ------------------------------------------------------------------ options
@@ -125,9 +141,12 @@ def explicit_args(args: argparse.Namespace) -> Dict[str, Any]:
 def resolve_train_args(args: argparse.Namespace) -> Dict[str, Any]:
     """Every setting of a run: the options given, the recipe's defaults for the rest."""
     from ..data import dataset_info
+    from ..data.args import check_own_holdout
 
-    name = dataset_info(args.dataset or "demo").name
-    recipe = DEMO_RECIPE if name == "demo" else SEEDS_RECIPE
+    info = dataset_info(args.dataset or "demo")
+    name = info.name
+    recipe = builtin_recipe(name) if info.builtin else SEEDS_RECIPE
+    check_own_holdout(name, args.holdout)
     r: Dict[str, Any] = dict(recipe)
     r.update(dataset=name, data=None, holdout=0.1, split_seed=0, resize=None, train_crop="random", model=None,
              pretrained=None, img_size=None, num_classes=None, head=None, scorer=None, drop_path=None, amp=None,
@@ -206,13 +225,12 @@ def run_train(args: argparse.Namespace) -> int:
 
     out, resume, run_path, r = open_run(args, RUN_FORMAT, resolve_train_args, "train", DEFAULT_OUT)
     cfg = train_config(r, args)
-    spec = DataSpec(name=r["dataset"], root=r["data"], holdout=r["holdout"], split_seed=r["split_seed"],
-                    resize=r["resize"], train_crop=r["train_crop"], skip_bad_images=bool(r.get("skip_bad_images")))
+    spec = data_spec(r)
     for flag in ("img_size", "num_classes"):
         v = r.get(flag)
         if v is not None and v < 1:
             raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive number, got {v}")
-    if spec.name != "demo" and r["pretrained"] is None and r["model"] is None:
+    if not spec.info.builtin and r["pretrained"] is None and r["model"] is None:
         raise ConfigError(f"--checkpoint: fine-tuning on {spec.name} needs weights to start from (ViT-B_16.npz, a "
                           "timm .pth, a seeds' .bin or an fgvc-kit checkpoint), or --model NAME to train from scratch")
     class_names = class_names_of(spec)

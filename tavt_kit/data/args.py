@@ -5,7 +5,7 @@ import argparse
 from typing import Any, Dict, Optional
 
 from ..errors import ConfigError
-from .datasets import DATASETS, DataSpec
+from .datasets import DATASETS, DataSpec, dataset_info
 from .transforms import TRAIN_CROPS
 
 
@@ -19,6 +19,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
     g.add_argument("--holdout", type=float, metavar="FRACTION",
                    help="fraction of the training set held out (stratified, seeded) for model selection and "
                         "search; 0 = none (default: 0.1)")
+    g.add_argument("--dataset-option", dest="dataset_options", action=OptionAction, metavar="KEY=VALUE",
+                   help="an option of a generated dataset, repeatable (cluttered-digits: seed, train, holdout, "
+                        "test, canvas, digit_min, digit_max, clutter, fragment; see the README)")
     g.add_argument("--split-seed", type=int, metavar="N", help="seed of the held-out split (default: 0)")
     g.add_argument("--resize", type=int, metavar="N",
                    help="resize size before cropping (default: 600/448 of the image size, 500/384 for "
@@ -33,6 +36,28 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
     return g
 
 
+class OptionAction(argparse.Action):
+    """``--dataset-option KEY=VALUE`` (repeatable) into a dict; a malformed pair is a one-line error."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        key, sep, val = str(value).partition("=")
+        if not sep or not key.strip():
+            parser.error(f"{option_string} {value}: expected KEY=VALUE, e.g. seed=1")
+        d = dict(getattr(namespace, self.dest, None) or {})
+        d[key.strip()] = val.strip()
+        setattr(namespace, self.dest, d)
+
+
+def check_own_holdout(name: str, holdout: Optional[float]) -> None:
+    """``--holdout`` given for a dataset that brings its own held-out split: refused (it would be ignored)."""
+    if holdout is None or float(holdout) in (0.0,):
+        return
+    info = dataset_info(name)
+    if info.own_holdout:
+        raise ConfigError(f"--holdout {holdout}: dataset {info.name} has its own held-out split (disjoint source "
+                          "images); set its size with --dataset-option holdout=N, or --holdout 0 for none")
+
+
 def data_spec_from_args(args: argparse.Namespace, fallback: Optional[Dict[str, Any]] = None) -> DataSpec:
     """A :class:`DataSpec` from the options; ``fallback`` (a checkpoint's recorded data) fills what is not given."""
     base: Dict[str, Any] = {}
@@ -43,10 +68,12 @@ def data_spec_from_args(args: argparse.Namespace, fallback: Optional[Dict[str, A
     else:
         base = {"name": args.dataset or "demo"}
     for flag, key in (("data", "root"), ("holdout", "holdout"), ("split_seed", "split_seed"),
-                      ("resize", "resize"), ("train_crop", "train_crop"), ("skip_bad_images", "skip_bad_images")):
+                      ("resize", "resize"), ("train_crop", "train_crop"), ("skip_bad_images", "skip_bad_images"),
+                      ("dataset_options", "options")):
         v = getattr(args, flag, None)
         if v is not None:
             base[key] = v
+    check_own_holdout(base.get("name", "demo"), getattr(args, "holdout", None))
     workers = getattr(args, "workers", None)
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers: expected a non-negative number of processes, got {workers}")

@@ -21,7 +21,7 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import ConfigError, DatasetError
 from ..files import atomic_path
 from . import formats
+from . import cluttered
 from .demo import load_demo, upscaled
 from .splits import check_fraction, stratified_split
 from .transforms import TRAIN_CROPS, image_transform, pair, resize_for
@@ -54,6 +55,15 @@ class DatasetInfo:
     hflip: bool = True
     needs_root: bool = True
     aliases: Tuple[str, ...] = ()
+    #: the dataset brings its own held-out split (``--holdout`` does not apply)
+    own_holdout: bool = False
+    #: generator options (``--dataset-option KEY=VALUE``): a function that validates them and fills defaults
+    options: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None
+
+    @property
+    def builtin(self) -> bool:
+        """Built into fgvc-kit (no files to read): the short CPU recipe and the tiny model are its defaults."""
+        return not self.needs_root
 
 
 #: canonical name -> DatasetInfo
@@ -72,6 +82,12 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
 register_dataset(DatasetInfo("demo", load_demo, "built-in handwritten digits (scikit-learn, no download)",
                              "nothing (bundled)", resize_ratio=1.0, img_size=None, hflip=False, needs_root=False,
                              aliases=("digits",)))
+register_dataset(DatasetInfo(cluttered.NAME, cluttered.load_cluttered,
+                             "built-in cluttered digits: one digit among clutter on a larger canvas, disjoint "
+                             "source digits per split (generated, no download)", "nothing (generated)",
+                             resize_ratio=1.0, img_size=None, hflip=False, needs_root=False,
+                             aliases=("cluttered", "cluttered_digits"), own_holdout=True,
+                             options=cluttered.check_options))
 register_dataset(DatasetInfo("cub", formats.load_cub, "CUB-200-2011 (200 bird species)", formats.CUB_LAYOUT,
                              aliases=("cub200", "cub_200_2011", "cub-200-2011")))
 register_dataset(DatasetInfo("nabirds", formats.load_nabirds, "NABirds (555 North American bird classes)",
@@ -126,6 +142,8 @@ class DataSpec:
     train_crop: str = "random"
     #: leave out images that cannot be decoded (each is checked once when the split is built) instead of failing
     skip_bad_images: bool = False
+    #: a generated dataset's options (``--dataset-option``), as given (defaults are not stored)
+    options: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.name = dataset_info(self.name).name
@@ -139,9 +157,15 @@ class DataSpec:
             raise ConfigError(f"--resize: expected a positive size, got {self.resize!r}")
         if self.root is not None:
             self.root = os.fspath(self.root)
-            if self.name == "demo" and self.root:
-                raise ConfigError(f"--data {self.root}: the built-in demo dataset has no root folder; give "
+            if self.info.builtin and self.root:
+                raise ConfigError(f"--data {self.root}: the built-in {self.name} dataset has no root folder; give "
                                   "--dataset with it (the format of the data in that folder)")
+        self.options = dict(self.options or {})
+        if self.options:
+            if self.info.options is None:
+                raise ConfigError(f"--dataset-option {next(iter(self.options))}: dataset {self.name} takes no "
+                                  "options (only generated datasets do)")
+            self.info.options(self.options)  # validates, one line
 
     @property
     def info(self) -> DatasetInfo:
@@ -158,13 +182,16 @@ class DataSpec:
 
 # -------------------------------------------------------------------- loading
 @functools.lru_cache(maxsize=8)
-def _load_raw_cached(name: str, root: Optional[str], stamp: Tuple) -> formats.RawDataset:
+def _load_raw_cached(name: str, root: Optional[str], stamp: Tuple, options: Tuple) -> formats.RawDataset:
+    if DATASETS[name].options is not None:
+        return DATASETS[name].load(root, dict(options))
     return DATASETS[name].load(root)
 
 
-def load_raw(name: str, root: Optional[str] = None) -> formats.RawDataset:
-    """The official splits of a dataset (parsed once per process and root)."""
+def load_raw(name: str, root: Optional[str] = None, options: Optional[Dict[str, Any]] = None) -> formats.RawDataset:
+    """The official splits of a dataset (parsed once per process, root and options)."""
     info = dataset_info(name)
+    key = tuple(sorted(info.options(dict(options or {})).items())) if info.options is not None else ()
     if not info.needs_root:
         root = None
     elif root is None or root == "":
@@ -173,7 +200,7 @@ def load_raw(name: str, root: Optional[str] = None) -> formats.RawDataset:
     if root is not None and os.path.isdir(root):
         st = os.stat(root)
         stamp = (os.path.realpath(root), st.st_mtime_ns)
-    return _load_raw_cached(info.name, root, stamp)
+    return _load_raw_cached(info.name, root, stamp, key)
 
 
 def _open_image(path: str):
@@ -244,7 +271,10 @@ class FGVCDataset(Dataset):
     def describe(self) -> Dict[str, Any]:
         counts = np.bincount(self.targets, minlength=self.num_classes) if self.targets else np.zeros(0)
         return {"dataset": self.name, "root": self.spec.root, "split": self.split, "size": len(self),
-                "num_classes": self.num_classes, "holdout": self.spec.holdout, "split_seed": self.spec.split_seed,
+                "num_classes": self.num_classes,
+                "holdout": "own split" if self.spec.info.own_holdout else self.spec.holdout,
+                "split_seed": self.spec.split_seed,
+                **({"options": self.spec.options} if self.spec.options else {}),
                 "images_per_class": [int(counts.min()), int(counts.max())] if len(counts) else [0, 0],
                 **({"skipped_images": self.meta["skipped_images"]} if "skipped_images" in self.meta else {}),
                 **self.transform_info}
@@ -259,6 +289,9 @@ def split_samples(raw: formats.RawDataset, split: str, holdout: float, split_see
         raise ConfigError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
     if split == "test":
         return list(raw.test)
+    if raw.holdout is not None:  # the dataset's own held-out split (disjoint sources): never carved from train
+        return {"train": list(raw.train), "holdout": list(raw.holdout),
+                "trainval": list(raw.train) + list(raw.holdout)}[split]
     if split == "trainval" or (split == "train" and holdout == 0):
         return list(raw.train)
     if holdout == 0:
@@ -310,22 +343,24 @@ def build_dataset(name="demo", root: Optional[str] = None, split: str = "train",
     if img_size is None:
         img_size = _model_img_size(model) if model is not None else None
     if img_size is None:
-        img_size = info.img_size or (64 if info.name == "demo" else 448)
+        img_size = info.img_size or (64 if info.builtin else 448)
     size = pair(img_size)
     if interpolation is None:
         interpolation = ((getattr(model, "spec", None) or {}).get("normalization") or {}).get(
             "interpolation", "bicubic") if model is not None else "bicubic"
-    raw = load_raw(info.name, spec.root)
+    raw = load_raw(info.name, spec.root, spec.options)
     samples = split_samples(raw, split, spec.holdout, spec.split_seed)
     if augment is None:
         augment = split in ("train", "trainval")
-    if info.name == "demo":
-        # centred digits, no augmentation: flips mirror digits, and random translations slow a
-        # from-scratch ViT down more than they help it in the demo's few hundred steps
+    if info.builtin:
+        # no augmentation: flips mirror digits, and random translations slow a from-scratch ViT down more
+        # than they help it in the demo's few hundred steps (the cluttered digits are already placed at random)
         t_info = {"img_size": list(size), "resize": None, "interpolation": "bilinear", "train_crop": None,
                   "augment": False}
+        array = upscaled(size) if info.name == "demo" else \
+            cluttered.resized(cluttered.option_key(spec.options), size)
         return FGVCDataset(spec, split, samples, raw.class_names, size, False, None, t_info,
-                           array=upscaled(size), meta=raw.meta)
+                           array=array, meta=raw.meta)
     meta = dict(raw.meta)
     if spec.skip_bad_images:
         samples, bad = _decodable(samples)
@@ -355,7 +390,7 @@ def _decodable(samples: List[Tuple[Any, int]]) -> Tuple[List[Tuple[Any, int]], L
 
 def class_names_of(spec: DataSpec) -> List[str]:
     """The class names of a dataset (parses the annotations, decodes nothing)."""
-    return list(load_raw(spec.name, spec.root).class_names)
+    return list(load_raw(spec.name, spec.root, spec.options).class_names)
 
 
 # -------------------------------------------------------------------- loaders
@@ -389,6 +424,7 @@ def _cache_key(dataset: FGVCDataset) -> Dict[str, Any]:
     digest = hashlib.sha256("\n".join(f"{p}\t{t}" for p, t in zip(paths, dataset.targets)).encode()).hexdigest()
     return {"format": "fgvc-kit/eval-tensors", "version": 1, "dataset": dataset.name, "split": dataset.split,
             "holdout": dataset.spec.holdout, "split_seed": dataset.spec.split_seed, "size": len(dataset),
+            **({"options": dataset.spec.options} if dataset.spec.options else {}),
             "samples_sha256": digest, **{k: v for k, v in dataset.transform_info.items()}}
 
 

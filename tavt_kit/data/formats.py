@@ -12,7 +12,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DatasetError
 
@@ -29,6 +29,8 @@ class RawDataset:
     test: List[Sample]
     class_names: List[str]
     meta: Dict[str, Any] = field(default_factory=dict)
+    #: a held-out split of the dataset's own (disjoint sources); None = carve one from ``train``
+    holdout: Optional[List[Sample]] = None
 
     def __post_init__(self) -> None:
         n = len(self.class_names)
@@ -36,7 +38,7 @@ class RawDataset:
             raise DatasetError(f"the dataset has {n} class{'es' if n != 1 else ''} "
                                f"({', '.join(map(str, self.class_names)) or 'none'}); a classifier needs at "
                                "least two")
-        for split, samples in (("train", self.train), ("test", self.test)):
+        for split, samples in (("train", self.train), ("test", self.test), ("holdout", self.holdout or [])):
             bad = next((lab for _, lab in samples if not 0 <= int(lab) < n), None)
             if bad is not None:
                 raise DatasetError(f"{split} split: label {bad} is outside the {n} classes of the dataset")

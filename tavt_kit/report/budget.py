@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ConfigError
 from ..search.plot import mac_unit, save_accuracy_plot
+from ..stats import wilson_interval
 from ..search.result import front_latency_ms, select_budget
 
 
@@ -78,6 +79,25 @@ def _export_rows(doc: dict) -> List[Dict[str, Any]]:
 
 def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
+
+
+def _pct_ci(d: dict, split: str, n: int) -> str:
+    """An accuracy with its 95 % interval: ``93.10 [92.18, 93.93]``."""
+    acc = d.get(f"{split}_accuracy")
+    if acc is None:
+        return "–"
+    ci = d.get(f"{split}_interval") or (list(wilson_interval(int(round(acc * n)), n)) if n else None)
+    return _pct(acc) + ("" if not ci else " [{:.2f}, {:.2f}]".format(100 * ci[0], 100 * ci[1]))
+
+
+def _versus(d: Optional[dict]) -> str:
+    """The searched pick minus this baseline on the same test images, with the paired 95 % interval."""
+    vs = (d or {}).get("vs_searched")
+    if not vs:
+        return "–"
+    lo, hi = vs["interval"]
+    return f"{100 * vs['difference']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]" + (
+        "" if vs["resolved"] else " (within noise)")
 
 
 def _ms(x) -> str:
@@ -198,7 +218,7 @@ def _ship_section(search: dict, search_path: str, bidx: Dict[tuple, dict], eidx:
                          "again with a latency table made on this machine, or pick a tighter budget "
                          "(fgvc-kit report --budget)")
         test = d.get("test_accuracy")
-        acc = "–" if test is None else f"{100 * test:.2f} %" + (
+        acc = "–" if test is None else _pct_ci(d, "test", search["settings"].get("test_images") or 0) + " %" + (
             f" ({100 * (test - full_test):+.2f} points)" if full_test is not None else "")
         ship = "not exported yet"
         for doc in eidx.get(key, []):
@@ -280,13 +300,18 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
         return "; ".join(parts) or "–"
 
     mscale, munit = mac_unit(search["full"]["macs"])
-    head = ["", "schedule (patch tokens per block)", "holdout top-1", "test top-1", munit, "MAC reduction",
-            "p50 ms", "p90 ms", "speed-up", "exported"]
+    head = ["", "schedule (patch tokens per block)", "holdout top-1 [95 %]", "test top-1 [95 %]",
+            "searched minus this, test [paired 95 %]", munit, "MAC reduction", "p50 ms", "p90 ms", "speed-up",
+            "exported"]
+    n_hold, n_test = search["settings"].get("holdout_images") or 0, search["settings"].get("test_images") or 0
     md: List[str] = [f"# Latency-budget report: {name}", ""]
     md.append(f"Model **{name}** at {model.get('img_size')}, {model.get('depth')} blocks, {model.get('num_patches')} "
               f"patch tokens, {model.get('num_classes')} classes. Search objective: **{search.get('objective')}**; "
-              f"{search['timing']['evaluations']} candidates; fitness on {search['settings']['holdout_images']} "
-              f"held-out images, test accuracy on {search['settings']['test_images']} test images (reported only).")
+              f"{search['timing']['evaluations']} candidates; fitness "
+              f"**{search['settings'].get('fitness', 'accuracy')}** on {search['settings']['holdout_images']} "
+              f"held-out images, test accuracy on {search['settings']['test_images']} test images (reported only). "
+              "Accuracies carry their 95 % Wilson interval; a baseline's difference to the searched pick is paired "
+              "on the same test images, and called *within noise* when its 95 % interval contains 0.")
     if target:
         md.append(f"Latency: backend **{target.get('backend')}** on **{target.get('device')}**, batch "
                   f"{target.get('batch_size')}, {target.get('threads') or 'default'} threads"
@@ -300,13 +325,14 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
 
     def row(label, d) -> str:
         if d is None:
-            return "| " + " | ".join([label, "nothing in the search space meets this budget"] + ["–"] * 8) + " |"
-        cells = [label, ",".join(map(str, d["counts"])), _pct(d.get("holdout_accuracy")), _pct(d.get("test_accuracy")),
-                 f"{d['macs'] / mscale:.4g}", f"{full_macs / d['macs']:.2f}x"] + lat_cols(d) + [export_col(d)]
+            return "| " + " | ".join([label, "nothing in the search space meets this budget"] + ["–"] * 9) + " |"
+        cells = [label, ",".join(map(str, d["counts"])), _pct_ci(d, "holdout", n_hold), _pct_ci(d, "test", n_test),
+                 _versus(d), f"{d['macs'] / mscale:.4g}", f"{full_macs / d['macs']:.2f}x"] + lat_cols(d) + \
+            [export_col(d)]
         return "| " + " | ".join(cells) + " |"
 
     def table(rows) -> List[str]:
-        return ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 7 + ["---"]) + "|"] + rows
+        return ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 8 + ["---"]) + "|"] + rows
 
     md.append("## Reference points")
     md += table([row("full model", search["full"]), row("smallest of the space", search["smallest"])])
@@ -316,6 +342,11 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
         rows = [row("**searched**", b.get("best"))]
         rows += [row(f"baseline: {k}", d) for k, d in (b.get("baselines") or {}).items()]
         md += table(rows)
+        ties = [k for k, d in (b.get("baselines") or {}).items() if (d.get("vs_searched") or {}).get("resolved") is False]
+        if ties:
+            md.append("")
+            md.append(f"The searched pick and {', '.join(ties)} differ by less than the 95 % interval of their "
+                      "paired difference on the test images: this data cannot tell them apart.")
         if b.get("schedule_file"):
             md.append("")
             md.append(f"Drop config: `{b['schedule_file']}`")

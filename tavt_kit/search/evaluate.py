@@ -19,9 +19,15 @@ candidate with ``model(x, drop=schedule)`` (fp32, deterministic kernels).
 Models whose head reads more than the final tokens (FFVT, PIM) or backbones
 other than timm ViTs fall back to one full forward per candidate, still on the
 cached inputs.
+
+Besides top-1 hits, every candidate's summed cross-entropy with the labels
+(``nll``) and summed KL divergence from the full model's predictions (``kl``,
+no labels needed) are collected in the same pass: the search's fitness can be
+any of the three (:mod:`tavt_kit.search.fitness`).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -30,6 +36,22 @@ from torch import nn
 
 from ..schedules.schedule import TokenSchedule
 from ..models.token_drop import TokenState, drop_block_attention, drop_block_mlp
+
+
+@dataclass
+class ScheduleScores:
+    """What each schedule scored on the evaluator's images (sums over the images; ``n`` of them)."""
+
+    n: int
+    correct: List[int]
+    nll: List[float]  # summed cross-entropy with the labels
+    kl: List[float]  # summed KL(full model || schedule) of the predicted class distributions
+    hits: Optional[torch.Tensor] = None  # (schedules, images) bool, when asked for
+
+    def metrics(self, i: int) -> Dict[str, float]:
+        """Means for schedule ``i``: ``accuracy``, ``nll``, ``kl``."""
+        n = max(self.n, 1)
+        return {"accuracy": self.correct[i] / n, "nll": self.nll[i] / n, "kl": self.kl[i] / n}
 
 
 @dataclass
@@ -88,6 +110,7 @@ class CandidateEvaluator:
         self.use_tree = supports_prefix_tree(model) if use_tree is None else use_tree
         self.embed_cache_bytes = embed_cache_bytes
         self._embeds: Dict[int, torch.Tensor] = {}
+        self._reference: Dict[int, torch.Tensor] = {}  # full model's log-probabilities per batch (for KL)
         self._embed_bytes = 0
         self.stats = EvalStats()
 
@@ -118,14 +141,27 @@ class CandidateEvaluator:
             self._embed_bytes += size
         return x
 
-    @torch.inference_mode()
+    def _reference_logp(self, start: int, end: int) -> torch.Tensor:
+        ref = self._reference.get(start)
+        if ref is None:
+            ref = self.model(self._inputs(start, end)).float().log_softmax(-1)
+            self._reference[start] = ref
+        return ref
+
     def correct(self, schedules: Sequence[TokenSchedule], progress: Optional[Callable[[int], None]] = None
                 ) -> List[int]:
         """Number of correctly classified images for each schedule."""
+        return self.scores(schedules, progress=progress).correct
+
+    @torch.inference_mode()
+    def scores(self, schedules: Sequence[TokenSchedule], progress: Optional[Callable[[int], None]] = None,
+               per_image: bool = False) -> ScheduleScores:
+        """Hits, summed NLL and summed KL to the full model for each schedule (``per_image``: keep each hit)."""
         counts = [tuple(s.counts) for s in schedules]
-        correct = [0] * len(counts)
+        out = ScheduleScores(len(self), [0] * len(counts), [0.0] * len(counts), [0.0] * len(counts),
+                             torch.zeros(len(counts), len(self), dtype=torch.bool) if per_image else None)
         if not counts:
-            return correct
+            return out
         F = self.shared_blocks
         full = self.model.num_patches
         if F and any(any(n != full for n in c[:F]) for c in counts):
@@ -133,29 +169,41 @@ class CandidateEvaluator:
         tree = _build_tree([c[F:] for c in counts]) if self.use_tree else None
         for start, end in self._batches():
             y = self.labels[start:end]
+            leaf = functools.partial(self._score, out, y, self._reference_logp(start, end), start)
             if tree is not None:
                 self._walk(tree, self._embed(start, end), F, self.model.num_patches,
-                           TokenState(self.model.num_prefix_tokens, self.model.num_patches, False), y, correct)
+                           TokenState(self.model.num_prefix_tokens, self.model.num_patches, False), leaf)
                 self.stats.block_runs_naive += len(counts) * self.model.depth
             else:
                 x = self._inputs(start, end)
                 for i, c in enumerate(counts):
-                    pred = self.model(x, drop=c).argmax(-1)
-                    correct[i] += int((pred == y).sum())
+                    leaf(self.model(x, drop=c), [i])
             self.stats.images += end - start
             if progress is not None:
                 progress(end - start)
-        return correct
+        return out
 
-    def _walk(self, node: _Node, x: torch.Tensor, depth: int, n: int, state: TokenState, y: torch.Tensor,
-              correct: List[int]) -> None:
+    @staticmethod
+    def _score(out: ScheduleScores, y: torch.Tensor, ref: torch.Tensor, start: int, logits: torch.Tensor,
+               indices: Sequence[int]) -> None:
+        logp = logits.float().log_softmax(-1)
+        hit = logp.argmax(-1) == y
+        hits = int(hit.sum())
+        nll = float(-logp.gather(1, y.view(-1, 1)).sum())
+        kl = float((ref.exp() * (ref - logp)).sum())
+        for idx in indices:
+            out.correct[idx] += hits
+            out.nll[idx] += nll
+            out.kl[idx] += kl
+            if out.hits is not None:
+                out.hits[idx, start:start + len(y)] = hit
+
+    def _walk(self, node: _Node, x: torch.Tensor, depth: int, n: int, state: TokenState,
+              leaf: Callable[[torch.Tensor, Sequence[int]], None]) -> None:
         m = self.model
         if node.leaves:
             feats = x[:, :-1] if state.has_fused else x
-            pred = m.forward_head(m.norm(feats)).argmax(-1)
-            hits = int((pred == y).sum())
-            for idx in node.leaves:
-                correct[idx] += hits
+            leaf(m.forward_head(m.norm(feats)), node.leaves)
         # siblings that drop at this block share its attention half (same input, same arithmetic)
         dropping = [(c, child) for c, child in node.children.items() if c < n]
         shared = None
@@ -173,4 +221,4 @@ class CandidateEvaluator:
             else:
                 child_state, out = state, blk(x)
                 self.stats.block_runs += 1
-            self._walk(child, out, depth + 1, count, child_state, y, correct)
+            self._walk(child, out, depth + 1, count, child_state, leaf)

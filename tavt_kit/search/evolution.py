@@ -6,7 +6,11 @@ budgets are given, the most accurate candidates within each budget), makes
 ``mutations`` mutants — each block's count redrawn with probability
 ``mutation_prob`` between the next block's and the previous block's counts —
 and ``crossovers`` children, each block the mean of two parents; children are
-repaired into the space. Fitness is accuracy on the holdout split.
+repaired into the space. Fitness is measured on the held-out split: top-1
+accuracy, or (smoother, fewer ties) minus the mean NLL or minus the mean KL
+divergence from the full model's predictions. Among candidates of equal
+fitness within a budget, the one that uses more of the budget wins (an unused
+budget buys nothing).
 
 Every evaluated candidate is appended to a journal (one JSON line, flushed and
 fsynced). The search is deterministic for a seed, so a resumed run replays the
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..progress import eta
+from .fitness import fitness_of
 from ..schedules.schedule import TokenSchedule
 from ..schedules.space import SearchSpace
 
@@ -38,12 +43,20 @@ class Candidate:
     latency: Optional[float] = None  # seconds
     generation: int = 0
     origin: str = "init"
+    nll: Optional[float] = None  # mean cross-entropy on the held-out images
+    kl: Optional[float] = None  # mean KL divergence from the full model's predictions
+    fitness: Optional[float] = None  # what the search maximises (None: accuracy)
+
+    @property
+    def score(self) -> float:
+        return self.accuracy if self.fitness is None else self.fitness
 
     def cost(self, objective: str) -> float:
         return float(self.macs if objective == "macs" else self.latency)
 
     def to_dict(self) -> dict:
-        return {"counts": list(self.counts), "accuracy": self.accuracy, "macs": self.macs,
+        return {"counts": list(self.counts), "accuracy": self.accuracy, "nll": self.nll, "kl": self.kl,
+                "fitness": self.score, "macs": self.macs,
                 "latency_ms": None if self.latency is None else self.latency * 1e3,
                 "generation": self.generation, "origin": self.origin}
 
@@ -77,13 +90,13 @@ class EvolutionSettings:
 
 
 def pareto_front(cands: Iterable[Candidate], objective: str = "macs") -> List[Candidate]:
-    """Candidates not dominated in (lower cost, higher accuracy), sorted by cost."""
+    """Candidates not dominated in (lower cost, higher fitness), sorted by cost."""
     front: List[Candidate] = []
     best = -math.inf
-    for c in sorted(cands, key=lambda c: (c.cost(objective), -c.accuracy)):
-        if c.accuracy > best:
+    for c in sorted(cands, key=lambda c: (c.cost(objective), -c.score)):
+        if c.score > best:
             front.append(c)
-            best = c.accuracy
+            best = c.score
     return front
 
 
@@ -91,7 +104,7 @@ def front_area(front: Sequence[Candidate], objective: str, lo: float, hi: float)
     """Area under the staircase Pareto front between costs ``lo`` and ``hi``, normalised by ``hi - lo``."""
     if hi <= lo or not front:
         return 0.0
-    area, pts = 0.0, [(c.cost(objective), c.accuracy) for c in front]
+    area, pts = 0.0, [(c.cost(objective), c.score) for c in front]
     for i, (cost, acc) in enumerate(pts):
         nxt = pts[i + 1][0] if i + 1 < len(pts) else hi
         a, b = max(cost, lo), min(nxt, hi)
@@ -177,8 +190,10 @@ class EvolutionSearch:
 
     Args:
         space: the schedules allowed.
-        accuracy_fn: list of schedules -> list of holdout accuracies (batched: one
-            call per generation so the evaluator can share work).
+        accuracy_fn: list of schedules -> list of held-out metrics, each a dict with
+            ``accuracy`` (and ``nll``, ``kl`` for those fitnesses) or a plain accuracy
+            (batched: one call per generation so the evaluator can share work).
+        fitness: ``accuracy``, ``nll`` or ``kl`` (what is maximised: accuracy, -NLL, -KL).
         macs_fn: schedule -> MACs.
         latency_fn: schedule -> seconds, or None when no latency objective.
         budgets: constraints; the search also maps the whole front.
@@ -190,7 +205,8 @@ class EvolutionSearch:
                  macs_fn: Callable[[TokenSchedule], int], settings: EvolutionSettings,
                  latency_fn: Optional[Callable[[TokenSchedule], float]] = None,
                  budgets: Sequence[Budget] = (), journal: Optional[Journal] = None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, fitness: str = "accuracy"):
+        self.fitness = fitness
         self.space = space
         self.accuracy_fn = accuracy_fn
         self.macs_fn = macs_fn
@@ -235,18 +251,20 @@ class EvolutionSearch:
         if fresh:
             t = time.perf_counter()
             scheds = [TokenSchedule(g, self.space.num_patches, self.space.min_tokens) for g in fresh]
-            accs = self.accuracy_fn(scheds)
+            results = self.accuracy_fn(scheds)
             self.eval_seconds += time.perf_counter() - t
             self.evaluations += len(fresh)
-            for g, s, acc in zip(fresh, scheds, accs):
+            for g, s, res in zip(fresh, scheds, results):
+                metrics = res if isinstance(res, dict) else {"accuracy": float(res)}
                 lat = self.latency_fn(s) if self.latency_fn else None
-                self.journal.record(g, accuracy=acc, macs=int(self.macs_fn(s)), latency=lat,
+                self.journal.record(g, **metrics, macs=int(self.macs_fn(s)), latency=lat,
                                     generation=generation, origin=origin)
         out = []
         for g in todo:
             rec = self.journal.entries[g]
+            fit = fitness_of(rec, self.fitness)
             cand = Candidate(g, rec["accuracy"], rec["macs"], rec.get("latency"), rec.get("generation", generation),
-                             rec.get("origin", origin))
+                             rec.get("origin", origin), rec.get("nll"), rec.get("kl"), fit)
             self.evaluated[g] = cand
             out.append(cand)
         return out
@@ -256,16 +274,17 @@ class EvolutionSearch:
 
     def best_within(self, budget: Budget) -> Optional[Candidate]:
         cands = self.feasible(budget)
-        return max(cands, key=lambda c: (c.accuracy, -c.cost(budget.objective))) if cands else None
+        # equal fitness: the one that uses more of the budget (then the counts, so the pick is reproducible)
+        return max(cands, key=lambda c: (c.score, c.cost(budget.objective), c.counts)) if cands else None
 
     def parents(self) -> List[Counts]:
         pool = {c.counts: c for c in pareto_front(self.evaluated.values(), self.objective)}
         for budget in self.budgets:
-            top = sorted(self.feasible(budget), key=lambda c: (-c.accuracy, c.cost(budget.objective)))
+            top = sorted(self.feasible(budget), key=lambda c: (-c.score, -c.cost(budget.objective)))
             for c in top[: self.settings.population]:
                 pool[c.counts] = c
         if len(pool) < 2:
-            for c in sorted(self.evaluated.values(), key=lambda c: -c.accuracy)[: self.settings.population]:
+            for c in sorted(self.evaluated.values(), key=lambda c: -c.score)[: self.settings.population]:
                 pool[c.counts] = c
         return sorted(pool)  # sorted: the order must not depend on dict history, for exact replays
 
@@ -306,5 +325,7 @@ class EvolutionSearch:
             parts.append("ETA " + eta(gen + 1, self.settings.generations + 1, time.perf_counter() - self._t_start))
         for b in self.budgets:
             best = self.best_within(b)
-            parts.append(f"{b.label}: " + (f"{100 * best.accuracy:.2f}%" if best else "none yet"))
+            parts.append(f"{b.label}: " + (f"{100 * best.accuracy:.2f}%" + ("" if self.fitness == "accuracy" else
+                                                                           f" ({self.fitness} {-best.score:.4f})")
+                                           if best else "none yet"))
         self.log("  ".join(parts))

@@ -1,8 +1,11 @@
 """A whole search: data, objectives, evolution, baselines, test-split report, files.
 
-:func:`run_search` is what ``fgvc-kit search`` calls. Fitness is accuracy on
-the held-out split; the test split is used once at the end, to report the
-chosen schedules, the Pareto front and the baselines.
+:func:`run_search` is what ``fgvc-kit search`` calls. Fitness is measured on
+the held-out split (accuracy, NLL or KL to the full model); the test split is
+used once at the end, to report the chosen schedules, the Pareto front and the
+baselines. Every accuracy comes with its 95 % Wilson interval, and each
+baseline at a budget with the paired difference to the searched pick on the
+same test images (``vs_searched``: is the difference resolved or noise?).
 """
 from __future__ import annotations
 
@@ -22,14 +25,15 @@ from ..models.checkpoint import weights_digest
 from ..models.macs import count_macs
 from ..schedules.schedule import TokenSchedule
 from ..schedules.space import SearchSpace
+from ..stats import paired_difference, wilson_interval
 from .baselines import baseline_schedules
-from .evaluate import CandidateEvaluator
+from .evaluate import CandidateEvaluator, ScheduleScores
+from .evolution import Budget, EvolutionSearch, EvolutionSettings, Journal, front_area, pareto_front
+from .fitness import DEFAULT_FITNESS, FITNESSES
 from .result import SEARCH_FORMAT
 
 #: the index of the per-budget drop configs a search writes beside search.json
 SCHEDULES_INDEX = "schedules.json"
-from .evolution import Budget, EvolutionSearch, EvolutionSettings, Journal, front_area, pareto_front
-
 
 
 @dataclass
@@ -55,13 +59,19 @@ def shard(evalset: EvalSet) -> EvalSet:
     return EvalSet(evalset.images[rank::world], evalset.labels[rank::world], evalset.name)
 
 
-def _all_reduce(values: List[int]) -> List[int]:
+def _all_reduce(values: List, dtype=torch.long) -> List:
     rank, world = _dist()
     if world == 1 or not values:
         return values
-    t = torch.tensor(values, dtype=torch.long)
+    t = torch.tensor(values, dtype=dtype)
     torch.distributed.all_reduce(t)
     return t.tolist()
+
+
+def _reduce_scores(sc: ScheduleScores, n: int) -> ScheduleScores:
+    """Sums over every rank's shard (hits per image are only kept on a single process)."""
+    return ScheduleScores(n, _all_reduce(sc.correct), _all_reduce(sc.nll, torch.float64),
+                          _all_reduce(sc.kl, torch.float64), sc.hits if _dist()[1] == 1 else None)
 
 
 def space_of(model: nn.Module) -> SearchSpace:
@@ -92,6 +102,7 @@ def run_search(
     space: Optional[SearchSpace] = None,
     source: Optional[dict] = None,
     log: Callable[[str], None] = print,
+    fitness: str = DEFAULT_FITNESS,
 ) -> dict:
     """Search schedules of ``model``; writes ``search.json``, a journal and one drop config per budget.
 
@@ -100,7 +111,11 @@ def run_search(
             required for latency budgets.
         remeasure_fn: schedule -> seconds measured directly, for the chosen schedules.
         subset: search on this many held-out images (seeded, stratified by nothing: a random subset).
+        fitness: what the search maximises on the held-out images: ``accuracy``, ``nll`` (minus the mean
+            cross-entropy) or ``kl`` (minus the mean KL divergence from the full model's predictions).
     """
+    if fitness not in FITNESSES:
+        raise ConfigError(f"--fitness: expected one of {', '.join(FITNESSES)}, got {fitness!r}")
     rank, world = _dist()
     space = space or space_of(model)
     if any(b.objective == "latency" for b in budgets) and latency_fn is None:
@@ -129,8 +144,9 @@ def run_search(
             log(f"warning: budget {b.label} is below the smallest schedule of the search space ({shown}); "
                 "no searched schedule can meet it (baselines are still reported)")
 
-    def accuracy(scheds: List[TokenSchedule], evaluator: CandidateEvaluator = ev) -> List[float]:
-        return [c / n_holdout for c in _all_reduce(evaluator.correct(scheds))]
+    def metrics(scheds: List[TokenSchedule], evaluator: CandidateEvaluator = ev) -> List[Dict[str, float]]:
+        sc = _reduce_scores(evaluator.scores(scheds), n_holdout)
+        return [sc.metrics(i) for i in range(len(scheds))]
 
     @functools.lru_cache(maxsize=None)
     def macs_of(counts) -> int:
@@ -146,7 +162,8 @@ def run_search(
     digest = weights_digest(model)
     # keyed on the weights' content: a supernet retrained into the same path is another search
     header = {"format": "fgvc-kit/search-journal", "settings": {
-        **settings.to_dict(), "budgets": [[b.objective, b.limit] for b in budgets], "subset": subset,
+        **settings.to_dict(), "fitness": fitness, "budgets": [[b.objective, b.limit] for b in budgets],
+        "subset": subset,
         "holdout_images": n_holdout, "space": space.to_dict(), "weights_sha256": digest,
         "source": {k: v for k, v in (source or {}).items() if k != "checkpoint"},
         "latency": (latency_info or {}).get("identity")}}
@@ -157,9 +174,9 @@ def run_search(
         torch.distributed.broadcast_object_list(obj, src=0)
         journal.entries = obj[0]
     t0 = time.perf_counter()
-    search = EvolutionSearch(space, accuracy, lambda s: macs_of(s.counts), settings,
+    search = EvolutionSearch(space, metrics, lambda s: macs_of(s.counts), settings,
                              latency if latency_fn is not None else None, budgets, journal,
-                             log if rank == 0 else (lambda s: None))
+                             log if rank == 0 else (lambda s: None), fitness=fitness)
     cands = search.run()
     search_seconds = time.perf_counter() - t0
     objective = search.objective
@@ -190,18 +207,23 @@ def run_search(
         for s in row.values():
             to_test[s.counts] = s
     holdout_extra = [s for k, s in to_test.items() if k not in search.evaluated]
-    hold_acc = {k: c.accuracy for k, c in search.evaluated.items()}
+    hold = {k: {"accuracy": c.accuracy, "nll": c.nll, "kl": c.kl} for k, c in search.evaluated.items()}
     if holdout_extra:
         free = CandidateEvaluator(model, shard(holdout).images, shard(holdout).labels, batch_size,
                                   transform=transform)  # baselines may drop where the space does not
-        for s, a in zip(holdout_extra, accuracy(holdout_extra, free)):
-            hold_acc[s.counts] = a
+        for s, m in zip(holdout_extra, metrics(holdout_extra, free)):
+            hold[s.counts] = m
     test_acc: Dict[tuple, float] = {}
-    if test is not None and len(test.labels):
+    test_hits: Dict[tuple, torch.Tensor] = {}
+    n_test = int(len(test.labels)) if test is not None else 0
+    if n_test:
         tev = CandidateEvaluator(model, shard(test).images, shard(test).labels, batch_size, transform=transform)
         scheds = list(to_test.values())
-        for s, c in zip(scheds, _all_reduce(tev.correct(scheds))):
-            test_acc[s.counts] = c / len(test.labels)
+        sc = _reduce_scores(tev.scores(scheds, per_image=True), n_test)
+        for i, s in enumerate(scheds):
+            test_acc[s.counts] = sc.correct[i] / n_test
+            if sc.hits is not None:
+                test_hits[s.counts] = sc.hits[i]
     remeasured = {}
     if remeasure_fn is not None and rank == 0:
         for label, (b, best) in choices.items():
@@ -211,8 +233,11 @@ def run_search(
 
     def entry(counts, **extra) -> dict:
         s = TokenSchedule(counts, space.num_patches, space.min_tokens)
-        d = {"counts": list(counts), "macs": macs_of(counts), "holdout_accuracy": hold_acc.get(counts),
-             "test_accuracy": test_acc.get(counts)}
+        h = hold.get(counts) or {}
+        d = {"counts": list(counts), "macs": macs_of(counts), "holdout_accuracy": h.get("accuracy"),
+             "holdout_interval": _interval(h.get("accuracy"), n_holdout), "holdout_nll": h.get("nll"),
+             "holdout_kl": h.get("kl"), "test_accuracy": test_acc.get(counts),
+             "test_interval": _interval(test_acc.get(counts), n_test)}
         if latency_fn is not None:
             d["latency_ms"] = latency(s) * 1e3
         if counts in remeasured:
@@ -229,7 +254,7 @@ def run_search(
                                                             "num_classes")}, "weights_sha256": digest},
         "source": source or {},
         "space": space.to_dict(),
-        "settings": {**settings.to_dict(), "subset": subset, "holdout_images": n_holdout,
+        "settings": {**settings.to_dict(), "fitness": fitness, "subset": subset, "holdout_images": n_holdout,
                      "test_images": int(len(test.labels)) if test is not None else 0, "batch_size": batch_size,
                      "world_size": world},
         "latency": latency_info,
@@ -249,7 +274,8 @@ def run_search(
     for label, (b, best) in choices.items():
         row = {"label": label, "objective": b.objective, "limit": b.limit,
                "best": entry(best.counts, speedup_macs=full_macs / macs_of(best.counts)) if best else None,
-               "baselines": {k: entry(s.counts) for k, s in base[label].items()}}
+               "baselines": {k: entry(s.counts, **_versus(best, s.counts, test_hits))
+                             for k, s in base[label].items()}}
         if best is not None:
             path = os.path.join(out_dir, f"schedule-{_slug(label)}.json")
             if rank == 0:
@@ -273,6 +299,20 @@ def run_search(
         except ImportError:  # matplotlib is optional for the library
             pass
     return result
+
+
+def _interval(accuracy: Optional[float], n: int) -> Optional[List[float]]:
+    """The 95 % Wilson interval of an accuracy measured on ``n`` images."""
+    if accuracy is None or not n:
+        return None
+    return list(wilson_interval(int(round(accuracy * n)), n))
+
+
+def _versus(best, counts: tuple, hits: Dict[tuple, torch.Tensor]) -> dict:
+    """``vs_searched``: the searched pick's test accuracy minus this schedule's, paired on the same images."""
+    if best is None or best.counts not in hits or counts not in hits:
+        return {}
+    return {"vs_searched": paired_difference(hits[best.counts].tolist(), hits[counts].tolist())}
 
 
 def _slug(label: str) -> str:
