@@ -136,7 +136,9 @@ def _spec_load(path: str, wf, overrides: Dict[str, Any]) -> nn.Module:
     td = spec.get("token_drop", {})
     model = create_model(spec["backbone"]["name"], head=head["name"],
                          scorer=overrides.pop("scorer", td.get("scorer", "tavt")),
-                         fuse=overrides.pop("fuse", td.get("fuse", False)), class_names=class_names, **kwargs)
+                         fuse=overrides.pop("fuse", td.get("fuse", False)), class_names=class_names,
+                         **({"reducer": td["reducer"], "prop_attn": td.get("prop_attn", True)} if "reducer" in td else {}),
+                         **kwargs)
     if spec.get("pruned"):  # structurally pruned: shrink the layers before loading
         from .widths import apply_pruned_shapes
 

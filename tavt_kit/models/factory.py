@@ -172,6 +172,14 @@ def register_backbone(entry: BackboneEntry) -> BackboneEntry:
     return entry
 
 
+def _token_drop_spec(model: nn.Module) -> Dict[str, Any]:
+    """Scorer and fuse; reducer and prop_attn only when the model merges (drop specs stay as they were)."""
+    td = {"scorer": model.scorer, "fuse": bool(model.fuse)}
+    if getattr(model, "reducer", "drop") != "drop":
+        td.update(reducer=model.reducer, prop_attn=bool(getattr(model, "prop_attn", True)))
+    return td
+
+
 def build_spec(model: nn.Module, name: str, kwargs: Dict[str, Any], head: str, head_args: Dict[str, Any],
                class_names: Optional[Sequence[str]] = None, source: Optional[str] = None,
                source_kind: Optional[str] = None) -> Dict[str, Any]:
@@ -198,7 +206,7 @@ def build_spec(model: nn.Module, name: str, kwargs: Dict[str, Any], head: str, h
         "num_classes": num_classes,
         "class_names": class_names,
         "head": {"name": head, "args": _jsonable(head_args, f"head {head}")},
-        "token_drop": {"scorer": model.scorer, "fuse": bool(model.fuse)},
+        "token_drop": _token_drop_spec(model),
         "normalization": _normalization(model, source_kind),
         "provenance": {"source": source, "source_kind": source_kind,
                        "timm": timm.__version__, "torch": torch.__version__.split("+")[0]},
@@ -358,6 +366,8 @@ def create_model(
     fuse: bool = False,
     pretrained=None,
     class_names: Optional[Sequence[str]] = None,
+    reducer: str = "drop",
+    prop_attn: bool = True,
     **timm_kwargs,
 ) -> nn.Module:
     """Build a token-drop model.
@@ -373,6 +383,8 @@ def create_model(
             are passed as keyword arguments (see :mod:`tavt_kit.models.heads`).
         scorer: ``"tavt"`` or ``"cls"`` (see :mod:`tavt_kit.models.token_drop`).
         fuse: merge dropped tokens into one extra token (EViT).
+        reducer: ``"drop"`` or ``"merge"`` (ToMe token merging, :mod:`tavt_kit.models.token_merge`;
+            timm ViTs only); ``prop_attn``: ToMe's proportional attention after a merge.
         pretrained: path to weights (fgvc-kit/timm ``.safetensors``, ``.pth``/``.bin``
             state dicts, seeds' ViT-pytorch ``.bin``, Google ``.npz``) or ``True`` for
             timm's hub weights. Position embeddings are resampled to ``img_size``;
@@ -389,6 +401,8 @@ def create_model(
     entry = BACKBONES.get(name.lower()) if isinstance(name, str) else None
     if entry is not None and head != "linear":
         raise ConfigError(f"head '{head}' is not available on {name} yet; ViTAE backbones take head='linear'")
+    if entry is not None and reducer != "drop":
+        raise ConfigError(f"reducer {reducer!r} is not available on {name}; ViTAE backbones take reducer='drop'")
     if entry is not None and pretrained is True:
         raise ConfigError(f"{name}: no hub weights are known for this backbone; pass pretrained=PATH to an "
                           "official checkpoint")
@@ -429,7 +443,7 @@ def create_model(
     source_kind, pending = None, {}
     if pretrained is not None and pretrained is not True and pretrained is not False:
         source_kind, pending = _load_weights(model, pretrained, head=head)
-    patch(model, scorer=scorer, fuse=fuse)
+    patch(model, scorer=scorer, fuse=fuse, reducer=reducer, prop_attn=prop_attn)
     head_args = attach_head(model, head, head_args)
     if pending:
         _load_head_state(model, pending, str(pretrained))
@@ -445,12 +459,13 @@ def spec_of(model: nn.Module) -> Dict[str, Any]:
     if spec is None:
         raise ConfigError("this model has no fgvc-kit spec; build it with create_model() or patch()")
     spec = copy.deepcopy(spec)
-    spec["token_drop"] = {"scorer": model.scorer, "fuse": bool(model.fuse)}
+    spec["token_drop"] = _token_drop_spec(model)
     return spec
 
 
 def patch_model(model: nn.Module, *, scorer: str = "tavt", fuse: bool = False, schedule=None,
-                name: Optional[str] = None, class_names: Optional[Sequence[str]] = None) -> nn.Module:
+                name: Optional[str] = None, class_names: Optional[Sequence[str]] = None,
+                reducer: str = "drop", prop_attn: bool = True) -> nn.Module:
     """``tavt_kit.patch``: make a timm ViT the user built or trained take token schedules.
 
     The weights stay; the model gets a spec (timm name from its
@@ -462,7 +477,7 @@ def patch_model(model: nn.Module, *, scorer: str = "tavt", fuse: bool = False, s
 
     from .convert import infer_vit_args
 
-    patch(model, scorer=scorer, fuse=fuse, schedule=schedule)
+    patch(model, scorer=scorer, fuse=fuse, schedule=schedule, reducer=reducer, prop_attn=prop_attn)
     arch = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
     shapes = {k: v for k, v in model.state_dict().items()}
     base, kwargs = infer_vit_args(shapes, num_heads=model.blocks[0].attn.num_heads, path=type(model).__name__)

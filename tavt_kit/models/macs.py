@@ -4,7 +4,10 @@ One multiply-add counts once (fvcore's convention). Layer norms count 5 per
 element, also fvcore's convention, so that totals agree with
 ``fvcore.nn.FlopCountAnalysis`` run on the same module with explicit attention.
 Softmax, GELU, residual adds, top-k and gathers are not counted (neither does
-fvcore). Counts are per image.
+fvcore). Counts are per image. A merging block (token merging, ToMe) costs what
+a dropping block at the same counts costs, plus part ``merge``: the bipartite
+similarity ``a @ b^T`` over its ``N`` input tokens (``ceil(N/2) * floor(N/2) *
+head_dim``) and the size weighting of the tokens (``N * width``).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from ..schedules.schedule import TokenSchedule
 _BLOCK_NAME = re.compile(r"^(blocks\.\d+|layers\.\d+\.NC\.\d+)$")
 
 PARTS = ("patch_embed", "attn_qkv", "attn_matmul", "attn_proj", "mlp", "norm", "scoring", "conv", "head",
-         "maws", "fpn", "combiner")
+         "maws", "fpn", "combiner", "merge")
 
 
 @dataclass
@@ -192,6 +195,7 @@ def count_macs(model: nn.Module, schedule=None) -> MacCount:
     n, fused = Np, 0
     tokens_in = []
     depth = len(model.blocks)
+    reducers = model.block_reducers(schedule) if hasattr(model, "block_reducers") else ("drop",) * depth
     for i, blk in enumerate(model.blocks):
         name = f"blocks.{i}"
         attn = blk.attn
@@ -207,6 +211,12 @@ def count_macs(model: nn.Module, schedule=None) -> MacCount:
         k = schedule.counts[i]
         scoring = 0
         maws = 2 * N * A if head_name == "ffvt" else 0  # class query row + class key column
+        if k < n and reducers[i] == "merge":
+            merge = ((N + 1) // 2) * (N // 2) * attn.head_dim + N * C
+            n = k
+            extra = (("maws", maws),) if maws else ()
+            rows += _block_rows(model, name, blk, N, P + n, 0, extra + (("merge", merge),))
+            continue
         if k < n:
             if model.scorer == "cls":
                 scoring += N * A  # class query row against every key

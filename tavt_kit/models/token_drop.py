@@ -21,6 +21,10 @@ patch changes, and nothing else:
   block, so timm's own ``forward_head`` (pooling, ``fc_norm``, classifier,
   distillation head) sees prefix and kept patch tokens only.
 
+``patch(model, reducer="merge")`` (or ``model.reducer``, or a schedule's
+per-block ``reducers``) makes reducing blocks *merge* tokens instead (ToMe;
+what that changes is listed in :mod:`tavt_kit.models.token_merge`).
+
 Every image in a batch keeps the same number of tokens, so tensors stay dense
 and an exported graph has static token shapes.
 """
@@ -34,6 +38,9 @@ from torch import nn
 
 from ..errors import ConfigError, UnsupportedModelError
 from ..schedules.schedule import TokenSchedule
+from .attention import _capturing, attention_with_info  # noqa: F401  (re-exported: heads and bench use them here)
+from .token_merge import REDUCERS, biased_block_forward, check_merge, merge_block_forward, merge_step, size_bias, \
+    token_map
 
 SCORERS = ("tavt", "cls")
 
@@ -43,8 +50,10 @@ class TokenState:
     """Where the surviving patch tokens came from, for heads that need the grid.
 
     Only filled when a forward asks for ``restore=True``: ``positions`` holds the
-    original grid index of every kept patch token, ``history`` the patch tokens
-    as they were right before each drop (their last state).
+    original grid index of every kept patch token (after a merge: of its
+    representative), ``history`` the patch tokens as they were right before each
+    drop (their last state). Once a merge happened, ``size`` holds every token's
+    size (B, N, 1) and ``owner`` the patch token each grid position is part of.
     """
 
     def __init__(self, num_prefix: int, num_patches: int, track: bool):
@@ -55,11 +64,43 @@ class TokenState:
         self.history: List[Tuple[Optional[torch.Tensor], torch.Tensor]] = []
         self.has_fused = False
         self.last_keep: Optional[torch.Tensor] = None  # indices kept by the latest drop (within its patch tokens)
+        self.want_keep = track  # heads read last_keep after a merge too
+        self.size: Optional[torch.Tensor] = None  # token sizes once a merge happened (B, N, 1)
+        self.merged = False
+        self.owner: Optional[torch.Tensor] = None  # (B, grid): patch token each position is part of, -1 dropped
+        self.drops: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (owner, patches, keep) per drop
+
+    def _owner(self, patches: torch.Tensor) -> torch.Tensor:
+        if self.owner is not None:
+            return self.owner
+        B = patches.shape[0]
+        return torch.arange(self.num_patches, device=patches.device).expand(B, -1)
 
     def record_drop(self, patches: torch.Tensor, keep: torch.Tensor) -> None:
+        if self.size is not None:
+            P = self.num_prefix
+            s = self.size
+            self.size = torch.cat([s[:, :P], s[:, P:P + patches.shape[1]].gather(1, keep.unsqueeze(-1))], dim=1)
         if not self.track:
             return
         self.history.append((self.positions, patches))
+        self.positions = keep if self.positions is None else self.positions.gather(1, keep)
+        owner = self._owner(patches)
+        self.drops.append((owner, patches, keep))
+        self.owner = _follow(owner, _inverse(keep, patches.shape[1]))
+
+    def record_merge(self, plan, n_tokens: int) -> None:
+        """A merge of ``n_tokens`` tokens by ``plan`` (:func:`tavt_kit.models.token_merge.match`)."""
+        self.merged = True
+        if not (self.track or self.want_keep):
+            return
+        out_of_in, rep = token_map(plan, n_tokens)
+        P = self.num_prefix
+        keep = rep[:, P:] - P
+        self.last_keep = keep
+        if not self.track:
+            return
+        self.owner = _follow(self._owner(keep), out_of_in[:, P:] - P)
         self.positions = keep if self.positions is None else self.positions.gather(1, keep)
 
     def restore(self, patches: torch.Tensor) -> torch.Tensor:
@@ -69,6 +110,13 @@ class TokenState:
         if not self.track:
             raise RuntimeError("restore() needs a forward run with restore=True")
         B, _, C = patches.shape
+        if self.merged:  # every grid position takes its token's state, or its last state where dropped
+            grid = patches.gather(1, self.owner.clamp_min(0).unsqueeze(-1).expand(-1, -1, C))
+            for owner, states, keep in self.drops:
+                gone = (owner >= 0) & (_follow(owner, _inverse(keep, states.shape[1])) < 0)
+                last = states.gather(1, owner.clamp_min(0).unsqueeze(-1).expand(-1, -1, C))
+                grid = torch.where(gone.unsqueeze(-1), last, grid)
+            return grid
         grid = None
         for pos, states in self.history:
             if pos is None:
@@ -78,14 +126,21 @@ class TokenState:
         return grid.scatter(1, self.positions.unsqueeze(-1).expand(-1, -1, C), patches)
 
 
+def _inverse(keep: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, n): the new index of each of ``n`` tokens after keeping ``keep`` (B, k), -1 if dropped."""
+    B, k = keep.shape
+    inv = torch.full((B, n), -1, dtype=torch.long, device=keep.device)
+    return inv.scatter(1, keep, torch.arange(k, device=keep.device).expand(B, k))
+
+
+def _follow(owner: torch.Tensor, new_of_old: torch.Tensor) -> torch.Tensor:
+    """Owners (token indices, -1 = gone) through a map of old token -> new token."""
+    return torch.where(owner >= 0, new_of_old.gather(1, owner.clamp_min(0)), owner)
+
+
 # ----------------------------------------------------------------------- attention
-def _capturing() -> bool:
-    """True while a graph is traced or exported (in-place tricks stay out of graphs)."""
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling())
-
-
-def attention_with_scores(attn: nn.Module, x: torch.Tensor, scorer: str) -> Tuple[torch.Tensor, torch.Tensor]:
+def attention_with_scores(attn: nn.Module, x: torch.Tensor, scorer: str,
+                          bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """timm ``Attention.forward`` that also returns a significance score per token (B, N).
 
     ``tavt``: attention probabilities summed over heads and queries (what each
@@ -93,7 +148,7 @@ def attention_with_scores(attn: nn.Module, x: torch.Tensor, scorer: str) -> Tupl
     ``cls``: class-token row, mean over heads (EViT); the layer keeps the fused
     kernel and only the class query row is computed again.
     """
-    out, info = attention_with_info(attn, x, scorer)
+    out, info = attention_with_info(attn, x, scorer, bias=bias)
     return out, info["drop"]
 
 
@@ -129,9 +184,10 @@ def select_tokens(
     return torch.cat(parts, dim=1)
 
 
-def drop_block_attention(block: nn.Module, x: torch.Tensor, scorer: str) -> Tuple[torch.Tensor, torch.Tensor]:
+def drop_block_attention(block: nn.Module, x: torch.Tensor, scorer: str,
+                         bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """First half of a dropping block: tokens after the attention residual, and their scores."""
-    a, scores = attention_with_scores(block.attn, block.norm1(x), scorer)
+    a, scores = attention_with_scores(block.attn, block.norm1(x), scorer, bias)
     return x + block.drop_path1(block.ls1(a)), scores
 
 
@@ -143,70 +199,25 @@ def drop_block_mlp(block: nn.Module, x: torch.Tensor, scores: torch.Tensor, keep
 
 
 def drop_block_forward(block: nn.Module, x: torch.Tensor, keep: int, state: TokenState,
-                       scorer: str, fuse: bool) -> torch.Tensor:
+                       scorer: str, fuse: bool, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """One timm ``Block`` that keeps ``keep`` patch tokens after its attention residual."""
-    x, scores = drop_block_attention(block, x, scorer)
+    x, scores = drop_block_attention(block, x, scorer, bias)
     return drop_block_mlp(block, x, scores, keep, state, fuse)
 
 
-def attention_with_info(attn: nn.Module, x: torch.Tensor, scorer: Optional[str], maws: bool = False,
-                        probs: bool = False) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    """timm ``Attention.forward`` that also returns what a head asked for (the heads' path).
-
-    Args:
-        scorer: ``"tavt"``/``"cls"`` to also return the drop significance (``info["drop"]``, B x N), or None.
-        maws: FFVT's mutual attention weight per token, ``info["maws"]`` (B x N): (mean over heads of
-            the token->class column of a softmax over the query axis) x (mean over heads of the
-            class->token row of the usual softmax). Computed from the class query row and the
-            class key column only (2 N x width MACs), so the layer keeps the fused kernel.
-        probs: the attention probabilities ``info["probs"]`` and the logits ``info["logits"]``
-            (B x H x N x N, detached; Mix-ViT's attention rollout). Forces explicit attention.
-    """
-    B, N, _ = x.shape
-    H, hd = attn.num_heads, attn.head_dim
-    gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
-    q, k, v = attn.qkv(x).reshape(B, N, 3, H, hd).permute(2, 0, 3, 1, 4).unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    info: Dict[str, torch.Tensor] = {}
-    if probs or scorer == "tavt" or not attn.fused_attn:
-        logits = (q * attn.scale) @ k.transpose(-2, -1)
-        if probs or logits.requires_grad or _capturing():
-            a = logits.softmax(dim=-1)
-        else:
-            # in place: the (B, H, N, N) matrix is the memory traffic that makes this path slower
-            # than the fused kernel; a second buffer of that size costs ~30 % more at 785 tokens
-            a = torch.softmax(logits, dim=-1, out=logits)
-        if probs:
-            info["logits"], info["probs"] = logits.detach(), a.detach()
-        if scorer == "tavt":
-            info["drop"] = a.sum(dim=(1, 2))
-        out = attn.attn_drop(a) @ v
-    else:
-        dropout_p = attn.attn_drop.p if attn.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    if scorer == "cls" or maws:
-        row = ((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1).mean(dim=1).squeeze(1)  # B, N
-        if scorer == "cls":
-            info["drop"] = row
-        if maws:
-            col = ((q * attn.scale) @ k[:, :, :1].transpose(-2, -1)).softmax(dim=-2).mean(dim=1).squeeze(-1)
-            info["maws"] = row * col
-    out = out.transpose(1, 2).reshape(B, N, H * hd)
-    out = attn.norm(out)
-    if gate is not None:
-        out = out * gate
-    out = attn.proj_drop(attn.proj(out))
-    return out, info
-
-
 def observed_block_forward(block: nn.Module, x: torch.Tensor, keep: Optional[int], state: TokenState,
-                           scorer: str, fuse: bool, need) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    """One timm ``Block`` (dropping to ``keep`` patch tokens, or not when None) that also reports
-    the attention information in ``need`` (``"maws"``, ``"probs"``) to a head."""
-    a, info = attention_with_info(block.attn, block.norm1(x), scorer if keep is not None else None,
-                                  maws="maws" in need, probs="probs" in need)
+                           scorer: str, fuse: bool, need, reducer: str = "drop",
+                           bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """One timm ``Block`` (dropping or merging to ``keep`` patch tokens, or not when None) that also
+    reports the attention information in ``need`` (``"maws"``, ``"probs"``) to a head."""
+    merge = keep is not None and reducer == "merge"
+    a, info = attention_with_info(block.attn, block.norm1(x), scorer if keep is not None and not merge else None,
+                                  maws="maws" in need, probs="probs" in need, bias=bias, keys=merge)
     x = x + block.drop_path1(block.ls1(a))
-    if keep is not None:
+    if merge:
+        n = x.shape[1] - state.num_prefix
+        x = merge_step(x, info.pop("metric"), n - keep, state)
+    elif keep is not None:
         x = select_tokens(x, info.pop("drop"), keep, state, fuse)
     return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x)))), info
 
@@ -254,6 +265,42 @@ class ScheduleHolder:
     """
 
     _default_schedule: Optional[TokenSchedule]
+    #: reducers this backbone implements (:data:`tavt_kit.models.token_merge.REDUCERS`)
+    supported_reducers: Tuple[str, ...] = ("drop",)
+    _reducer: str = "drop"
+
+    @property
+    def reducer(self) -> str:
+        """How reducing blocks remove tokens when the schedule names no reducer: ``"drop"`` or ``"merge"``."""
+        return self._reducer
+
+    @reducer.setter
+    def reducer(self, value: str) -> None:
+        check_reducer(self, value)
+        self._reducer = value
+        if self._default_schedule is not None:
+            self.schedule = self._default_schedule  # re-validate (merge limits, fuse)
+
+    def block_reducers(self, schedule: TokenSchedule) -> Tuple[str, ...]:
+        """The reducer of every block: the schedule's own where it names one, else ``model.reducer``."""
+        own = schedule.reducers or (None,) * schedule.depth
+        return tuple(r or self._reducer for r in own)
+
+    def check_reducers(self, schedule: TokenSchedule) -> TokenSchedule:
+        """Refuse a reducer this backbone lacks, fuse with merging, or a merge beyond one bipartite round."""
+        reducers = self.block_reducers(schedule)
+        if "merge" not in reducers:
+            return schedule
+        check_reducer(self, "merge")
+        if getattr(self, "fuse", False):
+            raise ConfigError("fuse=True (EViT's fused token) applies to drop only; a schedule that merges tokens "
+                              "needs fuse=False")
+        n = schedule.num_patches
+        for i, (k, red) in enumerate(zip(schedule.counts, reducers)):
+            if red == "merge" and k < n:
+                check_merge(i, n, k)
+            n = min(n, k)
+        return schedule
 
     @property
     def schedule(self) -> Optional[TokenSchedule]:
@@ -268,12 +315,25 @@ class ScheduleHolder:
         return TokenSchedule.full(self.depth, self.num_patches)
 
 
+def check_reducer(model: nn.Module, reducer: str) -> None:
+    """A reducer name this model implements."""
+    if not isinstance(reducer, str) or reducer not in REDUCERS:
+        raise ConfigError(f"unknown reducer {reducer!r}; expected one of {', '.join(REDUCERS)}")
+    supported = getattr(model, "supported_reducers", ("drop",))
+    if reducer not in supported:
+        raise ConfigError(f"reducer {reducer!r} is not supported by {type(model).__name__}; it supports "
+                          f"{', '.join(supported)}")
+
+
 class TokenDropMixin(ScheduleHolder):
     """Methods added to a patched timm VisionTransformer (see module docstring)."""
 
     # set by patch()
     scorer: str
     fuse: bool
+    #: proportional attention after a merge (ToMe's prop_attn): add log(token size) to the attention logits
+    prop_attn: bool = True
+    supported_reducers = REDUCERS
     #: the classification head (``tavt_kit.models.heads``); "linear" = timm's own pooling + classifier
     head_name: str = "linear"
 
@@ -287,7 +347,7 @@ class TokenDropMixin(ScheduleHolder):
 
     def make_schedule(self, value) -> TokenSchedule:
         """Validate ``value`` (schedule, counts, drop-config path or dict) against this model (and its head)."""
-        schedule = TokenSchedule.coerce(value, self.depth, self.num_patches)
+        schedule = self.check_reducers(TokenSchedule.coerce(value, self.depth, self.num_patches))
         head = self.fgvc_head
         if head is not None:
             head.check_schedule(self, schedule)
@@ -309,13 +369,15 @@ class TokenDropMixin(ScheduleHolder):
         drop = self.training_only_prefixes()
         return {k: v for k, v in self.state_dict().items() if not k.startswith(drop)} if drop else self.state_dict()
 
-    def _counts(self, drop) -> Optional[Tuple[int, ...]]:
+    def _plan(self, drop) -> Tuple[Optional[Tuple[int, ...]], Tuple[str, ...]]:
+        """(counts or None for the full model, reducer per block)."""
         if drop is None:
             drop = self._default_schedule
             if drop is None:
-                return None
-            return drop.counts
-        return self.make_schedule(drop).counts
+                return None, (self._reducer,) * self.depth
+            return drop.counts, self.block_reducers(self.check_reducers(drop))
+        schedule = self.make_schedule(drop)
+        return schedule.counts, self.block_reducers(schedule)
 
     def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> the tokens entering block 0: patch and position embedding, prefix tokens, pre-norm."""
@@ -328,10 +390,11 @@ class TokenDropMixin(ScheduleHolder):
         ``observer`` (a :class:`BlockObserver`, used by heads) sees chosen blocks' output tokens,
         attention information and kept positions, and may stop the loop early (``observer.end``).
         """
-        counts = self._counts(drop)
+        counts, reducers = self._plan(drop)
         x = self.embed_tokens(x)
         state = TokenState(self.num_prefix_tokens, self.num_patches,
                            track=restore or (observer is not None and observer.track))
+        state.want_keep = state.track or observer is not None
         checkpointing = self.grad_checkpointing and self.training and not torch.jit.is_scripting()
         n = self.num_patches
         blocks = self.blocks
@@ -340,10 +403,16 @@ class TokenDropMixin(ScheduleHolder):
         for i, blk in enumerate(blocks):
             k = n if counts is None else counts[i]
             need = None if observer is None else observer.needs(i)
+            bias = size_bias(state.size) if self.prop_attn else None
             if need:
-                x, info = observed_block_forward(blk, x, k if k < n else None, state, self.scorer, self.fuse, need)
+                x, info = observed_block_forward(blk, x, k if k < n else None, state, self.scorer, self.fuse, need,
+                                                 reducers[i], bias)
+            elif k < n and reducers[i] == "merge":
+                x = merge_block_forward(blk, x, n - k, state, bias)
             elif k < n:
-                x = drop_block_forward(blk, x, k, state, self.scorer, self.fuse)
+                x = drop_block_forward(blk, x, k, state, self.scorer, self.fuse, bias)
+            elif bias is not None:
+                x = biased_block_forward(blk, x, bias)
             elif checkpointing:
                 x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
             else:
@@ -424,7 +493,8 @@ def check_scorer(model: nn.Module, scorer: str) -> None:
         raise ConfigError("scorer 'cls' needs a class token; this model has none (use scorer='tavt')")
 
 
-def patch(model: nn.Module, scorer: str = "tavt", fuse: bool = False, schedule=None) -> nn.Module:
+def patch(model: nn.Module, scorer: str = "tavt", fuse: bool = False, schedule=None, reducer: str = "drop",
+          prop_attn: bool = True) -> nn.Module:
     """Make a timm VisionTransformer take token schedules, in place, keeping its weights.
 
     Args:
@@ -434,6 +504,9 @@ def patch(model: nn.Module, scorer: str = "tavt", fuse: bool = False, schedule=N
             ``"cls"`` (class-token attention, needs a class token).
         fuse: merge dropped tokens into one extra token (EViT).
         schedule: default schedule for calls without ``drop=``.
+        reducer: ``"drop"`` (keep the top-k patch tokens) or ``"merge"`` (ToMe; see
+            :mod:`tavt_kit.models.token_merge`) for reducing blocks the schedule names no reducer for.
+        prop_attn: with merging, add log(token size) to the attention logits (ToMe's proportional attention).
     Returns:
         the same module object, now a token-drop model.
     """
@@ -443,6 +516,10 @@ def patch(model: nn.Module, scorer: str = "tavt", fuse: bool = False, schedule=N
         raise UnsupportedModelError(
             f"patch() takes a timm VisionTransformer, got {type(model).__name__}")
     check_scorer(model, scorer)
+    if not isinstance(reducer, str) or reducer not in REDUCERS:
+        raise ConfigError(f"unknown reducer {reducer!r}; expected one of {', '.join(REDUCERS)}")
+    if reducer == "merge" and fuse:
+        raise ConfigError("fuse=True (EViT's fused token) applies to drop only; reducer='merge' needs fuse=False")
     if getattr(model, "dynamic_img_size", False):
         raise UnsupportedModelError("models built with dynamic_img_size=True are not supported; give a fixed img_size")
     for i, blk in enumerate(model.blocks):
@@ -451,7 +528,9 @@ def patch(model: nn.Module, scorer: str = "tavt", fuse: bool = False, schedule=N
         model.__class__ = _token_drop_class(model.__class__)
     model.scorer = scorer
     model.fuse = bool(fuse)
+    model.prop_attn = bool(prop_attn)
     model._default_schedule = None
+    model.reducer = reducer
     if schedule is not None:
         model.schedule = schedule
     return model

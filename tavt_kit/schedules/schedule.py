@@ -6,6 +6,11 @@ distillation) are always kept and never counted. Counts never increase and
 never fall below ``min_tokens``. The schedule equal to the full grid at every
 block is the unpruned model.
 
+A schedule may also name, per block, how a reducing block removes tokens
+(``reducers``: ``"drop"``, ``"merge"`` or None = the model's ``reducer``).
+A drop config that carries reducers is format version 2 (see
+:meth:`TokenSchedule.to_dict`); one without stays version 1, as before.
+
 TAVT's own "length configuration" counts the class token too: its length ``l``
 is ``l - 1`` patch tokens here (:meth:`TokenSchedule.from_tavt_lengths`).
 """
@@ -22,6 +27,10 @@ from ..errors import ScheduleError
 from ..files import write_text
 
 SCHEDULE_FORMAT = "fgvc-kit/token-schedule"
+#: drop-config versions this reader knows: 1 (counts), 2 (counts + per-block reducers)
+SCHEDULE_VERSION = 2
+#: per-block reducer names a schedule may carry (None = the model's reducer)
+REDUCER_NAMES = ("drop", "merge")
 
 
 def ceil_count(x: float) -> int:
@@ -31,6 +40,22 @@ def ceil_count(x: float) -> int:
     0.8 * 785 = 628.0000000000001) does not add a token.
     """
     return math.ceil(round(x, 9))
+
+
+def _check_reducers(reducers: Any, depth: int) -> Optional[tuple]:
+    if reducers is None:
+        return None
+    if isinstance(reducers, (str, bytes)) or not isinstance(reducers, Sequence):
+        raise ScheduleError(f"reducers must be a sequence of {', '.join(REDUCER_NAMES)} or None per block, "
+                            f"got {type(reducers).__name__}")
+    if len(reducers) != depth:
+        raise ScheduleError(f"reducers has {len(reducers)} entries, the schedule has {depth} blocks")
+    for i, r in enumerate(reducers):
+        if r is not None and r not in REDUCER_NAMES:
+            raise ScheduleError(f"reducers[{i}] = {r!r} is not a reducer; expected one of "
+                                f"{', '.join(REDUCER_NAMES)} or None")
+    out = tuple(reducers)
+    return None if all(r is None for r in out) else out
 
 
 def _as_int(value: Any, what: str) -> int:
@@ -47,12 +72,15 @@ class TokenSchedule:
         counts: patch tokens leaving each block (length = depth).
         num_patches: patch tokens entering the first block (the full grid).
         min_tokens: smallest count allowed at any block (default 1).
+        reducers: optional reducer per block (``"drop"``, ``"merge"``, None = the model's
+            ``reducer``; length = depth); all None is the same as none given.
     """
 
     counts: tuple
     num_patches: int
     min_tokens: int = 1
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    reducers: Optional[tuple] = None
 
     def __post_init__(self) -> None:
         num_patches = _as_int(self.num_patches, "num_patches")
@@ -81,6 +109,7 @@ class TokenSchedule:
         object.__setattr__(self, "num_patches", num_patches)
         object.__setattr__(self, "min_tokens", min_tokens)
         object.__setattr__(self, "meta", dict(self.meta))
+        object.__setattr__(self, "reducers", _check_reducers(self.reducers, len(counts)))
 
     # ------------------------------------------------------------------ builders
     @classmethod
@@ -159,7 +188,13 @@ class TokenSchedule:
         return self.counts[i]
 
     def __str__(self) -> str:
+        if self.reducers:
+            return f"TokenSchedule({list(self.counts)} of {self.num_patches}, reducers {list(self.reducers)})"
         return f"TokenSchedule({list(self.counts)} of {self.num_patches})"
+
+    def with_reducers(self, reducers: Optional[Sequence[Optional[str]]]) -> "TokenSchedule":
+        """The same counts with per-block ``reducers`` (None: the model's reducer everywhere)."""
+        return TokenSchedule(self.counts, self.num_patches, self.min_tokens, meta=self.meta, reducers=reducers)
 
     # ---------------------------------------------------------------- validation
     def check_fits(self, depth: int, num_patches: int) -> "TokenSchedule":
@@ -191,6 +226,14 @@ class TokenSchedule:
 
     # ---------------------------------------------------------------------- JSON
     def to_dict(self) -> dict:
+        """The drop config as JSON data.
+
+        Without reducers: version 1, exactly the layout readers before reducers existed read.
+        With reducers: ``"version": 2`` and ``"reducers"``; because version-1 readers ignored
+        unknown keys and never checked a version, ``min_tokens`` is then written as an object
+        (``{"value": n, "requires": ...}``), which a version-1 reader refuses with a message
+        that names the reason instead of silently dropping the reducers.
+        """
         d = {
             "format": SCHEDULE_FORMAT,
             "counts": list(self.counts),
@@ -198,6 +241,12 @@ class TokenSchedule:
             "min_tokens": self.min_tokens,
             "keep_ratios": [round(r, 6) for r in self.keep_ratios()],
         }
+        if self.reducers:
+            d["version"] = 2
+            d["reducers"] = list(self.reducers)
+            d["min_tokens"] = {"value": self.min_tokens,
+                               "requires": "drop config version 2 (per-block reducers drop/merge): read it with "
+                                           "an fgvc-kit that knows token merging"}
         if self.meta:
             d["model"] = dict(self.meta)
         return d
@@ -213,9 +262,19 @@ class TokenSchedule:
         for key in ("counts", "num_patches"):
             if key not in d:
                 raise ScheduleError(f"{source}: missing field '{key}'")
+        version = d.get("version", 1)
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEDULE_VERSION:
+            raise ScheduleError(f"{source}: drop config version {version!r} is not known to this fgvc-kit (it reads "
+                                f"versions 1..{SCHEDULE_VERSION}); update fgvc-kit")
+        min_tokens = d.get("min_tokens", 1)
+        if version >= 2 and isinstance(min_tokens, Mapping):
+            min_tokens = min_tokens.get("value", 1)
+        if version < 2 and "reducers" in d:
+            raise ScheduleError(f"{source}: field 'reducers' needs \"version\": 2")
+        reducers = d.get("reducers")
         try:
             return cls(tuple(d["counts"]) if isinstance(d["counts"], list) else d["counts"],
-                       d["num_patches"], d.get("min_tokens", 1), meta=d.get("model") or {})
+                       d["num_patches"], min_tokens, meta=d.get("model") or {}, reducers=reducers)
         except ScheduleError as e:
             raise ScheduleError(f"{source}: {e}") from None
 
@@ -233,7 +292,7 @@ class TokenSchedule:
     def save(self, path: Union[str, os.PathLike], model_info: Optional[Mapping[str, Any]] = None) -> None:
         """Write a drop config; ``model_info`` records which model it belongs to."""
         sched = self if model_info is None else TokenSchedule(self.counts, self.num_patches, self.min_tokens,
-                                                            meta=model_info)
+                                                            meta=model_info, reducers=self.reducers)
         write_text(path, sched.to_json(indent=2) + "\n")
 
     @classmethod

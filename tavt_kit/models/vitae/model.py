@@ -122,7 +122,7 @@ class ViTAE(ScheduleHolder, nn.Module):
     def make_schedule(self, value) -> TokenSchedule:
         """Validate ``value`` (schedule, counts, drop-config path or dict) against the drop stage."""
         try:
-            return TokenSchedule.coerce(value, self.depth, self.num_patches)
+            return self.check_reducers(TokenSchedule.coerce(value, self.depth, self.num_patches))
         except ScheduleError as e:
             if not self.window_stages:
                 raise
