@@ -107,11 +107,11 @@ def run_distill(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from ..data import DataSpec, build_dataset
+    from ..data import build_dataset
     from ..errors import CheckpointError, ConfigError
     from ..models import load_checkpoint
     from ..train.build import check_model_fits
-    from .train import fit_batch, open_run, train_config
+    from .train import data_spec, fit_batch, open_run, train_config
     from ..train import LAST_FILE, METRICS_FILE, Trainer, init_distributed
     from ..files import write_json
     from ..train.evaluate import evaluate

@@ -215,7 +215,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from ..data import DataSpec, build_dataset, class_names_of
+    from ..data import build_dataset, class_names_of
     from ..errors import ConfigError
     from ..models import load_checkpoint
     from ..train.build import build_model

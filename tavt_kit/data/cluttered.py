@@ -42,7 +42,8 @@ NAME = "cluttered-digits"
 
 #: the options of the generator (``--dataset-option KEY=VALUE``) and their defaults
 DEFAULT_OPTIONS: Dict[str, int] = dict(seed=0, train=9000, holdout=1500, test=3000, canvas=64, digit_min=28,
-                                       digit_max=36, spread=12, clutter=8, fragment=10)
+                                       digit_max=36, spread=12, clutter=8, fragment=10,
+                                       clutter_brightness=100)
 #: fractions of the 1797 source digits given to the held-out and test splits (the rest trains)
 HOLDOUT_SOURCES, TEST_SOURCES = 0.15, 0.25
 
@@ -70,6 +71,9 @@ def check_options(options: Mapping[str, Any]) -> Dict[str, int]:
     if not 8 <= out["digit_min"] <= out["digit_max"] <= out["canvas"]:
         raise ConfigError(f"--dataset-option digit_min={out['digit_min']}, digit_max={out['digit_max']}, "
                           f"canvas={out['canvas']}: expected 8 <= digit_min <= digit_max <= canvas")
+    if not 0 <= out["clutter_brightness"] <= 100:
+        raise ConfigError(f"--dataset-option clutter_brightness={out['clutter_brightness']}: expected a percentage "
+                          "of the digit's brightness, 0 to 100")
     if out["spread"] < 0:
         raise ConfigError(f"--dataset-option spread={out['spread']}: expected a non-negative shift in pixels")
     if out["clutter"] < 0 or not 1 <= out["fragment"] <= out["digit_min"]:
@@ -95,43 +99,59 @@ def _upscaled(size: int) -> np.ndarray:
 
 
 def _render(sources: np.ndarray, n: int, o: Dict[str, int], rng: np.random.Generator,
-            scaled: Dict[int, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    """``n`` images drawn from ``sources`` only: uint8 (n, canvas, canvas) and the source of each digit."""
-    C, F = o["canvas"], o["fragment"]
+            scaled: Dict[int, np.ndarray]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` images drawn from ``sources`` only: uint8 (n, canvas, canvas), the source of each image's digit and
+    of each of its clutter fragments (n, clutter)."""
+    C, F, dim = o["canvas"], o["fragment"], o["clutter_brightness"]
     reps = -(-n // len(sources))
     order = np.concatenate([rng.permutation(sources) for _ in range(reps)])[:n]
     out = np.zeros((n, C, C), dtype=np.uint8)
     sizes = rng.integers(o["digit_min"], o["digit_max"] + 1, size=n)
+    clutter = np.zeros((n, o["clutter"]), dtype=np.int64)
     for i in range(n):
         canvas = out[i]
-        for _ in range(o["clutter"]):
-            other = scaled[int(rng.integers(o["digit_min"], o["digit_max"] + 1))][int(rng.choice(sources))]
+        for j in range(o["clutter"]):
+            clutter[i, j] = int(rng.choice(sources))
+            other = scaled[int(rng.integers(o["digit_min"], o["digit_max"] + 1))][clutter[i, j]]
             s = other.shape[0]
             fy, fx = rng.integers(0, s - F + 1, size=2)
             y, x = rng.integers(0, C - F + 1, size=2)
-            np.maximum(canvas[y:y + F, x:x + F], other[fy:fy + F, fx:fx + F], out=canvas[y:y + F, x:x + F])
+            piece = other[fy:fy + F, fx:fx + F]
+            if dim != 100:
+                piece = (piece.astype(np.uint16) * dim // 100).astype(np.uint8)
+            np.maximum(canvas[y:y + F, x:x + F], piece, out=canvas[y:y + F, x:x + F])
         digit = scaled[int(sizes[i])][order[i]]
         s = digit.shape[0]
         lo, hi = max(0, (C - s) // 2 - o["spread"]), min(C - s, (C - s) // 2 + o["spread"])
         y, x = rng.integers(lo, hi + 1, size=2)
         np.maximum(canvas[y:y + s, x:x + s], digit, out=canvas[y:y + s, x:x + s])
-    return out, order
+    return out, order, clutter
 
 
-@functools.lru_cache(maxsize=2)
-def generate(options: Tuple[Tuple[str, int], ...]) -> Tuple[torch.Tensor, Dict[str, np.ndarray], Dict[str, Any]]:
-    """All images of every split: uint8 (N, 1, canvas, canvas), each split's row indices, and a description.
+def generate(options: Tuple[Tuple[str, int], ...]) -> Tuple[torch.Tensor, Dict[str, Any], Dict[str, Any]]:
+    """All images of every split: uint8 (N, 1, canvas, canvas), each split's ``(rows, labels)``, a description.
 
     ``options`` is a sorted tuple of ``(key, value)`` (hashable, for the cache).
     """
+    return _generate(options)[:3]
+
+
+def provenance(options: Tuple[Tuple[str, int], ...]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Per split: the source digit of each image's label and of each of its clutter fragments."""
+    return _generate(options)[3]
+
+
+@functools.lru_cache(maxsize=2)
+def _generate(options):
     o = check_options(dict(options))
     _, labels = digits()
     scaled = {s: _upscaled(s) for s in range(o["digit_min"], o["digit_max"] + 1)}
-    parts, rows, targets, start = [], {}, {}, 0
+    parts, rows, targets, used, start = [], {}, {}, {}, 0
     sources = source_splits(o["seed"])
     for k, split in enumerate(("train", "holdout", "test")):
         rng = np.random.default_rng([o["seed"], 0xC1, k])
-        images, order = _render(sources[split], o[split], o, rng, scaled)
+        images, order, clutter = _render(sources[split], o[split], o, rng, scaled)
+        used[split] = (order, clutter)
         parts.append(images)
         rows[split] = np.arange(start, start + len(images))
         targets[split] = labels[order]
@@ -140,7 +160,7 @@ def generate(options: Tuple[Tuple[str, int], ...]) -> Tuple[torch.Tensor, Dict[s
     meta = {"source": "sklearn.datasets.load_digits, cluttered (generated, no download)", "options": o,
             "source_digits": {k: int(len(v)) for k, v in sources.items()},
             "splits": "disjoint source digits per split (train / held-out / test), clutter from the same split"}
-    return array, {k: (rows[k], targets[k]) for k in rows}, meta
+    return array, {k: (rows[k], targets[k]) for k in rows}, meta, used
 
 
 def option_key(options: Mapping[str, Any]) -> Tuple[Tuple[str, int], ...]:

@@ -165,7 +165,8 @@ class DataSpec:
             if self.info.options is None:
                 raise ConfigError(f"--dataset-option {next(iter(self.options))}: dataset {self.name} takes no "
                                   "options (only generated datasets do)")
-            self.info.options(self.options)  # validates, one line
+            full = self.info.options(self.options)  # validates, one line
+            self.options = {k: full[k] for k in self.options}  # as given, in their types (CLI values are text)
 
     @property
     def info(self) -> DatasetInfo:

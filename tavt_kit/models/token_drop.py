@@ -33,7 +33,6 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, UnsupportedModelError
