@@ -164,12 +164,12 @@ def fault_cases(f: dict, d: str):
     def torn_journal():
         path = os.path.join(d, "journal.jsonl")
         j = Journal(path, {"settings": {}})
-        j.record((4, 2), accuracy=0.5)
+        j.record(((4, 2), ()), accuracy=0.5)
         with open(path, "a") as fh:
             fh.write('{"kind": "candidate", "counts": [50,')
-        Journal(path, {"settings": {}}).record((3, 1), accuracy=0.2)
+        Journal(path, {"settings": {}}).record(((3, 1), ()), accuracy=0.2)
         j3 = Journal(path, {"settings": {}})
-        ok = set(j3.entries) == {(4, 2), (3, 1)} and all(json.loads(x) for x in open(path).read().splitlines())
+        ok = set(j3.entries) == {((4, 2), ()), ((3, 1), ())} and all(json.loads(x) for x in open(path).read().splitlines())
         return "clean" if ok else "data loss"
 
     model = tavt_kit.load_checkpoint(str(f["ckpt"]))

@@ -68,7 +68,7 @@ def test_evolution_is_deterministic_respects_the_space_and_budgets(setup):
     b = _search(model, images, labels, budgets=[budget])
     assert list(a.evaluated) == list(b.evaluated)
     space = SearchSpace.for_model(model, bound=0.3)
-    assert all(space.contains(tavt_kit.TokenSchedule(g, 64)) for g in a.evaluated)
+    assert all(space.contains(tavt_kit.TokenSchedule(g[0], 64)) for g in a.evaluated)
     best = a.best_within(budget)
     assert best.macs <= budget.limit
     assert all(c.accuracy <= best.accuracy for c in a.feasible(budget))
@@ -112,14 +112,14 @@ def test_a_torn_journal_line_is_cut_before_appending_and_garbage_is_named(tmp_pa
 
     path = str(tmp_path / "journal.jsonl")
     j = Journal(path, {"settings": {"a": 1}})
-    j.record((4, 2), accuracy=0.5)
+    j.record(((4, 2), ()), accuracy=0.5)
     with open(path, "a") as f:
         f.write('{"kind": "candidate", "counts": [50,')  # killed mid-write
     j2 = Journal(path, {"settings": {"a": 1}})
-    assert list(j2.entries) == [(4, 2)]
-    j2.record((3, 1), accuracy=0.25)
+    assert list(j2.entries) == [((4, 2), ())]
+    j2.record(((3, 1), ()), accuracy=0.25)
     j3 = Journal(path, {"settings": {"a": 1}})  # a third run reads every line
-    assert set(j3.entries) == {(4, 2), (3, 1)}
+    assert set(j3.entries) == {((4, 2), ()), ((3, 1), ())}
     lines = open(path).read().splitlines()
     assert all(json.loads(line) for line in lines)
     with open(path, "a") as f:

@@ -36,3 +36,15 @@ def random_schedules(depth: int, num_patches: int, n: int, low: float = 0.8, hig
     rng = random.Random(seed)
     return [TokenSchedule.from_ratios([rng.uniform(low, high) for _ in range(depth)], depth, num_patches, min_tokens)
             for _ in range(n)]
+
+
+def tome_schedule(r: int, depth: int, num_patches: int, min_tokens: int = 1) -> TokenSchedule:
+    """ToMe off the shelf: merge ``r`` patch tokens in every block (fewer where half the tokens or the floor
+    is reached, as ToMe's own clamp), merge everywhere."""
+    if r < 0:
+        raise ConfigError(f"ToMe r: expected a non-negative number of tokens per block, got {r}")
+    counts, n = [], num_patches
+    for _ in range(depth):
+        n = max(min(n, min_tokens), n - min(int(r), n // 2))
+        counts.append(n)
+    return TokenSchedule(tuple(counts), num_patches, min(min_tokens, num_patches), reducers=("merge",) * depth)

@@ -6,6 +6,12 @@ block. Lengths follow TAVT's rule on the whole sequence, prefix tokens
 included — ``l_i = ceil(l_{i-1} * (1 - r_i))`` — so that for ViT-B/16 at 448
 the smallest member is exactly TAVT's (628, 503, ..., 56) with the class token.
 The space is stored in a supernet checkpoint's spec (``spec["search_space"]``).
+
+A space distilled with several reducers (``fgvc-kit distill --reducers
+drop,merge``) also chooses, per reducing block, how the tokens are removed:
+dropped (top-k by the scorer) or merged (ToMe's bipartite matching, at most
+half of the block's tokens per block). Its members carry per-block
+``reducers``; a space with one reducer leaves them to the model.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
-from .schedule import TokenSchedule, ceil_count
+from .schedule import REDUCER_NAMES, TokenSchedule, ceil_count
 
 SPACE_FORMAT = "fgvc-kit/search-space"
 
@@ -39,6 +45,8 @@ class SearchSpace:
     min_tokens: int = 1
     num_prefix: int = 1
     scorer: str = "tavt"
+    #: the reducers a reducing block may use (one: the model's; several: chosen per block by the search)
+    reducers: Tuple[str, ...] = ("drop",)
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -51,24 +59,52 @@ class SearchSpace:
         if not 1 <= self.min_tokens <= self.num_patches:
             raise ConfigError(f"search space: min_tokens must be in [1, {self.num_patches}], got {self.min_tokens}")
         object.__setattr__(self, "bounds", bounds)
+        reducers = tuple(self.reducers) if not isinstance(self.reducers, str) else (self.reducers,)
+        if not reducers or len(set(reducers)) != len(reducers) or any(r not in REDUCER_NAMES for r in reducers):
+            raise ConfigError(f"reducers: expected distinct names among {', '.join(REDUCER_NAMES)}, got "
+                              f"{','.join(map(str, reducers)) or 'none'}")
+        object.__setattr__(self, "reducers", reducers)
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the search also chooses each block's reducer."""
+        return len(self.reducers) > 1
+
+    def allowed_reducer(self, reducer: str, prev: int, count: int) -> str:
+        """``reducer`` where a block can use it, else drop: a merge removes at most half of its tokens."""
+        if reducer == "merge" and prev - count > prev // 2:
+            return "drop"
+        return reducer
+
+    def with_reducers(self, schedule: TokenSchedule, choose) -> TokenSchedule:
+        """``schedule`` with the reducer of each reducing block from ``choose(block)`` (mixed spaces only)."""
+        if not self.mixed:
+            return schedule
+        out, prev = [], self.num_patches
+        for i, c in enumerate(schedule.counts):
+            out.append(self.allowed_reducer(choose(i), prev, c) if c < prev else None)
+            prev = c
+        return schedule.with_reducers(out if any(out) else None)
 
     @classmethod
     def tavt(cls, depth: int, num_patches: int, bound: float = 0.2, drop_blocks: Optional[Sequence[int]] = None,
-             min_tokens: int = 1, num_prefix: int = 1, scorer: str = "tavt") -> "SearchSpace":
+             min_tokens: int = 1, num_prefix: int = 1, scorer: str = "tavt",
+             reducers: Sequence[str] = ("drop",)) -> "SearchSpace":
         """TAVT's space: drop ratio in [0, ``bound``] after each block in ``drop_blocks`` (default all)."""
         blocks = range(depth) if drop_blocks is None else drop_blocks
         for b in blocks:
             if not 0 <= b < depth:
                 raise ConfigError(f"search space: drop block {b} is outside 0..{depth - 1}")
         bounds = tuple(bound if i in set(blocks) else 0.0 for i in range(depth))
-        return cls(depth, num_patches, bounds, min_tokens, num_prefix, scorer)
+        return cls(depth, num_patches, bounds, min_tokens, num_prefix, scorer, tuple(reducers))
 
     @classmethod
     def for_model(cls, model, bound: float = 0.2, drop_blocks: Optional[Sequence[int]] = None,
-                  min_tokens: int = 1) -> "SearchSpace":
+                  min_tokens: int = 1, reducers: Optional[Sequence[str]] = None) -> "SearchSpace":
         return cls.tavt(model.depth, model.num_patches, bound, drop_blocks, min_tokens,
                         int(getattr(model, "num_prefix_tokens", 0)) if getattr(model, "cls_token", None) is not None
-                        else 0, getattr(model, "scorer", "tavt"))
+                        else 0, getattr(model, "scorer", "tavt"),
+                        tuple(reducers) if reducers else (getattr(model, "reducer", "drop"),))
 
     # ----------------------------------------------------------------- members
     def from_drop_ratios(self, ratios: Sequence[float]) -> TokenSchedule:
@@ -85,12 +121,16 @@ class SearchSpace:
     def full(self) -> TokenSchedule:
         return TokenSchedule.full(self.depth, self.num_patches, self.min_tokens)
 
-    def smallest(self) -> TokenSchedule:
-        return self.from_drop_ratios(self.bounds)
+    def smallest(self, reducer: Optional[str] = None) -> TokenSchedule:
+        """The member with the fewest tokens (with ``reducer`` at every reducing block of a mixed space)."""
+        s = self.from_drop_ratios(self.bounds)
+        return self.with_reducers(s, lambda i: reducer) if reducer is not None else s
 
     def sample(self, rng: random.Random) -> TokenSchedule:
-        """A random member: drop ratio of each block uniform in [0, bound] (TAVT)."""
-        return self.from_drop_ratios([rng.uniform(0.0, b) if b > 0 else 0.0 for b in self.bounds])
+        """A random member: drop ratio of each block uniform in [0, bound] (TAVT); in a mixed space each
+        reducing block's reducer uniform among the space's."""
+        s = self.from_drop_ratios([rng.uniform(0.0, b) if b > 0 else 0.0 for b in self.bounds])
+        return self.with_reducers(s, lambda i: rng.choice(self.reducers))
 
     def count_range(self, block: int, prev: int) -> Tuple[int, int]:
         """Allowed counts at ``block`` given ``prev`` patch tokens entering it: (lowest, highest)."""
@@ -102,9 +142,13 @@ class SearchSpace:
         if schedule.depth != self.depth or schedule.num_patches != self.num_patches:
             return False
         prev = self.num_patches
+        reducers = schedule.reducers or (None,) * self.depth
         for i, c in enumerate(schedule.counts):
             low, high = self.count_range(i, prev)
             if not low <= c <= high:
+                return False
+            r = reducers[i]
+            if c < prev and r is not None and (r not in self.reducers or self.allowed_reducer(r, prev, c) != r):
                 return False
             prev = c
         return True
@@ -113,12 +157,13 @@ class SearchSpace:
     def to_dict(self) -> Dict[str, Any]:
         return {"format": SPACE_FORMAT, "depth": self.depth, "num_patches": self.num_patches,
                 "bounds": list(self.bounds), "min_tokens": self.min_tokens, "num_prefix": self.num_prefix,
-                "scorer": self.scorer}
+                "scorer": self.scorer, **({"reducers": list(self.reducers)} if self.reducers != ("drop",) else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SearchSpace":
         try:
             return cls(int(d["depth"]), int(d["num_patches"]), tuple(d["bounds"]), int(d.get("min_tokens", 1)),
-                       int(d.get("num_prefix", 1)), str(d.get("scorer", "tavt")))
+                       int(d.get("num_prefix", 1)), str(d.get("scorer", "tavt")),
+                       tuple(d.get("reducers") or ("drop",)))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"search space: malformed entry ({e})") from None

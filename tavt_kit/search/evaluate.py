@@ -166,7 +166,10 @@ class CandidateEvaluator:
         full = self.model.num_patches
         if F and any(any(n != full for n in c[:F]) for c in counts):
             raise ValueError(f"every schedule must keep the full grid in the first {F} (shared) blocks")
-        tree = _build_tree([c[F:] for c in counts]) if self.use_tree else None
+        # merging blocks carry token sizes the tree's drop arithmetic does not: those run one forward each
+        merging = getattr(self.model, "reducer", "drop") == "merge" or any(
+            s.reducers and "merge" in s.reducers for s in schedules)
+        tree = _build_tree([c[F:] for c in counts]) if self.use_tree and not merging else None
         for start, end in self._batches():
             y = self.labels[start:end]
             leaf = functools.partial(self._score, out, y, self._reference_logp(start, end), start)
@@ -176,8 +179,8 @@ class CandidateEvaluator:
                 self.stats.block_runs_naive += len(counts) * self.model.depth
             else:
                 x = self._inputs(start, end)
-                for i, c in enumerate(counts):
-                    leaf(self.model(x, drop=c), [i])
+                for i, s in enumerate(schedules):
+                    leaf(self.model(x, drop=s), [i])
             self.stats.images += end - start
             if progress is not None:
                 progress(end - start)

@@ -33,6 +33,21 @@ from ..schedules.schedule import TokenSchedule
 from ..schedules.space import SearchSpace
 
 Counts = Tuple[int, ...]
+#: a candidate: its counts and, in a space that mixes reducers, each block's reducer ("" where it keeps its tokens);
+#: ``()`` when the model's reducer does everything
+Gene = Tuple[Counts, Tuple[str, ...]]
+
+
+def gene_of(schedule: TokenSchedule) -> Gene:
+    """The search's key of a schedule."""
+    return tuple(schedule.counts), tuple(r or "" for r in schedule.reducers) if schedule.reducers else ()
+
+
+def schedule_of(gene: Gene, num_patches: int, min_tokens: int = 1) -> TokenSchedule:
+    """The schedule of a search key."""
+    counts, reducers = gene
+    return TokenSchedule(counts, num_patches, min_tokens,
+                         reducers=tuple(r or None for r in reducers) if reducers else None)
 
 
 @dataclass
@@ -43,9 +58,14 @@ class Candidate:
     latency: Optional[float] = None  # seconds
     generation: int = 0
     origin: str = "init"
+    reducers: Tuple[str, ...] = ()  # per block ("" = keeps its tokens); () = the model's reducer
     nll: Optional[float] = None  # mean cross-entropy on the held-out images
     kl: Optional[float] = None  # mean KL divergence from the full model's predictions
     fitness: Optional[float] = None  # what the search maximises (None: accuracy)
+
+    @property
+    def gene(self) -> Gene:
+        return self.counts, self.reducers
 
     @property
     def score(self) -> float:
@@ -55,7 +75,8 @@ class Candidate:
         return float(self.macs if objective == "macs" else self.latency)
 
     def to_dict(self) -> dict:
-        return {"counts": list(self.counts), "accuracy": self.accuracy, "nll": self.nll, "kl": self.kl,
+        return {"counts": list(self.counts), **({"reducers": [r or None for r in self.reducers]} if self.reducers
+                                                 else {}), "accuracy": self.accuracy, "nll": self.nll, "kl": self.kl,
                 "fitness": self.score, "macs": self.macs,
                 "latency_ms": None if self.latency is None else self.latency * 1e3,
                 "generation": self.generation, "origin": self.origin}
@@ -123,7 +144,7 @@ class Journal:
     def __init__(self, path: Optional[str], header: dict):
         self.path = path
         self.header = header
-        self.entries: Dict[Counts, dict] = {}
+        self.entries: Dict[Gene, dict] = {}
         if path and os.path.exists(path):
             from ..errors import ConfigError
 
@@ -158,7 +179,7 @@ class Journal:
                         raise ConfigError(f"{path}: journal of a search with other settings; "
                                           "use another --out or delete the journal")
                 elif rec.get("kind") == "candidate":
-                    self.entries[tuple(rec["counts"])] = rec
+                    self.entries[(tuple(rec["counts"]), tuple(r or "" for r in rec.get("reducers") or ()))] = rec
             if good < len(data):
                 with open(path, "r+b") as f:  # cut the torn tail, so appends start on a fresh line
                     f.truncate(good)
@@ -179,9 +200,11 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())
 
-    def record(self, counts: Counts, **values) -> None:
-        rec = {"kind": "candidate", "counts": list(counts), **values}
-        self.entries[counts] = rec
+    def record(self, gene: Gene, **values) -> None:
+        counts, reducers = gene
+        rec = {"kind": "candidate", "counts": list(counts),
+               **({"reducers": [r or None for r in reducers]} if reducers else {}), **values}
+        self.entries[gene] = rec
         self._append(rec)
 
 
@@ -222,35 +245,53 @@ class EvolutionSearch:
         self.objective = "latency" if latency_fn is not None else "macs"
 
     # --------------------------------------------------------------- operators
-    def repair(self, counts: Sequence[float]) -> Counts:
+    def repair(self, counts: Sequence[float], reducers: Sequence[str] = ()) -> Gene:
+        """Counts rounded into the space; in a mixed space, a reducer for each reducing block (drop where a
+        merge would remove more than half of the block's tokens), none for the others."""
         out, prev = [], self.space.num_patches
+        red = []
         for i, c in enumerate(counts):
             low, high = self.space.count_range(i, prev)
             c = int(min(high, max(low, round(c))))
             out.append(c)
+            if self.space.mixed:
+                r = (reducers[i] if i < len(reducers) else "") or self.space.reducers[0]
+                red.append(self.space.allowed_reducer(r, prev, c) if c < prev else "")
             prev = c
-        return tuple(out)
+        return tuple(out), (tuple(red) if any(red) else ())
 
-    def mutate(self, parent: Counts) -> Counts:
-        """TAVT's mutation: each block, with probability p, redrawn between its neighbours' counts."""
-        new = list(parent)
+    def mutate(self, parent: Gene) -> Gene:
+        """TAVT's mutation: each block, with probability p, redrawn between its neighbours' counts; in a mixed
+        space each block's reducer is also redrawn with probability p."""
+        counts, reducers = parent
+        new = list(counts)
         for i in range(len(new)):
             if self.rng.random() < self.settings.mutation_prob:
                 prev = new[i - 1] if i else self.space.num_patches
                 nxt = new[i + 1] if i + 1 < len(new) else self.space.count_range(i, prev)[0]
                 new[i] = self.rng.randint(min(nxt, prev), prev)
-        return self.repair(new)
+        red = list(reducers) or [""] * len(new)
+        if self.space.mixed:
+            for i in range(len(red)):
+                if self.rng.random() < self.settings.mutation_prob:
+                    red[i] = self.rng.choice(self.space.reducers)
+        return self.repair(new, red)
 
-    def crossover(self, a: Counts, b: Counts) -> Counts:
-        return self.repair([(x + y) / 2 for x, y in zip(a, b)])
+    def crossover(self, a: Gene, b: Gene) -> Gene:
+        """Each block's count the mean of the parents'; its reducer from either parent."""
+        red = []
+        if self.space.mixed:
+            ra, rb = a[1] or ("",) * len(a[0]), b[1] or ("",) * len(b[0])
+            red = [x if self.rng.random() < 0.5 else y for x, y in zip(ra, rb)]
+        return self.repair([(x + y) / 2 for x, y in zip(a[0], b[0])], red)
 
     # -------------------------------------------------------------- evaluation
-    def evaluate(self, genes: List[Counts], generation: int, origin: str) -> List[Candidate]:
+    def evaluate(self, genes: List[Gene], generation: int, origin: str) -> List[Candidate]:
         todo = [g for g in dict.fromkeys(genes) if g not in self.evaluated]
         fresh = [g for g in todo if g not in self.journal.entries]
         if fresh:
             t = time.perf_counter()
-            scheds = [TokenSchedule(g, self.space.num_patches, self.space.min_tokens) for g in fresh]
+            scheds = [schedule_of(g, self.space.num_patches, self.space.min_tokens) for g in fresh]
             results = self.accuracy_fn(scheds)
             self.eval_seconds += time.perf_counter() - t
             self.evaluations += len(fresh)
@@ -262,9 +303,9 @@ class EvolutionSearch:
         out = []
         for g in todo:
             rec = self.journal.entries[g]
-            fit = fitness_of(rec, self.fitness)
-            cand = Candidate(g, rec["accuracy"], rec["macs"], rec.get("latency"), rec.get("generation", generation),
-                             rec.get("origin", origin), rec.get("nll"), rec.get("kl"), fit)
+            cand = Candidate(g[0], rec["accuracy"], rec["macs"], rec.get("latency"), rec.get("generation", generation),
+                             rec.get("origin", origin), reducers=g[1], nll=rec.get("nll"), kl=rec.get("kl"),
+                             fitness=fitness_of(rec, self.fitness))
             self.evaluated[g] = cand
             out.append(cand)
         return out
@@ -274,28 +315,31 @@ class EvolutionSearch:
 
     def best_within(self, budget: Budget) -> Optional[Candidate]:
         cands = self.feasible(budget)
-        # equal fitness: the one that uses more of the budget (then the counts, so the pick is reproducible)
-        return max(cands, key=lambda c: (c.score, c.cost(budget.objective), c.counts)) if cands else None
+        # equal fitness: the one that uses more of the budget (then the gene, so the pick is reproducible)
+        return max(cands, key=lambda c: (c.score, c.cost(budget.objective), c.gene)) if cands else None
 
-    def parents(self) -> List[Counts]:
-        pool = {c.counts: c for c in pareto_front(self.evaluated.values(), self.objective)}
+    def parents(self) -> List[Gene]:
+        pool = {c.gene: c for c in pareto_front(self.evaluated.values(), self.objective)}
         for budget in self.budgets:
             top = sorted(self.feasible(budget), key=lambda c: (-c.score, -c.cost(budget.objective)))
             for c in top[: self.settings.population]:
-                pool[c.counts] = c
+                pool[c.gene] = c
         if len(pool) < 2:
             for c in sorted(self.evaluated.values(), key=lambda c: -c.score)[: self.settings.population]:
-                pool[c.counts] = c
+                pool[c.gene] = c
         return sorted(pool)  # sorted: the order must not depend on dict history, for exact replays
 
     # --------------------------------------------------------------------- run
     def run(self) -> List[Candidate]:
         s = self.settings
-        init = [self.space.full().counts, self.space.smallest().counts]
+        init = [gene_of(self.space.full()), gene_of(self.space.smallest())]
+        if self.space.mixed:  # the smallest member with each reducer everywhere
+            init += [gene_of(self.space.smallest(r)) for r in self.space.reducers]
+        init = list(dict.fromkeys(init))
         seen = set(init)
         tries = 0
         while len(init) < s.population and tries < 50 * s.population:
-            g = self.space.sample(self.rng).counts
+            g = gene_of(self.space.sample(self.rng))
             tries += 1
             if g not in seen:
                 seen.add(g)

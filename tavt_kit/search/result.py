@@ -8,7 +8,7 @@ import re
 from typing import Any, Dict, Optional, Tuple
 
 from ..errors import ConfigError, ScheduleError
-from ..schedules import check_model_info
+from ..schedules import TokenSchedule, check_model_info
 
 SEARCH_FORMAT = "fgvc-kit/search"
 
@@ -155,7 +155,8 @@ def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any
             raise ScheduleError(f"{where}: searched other weights (sha256 {searched[:12]}...) than this checkpoint's "
                                 f"({mine[:12]}...); its accuracies are not this model's: search this checkpoint")
     try:
-        sched = model.make_schedule(list(row["best"]["counts"]))
+        sched = model.make_schedule(TokenSchedule(tuple(row["best"]["counts"]), model.num_patches,
+                                                  reducers=row["best"].get("reducers")))
     except ScheduleError as e:
         raise ScheduleError(f"{where}: budget {row['label']}: {e} (a search of another model?)") from None
     best = row["best"]

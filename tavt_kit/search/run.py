@@ -28,7 +28,8 @@ from ..schedules.space import SearchSpace
 from ..stats import paired_difference, wilson_interval
 from .baselines import baseline_schedules
 from .evaluate import CandidateEvaluator, ScheduleScores
-from .evolution import Budget, EvolutionSearch, EvolutionSettings, Journal, front_area, pareto_front
+from .evolution import (Budget, EvolutionSearch, EvolutionSettings, Journal, front_area, gene_of, pareto_front,
+                        schedule_of)
 from .fitness import DEFAULT_FITNESS, FITNESSES
 from .result import SEARCH_FORMAT
 
@@ -149,15 +150,19 @@ def run_search(
         return [sc.metrics(i) for i in range(len(scheds))]
 
     @functools.lru_cache(maxsize=None)
-    def macs_of(counts) -> int:
-        return count_macs(model, TokenSchedule(counts, space.num_patches, space.min_tokens)).total()
+    def macs_of(gene) -> int:
+        return count_macs(model, sched(gene)).total()
+
+    def sched(gene) -> TokenSchedule:
+        return schedule_of(gene, space.num_patches, space.min_tokens)
 
     lat_cache: Dict[tuple, float] = {}
 
     def latency(s: TokenSchedule) -> float:
-        if s.counts not in lat_cache:
-            lat_cache[s.counts] = float(latency_fn(s))
-        return lat_cache[s.counts]
+        g = gene_of(s)
+        if g not in lat_cache:
+            lat_cache[g] = float(latency_fn(s))
+        return lat_cache[g]
 
     digest = weights_digest(model)
     # keyed on the weights' content: a supernet retrained into the same path is another search
@@ -174,7 +179,7 @@ def run_search(
         torch.distributed.broadcast_object_list(obj, src=0)
         journal.entries = obj[0]
     t0 = time.perf_counter()
-    search = EvolutionSearch(space, metrics, lambda s: macs_of(s.counts), settings,
+    search = EvolutionSearch(space, metrics, lambda s: macs_of(gene_of(s)), settings,
                              latency if latency_fn is not None else None, budgets, journal,
                              log if rank == 0 else (lambda s: None), fitness=fitness)
     cands = search.run()
@@ -183,7 +188,10 @@ def run_search(
 
     # ---- choices per budget, baselines, and the test split
     full, smallest = space.full(), space.smallest()
-    cost_fn: Callable[[TokenSchedule], float] = (lambda s: macs_of(s.counts)) if objective == "macs" else latency
+    from ..models.token_drop import TokenDropMixin
+
+    can_merge = isinstance(model, TokenDropMixin)  # timm ViTs merge (ToMe's baseline); ViTAE's cells do not
+    cost_fn: Callable[[TokenSchedule], float] = (lambda s: macs_of(gene_of(s))) if objective == "macs" else latency
     choices = {}
     for b in budgets:
         best = search.best_within(b)
@@ -192,27 +200,28 @@ def run_search(
     base = {}
     for label, limit in limits.items():
         b = next(x for x in budgets if x.label == label)
-        fn = (lambda s: macs_of(s.counts)) if b.objective == "macs" else latency
-        base[label] = baseline_schedules(space.depth, space.num_patches, fn, {label: limit}, space.min_tokens)[label]
+        fn = (lambda s: macs_of(gene_of(s))) if b.objective == "macs" else latency
+        base[label] = baseline_schedules(space.depth, space.num_patches, fn, {label: limit}, space.min_tokens,
+                                         merge=can_merge)[label]
     fixed = baseline_schedules(space.depth, space.num_patches, cost_fn, {}, space.min_tokens)["fixed"]
 
     front = pareto_front(cands, objective)
     to_test: Dict[tuple, TokenSchedule] = {}
-    for s in [full, smallest] + [TokenSchedule(c.counts, space.num_patches, space.min_tokens) for c in front]:
-        to_test[s.counts] = s
+    for s in [full, smallest] + [sched(c.gene) for c in front]:
+        to_test[gene_of(s)] = s
     for label, (b, best) in choices.items():
         if best is not None:
-            to_test[best.counts] = TokenSchedule(best.counts, space.num_patches, space.min_tokens)
+            to_test[best.gene] = sched(best.gene)
     for row in list(base.values()) + [fixed]:
         for s in row.values():
-            to_test[s.counts] = s
-    holdout_extra = [s for k, s in to_test.items() if k not in search.evaluated]
-    hold = {k: {"accuracy": c.accuracy, "nll": c.nll, "kl": c.kl} for k, c in search.evaluated.items()}
+            to_test[gene_of(s)] = s
+    hold = {c.gene: {"accuracy": c.accuracy, "nll": c.nll, "kl": c.kl} for c in search.evaluated.values()}
+    holdout_extra = [s for k, s in to_test.items() if k not in hold]
     if holdout_extra:
         free = CandidateEvaluator(model, shard(holdout).images, shard(holdout).labels, batch_size,
                                   transform=transform)  # baselines may drop where the space does not
         for s, m in zip(holdout_extra, metrics(holdout_extra, free)):
-            hold[s.counts] = m
+            hold[gene_of(s)] = m
     test_acc: Dict[tuple, float] = {}
     test_hits: Dict[tuple, torch.Tensor] = {}
     n_test = int(len(test.labels)) if test is not None else 0
@@ -221,31 +230,32 @@ def run_search(
         scheds = list(to_test.values())
         sc = _reduce_scores(tev.scores(scheds, per_image=True), n_test)
         for i, s in enumerate(scheds):
-            test_acc[s.counts] = sc.correct[i] / n_test
+            test_acc[gene_of(s)] = sc.correct[i] / n_test
             if sc.hits is not None:
-                test_hits[s.counts] = sc.hits[i]
+                test_hits[gene_of(s)] = sc.hits[i]
     remeasured = {}
     if remeasure_fn is not None and rank == 0:
         for label, (b, best) in choices.items():
             if best is not None:
-                remeasured[best.counts] = float(remeasure_fn(TokenSchedule(best.counts, space.num_patches)))
-        remeasured.setdefault(full.counts, float(remeasure_fn(full)))
+                remeasured[best.gene] = float(remeasure_fn(sched(best.gene)))
+        remeasured.setdefault(gene_of(full), float(remeasure_fn(full)))
 
-    def entry(counts, **extra) -> dict:
-        s = TokenSchedule(counts, space.num_patches, space.min_tokens)
-        h = hold.get(counts) or {}
-        d = {"counts": list(counts), "macs": macs_of(counts), "holdout_accuracy": h.get("accuracy"),
+    def entry(gene, **extra) -> dict:
+        s = sched(gene)
+        h = hold.get(gene) or {}
+        d = {"counts": list(gene[0]), **({"reducers": list(s.reducers)} if s.reducers else {}),
+             "macs": macs_of(gene), "holdout_accuracy": h.get("accuracy"),
              "holdout_interval": _interval(h.get("accuracy"), n_holdout), "holdout_nll": h.get("nll"),
-             "holdout_kl": h.get("kl"), "test_accuracy": test_acc.get(counts),
-             "test_interval": _interval(test_acc.get(counts), n_test)}
+             "holdout_kl": h.get("kl"), "test_accuracy": test_acc.get(gene),
+             "test_interval": _interval(test_acc.get(gene), n_test)}
         if latency_fn is not None:
             d["latency_ms"] = latency(s) * 1e3
-        if counts in remeasured:
-            d["latency_measured_ms"] = remeasured[counts] * 1e3
+        if gene in remeasured:
+            d["latency_measured_ms"] = remeasured[gene] * 1e3
         d.update(extra)
         return d
 
-    full_macs = macs_of(full.counts)
+    full_macs = macs_of(gene_of(full))
     result = {
         "format": SEARCH_FORMAT,
         "version": 1,
@@ -263,23 +273,23 @@ def run_search(
                    "candidates_per_minute": (search.evaluations / search.eval_seconds * 60)
                    if search.eval_seconds else None,
                    "block_runs": ev.stats.block_runs, "block_runs_naive": ev.stats.block_runs_naive},
-        "full": entry(full.counts),
-        "smallest": entry(smallest.counts),
+        "full": entry(gene_of(full)),
+        "smallest": entry(gene_of(smallest)),
         "candidates": [c.to_dict() for c in cands],
-        "pareto_front": [entry(c.counts) for c in front],
+        "pareto_front": [entry(c.gene) for c in front],
         "front_area": front_area(front, objective, cost_fn(smallest), cost_fn(full)),
         "budgets": [],
-        "baselines": {"fixed": {k: entry(s.counts) for k, s in fixed.items()}},
+        "baselines": {"fixed": {k: entry(gene_of(s)) for k, s in fixed.items()}},
     }
     for label, (b, best) in choices.items():
         row = {"label": label, "objective": b.objective, "limit": b.limit,
-               "best": entry(best.counts, speedup_macs=full_macs / macs_of(best.counts)) if best else None,
-               "baselines": {k: entry(s.counts, **_versus(best, s.counts, test_hits))
+               "best": entry(best.gene, speedup_macs=full_macs / macs_of(best.gene)) if best else None,
+               "baselines": {k: entry(gene_of(s), **_versus(best, gene_of(s), test_hits))
                              for k, s in base[label].items()}}
         if best is not None:
             path = os.path.join(out_dir, f"schedule-{_slug(label)}.json")
             if rank == 0:
-                TokenSchedule(best.counts, space.num_patches, space.min_tokens).save(
+                sched(best.gene).save(
                     path, model_info={**result["model"], "budget": label})
             row["schedule_file"] = os.path.basename(path)
         result["budgets"].append(row)
@@ -288,7 +298,9 @@ def run_search(
         write_json({"format": "fgvc-kit/search-schedules", "search": "search.json",
                     "budgets": [{"label": r["label"], "objective": r["objective"], "limit": r["limit"],
                                  "file": r.get("schedule_file"),
-                                 "counts": (r["best"] or {}).get("counts")} for r in result["budgets"]]},
+                                 "counts": (r["best"] or {}).get("counts"),
+                                 **({"reducers": r["best"]["reducers"]} if (r["best"] or {}).get("reducers") else {})}
+                                for r in result["budgets"]]},
                    os.path.join(out_dir, SCHEDULES_INDEX))
         write_json(result, os.path.join(out_dir, "search.json"))
         try:
@@ -308,11 +320,11 @@ def _interval(accuracy: Optional[float], n: int) -> Optional[List[float]]:
     return list(wilson_interval(int(round(accuracy * n)), n))
 
 
-def _versus(best, counts: tuple, hits: Dict[tuple, torch.Tensor]) -> dict:
+def _versus(best, gene: tuple, hits: Dict[tuple, torch.Tensor]) -> dict:
     """``vs_searched``: the searched pick's test accuracy minus this schedule's, paired on the same images."""
-    if best is None or best.counts not in hits or counts not in hits:
+    if best is None or best.gene not in hits or gene not in hits:
         return {}
-    return {"vs_searched": paired_difference(hits[best.counts].tolist(), hits[counts].tolist())}
+    return {"vs_searched": paired_difference(hits[best.gene].tolist(), hits[gene].tolist())}
 
 
 def _slug(label: str) -> str:
