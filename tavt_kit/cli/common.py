@@ -189,3 +189,16 @@ def invoke(module, name: str, argv: List[str]) -> int:
     module.add_arguments(p)
     argv = module.normalize_argv(list(argv)) if hasattr(module, "normalize_argv") else list(argv)
     return module.run(p.parse_args(argv))
+
+
+REDUCERS = ("drop", "merge")
+
+
+def parse_reducers(text, flag: str = "--reducers"):
+    """``drop``, ``merge`` or ``drop,merge`` as a tuple; anything else is a one-line error."""
+    names = tuple(dict.fromkeys(x.strip() for x in str(text).split(",") if x.strip()))
+    bad = [x for x in names if x not in REDUCERS]
+    if not names or bad:
+        raise ConfigError(f"{flag} {text}: expected drop, merge or drop,merge"
+                          + (f" ({bad[0]!r} is not a reducer)" if bad else ""))
+    return names

@@ -13,12 +13,13 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from .common import pct
+from .common import parse_reducers, pct
 
 DEFAULT_OUT = os.path.join("runs", "distill")
 RUN_FORMAT = "fgvc-kit/distill-run"
 #: TAVT's distillation settings on top of the seeds' fine-tuning recipe
-DISTILL_DEFAULTS: Dict[str, Any] = dict(bound=0.2, drop_blocks=None, min_tokens=1, sandwich=2, kd_temperature=1.0,
+DISTILL_DEFAULTS: Dict[str, Any] = dict(bound=0.2, drop_blocks=None, min_tokens=1, reducers=None, sandwich=2,
+                                        kd_temperature=1.0,
                                         sub_label_weight=0.0, sub_aux=False)
 #: the demo: a short run on the digits (the trained demo model is its teacher and starting point)
 DEMO_DISTILL: Dict[str, Any] = dict(steps=150, lr=5e-4, warmup_steps=15, weight_decay=0.05, label_smoothing=0.0,
@@ -36,6 +37,10 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"largest drop ratio per block of the search space (default: 0.2; demo {DEMO_DISTILL['bound']})")
     g.add_argument("--drop-blocks", help="blocks that may drop, e.g. 3,6,9 (default: every block)")
     g.add_argument("--min-tokens", type=int, help="fewest patch tokens at any block (default: 1)")
+    g.add_argument("--reducers", metavar="LIST",
+                   help="how sub-networks remove tokens: drop (patch drop, TAVT), merge (ToMe token merging) or "
+                        "drop,merge (each sub-network's blocks draw one; the search then picks per block) "
+                        "(default: the model's reducer, drop)")
     g.add_argument("--sandwich", type=int,
                    help="random sub-networks per step besides the smallest (TAVT's num_sandwich; default: 2)")
     g.add_argument("--kd-temperature", type=float, help="temperature of the distillation loss (default: 1)")
@@ -98,7 +103,25 @@ def _space(model, r):
                 from None
     if not 0 < r["bound"] < 1:
         raise ConfigError(f"--bound: expected a drop ratio in (0, 1), got {r['bound']}")
-    return SearchSpace.for_model(model, bound=r["bound"], drop_blocks=blocks, min_tokens=r["min_tokens"])
+    reducers = parse_reducers(r["reducers"], "--reducers") if r.get("reducers") is not None else None
+    if reducers and "merge" in reducers:
+        _check_can_merge(model, "--reducers " + ",".join(reducers))
+        if reducers == ("merge",) and r["bound"] > 0.5:
+            raise ConfigError(f"--bound {r['bound']}: a merge removes at most half of a block's tokens; expected "
+                              "--bound <= 0.5 with --reducers merge")
+    return SearchSpace.for_model(model, bound=r["bound"], drop_blocks=blocks, min_tokens=r["min_tokens"],
+                                 reducers=reducers)
+
+
+def _check_can_merge(model, flag: str) -> None:
+    from ..errors import ConfigError
+    from ..models.token_drop import TokenDropMixin
+
+    if not isinstance(model, TokenDropMixin):
+        raise ConfigError(f"{flag}: this model ({type(model).__name__}) cannot merge tokens; merge works for timm "
+                          "ViTs (use --reducers drop)")
+    if getattr(model, "fuse", False):
+        raise ConfigError(f"{flag}: a model that fuses dropped tokens (EViT fuse) cannot merge; use --reducers drop")
 
 
 def run_distill(args: argparse.Namespace) -> int:

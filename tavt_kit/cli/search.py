@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"(minus the KL divergence from the full model's predictions; no labels needed) "
                         f"(default {DEFAULT_FITNESS}: it predicts test accuracy best, see the README)")
     e.add_argument("--seed", type=int, default=0, help="seed of the search and of --subset (default 0)")
+    e.add_argument("--reducers", metavar="LIST",
+                   help="the reducers the search may give each block: drop, merge or drop,merge (default: those the "
+                        "supernet was distilled with, see fgvc-kit distill --reducers)")
     p.add_argument("--subset", type=int, metavar="N", help="search on N held-out images (seeded subset; default all)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per evaluation batch (default 64)")
     p.add_argument("--out", default="runs/search", metavar="DIR",
@@ -92,8 +95,20 @@ def run(args) -> int:
         latency_fn, remeasure_fn, info = latency_objective(model, args)
     settings = EvolutionSettings(args.population, args.generations, args.mutations, args.crossovers,
                                  args.mutation_prob, args.seed)
+    space = None
+    if args.reducers is not None:
+        import dataclasses
+
+        from ..search.run import space_of
+        from .common import parse_reducers
+        from .distill import _check_can_merge
+
+        reducers = parse_reducers(args.reducers)
+        if "merge" in reducers:
+            _check_can_merge(model, f"--reducers {args.reducers}")
+        space = dataclasses.replace(space_of(model), reducers=reducers)
     with torch.inference_mode():
-        result = run_search(model, holdout, test, args.out, settings=settings, budgets=budgets,
+        result = run_search(model, holdout, test, args.out, settings=settings, budgets=budgets, space=space,
                             latency_fn=latency_fn, remeasure_fn=remeasure_fn, latency_info=info,
                             transform=Normalize.from_model(model), batch_size=args.batch_size,
                             subset=args.subset, source={"checkpoint": os.path.abspath(args.checkpoint),

@@ -5,7 +5,8 @@ Per batch (one optimiser step):
 1. the full model learns the labels (cross-entropy, plus its head's auxiliary losses);
 2. ``sandwich + 1`` sub-networks — the smallest schedule of the space first,
    then ``sandwich`` random members (a per-block drop ratio drawn in
-   ``[0, bound]``) — each learn the full model's detached soft predictions
+   ``[0, bound]``; in a space of several reducers, each reducing block's
+   reducer drawn too, and the smallest member's one reducer drawn per step) — each learn the full model's detached soft predictions
    (KL divergence at ``kd_temperature``, scaled by T²), optionally plus a
    label loss and their heads' auxiliary losses;
 3. every loss is divided by ``sandwich + 2`` (the number of passes), as TAVT does.
@@ -71,7 +72,9 @@ class InplaceDistillStep:
     def schedules(self, step: int, micro: int = 0) -> List[TokenSchedule]:
         """The sub-networks of a step: the smallest, then ``sandwich`` random members."""
         rng = random.Random(f"{self.seed}:{step}:{micro}")
-        return [self.space.smallest()] + [self.space.sample(rng) for _ in range(self.sandwich)]
+        # a space of several reducers: the smallest member with one reducer everywhere, drawn per step
+        smallest = self.space.smallest(rng.choice(self.space.reducers)) if self.space.mixed else self.space.smallest()
+        return [smallest] + [self.space.sample(rng) for _ in range(self.sandwich)]
 
     def _backward(self, loss: torch.Tensor) -> None:
         if self.trainer is not None:

@@ -70,6 +70,11 @@ class SearchSpace:
         """Whether the search also chooses each block's reducer."""
         return len(self.reducers) > 1
 
+    @property
+    def explicit(self) -> bool:
+        """Whether members name their reducers (any space that merges: its schedules say so themselves)."""
+        return self.reducers != ("drop",)
+
     def allowed_reducer(self, reducer: str, prev: int, count: int) -> str:
         """``reducer`` where a block can use it, else drop: a merge removes at most half of its tokens."""
         if reducer == "merge" and prev - count > prev // 2:
@@ -77,8 +82,8 @@ class SearchSpace:
         return reducer
 
     def with_reducers(self, schedule: TokenSchedule, choose) -> TokenSchedule:
-        """``schedule`` with the reducer of each reducing block from ``choose(block)`` (mixed spaces only)."""
-        if not self.mixed:
+        """``schedule`` with the reducer of each reducing block from ``choose(block)`` (spaces that merge)."""
+        if not self.explicit:
             return schedule
         out, prev = [], self.num_patches
         for i, c in enumerate(schedule.counts):
@@ -124,7 +129,7 @@ class SearchSpace:
     def smallest(self, reducer: Optional[str] = None) -> TokenSchedule:
         """The member with the fewest tokens (with ``reducer`` at every reducing block of a mixed space)."""
         s = self.from_drop_ratios(self.bounds)
-        return self.with_reducers(s, lambda i: reducer) if reducer is not None else s
+        return self.with_reducers(s, lambda i: reducer or self.reducers[0])
 
     def sample(self, rng: random.Random) -> TokenSchedule:
         """A random member: drop ratio of each block uniform in [0, bound] (TAVT); in a mixed space each

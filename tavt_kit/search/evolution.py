@@ -254,7 +254,7 @@ class EvolutionSearch:
             low, high = self.space.count_range(i, prev)
             c = int(min(high, max(low, round(c))))
             out.append(c)
-            if self.space.mixed:
+            if self.space.explicit:
                 r = (reducers[i] if i < len(reducers) else "") or self.space.reducers[0]
                 red.append(self.space.allowed_reducer(r, prev, c) if c < prev else "")
             prev = c
@@ -280,7 +280,7 @@ class EvolutionSearch:
     def crossover(self, a: Gene, b: Gene) -> Gene:
         """Each block's count the mean of the parents'; its reducer from either parent."""
         red = []
-        if self.space.mixed:
+        if self.space.explicit:
             ra, rb = a[1] or ("",) * len(a[0]), b[1] or ("",) * len(b[0])
             red = [x if self.rng.random() < 0.5 else y for x, y in zip(ra, rb)]
         return self.repair([(x + y) / 2 for x, y in zip(a[0], b[0])], red)
