@@ -100,6 +100,12 @@ def _versus(d: Optional[dict]) -> str:
         "" if vs["resolved"] else " (within noise)")
 
 
+def schedule_text(d: dict) -> str:
+    """Counts per block, ``m`` after a block that merges its tokens (ToMe) instead of dropping them."""
+    reducers = d.get("reducers") or [None] * len(d["counts"])
+    return ",".join(f"{c}{'m' if r == 'merge' else ''}" for c, r in zip(d["counts"], reducers))
+
+
 def _ms(x) -> str:
     return "–" if x is None else f"{x:.2f}"
 
@@ -231,7 +237,7 @@ def _ship_section(search: dict, search_path: str, bidx: Dict[tuple, dict], eidx:
             notes.append(f"{b['label']}: export it with `fgvc-kit export --checkpoint SUPERNET --search "
                          f"{os.path.basename(search_path)} --budget {b['label'].replace(' ', '')} --format openvino`")
         md.append(f"| {label} | {ship} | {lat_cell} | {verdict} | {margin} | {acc} | "
-                  f"{','.join(map(str, d['counts']))} |")
+                  f"{schedule_text(d)} |")
     md.append("")
     if full_test is not None:
         md.append(f"Full model: test top-1 {100 * full_test:.2f} %, {full['macs'] / scale:.4g} {unit}.")
@@ -300,7 +306,7 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
         return "; ".join(parts) or "–"
 
     mscale, munit = mac_unit(search["full"]["macs"])
-    head = ["", "schedule (patch tokens per block)", "holdout top-1 [95 %]", "test top-1 [95 %]",
+    head = ["", "schedule (patch tokens per block; m = merged)", "holdout top-1 [95 %]", "test top-1 [95 %]",
             "searched minus this, test [paired 95 %]", munit, "MAC reduction", "p50 ms", "p90 ms", "speed-up",
             "exported"]
     n_hold, n_test = search["settings"].get("holdout_images") or 0, search["settings"].get("test_images") or 0
@@ -326,7 +332,7 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
     def row(label, d) -> str:
         if d is None:
             return "| " + " | ".join([label, "nothing in the search space meets this budget"] + ["–"] * 9) + " |"
-        cells = [label, ",".join(map(str, d["counts"])), _pct_ci(d, "holdout", n_hold), _pct_ci(d, "test", n_test),
+        cells = [label, schedule_text(d), _pct_ci(d, "holdout", n_hold), _pct_ci(d, "test", n_test),
                  _versus(d), f"{d['macs'] / mscale:.4g}", f"{full_macs / d['macs']:.2f}x"] + lat_cols(d) + \
             [export_col(d)]
         return "| " + " | ".join(cells) + " |"
