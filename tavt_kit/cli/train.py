@@ -24,7 +24,7 @@ DEMO_RECIPE: Dict[str, Any] = dict(SEEDS_RECIPE, optimizer="adamw", lr=1.5e-3, w
                                    steps=500, batch_size=64, label_smoothing=0.0, eval_every=100, save_every=100,
                                    log_every=10, eval_batch_size=256)
 #: the built-in cluttered digits: the same model and recipe, longer (the digit must be found among clutter)
-CLUTTERED_RECIPE: Dict[str, Any] = dict(DEMO_RECIPE, steps=1500, eval_every=250, save_every=250)
+CLUTTERED_RECIPE: Dict[str, Any] = dict(DEMO_RECIPE, steps=1400, eval_every=200, save_every=200)
 
 #: options that change what a run computes: a resumed run must keep them
 RESULT_KEYS = ("dataset", "dataset_options", "holdout", "split_seed", "resize", "train_crop", "model", "pretrained", "img_size",
