@@ -72,6 +72,24 @@ def test_gene_round_trip_and_mixed_evolution_stays_in_the_space():
         assert c.accuracy == pytest.approx(hits / 16)
 
 
+def test_prefix_tree_scores_mixed_schedules_exactly_like_the_model():
+    torch.manual_seed(1)
+    model = tavt_kit.create_model("fgvc_tiny", depth=4, img_size=32).eval()
+    images, labels = torch.randn(20, 3, 32, 32), torch.randint(0, 10, (20,))
+    space = SearchSpace.for_model(model, bound=0.4, reducers=("drop", "merge"))
+    rng = random.Random(3)
+    scheds = [space.full(), space.smallest("merge"), space.smallest("drop")] + [space.sample(rng) for _ in range(8)]
+    scheds.append(TokenSchedule((16, 12, 9, 7), 16, reducers=("merge", "drop", "merge", "drop")))
+    scheds.append(TokenSchedule((16, 12, 9, 6), 16, reducers=("merge", "drop", "merge", "merge")))  # shares 3 blocks
+    tree = CandidateEvaluator(model, images, labels, batch_size=8).scores(scheds, per_image=True)
+    plain = CandidateEvaluator(model, images, labels, batch_size=8, use_tree=False).scores(scheds, per_image=True)
+    assert tree.correct == plain.correct and torch.equal(tree.hits, plain.hits)
+    assert tree.kl == pytest.approx(plain.kl, rel=1e-4, abs=1e-5)
+    with torch.no_grad():
+        for i, s in enumerate(scheds):
+            assert tree.hits[i].tolist() == (model(images, drop=s).argmax(-1) == labels).tolist()
+
+
 def test_distill_and_search_with_both_reducers(tmp_path, capsys):
     torch.manual_seed(0)
     m = tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32)

@@ -36,6 +36,7 @@ from torch import nn
 
 from ..schedules.schedule import TokenSchedule
 from ..models.token_drop import TokenState, drop_block_attention, drop_block_mlp
+from ..models.token_merge import biased_block_forward, merge_block_forward, size_bias
 
 
 @dataclass
@@ -72,18 +73,39 @@ class _Node:
     __slots__ = ("children", "leaves")
 
     def __init__(self):
-        self.children: Dict[int, "_Node"] = {}
+        self.children: Dict[Tuple[int, str], "_Node"] = {}  # (count, "merge" where the block merges, else "")
         self.leaves: List[int] = []  # candidate indices ending here
 
 
-def _build_tree(schedules: Sequence[Tuple[int, ...]]) -> _Node:
+def _build_tree(paths: Sequence[Sequence[Tuple[int, str]]]) -> _Node:
     root = _Node()
-    for idx, counts in enumerate(schedules):
+    for idx, path in enumerate(paths):
         node = root
-        for c in counts:
-            node = node.children.setdefault(c, _Node())
+        for step in path:
+            node = node.children.setdefault(step, _Node())
         node.leaves.append(idx)
     return root
+
+
+def _paths(schedules: Sequence[TokenSchedule], num_patches: int, default: str, skip: int) -> List[list]:
+    """Each schedule as tree steps from block ``skip`` on: (count, "merge" where that block merges, else "")."""
+    out = []
+    for s in schedules:
+        steps, prev = [], num_patches
+        for i, c in enumerate(s.counts):
+            r = (s.reducers[i] if s.reducers and s.reducers[i] else default) if c < prev else ""
+            if i >= skip:
+                steps.append((int(c), "merge" if r == "merge" else ""))
+            prev = c
+        out.append(steps)
+    return out
+
+
+def _child(state: TokenState) -> TokenState:
+    """A sibling branch's own copy of the token bookkeeping the arithmetic needs (fused token, sizes)."""
+    child = TokenState(state.num_prefix, state.num_patches, False)
+    child.has_fused, child.size, child.merged = state.has_fused, state.size, getattr(state, "merged", False)
+    return child
 
 
 class CandidateEvaluator:
@@ -166,10 +188,8 @@ class CandidateEvaluator:
         full = self.model.num_patches
         if F and any(any(n != full for n in c[:F]) for c in counts):
             raise ValueError(f"every schedule must keep the full grid in the first {F} (shared) blocks")
-        # merging blocks carry token sizes the tree's drop arithmetic does not: those run one forward each
-        merging = getattr(self.model, "reducer", "drop") == "merge" or any(
-            s.reducers and "merge" in s.reducers for s in schedules)
-        tree = _build_tree([c[F:] for c in counts]) if self.use_tree and not merging else None
+        tree = _build_tree(_paths(schedules, self.model.num_patches, getattr(self.model, "reducer", "drop"), F)) \
+            if self.use_tree else None
         for start, end in self._batches():
             y = self.labels[start:end]
             leaf = functools.partial(self._score, out, y, self._reference_logp(start, end), start)
@@ -208,20 +228,24 @@ class CandidateEvaluator:
             feats = x[:, :-1] if state.has_fused else x
             leaf(m.forward_head(m.norm(feats)), node.leaves)
         # siblings that drop at this block share its attention half (same input, same arithmetic)
-        dropping = [(c, child) for c, child in node.children.items() if c < n]
+        bias = size_bias(state.size) if getattr(m, "prop_attn", True) else None  # after a merge (ToMe)
+        dropping = [key for key in node.children if key[0] < n and key[1] != "merge"]
         shared = None
         if len(dropping) > 1:
-            shared = drop_block_attention(m.blocks[depth], x, m.scorer)
+            shared = drop_block_attention(m.blocks[depth], x, m.scorer, bias)
             self.stats.block_runs += 0.5
-        for count, child in node.children.items():
+        for (count, reducer), child in node.children.items():
             blk = m.blocks[depth]
-            if count < n:
-                child_state = TokenState(state.num_prefix, state.num_patches, False)
-                child_state.has_fused = state.has_fused
-                xa, scores = shared if shared is not None else drop_block_attention(blk, x, m.scorer)
+            if count < n and reducer == "merge":
+                child_state = _child(state)
+                out = merge_block_forward(blk, x, n - count, child_state, bias)
+                self.stats.block_runs += 1
+            elif count < n:
+                child_state = _child(state)
+                xa, scores = shared if shared is not None else drop_block_attention(blk, x, m.scorer, bias)
                 out = drop_block_mlp(blk, xa, scores, count, child_state, m.fuse)
                 self.stats.block_runs += 0.5 if shared is not None else 1
             else:
-                child_state, out = state, blk(x)
+                child_state, out = state, (biased_block_forward(blk, x, bias) if bias is not None else blk(x))
                 self.stats.block_runs += 1
             self._walk(child, out, depth + 1, count, child_state, leaf)

@@ -125,7 +125,7 @@ def front_area(front: Sequence[Candidate], objective: str, lo: float, hi: float)
     """Area under the staircase Pareto front between costs ``lo`` and ``hi``, normalised by ``hi - lo``."""
     if hi <= lo or not front:
         return 0.0
-    area, pts = 0.0, [(c.cost(objective), c.score) for c in front]
+    area, pts = 0.0, [(c.cost(objective), c.accuracy) for c in front]  # held-out accuracy, whatever the fitness
     for i, (cost, acc) in enumerate(pts):
         nxt = pts[i + 1][0] if i + 1 < len(pts) else hi
         a, b = max(cost, lo), min(nxt, hi)
