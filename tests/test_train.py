@@ -275,7 +275,7 @@ def test_cli_train_then_evaluate_on_the_recorded_dataset(tmp_path, tiny_ckpt, fo
     (["train", "--holdout", "1.5"], "--holdout: expected a fraction in [0, 1), got 1.5"),
     (["train", "--batch-size", "0"], "--batch-size: expected a positive batch size, got 0"),
     (["train", "--steps", "100", "--warmup-steps", "500"], "--warmup-steps: 500 is not below --steps 100"),
-    (["train", "--dataset", "xyz123"], "unknown dataset 'xyz123'; known: demo, cub, nabirds"),
+    (["train", "--dataset", "xyz123"], "unknown dataset 'xyz123'; known: demo, cluttered-digits, cub, nabirds"),
     (["train", "--dataset", "cub", "--data", "no/such/dir", "--model", "fgvc_tiny"], "no/such/dir: not found"),
     (["train", "--dataset", "cub", "--data", "."], "--checkpoint: fine-tuning on cub needs weights"),
     (["train", "--checkpoint", "missing.npz"], "--checkpoint missing.npz: checkpoint not found"),
