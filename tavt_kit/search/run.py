@@ -275,7 +275,7 @@ def run_search(
                    "block_runs": ev.stats.block_runs, "block_runs_naive": ev.stats.block_runs_naive},
         "full": entry(gene_of(full)),
         "smallest": entry(gene_of(smallest)),
-        "candidates": [c.to_dict() for c in cands],
+        "candidates": [{**c.to_dict(), "holdout_interval": _interval(c.accuracy, n_holdout)} for c in cands],
         "pareto_front": [entry(c.gene) for c in front],
         "front_area": front_area(front, objective, cost_fn(smallest), cost_fn(full)),
         "budgets": [],
