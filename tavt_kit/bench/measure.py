@@ -4,6 +4,10 @@ One call measures one backend on one device with one thread count, for every
 (schedule, batch size): the schedules of one batch size are timed round-robin
 (:func:`~tavt_kit.bench.timing.measure_round_robin`), so their ratios
 (speed-up over the full model) hold even on a machine whose speed drifts.
+
+Schedules keep their per-block reducers (drop configs of version 2, a
+checkpoint whose model merges): a merge and a drop at the same counts are
+measured as two rows, each recording its ``reducers``.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ class BenchResult:
     speedup: Optional[float] = None
     predicted_ms: Optional[float] = None
     predicted_statistic: str = "median"  # what the latency table predicts: "median" or "min"
+    reducers: Optional[List[str]] = None  # each block's reducer ("drop"/"merge", None: keeps its tokens)
 
     @property
     def p50_ms(self) -> float:
@@ -69,6 +74,7 @@ class BenchResult:
         d = {
             "label": self.label,
             "schedule": self.schedule,
+            "reducers": self.reducers,
             "macs": self.macs,
             "gmacs": self.macs / 1e9 if self.macs is not None else None,
             "batch_size": self.batch_size,
@@ -293,7 +299,7 @@ def measure_latency(
                         if s.is_full and full_runner is not None:
                             runners[label] = full_runner
                         else:
-                            runners[label] = builder.runner(s.counts, x)
+                            runners[label] = builder.runner(s, x)
                         if s.is_full:
                             full_runner = runners[label]
                     if progress:
@@ -308,11 +314,12 @@ def measure_latency(
                         st, mem = measured[label]
                         pred = None
                         if table is not None and table.target.get("batch_size") == b:
-                            pred = table.predict(s)
+                            pred = table.predict(s, reducer=model.reducer)
                         results.append(BenchResult(label, list(s.counts), macs[label], b, st, mem,
                                                    runners[label].info, predicted_ms=pred,
                                                    predicted_statistic=_table_stat(table),
-                                                   speedup=(base / st.p50) if base else None))
+                                                   speedup=(base / st.p50) if base else None,
+                                                   reducers=_block_reducers(model, s)))
                     runners.clear()
                 full_runner = None
         finally:
@@ -332,6 +339,13 @@ def measure_latency(
             target_info["timing"] = "cuda-events" if backend in ("torch", "torch-compile") else "host-synchronous"
         return BenchReport(ident, target_info, machine_info(device, threads), policy.to_dict(), results,
                            notes=notes)
+
+
+def _block_reducers(model: nn.Module, s) -> Optional[List[str]]:
+    """The reducer of every reducing block (None where a block keeps its tokens); None when nothing is reduced."""
+    from ..export.onnx import schedule_reducers
+
+    return schedule_reducers(model, s)
 
 
 def _table_stat(table) -> str:
@@ -399,10 +413,16 @@ def _measure_exported(path, kind, schedules, backend, device, batch_sizes, threa
         table.check(ident, backend=backend, device=device, threads=threads)
     macs = None
     sched = None
+    reducers = getattr(info, "reducers", None)
+    schedule = None
     if info.schedule is not None:
         sched = list(info.schedule)
         if arch is not None:
-            macs = int(count_macs(arch, sched).total())
+            from ..schedules import TokenSchedule
+
+            schedule = arch.make_schedule(TokenSchedule(tuple(sched), arch.num_patches, reducers=reducers))
+            macs = int(count_macs(arch, schedule).total())
+            reducers = _block_reducers(arch, schedule)
     label = os.path.basename(path)
     results = []
     for b in batch_sizes:
@@ -414,10 +434,10 @@ def _measure_exported(path, kind, schedules, backend, device, batch_sizes, threa
         r.info["exporter"] = info.exporter
         measured = _measure({label: r}, policy, device, backend, progress)
         st, mem = measured[label]
-        pred = table.predict(sched) if (table is not None and sched is not None
-                                        and table.target.get("batch_size") == b) else None
+        pred = table.predict(schedule or sched) if (table is not None and sched is not None
+                                                    and table.target.get("batch_size") == b) else None
         results.append(BenchResult(label, sched, macs, b, st, mem, r.info, predicted_ms=pred,
-                                   predicted_statistic=_table_stat(table)))
+                                   predicted_statistic=_table_stat(table), reducers=reducers))
     used = sorted({r.info.get("precision_used") for r in results if r.info.get("precision_used")})
     target_info = {"backend": backend, "device": device, "threads": threads, "batch_sizes": batch_sizes,
                    "batch_size": batch_sizes[0] if len(batch_sizes) == 1 else None,

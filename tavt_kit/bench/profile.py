@@ -27,6 +27,12 @@ a dedicated target) or the fastest of the repeats (``min``): on a machine
 shared with other jobs, a core shared by two processes runs at half speed for
 seconds at a time, so the slower runs time the other jobs and only the fastest
 run is the model's own cost.
+
+``reducers`` (default: the model's reducer) says which reducing blocks the table
+holds: ``drop``, ``merge`` (ToMe: merging blocks at every pair of the grid one
+bipartite round can do, fitted the same way, and the non-reducing block with
+proportional attention's size bias) or both; the parts are in
+:mod:`tavt_kit.bench.parts`. Anchors and validation schedules then use them too.
 """
 from __future__ import annotations
 
@@ -44,11 +50,11 @@ from torch import nn
 from ..errors import ConfigError, UnsupportedModelError
 from ..progress import eta
 from ..schedules import TokenSchedule, evit_schedule, random_schedules, uniform_schedule
-from ..models.token_drop import TokenState, drop_block_forward
+from ..models.token_merge import REDUCERS
+from .parts import PartRunners, make_part, part_plan
 from .runners import ModelRunners, make_input, torch_threads
-from .table import TABLE_FORMAT, TABLE_VERSION, LatencyTable, fit_separable, isotonic
-from .backends import (EXPORTED_BACKENDS, Runner, check_backend, compile_module, default_threads, openvino_runner,
-                       ort_runner, release, run_compiled_once, set_compile_limits, torch_runner)
+from .table import TABLE_FORMAT, TABLE_VERSION, TABLE_VERSION_MERGE, LatencyTable, fit_separable, isotonic
+from .backends import EXPORTED_BACKENDS, Runner, check_backend, default_threads, release, set_compile_limits
 from ..machine import machine_info
 from ..models import load_model
 from .target import model_identity
@@ -90,163 +96,41 @@ def _parse_grid(grid, num_patches: int) -> List[int]:
     return g
 
 
-def anchor_schedules(depth: int, num_patches: int) -> List[Tuple[str, TokenSchedule]]:
-    """Whole-model schedules the offset is calibrated on: full, TAVT-style 0.9/block, EViT-style 0.7 at 3 blocks."""
-    out = [("full", TokenSchedule.full(depth, num_patches)), ("tavt 0.9", uniform_schedule(0.9, depth, num_patches))]
+def anchor_schedules(depth: int, num_patches: int, reducers: Optional[Sequence[str]] = None
+                     ) -> List[Tuple[str, TokenSchedule]]:
+    """Whole-model schedules the offset is calibrated on: full, TAVT-style 0.9/block, EViT-style 0.7 at 3 blocks.
+
+    ``reducers``: each reducing schedule once per reducer, naming it (None: once, the model's reducer).
+    """
+    base = [("tavt 0.9", uniform_schedule(0.9, depth, num_patches))]
     if depth >= 4:
-        out.append(("evit 0.7", evit_schedule(0.7, depth, num_patches)))
+        base.append(("evit 0.7", evit_schedule(0.7, depth, num_patches)))
+    out = [("full", TokenSchedule.full(depth, num_patches))]
+    if reducers is None:
+        return out + base
+    for r in reducers:
+        out += [(label if r == "drop" else f"{label} {r}", s.with_reducers((r,) * depth)) for label, s in base]
     return out
 
 
-# ------------------------------------------------------------------------ parts
-class EmbedPart(nn.Module):
-    """Patch embedding, position embedding and prefix tokens, pre-norm (images -> tokens)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.m = model
-
-    def forward(self, x):
-        return self.m.embed_tokens(x)
-
-
-class PlainPart(nn.Module):
-    """A block that keeps every token (timm's own block)."""
-
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        self.block = block
-
-    def forward(self, x):
-        return self.block(x)
-
-
-class DropPart(nn.Module):
-    """A block that keeps ``keep`` patch tokens (the model's scorer and fuse setting)."""
-
-    def __init__(self, block: nn.Module, keep: int, num_prefix: int, num_patches: int, fused_in: bool, scorer: str,
-                 fuse: bool):
-        super().__init__()
-        self.block = block
-        self.keep, self.num_prefix, self.num_patches = keep, num_prefix, num_patches
-        self.fused_in, self.scorer, self.fuse = fused_in, scorer, fuse
-
-    def forward(self, x):
-        state = TokenState(self.num_prefix, self.num_patches, track=False)
-        state.has_fused = self.fused_in
-        return drop_block_forward(self.block, x, self.keep, state, self.scorer, self.fuse)
-
-
-class HeadPart(nn.Module):
-    """Final norm and head (pooling, classifier); drops the fused token first when there is one."""
-
-    def __init__(self, model: nn.Module, fused: bool):
-        super().__init__()
-        self.m = model
-        self.fused = fused
-
-    def forward(self, x):
-        if self.fused:
-            x = x[:, :-1]
-        return self.m.forward_head(self.m.norm(x))
-
-
-# ----------------------------------------------------------------- numerics
-class _PartRunners:
-    """Runners of model parts for one backend (exported parts cached per part)."""
-
-    def __init__(self, backend: str, device: str, threads: int, precision: str, workdir: str, exporter: str,
-                 compile_backend: str, batch: int, embed_dim: int, progress=None):
-        self.backend, self.device, self.threads, self.precision = backend, device, threads, precision
-        self.workdir, self.exporter, self.compile_backend = workdir, exporter, compile_backend
-        self.batch, self.C = batch, embed_dim
-        self.progress = progress
-        self.files: Dict[str, str] = {}
-        self.exporters: Dict[str, str] = {}
-
-    def _say(self, text):
-        if self.progress:
-            self.progress(text)
-
-    def _export(self, name: str, module: nn.Module, example: torch.Tensor, token_min: Optional[int]) -> str:
-        from ..export.onnx import export_module
-
-        if name in self.files:
-            return self.files[name]
-        self._say(f"exporting part {name}")
-        axes = {0: "batch"} if token_min is None else {0: "batch", 1: "tokens"}
-        out_axes = {0: "batch"}
-        if isinstance(module, PlainPart):
-            out_axes = {0: "batch", 1: "tokens"}
-        res = export_module(module, example, os.path.join(self.workdir, f"{name}.onnx"), exporter=self.exporter,
-                            input_name="input", output_name="output", dynamic_axes=axes, output_axes=out_axes,
-                            dim_min={0: 1, 1: token_min} if token_min is not None else {0: 1},
-                            verify_inputs=[example[:1]])
-        self.files[name] = res.path
-        self.exporters[name] = res.exporter
-        return res.path
-
-    def runner(self, name: str, module: nn.Module, shape: Sequence[int], token_min: Optional[int] = None,
-               export_tokens: Optional[int] = None) -> Runner:
-        """Runner of ``module`` on a random input of ``shape``; ``token_min``: dim 1 is a token axis."""
-        g = torch.Generator().manual_seed(len(self.files) + 1)
-        x = torch.randn(*shape, generator=g)
-        if self.backend in ("torch", "torch-compile"):
-            xd = x.to(self.device)
-            module = module.to(self.device)
-            if self.backend == "torch-compile":
-                compiled = compile_module(module, self.compile_backend)
-                with torch.inference_mode():
-                    run_compiled_once(lambda: compiled(xd))
-                return torch_runner(lambda: compiled(xd), self.device)
-            return torch_runner(lambda: module(xd), self.device)
-        ex_shape = list(shape)
-        ex_shape[0] = 2
-        if token_min is not None and export_tokens is not None:
-            ex_shape[1] = export_tokens
-        path = self._export(name, module, torch.randn(*ex_shape, generator=g), token_min)
-        free = {"batch": int(shape[0])}
-        if token_min is not None:
-            free["tokens"] = int(shape[1])
-        if self.backend == "onnxruntime":
-            return ort_runner(path, x.numpy(), self.device, self.threads, free_dims=free)
-        return openvino_runner(path, x.numpy(), self.threads, self.precision, shape=list(shape))
-
-
-def _plan(model: nn.Module, grid: List[int]):
-    """Keys of every part to time, grouped by the exported file they come from."""
-    P, N = int(model.num_prefix_tokens), int(model.num_patches)
-    fuse = bool(model.fuse)
-    f = int(fuse)
-    groups: Dict[str, List[tuple]] = {"embed": [("embed",)], "plain": [("plain", P + g) for g in grid],
-                                      "head": [("head", P + g + f) for g in grid]}
-    if fuse:
-        groups["head"].append(("head_nodrop", P + N))
-    for k in grid:
-        groups[f"drop{k}"] = [("drop", P + n + f, P + k + f, n, k) for n in grid if n >= k]
-    return groups
-
-
-def _part(model: nn.Module, key: tuple, batch: int, C: int, pr: _PartRunners) -> Runner:
-    P, N = int(model.num_prefix_tokens), int(model.num_patches)
-    fuse = bool(model.fuse)
-    blk = model.blocks[0]
-    kind = key[0]
-    if kind == "embed":
-        H, W = model.patch_embed.img_size
-        return pr.runner("embed", EmbedPart(model), (batch, 3, H, W))
-    if kind == "plain":
-        return pr.runner("plain", PlainPart(blk), (batch, key[1], C), token_min=1, export_tokens=P + N)
-    if kind == "head":
-        return pr.runner("head", HeadPart(model, fuse), (batch, key[1], C), token_min=P + 1 + int(fuse),
-                         export_tokens=P + N + int(fuse))
-    if kind == "head_nodrop":
-        return pr.runner("head_nodrop", HeadPart(model, False), (batch, key[1], C), token_min=P + 1,
-                         export_tokens=P + N)
-    _, L_in, L_out, n, k = key
-    part = DropPart(blk, k, P, N, fuse, model.scorer, fuse)
-    return pr.runner(f"drop{k}", part, (batch, L_in, C), token_min=P + k + int(fuse),
-                     export_tokens=P + N + int(fuse))
+def _check_reducers(model: nn.Module, reducers) -> Tuple[str, ...]:
+    """The reducers to profile: given (``"drop,merge"`` or a sequence), else the model's."""
+    if reducers is None:
+        return (getattr(model, "reducer", "drop"),)
+    if isinstance(reducers, str):
+        reducers = reducers.split(",")
+    out = tuple(dict.fromkeys(str(r).strip() for r in reducers if str(r).strip()))
+    bad = [r for r in out if r not in REDUCERS]
+    if not out or bad:
+        raise ConfigError(f"reducers: expected drop, merge or drop,merge, got {','.join(map(str, reducers)) or 'none'}"
+                          + (f" ({bad[0]!r} is not a reducer)" if bad else ""))
+    if "merge" in out:
+        if "merge" not in getattr(model, "supported_reducers", ("drop",)):
+            raise ConfigError(f"reducer 'merge' is not supported by {type(model).__name__}; profile --reducers drop")
+        if getattr(model, "fuse", False):
+            raise ConfigError("fuse=True (EViT's fused token) applies to drop only; this model cannot merge "
+                              "(profile --reducers drop)")
+    return out
 
 
 STATISTICS = ("median", "min")
@@ -289,6 +173,7 @@ def profile_latency(
     img_size=None,
     verify_exports: bool = True,
     statistic: str = "median",
+    reducers=None,
     progress: Optional[Callable[[str], None]] = None,
 ) -> LatencyTable:
     """Measure a latency table of a model on one backend/device/batch/threads.
@@ -308,6 +193,9 @@ def profile_latency(
             dedicated target) or ``"min"``, the fastest of the repeats: on a machine shared with
             other jobs the slower runs time the other jobs (a core shared by two processes runs at
             half speed for seconds at a time), while the fastest run is the model's own cost.
+        reducers: reducing blocks to profile: ``"drop"``, ``"merge"`` or both (``"drop,merge"`` or a
+            sequence); default the model's reducer. A table predicts only schedules whose reducing
+            blocks use these.
     Returns:
         a :class:`LatencyTable` (save it with ``.save(path)``).
     """
@@ -333,15 +221,16 @@ def profile_latency(
     if getattr(model, "head_name", "linear") != "linear":
         raise UnsupportedModelError(f"latency tables support the linear head; this model has the "
                                     f"{model.head_name} head (measure it directly with fgvc-kit bench)")
+    reducers = _check_reducers(model, reducers)
     ident = model_identity(model)
     P, N, C = ident["num_prefix_tokens"], ident["num_patches"], ident["embed_dim"]
     g = _parse_grid(grid, N)
-    plan = _plan(model, g)
+    plan = part_plan(model, g, reducers)
     tmp = None
     if workdir is None and backend in EXPORTED_BACKENDS:
         tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-profile-")
         workdir = tmp.name
-    pr = _PartRunners(backend, device, threads, precision, workdir, exporter, compile_backend, batch_size, C, say)
+    pr = PartRunners(backend, device, threads, precision, workdir, exporter, compile_backend, batch_size, C, say)
     anchor_key = ("plain", P + N)
     times: Dict[tuple, float] = {}
     drift: Dict[str, float] = {}
@@ -364,13 +253,13 @@ def profile_latency(
                 groups = [keys_all[i:i + size] for i in range(0, len(keys_all), size)]
             else:
                 groups = [keys_all]  # the torch backends share the weights: one round-robin
-            anchor = _part(model, anchor_key, batch_size, C, pr) if exported and len(groups) > 1 else None
+            anchor = make_part(model, anchor_key, batch_size, C, pr) if exported and len(groups) > 1 else None
             anchor_times = []
             t_groups = time.perf_counter()
             for gi, keys in enumerate(groups):
                 say(f"timing {len(keys)} parts ({gi + 1}/{len(groups)}, ETA "
                     f"{eta(gi, len(groups), time.perf_counter() - t_groups)})")
-                runners = {k: _part(model, k, batch_size, C, pr) for k in keys}
+                runners = {k: make_part(model, k, batch_size, C, pr) for k in keys}
                 if anchor is not None:
                     runners[("anchor",)] = anchor
                 t, _ = _timed(runners, policy, backend, say, statistic)
@@ -390,7 +279,7 @@ def profile_latency(
                         times[k] *= factor
                 times[anchor_key] = ref
             data = _assemble(model, ident, g, times, backend, device, batch_size, threads, precision, exporter,
-                             compile_backend, pr.exporters, policy)
+                             compile_backend, pr.exporters, policy, reducers)
             data["statistic"] = statistic
             data["drift"] = {"reference": "plain block at full tokens", "factors": drift} if drift else None
             table = LatencyTable(data)
@@ -399,7 +288,7 @@ def profile_latency(
                                        compile_backend, say, verify_exports)
                 try:
                     _calibrate_and_validate(table, model, builder, anchor_key, pr, batch_size, C, policy,
-                                            calibrate, validate, validate_range, seed, say, statistic)
+                                            calibrate, validate, validate_range, seed, say, statistic, reducers)
                 finally:
                     builder.close()
     finally:
@@ -408,25 +297,33 @@ def profile_latency(
     return table
 
 
-def _assemble(model, ident, grid, times, backend, device, batch, threads, precision, exporter, compile_backend,
-              part_exporters, policy) -> Dict[str, Any]:
-    P, N = ident["num_prefix_tokens"], ident["num_patches"]
-    f = int(ident["fuse"])
-    plain_L = [P + g for g in grid]
-    plain_raw = [times[("plain", L)] for L in plain_L]
-    head_L = [P + g + f for g in grid]
-    head_raw = [times[("head", L)] for L in head_L]
-    pairs = [(k[1], k[2], times[k]) for k in times if k[0] == "drop"]
+def _fit_pairs(times, kind: str) -> Dict[str, Any]:
+    """The two curves of a reducing block fitted to its measured pairs, the pairs and the separability."""
+    pairs = [(k[1], k[2], times[k]) for k in times if k[0] == kind]
     ins, attn, outs, mlp = fit_separable(pairs)
     attn_m, mlp_m = isotonic(attn), isotonic(mlp)
     ai = dict(zip(ins, attn_m))
     mi = dict(zip(outs, mlp_m))
     fitted = [(li, lo, t, ai[li] + mi[lo]) for li, lo, t in sorted(pairs)]
     rel = [(fit - t) / t for _, _, t, fit in fitted]
+    return {"in": {"tokens": ins, "ms": attn_m, "fitted": attn}, "out": {"tokens": outs, "ms": mlp_m, "fitted": mlp},
+            "pairs": [list(p) for p in fitted],
+            "separability": {"rms_rel": math.sqrt(sum(r * r for r in rel) / len(rel)),
+                             "max_abs_rel": max(abs(r) for r in rel), "pairs": len(rel)}}
+
+
+def _assemble(model, ident, grid, times, backend, device, batch, threads, precision, exporter, compile_backend,
+              part_exporters, policy, reducers=("drop",)) -> Dict[str, Any]:
+    P, N = ident["num_prefix_tokens"], ident["num_patches"]
+    f = int(ident["fuse"])
+    plain_L = [P + g for g in grid]
+    plain_raw = [times[("plain", L)] for L in plain_L]
+    head_L = [P + g + f for g in grid]
+    head_raw = [times[("head", L)] for L in head_L]
     exporters = sorted(set(part_exporters.values()))
     data = {
         "format": TABLE_FORMAT,
-        "version": TABLE_VERSION,
+        "version": TABLE_VERSION_MERGE if "merge" in reducers else TABLE_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": ident,
         "target": {"backend": backend, "device": device, "batch_size": batch, "threads": threads,
@@ -441,12 +338,8 @@ def _assemble(model, ident, grid, times, backend, device, batch, threads, precis
         "grid": list(grid),
         "embed_ms": times[("embed",)],
         "plain_ms": {"tokens": plain_L, "ms": isotonic(plain_raw), "measured": plain_raw},
-        "attn_ms": {"tokens": ins, "ms": attn_m, "fitted": attn},
-        "mlp_ms": {"tokens": outs, "ms": mlp_m, "fitted": mlp},
         "head_ms": {"tokens": head_L, "ms": isotonic(head_raw), "measured": head_raw},
-        "pairs": [list(p) for p in fitted],
-        "separability": {"rms_rel": math.sqrt(sum(r * r for r in rel) / len(rel)),
-                         "max_abs_rel": max(abs(r) for r in rel), "pairs": len(rel)},
+        "separability": None,
         "reference_ms": times[("plain", plain_L[-1])],
         "offset_ms": 0.0,
         "calibration": None,
@@ -455,11 +348,43 @@ def _assemble(model, ident, grid, times, backend, device, batch, threads, precis
     }
     if ("head_nodrop", P + N) in times:
         data["head_nodrop_ms"] = times[("head_nodrop", P + N)]
+    if "drop" in reducers:
+        fit = _fit_pairs(times, "drop")
+        data.update(attn_ms=fit["in"], mlp_ms=fit["out"], pairs=fit["pairs"], separability=fit["separability"])
+    if reducers != ("drop",):
+        data["reducers"] = list(reducers)
+    if "merge" in reducers:
+        fit = _fit_pairs(times, "merge")
+        data.update(merge_attn_ms=fit["in"], merge_mlp_ms=fit["out"], merge_pairs=fit["pairs"],
+                    merge_separability=fit["separability"])
+        data["method"] += "; merging blocks: merge_attn(L_in) + merge_mlp(L_out)" + (
+            ", timed with the size bias; prop(L) for blocks after a merge (proportional attention)"
+            if ident.get("prop_attn") else "")
+        prop_raw = [times[("prop", L)] for L in plain_L] if ("prop", plain_L[0]) in times else None
+        data["prop_ms"] = {"tokens": plain_L, "ms": isotonic(prop_raw), "measured": prop_raw} if prop_raw else None
     return data
 
 
+def _with_reducers(schedules: List[TokenSchedule], reducers: Sequence[str], seed: int) -> List[TokenSchedule]:
+    """Each reducing block of each schedule given a reducer drawn from ``reducers`` (seeded), where it can serve."""
+    rng = random.Random(seed)
+    out = []
+    for s in schedules:
+        names, prev = [], s.num_patches
+        for c in s.counts:
+            ok = [r for r in reducers if r != "merge" or prev - c <= prev // 2]
+            if c < prev and not ok:
+                raise ConfigError(f"a validation schedule removes more than half of a block's tokens ({prev} -> {c}), "
+                                  "which a merge cannot do; give --random-range with LO >= 0.5")
+            names.append(rng.choice(ok) if c < prev else None)
+            prev = c
+        out.append(s.with_reducers(names))
+    return out
+
+
 def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr, batch, C, policy, calibrate,
-                            validate, validate_range, seed, say, statistic: str = "median") -> None:
+                            validate, validate_range, seed, say, statistic: str = "median",
+                            reducers: Sequence[str] = ("drop",)) -> None:
     """Whole-model runs: the calibration anchors and the validation schedules.
 
     They are timed round-robin with the reference block (a block keeping all tokens), in groups
@@ -472,11 +397,15 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
     depth, N = model.depth, model.num_patches
     rows: Dict[str, TokenSchedule] = {}
     if calibrate:
-        for label, s in anchor_schedules(depth, N):
+        named = tuple(reducers) != ("drop",) or getattr(model, "reducer", "drop") != "drop"
+        for label, s in anchor_schedules(depth, N, reducers if named else None):
             rows[f"anchor:{label}"] = s
     if validate:
         lo, hi = validate_range
-        for i, s in enumerate(random_schedules(depth, N, validate, lo, hi, seed=seed + 1)):
+        scheds = random_schedules(depth, N, validate, lo, hi, seed=seed + 1)
+        if tuple(reducers) != ("drop",) or getattr(model, "reducer", "drop") != "drop":
+            scheds = _with_reducers(scheds, reducers, seed + 2)
+        for i, s in enumerate(scheds):
             rows[f"random:{i}"] = s
     x = make_input(batch, model_identity(model)["img_size"], seed)
     keys = list(rows)
@@ -485,7 +414,7 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
         size = max(1, int(_GROUP_BYTES // max(weight_bytes, 1)))
     else:
         size = len(keys)
-    reference = _part(model, anchor_key, batch, C, pr)
+    reference = make_part(model, anchor_key, batch, C, pr)
     ref_table = float(table.data["reference_ms"])
     raw: Dict[str, float] = {}
     scaled: Dict[str, float] = {}
@@ -494,7 +423,7 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
     drifts = []
     for g0 in range(0, len(keys), size):
         chunk = keys[g0:g0 + size]
-        runners = {k: builder.runner(rows[k].counts, x) for k in chunk}
+        runners = {k: builder.runner(rows[k], x) for k in chunk}
         runners["reference"] = reference
         say(f"timing {len(chunk)} whole-model schedules with the reference block "
             f"({g0 // size + 1}/{(len(keys) + size - 1) // size})")
@@ -516,7 +445,8 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
             if not key.startswith("anchor:"):
                 continue
             parts = table.predict(s) - table.offset_ms
-            calib.append({"label": key.split(":", 1)[1], "schedule": list(s.counts), "measured_ms": raw[key],
+            calib.append({"label": key.split(":", 1)[1], "schedule": list(s.counts),
+                          **({"reducers": list(s.reducers)} if s.reducers else {}), "measured_ms": raw[key],
                           "measured_ms_table_speed": scaled[key], "parts_ms": parts,
                           "residual_ms": scaled[key] - parts})
         table.data["offset_ms"] = statistics.median(c["residual_ms"] for c in calib)
@@ -538,7 +468,8 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
             if not key.startswith("random:"):
                 continue
             pred = table.predict(s)
-            val.append({"schedule": list(s.counts), "measured_ms": raw[key],
+            val.append({"schedule": list(s.counts), **({"reducers": list(s.reducers)} if s.reducers else {}),
+                        "measured_ms": raw[key],
                         "measured_ms_table_speed": scaled[key], "predicted_ms": pred,
                         "error_rel": (pred - scaled[key]) / scaled[key], "error_raw_rel": (pred - raw[key]) / raw[key],
                         "ci95_rel": ci[key], **other[key]})

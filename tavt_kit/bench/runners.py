@@ -1,4 +1,8 @@
-"""Runners of a whole model at token schedules on one backend: torch eager or compiled, ONNX Runtime, OpenVINO."""
+"""Runners of a whole model at token schedules on one backend: torch eager or compiled, ONNX Runtime, OpenVINO.
+
+A schedule is a :class:`~tavt_kit.schedules.TokenSchedule` (its per-block ``reducers`` included: a
+merge and a drop at the same counts are two models) or plain counts (the model's reducer).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -27,15 +31,29 @@ def torch_threads(n: Optional[int]):
 
 
 class _AtSchedule(nn.Module):
-    """``model(x, drop=counts)`` as a module of one input (for torch.compile)."""
+    """``model(x, drop=schedule)`` as a module of one input (for torch.compile)."""
 
-    def __init__(self, model: nn.Module, counts):
+    def __init__(self, model: nn.Module, schedule):
         super().__init__()
         self.model = model
-        self.counts = tuple(counts)
+        self.schedule = schedule
 
     def forward(self, x):
-        return self.model(x, drop=self.counts)
+        return self.model(x, drop=self.schedule)
+
+
+def schedule_key(schedule) -> tuple:
+    """``(counts, reducers)``: what tells two schedules apart (reducers None = the model's)."""
+    counts = tuple(schedule.counts if hasattr(schedule, "counts") else schedule)
+    return counts, tuple(getattr(schedule, "reducers", None) or ())
+
+
+def schedule_name(schedule) -> str:
+    """A file-name tag of a schedule: counts, a block that merges marked ``m`` (``12m-8-8-5m``)."""
+    counts, reducers = schedule_key(schedule)
+    if not reducers:
+        return "-".join(str(c) for c in counts)
+    return "-".join(f"{c}{'m' if r == 'merge' else 'd' if r == 'drop' else ''}" for c, r in zip(counts, reducers))
 
 
 def make_input(batch: int, img_size, seed: int) -> torch.Tensor:
@@ -71,20 +89,22 @@ class ModelRunners:
         if self.progress is not None:
             self.progress(text)
 
-    def exported_file(self, counts) -> str:
+    def exported_file(self, schedule) -> str:
+        """The exported file of the model at ``schedule`` (counts or a TokenSchedule with its reducers)."""
         from ..export.onnx import export_onnx
         from ..export.openvino import convert_openvino
 
-        key = tuple(counts)
+        key = schedule_key(schedule)
         if key in self._files:
             return self._files[key]
         os.makedirs(self.workdir, exist_ok=True)
-        name = "model_" + ("full" if all(c == self.model.num_patches for c in key) else
-                           "-".join(str(c) for c in key))
+        counts = key[0]
+        name = "model_" + ("full" if all(c == self.model.num_patches for c in counts) else schedule_name(schedule))
         if len(name) > 120:
             name = f"model_{abs(hash(key)) % 10 ** 10}"
-        self._say(f"exporting {short_counts(key)} to ONNX")
-        res = export_onnx(self.model, os.path.join(self.workdir, name + ".onnx"), list(key), batch_size=1,
+        self._say(f"exporting {short_counts(counts)} to ONNX")
+        sched = schedule if hasattr(schedule, "counts") else list(counts)
+        res = export_onnx(self.model, os.path.join(self.workdir, name + ".onnx"), sched, batch_size=1,
                           exporter=self.exporter, verify=self.verify_exports)
         info = {"onnx": res.path, "exporter": res.exporter, "export_max_abs_diff": res.max_abs_diff}
         if res.fallback_reason:
@@ -98,25 +118,28 @@ class ModelRunners:
         self._files[key] = path
         return path
 
-    def runner(self, counts, x: torch.Tensor) -> Runner:
+    def runner(self, schedule, x: torch.Tensor) -> Runner:
+        """A runner of the model at ``schedule`` (counts, or a TokenSchedule with per-block reducers) on ``x``."""
         b = int(x.shape[0])
+        drop = schedule if hasattr(schedule, "counts") else tuple(schedule)
+        counts = schedule_key(schedule)[0]
         if self.backend == "torch":
             xd = x.to(self.device)
-            model, drop = self.model, tuple(counts)
+            model = self.model
             return torch_runner(lambda: model(xd, drop=drop), self.device)
         if self.backend == "torch-compile":
             xd = x.to(self.device)
-            compiled = compile_module(_AtSchedule(self.model, counts), self.compile_backend)
+            compiled = compile_module(_AtSchedule(self.model, drop), self.compile_backend)
             self._say(f"compiling {short_counts(counts)} (batch {b})")
             with torch.inference_mode():
                 run_compiled_once(lambda: compiled(xd))
             r = torch_runner(lambda: compiled(xd), self.device)
             r.info = {"compile_backend": self.compile_backend}
             return r
-        path = self.exported_file(counts)
+        path = self.exported_file(schedule)
         if self.backend == "onnxruntime":
             r = ort_runner(path, x.numpy(), self.device, self.threads, free_dims={"batch": b})
         else:
             r = openvino_runner(path, x.numpy(), self.threads, self.precision)
-        r.info.update(self.exports[tuple(counts)])
+        r.info.update(self.exports[schedule_key(schedule)])
         return r

@@ -16,6 +16,23 @@ drops runs attention (with the scorer), top-k selection and the MLP:
 measured pairs, :func:`isotonic` makes them non-decreasing, and they are
 interpolated linearly. ``offset`` absorbs per-call costs that separate parts
 count several times or not at all.
+
+Token merging (ToMe, ``reducer="merge"``): a table profiled with
+``--reducers`` including ``merge`` (format version 2, ``"reducers"``) also holds
+a merging block, ``merge_attn(L_in) + merge_mlp(L_out)`` (attention, keys mean,
+bipartite matching, size-weighted merge, MLP), fitted the same way to pairs
+with ``L_out >= L_in - n_in // 2``, and, for models with proportional attention,
+``prop(L)``: a block that keeps its tokens but attends with the size bias
+(every block after the first merge). Merging blocks are timed with that bias;
+a merge before any other (no bias yet) is predicted as
+``merge_attn + merge_mlp - (prop - plain)`` at its input length. A dropping
+block after a merge adds the bias to logits it computes anyway and is predicted
+by the drop curves. Each block's reducer is the schedule's own
+(``schedule.reducers``), else the model's: the ``reducer`` given to
+:meth:`LatencyTable.predict`, else that of the model the table was checked
+against (:meth:`LatencyTable.check`), else the one it was profiled on. Tables
+without merge entries load and predict drop schedules as before; a schedule
+that merges is refused with a one-line :class:`LatencyTableError`.
 """
 from __future__ import annotations
 
@@ -30,6 +47,10 @@ from .target import STRUCTURE_KEYS, identity_mismatch, model_identity
 
 TABLE_FORMAT = "fgvc-kit/latency-table"
 TABLE_VERSION = 1
+#: the version of tables that hold merge entries (``reducers`` names what was profiled)
+TABLE_VERSION_MERGE = 2
+#: the curves of each reducer (plain_ms and head_ms are always there)
+REDUCER_CURVES = {"drop": ("attn_ms", "mlp_ms"), "merge": ("merge_attn_ms", "merge_mlp_ms")}
 
 
 def _interp(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
@@ -119,10 +140,16 @@ class LatencyTable:
             raise LatencyTableError(f"{source}: not an fgvc-kit latency table (format "
                                     f"{data.get('format') if isinstance(data, Mapping) else None!r})")
         try:
-            for key in ("model", "target", "embed_ms", "plain_ms", "attn_ms", "mlp_ms", "head_ms"):
+            reducers = data.get("reducers") or ["drop"]
+            if not isinstance(reducers, list) or any(r not in REDUCER_CURVES for r in reducers):
+                raise ValueError(f"reducers {reducers!r}: expected a list of {', '.join(REDUCER_CURVES)}")
+            curves = ["plain_ms", "head_ms"] + [c for r in reducers for c in REDUCER_CURVES[r]]
+            if "merge" in reducers and data.get("prop_ms") is not None:
+                curves.append("prop_ms")
+            for key in ["model", "target", "embed_ms"] + curves:
                 if key not in data:
                     raise KeyError(key)
-            for key in ("plain_ms", "attn_ms", "mlp_ms", "head_ms"):
+            for key in curves:
                 c = data[key]
                 if len(c["tokens"]) != len(c["ms"]) or not c["tokens"]:
                     raise ValueError(f"{key}: tokens and ms differ in length")
@@ -134,6 +161,8 @@ class LatencyTable:
             what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             raise LatencyTableError(f"{source}: malformed latency table ({what})") from None
         self.data: Dict[str, Any] = dict(data)
+        #: the reducer of blocks a schedule names none for, once bound to a model by :meth:`check`
+        self.model_reducer: Optional[str] = None
 
     # -------------------------------------------------------------- properties
     @property
@@ -147,6 +176,11 @@ class LatencyTable:
     @property
     def machine(self) -> Dict[str, Any]:
         return self.data.get("machine") or {}
+
+    @property
+    def reducers(self) -> Tuple[str, ...]:
+        """The reducers whose blocks the table holds (``("drop",)`` for tables made before merging)."""
+        return tuple(self.data.get("reducers") or ("drop",))
 
     @property
     def offset_ms(self) -> float:
@@ -177,13 +211,20 @@ class LatencyTable:
         """Raise :class:`LatencyTableError` unless the table was made for this model and target.
 
         ``model``: a token-drop model or an identity dict (:func:`~tavt_kit.bench.target.model_identity`).
+        The table is then bound to the model's reducer: schedules that name no reducer for a block
+        are predicted with it; a model that merges needs a table with merge entries.
         """
         if model is not None:
             ident = model if isinstance(model, Mapping) else model_identity(model)
-            diff = identity_mismatch(self.model, ident, STRUCTURE_KEYS)
+            keys = STRUCTURE_KEYS if "merge" in self.reducers else tuple(k for k in STRUCTURE_KEYS if k != "prop_attn")
+            diff = identity_mismatch(self.model, ident, keys)
             if diff:
                 raise LatencyTableError(f"{self.source} was made for another model ({self.model.get('name')}; "
                                         f"{', '.join(diff[:3])}); profile this model with fgvc-kit bench profile")
+            reducer = ident.get("reducer")
+            if reducer is not None:
+                self._require(reducer)
+                self.model_reducer = reducer
         t = self.target
         for key, value in (("backend", backend), ("device", device), ("batch_size", batch_size),
                            ("threads", threads)):
@@ -215,19 +256,54 @@ class LatencyTable:
         c = self.data[key]
         return _interp(c["tokens"], c["ms"], L)
 
-    def predict_parts(self, schedule) -> Dict[str, Any]:
-        """Predicted milliseconds per part: ``embed``, ``blocks`` (one per block), ``head``, ``offset``."""
+    def _require(self, reducer: str) -> None:
+        if reducer not in REDUCER_CURVES:
+            raise LatencyTableError(f"unknown reducer {reducer!r}; expected one of {', '.join(REDUCER_CURVES)}")
+        if reducer not in self.reducers:
+            have = ",".join(self.reducers)
+            raise LatencyTableError(f"{self.source} has no {reducer} entries (profiled for {have}); re-profile "
+                                    f"with fgvc-kit bench profile --reducers {have},{reducer}")
+
+    def block_reducers(self, schedule: TokenSchedule, reducer: Optional[str] = None) -> Tuple[str, ...]:
+        """Each block's reducer: the schedule's own, else ``reducer``, the bound model's, or the profiled model's."""
+        default = reducer or self.model_reducer or self.model.get("reducer") or "drop"
+        own = schedule.reducers or (None,) * schedule.depth
+        return tuple(r or default for r in own)
+
+    def predict_parts(self, schedule, reducer: Optional[str] = None) -> Dict[str, Any]:
+        """Predicted milliseconds per part: ``embed``, ``blocks`` (one per block), ``head``, ``offset``.
+
+        ``reducer``: the reducer of blocks the schedule names none for (default: see the module).
+        """
         s = self._schedule(schedule)
         m = self.model
         P, N, fuse = int(m["num_prefix_tokens"]), int(m["num_patches"]), bool(m.get("fuse"))
+        reducers = self.block_reducers(s, reducer)
+        prev = N
+        for i, (k, red) in enumerate(zip(s.counts, reducers)):
+            if k < prev:
+                self._require(red)
+                if red == "merge" and prev - k > prev // 2:
+                    raise LatencyTableError(f"block {i} merges {prev} -> {k} patch tokens; one bipartite round "
+                                            f"merges at most {prev // 2}")
+            prev = min(prev, k)
+        prop = "prop_ms" in self.data and self.data.get("prop_ms") is not None
         blocks = []
-        n, fused = N, 0
-        for k in s.counts:
+        n, fused, merged = N, 0, False
+        for k, red in zip(s.counts, reducers):
             L_in = P + n + fused
-            if k < n:
+            if k < n and red == "merge":
+                t = self._curve("merge_attn_ms", L_in) + self._curve("merge_mlp_ms", P + k)
+                if prop and not merged:  # timed with the size bias, which the first merge does not have yet
+                    t -= self._curve("prop_ms", L_in) - self._curve("plain_ms", L_in)
+                blocks.append(t)
+                merged, n = True, k
+            elif k < n:
                 blocks.append(self._curve("attn_ms", L_in) + self._curve("mlp_ms", P + k + int(fuse)))
                 fused = int(fuse)
                 n = k
+            elif merged and prop:
+                blocks.append(self._curve("prop_ms", L_in))
             else:
                 blocks.append(self._curve("plain_ms", L_in))
         if fused or "head_nodrop_ms" not in self.data or n < N:
@@ -236,9 +312,12 @@ class LatencyTable:
             head = float(self.data["head_nodrop_ms"])
         return {"embed": float(self.data["embed_ms"]), "blocks": blocks, "head": head, "offset": self.offset_ms}
 
-    def predict(self, schedule) -> float:
-        """Predicted latency (ms per batch of ``target['batch_size']``) of a schedule."""
-        p = self.predict_parts(schedule)
+    def predict(self, schedule, reducer: Optional[str] = None) -> float:
+        """Predicted latency (ms per batch of ``target['batch_size']``) of a schedule.
+
+        ``reducer``: the reducer of blocks the schedule names none for (default: the model's, see the module).
+        """
+        p = self.predict_parts(schedule, reducer)
         return p["embed"] + sum(p["blocks"]) + p["head"] + p["offset"]
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@ from torch import nn
 
 #: identity keys that decide a model's latency (a latency table must match them all)
 STRUCTURE_KEYS = ("depth", "embed_dim", "num_heads", "mlp_hidden", "num_patches", "num_prefix_tokens", "img_size",
-                  "patch_size", "scorer", "fuse", "head")
+                  "patch_size", "scorer", "fuse", "head", "prop_attn")
 
 
 def model_from_spec(spec: Dict[str, Any]) -> Optional[nn.Module]:
@@ -19,6 +19,8 @@ def model_from_spec(spec: Dict[str, Any]) -> Optional[nn.Module]:
         kwargs = dict(spec["backbone"]["kwargs"])
         kwargs.update((spec.get("head") or {}).get("args") or {})
         td = spec.get("token_drop") or {}
+        if "reducer" in td:
+            kwargs.update(reducer=td["reducer"], prop_attn=td.get("prop_attn", True))
         return create_model(spec["backbone"]["name"], head=(spec.get("head") or {}).get("name", "linear"),
                             scorer=td.get("scorer", "tavt"), fuse=td.get("fuse", False), **kwargs)
     except Exception:
@@ -57,6 +59,9 @@ def model_identity(model: nn.Module) -> Dict[str, Any]:
         "scorer": getattr(model, "scorer", None),
         "fuse": bool(getattr(model, "fuse", False)),
         "head": getattr(model, "head_name", "linear"),
+        # how reducing blocks remove tokens when a schedule names no reducer, and proportional attention
+        "reducer": getattr(model, "reducer", None),
+        "prop_attn": bool(model.prop_attn) if hasattr(model, "prop_attn") else None,
     }
 
 
@@ -74,6 +79,7 @@ def identity_from_spec(spec: Dict[str, Any]) -> Dict[str, Any]:
         "num_prefix_tokens": spec.get("num_prefix_tokens"), "img_size": spec.get("img_size"),
         "patch_size": spec.get("patch_size"), "num_classes": spec.get("num_classes"),
         "scorer": td.get("scorer"), "fuse": td.get("fuse"), "head": (spec.get("head") or {}).get("name"),
+        "reducer": td.get("reducer", "drop") if td else None, "prop_attn": td.get("prop_attn") if td else None,
     }
 
 

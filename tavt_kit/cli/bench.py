@@ -2,7 +2,7 @@
 
     fgvc-kit bench [measure] --checkpoint CKPT [--drop ...] [--keep-ratio ...] [--backend B] [--batch-size 1 8]
     fgvc-kit bench measure --exported model.onnx [--checkpoint CKPT]
-    fgvc-kit bench profile --checkpoint CKPT [--backend B] [--batch-size 1] [--validate 20] ...
+    fgvc-kit bench profile --checkpoint CKPT [--backend B] [--batch-size 1] [--validate 20] [--reducers drop,merge]
     fgvc-kit bench predict TABLE --drop ... [--checkpoint CKPT]
 
 Thin: parses arguments and calls :mod:`tavt_kit.bench`. Without a mode it measures.
@@ -130,6 +130,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--random-range", default="0.8,1.0", metavar="LO,HI",
                    help="keep-ratio range of the --validate schedules (default 0.8,1.0)")
     g.add_argument("--no-calibrate", action="store_true", help="skip the whole-model offset calibration")
+    g.add_argument("--reducers", metavar="drop,merge",
+                   help="reducing blocks the table covers: drop, merge (ToMe token merging) or drop,merge "
+                        "(default: the model's reducer); a schedule whose blocks use another cannot be predicted")
     g.add_argument("--statistic", default="median", choices=("median", "min"),
                    help="what the table holds: median latency (default) or the fastest run (min; robust on a "
                         "machine shared with other jobs)")
@@ -224,12 +227,14 @@ def _schedules(args, model):
         for i, s in enumerate(random_schedules(model.depth, model.num_patches, args.random, lo, hi, args.seed)):
             out.append(s)
             labels.append(f"random {i + 1}")
-    # drop duplicates (same counts), keep the first label
+    # drop duplicates (same counts and reducers: a merge and a drop at the same counts are two rows), keep the
+    # first label
     seen, sched, labs = set(), [], []
     for s, l in zip(out, labels):
-        if s.counts in seen:
+        key = (s.counts, s.reducers)
+        if key in seen:
             continue
-        seen.add(s.counts)
+        seen.add(key)
         sched.append(s)
         labs.append("full" if s.is_full else l)
     return sched, labs
@@ -269,13 +274,16 @@ def run(args) -> int:
             except ValueError:
                 raise ConfigError(f"--grid: expected a number of points or comma-separated counts, "
                                   f"got {args.grid!r}") from None
+        from .common import parse_reducers
+
+        reducers = parse_reducers(args.reducers) if args.reducers is not None else None
         table = profile_latency(checkpoint or "fgvc_tiny", backend=args.backend, device=args.device,
                                 batch_size=batches[0], threads=args.threads, precision=precision, grid=grid,
                                 policy=_policy(args, True), calibrate=not args.no_calibrate,
                                 validate=args.validate, validate_range=_range(args.random_range), seed=args.seed,
                                 exporter=args.exporter, compile_backend=args.compile_backend,
                                 workdir=args.workdir, img_size=args.img_size, statistic=args.statistic,
-                                progress=say)
+                                reducers=reducers, progress=say)
         path = table.save(os.path.join(args.out, "latency_table.json"))
         d = table.to_dict()
         if not args.no_plot:
@@ -290,9 +298,13 @@ def run(args) -> int:
         print(f"target         {t['backend']} on {t['device']}, batch {t['batch_size']}, {t['threads']} threads, "
               f"precision {t['precision']}" + (f", exporter {t['exporter']}" if t.get("exporter") else "")
               + f"; statistic {d.get('statistic', 'median')}")
-        sep = d["separability"]
-        print(f"separability   attn(L_in) + mlp(L_out) vs {sep['pairs']} measured pairs: rms "
-              f"{100 * sep['rms_rel']:.2f}%, max {100 * sep['max_abs_rel']:.2f}%")
+        print(f"reducers       {', '.join(d.get('reducers') or ['drop'])}")
+        for key, what in (("separability", "attn(L_in) + mlp(L_out)"),
+                          ("merge_separability", "merge_attn(L_in) + merge_mlp(L_out)")):
+            sep = d.get(key)
+            if sep:
+                print(f"separability   {what} vs {sep['pairs']} measured pairs: rms "
+                      f"{100 * sep['rms_rel']:.2f}%, max {100 * sep['max_abs_rel']:.2f}%")
         print(f"offset         {d['offset_ms']:+.3f} ms (calibrated on {len(d['calibration'] or [])} whole-model runs)")
         v = d.get("validation")
         if v:
@@ -370,7 +382,8 @@ def _predict(args, table_path) -> int:
     for label, s in zip(labels, schedules):
         ms = table.predict(s)
         full = ms if label == "full" and full is None else full
-        rows.append({"label": label, "schedule": list(s.counts), "predicted_ms": ms,
+        rows.append({"label": label, "schedule": list(s.counts),
+                     **({"reducers": list(s.reducers)} if s.reducers else {}), "predicted_ms": ms,
                      "speedup": (full / ms) if full else None})
     doc = {"format": "fgvc-kit/latency-predictions", "table": table_path, "target": table.target,
            "predictions": rows}

@@ -9,6 +9,9 @@ graph disagrees with PyTorch; the result records which one was used and why.
 Every export is checked with ``onnx.checker`` and run in ONNX Runtime on the
 same random images as PyTorch (max absolute logit difference); exports that
 differ by more than ``atol`` raise :class:`~tavt_kit.errors.ExportError`.
+A schedule that merges tokens (ToMe; per-block ``reducers`` or the model's
+``reducer``) exports the same way, its matching (sort, gather, ``scatter_add``)
+static in the graph; the file's metadata records each block's reducer.
 
 :func:`export_module` is the same primitive for any module with one tensor
 input (single blocks for latency tables), with named dynamic axes.
@@ -39,6 +42,8 @@ META_FORMAT = "fgvc_kit.format"
 META_SPEC = "fgvc_kit.spec"
 META_SCHEDULE = "fgvc_kit.schedule"
 META_EXPORTER = "fgvc_kit.exporter"
+#: each block's reducer ("drop"/"merge", null where it keeps its tokens); absent when nothing merges
+META_REDUCERS = "fgvc_kit.reducers"
 ONNX_FORMAT = "fgvc-kit/onnx"
 #: parameters above this many bytes go to an external data file (protobuf's 2 GB limit)
 _EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -315,6 +320,9 @@ def export_onnx(
     checks = [torch.randn(b, 3, H, W, generator=gen).to(device)
               for b in ([batch_size, batch_size + 1] if dynamic_batch else [batch_size])] if verify else None
     meta = {META_FORMAT: ONNX_FORMAT, META_SCHEDULE: json.dumps(list(sched.counts) if sched is not None else None)}
+    reducers = schedule_reducers(model, sched)
+    if reducers is not None and "merge" in reducers:
+        meta[META_REDUCERS] = json.dumps(reducers)
     spec = getattr(model, "spec", None)
     if spec is not None:
         from ..models import spec_of
@@ -342,6 +350,18 @@ def export_onnx(
         checked_batches=res.checked_batches, atol=atol, seconds=res.seconds)
 
 
+def schedule_reducers(model: nn.Module, sched) -> Optional[List[Optional[str]]]:
+    """Each block's reducer at ``sched`` (None where it keeps its tokens); None when nothing is reduced."""
+    if sched is None or sched.is_full:
+        return None
+    per_block = model.block_reducers(sched) if hasattr(model, "block_reducers") else ("drop",) * sched.depth
+    out, prev = [], sched.num_patches
+    for c, r in zip(sched.counts, per_block):
+        out.append(r if c < prev else None)
+        prev = min(prev, c)
+    return out
+
+
 # ------------------------------------------------------------------ reading back
 @dataclass
 class ExportedInfo:
@@ -355,6 +375,7 @@ class ExportedInfo:
     spec: Optional[Dict[str, Any]]
     schedule: Optional[List[int]]
     exporter: Optional[str]
+    reducers: Optional[List[Optional[str]]] = None  # per block, when the graph merges tokens
 
 
 def _dims(shape) -> List[Any]:
@@ -393,14 +414,15 @@ def exported_info(path: str, kind: str, ishape, oshape, props: Mapping[str, str]
     img = [ishape[2], ishape[3]] if len(ishape) == 4 and all(isinstance(v, int) for v in ishape[2:]) else None
     classes = oshape[-1] if len(oshape) == 2 and isinstance(oshape[-1], int) else None
     batch = ishape[0] if ishape else None
-    spec = schedule = None
+    spec = schedule = reducers = None
     try:
         spec = json.loads(props[META_SPEC]) if META_SPEC in props else None
         schedule = json.loads(props[META_SCHEDULE]) if META_SCHEDULE in props else None
+        reducers = json.loads(props[META_REDUCERS]) if META_REDUCERS in props else None
     except json.JSONDecodeError:
         raise ExportError(f"{path}: fgvc-kit metadata is not valid JSON") from None
     return ExportedInfo(path=path, kind=kind, img_size=img, num_classes=classes, batch=batch, spec=spec,
-                        schedule=schedule, exporter=props.get(META_EXPORTER))
+                        schedule=schedule, exporter=props.get(META_EXPORTER), reducers=reducers)
 
 
 def check_exported_matches(info: ExportedInfo, spec: Mapping[str, Any]) -> None:

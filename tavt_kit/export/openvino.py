@@ -22,13 +22,13 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..errors import BackendError, ConfigError, ExportError
 from .graph import first_line
-from .onnx import (META_EXPORTER, META_FORMAT, META_SCHEDULE, META_SPEC, ExportedInfo, OnnxExport,
+from .onnx import (META_EXPORTER, META_FORMAT, META_REDUCERS, META_SCHEDULE, META_SPEC, ExportedInfo, OnnxExport,
                    export_onnx, exported_info, quiet_exporters, read_onnx_info)
 
 #: inference precisions a user may ask for (OpenVINO's names)
 PRECISIONS = ("f32", "bf16", "f16")
 #: the ONNX metadata an IR carries over in its rt_info
-RT_KEYS = (META_FORMAT, META_SPEC, META_SCHEDULE, META_EXPORTER)
+RT_KEYS = (META_FORMAT, META_SPEC, META_SCHEDULE, META_EXPORTER, META_REDUCERS)
 
 
 def require_openvino():

@@ -70,6 +70,7 @@ def new_export_doc(model: nn.Module, sched, source: Dict[str, Any], formats: Seq
     from .. import __version__
     from ..machine import cpu_description, library_versions
     from ..models import count_macs, spec_of
+    from .onnx import schedule_reducers
 
     spec = spec_of(model)
     macs_full = count_macs(model, model.full_schedule()).total()
@@ -89,7 +90,8 @@ def new_export_doc(model: nn.Module, sched, source: Dict[str, Any], formats: Seq
                   "token_drop": spec.get("token_drop")},
         "schedule": {"counts": list(sched.counts), "num_patches": int(sched.num_patches),
                      "keep_ratios": [round(r, 6) for r in sched.keep_ratios()], "full": sched.is_full,
-                     "source": source},
+                     # each block's reducer as exported ("drop"/"merge"; null where a block keeps its tokens)
+                     "reducers": schedule_reducers(model, sched), "source": source},
         "macs": {"full": macs_full, "schedule": macs, "reduction": macs_full / macs if macs else None},
         "formats": list(formats), "precision": precision,
         "input": {"name": "input", "shape": ["batch", 3, *spec["img_size"]], "dtype": "float32",

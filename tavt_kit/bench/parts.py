@@ -1,0 +1,221 @@
+"""The parts of a model a latency table times: embedding, blocks (plain, dropping, merging, with the size bias), head.
+
+Each part is a module of one tensor input, so that it runs as it is in torch
+and exports to ONNX like a whole model (:class:`PartRunners`). A dropping part
+keeps ``k`` patch tokens of however many enter it (one export per ``k``, the
+token axis dynamic); a merging part merges ``r = n_in - k`` tokens, which the
+graph needs static, so every (n_in, k) pair is its own export. Parts that run
+after a merge take token sizes derived from their input (``1 + |x[..., 0]|``),
+so that the size bias is computed in the graph as the model computes it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..models.token_drop import TokenState, drop_block_forward
+from ..models.token_merge import biased_block_forward, merge_block_forward, size_bias
+from .backends import Runner, compile_module, openvino_runner, ort_runner, run_compiled_once, torch_runner
+
+
+def _sizes(x: torch.Tensor) -> torch.Tensor:
+    """Token sizes (B, N, 1) >= 1 computed from the input, as a merged model carries them."""
+    return 1.0 + x[..., :1].abs()
+
+
+class EmbedPart(nn.Module):
+    """Patch embedding, position embedding and prefix tokens, pre-norm (images -> tokens)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x):
+        return self.m.embed_tokens(x)
+
+
+class PlainPart(nn.Module):
+    """A block that keeps every token (timm's own block)."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class DropPart(nn.Module):
+    """A block that keeps ``keep`` patch tokens (the model's scorer and fuse setting)."""
+
+    def __init__(self, block: nn.Module, keep: int, num_prefix: int, num_patches: int, fused_in: bool, scorer: str,
+                 fuse: bool):
+        super().__init__()
+        self.block = block
+        self.keep, self.num_prefix, self.num_patches = keep, num_prefix, num_patches
+        self.fused_in, self.scorer, self.fuse = fused_in, scorer, fuse
+
+    def forward(self, x):
+        state = TokenState(self.num_prefix, self.num_patches, track=False)
+        state.has_fused = self.fused_in
+        return drop_block_forward(self.block, x, self.keep, state, self.scorer, self.fuse)
+
+
+class PropPart(nn.Module):
+    """A block that keeps every token but attends with the size bias (every block after a merge)."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return biased_block_forward(self.block, x, size_bias(_sizes(x)))
+
+
+class MergePart(nn.Module):
+    """A block that merges ``r`` of its patch tokens (ToMe), with the size bias when ``prop``."""
+
+    def __init__(self, block: nn.Module, r: int, num_prefix: int, num_patches: int, prop: bool):
+        super().__init__()
+        self.block = block
+        self.r, self.num_prefix, self.num_patches, self.prop = r, num_prefix, num_patches, prop
+
+    def forward(self, x):
+        state = TokenState(self.num_prefix, self.num_patches, track=False)
+        state.size = _sizes(x) if self.prop else None
+        return merge_block_forward(self.block, x, self.r, state, size_bias(state.size))
+
+
+class HeadPart(nn.Module):
+    """Final norm and head (pooling, classifier); drops the fused token first when there is one."""
+
+    def __init__(self, model: nn.Module, fused: bool):
+        super().__init__()
+        self.m = model
+        self.fused = fused
+
+    def forward(self, x):
+        if self.fused:
+            x = x[:, :-1]
+        return self.m.forward_head(self.m.norm(x))
+
+
+# ----------------------------------------------------------------- runners
+class PartRunners:
+    """Runners of model parts for one backend (exported parts cached per part)."""
+
+    def __init__(self, backend: str, device: str, threads: int, precision: str, workdir: str, exporter: str,
+                 compile_backend: str, batch: int, embed_dim: int, progress=None):
+        self.backend, self.device, self.threads, self.precision = backend, device, threads, precision
+        self.workdir, self.exporter, self.compile_backend = workdir, exporter, compile_backend
+        self.batch, self.C = batch, embed_dim
+        self.progress = progress
+        self.files: Dict[str, str] = {}
+        self.exporters: Dict[str, str] = {}
+
+    def _say(self, text):
+        if self.progress:
+            self.progress(text)
+
+    def _export(self, name: str, module: nn.Module, example: torch.Tensor, token_min: Optional[int]) -> str:
+        from ..export.onnx import export_module
+
+        if name in self.files:
+            return self.files[name]
+        self._say(f"exporting part {name}")
+        axes = {0: "batch"} if token_min is None else {0: "batch", 1: "tokens"}
+        out_axes = {0: "batch"}
+        if isinstance(module, (PlainPart, PropPart)):
+            out_axes = {0: "batch", 1: "tokens"}
+        res = export_module(module, example, os.path.join(self.workdir, f"{name}.onnx"), exporter=self.exporter,
+                            input_name="input", output_name="output", dynamic_axes=axes, output_axes=out_axes,
+                            dim_min={0: 1, 1: token_min} if token_min is not None else {0: 1},
+                            verify_inputs=[example[:1]])
+        self.files[name] = res.path
+        self.exporters[name] = res.exporter
+        return res.path
+
+    def runner(self, name: str, module: nn.Module, shape: Sequence[int], token_min: Optional[int] = None,
+               export_tokens: Optional[int] = None) -> Runner:
+        """Runner of ``module`` on a random input of ``shape``; ``token_min``: dim 1 is a token axis."""
+        g = torch.Generator().manual_seed(len(self.files) + 1)
+        x = torch.randn(*shape, generator=g)
+        if self.backend in ("torch", "torch-compile"):
+            xd = x.to(self.device)
+            module = module.to(self.device)
+            if self.backend == "torch-compile":
+                compiled = compile_module(module, self.compile_backend)
+                with torch.inference_mode():
+                    run_compiled_once(lambda: compiled(xd))
+                return torch_runner(lambda: compiled(xd), self.device)
+            return torch_runner(lambda: module(xd), self.device)
+        ex_shape = list(shape)
+        ex_shape[0] = 2
+        if token_min is not None and export_tokens is not None:
+            ex_shape[1] = export_tokens
+        path = self._export(name, module, torch.randn(*ex_shape, generator=g), token_min)
+        free = {"batch": int(shape[0])}
+        if token_min is not None:
+            free["tokens"] = int(shape[1])
+        if self.backend == "onnxruntime":
+            return ort_runner(path, x.numpy(), self.device, self.threads, free_dims=free)
+        return openvino_runner(path, x.numpy(), self.threads, self.precision, shape=list(shape))
+
+
+def part_plan(model: nn.Module, grid: List[int], reducers: Sequence[str] = ("drop",)):
+    """Keys of every part to time, grouped by the exported file they come from.
+
+    ``drop``: dropping blocks at every pair n_out <= n_in of the grid; ``merge``: merging blocks at
+    every pair a bipartite round can do (n_in - n_out <= n_in // 2) and, with proportional
+    attention, the non-reducing block with the size bias.
+    """
+    P, N = int(model.num_prefix_tokens), int(model.num_patches)
+    fuse = bool(model.fuse)
+    f = int(fuse)
+    groups: Dict[str, List[tuple]] = {"embed": [("embed",)], "plain": [("plain", P + g) for g in grid],
+                                      "head": [("head", P + g + f) for g in grid]}
+    if fuse:
+        groups["head"].append(("head_nodrop", P + N))
+    if "drop" in reducers:
+        for k in grid:
+            groups[f"drop{k}"] = [("drop", P + n + f, P + k + f, n, k) for n in grid if n >= k]
+    if "merge" in reducers:
+        for n in grid:
+            for k in grid:
+                if k <= n and n - k <= n // 2:
+                    groups[f"merge{n}_{k}"] = [("merge", P + n, P + k, n, k)]
+        if getattr(model, "prop_attn", True):
+            groups["prop"] = [("prop", P + g) for g in grid]
+    return groups
+
+
+def make_part(model: nn.Module, key: tuple, batch: int, C: int, pr: PartRunners) -> Runner:
+    """The runner of one part key of :func:`part_plan`."""
+    P, N = int(model.num_prefix_tokens), int(model.num_patches)
+    fuse = bool(model.fuse)
+    blk = model.blocks[0]
+    kind = key[0]
+    if kind == "embed":
+        H, W = model.patch_embed.img_size
+        return pr.runner("embed", EmbedPart(model), (batch, 3, H, W))
+    if kind == "plain":
+        return pr.runner("plain", PlainPart(blk), (batch, key[1], C), token_min=1, export_tokens=P + N)
+    if kind == "head":
+        return pr.runner("head", HeadPart(model, fuse), (batch, key[1], C), token_min=P + 1 + int(fuse),
+                         export_tokens=P + N + int(fuse))
+    if kind == "prop":
+        return pr.runner("prop", PropPart(blk), (batch, key[1], C), token_min=1, export_tokens=P + N)
+    if kind == "merge":
+        _, L_in, L_out, n, k = key
+        part = MergePart(blk, n - k, P, N, bool(getattr(model, "prop_attn", True)))
+        return pr.runner(f"merge{n}_{k}", part, (batch, L_in, C))
+    if kind == "head_nodrop":
+        return pr.runner("head_nodrop", HeadPart(model, False), (batch, key[1], C), token_min=P + 1,
+                         export_tokens=P + N)
+    _, L_in, L_out, n, k = key
+    part = DropPart(blk, k, P, N, fuse, model.scorer, fuse)
+    return pr.runner(f"drop{k}", part, (batch, L_in, C), token_min=P + k + int(fuse),
+                     export_tokens=P + N + int(fuse))

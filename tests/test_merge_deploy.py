@@ -1,0 +1,248 @@
+"""Token merging deployed: latency tables and the predictor with merge blocks, bench measure, ONNX/OpenVINO export."""
+import json
+import os
+
+import pytest
+import torch
+
+import tavt_kit
+from tavt_kit import TokenSchedule
+from tavt_kit.bench.measure import measure_latency
+from tavt_kit.bench.profile import profile_latency
+from tavt_kit.bench.table import LatencyTable
+from tavt_kit.bench.timing import TimingPolicy
+from tavt_kit.cli import main
+from tavt_kit.errors import ConfigError, LatencyTableError
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+try:
+    import openvino  # noqa: F401
+    BOTH = ("onnx", "openvino")
+except ImportError:
+    BOTH = ("onnx",)
+
+# 32x32 images, 8x8 patches: 16 patch tokens + class token, depth 4
+TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2)
+FAST = TimingPolicy(warmup=1, min_repeats=3, max_repeats=5, budget_s=0.02, chunk_s=0.0)
+MERGE = TokenSchedule((12, 8, 8, 5), 16, reducers=("merge",) * 4)
+MIXED = TokenSchedule((12, 8, 8, 5), 16, reducers=("merge", "drop", None, "merge"))
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return tavt_kit.create_model("vit_base_patch16_224", num_classes=10, **TINY, **kw).eval()
+
+
+@pytest.fixture(scope="module")
+def tables():
+    torch.set_num_threads(1)
+    m = tiny(reducer="merge")
+    both = profile_latency(m, grid=4, policy=FAST, reducers="drop,merge", threads=1, validate=2)
+    drop = profile_latency(tiny(), grid=4, policy=FAST, threads=1, calibrate=False)
+    return both, drop
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=g), None
+
+
+# ----------------------------------------------------------------- tables
+def test_table_holds_merge_blocks_and_the_biased_block(tables):
+    both, drop = tables
+    d = both.to_dict()
+    assert both.reducers == ("drop", "merge") and d["version"] == 2
+    for key in ("attn_ms", "mlp_ms", "merge_attn_ms", "merge_mlp_ms", "prop_ms"):
+        assert d[key]["tokens"] and len(d[key]["ms"]) == len(d[key]["tokens"])
+    # merge pairs only where one bipartite round can do them
+    assert all(n - k <= (n - 1) // 2 for n, k, *_ in d["merge_pairs"])  # L counts the class token
+    assert d["model"]["reducer"] == "merge" and d["model"]["prop_attn"] is True
+    assert {c.get("label") for c in d["calibration"]} >= {"full", "tavt 0.9", "tavt 0.9 merge"}
+    assert all("reducers" in v for v in d["validation"]["schedules"])
+    # a drop-only table keeps the old layout
+    assert drop.reducers == ("drop",) and drop.data["version"] == 1 and "reducers" not in drop.data
+    assert "merge_attn_ms" not in drop.data
+
+
+def test_predictor_uses_each_blocks_reducer(tables, tmp_path):
+    both, _ = tables
+    counts = list(MERGE.counts)
+    as_drop = both.predict(MERGE.with_reducers(("drop",) * 4))
+    assert both.predict(counts, reducer="drop") == pytest.approx(as_drop)
+    assert both.predict(MERGE) == pytest.approx(both.predict(counts, reducer="merge"))
+    assert both.predict(counts) == pytest.approx(both.predict(MERGE))  # the profiled model merges
+    parts = both.predict_parts(MIXED)["blocks"]
+    merge_parts = both.predict_parts(MERGE)["blocks"]
+    assert parts[0] == pytest.approx(merge_parts[0]) and parts[1] != pytest.approx(merge_parts[1])
+    # the first merge has no size bias yet; a non-reducing block after a merge runs the biased block
+    L = 1 + 8
+    assert merge_parts[2] == pytest.approx(both._curve("prop_ms", L))
+    full = both.predict([16] * 4)
+    assert full == pytest.approx(both.data["embed_ms"] + 4 * both._curve("plain_ms", 17) + both._curve("head_ms", 17)
+                                 + both.offset_ms)
+    with pytest.raises(LatencyTableError, match="merges at most"):
+        both.predict(TokenSchedule((7, 7, 7, 7), 16, reducers=("merge",) * 4))
+    # bound to a drop model by check(): schedules without reducers drop
+    both.save(tmp_path / "t.json")
+    t = LatencyTable.load(tmp_path / "t.json")
+    t.check(tiny())
+    assert t.predict(counts) == pytest.approx(as_drop)
+
+
+def test_old_tables_load_and_refuse_merge_in_one_line(tables, tmp_path):
+    _, drop = tables
+    d = drop.to_dict()
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(d))
+    old = LatencyTable.load(path)
+    assert old.predict([12, 8, 8, 5]) == pytest.approx(drop.predict([12, 8, 8, 5]))
+    for bad in (lambda: old.predict(MERGE), lambda: old.predict(MIXED), lambda: old.check(tiny(reducer="merge"))):
+        with pytest.raises(LatencyTableError) as e:
+            bad()
+        msg = str(e.value)
+        assert "\n" not in msg and "no merge entries" in msg and "--reducers drop,merge" in msg
+
+
+def test_profile_refuses_a_reducer_the_model_cannot_serve():
+    with pytest.raises(ConfigError, match="not a reducer"):
+        profile_latency(tiny(), grid=3, policy=FAST, reducers="drop,tome")
+    with pytest.raises(ConfigError, match="fuse"):
+        profile_latency(tiny(fuse=True), grid=3, policy=FAST, reducers="merge")
+
+
+def test_cli_profile_reducers_and_predict(tmp_path, capsys, tables):
+    out = tmp_path / "prof"
+    rc = main(["bench", "profile", "--checkpoint", "fgvc_tiny", "--grid", "3", "--reducers", "drop,merge",
+               "--no-calibrate", "--min-repeats", "2", "--warmup", "1", "--time-budget", "0.01", "--threads", "1",
+               "--out", str(out), "--no-plot", "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "reducers       drop, merge" in text and "merge_attn(L_in)" in text
+    table = LatencyTable.load(out / "latency_table.json")
+    assert table.reducers == ("drop", "merge")
+    rc = main(["bench", "profile", "--checkpoint", "fgvc_tiny", "--reducers", "drop,tome", "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--reducers drop,tome" in err
+    # predict a version-2 drop config from a table without merge entries: one line naming the flag
+    both, drop = tables
+    cfg = tmp_path / "mixed.json"
+    MIXED.save(cfg)
+    drop.save(tmp_path / "drop.json")
+    rc = main(["bench", "predict", str(tmp_path / "drop.json"), "--drop", str(cfg), "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "--reducers drop,merge" in err
+    both.save(tmp_path / "both.json")
+    assert main(["bench", "predict", str(tmp_path / "both.json"), "--drop", str(cfg), "--json",
+                 "--out", str(tmp_path / "p")]) == 0
+    rows = json.loads(capsys.readouterr().out)["predictions"]
+    assert rows[1]["reducers"] == ["merge", "drop", None, "merge"]
+
+
+# ---------------------------------------------------------------- measure
+def test_measure_merge_and_mixed_schedules(tables):
+    both, _ = tables
+    m = tiny(reducer="merge")
+    drop_same = MERGE.with_reducers(("drop",) * 4)
+    r = measure_latency(m, [MERGE, MIXED, drop_same], policy=FAST, threads=1, table=both)
+    rows = {x.label: x for x in r.results}
+    assert rows["schedule 1"].reducers == ["merge", "merge", None, "merge"]
+    assert rows["schedule 2"].reducers == ["merge", "drop", None, "merge"]
+    assert rows["schedule 3"].reducers == ["drop", "drop", None, "drop"]
+    assert rows["schedule 1"].macs > rows["schedule 3"].macs  # the matching is counted
+    assert all(x.predicted_ms for x in r.results)
+    assert r.to_dict()["results"][1]["reducers"] == ["merge", "merge", None, "merge"]
+
+
+def test_measure_exported_backend_runs_the_merge_graph():
+    m = tiny(reducer="merge")
+    r = measure_latency(m, [MERGE, MIXED], backend="onnxruntime", policy=FAST, threads=1)
+    rows = {x.label: x for x in r.results}
+    # both exported (one file each: same counts, other reducers) and checked against PyTorch
+    assert rows["schedule 1"].info["onnx"] != rows["schedule 2"].info["onnx"]
+    assert all(x.info["export_max_abs_diff"] < 1e-4 for x in r.results)
+
+
+def test_cli_measure_drop_config_v2_and_merge_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "merge.safetensors"
+    tavt_kit.save_checkpoint(tiny(reducer="merge"), ckpt)
+    cfg = tmp_path / "mixed.json"
+    MIXED.save(cfg)
+    args = ["bench", "--checkpoint", str(ckpt), "--drop", str(cfg), "--drop", "12,8,8,5", "--threads", "1",
+            "--min-repeats", "2", "--warmup", "1", "--time-budget", "0.01", "--out", str(tmp_path / "b"),
+            "--no-plot", "--json", "--quiet"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)["results"]
+    by = {x["label"]: x for x in res}
+    assert by["mixed"]["reducers"] == ["merge", "drop", None, "merge"]
+    assert by["drop 2"]["reducers"] == ["merge", "merge", None, "merge"]  # the checkpoint's own reducer
+    # a merge the model cannot do: one line
+    bad = tmp_path / "bad.json"
+    TokenSchedule((6, 6, 6, 6), 16, reducers=("merge",) * 4).save(bad)
+    rc = main(args[:4] + [str(bad)] + args[7:])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "merges" in err
+
+
+# ----------------------------------------------------------------- export
+@pytest.mark.parametrize("sched", [MERGE, MIXED], ids=["merge", "mixed"])
+def test_export_merge_schedules_onnx_openvino_verified(tmp_path, sched, images):
+    from tavt_kit.export import export_model
+    from tavt_kit.export.onnx import read_onnx_info
+
+    m = tiny()  # a drop model: the schedule's own reducers decide
+    res = export_model(m, tmp_path, schedule=sched, formats=BOTH, verify_data=images)
+    doc = res.doc
+    assert res.verified and doc["schedule"]["counts"] == [12, 8, 8, 5]
+    expect = [r for r in sched.reducers]
+    expect[2] = None
+    assert doc["schedule"]["reducers"] == expect
+    for fmt in BOTH:
+        v = doc["verification"]["results"][fmt]
+        assert v["passed"] and v["agreement"] == 1.0 and v["max_abs_logit_diff"] < 1e-3
+        assert doc["exports"][fmt]["graph_keeps_token_drop"]
+    assert read_onnx_info(res.path("onnx")).reducers == expect
+    if "openvino" in BOTH:
+        from tavt_kit.export.openvino import read_openvino_info
+
+        assert read_openvino_info(res.path("openvino")).reducers == expect
+        # the exported IR is measured as it is, its MACs counted with its reducers
+        r = measure_latency(res.path("openvino"), backend="openvino", policy=FAST, threads=1)
+        assert r.results[0].reducers == expect and r.results[0].macs == doc["macs"]["schedule"]
+
+
+def test_cli_export_checkpoint_reducer_and_drop_config(tmp_path, capsys):
+    ckpt = tmp_path / "merge.safetensors"
+    tavt_kit.save_checkpoint(tiny(reducer="merge"), ckpt, extra={"data": {"name": "demo"}})
+    base = ["export", "--checkpoint", str(ckpt), "--verify-images", "8", "--format", "onnx"]
+    assert main(base + ["--drop", "12,8,8,5", "--out", str(tmp_path / "a")]) == 0
+    doc = json.loads((tmp_path / "a" / "export.json").read_text())
+    assert doc["verified"] and doc["schedule"]["reducers"] == ["merge", "merge", None, "merge"]
+    assert doc["model"]["token_drop"]["reducer"] == "merge"
+    cfg = tmp_path / "mixed.json"
+    MIXED.save(cfg)
+    assert main(base + ["--drop", str(cfg), "--out", str(tmp_path / "b")]) == 0
+    doc = json.loads((tmp_path / "b" / "export.json").read_text())
+    assert doc["verified"] and doc["schedule"]["reducers"] == ["merge", "drop", None, "merge"]
+    capsys.readouterr()
+    rc = main(base + ["--drop", "6,6,6,6", "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "merges" in err
+    assert not os.path.exists(tmp_path / "c" / "export.json") or "verified" in (tmp_path / "c" / "export.json").read_text()
+
+
+def test_a_merge_on_a_backbone_without_merging_is_one_line(tmp_path, capsys):
+    vitae = tavt_kit.create_model("ViTAE_basic_Tiny", num_classes=10, img_size=64, NC_depth=[0, 0, 2])
+    ckpt = tmp_path / "vitae.safetensors"
+    tavt_kit.save_checkpoint(vitae, ckpt)
+    cfg = tmp_path / "m.json"
+    n = vitae.num_patches
+    TokenSchedule((n // 2 + 4, n // 2), n, reducers=("merge", "merge")).save(cfg)
+    rc = main(["export", "--checkpoint", str(ckpt), "--drop", str(cfg), "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "merge" in err
+    rc = main(["bench", "--checkpoint", str(ckpt), "--drop", str(cfg), "--out", str(tmp_path / "b"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "merge" in err
