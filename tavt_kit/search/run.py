@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TavtKitError
 from ..files import write_json
 from ..machine import brief
 from ..models.checkpoint import weights_digest
@@ -26,6 +26,7 @@ from ..models.macs import count_macs
 from ..schedules.schedule import TokenSchedule
 from ..schedules.space import SearchSpace
 from ..stats import paired_difference, wilson_interval
+from ..schedules.families import tome_schedule
 from .baselines import baseline_schedules
 from .evaluate import CandidateEvaluator, ScheduleScores
 from .evolution import (Budget, EvolutionSearch, EvolutionSettings, Journal, front_area, gene_of, pareto_front,
@@ -191,6 +192,13 @@ def run_search(
     from ..models.token_drop import TokenDropMixin
 
     can_merge = isinstance(model, TokenDropMixin)  # timm ViTs merge (ToMe's baseline); ViTAE's cells do not
+    tome_latency = can_merge
+    if can_merge and latency_fn is not None and any(b.objective == "latency" for b in budgets):
+        try:  # a latency table profiled for drop only cannot cost ToMe's schedules: that baseline is left out
+            latency(tome_schedule(1, space.depth, space.num_patches, space.min_tokens))
+        except TavtKitError as e:
+            tome_latency = False
+            log(f"note: no ToMe baseline under the latency budgets ({e})")
     cost_fn: Callable[[TokenSchedule], float] = (lambda s: macs_of(gene_of(s))) if objective == "macs" else latency
     choices = {}
     for b in budgets:
@@ -202,7 +210,7 @@ def run_search(
         b = next(x for x in budgets if x.label == label)
         fn = (lambda s: macs_of(gene_of(s))) if b.objective == "macs" else latency
         base[label] = baseline_schedules(space.depth, space.num_patches, fn, {label: limit}, space.min_tokens,
-                                         merge=can_merge)[label]
+                                         merge=can_merge if b.objective == "macs" else tome_latency)[label]
     fixed = baseline_schedules(space.depth, space.num_patches, cost_fn, {}, space.min_tokens)["fixed"]
 
     front = pareto_front(cands, objective)
