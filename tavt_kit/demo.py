@@ -175,7 +175,7 @@ def run(args) -> int:
     def profile() -> int:
         argv = ["profile", "--checkpoint", supernet, "--out", d_bench, "--batch-size", str(args.batch_size),
                 "--grid", "5" if quick else "9", "--time-budget", "0.05" if quick else "0.3",
-                "--min-repeats", "3" if quick else "5", "--quiet"]
+                "--min-repeats", "3" if quick else "5", "--reducers", "drop,merge", "--quiet"]
         return _command("bench")(argv)
 
     table = os.path.join(d_bench, "latency_table.json")
