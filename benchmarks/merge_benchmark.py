@@ -155,8 +155,9 @@ def main(argv=None) -> int:
     p.add_argument("--population", type=int, default=12)
     p.add_argument("--train-steps", type=int)
     p.add_argument("--distill-steps", type=int)
+    p.add_argument("--threads", type=int, help="torch threads (default: every core)")
     args = p.parse_args(argv)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     results = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         out = os.path.join(args.out, f"seed{seed}")
