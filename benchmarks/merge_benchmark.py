@@ -74,7 +74,6 @@ def run_seed(seed, args, out):
         "drop": search(drop_net, os.path.join(out, "search-m-drop"), fr, full_macs, seed, args, "drop"),
         "merge": search(mixed_net, os.path.join(out, "search-m-merge"), fr, full_macs, seed, args, "merge"),
         "mixed": search(mixed_net, os.path.join(out, "search-m-mixed"), fr, full_macs, seed, args, "drop,merge"),
-        "finetuned": search(teacher, os.path.join(out, "search-m-finetuned"), fr, full_macs, seed, args, "drop"),
     }
     n = res["mixed"]["settings"]["test_images"]
     rows = []
@@ -85,19 +84,29 @@ def run_seed(seed, args, out):
             row[name] = {"test": best.get("test_accuracy"), "interval": best.get("test_interval"),
                          "holdout": best.get("holdout_accuracy"), "counts": best.get("counts"),
                          "reducers": best.get("reducers"), "macs": best.get("macs")}
-        tome = res["finetuned"]["budgets"][j]["baselines"].get("tome") or {}
-        row["tome_off_the_shelf"] = {"test": tome.get("test_accuracy"), "interval": tome.get("test_interval"),
-                                     "counts": tome.get("counts"), "macs": tome.get("macs")}
         rows.append(row)
-    # the mixed pick against the better single reducer, paired on the same test images
     from tavt_kit.data import build_dataset, cached_tensors
     from tavt_kit.schedules import TokenSchedule
+    from tavt_kit.search.baselines import fit_tome
+    from tavt_kit.stats import wilson_interval
     from fitness_benchmark import test_scores
 
     mixed_model = load_checkpoint(mixed_net).eval()
     drop_model = load_checkpoint(drop_net).eval()
     ds = build_dataset(mixed_model.spec["data"]["name"], split="test", model=mixed_model, augment=False)
     images, labels = cached_tensors(ds)
+    # ToMe off the shelf: the fine-tuned model (no distillation, no search), constant r fitted to each budget
+    finetuned = load_checkpoint(teacher).eval()
+    for row in rows:
+        s = fit_tome(finetuned.depth, finetuned.num_patches, lambda x: count_macs(finetuned, x).total(),
+                     row["budget"] * full_macs)
+        if s is None:
+            row["tome_off_the_shelf"] = {"test": None}
+            continue
+        k = test_scores(finetuned, [s], images, labels).correct[0]
+        row["tome_off_the_shelf"] = {"test": k / len(labels), "interval": list(wilson_interval(k, len(labels))),
+                                     "counts": list(s.counts), "macs": count_macs(finetuned, s).total()}
+    # the mixed pick against the better single reducer, paired on the same test images
     for row in rows:
         if not all(row[k]["counts"] for k in ("drop", "merge", "mixed")):
             continue

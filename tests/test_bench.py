@@ -6,12 +6,11 @@ import pytest
 import torch
 
 import tavt_kit
-from tavt_kit.bench import (LatencyTable, MemoryProbe, TimingPolicy, TimingStats, default_grid, measure_latency,
+from tavt_kit.bench import (LatencyTable, TimingPolicy, TimingStats, default_grid, measure_latency,
                             measure_round_robin, profile_latency, random_schedules)
 from tavt_kit.bench.table import fit_separable, isotonic
 from tavt_kit.cli import main
-from tavt_kit.errors import (BackendError, ConfigError, ExportError, LatencyTableError, ScheduleError,
-                             TavtKitError)
+from tavt_kit.errors import (BackendError, ConfigError, ExportError, LatencyTableError)
 
 from conftest import TINY, perturb
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 import random
 import statistics
 import time
