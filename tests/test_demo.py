@@ -24,7 +24,7 @@ def test_demo_pipeline_quick(tmp_path, capsys):
     search = json.loads((out / "search" / "search.json").read_text())
     assert {b["objective"] for b in search["budgets"]} == {"latency", "macs"}
     assert search["source"]["data"]["name"] == "cluttered-digits"  # the built-in benchmark, by default
-    assert search["settings"]["fitness"] == "kl" and search["budgets"][0]["best"]["test_interval"]
+    assert search["settings"]["fitness"] == "nll" and search["budgets"][0]["best"]["test_interval"]
     assert search["latency"]["source"] == "table"
     export = json.loads((out / "export" / "export.json").read_text())
     assert export["verified"] is True and set(export["files"]) == {"onnx", "openvino"}

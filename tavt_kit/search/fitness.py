@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Dict
 
 FITNESSES = ("accuracy", "nll", "kl")
-DEFAULT_FITNESS = "kl"
+DEFAULT_FITNESS = "nll"
 
 
 def fitness_of(metrics: Dict[str, float], fitness: str) -> float:
