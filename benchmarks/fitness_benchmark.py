@@ -149,6 +149,24 @@ def run_seed(seed: int, args, out: str) -> dict:
             "seconds": {"train_and_distill": t_models, "searches": t_search}}
 
 
+def per_seed(args, run_seed, filename: str) -> list:
+    """``run_seed(seed, args, out)`` for each of ``--seeds``; a seed whose ``filename`` exists is read back
+    (written atomically, so a killed run starts that seed again and keeps the finished ones)."""
+    from tavt_kit.files import write_json
+
+    results = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        out = os.path.join(args.out, f"seed{seed}")
+        os.makedirs(out, exist_ok=True)
+        path = os.path.join(out, filename)
+        if not os.path.isfile(path):
+            write_json(run_seed(seed, args, out), path)
+            print(f"seed {seed} done -> {path}", flush=True)
+        with open(path, encoding="utf-8") as f:
+            results.append(json.load(f))
+    return results
+
+
 def combine(vs_list):
     """Mean of per-seed paired differences, with the interval of the mean (independent seeds)."""
     ds = [v["difference"] for v in vs_list]
@@ -251,20 +269,7 @@ def main(argv=None) -> int:
                         "so the correlations need only one)")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    results = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        out = os.path.join(args.out, f"seed{seed}")
-        os.makedirs(out, exist_ok=True)
-        path = os.path.join(out, "seed.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                results.append(json.load(f))
-            continue
-        r = run_seed(seed, args, out)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(r, f, indent=1)
-        results.append(r)
-        print(f"seed {seed}: {json.dumps(r['spearman'])}", flush=True)
+    results = per_seed(args, run_seed, "seed.json")
     summary = report(results, args.out)
     with open(os.path.join(args.out, "benchmark.json"), "w", encoding="utf-8") as f:
         json.dump({"seeds": results, "summary": summary}, f, indent=1)

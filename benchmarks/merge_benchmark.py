@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fitness_benchmark import command  # noqa: E402
+from fitness_benchmark import combine, command, per_seed  # noqa: E402
 
 METHODS = ("drop", "merge", "mixed", "tome_off_the_shelf")
 
@@ -141,11 +140,10 @@ def report(results, out):
         vs = [r["rows"][j].get("mixed_vs_best_single") for r in results]
         tail = ""
         if all(vs):
-            d = float(np.mean([v["difference"] for v in vs]))
-            half = math.sqrt(sum(((v["interval"][1] - v["interval"][0]) / 2) ** 2 for v in vs)) / len(vs)
-            rec["mixed_minus_best_single"] = {"difference": d, "interval": [d - half, d + half]}
-            tail = f"   {100 * d:+.2f} [{100 * (d - half):+.2f}, {100 * (d + half):+.2f}]" + (
-                "" if d - half > 0 or d + half < 0 else " (within noise)")
+            d, lo, hi = combine(vs)
+            rec["mixed_minus_best_single"] = {"difference": d, "interval": [lo, hi]}
+            tail = f"   {100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]" + (
+                "" if lo > 0 or hi < 0 else " (within noise)")
         lines.append(f"{row['reduction']:>9.2f}x fewer " + " ".join(cells) + tail)
         summary.append(rec)
     text = "\n".join(lines)
@@ -167,19 +165,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, help="torch threads (default: every core)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
-    results = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        out = os.path.join(args.out, f"seed{seed}")
-        os.makedirs(out, exist_ok=True)
-        path = os.path.join(out, "merge.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                results.append(json.load(f))
-            continue
-        r = run_seed(seed, args, out)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(r, f, indent=1)
-        results.append(r)
+    results = per_seed(args, run_seed, "merge.json")
     summary = report(results, args.out)
     with open(os.path.join(args.out, "merge_benchmark.json"), "w", encoding="utf-8") as f:
         json.dump({"seeds": results, "summary": summary}, f, indent=1)

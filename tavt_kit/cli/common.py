@@ -202,3 +202,14 @@ def parse_reducers(text, flag: str = "--reducers"):
         raise ConfigError(f"{flag} {text}: expected drop, merge or drop,merge"
                           + (f" ({bad[0]!r} is not a reducer)" if bad else ""))
     return names
+
+
+def check_can_merge(model, flag: str) -> None:
+    """A model that can merge tokens (a timm ViT without EViT's fuse), else a one-line error naming ``flag``."""
+    from ..models.token_drop import TokenDropMixin
+
+    if not isinstance(model, TokenDropMixin):
+        raise ConfigError(f"{flag}: this model ({type(model).__name__}) cannot merge tokens; merge works for timm "
+                          "ViTs (use --reducers drop)")
+    if getattr(model, "fuse", False):
+        raise ConfigError(f"{flag}: a model that fuses dropped tokens (EViT fuse) cannot merge; use --reducers drop")

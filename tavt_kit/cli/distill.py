@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from .common import parse_reducers, pct
+from .common import check_can_merge, parse_reducers, pct
 
 DEFAULT_OUT = os.path.join("runs", "distill")
 RUN_FORMAT = "fgvc-kit/distill-run"
@@ -105,23 +105,12 @@ def _space(model, r):
         raise ConfigError(f"--bound: expected a drop ratio in (0, 1), got {r['bound']}")
     reducers = parse_reducers(r["reducers"], "--reducers") if r.get("reducers") is not None else None
     if reducers and "merge" in reducers:
-        _check_can_merge(model, "--reducers " + ",".join(reducers))
+        check_can_merge(model, "--reducers " + ",".join(reducers))
         if reducers == ("merge",) and r["bound"] > 0.5:
             raise ConfigError(f"--bound {r['bound']}: a merge removes at most half of a block's tokens; expected "
                               "--bound <= 0.5 with --reducers merge")
     return SearchSpace.for_model(model, bound=r["bound"], drop_blocks=blocks, min_tokens=r["min_tokens"],
                                  reducers=reducers)
-
-
-def _check_can_merge(model, flag: str) -> None:
-    from ..errors import ConfigError
-    from ..models.token_drop import TokenDropMixin
-
-    if not isinstance(model, TokenDropMixin):
-        raise ConfigError(f"{flag}: this model ({type(model).__name__}) cannot merge tokens; merge works for timm "
-                          "ViTs (use --reducers drop)")
-    if getattr(model, "fuse", False):
-        raise ConfigError(f"{flag}: a model that fuses dropped tokens (EViT fuse) cannot merge; use --reducers drop")
 
 
 def run_distill(args: argparse.Namespace) -> int:

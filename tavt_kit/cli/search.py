@@ -100,12 +100,11 @@ def run(args) -> int:
         import dataclasses
 
         from ..search.run import space_of
-        from .common import parse_reducers
-        from .distill import _check_can_merge
+        from .common import check_can_merge, parse_reducers
 
         reducers = parse_reducers(args.reducers)
         if "merge" in reducers:
-            _check_can_merge(model, f"--reducers {args.reducers}")
+            check_can_merge(model, f"--reducers {args.reducers}")
         space = dataclasses.replace(space_of(model), reducers=reducers)
     with torch.inference_mode():
         result = run_search(model, holdout, test, args.out, settings=settings, budgets=budgets, space=space,

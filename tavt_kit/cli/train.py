@@ -27,7 +27,8 @@ DEMO_RECIPE: Dict[str, Any] = dict(SEEDS_RECIPE, optimizer="adamw", lr=1.5e-3, w
 CLUTTERED_RECIPE: Dict[str, Any] = dict(DEMO_RECIPE, steps=1400, eval_every=200, save_every=200)
 
 #: options that change what a run computes: a resumed run must keep them
-RESULT_KEYS = ("dataset", "dataset_options", "holdout", "split_seed", "resize", "train_crop", "model", "pretrained", "img_size",
+RESULT_KEYS = ("dataset", "dataset_options", "holdout", "split_seed", "resize", "train_crop", "model", "pretrained",
+               "img_size",
                "head", "scorer", "drop_path", "optimizer", "lr", "weight_decay", "momentum", "steps",
                "warmup_steps", "lr_schedule", "min_lr", "batch_size", "accum_steps", "label_smoothing",
                "clip_grad", "amp", "seed", "eval_every")

@@ -104,7 +104,7 @@ def _paths(schedules: Sequence[TokenSchedule], num_patches: int, default: str, s
 def _child(state: TokenState) -> TokenState:
     """A sibling branch's own copy of the token bookkeeping the arithmetic needs (fused token, sizes)."""
     child = TokenState(state.num_prefix, state.num_patches, False)
-    child.has_fused, child.size, child.merged = state.has_fused, state.size, getattr(state, "merged", False)
+    child.has_fused, child.size, child.merged = state.has_fused, state.size, state.merged
     return child
 
 
@@ -132,7 +132,8 @@ class CandidateEvaluator:
         self.use_tree = supports_prefix_tree(model) if use_tree is None else use_tree
         self.embed_cache_bytes = embed_cache_bytes
         self._embeds: Dict[int, torch.Tensor] = {}
-        self._reference: Dict[int, torch.Tensor] = {}  # full model's log-probabilities per batch (for KL)
+        # full model's (log-probabilities, probabilities) per batch, for KL: computed once, reused every generation
+        self._reference: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
         self._embed_bytes = 0
         self.stats = EvalStats()
 
@@ -163,11 +164,11 @@ class CandidateEvaluator:
             self._embed_bytes += size
         return x
 
-    def _reference_logp(self, start: int, end: int) -> torch.Tensor:
+    def _reference_logp(self, start: int, end: int) -> Tuple[torch.Tensor, torch.Tensor]:
         ref = self._reference.get(start)
         if ref is None:
-            ref = self.model(self._inputs(start, end)).float().log_softmax(-1)
-            self._reference[start] = ref
+            logp = self.model(self._inputs(start, end)).float().log_softmax(-1)
+            ref = self._reference[start] = (logp, logp.exp())
         return ref
 
     def correct(self, schedules: Sequence[TokenSchedule], progress: Optional[Callable[[int], None]] = None
@@ -207,13 +208,14 @@ class CandidateEvaluator:
         return out
 
     @staticmethod
-    def _score(out: ScheduleScores, y: torch.Tensor, ref: torch.Tensor, start: int, logits: torch.Tensor,
-               indices: Sequence[int]) -> None:
+    def _score(out: ScheduleScores, y: torch.Tensor, ref: Tuple[torch.Tensor, torch.Tensor], start: int,
+               logits: torch.Tensor, indices: Sequence[int]) -> None:
+        ref_logp, ref_p = ref
         logp = logits.float().log_softmax(-1)
         hit = logp.argmax(-1) == y
         hits = int(hit.sum())
         nll = float(-logp.gather(1, y.view(-1, 1)).sum())
-        kl = float((ref.exp() * (ref - logp)).sum())
+        kl = float((ref_p * (ref_logp - logp)).sum())
         for idx in indices:
             out.correct[idx] += hits
             out.nll[idx] += nll
