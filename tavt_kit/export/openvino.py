@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from ..errors import BackendError, ConfigError, ExportError
+from ..errors import BackendError, ConfigError, ExportError, TavtKitError
 from .graph import first_line
 from .onnx import (META_EXPORTER, META_FORMAT, META_REDUCERS, META_SCHEDULE, META_SPEC, ExportedInfo, OnnxExport,
                    export_onnx, exported_info, quiet_exporters, read_onnx_info)
@@ -84,6 +84,38 @@ def inference_precision(compiled) -> str:
         return _precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     except Exception:
         return "unknown"
+
+
+#: OpenVINO inference precision -> the OPTIMIZATION_CAPABILITIES entry a device needs to run it natively
+_CAPABILITY = {"bf16": "BF16", "f16": "FP16"}
+#: what gives a CPU each capability (for the error message)
+_CAPABILITY_HINT = {"bf16": "AVX512-BF16 or AMX", "f16": "AVX512-FP16 or AMX-FP16"}
+
+
+def device_capabilities(device: str = "cpu") -> Tuple[str, ...]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of a device (``("FP32", "BF16", "INT8", ...)``)."""
+    try:
+        return tuple(str(c).upper() for c in core().get_property(_device_name(device), "OPTIMIZATION_CAPABILITIES"))
+    except TavtKitError:
+        raise
+    except Exception as e:
+        raise BackendError(f"OpenVINO cannot query device {device} ({first_line(e)})") from None
+
+
+def check_device_precision(precision: str, device: str = "cpu", flag: str = "--precision") -> None:
+    """Raise :class:`BackendError` unless ``device`` runs OpenVINO inference ``precision`` (f32, bf16, f16) natively.
+
+    Without the capability OpenVINO would quietly run f32 instead, so a bf16 latency or accuracy measured
+    there would be an f32 one under another name.
+    """
+    need = _CAPABILITY.get(precision)
+    if need is None:
+        return
+    have = device_capabilities(device)
+    if need not in have:
+        user = {"bf16": "bf16", "f16": "fp16"}[precision]
+        raise BackendError(f"{flag} {user}: this {device.upper()} has no native {user} inference (OpenVINO reports "
+                           f"{', '.join(have) or 'no capabilities'}; {user} needs {_CAPABILITY_HINT[precision]})")
 
 
 def _device_name(device: str) -> str:

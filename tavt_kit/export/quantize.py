@@ -97,8 +97,9 @@ def calibration_images(model, data=None, *, root: Optional[str] = None, split: s
 
 def _check_calibration(calibration) -> np.ndarray:
     arr = np.asarray(calibration, dtype=np.float32)
-    if arr.ndim != 4 or arr.shape[0] < 1:
-        raise ConfigError(f"calibration images must be a non-empty N x 3 x H x W array, got shape {arr.shape}")
+    if arr.ndim < 2 or arr.shape[0] < 1:
+        raise ConfigError(f"calibration samples must be a non-empty array with the samples first (N x 3 x H x W "
+                          f"images, or N x ... inputs of a model part), got shape {arr.shape}")
     return arr
 
 
