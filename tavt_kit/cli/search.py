@@ -20,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--latency-budget", action="append", default=[], metavar="TIME",
                    help="latency budget per batch, e.g. 15ms (repeatable)")
     lat = p.add_argument_group("latency objective")
-    lat.add_argument("--latency-table", metavar="JSON",
-                     help="predict latency from a table made by 'fgvc-kit bench profile' on the target device")
+    lat.add_argument("--latency-table", metavar="JSON", action="append", default=[],
+                     help="predict latency from a table made by 'fgvc-kit bench profile' on the target device "
+                          "(repeatable with --precisions: one table per precision, each profiled at it)")
     lat.add_argument("--device", choices=("cpu", "cuda"), help="measure latency on this device (default cpu)")
     lat.add_argument("--backend", choices=("torch", "torch-compile", "onnxruntime", "openvino"),
                      help="latency backend (default torch; with a table: the table's, and it must match)")
@@ -49,6 +50,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--reducers", metavar="LIST",
                    help="the reducers the search may give each block: drop, merge or drop,merge (default: those the "
                         "supernet was distilled with, see fgvc-kit distill --reducers)")
+    pp = p.add_argument_group("precision (searched with the schedule under latency budgets)")
+    pp.add_argument("--precisions", metavar="LIST",
+                    help="search (schedule, precision) pairs: a comma-separated list of fp32, bf16, fp16, int8, e.g. "
+                         "fp32,bf16,int8; each budget reports its best pair and the best fp32-only schedule "
+                         "(default: fp32 only). Latency from one --latency-table per precision, or measured here "
+                         "with OpenVINO")
+    pp.add_argument("--verify-top", type=int, default=3, metavar="N",
+                    help="int8 pairs quantised with NNCF and measured per budget at most, best first, before one is "
+                         "reported (default 3)")
+    pp.add_argument("--calibration-images", type=int, default=300, metavar="N",
+                    help="int8 calibration images, a seeded subset of the training split (default 300)")
     p.add_argument("--subset", type=int, metavar="N", help="search on N held-out images (seeded subset; default all)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per evaluation batch (default 64)")
     p.add_argument("--out", default="runs/search", metavar="DIR",
@@ -57,7 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_positive(args) -> None:
-    for flag in ("population", "generations", "mutations", "crossovers", "batch_size"):
+    for flag in ("population", "generations", "mutations", "crossovers", "batch_size", "verify_top",
+                 "calibration_images"):
         v = getattr(args, flag)
         if v is None or v < (0 if flag in ("generations", "mutations", "crossovers") else 1):
             raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive integer, got {v}")
@@ -89,9 +102,23 @@ def run(args) -> int:
     print(f"caching {len(hold_ds)} held-out and {len(test_ds)} test images ...", flush=True)
     holdout = EvalSet(*cached_tensors(hold_ds, cache_dir=cache), "holdout")
     test = EvalSet(*cached_tensors(test_ds, cache_dir=cache), "test")
+    precisions = None
+    if args.precisions is not None:
+        from ..search.precision import parse_precisions
+
+        precisions = parse_precisions(args.precisions)
+        if len(precisions) > 1 and not any(b.objective == "latency" for b in budgets):
+            raise ConfigError("--precisions chooses between precisions by latency: give --latency-budget (a MAC "
+                              "count does not change with the precision)")
     need_latency = any(b.objective == "latency" for b in budgets) or args.latency_table
     latency_fn = remeasure_fn = info = None
-    if need_latency:
+    objectives = None
+    if precisions is not None and need_latency:
+        from ..search.latency import precision_objectives
+
+        objectives = precision_objectives(model, args, precisions)
+        latency_fn, remeasure_fn, info = objectives["fp32"]
+    elif need_latency:
         latency_fn, remeasure_fn, info = latency_objective(model, args)
     settings = EvolutionSettings(args.population, args.generations, args.mutations, args.crossovers,
                                  args.mutation_prob, args.seed)
@@ -106,6 +133,23 @@ def run(args) -> int:
         if "merge" in reducers:
             check_can_merge(model, f"--reducers {args.reducers}")
         space = dataclasses.replace(space_of(model), reducers=reducers)
+    if objectives is not None and len(precisions) > 1:
+        from ..export.quantize import calibration_images
+        from ..search.precision import run_precision_search
+
+        def calibration():
+            print(f"int8 calibration: {args.calibration_images} training images", flush=True)
+            return calibration_images(model, dspec, split="train", n=args.calibration_images, seed=args.seed)
+
+        result = run_precision_search(model, holdout, test, args.out, precisions=precisions, objectives=objectives,
+                                      settings=settings, budgets=budgets, calibration=calibration,
+                                      transform=Normalize.from_model(model), batch_size=args.batch_size,
+                                      subset=args.subset, space=space,
+                                      source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
+                                      fitness=args.fitness, verify_top=args.verify_top, threads=args.threads)
+        print(summary(result))
+        print(f"wrote {os.path.join(args.out, 'search.json')}")
+        return 0
     with torch.inference_mode():
         result = run_search(model, holdout, test, args.out, settings=settings, budgets=budgets, space=space,
                             latency_fn=latency_fn, remeasure_fn=remeasure_fn, latency_info=info,
@@ -135,14 +179,24 @@ def summary(result: dict) -> str:
             versus = "  searched {:+.2f} [{:+.2f}, {:+.2f}] {}".format(
                 100 * vs["difference"], *(100 * v for v in vs["interval"]),
                 "" if vs["resolved"] else "(within noise)")
-        return (f"  {name:<22} holdout {100 * d['holdout_accuracy']:6.2f}  test {test}  "
+        prec = f" {d['precision']}" if d.get("precision") else ""
+        return (f"  {name:<22}{prec} holdout {100 * d['holdout_accuracy']:6.2f}  test {test}  "
                 f"{d['macs'] / 1e9:8.4f} GMACs ({full['macs'] / d['macs']:.2f}x fewer) {lat}{versus}")
 
     lines.append(row("full", full))
     lines.append(row("smallest of the space", result["smallest"]))
     for b in result["budgets"]:
         lines.append(f"budget {b['label']}:")
-        lines.append(row("searched", b["best"]))
+        if "best_fp32" in b:
+            lines.append(row("searched pair", b["best"]))
+            lines.append(row("searched fp32 only", b["best_fp32"]))
+            vs = b.get("vs_fp32")
+            if vs:
+                lines.append("  pair - fp32 only: {:+.2f} points [{:+.2f}, {:+.2f}] on the deployed runtimes{}".format(
+                    100 * vs["difference"], *(100 * v for v in vs["interval"]),
+                    "" if vs["resolved"] else " (within noise)"))
+        else:
+            lines.append(row("searched", b["best"]))
         for name, d in b["baselines"].items():
             lines.append(row(f"baseline {name}", d))
     t = result["timing"]

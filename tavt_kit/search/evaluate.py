@@ -118,12 +118,19 @@ class CandidateEvaluator:
         transform: applied to each batch of ``images`` (e.g. :class:`tavt_kit.data.Normalize`).
         batch_size: images per forward.
         embed_cache_bytes: memory allowed for caching patch embeddings across calls.
+        autocast: run the candidates at this lower precision (``torch.bfloat16`` / ``torch.float16``, CPU or
+            CUDA autocast: matrix products in that type, reductions in fp32), as a deployment at that precision
+            would; the full model's reference predictions (for KL) stay fp32.
+        reference: an fp32 evaluator on the same images whose full-model predictions this one reuses.
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64,
                  embed_cache_bytes: int = 2 << 30, use_tree: Optional[bool] = None,
-                 transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, shared_blocks: int = 0):
+                 transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, shared_blocks: int = 0,
+                 autocast: Optional[torch.dtype] = None, reference: Optional["CandidateEvaluator"] = None):
         self.model = model.eval()
+        self.autocast = autocast
+        self._reference_source = reference
         self.shared_blocks = int(shared_blocks)
         self.images = images
         self.transform = transform
@@ -165,11 +172,17 @@ class CandidateEvaluator:
         return x
 
     def _reference_logp(self, start: int, end: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self._reference_source is not None:
+            return self._reference_source._reference_logp(start, end)
         ref = self._reference.get(start)
         if ref is None:
-            logp = self.model(self._inputs(start, end)).float().log_softmax(-1)
+            with torch.autocast(self._device_type(), enabled=False):
+                logp = self.model(self._inputs(start, end)).float().log_softmax(-1)
             ref = self._reference[start] = (logp, logp.exp())
         return ref
+
+    def _device_type(self) -> str:
+        return next(self.model.parameters()).device.type
 
     def correct(self, schedules: Sequence[TokenSchedule], progress: Optional[Callable[[int], None]] = None
                 ) -> List[int]:
@@ -180,6 +193,13 @@ class CandidateEvaluator:
     def scores(self, schedules: Sequence[TokenSchedule], progress: Optional[Callable[[int], None]] = None,
                per_image: bool = False) -> ScheduleScores:
         """Hits, summed NLL and summed KL to the full model for each schedule (``per_image``: keep each hit)."""
+        if self.autocast is not None:
+            with torch.autocast(self._device_type(), dtype=self.autocast):
+                return self._scores(schedules, progress, per_image)
+        return self._scores(schedules, progress, per_image)
+
+    def _scores(self, schedules: Sequence[TokenSchedule], progress: Optional[Callable[[int], None]],
+                per_image: bool) -> ScheduleScores:
         counts = [tuple(s.counts) for s in schedules]
         out = ScheduleScores(len(self), [0] * len(counts), [0.0] * len(counts), [0.0] * len(counts),
                              torch.zeros(len(counts), len(self), dtype=torch.bool) if per_image else None)

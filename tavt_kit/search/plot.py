@@ -72,3 +72,41 @@ def save_accuracy_plot(fig, ax, xlabel: str, ylabel: str, title: str, out_dir: s
     fig.savefig(os.path.join(out_dir, name))
     plt.close(fig)
     return name
+
+
+#: a colour per precision, the same in every precision plot
+PRECISION_COLOURS = {"fp32": "#1f77b4", "bf16": "#ff7f0e", "fp16": "#9467bd", "int8": "#2ca02c"}
+
+
+def plot_precision_fronts(result: dict, out_dir: str) -> str:
+    """``precision_fronts.png``: each precision's candidates and Pareto front (held-out accuracy against latency),
+    the latency budgets, each budget's best pair and best fp32-only schedule; returns the file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prec = result["precisions"]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    groups = {"fp32": (result["candidates"], result["pareto_front"])}
+    groups.update({p: (prec["candidates"][p], prec["fronts"][p]) for p in prec["candidates"]})
+    for p, (cands, front) in groups.items():
+        colour = PRECISION_COLOURS.get(p, "#7f7f7f")
+        pts = [c for c in cands if c.get("latency_ms") is not None]
+        ax.scatter([c["latency_ms"] for c in pts], [100 * c["accuracy"] for c in pts], s=6, c=colour, alpha=0.25)
+        fr = [c for c in front if c.get("latency_ms") is not None]
+        acc = [100 * c.get("holdout_accuracy", c.get("accuracy")) for c in fr]
+        ax.step([c["latency_ms"] for c in fr], acc, where="post", c=colour, lw=1.5, label=f"{p} front")
+    for b in result["budgets"]:
+        if b["objective"] != "latency":
+            continue
+        ax.axvline(b["limit"] * 1e3, ls="--", c="#555555", lw=1)
+        for key, marker in (("best", "*"), ("best_fp32", "o")):
+            d = b.get(key)
+            if d and d.get("latency_ms") is not None:
+                ax.scatter([d["latency_ms"]], [100 * d["holdout_accuracy"]], marker=marker, s=140 if marker == "*" else 50,
+                           facecolors=PRECISION_COLOURS.get(d.get("precision", "fp32")), edgecolors="black", zorder=5,
+                           label=f"{'pair' if key == 'best' else 'fp32 only'} @ {b['label']}: {d.get('precision')}")
+    name = ((result.get("model") or {}).get("backbone") or {}).get("name", "")
+    return save_accuracy_plot(fig, ax, "latency (ms per batch, each precision's table)", "holdout top-1 (%)",
+                              f"schedule x precision search: {name}", out_dir, "precision_fronts.png")

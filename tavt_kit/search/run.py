@@ -76,6 +76,19 @@ def _reduce_scores(sc: ScheduleScores, n: int) -> ScheduleScores:
                           _all_reduce(sc.kl, torch.float64), sc.hits if _dist()[1] == 1 else None)
 
 
+def take_subset(holdout: EvalSet, subset: Optional[int], seed: int) -> EvalSet:
+    """``subset`` images of ``holdout`` (seeded, in their order); all of them when ``subset`` is None or larger."""
+    if subset is None:
+        return holdout
+    if subset < 1:
+        raise ConfigError(f"--subset: expected a positive number of images, got {subset}")
+    if subset >= len(holdout.labels):
+        return holdout
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(holdout.labels), generator=g)[:subset].sort().values
+    return EvalSet(holdout.images[idx], holdout.labels[idx], holdout.name)
+
+
 def space_of(model: nn.Module) -> SearchSpace:
     d = (getattr(model, "spec", None) or {}).get("search_space")
     if d:
@@ -124,13 +137,7 @@ def run_search(
         raise ConfigError("a latency budget needs a latency objective (--device/--backend or --latency-table)")
     if len(holdout.labels) == 0:
         raise ConfigError("the held-out split is empty; search needs --holdout > 0")
-    if subset is not None:
-        if subset < 1:
-            raise ConfigError(f"--subset: expected a positive number of images, got {subset}")
-        if subset < len(holdout.labels):
-            g = torch.Generator().manual_seed(settings.seed)
-            idx = torch.randperm(len(holdout.labels), generator=g)[:subset].sort().values
-            holdout = EvalSet(holdout.images[idx], holdout.labels[idx], holdout.name)
+    holdout = take_subset(holdout, subset, settings.seed)
     n_holdout = len(holdout.labels)
     shared = next((i for i, b in enumerate(space.bounds) if b > 0), space.depth)
     ev = CandidateEvaluator(model, shard(holdout).images, shard(holdout).labels, batch_size, transform=transform,

@@ -1,0 +1,160 @@
+"""fgvc-kit search --precisions: (schedule, precision) pairs under latency budgets, int8 verified before it is reported."""
+import copy
+import json
+
+import pytest
+import torch
+
+import tavt_kit
+from tavt_kit.cli import main
+from tavt_kit.search.precision import Pair, choose_pair, parse_precisions
+
+EVO = ["--population", "5", "--generations", "2", "--mutations", "4", "--crossovers", "4", "--subset", "48",
+       "--batch-size", "48", "--calibration-images", "16"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def supernet_and_tables(tmp_path_factory):
+    """A tiny supernet, its fp32 latency table, and tables of faster precisions made from it (bf16 2x, int8 4x
+    faster): the selection, not the machine, is under test here."""
+    from tavt_kit.bench import TimingPolicy, profile_latency
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("p")
+    m = tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32)
+    ckpt = str(tavt_kit.save_checkpoint(m, d / "supernet.safetensors"))
+    table = profile_latency(m, grid=3, calibrate=False,
+                            policy=TimingPolicy(warmup=1, min_repeats=3, max_repeats=3, budget_s=0.05))
+    table = tavt_kit.bench.LatencyTable(linear(table.to_dict()))  # a measured sub-ms table is noise: made exact
+    table.save(d / "fp32.json")
+    paths = {"fp32": str(d / "fp32.json")}
+    for precision, name, factor in (("bf16", "bf16", 0.5), ("int8", "int8", 0.25)):
+        data = scaled(table.to_dict(), factor)
+        data["target"]["precision"] = name
+        paths[precision] = str(d / f"{precision}.json")
+        tavt_kit.bench.LatencyTable(data).save(paths[precision])
+    return ckpt, paths, table.predict(m.full_schedule()), table
+
+
+def linear(data):
+    """The table with a block 10 us per token (attention and MLP halves 5 us each), the embedding and head 0.1 ms
+    and no offset."""
+    data = copy.deepcopy(data)
+    per_token = {"plain_ms": 0.01, "prop_ms": 0.01, "head_ms": 0.0}
+    for key, value in data.items():
+        if isinstance(value, dict) and "ms" in value and "tokens" in value:
+            value["ms"] = [per_token.get(key, 0.005) * t + (0.1 if key == "head_ms" else 0.0)
+                           for t in value["tokens"]]
+        elif key.endswith("_ms") and isinstance(value, (int, float)):
+            data[key] = 0.1 if key != "offset_ms" else 0.0
+    return data
+
+
+def scaled(data, factor):
+    data = copy.deepcopy(data)
+    for key, value in data.items():
+        if isinstance(value, dict) and "ms" in value and "tokens" in value:
+            value["ms"] = [v * factor for v in value["ms"]]
+        elif key.endswith("_ms") and isinstance(value, (int, float)):
+            data[key] = value * factor
+    return data
+
+
+def test_parse_precisions():
+    assert parse_precisions("bf16,int8") == ("fp32", "bf16", "int8")  # fp32: the comparison every budget reports
+    assert parse_precisions("fp32, int8,int8") == ("fp32", "int8")
+    for bad in ("fp64", "", "fp32,int4"):
+        with pytest.raises(tavt_kit.ConfigError, match="--precisions"):
+            parse_precisions(bad)
+
+
+def test_choose_pair_measures_int8_before_reporting_it():
+    gene = ((4, 2), ())
+    fp32 = Pair("fp32", gene, {"accuracy": 0.8}, 0.80, 0.010, True, "fp32")
+    bf16 = Pair("bf16", ((4, 4), ()), {"accuracy": 0.82}, 0.82, 0.009, True, "bf16")
+    int8 = Pair("int8", ((4, 4), ()), {"accuracy": 0.85}, 0.85, 0.008, False, "provisional")
+    calls = []
+
+    def verify(p, value):
+        calls.append(p.gene)
+        return {"accuracy": value}
+
+    # int8 loses more than the margin once measured: the bf16 pair wins, and int8 was measured once
+    best, n = choose_pair([fp32, bf16, int8], lambda p: verify(p, 0.81), "accuracy", 3)
+    assert best.precision == "bf16" and n == 1 and calls == [((4, 4), ())]
+    # int8 holds up: it is reported with its measured accuracy
+    best, n = choose_pair([fp32, bf16, int8], lambda p: verify(p, 0.84), "accuracy", 3)
+    assert best.precision == "int8" and best.measured and best.fitness == 0.84
+    # no quantisation allowed: a provisional int8 pair is never reported
+    best, n = choose_pair([fp32, int8], lambda p: pytest.fail("verify_top=0 allows no quantisation"), "accuracy", 0)
+    assert best.precision == "fp32"
+
+
+def test_joint_search_with_a_table_per_precision(tmp_path, supernet_and_tables, capsys):
+    ckpt, tables, full_ms, table = supernet_and_tables
+    model = tavt_kit.load_checkpoint(ckpt)
+    from tavt_kit.search.run import space_of
+
+    smallest_ms = table.predict(space_of(model).smallest())
+    budget = smallest_ms + 0.25 * (full_ms - smallest_ms)  # tight for fp32; the full model fits at int8
+    out = tmp_path / "s"
+    argv = ["search", "--checkpoint", ckpt, "--precisions", "fp32,bf16,int8", "--latency-budget",
+            f"{budget:.4f}ms", "--out", str(out)] + EVO
+    for p in ("fp32", "bf16", "int8"):
+        argv += ["--latency-table", tables[p]]
+    assert main(argv) == 0
+    res = json.loads((out / "search.json").read_text())
+    row = res["budgets"][0]
+    best, fp32 = row["best"], row["best_fp32"]
+    assert set(res["precisions"]["searched"]) == {"fp32", "bf16", "int8"}
+    assert best["latency_ms"] <= budget + 1e-9 and fp32["latency_ms"] <= budget + 1e-9
+    # the pool holds every fp32 candidate: the pair is at least as fit as the fp32-only pick
+    key = {"nll": lambda d: -d["holdout_nll"]}[res["settings"]["fitness"]]
+    assert key(best) >= key(fp32) - 1e-12
+    # accuracy measured at the pair's precision, and both picks run on the deployed runtime on the test images
+    assert best["holdout_source"] != "fp32 (provisional; measured on the deployed int8 model before it is reported)"
+    assert "openvino" in best["deployed"]["runtime"].lower() and fp32["deployed"]["test_images"] == res["settings"]["test_images"]
+    assert set(row["vs_fp32"]) >= {"difference", "interval", "resolved"}
+    if best["precision"] == "int8":
+        assert "OpenVINO int8" in best["holdout_source"] and row["int8_verifications"] >= 1
+    index = json.loads((out / "schedules.json").read_text())
+    assert index["budgets"][0]["precision"] == best["precision"]
+    assert (out / "precision_fronts.png").exists()
+    assert "searched pair" in capsys.readouterr().out
+    # below every fp32 and bf16 schedule, only int8 fits: it is quantised and measured before it is reported
+    tight = tmp_path / "tight"
+    argv_tight = [a if a != str(out) else str(tight) for a in argv]
+    argv_tight[argv_tight.index("--latency-budget") + 1] = f"{0.45 * smallest_ms:.4f}ms"
+    assert main(argv_tight) == 0
+    row = json.loads((tight / "search.json").read_text())["budgets"][0]
+    assert row["best_fp32"] is None and row["best"]["precision"] == "int8"
+    assert row["best"]["holdout_source"].startswith("OpenVINO int8") and row["int8_verifications"] >= 1
+    assert "int8" in row["best"]["deployed"]["runtime"]
+    # a resumed search evaluates nothing again and quantises only for the test check of an int8 pick
+    assert main(argv) == 0
+    again = json.loads((out / "search.json").read_text())
+    assert again["timing"]["evaluations"] == 0 and again["budgets"][0]["best"]["counts"] == best["counts"]
+    assert again["budgets"][0]["best"]["precision"] == best["precision"]
+
+
+def test_precision_bad_input(tmp_path, supernet_and_tables, capsys):
+    ckpt, tables, full_ms, _ = supernet_and_tables
+    base = ["search", "--checkpoint", ckpt, "--out", str(tmp_path)] + EVO
+    # a table of another precision than the one searched
+    assert main(base + ["--latency-table", tables["bf16"], "--latency-budget", "5ms"]) == 2
+    assert "no table profiled at fp32" in capsys.readouterr().err
+    # a precision without its table
+    assert main(base + ["--precisions", "fp32,int8", "--latency-table", tables["fp32"],
+                        "--latency-budget", "5ms"]) == 2
+    assert "no table profiled at int8" in capsys.readouterr().err
+    # a table whose precision is not searched
+    assert main(base + ["--precisions", "fp32,bf16", "--latency-table", tables["fp32"], "--latency-table",
+                        tables["bf16"], "--latency-table", tables["int8"], "--latency-budget", "5ms"]) == 2
+    assert "does not search" in capsys.readouterr().err
+    # precisions need a latency budget
+    assert main(base + ["--precisions", "fp32,bf16", "--macs-budget", "1G"]) == 2
+    assert "--latency-budget" in capsys.readouterr().err
+    assert main(base + ["--precisions", "fp32,int4", "--latency-budget", "5ms"]) == 2
+    assert "'int4' is not a precision" in capsys.readouterr().err
