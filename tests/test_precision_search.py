@@ -123,6 +123,9 @@ def test_joint_search_with_a_table_per_precision(tmp_path, supernet_and_tables, 
     assert index["budgets"][0]["precision"] == best["precision"]
     assert (out / "precision_fronts.png").exists()
     assert "searched pair" in capsys.readouterr().out
+    assert main(["report", str(out / "search.json"), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "searched pair" in report and f"@ {best['precision']}" in report and "fp32-only pick" in report
     # below every fp32 and bf16 schedule, only int8 fits: it is quantised and measured before it is reported
     tight = tmp_path / "tight"
     argv_tight = [a if a != str(out) else str(tight) for a in argv]

@@ -103,7 +103,8 @@ def _versus(d: Optional[dict]) -> str:
 def schedule_text(d: dict) -> str:
     """Counts per block, ``m`` after a block that merges its tokens (ToMe) instead of dropping them."""
     reducers = d.get("reducers") or [None] * len(d["counts"])
-    return ",".join(f"{c}{'m' if r == 'merge' else ''}" for c, r in zip(d["counts"], reducers))
+    text = ",".join(f"{c}{'m' if r == 'merge' else ''}" for c, r in zip(d["counts"], reducers))
+    return text + (f" @ {d['precision']}" if d.get("precision") else "")
 
 
 def _ms(x) -> str:
@@ -345,9 +346,19 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
     md.append("")
     for b in search.get("budgets", []):
         md.append(f"## Budget {b['label']}")
-        rows = [row("**searched**", b.get("best"))]
+        if "best_fp32" in b:  # a search of (schedule, precision) pairs
+            rows = [row("**searched pair**", b.get("best")), row("searched, fp32 only", b.get("best_fp32"))]
+        else:
+            rows = [row("**searched**", b.get("best"))]
         rows += [row(f"baseline: {k}", d) for k, d in (b.get("baselines") or {}).items()]
         md += table(rows)
+        vs = b.get("vs_fp32")
+        if vs:
+            md.append("")
+            md.append("The pair minus the fp32-only pick, both run on the deployed runtime on the same test images: "
+                      "{:+.2f} points [{:+.2f}, {:+.2f}]{}. Baselines are compared with the fp32-only pick.".format(
+                          100 * vs["difference"], *(100 * v for v in vs["interval"]),
+                          "" if vs["resolved"] else ", within noise: this data cannot tell them apart"))
         ties = [k for k, d in (b.get("baselines") or {}).items() if (d.get("vs_searched") or {}).get("resolved") is False]
         if ties:
             md.append("")

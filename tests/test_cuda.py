@@ -1,0 +1,86 @@
+"""The CUDA paths: CUDA-event timing, fp16 (autocast and exported), ONNX Runtime's CUDA provider.
+
+Marked ``cuda`` and skipped where torch sees no GPU (CI has none); run them on a GPU machine with
+``pytest -m cuda``.
+"""
+import numpy as np
+import pytest
+import torch
+
+import tavt_kit
+from tavt_kit.bench import TimingPolicy, measure_latency
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available())")]
+
+QUICK = TimingPolicy(warmup=2, min_repeats=5, max_repeats=20, budget_s=0.5)
+
+
+def tiny():
+    torch.manual_seed(0)
+    return tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32).eval()
+
+
+def test_cuda_latency_is_timed_with_cuda_events():
+    from tavt_kit.bench.backends import torch_runner
+
+    model = tiny().cuda()
+    x = torch.randn(2, 3, 32, 32, device="cuda")
+    r = torch_runner(lambda: model(x), "cuda")
+    assert r.timer is not None and r.timer() > 0  # CUDA events, not the host clock around an async launch
+    rep = measure_latency(tiny(), [[12, 8, 4]], device="cuda", batch_sizes=[1, 8], policy=QUICK)
+    for b in (1, 8):
+        assert rep.result("full", b).stats.p50 > 0 and rep.result("full", b).stats.p50 < 1.0
+
+
+def test_fp16_autocast_evaluation_on_cuda_matches_fp32():
+    from tavt_kit.search.evaluate import CandidateEvaluator
+
+    model = tiny().cuda()
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(64, 3, 32, 32, generator=g).cuda()
+    labels = torch.randint(0, model.num_classes, (64,), generator=g).cuda()
+    scheds = [model.full_schedule(), model.make_schedule([12, 8, 4])]
+    ev32 = CandidateEvaluator(model, images, labels, 32)
+    ev16 = CandidateEvaluator(model, images, labels, 32, autocast=torch.float16, reference=ev32)
+    a, b = ev32.scores(scheds), ev16.scores(scheds)
+    for i in range(2):
+        assert abs(a.nll[i] - b.nll[i]) / 64 < 0.05  # fp16 moves the mean NLL by well under 0.05 nats
+    assert b.kl[0] / 64 < 1e-3  # the full model in fp16 against its fp32 self
+
+
+def test_onnxruntime_cuda_provider(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime without CUDAExecutionProvider (pip install onnxruntime-gpu)")
+    from tavt_kit.bench.backends import ort_runner
+    from tavt_kit.export.onnx import export_onnx
+
+    model = tiny()
+    path = export_onnx(model, tmp_path / "m.onnx", [12, 8, 4]).path
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    r = ort_runner(path, x, device="cuda")
+    assert r.info["providers"][0] == "CUDAExecutionProvider"
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x), drop=[12, 8, 4]).numpy()
+    assert np.abs(r()[0] - ref).max() < 1e-3
+    rep = measure_latency(model, [[12, 8, 4]], backend="onnxruntime", device="cuda", policy=QUICK)
+    assert rep.result("full", 1).stats.p50 > 0
+
+
+def test_fp16_onnx_export_runs_on_cuda(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime without CUDAExecutionProvider (pip install onnxruntime-gpu)")
+    from tavt_kit.bench.backends import ort_runner
+    from tavt_kit.export.graph import onnx_fp16
+    from tavt_kit.export.onnx import export_onnx
+
+    model = tiny()
+    path = export_onnx(model, tmp_path / "m.onnx", [12, 8, 4]).path
+    onnx_fp16(path, str(tmp_path / "m16.onnx"))
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    out = ort_runner(str(tmp_path / "m16.onnx"), x, device="cuda")()[0]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x), drop=[12, 8, 4]).numpy()
+    assert np.abs(out - ref).max() < 0.05
