@@ -164,5 +164,7 @@ def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any
               "picked_from": row.get("source", "search budget"),
               "objective": row.get("objective"), "limit": row.get("limit"),
               "search_holdout_accuracy": best.get("holdout_accuracy"), "search_test_accuracy": best.get("test_accuracy"),
-              "search_latency_ms": best.get("latency_ms"), "schedule_file": row.get("schedule_file")}
+              "search_latency_ms": best.get("latency_ms"), "schedule_file": row.get("schedule_file"),
+              # a search of (schedule, precision) pairs chose the precision too
+              "precision": best.get("precision")}
     return sched, {k: v for k, v in source.items() if v is not None}
