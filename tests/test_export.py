@@ -24,11 +24,6 @@ try:
     HAVE_OV = True
 except ImportError:
     HAVE_OV = False
-try:
-    import nncf  # noqa: F401
-    HAVE_NNCF = True
-except ImportError:
-    HAVE_NNCF = False
 
 BOTH = ("onnx", "openvino") if HAVE_OV else ("onnx",)
 DROP = [32, 16]  # fgvc_tiny at depth 2: 64 patch tokens + class token
@@ -287,25 +282,32 @@ def test_bad_input_is_one_line_naming_the_flag(tmp_path, ckpt, capsys, monkeypat
 
 
 # ----------------------------------------------------------------- precisions
-@pytest.mark.skipif(not (HAVE_NNCF and HAVE_OV), reason="needs nncf and openvino")
-def test_int8_export_with_nncf(tmp_path, data):
-    model = tiny()
-    res = export_model(model, tmp_path, schedule=DROP, formats=("onnx", "openvino"), precision="int8",
-                       verify_data=(data.images, data.labels), calibration_images=16, max_accuracy_drop=100)
+@pytest.mark.skipif(not HAVE_OV, reason="needs openvino")
+def test_int8_export_with_nncf(tmp_path, trained_checkpoint):
+    """Plain post-training quantisation (--no-accuracy-control) of a trained model, verified within 3 points."""
+    sched = [32, 16]  # the trained model: 64 patch tokens, 2 blocks
+    res = export_model(trained_checkpoint, tmp_path, schedule=sched, formats=("onnx", "openvino"), precision="int8",
+                       verify_images=200, calibration_images=64, max_accuracy_drop=3, accuracy_control=False)
     doc = res.doc
-    assert doc["verified"] and doc["calibration"]["split"] == "train" and doc["calibration"]["images"] == 16
+    assert doc["verified"] and doc["calibration"]["split"] == "train" and doc["calibration"]["images"] == 64
     assert doc["files"]["onnx"]["path"] == "model.int8.onnx" and doc["files"]["openvino"]["path"] == "model.int8.xml"
     assert "nncf" in doc["versions"]
     for fmt, used in (("onnx", "int8"), ("openvino", "int8+fp32")):
-        assert doc["exports"][fmt]["quantization"]["quantized_ops"] > 0
-        assert doc["verification"]["results"][fmt]["precision_used"] == used
+        q = doc["exports"][fmt]["quantization"]
+        assert q["quantized_ops"] > 0 and q["mode"] == "ptq" and "--no-accuracy-control" in q["reason"]
+        v = doc["verification"]["results"][fmt]
+        assert v["precision_used"] == used and v["passed"] and v["images"] == 200
+        assert v["top1_pytorch"] > 70 and v["top1_pytorch"] - v["top1_exported"] <= 3  # a trained model
         assert doc["exports"][fmt]["graph_keeps_token_drop"]
 
 
 @pytest.mark.skipif(not HAVE_OV, reason="needs openvino")
-def test_lower_precision_reports_what_openvino_used(tmp_path, data):
+def test_lower_precision_reports_what_openvino_used(tmp_path, data, monkeypatch):
+    import tavt_kit.export.openvino as ov_mod
     from tavt_kit.export.openvino import compile_openvino
 
+    # OpenVINO fp16 is verified only on a CPU with native fp16 (refused elsewhere: test_export_precision.py)
+    monkeypatch.setattr(ov_mod, "device_capabilities", lambda device="cpu": ("FP32", "FP16", "INT8"))
     res = export_model(tiny(), tmp_path, schedule=DROP, formats=("onnx", "openvino"), precision="fp16",
                        verify_data=(data.images, data.labels), max_accuracy_drop=100)
     v = res.doc["verification"]["results"]

@@ -135,6 +135,13 @@ def test_joint_search_with_a_table_per_precision(tmp_path, supernet_and_tables, 
     assert row["best_fp32"] is None and row["best"]["precision"] == "int8"
     assert row["best"]["holdout_source"].startswith("OpenVINO int8") and row["int8_verifications"] >= 1
     assert "int8" in row["best"]["deployed"]["runtime"]
+    # export takes the pair's precision from the search, unless --precision says otherwise
+    exp = tmp_path / "export"
+    assert main(["export", "--checkpoint", ckpt, "--search", str(tight / "search.json"), "--budget", row["label"],
+                 "--format", "openvino", "--no-verify", "--no-accuracy-control", "--calibration-images", "16",
+                 "--out", str(exp)]) == 0
+    doc = json.loads((exp / "export.json").read_text())
+    assert doc["precision"] == "int8" and doc["schedule"]["counts"] == row["best"]["counts"]
     # a resumed search evaluates nothing again and quantises only for the test check of an int8 pick
     assert main(argv) == 0
     again = json.loads((out / "search.json").read_text())

@@ -19,9 +19,13 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                                     "'20G MACs') or its number")
     o = p.add_argument_group("output")
     o.add_argument("--format", default="onnx", help="onnx, openvino or both, comma-separated (default: onnx)")
-    o.add_argument("--precision", default="fp32", metavar="{fp32,fp16,bf16,int8}",
-                   help="fp32 (default), fp16, bf16 (OpenVINO: f32 IR run with the bf16 hint) or int8 (NNCF "
-                        "post-training quantisation; pip install 'fgvc-kit[int8]')")
+    o.add_argument("--precision", metavar="{fp32,fp16,bf16,int8}",
+                   help="fp32 (default; with --search: the precision the search chose for --budget), fp16, bf16 (OpenVINO: f32 IR run with the bf16 hint), int8 (NNCF "
+                        "quantisation, accuracy-controlled on the held-out split; pip install 'fgvc-kit[int8]'), or "
+                        "auto: export at every precision this machine runs natively, verify and time each, keep "
+                        "the fastest that passes (bf16 and fp16 are refused on a CPU without native support)")
+    o.add_argument("--latency-batch-size", type=int, default=1, metavar="N",
+                   help="--precision auto: the batch size latency is measured at (default: 1)")
     o.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"output folder: model.onnx / model.xml + .bin and export.json (default: {DEFAULT_OUT})")
     o.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"),
@@ -45,11 +49,17 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="also fail when fewer than FRACTION of the predictions agree with PyTorch's (default: no bound)")
     v.add_argument("--batch-size", type=int, default=32, help="verification batch size (default: 32)")
     v.add_argument("--threads", type=int, help="ONNX Runtime / OpenVINO threads (default: theirs)")
-    q = p.add_argument_group("int8 calibration")
+    q = p.add_argument_group("int8 calibration and accuracy control")
     q.add_argument("--calibration-images", type=int, default=300, metavar="N",
                    help="calibration images, a seeded subset of --calibration-split (default: 300)")
-    q.add_argument("--calibration-split", default="train", choices=("train", "holdout", "trainval"),
+    q.add_argument("--calibration-split", default="train", metavar="{train,holdout,trainval}",
                    help="split the calibration images come from (default: train; never the test split)")
+    q.add_argument("--no-accuracy-control", dest="accuracy_control", action="store_false",
+                   help="int8 by plain post-training quantisation (default: NNCF's accuracy control on the "
+                        "dataset's held-out split keeps the top-1 drop there within --max-accuracy-drop by "
+                        "leaving the most sensitive layers in float)")
+    q.add_argument("--accuracy-control-images", type=int, metavar="N",
+                   help="validate accuracy control on at most N held-out images (seeded subset; default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image subsets (default: 0)")
 
 
@@ -92,8 +102,17 @@ def run_export(args) -> int:
     from ..export.formats import check_format_precision, parse_formats
 
     formats = parse_formats(args.format)
-    check_format_precision(formats, args.precision)
-    for flag in ("verify_images", "batch_size", "calibration_images", "threads"):
+    asked = args.precision
+    if asked is None:  # a search of (schedule, precision) pairs chose it, else fp32 (checked once it is read)
+        args.precision = "fp32"
+    auto = args.precision == "auto"
+    if not auto:
+        check_format_precision(formats, args.precision)
+    elif not args.verify:
+        raise ConfigError("--precision auto keeps the fastest precision that passes verification; it cannot run "
+                          "with --no-verify")
+    for flag in ("verify_images", "batch_size", "calibration_images", "threads", "latency_batch_size",
+                 "accuracy_control_images"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive number, got {value}")
@@ -105,18 +124,33 @@ def run_export(args) -> int:
         raise CheckpointError(f"--checkpoint {args.checkpoint}: checkpoint not found")
     model = load_checkpoint(args.checkpoint).eval()
     schedule, source = _schedule(args, model)
+    chosen = (source or {}).get("precision") if asked is None else None
+    if chosen and chosen != "fp32":
+        try:
+            check_format_precision(formats, chosen)
+        except ConfigError as e:
+            raise ConfigError(f"--search chose {chosen} for --budget {args.budget}; {e}") from None
+        args.precision = chosen
+        print(f"precision {chosen}: chosen by the search for budget {source.get('budget')}", flush=True)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    common = dict(schedule=schedule, schedule_source=source, formats=formats, verify_data=args.verify_data,
+                  verify_root=args.data, verify_split=args.verify_split, verify_images=args.verify_images,
+                  max_accuracy_drop=args.max_accuracy_drop, max_logit_diff=args.max_logit_diff,
+                  min_agreement=args.min_agreement, calibration_split=args.calibration_split,
+                  calibration_images=args.calibration_images, accuracy_control=args.accuracy_control,
+                  accuracy_control_images=args.accuracy_control_images, exporter=args.exporter, opset=args.opset,
+                  batch_size=args.batch_size, threads=args.threads, seed=args.seed, checkpoint=args.checkpoint,
+                  log=log)
     try:
-        res = export_model(
-            model, args.out, schedule=schedule, schedule_source=source, formats=formats, precision=args.precision,
-            verify=args.verify, verify_data=args.verify_data, verify_root=args.data, verify_split=args.verify_split,
-            verify_images=args.verify_images, max_accuracy_drop=args.max_accuracy_drop,
-            max_logit_diff=args.max_logit_diff, min_agreement=args.min_agreement, calibration_split=args.calibration_split,
-            calibration_images=args.calibration_images, exporter=args.exporter, opset=args.opset,
-            batch_size=args.batch_size, threads=args.threads, seed=args.seed, checkpoint=args.checkpoint, log=log)
+        if auto:
+            from ..bench import export_fastest
+
+            res = export_fastest(model, args.out, latency_batch_size=args.latency_batch_size, **common)
+        else:
+            res = export_model(model, args.out, precision=args.precision, verify=args.verify, **common)
     finally:
         sys.stdout.flush()
     doc = res.doc
@@ -124,7 +158,8 @@ def run_export(args) -> int:
           f"({doc['macs']['reduction']:.2f}x fewer than the full model)")
     for fmt, f in doc["files"].items():
         extra = f" + {f['weights']}" if f.get("weights") else ""
-        print(f"  {fmt:<9} {f['path']}{extra}  {_size(f['total_bytes'])}  "
+        print(f"  {fmt:<9} {doc['exports'][fmt].get('precision', doc['precision']):<5} {f['path']}{extra}  "
+              f"{_size(f['total_bytes'])}  "
               f"({doc['exports'][fmt].get('exporter', 'onnx -> openvino') if fmt == 'onnx' else 'from ONNX'})")
     if not res.verified:
         print(f"NOT verified: {doc['reason']}")

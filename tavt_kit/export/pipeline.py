@@ -8,8 +8,10 @@ The steps (each a library call of its own):
    counts, dynamic batch; :func:`~tavt_kit.export.onnx.export_onnx`, checked
    with ``onnx.checker`` and in ONNX Runtime);
 3. per format and precision: the fp32 ONNX file, an fp16 ONNX file, an NNCF
-   int8 file (:mod:`~tavt_kit.export.quantize`), an OpenVINO IR converted from
-   the checked ONNX graph (f32 weights; fp16 compresses them);
+   int8 file (:mod:`~tavt_kit.export.quantize`: accuracy-controlled on the
+   held-out split when the dataset has one, else plain post-training
+   quantisation), an OpenVINO IR converted from the checked ONNX graph (f32
+   weights; fp16 compresses them);
 4. verification (:func:`~tavt_kit.export.verify.verify_export`): PyTorch and
    each exported file on the same real images — top-1, agreement, logit
    difference, the precision actually used — and the structural check that the
@@ -58,6 +60,8 @@ def export_model(
     calibration=None,
     calibration_split: str = "train",
     calibration_images: int = 300,
+    accuracy_control: bool = True,
+    accuracy_control_images: Optional[int] = None,
     exporter: str = "auto",
     opset: Optional[int] = None,
     batch_size: int = 32,
@@ -66,6 +70,7 @@ def export_model(
     raise_on_failure: bool = True,
     checkpoint: Optional[str] = None,
     log: Callable[[str], None] = lambda s: None,
+    onnx_reuse: Optional["OnnxReuse"] = None,
 ) -> ExportResult:
     """Export ``model`` at ``schedule`` to ONNX and/or OpenVINO, verify each file, write ``export.json``.
 
@@ -79,7 +84,9 @@ def export_model(
         formats: ``"onnx"``, ``"openvino"`` (or ``"onnx,openvino"``).
         precision: ``fp32`` (default), ``fp16`` (fp16 weights; OpenVINO compiles with the f16 hint),
             ``bf16`` (OpenVINO only: f32 IR run with the bf16 hint) or ``int8`` (NNCF post-training
-            quantisation on ``calibration_images`` images of ``calibration_split``).
+            quantisation on ``calibration_images`` images of ``calibration_split``). bf16, and fp16 with
+            OpenVINO, are refused when verification would run them on a CPU without native support (OpenVINO
+            would quietly run f32 under that name).
         verify: compare every file with PyTorch on real images (default on); off records
             ``"verified": false`` with the reason.
         verify_data: dataset name (+ ``verify_root``), DataSpec, dataset or ``(uint8 images, labels)``;
@@ -89,14 +96,24 @@ def export_model(
         max_logit_diff: optional bound on max |logit difference|.
         min_agreement: optional bound on the fraction of predictions that agree with PyTorch.
         calibration: int8 calibration images (normalised float ``N x 3 x H x W``), default from the data.
+        calibration_split: the split calibration images come from (never ``test``).
+        accuracy_control: int8 with NNCF's ``quantize_with_accuracy_control`` (default): validated on the
+            dataset's held-out split, quantised operations that cost more than ``max_accuracy_drop`` points of
+            top-1 there are kept in float. Without a held-out split (or off) it is plain post-training
+            quantisation, and ``export.json`` says why.
+        accuracy_control_images: cap on the held-out images accuracy control validates on (seeded subset;
+            default all).
         raise_on_failure: raise :class:`~tavt_kit.errors.ExportError` after writing ``export.json`` when
             a file fails verification.
         checkpoint: the file ``model`` was loaded from (recorded with its sha256) when a model is given.
         log: progress lines (``print`` for the command line).
+        onnx_reuse: an :class:`OnnxReuse` shared by several exports of one model at one schedule (other
+            precisions): the fp32 ONNX graph is exported and checked once.
     Returns:
         :class:`ExportResult` (``doc`` = ``export.json``).
     """
-    formats = _check_request(formats, precision, verify, max_accuracy_drop, batch_size)
+    formats = _check_request(formats, precision, verify, max_accuracy_drop, batch_size, calibration_split,
+                             accuracy_control_images)
     model, checkpoint = _resolve_model(model, checkpoint)
     sched, source = _resolve_schedule(model, schedule, schedule_source)
     out_dir = os.fspath(out_dir)
@@ -114,11 +131,13 @@ def export_model(
     # the fp32 ONNX graph lives here when it is only a step towards the files asked for
     tmp = tempfile.mkdtemp(prefix=".export-", dir=stage)
     try:
-        onnx_fp32, onnx_info = _onnx_step(job, tmp, opset, exporter, seed)
+        onnx_fp32, onnx_info = _onnx_step(job, tmp, opset, exporter, seed, onnx_reuse)
         calib = None
         if precision == "int8":
             calib = _calibration_step(job, calibration, verify_data, verify_root, calibration_split,
                                       calibration_images, seed)
+            job.validation = _held_out_step(job, accuracy_control, verify_data, verify_root,
+                                            accuracy_control_images, calibration_split, max_accuracy_drop, seed)
         for fmt in formats:
             _format_step(job, fmt, onnx_fp32, onnx_info, calib)
         if verify:
@@ -166,23 +185,49 @@ class _Job:
     #: the file name stem: ``model`` at fp32, ``model.<precision>`` otherwise (tagged with the schedule when the
     #: folder already holds that name for another schedule)
     base: str = "model"
+    #: int8 accuracy control: the held-out images, labels, how they were chosen and the max drop (None: plain PTQ)
+    validation: Optional[Dict[str, Any]] = None
+    #: int8: why plain PTQ was used instead of accuracy control
+    ptq_reason: Optional[str] = None
 
     def path(self, fmt: str) -> str:
         """The main file written for a format (recorded relative to ``out_dir``)."""
         return os.path.join(self.out_dir, self.doc["files"][fmt]["path"])
 
 
-def _check_request(formats, precision: str, verify: bool, max_accuracy_drop: float,
-                   batch_size: int) -> Tuple[str, ...]:
+def _check_request(formats, precision: str, verify: bool, max_accuracy_drop: float, batch_size: int,
+                   calibration_split: str, accuracy_control_images: Optional[int]) -> Tuple[str, ...]:
     """The formats asked for, once every argument and the backends they need are checked (before any work)."""
+    from .quantize import check_calibration_split
+
     formats = parse_formats(formats)
     check_format_precision(formats, precision)
-    if verify and not max_accuracy_drop >= 0:
+    if not max_accuracy_drop >= 0:
         raise ConfigError(f"--max-accuracy-drop: expected a non-negative number of points, got {max_accuracy_drop}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size: expected a positive batch size, got {batch_size}")
+    if accuracy_control_images is not None and (isinstance(accuracy_control_images, bool)
+                                                or int(accuracy_control_images) < 1):
+        raise ConfigError(f"--accuracy-control-images: expected a positive number of images, "
+                          f"got {accuracy_control_images!r}")
+    check_calibration_split(calibration_split)
     _require_backends(formats, precision)
+    if verify and "openvino" in formats and precision in ("bf16", "fp16"):
+        check_native_precision(precision)
     return formats
+
+
+def check_native_precision(precision: str, device: str = "cpu") -> None:
+    """Refuse to verify (or time) an OpenVINO file at bf16 / fp16 on a CPU that would quietly run f32 instead."""
+    from .openvino import check_device_precision
+    from .verify import OV_HINT
+
+    try:
+        check_device_precision(OV_HINT[precision], device=device)
+    except TavtKitError as e:
+        raise type(e)(f"{e}: verification would measure f32 and record it as {precision}; export at fp32 or int8 "
+                      f"here, or build the file with --no-verify and verify it on a machine that has {precision}"
+                      ) from None
 
 
 def _require_backends(formats: Sequence[str], precision: str) -> None:
@@ -226,12 +271,34 @@ def _resolve_schedule(model: nn.Module, schedule, schedule_source: Optional[Dict
     return model.make_schedule(schedule), schedule_source or {"kind": "given"}
 
 
-def _onnx_step(job: _Job, tmp: str, opset: Optional[int], exporter: str, seed: int) -> Tuple[str, Dict[str, Any]]:
+@dataclass
+class OnnxReuse:
+    """The checked fp32 ONNX graph of one model at one schedule, shared by the exports of several precisions
+    (``--precision auto``): exported once into ``folder``, copied by the later exports."""
+
+    folder: str
+    key: Optional[tuple] = None
+    path: Optional[str] = None
+    exporter: Optional[Dict[str, Any]] = None
+    info: Optional[Dict[str, Any]] = None
+
+
+def _onnx_step(job: _Job, tmp: str, opset: Optional[int], exporter: str, seed: int,
+               reuse: Optional[OnnxReuse] = None) -> Tuple[str, Dict[str, Any]]:
     """The checked fp32 ONNX graph every format starts from; kept in ``out_dir`` when it is itself asked for."""
+    import copy
+
     from .onnx import DEFAULT_OPSET, export_onnx
 
     keep_fp32_onnx = "onnx" in job.formats and job.precision == "fp32"
     onnx_fp32 = os.path.join(job.out_dir if keep_fp32_onnx else tmp, f"{job.base}.onnx")
+    key = (id(job.model), tuple(job.sched.counts), tuple(job.doc["schedule"]["reducers"] or ()), opset, exporter,
+           seed)
+    if reuse is not None and reuse.key == key and reuse.path and os.path.isfile(reuse.path):
+        job.log(f"reusing the checked fp32 ONNX graph at schedule {list(job.sched.counts)}")
+        shutil.copyfile(reuse.path, onnx_fp32)
+        job.doc["exporter"] = copy.deepcopy(reuse.exporter)
+        return onnx_fp32, dict(copy.deepcopy(reuse.info), reused=True)
     macs, macs_full = job.doc["macs"]["schedule"], job.doc["macs"]["full"]
     job.log(f"exporting to ONNX at schedule {list(job.sched.counts)} "
             f"({macs / 1e9:.4g} of {macs_full / 1e9:.4g} GMACs)")
@@ -245,6 +312,11 @@ def _onnx_step(job: _Job, tmp: str, opset: Optional[int], exporter: str, seed: i
                                                           "batches": res.checked_batches,
                                                           "max_abs_diff": res.max_abs_diff, "atol": res.atol},
             "seconds": round(res.seconds, 3)}
+    if reuse is not None:
+        os.makedirs(reuse.folder, exist_ok=True)
+        reuse.path = os.path.join(reuse.folder, "model.fp32.onnx")
+        shutil.copyfile(onnx_fp32, reuse.path)
+        reuse.key, reuse.exporter, reuse.info = key, copy.deepcopy(job.doc["exporter"]), copy.deepcopy(info)
     return onnx_fp32, info
 
 
@@ -269,6 +341,58 @@ def _calibration_step(job: _Job, calibration, verify_data, verify_root, split: s
     job.doc["calibration"] = {"source": "dataset", "dataset": name, "split": split, "images": int(calib.shape[0]),
                               "seed": seed}
     return calib
+
+
+def _held_out_step(job: _Job, enabled: bool, verify_data, verify_root, n: Optional[int], calibration_split: str,
+                   max_accuracy_drop: float, seed: int) -> Optional[Dict[str, Any]]:
+    """int8 accuracy control's held-out images (the dataset's ``holdout`` split), or None (plain PTQ; why is
+    recorded in ``job.ptq_reason``)."""
+    from ..errors import DatasetError
+    from .quantize import held_out_images
+
+    if not enabled:
+        job.ptq_reason = "accuracy control turned off (--no-accuracy-control)"
+        return None
+    given = isinstance(verify_data, (tuple, list))  # verification tensors: the checkpoint's dataset instead
+    try:
+        x, y, info = held_out_images(job.model, None if given else verify_data, root=None if given else verify_root,
+                                     split="holdout", n=n, seed=seed)
+    except (ConfigError, DatasetError) as e:
+        job.ptq_reason = f"no held-out images to control the accuracy on ({e}); plain post-training quantisation"
+        job.log(f"int8: {job.ptq_reason}")
+        return None
+    if calibration_split in ("holdout", "trainval"):
+        info["note"] = (f"the calibration images (--calibration-split {calibration_split}) may include "
+                        "these held-out images")
+    return {"images": x, "labels": y, "info": info, "max_accuracy_drop": float(max_accuracy_drop)}
+
+
+def _quantize_kwargs(job: _Job, what: str, calib: np.ndarray) -> Dict[str, Any]:
+    """The accuracy-control arguments of a quantiser call (none for plain PTQ), with the line that says which."""
+    v = job.validation
+    if v is None:
+        job.log(f"int8: NNCF post-training quantisation of the {what} ({calib.shape[0]} images)")
+        return {}
+    job.log(f"int8: NNCF accuracy-controlled quantisation of the {what} ({calib.shape[0]} calibration images, "
+            f"{v['info']['images']} held-out images, max drop {v['max_accuracy_drop']:g} points)")
+    return {"validation": (v["images"], v["labels"]), "max_accuracy_drop": v["max_accuracy_drop"],
+            "validation_info": v["info"]}
+
+
+def _quantization_entry(job: _Job, res, path: str) -> Dict[str, Any]:
+    q = res.to_dict()
+    q.update(source="model.onnx (fp32, this export)", path=os.path.basename(path))
+    if q["mode"] == "ptq":
+        q["reason"] = job.ptq_reason
+    else:
+        kept = q["kept_in_higher_precision"]
+        names = f" ({', '.join(kept[:6])}{', ...' if len(kept) > 6 else ''})" if kept else ""
+        job.log(f"  held-out top-1: f32 {q['f32_accuracy']:.2f} %, plain PTQ {q['ptq_accuracy']:.2f} %, int8 "
+                f"{q['int8_accuracy']:.2f} %; {len(kept)} of {q['quantized_layers_ptq']} quantised operations kept "
+                f"in higher precision{names}")
+        if not q["drop_met"]:
+            job.log(f"  warning: NNCF could not bring the held-out drop within {q['max_accuracy_drop']:g} points")
+    return q
 
 
 def _format_step(job: _Job, fmt: str, onnx_fp32: str, onnx_info: Dict[str, Any],
@@ -299,10 +423,8 @@ def _onnx_file(job: _Job, entry: Dict[str, Any], onnx_fp32: str, onnx_info: Dict
     else:
         from .quantize import quantize_onnx
 
-        job.log(f"int8: NNCF post-training quantisation of the ONNX graph ({calib.shape[0]} images)")
-        entry["quantization"] = quantize_onnx(onnx_fp32, path, calib).to_dict()
-        entry["quantization"]["source"] = "model.onnx (fp32, this export)"
-        entry["quantization"]["path"] = os.path.basename(path)
+        res = quantize_onnx(onnx_fp32, path, calib, **_quantize_kwargs(job, "ONNX graph", calib))
+        entry["quantization"] = _quantization_entry(job, res, path)
     return file_entry(job.out_dir, path)
 
 
@@ -316,9 +438,8 @@ def _openvino_file(job: _Job, entry: Dict[str, Any], onnx_fp32: str, onnx_info: 
     if precision == "int8":
         from .quantize import quantize_openvino
 
-        job.log(f"int8: NNCF post-training quantisation of the OpenVINO IR ({calib.shape[0]} images)")
-        entry["quantization"] = quantize_openvino(onnx_fp32, path, calib).to_dict()
-        entry["quantization"].update(source="model.onnx (fp32, this export)", path=os.path.basename(path))
+        res = quantize_openvino(onnx_fp32, path, calib, **_quantize_kwargs(job, "OpenVINO IR", calib))
+        entry["quantization"] = _quantization_entry(job, res, path)
     else:
         job.log("converting to OpenVINO IR")
         conv = convert_openvino(onnx_fp32, path, compress_to_fp16=precision == "fp16", verify=True)

@@ -48,7 +48,8 @@ def _records(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
     for fmt, f in (doc.get("files") or {}).items():
         r = results.get(fmt) or {}
         out.append({"path": f["path"], "sha256": f.get("sha256"), "weights": f.get("weights"),
-                    "weights_sha256": f.get("weights_sha256"), "format": fmt, "precision": doc.get("precision"),
+                    "weights_sha256": f.get("weights_sha256"), "format": fmt,
+                    "precision": ((doc.get("exports") or {}).get(fmt) or {}).get("precision", doc.get("precision")),
                     "schedule": (doc.get("schedule") or {}).get("counts"), "verified": bool(r.get("passed")),
                     "status": doc.get("status"), "top1": r.get("top1_exported"), "created": doc.get("created")})
     return out

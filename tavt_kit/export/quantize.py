@@ -7,6 +7,15 @@ NNCF's ``quantize`` with ``model_type=TRANSFORMER`` (the ViT recipe: SmoothQuant
 attention/LayerNorm patterns kept in float) on calibration images — by default
 a seeded subset of the *training* split (:func:`calibration_images`), so that
 the test split used for verification is never seen by the quantiser.
+
+Given ``validation=(images, labels)`` — *held-out* images, never the test split —
+both use NNCF's ``quantize_with_accuracy_control`` instead: plain post-training
+quantisation first, then the quantised operations that cost the most top-1 on
+those images are reverted to float, one at a time, until the drop is within
+``max_accuracy_drop`` points (absolute). The result records the f32, plain-PTQ
+and final int8 top-1 on the held-out images and the operations kept in higher
+precision (:func:`reverted_operations`: the ops whose quantizers the accuracy
+control removed, by comparing the plain-PTQ graph with the final one).
 """
 from __future__ import annotations
 
@@ -18,11 +27,11 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError, ExportError
+from ..errors import BackendError, ConfigError, ExportError, TavtKitError
 
 #: NNCF presets (performance: symmetric activations; mixed: asymmetric activations, symmetric weights)
 PRESETS = ("performance", "mixed")
@@ -74,6 +83,26 @@ class QuantizeResult:
     quantized_ops: int
     nncf_version: str
     seconds: float
+    #: "ptq" (nncf.quantize) or "accuracy_control" (nncf.quantize_with_accuracy_control)
+    mode: str = "ptq"
+    #: why plain PTQ was used where accuracy control could have been (None otherwise)
+    reason: Optional[str] = None
+    #: the held-out images accuracy control validated on ({"images": N, "split": ..., "dataset": ...})
+    validation: Optional[Dict[str, Any]] = None
+    #: NNCF's max_drop, in top-1 points (absolute)
+    max_accuracy_drop: Optional[float] = None
+    #: top-1 (%) on the held-out images: the f32 model, plain PTQ, and the int8 model written
+    f32_accuracy: Optional[float] = None
+    ptq_accuracy: Optional[float] = None
+    int8_accuracy: Optional[float] = None
+    #: f32_accuracy - int8_accuracy (points) and whether it is within max_accuracy_drop
+    accuracy_drop: Optional[float] = None
+    drop_met: Optional[bool] = None
+    #: operations (friendly / node names) fed by a quantizer in the plain-PTQ graph and not in the file written
+    kept_in_higher_precision: Optional[List[str]] = None
+    #: operations fed by a quantizer: in the file written, and in the plain-PTQ graph
+    quantized_layers: Optional[int] = None
+    quantized_layers_ptq: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -88,11 +117,57 @@ def calibration_images(model, data=None, *, root: Optional[str] = None, split: s
     """
     from .verify import load_verify_data, normalized_batches
 
+    check_calibration_split(split)
     if isinstance(n, bool) or int(n) < 1:
         raise ConfigError(f"--calibration-images: expected a positive number of images, got {n!r}")
-    vd = load_verify_data(model, data, root=root, split=split, max_images=int(n), seed=seed,
+    vd = load_verify_data(model, _spec_of(data), root=root, split=split, max_images=int(n), seed=seed,
                           where="calibration data")
     return np.concatenate([x.numpy() for x in normalized_batches(model, vd.images, 64)]).astype(np.float32)
+
+
+def _spec_of(data):
+    """A built dataset stands for its data: the split asked for is built from its spec (never its own split)."""
+    from ..data import FGVCDataset
+
+    return data.spec if isinstance(data, FGVCDataset) else data
+
+
+def check_calibration_split(split: str) -> str:
+    """The split calibration images may come from: never ``test`` (verification measures accuracy there)."""
+    from ..data.datasets import SPLITS
+
+    if split == "test":
+        raise ConfigError("--calibration-split test: int8 calibration must not see the test split, on which "
+                          "verification measures the exported model's accuracy; use train (default), holdout or "
+                          "trainval")
+    if split not in SPLITS:
+        raise ConfigError(f"--calibration-split: expected one of train, holdout, trainval, got {split!r}")
+    return split
+
+
+def held_out_images(model, data=None, *, root: Optional[str] = None, split: str = "holdout",
+                    n: Optional[int] = None, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
+    """Labelled held-out images for accuracy-controlled quantisation: ``(normalised float32 N x 3 x H x W,
+    int64 labels, info)``; ``data`` as in :func:`calibration_images` (default: the checkpoint's dataset).
+
+    Raises :class:`~tavt_kit.errors.ConfigError` / :class:`~tavt_kit.errors.DatasetError` when the dataset has
+    no such split (``--holdout 0``), and :class:`~tavt_kit.errors.DatasetError` when the checkpoint records no
+    dataset and none is given (the demo would stand in: not the model's data).
+    """
+    from ..errors import DatasetError
+    from .verify import load_verify_data, normalized_batches
+
+    if split == "test":
+        raise ConfigError("accuracy-controlled int8 validates on held-out images, never on the test split")
+    vd = load_verify_data(model, _spec_of(data), root=root, split=split, max_images=n, seed=seed,
+                          where="accuracy-control data")
+    if vd.labels is None or vd.info.get("note"):  # the demo standing in for an unrecorded dataset
+        raise DatasetError(f"no {split} images of the model's own data: "
+                           f"{vd.info.get('note', 'the images are not labelled with its classes')}")
+    x = np.concatenate([b.numpy() for b in normalized_batches(model, vd.images, 64)]).astype(np.float32)
+    info = {"dataset": vd.info.get("dataset", vd.info.get("source")), "split": split, "images": int(x.shape[0]),
+            "available": vd.info.get("available"), "seed": seed}
+    return x, vd.labels.numpy().astype(np.int64), info
 
 
 def _check_calibration(calibration) -> np.ndarray:
@@ -103,20 +178,180 @@ def _check_calibration(calibration) -> np.ndarray:
     return arr
 
 
+def _preset(nncf, preset: str):
+    return nncf.QuantizationPreset.PERFORMANCE if preset == "performance" else nncf.QuantizationPreset.MIXED
+
+
 def _quantize(nncf, model, items, preset: str, fast_bias_correction: bool, transform):
-    return nncf.quantize(model, nncf.Dataset(items, transform), subset_size=len(items),
-                         preset=nncf.QuantizationPreset.PERFORMANCE if preset == "performance"
-                         else nncf.QuantizationPreset.MIXED,
+    return nncf.quantize(model, nncf.Dataset(items, transform), subset_size=len(items), preset=_preset(nncf, preset),
                          model_type=nncf.ModelType.TRANSFORMER, fast_bias_correction=fast_bias_correction)
 
 
+def _check_validation(validation, max_accuracy_drop: float) -> Tuple[np.ndarray, np.ndarray]:
+    try:
+        images, labels = validation
+    except (TypeError, ValueError):
+        raise ConfigError("validation: expected (images, labels) of held-out images") from None
+    x = np.asarray(images, dtype=np.float32)
+    y = np.asarray(labels).astype(np.int64).reshape(-1)
+    if x.ndim != 4 or x.shape[0] < 1 or y.shape[0] != x.shape[0]:
+        raise ConfigError(f"validation: expected N x 3 x H x W normalised images and N labels, got images "
+                          f"{x.shape} and {y.shape[0]} labels")
+    if isinstance(max_accuracy_drop, bool) or not float(max_accuracy_drop) >= 0:
+        raise ConfigError(f"--max-accuracy-drop: expected a non-negative number of points, got {max_accuracy_drop!r}")
+    return x, y
+
+
+# ----------------------------------------------------------- running a model on the held-out images
+def _logits(model, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Logits of an ``openvino.CompiledModel`` / ``openvino.Model`` (compiled at f32) or ``onnx.ModelProto``."""
+    if type(model).__name__ == "ModelProto":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return np.concatenate([sess.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+    if type(model).__name__ == "Model":
+        from .openvino import compile_openvino
+
+        model, _ = compile_openvino(model, precision="f32")
+    return np.concatenate([model(x[i:i + batch])[model.output(0)] for i in range(0, len(x), batch)])
+
+
+def _top1(model, x: np.ndarray, y: np.ndarray) -> float:
+    return 100.0 * float((_logits(model, x).argmax(1) == y).mean())
+
+
+def _validation_fn(model, items) -> Tuple[float, List[float]]:
+    """NNCF's validation function: top-1 of a (compiled) model on ``(image, label)`` items, and per item."""
+    items = list(items)
+    x = np.concatenate([it[0] for it in items])
+    y = np.asarray([it[1] for it in items])
+    hits = (_logits(model, x).argmax(1) == y).astype(np.float64)
+    return float(hits.mean()), hits.tolist()
+
+
+# ------------------------------------------------------------------ which ops are quantised
+#: ops between a quantizer and the op it feeds (weight decompression: int8 Constant -> Convert -> Multiply, ...)
+_OV_PASS = {"Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze", "Squeeze"}
+#: ops that only move or decompress data: never listed as quantised operations themselves
+_OV_MOVE = {"Convert", "Reshape", "Transpose", "Unsqueeze", "Squeeze"}
+_OV_INT = {"i8", "u8", "i4", "u4"}
+_ONNX_PASS = {"Transpose", "Reshape", "Cast", "Squeeze", "Unsqueeze", "Identity"}
+
+
+def _ov_source_quantized(node, depth: int = 5) -> bool:
+    """Whether an input comes from a FakeQuantize or from int8/int4 weights (through their decompression)."""
+    for _ in range(depth):
+        t = node.get_type_name()
+        if t == "FakeQuantize":
+            return True
+        if t == "Constant":
+            return node.get_output_element_type(0).get_type_name() in _OV_INT
+        if t not in _OV_PASS:
+            return False
+        node = node.input(0).get_source_output().get_node()
+    return False
+
+
+def quantized_op_inputs(model) -> Dict[str, Tuple[int, ...]]:
+    """``{op name: input ports fed by a quantizer}`` of a quantised model.
+
+    OpenVINO (``openvino.Model`` or ``.xml``): inputs from a ``FakeQuantize`` or from int8/int4 weights
+    (``Constant -> Convert -> Multiply``); names are friendly names. ONNX (``ModelProto`` or ``.onnx``): inputs
+    from a ``DequantizeLinear`` (through Transpose / Reshape / Cast); names are node names.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if path.lower().endswith(".onnx"):
+            import onnx
+
+            model = onnx.load(path, load_external_data=False)
+        else:
+            from .openvino import core
+
+            model = core().read_model(path)
+    out: Dict[str, Tuple[int, ...]] = {}
+    if type(model).__name__ == "ModelProto":
+        producer = {o: n for n in model.graph.node for o in n.output}
+        for i, node in enumerate(model.graph.node):
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Shape") or node.op_type in _ONNX_PASS:
+                continue
+            ports = []
+            for k, name in enumerate(node.input):
+                src = producer.get(name)
+                for _ in range(4):
+                    if src is None or src.op_type not in _ONNX_PASS:
+                        break
+                    src = producer.get(src.input[0]) if src.input else None
+                if src is not None and src.op_type == "DequantizeLinear":
+                    ports.append(k)
+            if ports:
+                out[node.name or f"{node.op_type}_{i}"] = tuple(ports)
+        return out
+    for op in model.get_ordered_ops():
+        t = op.get_type_name()
+        if t in ("FakeQuantize", "Constant", "Parameter", "Result", "ShapeOf") or t in _OV_MOVE:
+            continue
+        sources = [inp.get_source_output().get_node() for inp in op.inputs()]
+        if t in _OV_PASS:  # Multiply / Subtract: an op of the model only when a FakeQuantize feeds it directly
+            ports = tuple(k for k, src in enumerate(sources) if src.get_type_name() == "FakeQuantize")
+        else:
+            ports = tuple(k for k, src in enumerate(sources) if _ov_source_quantized(src))
+        if ports:
+            out[op.get_friendly_name()] = ports
+    return out
+
+
+def reverted_operations(ptq_model, controlled_model) -> List[str]:
+    """Operations fed by a quantizer in ``ptq_model`` that lost (some of) their quantizers in ``controlled_model``.
+
+    Both are quantised versions of one model (plain PTQ, and the accuracy-controlled result); models or paths.
+    """
+    before = quantized_op_inputs(ptq_model)
+    after = quantized_op_inputs(controlled_model)
+    return sorted(name for name, ports in before.items() if set(ports) - set(after.get(name, ())))
+
+
+def _accuracy_control(nncf, model, items, transform, preset, fast_bias_correction, x, y, max_drop, tmp):
+    """``(quantised model, plain-PTQ model)``: nncf.quantize_with_accuracy_control, its intermediate PTQ model kept."""
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    val = [(x[i:i + 1], int(y[i])) for i in range(x.shape[0])]
+    val_ds = nncf.Dataset(val, (lambda it: it[0]) if transform is None else (lambda it: transform(it[0])))
+    q = nncf.quantize_with_accuracy_control(
+        model, nncf.Dataset(items, transform), val_ds, _validation_fn, max_drop=float(max_drop) / 100.0,
+        drop_type=nncf.DropType.ABSOLUTE, subset_size=len(items), preset=_preset(nncf, preset),
+        model_type=nncf.ModelType.TRANSFORMER, fast_bias_correction=fast_bias_correction,
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(intermediate_model_dir=tmp))
+    return q
+
+
+def _controlled_fields(original, ptq, q, x, y, max_drop, validation_info) -> Dict[str, Any]:
+    f32, p, i8 = _top1(original, x, y), _top1(ptq, x, y), _top1(q, x, y)
+    info = dict(validation_info or {})
+    info.setdefault("images", int(x.shape[0]))
+    return dict(mode="accuracy_control", validation=info, max_accuracy_drop=float(max_drop), f32_accuracy=f32,
+                ptq_accuracy=p, int8_accuracy=i8, accuracy_drop=f32 - i8, drop_met=bool(f32 - i8 <= max_drop + 1e-9),
+                kept_in_higher_precision=reverted_operations(ptq, q),
+                quantized_layers_ptq=len(quantized_op_inputs(ptq)))
+
+
+# ------------------------------------------------------------------------ the quantisers
 def quantize_onnx(onnx_path, out_path, calibration, *, preset: str = "performance",
-                  fast_bias_correction: bool = True) -> QuantizeResult:
+                  fast_bias_correction: bool = True, validation=None, max_accuracy_drop: float = 0.5,
+                  validation_info: Optional[Dict[str, Any]] = None) -> QuantizeResult:
     """INT8-quantise an fp32 ``.onnx`` file (QDQ format, fgvc-kit metadata kept); checked with ``onnx.checker``.
 
     Args:
         calibration: float32 images ``N x 3 x H x W`` already normalised (:func:`calibration_images`);
             each image is one calibration sample (batch 1, as NNCF recommends for transformers).
+        validation: ``(normalised images, labels)`` of held-out images (:func:`held_out_images`): NNCF's
+            accuracy control keeps the top-1 drop on them within ``max_accuracy_drop`` points by reverting
+            the most harmful quantised operations to float. ``None``: plain post-training quantisation.
+        validation_info: how the held-out images were chosen (recorded).
     """
     import onnx
 
@@ -126,14 +361,24 @@ def quantize_onnx(onnx_path, out_path, calibration, *, preset: str = "performanc
     if preset not in PRESETS:
         raise ConfigError(f"unknown quantisation preset {preset!r}; expected one of {', '.join(PRESETS)}")
     arr = _check_calibration(calibration)
+    val = None if validation is None else _check_validation(validation, max_accuracy_drop)
     onnx_path, out_path = os.fspath(onnx_path), os.fspath(out_path)
     start = time.perf_counter()
     model = onnx.load(onnx_path)
     name = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}][0]
     items = [arr[i:i + 1] for i in range(arr.shape[0])]
+    extra: Dict[str, Any] = {}
     try:
-        with _quiet_nncf():
-            q = _quantize(nncf, model, items, preset, fast_bias_correction, lambda a: {name: a})
+        with _quiet_nncf(), tempfile.TemporaryDirectory(prefix="fgvc-kit-int8-") as tmp:
+            if val is None:
+                q = _quantize(nncf, model, items, preset, fast_bias_correction, lambda a: {name: a})
+            else:
+                q = _accuracy_control(nncf, model, items, lambda a: {name: a}, preset, fast_bias_correction,
+                                      *val, max_accuracy_drop, tmp)
+                ptq = onnx.load(os.path.join(tmp, "intermediate_model.onnx"))
+                extra = _controlled_fields(onnx.load(onnx_path), ptq, q, *val, max_accuracy_drop, validation_info)
+    except TavtKitError:
+        raise
     except Exception as e:
         raise ExportError(f"{onnx_path}: NNCF int8 quantisation failed ({first_line(e)})") from None
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
@@ -148,14 +393,18 @@ def quantize_onnx(onnx_path, out_path, calibration, *, preset: str = "performanc
     n_q = sum(1 for n in q.graph.node if n.op_type == "QuantizeLinear")
     return QuantizeResult(path=out_path, backend="onnx", source=onnx_path, calibration_images=int(arr.shape[0]),
                           preset=preset, model_type="transformer", fast_bias_correction=fast_bias_correction,
-                          quantized_ops=n_q, nncf_version=nncf.__version__, seconds=time.perf_counter() - start)
+                          quantized_ops=n_q, nncf_version=nncf.__version__, seconds=time.perf_counter() - start,
+                          quantized_layers=len(quantized_op_inputs(q)), **extra)
 
 
 def quantize_openvino(source, out_xml, calibration, *, preset: str = "performance",
-                      fast_bias_correction: bool = True) -> QuantizeResult:
+                      fast_bias_correction: bool = True, validation=None, max_accuracy_drop: float = 0.5,
+                      validation_info: Optional[Dict[str, Any]] = None) -> QuantizeResult:
     """INT8-quantise an fp32 OpenVINO IR (``.xml``) or ``.onnx`` file into an int8 IR (f32 weights elsewhere).
 
-    fgvc-kit's rt_info (spec, schedule, exporter) is kept and ``precision`` = int8 added.
+    fgvc-kit's rt_info (spec, schedule, exporter) is kept and ``precision`` = int8 added. ``validation``,
+    ``max_accuracy_drop``, ``validation_info``: accuracy-controlled quantisation, as in :func:`quantize_onnx`
+    (the models are validated compiled at f32 inference precision).
     """
     from .graph import first_line
     from .openvino import RT_KEYS, convert_openvino, core, require_openvino
@@ -165,10 +414,12 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
     if preset not in PRESETS:
         raise ConfigError(f"unknown quantisation preset {preset!r}; expected one of {', '.join(PRESETS)}")
     arr = _check_calibration(calibration)
+    val = None if validation is None else _check_validation(validation, max_accuracy_drop)
     source, out_xml = os.fspath(source), os.fspath(out_xml)
     if not out_xml.endswith(".xml"):
         raise ConfigError(f"{out_xml}: the OpenVINO IR path must end in .xml")
     start = time.perf_counter()
+    extra: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fgvc-kit-int8-") as tmp:
         xml = source
         if source.lower().endswith(".onnx"):
@@ -185,7 +436,16 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
         items = [arr[i:i + 1] for i in range(arr.shape[0])]
         try:
             with _quiet_nncf():
-                q = _quantize(nncf, model, items, preset, fast_bias_correction, None)
+                if val is None:
+                    q = _quantize(nncf, model, items, preset, fast_bias_correction, None)
+                else:
+                    q = _accuracy_control(nncf, model, items, None, preset, fast_bias_correction, *val,
+                                          max_accuracy_drop, tmp)
+                    ptq = core().read_model(os.path.join(tmp, "intermediate_model.xml"))
+                    extra = _controlled_fields(core().read_model(xml), ptq, q, *val, max_accuracy_drop,
+                                               validation_info)
+        except TavtKitError:
+            raise
         except Exception as e:
             raise ExportError(f"{source}: NNCF int8 quantisation failed ({first_line(e)})") from None
         for key, value in rt.items():
@@ -196,4 +456,5 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
     n_q = sum(1 for op in q.get_ordered_ops() if op.get_type_name() == "FakeQuantize")
     return QuantizeResult(path=out_xml, backend="openvino", source=source, calibration_images=int(arr.shape[0]),
                           preset=preset, model_type="transformer", fast_bias_correction=fast_bias_correction,
-                          quantized_ops=n_q, nncf_version=nncf.__version__, seconds=time.perf_counter() - start)
+                          quantized_ops=n_q, nncf_version=nncf.__version__, seconds=time.perf_counter() - start,
+                          quantized_layers=len(quantized_op_inputs(q)), **extra)

@@ -1,0 +1,331 @@
+"""``export_fastest`` (``fgvc-kit export --precision auto``): the fastest verified precision on this machine.
+
+The schedule is exported at every precision this machine can run natively for
+each requested format (OpenVINO: fp32, bf16 and fp16 where the CPU has them,
+int8 where NNCF is installed; ONNX: fp32, fp16, int8), each one verified
+against PyTorch fp32 on the same images by :func:`~tavt_kit.export.export_model`
+and timed here with :func:`~tavt_kit.bench.measure_latency` (median latency at
+one batch size and thread count). Per format the fastest precision that passed
+verification is published into ``--out`` under the file names a plain export at
+that precision uses; ``export.json`` records every attempt (skipped ones with
+the reason, failed ones with the verification's reason), the choice and its
+speed-up over fp32. When no precision of a format passes, nothing is published,
+the attempts are recorded (status ``failed``) and an
+:class:`~tavt_kit.errors.ExportError` names each precision's reason.
+
+The exports are built in temporary folders beside ``--out``; the fp32 ONNX
+graph is exported once and shared by all of them.
+"""
+from __future__ import annotations
+
+import copy
+import datetime
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import BackendError, ConfigError, ExportError, TavtKitError
+from ..files import write_json
+from ..export.formats import FORMAT_PRECISIONS, parse_formats
+from ..export.pipeline import OnnxReuse, export_model
+from ..export.publish import choose_base, clean_stage, publish, read_record
+from ..export.record import EXPORT_FILE, EXPORT_FORMAT, ExportResult
+from ..export.verify import OV_HINT, PRECISIONS
+from .measure import measure_latency
+from .timing import TimingPolicy
+
+#: the order precisions are tried in (fp32 first: the reference of the speed-ups)
+AUTO_ORDER = ("fp32", "bf16", "fp16", "int8")
+#: export_model arguments export_fastest sets itself
+_OWN_KWARGS = ("precision", "raise_on_failure", "onnx_reuse", "formats", "schedule", "schedule_source", "checkpoint",
+               "threads", "log")
+
+
+def precision_availability(fmt: str, precisions: Optional[Sequence[str]] = None,
+                           device: str = "cpu") -> List[Tuple[str, Optional[str]]]:
+    """``[(precision, None if this machine can export and verify it, else "skipped: why")]`` for one format."""
+    out: List[Tuple[str, Optional[str]]] = []
+    for p in precisions or AUTO_ORDER:
+        if p not in FORMAT_PRECISIONS[fmt]:
+            out.append((p, f"skipped: {fmt} has no {p} export (it takes {', '.join(FORMAT_PRECISIONS[fmt])})"))
+            continue
+        reason = None
+        if fmt == "openvino" and p in ("bf16", "fp16"):
+            from ..export.openvino import device_capabilities
+
+            have = device_capabilities(device)
+            if {"bf16": "BF16", "fp16": "FP16"}[p] not in have:
+                reason = (f"skipped: this {device.upper()} has no native {p} (OpenVINO reports "
+                          f"{', '.join(have) or 'no capabilities'})")
+        elif p == "int8":
+            from ..export.quantize import require_nncf
+
+            try:
+                require_nncf()
+            except BackendError:
+                reason = "skipped: nncf not installed (pip install nncf, or pip install 'fgvc-kit[int8]')"
+        out.append((p, reason))
+    return out
+
+
+def _attempt(fmt: str, precision: str, status: str, reason: Optional[str] = None) -> Dict[str, Any]:
+    # "file": the path in the output folder (the chosen attempt's; the others are not kept)
+    return {"format": fmt, "precision": precision, "status": status, "passed": False, "reason": reason,
+            "file": None, "precision_used": None, "accuracy": None, "accuracy_pytorch": None, "accuracy_drop": None,
+            "agreement": None, "max_abs_logit_diff": None, "latency_ms": None, "latency_p90_ms": None,
+            "latency_noisy": None, "batch_size": None, "threads": None}
+
+
+def _measure(path: str, fmt: str, precision: str, batch_size: int, threads: Optional[int],
+             policy: Optional[TimingPolicy], model) -> Dict[str, Any]:
+    """Median latency of one exported file (bench's measurement of exported files)."""
+    backend = "openvino" if fmt == "openvino" else "onnxruntime"
+    rep = measure_latency(path, backend=backend, batch_sizes=[batch_size], threads=threads,
+                          precision=OV_HINT[precision] if fmt == "openvino" else "f32", policy=policy,
+                          checkpoint=model)
+    r = rep.results[0]
+    return {"latency_ms": r.p50_ms, "latency_p90_ms": r.p90_ms, "latency_noisy": bool(r.stats.noisy),
+            "batch_size": int(r.batch_size), "threads": rep.target.get("threads"),
+            "inference_precision": r.info.get("precision_used")}
+
+
+def export_fastest(
+    model,
+    out_dir,
+    *,
+    formats: Sequence[str] = ("onnx",),
+    precisions: Optional[Sequence[str]] = None,
+    latency_batch_size: int = 1,
+    threads: Optional[int] = None,
+    policy: Optional[TimingPolicy] = None,
+    schedule=None,
+    schedule_source: Optional[Dict[str, Any]] = None,
+    checkpoint: Optional[str] = None,
+    log: Callable[[str], None] = lambda s: None,
+    **export_kwargs,
+) -> ExportResult:
+    """Export ``model`` at every precision available here, verify and time each, keep the fastest that passes.
+
+    Args:
+        model: a token-drop model or a checkpoint path.
+        out_dir: the output folder (the chosen files and ``export.json``).
+        formats: ``onnx`` and/or ``openvino``; each gets its own fastest precision.
+        precisions: the precisions to try (default: fp32, bf16, fp16, int8, as each format and this
+            machine allow); fp32 is always tried, as the reference of the speed-up.
+        latency_batch_size: the batch size latency is measured at (default 1).
+        threads: ONNX Runtime / OpenVINO threads for timing (default: torch's count) and verification.
+        policy: the timing policy (default :class:`~tavt_kit.bench.TimingPolicy`'s).
+        schedule, schedule_source, checkpoint: as in :func:`~tavt_kit.export.export_model`.
+        export_kwargs: the other arguments of :func:`~tavt_kit.export.export_model` (verification data
+            and bounds, calibration, accuracy control, exporter, ...); verification cannot be turned off.
+    Returns:
+        :class:`~tavt_kit.export.ExportResult` of the published files; ``doc["auto"]`` holds the attempts.
+    Raises:
+        :class:`~tavt_kit.errors.ExportError` when a format has no precision that passes (after recording).
+    """
+    formats = parse_formats(formats)
+    own = sorted(k for k in export_kwargs if k in _OWN_KWARGS)
+    if own:
+        raise ConfigError(f"export_fastest() sets {', '.join(own)} itself")
+    if export_kwargs.get("verify") is False:
+        raise ConfigError("--precision auto keeps the fastest precision that passes verification; it cannot run "
+                          "with --no-verify")
+    wanted = list(AUTO_ORDER if precisions is None else precisions)
+    for p in wanted:
+        if p not in PRECISIONS:
+            raise ConfigError(f"--precision auto: unknown precision {p!r}; expected some of {', '.join(PRECISIONS)}")
+    wanted = ["fp32"] + [p for p in AUTO_ORDER if p in wanted and p != "fp32"]
+    if isinstance(latency_batch_size, bool) or int(latency_batch_size) < 1:
+        raise ConfigError(f"--latency-batch-size: expected a positive batch size, got {latency_batch_size!r}")
+    if "openvino" in formats:
+        from ..export.openvino import require_openvino
+
+        try:
+            require_openvino()
+        except TavtKitError as e:
+            raise type(e)(f"--format openvino: {e}") from None
+    if isinstance(model, (str, os.PathLike)):
+        from ..models import load_checkpoint
+
+        checkpoint = os.fspath(model)
+        model = load_checkpoint(checkpoint)
+    out_dir = os.fspath(out_dir)
+    if os.path.isfile(out_dir):
+        raise ConfigError(f"--out {out_dir}: is a file; expected an output folder")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.auto-", dir=parent)
+    start = time.perf_counter()
+    try:
+        attempts, docs = _run_attempts(model, work, formats, wanted, int(latency_batch_size), threads, policy,
+                                       schedule, schedule_source, checkpoint, log, export_kwargs)
+        chosen = _choose(attempts, formats)
+        summary = _summary(attempts, chosen, int(latency_batch_size), threads, policy)
+        _log_table(log, attempts, summary)
+        missing = [f for f in formats if f not in chosen]
+        if missing:
+            reason = "; ".join(
+                f"{f}: " + ", ".join(f"{a['precision']} {a['reason'] or 'failed'}" for a in attempts
+                                     if a["format"] == f) for f in missing)
+            reason = f"--precision auto: no precision passed verification ({reason})"
+            _record_failure(out_dir, docs, formats, summary, reason, time.perf_counter() - start)
+            raise ExportError(f"{reason}; the attempts are recorded in {os.path.join(out_dir, EXPORT_FILE)}")
+        return _publish(out_dir, parent, formats, docs, chosen, summary, time.perf_counter() - start)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_attempts(model, work, formats, wanted, batch_size, threads, policy, schedule, schedule_source, checkpoint,
+                  log, export_kwargs) -> Tuple[List[Dict[str, Any]], Dict[str, Dict[str, Any]]]:
+    """Export, verify and time every (format, precision); returns the attempts and each export's doc and folder."""
+    available = {f: dict(precision_availability(f, wanted)) for f in formats}
+    reuse = OnnxReuse(os.path.join(work, "onnx"))
+    attempts: List[Dict[str, Any]] = []
+    docs: Dict[str, Dict[str, Any]] = {}
+    for p in wanted:
+        fmts = [f for f in formats if available[f][p] is None]
+        for f in formats:
+            if available[f][p] is not None:
+                attempts.append(_attempt(f, p, "skipped", available[f][p]))
+                log(f"[{f} {p}] {available[f][p]}")
+        if not fmts:
+            continue
+        log(f"[{'+'.join(fmts)} {p}] export and verify")
+        folder = os.path.join(work, p)
+        try:
+            res = export_model(model, folder, schedule=schedule, schedule_source=schedule_source, formats=fmts,
+                               precision=p, threads=threads, raise_on_failure=False, checkpoint=checkpoint,
+                               onnx_reuse=reuse, log=lambda s: log("  " + s), **export_kwargs)
+        except (ExportError, BackendError) as e:  # this precision failed (bad input is raised as it is)
+            for f in fmts:
+                attempts.append(_attempt(f, p, "failed", f"export failed: {e}"))
+            log(f"  export failed: {e}")
+            continue
+        docs[p] = {"doc": res.doc, "folder": folder}
+        for f in fmts:
+            a = _attempt(f, p, "failed")
+            v = res.doc["verification"]["results"][f]
+            a.update(precision_used=v.get("precision_used"),
+                     accuracy=v.get("top1_exported"), accuracy_pytorch=v.get("top1_pytorch"),
+                     accuracy_drop=v.get("accuracy_drop"), agreement=v.get("agreement"),
+                     max_abs_logit_diff=v.get("max_abs_logit_diff"), passed=bool(v.get("passed")),
+                     reason=None if v.get("passed") else f"verification failed: {v.get('reason')}")
+            try:
+                a.update(_measure(res.path(f), f, p, batch_size, threads, policy, model))
+            except TavtKitError as e:
+                a.update(passed=False, reason=f"latency could not be measured: {e}")
+            a["status"] = "passed" if a["passed"] else "failed"
+            lat = f"{a['latency_ms']:.3f} ms" if a["latency_ms"] is not None else "no latency"
+            log(f"  {f} {p}: {lat}, " + ("passed" if a["passed"] else a["reason"]))
+            attempts.append(a)
+    return attempts, docs
+
+
+def _choose(attempts: List[Dict[str, Any]], formats: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """Per format, the passing attempt with the lowest median latency (ties: the earlier precision)."""
+    chosen = {}
+    for f in formats:
+        ok = [a for a in attempts if a["format"] == f and a["passed"] and a["latency_ms"] is not None]
+        if ok:
+            best = min(ok, key=lambda a: (a["latency_ms"], AUTO_ORDER.index(a["precision"])))
+            best["status"] = "chosen"
+            chosen[f] = best
+    return chosen
+
+
+def _summary(attempts, chosen, batch_size, threads, policy) -> Dict[str, Any]:
+    out: Dict[str, Any] = {
+        "latency": {"statistic": "median", "unit": "ms", "batch_size": batch_size,
+                    "threads": next((a["threads"] for a in attempts if a["threads"] is not None), threads),
+                    "measured_with": "tavt_kit.bench.measure_latency",
+                    "policy": (policy or TimingPolicy()).to_dict()},
+        "attempts": attempts, "chosen": {}}
+    for f, a in chosen.items():
+        ref = next((b for b in attempts if b["format"] == f and b["precision"] == "fp32"
+                    and b["latency_ms"] is not None), None)
+        out["chosen"][f] = {"precision": a["precision"], "file": None, "latency_ms": a["latency_ms"],
+                            "fp32_latency_ms": ref["latency_ms"] if ref else None,
+                            "speedup_over_fp32": ref["latency_ms"] / a["latency_ms"] if ref else None}
+    return out
+
+
+def _log_table(log, attempts, summary) -> None:
+    lat = summary["latency"]
+    log(f"precision auto: median latency at batch {lat['batch_size']}, {lat['threads']} threads")
+    for a in attempts:
+        ms = f"{a['latency_ms']:8.3f} ms" if a["latency_ms"] is not None else " " * 11
+        acc = f"  top-1 {a['accuracy']:.2f} %" if a["accuracy"] is not None else ""
+        why = "" if a["passed"] else f"  {a['reason']}"
+        log(f"  {a['format']:<9}{a['precision']:<6}{a['status']:<8}{ms}{acc}{why}")
+    for f, c in summary["chosen"].items():
+        speed = f", speed-up over fp32 {c['speedup_over_fp32']:.2f}x" if c["speedup_over_fp32"] else ""
+        log(f"chosen for {f}: {c['precision']} ({c['latency_ms']:.3f} ms{speed})")
+
+
+def _publish(out_dir, parent, formats, docs, chosen, summary, seconds) -> ExportResult:
+    """Move each format's chosen file(s) into ``out_dir`` and write ``export.json`` describing them."""
+    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.staging-", dir=parent)
+    try:
+        first = docs[chosen[formats[0]]["precision"]]["doc"]
+        doc = copy.deepcopy(first)
+        doc.pop("artefacts", None)
+        doc.update(files={}, exports={}, formats=list(formats), verified=True, status="verified", reason=None,
+                   created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        doc["verification"] = copy.deepcopy(first["verification"])
+        doc["verification"]["results"] = {}
+        counts = doc["schedule"]["counts"]
+        for f in formats:
+            p = chosen[f]["precision"]
+            src = docs[p]
+            entry = copy.deepcopy(src["doc"]["files"][f])
+            stem = choose_base(out_dir, p, counts)
+            for key in ("path", "weights"):
+                if entry.get(key):
+                    name = os.path.basename(entry[key])
+                    old_stem = name.rsplit(".", 1)[0]
+                    new = stem + name[len(old_stem):] if stem != old_stem else name
+                    shutil.move(os.path.join(src["folder"], entry[key]), os.path.join(stage, new))
+                    entry[key] = new
+            doc["files"][f] = entry
+            doc["exports"][f] = copy.deepcopy(src["doc"]["exports"][f])
+            result = copy.deepcopy(src["doc"]["verification"]["results"][f])
+            result["path"] = entry["path"]
+            doc["verification"]["results"][f] = result
+            doc["versions"].update(src["doc"].get("versions") or {})
+            if p == "int8" and src["doc"].get("calibration"):
+                doc["calibration"] = copy.deepcopy(src["doc"]["calibration"])
+            summary["chosen"][f]["file"] = chosen[f]["file"] = entry["path"]
+        precisions = {chosen[f]["precision"] for f in formats}
+        doc["precision"] = precisions.pop() if len(precisions) == 1 else "auto"
+        if "int8" not in {chosen[f]["precision"] for f in formats}:
+            doc.pop("calibration", None)
+        doc["auto"] = summary
+        doc["seconds"] = round(seconds, 3)
+        doc = publish(stage, out_dir, doc)
+    finally:
+        clean_stage(stage)
+    return ExportResult(out_dir=out_dir, json_path=os.path.join(out_dir, EXPORT_FILE), doc=doc)
+
+
+def _record_failure(out_dir, docs, formats, summary, reason, seconds) -> None:
+    """No precision passed: ``export.json`` records the attempts; the folder's files stay as they were."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if docs:
+        doc = copy.deepcopy(next(iter(docs.values()))["doc"])
+        doc.pop("artefacts", None)
+    else:
+        doc = {"format": EXPORT_FORMAT, "version": 1}
+    doc.update(created=now, verified=False, status="failed", reason=reason, formats=list(formats), precision="auto",
+               files={}, exports={}, verification=None, auto=summary, seconds=round(seconds, 3))
+    os.makedirs(out_dir, exist_ok=True)
+    existing = read_record(out_dir)
+    if existing is None:
+        doc["artefacts"] = []
+        write_json(doc, os.path.join(out_dir, EXPORT_FILE))
+        return
+    existing.setdefault("failed_attempts", []).append(
+        {"created": now, "precision": "auto", "formats": list(formats), "schedule": doc.get("schedule"),
+         "reason": reason, "auto": summary})
+    write_json(existing, os.path.join(out_dir, EXPORT_FILE))
