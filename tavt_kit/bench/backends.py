@@ -14,6 +14,11 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 from ..errors import BackendError, ConfigError
 
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino")
+#: latency precisions of the OpenVINO backend: its inference precisions (f32, bf16, f16) and int8 (the graph
+#: quantised with NNCF, run with the f32 hint: int8 kernels where quantised)
+OPENVINO_PRECISIONS = ("f32", "bf16", "f16", "int8")
+#: the command line's precision names of those
+USER_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "int8": "int8"}
 DEVICES = ("cpu", "cuda")
 #: backends that run an exported file (the model is exported to ONNX first)
 EXPORTED_BACKENDS = ("onnxruntime", "openvino")
@@ -62,6 +67,44 @@ def check_backend(backend: str, device: str = "cpu") -> None:
         if not torch.cuda.is_available():
             raise BackendError("CUDA was requested but torch.cuda.is_available() is False "
                                f"(torch {torch.__version__}, no GPU or a CPU-only build); use --device cpu")
+
+
+def check_precision(precision: str, backend: str, device: str = "cpu") -> None:
+    """Raise a one-line error unless ``precision`` can be measured on ``backend`` here (before any work).
+
+    bf16 / f16 need native support (else OpenVINO would quietly time f32); int8 needs NNCF.
+    """
+    if precision == "f32":
+        return
+    user = USER_PRECISION.get(precision, precision)
+    if precision not in OPENVINO_PRECISIONS:
+        raise ConfigError(f"--precision: unknown precision {precision!r}; expected one of "
+                          f"{', '.join(USER_PRECISION.values())}")
+    if backend != "openvino":
+        raise ConfigError(f"precision {user!r} is only available with --backend openvino "
+                          "(torch and onnxruntime run the f32 graph)")
+    if precision == "int8":
+        from ..export.quantize import require_nncf
+
+        require_nncf()
+    else:
+        from ..export.openvino import check_device_precision
+
+        check_device_precision(precision, device)
+
+
+def quantized_for_latency(path: str, out_xml: str, input_shape: Sequence[int], seed: int = 0,
+                          samples: int = 4) -> str:
+    """An int8 copy of an exported model or part, for timing: NNCF post-training quantisation (transformer
+    model type) calibrated on seeded random inputs of ``input_shape`` (one sample per batch row of 1: the
+    latency of int8 kernels does not depend on the calibration values; accuracy is checked elsewhere)."""
+    import numpy as np
+
+    from ..export.quantize import quantize_openvino
+
+    shape = [int(samples)] + [int(d) for d in list(input_shape)[1:]]
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    return quantize_openvino(path, out_xml, x).path
 
 
 def _require_onnx_export() -> None:
@@ -156,13 +199,19 @@ def ort_runner(path: str, inputs, device: str = "cpu", threads: Optional[int] = 
 # --------------------------------------------------------------------- openvino
 def openvino_runner(model_or_path, inputs, threads: Optional[int] = None, precision: str = "f32",
                     shape: Optional[Sequence[int]] = None) -> Runner:
-    """Runner for an OpenVINO IR / ONNX file (f32 unless asked otherwise); reports the precision used."""
+    """Runner for an OpenVINO IR / ONNX file (f32 unless asked otherwise); reports the precision used.
+
+    ``precision="int8"``: the file is a quantised graph, compiled with the f32 hint (int8 kernels where
+    quantised, f32 elsewhere: ``int8+f32``).
+    """
     import openvino as ov
 
     from ..export.openvino import compile_openvino
 
-    compiled, used = compile_openvino(model_or_path, "cpu", precision=precision, threads=threads,
-                                      shape=shape if shape is not None else list(inputs.shape))
+    compiled, used = compile_openvino(model_or_path, "cpu", precision="f32" if precision == "int8" else precision,
+                                      threads=threads, shape=shape if shape is not None else list(inputs.shape))
+    if precision == "int8":
+        used = f"int8+{used}"
     req = compiled.create_infer_request()
     req.set_input_tensor(ov.Tensor(inputs))
     info = {"precision_requested": precision, "precision_used": used, "openvino": ov.__version__}

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ExportError
-from .backends import (EXPORTED_BACKENDS, Runner, check_backend, default_threads, file_kind,
+from .backends import (EXPORTED_BACKENDS, Runner, check_backend, check_precision, default_threads, file_kind,
                        openvino_runner, ort_runner, set_compile_limits)
 from ..machine import machine_info
 from ..models import load_model
@@ -219,7 +219,9 @@ def measure_latency(
         device: ``cpu`` or ``cuda`` (CUDA timing uses CUDA events).
         batch_sizes: batch sizes; each is measured separately (schedules round-robin).
         threads: intra-op threads (torch, ONNX Runtime, OpenVINO); default torch's count.
-        precision: OpenVINO inference precision (``f32`` default; ``bf16``/``f16`` on request).
+        precision: OpenVINO inference precision (``f32`` default; ``bf16``/``f16`` on request, refused on a CPU
+            without them), or ``int8``: each schedule's export quantised with NNCF (calibrated on random inputs:
+            timing only) and run with the f32 hint; an exported file must then be a quantised one.
         include_full: also measure the full model, for the speed-up column.
         labels: names of ``schedules`` (default ``schedule 1``, ...; the full schedule is ``full``).
         policy: warm-up and repeat policy (:class:`~tavt_kit.bench.TimingPolicy`).
@@ -234,9 +236,7 @@ def measure_latency(
     check_backend(backend, device)
     policy = policy or TimingPolicy()
     batch_sizes = _check_batches(batch_sizes)
-    if precision != "f32" and backend != "openvino":
-        raise ConfigError(f"precision {precision!r} is only available with --backend openvino "
-                          "(torch and onnxruntime run the f32 graph)")
+    check_precision(precision, backend, device)
     threads = int(threads) if threads else default_threads()
     if threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
@@ -423,6 +423,13 @@ def _measure_exported(path, kind, schedules, backend, device, batch_sizes, threa
             schedule = arch.make_schedule(TokenSchedule(tuple(sched), arch.num_patches, reducers=reducers))
             macs = int(count_macs(arch, schedule).total())
             reducers = _block_reducers(arch, schedule)
+    if precision == "int8":
+        from ..export.verify import onnx_file_precision, openvino_file_quantized
+
+        quantized = openvino_file_quantized(path) if kind == "openvino" else onnx_file_precision(path) == "int8"
+        if not quantized:
+            raise ConfigError(f"{path} is not a quantised file; --precision int8 times an int8 export "
+                              "(fgvc-kit export --precision int8), or give a checkpoint to quantise each schedule")
     label = os.path.basename(path)
     results = []
     for b in batch_sizes:

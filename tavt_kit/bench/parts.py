@@ -18,7 +18,8 @@ from torch import nn
 
 from ..models.token_drop import TokenState, drop_block_forward
 from ..models.token_merge import biased_block_forward, merge_block_forward, size_bias
-from .backends import Runner, compile_module, openvino_runner, ort_runner, run_compiled_once, torch_runner
+from .backends import (Runner, compile_module, openvino_runner, ort_runner, quantized_for_latency, run_compiled_once,
+                       torch_runner)
 
 
 def _sizes(x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +163,17 @@ class PartRunners:
             free["tokens"] = int(shape[1])
         if self.backend == "onnxruntime":
             return ort_runner(path, x.numpy(), self.device, self.threads, free_dims=free)
+        if self.precision == "int8":
+            path = self._quantized(name, path, ex_shape)
         return openvino_runner(path, x.numpy(), self.threads, self.precision, shape=list(shape))
+
+    def _quantized(self, name: str, path: str, shape: Sequence[int]) -> str:
+        """The part quantised once (at its export's token count) and reshaped per token count like the f32 one."""
+        key = name + ".int8"
+        if key not in self.files:
+            self._say(f"quantising part {name} (int8)")
+            self.files[key] = quantized_for_latency(path, os.path.join(self.workdir, f"{name}.int8.xml"), shape)
+        return self.files[key]
 
 
 def part_plan(model: nn.Module, grid: List[int], reducers: Sequence[str] = ("drop",)):

@@ -53,7 +53,8 @@ from ..models.token_merge import REDUCERS
 from .parts import PartRunners, make_part, part_plan
 from .runners import ModelRunners, make_input, torch_threads
 from .table import TABLE_FORMAT, TABLE_VERSION, TABLE_VERSION_MERGE, LatencyTable, fit_separable, isotonic
-from .backends import EXPORTED_BACKENDS, Runner, check_backend, default_threads, release, set_compile_limits
+from .backends import (EXPORTED_BACKENDS, Runner, check_backend, check_precision, default_threads, release,
+                       set_compile_limits)
 from ..machine import machine_info
 from ..models import load_model
 from .target import model_identity
@@ -202,8 +203,7 @@ def profile_latency(
 
 
     check_backend(backend, device)
-    if precision != "f32" and backend != "openvino":
-        raise ConfigError(f"precision {precision!r} is only available with --backend openvino")
+    check_precision(precision, backend, device)
     if statistic not in STATISTICS:
         raise ConfigError(f"unknown statistic {statistic!r}; expected one of {', '.join(STATISTICS)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -327,6 +327,8 @@ def _assemble(model, ident, grid, times, backend, device, batch, threads, precis
         "model": ident,
         "target": {"backend": backend, "device": device, "batch_size": batch, "threads": threads,
                    "precision": precision if backend == "openvino" else "f32",
+                   **({"int8": "every part quantised with NNCF (transformer model type), calibrated on random "
+                               "inputs: latency only"} if precision == "int8" else {}),
                    "exporter": (exporters[0] if len(exporters) == 1 else exporters) if exporters else None,
                    "requested_exporter": exporter if backend in EXPORTED_BACKENDS else None,
                    "compile_backend": compile_backend if backend == "torch-compile" else None},

@@ -13,8 +13,8 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import nn
 
-from .backends import (EXPORTED_BACKENDS, Runner, compile_module, openvino_runner, ort_runner, run_compiled_once,
-                       torch_runner)
+from .backends import (EXPORTED_BACKENDS, Runner, compile_module, openvino_runner, ort_runner, quantized_for_latency,
+                       run_compiled_once, torch_runner)
 from .target import short_counts
 
 
@@ -118,6 +118,16 @@ class ModelRunners:
         self._files[key] = path
         return path
 
+    def _quantized(self, schedule, path: str, shape) -> str:
+        """The model at ``schedule`` quantised with NNCF (random calibration: for timing only), cached."""
+        key = schedule_key(schedule) + ("int8",)
+        if key not in self._files:
+            self._say(f"quantising {short_counts(schedule_key(schedule)[0])} (int8)")
+            self._files[key] = quantized_for_latency(path, path.rsplit(".", 1)[0] + ".int8.xml", shape)
+            self.exports[schedule_key(schedule)]["int8"] = {"quantized_with": "NNCF PTQ (transformer)",
+                                                          "calibration": "random inputs (latency only)"}
+        return self._files[key]
+
     def runner(self, schedule, x: torch.Tensor) -> Runner:
         """A runner of the model at ``schedule`` (counts, or a TokenSchedule with per-block reducers) on ``x``."""
         b = int(x.shape[0])
@@ -137,6 +147,8 @@ class ModelRunners:
             r.info = {"compile_backend": self.compile_backend}
             return r
         path = self.exported_file(schedule)
+        if self.backend == "openvino" and self.precision == "int8":
+            path = self._quantized(schedule, path, list(x.shape))
         if self.backend == "onnxruntime":
             r = ort_runner(path, x.numpy(), self.device, self.threads, free_dims={"batch": b})
         else:

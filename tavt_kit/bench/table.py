@@ -183,6 +183,11 @@ class LatencyTable:
         return tuple(self.data.get("reducers") or ("drop",))
 
     @property
+    def precision(self) -> str:
+        """The precision the table was profiled at: ``f32``, ``bf16``, ``f16`` or ``int8`` (older tables: f32)."""
+        return str(self.target.get("precision") or "f32")
+
+    @property
     def offset_ms(self) -> float:
         return float(self.data.get("offset_ms") or 0.0)
 
@@ -207,7 +212,8 @@ class LatencyTable:
 
     # ----------------------------------------------------------- compatibility
     def check(self, model=None, *, backend: Optional[str] = None, device: Optional[str] = None,
-              batch_size: Optional[int] = None, threads: Optional[int] = None) -> "LatencyTable":
+              batch_size: Optional[int] = None, threads: Optional[int] = None,
+              precision: Optional[str] = None) -> "LatencyTable":
         """Raise :class:`LatencyTableError` unless the table was made for this model and target.
 
         ``model``: a token-drop model or an identity dict (:func:`~tavt_kit.bench.target.model_identity`).
@@ -225,6 +231,12 @@ class LatencyTable:
             if reducer is not None:
                 self._require(reducer)
                 self.model_reducer = reducer
+        if precision is not None and precision != self.precision:
+            from .backends import USER_PRECISION
+
+            mine, asked = USER_PRECISION.get(self.precision, self.precision), USER_PRECISION.get(precision, precision)
+            raise LatencyTableError(f"{self.source} was profiled at {mine}, not {asked}; profile with fgvc-kit bench "
+                                    f"profile --precision {asked}")
         t = self.target
         for key, value in (("backend", backend), ("device", device), ("batch_size", batch_size),
                            ("threads", threads)):

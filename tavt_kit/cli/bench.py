@@ -15,7 +15,7 @@ from .common import Parser, add_deprecated, warn
 
 MODES = ("measure", "profile", "predict")
 #: the one precision vocabulary of the command line -> OpenVINO's inference precision names
-PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "int8"}
 DEFAULT_OUT = "runs/bench"
 
 
@@ -32,8 +32,7 @@ def _precision(value: str) -> str:
         warn(f"--precision {value} is deprecated; use --precision {old[value]}")
         value = old[value]
     if value not in PRECISIONS:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(PRECISIONS)} (int8: measure an int8 export "
-                                         "with --exported), got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(PRECISIONS)}, got {value!r}")
     return value
 
 
@@ -73,8 +72,10 @@ def _target_args(p, many_batches: bool) -> None:
                    help="batch sizes (default 1)" if many_batches else "batch size of the table (default 1)")
     add_deprecated(p, "--batch", "--batch-size", "batch_size", type=int, nargs="+" if many_batches else None)
     t.add_argument("--threads", type=int, help="intra-op threads (default: torch's thread count)")
-    t.add_argument("--precision", default="fp32", type=_precision, metavar="{fp32,bf16,fp16}",
-                   help="OpenVINO inference precision (default fp32; OpenVINO would pick bf16 on bf16 CPUs)")
+    t.add_argument("--precision", default="fp32", type=_precision, metavar="{fp32,bf16,fp16,int8}",
+                   help="OpenVINO precision (default fp32; OpenVINO would pick bf16 on bf16 CPUs): bf16/fp16 where the "
+                        "CPU has them, int8 = each model or part quantised with NNCF (random calibration: timing "
+                        "only; with --exported, a quantised file)")
     t.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"),
                    help="ONNX exporter for onnxruntime/openvino (auto: dynamo, TorchScript as fallback)")
     t.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..bench.backends import USER_PRECISION
 from ..errors import ConfigError
 from ..files import write_json
 from ..models.checkpoint import weights_digest
@@ -54,7 +55,7 @@ from .fitness import DEFAULT_FITNESS, fitness_of
 #: precisions a search can pair with schedules (user-facing names)
 SEARCH_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 #: user-facing precision -> the precision a latency table records (OpenVINO's inference precision names)
-TABLE_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "int8"}
+TABLE_PRECISION = {user: table for table, user in USER_PRECISION.items()}
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: how each precision's held-out accuracy is obtained during the evolution
 ACCURACY_SOURCE = {"fp32": "PyTorch fp32", "bf16": "PyTorch bf16 autocast", "fp16": "PyTorch fp16 autocast",
@@ -74,8 +75,7 @@ def parse_precisions(value) -> Tuple[str, ...]:
 
 def table_precision_name(table) -> str:
     """The user-facing precision a latency table was profiled at (tables made before precisions: fp32)."""
-    raw = str((table.target or {}).get("precision") or "f32")
-    return {v: k for k, v in TABLE_PRECISION.items()}.get(raw, raw)
+    return USER_PRECISION.get(table.precision, table.precision)
 
 
 # --------------------------------------------------------------- deployed runs

@@ -1,0 +1,95 @@
+"""Latency at each precision: bf16/fp16 only where the CPU has them, int8 through NNCF, tables that know theirs."""
+import json
+import sys
+
+import pytest
+import torch
+
+import tavt_kit
+from tavt_kit.bench import LatencyTable, TimingPolicy, measure_latency, profile_latency
+from tavt_kit.cli import main
+from tavt_kit.errors import BackendError, ConfigError, LatencyTableError
+
+QUICK = TimingPolicy(warmup=1, min_repeats=3, max_repeats=3, budget_s=0.05)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny():
+    torch.manual_seed(0)
+    return tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32).eval()
+
+
+@pytest.fixture
+def no_native_low_precision(monkeypatch):
+    """A CPU whose OpenVINO reports neither BF16 nor FP16."""
+    import tavt_kit.export.openvino as ov
+
+    monkeypatch.setattr(ov, "device_capabilities", lambda device="cpu": ("FP32", "INT8"))
+
+
+def test_int8_table_is_profiled_from_quantised_parts_and_knows_its_precision():
+    m = tiny()
+    table = profile_latency(m, backend="openvino", precision="int8", grid=3, policy=QUICK, calibrate=False)
+    assert table.precision == "int8" and "NNCF" in table.target["int8"]
+    full, dropped = table.predict(m.full_schedule()), table.predict([12, 8, 4])
+    assert full > 0 and dropped > 0  # (which is faster is not asserted: sub-ms timings of a tiny model are noise)
+    table.check(m, precision="int8")
+    with pytest.raises(LatencyTableError, match="profiled at int8, not bf16; profile with .* --precision bf16"):
+        table.check(m, precision="bf16")
+
+
+def test_a_table_made_before_precisions_reads_as_fp32(tmp_path):
+    m = tiny()
+    table = profile_latency(m, grid=3, policy=QUICK, calibrate=False)
+    data = table.to_dict()
+    data["target"].pop("precision", None)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    old = LatencyTable.load(path)
+    assert old.precision == "f32"
+    with pytest.raises(LatencyTableError, match="profiled at fp32, not int8"):
+        old.check(precision="int8")
+
+
+def test_int8_measurement_runs_the_quantised_model():
+    rep = measure_latency(tiny(), [[12, 8, 4]], backend="openvino", precision="int8", policy=QUICK)
+    assert rep.target["precision_requested"] == "int8" and rep.target["precision_used"] == "int8+f32"
+    assert all(r.stats.p50 > 0 for r in rep.results)
+    assert all(r.info.get("int8", {}).get("calibration") == "random inputs (latency only)" for r in rep.results)
+
+
+def test_an_fp32_file_is_not_timed_as_int8(tmp_path):
+    from tavt_kit.export.openvino import convert_openvino
+
+    xml = convert_openvino(tiny(), tmp_path / "m.xml", schedule=[12, 8, 4]).xml_path
+    with pytest.raises(ConfigError, match="not a quantised file; --precision int8"):
+        measure_latency(xml, backend="openvino", precision="int8", policy=QUICK)
+
+
+def test_low_precision_is_refused_where_the_cpu_lacks_it(no_native_low_precision):
+    for precision, name in (("bf16", "bf16"), ("f16", "fp16")):
+        with pytest.raises(BackendError, match=f"no native {name} inference"):
+            measure_latency(tiny(), backend="openvino", precision=precision, policy=QUICK)
+        with pytest.raises(BackendError, match=f"no native {name} inference"):
+            profile_latency(tiny(), backend="openvino", precision=precision, grid=3, policy=QUICK)
+
+
+def test_precision_needs_openvino_and_int8_needs_nncf(monkeypatch):
+    with pytest.raises(ConfigError, match="only available with --backend openvino"):
+        measure_latency(tiny(), backend="onnxruntime", precision="int8")
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(BackendError, match="pip install nncf"):
+        profile_latency(tiny(), backend="openvino", precision="int8", grid=3, policy=QUICK)
+
+
+def test_cli_profile_at_int8_and_bad_precision(tmp_path, capsys, no_native_low_precision):
+    out = tmp_path / "t"
+    assert main(["bench", "profile", "--checkpoint", "fgvc_tiny", "--backend", "openvino", "--precision", "int8",
+                 "--grid", "3", "--no-calibrate", "--warmup", "1", "--min-repeats", "3", "--max-repeats", "3",
+                 "--out", str(out), "--quiet", "--no-plot"]) == 0
+    assert json.loads((out / "latency_table.json").read_text())["target"]["precision"] == "int8"
+    assert main(["bench", "--checkpoint", "fgvc_tiny", "--backend", "openvino", "--precision", "bf16",
+                 "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "no native bf16" in err and "Traceback" not in err
