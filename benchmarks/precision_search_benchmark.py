@@ -70,6 +70,11 @@ def pct(x):
     return "n/a" if x is None else f"{100 * x:.2f}"
 
 
+def as_pct(x):
+    """Export records hold top-1 in percent, search records as a fraction."""
+    return "n/a" if x is None else f"{x if x > 1 else 100 * x:.2f}"
+
+
 def ci(iv):
     return "" if not iv else f" [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]"
 
@@ -126,6 +131,12 @@ def main(argv=None) -> int:
                        "--out", d_export] + threads)
     t_export = time.perf_counter() - t0
     exp = json.loads(open(os.path.join(d_export, "export.json")).read())
+    int8 = {}
+    if "int8" in precs:
+        d_int8 = os.path.join(out, "export-int8")
+        command("export", ["--checkpoint", ckpt, "--drop", ",".join(["64"] * model.depth), "--format", "openvino",
+                           "--precision", "int8", "--out", d_int8] + threads)
+        int8 = json.loads(open(os.path.join(d_int8, "export.json")).read())
 
     lines = [f"# Precision chosen with the schedule: cluttered-digits, seed {args.seed}", "",
              f"Supernet `{ckpt}`; OpenVINO on this CPU, batch {args.latency_batch_size}, tables profiled at "
@@ -154,14 +165,25 @@ def main(argv=None) -> int:
     lines += ["", "## `export --precision auto` of the full model (OpenVINO)", "",
               "| precision | passed | test top-1 | drop vs PyTorch fp32 (points) | agreement | ms (median) | note |",
               "|---|---|---:|---:|---:|---:|---|"]
-    for a in exp.get("attempts", []):
+    auto = exp.get("auto") or {}
+    for a in auto.get("attempts", []):
         lat = a.get("latency_ms")
-        lines.append(f"| {a.get('precision')} | {a.get('passed')} | {pct(a.get('accuracy'))} | "
+        lines.append(f"| {a.get('precision')} | {a.get('passed')} | {as_pct(a.get('accuracy'))} | "
                      f"{'' if a.get('accuracy_drop') is None else format(a['accuracy_drop'], '.2f')} | "
                      f"{'' if a.get('agreement') is None else format(a['agreement'], '.4f')} | "
                      f"{'' if lat is None else format(lat, '.2f')} | {a.get('reason') or ''} |")
-    lines.append(f"\nChosen: {exp.get('chosen')}")
-    summary["export"] = {"attempts": exp.get("attempts"), "chosen": exp.get("chosen")}
+    lines.append(f"\nChosen: {json.dumps(auto.get('chosen'))}")
+    summary["export"] = {"attempts": auto.get("attempts"), "chosen": auto.get("chosen")}
+    if "int8" in precs:
+        q = (((int8.get("exports") or {}).get("openvino") or {}).get("quantization") or {})
+        lines += ["", "## int8 with accuracy control (`export --precision int8 --format openvino`)", "",
+                  f"mode {q.get('mode')}, max drop {q.get('max_accuracy_drop')} points on "
+                  f"{(q.get('validation') or {}).get('images')} held-out images: f32 {as_pct(q.get('f32_accuracy'))}, "
+                  f"plain PTQ {as_pct(q.get('ptq_accuracy'))}, with accuracy control "
+                  f"{as_pct(q.get('int8_accuracy'))}; "
+                  f"kept in higher precision: {q.get('kept_in_higher_precision')}; test top-1 "
+                  f"{as_pct(((int8.get('verification') or {}).get('results') or {}).get('openvino', {}).get('top1_exported'))}"]
+        summary["int8_accuracy_control"] = q
     text = "\n".join(lines) + "\n"
     print(text)
     with open(os.path.join(out, "precision_search.md"), "w") as f:
