@@ -116,4 +116,9 @@ def precision_objectives(model, args, precisions) -> Dict[str, Tuple[Callable, O
     if extra:
         raise ConfigError(f"--latency-table {tables[extra[0]][0]} is profiled at {extra[0]}, which --precisions "
                           f"{','.join(precisions)} does not search; add it to --precisions or leave the table out")
+    if not tables and args.backend is None and len(precisions) > 1:
+        # every precision's latency on one runtime, or the budgets would compare torch fp32 with OpenVINO bf16
+        import argparse
+
+        args = argparse.Namespace(**{**vars(args), "backend": "openvino"})
     return {p: latency_objective(model, args, p, tables) for p in precisions}
