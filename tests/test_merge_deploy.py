@@ -246,3 +246,12 @@ def test_a_merge_on_a_backbone_without_merging_is_one_line(tmp_path, capsys):
     rc = main(["bench", "--checkpoint", str(ckpt), "--drop", str(cfg), "--out", str(tmp_path / "b"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "merge" in err
+
+
+@pytest.mark.skipif("openvino" not in BOTH, reason="needs openvino")
+def test_openvino_table_with_merge_entries():
+    """Merge parts export and compile at every grid pair, the diagonal (nothing merged) included."""
+    m = tiny(reducer="merge")
+    table = profile_latency(m, backend="openvino", grid=3, policy=FAST, reducers="drop,merge", threads=1,
+                            calibrate=False)
+    assert table.reducers == ("drop", "merge") and table.predict(MERGE) > 0 and table.predict(MIXED) > 0

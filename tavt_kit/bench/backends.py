@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from ..errors import BackendError, ConfigError
+from .table import USER_PRECISION, table_precision  # noqa: F401  (USER_PRECISION: re-exported)
 
 BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino")
 #: latency precisions of the OpenVINO backend: its inference precisions (f32, bf16, f16) and int8 (the graph
 #: quantised with NNCF, run with the f32 hint: int8 kernels where quantised)
-OPENVINO_PRECISIONS = ("f32", "bf16", "f16", "int8")
-#: the command line's precision names of those
-USER_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "int8": "int8"}
+OPENVINO_PRECISIONS = tuple(USER_PRECISION)
 DEVICES = ("cpu", "cuda")
 #: backends that run an exported file (the model is exported to ONNX first)
 EXPORTED_BACKENDS = ("onnxruntime", "openvino")
@@ -69,17 +68,19 @@ def check_backend(backend: str, device: str = "cpu") -> None:
                                f"(torch {torch.__version__}, no GPU or a CPU-only build); use --device cpu")
 
 
-def check_precision(precision: str, backend: str, device: str = "cpu") -> None:
-    """Raise a one-line error unless ``precision`` can be measured on ``backend`` here (before any work).
+def check_precision(precision: str, backend: str, device: str = "cpu") -> str:
+    """Raise a one-line error unless ``precision`` can be measured on ``backend`` here (before any work);
+    returns its table / OpenVINO name (``fp32`` -> ``f32``, ``fp16`` -> ``f16``; either name is taken).
 
     bf16 / f16 need native support (else OpenVINO would quietly time f32); int8 needs NNCF.
     """
+    try:
+        precision = table_precision(precision)
+    except ConfigError as e:
+        raise ConfigError(f"--precision: {e}") from None
     if precision == "f32":
-        return
-    user = USER_PRECISION.get(precision, precision)
-    if precision not in OPENVINO_PRECISIONS:
-        raise ConfigError(f"--precision: unknown precision {precision!r}; expected one of "
-                          f"{', '.join(USER_PRECISION.values())}")
+        return precision
+    user = USER_PRECISION[precision]
     if backend != "openvino":
         raise ConfigError(f"precision {user!r} is only available with --backend openvino "
                           "(torch and onnxruntime run the f32 graph)")
@@ -91,6 +92,7 @@ def check_precision(precision: str, backend: str, device: str = "cpu") -> None:
         from ..export.openvino import check_device_precision
 
         check_device_precision(precision, device)
+    return precision
 
 
 def quantized_for_latency(path: str, out_xml: str, input_shape: Sequence[int], seed: int = 0,

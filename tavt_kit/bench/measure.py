@@ -226,7 +226,8 @@ def measure_latency(
         labels: names of ``schedules`` (default ``schedule 1``, ...; the full schedule is ``full``).
         policy: warm-up and repeat policy (:class:`~tavt_kit.bench.TimingPolicy`).
         checkpoint: for an exported file, the checkpoint it must match (input size, classes, shape).
-        table: a :class:`~tavt_kit.bench.LatencyTable` (or path); adds its prediction to each result.
+        table: a :class:`~tavt_kit.bench.LatencyTable` (or path); adds its prediction to each result
+            (refused unless it was profiled at ``precision``).
         workdir: where exported files go (default: a temporary folder, removed afterwards).
         exporter: ONNX exporter for the exported backends (``auto``, ``dynamo``, ``torchscript``).
         compile_backend: torch.compile backend (``inductor``; ``eager`` for a quick check).
@@ -236,7 +237,7 @@ def measure_latency(
     check_backend(backend, device)
     policy = policy or TimingPolicy()
     batch_sizes = _check_batches(batch_sizes)
-    check_precision(precision, backend, device)
+    precision = check_precision(precision, backend, device)
     threads = int(threads) if threads else default_threads()
     if threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
@@ -244,6 +245,7 @@ def measure_latency(
         from .table import LatencyTable
 
         table = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
+        table.check(precision=precision)  # a table of another precision predicts another model's time
     kind = file_kind(target) if isinstance(target, (str, os.PathLike)) else None
     notes = []
     load = cpu_load()

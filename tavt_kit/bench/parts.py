@@ -87,6 +87,10 @@ class MergePart(nn.Module):
     def forward(self, x):
         state = TokenState(self.num_prefix, self.num_patches, track=False)
         state.size = _sizes(x) if self.prop else None
+        if self.r == 0:
+            # the fit's diagonal (n_in == n_out): ToMe merges nothing at r = 0, and an exported graph of an empty
+            # matching does not compile (OpenVINO) or divides by zero; time the block unmerged
+            return biased_block_forward(self.block, x, size_bias(state.size)) if self.prop else self.block(x)
         return merge_block_forward(self.block, x, self.r, state, size_bias(state.size))
 
 

@@ -66,6 +66,13 @@ _GROUP_BYTES = 1.5e9
 _PART_MEMORY = 2.6
 
 
+#: how an int8 table's parts were made (``target["int8"]``): the latency of int8 kernels does not depend on the
+#: calibration values, so random inputs do (the accuracy of an int8 model is measured elsewhere)
+INT8_PARTS = {"quantized_with": "NNCF PTQ (transformer)", "calibration": "random inputs (latency only)",
+              "parts": "each part quantised once, at its export's (largest) token count, and reshaped per token count",
+              "compiled_with": "the f32 inference hint (int8 kernels where quantised)"}
+
+
 def profile_policy() -> TimingPolicy:
     """Default repeat policy for table parts (many short parts; a whole-model check follows)."""
     return TimingPolicy(warmup=2, min_repeats=5, budget_s=1.0, rel_ci=0.01)
@@ -196,6 +203,10 @@ def profile_latency(
         reducers: reducing blocks to profile: ``"drop"``, ``"merge"`` or both (``"drop,merge"`` or a
             sequence); default the model's reducer. A table predicts only schedules whose reducing
             blocks use these.
+        precision: ``f32`` (default), ``bf16`` / ``f16`` (OpenVINO inference hints; refused on a CPU without
+            native support) or ``int8`` (every part, and every whole model of the calibration, quantised with
+            NNCF on seeded random inputs and compiled with the f32 hint); user names (``fp32``, ``fp16``) are
+            taken too. The table records it (``target["precision"]``, :attr:`LatencyTable.precision`).
     Returns:
         a :class:`LatencyTable` (save it with ``.save(path)``).
     """
@@ -203,7 +214,7 @@ def profile_latency(
 
 
     check_backend(backend, device)
-    check_precision(precision, backend, device)
+    precision = check_precision(precision, backend, device)
     if statistic not in STATISTICS:
         raise ConfigError(f"unknown statistic {statistic!r}; expected one of {', '.join(STATISTICS)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -327,8 +338,7 @@ def _assemble(model, ident, grid, times, backend, device, batch, threads, precis
         "model": ident,
         "target": {"backend": backend, "device": device, "batch_size": batch, "threads": threads,
                    "precision": precision if backend == "openvino" else "f32",
-                   **({"int8": "every part quantised with NNCF (transformer model type), calibrated on random "
-                               "inputs: latency only"} if precision == "int8" else {}),
+                   **({"int8": dict(INT8_PARTS)} if precision == "int8" else {}),
                    "exporter": (exporters[0] if len(exporters) == 1 else exporters) if exporters else None,
                    "requested_exporter": exporter if backend in EXPORTED_BACKENDS else None,
                    "compile_backend": compile_backend if backend == "torch-compile" else None},

@@ -40,7 +40,7 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import LatencyTableError
+from ..errors import ConfigError, LatencyTableError
 from ..files import write_json
 from ..schedules import TokenSchedule
 from .target import STRUCTURE_KEYS, identity_mismatch, model_identity
@@ -51,6 +51,27 @@ TABLE_VERSION = 1
 TABLE_VERSION_MERGE = 2
 #: the curves of each reducer (plain_ms and head_ms are always there)
 REDUCER_CURVES = {"drop": ("attn_ms", "mlp_ms"), "merge": ("merge_attn_ms", "merge_mlp_ms")}
+
+#: precision names: a table's (OpenVINO's inference precisions, and int8: the graph quantised with NNCF, run with
+#: the f32 hint) -> the command line's. Tables made before precisions were recorded are f32.
+USER_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "int8": "int8"}
+
+
+def table_precision(name: str) -> str:
+    """The table / OpenVINO name (``f32``, ``bf16``, ``f16``, ``int8``) of a precision given either way
+    (``fp32`` or ``f32``, ``fp16`` or ``f16``, ...); a one-line :class:`ConfigError` for anything else."""
+    if name in USER_PRECISION:
+        return name
+    for table, user in USER_PRECISION.items():
+        if name == user:
+            return table
+    raise ConfigError(f"unknown precision {name!r}; expected one of {', '.join(USER_PRECISION.values())}")
+
+
+def user_precision(name: str) -> str:
+    """The command line's name (``fp32``, ``bf16``, ``fp16``, ``int8``) of a precision given either way (a name
+    neither knows, e.g. read from a hand-edited table, comes back as it is)."""
+    return name if name in USER_PRECISION.values() else USER_PRECISION.get(name, name)
 
 
 def _interp(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
@@ -217,6 +238,7 @@ class LatencyTable:
         """Raise :class:`LatencyTableError` unless the table was made for this model and target.
 
         ``model``: a token-drop model or an identity dict (:func:`~tavt_kit.bench.target.model_identity`).
+        ``precision``: the one the latencies are for, either name (``int8``, ``fp32`` or ``f32``, ...).
         The table is then bound to the model's reducer: schedules that name no reducer for a block
         are predicted with it; a model that merges needs a table with merge entries.
         """
@@ -231,10 +253,8 @@ class LatencyTable:
             if reducer is not None:
                 self._require(reducer)
                 self.model_reducer = reducer
-        if precision is not None and precision != self.precision:
-            from .backends import USER_PRECISION
-
-            mine, asked = USER_PRECISION.get(self.precision, self.precision), USER_PRECISION.get(precision, precision)
+        if precision is not None and table_precision(precision) != self.precision:
+            mine, asked = user_precision(self.precision), user_precision(precision)
             raise LatencyTableError(f"{self.source} was profiled at {mine}, not {asked}; profile with fgvc-kit bench "
                                     f"profile --precision {asked}")
         t = self.target

@@ -14,8 +14,9 @@ import argparse
 from .common import Parser, add_deprecated, warn
 
 MODES = ("measure", "profile", "predict")
-#: the one precision vocabulary of the command line -> OpenVINO's inference precision names
-PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "int8"}
+#: the one precision vocabulary of the command line (kept torch-free for parsing; mapped to the table / OpenVINO
+#: names by :func:`tavt_kit.bench.table.table_precision`, whose ``USER_PRECISION`` these are)
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DEFAULT_OUT = "runs/bench"
 
 
@@ -151,6 +152,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--batch-size", type=int, metavar="N")
     add_deprecated(pd, "--batch", "--batch-size", "batch_size", type=int)
     f.add_argument("--threads", type=int)
+    f.add_argument("--precision", type=_precision, metavar="{fp32,bf16,fp16,int8}",
+                   help="the precision the latencies are for (a table profiled at another is refused)")
     f.add_argument("--seed", type=int, default=0, help="seed of --random schedules (default 0)")
     _output_args(pd, plots=False)
 
@@ -263,10 +266,14 @@ def run(args) -> int:
     args.backend = args.backend or "torch"
     args.device = args.device or "cpu"
     batches = args.batch_size if isinstance(args.batch_size, list) else [args.batch_size or 1]
-    precision = PRECISIONS[args.precision]
+    from ..bench.backends import check_backend, check_precision
+
+    check_backend(args.backend, args.device)  # both before any work (loading a model, exporting)
+    precision = check_precision(args.precision, args.backend, args.device)
     if mode == "profile":
         from ..bench.render import plot_table, validation_lines
         from ..bench.profile import profile_latency
+        from ..bench.table import user_precision
 
         grid = None
         if args.grid:
@@ -297,7 +304,8 @@ def run(args) -> int:
         print(f"model          {mdl['name']}: {mdl['depth']} blocks, width {mdl['embed_dim']}, "
               f"{mdl['num_patches']} patches, {mdl['img_size'][0]}x{mdl['img_size'][1]}")
         print(f"target         {t['backend']} on {t['device']}, batch {t['batch_size']}, {t['threads']} threads, "
-              f"precision {t['precision']}" + (f", exporter {t['exporter']}" if t.get("exporter") else "")
+              f"precision {user_precision(table.precision)}"
+              + (f", exporter {t['exporter']}" if t.get("exporter") else "")
               + f"; statistic {d.get('statistic', 'median')}")
         print(f"reducers       {', '.join(d.get('reducers') or ['drop'])}")
         for key, what in (("separability", "attn(L_in) + mlp(L_out)"),
@@ -361,7 +369,7 @@ def _predict(args, table_path) -> int:
 
     from ..files import write_json
     from ..errors import ConfigError
-    from ..bench.table import LatencyTable
+    from ..bench.table import LatencyTable, user_precision
     from ..bench.target import short_counts
     from ..models import load_model
 
@@ -373,7 +381,8 @@ def _predict(args, table_path) -> int:
         table.check(model)
     else:
         model = _ArchOf(table)
-    table.check(None, backend=args.backend, device=args.device, batch_size=args.batch_size, threads=args.threads)
+    table.check(None, backend=args.backend, device=args.device, batch_size=args.batch_size, threads=args.threads,
+                precision=args.precision)
     schedules, labels = _schedules(args, model)
     if not args.no_full:
         schedules.insert(0, model.full_schedule())
@@ -394,7 +403,7 @@ def _predict(args, table_path) -> int:
         return 0
     t = table.target
     print(f"predicted from {table_path} ({table.model.get('name')}, {t.get('backend')} on {t.get('device')}, "
-          f"batch {t.get('batch_size')}, {t.get('threads')} threads)")
+          f"batch {t.get('batch_size')}, {t.get('threads')} threads, {user_precision(table.precision)})")
     for r in rows:
         sp = f"{r['speedup']:.2f}x" if r["speedup"] else ""
         print(f"  {r['label']:<14} {r['predicted_ms']:10.3f} ms  {sp:>7}  {short_counts(r['schedule'])}")

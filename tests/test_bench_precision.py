@@ -1,4 +1,7 @@
-"""Latency at each precision: bf16/fp16 only where the CPU has them, int8 through NNCF, tables that know theirs."""
+"""Latency at each precision: bf16/fp16 only where the CPU has them, int8 through NNCF, tables that know theirs.
+
+(Issue #17 item 1; was tests/test_latency_precision.py.)
+"""
 import json
 import sys
 
@@ -7,6 +10,7 @@ import torch
 
 import tavt_kit
 from tavt_kit.bench import LatencyTable, TimingPolicy, measure_latency, profile_latency
+from tavt_kit.bench.table import USER_PRECISION, table_precision, user_precision
 from tavt_kit.cli import main
 from tavt_kit.errors import BackendError, ConfigError, LatencyTableError
 
@@ -31,25 +35,56 @@ def no_native_low_precision(monkeypatch):
 def test_int8_table_is_profiled_from_quantised_parts_and_knows_its_precision():
     m = tiny()
     table = profile_latency(m, backend="openvino", precision="int8", grid=3, policy=QUICK, calibrate=False)
-    assert table.precision == "int8" and "NNCF" in table.target["int8"]
+    assert table.precision == "int8" and table.target["precision"] == "int8"
+    assert table.target["int8"]["calibration"] == "random inputs (latency only)"
+    assert "NNCF" in table.target["int8"]["quantized_with"]
+    # one quantised part per block kind, reshaped to and run at every grid point
+    assert len(table.data["plain_ms"]["measured"]) == len(table.data["grid"]) == 3
+    assert all(t > 0 for t in table.data["plain_ms"]["measured"] + table.data["head_ms"]["measured"])
     full, dropped = table.predict(m.full_schedule()), table.predict([12, 8, 4])
     assert full > 0 and dropped > 0  # (which is faster is not asserted: sub-ms timings of a tiny model are noise)
     table.check(m, precision="int8")
     with pytest.raises(LatencyTableError, match="profiled at int8, not bf16; profile with .* --precision bf16"):
         table.check(m, precision="bf16")
+    with pytest.raises(LatencyTableError, match="profiled at int8, not fp32"):
+        table.check(m, precision="f32")
+
+
+def test_precision_names_and_check_messages():
+    assert {table_precision(u): u for u in USER_PRECISION.values()} == {"f32": "fp32", "bf16": "bf16", "f16": "fp16",
+                                                                      "int8": "int8"}
+    assert table_precision("f16") == "f16" and user_precision("f32") == "fp32" and user_precision("fp16") == "fp16"
+    with pytest.raises(ConfigError, match="unknown precision 'int4'; expected one of fp32, bf16, fp16, int8"):
+        table_precision("int4")
+    from tavt_kit.cli.bench import PRECISIONS
+
+    assert PRECISIONS == tuple(USER_PRECISION.values())  # the command line's names are the table's user names
 
 
 def test_a_table_made_before_precisions_reads_as_fp32(tmp_path):
     m = tiny()
-    table = profile_latency(m, grid=3, policy=QUICK, calibrate=False)
+    table = profile_latency(m, grid=3, policy=QUICK, calibrate=False, precision="fp32")  # either name
+    assert table.precision == "f32"
     data = table.to_dict()
     data["target"].pop("precision", None)
     path = tmp_path / "old.json"
     path.write_text(json.dumps(data))
     old = LatencyTable.load(path)
     assert old.precision == "f32"
+    data["target"]["precision"] = "bf16"
+    bf16 = LatencyTable(data, source="t.json")
+    assert bf16.precision == "bf16"
+    bf16.check(precision="bf16")
+    with pytest.raises(LatencyTableError) as e:
+        bf16.check(precision="int8")
+    assert str(e.value) == "t.json was profiled at bf16, not int8; profile with fgvc-kit bench profile --precision int8"
+    old.check(precision="fp32")
+    old.check(precision="f32")
     with pytest.raises(LatencyTableError, match="profiled at fp32, not int8"):
         old.check(precision="int8")
+    # measuring at int8 with an fp32 table is refused before anything is exported
+    with pytest.raises(LatencyTableError, match="profiled at fp32, not int8"):
+        measure_latency(m, [[12, 8, 4]], backend="openvino", precision="int8", table=path, policy=QUICK)
 
 
 def test_int8_measurement_runs_the_quantised_model():
@@ -79,8 +114,25 @@ def test_precision_needs_openvino_and_int8_needs_nncf(monkeypatch):
     with pytest.raises(ConfigError, match="only available with --backend openvino"):
         measure_latency(tiny(), backend="onnxruntime", precision="int8")
     monkeypatch.setitem(sys.modules, "nncf", None)
-    with pytest.raises(BackendError, match="pip install nncf"):
+    with pytest.raises(BackendError, match="pip install nncf") as e:
         profile_latency(tiny(), backend="openvino", precision="int8", grid=3, policy=QUICK)
+    assert "\n" not in str(e.value) and "NNCF" in str(e.value)
+    with pytest.raises(BackendError, match="pip install nncf"):
+        measure_latency(tiny(), [[12, 8, 4]], backend="openvino", precision="int8", policy=QUICK)
+
+
+def test_cli_int8_without_nncf_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    import tavt_kit.models as models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    for mode in (["profile"], []):
+        out = tmp_path / "x"
+        assert main(["bench", *mode, "--checkpoint", "fgvc_tiny", "--backend", "openvino", "--precision", "int8",
+                     "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "pip install nncf" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
 
 
 def test_cli_profile_at_int8_and_bad_precision(tmp_path, capsys, no_native_low_precision):
@@ -93,3 +145,14 @@ def test_cli_profile_at_int8_and_bad_precision(tmp_path, capsys, no_native_low_p
                  "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "no native bf16" in err and "Traceback" not in err
+
+
+
+def test_cli_predict_checks_the_tables_precision(tmp_path, capsys):
+    table = profile_latency(tiny(), grid=3, policy=QUICK, calibrate=False)
+    path = table.save(tmp_path / "t.json")
+    assert main(["bench", "predict", path, "--precision", "fp32", "--keep-ratio", "0.5", "--out", str(tmp_path)]) == 0
+    assert "fp32)" in capsys.readouterr().out
+    assert main(["bench", "predict", path, "--precision", "int8", "--keep-ratio", "0.5", "--out", str(tmp_path)]) == 2
+    assert "profiled at fp32, not int8; profile with fgvc-kit bench profile --precision int8" in capsys.readouterr().err
+    assert main(["bench", "predict", path, "--precision", "f32", "--out", str(tmp_path)]) == 0  # the deprecated alias
