@@ -16,7 +16,7 @@ from tavt_kit.errors import BackendError, ConfigError, LatencyTableError
 
 QUICK = TimingPolicy(warmup=1, min_repeats=3, max_repeats=3, budget_s=0.05)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.nncf]
 
 
 def tiny():

@@ -282,6 +282,7 @@ def test_bad_input_is_one_line_naming_the_flag(tmp_path, ckpt, capsys, monkeypat
 
 
 # ----------------------------------------------------------------- precisions
+@pytest.mark.nncf
 @pytest.mark.skipif(not HAVE_OV, reason="needs openvino")
 def test_int8_export_with_nncf(tmp_path, trained_checkpoint):
     """Plain post-training quantisation (--no-accuracy-control) of a trained model, verified within 3 points."""

@@ -27,6 +27,8 @@ SCHED = [32, 16]  # 64 patch tokens, 2 blocks
 FAST = TimingPolicy(warmup=1, min_repeats=3, max_repeats=30, budget_s=0.05, rel_ci=0.05)
 NO_BF16 = ("FP32", "INT8", "BIN", "EXPORT_IMPORT")  # a CPU with neither BF16 nor FP16
 
+pytestmark = pytest.mark.nncf
+
 
 def read(path):
     with open(path) as f:

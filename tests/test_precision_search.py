@@ -12,7 +12,7 @@ from tavt_kit.search.precision import Pair, choose_pair, parse_precisions
 EVO = ["--population", "5", "--generations", "2", "--mutations", "4", "--crossovers", "4", "--subset", "48",
        "--batch-size", "48", "--calibration-images", "16"]
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.nncf]
 
 
 @pytest.fixture(scope="module")
