@@ -117,23 +117,34 @@ def test_joint_search_with_a_table_per_precision(tmp_path, supernet_and_tables, 
     assert best["holdout_source"] != "fp32 (provisional; measured on the deployed int8 model before it is reported)"
     assert "openvino" in best["deployed"]["runtime"].lower() and fp32["deployed"]["test_images"] == res["settings"]["test_images"]
     assert set(row["vs_fp32"]) >= {"difference", "interval", "resolved"}
+    prec = res["precisions"]
     if best["precision"] == "int8":
-        assert "OpenVINO int8" in best["holdout_source"] and row["int8_verifications"] >= 1
+        assert "OpenVINO int8" in best["holdout_source"]
+    # every int8 point reported on the front was quantised and run on the held-out images first
+    deployed = [json.loads(line) for line in (out / "search.int8.deployed.jsonl").read_text().splitlines()[1:]]
+    measured = {tuple(d["counts"]): d["accuracy"] for d in deployed}
+    assert prec["fronts"]["int8"] and prec["front_verifications"] >= len(prec["fronts"]["int8"])
+    assert all(measured[tuple(c["counts"])] == c["accuracy"] for c in prec["fronts"]["int8"])
+    assert {c["measured"] for c in prec["candidates"]["int8"]} <= {True, False}
     index = json.loads((out / "schedules.json").read_text())
     assert index["budgets"][0]["precision"] == best["precision"]
     assert (out / "precision_fronts.png").exists()
-    assert "searched pair" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "searched pair" in printed and "measured on the deployed int8 model" in printed
     assert main(["report", str(out / "search.json"), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "searched pair" in report and f"@ {best['precision']}" in report and "fp32-only pick" in report
+    assert (tmp_path / "report" / "precision_fronts.png").exists() and "precision_fronts.png" in report
     # below every fp32 and bf16 schedule, only int8 fits: it is quantised and measured before it is reported
     tight = tmp_path / "tight"
     argv_tight = [a if a != str(out) else str(tight) for a in argv]
     argv_tight[argv_tight.index("--latency-budget") + 1] = f"{0.45 * smallest_ms:.4f}ms"
     assert main(argv_tight) == 0
-    row = json.loads((tight / "search.json").read_text())["budgets"][0]
+    tight_res = json.loads((tight / "search.json").read_text())
+    row = tight_res["budgets"][0]
     assert row["best_fp32"] is None and row["best"]["precision"] == "int8"
-    assert row["best"]["holdout_source"].startswith("OpenVINO int8") and row["int8_verifications"] >= 1
+    assert row["best"]["holdout_source"].startswith("OpenVINO int8")
+    assert row["int8_verifications"] + tight_res["precisions"]["front_verifications"] >= 1
     assert "int8" in row["best"]["deployed"]["runtime"]
     # export takes the pair's precision from the search, unless --precision says otherwise
     exp = tmp_path / "export"

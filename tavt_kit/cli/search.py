@@ -202,6 +202,11 @@ def summary(result: dict) -> str:
     t = result["timing"]
     lines.append(f"{t['evaluations']} candidates evaluated in {t['search_seconds']:.1f}s; Pareto front of "
                  f"{len(result['pareto_front'])}; area {result['front_area']:.4f}")
+    prec = result.get("precisions")
+    if prec and "int8" in prec.get("fronts", {}):
+        lines.append(f"int8 front of {len(prec['fronts']['int8'])}, drawn from {prec['front_verifications']} "
+                     f"candidates measured on the deployed int8 model; {prec['quantized_models']} models quantised, "
+                     f"{prec['deployed_seconds']:.1f}s on the deployed runtime")
     return "\n".join(lines)
 
 

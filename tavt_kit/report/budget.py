@@ -174,6 +174,10 @@ def _plots(search: dict, bench_idx: Dict[tuple, dict], out_dir: str) -> List[str
         files.append(save_accuracy_plot(fig, ax, xlabel, "top-1 (%)",
                                         f"accuracy vs {'MACs' if axis == 'macs' else 'latency'}", out_dir,
                                         f"accuracy_vs_{axis}.png"))
+    if (search.get("precisions") or {}).get("candidates"):  # a search of (schedule, precision) pairs
+        from ..search.plot import plot_precision_fronts
+
+        files.append(plot_precision_fronts(search, out_dir))
     return files
 
 

@@ -92,7 +92,8 @@ def plot_precision_fronts(result: dict, out_dir: str) -> str:
     groups.update({p: (prec["candidates"][p], prec["fronts"][p]) for p in prec["candidates"]})
     for p, (cands, front) in groups.items():
         colour = PRECISION_COLOURS.get(p, "#7f7f7f")
-        pts = [c for c in cands if c.get("latency_ms") is not None]
+        # an int8 candidate's provisional (fp32) accuracy is not shown: only the ones measured in int8
+        pts = [c for c in cands if c.get("latency_ms") is not None and c.get("measured", True)]
         ax.scatter([c["latency_ms"] for c in pts], [100 * c["accuracy"] for c in pts], s=6, c=colour, alpha=0.25)
         fr = [c for c in front if c.get("latency_ms") is not None]
         acc = [100 * c.get("holdout_accuracy", c.get("accuracy")) for c in fr]
