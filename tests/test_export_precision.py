@@ -158,6 +158,9 @@ def test_auto_keeps_the_fastest_precision_that_passes(tmp_path, trained_checkpoi
         assert a["passed"] and a["latency_ms"] > 0 and a["batch_size"] == 1 and a["threads"] >= 1
         assert a["accuracy"] is not None and a["agreement"] > 0.9 and a["max_abs_logit_diff"] is not None
     assert attempts["int8"]["precision_used"] == "int8+fp32"
+    # timed round-robin in one process, after every precision was exported
+    assert attempts["fp32"]["latency_repeats"] >= 1 and attempts["int8"]["latency_repeats"] >= 1
+    assert "round-robin" in auto["latency"]["measured_with"]
     best = min(measured, key=lambda a: a["latency_ms"])
     chosen = auto["chosen"]["openvino"]
     assert best["status"] == "chosen" and chosen["precision"] == best["precision"] == doc["precision"]

@@ -125,6 +125,7 @@ def test_joint_search_with_a_table_per_precision(tmp_path, supernet_and_tables, 
     measured = {tuple(d["counts"]): d["accuracy"] for d in deployed}
     assert prec["fronts"]["int8"] and prec["front_verifications"] >= len(prec["fronts"]["int8"])
     assert all(measured[tuple(c["counts"])] == c["accuracy"] for c in prec["fronts"]["int8"])
+    assert all(0 <= c["fp32_accuracy"] <= 1 for c in prec["fronts"]["int8"])
     assert {c["measured"] for c in prec["candidates"]["int8"]} <= {True, False}
     index = json.loads((out / "schedules.json").read_text())
     assert index["budgets"][0]["precision"] == best["precision"]

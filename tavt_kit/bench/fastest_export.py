@@ -4,8 +4,9 @@ The schedule is exported at every precision this machine can run natively for
 each requested format (OpenVINO: fp32, bf16 and fp16 where the CPU has them,
 int8 where NNCF is installed; ONNX: fp32, fp16, int8), each one verified
 against PyTorch fp32 on the same images by :func:`~tavt_kit.export.export_model`
-and timed here with :func:`~tavt_kit.bench.measure_latency` (median latency at
-one batch size and thread count). Per format the fastest precision that passed
+and then all of them timed here round-robin in one process with
+:func:`~tavt_kit.bench.measure_files` (median latency at one batch size and
+thread count; a machine whose speed drifts slows them alike). Per format the fastest precision that passed
 verification is published into ``--out`` under the file names a plain export at
 that precision uses; ``export.json`` records every attempt (skipped ones with
 the reason, failed ones with the verification's reason), the choice and its
@@ -33,7 +34,8 @@ from ..export.pipeline import OnnxReuse, export_model
 from ..export.publish import choose_base, clean_stage, publish, read_record
 from ..export.record import EXPORT_FILE, EXPORT_FORMAT, ExportResult
 from ..export.verify import OV_HINT, PRECISIONS
-from .measure import measure_latency
+from .measure import measure_files
+from .target import model_identity
 from .timing import TimingPolicy
 
 #: the order precisions are tried in (fp32 first: the reference of the speed-ups)
@@ -75,20 +77,32 @@ def _attempt(fmt: str, precision: str, status: str, reason: Optional[str] = None
     return {"format": fmt, "precision": precision, "status": status, "passed": False, "reason": reason,
             "file": None, "precision_used": None, "accuracy": None, "accuracy_pytorch": None, "accuracy_drop": None,
             "agreement": None, "max_abs_logit_diff": None, "latency_ms": None, "latency_p90_ms": None,
-            "latency_noisy": None, "batch_size": None, "threads": None}
+            "latency_noisy": None, "latency_repeats": None, "batch_size": None, "threads": None}
 
 
-def _measure(path: str, fmt: str, precision: str, batch_size: int, threads: Optional[int],
-             policy: Optional[TimingPolicy], model) -> Dict[str, Any]:
-    """Median latency of one exported file (bench's measurement of exported files)."""
-    backend = "openvino" if fmt == "openvino" else "onnxruntime"
-    rep = measure_latency(path, backend=backend, batch_sizes=[batch_size], threads=threads,
-                          precision=OV_HINT[precision] if fmt == "openvino" else "f32", policy=policy,
-                          checkpoint=model)
-    r = rep.results[0]
-    return {"latency_ms": r.p50_ms, "latency_p90_ms": r.p90_ms, "latency_noisy": bool(r.stats.noisy),
-            "batch_size": int(r.batch_size), "threads": rep.target.get("threads"),
-            "inference_precision": r.info.get("precision_used")}
+def _measure_all(timed: List[Tuple[Dict[str, Any], str]], model, batch_size: int, threads: Optional[int],
+                 policy: Optional[TimingPolicy], log) -> None:
+    """Every exported attempt timed round-robin in one process (bench's timing of exported files): a machine
+    whose speed drifts while the precisions are exported one after another would otherwise decide the choice.
+    Fills each attempt's latency fields in place."""
+    if not timed:
+        return
+    files = {i: (path, "openvino" if a["format"] == "openvino" else "onnxruntime",
+                 OV_HINT[a["precision"]] if a["format"] == "openvino" else "f32") for i, (a, path) in enumerate(timed)}
+    log(f"timing {len(files)} exports round-robin at batch {batch_size}")
+    try:
+        measured = measure_files(files, batch_size, model_identity(model)["img_size"], threads=threads,
+                                 policy=policy)
+    except TavtKitError as e:
+        for a, _ in timed:
+            a.update(passed=False, reason=f"latency could not be measured: {e}")
+        return
+    for i, (a, _) in enumerate(timed):
+        st, info = measured[i]
+        a.update(latency_ms=1e3 * st.p50, latency_p90_ms=1e3 * st.pct(90), latency_noisy=bool(st.noisy),
+                 latency_repeats=st.n,
+                 batch_size=int(batch_size), threads=info.get("threads"),
+                 inference_precision=info.get("precision_used"))
 
 
 def export_fastest(
@@ -184,6 +198,7 @@ def _run_attempts(model, work, formats, wanted, batch_size, threads, policy, sch
     reuse = OnnxReuse(os.path.join(work, "onnx"))
     attempts: List[Dict[str, Any]] = []
     docs: Dict[str, Dict[str, Any]] = {}
+    timed: List[Tuple[Dict[str, Any], str]] = []
     for p in wanted:
         fmts = [f for f in formats if available[f][p] is None]
         for f in formats:
@@ -212,14 +227,13 @@ def _run_attempts(model, work, formats, wanted, batch_size, threads, policy, sch
                      accuracy_drop=v.get("accuracy_drop"), agreement=v.get("agreement"),
                      max_abs_logit_diff=v.get("max_abs_logit_diff"), passed=bool(v.get("passed")),
                      reason=None if v.get("passed") else f"verification failed: {v.get('reason')}")
-            try:
-                a.update(_measure(res.path(f), f, p, batch_size, threads, policy, model))
-            except TavtKitError as e:
-                a.update(passed=False, reason=f"latency could not be measured: {e}")
-            a["status"] = "passed" if a["passed"] else "failed"
-            lat = f"{a['latency_ms']:.3f} ms" if a["latency_ms"] is not None else "no latency"
-            log(f"  {f} {p}: {lat}, " + ("passed" if a["passed"] else a["reason"]))
+            timed.append((a, res.path(f)))
             attempts.append(a)
+    _measure_all(timed, model, batch_size, threads, policy, log)
+    for a, _ in timed:
+        a["status"] = "passed" if a["passed"] else "failed"
+        lat = f"{a['latency_ms']:.3f} ms" if a["latency_ms"] is not None else "no latency"
+        log(f"  {a['format']} {a['precision']}: {lat}, " + ("passed" if a["passed"] else a["reason"]))
     return attempts, docs
 
 
@@ -239,7 +253,7 @@ def _summary(attempts, chosen, batch_size, threads, policy) -> Dict[str, Any]:
     out: Dict[str, Any] = {
         "latency": {"statistic": "median", "unit": "ms", "batch_size": batch_size,
                     "threads": next((a["threads"] for a in attempts if a["threads"] is not None), threads),
-                    "measured_with": "tavt_kit.bench.measure_latency",
+                    "measured_with": "tavt_kit.bench.measure_files (round-robin)",
                     "policy": (policy or TimingPolicy()).to_dict()},
         "attempts": attempts, "chosen": {}}
     for f, a in chosen.items():

@@ -15,14 +15,14 @@ import contextlib
 import datetime as _dt
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, ExportError
 from .backends import (EXPORTED_BACKENDS, Runner, check_backend, check_precision, default_threads, file_kind,
-                       openvino_runner, ort_runner, set_compile_limits)
+                       openvino_runner, ort_runner, release, set_compile_limits)
 from ..machine import machine_info
 from ..models import load_model
 from .target import identity_from_spec, model_from_spec, model_identity
@@ -183,6 +183,33 @@ def _measure(runners: Dict[str, Runner], policy: TimingPolicy, device: str, back
     with ctx:
         stats = measure_round_robin(fns, policy, timer=timers or None, on_warmup=on_warmup, progress=progress)
     return {k: (stats[k], memory.get(k, {})) for k in runners}
+
+
+def measure_files(files: Mapping[Hashable, Tuple[str, str, str]], batch_size: int, img_size, *,
+                  threads: Optional[int] = None, policy: Optional[TimingPolicy] = None, seed: int = 0,
+                  progress: Optional[Callable[[str], None]] = None) -> Dict[Hashable, Tuple[TimingStats, dict]]:
+    """Exported files timed round-robin in one process, so that a machine whose speed drifts slows them alike
+    (their ratios are then the figures to trust); ``files`` maps a key to ``(path, backend, precision)`` with
+    backend ``onnxruntime`` or ``openvino`` and precision the OpenVINO hint (``f32``, ``bf16``, ``f16``; an int8
+    file runs with ``f32``). Returns ``{key: (timing statistics, runner info)}``."""
+    batch = _check_batches([batch_size])[0]
+    threads = default_threads() if threads is None else int(threads)
+    x = make_input(batch, img_size, seed).numpy()
+    runners: Dict[Hashable, Runner] = {}
+    for key, (path, backend, precision) in files.items():
+        if backend == "onnxruntime":
+            runners[key] = ort_runner(path, x, "cpu", threads, free_dims={"batch": batch})
+        elif backend == "openvino":
+            runners[key] = openvino_runner(path, x, threads, precision)
+        else:
+            raise ConfigError(f"measure_files: backend {backend!r} times no exported file; expected onnxruntime or "
+                              "openvino")
+    try:
+        measured = _measure(runners, policy or TimingPolicy(), "cpu", "openvino", progress)
+    finally:
+        for r in runners.values():
+            release(r)
+    return {k: (measured[k][0], {**runners[k].info, "threads": threads}) for k in files}
 
 
 def measure_latency(

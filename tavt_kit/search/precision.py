@@ -373,7 +373,7 @@ def _choose_and_check(result, model, hold, test, out_dir, precisions, objectives
         result["precisions"] = {
             "searched": list(precisions), "accuracy": {p: ACCURACY_SOURCE[p] for p in precisions},
             "latency": {p: objectives[p][2] for p in precisions},
-            "fronts": {p: [{**c.to_dict(), "precision": p, "measured": True} for c in f] for p, f in fronts.items()},
+            "fronts": {p: [_front_entry(c, p, searches[p]) for c in f] for p, f in fronts.items()},
             "verify_top": verify_top, "front_verifications": n_front,
         }
         for row in result["budgets"]:
@@ -442,13 +442,22 @@ def _measured_int8_front(search: EvolutionSearch, budgets: Sequence[dict], verif
     return pareto_front(measured, "latency"), len(provisional)
 
 
+def _front_entry(c, precision: str, search: EvolutionSearch) -> Dict[str, Any]:
+    d = {**c.to_dict(), "precision": precision, "measured": True}
+    if precision == "int8":  # beside the measured int8 accuracy, the fp32 one it was provisionally given
+        d["fp32_accuracy"] = search.evaluated[c.gene].accuracy
+    return d
+
+
 def _candidate_entry(c, precision: str, measured: Optional[Dict[str, float]], fitness: str) -> Dict[str, Any]:
     """A candidate as ``search.json`` lists it; an int8 one says whether its accuracy is measured (on the deployed
-    int8 model) or still the provisional fp32 value."""
+    int8 model; the fp32 value it was provisionally given kept as ``fp32_accuracy``) or still the provisional
+    fp32 value."""
     d = {**c.to_dict(), "precision": precision}
     if precision == "int8":
         d["measured"] = measured is not None
         if measured is not None:
+            d["fp32_accuracy"] = c.accuracy
             d.update(measured, fitness=fitness_of(measured, fitness))
     return d
 
