@@ -180,3 +180,33 @@ def test_precision_bad_input(tmp_path, supernet_and_tables, capsys):
     assert "--latency-budget" in capsys.readouterr().err
     assert main(base + ["--precisions", "fp32,int4", "--latency-budget", "5ms"]) == 2
     assert "'int4' is not a precision" in capsys.readouterr().err
+
+
+def test_both_picks_and_the_full_model_are_timed_together(supernet_and_tables):
+    """--remeasure: every budget's pair and fp32-only pick and the full model are deployed and timed round-robin
+    in one process, so that their measured latencies compare (one by one, a drifting machine would decide)."""
+    from tavt_kit.search.evolution import schedule_of
+    from tavt_kit.search.precision import _remeasure_together
+    from tavt_kit.search.run import space_of
+
+    ckpt = supernet_and_tables[0]
+    model = tavt_kit.load_checkpoint(ckpt)
+    space = space_of(model)
+    full, small = list(space.full().counts), list(space.smallest().counts)
+    result = {"full": {"counts": full}, "precisions": {}, "budgets": [
+        {"objective": "latency", "limit": 1.0, "best": {"counts": small, "precision": "int8"},
+         "best_fp32": {"counts": small, "precision": "fp32"}},
+        {"objective": "latency", "limit": 1e-9, "best": None, "best_fp32": {"counts": full, "precision": "fp32"}}]}
+    target = {"backend": "openvino", "batch_size": 2, "threads": 1}
+    objectives = {p: (None, lambda s: pytest.fail("timed one by one"), {"target": target}) for p in ("fp32", "int8")}
+    _remeasure_together(result, model, lambda g: schedule_of(g, space.num_patches, space.min_tokens), objectives,
+                        lambda s: None)
+    first, second = result["budgets"]
+    for d in (result["full"], first["best"], first["best_fp32"], second["best_fp32"]):
+        assert d["latency_measured_ms"] > 0
+    assert first["best"]["measured_within_budget"] and not second["best_fp32"]["measured_within_budget"]
+    assert result["full"]["measured_fraction_of_full"] == 1.0
+    assert second["best_fp32"]["measured_fraction_of_full"] == pytest.approx(
+        second["best_fp32"]["latency_measured_ms"] / result["full"]["latency_measured_ms"])
+    assert "round-robin" in result["precisions"]["remeasured"]["method"]
+    assert result["precisions"]["remeasured"]["batch_size"] == 2

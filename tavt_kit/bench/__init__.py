@@ -8,13 +8,15 @@
   latency of any schedule on another machine.
 * :func:`measure_files` — exported files timed round-robin in one process (ratios a drifting machine
   does not skew).
+* :func:`measure_schedules` — a model at several (schedule, precision) pairs, deployed with OpenVINO,
+  timed round-robin in one process.
 * :func:`export_fastest` — ``fgvc-kit export --precision auto``: export at every precision this
   machine runs natively, verify and time each, keep the fastest that passes.
 """
 from ..machine import machine_info
 from .backends import BACKENDS
 from .fastest_export import export_fastest
-from .measure import BenchReport, BenchResult, measure_files, measure_latency
+from .measure import BenchReport, BenchResult, measure_files, measure_latency, measure_schedules
 from ..schedules import random_schedules
 from .profile import default_grid, profile_latency
 from .table import LatencyTable
@@ -22,6 +24,6 @@ from .timing import MemoryProbe, TimingPolicy, TimingStats, measure_round_robin
 
 __all__ = [
     "BACKENDS", "BenchReport", "BenchResult", "LatencyTable", "MemoryProbe", "TimingPolicy", "TimingStats",
-    "default_grid", "export_fastest", "machine_info", "measure_files", "measure_latency", "measure_round_robin", "profile_latency",
+    "default_grid", "export_fastest", "machine_info", "measure_files", "measure_latency", "measure_schedules", "measure_round_robin", "profile_latency",
     "random_schedules",
 ]

@@ -212,6 +212,36 @@ def measure_files(files: Mapping[Hashable, Tuple[str, str, str]], batch_size: in
     return {k: (measured[k][0], {**runners[k].info, "threads": threads}) for k in files}
 
 
+def measure_schedules(model: nn.Module, items: Mapping[Hashable, Tuple[Any, str]], batch_size: int, *,
+                      threads: Optional[int] = None, policy: Optional[TimingPolicy] = None, seed: int = 0,
+                      progress: Optional[Callable[[str], None]] = None) -> Dict[Hashable, Tuple[TimingStats, dict]]:
+    """The model at several (schedule, precision) pairs, deployed with OpenVINO and timed round-robin in one
+    process (:func:`measure_files`); ``items`` maps a key to ``(schedule, precision)`` with precision ``fp32``,
+    ``bf16``, ``fp16`` or ``int8`` (either spelling; int8: the export quantised with NNCF, calibrated on random
+    inputs: only the time is measured). Exports of one schedule are shared between its precisions."""
+    import tempfile
+
+    from .backends import quantized_for_latency
+
+    threads = default_threads() if threads is None else int(threads)
+    precisions = {k: check_precision(p, "openvino") for k, (_, p) in items.items()}  # before any export
+    img = model_identity(model)["img_size"]
+    with tempfile.TemporaryDirectory(prefix="fgvc-kit-pairs-") as tmp:
+        builder = ModelRunners(model, "openvino", "cpu", threads, workdir=tmp, verify_exports=False,
+                               progress=progress)
+        files: Dict[Hashable, Tuple[str, str, str]] = {}
+        int8: Dict[str, str] = {}
+        for k, (schedule, _) in items.items():
+            path = builder.exported_file(schedule)
+            if precisions[k] == "int8":
+                if path not in int8:
+                    int8[path] = quantized_for_latency(path, path[:-4] + ".int8.xml",
+                                                       [int(batch_size), 3, int(img[0]), int(img[1])], seed)
+                path = int8[path]
+            files[k] = (path, "openvino", precisions[k])
+        return measure_files(files, batch_size, img, threads=threads, policy=policy, seed=seed, progress=progress)
+
+
 def measure_latency(
     target,
     schedules: Optional[Sequence[Any]] = None,
