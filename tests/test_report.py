@@ -108,3 +108,17 @@ def test_a_malformed_search_result_is_one_line(tmp_path, capsys):
     assert main(["report", "--search", str(bad), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "malformed search, bench or export record" in err
+
+
+def test_a_pick_is_shown_the_latency_of_its_own_precision_only():
+    """A search of (schedule, precision) pairs picks int8 and fp32 schedules: a bench.json timed at fp32 must not
+    lend its figure to an int8 pick of the same schedule (a search of one precision matches by schedule)."""
+    from tavt_kit.report.budget import _bench_index, _bench_row
+
+    bench = {"target": {"precision_requested": "f32"},
+             "results": [{"schedule": [4, 2], "latency_ms": {"p50": 1.0}}, {"schedule": None, "latency_ms": {"p50": 2.0}}]}
+    idx = _bench_index(bench, (4, 4))
+    assert _bench_row(idx, {"counts": [4, 2], "precision": "int8"}) is None
+    assert _bench_row(idx, {"counts": [4, 2], "precision": "fp32"})["latency_ms"]["p50"] == 1.0
+    assert _bench_row(idx, {"counts": [4, 2]})["latency_ms"]["p50"] == 1.0
+    assert _bench_row(idx, {"counts": [4, 4]})["latency_ms"]["p50"] == 2.0

@@ -40,12 +40,25 @@ def _counts_key(counts) -> Optional[tuple]:
 
 
 def _bench_index(bench: Optional[dict], full_counts: tuple) -> Dict[tuple, dict]:
-    """bench.json results by schedule counts (first batch size measured)."""
+    """bench.json results by (schedule counts, precision) (first batch size measured): a schedule's latency at
+    one precision is never shown for a pick at another (a search of pairs picks int8 and fp32 schedules)."""
+    from ..bench.table import user_precision
+
     out: Dict[tuple, dict] = {}
+    precision = user_precision(((bench or {}).get("target") or {}).get("precision_requested") or "f32")
     for r in (bench or {}).get("results", []):
         key = _counts_key(r.get("schedule")) or full_counts
-        out.setdefault(key, r)
+        out.setdefault((key, precision), r)
+        out.setdefault((key, None), r)  # for schedules that name no precision (a search of one precision)
     return out
+
+
+def _bench_row(bidx: Dict[tuple, dict], d: Optional[dict]) -> Optional[dict]:
+    """The bench.json result of a pick (or the full model): the same schedule, and the same precision when the
+    pick names one (a search of (schedule, precision) pairs)."""
+    if not d:
+        return None
+    return bidx.get((_counts_key(d.get("counts")), d.get("precision")))
 
 
 def _export_index(exports: Sequence[dict]) -> Dict[tuple, List[dict]]:
@@ -167,7 +180,7 @@ def _plots(search: dict, bench_idx: Dict[tuple, dict], out_dir: str) -> List[str
         if axis == "latency":  # bench.json's measurements: labelled as such, never mixed into the search's figures
             pts = [(r["latency_ms"]["p50"], d) for d in [search.get("full")] + [b.get("best") for b in
                                                                                     search.get("budgets", [])]
-                   if d and (r := bench_idx.get(_counts_key(d.get("counts")))) and (r.get("latency_ms") or {}).get("p50")]
+                   if d and (r := _bench_row(bench_idx, d)) and (r.get("latency_ms") or {}).get("p50")]
             if pts:
                 ax.scatter([p for p, _ in pts], [100 * d["holdout_accuracy"] for _, d in pts], marker="o",
                            facecolors="none", edgecolors="#ff7f0e", s=60, label="measured by fgvc-kit bench")
@@ -207,7 +220,7 @@ def _ship_section(search: dict, search_path: str, bidx: Dict[tuple, dict], eidx:
             md.append(f"| {label} | nothing in the search space fits | – | **FAIL** | – | – | – |")
             continue
         key = _counts_key(d["counts"])
-        r = bidx.get(key)
+        r = _bench_row(bidx, d)
         lat, kind = ((r.get("latency_ms") or {}).get("p50"), "measured") if r and (r.get("latency_ms") or {}).get(
             "p50") is not None else front_latency_ms(d, search)
         if b["objective"] == "latency":
@@ -282,7 +295,7 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
     ship = _ship_section(search, search_path, bidx, eidx, budgets, out_dir)  # a budget nothing meets: first
     plots = _plots(search, bidx, out_dir)
     target = (bench or {}).get("target") or ((search.get("latency") or {}).get("target") or {})
-    full_lat = (bidx.get(full_counts) or {}).get("latency_ms", {}).get("p50")  # measured, same bench run
+    full_lat = (bidx.get((full_counts, None)) or {}).get("latency_ms", {}).get("p50")  # measured, same bench run
     model = search.get("model") or {}
     name = (model.get("backbone") or {}).get("name", "model")
 
@@ -290,7 +303,7 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
 
     def lat_cols(d) -> List[str]:
         """Measured latency (bench.json) when there is one, else the search's figure marked as such."""
-        r = bidx.get(_counts_key(d["counts"]))
+        r = _bench_row(bidx, d)
         if r is not None and full_lat is not None:
             lat = r.get("latency_ms") or {}
             p50, p90 = lat.get("p50"), lat.get("p90")
