@@ -24,6 +24,6 @@ from .timing import MemoryProbe, TimingPolicy, TimingStats, measure_round_robin
 
 __all__ = [
     "BACKENDS", "BenchReport", "BenchResult", "LatencyTable", "MemoryProbe", "TimingPolicy", "TimingStats",
-    "default_grid", "export_fastest", "machine_info", "measure_files", "measure_latency", "measure_schedules", "measure_round_robin", "profile_latency",
-    "random_schedules",
+    "default_grid", "export_fastest", "machine_info", "measure_files", "measure_latency", "measure_round_robin",
+    "measure_schedules", "profile_latency", "random_schedules",
 ]

@@ -221,8 +221,6 @@ def measure_schedules(model: nn.Module, items: Mapping[Hashable, Tuple[Any, str]
     inputs: only the time is measured). Exports of one schedule are shared between its precisions."""
     import tempfile
 
-    from .backends import quantized_for_latency
-
     threads = default_threads() if threads is None else int(threads)
     precisions = {k: check_precision(p, "openvino") for k, (_, p) in items.items()}  # before any export
     img = model_identity(model)["img_size"]
@@ -230,14 +228,11 @@ def measure_schedules(model: nn.Module, items: Mapping[Hashable, Tuple[Any, str]
         builder = ModelRunners(model, "openvino", "cpu", threads, workdir=tmp, verify_exports=False,
                                progress=progress)
         files: Dict[Hashable, Tuple[str, str, str]] = {}
-        int8: Dict[str, str] = {}
+        shape = [int(batch_size), 3, int(img[0]), int(img[1])]
         for k, (schedule, _) in items.items():
             path = builder.exported_file(schedule)
             if precisions[k] == "int8":
-                if path not in int8:
-                    int8[path] = quantized_for_latency(path, path[:-4] + ".int8.xml",
-                                                       [int(batch_size), 3, int(img[0]), int(img[1])], seed)
-                path = int8[path]
+                path = builder.quantized_file(schedule, path, shape)
             files[k] = (path, "openvino", precisions[k])
         return measure_files(files, batch_size, img, threads=threads, policy=policy, seed=seed, progress=progress)
 

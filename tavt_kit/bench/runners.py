@@ -118,7 +118,7 @@ class ModelRunners:
         self._files[key] = path
         return path
 
-    def _quantized(self, schedule, path: str, shape) -> str:
+    def quantized_file(self, schedule, path: str, shape) -> str:
         """The model at ``schedule`` quantised with NNCF (random calibration: for timing only), cached."""
         key = schedule_key(schedule) + ("int8",)
         if key not in self._files:
@@ -148,7 +148,7 @@ class ModelRunners:
             return r
         path = self.exported_file(schedule)
         if self.backend == "openvino" and self.precision == "int8":
-            path = self._quantized(schedule, path, list(x.shape))
+            path = self.quantized_file(schedule, path, list(x.shape))
         if self.backend == "onnxruntime":
             r = ort_runner(path, x.numpy(), self.device, self.threads, free_dims={"batch": b})
         else:

@@ -259,9 +259,11 @@ def run_precision_search(
     space = space or space_of(model)
     fn32, rem32, info32 = objectives["fp32"]
     log("searching fp32 schedules")
+    # with several precisions, every pick is timed once, all together, by _remeasure_together (not here first)
     result = run_search(model, holdout, test, out_dir, settings=settings, budgets=budgets, latency_fn=fn32,
-                        remeasure_fn=rem32, latency_info=info32, transform=transform, batch_size=batch_size,
-                        subset=subset, space=space, source=source, log=log, fitness=fitness)
+                        remeasure_fn=rem32 if len(precisions) == 1 else None, latency_info=info32,
+                        transform=transform, batch_size=batch_size, subset=subset, space=space, source=source,
+                        log=log, fitness=fitness)
     if len(precisions) == 1:
         return result
     hold = take_subset(holdout, subset, settings.seed)
@@ -354,9 +356,6 @@ def _choose_and_check(result, model, hold, test, out_dir, precisions, objectives
             deployed.record(gene, **verified[gene], runtime=runtime)
         return verified[gene]
 
-    def verify(pair: Pair) -> Dict[str, float]:
-        return verify_gene(pair.gene)
-
     test_runs: Dict[tuple, Tuple[ScheduleScores, str]] = {}
 
     def on_test(gene, precision: str):
@@ -380,7 +379,7 @@ def _choose_and_check(result, model, hold, test, out_dir, precisions, objectives
             if row["objective"] != "latency":
                 continue
             pairs = _pairs_within(row["limit"], result["candidates"], searches, verified, fitness)
-            best, n_verified = choose_pair(pairs, verify, fitness, verify_top)
+            best, n_verified = choose_pair(pairs, lambda pair: verify_gene(pair.gene), fitness, verify_top)
             fp32 = row["best"]
             row["best_fp32"] = fp32
             row["int8_verifications"] = n_verified
@@ -438,15 +437,14 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
     full = result["full"]
     items["full"] = (sched((tuple(full["counts"]), ())), "fp32")
     where["full"] = (full, None)
-    for i, row in enumerate(result["budgets"]):
-        if row["objective"] != "latency":
-            continue
-        for key in ("best", "best_fp32"):
+    for i, row in enumerate(result["budgets"]):  # a MAC budget's pick (fp32) is timed with them
+        lat = row["objective"] == "latency"
+        for key in ("best", "best_fp32") if lat else ("best",):
             d = row.get(key)
             if d is not None:
                 gene = (tuple(d["counts"]), tuple(r or "" for r in d.get("reducers") or ()))
                 items[(i, key)] = (sched(gene), d.get("precision", "fp32"))
-                where[(i, key)] = (d, row["limit"])
+                where[(i, key)] = (d, row["limit"] if lat else None)
     targets = {p: (objectives[p][2].get("target") or {}) for p in {p for _, p in items.values()}}
     target = targets["fp32"]
     batch = int(target.get("batch_size") or 1)
