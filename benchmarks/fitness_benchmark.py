@@ -73,7 +73,7 @@ def run_seed(seed: int, args, out: str) -> dict:
     from tavt_kit.data import build_dataset, cached_tensors
     from tavt_kit.models import count_macs, load_checkpoint
     from tavt_kit.schedules import TokenSchedule
-    from tavt_kit.search.run import space_of
+    from tavt_kit.search import space_of
     from tavt_kit.stats import paired_difference, wilson_interval
 
     d_train, d_dist = os.path.join(out, "train"), os.path.join(out, "distill")

@@ -11,19 +11,25 @@ __version__ = "0.1.0"
 
 #: public name -> (module, attribute), imported on first access
 _LAZY = {
+    "DeploymentTarget": ("tavt_kit.target", "DeploymentTarget"),
+    "LatencyObjective": ("tavt_kit.search", "LatencyObjective"),
     "MacCount": ("tavt_kit.models", "MacCount"),
+    "Precision": ("tavt_kit.target", "Precision"),
+    "SearchResult": ("tavt_kit.search", "SearchResult"),
     "TokenSchedule": ("tavt_kit.schedules", "TokenSchedule"),
     "count_macs": ("tavt_kit.models", "count_macs"),
     "create_model": ("tavt_kit.models", "create_model"),
     "load_checkpoint": ("tavt_kit.models", "load_checkpoint"),
     "patch": ("tavt_kit.models", "patch_model"),
+    "search_schedules": ("tavt_kit.search", "search_schedules"),
     "save_checkpoint": ("tavt_kit.models", "save_checkpoint"),
     "spec_of": ("tavt_kit.models", "spec_of"),
 }
 
 __all__ = [
-    "BackendError", "CheckpointError", "ConfigError", "DatasetError", "ExportError", "ImageSizeError",
-    "LatencyTableError", "MacCount", "ScheduleError", "TavtKitError",
+    "BackendError", "CheckpointError", "ConfigError", "DatasetError", "DeploymentTarget", "ExportError",
+    "ImageSizeError", "LatencyObjective", "LatencyTableError", "MacCount", "Precision", "ScheduleError",
+    "SearchResult", "TavtKitError", "search_schedules",
     "TokenSchedule", "UnknownModelError", "UnsupportedModelError", "count_macs", "create_model",
     "load_checkpoint", "patch", "save_checkpoint", "spec_of", "__version__",
 ]

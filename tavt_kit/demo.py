@@ -188,7 +188,7 @@ def run(args) -> int:
             os.remove(journal)
         from .bench import LatencyTable
         from .models import count_macs, load_checkpoint
-        from .search.run import space_of
+        from .search import space_of
 
         model = load_checkpoint(supernet)
         lat = LatencyTable.load(table)

@@ -131,7 +131,7 @@ def test_select_budget_by_label_unit_or_number():
         assert select_budget(doc, text)["label"] == "15ms"
     for text in ("20M MACs", "20m", "2e7", "20"):
         assert select_budget(doc, text)["label"] == "20M MACs"
-    with pytest.raises(ConfigError, match=r"--budget 7: not in search.json and without a unit; its budgets: "
+    with pytest.raises(ConfigError, match=r"budget=7: not in search.json and without a unit; its budgets: "
                                           r"15ms, 20M MACs, 1ms"):
         select_budget(doc, "7")
     with pytest.raises(ConfigError, match="no schedule of the search space met this budget"):

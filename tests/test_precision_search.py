@@ -7,7 +7,8 @@ import torch
 
 import tavt_kit
 from tavt_kit.cli import main
-from tavt_kit.search.precision import Pair, choose_pair, parse_precisions
+from tavt_kit.search import parse_precisions
+from tavt_kit.search.precision import Pair, choose_pair
 
 EVO = ["--population", "5", "--generations", "2", "--mutations", "4", "--crossovers", "4", "--subset", "48",
        "--batch-size", "48", "--calibration-images", "16"]
@@ -95,7 +96,7 @@ def test_choose_pair_measures_int8_before_reporting_it():
 def test_joint_search_with_a_table_per_precision(tmp_path, supernet_and_tables, capsys):
     ckpt, tables, full_ms, table = supernet_and_tables
     model = tavt_kit.load_checkpoint(ckpt)
-    from tavt_kit.search.run import space_of
+    from tavt_kit.search import space_of
 
     smallest_ms = table.predict(space_of(model).smallest())
     budget = smallest_ms + 0.25 * (full_ms - smallest_ms)  # tight for fp32; the full model fits at int8
@@ -187,7 +188,7 @@ def test_both_picks_and_the_full_model_are_timed_together(supernet_and_tables):
     in one process, so that their measured latencies compare (one by one, a drifting machine would decide)."""
     from tavt_kit.search.evolution import schedule_of
     from tavt_kit.search.precision import _remeasure_together
-    from tavt_kit.search.run import space_of
+    from tavt_kit.search import space_of
 
     ckpt = supernet_and_tables[0]
     model = tavt_kit.load_checkpoint(ckpt)

@@ -6,11 +6,11 @@ import os
 
 from ..errors import ConfigError
 from ..search.fitness import DEFAULT_FITNESS, FITNESSES
-from .common import add_deprecated, parse_macs, parse_seconds
+from .common import add_deprecated, check_can_merge, parse_macs, parse_reducers, parse_seconds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..data import add_data_arguments
+    from .data_args import add_data_arguments
 
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="supernet checkpoint (from fgvc-kit distill)")
     add_data_arguments(p)
@@ -81,83 +81,52 @@ def _check_positive(args) -> None:
 
 
 def run(args) -> int:
-    import torch
-
-    from ..data import Normalize, build_dataset, cached_tensors, data_spec_from_args
+    from .data_args import data_spec_from_args
     from ..models import load_checkpoint
-    from ..search.evolution import Budget, EvolutionSettings
-    from ..search.latency import latency_objective
-    from ..search.run import EvalSet, run_search
+    from ..search import EvolutionSettings, search_schedules
+    from ..search.evolution import Budget
+    from ..target import DeploymentTarget
 
     _check_positive(args)
     budgets = [Budget("macs", parse_macs(v)) for v in args.macs_budget]
     budgets += [Budget("latency", parse_seconds(v)) for v in args.latency_budget]
     model = load_checkpoint(args.checkpoint).eval()
     _check_budgets_reachable(model, budgets)
-    spec = model.spec
-    dspec = data_spec_from_args(args, fallback=spec.get("data"))
-    cache = os.path.join(args.out, "cache")
-    hold_ds = build_dataset(dspec, split="holdout", model=model, augment=False)
-    test_ds = build_dataset(dspec, split="test", model=model, augment=False)
-    print(f"caching {len(hold_ds)} held-out and {len(test_ds)} test images ...", flush=True)
-    holdout = EvalSet(*cached_tensors(hold_ds, cache_dir=cache), "holdout")
-    test = EvalSet(*cached_tensors(test_ds, cache_dir=cache), "test")
-    precisions = None
+    dspec = data_spec_from_args(args, fallback=model.spec.get("data"))
+    precisions = ("fp32",)
     if args.precisions is not None:
-        from ..search.precision import parse_precisions
+        from ..search import parse_precisions
 
         precisions = parse_precisions(args.precisions)
-        if len(precisions) > 1 and not any(b.objective == "latency" for b in budgets):
-            raise ConfigError("--precisions chooses between precisions by latency: give --latency-budget (a MAC "
-                              "count does not change with the precision)")
-    need_latency = any(b.objective == "latency" for b in budgets) or args.latency_table
-    latency_fn = remeasure_fn = info = None
+    if args.latency_batch_size is not None and args.latency_batch_size < 1:
+        raise ConfigError(f"--latency-batch-size: expected a positive batch size, got {args.latency_batch_size}")
+    # measured here without a table: torch eager for fp32 alone, OpenVINO for a search of several precisions
+    backend = args.backend or ("openvino" if len(precisions) > 1 else "torch")
+    target = DeploymentTarget(backend=backend, device=args.device or "cpu", threads=args.threads,
+                              batch_size=args.latency_batch_size or 1)
+    table = args.latency_table or None
     objectives = None
-    if precisions is not None and need_latency:
-        from ..search.latency import precision_objectives
+    if table:  # a table's target unless a flag contradicts it (checked field by field)
+        from ..search.objective import latency_objectives
 
-        objectives = precision_objectives(model, args, precisions)
-        latency_fn, remeasure_fn, info = objectives["fp32"]
-    elif need_latency:
-        latency_fn, remeasure_fn, info = latency_objective(model, args)
+        require = {"backend": args.backend, "device": args.device, "threads": args.threads,
+                   "batch_size": args.latency_batch_size}
+        objectives = latency_objectives(model, precisions, table=table, remeasure=args.remeasure,
+                                        require={k: v for k, v in require.items() if v is not None})
     settings = EvolutionSettings(args.population, args.generations, args.mutations, args.crossovers,
                                  args.mutation_prob, args.seed)
-    space = None
+    reducers = None
     if args.reducers is not None:
-        import dataclasses
-
-        from ..search.run import space_of
-        from .common import check_can_merge, parse_reducers
-
         reducers = parse_reducers(args.reducers)
         if "merge" in reducers:
             check_can_merge(model, f"--reducers {args.reducers}")
-        space = dataclasses.replace(space_of(model), reducers=reducers)
-    if objectives is not None and len(precisions) > 1:
-        from ..export.quantize import calibration_images
-        from ..search.precision import run_precision_search
-
-        def calibration():
-            print(f"int8 calibration: {args.calibration_images} training images", flush=True)
-            return calibration_images(model, dspec, split="train", n=args.calibration_images, seed=args.seed)
-
-        result = run_precision_search(model, holdout, test, args.out, precisions=precisions, objectives=objectives,
-                                      settings=settings, budgets=budgets, calibration=calibration,
-                                      transform=Normalize.from_model(model), batch_size=args.batch_size,
-                                      subset=args.subset, space=space,
-                                      source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
-                                      fitness=args.fitness, verify_top=args.verify_top, threads=args.threads)
-        print(summary(result))
-        print(f"wrote {os.path.join(args.out, 'search.json')}")
-        return 0
-    with torch.inference_mode():
-        result = run_search(model, holdout, test, args.out, settings=settings, budgets=budgets, space=space,
-                            latency_fn=latency_fn, remeasure_fn=remeasure_fn, latency_info=info,
-                            transform=Normalize.from_model(model), batch_size=args.batch_size,
-                            subset=args.subset, source={"checkpoint": os.path.abspath(args.checkpoint),
-                                                        "data": dspec.to_dict()},
-                            fitness=args.fitness)
-    print(summary(result))
+    result = search_schedules(
+        model, dspec, budgets, target=target, precisions=precisions, reducers=reducers, fitness=args.fitness,
+        settings=settings, out=args.out, objectives=objectives, subset=args.subset, batch_size=args.batch_size,
+        verify_top=args.verify_top, calibration_images=args.calibration_images, remeasure=args.remeasure,
+        source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
+        log=lambda s: print(s, flush=True))
+    print(summary(result.doc))
     print(f"wrote {os.path.join(args.out, 'search.json')}")
     return 0
 
@@ -218,7 +187,7 @@ def summary(result: dict) -> str:
 def _check_budgets_reachable(model, budgets) -> None:
     """A MAC budget below the space's smallest schedule is refused before any work (scripts read exit codes)."""
     from ..models import count_macs
-    from ..search.run import space_of
+    from ..search import space_of
 
     space = space_of(model)
     low, high = count_macs(model, space.smallest()).total(), count_macs(model, space.full()).total()

@@ -1,10 +1,17 @@
-"""Evolutionary search of token schedules under MAC and latency budgets, and reading its result.
+"""Evolutionary search of token schedules (and precisions) under MAC and latency budgets, and its result.
 
-:func:`run_search` evaluates candidates on held-out images and writes
-``search.json`` (with a journal a killed search resumes from);
-:func:`schedule_from_search` / :func:`select_budget` read the schedule a search
-chose for a budget.
+:func:`search_schedules` is the one search pipeline: it scores candidates on held-out images, writes
+``search.json`` once (with a journal a killed search resumes from) and returns a :class:`SearchResult`;
+:class:`LatencyObjective` is a latency budget's cost (from a latency table, or measured on a
+:class:`~tavt_kit.target.DeploymentTarget`); :func:`schedule_from_search` / :func:`select_budget` read the
+schedule a search chose for a budget.
 """
-from .result import SEARCH_FORMAT, schedule_from_search, select_budget
+from .data import EvalSet, SearchData, search_data
+from .evolution import Budget, EvolutionSettings
+from .objective import LatencyObjective
+from .pipeline import parse_precisions, search_schedules, space_of
+from .result import SEARCH_FORMAT, BudgetResult, Pick, SearchResult, schedule_from_search, select_budget
 
-__all__ = ["SEARCH_FORMAT", "schedule_from_search", "select_budget"]
+__all__ = ["Budget", "BudgetResult", "EvalSet", "EvolutionSettings", "LatencyObjective", "Pick", "SEARCH_FORMAT",
+           "SearchData", "SearchResult", "parse_precisions", "schedule_from_search", "search_data",
+           "search_schedules", "select_budget", "space_of"]

@@ -145,6 +145,8 @@ class Journal:
         self.path = path
         self.header = header
         self.entries: Dict[Gene, dict] = {}
+        #: records of other precisions and of deployed runs: (kind, precision) -> gene -> record
+        self.sections: Dict[Tuple[str, Optional[str]], Dict[Gene, dict]] = {}
         if path and os.path.exists(path):
             from ..errors import ConfigError
 
@@ -177,9 +179,14 @@ class Journal:
                         from ..errors import ConfigError
 
                         raise ConfigError(f"{path}: journal of a search with other settings; "
-                                          "use another --out or delete the journal")
-                elif rec.get("kind") == "candidate":
-                    self.entries[(tuple(rec["counts"]), tuple(r or "" for r in rec.get("reducers") or ()))] = rec
+                                          "write to another folder or delete the journal")
+                elif rec.get("kind") in ("candidate", "deployed"):
+                    gene = (tuple(rec["counts"]), tuple(r or "" for r in rec.get("reducers") or ()))
+                    p = rec.get("precision")
+                    if rec["kind"] == "candidate" and p in (None, "fp32"):
+                        self.entries[gene] = rec
+                    else:
+                        self.sections.setdefault((rec["kind"], p), {})[gene] = rec
             if good < len(data):
                 with open(path, "r+b") as f:  # cut the torn tail, so appends start on a fresh line
                     f.truncate(good)
@@ -206,6 +213,22 @@ class Journal:
                **({"reducers": [r or None for r in reducers]} if reducers else {}), **values}
         self.entries[gene] = rec
         self._append(rec)
+
+
+class JournalSection:
+    """One precision's (or the deployed runs') records of a shared :class:`Journal`: the same ``entries`` and
+    ``record`` an :class:`EvolutionSearch` uses, each record tagged with its kind and precision."""
+
+    def __init__(self, journal: Journal, precision: str, kind: str = "candidate"):
+        self.journal, self.precision, self.kind = journal, precision, kind
+        self.entries = journal.sections.setdefault((kind, precision), {})
+
+    def record(self, gene: Gene, **values) -> None:
+        counts, reducers = gene
+        rec = {"kind": self.kind, "precision": self.precision, "counts": list(counts),
+               **({"reducers": [r or None for r in reducers]} if reducers else {}), **values}
+        self.entries[gene] = rec
+        self.journal._append(rec)
 
 
 class EvolutionSearch:

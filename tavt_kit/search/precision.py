@@ -4,12 +4,13 @@ A milder schedule at bf16 or int8 can beat an aggressive one at fp32 under the
 same latency budget, so ``fgvc-kit search --precisions fp32,bf16,int8`` makes
 every candidate a pair. The space is the product of the schedule space and
 the precisions; since a precision is one categorical choice, the evolution
-runs once per precision (each with that precision's latency table and
-accuracy), and every budget then picks the best pair over all of them.
+runs once per precision (each with that precision's latency objective and
+accuracy, all in the pipeline's one journal), and every budget then picks the
+best pair over all of them (:class:`PrecisionStage`).
 
 Accuracy is measured, never assumed:
 
-* **fp32**: the ordinary search (:func:`~tavt_kit.search.run.run_search`), whose
+* **fp32**: the pipeline's own evolution (:class:`~tavt_kit.search.pipeline.SearchPipeline`), whose
   budgets also give the best fp32-only schedule reported beside each pair;
 * **bf16 / fp16**: the candidates run at that precision (PyTorch autocast: matrix
   products in the low type, reductions in fp32, as the runtimes do) on the
@@ -42,41 +43,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bench.backends import USER_PRECISION
-from ..errors import ConfigError
-from ..files import write_json
-from ..models.checkpoint import weights_digest
-from ..models.macs import count_macs
 from ..schedules.schedule import TokenSchedule
 from ..stats import paired_difference, wilson_interval
+from ..target import Precision
 from .evaluate import CandidateEvaluator, ScheduleScores
-from .evolution import Budget, EvolutionSearch, EvolutionSettings, Journal, gene_of, pareto_front, schedule_of
-from .fitness import DEFAULT_FITNESS, fitness_of
+from .evolution import EvolutionSearch, gene_of, pareto_front
+from .fitness import fitness_of
 
-#: precisions a search can pair with schedules (user-facing names)
-SEARCH_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-#: user-facing precision -> the precision a latency table records (OpenVINO's inference precision names)
-TABLE_PRECISION = {user: table for table, user in USER_PRECISION.items()}
+#: precisions a search can pair with schedules
+SEARCH_PRECISIONS = Precision.ALL
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: how each precision's held-out accuracy is obtained during the evolution
 ACCURACY_SOURCE = {"fp32": "PyTorch fp32", "bf16": "PyTorch bf16 autocast", "fp16": "PyTorch fp16 autocast",
                    "int8": "fp32 (provisional; measured on the deployed int8 model before it is reported)"}
-
-
-def parse_precisions(value) -> Tuple[str, ...]:
-    """``"fp32,bf16,int8"`` (or a sequence) -> the precisions, fp32 first (the comparison every budget reports)."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    out = [str(v).strip().lower() for v in items if str(v).strip()]
-    bad = [v for v in out if v not in SEARCH_PRECISIONS]
-    if bad or not out:
-        raise ConfigError(f"--precisions: expected a comma-separated list of {', '.join(SEARCH_PRECISIONS)}, got "
-                          f"{value!r}" + (f" ({bad[0]!r} is not a precision)" if bad else ""))
-    return tuple(dict.fromkeys(["fp32"] + out))
-
-
-def table_precision_name(table) -> str:
-    """The user-facing precision a latency table was profiled at (tables made before precisions: fp32)."""
-    return USER_PRECISION.get(table.precision, table.precision)
 
 
 # --------------------------------------------------------------- deployed runs
@@ -209,221 +188,142 @@ def choose_pair(pairs: List[Pair], verify: Callable[[Pair], Dict[str, float]], f
     return None, n
 
 
-# ------------------------------------------------------------------ the search
-def run_precision_search(
-    model: nn.Module,
-    holdout,
-    test,
-    out_dir: str,
-    *,
-    precisions: Sequence[str],
-    objectives: Dict[str, Tuple[Callable, Optional[Callable], dict]],
-    settings: EvolutionSettings,
-    budgets: Sequence[Budget],
-    calibration: Callable[[], np.ndarray],
-    transform: Callable[[torch.Tensor], torch.Tensor],
-    batch_size: int = 64,
-    subset: Optional[int] = None,
-    space=None,
-    source: Optional[dict] = None,
-    log: Callable[[str], None] = print,
-    fitness: str = DEFAULT_FITNESS,
-    verify_top: int = 3,
-    threads: Optional[int] = None,
-) -> dict:
-    """Search (schedule, precision) pairs; writes ``search.json`` like :func:`~tavt_kit.search.run.run_search`, each
-    latency budget's ``best`` being the best pair and ``best_fp32`` the best fp32-only schedule.
+# ------------------------------------------------------------------ the stage
+class PrecisionStage:
+    """The precisions beyond fp32 of one search (:class:`~tavt_kit.search.pipeline.SearchPipeline`): their
+    evolutions, sharing the pipeline's evaluator, subset, MAC cache and journal; every latency budget's best
+    pair (int8 verified on the deployed model); both picks run deployed on the test images."""
 
-    Args:
-        precisions: from :func:`parse_precisions` (fp32 first).
-        objectives: precision -> ``(latency_fn, remeasure_fn, info)`` (see
-            :func:`~tavt_kit.search.latency.precision_objectives`).
-        calibration: returns the int8 calibration images (normalised training images; called once, when needed).
-        verify_top: int8 quantisations per budget at most while choosing its pair.
-    """
-    from .run import run_search, space_of, take_subset
+    def __init__(self, pipe, journal):
+        self.pipe, self.journal = pipe, journal
+        self.searches: Dict[str, EvolutionSearch] = {}
+        self.seconds = 0.0
 
-    precisions = parse_precisions(precisions)
-    lat_budgets = [b for b in budgets if b.objective == "latency"]
-    if len(precisions) > 1 and not lat_budgets:
-        raise ConfigError("--precisions chooses between precisions by latency: give --latency-budget (a MAC count "
-                          "does not change with the precision)")
-    missing = [p for p in precisions if p not in objectives]
-    if missing:
-        raise ConfigError(f"no latency objective for precision {missing[0]}")
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and \
-            torch.distributed.get_world_size() > 1:
-        raise ConfigError("--precisions runs on one process; launch the search without torchrun")
-    if verify_top < 1:
-        raise ConfigError(f"--verify-top: expected a positive number of quantisations, got {verify_top}")
-    space = space or space_of(model)
-    fn32, rem32, info32 = objectives["fp32"]
-    log("searching fp32 schedules")
-    # with several precisions, every pick is timed once, all together, by _remeasure_together (not here first)
-    result = run_search(model, holdout, test, out_dir, settings=settings, budgets=budgets, latency_fn=fn32,
-                        remeasure_fn=rem32 if len(precisions) == 1 else None, latency_info=info32,
-                        transform=transform, batch_size=batch_size, subset=subset, space=space, source=source,
-                        log=log, fitness=fitness)
-    if len(precisions) == 1:
-        return result
-    hold = take_subset(holdout, subset, settings.seed)
-    shared = next((i for i, b in enumerate(space.bounds) if b > 0), space.depth)
-    ev32 = CandidateEvaluator(model, hold.images, hold.labels, batch_size, transform=transform, shared_blocks=shared)
-    known = {(tuple(c["counts"]), tuple(r or "" for r in c.get("reducers") or ())):
-             {"accuracy": c["accuracy"], "nll": c["nll"], "kl": c["kl"]} for c in result["candidates"]}
-    n_hold = len(hold.labels)
+    def evolve(self) -> None:
+        from .evolution import JournalSection
 
-    def metrics_with(evaluator: CandidateEvaluator, cache: Optional[dict]):
-        def fn(scheds: List[TokenSchedule]) -> List[Dict[str, float]]:
-            todo = [s for s in scheds if cache is None or gene_of(s) not in cache]
-            sc = evaluator.scores(todo)
-            got = {gene_of(s): sc.metrics(i) for i, s in enumerate(todo)}
-            if cache is not None:
-                cache.update(got)
-            return [(cache or got)[gene_of(s)] for s in scheds]
-        return fn
-
-    digest = weights_digest(model)
-    macs_of = {}
-
-    def macs(s: TokenSchedule) -> int:
-        g = gene_of(s)
-        if g not in macs_of:
-            macs_of[g] = count_macs(model, s).total()
-        return macs_of[g]
-
-    searches: Dict[str, EvolutionSearch] = {}
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        for p in precisions[1:]:
-            fn = objectives[p][0]
-            cache: Dict[tuple, float] = {}
-
-            def latency(s: TokenSchedule, fn=fn, cache=cache) -> float:
-                g = gene_of(s)
-                if g not in cache:
-                    cache[g] = float(fn(s))
-                return cache[g]
-
-            evaluator = ev32 if p == "int8" else CandidateEvaluator(
-                model, hold.images, hold.labels, batch_size, transform=transform, shared_blocks=shared,
-                autocast=_AUTOCAST[p], reference=ev32)
-            header = {"format": "fgvc-kit/search-journal", "settings": {
-                **settings.to_dict(), "fitness": fitness, "precision": p, "accuracy": ACCURACY_SOURCE[p],
-                "budgets": [[b.objective, b.limit] for b in lat_budgets], "subset": subset,
-                "holdout_images": n_hold, "space": space.to_dict(), "weights_sha256": digest,
-                "latency": objectives[p][2].get("identity")}}
-            journal = Journal(os.path.join(out_dir, f"search.{p}.journal.jsonl"), header)
-            log(f"searching {p} schedules (accuracy: {ACCURACY_SOURCE[p]})")
-            search = EvolutionSearch(space, metrics_with(evaluator, known if p == "int8" else None), macs, settings,
-                                     latency, lat_budgets, journal, lambda s, p=p: log(f"[{p}] {s}"), fitness=fitness)
+        pipe = self.pipe
+        lat_budgets = [b for b in pipe.budgets if b.objective == "latency"]
+        known = {c.gene: {"accuracy": c.accuracy, "nll": c.nll, "kl": c.kl}
+                 for c in pipe.searches["fp32"].evaluated.values()}
+        t0 = time.perf_counter()
+        for p in pipe.precisions[1:]:
+            evaluator = pipe.evaluator if p == "int8" else CandidateEvaluator(
+                pipe.model, pipe.holdout.images, pipe.holdout.labels, pipe.batch_size, transform=pipe.transform,
+                shared_blocks=pipe.evaluator.shared_blocks, autocast=_AUTOCAST[p], reference=pipe.evaluator)
+            pipe.log(f"searching {p} schedules (accuracy: {ACCURACY_SOURCE[p]})")
+            search = EvolutionSearch(pipe.space, _cached_metrics(evaluator, known if p == "int8" else None),
+                                     pipe.macs, pipe.settings, pipe.objectives[p], lat_budgets,
+                                     JournalSection(self.journal, p), lambda s, p=p: pipe.log(f"[{p}] {s}"),
+                                     fitness=pipe.fitness)
             search.run()
-            searches[p] = search
-    search_seconds = time.perf_counter() - t0
-    _choose_and_check(result, model, hold, test, out_dir, precisions, objectives, searches, calibration, transform,
-                      batch_size, fitness, verify_top, threads, space, digest, macs, log)
-    result["timing"]["precision_search_seconds"] = search_seconds
-    write_json(result, os.path.join(out_dir, "search.json"))
-    try:
-        from .plot import plot_precision_fronts
+            self.searches[p] = search
+        self.seconds = time.perf_counter() - t0
 
-        result.setdefault("plots", []).append(plot_precision_fronts(result, out_dir))
-        write_json(result, os.path.join(out_dir, "search.json"))
-    except ImportError:  # matplotlib is optional for the library
-        pass
-    return result
+    def choose(self, doc: dict) -> None:
+        """Each latency budget's best pair into ``doc`` (``best``; the fp32-only pick as ``best_fp32``), both run
+        deployed on the test images, ``vs_fp32`` between them; the precisions' fronts and candidates."""
+        from .evolution import JournalSection
 
+        pipe = self.pipe
+        calib = pipe.data.calibration
+        scorer = DeployedScorer(pipe.model, pipe.transform,
+                                lambda: calib(pipe.calibration_images, pipe.settings.seed), pipe.batch_size,
+                                pipe.objectives["fp32"].target.threads)
+        deployed = JournalSection(self.journal, "int8", kind="deployed")
+        self.verified = {g: {k: rec[k] for k in ("accuracy", "nll", "kl")} for g, rec in deployed.entries.items()}
+        self.scorer, self.deployed, self.test_runs = scorer, deployed, {}
+        try:
+            self._fronts(doc)
+            for row in doc["budgets"]:
+                if row["objective"] == "latency":
+                    self._choose_budget(row, doc)
+            if pipe.objectives["fp32"].can_remeasure:
+                _remeasure_together(doc, pipe.model, pipe.schedule, pipe.objectives, pipe.log)
+        finally:
+            scorer.close()
+        doc["precisions"]["candidates"] = {
+            p: [_candidate_entry(c, p, self.verified.get(c.gene) if p == "int8" else None, pipe.fitness)
+                for c in s.evaluated.values()] for p, s in self.searches.items()}
+        doc["precisions"]["deployed_seconds"] = scorer.seconds
+        doc["precisions"]["quantized_models"] = scorer.quantized
+        doc["timing"]["precision_search_seconds"] = self.seconds
 
-def _choose_and_check(result, model, hold, test, out_dir, precisions, objectives, searches, calibration, transform,
-                      batch_size, fitness, verify_top, threads, space, digest, macs, log) -> None:
-    """Each latency budget's best pair (int8 verified on the deployed model), both picks run deployed on the test
-    images, remeasured where possible; ``result`` updated in place and the per-budget drop configs rewritten."""
-    scorer = DeployedScorer(model, transform, calibration, batch_size, threads)
-    header = {"format": "fgvc-kit/deployed-journal", "settings": {
-        "weights_sha256": digest, "holdout_images": len(hold.labels), "calibration": "training images, seeded"}}
-    deployed = Journal(os.path.join(out_dir, "search.int8.deployed.jsonl"), header)
-    verified = {g: {k: rec[k] for k in ("accuracy", "nll", "kl")} for g, rec in deployed.entries.items()}
-    n_hold, n_test = len(hold.labels), int(len(test.labels)) if test is not None else 0
+    def verify_gene(self, gene, why: str = "") -> Dict[str, float]:
+        """The held-out metrics of ``gene`` quantised to int8 and run in OpenVINO (journalled)."""
+        if gene not in self.verified:
+            pipe = self.pipe
+            pipe.log(f"verifying int8 at {list(gene[0])}{why}: NNCF quantisation, held-out images in OpenVINO")
+            sc, runtime = self.scorer.scores(pipe.schedule(gene), "int8", pipe.holdout.images, pipe.holdout.labels)
+            self.verified[gene] = sc.metrics(0)
+            self.deployed.record(gene, **self.verified[gene], runtime=runtime)
+        return self.verified[gene]
 
-    def sched(gene) -> TokenSchedule:
-        return schedule_of(gene, space.num_patches, space.min_tokens)
-
-    def verify_gene(gene, why: str = "") -> Dict[str, float]:
-        if gene not in verified:
-            log(f"verifying int8 at {list(gene[0])}{why}: NNCF quantisation, held-out images in OpenVINO")
-            sc, runtime = scorer.scores(sched(gene), "int8", hold.images, hold.labels)
-            verified[gene] = sc.metrics(0)
-            deployed.record(gene, **verified[gene], runtime=runtime)
-        return verified[gene]
-
-    test_runs: Dict[tuple, Tuple[ScheduleScores, str]] = {}
-
-    def on_test(gene, precision: str):
+    def on_test(self, gene, precision: str):
         key = (gene, precision)
-        if key not in test_runs and n_test:
-            test_runs[key] = scorer.scores(sched(gene), precision, test.images, test.labels)
-        return test_runs.get(key)
+        pipe = self.pipe
+        if key not in self.test_runs and pipe.n_test:
+            self.test_runs[key] = self.scorer.scores(pipe.schedule(gene), precision, pipe.test.images,
+                                                     pipe.test.labels)
+        return self.test_runs.get(key)
 
-    fronts = {p: pareto_front(s.evaluated.values(), "latency") for p, s in searches.items() if p != "int8"}
-    try:
+    def _fronts(self, doc: dict) -> None:
+        pipe = self.pipe
+        fronts = {p: pareto_front(s.evaluated.values(), "latency") for p, s in self.searches.items() if p != "int8"}
         n_front = 0
-        if "int8" in searches:
-            fronts["int8"], n_front = _measured_int8_front(searches["int8"], result["budgets"], verify_gene, fitness)
-        result["precisions"] = {
-            "searched": list(precisions), "accuracy": {p: ACCURACY_SOURCE[p] for p in precisions},
-            "latency": {p: objectives[p][2] for p in precisions},
-            "fronts": {p: [_front_entry(c, p, searches[p]) for c in f] for p, f in fronts.items()},
-            "verify_top": verify_top, "front_verifications": n_front,
+        if "int8" in self.searches:
+            fronts["int8"], n_front = _measured_int8_front(self.searches["int8"], doc["budgets"], self.verify_gene,
+                                                           pipe.fitness)
+        doc["precisions"] = {
+            "searched": list(pipe.precisions), "accuracy": {p: ACCURACY_SOURCE[p] for p in pipe.precisions},
+            "latency": {p: pipe.objectives[p].info for p in pipe.precisions},
+            "fronts": {p: [_front_entry(c, p, self.searches[p]) for c in f] for p, f in fronts.items()},
+            "verify_top": pipe.verify_top, "front_verifications": n_front,
         }
-        for row in result["budgets"]:
-            if row["objective"] != "latency":
-                continue
-            pairs = _pairs_within(row["limit"], result["candidates"], searches, verified, fitness)
-            best, n_verified = choose_pair(pairs, lambda pair: verify_gene(pair.gene), fitness, verify_top)
-            fp32 = row["best"]
-            row["best_fp32"] = fp32
-            row["int8_verifications"] = n_verified
-            if fp32 is not None:
-                fp32["precision"] = "fp32"
-                g32 = (tuple(fp32["counts"]), tuple(r or "" for r in fp32.get("reducers") or ()))
-                t32 = on_test(g32, "fp32")
-                if t32 is not None:
-                    fp32["deployed"] = _deployed(t32, n_test)
-            if best is None:
-                row["best"] = None
-                continue
-            entry = _pair_entry(best, sched, macs, n_hold, result["full"]["macs"])
-            tp = on_test(best.gene, best.precision)
-            if tp is not None:
-                entry["deployed"] = _deployed(tp, n_test)
-                entry["test_accuracy"] = entry["deployed"]["test_accuracy"]
-                entry["test_interval"] = entry["deployed"]["test_interval"]
-            row["best"] = entry
-            if fp32 is not None and tp is not None and t32 is not None:
-                row["vs_fp32"] = paired_difference(tp[0].hits[0].tolist(), t32[0].hits[0].tolist())
-            path = os.path.join(out_dir, row.get("schedule_file") or f"schedule-{row['label']}.json")
-            sched(best.gene).save(path, model_info={**result["model"], "budget": row["label"],
-                                                    "precision": best.precision})
-            row["schedule_file"] = os.path.basename(path)
-        if objectives["fp32"][1] is not None:  # --remeasure
-            _remeasure_together(result, model, sched, objectives, log)
-    finally:
-        scorer.close()
-    result["precisions"]["candidates"] = {
-        p: [_candidate_entry(c, p, verified.get(c.gene) if p == "int8" else None, fitness) for c in s.evaluated.values()]
-        for p, s in searches.items()}
-    result["precisions"]["deployed_seconds"] = scorer.seconds
-    result["precisions"]["quantized_models"] = scorer.quantized
-    from .run import SCHEDULES_INDEX
 
-    write_json({"format": "fgvc-kit/search-schedules", "search": "search.json",
-                "budgets": [{"label": r["label"], "objective": r["objective"], "limit": r["limit"],
-                             "file": r.get("schedule_file"), "counts": (r["best"] or {}).get("counts"),
-                             "precision": (r["best"] or {}).get("precision", "fp32"),
-                             **({"reducers": r["best"]["reducers"]} if (r["best"] or {}).get("reducers") else {})}
-                            for r in result["budgets"]]},
-               os.path.join(out_dir, SCHEDULES_INDEX))
+    def _choose_budget(self, row: dict, doc: dict) -> None:
+        pipe = self.pipe
+        pairs = _pairs_within(row["limit"], doc["candidates"], self.searches, self.verified, pipe.fitness)
+        best, n_verified = choose_pair(pairs, lambda pair: self.verify_gene(pair.gene), pipe.fitness,
+                                       pipe.verify_top)
+        fp32 = row["best"]
+        row["best_fp32"] = fp32
+        row["int8_verifications"] = n_verified
+        t32 = None
+        if fp32 is not None:
+            fp32["precision"] = "fp32"
+            t32 = self.on_test((tuple(fp32["counts"]), tuple(r or "" for r in fp32.get("reducers") or ())), "fp32")
+            if t32 is not None:
+                fp32["deployed"] = _deployed(t32, pipe.n_test)
+        if best is None:
+            row["best"] = None
+            return
+        entry = _pair_entry(best, pipe.schedule, pipe.macs, pipe.n_holdout, doc["full"]["macs"])
+        tp = self.on_test(best.gene, best.precision)
+        if tp is not None:
+            entry["deployed"] = _deployed(tp, pipe.n_test)
+            entry["test_accuracy"] = entry["deployed"]["test_accuracy"]
+            entry["test_interval"] = entry["deployed"]["test_interval"]
+        row["best"] = entry
+        if t32 is not None and tp is not None:
+            row["vs_fp32"] = paired_difference(tp[0].hits[0].tolist(), t32[0].hits[0].tolist())
+        row.setdefault("schedule_file", f"schedule-{_slug(row['label'])}.json")
 
+
+def _cached_metrics(evaluator: CandidateEvaluator, cache: Optional[dict]):
+    """schedules -> held-out metrics from ``evaluator``, reusing (and filling) ``cache`` where given."""
+    def fn(scheds: List[TokenSchedule]) -> List[Dict[str, float]]:
+        todo = [s for s in scheds if cache is None or gene_of(s) not in cache]
+        sc = evaluator.scores(todo)
+        got = {gene_of(s): sc.metrics(i) for i, s in enumerate(todo)}
+        if cache is not None:
+            cache.update(got)
+        return [(cache or got)[gene_of(s)] for s in scheds]
+    return fn
+
+
+def _slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in label).strip("_")
 
 def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) -> None:
     """Every budget's pair and fp32-only pick and the full fp32 model deployed with OpenVINO and timed
@@ -445,16 +345,16 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
                 gene = (tuple(d["counts"]), tuple(r or "" for r in d.get("reducers") or ()))
                 items[(i, key)] = (sched(gene), d.get("precision", "fp32"))
                 where[(i, key)] = (d, row["limit"] if lat else None)
-    targets = {p: (objectives[p][2].get("target") or {}) for p in {p for _, p in items.values()}}
+    targets = {p: objectives[p].target for p in {p for _, p in items.values()}}
     target = targets["fp32"]
-    batch = int(target.get("batch_size") or 1)
-    if all(t.get("backend", "openvino") == "openvino" for t in targets.values()):
+    batch = target.batch_size
+    if all(t.backend == "openvino" for t in targets.values()):
         log(f"timing {len(items)} deployed picks round-robin at batch {batch} (OpenVINO)")
-        measured = measure_schedules(model, items, batch, threads=target.get("threads"))
+        measured = measure_schedules(model, items, target=target)
         ms = {k: 1e3 * measured[k][0].p50 for k in items}
         how = "OpenVINO, every pick and the full fp32 model timed round-robin in one process (median)"
     else:
-        ms = {k: 1e3 * float(objectives[p][1](s)) for k, (s, p) in items.items()}
+        ms = {k: 1e3 * float(objectives[p].remeasure(s)) for k, (s, p) in items.items()}
         how = "each pick timed on its own, on its precision's target (median)"
     for k, (d, limit) in where.items():
         d["latency_measured_ms"] = ms[k]
@@ -462,7 +362,7 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
         d["measured_fraction_of_full"] = ms[k] / ms["full"]
         if limit is not None:
             d["measured_within_budget"] = d["latency_measured_ms"] <= limit * 1e3
-    result["precisions"]["remeasured"] = {"method": how, "batch_size": batch, "threads": target.get("threads")}
+    result["precisions"]["remeasured"] = {"method": how, "batch_size": batch, "threads": target.threads}
 
 
 def _measured_int8_front(search: EvolutionSearch, budgets: Sequence[dict], verify_gene, fitness: str

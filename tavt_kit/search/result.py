@@ -5,7 +5,8 @@ import json
 import math
 import os
 import re
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, ScheduleError
 from ..schedules import TokenSchedule, check_model_info
@@ -102,31 +103,31 @@ def select_budget(search: Dict[str, Any], budget, where: str = "search.json") ->
                 if ok:
                     hits.append(r)
     if len(hits) > 1:
-        raise ConfigError(f"--budget {text}: ambiguous in {where} ({', '.join(r['label'] for r in hits)}); "
+        raise ConfigError(f"budget={text}: ambiguous in {where} ({', '.join(r['label'] for r in hits)}); "
                           "give the label with its unit")
     if not hits:
         parsed = parse_budget(text)
         if parsed is None:
-            raise ConfigError(f"--budget {text}: not in {where} and without a unit; its budgets: {labels}; or give "
+            raise ConfigError(f"budget={text}: not in {where} and without a unit; its budgets: {labels}; or give "
                               "any budget with its unit (12ms, 25M MACs) to pick from the search's Pareto front")
         objective, limit = parsed
         if objective == "latency" and not any(front_latency_ms(p)[0] for p in search.get("pareto_front") or []):
-            raise ConfigError(f"--budget {text}: not a budget of {where} (its budgets: {labels}), and it has no "
-                              "latency figures to pick another from (a MAC search); search with --latency-budget "
-                              "or --latency-table, or give a MAC budget")
+            raise ConfigError(f"budget={text}: not a budget of {where} (its budgets: {labels}), and it has no "
+                              "latency figures to pick another from (a MAC search); search with a latency "
+                              "budget or a latency table, or give a MAC budget")
         best = pick_from_front(search, objective, limit)
         if best is None:
             costs = [p.get("macs") if objective == "macs" else (front_latency_ms(p)[0] or 0) / 1e3
                      for p in search.get("pareto_front") or []]
             low = min(costs) if costs else None
             shown = (budget_label(objective, low) if low else "n/a")
-            raise ConfigError(f"--budget {text}: not a budget of {where} (its budgets: {labels}), and nothing on "
+            raise ConfigError(f"budget={text}: not a budget of {where} (its budgets: {labels}), and nothing on "
                               f"its Pareto front fits (its cheapest schedule costs {shown})")
         return {"label": budget_label(objective, limit), "objective": objective, "limit": limit, "best": best,
                 "baselines": {}, "source": "front"}
     row = hits[0]
     if not row.get("best") or not row["best"].get("counts"):
-        raise ConfigError(f"--budget {row['label']}: no schedule of the search space met this budget in {where}; "
+        raise ConfigError(f"budget={row['label']}: no schedule of the search space met this budget in {where}; "
                           f"its budgets: {labels}")
     return row
 
@@ -134,7 +135,7 @@ def select_budget(search: Dict[str, Any], budget, where: str = "search.json") ->
 def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any]]:
     """The schedule a search chose for ``budget``, checked against ``model``; returns ``(schedule, source)``."""
     path = os.fspath(search_path)
-    where = f"--search {path}"
+    where = f"search={path}"
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -168,3 +169,124 @@ def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any
               # a search of (schedule, precision) pairs chose the precision too
               "precision": best.get("precision")}
     return sched, {k: v for k, v in source.items() if v is not None}
+
+
+# ------------------------------------------------------------------ typed view
+@dataclass(frozen=True)
+class Pick:
+    """One schedule of a search result (a budget's pick, a front point, a baseline) with its figures."""
+
+    counts: Tuple[int, ...]
+    reducers: Optional[Tuple[Optional[str], ...]]
+    precision: str
+    macs: int
+    latency_ms: Optional[float]
+    latency_measured_ms: Optional[float]
+    holdout_accuracy: Optional[float]
+    holdout_interval: Optional[Tuple[float, float]]
+    test_accuracy: Optional[float]
+    test_interval: Optional[Tuple[float, float]]
+    raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Pick":
+        iv = (lambda v: tuple(v) if v else None)
+        acc = d.get("holdout_accuracy", d.get("accuracy"))  # candidates say "accuracy"
+        return cls(tuple(int(c) for c in d["counts"]), tuple(d["reducers"]) if d.get("reducers") else None,
+                   str(d.get("precision") or "fp32"), int(d["macs"]), d.get("latency_ms"),
+                   d.get("latency_measured_ms"), acc, iv(d.get("holdout_interval")), d.get("test_accuracy"),
+                   iv(d.get("test_interval")), dict(d))
+
+    def schedule(self, num_patches: int) -> TokenSchedule:
+        return TokenSchedule(self.counts, num_patches, reducers=self.reducers)
+
+
+@dataclass(frozen=True)
+class BudgetResult:
+    """A budget of a search: its ``best`` pick (None: nothing in the space meets it), the fp32-only pick of a
+    search of several precisions (``best_fp32``), the baselines fitted to it, and the pair's paired
+    difference to the fp32-only pick (``vs_fp32``)."""
+
+    label: str
+    objective: str
+    limit: float
+    best: Optional[Pick]
+    best_fp32: Optional[Pick]
+    baselines: Dict[str, Pick]
+    schedule_file: Optional[str]
+    vs_fp32: Optional[Dict[str, Any]]
+
+    @classmethod
+    def from_dict(cls, row: Dict[str, Any]) -> "BudgetResult":
+        pick = (lambda d: Pick.from_dict(d) if d else None)
+        return cls(str(row["label"]), str(row["objective"]), float(row["limit"]), pick(row.get("best")),
+                   pick(row.get("best_fp32")), {k: Pick.from_dict(v) for k, v in (row.get("baselines") or {}).items()},
+                   row.get("schedule_file"), row.get("vs_fp32"))
+
+
+class SearchResult:
+    """What a search found, as values: ``.budgets[label].best``, ``.front``, ``.candidates``, ``.baselines``,
+    ``.full``; ``.doc`` is the content of ``search.json``. ``SearchResult.load(path)`` reads a ``search.json``
+    (this version and the ones before it); ``.save(dir)`` writes one."""
+
+    VERSION = 1
+
+    def __init__(self, doc: Dict[str, Any], path: Optional[str] = None):
+        self.doc, self.path = doc, path
+        try:
+            self.full = Pick.from_dict(doc["full"])
+            self.smallest = Pick.from_dict(doc["smallest"])
+            self.budgets: Dict[str, BudgetResult] = {r["label"]: BudgetResult.from_dict(r)
+                                                     for r in doc.get("budgets") or []}
+            self.front: List[Pick] = [Pick.from_dict(p) for p in doc.get("pareto_front") or []]
+            self.candidates: List[Pick] = [Pick.from_dict(c) for c in doc.get("candidates") or []]
+            self.baselines: Dict[str, Dict[str, Pick]] = {
+                fam: {k: Pick.from_dict(v) for k, v in rows.items()} for fam, rows in (doc.get("baselines") or {}).items()}
+        except (KeyError, TypeError, ValueError) as e:
+            what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+            raise ConfigError(f"{path or 'search result'}: malformed search result ({what})") from None
+
+    @property
+    def objective(self) -> str:
+        return self.doc.get("objective", "macs")
+
+    @property
+    def num_patches(self) -> int:
+        return int((self.doc.get("model") or {}).get("num_patches") or self.doc["space"]["num_patches"])
+
+    @property
+    def precisions(self) -> Tuple[str, ...]:
+        return tuple((self.doc.get("precisions") or {}).get("searched") or ("fp32",))
+
+    def budget(self, text) -> BudgetResult:
+        """The budget ``text`` names (as :func:`select_budget`: a label, the same value in other units, or any
+        budget with a unit, answered from the Pareto front)."""
+        return BudgetResult.from_dict(select_budget(self.doc, text, self.path or "search.json"))
+
+    def save(self, out_dir) -> str:
+        from ..files import write_json
+
+        os.makedirs(out_dir, exist_ok=True)
+        self.path = write_json(self.doc, os.path.join(os.fspath(out_dir), "search.json"))
+        return self.path
+
+    @classmethod
+    def load(cls, path) -> "SearchResult":
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: file not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not a readable search result ({type(e).__name__})") from None
+        if not isinstance(doc, dict) or doc.get("format") != SEARCH_FORMAT:
+            raise ConfigError(f"{path}: not a search result of fgvc-kit (format {SEARCH_FORMAT!r})")
+        version = doc.get("version", 1)
+        if not isinstance(version, int) or version > cls.VERSION:
+            raise ConfigError(f"{path}: search result version {version!r} is newer than this fgvc-kit reads "
+                              f"({cls.VERSION}); upgrade fgvc-kit")
+        return cls(doc, path)
+
+    def __repr__(self) -> str:
+        return f"SearchResult({len(self.candidates)} candidates, budgets {list(self.budgets)}, front {len(self.front)})"

@@ -1,0 +1,196 @@
+"""The latency objective of a search, as a value: predicted from a latency table, or measured on a target.
+
+``LatencyObjective.from_table(table, model)`` predicts each candidate's latency from a table made by
+``bench`` profiling on the target (no measurement: a workstation can search for a board it does not have);
+``LatencyObjective.measured(model, target)`` times every candidate on this machine with a short policy.
+Either caches per schedule, knows its :class:`~tavt_kit.target.DeploymentTarget`, and can re-measure a
+chosen schedule with the full timing policy where the target is this machine.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+
+from ..errors import ConfigError, LatencyTableError
+from ..schedules.schedule import TokenSchedule
+from ..target import DeploymentTarget, Precision
+from .evolution import gene_of
+
+#: a candidate measured during the search: quick but steady enough to rank schedules
+SEARCH_POLICY = dict(warmup=3, min_repeats=5, max_repeats=200, budget_s=0.5, rel_ci=0.02)
+
+
+def _measurer(model, target: DeploymentTarget, policy: Optional[dict]) -> Callable[[TokenSchedule], float]:
+    """schedule -> seconds per batch, measured on ``target`` (``policy``: None for the full timing policy)."""
+    from ..bench import TimingPolicy, measure_latency
+
+    pol = TimingPolicy(**policy) if policy else None
+
+    def measure(s: TokenSchedule) -> float:
+        rep = measure_latency(model, [s], target=target, include_full=False, labels=["candidate"], policy=pol,
+                              verify_exports=False)
+        return rep.result("candidate", target.batch_size).stats.p50
+
+    return measure
+
+
+def table_target(table) -> DeploymentTarget:
+    """The target a latency table was profiled for."""
+    t = table.target
+    return t if isinstance(t, DeploymentTarget) else DeploymentTarget.from_dict(t, where=table.source)
+
+
+class LatencyObjective:
+    """Seconds per batch of a schedule on one :class:`DeploymentTarget`, cached per schedule.
+
+    Build with :meth:`from_table` or :meth:`measured`; call it on a schedule. ``remeasure(schedule)`` times
+    a chosen schedule with the full policy on this machine (None when it cannot: a table's target elsewhere
+    and ``remeasure=False``). ``info`` is what ``search.json`` records under ``latency``.
+    """
+
+    def __init__(self, fn: Callable[[TokenSchedule], float], target: DeploymentTarget, info: Dict[str, Any],
+                 remeasure_fn: Optional[Callable[[TokenSchedule], float]] = None):
+        self._fn, self.target, self.info, self._remeasure = fn, target, info, remeasure_fn
+        self._cache: Dict[tuple, float] = {}
+
+    @property
+    def precision(self) -> str:
+        return self.target.precision
+
+    @property
+    def source(self) -> str:
+        """``table`` (predicted) or ``measured``."""
+        return self.info["source"]
+
+    @property
+    def can_remeasure(self) -> bool:
+        return self._remeasure is not None
+
+    def __call__(self, schedule: TokenSchedule) -> float:
+        g = gene_of(schedule)
+        if g not in self._cache:
+            self._cache[g] = float(self._fn(schedule))
+        return self._cache[g]
+
+    def remeasure(self, schedule: TokenSchedule) -> Optional[float]:
+        return None if self._remeasure is None else float(self._remeasure(schedule))
+
+    @classmethod
+    def from_table(cls, table, model, *, remeasure: bool = False, path: Optional[str] = None) -> "LatencyObjective":
+        """Predicted from ``table`` (a :class:`~tavt_kit.bench.LatencyTable` or its path), checked against
+        ``model``; ``remeasure``: also time the chosen schedules on this machine, on the table's target."""
+        from ..bench import LatencyTable
+
+        if not hasattr(table, "predict"):
+            path, table = str(table), LatencyTable.load(table)
+        path = path or getattr(table, "source", None)
+        table.check(model)
+        target = table_target(table)
+        raw = dict(table.data.get("target") or {})
+        info = {"source": "table", "table": path, "target": raw, "machine": table.machine,
+                "precision": target.precision,
+                "identity": {"table": path, "precision": target.precision,
+                             **{k: raw.get(k) for k in ("backend", "device", "batch_size", "threads")}}}
+        rem = None
+        if remeasure:
+            rem = _measurer(model, target, None)
+            info["remeasured_here"] = True
+        return cls(lambda s: table.predict(s) / 1e3, target, info, rem)
+
+    @classmethod
+    def measured(cls, model, target: DeploymentTarget) -> "LatencyObjective":
+        """Every candidate timed on ``target`` on this machine (quick policy); picks re-timed with the full one."""
+        if target.precision in (Precision.BF16, Precision.FP16):
+            from ..export.openvino import check_device_precision
+
+            check_device_precision(target.openvino_hint, target.device)
+        if target.precision != Precision.FP32 and target.backend != "openvino":
+            raise ConfigError(f"target={target}: latency at {target.precision} is measured with the openvino "
+                              "backend (or predicted from a table profiled at that precision)")
+        ident = {"backend": target.backend, "device": target.device, "batch_size": target.batch_size,
+                 "threads": target.threads, **({"precision": target.precision}
+                                               if target.precision != Precision.FP32 else {})}
+        info = {"source": "measured", "precision": target.precision,
+                "target": {"backend": target.backend, "device": target.device, "batch_size": target.batch_size,
+                           "threads": target.threads, "precision": Precision.OPENVINO_NAME[target.precision]},
+                "policy": SEARCH_POLICY, "identity": ident}
+        measure = _measurer(model, target, SEARCH_POLICY)
+        measure(TokenSchedule.full(model.depth, model.num_patches))  # first calls of a process are slow: discard
+        return cls(measure, target, info, _measurer(model, target, None))
+
+
+TableArg = Union[None, str, Any, Sequence[Any], Mapping[str, Any]]
+
+
+def tables_by_precision(table: TableArg) -> Dict[str, Any]:
+    """``table=`` of :func:`~tavt_kit.search.search_schedules` -> {precision: LatencyTable}: one table or path,
+    a list of them (one per precision), or a mapping precision -> table."""
+    from ..bench import LatencyTable
+
+    if table is None:
+        return {}
+    if isinstance(table, Mapping):
+        items = list(table.values())
+    elif isinstance(table, (list, tuple)):
+        items = list(table)
+    else:
+        items = [table]
+    out: Dict[str, Any] = {}
+    for t in items:
+        t = t if hasattr(t, "predict") else LatencyTable.load(t)
+        p = table_target(t).precision
+        if p in out:
+            raise ConfigError(f"table={t.source}: {out[p].source} and {t.source} are both profiled at {p}; give "
+                              "one table per precision")
+        out[p] = t
+    if isinstance(table, Mapping):
+        for key, t in zip(table, out.values()):
+            if Precision.parse(key, "table") != table_target(t).precision:
+                raise LatencyTableError(f"table={t.source}: profiled at {table_target(t).precision}, "
+                                        f"given for {key}")
+    batches = {table_target(t).batch_size for t in out.values()}
+    if len(batches) > 1:
+        raise ConfigError(f"table=: the tables are for different batch sizes ({sorted(batches)}); a latency budget "
+                          "is per batch, profile every precision at one batch size")
+    return out
+
+
+def latency_objectives(model, precisions: Sequence[str], target: Optional[DeploymentTarget] = None,
+                       table: TableArg = None, remeasure: bool = False,
+                       require: Optional[Mapping[str, Any]] = None) -> Dict[str, LatencyObjective]:
+    """One :class:`LatencyObjective` per precision: from its table when given (which must be for ``target``'s
+    backend, device, batch size and threads, or for the fields ``require`` names), else measured on ``target``
+    at that precision (a search of several precisions measures every precision on OpenVINO)."""
+    tables = tables_by_precision(table)
+    extra = [p for p in tables if p not in precisions]
+    if extra:
+        raise ConfigError(f"table={tables[extra[0]].source}: profiled at {extra[0]}, which precisions="
+                          f"{','.join(precisions)} does not search; add it to precisions or leave the table out")
+    out = {}
+    for p in precisions:
+        if p in tables:
+            t = tables[p]
+            if require is not None or target is not None:
+                _check_table_target(t, require if require is not None else
+                                    {k: getattr(target, k) for k in ("backend", "device", "batch_size", "threads")})
+            out[p] = LatencyObjective.from_table(t, model, remeasure=remeasure)
+        elif tables:
+            have = ", ".join(f"{t.source} ({q})" for q, t in tables.items())
+            raise ConfigError(f"table=: no table profiled at {p} ({have}); profile one at {p}"
+                              + ("" if len(precisions) > 1 else
+                                 f", or search precisions=fp32,{','.join(tables)}"))
+        else:
+            base = target or DeploymentTarget.default()
+            if len(precisions) > 1 and target is None:
+                base = base.with_(backend="openvino")  # every precision on one runtime, or budgets would mix
+            out[p] = LatencyObjective.measured(model, base.with_(precision=p))
+    return out
+
+
+def _check_table_target(table, fields: Mapping[str, Any]) -> None:
+    """A table made for another backend, device, batch size or thread count than ``fields`` is refused."""
+    t = table_target(table)
+    for key, asked in fields.items():
+        mine = getattr(t, key)
+        if asked is not None and mine is not None and mine != asked:
+            raise LatencyTableError(f"{table.source} was made for {key}={mine}, not {key}={asked}; profile a table "
+                                    f"for this target")

@@ -1,0 +1,480 @@
+"""The one search pipeline: evolution per precision, choice per budget, baselines, test split, one writer.
+
+:func:`search_schedules` is the whole search a Python user (and ``fgvc-kit search``) runs. Precision is one
+more dimension of the same search: the schedules of every precision are scored by one evaluator on one
+held-out subset, their MACs counted once, their latencies cached in one :class:`LatencyObjective` each and
+journalled in one journal; each budget's choice is made over every (schedule, precision) pair
+(:mod:`~tavt_kit.search.precision`), the test split is used once at the end, and ``search.json`` is
+written once. Fitness is measured on the held-out split (accuracy, NLL or KL to the full model); every
+accuracy comes with its 95 % Wilson interval, and each baseline at a budget with the paired difference to
+the searched pick on the same test images (``vs_searched``).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, TavtKitError
+from ..files import write_json
+from ..machine import brief
+from ..models.checkpoint import weights_digest
+from ..models.macs import count_macs
+from ..schedules.families import tome_schedule
+from ..schedules.schedule import TokenSchedule
+from ..schedules.space import SearchSpace
+from ..stats import paired_difference, wilson_interval
+from ..target import DeploymentTarget, Precision
+from .baselines import baseline_schedules
+from .data import SearchData, all_reduce, search_data, shard, take_subset, _dist
+from .evaluate import CandidateEvaluator, ScheduleScores
+from .evolution import (Budget, EvolutionSearch, EvolutionSettings, Journal, front_area, gene_of, pareto_front,
+                        schedule_of)
+from .fitness import DEFAULT_FITNESS, FITNESSES
+from .objective import LatencyObjective, latency_objectives
+from .result import SEARCH_FORMAT, SearchResult, parse_budget
+
+#: the index of the per-budget drop configs a search writes beside search.json
+SCHEDULES_INDEX = "schedules.json"
+
+
+def space_of(model: nn.Module) -> SearchSpace:
+    """The search space the checkpoint was distilled for (its spec's ``search_space``), else the model's default."""
+    d = (getattr(model, "spec", None) or {}).get("search_space")
+    if d:
+        space = SearchSpace.from_dict(d)
+        if space.depth != model.depth or space.num_patches != model.num_patches:
+            raise ConfigError(f"the checkpoint's search space ({space.depth} blocks, {space.num_patches} tokens) "
+                              f"does not fit the model ({model.depth} blocks, {model.num_patches} tokens)")
+        return space
+    return SearchSpace.for_model(model)
+
+
+def parse_precisions(value) -> tuple:
+    """``"fp32,bf16,int8"`` (or a sequence) -> the precisions, fp32 first (the comparison every budget reports)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = [str(v).strip() for v in items if str(v).strip()]
+    if not out:
+        raise ConfigError(f"precisions={value!r}: expected a list of {', '.join(Precision.ALL)}")
+    parsed = [Precision.parse(v, "precisions") for v in out]
+    return tuple(dict.fromkeys([Precision.FP32] + parsed))
+
+
+def _check_reducers(model, reducers) -> tuple:
+    """``reducers`` as a tuple of drop/merge; merging needs a timm ViT without EViT's fuse."""
+    from ..models.token_drop import TokenDropMixin
+
+    names = tuple(dict.fromkeys(str(r).strip() for r in ([reducers] if isinstance(reducers, str) else reducers)))
+    if not names or any(r not in ("drop", "merge") for r in names):
+        raise ConfigError(f"reducers={reducers!r}: expected drop, merge or both")
+    if "merge" in names and (not isinstance(model, TokenDropMixin) or getattr(model, "fuse", False)):
+        raise ConfigError(f"reducers={','.join(names)}: this model ({type(model).__name__}"
+                          f"{', fusing dropped tokens' if getattr(model, 'fuse', False) else ''}) cannot merge "
+                          "tokens; merge works for timm ViTs without EViT's fuse")
+    return names
+
+
+def _budget(b) -> Budget:
+    if isinstance(b, Budget):
+        return b
+    parsed = parse_budget(b)
+    if parsed is None:
+        raise ConfigError(f"budgets={b!r}: expected a budget with its unit, e.g. '15ms' or '20G MACs'")
+    return Budget(*parsed)
+
+
+def search_schedules(
+    model: nn.Module,
+    data,
+    budgets: Sequence[Union[Budget, str]] = (),
+    *,
+    target: Optional[DeploymentTarget] = None,
+    precisions: Sequence[str] = (Precision.FP32,),
+    reducers: Optional[Sequence[str]] = None,
+    fitness: str = DEFAULT_FITNESS,
+    table=None,
+    settings: Optional[EvolutionSettings] = None,
+    out: Optional[str] = None,
+    **options,
+) -> SearchResult:
+    """Search token schedules (and, under latency budgets, precisions) of ``model``; returns a :class:`SearchResult`.
+
+    Args:
+        data: held-out and test images: a :class:`~tavt_kit.data.DataSpec`, a dataset name, a ``(holdout, test)``
+            pair (datasets, :class:`~tavt_kit.search.data.EvalSet`) or a :class:`SearchData`; None: the dataset
+            the checkpoint records. The model's normalisation is applied here.
+        budgets: ``Budget`` objects or texts (``"15ms"``, ``"20G MACs"``); none: map the Pareto front.
+        target: where latency is measured when no ``table`` is given (default :meth:`DeploymentTarget.default`).
+        precisions: precisions paired with schedules under latency budgets (fp32 always searched).
+        reducers: the reducers a block may use (``drop``, ``merge``); default the supernet's.
+        fitness: ``accuracy``, ``nll`` or ``kl`` on the held-out images.
+        table: a :class:`~tavt_kit.bench.LatencyTable` (or path), a list of them, or {precision: table}.
+        settings: the evolution's (population, generations, ...; TAVT's defaults).
+        out: folder for ``search.json``, the journal, ``schedules.json``, drop configs and plots (None: a
+            temporary folder, nothing kept).
+        options: ``remeasure`` (time the picks on this machine, False), ``subset`` (held-out images, all),
+            ``batch_size`` (64), ``verify_top`` (int8 quantisations per budget, 3), ``calibration_images`` (300),
+            ``source`` (recorded in search.json), ``objectives`` ({precision: LatencyObjective}, instead of
+            target/table), ``log`` (print).
+    """
+    known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log"}
+    bad = sorted(set(options) - known)
+    if bad:
+        raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
+    log = options.get("log", print)
+    precisions = parse_precisions(precisions)
+    budgets = [_budget(b) for b in budgets]
+    space = space_of(model)
+    if reducers is not None:
+        import dataclasses
+
+        reducers = _check_reducers(model, reducers)
+        space = dataclasses.replace(space, reducers=reducers)
+    objectives = options.get("objectives")
+    need_latency = any(b.objective == "latency" for b in budgets) or table is not None
+    if objectives is None and need_latency:
+        objectives = latency_objectives(model, precisions if len(precisions) > 1 else ("fp32",), target, table,
+                                        remeasure=bool(options.get("remeasure")))
+    if out is None:
+        import tempfile
+
+        out = tempfile.mkdtemp(prefix="fgvc-kit-search-")
+    sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
+    pipeline = SearchPipeline(model, sdata, out, settings=settings or EvolutionSettings(), budgets=budgets,
+                              objectives=objectives or {}, precisions=precisions, space=space, fitness=fitness,
+                              batch_size=options.get("batch_size", 64), subset=options.get("subset"),
+                              source=options.get("source"), verify_top=options.get("verify_top", 3),
+                              calibration_images=options.get("calibration_images", 300), log=log,
+                              remeasure=bool(options.get("remeasure")))
+    with torch.inference_mode():
+        return pipeline.run()
+
+
+class SearchPipeline:
+    """The state one search shares across its precisions and stages (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, data: SearchData, out_dir: str, *, settings: EvolutionSettings,
+                 budgets: Sequence[Budget], objectives: Dict[str, LatencyObjective], precisions: Sequence[str],
+                 space: SearchSpace, fitness: str, batch_size: int = 64, subset: Optional[int] = None,
+                 source: Optional[dict] = None, verify_top: int = 3, calibration_images: int = 300,
+                 log: Callable[[str], None] = print, remeasure: bool = False):
+        self._check(data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images)
+        self.model, self.out_dir, self.settings, self.budgets = model, out_dir, settings, list(budgets)
+        self.objectives, self.precisions, self.space, self.fitness = objectives, tuple(precisions), space, fitness
+        self.batch_size, self.subset, self.source, self.verify_top = int(batch_size), subset, source, verify_top
+        self.calibration_images, self.remeasure_picks = int(calibration_images), remeasure
+        self.rank, self.world = _dist()
+        self.log = log if self.rank == 0 else (lambda s: None)
+        self.data = data
+        self.holdout = take_subset(data.holdout, subset, settings.seed)
+        self.test = data.test
+        self.n_holdout = len(self.holdout.labels)
+        self.n_test = int(len(self.test.labels)) if self.test is not None else 0
+        from ..data import Normalize
+
+        self.transform = Normalize.from_model(model)
+        shared = next((i for i, b in enumerate(space.bounds) if b > 0), space.depth)
+        self.evaluator = CandidateEvaluator(model, shard(self.holdout).images, shard(self.holdout).labels,
+                                            self.batch_size, transform=self.transform, shared_blocks=shared)
+        self.digest = weights_digest(model)
+        self.latency: Optional[LatencyObjective] = objectives.get("fp32")
+        self.searches: Dict[str, EvolutionSearch] = {}
+
+    def _check(self, data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images):
+        if fitness not in FITNESSES:
+            raise ConfigError(f"fitness={fitness!r}: expected one of {', '.join(FITNESSES)}")
+        for name, v in (("batch_size", batch_size), ("verify_top", verify_top),
+                        ("calibration_images", calibration_images)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name}={v!r}: expected a positive integer")
+        if any(b.objective == "latency" for b in budgets) and "fp32" not in objectives:
+            raise ConfigError("budgets: a latency budget needs a latency objective (target= or table=)")
+        if len(data.holdout.labels) == 0:
+            raise ConfigError("data: the held-out split is empty; the search scores candidates on held-out images")
+        if len(precisions) > 1:
+            if not any(b.objective == "latency" for b in budgets):
+                raise ConfigError(f"precisions={','.join(precisions)}: precisions are chosen by latency; give a "
+                                  "latency budget (a MAC count does not change with the precision)")
+            missing = [p for p in precisions if p not in objectives]
+            if missing:
+                raise ConfigError(f"precisions: no latency objective for {missing[0]}")
+            if _dist()[1] > 1:
+                raise ConfigError("precisions: a search of several precisions runs on one process")
+
+    # ------------------------------------------------------------------ costs
+    def schedule(self, gene) -> TokenSchedule:
+        return schedule_of(gene, self.space.num_patches, self.space.min_tokens)
+
+    @functools.lru_cache(maxsize=None)
+    def macs_of(self, gene) -> int:
+        return count_macs(self.model, self.schedule(gene)).total()
+
+    def macs(self, s: TokenSchedule) -> int:
+        return self.macs_of(gene_of(s))
+
+    def metrics(self, scheds: List[TokenSchedule], evaluator: Optional[CandidateEvaluator] = None):
+        ev = evaluator or self.evaluator
+        sc = _reduce_scores(ev.scores(scheds), self.n_holdout)
+        return [sc.metrics(i) for i in range(len(scheds))]
+
+    # -------------------------------------------------------------- the run
+    def run(self) -> SearchResult:
+        from .precision import PrecisionStage
+
+        self._warn_unreachable()
+        journal = self._journal()
+        t0 = time.perf_counter()
+        fp32 = EvolutionSearch(self.space, self.metrics, self.macs, self.settings, self.latency, self.budgets,
+                               journal, self.log, fitness=self.fitness)
+        if len(self.precisions) > 1:
+            self.log("searching fp32 schedules")
+        cands = fp32.run()
+        self.searches["fp32"] = fp32
+        search_seconds = time.perf_counter() - t0
+        stage = PrecisionStage(self, journal) if len(self.precisions) > 1 else None
+        if stage is not None:
+            stage.evolve()
+        doc = self._document(fp32, cands, search_seconds, remeasure=stage is None)
+        if stage is not None:
+            stage.choose(doc)
+        return self._write(doc, precision_plot=stage is not None)
+
+    def _warn_unreachable(self) -> None:
+        for b in self.budgets:
+            if b.objective == "macs":
+                cost = count_macs(self.model, self.space.smallest()).total()
+            elif self.latency is not None:
+                cost = self.latency(self.space.smallest())
+            else:
+                continue
+            if cost > b.limit:
+                self.log(f"warning: budget {b.label} is below the smallest schedule of the search space "
+                         f"({Budget(b.objective, cost).label}); no searched schedule can meet it (baselines are "
+                         "still reported)")
+
+    def _journal(self) -> Journal:
+        # keyed on the weights' content: a supernet retrained into the same path is another search
+        settings = {**self.settings.to_dict(), "fitness": self.fitness,
+                    "budgets": [[b.objective, b.limit] for b in self.budgets], "subset": self.subset,
+                    "holdout_images": self.n_holdout, "space": self.space.to_dict(), "weights_sha256": self.digest,
+                    "source": {k: v for k, v in (self.source or {}).items() if k != "checkpoint"},
+                    "latency": self.latency.info.get("identity") if self.latency is not None else None}
+        if len(self.precisions) > 1:  # one journal for every precision: each record says its precision
+            settings["precisions"] = {p: {"latency": self.objectives[p].info.get("identity")}
+                                      for p in self.precisions[1:]}
+            settings["calibration_images"] = self.calibration_images
+        os.makedirs(self.out_dir, exist_ok=True)
+        journal = Journal(os.path.join(self.out_dir, "search.journal.jsonl") if self.rank == 0 else None,
+                          {"format": "fgvc-kit/search-journal", "settings": settings})
+        if self.world > 1:  # every rank replays the same journal
+            obj = [journal.entries]
+            torch.distributed.broadcast_object_list(obj, src=0)
+            journal.entries = obj[0]
+        return journal
+
+    # ------------------------------------------------------- choices, tests
+    def _document(self, search: EvolutionSearch, cands, search_seconds: float, remeasure: bool) -> dict:
+        objective = search.objective
+        full, smallest = self.space.full(), self.space.smallest()
+        choices = {b.label: (b, search.best_within(b)) for b in self.budgets}
+        base, fixed = self._baselines(objective)
+        front = pareto_front(cands, objective)
+        to_test: Dict[tuple, TokenSchedule] = {}
+        for s in [full, smallest] + [self.schedule(c.gene) for c in front]:
+            to_test[gene_of(s)] = s
+        for b, best in choices.values():
+            if best is not None:
+                to_test[best.gene] = self.schedule(best.gene)
+        for row in list(base.values()) + [fixed]:
+            for s in row.values():
+                to_test[gene_of(s)] = s
+        hold = {c.gene: {"accuracy": c.accuracy, "nll": c.nll, "kl": c.kl} for c in search.evaluated.values()}
+        self._holdout_extra(to_test, hold)
+        test_acc, test_hits = self._test(list(to_test.values()))
+        remeasured = self._remeasure(choices, full) if remeasure else {}
+        entry = functools.partial(self._entry, hold=hold, test_acc=test_acc, remeasured=remeasured)
+        cost_fn = self.macs if objective == "macs" else self.latency
+        doc = self._header(search, objective, search_seconds)
+        doc.update({"full": entry(gene_of(full)), "smallest": entry(gene_of(smallest)),
+                    "candidates": [{**c.to_dict(), "holdout_interval": _interval(c.accuracy, self.n_holdout)}
+                                   for c in cands],
+                    "pareto_front": [entry(c.gene) for c in front],
+                    "front_area": front_area(front, objective, cost_fn(smallest), cost_fn(full)),
+                    "budgets": [], "baselines": {"fixed": {k: entry(gene_of(s)) for k, s in fixed.items()}}})
+        full_macs = self.macs(full)
+        for label, (b, best) in choices.items():
+            row = {"label": label, "objective": b.objective, "limit": b.limit,
+                   "best": entry(best.gene, speedup_macs=full_macs / self.macs_of(best.gene)) if best else None,
+                   "baselines": {k: entry(gene_of(s), **_versus(best, gene_of(s), test_hits))
+                                 for k, s in base[label].items()}}
+            if best is not None:
+                row["schedule_file"] = f"schedule-{_slug(label)}.json"
+            doc["budgets"].append(row)
+        self.test_hits = test_hits
+        return doc
+
+    def _baselines(self, objective: str):
+        from ..models.token_drop import TokenDropMixin
+
+        space = self.space
+        can_merge = isinstance(self.model, TokenDropMixin)  # timm ViTs merge (ToMe's baseline); ViTAE's do not
+        tome_latency = can_merge
+        if can_merge and self.latency is not None and any(b.objective == "latency" for b in self.budgets):
+            try:  # a latency table profiled for drop only cannot cost ToMe's schedules: that baseline is left out
+                self.latency(tome_schedule(1, space.depth, space.num_patches, space.min_tokens))
+            except TavtKitError as e:
+                tome_latency = False
+                self.log(f"note: no ToMe baseline under the latency budgets ({e})")
+        base = {}
+        for b in self.budgets:
+            fn = self.macs if b.objective == "macs" else self.latency
+            base[b.label] = baseline_schedules(space.depth, space.num_patches, fn, {b.label: b.limit},
+                                               space.min_tokens,
+                                               merge=can_merge if b.objective == "macs" else tome_latency)[b.label]
+        cost_fn = self.macs if objective == "macs" else self.latency
+        fixed = baseline_schedules(space.depth, space.num_patches, cost_fn, {}, space.min_tokens)["fixed"]
+        return base, fixed
+
+    def _holdout_extra(self, to_test: Dict[tuple, TokenSchedule], hold: Dict[tuple, dict]) -> None:
+        extra = [s for k, s in to_test.items() if k not in hold]
+        if extra:  # baselines may drop where the space does not: a free evaluator (no shared blocks)
+            free = CandidateEvaluator(self.model, shard(self.holdout).images, shard(self.holdout).labels,
+                                      self.batch_size, transform=self.transform)
+            for s, m in zip(extra, self.metrics(extra, free)):
+                hold[gene_of(s)] = m
+
+    def _test(self, scheds: List[TokenSchedule]):
+        test_acc: Dict[tuple, float] = {}
+        test_hits: Dict[tuple, torch.Tensor] = {}
+        if not self.n_test:
+            return test_acc, test_hits
+        tev = CandidateEvaluator(self.model, shard(self.test).images, shard(self.test).labels, self.batch_size,
+                                 transform=self.transform)
+        sc = _reduce_scores(tev.scores(scheds, per_image=True), self.n_test)
+        for i, s in enumerate(scheds):
+            test_acc[gene_of(s)] = sc.correct[i] / self.n_test
+            if sc.hits is not None:
+                test_hits[gene_of(s)] = sc.hits[i]
+        return test_acc, test_hits
+
+    def _remeasure(self, choices, full: TokenSchedule) -> Dict[tuple, float]:
+        remeasured: Dict[tuple, float] = {}
+        if self.latency is None or not self.latency.can_remeasure or self.rank != 0:
+            return remeasured
+        for b, best in choices.values():
+            if best is not None:
+                remeasured[best.gene] = self.latency.remeasure(self.schedule(best.gene))
+        remeasured.setdefault(gene_of(full), self.latency.remeasure(full))
+        return remeasured
+
+    def _entry(self, gene, *, hold, test_acc, remeasured, **extra) -> dict:
+        s = self.schedule(gene)
+        h = hold.get(gene) or {}
+        d = {"counts": list(gene[0]), **({"reducers": list(s.reducers)} if s.reducers else {}),
+             "macs": self.macs_of(gene), "holdout_accuracy": h.get("accuracy"),
+             "holdout_interval": _interval(h.get("accuracy"), self.n_holdout), "holdout_nll": h.get("nll"),
+             "holdout_kl": h.get("kl"), "test_accuracy": test_acc.get(gene),
+             "test_interval": _interval(test_acc.get(gene), self.n_test)}
+        if self.latency is not None:
+            try:
+                d["latency_ms"] = self.latency(s) * 1e3
+            except TavtKitError:  # a ToMe baseline under a MAC budget, and a table profiled for drop only
+                d["latency_ms"] = None
+        if gene in remeasured:
+            d["latency_measured_ms"] = remeasured[gene] * 1e3
+        d.update(extra)
+        return d
+
+    def _header(self, search: EvolutionSearch, objective: str, search_seconds: float) -> dict:
+        model = self.model
+        return {
+            "format": SEARCH_FORMAT, "version": 1, "objective": objective,
+            "model": {**{k: (model.spec or {}).get(k) for k in ("backbone", "img_size", "depth", "num_patches",
+                                                                "num_classes")}, "weights_sha256": self.digest},
+            "source": self.source or {}, "space": self.space.to_dict(),
+            "settings": {**self.settings.to_dict(), "fitness": self.fitness, "subset": self.subset,
+                         "holdout_images": self.n_holdout, "test_images": self.n_test,
+                         "batch_size": self.batch_size, "world_size": self.world},
+            "latency": self.latency.info if self.latency is not None else None,
+            "machine": brief(),
+            "timing": {"search_seconds": search_seconds, "evaluations": search.evaluations,
+                       "candidates_per_minute": (search.evaluations / search.eval_seconds * 60)
+                       if search.eval_seconds else None,
+                       "block_runs": self.evaluator.stats.block_runs,
+                       "block_runs_naive": self.evaluator.stats.block_runs_naive},
+        }
+
+    # ------------------------------------------------------------- writing
+    def _write(self, doc: dict, precision_plot: bool) -> SearchResult:
+        """Drop configs, ``schedules.json`` and plots first, then ``search.json`` once (naming the plots)."""
+        if self.rank == 0:
+            for row in doc["budgets"]:
+                best = row.get("best")
+                if best is None or not row.get("schedule_file"):
+                    continue
+                info = {**doc["model"], "budget": row["label"]}
+                if "precision" in best and "best_fp32" in row:
+                    info["precision"] = best["precision"]
+                self.schedule(_gene(best)).save(os.path.join(self.out_dir, row["schedule_file"]), model_info=info)
+            write_json(_schedules_index(doc, with_precision=len(self.precisions) > 1),
+                       os.path.join(self.out_dir, SCHEDULES_INDEX))
+            plots = []
+            try:
+                from .plot import plot_precision_fronts, plot_search
+
+                plots = plot_search(doc, self.out_dir)
+                if precision_plot:
+                    plots.append(plot_precision_fronts(doc, self.out_dir))
+            except ImportError:  # matplotlib is optional for the library
+                pass
+            if plots:
+                doc["plots"] = plots
+            write_json(doc, os.path.join(self.out_dir, "search.json"))
+        return SearchResult(doc, os.path.join(self.out_dir, "search.json"))
+
+
+def _gene(d: dict) -> tuple:
+    return tuple(d["counts"]), tuple(r or "" for r in d.get("reducers") or ())
+
+
+def _schedules_index(doc: dict, with_precision: bool) -> dict:
+    """A fixed name a script can read: budget label -> its drop config (the files are named after the budget)."""
+    rows = []
+    for r in doc["budgets"]:
+        best = r.get("best") or {}
+        row = {"label": r["label"], "objective": r["objective"], "limit": r["limit"], "file": r.get("schedule_file"),
+               "counts": best.get("counts")}
+        if with_precision:
+            row["precision"] = best.get("precision", "fp32")
+        if best.get("reducers"):
+            row["reducers"] = best["reducers"]
+        rows.append(row)
+    return {"format": "fgvc-kit/search-schedules", "search": "search.json", "budgets": rows}
+
+
+def _reduce_scores(sc: ScheduleScores, n: int) -> ScheduleScores:
+    """Sums over every rank's shard (hits per image are only kept on a single process)."""
+    return ScheduleScores(n, all_reduce(sc.correct), all_reduce(sc.nll, torch.float64),
+                          all_reduce(sc.kl, torch.float64), sc.hits if _dist()[1] == 1 else None)
+
+
+def _interval(accuracy: Optional[float], n: int) -> Optional[List[float]]:
+    """The 95 % Wilson interval of an accuracy measured on ``n`` images."""
+    if accuracy is None or not n:
+        return None
+    return list(wilson_interval(int(round(accuracy * n)), n))
+
+
+def _versus(best, gene: tuple, hits: Dict[tuple, torch.Tensor]) -> dict:
+    """``vs_searched``: the searched pick's test accuracy minus this schedule's, paired on the same images."""
+    if best is None or best.gene not in hits or gene not in hits:
+        return {}
+    return {"vs_searched": paired_difference(hits[best.gene].tolist(), hits[gene].tolist())}
+
+
+def _slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in label).strip("_")
