@@ -153,10 +153,16 @@ def summary(result: dict) -> str:
             versus = "  searched {:+.2f} [{:+.2f}, {:+.2f}] {}".format(
                 100 * vs["difference"], *(100 * v for v in vs["interval"]),
                 "" if vs["resolved"] else "(within noise)")
+        vp = d.get("vs_parent")
+        if vp:
+            versus += "  vs your model {:+.2f} [{:+.2f}, {:+.2f}]{}".format(
+                100 * vp["difference"], *(100 * v for v in vp["interval"]), "" if vp["resolved"] else " (noise)")
         prec = f" {d['precision']}" if d.get("precision") else ""
         return (f"  {name:<22}{prec} holdout {100 * d['holdout_accuracy']:6.2f}  test {test}  "
                 f"{d['macs'] / 1e9:8.4f} GMACs ({full['macs'] / d['macs']:.2f}x fewer) {lat}{versus}")
 
+    if result.get("parent"):
+        lines.append(row("your model (parent)", result["parent"]))
     lines.append(row("full", full))
     lines.append(row("smallest of the space", result["smallest"]))
     for b in result["budgets"]:
@@ -173,6 +179,14 @@ def summary(result: dict) -> str:
             lines.append(row("searched", b["best"]))
         for name, d in b["baselines"].items():
             lines.append(row(f"baseline {name}", d))
+        for name, d in (b.get("training_free") or {}).items():
+            if name != "parent":
+                lines.append(row("ToMe on your model" if name == "tome_parent" else name, d))
+        rec = b.get("recommended")
+        if rec and rec.get("family"):
+            what = {"searched": "the searched schedule (supernet weights)", "tome_parent":
+                    "ToMe on your model (its own weights, no training)", "parent": "your model as it is"}
+            lines.append(f"  recommended: {what.get(rec['family'], rec['family'])}; {rec['why']}")
     t = result["timing"]
     lines.append(f"{t['evaluations']} candidates evaluated in {t['search_seconds']:.1f}s; Pareto front of "
                  f"{len(result['pareto_front'])}; area {result['front_area']:.4f}")

@@ -119,9 +119,11 @@ def search_schedules(
         options: ``remeasure`` (time the picks on this machine, False), ``subset`` (held-out images, all),
             ``batch_size`` (64), ``verify_top`` (int8 quantisations per budget, 3), ``calibration_images`` (300),
             ``source`` (recorded in search.json), ``objectives`` ({precision: LatencyObjective}, instead of
-            target/table), ``log`` (print).
+            target/table), ``log`` (print), ``parent`` (the reference model: ``"auto"``, the default, loads
+            the checkpoint the supernet records it was distilled from; a model or path; None: no reference).
     """
-    known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log"}
+    known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
+             "parent"}
     bad = sorted(set(options) - known)
     if bad:
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
@@ -150,6 +152,9 @@ def search_schedules(
                               source=options.get("source"), verify_top=options.get("verify_top", 3),
                               calibration_images=options.get("calibration_images", 300), log=log,
                               remeasure=bool(options.get("remeasure")))
+    from .parent import resolve_parent
+
+    pipeline.parent = resolve_parent(model, options.get("parent", "auto"), log)
     with torch.inference_mode():
         return pipeline.run()
 
@@ -183,6 +188,8 @@ class SearchPipeline:
         self.digest = weights_digest(model)
         self.latency: Optional[LatencyObjective] = objectives.get("fp32")
         self.searches: Dict[str, EvolutionSearch] = {}
+        self.parent: Optional[nn.Module] = None  # the reference model (see :mod:`~tavt_kit.search.parent`)
+        self.test_hits: Dict[tuple, torch.Tensor] = {}
 
     def _check(self, data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images):
         if fitness not in FITNESSES:
@@ -239,6 +246,11 @@ class SearchPipeline:
         if stage is not None:
             stage.evolve()
         doc = self._document(fp32, cands, search_seconds, remeasure=stage is None)
+        if self.parent is not None and self.world == 1:
+            from .parent import ParentStage
+
+            self.log("measuring the parent (your model) and ToMe on it at each budget")
+            ParentStage(self, self.parent).apply(doc)
         if stage is not None:
             stage.choose(doc)
         return self._write(doc, precision_plot=stage is not None)

@@ -1,0 +1,167 @@
+"""The user's own model as the reference of a search, and what needs no training competing with the supernet.
+
+A supernet records the checkpoint it was distilled from (its *parent*: the model the user brought). The
+search loads it and measures, on the same held-out and test images as the searched schedules:
+
+* the parent itself (full schedule): every entry of ``search.json`` gets ``vs_parent``, its test accuracy
+  minus the parent's, paired on the same images, with the 95 % interval;
+* the training-free deployables of each budget, run on the parent's weights: ToMe with the smallest
+  constant r that meets the budget (``tome_parent``) and the parent itself where it meets the budget.
+
+Each budget then *recommends* one deployable among the searched pick and the training-free ones, chosen on
+the held-out images (NLL for the nll/kl fitnesses, which compares across weights, else accuracy): the test
+split only reports. If ToMe on the parent wins, the recommendation says so and names the parent's weights.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, TavtKitError
+from ..schedules.schedule import TokenSchedule
+from ..stats import paired_difference, wilson_interval
+from .baselines import fit_tome
+from .data import shard
+from .evaluate import CandidateEvaluator
+
+
+def resolve_parent(model: nn.Module, parent, log) -> Optional[nn.Module]:
+    """``parent="auto"``: the recorded parent when it loads (a note otherwise); None: no parent; a model or a
+    checkpoint path: that one (checked against the recorded weights when there is a record)."""
+    from ..models.checkpoint import load_checkpoint, load_parent, parent_of
+
+    if parent is None:
+        return None
+    if isinstance(parent, nn.Module):
+        return parent.eval()
+    record = parent_of(model)
+    if parent == "auto":
+        if record is None:
+            log("note: this checkpoint records no parent (the model distillation started from); results are "
+                "compared with the supernet's own full schedule only")
+            return None
+        try:
+            return load_parent(model)
+        except TavtKitError as e:
+            log(f"note: the recorded parent is not used ({e})")
+            return None
+    return load_parent(model, path=str(parent)) if record is not None else load_checkpoint(str(parent)).eval()
+
+
+class ParentStage:
+    """Measures the parent and its training-free deployables for a :class:`~.pipeline.SearchPipeline`."""
+
+    def __init__(self, pipe, parent: nn.Module):
+        self.pipe, self.parent = pipe, parent
+        if getattr(parent, "num_patches", None) != pipe.model.num_patches or \
+                getattr(parent, "depth", None) != pipe.model.depth:
+            raise CheckpointError("parent: its token grid or depth differs from the supernet's; give the checkpoint "
+                                  "distillation started from")
+
+    def _score(self, scheds: Dict[str, TokenSchedule]):
+        """Held-out metrics and test hits (per image) of the parent at each schedule."""
+        pipe = self.pipe
+        hold = CandidateEvaluator(self.parent, shard(pipe.holdout).images, shard(pipe.holdout).labels,
+                                  pipe.batch_size, transform=pipe.transform)
+        names = list(scheds)
+        sc = hold.scores([scheds[n] for n in names])
+        metrics = {n: sc.metrics(i) for i, n in enumerate(names)}
+        hits: Dict[str, torch.Tensor] = {}
+        if pipe.n_test:
+            tev = CandidateEvaluator(self.parent, pipe.test.images, pipe.test.labels, pipe.batch_size,
+                                     transform=pipe.transform)
+            tsc = tev.scores([scheds[n] for n in names], per_image=True)
+            hits = {n: tsc.hits[i] for i, n in enumerate(names)}
+        return metrics, hits
+
+    def apply(self, doc: dict) -> None:
+        """Adds ``parent``, every entry's ``vs_parent``, each budget's ``training_free`` and ``recommended``."""
+        from ..models.checkpoint import parent_of, weights_digest
+
+        pipe = self.pipe
+        full = TokenSchedule.full(pipe.model.depth, pipe.model.num_patches)
+        scheds = {"parent": full}
+        for b in pipe.budgets:
+            cost = pipe.macs if b.objective == "macs" else pipe.latency
+            try:
+                s = fit_tome(pipe.space.depth, pipe.space.num_patches, cost, b.limit, pipe.space.min_tokens)
+            except TavtKitError:  # a latency table profiled for drop only cannot cost a merge
+                s = None
+            if s is not None:
+                scheds[f"tome {b.label}"] = s
+        metrics, hits = self._score(scheds)
+        ref = hits.get("parent")
+        record = parent_of(pipe.model) or {}
+        doc["parent"] = {"path": record.get("path"), "weights_sha256": weights_digest(self.parent),
+                         "recorded": bool(record), **self._entry("parent", full, metrics, hits, ref)}
+        for d in [doc["full"], doc["smallest"]] + doc["pareto_front"] + \
+                [e for rows in doc["baselines"].values() for e in rows.values()]:
+            self._versus(d, pipe.test_hits.get(_gene(d)), ref)
+        for row in doc["budgets"]:
+            b = next(x for x in pipe.budgets if x.label == row["label"])
+            if row.get("best") is not None:
+                self._versus(row["best"], pipe.test_hits.get(_gene(row["best"])), ref)
+            for d in row["baselines"].values():
+                self._versus(d, pipe.test_hits.get(_gene(d)), ref)
+            free = {}
+            if f"tome {b.label}" in scheds:
+                s = scheds[f"tome {b.label}"]
+                free["tome_parent"] = {**self._entry(f"tome {b.label}", s, metrics, hits, ref),
+                                       "r": pipe.model.num_patches - s.counts[0]}
+            cost = pipe.macs(full) if b.objective == "macs" else (pipe.latency(full) if pipe.latency else None)
+            if cost is not None and cost <= b.limit:
+                free["parent"] = doc["parent"]
+            row["training_free"] = free
+            row["recommended"] = self._recommend(row, free)
+
+    def _entry(self, name: str, s: TokenSchedule, metrics, hits, ref) -> dict:
+        pipe = self.pipe
+        m = metrics[name]
+        d = {"counts": list(s.counts), **({"reducers": list(s.reducers)} if s.reducers else {}),
+             "macs": pipe.macs(s), "weights": "parent", "holdout_accuracy": m["accuracy"],
+             "holdout_interval": _interval(m["accuracy"], pipe.n_holdout), "holdout_nll": m["nll"]}
+        if pipe.latency is not None:
+            try:
+                d["latency_ms"] = pipe.latency(s) * 1e3
+            except TavtKitError:
+                d["latency_ms"] = None
+        if name in hits:
+            h = hits[name]
+            acc = float(h.float().mean())
+            d.update(test_accuracy=acc, test_interval=_interval(acc, pipe.n_test))
+            if name != "parent" and ref is not None:
+                d["vs_parent"] = paired_difference(h.tolist(), ref.tolist())
+        return d
+
+    @staticmethod
+    def _versus(d: dict, h, ref) -> None:
+        if d is not None and h is not None and ref is not None:
+            d["vs_parent"] = paired_difference(h.tolist(), ref.tolist())
+
+    def _recommend(self, row: dict, free: dict) -> dict:
+        """The deployable to ship for a budget, chosen on the held-out images among the searched pick (supernet
+        weights) and the training-free ones (parent weights)."""
+        key = "holdout_accuracy" if self.pipe.fitness == "accuracy" else "holdout_nll"
+        sign = 1 if key == "holdout_accuracy" else -1
+        options = {"searched": row.get("best"), **free}
+        options = {k: v for k, v in options.items() if v is not None and v.get(key) is not None}
+        if not options:
+            return {"family": None, "why": "nothing meets this budget"}
+        best = max(options, key=lambda k: (sign * options[k][key], k == "searched"))
+        why = f"best held-out {'accuracy' if sign > 0 else 'NLL'} among " + ", ".join(sorted(options))
+        out = {"family": best, "weights": "supernet" if best == "searched" else "parent", "why": why,
+               "counts": options[best]["counts"]}
+        if options[best].get("reducers"):
+            out["reducers"] = options[best]["reducers"]
+        return out
+
+
+def _gene(d: dict) -> tuple:
+    """The search key of an entry of ``search.json`` (as :func:`~.evolution.gene_of`)."""
+    return (tuple(d["counts"]), tuple(r or "" for r in d.get("reducers") or ())) if d else None
+
+
+def _interval(acc, n):
+    return None if acc is None or not n else list(wilson_interval(int(round(acc * n)), n))
