@@ -20,7 +20,10 @@ RUN_FORMAT = "fgvc-kit/distill-run"
 #: TAVT's distillation settings on top of the seeds' fine-tuning recipe
 DISTILL_DEFAULTS: Dict[str, Any] = dict(bound=0.2, drop_blocks=None, min_tokens=1, reducers=None, sandwich=2,
                                         kd_temperature=1.0,
-                                        sub_label_weight=0.0, sub_aux=False)
+                                        sub_label_weight=0.0, sub_aux=False, teacher="full", full_label_weight=1.0,
+                                        full_kd_weight=0.0)
+#: what a run stored before these options existed did (resumed as it started)
+LEGACY_DISTILL: Dict[str, Any] = dict(teacher="full", full_label_weight=1.0, full_kd_weight=0.0)
 #: the demo: a short run on the digits (the trained demo model is its teacher and starting point)
 DEMO_DISTILL: Dict[str, Any] = dict(steps=150, lr=5e-4, warmup_steps=15, weight_decay=0.05, label_smoothing=0.0,
                                     eval_every=50, save_every=50, bound=0.3)
@@ -48,6 +51,15 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of a label loss on each sub-network (default: 0, TAVT)")
     g.add_argument("--sub-aux", action="store_true", default=None,
                    help="add the heads' auxiliary losses of the sub-networks too")
+    g.add_argument("--teacher", choices=("parent", "full"),
+                   help="whose soft predictions the sub-networks learn: parent (a frozen copy of --checkpoint) or "
+                        f"full (the full model as it trains, TAVT) (default: {DISTILL_DEFAULTS['teacher']})")
+    g.add_argument("--full-label-weight", type=float, metavar="W",
+                   help="weight of the full model's label loss (default: "
+                        f"{DISTILL_DEFAULTS['full_label_weight']:g})")
+    g.add_argument("--full-kd-weight", type=float, metavar="W",
+                   help="weight of a distillation loss of the full model toward the parent (--checkpoint) "
+                        f"(default: {DISTILL_DEFAULTS['full_kd_weight']:g})")
     add_train_arguments(p, demo_recipe={**DEMO_RECIPE, **DEMO_DISTILL}, model_options=False)
 
 
@@ -90,6 +102,16 @@ def _resolve(args: argparse.Namespace) -> Dict[str, Any]:
     return r
 
 
+def check_full_weights(r: Dict[str, Any]) -> None:
+    """The full model's losses: non-negative weights, at least one positive (said with the flags)."""
+    from ..errors import ConfigError
+
+    a, b = r["full_label_weight"], r["full_kd_weight"]
+    if a < 0 or b < 0 or a + b <= 0:
+        raise ConfigError(f"--full-label-weight {a:g}, --full-kd-weight {b:g}: expected non-negative weights, at "
+                          "least one positive (the full model needs a loss)")
+
+
 def _space(model, r):
     from ..errors import ConfigError
     from ..schedules.space import SearchSpace
@@ -122,6 +144,7 @@ def run_distill(args: argparse.Namespace) -> int:
     from ..data import build_dataset
     from ..errors import CheckpointError, ConfigError
     from ..models import load_checkpoint
+    from ..models.checkpoint import load_parent, parent_of, parent_record
     from ..train.build import check_model_fits
     from .train import data_spec, fit_batch, open_run, train_config
     from ..train import LAST_FILE, METRICS_FILE, Trainer, init_distributed
@@ -137,6 +160,20 @@ def run_distill(args: argparse.Namespace) -> int:
     try:
         torch.manual_seed(r["seed"])
         model = load_checkpoint(os.path.join(out, LAST_FILE) if resume else r["checkpoint"])
+        for k, v in LEGACY_DISTILL.items():
+            r.setdefault(k, v)
+        check_full_weights(r)
+        # the parent: the checkpoint as it was when distillation started (a resumed run keeps its record and
+        # checks that the file still holds those weights)
+        parent_rec = parent_of(model) if resume else parent_record(r["checkpoint"], model)
+        r["parent"] = parent_rec
+        needs_parent = r["teacher"] == "parent" or r["full_kd_weight"] > 0
+        if needs_parent and parent_rec is None:
+            raise CheckpointError(f"{os.path.join(out, LAST_FILE)}: no parent recorded to resume "
+                                  f"--teacher {r['teacher']} with")
+        parent = None
+        if needs_parent:
+            parent = load_parent(model) if resume else load_checkpoint(r["checkpoint"])
         if r.get("scorer") and not resume:
             from ..models.token_drop import check_scorer
 
@@ -152,7 +189,9 @@ def run_distill(args: argparse.Namespace) -> int:
         check_model_fits(model, train_set, r["checkpoint"])
         tracked = fixed_schedules(space)
         step = InplaceDistillStep(space, r["sandwich"], r["kd_temperature"], r["sub_label_weight"], r["sub_aux"],
-                                  cfg.label_smoothing, r["seed"])
+                                  cfg.label_smoothing, r["seed"], teacher=r["teacher"], parent=parent,
+                                  full_label_weight=r["full_label_weight"], full_kd_weight=r["full_kd_weight"])
+        del parent  # the step keeps its own frozen copy
         if rank == 0 and not resume:
             os.makedirs(out, exist_ok=True)
             for name in ("best.safetensors", "results.json", METRICS_FILE):
@@ -161,8 +200,10 @@ def run_distill(args: argparse.Namespace) -> int:
             write_json({"format": RUN_FORMAT, "version": 1, "args": r, "data": dspec.to_dict(),
                         "train": cfg.to_dict(), "space": space.to_dict()}, run_path)
         extra = {"data": dspec.to_dict(), "search_space": space.to_dict(),
-                 "distillation": {"teacher": r["checkpoint"], "sandwich": r["sandwich"],
+                 "distillation": {"parent": parent_rec, "teacher": r["teacher"], "sandwich": r["sandwich"],
                                   "kd_temperature": r["kd_temperature"], "sub_label_weight": r["sub_label_weight"],
+                                  "full_label_weight": r["full_label_weight"],
+                                  "full_kd_weight": r["full_kd_weight"],
                                   "steps": cfg.steps, "world_size": world,
                                   "tracked": {k: list(v.counts) for k, v in tracked.items()}}}
         trainer = Trainer(model, train_set, cfg, holdout_set=holdout_set, step_fn=step,

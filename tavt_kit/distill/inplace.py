@@ -2,14 +2,21 @@
 
 Per batch (one optimiser step):
 
-1. the full model learns the labels (cross-entropy, plus its head's auxiliary losses);
+1. the full model learns the labels (cross-entropy, plus its head's auxiliary losses) and/or, with
+   ``full_kd_weight``, the parent's soft predictions;
 2. ``sandwich + 1`` sub-networks — the smallest schedule of the space first,
    then ``sandwich`` random members (a per-block drop ratio drawn in
    ``[0, bound]``; in a space of several reducers, each reducing block's
-   reducer drawn too, and the smallest member's one reducer drawn per step) — each learn the full model's detached soft predictions
-   (KL divergence at ``kd_temperature``, scaled by T²), optionally plus a
+   reducer drawn too, and the smallest member's one reducer drawn per step) — each learn the
+   teacher's soft predictions: the full model's own, detached (``teacher="full"``, TAVT), or
+   those of a frozen copy of the *parent*, the model distillation started from
+   (``teacher="parent"``) (KL divergence at ``kd_temperature``, scaled by T²), optionally plus a
    label loss and their heads' auxiliary losses;
 3. every loss is divided by ``sandwich + 2`` (the number of passes), as TAVT does.
+
+With ``teacher="full"`` the targets move with the full model, which itself keeps training on the labels: on a
+converged model that restarts an optimiser, the full schedule drifts away from the parent (measured on
+cluttered-digits: docs/benchmarks/distill_recipe.md). ``teacher="parent"`` keeps every target fixed.
 
 Each pass is back-propagated right away (through the trainer), so only one
 sub-network's graph is alive at a time. The schedules of a step are drawn from
@@ -18,15 +25,20 @@ ones, and a resumed run draws what the killed run would have.
 """
 from __future__ import annotations
 
+import copy
 import random
 from contextlib import nullcontext
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import ConfigError
 from ..schedules import SearchSpace, TokenSchedule, evit_schedule
+
+
+TEACHERS = ("parent", "full")
 
 
 def _split(out):
@@ -46,16 +58,38 @@ class InplaceDistillStep:
         sub_aux: add the heads' auxiliary losses of the sub-networks too.
         label_smoothing: of the full model's (and sub-networks') label loss.
         seed: schedule draws.
+        teacher: whose soft predictions the sub-networks learn: ``"full"`` (the full model of the same step,
+            detached; TAVT) or ``"parent"`` (a frozen eval-mode copy of ``parent``, never trained).
+        parent: the model distillation starts from (e.g. the loaded checkpoint before training, or
+            :func:`tavt_kit.models.checkpoint.load_parent`); needed by ``teacher="parent"`` and
+            ``full_kd_weight``. The step keeps its own frozen copy.
+        full_label_weight: weight of the full model's label loss (cross-entropy; TAVT: 1).
+        full_kd_weight: weight of a distillation loss of the full model toward the parent (KL at
+            ``kd_temperature``; needs ``parent``).
     """
 
     def __init__(self, space: SearchSpace, sandwich: int = 2, kd_temperature: float = 1.0,
-                 sub_label_weight: float = 0.0, sub_aux: bool = False, label_smoothing: float = 0.0, seed: int = 0):
+                 sub_label_weight: float = 0.0, sub_aux: bool = False, label_smoothing: float = 0.0, seed: int = 0,
+                 teacher: str = "full", parent: Optional[nn.Module] = None, full_label_weight: float = 1.0,
+                 full_kd_weight: float = 0.0):
         if sandwich < 0:
-            raise ConfigError(f"--sandwich: expected a non-negative number of random sub-networks, got {sandwich}")
+            raise ConfigError(f"sandwich={sandwich}: expected a non-negative number of random sub-networks")
         if kd_temperature <= 0:
-            raise ConfigError(f"--kd-temperature: expected a positive temperature, got {kd_temperature}")
+            raise ConfigError(f"kd_temperature={kd_temperature}: expected a positive temperature")
         if sub_label_weight < 0:
-            raise ConfigError(f"--sub-label-weight: expected a non-negative weight, got {sub_label_weight}")
+            raise ConfigError(f"sub_label_weight={sub_label_weight}: expected a non-negative weight")
+        if teacher not in TEACHERS:
+            raise ConfigError(f"teacher={teacher!r}: expected parent or full")
+        if full_label_weight < 0 or full_kd_weight < 0 or full_label_weight + full_kd_weight <= 0:
+            raise ConfigError(f"full_label_weight={full_label_weight}, full_kd_weight={full_kd_weight}: expected "
+                              "non-negative weights, at least one positive")
+        if parent is None and (teacher == "parent" or full_kd_weight > 0):
+            need = "teacher='parent'" if teacher == "parent" else f"full_kd_weight={full_kd_weight}"
+            raise ConfigError(f"parent=None: {need} needs the model distillation starts from")
+        self.teacher = teacher
+        self.full_label_weight = float(full_label_weight)
+        self.full_kd_weight = float(full_kd_weight)
+        self.parent = _frozen_copy(parent) if parent is not None else None
         self.space = space
         self.sandwich = int(sandwich)
         self.T = float(kd_temperature)
@@ -68,6 +102,21 @@ class InplaceDistillStep:
 
     def bind(self, trainer) -> None:
         self.trainer = trainer
+        if self.parent is not None:
+            self.parent.to(trainer.device)
+
+    @torch.no_grad()
+    def parent_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen parent's logits at the full schedule (eval mode, no gradient)."""
+        parent = self.parent
+        if next(parent.parameters()).device != images.device:
+            parent.to(images.device)
+        parent.eval()  # whatever a caller did to the module: the teacher never trains
+        return _split(parent(images))[0].detach().float()
+
+    def _kd(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(logits.float() / self.T, dim=-1)
+        return F.kl_div(log_p, target, reduction="batchmean") * (self.T ** 2)
 
     def schedules(self, step: int, micro: int = 0) -> List[TokenSchedule]:
         """The sub-networks of a step: the smallest, then ``sandwich`` random members."""
@@ -92,13 +141,26 @@ class InplaceDistillStep:
         ddp = hasattr(model, "no_sync")
         metrics: Dict[str, torch.Tensor] = {}
 
-        # 1. the full model on the labels
+        parent_probs = None
+        if self.parent is not None:
+            parent_probs = F.softmax(self.parent_logits(images) / self.T, dim=-1)
+
+        # 1. the full model on the labels (and/or toward the parent)
         with (model.no_sync() if ddp else nullcontext()):
             logits, aux = _split(model(images, labels=labels))
             ce = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
-            loss = ce + sum(aux.values(), torch.zeros((), device=ce.device))
+            loss = sum(aux.values(), torch.zeros((), device=ce.device))
+            if self.full_label_weight:
+                loss = loss + self.full_label_weight * ce
+            if self.full_kd_weight:
+                kd_full = self._kd(logits, parent_probs)
+                loss = loss + self.full_kd_weight * kd_full
+                metrics["kd_full"] = kd_full.detach()
             self._backward(loss / passes)
-        teacher = F.softmax(logits.detach().float() / self.T, dim=-1)
+        if self.teacher == "parent":
+            teacher = parent_probs
+        else:
+            teacher = F.softmax(logits.detach().float() / self.T, dim=-1)
         total = loss.detach()
         metrics["loss_full"] = ce.detach()
         metrics["acc_full"] = (logits.detach().argmax(1) == labels).float().mean()
@@ -110,8 +172,7 @@ class InplaceDistillStep:
             last = j == len(subs) - 1
             with (model.no_sync() if ddp and not last else nullcontext()):
                 s_logits, s_aux = _split(model(images, drop=sched, labels=labels))
-                log_p = F.log_softmax(s_logits.float() / self.T, dim=-1)
-                kd = F.kl_div(log_p, teacher, reduction="batchmean") * (self.T ** 2)
+                kd = self._kd(s_logits, teacher)
                 sub_loss = kd
                 if self.sub_label_weight:
                     sub_loss = sub_loss + self.sub_label_weight * F.cross_entropy(
@@ -125,6 +186,15 @@ class InplaceDistillStep:
             if j == 0:
                 metrics["acc_smallest"] = (s_logits.detach().argmax(1) == labels).float().mean()
         return total / passes, metrics
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` that no optimiser sees: eval mode, no gradients (unwrapped from DDP)."""
+    model = getattr(model, "module", model)
+    frozen = copy.deepcopy(model).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen
 
 
 def fixed_schedules(space: SearchSpace) -> Dict[str, TokenSchedule]:

@@ -211,10 +211,56 @@ def load_model(target, img_size=None) -> nn.Module:
         return target
     target = os.fspath(target)
     if img_size is not None and (isinstance(img_size, bool) or int(img_size) < 1):
-        raise ConfigError(f"--img-size: expected a positive image size, got {img_size!r}")
+        raise ConfigError(f"img_size={img_size!r}: expected a positive image size")
     kw = {"img_size": img_size} if img_size else {}
     if os.path.exists(target):
         return load_checkpoint(target, **kw)
     if os.sep in target or target.endswith((".safetensors", ".pth", ".pt", ".bin", ".npz")):
         raise CheckpointError(f"{target}: checkpoint not found")
     return create_model(target, **kw)
+
+
+# ------------------------------------------------------------------ the parent of a distilled supernet
+def parent_of(model_or_spec) -> Optional[Dict[str, Any]]:
+    """The checkpoint a supernet was distilled from, as ``fgvc-kit distill`` recorded it: ``{"path": absolute
+    path, "weights_sha256": content key of its weights}``; ``None`` for a model without that record.
+
+    Takes a model, its spec, or a checkpoint path (read without building the model)."""
+    if isinstance(model_or_spec, nn.Module):
+        spec = getattr(model_or_spec, "spec", None) or {}
+    elif isinstance(model_or_spec, dict):
+        spec = model_or_spec
+    else:
+        spec = read_spec(model_or_spec, required=False) or {}
+    parent = (spec.get("distillation") or {}).get("parent")
+    if not isinstance(parent, dict) or not parent.get("path") or not parent.get("weights_sha256"):
+        return None
+    return {"path": str(parent["path"]), "weights_sha256": str(parent["weights_sha256"])}
+
+
+def parent_record(path, model: nn.Module) -> Dict[str, str]:
+    """The parent record of a distillation that starts from ``model``, loaded from ``path``."""
+    return {"path": os.path.abspath(os.fspath(path)), "weights_sha256": weights_digest(model)}
+
+
+def load_parent(model, path=None) -> nn.Module:
+    """The parent of a distilled supernet (a model, its spec or its checkpoint path), loaded and checked.
+
+    The file is the recorded one unless ``path`` is given (the parent moved); its weights must be the ones
+    distillation started from (the recorded ``weights_sha256``), else :class:`CheckpointError`. Returned in
+    eval mode.
+    """
+    rec = parent_of(model)
+    if rec is None:
+        where = model if isinstance(model, (str, os.PathLike)) else "the model"
+        raise CheckpointError(f"{os.fspath(where)}: no parent recorded (expected a supernet made by fgvc-kit "
+                              "distill)")
+    file = os.path.abspath(os.fspath(path)) if path is not None else rec["path"]
+    if not os.path.isfile(file):
+        raise CheckpointError(f"{file}: parent checkpoint not found (pass path= where it is now)")
+    parent = load_checkpoint(file)
+    digest = weights_digest(parent)
+    if digest != rec["weights_sha256"]:
+        raise CheckpointError(f"{file}: not the parent the supernet was distilled from (weights sha256 "
+                              f"{digest[:12]}, recorded {rec['weights_sha256'][:12]})")
+    return parent.eval()
