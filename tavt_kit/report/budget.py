@@ -209,8 +209,10 @@ def _ship_section(search: dict, search_path: str, bidx: Dict[tuple, dict], eidx:
     full = search["full"]
     full_test = full.get("test_accuracy")
     scale, unit = mac_unit(full["macs"])
+    parent = search.get("parent")
+    versus = "vs your model" if parent else "vs the supernet's full schedule"
     md = ["## What to ship", "",
-          "| budget | ship | latency p50 vs budget | verdict | margin | test top-1 (vs full model) | schedule |",
+          f"| budget | ship | latency p50 vs budget | verdict | margin | test top-1 ({versus}) | schedule |",
           "|---|---|---|---|---:|---:|---|"]
     notes = []
     for b in rows:
@@ -243,7 +245,8 @@ def _ship_section(search: dict, search_path: str, bidx: Dict[tuple, dict], eidx:
                          "(fgvc-kit report --budget)")
         test = d.get("test_accuracy")
         acc = "–" if test is None else _pct_ci(d, "test", search["settings"].get("test_images") or 0) + " %" + (
-            f" ({100 * (test - full_test):+.2f} points)" if full_test is not None else "")
+            f" ({_paired(d['vs_parent'])})" if parent and d.get("vs_parent") else
+            f" ({100 * (test - full_test):+.2f} points)" if full_test is not None and not parent else "")
         ship = "not exported yet"
         for doc in eidx.get(key, []):
             verified = [row for row in _export_rows(doc) if row["verified"]]
@@ -257,10 +260,50 @@ def _ship_section(search: dict, search_path: str, bidx: Dict[tuple, dict], eidx:
         md.append(f"| {label} | {ship} | {lat_cell} | {verdict} | {margin} | {acc} | "
                   f"{schedule_text(d)} |")
     md.append("")
-    if full_test is not None:
-        md.append(f"Full model: test top-1 {100 * full_test:.2f} %, {full['macs'] / scale:.4g} {unit}.")
+    if parent and parent.get("test_accuracy") is not None:
+        md.append(f"Your model (the checkpoint distillation started from): test top-1 {100 * parent['test_accuracy']:.2f}"
+                  f" %, {full['macs'] / scale:.4g} {unit}; the supernet's full schedule "
+                  + (f"{100 * full_test:.2f} % ({_paired(full['vs_parent'])})." if full.get("vs_parent") else "–."))
+    elif full_test is not None:
+        md.append(f"Full model: test top-1 {100 * full_test:.2f} %, {full['macs'] / scale:.4g} {unit}. This supernet "
+                  "records no parent (the model it was distilled from), so nothing is compared with your own model.")
     md += [f"- {n}" for n in notes]
     md.append("")
+    return md + _reference_section(search, scale, unit)
+
+
+def _paired(v: dict) -> str:
+    """``-0.93 [-1.75, -0.12] points`` (``, within noise`` when the interval holds 0)."""
+    return "{:+.2f} [{:+.2f}, {:+.2f}] points{}".format(100 * v["difference"], *(100 * x for x in v["interval"]),
+                                                       "" if v.get("resolved") else ", within noise")
+
+
+def _reference_section(search: dict, scale: float, unit: str) -> List[str]:
+    """Per budget: your model, what needs no training on it (ToMe), the searched pick, and the recommendation,
+    each with its test top-1 and paired difference to your model."""
+    if not search.get("parent"):
+        return []
+    md = ["## Against your model and what needs no training", "",
+          "| budget | deployable | weights | MACs | test top-1 | vs your model | recommended |", "|---|---|---|---:|---:|---|---|"]
+    for b in search.get("budgets") or []:
+        rec = (b.get("recommended") or {}).get("family")
+        options = [("searched schedule", "supernet", b.get("best"), "searched")]
+        free = b.get("training_free") or {}
+        if free.get("tome_parent"):
+            options.append((f"ToMe r={free['tome_parent'].get('r')}", "your model", free["tome_parent"],
+                            "tome_parent"))
+        if free.get("parent"):
+            options.append(("your model as it is", "your model", free["parent"], "parent"))
+        for name, weights, d, fam in options:
+            if not d:
+                md.append(f"| {b['label']} | {name} | {weights} | – | nothing meets it | – | |")
+                continue
+            test = "–" if d.get("test_accuracy") is None else f"{100 * d['test_accuracy']:.2f} %"
+            vs = _paired(d["vs_parent"]) if d.get("vs_parent") else ("reference" if fam == "parent" else "–")
+            md.append(f"| {b['label']} | {name} | {weights} | {d['macs'] / scale:.4g} {unit} | {test} | {vs} | "
+                      f"{'**yes**' if fam == rec else ''} |")
+    md += ["", "The recommendation is chosen on the held-out images (the test split only reports); a "
+           "training-free deployable runs on your model's own weights.", ""]
     return md
 
 
