@@ -244,7 +244,33 @@ def run(args) -> int:
     paths = build_report(search_json, d_report, bench_json if _done(bench_json) else None,
                          [export_json] if _done(export_json) else [])
     log(f"[7/7 report] {paths['markdown']}")
+    for line in _against_your_model(result):
+        log(line)
     log(f"demo finished in {time.perf_counter() - t_start:.0f} s")
     log(f"report: {paths['html']}")
     return 0
+
+
+def _against_your_model(result: dict) -> list:
+    """The demo's honest summary: per budget, the trained model (the parent), ToMe on it without training, the
+    searched pick and the recommendation, each with its paired difference to the parent."""
+    parent = result.get("parent")
+    if not parent or parent.get("test_accuracy") is None:
+        return ["note: the supernet records no parent model; its picks are compared with its own full schedule"]
+
+    def cell(d) -> str:
+        if not d or d.get("test_accuracy") is None:
+            return "nothing meets it"
+        v = d.get("vs_parent")
+        return f"{100 * d['test_accuracy']:.2f} %" + ("" if not v else " ({:+.2f} [{:+.2f}, {:+.2f}])".format(
+            100 * v["difference"], *(100 * x for x in v["interval"])))
+
+    lines = [f"your model (the trained parent): {100 * parent['test_accuracy']:.2f} % test top-1; the supernet's "
+             f"full schedule {cell(result['full'])}"]
+    for b in result["budgets"]:
+        free = b.get("training_free") or {}
+        rec = (b.get("recommended") or {}).get("family") or "nothing"
+        lines.append(f"  {b['label']}: ToMe on your model {cell(free.get('tome_parent'))}; searched "
+                     f"{cell(b.get('best'))}; recommended: {rec}")
+    return lines
 
