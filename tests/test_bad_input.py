@@ -31,7 +31,7 @@ def ckpt(tmp_path_factory):
     (["info", "--drop", ""], "--drop: empty; expected a schedule"),
     (["info", "--keep-ratio", " "], "--keep-ratio: empty; expected a schedule"),
     (["info", "--keep-ratio", "2:0.5,2:0.9"], "block 2 is given twice"),
-    (["info", "--img-size", "0"], "--img-size: expected a positive image size, got 0"),
+    (["info", "--img-size", "0"], "--img-size 0: expected a positive image size"),
     (["info", "--checkpoint", "vit_base_patch16_224", "--img-size", "100000"], "GiB for one attention matrix"),
     (["train", "--resume", "--overwrite"], "--resume and --overwrite contradict each other"),
     (["train", "--data", "some/dir", "--out", "OUT"], "the built-in demo dataset has no root folder"),

@@ -70,8 +70,8 @@ def test_dataset_splits_options_and_model_input():
 
 
 @pytest.mark.parametrize("options,match", [
-    ({"tests": 5}, "--dataset-option tests: cluttered-digits has no such option"),
-    ({"test": "many"}, "--dataset-option test=many: expected an integer"),
+    ({"tests": 5}, r"options\['tests'\]=5: cluttered-digits has no such option"),
+    ({"test": "many"}, r"options\['test'\]=many: expected an integer"),
     ({"test": 0}, "expected at least one image"),
     ({"digit_min": 40, "digit_max": 30}, "digit_min <= digit_max"),
     ({"fragment": 99}, "fragment <= digit_min"),
@@ -88,7 +88,7 @@ def test_cli_refuses_holdout_fraction_and_options_for_a_file_dataset(tmp_path, c
     assert "--holdout 0.2" in err and "own held-out split" in err and len(err.splitlines()) == 1
     assert main(["train", "--dataset", "demo", "--dataset-option", "seed=1", "--out", str(tmp_path / "u"),
                  "--steps", "1"]) == 2
-    assert "takes no options" in capsys.readouterr().err
+    assert "--dataset-option seed=1: dataset demo takes no options" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(base + ["--dataset-option", "seed"])
     assert e.value.code == 2 and "expected KEY=VALUE" in capsys.readouterr().err

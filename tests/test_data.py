@@ -293,11 +293,11 @@ def test_bad_names_paths_and_images(tmp_path):
         build_dataset("cub2011", str(tmp_path))
     with pytest.raises(DatasetError, match="nowhere: not found"):
         build_dataset("cub", "nowhere")
-    with pytest.raises(DatasetError, match="--data: dataset cub needs its root folder"):
+    with pytest.raises(DatasetError, match="root=None: dataset cub needs its root folder"):
         build_dataset("cub")
-    with pytest.raises(ConfigError, match=r"--holdout: expected a fraction in \[0, 1\), got 1.5"):
+    with pytest.raises(ConfigError, match=r"holdout=1.5: expected a fraction in \[0, 1\)"):
         DataSpec("demo", holdout=1.5)
-    with pytest.raises(ConfigError, match="no held-out split with --holdout 0"):
+    with pytest.raises(ConfigError, match="no held-out split with holdout=0"):
         build_dataset("demo", split="holdout", holdout=0)
     make_folder(tmp_path / "f")
     bad = tmp_path / "f" / "test" / "cat" / "000.jpg"

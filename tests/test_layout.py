@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 
@@ -118,6 +119,45 @@ def test_no_import_cycles():
     # a package's __init__ re-exporting its own modules is not a cycle of ideas
     real = [c for c in cycles if not all(m.startswith(min(c, key=len) + ".") or m == min(c, key=len) for m in c)]
     assert not real, f"import cycles: {real}"
+
+
+#: modules that speak the command line: the CLI, and the demo above it (it builds command lines)
+COMMAND_LINE = ("tavt_kit.cli", "tavt_kit.demo")
+#: a command-line flag in a message: ``--name`` at the start or after a space, bracket, quote or slash
+FLAG = re.compile(r"(^|[\s(`'\"\[/])(--[a-z][a-z0-9-]*)")
+
+
+def _library_modules():
+    """{module: path} of every module that is not the command line (the library: it knows no flags)."""
+    return {m: p for m, p in MODULES.items()
+            if not any(m == c or m.startswith(c + ".") for c in COMMAND_LINE)}
+
+
+def test_only_the_command_line_imports_argparse():
+    found = []
+    for m, path in sorted(_library_modules().items()):
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(n == "argparse" or n.startswith("argparse.") for n in names):
+                found.append(f"{m}:{node.lineno}")
+    assert not found, ("argparse outside tavt_kit/cli and tavt_kit/demo.py (argument groups and Namespace "
+                       "readers belong in tavt_kit/cli/):\n" + "\n".join(found))
+
+
+def test_library_errors_name_parameters_not_flags():
+    """A library error names the Python parameter (``subset=0: expected ...``), never a ``--flag``: the CLI
+    says it as its own option (tavt_kit.cli.common.flag_message)."""
+    found = []
+    for m, path in sorted(_library_modules().items()):
+        raises = [n for n in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)) if isinstance(n, ast.Raise)]
+        for node in sorted(raises, key=lambda n: n.lineno):
+            texts = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+            flags = sorted({f.group(2) for t in texts for f in FLAG.finditer(t)})
+            if flags:
+                found.append(f"{m}:{node.lineno} ({', '.join(flags)})")
+    assert not found, (f"{len(found)} raise statements outside tavt_kit/cli and tavt_kit/demo.py name command-line "
+                       "flags; name the parameter instead (f\"subset={subset}: expected ...\"):\n" + "\n".join(found))
 
 
 def test_files_are_small_and_say_what_they_hold():

@@ -48,9 +48,9 @@ def test_bad_arguments():
     model = _model()
     with pytest.raises(tavt_kit.ConfigError, match="exactly one of ratio"):
         prune_model(model)
-    with pytest.raises(tavt_kit.ConfigError, match=r"ratio must be in \(0, 1\)"):
+    with pytest.raises(tavt_kit.ConfigError, match=r"^ratio=1.5: expected a fraction in \(0, 1\)"):
         prune_model(model, ratio=1.5)
-    with pytest.raises(tavt_kit.ConfigError, match="taylor importance needs calibration"):
+    with pytest.raises(tavt_kit.ConfigError, match="importance=.taylor. needs calibration"):
         prune_model(model, ratio=0.3, importance="taylor")
-    with pytest.raises(tavt_kit.ConfigError, match="macs_target must be below"):
+    with pytest.raises(tavt_kit.ConfigError, match="macs_target=.*: expected a positive number below the model"):
         prune_model(model, macs_target=1e15)

@@ -188,7 +188,7 @@ def test_bf16_autocast_on_cpu_and_fp16_refused():
     res = Trainer(m, train, TrainConfig(steps=2, batch_size=4, warmup_steps=0, amp="bf16", eval_every=0,
                                         save_every=0, log_every=1)).fit()
     assert res.steps == 2 and all(torch.isfinite(p).all() for p in m.parameters())
-    with pytest.raises(ConfigError, match="--amp fp16 needs a CUDA device"):
+    with pytest.raises(ConfigError, match="amp='fp16' needs a CUDA device"):
         Trainer(tiny(), train, TrainConfig(amp="fp16"), device="cpu")
 
 
@@ -271,10 +271,10 @@ def test_cli_train_then_evaluate_on_the_recorded_dataset(tmp_path, tiny_ckpt, fo
 
 # ------------------------------------------------------------- bad input
 @pytest.mark.parametrize("argv, expected", [
-    (["train", "--steps", "-5"], "--steps: expected a positive number of steps, got -5"),
-    (["train", "--holdout", "1.5"], "--holdout: expected a fraction in [0, 1), got 1.5"),
-    (["train", "--batch-size", "0"], "--batch-size: expected a positive batch size, got 0"),
-    (["train", "--steps", "100", "--warmup-steps", "500"], "--warmup-steps: 500 is not below --steps 100"),
+    (["train", "--steps", "-5"], "--steps -5: expected a positive number of steps"),
+    (["train", "--holdout", "1.5"], "--holdout 1.5: expected a fraction in [0, 1)"),
+    (["train", "--batch-size", "0"], "--batch-size 0: expected a positive batch size"),
+    (["train", "--steps", "100", "--warmup-steps", "500"], "--warmup-steps 500: not below --steps 100"),
     (["train", "--dataset", "xyz123"], "unknown dataset 'xyz123'; known: demo, cluttered-digits, cub, nabirds"),
     (["train", "--dataset", "cub", "--data", "no/such/dir", "--model", "fgvc_tiny"], "no/such/dir: not found"),
     (["train", "--dataset", "cub", "--data", "."], "--checkpoint: fine-tuning on cub needs weights"),

@@ -143,3 +143,50 @@ def test_readme_documents_every_command_and_flag():
     assert not {k: v for k, v in missing.items() if v}, missing
     for name in COMMANDS:
         assert f"fgvc-kit {name}" in readme, name
+
+
+def test_library_parameter_names_are_said_as_the_commands_flags():
+    """The library names parameters (``steps=0: ...``); the CLI says each as the running command's option."""
+    from tavt_kit.cli.common import flag_message
+
+    train = build_parser("train")
+    args = train.parse_args([])
+    assert flag_message("steps=-5: expected a positive number of steps", train, args) == \
+        "--steps -5: expected a positive number of steps"
+    assert flag_message("pretrained=x.pth: not found", train, args) == "--checkpoint x.pth: not found"
+    # aliases: library names that are not the dest (DataSpec.root, TrainConfig.num_workers, DataSpec.options[KEY])
+    assert flag_message("root=None: dataset cub needs its root folder", train, args) == \
+        "--data None: dataset cub needs its root folder"
+    assert flag_message("num_workers=-1: expected", train, args) == "--workers -1: expected"
+    assert flag_message("options['seed']=-1: expected; holdout=0 for none", train, args) == \
+        "--dataset-option seed=-1: expected; --holdout 0 for none"
+    # quoted words lose their quotes; on/off options are the option alone; a name without a value is the option
+    assert flag_message("amp='fp16' needs a CUDA device; use amp='bf16'", train, args) == \
+        "--amp fp16 needs a CUDA device; use --amp bf16"
+    assert flag_message("start without resume=True; progress=False", train, args) == \
+        "start without --resume; --no-progress"
+    assert flag_message("give no model=, head= or drop_path= with it", train, args) == \
+        "give no --model, --head or --drop-path with it"
+    # names the command does not have, attributes, flags and comparisons are left alone
+    for text in ("fitness='nll': bad", "x.seed=3", "--seed=3", "seed==3", "split_seeds=2"):
+        assert flag_message(text, train, args) == text
+    assert flag_message("latency_batch_size=2: x", train, args) == "latency_batch_size=2: x"  # not a train option
+    # a sub-command's own options: bench profile has --grid, bench predict has not
+    bench = build_parser("bench")
+    assert flag_message("grid=3: bad", bench, bench.parse_args(["profile"])) == "--grid 3: bad"
+    assert flag_message("grid=3: bad", bench, bench.parse_args(["predict", "t.json"])) == "grid=3: bad"
+    assert flag_message("precision='int4': bad", bench, bench.parse_args(["predict", "t.json"])) == \
+        "--precision int4: bad"
+
+
+def test_every_parameter_alias_is_an_option_of_a_command():
+    from tavt_kit.cli.common import PARAM_FLAGS
+
+    flags = {f for p in PARSERS.values() for a in p._actions for f in a.option_strings}
+    assert set(PARAM_FLAGS.values()) <= flags, set(PARAM_FLAGS.values()) - flags
+
+
+def test_a_library_error_reaches_the_user_as_the_flag(capsys):
+    assert main(["train", "--dataset", "cluttered-digits", "--dataset-option", "test=many", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "fgvc-kit: error: --dataset-option test=many: expected an integer" in err and err.count("\n") == 1

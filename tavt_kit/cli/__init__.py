@@ -3,7 +3,9 @@
 Each command module has ``add_arguments(parser)`` and ``run(args) -> int``.
 Only the module of the command being run is imported, so ``fgvc-kit --help``
 imports no torch. Errors of fgvc-kit's own types are printed as one line
-(``fgvc-kit: error: ...``) with exit status 2; no traceback.
+(``fgvc-kit: error: ...``) with exit status 2; no traceback. The library names
+the Python parameter it refuses (``holdout=1.5: ...``); :func:`.common.flag_message`
+says it as the running command's option (``--holdout 1.5: ...``).
 """
 from __future__ import annotations
 
@@ -77,14 +79,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     name = argv[0]
     module = command_module(name)
     rest = module.normalize_argv(argv[1:]) if hasattr(module, "normalize_argv") else argv[1:]
-    args = build_parser(name).parse_args(rest)
+    parser = build_parser(name)
+    args = parser.parse_args(rest)
     try:
         out = getattr(args, "out", None)
         if isinstance(out, str) and os.path.isfile(out) and name not in ("prune", "evaluate"):
             raise ConfigError(f"--out {out}: is a file; expected an output folder")
         return module.run(args)
-    except TavtKitError as e:
-        print(f"fgvc-kit: error: {one_line(e)}", file=sys.stderr)
+    except TavtKitError as e:  # the library names its parameters (subset=0): said here as this command's flags
+        from .common import flag_message
+
+        print(f"fgvc-kit: error: {flag_message(one_line(e), parser, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fgvc-kit: interrupted", file=sys.stderr)

@@ -22,6 +22,89 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{ERROR_PREFIX} {cmd + ': ' if cmd else ''}{message} (see {self.prog} --help)\n")
 
 
+# ------------------------------------------------- library names -> flags
+#: library parameter names whose option is not the dest of the same name: name -> the option. An alias is
+#: used only by a command that has that option (a dest of the running command always wins).
+PARAM_FLAGS = {
+    "dataset_options": "--dataset-option",
+    "options": "--dataset-option",  # DataSpec.options, a generated dataset's check_options(options)
+    "root": "--data",  # DataSpec.root, build_dataset(root=), load_raw(root=)
+    "num_workers": "--workers",  # TrainConfig.num_workers
+    "latency_batch_size": "--latency-batch-size",
+}
+
+#: ``name=`` (``name['key']=``) in a library message, not inside a word, an attribute or a flag, and not
+#: ``==``; with its value when that is ``True``/``False`` or a quoted word (``'fp16'``)
+_PARAM = re.compile(r"(?<![\w.\-])(?P<name>[A-Za-z_]\w*)"
+                    r"(?:\[(?:'(?P<k1>[^'\]]*)'|\"(?P<k2>[^\"\]]*)\"|(?P<k3>\w+))\])?=(?!=)"
+                    r"(?:(?P<bool>(?:True|False)\b)|'(?P<word>[\w.:/,+@-]+)'(?![\w']))?")
+
+
+def _dest_actions(parser: argparse.ArgumentParser, args: Optional[argparse.Namespace] = None):
+    """``{dest: [options]}`` of ``parser`` and of the sub-command chosen in ``args`` (of every sub-command when
+    unknown; the first that has a dest wins); a sub-command's options replace its parent's of the same dest.
+    Visible options come before hidden (deprecated) ones."""
+    own: Dict[str, List[argparse.Action]] = {}
+    nested: Dict[str, List[argparse.Action]] = {}
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            chosen = getattr(args, a.dest, None) if args is not None else None
+            subs = [a.choices[chosen]] if chosen in a.choices else list(a.choices.values())
+            for sp in reversed(subs):
+                nested.update(_dest_actions(sp, args))
+        elif any(s.startswith("--") for s in a.option_strings) and a.dest not in ("help", "version"):
+            own.setdefault(a.dest, []).append(a)
+    own.update(nested)
+    return {d: sorted(acts, key=lambda a: a.help == argparse.SUPPRESS) for d, acts in own.items()}
+
+
+def _long(action: argparse.Action) -> str:
+    return next(s for s in action.option_strings if s.startswith("--"))
+
+
+def flag_message(message: str, parser: argparse.ArgumentParser,
+                 args: Optional[argparse.Namespace] = None) -> str:
+    """A library error message as the command line says it.
+
+    Each ``name=`` whose ``name`` is a dest of the command being run (``parser``, and the sub-command chosen
+    in ``args``), or a :data:`PARAM_FLAGS` alias of one of its options, becomes that option's first long
+    string and a space (``subset=0: expected`` -> ``--subset 0: expected``); ``name['key']=`` becomes
+    ``--option key=`` (``options['seed']=-1`` -> ``--dataset-option seed=-1``); ``name=True``/``False`` of an
+    on/off option becomes the option that sets it (``resume=True`` -> ``--resume``), and a ``name=`` with no
+    value the option alone (``give no model=, head=`` -> ``give no --model, --head``); a quoted word loses its quotes
+    (``amp='fp16'`` -> ``--amp fp16``). Other text is kept.
+    """
+    by_dest = _dest_actions(parser, args)
+    by_flag = {s: acts[0] for acts in by_dest.values() for a in acts for s in a.option_strings}
+
+    def options_of(name: str) -> List[argparse.Action]:
+        if name in by_dest:
+            return by_dest[name]
+        alias = PARAM_FLAGS.get(name)
+        return [by_flag[alias]] if alias in by_flag else []
+
+    def swap(m: "re.Match") -> str:
+        acts = options_of(m.group("name"))
+        if not acts:
+            return m.group(0)
+        flag, word = _long(acts[0]), m.group("word")
+        key = m.group("k1") or m.group("k2") or m.group("k3")
+        if key is not None:
+            return f"{flag} {key}=" + (m.group("bool") or word or "")
+        if m.group("bool"):
+            if all(isinstance(a.const, bool) and a.nargs == 0 for a in acts):  # an on/off option
+                hit = next((a for a in acts if a.const is (m.group("bool") == "True")), None)
+                return _long(hit) if hit is not None else m.group(0)
+            return f"{flag} {m.group('bool')}"
+        if word is not None:  # a quoted word is typed without its quotes
+            return f"{flag} {word}"
+        if m.end() == len(message) or message[m.end()] in " ,;)]":  # the option named without a value
+            return flag
+        return f"{flag} "
+
+    return _PARAM.sub(swap, message)
+
+
 def warn(text: str) -> None:
     """A warning line on stderr, in the one format of every command."""
     print(f"fgvc-kit: warning: {text}", file=sys.stderr, flush=True)
@@ -73,7 +156,7 @@ def parse_drop(value: Optional[str], keep_ratio: Optional[str], model):
         if os.path.exists(value) or value.endswith(".json"):
             from ..schedules import schedule_from_drop_file
 
-            return schedule_from_drop_file(model, value)
+            return schedule_from_drop_file(model, value, name="drop")
         try:
             counts = [int(v) for v in value.split(",")]
         except ValueError:

@@ -1,12 +1,12 @@
-"""Command-line options every data-taking command shares (train, distill, evaluate, search)."""
+"""Command-line options every data-taking command shares (train, distill, evaluate, search, prune)."""
 from __future__ import annotations
 
 import argparse
 from typing import Any, Dict, Optional
 
+from ..data import DATASETS, DataSpec, dataset_info
+from ..data.transforms import TRAIN_CROPS
 from ..errors import ConfigError
-from .datasets import DATASETS, DataSpec, dataset_info
-from .transforms import TRAIN_CROPS
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:

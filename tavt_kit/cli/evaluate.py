@@ -11,7 +11,7 @@ from .common import parse_drop, pct, warn
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..data import add_data_arguments
+    from .data_args import add_data_arguments
 
     p.add_argument("--checkpoint", required=True, metavar="FILE",
                    help="model to evaluate (.safetensors from train/distill, or any file load_checkpoint reads)")
@@ -49,7 +49,8 @@ def eval_path(checkpoint: str, split: str, schedule=None, out: Optional[str] = N
 def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from ..data import build_dataset, data_spec_from_args
+    from ..data import build_dataset
+    from .data_args import data_spec_from_args
     from ..models import count_macs, load_checkpoint
     from ..train.build import check_model_fits
     from ..train.distributed import amp_dtype_for, init_distributed

@@ -10,7 +10,7 @@ PRUNED_FILE = "pruned.safetensors"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..data import add_data_arguments
+    from .data_args import add_data_arguments
 
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint to prune (a timm-ViT model)")
     target = p.add_mutually_exclusive_group(required=True)
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import warnings
 
-    from ..data import data_spec_from_args
+    from .data_args import data_spec_from_args
     from ..errors import CheckpointError, ConfigError
     from ..models import count_macs, load_checkpoint, save_checkpoint
     from ..models.compress import prune_model

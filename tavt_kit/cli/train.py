@@ -65,7 +65,7 @@ def add_train_arguments(p: argparse.ArgumentParser, demo_recipe: Dict[str, Any] 
 
     ``model_options=False`` (distill): the model and its size, classes and head come from ``--checkpoint``.
     """
-    from ..data import add_data_arguments
+    from .data_args import add_data_arguments
 
     add_data_arguments(p)
     g = p.add_argument_group("model")
@@ -142,7 +142,7 @@ def explicit_args(args: argparse.Namespace) -> Dict[str, Any]:
 def resolve_train_args(args: argparse.Namespace) -> Dict[str, Any]:
     """Every setting of a run: the options given, the recipe's defaults for the rest."""
     from ..data import dataset_info
-    from ..data.args import check_own_holdout
+    from .data_args import check_own_holdout
 
     info = dataset_info(args.dataset or "demo")
     name = info.name

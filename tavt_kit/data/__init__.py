@@ -7,7 +7,6 @@ held-out part), ``holdout`` (deterministic, stratified, seeded), ``test`` or
 ``trainval``. :func:`cached_tensors` decodes an evaluation split once.
 """
 from ..errors import DatasetError
-from .args import add_data_arguments, data_spec_from_args
 from .datasets import (DATASETS, SPLITS, DataSpec, DatasetInfo, FGVCDataset, build_dataset, cached_tensors,
                        class_names_of, dataset_info, default_workers, list_datasets, load_raw, make_eval_loader,
                        register_dataset, shard_indices, split_samples)
@@ -17,7 +16,7 @@ from .transforms import Normalize, image_transform, resize_for
 
 __all__ = [
     "DATASETS", "SPLITS", "DataSpec", "DatasetError", "DatasetInfo", "FGVCDataset", "Normalize", "RawDataset",
-    "add_data_arguments", "build_dataset", "cached_tensors", "check_fraction", "class_names_of", "data_spec_from_args",
-    "dataset_info", "default_workers", "image_transform", "list_datasets", "load_raw", "make_eval_loader",
-    "register_dataset", "resize_for", "shard_indices", "split_samples", "stratified_split",
+    "build_dataset", "cached_tensors", "check_fraction", "class_names_of", "dataset_info", "default_workers",
+    "image_transform", "list_datasets", "load_raw", "make_eval_loader", "register_dataset", "resize_for",
+    "shard_indices", "split_samples", "stratified_split",
 ]

@@ -46,7 +46,7 @@ from .splits import stratified_split
 
 NAME = "cluttered-digits"
 
-#: the options of the generator (``--dataset-option KEY=VALUE``) and their defaults
+#: the options of the generator (``DataSpec(options={KEY: VALUE})``) and their defaults
 DEFAULT_OPTIONS: Dict[str, int] = dict(seed=0, train=9000, holdout=1500, test=3000, canvas=64, digit_min=30,
                                        digit_max=34, spread=2, clutter=6, fragment=8, clutter_brightness=100)
 #: fractions of the 1797 source digits given to the held-out and test splits (the rest trains)
@@ -57,8 +57,8 @@ def check_options(options: Mapping[str, Any]) -> Dict[str, int]:
     """The full option set: defaults for what is not given; unknown keys and bad values refused (one line)."""
     unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
     if unknown:
-        raise ConfigError(f"--dataset-option {unknown[0]}: {NAME} has no such option; expected one of "
-                          f"{', '.join(DEFAULT_OPTIONS)}")
+        raise ConfigError(f"options[{unknown[0]!r}]={options[unknown[0]]}: {NAME} has no such option; expected "
+                          f"one of {', '.join(DEFAULT_OPTIONS)}")
     out = dict(DEFAULT_OPTIONS)
     for k, v in options.items():
         try:
@@ -66,23 +66,23 @@ def check_options(options: Mapping[str, Any]) -> Dict[str, int]:
             if isinstance(v, bool) or (isinstance(v, float) and iv != v) or (isinstance(v, str) and str(iv) != v.strip()):
                 raise ValueError
         except (TypeError, ValueError):
-            raise ConfigError(f"--dataset-option {k}={v}: expected an integer") from None
+            raise ConfigError(f"options[{k!r}]={v}: expected an integer") from None
         out[k] = iv
     for k in ("train", "holdout", "test"):
         if out[k] < 1:
-            raise ConfigError(f"--dataset-option {k}={out[k]}: expected at least one image")
+            raise ConfigError(f"options[{k!r}]={out[k]}: expected at least one image")
     if out["seed"] < 0:
-        raise ConfigError(f"--dataset-option seed={out['seed']}: expected a non-negative integer")
+        raise ConfigError(f"options['seed']={out['seed']}: expected a non-negative integer")
     if not 8 <= out["digit_min"] <= out["digit_max"] <= out["canvas"]:
-        raise ConfigError(f"--dataset-option digit_min={out['digit_min']}, digit_max={out['digit_max']}, "
-                          f"canvas={out['canvas']}: expected 8 <= digit_min <= digit_max <= canvas")
+        raise ConfigError(f"options['digit_min']={out['digit_min']}, options['digit_max']={out['digit_max']}, "
+                          f"options['canvas']={out['canvas']}: expected 8 <= digit_min <= digit_max <= canvas")
     if not 0 <= out["clutter_brightness"] <= 100:
-        raise ConfigError(f"--dataset-option clutter_brightness={out['clutter_brightness']}: expected a percentage "
-                          "of the digit's brightness, 0 to 100")
+        raise ConfigError(f"options['clutter_brightness']={out['clutter_brightness']}: expected a percentage of "
+                          "the digit's brightness, 0 to 100")
     if out["spread"] < 0:
-        raise ConfigError(f"--dataset-option spread={out['spread']}: expected a non-negative shift in pixels")
+        raise ConfigError(f"options['spread']={out['spread']}: expected a non-negative shift in pixels")
     if out["clutter"] < 0 or not 1 <= out["fragment"] <= out["digit_min"]:
-        raise ConfigError(f"--dataset-option clutter={out['clutter']}, fragment={out['fragment']}: expected "
+        raise ConfigError(f"options['clutter']={out['clutter']}, options['fragment']={out['fragment']}: expected "
                           f"clutter >= 0 and 1 <= fragment <= digit_min ({out['digit_min']})")
     return out
 

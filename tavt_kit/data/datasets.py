@@ -101,7 +101,7 @@ register_dataset(DatasetInfo("inat2017", formats.load_inat2017, "iNaturalist 201
 for _name, _desc in (("cotton80", "Cotton80 (ultra-FGVC, 80 cultivars)"),
                      ("soyloc", "SoyLoc (ultra-FGVC, 200 cultivars)"),
                      ("soygene", "SoyGene (ultra-FGVC)"), ("soyglobal", "SoyGlobal (ultra-FGVC)"),
-                     ("soyageing", "SoyAgeing (ultra-FGVC; point --data at one of R1..R6)"),
+                     ("soyageing", "SoyAgeing (ultra-FGVC; its root is one of R1..R6)"),
                      ("ufgvc", "any set in the ultra-FGVC anno/ layout")):
     register_dataset(DatasetInfo(_name, formats.load_ufgvc, _desc, formats.UFGVC_LAYOUT, resize_ratio=UFGVC_RATIO, img_size=384,
                                  aliases=("cotton",) if _name == "cotton80" else ()))
@@ -142,29 +142,30 @@ class DataSpec:
     train_crop: str = "random"
     #: leave out images that cannot be decoded (each is checked once when the split is built) instead of failing
     skip_bad_images: bool = False
-    #: a generated dataset's options (``--dataset-option``), as given (defaults are not stored)
+    #: a generated dataset's options (``{KEY: VALUE}``), as given (defaults are not stored)
     options: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.name = dataset_info(self.name).name
-        self.holdout = check_fraction(self.holdout, "--holdout")
+        self.holdout = check_fraction(self.holdout, "holdout")
         if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, (int, np.integer)):
-            raise ConfigError(f"--split-seed: expected an integer, got {self.split_seed!r}")
+            raise ConfigError(f"split_seed={self.split_seed!r}: expected an integer")
         self.split_seed = int(self.split_seed)
         if self.train_crop not in TRAIN_CROPS:
-            raise ConfigError(f"--train-crop: expected one of {', '.join(TRAIN_CROPS)}, got {self.train_crop!r}")
+            raise ConfigError(f"train_crop={self.train_crop!r}: expected one of {', '.join(TRAIN_CROPS)}")
         if self.resize is not None and (isinstance(self.resize, bool) or int(self.resize) < 1):
-            raise ConfigError(f"--resize: expected a positive size, got {self.resize!r}")
+            raise ConfigError(f"resize={self.resize!r}: expected a positive size")
         if self.root is not None:
             self.root = os.fspath(self.root)
             if self.info.builtin and self.root:
-                raise ConfigError(f"--data {self.root}: the built-in {self.name} dataset has no root folder; give "
-                                  "--dataset with it (the format of the data in that folder)")
+                raise ConfigError(f"root={self.root}: the built-in {self.name} dataset has no root folder; give "
+                                  "the format of the data in that folder as the dataset (cub, folder, ...)")
         self.options = dict(self.options or {})
         if self.options:
             if self.info.options is None:
-                raise ConfigError(f"--dataset-option {next(iter(self.options))}: dataset {self.name} takes no "
-                                  "options (only generated datasets do)")
+                key = next(iter(self.options))
+                raise ConfigError(f"options[{key!r}]={self.options[key]}: dataset {self.name} takes no options "
+                                  "(only generated datasets do)")
             full = self.info.options(self.options)  # validates, one line
             self.options = {k: full[k] for k in self.options}  # as given, in their types (CLI values are text)
 
@@ -196,7 +197,7 @@ def load_raw(name: str, root: Optional[str] = None, options: Optional[Dict[str, 
     if not info.needs_root:
         root = None
     elif root is None or root == "":
-        raise DatasetError(f"--data: dataset {info.name} needs its root folder; expected {info.layout}")
+        raise DatasetError(f"root={root!r}: dataset {info.name} needs its root folder; expected {info.layout}")
     stamp: Tuple = ()
     if root is not None and os.path.isdir(root):
         st = os.stat(root)
@@ -287,7 +288,7 @@ class FGVCDataset(Dataset):
 def split_samples(raw: formats.RawDataset, split: str, holdout: float, split_seed: int) -> List[Tuple[Any, int]]:
     """The samples of one split (``train`` and ``holdout`` carved from the official training set)."""
     if split not in SPLITS:
-        raise ConfigError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
+        raise ConfigError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
     if split == "test":
         return list(raw.test)
     if raw.holdout is not None:  # the dataset's own held-out split (disjoint sources): never carved from train
@@ -296,7 +297,7 @@ def split_samples(raw: formats.RawDataset, split: str, holdout: float, split_see
     if split == "trainval" or (split == "train" and holdout == 0):
         return list(raw.train)
     if holdout == 0:
-        raise ConfigError("--split holdout: there is no held-out split with --holdout 0")
+        raise ConfigError("split='holdout': there is no held-out split with holdout=0")
     keep, held = stratified_split([lab for _, lab in raw.train], holdout, split_seed)
     return [raw.train[i] for i in (keep if split == "train" else held)]
 
@@ -340,7 +341,7 @@ def build_dataset(name="demo", root: Optional[str] = None, split: str = "train",
                         train_crop=train_crop or "random")
     info = spec.info
     if split not in SPLITS:
-        raise ConfigError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
+        raise ConfigError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
     if img_size is None:
         img_size = _model_img_size(model) if model is not None else None
     if img_size is None:

@@ -63,7 +63,7 @@ def _where(path: str, root: str) -> str:
 
 def _require_dir(root: str, layout: str) -> str:
     if root is None or root == "":
-        raise DatasetError(f"--data: this dataset needs its root folder; expected {layout}")
+        raise DatasetError(f"root={root!r}: this dataset needs its root folder; expected {layout}")
     root = os.fspath(root)
     if not os.path.exists(root):
         raise DatasetError(f"{root}: not found; expected the dataset's root folder ({layout})")

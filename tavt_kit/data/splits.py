@@ -13,15 +13,14 @@ import numpy as np
 from ..errors import ConfigError
 
 
-def check_fraction(value: float, flag: str = "--holdout", allow_zero: bool = True) -> float:
-    """Validate a split fraction: in [0, 1) (or (0, 1) without ``allow_zero``)."""
+def check_fraction(value: float, name: str = "holdout", allow_zero: bool = True) -> float:
+    """Validate a split fraction: in [0, 1) (or (0, 1) without ``allow_zero``); errors name the parameter ``name``."""
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{flag}: expected a fraction in {'[0' if allow_zero else '(0'}, 1), got {value!r}") \
-            from None
+        raise ConfigError(f"{name}={value!r}: expected a fraction in {'[0' if allow_zero else '(0'}, 1)") from None
     if not (0.0 <= v < 1.0) or (v == 0.0 and not allow_zero) or v != v:
-        raise ConfigError(f"{flag}: expected a fraction in {'[0' if allow_zero else '(0'}, 1), got {value!r}")
+        raise ConfigError(f"{name}={value!r}: expected a fraction in {'[0' if allow_zero else '(0'}, 1)")
     return v
 
 

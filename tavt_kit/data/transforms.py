@@ -25,15 +25,16 @@ TRAIN_CROPS = ("random", "rrc")
 SizeLike = Union[int, Sequence[int]]
 
 
-def pair(size: SizeLike, flag: str = "img_size") -> Tuple[int, int]:
+def pair(size: SizeLike, name: str = "img_size") -> Tuple[int, int]:
+    """``(H, W)`` of a size given as N or (H, W); errors name the parameter ``name``."""
     if isinstance(size, (list, tuple)):
         if len(size) != 2:
-            raise ConfigError(f"{flag}: expected N or (H, W), got {size!r}")
+            raise ConfigError(f"{name}={size!r}: expected N or (H, W)")
         h, w = int(size[0]), int(size[1])
     else:
         h = w = int(size)
     if h < 1 or w < 1:
-        raise ConfigError(f"{flag}: expected a positive size, got {size!r}")
+        raise ConfigError(f"{name}={size!r}: expected a positive size")
     return h, w
 
 
@@ -41,9 +42,9 @@ def resize_for(img_size: SizeLike, ratio: float, resize: Optional[SizeLike] = No
     """The resize size before cropping ``img_size`` (``ratio * img_size``, rounded, unless given)."""
     h, w = pair(img_size)
     if resize is not None:
-        rh, rw = pair(resize, "--resize")
+        rh, rw = pair(resize, "resize")
         if rh < h or rw < w:
-            raise ConfigError(f"--resize: {resize} is smaller than the crop {h}x{w}; expected >= the image size")
+            raise ConfigError(f"resize={resize}: smaller than the crop {h}x{w}; expected >= the image size")
         return rh, rw
     return max(h, int(round(h * ratio))), max(w, int(round(w * ratio)))
 
@@ -64,7 +65,7 @@ def image_transform(train: bool, img_size: SizeLike, resize: Tuple[int, int], in
     size = pair(img_size)
     mode = _interp(interpolation)
     if train_crop not in TRAIN_CROPS:
-        raise ConfigError(f"--train-crop: expected one of {', '.join(TRAIN_CROPS)}, got {train_crop!r}")
+        raise ConfigError(f"train_crop={train_crop!r}: expected one of {', '.join(TRAIN_CROPS)}")
     if train and train_crop == "rrc":
         steps = [T.RandomResizedCrop(size, scale=(0.25, 1.0), interpolation=mode)]
     elif train:

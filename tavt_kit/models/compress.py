@@ -65,17 +65,18 @@ def prune_model(
     if (ratio is None) == (macs_target is None):
         raise ConfigError("give exactly one of ratio (e.g. 0.3) or macs_target (e.g. 10e9)")
     if ratio is not None and not 0.0 < ratio < 1.0:
-        raise ConfigError(f"ratio must be in (0, 1), got {ratio}")
+        raise ConfigError(f"ratio={ratio}: expected a fraction in (0, 1)")
     if head_ratio is not None and not 0.0 <= head_ratio < 1.0:
-        raise ConfigError(f"head_ratio must be in [0, 1), got {head_ratio}")
+        raise ConfigError(f"head_ratio={head_ratio}: expected a fraction in [0, 1)")
     if importance not in IMPORTANCES:
-        raise ConfigError(f"unknown importance {importance!r}; expected one of {', '.join(IMPORTANCES)}")
+        raise ConfigError(f"importance={importance!r}: expected one of {', '.join(IMPORTANCES)}")
     if importance == "taylor" and calibration is None:
-        raise ConfigError("taylor importance needs calibration batches (--dataset for the command)")
+        raise ConfigError("importance='taylor' needs calibration batches (calibration=None; expected an iterable "
+                          "of (images, labels))")
     full_macs = count_macs(model, model.full_schedule()).total()
     if macs_target is not None and not 0 < macs_target < full_macs:
-        raise ConfigError(f"macs_target must be below the model's {full_macs / 1e9:.3f} G MACs, "
-                          f"got {macs_target / 1e9:.3f} G")
+        raise ConfigError(f"macs_target={macs_target:.4g}: expected a positive number below the model's "
+                          f"{full_macs:.4g} MACs ({full_macs / 1e9:.3f} G)")
 
     was_training = model.training
     schedule = model.schedule

@@ -16,12 +16,12 @@ and image size, prefix tokens, pooling, classes) from the tensors.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import pickle
 import re
+import types
 import warnings
 import zipfile
 from typing import Any, Dict, Optional, Tuple
@@ -114,8 +114,9 @@ def read_weights(path: str) -> WeightFile:
     else:
         try:
             # timm-style training checkpoints (the official ViTAE ones) also pickle the run's
-            # argparse.Namespace under 'args': a plain attribute bag, safe to allow
-            with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            # argparse.Namespace under 'args': a plain attribute bag, read as a SimpleNamespace
+            with torch.serialization.safe_globals([(types.SimpleNamespace, "argparse.Namespace")]), \
+                    warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch's own warning would precede the one line
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:  # objects weights_only refuses: never retried unsafely

@@ -23,7 +23,7 @@ def remeasure_picks(search: dict, search_path: str, extra_budgets: Sequence[str]
     if len((search.get("precisions") or {}).get("searched") or ()) > 1:
         # one bench run times one precision; the picks of a search of pairs have several
         log("not measured again here: the picks of a search of (schedule, precision) pairs are timed together, "
-            "each at its precision, by fgvc-kit search --remeasure")
+            "each at its precision, by the search itself (remeasure=True)")
         return None
     rows = list(search.get("budgets") or []) + [select_budget(search, b, os.path.basename(search_path))
                                                 for b in extra_budgets]

@@ -30,9 +30,10 @@ def check_model_info(model, info: Mapping[str, Any], where: str) -> None:
                                 "search or write a schedule for this model")
 
 
-def schedule_from_drop_file(model, path, flag: str = "--drop"):
-    """A drop-config file, checked against the model it records and against ``model``."""
-    where = f"{flag} {os.fspath(path)}"
+def schedule_from_drop_file(model, path, name: str = "path"):
+    """A drop-config file, checked against the model it records and against ``model``; errors name the file as
+    the caller's parameter ``name`` (``drop=run/drop.json: ...``)."""
+    where = f"{name}={os.fspath(path)}"
     if not os.path.isfile(path):
         raise ScheduleError(f"{where}: drop config not found")
     sched = TokenSchedule.load(path)

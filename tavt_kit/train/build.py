@@ -25,7 +25,7 @@ def build_model(*, num_classes: int, class_names: Optional[Sequence[str]] = None
     from ..models import create_model, load_checkpoint, read_spec
 
     if drop_path is not None and not 0 <= drop_path < 1:
-        raise ConfigError(f"--drop-path: expected a rate in [0, 1), got {drop_path!r}")
+        raise ConfigError(f"drop_path={drop_path!r}: expected a rate in [0, 1)")
     extra: Dict[str, Any] = {}
     if drop_path is not None:
         extra["drop_path_rate"] = float(drop_path)
@@ -35,13 +35,13 @@ def build_model(*, num_classes: int, class_names: Optional[Sequence[str]] = None
                             class_names=class_names, **opt, **extra)
     pretrained = os.fspath(pretrained)
     if not os.path.exists(pretrained):
-        raise CheckpointError(f"--checkpoint {pretrained}: checkpoint not found")
+        raise CheckpointError(f"pretrained={pretrained}: checkpoint not found")
     spec = read_spec(pretrained, required=False)
     if spec is not None and spec.get("pruned"):  # fgvc-kit prune: the narrower layers rebuild from the spec
         if num_classes != spec["num_classes"] or model not in (None, spec["backbone"]["name"]) or extra \
                 or opt.get("head", spec["head"]["name"]) != spec["head"]["name"]:
-            raise ConfigError(f"--pretrained {pretrained}: a pruned checkpoint is fine-tuned as it is (its "
-                              f"{spec['num_classes']} classes and head, no --model / --drop-path)")
+            raise ConfigError(f"pretrained={pretrained}: a pruned checkpoint is fine-tuned as it is (its "
+                              f"{spec['num_classes']} classes and head); give no model=, head= or drop_path= with it")
         over = {k: v for k, v in dict(scorer=opt.get("scorer"), fuse=opt.get("fuse"), img_size=img_size,
                                       class_names=list(class_names) if class_names else None).items()
                 if v is not None}

@@ -46,42 +46,42 @@ class TrainConfig:
     progress: Optional[bool] = None
 
     def validate(self) -> "TrainConfig":
-        def need(cond, flag, expected, value):
+        def need(cond, name, expected, value):
             if not cond:
-                raise ConfigError(f"{flag}: expected {expected}, got {value!r}")
+                raise ConfigError(f"{name}={value!r}: expected {expected}")
 
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
 
-        need(is_int(self.steps) and self.steps > 0, "--steps", "a positive number of steps", self.steps)
-        need(is_int(self.batch_size) and self.batch_size > 0, "--batch-size", "a positive batch size",
+        need(is_int(self.steps) and self.steps > 0, "steps", "a positive number of steps", self.steps)
+        need(is_int(self.batch_size) and self.batch_size > 0, "batch_size", "a positive batch size",
              self.batch_size)
-        need(is_int(self.accum_steps) and self.accum_steps > 0, "--accum-steps",
+        need(is_int(self.accum_steps) and self.accum_steps > 0, "accum_steps",
              "a positive number of micro-batches per step", self.accum_steps)
-        need(self.optimizer in OPTIMIZERS, "--optimizer", f"one of {', '.join(OPTIMIZERS)}", self.optimizer)
-        need(self.lr > 0 and math.isfinite(self.lr), "--lr", "a positive learning rate", self.lr)
-        need(self.weight_decay >= 0, "--weight-decay", "a non-negative weight decay", self.weight_decay)
-        need(0 <= self.momentum < 1, "--momentum", "a value in [0, 1)", self.momentum)
-        need(is_int(self.warmup_steps) and self.warmup_steps >= 0, "--warmup-steps",
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}", self.optimizer)
+        need(self.lr > 0 and math.isfinite(self.lr), "lr", "a positive learning rate", self.lr)
+        need(self.weight_decay >= 0, "weight_decay", "a non-negative weight decay", self.weight_decay)
+        need(0 <= self.momentum < 1, "momentum", "a value in [0, 1)", self.momentum)
+        need(is_int(self.warmup_steps) and self.warmup_steps >= 0, "warmup_steps",
              "a non-negative number of steps", self.warmup_steps)
         if self.warmup_steps >= self.steps and self.warmup_steps > 0:
-            raise ConfigError(f"--warmup-steps: {self.warmup_steps} is not below --steps {self.steps}; "
+            raise ConfigError(f"warmup_steps={self.warmup_steps}: not below steps={self.steps}; "
                               "expected fewer warm-up steps than steps")
-        need(self.lr_schedule in LR_SCHEDULES, "--lr-schedule", f"one of {', '.join(LR_SCHEDULES)}",
+        need(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {', '.join(LR_SCHEDULES)}",
              self.lr_schedule)
-        need(0 <= self.min_lr <= self.lr, "--min-lr", "a value in [0, --lr]", self.min_lr)
-        need(0 <= self.label_smoothing < 1, "--label-smoothing", "a value in [0, 1)", self.label_smoothing)
-        need(self.clip_grad >= 0, "--clip-grad", "a non-negative max gradient norm (0 = off)", self.clip_grad)
-        need(self.amp in (None,) + AMP_MODES, "--amp", f"one of {', '.join(AMP_MODES)}", self.amp)
-        need(is_int(self.eval_every) and self.eval_every >= 0, "--eval-every",
+        need(0 <= self.min_lr <= self.lr, "min_lr", f"a value in [0, lr={self.lr}]", self.min_lr)
+        need(0 <= self.label_smoothing < 1, "label_smoothing", "a value in [0, 1)", self.label_smoothing)
+        need(self.clip_grad >= 0, "clip_grad", "a non-negative max gradient norm (0 = off)", self.clip_grad)
+        need(self.amp in (None,) + AMP_MODES, "amp", f"one of {', '.join(AMP_MODES)}", self.amp)
+        need(is_int(self.eval_every) and self.eval_every >= 0, "eval_every",
              "a non-negative number of steps (0 = at the end only)", self.eval_every)
-        need(is_int(self.save_every) and self.save_every >= 0, "--save-every",
+        need(is_int(self.save_every) and self.save_every >= 0, "save_every",
              "a non-negative number of steps (0 = at the end only)", self.save_every)
-        need(is_int(self.log_every) and self.log_every > 0, "--log-every", "a positive number of steps",
+        need(is_int(self.log_every) and self.log_every > 0, "log_every", "a positive number of steps",
              self.log_every)
-        need(is_int(self.eval_batch_size) and self.eval_batch_size > 0, "--eval-batch-size",
+        need(is_int(self.eval_batch_size) and self.eval_batch_size > 0, "eval_batch_size",
              "a positive batch size", self.eval_batch_size)
-        need(self.num_workers is None or (is_int(self.num_workers) and self.num_workers >= 0), "--workers",
+        need(self.num_workers is None or (is_int(self.num_workers) and self.num_workers >= 0), "num_workers",
              "a non-negative number of processes", self.num_workers)
         return self
 

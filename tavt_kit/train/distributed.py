@@ -26,10 +26,10 @@ def init_distributed(device: Optional[str] = None) -> Tuple[int, int, torch.devi
         try:
             dev = torch.device(device)
         except RuntimeError:
-            raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}") from None
+            raise ConfigError(f"device={device!r}: expected auto, cpu, cuda or cuda:N") from None
         if dev.type == "cuda":
             if not torch.cuda.is_available():
-                raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
+                raise ConfigError(f"device={device!r}: no CUDA device is available; use device='cpu'")
             if dev.index is None:
                 dev = torch.device(f"cuda:{local if world > 1 else torch.cuda.current_device()}")
     if dev.type == "cuda":
@@ -56,6 +56,6 @@ def amp_dtype_for(amp: Optional[str], device: torch.device) -> Optional[torch.dt
         return torch.float16 if device.type == "cuda" else torch.bfloat16
     if amp == "fp16":
         if device.type != "cuda":
-            raise ConfigError("--amp fp16 needs a CUDA device (fp16 with loss scaling); use --amp bf16 on CPU")
+            raise ConfigError("amp='fp16' needs a CUDA device (fp16 with loss scaling); use amp='bf16' on CPU")
         return torch.float16
     return torch.bfloat16

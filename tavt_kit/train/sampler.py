@@ -33,7 +33,7 @@ class ResumableBatchSampler(Sampler[List[Tuple[int, int]]]):
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
                  shuffle: bool = True):
         if batch_size < 1:
-            raise ConfigError(f"--batch-size: expected a positive batch size, got {batch_size}")
+            raise ConfigError(f"batch_size={batch_size}: expected a positive batch size")
         self.num_samples = int(num_samples)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -42,7 +42,7 @@ class ResumableBatchSampler(Sampler[List[Tuple[int, int]]]):
         self.shuffle = shuffle
         self.global_batch = self.batch_size * self.world_size
         if self.num_samples < self.global_batch:
-            raise ConfigError(f"--batch-size {batch_size}"
+            raise ConfigError(f"batch_size={batch_size}"
                               f"{f' x {world_size} processes' if world_size > 1 else ''} is larger than the "
                               f"training split ({num_samples} images); lower it")
         self.batches_per_epoch = self.num_samples // self.global_batch

@@ -257,7 +257,8 @@ class Trainer:
         """Continue from ``out_dir``'s training state; returns the step it resumes at."""
         path = self.path(STATE_FILE)
         if path is None or not os.path.isfile(path):
-            raise CheckpointError(f"{path or 'out_dir'}: no training state to resume; start the run without --resume")
+            raise CheckpointError(f"{path or 'out_dir'}: no training state to resume; start the run without "
+                                  "resume=True")
         tensors, doc = load_state(path)
         model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         missing, unexpected = self.model.load_state_dict(model_sd, strict=False)
@@ -391,7 +392,8 @@ class Trainer:
                     sums, n_micro = {}, 0
                     if not math.isfinite(avg.get("loss", 0.0)):
                         raise ConfigError(f"training diverged: the loss is {avg.get('loss')} at step {self.step}; "
-                                          "lower --lr, use --clip-grad or turn off --amp")
+                                          f"lower lr={cfg.lr}, clip the gradients (clip_grad={cfg.clip_grad}, 0 = "
+                                          "off)" + (f" or turn off amp={cfg.amp}" if cfg.amp else ""))
                     event = {"event": "train", "step": self.step, "epoch": self.epoch,
                              "lr": self.optimizer.param_groups[0]["lr"], **avg,
                              "grad_norm": float(grad_norm) if grad_norm is not None else None,
