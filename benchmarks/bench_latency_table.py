@@ -43,8 +43,9 @@ import tavt_kit
 from tavt_kit.bench import TimingPolicy, machine_info, measure_round_robin, profile_latency
 from tavt_kit.machine import describe
 from tavt_kit.bench.runners import ModelRunners, make_input, torch_threads
+from tavt_kit.target import DeploymentTarget
 from tavt_kit.bench.profile import profile_policy
-from tavt_kit.bench.target import short_counts
+from tavt_kit.bench.identity import short_counts
 
 MODELS = {
     "tiny": ("fgvc_tiny", {}),
@@ -66,7 +67,8 @@ def run_table(model, backend, args, grid):
     if args.quick:
         policy = TimingPolicy(warmup=1, min_repeats=3, budget_s=0.3, rel_ci=0.02)
     say = (lambda s: print(f"    .. {s}", flush=True)) if args.verbose else None
-    table = profile_latency(model, backend=backend, threads=args.threads, grid=grid, policy=policy,
+    table = profile_latency(model, target=DeploymentTarget(backend=backend, threads=args.threads), grid=grid,
+                            policy=policy,
                             validate=args.n_random, seed=args.seed, exporter=args.exporter,
                             verify_exports=False, statistic=args.statistic, progress=say)
     return table, time.perf_counter() - t0
@@ -79,8 +81,9 @@ def compare_backends(model, args):
               "tavt 0.9": tavt_kit.TokenSchedule.from_ratios([0.9] * L, L, N),
               "tavt 0.8": tavt_kit.TokenSchedule.from_ratios([0.8] * L, L, N)}
     x = make_input(1, model.patch_embed.img_size, args.seed)
-    tb = ModelRunners(model, "torch", "cpu", args.threads)
-    ov = ModelRunners(model, "openvino", "cpu", args.threads, exporter=args.exporter, verify_exports=False)
+    tb = ModelRunners(model, DeploymentTarget(backend="torch", threads=args.threads))
+    ov = ModelRunners(model, DeploymentTarget(backend="openvino", threads=args.threads), exporter=args.exporter,
+                      verify_exports=False)
     try:
         runners, diffs, prec = {}, {}, {}
         for label, s in scheds.items():
@@ -154,7 +157,7 @@ def main() -> None:
                 d = table.to_dict()
                 v = d["validation"]
                 sep = d["separability"]
-                print(f"\n### {name} / {backend}: table in {secs:.0f} s  (precision {d['target']['precision']}, "
+                print(f"\n### {name} / {backend}: table in {secs:.0f} s  (precision {table.precision}, "
                       f"separable fit rms {100 * sep['rms_rel']:.2f}% max {100 * sep['max_abs_rel']:.1f}% over "
                       f"{sep['pairs']} pairs, offset {d['offset_ms']:+.3f} ms)")
                 print(f"{'schedule (patch tokens kept per block)':<62} {'measured':>10} {'at table':>10} "

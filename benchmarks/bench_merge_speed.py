@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tavt_kit  # noqa: E402
 from tavt_kit import TokenSchedule  # noqa: E402
 from tavt_kit.bench.runners import ModelRunners, make_input, torch_threads  # noqa: E402
+from tavt_kit.target import DeploymentTarget  # noqa: E402
 from tavt_kit.bench.timing import TimingPolicy, measure_round_robin  # noqa: E402
 from tavt_kit.models import count_macs  # noqa: E402
 
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
     print(f"ViT-B/16 at {args.img_size}: {n} patch tokens, {depth} blocks, {macs_full / 1e9:.1f} GMACs; "
           f"{args.threads} threads; r per target reduction: {rs}", flush=True)
     for backend in args.backends.split(","):
-        builder = ModelRunners(model, backend, "cpu", args.threads, verify_exports=False,
+        builder = ModelRunners(model, DeploymentTarget(backend=backend, threads=args.threads), verify_exports=False,
                                progress=lambda s: print(f"  [{backend}] {s}", file=sys.stderr, flush=True))
         try:
             for b in (int(v) for v in args.batches.split(",")):

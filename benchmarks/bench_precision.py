@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tavt_kit  # noqa: E402
 from tavt_kit.bench.backends import openvino_runner, quantized_for_latency  # noqa: E402
 from tavt_kit.bench.runners import ModelRunners, make_input  # noqa: E402
-from tavt_kit.bench.table import user_precision  # noqa: E402
+from tavt_kit.target import DeploymentTarget  # noqa: E402
 from tavt_kit.bench.timing import TimingPolicy, measure_round_robin  # noqa: E402
 from tavt_kit.machine import machine_info  # noqa: E402
 from tavt_kit.models import count_macs  # noqa: E402
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     scheds = {"full": model.full_schedule(), "EViT 0.7 @3,6,9": evit_schedule(0.7, depth, n),
               "TAVT 0.8/block": uniform_schedule(0.8, depth, n)}
     macs = {k: count_macs(model, s).total() for k, s in scheds.items()}
-    precisions = ["f32"] + (["bf16"] if "BF16" in device_capabilities() else [])
+    precisions = ["fp32"] + (["bf16"] if "BF16" in device_capabilities() else [])
     try:
         require_nncf()
         precisions.append("int8")
@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     print(f"ViT-B/16 at {args.img_size}: {n} patch tokens, {depth} blocks; batch {args.batch}, {args.threads} "
           f"threads; precisions {', '.join(precisions)}; CPU reports {', '.join(device_capabilities())}", flush=True)
     tmp = tempfile.TemporaryDirectory(prefix="bench-precision-")
-    builder = ModelRunners(model, "openvino", "cpu", args.threads, workdir=tmp.name, verify_exports=False,
+    builder = ModelRunners(model, DeploymentTarget(backend="openvino", threads=args.threads, batch_size=args.batch),
+                           workdir=tmp.name, verify_exports=False,
                            progress=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
     runners = {}
     t0 = time.perf_counter()
@@ -116,14 +117,14 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     stats = measure_round_robin({k: r.fn for k, r in runners.items()}, policy)
     timed = time.perf_counter() - t0
-    base = stats[("f32", "full")].p50
+    base = stats[("fp32", "full")].p50
     rows = []
     for prec in precisions:  # precision by precision, the schedules in their order
         own = stats[(prec, "full")].p50
         for label in scheds:
             st = stats[(prec, label)]
             red = macs["full"] / macs[label]
-            rows.append({"precision": user_precision(prec), "schedule": label, "counts": list(scheds[label].counts),
+            rows.append({"precision": prec, "schedule": label, "counts": list(scheds[label].counts),
                          "used": runners[(prec, label)].info.get("precision_used"), "ms": 1e3 * st.p50,
                          "min_ms": 1e3 * min(st.samples), "repeats": st.n, "ci95_rel": st.ci95_rel,
                          "speedup_vs_f32_full": base / st.p50, "speedup_vs_own_full": own / st.p50,

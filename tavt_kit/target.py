@@ -98,14 +98,18 @@ class DeploymentTarget:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "target") -> "DeploymentTarget":
-        """Reads ``to_dict()`` and the target dicts of older files (``"f32"``, ``batch``)."""
+        """Reads ``to_dict()`` and the target dicts of older files (``"f32"``, ``batch``; a ``bench.json``'s
+        ``precision_requested`` and, for several batch sizes, ``batch_size: null`` beside ``batch_sizes``)."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"{where}: expected an object with backend, device, precision, threads, batch_size; "
                               f"got {type(d).__name__}")
         batch = d.get("batch_size", d.get("batch", 1))
+        if batch is None and d.get("batch_sizes"):  # bench.json of several batch sizes: the first one's target
+            batch = list(d["batch_sizes"])[0]
         try:
             return cls(backend=d.get("backend") or "torch", device=d.get("device") or "cpu",
-                       precision=d.get("precision") or Precision.FP32, threads=d.get("threads"),
+                       precision=d.get("precision") or d.get("precision_requested") or Precision.FP32,
+                       threads=d.get("threads"),
                        batch_size=int(batch) if isinstance(batch, (int, float)) and not isinstance(batch, bool)
                        else batch)
         except ConfigError as e:

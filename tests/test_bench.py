@@ -11,11 +11,15 @@ from tavt_kit.bench import (LatencyTable, TimingPolicy, TimingStats, default_gri
 from tavt_kit.bench.table import fit_separable, isotonic
 from tavt_kit.cli import main
 from tavt_kit.errors import (BackendError, ConfigError, ExportError, LatencyTableError)
+from tavt_kit.target import DeploymentTarget
 
 from conftest import TINY, perturb
 
 FAST = TimingPolicy(warmup=1, min_repeats=3, max_repeats=50, budget_s=0.02, rel_ci=0.05)
 FAST_ARGS = ["--warmup", "1", "--min-repeats", "3", "--time-budget", "0.02", "--threads", "1", "--quiet"]
+#: torch eager on the CPU, one thread
+EAGER = DeploymentTarget(backend="torch", threads=1)
+ORT = DeploymentTarget(backend="onnxruntime", threads=1)
 
 
 def tiny(**kw):
@@ -77,7 +81,7 @@ def test_memory_probe_sees_an_allocation():
 # ------------------------------------------------------------------ measuring
 def test_measure_latency_torch(tmp_path):
     model = tiny()
-    report = measure_latency(model, [[48, 32, 16], [64, 64, 32]], batch_sizes=[1, 2], threads=1, policy=FAST,
+    report = measure_latency(model, [[48, 32, 16], [64, 64, 32]], target=EAGER, batch_sizes=[1, 2], policy=FAST,
                              labels=["a", "b"])
     assert [(r.label, r.batch_size) for r in report.results] == [
         ("full", 1), ("a", 1), ("b", 1), ("full", 2), ("a", 2), ("b", 2)]
@@ -92,7 +96,15 @@ def test_measure_latency_torch(tmp_path):
     d = report.to_dict()
     m = d["machine"]
     assert m["cpu"]["model"] and m["threads"] == 1 and "torch" in m["libraries"] and d["target"]["threads"] == 1
-    assert d["model"]["depth"] == 3 and d["target"]["backend"] == "torch" and d["target"]["precision_used"] == "f32"
+    assert d["model"]["depth"] == 3 and d["target"]["backend"] == "torch" and d["target"]["precision_used"] == "fp32"
+    # the report is for one target (the first batch size's); bench.json holds its fields and the batch sizes
+    assert report.target == EAGER and report.batch_sizes == [1, 2]
+    assert DeploymentTarget.from_dict(d["target"]) == EAGER and d["target"]["batch_sizes"] == [1, 2]
+    assert d["target"]["precision"] == d["target"]["precision_requested"] == "fp32"
+    # bench.json of before (f32, several batch sizes as batch_size null) reads as the same target
+    old = {"backend": "torch", "device": "cpu", "threads": 1, "batch_sizes": [1, 2], "batch_size": None,
+           "precision_requested": "f32", "precision_used": "f32"}
+    assert DeploymentTarget.from_dict(old) == EAGER
     paths = report.save(tmp_path / "out")
     assert json.load(open(paths["json"]))["format"] == "fgvc-kit/bench"
     md = open(paths["markdown"]).read()
@@ -102,9 +114,10 @@ def test_measure_latency_torch(tmp_path):
 
 def test_measure_latency_torch_compile_path():
     pytest.importorskip("torch._dynamo")
-    report = measure_latency(tiny(), [[48, 32, 16]], backend="torch-compile", compile_backend="eager", threads=1,
-                             policy=FAST)
-    assert len(report.results) == 2 and report.target["compile_backend"] == "eager"
+    report = measure_latency(tiny(), [[48, 32, 16]], target=EAGER.with_(backend="torch-compile"),
+                             compile_backend="eager", policy=FAST)
+    assert len(report.results) == 2 and report.compile_backend == "eager"
+    assert report.to_dict()["target"]["compile_backend"] == "eager" and report.target.backend == "torch-compile"
 
 
 def test_measure_latency_exported_backends_and_files(tmp_path, monkeypatch):
@@ -113,44 +126,46 @@ def test_measure_latency_exported_backends_and_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr(measure_mod, "_GROUP_BYTES", 1)  # as if two models filled the memory: groups of 2
     model = tiny()
-    rep = measure_latency(model, [[48, 32, 16], [64, 48, 48]], backend="onnxruntime", exporter="torchscript",
-                          threads=1, policy=FAST, workdir=tmp_path / "work")
+    rep = measure_latency(model, [[48, 32, 16], [64, 48, 48]], target=ORT, exporter="torchscript", policy=FAST,
+                          workdir=tmp_path / "work")
     assert [x.label for x in rep.results] == ["full", "schedule 1", "schedule 2"]
     assert all(x.speedup > 0 for x in rep.results) and any("round-robin groups" in n for n in rep.notes)
     r = rep.result("schedule 1")
     assert r.info["exporter"] == "torchscript" and r.info["export_max_abs_diff"] <= 1e-4
-    assert rep.target["exporter"] == "torchscript" and rep.target["precision_used"] == "f32"
+    assert rep.exporter == "torchscript" and rep.precision_used == "fp32" and rep.target == ORT
     onnx_path = r.info["onnx"]
     # an exported file: its schedule and shape come from the file
-    rep2 = measure_latency(onnx_path, backend="onnxruntime", batch_sizes=[1, 3], threads=1, policy=FAST,
-                           checkpoint=model)
+    rep2 = measure_latency(onnx_path, target=ORT, batch_sizes=[1, 3], policy=FAST, checkpoint=model)
     assert [x.batch_size for x in rep2.results] == [1, 3] and rep2.results[0].schedule == [48, 32, 16]
+    assert rep2.source == onnx_path and rep2.to_dict()["target"]["source"] == onnx_path
     assert rep2.results[0].macs == r.macs
     with pytest.raises(ExportError, match="takes 64x64 images, the checkpoint 32x32"):
-        measure_latency(onnx_path, backend="onnxruntime", checkpoint=tiny(img_size=32), policy=FAST)
+        measure_latency(onnx_path, target=ORT, checkpoint=tiny(img_size=32), policy=FAST)
     with pytest.raises(ConfigError, match="schedule fixed at export"):
-        measure_latency(onnx_path, [[48, 32, 16]], backend="onnxruntime", policy=FAST)
-    with pytest.raises(ConfigError, match="exported file"):
-        measure_latency(onnx_path, backend="torch", policy=FAST)
+        measure_latency(onnx_path, [[48, 32, 16]], target=ORT, policy=FAST)
+    with pytest.raises(ConfigError, match="backend=torch: .* is an exported file; measure it with backend=onnxruntime"):
+        measure_latency(onnx_path, target=EAGER, policy=FAST)
+    with pytest.raises(ConfigError, match="batch_size=0: expected a positive number of images"):
+        measure_latency(onnx_path, target=ORT, batch_sizes=[1, 0], policy=FAST)
     pytest.importorskip("openvino")
-    rep3 = measure_latency(onnx_path, backend="openvino", threads=1, policy=FAST)
-    assert rep3.target["precision_used"] == "f32" and rep3.results[0].info["precision_requested"] == "f32"
+    rep3 = measure_latency(onnx_path, target=ORT.with_(backend="openvino"), policy=FAST)
+    assert rep3.precision_used == "fp32" and rep3.results[0].info["precision_requested"] == "fp32"
 
 
 def test_missing_backend_or_device_is_a_clear_error(monkeypatch):
-    with pytest.raises(ConfigError, match="unknown backend 'tensorrt'"):
-        measure_latency(tiny(), backend="tensorrt")
+    with pytest.raises(ConfigError, match="backend='tensorrt': expected one of"):
+        DeploymentTarget(backend="tensorrt")
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(BackendError, match="pip install openvino"):
-        measure_latency(tiny(), backend="openvino")
+        measure_latency(tiny(), target=DeploymentTarget(backend="openvino"))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(BackendError, match="pip install onnxruntime"):
-        measure_latency(tiny(), backend="onnxruntime")
+        measure_latency(tiny(), target=DeploymentTarget(backend="onnxruntime"))
     if not torch.cuda.is_available():
-        with pytest.raises(BackendError, match="CUDA was requested"):
-            measure_latency(tiny(), device="cuda")
-    with pytest.raises(ConfigError, match="only available with --backend openvino"):
-        measure_latency(tiny(), precision="bf16")
+        with pytest.raises(BackendError, match="CUDA was requested.*; use device=cpu"):
+            measure_latency(tiny(), target=EAGER.with_(device="cuda"))
+    with pytest.raises(ConfigError, match="precision=bf16 is only available with backend=openvino"):
+        measure_latency(tiny(), target=EAGER.with_(precision="bf16"))
 
 
 # ------------------------------------------------------------------ latency tables
@@ -164,7 +179,7 @@ def synthetic_table(fuse=False, offset=0.5):
         "model": {"name": "t", "depth": 3, "embed_dim": 64, "num_heads": 2, "mlp_hidden": 256, "num_patches": N,
                   "num_prefix_tokens": P, "img_size": [64, 64], "patch_size": [8, 8], "scorer": "tavt",
                   "fuse": fuse, "head": "linear"},
-        "target": {"backend": "torch", "device": "cpu", "batch_size": 1, "threads": 1},
+        "target": {"backend": "torch", "device": "cpu", "batch_size": 1, "threads": 1},  # no precision: fp32
         "embed_ms": 2.0,
         "plain_ms": {"tokens": L, "ms": [float(v) for v in L]},
         "attn_ms": {"tokens": [v + f for v in L], "ms": [0.6 * (v + f) for v in L]},
@@ -199,13 +214,19 @@ def test_predictor_is_exact_on_grid_points_and_monotone():
 
 def test_table_refuses_other_models_and_targets(tmp_path):
     t = synthetic_table()
-    t.check(tiny(), backend="torch", device="cpu", batch_size=1, threads=1)
+    assert t.target == EAGER and t.precision == "fp32"
+    t.check(tiny(), EAGER)
+    t.check(target=EAGER.with_(threads=None))  # the runtime's default thread count matches any
     with pytest.raises(LatencyTableError, match="another model"):
         t.check(tiny(embed_dim=32))
-    with pytest.raises(LatencyTableError, match="made for backend torch, not openvino"):
-        t.check(backend="openvino")
-    with pytest.raises(LatencyTableError, match="batch_size 1, not 8"):
-        t.check(batch_size=8)
+    with pytest.raises(LatencyTableError, match="made for backend torch, not openvino; profile a table with "
+                                                "backend=openvino"):
+        t.check(target=EAGER.with_(backend="openvino"))
+    t.check(target=EAGER.with_(backend="openvino"), fields=("batch_size",))  # only the fields named
+    with pytest.raises(LatencyTableError, match="batch_size 1, not 8; profile a table with batch_size=8"):
+        t.check(target=EAGER.with_(batch_size=8))
+    with pytest.raises(ConfigError, match="'batch' is not one of"):
+        t.check(target=EAGER, fields=("batch",))
     with pytest.raises(LatencyTableError, match="6 counts, the model has 3 blocks"):
         t.predict([64] * 6)
     with pytest.raises(LatencyTableError, match="another model"):
@@ -236,7 +257,7 @@ def test_separable_fit_and_isotonic():
 
 def test_profile_latency_torch(tmp_path):
     model = tiny()
-    table = profile_latency(model, grid=[16, 40], threads=1, policy=FAST, validate=2)
+    table = profile_latency(model, target=EAGER, grid=[16, 40], policy=FAST, validate=2)
     d = table.to_dict()
     assert d["grid"] == [16, 40, 64]
     assert d["model"]["num_patches"] == 64 and d["target"]["backend"] == "torch" and d["machine"]["cpu"]["model"]
@@ -250,13 +271,27 @@ def test_profile_latency_torch(tmp_path):
     # exact on the grid: the full model is embed + depth x plain(full) + head + offset
     full = d["embed_ms"] + 3 * d["plain_ms"]["ms"][-1] + d["head_ms"]["ms"][-1] + d["offset_ms"]
     assert table.predict([64, 64, 64]) == pytest.approx(full)
-    table.check(model, backend="torch", batch_size=1, threads=1)
+    assert table.target == EAGER and d["target"]["precision"] == "fp32"
+    table.check(model, EAGER)
     path = table.save(tmp_path / "t.json")
     assert LatencyTable.load(path).predict([40, 16, 16]) == pytest.approx(table.predict([40, 16, 16]))
-    rep = measure_latency(model, [[40, 16, 16]], threads=1, policy=FAST, table=path)
-    assert rep.result("schedule 1").predicted_ms == pytest.approx(table.predict([40, 16, 16]))
+    rep = measure_latency(model, [[40, 16, 16]], target=EAGER, batch_sizes=[1, 2], policy=FAST, table=path)
+    assert rep.result("schedule 1", 1).predicted_ms == pytest.approx(table.predict([40, 16, 16]))
+    assert rep.result("schedule 1", 2).predicted_ms is None  # the table is for batch 1
     with pytest.raises(LatencyTableError, match="made for threads 1, not 2"):
-        measure_latency(model, threads=2, policy=FAST, table=path)
+        measure_latency(model, target=EAGER.with_(threads=2), policy=FAST, table=path)
+    # predictions of several schedules, and their file
+    from tavt_kit.bench import predict_latency
+
+    pred = predict_latency(path, [[40, 16, 16]], model=model, target=EAGER)
+    assert [r["label"] for r in pred.rows] == ["full", "schedule 1"] and pred.target == EAGER
+    assert pred.rows[1]["predicted_ms"] == pytest.approx(table.predict([40, 16, 16]))
+    assert pred.rows[1]["speedup"] == pytest.approx(pred.rows[0]["predicted_ms"] / pred.rows[1]["predicted_ms"])
+    doc = json.load(open(pred.save(tmp_path / "p")))
+    assert doc["format"] == "fgvc-kit/latency-predictions" and doc["table"] == str(path)
+    assert DeploymentTarget.from_dict(doc["target"]) == EAGER and len(doc["predictions"]) == 2
+    with pytest.raises(LatencyTableError, match="made for device cpu, not cuda"):
+        predict_latency(table, [], target=EAGER.with_(device="cuda"))
 
 
 def test_profile_latency_exported_backend(monkeypatch):
@@ -264,8 +299,8 @@ def test_profile_latency_exported_backend(monkeypatch):
     import tavt_kit.bench.profile as table_mod
 
     monkeypatch.setattr(table_mod, "_GROUP_BYTES", 1)  # as if memory held few parts: groups + reference block
-    table = profile_latency(tiny(), backend="onnxruntime", grid=[16, 32, 48], threads=1, policy=FAST,
-                            calibrate=False, exporter="torchscript", statistic="min")
+    table = profile_latency(tiny(), target=ORT, grid=[16, 32, 48], policy=FAST, calibrate=False,
+                            exporter="torchscript", statistic="min")
     d = table.to_dict()
     assert d["target"]["exporter"] == "torchscript" and d["statistic"] == "min"
     assert len(d["drift"]["factors"]) == 3 and len(d["pairs"]) == 10
@@ -292,8 +327,9 @@ def test_cli_bench_profile_predict(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, expected", [
     (["bench", "--backend", "onnxruntime", "--device", "cuda"], "CUDA"),
-    (["bench", "--device", "tpu"], "unknown device 'tpu'"),
-    (["bench", "a", "b"], "expected one target"),
+    (["bench", "--device", "tpu"], "--device tpu: expected cpu, cuda or cuda:N"),
+    (["bench", "--batch-size", "1", "0"], "--batch-size 0: expected a positive number of images"),
+    (["bench", "a", "b"], "expected one model or exported file"),
     (["bench", "profile", "--batch-size", "1", "2"], "one batch size"),
     (["bench", "predict", "missing_table.json"], "cannot read latency table"),
     (["bench", "--drop", "64,65,1,1,1,1"], "above the grid"),

@@ -9,6 +9,7 @@ import torch
 
 import tavt_kit
 from tavt_kit.bench import TimingPolicy, measure_latency
+from tavt_kit.target import DeploymentTarget
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available())")]
@@ -28,7 +29,9 @@ def test_cuda_latency_is_timed_with_cuda_events():
     x = torch.randn(2, 3, 32, 32, device="cuda")
     r = torch_runner(lambda: model(x), "cuda")
     assert r.timer is not None and r.timer() > 0  # CUDA events, not the host clock around an async launch
-    rep = measure_latency(tiny(), [[12, 8, 4]], device="cuda", batch_sizes=[1, 8], policy=QUICK)
+    rep = measure_latency(tiny(), [[12, 8, 4]], target=DeploymentTarget(backend="torch", device="cuda"),
+                          batch_sizes=[1, 8], policy=QUICK)
+    assert rep.timing == "cuda-events" and rep.target.device == "cuda"
     for b in (1, 8):
         assert rep.result("full", b).stats.p50 > 0 and rep.result("full", b).stats.p50 < 1.0
 
@@ -64,7 +67,8 @@ def test_onnxruntime_cuda_provider(tmp_path):
     with torch.no_grad():
         ref = model(torch.from_numpy(x), drop=[12, 8, 4]).numpy()
     assert np.abs(r()[0] - ref).max() < 1e-3
-    rep = measure_latency(model, [[12, 8, 4]], backend="onnxruntime", device="cuda", policy=QUICK)
+    rep = measure_latency(model, [[12, 8, 4]], target=DeploymentTarget(backend="onnxruntime", device="cuda"),
+                          policy=QUICK)
     assert rep.result("full", 1).stats.p50 > 0
 
 

@@ -13,6 +13,7 @@ from tavt_kit.bench.table import LatencyTable
 from tavt_kit.bench.timing import TimingPolicy
 from tavt_kit.cli import main
 from tavt_kit.errors import ConfigError, LatencyTableError
+from tavt_kit.target import DeploymentTarget
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -27,6 +28,7 @@ TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2)
 FAST = TimingPolicy(warmup=1, min_repeats=3, max_repeats=5, budget_s=0.02, chunk_s=0.0)
 MERGE = TokenSchedule((12, 8, 8, 5), 16, reducers=("merge",) * 4)
 MIXED = TokenSchedule((12, 8, 8, 5), 16, reducers=("merge", "drop", None, "merge"))
+EAGER = DeploymentTarget(backend="torch", threads=1)
 
 
 def tiny(**kw):
@@ -38,8 +40,8 @@ def tiny(**kw):
 def tables():
     torch.set_num_threads(1)
     m = tiny(reducer="merge")
-    both = profile_latency(m, grid=4, policy=FAST, reducers="drop,merge", threads=1, validate=2)
-    drop = profile_latency(tiny(), grid=4, policy=FAST, threads=1, calibrate=False)
+    both = profile_latency(m, target=EAGER, grid=4, policy=FAST, reducers="drop,merge", validate=2)
+    drop = profile_latency(tiny(), target=EAGER, grid=4, policy=FAST, calibrate=False)
     return both, drop
 
 
@@ -102,7 +104,7 @@ def test_old_tables_load_and_refuse_merge_in_one_line(tables, tmp_path):
         with pytest.raises(LatencyTableError) as e:
             bad()
         msg = str(e.value)
-        assert "\n" not in msg and "no merge entries" in msg and "--reducers drop,merge" in msg
+        assert "\n" not in msg and "no merge entries" in msg and "reducers=drop,merge" in msg
 
 
 def test_profile_refuses_a_reducer_the_model_cannot_serve():
@@ -126,14 +128,14 @@ def test_cli_profile_reducers_and_predict(tmp_path, capsys, tables):
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--reducers drop,tome" in err
-    # predict a version-2 drop config from a table without merge entries: one line naming the flag
+    # predict a version-2 drop config from a table without merge entries: one line naming what to profile
     both, drop = tables
     cfg = tmp_path / "mixed.json"
     MIXED.save(cfg)
     drop.save(tmp_path / "drop.json")
     rc = main(["bench", "predict", str(tmp_path / "drop.json"), "--drop", str(cfg), "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "\n" not in err and "--reducers drop,merge" in err
+    assert rc == 2 and "\n" not in err and "profile a table with reducers=drop,merge" in err  # predict has no flag
     both.save(tmp_path / "both.json")
     assert main(["bench", "predict", str(tmp_path / "both.json"), "--drop", str(cfg), "--json",
                  "--out", str(tmp_path / "p")]) == 0
@@ -146,7 +148,7 @@ def test_measure_merge_and_mixed_schedules(tables):
     both, _ = tables
     m = tiny(reducer="merge")
     drop_same = MERGE.with_reducers(("drop",) * 4)
-    r = measure_latency(m, [MERGE, MIXED, drop_same], policy=FAST, threads=1, table=both)
+    r = measure_latency(m, [MERGE, MIXED, drop_same], target=EAGER, policy=FAST, table=both)
     rows = {x.label: x for x in r.results}
     assert rows["schedule 1"].reducers == ["merge", "merge", None, "merge"]
     assert rows["schedule 2"].reducers == ["merge", "drop", None, "merge"]
@@ -158,7 +160,7 @@ def test_measure_merge_and_mixed_schedules(tables):
 
 def test_measure_exported_backend_runs_the_merge_graph():
     m = tiny(reducer="merge")
-    r = measure_latency(m, [MERGE, MIXED], backend="onnxruntime", policy=FAST, threads=1)
+    r = measure_latency(m, [MERGE, MIXED], target=EAGER.with_(backend="onnxruntime"), policy=FAST)
     rows = {x.label: x for x in r.results}
     # both exported (one file each: same counts, other reducers) and checked against PyTorch
     assert rows["schedule 1"].info["onnx"] != rows["schedule 2"].info["onnx"]
@@ -189,11 +191,11 @@ def test_cli_measure_drop_config_v2_and_merge_checkpoint(tmp_path, capsys):
 # ----------------------------------------------------------------- export
 @pytest.mark.parametrize("sched", [MERGE, MIXED], ids=["merge", "mixed"])
 def test_export_merge_schedules_onnx_openvino_verified(tmp_path, sched, images):
-    from tavt_kit.export import export_model
+    from tavt_kit.export import VerifyOptions, export_model
     from tavt_kit.export.onnx import read_onnx_info
 
     m = tiny()  # a drop model: the schedule's own reducers decide
-    res = export_model(m, tmp_path, schedule=sched, formats=BOTH, verify_data=images)
+    res = export_model(m, tmp_path, sched, BOTH, verify=VerifyOptions(data=images))
     doc = res.doc
     assert res.verified and doc["schedule"]["counts"] == [12, 8, 8, 5]
     expect = [r for r in sched.reducers]
@@ -209,7 +211,7 @@ def test_export_merge_schedules_onnx_openvino_verified(tmp_path, sched, images):
 
         assert read_openvino_info(res.path("openvino")).reducers == expect
         # the exported IR is measured as it is, its MACs counted with its reducers
-        r = measure_latency(res.path("openvino"), backend="openvino", policy=FAST, threads=1)
+        r = measure_latency(res.path("openvino"), target=EAGER.with_(backend="openvino"), policy=FAST)
         assert r.results[0].reducers == expect and r.results[0].macs == doc["macs"]["schedule"]
 
 
@@ -252,6 +254,6 @@ def test_a_merge_on_a_backbone_without_merging_is_one_line(tmp_path, capsys):
 def test_openvino_table_with_merge_entries():
     """Merge parts export and compile at every grid pair, the diagonal (nothing merged) included."""
     m = tiny(reducer="merge")
-    table = profile_latency(m, backend="openvino", grid=3, policy=FAST, reducers="drop,merge", threads=1,
+    table = profile_latency(m, target=EAGER.with_(backend="openvino"), grid=3, policy=FAST, reducers="drop,merge",
                             calibrate=False)
     assert table.reducers == ("drop", "merge") and table.predict(MERGE) > 0 and table.predict(MIXED) > 0

@@ -7,7 +7,7 @@ import torch
 import tavt_kit
 from tavt_kit import ConfigError, DeploymentTarget, SearchResult, search_schedules
 from tavt_kit.bench import LatencyTable
-from tavt_kit.bench.target import model_identity
+from tavt_kit.bench.identity import model_identity
 from tavt_kit.search import EvolutionSettings, LatencyObjective
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,13 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from ..errors import BackendError, ConfigError
-from .table import USER_PRECISION, table_precision  # noqa: F401  (USER_PRECISION: re-exported)
+from ..target import BACKENDS, DeploymentTarget, Precision  # noqa: F401  (BACKENDS: re-exported)
 
-BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino")
-#: latency precisions of the OpenVINO backend: its inference precisions (f32, bf16, f16) and int8 (the graph
-#: quantised with NNCF, run with the f32 hint: int8 kernels where quantised)
-OPENVINO_PRECISIONS = tuple(USER_PRECISION)
-DEVICES = ("cpu", "cuda")
 #: backends that run an exported file (the model is exported to ONNX first)
 EXPORTED_BACKENDS = ("onnxruntime", "openvino")
 
@@ -35,13 +30,12 @@ class Runner:
         return self.fn()
 
 
-def check_backend(backend: str, device: str = "cpu") -> None:
-    """Raise a one-line error unless ``backend`` can run on ``device`` here."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    kind = device.split(":", 1)[0]
-    if kind not in DEVICES:
-        raise ConfigError(f"unknown device {device!r}; expected cpu, cuda or cuda:N")
+def check_target(target: DeploymentTarget) -> None:
+    """Raise a one-line error unless ``target`` can be measured here (before any work): its backend installed
+    and able to run on its device, and its precision available (bf16 / fp16 need the CPU's native support, else
+    OpenVINO would quietly time fp32; int8 needs NNCF; both need OpenVINO: torch and onnxruntime run the fp32
+    graph)."""
+    backend, kind = target.backend, target.device.split(":", 1)[0]
     if backend == "onnxruntime":
         try:
             import onnxruntime as ort
@@ -50,49 +44,43 @@ def check_backend(backend: str, device: str = "cpu") -> None:
                                "(onnxruntime-gpu for CUDA)") from None
         if kind == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise BackendError("CUDA was requested but this onnxruntime has no CUDAExecutionProvider; "
-                               "pip install onnxruntime-gpu, or use --device cpu")
+                               "pip install onnxruntime-gpu, or use device=cpu")
         _require_onnx_export()
     elif backend == "openvino":
         from ..export.openvino import require_openvino
 
         require_openvino()
         if kind == "cuda":
-            raise BackendError("OpenVINO does not run on CUDA devices; use --device cpu "
-                               "(or --backend torch / onnxruntime on CUDA)")
+            raise BackendError("OpenVINO does not run on CUDA devices; use device=cpu "
+                               "(or backend=torch / onnxruntime on CUDA)")
         _require_onnx_export()
     elif kind == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise BackendError("CUDA was requested but torch.cuda.is_available() is False "
-                               f"(torch {torch.__version__}, no GPU or a CPU-only build); use --device cpu")
+                               f"(torch {torch.__version__}, no GPU or a CPU-only build); use device=cpu")
+    _check_precision(target)
 
 
-def check_precision(precision: str, backend: str, device: str = "cpu") -> str:
-    """Raise a one-line error unless ``precision`` can be measured on ``backend`` here (before any work);
-    returns its table / OpenVINO name (``fp32`` -> ``f32``, ``fp16`` -> ``f16``; either name is taken).
-
-    bf16 / f16 need native support (else OpenVINO would quietly time f32); int8 needs NNCF.
-    """
-    try:
-        precision = table_precision(precision)
-    except ConfigError as e:
-        raise ConfigError(f"--precision: {e}") from None
-    if precision == "f32":
-        return precision
-    user = USER_PRECISION[precision]
-    if backend != "openvino":
-        raise ConfigError(f"precision {user!r} is only available with --backend openvino "
-                          "(torch and onnxruntime run the f32 graph)")
-    if precision == "int8":
+def _check_precision(target: DeploymentTarget) -> None:
+    p = target.precision
+    if p == Precision.FP32:
+        return
+    if target.backend != "openvino":
+        raise ConfigError(f"precision={p} is only available with backend=openvino (torch and onnxruntime run "
+                          "the fp32 graph)")
+    if p == Precision.INT8:
         from ..export.quantize import require_nncf
 
         require_nncf()
-    else:
-        from ..export.openvino import check_device_precision
+        return
+    from ..export.openvino import device_capabilities
 
-        check_device_precision(precision, device)
-    return precision
+    have = device_capabilities(target.device)
+    if {Precision.BF16: "BF16", Precision.FP16: "FP16"}[p] not in have:
+        raise BackendError(f"precision={p}: this {target.device.upper()} has no native {p} inference (OpenVINO "
+                           f"reports {', '.join(have) or 'no capabilities'}); OpenVINO would quietly run fp32")
 
 
 def quantized_for_latency(path: str, out_xml: str, input_shape: Sequence[int], seed: int = 0,
@@ -121,6 +109,11 @@ def default_threads() -> int:
     import torch
 
     return int(torch.get_num_threads())
+
+
+def with_threads(target: DeploymentTarget) -> DeploymentTarget:
+    """``target`` with its thread count resolved (None: torch's count, which every backend is then given)."""
+    return target if target.threads is not None else target.with_(threads=default_threads())
 
 
 # ---------------------------------------------------------------------- torch
@@ -175,7 +168,7 @@ def run_compiled_once(call: Callable[[], Any]) -> None:
     except Exception as e:
         text = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise BackendError(f"torch.compile failed ({type(e).__name__}: {text}); inductor on CPU needs a C++ "
-                           "compiler (gcc/clang), or use --backend torch") from None
+                           "compiler (gcc/clang), or use backend=torch") from None
 
 
 # ------------------------------------------------------------------ onnxruntime
@@ -194,25 +187,29 @@ def ort_runner(path: str, inputs, device: str = "cpu", threads: Optional[int] = 
     name = sess.get_inputs()[0].name
     feed = {name: inputs}
     run = sess.run
-    info = {"providers": sess.get_providers(), "onnxruntime": ort.__version__, "precision_used": "f32"}
+    info = {"providers": sess.get_providers(), "onnxruntime": ort.__version__,
+            "precision_used": Precision.FP32}
     return Runner(lambda: run(None, feed), None, info)
 
 
 # --------------------------------------------------------------------- openvino
-def openvino_runner(model_or_path, inputs, threads: Optional[int] = None, precision: str = "f32",
+def openvino_runner(model_or_path, inputs, threads: Optional[int] = None, precision: str = Precision.FP32,
                     shape: Optional[Sequence[int]] = None) -> Runner:
-    """Runner for an OpenVINO IR / ONNX file (f32 unless asked otherwise); reports the precision used.
+    """Runner for an OpenVINO IR / ONNX file at ``precision`` (:class:`~tavt_kit.target.Precision`; fp32 unless
+    asked otherwise); reports the precision used.
 
     ``precision="int8"``: the file is a quantised graph, compiled with the f32 hint (int8 kernels where
-    quantised, f32 elsewhere: ``int8+f32``).
+    quantised, fp32 elsewhere: ``int8+fp32``).
     """
     import openvino as ov
 
     from ..export.openvino import compile_openvino
 
-    compiled, used = compile_openvino(model_or_path, "cpu", precision="f32" if precision == "int8" else precision,
+    precision = Precision.parse(precision)
+    compiled, used = compile_openvino(model_or_path, "cpu", precision=Precision.OPENVINO_HINT[precision],
                                       threads=threads, shape=shape if shape is not None else list(inputs.shape))
-    if precision == "int8":
+    used = Precision.ALIASES.get(used, used)
+    if precision == Precision.INT8:
         used = f"int8+{used}"
     req = compiled.create_infer_request()
     req.set_input_tensor(ov.Tensor(inputs))
@@ -222,6 +219,17 @@ def openvino_runner(model_or_path, inputs, threads: Optional[int] = None, precis
     except Exception:
         pass
     return Runner(req.infer, None, info)
+
+
+def file_runner(path: str, inputs, target: DeploymentTarget, shape: Optional[Sequence[int]] = None,
+                free_dims: Optional[Mapping[str, int]] = None) -> Runner:
+    """Runner of an exported file on ``target`` (onnxruntime or openvino; its device, threads and precision) on
+    the numpy array ``inputs``; ``shape`` (OpenVINO) / ``free_dims`` (ONNX Runtime) fix the dynamic axes."""
+    if target.backend == "onnxruntime":
+        return ort_runner(path, inputs, target.device, target.threads, free_dims=free_dims)
+    if target.backend == "openvino":
+        return openvino_runner(path, inputs, target.threads, target.precision, shape=shape)
+    raise ConfigError(f"backend={target.backend}: an exported file runs with onnxruntime or openvino")
 
 
 def release(runner: Runner) -> None:

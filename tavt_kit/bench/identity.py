@@ -1,4 +1,5 @@
-"""What is being measured: a model (checkpoint / name / module) or an exported file, and its identity."""
+"""What is measured: a model (checkpoint / name / module) or an exported file, and its identity (the structure
+that decides its latency)."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence

@@ -18,8 +18,8 @@ from torch import nn
 
 from ..models.token_drop import TokenState, drop_block_forward
 from ..models.token_merge import biased_block_forward, merge_block_forward, size_bias
-from .backends import (Runner, compile_module, openvino_runner, ort_runner, quantized_for_latency, run_compiled_once,
-                       torch_runner)
+from ..target import DeploymentTarget, Precision
+from .backends import Runner, compile_module, file_runner, quantized_for_latency, run_compiled_once, torch_runner
 
 
 def _sizes(x: torch.Tensor) -> torch.Tensor:
@@ -110,16 +110,20 @@ class HeadPart(nn.Module):
 
 # ----------------------------------------------------------------- runners
 class PartRunners:
-    """Runners of model parts for one backend (exported parts cached per part)."""
+    """Runners of model parts on one :class:`~tavt_kit.target.DeploymentTarget` (its backend, device, threads,
+    precision and batch size), exported parts cached per part; ``embed_dim``: the width of the tokens."""
 
-    def __init__(self, backend: str, device: str, threads: int, precision: str, workdir: str, exporter: str,
-                 compile_backend: str, batch: int, embed_dim: int, progress=None):
-        self.backend, self.device, self.threads, self.precision = backend, device, threads, precision
+    def __init__(self, target: DeploymentTarget, embed_dim: int, workdir: Optional[str] = None,
+                 exporter: str = "auto", compile_backend: str = "inductor", progress=None):
+        self.target, self.C = target, int(embed_dim)
         self.workdir, self.exporter, self.compile_backend = workdir, exporter, compile_backend
-        self.batch, self.C = batch, embed_dim
         self.progress = progress
         self.files: Dict[str, str] = {}
         self.exporters: Dict[str, str] = {}
+
+    @property
+    def batch(self) -> int:
+        return self.target.batch_size
 
     def _say(self, text):
         if self.progress:
@@ -148,15 +152,16 @@ class PartRunners:
         """Runner of ``module`` on a random input of ``shape``; ``token_min``: dim 1 is a token axis."""
         g = torch.Generator().manual_seed(len(self.files) + 1)
         x = torch.randn(*shape, generator=g)
-        if self.backend in ("torch", "torch-compile"):
-            xd = x.to(self.device)
-            module = module.to(self.device)
-            if self.backend == "torch-compile":
+        backend, device = self.target.backend, self.target.device
+        if backend in ("torch", "torch-compile"):
+            xd = x.to(device)
+            module = module.to(device)
+            if backend == "torch-compile":
                 compiled = compile_module(module, self.compile_backend)
                 with torch.inference_mode():
                     run_compiled_once(lambda: compiled(xd))
-                return torch_runner(lambda: compiled(xd), self.device)
-            return torch_runner(lambda: module(xd), self.device)
+                return torch_runner(lambda: compiled(xd), device)
+            return torch_runner(lambda: module(xd), device)
         ex_shape = list(shape)
         ex_shape[0] = 2
         if token_min is not None and export_tokens is not None:
@@ -165,11 +170,9 @@ class PartRunners:
         free = {"batch": int(shape[0])}
         if token_min is not None:
             free["tokens"] = int(shape[1])
-        if self.backend == "onnxruntime":
-            return ort_runner(path, x.numpy(), self.device, self.threads, free_dims=free)
-        if self.precision == "int8":
+        if backend == "openvino" and self.target.precision == Precision.INT8:
             path = self._quantized(name, path, ex_shape)
-        return openvino_runner(path, x.numpy(), self.threads, self.precision, shape=list(shape))
+        return file_runner(path, x.numpy(), self.target, shape=list(shape), free_dims=free)
 
     def _quantized(self, name: str, path: str, shape: Sequence[int]) -> str:
         """The part quantised once (at its export's token count) and reshaped per token count like the f32 one."""
@@ -207,8 +210,9 @@ def part_plan(model: nn.Module, grid: List[int], reducers: Sequence[str] = ("dro
     return groups
 
 
-def make_part(model: nn.Module, key: tuple, batch: int, C: int, pr: PartRunners) -> Runner:
-    """The runner of one part key of :func:`part_plan`."""
+def make_part(model: nn.Module, key: tuple, pr: PartRunners) -> Runner:
+    """The runner of one part key of :func:`part_plan` (at the batch size of ``pr``'s target)."""
+    batch, C = pr.batch, pr.C
     P, N = int(model.num_prefix_tokens), int(model.num_patches)
     fuse = bool(model.fuse)
     blk = model.blocks[0]

@@ -53,11 +53,11 @@ from ..models.token_merge import REDUCERS
 from .parts import PartRunners, make_part, part_plan
 from .runners import ModelRunners, make_input, torch_threads
 from .table import TABLE_FORMAT, TABLE_VERSION, TABLE_VERSION_MERGE, LatencyTable, fit_separable, isotonic
-from .backends import (EXPORTED_BACKENDS, Runner, check_backend, check_precision, default_threads, release,
-                       set_compile_limits)
+from ..target import DeploymentTarget, Precision
+from .backends import EXPORTED_BACKENDS, Runner, check_target, release, set_compile_limits, with_threads
 from ..machine import machine_info
 from ..models import load_model
-from .target import model_identity
+from .identity import model_identity
 from .timing import TimingPolicy, measure_round_robin
 
 #: whole models / parts compiled at once for an exported backend (their weights, in bytes)
@@ -66,7 +66,7 @@ _GROUP_BYTES = 1.5e9
 _PART_MEMORY = 2.6
 
 
-#: how an int8 table's parts were made (``target["int8"]``): the latency of int8 kernels does not depend on the
+#: how an int8 table's parts were made (``data["target"]["int8"]``): the latency of int8 kernels does not depend on the
 #: calibration values, so random inputs do (the accuracy of an int8 model is measured elsewhere)
 INT8_PARTS = {"quantized_with": "NNCF PTQ (transformer)", "calibration": "random inputs (latency only)",
               "parts": "each part quantised once, at its export's (largest) token count, and reshaped per token count",
@@ -93,13 +93,13 @@ def _parse_grid(grid, num_patches: int) -> List[int]:
     try:
         g = sorted({int(v) for v in grid})
     except (TypeError, ValueError):
-        raise ConfigError(f"grid must be a point count or a list of token counts, got {grid!r}") from None
+        raise ConfigError(f"grid={grid!r}: expected a number of points or a list of token counts") from None
     if not g or g[0] < 1 or g[-1] > num_patches:
-        raise ConfigError(f"grid token counts must lie in [1, {num_patches}], got {g}")
+        raise ConfigError(f"grid={','.join(map(str, g))}: token counts must lie in [1, {num_patches}]")
     if g[-1] != num_patches:
         g.append(num_patches)  # the full model's blocks must be on the grid
     if len(g) < 2:
-        raise ConfigError("a grid needs at least two token counts")
+        raise ConfigError(f"grid={','.join(map(str, g))}: expected at least two token counts")
     return g
 
 
@@ -128,15 +128,17 @@ def _check_reducers(model: nn.Module, reducers) -> Tuple[str, ...]:
         reducers = reducers.split(",")
     out = tuple(dict.fromkeys(str(r).strip() for r in reducers if str(r).strip()))
     bad = [r for r in out if r not in REDUCERS]
+    given = ",".join(map(str, reducers))
     if not out or bad:
-        raise ConfigError(f"reducers: expected drop, merge or drop,merge, got {','.join(map(str, reducers)) or 'none'}"
+        raise ConfigError(f"reducers={given}: expected drop, merge or drop,merge"
                           + (f" ({bad[0]!r} is not a reducer)" if bad else ""))
     if "merge" in out:
         if "merge" not in getattr(model, "supported_reducers", ("drop",)):
-            raise ConfigError(f"reducer 'merge' is not supported by {type(model).__name__}; profile --reducers drop")
+            raise ConfigError(f"reducers={given}: merge is not supported by {type(model).__name__}; profile "
+                              "reducers=drop")
         if getattr(model, "fuse", False):
-            raise ConfigError("fuse=True (EViT's fused token) applies to drop only; this model cannot merge "
-                              "(profile --reducers drop)")
+            raise ConfigError(f"reducers={given}: this model fuses dropped tokens (EViT's fuse), which applies to "
+                              "drop only; profile reducers=drop")
     return out
 
 
@@ -161,13 +163,9 @@ def _timed(keys_runners: Dict[Any, Runner], policy: TimingPolicy, backend: str, 
 
 
 def profile_latency(
-    target,
+    model,
     *,
-    backend: str = "torch",
-    device: str = "cpu",
-    batch_size: int = 1,
-    threads: Optional[int] = None,
-    precision: str = "f32",
+    target: Optional[DeploymentTarget] = None,
     grid=None,
     policy: Optional[TimingPolicy] = None,
     calibrate: bool = True,
@@ -183,10 +181,15 @@ def profile_latency(
     reducers=None,
     progress: Optional[Callable[[str], None]] = None,
 ) -> LatencyTable:
-    """Measure a latency table of a model on one backend/device/batch/threads.
+    """Measure a latency table of a model on one :class:`~tavt_kit.target.DeploymentTarget`.
 
     Args:
-        target: token-drop model, checkpoint path or model name.
+        model: token-drop model, checkpoint path or model name.
+        target: where to time it (backend, device, precision, threads, batch size); default torch eager on the
+            CPU at batch 1 with torch's thread count. ``precision``: fp32, bf16 / fp16 (OpenVINO inference
+            hints; refused on a CPU without native support) or int8 (every part, and every whole model of the
+            calibration, quantised with NNCF on seeded random inputs and compiled with the f32 hint; OpenVINO
+            only). The table records it (:attr:`LatencyTable.target`).
         grid: patch-token counts to measure blocks at (default 13 points evenly over [1, grid]),
             or a number of points. Dropping blocks are timed at every pair n_out <= n_in of it.
         policy: repeat policy per part (default :func:`profile_policy`).
@@ -203,34 +206,27 @@ def profile_latency(
         reducers: reducing blocks to profile: ``"drop"``, ``"merge"`` or both (``"drop,merge"`` or a
             sequence); default the model's reducer. A table predicts only schedules whose reducing
             blocks use these.
-        precision: ``f32`` (default), ``bf16`` / ``f16`` (OpenVINO inference hints; refused on a CPU without
-            native support) or ``int8`` (every part, and every whole model of the calibration, quantised with
-            NNCF on seeded random inputs and compiled with the f32 hint); user names (``fp32``, ``fp16``) are
-            taken too. The table records it (``target["precision"]``, :attr:`LatencyTable.precision`).
     Returns:
         a :class:`LatencyTable` (save it with ``.save(path)``).
     """
     import tempfile
 
-
-    check_backend(backend, device)
-    precision = check_precision(precision, backend, device)
+    target = with_threads(target if target is not None else DeploymentTarget(backend="torch"))
+    check_target(target)
     if statistic not in STATISTICS:
-        raise ConfigError(f"unknown statistic {statistic!r}; expected one of {', '.join(STATISTICS)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    threads = int(threads) if threads else default_threads()
+        raise ConfigError(f"statistic={statistic}: expected one of {', '.join(STATISTICS)}")
+    backend, device = target.backend, target.device
     policy = policy or profile_policy()
     say = progress or (lambda s: None)
-    model = load_model(target, img_size).eval().to(device)
+    model = load_model(model, img_size).eval().to(device)
     from timm.models.vision_transformer import VisionTransformer
 
     if not isinstance(model, VisionTransformer):
         raise UnsupportedModelError(f"latency tables support timm ViT backbones; {type(model).__name__} is not one "
-                                    "(measure it directly with fgvc-kit bench)")
+                                    "(measure it directly with measure_latency)")
     if getattr(model, "head_name", "linear") != "linear":
         raise UnsupportedModelError(f"latency tables support the linear head; this model has the "
-                                    f"{model.head_name} head (measure it directly with fgvc-kit bench)")
+                                    f"{model.head_name} head (measure it directly with measure_latency)")
     reducers = _check_reducers(model, reducers)
     ident = model_identity(model)
     P, N, C = ident["num_prefix_tokens"], ident["num_patches"], ident["embed_dim"]
@@ -240,12 +236,12 @@ def profile_latency(
     if workdir is None and backend in EXPORTED_BACKENDS:
         tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-profile-")
         workdir = tmp.name
-    pr = PartRunners(backend, device, threads, precision, workdir, exporter, compile_backend, batch_size, C, say)
+    pr = PartRunners(target, C, workdir, exporter, compile_backend, say)
     anchor_key = ("plain", P + N)
     times: Dict[tuple, float] = {}
     drift: Dict[str, float] = {}
     try:
-        with torch_threads(threads):
+        with torch_threads(target.threads):
             if backend == "torch-compile":
                 set_compile_limits(sum(len(v) for v in plan.values()) + 64)
             exported = backend in EXPORTED_BACKENDS
@@ -263,13 +259,13 @@ def profile_latency(
                 groups = [keys_all[i:i + size] for i in range(0, len(keys_all), size)]
             else:
                 groups = [keys_all]  # the torch backends share the weights: one round-robin
-            anchor = make_part(model, anchor_key, batch_size, C, pr) if exported and len(groups) > 1 else None
+            anchor = make_part(model, anchor_key, pr) if exported and len(groups) > 1 else None
             anchor_times = []
             t_groups = time.perf_counter()
             for gi, keys in enumerate(groups):
                 say(f"timing {len(keys)} parts ({gi + 1}/{len(groups)}, ETA "
                     f"{eta(gi, len(groups), time.perf_counter() - t_groups)})")
-                runners = {k: make_part(model, k, batch_size, C, pr) for k in keys}
+                runners = {k: make_part(model, k, pr) for k in keys}
                 if anchor is not None:
                     runners[("anchor",)] = anchor
                 t, _ = _timed(runners, policy, backend, say, statistic)
@@ -288,17 +284,15 @@ def profile_latency(
                     for k in keys:
                         times[k] *= factor
                 times[anchor_key] = ref
-            data = _assemble(model, ident, g, times, backend, device, batch_size, threads, precision, exporter,
-                             compile_backend, pr.exporters, policy, reducers)
+            data = _assemble(ident, g, times, target, exporter, compile_backend, pr.exporters, policy, reducers)
             data["statistic"] = statistic
             data["drift"] = {"reference": "plain block at full tokens", "factors": drift} if drift else None
             table = LatencyTable(data)
             if calibrate or validate:
-                builder = ModelRunners(model, backend, device, threads, precision, workdir, exporter,
-                                       compile_backend, say, verify_exports)
+                builder = ModelRunners(model, target, workdir, exporter, compile_backend, say, verify_exports)
                 try:
-                    _calibrate_and_validate(table, model, builder, anchor_key, pr, batch_size, C, policy,
-                                            calibrate, validate, validate_range, seed, say, statistic, reducers)
+                    _calibrate_and_validate(table, model, builder, anchor_key, pr, policy, calibrate, validate,
+                                            validate_range, seed, say, statistic, reducers)
                 finally:
                     builder.close()
     finally:
@@ -322,8 +316,8 @@ def _fit_pairs(times, kind: str) -> Dict[str, Any]:
                              "max_abs_rel": max(abs(r) for r in rel), "pairs": len(rel)}}
 
 
-def _assemble(model, ident, grid, times, backend, device, batch, threads, precision, exporter, compile_backend,
-              part_exporters, policy, reducers=("drop",)) -> Dict[str, Any]:
+def _assemble(ident, grid, times, target: DeploymentTarget, exporter, compile_backend, part_exporters, policy,
+              reducers=("drop",)) -> Dict[str, Any]:
     P, N = ident["num_prefix_tokens"], ident["num_patches"]
     f = int(ident["fuse"])
     plain_L = [P + g for g in grid]
@@ -336,13 +330,13 @@ def _assemble(model, ident, grid, times, backend, device, batch, threads, precis
         "version": TABLE_VERSION_MERGE if "merge" in reducers else TABLE_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": ident,
-        "target": {"backend": backend, "device": device, "batch_size": batch, "threads": threads,
-                   "precision": precision if backend == "openvino" else "f32",
-                   **({"int8": dict(INT8_PARTS)} if precision == "int8" else {}),
+        # the target, and what else decides the runtime
+        "target": {**target.to_dict(),
+                   **({"int8": dict(INT8_PARTS)} if target.precision == Precision.INT8 else {}),
                    "exporter": (exporters[0] if len(exporters) == 1 else exporters) if exporters else None,
-                   "requested_exporter": exporter if backend in EXPORTED_BACKENDS else None,
-                   "compile_backend": compile_backend if backend == "torch-compile" else None},
-        "machine": machine_info(device, threads),
+                   "requested_exporter": exporter if target.backend in EXPORTED_BACKENDS else None,
+                   "compile_backend": compile_backend if target.backend == "torch-compile" else None},
+        "machine": machine_info(target.device, target.threads),
         "unit": "ms per batch",
         "method": "separable: plain(L) for blocks that keep all tokens, attn(L_in) + mlp(L_out) for dropping "
                   "blocks; L = all tokens in the sequence",
@@ -386,15 +380,15 @@ def _with_reducers(schedules: List[TokenSchedule], reducers: Sequence[str], seed
             ok = [r for r in reducers if r != "merge" or prev - c <= prev // 2]
             if c < prev and not ok:
                 raise ConfigError(f"a validation schedule removes more than half of a block's tokens ({prev} -> {c}), "
-                                  "which a merge cannot do; give --random-range with LO >= 0.5")
+                                  "which a merge cannot do; give validate_range=LO,HI with LO >= 0.5")
             names.append(rng.choice(ok) if c < prev else None)
             prev = c
         out.append(s.with_reducers(names))
     return out
 
 
-def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr, batch, C, policy, calibrate,
-                            validate, validate_range, seed, say, statistic: str = "median",
+def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr, policy, calibrate, validate,
+                            validate_range, seed, say, statistic: str = "median",
                             reducers: Sequence[str] = ("drop",)) -> None:
     """Whole-model runs: the calibration anchors and the validation schedules.
 
@@ -418,14 +412,14 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
             scheds = _with_reducers(scheds, reducers, seed + 2)
         for i, s in enumerate(scheds):
             rows[f"random:{i}"] = s
-    x = make_input(batch, model_identity(model)["img_size"], seed)
+    x = make_input(pr.batch, model_identity(model)["img_size"], seed)
     keys = list(rows)
-    if builder.backend in EXPORTED_BACKENDS:
+    if builder.target.backend in EXPORTED_BACKENDS:
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         size = max(1, int(_GROUP_BYTES // max(weight_bytes, 1)))
     else:
         size = len(keys)
-    reference = make_part(model, anchor_key, batch, C, pr)
+    reference = make_part(model, anchor_key, pr)
     ref_table = float(table.data["reference_ms"])
     raw: Dict[str, float] = {}
     scaled: Dict[str, float] = {}
@@ -438,7 +432,7 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
         runners["reference"] = reference
         say(f"timing {len(chunk)} whole-model schedules with the reference block "
             f"({g0 // size + 1}/{(len(keys) + size - 1) // size})")
-        t, stats = _timed(runners, policy, builder.backend, say, statistic)
+        t, stats = _timed(runners, policy, builder.target.backend, say, statistic)
         ref_now = t.pop("reference")
         drifts.append(ref_now / ref_table - 1)
         for k in chunk:

@@ -5,7 +5,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from ..machine import describe
-from .target import short_counts
+from .identity import short_counts
 
 
 def _fmt(v: Optional[float], spec: str, none: str = "–") -> str:
@@ -144,4 +144,45 @@ def validation_lines(rows: List[Dict[str, Any]]) -> List[str]:
         out.append(f"{short_counts(r['schedule']):<60} measured {r['measured_ms']:9.3f} ms "
                    f"(at the table's speed {r['measured_ms_table_speed']:9.3f})  predicted {r['predicted_ms']:9.3f} ms"
                    f"  {100 * r['error_rel']:+6.1f}% (raw {100 * r['error_raw_rel']:+6.1f}%)")
+    return out
+
+
+def table_summary(table, path: str) -> List[str]:
+    """What ``fgvc-kit bench profile`` prints about a :class:`~tavt_kit.bench.LatencyTable` saved at ``path``."""
+    d, t = table.to_dict(), table.target
+    mdl = d["model"]
+    exporter = (d.get("target") or {}).get("exporter")
+    out = [f"latency table  {path}",
+           f"model          {mdl['name']}: {mdl['depth']} blocks, width {mdl['embed_dim']}, "
+           f"{mdl['num_patches']} patches, {mdl['img_size'][0]}x{mdl['img_size'][1]}",
+           f"target         {t.backend} on {t.device}, batch {t.batch_size}, {t.threads} threads, precision "
+           f"{t.precision}" + (f", exporter {exporter}" if exporter else "")
+           + f"; statistic {d.get('statistic', 'median')}",
+           f"reducers       {', '.join(d.get('reducers') or ['drop'])}"]
+    for key, what in (("separability", "attn(L_in) + mlp(L_out)"),
+                      ("merge_separability", "merge_attn(L_in) + merge_mlp(L_out)")):
+        sep = d.get(key)
+        if sep:
+            out.append(f"separability   {what} vs {sep['pairs']} measured pairs: rms "
+                       f"{100 * sep['rms_rel']:.2f}%, max {100 * sep['max_abs_rel']:.2f}%")
+    out.append(f"offset         {d['offset_ms']:+.3f} ms (calibrated on {len(d['calibration'] or [])} whole-model "
+               "runs)")
+    v = d.get("validation")
+    if v:
+        out += ["  " + line for line in validation_lines(v["schedules"])]
+        out.append(f"validation     {v['n']} random schedules: median |error| {100 * v['median_abs_error_rel']:.1f}%, "
+                   f"max {100 * v['max_abs_error_rel']:.1f}% at the table's machine speed; against the raw times "
+                   f"{100 * v['median_abs_error_raw_rel']:.1f}% / {100 * v['max_abs_error_raw_rel']:.1f}% "
+                   f"(machine speed drift since profiling {100 * v['reference_drift']:+.1f}%)")
+    return out
+
+
+def prediction_lines(predictions) -> List[str]:
+    """What ``fgvc-kit bench predict`` prints about :class:`~tavt_kit.bench.predict.Predictions`."""
+    table, t = predictions.table, predictions.target
+    out = [f"predicted from {table.source} ({table.model.get('name')}, {t.backend} on {t.device}, batch "
+           f"{t.batch_size}, {t.threads} threads, {t.precision})"]
+    for r in predictions.rows:
+        sp = f"{r['speedup']:.2f}x" if r["speedup"] else ""
+        out.append(f"  {r['label']:<14} {r['predicted_ms']:10.3f} ms  {sp:>7}  {short_counts(r['schedule'])}")
     return out

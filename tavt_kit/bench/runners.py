@@ -13,9 +13,10 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import nn
 
-from .backends import (EXPORTED_BACKENDS, Runner, compile_module, openvino_runner, ort_runner, quantized_for_latency,
-                       run_compiled_once, torch_runner)
-from .target import short_counts
+from ..target import DeploymentTarget, Precision
+from .backends import (EXPORTED_BACKENDS, Runner, compile_module, file_runner, quantized_for_latency, run_compiled_once,
+                       torch_runner)
+from .identity import short_counts
 
 
 @contextlib.contextmanager
@@ -63,17 +64,18 @@ def make_input(batch: int, img_size, seed: int) -> torch.Tensor:
 
 
 class ModelRunners:
-    """Builds runners of a model at schedules for one backend (exports cached per schedule)."""
+    """Builds runners of a model at schedules on one :class:`~tavt_kit.target.DeploymentTarget` (its backend,
+    device, threads and precision; the batch is the input's), exports cached per schedule."""
 
-    def __init__(self, model: nn.Module, backend: str, device: str, threads: int, precision: str = "f32",
-                 workdir: Optional[str] = None, exporter: str = "auto", compile_backend: str = "inductor",
+    def __init__(self, model: nn.Module, target: DeploymentTarget, workdir: Optional[str] = None,
+                 exporter: str = "auto", compile_backend: str = "inductor",
                  progress: Optional[Callable[[str], None]] = None, verify_exports: bool = True):
-        self.model, self.backend, self.device, self.threads = model, backend, device, threads
+        self.model, self.target = model, target
         self.verify_exports = verify_exports
-        self.precision, self.exporter, self.compile_backend = precision, exporter, compile_backend
+        self.exporter, self.compile_backend = exporter, compile_backend
         self.progress = progress
         self._tmp = None
-        if workdir is None and backend in EXPORTED_BACKENDS:
+        if workdir is None and target.backend in EXPORTED_BACKENDS:
             self._tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-bench-")
             workdir = self._tmp.name
         self.workdir = workdir
@@ -110,7 +112,7 @@ class ModelRunners:
         if res.fallback_reason:
             info["exporter_fallback"] = res.fallback_reason
         path = res.path
-        if self.backend == "openvino":
+        if self.target.backend == "openvino":
             conv = convert_openvino(res.path, os.path.join(self.workdir, name + ".xml"), verify=False)
             path = conv.xml_path
             info["openvino_ir"] = path
@@ -133,25 +135,23 @@ class ModelRunners:
         b = int(x.shape[0])
         drop = schedule if hasattr(schedule, "counts") else tuple(schedule)
         counts = schedule_key(schedule)[0]
-        if self.backend == "torch":
-            xd = x.to(self.device)
+        backend, device = self.target.backend, self.target.device
+        if backend == "torch":
+            xd = x.to(device)
             model = self.model
-            return torch_runner(lambda: model(xd, drop=drop), self.device)
-        if self.backend == "torch-compile":
-            xd = x.to(self.device)
+            return torch_runner(lambda: model(xd, drop=drop), device)
+        if backend == "torch-compile":
+            xd = x.to(device)
             compiled = compile_module(_AtSchedule(self.model, drop), self.compile_backend)
             self._say(f"compiling {short_counts(counts)} (batch {b})")
             with torch.inference_mode():
                 run_compiled_once(lambda: compiled(xd))
-            r = torch_runner(lambda: compiled(xd), self.device)
+            r = torch_runner(lambda: compiled(xd), device)
             r.info = {"compile_backend": self.compile_backend}
             return r
         path = self.exported_file(schedule)
-        if self.backend == "openvino" and self.precision == "int8":
+        if backend == "openvino" and self.target.precision == Precision.INT8:
             path = self.quantized_file(schedule, path, list(x.shape))
-        if self.backend == "onnxruntime":
-            r = ort_runner(path, x.numpy(), self.device, self.threads, free_dims={"batch": b})
-        else:
-            r = openvino_runner(path, x.numpy(), self.threads, self.precision)
+        r = file_runner(path, x.numpy(), self.target, free_dims={"batch": b})
         r.info.update(self.exports[schedule_key(schedule)])
         return r

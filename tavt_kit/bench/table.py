@@ -18,7 +18,7 @@ interpolated linearly. ``offset`` absorbs per-call costs that separate parts
 count several times or not at all.
 
 Token merging (ToMe, ``reducer="merge"``): a table profiled with
-``--reducers`` including ``merge`` (format version 2, ``"reducers"``) also holds
+``reducers`` including ``merge`` (format version 2, ``"reducers"``) also holds
 a merging block, ``merge_attn(L_in) + merge_mlp(L_out)`` (attention, keys mean,
 bipartite matching, size-weighted merge, MLP), fitted the same way to pairs
 with ``L_out >= L_in - n_in // 2``, and, for models with proportional attention,
@@ -43,7 +43,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..errors import ConfigError, LatencyTableError
 from ..files import write_json
 from ..schedules import TokenSchedule
-from .target import STRUCTURE_KEYS, identity_mismatch, model_identity
+from ..target import DeploymentTarget, Precision
+from .identity import STRUCTURE_KEYS, identity_mismatch, model_identity
 
 TABLE_FORMAT = "fgvc-kit/latency-table"
 TABLE_VERSION = 1
@@ -52,26 +53,19 @@ TABLE_VERSION_MERGE = 2
 #: the curves of each reducer (plain_ms and head_ms are always there)
 REDUCER_CURVES = {"drop": ("attn_ms", "mlp_ms"), "merge": ("merge_attn_ms", "merge_mlp_ms")}
 
-#: precision names: a table's (OpenVINO's inference precisions, and int8: the graph quantised with NNCF, run with
-#: the f32 hint) -> the command line's. Tables made before precisions were recorded are f32.
-USER_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "int8": "int8"}
-
-
-def table_precision(name: str) -> str:
-    """The table / OpenVINO name (``f32``, ``bf16``, ``f16``, ``int8``) of a precision given either way
-    (``fp32`` or ``f32``, ``fp16`` or ``f16``, ...); a one-line :class:`ConfigError` for anything else."""
-    if name in USER_PRECISION:
-        return name
-    for table, user in USER_PRECISION.items():
-        if name == user:
-            return table
-    raise ConfigError(f"unknown precision {name!r}; expected one of {', '.join(USER_PRECISION.values())}")
+#: the file name a table is saved under in an output folder
+TABLE_FILE = "latency_table.json"
+#: the fields of a :class:`~tavt_kit.target.DeploymentTarget` a table is checked against
+TARGET_FIELDS = ("backend", "device", "precision", "batch_size", "threads")
 
 
 def user_precision(name: str) -> str:
-    """The command line's name (``fp32``, ``bf16``, ``fp16``, ``int8``) of a precision given either way (a name
-    neither knows, e.g. read from a hand-edited table, comes back as it is)."""
-    return name if name in USER_PRECISION.values() else USER_PRECISION.get(name, name)
+    """Transitional (for report code not yet reading :class:`~tavt_kit.target.Precision`): ``Precision.parse``
+    of a known spelling, anything else as it is. To be removed."""
+    try:
+        return Precision.parse(name)
+    except ConfigError:
+        return name
 
 
 def _interp(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
@@ -178,10 +172,12 @@ class LatencyTable:
                     raise ValueError(f"{key}: tokens are not strictly increasing")
             m = data["model"]
             int(m["depth"]), int(m["num_patches"]), int(m["num_prefix_tokens"])
-        except (KeyError, TypeError, ValueError) as e:
+            target = DeploymentTarget.from_dict(data["target"])
+        except (KeyError, TypeError, ValueError, ConfigError) as e:
             what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             raise LatencyTableError(f"{source}: malformed latency table ({what})") from None
         self.data: Dict[str, Any] = dict(data)
+        self._target = target
         #: the reducer of blocks a schedule names none for, once bound to a model by :meth:`check`
         self.model_reducer: Optional[str] = None
 
@@ -191,8 +187,11 @@ class LatencyTable:
         return self.data["model"]
 
     @property
-    def target(self) -> Dict[str, Any]:
-        return self.data["target"]
+    def target(self) -> DeploymentTarget:
+        """Where the latencies were measured: backend, device, precision, threads and batch size (a table's own
+        ``precision`` names are read either way: ``f32`` of older tables is ``fp32``). What else the file
+        records about the runtime (exporter, compile backend, int8 calibration) is in ``data["target"]``."""
+        return self._target
 
     @property
     def machine(self) -> Dict[str, Any]:
@@ -205,8 +204,9 @@ class LatencyTable:
 
     @property
     def precision(self) -> str:
-        """The precision the table was profiled at: ``f32``, ``bf16``, ``f16`` or ``int8`` (older tables: f32)."""
-        return str(self.target.get("precision") or "f32")
+        """The precision the table was profiled at (:class:`~tavt_kit.target.Precision`: ``fp32``, ``bf16``,
+        ``fp16`` or ``int8``; tables made before precisions were recorded, or that say ``f32``: fp32)."""
+        return self._target.precision
 
     @property
     def offset_ms(self) -> float:
@@ -232,13 +232,13 @@ class LatencyTable:
         return cls(data, source=path)
 
     # ----------------------------------------------------------- compatibility
-    def check(self, model=None, *, backend: Optional[str] = None, device: Optional[str] = None,
-              batch_size: Optional[int] = None, threads: Optional[int] = None,
-              precision: Optional[str] = None) -> "LatencyTable":
+    def check(self, model=None, target: Optional[DeploymentTarget] = None, *,
+              fields: Sequence[str] = TARGET_FIELDS) -> "LatencyTable":
         """Raise :class:`LatencyTableError` unless the table was made for this model and target.
 
-        ``model``: a token-drop model or an identity dict (:func:`~tavt_kit.bench.target.model_identity`).
-        ``precision``: the one the latencies are for, either name (``int8``, ``fp32`` or ``f32``, ...).
+        ``model``: a token-drop model or an identity dict (:func:`~tavt_kit.bench.identity.model_identity`).
+        ``target``: the :class:`~tavt_kit.target.DeploymentTarget` the latencies are wanted for; ``fields``
+        names which of its fields must match (default all; ``threads=None``, the runtime's default, matches any).
         The table is then bound to the model's reducer: schedules that name no reducer for a block
         are predicted with it; a model that merges needs a table with merge entries.
         """
@@ -248,24 +248,29 @@ class LatencyTable:
             diff = identity_mismatch(self.model, ident, keys)
             if diff:
                 raise LatencyTableError(f"{self.source} was made for another model ({self.model.get('name')}; "
-                                        f"{', '.join(diff[:3])}); profile this model with fgvc-kit bench profile")
+                                        f"{', '.join(diff[:3])}); profile a table for this model")
             reducer = ident.get("reducer")
             if reducer is not None:
                 self._require(reducer)
                 self.model_reducer = reducer
-        if precision is not None and table_precision(precision) != self.precision:
-            mine, asked = user_precision(self.precision), user_precision(precision)
-            raise LatencyTableError(f"{self.source} was profiled at {mine}, not {asked}; profile with fgvc-kit bench "
-                                    f"profile --precision {asked}")
-        t = self.target
-        for key, value in (("backend", backend), ("device", device), ("batch_size", batch_size),
-                           ("threads", threads)):
-            if value is not None and t.get(key) is not None and t.get(key) != value:
-                raise LatencyTableError(f"{self.source} was made for {key} {t.get(key)}, not {value}; "
-                                        f"profile with --{key.replace('_size', '')} {value}")
+        if target is not None:
+            bad = [f for f in fields if f not in TARGET_FIELDS]
+            if bad:
+                raise ConfigError(f"fields={list(fields)!r}: {bad[0]!r} is not one of {', '.join(TARGET_FIELDS)}")
+            mine = self.target
+            if "precision" in fields and target.precision != mine.precision:
+                raise LatencyTableError(f"{self.source} was profiled at {mine.precision}, not {target.precision}; "
+                                        f"profile a table with precision={target.precision}")
+            for key in (f for f in TARGET_FIELDS if f in fields and f != "precision"):
+                have, asked = getattr(mine, key), getattr(target, key)
+                if asked is not None and have is not None and have != asked:
+                    raise LatencyTableError(f"{self.source} was made for {key} {have}, not {asked}; profile a table "
+                                            f"with {key}={asked}")
         return self
 
-    def _schedule(self, schedule) -> TokenSchedule:
+    def schedule(self, schedule) -> TokenSchedule:
+        """``schedule`` (counts or a :class:`TokenSchedule`) as a schedule of the table's model; a
+        :class:`LatencyTableError` when it is for another one."""
         m = self.model
         depth, n = int(m["depth"]), int(m["num_patches"])
         if isinstance(schedule, TokenSchedule):
@@ -293,8 +298,8 @@ class LatencyTable:
             raise LatencyTableError(f"unknown reducer {reducer!r}; expected one of {', '.join(REDUCER_CURVES)}")
         if reducer not in self.reducers:
             have = ",".join(self.reducers)
-            raise LatencyTableError(f"{self.source} has no {reducer} entries (profiled for {have}); re-profile "
-                                    f"with fgvc-kit bench profile --reducers {have},{reducer}")
+            raise LatencyTableError(f"{self.source} has no {reducer} entries (profiled for {have}); profile a "
+                                    f"table with reducers={have},{reducer}")
 
     def block_reducers(self, schedule: TokenSchedule, reducer: Optional[str] = None) -> Tuple[str, ...]:
         """Each block's reducer: the schedule's own, else ``reducer``, the bound model's, or the profiled model's."""
@@ -307,7 +312,7 @@ class LatencyTable:
 
         ``reducer``: the reducer of blocks the schedule names none for (default: see the module).
         """
-        s = self._schedule(schedule)
+        s = self.schedule(schedule)
         m = self.model
         P, N, fuse = int(m["num_prefix_tokens"]), int(m["num_patches"]), bool(m.get("fuse"))
         reducers = self.block_reducers(s, reducer)
@@ -345,7 +350,7 @@ class LatencyTable:
         return {"embed": float(self.data["embed_ms"]), "blocks": blocks, "head": head, "offset": self.offset_ms}
 
     def predict(self, schedule, reducer: Optional[str] = None) -> float:
-        """Predicted latency (ms per batch of ``target['batch_size']``) of a schedule.
+        """Predicted latency (ms per batch of ``target.batch_size``) of a schedule.
 
         ``reducer``: the reducer of blocks the schedule names none for (default: the model's, see the module).
         """
@@ -353,9 +358,7 @@ class LatencyTable:
         return p["embed"] + sum(p["blocks"]) + p["head"] + p["offset"]
 
     def __repr__(self) -> str:
-        t = self.target
-        return (f"LatencyTable({self.model.get('name')}, {t.get('backend')} on {t.get('device')}, batch "
-                f"{t.get('batch_size')}, {t.get('threads')} threads)")
+        return f"LatencyTable({self.model.get('name')}, {self.target})"
 
 
 # ---------------------------------------------------------------------- profiling

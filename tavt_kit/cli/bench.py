@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..target import BACKENDS, Precision
 from .common import Parser, add_deprecated, warn
 
 MODES = ("measure", "profile", "predict")
-#: the one precision vocabulary of the command line (kept torch-free for parsing; mapped to the table / OpenVINO
-#: names by :func:`tavt_kit.bench.table.table_precision`, whose ``USER_PRECISION`` these are)
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+#: the precisions of ``--precision`` (:class:`~tavt_kit.target.Precision`, torch-free for parsing)
+PRECISIONS = Precision.ALL
 DEFAULT_OUT = "runs/bench"
 
 
@@ -47,7 +47,7 @@ def _model_args(p, exported: bool) -> None:
                                                           "(its schedule is fixed at export)")
     g.add_argument("--img-size", type=int, help="image size (position embeddings are resampled)")
     # the old positional model / exported file
-    p.add_argument("targets", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("positional", nargs="*", help=argparse.SUPPRESS)
 
 
 def _schedule_args(p) -> None:
@@ -66,7 +66,7 @@ def _schedule_args(p) -> None:
 
 def _target_args(p, many_batches: bool) -> None:
     t = p.add_argument_group("target")
-    t.add_argument("--backend", choices=("torch", "torch-compile", "onnxruntime", "openvino"),
+    t.add_argument("--backend", choices=BACKENDS,
                    help="inference backend (default torch eager); onnxruntime/openvino export to ONNX first")
     t.add_argument("--device", help="cpu or cuda[:N] (default cpu)")
     t.add_argument("--batch-size", type=int, nargs="+" if many_batches else None, metavar="N",
@@ -147,7 +147,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pd.add_argument("--img-size", type=int, help="image size of --checkpoint")
     _schedule_args(pd)
     f = pd.add_argument_group("the table must be for (checked when given)")
-    f.add_argument("--backend", choices=("torch", "torch-compile", "onnxruntime", "openvino"))
+    f.add_argument("--backend", choices=BACKENDS)
     f.add_argument("--device")
     f.add_argument("--batch-size", type=int, metavar="N")
     add_deprecated(pd, "--batch", "--batch-size", "batch_size", type=int)
@@ -158,15 +158,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _output_args(pd, plots=False)
 
 
-def _target(args):
-    """The model (``--checkpoint``) and exported file (``--exported``); the old positional target still works."""
+def _measured(args):
+    """The model (``--checkpoint``) and exported file (``--exported``); the old positional spelling of either still
+    works."""
     from ..errors import ConfigError
 
     exported = getattr(args, "exported", None)
-    if args.targets:
-        if len(args.targets) > 1:
-            raise ConfigError(f"expected one target, got {len(args.targets)}: {' '.join(args.targets)}")
-        t = args.targets[0]
+    if args.positional:
+        if len(args.positional) > 1:
+            raise ConfigError(f"expected one model or exported file, got {len(args.positional)}: "
+                              f"{' '.join(args.positional)}")
+        t = args.positional[0]
         if t.isdigit():
             raise ConfigError(f"{t}: expected a model (--checkpoint), not a number; a latency table is for one "
                               "batch size: give one --batch-size")
@@ -252,6 +254,15 @@ def _say(args):
     return lambda text: print(f"fgvc-kit bench: {text}", file=sys.stderr, flush=True)
 
 
+def _deployment_target(args, batch_size: int):
+    """The :class:`~tavt_kit.target.DeploymentTarget` of ``--backend``, ``--device``, ``--precision``,
+    ``--threads`` (0: the default) and a batch size."""
+    from ..target import DeploymentTarget
+
+    return DeploymentTarget(backend=args.backend or "torch", device=args.device or "cpu", precision=args.precision,
+                            threads=args.threads or None, batch_size=batch_size)
+
+
 def run(args) -> int:
     import json
     import os
@@ -262,18 +273,16 @@ def run(args) -> int:
     say = _say(args)
     if mode == "predict":
         return _predict(args, args.table)
-    checkpoint, exported = _target(args)
-    args.backend = args.backend or "torch"
-    args.device = args.device or "cpu"
+    checkpoint, exported = _measured(args)
     batches = args.batch_size if isinstance(args.batch_size, list) else [args.batch_size or 1]
-    from ..bench.backends import check_backend, check_precision
+    from ..bench.backends import check_target
 
-    check_backend(args.backend, args.device)  # both before any work (loading a model, exporting)
-    precision = check_precision(args.precision, args.backend, args.device)
+    target = _deployment_target(args, batches[0])
+    check_target(target)  # before any work (loading a model, exporting)
     if mode == "profile":
-        from ..bench.render import plot_table, validation_lines
+        from ..bench.render import plot_table, table_summary
         from ..bench.profile import profile_latency
-        from ..bench.table import user_precision
+        from ..bench.table import TABLE_FILE
 
         grid = None
         if args.grid:
@@ -285,44 +294,19 @@ def run(args) -> int:
         from .common import parse_reducers
 
         reducers = parse_reducers(args.reducers) if args.reducers is not None else None
-        table = profile_latency(checkpoint or "fgvc_tiny", backend=args.backend, device=args.device,
-                                batch_size=batches[0], threads=args.threads, precision=precision, grid=grid,
-                                policy=_policy(args, True), calibrate=not args.no_calibrate,
-                                validate=args.validate, validate_range=_range(args.random_range), seed=args.seed,
-                                exporter=args.exporter, compile_backend=args.compile_backend,
-                                workdir=args.workdir, img_size=args.img_size, statistic=args.statistic,
-                                reducers=reducers, progress=say)
-        path = table.save(os.path.join(args.out, "latency_table.json"))
+        table = profile_latency(checkpoint or "fgvc_tiny", target=target, grid=grid, policy=_policy(args, True),
+                                calibrate=not args.no_calibrate, validate=args.validate,
+                                validate_range=_range(args.random_range), seed=args.seed, exporter=args.exporter,
+                                compile_backend=args.compile_backend, workdir=args.workdir, img_size=args.img_size,
+                                statistic=args.statistic, reducers=reducers, progress=say)
+        path = table.save(os.path.join(args.out, TABLE_FILE))
         d = table.to_dict()
         if not args.no_plot:
             plot_table(d, os.path.join(args.out, "latency_table.png"))
         if args.json:
             print(json.dumps(d, indent=2))
             return 0
-        t, mdl = d["target"], d["model"]
-        print(f"latency table  {path}")
-        print(f"model          {mdl['name']}: {mdl['depth']} blocks, width {mdl['embed_dim']}, "
-              f"{mdl['num_patches']} patches, {mdl['img_size'][0]}x{mdl['img_size'][1]}")
-        print(f"target         {t['backend']} on {t['device']}, batch {t['batch_size']}, {t['threads']} threads, "
-              f"precision {user_precision(table.precision)}"
-              + (f", exporter {t['exporter']}" if t.get("exporter") else "")
-              + f"; statistic {d.get('statistic', 'median')}")
-        print(f"reducers       {', '.join(d.get('reducers') or ['drop'])}")
-        for key, what in (("separability", "attn(L_in) + mlp(L_out)"),
-                          ("merge_separability", "merge_attn(L_in) + merge_mlp(L_out)")):
-            sep = d.get(key)
-            if sep:
-                print(f"separability   {what} vs {sep['pairs']} measured pairs: rms "
-                      f"{100 * sep['rms_rel']:.2f}%, max {100 * sep['max_abs_rel']:.2f}%")
-        print(f"offset         {d['offset_ms']:+.3f} ms (calibrated on {len(d['calibration'] or [])} whole-model runs)")
-        v = d.get("validation")
-        if v:
-            for line in validation_lines(v["schedules"]):
-                print("  " + line)
-            print(f"validation     {v['n']} random schedules: median |error| {100 * v['median_abs_error_rel']:.1f}%, "
-                  f"max {100 * v['max_abs_error_rel']:.1f}% at the table's machine speed; against the raw times "
-                  f"{100 * v['median_abs_error_raw_rel']:.1f}% / {100 * v['max_abs_error_raw_rel']:.1f}% "
-                  f"(machine speed drift since profiling {100 * v['reference_drift']:+.1f}%)")
+        print("\n".join(table_summary(table, path)))
         for w in d.get("warnings") or []:
             warn(w)
         return 0
@@ -337,20 +321,19 @@ def run(args) -> int:
         schedules, labels = _schedules(args, model)
         if not schedules and model.schedule is not None:
             schedules, labels = [model.schedule], ["checkpoint schedule"]
-        target, source, checkpoint = model, checkpoint or "fgvc_tiny", None
+        measured, source, checkpoint = model, checkpoint or "fgvc_tiny", None
     else:
         if file_kind(exported) is None:
             raise ConfigError(f"--exported {exported}: expected an .onnx or OpenVINO .xml file")
         if args.drop or args.keep_ratio or args.random:
             raise ConfigError(f"{exported} has its schedule fixed at export; --drop/--keep-ratio/--random apply to "
                               "checkpoints")
-        target = source = exported
-    report = measure_latency(target, schedules, backend=args.backend, device=args.device, batch_sizes=batches,
-                             threads=args.threads, precision=precision, include_full=not args.no_full,
-                             labels=labels, policy=_policy(args, False), checkpoint=checkpoint,
-                             table=args.table, workdir=args.workdir, exporter=args.exporter,
-                             compile_backend=args.compile_backend, seed=args.seed, progress=say)
-    report.target["source"] = source
+        measured = source = exported
+    report = measure_latency(measured, schedules, target=target, batch_sizes=batches, include_full=not args.no_full,
+                             labels=labels, policy=_policy(args, False), checkpoint=checkpoint, table=args.table,
+                             workdir=args.workdir, exporter=args.exporter, compile_backend=args.compile_backend,
+                             seed=args.seed, progress=say)
+    report.source = source
     paths = report.save(args.out, plot=not args.no_plot)
     if args.json:
         print(json.dumps(report.to_dict(keep_samples=False), indent=2))
@@ -365,12 +348,11 @@ def run(args) -> int:
 
 def _predict(args, table_path) -> int:
     import json
-    import os
 
-    from ..files import write_json
     from ..errors import ConfigError
-    from ..bench.table import LatencyTable, user_precision
-    from ..bench.target import short_counts
+    from ..bench.predict import predict_latency
+    from ..bench.render import prediction_lines
+    from ..bench.table import LatencyTable
     from ..models import load_model
 
     if not table_path:
@@ -381,32 +363,18 @@ def _predict(args, table_path) -> int:
         table.check(model)
     else:
         model = _ArchOf(table)
-    table.check(None, backend=args.backend, device=args.device, batch_size=args.batch_size, threads=args.threads,
-                precision=args.precision)
+    # only the target fields given are checked
+    given = {k: v for k, v in (("backend", args.backend), ("device", args.device), ("precision", args.precision),
+                               ("batch_size", args.batch_size), ("threads", args.threads)) if v is not None}
+    if given:
+        table.check(target=table.target.with_(**given), fields=tuple(given))
     schedules, labels = _schedules(args, model)
-    if not args.no_full:
-        schedules.insert(0, model.full_schedule())
-        labels.insert(0, "full")
-    rows = []
-    full = None
-    for label, s in zip(labels, schedules):
-        ms = table.predict(s)
-        full = ms if label == "full" and full is None else full
-        rows.append({"label": label, "schedule": list(s.counts),
-                     **({"reducers": list(s.reducers)} if s.reducers else {}), "predicted_ms": ms,
-                     "speedup": (full / ms) if full else None})
-    doc = {"format": "fgvc-kit/latency-predictions", "table": table_path, "target": table.target,
-           "predictions": rows}
-    path = write_json(doc, os.path.join(args.out, "predictions.json"))
+    predictions = predict_latency(table, schedules, labels=labels, include_full=not args.no_full)
+    path = predictions.save(args.out)
     if args.json:
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(predictions.to_dict(), indent=2))
         return 0
-    t = table.target
-    print(f"predicted from {table_path} ({table.model.get('name')}, {t.get('backend')} on {t.get('device')}, "
-          f"batch {t.get('batch_size')}, {t.get('threads')} threads, {user_precision(table.precision)})")
-    for r in rows:
-        sp = f"{r['speedup']:.2f}x" if r["speedup"] else ""
-        print(f"  {r['label']:<14} {r['predicted_ms']:10.3f} ms  {sp:>7}  {short_counts(r['schedule'])}")
+    print("\n".join(prediction_lines(predictions)))
     print(f"wrote {path}")
     return 0
 
