@@ -45,13 +45,13 @@ def linear_table(model, precision="fp32", per_token=0.01):
 def test_search_under_a_latency_budget_returns_a_search_result(tmp_path, model, data):
     table = linear_table(model)
     full_ms = table.predict(model.full_schedule())
-    budget = f"{0.8 * full_ms:.4g}ms"
+    budget = f"{0.9 * full_ms:.4g}ms"
     res = search_schedules(model, data, [budget], table=table, fitness="kl", settings=EVO, out=str(tmp_path),
                            log=lambda s: None)
     assert isinstance(res, SearchResult)
     b = res.budgets[budget]
     assert b.objective == "latency" and b.best is not None
-    assert b.best.latency_ms <= 0.8 * full_ms * 1.0001  # the pick meets its budget (predicted from the table)
+    assert b.best.latency_ms <= 0.9 * full_ms * 1.0001  # the pick meets its budget (predicted from the table)
     assert b.best.latency_ms == pytest.approx(table.predict(b.best.schedule(model.num_patches)))
     assert 0.0 <= b.best.test_accuracy <= 1.0 and b.best.test_interval[0] <= b.best.test_accuracy
     assert {"uniform", "evit"} <= set(b.baselines)

@@ -149,7 +149,7 @@ def tables_by_precision(table: TableArg) -> Dict[str, Any]:
                                         f"given for {key}")
     batches = {table_target(t).batch_size for t in out.values()}
     if len(batches) > 1:
-        raise ConfigError(f"table=: the tables are for different batch sizes ({sorted(batches)}); a latency budget "
+        raise ConfigError(f"table={', '.join(t.source for t in out.values())}: the tables are for different batch sizes ({sorted(batches)}); a latency budget "
                           "is per batch, profile every precision at one batch size")
     return out
 
@@ -175,7 +175,7 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
             out[p] = LatencyObjective.from_table(t, model, remeasure=remeasure)
         elif tables:
             have = ", ".join(f"{t.source} ({q})" for q, t in tables.items())
-            raise ConfigError(f"table=: no table profiled at {p} ({have}); profile one at {p}"
+            raise ConfigError(f"table={have}: no table profiled at {p}; profile one at {p}"
                               + ("" if len(precisions) > 1 else
                                  f", or search precisions=fp32,{','.join(tables)}"))
         else:

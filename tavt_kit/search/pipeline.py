@@ -136,6 +136,9 @@ def search_schedules(
 
         reducers = _check_reducers(model, reducers)
         space = dataclasses.replace(space, reducers=reducers)
+    if len(precisions) > 1 and not any(b.objective == "latency" for b in budgets):
+        raise ConfigError(f"precisions={','.join(precisions)}: precisions are chosen by latency; give a latency "
+                          "budget (a MAC count does not change with the precision)")
     objectives = options.get("objectives")
     need_latency = any(b.objective == "latency" for b in budgets) or table is not None
     if objectives is None and need_latency:
