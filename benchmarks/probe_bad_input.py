@@ -157,7 +157,7 @@ def digest(path: str) -> str:
 
 def fault_cases(f: dict, d: str):
     """(name, fn): each returns the outcome of a fault against files that were valid before it."""
-    from tavt_kit.export import export_model
+    from tavt_kit.export import VerifyOptions, export_model
     from tavt_kit.export import verify as verify_mod
     from tavt_kit.search.evolution import Journal
 
@@ -176,7 +176,8 @@ def fault_cases(f: dict, d: str):
     images = torch.zeros(8, 3, 64, 64, dtype=torch.uint8)
     labels = torch.arange(8) % 10
     out = os.path.join(d, "export")
-    export_model(model, out, schedule=[32, 24, 16, 12, 8, 4], verify_data=(images, labels), formats=("onnx",))
+    given = VerifyOptions(data=(images, labels))
+    export_model(model, out, [32, 24, 16, 12, 8, 4], ("onnx",), verify=given)
 
     def folder_state():
         return {p: digest(os.path.join(out, p)) for p in sorted(os.listdir(out))}
@@ -190,7 +191,7 @@ def fault_cases(f: dict, d: str):
 
         verify_mod.verify_export = killed
         try:
-            export_model(model, out, schedule=[16, 8, 8, 4, 4, 2], verify_data=(images, labels), formats=("onnx",))
+            export_model(model, out, [16, 8, 8, 4, 4, 2], ("onnx",), verify=given)
         except KeyboardInterrupt:
             pass
         finally:
@@ -199,11 +200,15 @@ def fault_cases(f: dict, d: str):
 
     def failed_verification_over_a_verified_file():
         before = digest(os.path.join(out, "model.onnx"))
+        real = verify_mod.ExportedRunner.__call__
+        verify_mod.ExportedRunner.__call__ = lambda self, x: 1.0 - real(self, x)  # an export that is wrong
         try:
-            export_model(model, out, schedule=[32, 24, 16, 12, 8, 4], verify_data=(images, labels),
-                         formats=("onnx",), min_agreement=1.01)
+            export_model(model, out, [32, 24, 16, 12, 8, 4], ("onnx",),
+                         verify=VerifyOptions(data=(images, labels), max_logit_diff=0.0))
         except tavt_kit.ExportError:
             pass
+        finally:
+            verify_mod.ExportedRunner.__call__ = real
         doc = json.load(open(os.path.join(out, "export.json")))
         exact = all(digest(os.path.join(out, r["path"])) == r["sha256"] for r in doc["artefacts"])
         return "clean" if digest(os.path.join(out, "model.onnx")) == before and exact else "data loss"

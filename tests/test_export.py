@@ -3,6 +3,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +16,9 @@ from tavt_kit.errors import ConfigError, ExportError
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from tavt_kit.export import export_model, graph_token_counts, load_verify_data, verify_export  # noqa: E402
+from tavt_kit.export import (ExportOptions, ExportResult, QuantizeOptions, VerifyOptions,  # noqa: E402
+                             export_model, graph_token_counts, load_verify_data, verify_export)
+from tavt_kit.target import DeploymentTarget  # noqa: E402
 from tavt_kit.search import select_budget  # noqa: E402
 from tavt_kit.export.verify import ExportedRunner  # noqa: E402
 
@@ -66,20 +69,21 @@ def read(path):
 def test_every_model_exports_and_verifies(tmp_path, kind, data):
     model = tiny(kind)
     sched = [8, 4] if kind == "vitae" else DROP
-    res = export_model(model, tmp_path, schedule=sched, formats=BOTH, verify_data=(data.images, data.labels))
+    res = export_model(model, tmp_path, sched, BOTH, verify=VerifyOptions(data=(data.images, data.labels)))
     doc = res.doc
-    assert res.verified and doc["status"] == "verified" and doc["reason"] is None
-    assert doc["schedule"]["counts"] == sched and doc["macs"]["schedule"] < doc["macs"]["full"]
+    assert res.verified and res.status == "verified" and res.reason is None
+    assert res.schedule == sched and doc["macs"]["schedule"] < doc["macs"]["full"]
     assert doc["exporter"]["name"] in ("dynamo", "torchscript")
     onnx.checker.check_model(res.path("onnx"))
     for fmt in BOTH:
-        v = doc["verification"]["results"][fmt]
-        assert v["passed"] and v["precision_used"] == "fp32" and v["images"] == 32
-        assert v["agreement"] == 1.0 and v["accuracy_drop"] == 0.0 and v["max_abs_logit_diff"] < 1e-4
+        v = res.verification[fmt]
+        assert v.passed and v.precision_used == "fp32" and v.images == 32 and v.precision == "fp32"
+        assert v.agreement == 1.0 and v.accuracy_drop == 0.0 and v.max_logit_diff < 1e-4
+        assert v.to_dict() == doc["verification"]["results"][fmt]  # the typed value is the record
         assert doc["exports"][fmt]["graph_keeps_token_drop"]  # the schedule's token counts are in the graph
         assert doc["files"][fmt]["bytes"] > 0 and os.path.exists(res.path(fmt))
     if HAVE_OV:
-        assert "INFERENCE_PRECISION_HINT=f32" in doc["verification"]["results"]["openvino"]["runtime"]
+        assert "INFERENCE_PRECISION_HINT=f32" in res.verification["openvino"].runtime
         assert os.path.exists(tmp_path / "model.bin")
     assert read(res.json_path) == json.loads(json.dumps(doc))
     if kind == "mixvit":  # the training-only substitution branch is not in the graph
@@ -101,7 +105,7 @@ def test_dropped_schedule_leaves_fewer_tokens_in_the_graph(tmp_path, ckpt, capsy
     assert full["verified"] is False and full["status"] == "unverified" and "--no-verify" in full["reason"]
     assert full["verification"] == {"skipped": True} and full["schedule"]["full"]
     assert "NOT verified" in capsys.readouterr().out
-    dropped = export_model(ckpt, tmp_path / "drop", schedule=DROP, formats=BOTH, verify=False).doc
+    dropped = export_model(ckpt, tmp_path / "drop", DROP, BOTH, verify=VerifyOptions(enabled=False)).doc
     for fmt in BOTH:
         f_counts = graph_token_counts(tmp_path / "full" / full["files"][fmt]["path"], 96)
         d_counts = graph_token_counts(tmp_path / "drop" / dropped["files"][fmt]["path"], 96)
@@ -109,6 +113,80 @@ def test_dropped_schedule_leaves_fewer_tokens_in_the_graph(tmp_path, ckpt, capsy
         assert min(c for c in f_counts if c > 1) >= 64  # (1 is the class token read by the head)
         assert {33, 17} <= set(d_counts) and min(c for c in d_counts if c > 1) == 16
     assert dropped["macs"]["schedule"] < full["macs"]["schedule"]
+
+
+# ------------------------------------------------------- the API and the command line
+def _without_time(doc):
+    """export.json less what depends on when it ran (``created``, ``seconds``) and on the process: OpenVINO names
+    the nodes it makes with a counter of the process, so an ``.xml``'s size and hash differ between two runs."""
+    if isinstance(doc, dict):
+        xml = str(doc.get("path", "")).endswith(".xml")
+        return {k: _without_time(v) for k, v in doc.items()
+                if k not in ("created", "seconds") and not (xml and k in ("bytes", "sha256", "total_bytes"))}
+    if isinstance(doc, list):
+        return [_without_time(v) for v in doc]
+    return doc
+
+
+def test_the_api_writes_the_export_json_the_command_line_writes(tmp_path, ckpt):
+    assert main(["export", "--checkpoint", ckpt, "--drop", "32,16", "--format", ",".join(BOTH),
+                 "--verify-images", "32", "--out", str(tmp_path / "cli")]) == 0
+    res = export_model(ckpt, tmp_path / "api", [32, 16], BOTH, verify=VerifyOptions(images=32),
+                       options=ExportOptions(schedule_source={"kind": "drop", "value": "32,16"}))
+    cli = read(tmp_path / "cli" / "export.json")
+    assert _without_time(read(res.json_path)) == _without_time(cli)
+    assert list(read(res.json_path)) == list(cli)  # the same keys in the same order
+    # ExportResult.load reads it back as the export returned it
+    loaded = ExportResult.load(tmp_path / "cli")
+    assert loaded.verified and loaded.json_path == str(tmp_path / "cli" / "export.json")
+    untimed = {f: replace(v, seconds=None) for f, v in loaded.verification.items()}
+    assert untimed == {f: replace(v, seconds=None) for f, v in res.verification.items()}
+    assert {f: v.to_dict() for f, v in loaded.verification.items()} == cli["verification"]["results"]
+    assert loaded.schedule == [32, 16] and loaded.precisions == {f: "fp32" for f in BOTH}
+    assert loaded.path("onnx") == str(tmp_path / "cli" / "model.onnx")
+
+
+def test_export_result_load_refuses_other_files(tmp_path):
+    other = tmp_path / "search.json"
+    other.write_text(json.dumps({"format": "fgvc-kit/search", "version": 1}))
+    with pytest.raises(ConfigError, match=r"search\.json: not an export record of fgvc-kit export \(format "
+                                          r"'fgvc-kit/search'"):
+        ExportResult.load(other)
+    newer = tmp_path / "export.json"
+    newer.write_text(json.dumps({"format": "fgvc-kit/export", "version": 2}))
+    with pytest.raises(ConfigError, match=r"export\.json: export record version 2 is newer than this fgvc-kit"):
+        ExportResult.load(tmp_path)
+    with pytest.raises(ConfigError, match="file not found"):
+        ExportResult.load(tmp_path / "nowhere")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="not a readable export record"):
+        ExportResult.load(tmp_path / "bad.json")
+
+
+def test_options_refuse_bad_values_naming_the_field():
+    for make, match in ((lambda: VerifyOptions(images=0), r"verify\.images=0: expected a positive"),
+                        (lambda: VerifyOptions(min_agreement=2), r"verify\.min_agreement=2: expected a fraction"),
+                        (lambda: VerifyOptions(max_accuracy_drop=-1), r"verify\.max_accuracy_drop=-1"),
+                        (lambda: VerifyOptions(split="val"), r"verify\.split='val': expected one of"),
+                        (lambda: QuantizeOptions(calibration_split="test"),
+                         r"quantize\.calibration_split='test': int8 calibration must not see the test split"),
+                        (lambda: QuantizeOptions(accuracy_control_images=0), r"quantize\.accuracy_control_images=0"),
+                        (lambda: ExportOptions(exporter="tflite"), r"options\.exporter='tflite': expected one of"),
+                        (lambda: ExportOptions(opset=0), r"options\.opset=0")):
+        with pytest.raises(ConfigError, match=match):
+            make()
+    with pytest.raises(ConfigError, match=r"^precision='int4': expected one of fp32, bf16, fp16, int8$"):
+        DeploymentTarget(precision="int4")
+    with pytest.raises(ConfigError, match=r"^formats='tflite': unknown format"):
+        export_model(tiny(), "unused", formats="tflite")
+    with pytest.raises(ConfigError, match=r"^precision='bf16' is not available for formats='onnx'"):
+        export_model(tiny(), "unused", formats="onnx", target=DeploymentTarget(precision="bf16"))
+    assert not os.path.exists("unused")
+    # formats default to the target's runtime (ONNX without a target)
+    from tavt_kit.export.prepare import resolve_target
+
+    assert resolve_target(DeploymentTarget(backend="openvino"), None)[1] == ("openvino",)
+    assert resolve_target(None, None) == (DeploymentTarget(backend="onnxruntime"), ("onnx",))
 
 
 # ---------------------------------------------------------- search.json budgets
@@ -222,21 +300,21 @@ def test_a_corrupted_export_cannot_be_verified(tmp_path, data):
 
 def test_accuracy_drop_threshold_and_unlabelled_data(tmp_path, data):
     model = tiny()
-    res = export_model(model, tmp_path, schedule=DROP, formats=("onnx",), verify=False)
+    res = export_model(model, tmp_path, DROP, ("onnx",), verify=VerifyOptions(enabled=False))
     path = res.path("onnx")
     ok = verify_export(model, path, data, schedule=DROP)
-    assert ok.passed and ok.top1_pytorch == ok.top1_exported and ok.criterion.startswith("top-1")
+    assert ok.passed and ok.accuracy_torch == ok.accuracy_exported and ok.criterion.startswith("top-1")
     # a strict logit bound fails an export that is otherwise fine
     strict = verify_export(model, path, data, schedule=DROP, max_logit_diff=0.0)
     assert not strict.passed and "--max-logit-diff" in strict.reason
     # the wrong schedule: PyTorch at the full model vs a dropped graph disagrees
     wrong = verify_export(model, path, data, schedule=None, max_logit_diff=1e-4, min_agreement=1.0)
-    assert not wrong.passed and wrong.max_abs_logit_diff > 1e-3
-    with pytest.raises(ConfigError, match="--min-agreement"):
+    assert not wrong.passed and wrong.max_logit_diff > 1e-3 and wrong.limit_agreement == 1.0
+    with pytest.raises(ConfigError, match=r"min_agreement=2\.0: expected a fraction"):
         verify_export(model, path, data, min_agreement=2.0)
     # without labels only agreement is measured (an upper bound of the accuracy drop)
     nolab = verify_export(model, path, (data.images, None), schedule=DROP)
-    assert nolab.passed and nolab.top1_pytorch is None and "no labels" in nolab.criterion
+    assert nolab.passed and nolab.accuracy_torch is None and "no labels" in nolab.criterion
 
 
 def _err(capsys):
@@ -248,9 +326,9 @@ def _err(capsys):
 def test_bad_input_is_one_line_naming_the_flag(tmp_path, ckpt, capsys, monkeypatch):
     base = ["export", "--checkpoint", ckpt, "--out", str(tmp_path / "o")]
     assert main(base + ["--format", "tflite"]) == 2
-    assert "--format: unknown format 'tflite'" in _err(capsys)
+    assert "--format tflite: unknown format" in _err(capsys)
     assert main(base + ["--precision", "int4"]) == 2
-    assert "--precision: unknown precision 'int4'" in _err(capsys)
+    assert "--precision int4: expected one of fp32, bf16, fp16, int8" in _err(capsys)
     assert main(base + ["--precision", "bf16", "--format", "onnx"]) == 2
     assert "--precision bf16 is not available for --format onnx" in _err(capsys)
     sj = tmp_path / "search.json"
@@ -287,8 +365,9 @@ def test_bad_input_is_one_line_naming_the_flag(tmp_path, ckpt, capsys, monkeypat
 def test_int8_export_with_nncf(tmp_path, trained_checkpoint):
     """Plain post-training quantisation (--no-accuracy-control) of a trained model, verified within 3 points."""
     sched = [32, 16]  # the trained model: 64 patch tokens, 2 blocks
-    res = export_model(trained_checkpoint, tmp_path, schedule=sched, formats=("onnx", "openvino"), precision="int8",
-                       verify_images=200, calibration_images=64, max_accuracy_drop=3, accuracy_control=False)
+    res = export_model(trained_checkpoint, tmp_path, sched, ("onnx", "openvino"),
+                       target=DeploymentTarget(precision="int8"), verify=VerifyOptions(images=200, max_accuracy_drop=3),
+                       quantize=QuantizeOptions(calibration_images=64, accuracy_control=False))
     doc = res.doc
     assert doc["verified"] and doc["calibration"]["split"] == "train" and doc["calibration"]["images"] == 64
     assert doc["files"]["onnx"]["path"] == "model.int8.onnx" and doc["files"]["openvino"]["path"] == "model.int8.xml"
@@ -309,13 +388,14 @@ def test_lower_precision_reports_what_openvino_used(tmp_path, data, monkeypatch)
 
     # OpenVINO fp16 is verified only on a CPU with native fp16 (refused elsewhere: test_export_precision.py)
     monkeypatch.setattr(ov_mod, "device_capabilities", lambda device="cpu": ("FP32", "FP16", "INT8"))
-    res = export_model(tiny(), tmp_path, schedule=DROP, formats=("onnx", "openvino"), precision="fp16",
-                       verify_data=(data.images, data.labels), max_accuracy_drop=100)
-    v = res.doc["verification"]["results"]
-    assert v["onnx"]["precision_used"] == "fp16" and res.doc["files"]["onnx"]["path"] == "model.fp16.onnx"
+    res = export_model(tiny(), tmp_path, DROP, ("onnx", "openvino"), target=DeploymentTarget(precision="fp16"),
+                       verify=VerifyOptions(data=(data.images, data.labels), max_accuracy_drop=100))
+    v = res.verification
+    assert v["onnx"].precision_used == "fp16" and res.doc["files"]["onnx"]["path"] == "model.fp16.onnx"
     _, used = compile_openvino(res.path("openvino"), precision="f16")
-    assert v["openvino"]["precision_used"] == {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}[used]
-    assert "INFERENCE_PRECISION_HINT=f16" in v["openvino"]["runtime"]
+    assert v["openvino"].precision_used == {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}[used]
+    assert "INFERENCE_PRECISION_HINT=f16" in v["openvino"].runtime and res.precisions == {"onnx": "fp16",
+                                                                                          "openvino": "fp16"}
     assert res.doc["exports"]["openvino"]["weights"] == "f16"
 
 
@@ -365,10 +445,11 @@ def test_exports_add_their_own_records_and_a_failure_never_replaces_a_verified_f
 
     out = tmp_path / "e"
     model = tavt_kit.load_checkpoint(ckpt)
-    export_model(model, out, schedule=DROP, verify_data=(data.images, data.labels), formats=("onnx",))
+    given = VerifyOptions(data=(data.images, data.labels))
+    export_model(model, out, DROP, ("onnx",), verify=given)
     first = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
-    export_model(model, out, schedule=DROP, verify_data=(data.images, data.labels), formats=("onnx",), precision="fp16")
-    export_model(model, out, schedule=[16, 8], verify_data=(data.images, data.labels), formats=("onnx",))  # another schedule
+    export_model(model, out, DROP, ("onnx",), verify=given, target=DeploymentTarget(precision="fp16"))
+    export_model(model, out, [16, 8], ("onnx",), verify=given)  # another schedule
     doc = _describes_exactly_the_files_beside_it(out)
     recs = {(r["precision"], tuple(r["schedule"])): r for r in doc["artefacts"]}
     assert set(recs) == {("fp32", (32, 16)), ("fp16", (32, 16)), ("fp32", (16, 8))}
@@ -382,8 +463,7 @@ def test_exports_add_their_own_records_and_a_failure_never_replaces_a_verified_f
 
     monkeypatch.setattr(ExportedRunner, "__call__", wrong)
     with pytest.raises(ExportError):  # (an untrained model: the agreement with PyTorch is what fails)
-        export_model(model, out, schedule=DROP, verify_data=(data.images, data.labels), formats=("onnx",),
-                     min_agreement=0.99)
+        export_model(model, out, DROP, ("onnx",), verify=replace(given, min_agreement=0.99))
     assert hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest() == first  # still the verified file
     doc = _describes_exactly_the_files_beside_it(out)
     failed = [r for r in doc["artefacts"] if not r["verified"]]
@@ -394,7 +474,8 @@ def test_exports_add_their_own_records_and_a_failure_never_replaces_a_verified_f
 def test_a_kill_during_verification_leaves_the_folder_as_it_was(tmp_path, ckpt, data, monkeypatch):
     out = tmp_path / "e"
     model = tavt_kit.load_checkpoint(ckpt)
-    export_model(model, out, schedule=DROP, verify_data=(data.images, data.labels), formats=("onnx",))
+    given = VerifyOptions(data=(data.images, data.labels))
+    export_model(model, out, DROP, ("onnx",), verify=given)
     before = {p: (out / p).read_bytes() for p in os.listdir(out)}
 
     def killed(*a, **k):
@@ -402,6 +483,6 @@ def test_a_kill_during_verification_leaves_the_folder_as_it_was(tmp_path, ckpt, 
 
     monkeypatch.setattr(tavt_kit.export.verify, "verify_export", killed)
     with pytest.raises(KeyboardInterrupt):
-        export_model(model, out, schedule=[16, 8], verify_data=(data.images, data.labels), formats=("onnx",))
+        export_model(model, out, [16, 8], ("onnx",), verify=given)
     assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
     assert not [p for p in os.listdir(tmp_path) if "staging" in p]

@@ -16,7 +16,8 @@ from tavt_kit.bench import TimingPolicy, export_fastest
 from tavt_kit.bench.fastest_export import precision_availability
 from tavt_kit.cli import main
 from tavt_kit.errors import BackendError, ConfigError, ExportError
-from tavt_kit.export import export_model, load_verify_data
+from tavt_kit.target import DeploymentTarget
+from tavt_kit.export import ExportOptions, QuantizeOptions, VerifyOptions, export_model, load_verify_data
 from tavt_kit.export.quantize import (calibration_images, held_out_images, quantize_openvino, quantized_op_inputs,
                                       reverted_operations)
 
@@ -24,6 +25,8 @@ pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 SCHED = [32, 16]  # 64 patch tokens, 2 blocks
+TORCHSCRIPT = ExportOptions(exporter="torchscript")
+INT8 = DeploymentTarget(precision="int8")
 FAST = TimingPolicy(warmup=1, min_repeats=3, max_repeats=30, budget_s=0.05, rel_ci=0.05)
 NO_BF16 = ("FP32", "INT8", "BIN", "EXPORT_IMPORT")  # a CPU with neither BF16 nor FP16
 
@@ -49,9 +52,10 @@ def model(trained_checkpoint):
 # ------------------------------------------------------------------ int8 with accuracy control
 def test_int8_openvino_with_accuracy_control_is_verified_and_records_what_it_kept(tmp_path, model,
                                                                                 trained_checkpoint):
-    res = export_model(model, tmp_path / "out", schedule=SCHED, formats=("openvino",), precision="int8",
-                       verify_images=200, max_accuracy_drop=3, calibration_images=100, exporter="torchscript",
-                       checkpoint=trained_checkpoint)
+    res = export_model(model, tmp_path / "out", SCHED, ("openvino",), target=INT8,
+                       verify=VerifyOptions(images=200, max_accuracy_drop=3),
+                       quantize=QuantizeOptions(calibration_images=100),
+                       options=ExportOptions(exporter="torchscript", checkpoint=trained_checkpoint))
     doc = res.doc
     assert res.verified and doc["status"] == "verified"
     assert doc["files"]["openvino"]["path"] == "model.int8.xml" and os.path.isfile(res.path("openvino"))
@@ -71,10 +75,10 @@ def test_int8_openvino_with_accuracy_control_is_verified_and_records_what_it_kep
     assert abs(q["f32_accuracy"] - torch_top1) <= 100.0 / len(held) + 1e-9 and torch_top1 > 70
     assert q["drop_met"] and q["f32_accuracy"] - q["int8_accuracy"] <= 3 + 1e-9
     # verified on the test split: int8 within the bound of PyTorch fp32, a trained model's accuracy
-    v = doc["verification"]["results"]["openvino"]
-    assert v["passed"] and v["precision_used"] == "int8+fp32" and v["images"] == 200
-    assert v["top1_pytorch"] > 70 and v["top1_pytorch"] - v["top1_exported"] <= 3
-    assert "nncf" in doc["versions"]
+    v = res.verification["openvino"]
+    assert v.passed and v.precision_used == "int8+fp32" and v.images == 200 and v.precision == "int8"
+    assert v.accuracy_torch > 70 and v.accuracy_torch - v.accuracy_exported <= 3
+    assert "nncf" in doc["versions"] and doc["checkpoint"]["path"] == trained_checkpoint
 
 
 def test_accuracy_control_reverts_the_layers_that_cost_accuracy(tmp_path, model):
@@ -127,11 +131,11 @@ def test_reverted_operations_on_a_hand_made_pair():
 def test_without_a_held_out_split_int8_falls_back_to_ptq_and_says_why(tmp_path, model):
     from tavt_kit.data import DataSpec
 
-    res = export_model(model, tmp_path / "out", schedule=SCHED, formats=("onnx",), precision="int8",
-                       verify_data=DataSpec("demo", holdout=0.0), verify_images=200, max_accuracy_drop=3,
-                       calibration_images=50, exporter="torchscript")
+    res = export_model(model, tmp_path / "out", SCHED, ("onnx",), target=INT8,
+                       verify=VerifyOptions(data=DataSpec("demo", holdout=0.0), images=200, max_accuracy_drop=3),
+                       quantize=QuantizeOptions(calibration_images=50), options=TORCHSCRIPT)
     q = res.doc["exports"]["onnx"]["quantization"]
-    assert res.verified and q["mode"] == "ptq" and "no held-out" in q["reason"] and "--holdout 0" in q["reason"]
+    assert res.verified and q["mode"] == "ptq" and "no held-out" in q["reason"] and "holdout" in q["reason"]
     assert q["kept_in_higher_precision"] is None and q["validation"] is None
 
 
@@ -178,9 +182,9 @@ def test_auto_keeps_the_fastest_precision_that_passes(tmp_path, trained_checkpoi
 
 def test_auto_chooses_per_format_and_records_each_file(tmp_path, model, monkeypatch):
     monkeypatch.setattr(ov_mod, "device_capabilities", lambda device="cpu": ("FP32", "BF16", "INT8"))
-    res = export_fastest(model, tmp_path / "out", formats=("onnx", "openvino"), precisions=("fp32", "bf16"),
-                         schedule=SCHED, verify_images=64, max_accuracy_drop=3, exporter="torchscript", policy=FAST,
-                         latency_batch_size=2)
+    res = export_fastest(model, tmp_path / "out", SCHED, ("onnx", "openvino"), precisions=("fp32", "bf16"),
+                         target=DeploymentTarget(batch_size=2), verify=VerifyOptions(images=64, max_accuracy_drop=3),
+                         options=TORCHSCRIPT, policy=FAST)
     doc = res.doc
     tried = [(a["format"], a["precision"], a["status"]) for a in doc["auto"]["attempts"]]
     assert tried[0][:2] == ("onnx", "fp32") and tried[1][:2] == ("openvino", "fp32")
@@ -197,7 +201,8 @@ def test_auto_chooses_per_format_and_records_each_file(tmp_path, model, monkeypa
         assert doc["exports"][fmt]["precision"] == doc["auto"]["chosen"][fmt]["precision"]
     assert {r["path"]: r["precision"] for r in doc["artefacts"]} == {
         names["onnx"]: "fp32", names["openvino"]: ov_pick}
-    assert doc["verified"] and set(doc["verification"]["results"]) == {"onnx", "openvino"}
+    assert doc["verified"] and set(res.verification) == {"onnx", "openvino"}
+    assert res.precisions == {"onnx": "fp32", "openvino": ov_pick}
 
 
 def test_auto_fails_naming_every_precision_when_none_passes(tmp_path, model, monkeypatch):
@@ -213,15 +218,16 @@ def test_auto_fails_naming_every_precision_when_none_passes(tmp_path, model, mon
     monkeypatch.setattr(ExportedRunner, "__call__", wrong)
     out = tmp_path / "out"
     with pytest.raises(ExportError) as e:
-        export_fastest(model, out, formats=("openvino",), precisions=("fp32", "bf16", "int8"), schedule=SCHED,
-                       verify_images=64, calibration_images=20, accuracy_control=False, exporter="torchscript",
-                       policy=FAST)
+        export_fastest(model, out, SCHED, ("openvino",), precisions=("fp32", "bf16", "int8"),
+                       verify=VerifyOptions(images=64), options=TORCHSCRIPT, policy=FAST,
+                       quantize=QuantizeOptions(calibration_images=20, accuracy_control=False))
     msg = str(e.value)
-    assert len(msg.splitlines()) == 1 and msg.startswith("--precision auto: no precision passed verification")
+    assert len(msg.splitlines()) == 1 and msg.startswith("export_fastest(): no precision passed verification")
     assert "fp32 verification failed: top-1 drops" in msg and "int8 verification failed" in msg
     assert "bf16 skipped: this CPU has no native bf16" in msg
     doc = read(out / "export.json")
     assert doc["status"] == "failed" and doc["verified"] is False and doc["files"] == {}
+    assert doc["reason"].startswith("--precision auto: no precision passed verification")  # as export.json always said
     assert [a["status"] for a in doc["auto"]["attempts"]] == ["failed", "skipped", "failed"]
     assert all(a["latency_ms"] > 0 for a in doc["auto"]["attempts"] if a["status"] == "failed")
     assert os.listdir(out) == ["export.json"]
@@ -241,10 +247,10 @@ def test_precisions_available_here(monkeypatch):
 
 # ------------------------------------------------------------------------------- bad input
 def test_calibration_on_the_test_split_is_refused(tmp_path, model, trained_checkpoint, capsys):
-    with pytest.raises(ConfigError, match="--calibration-split test: int8 calibration must not see the test split"):
+    with pytest.raises(ConfigError, match="split='test': int8 calibration must not see the test split"):
         calibration_images(model, split="test")
-    with pytest.raises(ConfigError, match="--calibration-split test"):
-        export_model(model, tmp_path / "api", precision="int8", calibration_split="test")
+    with pytest.raises(ConfigError, match="quantize.calibration_split='test'"):
+        export_model(model, tmp_path / "api", target=INT8, quantize=QuantizeOptions(calibration_split="test"))
     assert not os.path.exists(tmp_path / "api")
     assert main(["export", "--checkpoint", trained_checkpoint, "--precision", "int8", "--calibration-split", "test",
                  "--out", str(tmp_path / "cli")]) == 2
@@ -253,6 +259,8 @@ def test_calibration_on_the_test_split_is_refused(tmp_path, model, trained_check
     assert main(["export", "--checkpoint", trained_checkpoint, "--precision", "auto", "--no-verify",
                  "--out", str(tmp_path / "cli")]) == 2
     assert "--precision auto" in _err(capsys) and not os.path.exists(tmp_path / "cli")
+    with pytest.raises(ConfigError, match=r"export_fastest\(\) keeps the fastest .* verify\.enabled=False"):
+        export_fastest(model, tmp_path / "api", verify=VerifyOptions(enabled=False))
 
 
 def test_bf16_and_fp16_refused_on_a_cpu_without_them(tmp_path, trained_checkpoint, monkeypatch, capsys):
@@ -264,19 +272,21 @@ def test_bf16_and_fp16_refused_on_a_cpu_without_them(tmp_path, trained_checkpoin
         assert f"--precision {p}: this CPU has no native {p} inference" in err and "FP32, INT8" in err
         assert f"record it as {p}" in err
     assert not os.path.exists(tmp_path / "o")
-    with pytest.raises(BackendError, match="no native bf16"):
-        export_model(trained_checkpoint, tmp_path / "api", formats=("openvino",), precision="bf16")
+    bf16 = DeploymentTarget(backend="openvino", precision="bf16")  # its format: openvino
+    with pytest.raises(BackendError, match=r"^precision='bf16': this CPU has no native bf16 .* verify\.enabled=False"):
+        export_model(trained_checkpoint, tmp_path / "api", target=bf16)
     # with the capability, the same request goes through to the export
     monkeypatch.setattr(ov_mod, "device_capabilities", lambda device="cpu": ("FP32", "BF16", "INT8"))
-    res = export_model(trained_checkpoint, tmp_path / "api", schedule=SCHED, formats=("openvino",),
-                       precision="bf16", verify_images=64, max_accuracy_drop=3, exporter="torchscript")
-    assert res.verified and res.doc["verification"]["results"]["openvino"]["precision_used"] in ("bf16", "fp32")
+    res = export_model(trained_checkpoint, tmp_path / "api", SCHED, target=bf16, options=TORCHSCRIPT,
+                       verify=VerifyOptions(images=64, max_accuracy_drop=3))
+    assert res.verified and res.formats == ("openvino",) and res.verification["openvino"].precision_used in (
+        "bf16", "fp32")
 
 
 def test_int8_without_nncf_names_the_package(tmp_path, model, monkeypatch, capsys, trained_checkpoint):
     monkeypatch.setitem(sys.modules, "nncf", None)
-    with pytest.raises(BackendError, match=r"needs NNCF.*pip install nncf"):
-        export_model(model, tmp_path / "o", precision="int8")
+    with pytest.raises(BackendError, match=r"^precision='int8' needs NNCF.*pip install nncf"):
+        export_model(model, tmp_path / "o", target=INT8)
     with pytest.raises(BackendError, match="pip install nncf"):
         quantize_openvino(tmp_path / "m.onnx", tmp_path / "m.xml", np.zeros((1, 3, 32, 32), np.float32))
     assert main(["export", "--checkpoint", trained_checkpoint, "--precision", "int8", "--out",

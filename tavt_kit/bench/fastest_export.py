@@ -1,10 +1,11 @@
 """``export_fastest`` (``fgvc-kit export --precision auto``): the fastest verified precision on this machine.
 
-The schedule is exported at every precision this machine can run natively for
-each requested format (OpenVINO: fp32, bf16 and fp16 where the CPU has them,
+It takes the arguments of :func:`~tavt_kit.export.export_model` and shares its preparation
+(:func:`~tavt_kit.export.prepare_export`: the model, the schedule, the verification images and PyTorch's
+logits on them, loaded and computed once). The schedule is exported at every precision this machine can run
+natively for each requested format (OpenVINO: fp32, bf16 and fp16 where the CPU has them,
 int8 where NNCF is installed; ONNX: fp32, fp16, int8), each one verified
-against PyTorch fp32 on the same images by :func:`~tavt_kit.export.export_model`
-and then all of them timed here round-robin in one process with
+against PyTorch fp32 on the same images, and then all of them timed here round-robin in one process with
 :func:`~tavt_kit.bench.measure_files` (median latency at one batch size and
 thread count; a machine whose speed drifts slows them alike). Per format the fastest precision that passed
 verification is published into ``--out`` under the file names a plain export at
@@ -25,24 +26,26 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import BackendError, ConfigError, ExportError, TavtKitError
 from ..files import write_json
-from ..export.formats import FORMAT_PRECISIONS, parse_formats
-from ..export.pipeline import OnnxReuse, export_model
+from ..export.formats import BACKEND_OF_FORMAT, FORMAT_PRECISIONS
+from ..export.options import ExportOptions, QuantizeOptions, VerifyOptions
+from ..export.pipeline import run_export
+from ..export.prepare import OnnxReuse, PreparedExport, check_options, prepare_export, resolve_target
 from ..export.publish import choose_base, clean_stage, publish, read_record
-from ..export.record import EXPORT_FILE, EXPORT_FORMAT, ExportResult
-from ..export.verify import OV_HINT, PRECISIONS
+from ..export.record import EXPORT_FILE, EXPORT_FORMAT, EXPORT_VERSION, ExportResult
+from ..target import DeploymentTarget, Precision
 from .measure import measure_files
-from .target import model_identity
+from .identity import model_identity
 from .timing import TimingPolicy
 
 #: the order precisions are tried in (fp32 first: the reference of the speed-ups)
-AUTO_ORDER = ("fp32", "bf16", "fp16", "int8")
-#: export_model arguments export_fastest sets itself
-_OWN_KWARGS = ("precision", "raise_on_failure", "onnx_reuse", "formats", "schedule", "schedule_source", "checkpoint",
-               "threads", "log")
+AUTO_ORDER = Precision.ALL
+#: OpenVINO's capability for each precision it runs natively only on some CPUs
+_CAPABILITY = {Precision.BF16: "BF16", Precision.FP16: "FP16"}
 
 
 def precision_availability(fmt: str, precisions: Optional[Sequence[str]] = None,
@@ -54,14 +57,14 @@ def precision_availability(fmt: str, precisions: Optional[Sequence[str]] = None,
             out.append((p, f"skipped: {fmt} has no {p} export (it takes {', '.join(FORMAT_PRECISIONS[fmt])})"))
             continue
         reason = None
-        if fmt == "openvino" and p in ("bf16", "fp16"):
+        if fmt == "openvino" and p in _CAPABILITY:
             from ..export.openvino import device_capabilities
 
             have = device_capabilities(device)
-            if {"bf16": "BF16", "fp16": "FP16"}[p] not in have:
+            if _CAPABILITY[p] not in have:
                 reason = (f"skipped: this {device.upper()} has no native {p} (OpenVINO reports "
                           f"{', '.join(have) or 'no capabilities'})")
-        elif p == "int8":
+        elif p == Precision.INT8:
             from ..export.quantize import require_nncf
 
             try:
@@ -87,12 +90,12 @@ def _measure_all(timed: List[Tuple[Dict[str, Any], str]], model, batch_size: int
     Fills each attempt's latency fields in place."""
     if not timed:
         return
-    files = {i: (path, "openvino" if a["format"] == "openvino" else "onnxruntime",
-                 OV_HINT[a["precision"]] if a["format"] == "openvino" else "f32") for i, (a, path) in enumerate(timed)}
+    files = {i: (path, DeploymentTarget(backend=BACKEND_OF_FORMAT[a["format"]],
+                                        precision=a["precision"], threads=threads, batch_size=int(batch_size)))
+             for i, (a, path) in enumerate(timed)}
     log(f"timing {len(files)} exports round-robin at batch {batch_size}")
     try:
-        measured = measure_files(files, batch_size, model_identity(model)["img_size"], threads=threads,
-                                 policy=policy)
+        measured = measure_files(files, model_identity(model)["img_size"], policy=policy)
     except TavtKitError as e:
         for a, _ in timed:
             a.update(passed=False, reason=f"latency could not be measured: {e}")
@@ -108,94 +111,80 @@ def _measure_all(timed: List[Tuple[Dict[str, Any], str]], model, batch_size: int
 def export_fastest(
     model,
     out_dir,
-    *,
-    formats: Sequence[str] = ("onnx",),
-    precisions: Optional[Sequence[str]] = None,
-    latency_batch_size: int = 1,
-    threads: Optional[int] = None,
-    policy: Optional[TimingPolicy] = None,
     schedule=None,
-    schedule_source: Optional[Dict[str, Any]] = None,
-    checkpoint: Optional[str] = None,
-    log: Callable[[str], None] = lambda s: None,
-    **export_kwargs,
+    formats: Optional[Sequence[str]] = None,
+    *,
+    target: Optional[DeploymentTarget] = None,
+    verify: VerifyOptions = VerifyOptions(),
+    quantize: QuantizeOptions = QuantizeOptions(),
+    options: ExportOptions = ExportOptions(),
+    precisions: Optional[Sequence[str]] = None,
+    policy: Optional[TimingPolicy] = None,
+    log: Optional[Callable[[str], None]] = None,
 ) -> ExportResult:
     """Export ``model`` at every precision available here, verify and time each, keep the fastest that passes.
 
     Args:
-        model: a token-drop model or a checkpoint path.
-        out_dir: the output folder (the chosen files and ``export.json``).
-        formats: ``onnx`` and/or ``openvino``; each gets its own fastest precision.
+        model, out_dir, schedule, formats, verify, quantize, options: as in
+            :func:`~tavt_kit.export.export_model` (each format gets its own fastest precision; verification
+            cannot be turned off: it decides which precisions may be kept).
+        target: where the files are timed (:class:`~tavt_kit.target.DeploymentTarget`): ``batch_size`` (the
+            latency of a batch of this many images; default 1), ``threads`` (default: torch's count; also
+            verification's) and ``device``. Its ``precision`` is what this function chooses: the one given is
+            not used (``precisions`` says which to try).
         precisions: the precisions to try (default: fp32, bf16, fp16, int8, as each format and this
             machine allow); fp32 is always tried, as the reference of the speed-up.
-        latency_batch_size: the batch size latency is measured at (default 1).
-        threads: ONNX Runtime / OpenVINO threads for timing (default: torch's count) and verification.
         policy: the timing policy (default :class:`~tavt_kit.bench.TimingPolicy`'s).
-        schedule, schedule_source, checkpoint: as in :func:`~tavt_kit.export.export_model`.
-        export_kwargs: the other arguments of :func:`~tavt_kit.export.export_model` (verification data
-            and bounds, calibration, accuracy control, exporter, ...); verification cannot be turned off.
+        log: progress lines.
     Returns:
-        :class:`~tavt_kit.export.ExportResult` of the published files; ``doc["auto"]`` holds the attempts.
+        :class:`~tavt_kit.export.ExportResult` of the published files (``precisions``: each format's choice);
+        ``doc["auto"]`` holds the attempts.
     Raises:
         :class:`~tavt_kit.errors.ExportError` when a format has no precision that passes (after recording).
     """
-    formats = parse_formats(formats)
-    own = sorted(k for k in export_kwargs if k in _OWN_KWARGS)
-    if own:
-        raise ConfigError(f"export_fastest() sets {', '.join(own)} itself")
-    if export_kwargs.get("verify") is False:
-        raise ConfigError("--precision auto keeps the fastest precision that passes verification; it cannot run "
-                          "with --no-verify")
-    wanted = list(AUTO_ORDER if precisions is None else precisions)
-    for p in wanted:
-        if p not in PRECISIONS:
-            raise ConfigError(f"--precision auto: unknown precision {p!r}; expected some of {', '.join(PRECISIONS)}")
-    wanted = ["fp32"] + [p for p in AUTO_ORDER if p in wanted and p != "fp32"]
-    if isinstance(latency_batch_size, bool) or int(latency_batch_size) < 1:
-        raise ConfigError(f"--latency-batch-size: expected a positive batch size, got {latency_batch_size!r}")
-    if "openvino" in formats:
-        from ..export.openvino import require_openvino
-
-        try:
-            require_openvino()
-        except TavtKitError as e:
-            raise type(e)(f"--format openvino: {e}") from None
-    if isinstance(model, (str, os.PathLike)):
-        from ..models import load_checkpoint
-
-        checkpoint = os.fspath(model)
-        model = load_checkpoint(checkpoint)
+    log = log or (lambda s: None)
+    check_options(verify, quantize, options)
+    target, formats = resolve_target(target, formats)
+    if not verify.enabled:
+        raise ConfigError("export_fastest() keeps the fastest precision that passes verification; it cannot run "
+                          "with verify.enabled=False")
+    wanted = [Precision.parse(p, "precisions") for p in (AUTO_ORDER if precisions is None else precisions)]
+    wanted = [Precision.FP32] + [p for p in AUTO_ORDER if p in wanted and p != Precision.FP32]
+    prep = prepare_export(model, schedule, formats, target=target, verify=verify, quantize=quantize, options=options)
     out_dir = os.fspath(out_dir)
     if os.path.isfile(out_dir):
-        raise ConfigError(f"--out {out_dir}: is a file; expected an output folder")
+        raise ConfigError(f"out={out_dir!r}: is a file; expected an output folder")
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.auto-", dir=parent)
+    prep.onnx_reuse = OnnxReuse(os.path.join(work, "onnx"))  # the fp32 ONNX graph, exported once
     start = time.perf_counter()
     try:
-        attempts, docs = _run_attempts(model, work, formats, wanted, int(latency_batch_size), threads, policy,
-                                       schedule, schedule_source, checkpoint, log, export_kwargs)
+        attempts, docs = _run_attempts(prep, work, wanted, policy, log)
         chosen = _choose(attempts, formats)
-        summary = _summary(attempts, chosen, int(latency_batch_size), threads, policy)
+        summary = _summary(attempts, chosen, target.batch_size, target.threads, policy)
         _log_table(log, attempts, summary)
         missing = [f for f in formats if f not in chosen]
         if missing:
-            reason = "; ".join(
+            why = "; ".join(
                 f"{f}: " + ", ".join(f"{a['precision']} {a['reason'] or 'failed'}" for a in attempts
                                      if a["format"] == f) for f in missing)
-            reason = f"--precision auto: no precision passed verification ({reason})"
-            _record_failure(out_dir, docs, formats, summary, reason, time.perf_counter() - start)
-            raise ExportError(f"{reason}; the attempts are recorded in {os.path.join(out_dir, EXPORT_FILE)}")
+            # export.json says it in the command line's words, as it always has
+            _record_failure(out_dir, docs, formats, summary, f"--precision auto: no precision passed verification "
+                            f"({why})", time.perf_counter() - start)
+            raise ExportError(f"export_fastest(): no precision passed verification ({why}); the attempts are "
+                              f"recorded in {os.path.join(out_dir, EXPORT_FILE)}")
         return _publish(out_dir, parent, formats, docs, chosen, summary, time.perf_counter() - start)
     finally:
+        prep.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run_attempts(model, work, formats, wanted, batch_size, threads, policy, schedule, schedule_source, checkpoint,
-                  log, export_kwargs) -> Tuple[List[Dict[str, Any]], Dict[str, Dict[str, Any]]]:
+def _run_attempts(prep: PreparedExport, work: str, wanted: Sequence[str], policy: Optional[TimingPolicy],
+                  log) -> Tuple[List[Dict[str, Any]], Dict[str, Dict[str, Any]]]:
     """Export, verify and time every (format, precision); returns the attempts and each export's doc and folder."""
-    available = {f: dict(precision_availability(f, wanted)) for f in formats}
-    reuse = OnnxReuse(os.path.join(work, "onnx"))
+    formats, target = prep.formats, prep.target
+    available = {f: dict(precision_availability(f, wanted, target.device)) for f in formats}
     attempts: List[Dict[str, Any]] = []
     docs: Dict[str, Dict[str, Any]] = {}
     timed: List[Tuple[Dict[str, Any], str]] = []
@@ -210,9 +199,9 @@ def _run_attempts(model, work, formats, wanted, batch_size, threads, policy, sch
         log(f"[{'+'.join(fmts)} {p}] export and verify")
         folder = os.path.join(work, p)
         try:
-            res = export_model(model, folder, schedule=schedule, schedule_source=schedule_source, formats=fmts,
-                               precision=p, threads=threads, raise_on_failure=False, checkpoint=checkpoint,
-                               onnx_reuse=reuse, log=lambda s: log("  " + s), **export_kwargs)
+            # the same preparation (its images, PyTorch's logits, the fp32 ONNX graph), for these formats
+            res = run_export(replace(prep, formats=tuple(fmts)), folder, p, raise_on_failure=False,
+                             log=lambda s: log("  " + s))
         except (ExportError, BackendError) as e:  # this precision failed (bad input is raised as it is)
             for f in fmts:
                 attempts.append(_attempt(f, p, "failed", f"export failed: {e}"))
@@ -221,15 +210,14 @@ def _run_attempts(model, work, formats, wanted, batch_size, threads, policy, sch
         docs[p] = {"doc": res.doc, "folder": folder}
         for f in fmts:
             a = _attempt(f, p, "failed")
-            v = res.doc["verification"]["results"][f]
-            a.update(precision_used=v.get("precision_used"),
-                     accuracy=v.get("top1_exported"), accuracy_pytorch=v.get("top1_pytorch"),
-                     accuracy_drop=v.get("accuracy_drop"), agreement=v.get("agreement"),
-                     max_abs_logit_diff=v.get("max_abs_logit_diff"), passed=bool(v.get("passed")),
-                     reason=None if v.get("passed") else f"verification failed: {v.get('reason')}")
+            v = res.verification[f]
+            a.update(precision_used=v.precision_used, accuracy=v.accuracy_exported,
+                     accuracy_pytorch=v.accuracy_torch, accuracy_drop=v.accuracy_drop, agreement=v.agreement,
+                     max_abs_logit_diff=v.max_logit_diff, passed=v.passed,
+                     reason=None if v.passed else f"verification failed: {v.reason}")
             timed.append((a, res.path(f)))
             attempts.append(a)
-    _measure_all(timed, model, batch_size, threads, policy, log)
+    _measure_all(timed, prep.model, target.batch_size, target.threads, policy, log)
     for a, _ in timed:
         a["status"] = "passed" if a["passed"] else "failed"
         lat = f"{a['latency_ms']:.3f} ms" if a["latency_ms"] is not None else "no latency"
@@ -330,7 +318,7 @@ def _record_failure(out_dir, docs, formats, summary, reason, seconds) -> None:
         doc = copy.deepcopy(next(iter(docs.values()))["doc"])
         doc.pop("artefacts", None)
     else:
-        doc = {"format": EXPORT_FORMAT, "version": 1}
+        doc = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION}
     doc.update(created=now, verified=False, status="failed", reason=reason, formats=list(formats), precision="auto",
                files={}, exports={}, verification=None, auto=summary, seconds=round(seconds, 3))
     os.makedirs(out_dir, exist_ok=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 DEFAULT_OUT = os.path.join("runs", "export")
 
@@ -78,8 +79,8 @@ def _schedule(args, model):
     if args.drop and (os.path.isfile(args.drop) or args.drop.endswith(".json")):
         if args.keep_ratio:
             raise ConfigError("give either --drop or --keep-ratio, not both")
-        return schedule_from_drop_file(model, args.drop), {"kind": "drop-config",
-                                                            "file": os.path.basename(args.drop)}
+        return schedule_from_drop_file(model, args.drop, "drop"), {"kind": "drop-config",
+                                                                    "file": os.path.basename(args.drop)}
     sched = parse_drop(args.drop, args.keep_ratio, model)
     if sched is None:
         return None, None
@@ -93,13 +94,45 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+#: the names library errors give the export's parameters and option fields (``verify.images=0``) -> this
+#: command's dests; the command line's error line then says each dest as its option (``--verify-images 0``)
+PARAM_DESTS = {
+    "formats": "format", "verify.enabled": "verify", "verify.data": "verify_data", "verify.root": "data",
+    "verify.split": "verify_split", "verify.images": "verify_images", "verify.max_accuracy_drop": "max_accuracy_drop",
+    "verify.max_logit_diff": "max_logit_diff", "verify.min_agreement": "min_agreement",
+    "verify.batch_size": "batch_size", "verify.seed": "seed", "quantize.calibration_split": "calibration_split",
+    "quantize.calibration_images": "calibration_images", "quantize.accuracy_control": "accuracy_control",
+    "quantize.accuracy_control_images": "accuracy_control_images", "quantize.seed": "seed",
+    "options.exporter": "exporter", "options.opset": "opset", "options.checkpoint": "checkpoint",
+}
+_PARAM = re.compile(r"(?<![\w.])(formats|(?:verify|quantize|options)\.\w+)(?==)")
+
+
+def as_dests(message: str) -> str:
+    """A library error in this command's dests: ``verify.images=0`` -> ``verify_images=0``, and
+    ``export_fastest()`` (what ``--precision auto`` runs) -> ``precision='auto'``."""
+    message = message.replace("export_fastest()", "precision='auto'")
+    return _PARAM.sub(lambda m: PARAM_DESTS.get(m.group(1), m.group(1)), message)
+
+
 def run_export(args) -> int:
+    from ..errors import TavtKitError
+
+    try:
+        return _run_export(args)
+    except TavtKitError as e:  # said with this command's names (cli/__init__.py turns them into its options)
+        e.args = (as_dests(str(e)),)
+        raise
+
+
+def _run_export(args) -> int:
     import sys
 
     from ..errors import ConfigError
+    from ..export import ExportOptions, QuantizeOptions, VerifyOptions, export_model
+    from ..export.formats import BACKEND_OF_FORMAT, check_format_precision, parse_formats
     from ..models import load_checkpoint
-    from ..export import export_model
-    from ..export.formats import check_format_precision, parse_formats
+    from ..target import DeploymentTarget
 
     formats = parse_formats(args.format)
     asked = args.precision
@@ -107,7 +140,7 @@ def run_export(args) -> int:
         args.precision = "fp32"
     auto = args.precision == "auto"
     if not auto:
-        check_format_precision(formats, args.precision)
+        args.precision = check_format_precision(formats, args.precision)
     elif not args.verify:
         raise ConfigError("--precision auto keeps the fastest precision that passes verification; it cannot run "
                           "with --no-verify")
@@ -118,6 +151,13 @@ def run_export(args) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive number, got {value}")
     if args.max_accuracy_drop < 0:
         raise ConfigError(f"--max-accuracy-drop: expected a non-negative number of points, got {args.max_accuracy_drop}")
+    verify = VerifyOptions(enabled=args.verify, data=args.verify_data, root=args.data, split=args.verify_split,
+                           images=args.verify_images, max_accuracy_drop=args.max_accuracy_drop,
+                           max_logit_diff=args.max_logit_diff, min_agreement=args.min_agreement,
+                           batch_size=args.batch_size, seed=args.seed)
+    quantize = QuantizeOptions(calibration_split=args.calibration_split, calibration_images=args.calibration_images,
+                               accuracy_control=args.accuracy_control,
+                               accuracy_control_images=args.accuracy_control_images, seed=args.seed)
     if not os.path.exists(args.checkpoint):
         from ..errors import CheckpointError
 
@@ -136,21 +176,20 @@ def run_export(args) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    common = dict(schedule=schedule, schedule_source=source, formats=formats, verify_data=args.verify_data,
-                  verify_root=args.data, verify_split=args.verify_split, verify_images=args.verify_images,
-                  max_accuracy_drop=args.max_accuracy_drop, max_logit_diff=args.max_logit_diff,
-                  min_agreement=args.min_agreement, calibration_split=args.calibration_split,
-                  calibration_images=args.calibration_images, accuracy_control=args.accuracy_control,
-                  accuracy_control_images=args.accuracy_control_images, exporter=args.exporter, opset=args.opset,
-                  batch_size=args.batch_size, threads=args.threads, seed=args.seed, checkpoint=args.checkpoint,
-                  log=log)
+    # where the files run: the runtime of the first format, at the precision asked for (auto: chosen by timing
+    # at --latency-batch-size), with --threads
+    target = DeploymentTarget(backend=BACKEND_OF_FORMAT[formats[0]], precision="fp32" if auto else args.precision,
+                              threads=args.threads, batch_size=args.latency_batch_size)
+    options = ExportOptions(exporter=args.exporter, opset=args.opset, checkpoint=args.checkpoint,
+                            schedule_source=source)
+    common = dict(target=target, verify=verify, quantize=quantize, options=options, log=log)
     try:
         if auto:
             from ..bench import export_fastest
 
-            res = export_fastest(model, args.out, latency_batch_size=args.latency_batch_size, **common)
+            res = export_fastest(model, args.out, schedule, formats, **common)
         else:
-            res = export_model(model, args.out, precision=args.precision, verify=args.verify, **common)
+            res = export_model(model, args.out, schedule, formats, **common)
     finally:
         sys.stdout.flush()
     doc = res.doc
@@ -158,11 +197,11 @@ def run_export(args) -> int:
           f"({doc['macs']['reduction']:.2f}x fewer than the full model)")
     for fmt, f in doc["files"].items():
         extra = f" + {f['weights']}" if f.get("weights") else ""
-        print(f"  {fmt:<9} {doc['exports'][fmt].get('precision', doc['precision']):<5} {f['path']}{extra}  "
+        print(f"  {fmt:<9} {res.precisions.get(fmt, doc['precision']):<5} {f['path']}{extra}  "
               f"{_size(f['total_bytes'])}  "
               f"({doc['exports'][fmt].get('exporter', 'onnx -> openvino') if fmt == 'onnx' else 'from ONNX'})")
     if not res.verified:
-        print(f"NOT verified: {doc['reason']}")
+        print(f"NOT verified: {res.reason}")
     else:
         print(f"verified (max accuracy drop {args.max_accuracy_drop:g} points)")
     print(f"wrote {res.json_path}")

@@ -56,7 +56,7 @@ def onnx_fp16(src: str, dst: str) -> None:
     try:
         from onnxruntime.transformers.float16 import convert_float_to_float16
     except ImportError:
-        raise ExportError("--precision fp16 for ONNX needs onnxruntime's float16 converter "
+        raise ExportError("precision='fp16' for ONNX needs onnxruntime's float16 converter "
                           "(onnxruntime.transformers); pip install onnxruntime") from None
     m = onnx.load(src)
     props = {p.key: p.value for p in m.metadata_props}

@@ -21,12 +21,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..errors import BackendError, ConfigError, ExportError, TavtKitError
+from ..target import Precision
 from .graph import first_line
 from .onnx import (META_EXPORTER, META_FORMAT, META_REDUCERS, META_SCHEDULE, META_SPEC, ExportedInfo, OnnxExport,
                    export_onnx, exported_info, quiet_exporters, read_onnx_info)
 
-#: inference precisions a user may ask for (OpenVINO's names)
-PRECISIONS = ("f32", "bf16", "f16")
+#: inference precisions a user may ask for (OpenVINO's names: f32, bf16, f16)
+PRECISIONS = tuple(dict.fromkeys(Precision.OPENVINO_HINT.values()))
 #: the ONNX metadata an IR carries over in its rt_info
 RT_KEYS = (META_FORMAT, META_SPEC, META_SCHEDULE, META_EXPORTER, META_REDUCERS)
 
@@ -102,26 +103,29 @@ def device_capabilities(device: str = "cpu") -> Tuple[str, ...]:
         raise BackendError(f"OpenVINO cannot query device {device} ({first_line(e)})") from None
 
 
-def check_device_precision(precision: str, device: str = "cpu", flag: str = "--precision") -> None:
+def check_device_precision(precision: str, device: str = "cpu", param: str = "precision",
+                           flag: Optional[str] = None) -> None:
     """Raise :class:`BackendError` unless ``device`` runs OpenVINO inference ``precision`` (f32, bf16, f16) natively.
 
     Without the capability OpenVINO would quietly run f32 instead, so a bf16 latency or accuracy measured
-    there would be an f32 one under another name.
+    there would be an f32 one under another name. ``param``: the caller's name for the precision (the error
+    says ``precision='bf16': ...``); ``flag`` (a command line's option) is still accepted in its place.
     """
     need = _CAPABILITY.get(precision)
     if need is None:
         return
     have = device_capabilities(device)
     if need not in have:
-        user = {"bf16": "bf16", "f16": "fp16"}[precision]
-        raise BackendError(f"{flag} {user}: this {device.upper()} has no native {user} inference (OpenVINO reports "
+        user = Precision.parse(precision)
+        name = f"{flag} {user}" if flag else f"{param}={user!r}"
+        raise BackendError(f"{name}: this {device.upper()} has no native {user} inference (OpenVINO reports "
                            f"{', '.join(have) or 'no capabilities'}; {user} needs {_CAPABILITY_HINT[precision]})")
 
 
 def _device_name(device: str) -> str:
     d = device.lower()
     if d.startswith("cuda"):
-        raise BackendError("OpenVINO does not run on CUDA devices; use --device cpu "
+        raise BackendError(f"device={device!r}: OpenVINO does not run on CUDA devices; use device='cpu' "
                            "(or the onnxruntime / torch backends on CUDA)")
     return device.upper() if d in ("cpu", "gpu", "npu", "auto") else device
 

@@ -2,8 +2,11 @@
 
 The steps (each a library call of its own):
 
-1. the schedule: given, a drop config, or the chosen schedule of a budget in a
-   ``search.json`` (:func:`tavt_kit.search.schedule_from_search`), checked against the model;
+1. preparation (:func:`~tavt_kit.export.prepare.prepare_export`, shared with
+   :func:`tavt_kit.bench.export_fastest`): the model, the schedule (given, a
+   drop config, or the chosen schedule of a budget in a ``search.json``:
+   :func:`tavt_kit.search.schedule_from_search`) checked against it, the
+   formats, and the request checked before any work;
 2. ONNX through PyTorch's current exporter at that schedule (static token
    counts, dynamic batch; :func:`~tavt_kit.export.onnx.export_onnx`, checked
    with ``onnx.checker`` and in ONNX Runtime);
@@ -34,43 +37,26 @@ import numpy as np
 from torch import nn
 
 from ..errors import ConfigError, ExportError, TavtKitError
-from ..schedules import schedule_from_drop_file
-from .formats import check_format_precision, parse_formats
+from ..target import DeploymentTarget, Precision
+from .options import ExportOptions, QuantizeOptions, VerifyOptions
+from .prepare import PreparedExport, check_options, check_request, prepare_export, resolve_target
 from .publish import choose_base, clean_stage, publish, record_failed_attempt
 from .record import EXPORT_FILE, ExportResult, file_entry, new_export_doc
+from .verify import Verification
 
 
 # ------------------------------------------------------------------ the export
 def export_model(
     model,
     out_dir,
-    *,
     schedule=None,
-    schedule_source: Optional[Dict[str, Any]] = None,
-    formats: Sequence[str] = ("onnx",),
-    precision: str = "fp32",
-    verify: bool = True,
-    verify_data=None,
-    verify_root: Optional[str] = None,
-    verify_split: str = "test",
-    verify_images: Optional[int] = None,
-    max_accuracy_drop: float = 0.5,
-    max_logit_diff: Optional[float] = None,
-    min_agreement: Optional[float] = None,
-    calibration=None,
-    calibration_split: str = "train",
-    calibration_images: int = 300,
-    accuracy_control: bool = True,
-    accuracy_control_images: Optional[int] = None,
-    exporter: str = "auto",
-    opset: Optional[int] = None,
-    batch_size: int = 32,
-    threads: Optional[int] = None,
-    seed: int = 0,
-    raise_on_failure: bool = True,
-    checkpoint: Optional[str] = None,
-    log: Callable[[str], None] = lambda s: None,
-    onnx_reuse: Optional["OnnxReuse"] = None,
+    formats: Optional[Sequence[str]] = None,
+    *,
+    target: Optional[DeploymentTarget] = None,
+    verify: VerifyOptions = VerifyOptions(),
+    quantize: QuantizeOptions = QuantizeOptions(),
+    options: ExportOptions = ExportOptions(),
+    log: Optional[Callable[[str], None]] = None,
 ) -> ExportResult:
     """Export ``model`` at ``schedule`` to ONNX and/or OpenVINO, verify each file, write ``export.json``.
 
@@ -80,71 +66,69 @@ def export_model(
             and ``export.json``.
         schedule: counts, :class:`~tavt_kit.TokenSchedule` or drop-config path (``None``: the model's own,
             else the full model); see :func:`tavt_kit.search.schedule_from_search` for a search's budget.
-        schedule_source: how the schedule was chosen (recorded in ``export.json``).
-        formats: ``"onnx"``, ``"openvino"`` (or ``"onnx,openvino"``).
-        precision: ``fp32`` (default), ``fp16`` (fp16 weights; OpenVINO compiles with the f16 hint),
-            ``bf16`` (OpenVINO only: f32 IR run with the bf16 hint) or ``int8`` (NNCF post-training
-            quantisation on ``calibration_images`` images of ``calibration_split``). bf16, and fp16 with
+        formats: ``"onnx"``, ``"openvino"`` (or ``"onnx,openvino"``); default the format ``target.backend``
+            runs (ONNX without a target).
+        target: where the files will run (:class:`~tavt_kit.target.DeploymentTarget`): ``precision`` is the
+            precision exported — ``fp32`` (default), ``fp16`` (fp16 weights; OpenVINO compiles with the f16
+            hint), ``bf16`` (OpenVINO only: the f32 IR run with the bf16 hint) or ``int8`` (NNCF, see
+            ``quantize``); ``threads`` and ``device`` are those verification runs with. bf16, and fp16 with
             OpenVINO, are refused when verification would run them on a CPU without native support (OpenVINO
-            would quietly run f32 under that name).
-        verify: compare every file with PyTorch on real images (default on); off records
-            ``"verified": false`` with the reason.
-        verify_data: dataset name (+ ``verify_root``), DataSpec, dataset or ``(uint8 images, labels)``;
-            default the dataset recorded in the checkpoint, else the built-in demo.
-        verify_images: cap on the number of verification images (seeded subset).
-        max_accuracy_drop: largest acceptable top-1 drop in points (default 0.5).
-        max_logit_diff: optional bound on max |logit difference|.
-        min_agreement: optional bound on the fraction of predictions that agree with PyTorch.
-        calibration: int8 calibration images (normalised float ``N x 3 x H x W``), default from the data.
-        calibration_split: the split calibration images come from (never ``test``).
-        accuracy_control: int8 with NNCF's ``quantize_with_accuracy_control`` (default): validated on the
-            dataset's held-out split, quantised operations that cost more than ``max_accuracy_drop`` points of
-            top-1 there are kept in float. Without a held-out split (or off) it is plain post-training
-            quantisation, and ``export.json`` says why.
-        accuracy_control_images: cap on the held-out images accuracy control validates on (seeded subset;
-            default all).
-        raise_on_failure: raise :class:`~tavt_kit.errors.ExportError` after writing ``export.json`` when
-            a file fails verification.
-        checkpoint: the file ``model`` was loaded from (recorded with its sha256) when a model is given.
+            would quietly run f32 under that name). The fastest precision this machine runs is
+            :func:`tavt_kit.bench.export_fastest`.
+        verify: :class:`~tavt_kit.export.VerifyOptions`: the images every file is compared with PyTorch on,
+            and the bounds it must meet (default: the checkpoint's test split, at most 0.5 points of top-1).
+        quantize: :class:`~tavt_kit.export.QuantizeOptions` (int8 only): calibration images and NNCF's
+            accuracy control on the held-out split.
+        options: :class:`~tavt_kit.export.ExportOptions`: exporter, opset, the checkpoint and schedule source
+            recorded, whether a failed verification raises.
         log: progress lines (``print`` for the command line).
-        onnx_reuse: an :class:`OnnxReuse` shared by several exports of one model at one schedule (other
-            precisions): the fp32 ONNX graph is exported and checked once.
     Returns:
-        :class:`ExportResult` (``doc`` = ``export.json``).
+        :class:`ExportResult` (``doc`` = ``export.json``; ``verification[fmt]`` the typed check of each file).
+    Raises:
+        :class:`~tavt_kit.errors.ExportError` after writing ``export.json`` when a file fails verification
+        (unless ``options.raise_on_failure`` is off); :class:`~tavt_kit.errors.ConfigError` /
+        :class:`~tavt_kit.errors.BackendError` before any work for a request that cannot be met here.
     """
-    formats = _check_request(formats, precision, verify, max_accuracy_drop, batch_size, calibration_split,
-                             accuracy_control_images)
-    model, checkpoint = _resolve_model(model, checkpoint)
-    sched, source = _resolve_schedule(model, schedule, schedule_source)
+    check_options(verify, quantize, options)
+    target, formats = resolve_target(target, formats)
+    check_request(formats, target.precision, target, verify)
+    prep = prepare_export(model, schedule, formats, target=target, verify=verify, quantize=quantize, options=options)
+    return run_export(prep, out_dir, target.precision, log=log)
+
+
+def run_export(prep: PreparedExport, out_dir, precision: str, *, raise_on_failure: Optional[bool] = None,
+               log: Optional[Callable[[str], None]] = None) -> ExportResult:
+    """One export of a prepared model (:func:`~tavt_kit.export.prepare_export`) at ``precision`` into ``out_dir``;
+    ``raise_on_failure`` (default ``options.raise_on_failure``) as in :func:`export_model`."""
+    precision = check_request(prep.formats, precision, prep.target, prep.verify)
+    log = log or (lambda s: None)
+    raise_on_failure = prep.options.raise_on_failure if raise_on_failure is None else raise_on_failure
     out_dir = os.fspath(out_dir)
     if os.path.isfile(out_dir):
-        raise ConfigError(f"--out {out_dir}: is a file; expected an output folder")
+        raise ConfigError(f"out={out_dir!r}: is a file; expected an output folder")
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
-    # everything is built here, beside --out, and moved in only when finished (see publish.py)
+    # everything is built here, beside out_dir, and moved in only when finished (see publish.py)
     stage = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.staging-", dir=parent)
-    job = _Job(model=model, sched=sched, out_dir=stage, formats=formats, precision=precision, log=log,
-               doc=new_export_doc(model, sched, source, formats, precision, checkpoint),
+    sched = prep.schedule
+    job = _Job(prep=prep, model=prep.model, sched=sched, out_dir=stage, formats=prep.formats, precision=precision,
+               log=log, doc=new_export_doc(prep.model, sched, prep.source, prep.formats, precision, prep.checkpoint),
                base=choose_base(out_dir, precision, list(sched.counts)))
     json_path = os.path.join(out_dir, EXPORT_FILE)
     start = time.perf_counter()
     # the fp32 ONNX graph lives here when it is only a step towards the files asked for
     tmp = tempfile.mkdtemp(prefix=".export-", dir=stage)
     try:
-        onnx_fp32, onnx_info = _onnx_step(job, tmp, opset, exporter, seed, onnx_reuse)
+        onnx_fp32, onnx_info = _onnx_step(job, tmp)
         calib = None
-        if precision == "int8":
-            calib = _calibration_step(job, calibration, verify_data, verify_root, calibration_split,
-                                      calibration_images, seed)
-            job.validation = _held_out_step(job, accuracy_control, verify_data, verify_root,
-                                            accuracy_control_images, calibration_split, max_accuracy_drop, seed)
-        for fmt in formats:
+        if precision == Precision.INT8:
+            calib, job.doc["calibration"] = prep.calibration()
+            job.validation, job.ptq_reason = prep.held_out()
+            if job.validation is None and prep.quantize.accuracy_control:
+                job.log(f"int8: {job.ptq_reason}")
+        for fmt in prep.formats:
             _format_step(job, fmt, onnx_fp32, onnx_info, calib)
-        if verify:
-            failures = _verify_step(job, verify_data, verify_root, verify_split, verify_images, max_accuracy_drop,
-                                    max_logit_diff, min_agreement, batch_size, threads, seed)
-        else:
-            failures = _skip_verification(job)
+        failures = _verify_step(job) if prep.verify.enabled else _skip_verification(job)
     except TavtKitError as e:
         _record(job, start, failure=str(e))
         record_failed_attempt(out_dir, job.doc)
@@ -175,6 +159,7 @@ def export_model(
 class _Job:
     """What every step reads: the model at its schedule, where files go, and the record the steps fill in."""
 
+    prep: PreparedExport
     model: nn.Module
     sched: Any
     out_dir: str
@@ -195,101 +180,14 @@ class _Job:
         return os.path.join(self.out_dir, self.doc["files"][fmt]["path"])
 
 
-def _check_request(formats, precision: str, verify: bool, max_accuracy_drop: float, batch_size: int,
-                   calibration_split: str, accuracy_control_images: Optional[int]) -> Tuple[str, ...]:
-    """The formats asked for, once every argument and the backends they need are checked (before any work)."""
-    from .quantize import check_calibration_split
-
-    formats = parse_formats(formats)
-    check_format_precision(formats, precision)
-    if not max_accuracy_drop >= 0:
-        raise ConfigError(f"--max-accuracy-drop: expected a non-negative number of points, got {max_accuracy_drop}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size: expected a positive batch size, got {batch_size}")
-    if accuracy_control_images is not None and (isinstance(accuracy_control_images, bool)
-                                                or int(accuracy_control_images) < 1):
-        raise ConfigError(f"--accuracy-control-images: expected a positive number of images, "
-                          f"got {accuracy_control_images!r}")
-    check_calibration_split(calibration_split)
-    _require_backends(formats, precision)
-    if verify and "openvino" in formats and precision in ("bf16", "fp16"):
-        check_native_precision(precision)
-    return formats
-
-
-def check_native_precision(precision: str, device: str = "cpu") -> None:
-    """Refuse to verify (or time) an OpenVINO file at bf16 / fp16 on a CPU that would quietly run f32 instead."""
-    from .openvino import check_device_precision
-    from .verify import OV_HINT
-
-    try:
-        check_device_precision(OV_HINT[precision], device=device)
-    except TavtKitError as e:
-        raise type(e)(f"{e}: verification would measure f32 and record it as {precision}; export at fp32 or int8 "
-                      f"here, or build the file with --no-verify and verify it on a machine that has {precision}"
-                      ) from None
-
-
-def _require_backends(formats: Sequence[str], precision: str) -> None:
-    """The optional backends a request needs."""
-    if "openvino" in formats:
-        from .openvino import require_openvino
-
-        try:
-            require_openvino()
-        except TavtKitError as e:
-            raise type(e)(f"--format openvino: {e}") from None
-    if precision == "int8":
-        from .quantize import require_nncf
-
-        require_nncf()
-
-
-def _resolve_model(model, checkpoint: Optional[str]) -> Tuple[nn.Module, Optional[str]]:
-    """A token-drop model in eval mode, and the checkpoint it came from (recorded with its hash)."""
-    from ..models import load_checkpoint
-
-    if checkpoint is not None:
-        checkpoint = os.fspath(checkpoint)
-    if isinstance(model, (str, os.PathLike)):
-        checkpoint = os.fspath(model)
-        model = load_checkpoint(checkpoint)
-    if not hasattr(model, "make_schedule"):
-        raise ConfigError(f"export_model() takes a token-drop model or checkpoint, got {type(model).__name__}")
-    model.eval()
-    return model, checkpoint
-
-
-def _resolve_schedule(model: nn.Module, schedule, schedule_source: Optional[Dict[str, Any]]):
-    """The schedule to export (given, a drop-config file, the model's own or the full model) and its source."""
-    if schedule is None:
-        sched = model.schedule if model.schedule is not None else model.full_schedule()
-        return sched, schedule_source or {"kind": "checkpoint" if model.schedule is not None else "full"}
-    if isinstance(schedule, (str, os.PathLike)):
-        return (schedule_from_drop_file(model, schedule),
-                schedule_source or {"kind": "drop-config", "file": os.path.basename(os.fspath(schedule))})
-    return model.make_schedule(schedule), schedule_source or {"kind": "given"}
-
-
-@dataclass
-class OnnxReuse:
-    """The checked fp32 ONNX graph of one model at one schedule, shared by the exports of several precisions
-    (``--precision auto``): exported once into ``folder``, copied by the later exports."""
-
-    folder: str
-    key: Optional[tuple] = None
-    path: Optional[str] = None
-    exporter: Optional[Dict[str, Any]] = None
-    info: Optional[Dict[str, Any]] = None
-
-
-def _onnx_step(job: _Job, tmp: str, opset: Optional[int], exporter: str, seed: int,
-               reuse: Optional[OnnxReuse] = None) -> Tuple[str, Dict[str, Any]]:
+def _onnx_step(job: _Job, tmp: str) -> Tuple[str, Dict[str, Any]]:
     """The checked fp32 ONNX graph every format starts from; kept in ``out_dir`` when it is itself asked for."""
     import copy
 
     from .onnx import DEFAULT_OPSET, export_onnx
 
+    opset, exporter = job.prep.options.opset, job.prep.options.exporter
+    seed, reuse = job.prep.verify.seed, job.prep.onnx_reuse
     keep_fp32_onnx = "onnx" in job.formats and job.precision == "fp32"
     onnx_fp32 = os.path.join(job.out_dir if keep_fp32_onnx else tmp, f"{job.base}.onnx")
     key = (id(job.model), tuple(job.sched.counts), tuple(job.doc["schedule"]["reducers"] or ()), opset, exporter,
@@ -318,53 +216,6 @@ def _onnx_step(job: _Job, tmp: str, opset: Optional[int], exporter: str, seed: i
         shutil.copyfile(onnx_fp32, reuse.path)
         reuse.key, reuse.exporter, reuse.info = key, copy.deepcopy(job.doc["exporter"]), copy.deepcopy(info)
     return onnx_fp32, info
-
-
-def _calibration_step(job: _Job, calibration, verify_data, verify_root, split: str, n: int,
-                      seed: int) -> np.ndarray:
-    """int8 calibration images: given, else the training split of the data (never the verification images)."""
-    if calibration is not None:
-        calib = np.asarray(calibration, dtype=np.float32)
-        job.doc["calibration"] = {"source": "given", "images": int(calib.shape[0])}
-        return calib
-    from .quantize import calibration_images
-
-    model = job.model
-    # the verification images are never calibration images: given as tensors, calibrate on the
-    # training split of the checkpoint's dataset (else the demo) instead
-    given = isinstance(verify_data, (tuple, list))
-    calib = calibration_images(model, None if given else verify_data, root=None if given else verify_root,
-                               split=split, n=n, seed=seed)
-    name = verify_data if isinstance(verify_data, str) else \
-        ((getattr(model, "spec", None) or {}).get("data") or {}).get("name", "demo") \
-        if verify_data is None or given else getattr(verify_data, "name", None)
-    job.doc["calibration"] = {"source": "dataset", "dataset": name, "split": split, "images": int(calib.shape[0]),
-                              "seed": seed}
-    return calib
-
-
-def _held_out_step(job: _Job, enabled: bool, verify_data, verify_root, n: Optional[int], calibration_split: str,
-                   max_accuracy_drop: float, seed: int) -> Optional[Dict[str, Any]]:
-    """int8 accuracy control's held-out images (the dataset's ``holdout`` split), or None (plain PTQ; why is
-    recorded in ``job.ptq_reason``)."""
-    from ..errors import DatasetError
-    from .quantize import held_out_images
-
-    if not enabled:
-        job.ptq_reason = "accuracy control turned off (--no-accuracy-control)"
-        return None
-    given = isinstance(verify_data, (tuple, list))  # verification tensors: the checkpoint's dataset instead
-    try:
-        x, y, info = held_out_images(job.model, None if given else verify_data, root=None if given else verify_root,
-                                     split="holdout", n=n, seed=seed)
-    except (ConfigError, DatasetError) as e:
-        job.ptq_reason = f"no held-out images to control the accuracy on ({e}); plain post-training quantisation"
-        job.log(f"int8: {job.ptq_reason}")
-        return None
-    if calibration_split in ("holdout", "trainval"):
-        info["note"] = (f"the calibration images (--calibration-split {calibration_split}) may include "
-                        "these held-out images")
-    return {"images": x, "labels": y, "info": info, "max_accuracy_drop": float(max_accuracy_drop)}
 
 
 def _quantize_kwargs(job: _Job, what: str, calib: np.ndarray) -> Dict[str, Any]:
@@ -452,7 +303,7 @@ def _openvino_file(job: _Job, entry: Dict[str, Any], onnx_fp32: str, onnx_info: 
         tag_precision(path, precision)
     entry["weights"] = "f16" if precision == "fp16" else "f32 (int8 where quantised)" \
         if precision == "int8" else "f32"
-    entry["inference_precision_hint"] = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}[precision]
+    entry["inference_precision_hint"] = Precision.OPENVINO_HINT[precision]
     return file_entry(job.out_dir, path, path[:-4] + ".bin")
 
 
@@ -472,36 +323,32 @@ def _token_count_check(job: _Job, entry: Dict[str, Any], fmt: str) -> None:
         job.log(f"  warning: {fmt} graph holds token counts {counts}, the schedule needs {expected}")
 
 
-def _verify_step(job: _Job, verify_data, verify_root, verify_split, verify_images, max_accuracy_drop,
-                 max_logit_diff, min_agreement, batch_size, threads, seed) -> List[str]:
+def _verify_step(job: _Job) -> List[str]:
     """PyTorch and every exported file on the same real images; returns the failures (recorded in ``doc``)."""
-    from .verify import load_verify_data, pytorch_logits, verify_export
+    from dataclasses import replace
 
-    doc, failures = job.doc, []
-    data = load_verify_data(job.model, verify_data, root=verify_root, split=verify_split, max_images=verify_images,
-                            seed=seed)
+    from .verify import verify_export
+
+    prep, doc, failures = job.prep, job.doc, []
+    v_opts = prep.verify
+    data = prep.verify_data()
     job.log(f"verifying on {len(data)} images ({data.info.get('dataset', data.info.get('source'))} "
             f"{data.info.get('split', '')})")
-    # one PyTorch pass serves as the reference of every format
-    ref = pytorch_logits(job.model, data.images, job.sched, batch_size)
-    doc["verification"] = {"data": data.info, "split": verify_split, "max_accuracy_drop": max_accuracy_drop,
-                           "max_logit_diff": max_logit_diff, "min_agreement": min_agreement, "results": {}}
+    ref = prep.reference_logits()  # one PyTorch pass serves as the reference of every format (and precision)
+    doc["verification"] = {"data": data.info, "split": v_opts.split, **v_opts.bounds, "results": {}}
     for fmt in job.formats:
         try:
             v = verify_export(job.model, job.path(fmt), data, schedule=job.sched, precision=job.precision,
-                              max_accuracy_drop=max_accuracy_drop, max_logit_diff=max_logit_diff,
-                              min_agreement=min_agreement, batch_size=batch_size, threads=threads,
-                              reference_logits=ref, format=fmt)
-            result = v.to_dict()
-            result["path"] = doc["files"][fmt]["path"]
+                              batch_size=v_opts.batch_size, threads=prep.target.threads,
+                              reference_logits=ref, format=fmt, device=prep.target.device, **v_opts.bounds)
+            v = replace(v, path=doc["files"][fmt]["path"])
             job.log("  " + v.summary() + ("" if v.passed else f"  FAILED: {v.reason}"))
-            if not v.passed:
-                failures.append(f"{fmt}: {v.reason}")
         except TavtKitError as e:  # the file cannot be loaded or run
-            result = {"format": fmt, "passed": False, "reason": str(e)}
-            failures.append(f"{fmt}: {e}")
-        doc["verification"]["results"][fmt] = result
-        doc["exports"][fmt]["verified"] = bool(result.get("passed"))
+            v = Verification(format=fmt, passed=False, reason=str(e))
+        if not v.passed:
+            failures.append(f"{fmt}: {v.reason}")
+        doc["verification"]["results"][fmt] = v.to_dict()
+        doc["exports"][fmt]["verified"] = v.passed
     if failures:
         doc.update(verified=False, status="failed", reason="; ".join(failures))
     else:

@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import BackendError, ConfigError, ExportError, TavtKitError
+from .options import check_calibration_split
 
 #: NNCF presets (performance: symmetric activations; mixed: asymmetric activations, symmetric weights)
 PRESETS = ("performance", "mixed")
@@ -45,7 +46,7 @@ def require_nncf():
     try:
         import nncf
     except ImportError:
-        raise BackendError("--precision int8 needs NNCF, which is not installed; pip install nncf "
+        raise BackendError("precision='int8' needs NNCF, which is not installed; pip install nncf "
                            "(or pip install 'fgvc-kit[int8]')") from None
     finally:
         lg.setLevel(level)
@@ -119,7 +120,7 @@ def calibration_images(model, data=None, *, root: Optional[str] = None, split: s
 
     check_calibration_split(split)
     if isinstance(n, bool) or int(n) < 1:
-        raise ConfigError(f"--calibration-images: expected a positive number of images, got {n!r}")
+        raise ConfigError(f"n={n!r}: expected a positive number of calibration images")
     vd = load_verify_data(model, _spec_of(data), root=root, split=split, max_images=int(n), seed=seed,
                           where="calibration data")
     return np.concatenate([x.numpy() for x in normalized_batches(model, vd.images, 64)]).astype(np.float32)
@@ -130,19 +131,6 @@ def _spec_of(data):
     from ..data import FGVCDataset
 
     return data.spec if isinstance(data, FGVCDataset) else data
-
-
-def check_calibration_split(split: str) -> str:
-    """The split calibration images may come from: never ``test`` (verification measures accuracy there)."""
-    from ..data.datasets import SPLITS
-
-    if split == "test":
-        raise ConfigError("--calibration-split test: int8 calibration must not see the test split, on which "
-                          "verification measures the exported model's accuracy; use train (default), holdout or "
-                          "trainval")
-    if split not in SPLITS:
-        raise ConfigError(f"--calibration-split: expected one of train, holdout, trainval, got {split!r}")
-    return split
 
 
 def held_out_images(model, data=None, *, root: Optional[str] = None, split: str = "holdout",
@@ -198,7 +186,7 @@ def _check_validation(validation, max_accuracy_drop: float) -> Tuple[np.ndarray,
         raise ConfigError(f"validation: expected N x 3 x H x W normalised images and N labels, got images "
                           f"{x.shape} and {y.shape[0]} labels")
     if isinstance(max_accuracy_drop, bool) or not float(max_accuracy_drop) >= 0:
-        raise ConfigError(f"--max-accuracy-drop: expected a non-negative number of points, got {max_accuracy_drop!r}")
+        raise ConfigError(f"max_accuracy_drop={max_accuracy_drop!r}: expected a non-negative number of points")
     return x, y
 
 

@@ -3,27 +3,87 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
+from ..errors import ConfigError
+from .verify import Verification
+
 EXPORT_FORMAT = "fgvc-kit/export"
+#: the newest export.json version this code reads (and the one it writes)
+EXPORT_VERSION = 1
 EXPORT_FILE = "export.json"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportResult:
-    """What :func:`export_model` wrote: ``doc`` is the content of ``export.json``."""
+    """What :func:`~tavt_kit.export.export_model` wrote (or :meth:`load` read): ``doc`` is the content of
+    ``export.json``; the properties read it as typed values."""
 
     out_dir: str
     json_path: str
     doc: Dict[str, Any]
 
+    @classmethod
+    def load(cls, path) -> "ExportResult":
+        """Read an ``export.json`` (or the folder holding one); refuses another file or a newer version."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, EXPORT_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: file not found (expected the export.json of fgvc-kit export)") from None
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path}: not a readable export record ({e})") from None
+        if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
+            found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+            raise ConfigError(f"{path}: not an export record of fgvc-kit export (format {found!r}, expected "
+                              f"{EXPORT_FORMAT!r})")
+        version = doc.get("version", 1)
+        if not isinstance(version, int) or version > EXPORT_VERSION:
+            raise ConfigError(f"{path}: export record version {version!r} is newer than this fgvc-kit reads "
+                              f"({EXPORT_VERSION}); upgrade fgvc-kit")
+        return cls(out_dir=os.path.dirname(os.path.abspath(path)), json_path=path, doc=doc)
+
     @property
     def verified(self) -> bool:
+        """Every file passed verification (False when unverified, failed or skipped)."""
         return bool(self.doc.get("verified"))
+
+    @property
+    def status(self) -> str:
+        """``verified``, ``unverified`` (verification turned off) or ``failed``."""
+        return str(self.doc.get("status"))
+
+    @property
+    def reason(self) -> Optional[str]:
+        """Why the export is not verified (None when it is)."""
+        return self.doc.get("reason")
+
+    @property
+    def formats(self) -> Tuple[str, ...]:
+        return tuple(self.doc.get("formats") or ())
+
+    @property
+    def precision(self) -> Optional[str]:
+        """The precision of the export (``auto`` when export_fastest chose different ones per format)."""
+        return self.doc.get("precision")
+
+    @property
+    def precisions(self) -> Dict[str, str]:
+        """Each format's precision."""
+        return {fmt: e.get("precision", self.precision) for fmt, e in (self.doc.get("exports") or {}).items()}
+
+    @property
+    def schedule(self) -> List[int]:
+        """The schedule's patch-token counts per block."""
+        return list((self.doc.get("schedule") or {}).get("counts") or [])
 
     @property
     def files(self) -> Dict[str, Dict[str, Any]]:
@@ -32,6 +92,12 @@ class ExportResult:
     def path(self, fmt: str) -> str:
         """The main file of a format (``.onnx`` / ``.xml``)."""
         return os.path.join(self.out_dir, self.doc["files"][fmt]["path"])
+
+    @property
+    def verification(self) -> Dict[str, Verification]:
+        """Each format's :class:`~tavt_kit.export.Verification` (empty when verification was skipped)."""
+        results = (self.doc.get("verification") or {}).get("results") or {}
+        return {fmt: Verification.from_dict(r) for fmt, r in results.items()}
 
 
 def sha256(path: str) -> str:
@@ -76,7 +142,7 @@ def new_export_doc(model: nn.Module, sched, source: Dict[str, Any], formats: Seq
     macs_full = count_macs(model, model.full_schedule()).total()
     macs = count_macs(model, sched).total()
     doc: Dict[str, Any] = {
-        "format": EXPORT_FORMAT, "version": 1,
+        "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "verified": False, "status": "running", "reason": None,
         "checkpoint": {"path": checkpoint, "sha256": sha256(checkpoint)} if checkpoint else None,

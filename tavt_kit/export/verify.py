@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -29,20 +29,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DatasetError, ExportError
+from ..target import Precision
 
-#: precisions fgvc-kit exports at (user-facing names)
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-#: user-facing precision -> OpenVINO inference precision hint
-OV_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
-_OV_TO_USER = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+#: precisions fgvc-kit exports at (:class:`~tavt_kit.target.Precision`'s names)
+PRECISIONS = Precision.ALL
 _QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul", "QLinearConv",
               "MatMulInteger", "ConvInteger", "QLinearAdd", "QLinearMul"}
-
-
-def check_precision(precision: str, flag: str = "--precision") -> str:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"{flag}: unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    return precision
 
 
 # ------------------------------------------------------------------------- data
@@ -66,7 +58,7 @@ def _subset(n: int, limit: Optional[int], seed: int) -> Optional[torch.Tensor]:
 
 
 def load_verify_data(model: nn.Module, data=None, *, root: Optional[str] = None, split: str = "test",
-                     max_images: Optional[int] = None, seed: int = 0, where: str = "--verify-data") -> VerifyData:
+                     max_images: Optional[int] = None, seed: int = 0, where: str = "data") -> VerifyData:
     """Images to verify (or calibrate) an export on.
 
     Args:
@@ -75,6 +67,7 @@ def load_verify_data(model: nn.Module, data=None, *, root: Optional[str] = None,
             :func:`~tavt_kit.data.build_dataset`, or ``(uint8 images, labels)``.
         split: the split (``test`` to verify; ``train`` for int8 calibration).
         max_images: a seeded random subset of at most this many images.
+        where: what ``data`` is called in error messages (the caller's parameter).
     Returns:
         :class:`VerifyData`. With the demo as a fallback for a model of other classes the labels
         are ``None`` (only agreement with PyTorch can be measured).
@@ -82,7 +75,7 @@ def load_verify_data(model: nn.Module, data=None, *, root: Optional[str] = None,
     from ..data import DataSpec, FGVCDataset, build_dataset, cached_tensors
 
     if max_images is not None and (isinstance(max_images, bool) or int(max_images) < 1):
-        raise ConfigError(f"--verify-images: expected a positive number of images, got {max_images!r}")
+        raise ConfigError(f"max_images={max_images!r}: expected a positive number of images")
     if isinstance(data, (tuple, list)):
         if len(data) != 2:
             raise ConfigError(f"{where}: expected (images, labels), got a sequence of {len(data)}")
@@ -176,7 +169,7 @@ class ExportedRunner:
 
     def __init__(self, path, precision: str = "fp32", threads: Optional[int] = None, device: str = "cpu"):
         self.path = os.fspath(path)
-        check_precision(precision)
+        precision = Precision.parse(precision)
         if not os.path.exists(self.path):
             raise ExportError(f"{self.path}: exported file not found")
         low = self.path.lower()
@@ -195,12 +188,12 @@ class ExportedRunner:
 
             ov = require_openvino()
             self.kind = "openvino"
-            self.compiled, used = compile_openvino(self.path, device=device, precision=OV_HINT[precision],
-                                                   threads=threads)
-            used = _OV_TO_USER.get(used, used)
+            hint = Precision.OPENVINO_HINT[precision]
+            self.compiled, used = compile_openvino(self.path, device=device, precision=hint, threads=threads)
+            used = Precision.ALIASES.get(used, used)  # OpenVINO's f32 / f16 -> fp32 / fp16
             self.precision_used = f"int8+{used}" if openvino_file_quantized(self.path) else used
             self.runtime = f"openvino {ov.get_version().split('-')[0]} ({device.upper()}, " \
-                           f"INFERENCE_PRECISION_HINT={OV_HINT[precision]})"
+                           f"INFERENCE_PRECISION_HINT={hint})"
         else:
             raise ExportError(f"{self.path}: not an exported model (expected .onnx or OpenVINO .xml)")
 
@@ -242,38 +235,74 @@ def openvino_file_quantized(path) -> bool:
 
 
 # ------------------------------------------------------------------ verification
-@dataclass
+@dataclass(frozen=True)
 class Verification:
-    """PyTorch vs an exported file on the same images at the same schedule (accuracies in %)."""
+    """PyTorch vs an exported file on the same images at the same schedule: one format's entry of
+    ``export.json``'s ``verification.results`` (accuracies in %, logit differences absolute).
+
+    A file that could not be loaded or run has only ``format``, ``passed`` (False) and ``reason``.
+    """
 
     format: str
-    path: str
-    precision: str
-    precision_used: str
-    runtime: str
-    images: int
-    top1_pytorch: Optional[float]
-    top1_exported: Optional[float]
-    accuracy_drop: Optional[float]
-    agreement: float
-    max_abs_logit_diff: float
-    mean_abs_logit_diff: float
-    max_accuracy_drop: float
-    max_logit_diff: Optional[float]
-    min_agreement: Optional[float]
-    criterion: str
     passed: bool
-    reason: Optional[str]
-    seconds: float
+    reason: Optional[str] = None
+    path: Optional[str] = None
+    #: the precision the file was exported at, and the one its runtime used (``int8+fp32`` for OpenVINO int8)
+    precision: Optional[str] = None
+    precision_used: Optional[str] = None
+    runtime: Optional[str] = None
+    images: Optional[int] = None
+    #: top-1 of PyTorch and of the exported file (None without labels), and the drop in points
+    accuracy_torch: Optional[float] = None
+    accuracy_exported: Optional[float] = None
+    accuracy_drop: Optional[float] = None
+    #: the fraction of the images on which both predict the same class
+    agreement: Optional[float] = None
+    max_logit_diff: Optional[float] = None
+    mean_logit_diff: Optional[float] = None
+    #: the bounds checked (None: not checked)
+    limit_accuracy_drop: Optional[float] = None
+    limit_logit_diff: Optional[float] = None
+    limit_agreement: Optional[float] = None
+    criterion: Optional[str] = None
+    seconds: Optional[float] = None
+
+    #: (field, export.json key), in the order export.json holds them
+    JSON_KEYS = (("format", "format"), ("path", "path"), ("precision", "precision"),
+                 ("precision_used", "precision_used"), ("runtime", "runtime"), ("images", "images"),
+                 ("accuracy_torch", "top1_pytorch"), ("accuracy_exported", "top1_exported"),
+                 ("accuracy_drop", "accuracy_drop"), ("agreement", "agreement"),
+                 ("max_logit_diff", "max_abs_logit_diff"), ("mean_logit_diff", "mean_abs_logit_diff"),
+                 ("limit_accuracy_drop", "max_accuracy_drop"), ("limit_logit_diff", "max_logit_diff"),
+                 ("limit_agreement", "min_agreement"), ("criterion", "criterion"), ("passed", "passed"),
+                 ("reason", "reason"), ("seconds", "seconds"))
+
+    @property
+    def ran(self) -> bool:
+        """Whether the file was run at all (False: it could not be loaded or run; ``reason`` says why)."""
+        return self.runtime is not None
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """The entry as ``export.json`` holds it."""
+        if not self.ran:
+            return {"format": self.format, "passed": self.passed, "reason": self.reason}
+        return {key: getattr(self, name) for name, key in self.JSON_KEYS}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Verification":
+        """Reads :meth:`to_dict` (an entry of ``export.json``'s ``verification.results``)."""
+        kw = {name: d.get(key) for name, key in cls.JSON_KEYS if key in d}
+        kw.setdefault("format", d.get("format") or "")
+        kw["passed"] = bool(d.get("passed"))
+        return cls(**kw)
 
     def summary(self) -> str:
-        acc = (f"top-1 {self.top1_pytorch:.2f} % -> {self.top1_exported:.2f} % "
-               f"({self.accuracy_drop:+.2f} points drop), " if self.top1_pytorch is not None else "")
+        if not self.ran:
+            return f"{self.format}: not run ({self.reason})"
+        acc = (f"top-1 {self.accuracy_torch:.2f} % -> {self.accuracy_exported:.2f} % "
+               f"({self.accuracy_drop:+.2f} points drop), " if self.accuracy_torch is not None else "")
         return (f"{self.format} ({self.precision_used}): {acc}agreement {100 * self.agreement:.2f} %, "
-                f"max |logit diff| {self.max_abs_logit_diff:.3g} on {self.images} images")
+                f"max |logit diff| {self.max_logit_diff:.3g} on {self.images} images")
 
 
 def verify_export(
@@ -290,6 +319,7 @@ def verify_export(
     threads: Optional[int] = None,
     reference_logits: Optional[np.ndarray] = None,
     format: Optional[str] = None,
+    device: str = "cpu",
 ) -> Verification:
     """Run ``model`` (PyTorch, at ``schedule``) and ``exported`` on the same images and compare.
 
@@ -304,6 +334,7 @@ def verify_export(
         max_logit_diff: also require max |logit difference| <= this.
         min_agreement: also require that this fraction of the predictions agree with PyTorch's.
         reference_logits: PyTorch's logits on these images, if already computed.
+        device: where OpenVINO runs the file (``cpu``).
     Returns:
         a :class:`Verification`; ``passed`` is False (with ``reason``) when the export fails the check.
         A file that cannot be loaded or run raises :class:`~tavt_kit.errors.ExportError`.
@@ -311,16 +342,18 @@ def verify_export(
     if not isinstance(data, VerifyData):
         images, labels = data
         data = VerifyData(torch.as_tensor(images), None if labels is None else torch.as_tensor(labels).long())
+    precision = Precision.parse(precision)
     if not max_accuracy_drop >= 0:
-        raise ConfigError(f"--max-accuracy-drop: expected a non-negative number of points, got {max_accuracy_drop}")
+        raise ConfigError(f"max_accuracy_drop={max_accuracy_drop!r}: expected a non-negative number of points")
     if max_logit_diff is not None and not max_logit_diff >= 0:
-        raise ConfigError(f"--max-logit-diff: expected a non-negative number, got {max_logit_diff}")
+        raise ConfigError(f"max_logit_diff={max_logit_diff!r}: expected a non-negative number")
     if min_agreement is not None and not 0 <= min_agreement <= 1:
-        raise ConfigError(f"--min-agreement: expected a fraction in [0, 1], got {min_agreement}")
+        raise ConfigError(f"min_agreement={min_agreement!r}: expected a fraction in [0, 1]")
     if batch_size < 1:
-        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        raise ConfigError(f"batch_size={batch_size!r}: expected a positive number of images")
     start = time.perf_counter()
-    runner = exported if isinstance(exported, ExportedRunner) else ExportedRunner(exported, precision, threads)
+    runner = exported if isinstance(exported, ExportedRunner) else \
+        ExportedRunner(exported, precision, threads, device=device)
     if schedule is not None:
         schedule = model.make_schedule(schedule)
     ref = reference_logits if reference_logits is not None else \
@@ -363,10 +396,10 @@ def verify_export(
     fmt = format or runner.kind
     return Verification(
         format=fmt, path=runner.path, precision=precision, precision_used=runner.precision_used,
-        runtime=runner.runtime, images=len(data), top1_pytorch=top1_ref, top1_exported=top1_out,
-        accuracy_drop=drop, agreement=agreement, max_abs_logit_diff=max_diff,
-        mean_abs_logit_diff=float(diff.mean()) if finite else float("inf"), max_accuracy_drop=float(max_accuracy_drop),
-        max_logit_diff=max_logit_diff, min_agreement=min_agreement, criterion=criterion, passed=not reasons,
+        runtime=runner.runtime, images=len(data), accuracy_torch=top1_ref, accuracy_exported=top1_out,
+        accuracy_drop=drop, agreement=agreement, max_logit_diff=max_diff,
+        mean_logit_diff=float(diff.mean()) if finite else float("inf"), limit_accuracy_drop=float(max_accuracy_drop),
+        limit_logit_diff=max_logit_diff, limit_agreement=min_agreement, criterion=criterion, passed=not reasons,
         reason="; ".join(reasons) or None, seconds=time.perf_counter() - start)
 
 
