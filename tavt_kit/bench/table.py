@@ -59,15 +59,6 @@ TABLE_FILE = "latency_table.json"
 TARGET_FIELDS = ("backend", "device", "precision", "batch_size", "threads")
 
 
-def user_precision(name: str) -> str:
-    """Transitional (for report code not yet reading :class:`~tavt_kit.target.Precision`): ``Precision.parse``
-    of a known spelling, anything else as it is. To be removed."""
-    try:
-        return Precision.parse(name)
-    except ConfigError:
-        return name
-
-
 def _interp(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
     """Piecewise-linear interpolation, linear extrapolation from the end segments; exact on the points."""
     n = len(xs)

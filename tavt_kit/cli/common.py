@@ -31,7 +31,8 @@ PARAM_FLAGS = {
     "root": "--data",  # DataSpec.root, build_dataset(root=), load_raw(root=)
     "num_workers": "--workers",  # TrainConfig.num_workers
     "latency_batch_size": "--latency-batch-size",
-    "table": "--latency-table",  # search_schedules(table=), latency_objectives(table=)
+    "table": "--latency-table",
+    "validate_range": "--random-range",  # profile_latency(validate_range=)  # search_schedules(table=), latency_objectives(table=)
 }
 
 #: ``name=`` (``name['key']=``) in a library message, not inside a word, an attribute or a flag, and not

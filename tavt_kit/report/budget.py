@@ -42,10 +42,11 @@ def _counts_key(counts) -> Optional[tuple]:
 def _bench_index(bench: Optional[dict], full_counts: tuple) -> Dict[tuple, dict]:
     """bench.json results by (schedule counts, precision) (first batch size measured): a schedule's latency at
     one precision is never shown for a pick at another (a search of pairs picks int8 and fp32 schedules)."""
-    from ..bench.table import user_precision
+    from ..target import DeploymentTarget, Precision
 
     out: Dict[tuple, dict] = {}
-    precision = user_precision(((bench or {}).get("target") or {}).get("precision_requested") or "f32")
+    precision = DeploymentTarget.from_dict(bench["target"]).precision if bench and bench.get("target") \
+        else Precision.FP32
     for r in (bench or {}).get("results", []):
         key = _counts_key(r.get("schedule")) or full_counts
         out.setdefault((key, precision), r)

@@ -34,13 +34,14 @@ def remeasure_picks(search: dict, search_path: str, extra_budgets: Sequence[str]
             counts.append(c)
     if not counts:
         return None
+    from ..target import DeploymentTarget
+
     try:
         model = load_checkpoint(checkpoint).eval()
         log(f"measuring {len(counts)} chosen schedules and the full model on {target.get('backend')} "
             f"{target.get('device')}, batch {target.get('batch_size') or 1} (the search's latency target)")
-        report = measure_latency(model, [list(c) for c in counts], backend=target.get("backend") or "torch",
-                                 device=target.get("device") or "cpu", batch_sizes=[int(target.get("batch_size") or 1)],
-                                 threads=target.get("threads"), policy=TimingPolicy(budget_s=time_budget))
+        report = measure_latency(model, [list(c) for c in counts], target=DeploymentTarget.from_dict(target),
+                                 policy=TimingPolicy(budget_s=time_budget))
     except TavtKitError as e:  # a backend this machine lacks: the report says "predicted" instead
         log(f"not measured here ({e})")
         return None
