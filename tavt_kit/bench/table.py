@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..errors import ConfigError, LatencyTableError
 from ..files import write_json
 from ..schedules import TokenSchedule
-from ..target import DeploymentTarget, Precision
+from ..target import DeploymentTarget
 from .identity import STRUCTURE_KEYS, identity_mismatch, model_identity
 
 TABLE_FORMAT = "fgvc-kit/latency-table"
