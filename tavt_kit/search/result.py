@@ -186,6 +186,8 @@ class Pick:
     holdout_interval: Optional[Tuple[float, float]]
     test_accuracy: Optional[float]
     test_interval: Optional[Tuple[float, float]]
+    #: test accuracy minus your model's (the supernet's parent), paired on the same images (None: no parent)
+    vs_parent: Optional[Dict[str, Any]] = None
     raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -195,7 +197,7 @@ class Pick:
         return cls(tuple(int(c) for c in d["counts"]), tuple(d["reducers"]) if d.get("reducers") else None,
                    str(d.get("precision") or "fp32"), int(d["macs"]), d.get("latency_ms"),
                    d.get("latency_measured_ms"), acc, iv(d.get("holdout_interval")), d.get("test_accuracy"),
-                   iv(d.get("test_interval")), dict(d))
+                   iv(d.get("test_interval")), d.get("vs_parent"), dict(d))
 
     def schedule(self, num_patches: int) -> TokenSchedule:
         return TokenSchedule(self.counts, num_patches, reducers=self.reducers)
@@ -215,13 +217,18 @@ class BudgetResult:
     baselines: Dict[str, Pick]
     schedule_file: Optional[str]
     vs_fp32: Optional[Dict[str, Any]]
+    #: what needs no training, run on your model: ``tome_parent`` (ToMe, r fitted to the budget), ``parent``
+    training_free: Dict[str, Pick] = field(default_factory=dict)
+    #: the deployable to ship among the searched pick and the training-free ones (``family``, ``weights``, ``why``)
+    recommended: Optional[Dict[str, Any]] = None
 
     @classmethod
     def from_dict(cls, row: Dict[str, Any]) -> "BudgetResult":
         pick = (lambda d: Pick.from_dict(d) if d else None)
         return cls(str(row["label"]), str(row["objective"]), float(row["limit"]), pick(row.get("best")),
                    pick(row.get("best_fp32")), {k: Pick.from_dict(v) for k, v in (row.get("baselines") or {}).items()},
-                   row.get("schedule_file"), row.get("vs_fp32"))
+                   row.get("schedule_file"), row.get("vs_fp32"),
+                   {k: Pick.from_dict(v) for k, v in (row.get("training_free") or {}).items()}, row.get("recommended"))
 
 
 class SearchResult:
@@ -236,6 +243,8 @@ class SearchResult:
         try:
             self.full = Pick.from_dict(doc["full"])
             self.smallest = Pick.from_dict(doc["smallest"])
+            #: your model (the checkpoint the supernet was distilled from) on the same images; None without one
+            self.parent: Optional[Pick] = Pick.from_dict(doc["parent"]) if doc.get("parent") else None
             self.budgets: Dict[str, BudgetResult] = {r["label"]: BudgetResult.from_dict(r)
                                                      for r in doc.get("budgets") or []}
             self.front: List[Pick] = [Pick.from_dict(p) for p in doc.get("pareto_front") or []]
