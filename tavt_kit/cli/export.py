@@ -16,6 +16,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--drop", help="drop-config JSON file or comma-separated patch-token counts")
     s.add_argument("--keep-ratio", help="schedule from keep ratios: RATIO for every block or BLOCK:RATIO,...")
     s.add_argument("--search", metavar="SEARCH_JSON", help="search.json written by fgvc-kit search (with --budget)")
+    s.add_argument("--pick", choices=("recommended", "searched"), default="recommended",
+                   help="with --search: the budget's recommendation (default; ToMe on your model when that beat the "
+                        "searched schedule on held-out images) or always the searched schedule")
     s.add_argument("--budget", help="the budget of --search whose chosen schedule to export: its label (15ms, "
                                     "'20G MACs') or its number")
     o = p.add_argument_group("output")
@@ -68,23 +71,23 @@ def _schedule(args, model):
     from .common import parse_drop
     from ..errors import ConfigError
     from ..schedules import schedule_from_drop_file
-    from ..search import schedule_from_search
+    from ..search import deployable_from_search
 
     if (args.search is None) != (args.budget is None):
         raise ConfigError("--search and --budget go together: --search search.json --budget 15ms")
     if args.search and (args.drop or args.keep_ratio):
         raise ConfigError("give one schedule: --drop, --keep-ratio or --search with --budget")
     if args.search:
-        return schedule_from_search(model, args.search, args.budget)
+        return deployable_from_search(model, args.search, args.budget, args.pick)
     if args.drop and (os.path.isfile(args.drop) or args.drop.endswith(".json")):
         if args.keep_ratio:
             raise ConfigError("give either --drop or --keep-ratio, not both")
-        return schedule_from_drop_file(model, args.drop, "drop"), {"kind": "drop-config",
-                                                                    "file": os.path.basename(args.drop)}
+        return model, schedule_from_drop_file(model, args.drop, "drop"), {"kind": "drop-config",
+                                                                           "file": os.path.basename(args.drop)}
     sched = parse_drop(args.drop, args.keep_ratio, model)
     if sched is None:
-        return None, None
-    return sched, {"kind": "drop" if args.drop else "keep-ratio", "value": args.drop or args.keep_ratio}
+        return model, None, None
+    return model, sched, {"kind": "drop" if args.drop else "keep-ratio", "value": args.drop or args.keep_ratio}
 
 
 def _size(n: int) -> str:
@@ -163,7 +166,13 @@ def _run_export(args) -> int:
 
         raise CheckpointError(f"--checkpoint {args.checkpoint}: checkpoint not found")
     model = load_checkpoint(args.checkpoint).eval()
-    schedule, source = _schedule(args, model)
+    model, schedule, source = _schedule(args, model)
+    checkpoint = args.checkpoint
+    if (source or {}).get("weights") == "parent":  # the search recommends a training-free deployable of it
+        checkpoint = source.get("parent") or checkpoint
+        print(f"budget {source.get('budget')}: exporting the recommendation, {source.get('recommended')} on your "
+              f"model ({checkpoint}): {source.get('why')}; --pick searched exports the searched schedule",
+              flush=True)
     chosen = (source or {}).get("precision") if asked is None else None
     if chosen and chosen != "fp32":
         try:
@@ -180,7 +189,7 @@ def _run_export(args) -> int:
     # at --latency-batch-size), with --threads
     target = DeploymentTarget(backend=BACKEND_OF_FORMAT[formats[0]], precision="fp32" if auto else args.precision,
                               threads=args.threads, batch_size=args.latency_batch_size)
-    options = ExportOptions(exporter=args.exporter, opset=args.opset, checkpoint=args.checkpoint,
+    options = ExportOptions(exporter=args.exporter, opset=args.opset, checkpoint=checkpoint,
                             schedule_source=source)
     common = dict(target=target, verify=verify, quantize=quantize, options=options, log=log)
     try:

@@ -129,7 +129,7 @@ class ParentStage:
                 d["latency_ms"] = None
         if name in hits:
             h = hits[name]
-            acc = float(h.float().mean())
+            acc = int(h.sum()) / len(h)
             d.update(test_accuracy=acc, test_interval=_interval(acc, pipe.n_test))
             if name != "parent" and ref is not None:
                 d["vs_parent"] = paired_difference(h.tolist(), ref.tolist())

@@ -299,3 +299,37 @@ class SearchResult:
 
     def __repr__(self) -> str:
         return f"SearchResult({len(self.candidates)} candidates, budgets {list(self.budgets)}, front {len(self.front)})"
+
+
+def deployable_from_search(model, search_path, budget, pick: str = "recommended"):
+    """What to export for ``budget`` of a search of ``model``: ``(model to export, schedule, source)``.
+
+    ``pick="recommended"`` follows the budget's recommendation: when it is a training-free deployable of your
+    model (ToMe on the parent, or the parent itself), the parent checkpoint the supernet records is loaded
+    (its weights checked) and exported with that schedule; ``pick="searched"`` always takes the searched
+    schedule on the supernet's weights. A search without a recommendation is the searched schedule.
+    """
+    if pick not in ("recommended", "searched"):
+        raise ConfigError(f"pick={pick!r}: expected recommended or searched")
+    sched, source = schedule_from_search(model, search_path, budget)
+    if pick == "searched":
+        return model, sched, source
+    with open(os.fspath(search_path), encoding="utf-8") as f:
+        doc = json.load(f)
+    row = select_budget(doc, budget, os.fspath(search_path))
+    rec = row.get("recommended") or {}
+    if rec.get("weights") != "parent":
+        return model, sched, {**source, **({"recommended": rec["family"]} if rec.get("family") else {})}
+    from ..models.checkpoint import load_parent
+
+    parent = load_parent(model)
+    psched = parent.make_schedule(TokenSchedule(tuple(rec["counts"]), parent.num_patches,
+                                                reducers=rec.get("reducers")))
+    free = (row.get("training_free") or {}).get(rec["family"]) or {}
+    source = {**source, "recommended": rec["family"], "weights": "parent",
+              "parent": (doc.get("parent") or {}).get("path"), "why": rec.get("why"),
+              "search_holdout_accuracy": free.get("holdout_accuracy"),
+              "search_test_accuracy": free.get("test_accuracy"), "search_latency_ms": free.get("latency_ms")}
+    source.pop("schedule_file", None)  # the budget's drop config is the searched schedule, not this one
+    source.pop("precision", None)  # training-free deployables are compared at fp32
+    return parent, psched, {k: v for k, v in source.items() if v is not None}

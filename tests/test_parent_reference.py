@@ -1,0 +1,74 @@
+"""The user's model (the supernet's parent) is the reference: measured by the search on the same images, ToMe on
+it competing for each budget, the recommendation exported with the parent's own weights."""
+import json
+
+import pytest
+import torch
+
+import tavt_kit
+from tavt_kit.cli import main
+from tavt_kit.models.checkpoint import parent_record
+from tavt_kit.search import EvolutionSettings
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+EVO = EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0)
+
+
+def _supernet(tmp_path, parent_path, noise):
+    """A 'supernet' whose weights are the parent's plus noise (distillation that went wrong), recording its parent."""
+    parent = tavt_kit.load_checkpoint(parent_path)
+    model = tavt_kit.load_checkpoint(parent_path)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(noise * p.std().clamp_min(1e-3) * torch.randn(p.shape, generator=g))
+    model.spec.setdefault("distillation", {})["parent"] = parent_record(parent_path, parent)
+    return str(tavt_kit.save_checkpoint(model, tmp_path / "supernet.safetensors"))
+
+
+def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_path, trained_checkpoint, capsys):
+    sn = _supernet(tmp_path, trained_checkpoint, noise=0.6)
+    model = tavt_kit.load_checkpoint(sn)
+    full = tavt_kit.count_macs(model).total()
+    budget = f"{0.85 * full / 1e6:.4g}M MACs"
+    res = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(tmp_path / "search"),
+                                    log=lambda s: None)
+    parent = res.parent
+    assert parent is not None and parent.test_accuracy > 0.6  # the trained model, measured on the test split
+    assert res.doc["parent"]["weights_sha256"] == res.doc["parent"]["weights_sha256"] and res.doc["parent"]["recorded"]
+    b = res.budgets[budget]
+    tome = b.training_free["tome_parent"]
+    assert tome.macs <= 0.85 * full and tome.reducers and set(tome.reducers) == {"merge"}
+    # every accuracy is also a paired difference to the parent, on the same test images
+    for pick in (res.full, b.best, tome):
+        v = pick.vs_parent
+        assert v["images"] == res.doc["settings"]["test_images"]
+        assert v["difference"] == pytest.approx(pick.test_accuracy - parent.test_accuracy, abs=1e-9)
+        assert v["interval"][0] <= v["difference"] <= v["interval"][1]
+    # the noisy supernet loses to ToMe on the parent on the held-out images: the recommendation says so
+    assert b.best.raw["holdout_nll"] > tome.raw["holdout_nll"]
+    assert b.recommended["family"] == "tome_parent" and b.recommended["weights"] == "parent"
+    # export follows the recommendation: the parent's weights at ToMe's schedule
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", sn, "--search", str(tmp_path / "search" / "search.json"), "--budget",
+                 budget, "--format", "onnx", "--verify-images", "32", "--out", str(out)]) == 0
+    assert "exporting the recommendation, tome_parent on your model" in capsys.readouterr().out
+    doc = json.loads((out / "export.json").read_text())
+    assert doc["schedule"]["counts"] == list(tome.counts) and doc["schedule"]["source"]["weights"] == "parent"
+    assert doc["schedule"]["reducers"] == ["merge"] * len(tome.counts) and doc["verified"]
+    assert doc["checkpoint"]["path"] == str(trained_checkpoint)  # the parent's file, not the supernet's
+    # --pick searched: the supernet's own pick
+    out2 = tmp_path / "export2"
+    assert main(["export", "--checkpoint", sn, "--search", str(tmp_path / "search" / "search.json"), "--budget",
+                 budget, "--pick", "searched", "--format", "onnx", "--no-verify", "--out", str(out2)]) == 0
+    assert json.loads((out2 / "export.json").read_text())["schedule"]["counts"] == list(b.best.counts)
+
+
+def test_a_supernet_without_a_parent_says_so(tmp_path, trained_checkpoint):
+    notes = []
+    model = tavt_kit.load_checkpoint(trained_checkpoint)
+    full = tavt_kit.count_macs(model).total()
+    res = tavt_kit.search_schedules(model, None, [f"{0.8 * full:.0f} MACs"], settings=EVO,
+                                    out=str(tmp_path), log=notes.append)
+    assert res.parent is None and "parent" not in res.doc
+    assert any("records no parent" in n for n in notes)
