@@ -8,6 +8,16 @@ attention/LayerNorm patterns kept in float) on calibration images — by default
 a seeded subset of the *training* split (:func:`calibration_images`), so that
 the test split used for verification is never seen by the quantiser.
 
+In the OpenVINO IR the MatMuls of two activations (attention's Q·Kᵀ; NNCF
+already leaves softmax·V in float) are kept in float
+(:func:`activation_matmuls`): on CPUs without VNNI (AVX2 only, AVX-512 without
+VNNI) OpenVINO runs an int8 MatMul of two 8-bit activations with ``vpmaddubsw``,
+whose pairwise int16 sums saturate for full-range operands; the attention scores
+then move by several units and the token drop keeps other tokens (measured: the
+trained 2-block test model lost 5.5 top-1 points that way). ONNX Runtime runs
+them in int8 without that loss on the same CPU, so the ``.onnx`` graph keeps
+them quantised.
+
 Given ``validation=(images, labels)`` — *held-out* images, never the test split —
 both use NNCF's ``quantize_with_accuracy_control`` instead: plain post-training
 quantisation first, then the quantised operations that cost the most top-1 on
@@ -104,6 +114,8 @@ class QuantizeResult:
     #: operations fed by a quantizer: in the file written, and in the plain-PTQ graph
     quantized_layers: Optional[int] = None
     quantized_layers_ptq: Optional[int] = None
+    #: operations NNCF was told to leave in float (OpenVINO: the MatMuls of two activations, see the module doc)
+    kept_in_float: Optional[List[str]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -170,9 +182,14 @@ def _preset(nncf, preset: str):
     return nncf.QuantizationPreset.PERFORMANCE if preset == "performance" else nncf.QuantizationPreset.MIXED
 
 
-def _quantize(nncf, model, items, preset: str, fast_bias_correction: bool, transform):
+def _ignored_scope(nncf, names: List[str]):
+    return nncf.IgnoredScope(names=list(names), validate=False) if names else None
+
+
+def _quantize(nncf, model, items, preset: str, fast_bias_correction: bool, transform, ignored: List[str] = ()):
     return nncf.quantize(model, nncf.Dataset(items, transform), subset_size=len(items), preset=_preset(nncf, preset),
-                         model_type=nncf.ModelType.TRANSFORMER, fast_bias_correction=fast_bias_correction)
+                         model_type=nncf.ModelType.TRANSFORMER, fast_bias_correction=fast_bias_correction,
+                         ignored_scope=_ignored_scope(nncf, ignored))
 
 
 def _check_validation(validation, max_accuracy_drop: float) -> Tuple[np.ndarray, np.ndarray]:
@@ -244,6 +261,29 @@ def _ov_source_quantized(node, depth: int = 5) -> bool:
     return False
 
 
+def _ov_from_constant(node, depth: int = 5) -> bool:
+    """Whether an input is a constant (weights), possibly through their decompression / reshaping."""
+    t = node.get_type_name()
+    if t == "Constant":
+        return True
+    if t not in _OV_PASS or depth <= 0:
+        return False
+    # Subtract / Multiply (decompression): every input constant; data movement: its data input
+    inputs = node.inputs() if t in ("Subtract", "Multiply") else node.inputs()[:1]
+    return all(_ov_from_constant(i.get_source_output().get_node(), depth - 1) for i in inputs)
+
+
+def activation_matmuls(model) -> List[str]:
+    """Friendly names of the MatMuls of an OpenVINO model (``openvino.Model``) whose inputs are both activations
+    (attention's Q·Kᵀ and softmax·V; not the linear layers, whose second input is weights).
+
+    :func:`quantize_openvino` keeps them in float: OpenVINO's int8 MatMul of two 8-bit activations saturates on
+    CPUs without VNNI (see the module doc).
+    """
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"
+            and not any(_ov_from_constant(i.get_source_output().get_node()) for i in op.inputs())]
+
+
 def quantized_op_inputs(model) -> Dict[str, Tuple[int, ...]]:
     """``{op name: input ports fed by a quantizer}`` of a quantised model.
 
@@ -303,7 +343,8 @@ def reverted_operations(ptq_model, controlled_model) -> List[str]:
     return sorted(name for name, ports in before.items() if set(ports) - set(after.get(name, ())))
 
 
-def _accuracy_control(nncf, model, items, transform, preset, fast_bias_correction, x, y, max_drop, tmp):
+def _accuracy_control(nncf, model, items, transform, preset, fast_bias_correction, x, y, max_drop, tmp,
+                      ignored: List[str] = ()):
     """``(quantised model, plain-PTQ model)``: nncf.quantize_with_accuracy_control, its intermediate PTQ model kept."""
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
@@ -313,6 +354,7 @@ def _accuracy_control(nncf, model, items, transform, preset, fast_bias_correctio
         model, nncf.Dataset(items, transform), val_ds, _validation_fn, max_drop=float(max_drop) / 100.0,
         drop_type=nncf.DropType.ABSOLUTE, subset_size=len(items), preset=_preset(nncf, preset),
         model_type=nncf.ModelType.TRANSFORMER, fast_bias_correction=fast_bias_correction,
+        ignored_scope=_ignored_scope(nncf, ignored),
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(intermediate_model_dir=tmp))
     return q
 
@@ -382,7 +424,7 @@ def quantize_onnx(onnx_path, out_path, calibration, *, preset: str = "performanc
     return QuantizeResult(path=out_path, backend="onnx", source=onnx_path, calibration_images=int(arr.shape[0]),
                           preset=preset, model_type="transformer", fast_bias_correction=fast_bias_correction,
                           quantized_ops=n_q, nncf_version=nncf.__version__, seconds=time.perf_counter() - start,
-                          quantized_layers=len(quantized_op_inputs(q)), **extra)
+                          quantized_layers=len(quantized_op_inputs(q)), kept_in_float=[], **extra)
 
 
 def quantize_openvino(source, out_xml, calibration, *, preset: str = "performance",
@@ -390,6 +432,8 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
                       validation_info: Optional[Dict[str, Any]] = None) -> QuantizeResult:
     """INT8-quantise an fp32 OpenVINO IR (``.xml``) or ``.onnx`` file into an int8 IR (f32 weights elsewhere).
 
+    The MatMuls of two activations (:func:`activation_matmuls`: attention's Q·Kᵀ) stay in float, recorded in
+    ``kept_in_float``: OpenVINO's int8 kernels for them saturate on CPUs without VNNI (see the module doc).
     fgvc-kit's rt_info (spec, schedule, exporter) is kept and ``precision`` = int8 added. ``validation``,
     ``max_accuracy_drop``, ``validation_info``: accuracy-controlled quantisation, as in :func:`quantize_onnx`
     (the models are validated compiled at f32 inference precision).
@@ -422,13 +466,14 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
             if model.has_rt_info(k):
                 rt[key] = model.get_rt_info(k).astype(str)
         items = [arr[i:i + 1] for i in range(arr.shape[0])]
+        float_ops = activation_matmuls(model)
         try:
             with _quiet_nncf():
                 if val is None:
-                    q = _quantize(nncf, model, items, preset, fast_bias_correction, None)
+                    q = _quantize(nncf, model, items, preset, fast_bias_correction, None, float_ops)
                 else:
                     q = _accuracy_control(nncf, model, items, None, preset, fast_bias_correction, *val,
-                                          max_accuracy_drop, tmp)
+                                          max_accuracy_drop, tmp, float_ops)
                     ptq = core().read_model(os.path.join(tmp, "intermediate_model.xml"))
                     extra = _controlled_fields(core().read_model(xml), ptq, q, *val, max_accuracy_drop,
                                                validation_info)
@@ -445,4 +490,4 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
     return QuantizeResult(path=out_xml, backend="openvino", source=source, calibration_images=int(arr.shape[0]),
                           preset=preset, model_type="transformer", fast_bias_correction=fast_bias_correction,
                           quantized_ops=n_q, nncf_version=nncf.__version__, seconds=time.perf_counter() - start,
-                          quantized_layers=len(quantized_op_inputs(q)), **extra)
+                          quantized_layers=len(quantized_op_inputs(q)), kept_in_float=float_ops, **extra)
