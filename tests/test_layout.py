@@ -201,3 +201,31 @@ def test_every_command_has_its_own_module_and_help(capsys):
             main([name, "--help"])
         assert e.value.code == 0
         assert f"usage: fgvc-kit {name}" in capsys.readouterr().out
+
+
+#: packages whose functions stay short enough to read at once (from ``def`` to the last line, docstring included)
+SHORT_FUNCTION_PACKAGES = ("search", "bench", "export", "report")
+MAX_FUNCTION_LINES = 80
+
+
+def _functions(tree: ast.AST, prefix: str = ""):
+    """(qualified name, lines from ``def`` to the last line) of every function, nested ones and methods included."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield prefix + node.name, node.end_lineno - node.lineno + 1
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield from _functions(node, f"{prefix}{node.name}.")
+        else:
+            yield from _functions(node, prefix)
+
+
+def test_no_long_functions_in_the_pipeline_packages():
+    long = []
+    for m, path in sorted(MODULES.items()):
+        if _layer(m) not in SHORT_FUNCTION_PACKAGES:
+            continue
+        for name, n in _functions(ast.parse(open(path, encoding="utf-8").read(), path)):
+            if n > MAX_FUNCTION_LINES:
+                long.append(f"{m}:{name} ({n} lines)")
+    assert not long, (f"functions over {MAX_FUNCTION_LINES} lines (split them into helpers that each do one "
+                      "thing):\n" + "\n".join(long))

@@ -40,6 +40,7 @@ import datetime as _dt
 import math
 import random
 import statistics
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -209,85 +210,27 @@ def profile_latency(
     Returns:
         a :class:`LatencyTable` (save it with ``.save(path)``).
     """
-    import tempfile
-
     target = with_threads(target if target is not None else DeploymentTarget(backend="torch"))
     check_target(target)
     if statistic not in STATISTICS:
         raise ConfigError(f"statistic={statistic}: expected one of {', '.join(STATISTICS)}")
-    backend, device = target.backend, target.device
     policy = policy or profile_policy()
     say = progress or (lambda s: None)
-    model = load_model(model, img_size).eval().to(device)
-    from timm.models.vision_transformer import VisionTransformer
-
-    if not isinstance(model, VisionTransformer):
-        raise UnsupportedModelError(f"latency tables support timm ViT backbones; {type(model).__name__} is not one "
-                                    "(measure it directly with measure_latency)")
-    if getattr(model, "head_name", "linear") != "linear":
-        raise UnsupportedModelError(f"latency tables support the linear head; this model has the "
-                                    f"{model.head_name} head (measure it directly with measure_latency)")
+    model = _table_model(model, img_size, target.device)
     reducers = _check_reducers(model, reducers)
     ident = model_identity(model)
-    P, N, C = ident["num_prefix_tokens"], ident["num_patches"], ident["embed_dim"]
-    g = _parse_grid(grid, N)
+    g = _parse_grid(grid, ident["num_patches"])
     plan = part_plan(model, g, reducers)
     tmp = None
-    if workdir is None and backend in EXPORTED_BACKENDS:
+    if workdir is None and target.backend in EXPORTED_BACKENDS:
         tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-profile-")
         workdir = tmp.name
-    pr = PartRunners(target, C, workdir, exporter, compile_backend, say)
-    anchor_key = ("plain", P + N)
-    times: Dict[tuple, float] = {}
-    drift: Dict[str, float] = {}
+    pr = PartRunners(target, ident["embed_dim"], workdir, exporter, compile_backend, say)
+    anchor_key = ("plain", ident["num_prefix_tokens"] + ident["num_patches"])
     try:
         with torch_threads(target.threads):
-            if backend == "torch-compile":
-                set_compile_limits(sum(len(v) for v in plan.values()) + 64)
-            exported = backend in EXPORTED_BACKENDS
-            keys_all = [k for keys in plan.values() for k in keys]
-            if exported:
-                # every compiled part holds its own copy of a block's weights (and its buffers): time them in
-                # groups that fit in memory, each with the reference block (to rescale the groups to one
-                # machine speed), and shuffled so that a group timed while the machine was busy scatters its
-                # error over the curves instead of bending one of them
-                block_bytes = sum(p.numel() * p.element_size() for p in model.blocks[0].parameters())
-                size = max(8, int(_GROUP_BYTES // max(1, _PART_MEMORY * block_bytes)))
-                random.Random(seed).shuffle(keys_all)
-                n_groups = -(-len(keys_all) // size)
-                size = -(-len(keys_all) // n_groups)  # even groups
-                groups = [keys_all[i:i + size] for i in range(0, len(keys_all), size)]
-            else:
-                groups = [keys_all]  # the torch backends share the weights: one round-robin
-            anchor = make_part(model, anchor_key, pr) if exported and len(groups) > 1 else None
-            anchor_times = []
-            t_groups = time.perf_counter()
-            for gi, keys in enumerate(groups):
-                say(f"timing {len(keys)} parts ({gi + 1}/{len(groups)}, ETA "
-                    f"{eta(gi, len(groups), time.perf_counter() - t_groups)})")
-                runners = {k: make_part(model, k, pr) for k in keys}
-                if anchor is not None:
-                    runners[("anchor",)] = anchor
-                t, _ = _timed(runners, policy, backend, say, statistic)
-                if anchor is not None:
-                    a = t.pop(("anchor",))
-                    anchor_times.append((keys, a))
-                times.update(t)
-                for k, r in runners.items():
-                    if r is not anchor:
-                        release(r)
-            if anchor_times:
-                ref = statistics.median(a for _, a in anchor_times)
-                for gi, (keys, a) in enumerate(anchor_times):
-                    factor = ref / a
-                    drift[f"group {gi + 1}"] = factor
-                    for k in keys:
-                        times[k] *= factor
-                times[anchor_key] = ref
-            data = _assemble(ident, g, times, target, exporter, compile_backend, pr.exporters, policy, reducers)
-            data["statistic"] = statistic
-            data["drift"] = {"reference": "plain block at full tokens", "factors": drift} if drift else None
-            table = LatencyTable(data)
+            table = _profile_parts(model, ident, g, plan, pr, anchor_key, policy, seed, statistic, reducers,
+                                   exporter, compile_backend, say)
             if calibrate or validate:
                 builder = ModelRunners(model, target, workdir, exporter, compile_backend, say, verify_exports)
                 try:
@@ -299,6 +242,90 @@ def profile_latency(
         if tmp is not None:
             tmp.cleanup()
     return table
+
+
+def _table_model(model, img_size, device) -> nn.Module:
+    """The model loaded onto ``device`` in eval mode; refused unless a table can describe it (timm ViT, linear head)."""
+    model = load_model(model, img_size).eval().to(device)
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not isinstance(model, VisionTransformer):
+        raise UnsupportedModelError(f"latency tables support timm ViT backbones; {type(model).__name__} is not one "
+                                    "(measure it directly with measure_latency)")
+    if getattr(model, "head_name", "linear") != "linear":
+        raise UnsupportedModelError(f"latency tables support the linear head; this model has the "
+                                    f"{model.head_name} head (measure it directly with measure_latency)")
+    return model
+
+
+def _profile_parts(model, ident, grid, plan, pr: PartRunners, anchor_key, policy: TimingPolicy, seed: int,
+                   statistic: str, reducers, exporter, compile_backend, say) -> LatencyTable:
+    """The table of the parts alone (no offset yet): every part of ``plan`` timed, rescaled to one speed, fitted."""
+    target = pr.target
+    if target.backend == "torch-compile":
+        set_compile_limits(sum(len(v) for v in plan.values()) + 64)
+    exported = target.backend in EXPORTED_BACKENDS
+    groups = _part_groups(model, [k for keys in plan.values() for k in keys], exported, seed)
+    anchor = make_part(model, anchor_key, pr) if exported and len(groups) > 1 else None
+    times, anchor_times = _time_part_groups(model, groups, anchor, pr, policy, statistic, say)
+    drift = _rescale_groups(times, anchor_times, anchor_key)
+    data = _assemble(ident, grid, times, target, exporter, compile_backend, pr.exporters, policy, reducers)
+    data["statistic"] = statistic
+    data["drift"] = {"reference": "plain block at full tokens", "factors": drift} if drift else None
+    return LatencyTable(data)
+
+
+def _part_groups(model, keys_all: List[tuple], exported: bool, seed: int) -> List[List[tuple]]:
+    """The parts' keys split into the groups timed together (one round-robin per group)."""
+    if not exported:
+        return [keys_all]  # the torch backends share the weights: one round-robin
+    # every compiled part holds its own copy of a block's weights (and its buffers): time them in
+    # groups that fit in memory, each with the reference block (to rescale the groups to one
+    # machine speed), and shuffled so that a group timed while the machine was busy scatters its
+    # error over the curves instead of bending one of them
+    block_bytes = sum(p.numel() * p.element_size() for p in model.blocks[0].parameters())
+    size = max(8, int(_GROUP_BYTES // max(1, _PART_MEMORY * block_bytes)))
+    random.Random(seed).shuffle(keys_all)
+    n_groups = -(-len(keys_all) // size)
+    size = -(-len(keys_all) // n_groups)  # even groups
+    return [keys_all[i:i + size] for i in range(0, len(keys_all), size)]
+
+
+def _time_part_groups(model, groups, anchor: Optional[Runner], pr: PartRunners, policy: TimingPolicy,
+                      statistic: str, say) -> Tuple[Dict[tuple, float], List[Tuple[List[tuple], float]]]:
+    """Each group's parts built, timed round-robin (with the reference block, if any) and released."""
+    times: Dict[tuple, float] = {}
+    anchor_times = []
+    t_groups = time.perf_counter()
+    for gi, keys in enumerate(groups):
+        say(f"timing {len(keys)} parts ({gi + 1}/{len(groups)}, ETA "
+            f"{eta(gi, len(groups), time.perf_counter() - t_groups)})")
+        runners = {k: make_part(model, k, pr) for k in keys}
+        if anchor is not None:
+            runners[("anchor",)] = anchor
+        t, _ = _timed(runners, policy, pr.target.backend, say, statistic)
+        if anchor is not None:
+            a = t.pop(("anchor",))
+            anchor_times.append((keys, a))
+        times.update(t)
+        for k, r in runners.items():
+            if r is not anchor:
+                release(r)
+    return times, anchor_times
+
+
+def _rescale_groups(times: Dict[tuple, float], anchor_times, anchor_key) -> Dict[str, float]:
+    """Rescales ``times`` in place to the median speed of the reference block; returns each group's factor."""
+    drift: Dict[str, float] = {}
+    if anchor_times:
+        ref = statistics.median(a for _, a in anchor_times)
+        for gi, (keys, a) in enumerate(anchor_times):
+            factor = ref / a
+            drift[f"group {gi + 1}"] = factor
+            for k in keys:
+                times[k] *= factor
+        times[anchor_key] = ref
+    return drift
 
 
 def _fit_pairs(times, kind: str) -> Dict[str, Any]:
@@ -398,7 +425,35 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
     measured at (reference now vs reference in the table): the calibration fits the offset on the
     rescaled times, the validation reports the error against both the raw and the rescaled times.
     """
+    rows = _whole_model_rows(model, calibrate, validate, validate_range, seed, reducers)
+    runs = _time_whole_models(table, model, builder, rows, anchor_key, pr, policy, seed, say, statistic)
+    drift = statistics.median(runs.drifts)
+    table.data["reference_drift"] = drift
+    if calibrate:
+        _calibrate(table, rows, runs)
+    if abs(drift) > 0.05:
+        table.data.setdefault("warnings", []).append(
+            f"the machine's speed changed by {100 * drift:+.0f}% between timing the parts and the whole models "
+            "(reference block); other jobs were running")
+    if validate:
+        _validate(table, rows, runs, validate_range, statistic, drift)
 
+
+class _WholeModelRuns:
+    """Whole-model latencies (ms) by row: as measured, rescaled to the table's speed, and their spread."""
+
+    def __init__(self) -> None:
+        self.raw: Dict[str, float] = {}
+        self.scaled: Dict[str, float] = {}
+        self.ci: Dict[str, float] = {}
+        self.other: Dict[str, Dict[str, float]] = {}
+        #: per group, the reference block's speed relative to the table's (now / table - 1)
+        self.drifts: List[float] = []
+
+
+def _whole_model_rows(model, calibrate, validate, validate_range, seed,
+                      reducers: Sequence[str]) -> Dict[str, TokenSchedule]:
+    """The schedules to run whole: ``anchor:LABEL`` (calibration) and ``random:I`` (validation)."""
     depth, N = model.depth, model.num_patches
     rows: Dict[str, TokenSchedule] = {}
     if calibrate:
@@ -412,6 +467,12 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
             scheds = _with_reducers(scheds, reducers, seed + 2)
         for i, s in enumerate(scheds):
             rows[f"random:{i}"] = s
+    return rows
+
+
+def _time_whole_models(table: LatencyTable, model, builder, rows: Dict[str, TokenSchedule], anchor_key, pr,
+                       policy, seed, say, statistic: str) -> _WholeModelRuns:
+    """Every row's whole model timed round-robin with the reference block, in groups that fit in memory."""
     x = make_input(pr.batch, model_identity(model)["img_size"], seed)
     keys = list(rows)
     if builder.target.backend in EXPORTED_BACKENDS:
@@ -421,11 +482,7 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
         size = len(keys)
     reference = make_part(model, anchor_key, pr)
     ref_table = float(table.data["reference_ms"])
-    raw: Dict[str, float] = {}
-    scaled: Dict[str, float] = {}
-    ci: Dict[str, float] = {}
-    other: Dict[str, Dict[str, float]] = {}
-    drifts = []
+    runs = _WholeModelRuns()
     for g0 in range(0, len(keys), size):
         chunk = keys[g0:g0 + size]
         runners = {k: builder.runner(rows[k], x) for k in chunk}
@@ -434,60 +491,64 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
             f"({g0 // size + 1}/{(len(keys) + size - 1) // size})")
         t, stats = _timed(runners, policy, builder.target.backend, say, statistic)
         ref_now = t.pop("reference")
-        drifts.append(ref_now / ref_table - 1)
+        runs.drifts.append(ref_now / ref_table - 1)
         for k in chunk:
-            raw[k] = t[k]
-            scaled[k] = t[k] * ref_table / ref_now
-            ci[k] = stats[k].ci95_rel
-            other[k] = {"p50_ms": stats[k].p50 * 1e3, "min_ms": min(stats[k].samples) * 1e3,
-                        "repeats": stats[k].n}
+            runs.raw[k] = t[k]
+            runs.scaled[k] = t[k] * ref_table / ref_now
+            runs.ci[k] = stats[k].ci95_rel
+            runs.other[k] = {"p50_ms": stats[k].p50 * 1e3, "min_ms": min(stats[k].samples) * 1e3,
+                             "repeats": stats[k].n}
             release(runners[k])
-    drift = statistics.median(drifts)
-    table.data["reference_drift"] = drift
-    if calibrate:
-        calib = []
-        for key, s in rows.items():
-            if not key.startswith("anchor:"):
-                continue
-            parts = table.predict(s) - table.offset_ms
-            calib.append({"label": key.split(":", 1)[1], "schedule": list(s.counts),
-                          **({"reducers": list(s.reducers)} if s.reducers else {}), "measured_ms": raw[key],
-                          "measured_ms_table_speed": scaled[key], "parts_ms": parts,
-                          "residual_ms": scaled[key] - parts})
-        table.data["offset_ms"] = statistics.median(c["residual_ms"] for c in calib)
-        table.data["calibration"] = calib
-        full = next((c for c in calib if c["label"] == "full"), calib[0])
-        share = table.data["offset_ms"] / full["measured_ms_table_speed"]
-        if abs(share) > 0.2:
-            table.data.setdefault("warnings", []).append(
-                f"the calibration offset is {100 * share:+.0f}% of the full model's latency: whole-model runs "
-                "cost much more (or less) than their parts, e.g. because other jobs preempted the longer runs; "
-                "predictions hold for a machine as busy as this one was (profile on a quiet machine)")
-    if abs(drift) > 0.05:
+    return runs
+
+
+def _calibrate(table: LatencyTable, rows: Dict[str, TokenSchedule], runs: _WholeModelRuns) -> None:
+    """Sets the table's offset to the median residual of the anchors (whole model minus its parts)."""
+    raw, scaled = runs.raw, runs.scaled
+    calib = []
+    for key, s in rows.items():
+        if not key.startswith("anchor:"):
+            continue
+        parts = table.predict(s) - table.offset_ms
+        calib.append({"label": key.split(":", 1)[1], "schedule": list(s.counts),
+                      **({"reducers": list(s.reducers)} if s.reducers else {}), "measured_ms": raw[key],
+                      "measured_ms_table_speed": scaled[key], "parts_ms": parts,
+                      "residual_ms": scaled[key] - parts})
+    table.data["offset_ms"] = statistics.median(c["residual_ms"] for c in calib)
+    table.data["calibration"] = calib
+    full = next((c for c in calib if c["label"] == "full"), calib[0])
+    share = table.data["offset_ms"] / full["measured_ms_table_speed"]
+    if abs(share) > 0.2:
         table.data.setdefault("warnings", []).append(
-            f"the machine's speed changed by {100 * drift:+.0f}% between timing the parts and the whole models "
-            "(reference block); other jobs were running")
-    if validate:
-        val = []
-        for key, s in rows.items():
-            if not key.startswith("random:"):
-                continue
-            pred = table.predict(s)
-            val.append({"schedule": list(s.counts), **({"reducers": list(s.reducers)} if s.reducers else {}),
-                        "measured_ms": raw[key],
-                        "measured_ms_table_speed": scaled[key], "predicted_ms": pred,
-                        "error_rel": (pred - scaled[key]) / scaled[key], "error_raw_rel": (pred - raw[key]) / raw[key],
-                        "ci95_rel": ci[key], **other[key]})
-        errs = sorted(abs(v["error_rel"]) for v in val)
-        raw_errs = sorted(abs(v["error_raw_rel"]) for v in val)
-        if statistics.median(errs) > 0.05:
-            table.data.setdefault("warnings", []).append(
-                f"the table predicts the random schedules with a median error of {100 * statistics.median(errs):.1f}% "
-                "(> 5%); was the machine busy? (see the load average in 'machine')")
-        table.data["validation"] = {
-            "schedules": val, "keep_ratio_range": list(validate_range), "n": len(val), "statistic": statistic,
-            "median_abs_error_rel": statistics.median(errs), "max_abs_error_rel": errs[-1],
-            "mean_error_rel": statistics.fmean(v["error_rel"] for v in val),
-            "median_abs_error_raw_rel": statistics.median(raw_errs), "max_abs_error_raw_rel": raw_errs[-1],
-            "reference_drift": drift, "group_drifts": drifts,
-        }
+            f"the calibration offset is {100 * share:+.0f}% of the full model's latency: whole-model runs "
+            "cost much more (or less) than their parts, e.g. because other jobs preempted the longer runs; "
+            "predictions hold for a machine as busy as this one was (profile on a quiet machine)")
+
+
+def _validate(table: LatencyTable, rows: Dict[str, TokenSchedule], runs: _WholeModelRuns, validate_range,
+              statistic: str, drift: float) -> None:
+    """Stores the table's prediction errors on the random schedules (against raw and rescaled times)."""
+    raw, scaled = runs.raw, runs.scaled
+    val = []
+    for key, s in rows.items():
+        if not key.startswith("random:"):
+            continue
+        pred = table.predict(s)
+        val.append({"schedule": list(s.counts), **({"reducers": list(s.reducers)} if s.reducers else {}),
+                    "measured_ms": raw[key],
+                    "measured_ms_table_speed": scaled[key], "predicted_ms": pred,
+                    "error_rel": (pred - scaled[key]) / scaled[key], "error_raw_rel": (pred - raw[key]) / raw[key],
+                    "ci95_rel": runs.ci[key], **runs.other[key]})
+    errs = sorted(abs(v["error_rel"]) for v in val)
+    raw_errs = sorted(abs(v["error_raw_rel"]) for v in val)
+    if statistics.median(errs) > 0.05:
+        table.data.setdefault("warnings", []).append(
+            f"the table predicts the random schedules with a median error of {100 * statistics.median(errs):.1f}% "
+            "(> 5%); was the machine busy? (see the load average in 'machine')")
+    table.data["validation"] = {
+        "schedules": val, "keep_ratio_range": list(validate_range), "n": len(val), "statistic": statistic,
+        "median_abs_error_rel": statistics.median(errs), "max_abs_error_rel": errs[-1],
+        "mean_error_rel": statistics.fmean(v["error_rel"] for v in val),
+        "median_abs_error_raw_rel": statistics.median(raw_errs), "max_abs_error_raw_rel": raw_errs[-1],
+        "reference_drift": drift, "group_drifts": runs.drifts,
+    }

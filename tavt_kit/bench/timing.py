@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Hashable, List, Mapping, Optional
+from typing import Callable, Dict, Hashable, List, Mapping, Optional, Tuple
 
 from ..errors import ConfigError
 
@@ -193,21 +193,7 @@ def measure_round_robin(
         f()
         return perf() - t
 
-    estimate: Dict[Hashable, float] = {}
-    warmed: Dict[Hashable, int] = {}
-    for key in keys:
-        def run_warmup(key=key):
-            last, spent, n = None, 0.0, 0
-            while n < max(1, policy.warmup) and (n == 0 or spent < policy.warmup_s):
-                last = timed(key)
-                spent += last
-                n += 1
-            warmed[key] = n
-            estimate[key] = max(last, 1e-7)
-        if on_warmup is not None:
-            on_warmup(key, run_warmup)
-        else:
-            run_warmup()
+    estimate, warmed = _warm_up(keys, timed, policy, on_warmup)
     samples: Dict[Hashable, List[float]] = {k: [] for k in keys}
     # every callable stays in the rotation until all are done (converged, or the budget is spent), so
     # that all medians come from the same stretch of time; only max_repeats retires one early
@@ -228,18 +214,7 @@ def measure_round_robin(
             if len(s) >= policy.max_repeats:
                 active.remove(key)
         now = perf()
-        enough = True
-        for key in keys:
-            s = samples[key]
-            if len(s) < policy.min_repeats:
-                enough = converged[key] = False
-                continue
-            srt = sorted(s)
-            med = srt[len(srt) // 2]
-            lo, hi = median_ci(srt)
-            converged[key] = med > 0 and (hi - lo) / 2 / med <= policy.rel_ci
-            if not converged[key] and key in active:
-                enough = False
+        enough = _update_converged(samples, converged, active, policy)
         if enough or (now > deadline and all(len(samples[k]) >= policy.min_repeats for k in keys)):
             break
         if progress is not None and now - last_report > 10:
@@ -247,6 +222,46 @@ def measure_round_robin(
             progress(f"timing: {sum(converged.values())}/{len(keys)} converged, {now - start:.0f} s")
     return {k: TimingStats(samples[k], warmup=warmed[k], rounds=rounds, converged=converged[k],
                            noisy_ci=policy.noisy_ci, noisy_spread=policy.noisy_spread) for k in keys}
+
+
+def _warm_up(keys: List[Hashable], timed: Callable[[Hashable], float], policy: TimingPolicy,
+             on_warmup: Optional[Callable[[Hashable, Callable[[], None]], None]]
+             ) -> Tuple[Dict[Hashable, float], Dict[Hashable, int]]:
+    """Runs each callable's untimed warm-up calls; returns (seconds of its last call, warm-up calls) by key."""
+    estimate: Dict[Hashable, float] = {}
+    warmed: Dict[Hashable, int] = {}
+    for key in keys:
+        def run_warmup(key=key):
+            last, spent, n = None, 0.0, 0
+            while n < max(1, policy.warmup) and (n == 0 or spent < policy.warmup_s):
+                last = timed(key)
+                spent += last
+                n += 1
+            warmed[key] = n
+            estimate[key] = max(last, 1e-7)
+        if on_warmup is not None:
+            on_warmup(key, run_warmup)
+        else:
+            run_warmup()
+    return estimate, warmed
+
+
+def _update_converged(samples: Mapping[Hashable, List[float]], converged: Dict[Hashable, bool],
+                      active: List[Hashable], policy: TimingPolicy) -> bool:
+    """Marks each callable's median as known to ``rel_ci`` or not; returns whether all are converged or retired."""
+    enough = True
+    for key in samples:
+        s = samples[key]
+        if len(s) < policy.min_repeats:
+            enough = converged[key] = False
+            continue
+        srt = sorted(s)
+        med = srt[len(srt) // 2]
+        lo, hi = median_ci(srt)
+        converged[key] = med > 0 and (hi - lo) / 2 / med <= policy.rel_ci
+        if not converged[key] and key in active:
+            enough = False
+    return enough
 
 
 # --------------------------------------------------------------------------- memory

@@ -297,37 +297,11 @@ def export_onnx(
         an :class:`OnnxExport`. The file's ``metadata_props`` hold the model spec, the schedule
         and the exporter, so a later step can tell what the file is.
     """
-    if not hasattr(model, "make_schedule"):
-        raise ConfigError(f"export_onnx() takes a token-drop model (tavt_kit.create_model / load_checkpoint), "
-                          f"got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if verify:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise BackendError("export verification needs onnxruntime; pip install onnxruntime "
-                               "(or pass verify=False)") from None
+    _check_export_args(model, batch_size, verify)
     sched = model.schedule if schedule is None else model.make_schedule(schedule)
     H, W = _image_size(model)
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    gen = torch.Generator().manual_seed(seed)
-    trace_batch = max(2, batch_size) if dynamic_batch else batch_size
-    example = torch.randn(trace_batch, 3, H, W, generator=gen).to(device)
-    checks = [torch.randn(b, 3, H, W, generator=gen).to(device)
-              for b in ([batch_size, batch_size + 1] if dynamic_batch else [batch_size])] if verify else None
-    meta = {META_FORMAT: ONNX_FORMAT, META_SCHEDULE: json.dumps(list(sched.counts) if sched is not None else None)}
-    reducers = schedule_reducers(model, sched)
-    if reducers is not None and "merge" in reducers:
-        meta[META_REDUCERS] = json.dumps(reducers)
-    spec = getattr(model, "spec", None)
-    if spec is not None:
-        from ..models import spec_of
-
-        meta[META_SPEC] = json.dumps(spec_of(model))
+    example, checks = _random_inputs(model, (H, W), batch_size, dynamic_batch, verify, seed)
+    meta = _onnx_metadata(model, sched)
     was_training = model.training
     old = model.schedule
     model.eval()
@@ -348,6 +322,51 @@ def export_onnx(
         batch_size=batch_size, dynamic_batch=dynamic_batch, input_name="input", output_name="logits",
         input_shape=[b, 3, H, W], output_shape=[b, num_classes], max_abs_diff=res.max_abs_diff,
         checked_batches=res.checked_batches, atol=atol, seconds=res.seconds)
+
+
+def _check_export_args(model, batch_size, verify: bool) -> None:
+    """Raises when :func:`export_onnx` cannot export ``model`` or check it as asked."""
+    if not hasattr(model, "make_schedule"):
+        raise ConfigError(f"export_onnx() takes a token-drop model (tavt_kit.create_model / load_checkpoint), "
+                          f"got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if verify:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise BackendError("export verification needs onnxruntime; pip install onnxruntime "
+                               "(or pass verify=False)") from None
+
+
+def _random_inputs(model: nn.Module, size, batch_size: int, dynamic_batch: bool, verify: bool, seed: int):
+    """Seeded random images on the model's device: the one to trace at, and those to check (None: no check)."""
+    H, W = size
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    gen = torch.Generator().manual_seed(seed)
+    # torch.export specialises a dynamic dimension traced at size 1: trace a dynamic batch at 2 or more
+    trace_batch = max(2, batch_size) if dynamic_batch else batch_size
+    example = torch.randn(trace_batch, 3, H, W, generator=gen).to(device)
+    checks = [torch.randn(b, 3, H, W, generator=gen).to(device)
+              for b in ([batch_size, batch_size + 1] if dynamic_batch else [batch_size])] if verify else None
+    return example, checks
+
+
+def _onnx_metadata(model: nn.Module, sched) -> Dict[str, str]:
+    """The fgvc-kit ``metadata_props`` of a model's export at ``sched``: format, schedule, reducers, spec."""
+    meta = {META_FORMAT: ONNX_FORMAT, META_SCHEDULE: json.dumps(list(sched.counts) if sched is not None else None)}
+    reducers = schedule_reducers(model, sched)
+    if reducers is not None and "merge" in reducers:
+        meta[META_REDUCERS] = json.dumps(reducers)
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        from ..models import spec_of
+
+        meta[META_SPEC] = json.dumps(spec_of(model))
+    return meta
 
 
 def schedule_reducers(model: nn.Module, sched) -> Optional[List[Optional[str]]]:

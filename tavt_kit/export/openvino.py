@@ -191,7 +191,6 @@ def convert_openvino(
             :class:`~tavt_kit.errors.ExportError` above ``atol``.
     """
     ov = require_openvino()
-    import numpy as np
     import torch
 
     xml_path = os.fspath(xml_path)
@@ -212,50 +211,65 @@ def convert_openvino(
             if schedule is not None:
                 raise ConfigError("schedule= applies to a model; an exported .onnx file has its schedule fixed")
         info = read_onnx_info(onnx_path)
-        try:
-            with quiet_exporters():
-                ov_model = ov.convert_model(onnx_path)
-        except Exception as e:
-            raise ExportError(f"{onnx_path}: OpenVINO cannot convert the file ({first_line(e)})") from None
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
-        for key in RT_KEYS:
-            if key in props:
-                ov_model.set_rt_info(props[key], ["fgvc_kit", key.split(".", 1)[1]])
-        ov.save_model(ov_model, xml_path, compress_to_fp16=compress_to_fp16)
+        ov.save_model(_convert_with_metadata(onnx_path), xml_path, compress_to_fp16=compress_to_fp16)
         diff = ref_name = checked = None
         if verify:
-            compiled, checked = compile_openvino(xml_path, precision="f32")
-            H, W = info.img_size or (None, None)
-            if H is None:
-                raise ExportError(f"{onnx_path}: cannot verify, the input size is not static")
-            gen = torch.Generator().manual_seed(seed + 1)
-            x = torch.randn(batch_size, 3, H, W, generator=gen)
-            out = compiled(x.numpy())[compiled.output(0)]
-            if model is not None:
-                was = model.training
-                model.eval()
-                try:
-                    with torch.no_grad():
-                        dev = next(model.parameters()).device
-                        ref = model(x.to(dev), drop=export.schedule).float().cpu().numpy()
-                finally:
-                    model.train(was)
-                ref_name = "pytorch"
-            else:
-                from .onnx import ort_session
-
-                sess = ort_session(onnx_path)
-                ref = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-                ref_name = "onnxruntime"
-            diff = float(np.max(np.abs(out.astype(np.float64) - ref.astype(np.float64))))
+            diff, ref_name, checked = _check_ir(xml_path, onnx_path, info, model, export, batch_size, seed)
             if not compress_to_fp16 and not diff <= atol:
                 raise ExportError(f"{xml_path}: OpenVINO (f32) differs from {ref_name} by {diff:.3g} (> {atol:g})")
     return OpenVinoConversion(xml_path=xml_path, bin_path=xml_path[:-4] + ".bin", source=source,
                               onnx_export=export.to_dict() if export else None, compress_to_fp16=compress_to_fp16,
                               precision_checked=checked, max_abs_diff=diff, reference=ref_name,
                               seconds=time.perf_counter() - start)
+
+
+def _convert_with_metadata(onnx_path: str):
+    """The ``.onnx`` file as an ``openvino.Model``, its fgvc-kit metadata copied into the rt_info."""
+    ov = require_openvino()
+    try:
+        with quiet_exporters():
+            ov_model = ov.convert_model(onnx_path)
+    except Exception as e:
+        raise ExportError(f"{onnx_path}: OpenVINO cannot convert the file ({first_line(e)})") from None
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
+    for key in RT_KEYS:
+        if key in props:
+            ov_model.set_rt_info(props[key], ["fgvc_kit", key.split(".", 1)[1]])
+    return ov_model
+
+
+def _check_ir(xml_path: str, onnx_path: str, info: ExportedInfo, model, export: Optional[OnnxExport],
+              batch_size: int, seed: int) -> Tuple[float, str, str]:
+    """(max |logit diff|, reference, precision used) of the IR at f32 vs PyTorch or ONNX Runtime on random images."""
+    import numpy as np
+    import torch
+
+    compiled, checked = compile_openvino(xml_path, precision="f32")
+    H, W = info.img_size or (None, None)
+    if H is None:
+        raise ExportError(f"{onnx_path}: cannot verify, the input size is not static")
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(batch_size, 3, H, W, generator=gen)
+    out = compiled(x.numpy())[compiled.output(0)]
+    if model is not None:
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                dev = next(model.parameters()).device
+                ref = model(x.to(dev), drop=export.schedule).float().cpu().numpy()
+        finally:
+            model.train(was)
+        ref_name = "pytorch"
+    else:  # a file was given: the .onnx it was converted from, in ONNX Runtime, is the reference
+        from .onnx import ort_session
+
+        sess = ort_session(onnx_path)
+        ref = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        ref_name = "onnxruntime"
+    return float(np.max(np.abs(out.astype(np.float64) - ref.astype(np.float64)))), ref_name, checked
 
 
 def read_openvino_info(path) -> ExportedInfo:

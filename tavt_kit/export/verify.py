@@ -343,14 +343,7 @@ def verify_export(
         images, labels = data
         data = VerifyData(torch.as_tensor(images), None if labels is None else torch.as_tensor(labels).long())
     precision = Precision.parse(precision)
-    if not max_accuracy_drop >= 0:
-        raise ConfigError(f"max_accuracy_drop={max_accuracy_drop!r}: expected a non-negative number of points")
-    if max_logit_diff is not None and not max_logit_diff >= 0:
-        raise ConfigError(f"max_logit_diff={max_logit_diff!r}: expected a non-negative number")
-    if min_agreement is not None and not 0 <= min_agreement <= 1:
-        raise ConfigError(f"min_agreement={min_agreement!r}: expected a fraction in [0, 1]")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r}: expected a positive number of images")
+    _check_bounds(max_accuracy_drop, max_logit_diff, min_agreement, batch_size)
     start = time.perf_counter()
     runner = exported if isinstance(exported, ExportedRunner) else \
         ExportedRunner(exported, precision, threads, device=device)
@@ -358,10 +351,7 @@ def verify_export(
         schedule = model.make_schedule(schedule)
     ref = reference_logits if reference_logits is not None else \
         pytorch_logits(model, data.images, schedule, batch_size)
-    outs = []
-    for x in normalized_batches(model, data.images, batch_size):
-        outs.append(np.asarray(runner(x.numpy().astype(np.float32))))
-    out = np.concatenate(outs).astype(np.float64)
+    out = _exported_logits(runner, model, data.images, batch_size)
     if out.shape != ref.shape:
         raise ExportError(f"{runner.path}: outputs {tuple(out.shape)}, PyTorch {tuple(ref.shape)}")
     finite = bool(np.isfinite(out).all())
@@ -377,22 +367,9 @@ def verify_export(
         measured, criterion = drop, "top-1 drop (points)"
     else:
         measured, criterion = 100.0 * (1.0 - agreement), "disagreement with PyTorch (points; no labels)"
-    reasons: List[str] = []
-    if not finite:
-        reasons.append("the exported model outputs NaN or infinite logits")
-    if measured > max_accuracy_drop + 1e-9:
-        if data.labels is not None:
-            reasons.append(f"top-1 drops by {drop:.2f} points ({top1_ref:.2f} % -> {top1_out:.2f} %), "
-                           f"more than --max-accuracy-drop {max_accuracy_drop:g}")
-        else:
-            reasons.append(f"predictions disagree with PyTorch on {measured:.2f} % of the images, more than "
-                           f"--max-accuracy-drop {max_accuracy_drop:g}")
     max_diff = float(diff.max()) if finite else float("inf")
-    if max_logit_diff is not None and not max_diff <= max_logit_diff:
-        reasons.append(f"max |logit difference| {max_diff:.3g} exceeds --max-logit-diff {max_logit_diff:g}")
-    if min_agreement is not None and agreement < min_agreement:
-        reasons.append(f"predictions agree with PyTorch on {100 * agreement:.2f} % of the images, less than "
-                       f"--min-agreement {min_agreement:g}")
+    reasons = _failures(finite, measured, drop, top1_ref, top1_out, agreement, max_diff, max_accuracy_drop,
+                        max_logit_diff, min_agreement)
     fmt = format or runner.kind
     return Verification(
         format=fmt, path=runner.path, precision=precision, precision_used=runner.precision_used,
@@ -401,6 +378,48 @@ def verify_export(
         mean_logit_diff=float(diff.mean()) if finite else float("inf"), limit_accuracy_drop=float(max_accuracy_drop),
         limit_logit_diff=max_logit_diff, limit_agreement=min_agreement, criterion=criterion, passed=not reasons,
         reason="; ".join(reasons) or None, seconds=time.perf_counter() - start)
+
+
+def _check_bounds(max_accuracy_drop, max_logit_diff, min_agreement, batch_size) -> None:
+    """Raises :class:`ConfigError` for a bound or batch size :func:`verify_export` cannot check against."""
+    if not max_accuracy_drop >= 0:
+        raise ConfigError(f"max_accuracy_drop={max_accuracy_drop!r}: expected a non-negative number of points")
+    if max_logit_diff is not None and not max_logit_diff >= 0:
+        raise ConfigError(f"max_logit_diff={max_logit_diff!r}: expected a non-negative number")
+    if min_agreement is not None and not 0 <= min_agreement <= 1:
+        raise ConfigError(f"min_agreement={min_agreement!r}: expected a fraction in [0, 1]")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r}: expected a positive number of images")
+
+
+def _exported_logits(runner, model: nn.Module, images: torch.Tensor, batch_size: int) -> np.ndarray:
+    """The exported file's logits (float64) on ``images``, fed as PyTorch's normalised float32 batches."""
+    outs = []
+    for x in normalized_batches(model, images, batch_size):
+        outs.append(np.asarray(runner(x.numpy().astype(np.float32))))
+    return np.concatenate(outs).astype(np.float64)
+
+
+def _failures(finite: bool, measured: float, drop, top1_ref, top1_out, agreement: float, max_diff: float,
+              max_accuracy_drop: float, max_logit_diff, min_agreement) -> List[str]:
+    """Why the export fails the check, one reason per bound it breaks (empty: it passes)."""
+    reasons: List[str] = []
+    if not finite:
+        reasons.append("the exported model outputs NaN or infinite logits")
+    if measured > max_accuracy_drop + 1e-9:
+        # with labels the bound is on the top-1 drop; without, on the disagreement (an upper bound of the drop)
+        if drop is not None:
+            reasons.append(f"top-1 drops by {drop:.2f} points ({top1_ref:.2f} % -> {top1_out:.2f} %), "
+                           f"more than --max-accuracy-drop {max_accuracy_drop:g}")
+        else:
+            reasons.append(f"predictions disagree with PyTorch on {measured:.2f} % of the images, more than "
+                           f"--max-accuracy-drop {max_accuracy_drop:g}")
+    if max_logit_diff is not None and not max_diff <= max_logit_diff:
+        reasons.append(f"max |logit difference| {max_diff:.3g} exceeds --max-logit-diff {max_logit_diff:g}")
+    if min_agreement is not None and agreement < min_agreement:
+        reasons.append(f"predictions agree with PyTorch on {100 * agreement:.2f} % of the images, less than "
+                       f"--min-agreement {min_agreement:g}")
+    return reasons
 
 
 # ------------------------------------------------------------ structural check

@@ -325,8 +325,6 @@ def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = Non
 def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_paths: Sequence[str],
            budgets: Sequence[str]) -> Dict[str, str]:
     """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``; returns their paths."""
-    from ..machine import describe
-
     search = _load(search_path, "search result")
     if search.get("format") != "fgvc-kit/search":
         raise ConfigError(f"{search_path}: not an fgvc-kit search result (format {search.get('format')!r})")
@@ -342,36 +340,77 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
     full_lat = (bidx.get((full_counts, None)) or {}).get("latency_ms", {}).get("p50")  # measured, same bench run
     model = search.get("model") or {}
     name = (model.get("backbone") or {}).get("name", "model")
+    tables = _ResultTables(search, bidx, eidx, full_lat)
+    md = _intro(search, model, name, target) + ship
+    for p in plots:
+        md.append(f"![{p}]({p})")
+    md.append("")
+    md += _result_sections(search, tables)
+    md += _machine_section(search, bench, search_path, bench_path, export_paths)
+    text = "\n".join(md) + "\n"
+    md_path = os.path.join(out_dir, "report.md")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(text)
+    html_path = os.path.join(out_dir, "report.html")
+    with open(html_path, "w", encoding="utf-8") as f:
+        f.write(_to_html(text, out_dir, name))
+    return {"markdown": md_path, "html": html_path, **{p: os.path.join(out_dir, p) for p in plots}}
 
-    full_pred = search["full"].get("latency_measured_ms", search["full"].get("latency_ms"))
 
-    def lat_cols(d) -> List[str]:
+class _ResultTables:
+    """The report's result tables: a row per pick with its accuracy, MACs, latency and exported files."""
+
+    def __init__(self, search: dict, bidx: Dict[tuple, dict], eidx: Dict[tuple, List[dict]],
+                 full_lat: Optional[float]) -> None:
+        self.bidx, self.eidx, self.full_lat = bidx, eidx, full_lat
+        self.full_pred = search["full"].get("latency_measured_ms", search["full"].get("latency_ms"))
+        self.mscale, munit = mac_unit(search["full"]["macs"])
+        self.head = ["", "schedule (patch tokens per block; m = merged)", "holdout top-1 [95 %]", "test top-1 [95 %]",
+                     "searched minus this, test [paired 95 %]", munit, "MAC reduction", "p50 ms", "p90 ms",
+                     "speed-up", "exported"]
+        self.n_hold = search["settings"].get("holdout_images") or 0
+        self.n_test = search["settings"].get("test_images") or 0
+        self.full_macs = search["full"]["macs"]
+
+    def lat_cols(self, d) -> List[str]:
         """Measured latency (bench.json) when there is one, else the search's figure marked as such."""
-        r = _bench_row(bidx, d)
-        if r is not None and full_lat is not None:
+        r = _bench_row(self.bidx, d)
+        if r is not None and self.full_lat is not None:
             lat = r.get("latency_ms") or {}
             p50, p90 = lat.get("p50"), lat.get("p90")
-            return [_ms(p50), _ms(p90), f"{full_lat / p50:.2f}x" if p50 else "–"]
+            return [_ms(p50), _ms(p90), f"{self.full_lat / p50:.2f}x" if p50 else "–"]
         p50 = d.get("latency_measured_ms", d.get("latency_ms"))
         if p50 is None:
             return ["–", "–", "–"]
         tag = "" if "latency_measured_ms" in d else " (pred.)"
-        return [_ms(p50) + tag, "–", f"{full_pred / p50:.2f}x{tag}" if full_pred else "–"]
+        return [_ms(p50) + tag, "–", f"{self.full_pred / p50:.2f}x{tag}" if self.full_pred else "–"]
 
-    def export_col(d) -> str:
+    def export_col(self, d) -> str:
+        """The exported files of a pick's schedule, each with its precision, top-1 and verification."""
         parts = []
-        for doc in eidx.get(_counts_key(d["counts"]), []):
+        for doc in self.eidx.get(_counts_key(d["counts"]), []):
             for row in _export_rows(doc):
                 mark = "verified" if row["verified"] else ("NOT verified" if row["verified"] is False else "unchecked")
                 parts.append(f"{row['format']} {os.path.basename(str(row['file'] or ''))} "
                              f"({row['precision'] or '?'}, top-1 {_pct(row['top1'])}, {mark})")
         return "; ".join(parts) or "–"
 
-    mscale, munit = mac_unit(search["full"]["macs"])
-    head = ["", "schedule (patch tokens per block; m = merged)", "holdout top-1 [95 %]", "test top-1 [95 %]",
-            "searched minus this, test [paired 95 %]", munit, "MAC reduction", "p50 ms", "p90 ms", "speed-up",
-            "exported"]
-    n_hold, n_test = search["settings"].get("holdout_images") or 0, search["settings"].get("test_images") or 0
+    def row(self, label, d) -> str:
+        """One pick's row (``d`` None: a budget nothing in the search space meets)."""
+        if d is None:
+            return "| " + " | ".join([label, "nothing in the search space meets this budget"] + ["–"] * 9) + " |"
+        cells = [label, schedule_text(d), _pct_ci(d, "holdout", self.n_hold), _pct_ci(d, "test", self.n_test),
+                 _versus(d), f"{d['macs'] / self.mscale:.4g}", f"{self.full_macs / d['macs']:.2f}x"] + \
+            self.lat_cols(d) + [self.export_col(d)]
+        return "| " + " | ".join(cells) + " |"
+
+    def table(self, rows) -> List[str]:
+        """Rows under the table's header."""
+        return ["| " + " | ".join(self.head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 8 + ["---"]) + "|"] + rows
+
+
+def _intro(search: dict, model: dict, name: str, target: dict) -> List[str]:
+    """The title, what model was searched how, and where its latency comes from."""
     md: List[str] = [f"# Latency-budget report: {name}", ""]
     md.append(f"Model **{name}** at {model.get('img_size')}, {model.get('depth')} blocks, {model.get('num_patches')} "
               f"patch tokens, {model.get('num_classes')} classes. Search objective: **{search.get('objective')}**; "
@@ -385,34 +424,23 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
                   f"{target.get('batch_size')}, {target.get('threads') or 'default'} threads"
                   + (f", precision {target.get('precision_used')}" if target.get("precision_used") else "") + ".")
     md.append("")
-    md += ship
-    for p in plots:
-        md.append(f"![{p}]({p})")
-    md.append("")
-    full_macs = search["full"]["macs"]
+    return md
 
-    def row(label, d) -> str:
-        if d is None:
-            return "| " + " | ".join([label, "nothing in the search space meets this budget"] + ["–"] * 9) + " |"
-        cells = [label, schedule_text(d), _pct_ci(d, "holdout", n_hold), _pct_ci(d, "test", n_test),
-                 _versus(d), f"{d['macs'] / mscale:.4g}", f"{full_macs / d['macs']:.2f}x"] + lat_cols(d) + \
-            [export_col(d)]
-        return "| " + " | ".join(cells) + " |"
 
-    def table(rows) -> List[str]:
-        return ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 8 + ["---"]) + "|"] + rows
-
-    md.append("## Reference points")
-    md += table([row("full model", search["full"]), row("smallest of the space", search["smallest"])])
+def _result_sections(search: dict, tables: _ResultTables) -> List[str]:
+    """The reference points, then a table per budget (the Pareto front when the search had no budget)."""
+    md = ["## Reference points"] + tables.table([tables.row("full model", search["full"]),
+                                                 tables.row("smallest of the space", search["smallest"])])
     md.append("")
     for b in search.get("budgets", []):
         md.append(f"## Budget {b['label']}")
         if "best_fp32" in b:  # a search of (schedule, precision) pairs
-            rows = [row("**searched pair**", b.get("best")), row("searched, fp32 only", b.get("best_fp32"))]
+            rows = [tables.row("**searched pair**", b.get("best")),
+                    tables.row("searched, fp32 only", b.get("best_fp32"))]
         else:
-            rows = [row("**searched**", b.get("best"))]
-        rows += [row(f"baseline: {k}", d) for k, d in (b.get("baselines") or {}).items()]
-        md += table(rows)
+            rows = [tables.row("**searched**", b.get("best"))]
+        rows += [tables.row(f"baseline: {k}", d) for k, d in (b.get("baselines") or {}).items()]
+        md += tables.table(rows)
         vs = b.get("vs_fp32")
         if vs:
             md.append("")
@@ -431,9 +459,17 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
         md.append("")
     if not search.get("budgets"):
         md.append("## Pareto front")
-        md += table([row(f"#{i}", p) for i, p in enumerate(search.get("pareto_front", []))])
+        md += tables.table([tables.row(f"#{i}", p) for i, p in enumerate(search.get("pareto_front", []))])
         md.append("")
-    md.append("## Machine")
+    return md
+
+
+def _machine_section(search: dict, bench: Optional[dict], search_path: str, bench_path: Optional[str],
+                     export_paths: Sequence[str]) -> List[str]:
+    """The machine the figures come from, bench.json's warnings and the files the report was made from."""
+    from ..machine import describe
+
+    md = ["## Machine"]
     mach = (bench or {}).get("machine") or search.get("machine") or {}
     md.append(describe(mach) if bench else ", ".join(f"{k} {v}" for k, v in mach.items()))
     if bench and bench.get("warnings"):
@@ -442,14 +478,7 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
     md.append("")
     md.append(f"Sources: `{os.path.basename(search_path)}`" + (f", `{os.path.basename(bench_path)}`" if bench_path else "")
               + "".join(f", `{os.path.basename(p)}`" for p in export_paths))
-    text = "\n".join(md) + "\n"
-    md_path = os.path.join(out_dir, "report.md")
-    with open(md_path, "w", encoding="utf-8") as f:
-        f.write(text)
-    html_path = os.path.join(out_dir, "report.html")
-    with open(html_path, "w", encoding="utf-8") as f:
-        f.write(_to_html(text, out_dir, name))
-    return {"markdown": md_path, "html": html_path, **{p: os.path.join(out_dir, p) for p in plots}}
+    return md
 
 
 def _to_html(markdown: str, out_dir: str, title: str) -> str:
