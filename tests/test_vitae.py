@@ -266,8 +266,9 @@ def test_batch_equals_images_one_by_one(spec, counts):
         single = torch.cat([model(x[i:i + 1], drop=counts) for i in range(4)])
         full = model(x)
     assert batch.shape == (4, 5)
-    assert (batch - single).abs().max() <= 1e-5
-    assert (batch - full).abs().max() > 1e-4  # dropping really changed the computation
+    # float32 summation order differs between batch and single-image kernels: relative to the logits' size
+    torch.testing.assert_close(batch, single, rtol=1e-5, atol=1e-5)
+    assert (batch - full).abs().max() > 1e-3  # dropping really changed the computation
 
 
 def test_restore_returns_the_full_grid_with_kept_tokens_in_place():
