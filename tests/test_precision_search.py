@@ -122,12 +122,16 @@ def test_joint_search_with_a_table_per_precision(tmp_path, supernet_and_tables, 
     if best["precision"] == "int8":
         assert "OpenVINO int8" in best["holdout_source"]
     # every int8 point reported on the front was quantised and run on the held-out images first
-    deployed = [json.loads(line) for line in (out / "search.int8.deployed.jsonl").read_text().splitlines()[1:]]
+    records = [json.loads(line) for line in (out / "search.journal.jsonl").read_text().splitlines()]
+    deployed = [r for r in records if r.get("kind") == "deployed"]  # one journal: each record says what it is
+    assert all(r["precision"] == "int8" for r in deployed)
+    assert {r["precision"] for r in records if r.get("kind") == "candidate"} >= {"int8"}
     measured = {tuple(d["counts"]): d["accuracy"] for d in deployed}
     assert prec["fronts"]["int8"] and prec["front_verifications"] >= len(prec["fronts"]["int8"])
     assert all(measured[tuple(c["counts"])] == c["accuracy"] for c in prec["fronts"]["int8"])
     assert all(0 <= c["fp32_accuracy"] <= 1 for c in prec["fronts"]["int8"])
-    assert {c["measured"] for c in prec["candidates"]["int8"]} <= {True, False}
+    # an int8 candidate says "measured" exactly when it was quantised and run on the deployed model
+    assert {tuple(c["counts"]) for c in prec["candidates"]["int8"] if c["measured"]} == set(measured)
     index = json.loads((out / "schedules.json").read_text())
     assert index["budgets"][0]["precision"] == best["precision"]
     assert (out / "precision_fronts.png").exists()
