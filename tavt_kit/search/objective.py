@@ -161,6 +161,10 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
     backend, device, batch size and threads, or for the fields ``require`` names), else measured on ``target``
     at that precision (a search of several precisions measures every precision on OpenVINO)."""
     tables = tables_by_precision(table)
+    if tables and len(precisions) == 1 and precisions[0] not in tables:  # one precision searched, its table missing
+        have = ", ".join(f"{t.source} ({q})" for q, t in tables.items())
+        raise ConfigError(f"table={have}: no table profiled at {precisions[0]}; profile one at {precisions[0]}, or "
+                          f"search precisions={','.join(dict.fromkeys([precisions[0], *tables]))}")
     extra = [p for p in tables if p not in precisions]
     if extra:
         raise ConfigError(f"table={tables[extra[0]].source}: profiled at {extra[0]}, which precisions="
@@ -175,9 +179,7 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
             out[p] = LatencyObjective.from_table(t, model, remeasure=remeasure)
         elif tables:
             have = ", ".join(f"{t.source} ({q})" for q, t in tables.items())
-            raise ConfigError(f"table={have}: no table profiled at {p}; profile one at {p}"
-                              + ("" if len(precisions) > 1 else
-                                 f", or search precisions=fp32,{','.join(tables)}"))
+            raise ConfigError(f"table={have}: no table profiled at {p}; profile one at {p}")
         else:
             base = target or DeploymentTarget.default()
             if len(precisions) > 1 and target is None:
