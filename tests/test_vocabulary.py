@@ -90,7 +90,7 @@ def test_one_spelling_per_quantity():
 
 def test_help_shows_the_defaults_the_command_uses():
     text = PARSERS["distill"].format_help()
-    assert "demo 150" in text and "demo 0.0005" in text and "demo 15" in text and "demo 0.3" in text
+    assert "demo 150" in text and "demo 0.0002" in text and "demo 15" in text and "demo 0.3" in text
     for refused in ("--model", "--pretrained", "--img-size", "--num-classes", "--head "):
         assert refused not in text, refused
     search = " ".join(PARSERS["search"].format_help().split())
