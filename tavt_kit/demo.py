@@ -123,6 +123,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a few steps of everything (for tests)")
 
 
+def output_folder(args) -> str:
+    """The demo's folder (held while it runs; each stage also holds its own sub-folder; see tavt_kit.lock)."""
+    return args.out
+
+
 def run(args) -> int:
     """The whole pipeline with the settings of ``fgvc-kit demo`` (``args`` as :func:`add_arguments` makes them)."""
     out = args.out
@@ -239,10 +244,12 @@ def run(args) -> int:
     bench_json = os.path.join(d_bench, "bench.json")
     _stage("6/7 bench on this machine", "bench", bench_json, {"batch_size": args.batch_size, "quick": quick}, bench)
 
+    from .lock import folder_lock
     from .report.budget import build_report
 
-    paths = build_report(search_json, d_report, bench_json if _done(bench_json) else None,
-                         [export_json] if _done(export_json) else [])
+    with folder_lock(d_report, command="fgvc-kit demo (report)"):
+        paths = build_report(search_json, d_report, bench_json if _done(bench_json) else None,
+                             [export_json] if _done(export_json) else [])
     log(f"[7/7 report] {paths['markdown']}")
     for line in _against_your_model(result):
         log(line)

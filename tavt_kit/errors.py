@@ -49,3 +49,30 @@ class ExportError(TavtKitError, RuntimeError):
 
 class LatencyTableError(TavtKitError, ValueError):
     """A latency table is malformed, or was made for another model, backend, device, batch or thread count."""
+
+
+class FolderBusyError(TavtKitError, RuntimeError):
+    """An output folder is being written by another process (one writer per folder; see :mod:`tavt_kit.lock`)."""
+
+
+class DiskFullError(TavtKitError, OSError):
+    """A file could not be written: no space left on the device (or the disk quota is used up).
+
+    The message is one line naming the file, the space free in its folder and, where known, the bytes needed;
+    files written before it (and the file's previous version) are intact. ``errno``, ``filename``, ``free``
+    and ``needed`` say the same for callers.
+    """
+
+    def __init__(self, message: str, *, errno: int = 28, filename=None, free=None, needed=None):
+        OSError.__init__(self, errno, message, filename)
+        self.message, self.free, self.needed = message, free, needed
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # picklable (DataLoader workers, multiprocessing)
+        return (_disk_full, (self.message, self.errno, self.filename, self.free, self.needed))
+
+
+def _disk_full(message, errno, filename, free, needed):
+    return DiskFullError(message, errno=errno, filename=filename, free=free, needed=needed)

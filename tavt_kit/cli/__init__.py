@@ -85,7 +85,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         out = getattr(args, "out", None)
         if isinstance(out, str) and os.path.isfile(out) and name not in ("prune", "evaluate"):
             raise ConfigError(f"--out {out}: is a file; expected an output folder")
-        return module.run(args)
+        from .common import run_command
+
+        return run_command(module, name, args, rest)
     except TavtKitError as e:  # the library names its parameters (subset=0): said here as this command's flags
         from .common import flag_message
 
@@ -97,13 +99,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BrokenPipeError:  # the reader went away (| head): no traceback, and none at exit either
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except OSError as e:  # the disk is full, a folder cannot be written: one line naming the file
-        if e.errno is None:
-            raise
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"fgvc-kit: error: {where}{e.strerror or e}" + (
-            " (the disk is full; files written before this one were kept)" if e.errno == 28 else ""),
-              file=sys.stderr)
+    except Exception as e:  # a full disk said by a writer that has no file name to give: the output folder
+        from ..files import disk_full_error
+
+        out, named = getattr(args, "out", None), getattr(e, "filename", None)
+        err = disk_full_error(e, named or (out if isinstance(out, str) else None), note="", folder=not named)
+        if err is None:
+            if not isinstance(e, OSError) or e.errno is None:
+                raise
+            where = f"{e.filename}: " if e.filename else ""  # a folder that cannot be written: one line
+            print(f"fgvc-kit: error: {where}{e.strerror or e}", file=sys.stderr)
+            return 2
+        print(f"fgvc-kit: error: {err}", file=sys.stderr)
         return 2
 
 

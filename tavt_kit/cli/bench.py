@@ -263,6 +263,11 @@ def _deployment_target(args, batch_size: int):
                             threads=args.threads or None, batch_size=batch_size)
 
 
+def output_folder(args) -> str:
+    """The folder every mode writes (held as its one writer while it runs; see tavt_kit.lock)."""
+    return args.out
+
+
 def run(args) -> int:
     import json
     import os

@@ -273,7 +273,27 @@ def invoke(module, name: str, argv: List[str]) -> int:
     p = Parser(prog=f"fgvc-kit {name}")
     module.add_arguments(p)
     argv = module.normalize_argv(list(argv)) if hasattr(module, "normalize_argv") else list(argv)
-    return module.run(p.parse_args(argv))
+    return run_command(module, name, p.parse_args(argv), argv)
+
+
+def run_command(module, name: str, args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    """``module.run(args)`` as the one writer of the folder it writes (``module.output_folder(args)``, where the
+    command has one): another process writing that folder is refused with its PID (tavt_kit.lock). Under
+    torchrun only rank 0 holds it (the other ranks write nothing)."""
+    folder = module.output_folder(args) if hasattr(module, "output_folder") else None
+    try:
+        rank = int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        rank = 0
+    if not folder or rank != 0:
+        return module.run(args)
+    import shlex
+
+    from ..lock import folder_lock
+
+    command = " ".join(["fgvc-kit", name] + [shlex.quote(a) for a in argv])[:300]
+    with folder_lock(folder, command=command):
+        return module.run(args)
 
 
 REDUCERS = ("drop", "merge")

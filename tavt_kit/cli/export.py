@@ -217,5 +217,10 @@ def _run_export(args) -> int:
     return 0
 
 
+def output_folder(args) -> str:
+    """The folder this command writes (held as its one writer while it runs; see tavt_kit.lock)."""
+    return args.out
+
+
 add_arguments = add_export_arguments
 run = run_export

@@ -37,6 +37,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
 
 
+def output_folder(args):
+    """The folder the pruned checkpoint goes to (held as its one writer while it runs; see tavt_kit.lock);
+    None for an --out that run refuses."""
+    out = args.out
+    if out.lower().endswith(".safetensors"):
+        return os.path.dirname(os.path.abspath(out))
+    ext = os.path.splitext(out)[1]
+    if (ext and len(ext) <= 5 and not os.path.isdir(out)) or os.path.isfile(out):
+        return None
+    return out
+
+
 def run(args) -> int:
     import warnings
 

@@ -22,6 +22,15 @@ def add_arguments(p) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default: report/ beside search.json)")
 
 
+def output_folder(args):
+    """The folder the report is written to (held as its one writer while it runs; see tavt_kit.lock); None
+    without a search.json (run says what is missing)."""
+    search = args.search or args.search_positional
+    if not search:
+        return None
+    return args.out or os.path.join(os.path.dirname(os.path.abspath(search)), "report")
+
+
 def run(args) -> int:
     from ..errors import ConfigError
     from .common import positional_deprecated

@@ -80,6 +80,11 @@ def _check_positive(args) -> None:
         raise ConfigError(f"--mutation-prob: expected a probability in [0, 1], got {args.mutation_prob}")
 
 
+def output_folder(args) -> str:
+    """The folder this command writes (held as its one writer while it runs; see tavt_kit.lock)."""
+    return args.out
+
+
 def run(args) -> int:
     from .data_args import data_spec_from_args
     from ..models import load_checkpoint

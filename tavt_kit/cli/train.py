@@ -327,5 +327,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 
+def output_folder(args) -> str:
+    """The folder this command writes (held as its one writer while it runs; see tavt_kit.lock)."""
+    return args.out or DEFAULT_OUT
+
+
 add_arguments = add_train_arguments
 run = run_train
