@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional
 
+from ..files import save_figure
 from ..machine import describe
 from .identity import short_counts
 
@@ -92,9 +93,10 @@ def plot_bench(d: Dict[str, Any], path: str) -> str:
     if results:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -132,9 +134,10 @@ def plot_table(d: Dict[str, Any], path: str) -> str:
     fig.suptitle(f"{m.get('name', '')}: {t.get('backend')} on {t.get('device')}, batch {t.get('batch_size')}, "
                  f"{t.get('threads')} threads", fontsize=10)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
     return path
 
 

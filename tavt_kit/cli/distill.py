@@ -287,9 +287,18 @@ def plot_distill_curves(metrics_path: str, png_path: str) -> Optional[str]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
+    from ..files import save_figure
+
+    try:
+        save_figure(fig, png_path)
+    finally:
+        plt.close(fig)
     return png_path
+
+
+def output_folder(args) -> str:
+    """The folder this command writes (held as its one writer while it runs; see tavt_kit.lock)."""
+    return args.out or DEFAULT_OUT
 
 
 add_arguments = add_distill_arguments

@@ -472,6 +472,7 @@ def cached_tensors(dataset: FGVCDataset, cache_dir: Optional[str] = None, batch_
         images = torch.cat(xs) if xs else torch.zeros(0, 3, H, W, dtype=torch.uint8)
         labels = torch.cat(ys).long() if ys else torch.zeros(0, dtype=torch.long)
     if path is not None:
-        with atomic_path(path) as tmp:
+        needed = images.numel() * images.element_size() + labels.numel() * labels.element_size()
+        with atomic_path(path, needed=needed) as tmp:  # a full disk: one DiskFullError naming the cache file
             save_file({"images": images, "labels": labels}, tmp, metadata={"key": json.dumps(key)})
     return images, labels

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..errors import ExportError
+from ..files import atomic_path
 
 
 def first_line(e: BaseException) -> str:
@@ -23,7 +24,8 @@ def write_metadata(path: str, metadata: Mapping[str, str]) -> None:
     for k, v in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
-    onnx.save(model, path)
+    with atomic_path(path, ".onnx") as tmp:  # external weights (``.onnx.data``) are named relative to the folder
+        onnx.save(model, tmp)
 
 
 def toposort(graph) -> None:
@@ -65,7 +67,8 @@ def onnx_fp16(src: str, dst: str) -> None:
     except Exception as e:
         raise ExportError(f"{src}: fp16 conversion failed ({first_line(e)})") from None
     toposort(h.graph)  # the converter appends the input casts at the end of the node list
-    onnx.save(h, dst)
+    with atomic_path(dst, ".onnx") as tmp:
+        onnx.save(h, tmp)
     try:
         onnx.checker.check_model(dst)
     except Exception as e:

@@ -31,7 +31,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from ..errors import BackendError, ConfigError, ExportError
+from ..errors import BackendError, ConfigError, DiskFullError, ExportError
+from ..files import disk_full_as_error
 from .graph import first_line, write_metadata
 
 #: ONNX opset fgvc-kit exports to (ONNX Runtime >= 1.14, OpenVINO >= 2023.0 read it)
@@ -235,9 +236,12 @@ def export_module(
     for i, name in enumerate(order):
         last = i == len(order) - 1
         try:
-            _export_once(module, example, path, name, opset, input_name, output_name, dict(dynamic_axes or {}),
-                         dict(output_axes or {}), dict(dim_min or {}))
+            with disk_full_as_error(path, partial=(path, path + ".data")):  # the other exporter would not fit
+                _export_once(module, example, path, name, opset, input_name, output_name, dict(dynamic_axes or {}),
+                             dict(output_axes or {}), dict(dim_min or {}))
             onnx.checker.check_model(path)
+        except DiskFullError:
+            raise
         except Exception as e:
             reasons.append(f"{name} exporter failed ({first_line(e)})")
             if last:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..errors import BackendError, ConfigError, ExportError, TavtKitError
+from ..files import disk_full_as_error, disk_full_error
 from ..target import Precision
 from .graph import first_line
 from .onnx import (META_EXPORTER, META_FORMAT, META_REDUCERS, META_SCHEDULE, META_SPEC, ExportedInfo, OnnxExport,
@@ -211,7 +212,7 @@ def convert_openvino(
             if schedule is not None:
                 raise ConfigError("schedule= applies to a model; an exported .onnx file has its schedule fixed")
         info = read_onnx_info(onnx_path)
-        ov.save_model(_convert_with_metadata(onnx_path), xml_path, compress_to_fp16=compress_to_fp16)
+        save_ir(_convert_with_metadata(onnx_path), xml_path, compress_to_fp16=compress_to_fp16)
         diff = ref_name = checked = None
         if verify:
             diff, ref_name, checked = _check_ir(xml_path, onnx_path, info, model, export, batch_size, seed)
@@ -300,15 +301,41 @@ def read_openvino_info(path) -> ExportedInfo:
 
 def tag_precision(xml: str, precision: str) -> None:
     """Record the precision an IR was exported for in its rt_info (bf16: the inference hint to use)."""
-    ov = require_openvino()
     m = core().read_model(xml)
     m.set_rt_info(precision, ["fgvc_kit", "precision"])
-    tmp_dir = tempfile.mkdtemp(prefix="fgvc-kit-ov-", dir=os.path.dirname(os.path.abspath(xml)))
+    save_ir(m, xml)
+
+
+def save_ir(model, xml: str, compress_to_fp16: bool = False) -> str:
+    """``openvino.save_model`` as one atomic step: ``.xml`` + ``.bin`` are written in a temporary folder beside
+    ``xml`` and moved into place (the ``.bin`` first: an ``.xml`` never points at a missing ``.bin``). A full
+    disk is one :class:`~tavt_kit.errors.DiskFullError` naming ``xml``; the files there before are unchanged."""
+    ov = require_openvino()
+    xml = os.fspath(xml)
+    folder = os.path.dirname(os.path.abspath(xml))
+    with disk_full_as_error(xml):
+        os.makedirs(folder, exist_ok=True)
+        tmp_dir = tempfile.mkdtemp(prefix=".fgvc-kit-ov-", dir=folder)
     try:
         tmp = os.path.join(tmp_dir, os.path.basename(xml))
-        ov.save_model(m, tmp, compress_to_fp16=False)
-        del m
-        os.replace(tmp, xml)
+        try:
+            ov.save_model(model, tmp, compress_to_fp16=compress_to_fp16)
+        except Exception as e:  # OpenVINO says "iostream error"; the weights' size tells a full disk from others
+            err = disk_full_error(e, xml, _weight_bytes(model, compress_to_fp16))
+            if err is None:
+                raise
+            raise err from e
         os.replace(tmp[:-4] + ".bin", xml[:-4] + ".bin")
+        os.replace(tmp, xml)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+    return xml
+
+
+def _weight_bytes(model, compress_to_fp16: bool) -> Optional[int]:
+    """About the size of an IR's ``.bin``: its constants (halved where f32 is compressed to f16)."""
+    try:
+        n = sum(op.get_byte_size() for op in model.get_ops() if op.get_type_name() == "Constant")
+    except Exception:
+        return None
+    return n // 2 if compress_to_fp16 else n

@@ -36,7 +36,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from torch import nn
 
-from ..errors import ConfigError, ExportError, TavtKitError
+from ..errors import ConfigError, DiskFullError, ExportError, TavtKitError
+from ..files import atomic_path
 from ..target import DeploymentTarget, Precision
 from .options import ExportOptions, QuantizeOptions, VerifyOptions
 from .prepare import PreparedExport, check_options, check_request, prepare_export, resolve_target
@@ -131,14 +132,14 @@ def run_export(prep: PreparedExport, out_dir, precision: str, *, raise_on_failur
         failures = _verify_step(job) if prep.verify.enabled else _skip_verification(job)
     except TavtKitError as e:
         _record(job, start, failure=str(e))
-        record_failed_attempt(out_dir, job.doc)
-        clean_stage(stage)
+        clean_stage(stage)  # first: the space it held may be what the record needs
+        _record_failed_attempt(out_dir, job.doc)
         raise
     except BaseException as e:  # a kill (KeyboardInterrupt) too: the folder keeps what it had
         _record(job, start, failure=f"{type(e).__name__}: {e}")
-        if isinstance(e, Exception):
-            record_failed_attempt(out_dir, job.doc)
         clean_stage(stage)
+        if isinstance(e, Exception):
+            _record_failed_attempt(out_dir, job.doc)
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -152,6 +153,15 @@ def run_export(prep: PreparedExport, out_dir, precision: str, *, raise_on_failur
         raise ExportError(f"export verification failed ({'; '.join(failures)}); recorded as verified=false "
                           f"in {json_path}")
     return result
+
+
+def _record_failed_attempt(out_dir: str, doc: Dict[str, Any]) -> None:
+    """Say in ``export.json`` that this export failed, unless the disk is too full to: the error being raised
+    says why, and the record there stays as it was."""
+    try:
+        record_failed_attempt(out_dir, doc)
+    except DiskFullError:
+        pass
 
 
 # ---------------------------------------------------------------- the steps
@@ -194,7 +204,8 @@ def _onnx_step(job: _Job, tmp: str) -> Tuple[str, Dict[str, Any]]:
            seed)
     if reuse is not None and reuse.key == key and reuse.path and os.path.isfile(reuse.path):
         job.log(f"reusing the checked fp32 ONNX graph at schedule {list(job.sched.counts)}")
-        shutil.copyfile(reuse.path, onnx_fp32)
+        with atomic_path(onnx_fp32, ".onnx") as part:
+            shutil.copyfile(reuse.path, part)
         job.doc["exporter"] = copy.deepcopy(reuse.exporter)
         return onnx_fp32, dict(copy.deepcopy(reuse.info), reused=True)
     macs, macs_full = job.doc["macs"]["schedule"], job.doc["macs"]["full"]
@@ -213,7 +224,8 @@ def _onnx_step(job: _Job, tmp: str) -> Tuple[str, Dict[str, Any]]:
     if reuse is not None:
         os.makedirs(reuse.folder, exist_ok=True)
         reuse.path = os.path.join(reuse.folder, "model.fp32.onnx")
-        shutil.copyfile(onnx_fp32, reuse.path)
+        with atomic_path(reuse.path, ".onnx") as part:
+            shutil.copyfile(onnx_fp32, part)
         reuse.key, reuse.exporter, reuse.info = key, copy.deepcopy(job.doc["exporter"]), copy.deepcopy(info)
     return onnx_fp32, info
 

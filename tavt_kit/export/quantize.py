@@ -42,10 +42,19 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import BackendError, ConfigError, ExportError, TavtKitError
+from ..files import atomic_path, disk_full_error
 from .options import check_calibration_split
 
 #: NNCF presets (performance: symmetric activations; mixed: asymmetric activations, symmetric weights)
 PRESETS = ("performance", "mixed")
+
+
+def _raise_if_disk_full(e: BaseException) -> None:
+    """NNCF writes its intermediate models to the temporary folder: a full disk there is said as such, not as a
+    failed quantisation."""
+    err = disk_full_error(e, tempfile.gettempdir(), note="")
+    if err is not None:
+        raise err from e
 
 
 def require_nncf():
@@ -410,9 +419,10 @@ def quantize_onnx(onnx_path, out_path, calibration, *, preset: str = "performanc
     except TavtKitError:
         raise
     except Exception as e:
+        _raise_if_disk_full(e)
         raise ExportError(f"{onnx_path}: NNCF int8 quantisation failed ({first_line(e)})") from None
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    onnx.save(q, out_path)
+    with atomic_path(out_path, ".onnx") as tmp_path:
+        onnx.save(q, tmp_path)
     try:
         onnx.checker.check_model(out_path)
     except Exception as e:
@@ -439,7 +449,7 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
     (the models are validated compiled at f32 inference precision).
     """
     from .graph import first_line
-    from .openvino import RT_KEYS, convert_openvino, core, require_openvino
+    from .openvino import RT_KEYS, convert_openvino, core, require_openvino, save_ir
 
     ov = require_openvino()
     nncf = require_nncf()
@@ -480,12 +490,12 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
         except TavtKitError:
             raise
         except Exception as e:
+            _raise_if_disk_full(e)
             raise ExportError(f"{source}: NNCF int8 quantisation failed ({first_line(e)})") from None
         for key, value in rt.items():
             q.set_rt_info(value, ["fgvc_kit", key.split(".", 1)[1]])
         q.set_rt_info("int8", ["fgvc_kit", "precision"])
-        os.makedirs(os.path.dirname(os.path.abspath(out_xml)), exist_ok=True)
-        ov.save_model(q, out_xml, compress_to_fp16=False)
+        save_ir(q, out_xml)
     n_q = sum(1 for op in q.get_ordered_ops() if op.get_type_name() == "FakeQuantize")
     return QuantizeResult(path=out_xml, backend="openvino", source=source, calibration_images=int(arr.shape[0]),
                           preset=preset, model_type="transformer", fast_bias_correction=fast_bias_correction,

@@ -53,7 +53,7 @@ def save_checkpoint(model: nn.Module, path, *, class_names: Optional[Sequence[st
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     spec["weights_sha256"] = tensors_digest(tensors)  # what resume and reuse are keyed on, not the path
     path = os.fspath(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needed=sum(t.numel() * t.element_size() for t in tensors.values())) as tmp:
         save_file(tensors, tmp, metadata={SPEC_KEY: json.dumps(spec)})
     return path
 

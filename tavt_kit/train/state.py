@@ -32,7 +32,7 @@ def save_state(path, tensors: Dict[str, torch.Tensor], scalars: Dict[str, Any]) 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     doc = {"format": STATE_FORMAT, "version": 1, **scalars}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needed=sum(t.numel() * t.element_size() for t in tensors.values())) as tmp:
         save_file(tensors, tmp, metadata={STATE_KEY: json.dumps(doc)})
     return path
 

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..files import write_text
+from ..files import append_text, write_text
 from ..progress import eta
 from .config import TrainConfig
 from .distributed import amp_dtype_for, barrier, init_distributed
@@ -286,8 +286,7 @@ class Trainer:
     # --------------------------------------------------------------- log
     def _log_event(self, event: Dict[str, Any]) -> None:
         if self.is_main and self.out_dir:
-            with open(self.path(METRICS_FILE), "a", encoding="utf-8") as f:
-                f.write(json.dumps(event) + "\n")
+            append_text(self.path(METRICS_FILE), json.dumps(event) + "\n")
 
     def _truncate_log(self) -> None:
         """On resume, drop log lines written after the step the run resumes from."""
