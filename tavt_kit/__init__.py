@@ -4,8 +4,9 @@ Patch drop over any timm ViT, token schedules, MAC counting and checkpoints
 that rebuild their model from one file. The model-side names are imported on
 first use, so that ``import tavt_kit`` (and ``fgvc-kit --help``) loads no torch.
 """
-from .errors import (BackendError, CheckpointError, ConfigError, DatasetError, ExportError, ImageSizeError,
-                     LatencyTableError, ScheduleError, TavtKitError, UnknownModelError, UnsupportedModelError)
+from .errors import (BackendError, CheckpointError, ConfigError, DatasetError, DiskFullError, ExportError,
+                     FolderBusyError, ImageSizeError, LatencyTableError, ScheduleError, TavtKitError,
+                     UnknownModelError, UnsupportedModelError)
 
 __version__ = "0.1.0"
 
@@ -21,14 +22,15 @@ _LAZY = {
     "create_model": ("tavt_kit.models", "create_model"),
     "load_checkpoint": ("tavt_kit.models", "load_checkpoint"),
     "patch": ("tavt_kit.models", "patch_model"),
+    "folder_lock": ("tavt_kit.lock", "folder_lock"),
     "search_schedules": ("tavt_kit.search", "search_schedules"),
     "save_checkpoint": ("tavt_kit.models", "save_checkpoint"),
     "spec_of": ("tavt_kit.models", "spec_of"),
 }
 
 __all__ = [
-    "BackendError", "CheckpointError", "ConfigError", "DatasetError", "DeploymentTarget", "ExportError",
-    "ImageSizeError", "LatencyObjective", "LatencyTableError", "MacCount", "Precision", "ScheduleError",
+    "BackendError", "CheckpointError", "ConfigError", "DatasetError", "DeploymentTarget", "DiskFullError",
+    "ExportError", "FolderBusyError", "folder_lock", "ImageSizeError", "LatencyObjective", "LatencyTableError", "MacCount", "Precision", "ScheduleError",
     "SearchResult", "TavtKitError", "search_schedules",
     "TokenSchedule", "UnknownModelError", "UnsupportedModelError", "count_macs", "create_model",
     "load_checkpoint", "patch", "save_checkpoint", "spec_of", "__version__",

@@ -54,6 +54,9 @@ class LatencyTableError(TavtKitError, ValueError):
 class FolderBusyError(TavtKitError, RuntimeError):
     """An output folder is being written by another process (one writer per folder; see :mod:`tavt_kit.lock`)."""
 
+    #: the message names paths and the holder's command line, no parameters: the CLI prints it as it is
+    verbatim = True
+
 
 class DiskFullError(TavtKitError, OSError):
     """A file could not be written: no space left on the device (or the disk quota is used up).
@@ -62,6 +65,9 @@ class DiskFullError(TavtKitError, OSError):
     files written before it (and the file's previous version) are intact. ``errno``, ``filename``, ``free``
     and ``needed`` say the same for callers.
     """
+
+    #: the message names paths, no parameters: the CLI prints it as it is
+    verbatim = True
 
     def __init__(self, message: str, *, errno: int = 28, filename=None, free=None, needed=None):
         OSError.__init__(self, errno, message, filename)

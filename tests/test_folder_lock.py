@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="folder locks us
 
 HOLD = ("import sys, time\n"
         "from tavt_kit.lock import folder_lock\n"
-        "with folder_lock(sys.argv[1], command='fgvc-kit train --out held'):\n"
+        "with folder_lock(sys.argv[1], command='fgvc-kit train --dataset-option seed=1 --out held'):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(300)\n")
 
@@ -90,6 +90,7 @@ def test_every_command_that_writes_a_folder_is_refused_before_any_work(tmp_path,
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"PID {proc.pid}" in err and str(out) in err, err
+    assert "--dataset-option seed=1" in err  # the holder's command as it was typed
     assert sorted(os.listdir(out)) == [LOCK_FILE]  # nothing was written
 
 

@@ -91,7 +91,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except TavtKitError as e:  # the library names its parameters (subset=0): said here as this command's flags
         from .common import flag_message
 
-        print(f"fgvc-kit: error: {flag_message(one_line(e), parser, args)}", file=sys.stderr)
+        text = one_line(e) if getattr(e, "verbatim", False) else flag_message(one_line(e), parser, args)
+        print(f"fgvc-kit: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fgvc-kit: interrupted", file=sys.stderr)
