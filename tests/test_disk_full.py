@@ -248,3 +248,18 @@ def test_the_cli_names_the_output_folder_when_a_writer_names_no_file(tmp_path, m
     err = _one_line(capsys)
     assert err.startswith(f"fgvc-kit: error: {out}: ") and "no space left" in err and "free in" in err
     assert json.dumps(err)  # plain text
+
+
+def test_an_export_names_the_file_in_its_folder_not_the_staging_folder(tmp_path):
+    """An export is built in a staging folder that goes away with the error: the line names the destination."""
+    from tavt_kit.export.pipeline import _in_out_dir
+    from tavt_kit.files import disk_full_error
+
+    out = str(tmp_path / "export")
+    stage = str(tmp_path / ".export.staging-abc")
+    inner = os.path.join(stage, ".export-xyz")
+    e = disk_full_error(ENOSPC, os.path.join(inner, "model.onnx"), 5000, kept=False)
+    said = _in_out_dir(e, (inner, stage), out)
+    assert isinstance(said, DiskFullError) and "staging" not in str(said) and ".export-xyz" not in str(said)
+    assert str(said).startswith(os.path.join(out, "model.onnx") + ": ") and str(said).endswith(f"{out} keeps what it had")
+    assert said.filename == os.path.join(out, "model.onnx") and said.needed == 5000

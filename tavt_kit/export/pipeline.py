@@ -131,10 +131,12 @@ def run_export(prep: PreparedExport, out_dir, precision: str, *, raise_on_failur
             _format_step(job, fmt, onnx_fp32, onnx_info, calib)
         failures = _verify_step(job) if prep.verify.enabled else _skip_verification(job)
     except TavtKitError as e:
+        if isinstance(e, DiskFullError):  # said of the file in out_dir: the staging folder is gone with the error
+            e = _in_out_dir(e, (tmp, stage), out_dir)
         _record(job, start, failure=str(e))
         clean_stage(stage)  # first: the space it held may be what the record needs
         _record_failed_attempt(out_dir, job.doc)
-        raise
+        raise e
     except BaseException as e:  # a kill (KeyboardInterrupt) too: the folder keeps what it had
         _record(job, start, failure=f"{type(e).__name__}: {e}")
         clean_stage(stage)
@@ -153,6 +155,25 @@ def run_export(prep: PreparedExport, out_dir, precision: str, *, raise_on_failur
         raise ExportError(f"export verification failed ({'; '.join(failures)}); recorded as verified=false "
                           f"in {json_path}")
     return result
+
+
+def _in_out_dir(e: DiskFullError, staging: Sequence[str], out_dir: str) -> DiskFullError:
+    """A full disk met in the staging folders (the innermost first), said of the same file in ``out_dir``."""
+    if not any(d in str(e) for d in staging):
+        return e
+
+    def swap(s):
+        if isinstance(s, str):
+            for d in staging:
+                s = s.replace(d, out_dir.rstrip(os.sep))
+        return s
+
+    msg = swap(str(e))
+    msg = msg[:msg.rindex(")") + 1] if ")" in msg else msg  # what became of the staged file does not matter
+    new = DiskFullError(f"{msg}; {out_dir} keeps what it had", errno=e.errno, filename=swap(e.filename),
+                        free=e.free, needed=e.needed)
+    new.__cause__ = e.__cause__
+    return new
 
 
 def _record_failed_attempt(out_dir: str, doc: Dict[str, Any]) -> None:
