@@ -51,6 +51,11 @@ VARIANTS = {
                    "--weight-decay", "0"],
     "parent-kd3-lr2e-4": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "3", "--lr",
                           "2e-4", "--weight-decay", "0"],
+    "parent-kd10-lr2e-4": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "10", "--lr",
+                           "2e-4", "--weight-decay", "0"],
+    # SGD: steps follow the gradient, where AdamW restarted moves every weight by about the learning rate
+    "parent-kd3-sgd": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "3", "--optimizer",
+                       "sgd", "--momentum", "0.9", "--lr", "1e-2", "--weight-decay", "0"],
 }
 PROBES = ("full", "middle", "smallest")
 

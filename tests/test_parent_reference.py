@@ -72,3 +72,52 @@ def test_a_supernet_without_a_parent_says_so(tmp_path, trained_checkpoint):
                                     out=str(tmp_path), log=notes.append)
     assert res.parent is None and "parent" not in res.doc
     assert any("records no parent" in n for n in notes)
+
+
+@pytest.mark.nncf
+def test_precision_search_puts_the_parent_at_every_precision_in_the_selection(tmp_path, trained_checkpoint):
+    """With --precisions, the training-free deployables run at each precision too (int8 quantised with NNCF as the
+    searched pairs are), paired with the parent on the test images; the recommendation is chosen among all of them
+    and export follows it with the parent's weights at that precision."""
+    from conftest import exact_table, scaled_table
+    from tavt_kit.bench import LatencyTable, TimingPolicy, profile_latency
+
+    sn = _supernet(tmp_path, trained_checkpoint, noise=0.6)
+    model = tavt_kit.load_checkpoint(sn)
+    table = profile_latency(model, grid=3, calibrate=False, reducers="drop,merge",
+                            policy=TimingPolicy(warmup=1, min_repeats=3, max_repeats=3, budget_s=0.05))
+    data = exact_table(table.to_dict())
+    tables = {"fp32": LatencyTable(data)}
+    for p, factor in (("bf16", 0.5), ("int8", 0.25)):
+        scaled = scaled_table(data, factor)
+        scaled["target"]["precision"] = p
+        tables[p] = LatencyTable(scaled)
+    full_ms = tables["fp32"].predict(model.full_schedule())
+    budget = f"{0.4 * full_ms:.4f}ms"  # below every fp32 and bf16 full model; the parent fits at int8
+    res = tavt_kit.search_schedules(model, None, [budget], precisions=("fp32", "bf16", "int8"), table=tables,
+                                    settings=EVO, out=str(tmp_path / "search"), calibration_images=32,
+                                    verify_top=1, subset=96, log=lambda s: None)
+    row = res.doc["budgets"][0]
+    free = row["training_free"]
+    assert "parent@int8" in free and "parent" not in free and "parent@bf16" not in free
+    # ToMe fitted per precision: none at fp32 (it cannot reach 0.4x), some r at bf16, none at int8 (r=0 fits)
+    assert "tome_parent@bf16" in free and "tome_parent" not in free and "tome_parent@int8" not in free
+    for name, d in free.items():
+        assert d["latency_ms"] <= 0.4 * full_ms + 1e-9, name
+        v = d["vs_parent"]  # paired with the parent (fp32) on the same test images
+        assert v["difference"] == pytest.approx(d["test_accuracy"] - res.parent.test_accuracy, abs=1e-9)
+    assert free["parent@int8"]["holdout_source"].startswith("OpenVINO int8")
+    assert "int8" in free["parent@int8"]["deployed"]["runtime"]
+    assert row["best"]["vs_parent"]["images"] == res.doc["settings"]["test_images"]
+    # the noisy supernet loses on held-out NLL to the parent quantised: the recommendation is a training-free one
+    rec = row["recommended"]
+    options = {"searched": row["best"], **free}
+    assert rec["family"] == min(options, key=lambda k: options[k]["holdout_nll"])
+    assert rec["weights"] == "parent" and rec["precision"] == options[rec["family"]].get("precision", "fp32")
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", sn, "--search", str(tmp_path / "search" / "search.json"), "--budget",
+                 budget, "--format", "openvino", "--no-verify", "--no-accuracy-control", "--calibration-images",
+                 "16", "--out", str(out)]) == 0
+    doc = json.loads((out / "export.json").read_text())
+    assert doc["precision"] == rec["precision"] and doc["schedule"]["counts"] == rec["counts"]
+    assert doc["checkpoint"]["path"] == str(trained_checkpoint)

@@ -1,9 +1,9 @@
 """fgvc-kit search --precisions: (schedule, precision) pairs under latency budgets, int8 verified before it is reported."""
-import copy
 import json
 
 import pytest
 import torch
+from conftest import exact_table, scaled_table
 
 import tavt_kit
 from tavt_kit.cli import main
@@ -28,39 +28,15 @@ def supernet_and_tables(tmp_path_factory):
     ckpt = str(tavt_kit.save_checkpoint(m, d / "supernet.safetensors"))
     table = profile_latency(m, grid=3, calibrate=False,
                             policy=TimingPolicy(warmup=1, min_repeats=3, max_repeats=3, budget_s=0.05))
-    table = tavt_kit.bench.LatencyTable(linear(table.to_dict()))  # a measured sub-ms table is noise: made exact
+    table = tavt_kit.bench.LatencyTable(exact_table(table.to_dict()))  # a measured sub-ms table is noise: made exact
     table.save(d / "fp32.json")
     paths = {"fp32": str(d / "fp32.json")}
     for precision, name, factor in (("bf16", "bf16", 0.5), ("int8", "int8", 0.25)):
-        data = scaled(table.to_dict(), factor)
+        data = scaled_table(table.to_dict(), factor)
         data["target"]["precision"] = name
         paths[precision] = str(d / f"{precision}.json")
         tavt_kit.bench.LatencyTable(data).save(paths[precision])
     return ckpt, paths, table.predict(m.full_schedule()), table
-
-
-def linear(data):
-    """The table with a block 10 us per token (attention and MLP halves 5 us each), the embedding and head 0.1 ms
-    and no offset."""
-    data = copy.deepcopy(data)
-    per_token = {"plain_ms": 0.01, "prop_ms": 0.01, "head_ms": 0.0}
-    for key, value in data.items():
-        if isinstance(value, dict) and "ms" in value and "tokens" in value:
-            value["ms"] = [per_token.get(key, 0.005) * t + (0.1 if key == "head_ms" else 0.0)
-                           for t in value["tokens"]]
-        elif key.endswith("_ms") and isinstance(value, (int, float)):
-            data[key] = 0.1 if key != "offset_ms" else 0.0
-    return data
-
-
-def scaled(data, factor):
-    data = copy.deepcopy(data)
-    for key, value in data.items():
-        if isinstance(value, dict) and "ms" in value and "tokens" in value:
-            value["ms"] = [v * factor for v in value["ms"]]
-        elif key.endswith("_ms") and isinstance(value, (int, float)):
-            data[key] = value * factor
-    return data
 
 
 def test_parse_precisions():

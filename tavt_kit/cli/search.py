@@ -6,6 +6,7 @@ import os
 
 from ..errors import ConfigError
 from ..search.fitness import DEFAULT_FITNESS, FITNESSES
+from ..search.result import describe_family
 from .common import add_deprecated, check_can_merge, parse_macs, parse_reducers, parse_seconds
 
 
@@ -186,12 +187,11 @@ def summary(result: dict) -> str:
             lines.append(row(f"baseline {name}", d))
         for name, d in (b.get("training_free") or {}).items():
             if name != "parent":
-                lines.append(row("ToMe on your model" if name == "tome_parent" else name, d))
+                lines.append(row(describe_family(name, d), d))
         rec = b.get("recommended")
         if rec and rec.get("family"):
-            what = {"searched": "the searched schedule (supernet weights)", "tome_parent":
-                    "ToMe on your model (its own weights, no training)", "parent": "your model as it is"}
-            lines.append(f"  recommended: {what.get(rec['family'], rec['family'])}; {rec['why']}")
+            free = (b.get("training_free") or {}).get(rec["family"])
+            lines.append(f"  recommended: {describe_family(rec['family'], free)}; {rec['why']}")
     t = result["timing"]
     lines.append(f"{t['evaluations']} candidates evaluated in {t['search_seconds']:.1f}s; Pareto front of "
                  f"{len(result['pareto_front'])}; area {result['front_area']:.4f}")

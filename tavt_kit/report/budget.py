@@ -280,29 +280,29 @@ def _paired(v: dict) -> str:
 
 
 def _reference_section(search: dict, scale: float, unit: str) -> List[str]:
-    """Per budget: your model, what needs no training on it (ToMe), the searched pick, and the recommendation,
-    each with its test top-1 and paired difference to your model."""
+    """Per budget: your model, what needs no training on it (ToMe; at each precision searched), the searched
+    pick, and the recommendation, each with its test top-1 and paired difference to your model."""
+    from ..search.result import describe_family
+
     if not search.get("parent"):
         return []
     md = ["## Against your model and what needs no training", "",
-          "| budget | deployable | weights | MACs | test top-1 | vs your model | recommended |", "|---|---|---|---:|---:|---|---|"]
+          "| budget | deployable | weights | precision | MACs | test top-1 | vs your model | recommended |",
+          "|---|---|---|---|---:|---:|---|---|"]
     for b in search.get("budgets") or []:
         rec = (b.get("recommended") or {}).get("family")
         options = [("searched schedule", "supernet", b.get("best"), "searched")]
-        free = b.get("training_free") or {}
-        if free.get("tome_parent"):
-            options.append((f"ToMe r={free['tome_parent'].get('r')}", "your model", free["tome_parent"],
-                            "tome_parent"))
-        if free.get("parent"):
-            options.append(("your model as it is", "your model", free["parent"], "parent"))
+        for fam, d in (b.get("training_free") or {}).items():
+            options.append((describe_family(fam, d).replace(" (its own weights, no training)", "")
+                            .replace(" on your model", ""), "your model", d, fam))
         for name, weights, d, fam in options:
             if not d:
-                md.append(f"| {b['label']} | {name} | {weights} | – | nothing meets it | – | |")
+                md.append(f"| {b['label']} | {name} | {weights} | – | – | nothing meets it | – | |")
                 continue
             test = "–" if d.get("test_accuracy") is None else f"{100 * d['test_accuracy']:.2f} %"
             vs = _paired(d["vs_parent"]) if d.get("vs_parent") else ("reference" if fam == "parent" else "–")
-            md.append(f"| {b['label']} | {name} | {weights} | {d['macs'] / scale:.4g} {unit} | {test} | {vs} | "
-                      f"{'**yes**' if fam == rec else ''} |")
+            md.append(f"| {b['label']} | {name.split(' @ ')[0]} | {weights} | {d.get('precision', 'fp32')} | "
+                      f"{d['macs'] / scale:.4g} {unit} | {test} | {vs} | {'**yes**' if fam == rec else ''} |")
     md += ["", "The recommendation is chosen on the held-out images (the test split only reports); a "
            "training-free deployable runs on your model's own weights.", ""]
     return md

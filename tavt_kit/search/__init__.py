@@ -10,9 +10,9 @@ from .data import EvalSet, SearchData, search_data
 from .evolution import Budget, EvolutionSettings
 from .objective import LatencyObjective
 from .pipeline import parse_precisions, search_schedules, space_of
-from .result import (SEARCH_FORMAT, BudgetResult, Pick, SearchResult, deployable_from_search, schedule_from_search,
-                     select_budget)
+from .result import (SEARCH_FORMAT, BudgetResult, Pick, SearchResult, deployable_from_search, describe_family,
+                     schedule_from_search, select_budget)
 
 __all__ = ["Budget", "BudgetResult", "EvalSet", "EvolutionSettings", "LatencyObjective", "Pick", "SEARCH_FORMAT",
-           "SearchData", "SearchResult", "deployable_from_search", "parse_precisions", "schedule_from_search", "search_data",
+           "SearchData", "SearchResult", "deployable_from_search", "describe_family", "parse_precisions", "schedule_from_search", "search_data",
            "search_schedules", "select_budget", "space_of"]

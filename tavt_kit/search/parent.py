@@ -6,7 +6,11 @@ search loads it and measures, on the same held-out and test images as the search
 * the parent itself (full schedule): every entry of ``search.json`` gets ``vs_parent``, its test accuracy
   minus the parent's, paired on the same images, with the 95 % interval;
 * the training-free deployables of each budget, run on the parent's weights: ToMe with the smallest
-  constant r that meets the budget (``tome_parent``) and the parent itself where it meets the budget.
+  constant r that meets the budget (``tome_parent``) and the parent itself where it meets the budget;
+  in a search over precisions, each of them at every precision searched too (``parent@int8``,
+  ``tome_parent@bf16``, ...; the int8 ones quantised with NNCF exactly as the searched pairs), fitted to that
+  precision's latency, held-out accuracy measured as the searched pairs' is (bf16 autocast, int8 on the
+  deployed model) and test accuracy on the deployed runtime.
 
 Each budget then *recommends* one deployable among the searched pick and the training-free ones, chosen on
 the held-out images (NLL for the nll/kl fitnesses, which compares across weights, else accuracy): the test
@@ -93,6 +97,7 @@ class ParentStage:
                 scheds[f"tome {b.label}"] = s
         metrics, hits = self._score(scheds)
         ref = hits.get("parent")
+        self._parent_hits = ref  # the parent's test hits (fp32), what every vs_parent pairs with
         record = parent_of(pipe.model) or {}
         doc["parent"] = {"path": record.get("path"), "weights_sha256": weights_digest(self.parent),
                          "recorded": bool(record), **self._entry("parent", full, metrics, hits, ref)}
@@ -112,9 +117,86 @@ class ParentStage:
                                        "r": pipe.model.num_patches - s.counts[0]}
             cost = pipe.macs(full) if b.objective == "macs" else (pipe.latency(full) if pipe.latency else None)
             if cost is not None and cost <= b.limit:
-                free["parent"] = doc["parent"]
+                free["parent"] = dict(doc["parent"])
             row["training_free"] = free
             row["recommended"] = self._recommend(row, free)
+
+    def apply_precisions(self, doc: dict, stage) -> None:
+        """After a precision search chose its pairs (:class:`~.precision.PrecisionStage`): the training-free
+        deployables at each precision beyond fp32 join every latency budget's ``training_free``, the pair gets
+        its ``vs_parent`` (deployed, paired on the test images), and ``recommended`` is chosen again among all."""
+        pipe = self.pipe
+        ref = self._parent_hits
+        scorer = self._deployed_scorer(stage)
+        try:
+            for row in doc["budgets"]:
+                if row["objective"] != "latency":
+                    continue
+                free = row.setdefault("training_free", {})
+                for p in pipe.precisions[1:]:
+                    for name, s in self._free_schedules(p, row["limit"]).items():
+                        free[f"{name}@{p}"] = self._deployed_entry(scorer, s, p, ref)
+                for key in ("best", "best_fp32"):
+                    d = row.get(key)
+                    run = stage.test_runs.get((_gene(d), d.get("precision", "fp32"))) if d else None
+                    if run is not None and ref is not None:
+                        d["vs_parent"] = paired_difference(run[0].hits[0].tolist(), ref.tolist())
+                row["recommended"] = self._recommend(row, free)
+        finally:
+            scorer.close()
+
+    def _free_schedules(self, precision: str, limit: float) -> Dict[str, TokenSchedule]:
+        """The parent and ToMe on it that meet ``limit`` on ``precision``'s latency objective."""
+        pipe = self.pipe
+        cost = pipe.objectives[precision]
+        full = TokenSchedule.full(pipe.model.depth, pipe.model.num_patches)
+        out = {}
+        if cost(full) <= limit:
+            out["parent"] = full
+        try:
+            s = fit_tome(pipe.space.depth, pipe.space.num_patches, cost, limit, pipe.space.min_tokens)
+        except TavtKitError:  # a latency table profiled for drop only cannot cost a merge
+            s = None
+        if s is not None and s.counts != full.counts:
+            out["tome_parent"] = s
+        return out
+
+    def _deployed_scorer(self, stage):
+        from .precision import DeployedScorer
+
+        pipe = self.pipe
+        return DeployedScorer(self.parent, pipe.transform, stage.scorer.calibration, pipe.batch_size,
+                              pipe.objectives["fp32"].target.threads)
+
+    def _deployed_entry(self, scorer, s: TokenSchedule, precision: str, ref) -> dict:
+        """A training-free deployable at ``precision``: held-out metrics as the search measures that precision
+        (bf16/fp16 autocast, int8 quantised and run in OpenVINO), test accuracy on the deployed runtime."""
+        from .precision import _AUTOCAST, ACCURACY_SOURCE
+
+        pipe = self.pipe
+        if precision == "int8":
+            pipe.log(f"training-free: the parent at {list(s.counts)} quantised to int8 (NNCF), held-out images")
+            m = scorer.scores(s, "int8", pipe.holdout.images, pipe.holdout.labels)[0].metrics(0)
+            source = "OpenVINO int8 (NNCF PTQ, transformer)"
+        else:
+            ev = CandidateEvaluator(self.parent, pipe.holdout.images, pipe.holdout.labels, pipe.batch_size,
+                                    transform=pipe.transform, autocast=_AUTOCAST[precision])
+            m, source = ev.scores([s]).metrics(0), ACCURACY_SOURCE[precision]
+        d = {"counts": list(s.counts), **({"reducers": list(s.reducers)} if s.reducers else {}),
+             "precision": precision, "macs": pipe.macs(s), "weights": "parent",
+             "latency_ms": pipe.objectives[precision](s) * 1e3, "holdout_accuracy": m["accuracy"],
+             "holdout_interval": _interval(m["accuracy"], pipe.n_holdout), "holdout_nll": m["nll"],
+             "holdout_source": source}
+        if s.reducers and "merge" in s.reducers:
+            d["r"] = pipe.model.num_patches - s.counts[0]
+        if pipe.n_test:
+            sc, runtime = scorer.scores(s, precision, pipe.test.images, pipe.test.labels)
+            acc = sc.correct[0] / pipe.n_test
+            d.update(test_accuracy=acc, test_interval=_interval(acc, pipe.n_test),
+                     deployed={"runtime": runtime, "test_accuracy": acc, "test_images": pipe.n_test})
+            if ref is not None:
+                d["vs_parent"] = paired_difference(sc.hits[0].tolist(), ref.tolist())
+        return d
 
     def _entry(self, name: str, s: TokenSchedule, metrics, hits, ref) -> dict:
         pipe = self.pipe
@@ -152,7 +234,7 @@ class ParentStage:
         best = max(options, key=lambda k: (sign * options[k][key], k == "searched"))
         why = f"best held-out {'accuracy' if sign > 0 else 'NLL'} among " + ", ".join(sorted(options))
         out = {"family": best, "weights": "supernet" if best == "searched" else "parent", "why": why,
-               "counts": options[best]["counts"]}
+               "counts": options[best]["counts"], "precision": options[best].get("precision", "fp32")}
         if options[best].get("reducers"):
             out["reducers"] = options[best]["reducers"]
         return out

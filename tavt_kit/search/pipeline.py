@@ -249,13 +249,19 @@ class SearchPipeline:
         if stage is not None:
             stage.evolve()
         doc = self._document(fp32, cands, search_seconds, remeasure=stage is None)
+        parent = None
         if self.parent is not None and self.world == 1:
             from .parent import ParentStage
 
             self.log("measuring the parent (your model) and ToMe on it at each budget")
-            ParentStage(self, self.parent).apply(doc)
+            parent = ParentStage(self, self.parent)
+            parent.apply(doc)
         if stage is not None:
             stage.choose(doc)
+            if parent is not None:
+                self.log("measuring the parent and ToMe on it at every precision searched")
+                parent.apply_precisions(doc, stage)
+            stage.remeasure(doc)
         return self._write(doc, precision_plot=stage is not None)
 
     def _warn_unreachable(self) -> None:

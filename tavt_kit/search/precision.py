@@ -238,8 +238,6 @@ class PrecisionStage:
             for row in doc["budgets"]:
                 if row["objective"] == "latency":
                     self._choose_budget(row, doc)
-            if pipe.objectives["fp32"].can_remeasure:
-                _remeasure_together(doc, pipe.model, pipe.schedule, pipe.objectives, pipe.log)
         finally:
             scorer.close()
         doc["precisions"]["candidates"] = {
@@ -248,6 +246,13 @@ class PrecisionStage:
         doc["precisions"]["deployed_seconds"] = scorer.seconds
         doc["precisions"]["quantized_models"] = scorer.quantized
         doc["timing"]["precision_search_seconds"] = self.seconds
+
+    def remeasure(self, doc: dict) -> None:
+        """Where the latency objective can time on this machine: every pick and training-free deployable timed
+        together (see :func:`_remeasure_together`)."""
+        pipe = self.pipe
+        if pipe.objectives["fp32"].can_remeasure:
+            _remeasure_together(doc, pipe.model, pipe.schedule, pipe.objectives, pipe.log)
 
     def verify_gene(self, gene, why: str = "") -> Dict[str, float]:
         """The held-out metrics of ``gene`` quantised to int8 and run in OpenVINO (journalled)."""
@@ -345,6 +350,11 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
                 gene = (tuple(d["counts"]), tuple(r or "" for r in d.get("reducers") or ()))
                 items[(i, key)] = (sched(gene), d.get("precision", "fp32"))
                 where[(i, key)] = (d, row["limit"] if lat else None)
+        # the training-free deployables (parent weights) in the same round: latency does not depend on weights
+        for name, d in row.get("training_free", {}).items():
+            gene = (tuple(d["counts"]), tuple(r or "" for r in d.get("reducers") or ()))
+            items[(i, name)] = (sched(gene), d.get("precision", "fp32"))
+            where[(i, name)] = (d, row["limit"] if lat else None)
     targets = {p: objectives[p].target for p in {p for _, p in items.values()}}
     target = targets["fp32"]
     batch = target.batch_size

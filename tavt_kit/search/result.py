@@ -172,6 +172,24 @@ def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any
 
 
 # ------------------------------------------------------------------ typed view
+def describe_family(family: str, entry: Optional[Dict[str, Any]] = None) -> str:
+    """A deployable family of a budget in words: ``"searched"``, ``"tome_parent"``, ``"parent"``, with an
+    ``@precision`` suffix for the training-free ones at another precision (``"tome_parent@int8"``)."""
+    base, _, precision = family.partition("@")
+    entry = entry or {}
+    if base == "searched":
+        text = "the searched schedule (supernet weights)"
+    elif base == "tome_parent":
+        r = entry.get("r")
+        text = f"ToMe{f' r={r}' if r is not None else ''} on your model (its own weights, no training)"
+    elif base == "parent":
+        text = "your model as it is"
+    else:
+        text = base
+    precision = precision or entry.get("precision")
+    return f"{text} @ {precision}" if precision and precision != "fp32" else text
+
+
 @dataclass(frozen=True)
 class Pick:
     """One schedule of a search result (a budget's pick, a front point, a baseline) with its figures."""
@@ -305,8 +323,8 @@ def deployable_from_search(model, search_path, budget, pick: str = "recommended"
     """What to export for ``budget`` of a search of ``model``: ``(model to export, schedule, source)``.
 
     ``pick="recommended"`` follows the budget's recommendation: when it is a training-free deployable of your
-    model (ToMe on the parent, or the parent itself), the parent checkpoint the supernet records is loaded
-    (its weights checked) and exported with that schedule; ``pick="searched"`` always takes the searched
+    model (ToMe on the parent, or the parent itself, at any precision searched), the parent checkpoint the
+    supernet records is loaded (its weights checked) and exported with that schedule and precision; ``pick="searched"`` always takes the searched
     schedule on the supernet's weights. A search without a recommendation is the searched schedule.
     """
     if pick not in ("recommended", "searched"):
@@ -331,5 +349,5 @@ def deployable_from_search(model, search_path, budget, pick: str = "recommended"
               "search_holdout_accuracy": free.get("holdout_accuracy"),
               "search_test_accuracy": free.get("test_accuracy"), "search_latency_ms": free.get("latency_ms")}
     source.pop("schedule_file", None)  # the budget's drop config is the searched schedule, not this one
-    source.pop("precision", None)  # training-free deployables are compared at fp32
+    source["precision"] = rec.get("precision", "fp32")  # a training-free deployable's own precision
     return parent, psched, {k: v for k, v in source.items() if v is not None}
