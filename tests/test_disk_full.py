@@ -223,8 +223,6 @@ def test_a_report_at_a_full_disk_is_one_line_naming_where(tmp_path, monkeypatch,
     assert "were kept" not in err  # no claim about other files
 
 
-@pytest.mark.xfail(strict=True, reason="tavt_kit/report/budget.py writes report.md/report.html with open(path, 'w'); "
-                                       "writing them with tavt_kit.files.write_text makes this pass")
 def test_a_report_at_a_full_disk_keeps_the_earlier_report(tmp_path, monkeypatch, capsys):
     argv, out, paths = _report_inputs(tmp_path)
     before = {k: open(paths[k], "rb").read() for k in ("markdown", "html")}

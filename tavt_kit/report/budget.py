@@ -20,6 +20,7 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import ConfigError
+from ..files import atomic_path
 from ..search.plot import mac_unit, save_accuracy_plot
 from ..stats import wilson_interval
 from ..search.result import front_latency_ms, select_budget
@@ -349,11 +350,15 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
     md += _machine_section(search, bench, search_path, bench_path, export_paths)
     text = "\n".join(md) + "\n"
     md_path = os.path.join(out_dir, "report.md")
-    with open(md_path, "w", encoding="utf-8") as f:
-        f.write(text)
     html_path = os.path.join(out_dir, "report.html")
-    with open(html_path, "w", encoding="utf-8") as f:
-        f.write(_to_html(text, out_dir, name))
+    html_bytes = _to_html(text, out_dir, name).encode("utf-8")
+    # both written in full before either replaces its old version: a full disk leaves the earlier pair as it was
+    with atomic_path(md_path, needed=len(text.encode("utf-8"))) as tmp_md, \
+            atomic_path(html_path, needed=len(html_bytes)) as tmp_html:
+        with open(tmp_md, "w", encoding="utf-8") as f:
+            f.write(text)
+        with open(tmp_html, "wb") as f:
+            f.write(html_bytes)
     return {"markdown": md_path, "html": html_path, **{p: os.path.join(out_dir, p) for p in plots}}
 
 

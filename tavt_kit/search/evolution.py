@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ..files import append_text
 from ..progress import eta
 from .fitness import fitness_of
 from ..schedules.schedule import TokenSchedule
@@ -202,10 +203,7 @@ class Journal:
     def _append(self, rec: dict) -> None:
         if not self.path:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_text(self.path, json.dumps(rec) + "\n")  # all or nothing: a full disk leaves no torn line
 
     def record(self, gene: Gene, **values) -> None:
         counts, reducers = gene

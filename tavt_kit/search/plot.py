@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Tuple
 
+from ..files import save_figure
+
 
 def mac_unit(macs: float) -> Tuple[float, str]:
     """The scale and unit a model's MACs read best in (GMACs for a ViT-B, MMACs for the demo model)."""
@@ -69,7 +71,7 @@ def save_accuracy_plot(fig, ax, xlabel: str, ylabel: str, title: str, out_dir: s
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # off the data
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, name))
+    save_figure(fig, os.path.join(out_dir, name))
     plt.close(fig)
     return name
 
