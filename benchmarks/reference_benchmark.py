@@ -35,6 +35,13 @@ RECIPES = {  # distill options of a recipe (see benchmarks/distill_recipe.py)
             "--weight-decay", "0.05"],
     "parent-kd-lr1e-4": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "1", "--lr", "1e-4",
                          "--weight-decay", "0"],
+    "parent-kd3-lr2e-4": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "3", "--lr",
+                          "2e-4", "--weight-decay", "0"],
+    "parent-kd10-lr2e-4": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "10", "--lr",
+                           "2e-4", "--weight-decay", "0"],
+    # distill's defaults: a frozen parent as teacher, the full model held to it, the weights mixed back 0.7 / 0.3
+    "default": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "3", "--lr", "2e-4",
+                "--weight-decay", "0", "--parent-mix", "0.7"],
 }
 
 
@@ -53,38 +60,85 @@ def parent_checkpoint(seed: int, out: str, parents: str) -> str:
     return os.path.join(d, "best.safetensors")
 
 
-def supernet_checkpoint(seed: int, parent: str, out: str, recipe: str, bound: float, steps: int) -> str:
-    d = os.path.join(out, f"seed{seed}", f"{recipe}-bound{bound}")
+def supernet_checkpoint(seed: int, parent: str, out: str, args) -> str:
+    d = os.path.join(out, f"seed{seed}", _tag(args))
     if not os.path.isfile(os.path.join(d, "results.json")):
-        command("distill", ["--checkpoint", parent, "--seed", str(seed), "--out", d, "--bound", str(bound),
-                            "--steps", str(steps), "--warmup-steps", str(max(1, steps // 10))] + RECIPES[recipe])
+        command("distill", ["--checkpoint", parent, "--seed", str(seed), "--out", d, "--bound", str(args.bound),
+                            "--steps", str(args.steps), "--warmup-steps", str(max(1, args.steps // 10))] +
+                (["--reducers", args.reducers] if args.reducers else []) + RECIPES[args.recipe])
     return os.path.join(d, "best.safetensors")
 
 
+def _tag(args) -> str:
+    return f"{args.recipe}-bound{args.bound}" + (f"-{args.reducers.replace(',', '+')}" if args.reducers else "")
+
+
+def test_hits(model, schedule, test):
+    """Per-image hits of ``model`` at ``schedule`` on the test split (the model's own normalisation)."""
+    from tavt_kit.data import Normalize
+    from tavt_kit.search.evaluate import CandidateEvaluator
+
+    ev = CandidateEvaluator(model, test.images, test.labels, 100, transform=Normalize.from_model(model))
+    return ev.scores([schedule], per_image=True).hits[0].tolist()
+
+
+def parent_int8(parent, data, seed: int):
+    """The parent quantised to int8 (NNCF PTQ, transformer model type, 300 training images) and run in OpenVINO on
+    the test split: the one-liner a user tries first. Returns per-image hits."""
+    from tavt_kit.data import Normalize
+    from tavt_kit.search.precision import DeployedScorer
+
+    scorer = DeployedScorer(parent, Normalize.from_model(parent), lambda: data.calibration(300, seed), 100)
+    try:
+        sc, _ = scorer.scores(parent.full_schedule(), "int8", data.test.images, data.test.labels)
+        return sc.hits[0].tolist()
+    finally:
+        scorer.close()
+
+
 def run_seed(seed: int, args) -> dict:
+    import torch
+
     import tavt_kit
     from tavt_kit.search import EvolutionSettings
+    from tavt_kit.search.data import search_data
+    from tavt_kit.stats import paired_difference
 
-    path = os.path.join(args.out, f"seed{seed}-{args.recipe}-bound{args.bound}.json")
+    path = os.path.join(args.out, f"seed{seed}-{_tag(args)}.json")
     if os.path.isfile(path):
         return read_json(path)
-    parent = parent_checkpoint(seed, args.out, args.parents)
-    supernet = tavt_kit.load_checkpoint(supernet_checkpoint(seed, parent, args.out, args.recipe, args.bound,
-                                                            args.steps)).eval()
+    parent_path = parent_checkpoint(seed, args.out, args.parents)
+    supernet = tavt_kit.load_checkpoint(supernet_checkpoint(seed, parent_path, args.out, args)).eval()
+    parent = tavt_kit.load_checkpoint(parent_path).eval()
     full = tavt_kit.count_macs(supernet).total()
     budgets = [f"{full / r / 1e6:.4g}M MACs" for r in REDUCTIONS]
+    sdir = os.path.join(args.out, f"seed{seed}", f"search-{_tag(args)}")
     res = tavt_kit.search_schedules(
-        supernet, None, budgets, fitness="nll", parent=parent, out=os.path.join(args.out, f"seed{seed}", "search"),
+        supernet, None, budgets, fitness="nll", parent=parent_path, out=sdir,
         settings=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
         log=lambda s: print(f"[seed {seed}] {s}", flush=True))
     doc = res.doc
-    rows = []
-    for r, b in zip(REDUCTIONS, doc["budgets"]):
-        free = b.get("training_free") or {}
-        rows.append({"reduction": r, "label": b["label"], "pick": b.get("best"), "tome": free.get("tome_parent"),
-                     "recommended": b.get("recommended")})
+    data = search_data(supernet, None, cache_dir=os.path.join(sdir, "cache"), log=lambda s: None)
+    with torch.inference_mode():
+        ref = test_hits(parent, parent.full_schedule(), data.test)
+        rows = []
+        for r, b in zip(REDUCTIONS, doc["budgets"]):
+            free = b.get("training_free") or {}
+            pick, tome = b.get("best"), free.get("tome_parent")
+            rec = b.get("recommended") or {}
+            row = {"reduction": r, "label": b["label"], "pick": pick, "tome": tome, "recommended": rec,
+                   "recommended_entry": pick if rec.get("family") == "searched" else free.get(rec.get("family"))}
+            if pick and tome:  # what training buys over the training-free deployable, paired on the same images
+                ph = test_hits(supernet, supernet.make_schedule(tavt_kit.TokenSchedule(
+                    tuple(pick["counts"]), supernet.num_patches, reducers=pick.get("reducers"))), data.test)
+                th = test_hits(parent, parent.make_schedule(tavt_kit.TokenSchedule(
+                    tuple(tome["counts"]), parent.num_patches, reducers=tome.get("reducers"))), data.test)
+                row["pick_vs_tome"] = paired_difference(ph, th)
+            rows.append(row)
+    i8 = parent_int8(parent, data, seed)
     out = {"seed": seed, "parent": doc["parent"], "full": doc["full"], "rows": rows,
-           "test_images": doc["settings"]["test_images"]}
+           "parent_int8": {"test_accuracy": sum(i8) / len(i8), "vs_parent": paired_difference(i8, ref)},
+           "test_images": doc["settings"]["test_images"], "space": doc.get("space"), "tag": _tag(args)}
     from tavt_kit.files import write_json
 
     write_json(out, path)
@@ -95,42 +149,52 @@ def _pct(d):
     return "   –  " if not d or d.get("test_accuracy") is None else f"{100 * d['test_accuracy']:6.2f}"
 
 
-def _vs(d):
-    v = (d or {}).get("vs_parent")
+def _vs(d, key="vs_parent"):
+    v = (d or {}).get(key) if key else d
     return "" if not v else "{:+.2f} [{:+.2f}, {:+.2f}]".format(100 * v["difference"], *(100 * x for x in v["interval"]))
 
 
+def _mean(vs):
+    return "{:+.2f} [{:+.2f}, {:+.2f}]".format(*(100 * x for x in combine(vs)))
+
+
 def report(results) -> str:
-    lines = [f"cluttered-digits, {results[0]['test_images']} test images; vs parent = paired difference to the "
-             "parent (points, 95 % interval)"]
+    lines = [f"cluttered-digits, {results[0]['test_images']} test images, supernets {results[0]['tag']}; vs parent = "
+             "paired difference to the parent (points, 95 % interval)"]
     for res in results:
-        lines.append(f"\nseed {res['seed']}: parent {_pct(res['parent'])} %, supernet full schedule "
+        lines.append(f"\nseed {res['seed']}: parent {_pct(res['parent'])} %, parent int8 (NNCF PTQ) "
+                     f"{_pct(res['parent_int8'])} ({_vs(res['parent_int8'])}), supernet full schedule "
                      f"{_pct(res['full'])} ({_vs(res['full'])})")
-        lines.append(f"  {'budget':<16}{'ToMe on parent':>34}{'searched pick':>34}   recommended")
+        lines.append(f"  {'budget':<17}{'ToMe on parent':>34}{'searched pick':>34}{'pick - ToMe':>26}   recommended")
         for row in res["rows"]:
             rec = (row.get("recommended") or {}).get("family") or "–"
-            lines.append(f"  {row['reduction']:>3}x {row['label']:<11} {_pct(row['tome'])} {_vs(row['tome']):<26}"
-                         f" {_pct(row['pick'])} {_vs(row['pick']):<26}  {rec}")
-    lines.append("\nmean over seeds (interval of the mean):")
+            lines.append(f"  {row['reduction']:>3}x {row['label']:<12} {_pct(row['tome'])} {_vs(row['tome']):<26}"
+                         f" {_pct(row['pick'])} {_vs(row['pick']):<26} {_vs(row.get('pick_vs_tome'), None):<24}"
+                         f"  {rec}")
+    lines.append("\nmean over seeds (interval of the mean of independent paired differences):")
+    lines.append(f"  parent int8 (NNCF PTQ) vs parent:  {_mean([r['parent_int8']['vs_parent'] for r in results])}")
     full = [r["full"]["vs_parent"] for r in results if r["full"].get("vs_parent")]
     if full:
-        lines.append("  supernet full schedule vs parent: {:+.2f} [{:+.2f}, {:+.2f}]".format(
-            *(100 * x for x in combine(full))))
+        lines.append(f"  supernet full schedule vs parent:  {_mean(full)}")
     for i, red in enumerate(REDUCTIONS):
-        for key, name in (("tome", "ToMe on parent"), ("pick", "searched pick")):
-            vs = [r["rows"][i][key]["vs_parent"] for r in results if (r["rows"][i].get(key) or {}).get("vs_parent")]
-            if len(vs) == len(results):
-                lines.append(f"  {red}x {name:<16} vs parent {{:+.2f}} [{{:+.2f}}, {{:+.2f}}]".format(
-                    *(100 * x for x in combine(vs))))
+        for key, name, field in (("tome", "ToMe on parent", "vs_parent"), ("pick", "searched pick", "vs_parent"),
+                                 ("recommended_entry", "recommended", "vs_parent"), (None, "pick - ToMe", None)):
+            if key is None:
+                vs = [r["rows"][i]["pick_vs_tome"] for r in results if r["rows"][i].get("pick_vs_tome")]
             else:
-                lines.append(f"  {red}x {name:<16} nothing meets it on {len(results) - len(vs)} seed(s)")
+                vs = [r["rows"][i][key][field] for r in results if (r["rows"][i].get(key) or {}).get(field)]
+            if len(vs) == len(results):
+                lines.append(f"  {red:>3}x {name:<16} {'' if key is None else 'vs parent '}{_mean(vs)}")
+            else:
+                lines.append(f"  {red:>3}x {name:<16} missing on {len(results) - len(vs)} seed(s)")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--recipe", default="parent-kd-lr1e-4", choices=sorted(RECIPES))
+    ap.add_argument("--recipe", default="default", choices=sorted(RECIPES))
+    ap.add_argument("--reducers", default=None, help="distill and search with these reducers (drop,merge)")
     ap.add_argument("--bound", type=float, default=0.5)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--population", type=int, default=20)
@@ -143,7 +207,7 @@ def main(argv=None) -> int:
     print(text)
     from tavt_kit.files import write_text
 
-    write_text(os.path.join(args.out, f"report-{args.recipe}-bound{args.bound}.txt"), text + "\n")
+    write_text(os.path.join(args.out, f"report-{_tag(args)}.txt"), text + "\n")
     return 0
 
 

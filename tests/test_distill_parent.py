@@ -115,3 +115,30 @@ def test_distill_cli_refuses_no_full_loss(tmp_path, parent_file, capsys):
     assert main(["distill", "--checkpoint", parent_file, "--out", str(tmp_path / "x"), "--full-label-weight", "0",
                  "--full-kd-weight", "0"] + COMMON) == 2
     assert "--full-label-weight 0, --full-kd-weight 0: expected" in capsys.readouterr().err
+
+
+def test_parent_mix_interpolates_the_supernet_toward_its_parent(tmp_path, parent_file, capsys):
+    """--parent-mix A: the shipped weights are A x distilled + (1 - A) x parent, recorded once in the spec; 1 keeps
+    the distilled weights; a value outside (0, 1] is refused with the flag's name."""
+    runs = {}
+    for alpha in ("1", "0.25"):
+        out = tmp_path / f"mix{alpha}"
+        assert main(["distill", "--checkpoint", parent_file, "--out", str(out), "--parent-mix", alpha] + COMMON) == 0
+        runs[alpha] = tavt_kit.load_checkpoint(str(out / "best.safetensors"))
+    assert "weights: 0.25 x distilled + 0.75 x your model's (--parent-mix)" in capsys.readouterr().out
+    parent = tavt_kit.load_checkpoint(parent_file)
+    assert "parent_mix" not in runs["1"].spec["distillation"] and runs["0.25"].spec["distillation"]["parent_mix"] == 0.25
+    p, d, m = parent.state_dict(), runs["1"].state_dict(), runs["0.25"].state_dict()
+    moved = [k for k in p if p[k].is_floating_point() and not torch.equal(p[k], d[k])]
+    assert moved  # distillation trained the weights (the same seed: the same training in both runs)
+    for k in moved:
+        torch.testing.assert_close(m[k], 0.25 * d[k] + 0.75 * p[k], rtol=1e-5, atol=1e-6)
+    # the run's end again (a resumed finished run) does not mix twice
+    from tavt_kit.cli.distill import apply_parent_mix
+
+    assert apply_parent_mix(str(tmp_path / "mix0.25" / "best.safetensors"), 0.25) is None
+    assert main(["distill", "--checkpoint", parent_file, "--out", str(tmp_path / "bad"), "--parent-mix", "0"]
+                + COMMON) == 2
+    assert "--parent-mix 0: expected a weight in (0, 1]" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="^parent_mix=1.5"):
+        tavt_kit.distill.mix_with_parent(tiny(), tiny(), 1.5)

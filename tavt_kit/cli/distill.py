@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
 from .common import check_can_merge, parse_reducers, pct
@@ -24,9 +25,9 @@ RUN_FORMAT = "fgvc-kit/distill-run"
 DISTILL_DEFAULTS: Dict[str, Any] = dict(bound=0.2, drop_blocks=None, min_tokens=1, reducers=None, sandwich=2,
                                         kd_temperature=1.0,
                                         sub_label_weight=0.0, sub_aux=False, teacher="parent", full_label_weight=0.0,
-                                        full_kd_weight=3.0)
+                                        full_kd_weight=3.0, parent_mix=0.7)
 #: what a run stored before these options existed did (resumed as it started)
-LEGACY_DISTILL: Dict[str, Any] = dict(teacher="full", full_label_weight=1.0, full_kd_weight=0.0)
+LEGACY_DISTILL: Dict[str, Any] = dict(teacher="full", full_label_weight=1.0, full_kd_weight=0.0, parent_mix=1.0)
 #: the demo: a short run on the digits (the trained demo model is its teacher and starting point); AdamW restarted
 #: at 5e-4 with weight decay on the converged model cost the full schedule 1.4-1.7 points, 2e-4 without decay
 #: keeps it (docs/benchmarks/distill_recipe.md)
@@ -65,6 +66,11 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--full-kd-weight", type=float, metavar="W",
                    help="weight of a distillation loss of the full model toward the parent (--checkpoint) "
                         f"(default: {DISTILL_DEFAULTS['full_kd_weight']:g}; TAVT's 0)")
+    g.add_argument("--parent-mix", type=float, metavar="A",
+                   help="the supernet's weights at the end: A x distilled + (1 - A) x the parent's (weight-space "
+                        "interpolation, WiSE-FT), which gives back the full schedule's accuracy and keeps most of "
+                        f"what the small schedules learnt; 1 keeps the distilled weights (default: "
+                        f"{DISTILL_DEFAULTS['parent_mix']:g})")
     add_train_arguments(p, demo_recipe={**DEMO_RECIPE, **DEMO_DISTILL}, model_options=False)
 
 
@@ -115,6 +121,26 @@ def check_full_weights(r: Dict[str, Any]) -> None:
     if a < 0 or b < 0 or a + b <= 0:
         raise ConfigError(f"--full-label-weight {a:g}, --full-kd-weight {b:g}: expected non-negative weights, at "
                           "least one positive (the full model needs a loss)")
+    if not 0 < r["parent_mix"] <= 1:
+        raise ConfigError(f"--parent-mix {r['parent_mix']:g}: expected a weight in (0, 1] for the distilled weights "
+                          "(1 keeps them as they are)")
+
+
+def apply_parent_mix(best_path: str, alpha: float):
+    """``best.safetensors`` interpolated toward its recorded parent (once: the spec records ``parent_mix``, so a
+    resumed or repeated end of a run does not mix twice); returns the model, or None where nothing was done."""
+    from ..distill import mix_with_parent
+    from ..models import load_checkpoint, save_checkpoint
+    from ..models.checkpoint import load_parent
+
+    model = load_checkpoint(best_path)
+    record = model.spec.setdefault("distillation", {})
+    if alpha >= 1 or record.get("parent_mix") is not None:
+        return None
+    mix_with_parent(model, load_parent(model), alpha)
+    record["parent_mix"] = alpha
+    save_checkpoint(model, best_path)
+    return model
 
 
 def _space(model, r):
@@ -224,9 +250,18 @@ def run_distill(args: argparse.Namespace) -> int:
         summary: Dict[str, Any] = {"steps": result.steps, "time_s": result.time_s,
                                    "images_per_s": result.images_per_s, "holdout": result.last_eval,
                                    "best_step": result.best_step, "best_score": result.best_score, "test": {}}
+        best_path = os.path.join(out, "best.safetensors")
+        if rank == 0 and os.path.isfile(best_path):
+            mixed = apply_parent_mix(best_path, r["parent_mix"])
+            if mixed is not None:  # the held-out figures of what is shipped, not of the weights before the mix
+                ev = make_schedule_eval(holdout_set, tracked, cfg.eval_batch_size)
+                summary["holdout_before_parent_mix"] = summary["holdout"]
+                host = SimpleNamespace(model=mixed.to(trainer.device).eval(), device=trainer.device,
+                                       amp_dtype=trainer.amp_dtype, normalize=trainer.normalize, config=trainer.config)
+                summary["holdout"] = ev(host)
+                summary["parent_mix"] = r["parent_mix"]
         if r.get("test", True):
             test_set = build_dataset(dspec, split="test", model=model)
-            best_path = os.path.join(out, "best.safetensors")
             final = load_checkpoint(best_path).to(trainer.device) if os.path.isfile(best_path) else trainer.model
             for name, sched in tracked.items():
                 res = evaluate(final, test_set, drop=sched, batch_size=cfg.eval_batch_size,
@@ -243,8 +278,11 @@ def run_distill(args: argparse.Namespace) -> int:
             write_json(summary, os.path.join(out, "results.json"))
             png = plot_distill_curves(os.path.join(out, METRICS_FILE), os.path.join(out, "distill_curves.png"))
             print(f"distilled {result.steps} steps in {result.time_s:.1f} s -> {out}")
-            if result.last_eval:
-                print("holdout: " + "  ".join(f"{k[5:]} {pct(v)}" for k, v in result.last_eval.items()
+            if summary.get("parent_mix") is not None:
+                print(f"weights: {summary['parent_mix']:g} x distilled + {1 - summary['parent_mix']:g} x your model's "
+                      "(--parent-mix)")
+            if summary["holdout"]:
+                print("holdout: " + "  ".join(f"{k[5:]} {pct(v)}" for k, v in summary["holdout"].items()
                                               if k.startswith("top1_") and k != "top1_mean"))
             if summary["test"]:
                 print("test:    " + "  ".join(f"{k} {pct(v['top1'])}" for k, v in summary["test"].items()))
