@@ -1,7 +1,7 @@
 """Does distillation keep the parent's accuracy?  Distill recipes on cluttered-digits, paired to the parent.
 
     python benchmarks/distill_recipe.py [--seeds 0,1,2] [--variants old,parent-kd-lr1e-4,...]
-                                        [--out runs/distill-recipe]
+                                        [--mixes 0.8,0.7,0.6] [--out runs/distill-recipe]
 
 For each seed it runs the commands a user runs:
 
@@ -30,8 +30,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fitness_benchmark import combine, command, test_scores  # noqa: E402
 
-#: the demo's distillation length and space; shared by every variant
-COMMON = ["--steps", "150", "--warmup-steps", "15", "--bound", "0.3"]
+#: the demo's distillation length and space; shared by every variant. Each variant is the distilled weights
+#: themselves (--parent-mix 1); the mix with the parent is measured afterwards, on those same weights, by
+#: tavt_kit.distill.mix_with_parent (what distill --parent-mix A does at the end of a run): --mixes
+COMMON = ["--steps", "150", "--warmup-steps", "15", "--bound", "0.3", "--parent-mix", "1"]
+#: results written before --parent-mix existed ran without it, which is --parent-mix 1
+NO_MIX = ["--parent-mix", "1"]
 #: name -> the distill options of that recipe (the demo's before this benchmark: ``old``)
 VARIANTS = {
     "old": ["--teacher", "full", "--full-label-weight", "1", "--full-kd-weight", "0", "--lr", "5e-4",
@@ -53,9 +57,6 @@ VARIANTS = {
                           "2e-4", "--weight-decay", "0"],
     "parent-kd10-lr2e-4": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "10", "--lr",
                            "2e-4", "--weight-decay", "0"],
-    # SGD: steps follow the gradient, where AdamW restarted moves every weight by about the learning rate
-    "parent-kd3-sgd": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "3", "--optimizer",
-                       "sgd", "--momentum", "0.9", "--lr", "1e-2", "--weight-decay", "0"],
 }
 PROBES = ("full", "middle", "smallest")
 
@@ -123,6 +124,41 @@ def distill_argv(s: Seed, name: str) -> list:
             "--no-progress"] + COMMON + VARIANTS[name]
 
 
+def _without(argv: list, pair: list) -> list:
+    for i in range(len(argv) - 1):
+        if argv[i:i + 2] == pair:
+            return argv[:i] + argv[i + 2:]
+    return argv
+
+
+def mixed_probes(s: Seed, name: str, res: dict, alphas) -> dict:
+    """The variant's supernet mixed with its parent at each alpha (``mix_with_parent``, as distill --parent-mix
+    does), scored like the variant at the same probes; cached in the variant's result under ``mixes``."""
+    from tavt_kit.distill import fixed_schedules, mix_with_parent
+    from tavt_kit.files import write_json
+    from tavt_kit.models import load_checkpoint
+    from tavt_kit.search.pipeline import space_of
+    from tavt_kit.stats import paired_difference, wilson_interval
+
+    mixes = res.setdefault("mixes", {})
+    todo = [a for a in alphas if f"{a:g}" not in mixes]
+    if not todo:
+        return mixes
+    path = os.path.join(s.out, name, "best.safetensors")
+    tracked = fixed_schedules(space_of(load_checkpoint(path)))
+    n = len(s.labels)
+    for a in todo:
+        m = mix_with_parent(load_checkpoint(path).eval(), s.model, a)
+        sc = test_scores(m, [tracked[p] for p in PROBES], s.images, s.labels)
+        mixes[f"{a:g}"] = {p: {"top1": int(sc.hits[i].sum()) / n,
+                               "interval": list(wilson_interval(int(sc.hits[i].sum()), n)),
+                               "parent_top1": sum(s.hits(tracked[p])) / n,
+                               "vs_parent": paired_difference(sc.hits[i].tolist(), s.hits(tracked[p]))}
+                           for i, p in enumerate(PROBES)}
+    write_json(res, os.path.join(s.out, f"{name}.json"))
+    return mixes
+
+
 def run_variant(s: Seed, name: str) -> dict:
     from tavt_kit.distill import fixed_schedules
     from tavt_kit.files import write_json
@@ -174,7 +210,8 @@ def result(s: Seed, name: str) -> dict:
     if os.path.isfile(path):
         res = read_json(path)
         rec = parent_of(os.path.join(s.out, name, "best.safetensors"))
-        if res.get("argv") == distill_argv(s, name) and rec and rec["weights_sha256"] == s.digest:
+        same = res.get("argv") in (distill_argv(s, name), _without(distill_argv(s, name), NO_MIX))
+        if same and rec and rec["weights_sha256"] == s.digest:
             return res
         print(f"seed {s.seed} {name}: settings or parent changed, running again", flush=True)
     res = run_variant(s, name)
@@ -197,7 +234,7 @@ def report(results) -> str:
              "middle / diff to parent@middle      smallest / diff to parent@smallest"]
     for r in results:
         p = r["parent"]
-        cells = [f"{r['seed']:<4}  {r['variant']:<20}  {pp(p['top1'])} [{pp(p['interval'][0])}, {pp(p['interval'][1])}]"]
+        cells = [f"{r['seed']:<4}  {r['variant']:<26}  {pp(p['top1'])} [{pp(p['interval'][0])}, {pp(p['interval'][1])}]"]
         for name in PROBES:
             q = r["probes"][name]
             extra = f" (parent {pp(q['parent_top1'])})" if name != "full" else ""
@@ -208,7 +245,7 @@ def report(results) -> str:
     variants = list(dict.fromkeys(r["variant"] for r in results))
     for v in variants:
         rs = [r for r in results if r["variant"] == v]
-        cells = [f"{v:<20} seeds {','.join(str(r['seed']) for r in rs):<6}"]
+        cells = [f"{v:<26} seeds {','.join(str(r['seed']) for r in rs):<6}"]
         for name in PROBES:
             m, lo, hi = combine([r["probes"][name]["vs_parent"] for r in rs])
             top = sum(r["probes"][name]["top1"] for r in rs) / len(rs)
@@ -225,7 +262,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of " + ", ".join(VARIANTS))
     ap.add_argument("--out", default=os.path.join("runs", "distill-recipe"))
+    ap.add_argument("--mixes", default="",
+                    help="also score each variant's supernet mixed with its parent at these weights of the "
+                         "distilled weights (distill --parent-mix), e.g. 0.8,0.7,0.6")
     args = ap.parse_args(argv)
+    alphas = [float(a) for a in args.mixes.split(",") if a]
     names = [v for v in args.variants.split(",") if v]
     bad = [v for v in names if v not in VARIANTS or v == "parent"]  # seedN/parent is the parent's own run
     if bad:
@@ -234,7 +275,11 @@ def main(argv=None) -> int:
     for seed in [int(x) for x in args.seeds.split(",")]:
         s = Seed(seed, os.path.join(args.out, f"seed{seed}"))
         for name in names:
-            results.append(result(s, name))
+            res = result(s, name)
+            results.append(res)
+            for a, probes in mixed_probes(s, name, res, alphas).items() if alphas else ():
+                if float(a) in alphas:
+                    results.append({**res, "variant": f"{name} mix{a}", "probes": probes})
     text = report(results)
     print(text)
     from tavt_kit.files import write_text
