@@ -126,6 +126,14 @@ def check_full_weights(r: Dict[str, Any]) -> None:
                           "(1 keeps them as they are)")
 
 
+def _needs_parent_mix(best_path: str, alpha: float) -> bool:
+    from ..models import read_spec
+
+    if alpha >= 1 or not os.path.isfile(best_path):
+        return False
+    return ((read_spec(best_path, required=False) or {}).get("distillation") or {}).get("parent_mix") is None
+
+
 def apply_parent_mix(best_path: str, alpha: float):
     """``best.safetensors`` interpolated toward its recorded parent (once: the spec records ``parent_mix``, so a
     resumed or repeated end of a run does not mix twice); returns the model, or None where nothing was done."""
@@ -251,15 +259,20 @@ def run_distill(args: argparse.Namespace) -> int:
                                    "images_per_s": result.images_per_s, "holdout": result.last_eval,
                                    "best_step": result.best_step, "best_score": result.best_score, "test": {}}
         best_path = os.path.join(out, "best.safetensors")
-        if rank == 0 and os.path.isfile(best_path):
-            mixed = apply_parent_mix(best_path, r["parent_mix"])
-            if mixed is not None:  # the held-out figures of what is shipped, not of the weights before the mix
-                ev = make_schedule_eval(holdout_set, tracked, cfg.eval_batch_size)
-                summary["holdout_before_parent_mix"] = summary["holdout"]
-                host = SimpleNamespace(model=mixed.to(trainer.device).eval(), device=trainer.device,
-                                       amp_dtype=trainer.amp_dtype, normalize=trainer.normalize, config=trainer.config)
-                summary["holdout"] = ev(host)
-                summary["parent_mix"] = r["parent_mix"]
+        if world > 1:
+            dist.barrier()  # every rank decides on the same file: before rank 0 mixes it
+        if _needs_parent_mix(best_path, r["parent_mix"]):
+            if rank == 0:
+                apply_parent_mix(best_path, r["parent_mix"])
+            if world > 1:
+                dist.barrier()
+            # the held-out figures of what is shipped, not of the weights before the mix (every rank: the
+            # evaluation is sharded)
+            host = SimpleNamespace(model=load_checkpoint(best_path).to(trainer.device).eval(), device=trainer.device,
+                                   amp_dtype=trainer.amp_dtype, normalize=trainer.normalize, config=trainer.config)
+            summary["holdout_before_parent_mix"] = summary["holdout"]
+            summary["holdout"] = make_schedule_eval(holdout_set, tracked, cfg.eval_batch_size)(host)
+            summary["parent_mix"] = r["parent_mix"]
         if r.get("test", True):
             test_set = build_dataset(dspec, split="test", model=model)
             final = load_checkpoint(best_path).to(trainer.device) if os.path.isfile(best_path) else trainer.model
