@@ -27,22 +27,14 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from distill_recipe import VARIANTS  # noqa: E402
 from fitness_benchmark import combine, command  # noqa: E402
 
 REDUCTIONS = (1.5, 2.0, 2.5, 3.0, 4.0)
-RECIPES = {  # distill options of a recipe (see benchmarks/distill_recipe.py)
-    "old": ["--teacher", "full", "--full-label-weight", "1", "--full-kd-weight", "0", "--lr", "5e-4",
-            "--weight-decay", "0.05"],
-    "parent-kd-lr1e-4": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "1", "--lr", "1e-4",
-                         "--weight-decay", "0"],
-    "parent-kd3-lr2e-4": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "3", "--lr",
-                          "2e-4", "--weight-decay", "0"],
-    "parent-kd10-lr2e-4": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "10", "--lr",
-                           "2e-4", "--weight-decay", "0"],
-    # distill's defaults: a frozen parent as teacher, the full model held to it, the weights mixed back 0.7 / 0.3
-    "default": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "3", "--lr", "2e-4",
-                "--weight-decay", "0", "--parent-mix", "0.7"],
-}
+#: distill options of a recipe: benchmarks/distill_recipe.py's variants (the distilled weights as they are), and
+#: ``default``: distill's defaults (frozen parent as teacher, full-model KD weight 3, lr 2e-4 without weight
+#: decay, the weights mixed back 0.7 / 0.3 with the parent)
+RECIPES = {**VARIANTS, "default": VARIANTS["parent-kd3-lr2e-4"] + ["--parent-mix", "0.7"]}
 
 
 def read_json(path):

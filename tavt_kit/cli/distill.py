@@ -141,12 +141,11 @@ def apply_parent_mix(best_path: str, alpha: float):
     from ..models import load_checkpoint, save_checkpoint
     from ..models.checkpoint import load_parent
 
-    model = load_checkpoint(best_path)
-    record = model.spec.setdefault("distillation", {})
-    if alpha >= 1 or record.get("parent_mix") is not None:
+    if not _needs_parent_mix(best_path, alpha):
         return None
+    model = load_checkpoint(best_path)
     mix_with_parent(model, load_parent(model), alpha)
-    record["parent_mix"] = alpha
+    model.spec.setdefault("distillation", {})["parent_mix"] = alpha
     save_checkpoint(model, best_path)
     return model
 
@@ -261,21 +260,26 @@ def run_distill(args: argparse.Namespace) -> int:
         best_path = os.path.join(out, "best.safetensors")
         if world > 1:
             dist.barrier()  # every rank decides on the same file: before rank 0 mixes it
+        final = None  # the shipped weights, loaded once for the held-out and test figures
         if _needs_parent_mix(best_path, r["parent_mix"]):
             if rank == 0:
-                apply_parent_mix(best_path, r["parent_mix"])
+                final = apply_parent_mix(best_path, r["parent_mix"])
             if world > 1:
                 dist.barrier()
+            if final is None:  # the other ranks read what rank 0 wrote
+                final = load_checkpoint(best_path)
+            final = final.to(trainer.device).eval()
             # the held-out figures of what is shipped, not of the weights before the mix (every rank: the
             # evaluation is sharded)
-            host = SimpleNamespace(model=load_checkpoint(best_path).to(trainer.device).eval(), device=trainer.device,
-                                   amp_dtype=trainer.amp_dtype, normalize=trainer.normalize, config=trainer.config)
+            host = SimpleNamespace(model=final, device=trainer.device, amp_dtype=trainer.amp_dtype,
+                                   normalize=trainer.normalize, config=trainer.config)
             summary["holdout_before_parent_mix"] = summary["holdout"]
             summary["holdout"] = make_schedule_eval(holdout_set, tracked, cfg.eval_batch_size)(host)
             summary["parent_mix"] = r["parent_mix"]
         if r.get("test", True):
             test_set = build_dataset(dspec, split="test", model=model)
-            final = load_checkpoint(best_path).to(trainer.device) if os.path.isfile(best_path) else trainer.model
+            if final is None:
+                final = load_checkpoint(best_path).to(trainer.device) if os.path.isfile(best_path) else trainer.model
             for name, sched in tracked.items():
                 res = evaluate(final, test_set, drop=sched, batch_size=cfg.eval_batch_size,
                                num_workers=cfg.num_workers, device=trainer.device, amp_dtype=trainer.amp_dtype)

@@ -294,15 +294,14 @@ def _reference_section(search: dict, scale: float, unit: str) -> List[str]:
         rec = (b.get("recommended") or {}).get("family")
         options = [("searched schedule", "supernet", b.get("best"), "searched")]
         for fam, d in (b.get("training_free") or {}).items():
-            options.append((describe_family(fam, d).replace(" (its own weights, no training)", "")
-                            .replace(" on your model", ""), "your model", d, fam))
+            options.append((describe_family(fam, d, short=True), "your model", d, fam))
         for name, weights, d, fam in options:
             if not d:
                 md.append(f"| {b['label']} | {name} | {weights} | – | – | nothing meets it | – | |")
                 continue
             test = "–" if d.get("test_accuracy") is None else f"{100 * d['test_accuracy']:.2f} %"
             vs = _paired(d["vs_parent"]) if d.get("vs_parent") else ("reference" if fam == "parent" else "–")
-            md.append(f"| {b['label']} | {name.split(' @ ')[0]} | {weights} | {d.get('precision', 'fp32')} | "
+            md.append(f"| {b['label']} | {name} | {weights} | {d.get('precision', 'fp32')} | "
                       f"{d['macs'] / scale:.4g} {unit} | {test} | {vs} | {'**yes**' if fam == rec else ''} |")
     md += ["", "The recommendation is chosen on the held-out images (the test split only reports); a "
            "training-free deployable runs on your model's own weights.", ""]

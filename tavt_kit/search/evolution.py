@@ -44,6 +44,11 @@ def gene_of(schedule: TokenSchedule) -> Gene:
     return tuple(schedule.counts), tuple(r or "" for r in schedule.reducers) if schedule.reducers else ()
 
 
+def entry_gene(d: Optional[dict]) -> Optional[Gene]:
+    """The search's key of an entry as ``search.json`` and the journal write it (``counts``, ``reducers``)."""
+    return (tuple(d["counts"]), tuple(r or "" for r in d.get("reducers") or ())) if d else None
+
+
 def schedule_of(gene: Gene, num_patches: int, min_tokens: int = 1) -> TokenSchedule:
     """The schedule of a search key."""
     counts, reducers = gene
@@ -182,7 +187,7 @@ class Journal:
                         raise ConfigError(f"{path}: journal of a search with other settings; "
                                           "write to another folder or delete the journal")
                 elif rec.get("kind") in ("candidate", "deployed"):
-                    gene = (tuple(rec["counts"]), tuple(r or "" for r in rec.get("reducers") or ()))
+                    gene = entry_gene(rec)
                     p = rec.get("precision")
                     if rec["kind"] == "candidate" and p in (None, "fp32"):
                         self.entries[gene] = rec

@@ -29,6 +29,7 @@ from ..stats import paired_difference, wilson_interval
 from .baselines import fit_tome
 from .data import shard
 from .evaluate import CandidateEvaluator
+from .evolution import entry_gene, gene_of
 
 
 def resolve_parent(model: nn.Module, parent, log) -> Optional[nn.Module]:
@@ -88,11 +89,7 @@ class ParentStage:
         full = TokenSchedule.full(pipe.model.depth, pipe.model.num_patches)
         scheds = {"parent": full}
         for b in pipe.budgets:
-            cost = pipe.macs if b.objective == "macs" else pipe.latency
-            try:
-                s = fit_tome(pipe.space.depth, pipe.space.num_patches, cost, b.limit, pipe.space.min_tokens)
-            except TavtKitError:  # a latency table profiled for drop only cannot cost a merge
-                s = None
+            s = self._tome_within(pipe.macs if b.objective == "macs" else pipe.latency, b.limit)
             if s is not None:
                 scheds[f"tome {b.label}"] = s
         metrics, hits = self._score(scheds)
@@ -103,13 +100,13 @@ class ParentStage:
                          "recorded": bool(record), **self._entry("parent", full, metrics, hits, ref)}
         for d in [doc["full"], doc["smallest"]] + doc["pareto_front"] + \
                 [e for rows in doc["baselines"].values() for e in rows.values()]:
-            self._versus(d, pipe.test_hits.get(_gene(d)), ref)
+            self._versus(d, pipe.test_hits.get(entry_gene(d)), ref)
         for row in doc["budgets"]:
             b = next(x for x in pipe.budgets if x.label == row["label"])
             if row.get("best") is not None:
-                self._versus(row["best"], pipe.test_hits.get(_gene(row["best"])), ref)
+                self._versus(row["best"], pipe.test_hits.get(entry_gene(row["best"])), ref)
             for d in row["baselines"].values():
-                self._versus(d, pipe.test_hits.get(_gene(d)), ref)
+                self._versus(d, pipe.test_hits.get(entry_gene(d)), ref)
             free = {}
             if f"tome {b.label}" in scheds:
                 s = scheds[f"tome {b.label}"]
@@ -128,6 +125,7 @@ class ParentStage:
         pipe = self.pipe
         ref = self._parent_hits
         scorer = self._deployed_scorer(stage)
+        entries: Dict[tuple, dict] = {}  # (schedule, precision) -> entry: one measurement for all budgets
         try:
             for row in doc["budgets"]:
                 if row["objective"] != "latency":
@@ -135,10 +133,13 @@ class ParentStage:
                 free = row.setdefault("training_free", {})
                 for p in pipe.precisions[1:]:
                     for name, s in self._free_schedules(p, row["limit"]).items():
-                        free[f"{name}@{p}"] = self._deployed_entry(scorer, s, p, ref)
+                        key = (gene_of(s), p)
+                        if key not in entries:
+                            entries[key] = self._deployed_entry(scorer, s, p, ref)
+                        free[f"{name}@{p}"] = dict(entries[key])
                 for key in ("best", "best_fp32"):
                     d = row.get(key)
-                    run = stage.test_runs.get((_gene(d), d.get("precision", "fp32"))) if d else None
+                    run = stage.test_runs.get((entry_gene(d), d.get("precision", "fp32"))) if d else None
                     if run is not None and ref is not None:
                         d["vs_parent"] = paired_difference(run[0].hits[0].tolist(), ref.tolist())
                 row["recommended"] = self._recommend(row, free)
@@ -153,13 +154,19 @@ class ParentStage:
         out = {}
         if cost(full) <= limit:
             out["parent"] = full
-        try:
-            s = fit_tome(pipe.space.depth, pipe.space.num_patches, cost, limit, pipe.space.min_tokens)
-        except TavtKitError:  # a latency table profiled for drop only cannot cost a merge
-            s = None
+        s = self._tome_within(cost, limit)
         if s is not None and s.counts != full.counts:
             out["tome_parent"] = s
         return out
+
+    def _tome_within(self, cost, limit: float) -> Optional[TokenSchedule]:
+        """ToMe's schedule with the smallest r that meets ``limit`` on ``cost`` (None: none does, or ``cost``
+        cannot price a merge: a latency table profiled for drop only)."""
+        space = self.pipe.space
+        try:
+            return fit_tome(space.depth, space.num_patches, cost, limit, space.min_tokens)
+        except TavtKitError:
+            return None
 
     def _deployed_scorer(self, stage):
         from .precision import DeployedScorer
@@ -238,11 +245,6 @@ class ParentStage:
         if options[best].get("reducers"):
             out["reducers"] = options[best]["reducers"]
         return out
-
-
-def _gene(d: dict) -> tuple:
-    """The search key of an entry of ``search.json`` (as :func:`~.evolution.gene_of`)."""
-    return (tuple(d["counts"]), tuple(r or "" for r in d.get("reducers") or ())) if d else None
 
 
 def _interval(acc, n):

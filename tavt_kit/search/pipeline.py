@@ -32,8 +32,8 @@ from ..target import DeploymentTarget, Precision
 from .baselines import baseline_schedules
 from .data import SearchData, all_reduce, search_data, shard, take_subset, _dist
 from .evaluate import CandidateEvaluator, ScheduleScores
-from .evolution import (Budget, EvolutionSearch, EvolutionSettings, Journal, front_area, gene_of, pareto_front,
-                        schedule_of)
+from .evolution import (Budget, EvolutionSearch, EvolutionSettings, Journal, entry_gene, front_area, gene_of,
+                        pareto_front, schedule_of)
 from .fitness import DEFAULT_FITNESS, FITNESSES
 from .objective import LatencyObjective, latency_objectives
 from .result import SEARCH_FORMAT, SearchResult, parse_budget
@@ -440,7 +440,7 @@ class SearchPipeline:
                 info = {**doc["model"], "budget": row["label"]}
                 if "precision" in best and "best_fp32" in row:
                     info["precision"] = best["precision"]
-                self.schedule(_gene(best)).save(os.path.join(self.out_dir, row["schedule_file"]), model_info=info)
+                self.schedule(entry_gene(best)).save(os.path.join(self.out_dir, row["schedule_file"]), model_info=info)
             write_json(_schedules_index(doc, with_precision=len(self.precisions) > 1),
                        os.path.join(self.out_dir, SCHEDULES_INDEX))
             plots = []
@@ -456,10 +456,6 @@ class SearchPipeline:
                 doc["plots"] = plots
             write_json(doc, os.path.join(self.out_dir, "search.json"))
         return SearchResult(doc, os.path.join(self.out_dir, "search.json"))
-
-
-def _gene(d: dict) -> tuple:
-    return tuple(d["counts"]), tuple(r or "" for r in d.get("reducers") or ())
 
 
 def _schedules_index(doc: dict, with_precision: bool) -> dict:

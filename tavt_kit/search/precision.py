@@ -47,7 +47,7 @@ from ..schedules.schedule import TokenSchedule
 from ..stats import paired_difference, wilson_interval
 from ..target import Precision
 from .evaluate import CandidateEvaluator, ScheduleScores
-from .evolution import EvolutionSearch, gene_of, pareto_front
+from .evolution import EvolutionSearch, entry_gene, gene_of, pareto_front
 from .fitness import fitness_of
 
 #: precisions a search can pair with schedules
@@ -147,7 +147,7 @@ def _pairs_within(limit: float, fp32_cands: Sequence[dict], searches: Dict[str, 
     out = []
     for c in fp32_cands:
         if c.get("latency_ms") is not None and c["latency_ms"] / 1e3 <= limit:
-            g = (tuple(c["counts"]), tuple(r or "" for r in c.get("reducers") or ()))
+            g = entry_gene(c)
             m = {"accuracy": c["accuracy"], "nll": c["nll"], "kl": c["kl"]}
             out.append(Pair("fp32", g, m, fitness_of(m, fitness), c["latency_ms"] / 1e3, True, ACCURACY_SOURCE["fp32"]))
     for p, search in searches.items():
@@ -297,7 +297,7 @@ class PrecisionStage:
         t32 = None
         if fp32 is not None:
             fp32["precision"] = "fp32"
-            t32 = self.on_test((tuple(fp32["counts"]), tuple(r or "" for r in fp32.get("reducers") or ())), "fp32")
+            t32 = self.on_test(entry_gene(fp32), "fp32")
             if t32 is not None:
                 fp32["deployed"] = _deployed(t32, pipe.n_test)
         if best is None:
@@ -347,13 +347,11 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
         for key in ("best", "best_fp32") if lat else ("best",):
             d = row.get(key)
             if d is not None:
-                gene = (tuple(d["counts"]), tuple(r or "" for r in d.get("reducers") or ()))
-                items[(i, key)] = (sched(gene), d.get("precision", "fp32"))
+                items[(i, key)] = (sched(entry_gene(d)), d.get("precision", "fp32"))
                 where[(i, key)] = (d, row["limit"] if lat else None)
         # the training-free deployables (parent weights) in the same round: latency does not depend on weights
         for name, d in row.get("training_free", {}).items():
-            gene = (tuple(d["counts"]), tuple(r or "" for r in d.get("reducers") or ()))
-            items[(i, name)] = (sched(gene), d.get("precision", "fp32"))
+            items[(i, name)] = (sched(entry_gene(d)), d.get("precision", "fp32"))
             where[(i, name)] = (d, row["limit"] if lat else None)
     targets = {p: objectives[p].target for p in {p for _, p in items.values()}}
     target = targets["fp32"]

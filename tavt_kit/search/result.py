@@ -172,20 +172,24 @@ def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any
 
 
 # ------------------------------------------------------------------ typed view
-def describe_family(family: str, entry: Optional[Dict[str, Any]] = None) -> str:
+def describe_family(family: str, entry: Optional[Dict[str, Any]] = None, short: bool = False) -> str:
     """A deployable family of a budget in words: ``"searched"``, ``"tome_parent"``, ``"parent"``, with an
-    ``@precision`` suffix for the training-free ones at another precision (``"tome_parent@int8"``)."""
+    ``@precision`` suffix for the training-free ones at another precision (``"tome_parent@int8"``).
+    ``short``: the name alone, for a table that shows the weights and the precision in columns of their own."""
     base, _, precision = family.partition("@")
     entry = entry or {}
     if base == "searched":
-        text = "the searched schedule (supernet weights)"
+        text, where = "searched schedule", " (supernet weights)"
     elif base == "tome_parent":
         r = entry.get("r")
-        text = f"ToMe{f' r={r}' if r is not None else ''} on your model (its own weights, no training)"
+        text, where = f"ToMe{f' r={r}' if r is not None else ''}", " on your model (its own weights, no training)"
     elif base == "parent":
-        text = "your model as it is"
+        text, where = "your model as it is", ""
     else:
-        text = base
+        text, where = base, ""
+    if short:
+        return text
+    text = ("the " if base == "searched" else "") + text + where
     precision = precision or entry.get("precision")
     return f"{text} @ {precision}" if precision and precision != "fp32" else text
 
