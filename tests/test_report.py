@@ -1,6 +1,7 @@
 """The latency-budget report answers the shipping question: which file, measured latency vs budget, accuracy lost."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -9,6 +10,9 @@ import pytest
 from tavt_kit.cli import main
 from tavt_kit.errors import ConfigError
 from tavt_kit.report import build_report
+
+
+WEIGHTS = "ab" * 32  # the searched weights' content key (tavt_kit.models.weights_digest)
 
 
 def point(counts, macs, lat, hold, test):
@@ -23,7 +27,7 @@ def write_inputs(tmp_path):
         "format": "fgvc-kit/search", "objective": "latency", "latency": {"source": "table", "target": {
             "backend": "openvino", "device": "cpu", "batch_size": 1, "threads": 1}},
         "model": {"backbone": {"name": "fgvc_tiny"}, "img_size": [64, 64], "depth": 2, "num_patches": 64,
-                  "num_classes": 10},
+                  "num_classes": 10, "weights_sha256": WEIGHTS},
         "full": full, "smallest": small, "candidates": [dict(p, accuracy=p["holdout_accuracy"])
                                                         for p in (full, mid, small)],
         "pareto_front": [small, mid, full],
@@ -38,13 +42,20 @@ def write_inputs(tmp_path):
     sp.write_text(json.dumps(search))
     # bench measured the 8ms pick at 9 ms (over its budget) and the full model
     bench = {"format": "fgvc-kit/bench", "target": search["latency"]["target"], "machine": {"cpu": {"model": "x"}},
+             "model": {"name": "fgvc_tiny", "weights_sha256": WEIGHTS},
              "results": [{"schedule": [64, 64], "latency_ms": {"p50": 13.0, "p90": 14.0}},
                          {"schedule": [32, 16], "latency_ms": {"p50": 9.0, "p90": 9.5}}]}
     bp = tmp_path / "bench.json"
     bp.write_text(json.dumps(bench))
     (tmp_path / "export").mkdir()
-    export = {"format": "fgvc-kit/export", "schedule": {"counts": [32, 16]}, "formats": ["openvino"],
-              "precision": "fp32", "files": {"openvino": {"path": "model.xml"}},
+    (tmp_path / "export" / "model.xml").write_text("<net/>")
+    (tmp_path / "export" / "model.bin").write_bytes(b"\0" * 8)
+    digest = {n: hashlib.sha256((tmp_path / "export" / n).read_bytes()).hexdigest() for n in ("model.xml", "model.bin")}
+    export = {"format": "fgvc-kit/export", "version": 1, "status": "verified", "verified": True,
+              "model": {"weights_sha256": WEIGHTS}, "schedule": {"counts": [32, 16], "reducers": ["drop", "drop"]},
+              "formats": ["openvino"], "precision": "fp32",
+              "files": {"openvino": {"path": "model.xml", "sha256": digest["model.xml"], "weights": "model.bin",
+                                     "weights_sha256": digest["model.bin"]}},
               "verification": {"results": {"openvino": {"passed": True, "top1_exported": 91.0, "top1_pytorch": 91.0,
                                                         "precision_used": "f32"}}}}
     ep = tmp_path / "export" / "export.json"
@@ -87,9 +98,11 @@ def test_report_measures_the_picks_here_when_the_checkpoint_is_here(tmp_path, ca
 
     sp, _, _ = write_inputs(tmp_path)
     ckpt = str(tmp_path / "supernet.safetensors")
-    tavt_kit.save_checkpoint(tavt_kit.create_model("fgvc_tiny", depth=2, num_classes=10), ckpt)
+    model = tavt_kit.create_model("fgvc_tiny", depth=2, num_classes=10)
+    tavt_kit.save_checkpoint(model, ckpt)
     doc = json.loads(sp.read_text())
     doc["source"] = {"checkpoint": ckpt}
+    doc["model"]["weights_sha256"] = tavt_kit.models.weights_digest(model)  # the search of this checkpoint
     doc["latency"]["target"] = {"backend": "torch", "device": "cpu", "batch_size": 1, "threads": 1}
     sp.write_text(json.dumps(doc))
     out = tmp_path / "r"
@@ -113,12 +126,16 @@ def test_a_malformed_search_result_is_one_line(tmp_path, capsys):
 def test_a_pick_is_shown_the_latency_of_its_own_precision_only():
     """A search of (schedule, precision) pairs picks int8 and fp32 schedules: a bench.json timed at fp32 must not
     lend its figure to an int8 pick of the same schedule (a search of one precision matches by schedule)."""
-    from tavt_kit.report.budget import _bench_index, _bench_row
+    from tavt_kit.report.evidence import bench_evidence, wanted
 
+    search = {"model": {"num_patches": 4}, "full": {"counts": [4, 4]}}
     bench = {"target": {"precision_requested": "f32"},
              "results": [{"schedule": [4, 2], "latency_ms": {"p50": 1.0}}, {"schedule": None, "latency_ms": {"p50": 2.0}}]}
-    idx = _bench_index(bench, (4, 4))
-    assert _bench_row(idx, {"counts": [4, 2], "precision": "int8"}) is None
-    assert _bench_row(idx, {"counts": [4, 2], "precision": "fp32"})["latency_ms"]["p50"] == 1.0
-    assert _bench_row(idx, {"counts": [4, 2]})["latency_ms"]["p50"] == 1.0
-    assert _bench_row(idx, {"counts": [4, 4]})["latency_ms"]["p50"] == 2.0
+
+    def row(d):
+        return bench_evidence(bench, wanted(d, search), (4, 4))
+
+    assert row({"counts": [4, 2], "precision": "int8"}) == (None, ["fp32 latency for an int8 pick"])
+    assert row({"counts": [4, 2], "precision": "fp32"})[0]["latency_ms"]["p50"] == 1.0
+    assert row({"counts": [4, 2]})[0]["latency_ms"]["p50"] == 1.0
+    assert row({"counts": [4, 4]})[0]["latency_ms"]["p50"] == 2.0

@@ -119,6 +119,9 @@ class BenchReport:
     compile_backend: Optional[str] = None
     source: Optional[str] = None
     timing: Optional[str] = None  # CUDA: "cuda-events" (torch) or "host-synchronous" (an exported file's runtime)
+    #: the content key of the measured weights (tavt_kit.models.weights_digest; an exported file: the one its
+    #: export.json records), written as bench.json's ``model.weights_sha256``; None when unknown
+    weights_sha256: Optional[str] = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     notes: List[str] = field(default_factory=list)
 
@@ -152,7 +155,8 @@ class BenchReport:
             "format": BENCH_FORMAT,
             "version": 1,
             "created": self.created,
-            "model": self.model,
+            "model": ({**(self.model or {}), "weights_sha256": self.weights_sha256} if self.weights_sha256
+                      else self.model),
             "target": self.target_dict(),
             "machine": self.machine,
             "policy": self.policy,
@@ -448,7 +452,35 @@ def _measure_model(source, schedules, target: DeploymentTarget, batch_sizes, inc
     return _report(ident, target, batch_sizes, policy, results, notes,
                    exporter=(exporters[0] if len(exporters) == 1 else exporters) or None,
                    compile_backend=compile_backend if backend == "torch-compile" else None,
-                   source=os.fspath(source) if isinstance(source, (str, os.PathLike)) else None)
+                   source=os.fspath(source) if isinstance(source, (str, os.PathLike)) else None,
+                   weights_sha256=_weights_digest(model))
+
+
+def _weights_digest(model: nn.Module) -> Optional[str]:
+    """The content key of the measured weights (bench.json's ``model.weights_sha256``)."""
+    from ..models import weights_digest
+
+    try:
+        return weights_digest(model)
+    except Exception:  # descriptive only: a model whose state cannot be read still times
+        return None
+
+
+def _exported_weights_digest(path: str) -> Optional[str]:
+    """The weights hash the ``export.json`` beside an exported file records for it (None: no record, or the
+    file is not the one recorded)."""
+    from ..export.record import ExportResult, check_files
+
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        res = ExportResult.load(folder)
+    except Exception:  # no record beside the file: nothing to say about its weights
+        return None
+    for rec in res.records:
+        if rec.path and os.path.abspath(os.path.join(folder, rec.path)) == os.path.abspath(path) \
+                and check_files(folder, rec).ok:
+            return rec.model_weights_sha256
+    return None
 
 
 def _block_reducers(model: nn.Module, s) -> Optional[List[str]]:
@@ -553,4 +585,5 @@ def _measure_exported(path, kind, schedules, target: DeploymentTarget, batch_siz
                                                     and table.target.batch_size == b) else None
         results.append(BenchResult(label, sched, macs, b, st, mem, r.info, predicted_ms=pred,
                                    predicted_statistic=_table_stat(table), reducers=reducers))
-    return _report(ident, target, batch_sizes, policy, results, notes, exporter=info.exporter, source=path)
+    return _report(ident, target, batch_sizes, policy, results, notes, exporter=info.exporter, source=path,
+                   weights_sha256=_exported_weights_digest(path))

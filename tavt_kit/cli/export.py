@@ -165,6 +165,10 @@ def _run_export(args) -> int:
         from ..errors import CheckpointError
 
         raise CheckpointError(f"--checkpoint {args.checkpoint}: checkpoint not found")
+    if args.search:  # another kind of file is said as what it is, before the checkpoint is loaded
+        from ..report.evidence import load_record
+
+        load_record(args.search, "fgvc-kit/search", "--search")
     model = load_checkpoint(args.checkpoint).eval()
     model, schedule, source = _schedule(args, model)
     checkpoint = args.checkpoint

@@ -4,7 +4,10 @@ An export is built in a staging folder beside ``--out``; only a finished one
 (verified, unverified on request, or failed verification) is moved in, so a
 kill never leaves a new graph beside an old record. ``export.json`` keeps, in
 ``artefacts``, one record per file in the folder (path, sha256, format,
-precision, schedule, verified); the top level describes the latest export.
+precision, schedule counts and reducers, the model's weights hash, verified;
+:class:`~tavt_kit.export.record.ExportRecord`); the top level describes the
+latest export. A record whose file is gone or changed is dropped at the next
+publish (:func:`~tavt_kit.export.record.check_files`).
 A failed verification never replaces a verified file: it goes to
 ``rejected/`` instead.
 """
@@ -17,7 +20,7 @@ import shutil
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..files import write_json
-from .record import EXPORT_FILE, sha256
+from .record import EXPORT_FILE, ExportRecord, check_files, export_records, records_of
 
 REJECTED_DIR = "rejected"
 
@@ -35,24 +38,7 @@ def read_record(out_dir: str) -> Optional[Dict[str, Any]]:
 
 def artefacts_of(doc: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """One record per exported file of an ``export.json`` (older files without ``artefacts`` included)."""
-    if not doc:
-        return []
-    if "artefacts" in doc:
-        return list(doc["artefacts"])
-    return _records(doc)
-
-
-def _records(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
-    results = (doc.get("verification") or {}).get("results") or {}
-    out = []
-    for fmt, f in (doc.get("files") or {}).items():
-        r = results.get(fmt) or {}
-        out.append({"path": f["path"], "sha256": f.get("sha256"), "weights": f.get("weights"),
-                    "weights_sha256": f.get("weights_sha256"), "format": fmt,
-                    "precision": ((doc.get("exports") or {}).get(fmt) or {}).get("precision", doc.get("precision")),
-                    "schedule": (doc.get("schedule") or {}).get("counts"), "verified": bool(r.get("passed")),
-                    "status": doc.get("status"), "top1": r.get("top1_exported"), "created": doc.get("created")})
-    return out
+    return [r for r in records_of(doc) if isinstance(r.get("path"), str)]
 
 
 def choose_base(out_dir: str, precision: str, counts: Sequence[int]) -> str:
@@ -68,12 +54,7 @@ def choose_base(out_dir: str, precision: str, counts: Sequence[int]) -> str:
 
 def _present(out_dir: str, rec: Dict[str, Any]) -> bool:
     """Whether a record still describes a file beside it (same content)."""
-    for key, digest in (("path", "sha256"), ("weights", "weights_sha256")):
-        if rec.get(key):
-            p = os.path.join(out_dir, rec[key])
-            if not os.path.isfile(p) or (rec.get(digest) and sha256(p) != rec[digest]):
-                return False
-    return True
+    return check_files(out_dir, ExportRecord.from_dict(rec), require_digest=False).ok
 
 
 def publish(stage: str, out_dir: str, doc: Dict[str, Any]) -> Dict[str, Any]:
@@ -94,7 +75,7 @@ def publish(stage: str, out_dir: str, doc: Dict[str, Any]) -> Dict[str, Any]:
             if f.get(key):
                 os.replace(os.path.join(stage, os.path.basename(f[key])), os.path.join(out_dir, f[key]))
         doc.get("exports", {}).get(fmt, {})["path"] = f["path"]
-    new = _records(doc)
+    new = export_records(doc)
     paths = {r["path"] for r in new} | {r["weights"] for r in new if r.get("weights")}
     doc["artefacts"] = [r for r in old if r["path"] not in paths] + new
     write_json(doc, os.path.join(out_dir, EXPORT_FILE))

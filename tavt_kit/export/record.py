@@ -1,4 +1,11 @@
-"""The record of an export: ``export.json`` (files with their hashes, model, schedule, MACs, versions) and its result."""
+"""The record of an export: ``export.json`` (files with their hashes, model, schedule, MACs, versions) and its result.
+
+``export.json`` version 2 keeps, in ``artefacts``, one record per exported file in the folder
+(:class:`ExportRecord`: path and sha256, format, precision, schedule counts and reducers, the exported
+model's ``weights_sha256``, status); the top level describes the latest export. Version 1 (a single
+export at the top level, no ``artefacts``, no weights hash) is still read: :func:`records_of` derives its
+records. :func:`check_files` says whether a record's files are still the ones exported (:class:`FileCheck`).
+"""
 from __future__ import annotations
 
 import datetime
@@ -14,8 +21,9 @@ from ..errors import ConfigError
 from .verify import Verification
 
 EXPORT_FORMAT = "fgvc-kit/export"
-#: the newest export.json version this code reads (and the one it writes)
-EXPORT_VERSION = 1
+#: the newest export.json version this code reads (and the one it writes); 2: ``artefacts`` records carry the
+#: schedule's reducers and the model's ``weights_sha256``, the top level ``model.weights_sha256``
+EXPORT_VERSION = 2
 EXPORT_FILE = "export.json"
 
 
@@ -46,7 +54,7 @@ class ExportResult:
             raise ConfigError(f"{path}: not an export record of fgvc-kit export (format {found!r}, expected "
                               f"{EXPORT_FORMAT!r})")
         version = doc.get("version", 1)
-        if not isinstance(version, int) or version > EXPORT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version > EXPORT_VERSION:
             raise ConfigError(f"{path}: export record version {version!r} is newer than this fgvc-kit reads "
                               f"({EXPORT_VERSION}); upgrade fgvc-kit")
         return cls(out_dir=os.path.dirname(os.path.abspath(path)), json_path=path, doc=doc)
@@ -99,6 +107,134 @@ class ExportResult:
         results = (self.doc.get("verification") or {}).get("results") or {}
         return {fmt: Verification.from_dict(r) for fmt, r in results.items()}
 
+    @property
+    def weights_sha256(self) -> Optional[str]:
+        """The content key of the exported model's weights (``model.weights_sha256``; None in a version-1 file)."""
+        return (self.doc.get("model") or {}).get("weights_sha256")
+
+    @property
+    def records(self) -> List["ExportRecord"]:
+        """Every export the folder's ``export.json`` describes, one record per file (a version-1 file: its one
+        export's files)."""
+        return [ExportRecord.from_dict(r) for r in records_of(self.doc)]
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """Whether a file named in a record can be trusted (``ok``), and if not, why (``reason``, one phrase)."""
+
+    ok: bool
+    reason: Optional[str] = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+PASSED = FileCheck(True)
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """One exported file of an ``export.json`` (an entry of ``artefacts``): where it is, its hashes, what was
+    exported (format, precision, schedule counts and per-block reducers, the model's weights) and its status.
+
+    ``weights``/``weights_sha256`` are the file's companion (OpenVINO's ``.bin``); ``model_weights_sha256`` is
+    the content key of the exported model's tensors (:func:`tavt_kit.models.weights_digest`), the one
+    ``search.json`` and ``bench.json`` record as ``model.weights_sha256``.
+    """
+
+    path: Optional[str]
+    sha256: Optional[str] = None
+    weights: Optional[str] = None
+    weights_sha256: Optional[str] = None
+    format: Optional[str] = None
+    precision: Optional[str] = None
+    counts: Optional[Tuple[int, ...]] = None
+    #: each block's reducer as exported (None where a block keeps its tokens); None: not recorded
+    reducers: Optional[Tuple[Optional[str], ...]] = None
+    model_weights_sha256: Optional[str] = None
+    checkpoint_sha256: Optional[str] = None
+    verified: bool = False
+    status: Optional[str] = None
+    reason: Optional[str] = None
+    top1: Optional[float] = None
+    top1_pytorch: Optional[float] = None
+    created: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ExportRecord":
+        d = d if isinstance(d, dict) else {}
+        counts = d.get("schedule")
+        reducers = d.get("reducers")
+        return cls(path=d.get("path") if isinstance(d.get("path"), str) else None, sha256=d.get("sha256"),
+                   weights=d.get("weights") if isinstance(d.get("weights"), str) else None,
+                   weights_sha256=d.get("weights_sha256"), format=d.get("format"), precision=d.get("precision"),
+                   counts=tuple(int(c) for c in counts) if isinstance(counts, (list, tuple)) else None,
+                   reducers=tuple(reducers) if isinstance(reducers, (list, tuple)) else None,
+                   model_weights_sha256=d.get("model_weights_sha256"), checkpoint_sha256=d.get("checkpoint_sha256"),
+                   verified=d.get("verified") is True, status=d.get("status"), reason=d.get("reason"),
+                   top1=d.get("top1"), top1_pytorch=d.get("top1_pytorch"), created=d.get("created"))
+
+
+def records_of(doc: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One record per exported file of an ``export.json``: its ``artefacts``, or for a version-1 file without
+    them, the records of its one export (:func:`export_records`)."""
+    if not isinstance(doc, dict):
+        return []
+    if isinstance(doc.get("artefacts"), list):
+        return [r for r in doc["artefacts"] if isinstance(r, dict)]
+    return export_records(doc)
+
+
+def export_records(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The records of the export ``doc`` describes at its top level, one per format with a file.
+
+    A file is recorded verified only when its own verification passed and the export's status is
+    ``verified``: a file of a failed export is never verified.
+    """
+    results = (doc.get("verification") or {}).get("results") or {}
+    sched = doc.get("schedule") if isinstance(doc.get("schedule"), dict) else {}
+    status = doc.get("status")
+    files = doc.get("files") if isinstance(doc.get("files"), dict) else {}
+    out = []
+    for fmt, f in files.items():
+        if not isinstance(f, dict) or not isinstance(f.get("path"), str):
+            continue
+        r = results.get(fmt) if isinstance(results.get(fmt), dict) else {}
+        exp = (doc.get("exports") or {}).get(fmt) or {}
+        verified = bool(r.get("passed")) and status == "verified" and doc.get("verified") is not False
+        out.append({"path": f["path"], "sha256": f.get("sha256"), "weights": f.get("weights"),
+                    "weights_sha256": f.get("weights_sha256"), "format": fmt,
+                    "precision": exp.get("precision", doc.get("precision")),
+                    "schedule": sched.get("counts"), "reducers": sched.get("reducers"),
+                    "model_weights_sha256": (doc.get("model") or {}).get("weights_sha256"),
+                    "checkpoint_sha256": (doc.get("checkpoint") or {}).get("sha256"),
+                    "verified": verified, "status": status,
+                    "reason": None if verified else (r.get("reason") or doc.get("reason")),
+                    "top1": r.get("top1_exported"), "top1_pytorch": r.get("top1_pytorch"),
+                    "created": doc.get("created")})
+    return out
+
+
+def check_files(out_dir: str, rec: "ExportRecord", require_digest: bool = True) -> FileCheck:
+    """Whether the files a record names are there with the content it recorded (main file, then its weights);
+    ``require_digest=False`` accepts a file whose record has no sha256 (nothing to compare)."""
+    if not rec.path:
+        return FileCheck(False, "the record names no file")
+    for name, digest in ((rec.path, rec.sha256), (rec.weights, rec.weights_sha256)):
+        if not name:
+            continue
+        p = os.path.join(out_dir, name)
+        if not os.path.isfile(p):
+            return FileCheck(False, f"{name}: missing (deleted or moved after export)")
+        if not digest:
+            if require_digest:
+                return FileCheck(False, f"{name}: export.json records no sha256 for it")
+            continue
+        if sha256(p) != digest:
+            return FileCheck(False, f"{name}: sha256 differs from export.json (modified after export)")
+    return PASSED
+
 
 def sha256(path: str) -> str:
     """The SHA-256 of a file, read in 1 MiB chunks."""
@@ -135,7 +271,7 @@ def new_export_doc(model: nn.Module, sched, source: Dict[str, Any], formats: Seq
     """The ``export.json`` of an export that has not produced anything yet (status ``running``)."""
     from .. import __version__
     from ..machine import cpu_description, library_versions
-    from ..models import count_macs, spec_of
+    from ..models import count_macs, spec_of, weights_digest
     from .onnx import schedule_reducers
 
     spec = spec_of(model)
@@ -153,7 +289,9 @@ def new_export_doc(model: nn.Module, sched, source: Dict[str, Any], formats: Seq
                   "params": int(sum(p.numel() for p in model.parameters())),
                   "inference_params": inference_params(model),
                   "pruned": spec.get("pruned") is not None,
-                  "token_drop": spec.get("token_drop")},
+                  "token_drop": spec.get("token_drop"),
+                  # the content key of the exported weights: what search.json and bench.json record
+                  "weights_sha256": weights_digest(model)},
         "schedule": {"counts": list(sched.counts), "num_patches": int(sched.num_patches),
                      "keep_ratios": [round(r, 6) for r in sched.keep_ratios()], "full": sched.is_full,
                      # each block's reducer as exported ("drop"/"merge"; null where a block keeps its tokens)

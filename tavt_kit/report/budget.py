@@ -15,81 +15,45 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
 from ..files import atomic_path
+from .evidence import ExportEvidence, ExportSource, bench_evidence, export_evidence, load_record, wanted
 from ..search.plot import mac_unit, save_accuracy_plot
 from ..stats import wilson_interval
 from ..search.result import front_latency_ms, select_budget
 
 
-def _load(path: str, kind: str) -> Dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read {kind} ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not a valid {kind} JSON ({e.msg} at line {e.lineno})") from None
+class _Evidence:
+    """What the report may name for a pick: the bench.json row that measured it and the exported file that stands
+    for it, each checked (:mod:`tavt_kit.report.evidence`), with the reasons for what it does not name."""
 
+    def __init__(self, search: dict, bench: Optional[dict], sources: Sequence[ExportSource]) -> None:
+        self.search, self.bench_doc, self.sources = search, bench, list(sources)
+        self.full_counts = tuple(int(c) for c in search["full"]["counts"])
+        self._cache: Dict[tuple, Any] = {}
 
-def _counts_key(counts) -> Optional[tuple]:
-    return tuple(int(c) for c in counts) if counts else None
+    def _memo(self, key: tuple, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
+    def bench(self, d: Optional[dict]) -> Tuple[Optional[dict], List[str]]:
+        """The bench.json row of a pick (None: none measured it) and why rows of its counts were not used."""
+        if not d or not self.bench_doc:
+            return None, []
+        return self._memo(("bench", id(d)), lambda: bench_evidence(self.bench_doc, wanted(d, self.search),
+                                                                   self.full_counts))
 
-def _bench_index(bench: Optional[dict], full_counts: tuple) -> Dict[tuple, dict]:
-    """bench.json results by (schedule counts, precision) (first batch size measured): a schedule's latency at
-    one precision is never shown for a pick at another (a search of pairs picks int8 and fp32 schedules)."""
-    from ..target import DeploymentTarget, Precision
+    def bench_row(self, d: Optional[dict]) -> Optional[dict]:
+        return self.bench(d)[0]
 
-    out: Dict[tuple, dict] = {}
-    precision = DeploymentTarget.from_dict(bench["target"]).precision if bench and bench.get("target") \
-        else Precision.FP32
-    for r in (bench or {}).get("results", []):
-        key = _counts_key(r.get("schedule")) or full_counts
-        out.setdefault((key, precision), r)
-        out.setdefault((key, None), r)  # for schedules that name no precision (a search of one precision)
-    return out
-
-
-def _bench_row(bidx: Dict[tuple, dict], d: Optional[dict]) -> Optional[dict]:
-    """The bench.json result of a pick (or the full model): the same schedule, and the same precision when the
-    pick names one (a search of (schedule, precision) pairs)."""
-    if not d:
-        return None
-    return bidx.get((_counts_key(d.get("counts")), d.get("precision")))
-
-
-def _export_index(exports: Sequence[dict]) -> Dict[tuple, List[dict]]:
-    """export.json documents by schedule counts (each remembers where it was read from: ``_path``)."""
-    out: Dict[tuple, List[dict]] = {}
-    for doc in exports:
-        key = _counts_key(doc.get("schedule") if isinstance(doc.get("schedule"), list)
-                          else (doc.get("schedule") or {}).get("counts"))
-        out.setdefault(key, []).append(doc)
-    return out
-
-
-def _export_rows(doc: dict) -> List[Dict[str, Any]]:
-    """One row per exported format of an ``export.json``: file, precision used, verified, top-1 (fractions)."""
-    rows = []
-    results = (doc.get("verification") or {}).get("results") or {}
-    files = doc.get("files") or {}
-    for name in doc.get("formats") or list(files):
-        v = results.get(name) or {}
-        f = files.get(name) or {}
-        top1 = v.get("top1_exported")
-        torch_top1 = v.get("top1_pytorch")
-        rows.append({"format": name, "file": f.get("path"),
-                     "precision": v.get("precision_used") or doc.get("precision"),
-                     "verified": v.get("passed") if v else None,
-                     "top1": None if top1 is None else top1 / 100.0,
-                     "torch_top1": None if torch_top1 is None else torch_top1 / 100.0,
-                     "agreement": v.get("agreement"), "max_abs_diff": v.get("max_abs_logit_diff")})
-    return rows
+    def exports(self, d: dict, weights: str = "supernet") -> ExportEvidence:
+        """The exported file to ship for a pick, and why the other files of its counts are not shipped."""
+        return self._memo(("export", id(d), weights),
+                          lambda: export_evidence(self.sources, wanted(d, self.search, weights)))
 
 
 def _pct(x) -> str:
@@ -126,7 +90,7 @@ def _ms(x) -> str:
     return "–" if x is None else f"{x:.2f}"
 
 
-def _plots(search: dict, bench_idx: Dict[tuple, dict], out_dir: str) -> List[str]:
+def _plots(search: dict, ev: _Evidence, out_dir: str) -> List[str]:
     """Accuracy against MACs, and against latency when the search has latency figures.
 
     One axis holds one kind of latency: the search's own (predicted from a table, or measured by the
@@ -182,7 +146,7 @@ def _plots(search: dict, bench_idx: Dict[tuple, dict], out_dir: str) -> List[str
         if axis == "latency":  # bench.json's measurements: labelled as such, never mixed into the search's figures
             pts = [(r["latency_ms"]["p50"], d) for d in [search.get("full")] + [b.get("best") for b in
                                                                                     search.get("budgets", [])]
-                   if d and (r := _bench_row(bench_idx, d)) and (r.get("latency_ms") or {}).get("p50")]
+                   if d and (r := ev.bench_row(d)) and (r.get("latency_ms") or {}).get("p50")]
             if pts:
                 ax.scatter([p for p, _ in pts], [100 * d["holdout_accuracy"] for _, d in pts], marker="o",
                            facecolors="none", edgecolors="#ff7f0e", s=60, label="measured by fgvc-kit bench")
@@ -196,10 +160,11 @@ def _plots(search: dict, bench_idx: Dict[tuple, dict], out_dir: str) -> List[str
     return files
 
 
-def _ship_section(search: dict, search_path: str, bidx: Dict[tuple, dict], eidx: Dict[tuple, List[dict]],
-                  extra_budgets: Sequence[str], out_dir: str) -> List[str]:
+def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: Sequence[str],
+                  out_dir: str) -> List[str]:
     """Per budget: the file to ship, its latency against the budget (measured or predicted, said which),
-    pass or fail with the margin, and its accuracy against the full model's."""
+    pass or fail with the margin, and its accuracy against the full model's. A file is named only when it stands
+    for the pick (:mod:`tavt_kit.report.evidence`); the notes say why each other file of its schedule is not."""
     rows = list(search.get("budgets") or [])
     labels = {str(r.get("label")).replace(" ", "").lower() for r in rows}
     for text in extra_budgets:  # any budget: answered from the search's Pareto front
@@ -223,8 +188,10 @@ def _ship_section(search: dict, search_path: str, bidx: Dict[tuple, dict], eidx:
         if not d:
             md.append(f"| {label} | nothing in the search space fits | – | **FAIL** | – | – | – |")
             continue
-        key = _counts_key(d["counts"])
-        r = _bench_row(bidx, d)
+        r, unused = ev.bench(d)
+        for why in unused:
+            notes.append(f"{b['label']}: bench.json's measurement of this schedule is not used ({why}); the "
+                         "latency shown is the search's")
         lat, kind = ((r.get("latency_ms") or {}).get("p50"), "measured") if r and (r.get("latency_ms") or {}).get(
             "p50") is not None else front_latency_ms(d, search)
         if b["objective"] == "latency":
@@ -249,14 +216,8 @@ def _ship_section(search: dict, search_path: str, bidx: Dict[tuple, dict], eidx:
         acc = "–" if test is None else _pct_ci(d, "test", search["settings"].get("test_images") or 0) + " %" + (
             f" ({_paired(d['vs_parent'])})" if parent and d.get("vs_parent") else
             f" ({100 * (test - full_test):+.2f} points)" if full_test is not None and not parent else "")
-        ship = "not exported yet"
-        for doc in eidx.get(key, []):
-            verified = [row for row in _export_rows(doc) if row["verified"]]
-            if verified:
-                v = verified[-1]
-                path = os.path.relpath(os.path.join(os.path.dirname(doc["_path"]), str(v["file"])), out_dir)
-                ship = f"`{path}` ({v['format']}, {v['precision']}, verified top-1 {_pct(v['top1'])} %)"
-        if ship == "not exported yet":
+        ship, exported = _ship_cell(b, d, ev, search, out_dir, notes)
+        if not exported:
             notes.append(f"{b['label']}: export it with `fgvc-kit export --checkpoint SUPERNET --search "
                          f"{os.path.basename(search_path)} --budget {b['label'].replace(' ', '')} --format openvino`")
         md.append(f"| {label} | {ship} | {lat_cell} | {verdict} | {margin} | {acc} | "
@@ -272,6 +233,38 @@ def _ship_section(search: dict, search_path: str, bidx: Dict[tuple, dict], eidx:
     md += [f"- {n}" for n in notes]
     md.append("")
     return md + _reference_section(search, scale, unit)
+
+
+def _ship_cell(b: dict, d: dict, ev: _Evidence, search: dict, out_dir: str, notes: List[str]) -> Tuple[str, bool]:
+    """The file to ship for a budget's pick (else the budget's recommendation, when that is a training-free
+    deployable of your model with a file that stands for it), and whether any file of it was exported; each file
+    of the pick's schedule that is not shipped gets a note saying why."""
+    found = ev.exports(d)
+    for src, rec, why in found.rejected:
+        notes.append(f"{b['label']}: `{found.file(src, rec, out_dir)}` is not shipped: {why}")
+    if found.chosen:
+        src, rec = found.chosen
+        return (f"`{found.file(src, rec, out_dir)}` ({rec.format}, {rec.precision}, verified top-1 "
+                f"{_top1(rec.top1)} %)"), True
+    rec_d = b.get("recommended") or {}
+    if rec_d.get("weights") == "parent" and rec_d.get("counts"):
+        from ..search.result import describe_family
+
+        alt = ev.exports(rec_d, "parent")
+        if alt.chosen:
+            src, rec = alt.chosen
+            free = (b.get("training_free") or {}).get(rec_d.get("family")) or {}
+            return (f"`{alt.file(src, rec, out_dir)}` (the recommendation, "
+                    f"{describe_family(rec_d['family'], free)}: {rec.format}, {rec.precision}, verified top-1 "
+                    f"{_top1(rec.top1)} %; latency and accuracy in this row are the searched schedule's)"), True
+    if found.rejected:
+        return "nothing verified of this pick (see the notes)", True
+    return "not exported yet", False
+
+
+def _top1(x) -> str:
+    """A top-1 recorded in % (export.json), as the report prints it."""
+    return "–" if x is None else f"{x:.2f}"
 
 
 def _paired(v: dict) -> str:
@@ -325,22 +318,18 @@ def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = Non
 def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_paths: Sequence[str],
            budgets: Sequence[str]) -> Dict[str, str]:
     """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``; returns their paths."""
-    search = _load(search_path, "search result")
-    if search.get("format") != "fgvc-kit/search":
-        raise ConfigError(f"{search_path}: not an fgvc-kit search result (format {search.get('format')!r})")
-    bench = _load(bench_path, "bench result") if bench_path else None
-    exports = [dict(_load(p, "export record"), _path=os.path.abspath(p)) for p in export_paths]
+    search = load_record(search_path, "fgvc-kit/search", "--search")
+    bench = load_record(bench_path, "fgvc-kit/bench", "--bench") if bench_path else None
+    sources = [ExportSource.load(p, "--export") for p in export_paths]
     os.makedirs(out_dir, exist_ok=True)
-    full_counts = _counts_key(search["full"]["counts"])
-    bidx = _bench_index(bench, full_counts)
-    eidx = _export_index(exports)
-    ship = _ship_section(search, search_path, bidx, eidx, budgets, out_dir)  # a budget nothing meets: first
-    plots = _plots(search, bidx, out_dir)
+    ev = _Evidence(search, bench, sources)
+    ship = _ship_section(search, search_path, ev, budgets, out_dir)  # a budget nothing meets: first
+    plots = _plots(search, ev, out_dir)
     target = (bench or {}).get("target") or ((search.get("latency") or {}).get("target") or {})
-    full_lat = (bidx.get((full_counts, None)) or {}).get("latency_ms", {}).get("p50")  # measured, same bench run
+    full_lat = ((ev.bench_row(search["full"]) or {}).get("latency_ms") or {}).get("p50")  # measured, same run
     model = search.get("model") or {}
     name = (model.get("backbone") or {}).get("name", "model")
-    tables = _ResultTables(search, bidx, eidx, full_lat)
+    tables = _ResultTables(search, ev, full_lat, out_dir)
     md = _intro(search, model, name, target) + ship
     for p in plots:
         md.append(f"![{p}]({p})")
@@ -364,9 +353,8 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
 class _ResultTables:
     """The report's result tables: a row per pick with its accuracy, MACs, latency and exported files."""
 
-    def __init__(self, search: dict, bidx: Dict[tuple, dict], eidx: Dict[tuple, List[dict]],
-                 full_lat: Optional[float]) -> None:
-        self.bidx, self.eidx, self.full_lat = bidx, eidx, full_lat
+    def __init__(self, search: dict, ev: _Evidence, full_lat: Optional[float], out_dir: str) -> None:
+        self.ev, self.full_lat, self.out_dir = ev, full_lat, out_dir
         self.full_pred = search["full"].get("latency_measured_ms", search["full"].get("latency_ms"))
         self.mscale, munit = mac_unit(search["full"]["macs"])
         self.head = ["", "schedule (patch tokens per block; m = merged)", "holdout top-1 [95 %]", "test top-1 [95 %]",
@@ -378,7 +366,7 @@ class _ResultTables:
 
     def lat_cols(self, d) -> List[str]:
         """Measured latency (bench.json) when there is one, else the search's figure marked as such."""
-        r = _bench_row(self.bidx, d)
+        r = self.ev.bench_row(d)
         if r is not None and self.full_lat is not None:
             lat = r.get("latency_ms") or {}
             p50, p90 = lat.get("p50"), lat.get("p90")
@@ -390,13 +378,15 @@ class _ResultTables:
         return [_ms(p50) + tag, "–", f"{self.full_pred / p50:.2f}x{tag}" if self.full_pred else "–"]
 
     def export_col(self, d) -> str:
-        """The exported files of a pick's schedule, each with its precision, top-1 and verification."""
-        parts = []
-        for doc in self.eidx.get(_counts_key(d["counts"]), []):
-            for row in _export_rows(doc):
-                mark = "verified" if row["verified"] else ("NOT verified" if row["verified"] is False else "unchecked")
-                parts.append(f"{row['format']} {os.path.basename(str(row['file'] or ''))} "
-                             f"({row['precision'] or '?'}, top-1 {_pct(row['top1'])}, {mark})")
+        """The exported file that stands for a pick (verified, with its precision and top-1), and every other file
+        of its schedule with why it does not."""
+        found = self.ev.exports(d)
+        parts = [f"{rec.format} {os.path.basename(rec.path or '')} (not shipped: {why})"
+                 for _, rec, why in found.rejected]
+        if found.chosen:
+            rec = found.chosen[1]
+            parts.insert(0, f"{rec.format} {os.path.basename(rec.path or '')} ({rec.precision}, top-1 "
+                            f"{_top1(rec.top1)}, verified)")
         return "; ".join(parts) or "–"
 
     def row(self, label, d) -> str:

@@ -1,0 +1,293 @@
+"""Whether an exported file or a bench.json row may stand for a report's pick, and if not, why (one phrase).
+
+A report names a file only when the file can be trusted for that pick: it is
+still there with the sha256 its ``export.json`` recorded, it was exported from
+the same weights (``weights_sha256`` against ``search.json``'s
+``model.weights_sha256``), at the same schedule counts, reducers and precision,
+and its export passed verification. A bench.json row lends its latency only
+when it measured the same weights at the same schedule, reducers and precision.
+Each check returns a :class:`~tavt_kit.export.record.FileCheck` whose reason
+the report prints beside what it did not ship.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import ConfigError
+from ..export.record import (EXPORT_FORMAT, EXPORT_VERSION, PASSED, ExportRecord, FileCheck, check_files,
+                             records_of, sha256)
+from ..target import Precision
+
+#: what each fgvc-kit file format is, in the words of an error that names a file given for another
+KINDS = {
+    "fgvc-kit/search": "a search result (search.json of fgvc-kit search)",
+    "fgvc-kit/bench": "a bench result (bench.json of fgvc-kit bench)",
+    "fgvc-kit/latency-table": "a latency table (fgvc-kit bench profile)",
+    "fgvc-kit/latency-predictions": "latency predictions (fgvc-kit bench predict)",
+    EXPORT_FORMAT: "an export record (export.json of fgvc-kit export)",
+    "fgvc-kit/token-schedule": "a drop config (a token schedule)",
+    "fgvc-kit/search-space": "a search space",
+    "fgvc-kit/train-run": "a training run record",
+    "fgvc-kit/distill-run": "a distillation run record",
+}
+
+
+def kind_of(doc: Any) -> str:
+    """What a JSON document is, in words (``a latency table (fgvc-kit bench profile)``)."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an fgvc-kit record"
+    fmt = doc.get("format")
+    if fmt in KINDS:
+        return KINDS[fmt]
+    return f"not an fgvc-kit record (format {fmt!r})" if fmt is not None else "not an fgvc-kit record (no format)"
+
+
+def load_record(path: str, fmt: str, flag: str) -> Dict[str, Any]:
+    """Read the JSON record ``path`` given as ``flag``; a file of another kind is one :class:`ConfigError` line
+    (``--export runs/search.json: the file is a search result (...); expected an export.json of fgvc-kit
+    export``)."""
+    expected = KINDS[fmt].split("(", 1)[-1].rstrip(")")
+    expected = f"{_a(expected)} {expected}"
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{flag} {path}: file not found (expected {expected})") from None
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot read it ({e.strerror})") from None
+    except ValueError as e:
+        raise ConfigError(f"{flag} {path}: not a valid JSON file ({e}); expected {expected}") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise ConfigError(f"{flag} {path}: the file is {kind_of(doc)}; expected {expected}")
+    if fmt == EXPORT_FORMAT:
+        version = doc.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version > EXPORT_VERSION:
+            raise ConfigError(f"{flag} {path}: export record version {version!r} is newer than this fgvc-kit "
+                              f"reads ({EXPORT_VERSION}); upgrade fgvc-kit")
+    return doc
+
+
+# ------------------------------------------------------------------ what a pick needs
+def effective_reducers(counts: Sequence[int], reducers: Optional[Sequence[Optional[str]]], num_patches: int,
+                       default: str = "drop") -> Tuple[Optional[str], ...]:
+    """Each block's reducer where it lowers the token count (None where it keeps its tokens); a block without a
+    recorded reducer uses ``default`` (the model's)."""
+    if reducers is not None and len(reducers) != len(counts):
+        reducers = None
+    out, prev = [], int(num_patches)
+    for i, c in enumerate(counts):
+        out.append(((reducers[i] if reducers is not None else None) or default) if c < prev else None)
+        prev = min(prev, int(c))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What a file must be to stand for a pick: schedule counts, reducers per block (as
+    :func:`effective_reducers`), precision, and the weights (``weights_sha256``; None: the search records none,
+    nothing to compare). ``checkpoint``: the checkpoint file of those weights, when on this machine (to check an
+    export that records only its checkpoint's file hash)."""
+
+    counts: Tuple[int, ...]
+    reducers: Tuple[Optional[str], ...]
+    precision: str
+    weights_sha256: Optional[str]
+    num_patches: int
+    checkpoint: Optional[str] = None
+
+    def same_schedule(self, counts: Optional[Sequence[int]], reducers: Optional[Sequence[Optional[str]]],
+                      what: str) -> FileCheck:
+        if counts is None or tuple(int(c) for c in counts) != self.counts:
+            return FileCheck(False, f"{what} schedule {list(counts or [])} is not the pick's {list(self.counts)}")
+        got = effective_reducers(self.counts, reducers, self.num_patches)
+        for g, w in zip(got, self.reducers):
+            if g != w:
+                return FileCheck(False, f"{what} schedule {_verb(g)} where the pick {_verb(w)}")
+        return PASSED
+
+    def same_precision(self, precision: Optional[str], what: str) -> FileCheck:
+        got = norm_precision(precision)
+        if got != self.precision:
+            return FileCheck(False, f"{got or 'unrecorded-precision'} {what} for {_a(self.precision)} "
+                                    f"{self.precision} pick")
+        return PASSED
+
+    def same_weights(self, digest: Optional[str], what: str, checkpoint_sha256: Optional[str] = None) -> FileCheck:
+        if self.weights_sha256 is None:  # the search records no weights: nothing to compare
+            return PASSED
+        if digest:
+            if digest == self.weights_sha256:
+                return PASSED
+            return FileCheck(False, f"{what} of other weights (sha256 {digest[:12]}..., the pick's "
+                                    f"{self.weights_sha256[:12]}...)")
+        if checkpoint_sha256 and self.checkpoint and os.path.isfile(self.checkpoint):
+            if _file_sha256(self.checkpoint) == checkpoint_sha256:
+                return PASSED
+            return FileCheck(False, f"{what} of another checkpoint file than the search's")
+        return FileCheck(False, f"{what} records no weights hash (written by an older fgvc-kit), so it cannot be "
+                                "told to be of this checkpoint")
+
+
+_SHA: Dict[tuple, str] = {}
+
+
+def _file_sha256(path: str) -> str:
+    """A file's sha256, once per (path, size, modification time)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA:
+        _SHA[key] = sha256(path)
+    return _SHA[key]
+
+
+def norm_precision(p: Optional[str]) -> Optional[str]:
+    """``f32`` -> ``fp32``...; None stays None, an unknown name is kept as it is."""
+    if p is None:
+        return None
+    try:
+        return Precision.parse(p)
+    except ConfigError:
+        return str(p)
+
+
+def _verb(r: Optional[str]) -> str:
+    return {"drop": "drops", "merge": "merges", None: "keeps its tokens"}.get(r, f"uses {r}")
+
+
+def _a(word: str) -> str:
+    """The article of a word as it is read aloud (an fp32, an int8, an export.json; a bf16, a search.json)."""
+    return "an" if word[:1].lower() in "aefhilmnorx" else "a"
+
+
+def wanted(d: Dict[str, Any], search: Dict[str, Any], weights: str = "supernet") -> Wanted:
+    """What a file must be to stand for the pick ``d`` of ``search`` (``weights``: ``supernet`` for the searched
+    schedules, ``parent`` for a training-free deployable of your model)."""
+    space = search.get("space") or {}
+    num_patches = int(space.get("num_patches") or (search.get("model") or {}).get("num_patches")
+                      or max(int(c) for c in search["full"]["counts"]))
+    if weights == "parent":
+        parent = search.get("parent") or {}
+        digest, ckpt, default = parent.get("weights_sha256"), parent.get("path"), "drop"
+    else:
+        digest = (search.get("model") or {}).get("weights_sha256")
+        ckpt = (search.get("source") or {}).get("checkpoint")
+        reducers = space.get("reducers") or ["drop"]
+        default = reducers[0] if len(reducers) == 1 else "drop"
+    counts = tuple(int(c) for c in d["counts"])
+    return Wanted(counts=counts, reducers=effective_reducers(counts, d.get("reducers"), num_patches, default),
+                  precision=pick_precision(d, search), weights_sha256=digest, num_patches=num_patches,
+                  checkpoint=ckpt)
+
+
+def pick_precision(d: Dict[str, Any], search: Dict[str, Any]) -> str:
+    """The precision a pick is for: its own (a search of pairs), else the one precision searched, else that
+    of the search's latency target, else fp32."""
+    if d.get("precision"):
+        return norm_precision(d["precision"])
+    searched = (search.get("precisions") or {}).get("searched") or []
+    if len(searched) == 1:
+        return norm_precision(searched[0])
+    target = (search.get("latency") or {}).get("target") or {}
+    return norm_precision(target.get("precision") or target.get("precision_requested")) or Precision.FP32
+
+
+# ------------------------------------------------------------------ exports
+@dataclass(frozen=True)
+class ExportSource:
+    """An ``export.json`` given to the report: where it is and the exports it describes."""
+
+    json_path: str
+    folder: str
+    records: Tuple[ExportRecord, ...]
+
+    @classmethod
+    def load(cls, path: str, flag: str = "--export") -> "ExportSource":
+        doc = load_record(path, EXPORT_FORMAT, flag)
+        return cls(os.path.abspath(path), os.path.dirname(os.path.abspath(path)),
+                   tuple(ExportRecord.from_dict(r) for r in records_of(doc)))
+
+
+def check_export(rec: ExportRecord, folder: str, want: Wanted) -> FileCheck:
+    """Whether an exported file stands for the pick ``want``: same weights, schedule, reducers and precision, a
+    verified export, and its files as exported."""
+    for check in (lambda: want.same_weights(rec.model_weights_sha256, "export", rec.checkpoint_sha256),
+                  lambda: want.same_schedule(rec.counts, rec.reducers, "exported"),
+                  lambda: want.same_precision(rec.precision, "file")):
+        c = check()
+        if not c.ok:
+            return c
+    if not rec.verified or rec.status != "verified":
+        if rec.status == "unverified":
+            return FileCheck(False, "exported without verification (--no-verify)")
+        why = f" ({rec.reason})" if rec.reason else ""
+        return FileCheck(False, f"export status {rec.status or 'unrecorded'}, not verified{why}")
+    return check_files(folder, rec)
+
+
+@dataclass
+class ExportEvidence:
+    """The file to ship for a pick (``chosen``: its source and record; None: none can be) and, for every other
+    file of the same schedule counts, why it is not shipped."""
+
+    chosen: Optional[Tuple[ExportSource, ExportRecord]] = None
+    rejected: List[Tuple[ExportSource, ExportRecord, str]] = field(default_factory=list)
+
+    def file(self, source: ExportSource, rec: ExportRecord, out_dir: str) -> str:
+        return os.path.relpath(os.path.join(source.folder, rec.path or ""), out_dir)
+
+
+def export_evidence(sources: Sequence[ExportSource], want: Wanted) -> ExportEvidence:
+    """Every exported file of the pick's schedule counts, checked; the newest that passes is ``chosen``."""
+    ev = ExportEvidence()
+    for src in sources:
+        for rec in src.records:
+            if rec.counts != want.counts:
+                continue
+            c = check_export(rec, src.folder, want)
+            if c.ok:
+                ev.chosen = (src, rec)  # the last one listed: the newest
+            else:
+                ev.rejected.append((src, rec, c.reason or "not verified"))
+    return ev
+
+
+# ------------------------------------------------------------------ bench
+def bench_precision(bench: Optional[Dict[str, Any]]) -> str:
+    """The precision a bench.json timed at (fp32 when it does not say)."""
+    t = (bench or {}).get("target") or {}
+    return norm_precision(t.get("precision") or t.get("precision_requested")) or Precision.FP32
+
+
+def check_bench_row(bench: Dict[str, Any], row: Dict[str, Any], want: Wanted,
+                    full_counts: Sequence[int]) -> FileCheck:
+    """Whether a bench.json row measured the pick ``want``: same weights, schedule, reducers and precision."""
+    c = want.same_weights((bench.get("model") or {}).get("weights_sha256"), "bench.json")
+    if not c.ok:
+        return c
+    counts = row.get("schedule") or list(full_counts)
+    c = want.same_schedule(counts, row.get("reducers"), "bench.json's")
+    if not c.ok:
+        return c
+    return want.same_precision(bench_precision(bench), "latency")
+
+
+def bench_evidence(bench: Optional[Dict[str, Any]], want: Wanted,
+                   full_counts: Sequence[int]) -> Tuple[Optional[Dict[str, Any]], List[str]]:
+    """The first bench.json row (first batch size measured) that measured the pick, and why each other row of
+    the same counts is not used."""
+    reasons: List[str] = []
+    for row in (bench or {}).get("results") or []:
+        if not isinstance(row, dict):
+            continue
+        counts = tuple(int(c) for c in (row.get("schedule") or full_counts))
+        if counts != want.counts:
+            continue
+        c = check_bench_row(bench, row, want, full_counts)
+        if c.ok:
+            return row, []
+        if c.reason not in reasons:
+            reasons.append(c.reason)
+    return None, reasons
