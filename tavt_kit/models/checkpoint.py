@@ -60,14 +60,9 @@ def save_checkpoint(model: nn.Module, path, *, class_names: Optional[Sequence[st
 
 def tensors_digest(tensors: Dict[str, Any]) -> str:
     """SHA-256 of a state dict's content (names, dtypes, shapes and bytes, in name order)."""
-    import hashlib
+    from ..validate import tensors_digest as digest
 
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return digest(tensors)
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -89,6 +84,9 @@ def read_spec(path, required: bool = True) -> Optional[Dict[str, Any]]:
         return None
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: checkpoint not found")
+    not_weights = not_a_checkpoint(path)
+    if not_weights:
+        raise CheckpointError(f"{path}: {not_weights}")
     try:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
@@ -175,6 +173,9 @@ def load_checkpoint(path, **overrides) -> nn.Module:
     ``mask_topk``, ``mask_weight``, PIM's ``lambda_*``).
     """
     path = os.fspath(path)
+    not_weights = not_a_checkpoint(path)
+    if not_weights:
+        raise CheckpointError(f"{path}: {not_weights}")
     wf = read_weights(path)
     if wf.kind == "fgvc-kit":
         return _spec_load(path, wf, dict(overrides))
@@ -200,6 +201,76 @@ def load_checkpoint(path, **overrides) -> nn.Module:
                               "given (pass reset_head=True to fine-tune a new classifier)")
     kwargs.update(overrides)
     return create_model(base, pretrained=path, **kwargs)
+
+
+#: what a checkpoint is, said when a file is not one
+CHECKPOINT_KINDS = "an fgvc-kit .safetensors (fgvc-kit train/distill), a Google .npz, a timm/PyTorch .pth or the seeds' .bin"
+
+
+def not_a_checkpoint(path) -> Optional[str]:
+    """What ``path`` is when it is plainly not a weight file (read from its first bytes, never unpickled):
+    an empty file, JSON (an fgvc-kit file named by its format: a search result, a latency table, ...), an
+    exported ONNX or OpenVINO model, or binary data no loader knows; None for a file that may be one (a
+    safetensors, zip or pickle file: its loader decides, and refuses pickled objects as before)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return None
+    size = os.path.getsize(path)
+    if size == 0:
+        return f"empty file (0 bytes); expected {CHECKPOINT_KINDS}"
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    lower = path.lower()
+    if lower.endswith(".bin") and os.path.isfile(path[:-4] + ".xml") and not head.startswith(b"PK\x03\x04"):
+        return (f"the weights of the OpenVINO model {os.path.basename(path[:-4])}.xml (fgvc-kit export's output), "
+                f"not a checkpoint; time it with fgvc-kit bench --exported {path[:-4]}.xml --backend openvino")
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # zip (.pth, .npz) or pickle: their loaders decide
+        return None
+    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: 8-byte header size, then the JSON header
+        n = int.from_bytes(head[:8], "little")
+        if 0 < n <= size - 8:
+            return None
+    text = head.lstrip()
+    if text.startswith(b"<"):
+        if b"<net" in head:
+            return (f"an OpenVINO model (IR .xml, fgvc-kit export's output), not a checkpoint; time it with "
+                    f"fgvc-kit bench --exported {path} --backend openvino, and give --checkpoint the .safetensors "
+                    "it was exported from")
+        return f"an XML/HTML text file, not a checkpoint; expected {CHECKPOINT_KINDS}"
+    if text[:1] in (b"{", b"["):
+        return _json_not_checkpoint(path)
+    if lower.endswith(".onnx") or _looks_onnx(head):
+        return (f"an ONNX model (fgvc-kit export's output), not a checkpoint; time it with fgvc-kit bench "
+                f"--exported {path} --backend onnxruntime, and give --checkpoint the .safetensors it was exported "
+                "from")
+    from ..validate import looks_binary
+
+    if looks_binary(head):
+        return f"unrecognised binary data (not safetensors, zip, pickle or .npz); expected {CHECKPOINT_KINDS}"
+    return f"a text file, not a checkpoint; expected {CHECKPOINT_KINDS}"
+
+
+def _json_not_checkpoint(path: str) -> str:
+    from ..validate import describe_format
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return f"a JSON-like text file, not a checkpoint; expected {CHECKPOINT_KINDS}"
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    what = describe_format(fmt)
+    if what:
+        use = {"fgvc-kit/search": "; pass it as --search",
+               "fgvc-kit/token-schedule": "; pass it as --drop",
+               "fgvc-kit/latency-table": "; pass it as --latency-table (search) or to fgvc-kit bench predict"}
+        return f"a JSON file: this is {what}, not a checkpoint{use.get(fmt, '')}"
+    return (f"a JSON file{f' (format {fmt!r})' if fmt else ''}, not a checkpoint; expected {CHECKPOINT_KINDS}")
+
+
+def _looks_onnx(head: bytes) -> bool:
+    """An ONNX ModelProto: field 1 (ir_version, varint) first, and a producer or opset the exporters write."""
+    return head[:1] == b"\x08" and any(w in head for w in (b"pytorch", b"onnx", b"ai.onnx", b"ir_version"))
 
 
 def load_model(target, img_size=None) -> nn.Module:

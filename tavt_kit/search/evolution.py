@@ -151,7 +151,7 @@ class Journal:
         self.path = path
         self.header = header
         self.entries: Dict[Gene, dict] = {}
-        #: records of other precisions and of deployed runs: (kind, precision) -> gene -> record
+        #: records of other precisions and of deployed runs: (kind, precision, section key) -> gene -> record
         self.sections: Dict[Tuple[str, Optional[str]], Dict[Gene, dict]] = {}
         if path and os.path.exists(path):
             from ..errors import ConfigError
@@ -181,7 +181,7 @@ class Journal:
                     good += len(raw) + 1
                 if rec.get("kind") == "header":
                     seen_header = True
-                    if rec.get("settings") != header.get("settings"):
+                    if _keyed(rec.get("settings")) != _keyed(header.get("settings")):
                         from ..errors import ConfigError
 
                         raise ConfigError(f"{path}: journal of a search with other settings; "
@@ -192,7 +192,7 @@ class Journal:
                     if rec["kind"] == "candidate" and p in (None, "fp32"):
                         self.entries[gene] = rec
                     else:
-                        self.sections.setdefault((rec["kind"], p), {})[gene] = rec
+                        self.sections.setdefault((rec["kind"], p, _section_key(rec.get("key"))), {})[gene] = rec
             if good < len(data):
                 with open(path, "r+b") as f:  # cut the torn tail, so appends start on a fresh line
                     f.truncate(good)
@@ -218,18 +218,32 @@ class Journal:
         self._append(rec)
 
 
+def _keyed(settings):
+    """The settings a journal is keyed on: all but the int8 calibration, which keys only the records of deployed
+    int8 runs (:class:`JournalSection`'s ``key``); journals before it had it in their header."""
+    if not isinstance(settings, dict):
+        return settings
+    return {k: v for k, v in settings.items() if k != "calibration_images"}
+
+
+def _section_key(key) -> Optional[str]:
+    return None if key is None else json.dumps(key, sort_keys=True)
+
+
 class JournalSection:
     """One precision's (or the deployed runs') records of a shared :class:`Journal`: the same ``entries`` and
-    ``record`` an :class:`EvolutionSearch` uses, each record tagged with its kind and precision."""
+    ``record`` an :class:`EvolutionSearch` uses, each record tagged with its kind and precision. ``key``
+    (JSON-able) is what else the records depend on (deployed int8 runs: the calibration images): records
+    under another key are not this section's (a search rerun with other calibration quantises again)."""
 
-    def __init__(self, journal: Journal, precision: str, kind: str = "candidate"):
-        self.journal, self.precision, self.kind = journal, precision, kind
-        self.entries = journal.sections.setdefault((kind, precision), {})
+    def __init__(self, journal: Journal, precision: str, kind: str = "candidate", key: Optional[dict] = None):
+        self.journal, self.precision, self.kind, self.key = journal, precision, kind, key
+        self.entries = journal.sections.setdefault((kind, precision, _section_key(key)), {})
 
     def record(self, gene: Gene, **values) -> None:
         counts, reducers = gene
-        rec = {"kind": self.kind, "precision": self.precision, "counts": list(counts),
-               **({"reducers": [r or None for r in reducers]} if reducers else {}), **values}
+        rec = {"kind": self.kind, "precision": self.precision, **({"key": self.key} if self.key is not None else {}),
+               "counts": list(counts), **({"reducers": [r or None for r in reducers]} if reducers else {}), **values}
         self.entries[gene] = rec
         self.journal._append(rec)
 

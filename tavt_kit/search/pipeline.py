@@ -5,7 +5,9 @@ more dimension of the same search: the schedules of every precision are scored b
 held-out subset, their MACs counted once, their latencies cached in one :class:`LatencyObjective` each and
 journalled in one journal; each budget's choice is made over every (schedule, precision) pair
 (:mod:`~tavt_kit.search.precision`), the test split is used once at the end, and ``search.json`` is
-written once. Fitness is measured on the held-out split (accuracy, NLL or KL to the full model); every
+completed once at the end: until then it says ``"status": "running"`` (from the start, and with the figures
+of the stages done before the slow ones: the parent's and the precisions'), so a search stopped on the way
+never leaves a file that reads as its result. Fitness is measured on the held-out split (accuracy, NLL or KL to the full model); every
 accuracy comes with its 95 % Wilson interval, and each baseline at a budget with the paired difference to
 the searched pick on the same test images (``vs_searched``).
 """
@@ -36,7 +38,7 @@ from .evolution import (Budget, EvolutionSearch, EvolutionSettings, Journal, ent
                         pareto_front, schedule_of)
 from .fitness import DEFAULT_FITNESS, FITNESSES
 from .objective import LatencyObjective, latency_objectives
-from .result import SEARCH_FORMAT, SearchResult, parse_budget
+from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, parse_budget
 
 #: the index of the per-budget drop configs a search writes beside search.json
 SCHEDULES_INDEX = "schedules.json"
@@ -237,6 +239,7 @@ class SearchPipeline:
 
         self._warn_unreachable()
         journal = self._journal()
+        self._mark_running()
         t0 = time.perf_counter()
         fp32 = EvolutionSearch(self.space, self.metrics, self.macs, self.settings, self.latency, self.budgets,
                                journal, self.log, fitness=self.fitness)
@@ -249,6 +252,8 @@ class SearchPipeline:
         if stage is not None:
             stage.evolve()
         doc = self._document(fp32, cands, search_seconds, remeasure=stage is None)
+        if self.parent is not None or stage is not None:  # slow stages follow: what is done so far, unfinished
+            self._write_search(doc)
         parent = None
         if self.parent is not None and self.world == 1:
             from .parent import ParentStage
@@ -287,7 +292,7 @@ class SearchPipeline:
         if len(self.precisions) > 1:  # one journal for every precision: each record says its precision
             settings["precisions"] = {p: {"latency": self.objectives[p].info.get("identity")}
                                       for p in self.precisions[1:]}
-            settings["calibration_images"] = self.calibration_images
+        # the int8 calibration keys the deployed int8 records only (see PrecisionStage), not the whole journal
         os.makedirs(self.out_dir, exist_ok=True)
         journal = Journal(os.path.join(self.out_dir, "search.journal.jsonl") if self.rank == 0 else None,
                           {"format": "fgvc-kit/search-journal", "settings": settings})
@@ -296,6 +301,44 @@ class SearchPipeline:
             torch.distributed.broadcast_object_list(obj, src=0)
             journal.entries = obj[0]
         return journal
+
+    @property
+    def calibration(self) -> Optional[dict]:
+        """The images int8 quantisation is calibrated on (None: no int8 searched): their number, the seed of the
+        subset, the split and the dataset. Recorded in search.json's settings; the deployed int8 runs of the
+        journal are keyed on it, so a search rerun with other calibration quantises again."""
+        if "int8" not in self.precisions:
+            return None
+        spec = self.data.spec
+        data = spec.to_dict() if hasattr(spec, "to_dict") else None
+        return {"images": self.calibration_images, "seed": self.settings.seed, "split": "train", "data": data}
+
+    # ------------------------------------------------------------ search.json
+    def _mark_running(self) -> None:
+        """Before any stage: search.json says this search is running (a search.json left in the folder by an
+        earlier search is not this one's result; a search stopped before its end leaves it marked so)."""
+        doc = {"format": SEARCH_FORMAT, "version": SEARCH_VERSION, "status": "running",
+               "model": self._model_info(), "source": self.source or {}, "space": self.space.to_dict(),
+               "settings": self._settings(), "budgets": []}
+        self._write_search(doc)
+
+    def _write_search(self, doc: dict) -> None:
+        if self.rank == 0:
+            write_json(doc, os.path.join(self.out_dir, "search.json"))
+
+    def _model_info(self) -> dict:
+        spec = self.model.spec or {}
+        return {**{k: spec.get(k) for k in ("backbone", "img_size", "depth", "num_patches", "num_classes")},
+                "weights_sha256": self.digest}
+
+    def _settings(self) -> dict:
+        out = {**self.settings.to_dict(), "fitness": self.fitness, "subset": self.subset,
+               "holdout_images": self.n_holdout, "test_images": self.n_test,
+               "batch_size": self.batch_size, "world_size": self.world}
+        if self.calibration is not None:
+            out["calibration_images"] = self.calibration_images
+            out["calibration"] = self.calibration
+        return out
 
     # ------------------------------------------------------- choices, tests
     def _document(self, search: EvolutionSearch, cands, search_seconds: float, remeasure: bool) -> dict:
@@ -411,15 +454,11 @@ class SearchPipeline:
         return d
 
     def _header(self, search: EvolutionSearch, objective: str, search_seconds: float) -> dict:
-        model = self.model
         return {
-            "format": SEARCH_FORMAT, "version": 1, "objective": objective,
-            "model": {**{k: (model.spec or {}).get(k) for k in ("backbone", "img_size", "depth", "num_patches",
-                                                                "num_classes")}, "weights_sha256": self.digest},
-            "source": self.source or {}, "space": self.space.to_dict(),
-            "settings": {**self.settings.to_dict(), "fitness": self.fitness, "subset": self.subset,
-                         "holdout_images": self.n_holdout, "test_images": self.n_test,
-                         "batch_size": self.batch_size, "world_size": self.world},
+            # "running" until _write completes the file (a search stopped in a later stage leaves it so)
+            "format": SEARCH_FORMAT, "version": SEARCH_VERSION, "status": "running", "objective": objective,
+            "model": self._model_info(), "source": self.source or {}, "space": self.space.to_dict(),
+            "settings": self._settings(),
             "latency": self.latency.info if self.latency is not None else None,
             "machine": brief(),
             "timing": {"search_seconds": search_seconds, "evaluations": search.evaluations,
@@ -431,7 +470,7 @@ class SearchPipeline:
 
     # ------------------------------------------------------------- writing
     def _write(self, doc: dict, precision_plot: bool) -> SearchResult:
-        """Drop configs, ``schedules.json`` and plots first, then ``search.json`` once (naming the plots)."""
+        """Drop configs, ``schedules.json`` and plots first, then ``search.json``, finished (naming the plots)."""
         if self.rank == 0:
             for row in doc["budgets"]:
                 best = row.get("best")
@@ -454,7 +493,8 @@ class SearchPipeline:
                 pass
             if plots:
                 doc["plots"] = plots
-            write_json(doc, os.path.join(self.out_dir, "search.json"))
+        doc["status"] = "finished"
+        self._write_search(doc)
         return SearchResult(doc, os.path.join(self.out_dir, "search.json"))
 
 

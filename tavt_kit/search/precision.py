@@ -29,7 +29,10 @@ Every reported pair, and the fp32-only pick beside it, is then run on the
 deployed runtime (OpenVINO at that precision) on the test images: its test
 accuracy with its 95 % interval, and the difference between the two paired
 on the same images (``vs_fp32``). Deployed evaluations are journalled, so a
-resumed search does not quantise again.
+resumed search does not quantise again; the int8 ones are keyed on the
+calibration images (their number, seed, split and dataset, recorded in
+``search.json``'s ``settings.calibration``), so a search rerun with other
+calibration quantises again.
 """
 from __future__ import annotations
 
@@ -230,7 +233,8 @@ class PrecisionStage:
         scorer = DeployedScorer(pipe.model, pipe.transform,
                                 lambda: calib(pipe.calibration_images, pipe.settings.seed), pipe.batch_size,
                                 pipe.objectives["fp32"].target.threads)
-        deployed = JournalSection(self.journal, "int8", kind="deployed")
+        # keyed on the calibration: a rerun with other calibration images quantises again
+        deployed = JournalSection(self.journal, "int8", kind="deployed", key={"calibration": pipe.calibration})
         self.verified = {g: {k: rec[k] for k in ("accuracy", "nll", "kl")} for g, rec in deployed.entries.items()}
         self.scorer, self.deployed, self.test_runs = scorer, deployed, {}
         try:

@@ -1,7 +1,6 @@
 """Reading a ``search.json``: the budget a user names and the schedule the search chose for it."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -10,8 +9,19 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, ScheduleError
 from ..schedules import TokenSchedule, check_model_info
+from ..target import Precision
+from ..validate import Fields, check_format, check_same_weights, read_json
 
 SEARCH_FORMAT = "fgvc-kit/search"
+#: the newest search.json this fgvc-kit reads and writes: 2 adds ``status`` (``running`` while the search is
+#: still completing it, ``finished`` once it is whole) and the int8 calibration under ``settings``
+SEARCH_VERSION = 2
+#: what ``status`` may say; a file without one (version 1) was written once, finished
+SEARCH_STATUSES = ("running", "finished")
+#: what a reader says a search.json should be
+SEARCH_EXPECTED = "the search.json of fgvc-kit search"
+#: per-block reducers a search entry may name (None: the model's own)
+_REDUCERS = ("drop", "merge")
 
 
 def _budget_number(label: str) -> Optional[float]:
@@ -133,28 +143,16 @@ def select_budget(search: Dict[str, Any], budget, where: str = "search.json") ->
 
 
 def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any]]:
-    """The schedule a search chose for ``budget``, checked against ``model``; returns ``(schedule, source)``."""
+    """The schedule a search chose for ``budget``, checked against ``model``; returns ``(schedule, source)``.
+    The search.json is read with :func:`read_search` (format, version, values); an unfinished one is refused."""
     path = os.fspath(search_path)
     where = f"search={path}"
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: file not found") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{where}: not a readable search result ({e})") from None
-    if not isinstance(doc, dict) or doc.get("format") != SEARCH_FORMAT:
-        raise ConfigError(f"{where}: not a search result of fgvc-kit search (format {SEARCH_FORMAT!r})")
+    doc = read_search(path, where)
+    require_finished(doc, where)
     row = select_budget(doc, budget, path)
     check_model_info(model, doc.get("model") or {}, where)
-    searched = (doc.get("model") or {}).get("weights_sha256")
-    if searched:
-        from ..models.checkpoint import weights_digest
-
-        mine = weights_digest(model)
-        if mine != searched:
-            raise ScheduleError(f"{where}: searched other weights (sha256 {searched[:12]}...) than this checkpoint's "
-                                f"({mine[:12]}...); its accuracies are not this model's: search this checkpoint")
+    check_same_weights((doc.get("model") or {}).get("weights_sha256"), model, where, "searched", ScheduleError,
+                       "its accuracies are not this model's: search this checkpoint")
     try:
         sched = model.make_schedule(TokenSchedule(tuple(row["best"]["counts"]), model.num_patches,
                                                   reducers=row["best"].get("reducers")))
@@ -256,17 +254,22 @@ class BudgetResult:
 class SearchResult:
     """What a search found, as values: ``.budgets[label].best``, ``.front``, ``.candidates``, ``.baselines``,
     ``.full``; ``.doc`` is the content of ``search.json``. ``SearchResult.load(path)`` reads a ``search.json``
-    (this version and the ones before it); ``.save(dir)`` writes one."""
+    (this version and the ones before it; every value checked, see :func:`validate_search`); ``.save(dir)``
+    writes one. ``.finished`` is False for a search that was stopped (or is still running) before it
+    completed the file: its figures are those of the stages done (``full`` and ``smallest`` None when none
+    was)."""
 
-    VERSION = 1
+    VERSION = SEARCH_VERSION
 
     def __init__(self, doc: Dict[str, Any], path: Optional[str] = None):
         self.doc, self.path = doc, path
+        unfinished = doc.get("status") == "running"
         try:
-            self.full = Pick.from_dict(doc["full"])
-            self.smallest = Pick.from_dict(doc["smallest"])
+            pick = (lambda d: Pick.from_dict(d) if d else None)
+            self.full = Pick.from_dict(doc["full"]) if not unfinished or doc.get("full") else None
+            self.smallest = Pick.from_dict(doc["smallest"]) if not unfinished or doc.get("smallest") else None
             #: your model (the checkpoint the supernet was distilled from) on the same images; None without one
-            self.parent: Optional[Pick] = Pick.from_dict(doc["parent"]) if doc.get("parent") else None
+            self.parent: Optional[Pick] = pick(doc.get("parent"))
             self.budgets: Dict[str, BudgetResult] = {r["label"]: BudgetResult.from_dict(r)
                                                      for r in doc.get("budgets") or []}
             self.front: List[Pick] = [Pick.from_dict(p) for p in doc.get("pareto_front") or []]
@@ -276,6 +279,16 @@ class SearchResult:
         except (KeyError, TypeError, ValueError) as e:
             what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             raise ConfigError(f"{path or 'search result'}: malformed search result ({what})") from None
+
+    @property
+    def status(self) -> str:
+        """``finished``, or ``running``: the search was stopped (or is still running) before it completed the
+        file (files of version 1 have no status: they were written once, finished)."""
+        return search_status(self.doc)
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
 
     @property
     def objective(self) -> str:
@@ -303,24 +316,183 @@ class SearchResult:
 
     @classmethod
     def load(cls, path) -> "SearchResult":
+        """Read a ``search.json`` (:func:`read_search`: format, version and every value checked)."""
         path = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: not a readable search result ({type(e).__name__})") from None
-        if not isinstance(doc, dict) or doc.get("format") != SEARCH_FORMAT:
-            raise ConfigError(f"{path}: not a search result of fgvc-kit (format {SEARCH_FORMAT!r})")
-        version = doc.get("version", 1)
-        if not isinstance(version, int) or version > cls.VERSION:
-            raise ConfigError(f"{path}: search result version {version!r} is newer than this fgvc-kit reads "
-                              f"({cls.VERSION}); upgrade fgvc-kit")
-        return cls(doc, path)
+        return cls(read_search(path), path)
 
     def __repr__(self) -> str:
-        return f"SearchResult({len(self.candidates)} candidates, budgets {list(self.budgets)}, front {len(self.front)})"
+        state = "" if self.finished else ", unfinished"
+        return (f"SearchResult({len(self.candidates)} candidates, budgets {list(self.budgets)}, "
+                f"front {len(self.front)}{state})")
+
+
+# ------------------------------------------------------------------ reading and checking search.json
+def load_search(path) -> SearchResult:
+    """``SearchResult.load(path)``: a search.json as values, checked (see :func:`read_search`)."""
+    return SearchResult.load(path)
+
+
+def read_search(path, where: Optional[str] = None) -> Dict[str, Any]:
+    """The content of a ``search.json``, checked: one :class:`ConfigError` line naming the file (``where``,
+    default its path) and the field when it is not a JSON file (a binary or pickled file is never loaded),
+    not a search result, a version newer than this fgvc-kit, or holds a value no search writes
+    (:func:`validate_search`). Every reader of search.json (report, export ``--search``, the demo) reads it
+    here; ``search_status(doc)`` says whether the search finished it."""
+    path = os.fspath(path)
+    doc = read_json(path, SEARCH_EXPECTED)
+    validate_search(doc, where or path)
+    return doc
+
+
+def search_status(doc: Dict[str, Any]) -> str:
+    """``finished`` or ``running`` (a search stopped before it completed the file); version-1 files, written
+    once at the end, are finished."""
+    return doc.get("status") or "finished"
+
+
+def require_finished(doc: Dict[str, Any], where: str) -> None:
+    """Refuse a search.json that its search did not finish (it holds the stages done, not the result)."""
+    if search_status(doc) != "finished":
+        raise ConfigError(f"{where}: an unfinished search (status {doc.get('status')!r}: stopped, or still "
+                          "running, before it completed this file); its picks are not the search's result: run "
+                          "the same fgvc-kit search again (it resumes from its journal) and use the search.json it "
+                          "finishes")
+
+
+def validate_search(doc: Any, where: str = "search.json") -> int:
+    """Check a search.json's content; returns its version. Refused with one :class:`ConfigError` line naming
+    ``where`` and the field: another format, a newer version, an unknown ``status``; any schedule whose counts
+    increase, exceed the model's patch tokens or are not one per block, an unknown reducer or a merge of more
+    than half a block's tokens in one bipartite round; an accuracy outside [0, 1]; a MAC count or latency
+    that is not a positive number; a budget whose limit is not positive or objective unknown; a precision
+    fgvc-kit does not know. Fields a file does not have are not required (files of older versions, made by
+    hand), except each budget's label, objective and limit."""
+    version = check_format(doc, where, SEARCH_FORMAT, SEARCH_VERSION, "a search result of fgvc-kit search")
+    f = Fields(where)
+    f.choice(doc.get("status"), "status", SEARCH_STATUSES)
+    f.choice(doc.get("objective"), "objective", ("macs", "latency"))
+    model = f.mapping(doc.get("model"), "model") or {}
+    space = f.mapping(doc.get("space"), "space") or {}
+    depth = f.positive(model.get("depth"), "model.depth", integer=True)
+    n = f.positive(model.get("num_patches"), "model.num_patches", integer=True)
+    sdepth = f.positive(space.get("depth"), "space.depth", integer=True)
+    sn = f.positive(space.get("num_patches"), "space.num_patches", integer=True)
+    depth, n = depth or sdepth, n or sn
+    f.text(model.get("weights_sha256"), "model.weights_sha256")
+    settings = f.mapping(doc.get("settings"), "settings") or {}
+    for key in ("holdout_images", "test_images", "calibration_images"):
+        f.non_negative(settings.get(key), f"settings.{key}", integer=True)
+    check = _PickCheck(f, depth, n)
+    for key in ("full", "smallest", "parent"):
+        check(doc.get(key), key)
+    for field, p in f.each(doc.get("pareto_front"), "pareto_front"):
+        check(p, field)
+    for field, c in f.each(doc.get("candidates"), "candidates"):
+        check(c, field)
+    for fam, rows in (f.mapping(doc.get("baselines"), "baselines") or {}).items():
+        for k, p in (f.mapping(rows, f"baselines.{fam}") or {}).items():
+            check(p, f"baselines.{fam}.{k}")
+    labels = set()
+    for field, row in f.each(doc.get("budgets"), "budgets"):
+        f.mapping(row, field, optional=False)
+        label = f.text(f.get(row, "label", f"{field}.label", "the budget's label", True), f"{field}.label", False)
+        if label in labels:
+            f.fail(f"{field}.label", label, "a label no other budget has")
+        labels.add(label)
+        f.choice(f.get(row, "objective", f"{field}.objective", "macs or latency", True),
+                             f"{field}.objective", ("macs", "latency"), optional=False)
+        f.positive(f.get(row, "limit", f"{field}.limit", "a positive limit", True), f"{field}.limit",
+                   optional=False)
+        f.text(row.get("schedule_file"), f"{field}.schedule_file")
+        for key in ("best", "best_fp32"):
+            check(row.get(key), f"{field}.{key}")
+        for group in ("baselines", "training_free"):
+            for k, p in (f.mapping(row.get(group), f"{field}.{group}") or {}).items():
+                check(p, f"{field}.{group}.{k}")
+        rec = f.mapping(row.get("recommended"), f"{field}.recommended")
+        if rec and rec.get("counts") is not None:
+            check(rec, f"{field}.recommended")
+            f.choice(rec.get("weights"), f"{field}.recommended.weights", ("supernet", "parent"))
+        f.non_negative(row.get("int8_verifications"), f"{field}.int8_verifications", integer=True)
+        check.difference(row.get("vs_fp32"), f"{field}.vs_fp32")
+    prec = f.mapping(doc.get("precisions"), "precisions") or {}
+    for i, p in enumerate(f.sequence(prec.get("searched"), "precisions.searched") or ()):
+        f.choice(p, f"precisions.searched[{i}]", Precision.ALL, optional=False, what="a precision:")
+    for group in ("fronts", "candidates"):
+        for p, rows in (f.mapping(prec.get(group), f"precisions.{group}") or {}).items():
+            f.choice(p, f"precisions.{group}", Precision.ALL, optional=False, what="a precision:")
+            for field, c in f.each(rows, f"precisions.{group}.{p}"):
+                check(c, field)
+    return version
+
+
+class _PickCheck:
+    """The checks of one schedule entry of a search.json (a pick, a front point, a candidate, a baseline)."""
+
+    def __init__(self, f: Fields, depth: Optional[int], num_patches: Optional[int]):
+        self.f, self.depth, self.n = f, depth, num_patches
+
+    def __call__(self, d: Any, field: str) -> None:
+        f = self.f
+        if d is None:
+            return
+        f.mapping(d, field, optional=False)
+        counts = f.get(d, "counts", f"{field}.counts", "the schedule's patch-token count per block", True)
+        counts = f.sequence(counts, f"{field}.counts", optional=False, length=self.depth)
+        if not counts:
+            f.fail(f"{field}.counts", counts, "one patch-token count per block")
+        high = self.n if self.n is not None else None
+        for i, c in enumerate(counts):
+            f.number(c, f"{field}.counts[{i}]", low=1, high=high, integer=True, optional=False,
+                     expected=f"a token count in [1, {high}] (the model's patch tokens)" if high
+                     else "a positive token count")
+        for i in range(1, len(counts)):
+            if counts[i] > counts[i - 1]:
+                f.fail(f"{field}.counts", counts, f"counts that never increase (block {i} keeps {counts[i]} of "
+                                                  f"the {counts[i - 1]} tokens it receives)")
+        reducers = f.sequence(d.get("reducers"), f"{field}.reducers", length=len(counts))
+        prev = self.n
+        for i, r in enumerate(reducers or ()):
+            f.choice(r, f"{field}.reducers[{i}]", _REDUCERS, what="a reducer:")
+            k = counts[i]
+            if r == "merge" and prev is not None and prev - k > prev // 2:
+                f.fail(f"{field}.reducers[{i}]", r, f"a drop: block {i} goes from {prev} to {k} patch tokens, and "
+                                                    f"one bipartite round merges at most {prev // 2}")
+            prev = k
+        f.choice(d.get("precision"), f"{field}.precision", Precision.ALL, what="a precision:")
+        for key in ("holdout_accuracy", "test_accuracy", "accuracy", "fp32_accuracy"):
+            f.fraction(d.get(key), f"{field}.{key}")
+        for key in ("holdout_interval", "test_interval"):
+            f.interval(d.get(key), f"{field}.{key}")
+        for key in ("macs", "latency_ms", "latency_measured_ms", "speedup_macs", "measured_fraction_of_full"):
+            f.positive(d.get(key), f"{field}.{key}")
+        for key in ("holdout_nll", "holdout_kl", "nll", "kl"):
+            f.non_negative(d.get(key), f"{field}.{key}")
+        f.flag(d.get("measured"), f"{field}.measured")
+        f.flag(d.get("measured_within_budget"), f"{field}.measured_within_budget")
+        dep = f.mapping(d.get("deployed"), f"{field}.deployed")
+        if dep:
+            f.fraction(dep.get("test_accuracy"), f"{field}.deployed.test_accuracy")
+            f.interval(dep.get("test_interval"), f"{field}.deployed.test_interval")
+        for key in ("vs_parent", "vs_searched"):
+            self.difference(d.get(key), f"{field}.{key}")
+
+    def difference(self, v: Any, field: str) -> None:
+        """A paired difference of two accuracies: in [-1, 1], its interval too."""
+        f = self.f
+        if v is None:
+            return
+        f.mapping(v, field, optional=False)
+        f.number(v.get("difference"), f"{field}.difference", low=-1.0, high=1.0,
+                 expected="a difference of accuracies in [-1, 1]")
+        iv = v.get("interval")
+        if iv is not None:
+            iv = f.sequence(iv, f"{field}.interval")
+            if len(iv) != 2:
+                f.fail(f"{field}.interval", iv, "[low, high]")
+            for i, x in enumerate(iv):
+                f.number(x, f"{field}.interval[{i}]", low=-1.0, high=1.0, optional=False,
+                         expected="a difference of accuracies in [-1, 1]")
 
 
 def deployable_from_search(model, search_path, budget, pick: str = "recommended"):
@@ -336,8 +508,7 @@ def deployable_from_search(model, search_path, budget, pick: str = "recommended"
     sched, source = schedule_from_search(model, search_path, budget)
     if pick == "searched":
         return model, sched, source
-    with open(os.fspath(search_path), encoding="utf-8") as f:
-        doc = json.load(f)
+    doc = read_search(search_path)  # read and checked once more by schedule_from_search above
     row = select_budget(doc, budget, os.fspath(search_path))
     rec = row.get("recommended") or {}
     if rec.get("weights") != "parent":
