@@ -85,8 +85,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         out = getattr(args, "out", None)
         if isinstance(out, str) and os.path.isfile(out) and name not in ("prune", "evaluate"):
             raise ConfigError(f"--out {out}: is a file; expected an output folder")
-        from .common import run_command
+        from .common import check_values, run_command
 
+        check_values(parser, args)
         return run_command(module, name, args, rest)
     except TavtKitError as e:  # the library names its parameters (subset=0): said here as this command's flags
         from .common import flag_message

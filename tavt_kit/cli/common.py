@@ -14,12 +14,141 @@ ERROR_PREFIX = "fgvc-kit: error:"
 
 
 # ------------------------------------------------------------------ parsers
+#: where a parse keeps each single-valued option's first ``(option string, value)`` (removed after the parse)
+_GIVEN = "_fgvc_kit_given"
+
+
+def note_given(parser: argparse.ArgumentParser, namespace: argparse.Namespace, action: argparse.Action, value,
+               option_string: Optional[str]) -> None:
+    """A single-valued option (or another spelling of it: same destination) given twice with two values is an
+    error (argparse would silently keep the last); the same value twice is harmless and kept."""
+    seen = namespace.__dict__.setdefault(_GIVEN, {})
+    prev = seen.get(action.dest)
+    if prev is not None and prev[1] != value:
+        if action.nargs == 0 and prev[0] != option_string:  # --progress ... --no-progress
+            parser.error(f"{prev[0]} and {option_string} contradict each other; give one of them")
+        parser.error(f"{option_string} given twice ({prev[0]} {prev[1]}, then {option_string} {value}); expected "
+                     "it once")
+    seen.setdefault(action.dest, (option_string, value))
+
+
+class _StoreOnce(argparse._StoreAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string is not None:
+            note_given(parser, namespace, self, values, option_string)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _ConstOnce:
+    def __call__(self, parser, namespace, values, option_string=None):
+        note_given(parser, namespace, self, self.const, option_string)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _StoreConstOnce(_ConstOnce, argparse._StoreConstAction):
+    pass
+
+
+class _StoreTrueOnce(_ConstOnce, argparse._StoreTrueAction):
+    pass
+
+
+class _StoreFalseOnce(_ConstOnce, argparse._StoreFalseAction):
+    pass
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with fgvc-kit's one error line: ``fgvc-kit: error: ...`` (exit 2), pointing at the help."""
+    """argparse with fgvc-kit's one error line: ``fgvc-kit: error: ...`` (exit 2), pointing at the help.
+
+    A single-valued option given twice with two values (``--seed 1 --seed 2``) is refused instead of the last
+    one silently winning; repeatable options (``append``, ``--dataset-option``) and lists (``nargs='+'``) are
+    unchanged."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, cls in ((None, _StoreOnce), ("store", _StoreOnce), ("store_const", _StoreConstOnce),
+                          ("store_true", _StoreTrueOnce), ("store_false", _StoreFalseOnce)):
+            self.register("action", name, cls)
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        ns.__dict__.pop(_GIVEN, None)
+        return ns, rest
 
     def error(self, message: str):
         cmd = self.prog[len("fgvc-kit "):] if self.prog.startswith("fgvc-kit ") else ""
         self.exit(2, f"{ERROR_PREFIX} {cmd + ': ' if cmd else ''}{message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------ numeric options
+#: the sign every numeric option of every command must have: long option -> (kind, what it counts). Checked
+#: once for all commands (:func:`check_values`) before a command runs; ``pos``: > 0, ``nonneg``: >= 0.
+#: Floats must also be finite.
+NUMERIC_FLAGS: Dict[str, tuple] = {
+    # sizes and counts
+    "--img-size": ("pos", "image size"), "--num-classes": ("pos", "number of classes"),
+    "--resize": ("pos", "size in pixels"), "--steps": ("pos", "number of steps"),
+    "--train-steps": ("pos", "number of steps"), "--distill-steps": ("pos", "number of steps"),
+    "--prune-steps": ("pos", "number of steps"), "--accum-steps": ("pos", "number of micro-batches per step"),
+    "--log-every": ("pos", "number of steps"), "--eval-batch-size": ("pos", "batch size"),
+    "--calibration-batch-size": ("pos", "batch size"), "--latency-batch-size": ("pos", "batch size"),
+    "--population": ("pos", "population"), "--generations": ("pos", "number of generations"),
+    "--calibration-images": ("pos", "number of images"), "--verify-images": ("pos", "number of images"),
+    "--accuracy-control-images": ("pos", "number of images"), "--min-repeats": ("pos", "number of timed runs"),
+    "--max-repeats": ("pos", "number of timed runs"), "--max-confusion-classes": ("pos", "number of classes"),
+    "--min-tokens": ("pos", "number of tokens"),
+    "--seed": ("nonneg", "seed"), "--split-seed": ("nonneg", "seed"),
+    "--workers": ("nonneg", "number of processes"), "--warmup-steps": ("nonneg", "number of steps"),
+    "--eval-every": ("nonneg", "number of steps (0 = at the end only)"),
+    "--save-every": ("nonneg", "number of steps (0 = at the end only)"),
+    "--warmup": ("nonneg", "number of untimed runs"), "--random": ("nonneg", "number of random schedules"),
+    "--validate": ("nonneg", "number of random schedules"), "--threads": ("nonneg", "number of threads"),
+    "--mutations": ("nonneg", "number of mutations"), "--crossovers": ("nonneg", "number of crossovers"),
+    "--sandwich": ("nonneg", "number of sub-networks"), "--verify-top": ("nonneg", "number of candidates"),
+    # times, rates, weights
+    "--time-budget": ("pos", "number of seconds"), "--rel-ci": ("pos", "fraction"),
+    "--lr": ("pos", "learning rate"), "--kd-temperature": ("pos", "temperature"),
+    "--weight-decay": ("nonneg", "weight decay"), "--momentum": ("nonneg", "momentum"),
+    "--min-lr": ("nonneg", "learning rate"), "--label-smoothing": ("nonneg", "label smoothing"),
+    "--clip-grad": ("nonneg", "max gradient norm (0 = off)"), "--drop-path": ("nonneg", "drop-path rate"),
+    "--max-accuracy-drop": ("nonneg", "number of points"), "--max-logit-diff": ("nonneg", "logit difference"),
+    "--sub-label-weight": ("nonneg", "weight"), "--full-label-weight": ("nonneg", "weight"),
+    "--full-kd-weight": ("nonneg", "weight"),
+}
+#: options a command checks itself, with wording its users (and tests) rely on: ``(command, option)``
+_CHECKED_BY_COMMAND = {("search", "--subset"), ("bench", "--batch-size")}
+
+
+def _number_ok(value, kind: str) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True  # not a number: the option's own type said so already
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return False
+    return value > 0 if kind == "pos" else value >= 0
+
+
+def check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every numeric option given to the command (``parser``, and the sub-command chosen in ``args``) has the sign
+    :data:`NUMERIC_FLAGS` says: ``--random -2`` is a one-line :class:`ConfigError` naming the option, not a
+    silent no-op or a traceback later."""
+    cmd = parser.prog.split()[1] if len(parser.prog.split()) > 1 else ""
+    for dest, acts in _dest_actions(parser, args).items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        for a in acts:
+            flag = _long(a)
+            if flag not in NUMERIC_FLAGS or (cmd, flag) in _CHECKED_BY_COMMAND:
+                continue
+            kind, what = NUMERIC_FLAGS[flag]
+            for v in (value if isinstance(value, (list, tuple)) else [value]):
+                if not _number_ok(v, kind):
+                    sign = "positive" if kind == "pos" else "non-negative"
+                    if isinstance(v, float):
+                        sign = "finite, " + sign
+                    raise ConfigError(f"{flag} {v:g}: expected a {sign} {what}" if isinstance(v, float)
+                                      else f"{flag} {v}: expected a {sign} {what}")
+            break
 
 
 # ------------------------------------------------- library names -> flags
@@ -32,7 +161,8 @@ PARAM_FLAGS = {
     "num_workers": "--workers",  # TrainConfig.num_workers
     "latency_batch_size": "--latency-batch-size",
     "table": "--latency-table",
-    "validate_range": "--random-range",  # profile_latency(validate_range=)  # search_schedules(table=), latency_objectives(table=)
+    "validate_range": "--random-range",
+    "budget_s": "--time-budget",  # TimingPolicy(budget_s=)  # profile_latency(validate_range=)  # search_schedules(table=), latency_objectives(table=)
 }
 
 #: ``name=`` (``name['key']=``) in a library message, not inside a word, an attribute or a flag, and not
@@ -123,6 +253,8 @@ class _Deprecated(argparse.Action):
         warn(f"{option_string} is deprecated; use {self.new}")
         if self.convert is not None:
             values = self.convert(values)
+        if self.nargs not in ("+", "*"):
+            note_given(parser, namespace, self, values, option_string)
         setattr(namespace, self.dest, values)
 
 
@@ -273,7 +405,9 @@ def invoke(module, name: str, argv: List[str]) -> int:
     p = Parser(prog=f"fgvc-kit {name}")
     module.add_arguments(p)
     argv = module.normalize_argv(list(argv)) if hasattr(module, "normalize_argv") else list(argv)
-    return run_command(module, name, p.parse_args(argv), argv)
+    args = p.parse_args(argv)
+    check_values(p, args)
+    return run_command(module, name, args, argv)
 
 
 def run_command(module, name: str, args: argparse.Namespace, argv: Sequence[str] = ()) -> int:

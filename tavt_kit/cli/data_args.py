@@ -44,7 +44,11 @@ class OptionAction(argparse.Action):
         if not sep or not key.strip():
             parser.error(f"{option_string} {value}: expected KEY=VALUE, e.g. seed=1")
         d = dict(getattr(namespace, self.dest, None) or {})
-        d[key.strip()] = val.strip()
+        key, val = key.strip(), val.strip()
+        if key in d and d[key] != val:
+            parser.error(f"{option_string} {key}= given twice ({key}={d[key]}, then {key}={val}); expected each "
+                         "key once")
+        d[key] = val
         setattr(namespace, self.dest, d)
 
 
