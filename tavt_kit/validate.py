@@ -34,6 +34,8 @@ FORMATS = {
     "fgvc-kit/distill-run": "the configuration of a distill run",
 }
 
+#: the per-block reducers a schedule may name (null: the model's own)
+REDUCERS = ("drop", "merge")
 #: bytes that start binary files fgvc-kit is given by mistake, and what they are
 _MAGIC = ((b"\x80", "a Python pickle"), (b"PK\x03\x04", "a zip archive (a PyTorch .pth, a .npz)"),
           (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x7fELF", "an executable"))
@@ -57,20 +59,22 @@ def looks_binary(head: bytes) -> bool:
     return False
 
 
-def read_json(path, expected: str, error: Type[TavtKitError] = ConfigError) -> Any:
-    """The JSON content of ``path``, or one ``error`` line naming the file: not found, a folder, empty,
-    binary (``not a JSON file (binary data; expected <expected>)``: never unpickled or decoded) or not
-    valid JSON. ``expected`` says what the file should be (``"the search.json of fgvc-kit search"``)."""
+def read_json(path, expected: str, error: Type[TavtKitError] = ConfigError, kind: Optional[str] = None) -> Any:
+    """The JSON content of ``path``, or one ``error`` line naming the file: not found (``cannot read <kind>
+    (file not found)``), a folder, empty, binary (``not a JSON file (binary data; expected <expected>)``:
+    never unpickled or decoded) or not valid JSON. ``expected`` says what the file should be (``"the
+    search.json of fgvc-kit search"``), ``kind`` what it is in two words (``"search result"``)."""
     path = os.fspath(path)
+    kind = kind or "file"
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise error(f"{path}: file not found; expected {expected}") from None
+        raise error(f"{path}: cannot read {kind} (file not found)") from None
     except IsADirectoryError:
-        raise error(f"{path}: is a folder; expected {expected}") from None
+        raise error(f"{path}: cannot read {kind} (a folder; expected {expected})") from None
     except OSError as e:
-        raise error(f"{path}: cannot read it ({e.strerror}); expected {expected}") from None
+        raise error(f"{path}: cannot read {kind} ({e.strerror})") from None
     if not data.strip():
         raise error(f"{path}: empty file; expected {expected}")
     if looks_binary(data[:4096]):
@@ -99,12 +103,11 @@ def check_format(doc: Any, where: str, fmt: str, newest: int, what: str,
     version = doc.get("version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise error(f"{where}: version={version!r}: expected a positive integer")
+    known = f"version {newest}" if oldest == newest else f"versions {oldest}..{newest}"
     if version > newest:
-        raise error(f"{where}: {what} version {version} is newer than this fgvc-kit reads "
-                    f"({oldest}..{newest}); upgrade fgvc-kit")
+        raise error(f"{where}: version {version} is newer than this fgvc-kit reads ({known}); upgrade fgvc-kit")
     if version < oldest:
-        raise error(f"{where}: {what} version {version} is older than this fgvc-kit reads ({oldest}..{newest}); "
-                    "make it again")
+        raise error(f"{where}: version {version} is older than this fgvc-kit reads ({known}); make it again")
     return version
 
 
@@ -211,7 +214,7 @@ class Fields:
         if value is None and optional:
             return None
         if isinstance(value, bool) or value not in known:
-            self.fail(field, value, f"{what + ' ' if what else ''}one of {', '.join(map(str, known))}")
+            self.fail(field, value, f"{what + ', ' if what else ''}one of {', '.join(map(str, known))}")
         return value
 
     def text(self, value: Any, field: str, optional: bool = True) -> Optional[str]:
@@ -227,6 +230,35 @@ class Fields:
         if not isinstance(value, bool):
             self.fail(field, value, "true or false")
         return value
+
+    def schedule(self, counts: Any, reducers: Any, field: str, depth: Optional[int] = None,
+                 num_patches: Optional[int] = None, counts_key: str = "counts") -> list:
+        """A token schedule as files record it (``field.counts``, ``field.reducers``): one patch-token count per
+        block (``depth`` when known), each in [1, ``num_patches``], never increasing; reducers (optional) one per
+        block, each drop, merge or null, and no merge of more than half a block's tokens (one bipartite round
+        of ToMe merges at most half)."""
+        where = f"{field}.{counts_key}" if field else counts_key
+        counts = self.sequence(counts, where, optional=False, length=depth)
+        if not counts:
+            self.fail(where, counts, "one patch-token count per block")
+        for i, c in enumerate(counts):
+            self.number(c, f"{where}[{i}]", low=1, high=num_patches, integer=True, optional=False,
+                        expected=f"a token count in [1, {num_patches}] (the model's patch tokens)" if num_patches
+                        else "a positive token count")
+        for i in range(1, len(counts)):
+            if counts[i] > counts[i - 1]:
+                self.fail(where, counts, f"counts that never increase (block {i} keeps {counts[i]} of the "
+                                         f"{counts[i - 1]} tokens it receives)")
+        rfield = f"{field}.reducers" if field else "reducers"
+        prev = num_patches
+        for i, r in enumerate(self.sequence(reducers, rfield, length=len(counts)) or ()):
+            self.choice(r, f"{rfield}[{i}]", REDUCERS, what="a reducer")
+            k = counts[i]
+            if r == "merge" and prev is not None and prev - k > prev // 2:
+                self.fail(f"{rfield}[{i}]", r, f"drop: block {i} goes from {prev} to {k} patch tokens, and one "
+                                               f"bipartite round merges at most {prev // 2}")
+            prev = k
+        return [int(c) for c in counts]
 
     def each(self, items: Optional[Iterable], field: str) -> Iterable:
         """``(field[i], item)`` for each item of an optional list."""

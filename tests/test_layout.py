@@ -13,7 +13,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 #: lowest first; a module may import its own layer and the layers below, never one above
 LAYERS = [
-    ("tavt_kit", "errors", "files", "lock", "machine", "progress", "stats", "target"),
+    ("tavt_kit", "errors", "files", "lock", "machine", "progress", "stats", "target", "validate"),
     ("schedules",),
     ("models",),
     ("data",),

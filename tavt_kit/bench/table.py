@@ -36,14 +36,14 @@ that merges is refused with a one-line :class:`LatencyTableError`.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ConfigError, LatencyTableError
 from ..files import write_json
 from ..schedules import TokenSchedule
-from ..target import DeploymentTarget
+from ..target import BACKENDS, DeploymentTarget, Precision
+from ..validate import Fields, check_format, read_json
 from .identity import STRUCTURE_KEYS, identity_mismatch, model_identity
 
 TABLE_FORMAT = "fgvc-kit/latency-table"
@@ -55,6 +55,10 @@ REDUCER_CURVES = {"drop": ("attn_ms", "mlp_ms"), "merge": ("merge_attn_ms", "mer
 
 #: the file name a table is saved under in an output folder
 TABLE_FILE = "latency_table.json"
+#: what a reader says a latency table should be
+TABLE_EXPECTED = "a latency table made by fgvc-kit bench profile"
+#: the precision names a table's target may record: fgvc-kit's, and OpenVINO's ``f32``/``f16`` of older tables
+TABLE_PRECISIONS = tuple(dict.fromkeys(Precision.ALL + ("f32", "f16")))
 #: the fields of a :class:`~tavt_kit.target.DeploymentTarget` a table is checked against
 TARGET_FIELDS = ("backend", "device", "precision", "batch_size", "threads")
 
@@ -130,6 +134,68 @@ def fit_separable(pairs: Sequence[Tuple[int, int, float]]) -> Tuple[List[int], L
     return ins, [float(v) for v in attn], outs, [float(v) for v in mlp]
 
 
+# ------------------------------------------------------------------------ checks
+def validate_table(data: Any, source: str = "latency table") -> Tuple[List[str], DeploymentTarget]:
+    """Check a latency table's content; returns its reducers and target. One :class:`LatencyTableError` line
+    naming ``source`` and the field: another format, a version newer than this fgvc-kit reads, a missing or
+    non-object ``model``/``target``, a timing that is not a finite non-negative number (negative, NaN, text),
+    token counts that are not increasing integers, a batch size or thread count that is not a positive
+    integer, a backend or precision fgvc-kit does not know (the known ones are named)."""
+    check_format(data, source, TABLE_FORMAT, TABLE_VERSION_MERGE, "a latency table of fgvc-kit bench profile",
+                 LatencyTableError)
+    f = Fields(f"{source}: malformed latency table", LatencyTableError)
+    reducers = data.get("reducers") or ["drop"]
+    if not isinstance(reducers, list) or any(r not in REDUCER_CURVES for r in reducers):
+        f.fail("reducers", reducers, f"a list of {', '.join(REDUCER_CURVES)}")
+    curves = ["plain_ms", "head_ms"] + [c for r in reducers for c in REDUCER_CURVES[r]]
+    if "merge" in reducers and data.get("prop_ms") is not None:
+        curves.append("prop_ms")
+    model = f.mapping(f.get(data, "model", "model", "the profiled model's identity (an object)", True), "model",
+                      optional=False)
+    f.positive(f.get(model, "depth", "model.depth", "the number of blocks", True), "model.depth",
+                       optional=False, integer=True)
+    n = f.positive(f.get(model, "num_patches", "model.num_patches", "the number of patch tokens", True),
+                   "model.num_patches", optional=False, integer=True)
+    prefix = f.non_negative(f.get(model, "num_prefix_tokens", "model.num_prefix_tokens",
+                                  "the number of prefix tokens", True), "model.num_prefix_tokens", optional=False,
+                            integer=True)
+    f.flag(model.get("fuse"), "model.fuse")
+    f.choice(model.get("reducer"), "model.reducer", tuple(REDUCER_CURVES), what="a reducer")
+    target = f.mapping(f.get(data, "target", "target", "the target it was profiled on (an object)", True),
+                       "target", optional=False)
+    f.choice(target.get("backend"), "target.backend", BACKENDS, what="a backend")
+    f.text(target.get("device"), "target.device")
+    f.positive(target.get("batch_size", target.get("batch")), "target.batch_size", integer=True)
+    f.positive(target.get("threads"), "target.threads", integer=True)
+    for key in ("precision", "precision_requested"):
+        f.choice(target.get(key), f"target.{key}", TABLE_PRECISIONS, what="a precision")
+    for key in ["embed_ms"] + curves:
+        f.get(data, key, key, "the part's timing", True)
+    f.non_negative(data["embed_ms"], "embed_ms", optional=False)
+    f.non_negative(data.get("head_nodrop_ms"), "head_nodrop_ms")
+    f.number(data.get("offset_ms"), "offset_ms")
+    most = prefix + n + 1  # every token of the sequence, the fused one too
+    for key in curves:
+        c = f.mapping(data[key], key, optional=False)
+        tokens = f.sequence(f.get(c, "tokens", f"{key}.tokens", "token counts", True), f"{key}.tokens",
+                            optional=False)
+        ms = f.sequence(f.get(c, "ms", f"{key}.ms", "timings", True), f"{key}.ms", optional=False)
+        if not tokens or len(tokens) != len(ms):
+            f.fail(f"{key}.ms", ms, f"one timing per token count ({len(tokens)}), at least one")
+        for i, t in enumerate(tokens):
+            f.number(t, f"{key}.tokens[{i}]", low=1, high=most, integer=True, optional=False,
+                     expected=f"a token count in [1, {most}]")
+        if list(tokens) != sorted(set(tokens)):
+            f.fail(f"{key}.tokens", tokens, "strictly increasing token counts")
+        for i, v in enumerate(ms):
+            f.non_negative(v, f"{key}.ms[{i}]", optional=False)
+    try:
+        tgt = DeploymentTarget.from_dict(target, where="target")
+    except ConfigError as e:
+        raise LatencyTableError(f"{source}: malformed latency table ({e})") from None
+    return list(reducers), tgt
+
+
 # ------------------------------------------------------------------------ table
 class LatencyTable:
     """Per-part latencies of one model on one backend/device/batch/threads, and a predictor.
@@ -142,31 +208,7 @@ class LatencyTable:
 
     def __init__(self, data: Mapping[str, Any], source: str = "latency table"):
         self.source = source
-        if not isinstance(data, Mapping) or data.get("format") != TABLE_FORMAT:
-            raise LatencyTableError(f"{source}: not an fgvc-kit latency table (format "
-                                    f"{data.get('format') if isinstance(data, Mapping) else None!r})")
-        try:
-            reducers = data.get("reducers") or ["drop"]
-            if not isinstance(reducers, list) or any(r not in REDUCER_CURVES for r in reducers):
-                raise ValueError(f"reducers {reducers!r}: expected a list of {', '.join(REDUCER_CURVES)}")
-            curves = ["plain_ms", "head_ms"] + [c for r in reducers for c in REDUCER_CURVES[r]]
-            if "merge" in reducers and data.get("prop_ms") is not None:
-                curves.append("prop_ms")
-            for key in ["model", "target", "embed_ms"] + curves:
-                if key not in data:
-                    raise KeyError(key)
-            for key in curves:
-                c = data[key]
-                if len(c["tokens"]) != len(c["ms"]) or not c["tokens"]:
-                    raise ValueError(f"{key}: tokens and ms differ in length")
-                if list(c["tokens"]) != sorted(set(c["tokens"])):
-                    raise ValueError(f"{key}: tokens are not strictly increasing")
-            m = data["model"]
-            int(m["depth"]), int(m["num_patches"]), int(m["num_prefix_tokens"])
-            target = DeploymentTarget.from_dict(data["target"])
-        except (KeyError, TypeError, ValueError, ConfigError) as e:
-            what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
-            raise LatencyTableError(f"{source}: malformed latency table ({what})") from None
+        reducers, target = validate_table(data, source)
         self.data: Dict[str, Any] = dict(data)
         self._target = target
         #: the reducer of blocks a schedule names none for, once bound to a model by :meth:`check`
@@ -212,15 +254,10 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path) -> "LatencyTable":
+        """Read a table (:func:`validate_table`: format, version and every value checked; a binary file is
+        refused unread)."""
         path = os.fspath(path)
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except OSError as e:
-            raise LatencyTableError(f"{path}: cannot read latency table ({e.strerror})") from None
-        except json.JSONDecodeError as e:
-            raise LatencyTableError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        return cls(data, source=path)
+        return cls(read_json(path, TABLE_EXPECTED, LatencyTableError, "latency table"), source=path)
 
     # ----------------------------------------------------------- compatibility
     def check(self, model=None, target: Optional[DeploymentTarget] = None, *,
@@ -346,7 +383,12 @@ class LatencyTable:
         ``reducer``: the reducer of blocks the schedule names none for (default: the model's, see the module).
         """
         p = self.predict_parts(schedule, reducer)
-        return p["embed"] + sum(p["blocks"]) + p["head"] + p["offset"]
+        ms = p["embed"] + sum(p["blocks"]) + p["head"] + p["offset"]
+        if not ms > 0:  # a negative offset larger than the parts: the table cannot stand for this model
+            raise LatencyTableError(f"{self.source}: predicts {ms:.4g} ms for {list(self.schedule(schedule).counts)} "
+                                    f"(offset_ms={self.offset_ms:g}); expected a positive latency: profile the "
+                                    "table again")
+        return ms
 
     def __repr__(self) -> str:
         return f"LatencyTable({self.model.get('name')}, {self.target})"

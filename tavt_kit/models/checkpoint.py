@@ -223,7 +223,7 @@ def not_a_checkpoint(path) -> Optional[str]:
     lower = path.lower()
     if lower.endswith(".bin") and os.path.isfile(path[:-4] + ".xml") and not head.startswith(b"PK\x03\x04"):
         return (f"the weights of the OpenVINO model {os.path.basename(path[:-4])}.xml (fgvc-kit export's output), "
-                f"not a checkpoint; time it with fgvc-kit bench --exported {path[:-4]}.xml --backend openvino")
+                f"not a checkpoint; time the model with fgvc-kit bench (exported={path[:-4]}.xml, backend=openvino)")
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # zip (.pth, .npz) or pickle: their loaders decide
         return None
     if len(head) >= 9 and head[8:9] == b"{":  # safetensors: 8-byte header size, then the JSON header
@@ -233,16 +233,16 @@ def not_a_checkpoint(path) -> Optional[str]:
     text = head.lstrip()
     if text.startswith(b"<"):
         if b"<net" in head:
-            return (f"an OpenVINO model (IR .xml, fgvc-kit export's output), not a checkpoint; time it with "
-                    f"fgvc-kit bench --exported {path} --backend openvino, and give --checkpoint the .safetensors "
-                    "it was exported from")
+            return ("an OpenVINO model (IR .xml, fgvc-kit export's output), not a checkpoint; time it with "
+                    f"fgvc-kit bench (exported={path}, backend=openvino), with the .safetensors it was exported "
+                    "from as its checkpoint=")
         return f"an XML/HTML text file, not a checkpoint; expected {CHECKPOINT_KINDS}"
     if text[:1] in (b"{", b"["):
         return _json_not_checkpoint(path)
     if lower.endswith(".onnx") or _looks_onnx(head):
-        return (f"an ONNX model (fgvc-kit export's output), not a checkpoint; time it with fgvc-kit bench "
-                f"--exported {path} --backend onnxruntime, and give --checkpoint the .safetensors it was exported "
-                "from")
+        return ("an ONNX model (fgvc-kit export's output), not a checkpoint; time it with fgvc-kit bench "
+                f"(exported={path}, backend=onnxruntime), with the .safetensors it was exported from as its "
+                "checkpoint=")
     from ..validate import looks_binary
 
     if looks_binary(head):
@@ -261,9 +261,9 @@ def _json_not_checkpoint(path: str) -> str:
     fmt = doc.get("format") if isinstance(doc, dict) else None
     what = describe_format(fmt)
     if what:
-        use = {"fgvc-kit/search": "; pass it as --search",
-               "fgvc-kit/token-schedule": "; pass it as --drop",
-               "fgvc-kit/latency-table": "; pass it as --latency-table (search) or to fgvc-kit bench predict"}
+        use = {"fgvc-kit/search": "; give it as search=",
+               "fgvc-kit/token-schedule": "; give it as drop=",
+               "fgvc-kit/latency-table": "; give it as table= (fgvc-kit search, bench predict)"}
         return f"a JSON file: this is {what}, not a checkpoint{use.get(fmt, '')}"
     return (f"a JSON file{f' (format {fmt!r})' if fmt else ''}, not a checkpoint; expected {CHECKPOINT_KINDS}")
 

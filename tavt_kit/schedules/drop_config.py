@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ScheduleError
+from ..validate import check_same_weights
 from .schedule import TokenSchedule
 
 #: spec fields a drop config or search result records and that must match the model
@@ -31,13 +32,19 @@ def check_model_info(model, info: Mapping[str, Any], where: str) -> None:
 
 
 def schedule_from_drop_file(model, path, name: str = "path"):
-    """A drop-config file, checked against the model it records and against ``model``; errors name the file as
-    the caller's parameter ``name`` (``drop=run/drop.json: ...``)."""
+    """A drop-config file, checked against the model it records and against ``model``: its backbone and shape,
+    and the weights it was made for (``weights_sha256``, which a search records in the drop configs it writes:
+    its accuracies are those weights'); errors name the file as the caller's parameter ``name``
+    (``drop=run/drop.json: ...``)."""
     where = f"{name}={os.fspath(path)}"
     if not os.path.isfile(path):
         raise ScheduleError(f"{where}: drop config not found")
     sched = TokenSchedule.load(path)
-    check_model_info(model, dict(sched.meta or {}), where)
+    info = dict(sched.meta or {})
+    check_model_info(model, info, where)
+    check_same_weights(info.get("weights_sha256"), model, where, "made for", ScheduleError,
+                       "its accuracies are not this model's: search this checkpoint, or give counts instead "
+                       "(--drop 64,48,...)")
     try:
         return model.make_schedule(sched)
     except ScheduleError as e:

@@ -20,8 +20,6 @@ SEARCH_VERSION = 2
 SEARCH_STATUSES = ("running", "finished")
 #: what a reader says a search.json should be
 SEARCH_EXPECTED = "the search.json of fgvc-kit search"
-#: per-block reducers a search entry may name (None: the model's own)
-_REDUCERS = ("drop", "merge")
 
 
 def _budget_number(label: str) -> Optional[float]:
@@ -339,7 +337,7 @@ def read_search(path, where: Optional[str] = None) -> Dict[str, Any]:
     (:func:`validate_search`). Every reader of search.json (report, export ``--search``, the demo) reads it
     here; ``search_status(doc)`` says whether the search finished it."""
     path = os.fspath(path)
-    doc = read_json(path, SEARCH_EXPECTED)
+    doc = read_json(path, SEARCH_EXPECTED, kind="search result")
     validate_search(doc, where or path)
     return doc
 
@@ -417,10 +415,10 @@ def validate_search(doc: Any, where: str = "search.json") -> int:
         check.difference(row.get("vs_fp32"), f"{field}.vs_fp32")
     prec = f.mapping(doc.get("precisions"), "precisions") or {}
     for i, p in enumerate(f.sequence(prec.get("searched"), "precisions.searched") or ()):
-        f.choice(p, f"precisions.searched[{i}]", Precision.ALL, optional=False, what="a precision:")
+        f.choice(p, f"precisions.searched[{i}]", Precision.ALL, optional=False, what="a precision")
     for group in ("fronts", "candidates"):
         for p, rows in (f.mapping(prec.get(group), f"precisions.{group}") or {}).items():
-            f.choice(p, f"precisions.{group}", Precision.ALL, optional=False, what="a precision:")
+            f.choice(p, f"precisions.{group}", Precision.ALL, optional=False, what="a precision")
             for field, c in f.each(rows, f"precisions.{group}.{p}"):
                 check(c, field)
     return version
@@ -437,29 +435,9 @@ class _PickCheck:
         if d is None:
             return
         f.mapping(d, field, optional=False)
-        counts = f.get(d, "counts", f"{field}.counts", "the schedule's patch-token count per block", True)
-        counts = f.sequence(counts, f"{field}.counts", optional=False, length=self.depth)
-        if not counts:
-            f.fail(f"{field}.counts", counts, "one patch-token count per block")
-        high = self.n if self.n is not None else None
-        for i, c in enumerate(counts):
-            f.number(c, f"{field}.counts[{i}]", low=1, high=high, integer=True, optional=False,
-                     expected=f"a token count in [1, {high}] (the model's patch tokens)" if high
-                     else "a positive token count")
-        for i in range(1, len(counts)):
-            if counts[i] > counts[i - 1]:
-                f.fail(f"{field}.counts", counts, f"counts that never increase (block {i} keeps {counts[i]} of "
-                                                  f"the {counts[i - 1]} tokens it receives)")
-        reducers = f.sequence(d.get("reducers"), f"{field}.reducers", length=len(counts))
-        prev = self.n
-        for i, r in enumerate(reducers or ()):
-            f.choice(r, f"{field}.reducers[{i}]", _REDUCERS, what="a reducer:")
-            k = counts[i]
-            if r == "merge" and prev is not None and prev - k > prev // 2:
-                f.fail(f"{field}.reducers[{i}]", r, f"a drop: block {i} goes from {prev} to {k} patch tokens, and "
-                                                    f"one bipartite round merges at most {prev // 2}")
-            prev = k
-        f.choice(d.get("precision"), f"{field}.precision", Precision.ALL, what="a precision:")
+        f.get(d, "counts", f"{field}.counts", "the schedule's patch-token count per block", True)
+        f.schedule(d["counts"], d.get("reducers"), field, self.depth, self.n)
+        f.choice(d.get("precision"), f"{field}.precision", Precision.ALL, what="a precision")
         for key in ("holdout_accuracy", "test_accuracy", "accuracy", "fp32_accuracy"):
             f.fraction(d.get(key), f"{field}.{key}")
         for key in ("holdout_interval", "test_interval"):
