@@ -62,23 +62,68 @@ def check_own_holdout(name: str, holdout: Optional[float]) -> None:
                           "images); set its size with --dataset-option holdout=N, or --holdout 0 for none")
 
 
+def _recorded(fallback: Optional[Dict[str, Any]]) -> Optional[DataSpec]:
+    """A checkpoint's recorded data as a :class:`DataSpec` (None when it records none or an unreadable one)."""
+    from ..errors import TavtKitError
+
+    if not isinstance(fallback, dict) or not fallback.get("name"):
+        return None
+    try:
+        return DataSpec.from_dict(fallback)
+    except (TavtKitError, TypeError, ValueError):
+        return None
+
+
+def merged_options(recorded: Optional[Dict[str, Any]], given: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """``--dataset-option``s over the options a checkpoint records, key by key (the given ones win)."""
+    if given is None:
+        return None
+    return {**dict(recorded or {}), **dict(given)}
+
+
+def check_no_training_images(trained: Optional[DataSpec], spec: DataSpec) -> None:
+    """Refuse data options that would score a model on images it trained on (held-out or test images drawn from
+    its training sources): one line naming the option. ``trained``: the data the model records."""
+    from ..data.datasets import training_overlap
+
+    if trained is None:
+        return
+    why = training_overlap(trained, spec)
+    if why is not None:
+        raise ConfigError(why)
+
+
 def data_spec_from_args(args: argparse.Namespace, fallback: Optional[Dict[str, Any]] = None) -> DataSpec:
-    """A :class:`DataSpec` from the options; ``fallback`` (a checkpoint's recorded data) fills what is not given."""
+    """A :class:`DataSpec` from the options; ``fallback`` (a checkpoint's recorded data) fills what is not given.
+
+    With the checkpoint's dataset (no ``--dataset``, or the same one) its record is the base: each option given
+    replaces its value, ``--dataset-option``s key by key over the recorded ones. Options that would put images the
+    model trained on into the held-out or test split are refused (:func:`check_no_training_images`).
+    """
+    from ..data import dataset_info as info_of
+
+    trained = _recorded(fallback)
+    same = trained is not None and (getattr(args, "dataset", None) is None
+                                    or info_of(args.dataset).name == trained.name)
     base: Dict[str, Any] = {}
-    if getattr(args, "dataset", None) is None and fallback:
+    if same:
         base = {k: v for k, v in fallback.items() if k in DataSpec.__dataclass_fields__}
     elif getattr(args, "dataset", None) is None and getattr(args, "data", None):
         raise ConfigError(f"--data {args.data}: give --dataset too (one of {', '.join(DATASETS)})")
     else:
         base = {"name": args.dataset or "demo"}
     for flag, key in (("data", "root"), ("holdout", "holdout"), ("split_seed", "split_seed"),
-                      ("resize", "resize"), ("train_crop", "train_crop"), ("skip_bad_images", "skip_bad_images"),
-                      ("dataset_options", "options")):
+                      ("resize", "resize"), ("train_crop", "train_crop"), ("skip_bad_images", "skip_bad_images")):
         v = getattr(args, flag, None)
         if v is not None:
             base[key] = v
+    given = getattr(args, "dataset_options", None)
+    if given is not None:
+        base["options"] = merged_options(base.get("options") if same else None, given)
     check_own_holdout(base.get("name", "demo"), getattr(args, "holdout", None))
     workers = getattr(args, "workers", None)
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers: expected a non-negative number of processes, got {workers}")
-    return DataSpec(**base)
+    spec = DataSpec(**base)
+    check_no_training_images(trained if same else None, spec)
+    return spec

@@ -86,17 +86,28 @@ def _resolve(args: argparse.Namespace) -> Dict[str, Any]:
     from ..data import dataset_info
     from ..models import read_spec
 
+    from .data_args import _recorded, check_no_training_images, merged_options
+
     spec = read_spec(args.checkpoint, required=False) if os.path.isfile(args.checkpoint) else None
     recorded = (spec or {}).get("data") or {}
-    if args.dataset is None and recorded.get("name"):
+    trained = _recorded(recorded) if isinstance(recorded, dict) else None
+    if trained is not None and (args.dataset is None or dataset_info(args.dataset).name == trained.name):
         args.dataset = recorded["name"]
         for flag, key in (("data", "root"), ("holdout", "holdout"), ("split_seed", "split_seed"),
                           ("resize", "resize"), ("train_crop", "train_crop"), ("dataset_options", "options")):
             if flag == "holdout" and dataset_info(args.dataset).own_holdout:
                 continue  # the dataset's own held-out split
-            if getattr(args, flag, None) is None and recorded.get(key) is not None:
+            if flag == "dataset_options" and args.dataset_options is not None:  # given ones win, key by key
+                args.dataset_options = merged_options(recorded.get(key), args.dataset_options)
+            elif getattr(args, flag, None) is None and recorded.get(key) is not None:
                 setattr(args, flag, recorded[key])
+    else:
+        trained = None
     r = resolve_train_args(args)
+    if trained is not None:  # the parent's held-out and test images must not be ones it trained on
+        from .train import data_spec
+
+        check_no_training_images(trained, data_spec(r))
     given = explicit_args(args)
     demo = dataset_info(r["dataset"]).builtin
     for k, v in DISTILL_DEFAULTS.items():

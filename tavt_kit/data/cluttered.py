@@ -87,6 +87,16 @@ def check_options(options: Mapping[str, Any]) -> Dict[str, int]:
     return out
 
 
+#: the options that decide which source digits each split is drawn from (another value makes the held-out and
+#: test images of one seed out of the training digits of another); the others only size and render the splits
+SOURCE_OPTIONS = ("seed",)
+
+
+def sources_of(options: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    """Each split's source digits under ``options`` (the full or given options)."""
+    return source_splits(check_options(options)["seed"])
+
+
 def source_splits(seed: int) -> Dict[str, np.ndarray]:
     """Disjoint, class-stratified indices of the source digits for ``train``, ``holdout`` and ``test``."""
     _, labels = digits()

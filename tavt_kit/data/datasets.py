@@ -59,6 +59,11 @@ class DatasetInfo:
     own_holdout: bool = False
     #: generator options (``--dataset-option KEY=VALUE``): a function that validates them and fills defaults
     options: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None
+    #: a generated dataset: the options that decide which source images each split is drawn from (a change of
+    #: one of them can put images a model trained on into its held-out or test split), and a function of the full
+    #: options giving each split's source indices (``{"train": ..., "holdout": ..., "test": ...}``)
+    source_options: Tuple[str, ...] = ()
+    sources: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None
 
     @property
     def builtin(self) -> bool:
@@ -87,7 +92,8 @@ register_dataset(DatasetInfo(cluttered.NAME, cluttered.load_cluttered,
                              "source digits per split (generated, no download)", "nothing (generated)",
                              resize_ratio=1.0, img_size=None, hflip=False, needs_root=False,
                              aliases=("cluttered", "cluttered_digits"), own_holdout=True,
-                             options=cluttered.check_options))
+                             options=cluttered.check_options, source_options=cluttered.SOURCE_OPTIONS,
+                             sources=cluttered.sources_of))
 register_dataset(DatasetInfo("cub", formats.load_cub, "CUB-200-2011 (200 bird species)", formats.CUB_LAYOUT,
                              aliases=("cub200", "cub_200_2011", "cub-200-2011")))
 register_dataset(DatasetInfo("nabirds", formats.load_nabirds, "NABirds (555 North American bird classes)",
@@ -300,6 +306,51 @@ def split_samples(raw: formats.RawDataset, split: str, holdout: float, split_see
         raise ConfigError("split='holdout': there is no held-out split with holdout=0")
     keep, held = stratified_split([lab for _, lab in raw.train], holdout, split_seed)
     return [raw.train[i] for i in (keep if split == "train" else held)]
+
+
+def training_overlap(trained: DataSpec, used: DataSpec) -> Optional[str]:
+    """Why evaluating with ``used`` would score a model on images it trained on (``trained``: the data it was
+    trained with, as its checkpoint records it), or None.
+
+    A generated dataset draws each split from its own source images, chosen by some of its options (the
+    cluttered digits' ``seed``): another value of one of them makes held-out and test images out of the model's
+    training sources. A dataset whose held-out split is carved from the training set (``holdout``,
+    ``split_seed``): another split puts training images into the held-out split. Nothing else is compared (the
+    official test split and other sizes or rendering options are fine).
+    """
+    if trained.name != used.name:
+        return None
+    info = used.info
+    if info.sources is not None:
+        old, new = info.options(dict(trained.options)), info.options(dict(used.options))
+        changed = [k for k in info.source_options if old[k] != new[k]]
+        if not changed:
+            return None
+        a, b = info.sources(old), info.sources(new)
+        seen = set(np.asarray(a["train"]).tolist())
+        hit = {s: len(set(np.asarray(b[s]).tolist()) & seen) for s in ("holdout", "test")}
+        if not any(hit.values()):
+            return None
+        k = changed[0]
+        return (f"options[{k!r}]={new[k]}: the model was trained on {info.name} with {k} {old[k]}; with {k} "
+                f"{new[k]}, {hit['test']} of the {len(b['test'])} source images of the test split and "
+                f"{hit['holdout']} of the {len(b['holdout'])} of the held-out split are ones it trained on, so its "
+                f"test images would overlap the model's training images; keep {k} {old[k]} (the sizes may change)")
+    if info.own_holdout or used.holdout == 0 or \
+            (used.holdout, used.split_seed) == (trained.holdout, trained.split_seed):
+        return None
+    raw = load_raw(used.name, used.root, used.options)
+    seen = set(split_samples(raw, "trainval" if trained.holdout == 0 else "train", trained.holdout,
+                             trained.split_seed))
+    held = split_samples(raw, "holdout", used.holdout, used.split_seed)
+    n = sum(1 for sample in held if sample in seen)
+    if not n:
+        return None
+    changed = ", ".join(f"{k}={getattr(used, k)}" for k in ("holdout", "split_seed")
+                        if getattr(used, k) != getattr(trained, k))
+    return (f"{changed}: {n} of the {len(held)} held-out images are images the model trained on (it was trained "
+            f"with holdout {trained.holdout:g} and split seed {trained.split_seed}); use the split it was trained "
+            "with")
 
 
 def _model_img_size(model) -> Optional[Tuple[int, int]]:
