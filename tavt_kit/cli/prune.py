@@ -52,8 +52,11 @@ def output_folder(args):
 def run(args) -> int:
     import warnings
 
+    import re
+    from typing import List
+
     from .data_args import data_spec_from_args
-    from ..errors import CheckpointError, ConfigError
+    from ..errors import CheckpointError, ConfigError, TavtKitError
     from ..models import count_macs, load_checkpoint, save_checkpoint
     from ..models.compress import prune_model
 
@@ -87,11 +90,35 @@ def run(args) -> int:
     at0 = count_macs(model, sched).total() if sched is not None else None
     print(f"pruning {args.checkpoint}: {params0 / 1e6:.3f} M params, {macs0 / 1e9:.4g} GMACs (full schedule)",
           flush=True)
+    if macs_target is not None and macs_target >= macs0:
+        raise ConfigError(f"--macs-target {args.macs_target}: the model has {macs0 / 1e9:.4g} G MACs (full "
+                          "schedule); expected a target below that")
+    reached: List[float] = []
+
+    def log(text: str) -> None:
+        m = re.search(r": ([0-9.eE+-]+) G MACs$", text)
+        if m:
+            reached.append(float(m.group(1)))
+        print("  " + text, flush=True)
+
     with warnings.catch_warnings():  # torch-pruning warns about cls_token / pos_embed, which it leaves alone
         warnings.simplefilter("ignore", UserWarning)
-        prune_model(model, ratio=args.ratio, macs_target=macs_target, head_ratio=args.head_ratio,
-                    importance=args.importance, calibration=calibration, global_pruning=args.global_pruning,
-                    steps=args.prune_steps, log=lambda s: print("  " + s, flush=True))
+        try:
+            prune_model(model, ratio=args.ratio, macs_target=macs_target, head_ratio=args.head_ratio,
+                        importance=args.importance, calibration=calibration, global_pruning=args.global_pruning,
+                        steps=args.prune_steps, log=log)
+        except TavtKitError:
+            raise
+        except (ZeroDivisionError, ArithmeticError, IndexError, RuntimeError, ValueError, UnboundLocalError) as e:
+            # torch-pruning fails once a block would lose its last attention head or MLP channel
+            if macs_target is not None:
+                low = f"between {min(reached):.4g} G (the least it reached) and" if reached else "nearer to"
+                raise ConfigError(f"--macs-target {args.macs_target}: pruning cannot reach it (torch-pruning stopped "
+                                  f"with {type(e).__name__} once a block had nothing left to remove); expected a "
+                                  f"target {low} the model's {macs0 / 1e9:.4g} G MACs") from None
+            raise ConfigError(f"--ratio {args.ratio}: pruning failed (torch-pruning: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'no message'}); expected a smaller ratio "
+                              "that leaves every block some heads and channels") from None
     params1 = sum(p.numel() for p in model.parameters())
     macs1 = count_macs(model, model.full_schedule()).total()
     provenance = {"checkpoint": os.path.basename(args.checkpoint), "ratio": args.ratio,

@@ -42,11 +42,16 @@ class RawDataset:
             bad = next((lab for _, lab in samples if not 0 <= int(lab) < n), None)
             if bad is not None:
                 raise DatasetError(f"{split} split: label {bad} is outside the {n} classes of the dataset")
+        trained = {int(lab) for _, lab in self.train}
+        missing = next((i for i in range(n) if i not in trained), None)
+        if missing is not None:  # a class the model can never learn, yet scored in every accuracy
+            raise DatasetError(f"class {missing + 1} ({self.class_names[missing]}) has no training images; "
+                               "expected at least one training image per class")
 
 
 def _line_of(path: str, key: str) -> int:
     """The 1-based line of ``path`` whose first field is ``key`` (0 when not found)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for i, line in enumerate(f, 1):
             if line.split()[:1] == [key]:
                 return i
@@ -86,20 +91,29 @@ def _find_root(root: str, marker: str, subdirs: Sequence[str]) -> str:
 def _read_lines(path: str, root: str, layout: str) -> List[List[str]]:
     if not os.path.isfile(path):
         raise DatasetError(f"{_where(path, root)}: missing; expected {layout}")
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig", newline=None) as f:  # a BOM and CRLF line ends are read as text
         return [line.split() for line in f if line.strip()]
 
 
 def _id_table(path: str, root: str, layout: str, columns: int = 2, rest_joined: bool = False) -> Dict[str, Any]:
-    """``id value`` lines -> dict (``rest_joined``: the value is the rest of the line, spaces kept)."""
+    """``id value`` lines -> dict (``rest_joined``: the value is the rest of the line, spaces kept).
+
+    A UTF-8 byte-order mark and CRLF line ends are read as plain text; an id listed twice is refused (naming
+    both lines) instead of one line silently replacing the other."""
     out: Dict[str, Any] = {}
+    first: Dict[str, int] = {}
     if not os.path.isfile(path):
         raise DatasetError(f"{_where(path, root)}: missing; expected {layout}")
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig", newline=None) as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line:
                 continue
+            key = line.split(None, 1)[0]
+            if key in first:
+                raise DatasetError(f"{_where(path, root)}:{lineno}: id {key} is listed twice (lines {first[key]} "
+                                   f"and {lineno}); expected each id once")
+            first[key] = lineno
             if rest_joined:
                 parts = line.split(None, 1)
                 if len(parts) != 2:
@@ -150,7 +164,13 @@ def _cub_like(root: str, layout: str, nabirds: bool) -> RawDataset:
         raise DatasetError(f"{_where(img_dir, root)}: missing; expected {layout}")
     used = set()
     rows = []
+    paths: Dict[str, str] = {}
     for image_id, rel in images.items():
+        if rel in paths:  # one image under two ids: it could be both a training and a test image
+            images_file = os.path.join(root, "images.txt")
+            raise DatasetError(f"{_where(images_file, root)}:{_line_of(images_file, image_id)}: image {rel} is "
+                               f"listed twice (ids {paths[rel]} and {image_id}); expected each image once")
+        paths[rel] = image_id
         if image_id not in labels:
             raise DatasetError(f"{_where(os.path.join(root, 'image_class_labels.txt'), root)}: no label for "
                                f"image {image_id} ({rel}); expected one line per image of images.txt")
@@ -197,6 +217,7 @@ def _cub_like(root: str, layout: str, nabirds: bool) -> RawDataset:
         if classes is not None:
             n = max(n, len(classes))
             class_names = [_strip_number(classes.get(str(i), str(i))) for i in range(1, n + 1)]
+            _check_classes_used(rows, class_names, classes_file, root)
         else:
             # no classes.txt: the folder names under images/ (001.Black_footed_Albatross/...)
             names = {}
@@ -206,8 +227,29 @@ def _cub_like(root: str, layout: str, nabirds: bool) -> RawDataset:
         index = {i: i - 1 for i in range(1, n + 1)}
     train = [(p, index[c]) for p, c, t in rows if t]
     test = [(p, index[c]) for p, c, t in rows if not t]
+    if classes is None or nabirds:
+        _check_classes_used([(p, index[c] + 1, t) for p, c, t in rows], class_names,
+                            os.path.join(root, "image_class_labels.txt"), root)
     _check_first_image(train, root, layout)
     return RawDataset(train, test, class_names, meta)
+
+
+def _check_classes_used(rows, class_names: Sequence[str], listed_in: str, root: str) -> None:
+    """Every class (1-based ``rows`` of ``(path, class, is_train)``) has images, and training images: a class
+    without them would be trained on nothing and still counted in every accuracy."""
+    total: Dict[int, int] = {}
+    train: Dict[int, int] = {}
+    for _, cid, is_train in rows:
+        total[cid] = total.get(cid, 0) + 1
+        train[cid] = train.get(cid, 0) + bool(is_train)
+    for cid, name in enumerate(class_names, 1):
+        if not total.get(cid):
+            raise DatasetError(f"{_where(listed_in, root)}: class {cid} ({name}) has no images (no line of "
+                               "image_class_labels.txt gives it); expected at least one training image per class")
+        if not train.get(cid):
+            raise DatasetError(f"{_where(listed_in, root)}: class {cid} ({name}) has no training images (its "
+                               f"{total[cid]} image{'s' if total[cid] != 1 else ''} are all test images in "
+                               "train_test_split.txt); expected at least one training image per class")
 
 
 def load_cub(root: str) -> RawDataset:
@@ -364,7 +406,7 @@ def _coco(path: str, root: str, layout: str) -> Tuple[List[Tuple[str, int]], Dic
     if not os.path.isfile(path):
         raise DatasetError(f"{_where(path, root)}: missing; expected {layout}")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise DatasetError(f"{_where(path, root)}: not valid JSON ({e})") from None
@@ -372,12 +414,17 @@ def _coco(path: str, root: str, layout: str) -> Tuple[List[Tuple[str, int]], Dic
         if not isinstance(data.get(key), list):
             raise DatasetError(f"{_where(path, root)}: no {key!r} list; expected {layout}")
     try:
+        ids = [im["id"] for im in data["images"]]
         files = {im["id"]: im["file_name"] for im in data["images"]}
         cats = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         rows = [(files[a["image_id"]], int(a["category_id"])) for a in data["annotations"]]
     except (KeyError, TypeError, ValueError) as e:
         raise DatasetError(f"{_where(path, root)}: malformed COCO entry ({type(e).__name__}: {e}); "
                            f"expected {layout}") from None
+    if len(files) != len(ids):  # a dict would keep one of them silently
+        seen: set = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))
+        raise DatasetError(f"{_where(path, root)}: image id {dup} is listed twice in 'images'; expected each id once")
     return rows, cats
 
 
@@ -418,6 +465,7 @@ def load_ufgvc(root: str) -> RawDataset:
     img_dir = os.path.join(root, "images")
     out = {}
     labels_seen = set()
+    listed: Dict[str, Tuple[str, int]] = {}
     for split in ("train", "test"):
         path = os.path.join(root, "anno", f"{split}.txt")
         rows = []
@@ -427,6 +475,11 @@ def load_ufgvc(root: str) -> RawDataset:
             rel, lab = " ".join(parts[:-1]), _int(parts[-1], path, root, f"line {lineno}: the label")
             if lab < 1:
                 raise DatasetError(f"{_where(path, root)}:{lineno}: labels are 1-based, got {lab}")
+            if rel in listed:
+                was, at = listed[rel]
+                raise DatasetError(f"{_where(path, root)}:{lineno}: image {rel} is listed twice (anno/{was}.txt line "
+                                   f"{at} and anno/{split}.txt line {lineno}); expected each image once")
+            listed[rel] = (split, lineno)
             labels_seen.add(lab)
             rows.append((rel, lab))
         out[split] = rows
@@ -439,6 +492,11 @@ def load_ufgvc(root: str) -> RawDataset:
     if base is img_dir and not os.path.isdir(img_dir):
         raise DatasetError(f"{_where(img_dir, root)}: missing; expected {UFGVC_LAYOUT}")
     n = max(labels_seen)
+    trained = {lab for _, lab in out["train"]}
+    gap = next((lab for lab in range(1, n + 1) if lab not in trained), None)
+    if gap is not None:
+        raise DatasetError(f"{_where(os.path.join(root, 'anno', 'train.txt'), root)}: class {gap} has no training "
+                           f"images (labels run 1..{n}); expected at least one training image per class")
     samples = {s: [(os.path.join(base, rel), lab - 1) for rel, lab in rows] for s, rows in out.items()}
     _check_first_image(samples["train"], root, UFGVC_LAYOUT)
     return RawDataset(samples["train"], samples["test"], [str(i) for i in range(1, n + 1)])
