@@ -37,6 +37,27 @@ from .graph import first_line, write_metadata
 
 #: ONNX opset fgvc-kit exports to (ONNX Runtime >= 1.14, OpenVINO >= 2023.0 read it)
 DEFAULT_OPSET = 18
+#: the lowest opset an exporter writes a ViT at (attention, scaled_dot_product_attention, needs opset 14; the
+#: dynamo exporter writes 18 below its own lowest and the opset it wrote is checked, see export_module)
+MIN_OPSET = 14
+
+
+def max_opset() -> int:
+    """The highest opset the installed ``onnx`` knows (what the checker and the runtimes can read)."""
+    try:
+        import onnx.defs
+
+        return int(onnx.defs.onnx_opset_version())
+    except Exception:  # pragma: no cover - onnx is a dependency
+        return DEFAULT_OPSET
+
+
+def file_opset(path: str) -> Optional[int]:
+    """The default-domain (``ai.onnx``) opset an ONNX file declares (None when it declares none)."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 EXPORTERS = ("auto", "dynamo", "torchscript")
 #: metadata_props keys written into exported files
 META_FORMAT = "fgvc_kit.format"
@@ -240,12 +261,19 @@ def export_module(
                 _export_once(module, example, path, name, opset, input_name, output_name, dict(dynamic_axes or {}),
                              dict(output_axes or {}), dict(dim_min or {}))
             onnx.checker.check_model(path)
+            written = file_opset(path)
         except DiskFullError:
             raise
         except Exception as e:
             reasons.append(f"{name} exporter failed ({first_line(e)})")
             if last:
                 raise ExportError(f"{path}: export failed: {'; '.join(reasons)}") from None
+            continue
+        if written != opset:  # e.g. the dynamo exporter keeps opset 18 when it cannot convert to a lower one
+            reasons.append(f"{name} exporter wrote opset {written}, not the requested {opset}")
+            if last:
+                raise ExportError(f"{path}: opset {opset} was not honoured ({'; '.join(reasons)}); expected an "
+                                  f"opset the exporter writes ({DEFAULT_OPSET}, the default, always is)")
             continue
         diff = None
         if verify_inputs:
@@ -258,7 +286,7 @@ def export_module(
         meta = dict(metadata or {})
         meta[META_EXPORTER] = name
         write_metadata(path, meta)
-        return ModuleExport(path=path, exporter=name, opset=opset, max_abs_diff=diff,
+        return ModuleExport(path=path, exporter=name, opset=written, max_abs_diff=diff,
                             checked_batches=[int(x.shape[0]) for x in (verify_inputs or [])],
                             fallback_reason="; ".join(reasons) or None, seconds=time.perf_counter() - start)
     raise AssertionError("unreachable")
@@ -321,7 +349,7 @@ def export_onnx(
     num_classes = int(getattr(model, "num_classes", 0))
     b = "batch" if dynamic_batch else batch_size
     return OnnxExport(
-        path=res.path, exporter=res.exporter, fallback_reason=res.fallback_reason, opset=opset,
+        path=res.path, exporter=res.exporter, fallback_reason=res.fallback_reason, opset=res.opset,
         schedule=list(sched.counts) if sched is not None else list(model.full_schedule().counts),
         batch_size=batch_size, dynamic_batch=dynamic_batch, input_name="input", output_name="logits",
         input_shape=[b, 3, H, W], output_shape=[b, num_classes], max_abs_diff=res.max_abs_diff,

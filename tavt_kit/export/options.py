@@ -132,6 +132,10 @@ class QuantizeOptions:
         _seed(self.seed, "quantize.seed")
         if not isinstance(self.accuracy_control, bool):
             raise ConfigError(f"quantize.accuracy_control={self.accuracy_control!r}: expected True or False")
+        if not self.accuracy_control and self.accuracy_control_images is not None:
+            raise ConfigError(f"quantize.accuracy_control_images={self.accuracy_control_images} and "
+                              "quantize.accuracy_control=False contradict each other: the images are for accuracy "
+                              "control, which is off; give one of them")
 
 
 @dataclass(frozen=True)
@@ -157,13 +161,17 @@ class ExportOptions:
     raise_on_failure: bool = True
 
     def __post_init__(self):
-        from .onnx import EXPORTERS
+        from .onnx import EXPORTERS, MIN_OPSET, max_opset
 
         if self.exporter not in EXPORTERS:
             raise ConfigError(f"options.exporter={self.exporter!r}: expected one of {', '.join(EXPORTERS)}")
         if self.opset is not None and (isinstance(self.opset, bool) or not isinstance(self.opset, int)
                                        or self.opset < 1):
             raise ConfigError(f"options.opset={self.opset!r}: expected an ONNX opset number (e.g. 18)")
+        if self.opset is not None and not MIN_OPSET <= self.opset <= max_opset():
+            # below it the exporters fail or keep a higher opset than asked; above it onnx cannot read the file
+            raise ConfigError(f"options.opset={self.opset}: the exporters cannot write a ViT at it; expected "
+                              f"{MIN_OPSET}..{max_opset()} (default 18)")
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", os.fspath(self.checkpoint))
         if self.schedule_source is not None and not isinstance(self.schedule_source, dict):
