@@ -149,17 +149,17 @@ def test_the_api_writes_the_export_json_the_command_line_writes(tmp_path, ckpt):
 def test_export_result_load_refuses_other_files(tmp_path):
     other = tmp_path / "search.json"
     other.write_text(json.dumps({"format": "fgvc-kit/search", "version": 1}))
-    with pytest.raises(ConfigError, match=r"search\.json: not an export record of fgvc-kit export \(format "
-                                          r"'fgvc-kit/search'"):
+    with pytest.raises(ConfigError, match=r"search\.json: not an export record of fgvc-kit export \(this is a "
+                                          r"search result"):
         ExportResult.load(other)
     newer = tmp_path / "export.json"
-    newer.write_text(json.dumps({"format": "fgvc-kit/export", "version": 2}))
-    with pytest.raises(ConfigError, match=r"export\.json: export record version 2 is newer than this fgvc-kit"):
+    newer.write_text(json.dumps({"format": "fgvc-kit/export", "version": 3}))
+    with pytest.raises(ConfigError, match=r"export\.json: version 3 is newer than this fgvc-kit reads"):
         ExportResult.load(tmp_path)
     with pytest.raises(ConfigError, match="file not found"):
         ExportResult.load(tmp_path / "nowhere")
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(ConfigError, match="not a readable export record"):
+    with pytest.raises(ConfigError, match="not valid JSON"):
         ExportResult.load(tmp_path / "bad.json")
 
 

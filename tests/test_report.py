@@ -120,7 +120,7 @@ def test_a_malformed_search_result_is_one_line(tmp_path, capsys):
     bad.write_text(json.dumps({"format": "fgvc-kit/search", "budgets": [{"label": "x"}]}))
     assert main(["report", "--search", str(bad), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "malformed search, bench or export record" in err
+    assert len(err.splitlines()) == 1 and "search.json: budgets[0]" in err
 
 
 def test_a_pick_is_shown_the_latency_of_its_own_precision_only():

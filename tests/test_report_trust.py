@@ -126,7 +126,8 @@ def test_the_recommendation_on_your_model_is_shipped_when_its_export_stands_for_
     export is shipped as the recommendation, checked against the parent's weights the search records."""
     rec = {"family": "parent", "weights": "parent", "counts": DROP, "precision": "fp32", "why": "best held-out"}
     sp = write_search(str(tmp_path / "s"), world["model"], world["ckpt"],
-                      parent={"path": "parent.safetensors", "weights_sha256": weights_digest(world["other"])})
+                      parent=point([64, 64], 4.0e7, 12.0, 0.95, path="parent.safetensors",
+                                   weights_sha256=weights_digest(world["other"])))
     doc = json.load(open(sp))
     doc["budgets"][0]["recommended"] = rec
     json.dump(doc, open(sp, "w"))
@@ -177,19 +178,18 @@ def test_other_kinds_of_file_are_refused_as_what_they_are(world, tmp_path, capsy
         return lines[0]
 
     assert main(["report", "--search", sp, "--export", sp] + out) == 2
-    assert f"--export {sp}: the file is a search result (search.json of fgvc-kit search); expected an " \
-           "export.json of fgvc-kit export" in err()
+    assert f"{sp}: not an export record of fgvc-kit export (this is a search result (search.json of fgvc-kit " \
+           "search)" in err()
     assert main(["report", "--search", sp, "--export", str(table)] + out) == 2
-    assert "the file is a latency table (fgvc-kit bench profile); expected an export.json" in err()
+    assert f"{table}: not an export record of fgvc-kit export (this is a latency table" in err()
     ej = str(world["root"] / "export" / "export.json")
     assert main(["report", "--search", sp, "--bench", ej] + out) == 2
-    assert "--bench" in (line := err()) and "the file is an export record" in line and \
-        "expected a bench.json of fgvc-kit bench" in line
+    assert f"{ej}: not a bench result of fgvc-kit bench (this is an export record" in err()
     assert main(["report", "--search", ej] + out) == 2
-    assert "expected a search.json of fgvc-kit search" in err()
+    assert "(this is an export record" in err()
     assert main(["export", "--checkpoint", world["ckpt"], "--search", ej, "--budget", "8ms",
                  "--out", str(tmp_path / "e")]) == 2
-    assert "--search" in (line := err()) and "the file is an export record" in line
+    assert f"{ej}: not a search result" in (line := err()) and "(this is an export record" in line
     assert not os.path.exists(tmp_path / "e" / "export.json")
 
 

@@ -166,9 +166,9 @@ def _run_export(args) -> int:
 
         raise CheckpointError(f"--checkpoint {args.checkpoint}: checkpoint not found")
     if args.search:  # another kind of file is said as what it is, before the checkpoint is loaded
-        from ..report.evidence import load_record
+        from ..search import read_search
 
-        load_record(args.search, "fgvc-kit/search", "--search")
+        read_search(args.search)
     model = load_checkpoint(args.checkpoint).eval()
     model, schedule, source = _schedule(args, model)
     checkpoint = args.checkpoint

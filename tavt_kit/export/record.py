@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-from ..errors import ConfigError
 from .verify import Verification
 
 EXPORT_FORMAT = "fgvc-kit/export"
@@ -25,6 +23,20 @@ EXPORT_FORMAT = "fgvc-kit/export"
 #: schedule's reducers and the model's ``weights_sha256``, the top level ``model.weights_sha256``
 EXPORT_VERSION = 2
 EXPORT_FILE = "export.json"
+#: what a reader says an export.json should be
+EXPORT_EXPECTED = "the export.json of fgvc-kit export"
+
+
+def read_export(path, where: Optional[str] = None) -> Dict[str, Any]:
+    """The content of an ``export.json``: one :class:`ConfigError` line naming the file (``where``, default its
+    path) when it is not JSON (a binary file is never loaded), another kind of fgvc-kit file (named for what it
+    is) or a version newer than this fgvc-kit reads. Versions 1 and 2 are read (see :func:`records_of`)."""
+    from ..validate import check_format, read_json
+
+    path = os.fspath(path)
+    doc = read_json(path, EXPORT_EXPECTED, kind="export record")
+    check_format(doc, where or path, EXPORT_FORMAT, EXPORT_VERSION, "an export record of fgvc-kit export")
+    return doc
 
 
 @dataclass(frozen=True)
@@ -38,25 +50,12 @@ class ExportResult:
 
     @classmethod
     def load(cls, path) -> "ExportResult":
-        """Read an ``export.json`` (or the folder holding one); refuses another file or a newer version."""
+        """Read an ``export.json`` (or the folder holding one) with :func:`read_export`: another kind of file or a
+        newer version is refused."""
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, EXPORT_FILE)
-        try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found (expected the export.json of fgvc-kit export)") from None
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"{path}: not a readable export record ({e})") from None
-        if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
-            found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-            raise ConfigError(f"{path}: not an export record of fgvc-kit export (format {found!r}, expected "
-                              f"{EXPORT_FORMAT!r})")
-        version = doc.get("version", 1)
-        if not isinstance(version, int) or isinstance(version, bool) or version > EXPORT_VERSION:
-            raise ConfigError(f"{path}: export record version {version!r} is newer than this fgvc-kit reads "
-                              f"({EXPORT_VERSION}); upgrade fgvc-kit")
+        doc = read_export(path)
         return cls(out_dir=os.path.dirname(os.path.abspath(path)), json_path=path, doc=doc)
 
     @property

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
 from ..files import atomic_path
-from .evidence import ExportEvidence, ExportSource, bench_evidence, export_evidence, load_record, wanted
+from .evidence import ExportEvidence, ExportSource, bench_evidence, export_evidence, wanted
 from ..search.plot import mac_unit, save_accuracy_plot
 from ..stats import wilson_interval
 from ..search.result import front_latency_ms, select_budget
@@ -318,9 +318,12 @@ def build_report(search_path: str, out_dir: str, bench_path: Optional[str] = Non
 def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_paths: Sequence[str],
            budgets: Sequence[str]) -> Dict[str, str]:
     """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``; returns their paths."""
-    search = load_record(search_path, "fgvc-kit/search", "--search")
-    bench = load_record(bench_path, "fgvc-kit/bench", "--bench") if bench_path else None
-    sources = [ExportSource.load(p, "--export") for p in export_paths]
+    from ..bench.record import read_bench
+    from ..search.result import read_search
+
+    search = read_search(search_path)
+    bench = read_bench(bench_path) if bench_path else None
+    sources = [ExportSource.load(p) for p in export_paths]
     os.makedirs(out_dir, exist_ok=True)
     ev = _Evidence(search, bench, sources)
     ship = _ship_section(search, search_path, ev, budgets, out_dir)  # a budget nothing meets: first

@@ -11,64 +11,13 @@ the report prints beside what it did not ship.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
-from ..export.record import (EXPORT_FORMAT, EXPORT_VERSION, PASSED, ExportRecord, FileCheck, check_files,
-                             records_of, sha256)
+from ..export.record import PASSED, ExportRecord, FileCheck, check_files, read_export, records_of, sha256
 from ..target import Precision
-
-#: what each fgvc-kit file format is, in the words of an error that names a file given for another
-KINDS = {
-    "fgvc-kit/search": "a search result (search.json of fgvc-kit search)",
-    "fgvc-kit/bench": "a bench result (bench.json of fgvc-kit bench)",
-    "fgvc-kit/latency-table": "a latency table (fgvc-kit bench profile)",
-    "fgvc-kit/latency-predictions": "latency predictions (fgvc-kit bench predict)",
-    EXPORT_FORMAT: "an export record (export.json of fgvc-kit export)",
-    "fgvc-kit/token-schedule": "a drop config (a token schedule)",
-    "fgvc-kit/search-space": "a search space",
-    "fgvc-kit/train-run": "a training run record",
-    "fgvc-kit/distill-run": "a distillation run record",
-}
-
-
-def kind_of(doc: Any) -> str:
-    """What a JSON document is, in words (``a latency table (fgvc-kit bench profile)``)."""
-    if not isinstance(doc, dict):
-        return f"a JSON {type(doc).__name__}, not an fgvc-kit record"
-    fmt = doc.get("format")
-    if fmt in KINDS:
-        return KINDS[fmt]
-    return f"not an fgvc-kit record (format {fmt!r})" if fmt is not None else "not an fgvc-kit record (no format)"
-
-
-def load_record(path: str, fmt: str, flag: str) -> Dict[str, Any]:
-    """Read the JSON record ``path`` given as ``flag``; a file of another kind is one :class:`ConfigError` line
-    (``--export runs/search.json: the file is a search result (...); expected an export.json of fgvc-kit
-    export``)."""
-    expected = KINDS[fmt].split("(", 1)[-1].rstrip(")")
-    expected = f"{_a(expected)} {expected}"
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{flag} {path}: file not found (expected {expected})") from None
-    except OSError as e:
-        raise ConfigError(f"{flag} {path}: cannot read it ({e.strerror})") from None
-    except ValueError as e:
-        raise ConfigError(f"{flag} {path}: not a valid JSON file ({e}); expected {expected}") from None
-    if not isinstance(doc, dict) or doc.get("format") != fmt:
-        raise ConfigError(f"{flag} {path}: the file is {kind_of(doc)}; expected {expected}")
-    if fmt == EXPORT_FORMAT:
-        version = doc.get("version", 1)
-        if not isinstance(version, int) or isinstance(version, bool) or version > EXPORT_VERSION:
-            raise ConfigError(f"{flag} {path}: export record version {version!r} is newer than this fgvc-kit "
-                              f"reads ({EXPORT_VERSION}); upgrade fgvc-kit")
-    return doc
-
 
 # ------------------------------------------------------------------ what a pick needs
 def effective_reducers(counts: Sequence[int], reducers: Optional[Sequence[Optional[str]]], num_patches: int,
@@ -204,8 +153,10 @@ class ExportSource:
     records: Tuple[ExportRecord, ...]
 
     @classmethod
-    def load(cls, path: str, flag: str = "--export") -> "ExportSource":
-        doc = load_record(path, EXPORT_FORMAT, flag)
+    def load(cls, path: str) -> "ExportSource":
+        """Read an ``export.json`` (:func:`~tavt_kit.export.record.read_export`: another kind of file is refused,
+        named for what it is)."""
+        doc = read_export(path)
         return cls(os.path.abspath(path), os.path.dirname(os.path.abspath(path)),
                    tuple(ExportRecord.from_dict(r) for r in records_of(doc)))
 
