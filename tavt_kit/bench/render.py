@@ -27,6 +27,8 @@ def bench_markdown(d: Dict[str, Any]) -> str:
                  + (f", precision {prec}" if prec else "") + (f", ONNX exporter {t['exporter']}"
                                                               if t.get("exporter") else ""))
     lines.append(f"machine: {describe(d.get('machine') or {})}")
+    if m.get("weights_sha256"):  # what a report matches this bench against its search's weights by
+        lines.append(f"weights sha256 {m['weights_sha256'][:12]}...")
     lines.append("")
     results = d.get("results") or []
     has_pred = any(r.get("predicted_ms") is not None for r in results)

@@ -19,8 +19,10 @@ The steps (each a library call of its own):
    each exported file on the same real images — top-1, agreement, logit
    difference, the precision actually used — and the structural check that the
    graph holds the schedule's shorter token sequences;
-5. ``export.json``: files, sizes, precision, schedule, MACs, verification per
-   format, exporter, versions. A failed verification is recorded
+5. ``export.json``: files, sizes, precision, schedule (counts and reducers),
+   the model's ``weights_sha256``, MACs, verification per format, exporter,
+   versions; ``artefacts`` keeps one record per export in the folder, earlier
+   ones included (:mod:`~tavt_kit.export.publish`). A failed verification is recorded
    (``"verified": false`` with the reason) and raised as
    :class:`~tavt_kit.errors.ExportError`; nothing unverified is marked verified.
 """
