@@ -93,4 +93,4 @@ def test_search_bad_input(tmp_path, supernet, capsys):
                  "--subset", "0", "--out", str(tmp_path)]) == 2
     assert "--subset: expected a positive number" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing.json")]) == 2
-    assert "cannot read search result" in capsys.readouterr().err
+    assert "missing.json" in (err := capsys.readouterr().err) and "file not found" in err

@@ -444,8 +444,8 @@ class _PickCheck:
             f.interval(d.get(key), f"{field}.{key}")
         for key in ("macs", "latency_ms", "latency_measured_ms", "speedup_macs", "measured_fraction_of_full"):
             f.positive(d.get(key), f"{field}.{key}")
-        for key in ("holdout_nll", "holdout_kl", "nll", "kl"):
-            f.non_negative(d.get(key), f"{field}.{key}")
+        for key in ("holdout_nll", "holdout_kl", "nll", "kl", "fitness"):  # a KL of ~0 may round below it
+            f.number(d.get(key), f"{field}.{key}")
         f.flag(d.get("measured"), f"{field}.measured")
         f.flag(d.get("measured_within_budget"), f"{field}.measured_within_budget")
         dep = f.mapping(d.get("deployed"), f"{field}.deployed")
