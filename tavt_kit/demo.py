@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 import time
-from typing import Callable, List
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 DEFAULT_OUT = os.path.join("runs", "demo")
 DEFAULT_DATASET = "cluttered-digits"
@@ -37,11 +37,31 @@ def _done(path: str) -> bool:
     return os.path.isfile(path)
 
 
+def _sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _folder_files(folder: str) -> List[str]:
+    """Every file a stage left in its own folder (not the folder lock, not hidden or temporary files)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".") and ".tmp-" not in f]
+    return out
+
+
 class _Stages:
     """Which stages finished successfully and with which settings (``stages.json``): only those are reused, and
     only while every stage before them was reused too (a stage that runs again changes what follows)."""
 
     def __init__(self, out: str, log):
+        self.out = out
         self.path, self.log, self.rerun = os.path.join(out, STAGES_FILE), log, False
         self.rerun_before: dict = {}
         self.current = (None, None, False)
@@ -61,7 +81,27 @@ class _Stages:
         rec = self.done.get(key) or {}
         return rec.get("settings") == settings and not rec.get("ok") and not self.rerun_before.get(key, False)
 
-    def run(self, title: str, key: str, artefact: str, settings: dict, fn: Callable[[], int]) -> float:
+    def _changed_file(self, rec: dict) -> Optional[str]:
+        """Why the files a stage finished with are not the ones there now (missing, or another sha256), or None."""
+        files = rec.get("files")
+        if not isinstance(files, dict) or not files:
+            return "no checksums of its files were recorded"
+        for rel, digest in files.items():
+            path = os.path.join(self.out, rel)
+            if not os.path.isfile(path):
+                return f"{path} is missing"
+            try:
+                if _sha256(path) != digest:
+                    return f"{path} changed since the stage finished"
+            except OSError as e:
+                return f"{path} cannot be read ({e.strerror or e})"
+        return None
+
+    def run(self, title: str, key: str, artefact: str, settings: dict, fn: Callable[[], int],
+            files: Union[Sequence[str], Callable[[], Sequence[str]], None] = None) -> float:
+        """Run a stage, or reuse what it made: ``artefact`` (its main file) and ``files`` (every file it made;
+        a callable is asked once the stage finished), whose sha256 are recorded when it finishes and compared
+        before it is reused (a truncated, edited or deleted file reruns it)."""
         t0 = time.perf_counter()
         rec = self.done.get(key) or {}
         why = None
@@ -76,6 +116,8 @@ class _Stages:
                                                  for k in changed) + ")"
         elif self.rerun:
             why = "an earlier stage ran again"
+        else:
+            why = self._changed_file(rec)
         if _done(artefact) and why is None:
             self.log(f"[{title}] reusing {artefact}")
             return 0.0
@@ -88,6 +130,9 @@ class _Stages:
         rc = fn()
         if rc:
             raise SystemExit(rc)
+        made = list(files() if callable(files) else (files or ()))
+        self.done[key]["files"] = {os.path.relpath(p, self.out): _sha256(p)
+                                   for p in dict.fromkeys([artefact] + made) if os.path.isfile(p)}
         self.done[key]["ok"] = True
         self._save()
         dt = time.perf_counter() - t0
@@ -109,8 +154,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
     p.add_argument("--dataset", default=DEFAULT_DATASET, choices=("cluttered-digits", "demo"),
                    help=f"built-in dataset (default: {DEFAULT_DATASET}; demo = the plain digits)")
-    p.add_argument("--train-steps", type=int, help="fine-tuning steps (default: the demo recipe's)")
-    p.add_argument("--distill-steps", type=int, help="distillation steps (default: the demo recipe's)")
+    p.add_argument("--train-steps", type=int, metavar="N", help="fine-tuning steps (default: the demo recipe's)")
+    p.add_argument("--distill-steps", type=int, metavar="N", help="distillation steps (default: the demo recipe's)")
     p.add_argument("--generations", type=int, default=6, help="search generations (default: 6)")
     p.add_argument("--population", type=int, default=12, help="search population (default: 12)")
     p.add_argument("--latency-fraction", type=float, default=0.5,
@@ -136,6 +181,12 @@ def run(args) -> int:
         from .errors import ConfigError
 
         raise ConfigError(f"--latency-fraction: expected a fraction in (0, 1], got {args.latency_fraction}")
+    for flag in ("train_steps", "distill_steps", "generations", "population", "batch_size"):
+        value = getattr(args, flag, None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            from .errors import ConfigError  # said as the demo's own option, not the stage's (--steps)
+
+            raise ConfigError(f"--{flag.replace('_', '-')} {value}: expected a positive number")
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -146,8 +197,8 @@ def run(args) -> int:
     d_bench, d_search = os.path.join(out, "bench"), os.path.join(out, "search")
     d_export, d_report = os.path.join(out, "export"), os.path.join(out, "report")
     common = ["--no-progress"]
-    train_steps = args.train_steps or (6 if quick else None)
-    distill_steps = args.distill_steps or (4 if quick else None)
+    train_steps = args.train_steps if args.train_steps is not None else (6 if quick else None)
+    distill_steps = args.distill_steps if args.distill_steps is not None else (4 if quick else None)
     small = ["--batch-size", "16", "--eval-every", "2", "--save-every", "2", "--warmup-steps", "1"] if quick else []
 
     dataset = getattr(args, "dataset", DEFAULT_DATASET)
@@ -164,7 +215,8 @@ def run(args) -> int:
     stages = _Stages(out, log)
     _stage = stages.run
     _stage("1/7 train", "train", os.path.join(d_train, "results.json"),
-           {"steps": train_steps, "quick": quick, "dataset": dataset}, train)
+           {"steps": train_steps, "quick": quick, "dataset": dataset}, train,
+           files=[os.path.join(d_train, "best.safetensors")])
 
     def distill() -> int:
         argv = ["--checkpoint", os.path.join(d_train, "best.safetensors"), "--out", d_dist] + common + small \
@@ -174,7 +226,7 @@ def run(args) -> int:
         return _command("distill")(argv)
 
     _stage("2/7 distill", "distill", os.path.join(d_dist, "results.json"), {"steps": distill_steps, "quick": quick},
-           distill)
+           distill, files=[os.path.join(d_dist, "best.safetensors")])
     supernet = os.path.join(d_dist, "best.safetensors")
 
     def profile() -> int:
@@ -211,9 +263,14 @@ def run(args) -> int:
         return _command("search")(argv)
 
     search_json = os.path.join(d_search, "search.json")
+    def searched() -> List[str]:  # the schedule files the later stages read
+        with open(search_json, encoding="utf-8") as f:
+            doc = json.load(f)
+        return [os.path.join(d_search, b["schedule_file"]) for b in doc.get("budgets", []) if b.get("schedule_file")]
+
     _stage("4/7 search under latency and MAC budgets", "search", search_json,
            {"population": args.population, "generations": args.generations,
-            "latency_fraction": args.latency_fraction, "quick": quick}, search)
+            "latency_fraction": args.latency_fraction, "quick": quick}, search, files=searched)
     with open(search_json, encoding="utf-8") as f:
         result = json.load(f)
     latency_budget = next((b for b in result["budgets"] if b["objective"] == "latency"), None)
@@ -229,7 +286,8 @@ def run(args) -> int:
         return _command("export")(argv)
 
     export_json = os.path.join(d_export, "export.json")
-    _stage("5/7 export with verification", "export", export_json, {"format": args.format, "quick": quick}, export)
+    _stage("5/7 export with verification", "export", export_json, {"format": args.format, "quick": quick}, export,
+           files=lambda: _folder_files(d_export))
 
     def bench() -> int:
         argv = ["--checkpoint", supernet, "--out", d_bench, "--table", table, "--batch-size", str(args.batch_size),
