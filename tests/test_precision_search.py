@@ -140,6 +140,15 @@ def test_joint_search_with_a_table_per_precision(tmp_path, supernet_and_tables, 
     again = json.loads((out / "search.json").read_text())
     assert again["timing"]["evaluations"] == 0 and again["budgets"][0]["best"]["counts"] == best["counts"]
     assert again["budgets"][0]["best"]["precision"] == best["precision"]
+    assert again["status"] == "finished" and again["settings"]["calibration"]["images"] == 16
+    # rerun with other calibration images: the schedules' evaluations are reused, the int8 models quantised again
+    argv_calib = list(argv)
+    argv_calib[argv_calib.index("--calibration-images") + 1] = "12"
+    assert main(argv_calib) == 0
+    other = json.loads((out / "search.json").read_text())
+    assert other["timing"]["evaluations"] == 0
+    assert other["settings"]["calibration_images"] == 12 and other["settings"]["calibration"]["images"] == 12
+    assert other["precisions"]["quantized_models"] >= len(prec["fronts"]["int8"]) >= 1
 
 
 def test_precision_bad_input(tmp_path, supernet_and_tables, capsys):

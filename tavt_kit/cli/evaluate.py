@@ -66,11 +66,12 @@ def run(args: argparse.Namespace) -> int:
     if bad is not None:  # NaN/inf weights give chance-level "accuracy" without a word otherwise
         raise CheckpointError(f"--checkpoint {args.checkpoint}: tensor {bad} holds NaN or infinite values; the "
                               "model's outputs would not be finite (a diverged run?)")
+    # the schedule before the dataset: a drop config for another model or other weights is refused at once
+    schedule = parse_drop(args.drop, args.keep_ratio, model)
     spec = data_spec_from_args(args, fallback=(model.spec.get("data") if isinstance(model.spec.get("data"), dict)
                                                else None))
     dataset = build_dataset(spec, split=args.split, model=model, augment=False)
     check_model_fits(model, dataset, args.checkpoint)
-    schedule = parse_drop(args.drop, args.keep_ratio, model)
     rank, world, device = init_distributed(args.device)
     try:
         model.to(device)
