@@ -245,6 +245,8 @@ def test_export_cli_names_the_opset_and_the_contradiction(capsys, tmp_path, clut
     assert main(["export", "--checkpoint", cluttered_ckpt, "--no-accuracy-control", "--accuracy-control-images",
                  "5"] + out) == 2
     assert "--accuracy-control-images 5 and --no-accuracy-control contradict each other" in one_line(capsys)
+    assert main(["export", "--checkpoint", cluttered_ckpt, "--latency-batch-size", "8"] + out) == 2
+    assert "--latency-batch-size 8: only --precision auto measures latency" in one_line(capsys)
 
 
 # ------------------------------------------------------------ demo stages

@@ -28,7 +28,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                         "quantisation, accuracy-controlled on the held-out split; pip install 'fgvc-kit[int8]'), or "
                         "auto: export at every precision this machine runs natively, verify and time each, keep "
                         "the fastest that passes (bf16 and fp16 are refused on a CPU without native support)")
-    o.add_argument("--latency-batch-size", type=int, default=1, metavar="N",
+    o.add_argument("--latency-batch-size", type=int, default=None, metavar="N",
                    help="--precision auto: the batch size latency is measured at (default: 1)")
     o.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"output folder: model.onnx / model.xml + .bin and export.json (default: {DEFAULT_OUT})")
@@ -147,6 +147,9 @@ def _run_export(args) -> int:
     elif not args.verify:
         raise ConfigError("--precision auto keeps the fastest precision that passes verification; it cannot run "
                           "with --no-verify")
+    if args.latency_batch_size is not None and not auto:
+        raise ConfigError(f"--latency-batch-size {args.latency_batch_size}: only --precision auto measures latency; "
+                          "give --precision auto or leave --latency-batch-size out")
     for flag in ("verify_images", "batch_size", "calibration_images", "threads", "latency_batch_size",
                  "accuracy_control_images"):
         value = getattr(args, flag)
@@ -192,7 +195,7 @@ def _run_export(args) -> int:
     # where the files run: the runtime of the first format, at the precision asked for (auto: chosen by timing
     # at --latency-batch-size), with --threads
     target = DeploymentTarget(backend=BACKEND_OF_FORMAT[formats[0]], precision="fp32" if auto else args.precision,
-                              threads=args.threads, batch_size=args.latency_batch_size)
+                              threads=args.threads, batch_size=args.latency_batch_size or 1)
     options = ExportOptions(exporter=args.exporter, opset=args.opset, checkpoint=checkpoint,
                             schedule_source=source)
     common = dict(target=target, verify=verify, quantize=quantize, options=options, log=log)
