@@ -204,7 +204,18 @@ BAD_TABLES = [
      r"bf16, fp16, int8"),
     (lambda d: d["target"].update(precision="i8"), r"target\.precision='i8': expected a precision, one of fp32"),
     (lambda d: d["attn_ms"].update(tokens=[9, 2, 17]), r"attn_ms\.tokens=\[9, 2, 17\]: expected strictly increasing"),
+    (lambda d: d["attn_ms"].update(ms=[-0.5, 0.1, 0.2]), r"attn_ms\.ms \+ mlp_ms\.ms=\[-0\.5, 0\.02\]: expected a "
+     r"positive time for a block from 2 to 2 tokens"),
 ]
+
+
+def test_one_side_of_a_fitted_split_may_be_below_zero(tmp_path, model):
+    """A noisy profile fits attn(L_in) + mlp(L_out) with one side of a cheap block under 0: only the sums are
+    times, and they are all positive, so the table loads and predicts."""
+    doc = table_doc(model)
+    doc["attn_ms"]["ms"][0] = -0.01
+    doc["mlp_ms"]["ms"] = [v + 0.02 for v in doc["mlp_ms"]["ms"]]
+    assert LatencyTable.load(write(tmp_path / "t.json", doc)).predict(model.full_schedule()) > 0
 
 
 @pytest.mark.parametrize("tamper, message", BAD_TABLES)

@@ -52,6 +52,9 @@ TABLE_VERSION = 1
 TABLE_VERSION_MERGE = 2
 #: the curves of each reducer (plain_ms and head_ms are always there)
 REDUCER_CURVES = {"drop": ("attn_ms", "mlp_ms"), "merge": ("merge_attn_ms", "merge_mlp_ms")}
+#: the curves of a fitted split: attn(L_in) + mlp(L_out) is a block's time, each side alone may be below 0 (the
+#: fit fixes only their sum; noise puts one side of a cheap block under 0)
+SPLIT_CURVES = frozenset(c for pair in REDUCER_CURVES.values() for c in pair)
 
 #: the file name a table is saved under in an output folder
 TABLE_FILE = "latency_table.json"
@@ -138,7 +141,8 @@ def fit_separable(pairs: Sequence[Tuple[int, int, float]]) -> Tuple[List[int], L
 def validate_table(data: Any, source: str = "latency table") -> Tuple[List[str], DeploymentTarget]:
     """Check a latency table's content; returns its reducers and target. One :class:`LatencyTableError` line
     naming ``source`` and the field: another format, a version newer than this fgvc-kit reads, a missing or
-    non-object ``model``/``target``, a timing that is not a finite non-negative number (negative, NaN, text),
+    non-object ``model``/``target``, a timing that is not a finite non-negative number (negative, NaN, text; one
+    side of a fitted attn + mlp split may be negative, their sum for every block it prices must be positive),
     token counts that are not increasing integers, a batch size or thread count that is not a positive
     integer, a backend or precision fgvc-kit does not know (the known ones are named)."""
     check_format(data, source, TABLE_FORMAT, TABLE_VERSION_MERGE, "a latency table of fgvc-kit bench profile",
@@ -187,8 +191,16 @@ def validate_table(data: Any, source: str = "latency table") -> Tuple[List[str],
                      expected=f"a token count in [1, {most}]")
         if list(tokens) != sorted(set(tokens)):
             f.fail(f"{key}.tokens", tokens, "strictly increasing token counts")
+        split = key in SPLIT_CURVES  # one side of a fitted attn + mlp split: only the pair's sum is a time
         for i, v in enumerate(ms):
-            f.non_negative(v, f"{key}.ms[{i}]", optional=False)
+            (f.number if split else f.non_negative)(v, f"{key}.ms[{i}]", optional=False)
+    for attn_key, mlp_key in (REDUCER_CURVES[r] for r in reducers):
+        attn, mlp = data[attn_key], data[mlp_key]
+        for L_in, a in zip(attn["tokens"], attn["ms"]):
+            for L_out, m in zip(mlp["tokens"], mlp["ms"]):
+                if L_out <= L_in and a + m <= 0:
+                    f.fail(f"{attn_key}.ms + {mlp_key}.ms", [a, m], f"a positive time for a block from {L_in} to "
+                           f"{L_out} tokens (the split's two sides add up to the block's time)")
     try:
         tgt = DeploymentTarget.from_dict(target, where="target")
     except ConfigError as e:
