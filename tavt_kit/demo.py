@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 DEFAULT_OUT = os.path.join("runs", "demo")
 DEFAULT_DATASET = "cluttered-digits"
@@ -262,17 +262,18 @@ def run(args) -> int:
             argv += ["--subset", "32"]
         return _command("search")(argv)
 
+    from .search.result import read_search, require_finished
+
     search_json = os.path.join(d_search, "search.json")
     def searched() -> List[str]:  # the schedule files the later stages read
-        with open(search_json, encoding="utf-8") as f:
-            doc = json.load(f)
+        doc = read_search(search_json)
         return [os.path.join(d_search, b["schedule_file"]) for b in doc.get("budgets", []) if b.get("schedule_file")]
 
     _stage("4/7 search under latency and MAC budgets", "search", search_json,
            {"population": args.population, "generations": args.generations,
             "latency_fraction": args.latency_fraction, "quick": quick}, search, files=searched)
-    with open(search_json, encoding="utf-8") as f:
-        result = json.load(f)
+    result = read_search(search_json)
+    require_finished(result, search_json)
     latency_budget = next((b for b in result["budgets"] if b["objective"] == "latency"), None)
     chosen = latency_budget if latency_budget and latency_budget.get("best") else \
         next((b for b in result["budgets"] if b.get("best")), None)

@@ -17,7 +17,7 @@ import json
 import math
 import numbers
 import os
-from typing import Any, Iterable, Mapping, Optional, Sequence, Type
+from typing import Any, Iterable, Mapping, NoReturn, Optional, Sequence, Type
 
 from .errors import ConfigError, TavtKitError
 
@@ -133,13 +133,13 @@ class Fields:
     def __init__(self, where: str, error: Type[TavtKitError] = ConfigError):
         self.where, self.error = where, error
 
-    def fail(self, field: str, value: Any, expected: str) -> "NoReturn":  # noqa: F821
+    def fail(self, field: str, value: Any, expected: str) -> NoReturn:
         shown = repr(value)
         if len(shown) > 60:
             shown = shown[:57] + "..."
         raise self.error(f"{self.where}: {field}={shown}: expected {expected}")
 
-    def missing(self, field: str, expected: str) -> "NoReturn":  # noqa: F821
+    def missing(self, field: str, expected: str) -> NoReturn:
         raise self.error(f"{self.where}: {field}: missing; expected {expected}")
 
     # ------------------------------------------------------------- containers

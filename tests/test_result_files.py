@@ -303,3 +303,19 @@ def test_a_drop_config_searched_for_other_weights_is_refused(tmp_path, model, ca
     assert main(["export", "--checkpoint", ckpt, "--drop", str(theirs), "--out", str(tmp_path / "e")]) == 2
     assert "made for other weights" in one_line(capsys)
     assert not (tmp_path / "e" / "model.onnx").exists()
+
+
+def test_the_report_says_a_search_is_unfinished_and_refuses_one_with_no_results(tmp_path, model):
+    from tavt_kit.report import build_report
+
+    doc = search_doc(model)
+    doc.update(status="running", timing={"evaluations": 3}, settings={"holdout_images": 16, "test_images": 0})
+    # ^ fp32 results written, the parent or precision stages not yet
+    path = write(tmp_path / "search.json", doc)
+    md = open(build_report(path, str(tmp_path / "r"))["markdown"], encoding="utf-8").read()
+    assert "**Unfinished search.**" in md and "marked `running`" in md
+    for key in ("full", "budgets"):
+        del doc[key]
+    path = write(tmp_path / "empty.json", doc)
+    with pytest.raises(ConfigError, match=r"empty\.json: an unfinished search \(status 'running'"):
+        build_report(path, str(tmp_path / "r2"))

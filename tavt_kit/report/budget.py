@@ -319,9 +319,11 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
            budgets: Sequence[str]) -> Dict[str, str]:
     """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``; returns their paths."""
     from ..bench.record import read_bench
-    from ..search.result import read_search
+    from ..search.result import read_search, require_finished, search_status
 
     search = read_search(search_path)
+    if search_status(search) != "finished" and not (search.get("full") and search.get("budgets") is not None):
+        require_finished(search, search_path)  # stopped before its first results: nothing to report
     bench = read_bench(bench_path) if bench_path else None
     sources = [ExportSource.load(p) for p in export_paths]
     os.makedirs(out_dir, exist_ok=True)
@@ -408,7 +410,14 @@ class _ResultTables:
 
 def _intro(search: dict, model: dict, name: str, target: dict) -> List[str]:
     """The title, what model was searched how, and where its latency comes from."""
+    from ..search.result import search_status
+
     md: List[str] = [f"# Latency-budget report: {name}", ""]
+    if search_status(search) != "finished":
+        md += ["> **Unfinished search.** Its search.json is marked "
+               f"`{search.get('status')}`: the search stopped (or is still running) before it completed the file, "
+               "so the figures below are those of the stages it finished, not its result. Run the same `fgvc-kit "
+               "search` again (it resumes from its journal), then this report.", ""]
     md.append(f"Model **{name}** at {model.get('img_size')}, {model.get('depth')} blocks, {model.get('num_patches')} "
               f"patch tokens, {model.get('num_classes')} classes. Search objective: **{search.get('objective')}**; "
               f"{search['timing']['evaluations']} candidates; fitness "
