@@ -418,8 +418,16 @@ class Fixtures:
         return p
 
     @functools.cached_property
+    def old_dir(self) -> str:
+        """The earlier cases' folder (made again on each run)."""
+        d = self.path("earlier")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        return d
+
+    @functools.cached_property
     def old(self) -> dict:
-        return make_files(self.d)
+        return make_files(self.old_dir)
 
     # ---- checkpoints
     def _tiny(self, name: str, seed: int, **extra) -> str:
@@ -569,13 +577,13 @@ def old_cases(fx: Fixtures) -> List[Case]:
     cases = []
     names = [n for n, _ in cli_cases(_Lazy(), "")]
     for i, name in enumerate(names):
-        cases.append(Case(name, argv=lambda fx, i=i: cli_cases(fx.old, fx.d)[i][1]))
+        cases.append(Case(name, argv=lambda fx, i=i: cli_cases(fx.old, fx.old_dir)[i][1]))
     faults = ["torn search journal", "kill during export verification", "failed verification over a verified file",
               "full disk while saving a checkpoint"]
     for i, name in enumerate(faults):
         def fn(fx, i=i):
             if "faults" not in fx.__dict__:  # one verified export shared by the four, in this order
-                fx.faults = dict(fault_cases(fx.old, fx.d))
+                fx.faults = dict(fault_cases(fx.old, fx.old_dir))
             return fx.faults[faults[i]](), ""
         cases.append(Case(name, fn=fn))
     return cases
@@ -1285,7 +1293,8 @@ GOOD = [(1, 1, 1), (2, 1, 1), (3, 1, 0), (4, 2, 1), (5, 2, 1), (6, 2, 0)]
 
 
 def cub_train(fx, root):
-    return ["train", "--dataset", "cub", "--data", root, *TRAIN, "--out", fx.fresh("train_cub")]
+    args = [("2" if a == "8" else a) for a in TRAIN]  # --batch-size 2: a few images
+    return ["train", "--dataset", "cub", "--data", root, *args, "--out", fx.fresh("train_cub")]
 
 
 def bom_loader(fx: Fixtures) -> Tuple[str, str]:
