@@ -154,16 +154,22 @@ def test_a_failed_or_malformed_export_record_is_never_shipped(world, tmp_path):
     e = copy_export(world, tmp_path)
     doc = json.load(open(e / "export.json"))
     v1 = {k: v for k, v in doc.items() if k != "artefacts"}
-    v1.update(version=1, status="failed", reason="onnx: agreement 0.50 < 0.99")
+    v1.update(version=1, status="failed", reason="onnx: agreement 0.50 < 0.99", verified=False)
     json.dump(v1, open(e / "export.json", "w"))
     sp = write_search(str(tmp_path / "s"), world["model"], world["ckpt"])
     rows, notes, _ = ship(sp, tmp_path / "r1", exports=[e / "export.json"])
     assert "model.onnx`" not in rows["8ms"]
     assert any("export status failed, not verified (onnx: agreement 0.50 < 0.99)" in n for n in notes)
-    v1.update(status="verified", files=None)
+    v1.update(status="verified", verified=True, files=None)
     json.dump(v1, open(e / "export.json", "w"))
     rows, _, md = ship(sp, tmp_path / "r2", exports=[e / "export.json"])
     assert "not exported yet" in rows["8ms"] and "None" not in md
+    # a status that contradicts the records the same export wrote: the file was edited, refused naming the field
+    doc.update(status="failed", verified=False)
+    json.dump(doc, open(e / "export.json", "w"))
+    with pytest.raises(ConfigError, match=r"export\.json: artefacts\[0\]\.status='verified': expected the status "
+                       r"of the export that wrote it \('failed'"):
+        ship(sp, tmp_path / "r3", exports=[e / "export.json"])
 
 
 def test_other_kinds_of_file_are_refused_as_what_they_are(world, tmp_path, capsys):

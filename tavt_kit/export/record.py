@@ -36,7 +36,36 @@ def read_export(path, where: Optional[str] = None) -> Dict[str, Any]:
     path = os.fspath(path)
     doc = read_json(path, EXPORT_EXPECTED, kind="export record")
     check_format(doc, where or path, EXPORT_FORMAT, EXPORT_VERSION, "an export record of fgvc-kit export")
+    validate_export(doc, where or path)
     return doc
+
+
+#: what an export (and each file it recorded) can be
+EXPORT_STATUSES = ("verified", "unverified", "failed")
+
+
+def validate_export(doc: Dict[str, Any], where: str) -> None:
+    """Check an export.json's values: one :class:`ConfigError` line naming ``where`` and the field for a status
+    export does not write, a ``verified`` flag that contradicts it, a file record that is not an object, a
+    top-1 outside [0, 100], or a file recorded verified by an export whose status is not (the records an export
+    writes carry its ``created`` time: a file of the newest export cannot be verified when it failed)."""
+    from ..validate import Fields
+
+    f = Fields(where)
+    status = f.choice(doc.get("status"), "status", EXPORT_STATUSES, what="an export status")
+    verified = f.flag(doc.get("verified"), "verified")
+    if status is not None and verified is not None and verified != (status == "verified"):
+        f.fail("verified", verified, f"{str(status == 'verified').lower()}, as the export's status {status!r} says")
+    for field, rec in f.each(doc.get("artefacts"), "artefacts"):
+        f.mapping(rec, field, optional=False)
+        rs = f.choice(rec.get("status"), f"{field}.status", EXPORT_STATUSES, what="a file's export status")
+        f.flag(rec.get("verified"), f"{field}.verified")
+        f.number(rec.get("top1"), f"{field}.top1", low=0, high=100)
+        f.text(rec.get("path"), f"{field}.path")
+        if (rs == "verified" or rec.get("verified")) and status not in (None, "verified") and \
+                rec.get("created") is not None and rec.get("created") == doc.get("created"):
+            f.fail(f"{field}.status", rs, f"the status of the export that wrote it ({status!r}, created "
+                   f"{doc.get('created')}): a file of a failed export is never verified")
 
 
 @dataclass(frozen=True)

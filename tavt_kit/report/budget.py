@@ -244,8 +244,9 @@ def _ship_cell(b: dict, d: dict, ev: _Evidence, search: dict, out_dir: str, note
         notes.append(f"{b['label']}: `{found.file(src, rec, out_dir)}` is not shipped: {why}")
     if found.chosen:
         src, rec = found.chosen
+        also = [f"`{found.file(s, r, out_dir)}` ({r.format})" for s, r in reversed(found.verified[:-1])]
         return (f"`{found.file(src, rec, out_dir)}` ({rec.format}, {rec.precision}, verified top-1 "
-                f"{_top1(rec.top1)} %)"), True
+                f"{_top1(rec.top1)} %)" + (f"; also verified: {', '.join(also)}" if also else "")), True
     rec_d = b.get("recommended") or {}
     if rec_d.get("weights") == "parent" and rec_d.get("counts"):
         from ..search.result import describe_family
@@ -386,12 +387,9 @@ class _ResultTables:
         """The exported file that stands for a pick (verified, with its precision and top-1), and every other file
         of its schedule with why it does not."""
         found = self.ev.exports(d)
-        parts = [f"{rec.format} {os.path.basename(rec.path or '')} (not shipped: {why})"
-                 for _, rec, why in found.rejected]
-        if found.chosen:
-            rec = found.chosen[1]
-            parts.insert(0, f"{rec.format} {os.path.basename(rec.path or '')} ({rec.precision}, top-1 "
-                            f"{_top1(rec.top1)}, verified)")
+        parts = [f"{rec.format} {rec.path} ({rec.precision}, top-1 {_top1(rec.top1)}, verified)"
+                 for _, rec in reversed(found.verified)]  # the one shipped first
+        parts += [f"{rec.format} {rec.path} (not shipped: {why})" for _, rec, why in found.rejected]
         return "; ".join(parts) or "–"
 
     def row(self, label, d) -> str:

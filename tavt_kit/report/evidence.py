@@ -180,28 +180,39 @@ def check_export(rec: ExportRecord, folder: str, want: Wanted) -> FileCheck:
 
 @dataclass
 class ExportEvidence:
-    """The file to ship for a pick (``chosen``: its source and record; None: none can be) and, for every other
-    file of the same schedule counts, why it is not shipped."""
+    """The files that stand for a pick (``verified``, oldest first; ``chosen``: the newest of them, the one to
+    ship; None: none can be) and, for every other file of the same schedule counts, why it is not shipped."""
 
-    chosen: Optional[Tuple[ExportSource, ExportRecord]] = None
+    verified: List[Tuple[ExportSource, ExportRecord]] = field(default_factory=list)
     rejected: List[Tuple[ExportSource, ExportRecord, str]] = field(default_factory=list)
+
+    @property
+    def chosen(self) -> Optional[Tuple[ExportSource, ExportRecord]]:
+        return self.verified[-1] if self.verified else None
 
     def file(self, source: ExportSource, rec: ExportRecord, out_dir: str) -> str:
         return os.path.relpath(os.path.join(source.folder, rec.path or ""), out_dir)
 
 
 def export_evidence(sources: Sequence[ExportSource], want: Wanted) -> ExportEvidence:
-    """Every exported file of the pick's schedule counts, checked; the newest that passes is ``chosen``."""
+    """Every exported file of the pick's schedule counts, checked. A file recorded twice (exported again into
+    the same folder) counts once, as its newest record says; every verified file stays listed, so a failed
+    re-export (its files moved to ``rejected/``) leaves the earlier verified ones shipped."""
     ev = ExportEvidence()
+    newest: Dict[str, Tuple[ExportSource, ExportRecord]] = {}
     for src in sources:
-        for rec in src.records:
-            if rec.counts != want.counts:
-                continue
-            c = check_export(rec, src.folder, want)
-            if c.ok:
-                ev.chosen = (src, rec)  # the last one listed: the newest
-            else:
-                ev.rejected.append((src, rec, c.reason or "not verified"))
+        for rec in src.records:  # a file written again (by any schedule's export) is what its newest record says
+            key = os.path.normpath(os.path.join(src.folder, rec.path or ""))
+            newest.pop(key, None)  # re-insert: the dict keeps the order the records were made in
+            newest[key] = (src, rec)
+    for src, rec in newest.values():
+        if rec.counts != want.counts:
+            continue
+        c = check_export(rec, src.folder, want)
+        if c.ok:
+            ev.verified.append((src, rec))
+        else:
+            ev.rejected.append((src, rec, c.reason or "not verified"))
     return ev
 
 
