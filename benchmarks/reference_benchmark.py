@@ -67,6 +67,11 @@ def _tag(args) -> str:
     return f"{args.recipe}-bound{args.bound}" + (f"-{args.reducers.replace(',', '+')}" if args.reducers else "")
 
 
+def _search_tag(args) -> str:
+    """The supernet's tag and the reducers searched (``search-auto``: search_schedules' default)."""
+    return f"{_tag(args)}-search-{args.search_reducers.replace(',', '+')}"
+
+
 def test_hits(model, schedule, test):
     """Per-image hits of ``model`` at ``schedule`` on the test split (the model's own normalisation)."""
     from tavt_kit.data import Normalize
@@ -98,7 +103,7 @@ def run_seed(seed: int, args) -> dict:
     from tavt_kit.search.data import search_data
     from tavt_kit.stats import paired_difference
 
-    path = os.path.join(args.out, f"seed{seed}-{_tag(args)}.json")
+    path = os.path.join(args.out, f"seed{seed}-{_search_tag(args)}.json")
     if os.path.isfile(path):
         return read_json(path)
     parent_path = parent_checkpoint(seed, args.out, args.parents)
@@ -106,9 +111,10 @@ def run_seed(seed: int, args) -> dict:
     parent = tavt_kit.load_checkpoint(parent_path).eval()
     full = tavt_kit.count_macs(supernet).total()
     budgets = [f"{full / r / 1e6:.4g}M MACs" for r in REDUCTIONS]
-    sdir = os.path.join(args.out, f"seed{seed}", f"search-{_tag(args)}")
+    sdir = os.path.join(args.out, f"seed{seed}", f"search-{_search_tag(args)}")
     res = tavt_kit.search_schedules(
         supernet, None, budgets, fitness="nll", parent=parent_path, out=sdir,
+        reducers=None if args.search_reducers == "auto" else args.search_reducers.split(","),
         settings=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
         log=lambda s: print(f"[seed {seed}] {s}", flush=True))
     doc = res.doc
@@ -132,7 +138,7 @@ def run_seed(seed: int, args) -> dict:
     i8 = parent_int8(parent, data, seed)
     out = {"seed": seed, "parent": doc["parent"], "full": doc["full"], "rows": rows,
            "parent_int8": {"test_accuracy": sum(i8) / len(i8), "vs_parent": paired_difference(i8, ref)},
-           "test_images": doc["settings"]["test_images"], "space": doc.get("space"), "tag": _tag(args)}
+           "test_images": doc["settings"]["test_images"], "space": doc.get("space"), "tag": _search_tag(args)}
     from tavt_kit.files import write_json
 
     write_json(out, path)
@@ -188,7 +194,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--recipe", default="default", choices=sorted(RECIPES))
-    ap.add_argument("--reducers", default=None, help="distill and search with these reducers (drop,merge)")
+    ap.add_argument("--reducers", default=None, help="distill with these reducers (drop,merge)")
+    ap.add_argument("--search-reducers", default="auto",
+                    help="the reducers the search gives blocks: auto (search_schedules' default: the supernet's, and "
+                         "merge too on a timm ViT), drop (TAVT's space), drop,merge")
     ap.add_argument("--bound", type=float, default=0.5)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--population", type=int, default=20)
@@ -201,7 +210,7 @@ def main(argv=None) -> int:
     print(text)
     from tavt_kit.files import write_text
 
-    write_text(os.path.join(args.out, f"report-{_tag(args)}.txt"), text + "\n")
+    write_text(os.path.join(args.out, f"report-{_search_tag(args)}.txt"), text + "\n")
     return 0
 
 

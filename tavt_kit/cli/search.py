@@ -50,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--seed", type=int, default=0, help="seed of the search and of --subset (default 0)")
     e.add_argument("--reducers", metavar="LIST",
                    help="the reducers the search may give each block: drop, merge or drop,merge (default: those the "
-                        "supernet was distilled with, see fgvc-kit distill --reducers)")
+                        "supernet was distilled with, and merge too where it drops and the model can merge (timm "
+                        "ViTs; merging needs no training) unless a latency table cannot price it; drop: TAVT's space)")
     pp = p.add_argument_group("precision (searched with the schedule under latency budgets)")
     pp.add_argument("--precisions", metavar="LIST",
                     help="search (schedule, precision) pairs: a comma-separated list of fp32, bf16, fp16, int8, e.g. "

@@ -13,6 +13,7 @@ the searched pick on the same test images (``vs_searched``).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -64,6 +65,32 @@ def parse_precisions(value) -> tuple:
         raise ConfigError(f"precisions={value!r}: expected a list of {', '.join(Precision.ALL)}")
     parsed = [Precision.parse(v, "precisions") for v in out]
     return tuple(dict.fromkeys([Precision.FP32] + parsed))
+
+
+def default_reducers(model: nn.Module, space: SearchSpace, objectives: Dict[str, LatencyObjective],
+                     log: Callable[[str], None] = print) -> tuple:
+    """The reducers a search gives its blocks when none are asked for: the supernet's, and merging too where
+    the supernet drops and the model can merge (a timm ViT without EViT's fuse).
+
+    Merging needs no training (ToMe): on a supernet distilled to drop, a per-block choice of drop or merge
+    reaches accuracy that neither reaches alone at 2.5x fewer MACs and beyond (benchmarks/reference_benchmark.py).
+    A latency objective that cannot price a merging block (a table profiled for drop only) keeps the search
+    to dropping, said in the log; ``reducers=("drop",)`` is TAVT's space.
+    """
+    from ..models.token_drop import TokenDropMixin
+
+    own = tuple(space.reducers)
+    if own != ("drop",) or not isinstance(model, TokenDropMixin) or getattr(model, "fuse", False):
+        return own
+    probe = tome_schedule(1, space.depth, space.num_patches, space.min_tokens)
+    for precision, objective in objectives.items():
+        try:
+            objective(probe)
+        except TavtKitError as e:
+            log(f"note: the search drops tokens only: the {precision} latency objective cannot price merging "
+                f"blocks ({e}); profile the table with --reducers drop,merge to search both")
+            return own
+    return ("drop", "merge")
 
 
 def _check_reducers(model, reducers) -> tuple:
@@ -134,10 +161,7 @@ def search_schedules(
     budgets = [_budget(b) for b in budgets]
     space = space_of(model)
     if reducers is not None:
-        import dataclasses
-
         reducers = _check_reducers(model, reducers)
-        space = dataclasses.replace(space, reducers=reducers)
     if len(precisions) > 1 and not any(b.objective == "latency" for b in budgets):
         raise ConfigError(f"precisions={','.join(precisions)}: precisions are chosen by latency; give a latency "
                           "budget (a MAC count does not change with the precision)")
@@ -146,6 +170,9 @@ def search_schedules(
     if objectives is None and need_latency:
         objectives = latency_objectives(model, precisions if len(precisions) > 1 else ("fp32",), target, table,
                                         remeasure=bool(options.get("remeasure")))
+    if reducers is None:
+        reducers = default_reducers(model, space, objectives or {}, log)
+    space = dataclasses.replace(space, reducers=reducers)
     if out is None:
         import tempfile
 
