@@ -22,7 +22,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
 
     torch.manual_seed(0)
     model = tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32, num_classes=10)
-    model.spec["data"] = {"name": "cluttered-digits", "options": {"train": 40, "holdout": 40, "test": 60}}
+    model.spec["data"] = {"name": "cluttered-digits", "options": {"train": 100, "holdout": 40, "test": 60}}
     tavt_kit.save_checkpoint(model, tmp_path / "supernet.safetensors")
     model = tavt_kit.load_checkpoint(tmp_path / "supernet.safetensors")
     table = linear_table(model)

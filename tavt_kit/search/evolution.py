@@ -402,9 +402,11 @@ class EvolutionSearch:
 
     def _report(self, gen: int) -> None:
         front = pareto_front(self.evaluated.values(), self.objective)
-        rate = self.evaluations / self.eval_seconds * 60 if self.eval_seconds > 0 else float("nan")
+        # a resumed search replays its journal: no rate until this process evaluates something itself
+        rate = f"{self.evaluations / self.eval_seconds * 60:7.1f} cand/min" if self.eval_seconds > 0 and \
+            self.evaluations else "from the journal"
         parts = [f"gen {gen:>3}/{self.settings.generations}", f"evaluated {len(self.evaluated):>4}",
-                 f"front {len(front):>3}", f"{rate:7.1f} cand/min"]
+                 f"front {len(front):>3}", rate]
         if getattr(self, "_t_start", None) is not None:  # the initial population counts as one generation
             parts.append("ETA " + eta(gen + 1, self.settings.generations + 1, time.perf_counter() - self._t_start))
         for b in self.budgets:

@@ -87,8 +87,8 @@ def default_reducers(model: nn.Module, space: SearchSpace, objectives: Dict[str,
         try:
             objective(probe)
         except TavtKitError as e:
-            log(f"note: the search drops tokens only: the {precision} latency objective cannot price merging "
-                f"blocks ({e}); profile the table with --reducers drop,merge to search both")
+            log(f"note: the search drops tokens only, the {precision} latency objective cannot price merging "
+                f"blocks: {e}")
             return own
     return ("drop", "merge")
 
