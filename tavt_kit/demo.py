@@ -31,6 +31,7 @@ def _command(name: str) -> Callable[[List[str]], int]:
 
 
 STAGES_FILE = "stages.json"
+STAGES_FORMAT, STAGES_VERSION = "fgvc-kit/demo-stages", 1
 
 
 def _done(path: str) -> bool:
@@ -65,16 +66,35 @@ class _Stages:
         self.path, self.log, self.rerun = os.path.join(out, STAGES_FILE), log, False
         self.rerun_before: dict = {}
         self.current = (None, None, False)
+        self.done = self._read()
+
+    def _read(self) -> dict:
+        """The stages recorded, {} when the folder has none (or a file no demo wrote whole: every stage runs);
+        a record of a newer fgvc-kit is refused rather than guessed at."""
+        from .errors import ConfigError
+
         try:
             with open(self.path, encoding="utf-8") as f:
-                self.done = json.load(f)
+                doc = json.load(f)
         except (OSError, ValueError):
-            self.done = {}
+            return {}
+        if not isinstance(doc, dict):
+            return {}
+        if "format" not in doc:  # written before stages.json had a format: the stages at its top level
+            return doc
+        if doc.get("format") != STAGES_FORMAT:
+            raise ConfigError(f"{self.path}: not the stage record of fgvc-kit demo (format {doc.get('format')!r}, "
+                              f"expected {STAGES_FORMAT!r}); give the demo another --out")
+        version = doc.get("version", 1)
+        if not isinstance(version, int) or version > STAGES_VERSION:
+            raise ConfigError(f"{self.path}: stage record version {version!r} is newer than this fgvc-kit reads "
+                              f"({STAGES_VERSION}); run the demo with that fgvc-kit or give it another --out")
+        return dict(doc.get("stages") or {})
 
     def _save(self) -> None:
         from .files import write_json
 
-        write_json(self.done, self.path)
+        write_json({"format": STAGES_FORMAT, "version": STAGES_VERSION, "stages": self.done}, self.path)
 
     def continuing(self, key: str, settings: dict) -> bool:
         """Whether a run of this stage with these settings started and did not finish (a kill): resume it."""

@@ -42,10 +42,12 @@ def test_demo_pipeline_quick(tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.count("reusing") == 3 and "(again: other settings (population 12 -> 5))" in text
     assert "(again: an earlier stage ran again)" in text
-    stages = json.loads((out / "stages.json").read_text())
+    doc = json.loads((out / "stages.json").read_text())
+    assert doc["format"] == "fgvc-kit/demo-stages" and doc["version"] == 1
+    stages = doc["stages"]
     assert all(s["ok"] for s in stages.values())
     stages["export"]["ok"] = False  # as if the export had failed its verification
-    (out / "stages.json").write_text(json.dumps(stages))
+    (out / "stages.json").write_text(json.dumps(doc))
     assert main(["demo", "--quick", "--population", "5", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "[5/7 export with verification] ... (again: its last run did not finish successfully)" in text

@@ -319,3 +319,21 @@ def test_the_report_says_a_search_is_unfinished_and_refuses_one_with_no_results(
     path = write(tmp_path / "empty.json", doc)
     with pytest.raises(ConfigError, match=r"empty\.json: an unfinished search \(status 'running'"):
         build_report(path, str(tmp_path / "r2"))
+
+
+def test_run_descriptions_and_demo_stages_of_a_newer_version_are_refused(tmp_path, capsys):
+    from tavt_kit.demo import _Stages
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"format": "fgvc-kit/train-run", "version": 9, "args": {}}))
+    (run / "train_state.safetensors").write_bytes(b"")
+    assert main(["train", "--resume", "--out", str(run)]) == 2
+    assert "run description version 9 is newer than this fgvc-kit reads (1)" in one_line(capsys)
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "stages.json").write_text(json.dumps({"format": "fgvc-kit/demo-stages", "version": 2, "stages": {}}))
+    with pytest.raises(ConfigError, match=r"stages\.json: stage record version 2 is newer"):
+        _Stages(str(demo), print)
+    (demo / "stages.json").write_text(json.dumps({"train": {"ok": True, "settings": {}}}))  # before the format
+    assert _Stages(str(demo), print).done["train"]["ok"]

@@ -32,7 +32,7 @@ class Predictions:
     def to_dict(self) -> Dict[str, Any]:
         """``predictions.json``: the table's path, its target (the runtime details it records beside the
         target's fields) and the rows."""
-        return {"format": PREDICTIONS_FORMAT, "table": self.table.source,
+        return {"format": PREDICTIONS_FORMAT, "version": 1, "table": self.table.source,
                 "target": {**(self.table.data.get("target") or {}), **self.target.to_dict()},
                 "predictions": [dict(r) for r in self.rows]}
 

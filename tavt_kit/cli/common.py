@@ -18,6 +18,12 @@ ERROR_PREFIX = "fgvc-kit: error:"
 _GIVEN = "_fgvc_kit_given"
 
 
+
+#: the newest version of a run description (``config.json`` of train and distill) this code reads and writes
+RUN_VERSION = 1
+#: the format and version of ``results.json`` (train and distill)
+RESULTS_FORMAT, RESULTS_VERSION = "fgvc-kit/run-results", 1
+
 def note_given(parser: argparse.ArgumentParser, namespace: argparse.Namespace, action: argparse.Action, value,
                option_string: Optional[str]) -> None:
     """A single-valued option (or another spelling of it: same destination) given twice with two values is an
@@ -368,8 +374,15 @@ def check_run_dir(out: str, resume: bool, overwrite: bool, run_file: str, state_
                 stored = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise CheckpointError(f"--resume: {run_path} is not a readable run description ({e})") from None
+        if not isinstance(stored, dict):
+            raise CheckpointError(f"--resume: {run_path} is not a run description of fgvc-kit (a JSON "
+                                  f"{type(stored).__name__}, expected an object)")
         if kind is not None and stored.get("format") != kind:
             raise CheckpointError(f"--resume: {out} holds a {stored.get('format')} run, not a {kind} run")
+        version = stored.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version > RUN_VERSION:
+            raise CheckpointError(f"--resume: {run_path}: run description version {version!r} is newer than this "
+                                  f"fgvc-kit reads ({RUN_VERSION}); resume it with the fgvc-kit that started it")
         return stored
     # a run that stopped before its first checkpoint left no state: nothing to resume, so it starts again
     if os.path.exists(os.path.join(out, state_file)) and not overwrite:

@@ -14,7 +14,7 @@ import os
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
-from .common import check_can_merge, parse_reducers, pct
+from .common import RESULTS_FORMAT, RESULTS_VERSION, check_can_merge, parse_reducers, pct
 
 DEFAULT_OUT = os.path.join("runs", "distill")
 RUN_FORMAT = "fgvc-kit/distill-run"
@@ -265,7 +265,8 @@ def run_distill(args: argparse.Namespace) -> int:
                   f"{list(space.smallest().counts)}, {r['sandwich'] + 1} sub-networks per step, {cfg.steps} steps"
                   + (f"; resuming {out}" if resume else ""), flush=True)
         result = trainer.fit(resume=resume)
-        summary: Dict[str, Any] = {"steps": result.steps, "time_s": result.time_s,
+        summary: Dict[str, Any] = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "steps": result.steps,
+                                   "time_s": result.time_s,
                                    "images_per_s": result.images_per_s, "holdout": result.last_eval,
                                    "best_step": result.best_step, "best_score": result.best_score, "test": {}}
         best_path = os.path.join(out, "best.safetensors")

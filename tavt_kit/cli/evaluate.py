@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_plot:
             drawn = plot_confusion(res, png, max_classes=args.max_confusion_classes,
                                    title=f"{os.path.basename(args.checkpoint)} on {dataset.name} {dataset.split}")
-        doc = {"checkpoint": args.checkpoint, **res.to_dict(), "macs": macs, "data": dataset.describe(),
+        doc = {"format": "fgvc-kit/evaluation", "version": 1, "checkpoint": args.checkpoint, **res.to_dict(), "macs": macs, "data": dataset.describe(),
                "confusion_png": drawn}
         write_json(doc, path)
         sched = "full" if used is None else ",".join(map(str, used.counts))

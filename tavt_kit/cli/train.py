@@ -10,7 +10,7 @@ import argparse
 import os
 from typing import Any, Dict, List
 
-from .common import add_deprecated, check_resume_args, check_run_dir, pct
+from .common import RESULTS_FORMAT, RESULTS_VERSION, add_deprecated, check_resume_args, check_run_dir, pct
 
 #: the seeds' fine-tuning recipe (TAVT / FFVT / TransFG): SGD 0.9, lr 3e-2, no weight decay,
 #: 500 warm-up steps then cosine, 10 000 steps, batch 16 per process, gradient clipping 1.0
@@ -280,7 +280,8 @@ def run_train(args: argparse.Namespace) -> int:
                   f"images, {world} process{'es' if world > 1 else ''} on {trainer.device}"
                   + (f"; resuming {out}" if resume else ""), flush=True)
         result = trainer.fit(resume=resume)
-        summary: Dict[str, Any] = {"steps": result.steps, "time_s": result.time_s, "images_per_s": result.images_per_s,
+        summary: Dict[str, Any] = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "steps": result.steps,
+                                   "time_s": result.time_s, "images_per_s": result.images_per_s,
                                    "resumed_from": result.resumed_from, "world_size": world,
                                    "holdout": result.last_eval, "best_step": result.best_step,
                                    "best_score": result.best_score, "test": {}}

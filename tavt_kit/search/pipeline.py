@@ -537,7 +537,7 @@ def _schedules_index(doc: dict, with_precision: bool) -> dict:
         if best.get("reducers"):
             row["reducers"] = best["reducers"]
         rows.append(row)
-    return {"format": "fgvc-kit/search-schedules", "search": "search.json", "budgets": rows}
+    return {"format": "fgvc-kit/search-schedules", "version": 1, "search": "search.json", "budgets": rows}
 
 
 def _reduce_scores(sc: ScheduleScores, n: int) -> ScheduleScores:
