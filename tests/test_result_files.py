@@ -3,7 +3,6 @@ stopped on the way says so; checkpoints that are not checkpoints are named for w
 other weights are refused."""
 import copy
 import json
-import os
 import pickle
 
 import pytest
