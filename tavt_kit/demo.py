@@ -38,16 +38,6 @@ def _done(path: str) -> bool:
     return os.path.isfile(path)
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _folder_files(folder: str) -> List[str]:
     """Every file a stage left in its own folder (not the folder lock, not hidden or temporary files)."""
     out = []
@@ -103,6 +93,8 @@ class _Stages:
 
     def _changed_file(self, rec: dict) -> Optional[str]:
         """Why the files a stage finished with are not the ones there now (missing, or another sha256), or None."""
+        from .export.record import sha256
+
         files = rec.get("files")
         if not isinstance(files, dict) or not files:
             return "no checksums of its files were recorded"
@@ -111,7 +103,7 @@ class _Stages:
             if not os.path.isfile(path):
                 return f"{path} is missing"
             try:
-                if _sha256(path) != digest:
+                if sha256(path) != digest:
                     return f"{path} changed since the stage finished"
             except OSError as e:
                 return f"{path} cannot be read ({e.strerror or e})"
@@ -150,8 +142,10 @@ class _Stages:
         rc = fn()
         if rc:
             raise SystemExit(rc)
+        from .export.record import sha256
+
         made = list(files() if callable(files) else (files or ()))
-        self.done[key]["files"] = {os.path.relpath(p, self.out): _sha256(p)
+        self.done[key]["files"] = {os.path.relpath(p, self.out): sha256(p)
                                    for p in dict.fromkeys([artefact] + made) if os.path.isfile(p)}
         self.done[key]["ok"] = True
         self._save()

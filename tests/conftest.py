@@ -168,3 +168,11 @@ def scaled_table(data, factor):
         elif key.endswith("_ms") and isinstance(value, (int, float)):
             data[key] = value * factor
     return data
+
+
+def one_line(capsys) -> str:
+    """The command's stderr: exactly one ``fgvc-kit: error: ...`` line, no traceback."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("fgvc-kit: error:"), err
+    return err

@@ -12,12 +12,7 @@ import tavt_kit
 from tavt_kit.cli import main
 from tavt_kit.errors import DatasetError
 
-
-def one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("fgvc-kit: error:"), err
-    return err
+from conftest import one_line
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,9 @@ from tavt_kit.cli import main
 from tavt_kit.data import DataSpec, load_raw
 from tavt_kit.errors import ConfigError, DatasetError
 
+from conftest import one_line
+
 SMALL = {"train": "64", "holdout": "32", "test": "32"}
-
-
-def one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("fgvc-kit: error:"), err
-    return err
 
 
 @pytest.fixture(scope="module")
