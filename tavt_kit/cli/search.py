@@ -26,7 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "(repeatable with --precisions: one table per precision, each profiled at it)")
     lat.add_argument("--device", choices=("cpu", "cuda"), help="measure latency on this device (default cpu)")
     lat.add_argument("--backend", choices=("torch", "torch-compile", "onnxruntime", "openvino"),
-                     help="latency backend (default torch; with a table: the table's, and it must match)")
+                     help="latency backend (default: the runtime export ships, openvino where installed, else torch; "
+                          "with a table: the table's, and it must match)")
+    lat.add_argument("--latency-source", choices=("table", "measure"), default="table",
+                     help="without --latency-table: 'table' (default, the fast path) profiles a latency table for the "
+                          "target once, keeps it beside the checkpoint (latency-tables/) for the next search, predicts "
+                          "every candidate from it and times only the picks; 'measure' times every candidate (slow)")
     lat.add_argument("--remeasure", action="store_true",
                      help="with --latency-table: also measure the chosen schedules on this machine")
     lat.add_argument("--latency-batch-size", type=int, metavar="N",
@@ -108,7 +113,8 @@ def run(args) -> int:
     if args.latency_batch_size is not None and args.latency_batch_size < 1:
         raise ConfigError(f"--latency-batch-size: expected a positive batch size, got {args.latency_batch_size}")
     # measured here without a table: torch eager for fp32 alone, OpenVINO for a search of several precisions
-    backend = args.backend or ("openvino" if len(precisions) > 1 else "torch")
+    # the runtime export ships (OpenVINO on the CPU where installed): a latency budget is for the file you deploy
+    backend = args.backend or ("openvino" if len(precisions) > 1 else DeploymentTarget.default().backend)
     target = DeploymentTarget(backend=backend, device=args.device or "cpu", threads=args.threads,
                               batch_size=args.latency_batch_size or 1)
     table = args.latency_table or None
@@ -131,6 +137,8 @@ def run(args) -> int:
         model, dspec, budgets, target=target, precisions=precisions, reducers=reducers, fitness=args.fitness,
         settings=settings, out=args.out, objectives=objectives, subset=args.subset, batch_size=args.batch_size,
         verify_top=args.verify_top, calibration_images=args.calibration_images, remeasure=args.remeasure,
+        latency_source=args.latency_source,
+        table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables"),
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
         log=lambda s: print(s, flush=True))
     print(summary(result.doc))

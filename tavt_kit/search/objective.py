@@ -3,11 +3,15 @@
 ``LatencyObjective.from_table(table, model)`` predicts each candidate's latency from a table made by
 ``bench`` profiling on the target (no measurement: a workstation can search for a board it does not have);
 ``LatencyObjective.measured(model, target)`` times every candidate on this machine with a short policy.
+With no table given, :func:`latency_objectives` takes the fast path by default: it profiles a table for the
+target once (:func:`profiled_table`, cached in a folder beside the checkpoint and reused while the model, the
+target and this machine are the same), predicts every candidate from it and times only the picks.
 Either caches per schedule, knows its :class:`~tavt_kit.target.DeploymentTarget`, and can re-measure a
 chosen schedule with the full timing policy where the target is this machine.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 from ..errors import ConfigError, LatencyTableError
@@ -120,6 +124,84 @@ class LatencyObjective:
 
 TableArg = Union[None, str, Any, Sequence[Any], Mapping[str, Any]]
 
+#: how a latency objective without a given table is made: profile (or reuse) a table for the target and time only
+#: the picks (fast), or time every candidate end to end (slow; no table to trust)
+LATENCY_SOURCES = ("table", "measure")
+#: the profile a search makes for itself: a coarser grid and shorter timings than ``bench profile``'s defaults
+#: (the picks are re-timed with the full policy, so the table only has to rank candidates)
+AUTO_PROFILE = dict(grid=9, warmup=2, min_repeats=5, budget_s=0.3, rel_ci=0.02)
+
+
+def table_file_name(target: DeploymentTarget) -> str:
+    """``latency-table.openvino-cpu-fp32-b1-t2.json``: the cached table of one target."""
+    t = target
+    threads = "tauto" if t.threads is None else f"t{t.threads}"
+    return f"latency-table.{t.backend}-{t.device.replace(':', '')}-{t.precision}-b{t.batch_size}-{threads}.json"
+
+
+def _same_machine(recorded: Mapping[str, Any]) -> Optional[str]:
+    """Why a table's machine is not this one (None: it is): CPU model, cores, and the runtime libraries."""
+    from ..machine import cpu_description, library_versions
+
+    here_cpu, there_cpu = cpu_description(), (recorded or {}).get("cpu") or {}
+    for key in ("model", "available_cores"):
+        if there_cpu.get(key) != here_cpu.get(key):
+            return f"made on another machine ({key} {there_cpu.get(key)} here {here_cpu.get(key)})"
+    libs, there = library_versions(), (recorded or {}).get("libraries") or {}
+    for lib in ("torch", "openvino", "onnxruntime"):
+        if there.get(lib) != libs.get(lib):
+            return f"made with {lib} {there.get(lib)}, this machine has {libs.get(lib)}"
+    return None
+
+
+def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], reducers: Sequence[str] = ("drop",),
+                   log: Callable[[str], None] = print):
+    """A latency table of ``model`` on ``target`` (this machine), reused from ``cache_dir`` while the model's
+    structure, the target, the reducers it prices and this machine are the same; otherwise profiled (about a
+    minute for a small model) and saved there. ``cache_dir`` None: profiled, not kept."""
+    from ..bench import LatencyTable, TimingPolicy, profile_latency
+    from ..bench.backends import with_threads
+    from ..errors import TavtKitError
+
+    target = with_threads(target)
+    path = os.path.join(cache_dir, table_file_name(target)) if cache_dir else None
+    if path and os.path.isfile(path):
+        why = None
+        try:
+            t = LatencyTable.load(path)
+            t.check(model, target)
+            missing = [r for r in reducers if r not in t.reducers]
+            why = (f"prices no {missing[0]}" if missing else None) or _same_machine(t.machine)
+        except TavtKitError as e:
+            why = str(e)
+        if why is None:
+            log(f"latency: reusing the table {path} ({target})")
+            return t
+        log(f"latency: the cached table {path} is not reused ({why}); profiling again")
+    a = AUTO_PROFILE
+    log(f"latency: profiling a latency table for {target} (once; the search then predicts every candidate from "
+        "it and times only its picks)")
+    import time
+
+    last = {"t": time.monotonic()}
+
+    def progress(msg: str) -> None:  # a line every few seconds: never silent for long
+        now = time.monotonic()
+        if now - last["t"] >= 5.0:
+            last["t"] = now
+            log(f"latency: {msg}")
+
+    t = profile_latency(model, target=target, grid=a["grid"], reducers=",".join(reducers),
+                        policy=TimingPolicy(warmup=a["warmup"], min_repeats=a["min_repeats"],
+                                            budget_s=a["budget_s"], rel_ci=a["rel_ci"]),
+                        progress=progress)
+    if path:
+        os.makedirs(cache_dir, exist_ok=True)
+        t.save(path)
+        t = LatencyTable.load(path)
+        log(f"latency: table saved to {path} (reused by the next search of this model on this target)")
+    return t
+
 
 def tables_by_precision(table: TableArg) -> Dict[str, Any]:
     """``table=`` of :func:`~tavt_kit.search.search_schedules` -> {precision: LatencyTable}: one table or path,
@@ -156,10 +238,17 @@ def tables_by_precision(table: TableArg) -> Dict[str, Any]:
 
 def latency_objectives(model, precisions: Sequence[str], target: Optional[DeploymentTarget] = None,
                        table: TableArg = None, remeasure: bool = False,
-                       require: Optional[Mapping[str, Any]] = None) -> Dict[str, LatencyObjective]:
+                       require: Optional[Mapping[str, Any]] = None, *, latency_source: str = "table",
+                       table_cache: Optional[str] = None, reducers: Optional[Sequence[str]] = None,
+                       log: Callable[[str], None] = print) -> Dict[str, LatencyObjective]:
     """One :class:`LatencyObjective` per precision: from its table when given (which must be for ``target``'s
-    backend, device, batch size and threads, or for the fields ``require`` names), else measured on ``target``
-    at that precision (a search of several precisions measures every precision on OpenVINO)."""
+    backend, device, batch size and threads, or for the fields ``require`` names); else, on ``target`` (default
+    :meth:`DeploymentTarget.default`, the runtime ``export`` ships) at that precision, ``latency_source``
+    ``"table"`` (default) predicts from a table profiled for it (:func:`profiled_table`, cached in
+    ``table_cache``) and re-times the picks, ``"measure"`` times every candidate. ``reducers``: the reducers
+    the table must price (default drop, and merge where the model can merge)."""
+    if latency_source not in LATENCY_SOURCES:
+        raise ConfigError(f"latency_source={latency_source!r}: expected one of {', '.join(LATENCY_SOURCES)}")
     tables = tables_by_precision(table)
     if tables and len(precisions) == 1 and precisions[0] not in tables:  # one precision searched, its table missing
         have = ", ".join(f"{t.source} ({q})" for q, t in tables.items())
@@ -184,8 +273,25 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
             base = target or DeploymentTarget.default()
             if len(precisions) > 1 and target is None:
                 base = base.with_(backend="openvino")  # every precision on one runtime, or budgets would mix
-            out[p] = LatencyObjective.measured(model, base.with_(precision=p))
+            if latency_source == "measure":
+                out[p] = LatencyObjective.measured(model, base.with_(precision=p))
+            else:
+                t = profiled_table(model, base.with_(precision=p), table_cache,
+                                   _table_reducers(model, reducers), log)
+                out[p] = LatencyObjective.from_table(t, model, remeasure=True)
+                out[p].info["profiled_for_search"] = True
     return out
+
+
+def _table_reducers(model, reducers: Optional[Sequence[str]]) -> tuple:
+    """The reducers a search's own table prices: those asked for, else drop and merge where the model merges."""
+    if reducers:
+        return tuple(reducers)
+    own = getattr(model, "reducer", "drop")
+    can = getattr(model, "supported_reducers", ("drop",))
+    if "merge" in can and not getattr(model, "fuse", False):
+        return tuple(dict.fromkeys([own, "drop", "merge"]))
+    return (own,)
 
 
 def _check_table_target(table, fields: Mapping[str, Any]) -> None:

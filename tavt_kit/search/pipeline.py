@@ -149,10 +149,13 @@ def search_schedules(
             ``batch_size`` (64), ``verify_top`` (int8 quantisations per budget, 3), ``calibration_images`` (300),
             ``source`` (recorded in search.json), ``objectives`` ({precision: LatencyObjective}, instead of
             target/table), ``log`` (print), ``parent`` (the reference model: ``"auto"``, the default, loads
-            the checkpoint the supernet records it was distilled from; a model or path; None: no reference).
+            the checkpoint the supernet records it was distilled from; a model or path; None: no reference),
+            ``latency_source`` (no ``table``: ``"table"``, the default, profiles a table for ``target`` once and
+            times only the picks; ``"measure"`` times every candidate), ``table_cache`` (folder the profiled
+            table is kept in and reused from; default ``out``'s ``cache``).
     """
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
-             "parent"}
+             "parent", "latency_source", "table_cache"}
     bad = sorted(set(options) - known)
     if bad:
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
@@ -168,8 +171,11 @@ def search_schedules(
     objectives = options.get("objectives")
     need_latency = any(b.objective == "latency" for b in budgets) or table is not None
     if objectives is None and need_latency:
+        cache = options.get("table_cache") or (os.path.join(out, "cache") if out else None)
         objectives = latency_objectives(model, precisions if len(precisions) > 1 else ("fp32",), target, table,
-                                        remeasure=bool(options.get("remeasure")))
+                                        remeasure=bool(options.get("remeasure")),
+                                        latency_source=options.get("latency_source", "table"), table_cache=cache,
+                                        reducers=reducers, log=log)
     if reducers is None:
         reducers = default_reducers(model, space, objectives or {}, log)
     space = dataclasses.replace(space, reducers=reducers)
