@@ -102,3 +102,27 @@ def test_errors_name_the_parameter(tmp_path, model, data):
     with pytest.raises(ConfigError, match=r"precision"):  # an int8 table for an fp32-only search
         search_schedules(model, data, ["10ms"], table=linear_table(model, "int8"), settings=EVO, out=str(tmp_path),
                          log=lambda s: None)
+
+
+def test_a_baseline_that_meets_a_budget_the_space_cannot_is_the_pick(tmp_path, model, data):
+    """The space (20 % drop per block at most) ends above the budget; the fitted baselines reach below it: the
+    search must not say that nothing meets the budget while listing a baseline that does."""
+    from tavt_kit.schedules.space import SearchSpace
+
+    m = tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32, num_classes=4).eval()
+    m.load_state_dict(model.state_dict())
+    m.spec["search_space"] = SearchSpace.for_model(m, bound=0.2).to_dict()
+    table = linear_table(m)
+    from tavt_kit.search import space_of
+
+    smallest_ms = table.predict(space_of(m).smallest())
+    budget = f"{0.8 * smallest_ms:.4g}ms"
+    res = search_schedules(m, data, [budget], table=table, fitness="kl", settings=EVO, out=str(tmp_path),
+                           parent=None, log=lambda s: None)
+    row = res.doc["budgets"][0]
+    met = {k: d for k, d in row["baselines"].items() if d["latency_ms"] <= 0.8 * smallest_ms * 1.0001}
+    assert met, "the test needs a baseline that meets the budget"
+    best = row["best"]
+    assert best is not None and best["origin"].startswith("baseline ") and best["latency_ms"] <= 0.8 * smallest_ms * 1.0001
+    fit = {k: -d["holdout_kl"] for k, d in met.items()}
+    assert -best["holdout_kl"] >= max(fit.values()) - 1e-12

@@ -191,7 +191,8 @@ def summary(result: dict) -> str:
                     100 * vs["difference"], *(100 * v for v in vs["interval"]),
                     "" if vs["resolved"] else " (within noise)"))
         else:
-            lines.append(row("searched", b["best"]))
+            origin = (b.get("best") or {}).get("origin")
+            lines.append(row(f"searched (= {origin})" if origin else "searched", b["best"]))
         for name, d in b["baselines"].items():
             lines.append(row(f"baseline {name}", d))
         for name, d in (b.get("training_free") or {}).items():

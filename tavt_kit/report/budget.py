@@ -188,6 +188,9 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
         if not d:
             md.append(f"| {label} | nothing in the search space fits | – | **FAIL** | – | – | – |")
             continue
+        if d.get("origin"):
+            notes.append(f"{b['label']}: the pick is the {d['origin']} schedule: no searched schedule was fitter on "
+                         "the held-out images within this budget")
         r, unused = ev.bench(d)
         for why in unused:
             notes.append(f"{b['label']}: bench.json's measurement of this schedule is not used ({why}); the "

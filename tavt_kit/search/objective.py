@@ -155,10 +155,11 @@ def _same_machine(recorded: Mapping[str, Any]) -> Optional[str]:
 
 
 def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], reducers: Sequence[str] = ("drop",),
-                   log: Callable[[str], None] = print):
+                   log: Callable[[str], None] = print, profile: Optional[Mapping[str, Any]] = None):
     """A latency table of ``model`` on ``target`` (this machine), reused from ``cache_dir`` while the model's
     structure, the target, the reducers it prices and this machine are the same; otherwise profiled (about a
-    minute for a small model) and saved there. ``cache_dir`` None: profiled, not kept."""
+    minute for a small model) and saved there. ``cache_dir`` None: profiled, not kept. ``profile``: overrides of
+    :data:`AUTO_PROFILE` (grid points, warmup, min_repeats, budget_s, rel_ci)."""
     from ..bench import LatencyTable, TimingPolicy, profile_latency
     from ..bench.backends import with_threads
     from ..errors import TavtKitError
@@ -178,7 +179,10 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
             log(f"latency: reusing the table {path} ({target})")
             return t
         log(f"latency: the cached table {path} is not reused ({why}); profiling again")
-    a = AUTO_PROFILE
+    bad = sorted(set(profile or {}) - set(AUTO_PROFILE))
+    if bad:
+        raise ConfigError(f"profile={dict(profile)!r}: {bad[0]!r} is not one of {', '.join(AUTO_PROFILE)}")
+    a = {**AUTO_PROFILE, **(profile or {})}
     log(f"latency: profiling a latency table for {target} (once; the search then predicts every candidate from "
         "it and times only its picks)")
     import time
@@ -240,12 +244,13 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
                        table: TableArg = None, remeasure: bool = False,
                        require: Optional[Mapping[str, Any]] = None, *, latency_source: str = "table",
                        table_cache: Optional[str] = None, reducers: Optional[Sequence[str]] = None,
-                       log: Callable[[str], None] = print) -> Dict[str, LatencyObjective]:
+                       log: Callable[[str], None] = print,
+                       table_profile: Optional[Mapping[str, Any]] = None) -> Dict[str, LatencyObjective]:
     """One :class:`LatencyObjective` per precision: from its table when given (which must be for ``target``'s
     backend, device, batch size and threads, or for the fields ``require`` names); else, on ``target`` (default
     :meth:`DeploymentTarget.default`, the runtime ``export`` ships) at that precision, ``latency_source``
     ``"table"`` (default) predicts from a table profiled for it (:func:`profiled_table`, cached in
-    ``table_cache``) and re-times the picks, ``"measure"`` times every candidate. ``reducers``: the reducers
+    ``table_cache``; ``table_profile``: its settings) and re-times the picks, ``"measure"`` times every candidate. ``reducers``: the reducers
     the table must price (default drop, and merge where the model can merge)."""
     if latency_source not in LATENCY_SOURCES:
         raise ConfigError(f"latency_source={latency_source!r}: expected one of {', '.join(LATENCY_SOURCES)}")
@@ -277,7 +282,7 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
                 out[p] = LatencyObjective.measured(model, base.with_(precision=p))
             else:
                 t = profiled_table(model, base.with_(precision=p), table_cache,
-                                   _table_reducers(model, reducers), log)
+                                   _table_reducers(model, reducers), log, table_profile)
                 out[p] = LatencyObjective.from_table(t, model, remeasure=True)
                 out[p].info["profiled_for_search"] = True
     return out

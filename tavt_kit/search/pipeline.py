@@ -35,9 +35,9 @@ from ..target import DeploymentTarget, Precision
 from .baselines import baseline_schedules
 from .data import SearchData, all_reduce, search_data, shard, take_subset, _dist
 from .evaluate import CandidateEvaluator, ScheduleScores
-from .evolution import (Budget, EvolutionSearch, EvolutionSettings, Journal, entry_gene, front_area, gene_of,
+from .evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, Journal, entry_gene, front_area, gene_of,
                         pareto_front, schedule_of)
-from .fitness import DEFAULT_FITNESS, FITNESSES
+from .fitness import DEFAULT_FITNESS, FITNESSES, fitness_of
 from .objective import LatencyObjective, latency_objectives
 from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, parse_budget
 
@@ -152,10 +152,11 @@ def search_schedules(
             the checkpoint the supernet records it was distilled from; a model or path; None: no reference),
             ``latency_source`` (no ``table``: ``"table"``, the default, profiles a table for ``target`` once and
             times only the picks; ``"measure"`` times every candidate), ``table_cache`` (folder the profiled
-            table is kept in and reused from; default ``out``'s ``cache``).
+            table is kept in and reused from; default ``out``'s ``cache``), ``table_profile`` (its settings,
+            :data:`~tavt_kit.search.objective.AUTO_PROFILE`).
     """
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
-             "parent", "latency_source", "table_cache"}
+             "parent", "latency_source", "table_cache", "table_profile"}
     bad = sorted(set(options) - known)
     if bad:
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
@@ -175,7 +176,7 @@ def search_schedules(
         objectives = latency_objectives(model, precisions if len(precisions) > 1 else ("fp32",), target, table,
                                         remeasure=bool(options.get("remeasure")),
                                         latency_source=options.get("latency_source", "table"), table_cache=cache,
-                                        reducers=reducers, log=log)
+                                        reducers=reducers, log=log, table_profile=options.get("table_profile"))
     if reducers is None:
         reducers = default_reducers(model, space, objectives or {}, log)
     space = dataclasses.replace(space, reducers=reducers)
@@ -383,14 +384,15 @@ class SearchPipeline:
         to_test: Dict[tuple, TokenSchedule] = {}
         for s in [full, smallest] + [self.schedule(c.gene) for c in front]:
             to_test[gene_of(s)] = s
-        for b, best in choices.values():
-            if best is not None:
-                to_test[best.gene] = self.schedule(best.gene)
         for row in list(base.values()) + [fixed]:
             for s in row.values():
                 to_test[gene_of(s)] = s
         hold = {c.gene: {"accuracy": c.accuracy, "nll": c.nll, "kl": c.kl} for c in search.evaluated.values()}
         self._holdout_extra(to_test, hold)
+        choices = self._with_baselines(choices, base, hold)
+        for b, best in choices.values():
+            if best is not None:
+                to_test[best.gene] = self.schedule(best.gene)
         test_acc, test_hits = self._test(list(to_test.values()))
         remeasured = self._remeasure(choices, full) if remeasure else {}
         entry = functools.partial(self._entry, hold=hold, test_acc=test_acc, remeasured=remeasured)
@@ -405,7 +407,9 @@ class SearchPipeline:
         full_macs = self.macs(full)
         for label, (b, best) in choices.items():
             row = {"label": label, "objective": b.objective, "limit": b.limit,
-                   "best": entry(best.gene, speedup_macs=full_macs / self.macs_of(best.gene)) if best else None,
+                   "best": entry(best.gene, speedup_macs=full_macs / self.macs_of(best.gene),
+                                 **({"origin": best.origin} if best.origin.startswith("baseline") else {}))
+                   if best else None,
                    "baselines": {k: entry(gene_of(s), **_versus(best, gene_of(s), test_hits))
                                  for k, s in base[label].items()}}
             if best is not None:
@@ -413,6 +417,33 @@ class SearchPipeline:
             doc["budgets"].append(row)
         self.test_hits = test_hits
         return doc
+
+    def _with_baselines(self, choices, base, hold):
+        """Each budget's pick, the baselines fitted to it competing on the same held-out fitness: a baseline that
+        meets a budget the search found nothing for (it may reduce where the space does not), or that is fitter
+        than the search's pick, becomes the pick (``origin`` says so), so no baseline ever beats the answer."""
+        out = {}
+        for label, (b, best) in choices.items():
+            cost = self.macs if b.objective == "macs" else self.latency
+            for name, s in base[label].items():
+                g, m = gene_of(s), hold.get(gene_of(s))
+                if m is None or m.get(self.fitness) is None:
+                    continue
+                try:
+                    c = float(cost(s))
+                except TavtKitError:
+                    continue
+                if c > b.limit:
+                    continue
+                score = fitness_of(m, self.fitness)
+                if best is None or score > best.score:
+                    best = Candidate(counts=g[0], reducers=g[1], accuracy=m["accuracy"], nll=m.get("nll"),
+                                     kl=m.get("kl"), fitness=score, macs=self.macs_of(g),
+                                     latency=c if b.objective == "latency" else None, origin=f"baseline {name}")
+                    self.log(f"budget {label}: the {name} baseline is fitter on the held-out images than the "
+                             "search's pick (or the only schedule that meets it); it is the pick")
+            out[label] = (b, best)
+        return out
 
     def _baselines(self, objective: str):
         from ..models.token_drop import TokenDropMixin

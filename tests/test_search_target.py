@@ -1,0 +1,74 @@
+"""A latency budget is for the runtime you ship: with no table, the search profiles one for its target once,
+keeps it beside the checkpoint, reuses it, predicts every candidate from it and times only its picks."""
+import json
+
+import pytest
+import torch
+
+import tavt_kit
+from tavt_kit import DeploymentTarget, search_schedules
+from tavt_kit.search import EvolutionSettings
+from tavt_kit.search.objective import table_file_name
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+EVO = EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0)
+FAST = dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02)  # a coarse, quick profile: these tests check the flow
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32, num_classes=4).eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(1)
+    hold = (torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 4, (24,), generator=g))
+    test = (torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 4, (24,), generator=g))
+    return hold, test
+
+
+def test_a_latency_budget_without_a_table_profiles_one_once_and_reuses_it(tmp_path, model, data):
+    target = DeploymentTarget(backend="torch", threads=1)
+    cache = tmp_path / "tables"
+    lines = []
+    res = search_schedules(model, data, ["100ms"], target=target, settings=EVO, out=str(tmp_path / "a"),
+                           table_cache=str(cache), parent=None, table_profile=FAST, log=lines.append)
+    table = cache / table_file_name(target)
+    assert table.is_file() and any("profiling a latency table" in s for s in lines)
+    lat = res.doc["latency"]
+    assert lat["source"] == "table" and lat["profiled_for_search"] and lat["table"] == str(table)
+    assert lat["target"]["backend"] == "torch" and lat["target"]["batch_size"] == 1
+    best = res.doc["budgets"][0]["best"]
+    assert best["latency_measured_ms"] > 0  # the pick is timed on the target, not only predicted
+    assert "merge" in json.loads(table.read_text())["reducers"]  # the model merges: the table prices it
+    # the next search of this model on this target reuses the table instead of profiling again
+    lines.clear()
+    search_schedules(model, data, ["100ms"], target=target, settings=EVO, out=str(tmp_path / "b"),
+                     table_cache=str(cache), parent=None, table_profile=FAST, log=lines.append)
+    assert any("reusing the table" in s for s in lines) and not any("profiling" in s for s in lines)
+    # another batch size is another target: its own table
+    lines.clear()
+    other = target.with_(batch_size=2)
+    search_schedules(model, data, ["100ms"], target=other, settings=EVO, out=str(tmp_path / "c"),
+                     table_cache=str(cache), parent=None, table_profile=FAST, log=lines.append)
+    assert (cache / table_file_name(other)).is_file() and any("profiling" in s for s in lines)
+
+
+def test_a_cached_table_of_another_model_is_profiled_again(tmp_path, model, data):
+    from tavt_kit.search.objective import profiled_table
+
+    target = DeploymentTarget(backend="torch", threads=1)
+    other = tavt_kit.create_model("fgvc_tiny", depth=2, img_size=32, num_classes=4).eval()
+    lines = []
+    profiled_table(other, target, str(tmp_path), ("drop",), lines.append, FAST)
+    lines.clear()
+    t = profiled_table(model, target, str(tmp_path), ("drop",), lines.append, FAST)
+    assert any("not reused" in s and "another model" in s for s in lines)
+    t.check(model)
+
+
+def test_the_default_target_is_the_runtime_export_ships():
+    pytest.importorskip("openvino")
+    assert DeploymentTarget.default().backend == "openvino"
