@@ -267,6 +267,14 @@ def test_a_bench_row_is_used_only_for_the_same_weights_schedule_and_reducers(wor
     bench = json.load(open(bp))
     assert bench["model"]["weights_sha256"] == weights_digest(world["model"])
     sp = write_search(str(tmp_path / "s"), world["model"], world["ckpt"])
+    # the search's budgets are for onnxruntime: a torch measurement is not their verdict
+    rows, notes, _ = ship(sp, tmp_path / "rt", bench=bp)
+    assert "ms predicted / 8 ms" in rows["8ms"]
+    assert any("measured on torch cpu at batch 1, while the search's budgets are for onnxruntime cpu" in n
+               for n in notes)
+    doc = json.load(open(sp))
+    doc["latency"]["target"]["backend"] = "torch"
+    json.dump(doc, open(sp, "w"))
     rows, notes, _ = ship(sp, tmp_path / "r0", bench=bp)
     assert "ms measured / 8 ms" in rows["8ms"]
 

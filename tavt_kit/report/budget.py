@@ -129,7 +129,7 @@ def _plots(search: dict, ev: _Evidence, out_dir: str) -> List[str]:
                 if x_of(d) is None or d.get("holdout_accuracy") is None:
                     continue
                 ax.scatter([x_of(d)], [100 * d["holdout_accuracy"]], marker={"uniform": "s", "evit": "^"}.get(name, "x"),
-                           s=36, c="#d62728", label=None if name in seen else f"baseline: {name}")
+                           s=36, c="#d62728", label=None if name in seen else f"baseline fitted to a budget: {name}")
                 seen.add(name)
             if b["objective"] == axis:
                 limit = b["limit"] / scale if axis == "macs" else b["limit"] * 1e3
@@ -138,8 +138,11 @@ def _plots(search: dict, ev: _Evidence, out_dir: str) -> List[str]:
                             va="top", ha="right", fontsize=7, color="#2ca02c")
             best = b.get("best")
             if best and x_of(best) is not None:
-                ax.scatter([x_of(best)], [100 * best["holdout_accuracy"]], marker="*", s=150, c="#2ca02c", zorder=5,
-                           label=f"chosen @ {b['label']}")
+                from ..search.plot import PICK_COLOURS
+
+                colour = PICK_COLOURS[search["budgets"].index(b) % len(PICK_COLOURS)]
+                ax.scatter([x_of(best)], [100 * best["holdout_accuracy"]], marker="*", s=170, c=colour, zorder=5,
+                           edgecolors="black", linewidths=0.5, label=f"pick @ {b['label']}")
         full = search.get("full")
         if full and x_of(full) is not None:
             ax.scatter([x_of(full)], [100 * full["holdout_accuracy"]], marker="D", s=30, c="black", label="full model")
@@ -178,6 +181,7 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
     scale, unit = mac_unit(full["macs"])
     parent = search.get("parent")
     versus = "vs your model" if parent else "vs the supernet's full schedule"
+    table_search = (search.get("latency") or {}).get("source") == "table"
     md = ["## What to ship", "",
           f"| budget | ship | latency p50 vs budget | verdict | margin | test top-1 ({versus}) | schedule |",
           "|---|---|---|---|---:|---:|---|"]
@@ -197,10 +201,13 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
                          "latency shown is the search's")
         lat, kind = ((r.get("latency_ms") or {}).get("p50"), "measured") if r and (r.get("latency_ms") or {}).get(
             "p50") is not None else front_latency_ms(d, search)
+        predicted = d.get("latency_ms") if table_search else None
         if b["objective"] == "latency":
             limit_ms = b["limit"] * 1e3
             ok = lat is not None and lat <= limit_ms
             lat_cell = f"{lat:.3g} ms {kind} / {limit_ms:.3g} ms" if lat is not None else "–"
+            if kind == "measured" and predicted is not None:
+                lat_cell += f" (predicted {predicted:.3g} ms)"
             margin = f"{limit_ms - lat:+.3g} ms" if lat is not None else "–"
             if kind == "predicted":
                 notes.append(f"{b['label']}: the latency is predicted from the table; measure it with "
@@ -212,17 +219,14 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
             margin = f"{(b['limit'] - d['macs']) / scale:+.3g} {unit}"
         verdict = "pass" if ok else "**FAIL**"
         if not ok and lat is not None and kind == "measured" and b["objective"] == "latency":
-            notes.append(f"{b['label']}: the chosen schedule measures {lat:.3g} ms here, over the budget: search "
-                         "again with a latency table made on this machine, or pick a tighter budget "
-                         "(fgvc-kit report --budget)")
+            notes.append(f"{b['label']}: " + _over_budget_advice(search, lat, predicted))
         test = d.get("test_accuracy")
         acc = "–" if test is None else _pct_ci(d, "test", search["settings"].get("test_images") or 0) + " %" + (
             f" ({_paired(d['vs_parent'])})" if parent and d.get("vs_parent") else
             f" ({100 * (test - full_test):+.2f} points)" if full_test is not None and not parent else "")
         ship, exported = _ship_cell(b, d, ev, search, out_dir, notes)
-        if not exported:
-            notes.append(f"{b['label']}: export it with `fgvc-kit export --checkpoint SUPERNET --search "
-                         f"{os.path.basename(search_path)} --budget {b['label'].replace(' ', '')} --format openvino`")
+        if not exported and ok:  # a pick over its budget is not worth exporting: the advice above says what to do
+            notes.append(f"{b['label']}: export it with `{export_command(search, search_path, b['label'])}`")
         md.append(f"| {label} | {ship} | {lat_cell} | {verdict} | {margin} | {acc} | "
                   f"{schedule_text(d)} |")
     md.append("")
@@ -236,6 +240,31 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
     md += [f"- {n}" for n in notes]
     md.append("")
     return md + _reference_section(search, scale, unit)
+
+
+def export_command(search: dict, search_path: str, label: str) -> str:
+    """The ``fgvc-kit export`` command of a budget's pick, with the real paths (copy-pastable from anywhere)."""
+    import shlex
+
+    ckpt = (search.get("source") or {}).get("checkpoint") or "SUPERNET.safetensors"
+    return (f"fgvc-kit export --checkpoint {shlex.quote(ckpt)} --search {shlex.quote(os.path.abspath(search_path))} "
+            f"--budget {shlex.quote(label.replace(' ', ''))} --format openvino")
+
+
+def _over_budget_advice(search: dict, measured: float, predicted: Optional[float]) -> str:
+    """What to do about a pick measured over its budget: depends on where its latency came from."""
+    lat = search.get("latency") or {}
+    if lat.get("source") == "table" and predicted is not None:
+        off = 100 * (measured - predicted) / predicted
+        table_cpu = ((lat.get("machine") or {}).get("cpu") or {}).get("model")
+        here = lat.get("profiled_for_search") or table_cpu == (search.get("machine") or {}).get("cpu")
+        why = ("the table under-predicts it by {:+.0f} %".format(off) + (
+            " (the table was profiled on this machine: it was busier, or the schedule lies between the table's "
+            "grid points); profile the table again on an idle machine, or search with --latency-source measure"
+            if here else "; the table was made on another machine: search with a table profiled on this one"))
+        return f"the pick measures {measured:.3g} ms, over the budget: {why}, or choose a tighter budget"
+    return (f"the pick measures {measured:.3g} ms now, over the budget it met when the search timed it (the "
+            "machine is busier now, or was then): measure it again on an idle machine, or choose a tighter budget")
 
 
 def _ship_cell(b: dict, d: dict, ev: _Evidence, search: dict, out_dir: str, notes: List[str]) -> Tuple[str, bool]:
@@ -334,7 +363,8 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
     ev = _Evidence(search, bench, sources)
     ship = _ship_section(search, search_path, ev, budgets, out_dir)  # a budget nothing meets: first
     plots = _plots(search, ev, out_dir)
-    target = (bench or {}).get("target") or ((search.get("latency") or {}).get("target") or {})
+    # the budgets are for the search's target; bench.json's is named too when it measured another one
+    target = (search.get("latency") or {}).get("target") or (bench or {}).get("target") or {}
     full_lat = ((ev.bench_row(search["full"]) or {}).get("latency_ms") or {}).get("p50")  # measured, same run
     model = search.get("model") or {}
     name = (model.get("backbone") or {}).get("name", "model")
@@ -427,9 +457,15 @@ def _intro(search: dict, model: dict, name: str, target: dict) -> List[str]:
               "Accuracies carry their 95 % Wilson interval; a baseline's difference to the searched pick is paired "
               "on the same test images, and called *within noise* when its 95 % interval contains 0.")
     if target:
-        md.append(f"Latency: backend **{target.get('backend')}** on **{target.get('device')}**, batch "
-                  f"{target.get('batch_size')}, {target.get('threads') or 'default'} threads"
-                  + (f", precision {target.get('precision_used')}" if target.get("precision_used") else "") + ".")
+        threads = target.get("threads")
+        lat = search.get("latency") or {}
+        how = {"table": " (predicted from a latency table" + (
+            ", profiled by the search for this target" if lat.get("profiled_for_search") else "")
+            + "; the picks measured on it where the search could)", "measured": " (measured by the search)"}.get(
+            lat.get("source"), "")
+        md.append(f"Latency budgets are for backend **{target.get('backend')}** on **{target.get('device')}**, batch "
+                  f"{target.get('batch_size')}, {threads or 'default'} thread{'' if threads == 1 else 's'}{how}; a "
+                  "verdict uses a measurement on this runtime and batch only.")
     md.append("")
     return md
 
@@ -493,7 +529,7 @@ def _to_html(markdown: str, out_dir: str, title: str) -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
            "table{border-collapse:collapse;margin:.5em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-           "th{background:#f3f3f3}td:nth-child(n+3){text-align:right}img{max-width:48%;margin:4px}"
+           "th{background:#f3f3f3}td:nth-child(n+3){text-align:right}img{max-width:100%;margin:4px 0;display:block}"
            "code{background:#f3f3f3;padding:1px 3px}</style></head><body>"]
     lines = markdown.split("\n")
     i = 0

@@ -46,6 +46,8 @@ class Wanted:
     weights_sha256: Optional[str]
     num_patches: int
     checkpoint: Optional[str] = None
+    #: the runtime a latency of it must be measured on (backend, device, batch_size; None: any, no latency budget)
+    runtime: Optional[Tuple[str, str, int]] = None
 
     def same_schedule(self, counts: Optional[Sequence[int]], reducers: Optional[Sequence[Optional[str]]],
                       what: str) -> FileCheck:
@@ -128,7 +130,15 @@ def wanted(d: Dict[str, Any], search: Dict[str, Any], weights: str = "supernet")
     counts = tuple(int(c) for c in d["counts"])
     return Wanted(counts=counts, reducers=effective_reducers(counts, d.get("reducers"), num_patches, default),
                   precision=pick_precision(d, search), weights_sha256=digest, num_patches=num_patches,
-                  checkpoint=ckpt)
+                  checkpoint=ckpt, runtime=search_runtime(search))
+
+
+def search_runtime(search: Dict[str, Any]) -> Optional[Tuple[str, str, int]]:
+    """(backend, device, batch size) the search's latency budgets are for; None without a latency objective."""
+    t = (search.get("latency") or {}).get("target") or {}
+    if not t.get("backend"):
+        return None
+    return str(t["backend"]), str(t.get("device") or "cpu"), int(t.get("batch_size") or t.get("batch") or 1)
 
 
 def pick_precision(d: Dict[str, Any], search: Dict[str, Any]) -> str:
@@ -233,6 +243,13 @@ def check_bench_row(bench: Dict[str, Any], row: Dict[str, Any], want: Wanted,
     c = want.same_schedule(counts, row.get("reducers"), "bench.json's")
     if not c.ok:
         return c
+    if want.runtime is not None:  # a latency budget is for one runtime and batch: another's figure is not its verdict
+        t = bench.get("target") or {}
+        have = (str(t.get("backend")), str(t.get("device") or "cpu"), int(row.get("batch_size") or t.get("batch_size")
+                                                                           or 1))
+        if have != want.runtime:
+            return FileCheck(False, "measured on {} {} at batch {}, while the search's budgets are for {} {} at batch "
+                                    "{}".format(*have, *want.runtime))
     return want.same_precision(bench_precision(bench), "latency")
 
 

@@ -41,20 +41,23 @@ def plot_search(result: dict, out_dir: str) -> List[str]:
         seen = set()
         rows = [("fixed", result["baselines"].get("fixed", {}))] + [(b["label"], b["baselines"])
                                                                      for b in result["budgets"]]
-        for _, row in rows:
+        for row_label, row in rows:
             for name, d in row.items():
                 if xof(d) is None or d.get("holdout_accuracy") is None:
                     continue
+                text = f"baseline: {name} (fixed ratio)" if row_label == "fixed" else \
+                    f"baseline: {name} (fitted to a budget)"
                 ax.scatter([xof(d)], [100 * d["holdout_accuracy"]], marker=markers.get(name, "x"), s=40,
-                           c="#d62728", label=None if name in seen else f"baseline: {name}")
+                           c="#d62728", label=None if name in seen else text)
                 seen.add(name)
         for b in result["budgets"]:
             if b["objective"] == key:
                 limit = b["limit"] / scale if key == "macs" else b["limit"] * 1e3
                 ax.axvline(limit, ls="--", c="#2ca02c", lw=1)
                 if b["best"]:
-                    ax.scatter([xof(b["best"])], [100 * b["best"]["holdout_accuracy"]], marker="*", s=140,
-                               c="#2ca02c", zorder=5, label=f"chosen @ {b['label']}")
+                    colour = PICK_COLOURS[result["budgets"].index(b) % len(PICK_COLOURS)]
+                    ax.scatter([xof(b["best"])], [100 * b["best"]["holdout_accuracy"]], marker="*", s=160,
+                               c=colour, edgecolors="black", linewidths=0.5, zorder=5, label=f"pick @ {b['label']}")
         name = (result.get("model") or {}).get("backbone") or {}
         files.append(save_accuracy_plot(fig, ax, xlabel, "holdout top-1 (%)",
                                         f"token-schedule search: {name.get('name', '')}", out_dir, f"pareto_{key}.png"))
@@ -69,12 +72,18 @@ def save_accuracy_plot(fig, ax, xlabel: str, ylabel: str, title: str, out_dir: s
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    lo, hi = ax.get_ylim()
+    if ylabel.endswith("(%)") and hi > 100:  # accuracy ends at 100 %: no axis room above it
+        ax.set_ylim(lo, 100.5)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # off the data
     fig.tight_layout()
     save_figure(fig, os.path.join(out_dir, name))
     plt.close(fig)
     return name
 
+
+#: one colour per budget's pick, told apart in every plot
+PICK_COLOURS = ("#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 #: a colour per precision, the same in every precision plot
 PRECISION_COLOURS = {"fp32": "#1f77b4", "bf16": "#ff7f0e", "fp16": "#9467bd", "int8": "#2ca02c"}
