@@ -19,3 +19,47 @@ def eta(done: float, total: float, elapsed: float) -> str:
     if done <= 0 or elapsed <= 0:
         return "?"
     return format_duration((total - done) * elapsed / done)
+
+
+class Heartbeat:
+    """A line every ``every`` seconds while a long step runs, so a job is never silent for long::
+
+        with Heartbeat(log, "evaluating generation 3 (60 candidates)"):
+            slow()
+
+    prints ``  ... evaluating generation 3 (60 candidates): 10s`` from a background thread until the step ends;
+    ``log`` None or ``every`` <= 0: nothing. ``progress`` (optional) returns extra text, e.g. ``12/60 done``.
+    """
+
+    def __init__(self, log, what: str, every: float = 10.0, progress=None):
+        self.log, self.what, self.every, self.progress = log, what, float(every), progress
+        self._stop = None
+        self._thread = None
+
+    def __enter__(self) -> "Heartbeat":
+        import threading
+        import time
+
+        if self.log is None or self.every <= 0:
+            return self
+        self._stop = threading.Event()
+        start = time.perf_counter()
+
+        def beat() -> None:
+            while not self._stop.wait(self.every):
+                extra = ""
+                if self.progress is not None:
+                    try:
+                        extra = f", {self.progress()}"
+                    except Exception:  # a progress text must never break the job it reports on
+                        extra = ""
+                self.log(f"  ... {self.what}: {format_duration(time.perf_counter() - start)}{extra}")
+
+        self._thread = threading.Thread(target=beat, name="fgvc-kit-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join()

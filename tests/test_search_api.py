@@ -69,9 +69,15 @@ def test_search_under_a_latency_budget_returns_a_search_result(tmp_path, model, 
 def test_a_second_search_in_the_same_folder_resumes_from_the_journal(tmp_path, model, data):
     table = linear_table(model)
     first = search_schedules(model, data, ["100ms"], table=table, settings=EVO, out=str(tmp_path), log=lambda s: None)
+    lines = []
     second = search_schedules(model, data, ["100ms"], table=table, settings=EVO, out=str(tmp_path),
-                              log=lambda s: None)
+                              log=lines.append)
     assert first.doc["timing"]["evaluations"] > 0 and second.doc["timing"]["evaluations"] == 0
+    # the resumed search says what it loaded, and counts it
+    n = first.doc["timing"]["candidates"]
+    assert any(f"resuming: {n} candidates already evaluated are loaded from the journal" in s for s in lines)
+    assert second.doc["timing"]["candidates"] == n == second.doc["timing"]["from_journal"] == len(second.doc["candidates"])
+    assert not any("nan" in s for s in lines)
     assert second.budgets["100ms"].best == first.budgets["100ms"].best
 
 

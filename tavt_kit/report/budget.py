@@ -451,7 +451,7 @@ def _intro(search: dict, model: dict, name: str, target: dict) -> List[str]:
                "search` again (it resumes from its journal), then this report.", ""]
     md.append(f"Model **{name}** at {model.get('img_size')}, {model.get('depth')} blocks, {model.get('num_patches')} "
               f"patch tokens, {model.get('num_classes')} classes. Search objective: **{search.get('objective')}**; "
-              f"{search['timing']['evaluations']} candidates; fitness "
+              f"{len(search.get('candidates') or []) or search['timing']['evaluations']} candidates; fitness "
               f"**{search['settings'].get('fitness', 'accuracy')}** on {search['settings']['holdout_images']} "
               f"held-out images, test accuracy on {search['settings']['test_images']} test images (reported only). "
               "Accuracies carry their 95 % Wilson interval; a baseline's difference to the searched pick is paired "

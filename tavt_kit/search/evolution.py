@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..files import append_text
-from ..progress import eta
+from ..progress import Heartbeat, format_duration
 from .fitness import fitness_of
 from ..schedules.schedule import TokenSchedule
 from ..schedules.space import SearchSpace
@@ -281,6 +281,7 @@ class EvolutionSearch:
         self.rng = random.Random(settings.seed)
         self.evaluated: Dict[Counts, Candidate] = {}
         self.evaluations = 0  # candidates actually evaluated in this process (not from the journal)
+        self.heartbeat_s = 10.0  # a line at least this often while a generation is evaluated
         self.eval_seconds = 0.0
         self.objective = "latency" if latency_fn is not None else "macs"
 
@@ -332,14 +333,21 @@ class EvolutionSearch:
         if fresh:
             t = time.perf_counter()
             scheds = [schedule_of(g, self.space.num_patches, self.space.min_tokens) for g in fresh]
-            results = self.accuracy_fn(scheds)
+            what = f"generation {generation}: {len(fresh)} {origin} candidate{'s' if len(fresh) != 1 else ''}"
+            with Heartbeat(self.log, f"evaluating {what} on the held-out images", self.heartbeat_s):
+                results = self.accuracy_fn(scheds)
+            done = {"n": 0}
+            with Heartbeat(self.log, f"latency of {what}", self.heartbeat_s,
+                           progress=lambda: f"{done['n']}/{len(fresh)} done"):
+                for g, s, res in zip(fresh, scheds, results):
+                    metrics = res if isinstance(res, dict) else {"accuracy": float(res)}
+                    lat = self.latency_fn(s) if self.latency_fn else None
+                    self.journal.record(g, **metrics, macs=int(self.macs_fn(s)), latency=lat,
+                                        generation=generation, origin=origin)
+                    done["n"] += 1
+            # the rate counts everything a candidate costs (a measured latency can dominate the accuracy)
             self.eval_seconds += time.perf_counter() - t
             self.evaluations += len(fresh)
-            for g, s, res in zip(fresh, scheds, results):
-                metrics = res if isinstance(res, dict) else {"accuracy": float(res)}
-                lat = self.latency_fn(s) if self.latency_fn else None
-                self.journal.record(g, **metrics, macs=int(self.macs_fn(s)), latency=lat,
-                                    generation=generation, origin=origin)
         out = []
         for g in todo:
             rec = self.journal.entries[g]
@@ -384,6 +392,9 @@ class EvolutionSearch:
             if g not in seen:
                 seen.add(g)
                 init.append(g)
+        if self.journal.entries:
+            self.log(f"resuming: {len(self.journal.entries)} candidates already evaluated are loaded from the "
+                     "journal (replayed, not evaluated again)")
         self._t_start = time.perf_counter()
         self.evaluate(init, 0, "init")
         self._report(0)
@@ -400,6 +411,17 @@ class EvolutionSearch:
             self._report(gen)
         return list(self.evaluated.values())
 
+    def _eta(self, gen: int) -> str:
+        """Time left: the candidates the remaining generations make at most, at the measured time per candidate
+        of this process (a resumed search has no rate until it evaluates one itself)."""
+        left = self.settings.generations - gen
+        if left <= 0:
+            return "0s"
+        if not self.evaluations or self.eval_seconds <= 0:
+            return "?"
+        per = self.eval_seconds / self.evaluations
+        return "≤" + format_duration(left * (self.settings.mutations + self.settings.crossovers) * per)
+
     def _report(self, gen: int) -> None:
         front = pareto_front(self.evaluated.values(), self.objective)
         # a resumed search replays its journal: no rate until this process evaluates something itself
@@ -407,8 +429,8 @@ class EvolutionSearch:
             self.evaluations else "from the journal"
         parts = [f"gen {gen:>3}/{self.settings.generations}", f"evaluated {len(self.evaluated):>4}",
                  f"front {len(front):>3}", rate]
-        if getattr(self, "_t_start", None) is not None:  # the initial population counts as one generation
-            parts.append("ETA " + eta(gen + 1, self.settings.generations + 1, time.perf_counter() - self._t_start))
+        if getattr(self, "_t_start", None) is not None:
+            parts.append("ETA " + self._eta(gen))
         for b in self.budgets:
             best = self.best_within(b)
             parts.append(f"{b.label}: " + (f"{100 * best.accuracy:.2f}%" + ("" if self.fitness == "accuracy" else

@@ -31,6 +31,7 @@ from ..schedules.families import tome_schedule
 from ..schedules.schedule import TokenSchedule
 from ..schedules.space import SearchSpace
 from ..stats import paired_difference, wilson_interval
+from ..progress import Heartbeat
 from ..target import DeploymentTarget, Precision
 from .baselines import baseline_schedules
 from .data import SearchData, all_reduce, search_data, shard, take_subset, _dist
@@ -39,7 +40,7 @@ from .evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, J
                         pareto_front, schedule_of)
 from .fitness import DEFAULT_FITNESS, FITNESSES, fitness_of
 from .objective import LatencyObjective, latency_objectives
-from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, parse_budget
+from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, parse_budget, schedules_index
 
 #: the index of the per-budget drop configs a search writes beside search.json
 SCHEDULES_INDEX = "schedules.json"
@@ -285,7 +286,11 @@ class SearchPipeline:
         stage = PrecisionStage(self, journal) if len(self.precisions) > 1 else None
         if stage is not None:
             stage.evolve()
-        doc = self._document(fp32, cands, search_seconds, remeasure=stage is None)
+        self.log("scoring the picks, the front and the baselines on the test images"
+                 + (" and timing the picks" if stage is None and self.latency is not None
+                    and self.latency.can_remeasure else ""))
+        with Heartbeat(self.log, "scoring and timing the picks"):
+            doc = self._document(fp32, cands, search_seconds, remeasure=stage is None)
         if self.parent is not None or stage is not None:  # slow stages follow: what is done so far, unfinished
             self._write_search(doc)
         parent = None
@@ -293,14 +298,18 @@ class SearchPipeline:
             from .parent import ParentStage
 
             self.log("measuring the parent (your model) and ToMe on it at each budget")
-            parent = ParentStage(self, self.parent)
-            parent.apply(doc)
+            with Heartbeat(self.log, "measuring the parent and ToMe on it"):
+                parent = ParentStage(self, self.parent)
+                parent.apply(doc)
         if stage is not None:
-            stage.choose(doc)
+            with Heartbeat(self.log, "choosing and verifying each budget's (schedule, precision) pair"):
+                stage.choose(doc)
             if parent is not None:
                 self.log("measuring the parent and ToMe on it at every precision searched")
-                parent.apply_precisions(doc, stage)
-            stage.remeasure(doc)
+                with Heartbeat(self.log, "measuring the parent and ToMe at every precision"):
+                    parent.apply_precisions(doc, stage)
+            with Heartbeat(self.log, "timing the pairs on the deployed runtime"):
+                stage.remeasure(doc)
         return self._write(doc, precision_plot=stage is not None)
 
     def _warn_unreachable(self) -> None:
@@ -526,6 +535,8 @@ class SearchPipeline:
             "latency": self.latency.info if self.latency is not None else None,
             "machine": brief(),
             "timing": {"search_seconds": search_seconds, "evaluations": search.evaluations,
+                       "candidates": len(search.evaluated),
+                       "from_journal": len(search.evaluated) - search.evaluations,
                        "candidates_per_minute": (search.evaluations / search.eval_seconds * 60)
                        if search.eval_seconds else None,
                        "block_runs": self.evaluator.stats.block_runs,
@@ -544,7 +555,7 @@ class SearchPipeline:
                 if "precision" in best and "best_fp32" in row:
                     info["precision"] = best["precision"]
                 self.schedule(entry_gene(best)).save(os.path.join(self.out_dir, row["schedule_file"]), model_info=info)
-            write_json(_schedules_index(doc, with_precision=len(self.precisions) > 1),
+            write_json(schedules_index(doc, with_precision=len(self.precisions) > 1),
                        os.path.join(self.out_dir, SCHEDULES_INDEX))
             plots = []
             try:
@@ -560,21 +571,6 @@ class SearchPipeline:
         doc["status"] = "finished"
         self._write_search(doc)
         return SearchResult(doc, os.path.join(self.out_dir, "search.json"))
-
-
-def _schedules_index(doc: dict, with_precision: bool) -> dict:
-    """A fixed name a script can read: budget label -> its drop config (the files are named after the budget)."""
-    rows = []
-    for r in doc["budgets"]:
-        best = r.get("best") or {}
-        row = {"label": r["label"], "objective": r["objective"], "limit": r["limit"], "file": r.get("schedule_file"),
-               "counts": best.get("counts")}
-        if with_precision:
-            row["precision"] = best.get("precision", "fp32")
-        if best.get("reducers"):
-            row["reducers"] = best["reducers"]
-        rows.append(row)
-    return {"format": "fgvc-kit/search-schedules", "version": 1, "search": "search.json", "budgets": rows}
 
 
 def _reduce_scores(sc: ScheduleScores, n: int) -> ScheduleScores:

@@ -504,3 +504,18 @@ def deployable_from_search(model, search_path, budget, pick: str = "recommended"
     source.pop("schedule_file", None)  # the budget's drop config is the searched schedule, not this one
     source["precision"] = rec.get("precision", "fp32")  # a training-free deployable's own precision
     return parent, psched, {k: v for k, v in source.items() if v is not None}
+
+
+def schedules_index(doc: dict, with_precision: bool) -> dict:
+    """A fixed name a script can read: budget label -> its drop config (the files are named after the budget)."""
+    rows = []
+    for r in doc["budgets"]:
+        best = r.get("best") or {}
+        row = {"label": r["label"], "objective": r["objective"], "limit": r["limit"], "file": r.get("schedule_file"),
+               "counts": best.get("counts")}
+        if with_precision:
+            row["precision"] = best.get("precision", "fp32")
+        if best.get("reducers"):
+            row["reducers"] = best["reducers"]
+        rows.append(row)
+    return {"format": "fgvc-kit/search-schedules", "version": 1, "search": "search.json", "budgets": rows}
