@@ -313,3 +313,12 @@ def test_bad_names_paths_and_images(tmp_path):
 
 def test_every_registered_format_is_tested():
     assert {"demo", "cub", "nabirds", "dogs", "cars", "inat2017", "cotton80", "soyloc", "folder"} <= set(DATASETS)
+
+
+def test_a_data_root_is_stored_absolute(tmp_path, monkeypatch):
+    """A checkpoint or search.json used from another folder still finds its data."""
+    from tavt_kit.data import DataSpec
+
+    monkeypatch.chdir(tmp_path)
+    spec = DataSpec(name="cub", root="birds")
+    assert spec.root == str(tmp_path / "birds") and os.path.isabs(DataSpec(**spec.to_dict()).root)

@@ -166,6 +166,8 @@ class DataSpec:
             if self.info.builtin and self.root:
                 raise ConfigError(f"root={self.root}: the built-in {self.name} dataset has no root folder; give "
                                   "the format of the data in that folder as the dataset (cub, folder, ...)")
+            if self.root:  # stored absolute: a checkpoint or search.json used from another folder still finds it
+                self.root = os.path.abspath(os.path.expanduser(self.root))
         self.options = dict(self.options or {})
         if self.options:
             if self.info.options is None:
