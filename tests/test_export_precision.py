@@ -171,7 +171,7 @@ def test_auto_keeps_the_fastest_precision_that_passes(tmp_path, trained_checkpoi
     assert chosen["speedup_over_fp32"] == pytest.approx(attempts["fp32"]["latency_ms"] / best["latency_ms"])
     assert auto["latency"]["batch_size"] == 1 and auto["latency"]["statistic"] == "median"
     # the chosen files are what --out holds, named as a plain export at that precision
-    name = "model.xml" if best["precision"] == "fp32" else f"model.{best['precision']}.xml"
+    name = {"fp32": "model.xml", "int8": "model.int8.xml"}[best["precision"]]
     assert doc["files"]["openvino"]["path"] == name == chosen["file"] == best["file"]
     assert os.path.isfile(out / name) and os.path.isfile(out / (name[:-4] + ".bin"))
     assert sorted(os.listdir(out)) == sorted(["export.json", name, name[:-4] + ".bin"])
@@ -195,12 +195,14 @@ def test_auto_chooses_per_format_and_records_each_file(tmp_path, model, monkeypa
     ov_times = {a["precision"]: a["latency_ms"] for a in doc["auto"]["attempts"] if a["format"] == "openvino"}
     assert ov_times[ov_pick] == min(ov_times.values())
     assert doc["precision"] == ("fp32" if ov_pick == "fp32" else "auto")
-    names = {"onnx": "model.onnx", "openvino": "model.xml" if ov_pick == "fp32" else "model.bf16.xml"}
+    names = {"onnx": "model.onnx", "openvino": "model.xml" if ov_pick == "fp32" else "model.f32-weights.bf16-hint.xml"}
     for fmt, name in names.items():
         assert doc["files"][fmt]["path"] == name and os.path.isfile(tmp_path / "out" / name)
         assert doc["exports"][fmt]["precision"] == doc["auto"]["chosen"][fmt]["precision"]
     assert {r["path"]: r["precision"] for r in doc["artefacts"]} == {
         names["onnx"]: "fp32", names["openvino"]: ov_pick}
+    assert {r["path"]: r["inference_precision_hint"] for r in doc["artefacts"]} == {
+        names["onnx"]: None, names["openvino"]: {"fp32": "f32", "bf16": "bf16"}[ov_pick]}
     assert doc["verified"] and set(res.verification) == {"onnx", "openvino"}
     assert res.precisions == {"onnx": "fp32", "openvino": ov_pick}
 

@@ -14,7 +14,8 @@ The steps (each a library call of its own):
    int8 file (:mod:`~tavt_kit.export.quantize`: accuracy-controlled on the
    held-out split when the dataset has one, else plain post-training
    quantisation), an OpenVINO IR converted from the checked ONNX graph (f32
-   weights; fp16 compresses them);
+   weights; fp16 compresses them; bf16 is that f32 IR, named
+   ``model.f32-weights.bf16-hint.xml`` for the hint it is compiled with);
 4. verification (:func:`~tavt_kit.export.verify.verify_export`): PyTorch and
    each exported file on the same real images — top-1, agreement, logit
    difference, the precision actually used — and the structural check that the
@@ -22,7 +23,9 @@ The steps (each a library call of its own):
 5. ``export.json``: files, sizes, precision, schedule (counts and reducers),
    the model's ``weights_sha256``, MACs, verification per format, exporter,
    versions; ``artefacts`` keeps one record per export in the folder, earlier
-   ones included (:mod:`~tavt_kit.export.publish`). A failed verification is recorded
+   ones included (:mod:`~tavt_kit.export.publish`), each OpenVINO file with the
+   ``inference_precision_hint`` it is compiled with (also said in the log, one line per
+   file). A failed verification is recorded
    (``"verified": false`` with the reason) and raised as
    :class:`~tavt_kit.errors.ExportError`; nothing unverified is marked verified.
 """
@@ -44,7 +47,7 @@ from ..target import DeploymentTarget, Precision
 from .options import ExportOptions, QuantizeOptions, VerifyOptions
 from .prepare import PreparedExport, check_options, check_request, prepare_export, resolve_target
 from .publish import choose_base, clean_stage, publish, record_failed_attempt
-from .record import EXPORT_FILE, ExportResult, file_entry, new_export_doc
+from .record import EXPORT_FILE, ExportResult, file_entry, hint_lines, new_export_doc
 from .verify import Verification
 
 
@@ -65,15 +68,17 @@ def export_model(
 
     Args:
         model: a token-drop model or a checkpoint path (:func:`tavt_kit.load_checkpoint`).
-        out_dir: folder for ``model.onnx`` / ``model.xml`` + ``.bin`` (``model.<precision>.*`` below fp32)
-            and ``export.json``.
+        out_dir: folder for ``model.onnx`` / ``model.xml`` + ``.bin`` (``model.fp16.*``, ``model.int8.*``;
+            bf16: ``model.f32-weights.bf16-hint.xml`` + ``.bin``, f32 weights compiled with the bf16 hint) and
+            ``export.json``.
         schedule: counts, :class:`~tavt_kit.TokenSchedule` or drop-config path (``None``: the model's own,
             else the full model); see :func:`tavt_kit.search.schedule_from_search` for a search's budget.
         formats: ``"onnx"``, ``"openvino"`` (or ``"onnx,openvino"``); default the format ``target.backend``
             runs (ONNX without a target).
         target: where the files will run (:class:`~tavt_kit.target.DeploymentTarget`): ``precision`` is the
             precision exported — ``fp32`` (default), ``fp16`` (fp16 weights; OpenVINO compiles with the f16
-            hint), ``bf16`` (OpenVINO only: the f32 IR run with the bf16 hint) or ``int8`` (NNCF, see
+            hint), ``bf16`` (OpenVINO only: the f32 IR run with the bf16 hint; ``export.json`` records each
+            OpenVINO file's ``inference_precision_hint``) or ``int8`` (NNCF, see
             ``quantize``); ``threads`` and ``device`` are those verification runs with. bf16, and fp16 with
             OpenVINO, are refused when verification would run them on a CPU without native support (OpenVINO
             would quietly run f32 under that name). The fastest precision this machine runs is
@@ -84,7 +89,8 @@ def export_model(
             accuracy control on the held-out split.
         options: :class:`~tavt_kit.export.ExportOptions`: exporter, opset, the checkpoint and schedule source
             recorded, whether a failed verification raises.
-        log: progress lines (``print`` for the command line).
+        log: progress lines (``print`` for the command line): among them one line per OpenVINO file saying
+            the hint it is compiled with (``model.xml: compile with INFERENCE_PRECISION_HINT=f32``).
     Returns:
         :class:`ExportResult` (``doc`` = ``export.json``; ``verification[fmt]`` the typed check of each file).
     Raises:
@@ -152,6 +158,8 @@ def run_export(prep: PreparedExport, out_dir, precision: str, *, raise_on_failur
         doc = publish(stage, out_dir, job.doc)
     finally:
         clean_stage(stage)
+    for line in hint_lines(doc):
+        log(line)
     result = ExportResult(out_dir=out_dir, json_path=json_path, doc=doc)
     if failures and raise_on_failure:
         raise ExportError(f"export verification failed ({'; '.join(failures)}); recorded as verified=false "
@@ -200,8 +208,8 @@ class _Job:
     precision: str
     log: Callable[[str], None]
     doc: Dict[str, Any]
-    #: the file name stem: ``model`` at fp32, ``model.<precision>`` otherwise (tagged with the schedule when the
-    #: folder already holds that name for another schedule)
+    #: the file name stem: the precision's in :data:`~tavt_kit.export.publish.FILE_STEMS` (``model`` at fp32;
+    #: tagged with the schedule when the folder already holds that name for another schedule)
     base: str = "model"
     #: int8 accuracy control: the held-out images, labels, how they were chosen and the max drop (None: plain PTQ)
     validation: Optional[Dict[str, Any]] = None

@@ -23,6 +23,11 @@ from ..files import write_json
 from .record import EXPORT_FILE, ExportRecord, check_files, export_records, records_of
 
 REJECTED_DIR = "rejected"
+#: each precision's file stem (``.onnx``, ``.xml`` + ``.bin`` follow): a name says what the file holds. bf16
+#: is not a weight format of the IR (``openvino.save_model`` stores f32, or f16 when compressing): the bf16
+#: export is the f32 IR that OpenVINO computes in bf16 when compiled with INFERENCE_PRECISION_HINT=bf16, and
+#: is named for both (earlier versions named it ``model.bf16.xml``; their records still read).
+FILE_STEMS = {"fp32": "model", "fp16": "model.fp16", "bf16": "model.f32-weights.bf16-hint", "int8": "model.int8"}
 
 
 def read_record(out_dir: str) -> Optional[Dict[str, Any]]:
@@ -42,9 +47,10 @@ def artefacts_of(doc: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def choose_base(out_dir: str, precision: str, counts: Sequence[int]) -> str:
-    """The file stem of a new export: ``model`` (``model.<precision>``), unless the folder already holds an
-    artefact of that name for another schedule; then a stem tagged with this schedule, so both stay."""
-    base = "model" if precision == "fp32" else f"model.{precision}"
+    """The file stem of a new export: ``model``, ``model.fp16``, ``model.int8`` or, for bf16,
+    ``model.f32-weights.bf16-hint`` (:data:`FILE_STEMS`), unless the folder already holds an artefact of that
+    name for another schedule; then a stem tagged with this schedule, so both stay."""
+    base = FILE_STEMS.get(precision) or f"model.{precision}"
     for rec in artefacts_of(read_record(out_dir)):
         stem = os.path.splitext(rec["path"])[0]
         if stem == base and list(rec.get("schedule") or []) != list(counts):

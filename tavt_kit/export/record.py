@@ -5,6 +5,11 @@
 model's ``weights_sha256``, status); the top level describes the latest export. Version 1 (a single
 export at the top level, no ``artefacts``, no weights hash) is still read: :func:`records_of` derives its
 records. :func:`check_files` says whether a record's files are still the ones exported (:class:`FileCheck`).
+
+Each OpenVINO record says the ``INFERENCE_PRECISION_HINT`` its file is compiled with
+(``inference_precision_hint``: ``f32`` for fp32 and int8 files, ``bf16`` for the bf16 export, whose IR holds
+f32 weights, ``f16`` for fp16); a record written before that field existed gets it from its format and
+precision (:func:`inference_precision_hint`), so older files read the same.
 """
 from __future__ import annotations
 
@@ -42,6 +47,37 @@ def read_export(path, where: Optional[str] = None) -> Dict[str, Any]:
 
 #: what an export (and each file it recorded) can be
 EXPORT_STATUSES = ("verified", "unverified", "failed")
+#: the INFERENCE_PRECISION_HINT values an OpenVINO file can need
+HINTS = ("f32", "bf16", "f16")
+
+
+def inference_precision_hint(fmt: Optional[str], precision: Optional[str]) -> Optional[str]:
+    """The ``INFERENCE_PRECISION_HINT`` an exported file is compiled with: OpenVINO's name of its precision
+    (``f32`` for fp32 and int8 files, whose graph carries the quantisation; ``bf16``; ``f16``), None for an
+    ONNX file (ONNX Runtime takes no such hint) or an unknown precision."""
+    from ..target import Precision
+
+    if fmt != "openvino" or precision is None:
+        return None
+    try:
+        return Precision.OPENVINO_HINT[Precision.parse(precision)]
+    except Exception:  # a precision this fgvc-kit does not know: no hint to give
+        return None
+
+
+def hint_lines(doc: Dict[str, Any]) -> List[str]:
+    """One line per OpenVINO file of the export ``doc`` describes at its top level: the hint it is compiled with
+    (``model.xml: compile with INFERENCE_PRECISION_HINT=f32``)."""
+    out = []
+    for fmt, f in (doc.get("files") or {}).items():
+        if not isinstance(f, dict) or not isinstance(f.get("path"), str):
+            continue
+        exp = (doc.get("exports") or {}).get(fmt) or {}
+        hint = exp.get("inference_precision_hint") or inference_precision_hint(fmt, exp.get("precision",
+                                                                                             doc.get("precision")))
+        if hint:
+            out.append(f"{f['path']}: compile with INFERENCE_PRECISION_HINT={hint}")
+    return out
 
 
 def validate_export(doc: Dict[str, Any], where: str) -> None:
@@ -62,6 +98,8 @@ def validate_export(doc: Dict[str, Any], where: str) -> None:
         f.flag(rec.get("verified"), f"{field}.verified")
         f.number(rec.get("top1"), f"{field}.top1", low=0, high=100)
         f.text(rec.get("path"), f"{field}.path")
+        f.choice(rec.get("inference_precision_hint"), f"{field}.inference_precision_hint", HINTS,
+                 what="an OpenVINO INFERENCE_PRECISION_HINT")
         if (rs == "verified" or rec.get("verified")) and status not in (None, "verified") and \
                 rec.get("created") is not None and rec.get("created") == doc.get("created"):
             f.fail(f"{field}.status", rs, f"the status of the export that wrote it ({status!r}, created "
@@ -115,6 +153,18 @@ class ExportResult:
     def precisions(self) -> Dict[str, str]:
         """Each format's precision."""
         return {fmt: e.get("precision", self.precision) for fmt, e in (self.doc.get("exports") or {}).items()}
+
+    @property
+    def inference_precision_hints(self) -> Dict[str, str]:
+        """The ``INFERENCE_PRECISION_HINT`` each OpenVINO file is compiled with (``{"openvino": "bf16"}``; ONNX
+        files take none)."""
+        out = {}
+        for fmt, e in (self.doc.get("exports") or {}).items():
+            hint = (e or {}).get("inference_precision_hint") or inference_precision_hint(
+                fmt, (e or {}).get("precision", self.precision))
+            if hint:
+                out[fmt] = hint
+        return out
 
     @property
     def schedule(self) -> List[int]:
@@ -188,6 +238,9 @@ class ExportRecord:
     top1: Optional[float] = None
     top1_pytorch: Optional[float] = None
     created: Optional[str] = None
+    #: the OpenVINO ``INFERENCE_PRECISION_HINT`` the file is compiled with (None: an ONNX file); a record that
+    #: does not say gets it from its format and precision (:func:`inference_precision_hint`)
+    inference_precision_hint: Optional[str] = None
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ExportRecord":
@@ -201,7 +254,9 @@ class ExportRecord:
                    reducers=tuple(reducers) if isinstance(reducers, (list, tuple)) else None,
                    model_weights_sha256=d.get("model_weights_sha256"), checkpoint_sha256=d.get("checkpoint_sha256"),
                    verified=d.get("verified") is True, status=d.get("status"), reason=d.get("reason"),
-                   top1=d.get("top1"), top1_pytorch=d.get("top1_pytorch"), created=d.get("created"))
+                   top1=d.get("top1"), top1_pytorch=d.get("top1_pytorch"), created=d.get("created"),
+                   inference_precision_hint=d.get("inference_precision_hint")
+                   or inference_precision_hint(d.get("format"), d.get("precision")))
 
 
 def records_of(doc: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -231,9 +286,11 @@ def export_records(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
         r = results.get(fmt) if isinstance(results.get(fmt), dict) else {}
         exp = (doc.get("exports") or {}).get(fmt) or {}
         verified = bool(r.get("passed")) and status == "verified" and doc.get("verified") is not False
+        precision = exp.get("precision", doc.get("precision"))
         out.append({"path": f["path"], "sha256": f.get("sha256"), "weights": f.get("weights"),
-                    "weights_sha256": f.get("weights_sha256"), "format": fmt,
-                    "precision": exp.get("precision", doc.get("precision")),
+                    "weights_sha256": f.get("weights_sha256"), "format": fmt, "precision": precision,
+                    "inference_precision_hint": exp.get("inference_precision_hint")
+                    or inference_precision_hint(fmt, precision),
                     "schedule": sched.get("counts"), "reducers": sched.get("reducers"),
                     "model_weights_sha256": (doc.get("model") or {}).get("weights_sha256"),
                     "checkpoint_sha256": (doc.get("checkpoint") or {}).get("sha256"),
