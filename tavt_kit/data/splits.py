@@ -3,10 +3,13 @@
 The split depends only on the labels (in the order the dataset lists its
 samples), the fraction and the seed: the same dataset gives the same held-out
 images on every machine and in every command (train, distill, search).
+
+:func:`small_split_warning` is the one line every command says when a split it chooses or checks a model on
+is too small to tell accuracies apart (fewer than :data:`SMALL_SPLIT_IMAGES` images).
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -66,3 +69,50 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int = 0) -> T
     mask = np.ones(n, dtype=bool)
     mask[held_out] = False
     return np.flatnonzero(mask), held_out
+
+
+# ------------------------------------------------------------------ how many images a split can tell apart
+#: below this many images an accuracy measured on a split is too coarse to choose or check a model by: a warning
+SMALL_SPLIT_IMAGES = 200
+#: the size the warning advises (about ±2.6 points at 90 % accuracy)
+ADVISED_SPLIT_IMAGES = 500
+
+
+def accuracy_half_width(images: int, accuracy: float = 0.9) -> float:
+    """The half-width, in points, of the 95 % binomial interval of an accuracy near ``accuracy`` measured on
+    ``images`` images (normal approximation): differences of accuracy below it cannot be told apart there."""
+    import math
+
+    from ..stats import Z95
+
+    if images <= 0:
+        return 100.0
+    return 100.0 * Z95 * math.sqrt(accuracy * (1.0 - accuracy) / images)
+
+
+def small_split_warning(images: int, what: str = "held-out split", advice: str = "--holdout",
+                        minimum: int = SMALL_SPLIT_IMAGES) -> Optional[str]:
+    """One line saying that ``what`` is too small to tell accuracies apart (None from ``minimum`` images up).
+
+    ``advice`` names how to get more images (an option: ``--holdout``); the line reads e.g. ``held-out split
+    has 3 images: accuracy differences below ±34 points cannot be told apart (95 % interval at 90 % accuracy);
+    use at least 500 images (--holdout)``.
+    """
+    images = int(images)
+    if images >= minimum:
+        return None
+    hw = accuracy_half_width(images)
+    width = f"{hw:.0f}" if hw >= 10 else f"{hw:.1f}"
+    return (f"{what} has {images} image{'' if images == 1 else 's'}: accuracy differences below ±{width} points "
+            f"cannot be told apart (95 % interval at 90 % accuracy); use at least {ADVISED_SPLIT_IMAGES} images "
+            f"({advice})")
+
+
+def holdout_advice(spec=None) -> str:
+    """How a user gets a larger held-out split of ``spec`` (a :class:`~tavt_kit.data.DataSpec`; None: unknown):
+    ``--holdout FRACTION``, or for a dataset that brings its own held-out split ``--dataset-option holdout=N``."""
+    try:
+        own = spec is not None and bool(getattr(spec.info, "own_holdout", False))
+    except Exception:  # no DataSpec, or a dataset fgvc-kit does not know: the common case
+        own = False
+    return "--dataset-option holdout=N" if own else "--holdout FRACTION"

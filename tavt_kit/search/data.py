@@ -2,7 +2,9 @@
 
 :func:`search_data` turns what a caller has — a :class:`~tavt_kit.data.DataSpec`, a dataset name, a pair of
 datasets or of :class:`EvalSet` — into :class:`SearchData`. Images stay uint8 as decoded; the search applies
-the model's normalisation itself (:class:`~tavt_kit.data.Normalize`), so a caller never has to.
+the model's normalisation itself (:class:`~tavt_kit.data.Normalize`), so a caller never has to. A held-out
+split of fewer than 200 images (:data:`~tavt_kit.data.splits.SMALL_SPLIT_IMAGES`) is said in one ``warning:``
+line of the log (:func:`holdout_warning`): accuracies measured on it are too coarse to choose candidates by.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
+from ..data.splits import SMALL_SPLIT_IMAGES, holdout_advice, small_split_warning
 from ..errors import ConfigError
 
 
@@ -59,8 +62,12 @@ def all_reduce(values: List, dtype=torch.long) -> List:
     return t.tolist()
 
 
-def take_subset(holdout: EvalSet, subset: Optional[int], seed: int) -> EvalSet:
-    """``subset`` images of ``holdout`` (seeded, in their order); all of them when ``subset`` is None or larger."""
+def take_subset(holdout: EvalSet, subset: Optional[int], seed: int,
+                log: Optional[Callable[[str], None]] = None) -> EvalSet:
+    """``subset`` images of ``holdout`` (seeded, in their order); all of them when ``subset`` is None or larger.
+
+    ``log``: where to say (one ``warning:`` line) that the subset is too small to tell candidates apart, when
+    it cuts a held-out split large enough on its own (:func:`search_data` has said so of a small one)."""
     if subset is None:
         return holdout
     if subset < 1:
@@ -69,7 +76,23 @@ def take_subset(holdout: EvalSet, subset: Optional[int], seed: int) -> EvalSet:
         return holdout
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(holdout.labels), generator=g)[:subset].sort().values
+    if log is not None and len(holdout.labels) >= SMALL_SPLIT_IMAGES and _dist()[0] == 0:
+        line = small_split_warning(len(idx), "held-out subset searched on",
+                                   f"a larger --subset, or none: all {len(holdout.labels)} held-out images")
+        if line:
+            log(f"warning: {line}")
     return EvalSet(holdout.images[idx], holdout.labels[idx], holdout.name)
+
+
+def holdout_warning(data: "SearchData") -> Optional[str]:
+    """The line saying that the held-out split candidates are chosen on is too small to tell them apart
+    (fewer than :data:`~tavt_kit.data.splits.SMALL_SPLIT_IMAGES` images; None otherwise, or when it is empty:
+    the search refuses that)."""
+    n = len(data.holdout.labels)
+    if n == 0:
+        return None
+    advice = holdout_advice(data.spec) if data.spec is not None else "more held-out images"
+    return small_split_warning(n, "held-out split", advice)
 
 
 def _evalset(ds, name: str, cache_dir: Optional[str]) -> EvalSet:
@@ -89,10 +112,11 @@ def search_data(model, data, *, cache_dir: Optional[str] = None, log: Callable[[
     from ..data import DataSpec, build_dataset
 
     if isinstance(data, SearchData):
-        return data
+        return _said(data, log)
     if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], torch.Tensor):
         hold, test = data
-        return SearchData(_evalset(hold, "holdout", None), None if test is None else _evalset(test, "test", None))
+        return _said(SearchData(_evalset(hold, "holdout", None),
+                                None if test is None else _evalset(test, "test", None)), log)
     spec = data
     if data is None or isinstance(data, str):
         recorded = ((getattr(model, "spec", None) or {}).get("data")) or {}
@@ -115,5 +139,13 @@ def search_data(model, data, *, cache_dir: Optional[str] = None, log: Callable[[
         log(f"int8 calibration: {n} training images")
         return calibration_images(model, spec, split="train", n=n, seed=seed)
 
-    return SearchData(_evalset(hold_ds, "holdout", cache_dir), _evalset(test_ds, "test", cache_dir), spec,
-                      calibration)
+    return _said(SearchData(_evalset(hold_ds, "holdout", cache_dir), _evalset(test_ds, "test", cache_dir), spec,
+                            calibration), log)
+
+
+def _said(data: SearchData, log: Callable[[str], None]) -> SearchData:
+    """``data``, once a held-out split too small to choose by has been said (one ``warning:`` line, rank 0)."""
+    line = holdout_warning(data)
+    if line and _dist()[0] == 0:
+        log(f"warning: {line}")
+    return data
