@@ -79,3 +79,89 @@ def test_a_search_on_a_tiny_held_out_split_says_so_in_one_line(tmp_path):
     said = [s for s in warnings_in(lines) if "held-out" in s]
     assert len(said) == 1 and said[0].startswith("warning: held-out split has 40 images: accuracy differences "
                                                  "below ±9.3 points cannot be told apart"), lines
+
+
+# ------------------------------------------------------------------ export
+onnx_needed = pytest.mark.skipif(not all(__import__("importlib").util.find_spec(m) for m in ("onnx", "onnxruntime")),
+                                 reason="needs onnx and onnxruntime")
+
+
+def _tiny10():
+    torch.manual_seed(0)
+    model = tavt_kit.create_model("fgvc_tiny", depth=2, num_classes=10).eval()
+    model.spec["data"] = {"name": "demo"}
+    return model
+
+
+@onnx_needed
+def test_a_lower_precision_verified_on_few_images_says_so_and_fp32_does_not(tmp_path):
+    from tavt_kit.export import ExportOptions, VerifyOptions, export_model, load_verify_data
+    from tavt_kit.target import DeploymentTarget
+
+    model = _tiny10()
+    data = load_verify_data(model, "demo", max_images=16)
+    verify = VerifyOptions(data=(data.images, data.labels), max_accuracy_drop=100)
+    fast = ExportOptions(exporter="torchscript")
+    lines = []
+    res = export_model(model, tmp_path / "fp16", [32, 16], ("onnx",), target=DeploymentTarget(precision="fp16"),
+                       verify=verify, options=fast, log=lines.append)
+    (w,) = [s for s in warnings_in(lines) if "verification" in s]
+    assert w.startswith("warning: fp16 verification set has 16 images: accuracy differences below ±15 points")
+    assert res.doc["verification"]["warning"] == w[len("warning: "):]
+    lines.clear()
+    res = export_model(model, tmp_path / "fp32", [32, 16], ("onnx",), verify=verify, options=fast, log=lines.append)
+    assert not [s for s in warnings_in(lines) if "images" in s] and "warning" not in res.doc["verification"]
+
+
+def test_int8_accuracy_control_on_few_held_out_images_is_recorded_with_the_way_to_more():
+    from tavt_kit.export import QuantizeOptions, prepare_export
+
+    model = _tiny10()
+    prep = prepare_export(model, [32, 16], ("onnx",), quantize=QuantizeOptions(accuracy_control_images=8))
+    validation, reason = prep.held_out()
+    assert reason is None and validation["info"]["images"] == 8
+    w = validation["info"]["warning"]
+    assert w.startswith("int8 accuracy control's held-out split has 8 images: accuracy differences below ±21 points")
+    assert w.endswith(f"(a larger --accuracy-control-images, or none: all {validation['info']['available']} "
+                      "held-out images)")
+    # all of the demo's held-out images: the way to more is a larger held-out split
+    validation, _ = prepare_export(model, [32, 16], ("onnx",)).held_out()
+    n = validation["info"]["images"]
+    assert ("warning" in validation["info"]) == (n < SMALL_SPLIT_IMAGES)
+    if n < SMALL_SPLIT_IMAGES:
+        assert validation["info"]["warning"].endswith("(a larger held-out split, set when training: --holdout "
+                                                      "FRACTION)")
+
+
+@onnx_needed
+@pytest.mark.nncf
+def test_int8_export_says_its_small_held_out_and_verification_sets_once_each(tmp_path):
+    pytest.importorskip("nncf")
+    import numpy as np
+
+    from tavt_kit.export import ExportOptions, QuantizeOptions, VerifyOptions, export_model
+    from tavt_kit.export.quantize import quantize_onnx
+    from tavt_kit.target import DeploymentTarget
+
+    model = _tiny10()
+    lines = []
+    res = export_model(model, tmp_path / "int8", [32, 16], ("onnx",), target=DeploymentTarget(precision="int8"),
+                       verify=VerifyOptions(images=16, max_accuracy_drop=100),
+                       quantize=QuantizeOptions(calibration_images=8, accuracy_control_images=8),
+                       options=ExportOptions(exporter="torchscript"), log=lines.append)
+    said = [s for s in warnings_in(lines) if " images: " in s]
+    assert [s.split(" has ")[0] for s in said] == ["warning: int8 accuracy control's held-out split",
+                                                   "warning: int8 verification set"], lines
+    q = res.doc["exports"]["onnx"]["quantization"]
+    assert q["mode"] == "accuracy_control" and q["validation"]["warning"] == said[0][len("warning: "):]
+    # the quantiser called directly on 3 held-out images warns (a UserWarning) and records it
+    x = np.random.default_rng(0).standard_normal((8, 3, 64, 64)).astype(np.float32)
+    with pytest.warns(UserWarning, match="held-out split has 3 images"):
+        r = quantize_onnx(_fp32_onnx(model, tmp_path), tmp_path / "direct.onnx", x, validation=(x[:3], [0, 1, 2]))
+    assert r.validation["warning"].startswith("int8 accuracy control's held-out split has 3 images")
+
+
+def _fp32_onnx(model, tmp_path):
+    from tavt_kit.export import export_onnx
+
+    return export_onnx(model, tmp_path / "fp32.onnx", [32, 16], exporter="torchscript").path

@@ -89,8 +89,10 @@ def export_model(
             accuracy control on the held-out split.
         options: :class:`~tavt_kit.export.ExportOptions`: exporter, opset, the checkpoint and schedule source
             recorded, whether a failed verification raises.
-        log: progress lines (``print`` for the command line): among them one line per OpenVINO file saying
-            the hint it is compiled with (``model.xml: compile with INFERENCE_PRECISION_HINT=f32``).
+        log: progress lines (``print`` for the command line): among them one ``warning:`` line when int8
+            accuracy control or the verification of a lower precision runs on fewer than 200 images
+            (:func:`~tavt_kit.data.splits.small_split_warning`), and one line per OpenVINO file saying the
+            hint it is compiled with (``model.xml: compile with INFERENCE_PRECISION_HINT=f32``).
     Returns:
         :class:`ExportResult` (``doc`` = ``export.json``; ``verification[fmt]`` the typed check of each file).
     Raises:
@@ -135,6 +137,8 @@ def run_export(prep: PreparedExport, out_dir, precision: str, *, raise_on_failur
             job.validation, job.ptq_reason = prep.held_out()
             if job.validation is None and prep.quantize.accuracy_control:
                 job.log(f"int8: {job.ptq_reason}")
+            elif job.validation is not None and job.validation["info"].get("warning"):
+                job.log(f"warning: {job.validation['info']['warning']}")
         for fmt in prep.formats:
             _format_step(job, fmt, onnx_fp32, onnx_info, calib)
         failures = _verify_step(job) if prep.verify.enabled else _skip_verification(job)
@@ -379,6 +383,10 @@ def _verify_step(job: _Job) -> List[str]:
             f"{data.info.get('split', '')})")
     ref = prep.reference_logits()  # one PyTorch pass serves as the reference of every format (and precision)
     doc["verification"] = {"data": data.info, "split": v_opts.split, **v_opts.bounds, "results": {}}
+    small = _small_verification(job, data)
+    if small:
+        doc["verification"]["warning"] = small
+        job.log(f"warning: {small}")
     for fmt in job.formats:
         try:
             v = verify_export(job.model, job.path(fmt), data, schedule=job.sched, precision=job.precision,
@@ -397,6 +405,21 @@ def _verify_step(job: _Job) -> List[str]:
     else:
         doc.update(verified=True, status="verified", reason=None)
     return failures
+
+
+def _small_verification(job: _Job, data) -> Optional[str]:
+    """The line saying that a lower precision's accuracy is checked on too few images to tell a drop of
+    ``max_accuracy_drop`` points (None at fp32, whose file computes what PyTorch does, or from 200 images)."""
+    if job.precision == Precision.FP32:
+        return None
+    from ..data.splits import small_split_warning
+
+    v, available = job.prep.verify, data.info.get("available")
+    if v.images is not None and isinstance(available, int) and available > len(data):
+        advice = f"a larger --verify-images, or none: all {available} {v.split} images"
+    else:
+        advice = f"a dataset with more {v.split} images, or another --verify-split"
+    return small_split_warning(len(data), f"{job.precision} verification set", advice)
 
 
 def _skip_verification(job: _Job) -> List[str]:

@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 from torch import nn
 
+from ..data.splits import holdout_advice, small_split_warning
 from ..errors import ConfigError, DatasetError, TavtKitError
 from ..schedules import schedule_from_drop_file
 from ..target import DeploymentTarget, Precision
@@ -126,8 +127,33 @@ class PreparedExport:
         if q.calibration_split in ("holdout", "trainval"):
             info["note"] = (f"the calibration images (--calibration-split {q.calibration_split}) may include "
                             "these held-out images")
+        small = small_split_warning(info["images"], "int8 accuracy control's held-out split",
+                                    self._held_out_advice(info))
+        if small:  # said in the log and recorded with the quantisation (exports.<format>.quantization.validation)
+            info["warning"] = small
         return {"images": x, "labels": y, "info": info,
                 "max_accuracy_drop": float(self.verify.max_accuracy_drop)}, None
+
+    def _held_out_advice(self, info: Dict[str, Any]) -> str:
+        """How to give accuracy control more held-out images: all of them, or a larger held-out split (chosen
+        when the model is trained: export has no option for it)."""
+        available = info.get("available")
+        if self.quantize.accuracy_control_images is not None and isinstance(available, int) \
+                and available > info["images"]:
+            return f"a larger --accuracy-control-images, or none: all {available} held-out images"
+        from ..data import DataSpec
+
+        data = None if self._given_tensors() else self.verify.data
+        try:
+            if data is None:
+                recorded = (getattr(self.model, "spec", None) or {}).get("data")
+                data = DataSpec.from_dict(recorded) if isinstance(recorded, dict) else None
+            elif isinstance(data, str):
+                data = DataSpec(name=data, root=self.verify.root)
+        except TavtKitError:  # the images were loaded from it: only the advice would be less precise
+            data = None
+        # export takes the held-out split the data was given when training (train/distill's options)
+        return f"a larger held-out split, set when training: {holdout_advice(getattr(data, 'spec', data))}"
 
     def close(self) -> None:
         """Remove the shared ONNX graph (if any) and forget the cached images."""

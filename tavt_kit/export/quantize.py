@@ -25,7 +25,11 @@ those images are reverted to float, one at a time, until the drop is within
 ``max_accuracy_drop`` points (absolute). The result records the f32, plain-PTQ
 and final int8 top-1 on the held-out images and the operations kept in higher
 precision (:func:`reverted_operations`: the ops whose quantizers the accuracy
-control removed, by comparing the plain-PTQ graph with the final one).
+control removed, by comparing the plain-PTQ graph with the final one). On fewer
+than 200 held-out images the top-1 NNCF compares is too coarse to keep a drop
+of half a point: the result's ``validation`` records a ``warning`` saying so
+(and a direct call warns, :class:`UserWarning`; ``export_model`` says it in its
+log instead).
 """
 from __future__ import annotations
 
@@ -201,6 +205,23 @@ def _quantize(nncf, model, items, preset: str, fast_bias_correction: bool, trans
                          ignored_scope=_ignored_scope(nncf, ignored))
 
 
+def _validation_warning(images: int) -> Optional[str]:
+    """The line saying that accuracy control's held-out set is too small to tell its drops apart (or None)."""
+    from ..data.splits import small_split_warning
+
+    return small_split_warning(images, "int8 accuracy control's held-out split", "more held-out images")
+
+
+def _warn_small_validation(val, validation_info: Optional[Dict[str, Any]]) -> None:
+    """A direct call on too few held-out images warns (:class:`UserWarning`); a caller that says how the images
+    were chosen (``validation_info``, as ``export_model`` does) says it itself."""
+    if val is None or validation_info is not None:
+        return
+    line = _validation_warning(int(val[0].shape[0]))
+    if line:
+        warnings.warn(line, UserWarning, stacklevel=3)
+
+
 def _check_validation(validation, max_accuracy_drop: float) -> Tuple[np.ndarray, np.ndarray]:
     try:
         images, labels = validation
@@ -372,6 +393,9 @@ def _controlled_fields(original, ptq, q, x, y, max_drop, validation_info) -> Dic
     f32, p, i8 = _top1(original, x, y), _top1(ptq, x, y), _top1(q, x, y)
     info = dict(validation_info or {})
     info.setdefault("images", int(x.shape[0]))
+    small = None if "warning" in info else _validation_warning(int(x.shape[0]))
+    if small:
+        info["warning"] = small
     return dict(mode="accuracy_control", validation=info, max_accuracy_drop=float(max_drop), f32_accuracy=f32,
                 ptq_accuracy=p, int8_accuracy=i8, accuracy_drop=f32 - i8, drop_met=bool(f32 - i8 <= max_drop + 1e-9),
                 kept_in_higher_precision=reverted_operations(ptq, q),
@@ -401,6 +425,7 @@ def quantize_onnx(onnx_path, out_path, calibration, *, preset: str = "performanc
         raise ConfigError(f"unknown quantisation preset {preset!r}; expected one of {', '.join(PRESETS)}")
     arr = _check_calibration(calibration)
     val = None if validation is None else _check_validation(validation, max_accuracy_drop)
+    _warn_small_validation(val, validation_info)
     onnx_path, out_path = os.fspath(onnx_path), os.fspath(out_path)
     start = time.perf_counter()
     model = onnx.load(onnx_path)
@@ -457,6 +482,7 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
         raise ConfigError(f"unknown quantisation preset {preset!r}; expected one of {', '.join(PRESETS)}")
     arr = _check_calibration(calibration)
     val = None if validation is None else _check_validation(validation, max_accuracy_drop)
+    _warn_small_validation(val, validation_info)
     source, out_xml = os.fspath(source), os.fspath(out_xml)
     if not out_xml.endswith(".xml"):
         raise ConfigError(f"{out_xml}: the OpenVINO IR path must end in .xml")
