@@ -36,7 +36,7 @@ from ..export.options import ExportOptions, QuantizeOptions, VerifyOptions
 from ..export.pipeline import run_export
 from ..export.prepare import OnnxReuse, PreparedExport, check_options, prepare_export, resolve_target
 from ..export.publish import choose_base, clean_stage, publish, read_record
-from ..export.record import EXPORT_FILE, EXPORT_FORMAT, EXPORT_VERSION, ExportResult
+from ..export.record import EXPORT_FILE, EXPORT_FORMAT, EXPORT_VERSION, ExportResult, hint_lines
 from ..target import DeploymentTarget, Precision
 from .measure import measure_files
 from .identity import model_identity
@@ -306,6 +306,8 @@ def _publish(out_dir, parent, formats, docs, chosen, summary, seconds) -> Export
         doc["auto"] = summary
         doc["seconds"] = round(seconds, 3)
         doc = publish(stage, out_dir, doc)
+        for line in hint_lines(doc):  # once, for the files kept (each attempt said its own)
+            log(line)
     finally:
         clean_stage(stage)
     return ExportResult(out_dir=out_dir, json_path=os.path.join(out_dir, EXPORT_FILE), doc=doc)

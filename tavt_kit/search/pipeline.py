@@ -215,7 +215,7 @@ class SearchPipeline:
         self.rank, self.world = _dist()
         self.log = log if self.rank == 0 else (lambda s: None)
         self.data = data
-        self.holdout = take_subset(data.holdout, subset, settings.seed)
+        self.holdout = take_subset(data.holdout, subset, settings.seed, log=self.log)
         self.test = data.test
         self.n_holdout = len(self.holdout.labels)
         self.n_test = int(len(self.test.labels)) if self.test is not None else 0
