@@ -122,7 +122,7 @@ NUMERIC_FLAGS: Dict[str, tuple] = {
     "--full-kd-weight": ("nonneg", "weight"),
 }
 #: options a command checks itself, with wording its users (and tests) rely on: ``(command, option)``
-_CHECKED_BY_COMMAND = {("search", "--subset"), ("bench", "--batch-size")}
+_CHECKED_BY_COMMAND = {("search", "--subset")}
 
 
 def _number_ok(value, kind: str) -> bool:
@@ -144,6 +144,8 @@ def check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             continue
         for a in acts:
             flag = _long(a)
+            if a.type is device and not _DEVICE.fullmatch(str(value)):
+                raise ConfigError(f"--device {value}: expected {DEVICE_FORM}")
             if flag not in NUMERIC_FLAGS or (cmd, flag) in _CHECKED_BY_COMMAND:
                 continue
             kind, what = NUMERIC_FLAGS[flag]
@@ -168,6 +170,7 @@ PARAM_FLAGS = {
     "latency_batch_size": "--latency-batch-size",
     "table": "--latency-table",
     "validate_range": "--random-range",
+    "macs_target": "--macs-budget",  # prune_model(macs_target=)
     "budget_s": "--time-budget",  # TimingPolicy(budget_s=)  # profile_latency(validate_range=)  # search_schedules(table=), latency_objectives(table=)
 }
 
@@ -249,16 +252,20 @@ def warn(text: str) -> None:
 
 
 class _Deprecated(argparse.Action):
-    """An old spelling that still works: stores into the new option's destination and says so once."""
+    """An old spelling that still works: stores into the new option's destination and says so once (with the
+    value in the new option's terms when ``convert`` changes it: ``--ratio 0.3`` -> ``--channel-keep-ratio 0.7``)."""
 
     def __init__(self, option_strings, dest, new: str = "", convert=None, **kw):
         self.new, self.convert = new, convert
         super().__init__(option_strings, dest, **kw)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        warn(f"{option_string} is deprecated; use {self.new}")
         if self.convert is not None:
             values = self.convert(values)
+            warn(f"{option_string} is deprecated; use {self.new} {values:g}" if isinstance(values, float)
+                 else f"{option_string} is deprecated; use {self.new} {values}")
+        else:
+            warn(f"{option_string} is deprecated; use {self.new}")
         if self.nargs not in ("+", "*"):
             note_given(parser, namespace, self, values, option_string)
         setattr(namespace, self.dest, values)
@@ -280,6 +287,86 @@ def positional_deprecated(args, name: str, flag: str, default=None):
 def add_deprecated(parser, old: str, new: str, dest: str, **kw) -> None:
     """Keep ``old`` working as ``new`` (hidden from the help; a deprecation line when used)."""
     parser.add_argument(old, dest=dest, action=_Deprecated, new=new, help=argparse.SUPPRESS, **kw)
+
+
+class _Refused(argparse.Action):
+    """A spelling of another command's concept: refused with one line saying this command's own option."""
+
+    def __init__(self, option_strings, dest, suggest=None, **kw):
+        self.suggest = suggest
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(self.suggest(option_string, values))
+
+
+def add_refused(parser, old: str, suggest) -> None:
+    """``old`` is not an option of this command but of another concept; ``suggest(option, value)`` is the error
+    line naming the option to use (hidden from the help)."""
+    parser.add_argument(old, dest=argparse.SUPPRESS, action=_Refused, suggest=suggest, help=argparse.SUPPRESS)
+
+
+def budget_suggestion(option: str, value: str) -> str:
+    """What ``search --budget VALUE`` means in search's options (search gives budgets by kind)."""
+    text = str(value).strip()
+    if re.fullmatch(r"[0-9]*\.?[0-9]+(?:e[+-]?\d+)?\s*(?:s|ms|us)", text, re.I):
+        use = f"--latency-budget {text}"
+    elif re.fullmatch(r"[0-9]*\.?[0-9]+(?:e[+-]?\d+)?\s*[kmgt]?\s*macs?|[0-9]*\.?[0-9]+(?:e[+-]?\d+)?\s*[kmgt]",
+                      text, re.I):
+        use = f"--macs-budget {text}"
+    else:
+        use = "--macs-budget (MACs, e.g. 20G) or --latency-budget (a time, e.g. 15ms)"
+    return (f"{option} {text}: search takes budgets by kind; use {use} (export's and report's --budget picks a "
+            "budget of a finished search)")
+
+
+# ------------------------------------------------------------ shared options
+#: the one default of each timing option, in every command that times (bench measure, bench profile, report):
+#: the library's :class:`tavt_kit.bench.TimingPolicy` defaults (kept equal by tests/test_vocabulary.py)
+TIMING_DEFAULTS: Dict[str, Any] = {"warmup": 3, "min_repeats": 7, "max_repeats": 1000, "time_budget": 3.0,
+                                   "rel_ci": 0.01}
+_TIMING_HELP = {
+    "warmup": ("N", int, "untimed runs per measurement"),
+    "min_repeats": ("N", int, "timed runs at least"),
+    "max_repeats": ("N", int, "timed runs at most"),
+    "time_budget": ("SECONDS", float, "seconds of timing per measurement, at most"),
+    "rel_ci": ("FRACTION", float, "stop once the median's 95%% confidence interval is within this fraction"),
+}
+
+
+def add_timing_arguments(group, names=tuple(_TIMING_HELP)) -> None:
+    """The timing options ``names`` (dests of :data:`TIMING_DEFAULTS`), with the one default each."""
+    for name in names:
+        metavar, kind, text = _TIMING_HELP[name]
+        group.add_argument("--" + name.replace("_", "-"), type=kind, metavar=metavar, default=TIMING_DEFAULTS[name],
+                           help=f"{text} (default {TIMING_DEFAULTS[name]:g})")
+
+
+#: how every ``--device`` says what it takes
+DEVICE_FORM = "cpu, cuda or cuda:N"
+_DEVICE = re.compile(r"cpu|cuda(?::\d+)?|auto")
+
+
+def device(text: str) -> str:
+    """``--device``'s value, normalised (``CUDA:0`` -> ``cuda:0``); checked by :func:`check_values`."""
+    return str(text).strip().lower()
+
+
+def add_device(group, default: str, what: str = "where to run") -> None:
+    """``--device DEVICE`` in the one form of every command; ``default`` says what it is when not given."""
+    group.add_argument("--device", type=device, metavar="DEVICE", help=f"{what}: {DEVICE_FORM} (default: {default})")
+
+
+def precision(text: str) -> str:
+    """``--precision``'s value under its one name; an older spelling (``f32``, ``float16``) works with a
+    deprecation line. Other values pass on to the command, which says what it takes."""
+    from ..target import Precision
+
+    value = str(text).strip().lower()
+    if value in Precision.ALIASES:
+        warn(f"--precision {value} is deprecated; use --precision {Precision.ALIASES[value]}")
+        value = Precision.ALIASES[value]
+    return value
 
 
 # ---------------------------------------------------------------- schedules
