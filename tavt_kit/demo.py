@@ -170,14 +170,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"built-in dataset (default: {DEFAULT_DATASET}; demo = the plain digits)")
     p.add_argument("--train-steps", type=int, metavar="N", help="fine-tuning steps (default: the demo recipe's)")
     p.add_argument("--distill-steps", type=int, metavar="N", help="distillation steps (default: the demo recipe's)")
-    p.add_argument("--generations", type=int, default=6, help="search generations (default: 6)")
-    p.add_argument("--population", type=int, default=12, help="search population (default: 12)")
-    p.add_argument("--latency-fraction", type=float, default=0.5,
+    p.add_argument("--generations", type=int, default=6, metavar="N", help="search generations (default: 6)")
+    p.add_argument("--population", type=int, default=12, metavar="N", help="search population (default: 12)")
+    p.add_argument("--latency-fraction", type=float, default=0.5, metavar="FRACTION",
                    help="latency budget between the smallest schedule's (0) and the full model's (1) predicted "
                         "latency (default: 0.5)")
-    p.add_argument("--batch-size", type=int, default=8, help="batch size of the latency table and bench (default: 8)")
-    add_deprecated(p, "--batch", "--batch-size", "batch_size", type=int)
-    p.add_argument("--format", default="onnx,openvino", help="export formats (default: onnx,openvino)")
+    p.add_argument("--latency-batch-size", type=int, default=8, metavar="N",
+                   help="images per timed call of the latency table and bench (default: 8)")
+    for old in ("--batch-size", "--batch"):
+        add_deprecated(p, old, "--latency-batch-size", "latency_batch_size", type=int)
+    p.add_argument("--format", default="onnx,openvino", metavar="LIST", help="export formats (default: onnx,openvino)")
     add_deprecated(p, "--formats", "--format", "format")
     p.add_argument("--quick", action="store_true", help="a few steps of everything (for tests)")
 
@@ -195,7 +197,7 @@ def run(args) -> int:
         from .errors import ConfigError
 
         raise ConfigError(f"--latency-fraction: expected a fraction in (0, 1], got {args.latency_fraction}")
-    for flag in ("train_steps", "distill_steps", "generations", "population", "batch_size"):
+    for flag in ("train_steps", "distill_steps", "generations", "population", "latency_batch_size"):
         value = getattr(args, flag, None)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             from .errors import ConfigError  # said as the demo's own option, not the stage's (--steps)
@@ -244,14 +246,15 @@ def run(args) -> int:
     supernet = os.path.join(d_dist, "best.safetensors")
 
     def profile() -> int:
-        argv = ["profile", "--checkpoint", supernet, "--out", d_bench, "--batch-size", str(args.batch_size),
+        argv = ["profile", "--checkpoint", supernet, "--out", d_bench, "--latency-batch-size",
+                str(args.latency_batch_size),
                 "--grid", "5" if quick else "9", "--time-budget", "0.05" if quick else "0.3",
                 "--min-repeats", "3" if quick else "5", "--reducers", "drop,merge", "--quiet"]
         return _command("bench")(argv)
 
     table = os.path.join(d_bench, "latency_table.json")
-    _stage("3/7 latency table on this machine", "profile", table, {"batch_size": args.batch_size, "quick": quick},
-           profile)
+    _stage("3/7 latency table on this machine", "profile", table,
+           {"batch_size": args.latency_batch_size, "quick": quick}, profile)
 
     def search() -> int:
         journal = os.path.join(d_search, "search.journal.jsonl")
@@ -305,8 +308,8 @@ def run(args) -> int:
            files=lambda: _folder_files(d_export))
 
     def bench() -> int:
-        argv = ["--checkpoint", supernet, "--out", d_bench, "--table", table, "--batch-size", str(args.batch_size),
-                "--quiet"]
+        argv = ["--checkpoint", supernet, "--out", d_bench, "--latency-table", table, "--latency-batch-size",
+                str(args.latency_batch_size), "--quiet"]
         for b in result["budgets"]:
             if b.get("schedule_file"):
                 argv += ["--drop", os.path.join(d_search, b["schedule_file"])]
@@ -315,7 +318,8 @@ def run(args) -> int:
         return _command("bench")(argv)
 
     bench_json = os.path.join(d_bench, "bench.json")
-    _stage("6/7 bench on this machine", "bench", bench_json, {"batch_size": args.batch_size, "quick": quick}, bench)
+    _stage("6/7 bench on this machine", "bench", bench_json, {"batch_size": args.latency_batch_size, "quick": quick},
+           bench)
 
     from .lock import folder_lock
     from .report.budget import build_report

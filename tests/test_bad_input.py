@@ -112,7 +112,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_file(tmp_path, capsys, m
                  "0.02", "--threads", "1", "--no-calibrate", "--no-plot", "--quiet", "--out",
                  str(tmp_path / "t")]) == 0
     out = tmp_path / "p"
-    assert main(["bench", "predict", table, "--keep-ratio", "0.9", "--out", str(out), "--quiet"]) == 0
+    assert main(["bench", "predict", "--latency-table", table, "--keep-ratio", "0.9", "--out", str(out),
+                 "--quiet"]) == 0
     before = hashlib.sha256((out / "predictions.json").read_bytes()).hexdigest()
     capsys.readouterr()
 
@@ -120,7 +121,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_file(tmp_path, capsys, m
         raise OSError(28, "No space left on device", dst)
 
     monkeypatch.setattr(os, "replace", full)
-    assert main(["bench", "predict", table, "--keep-ratio", "0.5", "--out", str(out), "--quiet"]) == 2
+    assert main(["bench", "predict", "--latency-table", table, "--keep-ratio", "0.5", "--out", str(out),
+                 "--quiet"]) == 2
     err = one_line(capsys)
     assert "predictions.json: cannot write it, no space left on the device" in err and "previous version is unchanged" in err
     assert hashlib.sha256((out / "predictions.json").read_bytes()).hexdigest() == before

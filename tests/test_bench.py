@@ -328,10 +328,10 @@ def test_cli_bench_profile_predict(tmp_path, capsys):
 @pytest.mark.parametrize("argv, expected", [
     (["bench", "--backend", "onnxruntime", "--device", "cuda"], "CUDA"),
     (["bench", "--device", "tpu"], "--device tpu: expected cpu, cuda or cuda:N"),
-    (["bench", "--batch-size", "1", "0"], "--batch-size 0: expected a positive number of images"),
+    (["bench", "--latency-batch-size", "1", "0"], "--latency-batch-size 0: expected a positive batch size"),
     (["bench", "a", "b"], "expected one model or exported file"),
-    (["bench", "profile", "--batch-size", "1", "2"], "one batch size"),
-    (["bench", "predict", "missing_table.json"], "cannot read latency table"),
+    (["bench", "profile", "--latency-batch-size", "1", "2"], "one batch size: give one --latency-batch-size"),
+    (["bench", "predict", "--latency-table", "missing_table.json"], "cannot read latency table"),
     (["bench", "--drop", "64,65,1,1,1,1"], "above the grid"),
 ])
 def test_cli_bad_input_is_one_line(capsys, argv, expected):

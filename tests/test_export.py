@@ -434,7 +434,7 @@ def test_lower_precision_reports_what_openvino_used(tmp_path, data, monkeypatch)
 def test_prune_cli_round_trip(tmp_path, ckpt, capsys):
     pytest.importorskip("torch_pruning")
     out = tmp_path / "pruned" / "pruned.safetensors"  # --out is a folder; the checkpoint has a fixed name
-    assert main(["prune", "--checkpoint", ckpt, "--ratio", "0.3", "--out", str(tmp_path / "pruned")]) == 0
+    assert main(["prune", "--checkpoint", ckpt, "--channel-keep-ratio", "0.7", "--out", str(tmp_path / "pruned")]) == 0
     text = capsys.readouterr().out
     assert "params" in text and "MACs (full)" in text and str(out) in text
     before, after = tavt_kit.load_checkpoint(ckpt), tavt_kit.load_checkpoint(out)
@@ -453,13 +453,13 @@ def test_prune_cli_round_trip(tmp_path, ckpt, capsys):
         build_model(num_classes=5, pretrained=str(out))
     # a MAC target (iterative; steps that remove no head prune MLP channels only); the old file spelling of --out
     out2 = tmp_path / "target.safetensors"
-    assert main(["prune", "--checkpoint", ckpt, "--macs-target", "0.012G", "--out", str(out2)]) == 0
+    assert main(["prune", "--checkpoint", ckpt, "--macs-budget", "0.012G", "--out", str(out2)]) == 0
     assert tavt_kit.count_macs(tavt_kit.load_checkpoint(out2)).total() <= 0.012e9
     assert "a checkpoint file name is deprecated; give a folder" in capsys.readouterr().err
-    assert main(["prune", "--checkpoint", ckpt, "--ratio", "0.3", "--out", str(tmp_path / "p.pt")]) == 2
+    assert main(["prune", "--checkpoint", ckpt, "--channel-keep-ratio", "0.7", "--out", str(tmp_path / "p.pt")]) == 2
     assert "expected an output folder" in _err(capsys)
-    assert main(["prune", "--checkpoint", ckpt, "--macs-target", "lots", "--out", str(tmp_path / "pruned")]) == 2
-    assert "--macs-target: expected a number" in _err(capsys)
+    assert main(["prune", "--checkpoint", ckpt, "--macs-budget", "lots", "--out", str(tmp_path / "pruned")]) == 2
+    assert "--macs-budget: expected a number" in _err(capsys)
 
 
 # ------------------------------------------------------------ nothing lost

@@ -65,7 +65,7 @@ WRITERS = {
     "bench measure": ["bench", "--checkpoint", "fgvc_tiny"],
     "bench profile": ["bench", "profile", "--checkpoint", "fgvc_tiny"],
     "bench predict": ["bench", "predict", "missing.json"],
-    "prune": ["prune", "--checkpoint", "missing.safetensors", "--ratio", "0.3"],
+    "prune": ["prune", "--checkpoint", "missing.safetensors", "--channel-keep-ratio", "0.7"],
     "demo": ["demo", "--quick"],
 }
 

@@ -184,7 +184,8 @@ def test_repeatable_options_and_the_same_value_twice_are_kept():
     args = build_parser("train").parse_args(["--seed", "3", "--seed", "3", "--dataset-option", "train=8",
                                              "--dataset-option", "test=4", "--dataset-option", "test=4"])
     assert args.seed == 3 and args.dataset_options == {"train": "8", "test": "4"}
-    args = build_parser("bench").parse_args(["measure", "--drop", "1,1", "--drop", "2,2", "--batch-size", "1", "8"])
+    args = build_parser("bench").parse_args(["measure", "--drop", "1,1", "--drop", "2,2", "--latency-batch-size", "1",
+                                             "8"])
     assert args.drop == ["1,1", "2,2"] and args.batch_size == [1, 8]
 
 
@@ -205,12 +206,12 @@ def test_numeric_options_of_the_wrong_sign_are_refused_naming_the_flag(capsys, t
 
 
 def test_prune_refuses_mac_targets_it_cannot_reach_with_the_models_macs(capsys, tmp_path, cluttered_ckpt):
-    assert main(["prune", "--checkpoint", cluttered_ckpt, "--macs-target", "1G", "--out", str(tmp_path / "p")]) == 2
-    assert "--macs-target 1G: the model has 0.04958 G MACs (full schedule); expected a target below" in \
+    assert main(["prune", "--checkpoint", cluttered_ckpt, "--macs-budget", "1G", "--out", str(tmp_path / "p")]) == 2
+    assert "--macs-budget 1G: the model has 0.04958 G MACs (full schedule); expected a target below" in \
         one_line(capsys)
-    assert main(["prune", "--checkpoint", cluttered_ckpt, "--macs-target", "1K", "--out", str(tmp_path / "p")]) == 2
+    assert main(["prune", "--checkpoint", cluttered_ckpt, "--macs-budget", "1K", "--out", str(tmp_path / "p")]) == 2
     err = one_line(capsys)
-    assert "--macs-target 1K: pruning cannot reach it" in err and "the model's 0.04958 G MACs" in err
+    assert "--macs-budget 1K: pruning cannot reach it" in err and "the model's 0.04958 G MACs" in err
 
 
 # ------------------------------------------------------------ export

@@ -133,7 +133,8 @@ def test_cli_profile_reducers_and_predict(tmp_path, capsys, tables):
     cfg = tmp_path / "mixed.json"
     MIXED.save(cfg)
     drop.save(tmp_path / "drop.json")
-    rc = main(["bench", "predict", str(tmp_path / "drop.json"), "--drop", str(cfg), "--out", str(tmp_path / "p")])
+    rc = main(["bench", "predict", "--latency-table", str(tmp_path / "drop.json"), "--drop", str(cfg), "--out",
+               str(tmp_path / "p")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "profile a table with reducers=drop,merge" in err  # predict has no flag
     both.save(tmp_path / "both.json")

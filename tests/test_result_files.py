@@ -130,7 +130,7 @@ def test_binary_files_are_refused_unread(tmp_path, model, capsys):
     assert main(["export", "--checkpoint", ckpt, "--search", evil, "--budget", "3ms",
                  "--out", str(tmp_path / "e")]) == 2
     assert "not a JSON file (binary data; expected the search.json of fgvc-kit search)" in one_line(capsys)
-    assert main(["bench", "predict", evil, "--quiet"]) == 2
+    assert main(["bench", "predict", "--latency-table", evil, "--quiet"]) == 2
     assert "not a JSON file (binary data" in one_line(capsys)
     assert not marker.exists()
 
@@ -225,7 +225,7 @@ def test_a_bad_latency_table_is_one_line_naming_the_field(tmp_path, model, capsy
     with pytest.raises(LatencyTableError, match=message) as e:
         LatencyTable.load(path)
     assert str(e.value).startswith(path)
-    assert main(["bench", "predict", path, "--quiet"]) == 2
+    assert main(["bench", "predict", "--latency-table", path, "--quiet"]) == 2
     assert path in one_line(capsys)
 
 

@@ -51,7 +51,7 @@ def build_parser(name: Optional[str] = None) -> argparse.ArgumentParser:
     p = Parser(
         prog="fgvc-kit",
         description="Deployable fine-grained vision transformers: patch drop, in-place distillation, "
-                    "token-schedule search under FLOP/latency budgets, ONNX/OpenVINO export.")
+                    "token-schedule search under MAC/latency budgets, ONNX/OpenVINO export.")
     p.add_argument("--version", action="version", version=f"fgvc-kit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for cmd, (_, text) in COMMANDS.items():

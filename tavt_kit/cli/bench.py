@@ -1,9 +1,11 @@
 """``fgvc-kit bench``: latency on the target (``measure``), latency tables (``profile``), predictions (``predict``).
 
-    fgvc-kit bench [measure] --checkpoint CKPT [--drop ...] [--keep-ratio ...] [--backend B] [--batch-size 1 8]
+    fgvc-kit bench [measure] --checkpoint CKPT [--drop ...] [--keep-ratio ...] [--backend B]
+                             [--latency-batch-size 1,8]
     fgvc-kit bench measure --exported model.onnx [--checkpoint CKPT]
-    fgvc-kit bench profile --checkpoint CKPT [--backend B] [--batch-size 1] [--validate 20] [--reducers drop,merge]
-    fgvc-kit bench predict TABLE --drop ... [--checkpoint CKPT]
+    fgvc-kit bench profile --checkpoint CKPT [--backend B] [--latency-batch-size 1] [--validate 20]
+                           [--reducers drop,merge]
+    fgvc-kit bench predict --latency-table TABLE --drop ... [--checkpoint CKPT]
 
 Thin: parses arguments and calls :mod:`tavt_kit.bench`. Without a mode it measures.
 """
@@ -12,7 +14,8 @@ from __future__ import annotations
 import argparse
 
 from ..target import BACKENDS, Precision
-from .common import Parser, add_deprecated, warn
+from .common import (Parser, add_deprecated, add_device, add_timing_arguments, positional_deprecated, precision,
+                     warn)
 
 MODES = ("measure", "profile", "predict")
 #: the precisions of ``--precision`` (:class:`~tavt_kit.target.Precision`, torch-free for parsing)
@@ -20,42 +23,50 @@ PRECISIONS = Precision.ALL
 DEFAULT_OUT = "runs/bench"
 
 
+#: the spellings of measure's batch sizes, which also take a comma-separated list (``1,8`` as ``1 8``)
+_BATCH_FLAGS = ("--latency-batch-size", "--batch-size", "--batch")
+
+
 def normalize_argv(argv):
-    """``fgvc-kit bench ...`` without a mode is ``fgvc-kit bench measure ...``."""
+    """``fgvc-kit bench ...`` without a mode is ``fgvc-kit bench measure ...``; measure's
+    ``--latency-batch-size 1,8`` is ``--latency-batch-size 1 8``."""
+    argv = list(argv)
     if not argv or argv[0] not in MODES + ("-h", "--help"):
-        return ["measure"] + list(argv)
-    return list(argv)
-
-
-def _precision(value: str) -> str:
-    old = {"f32": "fp32", "f16": "fp16"}
-    if value in old:
-        warn(f"--precision {value} is deprecated; use --precision {old[value]}")
-        value = old[value]
-    if value not in PRECISIONS:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(PRECISIONS)}, got {value!r}")
-    return value
+        argv = ["measure"] + argv
+    if argv[0] != "measure":
+        return argv
+    out, after_batch = [], False
+    for a in argv:
+        flag, eq, value = a.partition("=")
+        if flag in _BATCH_FLAGS and eq and "," in value:
+            out += [flag] + [v for v in value.split(",") if v]
+        elif after_batch and "," in a and not a.startswith("-"):
+            out += [v for v in a.split(",") if v]
+        else:
+            out.append(a)
+        after_batch = a in _BATCH_FLAGS or (after_batch and not a.startswith("-"))
+    return out
 
 
 def _model_args(p, exported: bool) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--checkpoint", metavar="FILE|NAME",
-                   help="the model: a checkpoint or a model name (default fgvc_tiny)"
+    g.add_argument("--checkpoint", metavar="FILE",
+                   help="the model: a checkpoint file or a model name (default fgvc_tiny)"
                         + ("; with --exported, the checkpoint the exported file must match" if exported else ""))
     if exported:
         g.add_argument("--exported", metavar="FILE", help="measure an exported .onnx / OpenVINO .xml file as it is "
                                                           "(its schedule is fixed at export)")
-    g.add_argument("--img-size", type=int, help="image size (position embeddings are resampled)")
+    g.add_argument("--img-size", type=int, metavar="N", help="image size (position embeddings are resampled)")
     # the old positional model / exported file
     p.add_argument("positional", nargs="*", help=argparse.SUPPRESS)
 
 
 def _schedule_args(p) -> None:
     g = p.add_argument_group("schedules")
-    g.add_argument("--drop", action="append", default=[],
+    g.add_argument("--drop", action="append", default=[], metavar="FILE|COUNTS",
                    help="schedule: drop-config JSON file (the row is named after it) or comma-separated patch-token "
                         "counts (repeatable)")
-    g.add_argument("--keep-ratio", action="append", default=[],
+    g.add_argument("--keep-ratio", action="append", default=[], metavar="RATIOS",
                    help="schedule from keep ratios: RATIO or BLOCK:RATIO,... (repeatable)")
     g.add_argument("--random", type=int, default=0, metavar="N",
                    help="add N random TAVT-style schedules (keep ratio per block in --random-range)")
@@ -68,30 +79,30 @@ def _target_args(p, many_batches: bool) -> None:
     t = p.add_argument_group("target")
     t.add_argument("--backend", choices=BACKENDS,
                    help="inference backend (default torch eager); onnxruntime/openvino export to ONNX first")
-    t.add_argument("--device", help="cpu or cuda[:N] (default cpu)")
-    t.add_argument("--batch-size", type=int, nargs="+" if many_batches else None, metavar="N",
-                   help="batch sizes (default 1)" if many_batches else "batch size of the table (default 1)")
-    add_deprecated(p, "--batch", "--batch-size", "batch_size", type=int, nargs="+" if many_batches else None)
-    t.add_argument("--threads", type=int, help="intra-op threads (default: torch's thread count)")
-    t.add_argument("--precision", default="fp32", type=_precision, metavar="{fp32,bf16,fp16,int8}",
-                   help="OpenVINO precision (default fp32; OpenVINO would pick bf16 on bf16 CPUs): bf16/fp16 where the "
+    add_device(t, "cpu")
+    nargs = "+" if many_batches else None
+    t.add_argument("--latency-batch-size", dest="batch_size", type=int, nargs=nargs, metavar="N",
+                   help="images per timed call: one or more, e.g. 1 8 or 1,8 (default 1)" if many_batches
+                   else "images per timed call, the batch the table is for (default 1)")
+    for old in ("--batch-size", "--batch"):
+        add_deprecated(p, old, "--latency-batch-size", "batch_size", type=int, nargs=nargs)
+    t.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: torch's thread count)")
+    t.add_argument("--precision", default="fp32", type=precision, metavar="PRECISION",
+                   help="fp32, bf16, fp16 or int8, the OpenVINO precision (default fp32; OpenVINO would pick bf16 "
+                        "on bf16 CPUs): bf16/fp16 where the "
                         "CPU has them, int8 = each model or part quantised with NNCF (random calibration: timing "
                         "only; with --exported, a quantised file)")
     t.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"),
                    help="ONNX exporter for onnxruntime/openvino (auto: dynamo, TorchScript as fallback)")
-    t.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
+    t.add_argument("--compile-backend", default="inductor", metavar="NAME",
+                   help="torch.compile backend (default inductor)")
 
 
-def _timing_args(p, profile: bool) -> None:
+def _timing_args(p) -> None:
     m = p.add_argument_group("measurement")
-    m.add_argument("--warmup", type=int, help=f"untimed runs per measurement (default {2 if profile else 3})")
-    m.add_argument("--min-repeats", type=int, help=f"timed runs at least (default {5 if profile else 7})")
-    m.add_argument("--max-repeats", type=int, help="timed runs at most (default 1000)")
-    m.add_argument("--time-budget", type=float, metavar="SECONDS",
-                   help=f"seconds of timing per measurement (default {1 if profile else 3})")
+    add_timing_arguments(m)
     add_deprecated(p, "--budget", "--time-budget", "time_budget", type=float)
-    m.add_argument("--rel-ci", type=float, help="stop when the median's 95%% CI is within this fraction (0.01)")
-    m.add_argument("--seed", type=int, default=0, help="seed of inputs and random schedules (default 0)")
+    m.add_argument("--seed", type=int, default=0, metavar="N", help="seed of inputs and random schedules (default 0)")
 
 
 def _output_args(p, plots: bool = True) -> None:
@@ -115,24 +126,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _model_args(m, exported=True)
     _schedule_args(m)
     _target_args(m, many_batches=True)
-    m.add_argument("--table", metavar="JSON", help="latency table: add its predictions to the results")
-    _timing_args(m, profile=False)
+    m.add_argument("--latency-table", metavar="FILE",
+                   help="latency_table.json from fgvc-kit bench profile: add its predictions to the results")
+    add_deprecated(m, "--table", "--latency-table", "latency_table")
+    _timing_args(m)
     _output_args(m)
     pr = sub.add_parser("profile", help="per-block latency vs token count -> latency_table.json",
                         description="Time one representative block at a grid of token counts (and the embedding "
                                     "and head) on this machine; writes latency_table.json (+ .png) into --out.")
     _model_args(pr, exported=False)
     _target_args(pr, many_batches=False)
-    _timing_args(pr, profile=True)
+    _timing_args(pr)
     g = pr.add_argument_group("profile")
-    g.add_argument("--grid", help="token counts to time blocks at: a number of points (default 13) or a "
-                                  "comma-separated list")
+    g.add_argument("--grid", metavar="N|LIST",
+                   help="token counts to time blocks at: a number of points (default 13) or a comma-separated list")
     g.add_argument("--validate", type=int, default=0, metavar="N",
                    help="measure N random schedules directly and report the table's prediction error (default 0)")
     g.add_argument("--random-range", default="0.8,1.0", metavar="LO,HI",
                    help="keep-ratio range of the --validate schedules (default 0.8,1.0)")
     g.add_argument("--no-calibrate", action="store_true", help="skip the whole-model offset calibration")
-    g.add_argument("--reducers", metavar="drop,merge",
+    g.add_argument("--reducers", metavar="LIST",
                    help="reducing blocks the table covers: drop, merge (ToMe token merging) or drop,merge "
                         "(default: the model's reducer); a schedule whose blocks use another cannot be predicted")
     g.add_argument("--statistic", default="median", choices=("median", "min"),
@@ -142,19 +155,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pd = sub.add_parser("predict", help="latency of schedules predicted from a latency table (no measuring)",
                         description="Predict the latency of schedules from a latency table made on the target; "
                                     "writes predictions.json into --out.")
-    pd.add_argument("table", metavar="TABLE", help="latency_table.json from fgvc-kit bench profile")
-    pd.add_argument("--checkpoint", metavar="FILE|NAME", help="the model the table must have been made for")
-    pd.add_argument("--img-size", type=int, help="image size of --checkpoint")
+    pd.add_argument("--latency-table", metavar="FILE", help="latency_table.json from fgvc-kit bench profile")
+    pd.add_argument("latency_table_positional", nargs="?", help=argparse.SUPPRESS)  # the old positional TABLE
+    pd.add_argument("--checkpoint", metavar="FILE",
+                    help="the model (a checkpoint file or a model name) the table must have been made for")
+    pd.add_argument("--img-size", type=int, metavar="N", help="image size of --checkpoint")
     _schedule_args(pd)
     f = pd.add_argument_group("the table must be for (checked when given)")
-    f.add_argument("--backend", choices=BACKENDS)
-    f.add_argument("--device")
-    f.add_argument("--batch-size", type=int, metavar="N")
-    add_deprecated(pd, "--batch", "--batch-size", "batch_size", type=int)
-    f.add_argument("--threads", type=int)
-    f.add_argument("--precision", type=_precision, metavar="{fp32,bf16,fp16,int8}",
-                   help="the precision the latencies are for (a table profiled at another is refused)")
-    f.add_argument("--seed", type=int, default=0, help="seed of --random schedules (default 0)")
+    f.add_argument("--backend", choices=BACKENDS, help="the backend the table is for (default: not checked)")
+    add_device(f, "not checked", what="the device the table is for")
+    f.add_argument("--latency-batch-size", dest="batch_size", type=int, metavar="N",
+                   help="the batch the table is for (default: not checked)")
+    for old in ("--batch-size", "--batch"):
+        add_deprecated(pd, old, "--latency-batch-size", "batch_size", type=int)
+    f.add_argument("--threads", type=int, metavar="N", help="the threads the table is for (default: not checked)")
+    f.add_argument("--precision", type=precision, metavar="PRECISION",
+                   help="fp32, bf16, fp16 or int8, the precision the latencies are for (a table profiled at another "
+                        "is refused; default: not checked)")
+    f.add_argument("--seed", type=int, default=0, metavar="N", help="seed of --random schedules (default 0)")
     _output_args(pd, plots=False)
 
 
@@ -171,7 +189,7 @@ def _measured(args):
         t = args.positional[0]
         if t.isdigit():
             raise ConfigError(f"{t}: expected a model (--checkpoint), not a number; a latency table is for one "
-                              "batch size: give one --batch-size")
+                              "batch size: give one --latency-batch-size")
         if t.lower().endswith((".onnx", ".xml")) and hasattr(args, "exported"):
             warn(f"a positional exported file is deprecated; use --exported {t}")
             if exported:
@@ -185,20 +203,12 @@ def _measured(args):
     return args.checkpoint, exported
 
 
-def _policy(args, profile: bool):
-    from ..bench.profile import profile_policy
+def _policy(args):
+    """The timing options (each with the one default of every command, cli.common.TIMING_DEFAULTS)."""
     from ..bench.timing import TimingPolicy
 
-    base = profile_policy() if profile else TimingPolicy()
-    kw = {}
-    for name, attr in (("warmup", "warmup"), ("min_repeats", "min_repeats"), ("max_repeats", "max_repeats"),
-                       ("time_budget", "budget_s"), ("rel_ci", "rel_ci")):
-        v = getattr(args, name)
-        if v is not None:
-            kw[attr] = v
-    d = base.to_dict()
-    d.update(kw)
-    return TimingPolicy(**d)
+    return TimingPolicy(warmup=args.warmup, min_repeats=args.min_repeats, max_repeats=args.max_repeats,
+                        budget_s=args.time_budget, rel_ci=args.rel_ci)
 
 
 def _range(text: str):
@@ -251,7 +261,50 @@ def _say(args):
 
     if args.quiet:
         return None
-    return lambda text: print(f"fgvc-kit bench: {text}", file=sys.stderr, flush=True)
+    return lambda text: print(f"fgvc-kit bench: {counted(text)}", file=sys.stderr, flush=True)
+
+
+def counted(text: str) -> str:
+    """Printed text with its thread counts said right: ``1 thread``, ``default threads`` (not ``1 threads``,
+    ``None threads``)."""
+    import re
+
+    return re.sub(r"\bNone threads\b", "default threads", re.sub(r"(?<![\d.])1 threads\b", "1 thread", text))
+
+
+#: separability (rms, max of |attn(L_in) + mlp(L_out) - measured| / measured) a table's split is trusted within
+SEPARABLE_RMS, SEPARABLE_MAX = 0.05, 0.15
+
+
+def with_judgements(lines, d) -> list:
+    """``bench profile``'s summary ``lines`` with a judgement under each separability line (``d``: the table's
+    dict, whose fitted splits the lines report in order)."""
+    said = iter(separability_lines(d))
+    out = []
+    for line in lines:
+        out.append(line)
+        if line.startswith("separability"):
+            out.append(next(said, ""))
+    return [line for line in out if line]
+
+
+def separability_lines(d) -> list:
+    """A judgement of each fitted split of a latency table (``d``: its dict)."""
+    out = []
+    for key, what in (("separability", "dropping"), ("merge_separability", "merging")):
+        sep = d.get(key)
+        if not sep:
+            continue
+        rms, worst = 100 * sep["rms_rel"], 100 * sep["max_abs_rel"]
+        if sep["rms_rel"] <= SEPARABLE_RMS and sep["max_abs_rel"] <= SEPARABLE_MAX:
+            out.append(f"               fine: the split predicts whole {what} blocks within {worst:.1f}% "
+                       f"(rms {rms:.1f}%)")
+        else:
+            out.append(f"               high: predictions for {what} blocks may be off by up to {worst:.0f}% "
+                       f"(rms {rms:.1f}%; trusted within {100 * SEPARABLE_RMS:.0f}% rms and "
+                       f"{100 * SEPARABLE_MAX:.0f}% max); profile again on an idle machine (or --statistic min "
+                       "on a shared one)")
+    return out
 
 
 def _deployment_target(args, batch_size: int):
@@ -277,7 +330,7 @@ def run(args) -> int:
     mode = args.mode or "measure"
     say = _say(args)
     if mode == "predict":
-        return _predict(args, args.table)
+        return _predict(args, positional_deprecated(args, "latency_table", "--latency-table"))
     checkpoint, exported = _measured(args)
     batches = args.batch_size if isinstance(args.batch_size, list) else [args.batch_size or 1]
     from ..bench.backends import check_target
@@ -299,7 +352,7 @@ def run(args) -> int:
         from .common import parse_reducers
 
         reducers = parse_reducers(args.reducers) if args.reducers is not None else None
-        table = profile_latency(checkpoint or "fgvc_tiny", target=target, grid=grid, policy=_policy(args, True),
+        table = profile_latency(checkpoint or "fgvc_tiny", target=target, grid=grid, policy=_policy(args),
                                 calibrate=not args.no_calibrate, validate=args.validate,
                                 validate_range=_range(args.random_range), seed=args.seed, exporter=args.exporter,
                                 compile_backend=args.compile_backend, workdir=args.workdir, img_size=args.img_size,
@@ -311,7 +364,7 @@ def run(args) -> int:
         if args.json:
             print(json.dumps(d, indent=2))
             return 0
-        print("\n".join(table_summary(table, path)))
+        print(counted("\n".join(with_judgements(table_summary(table, path), d))))
         for w in d.get("warnings") or []:
             warn(w)
         return 0
@@ -335,7 +388,7 @@ def run(args) -> int:
                               "checkpoints")
         measured = source = exported
     report = measure_latency(measured, schedules, target=target, batch_sizes=batches, include_full=not args.no_full,
-                             labels=labels, policy=_policy(args, False), checkpoint=checkpoint, table=args.table,
+                             labels=labels, policy=_policy(args), checkpoint=checkpoint, table=args.latency_table,
                              workdir=args.workdir, exporter=args.exporter, compile_backend=args.compile_backend,
                              seed=args.seed, progress=say)
     report.source = source
@@ -343,11 +396,14 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(report.to_dict(keep_samples=False), indent=2))
     else:
-        print(report.markdown())
+        print(counted(report.markdown()))
         print()
         print("wrote " + ", ".join(paths.values()))
-    for w in report.warnings():
-        warn(w)
+    import sys
+
+    if args.json or not sys.stdout.isatty():  # on a terminal the table's notes (above) already said them
+        for w in report.warnings():
+            warn(w)
     return 0
 
 
@@ -361,7 +417,8 @@ def _predict(args, table_path) -> int:
     from ..models import load_model
 
     if not table_path:
-        raise ConfigError("fgvc-kit bench predict needs a latency table: fgvc-kit bench predict TABLE --drop ...")
+        raise ConfigError("--latency-table: give the latency table to predict from (fgvc-kit bench predict "
+                          "--latency-table runs/bench/latency_table.json --drop ...)")
     table = LatencyTable.load(table_path)
     if args.checkpoint:
         model = load_model(args.checkpoint, args.img_size)
@@ -379,7 +436,7 @@ def _predict(args, table_path) -> int:
     if args.json:
         print(json.dumps(predictions.to_dict(), indent=2))
         return 0
-    print("\n".join(prediction_lines(predictions)))
+    print(counted("\n".join(prediction_lines(predictions))))
     print(f"wrote {path}")
     return 0
 

@@ -42,18 +42,19 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="FILE",
                    help="fine-tuned model (fgvc-kit train's best.safetensors or any file load_checkpoint reads)")
     g = p.add_argument_group("in-place distillation (TAVT's defaults)")
-    g.add_argument("--bound", type=float,
+    g.add_argument("--bound", type=float, metavar="FRACTION",
                    help=f"largest drop ratio per block of the search space (default: 0.2; demo {DEMO_DISTILL['bound']})")
-    g.add_argument("--drop-blocks", help="blocks that may drop, e.g. 3,6,9 (default: every block)")
-    g.add_argument("--min-tokens", type=int, help="fewest patch tokens at any block (default: 1)")
+    g.add_argument("--drop-blocks", metavar="LIST", help="blocks that may drop, e.g. 3,6,9 (default: every block)")
+    g.add_argument("--min-tokens", type=int, metavar="N", help="fewest patch tokens at any block (default: 1)")
     g.add_argument("--reducers", metavar="LIST",
                    help="how sub-networks remove tokens: drop (patch drop, TAVT), merge (ToMe token merging) or "
                         "drop,merge (each sub-network's blocks draw one; the search then picks per block) "
                         "(default: the model's reducer, drop)")
-    g.add_argument("--sandwich", type=int,
+    g.add_argument("--sandwich", type=int, metavar="N",
                    help="random sub-networks per step besides the smallest (TAVT's num_sandwich; default: 2)")
-    g.add_argument("--kd-temperature", type=float, help="temperature of the distillation loss (default: 1)")
-    g.add_argument("--sub-label-weight", type=float,
+    g.add_argument("--kd-temperature", type=float, metavar="T",
+                   help="temperature of the distillation loss (default: 1)")
+    g.add_argument("--sub-label-weight", type=float, metavar="W",
                    help="weight of a label loss on each sub-network (default: 0, TAVT)")
     g.add_argument("--sub-aux", action="store_true", default=None,
                    help="add the heads' auxiliary losses of the sub-networks too")
@@ -71,7 +72,7 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
                         "interpolation, WiSE-FT), which gives back the full schedule's accuracy and keeps most of "
                         f"what the small schedules learnt; 1 keeps the distilled weights (default: "
                         f"{DISTILL_DEFAULTS['parent_mix']:g})")
-    add_train_arguments(p, demo_recipe={**DEMO_RECIPE, **DEMO_DISTILL}, model_options=False)
+    add_train_arguments(p, demo_recipe={**DEMO_RECIPE, **DEMO_DISTILL}, model_options=False, default_out=DEFAULT_OUT)
 
 
 def _resolve(args: argparse.Namespace) -> Dict[str, Any]:

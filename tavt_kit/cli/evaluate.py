@@ -7,7 +7,7 @@ import os
 from typing import Optional
 
 from ..errors import CheckpointError, ConfigError
-from .common import parse_drop, pct, warn
+from .common import add_deprecated, add_device, parse_drop, pct, warn
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,11 +17,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model to evaluate (.safetensors from train/distill, or any file load_checkpoint reads)")
     p.add_argument("--split", choices=("test", "holdout", "train", "trainval"), default="test",
                    help="split to evaluate (default: test)")
-    p.add_argument("--drop", help="schedule: drop-config JSON file or comma-separated patch-token counts")
-    p.add_argument("--keep-ratio", help="schedule from keep ratios: RATIO for every block or BLOCK:RATIO,...")
-    p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default: 64)")
+    p.add_argument("--drop", metavar="FILE|COUNTS",
+                   help="schedule: drop-config JSON file or comma-separated patch-token counts")
+    p.add_argument("--keep-ratio", metavar="RATIOS",
+                   help="schedule from keep ratios: RATIO for every block or BLOCK:RATIO,...")
+    p.add_argument("--eval-batch-size", type=int, default=64, metavar="N",
+                   help="images per evaluation batch (default: 64)")
+    add_deprecated(p, "--batch-size", "--eval-batch-size", "eval_batch_size", type=int)
     p.add_argument("--amp", nargs="?", const="auto", choices=("auto", "bf16", "fp16"), help="mixed precision")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    add_device(p, "cuda when there is one, else cpu")
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default: the checkpoint's) for <name>.<split>.eval.json, or "
                         "<name>.<split>.drop-<counts>.eval.json at a --drop/--keep-ratio schedule, and the "
@@ -57,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from ..files import write_json
     from ..train.evaluate import evaluate, plot_confusion
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size: expected a positive batch size, got {args.batch_size}")
+    if args.eval_batch_size < 1:
+        raise ConfigError(f"--eval-batch-size: expected a positive batch size, got {args.eval_batch_size}")
     if args.max_confusion_classes < 1:
         raise ConfigError(f"--max-confusion-classes: expected a positive number, got {args.max_confusion_classes}")
     model = load_checkpoint(args.checkpoint)
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     rank, world, device = init_distributed(args.device)
     try:
         model.to(device)
-        res = evaluate(model, dataset, drop=schedule, batch_size=args.batch_size, num_workers=args.workers,
+        res = evaluate(model, dataset, drop=schedule, batch_size=args.eval_batch_size, num_workers=args.workers,
                        device=device, amp_dtype=amp_dtype_for(args.amp, device))
         if rank != 0:
             return 0

@@ -10,21 +10,27 @@ DEFAULT_OUT = os.path.join("runs", "export")
 
 # ------------------------------------------------------------------- export
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    from .common import add_deprecated, precision
     p.add_argument("--checkpoint", required=True, metavar="FILE",
                    help="model to export (.safetensors from train/distill/prune, or any file load_checkpoint reads)")
     s = p.add_argument_group("schedule (default: the checkpoint's own, else the full model)")
-    s.add_argument("--drop", help="drop-config JSON file or comma-separated patch-token counts")
-    s.add_argument("--keep-ratio", help="schedule from keep ratios: RATIO for every block or BLOCK:RATIO,...")
-    s.add_argument("--search", metavar="SEARCH_JSON", help="search.json written by fgvc-kit search (with --budget)")
+    s.add_argument("--drop", metavar="FILE|COUNTS", help="drop-config JSON file or comma-separated patch-token counts")
+    s.add_argument("--keep-ratio", metavar="RATIOS",
+                   help="schedule from keep ratios: RATIO for every block or BLOCK:RATIO,...")
+    s.add_argument("--search", metavar="FILE", help="search.json written by fgvc-kit search (with --budget)")
     s.add_argument("--pick", choices=("recommended", "searched"), default="recommended",
                    help="with --search: the budget's recommendation (default; ToMe on your model when that beat the "
                         "searched schedule on held-out images) or always the searched schedule")
-    s.add_argument("--budget", help="the budget of --search whose chosen schedule to export: its label (15ms, "
-                                    "'20G MACs') or its number")
+    s.add_argument("--budget", metavar="BUDGET",
+                   help="a budget of the finished search (--search) whose chosen schedule to export: its label "
+                        "(15ms, '20G MACs') or its number (a search is given budgets with its --macs-budget and "
+                        "--latency-budget)")
     o = p.add_argument_group("output")
-    o.add_argument("--format", default="onnx", help="onnx, openvino or both, comma-separated (default: onnx)")
-    o.add_argument("--precision", metavar="{fp32,fp16,bf16,int8}",
-                   help="fp32 (default; with --search: the precision the search chose for --budget), fp16, bf16 (OpenVINO: f32 IR run with the bf16 hint), int8 (NNCF "
+    o.add_argument("--format", default="onnx", metavar="LIST",
+                   help="onnx, openvino or both, comma-separated (default: onnx)")
+    o.add_argument("--precision", type=precision, metavar="PRECISION",
+                   help="fp32 (default; with --search: the precision the search chose for --budget), fp16, bf16 "
+                        "(OpenVINO: the fp32 IR run with the bf16 hint), int8 (NNCF "
                         "quantisation, accuracy-controlled on the held-out split; pip install 'fgvc-kit[int8]'), or "
                         "auto: export at every precision this machine runs natively, verify and time each, keep "
                         "the fastest that passes (bf16 and fp16 are refused on a CPU without native support)")
@@ -35,13 +41,14 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"),
                    help="ONNX exporter: auto = PyTorch's current (dynamo) exporter, TorchScript as recorded "
                         "fallback (default: auto)")
-    o.add_argument("--opset", type=int, help="ONNX opset (default: 18)")
+    o.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: 18)")
     v = p.add_argument_group("verification (on by default)")
     v.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the accuracy check (export.json then says verified: false)")
-    v.add_argument("--verify-data", metavar="NAME",
+    v.add_argument("--dataset", dest="verify_data", metavar="NAME",
                    help="dataset to verify on (default: the one recorded in the checkpoint, else demo)")
-    v.add_argument("--data", metavar="DIR", help="root folder of --verify-data (not needed for demo)")
+    add_deprecated(p, "--verify-data", "--dataset", "verify_data")
+    v.add_argument("--data", metavar="DIR", help="root folder of --dataset (not needed for demo)")
     v.add_argument("--verify-split", default="test", choices=("test", "holdout", "train", "trainval"),
                    help="split to verify on (default: test)")
     v.add_argument("--verify-images", type=int, metavar="N", help="verify on at most N images (seeded subset)")
@@ -51,8 +58,10 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="also fail when max |logit difference| exceeds X (default: no bound)")
     v.add_argument("--min-agreement", type=float, metavar="FRACTION",
                    help="also fail when fewer than FRACTION of the predictions agree with PyTorch's (default: no bound)")
-    v.add_argument("--batch-size", type=int, default=32, help="verification batch size (default: 32)")
-    v.add_argument("--threads", type=int, help="ONNX Runtime / OpenVINO threads (default: theirs)")
+    v.add_argument("--eval-batch-size", type=int, default=32, metavar="N",
+                   help="images per verification batch (default: 32)")
+    add_deprecated(p, "--batch-size", "--eval-batch-size", "eval_batch_size", type=int)
+    v.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime / OpenVINO threads (default: theirs)")
     q = p.add_argument_group("int8 calibration and accuracy control")
     q.add_argument("--calibration-images", type=int, default=300, metavar="N",
                    help="calibration images, a seeded subset of --calibration-split (default: 300)")
@@ -64,7 +73,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                         "leaving the most sensitive layers in float)")
     q.add_argument("--accuracy-control-images", type=int, metavar="N",
                    help="validate accuracy control on at most N held-out images (seeded subset; default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the image subsets (default: 0)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the image subsets (default: 0)")
 
 
 def _schedule(args, model):
@@ -103,7 +112,7 @@ PARAM_DESTS = {
     "formats": "format", "verify.enabled": "verify", "verify.data": "verify_data", "verify.root": "data",
     "verify.split": "verify_split", "verify.images": "verify_images", "verify.max_accuracy_drop": "max_accuracy_drop",
     "verify.max_logit_diff": "max_logit_diff", "verify.min_agreement": "min_agreement",
-    "verify.batch_size": "batch_size", "verify.seed": "seed", "quantize.calibration_split": "calibration_split",
+    "verify.batch_size": "eval_batch_size", "verify.seed": "seed", "quantize.calibration_split": "calibration_split",
     "quantize.calibration_images": "calibration_images", "quantize.accuracy_control": "accuracy_control",
     "quantize.accuracy_control_images": "accuracy_control_images", "quantize.seed": "seed",
     "options.exporter": "exporter", "options.opset": "opset", "options.checkpoint": "checkpoint",
@@ -150,7 +159,7 @@ def _run_export(args) -> int:
     if args.latency_batch_size is not None and not auto:
         raise ConfigError(f"--latency-batch-size {args.latency_batch_size}: only --precision auto measures latency; "
                           "give --precision auto or leave --latency-batch-size out")
-    for flag in ("verify_images", "batch_size", "calibration_images", "threads", "latency_batch_size",
+    for flag in ("verify_images", "eval_batch_size", "calibration_images", "threads", "latency_batch_size",
                  "accuracy_control_images"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -160,7 +169,7 @@ def _run_export(args) -> int:
     verify = VerifyOptions(enabled=args.verify, data=args.verify_data, root=args.data, split=args.verify_split,
                            images=args.verify_images, max_accuracy_drop=args.max_accuracy_drop,
                            max_logit_diff=args.max_logit_diff, min_agreement=args.min_agreement,
-                           batch_size=args.batch_size, seed=args.seed)
+                           batch_size=args.eval_batch_size, seed=args.seed)
     quantize = QuantizeOptions(calibration_split=args.calibration_split, calibration_images=args.calibration_images,
                                accuracy_control=args.accuracy_control,
                                accuracy_control_images=args.accuracy_control_images, seed=args.seed)

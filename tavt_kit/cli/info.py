@@ -6,12 +6,14 @@ import json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", metavar="FILE|NAME",
+    p.add_argument("--checkpoint", metavar="FILE",
                    help="checkpoint file (.safetensors, .npz, .pth, .bin) or model name (default: fgvc_tiny)")
     p.add_argument("checkpoint_positional", nargs="?", help=argparse.SUPPRESS)
-    p.add_argument("--drop", help="schedule: drop-config JSON file or comma-separated patch-token counts")
-    p.add_argument("--keep-ratio", help="schedule from keep ratios: RATIO for every block or BLOCK:RATIO,...")
-    p.add_argument("--img-size", type=int, help="image size (position embeddings are resampled)")
+    p.add_argument("--drop", metavar="FILE|COUNTS",
+                   help="schedule: drop-config JSON file or comma-separated patch-token counts")
+    p.add_argument("--keep-ratio", metavar="RATIOS",
+                   help="schedule from keep ratios: RATIO for every block or BLOCK:RATIO,...")
+    p.add_argument("--img-size", type=int, metavar="N", help="image size (position embeddings are resampled)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 

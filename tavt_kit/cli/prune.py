@@ -14,27 +14,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="checkpoint to prune (a timm-ViT model)")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--ratio", type=float, help="fraction of MLP channels (and heads) to remove, e.g. 0.3")
-    target.add_argument("--macs-target", metavar="MACS",
+    target.add_argument("--channel-keep-ratio", type=float, metavar="FRACTION",
+                        help="fraction of the MLP channels (and heads) to keep, e.g. 0.7")
+    target.add_argument("--macs-budget", metavar="MACS",
                         help="prune until the full-schedule MACs are at most this, e.g. 10G")
-    p.add_argument("--head-ratio", type=float, help="fraction of attention heads to remove (default: --ratio)")
+    # the old spellings: --ratio was the fraction removed (0.3 keeps 0.7), --macs-target the MAC budget
+    add_deprecated(target, "--ratio", "--channel-keep-ratio", "channel_keep_ratio", type=float, convert=_kept)
+    add_deprecated(target, "--macs-target", "--macs-budget", "macs_budget")
+    p.add_argument("--head-keep-ratio", type=float, metavar="FRACTION",
+                   help="fraction of the attention heads to keep (default: --channel-keep-ratio)")
+    add_deprecated(p, "--head-ratio", "--head-keep-ratio", "head_keep_ratio", type=float, convert=_kept)
     p.add_argument("--importance", choices=("magnitude", "taylor"), default="magnitude",
                    help="channel importance: magnitude (L2) or taylor (first order, needs labelled images of "
                         "the model's classes; default: magnitude)")
     p.add_argument("--local", dest="global_pruning", action="store_false",
                    help="prune every block by the same ratio (default: rank channels across blocks)")
     p.add_argument("--prune-steps", type=int, default=16, metavar="N",
-                   help="pruning increments towards --macs-target (default: 16)")
+                   help="pruning increments towards --macs-budget (default: 16)")
     add_deprecated(p, "--steps", "--prune-steps", "prune_steps", type=int)
     p.add_argument("--calibration-images", type=int, default=64, metavar="N",
                    help="training images for taylor importance (default: 64)")
     p.add_argument("--calibration-batch-size", type=int, default=16, metavar="N",
                    help="their batch size (default: 16)")
     add_deprecated(p, "--calibration-batch", "--calibration-batch-size", "calibration_batch_size", type=int)
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset (default: 0)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the calibration subset (default: 0)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help=f"output folder: the pruned checkpoint is DIR/{PRUNED_FILE}")
     add_data_arguments(p)
+
+
+def _kept(removed: float) -> float:
+    """A fraction removed (the old --ratio, --head-ratio) as the fraction kept."""
+    return round(1.0 - removed, 12)
+
+
+def _removed(flag: str, kept, may_keep_all: bool = False):
+    """A fraction kept (``flag``) as the fraction the library removes; None stays None."""
+    from ..errors import ConfigError
+
+    if kept is None:
+        return None
+    if not 0.0 < kept <= 1.0 or (kept == 1.0 and not may_keep_all):
+        raise ConfigError(f"--{flag} {kept:g}: expected a fraction in (0, 1{']' if may_keep_all else ')'} to keep")
+    return round(1.0 - kept, 12)
 
 
 def output_folder(args):
@@ -68,8 +90,10 @@ def run(args) -> int:
     for flag in ("prune_steps", "calibration_images", "calibration_batch_size"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive number, got {getattr(args, flag)}")
+    ratio = _removed("channel-keep-ratio", args.channel_keep_ratio)
+    head_ratio = _removed("head-keep-ratio", args.head_keep_ratio, may_keep_all=True)
     model = load_checkpoint(args.checkpoint)
-    macs_target = parse_macs(args.macs_target, "--macs-target") if args.macs_target is not None else None
+    macs_target = parse_macs(args.macs_budget) if args.macs_budget is not None else None
     calibration = None
     data_info = None
     if args.importance == "taylor":
@@ -91,7 +115,7 @@ def run(args) -> int:
     print(f"pruning {args.checkpoint}: {params0 / 1e6:.3f} M params, {macs0 / 1e9:.4g} GMACs (full schedule)",
           flush=True)
     if macs_target is not None and macs_target >= macs0:
-        raise ConfigError(f"--macs-target {args.macs_target}: the model has {macs0 / 1e9:.4g} G MACs (full "
+        raise ConfigError(f"--macs-budget {args.macs_budget}: the model has {macs0 / 1e9:.4g} G MACs (full "
                           "schedule); expected a target below that")
     reached: List[float] = []
 
@@ -104,7 +128,7 @@ def run(args) -> int:
     with warnings.catch_warnings():  # torch-pruning warns about cls_token / pos_embed, which it leaves alone
         warnings.simplefilter("ignore", UserWarning)
         try:
-            prune_model(model, ratio=args.ratio, macs_target=macs_target, head_ratio=args.head_ratio,
+            prune_model(model, ratio=ratio, macs_target=macs_target, head_ratio=head_ratio,
                         importance=args.importance, calibration=calibration, global_pruning=args.global_pruning,
                         steps=args.prune_steps, log=log)
         except TavtKitError:
@@ -113,16 +137,16 @@ def run(args) -> int:
             # torch-pruning fails once a block would lose its last attention head or MLP channel
             if macs_target is not None:
                 low = f"between {min(reached):.4g} G (the least it reached) and" if reached else "nearer to"
-                raise ConfigError(f"--macs-target {args.macs_target}: pruning cannot reach it (torch-pruning stopped "
+                raise ConfigError(f"--macs-budget {args.macs_budget}: pruning cannot reach it (torch-pruning stopped "
                                   f"with {type(e).__name__} once a block had nothing left to remove); expected a "
                                   f"target {low} the model's {macs0 / 1e9:.4g} G MACs") from None
-            raise ConfigError(f"--ratio {args.ratio}: pruning failed (torch-pruning: {type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else 'no message'}); expected a smaller ratio "
-                              "that leaves every block some heads and channels") from None
+            raise ConfigError(f"--channel-keep-ratio {args.channel_keep_ratio:g}: pruning failed (torch-pruning: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}); expected "
+                              "a larger fraction that leaves every block some heads and channels") from None
     params1 = sum(p.numel() for p in model.parameters())
     macs1 = count_macs(model, model.full_schedule()).total()
-    provenance = {"checkpoint": os.path.basename(args.checkpoint), "ratio": args.ratio,
-                  "macs_target": macs_target, "head_ratio": args.head_ratio, "importance": args.importance,
+    provenance = {"checkpoint": os.path.basename(args.checkpoint), "ratio": ratio,
+                  "macs_target": macs_target, "head_ratio": head_ratio, "importance": args.importance,
                   "global": args.global_pruning, "params_before": params0, "params_after": params1,
                   "macs_before": macs0, "macs_after": macs1, "calibration": data_info}
     save_checkpoint(model, out, extra={"pruned_from": provenance})

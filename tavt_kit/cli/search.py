@@ -7,7 +7,8 @@ import os
 from ..errors import ConfigError
 from ..search.fitness import DEFAULT_FITNESS, FITNESSES
 from ..search.result import describe_family
-from .common import add_deprecated, check_can_merge, parse_macs, parse_reducers, parse_seconds
+from .common import (add_deprecated, add_device, add_refused, budget_suggestion, check_can_merge, parse_macs,
+                     parse_reducers, parse_seconds)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,11 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="MAC budget per image, e.g. 20G (repeatable)")
     b.add_argument("--latency-budget", action="append", default=[], metavar="TIME",
                    help="latency budget per batch, e.g. 15ms (repeatable)")
+    add_refused(p, "--budget", budget_suggestion)
     lat = p.add_argument_group("latency objective")
-    lat.add_argument("--latency-table", metavar="JSON", action="append", default=[],
+    lat.add_argument("--latency-table", metavar="FILE", action="append", default=[],
                      help="predict latency from a table made by 'fgvc-kit bench profile' on the target device "
                           "(repeatable with --precisions: one table per precision, each profiled at it)")
-    lat.add_argument("--device", choices=("cpu", "cuda"), help="measure latency on this device (default cpu)")
+    add_device(lat, "cpu", what="measure latency on this device")
     lat.add_argument("--backend", choices=("torch", "torch-compile", "onnxruntime", "openvino"),
                      help="latency backend (default: the runtime export ships, openvino where installed, else torch; "
                           "with a table: the table's, and it must match)")
@@ -52,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what is maximised on the held-out images: accuracy, nll (minus the cross-entropy) or kl "
                         f"(minus the KL divergence from the full model's predictions; no labels needed) "
                         f"(default {DEFAULT_FITNESS}: it predicts test accuracy best, see the README)")
-    e.add_argument("--seed", type=int, default=0, help="seed of the search and of --subset (default 0)")
+    e.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the search and of --subset (default 0)")
     e.add_argument("--reducers", metavar="LIST",
                    help="the reducers the search may give each block: drop, merge or drop,merge (default: those the "
                         "supernet was distilled with, and merge too where it drops and the model can merge (timm "
@@ -69,7 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pp.add_argument("--calibration-images", type=int, default=300, metavar="N",
                     help="int8 calibration images, a seeded subset of the training split (default 300)")
     p.add_argument("--subset", type=int, metavar="N", help="search on N held-out images (seeded subset; default all)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per evaluation batch (default 64)")
+    p.add_argument("--eval-batch-size", dest="batch_size", type=int, default=64, metavar="N",
+                   help="images per evaluation batch (default 64)")
+    add_deprecated(p, "--batch-size", "--eval-batch-size", "batch_size", type=int)
     p.add_argument("--out", default="runs/search", metavar="DIR",
                    help="output folder: search.json, its journal, schedules.json and one drop config per budget, "
                         "plots (default runs/search)")
@@ -80,7 +84,8 @@ def _check_positive(args) -> None:
                  "calibration_images"):
         v = getattr(args, flag)
         if v is None or v < (0 if flag in ("generations", "mutations", "crossovers") else 1):
-            raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive integer, got {v}")
+            name = "eval-batch-size" if flag == "batch_size" else flag.replace("_", "-")
+            raise ConfigError(f"--{name}: expected a positive integer, got {v}")
     if args.subset is not None and args.subset < 1:
         raise ConfigError(f"--subset: expected a positive number of images, got {args.subset}")
     if not 0.0 <= args.mutation_prob <= 1.0:

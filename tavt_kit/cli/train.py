@@ -10,7 +10,8 @@ import argparse
 import os
 from typing import Any, Dict, List
 
-from .common import RESULTS_FORMAT, RESULTS_VERSION, add_deprecated, check_resume_args, check_run_dir, pct
+from .common import (RESULTS_FORMAT, RESULTS_VERSION, add_deprecated, add_device, check_resume_args, check_run_dir,
+                     pct)
 
 #: the seeds' fine-tuning recipe (TAVT / FFVT / TransFG): SGD 0.9, lr 3e-2, no weight decay,
 #: 500 warm-up steps then cosine, 10 000 steps, batch 16 per process, gradient clipping 1.0
@@ -60,10 +61,11 @@ def data_spec(r: Dict[str, Any]):
 
 # ------------------------------------------------------------------ options
 def add_train_arguments(p: argparse.ArgumentParser, demo_recipe: Dict[str, Any] = DEMO_RECIPE,
-                        model_options: bool = True) -> None:
+                        model_options: bool = True, default_out: str = DEFAULT_OUT) -> None:
     """Data, model, optimisation and run options; the help shows ``demo_recipe``'s defaults for the demo.
 
     ``model_options=False`` (distill): the model and its size, classes and head come from ``--checkpoint``.
+    ``default_out``: the command's output folder when ``--out`` is not given.
     """
     from .data_args import add_data_arguments
 
@@ -82,7 +84,7 @@ def add_train_arguments(p: argparse.ArgumentParser, demo_recipe: Dict[str, Any] 
                             "384 for ultra-FGVC sets, the model's for demo and folders)")
         g.add_argument("--num-classes", type=int, metavar="N",
                        help="number of classes (default: the dataset's; if given it must match)")
-        g.add_argument("--head", help="classification head (default: linear, or the checkpoint's)")
+        g.add_argument("--head", metavar="NAME", help="classification head (default: linear, or the checkpoint's)")
         g.add_argument("--drop-path", type=float, metavar="RATE", help="stochastic depth rate (default: 0)")
     else:  # refused with a line that says why (hidden from the help)
         for flag in NOT_WITH_A_MODEL:
@@ -114,7 +116,7 @@ def add_train_arguments(p: argparse.ArgumentParser, demo_recipe: Dict[str, Any] 
     g.add_argument("--seed", type=int, metavar="N",
                    help=f"training seed: initialisation, data order, augmentation {d('seed')}")
     g = p.add_argument_group("run")
-    g.add_argument("--out", metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
+    g.add_argument("--out", metavar="DIR", default=default_out, help=f"output folder (default: {default_out})")
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue the run in --out exactly where it stopped (its stored settings are used)")
     g.add_argument("--overwrite", action="store_true", default=None, help="start again in an --out that holds a run")
@@ -124,7 +126,7 @@ def add_train_arguments(p: argparse.ArgumentParser, demo_recipe: Dict[str, Any] 
                    help=f"write last.safetensors and the training state every STEPS {d('save_every')}")
     g.add_argument("--log-every", type=int, metavar="STEPS", help=f"metrics.jsonl interval {d('log_every')}")
     g.add_argument("--eval-batch-size", type=int, metavar="N", help=f"evaluation batch size {d('eval_batch_size')}")
-    g.add_argument("--device", help="auto (default: CUDA when there is one), cpu, cuda, cuda:N")
+    add_device(g, "cuda when there is one, else cpu; under torchrun each process's own GPU")
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="progress bar (default: when stderr is a terminal)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
