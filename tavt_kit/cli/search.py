@@ -208,7 +208,9 @@ def summary(result: dict) -> str:
             free = (b.get("training_free") or {}).get(rec["family"])
             lines.append(f"  recommended: {describe_family(rec['family'], free)}; {rec['why']}")
     t = result["timing"]
-    lines.append(f"{t['evaluations']} candidates evaluated in {t['search_seconds']:.1f}s; Pareto front of "
+    total = t.get("candidates", t["evaluations"])
+    loaded = f" ({t['from_journal']} of them loaded from the journal)" if t.get("from_journal") else ""
+    lines.append(f"{total} candidates{loaded}, {t['evaluations']} evaluated in {t['search_seconds']:.1f}s; Pareto front of "
                  f"{len(result['pareto_front'])}; area {result['front_area']:.4f}")
     prec = result.get("precisions")
     if prec and "int8" in prec.get("fronts", {}):
