@@ -72,3 +72,36 @@ def test_a_cached_table_of_another_model_is_profiled_again(tmp_path, model, data
 def test_the_default_target_is_the_runtime_export_ships():
     pytest.importorskip("openvino")
     assert DeploymentTarget.default().backend == "openvino"
+
+
+def test_bench_and_report_measure_the_picks_on_the_searchs_target(tmp_path, model, data, capsys):
+    from tavt_kit.cli import main
+
+    ckpt = str(tavt_kit.save_checkpoint(model, tmp_path / "supernet.safetensors"))
+    target = DeploymentTarget(backend="torch", threads=1)
+    res = search_schedules(model, data, ["100ms"], target=target, settings=EVO, out=str(tmp_path / "s"),
+                           table_cache=str(tmp_path / "tables"), parent=None, table_profile=FAST,
+                           source={"checkpoint": ckpt}, log=lambda s: None)
+    sp = str(tmp_path / "s" / "search.json")
+    timing = ["--time-budget", "0.05", "--min-repeats", "3", "--warmup", "1"]
+    assert main(["bench", "--search", sp, "--out", str(tmp_path / "b"), "--quiet"] + timing) == 0
+    bench = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert bench["target"]["backend"] == "torch" and bench["target"]["batch_size"] == 1
+    pick = res.doc["budgets"][0]["best"]["counts"]
+    assert any((r.get("schedule") or None) == pick or r["label"].startswith("schedule-") for r in bench["results"])
+    assert "not the target the search's latency budgets are for" not in capsys.readouterr().err
+    # told otherwise, it measures there and says once that this is not the search's target
+    assert main(["bench", "--search", sp, "--latency-batch-size", "2", "--out", str(tmp_path / "b2"), "--quiet"]
+                + timing) == 0
+    err = capsys.readouterr().err
+    assert err.count("not the target the search's latency budgets are for") == 1
+    assert "batch_size 2 (the search's: 1)" in err
+    # the report's verdict is bench's measurement of the pick, on the search's target
+    assert main(["report", "--search", sp, "--bench", str(tmp_path / "b" / "bench.json"), "--out",
+                 str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "ms measured / 100 ms (predicted" in md
+    assert main(["report", "--search", sp, "--bench", str(tmp_path / "b2" / "bench.json"), "--no-remeasure",
+                 "--out", str(tmp_path / "r2")]) == 0
+    assert "measured on torch cpu at batch 2, while the search's budgets are for torch cpu at batch 1" in \
+        (tmp_path / "r2" / "report.md").read_text()

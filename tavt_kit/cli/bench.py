@@ -125,6 +125,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                    "file; writes bench.json, bench.md and bench.png into --out.")
     _model_args(m, exported=True)
     _schedule_args(m)
+    m.add_argument("--search", metavar="FILE",
+                   help="search.json: measure each budget's pick (and the full model) on the search's own target "
+                        "(backend, device, batch, threads, precision) unless a flag says otherwise; --checkpoint "
+                        "defaults to the search's, --latency-table to its table")
     _target_args(m, many_batches=True)
     m.add_argument("--latency-table", metavar="FILE",
                    help="latency_table.json from fgvc-kit bench profile: add its predictions to the results")
@@ -307,6 +311,63 @@ def separability_lines(d) -> list:
     return out
 
 
+def _from_search(args) -> None:
+    """``--search``: the picks to measure, the checkpoint and table they came from, and the search's target for
+    every target flag not given (a flag given that differs from it is said, once)."""
+    import os
+
+    from ..errors import ConfigError
+    from ..search.result import read_search, require_finished
+
+    doc = read_search(args.search, "--search")
+    require_finished(doc, args.search)
+    if getattr(args, "exported", None):
+        raise ConfigError("--search measures the search's picks from the checkpoint; --exported measures one file: "
+                          "give one of them")
+    folder = os.path.dirname(os.path.abspath(args.search))
+    src = (doc.get("source") or {}).get("checkpoint")
+    if not args.checkpoint:
+        if not src or not os.path.isfile(src):
+            raise ConfigError(f"--search {args.search}: the checkpoint it records ({src}) is not here; give "
+                              "--checkpoint")
+        args.checkpoint = src
+    picks = [os.path.join(folder, b["schedule_file"]) for b in doc.get("budgets") or [] if b.get("schedule_file")]
+    missing = [f for f in picks if not os.path.isfile(f)]
+    if missing:
+        raise ConfigError(f"--search {args.search}: {missing[0]} (a pick's drop config) is missing")
+    args.drop = list(args.drop) + picks
+    lat = doc.get("latency") or {}
+    target = lat.get("target") or {}
+    if not target:
+        return  # MAC budgets only: no target to keep; the flags (or their defaults) say where to measure
+    want = {"backend": target.get("backend"), "device": target.get("device"),
+            "batch_size": target.get("batch_size"), "threads": target.get("threads")}
+    from ..target import Precision
+
+    prec = target.get("precision")
+    want["precision"] = Precision.parse(prec) if prec else None
+    given = {"backend": args.backend, "device": args.device, "threads": args.threads,
+             "batch_size": (args.batch_size[0] if isinstance(args.batch_size, list) and len(args.batch_size) == 1
+                            else args.batch_size), "precision": None if args.precision == "fp32" else args.precision}
+    differ = [f"{k} {given[k]} (the search's: {want[k]})" for k in want
+              if given[k] is not None and want[k] is not None and given[k] != want[k]]
+    if args.backend is None:
+        args.backend = want["backend"]
+    if args.device is None:
+        args.device = want["device"]
+    if args.threads is None:
+        args.threads = want["threads"]
+    if args.batch_size is None and want["batch_size"]:
+        args.batch_size = [int(want["batch_size"])]
+    if args.precision == "fp32" and want["precision"]:
+        args.precision = want["precision"]
+    table = lat.get("table")
+    if args.latency_table is None and table and os.path.isfile(table):
+        args.latency_table = table
+    if differ:
+        warn(f"measuring with {', '.join(differ)}: not the target the search's latency budgets are for")
+
+
 def _deployment_target(args, batch_size: int):
     """The :class:`~tavt_kit.target.DeploymentTarget` of ``--backend``, ``--device``, ``--precision``,
     ``--threads`` (0: the default) and a batch size."""
@@ -331,6 +392,8 @@ def run(args) -> int:
     say = _say(args)
     if mode == "predict":
         return _predict(args, positional_deprecated(args, "latency_table", "--latency-table"))
+    if getattr(args, "search", None):
+        _from_search(args)
     checkpoint, exported = _measured(args)
     batches = args.batch_size if isinstance(args.batch_size, list) else [args.batch_size or 1]
     from ..bench.backends import check_target
