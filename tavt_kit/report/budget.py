@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import shlex
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
@@ -210,8 +211,9 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
                 lat_cell += f" (predicted {predicted:.3g} ms)"
             margin = f"{limit_ms - lat:+.3g} ms" if lat is not None else "–"
             if kind == "predicted":
-                notes.append(f"{b['label']}: the latency is predicted from the table; measure it with "
-                             "`fgvc-kit bench` before shipping")
+                notes.append(f"{b['label']}: the latency is predicted from the table; measure it on the search's "
+                             f"target before shipping: `fgvc-kit bench --search "
+                             f"{shlex.quote(os.path.abspath(search_path))}`, then give its bench.json to the report")
         else:
             ok = d["macs"] <= b["limit"]
             lat_cell = (f"{lat:.3g} ms {kind}; " if lat is not None else "") + \
