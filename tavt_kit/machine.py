@@ -114,12 +114,28 @@ def machine_info(device: str = "cpu", threads: Optional[int] = None) -> Dict[str
     }
 
 
+def count(n, one: str, many: Optional[str] = None) -> str:
+    """``1 thread``, ``4 threads`` (``many`` defaults to ``one`` + ``s``)."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def threads_text(threads) -> str:
+    """A thread count in words: ``1 thread``, ``4 threads``, ``default threads`` (None: the runtime's own)."""
+    if threads is None or threads == "None":
+        return "default threads"
+    try:
+        return count(int(threads), "thread")
+    except (TypeError, ValueError):
+        return f"{threads} threads"
+
+
 def describe(machine: Dict[str, object]) -> str:
     """One line: CPU model, cores, threads, GPU."""
     cpu = machine.get("cpu") or {}
-    text = f"{cpu.get('model')} ({cpu.get('available_cores')} cores available"
+    cores = cpu.get("available_cores")
+    text = f"{cpu.get('model')} ({count(cores, 'core') if cores is not None else 'unknown cores'} available"
     if machine.get("threads"):
-        text += f", {machine['threads']} threads used"
+        text += f", {threads_text(machine['threads'])} used"
     text += ")"
     gpu = machine.get("gpu")
     if gpu:

@@ -5,7 +5,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from ..files import save_figure
-from ..machine import describe
+from ..machine import describe, threads_text
 from .identity import short_counts
 
 
@@ -23,7 +23,7 @@ def bench_markdown(d: Dict[str, Any]) -> str:
     lines.append(f"### Latency: {name}" + (f" at {img[0]}x{img[1]}" if img else ""))
     lines.append("")
     prec = t.get("precision_used")
-    lines.append(f"backend **{t.get('backend')}** on **{t.get('device')}**, {t.get('threads')} threads"
+    lines.append(f"backend **{t.get('backend')}** on **{t.get('device')}**, {threads_text(t.get('threads'))}"
                  + (f", precision {prec}" if prec else "") + (f", ONNX exporter {t['exporter']}"
                                                               if t.get("exporter") else ""))
     lines.append(f"machine: {describe(d.get('machine') or {})}")
@@ -87,7 +87,7 @@ def plot_bench(d: Dict[str, Any], path: str) -> str:
     m = d.get("model") or {}
     ax.set_xlabel("GMACs per image")
     ax.set_ylabel("latency per batch (ms), p50 .. p90")
-    ax.set_title(f"{m.get('name', '')} — {t.get('backend')} on {t.get('device')}, {t.get('threads')} threads",
+    ax.set_title(f"{m.get('name', '')} — {t.get('backend')} on {t.get('device')}, {threads_text(t.get('threads'))}",
                  fontsize=9)
     ax.grid(alpha=0.3)
     ax.set_xlim(left=0)
@@ -134,7 +134,7 @@ def plot_table(d: Dict[str, Any], path: str) -> str:
     m = d.get("model") or {}
     t = d.get("target") or {}
     fig.suptitle(f"{m.get('name', '')}: {t.get('backend')} on {t.get('device')}, batch {t.get('batch_size')}, "
-                 f"{t.get('threads')} threads", fontsize=10)
+                 f"{threads_text(t.get('threads'))}", fontsize=10)
     fig.tight_layout()
     try:
         save_figure(fig, path)
@@ -160,7 +160,7 @@ def table_summary(table, path: str) -> List[str]:
     out = [f"latency table  {path}",
            f"model          {mdl['name']}: {mdl['depth']} blocks, width {mdl['embed_dim']}, "
            f"{mdl['num_patches']} patches, {mdl['img_size'][0]}x{mdl['img_size'][1]}",
-           f"target         {t.backend} on {t.device}, batch {t.batch_size}, {t.threads} threads, precision "
+           f"target         {t.backend} on {t.device}, batch {t.batch_size}, {threads_text(t.threads)}, precision "
            f"{t.precision}" + (f", exporter {exporter}" if exporter else "")
            + f"; statistic {d.get('statistic', 'median')}",
            f"reducers       {', '.join(d.get('reducers') or ['drop'])}"]
@@ -186,7 +186,7 @@ def prediction_lines(predictions) -> List[str]:
     """What ``fgvc-kit bench predict`` prints about :class:`~tavt_kit.bench.predict.Predictions`."""
     table, t = predictions.table, predictions.target
     out = [f"predicted from {table.source} ({table.model.get('name')}, {t.backend} on {t.device}, batch "
-           f"{t.batch_size}, {t.threads} threads, {t.precision})"]
+           f"{t.batch_size}, {threads_text(t.threads)}, {t.precision})"]
     for r in predictions.rows:
         sp = f"{r['speedup']:.2f}x" if r["speedup"] else ""
         out.append(f"  {r['label']:<14} {r['predicted_ms']:10.3f} ms  {sp:>7}  {short_counts(r['schedule'])}")
