@@ -80,8 +80,9 @@ def add_train_arguments(p: argparse.ArgumentParser, demo_recipe: Dict[str, Any] 
                        help="model to build (timm ViT name or fgvc_tiny; default: inferred from --checkpoint, else "
                             "fgvc_tiny for the demo)")
         g.add_argument("--img-size", type=int, metavar="N",
-                       help="input size (default: an fgvc-kit checkpoint's, else 448 for CUB/NABirds/Dogs/Cars/iNat, "
-                            "384 for ultra-FGVC sets, the model's for demo and folders)")
+                       help="input size (default: an fgvc-kit checkpoint's; else the model's own when it was made "
+                            "for under 224 px (fgvc_tiny: 64); else 448 for CUB/NABirds/Dogs/Cars/iNat and 384 for "
+                            "ultra-FGVC sets (the seeds' recipe), the model's own for demo and folders)")
         g.add_argument("--num-classes", type=int, metavar="N",
                        help="number of classes (default: the dataset's; if given it must match)")
         g.add_argument("--head", metavar="NAME", help="classification head (default: linear, or the checkpoint's)")
@@ -213,6 +214,28 @@ def train_config(r: Dict[str, Any], args: argparse.Namespace):
                        progress=getattr(args, "progress", None)).validate()
 
 
+# --------------------------------------------------------------- image size
+def image_size_choice(r: Dict[str, Any], dataset: str):
+    """The image size rule's answer for a run (:func:`tavt_kit.train.sizing.default_img_size`)."""
+    from ..models import read_spec
+    from ..train.sizing import default_img_size
+
+    ckpt_spec = read_spec(r["pretrained"], required=False) if r["pretrained"] is not None else None
+    return default_img_size(dataset, r["model"], ckpt_spec, r["pretrained"])
+
+
+def print_image_size(size: int, choice, given: bool, command: str = "train") -> None:
+    """One line naming the size chosen and why when ``--img-size`` was not given; one warning line when the
+    size gives far more tokens than the model was made for."""
+    from ..train.sizing import token_warning
+
+    if not given:
+        print(f"{command}: image size {size} ({choice.reason}; --img-size to change)", flush=True)
+    warning = token_warning(choice.made_for, size, suggest=choice.size)
+    if warning:
+        print(f"{command}: warning: {warning}", flush=True)
+
+
 # -------------------------------------------------------------------- train
 def run_train(args: argparse.Namespace) -> int:
     import torch
@@ -245,15 +268,18 @@ def run_train(args: argparse.Namespace) -> int:
         if resume:
             model = load_checkpoint(os.path.join(out, LAST_FILE))
         else:
+            choice = image_size_choice(r, spec.name)
             img_size = r["img_size"]
-            if img_size is None and spec.info.img_size is not None:
-                from ..models import read_spec
-
-                if r["pretrained"] is None or read_spec(r["pretrained"], required=False) is None:
-                    img_size = spec.info.img_size
+            if img_size is None and choice.source != "checkpoint":  # a checkpoint is built at its own size
+                img_size = choice.size
+            known = img_size or choice.size  # said before a large model is built, when known
+            if rank == 0 and known:
+                print_image_size(known, choice, given=r["img_size"] is not None)
             model = build_model(num_classes=len(class_names), class_names=class_names, model=r["model"],
                                 pretrained=r["pretrained"], img_size=img_size, head=r["head"], scorer=r["scorer"],
                                 drop_path=r["drop_path"])
+            if rank == 0 and not known:  # the model's own size, known once its weights are read
+                print_image_size(int(model.spec["img_size"][0]), choice, given=False)
         head = getattr(model, "fgvc_head", None)
         for arg, used in (getattr(head, "fitted", None) or {}).items():
             if rank == 0:
