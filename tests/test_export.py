@@ -209,9 +209,10 @@ def test_select_budget_by_label_unit_or_number():
         assert select_budget(doc, text)["label"] == "15ms"
     for text in ("20M MACs", "20m", "2e7", "20"):
         assert select_budget(doc, text)["label"] == "20M MACs"
-    with pytest.raises(ConfigError, match=r"budget=7: not in search.json and without a unit; its budgets: "
-                                          r"15ms, 20M MACs, 1ms"):
-        select_budget(doc, "7")
+    for text in ("7", "fast"):  # no budget of the file, and no unit to answer it from the front
+        with pytest.raises(ConfigError, match=rf"^budget={text}: not a budget of search.json \(it holds 15ms, "
+                                              r"20M MACs, 1ms\); give one of them, or any budget with its unit"):
+            select_budget(doc, text)
     with pytest.raises(ConfigError, match="no schedule of the search space met this budget"):
         select_budget(doc, "1ms")
     with pytest.raises(ConfigError, match="has no latency figures"):
@@ -229,6 +230,51 @@ def test_any_budget_is_answered_from_the_pareto_front():
     assert select_budget(doc, "0.04G")["best"]["counts"] == [64, 64]
     with pytest.raises(ConfigError, match="nothing on its Pareto front fits"):
         select_budget(doc, "2ms")
+
+
+def front_search_doc(model):
+    """search_doc with a Pareto front predicted from a latency table (4, 12.1 and 30 ms)."""
+    front = [{"counts": [16, 8], "macs": 1e7, "latency_ms": 4.0, "holdout_accuracy": 0.80},
+             {"counts": [48, 32], "macs": 2e7, "latency_ms": 12.1, "holdout_accuracy": 0.912},
+             {"counts": [64, 64], "macs": 4e7, "latency_ms": 30.0, "holdout_accuracy": 0.95}]
+    return {**search_doc(model), "latency": {"source": "table"}, "pareto_front": front}
+
+
+def test_a_budget_the_search_was_not_run_for_says_what_the_front_gives():
+    doc = front_search_doc(tiny())
+    row = select_budget(doc, "25ms")
+    assert row["source"] == "front" and row["best"]["counts"] == [48, 32]
+    assert (f"{row['note']}: exporting {row['front_point']}" ==
+            "25ms is not a budget of search.json (it holds 15ms, 20M MACs, 1ms): exporting the Pareto-front point "
+            "at 12.1 ms predicted, 91.2 % held-out, the most accurate within 25ms")
+    row = select_budget(doc, "25M MACs")
+    assert row["best"]["counts"] == [48, 32] and row["front_point"].startswith("the Pareto-front point at 20M MACs")
+    assert "note" not in select_budget(doc, "15ms")  # a budget of the file: its own pick, nothing to say
+    with pytest.raises(ConfigError, match=r"^budget=2ms: not a budget of search.json \(it holds 15ms, 20M MACs, "
+                                          r"1ms\), and nothing on its Pareto front fits \(its cheapest schedule "
+                                          r"costs 4ms\); the front spans 4-30 ms predicted$"):
+        select_budget(doc, "2ms")
+    with pytest.raises(ConfigError, match=r"the front spans 10M-40M MACs$"):
+        select_budget(doc, "5M MACs")
+
+
+def test_cli_export_of_a_budget_the_search_was_not_run_for(tmp_path, ckpt, capsys):
+    sj = tmp_path / "search.json"
+    sj.write_text(json.dumps(front_search_doc(tavt_kit.load_checkpoint(ckpt))))
+    base = ["export", "--checkpoint", ckpt, "--search", str(sj), "--format", "onnx", "--no-verify"]
+    assert main(base + ["--budget", "25ms", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert (f"25ms is not a budget of {sj} (it holds 15ms, 20M MACs, 1ms): exporting the Pareto-front point at "
+            "12.1 ms predicted, 91.2 % held-out, the most accurate within 25ms\n") in out
+    source = read(tmp_path / "o" / "export.json")["schedule"]
+    assert source["counts"] == [48, 32] and source["source"]["picked_from"] == "front"
+    assert main(base + ["--budget", "15ms", "--out", str(tmp_path / "o2")]) == 0
+    assert "not a budget" not in capsys.readouterr().out
+    for budget, words in (("fast", "give one of them, or any budget with its unit"),
+                          ("2ms", "nothing on its Pareto front fits")):
+        assert main(base + ["--budget", budget, "--out", str(tmp_path / "o3")]) == 2
+        err = _err(capsys)
+        assert f"--budget {budget}: not a budget of {sj} (it holds 15ms, 20M MACs, 1ms)" in err and words in err
 
 
 def test_cli_exports_the_schedule_of_a_search_budget(tmp_path, ckpt, capsys):

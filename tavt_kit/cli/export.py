@@ -22,9 +22,10 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --search: the budget's recommendation (default; ToMe on your model when that beat the "
                         "searched schedule on held-out images) or always the searched schedule")
     s.add_argument("--budget", metavar="BUDGET",
-                   help="a budget of the finished search (--search) whose chosen schedule to export: its label "
-                        "(15ms, '20G MACs') or its number (a search is given budgets with its --macs-budget and "
-                        "--latency-budget)")
+                   help="with --search: a budget of the finished search exports its pick (by label, 15ms or "
+                        "'20G MACs', or number); any other budget with its unit (25ms, '30M MACs') exports the most "
+                        "accurate point of the search's Pareto front within it (held-out accuracy), said in one "
+                        "line")
     o = p.add_argument_group("output")
     o.add_argument("--format", default="onnx", metavar="LIST",
                    help="onnx, openvino or both, comma-separated (default: onnx)")
@@ -87,7 +88,13 @@ def _schedule(args, model):
     if args.search and (args.drop or args.keep_ratio):
         raise ConfigError("give one schedule: --drop, --keep-ratio or --search with --budget")
     if args.search:
-        return deployable_from_search(model, args.search, args.budget, args.pick)
+        from ..search import read_search, select_budget
+
+        found = deployable_from_search(model, args.search, args.budget, args.pick)
+        row = select_budget(read_search(args.search), args.budget, args.search)
+        if row.get("source") == "front":  # a budget the search was not run for: said, with what is exported
+            print(f"{row['note']}: exporting {row['front_point']}", flush=True)
+        return found
     if args.drop and (os.path.isfile(args.drop) or args.drop.endswith(".json")):
         if args.keep_ratio:
             raise ConfigError("give either --drop or --keep-ratio, not both")

@@ -64,12 +64,20 @@ def front_latency_ms(point: Dict[str, Any], search: Optional[Dict[str, Any]] = N
     return None, None
 
 
+def _front_cost(p: Dict[str, Any], objective: str) -> Optional[float]:
+    """A front point's cost in the budget's unit (MACs, or seconds of latency)."""
+    if objective == "macs":
+        return float(p["macs"]) if p.get("macs") is not None else None
+    ms = front_latency_ms(p)[0]
+    return ms / 1e3 if ms else None
+
+
 def pick_from_front(search: Dict[str, Any], objective: str, limit: float) -> Optional[Dict[str, Any]]:
     """The most accurate schedule of the search's Pareto front (held-out accuracy) within a budget it was not
     run for; latency budgets use the front's latency (measured where the search measured it)."""
     best = None
     for p in search.get("pareto_front") or []:
-        cost = p.get("macs") if objective == "macs" else (front_latency_ms(p)[0] or 0) / 1e3 or None
+        cost = _front_cost(p, objective)
         if cost is None or cost > limit:
             continue
         if best is None or p.get("holdout_accuracy", 0) > best.get("holdout_accuracy", 0):
@@ -77,11 +85,43 @@ def pick_from_front(search: Dict[str, Any], objective: str, limit: float) -> Opt
     return best
 
 
+def front_range(search: Dict[str, Any], objective: str) -> Optional[str]:
+    """The span of the search's Pareto front in a budget's unit (``4-12 ms predicted``, ``10M-40M MACs``)."""
+    points = [p for p in search.get("pareto_front") or [] if _front_cost(p, objective) is not None]
+    if not points:
+        return None
+    lo = min(points, key=lambda p: _front_cost(p, objective))
+    hi = max(points, key=lambda p: _front_cost(p, objective))
+    if objective == "macs":
+        a, b = budget_label("macs", float(lo["macs"])), budget_label("macs", float(hi["macs"]))
+        return f"{a.replace(' MACs', '')}-{b}"
+    kinds = {front_latency_ms(p, search)[1] for p in (lo, hi)}
+    return (f"{front_latency_ms(lo)[0]:.3g}-{front_latency_ms(hi)[0]:.3g} ms "
+            f"{kinds.pop() if len(kinds) == 1 else 'predicted or measured'}")
+
+
+def describe_front_point(search: Dict[str, Any], p: Dict[str, Any], objective: str) -> str:
+    """A front point in words: ``12.1 ms predicted, 91.2 % held-out`` (``21.3M MACs, ...`` for a MAC budget)."""
+    if objective == "macs":
+        cost = budget_label("macs", float(p["macs"]))
+    else:
+        ms, kind = front_latency_ms(p, search)
+        cost = f"{ms:.3g} ms {kind}"
+    if p.get("precision") and p["precision"] != "fp32":
+        cost += f" at {p['precision']}"
+    acc = p.get("holdout_accuracy")
+    return cost + (f", {100 * acc:.1f} % held-out" if acc is not None else "")
+
+
 def select_budget(search: Dict[str, Any], budget, where: str = "search.json") -> Dict[str, Any]:
     """The entry of ``search["budgets"]`` that ``budget`` names: its label (``"15ms"``, ``"20G MACs"``,
     spaces and case ignored), the same value in other units (``"0.015s"``, ``"20e9"``), or the bare
     number of its label (``15``, ``20``). Any other budget with a unit (``12ms``, ``25M MACs``) is answered
-    from the search's Pareto front (:func:`pick_from_front`): the entry then says ``"source": "front"``."""
+    from the search's Pareto front (:func:`pick_from_front`): the entry then says ``"source": "front"``, and
+    ``note`` / ``front_point`` say so in words (``"25ms is not a budget of search.json (it holds 15ms)"``,
+    ``"the Pareto-front point at 12.1 ms predicted, 91.2 % held-out, the most accurate within 25ms"``).
+    A budget nothing on the front meets, and text that is no budget, are a :class:`ConfigError` naming the
+    budgets the file holds."""
     rows = search.get("budgets") or []
     labels = ", ".join(str(r.get("label")) for r in rows) or "none"
 
@@ -114,25 +154,28 @@ def select_budget(search: Dict[str, Any], budget, where: str = "search.json") ->
         raise ConfigError(f"budget={text}: ambiguous in {where} ({', '.join(r['label'] for r in hits)}); "
                           "give the label with its unit")
     if not hits:
+        not_held = f"not a budget of {where} (it holds {labels})"
         parsed = parse_budget(text)
         if parsed is None:
-            raise ConfigError(f"budget={text}: not in {where} and without a unit; its budgets: {labels}; or give "
-                              "any budget with its unit (12ms, 25M MACs) to pick from the search's Pareto front")
+            raise ConfigError(f"budget={text}: {not_held}; give one of them, or any budget with its unit (12ms, "
+                              "25M MACs) for the most accurate point of the search's Pareto front within it")
         objective, limit = parsed
-        if objective == "latency" and not any(front_latency_ms(p)[0] for p in search.get("pareto_front") or []):
-            raise ConfigError(f"budget={text}: not a budget of {where} (its budgets: {labels}), and it has no "
-                              "latency figures to pick another from (a MAC search); search with a latency "
-                              "budget or a latency table, or give a MAC budget")
+        label = budget_label(objective, limit)
+        span = front_range(search, objective)
+        if objective == "latency" and span is None:
+            raise ConfigError(f"budget={text}: {not_held}, and it has no latency figures to pick another from "
+                              "(a MAC search); search with a latency budget or a latency table, or give a MAC "
+                              "budget")
         best = pick_from_front(search, objective, limit)
         if best is None:
-            costs = [p.get("macs") if objective == "macs" else (front_latency_ms(p)[0] or 0) / 1e3
-                     for p in search.get("pareto_front") or []]
-            low = min(costs) if costs else None
-            shown = (budget_label(objective, low) if low else "n/a")
-            raise ConfigError(f"budget={text}: not a budget of {where} (its budgets: {labels}), and nothing on "
-                              f"its Pareto front fits (its cheapest schedule costs {shown})")
-        return {"label": budget_label(objective, limit), "objective": objective, "limit": limit, "best": best,
-                "baselines": {}, "source": "front"}
+            costs = [c for c in (_front_cost(p, objective) for p in search.get("pareto_front") or []) if c]
+            cheapest = budget_label(objective, min(costs)) if costs else "n/a"
+            raise ConfigError(f"budget={text}: {not_held}, and nothing on its Pareto front fits "
+                              f"(its cheapest schedule costs {cheapest}); the front spans {span or 'nothing'}")
+        return {"label": label, "objective": objective, "limit": limit, "best": best, "baselines": {},
+                "source": "front", "note": f"{text} is {not_held}",
+                "front_point": f"the Pareto-front point at {describe_front_point(search, best, objective)}, "
+                               f"the most accurate within {label}"}
     row = hits[0]
     if not row.get("best") or not row["best"].get("counts"):
         raise ConfigError(f"budget={row['label']}: no schedule of the search space met this budget in {where}; "
