@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import BackendError, ConfigError, ExportError, TavtKitError
 from ..files import write_json
+from ..machine import threads_text
 from ..export.formats import BACKEND_OF_FORMAT, FORMAT_PRECISIONS
 from ..export.options import ExportOptions, QuantizeOptions, VerifyOptions
 from ..export.pipeline import run_export
@@ -255,7 +256,7 @@ def _summary(attempts, chosen, batch_size, threads, policy) -> Dict[str, Any]:
 
 def _log_table(log, attempts, summary) -> None:
     lat = summary["latency"]
-    log(f"precision auto: median latency at batch {lat['batch_size']}, {lat['threads']} threads")
+    log(f"precision auto: median latency at batch {lat['batch_size']}, {threads_text(lat['threads'])}")
     for a in attempts:
         ms = f"{a['latency_ms']:8.3f} ms" if a["latency_ms"] is not None else " " * 11
         acc = f"  top-1 {a['accuracy']:.2f} %" if a["accuracy"] is not None else ""

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError, ExportError
 from ..files import write_json, write_text
-from ..machine import cpu_load, machine_info
+from ..machine import threads_text, cpu_load, machine_info
 from ..models import load_model
 from ..target import DeploymentTarget, Precision
 from .backends import (EXPORTED_BACKENDS, Runner, check_target, file_kind, file_runner, release, set_compile_limits,
@@ -426,7 +426,7 @@ def _measure_model(source, schedules, target: DeploymentTarget, batch_sizes, inc
                         full_runner = runners[label]
                 if progress:
                     progress(f"measuring {len(runners)} schedules at batch {b} ({backend}, {device}, "
-                             f"{target.threads} threads)")
+                             f"{threads_text(target.threads)})")
                 measured = _measure(runners, policy, device, backend, progress)
                 base = next((measured[l][0].p50 for l, s in group if s.is_full), None)
                 for label, s in group:

@@ -217,7 +217,7 @@ def convert_openvino(
         if verify:
             diff, ref_name, checked = _check_ir(xml_path, onnx_path, info, model, export, batch_size, seed)
             if not compress_to_fp16 and not diff <= atol:
-                raise ExportError(f"{xml_path}: OpenVINO (f32) differs from {ref_name} by {diff:.3g} (> {atol:g})")
+                raise ExportError(f"{xml_path}: OpenVINO (fp32) differs from {ref_name} by {diff:.3g} (> {atol:g})")
     return OpenVinoConversion(xml_path=xml_path, bin_path=xml_path[:-4] + ".bin", source=source,
                               onnx_export=export.to_dict() if export else None, compress_to_fp16=compress_to_fp16,
                               precision_checked=checked, max_abs_diff=diff, reference=ref_name,

@@ -285,7 +285,7 @@ def _quantization_entry(job: _Job, res, path: str) -> Dict[str, Any]:
     else:
         kept = q["kept_in_higher_precision"]
         names = f" ({', '.join(kept[:6])}{', ...' if len(kept) > 6 else ''})" if kept else ""
-        job.log(f"  held-out top-1: f32 {q['f32_accuracy']:.2f} %, plain PTQ {q['ptq_accuracy']:.2f} %, int8 "
+        job.log(f"  held-out top-1: fp32 {q['f32_accuracy']:.2f} %, plain PTQ {q['ptq_accuracy']:.2f} %, int8 "
                 f"{q['int8_accuracy']:.2f} %; {len(kept)} of {q['quantized_layers_ptq']} quantised operations kept "
                 f"in higher precision{names}")
         if not q["drop_met"]:
