@@ -21,9 +21,9 @@ from typing import Callable, List, Optional, Sequence, Union
 DEFAULT_OUT = os.path.join("runs", "demo")
 DEFAULT_DATASET = "cluttered-digits"
 #: the demo's own short recipe (the whole demo in about 5 minutes on 2 cores): fine-tuning steps (cluttered
-#: digits: about 80 % test top-1; the built-in recipe's 1400 steps, about 92 %, are `--train-steps 1400`) and
+#: digits: about 74 % test top-1; the built-in recipe's 1400 steps, about 92 %, are `--train-steps 1400`) and
 #: distillation steps (the supernet stays close to the model it starts from)
-TRAIN_STEPS, DISTILL_STEPS = 500, 40
+TRAIN_STEPS, DISTILL_STEPS = 400, 30
 #: the latency profile of the demo: a coarse grid, short timings and the fast (TorchScript) ONNX exporter
 PROFILE = ["--grid", "5", "--time-budget", "0.15", "--min-repeats", "5", "--exporter", "torchscript"]
 
@@ -180,8 +180,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-steps", type=int, metavar="N",
                    help=f"fine-tuning steps (default: {TRAIN_STEPS}, a short recipe; 1400 is the built-in recipe's)")
     p.add_argument("--distill-steps", type=int, metavar="N", help=f"distillation steps (default: {DISTILL_STEPS})")
-    p.add_argument("--generations", type=int, default=3, metavar="N", help="search generations (default: 3)")
-    p.add_argument("--population", type=int, default=8, metavar="N", help="search population (default: 8)")
+    p.add_argument("--generations", type=int, default=2, metavar="N", help="search generations (default: 2)")
+    p.add_argument("--population", type=int, default=6, metavar="N", help="search population (default: 6)")
     p.add_argument("--latency-fraction", type=float, default=0.5, metavar="FRACTION",
                    help="latency budget between the smallest schedule's (0) and the full model's (1) predicted "
                         "latency (default: 0.5)")
