@@ -175,7 +175,7 @@ def export_fastest(
                             f"({why})", time.perf_counter() - start)
             raise ExportError(f"export_fastest(): no precision passed verification ({why}); the attempts are "
                               f"recorded in {os.path.join(out_dir, EXPORT_FILE)}")
-        return _publish(out_dir, parent, formats, docs, chosen, summary, time.perf_counter() - start)
+        return _publish(out_dir, parent, formats, docs, chosen, summary, time.perf_counter() - start, log)
     finally:
         prep.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -267,7 +267,7 @@ def _log_table(log, attempts, summary) -> None:
         log(f"chosen for {f}: {c['precision']} ({c['latency_ms']:.3f} ms{speed})")
 
 
-def _publish(out_dir, parent, formats, docs, chosen, summary, seconds) -> ExportResult:
+def _publish(out_dir, parent, formats, docs, chosen, summary, seconds, log) -> ExportResult:
     """Move each format's chosen file(s) into ``out_dir`` and write ``export.json`` describing them."""
     stage = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.staging-", dir=parent)
     try:
