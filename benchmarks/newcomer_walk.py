@@ -1,0 +1,160 @@
+"""The newcomer walk: README's commands on a small CUB-format tree, each timed, and the report checked against bench.
+
+    python benchmarks/newcomer_walk.py [--out runs/walk] [--classes 5] [--per-class 60] [--train-steps 300]
+
+A user with their own birds follows the README with ``--model fgvc_tiny`` and no other size flag: train,
+distill, search under a latency budget (three ways: from a table made first by ``bench profile``; with no
+table, the search profiling its own and keeping it beside the checkpoint; the same again, reusing it), export
+from another folder, bench the shipped file, report. Every command is the real CLI in a child process. Printed:
+each command's wall time, the search times with and without a pre-made table, and whether every verdict of the
+report agrees with ``bench`` on the shipped file (measured latency <= budget). Exit 1 when one does not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def make_cub_tree(root: str, classes: int, per_class: int, size: int = 96, seed: int = 0) -> str:
+    """``root/CUB_200_2011``: ``classes`` classes of ``per_class`` JPEGs (2/3 train), each class a coloured shape
+    at a random place on a noisy background (learnable, not trivial)."""
+    from PIL import Image, ImageDraw
+
+    d = os.path.join(root, "CUB_200_2011")
+    if os.path.isfile(os.path.join(d, "classes.txt")):
+        return d
+    rng = np.random.default_rng(seed)
+    names = [f"{c + 1:03d}.Bird_{c + 1}" for c in range(classes)]
+    images, labels, split = [], [], []
+    i = 0
+    for c, name in enumerate(names):
+        hue = np.array([(c * 83) % 256, (c * 151 + 60) % 256, (c * 37 + 120) % 256])
+        for k in range(per_class):
+            i += 1
+            bg = rng.integers(0, 120, (size, size, 3)).astype(np.uint8)
+            img = Image.fromarray(bg)
+            draw = ImageDraw.Draw(img)
+            r = int(rng.integers(size // 8, size // 4))
+            x, y = (int(v) for v in rng.integers(r, size - r, 2))
+            shape = [x - r, y - r, x + r, y + r]
+            (draw.ellipse if c % 2 else draw.rectangle)(shape, fill=tuple(int(v) for v in hue))
+            rel = f"{name}/{name.split('.')[1]}_{k:04d}_{i}.jpg"
+            os.makedirs(os.path.join(d, "images", name), exist_ok=True)
+            img.save(os.path.join(d, "images", rel), quality=90)
+            images.append(f"{i} {rel}")
+            labels.append(f"{i} {c + 1}")
+            split.append(f"{i} {1 if k < 2 * per_class // 3 else 0}")
+    for fname, lines in (("images.txt", images), ("image_class_labels.txt", labels),
+                         ("train_test_split.txt", split), ("classes.txt", [f"{c + 1} {n}" for c, n in enumerate(names)])):
+        with open(os.path.join(d, fname), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return d
+
+
+class Walk:
+    def __init__(self, out: str):
+        self.out, self.times = out, []
+
+    def run(self, name: str, argv, cwd=None) -> str:
+        cmd = [sys.executable, "-m", "tavt_kit.cli"] + [str(a) for a in argv]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=cwd or self.out, capture_output=True, text=True)
+        dt = time.perf_counter() - t
+        self.times.append((name, dt, proc.returncode))
+        print(f"[{dt:7.1f} s] {name}: exit {proc.returncode}", flush=True)
+        with open(os.path.join(self.out, "walk.log"), "a") as f:
+            f.write(f"\n$ fgvc-kit {' '.join(str(a) for a in argv)}\n{proc.stdout}{proc.stderr}")
+        if proc.returncode != 0:
+            print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+            raise SystemExit(f"{name} failed")
+        return proc.stdout + proc.stderr
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=os.path.join("runs", "walk"))
+    ap.add_argument("--classes", type=int, default=5)
+    ap.add_argument("--per-class", type=int, default=60)
+    ap.add_argument("--train-steps", type=int, default=300)
+    ap.add_argument("--distill-steps", type=int, default=60)
+    ap.add_argument("--budget-fraction", type=float, default=0.6, help="latency budget / the full model's")
+    args = ap.parse_args(argv)
+    out = os.path.abspath(args.out)
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+    data = os.path.join(out, "data")
+    make_cub_tree(data, args.classes, args.per_class)
+    w = Walk(out)
+    small = ["--batch-size", "32", "--eval-every", "100", "--save-every", "100", "--warmup-steps", "20"]
+    log = w.run("train", ["train", "--dataset", "cub", "--data", "data", "--model", "fgvc_tiny", "--steps",
+                          args.train_steps, "--out", "train"] + small)
+    trained = json.load(open(os.path.join(out, "train", "results.json")))
+    img = (trained.get("config") or trained).get("img_size")
+    w.run("distill", ["distill", "--checkpoint", "train/best.safetensors", "--steps", args.distill_steps,
+                      "--out", "distill"] + small)
+    ckpt = os.path.join(out, "distill", "best.safetensors")
+    # the pre-made table: the same target and settings as the one the search profiles for itself
+    w.run("bench profile (the pre-made table)", ["bench", "profile", "--checkpoint", ckpt, "--out", "table",
+                                                 "--reducers", "drop,merge", "--backend", "openvino", "--grid", "9",
+                                                 "--time-budget", "0.3", "--min-repeats", "5", "--warmup", "2",
+                                                 "--exporter", "torchscript"])
+    from tavt_kit.bench import LatencyTable
+    from tavt_kit.models import load_checkpoint
+
+    table = LatencyTable.load(os.path.join(out, "table", "latency_table.json"))
+    full_ms = table.predict(load_checkpoint(ckpt).full_schedule())
+    budget = f"{args.budget_fraction * full_ms:.3g}ms"
+    evo = ["--population", "8", "--generations", "3", "--mutations", "8", "--crossovers", "8"]
+    w.run("search with the pre-made table", ["search", "--checkpoint", ckpt, "--latency-table",
+                                             "table/latency_table.json", "--remeasure", "--latency-budget", budget,
+                                             "--out", "search_table"] + evo)
+    cache = os.path.join(out, "distill", "latency-tables")
+    shutil.rmtree(cache, ignore_errors=True)
+    w.run("search without a table (profiles its own)", ["search", "--checkpoint", ckpt, "--latency-budget", budget,
+                                                        "--out", "search"] + evo)
+    w.run("search without a table again (reuses it)", ["search", "--checkpoint", ckpt, "--latency-budget", budget,
+                                                       "--out", "search_again"] + evo)
+    search = json.load(open(os.path.join(out, "search", "search.json")))
+    row = search["budgets"][0]
+    elsewhere = os.path.join(out, "elsewhere")
+    os.makedirs(elsewhere)
+    w.run("export (from another folder)", ["export", "--checkpoint", ckpt, "--search",
+                                           os.path.join(out, "search", "search.json"), "--budget", row["label"],
+                                           "--out", os.path.join(out, "export")], cwd=elsewhere)
+    w.run("bench the shipped pick", ["bench", "--checkpoint", ckpt, "--search",
+                                     os.path.join(out, "search", "search.json"), "--out", "bench"])
+    w.run("report", ["report", "--search", "search/search.json", "--bench", "bench/bench.json", "--export",
+                     "export/export.json", "--out", "report"])
+    # the report's verdict per budget against bench's measurement of the same schedule on the search's target
+    md = open(os.path.join(out, "report", "report.md")).read()
+    ship = md[md.index("## What to ship"):].split("\n\n")[0]
+    bench = json.load(open(os.path.join(out, "bench", "bench.json")))
+    agree = True
+    for b in search["budgets"]:
+        line = next(ln for ln in ship.splitlines() if ln.startswith(f"| {b['label']} "))
+        counts = tuple((b.get("best") or {}).get("counts") or ())
+        rows = [r for r in bench["results"] if tuple(r.get("schedule") or search["full"]["counts"]) == counts]
+        measured = rows[0]["latency_ms"]["p50"] if rows else None
+        says_pass = "| pass |" in line
+        ok = measured is not None and measured <= b["limit"] * 1e3
+        agree &= says_pass == ok
+        print(f"budget {b['label']}: report says {'pass' if says_pass else 'FAIL'}; bench measured "
+              f"{measured if measured is None else round(measured, 3)} ms -> {'agree' if says_pass == ok else 'DISAGREE'}")
+    print(f"\nimage size trained at: {img}")
+    print("| command | wall s | exit |\n|---|---:|---:|")
+    for name, dt, rc in w.times:
+        print(f"| {name} | {dt:.1f} | {rc} |")
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    raise SystemExit(main())
