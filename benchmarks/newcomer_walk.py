@@ -135,7 +135,7 @@ def main(argv=None) -> int:
                      "export/export.json", "--out", "report"])
     # the report's verdict per budget against bench's measurement of the same schedule on the search's target
     md = open(os.path.join(out, "report", "report.md")).read()
-    ship = md[md.index("## What to ship"):].split("\n\n")[0]
+    ship = md[md.index("## What to ship"):].split("\n## ")[0]
     bench = json.load(open(os.path.join(out, "bench", "bench.json")))
     agree = True
     for b in search["budgets"]:
