@@ -265,15 +265,7 @@ def _say(args):
 
     if args.quiet:
         return None
-    return lambda text: print(f"fgvc-kit bench: {counted(text)}", file=sys.stderr, flush=True)
-
-
-def counted(text: str) -> str:
-    """Printed text with its thread counts said right: ``1 thread``, ``default threads`` (not ``1 threads``,
-    ``None threads``)."""
-    import re
-
-    return re.sub(r"\bNone threads\b", "default threads", re.sub(r"(?<![\d.])1 threads\b", "1 thread", text))
+    return lambda text: print(f"fgvc-kit bench: {text}", file=sys.stderr, flush=True)
 
 
 #: separability (rms, max of |attn(L_in) + mlp(L_out) - measured| / measured) a table's split is trusted within
@@ -427,7 +419,7 @@ def run(args) -> int:
         if args.json:
             print(json.dumps(d, indent=2))
             return 0
-        print(counted("\n".join(with_judgements(table_summary(table, path), d))))
+        print("\n".join(with_judgements(table_summary(table, path), d)))
         for w in d.get("warnings") or []:
             warn(w)
         return 0
@@ -459,7 +451,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(report.to_dict(keep_samples=False), indent=2))
     else:
-        print(counted(report.markdown()))
+        print(report.markdown())
         print()
         print("wrote " + ", ".join(paths.values()))
     import sys
@@ -499,7 +491,7 @@ def _predict(args, table_path) -> int:
     if args.json:
         print(json.dumps(predictions.to_dict(), indent=2))
         return 0
-    print(counted("\n".join(prediction_lines(predictions))))
+    print("\n".join(prediction_lines(predictions)))
     print(f"wrote {path}")
     return 0
 
