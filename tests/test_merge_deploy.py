@@ -258,3 +258,28 @@ def test_openvino_table_with_merge_entries():
     table = profile_latency(m, target=EAGER.with_(backend="openvino"), grid=3, policy=FAST, reducers="drop,merge",
                             calibrate=False)
     assert table.reducers == ("drop", "merge") and table.predict(MERGE) > 0 and table.predict(MIXED) > 0
+
+
+def test_merging_blocks_are_calibrated_on_whole_models(tables):
+    """A whole model that merges costs more than its parts (the matching and scatter between them): the offset
+    is fitted on the anchors that merge nothing, and what the merge anchors cost beyond it, per merging block, is
+    added to every schedule per block that merges."""
+    import statistics
+
+    both, _ = tables
+    calib = both.data["calibration"]
+    plain = [c["residual_ms"] for c in calib if not c["merging_blocks"]]
+    merging = [c for c in calib if c["merging_blocks"]]
+    assert plain and merging and {c["merging_blocks"] for c in merging} <= {1, 2, 3, 4}
+    assert both.offset_ms == pytest.approx(statistics.median(plain))
+    per_block = statistics.median((c["residual_ms"] - both.offset_ms) / c["merging_blocks"] for c in merging)
+    assert both.merge_block_offset_ms == pytest.approx(per_block)
+    # every anchor's whole-model time is its parts, the offset and its merging blocks' share
+    for c in merging:
+        assert c["parts_ms"] + both.offset_ms + c["merging_blocks"] * per_block == pytest.approx(
+            both.predict(TokenSchedule(tuple(c["schedule"]), 16, reducers=tuple(c["reducers"]))))
+    assert both.predict_parts(MIXED)["merge_offset"] == pytest.approx(2 * per_block)  # blocks 0 and 3 merge
+    assert both.predict_parts([16] * 4)["merge_offset"] == 0.0
+    # a table profiled before this calibration predicts as it did
+    old = LatencyTable({k: v for k, v in both.to_dict().items() if k != "merge_block_offset_ms"})
+    assert old.merge_block_offset_ms == 0.0

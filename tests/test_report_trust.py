@@ -292,3 +292,40 @@ def test_a_bench_row_is_used_only_for_the_same_weights_schedule_and_reducers(wor
     rows, notes, _ = ship(sp, tmp_path / "r2", bench=bp)
     assert "ms predicted / 8 ms" in rows["8ms"]
     assert any("bench.json's schedule merges where the pick drops" in n for n in notes)
+
+
+def test_a_budget_that_ships_tome_on_your_model_is_judged_on_that_deployable(world, tmp_path):
+    """When a budget's recommendation is ToMe on your model, its row is that deployable's own: its test top-1
+    and paired difference, its latency as bench measured it (a row timed on the supernet's weights at the same
+    schedule stands for it: same operations), and the verdict on that latency, not the searched schedule's."""
+    tome = point([48, 32], 2.5e7, 6.5, 0.93, reducers=["merge", "merge"], weights="parent", r=16,
+                 holdout_nll=0.2, vs_parent={"difference": -0.001, "interval": [-0.004, 0.002], "resolved": False})
+    sp = write_search(str(tmp_path / "s"), world["model"], world["ckpt"],
+                      parent=point([64, 64], 4.0e7, 12.0, 0.931, path="parent.safetensors",
+                                   weights_sha256=weights_digest(world["other"])))
+    doc = json.load(open(sp))
+    doc["budgets"][0]["training_free"] = {"tome_parent": tome}
+    doc["budgets"][0]["recommended"] = {"family": "tome_parent", "weights": "parent", "counts": [48, 32],
+                                        "reducers": ["merge", "merge"], "precision": "fp32",
+                                        "why": "best held-out NLL among searched, tome_parent"}
+    json.dump(doc, open(sp, "w"))
+    target = {"backend": "onnxruntime", "device": "cpu", "batch_size": 1, "precision": "fp32"}
+    bench = {"format": "fgvc-kit/bench", "model": {"weights_sha256": weights_digest(world["model"])},
+             "target": target, "machine": {"cpu": {"model": "test", "available_cores": 1}},
+             "results": [{"schedule": [64, 64], "batch_size": 1, "latency_ms": {"p50": 12.5}},
+                         {"schedule": DROP, "batch_size": 1, "latency_ms": {"p50": 7.1}},
+                         {"schedule": [48, 32], "reducers": ["merge", "merge"], "batch_size": 1,
+                          "latency_ms": {"p50": 8.4}}]}
+    bp = tmp_path / "bench.json"
+    json.dump(bench, open(bp, "w"))
+    rows, notes, _ = ship(sp, tmp_path / "r", bench=bp)
+    row = rows["8ms"]
+    assert "8.4 ms measured / 8 ms (predicted 6.5 ms)" in row and "**FAIL**" in row  # ToMe's latency, not 7.1
+    assert "93.00" in row and "48m,32m" in row and "searched schedule's" not in row
+    assert any(n.startswith("8ms: ships ToMe r=16 on your model") and "the searched schedule: 90.00 %" in n
+               for n in notes)
+
+    bench["results"][2]["latency_ms"]["p50"] = 7.9  # within the budget: it passes on its own measurement
+    json.dump(bench, open(bp, "w"))
+    rows, _, _ = ship(sp, tmp_path / "r2", bench=bp)
+    assert "7.9 ms measured / 8 ms" in rows["8ms"] and "| pass |" in rows["8ms"]

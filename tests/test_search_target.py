@@ -105,3 +105,23 @@ def test_bench_and_report_measure_the_picks_on_the_searchs_target(tmp_path, mode
                  "--out", str(tmp_path / "r2")]) == 0
     assert "measured on torch cpu at batch 2, while the search's budgets are for torch cpu at batch 1" in \
         (tmp_path / "r2" / "report.md").read_text()
+    # a budget whose recommendation is ToMe on your model: bench --search times that (what export ships for it),
+    # on the supernet's weights (same operations); --budget times only the budgets named
+    doc = json.loads(open(sp).read())
+    tome = {"counts": [12, 10, 8], "reducers": ["merge"] * 3, "r": 8, "weights": "parent", "macs": 1,
+            "holdout_nll": 0.1}
+    doc["budgets"][0]["training_free"] = {"tome_parent": tome}
+    doc["budgets"][0]["recommended"] = {"family": "tome_parent", "weights": "parent", "counts": tome["counts"],
+                                        "reducers": tome["reducers"], "precision": "fp32", "why": "test"}
+    json.dump(doc, open(sp, "w"))
+    assert main(["bench", "--search", sp, "--budget", "100ms", "--out", str(tmp_path / "b3"), "--quiet"]
+                + timing) == 0
+    rows = {r["label"]: r for r in json.loads((tmp_path / "b3" / "bench.json").read_text())["results"]}
+    assert set(rows) == {"full", "100ms: ToMe r=8 on your model"}
+    assert rows["100ms: ToMe r=8 on your model"]["schedule"] == [12, 10, 8]
+    capsys.readouterr()
+    assert main(["bench", "--search", sp, "--budget", "7ms", "--out", str(tmp_path / "b4"), "--quiet"] + timing) == 2
+    err = capsys.readouterr().err
+    assert "7ms" in err and "100ms" in err  # the budgets the search holds are named
+    assert main(["bench", "--checkpoint", ckpt, "--budget", "1", "--out", str(tmp_path / "b5")]) == 2
+    assert "--budget names a budget of --search FILE" in capsys.readouterr().err

@@ -82,7 +82,7 @@ def test_one_spelling_per_quantity():
             said = set(re.findall(r"\b(?:fp32|bf16|fp16|int8|auto|f32|f16)\b", a.help))
             assert PRECISIONS <= said <= PRECISIONS | {"auto"}, (name, said)
         if "--budget" in opts:  # a budget of a finished search (its label, or any budget with a unit)
-            assert name in ("export", "report"), name
+            assert name in ("export", "report", "bench measure"), name
             assert "finished search" in opts["--budget"].help, name
         if "--steps" in opts:  # optimiser steps
             assert name in ("train", "distill"), name
@@ -218,12 +218,12 @@ PER_COMMAND = {
                      "bench predict": "--latency-batch-size", "demo": "--latency-batch-size"},
     "--batch": {"bench measure": "--latency-batch-size", "bench profile": "--latency-batch-size",
                 "bench predict": "--latency-batch-size", "demo": "--latency-batch-size"},
-    "--budget": {"bench measure": "--time-budget", "bench profile": "--time-budget"},
+    "--budget": {"bench profile": "--time-budget"},
     "--steps": {"prune": "--prune-steps"},
 }
 #: where a spelling is visible: the training batch is train's and distill's; a budget of a finished search is
 #: export's and report's (search takes --macs-budget / --latency-budget)
-VISIBLE_ONLY_IN = {"--batch-size": {"train", "distill"}, "--budget": {"export", "report"}}
+VISIBLE_ONLY_IN = {"--batch-size": {"train", "distill"}, "--budget": {"export", "report", "bench measure"}}
 #: hidden options that are not deprecated spellings: distill refuses the model options train has (the model comes
 #: from --checkpoint); search refuses export's --budget with a line naming --macs-budget / --latency-budget
 REFUSED = {("distill", f) for f in ("--pretrained", "--model", "--img-size", "--num-classes", "--head",

@@ -171,7 +171,8 @@ def table_summary(table, path: str) -> List[str]:
             out.append(f"separability   {what} vs {sep['pairs']} measured pairs: rms "
                        f"{100 * sep['rms_rel']:.2f}%, max {100 * sep['max_abs_rel']:.2f}%")
     out.append(f"offset         {d['offset_ms']:+.3f} ms (calibrated on {len(d['calibration'] or [])} whole-model "
-               "runs)")
+               "runs)" + (f"; {d['merge_block_offset_ms']:+.3f} ms per merging block"
+                          if d.get("merge_block_offset_ms") else ""))
     v = d.get("validation")
     if v:
         out += ["  " + line for line in validation_lines(v["schedules"])]

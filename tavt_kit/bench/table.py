@@ -178,6 +178,7 @@ def validate_table(data: Any, source: str = "latency table") -> Tuple[List[str],
     f.non_negative(data["embed_ms"], "embed_ms", optional=False)
     f.non_negative(data.get("head_nodrop_ms"), "head_nodrop_ms")
     f.number(data.get("offset_ms"), "offset_ms")
+    f.number(data.get("merge_block_offset_ms"), "merge_block_offset_ms")
     most = prefix + n + 1  # every token of the sequence, the fused one too
     for key in curves:
         c = f.mapping(data[key], key, optional=False)
@@ -251,6 +252,12 @@ class LatencyTable:
     @property
     def offset_ms(self) -> float:
         return float(self.data.get("offset_ms") or 0.0)
+
+    @property
+    def merge_block_offset_ms(self) -> float:
+        """What a whole model pays per merging block beyond its parts (calibrated on the merge anchors; 0 in a
+        table profiled before it was, or for drop only)."""
+        return float(self.data.get("merge_block_offset_ms") or 0.0)
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> Dict[str, Any]:
@@ -382,7 +389,10 @@ class LatencyTable:
             head = self._curve("head_ms", P + n + fused)
         else:
             head = float(self.data["head_nodrop_ms"])
-        return {"embed": float(self.data["embed_ms"]), "blocks": blocks, "head": head, "offset": self.offset_ms}
+        merging = sum(1 for i, (k, red) in enumerate(zip(s.counts, reducers))
+                      if red == "merge" and k < (s.counts[i - 1] if i else N))
+        return {"embed": float(self.data["embed_ms"]), "blocks": blocks, "head": head, "offset": self.offset_ms,
+                "merge_offset": merging * self.merge_block_offset_ms}
 
     def predict(self, schedule, reducer: Optional[str] = None) -> float:
         """Predicted latency (ms per batch of ``target.batch_size``) of a schedule.
@@ -390,7 +400,7 @@ class LatencyTable:
         ``reducer``: the reducer of blocks the schedule names none for (default: the model's, see the module).
         """
         p = self.predict_parts(schedule, reducer)
-        ms = p["embed"] + sum(p["blocks"]) + p["head"] + p["offset"]
+        ms = p["embed"] + sum(p["blocks"]) + p["head"] + p["offset"] + p["merge_offset"]
         if not ms > 0:  # a negative offset larger than the parts: the table cannot stand for this model
             raise LatencyTableError(f"{self.source}: predicts {ms:.4g} ms for {list(self.schedule(schedule).counts)} "
                                     f"(offset_ms={self.offset_ms:g}); expected a positive latency: profile the "

@@ -98,10 +98,11 @@ def _target_args(p, many_batches: bool) -> None:
                    help="torch.compile backend (default inductor)")
 
 
-def _timing_args(p) -> None:
+def _timing_args(p, old_budget: bool = True) -> None:
     m = p.add_argument_group("measurement")
     add_timing_arguments(m)
-    add_deprecated(p, "--budget", "--time-budget", "time_budget", type=float)
+    if old_budget:  # measure's --budget is a budget of --search
+        add_deprecated(p, "--budget", "--time-budget", "time_budget", type=float)
     m.add_argument("--seed", type=int, default=0, metavar="N", help="seed of inputs and random schedules (default 0)")
 
 
@@ -129,11 +130,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="search.json: measure each budget's pick (and the full model) on the search's own target "
                         "(backend, device, batch, threads, precision) unless a flag says otherwise; --checkpoint "
                         "defaults to the search's, --latency-table to its table")
+    m.add_argument("--budget", action="append", default=[], metavar="BUDGET",
+                   help="with --search: measure only this budget of the finished search (its label, e.g. 15ms or "
+                        "'20G MACs'; repeatable): what export ships for it, and the full model (default: every "
+                        "budget)")
     _target_args(m, many_batches=True)
     m.add_argument("--latency-table", metavar="FILE",
                    help="latency_table.json from fgvc-kit bench profile: add its predictions to the results")
     add_deprecated(m, "--table", "--latency-table", "latency_table")
-    _timing_args(m)
+    _timing_args(m, old_budget=False)
     _output_args(m)
     pr = sub.add_parser("profile", help="per-block latency vs token count -> latency_table.json",
                         description="Time one representative block at a grid of token counts (and the embedding "
@@ -247,6 +252,11 @@ def _schedules(args, model):
         for i, s in enumerate(random_schedules(model.depth, model.num_patches, args.random, lo, hi, args.seed)):
             out.append(s)
             labels.append(f"random {i + 1}")
+    for label, counts, reducers in getattr(args, "search_deployables", None) or []:
+        from ..schedules import TokenSchedule
+
+        out.append(model.make_schedule(TokenSchedule(tuple(counts), model.num_patches, reducers=reducers)))
+        labels.append(label)
     # drop duplicates (same counts and reducers: a merge and a drop at the same counts are two rows), keep the
     # first label
     seen, sched, labs = set(), [], []
@@ -323,12 +333,15 @@ def _from_search(args) -> None:
             raise ConfigError(f"--search {args.search}: the checkpoint it records ({src}) is not here; give "
                               "--checkpoint")
         args.checkpoint = src
-    picks = [os.path.join(folder, b["schedule_file"]) for b in doc.get("budgets") or [] if b.get("schedule_file")]
+    budgets = _chosen_budgets(doc, getattr(args, "budget", None) or [], args.search)
+    picks = [os.path.join(folder, b["schedule_file"]) for b in budgets if b.get("schedule_file")
+             and (b.get("recommended") or {}).get("weights") != "parent"]
     missing = [f for f in picks if not os.path.isfile(f)]
     if missing:
         raise ConfigError(f"--search {args.search}: {missing[0]} (a pick's drop config) is missing")
     args.drop = list(args.drop) + picks
     lat = doc.get("latency") or {}
+    args.search_deployables = _recommended_deployables(budgets, lat)
     target = lat.get("target") or {}
     if not target:
         return  # MAC budgets only: no target to keep; the flags (or their defaults) say where to measure
@@ -360,6 +373,53 @@ def _from_search(args) -> None:
         warn(f"measuring with {', '.join(differ)}: not the target the search's latency budgets are for")
 
 
+def _chosen_budgets(doc: dict, names, path: str) -> list:
+    """The budgets of the search ``--budget`` names (all without it); another budget is refused, naming the
+    budgets the search holds."""
+    from ..errors import ConfigError
+    from ..search.result import select_budget
+
+    rows = list(doc.get("budgets") or [])
+    if not names:
+        return rows
+    out = []
+    for name in names:
+        row = select_budget(doc, name, path)
+        if row.get("source") == "front":
+            held = ", ".join(str(r.get("label")) for r in rows) or "none"
+            raise ConfigError(f"--budget {name}: not a budget of {path} (it holds {held}); bench --search measures "
+                              "what a budget of the search ships")
+        if row not in out:
+            out.append(row)
+    return out
+
+
+def _recommended_deployables(budgets: list, lat: dict) -> list:
+    """(label, counts, reducers) of each budget's recommendation that is a deployable of your model (ToMe on it,
+    or it as it is): what ``export --search --budget`` ships for that budget. Timed on the supernet's weights:
+    the same architecture at the same schedule runs the same operations. One at another precision than the
+    target's is said, with the flag that times it."""
+    from ..search.result import describe_family
+    from ..target import Precision
+
+    want = (lat.get("target") or {}).get("precision") or Precision.FP32
+    out = []
+    for b in budgets:
+        rec = b.get("recommended") or {}
+        fam = rec.get("family")
+        if not fam or rec.get("weights") != "parent" or not rec.get("counts"):
+            continue
+        entry = (b.get("training_free") or {}).get(fam) or {}
+        name = describe_family(fam, entry, short=True)
+        prec = rec.get("precision") or want
+        if Precision.parse(prec) != Precision.parse(want):
+            warn(f"budget {b.get('label')}: the recommendation ({name} on your model) is at {prec}; this bench times "
+                 f"{want}: add --precision {prec} to time it")
+            continue
+        out.append((f"{b.get('label')}: {name} on your model", list(rec["counts"]), rec.get("reducers")))
+    return out
+
+
 def _deployment_target(args, batch_size: int):
     """The :class:`~tavt_kit.target.DeploymentTarget` of ``--backend``, ``--device``, ``--precision``,
     ``--threads`` (0: the default) and a batch size."""
@@ -386,6 +446,9 @@ def run(args) -> int:
         return _predict(args, positional_deprecated(args, "latency_table", "--latency-table"))
     if getattr(args, "search", None):
         _from_search(args)
+    elif getattr(args, "budget", None):
+        raise ConfigError("--budget names a budget of --search FILE (the seconds of timing per measurement are "
+                          "--time-budget)")
     checkpoint, exported = _measured(args)
     batches = args.batch_size if isinstance(args.batch_size, list) else [args.batch_size or 1]
     from ..bench.backends import check_target

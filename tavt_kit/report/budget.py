@@ -41,12 +41,17 @@ class _Evidence:
             self._cache[key] = make()
         return self._cache[key]
 
-    def bench(self, d: Optional[dict]) -> Tuple[Optional[dict], List[str]]:
-        """The bench.json row of a pick (None: none measured it) and why rows of its counts were not used."""
+    def bench(self, d: Optional[dict], weights: str = "supernet") -> Tuple[Optional[dict], List[str]]:
+        """The bench.json row of a pick (None: none measured it) and why rows of its counts were not used.
+        A deployable of your model (``weights="parent"``) may take a row timed on the supernet's weights: the
+        same architecture at the same schedule and precision runs the same operations, so its latency is the
+        same (``bench --search`` times it so)."""
         if not d or not self.bench_doc:
             return None, []
-        return self._memo(("bench", id(d)), lambda: bench_evidence(self.bench_doc, wanted(d, self.search),
-                                                                   self.full_counts))
+        want = wanted(d, self.search, weights)
+        if weights == "parent":
+            want = want.also_timed_as((self.search.get("model") or {}).get("weights_sha256"))
+        return self._memo(("bench", id(d), weights), lambda: bench_evidence(self.bench_doc, want, self.full_counts))
 
     def bench_row(self, d: Optional[dict]) -> Optional[dict]:
         return self.bench(d)[0]
@@ -196,7 +201,8 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
         if d.get("origin"):
             notes.append(f"{b['label']}: the pick is the {d['origin']} schedule: no searched schedule was fitter on "
                          "the held-out images within this budget")
-        r, unused = ev.bench(d)
+        d, weights = _shipped(b, d, search, notes)
+        r, unused = ev.bench(d, weights)
         for why in unused:
             notes.append(f"{b['label']}: bench.json's measurement of this schedule is not used ({why}); the "
                          "latency shown is the search's")
@@ -226,7 +232,7 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
         acc = "–" if test is None else _pct_ci(d, "test", search["settings"].get("test_images") or 0) + " %" + (
             f" ({_paired(d['vs_parent'])})" if parent and d.get("vs_parent") else
             f" ({100 * (test - full_test):+.2f} points)" if full_test is not None and not parent else "")
-        ship, exported = _ship_cell(b, d, ev, search, out_dir, notes)
+        ship, exported = _ship_cell(b, d, ev, search, out_dir, notes, weights)
         if not exported and ok:  # a pick over its budget is not worth exporting: the advice above says what to do
             notes.append(f"{b['label']}: export it with `{export_command(search, search_path, b['label'])}`")
         md.append(f"| {label} | {ship} | {lat_cell} | {verdict} | {margin} | {acc} | "
@@ -269,20 +275,50 @@ def _over_budget_advice(search: dict, measured: float, predicted: Optional[float
             "machine is busier now, or was then): measure it again on an idle machine, or choose a tighter budget")
 
 
-def _ship_cell(b: dict, d: dict, ev: _Evidence, search: dict, out_dir: str, notes: List[str]) -> Tuple[str, bool]:
-    """The file to ship for a budget's pick (else the budget's recommendation, when that is a training-free
-    deployable of your model with a file that stands for it), and whether any file of it was exported; each file
-    of the pick's schedule that is not shipped gets a note saying why."""
-    found = ev.exports(d)
+def _shipped(b: dict, d: dict, search: dict, notes: List[str]) -> Tuple[dict, str]:
+    """What a budget ships, and whose weights: its recommendation when that is a training-free deployable of your
+    model (the parent's weights: ToMe on it, or it as it is, at a precision) whose figures the search recorded,
+    else the searched pick (the supernet's weights). Its row's latency, verdict, accuracy and file are then all of
+    that deployable; a note says what it won against."""
+    from ..search.result import describe_family
+
+    rec_d = b.get("recommended") or {}
+    fam = rec_d.get("family")
+    entry = (b.get("training_free") or {}).get(fam) if fam else None
+    if not entry or rec_d.get("weights") != "parent" or not entry.get("counts"):
+        return d, "supernet"
+    subject = dict(entry)
+    subject.setdefault("precision", rec_d.get("precision"))
+    searched = "" if d.get("test_accuracy") is None else (
+        f" (the searched schedule: {_pct(d['test_accuracy'])} % test top-1"
+        + (f", {_paired(d['vs_parent'])}" if d.get("vs_parent") else "") + ")")
+    notes.append(f"{b['label']}: ships {describe_family(fam, entry)}: {rec_d.get('why') or 'the recommendation'}"
+                 f"{searched}; every figure in its row is its own")
+    return subject, "parent"
+
+
+def _ship_cell(b: dict, d: dict, ev: _Evidence, search: dict, out_dir: str, notes: List[str],
+               weights: str = "supernet") -> Tuple[str, bool]:
+    """The file to ship for a budget's deployable ``d`` (``weights``: the supernet's for a searched pick, the
+    parent's for a training-free deployable of your model), and whether any file of it was exported; each file
+    of its schedule that is not shipped gets a note saying why."""
+    found = ev.exports(d, weights)
     for src, rec, why in found.rejected:
         notes.append(f"{b['label']}: `{found.file(src, rec, out_dir)}` is not shipped: {why}")
     if found.chosen:
         src, rec = found.chosen
         also = [f"`{found.file(s, r, out_dir)}` ({r.format})" for s, r in reversed(found.verified[:-1])]
-        return (f"`{found.file(src, rec, out_dir)}` ({rec.format}, {rec.precision}, verified top-1 "
+        what = ""
+        if weights == "parent":
+            from ..search.result import describe_family
+
+            fam = (b.get("recommended") or {}).get("family") or "parent"
+            what = f"the recommendation, {describe_family(fam, d)}: "
+        return (f"`{found.file(src, rec, out_dir)}` ({what}{rec.format}, {rec.precision}, verified top-1 "
                 f"{_top1(rec.top1)} %)" + (f"; also verified: {', '.join(also)}" if also else "")), True
     rec_d = b.get("recommended") or {}
-    if rec_d.get("weights") == "parent" and rec_d.get("counts"):
+    if weights == "supernet" and rec_d.get("weights") == "parent" and rec_d.get("counts"):
+        # a recommendation on your model whose figures the search did not record: its file, the searched figures
         from ..search.result import describe_family
 
         alt = ev.exports(rec_d, "parent")

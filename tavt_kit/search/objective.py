@@ -174,6 +174,9 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
             t.check(model, target)
             missing = [r for r in reducers if r not in t.reducers]
             why = (f"prices no {missing[0]}" if missing else None) or _same_machine(t.machine)
+            if why is None and "merge" in reducers and t.data.get("calibration") \
+                    and "merge_block_offset_ms" not in t.data:
+                why = "profiled before merging blocks were calibrated on whole models"
         except TavtKitError as e:
             why = str(e)
         if why is None:
