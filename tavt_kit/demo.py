@@ -21,7 +21,7 @@ from typing import Callable, List, Optional, Sequence, Union
 DEFAULT_OUT = os.path.join("runs", "demo")
 DEFAULT_DATASET = "cluttered-digits"
 #: the demo's own short recipe (the whole demo in about 5 minutes on 2 cores): fine-tuning steps (cluttered
-#: digits: about 74 % test top-1; the built-in recipe's 1400 steps, about 92 %, are `--train-steps 1400`) and
+#: digits: about 72 % test top-1; the built-in recipe's 1400 steps, about 92 %, are `--train-steps 1400`) and
 #: distillation steps (the supernet stays close to the model it starts from)
 TRAIN_STEPS, DISTILL_STEPS = 300, 30
 #: the latency profile of the demo: a coarse grid, short timings and the fast (TorchScript) ONNX exporter
