@@ -96,8 +96,9 @@ def main(argv=None) -> int:
     small = ["--batch-size", "32", "--eval-every", "100", "--save-every", "100", "--warmup-steps", "20"]
     log = w.run("train", ["train", "--dataset", "cub", "--data", "data", "--model", "fgvc_tiny", "--steps",
                           args.train_steps, "--out", "train"] + small)
-    trained = json.load(open(os.path.join(out, "train", "results.json")))
-    img = (trained.get("config") or trained).get("img_size")
+    from tavt_kit.models import load_checkpoint
+
+    img = (load_checkpoint(os.path.join(out, "train", "best.safetensors")).spec or {}).get("img_size")
     w.run("distill", ["distill", "--checkpoint", "train/best.safetensors", "--steps", args.distill_steps,
                       "--out", "distill"] + small)
     ckpt = os.path.join(out, "distill", "best.safetensors")
@@ -107,7 +108,6 @@ def main(argv=None) -> int:
                                                  "--time-budget", "0.3", "--min-repeats", "5", "--warmup", "2",
                                                  "--exporter", "torchscript"])
     from tavt_kit.bench import LatencyTable
-    from tavt_kit.models import load_checkpoint
 
     table = LatencyTable.load(os.path.join(out, "table", "latency_table.json"))
     full_ms = table.predict(load_checkpoint(ckpt).full_schedule())

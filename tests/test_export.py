@@ -563,3 +563,23 @@ def test_a_kill_during_verification_leaves_the_folder_as_it_was(tmp_path, ckpt, 
         export_model(model, out, [16, 8], ("onnx",), verify=given)
     assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
     assert not [p for p in os.listdir(tmp_path) if "staging" in p]
+
+
+def test_export_of_a_search_for_openvino_writes_the_ir_by_default(tmp_path, ckpt, capsys):
+    """A search whose latency budgets are for OpenVINO ships an OpenVINO IR without --format; otherwise onnx."""
+    pytest.importorskip("openvino")
+    model = tavt_kit.load_checkpoint(ckpt)
+    doc = search_doc(model)
+    doc["latency"] = {"source": "table", "target": {"backend": "openvino", "device": "cpu", "batch_size": 1}}
+    sj = tmp_path / "search.json"
+    sj.write_text(json.dumps(doc))
+    base = ["export", "--checkpoint", ckpt, "--search", str(sj), "--budget", "15ms", "--no-verify",
+            "--exporter", "torchscript"]
+    assert main(base + ["--out", str(tmp_path / "ov")]) == 0
+    assert "formats onnx,openvino: the search's latency budgets are for openvino" in capsys.readouterr().out
+    assert read(tmp_path / "ov" / "export.json")["formats"] == ["onnx", "openvino"]
+    doc["latency"]["target"]["backend"] = "onnxruntime"
+    sj.write_text(json.dumps(doc))
+    assert main(base + ["--out", str(tmp_path / "ort")]) == 0
+    assert read(tmp_path / "ort" / "export.json")["formats"] == ["onnx"]
+    assert main(base + ["--format", "onnx", "--out", str(tmp_path / "asked")]) == 0  # --format says otherwise

@@ -27,8 +27,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                         "accurate point of the search's Pareto front within it (held-out accuracy), said in one "
                         "line")
     o = p.add_argument_group("output")
-    o.add_argument("--format", default="onnx", metavar="LIST",
-                   help="onnx, openvino or both, comma-separated (default: onnx)")
+    o.add_argument("--format", default=None, metavar="LIST",
+                   help="onnx, openvino or both, comma-separated (default: onnx; with --search, the runtime its "
+                        "latency budgets are for: onnx,openvino for OpenVINO)")
     o.add_argument("--precision", type=precision, metavar="PRECISION",
                    help="fp32 (default; with --search: the precision the search chose for --budget), fp16, bf16 "
                         "(OpenVINO: the fp32 IR run with the bf16 hint), int8 (NNCF "
@@ -144,6 +145,21 @@ def run_export(args) -> int:
         raise
 
 
+def _search_formats(search_path) -> str:
+    """The formats to write when ``--format`` is not given: onnx, and with ``--search`` whose latency budgets are
+    for OpenVINO, its IR too (said in one line: the file the budgets were measured for)."""
+    if not search_path:
+        return "onnx"
+    from ..search import read_search
+
+    backend = (((read_search(search_path).get("latency") or {}).get("target")) or {}).get("backend")
+    if backend == "openvino":
+        print("formats onnx,openvino: the search's latency budgets are for openvino (--format to change)",
+              flush=True)
+        return "onnx,openvino"
+    return "onnx"
+
+
 def _run_export(args) -> int:
     import sys
 
@@ -153,7 +169,7 @@ def _run_export(args) -> int:
     from ..models import load_checkpoint
     from ..target import DeploymentTarget
 
-    formats = parse_formats(args.format)
+    formats = parse_formats(args.format or _search_formats(args.search))
     asked = args.precision
     if asked is None:  # a search of (schedule, precision) pairs chose it, else fp32 (checked once it is read)
         args.precision = "fp32"
