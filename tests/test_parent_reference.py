@@ -121,3 +121,45 @@ def test_precision_search_puts_the_parent_at_every_precision_in_the_selection(tm
     doc = json.loads((out / "export.json").read_text())
     assert doc["precision"] == rec["precision"] and doc["schedule"]["counts"] == rec["counts"]
     assert doc["checkpoint"]["path"] == str(trained_checkpoint)
+
+
+def test_a_deployable_measured_over_its_budget_is_not_recommended():
+    """Where the search timed its candidates on the target, one measured over the budget is not recommended while
+    another is not; when every one is over, the best is still named and the reason says so."""
+    from types import SimpleNamespace
+
+    from tavt_kit.search.parent import ParentStage
+
+    stage = object.__new__(ParentStage)
+    stage.pipe = SimpleNamespace(fitness="nll")
+    row = {"best": {"counts": [40, 20], "holdout_nll": 0.5, "measured_within_budget": True}}
+    free = {"tome_parent": {"counts": [48, 32], "reducers": ["merge"] * 2, "holdout_nll": 0.4,
+                            "measured_within_budget": False}}
+    rec = stage._recommend(row, free)
+    assert rec["family"] == "searched" and rec["why"].endswith("; tome_parent measured over the budget on the target")
+    free["tome_parent"]["measured_within_budget"] = True
+    assert stage._recommend(row, free)["family"] == "tome_parent"
+    free["tome_parent"]["measured_within_budget"] = row["best"]["measured_within_budget"] = False
+    rec = stage._recommend(row, free)
+    assert rec["family"] == "tome_parent" and "every option measured over the budget" in rec["why"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_tome_on_your_model_is_timed_where_the_search_times_its_pick(tmp_path):
+    """A latency search that predicts from a table and times its pick times ToMe on your model the same way."""
+    from tavt_kit import DeploymentTarget, search_schedules
+    from tavt_kit.search import EvolutionSettings
+
+    torch.manual_seed(0)
+    model = tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32, num_classes=4).eval()
+    g = torch.Generator().manual_seed(1)
+    split = lambda: (torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=g),  # noqa: E731
+                     torch.randint(0, 4, (24,), generator=g))
+    res = search_schedules(model, (split(), split()), ["100ms"], target=DeploymentTarget(backend="torch", threads=1),
+                           settings=EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3),
+                           out=str(tmp_path / "s"), table_cache=str(tmp_path / "t"), parent=model,
+                           table_profile=dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02), log=lambda s: None)
+    row = res.doc["budgets"][0]
+    assert row["best"]["latency_measured_ms"] > 0 and row["best"]["measured_within_budget"] is True
+    tome = row["training_free"]["tome_parent"]
+    assert tome["latency_measured_ms"] > 0 and tome["measured_within_budget"] is True
