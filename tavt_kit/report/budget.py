@@ -227,7 +227,7 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
             margin = f"{(b['limit'] - d['macs']) / scale:+.3g} {unit}"
         verdict = "pass" if ok else "**FAIL**"
         if not ok and lat is not None and kind == "measured" and b["objective"] == "latency":
-            notes.append(f"{b['label']}: " + _over_budget_advice(search, lat, predicted))
+            notes.append(f"{b['label']}: " + _over_budget_advice(search, lat, predicted, b["limit"] * 1e3))
         test = d.get("test_accuracy")
         acc = "–" if test is None else _pct_ci(d, "test", search["settings"].get("test_images") or 0) + " %" + (
             f" ({_paired(d['vs_parent'])})" if parent and d.get("vs_parent") else
@@ -259,9 +259,13 @@ def export_command(search: dict, search_path: str, label: str) -> str:
             f"--budget {shlex.quote(label.replace(' ', ''))} --format openvino")
 
 
-def _over_budget_advice(search: dict, measured: float, predicted: Optional[float]) -> str:
+def _over_budget_advice(search: dict, measured: float, predicted: Optional[float],
+                        limit_ms: Optional[float] = None) -> str:
     """What to do about a pick measured over its budget: depends on where its latency came from."""
     lat = search.get("latency") or {}
+    lower = (f"search again under a lower budget (about {limit_ms * predicted / measured:.3g} ms, this one less "
+             "the table's error) so that the pick measures within it"
+             if limit_ms and predicted else "search again under a lower budget")
     if lat.get("source") == "table" and predicted is not None:
         off = 100 * (measured - predicted) / predicted
         table_cpu = ((lat.get("machine") or {}).get("cpu") or {}).get("model")
@@ -270,9 +274,10 @@ def _over_budget_advice(search: dict, measured: float, predicted: Optional[float
             " (the table was profiled on this machine: it was busier, or the schedule lies between the table's "
             "grid points); profile the table again on an idle machine, or search with --latency-source measure"
             if here else "; the table was made on another machine: search with a table profiled on this one"))
-        return f"the pick measures {measured:.3g} ms, over the budget: {why}, or choose a tighter budget"
+        return f"the pick measures {measured:.3g} ms, over the budget: {why}, or {lower}"
     return (f"the pick measures {measured:.3g} ms now, over the budget it met when the search timed it (the "
-            "machine is busier now, or was then): measure it again on an idle machine, or choose a tighter budget")
+            "machine is busier now, or was then): measure it again on an idle machine, or search again under a "
+            "lower budget")
 
 
 def _shipped(b: dict, d: dict, search: dict, notes: List[str]) -> Tuple[dict, str]:
