@@ -1,0 +1,274 @@
+"""The latency half of "the user's model is the reference": speed-up over your model at a loss you accept.
+
+    python benchmarks/latency_reference.py [--seeds 0,1,2] [--batches 1,32] [--fractions 0.5,0.3,0.2]
+                                           [--train-steps 1400] [--device cpu] [--out runs/latency-reference]
+
+The model is the one where token reduction turns into OpenVINO latency on a 2-core CPU
+(``docs/benchmarks/reduction_latency.md``): fgvc_tiny at 64 px with patch 4, i.e. 256 patch tokens at width 96
+(249M MACs per image); at batch 32 patch drop and ToMe realise 0.9-1.1 of their MAC reduction in fp32 and int8
+(the demo's 64-token model realises 0.34-0.63 at batch 1, so it cannot show what a schedule is worth).
+
+Per seed, on cluttered-digits (3000 test images):
+
+1. *your model* (the parent): a freshly initialised p4w96 fgvc_tiny fine-tuned by ``fgvc-kit train
+   --checkpoint init.safetensors --steps --train-steps`` (``--device cuda`` trains on a GPU; latency is always
+   measured on this machine's CPU);
+2. a supernet: ``fgvc-kit distill`` from it with the built-in recipe and ``--bound 0.5``;
+3. per batch size: your model's fp32 latency on OpenVINO here, then ``tavt_kit.search_schedules`` under
+   latency budgets of ``--fractions`` of it, on OpenVINO at that batch, with your model as the reference (ToMe
+   on it fitted to each budget, and the recommendation among it and the searched pick);
+4. every deployable of that batch timed round-robin in one process (``measure_schedules``): your model in
+   fp32 and in int8 (NNCF PTQ), and per budget the searched pick and ToMe on your model; test top-1 of each
+   with its paired difference to your model (int8: run in OpenVINO on the test images).
+
+Printed per batch, and as the mean over seeds: each deployable's speed-up over your model's fp32 latency
+(measured in the same round-robin) and its paired difference, and the headline -- the largest speed-up at
+<= 0.5 points loss (paired point estimate) of the searched picks and of the best training-free deployable
+(ToMe on your model, or your model in int8). Every stage writes its own files; a re-run skips finished work
+(a killed train or distill resumes).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fitness_benchmark import combine, command  # noqa: E402
+from reference_benchmark import RECIPES, parent_int8, read_json  # noqa: E402
+
+#: the model: fgvc_tiny overrides (64 px images, 256 patch tokens, width 96, 6 blocks)
+MODEL = dict(patch_size=4)
+#: the loss the headline accepts (points, paired point estimate against your model)
+ACCEPTED_LOSS = 0.5
+#: --smoke: a few images and steps, to check the whole flow in minutes
+SMOKE_DATA = ["--dataset-option", "train=256", "--dataset-option", "holdout=96", "--dataset-option", "test=96"]
+
+
+def parent_checkpoint(seed: int, args) -> str:
+    import torch
+
+    import tavt_kit
+
+    d = os.path.join(args.out, f"seed{seed}", "parent")
+    if os.path.isfile(os.path.join(d, "results.json")):
+        return os.path.join(d, "best.safetensors")
+    init = os.path.join(args.out, f"seed{seed}", "init.safetensors")
+    if not os.path.isfile(init):
+        torch.manual_seed(seed)
+        tavt_kit.save_checkpoint(tavt_kit.create_model("fgvc_tiny", num_classes=10, **MODEL), init)
+    resume = ["--resume"] if os.path.isfile(os.path.join(d, "config.json")) else []
+    command("train", resume + ["--checkpoint", init, "--dataset", "cluttered-digits", "--seed", str(seed),
+                               "--steps", str(args.train_steps), "--out", d, "--device", args.device]
+            + (SMOKE_DATA + ["--batch-size", "16"] if args.smoke else []))
+    return os.path.join(d, "best.safetensors")
+
+
+def supernet_checkpoint(seed: int, parent: str, args) -> str:
+    d = os.path.join(args.out, f"seed{seed}", "supernet")
+    if not os.path.isfile(os.path.join(d, "results.json")):
+        resume = ["--resume"] if os.path.isfile(os.path.join(d, "config.json")) else []
+        command("distill", resume + ["--checkpoint", parent, "--seed", str(seed), "--out", d, "--bound", "0.5",
+                                     "--steps", str(args.steps), "--warmup-steps", str(max(1, args.steps // 10)),
+                                     "--device", args.device] + RECIPES["default"]
+                + (["--batch-size", "16"] if args.smoke else []))
+    return os.path.join(d, "best.safetensors")
+
+
+def _schedule(model, d):
+    import tavt_kit
+
+    return model.make_schedule(tavt_kit.TokenSchedule(tuple(d["counts"]), model.num_patches,
+                                                      reducers=d.get("reducers")))
+
+
+def _target(batch: int):
+    from tavt_kit import DeploymentTarget
+
+    return DeploymentTarget(backend="openvino", device="cpu", precision="fp32", batch_size=batch)
+
+
+def _policy(args):
+    from tavt_kit.bench import TimingPolicy
+
+    return TimingPolicy(warmup=1, min_repeats=3, budget_s=0.05) if args.smoke else TimingPolicy(budget_s=2.0)
+
+
+def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:
+    """Search under latency budgets at ``batch`` and time every deployable round-robin; one file per (seed, batch)."""
+    import torch
+
+    import tavt_kit
+    from tavt_kit.bench.measure import measure_schedules
+    from tavt_kit.search import EvolutionSettings
+    from tavt_kit.search.data import search_data
+    from tavt_kit.stats import paired_difference
+
+    path = os.path.join(args.out, f"seed{seed}-b{batch}.json")
+    if os.path.isfile(path):
+        return read_json(path)
+    say = lambda s: print(f"[seed {seed}, batch {batch}] {s}", flush=True)  # noqa: E731
+    supernet = tavt_kit.load_checkpoint(supernet_path).eval()
+    parent = tavt_kit.load_checkpoint(parent_path).eval()
+    full = supernet.full_schedule()
+    target = _target(batch)
+    # your model's fp32 latency on the target: the budgets are fractions of it
+    base = measure_schedules(parent, {"parent": (full, "fp32")}, target=target, policy=_policy(args))
+    parent_ms = base["parent"][0].p50 * 1e3
+    budgets = [f"{f * parent_ms:.4g}ms" for f in args.fractions]
+    say(f"your model: {parent_ms:.3f} ms per batch of {batch}; budgets {', '.join(budgets)}")
+    sdir = os.path.join(args.out, f"seed{seed}", f"search-b{batch}")
+    res = tavt_kit.search_schedules(
+        supernet, None, budgets, target=target, fitness="nll", parent=parent_path, out=sdir,
+        table_cache=os.path.join(args.out, f"seed{seed}", "latency-tables"),
+        table_profile=dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02) if args.smoke else None,
+        settings=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
+        log=say)
+    doc = res.doc
+    # every deployable of this batch, timed round-robin in one process (the same weights' architecture: a
+    # schedule's latency does not depend on the weights' values)
+    items, rows = {("full", "fp32"): (full, "fp32"), ("full", "int8"): (full, "int8")}, []
+    for f, b in zip(args.fractions, doc["budgets"]):
+        row = {"fraction": f, "label": b["label"], "limit_ms": b["limit"] * 1e3,
+               "recommended": (b.get("recommended") or {}).get("family")}
+        for name, d in (("pick", b.get("best")), ("tome", (b.get("training_free") or {}).get("tome_parent"))):
+            if d:
+                key = (tuple(d["counts"]), tuple(d.get("reducers") or ()))
+                items[key + ("fp32",)] = (_schedule(supernet, d), "fp32")
+                row[name] = {k: d.get(k) for k in ("counts", "reducers", "macs", "test_accuracy", "vs_parent",
+                                                   "latency_ms", "latency_measured_ms", "r", "origin")}
+                row[name]["key"] = key
+        rows.append(row)
+    say(f"timing {len(items)} deployables round-robin")
+    timed = measure_schedules(supernet, items, target=target, policy=_policy(args), progress=say)
+    ms = {k: v[0].p50 * 1e3 for k, v in timed.items()}
+    ref_ms = ms[("full", "fp32")]
+    for row in rows:
+        for name in ("pick", "tome"):
+            if name in row:
+                k = tuple(row[name].pop("key")) + ("fp32",)
+                row[name].update(ms=ms[k], speedup=ref_ms / ms[k], within_budget=ms[k] <= row["limit_ms"])
+    data = search_data(supernet, None, cache_dir=os.path.join(sdir, "cache"), log=lambda s: None)
+    from reference_benchmark import test_hits
+
+    with torch.inference_mode():
+        ref = test_hits(parent, parent.full_schedule(), data.test)
+    i8 = parent_int8(parent, data, seed)
+    out = {"seed": seed, "batch": batch, "model": "fgvc_tiny p4w96 (64 px, 256 patch tokens, width 96)",
+           "parent": {"test_accuracy": doc["parent"]["test_accuracy"], "ms": ref_ms},
+           "parent_int8": {"test_accuracy": sum(i8) / len(i8), "vs_parent": paired_difference(i8, ref),
+                           "ms": ms[("full", "int8")], "speedup": ref_ms / ms[("full", "int8")]},
+           "full": {"test_accuracy": doc["full"].get("test_accuracy"), "vs_parent": doc["full"].get("vs_parent")},
+           "rows": rows, "test_images": doc["settings"]["test_images"], "machine": doc.get("machine"),
+           "search": os.path.join(sdir, "search.json")}
+    from tavt_kit.files import write_json
+
+    write_json(out, path)
+    return out
+
+
+def headline(res: dict, family: str) -> tuple:
+    """(speed-up, paired difference) of the fastest deployable of ``family`` (``pick``: the searched picks;
+    ``free``: ToMe on your model and your model in int8) within ``ACCEPTED_LOSS`` points of your model; (1.0,
+    None) when none is (your model itself)."""
+    options = []
+    for row in res["rows"]:
+        for name in (("pick",) if family == "pick" else ("tome",)):
+            d = row.get(name)
+            if d and d.get("vs_parent"):
+                options.append((d["speedup"], d["vs_parent"]))
+    if family == "free":
+        options.append((res["parent_int8"]["speedup"], res["parent_int8"]["vs_parent"]))
+    ok = [o for o in options if 100 * o[1]["difference"] >= -ACCEPTED_LOSS]
+    return max(ok, key=lambda o: o[0]) if ok else (1.0, None)
+
+
+def _vs(v) -> str:
+    return "–" if not v else "{:+.2f} [{:+.2f}, {:+.2f}]".format(100 * v["difference"],
+                                                                 *(100 * x for x in v["interval"]))
+
+
+def _mean(vs) -> str:
+    return "{:+.2f} [{:+.2f}, {:+.2f}]".format(*(100 * x for x in combine(vs)))
+
+
+def report(results) -> str:
+    """Per batch size: each seed's deployables, then the means over seeds and the headline."""
+    import statistics
+
+    first = results[0]
+    lines = [f"{first['model']}, cluttered-digits, {first['test_images']} test images; OpenVINO fp32 on this CPU; "
+             "vs parent = paired difference to your model (points, 95 % interval); speed-up over your model's "
+             "fp32 latency, timed round-robin in one process"]
+    for batch in sorted({r["batch"] for r in results}):
+        rs = [r for r in results if r["batch"] == batch]
+        lines.append(f"\n## batch {batch}")
+        for r in rs:
+            lines.append(f"seed {r['seed']}: your model {100 * r['parent']['test_accuracy']:.2f} % at "
+                         f"{r['parent']['ms']:.2f} ms; in int8 {r['parent_int8']['speedup']:.2f}x "
+                         f"{_vs(r['parent_int8']['vs_parent'])}; supernet full schedule {_vs(r['full']['vs_parent'])}")
+            for row in r["rows"]:
+                cells = []
+                for name, what in (("tome", "ToMe on your model"), ("pick", "searched pick")):
+                    d = row.get(name)
+                    cells.append(f"{what} " + ("nothing meets it" if not d else
+                                               f"{d['speedup']:.2f}x {_vs(d['vs_parent'])}"
+                                               + ("" if d["within_budget"] else " (over the budget)")))
+                lines.append(f"  {row['fraction']:.2f} of your model ({row['label']}): " + "; ".join(cells)
+                             + f"; recommended {row['recommended']}")
+        lines.append(f"mean over {len(rs)} seed(s):")
+        lines.append(f"  your model in int8: {statistics.mean(r['parent_int8']['speedup'] for r in rs):.2f}x, "
+                     f"{_mean([r['parent_int8']['vs_parent'] for r in rs])}")
+        for i, f in enumerate(rs[0]["rows"]):
+            for name, what in (("tome", "ToMe on your model"), ("pick", "searched pick")):
+                ds = [r["rows"][i].get(name) for r in rs]
+                if all(d and d.get("vs_parent") for d in ds):
+                    lines.append(f"  {f['fraction']:.2f}: {what:<19} {statistics.mean(d['speedup'] for d in ds):.2f}x,"
+                                 f" {_mean([d['vs_parent'] for d in ds])}")
+        for family, what in (("pick", "searched picks"), ("free", "best training-free (ToMe, int8)")):
+            hs = [headline(r, family) for r in rs]
+            lines.append(f"  headline, speed-up at <= {ACCEPTED_LOSS} points loss, {what}: "
+                         f"{statistics.mean(h[0] for h in hs):.2f}x (per seed: "
+                         + ", ".join(f"{h[0]:.2f}x {_vs(h[1])}" for h in hs) + ")")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--batches", default="32,1")
+    ap.add_argument("--fractions", default="0.5,0.3,0.2")
+    ap.add_argument("--train-steps", type=int, default=1400)
+    ap.add_argument("--steps", type=int, default=150, help="distillation steps")
+    ap.add_argument("--population", type=int, default=12)
+    ap.add_argument("--generations", type=int, default=6)
+    ap.add_argument("--device", default="cpu", help="where to train and distil (cpu, cuda); latency is this CPU's")
+    ap.add_argument("--smoke", action="store_true", help="a few images and steps: the whole flow in minutes")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train the parents and supernets only (they need no idle machine; the latency stages do)")
+    ap.add_argument("--out", default=os.path.join("runs", "latency-reference"))
+    args = ap.parse_args(argv)
+    args.fractions = [float(v) for v in args.fractions.split(",")]
+    if args.smoke:
+        args.train_steps, args.steps, args.population, args.generations = 4, 2, 4, 1
+    results = []
+    for s in (int(v) for v in args.seeds.split(",")):
+        parent = parent_checkpoint(s, args)
+        supernet = supernet_checkpoint(s, parent, args)
+        if args.train_only:
+            continue
+        for b in (int(v) for v in args.batches.split(",")):
+            results.append(run_batch(s, b, parent, supernet, args))
+    if not results:
+        return 0
+    text = report(results)
+    print(text)
+    from tavt_kit.files import write_text
+
+    write_text(os.path.join(args.out, "report.txt"), text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    raise SystemExit(main())
