@@ -582,4 +582,10 @@ def test_export_of_a_search_for_openvino_writes_the_ir_by_default(tmp_path, ckpt
     sj.write_text(json.dumps(doc))
     assert main(base + ["--out", str(tmp_path / "ort")]) == 0
     assert read(tmp_path / "ort" / "export.json")["formats"] == ["onnx"]
+    doc["latency"]["target"]["backend"] = "openvino"
+    sj.write_text(json.dumps(doc))
+    capsys.readouterr()
     assert main(base + ["--format", "onnx", "--out", str(tmp_path / "asked")]) == 0  # --format says otherwise
+    assert "note: the search's latency budgets are for openvino; --format onnx writes no file for it" in \
+        capsys.readouterr().out
+    assert read(tmp_path / "asked" / "export.json")["formats"] == ["onnx"]

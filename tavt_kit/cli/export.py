@@ -160,6 +160,17 @@ def _search_formats(search_path) -> str:
     return "onnx"
 
 
+def _say_other_runtime(search_path, formats) -> None:
+    """One line when ``--format`` leaves out the runtime the search's latency budgets are for."""
+    from ..export.formats import BACKEND_OF_FORMAT
+    from ..search import read_search
+
+    backend = (((read_search(search_path).get("latency") or {}).get("target")) or {}).get("backend")
+    if backend in ("openvino", "onnxruntime") and backend not in {BACKEND_OF_FORMAT[f] for f in formats}:
+        print(f"note: the search's latency budgets are for {backend}; --format {','.join(formats)} writes no file "
+              "for it, so its verdicts do not hold for these files", flush=True)
+
+
 def _run_export(args) -> int:
     import sys
 
@@ -170,6 +181,8 @@ def _run_export(args) -> int:
     from ..target import DeploymentTarget
 
     formats = parse_formats(args.format or _search_formats(args.search))
+    if args.format and args.search:
+        _say_other_runtime(args.search, formats)
     asked = args.precision
     if asked is None:  # a search of (schedule, precision) pairs chose it, else fp32 (checked once it is read)
         args.precision = "fp32"
