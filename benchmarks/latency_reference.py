@@ -1,7 +1,7 @@
 """The latency half of "the user's model is the reference": speed-up over your model at a loss you accept.
 
     python benchmarks/latency_reference.py [--seeds 0,1,2] [--batches 1,32] [--fractions 0.5,0.3,0.2]
-                                           [--train-steps 1400] [--device cpu] [--out runs/latency-reference]
+                                           [--train-steps 1000] [--device cpu] [--out runs/latency-reference]
 
 The model is the one where token reduction turns into OpenVINO latency on a 2-core CPU
 (``docs/benchmarks/reduction_latency.md``): fgvc_tiny at 64 px with patch 4, i.e. 256 patch tokens at width 96
@@ -238,10 +238,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--batches", default="32,1")
     ap.add_argument("--fractions", default="0.5,0.3,0.2")
-    ap.add_argument("--train-steps", type=int, default=1400)
+    ap.add_argument("--train-steps", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=150, help="distillation steps")
-    ap.add_argument("--population", type=int, default=12)
-    ap.add_argument("--generations", type=int, default=6)
+    ap.add_argument("--population", type=int, default=10)
+    ap.add_argument("--generations", type=int, default=5)
     ap.add_argument("--device", default="cpu", help="where to train and distil (cpu, cuda); latency is this CPU's")
     ap.add_argument("--smoke", action="store_true", help="a few images and steps: the whole flow in minutes")
     ap.add_argument("--train-only", action="store_true",
