@@ -502,15 +502,6 @@ def _time_whole_models(table: LatencyTable, model, builder, rows: Dict[str, Toke
     return runs
 
 
-def _merging_blocks(s: TokenSchedule, num_patches: int) -> int:
-    """How many blocks of ``s`` merge tokens (lower the count with the merge reducer)."""
-    prev, n = num_patches, 0
-    for k, red in zip(s.counts, s.reducers or (None,) * len(s.counts)):
-        n += int(red == "merge" and k < prev)
-        prev = min(prev, k)
-    return n
-
-
 def _calibrate(table: LatencyTable, rows: Dict[str, TokenSchedule], runs: _WholeModelRuns) -> None:
     """Sets the table's offset to the median residual (whole model minus its parts) of the anchors that merge
     nothing, and ``merge_block_offset_ms`` to the median extra residual per merging block of those that merge.
@@ -520,16 +511,16 @@ def _calibrate(table: LatencyTable, rows: Dict[str, TokenSchedule], runs: _Whole
     where the drop anchors' residuals are 0.09 to 0.22 ms in all): one offset fitted to every anchor
     under-predicted a ToMe schedule by 11-14 %."""
     raw, scaled = runs.raw, runs.scaled
-    N = int(table.model["num_patches"])
     calib = []
     for key, s in rows.items():
         if not key.startswith("anchor:"):
             continue
-        parts = table.predict(s) - table.offset_ms - table.predict_parts(s)["merge_offset"]
+        p = table.predict_parts(s)
+        parts = p["embed"] + sum(p["blocks"]) + p["head"]
         calib.append({"label": key.split(":", 1)[1], "schedule": list(s.counts),
                       **({"reducers": list(s.reducers)} if s.reducers else {}), "measured_ms": raw[key],
                       "measured_ms_table_speed": scaled[key], "parts_ms": parts,
-                      "residual_ms": scaled[key] - parts, "merging_blocks": _merging_blocks(s, N)})
+                      "residual_ms": scaled[key] - parts, "merging_blocks": p["merging_blocks"]})
     plain = [c["residual_ms"] for c in calib if not c["merging_blocks"]] or [c["residual_ms"] for c in calib]
     table.data["offset_ms"] = offset = statistics.median(plain)
     merging = [(c["residual_ms"] - offset) / c["merging_blocks"] for c in calib if c["merging_blocks"]]

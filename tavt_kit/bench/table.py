@@ -350,7 +350,8 @@ class LatencyTable:
         return tuple(r or default for r in own)
 
     def predict_parts(self, schedule, reducer: Optional[str] = None) -> Dict[str, Any]:
-        """Predicted milliseconds per part: ``embed``, ``blocks`` (one per block), ``head``, ``offset``.
+        """Predicted milliseconds per part: ``embed``, ``blocks`` (one per block), ``head``, ``offset``, and
+        ``merge_offset`` (``merging_blocks`` times :attr:`merge_block_offset_ms`).
 
         ``reducer``: the reducer of blocks the schedule names none for (default: see the module).
         """
@@ -368,7 +369,7 @@ class LatencyTable:
             prev = min(prev, k)
         prop = "prop_ms" in self.data and self.data.get("prop_ms") is not None
         blocks = []
-        n, fused, merged = N, 0, False
+        n, fused, merged, merging = N, 0, False, 0
         for k, red in zip(s.counts, reducers):
             L_in = P + n + fused
             if k < n and red == "merge":
@@ -376,7 +377,7 @@ class LatencyTable:
                 if prop and not merged:  # timed with the size bias, which the first merge does not have yet
                     t -= self._curve("prop_ms", L_in) - self._curve("plain_ms", L_in)
                 blocks.append(t)
-                merged, n = True, k
+                merged, n, merging = True, k, merging + 1
             elif k < n:
                 blocks.append(self._curve("attn_ms", L_in) + self._curve("mlp_ms", P + k + int(fuse)))
                 fused = int(fuse)
@@ -389,10 +390,8 @@ class LatencyTable:
             head = self._curve("head_ms", P + n + fused)
         else:
             head = float(self.data["head_nodrop_ms"])
-        merging = sum(1 for i, (k, red) in enumerate(zip(s.counts, reducers))
-                      if red == "merge" and k < (s.counts[i - 1] if i else N))
         return {"embed": float(self.data["embed_ms"]), "blocks": blocks, "head": head, "offset": self.offset_ms,
-                "merge_offset": merging * self.merge_block_offset_ms}
+                "merging_blocks": merging, "merge_offset": merging * self.merge_block_offset_ms}
 
     def predict(self, schedule, reducer: Optional[str] = None) -> float:
         """Predicted latency (ms per batch of ``target.batch_size``) of a schedule.

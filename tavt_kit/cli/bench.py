@@ -333,9 +333,11 @@ def _from_search(args) -> None:
             raise ConfigError(f"--search {args.search}: the checkpoint it records ({src}) is not here; give "
                               "--checkpoint")
         args.checkpoint = src
+    from ..search.result import parent_recommendation
+
     budgets = _chosen_budgets(doc, getattr(args, "budget", None) or [], args.search)
     picks = [os.path.join(folder, b["schedule_file"]) for b in budgets if b.get("schedule_file")
-             and (b.get("recommended") or {}).get("weights") != "parent"]
+             and parent_recommendation(b) is None]
     missing = [f for f in picks if not os.path.isfile(f)]
     if missing:
         raise ConfigError(f"--search {args.search}: {missing[0]} (a pick's drop config) is missing")
@@ -399,16 +401,16 @@ def _recommended_deployables(budgets: list, lat: dict) -> list:
     or it as it is): what ``export --search --budget`` ships for that budget. Timed on the supernet's weights:
     the same architecture at the same schedule runs the same operations. One at another precision than the
     target's is said, with the flag that times it."""
-    from ..search.result import describe_family
+    from ..search.result import describe_family, parent_recommendation
     from ..target import Precision
 
     want = (lat.get("target") or {}).get("precision") or Precision.FP32
     out = []
     for b in budgets:
-        rec = b.get("recommended") or {}
-        fam = rec.get("family")
-        if not fam or rec.get("weights") != "parent" or not rec.get("counts"):
+        rec = parent_recommendation(b)
+        if rec is None or not rec.get("family"):
             continue
+        fam = rec["family"]
         entry = (b.get("training_free") or {}).get(fam) or {}
         name = describe_family(fam, entry, short=True)
         prec = rec.get("precision") or want

@@ -145,30 +145,27 @@ def run_export(args) -> int:
         raise
 
 
-def _search_formats(search_path) -> str:
-    """The formats to write when ``--format`` is not given: onnx, and with ``--search`` whose latency budgets are
-    for OpenVINO, its IR too (said in one line: the file the budgets were measured for)."""
-    if not search_path:
-        return "onnx"
-    from ..search import read_search
+def _formats(value, search_path):
+    """``--format`` as a tuple; not given: onnx, and with ``--search`` whose latency budgets are for OpenVINO its
+    IR too. Either way one line says when the formats and the search's runtime part."""
+    from ..export.formats import BACKEND_OF_FORMAT, parse_formats
 
-    backend = (((read_search(search_path).get("latency") or {}).get("target")) or {}).get("backend")
-    if backend == "openvino":
-        print("formats onnx,openvino: the search's latency budgets are for openvino (--format to change)",
-              flush=True)
-        return "onnx,openvino"
-    return "onnx"
+    backend = None
+    if search_path:
+        from ..search import read_search
 
-
-def _say_other_runtime(search_path, formats) -> None:
-    """One line when ``--format`` leaves out the runtime the search's latency budgets are for."""
-    from ..export.formats import BACKEND_OF_FORMAT
-    from ..search import read_search
-
-    backend = (((read_search(search_path).get("latency") or {}).get("target")) or {}).get("backend")
+        backend = (((read_search(search_path).get("latency") or {}).get("target")) or {}).get("backend")
+    if value is None:
+        if backend == "openvino":
+            print("formats onnx,openvino: the search's latency budgets are for openvino (--format to change)",
+                  flush=True)
+            return parse_formats("onnx,openvino")
+        return parse_formats("onnx")
+    formats = parse_formats(value)
     if backend in ("openvino", "onnxruntime") and backend not in {BACKEND_OF_FORMAT[f] for f in formats}:
         print(f"note: the search's latency budgets are for {backend}; --format {','.join(formats)} writes no file "
               "for it, so its verdicts do not hold for these files", flush=True)
+    return formats
 
 
 def _run_export(args) -> int:
@@ -176,13 +173,11 @@ def _run_export(args) -> int:
 
     from ..errors import ConfigError
     from ..export import ExportOptions, QuantizeOptions, VerifyOptions, export_model
-    from ..export.formats import BACKEND_OF_FORMAT, check_format_precision, parse_formats
+    from ..export.formats import BACKEND_OF_FORMAT, check_format_precision
     from ..models import load_checkpoint
     from ..target import DeploymentTarget
 
-    formats = parse_formats(args.format or _search_formats(args.search))
-    if args.format and args.search:
-        _say_other_runtime(args.search, formats)
+    formats = _formats(args.format, args.search)
     asked = args.precision
     if asked is None:  # a search of (schedule, precision) pairs chose it, else fp32 (checked once it is read)
         args.precision = "fp32"

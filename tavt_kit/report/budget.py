@@ -256,12 +256,12 @@ def _shipped(b: dict, d: dict, search: dict, notes: List[str]) -> Tuple[dict, st
     model (the parent's weights: ToMe on it, or it as it is, at a precision) whose figures the search recorded,
     else the searched pick (the supernet's weights). Its row's latency, verdict, accuracy and file are then all of
     that deployable; a note says what it won against."""
-    from ..search.result import describe_family
+    from ..search.result import describe_family, parent_recommendation
 
-    rec_d = b.get("recommended") or {}
+    rec_d = parent_recommendation(b) or {}
     fam = rec_d.get("family")
     entry = (b.get("training_free") or {}).get(fam) if fam else None
-    if not entry or rec_d.get("weights") != "parent" or not entry.get("counts"):
+    if not entry or not entry.get("counts"):
         return d, "supernet"
     subject = dict(entry)
     subject.setdefault("precision", rec_d.get("precision"))
@@ -292,8 +292,10 @@ def _ship_cell(b: dict, d: dict, ev: _Evidence, search: dict, out_dir: str, note
             what = f"the recommendation, {describe_family(fam, d)}: "
         return (f"`{found.file(src, rec, out_dir)}` ({what}{rec.format}, {rec.precision}, verified top-1 "
                 f"{_top1(rec.top1)} %)" + (f"; also verified: {', '.join(also)}" if also else "")), True
-    rec_d = b.get("recommended") or {}
-    if weights == "supernet" and rec_d.get("weights") == "parent" and rec_d.get("counts"):
+    from ..search.result import parent_recommendation
+
+    rec_d = parent_recommendation(b)
+    if weights == "supernet" and rec_d is not None:
         # a recommendation on your model whose figures the search did not record: its file, the searched figures
         from ..search.result import describe_family
 

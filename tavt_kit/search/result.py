@@ -516,6 +516,14 @@ class _PickCheck:
                          expected="a difference of accuracies in [-1, 1]")
 
 
+def parent_recommendation(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """A budget's recommendation when what it ships is a deployable of your model (ToMe on it, or it as it is:
+    your model's weights at the recommendation's schedule and precision); None when it ships the searched
+    schedule on the supernet's weights."""
+    rec = row.get("recommended") or {}
+    return rec if rec.get("weights") == "parent" and rec.get("counts") else None
+
+
 def deployable_from_search(model, search_path, budget, pick: str = "recommended"):
     """What to export for ``budget`` of a search of ``model``: ``(model to export, schedule, source)``.
 
@@ -531,9 +539,10 @@ def deployable_from_search(model, search_path, budget, pick: str = "recommended"
         return model, sched, source
     doc = read_search(search_path)  # read and checked once more by schedule_from_search above
     row = select_budget(doc, budget, os.fspath(search_path))
-    rec = row.get("recommended") or {}
-    if rec.get("weights") != "parent":
-        return model, sched, {**source, **({"recommended": rec["family"]} if rec.get("family") else {})}
+    rec = parent_recommendation(row)
+    if rec is None:
+        family = (row.get("recommended") or {}).get("family")
+        return model, sched, {**source, **({"recommended": family} if family else {})}
     from ..models.checkpoint import load_parent
 
     parent = load_parent(model)
