@@ -62,8 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pp = p.add_argument_group("precision (searched with the schedule under latency budgets)")
     pp.add_argument("--precisions", metavar="LIST",
                     help="search (schedule, precision) pairs: a comma-separated list of fp32, bf16, fp16, int8, e.g. "
-                         "fp32,bf16,int8; each budget reports its best pair and the best fp32-only schedule "
-                         "(default: fp32 only). Latency from one --latency-table per precision, or measured here "
+                         "fp32,bf16,int8, or auto: every precision the target runs natively on this machine (OpenVINO's "
+                         "capabilities; int8 where NNCF is installed); each budget reports its best pair and the best "
+                         "fp32-only schedule, and your model at each precision competes (default: fp32 only). Latency from one --latency-table per precision, or measured here "
                          "with OpenVINO")
     pp.add_argument("--verify-top", type=int, default=3, metavar="N",
                     help="int8 pairs quantised with NNCF and measured per budget at most, best first, before one is "
@@ -112,9 +113,16 @@ def run(args) -> int:
     dspec = data_spec_from_args(args, fallback=model.spec.get("data"))
     precisions = ("fp32",)
     if args.precisions is not None:
-        from ..search import parse_precisions
+        from ..search.precisions import is_auto, parse_precisions, target_precisions
 
-        precisions = parse_precisions(args.precisions)
+        if is_auto(args.precisions):
+            base = DeploymentTarget(backend=args.backend or "openvino", device=args.device or "cpu") \
+                if any(b.objective == "latency" for b in budgets) else None
+            precisions = ("fp32",) if base is None else target_precisions(base)[0]
+            if base is not None:
+                print(f"--precisions auto: {', '.join(precisions)} ({target_precisions(base)[1]})")
+        else:
+            precisions = parse_precisions(args.precisions)
     if args.latency_batch_size is not None and args.latency_batch_size < 1:
         raise ConfigError(f"--latency-batch-size: expected a positive batch size, got {args.latency_batch_size}")
     # measured here without a table: torch eager for fp32 alone, OpenVINO for a search of several precisions

@@ -11,6 +11,7 @@ schedule a search chose for a budget.
 from .data import EvalSet, SearchData, search_data
 from .evolution import Budget, EvolutionSettings
 from .objective import LatencyObjective
+from . import precisions
 from .pipeline import parse_precisions, search_schedules, space_of
 from .result import (SEARCH_FORMAT, SEARCH_VERSION, BudgetResult, Pick, SearchResult, deployable_from_search,
                      describe_family, load_search, read_search, schedule_from_search, search_status, select_budget,

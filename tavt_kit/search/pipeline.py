@@ -40,6 +40,7 @@ from .evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, J
                         pareto_front, schedule_of)
 from .fitness import DEFAULT_FITNESS, FITNESSES, fitness_of
 from .objective import LatencyObjective, latency_objectives
+from .precisions import parse_precisions, resolve_precisions  # noqa: F401 (parse_precisions: public here too)
 from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, parse_budget, schedules_index
 
 #: the index of the per-budget drop configs a search writes beside search.json
@@ -56,16 +57,6 @@ def space_of(model: nn.Module) -> SearchSpace:
                               f"does not fit the model ({model.depth} blocks, {model.num_patches} tokens)")
         return space
     return SearchSpace.for_model(model)
-
-
-def parse_precisions(value) -> tuple:
-    """``"fp32,bf16,int8"`` (or a sequence) -> the precisions, fp32 first (the comparison every budget reports)."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    out = [str(v).strip() for v in items if str(v).strip()]
-    if not out:
-        raise ConfigError(f"precisions={value!r}: expected a list of {', '.join(Precision.ALL)}")
-    parsed = [Precision.parse(v, "precisions") for v in out]
-    return tuple(dict.fromkeys([Precision.FP32] + parsed))
 
 
 def default_reducers(model: nn.Module, space: SearchSpace, objectives: Dict[str, LatencyObjective],
@@ -139,7 +130,7 @@ def search_schedules(
             the checkpoint records. The model's normalisation is applied here.
         budgets: ``Budget`` objects or texts (``"15ms"``, ``"20G MACs"``); none: map the Pareto front.
         target: where latency is measured when no ``table`` is given (default :meth:`DeploymentTarget.default`).
-        precisions: precisions paired with schedules under latency budgets (fp32 always searched).
+        precisions: paired with schedules under latency budgets (fp32 always); ``"auto"``: all ``target`` runs here.
         reducers: the reducers a block may use (``drop``, ``merge``); default the supernet's.
         fitness: ``accuracy``, ``nll`` or ``kl`` on the held-out images.
         table: a :class:`~tavt_kit.bench.LatencyTable` (or path), a list of them, or {precision: table}.
@@ -158,12 +149,12 @@ def search_schedules(
     """
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
              "parent", "latency_source", "table_cache", "table_profile"}
-    bad = sorted(set(options) - known)
-    if bad:
-        raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
+    if set(options) - known:
+        raise TypeError(f"search_schedules() got an unexpected keyword argument {sorted(set(options) - known)[0]!r}")
     log = options.get("log", print)
-    precisions = parse_precisions(precisions)
     budgets = [_budget(b) for b in budgets]
+    precisions = resolve_precisions(precisions, target, any(b.objective == "latency" for b in budgets), log,
+                                    measured_here=options.get("objectives") is None and table is None)
     space = space_of(model)
     if reducers is not None:
         reducers = _check_reducers(model, reducers)
