@@ -141,7 +141,8 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
             key = ("full", p)
         items.setdefault(key, (_schedule(supernet, d), p))
         out = {k: d.get(k) for k in ("counts", "reducers", "precision", "macs", "test_accuracy", "vs_parent",
-                                     "latency_ms", "latency_measured_ms", "r", "origin")}
+                                     "holdout_accuracy", "holdout_nll", "latency_ms", "latency_measured_ms", "r",
+                                     "origin")}
         out["precision"], out["key"] = p, key
         return out
 
@@ -274,6 +275,33 @@ FAMILIES = (("pick", "searched picks"), ("shipped", "what fgvc-kit ships"),
             ("free", "best training-free (ToMe on your model, your model; every precision)"))
 
 
+RULES = {"held-out NLL": lambda d: (-d["holdout_nll"],),
+         "held-out accuracy (NLL on ties)": lambda d: (d["holdout_accuracy"], -d["holdout_nll"])}
+
+
+def rule_check(results) -> list:
+    """How each way of choosing among a budget's deployables (searched pick, ToMe on your model and your model at
+    every precision) on the held-out images fares on the test images: per rule, the budgets where it chose the
+    test-best and the mean test points it gave up (regret) against the test-best."""
+    lines = []
+    for name, key in RULES.items():
+        hit, regret, n = 0, [], 0
+        for r in results:
+            for row in r["rows"]:
+                ds = [d for d in [row.get("pick")] + list(row["free"].values())
+                      if d and d.get("holdout_nll") is not None and d.get("test_accuracy") is not None]
+                if len(ds) < 2:
+                    continue
+                n += 1
+                chosen, top = max(ds, key=key), max(d["test_accuracy"] for d in ds)
+                hit += chosen["test_accuracy"] == top
+                regret.append(100 * (top - chosen["test_accuracy"]))
+        if n:
+            lines.append(f"  choosing by {name}: the test-best in {hit} of {n} budgets, mean regret "
+                         f"{sum(regret) / n:.2f} points (worst {max(regret):.2f})")
+    return lines
+
+
 def report(results) -> str:
     """Per batch size: each seed's deployables, then the means over seeds and the headline."""
     import statistics
@@ -312,6 +340,9 @@ def report(results) -> str:
             lines.append(f"  headline, speed-up at <= {ACCEPTED_LOSS} points loss, {what}: "
                          f"{statistics.mean(h[0] for h in hs):.2f}x (per seed: "
                          + ", ".join(f"{h[0]:.2f}x {_vs(h[1])} ({h[2]})" for h in hs) + ")")
+    check = rule_check(results)
+    if check:
+        lines += ["\n## choosing among a budget's deployables on the held-out images (all seeds and batches)"] + check
     return "\n".join(lines)
 
 
