@@ -190,6 +190,21 @@ def synthetic_table(fuse=False, offset=0.5):
     })
 
 
+def test_a_calibration_offset_from_a_busy_machine_never_predicts_a_negative_latency():
+    """The offset is the whole model's residual over its parts; on a busy machine it came out more negative than
+    the smallest schedules cost, and every search over that table stopped at the first such candidate."""
+    from tavt_kit.bench.profile import _floored_offset
+
+    t = synthetic_table(offset=0.0)
+    smallest = t.predict_parts([1, 1, 1], "drop")
+    parts = smallest["embed"] + sum(smallest["blocks"]) + smallest["head"]
+    assert _floored_offset(t, -0.25 * parts) == -0.25 * parts and "warnings" not in t.data  # a plausible one stays
+    t.data["offset_ms"] = _floored_offset(t, -10 * parts)
+    assert t.data["offset_ms"] == pytest.approx(-0.5 * parts)
+    assert t.predict([1, 1, 1]) == pytest.approx(0.5 * parts) and t.predict([1, 1, 1]) > 0
+    assert "raised to" in t.data["warnings"][-1] and "profile again on a quiet one" in t.data["warnings"][-1]
+
+
 def test_predictor_is_exact_on_grid_points_and_monotone():
     t = synthetic_table()
     assert t.predict([64, 64, 64]) == pytest.approx(2.0 + 3 * 65 + 0.65 + 0.5)

@@ -47,7 +47,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..errors import ConfigError, UnsupportedModelError
+from ..errors import ConfigError, LatencyTableError, UnsupportedModelError
 from ..progress import eta
 from ..schedules import TokenSchedule, evit_schedule, random_schedules, uniform_schedule
 from ..models.token_merge import REDUCERS
@@ -522,7 +522,7 @@ def _calibrate(table: LatencyTable, rows: Dict[str, TokenSchedule], runs: _Whole
                       "measured_ms_table_speed": scaled[key], "parts_ms": parts,
                       "residual_ms": scaled[key] - parts, "merging_blocks": p["merging_blocks"]})
     plain = [c["residual_ms"] for c in calib if not c["merging_blocks"]] or [c["residual_ms"] for c in calib]
-    table.data["offset_ms"] = offset = statistics.median(plain)
+    table.data["offset_ms"] = offset = _floored_offset(table, statistics.median(plain))
     merging = [(c["residual_ms"] - offset) / c["merging_blocks"] for c in calib if c["merging_blocks"]]
     table.data["merge_block_offset_ms"] = statistics.median(merging) if merging else 0.0
     table.data["calibration"] = calib
@@ -533,6 +533,29 @@ def _calibrate(table: LatencyTable, rows: Dict[str, TokenSchedule], runs: _Whole
             f"the calibration offset is {100 * share:+.0f}% of the full model's latency: whole-model runs "
             "cost much more (or less) than their parts, e.g. because other jobs preempted the longer runs; "
             "predictions hold for a machine as busy as this one was (profile on a quiet machine)")
+
+
+def _floored_offset(table: LatencyTable, offset: float) -> float:
+    """``offset``, raised where it would make the table predict a latency at or below zero for the smallest
+    schedule it prices (one token after every block): at most half of that schedule's parts, with a warning.
+
+    A negative offset means the parts timed alone cost more than inside the whole model (each part's call
+    overhead); on a busy machine the whole-model runs can come out so much faster than their parts that the
+    median residual exceeds what the smallest schedules cost, and every search over the table would stop at
+    the first such candidate. Seen on 2 cores shared with three training jobs: -4.2 ms against parts of
+    about 3 ms for the smallest schedule."""
+    try:
+        p = table.predict_parts([1] * int(table.model["depth"]), "drop")
+    except LatencyTableError:  # a table without drop entries prices no such schedule
+        return offset
+    floor = -0.5 * (p["embed"] + sum(p["blocks"]) + p["head"])
+    if offset >= floor:
+        return offset
+    table.data.setdefault("warnings", []).append(
+        f"the calibration offset {offset:+.3f} ms would predict a negative latency for the smallest schedules "
+        f"(their parts: {-2 * floor:.3f} ms); raised to {floor:+.3f} ms. Whole-model runs came out much faster "
+        "than their parts, as on a busy machine: profile again on a quiet one")
+    return floor
 
 
 def _validate(table: LatencyTable, rows: Dict[str, TokenSchedule], runs: _WholeModelRuns, validate_range,
