@@ -85,10 +85,10 @@ def _schedule(model, d):
                                                       reducers=d.get("reducers")))
 
 
-def _target(batch: int):
+def _target(batch: int, threads=None):
     from tavt_kit import DeploymentTarget
 
-    return DeploymentTarget(backend="openvino", device="cpu", precision="fp32", batch_size=batch)
+    return DeploymentTarget(backend="openvino", device="cpu", precision="fp32", batch_size=batch, threads=threads)
 
 
 def _policy(args):
@@ -107,7 +107,8 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
     from tavt_kit.search.data import search_data
     from tavt_kit.stats import paired_difference
 
-    tag = f"b{batch}-f" + "+".join(f"{f:g}" for f in args.fractions) + "-p" + "+".join(args.precisions)
+    tag = f"b{batch}-f" + "+".join(f"{f:g}" for f in args.fractions) + "-p" + "+".join(args.precisions) + \
+        (f"-t{args.threads}" if args.threads else "")
     path = os.path.join(args.out, f"seed{seed}-{tag}.json")
     if os.path.isfile(path):
         return read_json(path)
@@ -115,7 +116,7 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
     supernet = tavt_kit.load_checkpoint(supernet_path).eval()
     parent = tavt_kit.load_checkpoint(parent_path).eval()
     full = supernet.full_schedule()
-    target = _target(batch)
+    target = _target(batch, args.threads)
     # your model's fp32 latency on the target: the budgets are fractions of it
     base = measure_schedules(parent, {"parent": (full, "fp32")}, target=target, policy=_policy(args))
     parent_ms = base["parent"][0].p50 * 1e3
@@ -186,7 +187,8 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
             known = {"test_accuracy": sum(hits) / len(hits), "vs_parent": paired_difference(hits, ref)}
         full_precisions[p] = {"test_accuracy": known["test_accuracy"], "vs_parent": known["vs_parent"],
                               "ms": ms[("full", p)], "speedup": ref_ms / ms[("full", p)]}
-    out = {"seed": seed, "batch": batch, "model": "fgvc_tiny p4w96 (64 px, 256 patch tokens, width 96)",
+    out = {"seed": seed, "batch": batch, "threads": args.threads,
+           "model": "fgvc_tiny p4w96 (64 px, 256 patch tokens, width 96)",
            "precisions": args.precisions,
            "parent": {"test_accuracy": doc["parent"]["test_accuracy"], "ms": ref_ms},
            "parent_at": full_precisions,
@@ -307,7 +309,9 @@ def report(results) -> str:
     import statistics
 
     first = results[0]
-    lines = [f"{first['model']}, cluttered-digits, {first['test_images']} test images; OpenVINO on this CPU, "
+    threads = first.get("threads")
+    lines = [f"{first['model']}, cluttered-digits, {first['test_images']} test images; OpenVINO on this CPU "
+             f"({f'{threads} thread(s)' if threads else 'all cores'}), "
              f"precisions {','.join(first['precisions'])}; vs parent = paired difference to your model (points, "
              "95 % interval); speed-up over your model's fp32 latency, timed round-robin in one process"]
     for batch in sorted({r["batch"] for r in results}):
@@ -356,6 +360,9 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", default="fp32,int8",
                     help="precisions searched with the schedules, and at which the training-free deployables run "
                          "(fp32 first)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OpenVINO inference threads of the target (default: all cores); with 1, pin the process "
+                         "to one core (taskset -c N) to measure beside other work")
     ap.add_argument("--train-steps", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=150, help="distillation steps")
     ap.add_argument("--population", type=int, default=10)
