@@ -38,7 +38,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fitness_benchmark import combine, command  # noqa: E402
-from reference_benchmark import RECIPES, read_json  # noqa: E402
+from reference_benchmark import RECIPES, parent_at, read_json  # noqa: E402
 
 #: the model: fgvc_tiny overrides (64 px images, 256 patch tokens, width 96, 6 blocks)
 MODEL = dict(patch_size=4)
@@ -183,7 +183,7 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
         # your model at each lower precision, scored on the deployed runtime (the training-free one-liner)
         known = next((d for row in rows for n, d in row["free"].items() if n == f"parent@{p}"), None)
         if known is None:
-            hits = _parent_at(parent, data, p, seed)
+            hits = parent_at(parent, data, p, seed)
             known = {"test_accuracy": sum(hits) / len(hits), "vs_parent": paired_difference(hits, ref)}
         full_precisions[p] = {"test_accuracy": known["test_accuracy"], "vs_parent": known["vs_parent"],
                               "ms": ms[("full", p)], "speedup": ref_ms / ms[("full", p)]}
@@ -199,20 +199,6 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
 
     write_json(out, path)
     return out
-
-
-def _parent_at(parent, data, precision, seed):
-    """Per-image test hits of your model at ``precision`` on the deployed runtime (OpenVINO; int8: NNCF PTQ on 300
-    training images, the one-liner a user tries first)."""
-    from tavt_kit.data import Normalize
-    from tavt_kit.search.precision import DeployedScorer
-
-    scorer = DeployedScorer(parent, Normalize.from_model(parent), lambda: data.calibration(300, seed), 100)
-    try:
-        sc, _ = scorer.scores(parent.full_schedule(), precision, data.test.images, data.test.labels)
-        return sc.hits[0].tolist()
-    finally:
-        scorer.close()
 
 
 def _best(ds):
@@ -264,10 +250,10 @@ def _mean(vs) -> str:
 def _cell(d) -> str:
     if not d:
         return "nothing meets it"
-    sched = ",".join(f"{c}{'m' if r == 'merge' else ''}" for c, r in
-                     zip(d["counts"], d.get("reducers") or ["drop"] * len(d["counts"])))
+    from tavt_kit.report.budget import schedule_text
+
     real = f", realised {d['realised']:.2f}" if d.get("realised") else ""
-    return (f"{d['speedup']:.2f}x {_vs(d['vs_parent'])} {d['precision']} [{sched}]{real}"
+    return (f"{d['speedup']:.2f}x {_vs(d['vs_parent'])} [{schedule_text(d)}]{real}"
             + ("" if d["within_budget"] else " (over the budget)"))
 
 

@@ -81,15 +81,15 @@ def test_hits(model, schedule, test):
     return ev.scores([schedule], per_image=True).hits[0].tolist()
 
 
-def parent_int8(parent, data, seed: int):
-    """The parent quantised to int8 (NNCF PTQ, transformer model type, 300 training images) and run in OpenVINO on
-    the test split: the one-liner a user tries first. Returns per-image hits."""
+def parent_at(parent, data, precision: str, seed: int):
+    """Per-image test hits of the parent at ``precision`` on the deployed runtime (OpenVINO; int8: NNCF PTQ on 300
+    training images drawn with ``seed``)."""
     from tavt_kit.data import Normalize
     from tavt_kit.search.precision import DeployedScorer
 
     scorer = DeployedScorer(parent, Normalize.from_model(parent), lambda: data.calibration(300, seed), 100)
     try:
-        sc, _ = scorer.scores(parent.full_schedule(), "int8", data.test.images, data.test.labels)
+        sc, _ = scorer.scores(parent.full_schedule(), precision, data.test.images, data.test.labels)
         return sc.hits[0].tolist()
     finally:
         scorer.close()
@@ -135,7 +135,7 @@ def run_seed(seed: int, args) -> dict:
                     tuple(tome["counts"]), parent.num_patches, reducers=tome.get("reducers"))), data.test)
                 row["pick_vs_tome"] = paired_difference(ph, th)
             rows.append(row)
-    i8 = parent_int8(parent, data, seed)
+    i8 = parent_at(parent, data, "int8", seed)  # NNCF PTQ: the one-liner a user tries first
     out = {"seed": seed, "parent": doc["parent"], "full": doc["full"], "rows": rows,
            "parent_int8": {"test_accuracy": sum(i8) / len(i8), "vs_parent": paired_difference(i8, ref)},
            "test_images": doc["settings"]["test_images"], "space": doc.get("space"), "tag": _search_tag(args)}

@@ -113,16 +113,12 @@ def run(args) -> int:
     dspec = data_spec_from_args(args, fallback=model.spec.get("data"))
     precisions = ("fp32",)
     if args.precisions is not None:
-        from ..search.precisions import is_auto, parse_precisions, target_precisions
+        from ..search.precisions import resolve_precisions
 
-        if is_auto(args.precisions):
-            base = DeploymentTarget(backend=args.backend or "openvino", device=args.device or "cpu") \
-                if any(b.objective == "latency" for b in budgets) else None
-            precisions = ("fp32",) if base is None else target_precisions(base)[0]
-            if base is not None:
-                print(f"--precisions auto: {', '.join(precisions)} ({target_precisions(base)[1]})")
-        else:
-            precisions = parse_precisions(args.precisions)
+        # resolved here: the runtime and the tables the search is given depend on how many there are
+        precisions = resolve_precisions(args.precisions, DeploymentTarget(backend=args.backend or "openvino",
+                                                                          device=args.device or "cpu"),
+                                        any(b.objective == "latency" for b in budgets), print)
     if args.latency_batch_size is not None and args.latency_batch_size < 1:
         raise ConfigError(f"--latency-batch-size: expected a positive batch size, got {args.latency_batch_size}")
     # measured here without a table: torch eager for fp32 alone, OpenVINO for a search of several precisions

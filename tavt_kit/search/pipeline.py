@@ -149,8 +149,8 @@ def search_schedules(
     """
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
              "parent", "latency_source", "table_cache", "table_profile"}
-    if set(options) - known:
-        raise TypeError(f"search_schedules() got an unexpected keyword argument {sorted(set(options) - known)[0]!r}")
+    if bad := sorted(set(options) - known):
+        raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
     log = options.get("log", print)
     budgets = [_budget(b) for b in budgets]
     precisions = resolve_precisions(precisions, target, any(b.objective == "latency" for b in budgets), log,
