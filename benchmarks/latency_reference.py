@@ -117,15 +117,28 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
     parent = tavt_kit.load_checkpoint(parent_path).eval()
     full = supernet.full_schedule()
     target = _target(batch, args.threads)
-    # your model's fp32 latency on the target: the budgets are fractions of it
-    base = measure_schedules(parent, {"parent": (full, "fp32")}, target=target, policy=_policy(args))
-    parent_ms = base["parent"][0].p50 * 1e3
+    sdir = os.path.join(args.out, f"seed{seed}", f"search-{tag}")
+    # your model's fp32 latency on the target: the budgets are fractions of it. Measured once and kept, so that
+    # a killed stage resumes its search (whose journal is keyed on the budgets) instead of starting over
+    measured = os.path.join(sdir, "parent-latency.json")
+    if os.path.isfile(measured):
+        parent_ms = read_json(measured)["ms"]
+    else:
+        base = measure_schedules(parent, {"parent": (full, "fp32")}, target=target, policy=_policy(args))
+        parent_ms = base["parent"][0].p50 * 1e3
+        from tavt_kit.files import write_json
+
+        write_json({"ms": parent_ms, "batch": batch, "threads": args.threads}, measured)
     budgets = [f"{f * parent_ms:.4g}ms" for f in args.fractions]
     say(f"your model: {parent_ms:.3f} ms per batch of {batch}; budgets {', '.join(budgets)}")
-    sdir = os.path.join(args.out, f"seed{seed}", f"search-{tag}")
+    # a candidate's held-out metrics (and its int8 model's) do not depend on the batch size: what this seed's
+    # searches at other batch sizes evaluated is taken, not evaluated again (the result is the same)
+    seed_dir = os.path.join(args.out, f"seed{seed}")
+    reuse = [os.path.join(seed_dir, d) for d in sorted(os.listdir(seed_dir)) if d.startswith("search-")
+             and d != os.path.basename(sdir) and os.path.isfile(os.path.join(seed_dir, d, "search.journal.jsonl"))]
     res = tavt_kit.search_schedules(
         supernet, None, budgets, target=target, precisions=args.precisions, fitness="nll", parent=parent_path,
-        out=sdir, table_cache=os.path.join(args.out, f"seed{seed}", "latency-tables"),
+        out=sdir, reuse=reuse, table_cache=os.path.join(args.out, f"seed{seed}", "latency-tables"),
         table_profile=dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02) if args.smoke else None,
         settings=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
         log=say)
@@ -194,7 +207,7 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
            "parent_at": full_precisions,
            "full": {"test_accuracy": doc["full"].get("test_accuracy"), "vs_parent": doc["full"].get("vs_parent")},
            "rows": rows, "test_images": doc["settings"]["test_images"], "machine": doc.get("machine"),
-           "search": os.path.join(sdir, "search.json")}
+           "search": os.path.join(sdir, "search.json"), "reuse": doc.get("reuse")}
     from tavt_kit.files import write_json
 
     write_json(out, path)

@@ -71,6 +71,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                          "reported (default 3)")
     pp.add_argument("--calibration-images", type=int, default=300, metavar="N",
                     help="int8 calibration images, a seeded subset of the training split (default 300)")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="an earlier search of this checkpoint on the same held-out images (its folder; repeatable): "
+                        "the candidates it evaluated are taken, not evaluated again (searching the same supernet "
+                        "for another target or other budgets)")
     p.add_argument("--subset", type=int, metavar="N", help="search on N held-out images (seeded subset; default all)")
     p.add_argument("--eval-batch-size", dest="batch_size", type=int, default=64, metavar="N",
                    help="images per evaluation batch (default 64)")
@@ -146,7 +150,7 @@ def run(args) -> int:
         model, dspec, budgets, target=target, precisions=precisions, reducers=reducers, fitness=args.fitness,
         settings=settings, out=args.out, objectives=objectives, subset=args.subset, batch_size=args.batch_size,
         verify_top=args.verify_top, calibration_images=args.calibration_images, remeasure=args.remeasure,
-        latency_source=args.latency_source,
+        latency_source=args.latency_source, reuse=args.reuse,
         table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables"),
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
         log=lambda s: print(s, flush=True))

@@ -27,6 +27,14 @@ class EvalSet:
     labels: torch.Tensor
     name: str
 
+    def digest(self) -> str:
+        """sha256 of the images and labels: what metrics measured on them are of."""
+        import hashlib
+
+        h = hashlib.sha256(self.images.contiguous().numpy().tobytes())
+        h.update(self.labels.to(torch.int64).contiguous().numpy().tobytes())
+        return h.hexdigest()
+
 
 @dataclass
 class SearchData:

@@ -181,7 +181,7 @@ class Journal:
                     good += len(raw) + 1
                 if rec.get("kind") == "header":
                     seen_header = True
-                    if _keyed(rec.get("settings")) != _keyed(header.get("settings")):
+                    if not _same_settings(rec.get("settings"), header.get("settings")):
                         from ..errors import ConfigError
 
                         raise ConfigError(f"{path}: journal of a search with other settings; "
@@ -224,6 +224,15 @@ def _keyed(settings):
     if not isinstance(settings, dict):
         return settings
     return {k: v for k, v in settings.items() if k != "calibration_images"}
+
+
+def _same_settings(stored, current) -> bool:
+    """Whether a journal's header settings are this search's (a digest the stored header predates is not compared:
+    journals before ``holdout_sha256`` keyed the held-out images by their number alone)."""
+    stored, current = _keyed(stored), _keyed(current)
+    if isinstance(stored, dict) and isinstance(current, dict) and "holdout_sha256" not in stored:
+        current = {k: v for k, v in current.items() if k != "holdout_sha256"}
+    return stored == current
 
 
 def _section_key(key) -> Optional[str]:

@@ -41,62 +41,12 @@ from .evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, J
 from .fitness import DEFAULT_FITNESS, FITNESSES, fitness_of
 from .objective import LatencyObjective, latency_objectives
 from .precisions import parse_precisions, resolve_precisions  # noqa: F401 (parse_precisions: public here too)
+from .reuse import journal_file
+from .space import _check_reducers, default_reducers, space_of  # noqa: F401 (space_of: public here too)
 from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, parse_budget, schedules_index
 
 #: the index of the per-budget drop configs a search writes beside search.json
 SCHEDULES_INDEX = "schedules.json"
-
-
-def space_of(model: nn.Module) -> SearchSpace:
-    """The search space the checkpoint was distilled for (its spec's ``search_space``), else the model's default."""
-    d = (getattr(model, "spec", None) or {}).get("search_space")
-    if d:
-        space = SearchSpace.from_dict(d)
-        if space.depth != model.depth or space.num_patches != model.num_patches:
-            raise ConfigError(f"the checkpoint's search space ({space.depth} blocks, {space.num_patches} tokens) "
-                              f"does not fit the model ({model.depth} blocks, {model.num_patches} tokens)")
-        return space
-    return SearchSpace.for_model(model)
-
-
-def default_reducers(model: nn.Module, space: SearchSpace, objectives: Dict[str, LatencyObjective],
-                     log: Callable[[str], None] = print) -> tuple:
-    """The reducers a search gives its blocks when none are asked for: the supernet's, and merging too where
-    the supernet drops and the model can merge (a timm ViT without EViT's fuse).
-
-    Merging needs no training (ToMe): on a supernet distilled to drop, a per-block choice of drop or merge
-    reaches accuracy that neither reaches alone at 2.5x fewer MACs and beyond (benchmarks/reference_benchmark.py).
-    A latency objective that cannot price a merging block (a table profiled for drop only) keeps the search
-    to dropping, said in the log; ``reducers=("drop",)`` is TAVT's space.
-    """
-    from ..models.token_drop import TokenDropMixin
-
-    own = tuple(space.reducers)
-    if own != ("drop",) or not isinstance(model, TokenDropMixin) or getattr(model, "fuse", False):
-        return own
-    probe = tome_schedule(1, space.depth, space.num_patches, space.min_tokens)
-    for precision, objective in objectives.items():
-        try:
-            objective(probe)
-        except TavtKitError as e:
-            log(f"note: the search drops tokens only, the {precision} latency objective cannot price merging "
-                f"blocks: {e}")
-            return own
-    return ("drop", "merge")
-
-
-def _check_reducers(model, reducers) -> tuple:
-    """``reducers`` as a tuple of drop/merge; merging needs a timm ViT without EViT's fuse."""
-    from ..models.token_drop import TokenDropMixin
-
-    names = tuple(dict.fromkeys(str(r).strip() for r in ([reducers] if isinstance(reducers, str) else reducers)))
-    if not names or any(r not in ("drop", "merge") for r in names):
-        raise ConfigError(f"reducers={reducers!r}: expected drop, merge or both")
-    if "merge" in names and (not isinstance(model, TokenDropMixin) or getattr(model, "fuse", False)):
-        raise ConfigError(f"reducers={','.join(names)}: this model ({type(model).__name__}"
-                          f"{', fusing dropped tokens' if getattr(model, 'fuse', False) else ''}) cannot merge "
-                          "tokens; merge works for timm ViTs without EViT's fuse")
-    return names
 
 
 def _budget(b) -> Budget:
@@ -106,6 +56,20 @@ def _budget(b) -> Budget:
     if parsed is None:
         raise ConfigError(f"budgets={b!r}: expected a budget with its unit, e.g. '15ms' or '20G MACs'")
     return Budget(*parsed)
+
+
+def _check_options(options: dict) -> list:
+    """``search_schedules``' ``reuse`` paths, each checked before the slow set-up (tables, images), so a wrong
+    path fails at once; an unknown option is a TypeError, as for any Python function."""
+    known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
+             "parent", "latency_source", "table_cache", "table_profile", "reuse"}
+    if bad := sorted(set(options) - known):
+        raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
+    reuse = options.get("reuse") or ()
+    reuse = [reuse] if isinstance(reuse, (str, os.PathLike)) else list(reuse)
+    for path in reuse:
+        journal_file(str(path))
+    return reuse
 
 
 def search_schedules(
@@ -145,12 +109,11 @@ def search_schedules(
             ``latency_source`` (no ``table``: ``"table"``, the default, profiles a table for ``target`` once and
             times only the picks; ``"measure"`` times every candidate), ``table_cache`` (folder the profiled
             table is kept in and reused from; default ``out``'s ``cache``), ``table_profile`` (its settings,
-            :data:`~tavt_kit.search.objective.AUTO_PROFILE`).
+            :data:`~tavt_kit.search.objective.AUTO_PROFILE`), ``reuse`` (earlier searches of the same weights
+            on the same held-out images, folders or journals: what they evaluated is taken, not evaluated
+            again; :mod:`~tavt_kit.search.reuse`).
     """
-    known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
-             "parent", "latency_source", "table_cache", "table_profile"}
-    if bad := sorted(set(options) - known):
-        raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
+    reuse = _check_options(options)
     log = options.get("log", print)
     budgets = [_budget(b) for b in budgets]
     precisions = resolve_precisions(precisions, target, any(b.objective == "latency" for b in budgets), log,
@@ -182,7 +145,7 @@ def search_schedules(
                               batch_size=options.get("batch_size", 64), subset=options.get("subset"),
                               source=options.get("source"), verify_top=options.get("verify_top", 3),
                               calibration_images=options.get("calibration_images", 300), log=log,
-                              remeasure=bool(options.get("remeasure")))
+                              remeasure=bool(options.get("remeasure")), reuse=reuse)
     from .parent import resolve_parent
 
     pipeline.parent = resolve_parent(model, options.get("parent", "auto"), log)
@@ -197,7 +160,7 @@ class SearchPipeline:
                  budgets: Sequence[Budget], objectives: Dict[str, LatencyObjective], precisions: Sequence[str],
                  space: SearchSpace, fitness: str, batch_size: int = 64, subset: Optional[int] = None,
                  source: Optional[dict] = None, verify_top: int = 3, calibration_images: int = 300,
-                 log: Callable[[str], None] = print, remeasure: bool = False):
+                 log: Callable[[str], None] = print, remeasure: bool = False, reuse: Sequence[str] = ()):
         self._check(data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images)
         self.model, self.out_dir, self.settings, self.budgets = model, out_dir, settings, list(budgets)
         self.objectives, self.precisions, self.space, self.fitness = objectives, tuple(precisions), space, fitness
@@ -221,6 +184,8 @@ class SearchPipeline:
         self.searches: Dict[str, EvolutionSearch] = {}
         self.parent: Optional[nn.Module] = None  # the reference model (see :mod:`~tavt_kit.search.parent`)
         self.test_hits: Dict[tuple, torch.Tensor] = {}
+        self.reuse_paths = list(reuse)
+        self.reused = None  # the other searches' metrics (:class:`~tavt_kit.search.reuse.Reused`), read by run()
 
     def _check(self, data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images):
         if fitness not in FITNESSES:
@@ -267,7 +232,8 @@ class SearchPipeline:
         journal = self._journal()
         self._mark_running()
         t0 = time.perf_counter()
-        fp32 = EvolutionSearch(self.space, self.metrics, self.macs, self.settings, self.latency, self.budgets,
+        metrics = self.reused.wrap("fp32", self.metrics) if self.reused is not None else self.metrics
+        fp32 = EvolutionSearch(self.space, metrics, self.macs, self.settings, self.latency, self.budgets,
                                journal, self.log, fitness=self.fitness)
         if len(self.precisions) > 1:
             self.log("searching fp32 schedules")
@@ -301,6 +267,9 @@ class SearchPipeline:
                     parent.apply_precisions(doc, stage)
             with Heartbeat(self.log, "timing the pairs on the deployed runtime"):
                 stage.remeasure(doc)
+        if self.reused is not None:
+            doc["reuse"] = self.reused.summary()
+            self.log(self.reused.line())
         return self._write(doc, precision_plot=stage is not None)
 
     def _warn_unreachable(self) -> None:
@@ -320,7 +289,8 @@ class SearchPipeline:
         # keyed on the weights' content: a supernet retrained into the same path is another search
         settings = {**self.settings.to_dict(), "fitness": self.fitness,
                     "budgets": [[b.objective, b.limit] for b in self.budgets], "subset": self.subset,
-                    "holdout_images": self.n_holdout, "space": self.space.to_dict(), "weights_sha256": self.digest,
+                    "holdout_images": self.n_holdout, "holdout_sha256": self.holdout.digest(),
+                    "space": self.space.to_dict(), "weights_sha256": self.digest,
                     "source": {k: v for k, v in (self.source or {}).items() if k != "checkpoint"},
                     "latency": self.latency.info.get("identity") if self.latency is not None else None}
         if len(self.precisions) > 1:  # one journal for every precision: each record says its precision
@@ -334,6 +304,10 @@ class SearchPipeline:
             obj = [journal.entries]
             torch.distributed.broadcast_object_list(obj, src=0)
             journal.entries = obj[0]
+        if self.reuse_paths:
+            from .reuse import Reused
+
+            self.reused = Reused(self.reuse_paths, settings, self.calibration)
         return journal
 
     @property
