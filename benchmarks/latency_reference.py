@@ -97,6 +97,43 @@ def _policy(args):
     return TimingPolicy(warmup=1, min_repeats=3, budget_s=0.05) if args.smoke else TimingPolicy(budget_s=2.0)
 
 
+def _tag(batch: int, args) -> str:
+    return f"b{batch}-f" + "+".join(f"{f:g}" for f in args.fractions) + "-p" + "+".join(args.precisions) + \
+        (f"-t{args.threads}" if args.threads else "")
+
+
+def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:
+    """``res`` with the ToMe sweep of this (seed, batch) (:mod:`tome_frontier`): the training-free frontier
+    measured at fixed r, which the headline's training-free side also reads."""
+    if args.no_tome_sweep:
+        return res
+    import torch
+
+    import tavt_kit
+    from reference_benchmark import test_hits
+    from tavt_kit.search.data import search_data
+    from tome_frontier import TOME_R, tome_frontier
+
+    tag = _tag(batch, args)
+    say = lambda s: print(f"[seed {seed}, batch {batch}] {s}", flush=True)  # noqa: E731
+    parent = tavt_kit.load_checkpoint(parent_path).eval()
+    out_path = os.path.join(args.out, f"seed{seed}-{tag}-tome.json")
+    if not os.path.isfile(out_path):
+        supernet = tavt_kit.load_checkpoint(supernet_path).eval()
+        cache = os.path.join(args.out, f"seed{seed}", f"search-{tag}", "cache")
+        data = search_data(supernet, None, cache_dir=cache, log=lambda s: None)
+        with torch.inference_mode():
+            ref = test_hits(parent, parent.full_schedule(), data.test)
+    else:
+        data = ref = None  # read from the file
+    rs = [int(v) for v in args.tome_r.split(",")] if args.tome_r else (64, 128) if args.smoke else TOME_R
+    res["tome_sweep"] = tome_frontier(
+        seed, parent, data, ref, args.tome_precisions.split(",") if args.tome_precisions else args.precisions,
+        _target(batch, args.threads), _policy(args), os.path.join(args.out, f"seed{seed}", "tome-sweep-hits.json"),
+        out_path, say, rs=rs)
+    return res
+
+
 def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:
     """Search under latency budgets at ``batch`` and time every deployable round-robin; one file per (seed, batch)."""
     import torch
@@ -107,8 +144,7 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
     from tavt_kit.search.data import search_data
     from tavt_kit.stats import paired_difference
 
-    tag = f"b{batch}-f" + "+".join(f"{f:g}" for f in args.fractions) + "-p" + "+".join(args.precisions) + \
-        (f"-t{args.threads}" if args.threads else "")
+    tag = _tag(batch, args)
     path = os.path.join(args.out, f"seed{seed}-{tag}.json")
     if os.path.isfile(path):
         return read_json(path)
@@ -247,6 +283,8 @@ def headline(res: dict, family: str) -> tuple:
                 options.append((d["speedup"], d["vs_parent"], f"{row['fraction']:g} budget"))
     if family == "free":
         options += [(d["speedup"], d["vs_parent"], f"parent@{p}") for p, d in res["parent_at"].items()]
+        options += [(d["speedup"], d["vs_parent"], f"ToMe r={d['r']} @ {d['precision']} (sweep)")
+                    for d in res.get("tome_sweep") or ()]
     ok = [o for o in options if 100 * o[1]["difference"] >= -ACCEPTED_LOSS]
     return max(ok, key=lambda o: o[0]) if ok else (1.0, None, "your model")
 
@@ -273,7 +311,7 @@ def _cell(d) -> str:
 NAMES = (("tome", "ToMe on your model"), ("parent", "your model, lower precision"), ("pick", "searched pick"),
          ("shipped", "shipped (recommended)"))
 FAMILIES = (("pick", "searched picks"), ("shipped", "what fgvc-kit ships"),
-            ("free", "best training-free (ToMe on your model, your model; every precision)"))
+            ("free", "best training-free (ToMe on your model fitted or swept, your model; every precision)"))
 
 
 RULES = {"held-out NLL": lambda d: (-d["holdout_nll"],),
@@ -321,6 +359,10 @@ def report(results) -> str:
                          f"{r['parent']['ms']:.2f} ms; " + "; ".join(
                              f"in {p} {d['speedup']:.2f}x {_vs(d['vs_parent'])}" for p, d in r["parent_at"].items())
                          + f"; supernet full schedule {_vs(r['full']['vs_parent'])}")
+            sweep = sorted(r.get("tome_sweep") or (), key=lambda d: (d["precision"], d["r"]))
+            if sweep:
+                lines.append("  ToMe on your model at fixed r (sweep, timed in its own round): " + "; ".join(
+                    f"r={d['r']}@{d['precision']} {d['speedup']:.2f}x {_vs(d['vs_parent'])}" for d in sweep))
             for row in r["rows"]:
                 fam = families(row)
                 lines.append(f"  {row['fraction']:.2f} of your model ({row['label']}), recommended "
@@ -370,6 +412,11 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="a few images and steps: the whole flow in minutes")
     ap.add_argument("--train-only", action="store_true",
                     help="train the parents and supernets only (they need no idle machine; the latency stages do)")
+    ap.add_argument("--no-tome-sweep", action="store_true",
+                    help="skip ToMe on your model at fixed r (every precision), scored and timed beside your model: "
+                         "the training-free frontier measured rather than fitted to the budgets from the table")
+    ap.add_argument("--tome-r", help="the sweep's constant r, comma-separated (default: tome_frontier.TOME_R)")
+    ap.add_argument("--tome-precisions", help="the sweep's precisions (default: --precisions)")
     ap.add_argument("--out", default=os.path.join("runs", "latency-reference"))
     args = ap.parse_args(argv)
     args.fractions = [float(v) for v in args.fractions.split(",")]
@@ -386,7 +433,7 @@ def main(argv=None) -> int:
         if args.train_only:
             continue
         for b in (int(v) for v in args.batches.split(",")):
-            results.append(run_batch(s, b, parent, supernet, args))
+            results.append(with_frontier(run_batch(s, b, parent, supernet, args), s, b, parent, supernet, args))
     if not results:
         return 0
     text = report(results)
