@@ -114,18 +114,17 @@ def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_p
     from tavt_kit.search.data import search_data
     from tome_frontier import TOME_R, tome_frontier
 
-    tag = _tag(batch, args)
+    out_path = os.path.join(args.out, f"seed{seed}-{_tag(batch, args)}-tome.json")
+    if os.path.isfile(out_path):
+        res["tome_sweep"] = read_json(out_path)["points"]
+        return res
     say = lambda s: print(f"[seed {seed}, batch {batch}] {s}", flush=True)  # noqa: E731
     parent = tavt_kit.load_checkpoint(parent_path).eval()
-    out_path = os.path.join(args.out, f"seed{seed}-{tag}-tome.json")
-    if not os.path.isfile(out_path):
-        supernet = tavt_kit.load_checkpoint(supernet_path).eval()
-        cache = os.path.join(args.out, f"seed{seed}", f"search-{tag}", "cache")
-        data = search_data(supernet, None, cache_dir=cache, log=lambda s: None)
-        with torch.inference_mode():
-            ref = test_hits(parent, parent.full_schedule(), data.test)
-    else:
-        data = ref = None  # read from the file
+    supernet = tavt_kit.load_checkpoint(supernet_path).eval()
+    cache = os.path.join(args.out, f"seed{seed}", f"search-{_tag(batch, args)}", "cache")
+    data = search_data(supernet, None, cache_dir=cache, log=lambda s: None)
+    with torch.inference_mode():
+        ref = test_hits(parent, parent.full_schedule(), data.test)
     rs = [int(v) for v in args.tome_r.split(",")] if args.tome_r else (64, 128) if args.smoke else TOME_R
     res["tome_sweep"] = tome_frontier(
         seed, parent, data, ref, args.tome_precisions.split(",") if args.tome_precisions else args.precisions,

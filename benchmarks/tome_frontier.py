@@ -8,7 +8,8 @@ the deployed runtime: int8 quantised with NNCF as the search's own pairs are) an
 with your model in one process, so the best training-free speed-up at a given loss is read off measurements.
 
 Test hits do not depend on the batch size: they are kept per seed (``seed<S>/tome-sweep-hits.json``, written
-after every point, so a killed sweep resumes); the timing is per batch (``seed<S>-<tag>-tome.json``).
+after every point, so a killed sweep resumes); the timing is per batch (``seed<S>-<tag>-tome.json``, which
+the benchmark reads instead of sweeping again).
 """
 from __future__ import annotations
 
@@ -19,33 +20,25 @@ from typing import Callable, Dict, List, Sequence
 TOME_R = (16, 32, 48, 64, 72, 80, 88, 96, 112, 128)
 
 
-def _read(path: str) -> dict:
-    import json
-
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def sweep_hits(seed: int, parent, data, precisions: Sequence[str], rs: Sequence[int], path: str,
+def sweep_hits(seed: int, parent, data, precisions: Sequence[str], scheds: Dict[int, object], path: str,
                log: Callable[[str], None]) -> Dict[str, List[int]]:
-    """Per-image test hits of ToMe at each r and precision (``"<r>@<precision>"``), resumed from ``path``."""
+    """Per-image test hits of ToMe at each r of ``scheds`` and precision (``"<r>@<precision>"``), resumed from
+    ``path``."""
     import torch
 
     from tavt_kit.data import Normalize
     from tavt_kit.files import write_json
-    from tavt_kit.schedules import tome_schedule
     from tavt_kit.search.precision import DeployedScorer
-    from reference_benchmark import test_hits
+    from reference_benchmark import read_json, test_hits
 
-    hits = _read(path) if os.path.isfile(path) else {}
+    hits = read_json(path) if os.path.isfile(path) else {}
     scorer = None
     try:
         for p in precisions:
-            for r in rs:
+            for r, sched in scheds.items():
                 key = f"{r}@{p}"
                 if key in hits:
                     continue
-                sched = parent.make_schedule(tome_schedule(r, parent.depth, parent.num_patches))
                 log(f"ToMe sweep: r={r} at {p} on the test images")
                 if p == "fp32":
                     with torch.inference_mode():
@@ -67,30 +60,28 @@ def tome_frontier(seed: int, parent, data, ref_hits: List[int], precisions: Sequ
                   hits_path: str, out_path: str, log: Callable[[str], None], rs: Sequence[int] = TOME_R) -> list:
     """Every (r, precision) point of the sweep with its test accuracy, paired difference to your model, latency
     and speed-up over your model's fp32 latency (all timed round-robin in one process, with your model at every
-    precision); cached in ``out_path``."""
-    if os.path.isfile(out_path):
-        return _read(out_path)["points"]
+    precision); written to ``out_path``."""
     import tavt_kit
     from tavt_kit.bench.measure import measure_schedules
     from tavt_kit.files import write_json
     from tavt_kit.schedules import tome_schedule
     from tavt_kit.stats import paired_difference
 
-    hits = sweep_hits(seed, parent, data, precisions, rs, hits_path, log)
     full = parent.full_schedule()
     scheds = {r: parent.make_schedule(tome_schedule(r, parent.depth, parent.num_patches)) for r in rs}
+    hits = sweep_hits(seed, parent, data, precisions, scheds, hits_path, log)
     items = {("full", p): (full, p) for p in dict.fromkeys(["fp32", *precisions])}
     items.update({(r, p): (scheds[r], p) for p in precisions for r in rs})
     log(f"ToMe sweep: timing {len(items)} deployables round-robin")
     timed = measure_schedules(parent, items, target=target, policy=policy, progress=log)
     ms = {k: v[0].p50 * 1e3 for k, v in timed.items()}
     ref_ms, full_macs = ms[("full", "fp32")], tavt_kit.count_macs(parent, full).total()
+    macs_of = {r: tavt_kit.count_macs(parent, sched).total() for r, sched in scheds.items()}
     points = []
     for (r, p), t in ms.items():
         if r == "full":
             continue
-        h = hits[f"{r}@{p}"]
-        macs = tavt_kit.count_macs(parent, scheds[r]).total()
+        h, macs = hits[f"{r}@{p}"], macs_of[r]
         points.append({"r": r, "precision": p, "counts": list(scheds[r].counts), "reducers": ["merge"] * parent.depth,
                        "macs": macs, "test_accuracy": sum(h) / len(h), "vs_parent": paired_difference(h, ref_hits),
                        "ms": t, "speedup": ref_ms / t,

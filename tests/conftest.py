@@ -11,6 +11,24 @@ logging.getLogger("timm").setLevel(logging.ERROR)
 TINY = dict(img_size=64, patch_size=8, embed_dim=64, depth=3, num_heads=2)
 
 
+def search_model():
+    """The search tests' model: a 3-block fgvc_tiny on 32 px images, 4 classes, seeded."""
+    import tavt_kit
+
+    torch.manual_seed(0)
+    return tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32, num_classes=4).eval()
+
+
+def random_splits(n_holdout: int, n_test: int):
+    """Seeded random uint8 images and labels for that model: ``((images, labels), (images, labels))``."""
+    g = torch.Generator().manual_seed(1)
+
+    def split(n):
+        return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 4, (n,),
+                                                                                                  generator=g)
+    return split(n_holdout), split(n_test)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models: one intra-op thread is as fast, and robust when other jobs share the cores."""

@@ -2,13 +2,13 @@
 import json
 
 import pytest
-import torch
 
 import tavt_kit
 from tavt_kit import ConfigError, DeploymentTarget, SearchResult, search_schedules
 from tavt_kit.bench import LatencyTable
 from tavt_kit.bench.identity import model_identity
 from tavt_kit.search import EvolutionSettings, LatencyObjective
+from conftest import random_splits, search_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EVO = EvolutionSettings(population=5, generations=2, mutations=4, crossovers=4, seed=0)
@@ -16,16 +16,12 @@ EVO = EvolutionSettings(population=5, generations=2, mutations=4, crossovers=4, 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32, num_classes=4).eval()
+    return search_model()
 
 
 @pytest.fixture(scope="module")
 def data():
-    g = torch.Generator().manual_seed(1)
-    hold = (torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 4, (40,), generator=g))
-    test = (torch.randint(0, 256, (60, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 4, (60,), generator=g))
-    return hold, test
+    return random_splits(40, 60)
 
 
 def linear_table(model, precision="fp32", per_token=0.01):

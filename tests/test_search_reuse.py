@@ -8,6 +8,7 @@ import tavt_kit
 from tavt_kit import ConfigError, search_schedules
 from tavt_kit.search import EvolutionSettings
 from tavt_kit.search.reuse import Reused
+from conftest import random_splits, search_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EVO = EvolutionSettings(population=5, generations=2, mutations=4, crossovers=4, seed=0)
@@ -16,16 +17,12 @@ QUIET = dict(settings=EVO, log=lambda s: None, parent=None)
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32, num_classes=4).eval()
+    return search_model()
 
 
 @pytest.fixture(scope="module")
 def data():
-    g = torch.Generator().manual_seed(1)
-    hold = (torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 4, (40,), generator=g))
-    test = (torch.randint(0, 256, (60, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 4, (60,), generator=g))
-    return hold, test
+    return random_splits(40, 60)
 
 
 def _budgets(model, *fractions):

@@ -3,12 +3,12 @@ keeps it beside the checkpoint, reuses it, predicts every candidate from it and 
 import json
 
 import pytest
-import torch
 
 import tavt_kit
 from tavt_kit import DeploymentTarget, search_schedules
 from tavt_kit.search import EvolutionSettings
 from tavt_kit.search.objective import table_file_name
+from conftest import random_splits, search_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EVO = EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0)
@@ -17,16 +17,12 @@ FAST = dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02)  # a coarse, quick p
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32, num_classes=4).eval()
+    return search_model()
 
 
 @pytest.fixture(scope="module")
 def data():
-    g = torch.Generator().manual_seed(1)
-    hold = (torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 4, (24,), generator=g))
-    test = (torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 4, (24,), generator=g))
-    return hold, test
+    return random_splits(24, 24)
 
 
 def test_a_latency_budget_without_a_table_profiles_one_once_and_reuses_it(tmp_path, model, data):

@@ -216,7 +216,7 @@ class PrecisionStage:
                 shared_blocks=pipe.evaluator.shared_blocks, autocast=_AUTOCAST[p], reference=pipe.evaluator)
             pipe.log(f"searching {p} schedules (accuracy: {ACCURACY_SOURCE[p]})")
             metrics = _cached_metrics(evaluator, known if p == "int8" else None)
-            if getattr(pipe, "reused", None) is not None:  # int8's provisional accuracies are fp32's
+            if pipe.reused is not None:  # int8's provisional accuracies are fp32's
                 metrics = pipe.reused.wrap("fp32" if p == "int8" else p, metrics)
             search = EvolutionSearch(pipe.space, metrics, pipe.macs, pipe.settings, pipe.objectives[p], lat_budgets,
                                      JournalSection(self.journal, p), lambda s, p=p: pipe.log(f"[{p}] {s}"),
@@ -263,14 +263,14 @@ class PrecisionStage:
     def verify_gene(self, gene, why: str = "") -> Dict[str, float]:
         """The held-out metrics of ``gene`` quantised to int8 and run in OpenVINO (journalled)."""
         pipe = self.pipe
-        reused = getattr(pipe, "reused", None)
+        reused = pipe.reused
         taken = reused.get("deployed", gene) if gene not in self.verified and reused is not None else None
         if taken is not None:  # run by an earlier search of these weights under this calibration
             self.verified[gene] = taken
             self.deployed.record(gene, **taken, runtime="reused")
         if gene not in self.verified:
             if reused is not None:
-                reused.evaluated["deployed"] = reused.evaluated.get("deployed", 0) + 1
+                reused.count("deployed")
             pipe.log(f"verifying int8 at {list(gene[0])}{why}: NNCF quantisation, held-out images in OpenVINO")
             sc, runtime = self.scorer.scores(pipe.schedule(gene), "int8", pipe.holdout.images, pipe.holdout.labels)
             self.verified[gene] = sc.metrics(0)

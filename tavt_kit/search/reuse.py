@@ -109,6 +109,10 @@ class Reused:
             self.taken[pool] = self.taken.get(pool, 0) + 1
         return m
 
+    def count(self, pool: str, n: int = 1) -> None:
+        """``n`` evaluations of ``pool`` done here (none of the other searches had them)."""
+        self.evaluated[pool] = self.evaluated.get(pool, 0) + n
+
     def wrap(self, pool: str, fn: Callable[[List[TokenSchedule]], List]) -> Callable[[List[TokenSchedule]], List]:
         """``fn`` (schedules -> held-out metrics) that takes what the other searches evaluated and evaluates
         only the rest."""
@@ -116,7 +120,7 @@ class Reused:
             got = [self.get(pool, gene_of(s)) for s in scheds]
             todo = [s for s, m in zip(scheds, got) if m is None]
             fresh = iter(fn(todo) if todo else [])
-            self.evaluated[pool] = self.evaluated.get(pool, 0) + len(todo)
+            self.count(pool, len(todo))
             return [dict(m) if m is not None else next(fresh) for m in got]
         return metrics
 
