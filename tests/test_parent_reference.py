@@ -163,3 +163,59 @@ def test_tome_on_your_model_is_timed_where_the_search_times_its_pick(tmp_path):
     assert row["best"]["latency_measured_ms"] > 0 and row["best"]["measured_within_budget"] is True
     tome = row["training_free"]["tome_parent"]
     assert tome["latency_measured_ms"] > 0 and tome["measured_within_budget"] is True
+
+
+@pytest.mark.parametrize("measured", [lambda c: 1.4 * c + 300, lambda c: 0.7 * c + 30, lambda c: 3 * c ** 0.8])
+def test_tome_fitted_by_measurement_finds_the_r_the_target_allows(measured):
+    """Where the table mispredicts the target (a constant overhead, an over-prediction, a curve), the fit by
+    measurement lands on the smallest r the target allows, in a few probes, and never returns one it timed over."""
+    from tavt_kit.search.baselines import fit_tome, fit_tome_measured
+
+    predict = lambda s: float(sum(s.counts))  # noqa: E731
+    truth = lambda s: measured(float(sum(s.counts)))  # noqa: E731
+    for limit in (500, 800, 1200, 1500):
+        calls = []
+        s, probes = fit_tome_measured(6, 256, predict, lambda x: calls.append(x) or truth(x), limit)
+        want = fit_tome(6, 256, truth, limit)
+        assert (s is None) == (want is None)
+        if s is not None:
+            assert s.counts == want.counts and truth(s) <= limit
+        assert len(calls) == len(probes) <= 8
+    shared = {}
+    fit_tome_measured(6, 256, predict, truth, 800, measured=shared)
+    n = len(shared)
+    fit_tome_measured(6, 256, predict, truth, 800, measured=shared)
+    assert len(shared) == n  # a second budget at the same limit probes nothing new
+    assert fit_tome_measured(6, 256, predict, truth, 1.0) [0] is None  # even r = 128 is over
+
+
+def test_search_fits_tome_on_your_model_by_timing_it_when_the_table_mispredicts(tmp_path):
+    """A table that under-predicts the target would fit ToMe too mildly; where the search can time on the
+    target, ToMe's r is the one the timing allows, recorded with its probes, and your model is judged by its
+    timing too."""
+    from conftest import random_splits, search_model
+
+    from tavt_kit import DeploymentTarget, search_schedules
+    from tavt_kit.search.baselines import fit_tome
+    from tavt_kit.search.objective import LatencyObjective
+
+    model = search_model()
+    predict = lambda s: 1e-5 * sum(s.counts)  # noqa: E731
+    truth = lambda s: 1.5e-5 * sum(s.counts)  # noqa: E731  the target is slower than the table says
+    timed = []
+    target = DeploymentTarget(backend="torch", threads=1)
+    info = {"source": "table", "precision": "fp32", "identity": {"table": "synthetic"}}
+    obj = LatencyObjective(predict, target, info, remeasure_fn=lambda s: timed.append(s) or truth(s))
+    limit = 0.6 * predict(model.full_schedule())
+    res = search_schedules(model, random_splits(24, 24), [f"{limit * 1e3:.6g}ms"], settings=EVO,
+                           out=str(tmp_path / "s"), parent=model, objectives={"fp32": obj}, log=lambda s: None)
+    row = res.doc["budgets"][0]
+    tome = row["training_free"]["tome_parent"]
+    want = fit_tome(model.depth, model.num_patches, truth, row["limit"])
+    milder = fit_tome(model.depth, model.num_patches, predict, row["limit"])
+    assert want.counts != milder.counts  # the table alone would have fitted a milder ToMe
+    assert tome["counts"] == list(want.counts) and tome["fitted_by"] == "measurement"
+    assert tome["measured_within_budget"] is True and tome["latency_measured_ms"] == pytest.approx(truth(want) * 1e3)
+    probes = res.doc["training_free_fit"]["probes_ms"]["fp32"]
+    assert str(tome["r"]) in probes and "0" in probes  # your model (r = 0) timed to judge whether it meets the budget
+    assert "parent" not in row["training_free"]  # it does not: 1.5x the table's time is over the budget

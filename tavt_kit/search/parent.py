@@ -10,7 +10,9 @@ search loads it and measures, on the same held-out and test images as the search
   in a search over precisions, each of them at every precision searched too (``parent@int8``,
   ``tome_parent@bf16``, ...; the int8 ones quantised with NNCF exactly as the searched pairs), fitted to that
   precision's latency, held-out accuracy measured as the searched pairs' is (bf16 autocast, int8 on the
-  deployed model) and test accuracy on the deployed runtime.
+  deployed model) and test accuracy on the deployed runtime. Where the latency comes from a table and the
+  search can time on the target, ToMe's r and whether your model meets a budget are decided by timing them
+  there (``training_free_fit`` records every probe), not by the table's prediction.
 
 Each budget then *recommends* one deployable among the searched pick and the training-free ones, chosen on
 the held-out images (NLL for the nll/kl fitnesses, which compares across weights, else accuracy): the test
@@ -18,6 +20,7 @@ split only reports. If ToMe on the parent wins, the recommendation says so and n
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Dict, Optional
 
 import torch
@@ -26,7 +29,7 @@ from torch import nn
 from ..errors import CheckpointError, TavtKitError
 from ..schedules.schedule import TokenSchedule
 from ..stats import paired_difference, wilson_interval
-from .baselines import fit_tome
+from .baselines import fit_tome, fit_tome_measured
 from .data import shard
 from .evaluate import CandidateEvaluator
 from .evolution import entry_gene, gene_of
@@ -60,6 +63,8 @@ class ParentStage:
 
     def __init__(self, pipe, parent: nn.Module):
         self.pipe, self.parent = pipe, parent
+        # precision -> {r: seconds measured on the target}: ToMe's fits by measurement, shared by the budgets
+        self.probes: Dict[str, Dict[int, float]] = {}
         if getattr(parent, "num_patches", None) != pipe.model.num_patches or \
                 getattr(parent, "depth", None) != pipe.model.depth:
             raise CheckpointError("parent: its token grid or depth differs from the supernet's; give the checkpoint "
@@ -112,13 +117,17 @@ class ParentStage:
                 s = scheds[f"tome {b.label}"]
                 free["tome_parent"] = {**self._entry(f"tome {b.label}", s, metrics, hits, ref),
                                        "r": pipe.model.num_patches - s.counts[0]}
-            cost = pipe.macs(full) if b.objective == "macs" else (pipe.latency(full) if pipe.latency else None)
+                if b.objective == "latency":
+                    self._measured_fit(free["tome_parent"], s, pipe.latency.precision, b.limit)
+            cost = pipe.macs(full) if b.objective == "macs" else (self._full_cost(pipe.latency) if pipe.latency
+                                                                    else None)
             if cost is not None and cost <= b.limit:
                 free["parent"] = dict(doc["parent"])
             if b.objective == "latency":
                 self._time_like_the_pick(row, free, scheds.get(f"tome {b.label}"), b.limit)
             row["training_free"] = free
             row["recommended"] = self._recommend(row, free)
+        self._record_probes(doc)
 
     def _time_like_the_pick(self, row: dict, free: dict, tome: Optional[TokenSchedule], limit: float) -> None:
         """Where the search timed its pick on the target (a table predicted it), ToMe on your model is timed
@@ -130,7 +139,7 @@ class ParentStage:
             return
         best.setdefault("measured_within_budget", best["latency_measured_ms"] <= limit * 1e3)
         d = free.get("tome_parent")
-        if d is None or tome is None:
+        if d is None or tome is None or d.get("fitted_by") == "measurement":
             return
         same = list(d["counts"]) == list(best["counts"]) and list(d.get("reducers") or []) == \
             list(best.get("reducers") or [])
@@ -158,6 +167,8 @@ class ParentStage:
                         if key not in entries:
                             entries[key] = self._deployed_entry(scorer, s, p, ref)
                         free[f"{name}@{p}"] = dict(entries[key])
+                        if name == "tome_parent":
+                            self._measured_fit(free[f"{name}@{p}"], s, p, row["limit"])
                 for key in ("best", "best_fp32"):
                     d = row.get(key)
                     run = stage.test_runs.get((entry_gene(d), d.get("precision", "fp32"))) if d else None
@@ -166,6 +177,7 @@ class ParentStage:
                 row["recommended"] = self._recommend(row, free)
         finally:
             scorer.close()
+        self._record_probes(doc)
 
     def _free_schedules(self, precision: str, limit: float) -> Dict[str, TokenSchedule]:
         """The parent and ToMe on it that meet ``limit`` on ``precision``'s latency objective."""
@@ -173,7 +185,7 @@ class ParentStage:
         cost = pipe.objectives[precision]
         full = TokenSchedule.full(pipe.model.depth, pipe.model.num_patches)
         out = {}
-        if cost(full) <= limit:
+        if self._full_cost(cost) <= limit:
             out["parent"] = full
         s = self._tome_within(cost, limit)
         if s is not None and s.counts != full.counts:
@@ -182,12 +194,57 @@ class ParentStage:
 
     def _tome_within(self, cost, limit: float) -> Optional[TokenSchedule]:
         """ToMe's schedule with the smallest r that meets ``limit`` on ``cost`` (None: none does, or ``cost``
-        cannot price a merge: a latency table profiled for drop only)."""
+        cannot price a merge: a latency table profiled for drop only). Where ``cost`` is a table's prediction
+        and the search can time on the target, r is fitted by measurement (:func:`fit_tome_measured`): the
+        table alone can put ToMe milder, or slower, than the budget allows, and the recommendation would then
+        compare the pick with a weaker ToMe than the user could have."""
         space = self.pipe.space
         try:
+            if getattr(cost, "source", None) == "table" and cost.can_remeasure:
+                probes = self.probes.setdefault(cost.precision, {})
+                with self._announce(cost, limit, probes):
+                    s, _ = fit_tome_measured(space.depth, space.num_patches, cost, cost.remeasure, limit,
+                                             space.min_tokens, measured=probes)
+                return s
             return fit_tome(space.depth, space.num_patches, cost, limit, space.min_tokens)
         except TavtKitError:
             return None
+
+    def _full_cost(self, cost) -> float:
+        """Your model's (full schedule's) cost on ``cost``: measured on the target where ToMe is fitted by
+        measurement (it decides whether your model itself meets a budget), else ``cost``'s own value."""
+        full = TokenSchedule.full(self.pipe.model.depth, self.pipe.model.num_patches)
+        if getattr(cost, "source", None) == "table" and cost.can_remeasure:
+            probes = self.probes.setdefault(cost.precision, {})
+            if 0 not in probes:  # r = 0 is the full schedule
+                probes[0] = float(cost.remeasure(full))
+            return probes[0]
+        return cost(full)
+
+    def _record_probes(self, doc: dict) -> None:
+        if any(self.probes.values()):
+            doc["training_free_fit"] = {
+                "method": "ToMe's r fitted by timing it on the target (table-steered, then bisected); r = 0 is "
+                          "your model", "probes_ms": {p: {str(r): v * 1e3 for r, v in sorted(pr.items())}
+                                                      for p, pr in self.probes.items() if pr}}
+
+    @contextlib.contextmanager
+    def _announce(self, cost, limit: float, probes: Dict[int, float]):
+        before = set(probes)
+        yield
+        new = sorted(set(probes) - before)
+        if new:
+            self.pipe.log(f"ToMe on your model fitted to {limit * 1e3:.4g} ms at {cost.precision} by timing r = "
+                          + ", ".join(f"{r} ({probes[r] * 1e3:.3g} ms)" for r in new) + " on the target")
+
+    def _measured_fit(self, d: dict, s: TokenSchedule, precision: str, limit: float) -> None:
+        """Marks a ToMe entry fitted by measurement: its probe's time and whether it met ``limit``."""
+        r = self.pipe.model.num_patches - s.counts[0]
+        probes = self.probes.get(precision) or {}
+        if r in probes and s.reducers and "merge" in s.reducers:
+            d["fitted_by"] = "measurement"
+            d["latency_measured_ms"] = probes[r] * 1e3
+            d["measured_within_budget"] = probes[r] <= limit
 
     def _deployed_scorer(self, stage):
         from .precision import DeployedScorer
