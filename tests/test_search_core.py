@@ -87,8 +87,21 @@ def test_killed_search_resumes_without_reevaluating(setup, tmp_path):
     resumed = _search(model, images, labels, Journal(path, header), generations=2)
     assert list(resumed.evaluated) == list(whole.evaluated)
     assert 0 < first_run and resumed.evaluations == len(whole.evaluated) - first_run
-    with pytest.raises(tavt_kit.ConfigError, match="other settings"):
+    with pytest.raises(tavt_kit.ConfigError, match=r"other settings \(seed: 0 -> 1\)"):
         Journal(path, {"settings": {"seed": 1}})
+
+
+def test_a_journal_resumes_when_its_table_is_named_by_another_path(tmp_path, monkeypatch):
+    """The same latency table named relatively by one run and absolutely (or ./-prefixed) by the next is the same
+    search; another table is not, and the refusal names the field."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.json").write_text("{}")
+    path = str(tmp_path / "journal.jsonl")
+    Journal(path, {"settings": {"seed": 0, "latency": {"table": "t.json", "batch_size": 32}}})
+    for same in (str(tmp_path / "t.json"), "./t.json"):
+        Journal(path, {"settings": {"seed": 0, "latency": {"table": same, "batch_size": 32}}})
+    with pytest.raises(tavt_kit.ConfigError, match=r"other settings \(latency\.table: "):
+        Journal(path, {"settings": {"seed": 0, "latency": {"table": "other.json", "batch_size": 32}}})
 
 
 def test_baselines_meet_their_budgets():

@@ -184,7 +184,8 @@ class Journal:
                     if not _same_settings(rec.get("settings"), header.get("settings")):
                         from ..errors import ConfigError
 
-                        raise ConfigError(f"{path}: journal of a search with other settings; "
+                        raise ConfigError(f"{path}: journal of a search with other settings ("
+                                          f"{settings_difference(rec.get('settings'), header.get('settings'))}); "
                                           "write to another folder or delete the journal")
                 elif rec.get("kind") in ("candidate", "deployed"):
                     gene = entry_gene(rec)
@@ -223,7 +224,34 @@ def _keyed(settings):
     int8 runs (:class:`JournalSection`'s ``key``); journals before it had it in their header."""
     if not isinstance(settings, dict):
         return settings
-    return {k: v for k, v in settings.items() if k != "calibration_images"}
+    return _same_paths({k: v for k, v in settings.items() if k != "calibration_images"})
+
+
+def _same_paths(value):
+    """``value`` with every latency table's path resolved: one table named ``runs/t.json`` by one run and
+    ``./runs/t.json`` or by its absolute path by the next is the same table."""
+    if isinstance(value, dict):
+        return {k: (os.path.realpath(v) if k == "table" and isinstance(v, str) else _same_paths(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_same_paths(v) for v in value]
+    return value
+
+
+def settings_difference(stored, current) -> str:
+    """The first fields in which two journal headers' settings differ, as ``name: stored -> current``."""
+    stored, current = _keyed(stored), _keyed(current)
+    if not (isinstance(stored, dict) and isinstance(current, dict)):
+        return "the header"
+    out = []
+    for k in sorted(set(stored) | set(current)):
+        a, b = stored.get(k), current.get(k)
+        if a != b and not (k == "holdout_sha256" and a is None):
+            if isinstance(a, dict) and isinstance(b, dict):
+                out += [f"{k}.{d}" for d in settings_difference(a, b).split(", ")]
+            else:
+                out.append(f"{k}: {json.dumps(a)[:60]} -> {json.dumps(b)[:60]}")
+    return ", ".join(out[:3]) if out else "the header"
 
 
 def _same_settings(stored, current) -> bool:

@@ -20,7 +20,6 @@ split only reports. If ToMe on the parent wins, the recommendation says so and n
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Dict, Optional
 
 import torch
@@ -202,9 +201,8 @@ class ParentStage:
         try:
             if getattr(cost, "source", None) == "table" and cost.can_remeasure:
                 probes = self.probes.setdefault(cost.precision, {})
-                with self._announce(cost, limit, probes):
-                    s, _ = fit_tome_measured(space.depth, space.num_patches, cost, cost.remeasure, limit,
-                                             space.min_tokens, measured=probes)
+                s, _ = fit_tome_measured(space.depth, space.num_patches, cost, self._timer(cost, limit), limit,
+                                         space.min_tokens, measured=probes)
                 return s
             return fit_tome(space.depth, space.num_patches, cost, limit, space.min_tokens)
         except TavtKitError:
@@ -228,14 +226,15 @@ class ParentStage:
                           "your model", "probes_ms": {p: {str(r): v * 1e3 for r, v in sorted(pr.items())}
                                                       for p, pr in self.probes.items() if pr}}
 
-    @contextlib.contextmanager
-    def _announce(self, cost, limit: float, probes: Dict[int, float]):
-        before = set(probes)
-        yield
-        new = sorted(set(probes) - before)
-        if new:
-            self.pipe.log(f"ToMe on your model fitted to {limit * 1e3:.4g} ms at {cost.precision} by timing r = "
-                          + ", ".join(f"{r} ({probes[r] * 1e3:.3g} ms)" for r in new) + " on the target")
+    def _timer(self, cost, limit: float):
+        """``cost.remeasure``, saying what each probe of a fit measured (each deploys and times a model)."""
+        def timed(s: TokenSchedule) -> float:
+            sec = float(cost.remeasure(s))
+            r = self.pipe.model.num_patches - s.counts[0]
+            self.pipe.log(f"ToMe on your model, r={r} at {cost.precision}: {sec * 1e3:.4g} ms on the target "
+                          f"({'within' if sec <= limit else 'over'} {limit * 1e3:.4g} ms)")
+            return sec
+        return timed
 
     def _measured_fit(self, d: dict, s: TokenSchedule, precision: str, limit: float) -> None:
         """Marks a ToMe entry fitted by measurement: its probe's time and whether it met ``limit``."""
