@@ -212,23 +212,26 @@ def test_a_pick_timed_over_its_budget_on_the_target_is_passed_over():
     budget when timed there, and the pairs timed over are listed."""
     from types import SimpleNamespace
 
-    from tavt_kit.search.precision import PrecisionStage
+    from tavt_kit.search.timed import TargetCheck
 
     fast = Pair("int8", ((4, 2), ()), {"accuracy": 0.84}, 0.84, 0.008, True, "int8")
     slow = Pair("fp32", ((4, 4), ()), {"accuracy": 0.80}, 0.80, 0.009, True, "fp32")
     on_target = {(fast.gene, "int8"): 0.013, (slow.gene, "fp32"): 0.0095}  # int8 mispredicted: 8 ms -> 13 ms
     obj = lambda p: SimpleNamespace(source="table", can_remeasure=True,  # noqa: E731
                                     remeasure=lambda s: on_target[((tuple(s.counts), ()), p)])
-    stage = object.__new__(PrecisionStage)
-    stage.timed = {}
-    stage.pipe = SimpleNamespace(precisions=("fp32", "int8"), objectives={p: obj(p) for p in ("fp32", "int8")},
-                                 schedule=lambda g: SimpleNamespace(counts=g[0]), log=lambda s: None)
+    target = TargetCheck({p: obj(p) for p in ("fp32", "int8")}, lambda g: SimpleNamespace(counts=g[0]),
+                         lambda s: None)
+
+    def within(limit, over):
+        check = target.within(limit, over)
+        return lambda pair: check(pair.gene, pair.precision, pair.latency)
+
     over = []
-    best, _ = choose_pair([fast, slow], pytest.fail, "accuracy", 3, within=stage._timed_within(0.010, over))
+    best, _ = choose_pair([fast, slow], pytest.fail, "accuracy", 3, within=within(0.010, over))
     assert best is slow and over == [{"counts": [4, 2], "precision": "int8", "latency_ms": 8.0,
                                       "latency_measured_ms": 13.0}]
     # a wider budget: the int8 pair meets it timed too, and is not timed again
-    best, _ = choose_pair([fast, slow], pytest.fail, "accuracy", 3, within=stage._timed_within(0.015, []))
-    assert best is fast and len(stage.timed) == 2
-    stage.pipe.objectives["int8"].source = "measured"  # every candidate already timed: nothing to gate
-    assert stage._timed_within(0.010, []) is None
+    best, _ = choose_pair([fast, slow], pytest.fail, "accuracy", 3, within=within(0.015, []))
+    assert best is fast and len(target.timed) == 2
+    target.objectives["int8"].source = "measured"  # every candidate already timed: nothing to check
+    assert target.within(0.010, []) is None

@@ -40,6 +40,7 @@ from .evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, J
                         pareto_front, schedule_of)
 from .fitness import DEFAULT_FITNESS, FITNESSES, fitness_of
 from .objective import LatencyObjective, latency_objectives
+from .timed import TargetCheck
 from .precisions import parse_precisions, resolve_precisions  # noqa: F401 (parse_precisions: public here too)
 from .reuse import journal_file
 from .space import _check_reducers, default_reducers, space_of  # noqa: F401 (space_of: public here too)
@@ -181,6 +182,7 @@ class SearchPipeline:
                                             self.batch_size, transform=self.transform, shared_blocks=shared)
         self.digest = weights_digest(model)
         self.latency: Optional[LatencyObjective] = objectives.get("fp32")
+        self.target_check = TargetCheck(objectives, self.schedule, self.log)
         self.searches: Dict[str, EvolutionSearch] = {}
         self.parent: Optional[nn.Module] = None  # the reference model (see :mod:`~tavt_kit.search.parent`)
         self.test_hits: Dict[tuple, torch.Tensor] = {}
@@ -352,7 +354,10 @@ class SearchPipeline:
     def _document(self, search: EvolutionSearch, cands, search_seconds: float, remeasure: bool) -> dict:
         objective = search.objective
         full, smallest = self.space.full(), self.space.smallest()
-        choices = {b.label: (b, search.best_within(b)) for b in self.budgets}
+        over: Dict[str, List[dict]] = {b.label: [] for b in self.budgets}
+        checks = {b.label: self.target_check.within(b.limit, over[b.label]) for b in self.budgets
+                  if remeasure and b.objective == "latency"}
+        choices = {b.label: (b, self._best_within(search, b, checks.get(b.label))) for b in self.budgets}
         base, fixed = self._baselines(objective)
         front = pareto_front(cands, objective)
         to_test: Dict[tuple, TokenSchedule] = {}
@@ -363,7 +368,7 @@ class SearchPipeline:
                 to_test[gene_of(s)] = s
         hold = {c.gene: {"accuracy": c.accuracy, "nll": c.nll, "kl": c.kl} for c in search.evaluated.values()}
         self._holdout_extra(to_test, hold)
-        choices = self._with_baselines(choices, base, hold)
+        choices = self._with_baselines(choices, base, hold, checks)
         for b, best in choices.values():
             if best is not None:
                 to_test[best.gene] = self.schedule(best.gene)
@@ -388,14 +393,26 @@ class SearchPipeline:
                                  for k, s in base[label].items()}}
             if best is not None:
                 row["schedule_file"] = f"schedule-{_slug(label)}.json"
+            if over[label]:
+                row["timed_over_budget"] = over[label]
             doc["budgets"].append(row)
         self.test_hits = test_hits
         return doc
 
-    def _with_baselines(self, choices, base, hold):
+    @staticmethod
+    def _best_within(search: EvolutionSearch, b: Budget, check):
+        """The fittest candidate within ``b``; with ``check`` (a latency budget predicted by a table, see
+        :class:`~.timed.TargetCheck`), the fittest that also meets it timed on the target."""
+        if check is None:
+            return search.best_within(b)
+        ranked = sorted(search.feasible(b), key=lambda c: (c.score, c.cost(b.objective), c.gene), reverse=True)
+        return next((c for c in ranked if check(c.gene, "fp32", c.latency)), None)
+
+    def _with_baselines(self, choices, base, hold, checks):
         """Each budget's pick, the baselines fitted to it competing on the same held-out fitness: a baseline that
         meets a budget the search found nothing for (it may reduce where the space does not), or that is fitter
-        than the search's pick, becomes the pick (``origin`` says so), so no baseline ever beats the answer."""
+        than the search's pick, becomes the pick (``origin`` says so), so no baseline ever beats the answer.
+        With a budget's ``checks`` entry, a baseline timed over it on the target does not."""
         out = {}
         for label, (b, best) in choices.items():
             cost = self.macs if b.objective == "macs" else self.latency
@@ -410,7 +427,8 @@ class SearchPipeline:
                 if c > b.limit:
                     continue
                 score = fitness_of(m, self.fitness)
-                if best is None or score > best.score:
+                if (best is None or score > best.score) and (checks.get(label) is None or
+                                                             checks[label](g, "fp32", c)):
                     best = Candidate(counts=g[0], reducers=g[1], accuracy=m["accuracy"], nll=m.get("nll"),
                                      kl=m.get("kl"), fitness=score, macs=self.macs_of(g),
                                      latency=c if b.objective == "latency" else None, origin=f"baseline {name}")
@@ -467,9 +485,11 @@ class SearchPipeline:
         remeasured: Dict[tuple, float] = {}
         if self.latency is None or not self.latency.can_remeasure or self.rank != 0:
             return remeasured
+        timed = self.target_check.timed  # what choosing the picks timed already (the same policy)
         for b, best in choices.values():
             if best is not None:
-                remeasured[best.gene] = self.latency.remeasure(self.schedule(best.gene))
+                remeasured[best.gene] = timed.get((best.gene, "fp32")) or \
+                    self.latency.remeasure(self.schedule(best.gene))
         remeasured.setdefault(gene_of(full), self.latency.remeasure(full))
         return remeasured
 

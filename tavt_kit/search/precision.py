@@ -196,10 +196,6 @@ def choose_pair(pairs: List[Pair], verify: Callable[[Pair], Dict[str, float]], f
     return None, n
 
 
-#: timings on the target per latency budget that a pick may take before its table prediction stands
-TIMED_PER_BUDGET = 6
-
-
 # ------------------------------------------------------------------ the stage
 class PrecisionStage:
     """The precisions beyond fp32 of one search (:class:`~tavt_kit.search.pipeline.SearchPipeline`): their
@@ -210,7 +206,6 @@ class PrecisionStage:
         self.pipe, self.journal = pipe, journal
         self.searches: Dict[str, EvolutionSearch] = {}
         self.seconds = 0.0
-        self.timed: Dict[tuple, float] = {}  # (gene, precision) -> seconds on the target, shared by the budgets
 
     def evolve(self) -> None:
         from .evolution import JournalSection
@@ -263,34 +258,6 @@ class PrecisionStage:
         doc["precisions"]["quantized_models"] = scorer.quantized
         doc["timing"]["precision_search_seconds"] = self.seconds
 
-    def _timed_within(self, limit: float, over: List[dict]) -> Optional[Callable[[Pair], bool]]:
-        """Where latency is predicted by tables and the search can time on the target: a pair is chosen only if
-        it also meets ``limit`` when deployed and timed there (the tables mispredict whole models most at few
-        tokens and int8), at most :data:`TIMED_PER_BUDGET` timings per budget, after which the prediction
-        stands. Pairs timed over are listed in ``over`` (``timed_over_budget`` in search.json)."""
-        pipe = self.pipe
-        objs = [pipe.objectives[p] for p in pipe.precisions]
-        if not all(o.source == "table" and o.can_remeasure for o in objs):
-            return None
-        left, timed = [TIMED_PER_BUDGET], self.timed
-
-        def within(pair: Pair) -> bool:
-            key = (pair.gene, pair.precision)
-            if key not in timed:
-                if left[0] <= 0:
-                    return True
-                left[0] -= 1
-                timed[key] = float(pipe.objectives[pair.precision].remeasure(pipe.schedule(pair.gene)))
-                pipe.log(f"timing the pick {list(pair.gene[0])} at {pair.precision} on the target: "
-                         f"{timed[key] * 1e3:.4g} ms (predicted {pair.latency * 1e3:.4g}, budget {limit * 1e3:.4g})")
-            if timed[key] <= limit:
-                return True
-            over.append({"counts": list(pair.gene[0]), **({"reducers": list(pair.gene[1])} if pair.gene[1] else {}),
-                         "precision": pair.precision, "latency_ms": pair.latency * 1e3,
-                         "latency_measured_ms": timed[key] * 1e3})
-            return False
-        return within
-
     def remeasure(self, doc: dict) -> None:
         """Where the latency objective can time on this machine: every pick and training-free deployable timed
         together (see :func:`_remeasure_together`)."""
@@ -341,8 +308,10 @@ class PrecisionStage:
         pipe = self.pipe
         pairs = _pairs_within(row["limit"], doc["candidates"], self.searches, self.verified, pipe.fitness)
         over: List[dict] = []
+        check = pipe.target_check.within(row["limit"], over)
         best, n_verified = choose_pair(pairs, lambda pair: self.verify_gene(pair.gene), pipe.fitness,
-                                       pipe.verify_top, within=self._timed_within(row["limit"], over))
+                                       pipe.verify_top, within=None if check is None else
+                                       lambda pair: check(pair.gene, pair.precision, pair.latency))
         if over:
             row["timed_over_budget"] = over
         fp32 = row["best"]
