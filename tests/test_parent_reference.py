@@ -225,3 +225,8 @@ def test_search_fits_tome_on_your_model_by_timing_it_when_the_table_mispredicts(
     over = row.get("timed_over_budget", [])
     assert over and all(d["latency_measured_ms"] > row["limit"] * 1e3 >= d["latency_ms"] for d in over)
     assert row["best"]["latency_measured_ms"] <= row["limit"] * 1e3 or len(over) == TIMED_PER_BUDGET
+    from tavt_kit.cli.search import summary
+
+    text = summary(res.doc)  # what the CLI prints says so
+    assert f"passed over: {len(over)} candidate(s) predicted within but timed over it" in text
+    assert "fitted to the latency budgets by timing it on the target: fp32 r = 0 (" in text

@@ -211,10 +211,21 @@ def summary(result: dict) -> str:
         for name, d in (b.get("training_free") or {}).items():
             if name != "parent":
                 lines.append(row(describe_family(name, d), d))
+        over = b.get("timed_over_budget") or []
+        if over:
+            worst = max(over, key=lambda d: d["latency_measured_ms"] / d["latency_ms"])
+            lines.append(f"  passed over: {len(over)} candidate(s) predicted within but timed over it on the "
+                         f"target (up to {worst['latency_measured_ms']:.2f} ms for {worst['latency_ms']:.2f} "
+                         "predicted)")
         rec = b.get("recommended")
         if rec and rec.get("family"):
             free = (b.get("training_free") or {}).get(rec["family"])
             lines.append(f"  recommended: {describe_family(rec['family'], free)}; {rec['why']}")
+    fit = result.get("training_free_fit")
+    if fit:
+        lines.append("ToMe on your model fitted to the latency budgets by timing it on the target: " + "; ".join(
+            f"{p} r = " + ", ".join(f"{r} ({ms:.3g} ms)" for r, ms in probes.items())
+            for p, probes in fit["probes_ms"].items()))
     t = result["timing"]
     total = t.get("candidates", t["evaluations"])
     loaded = f" ({t['from_journal']} of them loaded from the journal)" if t.get("from_journal") else ""

@@ -346,7 +346,12 @@ def _reference_section(search: dict, scale: float, unit: str) -> List[str]:
             md.append(f"| {b['label']} | {name} | {weights} | {d.get('precision', 'fp32')} | "
                       f"{d['macs'] / scale:.4g} {unit} | {test} | {vs} | {'**yes**' if fam == rec else ''} |")
     md += ["", "The recommendation is chosen on the held-out images (the test split only reports); a "
-           "training-free deployable runs on your model's own weights.", ""]
+           "training-free deployable runs on your model's own weights."]
+    over = sum(len(b.get("timed_over_budget") or []) for b in search.get("budgets") or [])
+    md += (["ToMe's r was fitted to each latency budget by timing it on the target (`training_free_fit`)."]
+           if search.get("training_free_fit") else []) + ([
+        f"{over} searched candidate(s) predicted within a budget but timed over it were passed over."] if over else [])
+    md.append("")
     return md
 
 
