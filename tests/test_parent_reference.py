@@ -142,6 +142,12 @@ def test_a_deployable_measured_over_its_budget_is_not_recommended():
     free["tome_parent"]["measured_within_budget"] = row["best"]["measured_within_budget"] = False
     rec = stage._recommend(row, free)
     assert rec["family"] == "tome_parent" and "every option measured over the budget" in rec["why"]
+    # timed again in one round after the choice: the recommendation follows the round's verdicts
+    free["tome_parent"]["measured_within_budget"] = True
+    doc = {"budgets": [{**row, "objective": "latency", "training_free": free, "recommended": rec}]}
+    stage.recommend_again(doc)
+    assert doc["budgets"][0]["recommended"]["family"] == "tome_parent"
+    assert doc["budgets"][0]["recommended"]["why"].endswith("; searched measured over the budget on the target")
 
 
 @pytest.mark.usefixtures("one_thread")

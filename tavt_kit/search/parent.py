@@ -306,6 +306,14 @@ class ParentStage:
         if d is not None and h is not None and ref is not None:
             d["vs_parent"] = paired_difference(h.tolist(), ref.tolist())
 
+    def recommend_again(self, doc: dict) -> None:
+        """Each latency budget's ``recommended`` chosen again after every option was timed round-robin on the
+        target (``measured_within_budget`` from that one round, the fairest comparison): a deployable timed over
+        the budget is not recommended while another meets it."""
+        for row in doc["budgets"]:
+            if row["objective"] == "latency" and "training_free" in row:
+                row["recommended"] = self._recommend(row, row["training_free"])
+
     def _recommend(self, row: dict, free: dict) -> dict:
         """The deployable to ship for a budget, chosen on the held-out images among the searched pick (supernet
         weights) and the training-free ones (parent weights)."""

@@ -269,6 +269,8 @@ class SearchPipeline:
                     parent.apply_precisions(doc, stage)
             with Heartbeat(self.log, "timing the pairs on the deployed runtime"):
                 stage.remeasure(doc)
+            if parent is not None:  # chosen again now that every option was timed in one round
+                parent.recommend_again(doc)
         if self.reused is not None:
             doc["reuse"] = self.reused.summary()
             self.log(self.reused.line())

@@ -327,6 +327,9 @@ class PrecisionStage:
             row["best"] = None
             return
         entry = _pair_entry(best, pipe.schedule, pipe.macs, pipe.n_holdout, doc["full"]["macs"])
+        timed = pipe.target_check.timed.get((best.gene, best.precision))
+        if timed is not None:  # timed while it was chosen (the round-robin timing, if any, replaces it)
+            entry.update(latency_measured_ms=timed * 1e3, measured_within_budget=timed <= row["limit"])
         tp = self.on_test(best.gene, best.precision)
         if tp is not None:
             entry["deployed"] = _deployed(tp, pipe.n_test)
