@@ -487,12 +487,11 @@ class SearchPipeline:
         remeasured: Dict[tuple, float] = {}
         if self.latency is None or not self.latency.can_remeasure or self.rank != 0:
             return remeasured
-        timed = self.target_check.timed  # what choosing the picks timed already (the same policy)
+        time = self.target_check.time  # once each: choosing the picks may have timed them already
         for b, best in choices.values():
             if best is not None:
-                remeasured[best.gene] = timed.get((best.gene, "fp32")) or \
-                    self.latency.remeasure(self.schedule(best.gene))
-        remeasured.setdefault(gene_of(full), self.latency.remeasure(full))
+                remeasured[best.gene] = time(best.gene, "fp32")
+        remeasured.setdefault(gene_of(full), time(gene_of(full), "fp32"))
         return remeasured
 
     def _entry(self, gene, *, hold, test_acc, remeasured, **extra) -> dict:

@@ -30,6 +30,14 @@ class TargetCheck:
         objs = list(self.objectives.values())
         return bool(objs) and all(o.source == "table" and o.can_remeasure for o in objs)
 
+    def time(self, gene: tuple, precision: str) -> float:
+        """Seconds per batch of ``gene`` at ``precision`` timed on the target (the full timing policy), once:
+        the picks, the baselines standing in for them, your model and ToMe's probes share these timings."""
+        key = (gene, precision)
+        if key not in self.timed:
+            self.timed[key] = float(self.objectives[precision].remeasure(self.schedule(gene)))
+        return self.timed[key]
+
     def within(self, limit: float, over: List[dict]) -> Optional[Callable[[tuple, str, float], bool]]:
         """``(gene, precision, predicted seconds) -> whether it meets limit timed on the target`` for one budget
         (None where nothing can be checked). Candidates timed over are appended to ``over``."""
@@ -43,7 +51,7 @@ class TargetCheck:
                 if left[0] <= 0:
                     return True
                 left[0] -= 1
-                self.timed[key] = float(self.objectives[precision].remeasure(self.schedule(gene)))
+                self.time(gene, precision)
                 self.log(f"timing the pick {list(gene[0])} at {precision} on the target: "
                          f"{self.timed[key] * 1e3:.4g} ms (predicted {predicted * 1e3:.4g}, budget {limit * 1e3:.4g})")
             if self.timed[key] <= limit:
