@@ -235,8 +235,8 @@ class Fields:
                  num_patches: Optional[int] = None, counts_key: str = "counts") -> list:
         """A token schedule as files record it (``field.counts``, ``field.reducers``): one patch-token count per
         block (``depth`` when known), each in [1, ``num_patches``], never increasing; reducers (optional) one per
-        block, each drop, merge or null, and no merge of more than half a block's tokens (one bipartite round
-        of ToMe merges at most half)."""
+        block, each drop, merge or null (a merge of more than half a block's tokens runs several bipartite
+        rounds)."""
         where = f"{field}.{counts_key}" if field else counts_key
         counts = self.sequence(counts, where, optional=False, length=depth)
         if not counts:
@@ -250,14 +250,8 @@ class Fields:
                 self.fail(where, counts, f"counts that never increase (block {i} keeps {counts[i]} of the "
                                          f"{counts[i - 1]} tokens it receives)")
         rfield = f"{field}.reducers" if field else "reducers"
-        prev = num_patches
         for i, r in enumerate(self.sequence(reducers, rfield, length=len(counts)) or ()):
             self.choice(r, f"{rfield}[{i}]", REDUCERS, what="a reducer")
-            k = counts[i]
-            if r == "merge" and prev is not None and prev - k > prev // 2:
-                self.fail(f"{rfield}[{i}]", r, f"drop: block {i} goes from {prev} to {k} patch tokens, and one "
-                                               f"bipartite round merges at most {prev // 2}")
-            prev = k
         return [int(c) for c in counts]
 
     def each(self, items: Optional[Iterable], field: str) -> Iterable:

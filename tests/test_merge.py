@@ -38,13 +38,17 @@ def tome_counts(num_patches, depth, r):
 
 
 # ----------------------------------------------------------- an independent ToMe reference
-def tome_reference(vit, img, r, prop_attn=True):
-    """ToMe (bipartite_soft_matching + merge_wavg + ToMeBlock/ToMeAttention) in plain loops over timm modules."""
+def tome_reference(vit, img, r, prop_attn=True, rounds=None):
+    """ToMe (bipartite_soft_matching + merge_wavg + ToMeBlock/ToMeAttention) in plain loops over timm modules.
+
+    ``rounds``: per block, the r of each bipartite round (default: ToMe's one round of ``r``, clamped); a later
+    round of a block matches on the keys merged like the tokens (size-weighted mean).
+    """
     class_token = vit.cls_token is not None
     distill = getattr(vit, "dist_token", None) is not None
     x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(img))))
     size = None
-    for blk in vit.blocks:
+    for bi, blk in enumerate(vit.blocks):
         at = blk.attn
         h = blk.norm1(x)
         B, N, C = h.shape
@@ -55,11 +59,13 @@ def tome_reference(vit, img, r, prop_attn=True):
         out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, N, C)
         x = x + at.proj(out)
         metric = k.mean(1)
-        rr = min(r, (N - int(class_token) - int(distill)) // 2)
-        if rr > 0:
+        block_rounds = rounds[bi] if rounds is not None else [min(r, (N - int(class_token) - int(distill)) // 2)]
+        for rr in block_rounds:
+            if rr <= 0:
+                continue
             if size is None:
                 size = torch.ones_like(x[..., :1])
-            new_x, new_size = [], []
+            new_x, new_size, new_metric = [], [], []
             for i in range(B):  # one image at a time
                 m = metric[i] / metric[i].norm(dim=-1, keepdim=True)
                 scores = m[::2] @ m[1::2].T
@@ -83,8 +89,9 @@ def tome_reference(vit, img, r, prop_attn=True):
 
                 s = merge(size[i])
                 new_x.append(merge(x[i] * size[i]) / s)
+                new_metric.append(merge(metric[i] * size[i]) / s)
                 new_size.append(s)
-            x, size = torch.stack(new_x), torch.stack(new_size)
+            x, size, metric = torch.stack(new_x), torch.stack(new_size), torch.stack(new_metric)
         x = x + blk.mlp(blk.norm2(x))
     return vit.forward_head(vit.norm(x))
 
@@ -102,6 +109,42 @@ def test_equals_tome_reference(variant, prop_attn, r):
         full = model(x)
     assert (got - expected).abs().max() <= 1e-4
     assert (got - full).abs().max() > 1e-3  # merging really changed the computation
+
+
+@pytest.mark.parametrize("variant", ["class token", "distilled, 2 prefix tokens", "no class token, avg pool"])
+def test_merging_more_than_half_of_a_block_runs_several_bipartite_rounds(variant):
+    """64 -> 20 -> 6 -> 3 -> 1 patch tokens: each block past ToMe's half runs the fewest rounds that can, each
+    keeping about the same fraction, later rounds matching on the size-weighted merged keys."""
+    from tavt_kit.models.token_merge import merge_rounds
+
+    assert [merge_rounds(n, k) for n, k in [(64, 20), (20, 6), (6, 3), (3, 1)]] == [(36, 20), (11, 6), (3,), (2, 1)]
+    ref, model = _pair(*VARIANTS[variant], reducer="merge")
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        expected = tome_reference(ref, x, 0, rounds=[[28, 16], [9, 5], [3], [1, 1]])
+        got = model(x, drop=[20, 6, 3, 1])
+        one_round = tome_reference(ref, x, 0, rounds=[[44], [14], [3], [2]])  # what one round each cannot do
+    assert (got - expected).abs().max() <= 1e-4
+    assert (got - one_round).abs().max() > 1e-3
+
+
+def test_merge_rounds_never_merge_more_than_half_and_end_at_the_count():
+    from tavt_kit.models.token_merge import merge_rounds
+
+    for n in range(1, 200):
+        for k in range(1, n + 1):
+            rounds, prev = merge_rounds(n, k), n
+            assert len(rounds) == (0 if k == n else 1 if n - k <= n // 2 else len(rounds))
+            for c in rounds:
+                assert c < prev and prev - c <= prev // 2
+                prev = c
+            assert prev == k
+            greedy, m = 0, n
+            while m > k:
+                m, greedy = m - m // 2, greedy + 1
+            assert len(rounds) == greedy  # the fewest rounds that can
+    with pytest.raises(ConfigError, match="expected 1 <= 0 <= 5"):
+        merge_rounds(5, 0)
 
 
 def test_prop_attn_matters_and_is_switchable():
@@ -201,18 +244,17 @@ def test_reducer_attribute_and_limits():
         model.reducer = "prune"
     assert "\n" not in str(e.value)
     model.reducer = "merge"
-    with pytest.raises(ConfigError, match=r"block 1 merges 12 -> 5 .*at most 6") as e:
-        model(torch.randn(1, 3, 32, 32), drop=[12, 5, 5, 5])
-    assert "\n" not in str(e.value)
     model.schedule = [8, 4, 2, 1]
     with pytest.raises(ConfigError, match="fuse"):
         model.fuse = True
         model(torch.randn(1, 3, 32, 32))
     model.fuse = False
     model.reducer = "drop"
-    model.schedule = [12, 5, 5, 5]  # fine for drop
-    with pytest.raises(ConfigError, match="block 1"):
+    model.schedule = [12, 5, 5, 5]
+    model.fuse = True
+    with pytest.raises(ConfigError, match="fuse"):
         model.reducer = "merge"  # re-validates the default schedule
+    model.fuse = False
     with pytest.raises(ConfigError, match="unknown reducer"):
         tavt_kit.create_model("vit_base_patch16_224", reducer="tome", **SMALL)
     with pytest.raises(ConfigError, match="fuse"):
@@ -311,11 +353,20 @@ def test_merge_macs_are_drop_macs_plus_the_merge_part():
     assert {p: m for p, m in merge.by_part().items() if p != "merge"} == drop.by_part()
 
 
+def test_a_block_merging_more_than_half_counts_each_round():
+    model = tavt_kit.create_model("vit_base_patch16_224", num_classes=4, **TINY)
+    hd, C = model.blocks[0].attn.head_dim, 48
+    macs = tavt_kit.count_macs(model, TokenSchedule((20, 20, 20, 20), 64, reducers=("merge", None, None, None)))
+    # rounds 64 -> 36 -> 20 (65 then 37 tokens with the class token); keys weighted by size before round 2
+    assert macs["merge"] == (33 * 32 * hd + 65 * C + 65 * hd) + (19 * 18 * hd + 37 * C)
+
+
 # ----------------------------------------------------------------------- ONNX
-def test_merge_model_exports_to_onnx_and_runs(tmp_path):
+@pytest.mark.parametrize("rounds", ["one", "several"])
+def test_merge_model_exports_to_onnx_and_runs(tmp_path, rounds):
     ort = pytest.importorskip("onnxruntime")
     _, model = _pair(*VARIANTS["class token"], size=SMALL, reducer="merge")
-    model.schedule = [12, 8, 6, 3]
+    model.schedule = [12, 8, 6, 3] if rounds == "one" else [5, 5, 2, 1]  # 16 -> 5: two bipartite rounds
     x = torch.randn(2, 3, 32, 32)
     path = tmp_path / "merge.onnx"
     torch.onnx.export(model, (x,), str(path), dynamo=True)

@@ -84,8 +84,9 @@ def test_predictor_uses_each_blocks_reducer(tables, tmp_path):
     full = both.predict([16] * 4)
     assert full == pytest.approx(both.data["embed_ms"] + 4 * both._curve("plain_ms", 17) + both._curve("head_ms", 17)
                                  + both.offset_ms)
-    with pytest.raises(LatencyTableError, match="merges at most"):
-        both.predict(TokenSchedule((7, 7, 7, 7), 16, reducers=("merge",) * 4))
+    # 16 -> 7 takes two bipartite rounds: the second is priced at the per-merge offset
+    deep = both.predict_parts(TokenSchedule((7, 7, 7, 7), 16, reducers=("merge",) * 4))
+    assert deep["merging_blocks"] == 2 and deep["merge_offset"] == pytest.approx(2 * both.merge_block_offset_ms)
     # bound to a drop model by check(): schedules without reducers drop
     both.save(tmp_path / "t.json")
     t = LatencyTable.load(tmp_path / "t.json")
@@ -181,12 +182,18 @@ def test_cli_measure_drop_config_v2_and_merge_checkpoint(tmp_path, capsys):
     by = {x["label"]: x for x in res}
     assert by["mixed"]["reducers"] == ["merge", "drop", None, "merge"]
     assert by["drop 2"]["reducers"] == ["merge", "merge", None, "merge"]  # the checkpoint's own reducer
-    # a merge the model cannot do: one line
+    # past half of a block's tokens a merge runs several bipartite rounds
+    deep = tmp_path / "deep.json"
+    TokenSchedule((6, 6, 6, 6), 16, reducers=("merge",) * 4).save(deep)
+    assert main(args[:4] + [str(deep)] + args[7:]) == 0
+    res = json.loads(capsys.readouterr().out)["results"]
+    assert [x["reducers"] for x in res if x.get("schedule") == [6, 6, 6, 6]] == [["merge", None, None, None]]
+    # a reducer the model does not know: one line
     bad = tmp_path / "bad.json"
-    TokenSchedule((6, 6, 6, 6), 16, reducers=("merge",) * 4).save(bad)
+    bad.write_text(deep.read_text().replace('"merge"', '"fold"'))
     rc = main(args[:4] + [str(bad)] + args[7:])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "\n" not in err and "merges" in err
+    assert rc == 2 and "\n" not in err and "fold" in err
 
 
 # ----------------------------------------------------------------- export
@@ -230,10 +237,10 @@ def test_cli_export_checkpoint_reducer_and_drop_config(tmp_path, capsys):
     doc = json.loads((tmp_path / "b" / "export.json").read_text())
     assert doc["verified"] and doc["schedule"]["reducers"] == ["merge", "drop", None, "merge"]
     capsys.readouterr()
-    rc = main(base + ["--drop", "6,6,6,6", "--out", str(tmp_path / "c")])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and "\n" not in err and "merges" in err
-    assert not os.path.exists(tmp_path / "c" / "export.json") or "verified" in (tmp_path / "c" / "export.json").read_text()
+    # 16 -> 6 in one block: two bipartite rounds, exported and verified like any schedule
+    assert main(base + ["--drop", "6,6,6,6", "--out", str(tmp_path / "c")]) == 0
+    doc = json.loads((tmp_path / "c" / "export.json").read_text())
+    assert doc["verified"] and doc["schedule"]["counts"] == [6, 6, 6, 6]
 
 
 def test_a_merge_on_a_backbone_without_merging_is_one_line(tmp_path, capsys):

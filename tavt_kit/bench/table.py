@@ -41,6 +41,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ConfigError, LatencyTableError
 from ..files import write_json
+from ..models.token_merge import merge_rounds
 from ..schedules import TokenSchedule
 from ..target import BACKENDS, DeploymentTarget, Precision
 from ..validate import Fields, check_format, read_json
@@ -351,7 +352,8 @@ class LatencyTable:
 
     def predict_parts(self, schedule, reducer: Optional[str] = None) -> Dict[str, Any]:
         """Predicted milliseconds per part: ``embed``, ``blocks`` (one per block), ``head``, ``offset``, and
-        ``merge_offset`` (``merging_blocks`` times :attr:`merge_block_offset_ms`).
+        ``merge_offset`` (``merging_blocks`` -- bipartite rounds, one per merging block unless it merges more
+        than half of its tokens -- times :attr:`merge_block_offset_ms`).
 
         ``reducer``: the reducer of blocks the schedule names none for (default: see the module).
         """
@@ -363,9 +365,6 @@ class LatencyTable:
         for i, (k, red) in enumerate(zip(s.counts, reducers)):
             if k < prev:
                 self._require(red)
-                if red == "merge" and prev - k > prev // 2:
-                    raise LatencyTableError(f"block {i} merges {prev} -> {k} patch tokens; one bipartite round "
-                                            f"merges at most {prev // 2}")
             prev = min(prev, k)
         prop = "prop_ms" in self.data and self.data.get("prop_ms") is not None
         blocks = []
@@ -377,7 +376,10 @@ class LatencyTable:
                 if prop and not merged:  # timed with the size bias, which the first merge does not have yet
                     t -= self._curve("prop_ms", L_in) - self._curve("plain_ms", L_in)
                 blocks.append(t)
-                merged, n, merging = True, k, merging + 1
+                # a block merging more than half its tokens runs several rounds: each later round is priced at
+                # the per-merge offset (its matching and scatter), the parts' curves price the first
+                merged, merging = True, merging + len(merge_rounds(n, k))
+                n = k
             elif k < n:
                 blocks.append(self._curve("attn_ms", L_in) + self._curve("mlp_ms", P + k + int(fuse)))
                 fused = int(fuse)

@@ -178,9 +178,6 @@ def _space(model, r):
     reducers = parse_reducers(r["reducers"], "--reducers") if r.get("reducers") is not None else None
     if reducers and "merge" in reducers:
         check_can_merge(model, "--reducers " + ",".join(reducers))
-        if reducers == ("merge",) and r["bound"] > 0.5:
-            raise ConfigError(f"--bound {r['bound']}: a merge removes at most half of a block's tokens; expected "
-                              "--bound <= 0.5 with --reducers merge")
     return SearchSpace.for_model(model, bound=r["bound"], drop_blocks=blocks, min_tokens=r["min_tokens"],
                                  reducers=reducers)
 

@@ -7,7 +7,9 @@ Softmax, GELU, residual adds, top-k and gathers are not counted (neither does
 fvcore). Counts are per image. A merging block (token merging, ToMe) costs what
 a dropping block at the same counts costs, plus part ``merge``: the bipartite
 similarity ``a @ b^T`` over its ``N`` input tokens (``ceil(N/2) * floor(N/2) *
-head_dim``) and the size weighting of the tokens (``N * width``).
+head_dim``) and the size weighting of the tokens (``N * width``), per bipartite
+round; a block merging more than half of its tokens runs several rounds, and
+weights the keys by size too before each later round (``N * head_dim``).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Dict, List, Optional, Tuple
 from torch import nn
 
 from ..schedules.schedule import TokenSchedule
+from .token_merge import merge_rounds
 
 _BLOCK_NAME = re.compile(r"^(blocks\.\d+|layers\.\d+\.NC\.\d+)$")
 
@@ -212,7 +215,12 @@ def count_macs(model: nn.Module, schedule=None) -> MacCount:
         scoring = 0
         maws = 2 * N * A if head_name == "ffvt" else 0  # class query row + class key column
         if k < n and reducers[i] == "merge":
-            merge = ((N + 1) // 2) * (N // 2) * attn.head_dim + N * C
+            merge, Nr = 0, N
+            rounds = merge_rounds(n, k)
+            for j, kr in enumerate(rounds):
+                merge += ((Nr + 1) // 2) * (Nr // 2) * attn.head_dim + Nr * C
+                merge += Nr * attn.head_dim if j + 1 < len(rounds) else 0
+                Nr = P + kr
             n = k
             extra = (("maws", maws),) if maws else ()
             rows += _block_rows(model, name, blk, N, P + n, 0, extra + (("merge", merge),))

@@ -38,7 +38,7 @@ from torch import nn
 from ..errors import ConfigError, UnsupportedModelError
 from ..schedules.schedule import TokenSchedule
 from .attention import _capturing, attention_with_info  # noqa: F401  (re-exported: heads and bench use them here)
-from .token_merge import REDUCERS, biased_block_forward, check_merge, merge_block_forward, merge_step, size_bias, \
+from .token_merge import REDUCERS, biased_block_forward, merge_block_forward, merge_step, size_bias, \
     token_map
 
 SCORERS = ("tavt", "cls")
@@ -286,7 +286,8 @@ class ScheduleHolder:
         return tuple(r or self._reducer for r in own)
 
     def check_reducers(self, schedule: TokenSchedule) -> TokenSchedule:
-        """Refuse a reducer this backbone lacks, fuse with merging, or a merge beyond one bipartite round."""
+        """Refuse a reducer this backbone lacks, or fuse with merging (a merge of more than half of a block's
+        tokens runs several bipartite rounds: :func:`tavt_kit.models.token_merge.merge_rounds`)."""
         reducers = self.block_reducers(schedule)
         if "merge" not in reducers:
             return schedule
@@ -294,11 +295,6 @@ class ScheduleHolder:
         if getattr(self, "fuse", False):
             raise ConfigError("fuse=True (EViT's fused token) applies to drop only; a schedule that merges tokens "
                               "needs fuse=False")
-        n = schedule.num_patches
-        for i, (k, red) in enumerate(zip(schedule.counts, reducers)):
-            if red == "merge" and k < n:
-                check_merge(i, n, k)
-            n = min(n, k)
         return schedule
 
     @property

@@ -26,9 +26,12 @@ reducers. What the merge patch changes, and nothing else:
   happened, every later block (merging, dropping or neither) adds ``log(size)``
   of each key to its attention logits, so those blocks no longer run timm's
   plain ``Block.forward``;
-* one bipartite round per block: a block removes at most half of its patch
-  tokens (``r <= n // 2``, ToMe's clamp ``(T - protected) // 2``); a schedule
-  asking for more is refused (:class:`ConfigError`), never split into rounds;
+* a block that removes at most half of its patch tokens (``r <= n // 2``,
+  ToMe's clamp ``(T - protected) // 2``) runs one bipartite round, exactly
+  ToMe's; a block asked to remove more runs several rounds
+  (:func:`merge_rounds`: the fewest rounds that can, each removing the same
+  fraction, none more than half), each round matching on the keys merged by
+  the previous rounds (size-weighted mean, as the tokens) - no extra attention;
 * for heads (``restore=True``), each merged token is mapped back to *all*
   grid positions it stands for; ``TokenState.positions`` / ``info["keep"]``
   name one representative per token (its own position: the ``b`` token a
@@ -55,12 +58,25 @@ def merge_limit(n: int) -> int:
     return n // 2
 
 
-def check_merge(i: int, n_in: int, k: int) -> None:
-    """Refuse a merging block ``i`` that would go from ``n_in`` to ``k`` patch tokens in more than one round."""
-    r = n_in - k
-    if r > merge_limit(n_in):
-        raise ConfigError(f"block {i} merges {n_in} -> {k} patch tokens (r={r}); one bipartite round merges at most "
-                          f"{merge_limit(n_in)} of {n_in} (keep at least {n_in - merge_limit(n_in)})")
+def merge_rounds(n: int, k: int) -> Tuple[int, ...]:
+    """Patch-token counts after each bipartite round that takes a merging block from ``n`` to ``k`` tokens.
+
+    One round (``(k,)``) where ToMe's clamp allows it; otherwise the fewest rounds that can, each keeping
+    about the same fraction ``(k / n) ** (1 / rounds)`` and none merging more than half of its tokens.
+    """
+    if not 1 <= k <= n:
+        raise ConfigError(f"a merge goes from {n} to {k} patch tokens; expected 1 <= {k} <= {n}")
+    rounds, m = 0, n
+    while m > k:
+        m, rounds = m - merge_limit(m), rounds + 1
+    out, m = [], n
+    for j in range(rounds, 0, -1):
+        target = k if j == 1 else math.ceil(m * (k / m) ** (1.0 / j))
+        m = max(target, m - merge_limit(m), k)
+        out.append(m)
+    if out and out[-1] != k:  # rounding left the last round short of k: one more round
+        out.extend(merge_rounds(out[-1], k))
+    return tuple(out)
 
 
 class MergePlan(NamedTuple):
@@ -146,10 +162,21 @@ def token_map(plan: MergePlan, n_tokens: int) -> Tuple[torch.Tensor, torch.Tenso
 
 
 def merge_step(x: torch.Tensor, metric: torch.Tensor, r: int, state) -> torch.Tensor:
-    """Merge ``r`` patch tokens of ``x`` (after the attention residual) and record it in ``state``."""
-    plan = match(metric, r, state.num_prefix)
-    x, state.size = merge_wavg(plan, x, state.size)
-    state.record_merge(plan, metric.shape[1])
+    """Merge ``r`` patch tokens of ``x`` (after the attention residual) and record it in ``state``.
+
+    More than half of the patch tokens merge in several bipartite rounds (:func:`merge_rounds`); each later
+    round matches on the keys merged like the tokens (size-weighted), so it needs no attention of its own.
+    """
+    P = state.num_prefix
+    n = x.shape[1] - P
+    counts = merge_rounds(n, n - r)
+    for j, k in enumerate(counts):
+        plan = match(metric, n - k, P)
+        if j + 1 < len(counts):
+            metric, _ = merge_wavg(plan, metric, state.size)
+        x, state.size = merge_wavg(plan, x, state.size)
+        state.record_merge(plan, P + n)
+        n = k
     return x
 
 

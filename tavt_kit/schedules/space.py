@@ -9,8 +9,9 @@ The space is stored in a supernet checkpoint's spec (``spec["search_space"]``).
 
 A space distilled with several reducers (``fgvc-kit distill --reducers
 drop,merge``) also chooses, per reducing block, how the tokens are removed:
-dropped (top-k by the scorer) or merged (ToMe's bipartite matching, at most
-half of the block's tokens per block). Its members carry per-block
+dropped (top-k by the scorer) or merged (ToMe's bipartite matching; a block
+merging more than half of its tokens runs several rounds, so ``bound`` above
+0.5 reaches past ToMe's one halving per block). Its members carry per-block
 ``reducers``; a space with one reducer leaves them to the model.
 """
 from __future__ import annotations
@@ -75,19 +76,13 @@ class SearchSpace:
         """Whether members name their reducers (any space that merges: its schedules say so themselves)."""
         return self.reducers != ("drop",)
 
-    def allowed_reducer(self, reducer: str, prev: int, count: int) -> str:
-        """``reducer`` where a block can use it, else drop: a merge removes at most half of its tokens."""
-        if reducer == "merge" and prev - count > prev // 2:
-            return "drop"
-        return reducer
-
     def with_reducers(self, schedule: TokenSchedule, choose) -> TokenSchedule:
         """``schedule`` with the reducer of each reducing block from ``choose(block)`` (spaces that merge)."""
         if not self.explicit:
             return schedule
         out, prev = [], self.num_patches
         for i, c in enumerate(schedule.counts):
-            out.append(self.allowed_reducer(choose(i), prev, c) if c < prev else None)
+            out.append(choose(i) if c < prev else None)
             prev = c
         return schedule.with_reducers(out if any(out) else None)
 
@@ -153,7 +148,7 @@ class SearchSpace:
             if not low <= c <= high:
                 return False
             r = reducers[i]
-            if c < prev and r is not None and (r not in self.reducers or self.allowed_reducer(r, prev, c) != r):
+            if c < prev and r is not None and r not in self.reducers:
                 return False
             prev = c
         return True

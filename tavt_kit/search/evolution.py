@@ -324,8 +324,8 @@ class EvolutionSearch:
 
     # --------------------------------------------------------------- operators
     def repair(self, counts: Sequence[float], reducers: Sequence[str] = ()) -> Gene:
-        """Counts rounded into the space; in a mixed space, a reducer for each reducing block (drop where a
-        merge would remove more than half of the block's tokens), none for the others."""
+        """Counts rounded into the space; in a space that names reducers, one for each reducing block, none for
+        the others."""
         out, prev = [], self.space.num_patches
         red = []
         for i, c in enumerate(counts):
@@ -334,7 +334,7 @@ class EvolutionSearch:
             out.append(c)
             if self.space.explicit:
                 r = (reducers[i] if i < len(reducers) else "") or self.space.reducers[0]
-                red.append(self.space.allowed_reducer(r, prev, c) if c < prev else "")
+                red.append(r if c < prev else "")
             prev = c
         return tuple(out), (tuple(red) if any(red) else ())
 
