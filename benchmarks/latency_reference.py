@@ -14,7 +14,8 @@ Per seed, on cluttered-digits (3000 test images):
 1. *your model* (the parent): a freshly initialised p4w96 fgvc_tiny fine-tuned by ``fgvc-kit train
    --checkpoint init.safetensors --steps --train-steps`` (``--device cuda`` trains on a GPU; latency is always
    measured on this machine's CPU);
-2. a supernet: ``fgvc-kit distill`` from it with the built-in recipe and ``--bound 0.5``;
+2. a supernet: ``fgvc-kit distill`` from it with the built-in recipe and ``--bound`` (0.5: at most half of a
+   block's tokens, ToMe's reach; above 0.5 a merging block runs several bipartite rounds);
 3. per batch size: your model's fp32 latency on OpenVINO here, then ``tavt_kit.search_schedules`` under
    latency budgets of ``--fractions`` of it, on OpenVINO at that batch, searching (schedule, precision) pairs over
    ``--precisions`` (int8: NNCF PTQ, verified on the deployed runtime), with your model as the reference: ToMe on
@@ -68,10 +69,10 @@ def parent_checkpoint(seed: int, args) -> str:
 
 
 def supernet_checkpoint(seed: int, parent: str, args) -> str:
-    d = os.path.join(args.out, f"seed{seed}", "supernet")
+    d = os.path.join(args.out, f"seed{seed}", "supernet" + (f"-bound{args.bound:g}" if args.bound != 0.5 else ""))
     if not os.path.isfile(os.path.join(d, "results.json")):
         resume = ["--resume"] if os.path.isfile(os.path.join(d, "config.json")) else []
-        command("distill", resume + ["--checkpoint", parent, "--seed", str(seed), "--out", d, "--bound", "0.5",
+        command("distill", resume + ["--checkpoint", parent, "--seed", str(seed), "--out", d, "--bound", str(args.bound),
                                      "--steps", str(args.steps), "--warmup-steps", str(max(1, args.steps // 10)),
                                      "--device", args.device] + RECIPES["default"]
                 + (["--batch-size", "16"] if args.smoke else []))
@@ -99,7 +100,7 @@ def _policy(args):
 
 def _tag(batch: int, args) -> str:
     return f"b{batch}-f" + "+".join(f"{f:g}" for f in args.fractions) + "-p" + "+".join(args.precisions) + \
-        (f"-t{args.threads}" if args.threads else "")
+        (f"-t{args.threads}" if args.threads else "") + (f"-bound{args.bound:g}" if args.bound != 0.5 else "")
 
 
 def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:
@@ -405,6 +406,9 @@ def main(argv=None) -> int:
                          "to one core (taskset -c N) to measure beside other work")
     ap.add_argument("--train-steps", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=150, help="distillation steps")
+    ap.add_argument("--bound", type=float, default=0.5,
+                    help="the supernet's largest drop ratio per block (above 0.5 merging blocks run several "
+                         "bipartite rounds: a space past ToMe's halving per block)")
     ap.add_argument("--population", type=int, default=10)
     ap.add_argument("--generations", type=int, default=5)
     ap.add_argument("--device", default="cpu", help="where to train and distil (cpu, cuda); latency is this CPU's")
