@@ -120,6 +120,36 @@ def test_distill_and_search_with_both_reducers(tmp_path, capsys):
     assert sched == saved
 
 
+def test_a_space_past_tomes_halving_distills_and_searches_several_rounds(tmp_path, capsys):
+    """--bound above 0.5 with merging: the supernet trains and the search picks blocks that merge more than half
+    of their tokens (several bipartite rounds), under a MAC budget ToMe's one halving per block cannot meet."""
+    torch.manual_seed(0)
+    m = tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32)
+    teacher = str(tavt_kit.save_checkpoint(m, tmp_path / "teacher.safetensors"))
+    dist = tmp_path / "distill"
+    small = ["--steps", "2", "--batch-size", "16", "--eval-every", "2", "--warmup-steps", "1", "--no-progress"]
+    assert main(["distill", "--checkpoint", teacher, "--out", str(dist), "--reducers", "merge", "--bound", "0.7"]
+                + small) == 0
+    supernet = tavt_kit.load_checkpoint(str(dist / "best.safetensors"))
+    n = supernet.num_patches
+    halving = TokenSchedule((n // 2, n // 4, n // 8), n, reducers=("merge",) * 3)
+    budget = int(0.97 * tavt_kit.count_macs(supernet, halving).total())
+    out = tmp_path / "search"
+    assert main(["search", "--checkpoint", str(dist / "best.safetensors"), "--macs-budget", str(budget),
+                 "--out", str(out), "--population", "5", "--generations", "1", "--mutations", "4",
+                 "--crossovers", "4", "--subset", "32"]) == 0
+    best = json.loads((out / "search.json").read_text())["budgets"][0]["best"]
+    assert best["macs"] <= budget
+    prev, deep = n, []
+    for c, r in zip(best["counts"], best["reducers"]):
+        deep.append(r == "merge" and prev - c > prev // 2)
+        prev = c
+    assert any(deep)
+    with torch.no_grad():  # and it runs as searched
+        supernet(torch.randn(2, 3, 32, 32), drop=TokenSchedule(tuple(best["counts"]), n,
+                                                               reducers=tuple(best["reducers"])))
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--reducers", "drop,squash"], "--reducers drop,squash: expected drop, merge or drop,merge"),
     (["--reducers", ""], "--reducers : expected drop, merge"),
