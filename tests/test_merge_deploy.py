@@ -58,8 +58,10 @@ def test_table_holds_merge_blocks_and_the_biased_block(tables):
     assert both.reducers == ("drop", "merge") and d["version"] == 2
     for key in ("attn_ms", "mlp_ms", "merge_attn_ms", "merge_mlp_ms", "prop_ms"):
         assert d[key]["tokens"] and len(d[key]["ms"]) == len(d[key]["tokens"])
-    # merge pairs only where one bipartite round can do them
-    assert all(n - k <= (n - 1) // 2 for n, k, *_ in d["merge_pairs"])  # L counts the class token
+    # merge pairs at every pair of the grid that merges (past half: several rounds), none that merges nothing
+    assert all(lo < li for li, lo, *_ in d["merge_pairs"])
+    assert any(lo - 1 < (li - 1) // 2 for li, lo, *_ in d["merge_pairs"])  # L counts the class token
+    assert d["merge_separability"]["pairs"] == len(d["merge_pairs"])
     assert d["model"]["reducer"] == "merge" and d["model"]["prop_attn"] is True
     assert {c.get("label") for c in d["calibration"]} >= {"full", "tavt 0.9", "tavt 0.9 merge"}
     assert all("reducers" in v for v in d["validation"]["schedules"])
@@ -84,9 +86,11 @@ def test_predictor_uses_each_blocks_reducer(tables, tmp_path):
     full = both.predict([16] * 4)
     assert full == pytest.approx(both.data["embed_ms"] + 4 * both._curve("plain_ms", 17) + both._curve("head_ms", 17)
                                  + both.offset_ms)
-    # 16 -> 7 takes two bipartite rounds: the second is priced at the per-merge offset
+    # 16 -> 7 takes two bipartite rounds, priced by the curves fitted to pairs that include such merges
     deep = both.predict_parts(TokenSchedule((7, 7, 7, 7), 16, reducers=("merge",) * 4))
-    assert deep["merging_blocks"] == 2 and deep["merge_offset"] == pytest.approx(2 * both.merge_block_offset_ms)
+    assert deep["merging_blocks"] == 1 and deep["blocks"][0] == pytest.approx(
+        both._curve("merge_attn_ms", 17) + both._curve("merge_mlp_ms", 8) - (both._curve("prop_ms", 17)
+                                                                              - both._curve("plain_ms", 17)))
     # bound to a drop model by check(): schedules without reducers drop
     both.save(tmp_path / "t.json")
     t = LatencyTable.load(tmp_path / "t.json")
@@ -290,3 +294,17 @@ def test_merging_blocks_are_calibrated_on_whole_models(tables):
     # a table profiled before this calibration predicts as it did
     old = LatencyTable({k: v for k, v in both.to_dict().items() if k != "merge_block_offset_ms"})
     assert old.merge_block_offset_ms == 0.0
+
+
+def test_merging_blocks_are_fitted_to_the_pairs_that_merge():
+    """A pair that merges nothing costs a plain block (no matching); in the fit it bent the curves negative."""
+    from tavt_kit.bench.profile import _fit_pairs
+
+    attn = {65: 4.0, 129: 10.0, 257: 30.0}
+    mlp = {33: 1.0, 65: 2.5, 129: 6.0}
+    times = {("merge", li, lo): attn[li] + mlp[lo] for li in attn for lo in mlp if lo < li}
+    times.update({("merge", L, L): 0.2 * attn[L] for L in (65, 129)})  # merging nothing: much cheaper
+    fit = _fit_pairs(times, "merge")
+    assert fit["separability"]["pairs"] == 6 and all(lo < li for li, lo, *_ in fit["pairs"])
+    assert fit["separability"]["rms_rel"] < 1e-6
+    assert min(fit["in"]["ms"]) > 0 and min(fit["out"]["ms"]) > 0

@@ -187,8 +187,9 @@ def part_plan(model: nn.Module, grid: List[int], reducers: Sequence[str] = ("dro
     """Keys of every part to time, grouped by the exported file they come from.
 
     ``drop``: dropping blocks at every pair n_out <= n_in of the grid; ``merge``: merging blocks at
-    every pair a bipartite round can do (n_in - n_out <= n_in // 2) and, with proportional
-    attention, the non-reducing block with the size bias.
+    every pair n_out < n_in (past half of n_in in several bipartite rounds; a pair merging nothing
+    would time a plain block) and, with proportional attention, the non-reducing block with the
+    size bias.
     """
     P, N = int(model.num_prefix_tokens), int(model.num_patches)
     fuse = bool(model.fuse)
@@ -203,7 +204,7 @@ def part_plan(model: nn.Module, grid: List[int], reducers: Sequence[str] = ("dro
     if "merge" in reducers:
         for n in grid:
             for k in grid:
-                if k <= n and n - k <= n // 2:
+                if k < n:
                     groups[f"merge{n}_{k}"] = [("merge", P + n, P + k, n, k)]
         if getattr(model, "prop_attn", True):
             groups["prop"] = [("prop", P + g) for g in grid]

@@ -20,8 +20,10 @@ count several times or not at all.
 Token merging (ToMe, ``reducer="merge"``): a table profiled with
 ``reducers`` including ``merge`` (format version 2, ``"reducers"``) also holds
 a merging block, ``merge_attn(L_in) + merge_mlp(L_out)`` (attention, keys mean,
-bipartite matching, size-weighted merge, MLP), fitted the same way to pairs
-with ``L_out >= L_in - n_in // 2``, and, for models with proportional attention,
+bipartite matching, size-weighted merge, MLP), fitted the same way to the
+pairs that merge (``L_out < L_in``: a block merging nothing skips the matching
+and costs a plain block, so such pairs would bend the fit; a pair merging more
+than half runs its several rounds), and, for models with proportional attention,
 ``prop(L)``: a block that keeps its tokens but attends with the size bias
 (every block after the first merge). Merging blocks are timed with that bias;
 a merge before any other (no bias yet) is predicted as
@@ -41,7 +43,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ConfigError, LatencyTableError
 from ..files import write_json
-from ..models.token_merge import merge_rounds
 from ..schedules import TokenSchedule
 from ..target import BACKENDS, DeploymentTarget, Precision
 from ..validate import Fields, check_format, read_json
@@ -352,8 +353,7 @@ class LatencyTable:
 
     def predict_parts(self, schedule, reducer: Optional[str] = None) -> Dict[str, Any]:
         """Predicted milliseconds per part: ``embed``, ``blocks`` (one per block), ``head``, ``offset``, and
-        ``merge_offset`` (``merging_blocks`` -- bipartite rounds, one per merging block unless it merges more
-        than half of its tokens -- times :attr:`merge_block_offset_ms`).
+        ``merge_offset`` (``merging_blocks`` times :attr:`merge_block_offset_ms`).
 
         ``reducer``: the reducer of blocks the schedule names none for (default: see the module).
         """
@@ -376,10 +376,7 @@ class LatencyTable:
                 if prop and not merged:  # timed with the size bias, which the first merge does not have yet
                     t -= self._curve("prop_ms", L_in) - self._curve("plain_ms", L_in)
                 blocks.append(t)
-                # a block merging more than half its tokens runs several rounds: each later round is priced at
-                # the per-merge offset (its matching and scatter), the parts' curves price the first
-                merged, merging = True, merging + len(merge_rounds(n, k))
-                n = k
+                merged, n, merging = True, k, merging + 1
             elif k < n:
                 blocks.append(self._curve("attn_ms", L_in) + self._curve("mlp_ms", P + k + int(fuse)))
                 fused = int(fuse)
