@@ -63,17 +63,21 @@ def main(argv=None) -> int:
         old = LatencyTable.load(os.path.join(args.old_tables, table_file_name(target)))
         new = profiled_table(model, target, os.path.join(args.out, "tables"), reducers=("drop", "merge"),
                              log=lambda s: print(s, flush=True))
-        errs = {"old": [], "new": []}
+        errs = {"old": [], "new": [], "new, parts only": []}
         for (counts, reducers, prec), ms in entries.items():
             if prec != p:
                 continue
-            s = TokenSchedule(counts, model.num_patches, reducers=reducers or None)
+            s = TokenSchedule(counts, model.num_patches, reducers=tuple(r or None for r in reducers) or None)
             o, n = old.predict(s), new.predict(s)
+            pp = new.predict_parts(s)
+            parts = pp["embed"] + sum(pp["blocks"]) + pp["head"]  # the new table's parts, no calibration
             errs["old"].append((o - ms) / ms)
             errs["new"].append((n - ms) / ms)
+            errs["new, parts only"].append((parts - ms) / ms)
             merges = sum(r == "merge" for r in reducers)
             lines.append(f"{p:5s} {','.join(map(str, counts)):28s} merging blocks {merges}  timed {ms:7.2f} ms  "
-                         f"old {o:7.2f} ({100 * (o - ms) / ms:+6.1f} %)  new {n:7.2f} ({100 * (n - ms) / ms:+6.1f} %)")
+                         f"old {o:7.2f} ({100 * (o - ms) / ms:+6.1f} %)  new {n:7.2f} ({100 * (n - ms) / ms:+6.1f} %)  "
+                         f"new parts {parts:7.2f} ({100 * (parts - ms) / ms:+6.1f} %)")
         summary[p] = {k: (statistics.median(abs(e) for e in v), statistics.median(v), len(v)) for k, v in errs.items()}
     print("\n".join(lines))
     for p, s in summary.items():
