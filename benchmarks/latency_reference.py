@@ -69,10 +69,11 @@ def parent_checkpoint(seed: int, args) -> str:
 
 
 def supernet_checkpoint(seed: int, parent: str, args) -> str:
-    d = os.path.join(args.out, f"seed{seed}", "supernet" + (f"-bound{args.bound:g}" if args.bound != 0.5 else ""))
+    d = os.path.join(args.out, f"seed{seed}", "supernet" + _bound_tag(args))
     if not os.path.isfile(os.path.join(d, "results.json")):
         resume = ["--resume"] if os.path.isfile(os.path.join(d, "config.json")) else []
-        command("distill", resume + ["--checkpoint", parent, "--seed", str(seed), "--out", d, "--bound", str(args.bound),
+        command("distill", resume + ["--checkpoint", parent, "--seed", str(seed), "--out", d,
+                                     "--bound", str(args.bound),
                                      "--steps", str(args.steps), "--warmup-steps", str(max(1, args.steps // 10)),
                                      "--device", args.device] + RECIPES["default"]
                 + (["--batch-size", "16"] if args.smoke else []))
@@ -98,9 +99,14 @@ def _policy(args):
     return TimingPolicy(warmup=1, min_repeats=3, budget_s=0.05) if args.smoke else TimingPolicy(budget_s=2.0)
 
 
+def _bound_tag(args) -> str:
+    """The supernet space's part of stage and file names (none for the default 0.5, as runs before --bound)."""
+    return f"-bound{args.bound:g}" if args.bound != 0.5 else ""
+
+
 def _tag(batch: int, args) -> str:
     return f"b{batch}-f" + "+".join(f"{f:g}" for f in args.fractions) + "-p" + "+".join(args.precisions) + \
-        (f"-t{args.threads}" if args.threads else "") + (f"-bound{args.bound:g}" if args.bound != 0.5 else "")
+        (f"-t{args.threads}" if args.threads else "") + _bound_tag(args)
 
 
 def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:

@@ -1,7 +1,8 @@
 """How well a latency table predicts the schedules a search timed on the target: the table the search used
 against one profiled now (merging blocks fitted to the pairs that merge, every merging pair of the grid).
 
-    python benchmarks/merge_table_fit.py --supernet SUPERNET --search SEARCH_JSON --old-tables DIR [--batch 32] [--threads 1]
+    python benchmarks/merge_table_fit.py --supernet SUPERNET --search SEARCH_JSON --old-tables DIR
+                                         [--batch 32] [--threads 1]
 
 Reads every schedule ``search.json`` timed on the target (the picks, those passed over as timed over their
 budget, the training-free deployables), with the latency the search predicted and the one it timed; profiles a
@@ -55,10 +56,9 @@ def main(argv=None) -> int:
         doc = json.load(f)
     model = tavt_kit.load_checkpoint(args.supernet).eval()
     entries = timed_entries(doc)
-    batch = args.batch
     lines, summary = [], {}
     for p in sorted({k[2] for k in entries}):
-        target = DeploymentTarget(backend="openvino", device="cpu", precision=p, batch_size=batch,
+        target = DeploymentTarget(backend="openvino", device="cpu", precision=p, batch_size=args.batch,
                                   threads=args.threads)
         old = LatencyTable.load(os.path.join(args.old_tables, table_file_name(target)))
         new = profiled_table(model, target, os.path.join(args.out, "tables"), reducers=("drop", "merge"),

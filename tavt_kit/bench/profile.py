@@ -402,13 +402,13 @@ def _assemble(ident, grid, times, target: DeploymentTarget, exporter, compile_ba
 
 
 def _with_reducers(schedules: List[TokenSchedule], reducers: Sequence[str], seed: int) -> List[TokenSchedule]:
-    """Each reducing block of each schedule given a reducer drawn from ``reducers`` (seeded), where it can serve."""
-    rng = random.Random(seed)
+    """Each reducing block of each schedule given a reducer drawn from ``reducers`` (seeded)."""
+    rng, choices = random.Random(seed), list(reducers)
     out = []
     for s in schedules:
         names, prev = [], s.num_patches
         for c in s.counts:
-            names.append(rng.choice(list(reducers)) if c < prev else None)
+            names.append(rng.choice(choices) if c < prev else None)
             prev = c
         out.append(s.with_reducers(names))
     return out

@@ -362,7 +362,7 @@ class LatencyTable:
         P, N, fuse = int(m["num_prefix_tokens"]), int(m["num_patches"]), bool(m.get("fuse"))
         reducers = self.block_reducers(s, reducer)
         prev = N
-        for i, (k, red) in enumerate(zip(s.counts, reducers)):
+        for k, red in zip(s.counts, reducers):
             if k < prev:
                 self._require(red)
             prev = min(prev, k)

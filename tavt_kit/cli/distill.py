@@ -43,8 +43,9 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
                    help="fine-tuned model (fgvc-kit train's best.safetensors or any file load_checkpoint reads)")
     g = p.add_argument_group("in-place distillation (TAVT's defaults)")
     g.add_argument("--bound", type=float, metavar="FRACTION",
-                   help=f"largest drop ratio per block of the search space (default: 0.2; demo {DEMO_DISTILL['bound']}); "
-                        "above 0.5 a merging block runs several bipartite rounds, past ToMe's halving per block")
+                   help="largest drop ratio per block of the search space (default: 0.2; demo "
+                        f"{DEMO_DISTILL['bound']}); above 0.5 a merging block runs several bipartite rounds, past "
+                        "ToMe's halving per block")
     g.add_argument("--drop-blocks", metavar="LIST", help="blocks that may drop, e.g. 3,6,9 (default: every block)")
     g.add_argument("--min-tokens", type=int, metavar="N", help="fewest patch tokens at any block (default: 1)")
     g.add_argument("--reducers", metavar="LIST",

@@ -403,10 +403,10 @@ def require_finished(doc: Dict[str, Any], where: str) -> None:
 def validate_search(doc: Any, where: str = "search.json") -> int:
     """Check a search.json's content; returns its version. Refused with one :class:`ConfigError` line naming
     ``where`` and the field: another format, a newer version, an unknown ``status``; any schedule whose counts
-    increase, exceed the model's patch tokens or are not one per block, an unknown reducer; an accuracy outside [0, 1]; a MAC count or latency
-    that is not a positive number; a budget whose limit is not positive or objective unknown; a precision
-    fgvc-kit does not know. Fields a file does not have are not required (files of older versions, made by
-    hand), except each budget's label, objective and limit."""
+    increase, exceed the model's patch tokens or are not one per block, an unknown reducer; an accuracy outside
+    [0, 1]; a MAC count or latency that is not a positive number; a budget whose limit is not positive or
+    objective unknown; a precision fgvc-kit does not know. Fields a file does not have are not required (files
+    of older versions, made by hand), except each budget's label, objective and limit."""
     version = check_format(doc, where, SEARCH_FORMAT, SEARCH_VERSION, "a search result of fgvc-kit search")
     f = Fields(where)
     f.choice(doc.get("status"), "status", SEARCH_STATUSES)
