@@ -280,11 +280,13 @@ def test_profile_latency_torch(tmp_path):
     for key in ("plain_ms", "attn_ms", "mlp_ms", "head_ms"):
         ms = d[key]["ms"]
         assert all(a <= b for a, b in zip(ms, ms[1:])), key  # non-decreasing
-    assert len(d["calibration"]) == 2 and d["validation"]["n"] == 2
+    # anchors from the full model to 0.3 per block: full, tavt 0.9, halving, deep 0.3 (no EViT under 4 blocks)
+    assert [c["label"] for c in d["calibration"]] == ["full", "tavt 0.9", "halving", "deep 0.3"]
+    assert d["calibration"][-1]["schedule"] == [20, 6, 2] and d["validation"]["n"] == 2
     for v in d["validation"]["schedules"]:
         assert v["predicted_ms"] == pytest.approx(table.predict(v["schedule"]))
-    # exact on the grid: the full model is embed + depth x plain(full) + head + offset
-    full = d["embed_ms"] + 3 * d["plain_ms"]["ms"][-1] + d["head_ms"]["ms"][-1] + d["offset_ms"]
+    # exact on the grid: the full model is scale x (embed + depth x plain(full) + head) + offset
+    full = d["parts_scale"] * (d["embed_ms"] + 3 * d["plain_ms"]["ms"][-1] + d["head_ms"]["ms"][-1]) + d["offset_ms"]
     assert table.predict([64, 64, 64]) == pytest.approx(full)
     assert table.target == EAGER and d["target"]["precision"] == "fp32"
     table.check(model, EAGER)

@@ -8,7 +8,7 @@ import torch
 import tavt_kit
 from tavt_kit import TokenSchedule
 from tavt_kit.bench.measure import measure_latency
-from tavt_kit.bench.profile import profile_latency
+from tavt_kit.bench.profile import fit_calibration, profile_latency
 from tavt_kit.bench.table import LatencyTable
 from tavt_kit.bench.timing import TimingPolicy
 from tavt_kit.cli import main
@@ -84,8 +84,8 @@ def test_predictor_uses_each_blocks_reducer(tables, tmp_path):
     L = 1 + 8
     assert merge_parts[2] == pytest.approx(both._curve("prop_ms", L))
     full = both.predict([16] * 4)
-    assert full == pytest.approx(both.data["embed_ms"] + 4 * both._curve("plain_ms", 17) + both._curve("head_ms", 17)
-                                 + both.offset_ms)
+    assert full == pytest.approx(both.parts_scale * (both.data["embed_ms"] + 4 * both._curve("plain_ms", 17)
+                                                     + both._curve("head_ms", 17)) + both.offset_ms)
     # 16 -> 7 takes two bipartite rounds, priced by the curves fitted to pairs that include such merges
     deep = both.predict_parts(TokenSchedule((7, 7, 7, 7), 16, reducers=("merge",) * 4))
     assert deep["merging_blocks"] == 1 and deep["blocks"][0] == pytest.approx(
@@ -272,28 +272,74 @@ def test_openvino_table_with_merge_entries():
 
 
 def test_merging_blocks_are_calibrated_on_whole_models(tables):
-    """A whole model that merges costs more than its parts (the matching and scatter between them): the offset
-    is fitted on the anchors that merge nothing, and what the merge anchors cost beyond it, per merging block, is
-    added to every schedule per block that merges."""
-    import statistics
-
+    """A whole model costs more than its parts (the matching and scatter of each merge between them), by a share
+    that grows with the schedule: the table's scale on the parts, offset and per-merging-block term are fitted
+    on anchors from the full model to 0.3 per block, dropping and merging, and predict every anchor from them."""
     both, _ = tables
     calib = both.data["calibration"]
-    plain = [c["residual_ms"] for c in calib if not c["merging_blocks"]]
-    merging = [c for c in calib if c["merging_blocks"]]
-    assert plain and merging and {c["merging_blocks"] for c in merging} <= {1, 2, 3, 4}
-    assert both.offset_ms == pytest.approx(statistics.median(plain))
-    per_block = statistics.median((c["residual_ms"] - both.offset_ms) / c["merging_blocks"] for c in merging)
-    assert both.merge_block_offset_ms == pytest.approx(per_block)
-    # every anchor's whole-model time is its parts, the offset and its merging blocks' share
-    for c in merging:
-        assert c["parts_ms"] + both.offset_ms + c["merging_blocks"] * per_block == pytest.approx(
-            both.predict(TokenSchedule(tuple(c["schedule"]), 16, reducers=tuple(c["reducers"]))))
-    assert both.predict_parts(MIXED)["merge_offset"] == pytest.approx(2 * per_block)  # blocks 0 and 3 merge
+    labels = [c["label"] for c in calib]
+    assert labels == ["full", "tavt 0.9", "evit 0.7", "halving", "deep 0.3", "tavt 0.9 merge", "evit 0.7 merge",
+                      "halving merge", "deep 0.3 merge"]
+    assert calib[labels.index("deep 0.3 merge")]["schedule"] == [5, 2, 1, 1]  # 16 -> 5: two bipartite rounds
+    fit = fit_calibration(calib)
+    assert both.data["calibration_fit"]["model"] == fit["model"]
+    assert both.parts_scale == pytest.approx(fit["parts_scale"])
+    assert both.merge_block_offset_ms == pytest.approx(fit["merge_block_offset_ms"])
+    for c in calib:  # every anchor's prediction is its parts under the fitted calibration
+        parts = both.predict_parts(TokenSchedule(tuple(c["schedule"]), 16, reducers=tuple(c["reducers"])
+                                                 if c.get("reducers") else None))
+        assert parts["merging_blocks"] == c["merging_blocks"]
+        assert both.predict(TokenSchedule(tuple(c["schedule"]), 16, reducers=tuple(c["reducers"])
+                                          if c.get("reducers") else None)) == pytest.approx(
+            both.parts_scale * c["parts_ms"] + both.offset_ms + c["merging_blocks"] * both.merge_block_offset_ms)
+    assert both.predict_parts(MIXED)["merge_offset"] == pytest.approx(2 * both.merge_block_offset_ms)
     assert both.predict_parts([16] * 4)["merge_offset"] == 0.0
-    # a table profiled before this calibration predicts as it did
-    old = LatencyTable({k: v for k, v in both.to_dict().items() if k != "merge_block_offset_ms"})
-    assert old.merge_block_offset_ms == 0.0
+    # a table profiled before the scale predicts as it did
+    old = LatencyTable({k: v for k, v in both.to_dict().items() if k not in ("merge_block_offset_ms", "parts_scale")})
+    assert old.merge_block_offset_ms == 0.0 and old.parts_scale == 1.0
+    assert old.predict([8, 8, 8, 8]) == pytest.approx(sum(v for k, v in old.predict_parts([8, 8, 8, 8]).items()
+                                                          if k in ("embed", "head", "offset"))
+                                                      + sum(old.predict_parts([8, 8, 8, 8])["blocks"]))
+
+
+def test_whole_models_are_timed_at_the_tables_machine_speed(tables):
+    """What a table's predictions are compared with: whole models timed against its reference block, rescaled to
+    the speed it was profiled at; a model of another structure is refused."""
+    from tavt_kit.bench import time_at_table_speed
+
+    both, _ = tables
+    ms = time_at_table_speed(both, tiny(reducer="merge"), {"full": [16] * 4, "merge": MERGE}, policy=FAST)
+    assert set(ms) == {"full", "merge"}
+    for k, s in (("full", [16] * 4), ("merge", MERGE)):
+        assert 0.25 < ms[k] / both.predict(s) < 4
+    with pytest.raises(LatencyTableError):
+        time_at_table_speed(both, tavt_kit.create_model("vit_base_patch16_224", num_classes=10,
+                                                        **{**TINY, "depth": 3}), {"full": [16] * 3})
+
+
+def _anchor(parts, merging, scale=1.3, offset=-0.4, per_block=0.2):
+    return {"parts_ms": parts, "merging_blocks": merging,
+            "measured_ms_table_speed": scale * parts + offset + merging * per_block}
+
+
+def test_the_calibration_follows_a_whole_model_cost_that_grows_with_the_schedule():
+    """Whole models that cost 1.3x their parts: a scale fitted on anchors down to deep schedules predicts them all;
+    the constant offset fitted before (median residual) misses the deep ones by far more."""
+    rows = [_anchor(p, m) for p, m in [(100, 0), (80, 0), (60, 0), (30, 0), (15, 0), (85, 4), (62, 2), (32, 4),
+                                       (16, 4)]]
+    fit = fit_calibration(rows)
+    assert fit["model"] == "scaled" and fit["fit_rms_rel"] < 1e-9
+    assert (fit["parts_scale"], fit["offset_ms"], fit["merge_block_offset_ms"]) == pytest.approx((1.3, -0.4, 0.2))
+    old = fit_calibration(rows, model="offset")
+    assert old["parts_scale"] == 1.0 and old["offset_ms"] == pytest.approx(0.3 * 60 - 0.4)  # the median residual
+    assert old["fit_rms_rel"] > 0.2
+    # drop anchors only: no per-block term; too few anchors, or a scale only noise makes: the offset model
+    assert fit_calibration(rows[:5])["merge_block_offset_ms"] == 0.0
+    assert fit_calibration(rows[:3])["model"] == "offset"
+    noisy = [dict(r, measured_ms_table_speed=t) for r, t in zip(rows[:4], (10.0, 80.0, 5.0, 90.0))]
+    assert fit_calibration(noisy)["model"] == "offset"
+    with pytest.raises(ConfigError, match="calibration model='linear'"):
+        fit_calibration(rows, model="linear")
 
 
 def test_merging_blocks_are_fitted_to_the_pairs_that_merge():

@@ -10,7 +10,9 @@ theirs (``.target``).
 * :func:`profile_latency` — a :class:`LatencyTable`: per-block latency as a function of token
   count on the target, from which ``LatencyTable.load(path).predict(schedule)`` predicts the
   latency of any schedule on another machine; :func:`predict_latency` — such predictions for
-  several schedules (:class:`Predictions`, ``predictions.json``).
+  several schedules (:class:`Predictions`, ``predictions.json``); :func:`time_at_table_speed` — whole models
+  timed against a table's reference block, at the machine speed the table was profiled at;
+  :func:`fit_calibration` — how a table's whole-model calibration is fitted to its anchors.
 * :func:`measure_files` — exported files timed round-robin in one process (ratios a drifting machine
   does not skew).
 * :func:`measure_schedules` — a model at several (schedule, precision) pairs, deployed with OpenVINO
@@ -24,12 +26,13 @@ from .fastest_export import export_fastest
 from .measure import BenchReport, BenchResult, measure_files, measure_latency, measure_schedules
 from ..schedules import random_schedules
 from .predict import Predictions, predict_latency
-from .profile import default_grid, profile_latency
+from .profile import default_grid, fit_calibration, profile_latency, time_at_table_speed
 from .table import LatencyTable
 from .timing import MemoryProbe, TimingPolicy, TimingStats, measure_round_robin
 
 __all__ = [
     "BACKENDS", "BenchReport", "BenchResult", "LatencyTable", "MemoryProbe", "Predictions", "TimingPolicy",
-    "TimingStats", "default_grid", "export_fastest", "machine_info", "measure_files", "measure_latency",
+    "TimingStats", "default_grid", "export_fastest", "fit_calibration", "machine_info", "measure_files", "measure_latency",
     "measure_round_robin", "measure_schedules", "predict_latency", "profile_latency", "random_schedules",
+    "time_at_table_speed",
 ]

@@ -7,10 +7,12 @@ fits ``attn`` and ``mlp`` to those pairs by least squares (relative error);
 ``separability`` reports how far the measured pairs are from the sum (well under
 1 % on the CPUs tried, so the two 1-D curves stand for the 2-D grid and
 interpolate between its points). Curves are made non-decreasing (isotonic
-regression, noise only) and interpolated linearly. ``offset`` is calibrated on a
-few whole-model runs (the full model, one TAVT-style and one EViT-style
-schedule): it absorbs per-call costs that separate parts count several times
-(an ONNX Runtime ``run()`` per part) or not at all (Python around the blocks).
+regression, noise only) and interpolated linearly. A ``scale`` on the parts and an
+``offset`` are calibrated on whole-model runs from the full model to as deep as a
+search goes (:func:`anchor_schedules`): they absorb per-call costs that separate
+parts count several times (an ONNX Runtime ``run()`` per part) or not at all
+(Python around the blocks), and what whole models cost beyond their parts, which
+grows with the schedule (:func:`fit_calibration`).
 
 For the exported backends (onnxruntime, openvino) each part is exported once
 with dynamic batch and token dimensions and compiled per token count with the
@@ -106,13 +108,19 @@ def _parse_grid(grid, num_patches: int) -> List[int]:
 
 def anchor_schedules(depth: int, num_patches: int, reducers: Optional[Sequence[str]] = None
                      ) -> List[Tuple[str, TokenSchedule]]:
-    """Whole-model schedules the offset is calibrated on: full, TAVT-style 0.9/block, EViT-style 0.7 at 3 blocks.
+    """Whole-model schedules the calibration is fitted on, from the full model to as deep as a search goes: full,
+    TAVT-style 0.9/block, EViT-style 0.7 at 3 blocks, halving every block (ToMe's deepest: its r at half the
+    tokens) and 0.3/block (the smallest member of a ``--bound 0.7`` space; merging: several rounds per block).
 
+    The deep ones are there because whole models and their parts part ways with depth: on OpenVINO int8 at
+    batch 32 the parts of a schedule halving every block summed to 80-85 % of its timing, and a calibration
+    fitted near the full model alone predicted searched int8 picks 20-45 % under their timings.
     ``reducers``: each reducing schedule once per reducer, naming it (None: once, the model's reducer).
     """
     base = [("tavt 0.9", uniform_schedule(0.9, depth, num_patches))]
     if depth >= 4:
         base.append(("evit 0.7", evit_schedule(0.7, depth, num_patches)))
+    base += [("halving", uniform_schedule(0.5, depth, num_patches)), ("deep 0.3", uniform_schedule(0.3, depth, num_patches))]
     out = [("full", TokenSchedule.full(depth, num_patches))]
     if reducers is None:
         return out + base
@@ -194,7 +202,7 @@ def profile_latency(
         grid: patch-token counts to measure blocks at (default 13 points evenly over [1, grid]),
             or a number of points. Dropping blocks are timed at every pair n_out <= n_in of it.
         policy: repeat policy per part (default :func:`profile_policy`).
-        calibrate: fit the additive ``offset`` on whole-model runs of :func:`anchor_schedules`.
+        calibrate: fit the scale on the parts and the offset on whole-model runs of :func:`anchor_schedules`.
         validate: also measure this many random TAVT-style schedules (keep ratio per block drawn
             in ``validate_range``) directly and store the prediction errors in the table.
         exporter: ONNX exporter for the exported backends; parts and whole models use the same one.
@@ -242,6 +250,37 @@ def profile_latency(
         if tmp is not None:
             tmp.cleanup()
     return table
+
+
+def time_at_table_speed(table: LatencyTable, model, schedules: Dict[Any, Any], *,
+                        policy: Optional[TimingPolicy] = None, seed: int = 0,
+                        progress: Optional[Callable[[str], None]] = None) -> Dict[Any, float]:
+    """Whole models at ``schedules`` (a label -> schedule mapping) timed on ``table``'s target, round-robin with
+    the table's reference block, and rescaled to the machine speed the table was profiled at: the milliseconds
+    its predictions are to be compared with (a table's validation does the same for random schedules).
+
+    ``model``: the model the table was profiled on (or one of the same structure: latency does not depend on
+    the weights). ``policy``: default :func:`profile_policy`."""
+    target = with_threads(table.target)
+    model = _table_model(model, None, target.device)
+    table.check(model)
+    ident = model_identity(model)
+    t = table.data.get("target") or {}
+    exporter = t.get("requested_exporter") or "auto"
+    say = progress or (lambda s: None)
+    rows = {k: table.schedule(v) for k, v in schedules.items()}
+    with tempfile.TemporaryDirectory(prefix="fgvc-kit-whole-") as workdir:
+        pr = PartRunners(target, ident["embed_dim"], workdir, exporter, t.get("compile_backend") or "inductor", say)
+        builder = ModelRunners(model, target, workdir, exporter, t.get("compile_backend") or "inductor", say, False)
+        try:
+            with torch_threads(target.threads):
+                runs = _time_whole_models(table, model, builder, rows, ("plain", ident["num_prefix_tokens"]
+                                                                        + ident["num_patches"]), pr,
+                                          policy or profile_policy(), seed, say,
+                                          table.data.get("statistic") or "median")
+        finally:
+            builder.close()
+    return dict(runs.scaled)
 
 
 def _table_model(model, img_size, device) -> nn.Module:
@@ -502,14 +541,57 @@ def _time_whole_models(table: LatencyTable, model, builder, rows: Dict[str, Toke
     return runs
 
 
-def _calibrate(table: LatencyTable, rows: Dict[str, TokenSchedule], runs: _WholeModelRuns) -> None:
-    """Sets the table's offset to the median residual (whole model minus its parts) of the anchors that merge
-    nothing, and ``merge_block_offset_ms`` to the median extra residual per merging block of those that merge.
+def fit_calibration(calib: Sequence[Dict[str, Any]], model: str = "scaled") -> Dict[str, Any]:
+    """The whole-model calibration fitted to anchor rows (``parts_ms``, ``measured_ms_table_speed``,
+    ``merging_blocks``): ``parts_scale``, ``offset_ms``, ``merge_block_offset_ms`` and ``fit_rms_rel`` (the
+    relative rms error of the fit on the anchors).
 
-    A whole model that merges costs more than its parts timed alone (the matching and the scatter of each merge
-    run between the parts; measured +0.08 to +0.19 ms per merging block for fgvc_tiny on OpenVINO at batch 8,
-    where the drop anchors' residuals are 0.09 to 0.22 ms in all): one offset fitted to every anchor
-    under-predicted a ToMe schedule by 11-14 %."""
+    ``model="scaled"`` (default): ``whole = scale * parts + offset + merging_blocks * per_block``, least squares
+    on relative errors over every anchor (the per-block term only where some anchors merge and some do not). The
+    scale is what follows the schedule: whole models cost a share more than their parts that one constant
+    cannot follow from the full model to the deepest schedules. It falls back to ``offset`` where the anchors
+    cannot determine it (fewer than four, or a scale outside 0.5-2, which only noise makes).
+    ``model="offset"``: the calibration before deep anchors: the offset is the median residual of the anchors
+    that merge nothing, the per-block term the median of what the merging ones cost beyond it, scale 1.
+    """
+    if model not in ("scaled", "offset"):
+        raise ConfigError(f"calibration model={model!r}: expected 'scaled' or 'offset'")
+    rows = [c for c in calib if c.get("measured_ms_table_speed")]
+    if not rows:
+        raise ConfigError("calibration: no whole-model timings to fit")
+    t = [float(c["measured_ms_table_speed"]) for c in rows]
+    parts = [float(c["parts_ms"]) for c in rows]
+    mb = [int(c.get("merging_blocks") or 0) for c in rows]
+    out = None
+    if model == "scaled" and len(rows) >= 4:
+        import numpy as np
+
+        cols = [parts, [1.0] * len(rows)] + ([mb] if 0 < sum(m > 0 for m in mb) < len(rows) else [])
+        a = np.array(cols, dtype=np.float64).T / np.array(t)[:, None]
+        coef, *_ = np.linalg.lstsq(a, np.ones(len(rows)), rcond=None)
+        if 0.5 <= coef[0] <= 2.0:
+            out = {"parts_scale": float(coef[0]), "offset_ms": float(coef[1]),
+                   "merge_block_offset_ms": float(coef[2]) if len(coef) > 2 else 0.0, "model": "scaled"}
+    if out is None:
+        plain = [c["measured_ms_table_speed"] - p for c, p, m in zip(rows, parts, mb) if not m] or \
+            [ti - p for ti, p in zip(t, parts)]
+        offset = statistics.median(plain)
+        merging = [(ti - p - offset) / m for ti, p, m in zip(t, parts, mb) if m]
+        out = {"parts_scale": 1.0, "offset_ms": offset,
+               "merge_block_offset_ms": statistics.median(merging) if merging else 0.0, "model": "offset"}
+    pred = [out["parts_scale"] * p + out["offset_ms"] + m * out["merge_block_offset_ms"] for p, m in zip(parts, mb)]
+    out["fit_rms_rel"] = math.sqrt(statistics.fmean(((pi - ti) / ti) ** 2 for pi, ti in zip(pred, t)))
+    return out
+
+
+def _calibrate(table: LatencyTable, rows: Dict[str, TokenSchedule], runs: _WholeModelRuns) -> None:
+    """Fits the table's whole-model calibration (:func:`fit_calibration`) on the anchors' whole-model runs.
+
+    A whole model costs more than its parts timed alone, and by how much changes with the schedule: each merge's
+    matching and scatter run between the parts (measured +0.08 to +0.19 ms per merging block for fgvc_tiny on
+    OpenVINO at batch 8), and on OpenVINO int8 at batch 32 every whole model ran 10-30 % over its parts, more as
+    schedules got deeper. A constant offset fitted near the full model under-predicted ToMe halving every block
+    by 40 % there; the scale on the parts, fitted on anchors down to 0.3 per block, follows it."""
     raw, scaled = runs.raw, runs.scaled
     calib = []
     for key, s in rows.items():
@@ -521,23 +603,25 @@ def _calibrate(table: LatencyTable, rows: Dict[str, TokenSchedule], runs: _Whole
                       **({"reducers": list(s.reducers)} if s.reducers else {}), "measured_ms": raw[key],
                       "measured_ms_table_speed": scaled[key], "parts_ms": parts,
                       "residual_ms": scaled[key] - parts, "merging_blocks": p["merging_blocks"]})
-    plain = [c["residual_ms"] for c in calib if not c["merging_blocks"]] or [c["residual_ms"] for c in calib]
-    table.data["offset_ms"] = offset = _floored_offset(table, statistics.median(plain))
-    merging = [(c["residual_ms"] - offset) / c["merging_blocks"] for c in calib if c["merging_blocks"]]
-    table.data["merge_block_offset_ms"] = statistics.median(merging) if merging else 0.0
+    fit = fit_calibration(calib)
+    table.data["parts_scale"] = fit["parts_scale"]
+    table.data["offset_ms"] = _floored_offset(table, fit["offset_ms"], fit["parts_scale"])
+    table.data["merge_block_offset_ms"] = fit["merge_block_offset_ms"]
     table.data["calibration"] = calib
+    table.data["calibration_fit"] = {"model": fit["model"], "rms_rel": fit["fit_rms_rel"], "anchors": len(calib)}
     full = next((c for c in calib if c["label"] == "full"), calib[0])
-    share = table.data["offset_ms"] / full["measured_ms_table_speed"]
+    share = (table.data["offset_ms"] + (fit["parts_scale"] - 1) * full["parts_ms"]) / full["measured_ms_table_speed"]
     if abs(share) > 0.2:
         table.data.setdefault("warnings", []).append(
-            f"the calibration offset is {100 * share:+.0f}% of the full model's latency: whole-model runs "
+            f"the calibration adds {100 * share:+.0f}% to the full model's parts: whole-model runs "
             "cost much more (or less) than their parts, e.g. because other jobs preempted the longer runs; "
             "predictions hold for a machine as busy as this one was (profile on a quiet machine)")
 
 
-def _floored_offset(table: LatencyTable, offset: float) -> float:
+def _floored_offset(table: LatencyTable, offset: float, scale: float = 1.0) -> float:
     """``offset``, raised where it would make the table predict a latency at or below zero for the smallest
-    schedule it prices (one token after every block): at most half of that schedule's parts, with a warning.
+    schedule it prices (one token after every block): at most half of that schedule's (scaled) parts, with a
+    warning.
 
     A negative offset means the parts timed alone cost more than inside the whole model (each part's call
     overhead); on a busy machine the whole-model runs can come out so much faster than their parts that the
@@ -548,7 +632,7 @@ def _floored_offset(table: LatencyTable, offset: float) -> float:
         p = table.predict_parts([1] * int(table.model["depth"]), "drop")
     except LatencyTableError:  # a table without drop entries prices no such schedule
         return offset
-    floor = -0.5 * (p["embed"] + sum(p["blocks"]) + p["head"])
+    floor = -0.5 * scale * (p["embed"] + sum(p["blocks"]) + p["head"])
     if offset >= floor:
         return offset
     table.data.setdefault("warnings", []).append(

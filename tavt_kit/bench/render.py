@@ -170,9 +170,11 @@ def table_summary(table, path: str) -> List[str]:
         if sep:
             out.append(f"separability   {what} vs {sep['pairs']} measured pairs: rms "
                        f"{100 * sep['rms_rel']:.2f}%, max {100 * sep['max_abs_rel']:.2f}%")
-    out.append(f"offset         {d['offset_ms']:+.3f} ms (calibrated on {len(d['calibration'] or [])} whole-model "
-               "runs)" + (f"; {d['merge_block_offset_ms']:+.3f} ms per merging block"
-                          if d.get("merge_block_offset_ms") else ""))
+    fit = d.get("calibration_fit") or {}
+    out.append(f"calibration    whole = {d.get('parts_scale') or 1.0:.3f} x parts {d['offset_ms']:+.3f} ms"
+               + (f" {d['merge_block_offset_ms']:+.3f} ms per merging block" if d.get("merge_block_offset_ms") else "")
+               + f" (fitted on {len(d['calibration'] or [])} whole-model runs"
+               + (f", rms {100 * fit['rms_rel']:.1f}% on them" if fit.get("rms_rel") is not None else "") + ")")
     v = d.get("validation")
     if v:
         out += ["  " + line for line in validation_lines(v["schedules"])]

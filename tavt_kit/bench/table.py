@@ -7,7 +7,7 @@ made on the target by :func:`tavt_kit.bench.profile.profile_latency`.
 Model of a schedule's latency (all blocks of a ViT have the same shape, so one
 representative block is measured)::
 
-    latency = embed + sum over blocks of block(L_in -> L_out) + head(L_last) + offset
+    latency = scale * (embed + sum over blocks of block(L_in -> L_out) + head(L_last)) + offset
 
 ``L`` counts every token in the sequence (prefix, patches, the fused token).
 A block that keeps all its tokens runs timm's block: ``plain(L)``. A block that
@@ -181,6 +181,7 @@ def validate_table(data: Any, source: str = "latency table") -> Tuple[List[str],
     f.non_negative(data.get("head_nodrop_ms"), "head_nodrop_ms")
     f.number(data.get("offset_ms"), "offset_ms")
     f.number(data.get("merge_block_offset_ms"), "merge_block_offset_ms")
+    f.positive(data.get("parts_scale"), "parts_scale")
     most = prefix + n + 1  # every token of the sequence, the fused one too
     for key in curves:
         c = f.mapping(data[key], key, optional=False)
@@ -260,6 +261,12 @@ class LatencyTable:
         """What a whole model pays per merging block beyond its parts (calibrated on the merge anchors; 0 in a
         table profiled before it was, or for drop only)."""
         return float(self.data.get("merge_block_offset_ms") or 0.0)
+
+    @property
+    def parts_scale(self) -> float:
+        """What a whole model costs per millisecond of its parts timed alone (calibrated on whole models from the
+        full model to the deepest schedules; 1 in a table calibrated before, which fitted an offset only)."""
+        return float(self.data.get("parts_scale") or 1.0)
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> Dict[str, Any]:
@@ -352,7 +359,8 @@ class LatencyTable:
         return tuple(r or default for r in own)
 
     def predict_parts(self, schedule, reducer: Optional[str] = None) -> Dict[str, Any]:
-        """Predicted milliseconds per part: ``embed``, ``blocks`` (one per block), ``head``, ``offset``, and
+        """Predicted milliseconds per part, timed alone: ``embed``, ``blocks`` (one per block), ``head``; and the
+        whole-model calibration: ``scale`` (:attr:`parts_scale`, on the sum of those parts), ``offset`` and
         ``merge_offset`` (``merging_blocks`` times :attr:`merge_block_offset_ms`).
 
         ``reducer``: the reducer of blocks the schedule names none for (default: see the module).
@@ -389,8 +397,9 @@ class LatencyTable:
             head = self._curve("head_ms", P + n + fused)
         else:
             head = float(self.data["head_nodrop_ms"])
-        return {"embed": float(self.data["embed_ms"]), "blocks": blocks, "head": head, "offset": self.offset_ms,
-                "merging_blocks": merging, "merge_offset": merging * self.merge_block_offset_ms}
+        return {"embed": float(self.data["embed_ms"]), "blocks": blocks, "head": head, "scale": self.parts_scale,
+                "offset": self.offset_ms, "merging_blocks": merging,
+                "merge_offset": merging * self.merge_block_offset_ms}
 
     def predict(self, schedule, reducer: Optional[str] = None) -> float:
         """Predicted latency (ms per batch of ``target.batch_size``) of a schedule.
@@ -398,7 +407,7 @@ class LatencyTable:
         ``reducer``: the reducer of blocks the schedule names none for (default: the model's, see the module).
         """
         p = self.predict_parts(schedule, reducer)
-        ms = p["embed"] + sum(p["blocks"]) + p["head"] + p["offset"] + p["merge_offset"]
+        ms = p["scale"] * (p["embed"] + sum(p["blocks"]) + p["head"]) + p["offset"] + p["merge_offset"]
         if not ms > 0:  # a negative offset larger than the parts: the table cannot stand for this model
             raise LatencyTableError(f"{self.source}: predicts {ms:.4g} ms for {list(self.schedule(schedule).counts)} "
                                     f"(offset_ms={self.offset_ms:g}); expected a positive latency: profile the "
