@@ -150,8 +150,8 @@ def main(argv=None) -> int:
                           f"median |error| {100 * statistics.median(abs(x) for x in e):.1f} %")
         result["precisions"][p] = {"fits": fits, "rows": rows, "summary": summary,
                                    "table_warnings": table.data.get("warnings")}
-    with open(os.path.join(args.out, "table_depth.json"), "w") as f:
-        json.dump(result, f, indent=1)
+        with open(os.path.join(args.out, "table_depth.json"), "w") as f:  # after each precision: a long run
+            json.dump(result, f, indent=1)
     return 0
 
 
