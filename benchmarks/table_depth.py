@@ -146,8 +146,8 @@ def main(argv=None) -> int:
                 if e:
                     summary[f"{name} {k}"] = {"n": len(e), "median_error": statistics.median(e),
                                               "median_abs_error": statistics.median(abs(x) for x in e)}
-                    print(f"{p} {name} ({len(e)}), {k:6s} calibration: median error {100 * statistics.median(e):+.1f} %, "
-                          f"median |error| {100 * statistics.median(abs(x) for x in e):.1f} %")
+                    print(f"{p} {name} ({len(e)}), {k:6s} calibration: median error "
+                          f"{100 * statistics.median(e):+.1f} %, median |error| {100 * statistics.median(abs(x) for x in e):.1f} %")
         result["precisions"][p] = {"fits": fits, "rows": rows, "summary": summary,
                                    "table_warnings": table.data.get("warnings")}
         with open(os.path.join(args.out, "table_depth.json"), "w") as f:  # after each precision: a long run

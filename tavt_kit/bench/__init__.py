@@ -32,7 +32,7 @@ from .timing import MemoryProbe, TimingPolicy, TimingStats, measure_round_robin
 
 __all__ = [
     "BACKENDS", "BenchReport", "BenchResult", "LatencyTable", "MemoryProbe", "Predictions", "TimingPolicy",
-    "TimingStats", "default_grid", "export_fastest", "fit_calibration", "machine_info", "measure_files", "measure_latency",
-    "measure_round_robin", "measure_schedules", "predict_latency", "profile_latency", "random_schedules",
-    "time_at_table_speed",
+    "TimingStats", "default_grid", "export_fastest", "fit_calibration", "machine_info", "measure_files",
+    "measure_latency", "measure_round_robin", "measure_schedules", "predict_latency", "profile_latency",
+    "random_schedules", "time_at_table_speed",
 ]

@@ -112,15 +112,17 @@ def anchor_schedules(depth: int, num_patches: int, reducers: Optional[Sequence[s
     TAVT-style 0.9/block, EViT-style 0.7 at 3 blocks, halving every block (ToMe's deepest: its r at half the
     tokens) and 0.3/block (the smallest member of a ``--bound 0.7`` space; merging: several rounds per block).
 
-    The deep ones are there because whole models and their parts part ways with depth: on OpenVINO int8 at
-    batch 32 the parts of a schedule halving every block summed to 80-85 % of its timing, and a calibration
-    fitted near the full model alone predicted searched int8 picks 20-45 % under their timings.
+    The deep ones are there because a calibration fitted near the full model alone is extrapolated to schedules
+    at a fifth of its cost, where its error counts five times as much: on OpenVINO int8 at batch 32 one
+    constant fitted so predicted deep schedules 9-50 % over their timings, the scaled fit on these anchors
+    1.5-23 % (``docs/benchmarks/table_depth.md``).
     ``reducers``: each reducing schedule once per reducer, naming it (None: once, the model's reducer).
     """
     base = [("tavt 0.9", uniform_schedule(0.9, depth, num_patches))]
     if depth >= 4:
         base.append(("evit 0.7", evit_schedule(0.7, depth, num_patches)))
-    base += [("halving", uniform_schedule(0.5, depth, num_patches)), ("deep 0.3", uniform_schedule(0.3, depth, num_patches))]
+    base += [("halving", uniform_schedule(0.5, depth, num_patches)),
+             ("deep 0.3", uniform_schedule(0.3, depth, num_patches))]
     out = [("full", TokenSchedule.full(depth, num_patches))]
     if reducers is None:
         return out + base
@@ -548,8 +550,8 @@ def fit_calibration(calib: Sequence[Dict[str, Any]], model: str = "scaled") -> D
 
     ``model="scaled"`` (default): ``whole = scale * parts + offset + merging_blocks * per_block``, least squares
     on relative errors over every anchor (the per-block term only where some anchors merge and some do not). The
-    scale is what follows the schedule: whole models cost a share more than their parts that one constant
-    cannot follow from the full model to the deepest schedules. It falls back to ``offset`` where the anchors
+    scale is what follows the schedule: a residual proportional to the parts is one that no constant fitted
+    near the full model carries over to the deepest schedules. It falls back to ``offset`` where the anchors
     cannot determine it (fewer than four, or a scale outside 0.5-2, which only noise makes).
     ``model="offset"``: the calibration before deep anchors: the offset is the median residual of the anchors
     that merge nothing, the per-block term the median of what the merging ones cost beyond it, scale 1.
@@ -587,11 +589,12 @@ def fit_calibration(calib: Sequence[Dict[str, Any]], model: str = "scaled") -> D
 def _calibrate(table: LatencyTable, rows: Dict[str, TokenSchedule], runs: _WholeModelRuns) -> None:
     """Fits the table's whole-model calibration (:func:`fit_calibration`) on the anchors' whole-model runs.
 
-    A whole model costs more than its parts timed alone, and by how much changes with the schedule: each merge's
-    matching and scatter run between the parts (measured +0.08 to +0.19 ms per merging block for fgvc_tiny on
-    OpenVINO at batch 8), and on OpenVINO int8 at batch 32 every whole model ran 10-30 % over its parts, more as
-    schedules got deeper. A constant offset fitted near the full model under-predicted ToMe halving every block
-    by 40 % there; the scale on the parts, fitted on anchors down to 0.3 per block, follows it."""
+    A whole model costs more (or less) than its parts timed alone, and by how much changes with the schedule:
+    each merge's matching and scatter run between the parts (measured +0.08 to +0.19 ms per merging block for
+    fgvc_tiny on OpenVINO at batch 8), and per-call costs count once per part. A constant fitted near the full
+    model is extrapolated to the deepest schedules, where its error weighs several times as much (one such
+    constant over-predicted deep int8 schedules by 9-50 %); the scale, fitted with it on anchors down to 0.3 per
+    block, keeps that error to what the anchors show (1.5-23 % in the same run)."""
     raw, scaled = runs.raw, runs.scaled
     calib = []
     for key, s in rows.items():

@@ -178,7 +178,7 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
                     and "merge_block_offset_ms" not in t.data:
                 why = "profiled before merging blocks were calibrated on whole models"
             if why is None and t.data.get("calibration") and "calibration_fit" not in t.data:
-                why = "calibrated near the full model only, which predicts deep schedules under their timings"
+                why = "calibrated near the full model only, which mispredicts deep schedules"
             pairs = t.data.get("merge_pairs") or ()
             if why is None and "merge" in reducers and any(lo >= li for li, lo, *_ in pairs):
                 why = "its merging blocks were fitted to pairs that merge nothing"
