@@ -193,7 +193,7 @@ def synthetic_table(fuse=False, offset=0.5):
 def test_a_calibration_offset_from_a_busy_machine_never_predicts_a_negative_latency():
     """The offset is the whole model's residual over its parts; on a busy machine it came out more negative than
     the smallest schedules cost, and every search over that table stopped at the first such candidate."""
-    from tavt_kit.bench.profile import _floored_offset
+    from tavt_kit.bench.calibration import _floored_offset
 
     t = synthetic_table(offset=0.0)
     smallest = t.predict_parts([1, 1, 1], "drop")

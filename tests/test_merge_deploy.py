@@ -8,7 +8,8 @@ import torch
 import tavt_kit
 from tavt_kit import TokenSchedule
 from tavt_kit.bench.measure import measure_latency
-from tavt_kit.bench.profile import fit_calibration, profile_latency
+from tavt_kit.bench.calibration import fit_calibration
+from tavt_kit.bench.profile import profile_latency
 from tavt_kit.bench.table import LatencyTable
 from tavt_kit.bench.timing import TimingPolicy
 from tavt_kit.cli import main

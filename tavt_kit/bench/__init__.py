@@ -26,7 +26,8 @@ from .fastest_export import export_fastest
 from .measure import BenchReport, BenchResult, measure_files, measure_latency, measure_schedules
 from ..schedules import random_schedules
 from .predict import Predictions, predict_latency
-from .profile import default_grid, fit_calibration, profile_latency, time_at_table_speed
+from .calibration import fit_calibration
+from .profile import default_grid, profile_latency, time_at_table_speed
 from .table import LatencyTable
 from .timing import MemoryProbe, TimingPolicy, TimingStats, measure_round_robin
 
