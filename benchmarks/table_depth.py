@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     import tavt_kit
     from tavt_kit import DeploymentTarget
     from tavt_kit.bench import fit_calibration, time_at_table_speed
+    from tavt_kit.bench.calibration import calibrated_ms
     from tavt_kit.models.token_merge import merge_rounds
     from tavt_kit.search.objective import profiled_table
 
@@ -117,8 +118,7 @@ def main(argv=None) -> int:
         for i, (label, s) in enumerate(items):
             pp = table.predict_parts(s)
             parts = pp["embed"] + sum(pp["blocks"]) + pp["head"]
-            pred = {k: f["parts_scale"] * parts + f["offset_ms"] + pp["merging_blocks"] * f["merge_block_offset_ms"]
-                    for k, f in fits.items()}
+            pred = {k: calibrated_ms(f, parts, pp["merging_blocks"]) for k, f in fits.items()}
             red = tuple(r or "drop" for r in (s.reducers or ("drop",) * depth))
             rows.append({"label": label, "counts": list(s.counts), "reducers": list(red), "timed_ms": timed[i],
                          "parts_ms": parts, "predicted_ms": pred, "anchor": (tuple(s.counts), red) in anchors,

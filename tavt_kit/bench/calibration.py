@@ -202,15 +202,19 @@ def fit_calibration(calib: Sequence[Dict[str, Any]], model: str = "scaled") -> D
             out = {"parts_scale": float(coef[0]), "offset_ms": float(coef[1]),
                    "merge_block_offset_ms": float(coef[2]) if len(coef) > 2 else 0.0, "model": "scaled"}
     if out is None:
-        plain = [c["measured_ms_table_speed"] - p for c, p, m in zip(rows, parts, mb) if not m] or \
-            [ti - p for ti, p in zip(t, parts)]
+        plain = [ti - p for ti, p, m in zip(t, parts, mb) if not m] or [ti - p for ti, p in zip(t, parts)]
         offset = statistics.median(plain)
         merging = [(ti - p - offset) / m for ti, p, m in zip(t, parts, mb) if m]
         out = {"parts_scale": 1.0, "offset_ms": offset,
                "merge_block_offset_ms": statistics.median(merging) if merging else 0.0, "model": "offset"}
-    pred = [out["parts_scale"] * p + out["offset_ms"] + m * out["merge_block_offset_ms"] for p, m in zip(parts, mb)]
+    pred = [calibrated_ms(out, p, m) for p, m in zip(parts, mb)]
     out["fit_rms_rel"] = math.sqrt(statistics.fmean(((pi - ti) / ti) ** 2 for pi, ti in zip(pred, t)))
     return out
+
+
+def calibrated_ms(fit: Dict[str, Any], parts_ms: float, merging_blocks: int = 0) -> float:
+    """A whole model's milliseconds under a calibration of :func:`fit_calibration` (the table's prediction)."""
+    return fit["parts_scale"] * parts_ms + fit["offset_ms"] + merging_blocks * fit["merge_block_offset_ms"]
 
 
 def _calibrate(table: LatencyTable, rows: Dict[str, TokenSchedule], runs: _WholeModelRuns) -> None:

@@ -227,12 +227,12 @@ def time_at_table_speed(table: LatencyTable, model, schedules: Dict[Any, Any], *
     table.check(model)
     ident = model_identity(model)
     t = table.data.get("target") or {}
-    exporter = t.get("requested_exporter") or "auto"
+    exporter, compile_backend = t.get("requested_exporter") or "auto", t.get("compile_backend") or "inductor"
     say = progress or (lambda s: None)
     rows = {k: table.schedule(v) for k, v in schedules.items()}
     with tempfile.TemporaryDirectory(prefix="fgvc-kit-whole-") as workdir:
-        pr = PartRunners(target, ident["embed_dim"], workdir, exporter, t.get("compile_backend") or "inductor", say)
-        builder = ModelRunners(model, target, workdir, exporter, t.get("compile_backend") or "inductor", say, False)
+        pr = PartRunners(target, ident["embed_dim"], workdir, exporter, compile_backend, say)
+        builder = ModelRunners(model, target, workdir, exporter, compile_backend, say, False)
         try:
             with torch_threads(target.threads):
                 runs = _time_whole_models(table, model, builder, rows, ("plain", ident["num_prefix_tokens"]
