@@ -226,6 +226,11 @@ def summary(result: dict) -> str:
         lines.append("ToMe on your model fitted to the latency budgets by timing it on the target: " + "; ".join(
             f"{p} r = " + ", ".join(f"{r} ({ms:.3g} ms)" for r, ms in probes.items())
             for p, probes in fit["probes_ms"].items()))
+    corr = result.get("timed_over_predicted")
+    if corr:
+        lines.append("the target ran the picks timed at " + "; ".join(
+            f"{c['median']:.2f}x the table's prediction in {p} (median of {c['picks']})" for p, c in corr.items())
+            + ": candidates not timed were judged by their predictions scaled so")
     t = result["timing"]
     total = t.get("candidates", t["evaluations"])
     loaded = f" ({t['from_journal']} of them loaded from the journal)" if t.get("from_journal") else ""

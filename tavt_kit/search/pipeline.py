@@ -274,6 +274,9 @@ class SearchPipeline:
         if self.reused is not None:
             doc["reuse"] = self.reused.summary()
             self.log(self.reused.line())
+        correction = self.target_check.summary()
+        if correction:  # how far the table was from the target where picks were timed
+            doc["timed_over_predicted"] = correction
         return self._write(doc, precision_plot=stage is not None)
 
     def _warn_unreachable(self) -> None:

@@ -172,15 +172,20 @@ def _rank(p: Pair) -> tuple:
 
 
 def choose_pair(pairs: List[Pair], verify: Callable[[Pair], Dict[str, float]], fitness: str,
-                verify_top: int, within: Optional[Callable[[Pair], bool]] = None) -> Tuple[Optional[Pair], int]:
+                verify_top: int, within: Optional[Callable[[Pair], bool]] = None,
+                plausible: Optional[Callable[[Pair], bool]] = None) -> Tuple[Optional[Pair], int]:
     """The best pair whose accuracy is measured: provisional int8 pairs are verified best first (at most
     ``verify_top`` of them) and re-ranked with the measured value; returns ``(pair, verifications)``.
     ``within``: whether a pair meets the budget when timed on the target; one that does not is passed over
-    (its latency was predicted within, measured over) for the next best."""
+    (its latency was predicted within, measured over) for the next best. ``plausible``: whether a pair may meet
+    it, judged without timing it (the timings so far); one that may not is passed over before it is verified."""
     n = 0
     pool = list(pairs)
     while pool:
         best = max(pool, key=_rank)
+        if plausible is not None and not plausible(best):
+            pool.remove(best)
+            continue
         if best.measured:
             if within is None or within(best):
                 return best, n
@@ -311,7 +316,9 @@ class PrecisionStage:
         check = pipe.target_check.within(row["limit"], over)
         best, n_verified = choose_pair(pairs, lambda pair: self.verify_gene(pair.gene), pipe.fitness,
                                        pipe.verify_top, within=None if check is None else
-                                       lambda pair: check(pair.gene, pair.precision, pair.latency))
+                                       lambda pair: check(pair.gene, pair.precision, pair.latency),
+                                       plausible=None if check is None else lambda pair: pipe.target_check.plausible(
+                                           pair.gene, pair.precision, pair.latency, row["limit"]))
         if over:
             row["timed_over_budget"] = over
         fp32 = row["best"]

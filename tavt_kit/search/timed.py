@@ -5,9 +5,17 @@ tokens and in int8 (on a 2-core EPYC, OpenVINO int8 at batch 32 ran small schedu
 their table predicted). A search that can time on the target (its own profiled table, or ``remeasure``)
 therefore times its best candidate under each latency budget and passes over one timed over the budget for the
 next best, at most :data:`TIMED_PER_BUDGET` timings a budget; past that the prediction stands.
+
+The timings also correct the predictions of the candidates not yet timed: the target's time over the table's, per
+precision (the median over the picks timed so far), scales every prediction before a candidate is timed, and one
+predicted over the budget once scaled is passed over untimed. Without it a table that under-predicts the target
+by a tenth (a machine that drifted since it was profiled) sends every timing to candidates just under the budget,
+which are all over it, and the budget gets nothing; with it the next timing goes to the fittest candidate the
+target can run within.
 """
 from __future__ import annotations
 
+import statistics
 from typing import Callable, Dict, List, Mapping, Optional
 
 #: timings on the target per latency budget that a pick may take before its table prediction stands
@@ -23,6 +31,7 @@ class TargetCheck:
                  per_budget: int = TIMED_PER_BUDGET):
         self.objectives, self.schedule, self.log, self.per_budget = objectives, schedule, log, per_budget
         self.timed: Dict[tuple, float] = {}  # (gene, precision) -> seconds per batch on the target
+        self.predicted: Dict[tuple, float] = {}  # the table's seconds of those timed as picks
 
     @property
     def active(self) -> bool:
@@ -38,9 +47,33 @@ class TargetCheck:
             self.timed[key] = float(self.objectives[precision].remeasure(self.schedule(gene)))
         return self.timed[key]
 
+    def correction(self, precision: str) -> float:
+        """The target's time over the table's prediction at ``precision``: the median over the picks timed so far
+        (1 before any)."""
+        ratios = [self.timed[k] / p for k, p in self.predicted.items() if k[1] == precision and p > 0]
+        return statistics.median(ratios) if ratios else 1.0
+
+    def summary(self) -> Dict[str, dict]:
+        """Per precision, the target's time over the table's prediction on the picks timed: ``{"median", "picks"}``
+        (what corrected the predictions of the candidates not timed)."""
+        out = {}
+        for p in sorted({k[1] for k in self.predicted}):
+            out[p] = {"median": self.correction(p), "picks": sum(1 for k in self.predicted if k[1] == p)}
+        return out
+
+    def plausible(self, gene: tuple, precision: str, predicted: float, limit: float) -> bool:
+        """Whether a candidate predicted at ``predicted`` seconds may meet ``limit`` on the target: its timing if it
+        has one, else its prediction scaled by the timings so far (:meth:`correction`); an untimed candidate that
+        may not is not worth timing."""
+        key = (gene, precision)
+        if key in self.timed:
+            return self.timed[key] <= limit
+        return predicted * self.correction(precision) <= limit
+
     def within(self, limit: float, over: List[dict]) -> Optional[Callable[[tuple, str, float], bool]]:
         """``(gene, precision, predicted seconds) -> whether it meets limit timed on the target`` for one budget
-        (None where nothing can be checked). Candidates timed over are appended to ``over``."""
+        (None where nothing can be checked). Candidates timed over are appended to ``over``; untimed candidates
+        the timings so far put over ``limit`` are passed over without a timing (:meth:`plausible`)."""
         if not self.active:
             return None
         left = [self.per_budget]
@@ -48,10 +81,13 @@ class TargetCheck:
         def check(gene: tuple, precision: str, predicted: float) -> bool:
             key = (gene, precision)
             if key not in self.timed:
+                if not self.plausible(gene, precision, predicted, limit):
+                    return False
                 if left[0] <= 0:
                     return True
                 left[0] -= 1
                 self.time(gene, precision)
+                self.predicted[key] = predicted
                 self.log(f"timing the pick {list(gene[0])} at {precision} on the target: "
                          f"{self.timed[key] * 1e3:.4g} ms (predicted {predicted * 1e3:.4g}, budget {limit * 1e3:.4g})")
             if self.timed[key] <= limit:
