@@ -235,3 +235,12 @@ def test_a_pick_timed_over_its_budget_on_the_target_is_passed_over():
     assert best is fast and len(target.timed) == 2
     target.objectives["int8"].source = "measured"  # every candidate already timed: nothing to check
     assert target.within(0.010, []) is None
+    # the int8 pair was timed at 13/8 of its prediction: a provisional int8 pair the correction puts over the
+    # budget is passed over before its (costly) verification on the deployed int8 model, and is not timed
+    target.objectives["int8"].source = "table"
+    prov = Pair("int8", ((4, 3), ()), {"accuracy": 0.86}, 0.86, 0.0075, False, "provisional")
+    assert target.correction("int8") == pytest.approx(13 / 8)
+    assert target.correction("fp32") == pytest.approx(0.0095 / 0.009)
+    best, n = choose_pair([prov, slow], pytest.fail, "accuracy", 3, within=within(0.011, []),
+                          plausible=lambda pair: target.plausible(pair.gene, pair.precision, pair.latency, 0.011))
+    assert best is slow and n == 0 and (prov.gene, "int8") not in target.timed
