@@ -142,3 +142,72 @@ def test_parent_mix_interpolates_the_supernet_toward_its_parent(tmp_path, parent
     assert "--parent-mix 0: expected a weight in (0, 1]" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="^parent_mix=1.5"):
         tavt_kit.distill.mix_with_parent(tiny(), tiny(), 1.5)
+
+
+def _alpha_of(model, distilled, parent):
+    """How far ``model``'s weights sit from the parent's toward the distilled ones (what the mix set)."""
+    k = next(k for k, v in parent.items() if v.is_floating_point() and not torch.equal(v, distilled[k]))
+    d, p = distilled[k].double(), parent[k].double()
+    return round(float(((model.state_dict()[k].double() - p) * (d - p)).sum() / ((d - p) ** 2).sum()), 3)
+
+
+@pytest.mark.parametrize("full, mean, expect, kept", [
+    # every mix keeps the parent's full schedule: the best mean over the tracked schedules (the least mixing
+    # that is, ties going to the more distilled)
+    ({1.0: .80, .9: .80, .8: .80, .7: .80, .6: .80, .5: .80}, {1.0: .70, .9: .72, .8: .72, .7: .71, .6: .70, .5: .69},
+     0.9, True),
+    # the distilled full schedule drifted: the best mean among the mixes that keep it (within 0.2 points)
+    ({1.0: .77, .9: .785, .8: .799, .7: .80, .6: .802, .5: .803}, {1.0: .75, .9: .74, .8: .73, .7: .72, .6: .71, .5: .70},
+     0.8, True),
+    # none keeps it: the one whose full schedule comes closest
+    ({1.0: .70, .9: .72, .8: .74, .7: .75, .6: .75, .5: .74}, {1.0: .70, .9: .70, .8: .70, .7: .70, .6: .70, .5: .70},
+     0.7, False),
+])
+def test_choose_parent_mix_keeps_the_parents_accuracy_and_the_most_of_the_rest(full, mean, expect, kept):
+    from tavt_kit.distill import choose_parent_mix, mix_with_parent
+
+    parent, model = tiny(0), tiny(1)
+    p, d = parent.state_dict(), {k: v.clone() for k, v in model.state_dict().items()}
+
+    def score(m):
+        if m is parent:
+            return {"top1_full": 0.80, "top1_mean": 0.60}
+        a = _alpha_of(m, d, p)
+        return {"top1_full": full[a], "top1_mean": mean[a], "top1_smallest": mean[a]}
+
+    choice = choose_parent_mix(model, parent, score)
+    assert (choice.alpha, choice.kept) == (expect, kept)
+    assert all(torch.equal(v, d[k]) for k, v in model.state_dict().items())  # left distilled: the caller mixes
+    assert set(choice.scores) == {1.0, 0.9, 0.8, 0.7, 0.6, 0.5} and choice.to_dict()["tried"]["0.5"]["top1_full"] \
+        == full[0.5]
+    assert ("keeps your model's" if kept else "no mix kept") in choice.reason()
+    mixed = mix_with_parent(tiny(1), parent, choice.alpha)
+    assert _alpha_of(mixed, d, p) == expect
+    with pytest.raises(ConfigError, match=r"^alphas=\[1.5\]"):
+        choose_parent_mix(model, parent, score, alphas=[1.5])
+
+
+def test_parent_mix_auto_chooses_on_the_held_out_images_and_records_why(tmp_path, parent_file, capsys):
+    """distill --parent-mix auto: the weight chosen on the held-out images is applied, recorded in the spec (once)
+    and in results.json with every weight tried; a word that is neither a weight nor auto names the flag."""
+    runs = {}
+    for alpha in ("1", "auto"):
+        out = tmp_path / f"mix{alpha}"
+        assert main(["distill", "--checkpoint", parent_file, "--out", str(out), "--parent-mix", alpha] + COMMON) == 0
+        runs[alpha] = tavt_kit.load_checkpoint(str(out / "best.safetensors"))
+    assert "(--parent-mix auto: " in capsys.readouterr().out
+    with open(tmp_path / "mixauto" / "results.json") as f:
+        res = __import__("json").load(f)
+    choice = res["parent_mix_choice"]
+    assert set(choice["tried"]) == {"1", "0.9", "0.8", "0.7", "0.6", "0.5"}
+    assert res["parent_mix"] == choice["alpha"] == runs["auto"].spec["distillation"]["parent_mix"]
+    assert res["holdout"] == choice["tried"][f"{choice['alpha']:g}"]  # what is shipped, measured when chosen
+    p, d = tavt_kit.load_checkpoint(parent_file).state_dict(), runs["1"].state_dict()
+    assert _alpha_of(runs["auto"], d, p) == choice["alpha"]
+    from tavt_kit.cli.distill import apply_parent_mix
+
+    assert apply_parent_mix(str(tmp_path / "mixauto" / "best.safetensors"), 0.5) is None  # chosen once
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "--checkpoint", parent_file, "--out", str(tmp_path / "bad"), "--parent-mix", "half"] + COMMON)
+    assert e.value.code == 2
+    assert "argument --parent-mix: expected a weight in (0, 1] or auto, got 'half'" in capsys.readouterr().err

@@ -18,6 +18,8 @@ from .common import RESULTS_FORMAT, RESULTS_VERSION, check_can_merge, parse_redu
 
 DEFAULT_OUT = os.path.join("runs", "distill")
 RUN_FORMAT = "fgvc-kit/distill-run"
+#: --parent-mix auto: the weight chosen on the held-out images (tavt_kit.distill.choose_parent_mix)
+MIX_AUTO = "auto"
 #: TAVT's distillation settings on top of the seeds' fine-tuning recipe, except the teacher: the sub-networks
 #: learn a frozen copy of the parent (--checkpoint), and the full model is held to the parent by a distillation
 #: loss as strong as the sub-networks' together (3 = sandwich + 1) instead of training on the labels; TAVT's
@@ -69,11 +71,13 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--full-kd-weight", type=float, metavar="W",
                    help="weight of a distillation loss of the full model toward the parent (--checkpoint) "
                         f"(default: {DISTILL_DEFAULTS['full_kd_weight']:g}; TAVT's 0)")
-    g.add_argument("--parent-mix", type=float, metavar="A",
+    g.add_argument("--parent-mix", type=parse_parent_mix, metavar="A",
                    help="the supernet's weights at the end: A x distilled + (1 - A) x the parent's (weight-space "
                         "interpolation, WiSE-FT), which gives back the full schedule's accuracy and keeps most of "
-                        f"what the small schedules learnt; 1 keeps the distilled weights (default: "
-                        f"{DISTILL_DEFAULTS['parent_mix']:g})")
+                        "what the small schedules learnt; 1 keeps the distilled weights; auto chooses A on the held-out "
+                        "images (1 down to 0.5): the best over the tracked schedules among the mixes whose full "
+                        "schedule keeps your model's accuracy "
+                        f"(default: {DISTILL_DEFAULTS['parent_mix']:g})")
     add_train_arguments(p, demo_recipe={**DEMO_RECIPE, **DEMO_DISTILL}, model_options=False, default_out=DEFAULT_OUT)
 
 
@@ -135,33 +139,67 @@ def check_full_weights(r: Dict[str, Any]) -> None:
     if a < 0 or b < 0 or a + b <= 0:
         raise ConfigError(f"--full-label-weight {a:g}, --full-kd-weight {b:g}: expected non-negative weights, at "
                           "least one positive (the full model needs a loss)")
-    if not 0 < r["parent_mix"] <= 1:
-        raise ConfigError(f"--parent-mix {r['parent_mix']:g}: expected a weight in (0, 1] for the distilled weights "
-                          "(1 keeps them as they are)")
+    mix = r["parent_mix"]
+    if mix != MIX_AUTO and not 0 < mix <= 1:
+        raise ConfigError(f"--parent-mix {mix:g}: expected a weight in (0, 1] for the distilled weights "
+                          f"(1 keeps them as they are), or {MIX_AUTO}")
 
 
-def _needs_parent_mix(best_path: str, alpha: float) -> bool:
+def parse_parent_mix(value):
+    """``--parent-mix``: a weight (float) or ``auto``."""
+    if str(value).strip().lower() == MIX_AUTO:
+        return MIX_AUTO
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a weight in (0, 1] or {MIX_AUTO}, got {value!r}") from None
+
+
+def _mixed_already(best_path: str) -> bool:
     from ..models import read_spec
 
-    if alpha >= 1 or not os.path.isfile(best_path):
+    return ((read_spec(best_path, required=False) or {}).get("distillation") or {}).get("parent_mix") is not None
+
+
+def _needs_parent_mix(best_path: str, alpha) -> bool:
+    if not os.path.isfile(best_path) or (alpha != MIX_AUTO and alpha >= 1):
         return False
-    return ((read_spec(best_path, required=False) or {}).get("distillation") or {}).get("parent_mix") is None
+    return not _mixed_already(best_path)
 
 
 def apply_parent_mix(best_path: str, alpha: float):
     """``best.safetensors`` interpolated toward its recorded parent (once: the spec records ``parent_mix``, so a
-    resumed or repeated end of a run does not mix twice); returns the model, or None where nothing was done."""
+    resumed or repeated end of a run does not mix twice; a weight of 1, which ``auto`` may choose, is recorded
+    too); returns the model, or None where nothing was done."""
     from ..distill import mix_with_parent
     from ..models import load_checkpoint, save_checkpoint
     from ..models.checkpoint import load_parent
 
-    if not _needs_parent_mix(best_path, alpha):
+    if not os.path.isfile(best_path) or _mixed_already(best_path):
         return None
     model = load_checkpoint(best_path)
     mix_with_parent(model, load_parent(model), alpha)
     model.spec.setdefault("distillation", {})["parent_mix"] = alpha
     save_checkpoint(model, best_path)
     return model
+
+
+def _choose_mix(best_path: str, holdout_set, tracked, cfg, trainer):
+    """``--parent-mix auto``: the weight chosen on the held-out images at the tracked schedules."""
+    from ..distill import choose_parent_mix
+    from ..distill.inplace import make_schedule_eval
+    from ..models import load_checkpoint
+    from ..models.checkpoint import load_parent
+
+    distilled = load_checkpoint(best_path).to(trainer.device).eval()
+    parent = load_parent(distilled).to(trainer.device)
+    held_out = make_schedule_eval(holdout_set, tracked, cfg.eval_batch_size)
+
+    def score(m):
+        return held_out(SimpleNamespace(model=m, device=trainer.device, amp_dtype=trainer.amp_dtype,
+                                        normalize=trainer.normalize, config=trainer.config))
+
+    return choose_parent_mix(distilled, parent, score)
 
 
 def _space(model, r):
@@ -273,9 +311,14 @@ def run_distill(args: argparse.Namespace) -> int:
         if world > 1:
             dist.barrier()  # every rank decides on the same file: before rank 0 mixes it
         final = None  # the shipped weights, loaded once for the held-out and test figures
-        if _needs_parent_mix(best_path, r["parent_mix"]):
+        alpha, choice = r["parent_mix"], None
+        if alpha == MIX_AUTO and _needs_parent_mix(best_path, alpha):
+            choice = _choose_mix(best_path, holdout_set, tracked, cfg, trainer)  # every rank: sharded evaluation
+            alpha = choice.alpha
+            summary["parent_mix_choice"] = choice.to_dict()
+        if _needs_parent_mix(best_path, alpha) or choice is not None:
             if rank == 0:
-                final = apply_parent_mix(best_path, r["parent_mix"])
+                final = apply_parent_mix(best_path, alpha)
             if world > 1:
                 dist.barrier()
             if final is None:  # the other ranks read what rank 0 wrote
@@ -286,8 +329,9 @@ def run_distill(args: argparse.Namespace) -> int:
             host = SimpleNamespace(model=final, device=trainer.device, amp_dtype=trainer.amp_dtype,
                                    normalize=trainer.normalize, config=trainer.config)
             summary["holdout_before_parent_mix"] = summary["holdout"]
-            summary["holdout"] = make_schedule_eval(holdout_set, tracked, cfg.eval_batch_size)(host)
-            summary["parent_mix"] = r["parent_mix"]
+            summary["holdout"] = choice.scores[alpha] if choice is not None else \
+                make_schedule_eval(holdout_set, tracked, cfg.eval_batch_size)(host)
+            summary["parent_mix"] = alpha
         if r.get("test", True):
             test_set = build_dataset(dspec, split="test", model=model)
             if final is None:
@@ -309,7 +353,7 @@ def run_distill(args: argparse.Namespace) -> int:
             print(f"distilled {result.steps} steps in {result.time_s:.1f} s -> {out}")
             if summary.get("parent_mix") is not None:
                 print(f"weights: {summary['parent_mix']:g} x distilled + {1 - summary['parent_mix']:g} x your model's "
-                      "(--parent-mix)")
+                      + (f"(--parent-mix auto: {choice.reason()})" if choice is not None else "(--parent-mix)"))
             if summary["holdout"]:
                 print("holdout: " + "  ".join(f"{k[5:]} {pct(v)}" for k, v in summary["holdout"].items()
                                               if k.startswith("top1_") and k != "top1_mean"))

@@ -3,9 +3,10 @@
 :class:`InplaceDistillStep` plugs into :class:`tavt_kit.train.Trainer` (the
 generic engine); :func:`fixed_schedules` and :func:`make_schedule_eval` track
 the supernet's accuracy at a few members of its space while it trains;
-:func:`mix_with_parent` moves the distilled weights part of the way back to the parent's.
+:func:`mix_with_parent` moves the distilled weights part of the way back to the parent's, and
+:func:`choose_parent_mix` chooses how far on held-out images.
 """
 from .inplace import InplaceDistillStep, fixed_schedules, make_schedule_eval
-from .mix import mix_with_parent
+from .mix import MixChoice, choose_parent_mix, mix_with_parent
 
-__all__ = ["InplaceDistillStep", "fixed_schedules", "make_schedule_eval", "mix_with_parent"]
+__all__ = ["InplaceDistillStep", "fixed_schedules", "make_schedule_eval", "mix_with_parent", "choose_parent_mix", "MixChoice"]
