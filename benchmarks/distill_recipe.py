@@ -59,6 +59,8 @@ VARIANTS = {
                            "2e-4", "--weight-decay", "0"],
 }
 PROBES = ("full", "middle", "smallest")
+#: --mixes auto: the weight distill --parent-mix auto would choose on the held-out images
+AUTO = "auto"
 
 
 def bits(hits) -> str:
@@ -109,6 +111,22 @@ class Seed:
         # the parent's hits per schedule, valid for these weights only
         self.cache = cached.get("hits", {}) if cached.get("weights_sha256") == self.digest else {}
 
+    def holdout_score(self, tracked: dict):
+        """held-out top-1 at the tracked schedules and their mean, as distill scores them (choose_parent_mix)."""
+        from tavt_kit.data import build_dataset, cached_tensors
+
+        if not hasattr(self, "holdout"):
+            held = build_dataset("cluttered-digits", split="holdout", model=self.model, augment=False)
+            self.holdout = cached_tensors(held)
+        names = list(tracked)
+
+        def score(m) -> dict:
+            sc = test_scores(m, [tracked[k] for k in names], *self.holdout)
+            out = {f"top1_{k}": float(sc.hits[i].float().mean()) for i, k in enumerate(names)}
+            return {**out, "top1_mean": sum(out.values()) / len(out)}
+
+        return score
+
     def hits(self, schedule) -> list:
         from tavt_kit.files import write_json
 
@@ -134,27 +152,33 @@ def _without(argv: list, pair: list) -> list:
 def mixed_probes(s: Seed, name: str, res: dict, alphas) -> dict:
     """The variant's supernet mixed with its parent at each alpha (``mix_with_parent``, as distill --parent-mix
     does), scored like the variant at the same probes; cached in the variant's result under ``mixes``."""
-    from tavt_kit.distill import fixed_schedules, mix_with_parent
+    from tavt_kit.distill import choose_parent_mix, fixed_schedules, mix_with_parent
     from tavt_kit.files import write_json
     from tavt_kit.models import load_checkpoint
     from tavt_kit.search.pipeline import space_of
     from tavt_kit.stats import paired_difference, wilson_interval
 
     mixes = res.setdefault("mixes", {})
-    todo = [a for a in alphas if f"{a:g}" not in mixes]
+    todo = [a for a in alphas if (a if a == AUTO else f"{a:g}") not in mixes]
     if not todo:
         return mixes
     path = os.path.join(s.out, name, "best.safetensors")
     tracked = fixed_schedules(space_of(load_checkpoint(path)))
     n = len(s.labels)
     for a in todo:
-        m = mix_with_parent(load_checkpoint(path).eval(), s.model, a)
+        extra = {}
+        if a == AUTO:  # distill --parent-mix auto: the weight chosen on the held-out images
+            choice = choose_parent_mix(load_checkpoint(path).eval(), s.model, s.holdout_score(tracked))
+            extra = {"alpha": choice.alpha, "choice": choice.to_dict()}
+            print(f"seed {s.seed} {name}: --parent-mix auto chose {choice.alpha:g} ({choice.reason()})", flush=True)
+        m = mix_with_parent(load_checkpoint(path).eval(), s.model, extra.get("alpha", a))
         sc = test_scores(m, [tracked[p] for p in PROBES], s.images, s.labels)
-        mixes[f"{a:g}"] = {p: {"top1": int(sc.hits[i].sum()) / n,
-                               "interval": list(wilson_interval(int(sc.hits[i].sum()), n)),
-                               "parent_top1": sum(s.hits(tracked[p])) / n,
-                               "vs_parent": paired_difference(sc.hits[i].tolist(), s.hits(tracked[p]))}
-                           for i, p in enumerate(PROBES)}
+        mixes[a if a == AUTO else f"{a:g}"] = {
+            **extra, **{p: {"top1": int(sc.hits[i].sum()) / n,
+                            "interval": list(wilson_interval(int(sc.hits[i].sum()), n)),
+                            "parent_top1": sum(s.hits(tracked[p])) / n,
+                            "vs_parent": paired_difference(sc.hits[i].tolist(), s.hits(tracked[p]))}
+                        for i, p in enumerate(PROBES)}}
     write_json(res, os.path.join(s.out, f"{name}.json"))
     return mixes
 
@@ -234,7 +258,8 @@ def report(results) -> str:
              "middle / diff to parent@middle      smallest / diff to parent@smallest"]
     for r in results:
         p = r["parent"]
-        cells = [f"{r['seed']:<4}  {r['variant']:<26}  {pp(p['top1'])} [{pp(p['interval'][0])}, {pp(p['interval'][1])}]"]
+        label = r["variant"] + (f" ({r['alpha']:g})" if r.get("alpha") is not None else "")
+        cells = [f"{r['seed']:<4}  {label:<26}  {pp(p['top1'])} [{pp(p['interval'][0])}, {pp(p['interval'][1])}]"]
         for name in PROBES:
             q = r["probes"][name]
             extra = f" (parent {pp(q['parent_top1'])})" if name != "full" else ""
@@ -264,9 +289,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join("runs", "distill-recipe"))
     ap.add_argument("--mixes", default="",
                     help="also score each variant's supernet mixed with its parent at these weights of the "
-                         "distilled weights (distill --parent-mix), e.g. 0.8,0.7,0.6")
+                         "distilled weights (distill --parent-mix), e.g. 0.8,0.7,0.6; auto: the weight "
+                         "distill --parent-mix auto chooses on the held-out images")
     args = ap.parse_args(argv)
-    alphas = [float(a) for a in args.mixes.split(",") if a]
+    alphas = [a if a == AUTO else float(a) for a in (x.strip() for x in args.mixes.split(",")) if a]
     names = [v for v in args.variants.split(",") if v]
     bad = [v for v in names if v not in VARIANTS or v == "parent"]  # seedN/parent is the parent's own run
     if bad:
@@ -278,8 +304,9 @@ def main(argv=None) -> int:
             res = result(s, name)
             results.append(res)
             for a, probes in mixed_probes(s, name, res, alphas).items() if alphas else ():
-                if float(a) in alphas:
-                    results.append({**res, "variant": f"{name} mix{a}", "probes": probes})
+                if (a if a == AUTO else float(a)) in alphas:
+                    results.append({**res, "variant": f"{name} mix{a if a != AUTO else ' auto'}", "probes": probes,
+                                    "alpha": probes.get("alpha")})
     text = report(results)
     print(text)
     from tavt_kit.files import write_text
