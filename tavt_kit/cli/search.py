@@ -76,6 +76,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the candidates it evaluated are taken, not evaluated again (searching the same supernet "
                         "for another target or other budgets)")
     p.add_argument("--subset", type=int, metavar="N", help="search on N held-out images (seeded subset; default all)")
+    p.add_argument("--selection", default="auto", metavar="FRACTION",
+                   help="the fraction of the held-out images set aside, never scored by the evolution, on which each "
+                        "budget's recommendation is chosen among the searched pick, ToMe on your model and your model "
+                        "(comparing them on the images the evolution chose on favours the searched pick); auto: 0.5 "
+                        "where the supernet records your model and both halves keep 200 images, else 0 (default "
+                        "auto; 0: none)")
     p.add_argument("--eval-batch-size", dest="batch_size", type=int, default=64, metavar="N",
                    help="images per evaluation batch (default 64)")
     add_deprecated(p, "--batch-size", "--eval-batch-size", "batch_size", type=int)
@@ -95,6 +101,20 @@ def _check_positive(args) -> None:
         raise ConfigError(f"--subset: expected a positive number of images, got {args.subset}")
     if not 0.0 <= args.mutation_prob <= 1.0:
         raise ConfigError(f"--mutation-prob: expected a probability in [0, 1], got {args.mutation_prob}")
+    args.selection = _selection(args.selection)
+
+
+def _selection(text: str):
+    """``--selection``: ``auto`` or a fraction in [0, 1) (the library checks the range against the images)."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < 1:
+        raise ConfigError(f"--selection: expected auto or a fraction of the held-out images in [0, 1), got {text!r}")
+    return value
 
 
 def output_folder(args) -> str:
@@ -150,7 +170,7 @@ def run(args) -> int:
         model, dspec, budgets, target=target, precisions=precisions, reducers=reducers, fitness=args.fitness,
         settings=settings, out=args.out, objectives=objectives, subset=args.subset, batch_size=args.batch_size,
         verify_top=args.verify_top, calibration_images=args.calibration_images, remeasure=args.remeasure,
-        latency_source=args.latency_source, reuse=args.reuse,
+        latency_source=args.latency_source, reuse=args.reuse, selection=args.selection,
         table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables"),
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
         log=lambda s: print(s, flush=True))

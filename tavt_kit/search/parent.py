@@ -15,8 +15,9 @@ search loads it and measures, on the same held-out and test images as the search
   there (``training_free_fit`` records every probe), not by the table's prediction.
 
 Each budget then *recommends* one deployable among the searched pick and the training-free ones, chosen on
-the held-out images (NLL for the nll/kl fitnesses, which compares across weights, else accuracy): the test
-split only reports. If ToMe on the parent wins, the recommendation says so and names the parent's weights.
+the selection images (held-out images set aside, which the evolution never scored, :mod:`~.selection`; the
+held-out images themselves where none were set aside), by NLL for the nll/kl fitnesses (which compares across
+weights), else accuracy: the test split only reports. If ToMe on the parent wins, the recommendation says so and names the parent's weights.
 """
 from __future__ import annotations
 
@@ -269,6 +270,8 @@ class ParentStage:
              "latency_ms": pipe.objectives[precision](s) * 1e3, "holdout_accuracy": m["accuracy"],
              "holdout_interval": _interval(m["accuracy"], pipe.n_holdout), "holdout_nll": m["nll"],
              "holdout_source": source}
+        if pipe.selection is not None:
+            d.update(pipe.selection.fields("parent", self.parent, s, precision, deployed=scorer))
         if s.reducers and "merge" in s.reducers:
             d["r"] = pipe.model.num_patches - s.counts[0]
         if pipe.n_test:
@@ -286,6 +289,8 @@ class ParentStage:
         d = {"counts": list(s.counts), **({"reducers": list(s.reducers)} if s.reducers else {}),
              "macs": pipe.macs(s), "weights": "parent", "holdout_accuracy": m["accuracy"],
              "holdout_interval": _interval(m["accuracy"], pipe.n_holdout), "holdout_nll": m["nll"]}
+        if pipe.selection is not None:
+            d.update(pipe.selection.fields("parent", self.parent, s))
         if pipe.latency is not None:
             try:
                 d["latency_ms"] = pipe.latency(s) * 1e3
@@ -313,10 +318,12 @@ class ParentStage:
                 row["recommended"] = self._recommend(row, row["training_free"])
 
     def _recommend(self, row: dict, free: dict) -> dict:
-        """The deployable to ship for a budget, chosen on the held-out images among the searched pick (supernet
-        weights) and the training-free ones (parent weights)."""
-        key = "holdout_accuracy" if self.pipe.fitness == "accuracy" else "holdout_nll"
-        sign = 1 if key == "holdout_accuracy" else -1
+        """The deployable to ship for a budget, chosen among the searched pick (supernet weights) and the
+        training-free ones (parent weights): on the selection images where the search set some aside (none of its
+        choices saw them, :mod:`~.selection`), else on the held-out images the evolution chose on."""
+        split = "selection" if getattr(self.pipe, "selection", None) is not None else "holdout"
+        key = f"{split}_accuracy" if self.pipe.fitness == "accuracy" else f"{split}_nll"
+        sign = 1 if key.endswith("_accuracy") else -1
         options = {"searched": row.get("best"), **free}
         options = {k: v for k, v in options.items() if v is not None and v.get(key) is not None}
         if not options:
@@ -326,8 +333,11 @@ class ParentStage:
         every = bool(over) and len(over) == len(options)
         if over and not every:
             options = {k: v for k, v in options.items() if k not in over}
-        best = max(options, key=lambda k: (sign * options[k][key], k == "searched"))
-        why = f"best held-out {'accuracy' if sign > 0 else 'NLL'} among " + ", ".join(sorted(options))
+        # a tie goes to your model's weights: nothing was measured that would justify the supernet
+        best = max(options, key=lambda k: (sign * options[k][key], k != "searched"))
+        metric = "accuracy" if sign > 0 else "NLL"
+        why = (f"best {metric} on {self.pipe.selection.n} selection images (never scored by the evolution)"
+               if split == "selection" else f"best held-out {metric}") + " among " + ", ".join(sorted(options))
         if over:
             why += "; every option measured over the budget on the target" if every else \
                 "; " + ", ".join(over) + " measured over the budget on the target"

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ..data import Normalize
 from ..errors import ConfigError, TavtKitError
 from ..files import write_json
 from ..machine import brief
@@ -43,6 +44,8 @@ from .objective import LatencyObjective, latency_objectives
 from .timed import TargetCheck
 from .precisions import parse_precisions, resolve_precisions  # noqa: F401 (parse_precisions: public here too)
 from .reuse import journal_file
+from .selection import set_aside
+from .parent import resolve_parent
 from .space import _check_reducers, default_reducers, space_of  # noqa: F401 (space_of: public here too)
 from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, parse_budget, schedules_index
 
@@ -63,7 +66,7 @@ def _check_options(options: dict) -> list:
     """``search_schedules``' ``reuse`` paths, each checked before the slow set-up (tables, images), so a wrong
     path fails at once; an unknown option is a TypeError, as for any Python function."""
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
-             "parent", "latency_source", "table_cache", "table_profile", "reuse"}
+             "parent", "latency_source", "table_cache", "table_profile", "reuse", "selection"}
     if bad := sorted(set(options) - known):
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
     reuse = options.get("reuse") or ()
@@ -112,7 +115,8 @@ def search_schedules(
             table is kept in and reused from; default ``out``'s ``cache``), ``table_profile`` (its settings,
             :data:`~tavt_kit.search.objective.AUTO_PROFILE`), ``reuse`` (earlier searches of the same weights
             on the same held-out images, folders or journals: what they evaluated is taken, not evaluated
-            again; :mod:`~tavt_kit.search.reuse`).
+            again; :mod:`~tavt_kit.search.reuse`), ``selection`` (held-out fraction set aside for choosing each
+            recommendation, never scored by the evolution; ``"auto"``: :mod:`~tavt_kit.search.selection`).
     """
     reuse = _check_options(options)
     log = options.get("log", print)
@@ -141,15 +145,15 @@ def search_schedules(
 
         out = tempfile.mkdtemp(prefix="fgvc-kit-search-")
     sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
+    parent = resolve_parent(model, options.get("parent", "auto"), log)
     pipeline = SearchPipeline(model, sdata, out, settings=settings or EvolutionSettings(), budgets=budgets,
                               objectives=objectives or {}, precisions=precisions, space=space, fitness=fitness,
                               batch_size=options.get("batch_size", 64), subset=options.get("subset"),
                               source=options.get("source"), verify_top=options.get("verify_top", 3),
                               calibration_images=options.get("calibration_images", 300), log=log,
-                              remeasure=bool(options.get("remeasure")), reuse=reuse)
-    from .parent import resolve_parent
-
-    pipeline.parent = resolve_parent(model, options.get("parent", "auto"), log)
+                              remeasure=bool(options.get("remeasure")), reuse=reuse,
+                              selection=options.get("selection", "auto"), recommends=parent is not None)
+    pipeline.parent = parent
     with torch.inference_mode():
         return pipeline.run()
 
@@ -161,7 +165,8 @@ class SearchPipeline:
                  budgets: Sequence[Budget], objectives: Dict[str, LatencyObjective], precisions: Sequence[str],
                  space: SearchSpace, fitness: str, batch_size: int = 64, subset: Optional[int] = None,
                  source: Optional[dict] = None, verify_top: int = 3, calibration_images: int = 300,
-                 log: Callable[[str], None] = print, remeasure: bool = False, reuse: Sequence[str] = ()):
+                 log: Callable[[str], None] = print, remeasure: bool = False, reuse: Sequence[str] = (),
+                 selection: Union[str, float, None] = 0.0, recommends: bool = False):
         self._check(data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images)
         self.model, self.out_dir, self.settings, self.budgets = model, out_dir, settings, list(budgets)
         self.objectives, self.precisions, self.space, self.fitness = objectives, tuple(precisions), space, fitness
@@ -170,12 +175,13 @@ class SearchPipeline:
         self.rank, self.world = _dist()
         self.log = log if self.rank == 0 else (lambda s: None)
         self.data = data
-        self.holdout = take_subset(data.holdout, subset, settings.seed, log=self.log)
+        # the images each budget's recommendation is chosen on are never scored by the evolution (selection.py)
+        self.holdout, self.selection = set_aside(take_subset(data.holdout, subset, settings.seed, log=self.log),
+                                                 selection, recommends and self.world == 1, settings.seed,
+                                                 batch_size, Normalize.from_model(model), self.log)
         self.test = data.test
         self.n_holdout = len(self.holdout.labels)
         self.n_test = int(len(self.test.labels)) if self.test is not None else 0
-        from ..data import Normalize
-
         self.transform = Normalize.from_model(model)
         shared = next((i for i, b in enumerate(space.bounds) if b > 0), space.depth)
         self.evaluator = CandidateEvaluator(model, shard(self.holdout).images, shard(self.holdout).labels,
@@ -349,7 +355,10 @@ class SearchPipeline:
     def _settings(self) -> dict:
         out = {**self.settings.to_dict(), "fitness": self.fitness, "subset": self.subset,
                "holdout_images": self.n_holdout, "test_images": self.n_test,
-               "batch_size": self.batch_size, "world_size": self.world}
+               "batch_size": self.batch_size, "world_size": self.world,
+               "selection_images": self.selection.n if self.selection is not None else 0}
+        if self.selection is not None:
+            out["selection_sha256"] = self.selection.images.digest()
         if self.calibration is not None:
             out["calibration_images"] = self.calibration_images
             out["calibration"] = self.calibration
@@ -398,6 +407,8 @@ class SearchPipeline:
                                  for k, s in base[label].items()}}
             if best is not None:
                 row["schedule_file"] = f"schedule-{_slug(label)}.json"
+                if self.selection is not None:  # what the recommendation compares (selection.py)
+                    row["best"].update(self.selection.fields("supernet", self.model, self.schedule(best.gene)))
             if over[label]:
                 row["timed_over_budget"] = over[label]
             doc["budgets"].append(row)

@@ -342,6 +342,9 @@ class PrecisionStage:
             entry["deployed"] = _deployed(tp, pipe.n_test)
             entry["test_accuracy"] = entry["deployed"]["test_accuracy"]
             entry["test_interval"] = entry["deployed"]["test_interval"]
+        if pipe.selection is not None:  # scored where it ships: int8 on the model quantised above
+            entry.update(pipe.selection.fields("supernet", pipe.model, pipe.schedule(best.gene), best.precision,
+                                               deployed=self.scorer))
         row["best"] = entry
         if t32 is not None and tp is not None:
             row["vs_fp32"] = paired_difference(tp[0].hits[0].tolist(), t32[0].hits[0].tolist())
