@@ -113,3 +113,35 @@ def test_cli_selection_flag_is_checked(tmp_path, trained_checkpoint, capsys):
                  "--out", str(tmp_path)]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--selection" in err[0] and "[0, 1)" in err[0]
+
+
+@pytest.mark.nncf
+def test_a_precision_search_scores_each_pair_on_the_selection_images_where_it_ships(tmp_path, trained_checkpoint):
+    """int8 options (the searched pair and your model quantised) are scored on the selection images on the deployed
+    int8 model, not in fp32; the recommendation is the best of them there."""
+    from conftest import exact_table, scaled_table
+    from tavt_kit.bench import LatencyTable, TimingPolicy, profile_latency
+
+    sn = _supernet(tmp_path, trained_checkpoint)
+    model = tavt_kit.load_checkpoint(sn)
+    table = profile_latency(model, grid=3, calibrate=False, reducers="drop,merge",
+                            policy=TimingPolicy(warmup=1, min_repeats=3, max_repeats=3, budget_s=0.05))
+    data = exact_table(table.to_dict())
+    scaled = scaled_table(data, 0.25)
+    scaled["target"]["precision"] = "int8"
+    tables = {"fp32": LatencyTable(data), "int8": LatencyTable(scaled)}
+    budget = f"{0.4 * tables['fp32'].predict(model.full_schedule()):.4f}ms"  # the parent fits at int8 only
+    res = tavt_kit.search_schedules(model, None, [budget], precisions=("fp32", "int8"), table=tables, settings=EVO,
+                                    out=str(tmp_path / "search"), calibration_images=32, verify_top=1,
+                                    selection=0.5, log=lambda s: None)
+    row = res.doc["budgets"][0]
+    options = {"searched": row["best"], **row["training_free"]}
+    assert "parent@int8" in options
+    n = res.doc["settings"]["selection_images"]
+    assert n > 0
+    for name, d in options.items():
+        assert d["selection_accuracy"] is not None and d["selection_nll"] is not None, name
+    # your model in int8 scored on the deployed model: its selection figures differ from your model's fp32 ones
+    i8, fp = options["parent@int8"], res.doc["parent"]
+    assert (i8["selection_nll"], i8["selection_accuracy"]) != (fp["selection_nll"], fp["selection_accuracy"])
+    assert row["recommended"]["family"] == min(options, key=lambda k: options[k]["selection_nll"])
