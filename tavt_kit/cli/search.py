@@ -106,15 +106,13 @@ def _check_positive(args) -> None:
 
 def _selection(text: str):
     """``--selection``: ``auto`` or a fraction in [0, 1) (the library checks the range against the images)."""
-    if text == "auto":
-        return text
+    from ..search.selection import check_selection
+
     try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not 0 <= value < 1:
-        raise ConfigError(f"--selection: expected auto or a fraction of the held-out images in [0, 1), got {text!r}")
-    return value
+        return check_selection(text)
+    except ConfigError:
+        raise ConfigError(f"--selection: expected auto or a fraction of the held-out images in [0, 1), got "
+                          f"{text!r}") from None
 
 
 def output_folder(args) -> str:

@@ -346,11 +346,9 @@ def _reference_section(search: dict, scale: float, unit: str) -> List[str]:
             md.append(f"| {b['label']} | {name} | {weights} | {d.get('precision', 'fp32')} | "
                       f"{d['macs'] / scale:.4g} {unit} | {test} | {vs} | {'**yes**' if fam == rec else ''} |")
     n_sel = (search.get("settings") or {}).get("selection_images") or 0
-    md += ["", (f"The recommendation is chosen on {n_sel} held-out images set aside, which the evolution never "
-                "scored (its pick is not favoured for having been selected on them)" if n_sel else
-                "The recommendation is chosen on the held-out images the evolution chose on (none were set aside: "
-                "this favours the searched pick)") + "; the test split only reports; a training-free deployable "
-           "runs on your model's own weights."]
+    md += ["", (f"The recommendation is chosen on {n_sel} held-out images the evolution never scored" if n_sel else
+                "The recommendation is chosen on the held-out images the evolution chose on (favouring its pick)")
+           + "; the test split only reports; a training-free deployable runs on your model's own weights."]
     over = sum(len(b.get("timed_over_budget") or []) for b in search.get("budgets") or [])
     md += (["ToMe's r was fitted to each latency budget by timing it on the target (`training_free_fit`)."]
            if search.get("training_free_fit") else []) + ([

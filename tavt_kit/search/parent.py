@@ -17,7 +17,8 @@ search loads it and measures, on the same held-out and test images as the search
 Each budget then *recommends* one deployable among the searched pick and the training-free ones, chosen on
 the selection images (held-out images set aside, which the evolution never scored, :mod:`~.selection`; the
 held-out images themselves where none were set aside), by NLL for the nll/kl fitnesses (which compares across
-weights), else accuracy: the test split only reports. If ToMe on the parent wins, the recommendation says so and names the parent's weights.
+weights), else accuracy: the test split only reports. If ToMe on the parent wins, the recommendation says so
+and names the parent's weights.
 """
 from __future__ import annotations
 

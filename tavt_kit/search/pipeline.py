@@ -44,7 +44,7 @@ from .objective import LatencyObjective, latency_objectives
 from .timed import TargetCheck
 from .precisions import parse_precisions, resolve_precisions  # noqa: F401 (parse_precisions: public here too)
 from .reuse import journal_file
-from .selection import set_aside
+from .selection import check_selection, set_aside
 from .parent import resolve_parent
 from .space import _check_reducers, default_reducers, space_of  # noqa: F401 (space_of: public here too)
 from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, parse_budget, schedules_index
@@ -73,6 +73,7 @@ def _check_options(options: dict) -> list:
     reuse = [reuse] if isinstance(reuse, (str, os.PathLike)) else list(reuse)
     for path in reuse:
         journal_file(str(path))
+    check_selection(options.get("selection", "auto"))
     return reuse
 
 

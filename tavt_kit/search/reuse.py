@@ -84,7 +84,7 @@ class Reused:
                     if bad:
                         raise ConfigError(f"{path}: a search of other {_WHAT.get(bad, bad)} ({bad} differs); "
                                           "reuse takes only searches of the same weights on the same held-out "
-                                          "images" + (" (the same --selection and --seed set the same images "
+                                          "images" + (" (the same selection and seed set the same images "
                                                       "aside)" if bad in ("holdout_images", "holdout_sha256")
                                                      else ""))
                     continue

@@ -41,31 +41,38 @@ def resolve_selection(selection: Union[str, float, None], holdout_images: int, r
     and both parts keep at least :data:`~tavt_kit.data.splits.SMALL_SPLIT_IMAGES` images, else 0 (said in one
     ``note:`` line when a recommendation is made); a number in [0, 1): that fraction (0: none, the families are
     compared on the images the evolution chose on)."""
-    if selection is None:
-        return 0.0
-    if isinstance(selection, str):
-        if selection == "auto":
-            if not recommends:
-                return 0.0
-            if holdout_images * min(AUTO_SELECTION, 1 - AUTO_SELECTION) < SMALL_SPLIT_IMAGES:
-                log(f"note: the held-out split ({holdout_images} images) is too small to set part of it aside for "
-                    "choosing among the searched pick and the training-free deployables; they are compared on the "
-                    "images the evolution chose on, which favours the searched pick (give more held-out images)")
-                return 0.0
-            return AUTO_SELECTION
-        try:
-            selection = float(selection)
-        except ValueError:
-            raise ConfigError(f"selection={selection!r}: expected 'auto' or a fraction of the held-out images in "
-                              "[0, 1)") from None
-    if isinstance(selection, bool) or not isinstance(selection, (int, float)) or not 0 <= selection < 1:
-        raise ConfigError(f"selection={selection!r}: expected 'auto' or a fraction of the held-out images in [0, 1)")
+    selection = check_selection(selection)
+    if selection == "auto":
+        if not recommends:
+            return 0.0
+        if holdout_images * min(AUTO_SELECTION, 1 - AUTO_SELECTION) < SMALL_SPLIT_IMAGES:
+            log(f"note: the held-out split ({holdout_images} images) is too small to set part of it aside for "
+                "choosing among the searched pick and the training-free deployables; they are compared on the "
+                "images the evolution chose on, which favours the searched pick (give more held-out images)")
+            return 0.0
+        return AUTO_SELECTION
     if selection > 0:
         n_sel = int(round(holdout_images * selection))
         if n_sel < 1 or holdout_images - n_sel < 1:
             raise ConfigError(f"selection={selection}: {holdout_images} held-out images leave "
                               f"{n_sel} for the selection and {holdout_images - n_sel} for the evolution; both "
                               "need at least one")
+    return float(selection)
+
+
+def check_selection(selection: Union[str, float, None]) -> Union[str, float]:
+    """``selection`` as ``"auto"`` or a float in [0, 1) (None: 0); a ConfigError naming it otherwise."""
+    if selection is None:
+        return 0.0
+    if isinstance(selection, str) and selection != "auto":
+        try:
+            selection = float(selection)
+        except ValueError:
+            pass
+    if selection == "auto":
+        return selection
+    if isinstance(selection, bool) or not isinstance(selection, (int, float)) or not 0 <= selection < 1:
+        raise ConfigError(f"selection={selection!r}: expected 'auto' or a fraction of the held-out images in [0, 1)")
     return float(selection)
 
 
