@@ -76,12 +76,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the candidates it evaluated are taken, not evaluated again (searching the same supernet "
                         "for another target or other budgets)")
     p.add_argument("--subset", type=int, metavar="N", help="search on N held-out images (seeded subset; default all)")
-    p.add_argument("--selection", default="auto", metavar="FRACTION",
+    p.add_argument("--selection", default="0", metavar="FRACTION",
                    help="the fraction of the held-out images set aside, never scored by the evolution, on which each "
                         "budget's recommendation is chosen among the searched pick, ToMe on your model and your model "
-                        "(comparing them on the images the evolution chose on favours the searched pick); auto: 0.5 "
-                        "where the supernet records your model and both halves keep 200 images, else 0 (default "
-                        "auto; 0: none)")
+                        "(unbiased by the evolution's choice, at the cost of fewer images for the evolution); auto: "
+                        "0.5 where the supernet records your model and both halves keep 200 images (default 0: "
+                        "none, see docs/benchmarks/selection_split.md)")
     p.add_argument("--eval-batch-size", dest="batch_size", type=int, default=64, metavar="N",
                    help="images per evaluation batch (default 64)")
     add_deprecated(p, "--batch-size", "--eval-batch-size", "batch_size", type=int)

@@ -73,7 +73,7 @@ def _check_options(options: dict) -> list:
     reuse = [reuse] if isinstance(reuse, (str, os.PathLike)) else list(reuse)
     for path in reuse:
         journal_file(str(path))
-    check_selection(options.get("selection", "auto"))
+    check_selection(options.get("selection", 0))
     return reuse
 
 
@@ -117,7 +117,7 @@ def search_schedules(
             :data:`~tavt_kit.search.objective.AUTO_PROFILE`), ``reuse`` (earlier searches of the same weights
             on the same held-out images, folders or journals: what they evaluated is taken, not evaluated
             again; :mod:`~tavt_kit.search.reuse`), ``selection`` (held-out fraction set aside for choosing each
-            recommendation, never scored by the evolution; ``"auto"``: :mod:`~tavt_kit.search.selection`).
+            recommendation, never scored by the evolution; default 0, ``"auto"``: :mod:`~tavt_kit.search.selection`).
     """
     reuse = _check_options(options)
     log = options.get("log", print)
@@ -153,7 +153,7 @@ def search_schedules(
                               source=options.get("source"), verify_top=options.get("verify_top", 3),
                               calibration_images=options.get("calibration_images", 300), log=log,
                               remeasure=bool(options.get("remeasure")), reuse=reuse,
-                              selection=options.get("selection", "auto"), recommends=parent is not None)
+                              selection=options.get("selection", 0), recommends=parent is not None)
     pipeline.parent = parent
     with torch.inference_mode():
         return pipeline.run()

@@ -7,7 +7,10 @@ evolution chose on favours the searched pick: measured on the 256-token cluttere
 won two budgets by 0.5-0.7 points on the held-out images was 1.0 point below your model on the test images
 (``docs/benchmarks/latency_reference.md``). Setting part of the held-out split aside, and choosing among the
 families only there, makes that comparison unbiased (every option is scored once, on images no choice has
-seen); its cost is a smaller split for the evolution's fitness.
+seen); its cost is a smaller split for the evolution's fitness. Measured on cluttered-digits (3 seeds, MAC
+budgets, ``docs/benchmarks/selection_split.md``) that cost was the larger one: the evolution on half the images
+found picks 0.1-0.2 points weaker, and the choice on the full split had no regret to remove, so the split is
+not the default (``selection=0``); it is there for a held-out split large enough to halve.
 
 :func:`resolve_selection` turns the ``selection`` option into a fraction (``"auto"``: half, where a
 recommendation is made and the split is large enough for both halves); :func:`split_selection` cuts the split
