@@ -95,6 +95,17 @@ def parent_at(parent, data, precision: str, seed: int):
         scorer.close()
 
 
+def seed_models(seed: int, args):
+    """``(parent path, parent, supernet, MAC budgets at REDUCTIONS)`` of a seed, trained and distilled if missing."""
+    import tavt_kit
+
+    parent_path = parent_checkpoint(seed, args.out, args.parents)
+    supernet = tavt_kit.load_checkpoint(supernet_checkpoint(seed, parent_path, args.out, args)).eval()
+    parent = tavt_kit.load_checkpoint(parent_path).eval()
+    full = tavt_kit.count_macs(supernet).total()
+    return parent_path, parent, supernet, [f"{full / r / 1e6:.4g}M MACs" for r in REDUCTIONS]
+
+
 def run_seed(seed: int, args) -> dict:
     import torch
 
@@ -106,11 +117,7 @@ def run_seed(seed: int, args) -> dict:
     path = os.path.join(args.out, f"seed{seed}-{_search_tag(args)}.json")
     if os.path.isfile(path):
         return read_json(path)
-    parent_path = parent_checkpoint(seed, args.out, args.parents)
-    supernet = tavt_kit.load_checkpoint(supernet_checkpoint(seed, parent_path, args.out, args)).eval()
-    parent = tavt_kit.load_checkpoint(parent_path).eval()
-    full = tavt_kit.count_macs(supernet).total()
-    budgets = [f"{full / r / 1e6:.4g}M MACs" for r in REDUCTIONS]
+    parent_path, parent, supernet, budgets = seed_models(seed, args)
     sdir = os.path.join(args.out, f"seed{seed}", f"search-{_search_tag(args)}")
     res = tavt_kit.search_schedules(
         supernet, None, budgets, fitness="nll", parent=parent_path, out=sdir,

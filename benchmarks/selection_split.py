@@ -29,8 +29,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fitness_benchmark import combine  # noqa: E402
-from reference_benchmark import (REDUCTIONS, parent_checkpoint, read_json, supernet_checkpoint,  # noqa: E402
-                                 test_hits)
+from reference_benchmark import REDUCTIONS, read_json, seed_models, test_hits  # noqa: E402
 
 
 def _hits(model, d, data):
@@ -53,11 +52,7 @@ def run(seed: int, fraction: float, args) -> dict:
     path = os.path.join(args.out, f"seed{seed}-selection-{tag}.json")
     if os.path.isfile(path):
         return read_json(path)
-    parent_path = parent_checkpoint(seed, args.out, args.parents)
-    supernet = tavt_kit.load_checkpoint(supernet_checkpoint(seed, parent_path, args.out, args)).eval()
-    parent = tavt_kit.load_checkpoint(parent_path).eval()
-    full = tavt_kit.count_macs(supernet).total()
-    budgets = [f"{full / r / 1e6:.4g}M MACs" for r in REDUCTIONS]
+    parent_path, parent, supernet, budgets = seed_models(seed, args)
     sdir = os.path.join(args.out, f"seed{seed}", f"search-selection-{tag}")
     res = tavt_kit.search_schedules(
         supernet, None, budgets, fitness="nll", parent=parent_path, out=sdir, selection=fraction,

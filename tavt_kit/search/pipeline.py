@@ -176,14 +176,14 @@ class SearchPipeline:
         self.rank, self.world = _dist()
         self.log = log if self.rank == 0 else (lambda s: None)
         self.data = data
+        self.transform = Normalize.from_model(model)
         # the images each budget's recommendation is chosen on are never scored by the evolution (selection.py)
         self.holdout, self.selection = set_aside(take_subset(data.holdout, subset, settings.seed, log=self.log),
                                                  selection, recommends and self.world == 1, settings.seed,
-                                                 batch_size, Normalize.from_model(model), self.log)
+                                                 batch_size, self.transform, self.log)
         self.test = data.test
         self.n_holdout = len(self.holdout.labels)
         self.n_test = int(len(self.test.labels)) if self.test is not None else 0
-        self.transform = Normalize.from_model(model)
         shared = next((i for i, b in enumerate(space.bounds) if b > 0), space.depth)
         self.evaluator = CandidateEvaluator(model, shard(self.holdout).images, shard(self.holdout).labels,
                                             self.batch_size, transform=self.transform, shared_blocks=shared)

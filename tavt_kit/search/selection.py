@@ -14,8 +14,8 @@ not the default (``selection=0``); it is there for a held-out split large enough
 
 :func:`resolve_selection` turns the ``selection`` option into a fraction (``"auto"``: half, where a
 recommendation is made and the split is large enough for both halves); :func:`split_selection` cuts the split
-(seeded, like ``subset``); :func:`set_aside` does both; :class:`SelectionScorer` scores a deployable on the selection images with the weights
-and at the precision it ships with, once per (weights, schedule, precision).
+(seeded, like ``subset``); :func:`set_aside` does both; :class:`SelectionScorer` scores a deployable on the
+selection images with the weights and at the precision it ships with, once per (weights, schedule, precision).
 """
 from __future__ import annotations
 
