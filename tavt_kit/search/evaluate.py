@@ -23,7 +23,9 @@ cached inputs.
 Besides top-1 hits, every candidate's summed cross-entropy with the labels
 (``nll``) and summed KL divergence from the full model's predictions (``kl``,
 no labels needed) are collected in the same pass: the search's fitness can be
-any of the three (:mod:`tavt_kit.search.fitness`).
+any of the three (:mod:`tavt_kit.search.fitness`). Each one also gets its standard error as a
+difference to the full model on the same images (``accuracy_se``, ``nll_se``, ``kl_se``): the noise a search's
+pick carries, which :mod:`tavt_kit.search.shrinkage` corrects for.
 """
 from __future__ import annotations
 
@@ -48,11 +50,31 @@ class ScheduleScores:
     nll: List[float]  # summed cross-entropy with the labels
     kl: List[float]  # summed KL(full model || schedule) of the predicted class distributions
     hits: Optional[torch.Tensor] = None  # (schedules, images) bool, when asked for
+    #: per schedule, sums over the images of its per-image difference to the full model and of its square:
+    #: (hit, hit², nll, nll², kl²) -- the paired noise of each metric (None: not collected)
+    paired: Optional[List[List[float]]] = None
 
     def metrics(self, i: int) -> Dict[str, float]:
-        """Means for schedule ``i``: ``accuracy``, ``nll``, ``kl``."""
+        """Means for schedule ``i``: ``accuracy``, ``nll``, ``kl``; with ``paired`` sums, each one's standard
+        error as a difference to the full model on these images (``accuracy_se``, ``nll_se``, ``kl_se``)."""
         n = max(self.n, 1)
-        return {"accuracy": self.correct[i] / n, "nll": self.nll[i] / n, "kl": self.kl[i] / n}
+        out = {"accuracy": self.correct[i] / n, "nll": self.nll[i] / n, "kl": self.kl[i] / n}
+        if self.paired is not None:
+            dh, dh2, dn, dn2, k2 = self.paired[i]
+            for key, s1, s2 in (("accuracy", dh, dh2), ("nll", dn, dn2), ("kl", self.kl[i], k2)):
+                out[f"{key}_se"] = max(s2 / n - (s1 / n) ** 2, 0.0) ** 0.5 / n ** 0.5
+        return out
+
+    def summed_over_ranks(self, n: int) -> "ScheduleScores":
+        """These sums over every rank's shard of ``n`` images (hits per image are only kept on a single process)."""
+        from .data import _dist, all_reduce
+
+        paired = self.paired
+        if paired:  # the five paired sums of every schedule, in one reduction
+            flat = all_reduce([v for row in paired for v in row], torch.float64)
+            paired = [flat[5 * i:5 * i + 5] for i in range(len(self.paired))]
+        return ScheduleScores(n, all_reduce(self.correct), all_reduce(self.nll, torch.float64),
+                              all_reduce(self.kl, torch.float64), self.hits if _dist()[1] == 1 else None, paired)
 
 
 @dataclass
@@ -202,7 +224,8 @@ class CandidateEvaluator:
                 per_image: bool) -> ScheduleScores:
         counts = [tuple(s.counts) for s in schedules]
         out = ScheduleScores(len(self), [0] * len(counts), [0.0] * len(counts), [0.0] * len(counts),
-                             torch.zeros(len(counts), len(self), dtype=torch.bool) if per_image else None)
+                             torch.zeros(len(counts), len(self), dtype=torch.bool) if per_image else None,
+                             [[0.0] * 5 for _ in counts])
         if not counts:
             return out
         F = self.shared_blocks
@@ -234,12 +257,21 @@ class CandidateEvaluator:
         logp = logits.float().log_softmax(-1)
         hit = logp.argmax(-1) == y
         hits = int(hit.sum())
-        nll = float(-logp.gather(1, y.view(-1, 1)).sum())
-        kl = float((ref_p * (ref_logp - logp)).sum())
+        nll_i = -logp.gather(1, y.view(-1, 1)).squeeze(1)
+        nll = float(nll_i.sum())
+        kl_i = (ref_p * (ref_logp - logp)).sum(-1)
+        kl = float(kl_i.sum())
+        # per-image differences to the full model (its predictions are the reference): the paired noise
+        d_hit = hit.double() - (ref_logp.argmax(-1) == y).double()
+        d_nll = (nll_i + ref_logp.gather(1, y.view(-1, 1)).squeeze(1)).double()
+        sums = [float(d_hit.sum()), float((d_hit * d_hit).sum()), float(d_nll.sum()), float((d_nll * d_nll).sum()),
+                float((kl_i.double() ** 2).sum())]
         for idx in indices:
             out.correct[idx] += hits
             out.nll[idx] += nll
             out.kl[idx] += kl
+            if out.paired is not None:
+                out.paired[idx] = [a + b for a, b in zip(out.paired[idx], sums)]
             if out.hits is not None:
                 out.hits[idx, start:start + len(y)] = hit
 

@@ -30,6 +30,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from ..files import append_text
 from ..progress import Heartbeat, format_duration
 from .fitness import fitness_of
+from .shrinkage import Shrinkage, fit_shrinkage
 from ..schedules.schedule import TokenSchedule
 from ..schedules.space import SearchSpace
 
@@ -68,6 +69,8 @@ class Candidate:
     nll: Optional[float] = None  # mean cross-entropy on the held-out images
     kl: Optional[float] = None  # mean KL divergence from the full model's predictions
     fitness: Optional[float] = None  # what the search maximises (None: accuracy)
+    fitness_se: Optional[float] = None  # its standard error as a difference to the full model (paired)
+    measured_fitness: Optional[float] = None  # the held-out fitness before shrinkage (None: not shrunk)
 
     @property
     def gene(self) -> Gene:
@@ -83,7 +86,9 @@ class Candidate:
     def to_dict(self) -> dict:
         return {"counts": list(self.counts), **({"reducers": [r or None for r in self.reducers]} if self.reducers
                                                  else {}), "accuracy": self.accuracy, "nll": self.nll, "kl": self.kl,
-                "fitness": self.score, "macs": self.macs,
+                "fitness": self.score, **({"fitness_measured": self.measured_fitness, "fitness_se": self.fitness_se}
+                                           if self.measured_fitness is not None else {}),
+                "macs": self.macs,
                 "latency_ms": None if self.latency is None else self.latency * 1e3,
                 "generation": self.generation, "origin": self.origin}
 
@@ -321,6 +326,7 @@ class EvolutionSearch:
         self.heartbeat_s = 10.0  # a line at least this often while a generation is evaluated
         self.eval_seconds = 0.0
         self.objective = "latency" if latency_fn is not None else "macs"
+        self.shrinkage: Optional[Shrinkage] = None  # set by shrink(): fitness corrected for the winner's curse
 
     # --------------------------------------------------------------- operators
     def repair(self, counts: Sequence[float], reducers: Sequence[str] = ()) -> Gene:
@@ -390,10 +396,30 @@ class EvolutionSearch:
             rec = self.journal.entries[g]
             cand = Candidate(g[0], rec["accuracy"], rec["macs"], rec.get("latency"), rec.get("generation", generation),
                              rec.get("origin", origin), reducers=g[1], nll=rec.get("nll"), kl=rec.get("kl"),
-                             fitness=fitness_of(rec, self.fitness))
+                             fitness=fitness_of(rec, self.fitness), fitness_se=rec.get(f"{self.fitness}_se"))
+            if self.shrinkage is not None:
+                self._shrink(cand)
             self.evaluated[g] = cand
             out.append(cand)
         return out
+
+    def shrink(self) -> Optional[Shrinkage]:
+        """Corrects every candidate's fitness for the winner's curse (:mod:`~.shrinkage`), fitted on all evaluated
+        so far; candidates evaluated later are corrected with the same fit. Returns the fit (None: too few
+        candidates with a standard error; nothing changes)."""
+        measured = lambda c: c.score if c.measured_fitness is None else c.measured_fitness  # noqa: E731
+        self.shrinkage = fit_shrinkage([(measured(c), c.fitness_se, c.macs) for c in self.evaluated.values()])
+        if self.shrinkage is None:
+            self.log(f"picks chosen on the held-out fitness as measured: {len(self.evaluated)} candidates are too "
+                     "few to correct it for the winner's curse")
+        for c in self.evaluated.values() if self.shrinkage is not None else ():
+            self._shrink(c)
+        return self.shrinkage
+
+    def _shrink(self, c: Candidate) -> None:
+        raw = c.score if c.measured_fitness is None else c.measured_fitness
+        c.measured_fitness = raw
+        c.fitness = self.shrinkage.estimate(raw, c.fitness_se, c.macs)
 
     def feasible(self, budget: Budget) -> List[Candidate]:
         return [c for c in self.evaluated.values() if c.cost(budget.objective) <= budget.limit]

@@ -334,11 +334,17 @@ class ParentStage:
         every = bool(over) and len(over) == len(options)
         if over and not every:
             options = {k: v for k, v in options.items() if k not in over}
+        # on the held-out images the searched pick brings its fitness corrected for the winner's curse (the others
+        # were fitted to the budget, not selected on these images; shrinkage.py)
+        value = {k: v["fitness_shrunk"] if split == "holdout" and v.get("fitness_shrunk") is not None
+                 else sign * v[key] for k, v in options.items()}
         # a tie goes to your model's weights: nothing was measured that would justify the supernet
-        best = max(options, key=lambda k: (sign * options[k][key], k != "searched"))
+        best = max(options, key=lambda k: (value[k], k != "searched"))
         metric = "accuracy" if sign > 0 else "NLL"
         why = (f"best {metric} on {self.pipe.selection.n} selection images (never scored by the evolution)"
-               if split == "selection" else f"best held-out {metric}") + " among " + ", ".join(sorted(options))
+               if split == "selection" else f"best held-out {metric}" + (
+                   " (the searched pick's corrected for the winner's curse)" if options.get("searched", {}).get(
+                       "fitness_shrunk") is not None else "")) + " among " + ", ".join(sorted(options))
         if over:
             why += "; every option measured over the budget on the target" if every else \
                 "; " + ", ".join(over) + " measured over the budget on the target"

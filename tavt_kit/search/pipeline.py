@@ -35,8 +35,8 @@ from ..stats import paired_difference, wilson_interval
 from ..progress import Heartbeat
 from ..target import DeploymentTarget, Precision
 from .baselines import baseline_schedules
-from .data import SearchData, all_reduce, search_data, shard, take_subset, _dist
-from .evaluate import CandidateEvaluator, ScheduleScores
+from .data import SearchData, search_data, shard, take_subset, _dist
+from .evaluate import CandidateEvaluator
 from .evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, Journal, entry_gene, front_area, gene_of,
                         pareto_front, schedule_of)
 from .fitness import DEFAULT_FITNESS, FITNESSES, fitness_of
@@ -66,7 +66,7 @@ def _check_options(options: dict) -> list:
     """``search_schedules``' ``reuse`` paths, each checked before the slow set-up (tables, images), so a wrong
     path fails at once; an unknown option is a TypeError, as for any Python function."""
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
-             "parent", "latency_source", "table_cache", "table_profile", "reuse", "selection"}
+             "parent", "latency_source", "table_cache", "table_profile", "reuse", "selection", "shrinkage"}
     if bad := sorted(set(options) - known):
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
     reuse = options.get("reuse") or ()
@@ -117,7 +117,9 @@ def search_schedules(
             :data:`~tavt_kit.search.objective.AUTO_PROFILE`), ``reuse`` (earlier searches of the same weights
             on the same held-out images, folders or journals: what they evaluated is taken, not evaluated
             again; :mod:`~tavt_kit.search.reuse`), ``selection`` (held-out fraction set aside for choosing each
-            recommendation, never scored by the evolution; default 0, ``"auto"``: :mod:`~tavt_kit.search.selection`).
+            recommendation, never scored by the evolution; default 0, ``"auto"``: :mod:`~tavt_kit.search.selection`),
+            ``shrinkage`` (each pick chosen on its fitness corrected for the winner's curse, True;
+            :mod:`~tavt_kit.search.shrinkage`).
     """
     reuse = _check_options(options)
     log = options.get("log", print)
@@ -153,7 +155,8 @@ def search_schedules(
                               source=options.get("source"), verify_top=options.get("verify_top", 3),
                               calibration_images=options.get("calibration_images", 300), log=log,
                               remeasure=bool(options.get("remeasure")), reuse=reuse,
-                              selection=options.get("selection", 0), recommends=parent is not None)
+                              selection=options.get("selection", 0), recommends=parent is not None,
+                              shrinkage=options.get("shrinkage", True))
     pipeline.parent = parent
     with torch.inference_mode():
         return pipeline.run()
@@ -167,12 +170,13 @@ class SearchPipeline:
                  space: SearchSpace, fitness: str, batch_size: int = 64, subset: Optional[int] = None,
                  source: Optional[dict] = None, verify_top: int = 3, calibration_images: int = 300,
                  log: Callable[[str], None] = print, remeasure: bool = False, reuse: Sequence[str] = (),
-                 selection: Union[str, float, None] = 0.0, recommends: bool = False):
+                 selection: Union[str, float, None] = 0.0, recommends: bool = False, shrinkage: bool = True):
         self._check(data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images)
         self.model, self.out_dir, self.settings, self.budgets = model, out_dir, settings, list(budgets)
         self.objectives, self.precisions, self.space, self.fitness = objectives, tuple(precisions), space, fitness
         self.batch_size, self.subset, self.source, self.verify_top = int(batch_size), subset, source, verify_top
         self.calibration_images, self.remeasure_picks = int(calibration_images), remeasure
+        self.shrinkage = bool(shrinkage)  # picks corrected for the winner's curse (shrinkage.py)
         self.rank, self.world = _dist()
         self.log = log if self.rank == 0 else (lambda s: None)
         self.data = data
@@ -230,7 +234,7 @@ class SearchPipeline:
 
     def metrics(self, scheds: List[TokenSchedule], evaluator: Optional[CandidateEvaluator] = None):
         ev = evaluator or self.evaluator
-        sc = _reduce_scores(ev.scores(scheds), self.n_holdout)
+        sc = ev.scores(scheds).summed_over_ranks(self.n_holdout)
         return [sc.metrics(i) for i in range(len(scheds))]
 
     # -------------------------------------------------------------- the run
@@ -247,6 +251,8 @@ class SearchPipeline:
         if len(self.precisions) > 1:
             self.log("searching fp32 schedules")
         cands = fp32.run()
+        if self.shrinkage:
+            fp32.shrink()
         self.searches["fp32"] = fp32
         search_seconds = time.perf_counter() - t0
         stage = PrecisionStage(self, journal) if len(self.precisions) > 1 else None
@@ -397,7 +403,8 @@ class SearchPipeline:
                                    for c in cands],
                     "pareto_front": [entry(c.gene) for c in front],
                     "front_area": front_area(front, objective, cost_fn(smallest), cost_fn(full)),
-                    "budgets": [], "baselines": {"fixed": {k: entry(gene_of(s)) for k, s in fixed.items()}}})
+                    "budgets": [], "baselines": {"fixed": {k: entry(gene_of(s)) for k, s in fixed.items()}},
+                    "shrinkage": search.shrinkage.to_dict() if search.shrinkage is not None else None})
         full_macs = self.macs(full)
         for label, (b, best) in choices.items():
             row = {"label": label, "objective": b.objective, "limit": b.limit,
@@ -408,6 +415,8 @@ class SearchPipeline:
                                  for k, s in base[label].items()}}
             if best is not None:
                 row["schedule_file"] = f"schedule-{_slug(label)}.json"
+                if best.measured_fitness is not None:  # what it brings to the recommendation (shrinkage.py)
+                    row["best"].update(fitness_shrunk=best.score, fitness_measured=best.measured_fitness)
                 if self.selection is not None:  # what the recommendation compares (selection.py)
                     row["best"].update(self.selection.fields("supernet", self.model, self.schedule(best.gene)))
             if over[label]:
@@ -491,7 +500,7 @@ class SearchPipeline:
             return test_acc, test_hits
         tev = CandidateEvaluator(self.model, shard(self.test).images, shard(self.test).labels, self.batch_size,
                                  transform=self.transform)
-        sc = _reduce_scores(tev.scores(scheds, per_image=True), self.n_test)
+        sc = tev.scores(scheds, per_image=True).summed_over_ranks(self.n_test)
         for i, s in enumerate(scheds):
             test_acc[gene_of(s)] = sc.correct[i] / self.n_test
             if sc.hits is not None:
@@ -574,17 +583,9 @@ class SearchPipeline:
         return SearchResult(doc, os.path.join(self.out_dir, "search.json"))
 
 
-def _reduce_scores(sc: ScheduleScores, n: int) -> ScheduleScores:
-    """Sums over every rank's shard (hits per image are only kept on a single process)."""
-    return ScheduleScores(n, all_reduce(sc.correct), all_reduce(sc.nll, torch.float64),
-                          all_reduce(sc.kl, torch.float64), sc.hits if _dist()[1] == 1 else None)
-
-
 def _interval(accuracy: Optional[float], n: int) -> Optional[List[float]]:
     """The 95 % Wilson interval of an accuracy measured on ``n`` images."""
-    if accuracy is None or not n:
-        return None
-    return list(wilson_interval(int(round(accuracy * n)), n))
+    return None if accuracy is None or not n else list(wilson_interval(int(round(accuracy * n)), n))
 
 
 def _versus(best, gene: tuple, hits: Dict[tuple, torch.Tensor]) -> dict:

@@ -152,7 +152,7 @@ def _pairs_within(limit: float, fp32_cands: Sequence[dict], searches: Dict[str, 
         if c.get("latency_ms") is not None and c["latency_ms"] / 1e3 <= limit:
             g = entry_gene(c)
             m = {"accuracy": c["accuracy"], "nll": c["nll"], "kl": c["kl"]}
-            out.append(Pair("fp32", g, m, fitness_of(m, fitness), c["latency_ms"] / 1e3, True, ACCURACY_SOURCE["fp32"]))
+            out.append(Pair("fp32", g, m, c["fitness"], c["latency_ms"] / 1e3, True, ACCURACY_SOURCE["fp32"]))
     for p, search in searches.items():
         for c in search.evaluated.values():
             if c.latency is None or c.latency > limit:
@@ -160,9 +160,13 @@ def _pairs_within(limit: float, fp32_cands: Sequence[dict], searches: Dict[str, 
             m = {"accuracy": c.accuracy, "nll": c.nll, "kl": c.kl}
             measured = p != "int8"
             source = ACCURACY_SOURCE[p]
+            score = c.score
             if p == "int8" and c.gene in verified:
                 m, measured, source = verified[c.gene], True, "OpenVINO int8 (NNCF PTQ, transformer)"
-            out.append(Pair(p, c.gene, m, fitness_of(m, fitness), c.latency, measured, source))
+                # measured on the deployed model; the shrinkage its provisional fitness had still applies
+                # (the same schedule's selection among the same candidates, :mod:`~.shrinkage`)
+                score = fitness_of(m, fitness) + (0.0 if c.measured_fitness is None else c.score - c.measured_fitness)
+            out.append(Pair(p, c.gene, m, score, c.latency, measured, source))
     return out
 
 
@@ -196,7 +200,9 @@ def choose_pair(pairs: List[Pair], verify: Callable[[Pair], Dict[str, float]], f
             continue  # over the verification allowance: provisional pairs are never reported
         m = verify(best)
         n += 1
-        pool.append(Pair(best.precision, best.gene, m, fitness_of(m, fitness), best.latency, True,
+        # the measured value, with the winner's-curse shrinkage the provisional one had (0 where none)
+        shift = best.fitness - fitness_of(best.metrics, fitness)
+        pool.append(Pair(best.precision, best.gene, m, fitness_of(m, fitness) + shift, best.latency, True,
                          "OpenVINO int8 (NNCF PTQ, transformer)"))
     return None, n
 
@@ -232,6 +238,8 @@ class PrecisionStage:
                                      JournalSection(self.journal, p), lambda s, p=p: pipe.log(f"[{p}] {s}"),
                                      fitness=pipe.fitness)
             search.run()
+            if pipe.shrinkage:
+                search.shrink()
             self.searches[p] = search
         self.seconds = time.perf_counter() - t0
 
@@ -334,6 +342,8 @@ class PrecisionStage:
             row["best"] = None
             return
         entry = _pair_entry(best, pipe.schedule, pipe.macs, pipe.n_holdout, doc["full"]["macs"])
+        if pipe.shrinkage:  # what it brings to the recommendation (shrinkage.py)
+            entry.update(fitness_shrunk=best.fitness, fitness_measured=fitness_of(best.metrics, pipe.fitness))
         timed = pipe.target_check.timed.get((best.gene, best.precision))
         if timed is not None:  # timed while it was chosen (the round-robin timing, if any, replaces it)
             entry.update(latency_measured_ms=timed * 1e3, measured_within_budget=timed <= row["limit"])

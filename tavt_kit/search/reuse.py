@@ -22,7 +22,7 @@ from ..schedules.schedule import TokenSchedule
 from .evolution import Gene, entry_gene, gene_of
 
 #: what a held-out record holds that does not depend on the target
-METRICS = ("accuracy", "nll", "kl")
+METRICS = ("accuracy", "nll", "kl", "accuracy_se", "nll_se", "kl_se")
 #: the journal settings that must agree (``holdout_sha256`` only where both journals record it)
 SAME = ("weights_sha256", "holdout_images", "subset")
 
