@@ -139,3 +139,16 @@ def test_search_records_the_correction_and_can_turn_it_off(tmp_path, trained_che
     import json
     recs = [json.loads(line) for line in open(tmp_path / "on" / "search.journal.jsonl")]
     assert all("nll_se" in r for r in recs if r.get("kind") == "candidate")
+
+
+def test_cli_no_shrinkage_searches_on_the_fitness_as_measured(tmp_path, trained_checkpoint):
+    import json
+
+    from tavt_kit.cli import main
+
+    out = tmp_path / "s"
+    assert main(["search", "--checkpoint", trained_checkpoint, "--macs-budget", "1000M", "--population", "8",
+                 "--generations", "1", "--mutations", "4", "--crossovers", "4", "--no-shrinkage",
+                 "--out", str(out)]) == 0
+    doc = json.load(open(out / "search.json"))
+    assert doc["shrinkage"] is None and all("fitness_measured" not in c for c in doc["candidates"])

@@ -82,6 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(unbiased by the evolution's choice, at the cost of fewer images for the evolution); auto: "
                         "0.5 where the supernet records your model and both halves keep 200 images (default 0: "
                         "none, see docs/benchmarks/selection_split.md)")
+    p.add_argument("--no-shrinkage", dest="shrinkage", action="store_false",
+                   help="choose each budget's pick on its held-out fitness as measured, not corrected for the "
+                        "winner's curse (by default a pick's lead over schedules that use more of the budget must "
+                        "exceed what its noise explains; see docs/benchmarks/shrinkage.md)")
     p.add_argument("--eval-batch-size", dest="batch_size", type=int, default=64, metavar="N",
                    help="images per evaluation batch (default 64)")
     add_deprecated(p, "--batch-size", "--eval-batch-size", "batch_size", type=int)
@@ -168,7 +172,7 @@ def run(args) -> int:
         model, dspec, budgets, target=target, precisions=precisions, reducers=reducers, fitness=args.fitness,
         settings=settings, out=args.out, objectives=objectives, subset=args.subset, batch_size=args.batch_size,
         verify_top=args.verify_top, calibration_images=args.calibration_images, remeasure=args.remeasure,
-        latency_source=args.latency_source, reuse=args.reuse, selection=args.selection,
+        latency_source=args.latency_source, reuse=args.reuse, selection=args.selection, shrinkage=args.shrinkage,
         table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables"),
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
         log=lambda s: print(s, flush=True))

@@ -116,10 +116,9 @@ def search_schedules(
             table is kept in and reused from; default ``out``'s ``cache``), ``table_profile`` (its settings,
             :data:`~tavt_kit.search.objective.AUTO_PROFILE`), ``reuse`` (earlier searches of the same weights
             on the same held-out images, folders or journals: what they evaluated is taken, not evaluated
-            again; :mod:`~tavt_kit.search.reuse`), ``selection`` (held-out fraction set aside for choosing each
-            recommendation, never scored by the evolution; default 0, ``"auto"``: :mod:`~tavt_kit.search.selection`),
-            ``shrinkage`` (each pick chosen on its fitness corrected for the winner's curse, True;
-            :mod:`~tavt_kit.search.shrinkage`).
+            again; :mod:`~tavt_kit.search.reuse`), ``selection`` (held-out fraction set aside for the recommendation,
+            default 0: :mod:`~tavt_kit.search.selection`), ``shrinkage`` (picks on fitness corrected for the winner's
+            curse, True: :mod:`~tavt_kit.search.shrinkage`).
     """
     reuse = _check_options(options)
     log = options.get("log", print)
@@ -149,14 +148,12 @@ def search_schedules(
         out = tempfile.mkdtemp(prefix="fgvc-kit-search-")
     sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
     parent = resolve_parent(model, options.get("parent", "auto"), log)
+    passed = {k: options[k] for k in ("batch_size", "subset", "source", "verify_top", "calibration_images",
+                                      "selection", "shrinkage") if k in options}
     pipeline = SearchPipeline(model, sdata, out, settings=settings or EvolutionSettings(), budgets=budgets,
                               objectives=objectives or {}, precisions=precisions, space=space, fitness=fitness,
-                              batch_size=options.get("batch_size", 64), subset=options.get("subset"),
-                              source=options.get("source"), verify_top=options.get("verify_top", 3),
-                              calibration_images=options.get("calibration_images", 300), log=log,
-                              remeasure=bool(options.get("remeasure")), reuse=reuse,
-                              selection=options.get("selection", 0), recommends=parent is not None,
-                              shrinkage=options.get("shrinkage", True))
+                              log=log, remeasure=bool(options.get("remeasure")), reuse=reuse,
+                              recommends=parent is not None, **passed)
     pipeline.parent = parent
     with torch.inference_mode():
         return pipeline.run()
