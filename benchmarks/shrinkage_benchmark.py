@@ -14,7 +14,7 @@ held-out images with its paired standard error, and per budget:
   model, your model), each rule bringing its pick's fitness;
 * on the 3000 test images: each one's paired difference to your model (points, 95 % interval), the shrunk rule's
   paired difference to the measured rule's, and the regret of each pick (the test-best feasible candidate's
-  accuracy among the 8 fittest of the budget by either rule minus the pick's).
+  accuracy among the 20 fittest of the budget by either rule minus the pick's).
 
 Then per budget the mean over seeds of each difference. ``--latency``: the budgets are the search's latency
 budgets and a candidate meets one by its table prediction scaled by the search's ``timed_over_predicted``
@@ -32,8 +32,10 @@ from fitness_benchmark import combine  # noqa: E402
 from reference_benchmark import read_json  # noqa: E402
 
 
+#: how the schedule effects' spread is measured (:func:`tavt_kit.search.shrinkage.fit_shrinkage`): each a rule
+SPREADS = ("bulk", "mad")
 #: per budget and rule, the fittest candidates scored on the test images (the regret's reference)
-TOP = 8
+TOP = 20
 
 
 def _journal(path: str):
@@ -83,19 +85,27 @@ def run_seed(seed: int, args) -> dict:
     genes = sorted(cands)
     say(f"{len(genes)} candidates: scoring them on {len(data.holdout.labels)} held-out and "
         f"{len(data.test.labels)} test images")
+    saved = os.path.join(args.out, f"shrinkage-{args.search}-s{seed}.json")
     with torch.inference_mode():
-        hev = CandidateEvaluator(supernet, data.holdout.images, data.holdout.labels, transform=norm)
-        sc = hev.scores([_schedule(supernet, *g) for g in genes])
-        held = {g: sc.metrics(i) for i, g in enumerate(genes)}
+        if args.replay and os.path.isfile(saved):  # the held-out figures an earlier run of this script kept
+            say(f"held-out figures from {saved}")
+            held = {(tuple(c["counts"]), tuple(c["reducers"])): c for c in read_json(saved)[0]["candidates"]}
+        else:
+            hev = CandidateEvaluator(supernet, data.holdout.images, data.holdout.labels, transform=norm)
+            sc = hev.scores([_schedule(supernet, *g) for g in genes])
+            held = {g: sc.metrics(i) for i, g in enumerate(genes)}
         pev = CandidateEvaluator(parent, data.test.images, data.test.labels, transform=Normalize.from_model(parent))
         ref = pev.scores([parent.full_schedule()], per_image=True).hits[0].tolist()
     for g in genes:  # the same images, the same scores: the journal's NLL is reproduced
         assert abs(held[g]["nll"] - cands[g]["nll"]) < 1e-4, (g, held[g]["nll"], cands[g]["nll"])
     raw = {g: -held[g]["nll"] for g in genes}
-    shrink = fit_shrinkage([(raw[g], held[g]["nll_se"], cands[g]["macs"]) for g in genes])
-    shrunk = {g: shrink.estimate(raw[g], held[g]["nll_se"], cands[g]["macs"]) for g in genes}
-    say("shrinkage: " + ", ".join(f"{k} {v:.4g}" for k, v in shrink.to_dict().items()
-                                  if isinstance(v, (int, float))))
+    rules, fits = {"measured": raw}, {}
+    for spread in SPREADS:
+        fits[spread] = fit_shrinkage([(raw[g], held[g]["nll_se"], cands[g]["macs"]) for g in genes], spread=spread)
+        rules[f"shrunk-{spread}"] = {g: fits[spread].estimate(raw[g], held[g]["nll_se"], cands[g]["macs"])
+                                     for g in genes}
+        say(f"shrinkage ({spread}): " + ", ".join(f"{k} {v:.4g}" for k, v in fits[spread].to_dict().items()
+                                                  if isinstance(v, (int, float))))
     scale = (doc.get("timed_over_predicted") or {}).get("fp32", {}).get("median", 1.0)
     feasible_of = {}
     for row in doc["budgets"]:
@@ -108,7 +118,7 @@ def run_seed(seed: int, args) -> dict:
     # is measured against the test-best of those
     top = set()
     for feasible in feasible_of.values():
-        for score in (raw, shrunk):
+        for score in rules.values():
             top.update(sorted(feasible, key=lambda g: (score[g], feasible[g], g), reverse=True)[:TOP])
     top = sorted(top)
     say(f"scoring {len(top)} candidates (the {TOP} fittest of each budget by either rule) on the test images")
@@ -132,7 +142,7 @@ def run_seed(seed: int, args) -> dict:
                 with torch.inference_mode():
                     s = _schedule(parent, d["counts"], d.get("reducers") or ())
                     free[name] = (-d["holdout_nll"], pev.scores([s], per_image=True).hits[0].tolist())
-        for rule, score in (("measured", raw), ("shrunk", shrunk)):
+        for rule, score in rules.items():
             g = _pick(feasible, score)
             options = {"searched": (score[g], test[g]), **free}
             rec = max(options, key=lambda k: (options[k][0], k != "searched"))
@@ -142,13 +152,25 @@ def run_seed(seed: int, args) -> dict:
                                   "regret": best_test - acc(test[g])},
                          "recommended": rec, "recommended_vs_parent": vs(options[rec][1]), "_hits": options[rec][1],
                          "_pick_hits": test[g]}
-        out["pick_shrunk_vs_measured"] = paired_difference(out["shrunk"].pop("_pick_hits"),
-                                                           out["measured"].pop("_pick_hits"))
-        out["recommended_shrunk_vs_measured"] = paired_difference(out["shrunk"].pop("_hits"),
-                                                                  out["measured"].pop("_hits"))
+        for rule in rules:
+            if rule != "measured":
+                out[rule]["pick_vs_measured"] = paired_difference(out[rule]["_pick_hits"],
+                                                                  out["measured"]["_pick_hits"])
+                out[rule]["recommended_vs_measured"] = paired_difference(out[rule]["_hits"],
+                                                                         out["measured"]["_hits"])
+        for rule in rules:
+            del out[rule]["_pick_hits"], out[rule]["_hits"]
         out["free"] = {k: vs(v[1]) for k, v in free.items()}
         rows.append(out)
-    return {"seed": seed, "parent_accuracy": acc(ref), "shrinkage": shrink.to_dict(), "budgets": rows}
+    # every candidate's held-out figures with their noise (and test accuracy where scored): what another prior
+    # can be tried on without scoring the candidates again
+    every = [{"counts": list(g[0]), "reducers": list(g[1]), "macs": cands[g]["macs"], "latency": cands[g].get("latency"),
+              "nll": held[g]["nll"], "nll_se": held[g]["nll_se"], "accuracy": held[g]["accuracy"],
+              "accuracy_se": held[g]["accuracy_se"], "test_accuracy": acc(test[g]) if g in test else None}
+             for g in genes]
+    return {"seed": seed, "parent_accuracy": acc(ref), "shrinkage": {k: f.to_dict() for k, f in fits.items()},
+            "budgets": rows,
+            "candidates": every}
 
 
 def _pm(v):
@@ -157,36 +179,40 @@ def _pm(v):
 
 def report(results) -> str:
     lines = []
+    rules = [k for k in results[0]["budgets"][0] if k == "measured" or k.startswith("shrunk")] if results else []
     for r in results:
-        s = r["shrinkage"]
-        lines.append(f"seed {r['seed']}: your model {100 * r['parent_accuracy']:.2f} %; schedule effects sd "
-                     f"{s['schedule_effect_sd']:.4f}, noise sd {s['mean_noise_sd']:.4f} (NLL), kept "
-                     f"{s['kept_at_mean_noise']:.2f} of a departure from the trend")
-        lines.append("  budget        | pick measured (vs your model, regret)   | pick shrunk (vs your model, regret)"
-                     "     | shrunk - measured       | recommended measured / shrunk")
+        fits = "; ".join(f"{k}: effects sd {v['schedule_effect_sd']:.4f}, kept {v['kept_at_mean_noise']:.2f}"
+                         for k, v in r["shrinkage"].items())
+        lines.append(f"seed {r['seed']}: your model {100 * r['parent_accuracy']:.2f} %; NLL noise sd "
+                     f"{next(iter(r['shrinkage'].values()))['mean_noise_sd']:.4f}; {fits}")
+        lines.append("  budget        | " + " | ".join(f"{rule}: pick vs your model, regret, MACs; recommended"
+                                                      for rule in rules))
         for b in r["budgets"]:
             if "measured" not in b:
                 lines.append(f"  {b['label']:<13} | nothing feasible")
                 continue
-            m, s2 = b["measured"], b["shrunk"]
-            lines.append(f"  {b['label']:<13} | {_pm(m['pick']['vs_parent']):<24} {100 * m['pick']['regret']:5.2f} "
-                         f"{m['pick']['macs'] / 1e6:6.2f}M | {_pm(s2['pick']['vs_parent']):<24} "
-                         f"{100 * s2['pick']['regret']:5.2f} {s2['pick']['macs'] / 1e6:6.2f}M | "
-                         f"{_pm(b['pick_shrunk_vs_measured']):<23} | {m['recommended']} "
-                         f"{_pm(m['recommended_vs_parent'])} / {s2['recommended']} {_pm(s2['recommended_vs_parent'])}")
+            cells = []
+            for rule in rules:
+                p = b[rule]["pick"]
+                cells.append(f"{_pm(p['vs_parent'])} {100 * p['regret']:4.2f} {p['macs'] / 1e6:6.2f}M; "
+                             f"{b[rule]['recommended']} {_pm(b[rule]['recommended_vs_parent'])}")
+            lines.append(f"  {b['label']:<13} | " + " | ".join(cells))
     labels = [b["label"] for b in results[0]["budgets"]] if results else []
     lines.append(f"mean over {len(results)} seeds (points, paired 95 % intervals):")
     for i, label in enumerate(labels):
         got = [r["budgets"][i] for r in results if i < len(r["budgets"]) and "measured" in r["budgets"][i]]
         if len(got) != len(results):
             continue
-        mean = lambda key, *path: "{:+.2f} [{:+.2f}, {:+.2f}]".format(  # noqa: E731
-            *(100 * x for x in combine([_get(b, key, *path) for b in got])))
-        regret = lambda rule: sum(b[rule]["pick"]["regret"] for b in got) / len(got) * 100  # noqa: E731
-        lines.append(f"  {label:<13} pick vs your model: measured {mean('measured', 'pick', 'vs_parent')}, shrunk "
-                     f"{mean('shrunk', 'pick', 'vs_parent')}; shrunk - measured {mean('pick_shrunk_vs_measured')}; "
-                     f"regret {regret('measured'):.2f} -> {regret('shrunk'):.2f}; recommended vs your model: "
-                     f"{mean('measured', 'recommended_vs_parent')} -> {mean('shrunk', 'recommended_vs_parent')}")
+        mean = lambda *path: "{:+.2f} [{:+.2f}, {:+.2f}]".format(  # noqa: E731
+            *(100 * x for x in combine([_get(b, *path) for b in got])))
+        for rule in rules:
+            regret = sum(b[rule]["pick"]["regret"] for b in got) / len(got) * 100
+            changed = sum(b[rule]["pick"]["counts"] != b["measured"]["pick"]["counts"] for b in got)
+            extra = "" if rule == "measured" else (f"; pick vs measured {mean(rule, 'pick_vs_measured')} "
+                                                  f"({changed} of {len(got)} picks changed); recommended vs "
+                                                  f"measured {mean(rule, 'recommended_vs_measured')}")
+            lines.append(f"  {label:<13} {rule:<13} pick vs your model {mean(rule, 'pick', 'vs_parent')}, regret "
+                         f"{regret:.2f}; recommended vs your model {mean(rule, 'recommended_vs_parent')}{extra}")
     return "\n".join(lines)
 
 
@@ -204,6 +230,11 @@ def main(argv=None) -> int:
     ap.add_argument("--parent-dir", default="parent")
     ap.add_argument("--supernet-dir", default="default-bound0.5")
     ap.add_argument("--latency", action="store_true", help="the search's budgets are latency budgets")
+    ap.add_argument("--replay", action="store_true",
+                    help="take each candidate's held-out figures from this script's earlier one-seed result file "
+                         "(shrinkage-<search>-s<seed>.json) instead of scoring them again: another correction tried "
+                         "on the same evolution in minutes")
+    ap.add_argument("--tag", default="", help="added to the result files' names")
     ap.add_argument("--out", default=os.path.join("runs", "reference"))
     args = ap.parse_args(argv)
     from tavt_kit.files import write_json, write_text
@@ -211,8 +242,9 @@ def main(argv=None) -> int:
     results = [run_seed(int(s), args) for s in args.seeds.split(",")]
     text = report(results)
     print(text)
-    write_json(results, os.path.join(args.out, f"shrinkage-{args.search}.json"))
-    write_text(os.path.join(args.out, f"shrinkage-{args.search}.txt"), text + "\n")
+    name = f"shrinkage-{args.search}-s{args.seeds.replace(',', '+')}{args.tag}"
+    write_json(results, os.path.join(args.out, name + ".json"))
+    write_text(os.path.join(args.out, name + ".txt"), text + "\n")
     return 0
 
 

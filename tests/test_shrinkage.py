@@ -60,6 +60,12 @@ def test_shrinkage_pulls_a_lucky_score_back_toward_the_trend_and_leaves_clear_di
     cheap = 2e6
     lucky = fit.trend(cheap) + 0.06
     assert fit.estimate(lucky, 0.02, cheap) - fit.trend(cheap) < 0.02
+    # a score at or below the trend keeps its measured value: only the optimism of high scores is removed
+    assert fit.estimate(fit.trend(cheap) - 0.05, 0.02, cheap) == pytest.approx(fit.trend(cheap) - 0.05)
+    assert fit_shrinkage([c[:3] for c in noisy], spread="mad").factor(0.02) < 0.5  # either spread sees the noise
+    # a tail of far worse schedules (a block cut too hard) does not set the spread of the ones that compete
+    tail = [(f - rng.uniform(0.3, 1.0), se, m, t) for f, se, m, t in noisy[:30]]
+    assert fit_shrinkage([c[:3] for c in noisy + tail]).factor(0.02) < 0.5
     # the estimates track the truth better than the scores do (the point of shrinking)
     err = lambda est: sum((e - c[3]) ** 2 for e, c in zip(est, noisy))  # noqa: E731
     assert err([fit.estimate(*c[:3]) for c in noisy]) < 0.5 * err([c[0] for c in noisy])
