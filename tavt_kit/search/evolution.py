@@ -410,8 +410,9 @@ class EvolutionSearch:
         measured = lambda c: c.score if c.measured_fitness is None else c.measured_fitness  # noqa: E731
         self.shrinkage = fit_shrinkage([(measured(c), c.fitness_se, c.macs) for c in self.evaluated.values()])
         if self.shrinkage is None:
-            self.log(f"picks chosen on the held-out fitness as measured: {len(self.evaluated)} candidates are too "
-                     "few to correct it for the winner's curse")
+            noisy = sum(c.fitness_se is not None for c in self.evaluated.values())
+            self.log(f"picks chosen on the held-out fitness as measured: {noisy} of {len(self.evaluated)} candidates "
+                     "carry a standard error, too few to correct it for the winner's curse")
         for c in self.evaluated.values() if self.shrinkage is not None else ():
             self._shrink(c)
         return self.shrinkage
