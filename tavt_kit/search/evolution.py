@@ -77,6 +77,11 @@ class Candidate:
         return self.counts, self.reducers
 
     @property
+    def measured_score(self) -> float:
+        """The held-out fitness as measured (``score`` may be corrected for the winner's curse)."""
+        return self.score if self.measured_fitness is None else self.measured_fitness
+
+    @property
     def score(self) -> float:
         return self.accuracy if self.fitness is None else self.fitness
 
@@ -407,8 +412,7 @@ class EvolutionSearch:
         """Corrects every candidate's fitness for the winner's curse (:mod:`~.shrinkage`), fitted on all evaluated
         so far; candidates evaluated later are corrected with the same fit. Returns the fit (None: too few
         candidates with a standard error; nothing changes)."""
-        measured = lambda c: c.score if c.measured_fitness is None else c.measured_fitness  # noqa: E731
-        self.shrinkage = fit_shrinkage([(measured(c), c.fitness_se, c.macs) for c in self.evaluated.values()])
+        self.shrinkage = fit_shrinkage([(c.measured_score, c.fitness_se, c.macs) for c in self.evaluated.values()])
         if self.shrinkage is None:
             noisy = sum(c.fitness_se is not None for c in self.evaluated.values())
             self.log(f"picks chosen on the held-out fitness as measured: {noisy} of {len(self.evaluated)} candidates "
@@ -418,9 +422,8 @@ class EvolutionSearch:
         return self.shrinkage
 
     def _shrink(self, c: Candidate) -> None:
-        raw = c.score if c.measured_fitness is None else c.measured_fitness
-        c.measured_fitness = raw
-        c.fitness = self.shrinkage.estimate(raw, c.fitness_se, c.macs)
+        c.measured_fitness = c.measured_score
+        c.fitness = self.shrinkage.estimate(c.measured_fitness, c.fitness_se, c.macs)
 
     def feasible(self, budget: Budget) -> List[Candidate]:
         return [c for c in self.evaluated.values() if c.cost(budget.objective) <= budget.limit]

@@ -165,7 +165,7 @@ def _pairs_within(limit: float, fp32_cands: Sequence[dict], searches: Dict[str, 
                 m, measured, source = verified[c.gene], True, "OpenVINO int8 (NNCF PTQ, transformer)"
                 # measured on the deployed model; the shrinkage its provisional fitness had still applies
                 # (the same schedule's selection among the same candidates, :mod:`~.shrinkage`)
-                score = fitness_of(m, fitness) + (0.0 if c.measured_fitness is None else c.score - c.measured_fitness)
+                score = fitness_of(m, fitness) + c.score - c.measured_score
             out.append(Pair(p, c.gene, m, score, c.latency, measured, source))
     return out
 
