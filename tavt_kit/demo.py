@@ -378,7 +378,9 @@ def _against_your_model(result: dict) -> list:
     for b in result["budgets"]:
         free = b.get("training_free") or {}
         rec = (b.get("recommended") or {}).get("family") or "nothing"
-        lines.append(f"  {b['label']}: ToMe on your model {cell(free.get('tome_parent'))}; searched "
-                     f"{cell(b.get('best'))}; recommended: {rec}")
+        lines.append(f"  {b['label']}: ToMe on your model {cell(free.get('tome_parent'))}; "
+                     + (f"searched on your model {cell(free['searched_parent'])}; "
+                        if "searched_parent" in free else "")
+                     + f"searched (supernet) {cell(b.get('best'))}; recommended: {rec}")
     return lines
 

@@ -86,6 +86,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="choose each budget's pick on its held-out fitness as measured, not corrected for the "
                         "winner's curse (by default a pick's lead over schedules that use more of the budget must "
                         "exceed what its noise explains; see docs/benchmarks/shrinkage.md)")
+    p.add_argument("--no-parent-search", dest="parent_search", action="store_false",
+                   help="do not also search schedules on your model's own weights (by default, where the supernet "
+                        "records your model, the same evolution runs on it with merging only, no training, and its "
+                        "pick competes with the supernet's as 'searched_parent'; it doubles the search's time)")
     p.add_argument("--eval-batch-size", dest="batch_size", type=int, default=64, metavar="N",
                    help="images per evaluation batch (default 64)")
     add_deprecated(p, "--batch-size", "--eval-batch-size", "batch_size", type=int)
@@ -173,6 +177,7 @@ def run(args) -> int:
         settings=settings, out=args.out, objectives=objectives, subset=args.subset, batch_size=args.batch_size,
         verify_top=args.verify_top, calibration_images=args.calibration_images, remeasure=args.remeasure,
         latency_source=args.latency_source, reuse=args.reuse, selection=args.selection, shrinkage=args.shrinkage,
+        parent_search=args.parent_search,
         table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables"),
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
         log=lambda s: print(s, flush=True))

@@ -33,7 +33,8 @@ from ..stats import paired_difference, wilson_interval
 from .baselines import fit_tome, fit_tome_measured
 from .data import shard
 from .evaluate import CandidateEvaluator
-from .evolution import entry_gene, gene_of
+from .evolution import Budget, entry_gene, gene_of
+from .parent_search import FAMILY, ParentSearch, merge_space
 
 
 def resolve_parent(model: nn.Module, parent, log) -> Optional[nn.Module]:
@@ -66,6 +67,8 @@ class ParentStage:
         self.pipe, self.parent = pipe, parent
         # precision -> {r: seconds measured on the target}: ToMe's fits by measurement, shared by the budgets
         self.probes: Dict[str, Dict[int, float]] = {}
+        self.evolution: Optional[ParentSearch] = None  # schedules searched on the parent's weights (parent_search.py)
+        self._chosen: Dict[tuple, object] = {}  # (precision, limit) -> the parent search's pick there
         if getattr(parent, "num_patches", None) != pipe.model.num_patches or \
                 getattr(parent, "depth", None) != pipe.model.depth:
             raise CheckpointError("parent: its token grid or depth differs from the supernet's; give the checkpoint "
@@ -94,10 +97,17 @@ class ParentStage:
         pipe = self.pipe
         full = TokenSchedule.full(pipe.model.depth, pipe.model.num_patches)
         scheds = {"parent": full}
+        self._search_parent()
+        picks = {}
         for b in pipe.budgets:
             s = self._tome_within(pipe.macs if b.objective == "macs" else pipe.latency, b.limit)
             if s is not None:
                 scheds[f"tome {b.label}"] = s
+            picks[b.label] = self.evolution.pick(b) if self.evolution is not None else None
+            if picks[b.label] is not None and picks[b.label].counts == full.counts:
+                picks[b.label] = None  # your model itself, already among the options
+            if picks[b.label] is not None:
+                scheds[f"{FAMILY} {b.label}"] = pipe.schedule(picks[b.label].gene)
         metrics, hits = self._score(scheds)
         ref = hits.get("parent")
         self._parent_hits = ref  # the parent's test hits (fp32), what every vs_parent pairs with
@@ -120,29 +130,34 @@ class ParentStage:
                                        "r": pipe.model.num_patches - s.counts[0]}
                 if b.objective == "latency":
                     self._measured_fit(free["tome_parent"], s, pipe.latency.precision, b.limit)
+            if picks[b.label] is not None:
+                free[FAMILY] = {**self._entry(f"{FAMILY} {b.label}", scheds[f"{FAMILY} {b.label}"], metrics, hits,
+                                              ref), **ParentSearch.fields(picks[b.label])}
             cost = pipe.macs(full) if b.objective == "macs" else (self._full_cost(pipe.latency) if pipe.latency
                                                                     else None)
             if cost is not None and cost <= b.limit:
                 free["parent"] = dict(doc["parent"])
             if b.objective == "latency":
                 self._time_like_the_pick(row, free, scheds.get(f"tome {b.label}"), b.limit)
+                self._time_like_the_pick(row, free, scheds.get(f"{FAMILY} {b.label}"), b.limit, FAMILY)
             row["training_free"] = free
             row["recommended"] = self._recommend(row, free)
         self._record_probes(doc)
 
-    def _time_like_the_pick(self, row: dict, free: dict, tome: Optional[TokenSchedule], limit: float) -> None:
-        """Where the search timed its pick on the target (a table predicted it), ToMe on your model is timed
-        too, so the recommendation is chosen among deployables whose latency was measured, not only predicted:
-        both get ``latency_measured_ms`` and ``measured_within_budget``."""
+    def _time_like_the_pick(self, row: dict, free: dict, tome: Optional[TokenSchedule], limit: float,
+                            family: str = "tome_parent") -> None:
+        """Where the search timed its pick on the target (a table predicted it), ToMe on your model (``family``:
+        or the schedule searched on it) is timed too, so the recommendation is chosen among deployables whose
+        latency was measured, not only predicted: both get ``latency_measured_ms`` and ``measured_within_budget``."""
         pipe = self.pipe
         best = row.get("best") or {}
         if best.get("latency_measured_ms") is None or pipe.latency is None or not pipe.latency.can_remeasure:
             return
         best.setdefault("measured_within_budget", best["latency_measured_ms"] <= limit * 1e3)
-        d = free.get("tome_parent")
+        d = free.get(family)
         if d is None or tome is None or d.get("fitted_by") == "measurement":
             return
-        sec = pipe.target_check.time(gene_of(tome), pipe.latency.precision)  # the pick's timing where it is ToMe
+        sec = pipe.target_check.time(gene_of(tome), pipe.latency.precision)  # shared with the pick's timings
         d["latency_measured_ms"] = sec * 1e3
         d["measured_within_budget"] = d["latency_measured_ms"] <= limit * 1e3
 
@@ -165,6 +180,8 @@ class ParentStage:
                         if key not in entries:
                             entries[key] = self._deployed_entry(scorer, s, p, ref)
                         free[f"{name}@{p}"] = dict(entries[key])
+                        if name == FAMILY:  # its fitness corrected as the fp32 candidate's was
+                            free[f"{name}@{p}"].update(ParentSearch.fields(self._chosen[(p, row["limit"])]))
                         if name == "tome_parent":
                             self._measured_fit(free[f"{name}@{p}"], s, p, row["limit"])
                 for key in ("best", "best_fp32"):
@@ -188,7 +205,22 @@ class ParentStage:
         s = self._tome_within(cost, limit)
         if s is not None and s.counts != full.counts:
             out["tome_parent"] = s
+        c = self.evolution.pick(Budget("latency", limit), precision) if self.evolution is not None else None
+        if c is not None and c.counts != full.counts:  # else it is your model, above
+            self._chosen[(precision, limit)] = c
+            out[FAMILY] = self.pipe.schedule(c.gene)
         return out
+
+    def _search_parent(self) -> None:
+        """The evolution on the parent's weights, merging only (:mod:`~.parent_search`), where the search asks for
+        it and the parent can merge."""
+        pipe = self.pipe
+        space = merge_space(pipe.space, self.parent) if getattr(pipe, "parent_search", False) else None
+        if space is None:
+            return
+        pipe.log("searching schedules on your model's own weights (merging tokens, no training)")
+        self.evolution = ParentSearch(pipe, self.parent, space)
+        self.evolution.run()
 
     def _tome_within(self, cost, limit: float) -> Optional[TokenSchedule]:
         """ToMe's schedule with the smallest r that meets ``limit`` on ``cost`` (None: none does, or ``cost``
@@ -334,17 +366,18 @@ class ParentStage:
         every = bool(over) and len(over) == len(options)
         if over and not every:
             options = {k: v for k, v in options.items() if k not in over}
-        # on the held-out images the searched pick brings its fitness corrected for the winner's curse (the others
-        # were fitted to the budget, not selected on these images; shrinkage.py)
-        value = {k: v["fitness_shrunk"] if split == "holdout" and v.get("fitness_shrunk") is not None
-                 else sign * v[key] for k, v in options.items()}
+        # on the held-out images a searched pick carries the winner's curse (the others were fitted to the budget,
+        # not selected on these images): its score is lowered by what the shrinkage took off its fitness
+        # (shrinkage.py), in the units of the compared metric whatever the fitness (KL's shift counts as NLL's)
+        value = {k: sign * v[key] - (_shift(v) if split == "holdout" else 0.0) for k, v in options.items()}
         # a tie goes to your model's weights: nothing was measured that would justify the supernet
         best = max(options, key=lambda k: (value[k], k != "searched"))
         metric = "accuracy" if sign > 0 else "NLL"
+        corrected = sorted(k for k, v in options.items() if v.get("fitness_shrunk") is not None)
         why = (f"best {metric} on {self.pipe.selection.n} selection images (never scored by the evolution)"
                if split == "selection" else f"best held-out {metric}" + (
-                   " (the searched pick's corrected for the winner's curse)" if options.get("searched", {}).get(
-                       "fitness_shrunk") is not None else "")) + " among " + ", ".join(sorted(options))
+                   f" ({', '.join(corrected)} corrected for the winner's curse)" if corrected else "")
+               ) + " among " + ", ".join(sorted(options))
         if over:
             why += "; every option measured over the budget on the target" if every else \
                 "; " + ", ".join(over) + " measured over the budget on the target"
@@ -353,6 +386,12 @@ class ParentStage:
         if options[best].get("reducers"):
             out["reducers"] = options[best]["reducers"]
         return out
+
+
+def _shift(entry: dict) -> float:
+    """What the winner's-curse correction took off an entry's held-out fitness (0: not corrected)."""
+    m, s = entry.get("fitness_measured"), entry.get("fitness_shrunk")
+    return max(0.0, float(m) - float(s)) if m is not None and s is not None else 0.0
 
 
 def _interval(acc, n):

@@ -66,7 +66,8 @@ def _check_options(options: dict) -> list:
     """``search_schedules``' ``reuse`` paths, each checked before the slow set-up (tables, images), so a wrong
     path fails at once; an unknown option is a TypeError, as for any Python function."""
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
-             "parent", "latency_source", "table_cache", "table_profile", "reuse", "selection", "shrinkage"}
+             "parent", "latency_source", "table_cache", "table_profile", "reuse", "selection", "shrinkage",
+             "parent_search"}
     if bad := sorted(set(options) - known):
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
     reuse = options.get("reuse") or ()
@@ -118,7 +119,8 @@ def search_schedules(
             on the same held-out images, folders or journals: what they evaluated is taken, not evaluated
             again; :mod:`~tavt_kit.search.reuse`), ``selection`` (held-out fraction set aside for the recommendation,
             default 0: :mod:`~tavt_kit.search.selection`), ``shrinkage`` (picks on fitness corrected for the winner's
-            curse, True: :mod:`~tavt_kit.search.shrinkage`).
+            curse, True: :mod:`~tavt_kit.search.shrinkage`), ``parent_search`` (with a parent: schedules searched on its
+            own weights, merging, compete as ``searched_parent``, True: :mod:`~tavt_kit.search.parent_search`).
     """
     reuse = _check_options(options)
     log = options.get("log", print)
@@ -149,7 +151,7 @@ def search_schedules(
     sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
     parent = resolve_parent(model, options.get("parent", "auto"), log)
     passed = {k: options[k] for k in ("batch_size", "subset", "source", "verify_top", "calibration_images",
-                                      "selection", "shrinkage") if k in options}
+                                      "selection", "shrinkage", "parent_search") if k in options}
     pipeline = SearchPipeline(model, sdata, out, settings=settings or EvolutionSettings(), budgets=budgets,
                               objectives=objectives or {}, precisions=precisions, space=space, fitness=fitness,
                               log=log, remeasure=bool(options.get("remeasure")), reuse=reuse,
@@ -167,13 +169,15 @@ class SearchPipeline:
                  space: SearchSpace, fitness: str, batch_size: int = 64, subset: Optional[int] = None,
                  source: Optional[dict] = None, verify_top: int = 3, calibration_images: int = 300,
                  log: Callable[[str], None] = print, remeasure: bool = False, reuse: Sequence[str] = (),
-                 selection: Union[str, float, None] = 0.0, recommends: bool = False, shrinkage: bool = True):
+                 selection: Union[str, float, None] = 0.0, recommends: bool = False, shrinkage: bool = True,
+                 parent_search: bool = True):
         self._check(data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images)
         self.model, self.out_dir, self.settings, self.budgets = model, out_dir, settings, list(budgets)
         self.objectives, self.precisions, self.space, self.fitness = objectives, tuple(precisions), space, fitness
         self.batch_size, self.subset, self.source, self.verify_top = int(batch_size), subset, source, verify_top
         self.calibration_images, self.remeasure_picks = int(calibration_images), remeasure
         self.shrinkage = bool(shrinkage)  # picks corrected for the winner's curse (shrinkage.py)
+        self.parent_search = bool(parent_search)  # schedules searched on the parent's weights too (parent_search.py)
         self.rank, self.world = _dist()
         self.log = log if self.rank == 0 else (lambda s: None)
         self.data = data

@@ -212,7 +212,8 @@ def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any
 
 # ------------------------------------------------------------------ typed view
 def describe_family(family: str, entry: Optional[Dict[str, Any]] = None, short: bool = False) -> str:
-    """A deployable family of a budget in words: ``"searched"``, ``"tome_parent"``, ``"parent"``, with an
+    """A deployable family of a budget in words: ``"searched"``, ``"tome_parent"``, ``"searched_parent"``,
+    ``"parent"``, with an
     ``@precision`` suffix for the training-free ones at another precision (``"tome_parent@int8"``).
     ``short``: the name alone, for a table that shows the weights and the precision in columns of their own."""
     base, _, precision = family.partition("@")
@@ -222,6 +223,8 @@ def describe_family(family: str, entry: Optional[Dict[str, Any]] = None, short: 
     elif base == "tome_parent":
         r = entry.get("r")
         text, where = f"ToMe{f' r={r}' if r is not None else ''}", " on your model (its own weights, no training)"
+    elif base == "searched_parent":
+        text, where = "schedule searched on your model", " (its own weights, merging, no training)"
     elif base == "parent":
         text, where = "your model as it is", ""
     else:
@@ -278,7 +281,8 @@ class BudgetResult:
     baselines: Dict[str, Pick]
     schedule_file: Optional[str]
     vs_fp32: Optional[Dict[str, Any]]
-    #: what needs no training, run on your model: ``tome_parent`` (ToMe, r fitted to the budget), ``parent``
+    #: what needs no training, run on your model: ``tome_parent`` (ToMe, r fitted to the budget),
+    #: ``searched_parent`` (a merge schedule searched on its weights), ``parent``; ``@precision`` beyond fp32
     training_free: Dict[str, Pick] = field(default_factory=dict)
     #: the deployable to ship among the searched pick and the training-free ones (``family``, ``weights``, ``why``)
     recommended: Optional[Dict[str, Any]] = None
