@@ -99,10 +99,17 @@ def test_schedules_searched_on_your_model_compete_and_export_with_its_weights(tm
     # a rerun takes every candidate of the parent's evolution from its journal; parent_search=False: none
     again = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(out), log=lambda s: None)
     assert again.budgets[budget].training_free["searched_parent"].counts == sp.counts
+    from tavt_kit.cli.search import summary
+
+    assert "schedule searched on your model (its own weights, merging, no training)" in summary(again.doc)
     assert (out / "parent.journal.jsonl").read_text().count("\n") == len(recs)
-    off = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(tmp_path / "off"),
-                                    parent_search=False, log=lambda s: None)
-    assert "searched_parent" not in off.budgets[budget].training_free
+    capsys.readouterr()
+    assert main(["search", "--checkpoint", sn, "--macs-budget", f"{limit / 1e6:.4g}M", "--population", "4",
+                 "--generations", "1", "--mutations", "3", "--crossovers", "3", "--no-parent-search",
+                 "--out", str(tmp_path / "off")]) == 0
+    assert "searched on your model" not in capsys.readouterr().out
+    off = json.loads((tmp_path / "off" / "search.json").read_text())
+    assert "searched_parent" not in off["budgets"][0]["training_free"]
     assert not (tmp_path / "off" / "parent.journal.jsonl").exists()
 
 
