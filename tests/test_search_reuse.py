@@ -41,6 +41,8 @@ def test_a_search_under_other_budgets_takes_what_an_earlier_one_evaluated(tmp_pa
     assert r["taken"]["fp32"] > 0  # the full schedule and the candidates both searches made
     # nothing taken is evaluated again, and every candidate is either taken or evaluated
     assert r["taken"]["fp32"] + r["evaluated"]["fp32"] == fresh.doc["timing"]["evaluations"]
+    # the rate (candidates per minute, time left) counts only what was evaluated here: taken ones cost nothing
+    assert reused.doc["timing"]["evaluations"] == r["evaluated"]["fp32"]
     assert any(s.startswith(f"reuse: {r['taken']['fp32']} held-out evaluations taken from 1 earlier search") for s in lines)
     # taking them changes nothing: the same candidates, metrics and pick as the search that evaluated everything
     key = lambda d: (tuple(d["counts"]), d["accuracy"], round(d["nll"], 9))  # noqa: E731

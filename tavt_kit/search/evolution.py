@@ -382,8 +382,10 @@ class EvolutionSearch:
             t = time.perf_counter()
             scheds = [schedule_of(g, self.space.num_patches, self.space.min_tokens) for g in fresh]
             what = f"generation {generation}: {len(fresh)} {origin} candidate{'s' if len(fresh) != 1 else ''}"
+            taken = getattr(self.accuracy_fn, "taken", 0)  # taken from other searches (reuse.py): no cost
             with Heartbeat(self.log, f"evaluating {what} on the held-out images", self.heartbeat_s):
                 results = self.accuracy_fn(scheds)
+            taken = getattr(self.accuracy_fn, "taken", 0) - taken
             done = {"n": 0}
             with Heartbeat(self.log, f"latency of {what}", self.heartbeat_s,
                            progress=lambda: f"{done['n']}/{len(fresh)} done"):
@@ -395,7 +397,7 @@ class EvolutionSearch:
                     done["n"] += 1
             # the rate counts everything a candidate costs (a measured latency can dominate the accuracy)
             self.eval_seconds += time.perf_counter() - t
-            self.evaluations += len(fresh)
+            self.evaluations += len(fresh) - taken
         out = []
         for g in todo:
             rec = self.journal.entries[g]

@@ -123,7 +123,9 @@ class Reused:
             todo = [s for s, m in zip(scheds, got) if m is None]
             fresh = iter(fn(todo) if todo else [])
             self.count(pool, len(todo))
+            metrics.taken += len(scheds) - len(todo)
             return [dict(m) if m is not None else next(fresh) for m in got]
+        metrics.taken = 0  # read by the evolution: taken ones cost no time, so its rate does not count them
         return metrics
 
     def summary(self) -> dict:
