@@ -19,7 +19,9 @@ Per seed, on cluttered-digits (3000 test images):
 3. per batch size: your model's fp32 latency on OpenVINO here, then ``tavt_kit.search_schedules`` under
    latency budgets of ``--fractions`` of it, on OpenVINO at that batch, searching (schedule, precision) pairs over
    ``--precisions`` (int8: NNCF PTQ, verified on the deployed runtime), with your model as the reference: ToMe on
-   it and your model itself at every precision compete for each budget's recommendation;
+   it, the schedule the same evolution finds on your model's own weights (merging, no training;
+   ``searched_parent``, off with ``--no-parent-search``) and your model itself, at every precision, compete for
+   each budget's recommendation;
 4. every deployable of that batch timed round-robin in one process (``measure_schedules``): your model at every
    precision, and per budget the searched pick and each training-free deployable; test top-1 of each with its
    paired difference to your model (lower precisions: run in OpenVINO on the test images).
@@ -27,9 +29,9 @@ Per seed, on cluttered-digits (3000 test images):
 Printed per batch, and as the mean over seeds: each deployable's speed-up over your model's fp32 latency
 (measured in the same round-robin), its realised speed-up (over the full model at its precision, divided by its
 MAC reduction) and its paired difference, and the headline -- the largest speed-up at <= 0.5 points loss (paired
-point estimate) of the searched picks, of what each budget recommends, and of the best training-free deployable
-(ToMe on your model or your model, at any precision). Every stage writes its own files; a re-run skips finished
-work (a killed train or distill resumes).
+point estimate) of the searched picks, of the schedules searched on your model, of what each budget recommends,
+and of the best training-free deployable (ToMe on your model or your model, at any precision). Every stage
+writes its own files; a re-run skips finished work (a killed train or distill resumes).
 """
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ Per seed, on cluttered-digits (3000 test images), with the parent (your model) a
    searched-on-your-model minus ToMe and minus the supernet's pick, paired on the same images.
 
 Then the mean over seeds of each paired difference, with the interval of the mean (independent seeds). Writes
-``<out>/parent-search-<search>.json`` and ``.txt``; a finished seed is not run again.
+``<out>/parent-search-<search>-s<seed>.json`` per seed (a finished seed is not run again) and the report over
+the seeds asked, ``<out>/parent-search-<search>-seeds<seeds>.json`` and ``.txt``.
 """
 from __future__ import annotations
 
@@ -163,11 +164,11 @@ def main(argv=None) -> int:
     results = [run_seed(int(s), args) for s in args.seeds.split(",")]
     text = report(results)
     print(text)
-    name = os.path.join(args.out, f"parent-search-{args.search}-s{args.seeds.replace(',', '+')}")
+    name = os.path.join(args.out, f"parent-search-{args.search}-seeds{args.seeds.replace(',', '+')}")
     from tavt_kit.files import write_json, write_text
 
     write_json(results, name + ".json")
-    write_text(text, name + ".txt")
+    write_text(name + ".txt", text + "\n")
     return 0
 
 
