@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -145,8 +146,6 @@ def search_schedules(
         reducers = default_reducers(model, space, objectives or {}, log)
     space = dataclasses.replace(space, reducers=reducers)
     if out is None:
-        import tempfile
-
         out = tempfile.mkdtemp(prefix="fgvc-kit-search-")
     sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
     parent = resolve_parent(model, options.get("parent", "auto"), log)
