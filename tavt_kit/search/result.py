@@ -231,7 +231,7 @@ def describe_family(family: str, entry: Optional[Dict[str, Any]] = None, short: 
         text, where = base, ""
     if short:
         return text
-    text = ("the " if base == "searched" else "") + text + where
+    text = ("the " if base in ("searched", "searched_parent") else "") + text + where
     precision = precision or entry.get("precision")
     return f"{text} @ {precision}" if precision and precision != "fp32" else text
 
