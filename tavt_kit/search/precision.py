@@ -50,6 +50,7 @@ from ..schedules.schedule import TokenSchedule
 from ..stats import paired_difference, wilson_interval
 from ..target import Precision
 from .evaluate import CandidateEvaluator, ScheduleScores
+from .reuse import METRICS
 from .evolution import EvolutionSearch, entry_gene, gene_of, pareto_front
 from .fitness import fitness_of
 
@@ -223,8 +224,10 @@ class PrecisionStage:
 
         pipe = self.pipe
         lat_budgets = [b for b in pipe.budgets if b.objective == "latency"]
-        known = {c.gene: {"accuracy": c.accuracy, "nll": c.nll, "kl": c.kl}
-                 for c in pipe.searches["fp32"].evaluated.values()}
+        # int8's provisional metrics are fp32's, with their standard errors (the shrinkage of the int8 evolution)
+        fp32 = pipe.searches["fp32"]
+        known = {g: {k: rec[k] for k in METRICS if rec.get(k) is not None}
+                 for g, rec in fp32.journal.entries.items() if g in fp32.evaluated}
         t0 = time.perf_counter()
         for p in pipe.precisions[1:]:
             evaluator = pipe.evaluator if p == "int8" else CandidateEvaluator(
@@ -369,7 +372,9 @@ def _cached_metrics(evaluator: CandidateEvaluator, cache: Optional[dict]):
         got = {gene_of(s): sc.metrics(i) for i, s in enumerate(todo)}
         if cache is not None:
             cache.update(got)
+        fn.taken += len(scheds) - len(todo)
         return [(cache or got)[gene_of(s)] for s in scheds]
+    fn.taken = 0  # read by the evolution: cached ones cost no time, so its rate does not count them
     return fn
 
 

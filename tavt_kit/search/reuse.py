@@ -121,9 +121,10 @@ class Reused:
         def metrics(scheds: List[TokenSchedule]) -> List:
             got = [self.get(pool, gene_of(s)) for s in scheds]
             todo = [s for s, m in zip(scheds, got) if m is None]
+            before = getattr(fn, "taken", 0)  # what ``fn`` itself took from a cache (no cost either)
             fresh = iter(fn(todo) if todo else [])
             self.count(pool, len(todo))
-            metrics.taken += len(scheds) - len(todo)
+            metrics.taken += len(scheds) - len(todo) + getattr(fn, "taken", 0) - before
             return [dict(m) if m is not None else next(fresh) for m in got]
         metrics.taken = 0  # read by the evolution: taken ones cost no time, so its rate does not count them
         return metrics
