@@ -101,7 +101,7 @@ def test_schedules_searched_on_your_model_compete_and_export_with_its_weights(tm
     assert again.budgets[budget].training_free["searched_parent"].counts == sp.counts
     from tavt_kit.cli.search import summary
 
-    assert "the schedule searched on your model (its own weights, merging, no training)" in summary(again.doc)
+    assert "the merge schedule searched on your model (its own weights, no training)" in summary(again.doc)
     assert (out / "parent.journal.jsonl").read_text().count("\n") == len(recs)
     capsys.readouterr()
     assert main(["search", "--checkpoint", sn, "--macs-budget", f"{limit / 1e6:.4g}M", "--population", "4",

@@ -224,7 +224,7 @@ def describe_family(family: str, entry: Optional[Dict[str, Any]] = None, short: 
         r = entry.get("r")
         text, where = f"ToMe{f' r={r}' if r is not None else ''}", " on your model (its own weights, no training)"
     elif base == "searched_parent":
-        text, where = "schedule searched on your model", " (its own weights, merging, no training)"
+        text, where = "merge schedule searched", " on your model (its own weights, no training)"
     elif base == "parent":
         text, where = "your model as it is", ""
     else:
