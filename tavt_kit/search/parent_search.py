@@ -6,7 +6,8 @@ supernet's per-block bounds (so it reaches as deep as the supernet), merging as 
 tokens costs accuracy that the supernet's distillation bought back; merging them does not need it) -- on the same
 held-out images, with the same fitness, settings, latency objective and target checks as the supernet's search.
 Its candidates are journalled in :data:`PARENT_JOURNAL` beside the search's own (a killed search resumes without
-evaluating them again) and corrected for the winner's curse as the supernet's are (:mod:`~.shrinkage`).
+evaluating them again; a search that reuses earlier ones takes theirs, :mod:`~.reuse`) and corrected for the
+winner's curse as the supernet's are (:mod:`~.shrinkage`).
 
 Each budget's fittest candidate joins the budget's training-free deployables as ``searched_parent``
 (:class:`~.parent.ParentStage`); at each precision searched, the fittest whose latency at that precision meets
@@ -24,6 +25,7 @@ from ..schedules.space import SearchSpace
 from .data import shard
 from .evaluate import CandidateEvaluator
 from .evolution import Budget, Candidate, EvolutionSearch, Journal
+from .reuse import Reused, journal_file
 
 #: the journal of the evolution on your model's weights, beside the search's own
 PARENT_JOURNAL = "parent.journal.jsonl"
@@ -62,9 +64,18 @@ class ParentSearch:
                     "latency": pipe.latency.info.get("identity") if pipe.latency is not None else None}
         journal = Journal(os.path.join(pipe.out_dir, PARENT_JOURNAL) if pipe.rank == 0 else None,
                           {"format": "fgvc-kit/search-journal", "settings": settings})
-        self.search = EvolutionSearch(self.space, lambda s: pipe.metrics(s, evaluator), pipe.macs, pipe.settings,
-                                      pipe.latency, pipe.budgets, journal, pipe.log, fitness=pipe.fitness)
+        metrics = lambda s: pipe.metrics(s, evaluator)  # noqa: E731
+        # the searches named by reuse= evaluated your model's candidates too: taken, not evaluated again
+        earlier = [p for p in (os.path.join(os.path.dirname(journal_file(r)), PARENT_JOURNAL)
+                               for r in pipe.reuse_paths) if os.path.isfile(p)]
+        reused = Reused(earlier, settings) if earlier else None
+        if reused is not None:
+            metrics = reused.wrap("fp32", metrics)
+        self.search = EvolutionSearch(self.space, metrics, pipe.macs, pipe.settings, pipe.latency, pipe.budgets,
+                                      journal, pipe.log, fitness=pipe.fitness)
         self.search.run()
+        if reused is not None:
+            pipe.log("on your model's weights: " + reused.line())
         if pipe.shrinkage:
             self.search.shrink()
         return self.search
