@@ -174,8 +174,10 @@ def test_precision_search_puts_the_parent_at_every_precision_in_the_selection(tm
     assert "parent@int8" in free and "parent" not in free and "parent@bf16" not in free
     # ToMe fitted per precision: none at fp32 (it cannot reach 0.4x), some r at bf16, none at int8 (r=0 fits)
     assert "tome_parent@bf16" in free and "tome_parent" not in free and "tome_parent@int8" not in free
-    # the schedule searched on your model, fitted per precision the same way (at int8 the fittest is your model)
-    assert "searched_parent@bf16" in free and "searched_parent" not in free and "searched_parent@int8" not in free
+    # the schedule searched on your model, fitted per precision the same way (none reaches 0.4x at fp32); at int8,
+    # where your model fits, it is an option only where a reduced schedule is fitter than your model
+    assert "searched_parent@bf16" in free and "searched_parent" not in free
+    assert free.get("searched_parent@int8", {}).get("counts") != [model.num_patches] * model.depth
     assert free["searched_parent@bf16"]["origin"] == "searched_parent"
     for name, d in free.items():
         assert d["latency_ms"] <= 0.4 * full_ms + 1e-9, name

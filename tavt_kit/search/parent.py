@@ -103,9 +103,7 @@ class ParentStage:
             s = self._tome_within(pipe.macs if b.objective == "macs" else pipe.latency, b.limit)
             if s is not None:
                 scheds[f"tome {b.label}"] = s
-            picks[b.label] = self.evolution.pick(b) if self.evolution is not None else None
-            if picks[b.label] is not None and picks[b.label].counts == full.counts:
-                picks[b.label] = None  # your model itself, already among the options
+            picks[b.label] = self._searched_on_parent(b)
             if picks[b.label] is not None:
                 scheds[f"{FAMILY} {b.label}"] = pipe.schedule(picks[b.label].gene)
         metrics, hits = self._score(scheds)
@@ -144,7 +142,7 @@ class ParentStage:
             row["recommended"] = self._recommend(row, free)
         self._record_probes(doc)
 
-    def _time_like_the_pick(self, row: dict, free: dict, tome: Optional[TokenSchedule], limit: float,
+    def _time_like_the_pick(self, row: dict, free: dict, schedule: Optional[TokenSchedule], limit: float,
                             family: str = "tome_parent") -> None:
         """Where the search timed its pick on the target (a table predicted it), ToMe on your model (``family``:
         or the schedule searched on it) is timed too, so the recommendation is chosen among deployables whose
@@ -155,9 +153,9 @@ class ParentStage:
             return
         best.setdefault("measured_within_budget", best["latency_measured_ms"] <= limit * 1e3)
         d = free.get(family)
-        if d is None or tome is None or d.get("fitted_by") == "measurement":
+        if d is None or schedule is None or d.get("fitted_by") == "measurement":
             return
-        sec = pipe.target_check.time(gene_of(tome), pipe.latency.precision)  # shared with the pick's timings
+        sec = pipe.target_check.time(gene_of(schedule), pipe.latency.precision)  # shared with the pick's timings
         d["latency_measured_ms"] = sec * 1e3
         d["measured_within_budget"] = d["latency_measured_ms"] <= limit * 1e3
 
@@ -205,11 +203,19 @@ class ParentStage:
         s = self._tome_within(cost, limit)
         if s is not None and s.counts != full.counts:
             out["tome_parent"] = s
-        c = self.evolution.pick(Budget("latency", limit), precision) if self.evolution is not None else None
-        if c is not None and c.counts != full.counts:  # else it is your model, above
-            self._chosen[(precision, limit)] = c
+        c = self._searched_on_parent(Budget("latency", limit), precision)
+        if c is not None:
             out[FAMILY] = self.pipe.schedule(c.gene)
         return out
+
+    def _searched_on_parent(self, budget: Budget, precision: str = "fp32"):
+        """The parent search's pick for ``budget`` at ``precision`` (kept for its fitness fields), None where there
+        is none or it is your model's full schedule (your model itself is an option of its own)."""
+        c = self.evolution.pick(budget, precision) if self.evolution is not None else None
+        if c is None or c.counts == TokenSchedule.full(self.pipe.model.depth, self.pipe.model.num_patches).counts:
+            return None
+        self._chosen[(precision, budget.limit)] = c
+        return c
 
     def _search_parent(self) -> None:
         """The evolution on the parent's weights, merging only (:mod:`~.parent_search`), where the search asks for

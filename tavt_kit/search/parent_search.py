@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import List, Optional
+from typing import Optional
 
 from torch import nn
 
@@ -57,11 +57,7 @@ class ParentSearch:
         shared = next((i for i, b in enumerate(self.space.bounds) if b > 0), self.space.depth)
         evaluator = CandidateEvaluator(self.parent, shard(pipe.holdout).images, shard(pipe.holdout).labels,
                                        pipe.batch_size, transform=pipe.transform, shared_blocks=shared)
-        settings = {**pipe.settings.to_dict(), "fitness": pipe.fitness, "holdout_sha256": pipe.holdout.digest(),
-                    "holdout_images": pipe.n_holdout, "space": self.space.to_dict(),
-                    "budgets": [[b.objective, b.limit] for b in pipe.budgets],
-                    "weights_sha256": weights_digest(self.parent),
-                    "latency": pipe.latency.info.get("identity") if pipe.latency is not None else None}
+        settings = pipe.journal_settings(self.space, weights_digest(self.parent))
         journal = Journal(os.path.join(pipe.out_dir, PARENT_JOURNAL) if pipe.rank == 0 else None,
                           {"format": "fgvc-kit/search-journal", "settings": settings})
         metrics = lambda s: pipe.metrics(s, evaluator)  # noqa: E731
@@ -80,22 +76,20 @@ class ParentSearch:
             self.search.shrink()
         return self.search
 
-    def pick(self, budget: Budget, precision: str = "fp32", over: Optional[List[dict]] = None
-             ) -> Optional[Candidate]:
+    def pick(self, budget: Budget, precision: str = "fp32") -> Optional[Candidate]:
         """The fittest candidate (corrected fitness) whose cost at ``precision`` meets ``budget``; under a latency
         budget predicted by a table that can be checked, the fittest that also meets it timed on the target (as
-        the supernet's pick, :class:`~.timed.TargetCheck`; those timed over it are appended to ``over``)."""
+        the supernet's pick, :class:`~.timed.TargetCheck`)."""
         if self.search is None:
             return None
         pipe = self.pipe
         if budget.objective == "macs":
             return self.search.best_within(budget)
-        cost = pipe.objectives[precision]
-        priced = [(c, c.latency if precision == "fp32" and c.latency is not None
-                   else float(cost(pipe.schedule(c.gene)))) for c in self.search.evaluated.values()]
+        cost = pipe.objectives[precision]  # cached per schedule: fp32's are the evolution's own predictions
+        priced = [(c, float(cost(pipe.schedule(c.gene)))) for c in self.search.evaluated.values()]
         ranked = sorted((x for x in priced if x[1] <= budget.limit), key=lambda x: (x[0].score, x[1], x[0].gene),
                         reverse=True)
-        check = pipe.target_check.within(budget.limit, over if over is not None else [])
+        check = pipe.target_check.within(budget.limit, [])
         return next((c for c, t in ranked if check is None or check(c.gene, precision, t)), None)
 
     @staticmethod

@@ -44,7 +44,7 @@ from .fitness import DEFAULT_FITNESS, FITNESSES, fitness_of
 from .objective import LatencyObjective, latency_objectives
 from .timed import TargetCheck
 from .precisions import parse_precisions, resolve_precisions  # noqa: F401 (parse_precisions: public here too)
-from .reuse import journal_file
+from .reuse import Reused, journal_file
 from .selection import check_selection, set_aside
 from .parent import resolve_parent
 from .space import _check_reducers, default_reducers, space_of  # noqa: F401 (space_of: public here too)
@@ -305,14 +305,16 @@ class SearchPipeline:
                          f"({Budget(b.objective, cost).label}); no searched schedule can meet it (baselines are "
                          "still reported)")
 
+    def journal_settings(self, space: SearchSpace, digest: str) -> dict:
+        """What a journal of ``space`` on the weights ``digest`` (their content, not their path) is keyed on."""
+        return {**self.settings.to_dict(), "fitness": self.fitness, "subset": self.subset, "space": space.to_dict(),
+                "budgets": [[b.objective, b.limit] for b in self.budgets], "weights_sha256": digest,
+                "holdout_images": self.n_holdout, "holdout_sha256": self.holdout.digest(),
+                "source": {k: v for k, v in (self.source or {}).items() if k != "checkpoint"},
+                "latency": self.latency.info.get("identity") if self.latency is not None else None}
+
     def _journal(self) -> Journal:
-        # keyed on the weights' content: a supernet retrained into the same path is another search
-        settings = {**self.settings.to_dict(), "fitness": self.fitness,
-                    "budgets": [[b.objective, b.limit] for b in self.budgets], "subset": self.subset,
-                    "holdout_images": self.n_holdout, "holdout_sha256": self.holdout.digest(),
-                    "space": self.space.to_dict(), "weights_sha256": self.digest,
-                    "source": {k: v for k, v in (self.source or {}).items() if k != "checkpoint"},
-                    "latency": self.latency.info.get("identity") if self.latency is not None else None}
+        settings = self.journal_settings(self.space, self.digest)
         if len(self.precisions) > 1:  # one journal for every precision: each record says its precision
             settings["precisions"] = {p: {"latency": self.objectives[p].info.get("identity")}
                                       for p in self.precisions[1:]}
@@ -325,8 +327,6 @@ class SearchPipeline:
             torch.distributed.broadcast_object_list(obj, src=0)
             journal.entries = obj[0]
         if self.reuse_paths:
-            from .reuse import Reused
-
             self.reused = Reused(self.reuse_paths, settings, self.calibration)
         return journal
 

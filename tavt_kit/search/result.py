@@ -213,8 +213,8 @@ def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any
 # ------------------------------------------------------------------ typed view
 def describe_family(family: str, entry: Optional[Dict[str, Any]] = None, short: bool = False) -> str:
     """A deployable family of a budget in words: ``"searched"``, ``"tome_parent"``, ``"searched_parent"``,
-    ``"parent"``, with an
-    ``@precision`` suffix for the training-free ones at another precision (``"tome_parent@int8"``).
+    ``"parent"``, with an ``@precision`` suffix for the training-free ones at another precision
+    (``"tome_parent@int8"``).
     ``short``: the name alone, for a table that shows the weights and the precision in columns of their own."""
     base, _, precision = family.partition("@")
     entry = entry or {}
