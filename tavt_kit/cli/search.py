@@ -6,6 +6,7 @@ import os
 
 from ..errors import ConfigError
 from ..search.fitness import DEFAULT_FITNESS, FITNESSES
+from ..search.recommend import check_ship_confidence
 from ..search.result import describe_family
 from .common import (add_deprecated, add_device, add_refused, budget_suggestion, check_can_merge, parse_macs,
                      parse_reducers, parse_seconds)
@@ -90,6 +91,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not also search schedules on your model's own weights (by default, where the supernet "
                         "records your model, the same evolution runs on it with merging only, no training, and its "
                         "pick competes with the supernet's as 'searched_parent'; it doubles the search's time)")
+    p.add_argument("--ship-confidence", type=float, default=0.95, metavar="P",
+                   help="how sure the held-out images must make it that the supernet's pick beats the best "
+                        "deployable on your model's weights (your model, ToMe on it, the schedule searched on it) "
+                        "before it is recommended: a one-sided confidence of the paired per-image difference "
+                        "(default 0.95; 0.5: any lead; see docs/benchmarks/ship_gate.md)")
     p.add_argument("--eval-batch-size", dest="batch_size", type=int, default=64, metavar="N",
                    help="images per evaluation batch (default 64)")
     add_deprecated(p, "--batch-size", "--eval-batch-size", "batch_size", type=int)
@@ -110,6 +116,7 @@ def _check_positive(args) -> None:
     if not 0.0 <= args.mutation_prob <= 1.0:
         raise ConfigError(f"--mutation-prob: expected a probability in [0, 1], got {args.mutation_prob}")
     args.selection = _selection(args.selection)
+    check_ship_confidence(args.ship_confidence)  # its error names --ship-confidence (flag_message)
 
 
 def _selection(text: str):
@@ -177,7 +184,7 @@ def run(args) -> int:
         settings=settings, out=args.out, objectives=objectives, subset=args.subset, batch_size=args.batch_size,
         verify_top=args.verify_top, calibration_images=args.calibration_images, remeasure=args.remeasure,
         latency_source=args.latency_source, reuse=args.reuse, selection=args.selection, shrinkage=args.shrinkage,
-        parent_search=args.parent_search,
+        parent_search=args.parent_search, ship_confidence=args.ship_confidence,
         table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables"),
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
         log=lambda s: print(s, flush=True))

@@ -53,6 +53,7 @@ class ScheduleScores:
     #: per schedule, sums over the images of its per-image difference to the full model and of its square:
     #: (hit, hit², nll, nll², kl²) -- the paired noise of each metric (None: not collected)
     paired: Optional[List[List[float]]] = None
+    losses: Optional[torch.Tensor] = None  # (schedules, images) float cross-entropy per image, with ``hits``
 
     def metrics(self, i: int) -> Dict[str, float]:
         """Means for schedule ``i``: ``accuracy``, ``nll``, ``kl``; with ``paired`` sums, each one's standard
@@ -73,8 +74,10 @@ class ScheduleScores:
         if paired:  # the five paired sums of every schedule, in one reduction
             flat = all_reduce([v for row in paired for v in row], torch.float64)
             paired = [flat[5 * i:5 * i + 5] for i in range(len(self.paired))]
+        one = _dist()[1] == 1
         return ScheduleScores(n, all_reduce(self.correct), all_reduce(self.nll, torch.float64),
-                              all_reduce(self.kl, torch.float64), self.hits if _dist()[1] == 1 else None, paired)
+                              all_reduce(self.kl, torch.float64), self.hits if one else None, paired,
+                              self.losses if one else None)
 
 
 @dataclass
@@ -214,7 +217,8 @@ class CandidateEvaluator:
     @torch.inference_mode()
     def scores(self, schedules: Sequence[TokenSchedule], progress: Optional[Callable[[int], None]] = None,
                per_image: bool = False) -> ScheduleScores:
-        """Hits, summed NLL and summed KL to the full model for each schedule (``per_image``: keep each hit)."""
+        """Hits, summed NLL and summed KL to the full model for each schedule (``per_image``: keep each hit and
+        each image's cross-entropy)."""
         if self.autocast is not None:
             with torch.autocast(self._device_type(), dtype=self.autocast):
                 return self._scores(schedules, progress, per_image)
@@ -225,7 +229,8 @@ class CandidateEvaluator:
         counts = [tuple(s.counts) for s in schedules]
         out = ScheduleScores(len(self), [0] * len(counts), [0.0] * len(counts), [0.0] * len(counts),
                              torch.zeros(len(counts), len(self), dtype=torch.bool) if per_image else None,
-                             [[0.0] * 5 for _ in counts])
+                             [[0.0] * 5 for _ in counts],
+                             torch.zeros(len(counts), len(self)) if per_image else None)
         if not counts:
             return out
         F = self.shared_blocks
@@ -274,6 +279,8 @@ class CandidateEvaluator:
                 out.paired[idx] = [a + b for a, b in zip(out.paired[idx], sums)]
             if out.hits is not None:
                 out.hits[idx, start:start + len(y)] = hit
+            if out.losses is not None:
+                out.losses[idx, start:start + len(y)] = nll_i
 
     def _walk(self, node: _Node, x: torch.Tensor, depth: int, n: int, state: TokenState,
               leaf: Callable[[torch.Tensor, Sequence[int]], None]) -> None:

@@ -14,11 +14,12 @@ search loads it and measures, on the same held-out and test images as the search
   search can time on the target, ToMe's r and whether your model meets a budget are decided by timing them
   there (``training_free_fit`` records every probe), not by the table's prediction.
 
-Each budget then *recommends* one deployable among the searched pick and the training-free ones, chosen on
-the selection images (held-out images set aside, which the evolution never scored, :mod:`~.selection`; the
-held-out images themselves where none were set aside), by NLL for the nll/kl fitnesses (which compares across
-weights), else accuracy: the test split only reports. If ToMe on the parent wins, the recommendation says so
-and names the parent's weights.
+Each budget then *recommends* one deployable among the searched pick and the training-free ones
+(:mod:`~.recommend`): the best on your model's weights, unless the supernet's pick beats it beyond noise, paired
+per image, on the selection images (held-out images set aside, which the evolution never scored,
+:mod:`~.selection`; the held-out images themselves where none were set aside), by NLL for the nll/kl fitnesses
+(which compares across weights), else accuracy: the test split only reports. If ToMe on the parent wins, the
+recommendation says so and names the parent's weights.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from .data import shard
 from .evaluate import CandidateEvaluator
 from .evolution import Budget, entry_gene, gene_of
 from .parent_search import FAMILY, ParentSearch, merge_space
+from .recommend import DEFAULT_SHIP_CONFIDENCE, PairedEvidence, paired_lead, recommend
 
 
 def resolve_parent(model: nn.Module, parent, log) -> Optional[nn.Module]:
@@ -69,6 +71,8 @@ class ParentStage:
         self.probes: Dict[str, Dict[int, float]] = {}
         self.evolution: Optional[ParentSearch] = None  # schedules searched on the parent's weights (parent_search.py)
         self._chosen: Dict[tuple, object] = {}  # (precision, limit) -> the parent search's pick there
+        self._scorers: Dict[str, object] = {}  # weights -> DeployedScorer (int8, bf16 on OpenVINO): close()
+        self._paired: Optional[PairedEvidence] = None  # per-image scores the recommendation pairs (recommend.py)
         if getattr(parent, "num_patches", None) != pipe.model.num_patches or \
                 getattr(parent, "depth", None) != pipe.model.depth:
             raise CheckpointError("parent: its token grid or depth differs from the supernet's; give the checkpoint "
@@ -165,31 +169,28 @@ class ParentStage:
         its ``vs_parent`` (deployed, paired on the test images), and ``recommended`` is chosen again among all."""
         pipe = self.pipe
         ref = self._parent_hits
-        scorer = self._deployed_scorer(stage)
+        scorer = self._scorer("parent")
         entries: Dict[tuple, dict] = {}  # (schedule, precision) -> entry: one measurement for all budgets
-        try:
-            for row in doc["budgets"]:
-                if row["objective"] != "latency":
-                    continue
-                free = row.setdefault("training_free", {})
-                for p in pipe.precisions[1:]:
-                    for name, s in self._free_schedules(p, row["limit"]).items():
-                        key = (gene_of(s), p)
-                        if key not in entries:
-                            entries[key] = self._deployed_entry(scorer, s, p, ref)
-                        free[f"{name}@{p}"] = dict(entries[key])
-                        if name == FAMILY:  # its fitness corrected as the fp32 candidate's was
-                            free[f"{name}@{p}"].update(ParentSearch.fields(self._chosen[(p, row["limit"])]))
-                        if name == "tome_parent":
-                            self._measured_fit(free[f"{name}@{p}"], s, p, row["limit"])
-                for key in ("best", "best_fp32"):
-                    d = row.get(key)
-                    run = stage.test_runs.get((entry_gene(d), d.get("precision", "fp32"))) if d else None
-                    if run is not None and ref is not None:
-                        d["vs_parent"] = paired_difference(run[0].hits[0].tolist(), ref.tolist())
-                row["recommended"] = self._recommend(row, free)
-        finally:
-            scorer.close()
+        for row in doc["budgets"]:
+            if row["objective"] != "latency":
+                continue
+            free = row.setdefault("training_free", {})
+            for p in pipe.precisions[1:]:
+                for name, s in self._free_schedules(p, row["limit"]).items():
+                    key = (gene_of(s), p)
+                    if key not in entries:
+                        entries[key] = self._deployed_entry(scorer, s, p, ref)
+                    free[f"{name}@{p}"] = dict(entries[key])
+                    if name == FAMILY:  # its fitness corrected as the fp32 candidate's was
+                        free[f"{name}@{p}"].update(ParentSearch.fields(self._chosen[(p, row["limit"])]))
+                    if name == "tome_parent":
+                        self._measured_fit(free[f"{name}@{p}"], s, p, row["limit"])
+            for key in ("best", "best_fp32"):
+                d = row.get(key)
+                run = stage.test_runs.get((entry_gene(d), d.get("precision", "fp32"))) if d else None
+                if run is not None and ref is not None:
+                    d["vs_parent"] = paired_difference(run[0].hits[0].tolist(), ref.tolist())
+            row["recommended"] = self._recommend(row, free)
         self._record_probes(doc)
 
     def _free_schedules(self, precision: str, limit: float) -> Dict[str, TokenSchedule]:
@@ -283,13 +284,6 @@ class ParentStage:
             d["latency_measured_ms"] = probes[r] * 1e3
             d["measured_within_budget"] = probes[r] <= limit
 
-    def _deployed_scorer(self, stage):
-        from .precision import DeployedScorer
-
-        pipe = self.pipe
-        return DeployedScorer(self.parent, pipe.transform, stage.scorer.calibration, pipe.batch_size,
-                              pipe.objectives["fp32"].target.threads)
-
     def _deployed_entry(self, scorer, s: TokenSchedule, precision: str, ref) -> dict:
         """A training-free deployable at ``precision``: held-out metrics as the search measures that precision
         (bf16/fp16 autocast, int8 quantised and run in OpenVINO), test accuracy on the deployed runtime."""
@@ -357,47 +351,53 @@ class ParentStage:
                 row["recommended"] = self._recommend(row, row["training_free"])
 
     def _recommend(self, row: dict, free: dict) -> dict:
-        """The deployable to ship for a budget, chosen among the searched pick (supernet weights) and the
-        training-free ones (parent weights): on the selection images where the search set some aside (none of its
-        choices saw them, :mod:`~.selection`), else on the held-out images the evolution chose on."""
-        split = "selection" if getattr(self.pipe, "selection", None) is not None else "holdout"
-        key = f"{split}_accuracy" if self.pipe.fitness == "accuracy" else f"{split}_nll"
-        sign = 1 if key.endswith("_accuracy") else -1
-        options = {"searched": row.get("best"), **free}
-        options = {k: v for k, v in options.items() if v is not None and v.get(key) is not None}
-        if not options:
-            return {"family": None, "why": "nothing meets this budget"}
-        # a deployable measured over the budget on the target is not recommended while another is not
-        over = sorted(k for k, v in options.items() if v.get("measured_within_budget") is False)
-        every = bool(over) and len(over) == len(options)
-        if over and not every:
-            options = {k: v for k, v in options.items() if k not in over}
-        # on the held-out images a searched pick carries the winner's curse (the others were fitted to the budget,
-        # not selected on these images): its score is lowered by what the shrinkage took off its fitness
-        # (shrinkage.py), in the units of the compared metric whatever the fitness (KL's shift counts as NLL's)
-        value = {k: sign * v[key] - (_shift(v) if split == "holdout" else 0.0) for k, v in options.items()}
-        # a tie goes to your model's weights: nothing was measured that would justify the supernet
-        best = max(options, key=lambda k: (value[k], k != "searched"))
-        metric = "accuracy" if sign > 0 else "NLL"
-        corrected = sorted(k for k, v in options.items() if v.get("fitness_shrunk") is not None)
-        why = (f"best {metric} on {self.pipe.selection.n} selection images (never scored by the evolution)"
-               if split == "selection" else f"best held-out {metric}" + (
-                   f" ({', '.join(corrected)} corrected for the winner's curse)" if corrected else "")
-               ) + " among " + ", ".join(sorted(options))
-        if over:
-            why += "; every option measured over the budget on the target" if every else \
-                "; " + ", ".join(over) + " measured over the budget on the target"
-        out = {"family": best, "weights": "supernet" if best == "searched" else "parent", "why": why,
-               "counts": options[best]["counts"], "precision": options[best].get("precision", "fp32")}
-        if options[best].get("reducers"):
-            out["reducers"] = options[best]["reducers"]
-        return out
+        """The deployable to ship for a budget (:func:`~.recommend.recommend`): the best on your model's weights,
+        unless the supernet's pick beats it beyond noise, paired per image on the images the choice is made on."""
+        pipe = self.pipe
+        selection = getattr(pipe, "selection", None)
+        metric = "accuracy" if pipe.fitness == "accuracy" else "NLL"
+
+        def values(family: str, d: dict):
+            return self._evidence().values(_weights(family), pipe.schedule(entry_gene(d)), d.get("precision", "fp32"))
+
+        def lead(family: str, d: dict, other: str, o: dict):
+            return paired_lead(values(family, d), values(other, o), metric)
+
+        return recommend(row, free, fitness=pipe.fitness, selection_images=selection.n if selection else None,
+                         evidence=lead if hasattr(self, "parent") else None,  # None: a stage assembled by hand
+                         confidence=getattr(pipe, "ship_confidence", DEFAULT_SHIP_CONFIDENCE))
+
+    def _evidence(self) -> PairedEvidence:
+        """Per-image scores of the compared deployables, made once (:class:`~.recommend.PairedEvidence`)."""
+        if self._paired is None:
+            pipe = self.pipe
+            images = pipe.selection.images if getattr(pipe, "selection", None) is not None else pipe.holdout
+            self._paired = PairedEvidence(images, pipe.batch_size, pipe.transform,
+                                          {"supernet": pipe.model, "parent": self.parent}, self._scorer)
+        return self._paired
+
+    def _scorer(self, weights: str):
+        """The deployed scorer of ``weights`` (``parent`` or ``supernet``), made once and closed by :meth:`close`."""
+        from .precision import DeployedScorer
+
+        if weights not in self._scorers:
+            pipe = self.pipe
+            calib = pipe.data.calibration
+            self._scorers[weights] = DeployedScorer(
+                self.parent if weights == "parent" else pipe.model, pipe.transform,
+                lambda: calib(pipe.calibration_images, pipe.settings.seed), pipe.batch_size,
+                pipe.objectives["fp32"].target.threads)
+        return self._scorers[weights]
+
+    def close(self) -> None:
+        """Removes the deployed models this stage quantised or converted."""
+        for scorer in self._scorers.values():
+            scorer.close()
+        self._scorers = {}
 
 
-def _shift(entry: dict) -> float:
-    """What the winner's-curse correction took off an entry's held-out fitness (0: not corrected)."""
-    m, s = entry.get("fitness_measured"), entry.get("fitness_shrunk")
-    return max(0.0, float(m) - float(s)) if m is not None and s is not None else 0.0
+def _weights(family: str) -> str:
+    return "supernet" if family == "searched" else "parent"
 
 
 def _interval(acc, n):

@@ -44,39 +44,16 @@ from .fitness import DEFAULT_FITNESS, FITNESSES, fitness_of
 from .objective import LatencyObjective, latency_objectives
 from .timed import TargetCheck
 from .precisions import parse_precisions, resolve_precisions  # noqa: F401 (parse_precisions: public here too)
-from .reuse import Reused, journal_file
-from .selection import check_selection, set_aside
+from .reuse import Reused
+from .options import as_budget, check_options
+from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
+from .selection import set_aside
 from .parent import resolve_parent
 from .space import _check_reducers, default_reducers, space_of  # noqa: F401 (space_of: public here too)
-from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, parse_budget, schedules_index
+from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, schedules_index
 
 #: the index of the per-budget drop configs a search writes beside search.json
 SCHEDULES_INDEX = "schedules.json"
-
-
-def _budget(b) -> Budget:
-    if isinstance(b, Budget):
-        return b
-    parsed = parse_budget(b)
-    if parsed is None:
-        raise ConfigError(f"budgets={b!r}: expected a budget with its unit, e.g. '15ms' or '20G MACs'")
-    return Budget(*parsed)
-
-
-def _check_options(options: dict) -> list:
-    """``search_schedules``' ``reuse`` paths, each checked before the slow set-up (tables, images), so a wrong
-    path fails at once; an unknown option is a TypeError, as for any Python function."""
-    known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
-             "parent", "latency_source", "table_cache", "table_profile", "reuse", "selection", "shrinkage",
-             "parent_search"}
-    if bad := sorted(set(options) - known):
-        raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
-    reuse = options.get("reuse") or ()
-    reuse = [reuse] if isinstance(reuse, (str, os.PathLike)) else list(reuse)
-    for path in reuse:
-        journal_file(str(path))
-    check_selection(options.get("selection", 0))
-    return reuse
 
 
 def search_schedules(
@@ -121,11 +98,12 @@ def search_schedules(
             again; :mod:`~tavt_kit.search.reuse`), ``selection`` (held-out fraction set aside for the recommendation,
             default 0: :mod:`~tavt_kit.search.selection`), ``shrinkage`` (picks on fitness corrected for the winner's
             curse, True: :mod:`~tavt_kit.search.shrinkage`), ``parent_search`` (with a parent: schedules searched on its
-            own weights, merging, compete as ``searched_parent``, True: :mod:`~tavt_kit.search.parent_search`).
+            own weights, merging, compete as ``searched_parent``, True: :mod:`~tavt_kit.search.parent_search`),
+            ``ship_confidence`` (that the supernet's pick beats your weights, to ship it: 0.95, :mod:`~.recommend`).
     """
-    reuse = _check_options(options)
+    reuse = check_options(options)
     log = options.get("log", print)
-    budgets = [_budget(b) for b in budgets]
+    budgets = [as_budget(b) for b in budgets]
     precisions = resolve_precisions(precisions, target, any(b.objective == "latency" for b in budgets), log,
                                     measured_here=options.get("objectives") is None and table is None)
     space = space_of(model)
@@ -150,7 +128,7 @@ def search_schedules(
     sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
     parent = resolve_parent(model, options.get("parent", "auto"), log)
     passed = {k: options[k] for k in ("batch_size", "subset", "source", "verify_top", "calibration_images",
-                                      "selection", "shrinkage", "parent_search") if k in options}
+                                      "selection", "shrinkage", "parent_search", "ship_confidence") if k in options}
     pipeline = SearchPipeline(model, sdata, out, settings=settings or EvolutionSettings(), budgets=budgets,
                               objectives=objectives or {}, precisions=precisions, space=space, fitness=fitness,
                               log=log, remeasure=bool(options.get("remeasure")), reuse=reuse,
@@ -169,7 +147,7 @@ class SearchPipeline:
                  source: Optional[dict] = None, verify_top: int = 3, calibration_images: int = 300,
                  log: Callable[[str], None] = print, remeasure: bool = False, reuse: Sequence[str] = (),
                  selection: Union[str, float, None] = 0.0, recommends: bool = False, shrinkage: bool = True,
-                 parent_search: bool = True):
+                 parent_search: bool = True, ship_confidence: float = DEFAULT_SHIP_CONFIDENCE):
         self._check(data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images)
         self.model, self.out_dir, self.settings, self.budgets = model, out_dir, settings, list(budgets)
         self.objectives, self.precisions, self.space, self.fitness = objectives, tuple(precisions), space, fitness
@@ -177,6 +155,8 @@ class SearchPipeline:
         self.calibration_images, self.remeasure_picks = int(calibration_images), remeasure
         self.shrinkage = bool(shrinkage)  # picks corrected for the winner's curse (shrinkage.py)
         self.parent_search = bool(parent_search)  # schedules searched on the parent's weights too (parent_search.py)
+        # how sure the recommendation must be that the supernet's pick beats your model's weights (recommend.py)
+        self.ship_confidence = check_ship_confidence(ship_confidence)
         self.rank, self.world = _dist()
         self.log = log if self.rank == 0 else (lambda s: None)
         self.data = data
@@ -269,9 +249,26 @@ class SearchPipeline:
         if self.parent is not None and self.world == 1:
             from .parent import ParentStage
 
+            parent = ParentStage(self, self.parent)
+        try:
+            self._compare(doc, stage, parent)
+        finally:
+            if parent is not None:
+                parent.close()
+        if self.reused is not None:
+            doc["reuse"] = self.reused.summary()
+            self.log(self.reused.line())
+        correction = self.target_check.summary()
+        if correction:  # how far the table was from the target where picks were timed
+            doc["timed_over_predicted"] = correction
+        return self._write(doc, precision_plot=stage is not None)
+
+    def _compare(self, doc: dict, stage, parent) -> None:
+        """Your model and what needs no training measured beside the picks (``parent``: a ParentStage), the
+        (schedule, precision) pairs chosen (``stage``: a PrecisionStage) and each budget's recommendation."""
+        if parent is not None:
             self.log("measuring the parent (your model) and ToMe on it at each budget")
             with Heartbeat(self.log, "measuring the parent and ToMe on it"):
-                parent = ParentStage(self, self.parent)
                 parent.apply(doc)
         if stage is not None:
             with Heartbeat(self.log, "choosing and verifying each budget's (schedule, precision) pair"):
@@ -284,13 +281,6 @@ class SearchPipeline:
                 stage.remeasure(doc)
             if parent is not None:  # chosen again now that every option was timed in one round
                 parent.recommend_again(doc)
-        if self.reused is not None:
-            doc["reuse"] = self.reused.summary()
-            self.log(self.reused.line())
-        correction = self.target_check.summary()
-        if correction:  # how far the table was from the target where picks were timed
-            doc["timed_over_predicted"] = correction
-        return self._write(doc, precision_plot=stage is not None)
 
     def _warn_unreachable(self) -> None:
         for b in self.budgets:

@@ -113,7 +113,8 @@ class DeployedScorer:
 
     def scores(self, sched: TokenSchedule, precision: str, images: torch.Tensor, labels: torch.Tensor
                ) -> Tuple[ScheduleScores, str]:
-        """Hits (per image), NLL and KL to the full fp32 model of the deployed pair; and the runtime's name."""
+        """Hits and cross-entropy (per image), NLL and KL to the full fp32 model of the deployed pair; and the
+        runtime's name."""
         from ..export.verify import ExportedRunner
 
         start = time.perf_counter()
@@ -124,10 +125,11 @@ class DeployedScorer:
         logp = torch.cat(logits).log_softmax(-1)
         ref = self._full_logp(images)
         hit = logp.argmax(-1) == labels
-        nll = float(-logp.gather(1, labels.view(-1, 1)).sum())
+        nll_i = -logp.gather(1, labels.view(-1, 1)).squeeze(1)
         kl = float((ref.exp() * (ref - logp)).sum())
         self.seconds += time.perf_counter() - start
-        return ScheduleScores(len(labels), [int(hit.sum())], [nll], [kl], hit.view(1, -1)), \
+        return ScheduleScores(len(labels), [int(hit.sum())], [float(nll_i.sum())], [kl], hit.view(1, -1),
+                              losses=nll_i.view(1, -1)), \
             f"{runner.runtime}, {runner.precision_used}"
 
 
