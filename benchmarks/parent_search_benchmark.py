@@ -67,15 +67,18 @@ def run_seed(seed: int, args) -> dict:
     from tavt_kit.search.data import search_data
     from tavt_kit.stats import paired_difference
 
-    path = os.path.join(args.out, f"parent-search-{args.search}-s{seed}.json")
+    path = os.path.join(args.out, f"parent-search-{args.search}{_ship_tag(args)}-s{seed}.json")
     if os.path.isfile(path):
         return read_json(path)
     parent_path, parent, supernet, budgets = seed_models(seed, argparse.Namespace(
         recipe="default", bound=0.5, reducers=None, steps=150, out=args.out, parents=args.parents))
-    sdir = os.path.join(args.out, f"seed{seed}", f"search-parent-search-p{args.population}g{args.generations}")
+    first = os.path.join(args.out, f"seed{seed}", f"search-parent-search-p{args.population}g{args.generations}")
+    sdir = first + _ship_tag(args)
+    # the evolution on your model's weights of an earlier run of this benchmark is taken too (same images, weights)
+    reuse = [journal_with_noise(seed, args)] + ([first] if sdir != first and os.path.isdir(first) else [])
     res = tavt_kit.search_schedules(
         supernet, None, budgets, fitness="nll", parent=parent_path, out=sdir, parent_search=True,
-        reuse=[journal_with_noise(seed, args)],
+        reuse=reuse, ship_confidence=args.ship_confidence,
         settings=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
         log=lambda s: print(f"[seed {seed}] {s}", flush=True))
     doc = res.doc
@@ -96,7 +99,7 @@ def run_seed(seed: int, args) -> dict:
             h = {k: hits(supernet if k == "pick" or (k == "recommended" and rec.get("family") == "searched")
                          else parent, d) for k, d in ds.items() if d}
             row = {"reduction": r, "label": b["label"], "recommended_family": rec.get("family"),
-                   "why": rec.get("why"),
+                   "why": rec.get("why"), "evidence": rec.get("evidence"),
                    **{k: {f: d.get(f) for f in ("counts", "reducers", "macs", "test_accuracy", "vs_parent",
                                                 "holdout_nll", "fitness_measured", "fitness_shrunk", "r")}
                       for k, d in ds.items() if d}}
@@ -113,6 +116,15 @@ def run_seed(seed: int, args) -> dict:
 
     write_json(out, path)
     return out
+
+
+def _ship_tag(args) -> str:
+    """Results of a run with the ship gate carry its confidence in their names (those without: before the gate)."""
+    from tavt_kit.search.recommend import DEFAULT_SHIP_CONFIDENCE
+
+    if args.ship_confidence is None:
+        args.ship_confidence = DEFAULT_SHIP_CONFIDENCE
+    return f"-ship{args.ship_confidence:g}"
 
 
 def _vs(v) -> str:
@@ -146,9 +158,23 @@ def report(results) -> str:
             parts.append(f"{a} - {c} " + ("{:+.2f} [{:+.2f}, {:+.2f}]".format(*(100 * x for x in combine(vs)))
                                           if all(vs) else "missing"))
         lines.append(f"  {red:>3}x: " + "; ".join(parts))
+    regret = [_regret(r["rows"][i]) for r in results for i in range(len(REDUCTIONS))]
+    regret = [x for x in regret if x is not None]
+    if regret:
+        lines.append(f"  regret of the recommendation (test-best option minus shipped, points): mean "
+                     f"{100 * sum(regret) / len(regret):.2f}, worst {100 * max(regret):.2f}; test-best shipped in "
+                     f"{sum(x <= 0 for x in regret)} of {len(regret)}")
     ships = [r["rows"][i]["recommended_family"] for r in results for i in range(len(REDUCTIONS))]
     lines.append("  shipped: " + ", ".join(f"{f} {ships.count(f)}" for f in sorted(set(map(str, ships)))))
     return "\n".join(lines)
+
+
+def _regret(row: dict):
+    """How far the shipped option is below the test-best of ToMe, the schedule searched on your model and the
+    supernet's pick (0: it shipped the best)."""
+    acc = {k: (row.get(k) or {}).get("test_accuracy") for k in ("tome", "searched_parent", "pick", "recommended")}
+    options = [v for k, v in acc.items() if k != "recommended" and v is not None]
+    return max(options) - acc["recommended"] if options and acc["recommended"] is not None else None
 
 
 def main(argv=None) -> int:
@@ -160,11 +186,13 @@ def main(argv=None) -> int:
     ap.add_argument("--generations", type=int, default=6)
     ap.add_argument("--out", default=os.path.join("runs", "reference"))
     ap.add_argument("--parents", default=os.path.join("runs", "distill-recipe"))
+    ap.add_argument("--ship-confidence", type=float, default=None,
+                    help="the recommendation's ship_confidence (default: the library's, 0.95); files are named with it")
     args = ap.parse_args(argv)
     results = [run_seed(int(s), args) for s in args.seeds.split(",")]
     text = report(results)
     print(text)
-    name = os.path.join(args.out, f"parent-search-{args.search}-seeds{args.seeds.replace(',', '+')}")
+    name = os.path.join(args.out, f"parent-search-{args.search}{_ship_tag(args)}-seeds{args.seeds.replace(',', '+')}")
     from tavt_kit.files import write_json, write_text
 
     write_json(results, name + ".json")

@@ -1,0 +1,119 @@
+"""Your model's weights ship unless the supernet's pick beats them beyond noise, paired per image (recommend.py)."""
+import pytest
+import torch
+
+import tavt_kit
+from tavt_kit.cli import main
+from tavt_kit.errors import ConfigError
+from tavt_kit.models.checkpoint import parent_record
+from tavt_kit.search import EvolutionSettings
+from tavt_kit.search.recommend import recommend, required_z
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+EVO = EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0)
+
+
+def _options():
+    row = {"best": {"counts": [40, 20], "holdout_nll": 0.40, "fitness_measured": -0.40, "fitness_shrunk": -0.401}}
+    free = {"tome_parent": {"counts": [48, 32], "reducers": ["merge"] * 2, "holdout_nll": 0.42},
+            "searched_parent": {"counts": [44, 30], "reducers": ["merge"] * 2, "holdout_nll": 0.41,
+                                "fitness_measured": -0.41, "fitness_shrunk": -0.412}}
+    return row, free
+
+
+def test_a_lead_within_noise_ships_your_models_weights():
+    row, free = _options()
+    asked = []
+
+    def evidence(se):
+        def lead(fam, d, other, o):
+            asked.append((fam, other))
+            return o["holdout_nll"] - d["holdout_nll"], se  # the mean of the per-image differences
+        return lead
+
+    # the pick leads the best on your model's weights (searched_parent, 0.412 corrected) by 0.011 after both
+    # corrections; with a standard error of 0.01 that is z = 1.1, short of 1.645
+    rec = recommend(row, free, fitness="nll", evidence=evidence(0.01))
+    assert asked == [("searched", "searched_parent")]  # compared with the best on your model's weights only
+    assert rec["family"] == "searched_parent" and rec["weights"] == "parent"
+    ev = rec["evidence"]
+    assert ev["versus"] == "searched_parent" and ev["lead"] == pytest.approx(0.01 - 0.001 + 0.002)
+    assert ev["z"] == pytest.approx(1.1) and ev["required_z"] == pytest.approx(required_z(0.95)) == \
+        pytest.approx(1.6449, abs=1e-4)
+    assert "within noise (z = 1.10, 1.64 needed at 95%): your model's weights ship" in rec["why"]
+    # the same lead, resolved
+    rec = recommend(row, free, fitness="nll", evidence=evidence(0.005))
+    assert rec["family"] == "searched" and rec["weights"] == "supernet" and "z = 2.20 > 1.64" in rec["why"]
+    # at confidence 0.5 any lead ships the pick; without per-image evidence the point estimates decide
+    assert recommend(row, free, fitness="nll", evidence=evidence(0.01), confidence=0.5)["family"] == "searched"
+    assert "evidence" not in recommend(row, free, fitness="nll")
+    # the pick behind: nothing to test, your model's weights, no note of a lead
+    row["best"]["holdout_nll"] = 0.5
+    rec = recommend(row, free, fitness="nll", evidence=evidence(0.01))
+    assert rec["family"] == "searched_parent" and "lead" not in rec["why"] and rec["evidence"]["z"] < 0
+    # by accuracy the lead is in hits; identical predictions are no lead
+    row = {"best": {"counts": [40, 20], "holdout_accuracy": 0.9}}
+    free = {"tome_parent": {"counts": [48, 32], "holdout_accuracy": 0.9}}
+    rec = recommend(row, free, fitness="accuracy", evidence=lambda *a: (0.0, 0.0))
+    assert rec["family"] == "tome_parent" and rec["evidence"]["metric"] == "accuracy"
+
+
+def _search(tmp_path, supernet, parent_path, **kw):
+    model = supernet
+    model.spec.setdefault("distillation", {})["parent"] = parent_record(parent_path,
+                                                                         tavt_kit.load_checkpoint(parent_path))
+    sn = str(tavt_kit.save_checkpoint(model, tmp_path / "supernet.safetensors"))
+    model = tavt_kit.load_checkpoint(sn)
+    budget = f"{0.85 * tavt_kit.count_macs(model).total() / 1e6:.4g}M MACs"
+    res = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(tmp_path / "search"),
+                                    parent_search=False, log=lambda s: None, **kw)
+    return res.budgets[budget], res
+
+
+def _noisy(path, noise, out):
+    model = tavt_kit.load_checkpoint(path)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(noise * p.std().clamp_min(1e-3) * torch.randn(p.shape, generator=g))
+    return model if out is None else str(tavt_kit.save_checkpoint(model, out))
+
+
+def test_the_gate_pairs_the_deployables_on_the_held_out_images(tmp_path, trained_checkpoint):
+    """Distilled weights barely different from your model's: their lead cannot be resolved, your model's ship; the
+    per-image evidence is of the same images and deployables as the held-out figures of search.json."""
+    b, res = _search(tmp_path, _noisy(trained_checkpoint, 0.02, None), trained_checkpoint)
+    rec, ev = b.recommended, b.recommended["evidence"]
+    assert rec["weights"] == "parent" and ev["z"] is not None and ev["z"] <= ev["required_z"]
+    other = b.training_free[ev["versus"]].raw
+    # the mean of the per-image differences is the difference of the two held-out NLLs (corrections aside)
+    cut = lambda d: max(0.0, d.get("fitness_measured", 0) - d.get("fitness_shrunk", 0))  # noqa: E731
+    assert ev["lead"] == pytest.approx(other["holdout_nll"] - b.best.raw["holdout_nll"] - cut(b.best.raw)
+                                       + cut(other), abs=1e-5)
+    assert ev["se"] > 0 and ev["metric"] == "NLL"
+    # asked for no margin, the point estimates decide
+    b2, _ = _search(tmp_path / "any", _noisy(trained_checkpoint, 0.02, None), trained_checkpoint,
+                    ship_confidence=0.5)
+    assert b2.recommended["family"] == ("searched" if ev["lead"] > 0 else ev["versus"])
+
+
+def test_a_resolved_lead_ships_the_supernets_pick(tmp_path, trained_checkpoint):
+    """Your model gone wrong (noisy weights) against a good supernet: the lead is resolved and the pick ships."""
+    parent = _noisy(trained_checkpoint, 0.6, tmp_path / "parent.safetensors")
+    b, _ = _search(tmp_path, tavt_kit.load_checkpoint(trained_checkpoint), parent)
+    rec = b.recommended
+    assert rec["family"] == "searched" and rec["weights"] == "supernet"
+    assert rec["evidence"]["z"] > rec["evidence"]["required_z"] and "paired per image" in rec["why"]
+
+
+def test_ship_confidence_is_checked_before_any_work(tmp_path, trained_checkpoint, capsys):
+    model = tavt_kit.load_checkpoint(trained_checkpoint)
+    for bad in (1.0, 0.2, "high", True):
+        with pytest.raises(ConfigError, match=r"ship_confidence=.*expected a one-sided confidence in \[0.5, 1\)"):
+            tavt_kit.search_schedules(model, None, ["1M MACs"], ship_confidence=bad, out=str(tmp_path / "s"),
+                                      log=lambda s: None)
+    assert not (tmp_path / "s").exists()
+    assert main(["search", "--checkpoint", trained_checkpoint, "--macs-budget", "1M", "--ship-confidence", "1.5",
+                 "--out", str(tmp_path / "cli")]) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "--ship-confidence 1.5" in err[0] and "[0.5, 1)" in err[0]
