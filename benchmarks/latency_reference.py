@@ -111,6 +111,12 @@ def _tag(batch: int, args) -> str:
         (f"-t{args.threads}" if args.threads else "") + _bound_tag(args)
 
 
+def _ship_tag(args) -> str:
+    """A run with ``--ship-confidence`` has its own files and search folder (runs without it: the library's default
+    of their time; the ship gate came after the first runs)."""
+    return f"-ship{args.ship_confidence:g}" if args.ship_confidence is not None else ""
+
+
 def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:
     """``res`` with the ToMe sweep of this (seed, batch) (:mod:`tome_frontier`): the training-free frontier
     measured at fixed r, which the headline's training-free side also reads."""
@@ -154,7 +160,8 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
 
     tag = _tag(batch, args)
     # the search folder is shared: a run with the parent search after one without takes the supernet's journal
-    path = os.path.join(args.out, f"seed{seed}-{tag}{'-no-parent-search' if args.no_parent_search else ''}.json")
+    path = os.path.join(args.out, f"seed{seed}-{tag}{'-no-parent-search' if args.no_parent_search else ''}"
+                                  f"{_ship_tag(args)}.json")
     if os.path.isfile(path):
         return read_json(path)
     say = lambda s: print(f"[seed {seed}, batch {batch}] {s}", flush=True)  # noqa: E731
@@ -163,6 +170,13 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
     full = supernet.full_schedule()
     target = _target(batch, args.threads)
     sdir = os.path.join(args.out, f"seed{seed}", f"search-{tag}")
+    if args.ship_confidence is not None:  # its own folder; the budgets of the run without it (same parent timing)
+        first, sdir = sdir, sdir + _ship_tag(args)
+        if os.path.isfile(os.path.join(first, "parent-latency.json")) and not os.path.isdir(sdir):
+            import shutil
+
+            os.makedirs(sdir)
+            shutil.copy(os.path.join(first, "parent-latency.json"), sdir)
     # your model's fp32 latency on the target: the budgets are fractions of it. Measured once and kept, so that
     # a killed stage resumes its search (whose journal is keyed on the budgets) instead of starting over
     measured = os.path.join(sdir, "parent-latency.json")
@@ -184,6 +198,7 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
     res = tavt_kit.search_schedules(
         supernet, None, budgets, target=target, precisions=args.precisions, fitness="nll", parent=parent_path,
         out=sdir, reuse=reuse, parent_search=not args.no_parent_search,
+        **({} if args.ship_confidence is None else {"ship_confidence": args.ship_confidence}),
         table_cache=os.path.join(args.out, f"seed{seed}", "latency-tables"),
         table_profile=dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02) if args.smoke else None,
         settings=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
@@ -436,6 +451,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tome-precisions", help="the sweep's precisions (default: --precisions)")
     ap.add_argument("--no-parent-search", action="store_true",
                     help="the search does not also search schedules on your model's own weights (searched_parent)")
+    ap.add_argument("--ship-confidence", type=float, default=None,
+                    help="the recommendation's ship_confidence; its files and search folder are named with it")
     ap.add_argument("--out", default=os.path.join("runs", "latency-reference"))
     args = ap.parse_args(argv)
     args.fractions = [float(v) for v in args.fractions.split(",")]
@@ -459,7 +476,7 @@ def main(argv=None) -> int:
     print(text)
     from tavt_kit.files import write_text
 
-    write_text(os.path.join(args.out, "report.txt"), text + "\n")
+    write_text(os.path.join(args.out, f"report{_ship_tag(args)}.txt"), text + "\n")
     return 0
 
 
