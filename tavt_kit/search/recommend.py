@@ -155,7 +155,7 @@ def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional
                 best = "searched"
                 why += (f"; the supernet's pick leads {gate['versus']} by {_fmt(lead, metric)} {metric} "
                         f"(z = {_z(z)} > {need:.2f}, paired per image)")
-            elif value["searched"] > value[best]:
+            elif lead > 0:
                 why += (f"; the supernet's pick leads by {_fmt(lead, metric)} {metric}, within noise (z = {_z(z)}, "
                         f"{need:.2f} needed at {confidence:.0%}): your model's weights ship")
     if over:
