@@ -71,7 +71,7 @@ class ParentStage:
         self.probes: Dict[str, Dict[int, float]] = {}
         self.evolution: Optional[ParentSearch] = None  # schedules searched on the parent's weights (parent_search.py)
         self._chosen: Dict[tuple, object] = {}  # (precision, limit) -> the parent search's pick there
-        self._scorers: Dict[str, object] = {}  # weights -> DeployedScorer (int8, bf16 on OpenVINO): close()
+        self._scorers: Dict[str, object] = {}  # weights -> DeployedScorer for int8 (apply_precisions; close())
         self._paired: Optional[PairedEvidence] = None  # per-image scores the recommendation pairs (recommend.py)
         if getattr(parent, "num_patches", None) != pipe.model.num_patches or \
                 getattr(parent, "depth", None) != pipe.model.depth:
@@ -169,7 +169,13 @@ class ParentStage:
         its ``vs_parent`` (deployed, paired on the test images), and ``recommended`` is chosen again among all."""
         pipe = self.pipe
         ref = self._parent_hits
-        scorer = self._scorer("parent")
+        from .precision import DeployedScorer
+
+        # your model deployed as the searched pairs are (the same calibration images); the supernet's int8 models,
+        # quantised by the precision stage, are scored on its own scorer (no second quantisation)
+        scorer = DeployedScorer(self.parent, pipe.transform, stage.scorer.calibration, pipe.batch_size,
+                                pipe.objectives["fp32"].target.threads)
+        self._scorers.update(parent=scorer, supernet=stage.scorer)
         entries: Dict[tuple, dict] = {}  # (schedule, precision) -> entry: one measurement for all budgets
         for row in doc["budgets"]:
             if row["objective"] != "latency":
@@ -358,7 +364,9 @@ class ParentStage:
         metric = "accuracy" if pipe.fitness == "accuracy" else "NLL"
 
         def values(family: str, d: dict):
-            return self._evidence().values(_weights(family), pipe.schedule(entry_gene(d)), d.get("precision", "fp32"))
+            weights, precision = _weights(family), d.get("precision", "fp32")
+            return self._evidence().values(weights, self.parent if weights == "parent" else pipe.model,
+                                           pipe.schedule(entry_gene(d)), precision, self._scorers.get(weights))
 
         def lead(family: str, d: dict, other: str, o: dict):
             return paired_lead(values(family, d), values(other, o), metric)
@@ -368,32 +376,20 @@ class ParentStage:
                          confidence=getattr(pipe, "ship_confidence", DEFAULT_SHIP_CONFIDENCE))
 
     def _evidence(self) -> PairedEvidence:
-        """Per-image scores of the compared deployables, made once (:class:`~.recommend.PairedEvidence`)."""
+        """Per-image scores of the compared deployables, made once: the selection images' scorer where the search
+        set some aside (it scored the options already), else one on the held-out images."""
         if self._paired is None:
             pipe = self.pipe
-            images = pipe.selection.images if getattr(pipe, "selection", None) is not None else pipe.holdout
-            self._paired = PairedEvidence(images, pipe.batch_size, pipe.transform,
-                                          {"supernet": pipe.model, "parent": self.parent}, self._scorer)
+            self._paired = getattr(pipe, "selection", None) or PairedEvidence(pipe.holdout, pipe.batch_size,
+                                                                              pipe.transform)
         return self._paired
 
-    def _scorer(self, weights: str):
-        """The deployed scorer of ``weights`` (``parent`` or ``supernet``), made once and closed by :meth:`close`."""
-        from .precision import DeployedScorer
-
-        if weights not in self._scorers:
-            pipe = self.pipe
-            calib = pipe.data.calibration
-            self._scorers[weights] = DeployedScorer(
-                self.parent if weights == "parent" else pipe.model, pipe.transform,
-                lambda: calib(pipe.calibration_images, pipe.settings.seed), pipe.batch_size,
-                pipe.objectives["fp32"].target.threads)
-        return self._scorers[weights]
-
     def close(self) -> None:
-        """Removes the deployed models this stage quantised or converted."""
-        for scorer in self._scorers.values():
+        """Removes the deployed models this stage quantised or converted (the supernet's scorer is the precision
+        stage's, closed by it)."""
+        scorer = self._scorers.pop("parent", None)
+        if scorer is not None:
             scorer.close()
-        self._scorers = {}
 
 
 def _weights(family: str) -> str:

@@ -253,8 +253,9 @@ class SearchPipeline:
         try:
             self._compare(doc, stage, parent)
         finally:
-            if parent is not None:
-                parent.close()
+            for owner in (parent, stage):
+                if owner is not None:
+                    owner.close()
         if self.reused is not None:
             doc["reuse"] = self.reused.summary()
             self.log(self.reused.line())

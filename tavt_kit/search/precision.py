@@ -248,6 +248,12 @@ class PrecisionStage:
             self.searches[p] = search
         self.seconds = time.perf_counter() - t0
 
+    def close(self) -> None:
+        """Removes the deployed models :meth:`choose` quantised (the recommendation scores its pick on them)."""
+        if getattr(self, "scorer", None) is not None:
+            self.scorer.close()
+            self.scorer = None
+
     def choose(self, doc: dict) -> None:
         """Each latency budget's best pair into ``doc`` (``best``; the fp32-only pick as ``best_fp32``), both run
         deployed on the test images, ``vs_fp32`` between them; the precisions' fronts and candidates."""
@@ -261,14 +267,11 @@ class PrecisionStage:
         # keyed on the calibration: a rerun with other calibration images quantises again
         deployed = JournalSection(self.journal, "int8", kind="deployed", key={"calibration": pipe.calibration})
         self.verified = {g: {k: rec[k] for k in ("accuracy", "nll", "kl")} for g, rec in deployed.entries.items()}
-        self.scorer, self.deployed, self.test_runs = scorer, deployed, {}
-        try:
-            self._fronts(doc)
-            for row in doc["budgets"]:
-                if row["objective"] == "latency":
-                    self._choose_budget(row, doc)
-        finally:
-            scorer.close()
+        self.scorer, self.deployed, self.test_runs = scorer, deployed, {}  # scorer: open until close()
+        self._fronts(doc)
+        for row in doc["budgets"]:
+            if row["objective"] == "latency":
+                self._choose_budget(row, doc)
         doc["precisions"]["candidates"] = {
             p: [_candidate_entry(c, p, self.verified.get(c.gene) if p == "int8" else None, pipe.fitness)
                 for c in s.evaluated.values()] for p, s in self.searches.items()}

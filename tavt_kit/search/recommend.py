@@ -65,35 +65,44 @@ class PairedEvidence:
     """Per-image cross-entropy and hits of deployables on one image set, once per (weights, schedule, precision).
 
     fp32 runs the weights in PyTorch, bf16/fp16 under autocast (as the search scores them), int8 on the model
-    quantised and deployed by a :class:`~.precision.DeployedScorer` (``deployed(weights)`` returns one; it is
-    owned by the caller)."""
+    quantised and deployed by the :class:`~.precision.DeployedScorer` given (no second quantisation)."""
 
-    def __init__(self, images, batch_size: int, transform, models: Dict[str, nn.Module],
-                 deployed: Callable[[str], object]):
+    def __init__(self, images, batch_size: int, transform):
         self.images, self.batch_size, self.transform = images, int(batch_size), transform
-        self.models, self.deployed = models, deployed
         self._cache: Dict[tuple, Values] = {}
 
     @property
     def n(self) -> int:
         return len(self.images.labels)
 
-    def values(self, weights: str, sched: TokenSchedule, precision: str = "fp32") -> Values:
+    def values(self, weights: str, model: nn.Module, sched: TokenSchedule, precision: str = "fp32",
+               deployed=None) -> Values:
+        """Each image's cross-entropy and hit of ``model`` (named ``weights``: ``supernet`` or ``parent``) at
+        ``sched`` and ``precision``; ``deployed``: the DeployedScorer for int8."""
         from .evolution import gene_of
 
         key = (weights, gene_of(sched), precision)
         if key not in self._cache:
             if precision == "int8":
-                sc = self.deployed(weights).scores(sched, "int8", self.images.images, self.images.labels)[0]
+                if deployed is None:
+                    raise ConfigError("an int8 deployable is scored on the deployed model; no deployed scorer was "
+                                      "given")
+                sc = deployed.scores(sched, "int8", self.images.images, self.images.labels)[0]
             else:
                 from .evaluate import CandidateEvaluator
                 from .precision import _AUTOCAST
 
-                ev = CandidateEvaluator(self.models[weights], self.images.images, self.images.labels,
-                                        self.batch_size, transform=self.transform, autocast=_AUTOCAST.get(precision))
+                ev = CandidateEvaluator(model, self.images.images, self.images.labels, self.batch_size,
+                                        transform=self.transform, autocast=_AUTOCAST.get(precision))
                 sc = ev.scores([sched], per_image=True)
             self._cache[key] = (sc.losses[0].double(), sc.hits[0].double())
         return self._cache[key]
+
+    def metrics(self, weights: str, model: nn.Module, sched: TokenSchedule, precision: str = "fp32",
+                deployed=None) -> Dict[str, float]:
+        """Accuracy and mean NLL of :meth:`values`."""
+        losses, hits = self.values(weights, model, sched, precision, deployed)
+        return {"accuracy": float(hits.mean()), "nll": float(losses.mean())}
 
 
 def paired_lead(a: Values, b: Values, metric: str) -> Tuple[float, float]:

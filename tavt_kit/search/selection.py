@@ -19,7 +19,7 @@ selection images with the weights and at the precision it ships with, once per (
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -29,8 +29,7 @@ from ..errors import ConfigError
 from ..schedules.schedule import TokenSchedule
 from ..stats import wilson_interval
 from .data import EvalSet
-from .evaluate import CandidateEvaluator
-from .evolution import gene_of
+from .recommend import PairedEvidence
 
 #: the fraction of the held-out images ``selection="auto"`` sets aside
 AUTO_SELECTION = 0.5
@@ -100,40 +99,13 @@ def set_aside(held: EvalSet, selection, recommends: bool, seed: int, batch_size:
     return search, None if chosen_on is None else SelectionScorer(chosen_on, batch_size, transform)
 
 
-class SelectionScorer:
-    """Scores deployables on the selection images: ``(weights, schedule, precision)`` once each.
+class SelectionScorer(PairedEvidence):
+    """Scores deployables on the selection images: ``(weights, schedule, precision)`` once each, per image (the
+    recommendation pairs them, :mod:`~.recommend`).
 
     fp32 runs the weights in PyTorch; bf16/fp16 under autocast (as the search scores those precisions); int8 on
     the deployed model through the :class:`~tavt_kit.search.precision.DeployedScorer` that quantised it for the
     held-out and test images (no second quantisation)."""
-
-    def __init__(self, images: EvalSet, batch_size: int, transform):
-        self.images, self.batch_size, self.transform = images, int(batch_size), transform
-        self._cache: Dict[tuple, Dict[str, float]] = {}
-
-    @property
-    def n(self) -> int:
-        return len(self.images.labels)
-
-    def metrics(self, weights: str, model: nn.Module, sched: TokenSchedule, precision: str = "fp32",
-                deployed=None) -> Dict[str, float]:
-        """Accuracy and mean NLL of ``model`` (named ``weights``: ``supernet`` or ``parent``) at ``sched`` and
-        ``precision`` on the selection images; ``deployed``: the DeployedScorer for int8."""
-        key = (weights, gene_of(sched), precision)
-        if key not in self._cache:
-            if precision == "int8":
-                if deployed is None:
-                    raise ConfigError("selection: an int8 deployable is scored on the deployed model; no deployed "
-                                      "scorer was given")
-                m = deployed.scores(sched, "int8", self.images.images, self.images.labels)[0].metrics(0)
-            else:
-                from .precision import _AUTOCAST
-
-                ev = CandidateEvaluator(model, self.images.images, self.images.labels, self.batch_size,
-                                        transform=self.transform, autocast=_AUTOCAST.get(precision))
-                m = ev.scores([sched]).metrics(0)
-            self._cache[key] = {"accuracy": m["accuracy"], "nll": m["nll"]}
-        return self._cache[key]
 
     def fields(self, weights: str, model: nn.Module, sched: TokenSchedule, precision: str = "fp32",
                deployed=None) -> dict:
