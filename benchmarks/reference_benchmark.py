@@ -55,7 +55,7 @@ def parent_checkpoint(seed: int, out: str, parents: str) -> str:
 def supernet_checkpoint(seed: int, parent: str, out: str, args) -> str:
     d = os.path.join(out, f"seed{seed}", _tag(args))
     if not os.path.isfile(os.path.join(d, "results.json")):
-        resume = ["--resume"] if os.path.isfile(os.path.join(d, "config.json")) else []  # a killed run goes on
+        resume = ["--resume"] if os.path.isfile(os.path.join(d, "train_state.safetensors")) else []  # a killed run goes on
         command("distill", resume + ["--checkpoint", parent, "--seed", str(seed), "--out", d,
                                      "--bound", str(args.bound), "--steps", str(args.steps),
                                      "--warmup-steps", str(max(1, args.steps // 10))] +
