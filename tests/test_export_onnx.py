@@ -33,7 +33,7 @@ def ort_logits(path, x):
 def test_export_matches_pytorch_with_dynamic_batch(tmp_path, scorer, fuse):
     model = tiny(scorer, fuse)
     res = export_onnx(model, tmp_path / "m.onnx", SCHED)
-    assert res.exporter == "dynamo" and res.fallback_reason is None
+    assert res.exporter == "torchscript" and res.fallback_reason is None
     assert res.max_abs_diff is not None and res.max_abs_diff <= 1e-4
     assert res.checked_batches == [1, 2] and res.schedule == SCHED
     assert res.input_shape == ["batch", 3, 64, 64] and res.output_shape == ["batch", 7]
@@ -64,23 +64,40 @@ def test_torchscript_exporter_and_metadata(tmp_path):
     assert full.schedule == [64, 64, 64]
 
 
-def test_falls_back_to_torchscript_when_dynamo_fails(tmp_path, monkeypatch):
+def test_falls_back_to_dynamo_when_torchscript_fails(tmp_path, monkeypatch):
     import tavt_kit.export.onnx as mod
 
     real = mod._export_once
 
     def broken(module, example, path, exporter, *a, **kw):
-        if exporter == "dynamo":
-            raise RuntimeError("simulated dynamo failure\nmore text")
+        if exporter == "torchscript":  # e.g. a PyTorch that no longer ships the TorchScript exporter
+            raise RuntimeError("simulated torchscript failure\nmore text")
         return real(module, example, path, exporter, *a, **kw)
 
     monkeypatch.setattr(mod, "_export_once", broken)
     res = export_onnx(tiny(), tmp_path / "m.onnx", SCHED)
-    assert res.exporter == "torchscript"
-    assert "dynamo exporter failed" in res.fallback_reason and "simulated" in res.fallback_reason
+    assert res.exporter == "dynamo"
+    assert "torchscript exporter failed" in res.fallback_reason and "simulated" in res.fallback_reason
+    assert "more text" not in res.fallback_reason
     assert res.max_abs_diff <= 1e-4
     with pytest.raises(ExportError, match="export failed"):
-        export_onnx(tiny(), tmp_path / "m2.onnx", SCHED, exporter="dynamo")
+        export_onnx(tiny(), tmp_path / "m2.onnx", SCHED, exporter="torchscript")
+
+
+def test_a_torchscript_graph_that_disagrees_with_pytorch_falls_back_to_dynamo(tmp_path, monkeypatch):
+    import tavt_kit.export.onnx as mod
+
+    real = mod._ort_max_diff
+    calls = []
+
+    def diff(path, module, inputs):
+        calls.append(path)
+        return 1.0 if len(calls) == 1 else real(path, module, inputs)  # the first graph (TorchScript's) is wrong
+
+    monkeypatch.setattr(mod, "_ort_max_diff", diff)
+    res = export_onnx(tiny(), tmp_path / "m.onnx", SCHED)
+    assert res.exporter == "dynamo" and "torchscript export differs from PyTorch by 1" in res.fallback_reason
+    assert res.max_abs_diff <= 1e-4
 
 
 def test_export_that_disagrees_with_pytorch_is_an_error(tmp_path):
@@ -138,3 +155,25 @@ def test_openvino_conversion_is_f32(tmp_path):
         convert_openvino(res.path, tmp_path / "m.bin")
     with pytest.raises(TavtKitError, match="CUDA"):
         compile_openvino(conv.xml_path, device="cuda")
+
+
+def test_graph_token_counts_reads_both_exporters_and_says_when_it_cannot_tell(tmp_path, monkeypatch):
+    from tavt_kit.errors import BackendError
+    from tavt_kit.export import graph_token_counts
+
+    pytest.importorskip("openvino")
+    paths = {ex: export_onnx(tiny(), tmp_path / f"{ex}.onnx", SCHED, exporter=ex).path
+             for ex in ("torchscript", "dynamo")}
+    width = tiny().embed_dim
+    counts = {ex: graph_token_counts(p, width) for ex, p in paths.items()}
+    assert counts["torchscript"] == counts["dynamo"] and {n + 1 for n in SCHED} <= set(counts["dynamo"])
+
+    import tavt_kit.export.openvino as ov
+
+    def missing():
+        raise BackendError("openvino is not installed")
+
+    monkeypatch.setattr(ov, "core", missing)
+    # without OpenVINO, ONNX's shape inference knows the dynamo graph's lengths, not TorchScript's: None, not a guess
+    assert graph_token_counts(paths["dynamo"], width) == counts["dynamo"]
+    assert graph_token_counts(paths["torchscript"], width) is None

@@ -93,7 +93,7 @@ def _target_args(p, many_batches: bool) -> None:
                         "CPU has them, int8 = each model or part quantised with NNCF (random calibration: timing "
                         "only; with --exported, a quantised file)")
     t.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"),
-                   help="ONNX exporter for onnxruntime/openvino (auto: dynamo, TorchScript as fallback)")
+                   help="ONNX exporter for onnxruntime/openvino (auto: TorchScript, dynamo as fallback)")
     t.add_argument("--compile-backend", default="inductor", metavar="NAME",
                    help="torch.compile backend (default inductor)")
 

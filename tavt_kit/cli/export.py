@@ -41,8 +41,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"output folder: model.onnx / model.xml + .bin and export.json (default: {DEFAULT_OUT})")
     o.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"),
-                   help="ONNX exporter: auto = PyTorch's current (dynamo) exporter, TorchScript as recorded "
-                        "fallback (default: auto)")
+                   help="ONNX exporter: auto = TorchScript (the same graph, ~20x faster), PyTorch's dynamo "
+                        "exporter as recorded fallback (default: auto)")
     o.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: 18)")
     v = p.add_argument_group("verification (on by default)")
     v.add_argument("--no-verify", dest="verify", action="store_false",

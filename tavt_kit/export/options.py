@@ -143,7 +143,7 @@ class ExportOptions:
     """The less-used knobs of an export.
 
     Attributes:
-        exporter: ``auto`` (PyTorch's current exporter, TorchScript as a recorded fallback), ``dynamo`` or
+        exporter: ``auto`` (TorchScript, PyTorch's dynamo exporter as a recorded fallback), ``dynamo`` or
             ``torchscript``.
         opset: the ONNX opset (None: 18).
         checkpoint: the file a model given as a module was loaded from (recorded with its sha256; a model given

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, DatasetError, ExportError
+from ..errors import BackendError, ConfigError, DatasetError, ExportError
 from ..target import Precision
 
 #: precisions fgvc-kit exports at (:class:`~tavt_kit.target.Precision`'s names)
@@ -423,43 +423,55 @@ def _failures(finite: bool, measured: float, drop, top1_ref, top1_out, agreement
 
 
 # ------------------------------------------------------------ structural check
-def graph_token_counts(path, width: int) -> List[int]:
+def graph_token_counts(path, width: int) -> Optional[List[int]]:
     """Sequence lengths of the token tensors (rank 3, static last axis == ``width``) in an exported graph.
 
     A graph exported at a schedule that drops tokens holds the shorter sequences (prefix + kept
-    patch tokens); a full-schedule graph only the full length.
+    patch tokens); a full-schedule graph only the full length. ONNX files are read through
+    OpenVINO's shape inference where it is installed: ONNX's own leaves the lengths of a
+    TorchScript-exported graph unknown (its reshapes take computed shapes). ``None`` when
+    neither can tell the lengths.
     """
     path = os.fspath(path)
-    found = set()
-    if path.lower().endswith(".onnx"):
-        import onnx
-
-        m = onnx.load(path, load_external_data=False)
-        try:
-            m = onnx.shape_inference.infer_shapes(m)
-        except Exception:  # shapes the exporter wrote are used as they are
-            pass
-        infos = list(m.graph.value_info) + list(m.graph.output) + list(m.graph.input)
-        for vi in infos:
-            t = vi.type.tensor_type
-            if not t.HasField("shape") or len(t.shape.dim) != 3:
-                continue
-            n, c = t.shape.dim[1], t.shape.dim[2]
-            if c.HasField("dim_value") and c.dim_value == width and n.HasField("dim_value"):
-                found.add(int(n.dim_value))
-    elif path.lower().endswith(".xml"):
+    lower = path.lower()
+    if not lower.endswith((".onnx", ".xml")):
+        raise ExportError(f"{path}: not an exported model (expected .onnx or OpenVINO .xml)")
+    try:
         from .openvino import core
 
-        m = core().read_model(path)
-        for op in m.get_ordered_ops():
+        model = core().read_model(path)
+    except (ImportError, BackendError):
+        model = None
+    if model is not None:
+        found = set()
+        for op in model.get_ordered_ops():
             for out in op.outputs():
                 ps = out.get_partial_shape()
                 if ps.rank.is_static and ps.rank.get_length() == 3 and ps[2].is_static and ps[1].is_static \
                         and ps[2].get_length() == width:
                     found.add(int(ps[1].get_length()))
-    else:
-        raise ExportError(f"{path}: not an exported model (expected .onnx or OpenVINO .xml)")
-    return sorted(found)
+        return sorted(found)
+    if lower.endswith(".xml"):
+        raise BackendError(f"{path}: reading an OpenVINO IR needs openvino; pip install openvino")
+    import onnx
+
+    m = onnx.load(path, load_external_data=False)
+    try:
+        m = onnx.shape_inference.infer_shapes(m, data_prop=True)
+    except Exception:  # shapes the exporter wrote are used as they are
+        pass
+    found, unknown = set(), False
+    for vi in list(m.graph.value_info) + list(m.graph.output) + list(m.graph.input):
+        t = vi.type.tensor_type
+        if not t.HasField("shape") or len(t.shape.dim) != 3:
+            continue
+        n, c = t.shape.dim[1], t.shape.dim[2]
+        if c.HasField("dim_value") and c.dim_value == width:
+            if n.HasField("dim_value"):
+                found.add(int(n.dim_value))
+            else:
+                unknown = True
+    return None if unknown else sorted(found)
 
 
 def expected_token_counts(model: nn.Module, schedule) -> List[int]:
