@@ -75,10 +75,11 @@ def main(argv=None) -> int:
                 secs.append(time.perf_counter() - t)
             sess = ort_session(res.path)
             logits[ex] = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+            before = model.schedule
             with torch.no_grad():
                 model.schedule = sched
                 ref = model(x).numpy()
-                model.schedule = None
+            model.schedule = before
             files[(name, ex, "fp32")] = convert_openvino(res.path, os.path.join(work, f"{name}-{ex}.xml"),
                                                          verify=False).xml_path
             files[(name, ex, "int8")] = quantize_openvino(res.path, os.path.join(work, f"{name}-{ex}.int8.xml"),

@@ -41,7 +41,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fitness_benchmark import combine, command  # noqa: E402
-from reference_benchmark import RECIPES, parent_at, read_json  # noqa: E402
+from reference_benchmark import RECIPES, STATE_FILE, parent_at, read_json  # noqa: E402
 
 #: the model: fgvc_tiny overrides (64 px images, 256 patch tokens, width 96, 6 blocks)
 MODEL = dict(patch_size=4)
@@ -63,7 +63,7 @@ def parent_checkpoint(seed: int, args) -> str:
     if not os.path.isfile(init):
         torch.manual_seed(seed)
         tavt_kit.save_checkpoint(tavt_kit.create_model("fgvc_tiny", num_classes=10, **MODEL), init)
-    resume = ["--resume"] if os.path.isfile(os.path.join(d, "train_state.safetensors")) else []
+    resume = ["--resume"] if os.path.isfile(os.path.join(d, STATE_FILE)) else []
     command("train", resume + ["--checkpoint", init, "--dataset", "cluttered-digits", "--seed", str(seed),
                                "--steps", str(args.train_steps), "--out", d, "--device", args.device]
             + (SMOKE_DATA + ["--batch-size", "16"] if args.smoke else []))
@@ -73,7 +73,7 @@ def parent_checkpoint(seed: int, args) -> str:
 def supernet_checkpoint(seed: int, parent: str, args) -> str:
     d = os.path.join(args.out, f"seed{seed}", "supernet" + _bound_tag(args))
     if not os.path.isfile(os.path.join(d, "results.json")):
-        resume = ["--resume"] if os.path.isfile(os.path.join(d, "train_state.safetensors")) else []
+        resume = ["--resume"] if os.path.isfile(os.path.join(d, STATE_FILE)) else []
         command("distill", resume + ["--checkpoint", parent, "--seed", str(seed), "--out", d,
                                      "--bound", str(args.bound),
                                      "--steps", str(args.steps), "--warmup-steps", str(max(1, args.steps // 10)),

@@ -30,6 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from distill_recipe import VARIANTS  # noqa: E402
 from fitness_benchmark import combine, command  # noqa: E402
 
+from tavt_kit.train.trainer import STATE_FILE  # noqa: E402  (a killed run resumes from it)
+
 REDUCTIONS = (1.5, 2.0, 2.5, 3.0, 4.0)
 #: distill options of a recipe: benchmarks/distill_recipe.py's variants (the distilled weights as they are), and
 #: ``default``: distill's defaults (frozen parent as teacher, full-model KD weight 3, lr 2e-4 without weight
@@ -55,7 +57,7 @@ def parent_checkpoint(seed: int, out: str, parents: str) -> str:
 def supernet_checkpoint(seed: int, parent: str, out: str, args) -> str:
     d = os.path.join(out, f"seed{seed}", _tag(args))
     if not os.path.isfile(os.path.join(d, "results.json")):
-        resume = ["--resume"] if os.path.isfile(os.path.join(d, "train_state.safetensors")) else []  # a killed run goes on
+        resume = ["--resume"] if os.path.isfile(os.path.join(d, STATE_FILE)) else []  # a killed run goes on
         command("distill", resume + ["--checkpoint", parent, "--seed", str(seed), "--out", d,
                                      "--bound", str(args.bound), "--steps", str(args.steps),
                                      "--warmup-steps", str(max(1, args.steps // 10))] +

@@ -252,10 +252,10 @@ def export_module(
         raise ConfigError(f"unknown exporter {exporter!r}; expected one of {', '.join(EXPORTERS)}")
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # auto: TorchScript first. Both write the same graph for these models (same ONNX Runtime outputs to 1e-6, same
-    # OpenVINO latency; benchmarks/exporter_benchmark.py) and TorchScript does it ~20x faster (0.2-0.4 s vs 3-6 s
-    # for a small ViT): the searches export a model per verified int8 candidate and a table per target. Dynamo is
-    # the fallback where TorchScript fails, writes another opset or disagrees with PyTorch.
+    # auto: TorchScript first. Both write the same graph for these models (ONNX Runtime logits within 2e-5 of each
+    # other, OpenVINO latency within noise; benchmarks/exporter_benchmark.py) and TorchScript does it 16-25x faster:
+    # the searches export a model per verified int8 candidate and a table per target. Dynamo is the fallback where
+    # TorchScript fails, writes another opset or disagrees with PyTorch.
     order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     module = module.eval()
     reasons: List[str] = []

@@ -436,28 +436,31 @@ def graph_token_counts(path, width: int) -> Optional[List[int]]:
     lower = path.lower()
     if not lower.endswith((".onnx", ".xml")):
         raise ExportError(f"{path}: not an exported model (expected .onnx or OpenVINO .xml)")
-    try:
-        from .openvino import core
+    from .openvino import core
 
+    try:
         model = core().read_model(path)
-    except (ImportError, BackendError):
-        model = None
-    if model is not None:
-        found = set()
-        for op in model.get_ordered_ops():
-            for out in op.outputs():
-                ps = out.get_partial_shape()
-                if ps.rank.is_static and ps.rank.get_length() == 3 and ps[2].is_static and ps[1].is_static \
-                        and ps[2].get_length() == width:
-                    found.add(int(ps[1].get_length()))
-        return sorted(found)
-    if lower.endswith(".xml"):
-        raise BackendError(f"{path}: reading an OpenVINO IR needs openvino; pip install openvino")
+    except BackendError:  # no OpenVINO: an IR cannot be read at all, an ONNX file by ONNX's shape inference
+        if lower.endswith(".xml"):
+            raise
+        return _onnx_token_counts(path, width)
+    found = set()
+    for op in model.get_ordered_ops():
+        for out in op.outputs():
+            ps = out.get_partial_shape()
+            if ps.rank.is_static and ps.rank.get_length() == 3 and ps[2].is_static and ps[1].is_static \
+                    and ps[2].get_length() == width:
+                found.add(int(ps[1].get_length()))
+    return sorted(found)
+
+
+def _onnx_token_counts(path: str, width: int) -> Optional[List[int]]:
+    """:func:`graph_token_counts` by ONNX's shape inference; ``None`` where a token tensor's length is unknown."""
     import onnx
 
     m = onnx.load(path, load_external_data=False)
     try:
-        m = onnx.shape_inference.infer_shapes(m, data_prop=True)
+        m = onnx.shape_inference.infer_shapes(m)
     except Exception:  # shapes the exporter wrote are used as they are
         pass
     found, unknown = set(), False

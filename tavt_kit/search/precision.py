@@ -218,6 +218,7 @@ class PrecisionStage:
 
     def __init__(self, pipe, journal):
         self.pipe, self.journal = pipe, journal
+        self.scorer = None  # the DeployedScorer of choose(): open until close() (the recommendation scores on it)
         self.searches: Dict[str, EvolutionSearch] = {}
         self.seconds = 0.0
 
@@ -250,7 +251,7 @@ class PrecisionStage:
 
     def close(self) -> None:
         """Removes the deployed models :meth:`choose` quantised (the recommendation scores its pick on them)."""
-        if getattr(self, "scorer", None) is not None:
+        if self.scorer is not None:
             self.scorer.close()
             self.scorer = None
 
@@ -267,7 +268,7 @@ class PrecisionStage:
         # keyed on the calibration: a rerun with other calibration images quantises again
         deployed = JournalSection(self.journal, "int8", kind="deployed", key={"calibration": pipe.calibration})
         self.verified = {g: {k: rec[k] for k in ("accuracy", "nll", "kl")} for g, rec in deployed.entries.items()}
-        self.scorer, self.deployed, self.test_runs = scorer, deployed, {}  # scorer: open until close()
+        self.scorer, self.deployed, self.test_runs = scorer, deployed, {}
         self._fronts(doc)
         for row in doc["budgets"]:
             if row["objective"] == "latency":
