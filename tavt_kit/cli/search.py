@@ -15,7 +15,13 @@ from .common import (add_deprecated, add_device, add_refused, budget_suggestion,
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .data_args import add_data_arguments
 
-    p.add_argument("--checkpoint", required=True, metavar="FILE", help="supernet checkpoint (from fgvc-kit distill)")
+    p.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="a supernet (from fgvc-kit distill), or your trained model (from fgvc-kit train or converted "
+                        "from elsewhere): then merge schedules are searched on its own weights, no training, and "
+                        "compared with it, ToMe on it and it at each precision")
+    p.add_argument("--bound", type=float, metavar="FRACTION",
+                   help="with your trained model (no recorded search space): the most of a block's tokens a schedule "
+                        "may merge (default 0.5, ToMe's reach; above 0.5 a block merges in several bipartite rounds)")
     add_data_arguments(p)
     b = p.add_argument_group("budgets (none: map the whole accuracy-cost Pareto front)")
     b.add_argument("--macs-budget", action="append", default=[], metavar="MACS",
@@ -146,7 +152,7 @@ def run(args) -> int:
     budgets = [Budget("macs", parse_macs(v)) for v in args.macs_budget]
     budgets += [Budget("latency", parse_seconds(v)) for v in args.latency_budget]
     model = load_checkpoint(args.checkpoint).eval()
-    _check_budgets_reachable(model, budgets)
+    _check_budgets_reachable(model, budgets, args.bound)
     dspec = data_spec_from_args(args, fallback=model.spec.get("data"))
     precisions = ("fp32",)
     if args.precisions is not None:
@@ -184,7 +190,7 @@ def run(args) -> int:
         settings=settings, out=args.out, objectives=objectives, subset=args.subset, batch_size=args.batch_size,
         verify_top=args.verify_top, calibration_images=args.calibration_images, remeasure=args.remeasure,
         latency_source=args.latency_source, reuse=args.reuse, selection=args.selection, shrinkage=args.shrinkage,
-        parent_search=args.parent_search, ship_confidence=args.ship_confidence,
+        parent_search=args.parent_search, ship_confidence=args.ship_confidence, bound=args.bound,
         table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables"),
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
         log=lambda s: print(s, flush=True))
@@ -253,7 +259,7 @@ def summary(result: dict) -> str:
                          "predicted)")
         rec = b.get("recommended")
         if rec and rec.get("family"):
-            free = (b.get("training_free") or {}).get(rec["family"])
+            free = b.get("best") if rec["family"] == "searched" else (b.get("training_free") or {}).get(rec["family"])
             lines.append(f"  recommended: {describe_family(rec['family'], free)}; {rec['why']}")
     fit = result.get("training_free_fit")
     if fit:
@@ -278,12 +284,12 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _check_budgets_reachable(model, budgets) -> None:
+def _check_budgets_reachable(model, budgets, bound) -> None:
     """A MAC budget below the space's smallest schedule is refused before any work (scripts read exit codes)."""
     from ..models import count_macs
-    from ..search import space_of
+    from ..search.space import searched_space
 
-    space = space_of(model)
+    space = searched_space(model, bound, log=lambda s: None)
     low, high = count_macs(model, space.smallest()).total(), count_macs(model, space.full()).total()
     for b in budgets:
         if b.objective == "macs" and b.limit < low:

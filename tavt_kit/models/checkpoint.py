@@ -309,6 +309,22 @@ def parent_of(model_or_spec) -> Optional[Dict[str, Any]]:
     return {"path": str(parent["path"]), "weights_sha256": str(parent["weights_sha256"])}
 
 
+def is_own_model(model_or_spec) -> bool:
+    """Whether a model is a user's trained model rather than a supernet: a checkpoint that records training (made
+    by ``fgvc-kit train``) or a foreign source (converted at load time), and neither a distillation nor a search
+    space. A search takes such a model as its own reference (:func:`tavt_kit.search.parent.resolve_parent`).
+    A model built by :func:`create_model` and never trained or loaded records neither: it is not one."""
+    if isinstance(model_or_spec, nn.Module):
+        spec = getattr(model_or_spec, "spec", None) or {}
+    elif isinstance(model_or_spec, dict):
+        spec = model_or_spec
+    else:
+        spec = read_spec(model_or_spec, required=False) or {}
+    if spec.get("distillation") or spec.get("search_space"):
+        return False
+    return bool(spec.get("training")) or bool((spec.get("provenance") or {}).get("source"))
+
+
 def parent_record(path, model: nn.Module) -> Dict[str, str]:
     """The parent record of a distillation that starts from ``model``, loaded from ``path``."""
     return {"path": os.path.abspath(os.fspath(path)), "weights_sha256": weights_digest(model)}

@@ -239,7 +239,10 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
         md.append(f"| {label} | {ship} | {lat_cell} | {verdict} | {margin} | {acc} | "
                   f"{schedule_text(d)} |")
     md.append("")
-    if parent and parent.get("test_accuracy") is not None:
+    if parent and parent.get("searched_weights") and parent.get("test_accuracy") is not None:
+        md.append(f"Your model (the checkpoint searched, no supernet: every schedule ran on its own weights): test "
+                  f"top-1 {100 * parent['test_accuracy']:.2f} %, {full['macs'] / scale:.4g} {unit}.")
+    elif parent and parent.get("test_accuracy") is not None:
         md.append(f"Your model (the checkpoint distillation started from): test top-1 {100 * parent['test_accuracy']:.2f}"
                   f" %, {full['macs'] / scale:.4g} {unit}; the supernet's full schedule "
                   + (f"{100 * full_test:.2f} % ({_paired(full['vs_parent'])})." if full.get("vs_parent") else "–."))
@@ -260,12 +263,13 @@ def _shipped(b: dict, d: dict, search: dict, notes: List[str]) -> Tuple[dict, st
 
     rec_d = parent_recommendation(b) or {}
     fam = rec_d.get("family")
-    entry = (b.get("training_free") or {}).get(fam) if fam else None
+    # a search of your own model (no supernet): its pick is on your model's weights too
+    entry = (d if fam == "searched" else (b.get("training_free") or {}).get(fam)) if fam else None
     if not entry or not entry.get("counts"):
         return d, "supernet"
     subject = dict(entry)
     subject.setdefault("precision", rec_d.get("precision"))
-    searched = "" if d.get("test_accuracy") is None else (
+    searched = "" if d.get("test_accuracy") is None or entry is d else (
         f" (the searched schedule: {_pct(d['test_accuracy'])} % test top-1"
         + (f", {_paired(d['vs_parent'])}" if d.get("vs_parent") else "") + ")")
     notes.append(f"{b['label']}: ships {describe_family(fam, entry)}: {rec_d.get('why') or 'the recommendation'}"
@@ -334,7 +338,8 @@ def _reference_section(search: dict, scale: float, unit: str) -> List[str]:
           "|---|---|---|---|---:|---:|---|---|"]
     for b in search.get("budgets") or []:
         rec = (b.get("recommended") or {}).get("family")
-        options = [("searched schedule", "supernet", b.get("best"), "searched")]
+        on_yours = (b.get("best") or {}).get("weights") == "parent"  # a search of your own model, no supernet
+        options = [("searched schedule", "your model" if on_yours else "supernet", b.get("best"), "searched")]
         for fam, d in (b.get("training_free") or {}).items():
             options.append((describe_family(fam, d, short=True), "your model", d, fam))
         for name, weights, d, fam in options:

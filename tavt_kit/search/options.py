@@ -9,6 +9,7 @@ from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .result import parse_budget
 from .reuse import journal_file
 from .selection import check_selection
+from .space import check_bound
 
 
 def as_budget(b) -> Budget:
@@ -26,7 +27,7 @@ def check_options(options: dict) -> list:
     path fails at once; an unknown option is a TypeError, as for any Python function."""
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
              "parent", "latency_source", "table_cache", "table_profile", "reuse", "selection", "shrinkage",
-             "parent_search", "ship_confidence"}
+             "parent_search", "ship_confidence", "bound"}
     if bad := sorted(set(options) - known):
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
     reuse = options.get("reuse") or ()
@@ -35,4 +36,6 @@ def check_options(options: dict) -> list:
         journal_file(str(path))
     check_selection(options.get("selection", 0))
     check_ship_confidence(options.get("ship_confidence", DEFAULT_SHIP_CONFIDENCE))
+    if options.get("bound") is not None:
+        check_bound(options["bound"])
     return reuse

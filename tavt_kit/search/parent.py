@@ -40,9 +40,11 @@ from .recommend import DEFAULT_SHIP_CONFIDENCE, PairedEvidence, paired_lead, rec
 
 
 def resolve_parent(model: nn.Module, parent, log) -> Optional[nn.Module]:
-    """``parent="auto"``: the recorded parent when it loads (a note otherwise); None: no parent; a model or a
-    checkpoint path: that one (checked against the recorded weights when there is a record)."""
-    from ..models.checkpoint import load_checkpoint, load_parent, parent_of
+    """``parent="auto"``: the recorded parent when it loads (a note otherwise), or ``model`` itself where it is your
+    trained model rather than a supernet (:func:`~tavt_kit.models.checkpoint.is_own_model`: the search is then
+    on your model's own weights, see :func:`own_model_space`); None: no parent; a model or a checkpoint path: that
+    one (checked against the recorded weights when there is a record)."""
+    from ..models.checkpoint import is_own_model, load_checkpoint, load_parent, parent_of
 
     if parent is None:
         return None
@@ -50,6 +52,10 @@ def resolve_parent(model: nn.Module, parent, log) -> Optional[nn.Module]:
         return parent.eval()
     record = parent_of(model)
     if parent == "auto":
+        if record is None and is_own_model(model):
+            log("this checkpoint is your trained model, not a supernet made by fgvc-kit distill: the search runs on "
+                "its own weights (no training) and compares with it, ToMe on it and it at each precision")
+            return model
         if record is None:
             log("note: this checkpoint records no parent (the model distillation started from); results are "
                 "compared with the supernet's own full schedule only")
@@ -73,6 +79,7 @@ class ParentStage:
         self._chosen: Dict[tuple, object] = {}  # (precision, limit) -> the parent search's pick there
         self._scorers: Dict[str, object] = {}  # weights -> DeployedScorer for int8 (apply_precisions; close())
         self._paired: Optional[PairedEvidence] = None  # per-image scores the recommendation pairs (recommend.py)
+        self.own = parent is pipe.model  # the search ran on your model's own weights (resolve_parent)
         if getattr(parent, "num_patches", None) != pipe.model.num_patches or \
                 getattr(parent, "depth", None) != pipe.model.depth:
             raise CheckpointError("parent: its token grid or depth differs from the supernet's; give the checkpoint "
@@ -114,8 +121,14 @@ class ParentStage:
         ref = hits.get("parent")
         self._parent_hits = ref  # the parent's test hits (fp32), what every vs_parent pairs with
         record = parent_of(pipe.model) or {}
-        doc["parent"] = {"path": record.get("path"), "weights_sha256": weights_digest(self.parent),
+        path = record.get("path") or ((pipe.source or {}).get("checkpoint") if self.own else None)
+        doc["parent"] = {"path": path, "weights_sha256": weights_digest(self.parent),
                          "recorded": bool(record), **self._entry("parent", full, metrics, hits, ref)}
+        if self.own:  # the searched schedules run on your model's weights: its picks are deployables of it
+            doc["parent"]["searched_weights"] = True
+            for row in doc["budgets"]:
+                if row.get("best") is not None:
+                    row["best"]["weights"] = "parent"
         for d in [doc["full"], doc["smallest"]] + doc["pareto_front"] + \
                 [e for rows in doc["baselines"].values() for e in rows.values()]:
             self._versus(d, pipe.test_hits.get(entry_gene(d)), ref)
@@ -173,8 +186,9 @@ class ParentStage:
 
         # your model deployed as the searched pairs are (the same calibration images); the supernet's int8 models,
         # quantised by the precision stage, are scored on its own scorer (no second quantisation)
-        scorer = DeployedScorer(self.parent, pipe.transform, stage.scorer.calibration, pipe.batch_size,
-                                pipe.objectives["fp32"].target.threads)
+        scorer = stage.scorer if self.own else DeployedScorer(  # one deployed model per weights
+            self.parent, pipe.transform, stage.scorer.calibration, pipe.batch_size,
+            pipe.objectives["fp32"].target.threads)
         self._scorers.update(parent=scorer, supernet=stage.scorer)
         entries: Dict[tuple, dict] = {}  # (schedule, precision) -> entry: one measurement for all budgets
         for row in doc["budgets"]:
@@ -228,7 +242,9 @@ class ParentStage:
         """The evolution on the parent's weights, merging only (:mod:`~.parent_search`), where the search asks for
         it and the parent can merge."""
         pipe = self.pipe
-        space = merge_space(pipe.space, self.parent) if getattr(pipe, "parent_search", False) else None
+        # on your own model the search itself is the search on its weights
+        space = merge_space(pipe.space, self.parent) if getattr(pipe, "parent_search", False) and not self.own \
+            else None
         if space is None:
             return
         pipe.log("searching schedules on your model's own weights (merging tokens, no training)")
@@ -373,7 +389,8 @@ class ParentStage:
 
         return recommend(row, free, fitness=pipe.fitness, selection_images=selection.n if selection else None,
                          evidence=lead if hasattr(self, "parent") else None,  # None: a stage assembled by hand
-                         confidence=getattr(pipe, "ship_confidence", DEFAULT_SHIP_CONFIDENCE))
+                         confidence=getattr(pipe, "ship_confidence", DEFAULT_SHIP_CONFIDENCE),
+                         searched_weights="parent" if getattr(self, "own", False) else "supernet")
 
     def _evidence(self) -> PairedEvidence:
         """Per-image scores of the compared deployables, made once: the selection images' scorer where the search
@@ -388,7 +405,7 @@ class ParentStage:
         """Removes the deployed models this stage quantised or converted (the supernet's scorer is the precision
         stage's, closed by it)."""
         scorer = self._scorers.pop("parent", None)
-        if scorer is not None:
+        if scorer is not None and scorer is not self._scorers.get("supernet"):
             scorer.close()
 
 

@@ -27,7 +27,7 @@ from ..data import Normalize
 from ..errors import ConfigError, TavtKitError
 from ..files import write_json
 from ..machine import brief
-from ..models.checkpoint import weights_digest
+from ..models.checkpoint import is_own_model, weights_digest
 from ..models.macs import count_macs
 from ..schedules.families import tome_schedule
 from ..schedules.schedule import TokenSchedule
@@ -49,7 +49,8 @@ from .options import as_budget, check_options
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
 from .parent import resolve_parent
-from .space import _check_reducers, default_reducers, space_of  # noqa: F401 (space_of: public here too)
+from .space import _check_reducers, can_price_merging, default_reducers, searched_space
+from .space import space_of  # noqa: F401 (public here too)
 from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, schedules_index
 
 #: the index of the per-budget drop configs a search writes beside search.json
@@ -79,7 +80,8 @@ def search_schedules(
         budgets: ``Budget`` objects or texts (``"15ms"``, ``"20G MACs"``); none: map the Pareto front.
         target: where latency is measured when no ``table`` is given (default :meth:`DeploymentTarget.default`).
         precisions: paired with schedules under latency budgets (fp32 always); ``"auto"``: all ``target`` runs here.
-        reducers: the reducers a block may use (``drop``, ``merge``); default the supernet's.
+        reducers: the reducers a block may use (``drop``, ``merge``); default the supernet's, and merging only on
+            your trained model (not a supernet: see ``parent``).
         fitness: ``accuracy``, ``nll`` or ``kl`` on the held-out images.
         table: a :class:`~tavt_kit.bench.LatencyTable` (or path), a list of them, or {precision: table}.
         settings: the evolution's (population, generations, ...; TAVT's defaults).
@@ -89,7 +91,11 @@ def search_schedules(
             ``batch_size`` (64), ``verify_top`` (int8 quantisations per budget, 3), ``calibration_images`` (300),
             ``source`` (recorded in search.json), ``objectives`` ({precision: LatencyObjective}, instead of
             target/table), ``log`` (print), ``parent`` (the reference model: ``"auto"``, the default, loads
-            the checkpoint the supernet records it was distilled from; a model or path; None: no reference),
+            the checkpoint the supernet records it was distilled from, and on your trained model itself (a
+            checkpoint of ``fgvc-kit train`` or converted from elsewhere, no distillation) searches merge schedules
+            on its own weights with it as the reference; a model or path; None: no reference), ``bound`` (for a
+            model that records no search space: the most of a block's tokens a schedule reduces, default 0.5 on
+            your trained model: :func:`~tavt_kit.search.space.own_model_space`),
             ``latency_source`` (no ``table``: ``"table"``, the default, profiles a table for ``target`` once and
             times only the picks; ``"measure"`` times every candidate), ``table_cache`` (folder the profiled
             table is kept in and reused from; default ``out``'s ``cache``), ``table_profile`` (its settings,
@@ -106,7 +112,8 @@ def search_schedules(
     budgets = [as_budget(b) for b in budgets]
     precisions = resolve_precisions(precisions, target, any(b.objective == "latency" for b in budgets), log,
                                     measured_here=options.get("objectives") is None and table is None)
-    space = space_of(model)
+    own = options.get("parent", "auto") == "auto" and is_own_model(model)  # your trained model, not a supernet
+    space = searched_space(model, options.get("bound"), own, log)
     if reducers is not None:
         reducers = _check_reducers(model, reducers)
     if len(precisions) > 1 and not any(b.objective == "latency" for b in budgets):
@@ -120,7 +127,10 @@ def search_schedules(
                                         remeasure=bool(options.get("remeasure")),
                                         latency_source=options.get("latency_source", "table"), table_cache=cache,
                                         reducers=reducers, log=log, table_profile=options.get("table_profile"))
-    if reducers is None:
+    if reducers is None and own:
+        reducers = space.reducers if "drop" in space.reducers or can_price_merging(space, objectives or {}, log) \
+            else ("drop",)
+    elif reducers is None:
         reducers = default_reducers(model, space, objectives or {}, log)
     space = dataclasses.replace(space, reducers=reducers)
     if out is None:

@@ -115,14 +115,15 @@ def paired_lead(a: Values, b: Values, metric: str) -> Tuple[float, float]:
 
 def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional[int] = None,
               evidence: Optional[Callable[[str, dict, str, dict], Tuple[float, float]]] = None,
-              confidence: float = DEFAULT_SHIP_CONFIDENCE) -> dict:
+              confidence: float = DEFAULT_SHIP_CONFIDENCE, searched_weights: str = "supernet") -> dict:
     """The deployable to ship for a budget (``row``: its ``search.json`` entry; ``free``: the options on your
     model's weights by family), chosen as the module docstring says.
 
     ``selection_images``: compared on that many selection images (their ``selection_*`` fields), else on the
     held-out ones. ``evidence(family, entry, other_family, other_entry)``: the first's paired per-image lead over
     the second, ``(mean, standard error)`` in the compared metric; None (a row assembled by hand): the point
-    estimates decide, as at ``confidence`` 0.5."""
+    estimates decide, as at ``confidence`` 0.5. ``searched_weights="parent"``: the search ran on your model's own
+    weights (no supernet), so its pick is one more option on them, chosen by score like the others (step 1 only)."""
     split = "selection" if selection_images else "holdout"
     key = f"{split}_accuracy" if fitness == "accuracy" else f"{split}_nll"
     sign = 1 if key.endswith("_accuracy") else -1
@@ -146,10 +147,11 @@ def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional
            if split == "selection" else f"best held-out {metric}" + (
         f" ({', '.join(corrected)} corrected for the winner's curse)" if corrected else "")
            ) + " among " + ", ".join(sorted(options))
-    yours = [k for k in options if k != "searched"]
+    mine = searched_weights == "parent"
+    yours = [k for k in options if k != "searched" or mine]
     best = max(yours, key=lambda k: value[k]) if yours else "searched"
     gate = None
-    if yours and "searched" in options:
+    if yours and "searched" in options and not mine:
         if evidence is None:  # the point estimates decide; a tie goes to your model's weights
             if value["searched"] > value[best]:
                 best = "searched"
@@ -170,7 +172,7 @@ def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional
     if over:
         why += "; every option measured over the budget on the target" if every else \
             "; " + ", ".join(over) + " measured over the budget on the target"
-    out = {"family": best, "weights": "supernet" if best == "searched" else "parent", "why": why,
+    out = {"family": best, "weights": "supernet" if best == "searched" and not mine else "parent", "why": why,
            "counts": options[best]["counts"], "precision": options[best].get("precision", "fp32")}
     if options[best].get("reducers"):
         out["reducers"] = options[best]["reducers"]

@@ -218,7 +218,9 @@ def describe_family(family: str, entry: Optional[Dict[str, Any]] = None, short: 
     ``short``: the name alone, for a table that shows the weights and the precision in columns of their own."""
     base, _, precision = family.partition("@")
     entry = entry or {}
-    if base == "searched":
+    if base == "searched" and entry.get("weights") == "parent":  # a search of your own model, no supernet
+        text, where = "schedule searched", " on your model (its own weights, no training)"
+    elif base == "searched":
         text, where = "searched schedule", " (supernet weights)"
     elif base == "tome_parent":
         r = entry.get("r")
@@ -548,10 +550,12 @@ def deployable_from_search(model, search_path, budget, pick: str = "recommended"
         return model, sched, {**source, **({"recommended": family} if family else {})}
     from ..models.checkpoint import load_parent
 
-    parent = load_parent(model)
+    # a search of your own model (no supernet) ran on the weights given, checked by schedule_from_search above
+    parent = model if (doc.get("parent") or {}).get("searched_weights") else load_parent(model)
     psched = parent.make_schedule(TokenSchedule(tuple(rec["counts"]), parent.num_patches,
                                                 reducers=rec.get("reducers")))
-    free = (row.get("training_free") or {}).get(rec["family"]) or {}
+    free = (row.get("best") if rec["family"] == "searched" else
+            (row.get("training_free") or {}).get(rec["family"])) or {}
     source = {**source, "recommended": rec["family"], "weights": "parent",
               "parent": (doc.get("parent") or {}).get("path"), "why": rec.get("why"),
               "search_holdout_accuracy": free.get("holdout_accuracy"),

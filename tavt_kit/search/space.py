@@ -5,7 +5,7 @@ merge where the model can merge and the latency objective can price it (:func:`d
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 from torch import nn
 
@@ -13,6 +13,56 @@ from ..errors import ConfigError, TavtKitError
 from ..schedules.families import tome_schedule
 from ..schedules.space import SearchSpace
 from .objective import LatencyObjective
+
+
+#: the per-block bound of the space searched on your trained model, which records none: at most half of a block's
+#: tokens merged, one bipartite round per block -- ToMe's own reach (any constant r is a member)
+OWN_MODEL_BOUND = 0.5
+
+
+def own_model_space(model: nn.Module, bound: Optional[float] = None, log: Callable[[str], None] = print
+                    ) -> SearchSpace:
+    """The space searched on your trained model (no distillation, no recorded space): every block reduces up to
+    ``bound`` of its tokens (default :data:`OWN_MODEL_BOUND`; above 0.5 a block merges in several bipartite rounds)
+    by merging, which needs no training. A model that cannot merge (EViT's fuse, a backbone without merging)
+    drops instead, said in the log: dropping without the distillation that teaches the model to drop costs
+    accuracy (``fgvc-kit distill``)."""
+    bound = OWN_MODEL_BOUND if bound is None else check_bound(bound)
+    can_merge = "merge" in tuple(getattr(model, "supported_reducers", ("drop",))) and \
+        not getattr(model, "fuse", False)
+    if not can_merge:
+        log(f"note: this model ({type(model).__name__}) cannot merge tokens; the search drops them, which without "
+            "distillation costs accuracy (fgvc-kit distill trains a supernet that drops well)")
+    return SearchSpace.for_model(model, bound=bound, reducers=("merge",) if can_merge else ("drop",))
+
+
+def searched_space(model: nn.Module, bound: Optional[float] = None, own: Optional[bool] = None,
+                   log: Callable[[str], None] = print) -> SearchSpace:
+    """The space :func:`~tavt_kit.search.search_schedules` searches ``model`` in: on your trained model (``own``;
+    None: :func:`~tavt_kit.models.checkpoint.is_own_model`) :func:`own_model_space`; else the space the supernet
+    was distilled for (:func:`space_of`), or TAVT's with ``bound`` for a model that records none. ``bound`` on a
+    supernet is a ConfigError: its space is the one distillation trained."""
+    from ..models.checkpoint import is_own_model
+
+    if own is None:
+        own = is_own_model(model)
+    if own:
+        return own_model_space(model, bound, log)
+    if bound is None:
+        return space_of(model)
+    bound = check_bound(bound)
+    if (getattr(model, "spec", None) or {}).get("search_space"):
+        raise ConfigError(f"bound={bound!r}: a supernet is searched in the space it was distilled for (bounds "
+                          f"{list(space_of(model).bounds)}); bound= sets the space of a model that records none")
+    return SearchSpace.for_model(model, bound=bound)
+
+
+def check_bound(bound) -> float:
+    """``bound`` as a per-block reduction ratio in (0, 1); a ConfigError naming ``bound`` otherwise."""
+    ok = not isinstance(bound, bool) and isinstance(bound, (int, float)) and 0 < bound < 1
+    if not ok:
+        raise ConfigError(f"bound={bound!r}: expected the most of a block's tokens it may reduce, a ratio in (0, 1)")
+    return float(bound)
 
 
 def space_of(model: nn.Module) -> SearchSpace:
@@ -42,6 +92,12 @@ def default_reducers(model: nn.Module, space: SearchSpace, objectives: Dict[str,
     own = tuple(space.reducers)
     if own != ("drop",) or not isinstance(model, TokenDropMixin) or getattr(model, "fuse", False):
         return own
+    return ("drop", "merge") if can_price_merging(space, objectives, log) else own
+
+
+def can_price_merging(space: SearchSpace, objectives: Dict[str, LatencyObjective],
+                      log: Callable[[str], None] = print) -> bool:
+    """Whether every latency objective prices a merging block (a table profiled for drop only does not: said)."""
     probe = tome_schedule(1, space.depth, space.num_patches, space.min_tokens)
     for precision, objective in objectives.items():
         try:
@@ -49,8 +105,8 @@ def default_reducers(model: nn.Module, space: SearchSpace, objectives: Dict[str,
         except TavtKitError as e:
             log(f"note: the search drops tokens only, the {precision} latency objective cannot price merging "
                 f"blocks: {e}")
-            return own
-    return ("drop", "merge")
+            return False
+    return True
 
 
 def _check_reducers(model, reducers) -> tuple:
