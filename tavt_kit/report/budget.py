@@ -13,8 +13,6 @@ and a self-contained ``report.html`` (plots embedded) with:
 """
 from __future__ import annotations
 
-import base64
-import html
 import os
 import shlex
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -24,6 +22,7 @@ from ..files import atomic_path
 from .evidence import ExportEvidence, ExportSource, bench_evidence, export_evidence, wanted
 from ..search.plot import mac_unit, save_accuracy_plot
 from .advice import export_command, over_budget_advice
+from .html import to_html
 from ..stats import wilson_interval
 from ..search.result import front_latency_ms, select_budget
 
@@ -238,20 +237,26 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
             notes.append(f"{b['label']}: export it with `{export_command(search, search_path, b['label'])}`")
         md.append(f"| {label} | {ship} | {lat_cell} | {verdict} | {margin} | {acc} | "
                   f"{schedule_text(d)} |")
-    md.append("")
-    if parent and parent.get("searched_weights") and parent.get("test_accuracy") is not None:
-        md.append(f"Your model (the checkpoint searched, no supernet: every schedule ran on its own weights): test "
-                  f"top-1 {100 * parent['test_accuracy']:.2f} %, {full['macs'] / scale:.4g} {unit}.")
-    elif parent and parent.get("test_accuracy") is not None:
-        md.append(f"Your model (the checkpoint distillation started from): test top-1 {100 * parent['test_accuracy']:.2f}"
-                  f" %, {full['macs'] / scale:.4g} {unit}; the supernet's full schedule "
-                  + (f"{100 * full_test:.2f} % ({_paired(full['vs_parent'])})." if full.get("vs_parent") else "–."))
-    elif full_test is not None:
-        md.append(f"Full model: test top-1 {100 * full_test:.2f} %, {full['macs'] / scale:.4g} {unit}. This supernet "
-                  "records no parent (the model it was distilled from), so nothing is compared with your own model.")
+    md += ["", *_reference_line(parent, full, f"{full['macs'] / scale:.4g} {unit}")]
     md += [f"- {n}" for n in notes]
     md.append("")
     return md + _reference_section(search, scale, unit)
+
+
+def _reference_line(parent: Optional[dict], full: dict, macs: str) -> List[str]:
+    """What every "vs" of the report is against: your model (and the supernet's full schedule beside it)."""
+    full_test = full.get("test_accuracy")
+    if parent and parent.get("searched_weights") and parent.get("test_accuracy") is not None:
+        return [f"Your model (the checkpoint searched, no supernet: every schedule ran on its own weights): test "
+                f"top-1 {100 * parent['test_accuracy']:.2f} %, {macs}."]
+    if parent and parent.get("test_accuracy") is not None:
+        return [f"Your model (the checkpoint distillation started from): test top-1 {100 * parent['test_accuracy']:.2f}"
+                f" %, {macs}; the supernet's full schedule "
+                + (f"{100 * full_test:.2f} % ({_paired(full['vs_parent'])})." if full.get("vs_parent") else "–.")]
+    if full_test is not None:
+        return [f"Full model: test top-1 {100 * full_test:.2f} %, {macs}. This supernet records no parent (the model "
+                "it was distilled from), so nothing is compared with your own model."]
+    return []
 
 
 def _shipped(b: dict, d: dict, search: dict, notes: List[str]) -> Tuple[dict, str]:
@@ -406,7 +411,7 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
     text = "\n".join(md) + "\n"
     md_path = os.path.join(out_dir, "report.md")
     html_path = os.path.join(out_dir, "report.html")
-    html_bytes = _to_html(text, out_dir, name).encode("utf-8")
+    html_bytes = to_html(text, out_dir, name).encode("utf-8")
     # both written in full before either replaces its old version: a full disk leaves the earlier pair as it was
     with atomic_path(md_path, needed=len(text.encode("utf-8"))) as tmp_md, \
             atomic_path(html_path, needed=len(html_bytes)) as tmp_html:
@@ -550,56 +555,3 @@ def _machine_section(search: dict, bench: Optional[dict], search_path: str, benc
     md.append(f"Sources: `{os.path.basename(search_path)}`" + (f", `{os.path.basename(bench_path)}`" if bench_path else "")
               + "".join(f", `{os.path.basename(p)}`" for p in export_paths))
     return md
-
-
-def _to_html(markdown: str, out_dir: str, title: str) -> str:
-    """The report's Markdown as self-contained HTML (tables, headings, images inlined as data URIs)."""
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-           "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-           "table{border-collapse:collapse;margin:.5em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-           "th{background:#f3f3f3}td:nth-child(n+3){text-align:right}img{max-width:100%;margin:4px 0;display:block}"
-           "code{background:#f3f3f3;padding:1px 3px}</style></head><body>"]
-    lines = markdown.split("\n")
-    i = 0
-
-    def inline(s: str) -> str:
-        s = html.escape(s)
-        while "**" in s:
-            s = s.replace("**", "<b>", 1).replace("**", "</b>", 1)
-        while s.count("`") >= 2:
-            s = s.replace("`", "<code>", 1).replace("`", "</code>", 1)
-        return s
-
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("# "):
-            out.append(f"<h1>{inline(line[2:])}</h1>")
-        elif line.startswith("## "):
-            out.append(f"<h2>{inline(line[3:])}</h2>")
-        elif line.startswith("!["):
-            src = line[line.index("(") + 1:line.rindex(")")]
-            with open(os.path.join(out_dir, src), "rb") as f:
-                data = base64.b64encode(f.read()).decode()
-            out.append(f"<img alt='{html.escape(src)}' src='data:image/png;base64,{data}'>")
-        elif line.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                rows.append([c.strip() for c in lines[i].strip("|").split("|")])
-                i += 1
-            out.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in rows[0]) + "</tr>")
-            for r in rows[2:]:
-                out.append("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>")
-            out.append("</table>")
-            continue
-        elif line.startswith("- "):
-            items = []
-            while i < len(lines) and lines[i].startswith("- "):
-                items.append(f"<li>{inline(lines[i][2:])}</li>")
-                i += 1
-            out.append("<ul>" + "".join(items) + "</ul>")
-            continue
-        elif line.strip():
-            out.append(f"<p>{inline(line)}</p>")
-        i += 1
-    out.append("</body></html>")
-    return "\n".join(out)

@@ -49,7 +49,7 @@ from .options import as_budget, check_options
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
 from .parent import resolve_parent
-from .space import _check_reducers, can_price_merging, default_reducers, searched_space
+from .space import _check_reducers, default_reducers, searched_space
 from .space import space_of  # noqa: F401 (public here too)
 from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, schedules_index
 
@@ -80,8 +80,7 @@ def search_schedules(
         budgets: ``Budget`` objects or texts (``"15ms"``, ``"20G MACs"``); none: map the Pareto front.
         target: where latency is measured when no ``table`` is given (default :meth:`DeploymentTarget.default`).
         precisions: paired with schedules under latency budgets (fp32 always); ``"auto"``: all ``target`` runs here.
-        reducers: the reducers a block may use (``drop``, ``merge``); default the supernet's, and merging only on
-            your trained model (not a supernet: see ``parent``).
+        reducers: the reducers a block may use (``drop``, ``merge``); default the supernet's (yours: merge).
         fitness: ``accuracy``, ``nll`` or ``kl`` on the held-out images.
         table: a :class:`~tavt_kit.bench.LatencyTable` (or path), a list of them, or {precision: table}.
         settings: the evolution's (population, generations, ...; TAVT's defaults).
@@ -91,11 +90,9 @@ def search_schedules(
             ``batch_size`` (64), ``verify_top`` (int8 quantisations per budget, 3), ``calibration_images`` (300),
             ``source`` (recorded in search.json), ``objectives`` ({precision: LatencyObjective}, instead of
             target/table), ``log`` (print), ``parent`` (the reference model: ``"auto"``, the default, loads
-            the checkpoint the supernet records it was distilled from, and on your trained model itself (a
-            checkpoint of ``fgvc-kit train`` or converted from elsewhere, no distillation) searches merge schedules
-            on its own weights with it as the reference; a model or path; None: no reference), ``bound`` (for a
-            model that records no search space: the most of a block's tokens a schedule reduces, default 0.5 on
-            your trained model: :func:`~tavt_kit.search.space.own_model_space`),
+            the checkpoint the supernet records it was distilled from; your trained model, not a supernet, is
+            its own reference: :func:`~.space.own_model_space`; a model or path; None: no reference), ``bound``
+            (the space's per-block bound for a model that records none),
             ``latency_source`` (no ``table``: ``"table"``, the default, profiles a table for ``target`` once and
             times only the picks; ``"measure"`` times every candidate), ``table_cache`` (folder the profiled
             table is kept in and reused from; default ``out``'s ``cache``), ``table_profile`` (its settings,
@@ -120,18 +117,10 @@ def search_schedules(
         raise ConfigError(f"precisions={','.join(precisions)}: precisions are chosen by latency; give a latency "
                           "budget (a MAC count does not change with the precision)")
     objectives = options.get("objectives")
-    need_latency = any(b.objective == "latency" for b in budgets) or table is not None
-    if objectives is None and need_latency:
-        cache = options.get("table_cache") or (os.path.join(out, "cache") if out else None)
-        objectives = latency_objectives(model, precisions if len(precisions) > 1 else ("fp32",), target, table,
-                                        remeasure=bool(options.get("remeasure")),
-                                        latency_source=options.get("latency_source", "table"), table_cache=cache,
-                                        reducers=reducers, log=log, table_profile=options.get("table_profile"))
-    if reducers is None and own:
-        reducers = space.reducers if "drop" in space.reducers or can_price_merging(space, objectives or {}, log) \
-            else ("drop",)
-    elif reducers is None:
-        reducers = default_reducers(model, space, objectives or {}, log)
+    if objectives is None and (any(b.objective == "latency" for b in budgets) or table is not None):
+        objectives = _latency_objectives(model, precisions, target, table, out, reducers, options, log)
+    if reducers is None:
+        reducers = default_reducers(model, space, objectives or {}, log, own=own)
     space = dataclasses.replace(space, reducers=reducers)
     if out is None:
         out = tempfile.mkdtemp(prefix="fgvc-kit-search-")
@@ -146,6 +135,15 @@ def search_schedules(
     pipeline.parent = parent
     with torch.inference_mode():
         return pipeline.run()
+
+
+def _latency_objectives(model, precisions, target, table, out, reducers, options, log):
+    """The search's latency objectives made from ``target``/``table`` (see :func:`latency_objectives`)."""
+    cache = options.get("table_cache") or (os.path.join(out, "cache") if out else None)
+    return latency_objectives(model, precisions if len(precisions) > 1 else ("fp32",), target, table,
+                              remeasure=bool(options.get("remeasure")),
+                              latency_source=options.get("latency_source", "table"), table_cache=cache,
+                              reducers=reducers, log=log, table_profile=options.get("table_profile"))
 
 
 class SearchPipeline:

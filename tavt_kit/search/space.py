@@ -78,21 +78,24 @@ def space_of(model: nn.Module) -> SearchSpace:
 
 
 def default_reducers(model: nn.Module, space: SearchSpace, objectives: Dict[str, LatencyObjective],
-                     log: Callable[[str], None] = print) -> tuple:
+                     log: Callable[[str], None] = print, own: bool = False) -> tuple:
     """The reducers a search gives its blocks when none are asked for: the supernet's, and merging too where
     the supernet drops and the model can merge (a timm ViT without EViT's fuse).
 
     Merging needs no training (ToMe): on a supernet distilled to drop, a per-block choice of drop or merge
     reaches accuracy that neither reaches alone at 2.5x fewer MACs and beyond (benchmarks/reference_benchmark.py).
     A latency objective that cannot price a merging block (a table profiled for drop only) keeps the search
-    to dropping, said in the log; ``reducers=("drop",)`` is TAVT's space.
+    to dropping, said in the log; ``reducers=("drop",)`` is TAVT's space. ``own``: the search of your trained
+    model (:func:`own_model_space`), which merges only.
     """
     from ..models.token_drop import TokenDropMixin
 
-    own = tuple(space.reducers)
-    if own != ("drop",) or not isinstance(model, TokenDropMixin) or getattr(model, "fuse", False):
-        return own
-    return ("drop", "merge") if can_price_merging(space, objectives, log) else own
+    mine = tuple(space.reducers)
+    if own:  # your trained model (own_model_space): merging, unless a latency objective cannot price it
+        return mine if "drop" in mine or can_price_merging(space, objectives, log) else ("drop",)
+    if mine != ("drop",) or not isinstance(model, TokenDropMixin) or getattr(model, "fuse", False):
+        return mine
+    return ("drop", "merge") if can_price_merging(space, objectives, log) else mine
 
 
 def can_price_merging(space: SearchSpace, objectives: Dict[str, LatencyObjective],
