@@ -40,7 +40,10 @@ def test_search_of_your_model_merges_on_its_weights_and_exports_the_recommendati
     assert parent["weights_sha256"] == res.doc["model"]["weights_sha256"]
     assert not (out / "parent.journal.jsonl").exists()
     b = res.budgets[budget]
-    assert b.best.macs <= 0.6 * full and set(r for r in b.best.reducers if r) == {"merge"}
+    assert b.best.macs <= 0.6 * full  # the evolution's pick, or a baseline where it is fitter (they compete)
+    recs = [json.loads(line) for line in (out / "search.journal.jsonl").read_text().splitlines()]
+    cands = [r for r in recs if r["kind"] == "candidate" and r.get("reducers")]
+    assert cands and all(set(r["reducers"]) <= {"merge", None} for r in cands)  # the evolution only merges
     v = b.best.vs_parent
     assert v["difference"] == pytest.approx(b.best.test_accuracy - res.parent.test_accuracy, abs=1e-9)
     assert "tome_parent" in b.training_free and "searched_parent" not in b.training_free

@@ -7,7 +7,7 @@ import os
 from ..errors import ConfigError
 from ..search.fitness import DEFAULT_FITNESS, FITNESSES
 from ..search.recommend import check_ship_confidence
-from ..search.result import describe_family
+from ..search.result import describe_family, family_entry
 from .common import (add_deprecated, add_device, add_refused, budget_suggestion, check_can_merge, parse_macs,
                      parse_reducers, parse_seconds)
 
@@ -259,8 +259,8 @@ def summary(result: dict) -> str:
                          "predicted)")
         rec = b.get("recommended")
         if rec and rec.get("family"):
-            free = b.get("best") if rec["family"] == "searched" else (b.get("training_free") or {}).get(rec["family"])
-            lines.append(f"  recommended: {describe_family(rec['family'], free)}; {rec['why']}")
+            lines.append(f"  recommended: {describe_family(rec['family'], family_entry(b, rec['family']))}; "
+                         f"{rec['why']}")
     fit = result.get("training_free_fit")
     if fit:
         lines.append("ToMe on your model fitted to the latency budgets by timing it on the target: " + "; ".join(

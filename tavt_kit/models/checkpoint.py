@@ -292,17 +292,21 @@ def load_model(target, img_size=None) -> nn.Module:
 
 
 # ------------------------------------------------------------------ the parent of a distilled supernet
+def _spec_of(model_or_spec) -> Dict[str, Any]:
+    """The spec of a model, a spec itself, or a checkpoint path's (read without building the model); {} if none."""
+    if isinstance(model_or_spec, nn.Module):
+        return getattr(model_or_spec, "spec", None) or {}
+    if isinstance(model_or_spec, dict):
+        return model_or_spec
+    return read_spec(model_or_spec, required=False) or {}
+
+
 def parent_of(model_or_spec) -> Optional[Dict[str, Any]]:
     """The checkpoint a supernet was distilled from, as ``fgvc-kit distill`` recorded it: ``{"path": absolute
     path, "weights_sha256": content key of its weights}``; ``None`` for a model without that record.
 
     Takes a model, its spec, or a checkpoint path (read without building the model)."""
-    if isinstance(model_or_spec, nn.Module):
-        spec = getattr(model_or_spec, "spec", None) or {}
-    elif isinstance(model_or_spec, dict):
-        spec = model_or_spec
-    else:
-        spec = read_spec(model_or_spec, required=False) or {}
+    spec = _spec_of(model_or_spec)
     parent = (spec.get("distillation") or {}).get("parent")
     if not isinstance(parent, dict) or not parent.get("path") or not parent.get("weights_sha256"):
         return None
@@ -314,12 +318,7 @@ def is_own_model(model_or_spec) -> bool:
     by ``fgvc-kit train``) or a foreign source (converted at load time), and neither a distillation nor a search
     space. A search takes such a model as its own reference (:func:`tavt_kit.search.parent.resolve_parent`).
     A model built by :func:`create_model` and never trained or loaded records neither: it is not one."""
-    if isinstance(model_or_spec, nn.Module):
-        spec = getattr(model_or_spec, "spec", None) or {}
-    elif isinstance(model_or_spec, dict):
-        spec = model_or_spec
-    else:
-        spec = read_spec(model_or_spec, required=False) or {}
+    spec = _spec_of(model_or_spec)
     if spec.get("distillation") or spec.get("search_space"):
         return False
     return bool(spec.get("training")) or bool((spec.get("provenance") or {}).get("source"))

@@ -264,12 +264,11 @@ def _shipped(b: dict, d: dict, search: dict, notes: List[str]) -> Tuple[dict, st
     model (the parent's weights: ToMe on it, or it as it is, at a precision) whose figures the search recorded,
     else the searched pick (the supernet's weights). Its row's latency, verdict, accuracy and file are then all of
     that deployable; a note says what it won against."""
-    from ..search.result import describe_family, parent_recommendation
+    from ..search.result import describe_family, family_entry, parent_recommendation
 
     rec_d = parent_recommendation(b) or {}
     fam = rec_d.get("family")
-    # a search of your own model (no supernet): its pick is on your model's weights too
-    entry = (d if fam == "searched" else (b.get("training_free") or {}).get(fam)) if fam else None
+    entry = family_entry(b, fam)  # "searched": a search of your own model, its pick on your model's weights
     if not entry or not entry.get("counts"):
         return d, "supernet"
     subject = dict(entry)

@@ -26,6 +26,7 @@ from .data import shard
 from .evaluate import CandidateEvaluator
 from .evolution import Budget, Candidate, EvolutionSearch, Journal
 from .reuse import Reused, journal_file
+from .space import can_merge
 
 #: the journal of the evolution on your model's weights, beside the search's own
 PARENT_JOURNAL = "parent.journal.jsonl"
@@ -36,9 +37,7 @@ FAMILY = "searched_parent"
 def merge_space(space: SearchSpace, model: nn.Module) -> Optional[SearchSpace]:
     """``space`` with merging as every block's reducer; None where the model cannot merge (EViT's fuse, not a
     token-reducing timm ViT) or the space reduces nowhere."""
-    from ..models.token_drop import TokenDropMixin
-
-    if not isinstance(model, TokenDropMixin) or getattr(model, "fuse", False) or not any(space.bounds):
+    if not can_merge(model) or not any(space.bounds):
         return None
     return dataclasses.replace(space, reducers=("merge",))
 

@@ -521,6 +521,14 @@ class _PickCheck:
                          expected="a difference of accuracies in [-1, 1]")
 
 
+def family_entry(row: Dict[str, Any], family: Optional[str]) -> Optional[Dict[str, Any]]:
+    """A budget row's entry of a deployable family: ``searched`` is its pick (``best``), any other its
+    ``training_free`` entry; None where it has none."""
+    if not family:
+        return None
+    return row.get("best") if family == "searched" else (row.get("training_free") or {}).get(family)
+
+
 def parent_recommendation(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """A budget's recommendation when what it ships is a deployable of your model (ToMe on it, or it as it is:
     your model's weights at the recommendation's schedule and precision); None when it ships the searched
@@ -554,8 +562,7 @@ def deployable_from_search(model, search_path, budget, pick: str = "recommended"
     parent = model if (doc.get("parent") or {}).get("searched_weights") else load_parent(model)
     psched = parent.make_schedule(TokenSchedule(tuple(rec["counts"]), parent.num_patches,
                                                 reducers=rec.get("reducers")))
-    free = (row.get("best") if rec["family"] == "searched" else
-            (row.get("training_free") or {}).get(rec["family"])) or {}
+    free = family_entry(row, rec["family"]) or {}
     source = {**source, "recommended": rec["family"], "weights": "parent",
               "parent": (doc.get("parent") or {}).get("path"), "why": rec.get("why"),
               "search_holdout_accuracy": free.get("holdout_accuracy"),

@@ -28,12 +28,18 @@ def own_model_space(model: nn.Module, bound: Optional[float] = None, log: Callab
     drops instead, said in the log: dropping without the distillation that teaches the model to drop costs
     accuracy (``fgvc-kit distill``)."""
     bound = OWN_MODEL_BOUND if bound is None else check_bound(bound)
-    can_merge = "merge" in tuple(getattr(model, "supported_reducers", ("drop",))) and \
-        not getattr(model, "fuse", False)
-    if not can_merge:
+    merges = can_merge(model)
+    if not merges:
         log(f"note: this model ({type(model).__name__}) cannot merge tokens; the search drops them, which without "
             "distillation costs accuracy (fgvc-kit distill trains a supernet that drops well)")
-    return SearchSpace.for_model(model, bound=bound, reducers=("merge",) if can_merge else ("drop",))
+    return SearchSpace.for_model(model, bound=bound, reducers=("merge",) if merges else ("drop",))
+
+
+def can_merge(model: nn.Module) -> bool:
+    """Whether the model merges tokens: a patched timm ViT without EViT's fuse."""
+    from ..models.token_drop import TokenDropMixin
+
+    return isinstance(model, TokenDropMixin) and not getattr(model, "fuse", False)
 
 
 def searched_space(model: nn.Module, bound: Optional[float] = None, own: Optional[bool] = None,
@@ -88,12 +94,10 @@ def default_reducers(model: nn.Module, space: SearchSpace, objectives: Dict[str,
     to dropping, said in the log; ``reducers=("drop",)`` is TAVT's space. ``own``: the search of your trained
     model (:func:`own_model_space`), which merges only.
     """
-    from ..models.token_drop import TokenDropMixin
-
     mine = tuple(space.reducers)
     if own:  # your trained model (own_model_space): merging, unless a latency objective cannot price it
         return mine if "drop" in mine or can_price_merging(space, objectives, log) else ("drop",)
-    if mine != ("drop",) or not isinstance(model, TokenDropMixin) or getattr(model, "fuse", False):
+    if mine != ("drop",) or not can_merge(model):
         return mine
     return ("drop", "merge") if can_price_merging(space, objectives, log) else mine
 
@@ -114,12 +118,10 @@ def can_price_merging(space: SearchSpace, objectives: Dict[str, LatencyObjective
 
 def _check_reducers(model, reducers) -> tuple:
     """``reducers`` as a tuple of drop/merge; merging needs a timm ViT without EViT's fuse."""
-    from ..models.token_drop import TokenDropMixin
-
     names = tuple(dict.fromkeys(str(r).strip() for r in ([reducers] if isinstance(reducers, str) else reducers)))
     if not names or any(r not in ("drop", "merge") for r in names):
         raise ConfigError(f"reducers={reducers!r}: expected drop, merge or both")
-    if "merge" in names and (not isinstance(model, TokenDropMixin) or getattr(model, "fuse", False)):
+    if "merge" in names and not can_merge(model):
         raise ConfigError(f"reducers={','.join(names)}: this model ({type(model).__name__}"
                           f"{', fusing dropped tokens' if getattr(model, 'fuse', False) else ''}) cannot merge "
                           "tokens; merge works for timm ViTs without EViT's fuse")
