@@ -21,20 +21,23 @@ def _options():
     return row, free
 
 
+def _evidence(asked, se, own_se=0.001):
+    """Paired leads equal to the held-out point estimates; standard error ``se`` for the supernet's pick, ``own_se``
+    for a schedule searched on your model."""
+    def lead(fam, d, other, o):
+        asked.append((fam, other))
+        return o["holdout_nll"] - d["holdout_nll"], (se if fam == "searched" else own_se)
+    return lead
+
+
 def test_a_lead_within_noise_ships_your_models_weights():
     row, free = _options()
     asked = []
-
-    def evidence(se):
-        def lead(fam, d, other, o):
-            asked.append((fam, other))
-            return o["holdout_nll"] - d["holdout_nll"], se  # the mean of the per-image differences
-        return lead
-
     # the pick leads the best on your model's weights (searched_parent, 0.412 corrected) by 0.011 after both
     # corrections; with a standard error of 0.01 that is z = 1.1, short of 1.645
-    rec = recommend(row, free, fitness="nll", evidence=evidence(0.01))
-    assert asked == [("searched", "searched_parent")]  # compared with the best on your model's weights only
+    rec = recommend(row, free, fitness="nll", evidence=_evidence(asked, 0.01))
+    # step 1: searched_parent leads ToMe by 0.008 at z = 8; step 2: the pick against searched_parent only
+    assert asked == [("searched_parent", "tome_parent"), ("searched", "searched_parent")]
     assert rec["family"] == "searched_parent" and rec["weights"] == "parent"
     ev = rec["evidence"]
     assert ev["versus"] == "searched_parent" and ev["lead"] == pytest.approx(0.01 - 0.001 + 0.002)
@@ -42,20 +45,63 @@ def test_a_lead_within_noise_ships_your_models_weights():
         pytest.approx(1.6449, abs=1e-4)
     assert "within noise (z = 1.10, 1.64 needed at 95%): your model's weights ship" in rec["why"]
     # the same lead, resolved
-    rec = recommend(row, free, fitness="nll", evidence=evidence(0.005))
+    rec = recommend(row, free, fitness="nll", evidence=_evidence([], 0.005))
     assert rec["family"] == "searched" and rec["weights"] == "supernet" and "z = 2.20 > 1.64" in rec["why"]
     # at confidence 0.5 any lead ships the pick; without per-image evidence the point estimates decide
-    assert recommend(row, free, fitness="nll", evidence=evidence(0.01), confidence=0.5)["family"] == "searched"
+    assert recommend(row, free, fitness="nll", evidence=_evidence([], 0.01), confidence=0.5)["family"] == "searched"
     assert "evidence" not in recommend(row, free, fitness="nll")
     # the pick behind: nothing to test, your model's weights, no note of a lead
     row["best"]["holdout_nll"] = 0.5
-    rec = recommend(row, free, fitness="nll", evidence=evidence(0.01))
-    assert rec["family"] == "searched_parent" and "lead" not in rec["why"] and rec["evidence"]["z"] < 0
+    rec = recommend(row, free, fitness="nll", evidence=_evidence([], 0.01))
+    assert rec["family"] == "searched_parent" and "pick leads" not in rec["why"] and rec["evidence"]["z"] < 0
     # by accuracy the lead is in hits; identical predictions are no lead
     row = {"best": {"counts": [40, 20], "holdout_accuracy": 0.9}}
     free = {"tome_parent": {"counts": [48, 32], "holdout_accuracy": 0.9}}
     rec = recommend(row, free, fitness="accuracy", evidence=lambda *a: (0.0, 0.0))
     assert rec["family"] == "tome_parent" and rec["evidence"]["metric"] == "accuracy"
+
+
+def test_a_schedule_searched_on_your_model_replaces_tome_only_beyond_noise():
+    """Step 1: what was fitted to the budget (ToMe on your model, your model, at each precision) is the baseline; the
+    schedule searched on your model, the fittest of many on these images, ships only on a paired lead beyond noise."""
+    row = {"best": {"counts": [40, 20], "holdout_nll": 0.60}}  # the supernet's pick, well behind
+    free = {"tome_parent": {"counts": [48, 32], "reducers": ["merge"] * 2, "holdout_nll": 0.42},
+            "tome_parent@int8": {"counts": [46, 30], "reducers": ["merge"] * 2, "holdout_nll": 0.43,
+                                 "precision": "int8"},
+            "searched_parent": {"counts": [44, 30], "reducers": ["merge"] * 2, "holdout_nll": 0.416,
+                                "fitness_measured": -0.416, "fitness_shrunk": -0.417},
+            "searched_parent@int8": {"counts": [40, 28], "reducers": ["merge"] * 2, "holdout_nll": 0.418,
+                                     "precision": "int8"}}
+    asked = []
+    # searched_parent leads ToMe by 0.004 - 0.001 (its correction) = 0.003; at a standard error of 0.004, z = 0.75
+    rec = recommend(row, free, fitness="nll", evidence=_evidence(asked, 0.01, own_se=0.004))
+    assert asked[0] == ("searched_parent", "tome_parent")  # the best of each kind, compared once
+    assert rec["family"] == "tome_parent" and rec["weights"] == "parent"
+    ev = rec["evidence_parent"]
+    assert ev["versus"] == "tome_parent" and ev["lead"] == pytest.approx(0.003) and ev["z"] == pytest.approx(0.75)
+    assert "searched_parent leads tome_parent by +0.0030 NLL, within noise (z = 0.75, 1.64 needed at 95%): " \
+           "tome_parent ships" in rec["why"]
+    # resolved: the searched schedule ships
+    rec = recommend(row, free, fitness="nll", evidence=_evidence([], 0.01, own_se=0.001))
+    assert rec["family"] == "searched_parent" and "z = 3.00 > 1.64" in rec["why"]
+    # step 1's confidence on its own; 0.5: the point estimate decides
+    assert recommend(row, free, fitness="nll", evidence=_evidence([], 0.01, own_se=0.004),
+                     parent_confidence=0.5)["family"] == "searched_parent"
+    # on selection images (never scored by the evolution) there is no curse: the best score ships, unasked
+    sel = {k: {**v, "selection_nll": v["holdout_nll"]} for k, v in free.items()}
+    asked = []
+    rec = recommend({"best": {**row["best"], "selection_nll": 0.6}}, sel, fitness="nll", selection_images=500,
+                    evidence=_evidence(asked, 0.01, own_se=0.004))
+    assert rec["family"] == "searched_parent" and "evidence_parent" not in rec
+    assert all(a[0] == "searched" for a in asked)
+    # a search run on your model itself: its pick is the searched schedule, gated the same way
+    rec = recommend({"best": {"counts": [44, 30], "holdout_nll": 0.416}}, {"tome_parent": free["tome_parent"]},
+                    fitness="nll", evidence=_evidence([], 0.01, own_se=0.004), searched_weights="parent")
+    assert rec["family"] == "tome_parent" and rec["evidence_parent"]["versus"] == "tome_parent"
+    # nothing fitted meets the budget: the searched schedule ships without a comparison
+    rec = recommend(row, {"searched_parent": free["searched_parent"]}, fitness="nll",
+                    evidence=_evidence([], 0.01, own_se=0.004))
+    assert rec["family"] == "searched_parent" and "evidence_parent" not in rec
 
 
 def _search(tmp_path, supernet, parent_path, **kw):
