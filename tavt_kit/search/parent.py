@@ -15,8 +15,9 @@ search loads it and measures, on the same held-out and test images as the search
   there (``training_free_fit`` records every probe), not by the table's prediction.
 
 Each budget then *recommends* one deployable among the searched pick and the training-free ones
-(:mod:`~.recommend`): the best on your model's weights, unless the supernet's pick beats it beyond noise, paired
-per image, on the selection images (held-out images set aside, which the evolution never scored,
+(:mod:`~.recommend`): the best of ToMe on your model and your model, unless the schedule searched on your model
+beats it beyond noise, then that, unless the supernet's pick beats it beyond noise; each lead paired per image,
+on the selection images (held-out images set aside, which the evolution never scored,
 :mod:`~.selection`; the held-out images themselves where none were set aside), by NLL for the nll/kl fitnesses
 (which compares across weights), else accuracy: the test split only reports. If ToMe on the parent wins, the
 recommendation says so and names the parent's weights.
