@@ -160,54 +160,33 @@ def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional
         f" ({', '.join(corrected)} corrected for the winner's curse)" if corrected else "")
            ) + " among " + ", ".join(sorted(options))
     mine = searched_weights == "parent"
-
-    def gate(challenger: str, holder: str, confidence: float) -> dict:
-        need = required_z(confidence)
-        mean, se = evidence(challenger, options[challenger], holder, options[holder])
-        lead = mean - cut[challenger] + cut[holder]
-        z = lead / se if se > 0 else (math.inf if lead > 0 else 0.0)
-        return {"versus": holder, "metric": metric, "lead": lead, "se": se, "z": z if math.isfinite(z) else None,
-                "required_z": need, "confidence": confidence, "_z": z}
-
+    paired = _Paired(options, value, cut, metric, evidence)
     # step 1: your model's weights; what was searched on them challenges what was fitted to the budget
     searched = [k for k in options if _searched_on_parent(k) or (mine and k == "searched")]
     fitted = [k for k in options if k != "searched" and k not in searched]
     best = max(fitted, key=lambda k: value[k]) if fitted else None
     chosen = max(searched, key=lambda k: value[k]) if searched else None
-    own = None
+    own = ship = None
     if best is None:
         best = chosen
     elif chosen is not None and value[chosen] > value[best]:
         if evidence is None or split == "selection":  # no curse to guard against, or no per-image scores
             best = chosen
         else:
-            own = gate(chosen, best, confidence if parent_confidence is None else parent_confidence)
-            need = own["required_z"]
-            if own["_z"] > need:
-                why += (f"; {chosen} leads {best} by {_fmt(own['lead'], metric)} {metric} (z = {_z(own['_z'])} > "
-                        f"{need:.2f}, paired per image)")
-                best = chosen
-            else:
-                why += (f"; {chosen} leads {best} by {_fmt(own['lead'], metric)} {metric}, within noise (z = "
-                        f"{_z(own['_z'])}, {need:.2f} needed at {own['confidence']:.0%}): {best} ships")
-    if best is None:
-        best = "searched"
+            won, own, note = paired.challenge(chosen, chosen, best, confidence if parent_confidence is None
+                                              else parent_confidence, f"{best} ships")
+            best, why = (chosen if won else best), why + note
+    best = best or "searched"
     # step 2: the supernet's weights
-    ship = None
     if best != "searched" and "searched" in options and not mine:
         if evidence is None:  # the point estimates decide; a tie goes to your model's weights
             if value["searched"] > value[best]:
                 best = "searched"
         else:
-            ship = gate("searched", best, confidence)
-            need = ship["required_z"]
-            if ship["_z"] > need:
-                why += (f"; the supernet's pick leads {ship['versus']} by {_fmt(ship['lead'], metric)} {metric} "
-                        f"(z = {_z(ship['_z'])} > {need:.2f}, paired per image)")
-                best = "searched"
-            elif ship["lead"] > 0:
-                why += (f"; the supernet's pick leads by {_fmt(ship['lead'], metric)} {metric}, within noise (z = "
-                        f"{_z(ship['_z'])}, {need:.2f} needed at {confidence:.0%}): your model's weights ship")
+            won, ship, note = paired.challenge("searched", "the supernet's pick", best, confidence,
+                                               "your model's weights ship")
+            best = "searched" if won else best
+            why += note if won or ship["lead"] > 0 else ""
     if over:
         why += "; every option measured over the budget on the target" if every else \
             "; " + ", ".join(over) + " measured over the budget on the target"
@@ -217,9 +196,32 @@ def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional
         out["reducers"] = options[best]["reducers"]
     for key_, g in (("evidence", ship), ("evidence_parent", own)):
         if g is not None:
-            g.pop("_z")
             out[key_] = g
     return out
+
+
+class _Paired:
+    """A budget's options with their compared values (``value``: higher is better, after the corrections ``cut``),
+    and the paired per-image test of one against another (``evidence``)."""
+
+    def __init__(self, options: dict, value: dict, cut: dict, metric: str, evidence):
+        self.options, self.value, self.cut, self.metric, self.evidence = options, value, cut, metric, evidence
+
+    def challenge(self, challenger: str, name: str, holder: str, confidence: float,
+                  otherwise: str) -> Tuple[bool, dict, str]:
+        """(whether ``challenger`` beats ``holder`` beyond noise at ``confidence``, the test as recorded, a note for
+        ``why``; ``name``: the challenger as the note calls it, ``otherwise``: what the note says ships if not)."""
+        need = required_z(confidence)
+        mean, se = self.evidence(challenger, self.options[challenger], holder, self.options[holder])
+        lead = mean - self.cut[challenger] + self.cut[holder]
+        z = lead / se if se > 0 else (math.inf if lead > 0 else 0.0)
+        record = {"versus": holder, "metric": self.metric, "lead": lead, "se": se,
+                  "z": z if math.isfinite(z) else None, "required_z": need, "confidence": confidence}
+        by = f"{_fmt(lead, self.metric)} {self.metric}"
+        if z > need:
+            return True, record, f"; {name} leads {holder} by {by} (z = {_z(z)} > {need:.2f}, paired per image)"
+        return False, record, (f"; {name} leads {holder} by {by}, within noise (z = {_z(z)}, {need:.2f} needed at "
+                               f"{confidence:.0%}): {otherwise}")
 
 
 def _searched_on_parent(family: str) -> bool:
