@@ -377,10 +377,25 @@ def _against_your_model(result: dict) -> list:
              f"full schedule {cell(result['full'])}"]
     for b in result["budgets"]:
         free = b.get("training_free") or {}
-        rec = (b.get("recommended") or {}).get("family") or "nothing"
+        rec = b.get("recommended") or {}
         lines.append(f"  {b['label']}: ToMe on your model {cell(free.get('tome_parent'))}; "
                      + (f"searched on your model {cell(free['searched_parent'])}; "
                         if "searched_parent" in free else "")
-                     + f"searched (supernet) {cell(b.get('best'))}; recommended: {rec}")
+                     + f"searched (supernet) {cell(b.get('best'))}; recommended: {rec.get('family') or 'nothing'}"
+                     + _paired_tests(rec))
     return lines
+
+
+def _paired_tests(rec: dict) -> str:
+    """The paired tests behind a recommendation, in a few words: which challenger led what, at what z against the
+    z it needed (a lead within noise leaves the holder shipped)."""
+    parts = []
+    for key, who in (("evidence_parent", "searched on your model"), ("evidence", "the supernet's pick")):
+        g = rec.get(key)
+        if g and g.get("lead", 0) > 0:
+            z = g.get("z")
+            won = z is None or z > g["required_z"]
+            parts.append(f"{who} led {g['versus']} {'beyond' if won else 'within'} noise: z = "
+                         f"{'inf' if z is None else f'{z:.2f}'} {'>' if won else '<='} {g['required_z']:.2f}")
+    return f" ({'; '.join(parts)})" if parts else ""
 

@@ -163,3 +163,20 @@ def test_ship_confidence_is_checked_before_any_work(tmp_path, trained_checkpoint
                  "--out", str(tmp_path / "cli")]) != 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "--ship-confidence 1.5" in err[0] and "[0.5, 1)" in err[0]
+
+
+def test_the_demo_summary_says_which_paired_test_decided():
+    from tavt_kit.demo import _against_your_model
+
+    gate = {"versus": "tome_parent", "metric": "NLL", "lead": 0.003, "se": 0.004, "z": 0.75, "required_z": 1.6449,
+            "confidence": 0.95}
+    entry = {"test_accuracy": 0.9, "vs_parent": {"difference": -0.002, "interval": [-0.005, 0.001]}}
+    doc = {"parent": {"test_accuracy": 0.902}, "full": entry,
+           "budgets": [{"label": "20M MACs", "best": entry, "training_free": {"tome_parent": entry},
+                        "recommended": {"family": "tome_parent", "evidence_parent": gate}},
+                       {"label": "10M MACs", "best": entry, "training_free": {},
+                        "recommended": {"family": "searched", "evidence": {**gate, "z": 2.5, "versus": "parent"}}}]}
+    lines = _against_your_model(doc)
+    assert lines[1].endswith("recommended: tome_parent (searched on your model led tome_parent within noise: "
+                             "z = 0.75 <= 1.64)")
+    assert lines[2].endswith("recommended: searched (the supernet's pick led parent beyond noise: z = 2.50 > 1.64)")
