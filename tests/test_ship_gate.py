@@ -87,6 +87,8 @@ def test_a_schedule_searched_on_your_model_replaces_tome_only_beyond_noise():
     # step 1's confidence on its own; 0.5: the point estimate decides
     assert recommend(row, free, fitness="nll", evidence=_evidence([], 0.01, own_se=0.004),
                      parent_confidence=0.5)["family"] == "searched_parent"
+    with pytest.raises(ConfigError, match=r"parent_confidence=1\.5: expected a one-sided confidence"):
+        recommend(row, free, fitness="nll", evidence=_evidence([], 0.01), parent_confidence=1.5)
     # on selection images (never scored by the evolution) there is no curse: the best score ships, unasked
     sel = {k: {**v, "selection_nll": v["holdout_nll"]} for k, v in free.items()}
     asked = []

@@ -46,12 +46,12 @@ from ..schedules.schedule import TokenSchedule
 DEFAULT_SHIP_CONFIDENCE = 0.95
 
 
-def check_ship_confidence(value) -> float:
-    """``value`` as a float in [0.5, 1); a ConfigError naming ``ship_confidence`` otherwise."""
+def check_ship_confidence(value, name: str = "ship_confidence") -> float:
+    """``value`` as a float in [0.5, 1); a ConfigError naming ``name`` otherwise."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and 0.5 <= value < 1
     if not ok:
-        raise ConfigError(f"ship_confidence={value!r}: expected a one-sided confidence in [0.5, 1) (0.95: the "
-                          "supernet's pick ships only where it beats your model's weights at 95 %; 0.5: any lead)")
+        raise ConfigError(f"{name}={value!r}: expected a one-sided confidence in [0.5, 1) (0.95: a chosen option "
+                          "ships only where it beats what it challenges at 95 %, paired per image; 0.5: any lead)")
     return float(value)
 
 
@@ -160,7 +160,8 @@ def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional
         f" ({', '.join(corrected)} corrected for the winner's curse)" if corrected else "")
            ) + " among " + ", ".join(sorted(options))
     mine = searched_weights == "parent"
-    paired = _Paired(options, value, cut, metric, evidence)
+    paired = _Paired(options, cut, metric, evidence)
+    step1 = confidence if parent_confidence is None else check_ship_confidence(parent_confidence, "parent_confidence")
     # step 1: your model's weights; what was searched on them challenges what was fitted to the budget
     searched = [k for k in options if _searched_on_parent(k) or (mine and k == "searched")]
     fitted = [k for k in options if k != "searched" and k not in searched]
@@ -173,8 +174,7 @@ def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional
         if evidence is None or split == "selection":  # no curse to guard against, or no per-image scores
             best = chosen
         else:
-            won, own, note = paired.challenge(chosen, chosen, best, confidence if parent_confidence is None
-                                              else parent_confidence, f"{best} ships")
+            won, own, note = paired.challenge(chosen, chosen, best, step1, f"{best} ships")
             best, why = (chosen if won else best), why + note
     best = best or "searched"
     # step 2: the supernet's weights
@@ -201,11 +201,11 @@ def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional
 
 
 class _Paired:
-    """A budget's options with their compared values (``value``: higher is better, after the corrections ``cut``),
-    and the paired per-image test of one against another (``evidence``)."""
+    """A budget's options, the winner's-curse correction of each (``cut``), and the paired per-image test of one
+    against another in ``metric`` (``evidence``)."""
 
-    def __init__(self, options: dict, value: dict, cut: dict, metric: str, evidence):
-        self.options, self.value, self.cut, self.metric, self.evidence = options, value, cut, metric, evidence
+    def __init__(self, options: dict, cut: dict, metric: str, evidence):
+        self.options, self.cut, self.metric, self.evidence = options, cut, metric, evidence
 
     def challenge(self, challenger: str, name: str, holder: str, confidence: float,
                   otherwise: str) -> Tuple[bool, dict, str]:
