@@ -34,13 +34,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 TAG = "-b32-f0.5+0.4+0.3+0.2-pfp32+int8-t1-bound0.7-ship0.95"
 
 
-def _evidence_for(doc: dict, supernet, parent, cache_dir: str, say):
-    """The ``evidence`` callable of ``recommend`` for this search: paired per-image leads on its held-out images."""
+def _evidence_for(doc: dict, supernet, parent, cache_dir: str):
+    """The ``evidence`` callable of ``recommend`` for this search: paired per-image leads on its held-out images;
+    and the deployed scorers it quantises on (to close)."""
+    from latency_reference import _schedule
+    from tavt_kit.data.transforms import Normalize
     from tavt_kit.search.data import search_data
-    from tavt_kit.search.evolution import entry_gene
     from tavt_kit.search.precision import DeployedScorer
     from tavt_kit.search.recommend import PairedEvidence, paired_lead
-    from tavt_kit.data.transforms import Normalize
 
     data = search_data(supernet, None, cache_dir=cache_dir, log=lambda s: None)
     settings = doc["settings"]
@@ -57,16 +58,11 @@ def _evidence_for(doc: dict, supernet, parent, cache_dir: str, say):
                for name, m in (("parent", parent), ("supernet", supernet))}
     models = {"parent": parent, "supernet": supernet}
 
-    def schedule(d):
-        import tavt_kit
-
-        return supernet.make_schedule(tavt_kit.TokenSchedule(tuple(entry_gene(d)[0]), supernet.num_patches,
-                                                             reducers=d.get("reducers")))
+    def values(family, entry):
+        w = "supernet" if family == "searched" else "parent"
+        return evidence.values(w, models[w], _schedule(supernet, entry), entry.get("precision", "fp32"), scorers[w])
 
     def lead(fam, d, other, o):
-        def values(f, e):
-            w = "supernet" if f == "searched" else "parent"
-            return evidence.values(w, models[w], schedule(e), e.get("precision", "fp32"), scorers[w])
         return paired_lead(values(fam, d), values(other, o), "NLL")
 
     return lead, scorers
@@ -114,7 +110,7 @@ def replay_macs(args, confidences) -> None:
         doc = read_json(path)
         supernet = tavt_kit.load_checkpoint(os.path.join(args.out, f"seed{s}", args.supernet)).eval()
         parent = tavt_kit.load_checkpoint(doc["parent"]["path"]).eval()
-        lead, scorers = _evidence_for(doc, supernet, parent, os.path.join(os.path.dirname(path), "cache"), print)
+        lead, scorers = _evidence_for(doc, supernet, parent, os.path.join(os.path.dirname(path), "cache"))
         for row, b in zip(res["rows"], doc["budgets"]):
             options = {f: row.get(k) for f, k in MACS_ROW.items() if row.get(k) and row[k].get("vs_parent")}
             best_test = max(d["test_accuracy"] for d in options.values())
@@ -185,8 +181,7 @@ def main(argv=None) -> int:
         say = lambda m: print(f"[seed {s}] {m}", flush=True)  # noqa: E731
         supernet = tavt_kit.load_checkpoint(os.path.join(args.out, f"seed{s}", args.supernet)).eval()
         parent = tavt_kit.load_checkpoint(doc["parent"]["path"]).eval()
-        lead, scorers = _evidence_for(doc, supernet, parent, os.path.join(os.path.dirname(res["search"]), "cache"),
-                                      say)
+        lead, scorers = _evidence_for(doc, supernet, parent, os.path.join(os.path.dirname(res["search"]), "cache"))
         try:
             for c in confidences:
                 r = replay(res, doc, lead, c)

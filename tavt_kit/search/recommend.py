@@ -41,6 +41,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..schedules.schedule import TokenSchedule
+from .parent_search import FAMILY
 
 #: the default one-sided confidence at which the supernet's pick must beat your model's weights to ship
 DEFAULT_SHIP_CONFIDENCE = 0.95
@@ -226,8 +227,6 @@ class _Paired:
 
 def _searched_on_parent(family: str) -> bool:
     """Whether an option of ``free`` is the schedule searched on your model's weights (at some precision)."""
-    from .parent_search import FAMILY
-
     return family.split("@")[0] == FAMILY
 
 
