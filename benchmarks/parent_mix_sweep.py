@@ -10,7 +10,8 @@ smallest schedules of its space on the held-out images (1500) and the test image
 difference to the parent *run at the same schedule* (points, 95 % interval) and the mean NLL difference.
 The last line per supernet is what ``distill --parent-mix auto`` chooses on the held-out images
 (``tavt_kit.distill.choose_parent_mix``) and what that weight scores on the test images: whether the
-held-out images can tell how far the full schedule drifted.
+held-out images can tell how far the full schedule drifted. With several supernets (one per seed), the mean
+over them of each test difference follows, with the interval of the mean of independent paired differences.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fitness_benchmark import test_scores  # noqa: E402
+from fitness_benchmark import combine, test_scores  # noqa: E402
 
 PROBES = ("full", "middle", "smallest")
 
@@ -108,6 +109,20 @@ def line(path: str, a: str, row: dict) -> str:
     return f"{os.path.basename(os.path.dirname(path)) if path else ''} A={a}  " + " | ".join(cells)
 
 
+def means(results, alphas) -> str:
+    """The mean over the supernets of each weight's test differences (independent seeds), one line per weight."""
+    lines = [f"mean over {len(results)} supernets, test images, paired with the parent at the same schedule:"]
+    for a in alphas:
+        cells = []
+        for k in PROBES:
+            m, lo, hi = combine([r["mixes"][f"{a:g}"]["test"][k]["vs_parent"] for r in results])
+            cells.append(f"{k} {100 * m:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
+        lines.append(f"  A={a:g}  " + "  ".join(cells))
+    chosen = [f"{r['auto']['alpha']:g}" for r in results]
+    lines.append("  --parent-mix auto chose: " + ", ".join(chosen))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("supernets", nargs="+", help="best.safetensors of distill runs on cluttered-digits")
@@ -122,6 +137,8 @@ def main(argv=None) -> int:
         if not os.path.isfile(p):
             ap.error(f"{p}: supernet checkpoint not found")
     results = [sweep(p, alphas) for p in args.supernets]
+    if len(results) > 1:
+        print(means(results, alphas))
     if args.out:
         from tavt_kit.files import write_json
 
