@@ -64,7 +64,7 @@ def main() -> None:
     from tavt_kit.schedules import SearchSpace
     from tavt_kit.schedules import evit_blocks
     from tavt_kit.search.evaluate import CandidateEvaluator
-    from tavt_kit.search.evolution import EvolutionSearch, EvolutionSettings
+    from tavt_kit.search.evolution import EvolutionSearch, EvolutionSettings, gene_of, schedule_of
 
     torch.manual_seed(0)
     if args.checkpoint:
@@ -88,10 +88,10 @@ def main() -> None:
     evo = EvolutionSearch(space, lambda s: [0.0] * len(s), lambda s: 0, EvolutionSettings(seed=0),
                           log=lambda line: None)
     rng = random.Random(0)
-    pop = [space.sample(rng).counts for _ in range(20)]
+    pop = [gene_of(space.sample(rng)) for _ in range(20)]  # genes: (counts, reducers)
     genes = list(dict.fromkeys(pop + [evo.mutate(rng.choice(pop)) for _ in range(30)]
                                + [evo.crossover(*rng.sample(pop, 2)) for _ in range(30)]))[: args.candidates]
-    scheds = [tavt_kit.TokenSchedule(g, space.num_patches) for g in genes]
+    scheds = [schedule_of(g, space.num_patches) for g in genes]
     norm = Normalize.from_model(model)
     n_img = len(dataset)
     workers = 0 if not args.jpeg else min(2, os.cpu_count() or 1)

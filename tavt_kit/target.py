@@ -46,14 +46,28 @@ class Precision:
         return {cls.BF16: torch.bfloat16, cls.FP16: torch.float16}.get(cls.parse(precision))
 
 
+def torch_device(device):
+    """``device`` (``cpu``, ``cuda``, ``cuda:N``, a ``torch.device``) as a ``torch.device`` with its index: plain
+    ``cuda`` is the current CUDA device, so that a model on ``cuda:0`` is where ``cuda`` says."""
+    import torch
+
+    d = torch.device(device)
+    if d.type == "cuda" and d.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return d
+
+
 #: backends a target can name
-BACKENDS = ("torch", "torch-compile", "onnxruntime", "openvino")
+BACKENDS = ("torch", "torch-compile", "torch-cudagraph", "onnxruntime", "openvino")
+#: backends that run the PyTorch module itself: eager, ``torch.compile``, or eager captured once per
+#: (schedule, batch) as a CUDA graph and replayed (a schedule's shapes are static, so one capture serves every call)
+TORCH_BACKENDS = ("torch", "torch-compile", "torch-cudagraph")
 
 
 @dataclass(frozen=True)
 class DeploymentTarget:
-    """Where and how a model is run: ``backend`` (torch, torch-compile, onnxruntime, openvino), ``device``
-    (``cpu``, ``cuda``, ``cuda:N``), ``precision`` (:class:`Precision`), ``threads`` (None: the runtime's
+    """Where and how a model is run: ``backend`` (torch, torch-compile, torch-cudagraph, onnxruntime, openvino),
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``), ``precision`` (:class:`Precision`), ``threads`` (None: the runtime's
     default) and ``batch_size`` (images per call: a latency is per batch)."""
 
     backend: str = "openvino"

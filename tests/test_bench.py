@@ -164,8 +164,13 @@ def test_missing_backend_or_device_is_a_clear_error(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(BackendError, match="CUDA was requested.*; use device=cpu"):
             measure_latency(tiny(), target=EAGER.with_(device="cuda"))
-    with pytest.raises(ConfigError, match="precision=bf16 is only available with backend=openvino"):
+    # torch runs bf16 / fp16 on CUDA only (weights cast); on the CPU the error names the backend that runs it there
+    with pytest.raises(ConfigError, match="precision=bf16 with backend=torch runs on CUDA.*use backend=openvino"):
         measure_latency(tiny(), target=EAGER.with_(precision="bf16"))
+    with pytest.raises(ConfigError, match="precision=int8 with backend=torch: int8 is a quantised OpenVINO graph"):
+        measure_latency(tiny(), target=EAGER.with_(precision="int8"))
+    with pytest.raises(ConfigError, match="backend=torch-cudagraph captures CUDA graphs; device=cpu"):
+        measure_latency(tiny(), target=EAGER.with_(backend="torch-cudagraph"))
 
 
 # ------------------------------------------------------------------ latency tables

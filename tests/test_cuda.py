@@ -88,3 +88,72 @@ def test_fp16_onnx_export_runs_on_cuda(tmp_path):
     with torch.no_grad():
         ref = model(torch.from_numpy(x), drop=[12, 8, 4]).numpy()
     assert np.abs(out - ref).max() < 0.05
+
+
+# --------------------------------------------------------------------- bf16 / fp16 and captured graphs on CUDA
+def test_torch_runs_fp16_and_bf16_with_the_weights_cast():
+    from tavt_kit.bench.runners import ModelRunners
+    from tavt_kit.target import Precision
+
+    model = tiny().cuda()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        ref = model(x.cuda(), drop=[12, 8, 4]).float()
+        for p, tol in (("fp16", 0.01), ("bf16", 0.06)):  # of the largest logit: ~3 and ~2 significant digits
+            builder = ModelRunners(model, DeploymentTarget(backend="torch", device="cuda", precision=p))
+            out = builder.runner([12, 8, 4], x)()
+            assert out.dtype == Precision.torch_dtype(p)  # weights and inputs at that type, not autocast
+            assert (out.float() - ref).abs().max() < tol * ref.abs().max()
+            assert next(model.parameters()).dtype == torch.float32  # the caller's model keeps its own
+    rep = measure_latency(tiny(), [[12, 8, 4]], policy=QUICK, batch_sizes=[1, 8],
+                          target=DeploymentTarget(backend="torch", device="cuda", precision="fp16"))
+    assert rep.precision_used == "fp16" and rep.result("full", 8).stats.p50 > 0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_captured_cuda_graph_replays_the_eager_forward(precision):
+    from tavt_kit import TokenSchedule
+    from tavt_kit.bench.runners import ModelRunners
+
+    model = tiny().cuda()
+    x = torch.randn(4, 3, 32, 32)
+    eager = ModelRunners(model, DeploymentTarget(backend="torch", device="cuda", precision=precision))
+    graph = ModelRunners(model, DeploymentTarget(backend="torch-cudagraph", device="cuda", precision=precision))
+    mixed = TokenSchedule((12, 8, 4), model.num_patches, reducers=("merge", "drop", "merge"))
+    for s in (model.full_schedule(), model.make_schedule([12, 8, 4]), mixed):
+        r = graph.runner(s, x)
+        with torch.inference_mode():
+            want = eager.runner(s, x)().float()
+        assert (r().float() - want).abs().max() <= (1e-4 if precision == "fp32" else 1e-2) * want.abs().max()
+        assert r.info["captured"] == "cuda-graph" and r.timer() > 0
+    rep = measure_latency(tiny(), [[12, 8, 4]], target=DeploymentTarget(backend="torch-cudagraph", device="cuda"),
+                          batch_sizes=[1, 8], policy=QUICK)
+    assert rep.timing == "cuda-events" and rep.result("schedule 1", 1).stats.p50 > 0
+
+
+def test_a_latency_table_profiles_on_cuda_graphs_at_fp16():
+    from tavt_kit.bench.profile import profile_latency
+
+    target = DeploymentTarget(backend="torch-cudagraph", device="cuda", precision="fp16", batch_size=2)
+    table = profile_latency(tiny(), target=target, grid=3, validate=2, reducers="drop,merge", policy=QUICK)
+    assert table.target.backend == "torch-cudagraph" and table.target.precision == "fp16"
+    assert table.data["validation"]["n"] == 2
+    assert table.predict(tiny().make_schedule([12, 8, 4])) > 0 and table.predict(tiny().full_schedule()) > 0
+
+
+def test_the_search_scores_candidates_on_the_gpu_and_leaves_the_model_on_the_cpu(tmp_path):
+    from conftest import random_splits, search_model
+    from tavt_kit import search_schedules
+    from tavt_kit.models import count_macs
+    from tavt_kit.search import EvolutionSettings
+
+    model = search_model()
+    data = random_splits(32, 32)
+    budget = f"{0.7 * count_macs(model).total() / 1e6:.3f}M MACs"
+    evo = EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0)
+    runs = {d: search_schedules(model, data, [budget], settings=evo, out=str(tmp_path / d), eval_device=d,
+                                log=lambda s: None) for d in ("cpu", "cuda")}
+    assert next(model.parameters()).device.type == "cpu"  # counting and export keep the model on the CPU
+    cpu, gpu = runs["cpu"].doc, runs["cuda"].doc
+    assert gpu["full"]["holdout_accuracy"] == pytest.approx(cpu["full"]["holdout_accuracy"], abs=1 / 32 + 1e-9)
+    assert gpu["full"]["test_accuracy"] == pytest.approx(cpu["full"]["test_accuracy"], abs=1 / 32 + 1e-9)

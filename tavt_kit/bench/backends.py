@@ -1,9 +1,14 @@
-"""Inference backends for measurement: torch eager, torch.compile, ONNX Runtime, OpenVINO.
+"""Inference backends for measurement: torch eager, torch.compile, torch captured as CUDA graphs, ONNX Runtime,
+OpenVINO.
 
 A :class:`Runner` runs one inference on an input prepared once (``runner()``)
 and, on CUDA, times it with CUDA events (``runner.timer``). Backends are
 imported only when used; a missing one is a one-line
 :class:`~tavt_kit.errors.BackendError` that names the package to install.
+
+On CUDA the torch backends also run bf16 and fp16 the way a deployed model does: a copy of the model with its
+weights cast to that type, fed inputs of that type (:func:`deployed_module`), not autocast, which would cast every
+weight again on every call.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from ..errors import BackendError, ConfigError
-from ..target import BACKENDS, DeploymentTarget, Precision  # noqa: F401  (BACKENDS: re-exported)
+from ..target import BACKENDS, TORCH_BACKENDS, DeploymentTarget, Precision  # noqa: F401  (BACKENDS: re-exported)
 
 #: backends that run an exported file (the model is exported to ONNX first)
 EXPORTED_BACKENDS = ("onnxruntime", "openvino")
@@ -25,6 +30,7 @@ class Runner:
     fn: Callable[[], Any]
     timer: Optional[Callable[[], float]] = None  # returns seconds (CUDA events); None = perf_counter around fn
     info: Dict[str, Any] = field(default_factory=dict)
+    owns: Any = None  # what must live as long as the runner (a captured CUDA graph and its memory)
 
     def __call__(self):
         return self.fn()
@@ -60,6 +66,9 @@ def check_target(target: DeploymentTarget) -> None:
         if not torch.cuda.is_available():
             raise BackendError("CUDA was requested but torch.cuda.is_available() is False "
                                f"(torch {torch.__version__}, no GPU or a CPU-only build); use device=cpu")
+    elif backend == "torch-cudagraph":
+        raise ConfigError(f"backend=torch-cudagraph captures CUDA graphs; device={target.device} is not a CUDA "
+                          "device (use device=cuda, or backend=torch on the CPU)")
     _check_precision(target)
 
 
@@ -67,9 +76,12 @@ def _check_precision(target: DeploymentTarget) -> None:
     p = target.precision
     if p == Precision.FP32:
         return
+    if target.backend in TORCH_BACKENDS:
+        _check_torch_precision(target)
+        return
     if target.backend != "openvino":
-        raise ConfigError(f"precision={p} is only available with backend=openvino (torch and onnxruntime run "
-                          "the fp32 graph)")
+        raise ConfigError(f"precision={p} is only available with backend=openvino, or a torch backend on CUDA "
+                          "(onnxruntime runs the fp32 graph)")
     if p == Precision.INT8:
         from ..export.quantize import require_nncf
 
@@ -81,6 +93,46 @@ def _check_precision(target: DeploymentTarget) -> None:
     if {Precision.BF16: "BF16", Precision.FP16: "FP16"}[p] not in have:
         raise BackendError(f"precision={p}: this {target.device.upper()} has no native {p} inference (OpenVINO "
                            f"reports {', '.join(have) or 'no capabilities'}); OpenVINO would quietly run fp32")
+
+
+def _check_torch_precision(target: DeploymentTarget) -> None:
+    """bf16 / fp16 with a torch backend: weights cast to that type on a CUDA device that runs it natively."""
+    p = target.precision
+    if p == Precision.INT8:
+        raise ConfigError(f"precision=int8 with backend={target.backend}: int8 is a quantised OpenVINO graph (NNCF); "
+                          "use backend=openvino")
+    if not target.device.startswith("cuda"):
+        raise ConfigError(f"precision={p} with backend={target.backend} runs on CUDA (weights cast to {p}); on "
+                          f"device={target.device} use backend=openvino, which runs {p} where the CPU has it")
+    import torch
+
+    if p == Precision.BF16 and not torch.cuda.is_bf16_supported():
+        raise BackendError(f"precision=bf16: {torch.cuda.get_device_name(target.device)} has no native bf16; "
+                           "use precision=fp16")
+
+
+def torch_dtype_of(target: DeploymentTarget):
+    """The dtype a torch backend runs ``target`` in (its weights and inputs): float32, bfloat16 or float16."""
+    import torch
+
+    return Precision.torch_dtype(target.precision) if target.backend in TORCH_BACKENDS and \
+        target.precision in (Precision.BF16, Precision.FP16) else torch.float32
+
+
+def deployed_module(model, target: DeploymentTarget):
+    """``model`` as a torch backend of ``target`` runs it, in eval mode: the model itself where it is on the
+    target's device at its precision, else a copy moved there with its weights cast (bf16 / fp16); the caller's
+    model stays where it was, at its own precision."""
+    import copy
+
+    from ..target import torch_device
+
+    dtype, device = torch_dtype_of(target), torch_device(target.device)
+    model = model.eval()
+    p = next(model.parameters())
+    if p.device == device and p.dtype == dtype:
+        return model
+    return copy.deepcopy(model).to(device, dtype)
 
 
 def quantized_for_latency(path: str, out_xml: str, input_shape: Sequence[int], seed: int = 0,
@@ -138,6 +190,41 @@ def torch_runner(call: Callable[[], Any], device: str) -> Runner:
         return start.elapsed_time(end) / 1e3
 
     return Runner(fn, timer)
+
+
+def cudagraph_runner(call: Callable[[], Any], device: str) -> Runner:
+    """Runner that replays ``call`` captured once as a CUDA graph: one launch per inference instead of one per
+    kernel, which is what batch 1 on a GPU is short of. ``call`` must read a fixed input tensor and have static
+    shapes (a schedule's token counts are fixed); it is warmed up on a side stream first, as capture requires."""
+    import torch
+
+    if not device.startswith("cuda"):
+        raise ConfigError(f"backend=torch-cudagraph captures CUDA graphs; device={device} is not a CUDA device")
+    with torch.inference_mode():
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # lazy initialisation (cuBLAS handles, workspaces) must not happen during capture
+                call()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                out = call()
+        except Exception as e:
+            text = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise BackendError(f"capturing a CUDA graph failed ({type(e).__name__}: {text}); use backend=torch") \
+                from None
+    replay = graph.replay
+
+    def run():
+        replay()
+        return out
+
+    r = torch_runner(run, device)
+    r.info = {"captured": "cuda-graph"}
+    r.owns = graph  # the graph owns the memory its replays write
+    return r
 
 
 def set_compile_limits(n: int) -> None:
@@ -235,6 +322,7 @@ def file_runner(path: str, inputs, target: DeploymentTarget, shape: Optional[Seq
 def release(runner: Runner) -> None:
     runner.fn = None
     runner.timer = None
+    runner.owns = None
 
 
 def file_kind(path: str) -> Optional[str]:

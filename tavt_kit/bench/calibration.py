@@ -18,6 +18,7 @@ import torch
 
 from ..errors import ConfigError, LatencyTableError
 from ..schedules import TokenSchedule, evit_schedule, random_schedules, uniform_schedule
+from ..target import TORCH_BACKENDS
 from .backends import EXPORTED_BACKENDS, Runner, release
 from .identity import model_identity
 from .parts import make_part
@@ -63,7 +64,7 @@ def _timed(keys_runners: Dict[Any, Runner], policy: TimingPolicy, backend: str, 
     """Latencies (ms, the table's statistic) and stats of runners timed round-robin."""
     fns = {k: r.fn for k, r in keys_runners.items()}
     timers = {k: r.timer for k, r in keys_runners.items() if r.timer is not None}
-    ctx = torch.inference_mode() if backend in ("torch", "torch-compile") else contextlib.nullcontext()
+    ctx = torch.inference_mode() if backend in TORCH_BACKENDS else contextlib.nullcontext()
     with ctx:
         stats = measure_round_robin(fns, policy, timer=timers or None, progress=progress)
     return {k: _stat_ms(s, statistic) for k, s in stats.items()}, stats

@@ -24,7 +24,7 @@ from ..errors import ConfigError, ExportError
 from ..files import write_json, write_text
 from ..machine import threads_text, cpu_load, machine_info
 from ..models import load_model
-from ..target import DeploymentTarget, Precision
+from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
 from .backends import (EXPORTED_BACKENDS, Runner, check_target, file_kind, file_runner, release, set_compile_limits,
                        with_threads)
 from .identity import identity_from_spec, model_from_spec, model_identity
@@ -190,7 +190,7 @@ def _report(ident, target: DeploymentTarget, batch_sizes: List[int], policy: Tim
     used = sorted({r.info.get("precision_used") for r in results if r.info.get("precision_used")})
     timing = None
     if target.device.startswith("cuda"):
-        timing = "cuda-events" if target.backend in ("torch", "torch-compile") else "host-synchronous"
+        timing = "cuda-events" if target.backend in TORCH_BACKENDS else "host-synchronous"
     return BenchReport(ident, target, machine_info(target.device, target.threads), policy.to_dict(), results,
                        batch_sizes=batch_sizes, timing=timing, notes=notes,
                        precision_used=(used[0] if len(used) == 1 else used) if used else Precision.FP32, **runtime)
@@ -214,7 +214,7 @@ def _measure(runners: Dict[Hashable, Runner], policy: TimingPolicy, device: str,
     """``{key: (timing statistics, peak memory)}`` of runners timed round-robin on ``device`` with ``backend``
     (the memory of an exported file's runtime is the host's)."""
     memory: Dict[Hashable, Dict[str, Any]] = {}
-    probe_device = device if backend in ("torch", "torch-compile") else "cpu"
+    probe_device = device if backend in TORCH_BACKENDS else "cpu"
 
     def on_warmup(key, run):
         probe = MemoryProbe(probe_device)
@@ -224,7 +224,7 @@ def _measure(runners: Dict[Hashable, Runner], policy: TimingPolicy, device: str,
 
     fns = {k: r.fn for k, r in runners.items()}
     timers = {k: r.timer for k, r in runners.items() if r.timer is not None}
-    ctx = torch.inference_mode() if backend in ("torch", "torch-compile") else contextlib.nullcontext()
+    ctx = torch.inference_mode() if backend in TORCH_BACKENDS else contextlib.nullcontext()
     with ctx:
         stats = measure_round_robin(fns, policy, timer=timers or None, on_warmup=on_warmup, progress=progress)
     return {k: (stats[k], memory.get(k, {})) for k in runners}
@@ -378,24 +378,10 @@ def _measure_model(source, schedules, target: DeploymentTarget, batch_sizes, inc
                    img_size, table, workdir, exporter, compile_backend, verify_exports, seed, notes,
                    progress) -> BenchReport:
     backend, device = target.backend, target.device
-    model = load_model(source, img_size).eval().to(device)
-    full = model.full_schedule()
-    scheds = []
-    if schedules is None:
-        schedules = [model.schedule] if model.schedule is not None else []
-    schedules = list(schedules)
-    if labels is not None and len(labels) != len(schedules):
-        raise ConfigError(f"labels: got {len(labels)} labels for {len(schedules)} schedules")
-    for i, s in enumerate(schedules):
-        sched = model.make_schedule(s)
-        label = labels[i] if labels is not None else ("full" if sched.is_full else f"schedule {i + 1}")
-        scheds.append((label, sched))
-    if include_full and not any(s.is_full for _, s in scheds):
-        scheds.insert(0, ("full", full))
-    if not scheds:
-        raise ConfigError("nothing to measure: give schedules or include_full=True")
-    if len({l for l, _ in scheds}) != len(scheds):
-        raise ConfigError("labels: schedule labels must be unique")
+    model = load_model(source, img_size).eval()
+    if backend not in TORCH_BACKENDS:  # the torch backends run a copy on the device (ModelRunners.deployed)
+        model = model.to(device)
+    scheds = _labelled(model, schedules, labels, include_full)
     ident = model_identity(model)
     if table is not None:
         table.check(ident, target, fields=("backend", "device", "threads"))
@@ -454,6 +440,28 @@ def _measure_model(source, schedules, target: DeploymentTarget, batch_sizes, inc
                    compile_backend=compile_backend if backend == "torch-compile" else None,
                    source=os.fspath(source) if isinstance(source, (str, os.PathLike)) else None,
                    weights_sha256=_weights_digest(model))
+
+
+def _labelled(model: nn.Module, schedules, labels, include_full: bool) -> List[tuple]:
+    """``[(label, TokenSchedule)]`` to measure: ``schedules`` (default the model's own) under ``labels`` (default
+    ``schedule 1``, ...; ``full`` for the full schedule), the full model first where ``include_full`` adds it."""
+    scheds = []
+    if schedules is None:
+        schedules = [model.schedule] if model.schedule is not None else []
+    schedules = list(schedules)
+    if labels is not None and len(labels) != len(schedules):
+        raise ConfigError(f"labels: got {len(labels)} labels for {len(schedules)} schedules")
+    for i, s in enumerate(schedules):
+        sched = model.make_schedule(s)
+        label = labels[i] if labels is not None else ("full" if sched.is_full else f"schedule {i + 1}")
+        scheds.append((label, sched))
+    if include_full and not any(s.is_full for _, s in scheds):
+        scheds.insert(0, ("full", model.full_schedule()))
+    if not scheds:
+        raise ConfigError("nothing to measure: give schedules or include_full=True")
+    if len({l for l, _ in scheds}) != len(scheds):
+        raise ConfigError("labels: schedule labels must be unique")
+    return scheds
 
 
 def _weights_digest(model: nn.Module) -> Optional[str]:

@@ -18,8 +18,9 @@ from torch import nn
 
 from ..models.token_drop import TokenState, attention_with_scores, drop_block_forward
 from ..models.token_merge import biased_block_forward, merge_block_forward, size_bias
-from ..target import DeploymentTarget, Precision
-from .backends import Runner, compile_module, file_runner, quantized_for_latency, run_compiled_once, torch_runner
+from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
+from .backends import (Runner, compile_module, cudagraph_runner, file_runner, quantized_for_latency, run_compiled_once,
+                       torch_dtype_of, torch_runner)
 
 
 #: scores closer than this (relative to the largest) at a dropping part's keep boundary are a near tie
@@ -184,14 +185,17 @@ class PartRunners:
         g = torch.Generator().manual_seed(len(self.files) + 1)
         x = torch.randn(*shape, generator=g)
         backend, device = self.target.backend, self.target.device
-        if backend in ("torch", "torch-compile"):
-            xd = x.to(device)
+        if backend in TORCH_BACKENDS:
+            # the part wraps the table model's own block, already at the target's device and precision
+            xd = x.to(device, torch_dtype_of(self.target))
             module = module.to(device)
             if backend == "torch-compile":
                 compiled = compile_module(module, self.compile_backend)
                 with torch.inference_mode():
                     run_compiled_once(lambda: compiled(xd))
                 return torch_runner(lambda: compiled(xd), device)
+            if backend == "torch-cudagraph":
+                return cudagraph_runner(lambda: module(xd), device)
             return torch_runner(lambda: module(xd), device)
         ex_shape = list(shape)
         ex_shape[0] = 2

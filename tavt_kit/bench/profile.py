@@ -54,8 +54,9 @@ from ..models.token_merge import REDUCERS
 from .parts import PartRunners, make_part, part_plan
 from .runners import ModelRunners, torch_threads
 from .table import TABLE_FORMAT, TABLE_VERSION, TABLE_VERSION_MERGE, LatencyTable, fit_separable, isotonic
-from ..target import DeploymentTarget, Precision
-from .backends import EXPORTED_BACKENDS, Runner, check_target, release, set_compile_limits, with_threads
+from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
+from .backends import (EXPORTED_BACKENDS, Runner, check_target, deployed_module, release, set_compile_limits,
+                       with_threads)
 from ..machine import machine_info
 from ..models import load_model
 from .identity import model_identity
@@ -185,7 +186,7 @@ def profile_latency(
         raise ConfigError(f"statistic={statistic}: expected one of {', '.join(STATISTICS)}")
     policy = policy or profile_policy()
     say = progress or (lambda s: None)
-    model = _table_model(model, img_size, target.device)
+    model = _table_model(model, img_size, target)
     reducers = _check_reducers(model, reducers)
     ident = model_identity(model)
     g = _parse_grid(grid, ident["num_patches"])
@@ -223,7 +224,7 @@ def time_at_table_speed(table: LatencyTable, model, schedules: Dict[Any, Any], *
     ``model``: the model the table was profiled on (or one of the same structure: latency does not depend on
     the weights). ``policy``: default :func:`profile_policy`."""
     target = with_threads(table.target)
-    model = _table_model(model, None, target.device)
+    model = _table_model(model, None, target)
     table.check(model)
     ident = model_identity(model)
     t = table.data.get("target") or {}
@@ -244,9 +245,12 @@ def time_at_table_speed(table: LatencyTable, model, schedules: Dict[Any, Any], *
     return dict(runs.scaled)
 
 
-def _table_model(model, img_size, device) -> nn.Module:
-    """The model loaded onto ``device`` in eval mode; refused unless a table can describe it (timm ViT, linear head)."""
-    model = load_model(model, img_size).eval().to(device)
+def _table_model(model, img_size, target: DeploymentTarget) -> nn.Module:
+    """The model loaded onto ``target``'s device in eval mode (a torch backend at bf16 / fp16: a copy with its weights
+    cast, :func:`~tavt_kit.bench.backends.deployed_module`); refused unless a table can describe it (timm ViT, linear
+    head)."""
+    model = load_model(model, img_size)
+    model = deployed_module(model, target) if target.backend in TORCH_BACKENDS else model.eval().to(target.device)
     from timm.models.vision_transformer import VisionTransformer
 
     if not isinstance(model, VisionTransformer):

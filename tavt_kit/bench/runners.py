@@ -1,4 +1,5 @@
-"""Runners of a whole model at token schedules on one backend: torch eager or compiled, ONNX Runtime, OpenVINO.
+"""Runners of a whole model at token schedules on one backend: torch eager, compiled or captured as CUDA graphs, ONNX
+Runtime, OpenVINO.
 
 A schedule is a :class:`~tavt_kit.schedules.TokenSchedule` (its per-block ``reducers`` included: a
 merge and a drop at the same counts are two models) or plain counts (the model's reducer).
@@ -14,8 +15,8 @@ import torch
 from torch import nn
 
 from ..target import DeploymentTarget, Precision
-from .backends import (EXPORTED_BACKENDS, Runner, compile_module, file_runner, quantized_for_latency, run_compiled_once,
-                       torch_runner)
+from .backends import (EXPORTED_BACKENDS, Runner, compile_module, cudagraph_runner, deployed_module, file_runner,
+                       quantized_for_latency, run_compiled_once, torch_runner)
 from .identity import short_counts
 
 
@@ -81,8 +82,17 @@ class ModelRunners:
         self.workdir = workdir
         self.exports: Dict[tuple, Dict[str, Any]] = {}
         self._files: Dict[tuple, str] = {}
+        self._deployed: Optional[nn.Module] = None
+
+    @property
+    def deployed(self) -> nn.Module:
+        """The model a torch backend runs: on the target's device, weights at its precision (made once)."""
+        if self._deployed is None:
+            self._deployed = deployed_module(self.model, self.target)
+        return self._deployed
 
     def close(self) -> None:
+        self._deployed = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -136,18 +146,23 @@ class ModelRunners:
         drop = schedule if hasattr(schedule, "counts") else tuple(schedule)
         counts = schedule_key(schedule)[0]
         backend, device = self.target.backend, self.target.device
-        if backend == "torch":
-            xd = x.to(device)
-            model = self.model
-            return torch_runner(lambda: model(xd, drop=drop), device)
+        if backend in ("torch", "torch-cudagraph"):
+            model = self.deployed
+            xd = x.to(device, next(model.parameters()).dtype)
+            if backend == "torch-cudagraph":
+                r = cudagraph_runner(lambda: model(xd, drop=drop), device)
+            else:
+                r = torch_runner(lambda: model(xd, drop=drop), device)
+            r.info["precision_used"] = self.target.precision
+            return r
         if backend == "torch-compile":
-            xd = x.to(device)
-            compiled = compile_module(_AtSchedule(self.model, drop), self.compile_backend)
+            xd = x.to(device, next(self.deployed.parameters()).dtype)
+            compiled = compile_module(_AtSchedule(self.deployed, drop), self.compile_backend)
             self._say(f"compiling {short_counts(counts)} (batch {b})")
             with torch.inference_mode():
                 run_compiled_once(lambda: compiled(xd))
             r = torch_runner(lambda: compiled(xd), device)
-            r.info = {"compile_backend": self.compile_backend}
+            r.info = {"compile_backend": self.compile_backend, "precision_used": self.target.precision}
             return r
         path = self.exported_file(schedule)
         if backend == "openvino" and self.target.precision == Precision.INT8:

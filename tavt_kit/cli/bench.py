@@ -78,7 +78,8 @@ def _schedule_args(p) -> None:
 def _target_args(p, many_batches: bool) -> None:
     t = p.add_argument_group("target")
     t.add_argument("--backend", choices=BACKENDS,
-                   help="inference backend (default torch eager); onnxruntime/openvino export to ONNX first")
+                   help="inference backend (default torch eager); torch-cudagraph replays each schedule captured "
+                        "once as a CUDA graph (CUDA only); onnxruntime/openvino export to ONNX first")
     add_device(t, "cpu")
     nargs = "+" if many_batches else None
     t.add_argument("--latency-batch-size", dest="batch_size", type=int, nargs=nargs, metavar="N",
@@ -88,10 +89,10 @@ def _target_args(p, many_batches: bool) -> None:
         add_deprecated(p, old, "--latency-batch-size", "batch_size", type=int, nargs=nargs)
     t.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: torch's thread count)")
     t.add_argument("--precision", default="fp32", type=precision, metavar="PRECISION",
-                   help="fp32, bf16, fp16 or int8, the OpenVINO precision (default fp32; OpenVINO would pick bf16 "
-                        "on bf16 CPUs): bf16/fp16 where the "
-                        "CPU has them, int8 = each model or part quantised with NNCF (random calibration: timing "
-                        "only; with --exported, a quantised file)")
+                   help="fp32, bf16, fp16 or int8 (default fp32; OpenVINO would pick bf16 on bf16 CPUs): with "
+                        "OpenVINO bf16/fp16 where the CPU has them, int8 = each model or part quantised with NNCF "
+                        "(random calibration: timing only; with --exported, a quantised file); with a torch backend "
+                        "on CUDA, bf16/fp16 = the weights cast to that type")
     t.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"),
                    help="ONNX exporter for onnxruntime/openvino (auto: TorchScript, dynamo as fallback)")
     t.add_argument("--compile-backend", default="inductor", metavar="NAME",

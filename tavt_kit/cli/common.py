@@ -145,7 +145,7 @@ def check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         for a in acts:
             flag = _long(a)
             if a.type is device and not _DEVICE.fullmatch(str(value)):
-                raise ConfigError(f"--device {value}: expected {DEVICE_FORM}")
+                raise ConfigError(f"{flag} {value}: expected {DEVICE_FORM}")
             if flag not in NUMERIC_FLAGS or (cmd, flag) in _CHECKED_BY_COMMAND:
                 continue
             kind, what = NUMERIC_FLAGS[flag]

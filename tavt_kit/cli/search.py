@@ -8,8 +8,9 @@ from ..errors import ConfigError
 from ..search.fitness import DEFAULT_FITNESS, FITNESSES
 from ..search.recommend import check_ship_confidence
 from ..search.result import describe_family, family_entry
-from .common import (add_deprecated, add_device, add_refused, budget_suggestion, check_can_merge, parse_macs,
-                     parse_reducers, parse_seconds)
+from ..target import BACKENDS
+from .common import (add_deprecated, add_device, add_refused, budget_suggestion, check_can_merge, device,
+                     parse_macs, parse_reducers, parse_seconds)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="predict latency from a table made by 'fgvc-kit bench profile' on the target device "
                           "(repeatable with --precisions: one table per precision, each profiled at it)")
     add_device(lat, "cpu", what="measure latency on this device")
-    lat.add_argument("--backend", choices=("torch", "torch-compile", "onnxruntime", "openvino"),
+    lat.add_argument("--backend", choices=BACKENDS,
                      help="latency backend (default: the runtime export ships, openvino where installed, else torch; "
                           "with a table: the table's, and it must match)")
     lat.add_argument("--latency-source", choices=("table", "measure"), default="table",
@@ -104,6 +105,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 0.95; 0.5: any lead; see docs/benchmarks/ship_gate.md)")
     p.add_argument("--eval-batch-size", dest="batch_size", type=int, default=64, metavar="N",
                    help="images per evaluation batch (default 64)")
+    p.add_argument("--eval-device", type=device, default="auto", metavar="DEVICE",
+                   help="where candidates are scored on the held-out and test images: auto, cpu, cuda or cuda:N "
+                        "(default auto: cuda when there is one, else cpu; --device is where latency is measured)")
     add_deprecated(p, "--batch-size", "--eval-batch-size", "batch_size", type=int)
     p.add_argument("--out", default="runs/search", metavar="DIR",
                    help="output folder: search.json, its journal, schedules.json and one drop config per budget, "
@@ -191,6 +195,7 @@ def run(args) -> int:
         verify_top=args.verify_top, calibration_images=args.calibration_images, remeasure=args.remeasure,
         latency_source=args.latency_source, reuse=args.reuse, selection=args.selection, shrinkage=args.shrinkage,
         parent_search=args.parent_search, ship_confidence=args.ship_confidence, bound=args.bound,
+        eval_device=args.eval_device,
         table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables"),
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
         log=lambda s: print(s, flush=True))

@@ -12,7 +12,8 @@ FORMATS = ("onnx", "openvino")
 FORMAT_PRECISIONS = {"onnx": tuple(Precision.ONNXRUNTIME), "openvino": (Precision.FP32, Precision.FP16,
                                                                         Precision.BF16, Precision.INT8)}
 #: the format a deployment target's backend runs (torch targets: the ONNX graph)
-FORMAT_OF_BACKEND = {"openvino": "openvino", "onnxruntime": "onnx", "torch": "onnx", "torch-compile": "onnx"}
+FORMAT_OF_BACKEND = {"openvino": "openvino", "onnxruntime": "onnx", "torch": "onnx", "torch-compile": "onnx",
+                     "torch-cudagraph": "onnx"}
 #: the runtime each format is verified and timed in
 BACKEND_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino"}
 

@@ -26,19 +26,64 @@ no labels needed) are collected in the same pass: the search's fitness can be
 any of the three (:mod:`tavt_kit.search.fitness`). Each one also gets its standard error as a
 difference to the full model on the same images (``accuracy_se``, ``nll_se``, ``kl_se``): the noise a search's
 pick carries, which :mod:`tavt_kit.search.shrinkage` corrects for.
+
+Candidates run where the evaluator's ``device`` says (default: where the model is). The images stay in host
+memory, decoded once, and each batch is copied to the device as it is needed; a model on another device is
+copied there once (:func:`model_on`), so a search keeps its own model on the CPU for export and counting while
+a GPU scores its candidates.
 """
 from __future__ import annotations
 
+import copy
 import functools
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..schedules.schedule import TokenSchedule
+from ..target import torch_device
 from ..models.token_drop import TokenState, drop_block_attention, drop_block_mlp
 from ..models.token_merge import biased_block_forward, merge_block_forward, size_bias
+
+#: per model, its copies on other devices and the parameters' version counters they were made at
+_COPIES: "weakref.WeakKeyDictionary[nn.Module, Dict[str, Tuple[int, nn.Module]]]" = weakref.WeakKeyDictionary()
+
+
+def evaluation_device(device: Optional[str] = "auto") -> str:
+    """Where candidates are evaluated: ``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``, ``cuda`` or
+    ``cuda:N``; a CUDA device that is not there is a one-line :class:`~tavt_kit.errors.ConfigError`."""
+    text = "auto" if device is None else str(device).strip().lower()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not (text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit())):
+        raise ConfigError(f"eval_device={device!r}: expected auto, cpu, cuda or cuda:N")
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"eval_device={device}: torch sees no CUDA GPU here; use cpu or auto")
+        if ":" in text and int(text[5:]) >= torch.cuda.device_count():
+            raise ConfigError(f"eval_device={device}: there are {torch.cuda.device_count()} CUDA devices")
+    return text
+
+
+def model_on(model: nn.Module, device: Optional[str]) -> nn.Module:
+    """``model`` on ``device`` for evaluation: the model itself where it already is there (or ``device`` is None),
+    else a copy moved there, made once and made again only after its weights change in place (an optimiser
+    step or ``load_state_dict`` bumps the parameters' version counters)."""
+    if device is None:
+        return model
+    first = next(iter(model.parameters()), None)
+    if first is None or first.device == torch_device(device):
+        return model
+    version = sum(int(p._version) for p in model.parameters())
+    copies = _COPIES.setdefault(model, {})
+    known = copies.get(str(device))
+    if known is None or known[0] != version:
+        known = copies[str(device)] = (version, copy.deepcopy(model).to(device).eval())
+    return known[1]
 
 
 @dataclass
@@ -147,13 +192,16 @@ class CandidateEvaluator:
             CUDA autocast: matrix products in that type, reductions in fp32), as a deployment at that precision
             would; the full model's reference predictions (for KL) stay fp32.
         reference: an fp32 evaluator on the same images whose full-model predictions this one reuses.
+        device: where the candidates run (``cpu``, ``cuda``, ``cuda:N``; None: where ``model`` is); the images stay
+            in host memory and go to the device a batch at a time (:func:`model_on` makes the device's copy).
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64,
                  embed_cache_bytes: int = 2 << 30, use_tree: Optional[bool] = None,
                  transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, shared_blocks: int = 0,
-                 autocast: Optional[torch.dtype] = None, reference: Optional["CandidateEvaluator"] = None):
-        self.model = model.eval()
+                 autocast: Optional[torch.dtype] = None, reference: Optional["CandidateEvaluator"] = None,
+                 device: Optional[str] = None):
+        self.model = model_on(model, device).eval()
         self.autocast = autocast
         self._reference_source = reference
         self.shared_blocks = int(shared_blocks)
@@ -178,8 +226,11 @@ class CandidateEvaluator:
             yield start, min(n, start + self.batch_size)
 
     def _inputs(self, start: int, end: int) -> torch.Tensor:
-        x = self.images[start:end]
+        x = self.images[start:end].to(self._device(), non_blocking=True)
         return self.transform(x) if self.transform is not None else x
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def _embed(self, start: int, end: int) -> torch.Tensor:
         cached = self._embeds.get(start)
@@ -240,7 +291,7 @@ class CandidateEvaluator:
         tree = _build_tree(_paths(schedules, self.model.num_patches, getattr(self.model, "reducer", "drop"), F)) \
             if self.use_tree else None
         for start, end in self._batches():
-            y = self.labels[start:end]
+            y = self.labels[start:end].to(self._device())
             leaf = functools.partial(self._score, out, y, self._reference_logp(start, end), start)
             if tree is not None:
                 self._walk(tree, self._embed(start, end), F, self.model.num_patches,

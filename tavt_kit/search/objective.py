@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 from ..errors import ConfigError, LatencyTableError
 from ..schedules.schedule import TokenSchedule
-from ..target import DeploymentTarget, Precision
+from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
 from .evolution import gene_of
 
 #: a candidate measured during the search: quick but steady enough to rank schedules
@@ -103,11 +103,15 @@ class LatencyObjective:
     @classmethod
     def measured(cls, model, target: DeploymentTarget) -> "LatencyObjective":
         """Every candidate timed on ``target`` on this machine (quick policy); picks re-timed with the full one."""
-        if target.precision in (Precision.BF16, Precision.FP16):
+        if target.backend in TORCH_BACKENDS and target.precision != Precision.FP32:
+            from ..bench.backends import check_target
+
+            check_target(target)  # bf16 / fp16 run on CUDA with the weights cast; refused elsewhere, in one line
+        elif target.precision in (Precision.BF16, Precision.FP16):
             from ..export.openvino import check_device_precision
 
             check_device_precision(target.openvino_hint, target.device)
-        if target.precision != Precision.FP32 and target.backend != "openvino":
+        if target.precision != Precision.FP32 and target.backend not in ("openvino",) + TORCH_BACKENDS:
             raise ConfigError(f"target={target}: latency at {target.precision} is measured with the openvino "
                               "backend (or predicted from a table profiled at that precision)")
         ident = {"backend": target.backend, "device": target.device, "batch_size": target.batch_size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ConfigError
+from .evaluate import evaluation_device
 from .evolution import Budget
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .result import parse_budget
@@ -27,7 +28,7 @@ def check_options(options: dict) -> list:
     path fails at once; an unknown option is a TypeError, as for any Python function."""
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
              "parent", "latency_source", "table_cache", "table_profile", "reuse", "selection", "shrinkage",
-             "parent_search", "ship_confidence", "bound"}
+             "parent_search", "ship_confidence", "bound", "eval_device"}
     if bad := sorted(set(options) - known):
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
     reuse = options.get("reuse") or ()
@@ -38,4 +39,5 @@ def check_options(options: dict) -> list:
     check_ship_confidence(options.get("ship_confidence", DEFAULT_SHIP_CONFIDENCE))
     if options.get("bound") is not None:
         check_bound(options["bound"])
+    evaluation_device(options.get("eval_device", "auto"))
     return reuse

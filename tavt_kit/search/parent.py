@@ -90,14 +90,14 @@ class ParentStage:
         """Held-out metrics and test hits (per image) of the parent at each schedule."""
         pipe = self.pipe
         hold = CandidateEvaluator(self.parent, shard(pipe.holdout).images, shard(pipe.holdout).labels,
-                                  pipe.batch_size, transform=pipe.transform)
+                                  pipe.batch_size, transform=pipe.transform, device=pipe.device)
         names = list(scheds)
         sc = hold.scores([scheds[n] for n in names])
         metrics = {n: sc.metrics(i) for i, n in enumerate(names)}
         hits: Dict[str, torch.Tensor] = {}
         if pipe.n_test:
             tev = CandidateEvaluator(self.parent, pipe.test.images, pipe.test.labels, pipe.batch_size,
-                                     transform=pipe.transform)
+                                     transform=pipe.transform, device=pipe.device)
             tsc = tev.scores([scheds[n] for n in names], per_image=True)
             hits = {n: tsc.hits[i] for i, n in enumerate(names)}
         return metrics, hits
@@ -319,7 +319,7 @@ class ParentStage:
             source = "OpenVINO int8 (NNCF PTQ, transformer)"
         else:
             ev = CandidateEvaluator(self.parent, pipe.holdout.images, pipe.holdout.labels, pipe.batch_size,
-                                    transform=pipe.transform, autocast=_AUTOCAST[precision])
+                                    transform=pipe.transform, autocast=_AUTOCAST[precision], device=pipe.device)
             m, source = ev.scores([s]).metrics(0), ACCURACY_SOURCE[precision]
         d = {"counts": list(s.counts), **({"reducers": list(s.reducers)} if s.reducers else {}),
              "precision": precision, "macs": pipe.macs(s), "weights": "parent",
@@ -399,7 +399,7 @@ class ParentStage:
         if self._paired is None:
             pipe = self.pipe
             self._paired = getattr(pipe, "selection", None) or PairedEvidence(pipe.holdout, pipe.batch_size,
-                                                                              pipe.transform)
+                                                                              pipe.transform, pipe.device)
         return self._paired
 
     def close(self) -> None:

@@ -55,7 +55,8 @@ class ParentSearch:
         pipe = self.pipe
         shared = next((i for i, b in enumerate(self.space.bounds) if b > 0), self.space.depth)
         evaluator = CandidateEvaluator(self.parent, shard(pipe.holdout).images, shard(pipe.holdout).labels,
-                                       pipe.batch_size, transform=pipe.transform, shared_blocks=shared)
+                                       pipe.batch_size, transform=pipe.transform, shared_blocks=shared,
+                                       device=pipe.device)
         settings = pipe.journal_settings(self.space, weights_digest(self.parent))
         journal = Journal(os.path.join(pipe.out_dir, PARENT_JOURNAL) if pipe.rank == 0 else None,
                           {"format": "fgvc-kit/search-journal", "settings": settings})

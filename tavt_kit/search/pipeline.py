@@ -29,15 +29,13 @@ from ..files import write_json
 from ..machine import brief
 from ..models.checkpoint import is_own_model, weights_digest
 from ..models.macs import count_macs
-from ..schedules.families import tome_schedule
-from ..schedules.schedule import TokenSchedule
-from ..schedules.space import SearchSpace
+from ..schedules import SearchSpace, TokenSchedule, tome_schedule
 from ..stats import paired_difference, wilson_interval
 from ..progress import Heartbeat
 from ..target import DeploymentTarget, Precision
 from .baselines import baseline_schedules
 from .data import SearchData, search_data, shard, take_subset, _dist
-from .evaluate import CandidateEvaluator
+from .evaluate import CandidateEvaluator, evaluation_device
 from .evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, Journal, entry_gene, front_area, gene_of,
                         pareto_front, schedule_of)
 from .fitness import DEFAULT_FITNESS, FITNESSES, fitness_of
@@ -49,8 +47,7 @@ from .options import as_budget, check_options
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
 from .parent import resolve_parent
-from .space import _check_reducers, default_reducers, searched_space
-from .space import space_of  # noqa: F401 (public here too)
+from .space import _check_reducers, default_reducers, searched_space, space_of  # noqa: F401 (space_of: public here too)
 from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, schedules_index
 
 #: the index of the per-budget drop configs a search writes beside search.json
@@ -102,7 +99,8 @@ def search_schedules(
             default 0: :mod:`~tavt_kit.search.selection`), ``shrinkage`` (picks on fitness corrected for the winner's
             curse, True: :mod:`~tavt_kit.search.shrinkage`), ``parent_search`` (with a parent: schedules searched on its
             own weights, merging, compete as ``searched_parent``, True: :mod:`~tavt_kit.search.parent_search`),
-            ``ship_confidence`` (that the supernet's pick beats your weights, to ship it: 0.95, :mod:`~.recommend`).
+            ``ship_confidence`` (that the supernet's pick beats your weights, to ship it: 0.95, :mod:`~.recommend`),
+            ``eval_device`` (where candidates are scored: ``auto``, CUDA where there is one, :mod:`~.evaluate`).
     """
     reuse = check_options(options)
     log = options.get("log", print)
@@ -126,8 +124,8 @@ def search_schedules(
         out = tempfile.mkdtemp(prefix="fgvc-kit-search-")
     sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
     parent = resolve_parent(model, options.get("parent", "auto"), log)
-    passed = {k: options[k] for k in ("batch_size", "subset", "source", "verify_top", "calibration_images",
-                                      "selection", "shrinkage", "parent_search", "ship_confidence") if k in options}
+    passed = {k: options[k] for k in ("batch_size", "subset", "source", "verify_top", "calibration_images", "selection",
+                                      "shrinkage", "parent_search", "ship_confidence", "eval_device") if k in options}
     pipeline = SearchPipeline(model, sdata, out, settings=settings or EvolutionSettings(), budgets=budgets,
                               objectives=objectives or {}, precisions=precisions, space=space, fitness=fitness,
                               log=log, remeasure=bool(options.get("remeasure")), reuse=reuse,
@@ -155,7 +153,8 @@ class SearchPipeline:
                  source: Optional[dict] = None, verify_top: int = 3, calibration_images: int = 300,
                  log: Callable[[str], None] = print, remeasure: bool = False, reuse: Sequence[str] = (),
                  selection: Union[str, float, None] = 0.0, recommends: bool = False, shrinkage: bool = True,
-                 parent_search: bool = True, ship_confidence: float = DEFAULT_SHIP_CONFIDENCE):
+                 parent_search: bool = True, ship_confidence: float = DEFAULT_SHIP_CONFIDENCE,
+                 eval_device: Optional[str] = "auto"):
         self._check(data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images)
         self.model, self.out_dir, self.settings, self.budgets = model, out_dir, settings, list(budgets)
         self.objectives, self.precisions, self.space, self.fitness = objectives, tuple(precisions), space, fitness
@@ -168,17 +167,19 @@ class SearchPipeline:
         self.rank, self.world = _dist()
         self.log = log if self.rank == 0 else (lambda s: None)
         self.data = data
+        self.device = evaluation_device(eval_device)  # where every evaluator of this search scores candidates
         self.transform = Normalize.from_model(model)
         # the images each budget's recommendation is chosen on are never scored by the evolution (selection.py)
         self.holdout, self.selection = set_aside(take_subset(data.holdout, subset, settings.seed, log=self.log),
                                                  selection, recommends and self.world == 1, settings.seed,
-                                                 batch_size, self.transform, self.log)
+                                                 batch_size, self.transform, self.log, self.device)
         self.test = data.test
         self.n_holdout = len(self.holdout.labels)
         self.n_test = int(len(self.test.labels)) if self.test is not None else 0
         shared = next((i for i, b in enumerate(space.bounds) if b > 0), space.depth)
         self.evaluator = CandidateEvaluator(model, shard(self.holdout).images, shard(self.holdout).labels,
-                                            self.batch_size, transform=self.transform, shared_blocks=shared)
+                                            self.batch_size, transform=self.transform, shared_blocks=shared,
+                                            device=self.device)
         self.digest = weights_digest(model)
         self.latency: Optional[LatencyObjective] = objectives.get("fp32")
         self.target_check = TargetCheck(objectives, self.schedule, self.log)
@@ -488,7 +489,7 @@ class SearchPipeline:
         extra = [s for k, s in to_test.items() if k not in hold]
         if extra:  # baselines may drop where the space does not: a free evaluator (no shared blocks)
             free = CandidateEvaluator(self.model, shard(self.holdout).images, shard(self.holdout).labels,
-                                      self.batch_size, transform=self.transform)
+                                      self.batch_size, transform=self.transform, device=self.device)
             for s, m in zip(extra, self.metrics(extra, free)):
                 hold[gene_of(s)] = m
 
@@ -498,7 +499,7 @@ class SearchPipeline:
         if not self.n_test:
             return test_acc, test_hits
         tev = CandidateEvaluator(self.model, shard(self.test).images, shard(self.test).labels, self.batch_size,
-                                 transform=self.transform)
+                                 transform=self.transform, device=self.device)
         sc = tev.scores(scheds, per_image=True).summed_over_ranks(self.n_test)
         for i, s in enumerate(scheds):
             test_acc[gene_of(s)] = sc.correct[i] / self.n_test

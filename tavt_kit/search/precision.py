@@ -235,7 +235,8 @@ class PrecisionStage:
         for p in pipe.precisions[1:]:
             evaluator = pipe.evaluator if p == "int8" else CandidateEvaluator(
                 pipe.model, pipe.holdout.images, pipe.holdout.labels, pipe.batch_size, transform=pipe.transform,
-                shared_blocks=pipe.evaluator.shared_blocks, autocast=_AUTOCAST[p], reference=pipe.evaluator)
+                shared_blocks=pipe.evaluator.shared_blocks, autocast=_AUTOCAST[p], reference=pipe.evaluator,
+                device=pipe.device)
             pipe.log(f"searching {p} schedules (accuracy: {ACCURACY_SOURCE[p]})")
             metrics = _cached_metrics(evaluator, known if p == "int8" else None)
             if pipe.reused is not None:  # int8's provisional accuracies are fp32's

@@ -76,8 +76,9 @@ class PairedEvidence:
     fp32 runs the weights in PyTorch, bf16/fp16 under autocast (as the search scores them), int8 on the model
     quantised and deployed by the :class:`~.precision.DeployedScorer` given (no second quantisation)."""
 
-    def __init__(self, images, batch_size: int, transform):
+    def __init__(self, images, batch_size: int, transform, device: Optional[str] = None):
         self.images, self.batch_size, self.transform = images, int(batch_size), transform
+        self.device = device  # where fp32/bf16/fp16 models run (None: where each model is)
         self._cache: Dict[tuple, Values] = {}
 
     @property
@@ -102,7 +103,8 @@ class PairedEvidence:
                 from .precision import _AUTOCAST
 
                 ev = CandidateEvaluator(model, self.images.images, self.images.labels, self.batch_size,
-                                        transform=self.transform, autocast=_AUTOCAST.get(precision))
+                                        transform=self.transform, autocast=_AUTOCAST.get(precision),
+                                        device=self.device)
                 sc = ev.scores([sched], per_image=True)
             self._cache[key] = (sc.losses[0].double(), sc.hits[0].double())
         return self._cache[key]

@@ -93,10 +93,12 @@ def split_selection(holdout: EvalSet, fraction: float, seed: int) -> Tuple[EvalS
 
 
 def set_aside(held: EvalSet, selection, recommends: bool, seed: int, batch_size: int, transform,
-              log: Callable[[str], None]) -> Tuple[EvalSet, Optional["SelectionScorer"]]:
-    """``(the evolution's images, a SelectionScorer on the rest or None)`` for the ``selection`` option."""
+              log: Callable[[str], None], device: Optional[str] = None
+              ) -> Tuple[EvalSet, Optional["SelectionScorer"]]:
+    """``(the evolution's images, a SelectionScorer on the rest or None)`` for the ``selection`` option
+    (``device``: where it runs the models it scores)."""
     search, chosen_on = split_selection(held, resolve_selection(selection, len(held.labels), recommends, log), seed)
-    return search, None if chosen_on is None else SelectionScorer(chosen_on, batch_size, transform)
+    return search, None if chosen_on is None else SelectionScorer(chosen_on, batch_size, transform, device)
 
 
 class SelectionScorer(PairedEvidence):

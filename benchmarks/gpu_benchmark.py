@@ -1,0 +1,510 @@
+"""The GPU path, run for real: training under AMP and torchrun, latency per runtime, a GPU latency table and a
+search under a GPU budget, and the search evaluator's speed.
+
+    python benchmarks/gpu_benchmark.py --out OUT [--deadline-s 480] [--stages env,train,latency,...]
+    python benchmarks/gpu_benchmark.py --smoke --device cpu --out /tmp/gpu-smoke   # the logic, tiny, anywhere
+
+Stages, in the order they run (each writes its figures into ``OUT/gpu.json`` as soon as it ends, so a run cut
+short keeps what it finished; a stage that would start after ``--deadline-s`` is skipped and says so):
+
+* ``env``: GPU, driver, torch / CUDA / cuDNN / timm / ONNX Runtime versions, the providers ONNX Runtime has and
+  whether TensorRT imports.
+* ``train``: ``fgvc-kit train`` with ``--amp bf16`` on ViT-B/16 at 448 (random init, the built-in digits), then
+  ``fgvc-kit distill --amp fp16`` from it, then ``distill --amp bf16`` under ``torchrun --nproc_per_node 1``
+  (DistributedDataParallel on NCCL); steps per run ``--steps``.
+* ``latency``: ViT-B/16 at 448 at the full schedule, EViT 0.7, TAVT's smallest (bound 0.2), ToMe r=16 and two
+  mixed schedules, batch 1 and 32, fp16 and bf16 (weights cast), on torch eager, the same captured once as a
+  CUDA graph (``torch-cudagraph``) and ONNX Runtime's CUDA provider where it is installed; every schedule of one
+  (runtime, precision) timed round-robin in one process. Realised speed-up = speed-up / MAC reduction.
+* ``table``: a latency table profiled on the GPU (torch eager, fp32, batch 32; drop and merge), with its
+  median prediction error on 10 random schedules timed whole; then one for batch 1 at fp16 on
+  ``torch-cudagraph``.
+* ``search``: ``fgvc-kit search --latency-table`` (the fp32 table) on the distilled supernet under a budget of
+  0.6 of its full model, with ``--remeasure`` on the GPU, candidates scored on the GPU.
+* ``evaluator``: candidates per minute of the search's evaluator on 600 held-out images at 448 against a plain
+  loop that runs each candidate's whole forward on the same decoded images, fp32 and bf16 autocast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+STAGES = ("env", "train", "latency", "table", "search", "evaluator", "table_b1")
+
+
+class Run:
+    """The run's settings, its clock and its result file."""
+
+    def __init__(self, args):
+        self.args = args
+        self.t0 = time.perf_counter()
+        self.out = os.path.abspath(args.out)
+        os.makedirs(self.out, exist_ok=True)
+        self.path = os.path.join(self.out, "gpu.json")
+        self.doc = {"settings": vars(args), "stages": {}}
+
+    def left(self) -> float:
+        return self.args.deadline_s - (time.perf_counter() - self.t0)
+
+    def save(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.doc, f, indent=1, default=str)
+        os.replace(tmp, self.path)
+
+    def say(self, text: str) -> None:
+        print(f"[{time.perf_counter() - self.t0:6.1f}s] {text}", flush=True)
+
+
+def model_name(args) -> str:
+    return "fgvc_tiny" if args.smoke else "vit_base_patch16_224"
+
+
+def img_size(args) -> int:
+    return 32 if args.smoke else 448
+
+
+def build_model(args):
+    import tavt_kit
+
+    torch.manual_seed(0)
+    return tavt_kit.create_model(model_name(args), img_size=img_size(args), num_classes=10).eval()
+
+
+def supernet_path(args) -> str:
+    return os.path.join(args.work, "train", "distill-fp16", "best.safetensors")
+
+
+def trained_or_built(args):
+    """The distilled supernet where the train stage made it (a table must be for the searched model; latency does
+    not depend on the weights), else the same architecture with random weights."""
+    import tavt_kit
+
+    path = supernet_path(args)
+    return tavt_kit.load_checkpoint(path).eval() if os.path.exists(path) else build_model(args)
+
+
+def schedules(model):
+    """The issue's schedules: full, EViT 0.7, TAVT's smallest, ToMe r=16 and two mixed ones (label -> schedule)."""
+    from tavt_kit.schedules import SearchSpace, TokenSchedule, evit_schedule, tome_schedule
+
+    L, N = model.depth, model.num_patches
+    tavt_small = SearchSpace.tavt(L, N, bound=0.2).smallest()
+    tome = tome_schedule(max(1, min(16, N // 4)), L, N)
+    half = L // 2
+    # mixed 1: ToMe's merges in the first half, TAVT's drops from there on (each block at TAVT's smallest counts)
+    mixed1 = TokenSchedule(tavt_small.counts, N, reducers=("merge",) * half + ("drop",) * (L - half))
+    # mixed 2: the EViT stages merged instead of dropped at the first stage, dropped at the others
+    ev = evit_schedule(0.7, L, N)
+    red = []
+    first = True
+    prev = N
+    for c in ev.counts:
+        if c < prev:
+            red.append("merge" if first else "drop")
+            first = False
+        else:
+            red.append(None)
+        prev = c
+    mixed2 = TokenSchedule(ev.counts, N, reducers=tuple(red))
+    return {"full": model.full_schedule(), "evit-0.7": ev, "tavt-smallest": tavt_small, "tome-r16": tome,
+            "mixed-merge-then-drop": mixed1, "mixed-evit-merge-drop": mixed2}
+
+
+# ----------------------------------------------------------------------------------------------------- stages
+def stage_env(run: Run) -> dict:
+    import timm
+
+    d = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
+         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+         "timm": timm.__version__, "cuda_available": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        d.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2 ** 30, 1), capability=f"{p.major}.{p.minor}",
+                 multiprocessors=p.multi_processor_count, bf16=torch.cuda.is_bf16_supported())
+        try:
+            q = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                                "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+            d["nvidia_smi"] = q.stdout.strip()
+        except Exception as e:  # the figures stand without it
+            d["nvidia_smi"] = f"not run: {e}"
+    try:
+        import onnxruntime as ort
+
+        d["onnxruntime"] = ort.__version__
+        d["onnxruntime_providers"] = ort.get_available_providers()
+    except ImportError as e:
+        d["onnxruntime"] = f"not installed ({e})"
+    try:
+        import tensorrt  # noqa: F401
+
+        d["tensorrt"] = tensorrt.__version__
+    except ImportError as e:
+        d["tensorrt"] = f"not installed ({e})"
+    return d
+
+
+def _cli(run: Run, argv, name: str, torchrun: bool = False) -> dict:
+    """One fgvc-kit command (or under torchrun) in a subprocess: its exit status, wall time, last lines."""
+    if torchrun:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "-m", "tavt_kit.cli"] + argv
+    else:
+        cmd = [sys.executable, "-m", "tavt_kit.cli"] + argv
+    run.say(f"{name}: {' '.join(cmd[1:])}")
+    t = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT,
+                       timeout=max(30.0, run.left() + 60))
+    wall = time.perf_counter() - t
+    lines = (p.stdout + p.stderr).strip().splitlines()
+    with open(os.path.join(run.out, f"{name}.log"), "w") as f:
+        f.write(p.stdout + "\n--- stderr ---\n" + p.stderr)
+    run.say(f"{name}: exit {p.returncode} in {wall:.1f} s; " + (lines[-1] if lines else ""))
+    return {"command": " ".join(["fgvc-kit" if not torchrun else "torchrun --nproc_per_node 1 -m tavt_kit.cli"]
+                                 + argv), "exit": p.returncode, "wall_s": round(wall, 1), "tail": lines[-6:]}
+
+
+def _metrics(folder: str) -> list:
+    path = os.path.join(folder, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()][-3:]
+
+
+def stage_train(run: Run) -> dict:
+    a = run.args
+    work = os.path.join(a.work, "train")
+    common = lambda steps: ["--dataset", "cluttered-digits", "--steps", str(steps), "--batch-size", str(a.train_batch),  # noqa
+                            "--eval-every", "0", "--no-test", "--warmup-steps", str(max(1, steps // 10)),
+                            "--device", a.device]
+    model = ["--model", model_name(a), "--img-size", str(img_size(a))]
+    amp = (lambda p: ["--amp", p]) if a.device != "cpu" else (lambda p: ["--amp", "bf16"])
+    out = {}
+    t_out = os.path.join(work, "train-bf16")
+    out["train_bf16"] = _cli(run, ["train"] + model + common(a.steps) + amp("bf16") + ["--out", t_out, "--overwrite"],
+                             "train-bf16")
+    out["train_bf16"]["metrics"] = _metrics(t_out)
+    parent = os.path.join(t_out, "best.safetensors")
+    if not os.path.exists(parent):
+        return out
+    d_out = os.path.join(work, "distill-fp16")
+    out["distill_fp16"] = _cli(run, ["distill", "--checkpoint", parent] + common(a.steps) + amp("fp16")
+                               + ["--out", d_out, "--overwrite"], "distill-fp16")
+    out["distill_fp16"]["metrics"] = _metrics(d_out)
+    if run.left() > 60:
+        r_out = os.path.join(work, "torchrun-distill-bf16")
+        out["torchrun_distill_bf16"] = _cli(run, ["distill", "--checkpoint", parent] + common(max(2, a.steps // 2))
+                                            + amp("bf16")
+                                            + ["--out", r_out, "--overwrite"], "torchrun-distill-bf16",
+                                            torchrun=True)
+        out["torchrun_distill_bf16"]["metrics"] = _metrics(r_out)
+    return out
+
+
+def stage_latency(run: Run) -> dict:
+    from tavt_kit.bench import TimingPolicy, measure_latency
+    from tavt_kit.models import count_macs
+    from tavt_kit.target import DeploymentTarget
+
+    a = run.args
+    model = build_model(a)
+    scheds = schedules(model)
+    macs = {k: int(count_macs(model, s).total()) for k, s in scheds.items()}
+    labels = list(scheds)
+    policy = TimingPolicy(warmup=3, min_repeats=10, max_repeats=500, budget_s=a.time_budget, rel_ci=0.01)
+    runtimes = ["torch", "torch-cudagraph"] if a.device.startswith("cuda") else ["torch"]
+    precisions = ["fp16", "bf16"] if a.device.startswith("cuda") else ["fp32"]
+    try:
+        import onnxruntime as ort
+
+        ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    except ImportError:
+        ort_cuda = False
+    rows, notes = [], []
+    if a.device.startswith("cuda") and not ort_cuda:
+        notes.append("ONNX Runtime has no CUDAExecutionProvider here (onnxruntime-gpu is not installed): not timed")
+    combos = [(rt, p) for rt in runtimes for p in precisions]
+    if ort_cuda:
+        combos.append(("onnxruntime", "fp32"))
+    for rt, p in combos:
+        if run.left() < 20:
+            notes.append(f"{rt} {p}: skipped, past the deadline")
+            continue
+        run.say(f"latency: {rt} {p}, batch {a.batches}")
+        try:
+            rep = measure_latency(model, [scheds[k] for k in labels], labels=labels, include_full=False,
+                                  target=DeploymentTarget(backend=rt, device=a.device, precision=p),
+                                  batch_sizes=a.batches, policy=policy, verify_exports=False)
+        except Exception as e:
+            notes.append(f"{rt} {p}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            run.say(notes[-1])
+            continue
+        for r in rep.results:
+            red = macs["full"] / macs[r.label]
+            rows.append({"runtime": rt, "precision": p, "batch": r.batch_size, "schedule": r.label,
+                         "counts": r.schedule, "macs": macs[r.label], "mac_reduction": round(red, 3),
+                         "p50_ms": round(r.stats.p50 * 1e3, 4), "speedup": round(r.speedup, 3) if r.speedup else None,
+                         "realised": round(r.speedup / red, 3) if r.speedup else None})
+        run.doc["stages"]["latency"] = {"rows": rows, "notes": notes}
+        run.save()
+    return {"rows": rows, "notes": notes, "macs": macs,
+            "schedules": {k: {"counts": list(s.counts), "reducers": list(s.reducers) if s.reducers else None}
+                          for k, s in scheds.items()}}
+
+
+def _table(run: Run, backend: str, precision: str, batch: int, name: str) -> dict:
+    from tavt_kit.bench import TimingPolicy
+    from tavt_kit.bench.profile import profile_latency
+    from tavt_kit.target import DeploymentTarget
+
+    a = run.args
+    model = trained_or_built(a)
+    t = time.perf_counter()
+    table = profile_latency(model, target=DeploymentTarget(backend=backend, device=a.device, precision=precision,
+                                                           batch_size=batch),
+                            grid=a.grid, validate=a.validate, reducers="drop,merge",
+                            policy=TimingPolicy(warmup=2, min_repeats=5, budget_s=a.part_budget, rel_ci=0.02),
+                            progress=None)
+    wall = time.perf_counter() - t
+    path = os.path.join(run.out, f"{name}.json")
+    table.save(path)
+    v = table.data.get("validation") or {}
+    return {"path": path, "backend": backend, "precision": precision, "batch": batch, "wall_s": round(wall, 1),
+            "grid": table.data.get("grid"), "separability": table.data.get("separability"),
+            "validation": {k: v.get(k) for k in ("n", "median_abs_error_rel", "max_abs_error_rel", "mean_error_rel",
+                                                 "median_abs_error_raw_rel")},
+            "full_predicted_ms": table.predict(model.full_schedule())}
+
+
+def stage_table(run: Run) -> dict:
+    return _table(run, "torch", "fp32", max(run.args.batches), "table-fp32-b32")
+
+
+def stage_table_b1(run: Run) -> dict:
+    backend = "torch-cudagraph" if run.args.device.startswith("cuda") else "torch"
+    precision = "fp16" if run.args.device.startswith("cuda") else "fp32"
+    return _table(run, backend, precision, 1, "table-fp16-b1-graph")
+
+
+def stage_search(run: Run) -> dict:
+    a = run.args
+    table = (run.doc["stages"].get("table") or {}).get("result") or {}
+    supernet = supernet_path(a)
+    if not table.get("path") or not os.path.exists(supernet):
+        return {"skipped": "needs the table and the distilled supernet (stages table, train)"}
+    budget = 0.6 * float(table["full_predicted_ms"])
+    out = os.path.join(a.work, "search")
+    res = _cli(run, ["search", "--checkpoint", supernet, "--latency-table", table["path"],
+                     "--latency-budget", f"{budget:.3f}ms", "--remeasure", "--subset", str(a.images),
+                     "--population", str(a.population), "--generations", str(a.generations),
+                     "--mutations", str(a.population), "--crossovers", str(a.population),
+                     "--eval-device", a.device, "--out", out], "search")
+    res["budget_ms"] = round(budget, 3)
+    path = os.path.join(out, "search.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            doc = json.load(f)
+        res["timing"] = doc.get("timing")
+        res["full"] = {k: (doc.get("full") or {}).get(k) for k in ("latency_ms", "latency_measured_ms",
+                                                                  "test_accuracy")}
+        keys = ("counts", "reducers", "precision", "macs", "latency_ms", "latency_measured_ms", "test_accuracy",
+                "measured_within_budget", "family", "why")
+        res["budgets"] = [{"label": b.get("label"),
+                           "best": {k: (b.get("best") or {}).get(k) for k in keys if k in (b.get("best") or {})},
+                           "recommended": {k: (b.get("recommended") or {}).get(k) for k in keys
+                                           if k in (b.get("recommended") or {})}}
+                          for b in (doc.get("budgets") or [])]
+    return res
+
+
+def _generation(space, n: int):
+    """``n`` distinct schedules of one TAVT generation: a random population, its mutants and crossovers."""
+    from tavt_kit.search.evolution import EvolutionSearch, EvolutionSettings, gene_of, schedule_of
+
+    evo = EvolutionSearch(space, lambda s: [0.0] * len(s), lambda s: 0, EvolutionSettings(seed=0),
+                          log=lambda line: None)
+    rng = random.Random(0)
+    pop = [gene_of(space.sample(rng)) for _ in range(20)]
+    genes = list(dict.fromkeys(pop + [evo.mutate(rng.choice(pop)) for _ in range(30)]
+                               + [evo.crossover(*rng.sample(pop, 2)) for _ in range(30)]))[:n]
+    return [schedule_of(g, space.num_patches) for g in genes]
+
+
+def stage_evaluator(run: Run) -> dict:
+    from tavt_kit.data import Normalize, build_dataset, cached_tensors
+    from tavt_kit.schedules import SearchSpace
+    from tavt_kit.search.evaluate import CandidateEvaluator
+
+    a = run.args
+    model = trained_or_built(a).to(a.device)
+    ds = build_dataset("cluttered-digits", split="holdout", model=model, augment=False)
+    images, labels = cached_tensors(ds)
+    images, labels = images[: a.images], labels[: a.images]
+    space = SearchSpace.tavt(model.depth, model.num_patches, bound=0.2)
+    scheds = _generation(space, a.candidates)
+    norm = Normalize.from_model(model)
+    out = {"images": int(labels.shape[0]), "candidates": len(scheds), "batch": a.eval_batch,
+           "img_size": img_size(a), "device": a.device}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        if run.left() < 15:
+            out[name] = "skipped: past the deadline"
+            continue
+
+        def plain():
+            correct = []
+            with torch.inference_mode(), torch.autocast(torch.device(a.device).type, dtype=dtype or torch.float32,
+                                                        enabled=dtype is not None):
+                for s in scheds:
+                    c = 0
+                    for i in range(0, len(labels), a.eval_batch):
+                        x = norm(images[i:i + a.eval_batch].to(a.device))
+                        c += int((model(x, drop=s).argmax(-1).cpu() == labels[i:i + a.eval_batch]).sum())
+                    correct.append(c)
+            return correct
+
+        def sync():
+            if a.device.startswith("cuda"):
+                torch.cuda.synchronize()
+
+        ev = CandidateEvaluator(model, images, labels, a.eval_batch, transform=norm, autocast=dtype,
+                                device=a.device)
+        ev.correct(scheds[:2])  # warm-up: kernels, cuBLAS handles; also fills the embedding cache
+        sync()
+        t = time.perf_counter()
+        fast = ev.correct(scheds)
+        sync()
+        t_fast = time.perf_counter() - t
+        t = time.perf_counter()
+        slow = plain()
+        sync()
+        t_plain = time.perf_counter() - t
+        agree = sum(int(x == y) for x, y in zip(fast, slow))
+        out[name] = {"evaluator_s": round(t_fast, 2), "plain_s": round(t_plain, 2),
+                     "evaluator_per_min": round(len(scheds) / t_fast * 60, 1),
+                     "plain_per_min": round(len(scheds) / t_plain * 60, 1),
+                     "speedup": round(t_plain / t_fast, 2), "same_accuracy": f"{agree} of {len(scheds)}",
+                     "max_accuracy_difference": max(abs(x - y) for x, y in zip(fast, slow)) / len(labels),
+                     "block_runs": ev.stats.block_runs, "block_runs_naive": ev.stats.block_runs_naive}
+        run.say(f"evaluator {name}: {out[name]}")
+    return out
+
+
+FUNCS = {"env": stage_env, "train": stage_train, "latency": stage_latency, "table": stage_table,
+         "search": stage_search, "evaluator": stage_evaluator, "table_b1": stage_table_b1}
+
+
+def summary(doc: dict) -> str:
+    """The figures the closing note quotes."""
+    lines = []
+    st = doc["stages"]
+    env = (st.get("env") or {}).get("result") or {}
+    lines.append(f"# {env.get('gpu', 'CPU')} (driver {env.get('nvidia_smi', '-')}), torch {env.get('torch')}, "
+                 f"CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, timm {env.get('timm')}, ONNX Runtime "
+                 f"{env.get('onnxruntime')} {env.get('onnxruntime_providers', '')}, TensorRT {env.get('tensorrt')}")
+    lat = (st.get("latency") or {}).get("result") or st.get("latency") or {}
+    rows = lat.get("rows") or []
+    if rows:
+        lines.append("runtime         prec batch schedule                 MACs red.   p50 ms  speed-up  realised")
+        for r in rows:
+            lines.append(f"{r['runtime']:<15} {r['precision']:<4} {r['batch']:>5} {r['schedule']:<24} "
+                         f"{r['mac_reduction']:>9.2f}x {r['p50_ms']:>8.3f} {r['speedup'] or 0:>8.2f}x "
+                         f"{r['realised'] or 0:>8.2f}")
+        for b in sorted({r["batch"] for r in rows}):
+            best = {}
+            for r in rows:
+                if r["batch"] == b and r["schedule"] != "full":
+                    best.setdefault((r["runtime"], r["precision"]), []).append(r["realised"] or 0)
+            for k, v in sorted(best.items()):
+                lines.append(f"batch {b:>2} {k[0]:<15} {k[1]}: realised speed-up mean {sum(v) / len(v):.2f}, "
+                             f"min {min(v):.2f}")
+    for n in lat.get("notes") or []:
+        lines.append(f"note: {n}")
+    for key in ("table", "table_b1"):
+        t = (st.get(key) or {}).get("result")
+        if t:
+            lines.append(f"{key}: {t['backend']} {t['precision']} batch {t['batch']}, {t['wall_s']} s, "
+                         f"validation {t['validation']}")
+    s = (st.get("search") or {}).get("result")
+    if s:
+        lines.append(f"search: exit {s.get('exit')}, {s.get('wall_s')} s, budget {s.get('budget_ms')} ms, "
+                     f"timing {s.get('timing')}, full {s.get('full')}")
+        for b in s.get("budgets") or []:
+            lines.append(f"  {b['label']}: pick {b['best']}; recommended {b['recommended']}")
+    e = (st.get("evaluator") or {}).get("result")
+    if e:
+        lines.append(f"evaluator: {e}")
+    tr = (st.get("train") or {}).get("result")
+    if tr:
+        for k, v in tr.items():
+            lines.append(f"{k}: exit {v['exit']}, {v['wall_s']} s")
+    for k, v in st.items():
+        if v.get("error"):
+            lines.append(f"{k}: FAILED {v['error']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="folder for gpu.json, the logs and the latency tables")
+    ap.add_argument("--work", help="folder for the runs (default OUT/work)")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--deadline-s", type=float, default=480.0, help="no stage starts after this many seconds")
+    ap.add_argument("--smoke", action="store_true", help="a tiny model and short runs: checks the script anywhere")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--train-batch", type=int, default=16)
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--time-budget", type=float, default=0.5, help="seconds of timed calls per schedule")
+    ap.add_argument("--part-budget", type=float, default=0.25, help="seconds of timed calls per table part")
+    ap.add_argument("--grid", type=int, default=9)
+    ap.add_argument("--validate", type=int, default=10)
+    ap.add_argument("--images", type=int, default=600, help="held-out images (search subset, evaluator)")
+    ap.add_argument("--candidates", type=int, default=20)
+    ap.add_argument("--eval-batch", type=int, default=64)
+    ap.add_argument("--population", type=int, default=8)
+    ap.add_argument("--generations", type=int, default=2)
+    args = ap.parse_args()
+    args.batches = [int(b) for b in str(args.batches).split(",") if b]
+    args.work = os.path.abspath(args.work or os.path.join(args.out, "work"))
+    if args.smoke:
+        args.steps, args.train_batch, args.images, args.candidates = min(args.steps, 4), 8, 64, 6
+        args.time_budget, args.part_budget, args.grid, args.validate = 0.05, 0.02, 3, 2
+        args.population, args.generations = 4, 1
+    run = Run(args)
+    for name in [s for s in args.stages.split(",") if s]:
+        if run.left() < 10:
+            run.doc["stages"][name] = {"skipped": "past the deadline"}
+            run.say(f"{name}: skipped, past the deadline")
+            run.save()
+            continue
+        run.say(f"stage {name}")
+        t = time.perf_counter()
+        try:
+            res = FUNCS[name](run)
+            run.doc["stages"][name] = {"result": res, "wall_s": round(time.perf_counter() - t, 1)}
+        except Exception as e:
+            import traceback
+
+            traceback.print_exc()
+            run.doc["stages"][name] = {"error": f"{type(e).__name__}: {str(e)[:500]}",
+                                       "wall_s": round(time.perf_counter() - t, 1)}
+        run.save()
+    text = summary(run.doc)
+    print(text)
+    with open(os.path.join(run.out, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
