@@ -52,6 +52,9 @@ class Run:
         os.makedirs(self.out, exist_ok=True)
         self.path = os.path.join(self.out, "gpu.json")
         self.doc = {"settings": vars(args), "stages": {}}
+        if os.path.exists(self.path):  # a second call with other stages adds to the first one's figures
+            with open(self.path) as f:
+                self.doc["stages"] = json.load(f).get("stages", {})
 
     def left(self) -> float:
         return self.args.deadline_s - (time.perf_counter() - self.t0)
@@ -185,9 +188,11 @@ def _metrics(folder: str) -> list:
 def stage_train(run: Run) -> dict:
     a = run.args
     work = os.path.join(a.work, "train")
-    common = lambda steps: ["--dataset", "cluttered-digits", "--steps", str(steps), "--batch-size", str(a.train_batch),  # noqa
-                            "--eval-every", "0", "--no-test", "--warmup-steps", str(max(1, steps // 10)),
-                            "--device", a.device]
+    # the search's setting: 600 held-out images (TAVT's CUB search), 1000 test images (the search reports them)
+    common = lambda steps: ["--dataset", "cluttered-digits", "--dataset-option", f"holdout={a.images}",  # noqa
+                            "--dataset-option", f"test={a.test_images}", "--steps", str(steps),
+                            "--batch-size", str(a.train_batch), "--eval-every", "0", "--no-test",
+                            "--warmup-steps", str(max(1, steps // 10)), "--device", a.device]
     model = ["--model", model_name(a), "--img-size", str(img_size(a))]
     amp = (lambda p: ["--amp", p]) if a.device != "cpu" else (lambda p: ["--amp", "bf16"])
     out = {}
@@ -199,12 +204,12 @@ def stage_train(run: Run) -> dict:
     if not os.path.exists(parent):
         return out
     d_out = os.path.join(work, "distill-fp16")
-    out["distill_fp16"] = _cli(run, ["distill", "--checkpoint", parent] + common(a.steps) + amp("fp16")
+    out["distill_fp16"] = _cli(run, ["distill", "--checkpoint", parent] + common(a.distill_steps) + amp("fp16")
                                + ["--out", d_out, "--overwrite"], "distill-fp16")
     out["distill_fp16"]["metrics"] = _metrics(d_out)
     if run.left() > 60:
         r_out = os.path.join(work, "torchrun-distill-bf16")
-        out["torchrun_distill_bf16"] = _cli(run, ["distill", "--checkpoint", parent] + common(max(2, a.steps // 2))
+        out["torchrun_distill_bf16"] = _cli(run, ["distill", "--checkpoint", parent] + common(a.torchrun_steps)
                                             + amp("bf16")
                                             + ["--out", r_out, "--overwrite"], "torchrun-distill-bf16",
                                             torchrun=True)
@@ -309,7 +314,7 @@ def stage_search(run: Run) -> dict:
                      "--latency-budget", f"{budget:.3f}ms", "--remeasure", "--subset", str(a.images),
                      "--population", str(a.population), "--generations", str(a.generations),
                      "--mutations", str(a.population), "--crossovers", str(a.population),
-                     "--eval-device", a.device, "--out", out], "search")
+                     "--no-parent-search", "--eval-device", a.device, "--out", out], "search")
     res["budget_ms"] = round(budget, 3)
     path = os.path.join(out, "search.json")
     if os.path.exists(path):
@@ -342,13 +347,14 @@ def _generation(space, n: int):
 
 
 def stage_evaluator(run: Run) -> dict:
-    from tavt_kit.data import Normalize, build_dataset, cached_tensors
+    from tavt_kit.data import DataSpec, Normalize, build_dataset, cached_tensors
     from tavt_kit.schedules import SearchSpace
     from tavt_kit.search.evaluate import CandidateEvaluator
 
     a = run.args
     model = trained_or_built(a).to(a.device)
-    ds = build_dataset("cluttered-digits", split="holdout", model=model, augment=False)
+    spec = DataSpec("cluttered-digits", options={"holdout": a.images, "test": a.test_images})
+    ds = build_dataset(spec, split="holdout", model=model, augment=False)
     images, labels = cached_tensors(ds)
     images, labels = images[: a.images], labels[: a.images]
     space = SearchSpace.tavt(model.depth, model.num_patches, bound=0.2)
@@ -462,7 +468,10 @@ def main() -> None:
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--deadline-s", type=float, default=480.0, help="no stage starts after this many seconds")
     ap.add_argument("--smoke", action="store_true", help="a tiny model and short runs: checks the script anywhere")
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=200, help="train steps")
+    ap.add_argument("--distill-steps", type=int, default=150)
+    ap.add_argument("--torchrun-steps", type=int, default=60)
+    ap.add_argument("--test-images", type=int, default=1000)
     ap.add_argument("--train-batch", type=int, default=16)
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--time-budget", type=float, default=0.5, help="seconds of timed calls per schedule")
@@ -470,7 +479,7 @@ def main() -> None:
     ap.add_argument("--grid", type=int, default=9)
     ap.add_argument("--validate", type=int, default=10)
     ap.add_argument("--images", type=int, default=600, help="held-out images (search subset, evaluator)")
-    ap.add_argument("--candidates", type=int, default=20)
+    ap.add_argument("--candidates", type=int, default=16)
     ap.add_argument("--eval-batch", type=int, default=64)
     ap.add_argument("--population", type=int, default=8)
     ap.add_argument("--generations", type=int, default=2)
@@ -479,6 +488,7 @@ def main() -> None:
     args.work = os.path.abspath(args.work or os.path.join(args.out, "work"))
     if args.smoke:
         args.steps, args.train_batch, args.images, args.candidates = min(args.steps, 4), 8, 64, 6
+        args.distill_steps, args.torchrun_steps, args.test_images = 4, 2, 100
         args.time_budget, args.part_budget, args.grid, args.validate = 0.05, 0.02, 3, 2
         args.population, args.generations = 4, 1
     run = Run(args)
