@@ -207,7 +207,7 @@ def stage_train(run: Run) -> dict:
     out["distill_fp16"] = _cli(run, ["distill", "--checkpoint", parent] + common(a.distill_steps) + amp("fp16")
                                + ["--out", d_out, "--overwrite"], "distill-fp16")
     out["distill_fp16"]["metrics"] = _metrics(d_out)
-    if run.left() > 60:
+    if run.left() > 60 and a.torchrun_steps > 0:
         r_out = os.path.join(work, "torchrun-distill-bf16")
         out["torchrun_distill_bf16"] = _cli(run, ["distill", "--checkpoint", parent] + common(a.torchrun_steps)
                                             + amp("bf16")

@@ -116,8 +116,8 @@ def test_torch_runs_fp16_and_bf16_with_the_weights_cast():
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_a_captured_cuda_graph_replays_the_eager_forward(precision):
-    """Exactly at fp32; at fp16 the full schedule (a random tiny model ties tokens in half precision, where top-k
-    may break the ties differently from one run to the next)."""
+    """The same kernels on the same input: the replay equals eager, also after the allocator has handed out the
+    memory of everything the capture did not keep (a graph reads its input and weights where they were)."""
     from tavt_kit import TokenSchedule
     from tavt_kit.bench.runners import ModelRunners
 
@@ -126,10 +126,12 @@ def test_a_captured_cuda_graph_replays_the_eager_forward(precision):
     eager = ModelRunners(model, DeploymentTarget(backend="torch", device="cuda", precision=precision))
     graph = ModelRunners(model, DeploymentTarget(backend="torch-cudagraph", device="cuda", precision=precision))
     mixed = TokenSchedule((12, 8, 4), model.num_patches, reducers=("merge", "drop", "merge"))
-    for s in (model.full_schedule(), model.make_schedule([12, 8, 4]), mixed)[: 3 if precision == "fp32" else 1]:
+    for s in (model.full_schedule(), model.make_schedule([12, 8, 4]), mixed):
         r = graph.runner(s, x)
+        junk = [torch.full((1 << 18,), 7.0, device="cuda") for _ in range(16)]  # reuses any memory freed since
         with torch.inference_mode():
             want = eager.runner(s, x)().float()
+        del junk
         assert (r().float() - want).abs().max() <= (1e-4 if precision == "fp32" else 1e-2) * want.abs().max()
         assert r.info["captured"] == "cuda-graph" and r.timer() > 0
     rep = measure_latency(tiny(), [[12, 8, 4]], target=DeploymentTarget(backend="torch-cudagraph", device="cuda"),

@@ -223,7 +223,10 @@ def cudagraph_runner(call: Callable[[], Any], device: str) -> Runner:
 
     r = torch_runner(run, device)
     r.info = {"captured": "cuda-graph"}
-    r.owns = graph  # the graph owns the memory its replays write
+    # the graph reads the memory ``call`` read when captured (its input tensor, the module's weights) and writes
+    # its own pool: all must live as long as the runner, or a replay reads memory the allocator gave to others
+    # (measured: fp16 logits 60 % off, then an illegal memory access)
+    r.owns = (graph, call)
     return r
 
 
