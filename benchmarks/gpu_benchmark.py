@@ -306,11 +306,18 @@ def stage_search(run: Run) -> dict:
     a = run.args
     table = (run.doc["stages"].get("table") or {}).get("result") or {}
     supernet = supernet_path(a)
-    if not table.get("path") or not os.path.exists(supernet):
-        return {"skipped": "needs the table and the distilled supernet (stages table, train)"}
+    if not table.get("path"):
+        return {"skipped": "needs the table (stage table)"}
+    data = []
+    if not os.path.exists(supernet):  # no train stage: your own model, random weights (a search of merge schedules)
+        from tavt_kit import save_checkpoint
+
+        supernet = save_checkpoint(build_model(a), os.path.join(a.work, "random-init.safetensors"))
+        data = ["--dataset", "cluttered-digits", "--dataset-option", f"holdout={a.images}",
+                "--dataset-option", f"test={a.test_images}"]
     budget = 0.6 * float(table["full_predicted_ms"])
     out = os.path.join(a.work, "search")
-    res = _cli(run, ["search", "--checkpoint", supernet, "--latency-table", table["path"],
+    res = _cli(run, ["search", "--checkpoint", supernet] + data + ["--latency-table", table["path"],
                      "--latency-budget", f"{budget:.3f}ms", "--remeasure", "--subset", str(a.images),
                      "--population", str(a.population), "--generations", str(a.generations),
                      "--mutations", str(a.population), "--crossovers", str(a.population),
@@ -328,7 +335,8 @@ def stage_search(run: Run) -> dict:
         res["budgets"] = [{"label": b.get("label"),
                            "best": {k: (b.get("best") or {}).get(k) for k in keys if k in (b.get("best") or {})},
                            "recommended": {k: (b.get("recommended") or {}).get(k) for k in keys
-                                           if k in (b.get("recommended") or {})}}
+                                           if k in (b.get("recommended") or {})},
+                           "timed_over_budget": b.get("timed_over_budget")}
                           for b in (doc.get("budgets") or [])]
     return res
 
