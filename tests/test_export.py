@@ -80,7 +80,8 @@ def test_every_model_exports_and_verifies(tmp_path, kind, data):
         assert v.passed and v.precision_used == "fp32" and v.images == 32 and v.precision == "fp32"
         assert v.agreement == 1.0 and v.accuracy_drop == 0.0 and v.max_logit_diff < 1e-4
         assert v.to_dict() == doc["verification"]["results"][fmt]  # the typed value is the record
-        assert doc["exports"][fmt]["graph_keeps_token_drop"]  # the schedule's token counts are in the graph
+        # the schedule's token counts are in the graph; without OpenVINO's shape inference an ONNX file cannot tell
+        assert doc["exports"][fmt]["graph_keeps_token_drop"] is (True if HAVE_OV else None)
         assert doc["files"][fmt]["bytes"] > 0 and os.path.exists(res.path(fmt))
     if HAVE_OV:
         assert "INFERENCE_PRECISION_HINT=f32" in res.verification["openvino"].runtime
@@ -96,6 +97,7 @@ def test_every_model_exports_and_verifies(tmp_path, kind, data):
         assert exported <= inference and not any(t.name.startswith("mixvit") for t in g.initializer)
 
 
+@pytest.mark.skipif(not HAVE_OV, reason="graph token counts are read with OpenVINO's shape inference")
 def test_dropped_schedule_leaves_fewer_tokens_in_the_graph(tmp_path, ckpt, capsys):
     """Structural check: the full graph carries 65 tokens everywhere, the dropped one 33 and 17."""
     rc = main(["export", "--checkpoint", ckpt, "--format", ",".join(BOTH), "--no-verify", "--out",

@@ -217,7 +217,8 @@ def test_export_merge_schedules_onnx_openvino_verified(tmp_path, sched, images):
     for fmt in BOTH:
         v = doc["verification"]["results"][fmt]
         assert v["passed"] and v["agreement"] == 1.0 and v["max_abs_logit_diff"] < 1e-3
-        assert doc["exports"][fmt]["graph_keeps_token_drop"]
+        # read with OpenVINO's shape inference; without it an ONNX file cannot tell
+        assert doc["exports"][fmt]["graph_keeps_token_drop"] is (True if "openvino" in BOTH else None)
     assert read_onnx_info(res.path("onnx")).reducers == expect
     if "openvino" in BOTH:
         from tavt_kit.export.openvino import read_openvino_info

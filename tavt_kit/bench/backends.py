@@ -30,7 +30,7 @@ class Runner:
     fn: Callable[[], Any]
     timer: Optional[Callable[[], float]] = None  # returns seconds (CUDA events); None = perf_counter around fn
     info: Dict[str, Any] = field(default_factory=dict)
-    owns: Any = None  # what must live as long as the runner (a captured CUDA graph and its memory)
+    owns: Any = None  # what must live as long as the runner (a captured CUDA graph and what it reads)
 
     def __call__(self):
         return self.fn()
