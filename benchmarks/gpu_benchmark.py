@@ -39,7 +39,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-STAGES = ("env", "train", "latency", "table", "search", "evaluator", "table_b1")
+STAGES = ("env", "latency", "latency_cls", "table_b1", "table", "train", "evaluator", "search", "suite")
 
 
 class Run:
@@ -77,11 +77,11 @@ def img_size(args) -> int:
     return 32 if args.smoke else 448
 
 
-def build_model(args):
+def build_model(args, scorer: str = "tavt"):
     import tavt_kit
 
     torch.manual_seed(0)
-    return tavt_kit.create_model(model_name(args), img_size=img_size(args), num_classes=10).eval()
+    return tavt_kit.create_model(model_name(args), img_size=img_size(args), num_classes=10, scorer=scorer).eval()
 
 
 def supernet_path(args) -> str:
@@ -218,30 +218,43 @@ def stage_train(run: Run) -> dict:
 
 
 def stage_latency(run: Run) -> dict:
-    from tavt_kit.bench import TimingPolicy, measure_latency
-    from tavt_kit.models import count_macs
-    from tavt_kit.target import DeploymentTarget
-
-    a = run.args
-    model = build_model(a)
-    scheds = schedules(model)
-    macs = {k: int(count_macs(model, s).total()) for k, s in scheds.items()}
-    labels = list(scheds)
-    policy = TimingPolicy(warmup=3, min_repeats=10, max_repeats=500, budget_s=a.time_budget, rel_ci=0.01)
-    runtimes = ["torch", "torch-cudagraph"] if a.device.startswith("cuda") else ["torch"]
-    precisions = ["fp16", "bf16"] if a.device.startswith("cuda") else ["fp32"]
+    """TAVT's scorer on every runtime and precision (and ONNX Runtime's CUDA provider where it is installed)."""
+    gpu = run.args.device.startswith("cuda")
+    runtimes = ["torch", "torch-cudagraph"] if gpu else ["torch"]
+    combos = [(rt, p) for rt in runtimes for p in (["fp16", "bf16"] if gpu else ["fp32"])]
+    notes = []
     try:
         import onnxruntime as ort
 
         ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     except ImportError:
         ort_cuda = False
-    rows, notes = [], []
-    if a.device.startswith("cuda") and not ort_cuda:
+    if gpu and not ort_cuda:
         notes.append("ONNX Runtime has no CUDAExecutionProvider here (onnxruntime-gpu is not installed): not timed")
-    combos = [(rt, p) for rt in runtimes for p in precisions]
     if ort_cuda:
         combos.append(("onnxruntime", "fp32"))
+    return _latency(run, "latency", "tavt", combos, notes)
+
+
+def stage_latency_cls(run: Run) -> dict:
+    """EViT's class-row scorer, which keeps the fused attention kernel, on the best runtime of ``latency``."""
+    gpu = run.args.device.startswith("cuda")
+    return _latency(run, "latency_cls", "cls", [("torch-cudagraph" if gpu else "torch", "fp16" if gpu else "fp32")],
+                    [])
+
+
+def _latency(run: Run, name: str, scorer: str, combos, notes) -> dict:
+    from tavt_kit.bench import TimingPolicy, measure_latency
+    from tavt_kit.models import count_macs
+    from tavt_kit.target import DeploymentTarget
+
+    a = run.args
+    model = build_model(a, scorer)
+    scheds = schedules(model)
+    macs = {k: int(count_macs(model, s).total()) for k, s in scheds.items()}
+    labels = list(scheds)
+    policy = TimingPolicy(warmup=3, min_repeats=10, max_repeats=500, budget_s=a.time_budget, rel_ci=0.01)
+    rows = []
     for rt, p in combos:
         if run.left() < 20:
             notes.append(f"{rt} {p}: skipped, past the deadline")
@@ -257,13 +270,13 @@ def stage_latency(run: Run) -> dict:
             continue
         for r in rep.results:
             red = macs["full"] / macs[r.label]
-            rows.append({"runtime": rt, "precision": p, "batch": r.batch_size, "schedule": r.label,
+            rows.append({"runtime": rt, "precision": p, "scorer": scorer, "batch": r.batch_size, "schedule": r.label,
                          "counts": r.schedule, "macs": macs[r.label], "mac_reduction": round(red, 3),
                          "p50_ms": round(r.stats.p50 * 1e3, 4), "speedup": round(r.speedup, 3) if r.speedup else None,
                          "realised": round(r.speedup / red, 3) if r.speedup else None})
-        run.doc["stages"]["latency"] = {"rows": rows, "notes": notes}
+        run.doc["stages"][name] = {"rows": rows, "notes": notes}
         run.save()
-    return {"rows": rows, "notes": notes, "macs": macs,
+    return {"rows": rows, "notes": notes, "macs": macs, "scorer": scorer,
             "schedules": {k: {"counts": list(s.counts), "reducers": list(s.reducers) if s.reducers else None}
                           for k, s in scheds.items()}}
 
@@ -414,7 +427,31 @@ def stage_evaluator(run: Run) -> dict:
     return out
 
 
-FUNCS = {"env": stage_env, "train": stage_train, "latency": stage_latency, "table": stage_table,
+def stage_suite(run: Run) -> dict:
+    """The whole test suite but the CUDA and NNCF marks, on this machine (GPU present), within the deadline: each
+    test's outcome is printed as it ends (``-v``), so a run cut short still names its failures."""
+    a = run.args
+    limit = max(30.0, run.left())
+    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-n", str(a.suite_workers), "-rf",
+           "-m", "not nncf and not cuda"]
+    run.say(f"suite: {' '.join(cmd[1:])} (at most {limit:.0f} s)")
+    t = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=limit)
+        text, finished = p.stdout + p.stderr, True
+    except subprocess.TimeoutExpired as e:
+        text = (e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or "")
+        finished = False
+    with open(os.path.join(run.out, "suite.log"), "w") as f:
+        f.write(text)
+    failed = sorted({w for line in text.splitlines() if " FAILED " in f" {line} " or " ERROR " in f" {line} "
+                     for w in line.split() if "::" in w})
+    return {"finished": finished, "wall_s": round(time.perf_counter() - t, 1), "failed": failed,
+            "passed": sum(1 for line in text.splitlines() if " PASSED" in line),
+            "tail": text.strip().splitlines()[-1:] if text.strip() else []}
+
+
+FUNCS = {"env": stage_env, "latency_cls": stage_latency_cls, "suite": stage_suite, "train": stage_train, "latency": stage_latency, "table": stage_table,
          "search": stage_search, "evaluator": stage_evaluator, "table_b1": stage_table_b1}
 
 
@@ -427,7 +464,8 @@ def summary(doc: dict) -> str:
                  f"CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, timm {env.get('timm')}, ONNX Runtime "
                  f"{env.get('onnxruntime')} {env.get('onnxruntime_providers', '')}, TensorRT {env.get('tensorrt')}")
     lat = (st.get("latency") or {}).get("result") or st.get("latency") or {}
-    rows = lat.get("rows") or []
+    cls = (st.get("latency_cls") or {}).get("result") or {}
+    rows = (lat.get("rows") or []) + [{**r, "runtime": r["runtime"] + "/cls"} for r in cls.get("rows") or []]
     if rows:
         lines.append("runtime         prec batch schedule                 MACs red.   p50 ms  speed-up  realised")
         for r in rows:
@@ -458,6 +496,9 @@ def summary(doc: dict) -> str:
     e = (st.get("evaluator") or {}).get("result")
     if e:
         lines.append(f"evaluator: {e}")
+    su = (st.get("suite") or {}).get("result")
+    if su:
+        lines.append(f"suite: finished {su['finished']}, {su['passed']} passed, failed {su['failed']}, {su['tail']}")
     tr = (st.get("train") or {}).get("result")
     if tr:
         for k, v in tr.items():
@@ -491,6 +532,7 @@ def main() -> None:
     ap.add_argument("--eval-batch", type=int, default=64)
     ap.add_argument("--population", type=int, default=8)
     ap.add_argument("--generations", type=int, default=2)
+    ap.add_argument("--suite-workers", type=int, default=8, help="pytest-xdist workers of the suite stage")
     args = ap.parse_args()
     args.batches = [int(b) for b in str(args.batches).split(",") if b]
     args.work = os.path.abspath(args.work or os.path.join(args.out, "work"))
