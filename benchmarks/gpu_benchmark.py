@@ -2,7 +2,7 @@
 search under a GPU budget, and the search evaluator's speed.
 
     python benchmarks/gpu_benchmark.py --out OUT [--deadline-s 480] [--stages env,train,latency,...]
-    python benchmarks/gpu_benchmark.py --smoke --device cpu --out /tmp/gpu-smoke   # the logic, tiny, anywhere
+    python benchmarks/gpu_benchmark.py --smoke --device cpu --out runs/gpu-smoke   # the logic, tiny, anywhere
 
 Stages, in the order they run (each writes its figures into ``OUT/gpu.json`` as soon as it ends, so a run cut
 short keeps what it finished; a stage that would start after ``--deadline-s`` is skipped and says so):
