@@ -43,6 +43,20 @@ def make_jpegs(root: str, n: int, classes: int = 10) -> None:
             img.save(os.path.join(d, f"{i:05d}.jpg"), quality=90)
 
 
+def one_generation(space, n: int):
+    """Up to ``n`` distinct schedules of one TAVT generation: a random population of 20, then 30 mutants and 30
+    crossovers of it (seeded)."""
+    from tavt_kit.search.evolution import EvolutionSearch, EvolutionSettings, gene_of, schedule_of
+
+    evo = EvolutionSearch(space, lambda s: [0.0] * len(s), lambda s: 0, EvolutionSettings(seed=0),
+                          log=lambda line: None)
+    rng = random.Random(0)
+    pop = [gene_of(space.sample(rng)) for _ in range(20)]  # genes: (counts, reducers)
+    genes = list(dict.fromkeys(pop + [evo.mutate(rng.choice(pop)) for _ in range(30)]
+                               + [evo.crossover(*rng.sample(pop, 2)) for _ in range(30)]))[:n]
+    return [schedule_of(g, space.num_patches) for g in genes]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", help="supernet (default: a random fgvc_tiny / --model)")
@@ -64,7 +78,6 @@ def main() -> None:
     from tavt_kit.schedules import SearchSpace
     from tavt_kit.schedules import evit_blocks
     from tavt_kit.search.evaluate import CandidateEvaluator
-    from tavt_kit.search.evolution import EvolutionSearch, EvolutionSettings, gene_of, schedule_of
 
     torch.manual_seed(0)
     if args.checkpoint:
@@ -84,14 +97,7 @@ def main() -> None:
     space = SearchSpace.for_model(model, bound=args.bound, drop_blocks=drop_blocks)
     shared = next((i for i, b in enumerate(space.bounds) if b > 0), space.depth)
 
-    # one TAVT generation: random population, then mutants and crossovers of it
-    evo = EvolutionSearch(space, lambda s: [0.0] * len(s), lambda s: 0, EvolutionSettings(seed=0),
-                          log=lambda line: None)
-    rng = random.Random(0)
-    pop = [gene_of(space.sample(rng)) for _ in range(20)]  # genes: (counts, reducers)
-    genes = list(dict.fromkeys(pop + [evo.mutate(rng.choice(pop)) for _ in range(30)]
-                               + [evo.crossover(*rng.sample(pop, 2)) for _ in range(30)]))[: args.candidates]
-    scheds = [schedule_of(g, space.num_patches) for g in genes]
+    scheds = one_generation(space, args.candidates)
     norm = Normalize.from_model(model)
     n_img = len(dataset)
     workers = 0 if not args.jpeg else min(2, os.cpu_count() or 1)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -38,6 +37,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_search_eval import one_generation  # noqa: E402
 
 STAGES = ("env", "latency", "latency_cls", "table_b1", "table", "train", "evaluator", "search", "suite")
 
@@ -354,19 +355,6 @@ def stage_search(run: Run) -> dict:
     return res
 
 
-def _generation(space, n: int):
-    """``n`` distinct schedules of one TAVT generation: a random population, its mutants and crossovers."""
-    from tavt_kit.search.evolution import EvolutionSearch, EvolutionSettings, gene_of, schedule_of
-
-    evo = EvolutionSearch(space, lambda s: [0.0] * len(s), lambda s: 0, EvolutionSettings(seed=0),
-                          log=lambda line: None)
-    rng = random.Random(0)
-    pop = [gene_of(space.sample(rng)) for _ in range(20)]
-    genes = list(dict.fromkeys(pop + [evo.mutate(rng.choice(pop)) for _ in range(30)]
-                               + [evo.crossover(*rng.sample(pop, 2)) for _ in range(30)]))[:n]
-    return [schedule_of(g, space.num_patches) for g in genes]
-
-
 def stage_evaluator(run: Run) -> dict:
     from tavt_kit.data import DataSpec, Normalize, build_dataset, cached_tensors
     from tavt_kit.schedules import SearchSpace
@@ -379,7 +367,7 @@ def stage_evaluator(run: Run) -> dict:
     images, labels = cached_tensors(ds)
     images, labels = images[: a.images], labels[: a.images]
     space = SearchSpace.tavt(model.depth, model.num_patches, bound=0.2)
-    scheds = _generation(space, a.candidates)
+    scheds = one_generation(space, a.candidates)  # the generation bench_search_eval times
     norm = Normalize.from_model(model)
     out = {"images": int(labels.shape[0]), "candidates": len(scheds), "batch": a.eval_batch,
            "img_size": img_size(a), "device": a.device}

@@ -46,6 +46,11 @@ class Precision:
         return {cls.BF16: torch.bfloat16, cls.FP16: torch.float16}.get(cls.parse(precision))
 
 
+def is_device_name(text: str) -> bool:
+    """Whether ``text`` names a device in the one form fgvc-kit takes: ``cpu``, ``cuda`` or ``cuda:N``."""
+    return text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit())
+
+
 def torch_device(device):
     """``device`` (``cpu``, ``cuda``, ``cuda:N``, a ``torch.device``) as a ``torch.device`` with its index: plain
     ``cuda`` is the current CUDA device, so that a model on ``cuda:0`` is where ``cuda`` says."""
@@ -55,6 +60,13 @@ def torch_device(device):
     if d.type == "cuda" and d.index is None:
         return torch.device("cuda", torch.cuda.current_device())
     return d
+
+
+def is_placed(model, device, dtype=None) -> bool:
+    """Whether ``model``'s weights are on ``device`` (:func:`torch_device`) and, given ``dtype``, of that type (a
+    model without parameters is anywhere)."""
+    p = next(iter(model.parameters()), None)
+    return p is None or (p.device == torch_device(device) and (dtype is None or p.dtype == dtype))
 
 
 #: backends a target can name
@@ -79,8 +91,7 @@ class DeploymentTarget:
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend={self.backend!r}: expected one of {', '.join(BACKENDS)}")
-        dev = str(self.device)
-        if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        if not is_device_name(str(self.device)):
             raise ConfigError(f"device={self.device!r}: expected cpu, cuda or cuda:N")
         object.__setattr__(self, "precision", Precision.parse(self.precision))
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)

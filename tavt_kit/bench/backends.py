@@ -115,8 +115,8 @@ def torch_dtype_of(target: DeploymentTarget):
     """The dtype a torch backend runs ``target`` in (its weights and inputs): float32, bfloat16 or float16."""
     import torch
 
-    return Precision.torch_dtype(target.precision) if target.backend in TORCH_BACKENDS and \
-        target.precision in (Precision.BF16, Precision.FP16) else torch.float32
+    dtype = Precision.torch_dtype(target.precision) if target.backend in TORCH_BACKENDS else None
+    return dtype or torch.float32
 
 
 def deployed_module(model, target: DeploymentTarget):
@@ -125,14 +125,11 @@ def deployed_module(model, target: DeploymentTarget):
     model stays where it was, at its own precision."""
     import copy
 
-    from ..target import torch_device
+    from ..target import is_placed
 
-    dtype, device = torch_dtype_of(target), torch_device(target.device)
+    dtype = torch_dtype_of(target)
     model = model.eval()
-    p = next(model.parameters())
-    if p.device == device and p.dtype == dtype:
-        return model
-    return copy.deepcopy(model).to(device, dtype)
+    return model if is_placed(model, target.device, dtype) else copy.deepcopy(model).to(target.device, dtype)
 
 
 def quantized_for_latency(path: str, out_xml: str, input_shape: Sequence[int], seed: int = 0,

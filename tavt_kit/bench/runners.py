@@ -16,7 +16,7 @@ from torch import nn
 
 from ..target import DeploymentTarget, Precision
 from .backends import (EXPORTED_BACKENDS, Runner, compile_module, cudagraph_runner, deployed_module, file_runner,
-                       quantized_for_latency, run_compiled_once, torch_runner)
+                       quantized_for_latency, run_compiled_once, torch_dtype_of, torch_runner)
 from .identity import short_counts
 
 
@@ -148,7 +148,7 @@ class ModelRunners:
         backend, device = self.target.backend, self.target.device
         if backend in ("torch", "torch-cudagraph"):
             model = self.deployed
-            xd = x.to(device, next(model.parameters()).dtype)
+            xd = x.to(device, torch_dtype_of(self.target))
             if backend == "torch-cudagraph":
                 r = cudagraph_runner(lambda: model(xd, drop=drop), device)
             else:
@@ -156,7 +156,7 @@ class ModelRunners:
             r.info["precision_used"] = self.target.precision
             return r
         if backend == "torch-compile":
-            xd = x.to(device, next(self.deployed.parameters()).dtype)
+            xd = x.to(device, torch_dtype_of(self.target))
             compiled = compile_module(_AtSchedule(self.deployed, drop), self.compile_backend)
             self._say(f"compiling {short_counts(counts)} (batch {b})")
             with torch.inference_mode():

@@ -45,7 +45,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..schedules.schedule import TokenSchedule
-from ..target import torch_device
+from ..target import is_device_name, is_placed
 from ..models.token_drop import TokenState, drop_block_attention, drop_block_mlp
 from ..models.token_merge import biased_block_forward, merge_block_forward, size_bias
 
@@ -59,7 +59,7 @@ def evaluation_device(device: Optional[str] = "auto") -> str:
     text = "auto" if device is None else str(device).strip().lower()
     if text == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if not (text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit())):
+    if not is_device_name(text):
         raise ConfigError(f"eval_device={device!r}: expected auto, cpu, cuda or cuda:N")
     if text.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -73,10 +73,7 @@ def model_on(model: nn.Module, device: Optional[str]) -> nn.Module:
     """``model`` on ``device`` for evaluation: the model itself where it already is there (or ``device`` is None),
     else a copy moved there, made once and made again only after its weights change in place (an optimiser
     step or ``load_state_dict`` bumps the parameters' version counters)."""
-    if device is None:
-        return model
-    first = next(iter(model.parameters()), None)
-    if first is None or first.device == torch_device(device):
+    if device is None or is_placed(model, device):
         return model
     version = sum(int(p._version) for p in model.parameters())
     copies = _COPIES.setdefault(model, {})
@@ -258,7 +255,7 @@ class CandidateEvaluator:
         return ref
 
     def _device_type(self) -> str:
-        return next(self.model.parameters()).device.type
+        return self._device().type
 
     def correct(self, schedules: Sequence[TokenSchedule], progress: Optional[Callable[[int], None]] = None
                 ) -> List[int]:
