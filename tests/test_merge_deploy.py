@@ -87,11 +87,12 @@ def test_predictor_uses_each_blocks_reducer(tables, tmp_path):
     full = both.predict([16] * 4)
     assert full == pytest.approx(both.parts_scale * (both.data["embed_ms"] + 4 * both._curve("plain_ms", 17)
                                                      + both._curve("head_ms", 17)) + both.offset_ms)
-    # 16 -> 7 takes two bipartite rounds, priced by the curves fitted to pairs that include such merges
+    # 16 -> 7 takes two bipartite rounds: the curves plus the price of the second round
     deep = both.predict_parts(TokenSchedule((7, 7, 7, 7), 16, reducers=("merge",) * 4))
     assert deep["merging_blocks"] == 1 and deep["blocks"][0] == pytest.approx(
-        both._curve("merge_attn_ms", 17) + both._curve("merge_mlp_ms", 8) - (both._curve("prop_ms", 17)
-                                                                              - both._curve("plain_ms", 17)))
+        both._curve("merge_attn_ms", 17) + both._curve("merge_mlp_ms", 8) + both.merge_round_ms
+        - (both._curve("prop_ms", 17) - both._curve("plain_ms", 17)))
+    assert both.merge_round_ms >= 0 and all(len(p) == 5 for p in both.data["merge_pairs"])  # rounds per pair
     # bound to a drop model by check(): schedules without reducers drop
     both.save(tmp_path / "t.json")
     t = LatencyTable.load(tmp_path / "t.json")
@@ -359,3 +360,60 @@ def test_merging_blocks_are_fitted_to_the_pairs_that_merge():
     assert fit["separability"]["pairs"] == 6 and all(lo < li for li, lo, *_ in fit["pairs"])
     assert fit["separability"]["rms_rel"] < 1e-6
     assert min(fit["in"]["ms"]) > 0 and min(fit["out"]["ms"]) > 0
+
+
+def test_each_bipartite_round_after_the_first_is_priced_on_its_own():
+    """A merge past half runs several rounds (matching and scatter each), so it costs more as its output shrinks;
+    the fit recovers that price beside the curves, and the table adds it per extra round, off the grid too."""
+    from tavt_kit.bench.profile import _fit_pairs
+    from tavt_kit.bench.table import extra_merge_rounds, fit_separable_rounds
+
+    assert [extra_merge_rounds(64, k) for k in (64, 40, 32, 31, 16, 15, 2)] == [0, 0, 0, 1, 1, 2, 4]
+    # a grid of 4 on 128 patches (L counts the class token)
+    attn = {44: 2.0, 87: 5.0, 129: 10.0}
+    mlp = {2: 0.5, 44: 2.5, 87: 6.0}
+    times = {("merge", li, lo): attn[li] + mlp[lo] + 0.7 * extra_merge_rounds(li - 1, lo - 1)
+             for li in attn for lo in mlp if lo < li}
+    fit = _fit_pairs(times, "merge", prefix=1)
+    assert fit["round_ms"] == pytest.approx(0.7, rel=1e-6) and fit["separability"]["rms_rel"] < 1e-6
+    assert {tuple(p[:2]): p[4] for p in fit["pairs"]}[(129, 2)] == extra_merge_rounds(128, 1) == 6
+    assert {tuple(p[:2]): p[4] for p in fit["pairs"]}[(129, 44)] == 1  # 128 -> 75 -> 43
+    pairs = [(li, lo, t) for (_, li, lo), t in times.items()]
+    assert fit_separable_rounds(pairs, [0] * len(pairs))[4] == 0.0  # no pair with several rounds
+    # on counts in powers of two the rounds are log2(n / k): the curves alone follow them, nothing to price
+    pow2 = [(2 ** a + 1, 2 ** b + 1, 1.0 + a + 0.5 * b) for a in range(2, 7) for b in range(0, 6) if b < a]
+    assert fit_separable_rounds(pow2, [extra_merge_rounds(li - 1, lo - 1) for li, lo, _ in pow2])[4] == 0.0
+    # rounds that make a merge cheaper are noise: priced at 0, the curves fitted without them
+    cheaper = [(li, lo, t - 0.9 * extra_merge_rounds(li - 1, lo - 1)) for li, lo, t in pairs]
+    assert fit_separable_rounds(cheaper, [extra_merge_rounds(li - 1, lo - 1) for li, lo, _ in cheaper])[4] == 0.0
+
+
+def test_round_price_in_tables_old_and_new(tables, tmp_path):
+    both, _ = tables
+    d = both.to_dict()
+    deep = TokenSchedule((40, 40, 40, 40), 256, reducers=("merge",) * 4)  # not this table's model
+    s = TokenSchedule((3, 3, 3, 3), 16, reducers=("merge",) * 4)  # 16 -> 3: three rounds
+    priced = LatencyTable(dict(d, merge_round_ms=0.25))
+    unpriced = LatencyTable({k: v for k, v in d.items() if k != "merge_round_ms"})  # a table from before
+    assert unpriced.merge_round_ms == 0.0
+    assert priced.predict(s) - unpriced.predict(s) == pytest.approx(priced.parts_scale * 2 * 0.25)
+    with pytest.raises(LatencyTableError):
+        priced.predict(deep)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(dict(d, merge_round_ms=-1.0)))
+    with pytest.raises(LatencyTableError) as e:
+        LatencyTable.load(path)
+    assert "merge_round_ms" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_cached_merge_table_from_before_round_prices_is_profiled_again(tables, tmp_path):
+    from tavt_kit.search.objective import profiled_table, table_file_name
+
+    both, _ = tables
+    old = {k: v for k, v in both.to_dict().items() if k != "merge_round_ms"}
+    (tmp_path / table_file_name(EAGER)).write_text(json.dumps(old))
+    lines = []
+    t = profiled_table(tiny(reducer="merge"), EAGER, str(tmp_path), ("drop", "merge"), lines.append,
+                       dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02))
+    assert any("not reused" in s and "per bipartite round" in s for s in lines)
+    assert "merge_round_ms" in t.data

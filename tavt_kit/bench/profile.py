@@ -53,7 +53,8 @@ from ..progress import eta
 from ..models.token_merge import REDUCERS
 from .parts import PartRunners, make_part, part_plan
 from .runners import ModelRunners, torch_threads
-from .table import TABLE_FORMAT, TABLE_VERSION, TABLE_VERSION_MERGE, LatencyTable, fit_separable, isotonic
+from .table import (TABLE_FORMAT, TABLE_VERSION, TABLE_VERSION_MERGE, LatencyTable, extra_merge_rounds, fit_separable,
+                    fit_separable_rounds, isotonic)
 from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
 from .backends import (EXPORTED_BACKENDS, Runner, check_target, deployed_module, release, set_compile_limits,
                        with_threads)
@@ -332,23 +333,33 @@ def _rescale_groups(times: Dict[tuple, float], anchor_times, anchor_key) -> Dict
     return drift
 
 
-def _fit_pairs(times, kind: str) -> Dict[str, Any]:
+def _fit_pairs(times, kind: str, prefix: int = 0) -> Dict[str, Any]:
     """The two curves of a reducing block fitted to its measured pairs, the pairs and the separability.
 
     A merging block is fitted to the pairs that merge only (``L_out < L_in``): one that merges nothing skips the
     matching and costs a plain block's time, and with it in the fit the curves went negative at few tokens
-    (searched int8 picks that merge were predicted at 0.58-0.71 of their timed latency)."""
+    (searched int8 picks that merge were predicted at 0.58-0.71 of their timed latency). Its bipartite rounds
+    after the first are priced on their own (``round_ms``, :func:`~tavt_kit.bench.table.fit_separable_rounds`;
+    ``prefix``: the prefix tokens in ``L``); each pair lists how many it ran."""
     pairs = [(k[1], k[2], times[k]) for k in times if k[0] == kind and (kind != "merge" or k[2] < k[1])]
-    ins, attn, outs, mlp = fit_separable(pairs)
+    extra = [extra_merge_rounds(li - prefix, lo - prefix) for li, lo, _ in pairs] if kind == "merge" else None
+    if extra is not None:
+        ins, attn, outs, mlp, round_ms = fit_separable_rounds(pairs, extra)
+    else:
+        (ins, attn, outs, mlp), round_ms, extra = fit_separable(pairs), 0.0, [0] * len(pairs)
     attn_m, mlp_m = isotonic(attn), isotonic(mlp)
     ai = dict(zip(ins, attn_m))
     mi = dict(zip(outs, mlp_m))
-    fitted = [(li, lo, t, ai[li] + mi[lo]) for li, lo, t in sorted(pairs)]
+    rounds = dict(zip(((li, lo) for li, lo, _ in pairs), extra))
+    fitted = [(li, lo, t, ai[li] + mi[lo] + rounds[li, lo] * round_ms) for li, lo, t in sorted(pairs)]
     rel = [(fit - t) / t for _, _, t, fit in fitted]
-    return {"in": {"tokens": ins, "ms": attn_m, "fitted": attn}, "out": {"tokens": outs, "ms": mlp_m, "fitted": mlp},
-            "pairs": [list(p) for p in fitted],
-            "separability": {"rms_rel": math.sqrt(sum(r * r for r in rel) / len(rel)),
-                             "max_abs_rel": max(abs(r) for r in rel), "pairs": len(rel)}}
+    out = {"in": {"tokens": ins, "ms": attn_m, "fitted": attn}, "out": {"tokens": outs, "ms": mlp_m, "fitted": mlp},
+           "pairs": [list(p) + ([rounds[p[0], p[1]]] if kind == "merge" else []) for p in fitted],
+           "separability": {"rms_rel": math.sqrt(sum(r * r for r in rel) / len(rel)),
+                            "max_abs_rel": max(abs(r) for r in rel), "pairs": len(rel)}}
+    if kind == "merge":
+        out["round_ms"] = round_ms
+    return out
 
 
 def _assemble(ident, grid, times, target: DeploymentTarget, exporter, compile_backend, part_exporters, policy,
@@ -394,10 +405,11 @@ def _assemble(ident, grid, times, target: DeploymentTarget, exporter, compile_ba
     if reducers != ("drop",):
         data["reducers"] = list(reducers)
     if "merge" in reducers:
-        fit = _fit_pairs(times, "merge")
-        data.update(merge_attn_ms=fit["in"], merge_mlp_ms=fit["out"], merge_pairs=fit["pairs"],
-                    merge_separability=fit["separability"])
-        data["method"] += "; merging blocks: merge_attn(L_in) + merge_mlp(L_out)" + (
+        fit = _fit_pairs(times, "merge", P)
+        data.update(merge_attn_ms=fit["in"], merge_mlp_ms=fit["out"], merge_round_ms=fit["round_ms"],
+                    merge_pairs=fit["pairs"], merge_separability=fit["separability"])
+        data["method"] += "; merging blocks: merge_attn(L_in) + merge_mlp(L_out) + round_ms per bipartite round " \
+                          "after the first" + (
             ", timed with the size bias; prop(L) for blocks after a merge (proportional attention)"
             if ident.get("prop_attn") else "")
         prop_raw = [times[("prop", L)] for L in plain_L] if ("prop", plain_L[0]) in times else None

@@ -165,7 +165,8 @@ def table_summary(table, path: str) -> List[str]:
            + f"; statistic {d.get('statistic', 'median')}",
            f"reducers       {', '.join(d.get('reducers') or ['drop'])}"]
     for key, what in (("separability", "attn(L_in) + mlp(L_out)"),
-                      ("merge_separability", "merge_attn(L_in) + merge_mlp(L_out)")):
+                      ("merge_separability", "merge_attn(L_in) + merge_mlp(L_out)"
+                       + (f" + {d['merge_round_ms']:.3f} ms per extra round" if d.get("merge_round_ms") else ""))):
         sep = d.get(key)
         if sep:
             out.append(f"separability   {what} vs {sep['pairs']} measured pairs: rms "

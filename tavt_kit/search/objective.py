@@ -181,6 +181,8 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
             if why is None and "merge" in reducers and t.data.get("calibration") \
                     and "merge_block_offset_ms" not in t.data:
                 why = "profiled before merging blocks were calibrated on whole models"
+            if why is None and "merge" in reducers and "merge_round_ms" not in t.data:
+                why = "profiled before merges were priced per bipartite round"
             if why is None and t.data.get("calibration") and "calibration_fit" not in t.data:
                 why = "calibrated near the full model only, which mispredicts deep schedules"
             pairs = t.data.get("merge_pairs") or ()
