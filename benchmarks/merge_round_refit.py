@@ -1,7 +1,7 @@
 """A latency table's merging blocks fitted again from its own recorded timings, with and without a price per
 bipartite round: how well each predicts the whole models the table timed (anchors and random schedules).
 
-    python benchmarks/merge_round_refit.py TABLE.json [TABLE.json ...]
+    python benchmarks/merge_round_refit.py TABLE.json [TABLE.json ...] [--search SEARCH_JSON ...]
 
 Nothing is timed: the table's merging pairs, calibration anchors and validation schedules were timed when it was
 profiled. For each table the merging curves are fitted as before rounds were priced (``merge_attn(L_in) +
@@ -9,7 +9,9 @@ merge_mlp(L_out)``, made non-decreasing) and with ``merge_round_ms`` per round a
 (:func:`tavt_kit.bench.table.fit_separable_rounds`); the whole-model calibration is fitted again on the
 anchors for each (:func:`tavt_kit.bench.calibration.fit_calibration`), and the validation schedules are
 predicted. Printed per table: the fit on the merging pairs (rms), on the anchors (rms) and the validation's
-median, max and mean error.
+median, max and mean error. With ``--search``, the schedules those searches timed on the target (picks, those
+timed over their budget, training-free deployables: :func:`merge_table_fit.timed_entries`) are predicted too,
+by the table of their precision among ``TABLE.json`` (the search's own tables: its ``latency-tables`` folder).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def _schedule(d: dict, row: dict):
     return TokenSchedule(tuple(row["schedule"]), int(d["model"]["num_patches"]), reducers=tuple(reds) if reds else None)
 
 
-def refit(data: dict, rounds: bool) -> dict:
+def refit(data: dict, rounds: bool, timed=None) -> dict:
     """``data`` (a table's dict) with its merging curves, round price and calibration fitted again; returns the
     figures."""
     from tavt_kit.bench.calibration import fit_calibration
@@ -64,33 +66,53 @@ def refit(data: dict, rounds: bool) -> dict:
     d.update(parts_scale=fit["parts_scale"], offset_ms=fit["offset_ms"],
              merge_block_offset_ms=fit["merge_block_offset_ms"])
     table = LatencyTable(d)
+    val = (d.get("validation") or {}).get("schedules") or []
     errs = [(table.predict(_schedule(d, v)) - v["measured_ms_table_speed"]) / v["measured_ms_table_speed"]
-            for v in d["validation"]["schedules"]]
-    return {"round_ms": round_ms, "pairs_rms": math.sqrt(statistics.fmean(r * r for r in pair_rel)),
+            for v in val] or [float("nan")]
+    searched = [(table.predict(_schedule(d, {"schedule": c, "reducers": [r or None for r in reds] or None})) - ms)
+                / ms for c, reds, ms in timed or ()]
+    return {"searched": searched, "round_ms": round_ms, "pairs_rms": math.sqrt(statistics.fmean(r * r for r in pair_rel)),
             "anchors_rms": fit["fit_rms_rel"], "merge_block_offset_ms": fit["merge_block_offset_ms"],
             "median": statistics.median(abs(e) for e in errs), "max": max(abs(e) for e in errs),
-            "mean": statistics.fmean(errs), "schedules": len(errs)}
+            "mean": statistics.fmean(errs), "schedules": len(val)}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("tables", nargs="+")
+    ap.add_argument("--search", nargs="*", default=[], help="search.json files whose timed schedules are predicted "
+                    "by the table of their precision")
     args = ap.parse_args(argv)
+    from merge_table_fit import timed_entries
+
+    timed = {}
+    for path in args.search:
+        with open(path) as f:
+            for (counts, reds, prec), ms in timed_entries(json.load(f)).items():
+                timed.setdefault(prec, []).append((counts, reds, ms))
     for path in args.tables:
         with open(path) as f:
             data = json.load(f)
-        if not data.get("merge_pairs") or not (data.get("validation") or {}).get("schedules"):
-            print(f"{path}: no merging pairs or no validation schedules; skipped")
+        mine = timed.get(data["target"].get("precision"), [])
+        if not data.get("merge_pairs") or not ((data.get("validation") or {}).get("schedules") or mine):
+            print(f"{path}: no merging pairs, or nothing timed to predict; skipped")
             continue
         t = data["target"]
         print(f"{path}: {data['model']['name']} ({data['model']['num_patches']} patches), {t['backend']} on "
               f"{t['device']}, {t.get('precision')}, batch {t.get('batch_size')}")
         for rounds in (False, True):
-            r = refit(data, rounds)
+            r = refit(data, rounds, mine)
             what = f"priced per round ({r['round_ms']:.3f} ms)" if rounds else "curves only (before)"
-            print(f"  {what:32s} pairs rms {100 * r['pairs_rms']:5.1f}%  anchors rms {100 * r['anchors_rms']:5.1f}% "
-                  f"({r['merge_block_offset_ms']:+.3f} ms per merging block)  {r['schedules']} schedules: median "
-                  f"{100 * r['median']:4.1f}%  max {100 * r['max']:5.1f}%  mean {100 * r['mean']:+5.1f}%")
+            line = (f"  {what:32s} pairs rms {100 * r['pairs_rms']:5.1f}%  anchors rms {100 * r['anchors_rms']:5.1f}% "
+                    f"({r['merge_block_offset_ms']:+.3f} ms per merging block)")
+            if r["schedules"] and not math.isnan(r["median"]):
+                line += (f"  {r['schedules']} random schedules: median {100 * r['median']:4.1f}%  max "
+                         f"{100 * r['max']:5.1f}%  mean {100 * r['mean']:+5.1f}%")
+            if r["searched"]:
+                e = r["searched"]
+                line += (f"  {len(e)} timed by the search: median {100 * statistics.median(abs(x) for x in e):4.1f}%"
+                         f"  mean {100 * statistics.fmean(e):+5.1f}%")
+            print(line)
     return 0
 
 
