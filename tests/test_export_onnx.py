@@ -177,3 +177,21 @@ def test_graph_token_counts_reads_both_exporters_and_says_when_it_cannot_tell(tm
     # without OpenVINO, ONNX's shape inference knows the dynamo graph's lengths, not TorchScript's: None, not a guess
     assert graph_token_counts(paths["dynamo"], width) == counts["dynamo"]
     assert graph_token_counts(paths["torchscript"], width) is None
+
+
+@pytest.mark.parametrize("reducer", ["drop", "merge"])
+def test_kept_and_merged_tokens_are_gathered_as_whole_rows(tmp_path, reducer):
+    """Tokens are picked with one row Gather, not an index broadcast to every channel and an element-wise
+    gather (on OpenVINO those two cost about a sixth of a dropping model's batch-1 call), with equal values,
+    at any batch size the graph is run with."""
+    from tavt_kit.models.rows import take_rows
+
+    x, idx = torch.randn(3, 10, 4), torch.tensor([[0, 9, 3], [2, 2, 5], [7, 1, 0]])
+    assert torch.equal(take_rows(x, idx), x.gather(1, idx[..., None].expand(-1, -1, 4)))
+    model = tiny(reducer="merge") if reducer == "merge" else tiny()
+    res = export_onnx(model, tmp_path / "m.onnx", tavt_kit.TokenSchedule(tuple(SCHED), 64, reducers=(reducer,) * 3))
+    assert res.max_abs_diff <= 1e-4 and res.checked_batches == [1, 2]
+    nodes = onnx.load(res.path).graph.node
+    made_by = {o: n.op_type for n in nodes for o in n.output}
+    # index gathers of scores and positions stay; none gathers tokens through a broadcast index
+    assert not [n for n in nodes if n.op_type == "GatherElements" and made_by.get(n.input[1]) == "Expand"]

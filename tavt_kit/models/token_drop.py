@@ -38,6 +38,7 @@ from torch import nn
 from ..errors import ConfigError, UnsupportedModelError
 from ..schedules.schedule import TokenSchedule
 from .attention import _capturing, attention_with_info  # noqa: F401  (re-exported: heads and bench use them here)
+from .rows import take_rows
 from .token_merge import REDUCERS, biased_block_forward, merge_block_forward, merge_step, size_bias, \
     token_map
 
@@ -166,7 +167,7 @@ def select_tokens(
     patches = x[:, P:P + n]
     s = scores[:, P:P + n]
     idx = s.topk(keep, dim=1).indices.sort(dim=1).values
-    kept = patches.gather(1, idx.unsqueeze(-1).expand(-1, -1, C))
+    kept = take_rows(patches, idx)
     state.record_drop(patches, idx)
     state.last_keep = idx
     parts = [x[:, :P], kept]

@@ -49,6 +49,7 @@ import torch
 
 from ..errors import ConfigError
 from .attention import attention_with_info
+from .rows import take_rows
 
 REDUCERS = ("drop", "merge")
 
@@ -112,8 +113,8 @@ def _combine(plan: MergePlan, t: torch.Tensor) -> torch.Tensor:
     """Sum the merged ``a`` tokens of ``t`` into their ``b`` partners; tokens in the output order."""
     B, _, C = t.shape
     a, b = t[:, ::2], t[:, 1::2]
-    unm = a.gather(1, plan.unm.expand(B, -1, C))
-    src = a.gather(1, plan.src.expand(B, -1, C))
+    unm = take_rows(a, plan.unm[..., 0])
+    src = take_rows(a, plan.src[..., 0])
     b = b.scatter_add(1, plan.dst.expand(B, -1, C), src)
     P = plan.num_prefix
     if not P:
