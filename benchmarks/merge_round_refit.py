@@ -38,16 +38,15 @@ def refit(data: dict, rounds: bool, timed=None) -> dict:
     """``data`` (a table's dict) with its merging curves, round price and calibration fitted again; returns the
     figures."""
     from tavt_kit.bench.calibration import fit_calibration
-    from tavt_kit.bench.table import LatencyTable, extra_merge_rounds, fit_separable, fit_separable_rounds, isotonic
+    from tavt_kit.bench.table import LatencyTable, extra_merge_rounds, fit_separable_rounds, isotonic
 
     d = copy.deepcopy(data)
     P = int(d["model"]["num_prefix_tokens"])
     pairs = [(int(li), int(lo), float(t)) for li, lo, t, *_ in d["merge_pairs"]]
     extra = [extra_merge_rounds(li - P, lo - P) for li, lo, _ in pairs]
-    if rounds:
-        ins, attn, outs, mlp, round_ms = fit_separable_rounds(pairs, extra)
-    else:
-        (ins, attn, outs, mlp), round_ms = fit_separable(pairs), 0.0
+    if not rounds:  # the curves alone, as tables were fitted before rounds were priced
+        extra = [0] * len(extra)
+    ins, attn, outs, mlp, round_ms = fit_separable_rounds(pairs, extra)
     attn, mlp = isotonic(attn), isotonic(mlp)
     d["merge_attn_ms"] = {"tokens": ins, "ms": attn}
     d["merge_mlp_ms"] = {"tokens": outs, "ms": mlp}

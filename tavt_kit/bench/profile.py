@@ -53,7 +53,7 @@ from ..progress import eta
 from ..models.token_merge import REDUCERS
 from .parts import PartRunners, make_part, part_plan
 from .runners import ModelRunners, torch_threads
-from .table import (TABLE_FORMAT, TABLE_VERSION, TABLE_VERSION_MERGE, LatencyTable, extra_merge_rounds, fit_separable,
+from .table import (TABLE_FORMAT, TABLE_VERSION, TABLE_VERSION_MERGE, LatencyTable, extra_merge_rounds,
                     fit_separable_rounds, isotonic)
 from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
 from .backends import (EXPORTED_BACKENDS, Runner, check_target, deployed_module, release, set_compile_limits,
@@ -342,15 +342,11 @@ def _fit_pairs(times, kind: str, prefix: int = 0) -> Dict[str, Any]:
     after the first are priced on their own (``round_ms``, :func:`~tavt_kit.bench.table.fit_separable_rounds`;
     ``prefix``: the prefix tokens in ``L``); each pair lists how many it ran."""
     pairs = [(k[1], k[2], times[k]) for k in times if k[0] == kind and (kind != "merge" or k[2] < k[1])]
-    extra = [extra_merge_rounds(li - prefix, lo - prefix) for li, lo, _ in pairs] if kind == "merge" else None
-    if extra is not None:
-        ins, attn, outs, mlp, round_ms = fit_separable_rounds(pairs, extra)
-    else:
-        (ins, attn, outs, mlp), round_ms, extra = fit_separable(pairs), 0.0, [0] * len(pairs)
+    rounds = {(li, lo): extra_merge_rounds(li - prefix, lo - prefix) if kind == "merge" else 0 for li, lo, _ in pairs}
+    ins, attn, outs, mlp, round_ms = fit_separable_rounds(pairs, [rounds[li, lo] for li, lo, _ in pairs])
     attn_m, mlp_m = isotonic(attn), isotonic(mlp)
     ai = dict(zip(ins, attn_m))
     mi = dict(zip(outs, mlp_m))
-    rounds = dict(zip(((li, lo) for li, lo, _ in pairs), extra))
     fitted = [(li, lo, t, ai[li] + mi[lo] + rounds[li, lo] * round_ms) for li, lo, t in sorted(pairs)]
     rel = [(fit - t) / t for _, _, t, fit in fitted]
     out = {"in": {"tokens": ins, "ms": attn_m, "fitted": attn}, "out": {"tokens": outs, "ms": mlp_m, "fitted": mlp},

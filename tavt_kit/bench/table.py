@@ -430,11 +430,13 @@ class LatencyTable:
         prop = "prop_ms" in self.data and self.data.get("prop_ms") is not None
         blocks = []
         n, fused, merged, merging = N, 0, False, 0
+        round_ms = self.merge_round_ms
         for k, red in zip(s.counts, reducers):
             L_in = P + n + fused
             if k < n and red == "merge":
-                t = self._curve("merge_attn_ms", L_in) + self._curve("merge_mlp_ms", P + k) \
-                    + extra_merge_rounds(n, k) * self.merge_round_ms
+                t = self._curve("merge_attn_ms", L_in) + self._curve("merge_mlp_ms", P + k)
+                if round_ms:  # a table from before rounds were priced: its curves carry them
+                    t += extra_merge_rounds(n, k) * round_ms
                 if prop and not merged:  # timed with the size bias, which the first merge does not have yet
                     t -= self._curve("prop_ms", L_in) - self._curve("plain_ms", L_in)
                 blocks.append(t)
