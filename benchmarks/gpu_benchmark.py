@@ -40,7 +40,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_search_eval import one_generation  # noqa: E402
 
-STAGES = ("env", "latency", "latency_cls", "table_b1", "table", "train", "evaluator", "search", "suite")
+STAGES = ("env", "latency", "latency_cls", "latency_compile", "table_b1", "table", "train", "evaluator", "search",
+          "search_b1", "suite")
 
 
 class Run:
@@ -89,17 +90,18 @@ def supernet_path(args) -> str:
     return os.path.join(args.work, "train", "distill-fp16", "best.safetensors")
 
 
-def trained_or_built(args):
+def trained_or_built(args, scorer: str = "tavt"):
     """The distilled supernet where the train stage made it (a table must be for the searched model; latency does
     not depend on the weights), else the same architecture with random weights."""
     import tavt_kit
 
     path = supernet_path(args)
-    return tavt_kit.load_checkpoint(path).eval() if os.path.exists(path) else build_model(args)
+    return tavt_kit.load_checkpoint(path).eval() if os.path.exists(path) else build_model(args, scorer)
 
 
-def schedules(model):
-    """The issue's schedules: full, EViT 0.7, TAVT's smallest, ToMe r=16 and two mixed ones (label -> schedule)."""
+def schedules(model, more: bool = False):
+    """The issue's schedules: full, EViT 0.7, TAVT's smallest, ToMe r=16 and two mixed ones (label -> schedule);
+    ``more`` adds EViT 0.5 (EViT's three drops, each keeping half)."""
     from tavt_kit.schedules import SearchSpace, TokenSchedule, evit_schedule, tome_schedule
 
     L, N = model.depth, model.num_patches
@@ -121,8 +123,11 @@ def schedules(model):
             red.append(None)
         prev = c
     mixed2 = TokenSchedule(ev.counts, N, reducers=tuple(red))
-    return {"full": model.full_schedule(), "evit-0.7": ev, "tavt-smallest": tavt_small, "tome-r16": tome,
-            "mixed-merge-then-drop": mixed1, "mixed-evit-merge-drop": mixed2}
+    out = {"full": model.full_schedule(), "evit-0.7": ev, "tavt-smallest": tavt_small, "tome-r16": tome,
+           "mixed-merge-then-drop": mixed1, "mixed-evit-merge-drop": mixed2}
+    if more:
+        out["evit-0.5"] = evit_schedule(0.5, L, N)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------- stages
@@ -240,18 +245,80 @@ def stage_latency(run: Run) -> dict:
 def stage_latency_cls(run: Run) -> dict:
     """EViT's class-row scorer, which keeps the fused attention kernel, on the best runtime of ``latency``."""
     gpu = run.args.device.startswith("cuda")
-    return _latency(run, "latency_cls", "cls", [("torch-cudagraph" if gpu else "torch", "fp16" if gpu else "fp32")],
-                    [])
+    combos = [("torch", "fp16"), ("torch-cudagraph", "fp16")] if gpu else [("torch", "fp32")]
+    return _latency(run, "latency_cls", "cls", combos, [], more=True)
 
 
-def _latency(run: Run, name: str, scorer: str, combos, notes) -> dict:
+def stage_latency_compile(run: Run) -> dict:
+    """Batch 1, EViT's class-row scorer: each schedule compiled by inductor (kernels fused, static shapes) and then
+    captured as a CUDA graph (what ``torch.compile(mode="reduce-overhead")`` does), timed round-robin beside the
+    same schedules captured without compiling, in one process."""
+    from tavt_kit.bench.backends import (compile_module, cudagraph_runner, run_compiled_once, set_compile_limits,
+                                         torch_runner)
+    from tavt_kit.bench.runners import _AtSchedule
+    from tavt_kit.models import count_macs
+
+    a = run.args
+    gpu = a.device.startswith("cuda")
+    dtype = torch.float16 if gpu else torch.float32
+    model = build_model(a, "cls")
+    scheds = schedules(model, more=True)
+    labels = ["full", "evit-0.7", "evit-0.5", "mixed-evit-merge-drop", "tavt-smallest"]
+    macs = {k: int(count_macs(model, scheds[k]).total()) for k in labels}
+    model = model.to(a.device, dtype)
+    x = torch.randn(1, 3, img_size(a), img_size(a), device=a.device, dtype=dtype)
+    set_compile_limits(64)
+    capture = (lambda call: cudagraph_runner(call, a.device)) if gpu else (lambda call: torch_runner(call, a.device))
+    runners, notes, compile_s = {}, [], {}
+    with torch.inference_mode():
+        for k in labels:
+            runners[("graph", k)] = capture(lambda s=scheds[k]: model(x, drop=s))
+        for k in labels:
+            if run.left() < 40:
+                notes.append(f"compile {k}: skipped, past the deadline")
+                continue
+            t = time.perf_counter()
+            try:
+                c = compile_module(_AtSchedule(model, scheds[k]), "inductor" if gpu else "eager")
+                run_compiled_once(lambda c=c: c(x))
+                runners[("compiled+graph", k)] = capture(lambda c=c: c(x))
+            except Exception as e:
+                notes.append(f"compile {k}: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+                run.say(notes[-1])
+                continue
+            compile_s[k] = round(time.perf_counter() - t, 1)
+            run.say(f"latency_compile: {k} compiled and captured in {compile_s[k]} s")
+        times = {key: [] for key in runners}
+        for _ in range(3 if a.smoke else 20):  # round-robin: every runner once per round, 20 calls each
+            for key, r in runners.items():
+                for _ in range(20):
+                    if r.timer:
+                        times[key].append(r.timer())
+                    else:
+                        t = time.perf_counter()
+                        r()
+                        times[key].append(time.perf_counter() - t)
+    rows = []
+    for (how, k), v in times.items():
+        p50 = sorted(v)[len(v) // 2] * 1e3
+        full = sorted(times[(how, "full")])[len(times[(how, "full")]) // 2] * 1e3 if (how, "full") in times else None
+        red = macs["full"] / macs[k]
+        sp = full / p50 if full else None
+        rows.append({"runtime": f"torch-{how}", "precision": "fp16" if gpu else "fp32", "scorer": "cls", "batch": 1,
+                     "schedule": k, "macs": macs[k], "mac_reduction": round(red, 3), "p50_ms": round(p50, 4),
+                     "speedup": round(sp, 3) if sp else None, "realised": round(sp / red, 3) if sp else None,
+                     "compile_s": compile_s.get(k) if how != "graph" else None})
+    return {"rows": rows, "notes": notes, "macs": macs}
+
+
+def _latency(run: Run, name: str, scorer: str, combos, notes, more: bool = False) -> dict:
     from tavt_kit.bench import TimingPolicy, measure_latency
     from tavt_kit.models import count_macs
     from tavt_kit.target import DeploymentTarget
 
     a = run.args
     model = build_model(a, scorer)
-    scheds = schedules(model)
+    scheds = schedules(model, more)
     macs = {k: int(count_macs(model, s).total()) for k, s in scheds.items()}
     labels = list(scheds)
     policy = TimingPolicy(warmup=3, min_repeats=10, max_repeats=500, budget_s=a.time_budget, rel_ci=0.01)
@@ -282,13 +349,13 @@ def _latency(run: Run, name: str, scorer: str, combos, notes) -> dict:
                           for k, s in scheds.items()}}
 
 
-def _table(run: Run, backend: str, precision: str, batch: int, name: str) -> dict:
+def _table(run: Run, backend: str, precision: str, batch: int, name: str, scorer: str = "tavt") -> dict:
     from tavt_kit.bench import TimingPolicy
     from tavt_kit.bench.profile import profile_latency
     from tavt_kit.target import DeploymentTarget
 
     a = run.args
-    model = trained_or_built(a)
+    model = trained_or_built(a, scorer)
     t = time.perf_counter()
     table = profile_latency(model, target=DeploymentTarget(backend=backend, device=a.device, precision=precision,
                                                            batch_size=batch),
@@ -303,7 +370,8 @@ def _table(run: Run, backend: str, precision: str, batch: int, name: str) -> dic
             "grid": table.data.get("grid"), "separability": table.data.get("separability"),
             "validation": {k: v.get(k) for k in ("n", "median_abs_error_rel", "max_abs_error_rel", "mean_error_rel",
                                                  "median_abs_error_raw_rel")},
-            "full_predicted_ms": table.predict(model.full_schedule())}
+            "full_predicted_ms": table.predict(model.full_schedule()), "scorer": scorer,
+            "merge_round_ms": table.data.get("merge_round_ms")}
 
 
 def stage_table(run: Run) -> dict:
@@ -313,29 +381,38 @@ def stage_table(run: Run) -> dict:
 def stage_table_b1(run: Run) -> dict:
     backend = "torch-cudagraph" if run.args.device.startswith("cuda") else "torch"
     precision = "fp16" if run.args.device.startswith("cuda") else "fp32"
-    return _table(run, backend, precision, 1, "table-fp16-b1-graph")
+    return _table(run, backend, precision, 1, "table-fp16-b1-graph", scorer="cls")
 
 
 def stage_search(run: Run) -> dict:
+    return _search(run, "table", "search", "tavt")
+
+
+def stage_search_b1(run: Run) -> dict:
+    """The same search on the batch-1 table (captured graphs, fp16, EViT's scorer), the picks timed there."""
+    return _search(run, "table_b1", "search-b1", "cls")
+
+
+def _search(run: Run, table_stage: str, name: str, scorer: str) -> dict:
     a = run.args
-    table = (run.doc["stages"].get("table") or {}).get("result") or {}
+    table = (run.doc["stages"].get(table_stage) or {}).get("result") or {}
     supernet = supernet_path(a)
     if not table.get("path"):
-        return {"skipped": "needs the table (stage table)"}
+        return {"skipped": f"needs the table (stage {table_stage})"}
     data = []
     if not os.path.exists(supernet):  # no train stage: your own model, random weights (a search of merge schedules)
         from tavt_kit import save_checkpoint
 
-        supernet = save_checkpoint(build_model(a), os.path.join(a.work, "random-init.safetensors"))
+        supernet = save_checkpoint(build_model(a, scorer), os.path.join(a.work, f"random-init-{scorer}.safetensors"))
         data = ["--dataset", "cluttered-digits", "--dataset-option", f"holdout={a.images}",
                 "--dataset-option", f"test={a.test_images}"]
     budget = 0.6 * float(table["full_predicted_ms"])
-    out = os.path.join(a.work, "search")
+    out = os.path.join(a.work, name)
     res = _cli(run, ["search", "--checkpoint", supernet] + data + ["--latency-table", table["path"],
                      "--latency-budget", f"{budget:.3f}ms", "--remeasure", "--subset", str(a.images),
                      "--population", str(a.population), "--generations", str(a.generations),
                      "--mutations", str(a.population), "--crossovers", str(a.population),
-                     "--no-parent-search", "--eval-device", a.device, "--out", out], "search")
+                     "--no-parent-search", "--eval-device", a.device, "--out", out], name)
     res["budget_ms"] = round(budget, 3)
     path = os.path.join(out, "search.json")
     if os.path.exists(path):
@@ -439,8 +516,8 @@ def stage_suite(run: Run) -> dict:
             "tail": text.strip().splitlines()[-1:] if text.strip() else []}
 
 
-FUNCS = {"env": stage_env, "latency_cls": stage_latency_cls, "suite": stage_suite, "train": stage_train, "latency": stage_latency, "table": stage_table,
-         "search": stage_search, "evaluator": stage_evaluator, "table_b1": stage_table_b1}
+FUNCS = {"env": stage_env, "latency_cls": stage_latency_cls, "latency_compile": stage_latency_compile, "suite": stage_suite, "train": stage_train, "latency": stage_latency, "table": stage_table,
+         "search": stage_search, "search_b1": stage_search_b1, "evaluator": stage_evaluator, "table_b1": stage_table_b1}
 
 
 def summary(doc: dict) -> str:
@@ -453,11 +530,14 @@ def summary(doc: dict) -> str:
                  f"{env.get('onnxruntime')} {env.get('onnxruntime_providers', '')}, TensorRT {env.get('tensorrt')}")
     lat = (st.get("latency") or {}).get("result") or st.get("latency") or {}
     cls = (st.get("latency_cls") or {}).get("result") or {}
-    rows = (lat.get("rows") or []) + [{**r, "runtime": r["runtime"] + "/cls"} for r in cls.get("rows") or []]
+    comp = (st.get("latency_compile") or {}).get("result") or {}
+    rows = (lat.get("rows") or []) + [{**r, "runtime": r["runtime"] + "/cls"}
+                                      for r in (cls.get("rows") or []) + (comp.get("rows") or [])]
     if rows:
-        lines.append("runtime         prec batch schedule                 MACs red.   p50 ms  speed-up  realised")
+        lines.append("runtime                   prec batch schedule                 MACs red.   p50 ms  speed-up  "
+                     "realised")
         for r in rows:
-            lines.append(f"{r['runtime']:<15} {r['precision']:<4} {r['batch']:>5} {r['schedule']:<24} "
+            lines.append(f"{r['runtime']:<25} {r['precision']:<4} {r['batch']:>5} {r['schedule']:<24} "
                          f"{r['mac_reduction']:>9.2f}x {r['p50_ms']:>8.3f} {r['speedup'] or 0:>8.2f}x "
                          f"{r['realised'] or 0:>8.2f}")
         for b in sorted({r["batch"] for r in rows}):
@@ -466,18 +546,20 @@ def summary(doc: dict) -> str:
                 if r["batch"] == b and r["schedule"] != "full":
                     best.setdefault((r["runtime"], r["precision"]), []).append(r["realised"] or 0)
             for k, v in sorted(best.items()):
-                lines.append(f"batch {b:>2} {k[0]:<15} {k[1]}: realised speed-up mean {sum(v) / len(v):.2f}, "
+                lines.append(f"batch {b:>2} {k[0]:<25} {k[1]}: realised speed-up mean {sum(v) / len(v):.2f}, "
                              f"min {min(v):.2f}")
-    for n in lat.get("notes") or []:
+    for n in (lat.get("notes") or []) + (comp.get("notes") or []):
         lines.append(f"note: {n}")
     for key in ("table", "table_b1"):
         t = (st.get(key) or {}).get("result")
         if t:
-            lines.append(f"{key}: {t['backend']} {t['precision']} batch {t['batch']}, {t['wall_s']} s, "
-                         f"validation {t['validation']}")
-    s = (st.get("search") or {}).get("result")
-    if s:
-        lines.append(f"search: exit {s.get('exit')}, {s.get('wall_s')} s, budget {s.get('budget_ms')} ms, "
+            lines.append(f"{key}: {t['backend']} {t['precision']} batch {t['batch']} scorer {t.get('scorer')}, "
+                         f"{t['wall_s']} s, merge round {t.get('merge_round_ms')} ms, validation {t['validation']}")
+    for key in ("search", "search_b1"):
+        s = (st.get(key) or {}).get("result")
+        if not s or s.get("skipped"):
+            continue
+        lines.append(f"{key}: exit {s.get('exit')}, {s.get('wall_s')} s, budget {s.get('budget_ms')} ms, "
                      f"timing {s.get('timing')}, full {s.get('full')}")
         for b in s.get("budgets") or []:
             lines.append(f"  {b['label']}: pick {b['best']}; recommended {b['recommended']}")
