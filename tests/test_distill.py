@@ -96,7 +96,8 @@ def test_killed_distillation_resumes_to_the_same_weights(tmp_path, teacher):
 
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path, teacher):
     common = ["--checkpoint", teacher, "--optimizer", "sgd", "--lr", "0.05", "--steps", "3", "--warmup-steps", "1",
-              "--eval-every", "3", "--save-every", "3", "--no-progress", "--no-test", "--workers", "0"]
+              "--eval-every", "3", "--save-every", "3", "--no-progress", "--no-test", "--workers", "0",
+              "--device", "cpu"]  # both runs on the CPU (gloo), also where a GPU is present
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "tavt_kit.cli", "distill", "--batch-size", "4", "--out", str(tmp_path / "ddp")]
@@ -105,3 +106,29 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     assert main(["distill", "--batch-size", "8", "--out", str(tmp_path / "one")] + common) == 0
     ddp, one = weights(str(tmp_path / "ddp" / "last.safetensors")), weights(str(tmp_path / "one" / "last.safetensors"))
     assert same(ddp, one, atol=1e-5) and not same(ddp, weights(teacher), atol=1e-4)
+
+
+@pytest.fixture
+def one_gpu(monkeypatch):
+    """A node with one CUDA device, whatever this machine has (nothing runs on it: set_device is recorded)."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", calls.append)
+    for k, v in {"RANK": "1", "WORLD_SIZE": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(k, v)  # local rank 1 of 2 on this node (a world of 1: no process group is joined)
+    return calls
+
+
+def test_more_processes_than_gpus_run_on_the_cpu_under_auto_and_are_refused_on_cuda(one_gpu, monkeypatch):
+    from tavt_kit.errors import ConfigError
+    from tavt_kit.train.distributed import init_distributed
+
+    # found on a one-GPU machine: auto gave local rank 1 cuda:1 and torch failed with "invalid device ordinal"
+    assert init_distributed("auto")[2] == torch.device("cpu") and one_gpu == []
+    with pytest.raises(ConfigError, match="1 CUDA device.*nproc_per_node"):
+        init_distributed("cuda:1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert init_distributed("auto")[2] == torch.device("cuda:0") and one_gpu == [torch.device("cuda:0")]

@@ -15,13 +15,23 @@ def dist_env() -> Tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def local_world_size() -> int:
+    """Processes torchrun started on this node (1 when not launched by it)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
 def init_distributed(device: Optional[str] = None) -> Tuple[int, int, torch.device]:
-    """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU); returns (rank, world, device)."""
+    """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU); returns (rank, world, device).
+
+    ``auto`` gives each local rank its own GPU, and runs every rank on the CPU (gloo) where this node has fewer
+    GPUs than processes: NCCL cannot share one GPU between ranks, and all ranks must pick the same backend. An
+    explicit CUDA device with more processes than GPUs is refused in one line."""
     import torch.distributed as dist
 
     rank, world, local = dist_env()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device in (None, "auto"):
-        dev = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(f"cuda:{local}" if gpus and local_world_size() <= gpus else "cpu")
     else:
         try:
             dev = torch.device(device)
@@ -32,6 +42,10 @@ def init_distributed(device: Optional[str] = None) -> Tuple[int, int, torch.devi
                 raise ConfigError(f"device={device!r}: no CUDA device is available; use device='cpu'")
             if dev.index is None:
                 dev = torch.device(f"cuda:{local if world > 1 else torch.cuda.current_device()}")
+            if dev.index >= gpus:
+                raise ConfigError(f"device={device!r}: this node has {gpus} CUDA device(s) and this is local rank "
+                                  f"{local} of {local_world_size()}; start at most {gpus} process(es) per node "
+                                  "(torchrun --nproc_per_node), or use device='cpu'")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
