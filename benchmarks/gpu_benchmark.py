@@ -412,7 +412,8 @@ def _search(run: Run, table_stage: str, name: str, scorer: str) -> dict:
                      "--latency-budget", f"{budget:.3f}ms", "--remeasure", "--subset", str(a.images),
                      "--population", str(a.population), "--generations", str(a.generations),
                      "--mutations", str(a.population), "--crossovers", str(a.population),
-                     "--no-parent-search", "--eval-device", a.device, "--out", out], name)
+                     "--no-parent-search", "--eval-device", a.device, "--out", out]
+               + (["--precisions", table["precision"]] if table.get("precision", "fp32") != "fp32" else []), name)
     res["budget_ms"] = round(budget, 3)
     path = os.path.join(out, "search.json")
     if os.path.exists(path):

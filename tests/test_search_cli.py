@@ -51,7 +51,13 @@ def test_search_under_a_mac_budget_and_resume(tmp_path, supernet, capsys):
     # a second run replays the journal: nothing is evaluated again, same result
     assert main(argv) == 0
     again = json.loads((out / "search.json").read_text())
-    assert again["timing"]["evaluations"] == 0 and again["budgets"][0]["best"] == b["best"]
+    assert again["timing"]["evaluations"] == 0
+    # the same pick, accuracies and costs; the held-out NLL/KL of a schedule the journal does not hold (a ToMe
+    # baseline) are computed again, and on CUDA a merge's scatter_add sums with atomics: low bits may differ
+    noisy = {"holdout_nll", "holdout_kl"}
+    first, second = b["best"], again["budgets"][0]["best"]
+    assert {k: v for k, v in second.items() if k not in noisy} == {k: v for k, v in first.items() if k not in noisy}
+    assert {k: second.get(k) for k in noisy} == pytest.approx({k: first.get(k) for k in noisy}, rel=1e-2, abs=1e-7)
     # report from it
     assert main(["report", str(out / "search.json"), "--out", str(tmp_path / "report")]) == 0
     html = (tmp_path / "report" / "report.html").read_text()
