@@ -34,11 +34,12 @@ def _schedule(d: dict, row: dict):
     return TokenSchedule(tuple(row["schedule"]), int(d["model"]["num_patches"]), reducers=tuple(reds) if reds else None)
 
 
-def refit(data: dict, rounds: bool, timed=None) -> dict:
+def refit(data: dict, rounds: bool, timed=None, tied: bool = False) -> dict:
     """``data`` (a table's dict) with its merging curves, round price and calibration fitted again; returns the
     figures."""
     from tavt_kit.bench.calibration import fit_calibration
-    from tavt_kit.bench.table import LatencyTable, extra_merge_rounds, fit_separable_rounds, isotonic
+    from tavt_kit.bench.table import (LatencyTable, extra_merge_rounds, fit_separable_rounds, fit_tied_rounds,
+                                      isotonic)
 
     d = copy.deepcopy(data)
     P = int(d["model"]["num_prefix_tokens"])
@@ -46,7 +47,9 @@ def refit(data: dict, rounds: bool, timed=None) -> dict:
     extra = [extra_merge_rounds(li - P, lo - P) for li, lo, _ in pairs]
     if not rounds:  # the curves alone, as tables were fitted before rounds were priced
         extra = [0] * len(extra)
-    ins, attn, outs, mlp, round_ms = fit_separable_rounds(pairs, extra)
+    mt = d.get("mlp_ms")
+    fit = fit_tied_rounds(pairs, extra, dict(zip(mt["tokens"], mt["ms"]))) if tied and mt else None
+    ins, attn, outs, mlp, round_ms = fit or fit_separable_rounds(pairs, extra)
     attn, mlp = isotonic(attn), isotonic(mlp)
     d["merge_attn_ms"] = {"tokens": ins, "ms": attn}
     d["merge_mlp_ms"] = {"tokens": outs, "ms": mlp}
@@ -99,9 +102,10 @@ def main(argv=None) -> int:
         t = data["target"]
         print(f"{path}: {data['model']['name']} ({data['model']['num_patches']} patches), {t['backend']} on "
               f"{t['device']}, {t.get('precision')}, batch {t.get('batch_size')}")
-        for rounds in (False, True):
-            r = refit(data, rounds, mine)
+        for rounds, tied in ((False, False), (True, False), (True, True)):
+            r = refit(data, rounds, mine, tied)
             what = f"priced per round ({r['round_ms']:.3f} ms)" if rounds else "curves only (before)"
+            what = f"MLP tied, per round ({r['round_ms']:.3f} ms)" if tied else what
             line = (f"  {what:32s} pairs rms {100 * r['pairs_rms']:5.1f}%  anchors rms {100 * r['anchors_rms']:5.1f}% "
                     f"({r['merge_block_offset_ms']:+.3f} ms per merging block)")
             if r["schedules"] and not math.isnan(r["median"]):

@@ -93,6 +93,10 @@ def test_predictor_uses_each_blocks_reducer(tables, tmp_path):
         both._curve("merge_attn_ms", 17) + both._curve("merge_mlp_ms", 8) + both.merge_round_ms
         - (both._curve("prop_ms", 17) - both._curve("plain_ms", 17)))
     assert both.merge_round_ms >= 0 and all(len(p) == 5 for p in both.data["merge_pairs"])  # rounds per pair
+    # after its merge a block runs the dropping blocks' MLP: the table prices it so
+    drop_mlp = dict(zip(both.data["mlp_ms"]["tokens"], both.data["mlp_ms"]["ms"]))
+    assert both.data["merge_fit"] == "mlp-tied" and all(
+        drop_mlp[L] == ms for L, ms in zip(both.data["merge_mlp_ms"]["tokens"], both.data["merge_mlp_ms"]["ms"]))
     # bound to a drop model by check(): schedules without reducers drop
     both.save(tmp_path / "t.json")
     t = LatencyTable.load(tmp_path / "t.json")
@@ -386,6 +390,34 @@ def test_each_bipartite_round_after_the_first_is_priced_on_its_own():
     # rounds that make a merge cheaper are noise: priced at 0, the curves fitted without them
     cheaper = [(li, lo, t - 0.9 * extra_merge_rounds(li - 1, lo - 1)) for li, lo, t in pairs]
     assert fit_separable_rounds(cheaper, [extra_merge_rounds(li - 1, lo - 1) for li, lo, _ in cheaper])[4] == 0.0
+
+
+def test_a_merging_blocks_mlp_is_the_dropping_blocks_and_only_its_input_side_and_rounds_are_fitted():
+    """Found on a GPU at batch 1: the grid's lowest output count is reached only by merges of six to nine rounds,
+    so the separable fit traded that count's mlp against the round price and priced merges ending between the
+    grid's points by interpolating to it. Tied to the dropping blocks' MLP, a merge ending off the grid is
+    priced by what it runs: attention and matching at its input, the MLP at its output, its rounds."""
+    import random
+
+    from tavt_kit.bench.profile import _fit_pairs
+    from tavt_kit.bench.table import extra_merge_rounds, fit_tied_rounds
+
+    rng = random.Random(0)
+    attn = {99: 0.12, 197: 0.13, 295: 0.14, 393: 0.15, 785: 0.2}  # batch 1 on a GPU: nearly flat in tokens
+    mlp = {2: 0.03, 50: 0.04, 99: 0.045, 197: 0.07, 295: 0.073, 393: 0.075}
+    truth = {(li, lo): attn[li] + mlp[lo] + 0.11 * extra_merge_rounds(li - 1, lo - 1)
+             for li in attn for lo in mlp if lo < li and lo != 50}
+    times = {("merge", li, lo): t * (1 + rng.uniform(-0.03, 0.03)) for (li, lo), t in truth.items()}
+    known = {k: v for k, v in mlp.items() if k != 50}
+    fit = _fit_pairs(times, "merge", prefix=1, tie_out=known)
+    assert fit["fit"] == "mlp-tied" and fit["round_ms"] == pytest.approx(0.11, rel=0.1)
+    assert dict(zip(fit["out"]["tokens"], fit["out"]["ms"])) == known  # the output side is the MLP curve
+    ins = dict(zip(fit["in"]["tokens"], fit["in"]["ms"]))
+    # 98 -> 49 patch tokens, one round, between the grid's outputs 2 and 99: the MLP at 49 tokens (here 0.04)
+    assert ins[99] + mlp[50] == pytest.approx(attn[99] + mlp[50], rel=0.1)
+    # no dropping curve at an output count: the separable fit, as before
+    assert fit_tied_rounds([(p[0], p[1], p[2]) for p in fit["pairs"]], [0] * len(fit["pairs"]), {2: 0.03}) is None
+    assert _fit_pairs(times, "merge", prefix=1)["fit"] == "separable"
 
 
 def test_round_price_in_tables_old_and_new(tables, tmp_path):

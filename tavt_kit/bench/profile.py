@@ -54,7 +54,7 @@ from ..models.token_merge import REDUCERS
 from .parts import PartRunners, make_part, part_plan
 from .runners import ModelRunners, torch_threads
 from .table import (TABLE_FORMAT, TABLE_VERSION, TABLE_VERSION_MERGE, LatencyTable, extra_merge_rounds,
-                    fit_separable_rounds, isotonic)
+                    fit_separable_rounds, fit_tied_rounds, isotonic)
 from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
 from .backends import (EXPORTED_BACKENDS, Runner, check_target, deployed_module, release, set_compile_limits,
                        with_threads)
@@ -333,17 +333,21 @@ def _rescale_groups(times: Dict[tuple, float], anchor_times, anchor_key) -> Dict
     return drift
 
 
-def _fit_pairs(times, kind: str, prefix: int = 0) -> Dict[str, Any]:
+def _fit_pairs(times, kind: str, prefix: int = 0, tie_out: Optional[Dict[int, float]] = None) -> Dict[str, Any]:
     """The two curves of a reducing block fitted to its measured pairs, the pairs and the separability.
 
     A merging block is fitted to the pairs that merge only (``L_out < L_in``): one that merges nothing skips the
     matching and costs a plain block's time, and with it in the fit the curves went negative at few tokens
     (searched int8 picks that merge were predicted at 0.58-0.71 of their timed latency). Its bipartite rounds
     after the first are priced on their own (``round_ms``, :func:`~tavt_kit.bench.table.fit_separable_rounds`;
-    ``prefix``: the prefix tokens in ``L``); each pair lists how many it ran."""
+    ``prefix``: the prefix tokens in ``L``); each pair lists how many it ran. With ``tie_out`` (the dropping
+    blocks' MLP curve) a merging block's output side is that curve (:func:`~tavt_kit.bench.table.fit_tied_rounds`)
+    and ``"fit"`` says ``"mlp-tied"``."""
     pairs = [(k[1], k[2], times[k]) for k in times if k[0] == kind and (kind != "merge" or k[2] < k[1])]
     rounds = {(li, lo): extra_merge_rounds(li - prefix, lo - prefix) if kind == "merge" else 0 for li, lo, _ in pairs}
-    ins, attn, outs, mlp, round_ms = fit_separable_rounds(pairs, [rounds[li, lo] for li, lo, _ in pairs])
+    extra = [rounds[li, lo] for li, lo, _ in pairs]
+    tied = fit_tied_rounds(pairs, extra, tie_out) if kind == "merge" and tie_out else None
+    ins, attn, outs, mlp, round_ms = tied or fit_separable_rounds(pairs, extra)
     attn_m, mlp_m = isotonic(attn), isotonic(mlp)
     ai = dict(zip(ins, attn_m))
     mi = dict(zip(outs, mlp_m))
@@ -355,6 +359,7 @@ def _fit_pairs(times, kind: str, prefix: int = 0) -> Dict[str, Any]:
                             "max_abs_rel": max(abs(r) for r in rel), "pairs": len(rel)}}
     if kind == "merge":
         out["round_ms"] = round_ms
+        out["fit"] = "mlp-tied" if tied else "separable"
     return out
 
 
@@ -395,17 +400,20 @@ def _assemble(ident, grid, times, target: DeploymentTarget, exporter, compile_ba
     }
     if ("head_nodrop", P + N) in times:
         data["head_nodrop_ms"] = times[("head_nodrop", P + N)]
+    tie_out = None
     if "drop" in reducers:
         fit = _fit_pairs(times, "drop")
         data.update(attn_ms=fit["in"], mlp_ms=fit["out"], pairs=fit["pairs"], separability=fit["separability"])
+        tie_out = dict(zip(fit["out"]["tokens"], fit["out"]["ms"]))
     if reducers != ("drop",):
         data["reducers"] = list(reducers)
     if "merge" in reducers:
-        fit = _fit_pairs(times, "merge", P)
+        fit = _fit_pairs(times, "merge", P, tie_out)
         data.update(merge_attn_ms=fit["in"], merge_mlp_ms=fit["out"], merge_round_ms=fit["round_ms"],
-                    merge_pairs=fit["pairs"], merge_separability=fit["separability"])
+                    merge_pairs=fit["pairs"], merge_separability=fit["separability"], merge_fit=fit["fit"])
         data["method"] += "; merging blocks: merge_attn(L_in) + merge_mlp(L_out) + round_ms per bipartite round " \
-                          "after the first" + (
+                          "after the first" + (" (merge_mlp = the dropping blocks' mlp)" if fit["fit"] == "mlp-tied"
+                                               else "") + (
             ", timed with the size bias; prop(L) for blocks after a merge (proportional attention)"
             if ident.get("prop_attn") else "")
         prop_raw = [times[("prop", L)] for L in plain_L] if ("prop", plain_L[0]) in times else None
