@@ -16,11 +16,17 @@ short keeps what it finished; a stage that would start after ``--deadline-s`` is
   mixed schedules, batch 1 and 32, fp16 and bf16 (weights cast), on torch eager, the same captured once as a
   CUDA graph (``torch-cudagraph``) and ONNX Runtime's CUDA provider where it is installed; every schedule of one
   (runtime, precision) timed round-robin in one process. Realised speed-up = speed-up / MAC reduction.
+* ``latency_cls``: the same with EViT's class-row scorer (keeps the fused attention kernel), plus EViT 0.5, on
+  torch eager and captured graphs at fp16.
+* ``latency_compile``: batch 1, EViT's scorer: each schedule compiled by inductor and then captured as a CUDA
+  graph (what ``torch.compile(mode="reduce-overhead")`` does), round-robin beside the captured eager graphs.
 * ``table``: a latency table profiled on the GPU (torch eager, fp32, batch 32; drop and merge), with its
-  median prediction error on 10 random schedules timed whole; then one for batch 1 at fp16 on
-  ``torch-cudagraph``.
+  median prediction error on 10 random schedules timed whole; ``table_b1``: one for batch 1 at fp16 on
+  ``torch-cudagraph`` (EViT's scorer).
 * ``search``: ``fgvc-kit search --latency-table`` (the fp32 table) on the distilled supernet under a budget of
-  0.6 of its full model, with ``--remeasure`` on the GPU, candidates scored on the GPU.
+  0.6 of its full model, with ``--remeasure`` on the GPU, candidates scored on the GPU; ``search_b1``: the same
+  on the batch-1 table.
+* ``suite``: the test suite but the CUDA and NNCF marks, failures named as they happen.
 * ``evaluator``: candidates per minute of the search's evaluator on 600 held-out images at 448 against a plain
   loop that runs each candidate's whole forward on the same decoded images, fp32 and bf16 autocast.
 """
@@ -503,7 +509,9 @@ def stage_suite(run: Run) -> dict:
     run.say(f"suite: {' '.join(cmd[1:])} (at most {limit:.0f} s)")
     t = time.perf_counter()
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=limit)
+        # one thread per worker: 15 workers of 16 threads each ran the suite to 66 % in 290 s on the H200 machine
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=limit, env=env)
         text, finished = p.stdout + p.stderr, True
     except subprocess.TimeoutExpired as e:
         text = (e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or "")
