@@ -127,7 +127,7 @@ def test_more_processes_than_gpus_run_on_the_cpu_under_auto_and_are_refused_on_c
 
     # found on a one-GPU machine: auto gave local rank 1 cuda:1 and torch failed with "invalid device ordinal"
     assert init_distributed("auto")[2] == torch.device("cpu") and one_gpu == []
-    with pytest.raises(ConfigError, match="1 CUDA device.*nproc_per_node"):
+    with pytest.raises(ConfigError, match="1 CUDA device.*at most 1 process"):
         init_distributed("cuda:1")
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")

@@ -44,8 +44,8 @@ def init_distributed(device: Optional[str] = None) -> Tuple[int, int, torch.devi
                 dev = torch.device(f"cuda:{local if world > 1 else torch.cuda.current_device()}")
             if dev.index >= gpus:
                 raise ConfigError(f"device={device!r}: this node has {gpus} CUDA device(s) and this is local rank "
-                                  f"{local} of {local_world_size()}; start at most {gpus} process(es) per node "
-                                  "(torchrun --nproc_per_node), or use device='cpu'")
+                                  f"{local} of {local_world_size()}; start at most {gpus} process(es) per node, "
+                                  "or use device='cpu'")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
