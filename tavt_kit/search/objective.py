@@ -183,6 +183,8 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
                 why = "profiled before merging blocks were calibrated on whole models"
             if why is None and "merge" in reducers and "merge_round_ms" not in t.data:
                 why = "profiled before merges were priced per bipartite round"
+            if why is None and "merge" in reducers and "drop" in t.reducers and "merge_fit" not in t.data:
+                why = "profiled before merging blocks were priced with the dropping blocks' MLP"
             if why is None and t.data.get("calibration") and "calibration_fit" not in t.data:
                 why = "calibrated near the full model only, which mispredicts deep schedules"
             pairs = t.data.get("merge_pairs") or ()
