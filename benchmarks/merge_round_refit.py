@@ -1,13 +1,15 @@
-"""A latency table's merging blocks fitted again from its own recorded timings, with and without a price per
-bipartite round: how well each predicts the whole models the table timed (anchors and random schedules).
+"""A latency table's merging blocks fitted again from its own recorded timings, three ways (curves alone, a price
+per bipartite round, the MLP tied to the dropping blocks'): how well each predicts the whole models the table timed
+(anchors and random schedules).
 
     python benchmarks/merge_round_refit.py TABLE.json [TABLE.json ...] [--search SEARCH_JSON ...]
 
 Nothing is timed: the table's merging pairs, calibration anchors and validation schedules were timed when it was
 profiled. For each table the merging curves are fitted as before rounds were priced (``merge_attn(L_in) +
-merge_mlp(L_out)``, made non-decreasing) and with ``merge_round_ms`` per round after the first
-(:func:`tavt_kit.bench.table.fit_separable_rounds`); the whole-model calibration is fitted again on the
-anchors for each (:func:`tavt_kit.bench.calibration.fit_calibration`), and the validation schedules are
+merge_mlp(L_out)``, made non-decreasing), with ``merge_round_ms`` per round after the first
+(:func:`tavt_kit.bench.table.fit_separable_rounds`), and with ``merge_mlp`` tied to the dropping blocks' ``mlp``
+curve (:func:`tavt_kit.bench.table.fit_tied_rounds`, what ``bench profile`` fits now); the whole-model
+calibration is fitted again on the anchors for each (:func:`tavt_kit.bench.calibration.fit_calibration`), and the validation schedules are
 predicted. Printed per table: the fit on the merging pairs (rms), on the anchors (rms) and the validation's
 median, max and mean error. With ``--search``, the schedules those searches timed on the target (picks, those
 timed over their budget, training-free deployables: :func:`merge_table_fit.timed_entries`) are predicted too,
