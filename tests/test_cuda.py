@@ -139,6 +139,22 @@ def test_a_captured_cuda_graph_replays_the_eager_forward(precision):
     assert rep.timing == "cuda-events" and rep.result("schedule 1", 1).stats.p50 > 0
 
 
+def test_torch_compile_on_cuda_is_captured_and_replays_the_eager_forward():
+    """backend=torch-compile on CUDA: inductor's kernels captured once as a CUDA graph (reduce-overhead)."""
+    from tavt_kit.bench.runners import ModelRunners
+
+    model = tiny().cuda()
+    x = torch.randn(2, 3, 32, 32)
+    eager = ModelRunners(model, DeploymentTarget(backend="torch", device="cuda", precision="fp16"))
+    compiled = ModelRunners(model, DeploymentTarget(backend="torch-compile", device="cuda", precision="fp16"))
+    s = model.make_schedule([12, 8, 4])
+    r = compiled.runner(s, x)
+    with torch.inference_mode():
+        want = eager.runner(s, x)().float()
+    assert (r().float() - want).abs().max() <= 1e-2 * want.abs().max()
+    assert r.info["captured"] == "cuda-graph" and r.info["compile_backend"] == "inductor" and r.timer() > 0
+
+
 def test_a_latency_table_profiles_on_cuda_graphs_at_fp16():
     from tavt_kit.bench.profile import profile_latency
 

@@ -19,8 +19,8 @@ from torch import nn
 from ..models.token_drop import TokenState, attention_with_scores, drop_block_forward
 from ..models.token_merge import biased_block_forward, merge_block_forward, size_bias
 from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
-from .backends import (Runner, compile_module, cudagraph_runner, file_runner, quantized_for_latency, run_compiled_once,
-                       torch_dtype_of, torch_runner)
+from .backends import (Runner, compile_module, compiled_runner, cudagraph_runner, file_runner, quantized_for_latency,
+                       run_compiled_once, torch_dtype_of, torch_runner)
 
 
 #: scores closer than this (relative to the largest) at a dropping part's keep boundary are a near tie
@@ -193,7 +193,7 @@ class PartRunners:
                 compiled = compile_module(module, self.compile_backend)
                 with torch.inference_mode():
                     run_compiled_once(lambda: compiled(xd))
-                return torch_runner(lambda: compiled(xd), device)
+                return compiled_runner(lambda: compiled(xd), device)
             if backend == "torch-cudagraph":
                 return cudagraph_runner(lambda: module(xd), device)
             return torch_runner(lambda: module(xd), device)

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from ..target import DeploymentTarget, Precision
-from .backends import (EXPORTED_BACKENDS, Runner, compile_module, cudagraph_runner, deployed_module, file_runner,
-                       quantized_for_latency, run_compiled_once, torch_dtype_of, torch_runner)
+from .backends import (EXPORTED_BACKENDS, Runner, compile_module, compiled_runner, cudagraph_runner, deployed_module,
+                       file_runner, quantized_for_latency, run_compiled_once, torch_dtype_of, torch_runner)
 from .identity import short_counts
 
 
@@ -161,8 +161,8 @@ class ModelRunners:
             self._say(f"compiling {short_counts(counts)} (batch {b})")
             with torch.inference_mode():
                 run_compiled_once(lambda: compiled(xd))
-            r = torch_runner(lambda: compiled(xd), device)
-            r.info = {"compile_backend": self.compile_backend, "precision_used": self.target.precision}
+            r = compiled_runner(lambda: compiled(xd), device)
+            r.info.update(compile_backend=self.compile_backend, precision_used=self.target.precision)
             return r
         path = self.exported_file(schedule)
         if backend == "openvino" and self.target.precision == Precision.INT8:
