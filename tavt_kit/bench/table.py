@@ -223,13 +223,22 @@ def fit_tied_rounds(pairs: Sequence[Tuple[int, int, float]], extra_rounds: Seque
         A[r, ii[li]] = 1.0
         A[r, -1] = float(extra_rounds[r])
     round_ms = 0.0
-    if any(extra_rounds):
+    # the round price needs pairs beyond the unknowns: fitted exactly (a grid of 3), it followed the noise of one
+    # pair, and the input side went so negative that a merging schedule was predicted below zero
+    if any(extra_rounds) and len(pairs) > A.shape[1] and np.linalg.matrix_rank(A) == A.shape[1]:
         sol = _robust_lstsq(A, t, known)
         round_ms = float(sol[-1])
-    if round_ms <= 0:  # no pair with several rounds, or noise priced them below zero: no round price
+    if round_ms <= 0:  # not determined, or noise priced a round below zero: no round price
         sol = _robust_lstsq(A[:, :-1], t, known)
         round_ms = 0.0
-    return ins, [float(v) for v in sol[:len(ins)]], outs, [float(out_ms[o]) for o in outs], round_ms
+    attn = [float(v) for v in sol[:len(ins)]]
+    # every one-round merge the grid can express (at most half merged) must cost more than nothing, or the
+    # separable fit prices the table
+    for li in ins:
+        for lo in outs:
+            if lo < li <= 2 * lo - 1 and attn[ii[li]] + out_ms[lo] <= 0:
+                return None
+    return ins, attn, outs, [float(out_ms[o]) for o in outs], round_ms
 
 
 # ------------------------------------------------------------------------ checks
