@@ -259,8 +259,8 @@ def stage_latency_compile(run: Run) -> dict:
     """Batch 1, EViT's class-row scorer: each schedule compiled by inductor (kernels fused, static shapes) and then
     captured as a CUDA graph (what ``torch.compile(mode="reduce-overhead")`` does), timed round-robin beside the
     same schedules captured without compiling, in one process."""
-    from tavt_kit.bench.backends import (compile_module, cudagraph_runner, run_compiled_once, set_compile_limits,
-                                         torch_runner)
+    from tavt_kit.bench.backends import (compile_module, compiled_runner, cudagraph_runner, run_compiled_once,
+                                         set_compile_limits, torch_runner)
     from tavt_kit.bench.runners import _AtSchedule
     from tavt_kit.models import count_macs
 
@@ -274,11 +274,11 @@ def stage_latency_compile(run: Run) -> dict:
     model = model.to(a.device, dtype)
     x = torch.randn(1, 3, img_size(a), img_size(a), device=a.device, dtype=dtype)
     set_compile_limits(64)
-    capture = (lambda call: cudagraph_runner(call, a.device)) if gpu else (lambda call: torch_runner(call, a.device))
+    capture = cudagraph_runner if gpu else torch_runner
     runners, notes, compile_s = {}, [], {}
     with torch.inference_mode():
         for k in labels:
-            runners[("graph", k)] = capture(lambda s=scheds[k]: model(x, drop=s))
+            runners[("graph", k)] = capture(lambda s=scheds[k]: model(x, drop=s), a.device)
         for k in labels:
             if run.left() < 40:
                 notes.append(f"compile {k}: skipped, past the deadline")
@@ -287,7 +287,7 @@ def stage_latency_compile(run: Run) -> dict:
             try:
                 c = compile_module(_AtSchedule(model, scheds[k]), "inductor" if gpu else "eager")
                 run_compiled_once(lambda c=c: c(x))
-                runners[("compiled+graph", k)] = capture(lambda c=c: c(x))
+                runners[("compiled+graph", k)] = compiled_runner(lambda c=c: c(x), a.device)  # as backend torch-compile
             except Exception as e:
                 notes.append(f"compile {k}: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
                 run.say(notes[-1])
@@ -525,8 +525,7 @@ def stage_suite(run: Run) -> dict:
             "tail": text.strip().splitlines()[-1:] if text.strip() else []}
 
 
-FUNCS = {"env": stage_env, "latency_cls": stage_latency_cls, "latency_compile": stage_latency_compile, "suite": stage_suite, "train": stage_train, "latency": stage_latency, "table": stage_table,
-         "search": stage_search, "search_b1": stage_search_b1, "evaluator": stage_evaluator, "table_b1": stage_table_b1}
+FUNCS = {name: globals()[f"stage_{name}"] for name in STAGES}
 
 
 def summary(doc: dict) -> str:

@@ -4,10 +4,11 @@ per-node profiling (``PERF_COUNT``), for the full model and for dropping and mer
     python benchmarks/node_profile.py [--checkpoint CKPT] [--scorer tavt|cls] [--batch 1] [--precision fp32]
 
 The model: fgvc_tiny at 64 px with patch 4 (256 patch tokens, width 96; the latency half of the reference
-benchmark; ``--config`` picks another of ``reduction_latency.py``), random weights unless ``--checkpoint``. Schedules: full, and dropping and merging at about 2x and
-4x fewer MACs (the same keep ratio at every block, as ``row_gather.py`` picks them). Printed per schedule: the
-summed per-node time per call (which leaves out the call's own overhead) beside the call's wall time, and the
-node types that cost most, with their count in the graph and their time per call. A node type a reduced schedule
+benchmark; ``--config`` picks another of ``reduction_latency.py``), random weights unless ``--checkpoint``.
+Schedules: full, and dropping and merging at about 2x and 4x fewer MACs (the same keep ratio at every block, as
+``row_gather.py`` picks them), timed round-robin. Printed per schedule: the median wall time per call, its
+realised speed-up, the median summed per-node time (which leaves out the call's own overhead), and the node types
+that cost most, with their count in the graph and their median time per call. A node type a reduced schedule
 adds (TopK, Gather, ScatterElementsUpdate) is time no MAC count sees.
 """
 from __future__ import annotations
@@ -24,17 +25,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def compiled_request(xml: str, x, threads: int):
-    """An infer request of ``xml`` at ``x``'s static shape, compiled as fgvc-kit compiles files for timing, with
-    OpenVINO's per-node profiling on."""
+    """An infer request of ``xml`` at ``x``'s static shape, compiled as fgvc-kit compiles files for timing
+    (:func:`tavt_kit.export.openvino.compile_openvino`: the f32 hint, so an int8 file's quantised nodes run int8 and
+    the rest f32), with OpenVINO's per-node profiling on."""
     import openvino as ov
 
-    core = ov.Core()
-    model = core.read_model(xml)
-    model.reshape({model.inputs[0].get_any_name(): list(x.shape)})
-    # the f32 hint, as fgvc-kit times files: an int8 file's quantised nodes run int8, the rest f32
-    cfg = {"PERF_COUNT": "YES", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-           "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    req = core.compile_model(model, "CPU", cfg).create_infer_request()
+    from tavt_kit.export.openvino import compile_openvino
+
+    compiled, _ = compile_openvino(xml, "cpu", threads=threads, shape=list(x.shape), extra={"PERF_COUNT": "YES"})
+    req = compiled.create_infer_request()
     req.set_input_tensor(ov.Tensor(x))
     for _ in range(10):
         req.infer()
@@ -90,8 +89,8 @@ def main(argv=None) -> int:
     H, W = model.patch_embed.img_size
     x = torch.randn(args.batch, 3, H, W).numpy()
     work = tempfile.mkdtemp(prefix="node-profile-")
-    print(f"fgvc_tiny {args.config if not args.checkpoint else args.checkpoint} ({model.num_patches} patches), scorer {args.scorer}, OpenVINO CPU {args.precision}, "
-          f"batch {args.batch}, {args.threads} thread(s), {args.calls} profiled calls")
+    print(f"fgvc_tiny {args.checkpoint or args.config} ({model.num_patches} patches), scorer {args.scorer}, "
+          f"OpenVINO CPU {args.precision}, batch {args.batch}, {args.threads} thread(s), {args.calls} profiled calls")
     requests, reds = {}, {}
     for name, (s, red) in schedules(model, [float(v) for v in args.reductions.split(",")]).items():
         stem = os.path.join(work, name.replace(" ", "_"))

@@ -446,18 +446,13 @@ def test_a_cached_merge_table_from_before_round_prices_is_profiled_again(tables,
     from tavt_kit.search.objective import profiled_table, table_file_name
 
     both, _ = tables
-    old = {k: v for k, v in both.to_dict().items() if k != "merge_round_ms"}
-    (tmp_path / table_file_name(EAGER)).write_text(json.dumps(old))
-    lines = []
-    t = profiled_table(tiny(reducer="merge"), EAGER, str(tmp_path), ("drop", "merge"), lines.append,
-                       dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02))
-    assert any("not reused" in s and "per bipartite round" in s for s in lines)
-    assert "merge_round_ms" in t.data
-    # a table whose merging blocks were fitted apart from the dropping blocks' MLP (before merge_fit) too
-    old = {k: v for k, v in both.to_dict().items() if k != "merge_fit"}
-    (tmp_path / table_file_name(EAGER)).write_text(json.dumps(old))
-    lines = []
-    t = profiled_table(tiny(reducer="merge"), EAGER, str(tmp_path), ("drop", "merge"), lines.append,
-                       dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02))
-    assert any("not reused" in s and "dropping blocks' MLP" in s for s in lines)
+    # before rounds were priced; before merging blocks were tied to the dropping blocks' MLP (no merge_fit)
+    for missing, why in (("merge_round_ms", "per bipartite round"), ("merge_fit", "dropping blocks' MLP")):
+        old = {k: v for k, v in both.to_dict().items() if k != missing}
+        (tmp_path / table_file_name(EAGER)).write_text(json.dumps(old))
+        lines = []
+        t = profiled_table(tiny(reducer="merge"), EAGER, str(tmp_path), ("drop", "merge"), lines.append,
+                           dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02))
+        assert any("not reused" in s and why in s for s in lines)
+        assert missing in t.data
     assert t.data["merge_fit"] == "mlp-tied"

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..errors import BackendError, ConfigError, ExportError, TavtKitError
 from ..files import disk_full_as_error, disk_full_error
@@ -133,7 +133,8 @@ def _device_name(device: str) -> str:
 
 def compile_openvino(model, device: str = "cpu", precision: str = "f32", threads: Optional[int] = None,
                      hint: str = "LATENCY", num_streams: int = 1,
-                     shape: Optional[Sequence[int]] = None) -> Tuple[Any, str]:
+                     shape: Optional[Sequence[int]] = None,
+                     extra: Optional[Mapping[str, Any]] = None) -> Tuple[Any, str]:
     """Compile an ``openvino.Model`` or an ``.xml``/``.onnx`` path; returns ``(compiled, precision used)``.
 
     Args:
@@ -141,6 +142,7 @@ def compile_openvino(model, device: str = "cpu", precision: str = "f32", threads
         threads: ``INFERENCE_NUM_THREADS`` (None = OpenVINO's default).
         hint: ``PERFORMANCE_HINT`` (``LATENCY`` for single-request timing).
         shape: fix the (first) input's shape before compiling (static shapes, e.g. ``[1, 65, 96]``).
+        extra: more OpenVINO properties (``{"PERF_COUNT": "YES"}`` for per-node profiling).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown OpenVINO precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
@@ -161,6 +163,7 @@ def compile_openvino(model, device: str = "cpu", precision: str = "f32", threads
         config["NUM_STREAMS"] = int(num_streams)
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
+    config.update(extra or {})
     try:
         compiled = c.compile_model(model, dev, config)
     except Exception as e:
