@@ -43,12 +43,33 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fitness_benchmark import combine, command  # noqa: E402
 from reference_benchmark import RECIPES, STATE_FILE, parent_at, read_json  # noqa: E402
 
-#: the model: fgvc_tiny overrides (64 px images, 256 patch tokens, width 96, 6 blocks)
-MODEL = dict(patch_size=4)
+#: the models (``--model``): fgvc_tiny overrides, and what it is. p4w96 realises 0.9-1.1 of a MAC reduction at
+#: batch 32; at batch 1 dropping on it realises 0.76-0.85 in fp32 and 0.61-0.76 in int8. c96p4w96 with EViT's
+#: ``cls`` scorer is the one whose dropping realises >= 0.8 at batch 1 in fp32 and int8 on the AMX Xeon
+#: (``docs/benchmarks/reduction_latency.md``, "Which model meets the precondition at batch 1"); cluttered-digits'
+#: 64 px images are resized to its 96 px.
+MODELS = {"p4w96": (dict(patch_size=4), "fgvc_tiny p4w96 (64 px, 256 patch tokens, width 96)"),
+          "c96p4w96": (dict(img_size=96, patch_size=4), "fgvc_tiny c96p4w96 (96 px, 576 patch tokens, width 96)")}
 #: the loss the headline accepts (points, paired point estimate against your model)
 ACCEPTED_LOSS = 0.5
 #: --smoke: a few images and steps, to check the whole flow in minutes
 SMOKE_DATA = ["--dataset-option", "train=256", "--dataset-option", "holdout=96", "--dataset-option", "test=96"]
+
+
+def same_model(args) -> None:
+    """Record ``--model`` and ``--scorer`` in ``--out`` on its first run; refuse a run that asks for others there
+    (its parents, supernets and searches would be taken for the other model's)."""
+    from tavt_kit.files import write_json
+
+    path, want = os.path.join(args.out, "model.json"), {"model": args.model, "scorer": args.scorer}
+    legacy = os.path.isdir(args.out) and any(d.startswith("seed") for d in os.listdir(args.out))
+    # a folder from before this record holds p4w96 with the tavt scorer
+    had = read_json(path) if os.path.isfile(path) else {"model": "p4w96", "scorer": "tavt"} if legacy else want
+    if had != want:
+        raise SystemExit(f"--out {args.out}: holds --model {had['model']} --scorer {had['scorer']}, not "
+                         f"--model {args.model} --scorer {args.scorer}; expected another --out")
+    if not os.path.isfile(path):
+        write_json(want, path)
 
 
 def parent_checkpoint(seed: int, args) -> str:
@@ -62,7 +83,8 @@ def parent_checkpoint(seed: int, args) -> str:
     init = os.path.join(args.out, f"seed{seed}", "init.safetensors")
     if not os.path.isfile(init):
         torch.manual_seed(seed)
-        tavt_kit.save_checkpoint(tavt_kit.create_model("fgvc_tiny", num_classes=10, **MODEL), init)
+        tavt_kit.save_checkpoint(tavt_kit.create_model("fgvc_tiny", num_classes=10, scorer=args.scorer,
+                                                       **MODELS[args.model][0]), init)
     resume = ["--resume"] if os.path.isfile(os.path.join(d, STATE_FILE)) else []
     command("train", resume + ["--checkpoint", init, "--dataset", "cluttered-digits", "--seed", str(seed),
                                "--steps", str(args.train_steps), "--out", d, "--device", args.device]
@@ -75,7 +97,7 @@ def supernet_checkpoint(seed: int, parent: str, args) -> str:
     if not os.path.isfile(os.path.join(d, "results.json")):
         resume = ["--resume"] if os.path.isfile(os.path.join(d, STATE_FILE)) else []
         command("distill", resume + ["--checkpoint", parent, "--seed", str(seed), "--out", d,
-                                     "--bound", str(args.bound),
+                                     "--bound", str(args.bound), "--scorer", args.scorer,
                                      "--steps", str(args.steps), "--warmup-steps", str(max(1, args.steps // 10)),
                                      "--device", args.device] + RECIPES["default"]
                 + (["--batch-size", "16"] if args.smoke else []))
@@ -262,7 +284,7 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
         full_precisions[p] = {"test_accuracy": known["test_accuracy"], "vs_parent": known["vs_parent"],
                               "ms": ms[("full", p)], "speedup": ref_ms / ms[("full", p)]}
     out = {"seed": seed, "batch": batch, "threads": args.threads,
-           "model": "fgvc_tiny p4w96 (64 px, 256 patch tokens, width 96)",
+           "model": MODELS[args.model][1], "scorer": args.scorer,
            "precisions": args.precisions,
            "parent": {"test_accuracy": doc["parent"]["test_accuracy"], "ms": ref_ms},
            "parent_at": full_precisions,
@@ -456,8 +478,17 @@ def main(argv=None) -> int:
                     help="the search does not also search schedules on your model's own weights (searched_parent)")
     ap.add_argument("--ship-confidence", type=float, default=None,
                     help="the recommendation's ship_confidence; its files and search folder are named with it")
-    ap.add_argument("--out", default=os.path.join("runs", "latency-reference"))
+    ap.add_argument("--model", choices=tuple(MODELS), default="p4w96",
+                    help="the model (c96p4w96: the one whose token drop turns into latency at batch 1 in fp32 and "
+                         "int8 on an AMX CPU, with --scorer cls)")
+    ap.add_argument("--scorer", choices=("tavt", "cls"), default="tavt",
+                    help="the supernet's drop scorer (cls: EViT's class row, which keeps the fused attention)")
+    ap.add_argument("--out", help="default: runs/latency-reference, with the model and scorer where not the defaults")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = os.path.join("runs", "latency-reference" + ("" if (args.model, args.scorer) == ("p4w96", "tavt")
+                                                               else f"-{args.model}-{args.scorer}"))
+    same_model(args)
     args.fractions = [float(v) for v in args.fractions.split(",")]
     args.precisions = [v.strip() for v in args.precisions.split(",")]
     if args.precisions[0] != "fp32":

@@ -21,6 +21,9 @@ CONFIGS = {  # name -> (create_model overrides of fgvc_tiny, what it is)
     "p4w96": (dict(patch_size=4), "64 px, patch 4 (256 tokens), width 96, 6 blocks"),
     "p4w192": (dict(patch_size=4, embed_dim=192, num_heads=3), "64 px, patch 4 (256 tokens), width 192, 6 blocks"),
     "c128w192": (dict(img_size=128, embed_dim=192, num_heads=3), "128 px, patch 8 (256 tokens), width 192, 6 blocks"),
+    "p4w384": (dict(patch_size=4, embed_dim=384, num_heads=6), "64 px, patch 4 (256 tokens), width 384, 6 blocks"),
+    "p2w96": (dict(patch_size=2), "64 px, patch 2 (1024 tokens), width 96, 6 blocks"),
+    "c96p4w96": (dict(img_size=96, patch_size=4), "96 px, patch 4 (576 tokens), width 96, 6 blocks"),
 }
 
 
@@ -46,12 +49,12 @@ def schedules_for(model, reductions):
     return out
 
 
-def measure_config(name, reductions, batches, precisions, budget_s, threads):
+def measure_config(name, reductions, batches, precisions, budget_s, threads, scorer="tavt"):
     import tavt_kit
     from tavt_kit.bench import TimingPolicy, measure_schedules
 
     overrides, _ = CONFIGS[name]
-    model = tavt_kit.create_model("fgvc_tiny", num_classes=10, **overrides).eval()
+    model = tavt_kit.create_model("fgvc_tiny", num_classes=10, scorer=scorer, **overrides).eval()
     scheds = schedules_for(model, reductions)
     rows = {}
     for batch in batches:
@@ -88,14 +91,18 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--budget-s", type=float, default=1.5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--scorer", choices=("tavt", "cls"), default="tavt",
+                    help="the drop scorer (tavt needs the explicit attention matrix; cls keeps the fused attention)")
     args = ap.parse_args(argv)
     reductions = [float(x) for x in args.reductions.split(",")]
     batches = [int(x) for x in args.batches.split(",")]
     precisions = args.precisions.split(",")
-    lines = ["OpenVINO on this CPU, median latency per batch; (realised) = speed-up over the full model at the same "
+    lines = [f"scorer {args.scorer}; OpenVINO on this CPU, median latency per batch; (realised) = speed-up over the "
+             "full model at the same "
              "batch and precision / MAC reduction"]
     for name in args.configs.split(","):
-        model, scheds, rows = measure_config(name, reductions, batches, precisions, args.budget_s, args.threads)
+        model, scheds, rows = measure_config(name, reductions, batches, precisions, args.budget_s, args.threads,
+                                             args.scorer)
         lines += report(name, model, scheds, rows, batches, precisions)
         print("\n".join(lines[-len(scheds) - 2:]), flush=True)
     print("\n".join(lines))

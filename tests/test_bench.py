@@ -409,3 +409,24 @@ def test_dropping_parts_of_a_random_model_export_despite_near_tied_scores(tmp_pa
     fused = DropPart(m.blocks[0], keep, P, N, True, m.scorer, True)
     y = torch.randn(1, P + N + 1, m.embed_dim)
     assert torch.equal(fused.all_kept(y)[:, -1], y[:, -1]) and fused.all_kept(y).shape[1] == P + keep + 1
+
+
+@pytest.mark.parametrize("scorer", ["tavt", "cls"])
+def test_dropping_parts_export_without_a_branch_openvino_refuses(tmp_path, scorer):
+    """A part's token axis is dynamic; EViT's class row squeezed its size-1 axis, which the exporter cannot prove
+    is 1 there and wrote as an ONNX ``If``. OpenVINO's CPU plugin refuses an ``If`` of dynamic rank, so NNCF failed
+    to quantise every ``cls`` part of an int8 latency table."""
+    import onnx
+
+    from tavt_kit.bench.parts import DropPart, verify_inputs
+    from tavt_kit.export.onnx import export_module
+
+    torch.manual_seed(0)
+    m = tavt_kit.create_model("fgvc_tiny", num_classes=4, depth=2, img_size=32, scorer=scorer).eval()
+    P, N, keep = int(m.num_prefix_tokens), int(m.num_patches), 8
+    part = DropPart(m.blocks[0], keep, P, N, False, m.scorer, False)
+    x = torch.randn(2, P + N, m.embed_dim)
+    res = export_module(part, x, tmp_path / "drop.onnx", exporter="torchscript", dynamic_axes={0: "batch", 1: "tokens"},
+                        output_axes={0: "batch"}, dim_min={0: 1, 1: P + keep}, verify_inputs=verify_inputs(part, x))
+    ops = {n.op_type for n in onnx.load(res.path).graph.node}
+    assert "TopK" in ops and "If" not in ops

@@ -22,9 +22,9 @@ OV = DeploymentTarget(backend="openvino")
 EAGER = DeploymentTarget(backend="torch")
 
 
-def tiny():
+def tiny(scorer="tavt"):
     torch.manual_seed(0)
-    return tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32).eval()
+    return tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32, scorer=scorer).eval()
 
 
 @pytest.fixture
@@ -35,8 +35,9 @@ def no_native_low_precision(monkeypatch):
     monkeypatch.setattr(ov, "device_capabilities", lambda device="cpu": ("FP32", "INT8"))
 
 
-def test_int8_table_is_profiled_from_quantised_parts_and_knows_its_precision():
-    m = tiny()
+@pytest.mark.parametrize("scorer", ["tavt", "cls"])  # cls: its parts once exported an If that NNCF could not run
+def test_int8_table_is_profiled_from_quantised_parts_and_knows_its_precision(scorer):
+    m = tiny(scorer)
     table = profile_latency(m, target=OV.with_(precision="int8"), grid=3, policy=QUICK, calibrate=False)
     assert table.precision == "int8" and table.target.precision == "int8" and table.target.backend == "openvino"
     assert table.data["target"]["int8"]["calibration"] == "random inputs (latency only)"

@@ -68,11 +68,13 @@ def attention_with_info(attn: nn.Module, x: torch.Tensor, scorer: Optional[str],
         row = (q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)
         if bias is not None:
             row = row + bias
-        row = row.softmax(dim=-1).mean(dim=1).squeeze(1)  # B, N
+        # [:, 0], not squeeze(1): the exporter cannot prove the size 1 where the tokens are a dynamic axis and
+        # writes an ONNX If, which OpenVINO's CPU plugin refuses (NNCF's int8 statistics of a latency table part)
+        row = row.softmax(dim=-1).mean(dim=1)[:, 0]  # B, N
         if scorer == "cls":
             info["drop"] = row
         if maws:
-            col = ((q * attn.scale) @ k[:, :, :1].transpose(-2, -1)).softmax(dim=-2).mean(dim=1).squeeze(-1)
+            col = ((q * attn.scale) @ k[:, :, :1].transpose(-2, -1)).softmax(dim=-2).mean(dim=1)[..., 0]
             info["maws"] = row * col
     out = out.transpose(1, 2).reshape(B, N, H * hd)
     out = attn.norm(out)
