@@ -50,6 +50,8 @@ from reference_benchmark import RECIPES, STATE_FILE, parent_at, read_json  # noq
 #: 64 px images are resized to its 96 px.
 MODELS = {"p4w96": (dict(patch_size=4), "fgvc_tiny p4w96 (64 px, 256 patch tokens, width 96)"),
           "c96p4w96": (dict(img_size=96, patch_size=4), "fgvc_tiny c96p4w96 (96 px, 576 patch tokens, width 96)")}
+#: the model and scorer of the runs before ``--model``/``--scorer`` (their folders have no record of them)
+DEFAULT_MODEL = {"model": "p4w96", "scorer": "tavt"}
 #: the loss the headline accepts (points, paired point estimate against your model)
 ACCEPTED_LOSS = 0.5
 #: --smoke: a few images and steps, to check the whole flow in minutes
@@ -62,9 +64,12 @@ def same_model(args) -> None:
     from tavt_kit.files import write_json
 
     path, want = os.path.join(args.out, "model.json"), {"model": args.model, "scorer": args.scorer}
-    legacy = os.path.isdir(args.out) and any(d.startswith("seed") for d in os.listdir(args.out))
-    # a folder from before this record holds p4w96 with the tavt scorer
-    had = read_json(path) if os.path.isfile(path) else {"model": "p4w96", "scorer": "tavt"} if legacy else want
+    if os.path.isfile(path):
+        had = read_json(path)
+    elif os.path.isdir(args.out) and any(d.startswith("seed") for d in os.listdir(args.out)):
+        had = DEFAULT_MODEL  # a folder from before this record
+    else:
+        had = want
     if had != want:
         raise SystemExit(f"--out {args.out}: holds --model {had['model']} --scorer {had['scorer']}, not "
                          f"--model {args.model} --scorer {args.scorer}; expected another --out")
@@ -478,16 +483,16 @@ def main(argv=None) -> int:
                     help="the search does not also search schedules on your model's own weights (searched_parent)")
     ap.add_argument("--ship-confidence", type=float, default=None,
                     help="the recommendation's ship_confidence; its files and search folder are named with it")
-    ap.add_argument("--model", choices=tuple(MODELS), default="p4w96",
+    ap.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL["model"],
                     help="the model (c96p4w96: the one whose token drop turns into latency at batch 1 in fp32 and "
                          "int8 on an AMX CPU, with --scorer cls)")
-    ap.add_argument("--scorer", choices=("tavt", "cls"), default="tavt",
+    ap.add_argument("--scorer", choices=("tavt", "cls"), default=DEFAULT_MODEL["scorer"],
                     help="the supernet's drop scorer (cls: EViT's class row, which keeps the fused attention)")
     ap.add_argument("--out", help="default: runs/latency-reference, with the model and scorer where not the defaults")
     args = ap.parse_args(argv)
     if args.out is None:
-        args.out = os.path.join("runs", "latency-reference" + ("" if (args.model, args.scorer) == ("p4w96", "tavt")
-                                                               else f"-{args.model}-{args.scorer}"))
+        own = {"model": args.model, "scorer": args.scorer} != DEFAULT_MODEL
+        args.out = os.path.join("runs", "latency-reference" + (f"-{args.model}-{args.scorer}" if own else ""))
     same_model(args)
     args.fractions = [float(v) for v in args.fractions.split(",")]
     args.precisions = [v.strip() for v in args.precisions.split(",")]

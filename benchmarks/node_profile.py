@@ -22,6 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reduction_latency import CONFIGS  # noqa: E402
 
 
 def compiled_request(xml: str, x, threads: int):
@@ -64,8 +65,7 @@ def medians(calls):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", help="default: a randomly initialised p4w96 fgvc_tiny (latency only)")
-    ap.add_argument("--config", default="p4w96", help="a model of reduction_latency.py (tiny64, p4w96, p4w192, "
-                    "c128w192)")
+    ap.add_argument("--config", default="p4w96", choices=tuple(CONFIGS), help="a model of reduction_latency.py")
     ap.add_argument("--scorer", choices=("tavt", "cls"), default="tavt")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
@@ -77,7 +77,6 @@ def main(argv=None) -> int:
     import torch
 
     import tavt_kit
-    from reduction_latency import CONFIGS
     from row_gather import schedules
     from tavt_kit.bench.backends import quantized_for_latency
     from tavt_kit.export.onnx import export_onnx

@@ -94,12 +94,14 @@ def main(argv=None) -> int:
     ap.add_argument("--scorer", choices=("tavt", "cls"), default="tavt",
                     help="the drop scorer (tavt needs the explicit attention matrix; cls keeps the fused attention)")
     args = ap.parse_args(argv)
+    unknown = [c for c in args.configs.split(",") if c not in CONFIGS]
+    if unknown:
+        ap.error(f"--configs {','.join(unknown)}: expected names among {', '.join(CONFIGS)}")
     reductions = [float(x) for x in args.reductions.split(",")]
     batches = [int(x) for x in args.batches.split(",")]
     precisions = args.precisions.split(",")
     lines = [f"scorer {args.scorer}; OpenVINO on this CPU, median latency per batch; (realised) = speed-up over the "
-             "full model at the same "
-             "batch and precision / MAC reduction"]
+             "full model at the same batch and precision / MAC reduction"]
     for name in args.configs.split(","):
         model, scheds, rows = measure_config(name, reductions, batches, precisions, args.budget_s, args.threads,
                                              args.scorer)
