@@ -486,7 +486,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL["model"],
                     help="the model (c96p4w96: the one whose token drop turns into latency at batch 1 in fp32 and "
                          "int8 on an AMX CPU, with --scorer cls)")
-    ap.add_argument("--scorer", choices=("tavt", "cls"), default=DEFAULT_MODEL["scorer"],
+    ap.add_argument("--scorer", choices=("tavt", "cls", "tavt-sampled"), default=DEFAULT_MODEL["scorer"],
                     help="the supernet's drop scorer (cls: EViT's class row, which keeps the fused attention)")
     ap.add_argument("--out", help="default: runs/latency-reference, with the model and scorer where not the defaults")
     args = ap.parse_args(argv)

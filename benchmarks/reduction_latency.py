@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--budget-s", type=float, default=1.5)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--scorer", choices=("tavt", "cls"), default="tavt",
+    ap.add_argument("--scorer", choices=("tavt", "cls", "tavt-sampled"), default="tavt",
                     help="the drop scorer (tavt needs the explicit attention matrix; cls keeps the fused attention)")
     args = ap.parse_args(argv)
     unknown = [c for c in args.configs.split(",") if c not in CONFIGS]

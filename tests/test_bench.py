@@ -411,7 +411,7 @@ def test_dropping_parts_of_a_random_model_export_despite_near_tied_scores(tmp_pa
     assert torch.equal(fused.all_kept(y)[:, -1], y[:, -1]) and fused.all_kept(y).shape[1] == P + keep + 1
 
 
-@pytest.mark.parametrize("scorer", ["tavt", "cls"])
+@pytest.mark.parametrize("scorer", ["tavt", "cls", "tavt-sampled"])
 def test_dropping_parts_export_without_a_branch_openvino_refuses(tmp_path, scorer):
     """A part's token axis is dynamic; EViT's class row squeezed its size-1 axis, which the exporter cannot prove
     is 1 there and wrote as an ONNX ``If``. OpenVINO's CPU plugin refuses an ``If`` of dynamic rank, so NNCF failed
@@ -430,3 +430,13 @@ def test_dropping_parts_export_without_a_branch_openvino_refuses(tmp_path, score
                         output_axes={0: "batch"}, dim_min={0: 1, 1: P + keep}, verify_inputs=verify_inputs(part, x))
     ops = {n.op_type for n in onnx.load(res.path).graph.node}
     assert "TopK" in ops and "If" not in ops
+    # the part runs at every token count a table times, down to the fewest (tavt-sampled's query stride once froze
+    # at export and reached 0 below 32 tokens)
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(res.path, providers=["CPUExecutionProvider"])
+    for n in (N, N // 2, keep):
+        y = torch.randn(2, P + n, m.embed_dim)
+        with torch.no_grad():
+            ref = part(y)
+        assert torch.allclose(torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: y.numpy()})[0]), ref,
+                              atol=1e-5)

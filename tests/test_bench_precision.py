@@ -35,7 +35,7 @@ def no_native_low_precision(monkeypatch):
     monkeypatch.setattr(ov, "device_capabilities", lambda device="cpu": ("FP32", "INT8"))
 
 
-@pytest.mark.parametrize("scorer", ["tavt", "cls"])  # cls: its parts once exported an If that NNCF could not run
+@pytest.mark.parametrize("scorer", ["tavt", "cls", "tavt-sampled"])  # cls: its parts once exported an If that NNCF could not run
 def test_int8_table_is_profiled_from_quantised_parts_and_knows_its_precision(scorer):
     m = tiny(scorer)
     table = profile_latency(m, target=OV.with_(precision="int8"), grid=3, policy=QUICK, calibrate=False)

@@ -29,7 +29,7 @@ def ort_logits(path, x):
     return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
 
 
-@pytest.mark.parametrize("scorer, fuse", [("tavt", False), ("cls", False), ("tavt", True)])
+@pytest.mark.parametrize("scorer, fuse", [("tavt", False), ("cls", False), ("tavt", True), ("tavt-sampled", False)])
 def test_export_matches_pytorch_with_dynamic_batch(tmp_path, scorer, fuse):
     model = tiny(scorer, fuse)
     res = export_onnx(model, tmp_path / "m.onnx", SCHED)

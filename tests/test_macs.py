@@ -27,6 +27,7 @@ def fvcore_macs(model, size):
     ("vit_base_patch16_224", "cls", True),
     ("deit_base_distilled_patch16_224", "cls", False),
     ("vit_base_patch16_reg4_gap_256", "tavt", True),
+    ("vit_base_patch16_224", "tavt-sampled", False),
 ])
 @pytest.mark.parametrize("keep", [None, [1.0, 0.7, 0.7, 0.5]])
 def test_count_macs_agrees_with_fvcore(size, name, scorer, fuse, keep):

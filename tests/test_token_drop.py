@@ -38,7 +38,8 @@ def test_full_schedule_equals_timm_forward(variant):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("scorer,fuse", [("tavt", False), ("cls", False), ("cls", True), ("tavt", True)])
+@pytest.mark.parametrize("scorer,fuse", [("tavt", False), ("cls", False), ("cls", True), ("tavt", True),
+                                         ("tavt-sampled", False)])
 def test_batch_equals_images_one_by_one(variant, scorer, fuse):
     name, kwargs = VARIANTS[variant]
     _, model = _pair(name, kwargs)

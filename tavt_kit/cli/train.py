@@ -90,7 +90,7 @@ def add_train_arguments(p: argparse.ArgumentParser, demo_recipe: Dict[str, Any] 
     else:  # refused with a line that says why (hidden from the help)
         for flag in NOT_WITH_A_MODEL:
             p.add_argument("--" + flag.replace("_", "-"), dest=flag, help=argparse.SUPPRESS)
-    g.add_argument("--scorer", choices=("tavt", "cls"), help="patch-drop scorer stored with the model")
+    g.add_argument("--scorer", choices=("tavt", "cls", "tavt-sampled"), help="patch-drop scorer stored with the model")
     g = p.add_argument_group("optimisation (defaults: the seeds' recipe; demo: a short CPU recipe)")
     def d(key):
         s, m = SEEDS_RECIPE[key], demo_recipe.get(key, DEMO_RECIPE[key])

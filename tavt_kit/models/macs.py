@@ -22,6 +22,7 @@ from torch import nn
 
 from ..schedules.schedule import TokenSchedule
 from .token_merge import merge_rounds
+from .attention import sampled_queries
 
 _BLOCK_NAME = re.compile(r"^(blocks\.\d+|layers\.\d+\.NC\.\d+)$")
 
@@ -229,6 +230,8 @@ def count_macs(model: nn.Module, schedule=None) -> MacCount:
             if model.scorer == "cls":
                 scoring += N * A  # class query row against every key
                 maws -= N * A if maws else 0  # MAWS reuses that row
+            elif model.scorer == "tavt-sampled":
+                scoring += sampled_queries(N) * N * A  # the sampled query rows against every key
             if model.fuse:
                 scoring += n * C  # weighted sum of the dropped tokens
             n, fused = k, int(model.fuse)

@@ -42,7 +42,7 @@ from .rows import take_rows
 from .token_merge import REDUCERS, biased_block_forward, merge_block_forward, merge_step, size_bias, \
     token_map
 
-SCORERS = ("tavt", "cls")
+SCORERS = ("tavt", "cls", "tavt-sampled")
 
 
 # --------------------------------------------------------------------------- state
@@ -496,8 +496,9 @@ def patch(model: nn.Module, scorer: str = "tavt", fuse: bool = False, schedule=N
     Args:
         model: a timm ``VisionTransformer`` (any ``vit_*``/``deit_*`` incl. distilled,
             register-token, LayerScale, qk-norm, token/avg/map pooling).
-        scorer: ``"tavt"`` (attention received, summed over heads and queries) or
-            ``"cls"`` (class-token attention, needs a class token).
+        scorer: ``"tavt"`` (attention received, summed over heads and queries),
+            ``"cls"`` (class-token attention, needs a class token) or ``"tavt-sampled"`` (TAVT's sum over
+            an evenly spaced subset of the queries: the layer keeps the fused attention kernel).
         fuse: merge dropped tokens into one extra token (EViT).
         schedule: default schedule for calls without ``drop=``.
         reducer: ``"drop"`` (keep the top-k patch tokens) or ``"merge"`` (ToMe; see
