@@ -64,10 +64,8 @@ def same_model(args) -> None:
     from tavt_kit.files import write_json
 
     path, want = os.path.join(args.out, "model.json"), {"model": args.model, "scorer": args.scorer}
-    if os.path.isfile(path):
-        had = read_json(path)
-    elif os.path.isdir(args.out) and any(d.startswith("seed") for d in os.listdir(args.out)):
-        had = DEFAULT_MODEL  # a folder from before this record
+    if os.path.isfile(path) or os.path.isdir(args.out) and any(d.startswith("seed") for d in os.listdir(args.out)):
+        had = folder_model(args.out)  # without a record: a folder from before it
     else:
         had = want
     if had != want:
@@ -75,6 +73,37 @@ def same_model(args) -> None:
                          f"--model {args.model} --scorer {args.scorer}; expected another --out")
     if not os.path.isfile(path):
         write_json(want, path)
+
+
+def folder_model(out: str) -> dict:
+    """The ``--model`` and ``--scorer`` a folder of this script holds (its record, or the defaults of before it)."""
+    path = os.path.join(out, "model.json")
+    return read_json(path) if os.path.isfile(path) else DEFAULT_MODEL
+
+
+def reuse_parent(seed: int, d: str, args) -> str:
+    """``--parents``: seed ``seed``'s finished parent from another folder of the same ``--model``, copied to ``d``
+    with ``--scorer`` as the scorer it carries. A parent trains at the full schedule, where no scorer runs, so its
+    weights are the same whatever the scorer; the copy keeps them (and their sha256) and the training record."""
+    import shutil
+
+    import tavt_kit
+
+    src = os.path.join(args.parents, f"seed{seed}", "parent")
+    if not os.path.isfile(os.path.join(src, "results.json")):
+        raise SystemExit(f"--parents {args.parents}: seed {seed} has no finished parent ({src}); expected a folder "
+                         "of this script whose --train-only run finished")
+    had = folder_model(args.parents)["model"]
+    if had != args.model:
+        raise SystemExit(f"--parents {args.parents}: holds --model {had}, not --model {args.model}")
+    model = tavt_kit.load_checkpoint(os.path.join(src, "best.safetensors"))
+    model.scorer = args.scorer
+    os.makedirs(d, exist_ok=True)
+    tavt_kit.save_checkpoint(model, os.path.join(d, "best.safetensors"))
+    for name in ("config.json", "metrics.jsonl", "results.json"):  # results.json last: it marks the copy done
+        if os.path.isfile(os.path.join(src, name)):
+            shutil.copyfile(os.path.join(src, name), os.path.join(d, name))
+    return os.path.join(d, "best.safetensors")
 
 
 def parent_checkpoint(seed: int, args) -> str:
@@ -85,6 +114,8 @@ def parent_checkpoint(seed: int, args) -> str:
     d = os.path.join(args.out, f"seed{seed}", "parent")
     if os.path.isfile(os.path.join(d, "results.json")):
         return os.path.join(d, "best.safetensors")
+    if args.parents:
+        return reuse_parent(seed, d, args)
     init = os.path.join(args.out, f"seed{seed}", "init.safetensors")
     if not os.path.isfile(init):
         torch.manual_seed(seed)
@@ -488,6 +519,8 @@ def main(argv=None) -> int:
                          "int8 on an AMX CPU, with --scorer cls)")
     ap.add_argument("--scorer", choices=("tavt", "cls", "tavt-sampled"), default=DEFAULT_MODEL["scorer"],
                     help="the supernet's drop scorer (cls: EViT's class row, which keeps the fused attention)")
+    ap.add_argument("--parents", help="reuse the finished parents of another --out of the same --model (a parent "
+                    "trains where no scorer runs; the copy carries --scorer)")
     ap.add_argument("--out", help="default: runs/latency-reference, with the model and scorer where not the defaults")
     args = ap.parse_args(argv)
     if args.out is None:
