@@ -44,8 +44,9 @@ from fitness_benchmark import combine, command  # noqa: E402
 from reference_benchmark import RECIPES, STATE_FILE, parent_at, read_json  # noqa: E402
 
 #: the models (``--model``): fgvc_tiny overrides, and what it is. p4w96 realises 0.9-1.1 of a MAC reduction at
-#: batch 32; at batch 1 dropping on it realises 0.76-0.85 in fp32 and 0.61-0.76 in int8. c96p4w96 with EViT's
-#: ``cls`` scorer is the one whose dropping realises >= 0.8 at batch 1 in fp32 and int8 on the AMX Xeon
+#: batch 32; at batch 1 dropping on it realises 0.76-0.85 in fp32 and 0.61-0.76 in int8. c96p4w96 with a scorer
+#: that keeps the fused attention (``tavt-sampled``, or EViT's ``cls`` at a larger accuracy cost) is the one whose
+#: dropping realises >= 0.8 at batch 1 in fp32 and int8 on the AMX Xeon
 #: (``docs/benchmarks/reduction_latency.md``, "Which model meets the precondition at batch 1"); cluttered-digits'
 #: 64 px images are resized to its 96 px.
 MODELS = {"p4w96": (dict(patch_size=4), "fgvc_tiny p4w96 (64 px, 256 patch tokens, width 96)"),
@@ -516,9 +517,10 @@ def main(argv=None) -> int:
                     help="the recommendation's ship_confidence; its files and search folder are named with it")
     ap.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL["model"],
                     help="the model (c96p4w96: the one whose token drop turns into latency at batch 1 in fp32 and "
-                         "int8 on an AMX CPU, with --scorer cls)")
+                         "int8 on an AMX CPU, with --scorer tavt-sampled or cls)")
     ap.add_argument("--scorer", choices=("tavt", "cls", "tavt-sampled"), default=DEFAULT_MODEL["scorer"],
-                    help="the supernet's drop scorer (cls: EViT's class row, which keeps the fused attention)")
+                    help="the supernet's drop scorer (tavt-sampled: TAVT's from 32 query rows, and cls: EViT's class "
+                         "row, keep the fused attention)")
     ap.add_argument("--parents", help="reuse the finished parents of another --out of the same --model (a parent "
                     "trains where no scorer runs; the copy carries --scorer)")
     ap.add_argument("--out", help="default: runs/latency-reference, with the model and scorer where not the defaults")
