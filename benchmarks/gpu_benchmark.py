@@ -18,6 +18,7 @@ short keeps what it finished; a stage that would start after ``--deadline-s`` is
   (runtime, precision) timed round-robin in one process. Realised speed-up = speed-up / MAC reduction.
 * ``latency_cls``: the same with EViT's class-row scorer (keeps the fused attention kernel), plus EViT 0.5, on
   torch eager and captured graphs at fp16.
+* ``latency_sampled``: the same as ``latency_cls`` with TAVT's score from 32 query rows (``tavt-sampled``).
 * ``latency_compile``: batch 1, EViT's scorer: each schedule compiled by inductor and then captured as a CUDA
   graph (what ``torch.compile(mode="reduce-overhead")`` does), round-robin beside the captured eager graphs.
 * ``table``: a latency table profiled on the GPU (torch eager, fp32, batch 32; drop and merge), with its
@@ -46,8 +47,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_search_eval import one_generation  # noqa: E402
 
-STAGES = ("env", "latency", "latency_cls", "latency_compile", "table_b1", "table", "train", "evaluator", "search",
-          "search_b1", "suite")
+STAGES = ("env", "latency", "latency_cls", "latency_sampled", "latency_compile", "table_b1", "table", "train",
+          "evaluator", "search", "search_b1", "suite")
 
 
 class Run:
@@ -253,6 +254,14 @@ def stage_latency_cls(run: Run) -> dict:
     gpu = run.args.device.startswith("cuda")
     combos = [("torch", "fp16"), ("torch-cudagraph", "fp16")] if gpu else [("torch", "fp32")]
     return _latency(run, "latency_cls", "cls", combos, [], more=True)
+
+
+def stage_latency_sampled(run: Run) -> dict:
+    """TAVT's score from 32 query rows (``tavt-sampled``), which keeps the fused attention kernel too, on the
+    runtimes of ``latency_cls``: does TAVT's accuracy come with ``cls``'s GPU latency?"""
+    gpu = run.args.device.startswith("cuda")
+    combos = [("torch", "fp16"), ("torch-cudagraph", "fp16")] if gpu else [("torch", "fp32")]
+    return _latency(run, "latency_sampled", "tavt-sampled", combos, [], more=True)
 
 
 def stage_latency_compile(run: Run) -> dict:
@@ -538,9 +547,11 @@ def summary(doc: dict) -> str:
                  f"{env.get('onnxruntime')} {env.get('onnxruntime_providers', '')}, TensorRT {env.get('tensorrt')}")
     lat = (st.get("latency") or {}).get("result") or st.get("latency") or {}
     cls = (st.get("latency_cls") or {}).get("result") or {}
+    sampled = (st.get("latency_sampled") or {}).get("result") or {}
     comp = (st.get("latency_compile") or {}).get("result") or {}
     rows = (lat.get("rows") or []) + [{**r, "runtime": r["runtime"] + "/cls"}
                                       for r in (cls.get("rows") or []) + (comp.get("rows") or [])]
+    rows += [{**r, "runtime": r["runtime"] + "/sampled"} for r in sampled.get("rows") or []]
     if rows:
         lines.append("runtime                   prec batch schedule                 MACs red.   p50 ms  speed-up  "
                      "realised")
