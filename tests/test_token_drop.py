@@ -144,3 +144,38 @@ def test_training_mode_backward_through_drop():
     loss = model(torch.randn(2, 3, 64, 64), drop=[60, 40, 30, 20, 10, 5]).logsumexp(1).mean()
     loss.backward()
     assert model.blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_tavt_sampled_is_tavt_over_spaced_queries_beside_the_fused_kernel(monkeypatch):
+    """``tavt-sampled`` ranks tokens by TAVT's significance summed over at most 32 query rows (the class token
+    first, then every step-th token) and keeps the fused attention kernel; at <= 32 tokens it is TAVT's score."""
+    import torch.nn.functional as F
+
+    from tavt_kit.models import attention as A
+
+    torch.manual_seed(0)
+    model = tavt_kit.create_model("fgvc_tiny", num_classes=4, img_size=64, patch_size=4).eval()
+    attn = model.blocks[0].attn
+    calls = []
+    fused = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    for n in (20, 257):
+        x = torch.randn(2, n, model.embed_dim)
+        with torch.no_grad():
+            out_t, exact = A.attention_with_info(attn, x, "tavt")
+            assert not calls  # TAVT's exact score needs the whole matrix
+            out_s, sampled = A.attention_with_info(attn, x, "tavt-sampled")
+            assert calls  # the sampled score leaves the attention to the fused kernel
+            calls.clear()
+            assert torch.allclose(out_s, out_t, atol=1e-5)
+            q, k, _ = attn.qkv(x).reshape(2, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            step = -(-n // A.SAMPLED_QUERIES)
+            rows = ((q[:, :, ::step] * attn.scale) @ k.transpose(-2, -1)).softmax(-1).sum(dim=(1, 2))
+        assert A.sampled_queries(n) == len(range(0, n, step)) <= A.SAMPLED_QUERIES
+        assert torch.allclose(sampled["drop"], rows, atol=1e-5)
+        if n <= A.SAMPLED_QUERIES:
+            assert torch.allclose(sampled["drop"], exact["drop"], atol=1e-5)
+        else:
+            assert not torch.allclose(sampled["drop"], exact["drop"], atol=1e-3)
+    # and it is a scorer every entry point takes
+    assert tavt_kit.create_model("fgvc_tiny", scorer="tavt-sampled").scorer == "tavt-sampled"
