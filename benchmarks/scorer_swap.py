@@ -1,6 +1,7 @@
 """A trained model scored with another scorer at the same schedules, no training: paired differences against its own.
 
-    python benchmarks/scorer_swap.py CHECKPOINT [CHECKPOINT ...] [--reductions 1.5,2,3,4] [--out DIR]
+    python benchmarks/scorer_swap.py CHECKPOINT [CHECKPOINT ...] [--reductions 1.5,2,3,4] [--reference SCORER]
+                                     [--out DIR]
 
 The scorer only decides which tokens a dropping block keeps; the weights do not depend on it where no token drops.
 So a supernet distilled with ``tavt`` can be scored with ``tavt-sampled`` (TAVT's sum over at most 32 query rows,
@@ -22,7 +23,7 @@ from reference_benchmark import test_hits  # noqa: E402
 SCORERS = ("tavt", "tavt-sampled", "cls")
 
 
-def swap(path: str, reductions, out: str) -> dict:
+def swap(path: str, reductions, out: str, reference=None) -> dict:
     import torch
 
     import tavt_kit
@@ -32,7 +33,7 @@ def swap(path: str, reductions, out: str) -> dict:
     from tavt_kit.stats import paired_difference
 
     model = tavt_kit.load_checkpoint(path).eval()
-    own = model.scorer
+    own = reference or model.scorer
     data = search_data(model, None, cache_dir=os.path.join(out, "cache"), log=lambda s: None)
     full = tavt_kit.count_macs(model).total()
     base = baseline_schedules(model.depth, model.num_patches, lambda s: tavt_kit.count_macs(model, s).total(),
@@ -70,6 +71,9 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--reductions", default="1.5,2,3,4")
     ap.add_argument("--out", default=os.path.join("runs", "scorer-swap"))
+    ap.add_argument("--reference", choices=SCORERS,
+                    help="the scorer the others are paired against (default: the checkpoint's own; a parent "
+                         "trained at the full schedule has no scorer of its own that mattered)")
     args = ap.parse_args(argv)
     from tavt_kit.files import write_json
 
@@ -78,7 +82,7 @@ def main(argv=None) -> int:
         if not os.path.isfile(path):
             raise SystemExit(f"{path}: checkpoint not found")
         print(f"{path}:", flush=True)
-        doc = swap(path, reductions, args.out)
+        doc = swap(path, reductions, args.out, args.reference)
         print(f"  ({doc['tokens']} tokens, {doc['sampled_queries_first_block']} query rows of tavt-sampled in the "
               f"first block; differences paired on {doc['test_images']} test images)", flush=True)
         name = os.path.splitext(os.path.relpath(path))[0].replace(os.sep, "-").strip(".-")
