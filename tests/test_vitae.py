@@ -467,6 +467,12 @@ def test_geometry_and_depth():
 def test_cls_scorer_and_fuse_are_refused():
     with pytest.raises(ConfigError, match="scorer 'cls' needs a class token; ViTAE_basic_Tiny has none"):
         tavt_kit.create_model("ViTAE_basic_Tiny", img_size=64, scorer="cls")
+    # distill --scorer checks a loaded model with check_scorer: ViTAE's attention computes TAVT's score only, so a
+    # tavt-sampled run would have recorded a scorer that never ran
+    from tavt_kit.models.token_drop import check_scorer
+
+    with pytest.raises(ConfigError, match="scorer 'tavt-sampled': ViTAE supports 'tavt'"):
+        check_scorer(tavt_kit.create_model("ViTAE_basic_Tiny", img_size=64), "tavt-sampled")
     with pytest.raises(ConfigError, match="fuse=True is not supported"):
         tavt_kit.create_model("ViTAEv2_S", img_size=64, fuse=True)
 

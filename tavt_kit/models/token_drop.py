@@ -487,6 +487,9 @@ def check_scorer(model: nn.Module, scorer: str) -> None:
         raise ConfigError(f"unknown scorer {scorer!r}; expected one of {', '.join(SCORERS)}")
     if scorer == "cls" and getattr(model, "cls_token", None) is None:
         raise ConfigError("scorer 'cls' needs a class token; this model has none (use scorer='tavt')")
+    own = getattr(model, "scorers", SCORERS)  # a model with its own attention scores only as that attention can
+    if scorer not in own:
+        raise ConfigError(f"scorer {scorer!r}: {type(model).__name__} supports {', '.join(map(repr, own))}")
 
 
 def patch(model: nn.Module, scorer: str = "tavt", fuse: bool = False, schedule=None, reducer: str = "drop",

@@ -18,6 +18,9 @@ from .macs import nc_rows, rc_rows
 class ViTAE(ScheduleHolder, nn.Module):
     """A ViTAE / ViTAEv2 classifier that takes token schedules (see the module docstring)."""
 
+    #: the scorers its attention computes (``check_scorer`` refuses the others before a run records them)
+    scorers = ("tavt",)
+
     def __init__(self, name: str, cfg: Dict[str, Any], img_size: Tuple[int, int], num_classes: int = 1000,
                  scorer: str = "tavt", drop_stage: Optional[int] = None, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, in_chans: int = 3):
