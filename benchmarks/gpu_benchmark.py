@@ -249,19 +249,22 @@ def stage_latency(run: Run) -> dict:
     return _latency(run, "latency", "tavt", combos, notes)
 
 
-def stage_latency_cls(run: Run) -> dict:
-    """EViT's class-row scorer, which keeps the fused attention kernel, on the best runtime of ``latency``."""
+def _fused_scorer_latency(run: Run, name: str, scorer: str) -> dict:
+    """A scorer that keeps the fused attention kernel, on the best runtimes of ``latency``."""
     gpu = run.args.device.startswith("cuda")
     combos = [("torch", "fp16"), ("torch-cudagraph", "fp16")] if gpu else [("torch", "fp32")]
-    return _latency(run, "latency_cls", "cls", combos, [], more=True)
+    return _latency(run, name, scorer, combos, [], more=True)
+
+
+def stage_latency_cls(run: Run) -> dict:
+    """EViT's class-row scorer, which keeps the fused attention kernel, on the best runtime of ``latency``."""
+    return _fused_scorer_latency(run, "latency_cls", "cls")
 
 
 def stage_latency_sampled(run: Run) -> dict:
     """TAVT's score from 32 query rows (``tavt-sampled``), which keeps the fused attention kernel too, on the
     runtimes of ``latency_cls``: does TAVT's accuracy come with ``cls``'s GPU latency?"""
-    gpu = run.args.device.startswith("cuda")
-    combos = [("torch", "fp16"), ("torch-cudagraph", "fp16")] if gpu else [("torch", "fp32")]
-    return _latency(run, "latency_sampled", "tavt-sampled", combos, [], more=True)
+    return _fused_scorer_latency(run, "latency_sampled", "tavt-sampled")
 
 
 def stage_latency_compile(run: Run) -> dict:

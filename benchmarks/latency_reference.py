@@ -43,6 +43,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fitness_benchmark import combine, command  # noqa: E402
 from reference_benchmark import RECIPES, STATE_FILE, parent_at, read_json  # noqa: E402
 
+from tavt_kit.models.token_drop import SCORERS  # noqa: E402
+
 #: the models (``--model``): fgvc_tiny overrides, and what it is. p4w96 realises 0.9-1.1 of a MAC reduction at
 #: batch 32; at batch 1 dropping on it realises 0.76-0.85 in fp32 and 0.61-0.76 in int8. c96p4w96 with a scorer
 #: that keeps the fused attention (``tavt-sampled``, or EViT's ``cls`` at a larger accuracy cost) is the one whose
@@ -86,9 +88,8 @@ def reuse_parent(seed: int, d: str, args) -> str:
     """``--parents``: seed ``seed``'s finished parent from another folder of the same ``--model``, copied to ``d``
     with ``--scorer`` as the scorer it carries. A parent trains at the full schedule, where no scorer runs, so its
     weights are the same whatever the scorer; the copy keeps them (and their sha256) and the training record."""
-    import shutil
-
     import tavt_kit
+    from tavt_kit.files import write_text
 
     src = os.path.join(args.parents, f"seed{seed}", "parent")
     if not os.path.isfile(os.path.join(src, "results.json")):
@@ -103,7 +104,8 @@ def reuse_parent(seed: int, d: str, args) -> str:
     tavt_kit.save_checkpoint(model, os.path.join(d, "best.safetensors"))
     for name in ("config.json", "metrics.jsonl", "results.json"):  # results.json last: it marks the copy done
         if os.path.isfile(os.path.join(src, name)):
-            shutil.copyfile(os.path.join(src, name), os.path.join(d, name))
+            with open(os.path.join(src, name), encoding="utf-8") as f:
+                write_text(os.path.join(d, name), f.read())  # atomic: a kill leaves no half results.json
     return os.path.join(d, "best.safetensors")
 
 
@@ -518,7 +520,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL["model"],
                     help="the model (c96p4w96: the one whose token drop turns into latency at batch 1 in fp32 and "
                          "int8 on an AMX CPU, with --scorer tavt-sampled or cls)")
-    ap.add_argument("--scorer", choices=("tavt", "cls", "tavt-sampled"), default=DEFAULT_MODEL["scorer"],
+    ap.add_argument("--scorer", choices=SCORERS, default=DEFAULT_MODEL["scorer"],
                     help="the supernet's drop scorer (tavt-sampled: TAVT's from 32 query rows, and cls: EViT's class "
                          "row, keep the fused attention)")
     ap.add_argument("--parents", help="reuse the finished parents of another --out of the same --model (a parent "

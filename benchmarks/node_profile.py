@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reduction_latency import CONFIGS  # noqa: E402
+from reduction_latency import CONFIGS, SCORERS  # noqa: E402
 
 
 def compiled_request(xml: str, x, threads: int):
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", help="default: a randomly initialised p4w96 fgvc_tiny (latency only)")
     ap.add_argument("--config", default="p4w96", choices=tuple(CONFIGS), help="a model of reduction_latency.py")
-    ap.add_argument("--scorer", choices=("tavt", "cls", "tavt-sampled"), default="tavt")
+    ap.add_argument("--scorer", choices=SCORERS, default="tavt")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
     ap.add_argument("--threads", type=int, default=1)

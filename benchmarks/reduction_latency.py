@@ -16,6 +16,9 @@ import argparse
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # runs from a checkout too
+from tavt_kit.models.token_drop import SCORERS  # noqa: E402
+
 CONFIGS = {  # name -> (create_model overrides of fgvc_tiny, what it is)
     "tiny64": (dict(), "the demo's model: 64 px, patch 8 (64 tokens), width 96, 6 blocks"),
     "p4w96": (dict(patch_size=4), "64 px, patch 4 (256 tokens), width 96, 6 blocks"),
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--budget-s", type=float, default=1.5)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--scorer", choices=("tavt", "cls", "tavt-sampled"), default="tavt",
+    ap.add_argument("--scorer", choices=SCORERS, default="tavt",
                     help="the drop scorer (tavt needs the explicit attention matrix; cls keeps the fused attention)")
     args = ap.parse_args(argv)
     unknown = [c for c in args.configs.split(",") if c not in CONFIGS]
@@ -112,5 +115,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     raise SystemExit(main())

@@ -54,8 +54,9 @@ def run_seed(seed: int, args) -> dict:
     from tavt_kit.stats import paired_difference
 
     path = os.path.join(args.out, f"seed{seed}-bound{args.bound}.json")
-    if os.path.isfile(path) and set(read_json(path)["supernet_full"]) >= set(SCORERS):
-        return read_json(path)  # a file from before tavt-sampled is made again (the supernets are reused)
+    done = read_json(path) if os.path.isfile(path) else None
+    if done is not None and set(done["supernet_full"]) >= set(SCORERS):
+        return done  # a file from before tavt-sampled is made again (the supernets are reused)
     parent_path = parent_checkpoint(seed, args.out, args.parents)
     nets = {s: tavt_kit.load_checkpoint(supernet(seed, parent_path, s, args)).eval() for s in SCORERS}
     parent = tavt_kit.load_checkpoint(parent_path).eval()

@@ -18,10 +18,18 @@ from torch import nn
 SAMPLED_QUERIES = 32
 
 
+def query_step(tokens):
+    """The stride between the query rows of the ``tavt-sampled`` score (row 0, the class token, always counts).
+
+    Integer arithmetic only, no ``max()``: on a traced token count it stays an expression in the exported graph,
+    where a ``max()`` would freeze at the token count of the export (the token axis of a table part is dynamic).
+    """
+    return (tokens + SAMPLED_QUERIES - 1) // SAMPLED_QUERIES
+
+
 def sampled_queries(tokens: int) -> int:
-    """How many query rows the ``tavt-sampled`` score uses at ``tokens`` tokens."""
-    step = (tokens + SAMPLED_QUERIES - 1) // SAMPLED_QUERIES
-    return -(-tokens // step)
+    """How many query rows the ``tavt-sampled`` score uses at ``tokens`` tokens (at most SAMPLED_QUERIES)."""
+    return -(-tokens // query_step(tokens))
 
 
 def _capturing() -> bool:
@@ -75,12 +83,10 @@ def attention_with_info(attn: nn.Module, x: torch.Tensor, scorer: Optional[str],
         dropout_p = attn.attn_drop.p if attn.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
     if scorer == "tavt-sampled":
-        # TAVT's significance from an evenly spaced subset of queries (every step-th token, the class token
-        # first): the column sums of those rows' attention, ranked as TAVT ranks the whole matrix's. The
-        # layer keeps the fused kernel; the score costs SAMPLED_QUERIES x N x width MACs instead of N x N.
-        # at most SAMPLED_QUERIES rows; no max(): a traced max() freezes at export and the token axis is dynamic
-        step = (N + SAMPLED_QUERIES - 1) // SAMPLED_QUERIES  # the class token's row always counts (index 0)
-        rows = (q[:, :, ::step] * attn.scale) @ k.transpose(-2, -1)
+        # TAVT's significance from evenly spaced queries: the column sums of those rows' attention, ranked as
+        # TAVT ranks the whole matrix's. The layer keeps the fused kernel; the score costs at most
+        # SAMPLED_QUERIES x N x width MACs instead of N x N x width.
+        rows = (q[:, :, ::query_step(N)] * attn.scale) @ k.transpose(-2, -1)
         if bias is not None:
             rows = rows + bias
         info["drop"] = rows.softmax(dim=-1).sum(dim=(1, 2))

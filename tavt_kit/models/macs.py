@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Tuple
 from torch import nn
 
 from ..schedules.schedule import TokenSchedule
-from .token_merge import merge_rounds
 from .attention import sampled_queries
+from .token_merge import merge_rounds
 
 _BLOCK_NAME = re.compile(r"^(blocks\.\d+|layers\.\d+\.NC\.\d+)$")
 
