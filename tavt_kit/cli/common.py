@@ -370,6 +370,29 @@ def precision(text: str) -> str:
 
 
 # ---------------------------------------------------------------- schedules
+def use_recorded_token_drop(model, record, where: str) -> None:
+    """The scorer (and fuse) a search or drop config measured its accuracies with, set on ``model`` and said in
+    one line where it is not the checkpoint's (``fgvc-kit search --scorer``)."""
+    from ..models import use_recorded_token_drop as use
+
+    said = use(model, record, where)
+    if said:
+        print(said, flush=True)
+
+
+def drop_file_token_drop(model, path: str) -> None:
+    """:func:`use_recorded_token_drop` for a drop-config file (a file that does not read is left to the schedule
+    reader, whose error names it)."""
+    from ..errors import TavtKitError
+    from ..schedules import TokenSchedule
+
+    try:
+        meta = TokenSchedule.load(path).meta or {}
+    except (TavtKitError, OSError, ValueError):
+        return
+    use_recorded_token_drop(model, meta.get("token_drop"), f"--drop {path}")
+
+
 def parse_drop(value: Optional[str], keep_ratio: Optional[str], model):
     """A schedule from ``--drop`` (JSON file or comma-separated counts) or ``--keep-ratio``."""
     from ..schedules import TokenSchedule
@@ -383,6 +406,7 @@ def parse_drop(value: Optional[str], keep_ratio: Optional[str], model):
         if os.path.exists(value) or value.endswith(".json"):
             from ..schedules import schedule_from_drop_file
 
+            drop_file_token_drop(model, value)
             return schedule_from_drop_file(model, value, name="drop")
         try:
             counts = [int(v) for v in value.split(",")]

@@ -79,7 +79,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _schedule(args, model):
-    from .common import parse_drop
+    from .common import drop_file_token_drop, parse_drop, use_recorded_token_drop
     from ..errors import ConfigError
     from ..schedules import schedule_from_drop_file
     from ..search import deployable_from_search
@@ -91,14 +91,17 @@ def _schedule(args, model):
     if args.search:
         from ..search import read_search, select_budget
 
+        doc = read_search(args.search)
+        use_recorded_token_drop(model, (doc.get("model") or {}).get("token_drop"), f"--search {args.search}")
         found = deployable_from_search(model, args.search, args.budget, args.pick)
-        row = select_budget(read_search(args.search), args.budget, args.search)
+        row = select_budget(doc, args.budget, args.search)
         if row.get("source") == "front":  # a budget the search was not run for: said, with what is exported
             print(f"{row['note']}: exporting {row['front_point']}", flush=True)
         return found
     if args.drop and (os.path.isfile(args.drop) or args.drop.endswith(".json")):
         if args.keep_ratio:
             raise ConfigError("give either --drop or --keep-ratio, not both")
+        drop_file_token_drop(model, args.drop)
         return model, schedule_from_drop_file(model, args.drop, "drop"), {"kind": "drop-config",
                                                                            "file": os.path.basename(args.drop)}
     sched = parse_drop(args.drop, args.keep_ratio, model)

@@ -23,6 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bound", type=float, metavar="FRACTION",
                    help="with your trained model (no recorded search space): the most of a block's tokens a schedule "
                         "may merge (default 0.5, ToMe's reach; above 0.5 a block merges in several bipartite rounds)")
+    p.add_argument("--scorer", choices=("tavt", "cls", "tavt-sampled"),
+                   help="rank tokens by this scorer instead of the one the checkpoint was distilled with: tavt-sampled "
+                        "keeps the fused attention kernel, faster at hundreds of tokens (search.json records it; "
+                        "export --search and evaluate use it)")
     add_data_arguments(p)
     b = p.add_argument_group("budgets (none: map the whole accuracy-cost Pareto front)")
     b.add_argument("--macs-budget", action="append", default=[], metavar="MACS",
@@ -156,6 +160,15 @@ def run(args) -> int:
     budgets = [Budget("macs", parse_macs(v)) for v in args.macs_budget]
     budgets += [Budget("latency", parse_seconds(v)) for v in args.latency_budget]
     model = load_checkpoint(args.checkpoint).eval()
+    if args.scorer is not None and args.scorer != model.scorer:
+        from ..models.token_drop import check_scorer
+
+        try:
+            check_scorer(model, args.scorer)
+        except ConfigError as e:
+            raise ConfigError(f"--scorer {args.scorer}: {e}") from None
+        print(f"scorer {args.scorer}: tokens are ranked by it here (the checkpoint's is {model.scorer})", flush=True)
+        model.scorer = args.scorer
     _check_budgets_reachable(model, budgets, args.bound)
     dspec = data_spec_from_args(args, fallback=model.spec.get("data"))
     precisions = ("fp32",)

@@ -492,6 +492,35 @@ def check_scorer(model: nn.Module, scorer: str) -> None:
         raise ConfigError(f"scorer {scorer!r}: {type(model).__name__} supports {', '.join(map(repr, own))}")
 
 
+def token_drop_record(model: nn.Module) -> dict:
+    """What decides which tokens a drop keeps besides the weights: the scorer and ``fuse``. A search records it
+    with the weights' sha256 (its accuracies are those of the weights *dropping this way*)."""
+    return {"scorer": model.scorer, "fuse": bool(model.fuse)}
+
+
+def use_recorded_token_drop(model: nn.Module, record, where: str) -> Optional[str]:
+    """Set ``model``'s scorer and ``fuse`` to those ``record`` (a search's or drop config's ``token_drop``) says
+    its accuracies were measured with; a line saying what changed, or None. A record from before they were
+    recorded changes nothing. A scorer this model cannot use is a :class:`ConfigError` naming ``where``."""
+    if not isinstance(record, dict):
+        return None
+    changed = []
+    scorer, fuse = record.get("scorer"), record.get("fuse")
+    if scorer is not None and scorer != model.scorer:
+        try:
+            check_scorer(model, scorer)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: measured with scorer {scorer!r}, which this model cannot use ({e})") from None
+        changed.append(f"scorer {scorer} (the checkpoint's is {model.scorer})")
+        model.scorer = scorer
+    if fuse is not None and bool(fuse) != bool(model.fuse):
+        if fuse and getattr(model, "reducer", "drop") == "merge":
+            raise ConfigError(f"{where}: measured with fuse=True, which a merging model cannot use")
+        changed.append(f"fuse {bool(fuse)} (the checkpoint's is {bool(model.fuse)})")
+        model.fuse = bool(fuse)
+    return f"{where}: {' and '.join(changed)}, as the accuracies were measured" if changed else None
+
+
 def patch(model: nn.Module, scorer: str = "tavt", fuse: bool = False, schedule=None, reducer: str = "drop",
           prop_attn: bool = True) -> nn.Module:
     """Make a timm VisionTransformer take token schedules, in place, keeping its weights.

@@ -29,6 +29,13 @@ def check_model_info(model, info: Mapping[str, Any], where: str) -> None:
         if a is not None and b is not None and list(np.atleast_1d(a)) != list(np.atleast_1d(b)):
             raise ScheduleError(f"{where} is a schedule for a model with {key} {a}, the checkpoint has {b}; "
                                 "search or write a schedule for this model")
+    # the same weights dropping by another scorer keep other tokens: the recorded accuracies are not this model's
+    td = info.get("token_drop")
+    for key in ("scorer", "fuse") if isinstance(td, Mapping) else ():
+        a, b = td.get(key), getattr(model, key, None)
+        if a is not None and b is not None and a != b:
+            raise ScheduleError(f"{where} was measured with {key} {a!r}, the model has {key} {b!r}; its accuracies "
+                                f"are not this model's: set the model's {key} to {a!r} first, or search this model")
 
 
 def schedule_from_drop_file(model, path, name: str = "path"):

@@ -256,7 +256,7 @@ def settings_difference(stored, current) -> str:
     out = []
     for k in sorted(set(stored) | set(current)):
         a, b = stored.get(k), current.get(k)
-        if a != b and not (k == "holdout_sha256" and a is None):
+        if a != b and not (k in LATER_KEYS and a is None):
             if isinstance(a, dict) and isinstance(b, dict):
                 out += [f"{k}.{d}" for d in settings_difference(a, b).split(", ")]
             else:
@@ -265,12 +265,17 @@ def settings_difference(stored, current) -> str:
 
 
 def _same_settings(stored, current) -> bool:
-    """Whether a journal's header settings are this search's (a digest the stored header predates is not compared:
-    journals before ``holdout_sha256`` keyed the held-out images by their number alone)."""
+    """Whether a journal's header settings are this search's (a key the stored header predates is not compared:
+    journals before ``holdout_sha256`` keyed the held-out images by their number alone, journals before
+    ``token_drop`` did not key the scorer)."""
     stored, current = _keyed(stored), _keyed(current)
-    if isinstance(stored, dict) and isinstance(current, dict) and "holdout_sha256" not in stored:
-        current = {k: v for k, v in current.items() if k != "holdout_sha256"}
+    if isinstance(stored, dict) and isinstance(current, dict):
+        current = {k: v for k, v in current.items() if k in stored or k not in LATER_KEYS}
     return stored == current
+
+
+#: journal settings added after journals were first written: a header without one is not compared on it
+LATER_KEYS = ("holdout_sha256", "token_drop")
 
 
 def _section_key(key) -> Optional[str]:

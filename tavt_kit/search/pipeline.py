@@ -28,7 +28,7 @@ from ..errors import ConfigError, TavtKitError
 from ..files import write_json
 from ..machine import brief
 from ..models.checkpoint import is_own_model, weights_digest
-from ..models.macs import count_macs
+from ..models import count_macs, token_drop_record
 from ..schedules import SearchSpace, TokenSchedule, tome_schedule
 from ..stats import paired_difference, wilson_interval
 from ..progress import Heartbeat
@@ -310,6 +310,7 @@ class SearchPipeline:
         return {**self.settings.to_dict(), "fitness": self.fitness, "subset": self.subset, "space": space.to_dict(),
                 "budgets": [[b.objective, b.limit] for b in self.budgets], "weights_sha256": digest,
                 "holdout_images": self.n_holdout, "holdout_sha256": self.holdout.digest(),
+                "token_drop": token_drop_record(self.model),  # the same weights dropping otherwise score otherwise
                 "source": {k: v for k, v in (self.source or {}).items() if k != "checkpoint"},
                 "latency": self.latency.info.get("identity") if self.latency is not None else None}
 
@@ -357,7 +358,7 @@ class SearchPipeline:
     def _model_info(self) -> dict:
         spec = self.model.spec or {}
         return {**{k: spec.get(k) for k in ("backbone", "img_size", "depth", "num_patches", "num_classes")},
-                "weights_sha256": self.digest}
+                "weights_sha256": self.digest, "token_drop": token_drop_record(self.model)}
 
     def _settings(self) -> dict:
         out = {**self.settings.to_dict(), "fitness": self.fitness, "subset": self.subset,

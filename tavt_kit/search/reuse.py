@@ -8,8 +8,8 @@ taken from them, and written into this search's journal like one of its own (wit
 resumed search needs nothing but its own folder.
 
 Only searches of the same weights (``weights_sha256``) on the same held-out images (their number, the subset and
-its seed, and the images' digest where both journals record it) are taken; int8 runs also need the same
-calibration images. Anything else is a :class:`~tavt_kit.errors.ConfigError` that names the file.
+its seed, and the images' digest where both journals record it), dropping by the same scorer (where both record
+it), are taken; int8 runs also need the same calibration images. Anything else is a :class:`~tavt_kit.errors.ConfigError` that names the file.
 """
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ def _mismatch(theirs: dict, ours: dict) -> Optional[str]:
     for k in SAME + (("seed",) if ours.get("subset") is not None else ()):
         if theirs.get(k) != ours.get(k):
             return k
-    if theirs.get("holdout_sha256") and ours.get("holdout_sha256") and \
-            theirs["holdout_sha256"] != ours["holdout_sha256"]:
-        return "holdout_sha256"
+    for k in ("holdout_sha256", "token_drop"):  # where both journals record it
+        if theirs.get(k) and ours.get(k) and theirs[k] != ours[k]:
+            return k
     return None
 
 
@@ -149,4 +149,4 @@ class Reused:
 
 
 _WHAT = {"weights_sha256": "weights", "holdout_images": "held-out images", "subset": "held-out images",
-         "seed": "held-out subset", "holdout_sha256": "held-out images"}
+         "seed": "held-out subset", "holdout_sha256": "held-out images", "token_drop": "scorer"}
