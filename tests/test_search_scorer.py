@@ -97,6 +97,8 @@ def test_cli_search_with_another_scorer_and_export_of_it_use_that_scorer(tmp_pat
 
     meta = {p.key: p.value for p in onnx.load(tmp_path / "exp" / exported["files"]["onnx"]["path"]).metadata_props}
     assert json.loads(meta["fgvc_kit.spec"])["token_drop"]["scorer"] == "tavt-sampled"
+    assert main(["report", str(out / "search.json"), "--out", str(tmp_path / "report")]) == 0
+    assert "tokens ranked by the `tavt-sampled` scorer" in (tmp_path / "report" / "report.md").read_text()
     # evaluate with the budget's drop config drops the same way
     drop = out / doc["budgets"][0]["schedule_file"]
     assert main(["evaluate", "--checkpoint", supernet, "--drop", str(drop)]) == 0

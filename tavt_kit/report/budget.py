@@ -471,6 +471,12 @@ class _ResultTables:
         return ["| " + " | ".join(self.head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 8 + ["---"]) + "|"] + rows
 
 
+def _scorer_text(model: dict) -> str:
+    """The scorer the search's drops ranked tokens by (recorded since ``search --scorer``; older searches: none)."""
+    scorer = (model.get("token_drop") or {}).get("scorer")
+    return f", tokens ranked by the `{scorer}` scorer" if scorer else ""
+
+
 def _intro(search: dict, model: dict, name: str, target: dict) -> List[str]:
     """The title, what model was searched how, and where its latency comes from."""
     from ..search.result import search_status
@@ -482,7 +488,8 @@ def _intro(search: dict, model: dict, name: str, target: dict) -> List[str]:
                "so the figures below are those of the stages it finished, not its result. Run the same `fgvc-kit "
                "search` again (it resumes from its journal), then this report.", ""]
     md.append(f"Model **{name}** at {model.get('img_size')}, {model.get('depth')} blocks, {model.get('num_patches')} "
-              f"patch tokens, {model.get('num_classes')} classes. Search objective: **{search.get('objective')}**; "
+              f"patch tokens, {model.get('num_classes')} classes{_scorer_text(model)}. "
+              f"Search objective: **{search.get('objective')}**; "
               f"{len(search.get('candidates') or []) or search['timing']['evaluations']} candidates; fitness "
               f"**{search['settings'].get('fitness', 'accuracy')}** on {search['settings']['holdout_images']} "
               f"held-out images, test accuracy on {search['settings']['test_images']} test images (reported only). "
