@@ -190,7 +190,7 @@ def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_p
     import tavt_kit
     from reference_benchmark import test_hits
     from tavt_kit.search.data import search_data
-    from tome_frontier import TOME_R, tome_frontier
+    from tome_frontier import sweep_r, tome_frontier
 
     out_path = os.path.join(args.out, f"seed{seed}-{_tag(batch, args)}-tome.json")
     if os.path.isfile(out_path):
@@ -203,7 +203,8 @@ def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_p
     data = search_data(supernet, None, cache_dir=cache, log=lambda s: None)
     with torch.inference_mode():
         ref = test_hits(parent, parent.full_schedule(), data.test)
-    rs = [int(v) for v in args.tome_r.split(",")] if args.tome_r else (64, 128) if args.smoke else TOME_R
+    rs = [int(v) for v in args.tome_r.split(",")] if args.tome_r else (64, 128) if args.smoke else \
+        sweep_r(parent.num_patches)
     res["tome_sweep"] = tome_frontier(
         seed, parent, data, ref, args.tome_precisions.split(",") if args.tome_precisions else args.precisions,
         _target(batch, args.threads), _policy(args), os.path.join(args.out, f"seed{seed}", "tome-sweep-hits.json"),
@@ -517,7 +518,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tome-sweep", action="store_true",
                     help="skip ToMe on your model at fixed r (every precision), scored and timed beside your model: "
                          "the training-free frontier measured rather than fitted to the budgets from the table")
-    ap.add_argument("--tome-r", help="the sweep's constant r, comma-separated (default: tome_frontier.TOME_R)")
+    ap.add_argument("--tome-r", help="the sweep's constant r, comma-separated (default: tome_frontier.TOME_R, scaled "
+                    "with the tokens above 256)")
     ap.add_argument("--tome-precisions", help="the sweep's precisions (default: --precisions)")
     ap.add_argument("--no-parent-search", action="store_true",
                     help="the search does not also search schedules on your model's own weights (searched_parent)")

@@ -20,6 +20,15 @@ from typing import Callable, Dict, List, Sequence
 TOME_R = (16, 32, 48, 64, 72, 80, 88, 96, 112, 128)
 
 
+def sweep_r(num_patches: int) -> tuple:
+    """``TOME_R`` for a model of ``num_patches`` tokens: scaled with them above 256, so that the sweep reaches the
+    same reductions (at 576 tokens r=128 merges only about half of the MACs away; ToMe's own clamp, half a block,
+    is at r=288)."""
+    if num_patches <= 256:
+        return TOME_R
+    return tuple(int(round(r * num_patches / 256)) for r in TOME_R)
+
+
 def sweep_hits(seed: int, parent, data, precisions: Sequence[str], scheds: Dict[int, object], path: str,
                log: Callable[[str], None]) -> Dict[str, List[int]]:
     """Per-image test hits of ToMe at each r of ``scheds`` and precision (``"<r>@<precision>"``), resumed from
