@@ -9,7 +9,8 @@ resumed search needs nothing but its own folder.
 
 Only searches of the same weights (``weights_sha256``) on the same held-out images (their number, the subset and
 its seed, and the images' digest where both journals record it), dropping by the same scorer (where both record
-it), are taken; int8 runs also need the same calibration images. Anything else is a :class:`~tavt_kit.errors.ConfigError` that names the file.
+it), are taken; int8 runs also need the same calibration images. Anything else is a
+:class:`~tavt_kit.errors.ConfigError` that names the file.
 """
 from __future__ import annotations
 
