@@ -191,7 +191,11 @@ def test_precision_search_puts_the_parent_at_every_precision_in_the_selection(tm
     # the noisy supernet loses on held-out NLL to the parent quantised: the recommendation is a training-free one
     rec = row["recommended"]
     options = {"searched": row["best"], **free}
-    assert rec["family"] == min(options, key=lambda k: options[k]["holdout_nll"])
+    nll = (lambda k: options[k]["holdout_nll"])  # noqa: E731
+    fitted = [k for k in options if k.startswith(("parent", "tome_parent"))]
+    if rec["family"] != min(options, key=nll):  # a searched option led, within noise: the fitted best ships
+        assert min(options, key=nll).startswith("searched") and "within noise" in rec["why"], rec
+    assert rec["family"] == min(options, key=nll) or rec["family"] == min(fitted, key=nll)
     assert rec["weights"] == "parent" and rec["precision"] == options[rec["family"]].get("precision", "fp32")
     out = tmp_path / "export"
     assert main(["export", "--checkpoint", sn, "--search", str(tmp_path / "search" / "search.json"), "--budget",
