@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ImageSizeError, UnknownModelError
-from .token_drop import patch
+from .token_drop import patch, token_drop_record
 
 _log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def register_backbone(entry: BackboneEntry) -> BackboneEntry:
 
 def _token_drop_spec(model: nn.Module) -> Dict[str, Any]:
     """Scorer and fuse; reducer and prop_attn only when the model merges (drop specs stay as they were)."""
-    td = {"scorer": model.scorer, "fuse": bool(model.fuse)}
+    td = token_drop_record(model)
     if getattr(model, "reducer", "drop") != "drop":
         td.update(reducer=model.reducer, prop_attn=bool(getattr(model, "prop_attn", True)))
     return td
