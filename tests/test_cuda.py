@@ -181,3 +181,26 @@ def test_the_search_scores_candidates_on_the_gpu_and_leaves_the_model_on_the_cpu
     cpu, gpu = runs["cpu"].doc, runs["cuda"].doc
     assert gpu["full"]["holdout_accuracy"] == pytest.approx(cpu["full"]["holdout_accuracy"], abs=1 / 32 + 1e-9)
     assert gpu["full"]["test_accuracy"] == pytest.approx(cpu["full"]["test_accuracy"], abs=1 / 32 + 1e-9)
+
+
+@pytest.mark.parametrize("scorer", ["tavt", "cls", "tavt-sampled"])
+def test_every_scorer_drops_on_cuda_as_on_the_cpu(scorer):
+    """The scorer ranks tokens on the GPU as on the CPU (fp32, TF32 off: the same tokens kept, the same logits),
+    and at fp16 with the weights cast it gives finite logits (the explicit score rows stay in range)."""
+    from tavt_kit.bench.runners import ModelRunners
+
+    torch.manual_seed(0)
+    model = tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32, scorer=scorer).eval()
+    x = torch.randn(4, 3, 32, 32)
+    s = model.make_schedule([12, 8, 4])
+    with torch.inference_mode():
+        ref = model(x, drop=s)
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            out = model.cuda()(x.cuda(), drop=s).cpu()
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+        half = ModelRunners(model, DeploymentTarget(backend="torch-cudagraph", device="cuda", precision="fp16"))
+        assert torch.isfinite(half.runner(s, x)().float()).all()
