@@ -24,6 +24,8 @@ short keeps what it finished; a stage that would start after ``--deadline-s`` is
 * ``table``: a latency table profiled on the GPU (torch eager, fp32, batch 32; drop and merge), with its
   median prediction error on 10 random schedules timed whole; ``table_b1``: one for batch 1 at fp16 on
   ``torch-cudagraph`` (EViT's scorer).
+* ``table_b1_fp32``: ``table_b1`` at fp32, which ``search_b1`` searches beside fp16; ``table_graph``: batch 32
+  on captured graphs at fp16, TAVT's score from 32 query rows (``tavt-sampled``).
 * ``search``: ``fgvc-kit search --latency-table`` (the fp32 table) on the distilled supernet under a budget of
   0.6 of its full model, with ``--remeasure`` on the GPU, candidates scored on the GPU; ``search_b1``: the same
   on the batch-1 table.
@@ -47,8 +49,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_search_eval import one_generation  # noqa: E402
 
-STAGES = ("env", "latency", "latency_cls", "latency_sampled", "latency_compile", "table_b1", "table", "train",
-          "evaluator", "search", "search_b1", "suite")
+STAGES = ("env", "latency", "latency_cls", "latency_sampled", "latency_compile", "table_b1", "table_b1_fp32",
+          "table", "table_graph", "train", "evaluator", "search", "search_b1", "suite")
 
 
 class Run:
@@ -402,6 +404,21 @@ def stage_table_b1(run: Run) -> dict:
     return _table(run, backend, precision, 1, "table-fp16-b1-graph", scorer="cls")
 
 
+def stage_table_b1_fp32(run: Run) -> dict:
+    """``table_b1``'s fp32 counterpart: a search of fp16 searches fp32 beside it (every budget compares with it),
+    so ``search_b1`` needs a table at each."""
+    backend = "torch-cudagraph" if run.args.device.startswith("cuda") else "torch"
+    return _table(run, backend, "fp32", 1, "table-fp32-b1-graph", scorer="cls")
+
+
+def stage_table_graph(run: Run) -> dict:
+    """Batch 32 on captured graphs at fp16 with ``tavt-sampled`` (TAVT's score beside the fused attention): does
+    the table predict within 5 % where eager launches no longer overlap the GPU's work?"""
+    backend = "torch-cudagraph" if run.args.device.startswith("cuda") else "torch"
+    precision = "fp16" if run.args.device.startswith("cuda") else "fp32"
+    return _table(run, backend, precision, max(run.args.batches), "table-fp16-b32-graph", scorer="tavt-sampled")
+
+
 def stage_search(run: Run) -> dict:
     return _search(run, "table", "search", "tavt")
 
@@ -414,6 +431,9 @@ def stage_search_b1(run: Run) -> dict:
 def _search(run: Run, table_stage: str, name: str, scorer: str) -> dict:
     a = run.args
     table = (run.doc["stages"].get(table_stage) or {}).get("result") or {}
+    # a search at a lower precision searches fp32 beside it: its table too, where one was profiled
+    fp32 = (run.doc["stages"].get(f"{table_stage}_fp32") or {}).get("result") or {}
+    more = ["--latency-table", fp32["path"]] if fp32.get("path") and table.get("precision") != "fp32" else []
     supernet = supernet_path(a)
     if not table.get("path"):
         return {"skipped": f"needs the table (stage {table_stage})"}
@@ -426,7 +446,7 @@ def _search(run: Run, table_stage: str, name: str, scorer: str) -> dict:
                 "--dataset-option", f"test={a.test_images}"]
     budget = 0.6 * float(table["full_predicted_ms"])
     out = os.path.join(a.work, name)
-    res = _cli(run, ["search", "--checkpoint", supernet] + data + ["--latency-table", table["path"],
+    res = _cli(run, ["search", "--checkpoint", supernet] + data + more + ["--latency-table", table["path"],
                      "--latency-budget", f"{budget:.3f}ms", "--remeasure", "--subset", str(a.images),
                      "--population", str(a.population), "--generations", str(a.generations),
                      "--mutations", str(a.population), "--crossovers", str(a.population),
@@ -572,7 +592,7 @@ def summary(doc: dict) -> str:
                              f"min {min(v):.2f}")
     for n in (lat.get("notes") or []) + (comp.get("notes") or []):
         lines.append(f"note: {n}")
-    for key in ("table", "table_b1"):
+    for key in ("table", "table_b1", "table_b1_fp32", "table_graph"):
         t = (st.get(key) or {}).get("result")
         if t:
             lines.append(f"{key}: {t['backend']} {t['precision']} batch {t['batch']} scorer {t.get('scorer')}, "

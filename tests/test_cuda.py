@@ -204,3 +204,19 @@ def test_every_scorer_drops_on_cuda_as_on_the_cpu(scorer):
         assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
         half = ModelRunners(model, DeploymentTarget(backend="torch-cudagraph", device="cuda", precision="fp16"))
         assert torch.isfinite(half.runner(s, x)().float()).all()
+
+
+def test_training_resumed_on_the_gpu_equals_the_uninterrupted_run(tmp_path):
+    """The CUDA RNG state (stochastic depth draws on the GPU) is saved and restored: the resumed run equals the
+    uninterrupted one up to the order in which the GPU's backward adds (a different draw would be far off)."""
+    from test_data import make_folder
+    from test_train import Crash, CrashAfter, _run, weights
+
+    folder = str(make_folder(tmp_path / "data", train=6, test=3, size=(24, 20)))
+    ref, _ = _run(tmp_path / "ref", folder, device="cuda")
+    with pytest.raises(Crash):
+        _run(tmp_path / "cut", folder, step_fn=CrashAfter(11), device="cuda")
+    tr, res = _run(tmp_path / "cut", folder, resume=True, seed_model=123, device="cuda")
+    assert res.resumed_from == 4 and res.steps == 7
+    a, b = weights(ref.model), weights(tr.model)
+    assert all(torch.allclose(a[k], b[k], atol=1e-4, rtol=0) for k in a)

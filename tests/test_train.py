@@ -71,14 +71,17 @@ class CrashAfter(ClassificationStep):
         return super().__call__(model, images, labels)
 
 
-def _run(out, data, step_fn=None, resume=False, seed_model=0, workers=0):
+def _run(out, data, step_fn=None, resume=False, seed_model=0, workers=0, device="cpu"):
+    # the CPU by default: bit-equal resume needs deterministic kernels; a GPU's backward adds with atomics in
+    # varying order (test_cuda.py checks resume on a GPU to that tolerance)
     torch.manual_seed(seed_model)
     model = tiny(num_classes=3, drop_path_rate=0.2)  # stochastic depth: the RNG state matters too
     train = build_dataset("folder", data, "train", img_size=32, holdout=0.2)  # random crop + flip
     cfg = TrainConfig(steps=7, batch_size=4, accum_steps=2, optimizer="adamw", lr=2e-3, warmup_steps=2,
                       label_smoothing=0.1, eval_every=3, save_every=2, log_every=1, num_workers=workers, seed=5)
     hold = build_dataset("folder", data, "holdout", img_size=32, holdout=0.2)
-    tr = Trainer(model, train, cfg, holdout_set=hold, out_dir=str(out), step_fn=step_fn or ClassificationStep(0.1))
+    tr = Trainer(model, train, cfg, holdout_set=hold, out_dir=str(out), step_fn=step_fn or ClassificationStep(0.1),
+                 device=device)
     return tr, tr.fit(resume=resume)
 
 
@@ -105,7 +108,8 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, folder):
 
 def test_cli_run_killed_and_resumed(tmp_path, tiny_ckpt, capsys):
     args = ["train", "--checkpoint", tiny_ckpt, "--steps", "60", "--batch-size", "8", "--warmup-steps", "2",
-            "--eval-every", "20", "--save-every", "3", "--no-progress", "--no-test", "--drop-path", "0.1"]
+            "--eval-every", "20", "--save-every", "3", "--no-progress", "--no-test", "--drop-path", "0.1",
+            "--device", "cpu"]  # bit-equal: deterministic kernels
     state = tmp_path / "cut" / "train_state.safetensors"
     kill_once_written([sys.executable, "-m", "tavt_kit.cli"] + args + ["--out", str(tmp_path / "cut")], state,
                       timeout=120)
@@ -124,7 +128,7 @@ def test_cli_run_killed_and_resumed(tmp_path, tiny_ckpt, capsys):
 def _fit(cfg, train, seed=0):
     torch.manual_seed(seed)
     m = tiny()
-    Trainer(m, train, cfg).fit()
+    Trainer(m, train, cfg, device="cpu").fit()  # equal to 1e-5: no TF32, no atomics
     return weights(m)
 
 

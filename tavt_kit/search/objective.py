@@ -290,7 +290,9 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
             out[p] = LatencyObjective.from_table(t, model, remeasure=remeasure)
         elif tables:
             have = ", ".join(f"{t.source} ({q})" for q, t in tables.items())
-            raise ConfigError(f"table={have}: no table profiled at {p}; profile one at {p}")
+            why = (" (fp32 is searched beside every lower precision: each budget compares with it)"
+                   if p == Precision.FP32 else "")
+            raise ConfigError(f"table={have}: no table profiled at {p}{why}; profile one at {p} and give both")
         else:
             base = target or DeploymentTarget.default()
             if len(precisions) > 1 and target is None:
