@@ -249,3 +249,21 @@ def test_a_pick_timed_over_its_budget_on_the_target_is_passed_over():
     best, n = choose_pair([prov, slow], pytest.fail, "accuracy", 3, within=within(0.011, []),
                           plausible=lambda pair: target.plausible(pair.gene, pair.precision, pair.latency, 0.011))
     assert best is slow and n == 0 and (prov.gene, "int8") not in target.timed
+
+
+def test_a_budget_only_a_lower_precision_meets_is_searched_not_called_unreachable(tmp_path, supernet_and_tables,
+                                                                                  capsys):
+    """A GPU's fp16 search: the budget is below every fp32 schedule but not below bf16's smallest (the bf16 table
+    is twice as fast), so the search warns of nothing and finds a bf16 pair within it."""
+    ckpt, tables, full_ms, table = supernet_and_tables
+    from tavt_kit.search import space_of
+
+    budget = 0.9 * table.predict(space_of(tavt_kit.load_checkpoint(ckpt)).smallest())
+    out = tmp_path / "s"
+    argv = ["search", "--checkpoint", ckpt, "--precisions", "bf16", "--latency-table", tables["fp32"],
+            "--latency-table", tables["bf16"], "--latency-budget", f"{budget:.4f}ms", "--out", str(out)] + EVO
+    assert main(argv) == 0
+    said = capsys.readouterr()
+    assert "below the smallest schedule" not in said.out + said.err
+    best = json.loads((out / "search.json").read_text())["budgets"][0]["best"]
+    assert best["precision"] == "bf16" and best["latency_ms"] <= budget + 1e-9

@@ -296,8 +296,8 @@ class SearchPipeline:
         for b in self.budgets:
             if b.objective == "macs":
                 cost = count_macs(self.model, self.space.smallest()).total()
-            elif self.latency is not None:
-                cost = self.latency(self.space.smallest())
+            elif self.objectives:  # the fastest precision searched: a budget only fp16 or int8 meets is reachable
+                cost = min(o(self.space.smallest()) for o in self.objectives.values())
             else:
                 continue
             if cost > b.limit:
