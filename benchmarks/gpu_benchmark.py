@@ -25,7 +25,8 @@ short keeps what it finished; a stage that would start after ``--deadline-s`` is
   median prediction error on 10 random schedules timed whole; ``table_b1``: one for batch 1 at fp16 on
   ``torch-cudagraph`` (EViT's scorer).
 * ``table_b1_fp32``: ``table_b1`` at fp32, which ``search_b1`` searches beside fp16; ``table_graph``: batch 32
-  on captured graphs at fp16, TAVT's score from 32 query rows (``tavt-sampled``).
+  on captured graphs at fp16, TAVT's score from 32 query rows (``tavt-sampled``); ``table_graph_fp32``: the same
+  at fp32; ``search_graph``: the search on those two under 0.7 of the fp16 full model.
 * ``search``: ``fgvc-kit search --latency-table`` (the fp32 table) on the distilled supernet under a budget of
   0.6 of its full model, with ``--remeasure`` on the GPU, candidates scored on the GPU; ``search_b1``: the same
   on the batch-1 table.
@@ -50,7 +51,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_search_eval import one_generation  # noqa: E402
 
 STAGES = ("env", "latency", "latency_cls", "latency_sampled", "latency_compile", "table_b1", "table_b1_fp32",
-          "table", "table_graph", "train", "evaluator", "search", "search_b1", "suite")
+          "table", "table_graph", "table_graph_fp32", "train", "evaluator", "search", "search_b1", "search_graph",
+          "suite")
 
 
 class Run:
@@ -419,6 +421,18 @@ def stage_table_graph(run: Run) -> dict:
     return _table(run, backend, precision, max(run.args.batches), "table-fp16-b32-graph", scorer="tavt-sampled")
 
 
+def stage_table_graph_fp32(run: Run) -> dict:
+    """``table_graph`` at fp32, which ``search_graph`` searches beside fp16."""
+    backend = "torch-cudagraph" if run.args.device.startswith("cuda") else "torch"
+    return _table(run, backend, "fp32", max(run.args.batches), "table-fp32-b32-graph", scorer="tavt-sampled")
+
+
+def stage_search_graph(run: Run) -> dict:
+    """The search on the captured batch-32 tables (fp16 beside fp32, ``tavt-sampled``) under 0.7 of the fp16 full
+    model's predicted latency, the picks timed on the captured graphs."""
+    return _search(run, "table_graph", "search-graph", "tavt-sampled", fraction=0.7)
+
+
 def stage_search(run: Run) -> dict:
     return _search(run, "table", "search", "tavt")
 
@@ -428,7 +442,7 @@ def stage_search_b1(run: Run) -> dict:
     return _search(run, "table_b1", "search-b1", "cls")
 
 
-def _search(run: Run, table_stage: str, name: str, scorer: str) -> dict:
+def _search(run: Run, table_stage: str, name: str, scorer: str, fraction: float = 0.6) -> dict:
     a = run.args
     table = (run.doc["stages"].get(table_stage) or {}).get("result") or {}
     # a search at a lower precision searches fp32 beside it: its table too, where one was profiled
@@ -444,7 +458,7 @@ def _search(run: Run, table_stage: str, name: str, scorer: str) -> dict:
         supernet = save_checkpoint(build_model(a, scorer), os.path.join(a.work, f"random-init-{scorer}.safetensors"))
         data = ["--dataset", "cluttered-digits", "--dataset-option", f"holdout={a.images}",
                 "--dataset-option", f"test={a.test_images}"]
-    budget = 0.6 * float(table["full_predicted_ms"])
+    budget = fraction * float(table["full_predicted_ms"])
     out = os.path.join(a.work, name)
     res = _cli(run, ["search", "--checkpoint", supernet] + data + more + ["--latency-table", table["path"],
                      "--latency-budget", f"{budget:.3f}ms", "--remeasure", "--subset", str(a.images),
@@ -592,12 +606,12 @@ def summary(doc: dict) -> str:
                              f"min {min(v):.2f}")
     for n in (lat.get("notes") or []) + (comp.get("notes") or []):
         lines.append(f"note: {n}")
-    for key in ("table", "table_b1", "table_b1_fp32", "table_graph"):
+    for key in ("table", "table_b1", "table_b1_fp32", "table_graph", "table_graph_fp32"):
         t = (st.get(key) or {}).get("result")
         if t:
             lines.append(f"{key}: {t['backend']} {t['precision']} batch {t['batch']} scorer {t.get('scorer')}, "
                          f"{t['wall_s']} s, merge round {t.get('merge_round_ms')} ms, validation {t['validation']}")
-    for key in ("search", "search_b1"):
+    for key in ("search", "search_b1", "search_graph"):
         s = (st.get(key) or {}).get("result")
         if not s or s.get("skipped"):
             continue
