@@ -220,3 +220,22 @@ def test_training_resumed_on_the_gpu_equals_the_uninterrupted_run(tmp_path):
     assert res.resumed_from == 4 and res.steps == 7
     a, b = weights(ref.model), weights(tr.model)
     assert all(torch.allclose(a[k], b[k], atol=1e-4, rtol=0) for k in a)
+
+
+def test_a_precision_search_on_the_gpu_scores_fp16_picks_in_torch_there(monkeypatch):
+    """A search of fp16 on a torch GPU target scores its picks on the model itself at fp16 on the GPU (the
+    H200 machine, which has no OpenVINO, failed here once: every pick was sent to OpenVINO)."""
+    import sys
+
+    from tavt_kit.search.precision import DeployedScorer
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    model = tiny()
+    images, labels = torch.rand(16, 3, 32, 32), torch.randint(0, model.num_classes, (16,))
+    targets = {p: DeploymentTarget(backend="torch-cudagraph", device="cuda", precision=p) for p in ("fp32", "fp16")}
+    scorer = DeployedScorer(model, lambda x: x, lambda: None, batch_size=8, targets=targets)
+    sc, runtime = scorer.scores(model.full_schedule(), "fp16", images, labels)
+    assert runtime == "PyTorch torch-cudagraph on cuda, fp16"
+    assert sc.kl[0] / 16 < 1e-3  # the full model at fp16 against its fp32 self on the GPU
+    assert next(model.parameters()).device.type == "cpu"
+    scorer.close()

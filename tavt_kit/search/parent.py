@@ -189,7 +189,7 @@ class ParentStage:
         # quantised by the precision stage, are scored on its own scorer (no second quantisation)
         scorer = stage.scorer if self.own else DeployedScorer(  # one deployed model per weights
             self.parent, pipe.transform, stage.scorer.calibration, pipe.batch_size,
-            pipe.objectives["fp32"].target.threads)
+            pipe.objectives["fp32"].target.threads, {p: o.target for p, o in pipe.objectives.items()})
         self._scorers.update(parent=scorer, supernet=stage.scorer)
         entries: Dict[tuple, dict] = {}  # (schedule, precision) -> entry: one measurement for all budgets
         for row in doc["budgets"]:

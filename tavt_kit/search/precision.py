@@ -48,7 +48,7 @@ from torch import nn
 
 from ..schedules.schedule import TokenSchedule
 from ..stats import paired_difference, wilson_interval
-from ..target import Precision
+from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
 from .evaluate import CandidateEvaluator, ScheduleScores
 from .reuse import METRICS
 from .evolution import EvolutionSearch, entry_gene, gene_of, pareto_front
@@ -63,16 +63,36 @@ ACCURACY_SOURCE = {"fp32": "PyTorch fp32", "bf16": "PyTorch bf16 autocast", "fp1
 
 
 # --------------------------------------------------------------- deployed runs
+def _runs_in_torch(target: DeploymentTarget) -> bool:
+    """Whether ``target`` deploys the model itself in torch here: a torch backend at fp32, or at bf16 / fp16 on a
+    CUDA device that runs it (int8, and half precision on a CPU, deploy through OpenVINO)."""
+    from ..bench.backends import check_target
+    from ..errors import BackendError, ConfigError
+
+    if target.backend not in TORCH_BACKENDS or target.precision == Precision.INT8:
+        return False
+    try:
+        check_target(target)
+    except (BackendError, ConfigError):
+        return False
+    return True
+
+
 class DeployedScorer:
     """Schedules run on the deployed runtime: exported to ONNX, converted to OpenVINO IR (int8: quantised with
-    NNCF on training images), compiled at the precision, run on an image set; exports cached per pair."""
+    NNCF on training images), compiled at the precision, run on an image set; exports cached per pair. Where
+    ``targets`` gives a precision a torch target that runs it here (:func:`_runs_in_torch`: fp32, or bf16 / fp16
+    on a GPU), the deployed model is the model itself, its weights cast, on that device: no export."""
 
     def __init__(self, model: nn.Module, transform: Callable[[torch.Tensor], torch.Tensor],
-                 calibration: Callable[[], np.ndarray], batch_size: int = 64, threads: Optional[int] = None):
+                 calibration: Callable[[], np.ndarray], batch_size: int = 64, threads: Optional[int] = None,
+                 targets: Optional[Dict[str, DeploymentTarget]] = None):
         self.model, self.transform, self.batch_size, self.threads = model, transform, int(batch_size), threads
+        self.targets = {p: t for p, t in (targets or {}).items() if _runs_in_torch(t)}
         self._calibration_fn, self._calibration = calibration, None
         self._tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-deployed-")
         self._files: Dict[tuple, str] = {}
+        self._modules: Dict[str, nn.Module] = {}
         self._reference: Dict[int, torch.Tensor] = {}
         self.seconds = 0.0
         self.quantized = 0
@@ -102,13 +122,27 @@ class DeployedScorer:
                 self._files[key] = convert_openvino(onnx, stem + ".xml", verify=False).xml_path
         return self._files[key]
 
+    def _torch_logits(self, sched: Optional[TokenSchedule], precision: str, images: torch.Tensor) -> torch.Tensor:
+        """Logits of the model deployed on the torch target of ``precision`` (the fp32 reference on the fp32
+        target where it is a torch one, else on the CPU as given)."""
+        from ..bench.backends import deployed_module
+
+        target = self.targets.get(precision)
+        if target is None:
+            model, device, dtype = self.model, next(self.model.parameters()).device, None
+        else:
+            if precision not in self._modules:
+                self._modules[precision] = deployed_module(self.model, target)
+            model, device = self._modules[precision], torch.device(target.device)
+            dtype = next(model.parameters()).dtype
+        with torch.inference_mode():
+            return torch.cat([model(self.transform(images[i:i + self.batch_size]).to(device, dtype), drop=sched)
+                              .float().cpu() for i in range(0, len(images), self.batch_size)])
+
     def _full_logp(self, images: torch.Tensor) -> torch.Tensor:
         key = id(images)
         if key not in self._reference:
-            with torch.inference_mode():
-                out = [self.model(self.transform(images[i:i + self.batch_size])).float().log_softmax(-1)
-                       for i in range(0, len(images), self.batch_size)]
-            self._reference[key] = torch.cat(out)
+            self._reference[key] = self._torch_logits(None, "fp32", images).log_softmax(-1)
         return self._reference[key]
 
     def scores(self, sched: TokenSchedule, precision: str, images: torch.Tensor, labels: torch.Tensor
@@ -118,19 +152,23 @@ class DeployedScorer:
         from ..export.verify import ExportedRunner
 
         start = time.perf_counter()
-        runner = ExportedRunner(self._file(sched, precision), precision="fp32" if precision == "int8" else precision,
-                                threads=self.threads)
-        logits = [torch.from_numpy(np.asarray(runner(self.transform(images[i:i + self.batch_size]).numpy()))).float()
-                  for i in range(0, len(images), self.batch_size)]
-        logp = torch.cat(logits).log_softmax(-1)
+        if precision in self.targets:  # a torch target deploys the model itself at the precision
+            logp = self._torch_logits(sched, precision, images).log_softmax(-1)
+            runtime = f"PyTorch {self.targets[precision].backend} on {self.targets[precision].device}, {precision}"
+        else:
+            runner = ExportedRunner(self._file(sched, precision), threads=self.threads,
+                                    precision="fp32" if precision == "int8" else precision)
+            logp = torch.cat([torch.from_numpy(np.asarray(runner(self.transform(images[i:i + self.batch_size])
+                                                                 .numpy()))).float()
+                              for i in range(0, len(images), self.batch_size)]).log_softmax(-1)
+            runtime = f"{runner.runtime}, {runner.precision_used}"
         ref = self._full_logp(images)
         hit = logp.argmax(-1) == labels
         nll_i = -logp.gather(1, labels.view(-1, 1)).squeeze(1)
         kl = float((ref.exp() * (ref - logp)).sum())
         self.seconds += time.perf_counter() - start
         return ScheduleScores(len(labels), [int(hit.sum())], [float(nll_i.sum())], [kl], hit.view(1, -1),
-                              losses=nll_i.view(1, -1)), \
-            f"{runner.runtime}, {runner.precision_used}"
+                              losses=nll_i.view(1, -1)), runtime
 
 
 # ------------------------------------------------------------------- the pairs
@@ -265,7 +303,8 @@ class PrecisionStage:
         calib = pipe.data.calibration
         scorer = DeployedScorer(pipe.model, pipe.transform,
                                 lambda: calib(pipe.calibration_images, pipe.settings.seed), pipe.batch_size,
-                                pipe.objectives["fp32"].target.threads)
+                                pipe.objectives["fp32"].target.threads,
+                                {p: o.target for p, o in pipe.objectives.items()})
         # keyed on the calibration: a rerun with other calibration images quantises again
         deployed = JournalSection(self.journal, "int8", kind="deployed", key={"calibration": pipe.calibration})
         self.verified = {g: {k: rec[k] for k in ("accuracy", "nll", "kl")} for g, rec in deployed.entries.items()}
