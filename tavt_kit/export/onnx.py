@@ -220,6 +220,11 @@ def _ort_max_diff(path: str, module: nn.Module, inputs: Sequence[torch.Tensor]) 
     return worst, scale
 
 
+def _scaled(scale: float) -> str:
+    """How the export check's ``atol`` was scaled: it holds up to logits of magnitude 1, and scales above."""
+    return f" x the largest logit, {scale:.3g}" if scale > 1 else ""
+
+
 def export_module(
     module: nn.Module,
     example: torch.Tensor,
@@ -287,11 +292,9 @@ def export_module(
             continue
         diff = None
         if verify_inputs:
-            diff, scale = _ort_max_diff(path, module, verify_inputs)
-            # float32 rounding grows with the logits: atol holds up to magnitude 1 and scales with it above
+            diff, scale = _ort_max_diff(path, module, verify_inputs)  # float32 rounding grows with the logits
             if not diff <= atol * max(1.0, scale):
-                reasons.append(f"{name} export differs from PyTorch by {diff:.3g} (> {atol:g}"
-                               + (f" x the largest logit, {scale:.3g})" if scale > 1 else ")"))
+                reasons.append(f"{name} export differs from PyTorch by {diff:.3g} (> {atol:g}{_scaled(scale)})")
                 if last:
                     raise ExportError(f"{path}: {'; '.join(reasons)}")
                 continue
