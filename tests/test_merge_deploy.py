@@ -321,7 +321,9 @@ def test_whole_models_are_timed_at_the_tables_machine_speed(tables):
         # against the parts the table timed, not its calibration: fitted on anchors timed 3-5 times each, that
         # moved the prediction to 4.7x the whole model's time once in a loaded test run (scale 0.6-1.1 seen)
         p = both.predict_parts(s)
-        assert 0.25 < ms[k] / (p["embed"] + sum(p["blocks"]) + p["head"]) < 4
+        # a bound for gross errors (seconds for ms, the rescaling upside down): two pytest workers sharing one
+        # core beside a timing process ran the whole model at 4.8x its parts
+        assert 0.125 < ms[k] / (p["embed"] + sum(p["blocks"]) + p["head"]) < 8
     with pytest.raises(LatencyTableError):
         time_at_table_speed(both, tavt_kit.create_model("vit_base_patch16_224", num_classes=10,
                                                         **{**TINY, "depth": 3}), {"full": [16] * 3})
