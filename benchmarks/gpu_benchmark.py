@@ -400,31 +400,34 @@ def stage_table(run: Run) -> dict:
     return _table(run, "torch", "fp32", max(run.args.batches), "table-fp32-b32")
 
 
+def _captured(run: Run) -> tuple:
+    """The runtime a GPU deploys on (captured graphs) and its half precision; torch at fp32 elsewhere (smoke)."""
+    gpu = run.args.device.startswith("cuda")
+    return ("torch-cudagraph", "fp16") if gpu else ("torch", "fp32")
+
+
 def stage_table_b1(run: Run) -> dict:
-    backend = "torch-cudagraph" if run.args.device.startswith("cuda") else "torch"
-    precision = "fp16" if run.args.device.startswith("cuda") else "fp32"
+    backend, precision = _captured(run)
     return _table(run, backend, precision, 1, "table-fp16-b1-graph", scorer="cls")
 
 
 def stage_table_b1_fp32(run: Run) -> dict:
     """``table_b1``'s fp32 counterpart: a search of fp16 searches fp32 beside it (every budget compares with it),
     so ``search_b1`` needs a table at each."""
-    backend = "torch-cudagraph" if run.args.device.startswith("cuda") else "torch"
-    return _table(run, backend, "fp32", 1, "table-fp32-b1-graph", scorer="cls")
+    return _table(run, _captured(run)[0], "fp32", 1, "table-fp32-b1-graph", scorer="cls")
 
 
 def stage_table_graph(run: Run) -> dict:
     """Batch 32 on captured graphs at fp16 with ``tavt-sampled`` (TAVT's score beside the fused attention): does
     the table predict within 5 % where eager launches no longer overlap the GPU's work?"""
-    backend = "torch-cudagraph" if run.args.device.startswith("cuda") else "torch"
-    precision = "fp16" if run.args.device.startswith("cuda") else "fp32"
+    backend, precision = _captured(run)
     return _table(run, backend, precision, max(run.args.batches), "table-fp16-b32-graph", scorer="tavt-sampled")
 
 
 def stage_table_graph_fp32(run: Run) -> dict:
     """``table_graph`` at fp32, which ``search_graph`` searches beside fp16."""
-    backend = "torch-cudagraph" if run.args.device.startswith("cuda") else "torch"
-    return _table(run, backend, "fp32", max(run.args.batches), "table-fp32-b32-graph", scorer="tavt-sampled")
+    return _table(run, _captured(run)[0], "fp32", max(run.args.batches), "table-fp32-b32-graph",
+                  scorer="tavt-sampled")
 
 
 def stage_search_graph(run: Run) -> dict:

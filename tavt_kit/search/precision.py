@@ -99,6 +99,7 @@ class DeployedScorer:
 
     def close(self) -> None:
         self._tmp.cleanup()
+        self._modules.clear()  # the weights cast and moved to a GPU
 
     def calibration(self) -> np.ndarray:
         if self._calibration is None:
