@@ -45,8 +45,12 @@ def test_a_search_under_other_budgets_takes_what_an_earlier_one_evaluated(tmp_pa
     assert reused.doc["timing"]["evaluations"] == r["evaluated"]["fp32"]
     assert any(s.startswith(f"reuse: {r['taken']['fp32']} held-out evaluations taken from 1 earlier search") for s in lines)
     # taking them changes nothing: the same candidates, metrics and pick as the search that evaluated everything
-    key = lambda d: (tuple(d["counts"]), d["accuracy"], round(d["nll"], 9))  # noqa: E731
-    assert sorted(map(key, reused.doc["candidates"])) == sorted(map(key, fresh.doc["candidates"]))
+    key = lambda d: (tuple(d["counts"]), d["accuracy"], round(d["nll"], 4))  # noqa: E731
+    got, want = sorted(reused.doc["candidates"], key=key), sorted(fresh.doc["candidates"], key=key)
+    assert [key(d)[:2] for d in got] == [key(d)[:2] for d in want]
+    # the NLL to float rounding: on a GPU a candidate evaluated beside others in a different batch differs in the
+    # last bits (seen: 1.371054459 against 1.371054363); on a CPU they are equal
+    assert [d["nll"] for d in got] == pytest.approx([d["nll"] for d in want], rel=1e-6)
     label = next(iter(fresh.budgets))
     assert reused.budgets[label].best == fresh.budgets[label].best
     # what was taken is in this search's own journal: it resumes from its folder alone
