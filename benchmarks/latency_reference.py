@@ -16,8 +16,10 @@ Per seed, on cluttered-digits (3000 test images):
    measured on this machine's CPU);
 2. a supernet: ``fgvc-kit distill`` from it with the built-in recipe and ``--bound`` (0.5: at most half of a
    block's tokens, ToMe's reach; above 0.5 a merging block runs several bipartite rounds);
-3. per batch size: your model's fp32 latency on OpenVINO here, then ``tavt_kit.search_schedules`` under
-   latency budgets of ``--fractions`` of it, on OpenVINO at that batch, searching (schedule, precision) pairs over
+3. per batch size: ``tavt_kit.search_schedules`` under latency budgets of ``--fractions`` of your model's fp32
+   latency, given as shares (``50%``: the search places them on its latency table and judges every option by its
+   ratio to your model timed in the same round; ``--budgets-as ms``: placed in ms from one timing of your model
+   here, as the runs before shares), on OpenVINO at that batch, searching (schedule, precision) pairs over
    ``--precisions`` (int8: NNCF PTQ, verified on the deployed runtime), with your model as the reference: ToMe on
    it, the schedule the same evolution finds on your model's own weights (merging, no training;
    ``searched_parent``, off with ``--no-parent-search``) and your model itself, at every precision, compete for
@@ -176,8 +178,10 @@ def _tag(batch: int, args) -> str:
 
 def _ship_tag(args) -> str:
     """A run with ``--ship-confidence`` has its own files and search folder (runs without it: the library's default
-    of their time; the ship gate came after the first runs)."""
-    return f"-ship{args.ship_confidence:g}" if args.ship_confidence is not None else ""
+    of their time; the ship gate came after the first runs); a run whose budgets are shares of your model's latency
+    (``--budgets-as share``, the default) has its own too (the runs before it placed them in ms)."""
+    return (f"-ship{args.ship_confidence:g}" if args.ship_confidence is not None else "") + \
+        ("-share" if args.budgets_as == "share" else "")
 
 
 def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:
@@ -212,6 +216,26 @@ def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_p
     return res
 
 
+def _budgets_in_ms(parent, full, target, sdir: str, batch: int, say, args) -> list:
+    """``--budgets-as ms`` (the runs before shares): the fractions of your model's fp32 latency timed once here,
+    placed in ms. Kept in the search folder, so that a killed stage resumes its search (whose journal is keyed on
+    the budgets) instead of starting over. A machine faster or slower then than in the search's own timing moves
+    the limits: the tool then judges its options against ms that are not the fraction any more."""
+    from tavt_kit.bench.measure import measure_schedules
+    from tavt_kit.files import write_json
+
+    measured = os.path.join(sdir, "parent-latency.json")
+    if os.path.isfile(measured):
+        parent_ms = read_json(measured)["ms"]
+    else:
+        base = measure_schedules(parent, {"parent": (full, "fp32")}, target=target, policy=_policy(args))
+        parent_ms = base["parent"][0].p50 * 1e3
+        write_json({"ms": parent_ms, "batch": batch, "threads": args.threads}, measured)
+    budgets = [f"{f * parent_ms:.4g}ms" for f in args.fractions]
+    say(f"your model: {parent_ms:.3f} ms per batch of {batch}; budgets {', '.join(budgets)}")
+    return budgets
+
+
 def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:
     """Search under latency budgets at ``batch`` and time every deployable round-robin; one file per (seed, batch)."""
     import torch
@@ -234,26 +258,19 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
     full = supernet.full_schedule()
     target = _target(batch, args.threads)
     sdir = os.path.join(args.out, f"seed{seed}", f"search-{tag}")
-    if args.ship_confidence is not None:  # its own folder; the budgets of the run without it (same parent timing)
+    if args.budgets_as == "share":  # the search places them on its table and judges them by the ratio
+        sdir += _ship_tag(args)
+        budgets = [f"{100 * f:g}%" for f in args.fractions]
+        say(f"budgets {', '.join(budgets)} of your model's fp32 latency on the target, per batch of {batch}")
+    elif args.ship_confidence is not None:  # its own folder; the budgets of the run without it (same parent timing)
         first, sdir = sdir, sdir + _ship_tag(args)
         if os.path.isfile(os.path.join(first, "parent-latency.json")) and not os.path.isdir(sdir):
             import shutil
 
             os.makedirs(sdir)
             shutil.copy(os.path.join(first, "parent-latency.json"), sdir)
-    # your model's fp32 latency on the target: the budgets are fractions of it. Measured once and kept, so that
-    # a killed stage resumes its search (whose journal is keyed on the budgets) instead of starting over
-    measured = os.path.join(sdir, "parent-latency.json")
-    if os.path.isfile(measured):
-        parent_ms = read_json(measured)["ms"]
-    else:
-        base = measure_schedules(parent, {"parent": (full, "fp32")}, target=target, policy=_policy(args))
-        parent_ms = base["parent"][0].p50 * 1e3
-        from tavt_kit.files import write_json
-
-        write_json({"ms": parent_ms, "batch": batch, "threads": args.threads}, measured)
-    budgets = [f"{f * parent_ms:.4g}ms" for f in args.fractions]
-    say(f"your model: {parent_ms:.3f} ms per batch of {batch}; budgets {', '.join(budgets)}")
+    if args.budgets_as == "ms":
+        budgets = _budgets_in_ms(parent, full, target, sdir, batch, say, args)
     # a candidate's held-out metrics (and its int8 model's) do not depend on the batch size: what this seed's
     # searches at other batch sizes evaluated is taken, not evaluated again (the result is the same)
     seed_dir = os.path.join(args.out, f"seed{seed}")
@@ -523,6 +540,10 @@ def main(argv=None) -> int:
     ap.add_argument("--tome-precisions", help="the sweep's precisions (default: --precisions)")
     ap.add_argument("--no-parent-search", action="store_true",
                     help="the search does not also search schedules on your model's own weights (searched_parent)")
+    ap.add_argument("--budgets-as", choices=("share", "ms"), default="share",
+                    help="share: the search takes each budget as a share of your model's latency (50%%) and judges "
+                         "it by the ratio to your model timed beside it; ms: placed in ms from one timing of your "
+                         "model here (the runs before shares; a drifting machine moves those limits)")
     ap.add_argument("--ship-confidence", type=float, default=None,
                     help="the recommendation's ship_confidence; its files and search folder are named with it")
     ap.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL["model"],

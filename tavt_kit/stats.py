@@ -13,7 +13,7 @@ that the data cannot resolve is said to be one.
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 Z95 = 1.959963984540054
 
@@ -27,6 +27,11 @@ def wilson_interval(hits: int, n: int, z: float = Z95) -> Tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy_interval(accuracy: Optional[float], n: int) -> Optional[List[float]]:
+    """The 95 % Wilson interval of an accuracy measured on ``n`` images, as a list (None: none measured)."""
+    return None if accuracy is None or not n else list(wilson_interval(int(round(accuracy * n)), n))
 
 
 def paired_difference(a: Sequence[bool], b: Sequence[bool], z: float = Z95) -> Dict[str, float]:

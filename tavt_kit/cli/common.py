@@ -309,7 +309,7 @@ def add_refused(parser, old: str, suggest) -> None:
 def budget_suggestion(option: str, value: str) -> str:
     """What ``search --budget VALUE`` means in search's options (search gives budgets by kind)."""
     text = str(value).strip()
-    if re.fullmatch(r"[0-9]*\.?[0-9]+(?:e[+-]?\d+)?\s*(?:s|ms|us)", text, re.I):
+    if re.fullmatch(r"[0-9]*\.?[0-9]+(?:e[+-]?\d+)?\s*(?:s|ms|us|%)", text, re.I):
         use = f"--latency-budget {text}"
     elif re.fullmatch(r"[0-9]*\.?[0-9]+(?:e[+-]?\d+)?\s*[kmgt]?\s*macs?|[0-9]*\.?[0-9]+(?:e[+-]?\d+)?\s*[kmgt]",
                       text, re.I):
@@ -450,11 +450,27 @@ def parse_macs(text: str, flag: str = "--macs-budget") -> float:
     return value
 
 
+def parse_latency_budget(text: str):
+    """``--latency-budget``: a time (``15ms``, :func:`parse_seconds`) or a share of your model's latency on the
+    target (``50%``), as a :class:`~tavt_kit.search.evolution.Budget`."""
+    from ..search.evolution import Budget
+    from ..search.options import as_budget
+
+    if str(text).strip().endswith("%"):
+        try:
+            return as_budget(text)
+        except ConfigError as e:
+            raise ConfigError(f"--latency-budget {text}: expected a percentage of your model's latency above 0 "
+                              "and at most 100, e.g. 50%") from e
+    return Budget("latency", parse_seconds(text))
+
+
 def parse_seconds(text: str) -> float:
     """``15ms``, ``0.2s``, ``800us`` -> seconds (a bare number is milliseconds)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*(s|ms|us)?\s*", str(text), re.I)
     if not m:
-        raise ConfigError(f"--latency-budget: expected a time such as 15ms or 0.2s, got {text!r}")
+        raise ConfigError(f"--latency-budget: expected a time such as 15ms or 0.2s, or a percentage of your model's "
+                          f"latency such as 50%, got {text!r}")
     value = float(m.group(1)) * _TIME_UNITS[(m.group(2) or "ms").lower()]
     if value <= 0:
         raise ConfigError(f"--latency-budget: must be positive, got {text!r}")

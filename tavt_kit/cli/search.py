@@ -10,7 +10,7 @@ from ..search.recommend import check_ship_confidence
 from ..search.result import describe_family, family_entry
 from ..target import BACKENDS
 from .common import (add_deprecated, add_device, add_refused, budget_suggestion, check_can_merge, device,
-                     parse_macs, parse_reducers, parse_seconds)
+                     parse_latency_budget, parse_macs, parse_reducers)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--macs-budget", action="append", default=[], metavar="MACS",
                    help="MAC budget per image, e.g. 20G (repeatable)")
     b.add_argument("--latency-budget", action="append", default=[], metavar="TIME",
-                   help="latency budget per batch, e.g. 15ms (repeatable)")
+                   help="latency budget per batch, e.g. 15ms, or a share of your model's latency on the target, "
+                        "e.g. 50%% (judged by the ratio to your model timed in the same round) (repeatable)")
     add_refused(p, "--budget", budget_suggestion)
     lat = p.add_argument_group("latency objective")
     lat.add_argument("--latency-table", metavar="FILE", action="append", default=[],
@@ -158,7 +159,7 @@ def run(args) -> int:
 
     _check_positive(args)
     budgets = [Budget("macs", parse_macs(v)) for v in args.macs_budget]
-    budgets += [Budget("latency", parse_seconds(v)) for v in args.latency_budget]
+    budgets += [parse_latency_budget(v) for v in args.latency_budget]
     model = load_checkpoint(args.checkpoint).eval()
     if args.scorer is not None and args.scorer != model.scorer:
         from ..models.token_drop import check_scorer
@@ -252,7 +253,8 @@ def summary(result: dict) -> str:
     lines.append(row("full", full))
     lines.append(row("smallest of the space", result["smallest"]))
     for b in result["budgets"]:
-        lines.append(f"budget {b['label']}:")
+        share = f" of your model's latency ({b['limit'] * 1e3:.4g} ms predicted)" if "fraction" in b else ""
+        lines.append(f"budget {b['label']}{share}:")
         if "best_fp32" in b:
             lines.append(row("searched pair", b["best"]))
             lines.append(row("searched fp32 only", b["best_fp32"]))

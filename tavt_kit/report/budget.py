@@ -210,9 +210,9 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
             "p50") is not None else front_latency_ms(d, search)
         predicted = d.get("latency_ms") if table_search else None
         if b["objective"] == "latency":
-            limit_ms = b["limit"] * 1e3
+            limit_ms, share = _limit_ms(b, d, r, ev, search)
             ok = lat is not None and lat <= limit_ms
-            lat_cell = f"{lat:.3g} ms {kind} / {limit_ms:.3g} ms" if lat is not None else "–"
+            lat_cell = f"{lat:.3g} ms {kind} / {limit_ms:.3g} ms{share}" if lat is not None else "–"
             if kind == "measured" and predicted is not None:
                 lat_cell += f" (predicted {predicted:.3g} ms)"
             margin = f"{limit_ms - lat:+.3g} ms" if lat is not None else "–"
@@ -227,7 +227,7 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
             margin = f"{(b['limit'] - d['macs']) / scale:+.3g} {unit}"
         verdict = "pass" if ok else "**FAIL**"
         if not ok and lat is not None and kind == "measured" and b["objective"] == "latency":
-            notes.append(f"{b['label']}: " + over_budget_advice(search, lat, predicted, b["limit"] * 1e3))
+            notes.append(f"{b['label']}: " + over_budget_advice(search, lat, predicted, limit_ms))
         test = d.get("test_accuracy")
         acc = "–" if test is None else _pct_ci(d, "test", search["settings"].get("test_images") or 0) + " %" + (
             f" ({_paired(d['vs_parent'])})" if parent and d.get("vs_parent") else
@@ -241,6 +241,24 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
     md += [f"- {n}" for n in notes]
     md.append("")
     return md + _reference_section(search, scale, unit)
+
+
+def _limit_ms(b: dict, d: dict, bench_row: Optional[dict], ev: _Evidence, search: dict) -> Tuple[float, str]:
+    """A latency budget's limit in ms, and for a share of your model's latency what it is a share of: your model
+    timed beside the pick (in bench.json's run, or in the search's final round), so that a machine faster or
+    slower than when the budget was placed moves both sides alike; the search's prediction where neither was."""
+    frac = b.get("fraction")
+    if frac is None:
+        return b["limit"] * 1e3, ""
+    full_row = ev.bench(search["full"])[0] if bench_row is not None else None
+    full_p50 = ((full_row or {}).get("latency_ms") or {}).get("p50")
+    if full_p50 is not None:
+        ref, how = float(full_p50), "measured in the same run"
+    elif bench_row is None and d.get("measured_fraction_of_full") and d.get("latency_measured_ms"):
+        ref, how = d["latency_measured_ms"] / d["measured_fraction_of_full"], "timed in the search's final round"
+    else:
+        ref, how = b["limit"] * 1e3 / frac, "predicted"
+    return frac * ref, f" ({b['label']} of your model's {ref:.3g} ms, {how})"
 
 
 def _reference_line(parent: Optional[dict], full: dict, macs: str) -> List[str]:

@@ -102,9 +102,15 @@ class Candidate:
 class Budget:
     objective: str  # "macs" | "latency"
     limit: float  # MACs or seconds
+    #: a latency budget given as a fraction of your model's latency on the target (``'50%'``): ``limit`` is that
+    #: fraction of the full schedule's latency (see :func:`~.options.resolve_fractions`), and the round that
+    #: times every option with your model judges it by the ratio to your model, which a drifting machine keeps
+    fraction: Optional[float] = None
 
     @property
     def label(self) -> str:
+        if self.fraction is not None:
+            return f"{100 * self.fraction:.4g}%"
         if self.objective == "macs":
             for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
                 if self.limit >= scale:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import re
+from typing import List, Sequence
 
 from ..errors import ConfigError
+from ..schedules.schedule import TokenSchedule
 from .evaluate import evaluation_device
 from .evolution import Budget
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
@@ -14,13 +17,53 @@ from .space import check_bound
 
 
 def as_budget(b) -> Budget:
-    """``b`` as a :class:`Budget` (a text such as ``'15ms'`` or ``'20G MACs'`` parsed)."""
+    """``b`` as a :class:`Budget`: a text such as ``'15ms'`` or ``'20G MACs'`` parsed; ``'50%'`` is a latency
+    budget of half your model's latency on the target (its limit placed by :func:`resolve_fractions`)."""
     if isinstance(b, Budget):
+        if b.fraction is not None:
+            check_fraction(b.fraction, b)
         return b
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*%\s*", str(b), re.I)
+    if m:
+        return Budget("latency", 0.0, fraction=check_fraction(float(m.group(1)) / 100, b))
     parsed = parse_budget(b)
     if parsed is None:
-        raise ConfigError(f"budgets={b!r}: expected a budget with its unit, e.g. '15ms' or '20G MACs'")
+        raise ConfigError(f"budgets={b!r}: expected a budget with its unit, e.g. '15ms', '20G MACs', or '50%' "
+                          "(of your model's latency on the target)")
     return Budget(*parsed)
+
+
+def check_fraction(fraction: float, given) -> float:
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"budgets={given!r}: expected a percentage of your model's latency above 0 and at most "
+                          "100 (the share of its latency the deployable may take)")
+    return fraction
+
+
+def fraction_field(b: Budget) -> dict:
+    """What a budget row of ``search.json`` holds of ``b``'s fraction of your model's latency (nothing for none)."""
+    return {} if b.fraction is None else {"fraction": b.fraction}
+
+
+def resolve_fractions(budgets: Sequence[Budget], objective, depth: int, num_patches: int, log) -> List[Budget]:
+    """``budgets`` with every fraction of your model's latency placed in seconds on ``objective`` (the fp32
+    latency objective the search ranks candidates on: a table's prediction, or a timing): the full schedule's
+    latency there times the fraction. Your model and the supernet share the full schedule's architecture, so its
+    latency is your model's."""
+    if not any(b.fraction is not None for b in budgets):
+        return list(budgets)
+    if objective is None:
+        raise ConfigError(f"budgets={[b.label for b in budgets if b.fraction is not None][0]}: a budget in percent "
+                          "of your model's latency needs a latency objective (target= or table=)")
+    full = float(objective(TokenSchedule.full(depth, num_patches)))
+    out = []
+    for b in budgets:
+        if b.fraction is not None:
+            b = Budget("latency", b.fraction * full, fraction=b.fraction)
+            log(f"budget {b.label}: {b.limit * 1e3:.4g} ms, {b.label} of your model's {full * 1e3:.4g} ms on the "
+                "target as the search predicts it; the final round judges it by the ratio to your model")
+        out.append(b)
+    return out
 
 
 def check_options(options: dict) -> list:

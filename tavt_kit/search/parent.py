@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import CheckpointError, TavtKitError
 from ..schedules.schedule import TokenSchedule
-from ..stats import paired_difference, wilson_interval
+from ..stats import accuracy_interval, paired_difference
 from .baselines import fit_tome, fit_tome_measured
 from .data import shard
 from .evaluate import CandidateEvaluator
@@ -324,7 +324,7 @@ class ParentStage:
         d = {"counts": list(s.counts), **({"reducers": list(s.reducers)} if s.reducers else {}),
              "precision": precision, "macs": pipe.macs(s), "weights": "parent",
              "latency_ms": pipe.objectives[precision](s) * 1e3, "holdout_accuracy": m["accuracy"],
-             "holdout_interval": _interval(m["accuracy"], pipe.n_holdout), "holdout_nll": m["nll"],
+             "holdout_interval": accuracy_interval(m["accuracy"], pipe.n_holdout), "holdout_nll": m["nll"],
              "holdout_source": source}
         if pipe.selection is not None:
             d.update(pipe.selection.fields("parent", self.parent, s, precision, deployed=scorer))
@@ -333,7 +333,7 @@ class ParentStage:
         if pipe.n_test:
             sc, runtime = scorer.scores(s, precision, pipe.test.images, pipe.test.labels)
             acc = sc.correct[0] / pipe.n_test
-            d.update(test_accuracy=acc, test_interval=_interval(acc, pipe.n_test),
+            d.update(test_accuracy=acc, test_interval=accuracy_interval(acc, pipe.n_test),
                      deployed={"runtime": runtime, "test_accuracy": acc, "test_images": pipe.n_test})
             if ref is not None:
                 d["vs_parent"] = paired_difference(sc.hits[0].tolist(), ref.tolist())
@@ -344,7 +344,7 @@ class ParentStage:
         m = metrics[name]
         d = {"counts": list(s.counts), **({"reducers": list(s.reducers)} if s.reducers else {}),
              "macs": pipe.macs(s), "weights": "parent", "holdout_accuracy": m["accuracy"],
-             "holdout_interval": _interval(m["accuracy"], pipe.n_holdout), "holdout_nll": m["nll"]}
+             "holdout_interval": accuracy_interval(m["accuracy"], pipe.n_holdout), "holdout_nll": m["nll"]}
         if pipe.selection is not None:
             d.update(pipe.selection.fields("parent", self.parent, s))
         if pipe.latency is not None:
@@ -355,7 +355,7 @@ class ParentStage:
         if name in hits:
             h = hits[name]
             acc = int(h.sum()) / len(h)
-            d.update(test_accuracy=acc, test_interval=_interval(acc, pipe.n_test))
+            d.update(test_accuracy=acc, test_interval=accuracy_interval(acc, pipe.n_test))
             if name != "parent" and ref is not None:
                 d["vs_parent"] = paired_difference(h.tolist(), ref.tolist())
         return d
@@ -413,6 +413,3 @@ class ParentStage:
 def _weights(family: str) -> str:
     return "supernet" if family == "searched" else "parent"
 
-
-def _interval(acc, n):
-    return None if acc is None or not n else list(wilson_interval(int(round(acc * n)), n))

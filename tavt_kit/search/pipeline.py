@@ -30,7 +30,7 @@ from ..machine import brief
 from ..models.checkpoint import is_own_model, weights_digest
 from ..models import count_macs, token_drop_record
 from ..schedules import SearchSpace, TokenSchedule, tome_schedule
-from ..stats import paired_difference, wilson_interval
+from ..stats import accuracy_interval, paired_difference
 from ..progress import Heartbeat
 from ..target import DeploymentTarget, Precision
 from .baselines import baseline_schedules
@@ -43,7 +43,7 @@ from .objective import LatencyObjective, latency_objectives
 from .timed import TargetCheck
 from .precisions import parse_precisions, resolve_precisions  # noqa: F401 (parse_precisions: public here too)
 from .reuse import Reused
-from .options import as_budget, check_options
+from .options import as_budget, check_options, fraction_field, resolve_fractions
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
 from .parent import resolve_parent
@@ -117,6 +117,7 @@ def search_schedules(
     objectives = options.get("objectives")
     if objectives is None and (any(b.objective == "latency" for b in budgets) or table is not None):
         objectives = _latency_objectives(model, precisions, target, table, out, reducers, options, log)
+    budgets = resolve_fractions(budgets, (objectives or {}).get("fp32"), model.depth, model.num_patches, log)
     if reducers is None:
         reducers = default_reducers(model, space, objectives or {}, log, own=own)
     space = dataclasses.replace(space, reducers=reducers)
@@ -400,15 +401,15 @@ class SearchPipeline:
         cost_fn = self.macs if objective == "macs" else self.latency
         doc = self._header(search, objective, search_seconds)
         doc.update({"full": entry(gene_of(full)), "smallest": entry(gene_of(smallest)),
-                    "candidates": [{**c.to_dict(), "holdout_interval": _interval(c.accuracy, self.n_holdout)}
-                                   for c in cands],
+                    "candidates": [{**c.to_dict(),
+                                    "holdout_interval": accuracy_interval(c.accuracy, self.n_holdout)} for c in cands],
                     "pareto_front": [entry(c.gene) for c in front],
                     "front_area": front_area(front, objective, cost_fn(smallest), cost_fn(full)),
                     "budgets": [], "baselines": {"fixed": {k: entry(gene_of(s)) for k, s in fixed.items()}},
                     "shrinkage": search.shrinkage.to_dict() if search.shrinkage is not None else None})
         full_macs = self.macs(full)
         for label, (b, best) in choices.items():
-            row = {"label": label, "objective": b.objective, "limit": b.limit,
+            row = {"label": label, "objective": b.objective, "limit": b.limit, **fraction_field(b),
                    "best": entry(best.gene, speedup_macs=full_macs / self.macs_of(best.gene),
                                  **({"origin": best.origin} if best.origin.startswith("baseline") else {}))
                    if best else None,
@@ -524,9 +525,10 @@ class SearchPipeline:
         h = hold.get(gene) or {}
         d = {"counts": list(gene[0]), **({"reducers": list(s.reducers)} if s.reducers else {}),
              "macs": self.macs_of(gene), "holdout_accuracy": h.get("accuracy"),
-             "holdout_interval": _interval(h.get("accuracy"), self.n_holdout), "holdout_nll": h.get("nll"),
+             "holdout_interval": accuracy_interval(h.get("accuracy"), self.n_holdout),
+             "holdout_nll": h.get("nll"),
              "holdout_kl": h.get("kl"), "test_accuracy": test_acc.get(gene),
-             "test_interval": _interval(test_acc.get(gene), self.n_test)}
+             "test_interval": accuracy_interval(test_acc.get(gene), self.n_test)}
         if self.latency is not None:
             try:
                 d["latency_ms"] = self.latency(s) * 1e3
@@ -582,11 +584,6 @@ class SearchPipeline:
         doc["status"] = "finished"
         self._write_search(doc)
         return SearchResult(doc, os.path.join(self.out_dir, "search.json"))
-
-
-def _interval(accuracy: Optional[float], n: int) -> Optional[List[float]]:
-    """The 95 % Wilson interval of an accuracy measured on ``n`` images."""
-    return None if accuracy is None or not n else list(wilson_interval(int(round(accuracy * n)), n))
 
 
 def _versus(best, gene: tuple, hits: Dict[tuple, torch.Tensor]) -> dict:

@@ -432,7 +432,7 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
     """Every budget's pair and fp32-only pick and the full fp32 model deployed with OpenVINO and timed
     round-robin in one process (so their latencies compare: timed one by one, a machine whose speed drifts
     would decide); sets each one's ``latency_measured_ms``, ``measured_fraction_of_full`` and
-    ``measured_within_budget``. Where a latency
+    ``measured_within_budget`` (by that ratio for a budget in percent of your model's latency). Where a latency
     objective is not OpenVINO's (an fp32 table profiled with torch), each pick is timed on its own target."""
     from ..bench.measure import measure_schedules
 
@@ -446,11 +446,11 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
             d = row.get(key)
             if d is not None:
                 items[(i, key)] = (sched(entry_gene(d)), d.get("precision", "fp32"))
-                where[(i, key)] = (d, row["limit"] if lat else None)
+                where[(i, key)] = (d, row if lat else None)
         # the training-free deployables (parent weights) in the same round: latency does not depend on weights
         for name, d in row.get("training_free", {}).items():
             items[(i, name)] = (sched(entry_gene(d)), d.get("precision", "fp32"))
-            where[(i, name)] = (d, row["limit"] if lat else None)
+            where[(i, name)] = (d, row if lat else None)
     targets = {p: objectives[p].target for p in {p for _, p in items.values()}}
     target = targets["fp32"]
     batch = target.batch_size
@@ -462,12 +462,13 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
     else:
         ms = {k: 1e3 * float(objectives[p].remeasure(s)) for k, (s, p) in items.items()}
         how = "each pick timed on its own, on its precision's target (median)"
-    for k, (d, limit) in where.items():
+    for k, (d, row) in where.items():
         d["latency_measured_ms"] = ms[k]
         # the ratio to the full model timed in the same round: what a machine whose speed drifts does not change
         d["measured_fraction_of_full"] = ms[k] / ms["full"]
-        if limit is not None:
-            d["measured_within_budget"] = d["latency_measured_ms"] <= limit * 1e3
+        if row is not None:  # a budget in percent of your model's latency is judged by that ratio
+            d["measured_within_budget"] = d["measured_fraction_of_full"] <= row["fraction"] if "fraction" in row \
+                else d["latency_measured_ms"] <= row["limit"] * 1e3
     result["precisions"]["remeasured"] = {"method": how, "batch_size": batch, "threads": target.threads}
 
 

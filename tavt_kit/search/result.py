@@ -450,6 +450,8 @@ def validate_search(doc: Any, where: str = "search.json") -> int:
         f.positive(f.get(row, "limit", f"{field}.limit", "a positive limit", True), f"{field}.limit",
                    optional=False)
         f.text(row.get("schedule_file"), f"{field}.schedule_file")
+        f.number(row.get("fraction"), f"{field}.fraction", above=0.0, high=1.0,
+                 expected="a share of your model's latency in (0, 1]")
         for key in ("best", "best_fp32"):
             check(row.get(key), f"{field}.{key}")
         for group in ("baselines", "training_free"):
