@@ -128,3 +128,34 @@ def test_a_share_is_judged_by_the_ratio_in_the_round_not_the_ms_it_was_placed_at
     # the recommendation passes over what the round timed over the share, though it is fitter
     assert recommend(share, share["training_free"], fitness="nll")["family"] == "searched"
     assert recommend(fixed, fixed["training_free"], fitness="nll")["family"] == "tome_parent"
+
+
+def test_an_fp32_search_with_your_model_times_every_option_beside_it_for_a_share(tmp_path):
+    """The target runs 0.8x what the table predicts (the machine is faster than when it was profiled). A share of
+    half your model's latency is placed at half the table's prediction of it; ToMe on your model, fitted by timing
+    to that limit in ms, then takes more than half of your model's timed latency. The round that times every
+    option beside your model judges it over, and it is not what ships."""
+    from conftest import random_splits, search_model
+    from tavt_kit.search import EvolutionSettings
+    from tavt_kit.search.objective import LatencyObjective
+
+    model = search_model()
+    predict = lambda s: 1e-5 * sum(s.counts)  # noqa: E731
+    truth = lambda s: 0.8 * predict(s)  # noqa: E731
+    target = DeploymentTarget(backend="torch", threads=1)
+    info = {"source": "table", "precision": "fp32", "identity": {"table": "synthetic"}}
+    obj = LatencyObjective(predict, target, info, remeasure_fn=truth)
+    res = search_schedules(model, random_splits(24, 24), ["50%"], out=str(tmp_path / "s"), parent=model,
+                           objectives={"fp32": obj}, log=lambda s: None,
+                           settings=EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0))
+    row = res.doc["budgets"][0]
+    full = predict(model.full_schedule())
+    assert row["fraction"] == 0.5 and row["limit"] == pytest.approx(0.5 * full)
+    tome = row["training_free"]["tome_parent"]
+    assert tome["latency_measured_ms"] <= row["limit"] * 1e3  # within the ms the share was placed at ...
+    assert tome["measured_fraction_of_full"] > 0.5 and tome["measured_within_budget"] is False  # ... not the share
+    assert row["best"]["measured_fraction_of_full"] <= 0.5 and row["best"]["measured_within_budget"] is True
+    assert row["recommended"]["family"] != "tome_parent"
+    assert res.doc["full"]["latency_measured_ms"] == pytest.approx(truth(model.full_schedule()) * 1e3)
+    # the torch target has no round-robin of deployed files: each timed on its own, and said so
+    assert res.doc["timing"]["remeasured"]["method"].startswith("each pick timed on its own")

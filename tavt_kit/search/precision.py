@@ -321,12 +321,6 @@ class PrecisionStage:
         doc["precisions"]["quantized_models"] = scorer.quantized
         doc["timing"]["precision_search_seconds"] = self.seconds
 
-    def remeasure(self, doc: dict) -> None:
-        """Where the latency objective can time on this machine: every pick and training-free deployable timed
-        together (see :func:`_remeasure_together`)."""
-        pipe = self.pipe
-        if pipe.objectives["fp32"].can_remeasure:
-            _remeasure_together(doc, pipe.model, pipe.schedule, pipe.objectives, pipe.log)
 
     def verify_gene(self, gene, why: str = "") -> Dict[str, float]:
         """The held-out metrics of ``gene`` quantised to int8 and run in OpenVINO (journalled)."""
@@ -428,6 +422,13 @@ def _cached_metrics(evaluator: CandidateEvaluator, cache: Optional[dict]):
 def _slug(label: str) -> str:
     return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in label).strip("_")
 
+def remeasure_round(doc: dict, pipe) -> None:
+    """Where the search's latency objective can time on this machine: every budget's pick and training-free
+    deployable timed together with your model (see :func:`_remeasure_together`)."""
+    if pipe.objectives["fp32"].can_remeasure:
+        _remeasure_together(doc, pipe.model, pipe.schedule, pipe.objectives, pipe.log)
+
+
 def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) -> None:
     """Every budget's pair and fp32-only pick and the full fp32 model deployed with OpenVINO and timed
     round-robin in one process (so their latencies compare: timed one by one, a machine whose speed drifts
@@ -469,7 +470,9 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
         if row is not None:  # a budget in percent of your model's latency is judged by that ratio
             d["measured_within_budget"] = d["measured_fraction_of_full"] <= row["fraction"] if "fraction" in row \
                 else d["latency_measured_ms"] <= row["limit"] * 1e3
-    result["precisions"]["remeasured"] = {"method": how, "batch_size": batch, "threads": target.threads}
+    # where: a precision search's record of its precisions, an fp32 search's timing
+    where = result["precisions"] if "precisions" in result else result.setdefault("timing", {})
+    where["remeasured"] = {"method": how, "batch_size": batch, "threads": target.threads}
 
 
 def _measured_int8_front(search: EvolutionSearch, budgets: Sequence[dict], verify_gene, fitness: str
