@@ -57,6 +57,7 @@ def test_a_search_under_a_percentage_places_it_on_the_table_and_names_it_so(tmp_
     # read back, and named by its label as export --budget and report --budget name it
     again = SearchResult.load(tmp_path / "search.json")
     assert again.budget("60%").best == b.best and again.budget("60 %").label == "60%"
+    assert row["schedule_file"] == "schedule-60pct.json" and (tmp_path / "schedule-60pct.json").is_file()
     # a resumed search places the same limit and takes every candidate from its journal
     second = search_schedules(model, data, ["60%"], table=table, settings=EVO, out=str(tmp_path), log=lambda s: None)
     assert second.doc["timing"]["evaluations"] == 0 and second.budgets["60%"].best == b.best

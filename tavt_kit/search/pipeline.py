@@ -48,7 +48,7 @@ from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
 from .parent import resolve_parent
 from .space import _check_reducers, default_reducers, searched_space, space_of  # noqa: F401 (space_of: public here too)
-from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, schedules_index
+from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, schedule_file_name, schedules_index
 
 #: the index of the per-budget drop configs a search writes beside search.json
 SCHEDULES_INDEX = "schedules.json"
@@ -420,7 +420,7 @@ class SearchPipeline:
                    "baselines": {k: entry(gene_of(s), **_versus(best, gene_of(s), test_hits))
                                  for k, s in base[label].items()}}
             if best is not None:
-                row["schedule_file"] = f"schedule-{_slug(label)}.json"
+                row["schedule_file"] = schedule_file_name(label)
                 if best.measured_fitness is not None:  # what it brings to the recommendation (shrinkage.py)
                     row["best"].update(fitness_shrunk=best.score, fitness_measured=best.measured_fitness)
                 if self.selection is not None:  # what the recommendation compares (selection.py)
@@ -595,6 +595,3 @@ def _versus(best, gene: tuple, hits: Dict[tuple, torch.Tensor]) -> dict:
         return {}
     return {"vs_searched": paired_difference(hits[best.gene].tolist(), hits[gene].tolist())}
 
-
-def _slug(label: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in label).strip("_")

@@ -53,6 +53,7 @@ from .evaluate import CandidateEvaluator, ScheduleScores
 from .reuse import METRICS
 from .evolution import EvolutionSearch, entry_gene, gene_of, pareto_front
 from .fitness import fitness_of
+from .result import schedule_file_name
 
 #: precisions a search can pair with schedules
 SEARCH_PRECISIONS = Precision.ALL
@@ -402,7 +403,7 @@ class PrecisionStage:
         row["best"] = entry
         if t32 is not None and tp is not None:
             row["vs_fp32"] = paired_difference(tp[0].hits[0].tolist(), t32[0].hits[0].tolist())
-        row.setdefault("schedule_file", f"schedule-{_slug(row['label'])}.json")
+        row.setdefault("schedule_file", schedule_file_name(row["label"]))
 
 
 def _cached_metrics(evaluator: CandidateEvaluator, cache: Optional[dict]):
@@ -418,9 +419,6 @@ def _cached_metrics(evaluator: CandidateEvaluator, cache: Optional[dict]):
     fn.taken = 0  # read by the evolution: cached ones cost no time, so its rate does not count them
     return fn
 
-
-def _slug(label: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in label).strip("_")
 
 def remeasure_round(doc: dict, pipe) -> None:
     """Where the search's latency objective can time on this machine: every budget's pick and training-free

@@ -42,6 +42,13 @@ def parse_budget(text) -> Optional[Tuple[str, float]]:
     return None
 
 
+def schedule_file_name(label: str) -> str:
+    """The drop config a search writes for the budget ``label`` beside search.json (``15ms`` ->
+    ``schedule-15ms.json``, ``50%`` -> ``schedule-50pct.json``)."""
+    slug = "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in label.replace("%", "pct")).strip("_")
+    return f"schedule-{slug}.json"
+
+
 def budget_label(objective: str, limit: float) -> str:
     """The label fgvc-kit search gives a budget (``15ms``, ``20G MACs``)."""
     if objective == "latency":
