@@ -61,7 +61,8 @@ def resolve_fractions(budgets: Sequence[Budget], objective, depth: int, num_patc
         if b.fraction is not None:
             b = Budget("latency", b.fraction * full, fraction=b.fraction)
             log(f"budget {b.label}: {b.limit * 1e3:.4g} ms, {b.label} of your model's {full * 1e3:.4g} ms on the "
-                "target as the search predicts it; the final round judges it by the ratio to your model")
+                "target as the search predicts it; where the options are timed beside your model, the ratio to it "
+                "judges them")
         out.append(b)
     return out
 
