@@ -321,9 +321,10 @@ def test_whole_models_are_timed_at_the_tables_machine_speed(tables):
         # against the parts the table timed, not its calibration: fitted on anchors timed 3-5 times each, that
         # moved the prediction to 4.7x the whole model's time once in a loaded test run (scale 0.6-1.1 seen)
         p = both.predict_parts(s)
-        # a bound for gross errors (seconds for ms, the rescaling upside down): two pytest workers sharing one
-        # core beside a timing process ran the whole model at 4.8x its parts
-        assert 0.125 < ms[k] / (p["embed"] + sum(p["blocks"]) + p["head"]) < 8
+        # a bound for gross errors (seconds for ms: 1000x): two pytest workers sharing one core beside a timing
+        # process ran the whole model at 4.8x its parts once, and at 0.093x once (three of the table's four
+        # blocks timed at 15 ms where the fourth took 0.41 ms: a stall while the fixture profiled it)
+        assert 1 / 20 < ms[k] / (p["embed"] + sum(p["blocks"]) + p["head"]) < 20
     with pytest.raises(LatencyTableError):
         time_at_table_speed(both, tavt_kit.create_model("vit_base_patch16_224", num_classes=10,
                                                         **{**TINY, "depth": 3}), {"full": [16] * 3})
