@@ -262,14 +262,14 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
         sdir += _ship_tag(args)
         budgets = [f"{100 * f:g}%" for f in args.fractions]
         say(f"budgets {', '.join(budgets)} of your model's fp32 latency on the target, per batch of {batch}")
-    elif args.ship_confidence is not None:  # its own folder; the budgets of the run without it (same parent timing)
-        first, sdir = sdir, sdir + _ship_tag(args)
-        if os.path.isfile(os.path.join(first, "parent-latency.json")) and not os.path.isdir(sdir):
-            import shutil
+    else:
+        if args.ship_confidence is not None:  # its own folder; the budgets of the run without it (same timing)
+            first, sdir = sdir, sdir + _ship_tag(args)
+            if os.path.isfile(os.path.join(first, "parent-latency.json")) and not os.path.isdir(sdir):
+                import shutil
 
-            os.makedirs(sdir)
-            shutil.copy(os.path.join(first, "parent-latency.json"), sdir)
-    if args.budgets_as == "ms":
+                os.makedirs(sdir)
+                shutil.copy(os.path.join(first, "parent-latency.json"), sdir)
         budgets = _budgets_in_ms(parent, full, target, sdir, batch, say, args)
     # a candidate's held-out metrics (and its int8 model's) do not depend on the batch size: what this seed's
     # searches at other batch sizes evaluated is taken, not evaluated again (the result is the same)

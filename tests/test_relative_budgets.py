@@ -13,19 +13,9 @@ from tavt_kit.search.evolution import Budget
 from tavt_kit.search.options import as_budget, resolve_fractions
 from tavt_kit.search.recommend import recommend
 from conftest import random_splits, search_model
-from test_search_api import EVO, linear_table
+from test_search_api import EVO, data, linear_table, model  # noqa: F401 (data, model: the same fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return search_model()
-
-
-@pytest.fixture(scope="module")
-def data():
-    return random_splits(40, 60)
 
 
 def test_a_percentage_is_a_latency_budget_of_that_share_of_your_model():
@@ -136,27 +126,26 @@ def test_an_fp32_search_with_your_model_times_every_option_beside_it_for_a_share
     half your model's latency is placed at half the table's prediction of it; ToMe on your model, fitted by timing
     to that limit in ms, then takes more than half of your model's timed latency. The round that times every
     option beside your model judges it over, and it is not what ships."""
-    from conftest import random_splits, search_model
     from tavt_kit.search import EvolutionSettings
     from tavt_kit.search.objective import LatencyObjective
 
-    model = search_model()
+    net = search_model()
     predict = lambda s: 1e-5 * sum(s.counts)  # noqa: E731
     truth = lambda s: 0.8 * predict(s)  # noqa: E731
     target = DeploymentTarget(backend="torch", threads=1)
     info = {"source": "table", "precision": "fp32", "identity": {"table": "synthetic"}}
     obj = LatencyObjective(predict, target, info, remeasure_fn=truth)
-    res = search_schedules(model, random_splits(24, 24), ["50%"], out=str(tmp_path / "s"), parent=model,
+    res = search_schedules(net, random_splits(24, 24), ["50%"], out=str(tmp_path / "s"), parent=net,
                            objectives={"fp32": obj}, log=lambda s: None,
                            settings=EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0))
     row = res.doc["budgets"][0]
-    full = predict(model.full_schedule())
+    full = predict(net.full_schedule())
     assert row["fraction"] == 0.5 and row["limit"] == pytest.approx(0.5 * full)
     tome = row["training_free"]["tome_parent"]
     assert tome["latency_measured_ms"] <= row["limit"] * 1e3  # within the ms the share was placed at ...
     assert tome["measured_fraction_of_full"] > 0.5 and tome["measured_within_budget"] is False  # ... not the share
     assert row["best"]["measured_fraction_of_full"] <= 0.5 and row["best"]["measured_within_budget"] is True
     assert row["recommended"]["family"] != "tome_parent"
-    assert res.doc["full"]["latency_measured_ms"] == pytest.approx(truth(model.full_schedule()) * 1e3)
+    assert res.doc["full"]["latency_measured_ms"] == pytest.approx(truth(net.full_schedule()) * 1e3)
     # the torch target has no round-robin of deployed files: each timed on its own, and said so
     assert res.doc["timing"]["remeasured"]["method"].startswith("each pick timed on its own")

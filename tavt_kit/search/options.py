@@ -53,8 +53,9 @@ def resolve_fractions(budgets: Sequence[Budget], objective, depth: int, num_patc
     if not any(b.fraction is not None for b in budgets):
         return list(budgets)
     if objective is None:
-        raise ConfigError(f"budgets={[b.label for b in budgets if b.fraction is not None][0]}: a budget in percent "
-                          "of your model's latency needs a latency objective (target= or table=)")
+        share = next(b for b in budgets if b.fraction is not None)
+        raise ConfigError(f"budgets={share.label}: a budget in percent of your model's latency needs a latency "
+                          "objective (target= or table=)")
     full = float(objective(TokenSchedule.full(depth, num_patches)))
     out = []
     for b in budgets:

@@ -291,7 +291,7 @@ class SearchPipeline:
                 with Heartbeat(self.log, "measuring the parent and ToMe at every precision"):
                     parent.apply_precisions(doc, stage)
         # a share of your model's latency is judged by the ratio to it in one round, in an fp32 search too
-        if stage is not None or (parent and any(b.fraction is not None for b in self.budgets)):
+        if stage is not None or (parent is not None and any(b.fraction is not None for b in self.budgets)):
             with Heartbeat(self.log, "timing every option and your model round-robin on the deployed runtime"):
                 remeasure_round(doc, self)
             if parent is not None:  # chosen again now that every option was timed in one round

@@ -322,7 +322,6 @@ class PrecisionStage:
         doc["precisions"]["quantized_models"] = scorer.quantized
         doc["timing"]["precision_search_seconds"] = self.seconds
 
-
     def verify_gene(self, gene, why: str = "") -> Dict[str, float]:
         """The held-out metrics of ``gene`` quantised to int8 and run in OpenVINO (journalled)."""
         pipe = self.pipe
@@ -468,9 +467,9 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
         if row is not None:  # a budget in percent of your model's latency is judged by that ratio
             d["measured_within_budget"] = d["measured_fraction_of_full"] <= row["fraction"] if "fraction" in row \
                 else d["latency_measured_ms"] <= row["limit"] * 1e3
-    # where: a precision search's record of its precisions, an fp32 search's timing
-    where = result["precisions"] if "precisions" in result else result.setdefault("timing", {})
-    where["remeasured"] = {"method": how, "batch_size": batch, "threads": target.threads}
+    # recorded with a precision search's precisions, or an fp32 search's timing
+    record = result["precisions"] if "precisions" in result else result.setdefault("timing", {})
+    record["remeasured"] = {"method": how, "batch_size": batch, "threads": target.threads}
 
 
 def _measured_int8_front(search: EvolutionSearch, budgets: Sequence[dict], verify_gene, fitness: str
