@@ -191,14 +191,16 @@ class Fields:
         return self.number(value, field, low=0.0, high=1.0, optional=optional,
                            expected="a fraction in [0, 1]")
 
-    def interval(self, value: Any, field: str) -> None:
-        """A confidence interval of a fraction: ``[low, high]`` within [0, 1], low <= high."""
+    def interval(self, value: Any, field: str, fraction: bool = True) -> None:
+        """A confidence interval of a fraction: ``[low, high]`` within [0, 1], low <= high (``fraction=False``:
+        of a positive quantity, a ratio)."""
         if value is None:
             return
         v = self.sequence(value, field, length=None)
         if len(v) != 2:
-            self.fail(field, value, "[low, high] within [0, 1]")
-        lo, hi = (self.fraction(x, f"{field}[{i}]", optional=False) for i, x in enumerate(v))
+            self.fail(field, value, "[low, high] within [0, 1]" if fraction else "[low, high], positive")
+        check = self.fraction if fraction else self.positive
+        lo, hi = (check(x, f"{field}[{i}]", optional=False) for i, x in enumerate(v))
         if lo > hi:
             self.fail(field, value, "[low, high] with low <= high")
 

@@ -206,8 +206,14 @@ def test_both_picks_and_the_full_model_are_timed_together(supernet_and_tables):
         assert d["latency_measured_ms"] > 0
     assert first["best"]["measured_within_budget"] and not second["best_fp32"]["measured_within_budget"]
     assert result["full"]["measured_fraction_of_full"] == 1.0
-    assert second["best_fp32"]["measured_fraction_of_full"] == pytest.approx(
-        second["best_fp32"]["latency_measured_ms"] / result["full"]["latency_measured_ms"])
+    # the ratio is paired rotation by rotation (bench.paired_ratio): near the ratio of the medians, inside its
+    # interval, over the rotations the round ran (at least JUDGING_ROUNDS, unless the time ran out)
+    d = second["best_fp32"]
+    low, high = d["measured_fraction_interval"]
+    assert low <= d["measured_fraction_of_full"] <= high
+    assert d["measured_fraction_of_full"] == pytest.approx(
+        d["latency_measured_ms"] / result["full"]["latency_measured_ms"], rel=0.2)
+    assert result["precisions"]["remeasured"]["rotations"] >= 3
     assert "round-robin" in result["precisions"]["remeasured"]["method"]
     assert result["precisions"]["remeasured"]["batch_size"] == 2
 

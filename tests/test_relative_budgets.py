@@ -9,6 +9,7 @@ import pytest
 import tavt_kit
 from tavt_kit import ConfigError, DeploymentTarget, SearchResult, search_schedules
 from tavt_kit.cli import main
+from tavt_kit.bench import TimingStats
 from tavt_kit.search.evolution import Budget
 from tavt_kit.search.options import as_budget, resolve_fractions
 from tavt_kit.search.recommend import recommend
@@ -78,12 +79,28 @@ def test_the_cli_takes_a_percentage_and_refuses_one_out_of_range(tmp_path, capsy
     assert doc["budgets"][0]["label"] == "90%" and doc["budgets"][0]["fraction"] == 0.9
 
 
-def _round(monkeypatch, ms):
-    """The final round's timings, as a machine ran them: ``ms`` by item key."""
+def _round(monkeypatch, ms, seen=None):
+    """The final round's timings, as a machine ran them: ``ms`` by item key, a number (one sample) or the
+    sample of each rotation."""
     import tavt_kit.bench.measure as measure
 
-    monkeypatch.setattr(measure, "measure_schedules", lambda model, items, target, **kw: {
-        k: (SimpleNamespace(p50=ms[k] / 1e3),) for k in items})
+    def fake(model, items, target, **kw):
+        if seen is not None:
+            seen.update(kw)
+        out = {}
+        for k in items:
+            xs = ms[k] if isinstance(ms[k], list) else [ms[k]]
+            out[k] = (TimingStats([x / 1e3 for x in xs], rounds_of=list(range(len(xs)))),)
+        return out
+    monkeypatch.setattr(measure, "measure_schedules", fake)
+
+
+def _share_rows(space, free_counts):
+    """One 40 % budget of your model's latency: the supernet's smallest schedule and ToMe on your model."""
+    small = list(space.smallest().counts)
+    free = {"tome_parent": {"counts": free_counts, "precision": "int8", "holdout_nll": 0.60}}
+    return [{"label": "40%", "fraction": 0.4, "objective": "latency", "limit": 0.0064,
+             "best": {"counts": small, "precision": "int8", "holdout_nll": 0.70}, "training_free": free}]
 
 
 def test_a_share_is_judged_by_the_ratio_in_the_round_not_the_ms_it_was_placed_at(monkeypatch, model):
@@ -149,3 +166,45 @@ def test_an_fp32_search_with_your_model_times_every_option_beside_it_for_a_share
     assert res.doc["full"]["latency_measured_ms"] == pytest.approx(truth(net.full_schedule()) * 1e3)
     # the torch target has no round-robin of deployed files: each timed on its own, and said so
     assert res.doc["timing"]["remeasured"]["method"].startswith("each pick timed on its own")
+
+
+def test_an_option_whose_ratio_moved_over_the_share_while_timed_is_over_it(monkeypatch, model):
+    """Seed 2 of the latency reference at 0.4: ToMe on your model in int8 timed at 0.394 of your model in the
+    tool's round and at 0.437 in the next. Its ratio had moved while the tool timed it: rotation by rotation it
+    ran at 0.37-0.44 of your model. Judged by the top of the ratio's 95 % interval it is over 40 %, and the
+    searched pick, whose ratio stayed under, ships; the record keeps the interval and the rotations."""
+    from tavt_kit.search.evolution import schedule_of
+    from tavt_kit.search.precision import JUDGING_ROUNDS, _remeasure_together
+    from tavt_kit.search import space_of
+
+    space = space_of(model)
+    mid = [max(space.min_tokens, c // 2) for c in space.full().counts]
+    moved = [0.37, 0.38, 0.39, 0.394, 0.394, 0.394, 0.40, 0.42, 0.43, 0.44, 0.38, 0.39, 0.41, 0.43, 0.37,
+             0.394, 0.394, 0.39, 0.42, 0.38]
+    full = [20.0 + (i % 3) for i in range(len(moved))]  # the machine's speed drifts too: the ratio pairs it
+    rows = _share_rows(space, mid)
+    result = {"full": {"counts": list(space.full().counts)}, "precisions": {}, "budgets": rows}
+    target = DeploymentTarget(backend="openvino", batch_size=1, threads=1)
+    objectives = {p: SimpleNamespace(target=target.with_(precision=p)) for p in ("fp32", "int8")}
+    seen = {}
+    _round(monkeypatch, {"full": full, (0, "best"): [0.33 * f for f in full],
+                         (0, "tome_parent"): [m * f for m, f in zip(moved, full)]}, seen)
+    _remeasure_together(result, model, lambda g: schedule_of(g, space.num_patches, space.min_tokens), objectives,
+                        lambda s: None)
+    tome = rows[0]["training_free"]["tome_parent"]
+    assert tome["measured_fraction_of_full"] == pytest.approx(0.394)  # under 40 % ...
+    low, high = tome["measured_fraction_interval"]
+    assert low < 0.394 < 0.4 < high and tome["measured_within_budget"] is False  # ... but not all the time
+    assert rows[0]["best"]["measured_fraction_interval"] == pytest.approx([0.33, 0.33])
+    assert rows[0]["best"]["measured_within_budget"] is True
+    assert recommend(rows[0], rows[0]["training_free"], fitness="nll")["family"] == "searched"
+    assert seen["policy"].min_rounds == JUDGING_ROUNDS
+    assert result["precisions"]["remeasured"]["rotations"] == len(moved)
+    assert "top of the ratio's 95 % interval" in result["precisions"]["remeasured"]["method"]
+    # the record reads back, and a malformed interval is named
+    from tavt_kit.search.result import SEARCH_FORMAT, SEARCH_VERSION, validate_search
+    doc = {"format": SEARCH_FORMAT, "version": SEARCH_VERSION, "budgets": rows, "full": result["full"]}
+    validate_search(doc)
+    tome["measured_fraction_interval"] = [high, low]
+    with pytest.raises(ConfigError, match=r"budgets\[0\]\.training_free\.tome_parent\.measured_fraction_interval"):
+        validate_search(doc)

@@ -28,12 +28,13 @@ from ..schedules import random_schedules
 from .predict import Predictions, predict_latency
 from .calibration import fit_calibration
 from .profile import default_grid, profile_latency, time_at_table_speed
+from .ratio import LatencyRatio, paired_ratio
 from .table import LatencyTable
 from .timing import MemoryProbe, TimingPolicy, TimingStats, measure_round_robin
 
 __all__ = [
-    "BACKENDS", "BenchReport", "BenchResult", "LatencyTable", "MemoryProbe", "Predictions", "TimingPolicy",
-    "TimingStats", "default_grid", "export_fastest", "fit_calibration", "machine_info", "measure_files",
-    "measure_latency", "measure_round_robin", "measure_schedules", "predict_latency", "profile_latency",
-    "random_schedules", "time_at_table_speed",
+    "BACKENDS", "BenchReport", "BenchResult", "LatencyRatio", "LatencyTable", "MemoryProbe", "Predictions",
+    "TimingPolicy", "TimingStats", "default_grid", "export_fastest", "fit_calibration", "machine_info",
+    "measure_files", "measure_latency", "measure_round_robin", "measure_schedules", "paired_ratio",
+    "predict_latency", "profile_latency", "random_schedules", "time_at_table_speed",
 ]

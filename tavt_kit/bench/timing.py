@@ -37,6 +37,9 @@ class TimingPolicy:
         chunk_s: a round runs each callable for about this long (several calls when one is fast).
         noisy_ci: flag a result as noisy when its median's 95 % CI is wider than ± this fraction.
         noisy_spread: ... or when (p90 - p10) / p50 exceeds this.
+        min_rounds: rotations always run (within ``budget_s``), however soon the medians converge: the
+            rounds are what pairs two callables' samples, so a ratio's interval
+            (:func:`~tavt_kit.bench.ratio.paired_ratio`) needs enough of them.
     """
 
     warmup: int = 3
@@ -48,8 +51,11 @@ class TimingPolicy:
     chunk_s: float = 0.05
     noisy_ci: float = 0.03
     noisy_spread: float = 0.25
+    min_rounds: int = 1
 
     def __post_init__(self) -> None:
+        if self.min_rounds < 1:
+            raise ConfigError(f"timing policy needs min_rounds >= 1, got min_rounds={self.min_rounds}")
         if self.warmup < 0 or self.min_repeats < 1 or self.max_repeats < self.min_repeats:
             raise ConfigError(f"timing policy needs warmup >= 0 and 1 <= min_repeats <= max_repeats, got "
                               f"warmup={self.warmup}, min_repeats={self.min_repeats}, max_repeats={self.max_repeats}")
@@ -93,11 +99,25 @@ class TimingStats:
     converged: bool = False
     noisy_ci: float = 0.03
     noisy_spread: float = 0.25
+    #: the round-robin round each sample was taken in (0-based), parallel to ``samples``; what pairs two
+    #: callables' samples taken side by side (:func:`~tavt_kit.bench.ratio.paired_ratio`). None: not recorded.
+    rounds_of: Optional[List[int]] = None
 
     def __post_init__(self) -> None:
         if not self.samples:
             raise ValueError("TimingStats needs at least one sample")
+        if self.rounds_of is not None and len(self.rounds_of) != len(self.samples):
+            raise ValueError(f"TimingStats: {len(self.rounds_of)} round indices for {len(self.samples)} samples")
         self._sorted = sorted(self.samples)
+
+    def by_round(self) -> Dict[int, float]:
+        """``{round: median of this callable's samples in that round}`` (empty when rounds were not recorded)."""
+        if self.rounds_of is None:
+            return {}
+        per: Dict[int, List[float]] = {}
+        for r, x in zip(self.rounds_of, self.samples):
+            per.setdefault(r, []).append(x)
+        return {r: statistics.median(xs) for r, xs in per.items()}
 
     @property
     def n(self) -> int:
@@ -162,6 +182,8 @@ class TimingStats:
         }
         if keep_samples:
             d["samples"] = [s * unit for s in self.samples]
+            if self.rounds_of is not None:
+                d["rounds_of"] = list(self.rounds_of)
         return d
 
 
@@ -195,6 +217,7 @@ def measure_round_robin(
 
     estimate, warmed = _warm_up(keys, timed, policy, on_warmup)
     samples: Dict[Hashable, List[float]] = {k: [] for k in keys}
+    rounds_of: Dict[Hashable, List[int]] = {k: [] for k in keys}
     # every callable stays in the rotation until all are done (converged, or the budget is spent), so
     # that all medians come from the same stretch of time; only max_repeats retires one early
     active = list(keys)
@@ -210,18 +233,20 @@ def measure_round_robin(
             s = samples[key]
             for _ in range(chunk):
                 s.append(timed(key))
+            rounds_of[key].extend([rounds - 1] * chunk)
             estimate[key] = statistics.median(s[-chunk:])
             if len(s) >= policy.max_repeats:
                 active.remove(key)
         now = perf()
-        enough = _update_converged(samples, converged, active, policy)
+        enough = _update_converged(samples, converged, active, policy) and rounds >= policy.min_rounds
         if enough or (now > deadline and all(len(samples[k]) >= policy.min_repeats for k in keys)):
             break
         if progress is not None and now - last_report > 10:
             last_report = now
             progress(f"timing: {sum(converged.values())}/{len(keys)} converged, {now - start:.0f} s")
     return {k: TimingStats(samples[k], warmup=warmed[k], rounds=rounds, converged=converged[k],
-                           noisy_ci=policy.noisy_ci, noisy_spread=policy.noisy_spread) for k in keys}
+                           noisy_ci=policy.noisy_ci, noisy_spread=policy.noisy_spread, rounds_of=rounds_of[k])
+            for k in keys}
 
 
 def _warm_up(keys: List[Hashable], timed: Callable[[Hashable], float], policy: TimingPolicy,

@@ -227,9 +227,10 @@ def summary(result: dict) -> str:
             return f"  {name:<22} nothing in the search space meets this budget"
         lat = f"{d['latency_ms']:8.2f} ms" if d.get("latency_ms") is not None else ""
         if d.get("latency_measured_ms") is not None:
-            frac = d.get("measured_fraction_of_full")
+            frac, span = d.get("measured_fraction_of_full"), d.get("measured_fraction_interval")
+            span = f" [{span[0]:.2f}, {span[1]:.2f}]" if span and span[1] > span[0] else ""
             lat += f" (measured {d['latency_measured_ms']:.2f} ms" + (
-                f", {frac:.2f} of the full model's" if frac is not None and d is not full else "") + (
+                f", {frac:.2f}{span} of the full model's" if frac is not None and d is not full else "") + (
                 ", over the budget)" if d.get("measured_within_budget") is False else ")")
         test = f"{100 * d['test_accuracy']:6.2f}" if d.get("test_accuracy") is not None else "   n/a"
         if d.get("test_interval"):

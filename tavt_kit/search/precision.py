@@ -55,6 +55,9 @@ from .evolution import EvolutionSearch, entry_gene, gene_of, pareto_front
 from .fitness import fitness_of
 from .result import schedule_file_name
 
+#: rotations of the round that times every budget's options beside your model, at least (each gives one paired
+#: ratio; 20 put the 95 % interval of their median between the 6th and 15th of them)
+JUDGING_ROUNDS = 20
 #: precisions a search can pair with schedules
 SEARCH_PRECISIONS = Precision.ALL
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -429,10 +432,15 @@ def remeasure_round(doc: dict, pipe) -> None:
 def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) -> None:
     """Every budget's pair and fp32-only pick and the full fp32 model deployed with OpenVINO and timed
     round-robin in one process (so their latencies compare: timed one by one, a machine whose speed drifts
-    would decide); sets each one's ``latency_measured_ms``, ``measured_fraction_of_full`` and
-    ``measured_within_budget`` (by that ratio for a budget in percent of your model's latency). Where a latency
-    objective is not OpenVINO's (an fp32 table profiled with torch), each pick is timed on its own target."""
+    would decide); sets each one's ``latency_measured_ms``, ``measured_fraction_of_full`` with its 95 %
+    ``measured_fraction_interval`` over the rotations (:func:`~tavt_kit.bench.ratio.paired_ratio`), and
+    ``measured_within_budget``. A budget in percent of your model's latency is met when the whole interval is
+    within it: a ratio timed once moved by up to 11 % in the next round on a loaded machine, and an option right
+    at the line is over it half the time. Where a latency objective is not OpenVINO's (an fp32 table profiled
+    with torch), each pick is timed on its own target."""
     from ..bench.measure import measure_schedules
+    from ..bench.ratio import LatencyRatio, paired_ratio
+    from ..bench.timing import TimingPolicy
 
     items, where = {}, {}
     full = result["full"]
@@ -454,22 +462,28 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
     batch = target.batch_size
     if all(t.backend == "openvino" for t in targets.values()):
         log(f"timing {len(items)} deployed picks round-robin at batch {batch} (OpenVINO)")
-        measured = measure_schedules(model, items, target=target)
+        measured = measure_schedules(model, items, target=target, policy=TimingPolicy(min_rounds=JUDGING_ROUNDS))
         ms = {k: 1e3 * measured[k][0].p50 for k in items}
-        how = "OpenVINO, every pick and the full fp32 model timed round-robin in one process (median)"
+        # the ratio to the full model timed in the same rotations: what a machine whose speed drifts does not
+        # change; its interval is how far it moved while they were timed
+        ratios = {k: paired_ratio(measured[k][0], measured["full"][0]) for k in items}
+        how = ("OpenVINO, every pick and the full fp32 model timed round-robin in one process (median; a share "
+               "of your model's latency judged by the top of the ratio's 95 % interval over the rotations)")
     else:
         ms = {k: 1e3 * float(objectives[p].remeasure(s)) for k, (s, p) in items.items()}
+        ratios = {k: LatencyRatio(ms[k] / ms["full"], ms[k] / ms["full"], ms[k] / ms["full"], 0) for k in items}
         how = "each pick timed on its own, on its precision's target (median)"
     for k, (d, row) in where.items():
         d["latency_measured_ms"] = ms[k]
-        # the ratio to the full model timed in the same round: what a machine whose speed drifts does not change
-        d["measured_fraction_of_full"] = ms[k] / ms["full"]
-        if row is not None:  # a budget in percent of your model's latency is judged by that ratio
-            d["measured_within_budget"] = d["measured_fraction_of_full"] <= row["fraction"] if "fraction" in row \
+        d["measured_fraction_of_full"] = ratios[k].ratio
+        d["measured_fraction_interval"] = list(ratios[k].interval)
+        if row is not None:
+            d["measured_within_budget"] = ratios[k].within(row["fraction"]) if "fraction" in row \
                 else d["latency_measured_ms"] <= row["limit"] * 1e3
     # recorded with a precision search's precisions, or an fp32 search's timing
     record = result["precisions"] if "precisions" in result else result.setdefault("timing", {})
-    record["remeasured"] = {"method": how, "batch_size": batch, "threads": target.threads}
+    record["remeasured"] = {"method": how, "batch_size": batch, "threads": target.threads,
+                            "rotations": max(r.rounds for r in ratios.values())}
 
 
 def _measured_int8_front(search: EvolutionSearch, budgets: Sequence[dict], verify_gene, fitness: str

@@ -503,6 +503,7 @@ class _PickCheck:
             f.positive(d.get(key), f"{field}.{key}")
         for key in ("holdout_nll", "holdout_kl", "nll", "kl", "fitness"):  # a KL of ~0 may round below it
             f.number(d.get(key), f"{field}.{key}")
+        f.interval(d.get("measured_fraction_interval"), f"{field}.measured_fraction_interval", fraction=False)
         f.flag(d.get("measured"), f"{field}.measured")
         f.flag(d.get("measured_within_budget"), f"{field}.measured_within_budget")
         dep = f.mapping(d.get("deployed"), f"{field}.deployed")
