@@ -200,6 +200,9 @@ def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_p
     if os.path.isfile(out_path):
         res["tome_sweep"] = read_json(out_path)["points"]
         return res
+    if args.report_only:
+        raise SystemExit(f"--report-only: {out_path} is missing; run without --report-only (or with "
+                         "--no-tome-sweep) to make it")
     say = lambda s: print(f"[seed {seed}, batch {batch}] {s}", flush=True)  # noqa: E731
     parent = tavt_kit.load_checkpoint(parent_path).eval()
     supernet = tavt_kit.load_checkpoint(supernet_path).eval()
@@ -252,6 +255,8 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
                                   f"{_ship_tag(args)}.json")
     if os.path.isfile(path):
         return read_json(path)
+    if args.report_only:
+        raise SystemExit(f"--report-only: {path} is missing; run without --report-only to make it")
     say = lambda s: print(f"[seed {seed}, batch {batch}] {s}", flush=True)  # noqa: E731
     supernet = tavt_kit.load_checkpoint(supernet_path).eval()
     parent = tavt_kit.load_checkpoint(parent_path).eval()
@@ -384,18 +389,20 @@ def families(row: dict) -> dict:
 def headline(res: dict, family: str) -> tuple:
     """(speed-up, paired difference, what) of the fastest deployable of ``family`` within ``ACCEPTED_LOSS`` points of
     your model (``pick``: the searched picks; ``shipped``: what the budgets recommend; ``free``: ToMe on your model
-    and your model, at every precision); (1.0, None, "your model") when none is."""
+    and your model, at every precision, fitted to the budgets or at each r of the sweep; ``free_budgets``: the same
+    without the sweep, on the grid of budgets the tool had); (1.0, None, "your model") when none is."""
     options = []
     for row in res["rows"]:
-        if family == "free":  # what a user has without fgvc-kit's searches
+        if family in ("free", "free_budgets"):  # what a user has without fgvc-kit's searches
             options += [(d["speedup"], d["vs_parent"], n) for n, d in row["free"].items() if d.get("vs_parent")
                         and not n.startswith("searched_parent")]
         else:
             d = families(row)[family] if family == "searched_parent" else row.get(family)
             if d and d.get("vs_parent"):
                 options.append((d["speedup"], d["vs_parent"], f"{row['fraction']:g} budget"))
-    if family == "free":
+    if family in ("free", "free_budgets"):
         options += [(d["speedup"], d["vs_parent"], f"parent@{p}") for p, d in res["parent_at"].items()]
+    if family == "free":  # the sweep's r chosen on the test images, among more points than there are budgets
         options += [(d["speedup"], d["vs_parent"], f"ToMe r={d['r']} @ {d['precision']} (sweep)")
                     for d in res.get("tome_sweep") or ()]
     ok = [o for o in options if 100 * o[1]["difference"] >= -ACCEPTED_LOSS]
@@ -425,7 +432,9 @@ NAMES = (("tome", "ToMe on your model"), ("parent", "your model, lower precision
          ("searched_parent", "searched on your model"), ("shipped", "shipped (recommended)"))
 FAMILIES = (("pick", "searched picks"), ("searched_parent", "schedules searched on your model (no training)"),
             ("shipped", "what fgvc-kit ships"),
-            ("free", "best training-free (ToMe on your model fitted or swept, your model; every precision)"))
+            ("free", "best training-free (ToMe on your model fitted or swept, your model; every precision)"),
+            ("free_budgets", "best training-free at the same budgets (ToMe on your model fitted to each budget, "
+                             "your model; every precision; no sweep)"))
 
 
 RULES = {"held-out NLL": lambda d: (-d["holdout_nll"],),
@@ -530,6 +539,9 @@ def main(argv=None) -> int:
     ap.add_argument("--generations", type=int, default=5)
     ap.add_argument("--device", default="cpu", help="where to train and distil (cpu, cuda); latency is this CPU's")
     ap.add_argument("--smoke", action="store_true", help="a few images and steps: the whole flow in minutes")
+    ap.add_argument("--report-only", action="store_true",
+                    help="print the report from the result files in --out (the seeds' and their ToMe sweeps'); "
+                         "train, search, time and write nothing")
     ap.add_argument("--train-only", action="store_true",
                     help="train the parents and supernets only (they need no idle machine; the latency stages do)")
     ap.add_argument("--no-tome-sweep", action="store_true",
@@ -569,8 +581,10 @@ def main(argv=None) -> int:
         args.train_steps, args.steps, args.population, args.generations = 4, 2, 4, 1
     results = []
     for s in (int(v) for v in args.seeds.split(",")):
-        parent = parent_checkpoint(s, args)
-        supernet = supernet_checkpoint(s, parent, args)
+        parent = supernet = None  # --report-only: the result files hold everything the report reads
+        if not args.report_only:
+            parent = parent_checkpoint(s, args)
+            supernet = supernet_checkpoint(s, parent, args)
         if args.train_only:
             continue
         for b in (int(v) for v in args.batches.split(",")):
@@ -579,6 +593,8 @@ def main(argv=None) -> int:
         return 0
     text = report(results)
     print(text)
+    if args.report_only:
+        return 0
     from tavt_kit.files import write_text
 
     write_text(os.path.join(args.out, f"report{_ship_tag(args)}.txt"), text + "\n")

@@ -128,7 +128,10 @@ def judge(rows, shares) -> list:
     """Judged in round j, checked against round k's paired ratio (every ordered pair of rounds, every option,
     every share): within-judgements that the other round reverses, and what each rule gives up for it."""
     rules = {"ratio of the medians <= share": lambda o, s: o["medians"] <= s,
-             "paired interval's top <= share": lambda o, s: _top(o) <= s}
+             "paired interval's top <= share": lambda o, s: _top(o) <= s,
+             # what a user who needs a hard limit does: budget a little under it
+             "... <= 0.98 x share": lambda o, s: _top(o) <= 0.98 * s,
+             "... <= 0.97 x share": lambda o, s: _top(o) <= 0.97 * s}
     keys = list(rows[0]["options"])
     pairs = list(itertools.permutations(range(len(rows)), 2))
     lines = ["", f"judged in one round, checked against another ({len(pairs)} ordered pairs of rounds x "
