@@ -1,12 +1,13 @@
 """The ratio of two latencies timed round-robin, with a confidence interval from the rounds they share.
 
 Two callables timed in turn (:func:`~tavt_kit.bench.timing.measure_round_robin`) are slowed alike by a machine
-whose speed drifts, so their ratio is the figure to trust -- but a ratio taken once can still sit a few per cent
-off: another process on the machine slows a large model and a small one differently, and it comes and goes
-while they are timed. Each round of the rotation times both within a fraction of a second, so each round gives
-one *paired* estimate of the ratio (the medians of the two callables' samples in that round). The median of
-those per-round ratios is the estimate, and its distribution-free interval (order statistics) says how far the
-ratio moved while they were timed: what a budget judged by the ratio should judge against.
+whose speed drifts, so their ratio is the figure to trust -- but the ratio itself moves: a small model's share
+of a large one's latency moved by 3-8 % from one round to the next on one machine
+(``docs/benchmarks/ratio_stability.md``). Each rotation times both within a fraction of a second, so each gives
+one *paired* estimate of the ratio (the medians of the two callables' samples in that rotation). The median of
+those is the estimate, and its distribution-free interval (order statistics) says how far the ratio moved
+while they were timed: what a budget judged by the ratio should judge against. It cannot say how far it will
+move in a later round; a hard limit needs a margin of its own.
 """
 from __future__ import annotations
 

@@ -435,9 +435,9 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
     would decide); sets each one's ``latency_measured_ms``, ``measured_fraction_of_full`` with its 95 %
     ``measured_fraction_interval`` over the rotations (:func:`~tavt_kit.bench.ratio.paired_ratio`), and
     ``measured_within_budget``. A budget in percent of your model's latency is met when the whole interval is
-    within it: a ratio timed once moved by up to 11 % in the next round on a loaded machine, and an option right
-    at the line is over it half the time. Where a latency objective is not OpenVINO's (an fp32 table profiled
-    with torch), each pick is timed on its own target."""
+    within it: judged by the two medians, 16 % of the options within 5 % of the line that one round passed ran
+    over it in another (13 % by the interval's top; ``docs/benchmarks/ratio_stability.md``). Where a latency
+    objective is not OpenVINO's (an fp32 table profiled with torch), each pick is timed on its own target."""
     from ..bench.measure import measure_schedules
     from ..bench.ratio import LatencyRatio, paired_ratio
     from ..bench.timing import TimingPolicy
