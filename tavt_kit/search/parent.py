@@ -80,6 +80,7 @@ class ParentStage:
         self._chosen: Dict[tuple, object] = {}  # (precision, limit) -> the parent search's pick there
         self._scorers: Dict[str, object] = {}  # weights -> DeployedScorer for int8 (apply_precisions; close())
         self._paired: Optional[PairedEvidence] = None  # per-image scores the recommendation pairs (recommend.py)
+        self._said: set = set()  # shares whose timed limit was logged (_limit_for)
         self.own = parent is pipe.model  # the search ran on your model's own weights (resolve_parent)
         if getattr(parent, "num_patches", None) != pipe.model.num_patches or \
                 getattr(parent, "depth", None) != pipe.model.depth:
@@ -111,8 +112,10 @@ class ParentStage:
         scheds = {"parent": full}
         self._search_parent()
         picks = {}
+        limits = {b.label: self._limit_for(b.limit, b.fraction) if b.objective == "latency" else b.limit
+                  for b in pipe.budgets}
         for b in pipe.budgets:
-            s = self._tome_within(pipe.macs if b.objective == "macs" else pipe.latency, b.limit)
+            s = self._tome_within(pipe.macs if b.objective == "macs" else pipe.latency, limits[b.label])
             if s is not None:
                 scheds[f"tome {b.label}"] = s
             picks[b.label] = self._searched_on_parent(b)
@@ -145,17 +148,17 @@ class ParentStage:
                 free["tome_parent"] = {**self._entry(f"tome {b.label}", s, metrics, hits, ref),
                                        "r": pipe.model.num_patches - s.counts[0]}
                 if b.objective == "latency":
-                    self._measured_fit(free["tome_parent"], s, pipe.latency.precision, b.limit)
+                    self._measured_fit(free["tome_parent"], s, pipe.latency.precision, limits[b.label])
             if picks[b.label] is not None:
                 free[FAMILY] = {**self._entry(f"{FAMILY} {b.label}", scheds[f"{FAMILY} {b.label}"], metrics, hits,
                                               ref), **ParentSearch.fields(picks[b.label])}
             cost = pipe.macs(full) if b.objective == "macs" else (self._full_cost(pipe.latency) if pipe.latency
                                                                     else None)
-            if cost is not None and cost <= b.limit:
+            if cost is not None and cost <= limits[b.label]:
                 free["parent"] = dict(doc["parent"])
             if b.objective == "latency":
-                self._time_like_the_pick(row, free, scheds.get(f"tome {b.label}"), b.limit)
-                self._time_like_the_pick(row, free, scheds.get(f"{FAMILY} {b.label}"), b.limit, FAMILY)
+                self._time_like_the_pick(row, free, scheds.get(f"tome {b.label}"), limits[b.label])
+                self._time_like_the_pick(row, free, scheds.get(f"{FAMILY} {b.label}"), limits[b.label], FAMILY)
             row["training_free"] = free
             row["recommended"] = self._recommend(row, free)
         self._record_probes(doc)
@@ -197,7 +200,8 @@ class ParentStage:
                 continue
             free = row.setdefault("training_free", {})
             for p in pipe.precisions[1:]:
-                for name, s in self._free_schedules(p, row["limit"]).items():
+                limit = self._limit_for(row["limit"], row.get("fraction"))
+                for name, s in self._free_schedules(p, row["limit"], limit).items():
                     key = (gene_of(s), p)
                     if key not in entries:
                         entries[key] = self._deployed_entry(scorer, s, p, ref)
@@ -205,7 +209,7 @@ class ParentStage:
                     if name == FAMILY:  # its fitness corrected as the fp32 candidate's was
                         free[f"{name}@{p}"].update(ParentSearch.fields(self._chosen[(p, row["limit"])]))
                     if name == "tome_parent":
-                        self._measured_fit(free[f"{name}@{p}"], s, p, row["limit"])
+                        self._measured_fit(free[f"{name}@{p}"], s, p, limit)
             for key in ("best", "best_fp32"):
                 d = row.get(key)
                 run = stage.test_runs.get((entry_gene(d), d.get("precision", "fp32"))) if d else None
@@ -214,15 +218,16 @@ class ParentStage:
             row["recommended"] = self._recommend(row, free)
         self._record_probes(doc)
 
-    def _free_schedules(self, precision: str, limit: float) -> Dict[str, TokenSchedule]:
-        """The parent and ToMe on it that meet ``limit`` on ``precision``'s latency objective."""
+    def _free_schedules(self, precision: str, limit: float, timed_limit: float) -> Dict[str, TokenSchedule]:
+        """The parent and ToMe on it that meet ``timed_limit`` (:meth:`_limit_for`) on ``precision``'s latency
+        objective, and the schedule searched on your model for the budget placed at ``limit``."""
         pipe = self.pipe
         cost = pipe.objectives[precision]
         full = TokenSchedule.full(pipe.model.depth, pipe.model.num_patches)
         out = {}
-        if self._full_cost(cost) <= limit:
+        if self._full_cost(cost) <= timed_limit:
             out["parent"] = full
-        s = self._tome_within(cost, limit)
+        s = self._tome_within(cost, timed_limit)
         if s is not None and s.counts != full.counts:
             out["tome_parent"] = s
         c = self._searched_on_parent(Budget("latency", limit), precision)
@@ -268,6 +273,21 @@ class ParentStage:
             return fit_tome(space.depth, space.num_patches, cost, limit, space.min_tokens)
         except TavtKitError:
             return None
+
+    def _limit_for(self, limit: float, fraction: Optional[float]) -> float:
+        """The limit ToMe on your model is fitted to, and your model checked against: for a budget given as a
+        share of your model's latency, that share of your model's fp32 latency as the target runs it (timed where
+        ToMe is fitted by timing), the ratio the final round judges by; the table's placement of the share
+        (``limit``) would fit ToMe to the table's speed, not the machine's. Other budgets: ``limit``."""
+        if fraction is None or self.pipe.latency is None:
+            return limit
+        timed = fraction * self._full_cost(self.pipe.latency)
+        if timed != limit and fraction not in self._said:
+            self._said.add(fraction)
+            self.pipe.log(f"budget {100 * fraction:g}%: ToMe on your model fitted to {timed * 1e3:.4g} ms, "
+                          f"{100 * fraction:g}% of your model as the target ran it (placed at {limit * 1e3:.4g} ms "
+                          "from the latency table)")
+        return timed
 
     def _full_cost(self, cost) -> float:
         """Your model's (full schedule's) cost on ``cost``: measured on the target where ToMe is fitted by
