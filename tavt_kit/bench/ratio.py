@@ -29,6 +29,11 @@ class LatencyRatio:
     high: float
     rounds: int
 
+    @classmethod
+    def of_point(cls, ratio: float) -> "LatencyRatio":
+        """A ratio measured without rotations to pair (two medians, or two timings taken one by one)."""
+        return cls(ratio, ratio, ratio, 0)
+
     @property
     def interval(self) -> Tuple[float, float]:
         return self.low, self.high
@@ -46,8 +51,7 @@ def paired_ratio(num: TimingStats, den: TimingStats, z: float = 1.96) -> Latency
     a, b = num.by_round(), den.by_round()
     shared = sorted(set(a) & set(b))
     if not shared:
-        point = num.p50 / den.p50
-        return LatencyRatio(point, point, point, 0)
+        return LatencyRatio.of_point(num.p50 / den.p50)
     ratios = sorted(a[r] / b[r] for r in shared)
     low, high = median_ci(ratios, z=z)
     return LatencyRatio(statistics.median(ratios), low, high, len(shared))

@@ -109,15 +109,17 @@ class TimingStats:
         if self.rounds_of is not None and len(self.rounds_of) != len(self.samples):
             raise ValueError(f"TimingStats: {len(self.rounds_of)} round indices for {len(self.samples)} samples")
         self._sorted = sorted(self.samples)
+        self._by_round: Optional[Dict[int, float]] = None
 
     def by_round(self) -> Dict[int, float]:
-        """``{round: median of this callable's samples in that round}`` (empty when rounds were not recorded)."""
-        if self.rounds_of is None:
-            return {}
-        per: Dict[int, List[float]] = {}
-        for r, x in zip(self.rounds_of, self.samples):
-            per.setdefault(r, []).append(x)
-        return {r: statistics.median(xs) for r, xs in per.items()}
+        """``{round: median of this callable's samples in that round}`` (empty when rounds were not recorded);
+        computed once (one callable, often your model, is paired with every other)."""
+        if self._by_round is None:
+            per: Dict[int, List[float]] = {}
+            for r, x in zip(self.rounds_of or (), self.samples):
+                per.setdefault(r, []).append(x)
+            self._by_round = {r: statistics.median(xs) for r, xs in per.items()}
+        return self._by_round
 
     @property
     def n(self) -> int:

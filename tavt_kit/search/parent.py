@@ -199,8 +199,8 @@ class ParentStage:
             if row["objective"] != "latency":
                 continue
             free = row.setdefault("training_free", {})
+            limit = self._limit_for(row["limit"], row.get("fraction"))
             for p in pipe.precisions[1:]:
-                limit = self._limit_for(row["limit"], row.get("fraction"))
                 for name, s in self._free_schedules(p, row["limit"], limit).items():
                     key = (gene_of(s), p)
                     if key not in entries:

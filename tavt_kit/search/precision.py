@@ -471,7 +471,7 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
                "of your model's latency judged by the top of the ratio's 95 % interval over the rotations)")
     else:
         ms = {k: 1e3 * float(objectives[p].remeasure(s)) for k, (s, p) in items.items()}
-        ratios = {k: LatencyRatio(ms[k] / ms["full"], ms[k] / ms["full"], ms[k] / ms["full"], 0) for k in items}
+        ratios = {k: LatencyRatio.of_point(ms[k] / ms["full"]) for k in items}
         how = "each pick timed on its own, on its precision's target (median)"
     for k, (d, row) in where.items():
         d["latency_measured_ms"] = ms[k]
