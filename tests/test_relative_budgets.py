@@ -213,3 +213,90 @@ def test_an_option_whose_ratio_moved_over_the_share_while_timed_is_over_it(monke
     tome["measured_fraction_interval"] = [high, low]
     with pytest.raises(ConfigError, match=r"budgets\[0\]\.training_free\.tome_parent\.measured_fraction_interval"):
         validate_search(doc)
+
+
+def test_tome_is_fitted_to_a_share_by_timing_each_probe_beside_your_model(tmp_path, monkeypatch):
+    """Another process on the machine slows every other timing by half. Timed one by one, each of ToMe's probes
+    is compared with your model timed at another moment, and the drift decides which r meets the share. Timed
+    round-robin beside your model, the ratio of each probe pairs the drift out: the fit finds the mildest r
+    within half your model, as the final round judges it (the top of the ratio's interval), and records its
+    probes; no ToMe probe is timed on its own."""
+    import tavt_kit.bench.measure as measure
+    from tavt_kit.search import EvolutionSettings
+    from tavt_kit.search.baselines import fit_tome
+    from tavt_kit.search.objective import LatencyObjective
+    from tavt_kit.search.shares import JUDGING_ROUNDS
+
+    net = search_model()
+    predict = lambda s: 1e-5 * sum(s.counts)  # noqa: E731
+    truth = lambda s: 0.9e-5 * sum(s.counts) + 2e-5  # noqa: E731  fixed costs the table misses
+    drift = iter(1.0 + 0.5 * (i % 2) for i in range(10 ** 6))  # the machine's speed from one timing to the next
+    alone = []  # schedules timed on their own
+
+    def round_robin(model, items, target, policy=None, **kw):
+        speed = next(drift)
+        assert policy.min_rounds == JUDGING_ROUNDS
+        return {k: (TimingStats([truth(s) * speed * (1 + 0.02 * (i % 3)) for i in range(JUDGING_ROUNDS)],
+                                rounds_of=list(range(JUDGING_ROUNDS))),) for k, (s, _) in items.items()}
+    monkeypatch.setattr(measure, "measure_schedules", round_robin)
+    target = DeploymentTarget(backend="openvino", threads=1)
+    info = {"source": "table", "precision": "fp32", "identity": {"table": "synthetic"}}
+    obj = LatencyObjective(predict, target, info, remeasure_fn=lambda s: alone.append(s) or truth(s) * next(drift))
+    said = []
+    res = search_schedules(net, random_splits(24, 24), ["50%"], out=str(tmp_path / "s"), parent=net,
+                           objectives={"fp32": obj}, log=said.append,
+                           settings=EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0))
+    full = net.full_schedule()
+    tome = res.doc["budgets"][0]["training_free"]["tome_parent"]
+    want = fit_tome(net.depth, net.num_patches, lambda s: truth(s) / truth(full), 0.5)
+    assert tome["counts"] == list(want.counts) and tome["fitted_by"] == "measurement"
+    assert tome["measured_fraction_of_full"] == pytest.approx(truth(want) / truth(full))
+    assert tome["measured_within_budget"] is True
+    assert not any(s.reducers and "merge" in s.reducers for s in alone)
+    probes = res.doc["training_free_fit"]["shares"]["probes"]["fp32"]
+    assert [list(want.counts)] == [p["counts"] for p in probes if p["counts"] == list(want.counts)]
+    assert all(p["rounds"] == JUDGING_ROUNDS and p["interval"][1] <= 0.5 for p in probes
+               if p["counts"] == list(want.counts))
+    assert any("of your model in fp32, timed beside it" in line for line in said)
+    from tavt_kit.cli.search import summary
+
+    assert "ToMe on your model fitted to the shares by timing each r beside your model: fp32 r = " in \
+        summary(res.doc)
+
+
+def test_your_model_in_int8_meets_a_share_only_when_timed_within_it_beside_your_fp32_model(monkeypatch):
+    """The training-free options of a share at int8 (a precision search): your model in int8 and ToMe on it in
+    int8 are each timed round-robin with your model in fp32. At 0.6 of it, int8 alone meets 70 % but not 50 %,
+    where ToMe in int8 takes its place, fitted to the share on the int8 timings."""
+    import tavt_kit.bench.measure as measure
+    from tavt_kit.search.baselines import fit_tome
+    from tavt_kit.search.objective import LatencyObjective
+    from tavt_kit.search.parent import ParentStage
+    from tavt_kit.search.shares import JUDGING_ROUNDS
+
+    net = search_model()
+    full = net.full_schedule()
+    truth = lambda s, p="fp32": (0.6 if p == "int8" else 1.0) * (1e-5 * sum(s.counts) + 2e-5)  # noqa: E731
+
+    def round_robin(model, items, target, policy=None, **kw):
+        return {k: (TimingStats([truth(s, p)] * JUDGING_ROUNDS, rounds_of=list(range(JUDGING_ROUNDS))),)
+                for k, (s, p) in items.items()}
+    monkeypatch.setattr(measure, "measure_schedules", round_robin)
+    target = DeploymentTarget(backend="openvino", threads=1)
+    objectives = {p: LatencyObjective(lambda s, p=p: truth(s, p), target.with_(precision=p),
+                                      {"source": "table", "precision": p}, remeasure_fn=lambda s: 1.0)
+                  for p in ("fp32", "int8")}
+    from tavt_kit.search import space_of
+
+    pipe = SimpleNamespace(model=net, objectives=objectives, space=space_of(net), log=lambda s: None,
+                           schedule=None, latency=objectives["fp32"])
+    stage = ParentStage(pipe, net)
+    at70 = stage._free_schedules("int8", 0.7 * truth(full), 0.7 * truth(full), fraction=0.7)
+    at50 = stage._free_schedules("int8", 0.5 * truth(full), 0.5 * truth(full), fraction=0.5)
+    assert at70["parent"].counts == full.counts and "parent" not in at50
+    want = fit_tome(net.depth, net.num_patches, lambda s: truth(s, "int8") / truth(full), 0.5)
+    assert at50["tome_parent"].counts == want.counts
+    d = {}
+    stage._measured_fit(d, at50["tome_parent"], "int8", 0.5 * truth(full), 0.5)
+    assert d["measured_fraction_of_full"] == pytest.approx(truth(want, "int8") / truth(full))
+    assert d["measured_within_budget"] is True and d["fitted_by"] == "measurement"

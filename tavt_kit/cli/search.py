@@ -282,11 +282,17 @@ def summary(result: dict) -> str:
         if rec and rec.get("family"):
             lines.append(f"  recommended: {describe_family(rec['family'], family_entry(b, rec['family']))}; "
                          f"{rec['why']}")
-    fit = result.get("training_free_fit")
-    if fit:
+    fit = result.get("training_free_fit") or {}
+    if fit.get("probes_ms"):
         lines.append("ToMe on your model fitted to the latency budgets by timing it on the target: " + "; ".join(
             f"{p} r = " + ", ".join(f"{r} ({ms:.3g} ms)" for r, ms in probes.items())
             for p, probes in fit["probes_ms"].items()))
+    if fit.get("shares"):
+        tokens = result["full"]["counts"][0]
+        lines.append("ToMe on your model fitted to the shares by timing each r beside your model: " + "; ".join(
+            f"{p} r = " + ", ".join(f"{tokens - c['counts'][0]} ({c['ratio']:.2f} [{c['interval'][0]:.2f}, "
+                                    f"{c['interval'][1]:.2f}])" for c in sorted(probes, key=lambda c: -c["counts"][0]))
+            for p, probes in fit["shares"]["probes"].items()))
     corr = result.get("timed_over_predicted")
     if corr:
         lines.append("the target ran the picks timed at " + "; ".join(

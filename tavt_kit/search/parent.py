@@ -12,7 +12,9 @@ search loads it and measures, on the same held-out and test images as the search
   precision's latency, held-out accuracy measured as the searched pairs' is (bf16 autocast, int8 on the
   deployed model) and test accuracy on the deployed runtime. Where the latency comes from a table and the
   search can time on the target, ToMe's r and whether your model meets a budget are decided by timing them
-  there (``training_free_fit`` records every probe), not by the table's prediction.
+  there (``training_free_fit`` records every probe), not by the table's prediction; for a budget given as a
+  share of your model, each probe is timed round-robin beside your model and judged by its ratio's interval, as
+  the final round judges the options (:mod:`~.shares`).
 
 Each budget then *recommends* one deployable among the searched pick and the training-free ones
 (:mod:`~.recommend`): the best of ToMe on your model and your model, unless the schedule searched on your model
@@ -38,6 +40,7 @@ from .evaluate import CandidateEvaluator
 from .evolution import Budget, entry_gene, gene_of
 from .parent_search import FAMILY, ParentSearch, merge_space
 from .recommend import DEFAULT_SHIP_CONFIDENCE, PairedEvidence, paired_lead, recommend
+from .shares import ShareTimer
 
 
 def resolve_parent(model: nn.Module, parent, log) -> Optional[nn.Module]:
@@ -81,6 +84,8 @@ class ParentStage:
         self._scorers: Dict[str, object] = {}  # weights -> DeployedScorer for int8 (apply_precisions; close())
         self._paired: Optional[PairedEvidence] = None  # per-image scores the recommendation pairs (recommend.py)
         self._said: set = set()  # shares whose timed limit was logged (_limit_for)
+        self._shares: Optional[ShareTimer] = None  # probes of a share budget, timed beside your model (shares.py)
+        self._share_fits: Dict[str, Dict[int, float]] = {}  # precision -> {r: top of its share's interval}
         self.own = parent is pipe.model  # the search ran on your model's own weights (resolve_parent)
         if getattr(parent, "num_patches", None) != pipe.model.num_patches or \
                 getattr(parent, "depth", None) != pipe.model.depth:
@@ -115,7 +120,8 @@ class ParentStage:
         limits = {b.label: self._limit_for(b.limit, b.fraction) if b.objective == "latency" else b.limit
                   for b in pipe.budgets}
         for b in pipe.budgets:
-            s = self._tome_within(pipe.macs if b.objective == "macs" else pipe.latency, limits[b.label])
+            s = self._tome_within(pipe.macs if b.objective == "macs" else pipe.latency, limits[b.label],
+                                  b.fraction if b.objective == "latency" else None)
             if s is not None:
                 scheds[f"tome {b.label}"] = s
             picks[b.label] = self._searched_on_parent(b)
@@ -148,7 +154,7 @@ class ParentStage:
                 free["tome_parent"] = {**self._entry(f"tome {b.label}", s, metrics, hits, ref),
                                        "r": pipe.model.num_patches - s.counts[0]}
                 if b.objective == "latency":
-                    self._measured_fit(free["tome_parent"], s, pipe.latency.precision, limits[b.label])
+                    self._measured_fit(free["tome_parent"], s, pipe.latency.precision, limits[b.label], b.fraction)
             if picks[b.label] is not None:
                 free[FAMILY] = {**self._entry(f"{FAMILY} {b.label}", scheds[f"{FAMILY} {b.label}"], metrics, hits,
                                               ref), **ParentSearch.fields(picks[b.label])}
@@ -201,7 +207,7 @@ class ParentStage:
             free = row.setdefault("training_free", {})
             limit = self._limit_for(row["limit"], row.get("fraction"))
             for p in pipe.precisions[1:]:
-                for name, s in self._free_schedules(p, row["limit"], limit).items():
+                for name, s in self._free_schedules(p, row["limit"], limit, row.get("fraction")).items():
                     key = (gene_of(s), p)
                     if key not in entries:
                         entries[key] = self._deployed_entry(scorer, s, p, ref)
@@ -209,7 +215,7 @@ class ParentStage:
                     if name == FAMILY:  # its fitness corrected as the fp32 candidate's was
                         free[f"{name}@{p}"].update(ParentSearch.fields(self._chosen[(p, row["limit"])]))
                     if name == "tome_parent":
-                        self._measured_fit(free[f"{name}@{p}"], s, p, limit)
+                        self._measured_fit(free[f"{name}@{p}"], s, p, limit, row.get("fraction"))
             for key in ("best", "best_fp32"):
                 d = row.get(key)
                 run = stage.test_runs.get((entry_gene(d), d.get("precision", "fp32"))) if d else None
@@ -218,16 +224,20 @@ class ParentStage:
             row["recommended"] = self._recommend(row, free)
         self._record_probes(doc)
 
-    def _free_schedules(self, precision: str, limit: float, timed_limit: float) -> Dict[str, TokenSchedule]:
+    def _free_schedules(self, precision: str, limit: float, timed_limit: float,
+                        fraction: Optional[float] = None) -> Dict[str, TokenSchedule]:
         """The parent and ToMe on it that meet ``timed_limit`` (:meth:`_limit_for`) on ``precision``'s latency
-        objective, and the schedule searched on your model for the budget placed at ``limit``."""
+        objective (a share ``fraction`` of your model: timed beside it where it can be, :meth:`_share_timer`),
+        and the schedule searched on your model for the budget placed at ``limit``."""
         pipe = self.pipe
         cost = pipe.objectives[precision]
         full = TokenSchedule.full(pipe.model.depth, pipe.model.num_patches)
         out = {}
-        if self._full_cost(cost) <= timed_limit:
+        shares = self._share_timer(cost, fraction)
+        if (shares.share(full, precision).high <= fraction) if shares is not None else \
+                self._full_cost(cost) <= timed_limit:
             out["parent"] = full
-        s = self._tome_within(cost, timed_limit)
+        s = self._tome_within(cost, timed_limit, fraction)
         if s is not None and s.counts != full.counts:
             out["tome_parent"] = s
         c = self._searched_on_parent(Budget("latency", limit), precision)
@@ -257,14 +267,24 @@ class ParentStage:
         self.evolution = ParentSearch(pipe, self.parent, space)
         self.evolution.run()
 
-    def _tome_within(self, cost, limit: float) -> Optional[TokenSchedule]:
+    def _tome_within(self, cost, limit: float, fraction: Optional[float] = None) -> Optional[TokenSchedule]:
         """ToMe's schedule with the smallest r that meets ``limit`` on ``cost`` (None: none does, or ``cost``
         cannot price a merge: a latency table profiled for drop only). Where ``cost`` is a table's prediction
         and the search can time on the target, r is fitted by measurement (:func:`fit_tome_measured`): the
         table alone can put ToMe milder, or slower, than the budget allows, and the recommendation would then
-        compare the pick with a weaker ToMe than the user could have."""
-        space = self.pipe.space
+        compare the pick with a weaker ToMe than the user could have. A budget given as a share ``fraction`` of
+        your model is fitted on the share itself, each probe timed beside your model (:meth:`_share_timer`)."""
+        space, pipe = self.pipe.space, self.pipe
         try:
+            shares = self._share_timer(cost, fraction)
+            if shares is not None:
+                full = TokenSchedule.full(space.depth, space.num_patches)
+                base = pipe.objectives["fp32"](full)  # the table's share: where the fit starts and steers
+                fits = self._share_fits.setdefault(cost.precision, {})
+                s, _ = fit_tome_measured(space.depth, space.num_patches, lambda x: cost(x) / base,
+                                         lambda x: shares.share(x, cost.precision).high, fraction,
+                                         space.min_tokens, measured=fits)
+                return s
             if getattr(cost, "source", None) == "table" and cost.can_remeasure:
                 probes = self.probes.setdefault(cost.precision, {})
                 s, _ = fit_tome_measured(space.depth, space.num_patches, cost, self._timer(cost, limit), limit,
@@ -273,6 +293,17 @@ class ParentStage:
             return fit_tome(space.depth, space.num_patches, cost, limit, space.min_tokens)
         except TavtKitError:
             return None
+
+    def _share_timer(self, cost, fraction: Optional[float]) -> Optional[ShareTimer]:
+        """Where a share ``fraction`` of your model is fitted on ``cost``'s target by timing: the timer of its
+        probes, each timed round-robin beside your model (None: a budget in ms, or a target that cannot be timed
+        so; the fit then compares with your model timed on its own, :meth:`_limit_for`)."""
+        if fraction is None or cost is None or not cost.can_remeasure or \
+                not ShareTimer.available(getattr(self.pipe, "objectives", None)):
+            return None
+        if self._shares is None:
+            self._shares = ShareTimer(self.pipe.model, self.pipe.objectives, self.pipe.log)
+        return self._shares
 
     def _limit_for(self, limit: float, fraction: Optional[float]) -> float:
         """The limit ToMe on your model is fitted to, and your model checked against: for a budget given as a
@@ -306,6 +337,13 @@ class ParentStage:
                 "method": "ToMe's r fitted by timing it on the target (table-steered, then bisected); r = 0 is "
                           "your model", "probes_ms": {p: {str(r): v * 1e3 for r, v in sorted(pr.items())}
                                                       for p, pr in self.probes.items() if pr}}
+        shares = self._shares.record() if self._shares is not None else {}
+        if shares:
+            doc.setdefault("training_free_fit", {})["shares"] = {
+                "method": "each probe timed round-robin beside your model in fp32 (at least "
+                          f"{self._shares.rounds} rotations); within a share when the top of its ratio's 95 % "
+                          "interval is at or under it",
+                "probes": shares}
 
     def _timer(self, cost, limit: float):
         """A schedule timed on ``cost``'s target (shared with the search's timings), saying what each probe of a
@@ -318,8 +356,14 @@ class ParentStage:
             return sec
         return timed
 
-    def _measured_fit(self, d: dict, s: TokenSchedule, precision: str, limit: float) -> None:
-        """Marks a ToMe entry fitted by measurement: its probe's time and whether it met ``limit``."""
+    def _measured_fit(self, d: dict, s: TokenSchedule, precision: str, limit: float,
+                      fraction: Optional[float] = None) -> None:
+        """Marks a ToMe entry fitted by measurement: its probe's time and whether it met ``limit`` (a share
+        ``fraction``: its ratio to your model timed beside it, judged by the interval's top)."""
+        if self._shares is not None and fraction is not None and s.reducers and "merge" in s.reducers:
+            d["fitted_by"] = "measurement"
+            d.update(self._shares.fields(s, precision, fraction))
+            return
         r = self.pipe.model.num_patches - s.counts[0]
         probes = self.probes.get(precision) or {}
         if r in probes and s.reducers and "merge" in s.reducers:

@@ -54,10 +54,7 @@ from .reuse import METRICS
 from .evolution import EvolutionSearch, entry_gene, gene_of, pareto_front
 from .fitness import fitness_of
 from .result import schedule_file_name
-
-#: rotations of the round that times every budget's options beside your model, at least (each gives one paired
-#: ratio; 20 put the 95 % interval of their median between the 6th and 15th of them)
-JUDGING_ROUNDS = 20
+from .shares import JUDGING_ROUNDS  # noqa: F401  (the judging round's rotations; imported from here too)
 #: precisions a search can pair with schedules
 SEARCH_PRECISIONS = Precision.ALL
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
