@@ -220,7 +220,7 @@ def test_tome_is_fitted_to_a_share_by_timing_each_probe_beside_your_model(tmp_pa
     is compared with your model timed at another moment, and the drift decides which r meets the share. Timed
     round-robin beside your model, the ratio of each probe pairs the drift out: the fit finds the mildest r
     within half your model, as the final round judges it (the top of the ratio's interval), and records its
-    probes; no ToMe probe is timed on its own."""
+    probes. The search's own picks are checked beside your model the same way: nothing else is timed alone."""
     import tavt_kit.bench.measure as measure
     from tavt_kit.search import EvolutionSettings
     from tavt_kit.search.baselines import fit_tome
@@ -243,7 +243,7 @@ def test_tome_is_fitted_to_a_share_by_timing_each_probe_beside_your_model(tmp_pa
     info = {"source": "table", "precision": "fp32", "identity": {"table": "synthetic"}}
     obj = LatencyObjective(predict, target, info, remeasure_fn=lambda s: alone.append(s) or truth(s) * next(drift))
     said = []
-    res = search_schedules(net, random_splits(24, 24), ["50%"], out=str(tmp_path / "s"), parent=net,
+    res = search_schedules(net, random_splits(24, 24), ["50%", "80%"], out=str(tmp_path / "s"), parent=net,
                            objectives={"fp32": obj}, log=said.append,
                            settings=EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0))
     full = net.full_schedule()
@@ -252,7 +252,13 @@ def test_tome_is_fitted_to_a_share_by_timing_each_probe_beside_your_model(tmp_pa
     assert tome["counts"] == list(want.counts) and tome["fitted_by"] == "measurement"
     assert tome["measured_fraction_of_full"] == pytest.approx(truth(want) / truth(full))
     assert tome["measured_within_budget"] is True
-    assert not any(s.reducers and "merge" in s.reducers for s in alone)
+    assert all(s.counts == full.counts for s in alone)  # nothing but your model is timed on its own:
+    # the search's picks were checked beside your model too, as the final round judges them: at 50 % (under the
+    # space's smallest schedule) a baseline the target runs within the share's placement in ms is over the share
+    at50, at80 = res.doc["budgets"]
+    over = at50["timed_over_budget"][0]
+    assert 0.9e-5 * sum(over["counts"]) + 2e-5 <= at50["limit"] and over["measured_fraction_interval"][1] > 0.5
+    assert at80["best"]["measured_within_budget"] is True
     probes = res.doc["training_free_fit"]["shares"]["probes"]["fp32"]
     assert [list(want.counts)] == [p["counts"] for p in probes if p["counts"] == list(want.counts)]
     assert all(p["rounds"] == JUDGING_ROUNDS and p["interval"][1] <= 0.5 for p in probes

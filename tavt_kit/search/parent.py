@@ -240,7 +240,7 @@ class ParentStage:
         s = self._tome_within(cost, timed_limit, fraction)
         if s is not None and s.counts != full.counts:
             out["tome_parent"] = s
-        c = self._searched_on_parent(Budget("latency", limit), precision)
+        c = self._searched_on_parent(Budget("latency", limit, fraction=fraction), precision)
         if c is not None:
             out[FAMILY] = self.pipe.schedule(c.gene)
         return out
@@ -301,8 +301,9 @@ class ParentStage:
         if fraction is None or cost is None or not cost.can_remeasure or \
                 not ShareTimer.available(getattr(self.pipe, "objectives", None)):
             return None
-        if self._shares is None:
-            self._shares = ShareTimer(self.pipe.model, self.pipe.objectives, self.pipe.log)
+        if self._shares is None:  # the search's own, where it checks its picks so (one timing each for both)
+            self._shares = getattr(getattr(self.pipe, "target_check", None), "shares", None) or \
+                ShareTimer(self.pipe.model, self.pipe.objectives, self.pipe.log)
         return self._shares
 
     def _limit_for(self, limit: float, fraction: Optional[float]) -> float:

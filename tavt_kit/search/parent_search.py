@@ -89,7 +89,7 @@ class ParentSearch:
         priced = [(c, float(cost(pipe.schedule(c.gene)))) for c in self.search.evaluated.values()]
         ranked = sorted((x for x in priced if x[1] <= budget.limit), key=lambda x: (x[0].score, x[1], x[0].gene),
                         reverse=True)
-        check = pipe.target_check.within(budget.limit, [])
+        check = pipe.target_check.within(budget.limit, [], budget.fraction)
         return next((c for c, t in ranked if check is None or check(c.gene, precision, t)), None)
 
     @staticmethod

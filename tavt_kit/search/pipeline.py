@@ -183,7 +183,7 @@ class SearchPipeline:
                                             device=self.device)
         self.digest = weights_digest(model)
         self.latency: Optional[LatencyObjective] = objectives.get("fp32")
-        self.target_check = TargetCheck(objectives, self.schedule, self.log)
+        self.target_check = TargetCheck(objectives, self.schedule, self.log, model=model)
         self.searches: Dict[str, EvolutionSearch] = {}
         self.parent: Optional[nn.Module] = None  # the reference model (see :mod:`~tavt_kit.search.parent`)
         self.test_hits: Dict[tuple, torch.Tensor] = {}
@@ -382,7 +382,7 @@ class SearchPipeline:
         objective = search.objective
         full, smallest = self.space.full(), self.space.smallest()
         over: Dict[str, List[dict]] = {b.label: [] for b in self.budgets}
-        checks = {b.label: self.target_check.within(b.limit, over[b.label]) for b in self.budgets
+        checks = {b.label: self.target_check.within(b.limit, over[b.label], b.fraction) for b in self.budgets
                   if remeasure and b.objective == "latency"}
         choices = {b.label: (b, self._best_within(search, b, checks.get(b.label))) for b in self.budgets}
         base, fixed = self._baselines(objective)

@@ -365,12 +365,12 @@ class PrecisionStage:
         pipe = self.pipe
         pairs = _pairs_within(row["limit"], doc["candidates"], self.searches, self.verified, pipe.fitness)
         over: List[dict] = []
-        check = pipe.target_check.within(row["limit"], over)
+        check = pipe.target_check.within(row["limit"], over, row.get("fraction"))
         best, n_verified = choose_pair(pairs, lambda pair: self.verify_gene(pair.gene), pipe.fitness,
                                        pipe.verify_top, within=None if check is None else
                                        lambda pair: check(pair.gene, pair.precision, pair.latency),
                                        plausible=None if check is None else lambda pair: pipe.target_check.plausible(
-                                           pair.gene, pair.precision, pair.latency, row["limit"]))
+                                           pair.gene, pair.precision, pair.latency, row["limit"], row.get("fraction")))
         if over:
             row["timed_over_budget"] = over
         fp32 = row["best"]

@@ -11,6 +11,7 @@ where that round will find it within the share. Each probe costs a timing of you
 """
 from __future__ import annotations
 
+import statistics
 from typing import Callable, Dict, Mapping, Optional
 
 from ..schedules.schedule import TokenSchedule
@@ -33,6 +34,8 @@ class ShareTimer:
         self.full = TokenSchedule.full(model.depth, model.num_patches)
         self.ratios: Dict[tuple, object] = {}  # (gene, precision) -> LatencyRatio
         self.ms: Dict[tuple, float] = {}  # (gene, precision) -> its median ms in that round
+        self.full_ms: Optional[float] = None  # your model's median ms over the rounds so far (median of medians)
+        self._full: list = []
 
     @staticmethod
     def available(objectives: Optional[Mapping]) -> bool:
@@ -62,6 +65,8 @@ class ShareTimer:
                                      policy=TimingPolicy(min_rounds=self.rounds))
         ratio = paired_ratio(measured["probe"][0], measured["full"][0])
         self.ratios[key], self.ms[key] = ratio, 1e3 * measured["probe"][0].p50
+        self._full.append(1e3 * measured["full"][0].p50)
+        self.full_ms = statistics.median(self._full)
         self.log(f"{list(schedule.counts)} at {precision}: {ratio.ratio:.3f} [{ratio.low:.3f}, {ratio.high:.3f}] "
                  f"of your model in fp32, timed beside it ({self.ms[key]:.4g} ms)")
         return ratio

@@ -12,11 +12,18 @@ predicted over the budget once scaled is passed over untimed. Without it a table
 by a tenth (a machine that drifted since it was profiled) sends every timing to candidates just under the budget,
 which are all over it, and the budget gets nothing; with it the next timing goes to the fittest candidate the
 target can run within.
+
+A budget given as a share of your model (``50%``) is checked as the final round judges it: each candidate timed
+round-robin beside your model in fp32 and within when the top of its ratio's interval is (:mod:`~.shares`), on
+runtimes that deploy exported files. Timed on its own against the share's placement in ms, a candidate would be
+judged by how fast the machine ran when the table was made, not by how it runs your model now.
 """
 from __future__ import annotations
 
 import statistics
 from typing import Callable, Dict, List, Mapping, Optional
+
+from .shares import ShareTimer
 
 #: timings on the target per latency budget that a pick may take before its table prediction stands
 TIMED_PER_BUDGET = 6
@@ -25,13 +32,18 @@ TIMED_PER_BUDGET = 6
 class TargetCheck:
     """Times (schedule, precision) candidates on the target, once each (shared by every budget).
 
-    ``objectives``: {precision: LatencyObjective}; ``schedule``: gene -> TokenSchedule; ``log``: progress."""
+    ``objectives``: {precision: LatencyObjective}; ``schedule``: gene -> TokenSchedule; ``log``: progress;
+    ``model``: the model whose exports are timed beside its full schedule for a share budget (None: shares are
+    checked in ms, against their placement)."""
 
     def __init__(self, objectives: Mapping, schedule: Callable, log: Callable[[str], None],
-                 per_budget: int = TIMED_PER_BUDGET):
+                 per_budget: int = TIMED_PER_BUDGET, model=None):
         self.objectives, self.schedule, self.log, self.per_budget = objectives, schedule, log, per_budget
         self.timed: Dict[tuple, float] = {}  # (gene, precision) -> seconds per batch on the target
         self.predicted: Dict[tuple, float] = {}  # the table's seconds of those timed as picks
+        #: timings beside your model, for share budgets (shared with ToMe's fits on your model, parent.py)
+        self.shares: Optional[ShareTimer] = ShareTimer(model, objectives, log) \
+            if model is not None and self.active and ShareTimer.available(objectives) else None
 
     @property
     def active(self) -> bool:
@@ -61,39 +73,58 @@ class TargetCheck:
             out[p] = {"median": self.correction(p), "picks": sum(1 for k in self.predicted if k[1] == p)}
         return out
 
-    def plausible(self, gene: tuple, precision: str, predicted: float, limit: float) -> bool:
+    def plausible(self, gene: tuple, precision: str, predicted: float, limit: float,
+                  fraction: Optional[float] = None) -> bool:
         """Whether a candidate predicted at ``predicted`` seconds may meet ``limit`` on the target: its timing if it
         has one, else its prediction scaled by the timings so far (:meth:`correction`); an untimed candidate that
-        may not is not worth timing."""
+        may not is not worth timing. A share ``fraction`` of your model checked beside it: its ratio if timed so,
+        else against the share of your model as timed beside the others (``limit`` before any)."""
         key = (gene, precision)
-        if key in self.timed:
+        shares = self.shares if fraction is not None else None
+        if shares is not None:
+            if key in shares.ratios:
+                return shares.ratios[key].within(fraction)
+            if shares.full_ms:
+                limit = fraction * shares.full_ms / 1e3
+        elif key in self.timed:
             return self.timed[key] <= limit
         return predicted * self.correction(precision) <= limit
 
-    def within(self, limit: float, over: List[dict]) -> Optional[Callable[[tuple, str, float], bool]]:
+    def within(self, limit: float, over: List[dict], fraction: Optional[float] = None
+               ) -> Optional[Callable[[tuple, str, float], bool]]:
         """``(gene, precision, predicted seconds) -> whether it meets limit timed on the target`` for one budget
         (None where nothing can be checked). Candidates timed over are appended to ``over``; untimed candidates
-        the timings so far put over ``limit`` are passed over without a timing (:meth:`plausible`)."""
+        the timings so far put over ``limit`` are passed over without a timing (:meth:`plausible`). A budget given
+        as a share ``fraction`` of your model is checked beside your model where it can be (:attr:`shares`)."""
         if not self.active:
             return None
         left = [self.per_budget]
+        shares = self.shares if fraction is not None else None
 
         def check(gene: tuple, precision: str, predicted: float) -> bool:
             key = (gene, precision)
-            if key not in self.timed:
-                if not self.plausible(gene, precision, predicted, limit):
+            if key not in (self.timed if shares is None else shares.ratios):
+                if not self.plausible(gene, precision, predicted, limit, fraction):
                     return False
                 if left[0] <= 0:
                     return True
                 left[0] -= 1
-                self.time(gene, precision)
+                if shares is None:
+                    self.time(gene, precision)
+                else:
+                    shares.share(self.schedule(gene), precision)
+                    self.timed.setdefault(key, shares.ms[key] / 1e3)
                 self.predicted[key] = predicted
                 self.log(f"timing the pick {list(gene[0])} at {precision} on the target: "
-                         f"{self.timed[key] * 1e3:.4g} ms (predicted {predicted * 1e3:.4g}, budget {limit * 1e3:.4g})")
-            if self.timed[key] <= limit:
+                         f"{self.timed[key] * 1e3:.4g} ms (predicted {predicted * 1e3:.4g}, budget {limit * 1e3:.4g}"
+                         + (f", {100 * fraction:g}% of your model timed beside it" if shares else "") + ")")
+            ratio = shares.ratios[key] if shares is not None else None
+            if (self.timed[key] <= limit) if ratio is None else ratio.within(fraction):
                 return True
             over.append({"counts": list(gene[0]), **({"reducers": list(gene[1])} if gene[1] else {}),
                          "precision": precision, "latency_ms": predicted * 1e3,
-                         "latency_measured_ms": self.timed[key] * 1e3})
+                         "latency_measured_ms": (self.timed[key] if ratio is None else shares.ms[key] / 1e3) * 1e3,
+                         **({"measured_fraction_of_full": ratio.ratio,
+                             "measured_fraction_interval": list(ratio.interval)} if ratio is not None else {})})
             return False
         return check
