@@ -178,9 +178,15 @@ class ParentStage:
         best = row.get("best") or {}
         if best.get("latency_measured_ms") is None or pipe.latency is None or not pipe.latency.can_remeasure:
             return
-        best.setdefault("measured_within_budget", best["latency_measured_ms"] <= limit * 1e3)
+        shares = self._share_timer(pipe.latency, row.get("fraction"))
+        ratio = shares.ratios.get((entry_gene(best), pipe.latency.precision)) if shares is not None else None
+        best.setdefault("measured_within_budget", best["latency_measured_ms"] <= limit * 1e3 if ratio is None
+                        else ratio.within(row["fraction"]))
         d = free.get(family)
         if d is None or schedule is None or d.get("fitted_by") == "measurement":
+            return
+        if shares is not None:  # a share: beside your model, as the final round judges it
+            d.update(shares.fields(schedule, pipe.latency.precision, row["fraction"]))
             return
         sec = pipe.target_check.time(gene_of(schedule), pipe.latency.precision)  # shared with the pick's timings
         d["latency_measured_ms"] = sec * 1e3
