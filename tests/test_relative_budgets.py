@@ -266,8 +266,12 @@ def test_tome_is_fitted_to_a_share_by_timing_each_probe_beside_your_model(tmp_pa
     assert any("of your model in fp32, timed beside it" in line for line in said)
     from tavt_kit.cli.search import summary
 
-    assert "ToMe on your model fitted to the shares by timing each r beside your model: fp32 r = " in \
-        summary(res.doc)
+    text = summary(res.doc)
+    assert "ToMe on your model fitted to the shares by timing each r beside your model: fp32 r = " in text
+    passed = at50["timed_over_budget"]
+    worst = max(d["measured_fraction_of_full"] for d in passed)
+    assert f"passed over: {len(passed)} candidate(s) predicted within but timed over it beside your model (up to " \
+           f"{worst:.3f}" in text
 
 
 def test_your_model_in_int8_meets_a_share_only_when_timed_within_it_beside_your_fp32_model(monkeypatch):
