@@ -268,6 +268,11 @@ def test_tome_is_fitted_to_a_share_by_timing_each_probe_beside_your_model(tmp_pa
 
     text = summary(res.doc)
     assert "ToMe on your model fitted to the shares by timing each r beside your model: fp32 r = " in text
+    from tavt_kit.report.budget import build_report
+
+    paths = build_report(str(tmp_path / "s" / "search.json"), str(tmp_path / "r"))
+    with open(paths["markdown"]) as f:
+        assert "fitted to each latency budget by timing it on the target beside your model" in f.read()
     passed = at50["timed_over_budget"]
     worst = max(d["measured_fraction_of_full"] for d in passed)
     assert f"passed over: {len(passed)} candidate(s) predicted within but timed over it beside your model (up to " \

@@ -386,8 +386,10 @@ def _reference_section(search: dict, scale: float, unit: str) -> List[str]:
                 "The recommendation is chosen on the held-out images the evolution chose on (favouring its pick)")
            + "; the test split only reports; a training-free deployable runs on your model's own weights."]
     over = sum(len(b.get("timed_over_budget") or []) for b in search.get("budgets") or [])
-    md += (["ToMe's r was fitted to each latency budget by timing it on the target (`training_free_fit`)."]
-           if search.get("training_free_fit") else []) + ([
+    fit = search.get("training_free_fit") or {}
+    where = " beside your model" if "shares" in fit else ""
+    md += ([f"ToMe's r was fitted to each latency budget by timing it on the target{where} (`training_free_fit`)."]
+           if fit else []) + ([
         f"{over} searched candidate(s) predicted within a budget but timed over it were passed over."] if over else [])
     md.append("")
     return md
