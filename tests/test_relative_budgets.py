@@ -315,3 +315,34 @@ def test_your_model_in_int8_meets_a_share_only_when_timed_within_it_beside_your_
     stage._measured_fit(d, at50["tome_parent"], "int8", 0.5 * truth(full), 0.5)
     assert d["measured_fraction_of_full"] == pytest.approx(truth(want, "int8") / truth(full))
     assert d["measured_within_budget"] is True and d["fitted_by"] == "measurement"
+
+
+def test_a_share_of_100_percent_takes_your_model_itself_and_a_fit_probe_is_not_timed_twice(monkeypatch):
+    """At 100 % your model meets the share (its ratio to itself is 1, no timing beside itself); a candidate a
+    fit already timed beside your model is judged by that timing, not timed again, and its ms is recorded."""
+    import tavt_kit.bench.measure as measure
+    from tavt_kit.search.objective import LatencyObjective
+    from tavt_kit.search.shares import JUDGING_ROUNDS
+    from tavt_kit.search.timed import TargetCheck
+
+    net = search_model()
+    full = net.full_schedule()
+    truth = lambda s: 1e-5 * sum(s.counts) + 2e-5  # noqa: E731
+    calls = []
+
+    def round_robin(model, items, target, policy=None, **kw):
+        calls.append(items)
+        return {k: (TimingStats([truth(s)] * JUDGING_ROUNDS, rounds_of=list(range(JUDGING_ROUNDS))),)
+                for k, (s, _) in items.items()}
+    monkeypatch.setattr(measure, "measure_schedules", round_robin)
+    obj = LatencyObjective(truth, DeploymentTarget(backend="openvino", threads=1), {"source": "table"},
+                           remeasure_fn=truth)
+    check = TargetCheck({"fp32": obj}, lambda g: full if g[0] == tuple(full.counts) else half, lambda s: None,
+                        model=net)
+    half = type(full)(tuple(max(1, c // 2) for c in full.counts), net.num_patches)
+    assert check.within(truth(full), [], 1.0)((tuple(full.counts), ()), "fp32", truth(full)) is True
+    assert calls == []  # your model against itself: nothing timed beside it
+    check.shares.share(half, "fp32")  # a fit's probe
+    over = []
+    assert check.within(0.3 * truth(full), over, 0.3)((tuple(half.counts), ()), "fp32", 0.0) is False
+    assert len(calls) == 1 and over[0]["latency_measured_ms"] == pytest.approx(truth(half) * 1e3)
