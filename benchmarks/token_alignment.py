@@ -113,9 +113,9 @@ def main(argv=None) -> int:
     else:
         doc = measure(args)
         if args.out:
-            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-            with open(args.out, "w") as f:
-                json.dump(doc, f, indent=1)
+            from tavt_kit.files import write_json
+
+            write_json(doc, args.out)  # atomic
     print(report(doc))
     return 0
 

@@ -390,10 +390,8 @@ class PrecisionStage:
             entry.update(fitness_shrunk=best.fitness, fitness_measured=fitness_of(best.metrics, pipe.fitness))
         timed = pipe.target_check.timed.get((best.gene, best.precision))
         if timed is not None:  # timed while it was chosen (the round-robin timing, if any, replaces it)
-            shares = pipe.target_check.shares if row.get("fraction") is not None else None
-            ratio = shares.ratios.get((best.gene, best.precision)) if shares is not None else None
-            entry.update(latency_measured_ms=timed * 1e3, measured_within_budget=timed <= row["limit"]
-                         if ratio is None else ratio.within(row["fraction"]))
+            entry.update(latency_measured_ms=timed * 1e3, measured_within_budget=pipe.target_check.timed_within(
+                best.gene, best.precision, row["limit"], row.get("fraction")))
         tp = self.on_test(best.gene, best.precision)
         if tp is not None:
             entry["deployed"] = _deployed(tp, pipe.n_test)

@@ -34,8 +34,12 @@ class ShareTimer:
         self.full = TokenSchedule.full(model.depth, model.num_patches)
         self.ratios: Dict[tuple, object] = {}  # (gene, precision) -> LatencyRatio
         self.ms: Dict[tuple, float] = {}  # (gene, precision) -> its median ms in that round
-        self.full_ms: Optional[float] = None  # your model's median ms over the rounds so far (median of medians)
-        self._full: list = []
+        self._full: list = []  # your model's median ms in each of those rounds
+
+    @property
+    def full_ms(self) -> Optional[float]:
+        """Your model's ms over the rounds so far (the median of its medians; None before any)."""
+        return statistics.median(self._full) if self._full else None
 
     @staticmethod
     def available(objectives: Optional[Mapping]) -> bool:
@@ -58,7 +62,7 @@ class ShareTimer:
         if key in self.ratios:
             return self.ratios[key]
         if precision == "fp32" and tuple(schedule.counts) == tuple(self.full.counts) and not schedule.reducers:
-            self.ratios[key] = LatencyRatio(1.0, 1.0, 1.0, 0)
+            self.ratios[key] = LatencyRatio.of_point(1.0)
             return self.ratios[key]
         items = {"probe": (schedule, precision), "full": (self.full, "fp32")}
         measured = measure_schedules(self.model, items, target=self.objectives["fp32"].target,
@@ -66,7 +70,6 @@ class ShareTimer:
         ratio = paired_ratio(measured["probe"][0], measured["full"][0])
         self.ratios[key], self.ms[key] = ratio, 1e3 * measured["probe"][0].p50
         self._full.append(1e3 * measured["full"][0].p50)
-        self.full_ms = statistics.median(self._full)
         self.log(f"{list(schedule.counts)} at {precision}: {ratio.ratio:.3f} [{ratio.low:.3f}, {ratio.high:.3f}] "
                  f"of your model in fp32, timed beside it ({self.ms[key]:.4g} ms)")
         return ratio

@@ -90,6 +90,16 @@ class TargetCheck:
             return self.timed[key] <= limit
         return predicted * self.correction(precision) <= limit
 
+    def timed_within(self, gene: tuple, precision: str, limit: float, fraction: Optional[float] = None
+                     ) -> Optional[bool]:
+        """Whether a candidate timed on the target met the budget: under a share ``fraction`` of your model, by
+        its ratio timed beside your model where it was; else its time against ``limit``. None: not timed."""
+        key = (gene, precision)
+        ratio = self.shares.ratios.get(key) if self.shares is not None and fraction is not None else None
+        if ratio is not None:
+            return ratio.within(fraction)
+        return self.timed[key] <= limit if key in self.timed else None
+
     def _time_of_share(self, gene: tuple, precision: str) -> None:
         """Records in :attr:`timed` the ms of a candidate timed beside your model (your model itself, whose ratio
         to itself needs no timing, is timed on its own)."""
@@ -128,11 +138,11 @@ class TargetCheck:
                 self.log(f"timing the pick {list(gene[0])} at {precision} on the target: "
                          f"{self.timed[key] * 1e3:.4g} ms (predicted {predicted * 1e3:.4g}, budget {limit * 1e3:.4g}"
                          + (f", {100 * fraction:g}% of your model timed beside it" if shares else "") + ")")
-            ratio = shares.ratios[key] if shares is not None else None
-            if ratio is not None:  # timed beside your model before (a fit's probe): its ms from that timing
+            elif shares is not None:  # timed beside your model before (a fit's probe): its ms from that timing
                 self._time_of_share(gene, precision)
-            if (self.timed[key] <= limit) if ratio is None else ratio.within(fraction):
+            if self.timed_within(gene, precision, limit, fraction):
                 return True
+            ratio = shares.ratios[key] if shares is not None else None
             over.append({"counts": list(gene[0]), **({"reducers": list(gene[1])} if gene[1] else {}),
                          "precision": precision, "latency_ms": predicted * 1e3,
                          "latency_measured_ms": self.timed[key] * 1e3,
