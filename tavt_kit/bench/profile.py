@@ -90,6 +90,23 @@ def default_grid(num_patches: int, points: int = 13) -> List[int]:
     return sorted({max(1, round(num_patches * i / (points - 1))) for i in range(points)})
 
 
+def aligned_grid(num_patches: int, points: int, multiple: int, num_prefix: int = 1) -> List[int]:
+    """:func:`default_grid` with every count but the full one moved to the nearest whose sequence length (count
+    and ``num_prefix``) is a multiple of ``multiple``: the counts an aligned search
+    (:meth:`~tavt_kit.schedules.SearchSpace.aligned`) uses, so that the table measures them and not their
+    neighbours, which run a few percent slower per token."""
+    out = set()
+    for g in default_grid(num_patches, points):
+        if g == num_patches or multiple == 1:
+            out.add(g)
+            continue
+        down = (g + num_prefix) // multiple * multiple - num_prefix
+        near = [c for c in (down, down + multiple) if 1 <= c < num_patches]
+        if near:
+            out.add(min(near, key=lambda c: (abs(c - g), c)))
+    return sorted(out)
+
+
 def _parse_grid(grid, num_patches: int) -> List[int]:
     if grid is None:
         return default_grid(num_patches)

@@ -13,9 +13,17 @@ dropped (top-k by the scorer) or merged (ToMe's bipartite matching; a block
 merging more than half of its tokens runs several rounds, so ``bound`` above
 0.5 reaches past ToMe's one halving per block). Its members carry per-block
 ``reducers``; a space with one reducer leaves them to the model.
+
+A space with ``multiple`` > 1 (``fgvc-kit search --token-multiple 8``) holds
+only the members whose every reducing block leaves a sequence (patch and prefix
+tokens) that is a multiple of it: runtimes tile the sequence axis, and such
+lengths run a few percent faster per MAC than their neighbours
+(``docs/benchmarks/token_alignment.md``). A supernet distilled on the whole
+space covers them; only the search restricts itself.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
@@ -48,6 +56,8 @@ class SearchSpace:
     scorer: str = "tavt"
     #: the reducers a reducing block may use (one: the model's; several: chosen per block by the search)
     reducers: Tuple[str, ...] = ("drop",)
+    #: sequence lengths a reducing block may leave are multiples of this (1: any)
+    multiple: int = 1
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -65,6 +75,7 @@ class SearchSpace:
             raise ConfigError(f"reducers: expected distinct names among {', '.join(REDUCER_NAMES)}, got "
                               f"{','.join(map(str, reducers)) or 'none'}")
         object.__setattr__(self, "reducers", reducers)
+        object.__setattr__(self, "multiple", check_multiple(self.multiple))
 
     @property
     def mixed(self) -> bool:
@@ -101,9 +112,8 @@ class SearchSpace:
     @classmethod
     def for_model(cls, model, bound: float = 0.2, drop_blocks: Optional[Sequence[int]] = None,
                   min_tokens: int = 1, reducers: Optional[Sequence[str]] = None) -> "SearchSpace":
-        return cls.tavt(model.depth, model.num_patches, bound, drop_blocks, min_tokens,
-                        int(getattr(model, "num_prefix_tokens", 0)) if getattr(model, "cls_token", None) is not None
-                        else 0, getattr(model, "scorer", "tavt"),
+        return cls.tavt(model.depth, model.num_patches, bound, drop_blocks, min_tokens, prefix_tokens(model),
+                        getattr(model, "scorer", "tavt"),
                         tuple(reducers) if reducers else (getattr(model, "reducer", "drop"),))
 
     # ----------------------------------------------------------------- members
@@ -115,6 +125,9 @@ class SearchSpace:
             n = max(self.min_tokens, min(self.num_patches, length - self.num_prefix))
             if counts:
                 n = min(n, counts[-1])
+            if self.multiple > 1:  # aligned: the next block's drop is of the length this one leaves
+                n = self.snap(len(counts), counts[-1] if counts else self.num_patches, n)
+                length = n + self.num_prefix
             counts.append(n)
         return TokenSchedule(tuple(counts), self.num_patches, self.min_tokens)
 
@@ -138,6 +151,23 @@ class SearchSpace:
         low = max(self.min_tokens, ceil_count(length * (1.0 - self.bounds[block])) - self.num_prefix)
         return min(low, prev), prev
 
+    def snap(self, block: int, prev: int, count: float) -> int:
+        """The count allowed at ``block`` (``prev`` patch tokens entering it) nearest ``count``: within
+        :meth:`count_range`, and in a space with :attr:`multiple` > 1 either ``prev`` (no reduction) or one whose
+        sequence length is a multiple (ties go to the larger count: fewer tokens lost)."""
+        low, high = self.count_range(block, prev)
+        c = int(min(high, max(low, round(count))))
+        if self.multiple == 1 or c == prev:
+            return c
+        m, p = self.multiple, self.num_prefix
+        down = (c + p) // m * m - p
+        options = [v for v in (down, down + m) if low <= v < prev] + [prev]
+        return min(options, key=lambda v: (abs(v - count), -v))
+
+    def aligned(self, multiple: int) -> "SearchSpace":
+        """This space with reducing blocks leaving sequence lengths that are multiples of ``multiple``."""
+        return dataclasses.replace(self, multiple=check_multiple(multiple))
+
     def contains(self, schedule: TokenSchedule) -> bool:
         if schedule.depth != self.depth or schedule.num_patches != self.num_patches:
             return False
@@ -145,7 +175,7 @@ class SearchSpace:
         reducers = schedule.reducers or (None,) * self.depth
         for i, c in enumerate(schedule.counts):
             low, high = self.count_range(i, prev)
-            if not low <= c <= high:
+            if not low <= c <= high or (c < prev and (c + self.num_prefix) % self.multiple):
                 return False
             r = reducers[i]
             if c < prev and r is not None and r not in self.reducers:
@@ -157,13 +187,29 @@ class SearchSpace:
     def to_dict(self) -> Dict[str, Any]:
         return {"format": SPACE_FORMAT, "depth": self.depth, "num_patches": self.num_patches,
                 "bounds": list(self.bounds), "min_tokens": self.min_tokens, "num_prefix": self.num_prefix,
-                "scorer": self.scorer, **({"reducers": list(self.reducers)} if self.reducers != ("drop",) else {})}
+                "scorer": self.scorer, **({"reducers": list(self.reducers)} if self.reducers != ("drop",) else {}),
+                **({"multiple": self.multiple} if self.multiple != 1 else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SearchSpace":
         try:
             return cls(int(d["depth"]), int(d["num_patches"]), tuple(d["bounds"]), int(d.get("min_tokens", 1)),
                        int(d.get("num_prefix", 1)), str(d.get("scorer", "tavt")),
-                       tuple(d.get("reducers") or ("drop",)))
+                       tuple(d.get("reducers") or ("drop",)), int(d.get("multiple", 1)))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"search space: malformed entry ({e})") from None
+
+
+def prefix_tokens(model) -> int:
+    """The prefix tokens TAVT's length rule counts in ``model``'s sequence (its class token; 0 without one)."""
+    return int(getattr(model, "num_prefix_tokens", 0)) if getattr(model, "cls_token", None) is not None else 0
+
+
+def check_multiple(multiple) -> int:
+    """``multiple`` (sequence lengths a reducing block may leave are multiples of it) as an int >= 1; a ConfigError
+    naming it otherwise."""
+    ok = not isinstance(multiple, bool) and isinstance(multiple, int) and 1 <= multiple <= 256
+    if not ok:
+        raise ConfigError(f"token_multiple={multiple!r}: expected a whole number of tokens in [1, 256] that the "
+                          "sequence length a reducing block leaves is a multiple of (8 on most CPUs; 1: any)")
+    return multiple

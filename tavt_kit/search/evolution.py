@@ -346,13 +346,12 @@ class EvolutionSearch:
 
     # --------------------------------------------------------------- operators
     def repair(self, counts: Sequence[float], reducers: Sequence[str] = ()) -> Gene:
-        """Counts rounded into the space; in a space that names reducers, one for each reducing block, none for
-        the others."""
+        """Counts rounded into the space (:meth:`SearchSpace.snap`); in a space that names reducers, one for each
+        reducing block, none for the others."""
         out, prev = [], self.space.num_patches
         red = []
         for i, c in enumerate(counts):
-            low, high = self.space.count_range(i, prev)
-            c = int(min(high, max(low, round(c))))
+            c = self.space.snap(i, prev, c)
             out.append(c)
             if self.space.explicit:
                 r = (reducers[i] if i < len(reducers) else "") or self.space.reducers[0]

@@ -137,11 +137,14 @@ LATENCY_SOURCES = ("table", "measure")
 AUTO_PROFILE = dict(grid=9, warmup=2, min_repeats=5, budget_s=0.3, rel_ci=0.02, exporter="torchscript")
 
 
-def table_file_name(target: DeploymentTarget) -> str:
-    """``latency-table.openvino-cpu-fp32-b1-t2.json``: the cached table of one target."""
+def table_file_name(target: DeploymentTarget, token_multiple: int = 1) -> str:
+    """``latency-table.openvino-cpu-fp32-b1-t2.json``: the cached table of one target (``-m8`` before ``.json``:
+    profiled at the sequence lengths of an aligned search)."""
     t = target
     threads = "tauto" if t.threads is None else f"t{t.threads}"
-    return f"latency-table.{t.backend}-{t.device.replace(':', '')}-{t.precision}-b{t.batch_size}-{threads}.json"
+    aligned = f"-m{token_multiple}" if token_multiple > 1 else ""
+    return (f"latency-table.{t.backend}-{t.device.replace(':', '')}-{t.precision}-b{t.batch_size}-{threads}"
+            f"{aligned}.json")
 
 
 def _same_machine(recorded: Mapping[str, Any]) -> Optional[str]:
@@ -160,17 +163,20 @@ def _same_machine(recorded: Mapping[str, Any]) -> Optional[str]:
 
 
 def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], reducers: Sequence[str] = ("drop",),
-                   log: Callable[[str], None] = print, profile: Optional[Mapping[str, Any]] = None):
+                   log: Callable[[str], None] = print, profile: Optional[Mapping[str, Any]] = None,
+                   token_multiple: int = 1):
     """A latency table of ``model`` on ``target`` (this machine), reused from ``cache_dir`` while the model's
     structure, the target, the reducers it prices and this machine are the same; otherwise profiled (about a
     minute for a small model) and saved there. ``cache_dir`` None: profiled, not kept. ``profile``: overrides of
-    :data:`AUTO_PROFILE` (grid points, warmup, min_repeats, budget_s, rel_ci)."""
+    :data:`AUTO_PROFILE` (grid points, warmup, min_repeats, budget_s, rel_ci). ``token_multiple`` > 1: the grid's
+    counts are those an aligned search uses (:func:`~tavt_kit.bench.profile.aligned_grid`), kept in a file of
+    their own."""
     from ..bench import LatencyTable, TimingPolicy, profile_latency
     from ..bench.backends import with_threads
     from ..errors import TavtKitError
 
     target = with_threads(target)
-    path = os.path.join(cache_dir, table_file_name(target)) if cache_dir else None
+    path = os.path.join(cache_dir, table_file_name(target, token_multiple)) if cache_dir else None
     if path and os.path.isfile(path):
         why = None
         try:
@@ -212,7 +218,13 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
             last["t"] = now
             log(f"latency: {msg}")
 
-    t = profile_latency(model, target=target, grid=a["grid"], reducers=",".join(reducers), exporter=a["exporter"],
+    grid = a["grid"]
+    if token_multiple > 1 and isinstance(grid, int):  # measured where an aligned search's counts lie
+        from ..bench.profile import aligned_grid
+        from ..schedules.space import prefix_tokens
+
+        grid = aligned_grid(model.num_patches, grid, token_multiple, prefix_tokens(model))
+    t = profile_latency(model, target=target, grid=grid, reducers=",".join(reducers), exporter=a["exporter"],
                         policy=TimingPolicy(warmup=a["warmup"], min_repeats=a["min_repeats"],
                                             budget_s=a["budget_s"], rel_ci=a["rel_ci"]),
                         progress=progress)
@@ -262,13 +274,15 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
                        require: Optional[Mapping[str, Any]] = None, *, latency_source: str = "table",
                        table_cache: Optional[str] = None, reducers: Optional[Sequence[str]] = None,
                        log: Callable[[str], None] = print,
-                       table_profile: Optional[Mapping[str, Any]] = None) -> Dict[str, LatencyObjective]:
+                       table_profile: Optional[Mapping[str, Any]] = None, token_multiple: int = 1
+                       ) -> Dict[str, LatencyObjective]:
     """One :class:`LatencyObjective` per precision: from its table when given (which must be for ``target``'s
     backend, device, batch size and threads, or for the fields ``require`` names); else, on ``target`` (default
     :meth:`DeploymentTarget.default`, the runtime ``export`` ships) at that precision, ``latency_source``
     ``"table"`` (default) predicts from a table profiled for it (:func:`profiled_table`, cached in
-    ``table_cache``; ``table_profile``: its settings) and re-times the picks, ``"measure"`` times every candidate. ``reducers``: the reducers
-    the table must price (default drop, and merge where the model can merge)."""
+    ``table_cache``; ``table_profile``: its settings; ``token_multiple``: at an aligned search's counts) and re-times
+    the picks, ``"measure"`` times every candidate. ``reducers``: the reducers the table must price (default drop,
+    and merge where the model can merge)."""
     if latency_source not in LATENCY_SOURCES:
         raise ConfigError(f"latency_source={latency_source!r}: expected one of {', '.join(LATENCY_SOURCES)}")
     tables = tables_by_precision(table)
@@ -301,7 +315,7 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
                 out[p] = LatencyObjective.measured(model, base.with_(precision=p))
             else:
                 t = profiled_table(model, base.with_(precision=p), table_cache,
-                                   _table_reducers(model, reducers), log, table_profile)
+                                   _table_reducers(model, reducers), log, table_profile, token_multiple)
                 out[p] = LatencyObjective.from_table(t, model, remeasure=True)
                 out[p].info["profiled_for_search"] = True
     return out

@@ -7,6 +7,7 @@ from typing import List, Sequence
 
 from ..errors import ConfigError
 from ..schedules.schedule import TokenSchedule
+from ..schedules.space import check_multiple
 from .evaluate import evaluation_device
 from .evolution import Budget
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
@@ -73,7 +74,7 @@ def check_options(options: dict) -> list:
     path fails at once; an unknown option is a TypeError, as for any Python function."""
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
              "parent", "latency_source", "table_cache", "table_profile", "reuse", "selection", "shrinkage",
-             "parent_search", "ship_confidence", "bound", "eval_device"}
+             "parent_search", "ship_confidence", "bound", "eval_device", "token_multiple"}
     if bad := sorted(set(options) - known):
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
     reuse = options.get("reuse") or ()
@@ -85,4 +86,5 @@ def check_options(options: dict) -> list:
     if options.get("bound") is not None:
         check_bound(options["bound"])
     evaluation_device(options.get("eval_device", "auto"))
+    check_multiple(options.get("token_multiple", 1))
     return reuse

@@ -81,8 +81,7 @@ def search_schedules(
         fitness: ``accuracy``, ``nll`` or ``kl`` on the held-out images.
         table: a :class:`~tavt_kit.bench.LatencyTable` (or path), a list of them, or {precision: table}.
         settings: the evolution's (population, generations, ...; TAVT's defaults).
-        out: folder for ``search.json``, the journal, ``schedules.json``, drop configs and plots (None: a
-            temporary folder, nothing kept).
+        out: folder for ``search.json``, the journal, ``schedules.json``, drop configs and plots (None: temporary).
         options: ``remeasure`` (time the picks on this machine, False), ``subset`` (held-out images, all),
             ``batch_size`` (64), ``verify_top`` (int8 quantisations per budget, 3), ``calibration_images`` (300),
             ``source`` (recorded in search.json), ``objectives`` ({precision: LatencyObjective}, instead of
@@ -100,7 +99,8 @@ def search_schedules(
             curse, True: :mod:`~tavt_kit.search.shrinkage`), ``parent_search`` (with a parent: schedules searched on its
             own weights, merging, compete as ``searched_parent``, True: :mod:`~tavt_kit.search.parent_search`),
             ``ship_confidence`` (that the supernet's pick beats your weights, to ship it: 0.95, :mod:`~.recommend`),
-            ``eval_device`` (where candidates are scored: ``auto``, CUDA where there is one, :mod:`~.evaluate`).
+            ``eval_device`` (where candidates are scored: ``auto``, CUDA where there is one, :mod:`~.evaluate`),
+            ``token_multiple`` (1; 8: sequence lengths that are multiples of 8, ``SearchSpace.aligned``).
     """
     reuse = check_options(options)
     log = options.get("log", print)
@@ -108,7 +108,7 @@ def search_schedules(
     precisions = resolve_precisions(precisions, target, any(b.objective == "latency" for b in budgets), log,
                                     measured_here=options.get("objectives") is None and table is None)
     own = options.get("parent", "auto") == "auto" and is_own_model(model)  # your trained model, not a supernet
-    space = searched_space(model, options.get("bound"), own, log)
+    space = searched_space(model, options.get("bound"), own, log).aligned(options.get("token_multiple", 1))
     if reducers is not None:
         reducers = _check_reducers(model, reducers)
     if len(precisions) > 1 and not any(b.objective == "latency" for b in budgets):
@@ -142,7 +142,8 @@ def _latency_objectives(model, precisions, target, table, out, reducers, options
     return latency_objectives(model, precisions if len(precisions) > 1 else ("fp32",), target, table,
                               remeasure=bool(options.get("remeasure")),
                               latency_source=options.get("latency_source", "table"), table_cache=cache,
-                              reducers=reducers, log=log, table_profile=options.get("table_profile"))
+                              reducers=reducers, log=log, table_profile=options.get("table_profile"),
+                              token_multiple=options.get("token_multiple", 1))
 
 
 class SearchPipeline:
