@@ -179,9 +179,11 @@ def _tag(batch: int, args) -> str:
 def _ship_tag(args) -> str:
     """A run with ``--ship-confidence`` has its own files and search folder (runs without it: the library's default
     of their time; the ship gate came after the first runs); a run whose budgets are shares of your model's latency
-    (``--budgets-as share``, the default) has its own too (the runs before it placed them in ms)."""
+    (``--budgets-as share``, the default) has its own too (the runs before it placed them in ms), and so has a
+    search of aligned schedules (``--token-multiple``)."""
     return (f"-ship{args.ship_confidence:g}" if args.ship_confidence is not None else "") + \
-        ("-share" if args.budgets_as == "share" else "")
+        ("-share" if args.budgets_as == "share" else "") + \
+        (f"-m{args.token_multiple}" if getattr(args, "token_multiple", 1) > 1 else "")
 
 
 def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:
@@ -283,7 +285,7 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
              and d != os.path.basename(sdir) and os.path.isfile(os.path.join(seed_dir, d, "search.journal.jsonl"))]
     res = tavt_kit.search_schedules(
         supernet, None, budgets, target=target, precisions=args.precisions, fitness="nll", parent=parent_path,
-        out=sdir, reuse=reuse, parent_search=not args.no_parent_search,
+        out=sdir, reuse=reuse, parent_search=not args.no_parent_search, token_multiple=args.token_multiple,
         **({} if args.ship_confidence is None else {"ship_confidence": args.ship_confidence}),
         table_cache=os.path.join(args.out, f"seed{seed}", "latency-tables"),
         table_profile=dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02) if args.smoke else None,
@@ -558,6 +560,9 @@ def main(argv=None) -> int:
                          "model here (the runs before shares; a drifting machine moves those limits)")
     ap.add_argument("--ship-confidence", type=float, default=None,
                     help="the recommendation's ship_confidence; its files and search folder are named with it")
+    ap.add_argument("--token-multiple", type=int, default=1,
+                    help="the search keeps only schedules whose sequence lengths are multiples of N (its own "
+                         "search folder and report: -mN); default 1")
     ap.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL["model"],
                     help="the model (c96p4w96: the one whose token drop turns into latency at batch 1 in fp32 and "
                          "int8 on an AMX CPU, with --scorer tavt-sampled or cls)")
