@@ -31,21 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 MODELS = {"p4w96": dict(patch_size=4), "c96p4w96": dict(img_size=96, patch_size=4)}
 
 
-def aligned_down(counts, num_patches: int, multiple: int, prefix: int = 1) -> tuple:
-    """Each reducing block's count moved down to the nearest whose sequence length is a multiple (a block that
-    reduces nothing keeps its tokens; no count goes below ``multiple - prefix``)."""
-    out, prev = [], num_patches
-    for c in counts:
-        if c < prev:
-            c = max((c + prefix) // multiple * multiple - prefix, min(multiple - prefix, prev))
-        c = min(c, prev)
-        out.append(c)
-        prev = c
-    return tuple(out)
-
-
 def draw_pairs(model, args):
-    from tavt_kit import TokenSchedule
     from tavt_kit.models.macs import count_macs
     from tavt_kit.schedules.space import SearchSpace
 
@@ -56,8 +42,7 @@ def draw_pairs(model, args):
     while len(pairs) < args.pairs:
         s = space.sample(rng)
         if lo <= count_macs(model, s).total() / full <= hi:
-            a = TokenSchedule(aligned_down(s.counts, model.num_patches, args.multiple, space.num_prefix),
-                              model.num_patches)
+            a = s.aligned_down(args.multiple, space.num_prefix)
             if a.counts != s.counts:
                 pairs.append((s, a))
     return pairs

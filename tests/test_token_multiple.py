@@ -58,6 +58,18 @@ def test_snap_takes_the_nearest_allowed_count_and_keeps_every_token_where_none_i
     assert space.snap(1, 9, 5) == 7 and space.snap(1, 6, 3) == 6  # nothing aligned under 6 tokens: keep them all
 
 
+def test_aligned_down_moves_each_reducing_block_down_to_an_aligned_length():
+    from tavt_kit import TokenSchedule
+
+    s = TokenSchedule((463, 218, 124, 103, 37, 11), 576)
+    assert s.aligned_down(8).counts == (463, 215, 119, 103, 31, 7)
+    assert TokenSchedule((576, 300, 3, 1), 576).aligned_down(8).counts == (576, 295, 7, 7)  # 7: the lowest
+    assert TokenSchedule((5, 3), 6).aligned_down(8).counts == (6, 6)  # nothing aligned below 6: all kept
+    assert TokenSchedule((50, 48), 64).aligned_down(8).counts == (47, 47)  # never more than the block before
+    merged = TokenSchedule((400, 200, 200), 576, reducers=("merge", "drop", None)).aligned_down(8)
+    assert merged.counts == (399, 199, 199) and merged.reducers == ("merge", "drop", None)
+
+
 @pytest.mark.parametrize("bad", [0, -8, 1.5, True, "8", 1000])
 def test_a_bad_multiple_is_refused_naming_it(bad):
     with pytest.raises(ConfigError, match="token_multiple="):
@@ -102,8 +114,11 @@ def test_the_search_with_a_multiple_picks_aligned_schedules_on_an_aligned_table(
     n = model.num_patches
     table = cache / table_file_name(target, 8)
     assert table.is_file() and not (cache / table_file_name(target)).exists()
-    grid = json.loads(table.read_text())["grid"]
-    assert grid[-1] == n and all((g + 1) % 8 == 0 for g in grid[:-1])
+    tdata = json.loads(table.read_text())
+    grid = tdata["grid"]
+    assert grid[-1] == n and all((g + 1) % 8 == 0 for g in grid[:-1]) and tdata["token_multiple"] == 8
+    anchors = [a["schedule"] for a in tdata["calibration"]]  # fitted on whole models the search would pick
+    assert len(anchors) > 2 and all(aligned(a, n) for a in anchors)
     assert res.doc["space"]["multiple"] == 8
     counts = [c["counts"] for c in res.doc["candidates"]]
     assert len(counts) > 5 and all(aligned(c, n) for c in counts)

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import ConfigError, LatencyTableError
 from ..schedules import TokenSchedule, evit_schedule, random_schedules, uniform_schedule
+from ..schedules.space import prefix_tokens
 from ..target import TORCH_BACKENDS
 from .backends import EXPORTED_BACKENDS, Runner, release
 from .identity import model_identity
@@ -85,7 +86,7 @@ def _with_reducers(schedules: List[TokenSchedule], reducers: Sequence[str], seed
 
 def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr, policy, calibrate, validate,
                             validate_range, seed, say, statistic: str = "median",
-                            reducers: Sequence[str] = ("drop",)) -> None:
+                            reducers: Sequence[str] = ("drop",), token_multiple: int = 1) -> None:
     """Whole-model runs: the calibration anchors and the validation schedules.
 
     They are timed round-robin with the reference block (a block keeping all tokens), in groups
@@ -95,6 +96,8 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
     rescaled times, the validation reports the error against both the raw and the rescaled times.
     """
     rows = _whole_model_rows(model, calibrate, validate, validate_range, seed, reducers)
+    if token_multiple > 1:  # fitted where a search of aligned schedules looks
+        rows = {k: s.aligned_down(token_multiple, prefix_tokens(model)) for k, s in rows.items()}
     runs = _time_whole_models(table, model, builder, rows, anchor_key, pr, policy, seed, say, statistic)
     drift = statistics.median(runs.drifts)
     table.data["reference_drift"] = drift

@@ -49,6 +49,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from torch import nn
 
 from ..errors import ConfigError, UnsupportedModelError
+from ..schedules.space import check_multiple
 from ..progress import eta
 from ..models.token_merge import REDUCERS
 from .parts import PartRunners, make_part, part_plan
@@ -107,11 +108,9 @@ def aligned_grid(num_patches: int, points: int, multiple: int, num_prefix: int =
     return sorted(out)
 
 
-def _parse_grid(grid, num_patches: int) -> List[int]:
-    if grid is None:
-        return default_grid(num_patches)
-    if isinstance(grid, int):
-        return default_grid(num_patches, grid)
+def _parse_grid(grid, num_patches: int, token_multiple: int = 1, num_prefix: int = 1) -> List[int]:
+    if grid is None or isinstance(grid, int):  # a number of points: spread evenly (aligned: aligned_grid)
+        return aligned_grid(num_patches, 13 if grid is None else grid, token_multiple, num_prefix)
     try:
         g = sorted({int(v) for v in grid})
     except (TypeError, ValueError):
@@ -168,6 +167,7 @@ def profile_latency(
     statistic: str = "median",
     reducers=None,
     progress: Optional[Callable[[str], None]] = None,
+    token_multiple: int = 1,
 ) -> LatencyTable:
     """Measure a latency table of a model on one :class:`~tavt_kit.target.DeploymentTarget`.
 
@@ -178,25 +178,22 @@ def profile_latency(
             hints; refused on a CPU without native support) or int8 (every part, and every whole model of the
             calibration, quantised with NNCF on seeded random inputs and compiled with the f32 hint; OpenVINO
             only). The table records it (:attr:`LatencyTable.target`).
-        grid: patch-token counts to measure blocks at (default 13 points evenly over [1, grid]),
-            or a number of points. Dropping blocks are timed at every pair n_out <= n_in of it.
+        grid: patch-token counts to time blocks at (or a number of points; default 13 evenly over [1, N]).
         policy: repeat policy per part (default :func:`profile_policy`).
-        calibrate: fit the scale on the parts and the offset on whole-model runs of
-            :func:`~tavt_kit.bench.calibration.anchor_schedules`.
-        validate: also measure this many random TAVT-style schedules (keep ratio per block drawn
-            in ``validate_range``) directly and store the prediction errors in the table.
+        calibrate: fit scale and offset on whole-model runs of :func:`~.calibration.anchor_schedules`.
+        validate: also time this many random schedules (keep ratios in ``validate_range``) and store the errors.
         exporter: ONNX exporter for the exported backends; parts and whole models use the same one.
         verify_exports: check the whole-model exports (calibration, validation) against PyTorch in
             ONNX Runtime (the parts are always checked).
-        statistic: what the table holds and predicts: ``"median"`` latency (default; right on a
-            dedicated target) or ``"min"``, the fastest of the repeats: on a machine shared with
-            other jobs the slower runs time the other jobs (a core shared by two processes runs at
-            half speed for seconds at a time), while the fastest run is the model's own cost.
+        statistic: what the table holds and predicts: ``"median"`` latency (default; right on a dedicated
+            target) or ``"min"``, the fastest of the repeats: on a machine shared with other jobs the slower
+            runs time the other jobs, while the fastest run is the model's own cost.
         reducers: reducing blocks to profile: ``"drop"``, ``"merge"`` or both (``"drop,merge"`` or a
             sequence); default the model's reducer. A table predicts only schedules whose reducing
             blocks use these.
-    Returns:
-        a :class:`LatencyTable` (save it with ``.save(path)``).
+        token_multiple: > 1: for an aligned search (``SearchSpace.aligned``): :func:`aligned_grid`, and anchors
+            and validation schedules aligned down (``TokenSchedule.aligned_down``); recorded in the table.
+    Returns a :class:`LatencyTable` (save it with ``.save(path)``).
     """
     target = with_threads(target if target is not None else DeploymentTarget(backend="torch"))
     check_target(target)
@@ -207,7 +204,7 @@ def profile_latency(
     model = _table_model(model, img_size, target)
     reducers = _check_reducers(model, reducers)
     ident = model_identity(model)
-    g = _parse_grid(grid, ident["num_patches"])
+    g = _parse_grid(grid, ident["num_patches"], check_multiple(token_multiple), ident["num_prefix_tokens"])
     plan = part_plan(model, g, reducers)
     tmp = None
     if workdir is None and target.backend in EXPORTED_BACKENDS:
@@ -223,9 +220,10 @@ def profile_latency(
                 builder = ModelRunners(model, target, workdir, exporter, compile_backend, say, verify_exports)
                 try:
                     _calibrate_and_validate(table, model, builder, anchor_key, pr, policy, calibrate, validate,
-                                            validate_range, seed, say, statistic, reducers)
+                                            validate_range, seed, say, statistic, reducers, token_multiple)
                 finally:
                     builder.close()
+            table.data.update({"token_multiple": token_multiple} if token_multiple > 1 else {})
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -196,6 +196,23 @@ class TokenSchedule:
         """The same counts with per-block ``reducers`` (None: the model's reducer everywhere)."""
         return TokenSchedule(self.counts, self.num_patches, self.min_tokens, meta=self.meta, reducers=reducers)
 
+    def aligned_down(self, multiple: int, num_prefix: int = 1) -> "TokenSchedule":
+        """Each reducing block's count moved down to the nearest whose sequence length (count and ``num_prefix``)
+        is a multiple of ``multiple`` (fewer MACs, never more); below the lowest such length, that length where
+        the block still reduces, else every token entering it kept. Runtimes tile the sequence: such lengths run
+        faster per MAC (``docs/benchmarks/token_alignment.md``)."""
+        out, reducers, prev = [], [], self.num_patches
+        for i, c in enumerate(self.counts):
+            c = min(c, prev)  # a block after one moved down keeps no more than it was left
+            if c < prev:
+                c = max((c + num_prefix) // multiple * multiple - num_prefix, min(multiple - num_prefix, prev))
+                c = c if c >= self.min_tokens else prev
+            reducers.append(self.reducers[i] if self.reducers and c < prev else None)
+            out.append(c)
+            prev = c
+        return TokenSchedule(tuple(out), self.num_patches, self.min_tokens, meta=self.meta,
+                             reducers=reducers if any(reducers) else None)
+
     # ---------------------------------------------------------------- validation
     def check_fits(self, depth: int, num_patches: int) -> "TokenSchedule":
         """Raise :class:`ScheduleError` unless this schedule fits a model."""

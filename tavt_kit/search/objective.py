@@ -169,8 +169,8 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
     structure, the target, the reducers it prices and this machine are the same; otherwise profiled (about a
     minute for a small model) and saved there. ``cache_dir`` None: profiled, not kept. ``profile``: overrides of
     :data:`AUTO_PROFILE` (grid points, warmup, min_repeats, budget_s, rel_ci). ``token_multiple`` > 1: the grid's
-    counts are those an aligned search uses (:func:`~tavt_kit.bench.profile.aligned_grid`), kept in a file of
-    their own."""
+    counts, the calibration's and the validation's schedules are those an aligned search uses
+    (``profile_latency(token_multiple=)``), kept in a file of their own."""
     from ..bench import LatencyTable, TimingPolicy, profile_latency
     from ..bench.backends import with_threads
     from ..errors import TavtKitError
@@ -191,6 +191,8 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
                 why = "profiled before merges were priced per bipartite round"
             if why is None and "merge" in reducers and "drop" in t.reducers and "merge_fit" not in t.data:
                 why = "profiled before merging blocks were priced with the dropping blocks' MLP"
+            if why is None and int(t.data.get("token_multiple", 1)) != token_multiple:
+                why = "profiled at other sequence lengths than an aligned search's (token_multiple)"
             if why is None and t.data.get("calibration") and "calibration_fit" not in t.data:
                 why = "calibrated near the full model only, which mispredicts deep schedules"
             pairs = t.data.get("merge_pairs") or ()
@@ -218,16 +220,10 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
             last["t"] = now
             log(f"latency: {msg}")
 
-    grid = a["grid"]
-    if token_multiple > 1 and isinstance(grid, int):  # measured where an aligned search's counts lie
-        from ..bench.profile import aligned_grid
-        from ..schedules.space import prefix_tokens
-
-        grid = aligned_grid(model.num_patches, grid, token_multiple, prefix_tokens(model))
-    t = profile_latency(model, target=target, grid=grid, reducers=",".join(reducers), exporter=a["exporter"],
+    t = profile_latency(model, target=target, grid=a["grid"], reducers=",".join(reducers), exporter=a["exporter"],
                         policy=TimingPolicy(warmup=a["warmup"], min_repeats=a["min_repeats"],
                                             budget_s=a["budget_s"], rel_ci=a["rel_ci"]),
-                        progress=progress)
+                        progress=progress, token_multiple=token_multiple)
     if path:
         os.makedirs(cache_dir, exist_ok=True)
         t.save(path)
