@@ -108,9 +108,10 @@ def test_the_search_with_a_multiple_picks_aligned_schedules_on_an_aligned_table(
     data = random_splits(24, 24)
     target = DeploymentTarget(backend="torch", threads=1)
     cache = tmp_path / "tables"
+    lines = []
     res = search_schedules(model, data, ["100ms", "60%"], target=target, settings=EVO, out=str(tmp_path / "s"),
                            table_cache=str(cache), parent=None, table_profile=FAST, token_multiple=8,
-                           bound=0.5, log=lambda s: None)
+                           bound=0.5, log=lines.append)
     n = model.num_patches
     table = cache / table_file_name(target, 8)
     assert table.is_file() and not (cache / table_file_name(target)).exists()
@@ -120,6 +121,7 @@ def test_the_search_with_a_multiple_picks_aligned_schedules_on_an_aligned_table(
     anchors = [a["schedule"] for a in tdata["calibration"]]  # fitted on whole models the search would pick
     assert len(anchors) > 2 and all(aligned(a, n) for a in anchors)
     assert res.doc["space"]["multiple"] == 8
+    assert any("multiples of 8" in line for line in lines)  # the log says the space is restricted
     counts = [c["counts"] for c in res.doc["candidates"]]
     assert len(counts) > 5 and all(aligned(c, n) for c in counts)
     assert any(c[-1] < n for c in counts)  # it did reduce

@@ -108,7 +108,7 @@ def search_schedules(
     precisions = resolve_precisions(precisions, target, any(b.objective == "latency" for b in budgets), log,
                                     measured_here=options.get("objectives") is None and table is None)
     own = options.get("parent", "auto") == "auto" and is_own_model(model)  # your trained model, not a supernet
-    space = searched_space(model, options.get("bound"), own, log).aligned(options.get("token_multiple", 1))
+    space = searched_space(model, options.get("bound"), own, log, options.get("token_multiple", 1))
     if reducers is not None:
         reducers = _check_reducers(model, reducers)
     if len(precisions) > 1 and not any(b.objective == "latency" for b in budgets):

@@ -43,8 +43,20 @@ def can_merge(model: nn.Module) -> bool:
 
 
 def searched_space(model: nn.Module, bound: Optional[float] = None, own: Optional[bool] = None,
-                   log: Callable[[str], None] = print) -> SearchSpace:
-    """The space :func:`~tavt_kit.search.search_schedules` searches ``model`` in: on your trained model (``own``;
+                   log: Callable[[str], None] = print, token_multiple: int = 1) -> SearchSpace:
+    """The space :func:`~tavt_kit.search.search_schedules` searches ``model`` in: :func:`base_space`, with only the
+    members whose reducing blocks leave sequence lengths that are multiples of ``token_multiple`` where it is
+    above 1 (:meth:`SearchSpace.aligned`, said in the log)."""
+    space = base_space(model, bound, own, log).aligned(token_multiple)
+    if space.multiple > 1:
+        log(f"search: only schedules whose reducing blocks leave sequence lengths (tokens and class token) that are "
+            f"multiples of {space.multiple}; the smallest: {list(space.smallest().counts)}")
+    return space
+
+
+def base_space(model: nn.Module, bound: Optional[float] = None, own: Optional[bool] = None,
+               log: Callable[[str], None] = print) -> SearchSpace:
+    """The space a search of ``model`` starts from: on your trained model (``own``;
     None: :func:`~tavt_kit.models.checkpoint.is_own_model`) :func:`own_model_space`; else the space the supernet
     was distilled for (:func:`space_of`), or TAVT's with ``bound`` for a model that records none. ``bound`` on a
     supernet is a ConfigError: its space is the one distillation trained."""
