@@ -137,3 +137,22 @@ def test_the_cli_refuses_a_bad_multiple_naming_the_flag(tmp_path, capsys):
                "0", "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "--token-multiple" in err[0] and "[1, 256]" in err[0]
+
+
+def test_bench_profile_makes_an_aligned_table_and_a_search_says_when_its_table_is_not(tmp_path, capsys):
+    from tavt_kit.bench import LatencyTable
+    from tavt_kit.cli import main
+    from tavt_kit.search.objective import latency_objectives
+
+    out = tmp_path / "t"
+    fast = ["--warmup", "1", "--min-repeats", "3", "--time-budget", "0.02", "--threads", "1", "--quiet"]
+    assert main(["bench", "profile", "--grid", "3", "--token-multiple", "8", "--no-plot", "--out", str(out)]
+                + fast) == 0
+    table = LatencyTable.load(str(out / "latency_table.json"))
+    assert table.data["token_multiple"] == 8 and table.data["grid"] == [7, 31, 64]
+    model = tavt_kit.create_model("fgvc_tiny", num_classes=10).eval()
+    lines = []
+    latency_objectives(model, ["fp32"], table=table, token_multiple=8, log=lines.append)
+    assert not lines  # the table is for this search
+    latency_objectives(model, ["fp32"], table=table, log=lines.append)
+    assert len(lines) == 1 and "multiples of 8" in lines[0] and "--token-multiple 1" in lines[0]

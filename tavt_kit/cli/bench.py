@@ -150,6 +150,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = pr.add_argument_group("profile")
     g.add_argument("--grid", metavar="N|LIST",
                    help="token counts to time blocks at: a number of points (default 13) or a comma-separated list")
+    g.add_argument("--token-multiple", type=int, default=1, metavar="N",
+                   help="profile for a search of aligned schedules (fgvc-kit search --token-multiple N): the grid's "
+                        "counts, the calibration's and the validation's schedules at sequence lengths that are "
+                        "multiples of N (default 1: any)")
     g.add_argument("--validate", type=int, default=0, metavar="N",
                    help="measure N random schedules directly and report the table's prediction error (default 0)")
     g.add_argument("--random-range", default="0.8,1.0", metavar="LO,HI",
@@ -477,7 +481,8 @@ def run(args) -> int:
                                 calibrate=not args.no_calibrate, validate=args.validate,
                                 validate_range=_range(args.random_range), seed=args.seed, exporter=args.exporter,
                                 compile_backend=args.compile_backend, workdir=args.workdir, img_size=args.img_size,
-                                statistic=args.statistic, reducers=reducers, progress=say)
+                                statistic=args.statistic, reducers=reducers, progress=say,
+                                token_multiple=args.token_multiple)
         path = table.save(os.path.join(args.out, TABLE_FILE))
         d = table.to_dict()
         if not args.no_plot:

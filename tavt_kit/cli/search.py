@@ -203,7 +203,8 @@ def run(args) -> int:
         require = {"backend": args.backend, "device": args.device, "threads": args.threads,
                    "batch_size": args.latency_batch_size}
         objectives = latency_objectives(model, precisions, table=table, remeasure=args.remeasure,
-                                        require={k: v for k, v in require.items() if v is not None})
+                                        require={k: v for k, v in require.items() if v is not None},
+                                        token_multiple=args.token_multiple)
     settings = EvolutionSettings(args.population, args.generations, args.mutations, args.crossovers,
                                  args.mutation_prob, args.seed)
     reducers = None

@@ -298,6 +298,10 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
                 _check_table_target(t, require if require is not None else
                                     {k: getattr(target, k) for k in ("backend", "device", "batch_size", "threads")})
             out[p] = LatencyObjective.from_table(t, model, remeasure=remeasure)
+            if int(t.data.get("token_multiple", 1)) != token_multiple:
+                log(f"warning: {t.source} was profiled for sequence lengths that are multiples of "
+                    f"{t.data.get('token_multiple', 1)}, this search uses multiples of {token_multiple}: its "
+                    f"predictions are of their neighbours (profile with --token-multiple {token_multiple})")
         elif tables:
             have = ", ".join(f"{t.source} ({q})" for q, t in tables.items())
             why = (" (fp32 is searched beside every lower precision: each budget compares with it)"
