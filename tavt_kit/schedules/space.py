@@ -211,5 +211,5 @@ def check_multiple(multiple) -> int:
     ok = not isinstance(multiple, bool) and isinstance(multiple, int) and 1 <= multiple <= 256
     if not ok:
         raise ConfigError(f"token_multiple={multiple!r}: expected a whole number of tokens in [1, 256] that the "
-                          "sequence length a reducing block leaves is a multiple of (8 on most CPUs; 1: any)")
+                          "sequence length a reducing block leaves is a multiple of (e.g. 8; 1: any)")
     return multiple
