@@ -56,6 +56,8 @@ def test_snap_takes_the_nearest_allowed_count_and_keeps_every_token_where_none_i
     assert space.snap(0, 64, 10) == 39  # below the bound: the lowest allowed
     assert space.snap(0, 64, 64) == 64 and space.snap(0, 64, 62) == 63
     assert space.snap(1, 9, 5) == 7 and space.snap(1, 6, 3) == 6  # nothing aligned under 6 tokens: keep them all
+    pooled = SearchSpace(3, 64, (0.5,) * 3, num_prefix=0).aligned(8)  # no class token: the counts themselves
+    assert pooled.snap(0, 64, 50) == 48 and pooled.smallest().counts == (32, 16, 8)
 
 
 def test_aligned_down_moves_each_reducing_block_down_to_an_aligned_length():
