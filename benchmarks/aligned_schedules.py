@@ -39,12 +39,17 @@ def draw_pairs(model, args):
     full = count_macs(model, space.full()).total()
     lo, hi = (float(v) for v in args.macs.split(":"))
     rng, pairs = random.Random(args.seed), []
-    while len(pairs) < args.pairs:
+    for _ in range(100000):
+        if len(pairs) == args.pairs:
+            break
         s = space.sample(rng)
         if lo <= count_macs(model, s).total() / full <= hi:
             a = s.aligned_down(args.multiple, space.num_prefix)
             if a.counts != s.counts:
                 pairs.append((s, a))
+    if len(pairs) < args.pairs:
+        raise SystemExit(f"--macs {args.macs}: {len(pairs)} of {args.pairs} members of the bound-{args.bound} space "
+                         "found in that range of the full model's MACs; widen it or raise --bound")
     return pairs
 
 
