@@ -18,7 +18,6 @@ Without ``--checkpoint`` the weights are random (a timing does not depend on the
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -27,8 +26,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-MODELS = {"p4w96": dict(patch_size=4), "c96p4w96": dict(img_size=96, patch_size=4)}
+from token_alignment import MODELS, add_run_arguments, measure_or_report, time_beside_full  # noqa: E402
 
 
 def draw_pairs(model, args):
@@ -55,9 +53,7 @@ def draw_pairs(model, args):
 
 def measure(args) -> dict:
     import tavt_kit
-    from tavt_kit import DeploymentTarget, TokenSchedule
-    from tavt_kit.bench import TimingPolicy, paired_ratio
-    from tavt_kit.bench.measure import measure_schedules
+    from tavt_kit.bench import paired_ratio
     from tavt_kit.models.macs import count_macs
 
     if args.checkpoint:
@@ -65,19 +61,9 @@ def measure(args) -> dict:
     else:
         model = tavt_kit.create_model("fgvc_tiny", num_classes=10, scorer=args.scorer, **MODELS[args.model]).eval()
     pairs = draw_pairs(model, args)
-    full = TokenSchedule.full(model.depth, model.num_patches)
-    items = {("full", "fp32"): (full, "fp32")}
-    for i, pair in enumerate(pairs):
-        for p in args.precisions:
-            for kind, s in zip(("unaligned", "aligned"), pair):
-                items[(i, kind, p)] = (s, p)
-    target = DeploymentTarget(backend="openvino", device="cpu", precision="fp32", batch_size=args.batch,
-                              threads=args.threads)
-    print(f"timing {len(items)} deployed models round-robin (batch {args.batch}, {args.threads} thread(s))",
-          flush=True)
-    measured = measure_schedules(model, items, target=target, policy=TimingPolicy(min_rounds=args.rounds),
-                                 progress=lambda s: print(s, flush=True))
-    den = measured[("full", "fp32")][0]
+    items = {(i, kind, p): (s, p) for i, pair in enumerate(pairs) for p in args.precisions
+             for kind, s in zip(("unaligned", "aligned"), pair)}
+    measured, den = time_beside_full(model, items, args)
     hits = _test_hits(model, pairs) if args.checkpoint else None
     rows = []
     for i, (s, a) in enumerate(pairs):
@@ -163,28 +149,9 @@ def main(argv=None) -> int:
     ap.add_argument("--macs", default="0.2:0.55", help="the members' MACs as a share of the full model, LOW:HIGH")
     ap.add_argument("--bound", type=float, default=0.7)
     ap.add_argument("--multiple", type=int, default=8)
-    ap.add_argument("--precisions", default="fp32,int8")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=20, help="rotations at least (each pairs a ratio)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", help="write the measurements here (JSON); with --report, read them from here")
-    ap.add_argument("--report", action="store_true", help="print the report of --out; time nothing")
-    args = ap.parse_args(argv)
-    args.precisions = [p.strip() for p in args.precisions.split(",")]
-    if args.report:
-        if not args.out or not os.path.isfile(args.out):
-            raise SystemExit(f"--report: --out {args.out!r} is not a file this script wrote")
-        with open(args.out) as f:
-            doc = json.load(f)
-    else:
-        doc = measure(args)
-        if args.out:
-            from tavt_kit.files import write_json
-
-            write_json(doc, args.out)  # atomic
-    print(report(doc))
-    return 0
+    add_run_arguments(ap)
+    return measure_or_report(ap.parse_args(argv), measure, report)
 
 
 if __name__ == "__main__":

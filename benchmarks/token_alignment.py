@@ -25,26 +25,63 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 MODELS = {"p4w96": dict(patch_size=4), "c96p4w96": dict(img_size=96, patch_size=4)}
 
 
-def measure(args) -> dict:
-    import tavt_kit
+def time_beside_full(model, items: dict, args):
+    """``items`` ({key: (schedule, precision)}) and the full model in fp32 (key ``("full", "fp32")``), deployed
+    with OpenVINO on this CPU (``args.batch``, ``args.threads``) and timed round-robin in one process (at least
+    ``args.rounds`` rotations); returns every timing and the full model's."""
     from tavt_kit import DeploymentTarget, TokenSchedule
-    from tavt_kit.bench import TimingPolicy, paired_ratio
+    from tavt_kit.bench import TimingPolicy
     from tavt_kit.bench.measure import measure_schedules
 
-    model = tavt_kit.create_model("fgvc_tiny", num_classes=10, scorer=args.scorer, **MODELS[args.model]).eval()
-    lo, hi = (int(v) for v in args.tokens.split(":"))
-    full = TokenSchedule.full(model.depth, model.num_patches)
-    items = {("full", "fp32"): (full, "fp32")}
-    for p in args.precisions:
-        for n in range(lo, hi + 1):
-            items[(n, p)] = (TokenSchedule((n,) * model.depth, model.num_patches), p)
+    items = {("full", "fp32"): (TokenSchedule.full(model.depth, model.num_patches), "fp32"), **items}
     target = DeploymentTarget(backend="openvino", device="cpu", precision="fp32", batch_size=args.batch,
                               threads=args.threads)
     print(f"timing {len(items)} deployed models round-robin (batch {args.batch}, {args.threads} thread(s))",
           flush=True)
     measured = measure_schedules(model, items, target=target, policy=TimingPolicy(min_rounds=args.rounds),
                                  progress=lambda s: print(s, flush=True))
-    den = measured[("full", "fp32")][0]
+    return measured, measured[("full", "fp32")][0]
+
+
+def add_run_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options every timing script here shares: the deployment, the rotations, and its JSON file."""
+    ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=20, help="rotations at least (each pairs a ratio)")
+    ap.add_argument("--out", help="write the measurements here (JSON); with --report, read them from here")
+    ap.add_argument("--report", action="store_true", help="print the report of --out; time nothing")
+
+
+def measure_or_report(args, measure, report) -> int:
+    """``--report``: print ``report`` of ``--out``; else ``measure(args)``, written to ``--out`` atomically, and
+    its report printed."""
+    args.precisions = [p.strip() for p in args.precisions.split(",")]
+    if args.report:
+        if not args.out or not os.path.isfile(args.out):
+            raise SystemExit(f"--report: --out {args.out!r} is not a file this script wrote")
+        with open(args.out) as f:
+            doc = json.load(f)
+    else:
+        doc = measure(args)
+        if args.out:
+            from tavt_kit.files import write_json
+
+            write_json(doc, args.out)  # atomic
+    print(report(doc))
+    return 0
+
+
+def measure(args) -> dict:
+    import tavt_kit
+    from tavt_kit import TokenSchedule
+    from tavt_kit.bench import paired_ratio
+
+    model = tavt_kit.create_model("fgvc_tiny", num_classes=10, scorer=args.scorer, **MODELS[args.model]).eval()
+    lo, hi = (int(v) for v in args.tokens.split(":"))
+    items = {(n, p): (TokenSchedule((n,) * model.depth, model.num_patches), p)
+             for p in args.precisions for n in range(lo, hi + 1)}
+    measured, den = time_beside_full(model, items, args)
     rows = []
     for (n, p), (stats, *_) in measured.items():
         if n == "full":
@@ -97,27 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", choices=tuple(MODELS), default="c96p4w96")
     ap.add_argument("--scorer", default="tavt-sampled")
     ap.add_argument("--tokens", default="112:144", help="the token counts timed, LOW:HIGH inclusive")
-    ap.add_argument("--precisions", default="fp32,int8")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=20, help="rotations at least (each pairs a ratio)")
-    ap.add_argument("--out", help="write the measurements here (JSON); with --report, read them from here")
-    ap.add_argument("--report", action="store_true", help="print the report of --out; time nothing")
-    args = ap.parse_args(argv)
-    args.precisions = [p.strip() for p in args.precisions.split(",")]
-    if args.report:
-        if not args.out or not os.path.isfile(args.out):
-            raise SystemExit(f"--report: --out {args.out!r} is not a file this script wrote")
-        with open(args.out) as f:
-            doc = json.load(f)
-    else:
-        doc = measure(args)
-        if args.out:
-            from tavt_kit.files import write_json
-
-            write_json(doc, args.out)  # atomic
-    print(report(doc))
-    return 0
+    add_run_arguments(ap)
+    return measure_or_report(ap.parse_args(argv), measure, report)
 
 
 if __name__ == "__main__":

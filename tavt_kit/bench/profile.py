@@ -49,7 +49,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from torch import nn
 
 from ..errors import ConfigError, UnsupportedModelError
-from ..schedules.space import check_multiple
+from ..schedules.schedule import aligned_below
+from ..schedules.space import check_multiple, prefix_tokens
 from ..progress import eta
 from ..models.token_merge import REDUCERS
 from .parts import PartRunners, make_part, part_plan
@@ -101,7 +102,7 @@ def aligned_grid(num_patches: int, points: int, multiple: int, num_prefix: int =
         if g == num_patches or multiple == 1:
             out.add(g)
             continue
-        down = (g + num_prefix) // multiple * multiple - num_prefix
+        down = aligned_below(g, multiple, num_prefix)
         near = [c for c in (down, down + multiple) if 1 <= c < num_patches]
         if near:
             out.add(min(near, key=lambda c: (abs(c - g), c)))
@@ -204,7 +205,7 @@ def profile_latency(
     model = _table_model(model, img_size, target)
     reducers = _check_reducers(model, reducers)
     ident = model_identity(model)
-    g = _parse_grid(grid, ident["num_patches"], check_multiple(token_multiple), ident["num_prefix_tokens"])
+    g = _parse_grid(grid, ident["num_patches"], check_multiple(token_multiple), prefix_tokens(model))
     plan = part_plan(model, g, reducers)
     tmp = None
     if workdir is None and target.backend in EXPORTED_BACKENDS:

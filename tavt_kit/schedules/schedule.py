@@ -42,6 +42,12 @@ def ceil_count(x: float) -> int:
     return math.ceil(round(x, 9))
 
 
+def aligned_below(count: int, multiple: int, num_prefix: int = 1) -> int:
+    """The largest count at most ``count`` whose sequence length (count and ``num_prefix``) is a multiple of
+    ``multiple`` (below 1 where there is none)."""
+    return (count + num_prefix) // multiple * multiple - num_prefix
+
+
 def _check_reducers(reducers: Any, depth: int) -> Optional[tuple]:
     if reducers is None:
         return None
@@ -205,7 +211,7 @@ class TokenSchedule:
         for i, c in enumerate(self.counts):
             c = min(c, prev)  # a block after one moved down keeps no more than it was left
             if c < prev:
-                c = max((c + num_prefix) // multiple * multiple - num_prefix, min(multiple - num_prefix, prev))
+                c = max(aligned_below(c, multiple, num_prefix), min(multiple - num_prefix, prev))
                 c = c if c >= self.min_tokens else prev
             reducers.append(self.reducers[i] if self.reducers and c < prev else None)
             out.append(c)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
-from .schedule import REDUCER_NAMES, TokenSchedule, ceil_count
+from .schedule import REDUCER_NAMES, TokenSchedule, aligned_below, ceil_count
 
 SPACE_FORMAT = "fgvc-kit/search-space"
 
@@ -159,9 +159,8 @@ class SearchSpace:
         c = int(min(high, max(low, round(count))))
         if self.multiple == 1 or c == prev:
             return c
-        m, p = self.multiple, self.num_prefix
-        down = (c + p) // m * m - p
-        options = [v for v in (down, down + m) if low <= v < prev] + [prev]
+        down = aligned_below(c, self.multiple, self.num_prefix)
+        options = [v for v in (down, down + self.multiple) if low <= v < prev] + [prev]
         return min(options, key=lambda v: (abs(v - count), -v))
 
     def aligned(self, multiple: int) -> "SearchSpace":
