@@ -233,6 +233,16 @@ def test_auto_fails_naming_every_precision_when_none_passes(tmp_path, model, mon
     assert [a["status"] for a in doc["auto"]["attempts"]] == ["failed", "skipped", "failed"]
     assert all(a["latency_ms"] > 0 for a in doc["auto"]["attempts"] if a["status"] == "failed")
     assert os.listdir(out) == ["export.json"]
+    # failing again there keeps the record and appends the attempt, with what each precision did
+    with pytest.raises(ExportError):
+        export_fastest(model, out, SCHED, ("openvino",), precisions=("fp32",), verify=VerifyOptions(images=64),
+                       options=TORCHSCRIPT, policy=FAST)
+    again = read(out / "export.json")
+    assert {k: again[k] for k in ("status", "reason", "auto")} == {k: doc[k] for k in ("status", "reason", "auto")}
+    (attempt,) = again["failed_attempts"]
+    assert attempt["precision"] == "auto" and attempt["formats"] == ["openvino"]
+    assert attempt["reason"].startswith("--precision auto: no precision passed verification")
+    assert [a["status"] for a in attempt["auto"]["attempts"]] == ["failed"]
 
 
 def test_precisions_available_here(monkeypatch):

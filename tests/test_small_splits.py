@@ -156,8 +156,10 @@ def test_int8_export_says_its_small_held_out_and_verification_sets_once_each(tmp
     assert q["mode"] == "accuracy_control" and q["validation"]["warning"] == said[0][len("warning: "):]
     # the quantiser called directly on 3 held-out images warns (a UserWarning) and records it
     x = np.random.default_rng(0).standard_normal((8, 3, 64, 64)).astype(np.float32)
-    with pytest.warns(UserWarning, match="held-out split has 3 images"):
+    with pytest.warns(UserWarning, match="held-out split has 3 images") as caught:
         r = quantize_onnx(_fp32_onnx(model, tmp_path), tmp_path / "direct.onnx", x, validation=(x[:3], [0, 1, 2]))
+    # ... and the warning points at the line that called it, not into the package
+    assert [w.filename for w in caught if "held-out split" in str(w.message)] == [__file__]
     assert r.validation["warning"].startswith("int8 accuracy control's held-out split has 3 images")
 
 

@@ -30,13 +30,12 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import BackendError, ConfigError, ExportError, TavtKitError
-from ..files import write_json
 from ..machine import threads_text
 from ..export.formats import BACKEND_OF_FORMAT, FORMAT_PRECISIONS
 from ..export.options import ExportOptions, QuantizeOptions, VerifyOptions
 from ..export.pipeline import run_export
 from ..export.prepare import OnnxReuse, PreparedExport, check_options, prepare_export, resolve_target
-from ..export.publish import choose_base, clean_stage, publish, read_record
+from ..export.publish import choose_base, clean_stage, publish, record_failed_attempt
 from ..export.record import EXPORT_FILE, EXPORT_FORMAT, EXPORT_VERSION, ExportResult, hint_lines
 from ..target import DeploymentTarget, Precision
 from .measure import measure_files
@@ -324,13 +323,4 @@ def _record_failure(out_dir, docs, formats, summary, reason, seconds) -> None:
         doc = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION}
     doc.update(created=now, verified=False, status="failed", reason=reason, formats=list(formats), precision="auto",
                files={}, exports={}, verification=None, auto=summary, seconds=round(seconds, 3))
-    os.makedirs(out_dir, exist_ok=True)
-    existing = read_record(out_dir)
-    if existing is None:
-        doc["artefacts"] = []
-        write_json(doc, os.path.join(out_dir, EXPORT_FILE))
-        return
-    existing.setdefault("failed_attempts", []).append(
-        {"created": now, "precision": "auto", "formats": list(formats), "schedule": doc.get("schedule"),
-         "reason": reason, "auto": summary})
-    write_json(existing, os.path.join(out_dir, EXPORT_FILE))
+    record_failed_attempt(out_dir, doc, extra_keys=("auto",))

@@ -88,8 +88,11 @@ def publish(stage: str, out_dir: str, doc: Dict[str, Any]) -> Dict[str, Any]:
     return doc
 
 
-def record_failed_attempt(out_dir: str, doc: Dict[str, Any]) -> None:
-    """An export that stopped before it had files: say so in ``export.json`` without touching what is there."""
+def record_failed_attempt(out_dir: str, doc: Dict[str, Any], extra_keys: Sequence[str] = ()) -> None:
+    """An export that stopped before it had files: say so in ``export.json`` without touching what is there.
+
+    With no record yet, ``doc`` becomes it; otherwise the attempt (its time, precision, formats, schedule, reason
+    and ``extra_keys``) is appended to the record's ``failed_attempts``."""
     os.makedirs(out_dir, exist_ok=True)
     existing = read_record(out_dir)
     if existing is None:
@@ -97,7 +100,7 @@ def record_failed_attempt(out_dir: str, doc: Dict[str, Any]) -> None:
         write_json(doc, os.path.join(out_dir, EXPORT_FILE))
         return
     existing.setdefault("failed_attempts", []).append(
-        {k: doc.get(k) for k in ("created", "precision", "formats", "schedule", "reason")})
+        {k: doc.get(k) for k in ("created", "precision", "formats", "schedule", "reason", *extra_keys)})
     write_json(existing, os.path.join(out_dir, EXPORT_FILE))
 
 

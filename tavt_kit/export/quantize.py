@@ -218,8 +218,20 @@ def _warn_small_validation(val, validation_info: Optional[Dict[str, Any]]) -> No
     if val is None or validation_info is not None:
         return
     line = _validation_warning(int(val[0].shape[0]))
-    if line:
-        warnings.warn(line, UserWarning, stacklevel=3)
+    if line:  # points at the caller of quantize_onnx / quantize_openvino
+        warnings.warn(line, UserWarning, stacklevel=4)
+
+
+def _checked_inputs(preset: str, calibration, validation, max_accuracy_drop: float,
+                    validation_info: Optional[Dict[str, Any]]):
+    """What both quantisers check first: the preset, the calibration array and the (images, labels) of accuracy
+    control. Returns the calibration array and the validation pair (or None)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown quantisation preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    arr = _check_calibration(calibration)
+    val = None if validation is None else _check_validation(validation, max_accuracy_drop)
+    _warn_small_validation(val, validation_info)
+    return arr, val
 
 
 def _check_validation(validation, max_accuracy_drop: float) -> Tuple[np.ndarray, np.ndarray]:
@@ -421,11 +433,7 @@ def quantize_onnx(onnx_path, out_path, calibration, *, preset: str = "performanc
     from .graph import first_line, write_metadata
 
     nncf = require_nncf()
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown quantisation preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    arr = _check_calibration(calibration)
-    val = None if validation is None else _check_validation(validation, max_accuracy_drop)
-    _warn_small_validation(val, validation_info)
+    arr, val = _checked_inputs(preset, calibration, validation, max_accuracy_drop, validation_info)
     onnx_path, out_path = os.fspath(onnx_path), os.fspath(out_path)
     start = time.perf_counter()
     model = onnx.load(onnx_path)
@@ -478,11 +486,7 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
 
     ov = require_openvino()
     nncf = require_nncf()
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown quantisation preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    arr = _check_calibration(calibration)
-    val = None if validation is None else _check_validation(validation, max_accuracy_drop)
-    _warn_small_validation(val, validation_info)
+    arr, val = _checked_inputs(preset, calibration, validation, max_accuracy_drop, validation_info)
     source, out_xml = os.fspath(source), os.fspath(out_xml)
     if not out_xml.endswith(".xml"):
         raise ConfigError(f"{out_xml}: the OpenVINO IR path must end in .xml")
