@@ -43,7 +43,8 @@ def save_checkpoint(model: nn.Module, path, *, class_names: Optional[Sequence[st
             raise ConfigError(f"class_names has {len(class_names)} names, the model has {spec['num_classes']} classes")
         spec["class_names"] = class_names
     if getattr(model, "schedule", None) is not None:
-        spec["schedule"] = list(model.schedule.counts)
+        sched = model.schedule  # with its reducers where it has them (a drop config then, else the counts)
+        spec["schedule"] = sched.to_dict() if sched.reducers else list(sched.counts)
     if extra:
         spec.update(extra)
     state = model.state_dict()

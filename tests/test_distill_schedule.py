@@ -1,0 +1,55 @@
+"""Distillation at one schedule (a pick fine-tuned toward your model): it learns the parent's predictions at that
+schedule, leaves the parent alone, and the checkpoint carries the schedule with its reducers."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tavt_kit
+from tavt_kit.data import Normalize, build_dataset
+from tavt_kit.distill import ScheduleDistillStep, distill_schedule
+from tavt_kit.errors import ConfigError, ScheduleError
+from tavt_kit.models.checkpoint import weights_digest
+from tavt_kit.schedules import TokenSchedule
+from tavt_kit.train import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny(seed):
+    torch.manual_seed(seed)
+    return tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32)
+
+
+def kl_to(parent, student, sched, x):
+    parent.eval(), student.eval()
+    with torch.no_grad():
+        p = F.softmax(parent(x), -1)
+        return float(F.kl_div(F.log_softmax(student(x, drop=sched), -1), p, reduction="batchmean"))
+
+
+def test_one_schedule_learns_the_parent_and_the_checkpoint_keeps_the_schedule(tmp_path):
+    parent, student = tiny(0), tiny(1)  # the student stands for a supernet: other weights than the parent's
+    n = student.num_patches
+    sched = TokenSchedule((n // 2, n // 4, n // 8), n, reducers=("drop", "merge", "drop"))
+    train = build_dataset("demo", split="train", model=student)
+    x = Normalize.from_model(student)(torch.stack([train[i][0] for i in range(64)]))
+    before, digest = kl_to(parent, student, sched, x), weights_digest(parent)
+    cfg = TrainConfig(steps=30, batch_size=16, optimizer="adamw", lr=2e-3, warmup_steps=1, eval_every=0,
+                      save_every=30, log_every=10, progress=False, num_workers=0)
+    res = distill_schedule(student, parent, sched, train, cfg, out_dir=str(tmp_path))
+    assert res.steps == 30
+    assert kl_to(parent, student, sched, x) < 0.5 * before  # toward the parent's predictions, at that schedule
+    assert weights_digest(parent) == digest  # the teacher is a frozen copy
+    loaded = tavt_kit.load_checkpoint(str(tmp_path / "last.safetensors"))
+    assert loaded.schedule == sched and loaded.schedule.reducers == ("drop", "merge", "drop")
+    assert weights_digest(loaded) == weights_digest(student)
+
+
+def test_distillation_at_one_schedule_refuses_what_it_cannot_run():
+    student = tiny(1)
+    with pytest.raises(ConfigError, match="parent=None"):
+        ScheduleDistillStep(student.full_schedule(), None)
+    with pytest.raises(ConfigError, match="kd_temperature=0"):
+        ScheduleDistillStep(student.full_schedule(), tiny(0), kd_temperature=0)
+    with pytest.raises(ScheduleError, match="schedule has 2 counts, the model has 3 blocks"):
+        distill_schedule(student, tiny(0), [4, 2], [], TrainConfig(steps=1))
