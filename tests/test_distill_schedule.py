@@ -1,5 +1,7 @@
 """Distillation at one schedule (a pick fine-tuned toward your model): it learns the parent's predictions at that
 schedule, leaves the parent alone, and the checkpoint carries the schedule with its reducers."""
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -53,3 +55,54 @@ def test_distillation_at_one_schedule_refuses_what_it_cannot_run():
         ScheduleDistillStep(student.full_schedule(), tiny(0), kd_temperature=0)
     with pytest.raises(ScheduleError, match="schedule has 2 counts, the model has 3 blocks"):
         distill_schedule(student, tiny(0), [4, 2], [], TrainConfig(steps=1))
+
+
+COMMON = ["--steps", "2", "--batch-size", "8", "--warmup-steps", "1", "--eval-every", "2", "--save-every", "2",
+          "--no-progress", "--workers", "0", "--eval-batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def supernet(tmp_path_factory):
+    from tavt_kit.cli import main
+
+    root = tmp_path_factory.mktemp("sup")
+    parent = str(tavt_kit.save_checkpoint(tiny(0), root / "parent.safetensors"))
+    assert main(["distill", "--checkpoint", parent, "--out", str(root / "d"), "--no-test"] + COMMON) == 0
+    return root, str(root / "d" / "best.safetensors")
+
+
+def test_cli_distill_drop_fine_tunes_the_pick_toward_the_recorded_parent(tmp_path, supernet, capsys):
+    from tavt_kit.cli import main
+    from tavt_kit.models.checkpoint import parent_of
+
+    _, sup = supernet
+    n = tavt_kit.load_checkpoint(sup).num_patches
+    pick = TokenSchedule((n // 2, n // 4, n // 4), n, reducers=("merge", "drop", None))
+    pick.save(tmp_path / "schedule-50pct.json")
+    out = tmp_path / "ft"
+    assert main(["distill", "--checkpoint", sup, "--drop", str(tmp_path / "schedule-50pct.json"),
+                 "--out", str(out)] + COMMON) == 0
+    said = capsys.readouterr().out
+    assert f"distill: {list(pick.counts)} only, toward your model" in said
+    assert "points [" in said and "paired" in said  # the test images, paired with your model
+    tuned = tavt_kit.load_checkpoint(str(out / "best.safetensors"))
+    assert tuned.schedule == pick and tuned.schedule.reducers == pick.reducers
+    assert parent_of(tuned) == parent_of(sup)  # the report still compares with your model
+    assert "search_space" not in tuned.spec  # its weights serve that one schedule
+    assert tuned.spec["distillation"]["schedule_finetune"]["schedule"]["counts"] == list(pick.counts)
+    res = json.loads((out / "results.json").read_text())
+    assert res["test"]["vs_parent"]["images"] > 0 and res["schedule"]["counts"] == list(pick.counts)
+
+
+def test_cli_distill_drop_refuses_space_options_and_a_model_without_a_parent(tmp_path, supernet, capsys):
+    from tavt_kit.cli import main
+
+    root, sup = supernet
+    n = tavt_kit.load_checkpoint(sup).num_patches
+    TokenSchedule((n // 2, n // 4, n // 4), n).save(tmp_path / "pick.json")
+    base = ["distill", "--drop", str(tmp_path / "pick.json"), "--out", str(tmp_path / "x"), "--no-test"] + COMMON
+    assert main(base + ["--checkpoint", sup, "--bound", "0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--bound: not used with --drop" in err and "\n" not in err
+    assert main(base + ["--checkpoint", str(root / "parent.safetensors")]) == 2
+    assert "no parent recorded; --drop fine-tunes a schedule of a supernet" in capsys.readouterr().err

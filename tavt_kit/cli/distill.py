@@ -43,6 +43,10 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--checkpoint", required=True, metavar="FILE",
                    help="fine-tuned model (fgvc-kit train's best.safetensors or any file load_checkpoint reads)")
+    p.add_argument("--drop", metavar="FILE",
+                   help="fine-tune one schedule instead: this drop config (a search's pick, e.g. the budget's file "
+                        "beside search.json) of --checkpoint (a supernet) toward the model it was distilled from; "
+                        "the result runs at that schedule only")
     g = p.add_argument_group("in-place distillation (TAVT's defaults)")
     g.add_argument("--bound", type=float, metavar="FRACTION",
                    help="largest drop ratio per block of the search space (default: 0.2; demo "
@@ -223,6 +227,10 @@ def _space(model, r):
 
 
 def run_distill(args: argparse.Namespace) -> int:
+    if getattr(args, "drop", None) is not None:  # one schedule, not a search space
+        from .distill_schedule import run_schedule_distill
+
+        return run_schedule_distill(args, _resolve, DEFAULT_OUT)
     import dataclasses
 
     import torch

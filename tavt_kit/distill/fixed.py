@@ -72,18 +72,22 @@ class ScheduleDistillStep:
 
 def distill_schedule(model: nn.Module, parent: nn.Module, schedule, train_set, config, *, holdout_set=None,
                      out_dir: Optional[str] = None, resume: bool = False, kd_temperature: float = 1.0,
-                     label_weight: float = 0.0, device: Optional[str] = None):
+                     label_weight: float = 0.0, checkpoint_extra: Optional[dict] = None,
+                     device: Optional[str] = None):
     """Fine-tune ``model`` (the supernet's weights) at ``schedule`` toward ``parent`` for ``config.steps`` steps
     (a :class:`~tavt_kit.train.TrainConfig`) on ``train_set``; returns the trainer's
     :class:`~tavt_kit.train.TrainResult`.
 
-    ``model.schedule`` becomes ``schedule`` first, so the held-out evaluations (``holdout_set``: the best step is
-    kept by its top-1 there) run at it and every checkpoint written to ``out_dir`` records it. ``resume``: continue
-    the run in ``out_dir`` where it stopped."""
+    ``model.schedule`` becomes ``schedule`` first, so the held-out evaluations (``holdout_set``) run at it and
+    every checkpoint written to ``out_dir`` records it. ``resume``: continue
+    the run in ``out_dir`` where it stopped; ``checkpoint_extra``: spec entries every checkpoint carries (as
+    :class:`~tavt_kit.train.Trainer` takes them). ``best.safetensors`` in ``out_dir`` is the best step on the
+    held-out images (the last without them); ``model`` ends at the last step."""
     from ..train import Trainer
 
     model.schedule = schedule  # validated against the model (its reducers, its head)
     step = ScheduleDistillStep(model.schedule, parent, kd_temperature, label_weight)
     trainer = Trainer(model, train_set, config, holdout_set=holdout_set, step_fn=step, out_dir=out_dir,
-                      class_names=getattr(train_set, "class_names", None), device=device)
+                      class_names=getattr(train_set, "class_names", None), checkpoint_extra=checkpoint_extra,
+                      device=device)
     return trainer.fit(resume=resume)

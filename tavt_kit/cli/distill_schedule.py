@@ -1,0 +1,124 @@
+"""``fgvc-kit distill --drop FILE``: one schedule of a supernet (a pick) fine-tuned toward your model.
+
+The supernet's weights serve every schedule of its space; at the schedules fast enough to matter on a CPU that
+costs accuracy. This trains the student at the one schedule in ``--drop`` only, from ``--checkpoint`` (a supernet
+of ``fgvc-kit distill``), toward the frozen model it was distilled from (its recorded parent), with distillation's
+recipe (:func:`tavt_kit.distill.distill_schedule`). The checkpoint written carries the schedule as its own and
+the parent's record, so ``evaluate``, ``export`` and ``bench`` run it at that schedule and the report compares it
+with your model. Measured: ``docs/benchmarks/pick_finetune.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Dict
+
+from .common import RESULTS_FORMAT, RESULTS_VERSION, pct
+
+RUN_FORMAT = "fgvc-kit/distill-schedule-run"
+#: in-place distillation's options, which a run at one schedule has no use for (refused when given)
+NOT_WITH_DROP = ("bound", "drop_blocks", "min_tokens", "reducers", "sandwich", "sub_label_weight", "sub_aux",
+                 "teacher", "full_label_weight", "full_kd_weight", "parent_mix")
+
+
+def _resolver(resolve_distill):
+    """The run's settings: distillation's (``resolve_distill``: its data and recipe), less the search space's
+    options, plus the schedule."""
+    return lambda args: _resolve(args, resolve_distill)
+
+
+def _resolve(args: argparse.Namespace, resolve_distill) -> Dict[str, Any]:
+    from ..errors import ConfigError
+    from ..schedules import TokenSchedule
+
+    for flag in NOT_WITH_DROP:
+        if getattr(args, flag, None) is not None:
+            raise ConfigError(f"--{flag.replace('_', '-')}: not used with --drop (one schedule, trained toward your "
+                              "model; the search space's options are in-place distillation's)")
+    r = resolve_distill(args)
+    for k in NOT_WITH_DROP:
+        r.pop(k, None)
+    r["drop"] = TokenSchedule.load(args.drop).to_dict()
+    return r
+
+
+def run_schedule_distill(args: argparse.Namespace, resolve_distill, default_out: str) -> int:
+    """``fgvc-kit distill --drop``; ``resolve_distill`` and ``default_out``: distill's own (this module sits
+    below ``cli.distill``, which dispatches here)."""
+    from ..data import build_dataset
+    from ..distill import distill_schedule
+    from ..errors import CheckpointError, ConfigError
+    from ..files import write_json
+    from ..models import load_checkpoint
+    from ..models.checkpoint import load_parent, parent_of
+    from ..schedules import TokenSchedule
+    from ..stats import paired_difference
+    from ..train import LAST_FILE
+    from ..train.build import check_model_fits
+    from .train import data_spec, fit_batch, open_run, train_config
+
+    out, resume, run_path, r = open_run(args, RUN_FORMAT, _resolver(resolve_distill), "distill", default_out)
+    if resume and TokenSchedule.load(args.drop).to_dict() != r["drop"]:
+        raise ConfigError(f"--drop {args.drop}: not the schedule the run in {out} trains "
+                          f"({r['drop']['counts']}); resume with the same schedule or start another --out")
+    if not os.path.exists(r["checkpoint"]):
+        raise CheckpointError(f"--checkpoint {r['checkpoint']}: checkpoint not found")
+    model = load_checkpoint(os.path.join(out, LAST_FILE) if resume else r["checkpoint"])
+    record = parent_of(model)
+    if record is None:
+        raise CheckpointError(f"--checkpoint {r['checkpoint']}: no parent recorded; --drop fine-tunes a schedule of a "
+                              "supernet from fgvc-kit distill toward the model it was distilled from")
+    parent = load_parent(model)
+    sched = model.make_schedule(r["drop"])
+    model.spec.pop("search_space", None)  # its weights now serve one schedule: no search runs on them
+    dspec = data_spec(r)
+    train_set = build_dataset(dspec, split="train", model=model)
+    check_model_fits(model, train_set, r["checkpoint"])
+    holdout_set = build_dataset(dspec, split="holdout", model=model) if dspec.holdout > 0 else None
+    cfg = fit_batch(r, train_config(r, args), args, len(train_set), 1, resume)
+    if not resume:
+        os.makedirs(out, exist_ok=True)
+        write_json({"format": RUN_FORMAT, "version": 1, "args": r, "data": dspec.to_dict(), "train": cfg.to_dict()},
+                   run_path)
+    extra = {"data": dspec.to_dict(),
+             "distillation": {**(model.spec.get("distillation") or {}), "parent": record,
+                              "schedule_finetune": {"schedule": sched.to_dict(), "steps": cfg.steps,
+                                                    "from": r["checkpoint"]}}}
+    print(f"distill: {list(sched.counts)} only, toward your model ({record['path']}), {cfg.steps} steps"
+          + (f"; resuming {out}" if resume else ""), flush=True)
+    result = distill_schedule(model, parent, sched, train_set, cfg, holdout_set=holdout_set, out_dir=out,
+                              resume=resume, kd_temperature=r["kd_temperature"], checkpoint_extra=extra,
+                              device=args.device)
+    best = os.path.join(out, "best.safetensors")
+    final = load_checkpoint(best) if os.path.isfile(best) else model
+    summary: Dict[str, Any] = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "steps": result.steps,
+                               "time_s": result.time_s, "schedule": sched.to_dict(), "holdout": result.last_eval,
+                               "best_step": result.best_step, "test": {}}
+    if r.get("test", True):
+        test_set = build_dataset(dspec, split="test", model=model)
+        mine, yours = _hits(final, test_set, cfg), _hits(parent, test_set, cfg)
+        d = paired_difference(mine, yours)
+        summary["test"] = {"top1": sum(mine) / len(mine), "your_model_top1": sum(yours) / len(yours),
+                           "vs_parent": d}
+        print(f"test: {pct(summary['test']['top1'])} at {list(sched.counts)}, your model "
+              f"{pct(summary['test']['your_model_top1'])}: {100 * d['difference']:+.2f} points "
+              f"[{100 * d['interval'][0]:+.2f}, {100 * d['interval'][1]:+.2f}] on {len(mine)} images, paired")
+    write_json(summary, os.path.join(out, "results.json"))
+    print(f"fine-tuned at its schedule: {best}")
+    return 0
+
+
+def _hits(model, dataset, cfg):
+    """Per-image hits of ``model`` at its own schedule (None: the full model) on ``dataset``."""
+    import torch
+
+    from ..data import Normalize, make_eval_loader
+    from ..train.evaluate import logits_of
+
+    model.eval()
+    norm = Normalize.from_model(model)
+    hits = []
+    with torch.no_grad():
+        for images, labels in make_eval_loader(dataset, cfg.eval_batch_size, cfg.num_workers):
+            hits += (logits_of(model(norm(images))).argmax(1) == labels).tolist()
+    return hits
