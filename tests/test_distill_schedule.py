@@ -106,3 +106,15 @@ def test_cli_distill_drop_refuses_space_options_and_a_model_without_a_parent(tmp
     assert "--bound: not used with --drop" in err and "\n" not in err
     assert main(base + ["--checkpoint", str(root / "parent.safetensors")]) == 2
     assert "no parent recorded; --drop fine-tunes a schedule of a supernet" in capsys.readouterr().err
+    # counts as the other commands take them: checked against the model before anything trains
+    counts = ["distill", "--checkpoint", sup, "--out", str(tmp_path / "y"), "--no-test"] + COMMON
+    assert main(counts + ["--drop", "4,2"]) == 2
+    assert "schedule has 2 counts, the model has 3 blocks" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+    assert main(counts + ["--drop", f"{n // 2},{n // 4},{n // 4}"]) == 0
+    assert tavt_kit.load_checkpoint(str(tmp_path / "y" / "best.safetensors")).schedule.counts == (n // 2, n // 4,
+                                                                                                  n // 4)
+    # a resumed run keeps its schedule: another one is refused in one line
+    assert main(counts + ["--drop", f"{n // 2},{n // 2},{n // 4}", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not the schedule the run in" in err and "\n" not in err

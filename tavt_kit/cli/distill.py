@@ -43,10 +43,10 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--checkpoint", required=True, metavar="FILE",
                    help="fine-tuned model (fgvc-kit train's best.safetensors or any file load_checkpoint reads)")
-    p.add_argument("--drop", metavar="FILE",
-                   help="fine-tune one schedule instead: this drop config (a search's pick, e.g. the budget's file "
-                        "beside search.json) of --checkpoint (a supernet) toward the model it was distilled from; "
-                        "the result runs at that schedule only")
+    p.add_argument("--drop", metavar="FILE|COUNTS",
+                   help="fine-tune one schedule instead: a drop-config JSON file (a search's pick, e.g. the "
+                        "budget's file beside search.json) or comma-separated patch-token counts, of --checkpoint "
+                        "(a supernet), toward the model it was distilled from; the result runs at that schedule only")
     g = p.add_argument_group("in-place distillation (TAVT's defaults)")
     g.add_argument("--bound", type=float, metavar="FRACTION",
                    help="largest drop ratio per block of the search space (default: 0.2; demo "

@@ -28,8 +28,9 @@ def _resolver(resolve_distill):
 
 
 def _resolve(args: argparse.Namespace, resolve_distill) -> Dict[str, Any]:
-    from ..errors import ConfigError
-    from ..schedules import TokenSchedule
+    from ..errors import CheckpointError, ConfigError
+    from ..models import load_checkpoint
+    from .common import parse_drop
 
     for flag in NOT_WITH_DROP:
         if getattr(args, flag, None) is not None:
@@ -38,7 +39,10 @@ def _resolve(args: argparse.Namespace, resolve_distill) -> Dict[str, Any]:
     r = resolve_distill(args)
     for k in NOT_WITH_DROP:
         r.pop(k, None)
-    r["drop"] = TokenSchedule.load(args.drop).to_dict()
+    if not os.path.exists(r["checkpoint"]):
+        raise CheckpointError(f"--checkpoint {r['checkpoint']}: checkpoint not found")
+    # the schedule as the other commands read --drop (a drop config or counts), checked against the model
+    r["drop"] = parse_drop(args.drop, None, load_checkpoint(r["checkpoint"])).to_dict()
     return r
 
 
@@ -51,25 +55,25 @@ def run_schedule_distill(args: argparse.Namespace, resolve_distill, default_out:
     from ..files import write_json
     from ..models import load_checkpoint
     from ..models.checkpoint import load_parent, parent_of
-    from ..schedules import TokenSchedule
     from ..stats import paired_difference
     from ..train import LAST_FILE
     from ..train.build import check_model_fits
+    from .common import parse_drop
     from .train import data_spec, fit_batch, open_run, train_config
 
     out, resume, run_path, r = open_run(args, RUN_FORMAT, _resolver(resolve_distill), "distill", default_out)
-    if resume and TokenSchedule.load(args.drop).to_dict() != r["drop"]:
-        raise ConfigError(f"--drop {args.drop}: not the schedule the run in {out} trains "
-                          f"({r['drop']['counts']}); resume with the same schedule or start another --out")
     if not os.path.exists(r["checkpoint"]):
         raise CheckpointError(f"--checkpoint {r['checkpoint']}: checkpoint not found")
     model = load_checkpoint(os.path.join(out, LAST_FILE) if resume else r["checkpoint"])
+    sched = model.make_schedule(r["drop"])
+    if resume and parse_drop(args.drop, None, model) != sched:
+        raise ConfigError(f"--drop {args.drop}: not the schedule the run in {out} trains ({list(sched.counts)}); "
+                          "resume with the same schedule or start another --out")
     record = parent_of(model)
     if record is None:
         raise CheckpointError(f"--checkpoint {r['checkpoint']}: no parent recorded; --drop fine-tunes a schedule of a "
                               "supernet from fgvc-kit distill toward the model it was distilled from")
     parent = load_parent(model)
-    sched = model.make_schedule(r["drop"])
     model.spec.pop("search_space", None)  # its weights now serve one schedule: no search runs on them
     dspec = data_spec(r)
     train_set = build_dataset(dspec, split="train", model=model)
