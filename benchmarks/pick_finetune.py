@@ -38,6 +38,20 @@ def hits_of(model, schedule, images, labels, batch: int = 100) -> torch.Tensor:
     return torch.cat(hits)
 
 
+def int8_hits(model, schedule, images, labels, spec) -> torch.Tensor:
+    """Per-image hits of ``model`` at ``schedule`` deployed in int8 as the search deploys it."""
+    from tavt_kit.data import Normalize
+    from tavt_kit.export.quantize import calibration_images
+    from tavt_kit.search.precision import DeployedScorer
+
+    calib = calibration_images(model, spec, split="train", n=300, seed=0)
+    scorer = DeployedScorer(model.eval(), Normalize.from_model(model), lambda: calib, threads=1)
+    try:
+        return scorer.scores(schedule, "int8", images, labels)[0].hits[0].bool()
+    finally:
+        scorer.close()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parent", required=True)
@@ -46,6 +60,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reducers", help="drop/merge per block, comma-separated")
     ap.add_argument("--test-cache", required=True, help="the search's cached test tensors (.safetensors)")
     ap.add_argument("--holdout-cache", help="the search's cached held-out tensors: also score before and after there")
+    ap.add_argument("--int8", action="store_true",
+                    help="also deploy both at the schedule in int8 (NNCF on 300 training images, OpenVINO), as the "
+                         "search's int8 stage does, and score them on the test images")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -74,7 +91,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     ref = hits_of(parent, None, images, labels)
     before = hits_of(model, sched, images, labels)
-    model_before = copy.deepcopy(model) if args.holdout_cache else None
+    model_before = copy.deepcopy(model) if args.holdout_cache or args.int8 else None
     print(f"scored your model and the supernet at the schedule on {len(labels)} test images "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
@@ -109,6 +126,13 @@ def main(argv=None) -> int:
             d = paired_difference(hits.tolist(), h_ref.tolist())
             out["holdout"][name] = {"accuracy": float(hits.float().mean()), "vs_parent": d}
             print(f"held-out ({len(hy)} images) {name:30s} {100 * float(hits.float().mean()):6.2f} %  "
+                  f"{100 * d['difference']:+.2f} [{100 * d['interval'][0]:+.2f}, {100 * d['interval'][1]:+.2f}]")
+    if args.int8:
+        for name, m in (("supernet at the schedule, int8", model_before), ("fine-tuned at the schedule, int8", model)):
+            hits = int8_hits(m, sched, images, labels, spec)
+            d = paired_difference(hits.tolist(), ref.tolist())
+            out["rows"][name] = {"accuracy": float(hits.float().mean()), "vs_parent": d}
+            print(f"{name:45s} {100 * float(hits.float().mean()):6.2f} %  "
                   f"{100 * d['difference']:+.2f} [{100 * d['interval'][0]:+.2f}, {100 * d['interval'][1]:+.2f}]")
     d = paired_difference(after.tolist(), before.tolist())
     print(f"fine-tuned - supernet at the schedule: {100 * d['difference']:+.2f} "
