@@ -4,8 +4,8 @@ The supernet's weights serve every schedule of its space, and at the schedules t
 on a CPU (drop-heavy, 0.3 of your model's latency) that costs accuracy: on the c96p4w96 latency benchmark the
 picks there lost 0.6-1.9 points to your model. :class:`ScheduleDistillStep` trains the student at one fixed
 schedule only, toward the frozen parent's soft predictions, from the supernet's weights. Measured on seed 1's pick
-at 0.3 (3.7x faster than your model on OpenVINO int8), in fp32: −1.40 → −0.23 points against your model after
-150 steps (``docs/benchmarks/pick_finetune.md``).
+at 0.3 (3.7x faster than your model on OpenVINO int8), deployed in int8: −1.27 → −0.03 points against your model
+after 150 steps (``docs/benchmarks/pick_finetune.md``).
 
 The weights that come out are for that schedule: they no longer serve the rest of the space, and the model
 carries the schedule as its own (``model.schedule``, saved with its reducers in the checkpoint's spec). The step
