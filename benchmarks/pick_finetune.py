@@ -24,18 +24,10 @@ import torch
 
 
 def hits_of(model, schedule, images, labels, batch: int = 100) -> torch.Tensor:
-    from tavt_kit.data import Normalize
+    from tavt_kit.train import per_image_hits
 
-    norm = Normalize.from_model(model)
-    model.eval()
-    hits = []
-    with torch.no_grad():
-        for i in range(0, len(labels), batch):
-            x = norm(images[i:i + batch])
-            out = model(x) if schedule is None else model(x, drop=schedule)
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            hits.append(out.argmax(1) == labels[i:i + batch])
-    return torch.cat(hits)
+    chunks = ((images[i:i + batch], labels[i:i + batch]) for i in range(0, len(labels), batch))
+    return per_image_hits(model, chunks, drop=schedule)
 
 
 def int8_hits(model, schedule, images, labels, spec) -> torch.Tensor:

@@ -10,6 +10,7 @@ with your model. Measured: ``docs/benchmarks/pick_finetune.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from typing import Any, Dict
 
@@ -21,16 +22,10 @@ NOT_WITH_DROP = ("bound", "drop_blocks", "min_tokens", "reducers", "sandwich", "
                  "teacher", "full_label_weight", "full_kd_weight", "parent_mix")
 
 
-def _resolver(resolve_distill):
-    """The run's settings: distillation's (``resolve_distill``: its data and recipe), less the search space's
-    options, plus the schedule."""
-    return lambda args: _resolve(args, resolve_distill)
-
-
 def _resolve(args: argparse.Namespace, resolve_distill) -> Dict[str, Any]:
-    from ..errors import CheckpointError, ConfigError
-    from ..models import load_checkpoint
-    from .common import parse_drop
+    """The run's settings: distillation's (``resolve_distill``: its data and recipe), less the search space's
+    options; the schedule is read once the model is loaded (:func:`run_schedule_distill`)."""
+    from ..errors import ConfigError
 
     for flag in NOT_WITH_DROP:
         if getattr(args, flag, None) is not None:
@@ -39,34 +34,36 @@ def _resolve(args: argparse.Namespace, resolve_distill) -> Dict[str, Any]:
     r = resolve_distill(args)
     for k in NOT_WITH_DROP:
         r.pop(k, None)
-    if not os.path.exists(r["checkpoint"]):
-        raise CheckpointError(f"--checkpoint {r['checkpoint']}: checkpoint not found")
-    # the schedule as the other commands read --drop (a drop config or counts), checked against the model
-    r["drop"] = parse_drop(args.drop, None, load_checkpoint(r["checkpoint"])).to_dict()
     return r
 
 
 def run_schedule_distill(args: argparse.Namespace, resolve_distill, default_out: str) -> int:
     """``fgvc-kit distill --drop``; ``resolve_distill`` and ``default_out``: distill's own (this module sits
     below ``cli.distill``, which dispatches here)."""
-    from ..data import build_dataset
+    from ..data import build_dataset, make_eval_loader
     from ..distill import distill_schedule
     from ..errors import CheckpointError, ConfigError
     from ..files import write_json
     from ..models import load_checkpoint
     from ..models.checkpoint import load_parent, parent_of
     from ..stats import paired_difference
-    from ..train import LAST_FILE
+    from ..train import LAST_FILE, per_image_hits
     from ..train.build import check_model_fits
     from .common import parse_drop
     from .train import data_spec, fit_batch, open_run, train_config
 
-    out, resume, run_path, r = open_run(args, RUN_FORMAT, _resolver(resolve_distill), "distill", default_out)
+    out, resume, run_path, r = open_run(args, RUN_FORMAT, functools.partial(_resolve, resolve_distill=resolve_distill),
+                                        "distill", default_out)
     if not os.path.exists(r["checkpoint"]):
         raise CheckpointError(f"--checkpoint {r['checkpoint']}: checkpoint not found")
     model = load_checkpoint(os.path.join(out, LAST_FILE) if resume else r["checkpoint"])
+    # --drop as the other commands read it (a drop config or counts), checked against the model before anything
+    # is written; a resumed run keeps the schedule it stored
+    given = parse_drop(args.drop, None, model)
+    if not resume:
+        r["drop"] = given.to_dict()
     sched = model.make_schedule(r["drop"])
-    if resume and parse_drop(args.drop, None, model) != sched:
+    if given != sched:
         raise ConfigError(f"--drop {args.drop}: not the schedule the run in {out} trains ({list(sched.counts)}); "
                           "resume with the same schedule or start another --out")
     record = parent_of(model)
@@ -100,7 +97,8 @@ def run_schedule_distill(args: argparse.Namespace, resolve_distill, default_out:
                                "best_step": result.best_step, "test": {}}
     if r.get("test", True):
         test_set = build_dataset(dspec, split="test", model=model)
-        mine, yours = _hits(final, test_set, cfg), _hits(parent, test_set, cfg)
+        mine, yours = (per_image_hits(m, make_eval_loader(test_set, cfg.eval_batch_size, cfg.num_workers)).tolist()
+                       for m in (final, parent))
         d = paired_difference(mine, yours)
         summary["test"] = {"top1": sum(mine) / len(mine), "your_model_top1": sum(yours) / len(yours),
                            "vs_parent": d}
@@ -111,18 +109,3 @@ def run_schedule_distill(args: argparse.Namespace, resolve_distill, default_out:
     print(f"fine-tuned at its schedule: {best}")
     return 0
 
-
-def _hits(model, dataset, cfg):
-    """Per-image hits of ``model`` at its own schedule (None: the full model) on ``dataset``."""
-    import torch
-
-    from ..data import Normalize, make_eval_loader
-    from ..train.evaluate import logits_of
-
-    model.eval()
-    norm = Normalize.from_model(model)
-    hits = []
-    with torch.no_grad():
-        for images, labels in make_eval_loader(dataset, cfg.eval_batch_size, cfg.num_workers):
-            hits += (logits_of(model(norm(images))).argmax(1) == labels).tolist()
-    return hits

@@ -14,12 +14,12 @@ from .steps import ClassificationStep
 from .trainer import BEST_FILE, LAST_FILE, METRICS_FILE, STATE_FILE, Trainer, TrainResult
 from ..files import write_json
 from .evaluate import (EvalResult, MetricAccumulator, evaluate, evaluate_batches, evaluate_tensors, logits_of,
-                       plot_confusion)
+                       per_image_hits, plot_confusion)
 from .sampler import ResumableBatchSampler, augmentation_seed
 
 __all__ = [
     "BEST_FILE", "ClassificationStep", "LAST_FILE", "METRICS_FILE", "STATE_FILE", "EvalResult", "MetricAccumulator", "ResumableBatchSampler", "TrainConfig", "TrainResult",
     "Trainer", "WarmupDecay", "amp_dtype_for", "augmentation_seed", "build_model", "build_optimizer",
     "check_model_fits", "evaluate", "evaluate_batches", "evaluate_tensors", "init_distributed", "logits_of",
-    "param_groups", "plot_confusion", "write_json",
+    "param_groups", "per_image_hits", "plot_confusion", "write_json",
 ]

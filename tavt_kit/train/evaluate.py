@@ -189,6 +189,28 @@ def evaluate(model, dataset, *, drop=None, batch_size: int = 64, num_workers: Op
                             amp_dtype=amp_dtype, class_names=dataset.class_names, reduce=world > 1, **info)
 
 
+@torch.no_grad()
+def per_image_hits(model, batches: Iterable, *, drop=None, normalize=None, device=None) -> torch.Tensor:
+    """Whether ``model`` (at ``drop``; None: its own schedule) gets each image right, in the order of ``batches``
+    (``(uint8 or float images, labels)``; e.g. :func:`tavt_kit.data.make_eval_loader`): what a paired comparison
+    (:func:`tavt_kit.stats.paired_difference`) takes. ``normalize``: default the model's."""
+    from ..data import Normalize
+
+    device = torch.device(device or next(model.parameters()).device)
+    normalize = (normalize if normalize is not None else Normalize.from_model(model)).to(device)
+    was_training = model.training
+    model.eval()
+    hits = []
+    try:
+        for images, labels in batches:
+            x = normalize(images.to(device, non_blocking=True))
+            out = model(x) if drop is None else model(x, drop=drop)
+            hits.append((logits_of(out).argmax(1) == labels.to(device)).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+
+
 def evaluate_tensors(model, images: torch.Tensor, labels: torch.Tensor, *, num_classes: Optional[int] = None,
                      drop=None, batch_size: int = 64, device=None, normalize=None,
                      amp_dtype: Optional[torch.dtype] = None, class_names=None) -> EvalResult:
