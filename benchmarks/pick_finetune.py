@@ -44,6 +44,16 @@ def int8_hits(model, schedule, images, labels, spec) -> torch.Tensor:
         scorer.close()
 
 
+def finetune_config(steps: int, *, lr: float = 2e-4, batch_size: int = 64, seed: int = 0):
+    """The fine-tune's trainer settings: AdamW, no weight decay, a tenth of the steps warm-up, a checkpoint every
+    25 steps (a killed run resumes there; checkpoints do not change what is trained)."""
+    from tavt_kit.train import TrainConfig
+
+    return TrainConfig(steps=steps, batch_size=batch_size, optimizer="adamw", lr=lr, weight_decay=0.0,
+                       warmup_steps=max(1, steps // 10), eval_every=0, save_every=min(steps, 25), log_every=10,
+                       seed=seed, progress=False)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parent", required=True)
@@ -70,7 +80,6 @@ def main(argv=None) -> int:
     from tavt_kit.schedules import TokenSchedule
     from tavt_kit.stats import paired_difference
     from tavt_kit.distill import distill_schedule
-    from tavt_kit.train import TrainConfig
 
     torch.manual_seed(args.seed)
     parent = load_checkpoint(args.parent)
@@ -89,9 +98,7 @@ def main(argv=None) -> int:
 
     spec = DataSpec("cluttered-digits", holdout=0.1, split_seed=0)
     train_set = build_dataset(spec, split="train", model=model)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
-                      weight_decay=0.0, warmup_steps=max(1, args.steps // 10), eval_every=0,
-                      save_every=args.steps, log_every=10, seed=args.seed, progress=False)
+    cfg = finetune_config(args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     t0 = time.perf_counter()
     distill_schedule(model, parent, sched, train_set, cfg, out_dir=args.out, label_weight=args.label_weight,
                      resume=os.path.exists(os.path.join(args.out, "train_state.safetensors")))

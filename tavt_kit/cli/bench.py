@@ -338,7 +338,7 @@ def _from_search(args) -> None:
             raise ConfigError(f"--search {args.search}: the checkpoint it records ({src}) is not here; give "
                               "--checkpoint")
         args.checkpoint = src
-    from ..search.result import parent_recommendation
+    from ..search.deployable import parent_recommendation
 
     budgets = _chosen_budgets(doc, getattr(args, "budget", None) or [], args.search)
     picks = [os.path.join(folder, b["schedule_file"]) for b in budgets if b.get("schedule_file")
@@ -406,7 +406,8 @@ def _recommended_deployables(budgets: list, lat: dict) -> list:
     or it as it is): what ``export --search --budget`` ships for that budget. Timed on the supernet's weights:
     the same architecture at the same schedule runs the same operations. One at another precision than the
     target's is said, with the flag that times it."""
-    from ..search.result import describe_family, parent_recommendation
+    from ..search.deployable import parent_recommendation
+    from ..search.result import describe_family
     from ..target import Precision
 
     want = (lat.get("target") or {}).get("precision") or Precision.FP32

@@ -218,6 +218,10 @@ def _run_export(args) -> int:
     model = load_checkpoint(args.checkpoint).eval()
     model, schedule, source = _schedule(args, model)
     checkpoint = args.checkpoint
+    if (source or {}).get("weights") == "finetuned":  # the search recommends its pick fine-tuned toward your model
+        checkpoint = source["checkpoint"]
+        print(f"budget {source.get('budget')}: exporting the recommendation, the pick fine-tuned toward your model "
+              f"({checkpoint}): {source.get('why')}; --pick searched exports the supernet's pick", flush=True)
     if (source or {}).get("weights") == "parent":  # the search recommends a training-free deployable of it
         checkpoint = source.get("parent") or checkpoint
         print(f"budget {source.get('budget')}: exporting the recommendation, {source.get('recommended')} on your "

@@ -109,6 +109,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "deployable on your model's weights (your model, ToMe on it, the schedule searched on it) "
                         "before it is recommended: a one-sided confidence of the paired per-image difference "
                         "(default 0.95; 0.5: any lead; see docs/benchmarks/ship_gate.md)")
+    p.add_argument("--finetune-steps", type=int, default=0, metavar="N",
+                   help="after the search, fine-tune each budget's pick toward your model (the supernet's recorded "
+                        "parent) for N steps on the training images, into finetuned/ of --out, and let it compete "
+                        "for the budget as the supernet's pick does (it ships only where it beats the best "
+                        "deployable on your model's weights beyond noise); export --search exports it where it is "
+                        "recommended (default 0: none; see docs/benchmarks/pick_finetune.md)")
     p.add_argument("--token-multiple", type=int, default=1, metavar="N",
                    help="search only schedules whose reducing blocks leave sequence lengths (tokens kept and the "
                         "class token) that are multiples of N, with the latency table profiled at such lengths: "
@@ -133,6 +139,9 @@ def _check_positive(args) -> None:
         if v is None or v < (0 if flag in ("generations", "mutations", "crossovers") else 1):
             name = "eval-batch-size" if flag == "batch_size" else flag.replace("_", "-")
             raise ConfigError(f"--{name}: expected a positive integer, got {v}")
+    if args.finetune_steps is None or args.finetune_steps < 0:
+        raise ConfigError(f"--finetune-steps: expected a number of steps >= 0 (0: no fine-tune), got "
+                          f"{args.finetune_steps}")
     if args.subset is not None and args.subset < 1:
         raise ConfigError(f"--subset: expected a positive number of images, got {args.subset}")
     if not 0.0 <= args.mutation_prob <= 1.0:
@@ -212,13 +221,19 @@ def run(args) -> int:
         reducers = parse_reducers(args.reducers)
         if "merge" in reducers:
             check_can_merge(model, f"--reducers {args.reducers}")
+    finetune = None
+    if args.finetune_steps:
+        from ..data import build_dataset
+        from ..search import PickFinetune
+
+        finetune = PickFinetune(build_dataset(dspec, split="train", model=model), steps=args.finetune_steps)
     result = search_schedules(
         model, dspec, budgets, target=target, precisions=precisions, reducers=reducers, fitness=args.fitness,
         settings=settings, out=args.out, objectives=objectives, subset=args.subset, batch_size=args.batch_size,
         verify_top=args.verify_top, calibration_images=args.calibration_images, remeasure=args.remeasure,
         latency_source=args.latency_source, reuse=args.reuse, selection=args.selection, shrinkage=args.shrinkage,
         parent_search=args.parent_search, ship_confidence=args.ship_confidence, bound=args.bound,
-        eval_device=args.eval_device, token_multiple=args.token_multiple,
+        eval_device=args.eval_device, token_multiple=args.token_multiple, finetune=finetune,
         table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables"),
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
         log=lambda s: print(s, flush=True))
@@ -276,6 +291,8 @@ def summary(result: dict) -> str:
         else:
             origin = (b.get("best") or {}).get("origin")
             lines.append(row(f"searched (= {origin})" if origin else "searched", b["best"]))
+        if b.get("finetuned"):
+            lines.append(row(f"fine-tuned ({b['finetuned'].get('steps')} st)", b["finetuned"]))
         for name, d in b["baselines"].items():
             lines.append(row(f"baseline {name}", d))
         for name, d in (b.get("training_free") or {}).items():

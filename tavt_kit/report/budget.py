@@ -291,11 +291,17 @@ def _shipped(b: dict, d: dict, search: dict, notes: List[str]) -> Tuple[dict, st
     model (the parent's weights: ToMe on it, or it as it is, at a precision) whose figures the search recorded,
     else the searched pick (the supernet's weights). Its row's latency, verdict, accuracy and file are then all of
     that deployable; a note says what it won against."""
-    from ..search.result import describe_family, family_entry, parent_recommendation
+    from ..search.deployable import parent_recommendation
+    from ..search.result import describe_family, family_entry
 
     rec_d = parent_recommendation(b) or {}
     fam = rec_d.get("family")
     entry = family_entry(b, fam)  # "searched": a search of your own model, its pick on your model's weights
+    if (b.get("recommended") or {}).get("weights") == "finetuned" and b.get("finetuned"):  # search/finetune.py
+        ft, was = b["finetuned"], f" (the supernet's: {_paired(d['vs_parent'])})" if d.get("vs_parent") else ""
+        notes.append(f"{b['label']}: ships {describe_family('finetuned', ft)} (`{ft.get('checkpoint')}` in the "
+                     f"search's folder): {b['recommended'].get('why')}{was}; its latency is the pick's (one graph)")
+        return dict(ft), "finetuned"
     if not entry or not entry.get("counts"):
         return d, "supernet"
     subject = dict(entry)
@@ -327,7 +333,7 @@ def _ship_cell(b: dict, d: dict, ev: _Evidence, search: dict, out_dir: str, note
             what = f"the recommendation, {describe_family(fam, d)}: "
         return (f"`{found.file(src, rec, out_dir)}` ({what}{rec.format}, {rec.precision}, verified top-1 "
                 f"{_top1(rec.top1)} %)" + (f"; also verified: {', '.join(also)}" if also else "")), True
-    from ..search.result import parent_recommendation
+    from ..search.deployable import parent_recommendation
 
     rec_d = parent_recommendation(b)
     if weights == "supernet" and rec_d is not None:
@@ -371,6 +377,8 @@ def _reference_section(search: dict, scale: float, unit: str) -> List[str]:
         rec = (b.get("recommended") or {}).get("family")
         on_yours = (b.get("best") or {}).get("weights") == "parent"  # a search of your own model, no supernet
         options = [("searched schedule", "your model" if on_yours else "supernet", b.get("best"), "searched")]
+        if b.get("finetuned"):  # the pick fine-tuned toward your model (search/finetune.py)
+            options.append(("searched schedule, fine-tuned", "fine-tuned", b["finetuned"], "finetuned"))
         for fam, d in (b.get("training_free") or {}).items():
             options.append((describe_family(fam, d, short=True), "your model", d, fam))
         for name, weights, d, fam in options:

@@ -124,13 +124,16 @@ def _a(word: str) -> str:
 
 def wanted(d: Dict[str, Any], search: Dict[str, Any], weights: str = "supernet") -> Wanted:
     """What a file must be to stand for the pick ``d`` of ``search`` (``weights``: ``supernet`` for the searched
-    schedules, ``parent`` for a training-free deployable of your model)."""
+    schedules, ``parent`` for a training-free deployable of your model, ``finetuned`` for the pick fine-tuned
+    toward your model)."""
     space = search.get("space") or {}
     num_patches = int(space.get("num_patches") or (search.get("model") or {}).get("num_patches")
                       or max(int(c) for c in search["full"]["counts"]))
     if weights == "parent":
         parent = search.get("parent") or {}
         digest, ckpt, default = parent.get("weights_sha256"), parent.get("path"), "drop"
+    elif weights == "finetuned":  # the pick fine-tuned toward your model: its own weights (search/finetune.py)
+        digest, ckpt, default = d.get("weights_sha256"), None, "drop"
     else:
         digest = (search.get("model") or {}).get("weights_sha256")
         ckpt = (search.get("source") or {}).get("checkpoint")

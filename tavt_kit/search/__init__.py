@@ -6,18 +6,21 @@ resumes from) and returns a :class:`SearchResult`; :func:`read_search` / :func:`
 reader of a ``search.json`` (format, version and every value checked);
 :class:`LatencyObjective` is a latency budget's cost (from a latency table, or measured on a
 :class:`~tavt_kit.target.DeploymentTarget`); :func:`schedule_from_search` / :func:`select_budget` read the
-schedule a search chose for a budget.
+schedule a search chose for a budget; :class:`PickFinetune` asks the search to fine-tune each budget's pick toward
+your model and let it compete (:mod:`~.finetune`).
 """
 from .data import EvalSet, SearchData, search_data
 from .evolution import Budget, EvolutionSettings
 from .objective import LatencyObjective
 from . import precisions
 from .pipeline import parse_precisions, search_schedules, space_of
-from .result import (SEARCH_FORMAT, SEARCH_VERSION, BudgetResult, Pick, SearchResult, deployable_from_search,
+from .deployable import deployable_from_search
+from .finetune import PickFinetune
+from .result import (SEARCH_FORMAT, SEARCH_VERSION, BudgetResult, Pick, SearchResult,
                      describe_family, load_search, read_search, schedule_from_search, search_status, select_budget,
                      validate_search)
 
-__all__ = ["Budget", "BudgetResult", "EvalSet", "EvolutionSettings", "LatencyObjective", "Pick", "SEARCH_FORMAT",
-           "SEARCH_VERSION", "SearchData", "SearchResult", "deployable_from_search", "describe_family", "load_search",
-           "parse_precisions", "read_search", "schedule_from_search", "search_data", "search_schedules",
+__all__ = ["Budget", "BudgetResult", "EvalSet", "EvolutionSettings", "LatencyObjective", "Pick", "PickFinetune",
+           "SEARCH_FORMAT", "SEARCH_VERSION", "SearchData", "SearchResult", "deployable_from_search", "describe_family",
+           "load_search", "parse_precisions", "read_search", "schedule_from_search", "search_data", "search_schedules",
            "search_status", "select_budget", "space_of", "validate_search"]

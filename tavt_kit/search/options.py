@@ -74,7 +74,7 @@ def check_options(options: dict) -> list:
     path fails at once; an unknown option is a TypeError, as for any Python function."""
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
              "parent", "latency_source", "table_cache", "table_profile", "reuse", "selection", "shrinkage",
-             "parent_search", "ship_confidence", "bound", "eval_device", "token_multiple"}
+             "parent_search", "ship_confidence", "bound", "eval_device", "token_multiple", "finetune"}
     if bad := sorted(set(options) - known):
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
     reuse = options.get("reuse") or ()
@@ -87,4 +87,10 @@ def check_options(options: dict) -> list:
         check_bound(options["bound"])
     evaluation_device(options.get("eval_device", "auto"))
     check_multiple(options.get("token_multiple", 1))
+    if options.get("finetune") is not None:
+        from .finetune import PickFinetune
+
+        if not isinstance(options["finetune"], PickFinetune):
+            raise ConfigError(f"finetune={options['finetune']!r}: expected a PickFinetune (the training images and "
+                              "steps) or None")
     return reuse

@@ -46,6 +46,7 @@ from .reuse import Reused
 from .options import as_budget, check_options, fraction_field, resolve_fractions
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
+from .finetune import check_finetune, finetune_picks
 from .parent import resolve_parent
 from .space import _check_reducers, default_reducers, searched_space, space_of  # noqa: F401 (space_of: public here too)
 from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, schedule_file_name, schedules_index
@@ -100,7 +101,8 @@ def search_schedules(
             own weights, merging, compete as ``searched_parent``, True: :mod:`~tavt_kit.search.parent_search`),
             ``ship_confidence`` (that the supernet's pick beats your weights, to ship it: 0.95, :mod:`~.recommend`),
             ``eval_device`` (where candidates are scored: ``auto``, CUDA where there is one, :mod:`~.evaluate`),
-            ``token_multiple`` (1; 8: sequence lengths that are multiples of 8, ``SearchSpace.aligned``).
+            ``token_multiple`` (1; 8: sequence lengths that are multiples of 8, ``SearchSpace.aligned``), ``finetune``
+            (a :class:`~.finetune.PickFinetune`: each budget's pick fine-tuned toward your model competes, None).
     """
     reuse = check_options(options)
     log = options.get("log", print)
@@ -109,8 +111,7 @@ def search_schedules(
                                     measured_here=options.get("objectives") is None and table is None)
     own = options.get("parent", "auto") == "auto" and is_own_model(model)  # your trained model, not a supernet
     space = searched_space(model, options.get("bound"), own, log, options.get("token_multiple", 1))
-    if reducers is not None:
-        reducers = _check_reducers(model, reducers)
+    reducers = _check_reducers(model, reducers) if reducers is not None else None
     if len(precisions) > 1 and not any(b.objective == "latency" for b in budgets):
         raise ConfigError(f"precisions={','.join(precisions)}: precisions are chosen by latency; give a latency "
                           "budget (a MAC count does not change with the precision)")
@@ -121,8 +122,7 @@ def search_schedules(
     if reducers is None:
         reducers = default_reducers(model, space, objectives or {}, log, own=own)
     space = dataclasses.replace(space, reducers=reducers)
-    if out is None:
-        out = tempfile.mkdtemp(prefix="fgvc-kit-search-")
+    out = out if out is not None else tempfile.mkdtemp(prefix="fgvc-kit-search-")
     sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
     parent = resolve_parent(model, options.get("parent", "auto"), log)
     passed = {k: options[k] for k in ("batch_size", "subset", "source", "verify_top", "calibration_images", "selection",
@@ -131,7 +131,7 @@ def search_schedules(
                               objectives=objectives or {}, precisions=precisions, space=space, fitness=fitness,
                               log=log, remeasure=bool(options.get("remeasure")), reuse=reuse,
                               recommends=parent is not None, **passed)
-    pipeline.parent = parent
+    pipeline.parent, pipeline.finetune = parent, check_finetune(options.get("finetune"), parent, model)
     with torch.inference_mode():
         return pipeline.run()
 
@@ -187,6 +187,7 @@ class SearchPipeline:
         self.target_check = TargetCheck(objectives, self.schedule, self.log, model=model)
         self.searches: Dict[str, EvolutionSearch] = {}
         self.parent: Optional[nn.Module] = None  # the reference model (see :mod:`~tavt_kit.search.parent`)
+        self.finetune = None  # each budget's pick fine-tuned toward it, competing (a PickFinetune: finetune.py)
         self.test_hits: Dict[tuple, torch.Tensor] = {}
         self.reuse_paths = list(reuse)
         self.reused = None  # the other searches' metrics (:class:`~tavt_kit.search.reuse.Reused`), read by run()
@@ -297,6 +298,8 @@ class SearchPipeline:
                 remeasure_round(doc, self)
             if parent is not None:  # chosen again now that every option was timed in one round
                 parent.recommend_again(doc)
+        if parent is not None and self.finetune is not None:  # last: the picks' figures are all in
+            finetune_picks(self, parent, stage, doc)
 
     def _warn_unreachable(self) -> None:
         for b in self.budgets:
@@ -426,9 +429,7 @@ class SearchPipeline:
                     row["best"].update(fitness_shrunk=best.score, fitness_measured=best.measured_fitness)
                 if self.selection is not None:  # what the recommendation compares (selection.py)
                     row["best"].update(self.selection.fields("supernet", self.model, self.schedule(best.gene)))
-            if over[label]:
-                row["timed_over_budget"] = over[label]
-            doc["budgets"].append(row)
+            doc["budgets"].append({**row, "timed_over_budget": over[label]} if over[label] else row)
         self.test_hits = test_hits
         return doc
 

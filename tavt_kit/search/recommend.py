@@ -127,7 +127,7 @@ def paired_lead(a: Values, b: Values, metric: str) -> Tuple[float, float]:
 def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional[int] = None,
               evidence: Optional[Callable[[str, dict, str, dict], Tuple[float, float]]] = None,
               confidence: float = DEFAULT_SHIP_CONFIDENCE, searched_weights: str = "supernet",
-              parent_confidence: Optional[float] = None) -> dict:
+              parent_confidence: Optional[float] = None, searched_name: str = "the supernet's pick") -> dict:
     """The deployable to ship for a budget (``row``: its ``search.json`` entry; ``free``: the options on your
     model's weights by family), chosen as the module docstring says.
 
@@ -137,6 +137,7 @@ def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional
     estimates decide, as at ``confidence`` 0.5. ``searched_weights="parent"``: the search ran on your model's own
     weights (no supernet), so its pick is one more schedule searched on them (step 1 only).
     ``parent_confidence``: step 1's confidence where it differs from step 2's (None: ``confidence``).
+    ``searched_name``: what ``why`` calls the searched option (a fine-tuned pick is not the supernet's).
 
     The result's ``evidence`` is step 2's paired comparison, ``evidence_parent`` step 1's, where one was made."""
     split = "selection" if selection_images else "holdout"
@@ -186,7 +187,7 @@ def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional
             if value["searched"] > value[best]:
                 best = "searched"
         else:
-            won, ship, note = paired.challenge("searched", "the supernet's pick", best, confidence,
+            won, ship, note = paired.challenge("searched", searched_name, best, confidence,
                                                "your model's weights ship")
             best = "searched" if won else best
             why += note if won or ship["lead"] > 0 else ""

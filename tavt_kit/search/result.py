@@ -229,6 +229,8 @@ def describe_family(family: str, entry: Optional[Dict[str, Any]] = None, short: 
         text, where = "schedule searched", " on your model (its own weights, no training)"
     elif base == "searched":
         text, where = "searched schedule", " (supernet weights)"
+    elif base == "finetuned":
+        text, where = "searched schedule", " fine-tuned toward your model"
     elif base == "tome_parent":
         r = entry.get("r")
         text, where = f"ToMe{f' r={r}' if r is not None else ''}", " on your model (its own weights, no training)"
@@ -240,7 +242,7 @@ def describe_family(family: str, entry: Optional[Dict[str, Any]] = None, short: 
         text, where = base, ""
     if short:
         return text
-    text = ("the " if base in ("searched", "searched_parent") else "") + text + where
+    text = ("the " if base in ("searched", "searched_parent", "finetuned") else "") + text + where
     precision = precision or entry.get("precision")
     return f"{text} @ {precision}" if precision and precision != "fp32" else text
 
@@ -459,15 +461,17 @@ def validate_search(doc: Any, where: str = "search.json") -> int:
         f.text(row.get("schedule_file"), f"{field}.schedule_file")
         f.number(row.get("fraction"), f"{field}.fraction", above=0.0, high=1.0,
                  expected="a share of your model's latency in (0, 1]")
-        for key in ("best", "best_fp32"):
+        for key in ("best", "best_fp32", "finetuned"):
             check(row.get(key), f"{field}.{key}")
+        _check_relative(f, (row.get("finetuned") or {}).get("checkpoint"), f"{field}.finetuned.checkpoint")
         for group in ("baselines", "training_free"):
             for k, p in (f.mapping(row.get(group), f"{field}.{group}") or {}).items():
                 check(p, f"{field}.{group}.{k}")
         rec = f.mapping(row.get("recommended"), f"{field}.recommended")
         if rec and rec.get("counts") is not None:
             check(rec, f"{field}.recommended")
-            f.choice(rec.get("weights"), f"{field}.recommended.weights", ("supernet", "parent"))
+            f.choice(rec.get("weights"), f"{field}.recommended.weights", ("supernet", "parent", "finetuned"))
+            _check_relative(f, rec.get("checkpoint"), f"{field}.recommended.checkpoint")
         f.non_negative(row.get("int8_verifications"), f"{field}.int8_verifications", integer=True)
         check.difference(row.get("vs_fp32"), f"{field}.vs_fp32")
     prec = f.mapping(doc.get("precisions"), "precisions") or {}
@@ -531,55 +535,28 @@ class _PickCheck:
                          expected="a difference of accuracies in [-1, 1]")
 
 
+#: a budget's pick fine-tuned toward your model (:mod:`~.finetune`): its family and its weights
+FINETUNED = "finetuned"
+
+
 def family_entry(row: Dict[str, Any], family: Optional[str]) -> Optional[Dict[str, Any]]:
-    """A budget row's entry of a deployable family: ``searched`` is its pick (``best``), any other its
-    ``training_free`` entry; None where it has none."""
+    """A budget row's entry of a deployable family: ``searched`` is its pick (``best``), ``finetuned`` the pick
+    fine-tuned toward your model, any other its ``training_free`` entry; None where it has none."""
     if not family:
         return None
-    return row.get("best") if family == "searched" else (row.get("training_free") or {}).get(family)
+    if family in ("searched", "finetuned"):
+        return row.get("best" if family == "searched" else "finetuned")
+    return (row.get("training_free") or {}).get(family)
 
 
-def parent_recommendation(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """A budget's recommendation when what it ships is a deployable of your model (ToMe on it, or it as it is:
-    your model's weights at the recommendation's schedule and precision); None when it ships the searched
-    schedule on the supernet's weights."""
-    rec = row.get("recommended") or {}
-    return rec if rec.get("weights") == "parent" and rec.get("counts") else None
-
-
-def deployable_from_search(model, search_path, budget, pick: str = "recommended"):
-    """What to export for ``budget`` of a search of ``model``: ``(model to export, schedule, source)``.
-
-    ``pick="recommended"`` follows the budget's recommendation: when it is a training-free deployable of your
-    model (ToMe on the parent, or the parent itself, at any precision searched), the parent checkpoint the
-    supernet records is loaded (its weights checked) and exported with that schedule and precision; ``pick="searched"`` always takes the searched
-    schedule on the supernet's weights. A search without a recommendation is the searched schedule.
-    """
-    if pick not in ("recommended", "searched"):
-        raise ConfigError(f"pick={pick!r}: expected recommended or searched")
-    sched, source = schedule_from_search(model, search_path, budget)
-    if pick == "searched":
-        return model, sched, source
-    doc = read_search(search_path)  # read and checked once more by schedule_from_search above
-    row = select_budget(doc, budget, os.fspath(search_path))
-    rec = parent_recommendation(row)
-    if rec is None:
-        family = (row.get("recommended") or {}).get("family")
-        return model, sched, {**source, **({"recommended": family} if family else {})}
-    from ..models.checkpoint import load_parent
-
-    # a search of your own model (no supernet) ran on the weights given, checked by schedule_from_search above
-    parent = model if (doc.get("parent") or {}).get("searched_weights") else load_parent(model)
-    psched = parent.make_schedule(TokenSchedule(tuple(rec["counts"]), parent.num_patches,
-                                                reducers=rec.get("reducers")))
-    free = family_entry(row, rec["family"]) or {}
-    source = {**source, "recommended": rec["family"], "weights": "parent",
-              "parent": (doc.get("parent") or {}).get("path"), "why": rec.get("why"),
-              "search_holdout_accuracy": free.get("holdout_accuracy"),
-              "search_test_accuracy": free.get("test_accuracy"), "search_latency_ms": free.get("latency_ms")}
-    source.pop("schedule_file", None)  # the budget's drop config is the searched schedule, not this one
-    source["precision"] = rec.get("precision", "fp32")  # a training-free deployable's own precision
-    return parent, psched, {k: v for k, v in source.items() if v is not None}
+def _check_relative(f, path, field: str) -> None:
+    """A path a search.json gives inside its own folder (relative, never climbing out of it)."""
+    if path is None:
+        return
+    f.text(path, field)
+    parts = str(path).replace("\\", "/").split("/")
+    if os.path.isabs(str(path)) or ".." in parts:
+        f.fail(field, path, "a path inside the search's folder")
 
 
 def schedules_index(doc: dict, with_precision: bool) -> dict:

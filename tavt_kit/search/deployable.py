@@ -1,0 +1,83 @@
+"""What ``export --search --budget`` deploys for a budget: the recommendation's weights, schedule and precision.
+
+A budget of ``search.json`` recommends the supernet's pick (its weights), a deployable of your model (ToMe on it,
+it as it is, a schedule searched on it: the parent checkpoint the supernet records), or the pick fine-tuned toward
+your model (:mod:`~.finetune`: a checkpoint in the search's folder); :func:`deployable_from_search` loads the one
+it names.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional
+
+from ..errors import ConfigError
+from ..schedules import TokenSchedule
+from .result import FINETUNED, family_entry, read_search, schedule_from_search, select_budget
+
+
+def parent_recommendation(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """A budget's recommendation when what it ships is a deployable of your model (ToMe on it, or it as it is:
+    your model's weights at the recommendation's schedule and precision); None when it ships the searched
+    schedule on the supernet's weights."""
+    rec = row.get("recommended") or {}
+    return rec if rec.get("weights") == "parent" and rec.get("counts") else None
+
+
+def deployable_from_search(model, search_path, budget, pick: str = "recommended"):
+    """What to export for ``budget`` of a search of ``model``: ``(model to export, schedule, source)``.
+
+    ``pick="recommended"`` follows the budget's recommendation: when it is a training-free deployable of your
+    model (ToMe on the parent, or the parent itself, at any precision searched), the parent checkpoint the
+    supernet records is loaded (its weights checked) and exported with that schedule and precision; ``pick="searched"`` always takes the searched
+    schedule on the supernet's weights. A search without a recommendation is the searched schedule.
+    """
+    if pick not in ("recommended", "searched"):
+        raise ConfigError(f"pick={pick!r}: expected recommended or searched")
+    sched, source = schedule_from_search(model, search_path, budget)
+    if pick == "searched":
+        return model, sched, source
+    doc = read_search(search_path)  # read and checked once more by schedule_from_search above
+    row = select_budget(doc, budget, os.fspath(search_path))
+    rec = parent_recommendation(row)
+    if (row.get("recommended") or {}).get("weights") == "finetuned":
+        return finetuned_deployable(row, source, os.path.dirname(os.path.abspath(os.fspath(search_path))))
+    if rec is None:
+        family = (row.get("recommended") or {}).get("family")
+        return model, sched, {**source, **({"recommended": family} if family else {})}
+    from ..models.checkpoint import load_parent
+
+    # a search of your own model (no supernet) ran on the weights given, checked by schedule_from_search above
+    parent = model if (doc.get("parent") or {}).get("searched_weights") else load_parent(model)
+    psched = parent.make_schedule(TokenSchedule(tuple(rec["counts"]), parent.num_patches,
+                                                reducers=rec.get("reducers")))
+    free = family_entry(row, rec["family"]) or {}
+    source = {**source, "recommended": rec["family"], "weights": "parent",
+              "parent": (doc.get("parent") or {}).get("path"), "why": rec.get("why"),
+              "search_holdout_accuracy": free.get("holdout_accuracy"),
+              "search_test_accuracy": free.get("test_accuracy"), "search_latency_ms": free.get("latency_ms")}
+    source.pop("schedule_file", None)  # the budget's drop config is the searched schedule, not this one
+    source["precision"] = rec.get("precision", "fp32")  # a training-free deployable's own precision
+    return parent, psched, {k: v for k, v in source.items() if v is not None}
+
+
+def finetuned_deployable(row: Dict[str, Any], source: Dict[str, Any], folder: str):
+    """``(model, schedule, source)`` of a budget whose recommendation is its pick fine-tuned toward your model: the
+    checkpoint the search wrote in its folder, its weights checked against the digest the search recorded."""
+    from ..errors import CheckpointError
+    from ..models import load_checkpoint
+    from ..models.checkpoint import weights_digest
+
+    rec, entry = row["recommended"], row.get("finetuned") or {}
+    path = os.path.join(folder, rec.get("checkpoint") or entry.get("checkpoint") or "")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: the fine-tuned pick the search recommends for budget {row['label']} is "
+                              "missing (the search folder was moved without it?)")
+    model = load_checkpoint(path).eval()
+    if entry.get("weights_sha256") and weights_digest(model) != entry["weights_sha256"]:
+        raise CheckpointError(f"{path}: not the weights the search scored for budget {row['label']} (their digest "
+                              "differs from search.json's finetuned.weights_sha256)")
+    sched = model.make_schedule(TokenSchedule(tuple(rec["counts"]), model.num_patches, reducers=rec.get("reducers")))
+    out = {**source, "recommended": FINETUNED, "weights": FINETUNED, "checkpoint": path, "why": rec.get("why"),
+           "search_holdout_accuracy": entry.get("holdout_accuracy"), "search_test_accuracy": entry.get("test_accuracy"),
+           "precision": rec.get("precision", "fp32")}
+    return model, sched, {k: v for k, v in out.items() if v is not None}

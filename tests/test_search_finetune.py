@@ -1,0 +1,108 @@
+"""The search fine-tunes each budget's pick toward your model and lets it compete (search_schedules(finetune=...),
+``fgvc-kit search --finetune-steps``): scored paired with your model, recommended only through the same gate, and
+exported from its own checkpoint where it is recommended."""
+import json
+import os
+
+import pytest
+import torch
+
+import tavt_kit
+from tavt_kit.cli import main
+from tavt_kit.data import build_dataset
+from tavt_kit.errors import CheckpointError, ConfigError
+from tavt_kit.models.checkpoint import parent_record, weights_digest
+from tavt_kit.search import EvolutionSettings, PickFinetune, read_search
+from tavt_kit.search.deployable import deployable_from_search
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+EVO = EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0)
+
+
+def _supernet(tmp_path, parent_path, noise=0.5):
+    """Your model's weights plus noise (a supernet that lost accuracy), recording your model as its parent."""
+    parent = tavt_kit.load_checkpoint(parent_path)
+    model = tavt_kit.load_checkpoint(parent_path)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(noise * p.std().clamp_min(1e-3) * torch.randn(p.shape, generator=g))
+    model.spec.setdefault("distillation", {})["parent"] = parent_record(parent_path, parent)
+    return str(tavt_kit.save_checkpoint(model, tmp_path / "supernet.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, trained_checkpoint):
+    tmp = tmp_path_factory.mktemp("ft")
+    sn = _supernet(tmp, trained_checkpoint)
+    model = tavt_kit.load_checkpoint(sn)
+    budget = f"{0.7 * tavt_kit.count_macs(model).total() / 1e6:.4g}M MACs"
+    ft = PickFinetune(build_dataset("demo", split="train", model=model), steps=40, lr=1e-3, batch_size=32)
+    out = tmp / "search"
+    res = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(out), parent_search=False,
+                                    ship_confidence=0.5, finetune=ft, log=lambda s: None)
+    return sn, model, budget, ft, out, res
+
+
+def test_the_pick_fine_tuned_toward_your_model_is_scored_paired_and_competes(searched):
+    sn, model, budget, ft, out, res = searched
+    row = next(b for b in res.doc["budgets"] if b["label"] == budget)
+    best, tuned = row["best"], row["finetuned"]
+    assert tuned["counts"] == best["counts"] and tuned.get("reducers") == best.get("reducers")
+    assert os.path.isfile(out / tuned["checkpoint"]) and tuned["steps"] == 40
+    # paired with your model on the same test images, as every other deployable
+    v = tuned["vs_parent"]
+    assert v["images"] == res.doc["settings"]["test_images"]
+    assert v["difference"] == pytest.approx(tuned["test_accuracy"] - res.doc["parent"]["test_accuracy"], abs=1e-9)
+    # the fine-tune won back what the noisy weights lost, on the held-out images the recommendation compares on
+    assert tuned["holdout_nll"] < best["holdout_nll"]
+    assert tuned["test_accuracy"] > best["test_accuracy"]
+    # it beat ToMe on your model on the held-out images (any lead ships at ship_confidence 0.5): recommended
+    rec = row["recommended"]
+    assert rec["family"] == "finetuned" and rec["weights"] == "finetuned" and rec["checkpoint"] == tuned["checkpoint"]
+    assert "the pick fine-tuned toward your model leads" in rec["why"]
+    read_search(out / "search.json")  # the file checks, with its new family
+
+
+def test_export_follows_a_fine_tuned_recommendation_and_checks_its_weights(searched, tmp_path, capsys):
+    sn, model, budget, ft, out, res = searched
+    tuned = next(b for b in res.doc["budgets"] if b["label"] == budget)["finetuned"]
+    m, sched, source = deployable_from_search(model, str(out / "search.json"), budget)
+    assert source["weights"] == "finetuned" and tuple(sched.counts) == tuple(tuned["counts"])
+    assert weights_digest(m) == tuned["weights_sha256"]
+    dest = tmp_path / "export"
+    assert main(["export", "--checkpoint", sn, "--search", str(out / "search.json"), "--budget", budget, "--format",
+                 "onnx", "--no-verify", "--out", str(dest)]) == 0
+    assert "the pick fine-tuned toward your model" in capsys.readouterr().out
+    exported = json.loads((dest / "export.json").read_text())
+    assert exported["checkpoint"]["path"].endswith(tuned["checkpoint"])
+    assert exported["schedule"]["counts"] == tuned["counts"]
+    # a checkpoint that is not the one the search scored is refused, naming it
+    doc = json.loads((out / "search.json").read_text())
+    next(b for b in doc["budgets"] if b["label"] == budget)["finetuned"]["weights_sha256"] = "0" * 64
+    search = tmp_path / "search.json"
+    os.symlink(out / "finetuned", tmp_path / "finetuned")
+    search.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="not the weights the search scored"):
+        deployable_from_search(model, str(search), budget)
+
+
+def test_a_rerun_takes_the_finished_fine_tune_and_refusals_come_first(searched, tmp_path):
+    sn, model, budget, ft, out, res = searched
+    metrics = next((out / "finetuned").iterdir()) / "metrics.jsonl"
+    before = metrics.read_text()
+    again = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(out), parent_search=False,
+                                      ship_confidence=0.5, finetune=ft, log=lambda s: None)
+    assert metrics.read_text() == before  # not trained again
+    a = next(b for b in again.doc["budgets"] if b["label"] == budget)["finetuned"]
+    b = next(b for b in res.doc["budgets"] if b["label"] == budget)["finetuned"]
+    assert a["weights_sha256"] == b["weights_sha256"] and a["holdout_nll"] == pytest.approx(b["holdout_nll"])
+    with pytest.raises(ConfigError, match="finetune.steps"):
+        PickFinetune(ft.train_set, steps=0)
+    with pytest.raises(ConfigError, match="finetune="):
+        tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(tmp_path / "x"), finetune=40)
+    plain = tavt_kit.load_checkpoint(sn)
+    plain.spec.get("distillation", {}).pop("parent", None)
+    with pytest.raises(ConfigError, match="fine-tuned toward your model"):
+        tavt_kit.search_schedules(plain, None, [budget], settings=EVO, out=str(tmp_path / "y"), finetune=ft,
+                                  log=lambda s: None)
