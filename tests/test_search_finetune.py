@@ -106,3 +106,51 @@ def test_a_rerun_takes_the_finished_fine_tune_and_refusals_come_first(searched, 
     with pytest.raises(ConfigError, match="fine-tuned toward your model"):
         tavt_kit.search_schedules(plain, None, [budget], settings=EVO, out=str(tmp_path / "y"), finetune=ft,
                                   log=lambda s: None)
+
+
+def test_cli_search_fine_tunes_and_the_report_shows_it(searched, tmp_path, capsys):
+    sn, model, budget, ft, out, res = searched
+    assert main(["search", "--checkpoint", sn, "--macs-budget", budget.split()[0], "--finetune-steps", "-1",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "--finetune-steps" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    # the report of the search above: the fine-tuned pick among the deployables, and the budget ships it
+    assert main(["report", "--search", str(out / "search.json"), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "searched schedule, fine-tuned" in md
+    assert "ships the searched schedule fine-tuned toward your model" in md
+    # the command: the summary lists the fine-tuned pick beside the supernet's
+    dest = tmp_path / "cli"
+    within = f"{0.85 * tavt_kit.count_macs(model).total() / 1e6:.4g}M"  # within the space the command searches
+    assert main(["search", "--checkpoint", sn, "--macs-budget", within, "--population", "4",
+                 "--generations", "1", "--mutations", "3", "--crossovers", "3", "--no-parent-search",
+                 "--finetune-steps", "3", "--out", str(dest)]) == 0
+    text = capsys.readouterr().out
+    assert "fine-tuned (3 st)" in text and (dest / "finetuned").is_dir()
+
+
+@pytest.mark.nncf
+def test_an_int8_pick_is_fine_tuned_and_scored_deployed_in_int8(tmp_path, trained_checkpoint):
+    from conftest import exact_table, scaled_table
+    from tavt_kit.bench import LatencyTable, TimingPolicy, profile_latency
+
+    sn = _supernet(tmp_path, trained_checkpoint)
+    model = tavt_kit.load_checkpoint(sn)
+    table = profile_latency(model, grid=3, calibrate=False, reducers="drop",
+                            policy=TimingPolicy(warmup=1, min_repeats=3, max_repeats=3, budget_s=0.05))
+    data = exact_table(table.to_dict())
+    tables = {"fp32": LatencyTable(data)}
+    scaled = scaled_table(data, 0.25)
+    scaled["target"]["precision"] = "int8"
+    tables["int8"] = LatencyTable(scaled)
+    budget = f"{0.23 * tables['fp32'].predict(model.full_schedule()):.4f}ms"  # int8 only
+    ft = PickFinetune(build_dataset("demo", split="train", model=model), steps=10, lr=1e-3, batch_size=32)
+    res = tavt_kit.search_schedules(model, None, [budget], precisions=("fp32", "int8"), table=tables, settings=EVO,
+                                    out=str(tmp_path / "search"), calibration_images=32, verify_top=1, subset=96,
+                                    parent_search=False, finetune=ft, log=lambda s: None)
+    row = res.doc["budgets"][0]
+    assert row["best"]["precision"] == "int8"
+    tuned = row["finetuned"]
+    assert tuned["precision"] == "int8" and tuned["holdout_source"].startswith("OpenVINO int8")
+    assert tuned["latency_ms"] == row["best"]["latency_ms"] and tuned["timed_as"].startswith("the pick")
+    assert tuned["vs_parent"]["images"] == res.doc["settings"]["test_images"]

@@ -166,7 +166,9 @@ class FinetuneStage:
         d = {k: best[k] for k in ("counts", "reducers", "precision", "macs", "speedup_macs") if k in best}
         d.update(weights=FAMILY, checkpoint=os.path.join(folder, LAST_FILE), weights_sha256=weights_digest(model),
                  steps=self.options.steps, holdout_accuracy=acc,
-                 holdout_interval=accuracy_interval(acc, pipe.n_holdout), holdout_nll=nll)
+                 holdout_interval=accuracy_interval(acc, pipe.n_holdout), holdout_nll=nll,
+                 holdout_source="OpenVINO int8 (NNCF PTQ, transformer)" if precision == "int8" else "PyTorch " + (
+                     "fp32" if precision == "fp32" else f"{precision} autocast"))
         # the schedule carries the evolution's winner's curse on the held-out images as the pick does
         d.update({k: best[k] for k in ("fitness_measured", "fitness_shrunk") if k in best})
         if pipe.selection is not None:
