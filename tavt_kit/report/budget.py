@@ -50,7 +50,7 @@ class _Evidence:
         if not d or not self.bench_doc:
             return None, []
         want = wanted(d, self.search, weights)
-        if weights == "parent":
+        if weights in ("parent", "finetuned"):  # a fine-tuned pick too: the pick's graph, other weights
             want = want.also_timed_as((self.search.get("model") or {}).get("weights_sha256"))
         return self._memo(("bench", id(d), weights), lambda: bench_evidence(self.bench_doc, want, self.full_counts))
 
