@@ -194,3 +194,19 @@ def one_line(capsys) -> str:
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith("fgvc-kit: error:"), err
     return err
+
+
+def noisy_supernet(tmp_path, parent_path, noise):
+    """A 'supernet' whose weights are the parent's plus noise (distillation that went wrong), recording its parent;
+    the path of its checkpoint in ``tmp_path``."""
+    import tavt_kit
+    from tavt_kit.models.checkpoint import parent_record
+
+    parent = tavt_kit.load_checkpoint(parent_path)
+    model = tavt_kit.load_checkpoint(parent_path)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(noise * p.std().clamp_min(1e-3) * torch.randn(p.shape, generator=g))
+    model.spec.setdefault("distillation", {})["parent"] = parent_record(parent_path, parent)
+    return str(tavt_kit.save_checkpoint(model, tmp_path / "supernet.safetensors"))

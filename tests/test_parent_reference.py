@@ -8,27 +8,16 @@ import torch
 
 import tavt_kit
 from tavt_kit.cli import main
-from tavt_kit.models.checkpoint import parent_record
 from tavt_kit.search import EvolutionSettings
+
+from conftest import noisy_supernet  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EVO = EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0)
 
 
-def _supernet(tmp_path, parent_path, noise):
-    """A 'supernet' whose weights are the parent's plus noise (distillation that went wrong), recording its parent."""
-    parent = tavt_kit.load_checkpoint(parent_path)
-    model = tavt_kit.load_checkpoint(parent_path)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(noise * p.std().clamp_min(1e-3) * torch.randn(p.shape, generator=g))
-    model.spec.setdefault("distillation", {})["parent"] = parent_record(parent_path, parent)
-    return str(tavt_kit.save_checkpoint(model, tmp_path / "supernet.safetensors"))
-
-
 def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_path, trained_checkpoint, capsys):
-    sn = _supernet(tmp_path, trained_checkpoint, noise=0.6)
+    sn = noisy_supernet(tmp_path, trained_checkpoint, noise=0.6)
     model = tavt_kit.load_checkpoint(sn)
     full = tavt_kit.count_macs(model).total()
     budget = f"{0.85 * full / 1e6:.4g}M MACs"
@@ -70,7 +59,7 @@ def test_schedules_searched_on_your_model_compete_and_export_with_its_weights(tm
     budget gets a ``searched_parent`` deployable, the fittest of that evolution within the budget, journalled (a
     rerun evaluates none again) and paired with the parent on the test images; recommended, it is exported with the
     parent's weights at its schedule."""
-    sn = _supernet(tmp_path, trained_checkpoint, noise=0.6)
+    sn = noisy_supernet(tmp_path, trained_checkpoint, noise=0.6)
     model = tavt_kit.load_checkpoint(sn)
     limit = 0.85 * tavt_kit.count_macs(model).total()
     budget = f"{limit / 1e6:.4g}M MACs"
@@ -156,7 +145,7 @@ def test_precision_search_puts_the_parent_at_every_precision_in_the_selection(tm
     from conftest import exact_table, scaled_table
     from tavt_kit.bench import LatencyTable, TimingPolicy, profile_latency
 
-    sn = _supernet(tmp_path, trained_checkpoint, noise=0.6)
+    sn = noisy_supernet(tmp_path, trained_checkpoint, noise=0.6)
     model = tavt_kit.load_checkpoint(sn)
     table = profile_latency(model, grid=3, calibrate=False, reducers="drop,merge",
                             policy=TimingPolicy(warmup=1, min_repeats=3, max_repeats=3, budget_s=0.05))

@@ -5,36 +5,25 @@ import json
 import os
 
 import pytest
-import torch
 
 import tavt_kit
 from tavt_kit.cli import main
 from tavt_kit.data import build_dataset
 from tavt_kit.errors import CheckpointError, ConfigError
-from tavt_kit.models.checkpoint import parent_record, weights_digest
+from tavt_kit.models.checkpoint import weights_digest
 from tavt_kit.search import EvolutionSettings, PickFinetune, read_search
 from tavt_kit.search.deployable import deployable_from_search
+
+from conftest import noisy_supernet  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EVO = EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0)
 
 
-def _supernet(tmp_path, parent_path, noise=0.5):
-    """Your model's weights plus noise (a supernet that lost accuracy), recording your model as its parent."""
-    parent = tavt_kit.load_checkpoint(parent_path)
-    model = tavt_kit.load_checkpoint(parent_path)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(noise * p.std().clamp_min(1e-3) * torch.randn(p.shape, generator=g))
-    model.spec.setdefault("distillation", {})["parent"] = parent_record(parent_path, parent)
-    return str(tavt_kit.save_checkpoint(model, tmp_path / "supernet.safetensors"))
-
-
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, trained_checkpoint):
     tmp = tmp_path_factory.mktemp("ft")
-    sn = _supernet(tmp, trained_checkpoint)
+    sn = noisy_supernet(tmp, trained_checkpoint, noise=0.5)
     model = tavt_kit.load_checkpoint(sn)
     budget = f"{0.7 * tavt_kit.count_macs(model).total() / 1e6:.4g}M MACs"
     ft = PickFinetune(build_dataset("demo", split="train", model=model), steps=40, lr=1e-3, batch_size=32)
@@ -134,7 +123,7 @@ def test_an_int8_pick_is_fine_tuned_and_scored_deployed_in_int8(tmp_path, traine
     from conftest import exact_table, scaled_table
     from tavt_kit.bench import LatencyTable, TimingPolicy, profile_latency
 
-    sn = _supernet(tmp_path, trained_checkpoint)
+    sn = noisy_supernet(tmp_path, trained_checkpoint, noise=0.5)
     model = tavt_kit.load_checkpoint(sn)
     table = profile_latency(model, grid=3, calibrate=False, reducers="drop",
                             policy=TimingPolicy(warmup=1, min_repeats=3, max_repeats=3, budget_s=0.05))

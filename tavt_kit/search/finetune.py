@@ -84,10 +84,10 @@ class PickFinetune:
 
 class FinetuneStage:
     """Fine-tunes each budget's pick and lets it compete (the module docstring), for a search's ``pipe`` with its
-    ``ParentStage`` (your model, its deployed scorers and the paired evidence) and its precision ``stage``."""
+    ``ParentStage`` (your model, its deployed scorers and the paired evidence)."""
 
-    def __init__(self, pipe, parent_stage, stage, finetune: PickFinetune):
-        self.pipe, self.parents, self.stage, self.options = pipe, parent_stage, stage, finetune
+    def __init__(self, pipe, parent_stage, finetune: PickFinetune):
+        self.pipe, self.parents, self.options = pipe, parent_stage, finetune
         self._models: Dict[tuple, tuple] = {}  # schedule gene -> (model, relative folder, scorer)
 
     def apply(self, doc: dict) -> None:
@@ -97,8 +97,8 @@ class FinetuneStage:
                  f"{self.options.steps} steps each")
         for row in rows:
             best = row["best"]
-            model, folder, scorer = self._finetuned(row)
             sched = pipe.schedule(entry_gene(best))
+            model, folder, scorer = self._finetuned(row, sched)
             entry = self._entry(best, model, sched, scorer, folder)
             row[FAMILY] = entry
             rec = self._recommend(row, entry, model, sched, scorer, folder)
@@ -111,8 +111,9 @@ class FinetuneStage:
             scorer.close()
 
     # ------------------------------------------------------------------ pieces
-    def _finetuned(self, row: dict):
-        """(model, folder relative to the search's, its deployed scorer) of the row's pick, fine-tuned once."""
+    def _finetuned(self, row: dict, sched):
+        """(model, folder relative to the search's, its deployed scorer) of the row's pick (at ``sched``), fine-tuned
+        once."""
         from ..distill import distill_schedule
         from ..models import load_checkpoint
         from ..train import LAST_FILE
@@ -131,9 +132,8 @@ class FinetuneStage:
                 model = copy.deepcopy(pipe.model).train()
                 model.spec.pop("search_space", None)  # its weights will serve one schedule
                 pipe.log(f"fine-tuning {name} ({list(row['best']['counts'])}) toward your model")
-                distill_schedule(model, self.parents.parent, pipe.schedule(entry_gene(row["best"])),
-                                 self.options.train_set, self.options.config(), out_dir=out,
-                                 resume=os.path.isfile(os.path.join(out, "train_state.safetensors")),
+                distill_schedule(model, self.parents.parent, sched, self.options.train_set, self.options.config(),
+                                 out_dir=out, resume=os.path.isfile(os.path.join(out, "train_state.safetensors")),
                                  kd_temperature=self.options.kd_temperature, label_weight=self.options.label_weight)
         model = load_checkpoint(last).eval()
         calib = pipe.data.calibration
@@ -161,8 +161,13 @@ class FinetuneStage:
 
         pipe = self.pipe
         precision = best.get("precision", "fp32")
-        sc = self._scores(model, sched, precision, scorer, pipe.holdout.images, pipe.holdout.labels, False)
-        acc, nll = float(sc.hits[0].double().mean()), float(sc.losses[0].double().mean())
+        evidence = self.parents._evidence()
+        if evidence.images is pipe.holdout:  # the images the gate compares on: scored once, for both
+            losses, hits = evidence.values(self._key(folder), model, sched, precision, scorer)
+        else:
+            sc = self._scores(model, sched, precision, scorer, pipe.holdout.images, pipe.holdout.labels, False)
+            losses, hits = sc.losses[0], sc.hits[0]
+        acc, nll = float(hits.double().mean()), float(losses.double().mean())
         d = {k: best[k] for k in ("counts", "reducers", "precision", "macs", "speedup_macs") if k in best}
         d.update(weights=FAMILY, checkpoint=os.path.join(folder, LAST_FILE), weights_sha256=weights_digest(model),
                  steps=self.options.steps, holdout_accuracy=acc,
@@ -230,10 +235,10 @@ def check_finetune(finetune: Optional[PickFinetune], parent: Optional[nn.Module]
     return finetune
 
 
-def finetune_picks(pipe, parent_stage, stage, doc: dict) -> None:
+def finetune_picks(pipe, parent_stage, doc: dict) -> None:
     """Each budget's pick of ``pipe`` (a :class:`~.pipeline.SearchPipeline`) fine-tuned toward your model and
     competing for the budget (the module docstring): ``finetuned`` and ``recommended`` of each row of ``doc``."""
-    ft = FinetuneStage(pipe, parent_stage, stage, pipe.finetune)
+    ft = FinetuneStage(pipe, parent_stage, pipe.finetune)
     try:
         ft.apply(doc)
     finally:

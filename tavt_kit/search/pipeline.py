@@ -299,7 +299,7 @@ class SearchPipeline:
             if parent is not None:  # chosen again now that every option was timed in one round
                 parent.recommend_again(doc)
         if parent is not None and self.finetune is not None:  # last: the picks' figures are all in
-            finetune_picks(self, parent, stage, doc)
+            finetune_picks(self, parent, doc)
 
     def _warn_unreachable(self) -> None:
         for b in self.budgets:
