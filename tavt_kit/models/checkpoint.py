@@ -205,7 +205,8 @@ def load_checkpoint(path, **overrides) -> nn.Module:
 
 
 #: what a checkpoint is, said when a file is not one
-CHECKPOINT_KINDS = "an fgvc-kit .safetensors (fgvc-kit train/distill), a Google .npz, a timm/PyTorch .pth or the seeds' .bin"
+CHECKPOINT_KINDS = ("an fgvc-kit .safetensors (fgvc-kit train/distill), a Google .npz, a timm/PyTorch .pth, the seeds' "
+                    ".bin, a Hugging Face ViT/DeiT/DINOv2 .safetensors or the .onnx export of one")
 
 
 def not_a_checkpoint(path) -> Optional[str]:
@@ -241,6 +242,10 @@ def not_a_checkpoint(path) -> Optional[str]:
     if text[:1] in (b"{", b"["):
         return _json_not_checkpoint(path)
     if lower.endswith(".onnx") or _looks_onnx(head):
+        from .onnx_import import is_onnx_backbone
+
+        if lower.endswith(".onnx") and is_onnx_backbone(path):
+            return None  # an exported Hugging Face ViT: its backbone weights import (models/onnx_import.py)
         return ("an ONNX model (fgvc-kit export's output), not a checkpoint; time it with fgvc-kit bench "
                 f"(exported={path}, backend=onnxruntime), with the .safetensors it was exported from as its "
                 "checkpoint=")

@@ -9,7 +9,11 @@ Supported inputs (nothing here unpickles arbitrary objects):
 * the seeds' ViT-pytorch layout (TAVT, FFVT, TransFG ``.bin``), converted by
   :func:`vit_pytorch_to_timm` at load time;
 * Google's JAX ``.npz`` ViT weights (``ViT-B_16.npz``), read with
-  ``numpy.load(allow_pickle=False)`` and loaded by timm's own npz loader.
+  ``numpy.load(allow_pickle=False)`` and loaded by timm's own npz loader;
+* Hugging Face ``transformers`` ViT / DeiT / DINOv2 state dicts
+  (``model.safetensors``), converted by :func:`.hf.hf_vit_to_timm` at load time;
+* the backbone of an ONNX graph exported from such a model
+  (:mod:`.onnx_import`: the weights found by walking the graph).
 
 :func:`infer_vit_args` recovers the architecture (depth, width, heads, patch
 and image size, prefix tokens, pooling, classes) from the tensors.
@@ -42,7 +46,7 @@ class WeightFile:
     def __init__(self, path: str, kind: str, tensors: Dict[str, Any], spec: Optional[dict] = None,
                  head: Optional[str] = None):
         self.path = path
-        self.kind = kind  # "fgvc-kit" | "timm" | "vit-pytorch" | "npz"
+        self.kind = kind  # "fgvc-kit" | "timm" | "vit-pytorch" | "npz" | "vitae" | "hf" | "onnx"
         self.tensors = tensors
         self.spec = spec
         self.head = head  # the head a foreign file was trained with, when its layout says so ("ffvt")
@@ -74,7 +78,11 @@ def detect_layout(sd: Dict[str, Any]) -> str:
     if "patch_embed.proj.weight" in sd or any(k.startswith("blocks.") for k in sd):
         return "timm"
     if any(k.startswith("layers.") and (".RC." in k or ".NC." in k) for k in sd):
-        return "vitae"  # official ViTAE / ViTAEv2 (layers.{stage}.RC.*, layers.{stage}.NC.{i}.*)
+        return "vitae"
+    from .hf import hf_prefix
+
+    if hf_prefix(sd) is not None:
+        return "hf"  # transformers' ViT, DeiT, DINOv2  # official ViTAE / ViTAEv2 (layers.{stage}.RC.*, layers.{stage}.NC.{i}.*)
     return "unknown"
 
 
@@ -86,6 +94,11 @@ def read_weights(path: str) -> WeightFile:
     if os.path.isdir(path):
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
     lower = path.lower()
+    if lower.endswith(".onnx"):
+        from .hf import hf_vit_to_timm
+        from .onnx_import import read_onnx_backbone
+
+        return WeightFile(path, "onnx", hf_vit_to_timm(read_onnx_backbone(path), path))
     if lower.endswith(".npz"):
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -133,7 +146,12 @@ def read_weights(path: str) -> WeightFile:
     if layout == "unknown":
         sample = ", ".join(list(sd)[:3])
         raise CheckpointError(f"{path}: unrecognised checkpoint layout (keys like {sample}); expected timm, "
-                              "ViT-pytorch (transformer.embeddings.*) or an fgvc-kit file")
+                              "ViT-pytorch (transformer.embeddings.*), Hugging Face ViT/DeiT/DINOv2 "
+                              "(embeddings.patch_embeddings.*, encoder.layer.N.*) or an fgvc-kit file")
+    if layout == "hf":
+        from .hf import hf_vit_to_timm
+
+        return WeightFile(path, "hf", hf_vit_to_timm(sd, path))
     if layout == "vit-pytorch":
         ffvt = any(k.startswith("transformer.encoder.ff_last_layer.") for k in sd)
         sd = vit_pytorch_to_timm(sd, path)

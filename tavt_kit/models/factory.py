@@ -119,8 +119,9 @@ def _jsonable(kwargs: Dict[str, Any], where: str) -> Dict[str, Any]:
 
 def _normalization(model: nn.Module, source_kind: Optional[str]) -> Dict[str, Any]:
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    if source_kind in ("npz", "vit-pytorch") or not cfg.get("mean"):
-        # the seeds' FGVC recipe (TAVT, FFVT, TransFG) normalises with ImageNet statistics
+    if source_kind in ("npz", "vit-pytorch", "hf", "onnx") or not cfg.get("mean"):
+        # the seeds' FGVC recipe (TAVT, FFVT, TransFG) normalises with ImageNet statistics, as DeiT and DINOv2
+        # (the Hugging Face layouts fgvc-kit imports) were trained
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     else:
         mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
