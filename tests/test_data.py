@@ -312,7 +312,8 @@ def test_bad_names_paths_and_images(tmp_path):
 
 
 def test_every_registered_format_is_tested():
-    assert {"demo", "cub", "nabirds", "dogs", "cars", "inat2017", "cotton80", "soyloc", "folder"} <= set(DATASETS)
+    assert {"demo", "cub", "nabirds", "dogs", "cars", "inat2017", "cotton80", "soyloc", "folder",
+            "fashion-mnist", "cluttered-fashion"} <= set(DATASETS)  # the last two: tests/test_idx.py
 
 
 def test_a_data_root_is_stored_absolute(tmp_path, monkeypatch):

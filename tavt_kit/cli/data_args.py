@@ -15,13 +15,15 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
     g.add_argument("--dataset", metavar="NAME",
                    help=f"dataset format: {', '.join(DATASETS)} (default: the checkpoint's dataset, else demo, "
                         "the built-in digits)")
-    g.add_argument("--data", metavar="DIR", help="the dataset's root folder (not needed for demo)")
+    g.add_argument("--data", metavar="DIR", help="the dataset's root folder (not needed for demo; fashion-mnist and "
+                                                 "cluttered-fashion: default /usr/share/datasets/fashion-mnist)")
     g.add_argument("--holdout", type=float, metavar="FRACTION",
                    help="fraction of the training set held out (stratified, seeded) for model selection and "
                         "search; 0 = none (default: 0.1)")
     g.add_argument("--dataset-option", dest="dataset_options", action=OptionAction, metavar="KEY=VALUE",
                    help="an option of a generated dataset, repeatable (cluttered-digits: seed, train, holdout, "
-                        "test, canvas, digit_min, digit_max, clutter, fragment; see the README)")
+                        "test, canvas, digit_min, digit_max, clutter, fragment; cluttered-fashion: the same with "
+                        "item_min, item_max; fashion-mnist: train, holdout, test = at most N images; see the README)")
     g.add_argument("--split-seed", type=int, metavar="N", help="seed of the held-out split (default: 0)")
     g.add_argument("--resize", type=int, metavar="N",
                    help="resize size before cropping (default: 600/448 of the image size, 500/384 for "

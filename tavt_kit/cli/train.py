@@ -47,7 +47,7 @@ DEFAULT_OUT = os.path.join("runs", "train")
 
 def builtin_recipe(name: str) -> Dict[str, Any]:
     """The short CPU recipe of a built-in dataset (the cluttered digits need more steps than the plain ones)."""
-    return CLUTTERED_RECIPE if name == "cluttered-digits" else DEMO_RECIPE
+    return CLUTTERED_RECIPE if name.startswith("cluttered-") else DEMO_RECIPE
 
 
 def data_spec(r: Dict[str, Any]):

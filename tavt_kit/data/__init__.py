@@ -1,4 +1,4 @@
-"""Datasets and transforms (built-in demo dataset, CUB, NABirds, Dogs, Cars, iNat, ultra-FGVC, folders).
+"""Datasets and transforms (built-in demo dataset, CUB, NABirds, Dogs, Cars, iNat, ultra-FGVC, folders, IDX files).
 
 ``build_dataset(name, root, split, img_size)`` returns one split as a torch
 dataset of ``(uint8 CHW image, label)``; :class:`Normalize` turns a batch into

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .canvas import Layout, composite
 from .demo import DEMO_CLASSES, digits
 from .formats import RawDataset
 from .splits import stratified_split
@@ -53,13 +54,14 @@ DEFAULT_OPTIONS: Dict[str, int] = dict(seed=0, train=9000, holdout=1500, test=30
 HOLDOUT_SOURCES, TEST_SOURCES = 0.15, 0.25
 
 
-def check_options(options: Mapping[str, Any]) -> Dict[str, int]:
-    """The full option set: defaults for what is not given; unknown keys and bad values refused (one line)."""
-    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+def int_options(name: str, defaults: Mapping[str, int], options: Mapping[str, Any]) -> Dict[str, int]:
+    """``defaults`` updated with ``options`` as integers (text such as a command line's is parsed); an unknown key
+    or a value that is not an integer is refused in one line naming it (``name``: the dataset)."""
+    unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise ConfigError(f"options[{unknown[0]!r}]={options[unknown[0]]}: {NAME} has no such option; expected "
-                          f"one of {', '.join(DEFAULT_OPTIONS)}")
-    out = dict(DEFAULT_OPTIONS)
+        raise ConfigError(f"options[{unknown[0]!r}]={options[unknown[0]]}: {name} has no such option; expected "
+                          f"one of {', '.join(defaults)}")
+    out = dict(defaults)
     for k, v in options.items():
         try:
             iv = int(v)
@@ -68,6 +70,12 @@ def check_options(options: Mapping[str, Any]) -> Dict[str, int]:
         except (TypeError, ValueError):
             raise ConfigError(f"options[{k!r}]={v}: expected an integer") from None
         out[k] = iv
+    return out
+
+
+def check_options(options: Mapping[str, Any]) -> Dict[str, int]:
+    """The full option set: defaults for what is not given; unknown keys and bad values refused (one line)."""
+    out = int_options(NAME, DEFAULT_OPTIONS, options)
     for k in ("train", "holdout", "test"):
         if out[k] < 1:
             raise ConfigError(f"options[{k!r}]={out[k]}: expected at least one image")
@@ -92,8 +100,8 @@ def check_options(options: Mapping[str, Any]) -> Dict[str, int]:
 SOURCE_OPTIONS = ("seed",)
 
 
-def sources_of(options: Mapping[str, Any]) -> Dict[str, np.ndarray]:
-    """Each split's source digits under ``options`` (the full or given options)."""
+def sources_of(options: Mapping[str, Any], root=None) -> Dict[str, np.ndarray]:
+    """Each split's source digits under ``options`` (the full or given options; ``root`` is not used)."""
     return source_splits(check_options(options)["seed"])
 
 
@@ -116,30 +124,28 @@ def _upscaled(size: int) -> np.ndarray:
 def _render(sources: np.ndarray, n: int, o: Dict[str, int], rng: np.random.Generator,
             scaled: Dict[int, np.ndarray]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` images drawn from ``sources`` only: uint8 (n, canvas, canvas), the source of each image's digit and
-    of each of its clutter fragments (n, clutter)."""
-    C, F, dim = o["canvas"], o["fragment"], o["clutter_brightness"]
+    of each of its clutter fragments (n, clutter).
+
+    The layout is drawn one image at a time in the generator's historical order (the images of every seed stay
+    what they were); :func:`~.canvas.composite` draws it."""
+    C, F, k = o["canvas"], o["fragment"], o["clutter"]
     reps = -(-n // len(sources))
     order = np.concatenate([rng.permutation(sources) for _ in range(reps)])[:n]
-    out = np.zeros((n, C, C), dtype=np.uint8)
     sizes = rng.integers(o["digit_min"], o["digit_max"] + 1, size=n)
-    clutter = np.zeros((n, o["clutter"]), dtype=np.int64)
+    clutter = np.zeros((n, k), dtype=np.int64)
+    c_size, c_cut, c_pos = np.zeros((n, k), np.int64), np.zeros((n, k, 2), np.int64), np.zeros((n, k, 2), np.int64)
+    pos = np.zeros((n, 2), dtype=np.int64)
     for i in range(n):
-        canvas = out[i]
-        for j in range(o["clutter"]):
+        for j in range(k):
             clutter[i, j] = int(rng.choice(sources))
-            other = scaled[int(rng.integers(o["digit_min"], o["digit_max"] + 1))][clutter[i, j]]
-            s = other.shape[0]
-            fy, fx = rng.integers(0, s - F + 1, size=2)
-            y, x = rng.integers(0, C - F + 1, size=2)
-            piece = other[fy:fy + F, fx:fx + F]
-            if dim != 100:
-                piece = (piece.astype(np.uint16) * dim // 100).astype(np.uint8)
-            np.maximum(canvas[y:y + F, x:x + F], piece, out=canvas[y:y + F, x:x + F])
-        digit = scaled[int(sizes[i])][order[i]]
-        s = digit.shape[0]
+            c_size[i, j] = int(rng.integers(o["digit_min"], o["digit_max"] + 1))
+            c_cut[i, j] = rng.integers(0, c_size[i, j] - F + 1, size=2)
+            c_pos[i, j] = rng.integers(0, C - F + 1, size=2)
+        s = int(sizes[i])
         lo, hi = max(0, (C - s) // 2 - o["spread"]), min(C - s, (C - s) // 2 + o["spread"])
-        y, x = rng.integers(lo, hi + 1, size=2)
-        np.maximum(canvas[y:y + s, x:x + s], digit, out=canvas[y:y + s, x:x + s])
+        pos[i] = rng.integers(lo, hi + 1, size=2)
+    layout = Layout(order, sizes, pos, clutter, c_size, c_cut, c_pos)
+    out = composite(layout, C, F, o["clutter_brightness"], lambda size, src: scaled[size][src])
     return out, order, clutter
 
 

@@ -31,9 +31,10 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import ConfigError, DatasetError
 from ..files import atomic_path
 from . import formats
-from . import cluttered
+from . import cluttered, cluttered_fashion, fashion
+from .decode import to_rgb
 from .demo import load_demo, upscaled
-from .splits import check_fraction, stratified_split
+from .splits import check_fraction, stratified_split, stratified_subset
 from .transforms import TRAIN_CROPS, image_transform, pair, resize_for
 
 SPLITS = ("train", "holdout", "test", "trainval")
@@ -62,13 +63,20 @@ class DatasetInfo:
     #: a generated dataset: the options that decide which source images each split is drawn from (a change of
     #: one of them can put images a model trained on into its held-out or test split), and a function of the full
     #: options giving each split's source indices (``{"train": ..., "holdout": ..., "test": ...}``)
+    #: ``sources(options, root)`` (``root``: the dataset's folder, None for a dataset without one)
     source_options: Tuple[str, ...] = ()
-    sources: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None
+    sources: Optional[Callable[[Dict[str, Any], Optional[str]], Dict[str, Any]]] = None
+    #: an in-memory dataset of small images: ``array(root, options, (H, W))`` gives every image at that size,
+    #: uint8 ``(N, 1 or 3, H, W)``, indexed by the first element of its samples ``(row, label)``
+    array: Optional[Callable[[Optional[str], Dict[str, Any], Tuple[int, int]], torch.Tensor]] = None
+    #: the folder read when no root is given (None: a root is required when ``needs_root``)
+    default_root: Optional[str] = None
 
     @property
     def builtin(self) -> bool:
-        """Built into fgvc-kit (no files to read): the short CPU recipe and the tiny model are its defaults."""
-        return not self.needs_root
+        """Small images held in memory (bundled, generated, or IDX files read whole): the short CPU recipe, the
+        tiny model and the model's own input size are its defaults, and its images are not augmented."""
+        return self.array is not None
 
 
 #: canonical name -> DatasetInfo
@@ -86,14 +94,15 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
 
 register_dataset(DatasetInfo("demo", load_demo, "built-in handwritten digits (scikit-learn, no download)",
                              "nothing (bundled)", resize_ratio=1.0, img_size=None, hflip=False, needs_root=False,
-                             aliases=("digits",)))
+                             aliases=("digits",), array=lambda root, options, size: upscaled(size)))
 register_dataset(DatasetInfo(cluttered.NAME, cluttered.load_cluttered,
                              "built-in cluttered digits: one digit among clutter on a larger canvas, disjoint "
                              "source digits per split (generated, no download)", "nothing (generated)",
                              resize_ratio=1.0, img_size=None, hflip=False, needs_root=False,
                              aliases=("cluttered", "cluttered_digits"), own_holdout=True,
                              options=cluttered.check_options, source_options=cluttered.SOURCE_OPTIONS,
-                             sources=cluttered.sources_of))
+                             sources=cluttered.sources_of,
+                             array=lambda root, o, size: cluttered.resized(cluttered.option_key(o), size)))
 register_dataset(DatasetInfo("cub", formats.load_cub, "CUB-200-2011 (200 bird species)", formats.CUB_LAYOUT,
                              aliases=("cub200", "cub_200_2011", "cub-200-2011")))
 register_dataset(DatasetInfo("nabirds", formats.load_nabirds, "NABirds (555 North American bird classes)",
@@ -113,6 +122,18 @@ for _name, _desc in (("cotton80", "Cotton80 (ultra-FGVC, 80 cultivars)"),
                                  aliases=("cotton",) if _name == "cotton80" else ()))
 register_dataset(DatasetInfo("folder", formats.load_folder, "plain class folders", formats.FOLDER_LAYOUT,
                              img_size=None, aliases=("folders", "imagefolder")))
+register_dataset(DatasetInfo(fashion.NAME, fashion.load_fashion, "Fashion-MNIST (10 kinds of clothing; or MNIST, "
+                             "KMNIST, ... in IDX files), held in memory", fashion.LAYOUT, resize_ratio=1.0,
+                             img_size=None, hflip=False, aliases=("fashion", "fashion_mnist", "fashionmnist", "idx"),
+                             options=fashion.check_options, array=fashion.images, default_root=fashion.DEFAULT_ROOT))
+register_dataset(DatasetInfo(cluttered_fashion.NAME, cluttered_fashion.load_cluttered_fashion,
+                             "cluttered Fashion-MNIST: one item among fragments of others on a larger canvas, "
+                             "disjoint source items per split (generated from the IDX files)", fashion.LAYOUT,
+                             resize_ratio=1.0, img_size=None, hflip=False,
+                             aliases=("cluttered_fashion", "cluttered-idx", "cluttered-fashion-mnist"),
+                             own_holdout=True, options=cluttered_fashion.check_options,
+                             source_options=cluttered_fashion.SOURCE_OPTIONS, sources=cluttered_fashion.sources_of,
+                             array=cluttered_fashion.images, default_root=fashion.DEFAULT_ROOT))
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -163,7 +184,7 @@ class DataSpec:
             raise ConfigError(f"resize={self.resize!r}: expected a positive size")
         if self.root is not None:
             self.root = os.fspath(self.root)
-            if self.info.builtin and self.root:
+            if not self.info.needs_root and self.root:
                 raise ConfigError(f"root={self.root}: the built-in {self.name} dataset has no root folder; give "
                                   "the format of the data in that folder as the dataset (cub, folder, ...)")
             if self.root:  # stored absolute: a checkpoint or search.json used from another folder still finds it
@@ -202,10 +223,7 @@ def load_raw(name: str, root: Optional[str] = None, options: Optional[Dict[str, 
     """The official splits of a dataset (parsed once per process, root and options)."""
     info = dataset_info(name)
     key = tuple(sorted(info.options(dict(options or {})).items())) if info.options is not None else ()
-    if not info.needs_root:
-        root = None
-    elif root is None or root == "":
-        raise DatasetError(f"root={root!r}: dataset {info.name} needs its root folder; expected {info.layout}")
+    root = root_of(info, root)
     stamp: Tuple = ()
     if root is not None and os.path.isdir(root):
         st = os.stat(root)
@@ -213,12 +231,28 @@ def load_raw(name: str, root: Optional[str] = None, options: Optional[Dict[str, 
     return _load_raw_cached(info.name, root, stamp, key)
 
 
+def root_of(info: DatasetInfo, root: Optional[str]) -> Optional[str]:
+    """The folder a dataset is read from: ``root``, else its default folder; None for a dataset without one."""
+    if not info.needs_root:
+        return None
+    if root is None or root == "":
+        if info.default_root is None:
+            raise DatasetError(f"root={root!r}: dataset {info.name} needs its root folder; expected {info.layout}")
+        if not os.path.isdir(info.default_root):
+            raise DatasetError(f"root={root!r}: dataset {info.name} needs its root folder, and its default "
+                               f"{info.default_root} is not there; expected {info.layout}")
+        return info.default_root
+    return root
+
+
 def _open_image(path: str):
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im, path)
+    except DatasetError:  # a mode it refuses, said by to_rgb (a ValueError too)
+        raise
     except FileNotFoundError:
         raise DatasetError(f"{path}: image listed by the dataset is missing") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
@@ -298,16 +332,29 @@ def split_samples(raw: formats.RawDataset, split: str, holdout: float, split_see
     if split not in SPLITS:
         raise ConfigError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
     if split == "test":
-        return list(raw.test)
+        return [raw.test[i] for i in _limited(raw, "test", np.arange(len(raw.test)), raw.test, split_seed)]
     if raw.holdout is not None:  # the dataset's own held-out split (disjoint sources): never carved from train
         return {"train": list(raw.train), "holdout": list(raw.holdout),
                 "trainval": list(raw.train) + list(raw.holdout)}[split]
-    if split == "trainval" or (split == "train" and holdout == 0):
-        return list(raw.train)
+    if holdout == 0 and split != "holdout":
+        return [raw.train[i] for i in _limited(raw, "train", np.arange(len(raw.train)), raw.train, split_seed)]
     if holdout == 0:
         raise ConfigError("split='holdout': there is no held-out split with holdout=0")
+    if split == "trainval" and not raw.limits:
+        return list(raw.train)
     keep, held = stratified_split([lab for _, lab in raw.train], holdout, split_seed)
-    return [raw.train[i] for i in (keep if split == "train" else held)]
+    parts = {"train": keep, "holdout": held}
+    idx = np.sort(np.concatenate([_limited(raw, k, parts[k], raw.train, split_seed)
+                                  for k in (("train", "holdout") if split == "trainval" else (split,))]))
+    return [raw.train[i] for i in idx]
+
+
+def _limited(raw: formats.RawDataset, split: str, idx: np.ndarray, samples, seed: int) -> np.ndarray:
+    """``idx`` (positions in ``samples``), or a stratified, seeded subset of ``raw.limits[split]`` of them."""
+    n = (raw.limits or {}).get(split)
+    if not n or n >= len(idx):
+        return np.asarray(idx, dtype=np.int64)
+    return np.asarray(idx)[stratified_subset([samples[i][1] for i in idx], n, seed)]
 
 
 def training_overlap(trained: DataSpec, used: DataSpec) -> Optional[str]:
@@ -328,7 +375,8 @@ def training_overlap(trained: DataSpec, used: DataSpec) -> Optional[str]:
         changed = [k for k in info.source_options if old[k] != new[k]]
         if not changed:
             return None
-        a, b = info.sources(old), info.sources(new)
+        root = root_of(info, used.root)
+        a, b = info.sources(old, root), info.sources(new, root)
         seen = set(np.asarray(a["train"]).tolist())
         hit = {s: len(set(np.asarray(b[s]).tolist()) & seen) for s in ("holdout", "test")}
         if not any(hit.values()):
@@ -342,8 +390,8 @@ def training_overlap(trained: DataSpec, used: DataSpec) -> Optional[str]:
             (used.holdout, used.split_seed) == (trained.holdout, trained.split_seed):
         return None
     raw = load_raw(used.name, used.root, used.options)
-    seen = set(split_samples(raw, "trainval" if trained.holdout == 0 else "train", trained.holdout,
-                             trained.split_seed))
+    seen = set(split_samples(load_raw(used.name, used.root, trained.options),  # the options it trained with
+                             "trainval" if trained.holdout == 0 else "train", trained.holdout, trained.split_seed))
     held = split_samples(raw, "holdout", used.holdout, used.split_seed)
     n = sum(1 for sample in held if sample in seen)
     if not n:
@@ -369,9 +417,9 @@ def build_dataset(name="demo", root: Optional[str] = None, split: str = "train",
     """One split of a dataset, ready for a model.
 
     Args:
-        name: a dataset name (``demo``, ``cub``, ``nabirds``, ``dogs``, ``cars``,
-            ``inat2017``, ``cotton80``, ``soyloc``, ..., ``folder``) or a :class:`DataSpec`.
-        root: the dataset's folder (not needed for the demo).
+        name: a dataset name (``demo``, ``cub``, ``nabirds``, ``dogs``, ``cars``, ``inat2017``, ``cotton80``,
+            ``soyloc``, ..., ``folder``, ``fashion-mnist``, ``cluttered-fashion``) or a :class:`DataSpec`.
+        root: the dataset's folder (not needed for the demo; the Fashion-MNIST sets default to Debian's).
         split: ``train``, ``holdout``, ``test`` or ``trainval``.
         img_size: the crop size (default: the model's, else 448; 64 for the demo).
         holdout, split_seed: the held-out fraction of the training set and its seed.
@@ -407,13 +455,12 @@ def build_dataset(name="demo", root: Optional[str] = None, split: str = "train",
     samples = split_samples(raw, split, spec.holdout, spec.split_seed)
     if augment is None:
         augment = split in ("train", "trainval")
-    if info.builtin:
+    if info.array is not None:
         # no augmentation: flips mirror digits, and random translations slow a from-scratch ViT down more
         # than they help it in the demo's few hundred steps (the cluttered digits are already placed at random)
         t_info = {"img_size": list(size), "resize": None, "interpolation": "bilinear", "train_crop": None,
                   "augment": False}
-        array = upscaled(size) if info.name == "demo" else \
-            cluttered.resized(cluttered.option_key(spec.options), size)
+        array = info.array(root_of(info, spec.root), spec.options, size)
         return FGVCDataset(spec, split, samples, raw.class_names, size, False, None, t_info,
                            array=array, meta=raw.meta)
     meta = dict(raw.meta)
@@ -480,6 +527,7 @@ def _cache_key(dataset: FGVCDataset) -> Dict[str, Any]:
     return {"format": "fgvc-kit/eval-tensors", "version": 1, "dataset": dataset.name, "split": dataset.split,
             "holdout": dataset.spec.holdout, "split_seed": dataset.spec.split_seed, "size": len(dataset),
             **({"options": dataset.spec.options} if dataset.spec.options else {}),
+            **({"root": dataset.spec.root} if dataset._array is not None and dataset.spec.root else {}),  # rows
             "samples_sha256": digest, **{k: v for k, v in dataset.transform_info.items()}}
 
 

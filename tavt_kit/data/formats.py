@@ -31,6 +31,9 @@ class RawDataset:
     meta: Dict[str, Any] = field(default_factory=dict)
     #: a held-out split of the dataset's own (disjoint sources); None = carve one from ``train``
     holdout: Optional[List[Sample]] = None
+    #: at most this many images of a split (``{"train": N, "holdout": N, "test": N}``; a split not named: all): a
+    #: stratified subset seeded by the split seed, taken after the held-out split is carved from ``train``
+    limits: Optional[Dict[str, int]] = None
 
     def __post_init__(self) -> None:
         n = len(self.class_names)
@@ -506,20 +509,47 @@ def load_ufgvc(root: str) -> RawDataset:
 FOLDER_LAYOUT = "class folders (root/train/<class>/*, root/test/<class>/*, or root/<class>/*)"
 
 
-def _scan_classes(d: str) -> Dict[str, List[str]]:
+def _scan_classes(d: str, root: str) -> Dict[str, List[str]]:
+    """``{class: image paths}`` of the class folders in ``d``, recursively, in sorted order. Links to folders are
+    followed, except a link back into a folder that holds it (a loop), into another class folder, or to a folder
+    read already (its images would be read twice or get two labels): each is refused in one line naming it."""
+    classes = [c for c in sorted(os.listdir(d)) if not c.startswith(".") and os.path.isdir(os.path.join(d, c))]
+    owner = {os.path.realpath(os.path.join(d, c)): c for c in classes}
+    seen: Dict[str, str] = {}
     out = {}
-    for cls in sorted(os.listdir(d)):
-        cdir = os.path.join(d, cls)
-        if not os.path.isdir(cdir) or cls.startswith("."):
-            continue
-        files = []
-        for dirpath, dirnames, filenames in os.walk(cdir, followlinks=True):
-            dirnames.sort()
-            for fn in sorted(filenames):
-                if fn.lower().endswith(IMAGE_EXTENSIONS) and not fn.startswith("."):
-                    files.append(os.path.join(dirpath, fn))
+    for cls in classes:
+        files: List[str] = []
+        _walk_class(os.path.join(d, cls), cls, (), owner, seen, files, root)
         out[cls] = files
     return out
+
+
+def _walk_class(path: str, cls: str, chain: Tuple[str, ...], owner: Dict[str, str], seen: Dict[str, str],
+                files: List[str], root: str) -> None:
+    """Append the images under ``path`` (files first, then each subfolder; ``chain``: the real paths above)."""
+    real = os.path.realpath(path)
+    if chain:  # the class folder itself was checked by the caller
+        link = _where(path, root)
+        if any(real == c or c.startswith(real + os.sep) for c in chain):
+            raise DatasetError(f"{link}: links back to {real}, a folder that holds it (a loop: its images would be "
+                               f"read again as class {cls}); expected class folders without links into themselves")
+        other = next((c for r, c in owner.items() if c != cls and (real == r or real.startswith(r + os.sep))), None)
+        if other is not None:
+            raise DatasetError(f"{link}: links into class folder {other}, whose images would be labelled {cls} too; "
+                               "expected each image under one class folder")
+    if real in seen:
+        raise DatasetError(f"{_where(path, root)}: the folder {real} is read already (as {seen[real]}); expected "
+                           "each image under one class folder, once")
+    seen[real] = _where(path, root)
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as e:
+        raise DatasetError(f"{_where(path, root)}: cannot be read ({e.strerror or e}); expected a readable folder") from None
+    subs = [n for n in names if os.path.isdir(os.path.join(path, n))]
+    files += [os.path.join(path, n) for n in names if n not in subs and not n.startswith(".")
+              and n.lower().endswith(IMAGE_EXTENSIONS)]
+    for sub in subs:
+        _walk_class(os.path.join(path, sub), cls, chain + (real,), owner, seen, files, root)
 
 
 def load_folder(root: str, test_fraction: float = 0.2) -> RawDataset:
@@ -537,8 +567,8 @@ def load_folder(root: str, test_fraction: float = 0.2) -> RawDataset:
     test_dir = next((os.path.join(root, d) for d in ("test", "val") if os.path.isdir(os.path.join(root, d))), None)
     meta: Dict[str, Any] = {}
     if os.path.isdir(train_dir):
-        train_c = _scan_classes(train_dir)
-        test_c = _scan_classes(test_dir) if test_dir else {}
+        train_c = _scan_classes(train_dir, root)
+        test_c = _scan_classes(test_dir, root) if test_dir else {}
         if test_dir is None:
             raise DatasetError(f"{_where(os.path.join(root, 'test'), root)}: missing; expected {FOLDER_LAYOUT}")
         extra = sorted(set(test_c) - set(train_c))
@@ -547,7 +577,7 @@ def load_folder(root: str, test_fraction: float = 0.2) -> RawDataset:
                                f"{_where(train_dir, root)}; the test classes must be training classes")
         where = train_dir
     else:
-        train_c, test_c, where = _scan_classes(root), None, root
+        train_c, test_c, where = _scan_classes(root, root), None, root
     if not train_c:
         raise DatasetError(f"{where}: no class folders; expected {FOLDER_LAYOUT}")
     empty = [c for c, f in train_c.items() if not f]

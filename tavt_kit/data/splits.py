@@ -71,6 +71,24 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int = 0) -> T
     return np.flatnonzero(mask), held_out
 
 
+def stratified_subset(labels: Sequence[int], n: int, seed: int = 0) -> np.ndarray:
+    """``n`` of the sample indices (all when ``n`` >= their number), sorted: each class gives its share of ``n``
+    (``n * n_c / N`` rounded down, the remaining places to the largest remainders, ties broken by the seed),
+    chosen within the class by a seeded permutation. Unlike :func:`stratified_split` a class may give every
+    sample (a subset of a held-out split with one image per class)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng([int(seed), 0x5AB5])
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = n * counts / len(labels)
+    take = np.floor(exact).astype(np.int64)
+    order = np.lexsort((rng.random(len(classes)), -(exact - take)))
+    take[order[:n - int(take.sum())]] += 1
+    picks = [np.flatnonzero(labels == c) for c in classes]
+    return np.sort(np.concatenate([p[rng.permutation(len(p))[:t]] for p, t in zip(picks, take)]))
+
+
 # ------------------------------------------------------------------ how many images a split can tell apart
 #: below this many images an accuracy measured on a split is too coarse to choose or check a model by: a warning
 SMALL_SPLIT_IMAGES = 200
