@@ -176,7 +176,8 @@ def parent_checkpoint(seed: int, args) -> str:
         command("train", resume + ["--checkpoint", onnx_file(args.onnx), "--img-size", str(args.img_size),
                                    "--seed", str(seed), "--steps", str(args.train_steps),
                                    "--warmup-steps", str(max(1, args.train_steps // 16)),
-                                   "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+                                   "--batch-size", str(args.batch_size), "--optimizer", "adamw",
+                                   "--lr", str(args.lr), "--weight-decay", "0.05",
                                    "--eval-every", str(max(1, args.train_steps // 8)),
                                    "--save-every", str(max(1, args.train_steps // 8)),
                                    "--out", d, "--device", args.device] + data_args(args))
@@ -190,7 +191,7 @@ def supernet_checkpoint(seed: int, parent: str, args) -> str:
         command("distill", resume + ["--checkpoint", parent, "--seed", str(seed), "--out", d,
                                      "--bound", str(args.bound), "--steps", str(args.distill_steps),
                                      "--warmup-steps", str(max(1, args.distill_steps // 10)),
-                                     "--batch-size", str(args.batch_size),
+                                     "--batch-size", str(args.batch_size), "--lr", str(args.distill_lr),
                                      "--eval-every", str(max(1, args.distill_steps // 4)),
                                      "--save-every", str(max(1, args.distill_steps // 4)),
                                      "--device", args.device])
@@ -414,7 +415,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--img-size", type=int, default=84)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--lr", type=float, default=5e-5, help="the fine-tune's AdamW learning rate (weight decay 0.05)")
+    ap.add_argument("--distill-lr", type=float, default=5e-5)
     ap.add_argument("--train-steps", type=int, default=800)
     ap.add_argument("--distill-steps", type=int, default=300)
     ap.add_argument("--bound", type=float, default=0.5)

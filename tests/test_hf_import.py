@@ -167,3 +167,15 @@ def test_a_graph_without_a_vit_backbone_is_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError) as e:
         tavt_kit.load_checkpoint(path)
     assert "\n" not in str(e.value) and "conv.onnx" in str(e.value) and "ONNX" in str(e.value)
+
+
+def test_a_pretrained_backbone_on_a_builtin_dataset_gets_the_fine_tuning_recipe(onnx_backbone, tmp_path):
+    from tavt_kit.cli import build_parser
+    from tavt_kit.cli.train import PRETRAINED_RECIPE, resolve_train_args
+
+    def resolved(*argv):
+        return resolve_train_args(build_parser("train").parse_args(["--dataset", "cluttered-digits", *argv]))
+
+    assert resolved("--checkpoint", onnx_backbone)["lr"] == PRETRAINED_RECIPE["lr"]  # not 1.5e-3 from scratch
+    assert resolved("--checkpoint", onnx_backbone, "--lr", "1e-4")["lr"] == 1e-4
+    assert resolved()["lr"] != PRETRAINED_RECIPE["lr"]

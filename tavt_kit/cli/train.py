@@ -27,6 +27,12 @@ DEMO_RECIPE: Dict[str, Any] = dict(SEEDS_RECIPE, optimizer="adamw", lr=1.5e-3, w
 #: the built-in cluttered digits: the same model and recipe, longer (the digit must be found among clutter)
 CLUTTERED_RECIPE: Dict[str, Any] = dict(DEMO_RECIPE, steps=1400, eval_every=200, save_every=200)
 
+#: a pretrained backbone (a foreign checkpoint: Hugging Face, ONNX, timm, .npz) fine-tuned on a built-in dataset:
+#: the from-scratch recipe's AdamW at 1.5e-3 wipes pretrained features (DINOv2-S/14 stayed at chance on
+#: cluttered-fashion), 5e-5 fine-tunes them (benchmarks/real_model.py)
+PRETRAINED_RECIPE: Dict[str, Any] = dict(DEMO_RECIPE, lr=5e-5, warmup_steps=40, steps=600, batch_size=32,
+                                         eval_every=100, save_every=100)
+
 #: options that change what a run computes: a resumed run must keep them
 RESULT_KEYS = ("dataset", "dataset_options", "holdout", "split_seed", "resize", "train_crop", "model", "pretrained",
                "img_size",
@@ -150,6 +156,8 @@ def resolve_train_args(args: argparse.Namespace) -> Dict[str, Any]:
     info = dataset_info(args.dataset or "demo")
     name = info.name
     recipe = builtin_recipe(name) if info.builtin else SEEDS_RECIPE
+    if info.builtin and getattr(args, "pretrained", None) and _foreign(args.pretrained):
+        recipe = PRETRAINED_RECIPE
     check_own_holdout(name, args.holdout)
     r: Dict[str, Any] = dict(recipe)
     r.update(dataset=name, data=None, holdout=0.1, split_seed=0, resize=None, train_crop="random", model=None,
@@ -159,6 +167,17 @@ def resolve_train_args(args: argparse.Namespace) -> Dict[str, Any]:
     r.update(given)
     r["notes"] = fit_warmup(r, given, recipe)
     return r
+
+
+def _foreign(path) -> bool:
+    """A checkpoint that is not fgvc-kit's own (pretrained weights of another layout)."""
+    from ..errors import CheckpointError
+    from ..models import read_spec
+
+    try:
+        return read_spec(path, required=False) is None
+    except CheckpointError:  # an unreadable file: the model's loading names it
+        return False
 
 
 def fit_warmup(r: Dict[str, Any], given: Dict[str, Any], recipe: Dict[str, Any]) -> List[str]:
