@@ -52,6 +52,19 @@ def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_p
     assert main(["export", "--checkpoint", sn, "--search", str(tmp_path / "search" / "search.json"), "--budget",
                  budget, "--pick", "searched", "--format", "onnx", "--no-verify", "--out", str(out2)]) == 0
     assert json.loads((out2 / "export.json").read_text())["schedule"]["counts"] == list(b.best.counts)
+    # a budget no searched schedule met still exports what it recommends (ToMe on your model); --pick searched
+    # says there is no searched schedule, in one line
+    path = tmp_path / "search" / "search.json"
+    doc = json.loads(path.read_text())
+    doc["budgets"][0]["best"] = None
+    path.write_text(json.dumps(doc))
+    model, sched, source = tavt_kit.search.deployable_from_search(model, str(path), budget)
+    assert tuple(sched.counts) == tuple(tome.counts) and source["weights"] == "parent"
+    assert main(["export", "--checkpoint", sn, "--search", str(path), "--budget", budget, "--format", "onnx",
+                 "--no-verify", "--out", str(tmp_path / "export3")]) == 0
+    assert main(["export", "--checkpoint", sn, "--search", str(path), "--budget", budget, "--pick", "searched",
+                 "--format", "onnx", "--no-verify", "--out", str(tmp_path / "export4")]) == 2
+    assert "no schedule of the search space met this budget" in capsys.readouterr().err
 
 
 def test_schedules_searched_on_your_model_compete_and_export_with_its_weights(tmp_path, trained_checkpoint, capsys):

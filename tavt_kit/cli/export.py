@@ -94,7 +94,7 @@ def _schedule(args, model):
         doc = read_search(args.search)
         use_recorded_token_drop(model, (doc.get("model") or {}).get("token_drop"), f"--search {args.search}")
         found = deployable_from_search(model, args.search, args.budget, args.pick)
-        row = select_budget(doc, args.budget, args.search)
+        row = select_budget(doc, args.budget, args.search, need_pick=False)
         if row.get("source") == "front":  # a budget the search was not run for: said, with what is exported
             print(f"{row['note']}: exporting {row['front_point']}", flush=True)
         return found

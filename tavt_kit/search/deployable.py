@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 
 from ..errors import ConfigError
 from ..schedules import TokenSchedule
-from .result import FINETUNED, family_entry, read_search, schedule_from_search, select_budget
+from .result import FINETUNED, budget_source, checked_budget, family_entry, pick_schedule
 
 
 def parent_recommendation(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -33,20 +33,21 @@ def deployable_from_search(model, search_path, budget, pick: str = "recommended"
     """
     if pick not in ("recommended", "searched"):
         raise ConfigError(f"pick={pick!r}: expected recommended or searched")
-    sched, source = schedule_from_search(model, search_path, budget)
+    # a budget no searched schedule met may still recommend a deployable of your model (ToMe on it)
+    doc, row = checked_budget(model, search_path, budget, need_pick=pick == "searched")
+    source = budget_source(row, search_path)
     if pick == "searched":
-        return model, sched, source
-    doc = read_search(search_path)  # read and checked once more by schedule_from_search above
-    row = select_budget(doc, budget, os.fspath(search_path))
+        return model, pick_schedule(model, row, search_path), source
     rec = parent_recommendation(row)
     if (row.get("recommended") or {}).get("weights") == "finetuned":
         return finetuned_deployable(row, source, os.path.dirname(os.path.abspath(os.fspath(search_path))))
     if rec is None:
         family = (row.get("recommended") or {}).get("family")
-        return model, sched, {**source, **({"recommended": family} if family else {})}
+        return model, pick_schedule(model, row, search_path), \
+            {**source, **({"recommended": family} if family else {})}
     from ..models.checkpoint import load_parent
 
-    # a search of your own model (no supernet) ran on the weights given, checked by schedule_from_search above
+    # a search of your own model (no supernet) ran on the weights given, checked by checked_budget above
     parent = model if (doc.get("parent") or {}).get("searched_weights") else load_parent(model)
     psched = parent.make_schedule(TokenSchedule(tuple(rec["counts"]), parent.num_patches,
                                                 reducers=rec.get("reducers")))

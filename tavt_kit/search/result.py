@@ -120,7 +120,7 @@ def describe_front_point(search: Dict[str, Any], p: Dict[str, Any], objective: s
     return cost + (f", {100 * acc:.1f} % held-out" if acc is not None else "")
 
 
-def select_budget(search: Dict[str, Any], budget, where: str = "search.json") -> Dict[str, Any]:
+def select_budget(search: Dict[str, Any], budget, where: str = "search.json", need_pick: bool = True) -> Dict[str, Any]:
     """The entry of ``search["budgets"]`` that ``budget`` names: its label (``"15ms"``, ``"20G MACs"``,
     spaces and case ignored), the same value in other units (``"0.015s"``, ``"20e9"``), or the bare
     number of its label (``15``, ``20``). Any other budget with a unit (``12ms``, ``25M MACs``) is answered
@@ -128,7 +128,8 @@ def select_budget(search: Dict[str, Any], budget, where: str = "search.json") ->
     ``note`` / ``front_point`` say so in words (``"25ms is not a budget of search.json (it holds 15ms)"``,
     ``"the Pareto-front point at 12.1 ms predicted, 91.2 % held-out, the most accurate within 25ms"``).
     A budget nothing on the front meets, and text that is no budget, are a :class:`ConfigError` naming the
-    budgets the file holds."""
+    budgets the file holds; so is a held budget no searched schedule met, unless ``need_pick`` is false (its
+    recommendation may be a deployable of your model: :func:`~.deployable.deployable_from_search`)."""
     rows = search.get("budgets") or []
     labels = ", ".join(str(r.get("label")) for r in rows) or "none"
 
@@ -184,37 +185,61 @@ def select_budget(search: Dict[str, Any], budget, where: str = "search.json") ->
                 "front_point": f"the Pareto-front point at {describe_front_point(search, best, objective)}, "
                                f"the most accurate within {label}"}
     row = hits[0]
-    if not row.get("best") or not row["best"].get("counts"):
-        raise ConfigError(f"budget={row['label']}: no schedule of the search space met this budget in {where}; "
-                          f"its budgets: {labels}")
+    if need_pick:
+        require_pick(row, where, labels)
     return row
+
+
+def require_pick(row: Dict[str, Any], where: str, labels: str = "") -> None:
+    """Refuse a budget row without a searched schedule (one line naming the budget and the file)."""
+    if not row.get("best") or not row["best"].get("counts"):
+        raise ConfigError(f"budget={row['label']}: no schedule of the search space met this budget in {where}"
+                          + (f"; its budgets: {labels}" if labels else ""))
 
 
 def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any]]:
     """The schedule a search chose for ``budget``, checked against ``model``; returns ``(schedule, source)``.
     The search.json is read with :func:`read_search` (format, version, values); an unfinished one is refused."""
+    doc, row = checked_budget(model, search_path, budget)
+    return pick_schedule(model, row, search_path), budget_source(row, search_path)
+
+
+def checked_budget(model, search_path, budget, need_pick: bool = True) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(search.json, its row for budget)``: the file read and checked (finished, made for ``model``'s
+    architecture and weights); ``need_pick``: as :func:`select_budget`."""
     path = os.fspath(search_path)
     where = f"search={path}"
     doc = read_search(path, where)
     require_finished(doc, where)
-    row = select_budget(doc, budget, path)
+    row = select_budget(doc, budget, path, need_pick=need_pick)
     check_model_info(model, doc.get("model") or {}, where)
     check_same_weights((doc.get("model") or {}).get("weights_sha256"), model, where, "searched", ScheduleError,
                        "its accuracies are not this model's: search this checkpoint")
+    return doc, row
+
+
+def pick_schedule(model, row: Dict[str, Any], search_path):
+    """The searched schedule of a budget row on ``model``."""
+    where = f"search={os.fspath(search_path)}"
+    require_pick(row, os.fspath(search_path))
     try:
-        sched = model.make_schedule(TokenSchedule(tuple(row["best"]["counts"]), model.num_patches,
-                                                  reducers=row["best"].get("reducers")))
+        return model.make_schedule(TokenSchedule(tuple(row["best"]["counts"]), model.num_patches,
+                                                 reducers=row["best"].get("reducers")))
     except ScheduleError as e:
         raise ScheduleError(f"{where}: budget {row['label']}: {e} (a search of another model?)") from None
-    best = row["best"]
-    source = {"kind": "search", "file": os.path.basename(path), "budget": row["label"],
+
+
+def budget_source(row: Dict[str, Any], search_path) -> Dict[str, Any]:
+    """Where an export's schedule comes from: the search file, the budget and, with a searched pick, its scores."""
+    best = row.get("best") or {}
+    source = {"kind": "search", "file": os.path.basename(os.fspath(search_path)), "budget": row["label"],
               "picked_from": row.get("source", "search budget"),
               "objective": row.get("objective"), "limit": row.get("limit"),
               "search_holdout_accuracy": best.get("holdout_accuracy"), "search_test_accuracy": best.get("test_accuracy"),
               "search_latency_ms": best.get("latency_ms"), "schedule_file": row.get("schedule_file"),
               # a search of (schedule, precision) pairs chose the precision too
               "precision": best.get("precision")}
-    return sched, {k: v for k, v in source.items() if v is not None}
+    return {k: v for k, v in source.items() if v is not None}
 
 
 # ------------------------------------------------------------------ typed view
