@@ -65,6 +65,11 @@ def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_p
     assert main(["export", "--checkpoint", sn, "--search", str(path), "--budget", budget, "--pick", "searched",
                  "--format", "onnx", "--no-verify", "--out", str(tmp_path / "export4")]) == 2
     assert "no schedule of the search space met this budget" in capsys.readouterr().err
+    # the report ships the same: ToMe on your model, not "nothing in the search space fits"
+    assert main(["report", "--search", str(path), "--out", str(tmp_path / "report")]) == 0
+    ship = (tmp_path / "report" / "report.md").read_text().split("## What to ship")[1].split("\n\n")[1]
+    assert "nothing in the search space fits" not in ship and "FAIL" not in ship
+    assert "ToMe" in (tmp_path / "report" / "report.md").read_text().split("## What to ship")[1]
 
 
 def test_schedules_searched_on_your_model_compete_and_export_with_its_weights(tmp_path, trained_checkpoint, capsys):

@@ -1,8 +1,7 @@
 """Latency-budget reports (``fgvc-kit report``): what meets which budget, on which device, verified.
 
-From a ``search.json`` (and, when present, ``bench.json`` latency
-measurements and ``export.json`` verification records) writes ``report.md``
-and a self-contained ``report.html`` (plots embedded) with:
+From a ``search.json`` (and, when present, ``bench.json`` latency measurements and ``export.json``
+verification records) writes ``report.md`` and a self-contained ``report.html`` (plots embedded) with:
 
 * accuracy against MACs and against latency: every candidate, the Pareto
   front, the baselines and the budgets;
@@ -25,6 +24,7 @@ from ..bench.ratio import ratio_of_bench_rows
 from .advice import export_command, over_budget_advice
 from .html import to_html
 from ..stats import wilson_interval
+from ..search.deployable import parent_entry
 from ..search.result import front_latency_ms, select_budget
 
 
@@ -195,8 +195,8 @@ def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: 
     notes = []
     for b in rows:
         label = b["label"] + (" (from the front)" if b.get("source") == "front" else "")
-        d = b.get("best")
-        if not d:
+        d = b.get("best") or {}  # none met it: what it recommends on your model may still ship (_shipped)
+        if not d and not parent_entry(b):
             md.append(f"| {label} | nothing in the search space fits | – | **FAIL** | – | – | – |")
             continue
         if d.get("origin"):

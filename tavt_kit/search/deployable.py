@@ -23,6 +23,14 @@ def parent_recommendation(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return rec if rec.get("weights") == "parent" and rec.get("counts") else None
 
 
+def parent_entry(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The entry (scores, schedule) of what a budget ships when it is a deployable of your model; None otherwise.
+    A budget no searched schedule met may still ship one: ToMe on your model, say."""
+    rec = parent_recommendation(row)
+    entry = family_entry(row, rec["family"]) if rec else None
+    return entry if entry and entry.get("counts") else None
+
+
 def deployable_from_search(model, search_path, budget, pick: str = "recommended"):
     """What to export for ``budget`` of a search of ``model``: ``(model to export, schedule, source)``.
 
