@@ -394,6 +394,46 @@ def report(args, imp, prb, parents, macs, lat) -> str:
     return "\n".join(lines)
 
 
+def plot(args, parents, macs) -> list:
+    """The parents' held-out curves and, per seed, test top-1 against MAC reduction of ToMe on your model and of
+    what ships (PNG files in ``--out``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    if parents:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for seed, pts in parents.items():
+            ax.plot([s for s, _ in pts], [100 * a for _, a in pts], marker="o", label=f"seed {seed}")
+        ax.set(xlabel="step", ylabel="held-out top-1 (%)", title="your model: the fine-tune's held-out curve")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        files.append(os.path.join(args.out, "parent_curves.png"))
+        fig.tight_layout()
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
+    if macs:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for res in macs:
+            ref = 100 * res["parent"]["test_accuracy"]
+            for key, style, name in (("tome", "s--", "ToMe on your model"), ("recommended_entry", "o-", "what ships")):
+                pts = [(row["reduction"], 100 * row[key]["test_accuracy"]) for row in res["rows"]
+                       if (row.get(key) or {}).get("test_accuracy") is not None]
+                ax.plot([p[0] for p in pts], [p[1] - ref for p in pts], style, label=f"{name}, seed {res['seed']}")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set(xlabel="x fewer MACs than your model", ylabel="test top-1 - your model (points)",
+               title="paired with your model on the test images")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        files.append(os.path.join(args.out, "accuracy_vs_macs.png"))
+        fig.tight_layout()
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
+    return files
+
+
 def headline(res) -> dict:
     """The largest speed-up at <= ACCEPTED_LOSS points loss: of what the budgets ship, and of the training-free."""
     ships, free = [], []
@@ -456,6 +496,8 @@ def main(argv=None) -> int:
                 lat.append(latency_stage(seed, b, parent, supernet, args))
     text = report(args, imp, prb, parents, macs, lat)
     print(text)
+    for f in plot(args, parents, macs):
+        say(f"plot: {f}")
     from tavt_kit.files import write_text
 
     write_text(os.path.join(args.out, "report.txt"), text + "\n")
