@@ -24,6 +24,7 @@ backbone output (the final layer norm) for checking an import against the graph.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Dict, List, Optional, Tuple
@@ -69,11 +70,26 @@ class _Graph:
         return name
 
 
+def _key(path: str) -> Tuple[str, int, int, str]:
+    """What identifies a version of a file: its real path, modification time and size (and the name given)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e}); expected an ONNX file") from None
+    return os.path.realpath(path), st.st_mtime_ns, st.st_size, path
+
+
 def _load(path: str):
+    """The parsed graph (parsed once per process and file version: a checkpoint load asks several times)."""
+    return _parse(*_key(path))
+
+
+@functools.lru_cache(maxsize=2)
+def _parse(real: str, mtime_ns: int, size: int, path: str):
     import onnx
 
     try:
-        return onnx.load(path, load_external_data=True)
+        return onnx.load(real, load_external_data=True)
     except Exception as e:  # onnx raises DecodeError / ValueError / OSError for broken files
         raise CheckpointError(f"{path}: unreadable ONNX file ({str(e).splitlines()[0][:200]})") from None
 
@@ -104,8 +120,13 @@ def read_onnx_backbone(path) -> Dict[str, torch.Tensor]:
     Raises :class:`CheckpointError` naming the file and the tensor when the graph is not such a model or a
     layer's weight cannot be found by the walk.
     """
-    path = os.fspath(path)
-    model = _load(path)
+    return dict(_backbone(_key(os.fspath(path))))
+
+
+@functools.lru_cache(maxsize=2)
+def _backbone(key: Tuple[str, int, int, str]) -> Dict[str, torch.Tensor]:
+    """:func:`read_onnx_backbone` of a file version (the walk and the ONNX Runtime run made once)."""
+    path, model = key[-1], _parse(*key)
     pre = backbone_prefix(model)
     if pre is None:
         raise CheckpointError(f"{path}: no Hugging Face ViT-family backbone in the graph (no initializer named "
