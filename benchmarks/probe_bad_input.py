@@ -1529,9 +1529,252 @@ def slow_cases() -> List[Case]:
     ]
 
 
+# ---------------------------------------------------------------------------------------------- issue #67
+def _best_edit(counts_of, reducers=None):
+    """An edit of search.json's first pick: its counts (from the pick's), its MACs left as they were."""
+    def edit(doc):
+        b = _best(doc)
+        b["counts"] = counts_of(list(b["counts"]), doc)
+        if reducers is not None:
+            b["reducers"] = [reducers] * len(b["counts"])
+    return edit
+
+
+def _one_fewer(counts, doc):
+    """The pick with one token fewer in its last block (a schedule still in the space, MACs not its own)."""
+    return counts[:-1] + [max(1, counts[-1] - 1)] if counts[-1] > 1 else counts[:-1] + [counts[-1]]
+
+
+def _merge_most(counts, doc):
+    """Block 0 merges 11 of the 16 patch tokens (more than half: 44 of 64 in the issue)."""
+    n = int(doc["model"]["num_patches"])
+    low = n - (n * 11 + 15) // 16
+    return [low] * len(counts)
+
+
+def api_outcome(call: Callable[[], Any], must: Words = (), accepted: Optional[Callable[[Any], Optional[str]]] = None
+                ) -> Tuple[str, str]:
+    """A Python API call: a refusal must be a TavtKitError naming ``must``; where the input is valid
+    (``accepted`` given) it must run, and ``accepted(result)`` says what is wrong with the result (None: right)."""
+    try:
+        result = call()
+    except tavt_kit.TavtKitError as e:
+        line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if accepted is not None and not must:
+            return "unclear", f"a valid call refused: {line}"
+        miss = missing_words(line, must)
+        return ("unclear", f"{line}  [does not name {', '.join(miss)}]") if miss else ("clean", line)
+    except Exception as e:  # what a Python user would see as a traceback
+        return "traceback", f"{type(e).__name__}: {str(e)[:200]}"
+    if accepted is None:
+        return "silent acceptance", f"accepted: {str(result)[:200]}"
+    wrong = accepted(result)
+    return ("silent acceptance", wrong) if wrong else ("clean", f"ran: {str(result)[:160]}")
+
+
+def _search_api(fx: Fixtures, model=None, budgets: Any = "__macs__", **kw):
+    """``search_schedules`` on the tiny supernet with random images and a tiny evolution (``kw`` overrides)."""
+    from tavt_kit import search_schedules
+    from tavt_kit.search import EvolutionSettings
+
+    g = torch.Generator().manual_seed(0)
+    split = (lambda n: (torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                        torch.randint(0, 10, (n,), generator=g)))
+    if budgets == "__macs__":
+        full = tavt_kit.count_macs(tavt_kit.load_checkpoint(fx.sup)).total()
+        budgets = [f"{0.9 * full / 1e6:.4g}M MACs"]
+    args = dict(settings=EvolutionSettings(population=2, generations=1, mutations=1, crossovers=1, seed=0),
+                out=fx.fresh("search_api"), log=lambda s: None, parent=None)
+    args.update(kw)
+    return search_schedules(model if model is not None else tavt_kit.load_checkpoint(fx.sup),
+                            (split(16), split(16)), budgets, **args)
+
+
+def _one_budget(label: str):
+    def check(res):
+        return None if list(res.budgets) == [label] else f"budgets {list(res.budgets)}, expected [{label!r}]"
+    return check
+
+
+def readonly_table_cache(fx: Fixtures) -> Tuple[str, str]:
+    """A search whose checkpoint is in a folder that cannot be written (its table cache): it must go on, saying so.
+    The folder is made unwritable by refusing every folder made under it (root ignores file modes)."""
+    folder = fx.fresh("ro_checkpoint")
+    os.makedirs(folder)
+    ckpt = shutil.copy(fx.sup, folder)
+    real = os.makedirs
+    where = os.path.abspath(folder) + os.sep
+
+    def makedirs(name, *a, **k):
+        if os.path.abspath(os.fspath(name)).startswith(where):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(name))
+        return real(name, *a, **k)
+
+    with patched(os, "makedirs", makedirs):
+        rc, out, err = call_main(["search", "--checkpoint", ckpt, "--latency-budget", "50ms", "--backend", "torch",
+                                  "--out", fx.fresh("search_ro"), *EVO])
+    if "Traceback" in err:
+        return "traceback", (error_lines(err) or ["?"])[-1]
+    if rc != 0:
+        return "unclear", "refused because the optional table cache cannot be written: " + (error_lines(err) or
+                                                                                             ["?"])[-1]
+    said = [ln for ln in (out + err).splitlines() if "warning" in ln and "could not be kept" in ln]
+    if not said:
+        return "unclear", "ran, but did not say that the table was not kept"
+    return "clean", said[0].strip()
+
+
+def _class_folders(fx: Fixtures, name: str) -> str:
+    from PIL import Image
+
+    root = fx.fresh(name)
+    for split in ("train", "test"):
+        for c, cls in enumerate(("cat", "dog")):
+            os.makedirs(os.path.join(root, split, cls))
+            for i in range(4 if split == "train" else 2):
+                Image.fromarray(np.full((16, 16, 3), 40 * c + 10 * i, np.uint8)).save(
+                    os.path.join(root, split, cls, f"{i}.png"))
+    return root
+
+
+def _link_loop(fx: Fixtures) -> List[str]:
+    root = _class_folders(fx, "folder_loop")
+    os.symlink(os.path.join(root, "train", "cat"), os.path.join(root, "train", "cat", "again"))
+    args = [("2" if a == "8" else a) for a in TRAIN]
+    return ["train", "--dataset", "folder", "--data", root, *args, "--out", fx.fresh("train_loop")]
+
+
+def _decoded(fx: Fixtures, name: str, array: np.ndarray, want: int) -> Tuple[str, str]:
+    """An image file of an unusual mode, decoded by the loader every dataset uses: the values it means."""
+    from PIL import Image
+
+    from tavt_kit.data.datasets import _open_image
+
+    folder = fx.fresh("images67")
+    os.makedirs(folder)
+    path = os.path.join(folder, name)
+    Image.fromarray(array).save(path)
+    mode = Image.open(path).mode
+    try:
+        got = np.asarray(_open_image(path))
+    except tavt_kit.TavtKitError as e:
+        return "unclear", f"a valid {mode} image refused: {e}"
+    except Exception as e:
+        return "traceback", f"{type(e).__name__}: {e}"
+    if got.shape[-1] != 3 or int(got[0, 0, 0]) != want:
+        return "silent acceptance", f"{mode} image decoded to {got[0, 0].tolist()}, expected {want} (the value it means)"
+    return "clean", f"{mode} image decoded to {got[0, 0].tolist()}"
+
+
+def before_stages(fx, argv, rc, out, err):
+    """A demo flag a late stage refuses must stop the demo before its first stage runs."""
+    if rc == 0 or rc is None:
+        return None
+    if os.path.isdir(os.path.join(opt(argv, "--out"), "train")):
+        return "silent acceptance", "the stages ran before the refusal: " + (error_lines(err) or ["?"])[-1]
+    return None
+
+
+def issue67_cases() -> List[Case]:
+    """Result files, the Python API, flags and images of issue #67 (their names end in ``(#67)``)."""
+    def search_cli(fx, *a):
+        return ["search", "--checkpoint", fx.sup, *a, "--out", fx.fresh("s67"), *EVO]
+
+    def profile(fx, *a):
+        return ["bench", "profile", "--checkpoint", fx.sup, *a, "--time-budget", "0.05", "--min-repeats", "3",
+                "--no-plot", "--quiet", "--out", fx.fresh("p67")]
+
+    demo = ["demo", "--quick", "--dataset", "demo", "--format", "tflite"]
+    from tavt_kit.search import EvolutionSettings
+
+    return [
+        # the report and the result files
+        Case("report: export.json with files null beside its artefacts (#67)",
+             lambda fx: report_argv(fx, "--export", tampered_export(fx, "export_nf",
+                                                                    lambda f, d: d.update(files=None))),
+             must=["export.json", "files"], post=distrust(["model.xml", "model.onnx"])),
+        Case("report: tampered search.json, a pick merging 11 of 16 tokens in one block, old MACs (#67)",
+             lambda fx: report_argv(fx, search=search_edit(fx, "search_merge_most.json",
+                                                           _best_edit(_merge_most, "merge"))),
+             must=["budgets[0].best", ("merge", "half")]),
+        Case("report: tampered search.json, a pick's counts changed, old MACs (#67)",
+             lambda fx: report_argv(fx, search=search_edit(fx, "search_other_macs.json", _best_edit(_one_fewer))),
+             must=["budgets[0].best.macs"]),
+        Case("report: search.json with candidates null (#67)",
+             lambda fx: report_argv(fx, search=search_edit(fx, "search_null_list.json",
+                                                           lambda d: d.update(candidates=None))),
+             must=["candidates"]),
+        # the Python API
+        Case("api: search_schedules('best.safetensors', ...) (a path for model=) (#67)",
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, model=fx.sup), accepted=lambda r: None)),
+        Case("api: search_schedules(settings=dict(population=2)) (#67)",
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, settings=dict(population=2, generations=1, mutations=1,
+                                                                             crossovers=1)),
+                                       accepted=lambda r: None if r.doc["settings"]["population"] == 2
+                                       else f"searched with population {r.doc['settings']['population']}")),
+        Case("api: search_schedules(settings=dict(populaton=2)) (a misspelt key) (#67)",
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, settings=dict(populaton=2)),
+                                       must=["settings", "populaton"])),
+        Case("api: search_schedules(settings=5) (#67)",
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, settings=5), must=["settings"])),
+        Case("api: EvolutionSettings(population=0) (#67)",
+             fn=lambda fx: api_outcome(lambda: EvolutionSettings(population=0), must=["population"])),
+        Case("api: EvolutionSettings(mutation_prob=1.5) (#67)",
+             fn=lambda fx: api_outcome(lambda: EvolutionSettings(mutation_prob=1.5), must=["mutation_prob"])),
+        Case("api: search_schedules(budgets='50ms') is one budget (#67)",
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, budgets="50ms", table=fx.table),
+                                       accepted=_one_budget("50ms"))),
+        Case("api: search_schedules(budgets=None) (#67)",
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, budgets=None), must=["budgets"])),
+        Case("api: search_schedules(subset='10') (#67)",
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, subset="10"), must=["subset"])),
+        Case("api: search_schedules(table=T, latency_source='measure') (#67)",
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, budgets="50ms", table=fx.table,
+                                                           latency_source="measure"),
+                                       must=["table", "latency_source"])),
+        # flags
+        Case("flags: search --latency-budget 1e400ms (#67)", lambda fx: search_cli(fx, "--latency-budget", "1e400ms"),
+             must=["--latency-budget", "finite"]),
+        Case("flags: search --macs-budget 1e400 (#67)", lambda fx: search_cli(fx, "--macs-budget", "1e400"),
+             must=["--macs-budget", "finite"]),
+        Case("flags: search --latency-table T --latency-source measure (#67)",
+             lambda fx: search_cli(fx, "--latency-table", fx.table, "--latency-source", "measure",
+                                   "--latency-budget", "50ms"), must=["--latency-table", "--latency-source"]),
+        Case("flags: search --mutation-prob 1.5 (#67)", lambda fx: search_cli(fx, "--mutation-prob", "1.5"),
+             must=["--mutation-prob"]),
+        Case("flags: export --pick searched without --search (#67)",
+             lambda fx: ["export", "--checkpoint", fx.sup, "--pick", "searched", "--format", "onnx", "--no-verify",
+                         "--out", fx.fresh("e67")], must=["--pick", "--search"]),
+        Case("flags: bench profile --grid 0 (#67)", lambda fx: profile(fx, "--grid", "0"), must=["--grid", "2"]),
+        Case("flags: bench profile --grid 1 (#67)", lambda fx: profile(fx, "--grid", "1"), must=["--grid", "2"]),
+        Case("flags: bench profile --random-range 0.9,0.5 (#67)",
+             lambda fx: profile(fx, "--grid", "3", "--validate", "2", "--random-range", "0.9,0.5"),
+             must=["--random-range"]),
+        Case("flags: bench profile --random-range 0.5,0.9 without --validate (#67)",
+             lambda fx: profile(fx, "--grid", "3", "--random-range", "0.5,0.9"), must=["--random-range", "--validate"]),
+        Case("flags: bench --random-range 1.5,2 (#67)",
+             lambda fx: ["bench", "--checkpoint", fx.sup, "--random", "2", "--random-range", "1.5,2", "--quiet",
+                         "--time-budget", "0.05", "--no-plot", "--out", fx.fresh("b67")], must=["--random-range"]),
+        Case("flags: distill --drop-blocks '' (#67)",
+             lambda fx: ["distill", "--checkpoint", fx.sup, "--drop-blocks", "", "--steps", "1", "--out",
+                         fx.fresh("d67")], must=["--drop-blocks"]),
+        Case("flags: demo --format tflite is refused before the first stage (#67)",
+             lambda fx: demo + ["--out", fx.fresh("demo67")], must=["--format", "tflite"], post=before_stages,
+             timeout=120),
+        Case("search of a checkpoint in a read-only folder without --latency-table (#67)", fn=readonly_table_cache),
+        # images and folders (the data part of the issue)
+        Case("data: a class folder holding a link to itself (a loop) (#67)", _link_loop, must=["again"]),
+        Case("data: a 16-bit grey PNG decodes to the values it means (#67)",
+             fn=lambda fx: _decoded(fx, "grey16.png", np.full((8, 8), 40000, np.uint16), round(40000 / 257))),
+        Case("data: a 32-bit float TIFF decodes to the values it means (#67)",
+             fn=lambda fx: _decoded(fx, "float.tiff", np.full((8, 8), 0.5, np.float32), 128)),
+    ]
+
+
 def all_cases() -> List[Case]:
     return (old_cases(None) + report_cases() + lock_cases() + disk_cases() + table_cases() + drop_cases()
-            + wrong_file_cases() + option_cases() + cub_cases() + flag_cases() + overwrite_cases() + slow_cases())
+            + wrong_file_cases() + option_cases() + cub_cases() + flag_cases() + overwrite_cases() + issue67_cases()
+            + slow_cases())
 
 
 # ---------------------------------------------------------------------------------------------- running

@@ -36,6 +36,21 @@ def _command(name: str) -> Callable[[List[str]], int]:
     return lambda argv: invoke(command_module(name), name, argv)
 
 
+def _preflight(stages: Sequence[tuple]) -> None:
+    """Every stage's command line ``(command, argv)`` parsed and checked as its command checks it before reading
+    any file (its parser, the signs of its numbers, and its ``check_args`` where it has one), so that a flag a late
+    stage refuses (``--format tflite``) stops the demo before its first stage runs, not after minutes of them."""
+    from .cli import build_parser, command_module
+    from .cli.common import check_values
+
+    for name, argv in stages:
+        module, parser = command_module(name), build_parser(name)
+        ns = parser.parse_args(module.normalize_argv(list(argv)) if hasattr(module, "normalize_argv") else argv)
+        check_values(parser, ns)
+        if hasattr(module, "check_args"):
+            module.check_args(ns)
+
+
 STAGES_FILE = "stages.json"
 STAGES_FORMAT, STAGES_VERSION = "fgvc-kit/demo-stages", 1
 
@@ -205,7 +220,6 @@ def run(args) -> int:
         print(msg, flush=True)
 
     out = args.out
-    os.makedirs(out, exist_ok=True)
     if not 0 < args.latency_fraction <= 1:
         from .errors import ConfigError
 
@@ -244,11 +258,50 @@ def run(args) -> int:
     def once(steps: int) -> List[str]:  # held-out evaluation at the end only (checkpoints still every 100 steps)
         return [] if quick else ["--eval-every", str(steps), "--save-every", str(min(100, steps))]
 
+    # each stage's command line (the values only a stage before it can give are placeholders until it ran): every
+    # flag of every stage is checked before the first stage runs (_preflight)
+    supernet = os.path.join(d_dist, "best.safetensors")
+    table, search_json = os.path.join(d_bench, "latency_table.json"), os.path.join(d_search, "search.json")
+
+    def train_argv() -> List[str]:
+        return ["--out", d_train] + data + common + small + once(train_steps) + ["--steps", str(train_steps)]
+
+    def distill_argv() -> List[str]:
+        # the search scores the supernet on the test images (with your model beside it): not twice
+        return ["--checkpoint", os.path.join(d_train, "best.safetensors"), "--out", d_dist, "--no-test"] + common \
+            + small + once(distill_steps) + ["--steps", str(distill_steps)]
+
+    def profile_argv() -> List[str]:
+        argv = ["profile", "--checkpoint", supernet, "--out", d_bench, "--latency-batch-size",
+                str(args.latency_batch_size), "--backend", backend, "--reducers", "drop,merge", "--quiet"]
+        return argv + (["--grid", "5", "--time-budget", "0.05", "--min-repeats", "3"] if quick else PROFILE)
+
+    def search_argv(latency: str, macs: str) -> List[str]:
+        # the picks are measured once, by the bench stage on the same target (the report's verdict)
+        argv = ["--checkpoint", supernet, "--latency-table", table, "--latency-budget", latency, "--macs-budget", macs,
+                "--population", str(4 if quick else args.population),
+                "--generations", str(1 if quick else args.generations),
+                "--mutations", str(4 if quick else args.population),
+                "--crossovers", str(4 if quick else args.population), "--out", d_search]
+        return argv + (["--subset", "32"] if quick else [])
+
+    def export_argv(label: Optional[str]) -> List[str]:
+        argv = ["--checkpoint", supernet, "--format", args.format, "--out", d_export]
+        argv += ["--search", search_json, "--budget", label] if label is not None else []
+        return argv + (["--verify-images", "32"] if quick else [])
+
+    def bench_argv(label: Optional[str]) -> List[str]:
+        # what the demo ships, and the full model, on the search's own target (its table's: backend, batch,
+        # threads, precision); the report's verdict is this measurement
+        argv = ["--search", search_json, "--out", d_bench, "--quiet"] + (["--budget", label] if label else [])
+        return argv + (["--time-budget", "0.05", "--min-repeats", "3"] if quick else [])
+
+    _preflight([("train", train_argv()), ("distill", distill_argv()), ("bench", profile_argv()),
+                ("search", search_argv("1ms", "1")), ("export", export_argv("1ms")), ("bench", bench_argv("1ms"))])
+    os.makedirs(out, exist_ok=True)
+
     def train() -> int:
-        argv = ["--out", d_train] + data + common + small + once(train_steps) \
-            + _resumable(d_train, stages.current[2])
-        argv += ["--steps", str(train_steps)]
-        return _command("train")(argv)
+        return _command("train")(train_argv() + _resumable(d_train, stages.current[2]))
 
     stages = _Stages(out, log)
     _stage = stages.run
@@ -257,24 +310,15 @@ def run(args) -> int:
            files=[os.path.join(d_train, "best.safetensors")])
 
     def distill() -> int:
-        # the search scores the supernet on the test images (with your model beside it): not twice
-        argv = ["--checkpoint", os.path.join(d_train, "best.safetensors"), "--out", d_dist, "--no-test"] + common \
-            + small + once(distill_steps) + _resumable(d_dist, stages.current[2])
-        argv += ["--steps", str(distill_steps)]
-        return _command("distill")(argv)
+        return _command("distill")(distill_argv() + _resumable(d_dist, stages.current[2]))
 
     _stage("2/7 distill", "distill", os.path.join(d_dist, "results.json"),
            {"steps": distill_steps, "quick": quick, "test": "search"},
            distill, files=[os.path.join(d_dist, "best.safetensors")])
-    supernet = os.path.join(d_dist, "best.safetensors")
 
     def profile() -> int:
-        argv = ["profile", "--checkpoint", supernet, "--out", d_bench, "--latency-batch-size",
-                str(args.latency_batch_size), "--backend", backend, "--reducers", "drop,merge", "--quiet"]
-        argv += ["--grid", "5", "--time-budget", "0.05", "--min-repeats", "3"] if quick else PROFILE
-        return _command("bench")(argv)
+        return _command("bench")(profile_argv())
 
-    table = os.path.join(d_bench, "latency_table.json")
     _stage("3/7 latency table on this machine", "profile", table,
            {"batch_size": args.latency_batch_size, "quick": quick, "backend": backend}, profile)
 
@@ -290,21 +334,11 @@ def run(args) -> int:
         lat = LatencyTable.load(table)
         full_ms, small_ms = lat.predict(model.full_schedule()), lat.predict(space_of(model).smallest())
         full_macs = count_macs(model).total()
-        # the picks are measured once, by the bench stage on the same target (the report's verdict)
-        argv = ["--checkpoint", supernet, "--latency-table", table,
-                "--latency-budget", f"{small_ms + args.latency_fraction * (full_ms - small_ms):.4g}ms",
-                "--macs-budget", f"{0.6 * full_macs:.4g}",
-                "--population", str(4 if quick else args.population),
-                "--generations", str(1 if quick else args.generations),
-                "--mutations", str(4 if quick else args.population),
-                "--crossovers", str(4 if quick else args.population), "--out", d_search]
-        if quick:
-            argv += ["--subset", "32"]
-        return _command("search")(argv)
+        return _command("search")(search_argv(f"{small_ms + args.latency_fraction * (full_ms - small_ms):.4g}ms",
+                                              f"{0.6 * full_macs:.4g}"))
 
     from .search.result import read_search, require_finished
 
-    search_json = os.path.join(d_search, "search.json")
     def searched() -> List[str]:  # the schedule files the later stages read
         doc = read_search(search_json)
         return [os.path.join(d_search, b["schedule_file"]) for b in doc.get("budgets", []) if b.get("schedule_file")]
@@ -319,26 +353,14 @@ def run(args) -> int:
         next((b for b in result["budgets"] if b.get("best")), None)
 
     def export() -> int:
-        argv = ["--checkpoint", supernet, "--format", args.format, "--out", d_export]
-        if chosen is not None:
-            argv += ["--search", search_json, "--budget", chosen["label"]]
-        if quick:
-            argv += ["--verify-images", "32"]
-        return _command("export")(argv)
+        return _command("export")(export_argv(chosen["label"] if chosen is not None else None))
 
     export_json = os.path.join(d_export, "export.json")
     _stage("5/7 export with verification", "export", export_json, {"format": args.format, "quick": quick}, export,
            files=lambda: _folder_files(d_export))
 
     def bench() -> int:
-        # what the demo ships, and the full model, on the search's own target (its table's: backend, batch,
-        # threads, precision); the report's verdict is this measurement
-        argv = ["--search", search_json, "--out", d_bench, "--quiet"]
-        if chosen is not None:
-            argv += ["--budget", chosen["label"]]
-        if quick:
-            argv += ["--time-budget", "0.05", "--min-repeats", "3"]
-        return _command("bench")(argv)
+        return _command("bench")(bench_argv(chosen["label"] if chosen is not None else None))
 
     bench_json = os.path.join(d_bench, "bench.json")
     _stage("6/7 bench on this machine", "bench", bench_json,

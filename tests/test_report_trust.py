@@ -160,10 +160,11 @@ def test_a_failed_or_malformed_export_record_is_never_shipped(world, tmp_path):
     rows, notes, _ = ship(sp, tmp_path / "r1", exports=[e / "export.json"])
     assert "model.onnx`" not in rows["8ms"]
     assert any("export status failed, not verified (onnx: agreement 0.50 < 0.99)" in n for n in notes)
-    v1.update(status="verified", verified=True, files=None)
+    v1.update(status="verified", verified=True, files=None)  # no file with a sha256: a record no export writes
     json.dump(v1, open(e / "export.json", "w"))
-    rows, _, md = ship(sp, tmp_path / "r2", exports=[e / "export.json"])
-    assert "not exported yet" in rows["8ms"] and "None" not in md
+    with pytest.raises(ConfigError, match=r"export\.json: files=None: expected an object: each exported format's "
+                       r"file with its sha256"):
+        ship(sp, tmp_path / "r2", exports=[e / "export.json"])
     # a status that contradicts the records the same export wrote: the file was edited, refused naming the field
     doc.update(status="failed", verified=False)
     json.dump(doc, open(e / "export.json", "w"))

@@ -49,6 +49,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from torch import nn
 
 from ..errors import ConfigError, UnsupportedModelError
+from ..schedules.families import check_keep_range
 from ..schedules.schedule import aligned_below
 from ..schedules.space import check_multiple, prefix_tokens
 from ..progress import eta
@@ -110,6 +111,9 @@ def aligned_grid(num_patches: int, points: int, multiple: int, num_prefix: int =
 
 
 def _parse_grid(grid, num_patches: int, token_multiple: int = 1, num_prefix: int = 1) -> List[int]:
+    if isinstance(grid, bool) or (isinstance(grid, int) and grid < 2):
+        raise ConfigError(f"grid={grid!r}: expected at least 2 points (the full model's token count and one below "
+                          "it), or a list of token counts")
     if grid is None or isinstance(grid, int):  # a number of points: spread evenly (aligned: aligned_grid)
         return aligned_grid(num_patches, 13 if grid is None else grid, token_multiple, num_prefix)
     try:
@@ -200,6 +204,7 @@ def profile_latency(
     check_target(target)
     if statistic not in STATISTICS:
         raise ConfigError(f"statistic={statistic}: expected one of {', '.join(STATISTICS)}")
+    check_keep_range(validate_range, "validate_range")
     policy = policy or profile_policy()
     say = progress or (lambda s: None)
     model = _table_model(model, img_size, target)

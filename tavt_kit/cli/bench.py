@@ -70,8 +70,8 @@ def _schedule_args(p) -> None:
                    help="schedule from keep ratios: RATIO or BLOCK:RATIO,... (repeatable)")
     g.add_argument("--random", type=int, default=0, metavar="N",
                    help="add N random TAVT-style schedules (keep ratio per block in --random-range)")
-    g.add_argument("--random-range", default="0.8,1.0", metavar="LO,HI",
-                   help="keep-ratio range of random schedules (default 0.8,1.0)")
+    g.add_argument("--random-range", metavar="LO,HI",
+                   help="keep-ratio range of the --random schedules (default 0.8,1.0)")
     g.add_argument("--no-full", action="store_true", help="do not add the full model (no speed-up column)")
 
 
@@ -156,7 +156,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "multiples of N (default 1: any)")
     g.add_argument("--validate", type=int, default=0, metavar="N",
                    help="measure N random schedules directly and report the table's prediction error (default 0)")
-    g.add_argument("--random-range", default="0.8,1.0", metavar="LO,HI",
+    g.add_argument("--random-range", metavar="LO,HI",
                    help="keep-ratio range of the --validate schedules (default 0.8,1.0)")
     g.add_argument("--no-calibrate", action="store_true", help="skip the whole-model offset calibration")
     g.add_argument("--reducers", metavar="LIST",
@@ -225,13 +225,23 @@ def _policy(args):
                         budget_s=args.time_budget, rel_ci=args.rel_ci)
 
 
-def _range(text: str):
+def _range(args):
+    """``--random-range`` as (lo, hi), keep ratios with 0 < lo <= hi <= 1 (default 0.8, 1.0); given without the
+    random schedules it is for (``--random``, ``--validate`` of profile), it is refused."""
     from ..errors import ConfigError
 
+    text, count = getattr(args, "random_range", None), ("--validate" if args.mode == "profile" else "--random")
+    if text is None:
+        return 0.8, 1.0
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise ConfigError(f"--random-range: expected LO,HI (e.g. 0.8,1.0), got {text!r}") from None
+    if not 0 < lo <= hi <= 1:
+        raise ConfigError(f"--random-range {text}: expected keep ratios LO,HI with 0 < LO <= HI <= 1 (e.g. 0.8,1.0)")
+    if not getattr(args, count.strip("-")):
+        raise ConfigError(f"--random-range {text}: the range of the {count} schedules; give {count} N with it, or "
+                          "leave it out")
     return lo, hi
 
 
@@ -253,7 +263,7 @@ def _schedules(args, model):
     if args.random:
         from ..schedules import random_schedules
 
-        lo, hi = _range(args.random_range)
+        lo, hi = _range(args)
         for i, s in enumerate(random_schedules(model.depth, model.num_patches, args.random, lo, hi, args.seed)):
             out.append(s)
             labels.append(f"random {i + 1}")
@@ -449,6 +459,7 @@ def run(args) -> int:
     from ..errors import ConfigError
 
     mode = args.mode or "measure"
+    _range(args)  # before any work
     say = _say(args)
     if mode == "predict":
         return _predict(args, positional_deprecated(args, "latency_table", "--latency-table"))
@@ -480,7 +491,7 @@ def run(args) -> int:
         reducers = parse_reducers(args.reducers) if args.reducers is not None else None
         table = profile_latency(checkpoint or "fgvc_tiny", target=target, grid=grid, policy=_policy(args),
                                 calibrate=not args.no_calibrate, validate=args.validate,
-                                validate_range=_range(args.random_range), seed=args.seed, exporter=args.exporter,
+                                validate_range=_range(args), seed=args.seed, exporter=args.exporter,
                                 compile_backend=args.compile_backend, workdir=args.workdir, img_size=args.img_size,
                                 statistic=args.statistic, reducers=reducers, progress=say,
                                 token_multiple=args.token_multiple)

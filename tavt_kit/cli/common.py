@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -447,6 +448,8 @@ def parse_macs(text: str, flag: str = "--macs-budget") -> float:
     value = float(m.group(1)) * _MAC_UNITS[m.group(2).lower()]
     if value <= 0:
         raise ConfigError(f"{flag}: must be positive, got {text!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{flag}: expected a finite number of MACs (e.g. 20G), got {text!r}")
     return value
 
 
@@ -474,6 +477,8 @@ def parse_seconds(text: str) -> float:
     value = float(m.group(1)) * _TIME_UNITS[(m.group(2) or "ms").lower()]
     if value <= 0:
         raise ConfigError(f"--latency-budget: must be positive, got {text!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"--latency-budget: expected a finite time such as 15ms or 0.2s, got {text!r}")
     return value
 
 

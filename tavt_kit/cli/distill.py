@@ -227,6 +227,12 @@ def _space(model, r):
 
 
 def run_distill(args: argparse.Namespace) -> int:
+    drop_blocks = getattr(args, "drop_blocks", None)
+    if drop_blocks is not None and not str(drop_blocks).strip():  # an empty shell variable: not "every block"
+        from ..errors import ConfigError
+
+        raise ConfigError("--drop-blocks: empty; expected comma-separated block indices, e.g. 3,6,9 (omit "
+                          "--drop-blocks for every block)")
     if getattr(args, "drop", None) is not None:  # one schedule, not a search space
         from .distill_schedule import run_schedule_distill
 

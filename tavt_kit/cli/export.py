@@ -18,7 +18,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--keep-ratio", metavar="RATIOS",
                    help="schedule from keep ratios: RATIO for every block or BLOCK:RATIO,...")
     s.add_argument("--search", metavar="FILE", help="search.json written by fgvc-kit search (with --budget)")
-    s.add_argument("--pick", choices=("recommended", "searched"), default="recommended",
+    s.add_argument("--pick", choices=("recommended", "searched"),
                    help="with --search: the budget's recommendation (default; ToMe on your model when that beat the "
                         "searched schedule on held-out images) or always the searched schedule")
     s.add_argument("--budget", metavar="BUDGET",
@@ -78,22 +78,49 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the image subsets (default: 0)")
 
 
+def check_schedule_args(args) -> None:
+    """The schedule options that go together, checked before any file is read."""
+    from ..errors import ConfigError
+
+    if (args.search is None) != (args.budget is None):
+        raise ConfigError("--search and --budget go together: --search search.json --budget 15ms")
+    if args.pick is not None and args.search is None:
+        raise ConfigError(f"--pick {args.pick}: chooses between a search's recommendation and its searched schedule; "
+                          "give it with --search search.json --budget BUDGET")
+    if args.search and (args.drop or args.keep_ratio):
+        raise ConfigError("give one schedule: --drop, --keep-ratio or --search with --budget")
+
+
+def check_args(args) -> None:
+    """Every check of the options that needs no file (the demo runs it before its first stage): the schedule
+    options, the formats and the precision."""
+    from ..errors import TavtKitError
+    from ..export.formats import check_format_precision, parse_formats
+
+    try:
+        check_schedule_args(args)
+        if args.format is not None:
+            formats = parse_formats(args.format)
+            if args.precision is not None and args.precision != "auto":
+                check_format_precision(formats, args.precision)
+    except TavtKitError as e:
+        e.args = (as_dests(str(e)),)
+        raise
+
+
 def _schedule(args, model):
     from .common import drop_file_token_drop, parse_drop, use_recorded_token_drop
     from ..errors import ConfigError
     from ..schedules import schedule_from_drop_file
     from ..search import deployable_from_search
 
-    if (args.search is None) != (args.budget is None):
-        raise ConfigError("--search and --budget go together: --search search.json --budget 15ms")
-    if args.search and (args.drop or args.keep_ratio):
-        raise ConfigError("give one schedule: --drop, --keep-ratio or --search with --budget")
+    check_schedule_args(args)
     if args.search:
         from ..search import read_search, select_budget
 
         doc = read_search(args.search)
         use_recorded_token_drop(model, (doc.get("model") or {}).get("token_drop"), f"--search {args.search}")
-        found = deployable_from_search(model, args.search, args.budget, args.pick)
+        found = deployable_from_search(model, args.search, args.budget, args.pick or "recommended")
         row = select_budget(doc, args.budget, args.search, need_pick=False)
         if row.get("source") == "front":  # a budget the search was not run for: said, with what is exported
             print(f"{row['note']}: exporting {row['front_point']}", flush=True)
@@ -180,6 +207,7 @@ def _run_export(args) -> int:
     from ..models import load_checkpoint
     from ..target import DeploymentTarget
 
+    check_args(args)
     formats = _formats(args.format, args.search)
     asked = args.precision
     if asked is None:  # a search of (schedule, precision) pairs chose it, else fp32 (checked once it is read)

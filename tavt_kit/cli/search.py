@@ -132,11 +132,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "plots (default runs/search)")
 
 
-def _check_positive(args) -> None:
-    for flag in ("population", "generations", "mutations", "crossovers", "batch_size", "verify_top",
-                 "calibration_images"):
+def _check_positive(args):
+    """The options checked before the checkpoint and the images are loaded; returns the evolution's settings
+    (:class:`~tavt_kit.search.EvolutionSettings` checks its own fields: its errors name them, said as the flags)."""
+    from ..search import EvolutionSettings
+
+    settings = EvolutionSettings(args.population, args.generations, args.mutations, args.crossovers,
+                                 args.mutation_prob, args.seed)
+    for flag in ("batch_size", "verify_top", "calibration_images"):
         v = getattr(args, flag)
-        if v is None or v < (0 if flag in ("generations", "mutations", "crossovers") else 1):
+        if v is None or v < 1:
             name = "eval-batch-size" if flag == "batch_size" else flag.replace("_", "-")
             raise ConfigError(f"--{name}: expected a positive integer, got {v}")
     if args.finetune_steps is None or args.finetune_steps < 0:
@@ -144,11 +149,18 @@ def _check_positive(args) -> None:
                           f"{args.finetune_steps}")
     if args.subset is not None and args.subset < 1:
         raise ConfigError(f"--subset: expected a positive number of images, got {args.subset}")
-    if not 0.0 <= args.mutation_prob <= 1.0:
-        raise ConfigError(f"--mutation-prob: expected a probability in [0, 1], got {args.mutation_prob}")
+    if args.latency_table and args.latency_source == "measure":
+        raise ConfigError("--latency-table and --latency-source measure contradict each other: the table predicts "
+                          "every candidate's latency, measure times each one on this machine; give one of them")
     args.selection = _selection(args.selection)
     check_ship_confidence(args.ship_confidence)  # its error names --ship-confidence (flag_message)
     check_multiple(args.token_multiple)  # before the checkpoint and images are loaded
+    return settings
+
+
+def check_args(args) -> None:
+    """Every check of the options that needs no file (the demo runs it before its first stage)."""
+    _check_positive(args)
 
 
 def _selection(text: str):
@@ -170,11 +182,11 @@ def output_folder(args) -> str:
 def run(args) -> int:
     from .data_args import data_spec_from_args
     from ..models import load_checkpoint
-    from ..search import EvolutionSettings, search_schedules
+    from ..search import search_schedules
     from ..search.evolution import Budget
     from ..target import DeploymentTarget
 
-    _check_positive(args)
+    settings = _check_positive(args)
     budgets = [Budget("macs", parse_macs(v)) for v in args.macs_budget]
     budgets += [parse_latency_budget(v) for v in args.latency_budget]
     model = load_checkpoint(args.checkpoint).eval()
@@ -214,8 +226,6 @@ def run(args) -> int:
         objectives = latency_objectives(model, precisions, table=table, remeasure=args.remeasure,
                                         require={k: v for k, v in require.items() if v is not None},
                                         token_multiple=args.token_multiple)
-    settings = EvolutionSettings(args.population, args.generations, args.mutations, args.crossovers,
-                                 args.mutation_prob, args.seed)
     reducers = None
     if args.reducers is not None:
         reducers = parse_reducers(args.reducers)

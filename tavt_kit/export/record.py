@@ -92,6 +92,16 @@ def validate_export(doc: Dict[str, Any], where: str) -> None:
     verified = f.flag(doc.get("verified"), "verified")
     if status is not None and verified is not None and verified != (status == "verified"):
         f.fail("verified", verified, f"{str(status == 'verified').lower()}, as the export's status {status!r} says")
+    if "files" in doc:  # export writes {} before its first file, then each format's file with its sha256
+        files = doc["files"]
+        if not isinstance(files, dict):
+            f.fail("files", files, "an object: each exported format's file with its sha256 (no file is trusted "
+                   "without one)")
+        for fmt, rec in files.items():
+            f.mapping(rec, f"files.{fmt}", optional=False)
+            f.text(f.get(rec, "path", f"files.{fmt}.path", "the exported file", True), f"files.{fmt}.path", False)
+            f.text(f.get(rec, "sha256", f"files.{fmt}.sha256", "the sha256 of the exported file", True),
+                   f"files.{fmt}.sha256", False)
     for field, rec in f.each(doc.get("artefacts"), "artefacts"):
         f.mapping(rec, field, optional=False)
         rs = f.choice(rec.get("status"), f"{field}.status", EXPORT_STATUSES, what="a file's export status")

@@ -7,7 +7,7 @@ baselines, as the schedules distillation tracks and as latency-table anchors.
 from __future__ import annotations
 
 import random
-from typing import List
+from typing import List, Tuple
 
 from ..errors import ConfigError
 from .schedule import TokenSchedule
@@ -28,11 +28,21 @@ def evit_schedule(ratio: float, depth: int, num_patches: int, min_tokens: int = 
     return TokenSchedule.from_ratios({b: ratio for b in evit_blocks(depth)}, depth, num_patches, min_tokens)
 
 
+def check_keep_range(value, param: str = "keep_range") -> Tuple[float, float]:
+    """A range of keep ratios ``(low, high)`` with ``0 < low <= high <= 1``; else a ConfigError naming ``param``."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{param}={value!r}: expected (low, high), keep ratios with 0 < low <= high <= 1") from None
+    if not 0 < low <= high <= 1:
+        raise ConfigError(f"{param}=({low:g}, {high:g}): expected keep ratios with 0 < low <= high <= 1")
+    return low, high
+
+
 def random_schedules(depth: int, num_patches: int, n: int, low: float = 0.8, high: float = 1.0, seed: int = 0,
                      min_tokens: int = 1) -> List[TokenSchedule]:
     """``n`` TAVT-style random schedules: each block keeps a fraction drawn uniformly in [low, high]."""
-    if not 0 < low <= high <= 1:
-        raise ConfigError(f"keep-ratio range must satisfy 0 < low <= high <= 1, got [{low}, {high}]")
+    check_keep_range((low, high), "(low, high)")
     rng = random.Random(seed)
     return [TokenSchedule.from_ratios([rng.uniform(low, high) for _ in range(depth)], depth, num_patches, min_tokens)
             for _ in range(n)]

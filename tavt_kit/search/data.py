@@ -27,6 +27,16 @@ class EvalSet:
     labels: torch.Tensor
     name: str
 
+    def __post_init__(self):
+        for key in ("images", "labels"):
+            if not isinstance(getattr(self, key), torch.Tensor):
+                raise ConfigError(f"{self.name}.{key}={type(getattr(self, key)).__name__}: expected a tensor (images "
+                                  "(N, 3, H, W) and labels (N,))")
+        if len(self.images) != len(self.labels) or (len(self.labels) and (self.images.dim() != 4
+                                                                           or self.labels.dim() != 1)):
+            raise ConfigError(f"{self.name}: images of shape {tuple(self.images.shape)} and labels of shape "
+                              f"{tuple(self.labels.shape)}: expected images (N, 3, H, W) and one label per image (N,)")
+
     def digest(self) -> str:
         """sha256 of the images and labels: what metrics measured on them are of."""
         import hashlib
@@ -45,6 +55,13 @@ class SearchData:
     test: Optional[EvalSet] = None
     spec: Optional[object] = None  # the DataSpec the splits came from, recorded in search.json
     calibration: Optional[Callable[[int, int], np.ndarray]] = None  # (n, seed) -> images
+
+    def __post_init__(self):
+        for key, optional in (("holdout", False), ("test", True)):
+            v = getattr(self, key)
+            if not isinstance(v, EvalSet) and not (optional and v is None):
+                raise ConfigError(f"data.{key}={type(v).__name__}: expected an EvalSet" + (" or None" if optional
+                                                                                           else ""))
 
 
 def _dist():

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import random
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, fields
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ..errors import ConfigError
 from ..files import append_text
 from ..progress import Heartbeat, format_duration
 from .fitness import fitness_of
@@ -100,12 +102,30 @@ class Candidate:
 
 @dataclass
 class Budget:
+    """A MAC or latency budget; checked when made (:class:`~tavt_kit.errors.ConfigError` naming the field)."""
+
     objective: str  # "macs" | "latency"
     limit: float  # MACs or seconds
     #: a latency budget given as a fraction of your model's latency on the target (``'50%'``): ``limit`` is that
     #: fraction of the full schedule's latency (see :func:`~.options.resolve_fractions`), and the round that
     #: times every option with your model judges it by the ratio to your model, which a drifting machine keeps
     fraction: Optional[float] = None
+
+    def __post_init__(self):
+        if self.objective not in ("macs", "latency"):
+            raise ConfigError(f"budget objective={self.objective!r}: expected macs or latency")
+        unit = "MACs" if self.objective == "macs" else "seconds"
+        if self.fraction is not None:
+            f = self.fraction
+            if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 < f <= 1:
+                raise ConfigError(f"budget fraction={f!r}: expected a share of your model's latency in (0, 1]")
+            if self.objective != "latency":
+                raise ConfigError(f"budget fraction={f!r}: a share of your model's latency is a latency budget, "
+                                  f"not a {self.objective} one")
+        v = self.limit
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
+                or not (v >= 0 if self.fraction is not None else v > 0):
+            raise ConfigError(f"budget limit={v!r}: expected a positive, finite number of {unit}")
 
     @property
     def label(self) -> str:
@@ -121,12 +141,45 @@ class Budget:
 
 @dataclass
 class EvolutionSettings:
+    """The evolution's settings (TAVT's defaults), checked when made: a :class:`~tavt_kit.errors.ConfigError`
+    naming the field (``population=0: expected a positive integer``)."""
+
     population: int = 20
     generations: int = 30
     mutations: int = 30
     crossovers: int = 30
     mutation_prob: float = 0.5
     seed: int = 0
+
+    def __post_init__(self):
+        for name, low in (("population", 1), ("generations", 0), ("mutations", 0), ("crossovers", 0), ("seed", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+                raise ConfigError(f"{name}={v!r}: expected a {'positive' if low else 'non-negative'} integer")
+            setattr(self, name, int(v))
+        p = self.mutation_prob
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+            raise ConfigError(f"mutation_prob={p!r}: expected a probability in [0, 1]")
+
+    @classmethod
+    def of(cls, value, param: str = "settings") -> "EvolutionSettings":
+        """``value`` as settings: None (the defaults), an EvolutionSettings, or a dict of its fields (an unknown
+        key is refused naming it); anything else is a ConfigError naming ``param``."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            known = [f.name for f in fields(cls)]
+            bad = [k for k in value if k not in known]
+            if bad:
+                raise ConfigError(f"{param}[{bad[0]!r}]: not an evolution setting; expected {', '.join(known)}")
+            try:
+                return cls(**value)
+            except ConfigError as e:
+                raise ConfigError(f"{param}.{e}") from None
+        raise ConfigError(f"{param}={value!r}: expected an EvolutionSettings (or a dict of its fields: population, "
+                          "generations, mutations, crossovers, mutation_prob, seed) or None")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -225,8 +225,13 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
                                             budget_s=a["budget_s"], rel_ci=a["rel_ci"]),
                         progress=progress, token_multiple=token_multiple)
     if path:
-        os.makedirs(cache_dir, exist_ok=True)
-        t.save(path)
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            t.save(path)
+        except OSError as e:  # the cache is optional: a read-only folder (or a full disk) keeps nothing, said once
+            log(f"warning: latency: the table could not be kept in {cache_dir} ({e.strerror or e}); the search goes "
+                "on with it, and the next search profiles again")
+            return t
         t = LatencyTable.load(path)
         log(f"latency: table saved to {path} (reused by the next search of this model on this target)")
     return t

@@ -1,15 +1,18 @@
 """``search_schedules``' arguments checked before the slow set-up (tables, images), so a wrong one fails at once."""
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import re
-from typing import List, Sequence
+from typing import Iterable, List, Mapping, Sequence
 
 from ..errors import ConfigError
 from ..schedules.schedule import TokenSchedule
 from ..schedules.space import check_multiple
 from .evaluate import evaluation_device
 from .evolution import Budget
+from .objective import LATENCY_SOURCES
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .result import parse_budget
 from .reuse import journal_file
@@ -31,7 +34,21 @@ def as_budget(b) -> Budget:
     if parsed is None:
         raise ConfigError(f"budgets={b!r}: expected a budget with its unit, e.g. '15ms', '20G MACs', or '50%' "
                           "(of your model's latency on the target)")
+    if not math.isfinite(parsed[1]) or parsed[1] <= 0:
+        raise ConfigError(f"budgets={b!r}: expected a positive, finite budget, e.g. '15ms' or '20G MACs'")
     return Budget(*parsed)
+
+
+def as_budgets(budgets) -> List[Budget]:
+    """``search_schedules``' ``budgets``: one budget (a text such as ``'15ms'``, or a :class:`Budget`) or a list of
+    them, each checked by :func:`as_budget`; an empty list maps the Pareto front. None or another type is a
+    ConfigError naming ``budgets`` (a text is one budget, never read letter by letter)."""
+    if isinstance(budgets, (str, Budget)):
+        return [as_budget(budgets)]
+    if budgets is None or isinstance(budgets, (bytes, Mapping)) or not isinstance(budgets, Iterable):
+        raise ConfigError(f"budgets={budgets!r}: expected a budget ('15ms', '20G MACs', '50%') or a list of them "
+                          "(an empty list: map the Pareto front)")
+    return [as_budget(b) for b in budgets]
 
 
 def check_fraction(fraction: float, given) -> float:
@@ -69,14 +86,50 @@ def resolve_fractions(budgets: Sequence[Budget], objective, depth: int, num_patc
     return out
 
 
-def check_options(options: dict) -> list:
-    """``search_schedules``' ``reuse`` paths, each checked before the slow set-up (tables, images), so a wrong
-    path fails at once; an unknown option is a TypeError, as for any Python function."""
+def model_arg(model, options: dict):
+    """``search_schedules``' ``model``: a loaded model, or the path of a checkpoint (loaded here, and recorded as
+    the search's ``source`` unless one is given); anything else is a ConfigError naming ``model``."""
+    if isinstance(model, (str, os.PathLike)):
+        from ..models import load_checkpoint
+
+        path = os.fspath(model)
+        options.setdefault("source", {"checkpoint": os.path.abspath(path)})
+        return load_checkpoint(path).eval()
+    if not all(hasattr(model, a) for a in ("depth", "num_patches", "make_schedule", "eval")):
+        raise ConfigError(f"model={type(model).__name__}: expected a token-drop model (tavt_kit.load_checkpoint, "
+                          "tavt_kit.create_model) or the path of its checkpoint")
+    return model
+
+
+def check_options(options: dict, table=None) -> list:
+    """``search_schedules``' options, each checked before the slow set-up (tables, images), so a wrong one fails
+    at once (a ConfigError naming it); returns the ``reuse`` paths. An unknown option is a TypeError, as for any
+    Python function."""
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
              "parent", "latency_source", "table_cache", "table_profile", "reuse", "selection", "shrinkage",
              "parent_search", "ship_confidence", "bound", "eval_device", "token_multiple", "finetune"}
     if bad := sorted(set(options) - known):
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
+    for name, low, what in (("subset", 1, "a positive number of images, or None for all of them"),
+                            ("batch_size", 1, "a positive number of images per batch"),
+                            ("verify_top", 0, "a non-negative number of int8 pairs per budget"),
+                            ("calibration_images", 1, "a positive number of images")):
+        v = options.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low):
+            raise ConfigError(f"{name}={v!r}: expected {what}")
+    for name in ("remeasure", "shrinkage", "parent_search"):
+        if name in options and not isinstance(options[name], bool):
+            raise ConfigError(f"{name}={options[name]!r}: expected True or False")
+    source = options.get("latency_source", "table")
+    if source not in LATENCY_SOURCES:
+        raise ConfigError(f"latency_source={source!r}: expected one of {', '.join(LATENCY_SOURCES)}")
+    if source == "measure" and (table is not None or options.get("objectives")):
+        raise ConfigError("table= and latency_source='measure' contradict each other: a table predicts every "
+                          "candidate's latency, 'measure' times each one; give one of them")
+    for name in ("table_cache",):
+        v = options.get(name)
+        if v is not None and not isinstance(v, (str, os.PathLike)):
+            raise ConfigError(f"{name}={v!r}: expected a folder (a path) or None")
     reuse = options.get("reuse") or ()
     reuse = [reuse] if isinstance(reuse, (str, os.PathLike)) else list(reuse)
     for path in reuse:

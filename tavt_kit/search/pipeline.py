@@ -43,7 +43,7 @@ from .objective import LatencyObjective, latency_objectives
 from .timed import TargetCheck
 from .precisions import parse_precisions, resolve_precisions  # noqa: F401 (parse_precisions: public here too)
 from .reuse import Reused
-from .options import as_budget, check_options, fraction_field, resolve_fractions
+from .options import as_budgets, check_options, fraction_field, model_arg, resolve_fractions
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
 from .finetune import check_finetune, finetune_picks
@@ -56,9 +56,9 @@ SCHEDULES_INDEX = "schedules.json"
 
 
 def search_schedules(
-    model: nn.Module,
+    model: Union[nn.Module, str],
     data,
-    budgets: Sequence[Union[Budget, str]] = (),
+    budgets: Union[Budget, str, Sequence[Union[Budget, str]]] = (),
     *,
     target: Optional[DeploymentTarget] = None,
     precisions: Sequence[str] = (Precision.FP32,),
@@ -72,16 +72,17 @@ def search_schedules(
     """Search token schedules (and, under latency budgets, precisions) of ``model``; returns a :class:`SearchResult`.
 
     Args:
+        model: the supernet or your trained model, loaded (:func:`~tavt_kit.load_checkpoint`) or its checkpoint.
         data: held-out and test images: a :class:`~tavt_kit.data.DataSpec`, a dataset name, a ``(holdout, test)``
             pair (datasets, :class:`~tavt_kit.search.data.EvalSet`) or a :class:`SearchData`; None: the dataset
             the checkpoint records. The model's normalisation is applied here.
-        budgets: ``Budget`` objects or texts (``"15ms"``, ``"20G MACs"``); none: map the Pareto front.
+        budgets: a budget or a list: ``Budget``s or texts (``"15ms"``, ``"20G MACs"``, ``"50%"``); none: the front.
         target: where latency is measured when no ``table`` is given (default :meth:`DeploymentTarget.default`).
         precisions: paired with schedules under latency budgets (fp32 always); ``"auto"``: all ``target`` runs here.
         reducers: the reducers a block may use (``drop``, ``merge``); default the supernet's (yours: merge).
         fitness: ``accuracy``, ``nll`` or ``kl`` on the held-out images.
         table: a :class:`~tavt_kit.bench.LatencyTable` (or path), a list of them, or {precision: table}.
-        settings: the evolution's (population, generations, ...; TAVT's defaults).
+        settings: the evolution's (TAVT's defaults): an :class:`EvolutionSettings` or a dict of its fields.
         out: folder for ``search.json``, the journal, ``schedules.json``, drop configs and plots (None: temporary).
         options: ``remeasure`` (time the picks on this machine, False), ``subset`` (held-out images, all),
             ``batch_size`` (64), ``verify_top`` (int8 quantisations per budget, 3), ``calibration_images`` (300),
@@ -91,8 +92,8 @@ def search_schedules(
             its own reference: :func:`~.space.own_model_space`; a model or path; None: no reference), ``bound``
             (the space's per-block bound for a model that records none),
             ``latency_source`` (no ``table``: ``"table"``, the default, profiles a table for ``target`` once and
-            times only the picks; ``"measure"`` times every candidate), ``table_cache`` (folder the profiled
-            table is kept in and reused from; default ``out``'s ``cache``), ``table_profile`` (its settings,
+            times only the picks; ``"measure"`` times every candidate, not with ``table``), ``table_cache`` (its
+            folder, default ``out``'s ``cache``; unwritable: a warning), ``table_profile`` (its settings,
             :data:`~tavt_kit.search.objective.AUTO_PROFILE`), ``reuse`` (earlier searches of the same weights
             on the same held-out images, folders or journals: what they evaluated is taken, not evaluated
             again; :mod:`~tavt_kit.search.reuse`), ``selection`` (held-out fraction set aside for the recommendation,
@@ -104,9 +105,9 @@ def search_schedules(
             ``token_multiple`` (1; 8: sequence lengths that are multiples of 8, ``SearchSpace.aligned``), ``finetune``
             (a :class:`~.finetune.PickFinetune`: each budget's pick fine-tuned toward your model competes, None).
     """
-    reuse = check_options(options)
+    reuse = check_options(options, table)
+    settings, budgets, model = EvolutionSettings.of(settings), as_budgets(budgets), model_arg(model, options)
     log = options.get("log", print)
-    budgets = [as_budget(b) for b in budgets]
     precisions = resolve_precisions(precisions, target, any(b.objective == "latency" for b in budgets), log,
                                     measured_here=options.get("objectives") is None and table is None)
     own = options.get("parent", "auto") == "auto" and is_own_model(model)  # your trained model, not a supernet
@@ -127,7 +128,7 @@ def search_schedules(
     parent = resolve_parent(model, options.get("parent", "auto"), log)
     passed = {k: options[k] for k in ("batch_size", "subset", "source", "verify_top", "calibration_images", "selection",
                                       "shrinkage", "parent_search", "ship_confidence", "eval_device") if k in options}
-    pipeline = SearchPipeline(model, sdata, out, settings=settings or EvolutionSettings(), budgets=budgets,
+    pipeline = SearchPipeline(model, sdata, out, settings=settings, budgets=budgets,
                               objectives=objectives or {}, precisions=precisions, space=space, fitness=fitness,
                               log=log, remeasure=bool(options.get("remeasure")), reuse=reuse,
                               recommends=parent is not None, **passed)

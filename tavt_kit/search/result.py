@@ -11,6 +11,7 @@ from ..errors import ConfigError, ScheduleError
 from ..schedules import TokenSchedule, check_model_info
 from ..target import Precision
 from ..validate import Fields, check_format, check_same_weights, read_json
+from .consistency import check_whole, merge_reach
 
 SEARCH_FORMAT = "fgvc-kit/search"
 #: the newest search.json this fgvc-kit reads and writes: 2 adds ``status`` (``running`` while the search is
@@ -442,11 +443,10 @@ def require_finished(doc: Dict[str, Any], where: str) -> None:
 
 def validate_search(doc: Any, where: str = "search.json") -> int:
     """Check a search.json's content; returns its version. Refused with one :class:`ConfigError` line naming
-    ``where`` and the field: another format, a newer version, an unknown ``status``; any schedule whose counts
-    increase, exceed the model's patch tokens or are not one per block, an unknown reducer; an accuracy outside
-    [0, 1]; a MAC count or latency that is not a positive number; a budget whose limit is not positive or
-    objective unknown; a precision fgvc-kit does not know. Fields a file does not have are not required (files
-    of older versions, made by hand), except each budget's label, objective and limit."""
+    ``where`` and the field: another format, a newer version, an unknown ``status``, a null list; a schedule whose
+    counts increase, exceed the model's patch tokens, are not one per block or merge beyond the space's reach, an
+    unknown reducer, precision or objective; an accuracy outside [0, 1]; MACs not the schedule's (:mod:`.consistency`),
+    a latency or limit not positive. Only each budget's label, objective and limit are required (older files)."""
     version = check_format(doc, where, SEARCH_FORMAT, SEARCH_VERSION, "a search result of fgvc-kit search")
     f = Fields(where)
     f.choice(doc.get("status"), "status", SEARCH_STATUSES)
@@ -462,7 +462,7 @@ def validate_search(doc: Any, where: str = "search.json") -> int:
     settings = f.mapping(doc.get("settings"), "settings") or {}
     for key in ("holdout_images", "test_images", "calibration_images"):
         f.non_negative(settings.get(key), f"settings.{key}", integer=True)
-    check = _PickCheck(f, depth, n)
+    check = _PickCheck(f, depth, n, merge_reach(f, space, depth, n))
     for key in ("full", "smallest", "parent"):
         check(doc.get(key), key)
     for field, p in f.each(doc.get("pareto_front"), "pareto_front"):
@@ -507,14 +507,15 @@ def validate_search(doc: Any, where: str = "search.json") -> int:
             f.choice(p, f"precisions.{group}", Precision.ALL, optional=False, what="a precision")
             for field, c in f.each(rows, f"precisions.{group}.{p}"):
                 check(c, field)
+    check_whole(f, doc)
     return version
 
 
 class _PickCheck:
     """The checks of one schedule entry of a search.json (a pick, a front point, a candidate, a baseline)."""
 
-    def __init__(self, f: Fields, depth: Optional[int], num_patches: Optional[int]):
-        self.f, self.depth, self.n = f, depth, num_patches
+    def __init__(self, f: Fields, depth: Optional[int], num_patches: Optional[int], reach=None):
+        self.f, self.depth, self.n, self.reach = f, depth, num_patches, reach or (lambda *a: None)
 
     def __call__(self, d: Any, field: str) -> None:
         f = self.f
@@ -522,7 +523,7 @@ class _PickCheck:
             return
         f.mapping(d, field, optional=False)
         f.get(d, "counts", f"{field}.counts", "the schedule's patch-token count per block", True)
-        f.schedule(d["counts"], d.get("reducers"), field, self.depth, self.n)
+        self.reach(f.schedule(d["counts"], d.get("reducers"), field, self.depth, self.n), d.get("reducers"), field)
         f.choice(d.get("precision"), f"{field}.precision", Precision.ALL, what="a precision")
         for key in ("holdout_accuracy", "test_accuracy", "accuracy", "fp32_accuracy"):
             f.fraction(d.get(key), f"{field}.{key}")
