@@ -241,10 +241,12 @@ def macs_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
     parent = tavt_kit.load_checkpoint(parent_path).eval()
     full = tavt_kit.count_macs(supernet).total()
     budgets = [f"{full / r / 1e6:.4g}M MACs" for r in REDUCTIONS]
-    sdir = os.path.join(args.out, f"seed{seed}", "search-macs")
+    seed_dir = os.path.join(args.out, f"seed{seed}")
+    sdir = os.path.join(seed_dir, "search-macs")
     res = tavt_kit.search_schedules(
-        supernet, None, budgets, fitness="nll", parent=parent_path, out=sdir,
-        settings=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
+        supernet, None, budgets, fitness="nll", parent=parent_path, out=sdir, reuse=_earlier(seed_dir, sdir),
+        settings=EvolutionSettings(population=args.population, generations=args.generations,
+                                   mutations=args.mutations, crossovers=args.crossovers, seed=seed),
         log=lambda s: say(f"[seed {seed}, MACs] {s}"))
     doc = res.doc
     data = search_data(supernet, None, cache_dir=os.path.join(sdir, "cache"), log=lambda s: None)
@@ -266,6 +268,54 @@ def macs_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
     return out
 
 
+def _earlier(seed_dir: str, sdir: str) -> list:
+    """A seed's other search folders: what they evaluated (same weights, same held-out images) is taken."""
+    return [os.path.join(seed_dir, d) for d in sorted(os.listdir(seed_dir)) if d.startswith("search-")
+            and d != os.path.basename(sdir) and os.path.isfile(os.path.join(seed_dir, d, "search.journal.jsonl"))]
+
+
+def timing_stage(seed: int, batch: int, supernet_path: str, macs: dict, args) -> dict:
+    """What the MAC budgets ship and ToMe on your model, timed round-robin beside your model (OpenVINO fp32 at
+    ``batch``, ``--threads``): the speed-up each buys and its paired difference to your model."""
+    path = os.path.join(args.out, f"seed{seed}-macs-b{batch}.json")
+    if os.path.isfile(path):
+        return read_json(path)
+    import tavt_kit
+    from tavt_kit import DeploymentTarget
+    from tavt_kit.bench import TimingPolicy
+    from tavt_kit.bench.measure import measure_schedules
+
+    supernet = tavt_kit.load_checkpoint(supernet_path).eval()
+    full = supernet.full_schedule()
+    items, rows = {"full": (full, "fp32")}, []
+    for row in macs["rows"]:
+        out = {"reduction": row["reduction"], "label": row["label"],
+               "ships": (row.get("recommended") or {}).get("family")}
+        for key in ("tome", "recommended_entry", "pick"):
+            d = row.get(key)
+            if d and d.get("counts"):
+                k = (tuple(d["counts"]), tuple(d.get("reducers") or ()))
+                items.setdefault(k, (_schedule(supernet, d), "fp32"))
+                out[key] = {"key": k, "test_accuracy": d.get("test_accuracy"), "vs_parent": d.get("vs_parent"),
+                            "macs": d.get("macs")}
+        rows.append(out)
+    target = DeploymentTarget(backend="openvino", device="cpu", precision="fp32", batch_size=batch,
+                              threads=args.threads)
+    say(f"[seed {seed}, batch {batch}] timing {len(items)} schedules round-robin")
+    timed = measure_schedules(supernet, items, target=target, policy=TimingPolicy(budget_s=args.timing_s))
+    ms = {k: v[0].p50 * 1e3 for k, v in timed.items()}
+    for row in rows:
+        for key in ("tome", "recommended_entry", "pick"):
+            d = row.get(key)
+            if d:
+                k = d.pop("key")
+                d["ms"], d["speedup"] = ms[k], ms["full"] / ms[k]
+                d["realised"] = d["speedup"] / (macs["full_macs"] / d["macs"]) if d.get("macs") else None
+    out = {"seed": seed, "batch": batch, "parent_ms": ms["full"], "rows": rows}
+    write_json(out, path)
+    return out
+
+
 def latency_stage(seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:
     """Search under latency budgets at ``batch`` and time every deployable round-robin beside your model."""
     path = os.path.join(args.out, f"seed{seed}-b{batch}.json")
@@ -283,8 +333,7 @@ def latency_stage(seed: int, batch: int, parent_path: str, supernet_path: str, a
                               threads=args.threads)
     seed_dir = os.path.join(args.out, f"seed{seed}")
     sdir = os.path.join(seed_dir, f"search-b{batch}")
-    reuse = [os.path.join(seed_dir, d) for d in sorted(os.listdir(seed_dir)) if d.startswith("search-")
-             and d != os.path.basename(sdir) and os.path.isfile(os.path.join(seed_dir, d, "search.journal.jsonl"))]
+    reuse = _earlier(seed_dir, sdir)
     budgets = [f"{100 * f:g}%" for f in args.fractions]
     res = tavt_kit.search_schedules(
         supernet, None, budgets, target=target, precisions=args.precisions.split(","), fitness="nll",
@@ -349,7 +398,7 @@ def _mean(vs):
     return "{:+.2f} [{:+.2f}, {:+.2f}]".format(*(100 * x for x in combine(vs)))
 
 
-def report(args, imp, prb, parents, macs, lat) -> str:
+def report(args, imp, prb, parents, macs, timed, lat) -> str:
     lines = [f"DINOv2 ViT-S/14 from {imp['onnx']} (import vs the graph: max |diff| {imp['max_abs_difference']:.1e}), "
              f"{args.dataset} at {args.img_size} px"]
     if prb:
@@ -378,6 +427,19 @@ def report(args, imp, prb, parents, macs, lat) -> str:
                     "vs_parent") for r in macs]
                 if all(vs):
                     lines.append(f"  {red:>3}x {name:<20} {_mean(vs)}")
+    for res in timed:
+        lines.append(f"\nseed {res['seed']}, batch {res['batch']}: your model {res['parent_ms']:.2f} ms (OpenVINO fp32, "
+                     f"{args.threads} thread); MAC budgets' deployables timed round-robin beside it")
+        lines.append(f"  {'budget':<18}{'ToMe on your model':>40}{'what ships':>42}")
+        for row in res["rows"]:
+            cells = []
+            for key in ("tome", "recommended_entry"):
+                d = row.get(key)
+                cells.append(f"{d['speedup']:5.2f}x (real. {d['realised'] or 0:.2f}) {_vs(d.get('vs_parent')):<24}"
+                             if d else f"{'–':<38}")
+            lines.append(f"  {row['reduction']:>3}x {row['label']:<13} {cells[0]:>40} {cells[1]:>40}  "
+                         f"{row.get('ships') or '–'}")
+        lines.append(f"  headline at <= {ACCEPTED_LOSS} points loss: {timed_headline(res)}")
     for res in lat:
         lines.append(f"\nseed {res['seed']}, batch {res['batch']}: your model {res['parent_ms']:.2f} ms (fp32, "
                      "OpenVINO); " + ", ".join(f"{p} {res['parent_ms'] / v:.2f}x" for p, v in res["parent_at"].items()))
@@ -434,6 +496,18 @@ def plot(args, parents, macs) -> list:
     return files
 
 
+def timed_headline(res) -> str:
+    """The largest speed-up at <= ACCEPTED_LOSS points loss (paired point estimate) of what ships and of ToMe."""
+    best = {}
+    for row in res["rows"]:
+        for key, name in (("recommended_entry", "what ships"), ("tome", "ToMe on your model")):
+            d = row.get(key)
+            if d and d.get("vs_parent") and 100 * d["vs_parent"]["difference"] >= -ACCEPTED_LOSS:
+                best[name] = max(best.get(name, 0), d["speedup"])
+    return ", ".join(f"{n} {best[n]:.2f}x" if n in best else f"{n} none"
+                     for n in ("what ships", "ToMe on your model"))
+
+
 def headline(res) -> dict:
     """The largest speed-up at <= ACCEPTED_LOSS points loss: of what the budgets ship, and of the training-free."""
     ships, free = [], []
@@ -462,13 +536,16 @@ def main(argv=None) -> int:
     ap.add_argument("--bound", type=float, default=0.5)
     ap.add_argument("--population", type=int, default=12)
     ap.add_argument("--generations", type=int, default=6)
+    ap.add_argument("--mutations", type=int, default=30)
+    ap.add_argument("--crossovers", type=int, default=30)
     ap.add_argument("--batches", default="1,32", help="latency stages' batch sizes ('' = none)")
     ap.add_argument("--fractions", default="0.5,0.3,0.2")
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--timing-s", type=float, default=2.0)
     ap.add_argument("--probe-images", type=int, default=2000)
-    ap.add_argument("--stages", default="import,probe,parent,supernet,macs,latency")
+    ap.add_argument("--stages", default="import,probe,parent,supernet,macs,timing",
+                    help="timing: the MAC budgets' deployables timed; latency: searches under latency budgets")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=os.path.join("runs", "real-model"))
     args = ap.parse_args(argv)
@@ -480,21 +557,24 @@ def main(argv=None) -> int:
     prb = probe(args) if "probe" in stages else None
     if prb:
         say(f"probe: pretrained {prb['pretrained']:.4f}, random {prb['random']:.4f}")
-    parents, macs, lat = {}, [], []
+    parents, macs, timed, lat = {}, [], [], []
     for seed in (int(s) for s in args.seeds.split(",")):
-        if not stages & {"parent", "supernet", "macs", "latency"}:
+        if not stages & {"parent", "supernet", "macs", "timing", "latency"}:
             break
         parent = parent_checkpoint(seed, args)
         parents[seed] = curve(os.path.dirname(parent))
-        if not stages & {"supernet", "macs", "latency"}:
+        if not stages & {"supernet", "macs", "timing", "latency"}:
             continue
         supernet = supernet_checkpoint(seed, parent, args)
         if "macs" in stages:
             macs.append(macs_stage(seed, parent, supernet, args))
+        if "timing" in stages:
+            for b in (int(x) for x in args.batches.split(",") if x):
+                timed.append(timing_stage(seed, b, supernet, macs[-1], args))
         if "latency" in stages:
             for b in (int(x) for x in args.batches.split(",") if x):
                 lat.append(latency_stage(seed, b, parent, supernet, args))
-    text = report(args, imp, prb, parents, macs, lat)
+    text = report(args, imp, prb, parents, macs, timed, lat)
     print(text)
     for f in plot(args, parents, macs):
         say(f"plot: {f}")
