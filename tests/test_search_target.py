@@ -104,8 +104,9 @@ def test_bench_and_report_measure_the_picks_on_the_searchs_target(tmp_path, mode
     # a budget whose recommendation is ToMe on your model: bench --search times that (what export ships for it),
     # on the supernet's weights (same operations); --budget times only the budgets named
     doc = json.loads(open(sp).read())
-    tome = {"counts": [12, 10, 8], "reducers": ["merge"] * 3, "r": 8, "weights": "parent", "macs": 1,
-            "holdout_nll": 0.1}
+    merged = model.make_schedule(tavt_kit.TokenSchedule((12, 10, 8), model.num_patches, reducers=["merge"] * 3))
+    tome = {"counts": [12, 10, 8], "reducers": ["merge"] * 3, "r": 8, "weights": "parent",
+            "macs": tavt_kit.count_macs(model, merged).total(), "holdout_nll": 0.1}  # search.json MACs are checked
     doc["budgets"][0]["training_free"] = {"tome_parent": tome}
     doc["budgets"][0]["recommended"] = {"family": "tome_parent", "weights": "parent", "counts": tome["counts"],
                                         "reducers": tome["reducers"], "precision": "fp32", "why": "test"}
