@@ -31,7 +31,7 @@ counterpart and is dropped too (the head starts afresh). SwiGLU MLPs
 from __future__ import annotations
 
 import re
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional
 
 import torch
 
@@ -55,8 +55,9 @@ _LAYER_SCALE = {"layer_scale1.lambda1": "ls1.gamma", "layer_scale2.lambda1": "ls
 _DROPPED = ("embeddings.mask_token", "pooler.")
 
 
-def hf_prefix(sd: Dict[str, object]) -> Optional[str]:
-    """The model prefix of a Hugging Face ViT-family state dict (``""``, ``"vit."``, ...), None if it is not one."""
+def hf_prefix(sd: Iterable[str]) -> Optional[str]:
+    """The model prefix of a Hugging Face ViT-family state dict or list of tensor names (``""``, ``"vit."``, ...),
+    None if it is not one."""
     for key in sd:
         if key.endswith(PATCH_KEY):
             pre = key[: -len(PATCH_KEY)]

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from .hf import PATCH_KEY
+from .hf import PATCH_KEY, hf_prefix
 
 #: named biases whose weight is the constant operand of the MatMul they are added to
 _LINEAR_BIAS = re.compile(r"encoder\.layer\.\d+\.(attention\.attention\.(query|key|value)|attention\.output\.dense|"
@@ -97,13 +97,7 @@ def _parse(real: str, mtime_ns: int, size: int, path: str):
 def backbone_prefix(model) -> Optional[str]:
     """The prefix of the Hugging Face ViT-family parameters in an ONNX graph (``backbone.``, ``vit.``, ``""``), or
     None when the graph holds no such backbone (an fgvc-kit export, say)."""
-    names = [i.name for i in model.graph.initializer]
-    for name in names:
-        if name.endswith(PATCH_KEY):
-            pre = name[: -len(PATCH_KEY)]
-            if any(n.startswith(pre + "encoder.layer.") for n in names):
-                return pre
-    return None
+    return hf_prefix([i.name for i in model.graph.initializer])
 
 
 def is_onnx_backbone(path) -> bool:
