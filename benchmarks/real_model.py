@@ -243,12 +243,13 @@ def macs_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
     budgets = [f"{full / r / 1e6:.4g}M MACs" for r in REDUCTIONS]
     seed_dir = os.path.join(args.out, f"seed{seed}")
     sdir = os.path.join(seed_dir, "search-macs")
-    res = tavt_kit.search_schedules(
-        supernet, None, budgets, fitness="nll", parent=parent_path, out=sdir, reuse=_earlier(seed_dir, sdir),
-        settings=EvolutionSettings(population=args.population, generations=args.generations,
-                                   mutations=args.mutations, crossovers=args.crossovers, seed=seed),
-        log=lambda s: say(f"[seed {seed}, MACs] {s}"))
-    doc = res.doc
+    doc = _finished_search(sdir, budgets)
+    if doc is None:  # a search that finished before the stage was killed is read, not run again
+        doc = tavt_kit.search_schedules(
+            supernet, None, budgets, fitness="nll", parent=parent_path, out=sdir, reuse=_earlier(seed_dir, sdir),
+            settings=EvolutionSettings(population=args.population, generations=args.generations,
+                                       mutations=args.mutations, crossovers=args.crossovers, seed=seed),
+            log=lambda s: say(f"[seed {seed}, MACs] {s}")).doc
     data = search_data(supernet, None, cache_dir=os.path.join(sdir, "cache"), log=lambda s: None)
     rows = []
     with torch.inference_mode():
@@ -259,6 +260,7 @@ def macs_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
             row = {"reduction": r, "label": b["label"], "pick": pick, "tome": tome, "recommended": rec,
                    "recommended_entry": pick if rec.get("family") == "searched" else free.get(rec.get("family"))}
             if pick and tome:
+                say(f"[seed {seed}, MACs] {b['label']}: the pick against ToMe on your model, on the test images")
                 row["pick_vs_tome"] = paired_difference(test_hits(supernet, _schedule(supernet, pick), data.test),
                                                         test_hits(parent, _schedule(parent, tome), data.test))
             rows.append(row)
@@ -266,6 +268,18 @@ def macs_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
            "test_images": doc["settings"]["test_images"], "full_macs": full}
     write_json(out, path)
     return out
+
+
+def _finished_search(sdir: str, budgets: list):
+    """The search.json of ``sdir`` when its search finished with exactly ``budgets``, else None."""
+    from tavt_kit.search.result import read_search, search_status
+
+    path = os.path.join(sdir, "search.json")
+    if not os.path.isfile(path):
+        return None
+    doc = read_search(path)
+    done = search_status(doc) == "finished" and [b["label"] for b in doc.get("budgets", [])] == budgets
+    return doc if done else None
 
 
 def _earlier(seed_dir: str, sdir: str) -> list:

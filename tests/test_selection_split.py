@@ -85,8 +85,9 @@ def test_search_sets_the_selection_images_aside_and_recommends_on_them(tmp_path,
     budget = f"{0.7 * full / 1e6:.4g}M MACs"
     plain = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(tmp_path / "plain"),
                                       selection=0, log=lambda s: None)
+    # ship_confidence 0.5: any lead on the selection images ships (the gate itself: test_ship_gate)
     res = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(tmp_path / "split"),
-                                    selection=0.5, log=lambda s: None)
+                                    selection=0.5, ship_confidence=0.5, log=lambda s: None)
     n = plain.doc["settings"]["holdout_images"]
     st = res.doc["settings"]
     assert plain.doc["settings"]["selection_images"] == 0 and "selection_sha256" not in plain.doc["settings"]

@@ -191,6 +191,8 @@ def recommend(row: dict, free: dict, *, fitness: str, selection_images: Optional
                                                "your model's weights ship")
             best = "searched" if won else best
             why += note if won or ship["lead"] > 0 else ""
+    if list(options) == ["searched"]:
+        why += f"; {searched_name} is the only option that meets this budget"
     if over:
         why += "; every option measured over the budget on the target" if every else \
             "; " + ", ".join(over) + " measured over the budget on the target"
