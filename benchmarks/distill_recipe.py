@@ -20,15 +20,12 @@ it): a second run skips finished work, and a variant whose settings changed runs
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fitness_benchmark import combine, command, test_scores  # noqa: E402
+from harness import DISTILL_VARIANTS, add_seeds, combine, command, read_json, test_scores, write_json, write_text
 
 #: the demo's distillation length and space; shared by every variant. Each variant is the distilled weights
 #: themselves (--parent-mix 1); the mix with the parent is measured afterwards, on those same weights, by
@@ -37,27 +34,7 @@ COMMON = ["--steps", "150", "--warmup-steps", "15", "--bound", "0.3", "--parent-
 #: results written before --parent-mix existed ran without it, which is --parent-mix 1
 NO_MIX = ["--parent-mix", "1"]
 #: name -> the distill options of that recipe (the demo's before this benchmark: ``old``)
-VARIANTS = {
-    "old": ["--teacher", "full", "--full-label-weight", "1", "--full-kd-weight", "0", "--lr", "5e-4",
-            "--weight-decay", "0.05"],
-    "parent-ce": ["--teacher", "parent", "--full-label-weight", "1", "--full-kd-weight", "0", "--lr", "5e-4",
-                  "--weight-decay", "0.05"],
-    "parent-kd": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "1", "--lr", "5e-4",
-                  "--weight-decay", "0.05"],
-    "lr1e-4": ["--teacher", "full", "--full-label-weight", "1", "--full-kd-weight", "0", "--lr", "1e-4",
-               "--weight-decay", "0"],
-    "parent-kd-lr1e-4": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "1", "--lr", "1e-4",
-                         "--weight-decay", "0"],
-    "parent-ce+kd-lr1e-4": ["--teacher", "parent", "--full-label-weight", "1", "--full-kd-weight", "1", "--lr",
-                            "1e-4", "--weight-decay", "0"],
-    # the full model's pull toward the parent as strong as the sub-networks' losses together (3 = sandwich + 1)
-    "parent-kd3": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "3", "--lr", "5e-4",
-                   "--weight-decay", "0"],
-    "parent-kd3-lr2e-4": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "3", "--lr",
-                          "2e-4", "--weight-decay", "0"],
-    "parent-kd10-lr2e-4": ["--teacher", "parent", "--full-label-weight", "0", "--full-kd-weight", "10", "--lr",
-                           "2e-4", "--weight-decay", "0"],
-}
+VARIANTS = DISTILL_VARIANTS
 PROBES = ("full", "middle", "smallest")
 #: --mixes auto: the weight distill --parent-mix auto would choose on the held-out images
 AUTO = "auto"
@@ -69,11 +46,6 @@ def bits(hits) -> str:
 
 def unbits(s: str):
     return [c == "1" for c in s]
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def stochastic_layers(model) -> list:
@@ -128,8 +100,6 @@ class Seed:
         return score
 
     def hits(self, schedule) -> list:
-        from tavt_kit.files import write_json
-
         key = ",".join(str(c) for c in schedule.counts)
         if key not in self.cache:
             self.cache[key] = bits(test_scores(self.model, [schedule], self.images, self.labels).hits[0].tolist())
@@ -153,7 +123,6 @@ def mixed_probes(s: Seed, name: str, res: dict, alphas) -> dict:
     """The variant's supernet mixed with its parent at each alpha (``mix_with_parent``, as distill --parent-mix
     does), scored like the variant at the same probes; cached in the variant's result under ``mixes``."""
     from tavt_kit.distill import choose_parent_mix, fixed_schedules, mix_with_parent
-    from tavt_kit.files import write_json
     from tavt_kit.models import load_checkpoint
     from tavt_kit.search.pipeline import space_of
     from tavt_kit.stats import paired_difference, wilson_interval
@@ -185,7 +154,6 @@ def mixed_probes(s: Seed, name: str, res: dict, alphas) -> dict:
 
 def run_variant(s: Seed, name: str) -> dict:
     from tavt_kit.distill import fixed_schedules
-    from tavt_kit.files import write_json
     from tavt_kit.models import load_checkpoint
     from tavt_kit.models.checkpoint import load_parent
     from tavt_kit.search.pipeline import space_of
@@ -226,8 +194,6 @@ def run_variant(s: Seed, name: str) -> dict:
 
 
 def result(s: Seed, name: str) -> dict:
-    from tavt_kit.files import write_json
-
     from tavt_kit.models.checkpoint import parent_of
 
     path = os.path.join(s.out, f"{name}.json")
@@ -284,7 +250,7 @@ def report(results) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", default="0,1,2")
+    add_seeds(ap)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of " + ", ".join(VARIANTS))
     ap.add_argument("--out", default=os.path.join("runs", "distill-recipe"))
     ap.add_argument("--mixes", default="",
@@ -309,11 +275,9 @@ def main(argv=None) -> int:
                                     "alpha": probes.get("alpha")})
     text = report(results)
     print(text)
-    from tavt_kit.files import write_text
-
     write_text(os.path.join(args.out, "report.txt"), text + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 #: the latency reference's model (benchmarks/latency_reference.py): 256 tokens, width 96, 6 blocks
 MODEL = dict(img_size=64, patch_size=4, embed_dim=96, depth=6, num_heads=3)

@@ -45,10 +45,10 @@ import time
 
 import torch
 
+from harness import one_generation
+
+#: the checkout: child processes (the CLI, torchrun, the test suite) run from it
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_search_eval import one_generation  # noqa: E402
 
 STAGES = ("env", "latency", "latency_cls", "latency_sampled", "latency_compile", "table_b1", "table_b1_fp32",
           "table", "table_graph", "table_graph_fp32", "train", "evaluator", "search", "search_b1", "search_graph",
@@ -500,7 +500,7 @@ def stage_evaluator(run: Run) -> dict:
     images, labels = cached_tensors(ds)
     images, labels = images[: a.images], labels[: a.images]
     space = SearchSpace.tavt(model.depth, model.num_patches, bound=0.2)
-    scheds = one_generation(space, a.candidates)  # the generation bench_search_eval times
+    scheds = one_generation(space, a.candidates)  # the generation micro.py search-eval times
     norm = Normalize.from_model(model)
     out = {"images": int(labels.shape[0]), "candidates": len(scheds), "batch": a.eval_batch,
            "img_size": img_size(a), "device": a.device}

@@ -41,13 +41,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+from typing import Callable, Dict, List, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fitness_benchmark import combine, command  # noqa: E402
-from reference_benchmark import RECIPES, STATE_FILE, parent_at, read_json  # noqa: E402
-
-from tavt_kit.models.token_drop import SCORERS  # noqa: E402
+from harness import (RECIPES, add_seeds, command, fmt_mean, fmt_vs, openvino_target, parent_at, read_json,
+                     schedule_of, test_hits, timing_policy, write_json, write_text)
+from tavt_kit.models.token_drop import SCORERS
+from tavt_kit.train.trainer import STATE_FILE  # a killed run resumes from it
 
 #: the models (``--model``): fgvc_tiny overrides, and what it is. p4w96 realises 0.9-1.1 of a MAC reduction at
 #: batch 32; at batch 1 dropping on it realises 0.76-0.85 in fp32 and 0.61-0.76 in int8. c96p4w96 with a scorer
@@ -147,23 +146,8 @@ def supernet_checkpoint(seed: int, parent: str, args) -> str:
     return os.path.join(d, "best.safetensors")
 
 
-def _schedule(model, d):
-    import tavt_kit
-
-    return model.make_schedule(tavt_kit.TokenSchedule(tuple(d["counts"]), model.num_patches,
-                                                      reducers=d.get("reducers")))
-
-
-def _target(batch: int, threads=None):
-    from tavt_kit import DeploymentTarget
-
-    return DeploymentTarget(backend="openvino", device="cpu", precision="fp32", batch_size=batch, threads=threads)
-
-
 def _policy(args):
-    from tavt_kit.bench import TimingPolicy
-
-    return TimingPolicy(warmup=1, min_repeats=3, budget_s=0.05) if args.smoke else TimingPolicy(budget_s=2.0)
+    return timing_policy(smoke=args.smoke)
 
 
 def _bound_tag(args) -> str:
@@ -186,17 +170,103 @@ def _ship_tag(args) -> str:
         (f"-m{args.token_multiple}" if getattr(args, "token_multiple", 1) > 1 else "")
 
 
+# -- ToMe on your model at fixed r, at every precision: the training-free frontier measured, not fitted ----------
+# The search fits ToMe to each budget from its latency table; where the table under-predicts (the int8 table: 2-40 %
+# on the last-measured runs, most at the smallest schedules) the fitted r is milder than the budget allows. This
+# sweep scores ToMe at every r of ``TOME_R`` on the test images (fp32 in PyTorch, lower precisions on the deployed
+# runtime, int8 quantised with NNCF as the search's own pairs are) and times each point round-robin with your model
+# in one process. Test hits do not depend on the batch size: kept per seed (``seed<S>/tome-sweep-hits.json``,
+# written after every point, so a killed sweep resumes); the timing per batch (``seed<S>-<tag>-tome.json``).
+
+#: the constant r of the sweep (256 patch tokens, 6 blocks: r >= 128 halves every block, ToMe's own clamp)
+TOME_R = (16, 32, 48, 64, 72, 80, 88, 96, 112, 128)
+
+
+def sweep_r(num_patches: int) -> tuple:
+    """``TOME_R`` for a model of ``num_patches`` tokens: scaled with them above 256, so that the sweep reaches the
+    same reductions (at 576 tokens r=128 merges only about half of the MACs away; ToMe's own clamp, half a block,
+    is at r=288)."""
+    if num_patches <= 256:
+        return TOME_R
+    return tuple(int(round(r * num_patches / 256)) for r in TOME_R)
+
+
+def sweep_hits(seed: int, parent, data, precisions: Sequence[str], scheds: Dict[int, object], path: str,
+               log: Callable[[str], None]) -> Dict[str, List[int]]:
+    """Per-image test hits of ToMe at each r of ``scheds`` and precision (``"<r>@<precision>"``), resumed from
+    ``path``."""
+    import torch
+
+    from tavt_kit.data import Normalize
+    from tavt_kit.search.precision import DeployedScorer
+
+    hits = read_json(path) if os.path.isfile(path) else {}
+    scorer = None
+    try:
+        for p in precisions:
+            for r, sched in scheds.items():
+                key = f"{r}@{p}"
+                if key in hits:
+                    continue
+                log(f"ToMe sweep: r={r} at {p} on the test images")
+                if p == "fp32":
+                    with torch.inference_mode():
+                        hits[key] = test_hits(parent, sched, data.test)
+                else:
+                    if scorer is None:
+                        scorer = DeployedScorer(parent, Normalize.from_model(parent),
+                                                lambda: data.calibration(300, seed), 100)
+                    sc, _ = scorer.scores(sched, p, data.test.images, data.test.labels)
+                    hits[key] = sc.hits[0].tolist()
+                write_json(hits, path)
+    finally:
+        if scorer is not None:
+            scorer.close()
+    return hits
+
+
+def tome_frontier(seed: int, parent, data, ref_hits: List[int], precisions: Sequence[str], target, policy,
+                  hits_path: str, out_path: str, log: Callable[[str], None], rs: Sequence[int] = TOME_R) -> list:
+    """Every (r, precision) point of the sweep with its test accuracy, paired difference to your model, latency
+    and speed-up over your model's fp32 latency (all timed round-robin in one process, with your model at every
+    precision); written to ``out_path``."""
+    import tavt_kit
+    from tavt_kit.bench.measure import measure_schedules
+    from tavt_kit.schedules import tome_schedule
+    from tavt_kit.stats import paired_difference
+
+    full = parent.full_schedule()
+    scheds = {r: parent.make_schedule(tome_schedule(r, parent.depth, parent.num_patches)) for r in rs}
+    hits = sweep_hits(seed, parent, data, precisions, scheds, hits_path, log)
+    items = {("full", p): (full, p) for p in dict.fromkeys(["fp32", *precisions])}
+    items.update({(r, p): (scheds[r], p) for p in precisions for r in rs})
+    log(f"ToMe sweep: timing {len(items)} deployables round-robin")
+    timed = measure_schedules(parent, items, target=target, policy=policy, progress=log)
+    ms = {k: v[0].p50 * 1e3 for k, v in timed.items()}
+    ref_ms, full_macs = ms[("full", "fp32")], tavt_kit.count_macs(parent, full).total()
+    macs_of = {r: tavt_kit.count_macs(parent, sched).total() for r, sched in scheds.items()}
+    points = []
+    for (r, p), t in ms.items():
+        if r == "full":
+            continue
+        h, macs = hits[f"{r}@{p}"], macs_of[r]
+        points.append({"r": r, "precision": p, "counts": list(scheds[r].counts), "reducers": ["merge"] * parent.depth,
+                       "macs": macs, "test_accuracy": sum(h) / len(h), "vs_parent": paired_difference(h, ref_hits),
+                       "ms": t, "speedup": ref_ms / t,
+                       "realised": (ms[("full", p)] / t) / (full_macs / macs) if macs < full_macs else None})
+    write_json({"seed": seed, "batch": target.batch_size, "parent_ms": ref_ms, "points": points}, out_path)
+    return points
+
+
 def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:
-    """``res`` with the ToMe sweep of this (seed, batch) (:mod:`tome_frontier`): the training-free frontier
+    """``res`` with the ToMe sweep of this (seed, batch) (:func:`tome_frontier`): the training-free frontier
     measured at fixed r, which the headline's training-free side also reads."""
     if args.no_tome_sweep:
         return res
     import torch
 
     import tavt_kit
-    from reference_benchmark import test_hits
     from tavt_kit.search.data import search_data
-    from tome_frontier import sweep_r, tome_frontier
 
     out_path = os.path.join(args.out, f"seed{seed}-{_tag(batch, args)}-tome.json")
     if os.path.isfile(out_path):
@@ -216,7 +286,8 @@ def with_frontier(res: dict, seed: int, batch: int, parent_path: str, supernet_p
         sweep_r(parent.num_patches)
     res["tome_sweep"] = tome_frontier(
         seed, parent, data, ref, args.tome_precisions.split(",") if args.tome_precisions else args.precisions,
-        _target(batch, args.threads), _policy(args), os.path.join(args.out, f"seed{seed}", "tome-sweep-hits.json"),
+        openvino_target(batch, args.threads), _policy(args),
+        os.path.join(args.out, f"seed{seed}", "tome-sweep-hits.json"),
         out_path, say, rs=rs)
     return res
 
@@ -227,7 +298,6 @@ def _budgets_in_ms(parent, full, target, sdir: str, batch: int, say, args) -> li
     the budgets) instead of starting over. A machine faster or slower then than in the search's own timing moves
     the limits: the tool then judges its options against ms that are not the fraction any more."""
     from tavt_kit.bench.measure import measure_schedules
-    from tavt_kit.files import write_json
 
     measured = os.path.join(sdir, "parent-latency.json")
     if os.path.isfile(measured):
@@ -263,7 +333,7 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
     supernet = tavt_kit.load_checkpoint(supernet_path).eval()
     parent = tavt_kit.load_checkpoint(parent_path).eval()
     full = supernet.full_schedule()
-    target = _target(batch, args.threads)
+    target = openvino_target(batch, args.threads)
     sdir = os.path.join(args.out, f"seed{seed}", f"search-{tag}")
     if args.budgets_as == "share":  # the search places them on its table and judges them by the ratio
         sdir += _ship_tag(args)
@@ -302,7 +372,7 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
         key = (tuple(d["counts"]), tuple(d.get("reducers") or ()), p)
         if tuple(d["counts"]) == tuple(full.counts):  # nothing reduced: the reducers do not matter
             key = ("full", p)
-        items.setdefault(key, (_schedule(supernet, d), p))
+        items.setdefault(key, (schedule_of(supernet, d), p))
         out = {k: d.get(k) for k in ("counts", "reducers", "precision", "macs", "test_accuracy", "vs_parent",
                                      "holdout_accuracy", "holdout_nll", "latency_ms", "latency_measured_ms", "r",
                                      "origin")}
@@ -340,8 +410,6 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
         fam = row["recommended"]
         row["shipped"] = row.get("pick") if fam == "searched" else row["free"].get(fam)
     data = search_data(supernet, None, cache_dir=os.path.join(sdir, "cache"), log=lambda s: None)
-    from reference_benchmark import test_hits
-
     with torch.inference_mode():
         ref = test_hits(parent, parent.full_schedule(), data.test)
     full_precisions = {}
@@ -361,8 +429,6 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
            "full": {"test_accuracy": doc["full"].get("test_accuracy"), "vs_parent": doc["full"].get("vs_parent")},
            "rows": rows, "test_images": doc["settings"]["test_images"], "machine": doc.get("machine"),
            "search": os.path.join(sdir, "search.json"), "reuse": doc.get("reuse")}
-    from tavt_kit.files import write_json
-
     write_json(out, path)
     return out
 
@@ -411,22 +477,13 @@ def headline(res: dict, family: str) -> tuple:
     return max(ok, key=lambda o: o[0]) if ok else (1.0, None, "your model")
 
 
-def _vs(v) -> str:
-    return "–" if not v else "{:+.2f} [{:+.2f}, {:+.2f}]".format(100 * v["difference"],
-                                                                 *(100 * x for x in v["interval"]))
-
-
-def _mean(vs) -> str:
-    return "{:+.2f} [{:+.2f}, {:+.2f}]".format(*(100 * x for x in combine(vs)))
-
-
 def _cell(d) -> str:
     if not d:
         return "nothing meets it"
     from tavt_kit.report.budget import schedule_text
 
     real = f", realised {d['realised']:.2f}" if d.get("realised") else ""
-    return (f"{d['speedup']:.2f}x {_vs(d['vs_parent'])} [{schedule_text(d)}]{real}"
+    return (f"{d['speedup']:.2f}x {fmt_vs(d['vs_parent'])} [{schedule_text(d)}]{real}"
             + ("" if d["within_budget"] else " (over the budget)"))
 
 
@@ -485,12 +542,12 @@ def report(results) -> str:
         for r in rs:
             lines.append(f"seed {r['seed']}: your model {100 * r['parent']['test_accuracy']:.2f} % at "
                          f"{r['parent']['ms']:.2f} ms; " + "; ".join(
-                             f"in {p} {d['speedup']:.2f}x {_vs(d['vs_parent'])}" for p, d in r["parent_at"].items())
-                         + f"; supernet full schedule {_vs(r['full']['vs_parent'])}")
+                             f"in {p} {d['speedup']:.2f}x {fmt_vs(d['vs_parent'])}" for p, d in r["parent_at"].items())
+                         + f"; supernet full schedule {fmt_vs(r['full']['vs_parent'])}")
             sweep = sorted(r.get("tome_sweep") or (), key=lambda d: (d["precision"], d["r"]))
             if sweep:
                 lines.append("  ToMe on your model at fixed r (sweep, timed in its own round): " + "; ".join(
-                    f"r={d['r']}@{d['precision']} {d['speedup']:.2f}x {_vs(d['vs_parent'])}" for d in sweep))
+                    f"r={d['r']}@{d['precision']} {d['speedup']:.2f}x {fmt_vs(d['vs_parent'])}" for d in sweep))
             for row in r["rows"]:
                 fam = families(row)
                 lines.append(f"  {row['fraction']:.2f} of your model ({row['label']}), recommended "
@@ -500,19 +557,20 @@ def report(results) -> str:
         lines.append(f"mean over {len(rs)} seed(s):")
         for p in rs[0]["parent_at"]:
             lines.append(f"  your model in {p}: {statistics.mean(r['parent_at'][p]['speedup'] for r in rs):.2f}x, "
-                         f"{_mean([r['parent_at'][p]['vs_parent'] for r in rs])}")
-        lines.append(f"  supernet full schedule: {_mean([r['full']['vs_parent'] for r in rs if r['full']['vs_parent']])}")
+                         f"{fmt_mean([r['parent_at'][p]['vs_parent'] for r in rs])}")
+        full = [r["full"]["vs_parent"] for r in rs if r["full"]["vs_parent"]]
+        lines.append(f"  supernet full schedule: {fmt_mean(full)}")
         for i, f in enumerate(rs[0]["rows"]):
             for name, what in NAMES:
                 ds = [families(r["rows"][i])[name] for r in rs]
                 if all(d and d.get("vs_parent") for d in ds):
                     lines.append(f"  {f['fraction']:.2f}: {what:<28} {statistics.mean(d['speedup'] for d in ds):.2f}x,"
-                                 f" {_mean([d['vs_parent'] for d in ds])}")
+                                 f" {fmt_mean([d['vs_parent'] for d in ds])}")
         for family, what in FAMILIES:
             hs = [headline(r, family) for r in rs]
             lines.append(f"  headline, speed-up at <= {ACCEPTED_LOSS} points loss, {what}: "
                          f"{statistics.mean(h[0] for h in hs):.2f}x (per seed: "
-                         + ", ".join(f"{h[0]:.2f}x {_vs(h[1])} ({h[2]})" for h in hs) + ")")
+                         + ", ".join(f"{h[0]:.2f}x {fmt_vs(h[1])} ({h[2]})" for h in hs) + ")")
     check = rule_check(results)
     if check:
         lines += ["\n## choosing among a budget's deployables on the held-out images (all seeds and batches)"] + check
@@ -521,7 +579,7 @@ def report(results) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", default="0,1,2")
+    add_seeds(ap)
     ap.add_argument("--batches", default="32,1")
     ap.add_argument("--fractions", default="0.5,0.4,0.3,0.2",
                     help="latency budgets as fractions of your model's fp32 latency (the issue's 0.5, 0.3, 0.2, and "
@@ -549,7 +607,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tome-sweep", action="store_true",
                     help="skip ToMe on your model at fixed r (every precision), scored and timed beside your model: "
                          "the training-free frontier measured rather than fitted to the budgets from the table")
-    ap.add_argument("--tome-r", help="the sweep's constant r, comma-separated (default: tome_frontier.TOME_R, scaled "
+    ap.add_argument("--tome-r", help="the sweep's constant r, comma-separated (default: TOME_R, scaled "
                     "with the tokens above 256)")
     ap.add_argument("--tome-precisions", help="the sweep's precisions (default: --precisions)")
     ap.add_argument("--no-parent-search", action="store_true",
@@ -600,12 +658,9 @@ def main(argv=None) -> int:
     print(text)
     if args.report_only:
         return 0
-    from tavt_kit.files import write_text
-
     write_text(os.path.join(args.out, f"report{_ship_tag(args)}.txt"), text + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     raise SystemExit(main())

@@ -31,15 +31,11 @@ import json
 import os
 import time
 
+import harness
+
 
 def command(name, argv):
-    from tavt_kit.cli import command_module
-    from tavt_kit.cli.common import invoke
-
-    print(f"$ fgvc-kit {name} {' '.join(argv)}", flush=True)
-    rc = invoke(command_module(name), name, argv)
-    if rc:
-        raise SystemExit(f"fgvc-kit {name} failed ({rc})")
+    harness.command(name, argv, echo=True)
 
 
 def supernet(seed: int, out: str) -> str:

@@ -22,26 +22,13 @@ finished work.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from distill_recipe import VARIANTS  # noqa: E402
-from fitness_benchmark import combine, command  # noqa: E402
-
-from tavt_kit.train.trainer import STATE_FILE  # noqa: E402  (a killed run resumes from it)
+from harness import (RECIPES, add_seeds, command, fmt_mean, fmt_vs, parent_at, read_json, test_hits, write_json,
+                     write_text)
+from tavt_kit.train.trainer import STATE_FILE  # a killed run resumes from it
 
 REDUCTIONS = (1.5, 2.0, 2.5, 3.0, 4.0)
-#: distill options of a recipe: benchmarks/distill_recipe.py's variants (the distilled weights as they are), and
-#: ``default``: distill's defaults (frozen parent as teacher, full-model KD weight 3, lr 2e-4 without weight
-#: decay, the weights mixed back 0.7 / 0.3 with the parent)
-RECIPES = {**VARIANTS, "default": VARIANTS["parent-kd3-lr2e-4"] + ["--parent-mix", "0.7"]}
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def parent_checkpoint(seed: int, out: str, parents: str) -> str:
@@ -72,29 +59,6 @@ def _tag(args) -> str:
 def _search_tag(args) -> str:
     """The supernet's tag and the reducers searched (``search-auto``: search_schedules' default)."""
     return f"{_tag(args)}-search-{args.search_reducers.replace(',', '+')}"
-
-
-def test_hits(model, schedule, test):
-    """Per-image hits of ``model`` at ``schedule`` on the test split (the model's own normalisation)."""
-    from tavt_kit.data import Normalize
-    from tavt_kit.search.evaluate import CandidateEvaluator
-
-    ev = CandidateEvaluator(model, test.images, test.labels, 100, transform=Normalize.from_model(model))
-    return ev.scores([schedule], per_image=True).hits[0].tolist()
-
-
-def parent_at(parent, data, precision: str, seed: int):
-    """Per-image test hits of the parent at ``precision`` on the deployed runtime (OpenVINO; int8: NNCF PTQ on 300
-    training images drawn with ``seed``)."""
-    from tavt_kit.data import Normalize
-    from tavt_kit.search.precision import DeployedScorer
-
-    scorer = DeployedScorer(parent, Normalize.from_model(parent), lambda: data.calibration(300, seed), 100)
-    try:
-        sc, _ = scorer.scores(parent.full_schedule(), precision, data.test.images, data.test.labels)
-        return sc.hits[0].tolist()
-    finally:
-        scorer.close()
 
 
 def seed_models(seed: int, args):
@@ -148,8 +112,6 @@ def run_seed(seed: int, args) -> dict:
     out = {"seed": seed, "parent": doc["parent"], "full": doc["full"], "rows": rows,
            "parent_int8": {"test_accuracy": sum(i8) / len(i8), "vs_parent": paired_difference(i8, ref)},
            "test_images": doc["settings"]["test_images"], "space": doc.get("space"), "tag": _search_tag(args)}
-    from tavt_kit.files import write_json
-
     write_json(out, path)
     return out
 
@@ -159,12 +121,7 @@ def _pct(d):
 
 
 def _vs(d, key="vs_parent"):
-    v = (d or {}).get(key) if key else d
-    return "" if not v else "{:+.2f} [{:+.2f}, {:+.2f}]".format(100 * v["difference"], *(100 * x for x in v["interval"]))
-
-
-def _mean(vs):
-    return "{:+.2f} [{:+.2f}, {:+.2f}]".format(*(100 * x for x in combine(vs)))
+    return fmt_vs((d or {}).get(key) if key else d, empty="")
 
 
 def report(results) -> str:
@@ -181,10 +138,10 @@ def report(results) -> str:
                          f" {_pct(row['pick'])} {_vs(row['pick']):<26} {_vs(row.get('pick_vs_tome'), None):<24}"
                          f"  {rec}")
     lines.append("\nmean over seeds (interval of the mean of independent paired differences):")
-    lines.append(f"  parent int8 (NNCF PTQ) vs parent:  {_mean([r['parent_int8']['vs_parent'] for r in results])}")
+    lines.append(f"  parent int8 (NNCF PTQ) vs parent:  {fmt_mean([r['parent_int8']['vs_parent'] for r in results])}")
     full = [r["full"]["vs_parent"] for r in results if r["full"].get("vs_parent")]
     if full:
-        lines.append(f"  supernet full schedule vs parent:  {_mean(full)}")
+        lines.append(f"  supernet full schedule vs parent:  {fmt_mean(full)}")
     for i, red in enumerate(REDUCTIONS):
         for key, name, field in (("tome", "ToMe on parent", "vs_parent"), ("pick", "searched pick", "vs_parent"),
                                  ("recommended_entry", "recommended", "vs_parent"), (None, "pick - ToMe", None)):
@@ -193,7 +150,7 @@ def report(results) -> str:
             else:
                 vs = [r["rows"][i][key][field] for r in results if (r["rows"][i].get(key) or {}).get(field)]
             if len(vs) == len(results):
-                lines.append(f"  {red:>3}x {name:<16} {'' if key is None else 'vs parent '}{_mean(vs)}")
+                lines.append(f"  {red:>3}x {name:<16} {'' if key is None else 'vs parent '}{fmt_mean(vs)}")
             else:
                 lines.append(f"  {red:>3}x {name:<16} missing on {len(results) - len(vs)} seed(s)")
     return "\n".join(lines)
@@ -201,7 +158,7 @@ def report(results) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", default="0,1,2")
+    add_seeds(ap)
     ap.add_argument("--recipe", default="default", choices=sorted(RECIPES))
     ap.add_argument("--reducers", default=None, help="distill with these reducers (drop,merge)")
     ap.add_argument("--search-reducers", default="auto",
@@ -217,8 +174,6 @@ def main(argv=None) -> int:
     results = [run_seed(int(s), args) for s in args.seeds.split(",")]
     text = report(results)
     print(text)
-    from tavt_kit.files import write_text
-
     write_text(os.path.join(args.out, f"report-{_search_tag(args)}.txt"), text + "\n")
     return 0
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
+import os
 import sys
 
 import torch
@@ -63,6 +65,18 @@ def compare(name: str, kwargs: dict, rs, tome_patch, device: str, batch: int, pr
     return max(d for _, _, d, _ in rows)
 
 
+def load_tome(checkout: str):
+    """The ``tome`` package of a checkout of facebookresearch/ToMe, imported from that folder (nothing installed)."""
+    init = os.path.join(checkout, "tome", "__init__.py")
+    if not os.path.isfile(init):
+        raise SystemExit(f"--tome {checkout}: no tome/__init__.py there; expected a checkout of facebookresearch/ToMe")
+    spec = importlib.util.spec_from_file_location("tome", init, submodule_search_locations=[os.path.dirname(init)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tome"] = module  # its own absolute imports (tome.merge, tome.utils) resolve to this package
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tome", required=True, help="a checkout of facebookresearch/ToMe")
@@ -70,8 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=4)
     args = ap.parse_args(argv)
-    sys.path.insert(0, args.tome)
-    import tome  # noqa: E402  (the checkout given; tome.patch.timm is ToMe's apply_patch for timm)
+    tome = load_tome(args.tome)  # tome.patch.timm is ToMe's apply_patch for timm
 
     apply = tome.patch.timm
 
