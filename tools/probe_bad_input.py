@@ -1,6 +1,6 @@
 """The bad-input probe: bad inputs, kills, tampered files and faults against the command line, counted by what they get.
 
-    python benchmarks/probe_bad_input.py [--only SUBSTRING] [--list] [--slow] [--verbose]
+    python tools/probe_bad_input.py [--only SUBSTRING] [--list] [--slow] [--verbose]
 
 Every command-line case runs ``python -m tavt_kit.cli ...`` (a fresh process,
 as a user would) on files this script makes in a temporary folder; the faults

@@ -1,6 +1,6 @@
 """Render a latency-budget report in headless Chromium: check what it shows, save a screenshot.
 
-    python benchmarks/render_report.py runs/demo/report/report.html [--out docs/report.png] [--chromium PATH]
+    python tools/render_report.py runs/demo/report/report.html [--out docs/report.png] [--chromium PATH]
 
 The report is opened the way a user opens it, in a real browser. From the
 rendered page (Chromium's DOM after layout) it checks that the "What to ship"
