@@ -47,6 +47,12 @@ def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_p
     assert doc["schedule"]["counts"] == list(tome.counts) and doc["schedule"]["source"]["weights"] == "parent"
     assert doc["schedule"]["reducers"] == ["merge"] * len(tome.counts) and doc["verified"]
     assert doc["checkpoint"]["path"] == str(trained_checkpoint)  # the parent's file, not the supernet's
+    # from Python, one call exports the same
+    from tavt_kit.export import VerifyOptions
+
+    py = res.export(sn, budget, tmp_path / "python", verify=VerifyOptions(enabled=False), log=lambda s: None)
+    assert py.doc["schedule"]["counts"] == list(tome.counts) and py.doc["checkpoint"]["path"] == str(trained_checkpoint)
+    assert py.doc["schedule"]["source"]["weights"] == "parent" and list(py.doc["files"]) == ["onnx"]
     # --pick searched: the supernet's own pick
     out2 = tmp_path / "export2"
     assert main(["export", "--checkpoint", sn, "--search", str(tmp_path / "search" / "search.json"), "--budget",

@@ -35,6 +35,10 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
                               "population=4, generations=1, mutations=3, crossovers=3))")
     scope = {}
     exec(compile(code, "README.md (From Python)", "exec"), scope)
-    assert scope["pick"].latency_ms <= 0.6 and scope["check"].passed
-    assert scope["again"].budgets["0.6ms"].best == scope["pick"]
-    assert os.path.isfile(tmp_path / "export" / "export.json")
+    budget, exported = scope["budget"], scope["exported"]
+    assert budget.best.latency_ms <= 0.6 and scope["check"].passed
+    assert scope["again"].budgets["0.6ms"].best == budget.best
+    # what the budget recommends is what was exported
+    assert budget.recommended is None  # no parent recorded: the searched pick ships
+    assert exported.doc["schedule"]["counts"] == list(budget.best.counts)
+    assert list(exported.doc["files"]) == ["openvino"] and os.path.isfile(tmp_path / "export" / "export.json")

@@ -205,6 +205,7 @@ def _run_export(args) -> int:
     from ..export import ExportOptions, QuantizeOptions, VerifyOptions, export_model
     from ..export.formats import BACKEND_OF_FORMAT, check_format_precision
     from ..models import load_checkpoint
+    from ..search.deployable import shipped_checkpoint
     from ..target import DeploymentTarget
 
     check_args(args)
@@ -245,13 +246,11 @@ def _run_export(args) -> int:
         read_search(args.search)
     model = load_checkpoint(args.checkpoint).eval()
     model, schedule, source = _schedule(args, model)
-    checkpoint = args.checkpoint
+    checkpoint = shipped_checkpoint(source or {}, args.checkpoint)
     if (source or {}).get("weights") == "finetuned":  # the search recommends its pick fine-tuned toward your model
-        checkpoint = source["checkpoint"]
         print(f"budget {source.get('budget')}: exporting the recommendation, the pick fine-tuned toward your model "
               f"({checkpoint}): {source.get('why')}; --pick searched exports the supernet's pick", flush=True)
     if (source or {}).get("weights") == "parent":  # the search recommends a training-free deployable of it
-        checkpoint = source.get("parent") or checkpoint
         print(f"budget {source.get('budget')}: exporting the recommendation, {source.get('recommended')} on your "
               f"model ({checkpoint}): {source.get('why')}; --pick searched exports the searched schedule",
               flush=True)

@@ -90,3 +90,55 @@ def finetuned_deployable(row: Dict[str, Any], source: Dict[str, Any], folder: st
            "search_holdout_accuracy": entry.get("holdout_accuracy"), "search_test_accuracy": entry.get("test_accuracy"),
            "precision": rec.get("precision", "fp32")}
     return model, sched, {k: v for k, v in out.items() if v is not None}
+
+
+def shipped_checkpoint(source: Dict[str, Any], searched: Optional[str]) -> Optional[str]:
+    """The checkpoint whose weights a budget ships (``source``: :func:`deployable_from_search`'s): your model's for a
+    deployable of it, the fine-tuned one for a fine-tuned pick, else ``searched`` (the model searched)."""
+    if source.get("weights") == "parent":
+        return source.get("parent") or searched
+    if source.get("weights") == "finetuned":
+        return source.get("checkpoint") or searched
+    return searched
+
+
+def export_budget(model, search, budget, out_dir, formats=None, *, pick: str = "recommended", target=None,
+                  verify=None, quantize=None, options=None, log=None):
+    """Export what ``budget`` of a search ships, at the precision it ships at; the
+    :class:`~tavt_kit.export.ExportResult`. One call from a search to a verified file.
+
+    ``model``: the model searched (the supernet, loaded or its checkpoint); ``search``: a
+    :class:`~.result.SearchResult` or a ``search.json`` path. What is exported is :func:`deployable_from_search`'s
+    answer (``pick="searched"``: the searched schedule on the supernet's weights): the recommendation's weights
+    (the parent checkpoint for a deployable of your model, the fine-tuned checkpoint for a fine-tuned pick) at its
+    schedule; ``target``'s precision is the recommendation's unless ``target`` is given with another one.
+    ``formats``, ``verify``, ``quantize``, ``options``, ``log``: as :func:`~tavt_kit.export.export_model`.
+    """
+    import dataclasses
+
+    from ..export import ExportOptions, QuantizeOptions, VerifyOptions, export_model
+    from ..models import load_checkpoint
+    from ..models.token_drop import use_recorded_token_drop
+    from ..target import DeploymentTarget
+    from .result import read_search
+
+    path = os.fspath(search) if isinstance(search, (str, os.PathLike)) else getattr(search, "path", None)
+    if path is None or not os.path.isfile(path):
+        raise ConfigError(f"search={path!r}: expected a search.json file or a SearchResult that was saved")
+    checkpoint = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    model = load_checkpoint(checkpoint).eval() if checkpoint is not None else model
+    said = use_recorded_token_drop(model, (read_search(path).get("model") or {}).get("token_drop"), path)
+    if said and log:
+        log(said)
+    shipped, schedule, source = deployable_from_search(model, path, budget, pick)
+    checkpoint = shipped_checkpoint(source, checkpoint)
+    precision = source.get("precision", "fp32")
+    if target is None:  # the runtime the search's latency budgets were for, else ONNX Runtime
+        backend = ((read_search(path).get("latency") or {}).get("target") or {}).get("backend") or "onnxruntime"
+        target = DeploymentTarget(backend=backend, precision=precision)
+    elif target.precision != precision and target.precision == "fp32":
+        target = dataclasses.replace(target, precision=precision)
+    options = options or ExportOptions()
+    options = dataclasses.replace(options, checkpoint=options.checkpoint or checkpoint, schedule_source=source)
+    return export_model(shipped, out_dir, schedule, formats, target=target, verify=verify or VerifyOptions(),
+                        quantize=quantize or QuantizeOptions(), options=options, log=log)

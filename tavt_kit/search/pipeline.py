@@ -7,10 +7,9 @@ journalled in one journal; each budget's choice is made over every (schedule, pr
 (:mod:`~tavt_kit.search.precision`), the test split is used once at the end, and ``search.json`` is
 completed once at the end: until then it says ``"status": "running"`` (from the start, and with the figures
 of the stages done before the slow ones: the parent's and the precisions'), so a search stopped on the way
-never leaves a file that reads as its result. Fitness is measured on the held-out split (accuracy, NLL or KL to the full model); every
-accuracy comes with its 95 % Wilson interval, and each baseline at a budget with the paired difference to
-the searched pick on the same test images (``vs_searched``).
-"""
+never leaves a file that reads as its result. Fitness is measured on the held-out split (accuracy, NLL or KL to
+the full model); every accuracy comes with its 95 % Wilson interval, each baseline with its paired difference to
+the searched pick on the same test images (``vs_searched``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -41,7 +40,7 @@ from .evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, J
 from .fitness import DEFAULT_FITNESS, FITNESSES, fitness_of
 from .objective import LatencyObjective, latency_objectives
 from .timed import TargetCheck
-from .precisions import parse_precisions, resolve_precisions  # noqa: F401 (parse_precisions: public here too)
+from .precisions import resolve_precisions
 from .reuse import Reused
 from .options import as_budgets, check_options, fraction_field, model_arg, resolve_fractions
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
@@ -49,7 +48,8 @@ from .selection import set_aside
 from .finetune import check_finetune, finetune_picks
 from .parent import resolve_parent
 from .space import _check_reducers, default_reducers, searched_space, space_of  # noqa: F401 (space_of: public here too)
-from .result import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, schedule_file_name, schedules_index
+from .outcome import SearchResult
+from .result import SEARCH_FORMAT, SEARCH_VERSION, schedule_file_name, schedules_index
 
 #: the index of the per-budget drop configs a search writes beside search.json
 SCHEDULES_INDEX = "schedules.json"
