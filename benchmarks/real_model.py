@@ -270,6 +270,48 @@ def macs_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
     return out
 
 
+def versus_free(seed: int, parent_path: str, supernet_path: str, macs: dict, args) -> dict:
+    """Each MAC budget's shipped deployable against the best training-free one (ToMe on your model or the schedule
+    searched on your model's weights, the better on the held-out images: chosen without the test images), paired on
+    the test images; added to ``seed{N}-macs.json`` (``ships_vs_free``), which is rewritten."""
+    rows = macs["rows"]
+    if all("ships_vs_free" in r for r in rows):
+        return macs
+    import torch
+
+    import tavt_kit
+    from tavt_kit.search.data import search_data
+    from tavt_kit.stats import paired_difference
+
+    supernet = tavt_kit.load_checkpoint(supernet_path).eval()
+    parent = tavt_kit.load_checkpoint(parent_path).eval()
+    doc = read_json(os.path.join(args.out, f"seed{seed}", "search-macs", "search.json"))
+    data = search_data(supernet, None, cache_dir=os.path.join(args.out, f"seed{seed}", "search-macs", "cache"),
+                       log=lambda s: None)
+    hits = {}
+
+    def of(weights, d):
+        key = (weights, tuple(d["counts"]), tuple(d.get("reducers") or ()))
+        if key not in hits:
+            model = supernet if weights == "supernet" else parent
+            hits[key] = test_hits(model, _schedule(model, d), data.test)
+        return hits[key]
+
+    with torch.inference_mode():
+        for row, b in zip(rows, doc["budgets"]):
+            free = {k: v for k, v in (b.get("training_free") or {}).items() if v and v.get("counts")}
+            rec = b.get("recommended") or {}
+            if not free or not rec.get("counts"):
+                row["ships_vs_free"] = None
+                continue
+            best = min(free, key=lambda k: free[k]["holdout_nll"])
+            say(f"[seed {seed}, MACs] {b['label']}: what ships ({rec['family']}) against {best}, on the test images")
+            shipped = of("supernet" if rec.get("weights") == "supernet" else "parent", rec)
+            row["ships_vs_free"] = {"versus": best, **paired_difference(shipped, of("parent", free[best]))}
+    write_json(macs, os.path.join(args.out, f"seed{seed}-macs.json"))
+    return macs
+
+
 def _finished_search(sdir: str, budgets: list):
     """The search.json of ``sdir`` when its search finished with exactly ``budgets``, else None."""
     from tavt_kit.search.result import read_search, search_status
@@ -430,15 +472,17 @@ def report(args, imp, prb, parents, macs, timed, lat) -> str:
             rec = (row.get("recommended") or {}).get("family") or "–"
             lines.append(f"  {row['reduction']:>3}x {row['label']:<13} {_pct(row['tome'])} "
                          f"{_vs((row['tome'] or {}).get('vs_parent')):<24} {_pct(row['pick'])} "
-                         f"{_vs((row['pick'] or {}).get('vs_parent')):<24} {_vs(row.get('pick_vs_tome')):<24}  {rec}")
+                         f"{_vs((row['pick'] or {}).get('vs_parent')):<24} {_vs(row.get('pick_vs_tome')):<24}  {rec}"
+                         + (f" ({_vs(row['ships_vs_free'])} vs {row['ships_vs_free']['versus']})"
+                            if row.get("ships_vs_free") else ""))
     if len(macs) > 1:
         lines.append("\nmean over seeds (interval of the mean of independent paired differences):")
         lines.append(f"  supernet full schedule vs your model: {_mean([r['full']['vs_parent'] for r in macs])}")
         for i, red in enumerate(REDUCTIONS):
             for key, name in (("tome", "ToMe on your model"), ("recommended_entry", "what ships"),
-                              (None, "pick - ToMe")):
-                vs = [r["rows"][i].get("pick_vs_tome") if key is None else (r["rows"][i].get(key) or {}).get(
-                    "vs_parent") for r in macs]
+                              (None, "pick - ToMe"), ("free", "ships - best free")):
+                vs = [r["rows"][i].get("pick_vs_tome") if key is None else r["rows"][i].get("ships_vs_free")
+                      if key == "free" else (r["rows"][i].get(key) or {}).get("vs_parent") for r in macs]
                 if all(vs):
                     lines.append(f"  {red:>3}x {name:<20} {_mean(vs)}")
     for res in timed:
@@ -581,7 +625,7 @@ def main(argv=None) -> int:
             continue
         supernet = supernet_checkpoint(seed, parent, args)
         if "macs" in stages:
-            macs.append(macs_stage(seed, parent, supernet, args))
+            macs.append(versus_free(seed, parent, supernet, macs_stage(seed, parent, supernet, args), args))
         if "timing" in stages:
             for b in (int(x) for x in args.batches.split(",") if x):
                 timed.append(timing_stage(seed, b, supernet, macs[-1], args))
