@@ -38,6 +38,12 @@ def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_p
     # the noisy supernet loses to ToMe on the parent on the held-out images: the recommendation says so
     assert b.best.raw["holdout_nll"] > tome.raw["holdout_nll"]
     assert b.recommended["family"] == "tome_parent" and b.recommended["weights"] == "parent"
+    # the same as values: what ships, with the weights it runs and their digest, among every option
+    ship = b.shipped
+    assert ship.family == "tome_parent" and ship.weights == "parent" and ship.checkpoint == str(trained_checkpoint)
+    assert ship.weights_sha256 == res.doc["parent"]["weights_sha256"] and ship.pick == tome and b.why
+    assert ship.pick.schedule().counts == tome.counts and ship.latency_source is None
+    assert b.options["searched"].weights == "supernet" and b.options["searched"].pick == b.best
     # export follows the recommendation: the parent's weights at ToMe's schedule
     out = tmp_path / "export"
     assert main(["export", "--checkpoint", sn, "--search", str(tmp_path / "search" / "search.json"), "--budget",

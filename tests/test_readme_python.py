@@ -40,5 +40,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert scope["again"].budgets["0.6ms"].best == budget.best
     # what the budget recommends is what was exported
     assert budget.recommended is None  # no parent recorded: the searched pick ships
-    assert exported.doc["schedule"]["counts"] == list(budget.best.counts)
+    assert budget.shipped.family == "searched" and budget.shipped.weights == "supernet"
+    assert budget.shipped.pick == budget.best and budget.shipped.weights_sha256 == scope["result"].doc["model"]["weights_sha256"]
+    assert exported.doc["schedule"]["counts"] == list(budget.shipped.pick.counts)
     assert list(exported.doc["files"]) == ["openvino"] and os.path.isfile(tmp_path / "export" / "export.json")

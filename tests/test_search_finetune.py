@@ -54,6 +54,9 @@ def test_the_pick_fine_tuned_toward_your_model_is_scored_paired_and_competes(sea
     assert rec["family"] == "finetuned" and rec["weights"] == "finetuned" and rec["checkpoint"] == tuned["checkpoint"]
     assert "the pick fine-tuned toward your model is the only option that meets this budget" in rec["why"]
     read_search(out / "search.json")  # the file checks, with its new family
+    ship = res.budgets[budget].shipped  # as values: the fine-tuned weights, their digest, their checkpoint
+    assert ship.family == "finetuned" and ship.weights == "finetuned" and ship.checkpoint == tuned["checkpoint"]
+    assert ship.weights_sha256 == tuned["weights_sha256"] and ship.pick.counts == tuple(tuned["counts"])
 
 
 def test_export_follows_a_fine_tuned_recommendation_and_checks_its_weights(searched, tmp_path, capsys):

@@ -17,12 +17,12 @@ from .pipeline import search_schedules, space_of
 from .precisions import parse_precisions
 from .deployable import deployable_from_search, export_budget
 from .finetune import PickFinetune
-from .outcome import BudgetResult, Pick, SearchResult
+from .outcome import BudgetResult, Deployable, Pick, SearchResult
 from .result import (SEARCH_FORMAT, SEARCH_VERSION,
                      describe_family, read_search, schedule_from_search, search_status, select_budget,
                      validate_search)
 
-__all__ = ["Budget", "BudgetResult", "EvalSet", "EvolutionSettings", "LatencyObjective", "Pick", "PickFinetune",
-           "SEARCH_FORMAT", "SEARCH_VERSION", "SearchData", "SearchResult", "deployable_from_search", "export_budget", "describe_family",
-           "parse_precisions", "read_search", "schedule_from_search", "search_data", "search_schedules",
-           "search_status", "select_budget", "space_of", "validate_search"]
+__all__ = ["Budget", "BudgetResult", "Deployable", "EvalSet", "EvolutionSettings", "LatencyObjective", "Pick",
+           "PickFinetune", "SEARCH_FORMAT", "SEARCH_VERSION", "SearchData", "SearchResult", "deployable_from_search",
+           "describe_family", "export_budget", "parse_precisions", "read_search", "schedule_from_search",
+           "search_data", "search_schedules", "search_status", "select_budget", "space_of", "validate_search"]
