@@ -51,7 +51,8 @@ class DatasetInfo:
     load: Callable[[Optional[str]], formats.RawDataset]
     description: str
     layout: str
-    resize_ratio: float = SEEDS_RATIO
+    #: resize size / crop size; None: the whole image resized to the input, no crop (plain folders)
+    resize_ratio: Optional[float] = SEEDS_RATIO
     img_size: Optional[int] = 448  # the seeds' crop size; None = the model's own
     hflip: bool = True
     needs_root: bool = True
@@ -121,7 +122,7 @@ for _name, _desc in (("cotton80", "Cotton80 (ultra-FGVC, 80 cultivars)"),
     register_dataset(DatasetInfo(_name, formats.load_ufgvc, _desc, formats.UFGVC_LAYOUT, resize_ratio=UFGVC_RATIO, img_size=384,
                                  aliases=("cotton",) if _name == "cotton80" else ()))
 register_dataset(DatasetInfo("folder", formats.load_folder, "plain class folders", formats.FOLDER_LAYOUT,
-                             img_size=None, aliases=("folders", "imagefolder")))
+                             resize_ratio=None, img_size=None, aliases=("folders", "imagefolder")))
 register_dataset(DatasetInfo(fashion.NAME, fashion.load_fashion, "Fashion-MNIST (10 kinds of clothing; or MNIST, "
                              "KMNIST, ... in IDX files), held in memory", fashion.LAYOUT, resize_ratio=1.0,
                              img_size=None, hflip=False, aliases=("fashion", "fashion_mnist", "fashionmnist", "idx"),
@@ -426,7 +427,8 @@ def build_dataset(name="demo", root: Optional[str] = None, split: str = "train",
         augment: random crop + flip (default: for ``train``/``trainval``).
         model: take ``img_size`` and ``interpolation`` from its spec.
         resize: resize size before the crop (default: ratio 600/448, or 500/384
-            for ultra-FGVC sets, times ``img_size``).
+            for ultra-FGVC sets, times ``img_size``; plain folders: the whole image
+            resized to ``img_size``, no crop).
         interpolation: ``bicubic`` (default, or the model's), ``bilinear``, ...
         train_crop: ``random`` (resize + random crop) or ``rrc`` (random resized crop).
     """
@@ -467,9 +469,11 @@ def build_dataset(name="demo", root: Optional[str] = None, split: str = "train",
     if spec.skip_bad_images:
         samples, bad = _decodable(samples)
         meta["skipped_images"] = bad
-    rsz = resize_for(size, info.resize_ratio, spec.resize)
+    whole = info.resize_ratio is None and spec.resize is None  # plain folders: nothing cut off by default
+    rsz = resize_for(size, 1.0 if info.resize_ratio is None else info.resize_ratio, spec.resize)
     transform = image_transform(augment, size, rsz, interpolation, spec.train_crop, hflip=info.hflip)
     t_info = {"img_size": list(size), "resize": list(rsz), "interpolation": interpolation,
+              "fit": "whole image" if whole else "crop",
               "train_crop": spec.train_crop if augment else None, "augment": bool(augment)}
     return FGVCDataset(spec, split, samples, raw.class_names, size, augment, transform, t_info, meta=meta)
 
