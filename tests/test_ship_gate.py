@@ -170,6 +170,25 @@ def test_ship_confidence_is_checked_before_any_work(tmp_path, trained_checkpoint
     assert len(err) == 1 and "--ship-confidence 1.5" in err[0] and "[0.5, 1)" in err[0]
 
 
+def test_the_ship_policy_is_one_value_checked_when_made(tmp_path, trained_checkpoint):
+    """search_schedules(ship=ShipPolicy(...)) or its fields one by one, never both; every field checked."""
+    from tavt_kit.search import ShipPolicy as Policy
+
+    assert Policy() == Policy(confidence=0.95, selection=0.0, shrinkage=True, parent_search=True)
+    assert Policy.of(None, {"ship_confidence": 0.5}).confidence == 0.5
+    for bad, match in (({"confidence": 1.0}, r"ship.confidence=1.0: expected"), ({"selection": 1.5}, "selection="),
+                       ({"shrinkage": "yes"}, r"ship.shrinkage='yes': expected True or False")):
+        with pytest.raises(ConfigError, match=match):
+            Policy(**bad)
+    model = tavt_kit.load_checkpoint(trained_checkpoint)
+    with pytest.raises(ConfigError, match="ship_confidence= and ship= both given"):
+        tavt_kit.search_schedules(model, None, ["1M MACs"], ship=Policy(), ship_confidence=0.5,
+                                  out=str(tmp_path / "s"), log=lambda s: None)
+    with pytest.raises(ConfigError, match="ship=0.5: expected a ShipPolicy"):
+        tavt_kit.search_schedules(model, None, ["1M MACs"], ship=0.5, out=str(tmp_path / "s"), log=lambda s: None)
+    assert not (tmp_path / "s").exists()
+
+
 def test_the_demo_summary_says_which_paired_test_decided():
     from tavt_kit.demo import _against_your_model
 

@@ -182,7 +182,7 @@ def output_folder(args) -> str:
 def run(args) -> int:
     from .data_args import data_spec_from_args
     from ..models import load_checkpoint
-    from ..search import search_schedules
+    from ..search import ShipPolicy, search_schedules
     from ..search.evolution import Budget
     from ..target import DeploymentTarget
 
@@ -241,8 +241,9 @@ def run(args) -> int:
         model, dspec, budgets, target=target, precisions=precisions, reducers=reducers, fitness=args.fitness,
         settings=settings, out=args.out, objectives=objectives, subset=args.subset, batch_size=args.batch_size,
         verify_top=args.verify_top, calibration_images=args.calibration_images, remeasure=args.remeasure,
-        latency_source=args.latency_source, reuse=args.reuse, selection=args.selection, shrinkage=args.shrinkage,
-        parent_search=args.parent_search, ship_confidence=args.ship_confidence, bound=args.bound,
+        latency_source=args.latency_source, reuse=args.reuse, bound=args.bound,
+        ship=ShipPolicy(confidence=args.ship_confidence, selection=args.selection, shrinkage=args.shrinkage,
+                        parent_search=args.parent_search),
         eval_device=args.eval_device, token_multiple=args.token_multiple, finetune=finetune,
         table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables"),
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},

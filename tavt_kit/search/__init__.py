@@ -18,11 +18,13 @@ from .precisions import parse_precisions
 from .deployable import deployable_from_search, export_budget
 from .finetune import PickFinetune
 from .outcome import BudgetResult, Deployable, Pick, SearchResult
+from .ship import ShipPolicy
 from .result import (SEARCH_FORMAT, SEARCH_VERSION,
                      describe_family, read_search, schedule_from_search, search_status, select_budget,
                      validate_search)
 
 __all__ = ["Budget", "BudgetResult", "Deployable", "EvalSet", "EvolutionSettings", "LatencyObjective", "Pick",
-           "PickFinetune", "SEARCH_FORMAT", "SEARCH_VERSION", "SearchData", "SearchResult", "deployable_from_search",
+           "PickFinetune", "SEARCH_FORMAT", "SEARCH_VERSION", "SearchData", "SearchResult", "ShipPolicy",
+           "deployable_from_search",
            "describe_family", "export_budget", "parse_precisions", "read_search", "schedule_from_search",
            "search_data", "search_schedules", "search_status", "select_budget", "space_of", "validate_search"]

@@ -42,6 +42,7 @@ from .objective import LatencyObjective, latency_objectives
 from .timed import TargetCheck
 from .precisions import resolve_precisions
 from .reuse import Reused
+from .ship import ShipPolicy
 from .options import as_budgets, check_options, fraction_field, model_arg, resolve_fractions
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
@@ -66,6 +67,7 @@ def search_schedules(
     fitness: str = DEFAULT_FITNESS,
     table=None,
     settings: Optional[EvolutionSettings] = None,
+    ship: Optional[ShipPolicy] = None,
     out: Optional[str] = None,
     **options,
 ) -> SearchResult:
@@ -83,6 +85,7 @@ def search_schedules(
         fitness: ``accuracy``, ``nll`` or ``kl`` on the held-out images.
         table: a :class:`~tavt_kit.bench.LatencyTable` (or path), a list of them, or {precision: table}.
         settings: the evolution's (TAVT's defaults): an :class:`EvolutionSettings` or a dict of its fields.
+        ship: how each budget chooses what ships, a :class:`~.ship.ShipPolicy` (None: its defaults).
         out: folder for ``search.json``, the journal, ``schedules.json``, drop configs and plots (None: temporary).
         options: ``remeasure`` (time the picks on this machine, False), ``subset`` (held-out images, all),
             ``batch_size`` (64), ``verify_top`` (int8 quantisations per budget, 3), ``calibration_images`` (300),
@@ -96,16 +99,12 @@ def search_schedules(
             folder, default ``out``'s ``cache``; unwritable: a warning), ``table_profile`` (its settings,
             :data:`~tavt_kit.search.objective.AUTO_PROFILE`), ``reuse`` (earlier searches of the same weights
             on the same held-out images, folders or journals: what they evaluated is taken, not evaluated
-            again; :mod:`~tavt_kit.search.reuse`), ``selection`` (held-out fraction set aside for the recommendation,
-            default 0: :mod:`~tavt_kit.search.selection`), ``shrinkage`` (picks on fitness corrected for the winner's
-            curse, True: :mod:`~tavt_kit.search.shrinkage`), ``parent_search`` (with a parent: schedules searched on its
-            own weights, merging, compete as ``searched_parent``, True: :mod:`~tavt_kit.search.parent_search`),
-            ``ship_confidence`` (that the supernet's pick beats your weights, to ship it: 0.95, :mod:`~.recommend`),
-            ``eval_device`` (where candidates are scored: ``auto``, CUDA where there is one, :mod:`~.evaluate`),
+            again; :mod:`~tavt_kit.search.reuse`), ``ship_confidence``, ``selection``, ``shrinkage``,
+            ``parent_search`` (``ship``'s fields given one by one), ``eval_device`` (where candidates are scored: ``auto``, CUDA where there is one, :mod:`~.evaluate`),
             ``token_multiple`` (1; 8: sequence lengths that are multiples of 8, ``SearchSpace.aligned``), ``finetune``
             (a :class:`~.finetune.PickFinetune`: each budget's pick fine-tuned toward your model competes, None).
     """
-    reuse = check_options(options, table)
+    ship, reuse = ShipPolicy.of(ship, options), check_options(options, table)
     settings, budgets, model = EvolutionSettings.of(settings), as_budgets(budgets), model_arg(model, options)
     log = options.get("log", print)
     precisions = resolve_precisions(precisions, target, any(b.objective == "latency" for b in budgets), log,
@@ -126,8 +125,8 @@ def search_schedules(
     out = out if out is not None else tempfile.mkdtemp(prefix="fgvc-kit-search-")
     sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
     parent = resolve_parent(model, options.get("parent", "auto"), log)
-    passed = {k: options[k] for k in ("batch_size", "subset", "source", "verify_top", "calibration_images", "selection",
-                                      "shrinkage", "parent_search", "ship_confidence", "eval_device") if k in options}
+    passed = {**{k: options[k] for k in ("batch_size", "subset", "source", "verify_top", "calibration_images",
+                                         "eval_device") if k in options}, **ship.keywords()}
     pipeline = SearchPipeline(model, sdata, out, settings=settings, budgets=budgets,
                               objectives=objectives or {}, precisions=precisions, space=space, fitness=fitness,
                               log=log, remeasure=bool(options.get("remeasure")), reuse=reuse,

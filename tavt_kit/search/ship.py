@@ -1,0 +1,69 @@
+"""How a budget chooses what ships, as one value: :class:`ShipPolicy`.
+
+Every option that can ship for a budget (the supernet's pick, its fine-tune, your model's own weights: ToMe on it,
+a schedule searched on it, it as it is) competes on the same held-out images, paired per image
+(:mod:`~.recommend`). The policy says how sure a challenger must be to replace what holds (``confidence``), which
+images decide (``selection``: a share of the held-out images the evolution never scores), whether a searched
+option's fitness is corrected for the winner's curse (``shrinkage``, :mod:`~.shrinkage`), and whether schedules
+searched on your model's weights compete (``parent_search``, :mod:`~.parent_search`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Union
+
+from ..errors import ConfigError
+from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
+from .selection import check_selection
+
+#: the search_schedules keywords a ShipPolicy holds, by its field names
+KEYWORDS = {"ship_confidence": "confidence", "selection": "selection", "shrinkage": "shrinkage",
+            "parent_search": "parent_search"}
+
+
+@dataclass(frozen=True)
+class ShipPolicy:
+    """How a budget chooses what ships (see the module docstring); every field checked when made."""
+
+    #: one-sided confidence a challenger's paired lead must reach to ship (0.5: any lead)
+    confidence: float = DEFAULT_SHIP_CONFIDENCE
+    #: share of the held-out images set aside to choose on (``"auto"``, or 0: the evolution's own images)
+    selection: Union[str, float] = 0.0
+    #: searched options' fitness corrected for the winner's curse
+    shrinkage: bool = True
+    #: schedules searched on your model's own weights (merging, no training) compete
+    parent_search: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "confidence", check_ship_confidence(self.confidence, "ship.confidence"))
+        object.__setattr__(self, "selection", check_selection(self.selection))
+        for name in ("shrinkage", "parent_search"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"ship.{name}={getattr(self, name)!r}: expected True or False")
+
+    @classmethod
+    def of(cls, ship, options: dict) -> "ShipPolicy":
+        """The policy of a ``search_schedules`` call: ``ship`` (a ShipPolicy or None) or its fields given as the
+        keywords ``ship_confidence``, ``selection``, ``shrinkage``, ``parent_search`` (taken out of ``options``);
+        both at once is refused."""
+        given = {field: options.pop(key) for key, field in KEYWORDS.items() if key in options}
+        if ship is None:
+            try:
+                return cls(**given)
+            except ConfigError as e:  # said with the keyword given: ship.confidence= is ship_confidence=
+                raise ConfigError(str(e).replace("ship.confidence=", "ship_confidence=").replace("ship.", "")) \
+                    from None
+        if not isinstance(ship, ShipPolicy):
+            raise ConfigError(f"ship={ship!r}: expected a ShipPolicy or None")
+        if given:
+            key = next(k for k, f in KEYWORDS.items() if f in given)
+            raise ConfigError(f"{key}= and ship= both given: give ship=ShipPolicy(...) or its fields, not both")
+        return ship
+
+    def keywords(self) -> dict:
+        """The policy as the pipeline's keywords (``ship_confidence``, ...)."""
+        return {key: getattr(self, f) for key, f in KEYWORDS.items()}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
