@@ -157,6 +157,9 @@ def test_inat2017_coco_json(tmp_path):
     assert [lab for _, lab in raw.train] == [1, 0, 1] and [lab for _, lab in raw.test] == [0]
 
 
+UFGVC = ("cotton80", "soyloc", "soygene", "soyglobal", "soyageing", "ufgvc")
+
+
 def test_ultra_fgvc_anno_lists_and_their_crop_ratio(tmp_path):
     for split, rows in (("train", [("1.jpg", 1), ("2.jpg", 2), ("3.jpg", 2)]), ("test", [("4.jpg", 1)])):
         for k, (rel, _) in enumerate(rows):
@@ -166,7 +169,9 @@ def test_ultra_fgvc_anno_lists_and_their_crop_ratio(tmp_path):
     ds = build_dataset("cotton80", str(tmp_path), "trainval", img_size=32, augment=False)
     assert ds.class_names == ["1", "2"] and ds.targets == [0, 1, 1]
     assert ds.transform_info["resize"] == [42, 42]  # 500/384 x 32
-    assert build_dataset("soyloc", str(tmp_path), "test").img_size == (384, 384)  # the seeds' ultra-FGVC size
+    for name in UFGVC:  # every set of the ultra-FGVC layout reads it, at the seeds' ultra-FGVC size
+        test = build_dataset(name, str(tmp_path), "test")
+        assert test.img_size == (384, 384) and test.targets == [0], name
 
 
 def test_class_folders_both_layouts(tmp_path):
@@ -311,9 +316,25 @@ def test_bad_names_paths_and_images(tmp_path):
         load_raw("cub", d)
 
 
+#: every registered dataset and the test that reads its format from files it writes
+TESTED = {"cub": "test_cub_reads_labels_splits_and_names",
+          "nabirds": "test_nabirds_maps_sparse_taxonomy_ids_and_hierarchy",
+          "dogs": "test_stanford_dogs_mat_lists", "cars": "test_stanford_cars_devkit",
+          "inat2017": "test_inat2017_coco_json",
+          "folder": "test_class_folders_both_layouts", "demo": "test_demo_digits_fixed_splits",
+          "cluttered-digits": "test_cluttered.py", "fashion-mnist": "test_idx.py", "cluttered-fashion": "test_idx.py",
+          **{n: "test_ultra_fgvc_anno_lists_and_their_crop_ratio" for n in UFGVC}}
+
+
 def test_every_registered_format_is_tested():
-    assert {"demo", "cub", "nabirds", "dogs", "cars", "inat2017", "cotton80", "soyloc", "folder",
-            "fashion-mnist", "cluttered-fashion"} <= set(DATASETS)  # the last two: tests/test_idx.py
+    """A dataset registered without a test of its format fails here (add it to TESTED with its test)."""
+    assert set(DATASETS) == set(TESTED), f"untested: {sorted(set(DATASETS) - set(TESTED))}"
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name, test in TESTED.items():
+        if test.endswith(".py"):
+            assert os.path.isfile(os.path.join(here, test)), name
+        else:
+            assert callable(globals().get(test)), f"{name}: {test} is not a test of this file"
 
 
 def test_a_data_root_is_stored_absolute(tmp_path, monkeypatch):
