@@ -150,3 +150,27 @@ def brief(threads: Optional[int] = None) -> Dict[str, str]:
     return {"cpu": str(cpu_description()["model"]), "cores": str(os.cpu_count()),
             "threads": str(threads if threads is not None else torch.get_num_threads()),
             "python": platform.python_version(), "torch": torch.__version__.split("+")[0]}
+
+
+def oversubscribed(load1: Optional[float], cores: Optional[int], threads: int,
+                   remedy: Optional[str] = None) -> Optional[str]:
+    """A warning when the machine is oversubscribed: the 1-minute load average ``load1`` above its ``cores``
+    while torch runs ``threads`` intra-op threads (more than one) in this process; None otherwise.
+
+    Each of those threads then waits for a core, which made training 7-9x slower on a busy 2-core machine.
+    ``remedy``: another way out, in the caller's terms (e.g. a command-line option)."""
+    if load1 is None or not cores or threads is None or int(threads) <= 1 or load1 <= cores:
+        return None
+    return (f"the machine is oversubscribed: load average {load1:.1f} on {count(int(cores), 'core')} while torch "
+            f"uses {int(threads)} threads in this process, which can make it several times slower; set "
+            "OMP_NUM_THREADS=1" + (f" or {remedy}" if remedy else "") + ", or run fewer jobs at once")
+
+
+def oversubscription(threads: Optional[int] = None, remedy: Optional[str] = None) -> Optional[str]:
+    """:func:`oversubscribed` for this machine now (``threads``: default torch's intra-op thread count)."""
+    load = cpu_load()
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    return oversubscribed(load[0] if load else None, os.cpu_count(), threads, remedy)

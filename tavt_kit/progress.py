@@ -63,3 +63,43 @@ class Heartbeat:
         if self._stop is not None:
             self._stop.set()
             self._thread.join()
+
+
+#: a job estimated to take longer than this is called long (its estimate says what shortens it)
+LONG_JOB_S = 3600.0
+
+
+class Estimate:
+    """How long a job of ``units`` (steps, generations, ...) takes on this machine, from a short timed start:
+    ``seconds`` for the whole job, ``rate`` images/s when known."""
+
+    def __init__(self, seconds: float, units: int, unit: str = "steps", rate=None):
+        self.seconds, self.units, self.unit, self.rate = float(seconds), int(units), unit, rate
+
+    @property
+    def long(self) -> bool:
+        """Over an hour (:data:`LONG_JOB_S`)."""
+        return self.seconds > LONG_JOB_S
+
+    def units_in(self, seconds: float = LONG_JOB_S) -> int:
+        """How many units fit in ``seconds`` at the rate measured (at least 1)."""
+        return max(1, int(self.units * seconds / max(1e-9, self.seconds)))
+
+    def line(self, what: str, hint=None) -> str:
+        """``train: ETA ~7h16m for 10000 steps (6 images/s on this machine); over an hour: HINT`` (``hint``:
+        what shortens the job, in the caller's terms, e.g. a command-line flag)."""
+        text = f"{what}: ETA ~{format_duration(self.seconds)} for {self.units} {self.unit}"
+        if self.rate:
+            text += f" ({self.rate:.0f} images/s on this machine)"
+        if self.long:
+            text += "; over an hour" + (f": {hint}" if hint else f" ({self.units_in()} {self.unit} fit in one)")
+        return text
+
+    def to_dict(self) -> dict:
+        return {"seconds": self.seconds, "units": self.units, "unit": self.unit, "images_per_s": self.rate}
+
+
+def timed_enough(units: int, seconds: float, min_units: int = 5, min_seconds: float = 20.0) -> bool:
+    """Whether a timed start (``units`` done in ``seconds``, after a first warm-up one) is enough to estimate
+    the rest: ``min_units`` of them, or fewer that took ``min_seconds`` (a slow job is not kept waiting)."""
+    return units >= min_units or (units >= 1 and seconds >= min_seconds)

@@ -247,7 +247,7 @@ def run_distill(args: argparse.Namespace) -> int:
     from ..models import load_checkpoint
     from ..models.checkpoint import load_parent, parent_of, parent_record
     from ..train.build import check_model_fits
-    from .train import data_spec, fit_batch, open_run, train_config
+    from .train import data_spec, estimate_printer, fit_batch, open_run, train_config, warn_oversubscribed
     from ..train import LAST_FILE, METRICS_FILE, Trainer, init_distributed
     from ..files import write_json
     from ..train.evaluate import evaluate
@@ -310,12 +310,14 @@ def run_distill(args: argparse.Namespace) -> int:
         trainer = Trainer(model, train_set, cfg, holdout_set=holdout_set, step_fn=step,
                           eval_fn=make_schedule_eval(holdout_set, tracked, cfg.eval_batch_size), out_dir=out,
                           class_names=train_set.class_names, checkpoint_extra=extra, device=args.device,
-                          log_extra={"data": train_set.describe(), "space": space.to_dict()})
+                          log_extra={"data": train_set.describe(), "space": space.to_dict()},
+                          on_estimate=estimate_printer("distill", resume))
         if rank == 0:
             print(f"distill: {model.spec['backbone']['name']} {model.spec['img_size'][0]}px, {dspec.name} "
                   f"{len(train_set)} train / {len(holdout_set)} held-out images, smallest schedule "
                   f"{list(space.smallest().counts)}, {r['sandwich'] + 1} sub-networks per step, {cfg.steps} steps"
                   + (f"; resuming {out}" if resume else ""), flush=True)
+            warn_oversubscribed("distill")
         result = trainer.fit(resume=resume)
         summary: Dict[str, Any] = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "steps": result.steps,
                                    "time_s": result.time_s,

@@ -255,6 +255,26 @@ def print_image_size(size: int, choice, given: bool, command: str = "train") -> 
         print(f"{command}: warning: {warning}", flush=True)
 
 
+# ------------------------------------------------------------ long runs
+def estimate_printer(command: str, resume: bool):
+    """The ``on_estimate`` of a run's :class:`~tavt_kit.train.Trainer`: its ETA in one line, and when that is
+    over an hour, the flag that shortens it (a resumed run keeps its steps: it says how many fit in an hour)."""
+    def show(estimate) -> None:
+        hint = None if resume else f"--steps to shorten (about {estimate.units_in()} steps take an hour here)"
+        print(estimate.line(command, hint), flush=True)
+
+    return show
+
+
+def warn_oversubscribed(command: str) -> None:
+    """One warning line when other jobs keep the machine's cores busy while torch uses several threads."""
+    from ..machine import oversubscription
+
+    warning = oversubscription()
+    if warning:
+        print(f"{command}: warning: {warning}", flush=True)
+
+
 # -------------------------------------------------------------------- train
 def run_train(args: argparse.Namespace) -> int:
     import torch
@@ -319,13 +339,15 @@ def run_train(args: argparse.Namespace) -> int:
                               "pretrained": r["pretrained"], "world_size": world}}
         trainer = Trainer(model, train_set, cfg, holdout_set=holdout_set, out_dir=out, class_names=class_names,
                           checkpoint_extra=extra, device=args.device,
-                          log_extra={"data": train_set.describe(), "model": model.spec["backbone"]})
+                          log_extra={"data": train_set.describe(), "model": model.spec["backbone"]},
+                          on_estimate=estimate_printer("train", resume))
         if rank == 0:
             print(f"train: {model.spec['backbone']['name']} {model.spec['img_size'][0]}px, {spec.name} "
                   f"{len(train_set)} train / {len(holdout_set) if holdout_set else 0} held-out images, "
                   f"{len(class_names)} classes, {cfg.steps} steps x {cfg.batch_size * cfg.accum_steps * world} "
                   f"images, {world} process{'es' if world > 1 else ''} on {trainer.device}"
                   + (f"; resuming {out}" if resume else ""), flush=True)
+            warn_oversubscribed("train")
         result = trainer.fit(resume=resume)
         summary: Dict[str, Any] = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "steps": result.steps,
                                    "time_s": result.time_s, "images_per_s": result.images_per_s,

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..files import append_text, write_text
-from ..progress import eta
+from ..progress import Estimate, eta, timed_enough
 from .config import TrainConfig
 from .distributed import amp_dtype_for, barrier, init_distributed
 from .evaluate import evaluate
@@ -67,6 +67,8 @@ class TrainResult:
     best_score: Optional[float] = None
     out_dir: Optional[str] = None
     resumed_from: Optional[int] = None
+    #: the run's length estimated from its first timed steps (None: it ended before there were enough)
+    estimate: Optional[Estimate] = None
 
 
 class Trainer:
@@ -86,12 +88,15 @@ class Trainer:
             (``None``: nothing is written).
         class_names, checkpoint_extra: stored in every checkpoint written.
         device: ``auto`` (CUDA if there is one), ``cpu``, ``cuda:N``.
+        on_estimate: called once (main process) with the run's :class:`~tavt_kit.progress.Estimate`, from its
+            first few timed steps, before the rest runs (default: a line on stderr when progress is shown).
     """
 
     def __init__(self, model: nn.Module, train_set, config: TrainConfig, *, holdout_set=None,
                  step_fn: Optional[Callable] = None, eval_fn: Optional[Callable] = None,
                  out_dir: Optional[str] = None, class_names=None, checkpoint_extra: Optional[Dict] = None,
-                 device: Optional[str] = None, log_extra: Optional[Dict[str, Any]] = None):
+                 device: Optional[str] = None, log_extra: Optional[Dict[str, Any]] = None,
+                 on_estimate: Optional[Callable[[Estimate], None]] = None):
         from ..data import Normalize
 
         self.config = config.validate()
@@ -107,6 +112,8 @@ class Trainer:
         self.class_names = class_names if class_names is not None else getattr(train_set, "class_names", None)
         self.checkpoint_extra = dict(checkpoint_extra or {})
         self.log_extra = dict(log_extra or {})
+        self.on_estimate = on_estimate
+        self.estimate: Optional[Estimate] = None
         self.normalize = Normalize.from_model(model).to(self.device)
         self.amp_dtype = amp_dtype_for(config.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
@@ -327,6 +334,23 @@ class Trainer:
         return tqdm(total=self.config.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                     file=sys.stderr)
 
+    def _estimate(self, t0: float, t_warm: float, now: float, start_step: int, global_batch: int, say) -> None:
+        """Once the steps after the first (warm-up) one are timed enough: the whole run's estimate, reported
+        through ``on_estimate`` (or ``say``) and logged."""
+        timed = self.step - start_step - 1
+        if self.estimate is not None or self.step >= self.config.steps or not timed_enough(timed, now - t_warm):
+            return
+        per_step = (now - t_warm) / timed
+        total = (t_warm - t0) + per_step * (self.config.steps - start_step - 1)
+        self.estimate = Estimate(total, self.config.steps - start_step, "steps", global_batch / max(1e-9, per_step))
+        self._log_event({"event": "estimate", "step": self.step, **self.estimate.to_dict()})
+        if not self.is_main:
+            return
+        if self.on_estimate is not None:
+            self.on_estimate(self.estimate)
+        elif say is not None:
+            say(self.estimate.line("train"))
+
     # --------------------------------------------------------------- fit
     def fit(self, resume: bool = False) -> TrainResult:
         """Train to ``config.steps``; with ``resume`` continue from ``out_dir``'s training state."""
@@ -360,6 +384,9 @@ class Trainer:
         t0 = time.perf_counter()
         t_last, step_last = t0, self.step
         start_step = self.step
+        t_warm = None  # the end of the first step: the steps after it are timed for the estimate
+        say = bar.write if bar is not None else (lambda text: print(text, file=sys.stderr, flush=True)) \
+            if lines else None
         try:
             while self.step < cfg.steps:
                 for micro in range(cfg.accum_steps):
@@ -383,6 +410,10 @@ class Trainer:
                 self.step += 1
                 if bar is not None:
                     bar.update(1)
+                if t_warm is None:
+                    t_warm = time.perf_counter()
+                else:
+                    self._estimate(t0, t_warm, time.perf_counter(), start_step, global_batch, say)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     avg = self._reduce_mean(sums, n_micro)
                     now = time.perf_counter()
@@ -433,7 +464,7 @@ class Trainer:
         result = TrainResult(steps=self.step, time_s=elapsed,
                              images_per_s=done * global_batch / max(1e-9, elapsed), last_eval=self.last_eval,
                              best_step=self.best_step, best_score=self.best_score, out_dir=self.out_dir,
-                             resumed_from=self.resumed_from)
+                             resumed_from=self.resumed_from, estimate=self.estimate)
         self._log_event({"event": "end", "step": self.step, "time_s": elapsed, "images_per_s": result.images_per_s,
                          "best_step": self.best_step, "best_score": self.best_score})
         return result
