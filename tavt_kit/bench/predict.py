@@ -74,3 +74,18 @@ def predict_latency(table, schedules: Sequence[Any], *, labels: Optional[Sequenc
                      **({"reducers": list(s.reducers)} if s.reducers else {}), "predicted_ms": ms,
                      "speedup": (full / ms) if full else None})
     return Predictions(table, rows)
+
+
+class TableArch:
+    """Just enough of a model (depth, grid) for parsing schedules against a table made for it."""
+
+    def __init__(self, table: LatencyTable):
+        self.depth = int(table.model["depth"])
+        self.num_patches = int(table.model["num_patches"])
+        self.schedule = None
+
+    def make_schedule(self, value) -> TokenSchedule:
+        return TokenSchedule.coerce(value, self.depth, self.num_patches)
+
+    def full_schedule(self) -> TokenSchedule:
+        return TokenSchedule.full(self.depth, self.num_patches)

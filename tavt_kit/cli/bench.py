@@ -109,8 +109,10 @@ def _timing_args(p, old_budget: bool = True) -> None:
 
 def _output_args(p, plots: bool = True) -> None:
     o = p.add_argument_group("output")
-    o.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT})")
-    if plots:
+    if not plots:  # predict: prints, and writes a file only when asked for
+        o.add_argument("--out", metavar="DIR", help="also write predictions.json into DIR (default: print only)")
+    else:
+        o.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT})")
         o.add_argument("--workdir", metavar="DIR", help="keep exported files here (default: a temporary folder)")
         o.add_argument("--no-plot", action="store_true", help="do not write PNG plots")
     o.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -167,8 +169,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "machine shared with other jobs)")
     _output_args(pr)
     pd = sub.add_parser("predict", help="latency of schedules predicted from a latency table (no measuring)",
-                        description="Predict the latency of schedules from a latency table made on the target; "
-                                    "writes predictions.json into --out.")
+                        description="Predict the latency of schedules from a latency table made on the target "
+                                    "and print them; with --out, also write predictions.json there.")
     pd.add_argument("--latency-table", metavar="FILE", help="latency_table.json from fgvc-kit bench profile")
     pd.add_argument("latency_table_positional", nargs="?", help=argparse.SUPPRESS)  # the old positional TABLE
     pd.add_argument("--checkpoint", metavar="FILE",
@@ -447,6 +449,15 @@ def _deployment_target(args, batch_size: int):
                             threads=args.threads or None, batch_size=batch_size)
 
 
+def _warn_oversubscribed(target) -> None:
+    """One warning line when other jobs keep the cores busy while the timing runs several threads."""
+    from ..machine import oversubscription
+
+    warning = oversubscription(threads=target.threads, remedy="--threads 1")
+    if warning:
+        warn(warning)
+
+
 def output_folder(args) -> str:
     """The folder every mode writes (held as its one writer while it runs; see tavt_kit.lock)."""
     return args.out
@@ -489,6 +500,7 @@ def run(args) -> int:
         from .common import parse_reducers
 
         reducers = parse_reducers(args.reducers) if args.reducers is not None else None
+        _warn_oversubscribed(target)
         table = profile_latency(checkpoint or "fgvc_tiny", target=target, grid=grid, policy=_policy(args),
                                 calibrate=not args.no_calibrate, validate=args.validate,
                                 validate_range=_range(args), seed=args.seed, exporter=args.exporter,
@@ -537,9 +549,7 @@ def run(args) -> int:
         print(report.markdown())
         print()
         print("wrote " + ", ".join(paths.values()))
-    import sys
-
-    if args.json or not sys.stdout.isatty():  # on a terminal the table's notes (above) already said them
+    if args.json:  # the table printed above lists them (once) otherwise
         for w in report.warnings():
             warn(w)
     return 0
@@ -549,7 +559,7 @@ def _predict(args, table_path) -> int:
     import json
 
     from ..errors import ConfigError
-    from ..bench.predict import predict_latency
+    from ..bench.predict import TableArch, predict_latency
     from ..bench.render import prediction_lines
     from ..bench.table import LatencyTable
     from ..models import load_model
@@ -562,7 +572,7 @@ def _predict(args, table_path) -> int:
         model = load_model(args.checkpoint, args.img_size)
         table.check(model)
     else:
-        model = _ArchOf(table)
+        model = TableArch(table)
     # only the target fields given are checked
     given = {k: v for k, v in (("backend", args.backend), ("device", args.device), ("precision", args.precision),
                                ("batch_size", args.batch_size), ("threads", args.threads)) if v is not None}
@@ -570,28 +580,12 @@ def _predict(args, table_path) -> int:
         table.check(target=table.target.with_(**given), fields=tuple(given))
     schedules, labels = _schedules(args, model)
     predictions = predict_latency(table, schedules, labels=labels, include_full=not args.no_full)
-    path = predictions.save(args.out)
+    path = predictions.save(args.out) if args.out else None  # a file only when asked for
     if args.json:
         print(json.dumps(predictions.to_dict(), indent=2))
         return 0
     print("\n".join(prediction_lines(predictions)))
-    print(f"wrote {path}")
+    if path:
+        print(f"wrote {path}")
     return 0
 
-
-class _ArchOf:
-    """Just enough of a model (depth, grid) for parsing schedules against a table."""
-
-    def __init__(self, table):
-        from ..schedules.schedule import TokenSchedule
-
-        self._T = TokenSchedule
-        self.depth = int(table.model["depth"])
-        self.num_patches = int(table.model["num_patches"])
-        self.schedule = None
-
-    def make_schedule(self, value):
-        return self._T.coerce(value, self.depth, self.num_patches)
-
-    def full_schedule(self):
-        return self._T.full(self.depth, self.num_patches)
