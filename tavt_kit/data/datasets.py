@@ -156,7 +156,7 @@ def list_datasets() -> List[str]:
 class DataSpec:
     """Which data, and how it is split and preprocessed (JSON-able; stored in checkpoints).
 
-    ``resize`` (default: the dataset's ratio times the image size),
+    ``resize`` (default: the dataset's ratio times the image size; a plain folder: the whole image),
     ``train_crop`` (``random``: resize + random crop, the seeds' recipe; ``rrc``:
     random resized crop) and the held-out split (``holdout`` fraction of the
     training set, stratified, ``split_seed``).

@@ -9,7 +9,8 @@ Train: resize to ``(R, R)`` then a random ``S x S`` crop and a horizontal flip
 (TransFG/FFVT/TAVT), or ``train_crop="rrc"``: a random resized crop.
 Test: resize to ``(R, R)`` then the centre ``S x S`` crop. ``R`` is the
 dataset's resize ratio times ``S``: 600/448 (CUB, ...: 600 -> 448), 500/384
-for the ultra-FGVC sets, unless a resize size is given.
+for the ultra-FGVC sets, unless a resize size is given; a plain folder tree
+(not a benchmark) has ``R = S``: the whole image, nothing cropped off.
 """
 from __future__ import annotations
 
