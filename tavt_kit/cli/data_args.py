@@ -27,7 +27,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
     g.add_argument("--split-seed", type=int, metavar="N", help="seed of the held-out split (default: 0)")
     g.add_argument("--resize", type=int, metavar="N",
                    help="resize size before cropping (default: 600/448 of the image size, 500/384 for "
-                        "ultra-FGVC sets)")
+                        "ultra-FGVC sets; plain folders: the whole image resized to the input, no crop)")
     g.add_argument("--train-crop", choices=TRAIN_CROPS,
                    help="training crop: random = resize + random crop (the seeds'), rrc = random resized crop")
     g.add_argument("--workers", type=int, metavar="N",
