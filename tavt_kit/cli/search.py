@@ -247,7 +247,7 @@ def run(args) -> int:
         eval_device=args.eval_device, token_multiple=args.token_multiple, finetune=finetune,
         table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables"),
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
-        log=lambda s: print(s, flush=True))
+        log=_said)
     print(summary(result.doc))
     print(f"wrote {os.path.join(args.out, 'search.json')}")
     return 0
@@ -364,3 +364,10 @@ def _check_budgets_reachable(model, budgets, bound) -> None:
         if b.objective == "macs" and b.limit < low:
             raise ConfigError(f"--macs-budget {b.label}: below the smallest schedule of the search space; "
                               f"achievable: {low / 1e6:.4g}M to {high / 1e6:.4g}M MACs")
+
+
+def _said(line: str) -> None:
+    """The search's log line, with the flags that shorten a search said to be over an hour."""
+    if line.startswith("search: ETA") and "over an hour" in line:
+        line += "; --generations or --population to shorten it"
+    print(line, flush=True)

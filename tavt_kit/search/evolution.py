@@ -30,7 +30,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 from ..errors import ConfigError
 from ..files import append_text
-from ..progress import Heartbeat, format_duration
+from ..progress import Estimate, Heartbeat, format_duration
 from .fitness import fitness_of
 from .shrinkage import Shrinkage, fit_shrinkage
 from ..schedules.schedule import TokenSchedule
@@ -554,7 +554,19 @@ class EvolutionSearch:
         per = self.eval_seconds / self.evaluations
         return "≤" + format_duration(left * (self.settings.mutations + self.settings.crossovers) * per)
 
+    def estimate(self, gen: int) -> Optional[Estimate]:
+        """The whole evolution's time on this machine from the rate measured up to generation ``gen`` (None
+        before this process evaluated a candidate)."""
+        if not self.evaluations or self.eval_seconds <= 0:
+            return None
+        per = self.eval_seconds / self.evaluations
+        left = max(0, self.settings.generations - gen) * (self.settings.mutations + self.settings.crossovers)
+        return Estimate(self.eval_seconds + left * per, self.settings.generations, "generations")
+
     def _report(self, gen: int) -> None:
+        est = self.estimate(gen) if gen == 0 and self.settings.generations > 0 else None
+        if est is not None and est.long:  # said once, before the long part: over an hour on this machine
+            self.log(est.line("search"))
         front = pareto_front(self.evaluated.values(), self.objective)
         # a resumed search replays its journal: no rate until this process evaluates something itself
         rate = f"{self.evaluations / self.eval_seconds * 60:7.1f} cand/min" if self.eval_seconds > 0 and \
