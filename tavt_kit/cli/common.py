@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -18,12 +17,6 @@ ERROR_PREFIX = "fgvc-kit: error:"
 #: where a parse keeps each single-valued option's first ``(option string, value)`` (removed after the parse)
 _GIVEN = "_fgvc_kit_given"
 
-
-
-#: the newest version of a run description (``config.json`` of train and distill) this code reads and writes
-RUN_VERSION = 1
-#: the format and version of ``results.json`` (train and distill)
-RESULTS_FORMAT, RESULTS_VERSION = "fgvc-kit/run-results", 1
 
 def note_given(parser: argparse.ArgumentParser, namespace: argparse.Namespace, action: argparse.Action, value,
                option_string: Optional[str]) -> None:
@@ -240,7 +233,7 @@ def flag_message(message: str, parser: argparse.ArgumentParser,
             return f"{flag} {m.group('bool')}"
         if word is not None:  # a quoted word is typed without its quotes
             return f"{flag} {word}"
-        if m.end() == len(message) or message[m.end()] in " ,;)]":  # the option named without a value
+        if m.end() == len(message) or message[m.end()] in " ,;:)]":  # the option named without a value
             return flag
         return f"{flag} "
 
@@ -483,60 +476,18 @@ def parse_seconds(text: str) -> float:
 
 
 # ------------------------------------------------------------- run folders
-def check_run_dir(out: str, resume: bool, overwrite: bool, run_file: str, state_file: str,
-                  kind: Optional[str] = None) -> Optional[Dict[str, Any]]:
-    """The resume/overwrite rule of every long run (train, distill).
+def check_run_dir(*args, **kw):
+    """The run-folder rule of train and distill (:func:`tavt_kit.train.run_dir.check_run_dir`)."""
+    from ..train.run_dir import check_run_dir as check
 
-    ``resume``: ``out`` must hold a run (``run_file`` and ``state_file``) of
-    format ``kind``; returns its stored document. Otherwise ``out`` must not
-    hold a run unless ``overwrite``; returns ``None``.
-    """
-    run_path = os.path.join(out, run_file)
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
-                          "--overwrite starts it again")
-    if os.path.isfile(out):
-        raise ConfigError(f"--out {out}: is a file; expected an output folder")
-    if resume:
-        if not os.path.isfile(run_path) or not os.path.isfile(os.path.join(out, state_file)):
-            raise CheckpointError(f"--resume: {out} holds no run to resume (expected {run_file} and {state_file}); "
-                                  "start the run without --resume")
-        try:
-            with open(run_path, encoding="utf-8") as f:
-                stored = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"--resume: {run_path} is not a readable run description ({e})") from None
-        if not isinstance(stored, dict):
-            raise CheckpointError(f"--resume: {run_path} is not a run description of fgvc-kit (a JSON "
-                                  f"{type(stored).__name__}, expected an object)")
-        if kind is not None and stored.get("format") != kind:
-            raise CheckpointError(f"--resume: {out} holds a {stored.get('format')} run, not a {kind} run")
-        version = stored.get("version", 1)
-        if not isinstance(version, int) or isinstance(version, bool) or version > RUN_VERSION:
-            raise CheckpointError(f"--resume: {run_path}: run description version {version!r} is newer than this "
-                                  f"fgvc-kit reads ({RUN_VERSION}); resume it with the fgvc-kit that started it")
-        return stored
-    # a run that stopped before its first checkpoint left no state: nothing to resume, so it starts again
-    if os.path.exists(os.path.join(out, state_file)) and not overwrite:
-        raise ConfigError(f"--out {out}: already holds a run; pass --resume to continue it or --overwrite "
-                          "to start again")
-    return None
+    return check(*args, **kw)
 
 
-def check_resume_args(stored: Dict[str, Any], given: Dict[str, Any], keys: Sequence[str], out: str,
-                      may_change: Sequence[str] = ()) -> Dict[str, Any]:
-    """A resumed run keeps its settings: an option in ``keys`` given with another value is refused;
-    those in ``may_change`` (where data lives, logging) take the new value."""
-    for k in keys:
-        if k in given and given[k] != stored.get(k):
-            flag = "--" + k.replace("_", "-")
-            raise ConfigError(f"{flag} {given[k]} differs from the run in {out} ({stored.get(k)}); --resume "
-                              "continues the stored run with its own settings")
-    r = dict(stored)
-    for k in may_change:
-        if k in given:
-            r[k] = given[k]
-    return r
+def check_resume_args(*args, **kw):
+    """A resumed run keeps its settings (:func:`tavt_kit.train.run_dir.check_resume_args`)."""
+    from ..train.run_dir import check_resume_args as check
+
+    return check(*args, **kw)
 
 
 def pct(x) -> str:
@@ -575,25 +526,16 @@ def run_command(module, name: str, args: argparse.Namespace, argv: Sequence[str]
         return module.run(args)
 
 
-REDUCERS = ("drop", "merge")
-
-
 def parse_reducers(text, flag: str = "--reducers"):
-    """``drop``, ``merge`` or ``drop,merge`` as a tuple; anything else is a one-line error."""
-    names = tuple(dict.fromkeys(x.strip() for x in str(text).split(",") if x.strip()))
-    bad = [x for x in names if x not in REDUCERS]
-    if not names or bad:
-        raise ConfigError(f"{flag} {text}: expected drop, merge or drop,merge"
-                          + (f" ({bad[0]!r} is not a reducer)" if bad else ""))
-    return names
+    """``drop``, ``merge`` or ``drop,merge`` as a tuple (:func:`tavt_kit.distill.settings.parse_reducers`)."""
+    from ..distill.settings import parse_reducers as parse
+
+    return parse(text, flag + " ")
 
 
 def check_can_merge(model, flag: str) -> None:
-    """A model that can merge tokens (a timm ViT without EViT's fuse), else a one-line error naming ``flag``."""
-    from ..models.token_drop import TokenDropMixin
+    """A model that can merge tokens, else a one-line error naming ``flag``
+    (:func:`tavt_kit.distill.settings.check_can_merge`)."""
+    from ..distill.settings import check_can_merge as check
 
-    if not isinstance(model, TokenDropMixin):
-        raise ConfigError(f"{flag}: this model ({type(model).__name__}) cannot merge tokens; merge works for timm "
-                          "ViTs (use --reducers drop)")
-    if getattr(model, "fuse", False):
-        raise ConfigError(f"{flag}: a model that fuses dropped tokens (EViT fuse) cannot merge; use --reducers drop")
+    check(model, flag)

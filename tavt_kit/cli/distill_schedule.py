@@ -14,7 +14,7 @@ import functools
 import os
 from typing import Any, Dict
 
-from .common import RESULTS_FORMAT, RESULTS_VERSION, pct
+from .common import pct
 
 RUN_FORMAT = "fgvc-kit/distill-schedule-run"
 #: in-place distillation's options, which a run at one schedule has no use for (refused when given)
@@ -37,9 +37,9 @@ def _resolve(args: argparse.Namespace, resolve_distill) -> Dict[str, Any]:
     return r
 
 
-def run_schedule_distill(args: argparse.Namespace, resolve_distill, default_out: str) -> int:
-    """``fgvc-kit distill --drop``; ``resolve_distill`` and ``default_out``: distill's own (this module sits
-    below ``cli.distill``, which dispatches here)."""
+def run_schedule_distill(args: argparse.Namespace, resolve_distill, default_out: str, log=None) -> int:
+    """``fgvc-kit distill --drop``; ``resolve_distill``, ``default_out`` and ``log``: distill's own (this module
+    sits below ``cli.distill``, which dispatches here)."""
     from ..data import build_dataset, make_eval_loader
     from ..distill import distill_schedule
     from ..errors import CheckpointError, ConfigError
@@ -49,11 +49,18 @@ def run_schedule_distill(args: argparse.Namespace, resolve_distill, default_out:
     from ..stats import paired_difference
     from ..train import LAST_FILE, per_image_hits
     from ..train.build import check_model_fits
+    from ..train import STATE_FILE
+    from ..train.recipes import (RESULT_KEYS, RESULTS_FORMAT, RESULTS_VERSION, RESUMABLE_CHANGES, data_spec,
+                                 fit_batch, train_config)
+    from ..train.run_dir import open_run
     from .common import parse_drop
-    from .train import data_spec, fit_batch, open_run, train_config
+    from .train import explicit_args
 
-    out, resume, run_path, r = open_run(args, RUN_FORMAT, functools.partial(_resolve, resolve_distill=resolve_distill),
-                                        "distill", default_out)
+    log = log or (lambda line: print(line, flush=True))
+    out, resume = args.out or default_out, bool(args.resume)
+    run_path, r = open_run(out, resume, bool(args.overwrite), RUN_FORMAT, STATE_FILE, explicit_args(args),
+                           functools.partial(_resolve, args, resolve_distill), RESULT_KEYS, RESUMABLE_CHANGES, log,
+                           "distill")
     if not os.path.exists(r["checkpoint"]):
         raise CheckpointError(f"--checkpoint {r['checkpoint']}: checkpoint not found")
     model = load_checkpoint(os.path.join(out, LAST_FILE) if resume else r["checkpoint"])
@@ -76,7 +83,8 @@ def run_schedule_distill(args: argparse.Namespace, resolve_distill, default_out:
     train_set = build_dataset(dspec, split="train", model=model)
     check_model_fits(model, train_set, r["checkpoint"])
     holdout_set = build_dataset(dspec, split="holdout", model=model) if dspec.holdout > 0 else None
-    cfg = fit_batch(r, train_config(r, args), args, len(train_set), 1, resume)
+    cfg = fit_batch(r, train_config(r, args.workers, args.progress), explicit_args(args), len(train_set), 1, resume,
+                    log)
     if not resume:
         os.makedirs(out, exist_ok=True)
         write_json({"format": RUN_FORMAT, "version": 1, "args": r, "data": dspec.to_dict(), "train": cfg.to_dict()},

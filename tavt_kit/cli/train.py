@@ -1,68 +1,23 @@
-"""``fgvc-kit train``: fine-tune a model on a dataset; also the training recipe ``distill`` shares.
+"""``fgvc-kit train``: fine-tune a model on a dataset; also the options ``distill`` shares.
 
-Thin: options -> :func:`tavt_kit.data.build_dataset`, :func:`~tavt_kit.train.build_model`,
-:class:`~tavt_kit.train.Trainer`, :func:`~tavt_kit.train.evaluate`. Several processes: launch with
-``torchrun --nproc_per_node N -m tavt_kit.cli train ...``.
+Thin: options -> :class:`~tavt_kit.train.FineTuneSettings` -> :func:`~tavt_kit.train.fine_tune` -> printed
+lines. Several processes: launch with ``torchrun --nproc_per_node N -m tavt_kit.cli train ...``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict
 
-from .common import (RESULTS_FORMAT, RESULTS_VERSION, add_deprecated, add_device, check_resume_args, check_run_dir,
-                     pct)
+from ..train.recipes import (CLUTTERED_RECIPE, DEMO_RECIPE, NOT_WITH_A_MODEL, PRETRAINED_RECIPE, RESULT_KEYS,
+                             RUN_FORMAT, SEEDS_RECIPE, FineTuneSettings, builtin_recipe, data_spec,
+                             resolve_settings)
+from ..train.run import DEFAULT_OUT
+from .common import add_deprecated, add_device, pct
 
-#: the seeds' fine-tuning recipe (TAVT / FFVT / TransFG): SGD 0.9, lr 3e-2, no weight decay,
-#: 500 warm-up steps then cosine, 10 000 steps, batch 16 per process, gradient clipping 1.0
-SEEDS_RECIPE: Dict[str, Any] = dict(optimizer="sgd", lr=3e-2, weight_decay=0.0, momentum=0.9, warmup_steps=500,
-                                    steps=10000, batch_size=16, clip_grad=1.0, label_smoothing=0.0,
-                                    lr_schedule="cosine", min_lr=0.0, accum_steps=1, eval_every=500,
-                                    save_every=500, log_every=20, eval_batch_size=64, seed=0)
-#: the built-in demo: fgvc_tiny from scratch on the digits in about 1.5 minutes on 2 idle CPU cores
-#: (no augmentation; test top-1 about 95 %, see the README)
-DEMO_RECIPE: Dict[str, Any] = dict(SEEDS_RECIPE, optimizer="adamw", lr=1.5e-3, weight_decay=0.05, warmup_steps=50,
-                                   steps=500, batch_size=64, label_smoothing=0.0, eval_every=100, save_every=100,
-                                   log_every=10, eval_batch_size=256)
-#: the built-in cluttered digits: the same model and recipe, longer (the digit must be found among clutter)
-CLUTTERED_RECIPE: Dict[str, Any] = dict(DEMO_RECIPE, steps=1400, eval_every=200, save_every=200)
-
-#: a pretrained backbone (a foreign checkpoint: Hugging Face, ONNX, timm, .npz) fine-tuned on a built-in dataset:
-#: the from-scratch recipe's AdamW at 1.5e-3 wipes pretrained features (DINOv2-S/14 stayed at chance on
-#: cluttered-fashion), 5e-5 fine-tunes them (benchmarks/real_model.py)
-PRETRAINED_RECIPE: Dict[str, Any] = dict(DEMO_RECIPE, lr=5e-5, warmup_steps=40, steps=600, batch_size=32,
-                                         eval_every=100, save_every=100)
-
-#: options that change what a run computes: a resumed run must keep them
-RESULT_KEYS = ("dataset", "dataset_options", "holdout", "split_seed", "resize", "train_crop", "model", "pretrained",
-               "img_size",
-               "head", "scorer", "drop_path", "optimizer", "lr", "weight_decay", "momentum", "steps",
-               "warmup_steps", "lr_schedule", "min_lr", "batch_size", "accum_steps", "label_smoothing",
-               "clip_grad", "amp", "seed", "eval_every")
-#: options a resumed run may change (where the data lives, logging, the final test)
-RESUMABLE_CHANGES = ("data", "test", "save_every", "log_every", "eval_batch_size", "skip_bad_images")
-RUN_FILE = "config.json"
-RUN_FORMAT = "fgvc-kit/train-run"
-#: the training state a resumable run leaves (tavt_kit.train.STATE_FILE, without importing torch for --help)
-STATE_FILE_NAME = "train_state.safetensors"
-#: options that build a model: a command that takes the model from --checkpoint (distill) refuses them
-NOT_WITH_A_MODEL = ("pretrained", "model", "num_classes", "img_size", "head", "drop_path")
-RESULTS_FILE = "results.json"
-DEFAULT_OUT = os.path.join("runs", "train")
-
-
-def builtin_recipe(name: str) -> Dict[str, Any]:
-    """The short CPU recipe of a built-in dataset (the cluttered digits need more steps than the plain ones)."""
-    return CLUTTERED_RECIPE if name.startswith("cluttered-") else DEMO_RECIPE
-
-
-def data_spec(r: Dict[str, Any]):
-    """The :class:`DataSpec` of a resolved run."""
-    from ..data import DataSpec
-
-    return DataSpec(name=r["dataset"], root=r["data"], holdout=r["holdout"], split_seed=r["split_seed"],
-                    resize=r["resize"], train_crop=r["train_crop"], skip_bad_images=bool(r.get("skip_bad_images")),
-                    options=r.get("dataset_options") or {})
+__all__ = ["CLUTTERED_RECIPE", "DEMO_RECIPE", "PRETRAINED_RECIPE", "RESULT_KEYS", "RUN_FORMAT", "SEEDS_RECIPE",
+           "builtin_recipe", "data_spec"]
 
 
 # ------------------------------------------------------------------ options
@@ -142,259 +97,62 @@ def add_train_arguments(p: argparse.ArgumentParser, demo_recipe: Dict[str, Any] 
 
 
 # ------------------------------------------------------------------ resolve
+def settings_from(args: argparse.Namespace, kind=FineTuneSettings):
+    """The library's settings object of the options given (each field is the option's dest)."""
+    return kind(**{f.name: getattr(args, f.name, None) for f in dataclasses.fields(kind)})
+
+
 def explicit_args(args: argparse.Namespace) -> Dict[str, Any]:
-    keys = RESULT_KEYS + ("data", "num_classes", "test", "save_every", "log_every", "eval_batch_size",
-                          "skip_bad_images")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    """The options given that a run stores."""
+    from ..train.recipes import stored_settings
+
+    return stored_settings(settings_from(args).given())
 
 
 def resolve_train_args(args: argparse.Namespace) -> Dict[str, Any]:
     """Every setting of a run: the options given, the recipe's defaults for the rest."""
-    from ..data import dataset_info
-    from .data_args import check_own_holdout
-
-    info = dataset_info(args.dataset or "demo")
-    name = info.name
-    recipe = builtin_recipe(name) if info.builtin else SEEDS_RECIPE
-    if info.builtin and getattr(args, "pretrained", None) and _foreign(args.pretrained):
-        recipe = PRETRAINED_RECIPE
-    check_own_holdout(name, args.holdout)
-    r: Dict[str, Any] = dict(recipe)
-    r.update(dataset=name, data=None, holdout=0.1, split_seed=0, resize=None, train_crop="random", model=None,
-             pretrained=None, img_size=None, num_classes=None, head=None, scorer=None, drop_path=None, amp=None,
-             test=True)
-    given = explicit_args(args)
-    r.update(given)
-    r["notes"] = fit_warmup(r, given, recipe)
-    return r
+    return resolve_settings(settings_from(args).given())
 
 
-def _foreign(path) -> bool:
-    """A checkpoint that is not fgvc-kit's own (pretrained weights of another layout)."""
-    from ..errors import CheckpointError
-    from ..models import read_spec
+def command_log(add_args):
+    """A ``log`` for the library that prints each line with the options of the command (``add_args``) where the
+    library names its settings (``steps=`` -> ``--steps``)."""
+    from .common import Parser, flag_message
 
-    try:
-        return read_spec(path, required=False) is None
-    except CheckpointError:  # an unreadable file: the model's loading names it
-        return False
+    parser = Parser(prog="fgvc-kit")
+    add_args(parser)
 
+    def log(line: str) -> None:
+        print(flag_message(line, parser), flush=True)
 
-def fit_warmup(r: Dict[str, Any], given: Dict[str, Any], recipe: Dict[str, Any]) -> List[str]:
-    """Warm-up the user did not set that leaves less than half of the steps for the decay becomes the
-    recipe's fraction of the steps (a short ``--steps`` run never fails on it); returns what was changed."""
-    if "warmup_steps" in given or 2 * r["warmup_steps"] <= r["steps"]:
-        return []
-    fraction = recipe["warmup_steps"] / recipe["steps"]
-    old, r["warmup_steps"] = r["warmup_steps"], int(fraction * r["steps"])
-    return [f"--warmup-steps not given: {r['warmup_steps']} ({fraction:.0%} of --steps {r['steps']}; the recipe's "
-            f"{old} does not fit)"]
+    return log
 
 
-def fit_batch(r: Dict[str, Any], cfg, args: argparse.Namespace, n: int, world: int, resume: bool):
-    """A batch size the user did not set that is larger than a small training split becomes the split's size
-    (per process); returns the config to train with."""
-    import dataclasses
-
-    if resume or "batch_size" in explicit_args(args) or cfg.batch_size * world <= n or n < world:
-        return cfg
-    old, r["batch_size"] = cfg.batch_size, max(1, n // world)
-    print(f"--batch-size not given: {r['batch_size']} (the recipe's {old} is more than the {n} training "
-          "images)", flush=True)
-    return dataclasses.replace(cfg, batch_size=r["batch_size"])
-
-
-def open_run(args: argparse.Namespace, kind: str, resolve, command: str, default_out: str):
-    """The run folder, whether it resumes, and the run's settings (stored ones when resuming, else resolved),
-    with the notes of defaults that were fitted printed; shared by train and distill."""
-    out = args.out or default_out
-    resume = bool(args.resume)
-    stored = check_run_dir(out, resume, bool(args.overwrite), RUN_FILE, STATE_FILE_NAME, kind=kind)
-    r = resume_args(stored["args"], args, out) if stored is not None else resolve(args)
-    for note in r.pop("notes", []):
-        print(f"{command}: {note}", flush=True)
-    return out, resume, os.path.join(out, RUN_FILE), r
-
-
-def resume_args(stored: Dict[str, Any], args: argparse.Namespace, out: str) -> Dict[str, Any]:
-    """The stored settings of a run being resumed; options that change its result must not differ."""
-    return check_resume_args(stored, explicit_args(args), RESULT_KEYS, out, RESUMABLE_CHANGES)
-
-
-def train_config(r: Dict[str, Any], args: argparse.Namespace):
-    from ..train.config import TrainConfig
-
-    return TrainConfig(steps=r["steps"], batch_size=r["batch_size"], accum_steps=r["accum_steps"],
-                       optimizer=r["optimizer"], lr=r["lr"], weight_decay=r["weight_decay"], momentum=r["momentum"],
-                       warmup_steps=r["warmup_steps"], lr_schedule=r["lr_schedule"], min_lr=r["min_lr"],
-                       label_smoothing=r["label_smoothing"], clip_grad=r["clip_grad"], amp=r["amp"], seed=r["seed"],
-                       eval_every=r["eval_every"], save_every=r["save_every"], log_every=r["log_every"],
-                       eval_batch_size=r["eval_batch_size"], num_workers=getattr(args, "workers", None),
-                       progress=getattr(args, "progress", None)).validate()
-
-
-# --------------------------------------------------------------- image size
-def image_size_choice(r: Dict[str, Any], dataset: str):
-    """The image size rule's answer for a run (:func:`tavt_kit.train.sizing.default_img_size`)."""
-    from ..models import read_spec
-    from ..train.sizing import default_img_size
-
-    ckpt_spec = read_spec(r["pretrained"], required=False) if r["pretrained"] is not None else None
-    return default_img_size(dataset, r["model"], ckpt_spec, r["pretrained"])
-
-
-def print_image_size(size: int, choice, given: bool, command: str = "train") -> None:
-    """One line naming the size chosen and why when ``--img-size`` was not given; one warning line when the
-    size gives far more tokens than the model was made for."""
-    from ..train.sizing import token_warning
-
-    if not given:
-        print(f"{command}: image size {size} ({choice.reason}; --img-size to change)", flush=True)
-    warning = token_warning(choice.made_for, size, suggest=choice.size)
-    if warning:
-        print(f"{command}: warning: {warning}", flush=True)
-
-
-# ------------------------------------------------------------ long runs
-def estimate_printer(command: str, resume: bool):
-    """The ``on_estimate`` of a run's :class:`~tavt_kit.train.Trainer`: its ETA in one line, and when that is
-    over an hour, the flag that shortens it (a resumed run keeps its steps: it says how many fit in an hour)."""
-    def show(estimate) -> None:
-        hint = None if resume else f"--steps to shorten (about {estimate.units_in()} steps take an hour here)"
-        print(estimate.line(command, hint), flush=True)
-
-    return show
-
-
-def warn_oversubscribed(command: str) -> None:
-    """One warning line when other jobs keep the machine's cores busy while torch uses several threads."""
-    from ..machine import oversubscription
-
-    warning = oversubscription()
-    if warning:
-        print(f"{command}: warning: {warning}", flush=True)
+def print_results(res, log) -> None:
+    """The end of a fine-tuning run in a few lines."""
+    s, out = res.results, res.out
+    print(f"trained {s['steps']} steps"
+          + (f" (resumed at {s['resumed_from']})" if s.get("resumed_from") is not None else "")
+          + f" in {s['time_s']:.1f} s ({s['images_per_s']:.0f} images/s) -> {out}")
+    if s.get("holdout"):
+        print(f"holdout: top-1 {pct(s['holdout'].get('top1'))}"
+              + (f" (best {pct(s['best_score'])} at step {s['best_step']})" if s["best_step"] is not None else ""))
+    for which, ev in res.test.items():
+        print(f"test ({which}, step {ev['step']}): top-1 {pct(ev['top1'])}  top-5 {pct(ev['top5'])}  "
+              f"mean per-class {pct(ev['mean_class_acc'])}  ({ev['n']} images)")
+    print(f"checkpoints: {res.last_checkpoint}" + (f", {res.best_checkpoint}" if res.best_checkpoint else ""))
 
 
 # -------------------------------------------------------------------- train
 def run_train(args: argparse.Namespace) -> int:
-    import torch
-    import torch.distributed as dist
+    from ..train import fine_tune
 
-    from ..data import build_dataset, class_names_of
-    from ..errors import ConfigError
-    from ..models import load_checkpoint
-    from ..train.build import build_model
-    from ..train import LAST_FILE, STATE_FILE, Trainer, init_distributed
-    from ..files import write_json
-    from ..train.evaluate import evaluate
-
-    out, resume, run_path, r = open_run(args, RUN_FORMAT, resolve_train_args, "train", DEFAULT_OUT)
-    cfg = train_config(r, args)
-    spec = data_spec(r)
-    for flag in ("img_size", "num_classes"):
-        v = r.get(flag)
-        if v is not None and v < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')}: expected a positive number, got {v}")
-    if not spec.info.builtin and r["pretrained"] is None and r["model"] is None:
-        raise ConfigError(f"--checkpoint: fine-tuning on {spec.name} needs weights to start from (ViT-B_16.npz, a "
-                          "timm .pth, a seeds' .bin or an fgvc-kit checkpoint), or --model NAME to train from scratch")
-    class_names = class_names_of(spec)
-    if r["num_classes"] is not None and r["num_classes"] != len(class_names):
-        raise ConfigError(f"--num-classes {r['num_classes']}: dataset {spec.name} has {len(class_names)} classes")
-    rank, world, device = init_distributed(args.device)
-    try:
-        torch.manual_seed(r["seed"])
-        if resume:
-            model = load_checkpoint(os.path.join(out, LAST_FILE))
-        else:
-            choice = image_size_choice(r, spec.name)
-            img_size = r["img_size"]
-            if img_size is None and choice.source != "checkpoint":  # a checkpoint is built at its own size
-                img_size = choice.size
-            known = img_size or choice.size  # said before a large model is built, when known
-            if rank == 0 and known:
-                print_image_size(known, choice, given=r["img_size"] is not None)
-            model = build_model(num_classes=len(class_names), class_names=class_names, model=r["model"],
-                                pretrained=r["pretrained"], img_size=img_size, head=r["head"], scorer=r["scorer"],
-                                drop_path=r["drop_path"])
-            if rank == 0 and not known:  # the model's own size, known once its weights are read
-                print_image_size(int(model.spec["img_size"][0]), choice, given=False)
-        head = getattr(model, "fgvc_head", None)
-        for arg, used in (getattr(head, "fitted", None) or {}).items():
-            if rank == 0:
-                print(f"train: head {model.head_name}: {arg} not given: {used}", flush=True)
-        train_set = build_dataset(spec, split="train", model=model)
-        cfg = fit_batch(r, cfg, args, len(train_set), world, resume)
-        holdout_set = build_dataset(spec, split="holdout", model=model) if spec.holdout > 0 else None
-        if rank == 0 and not resume:
-            os.makedirs(out, exist_ok=True)
-            for name in (STATE_FILE, LAST_FILE, "best.safetensors", RESULTS_FILE, "metrics.jsonl"):
-                if os.path.exists(os.path.join(out, name)):
-                    os.remove(os.path.join(out, name))
-            write_json({"format": RUN_FORMAT, "version": 1, "args": r, "data": spec.to_dict(),
-                        "train": cfg.to_dict()}, run_path)
-        extra = {"data": spec.to_dict(),
-                 "training": {"recipe": {k: r[k] for k in ("optimizer", "lr", "weight_decay", "steps", "batch_size",
-                                                            "warmup_steps", "label_smoothing", "seed")},
-                              "pretrained": r["pretrained"], "world_size": world}}
-        trainer = Trainer(model, train_set, cfg, holdout_set=holdout_set, out_dir=out, class_names=class_names,
-                          checkpoint_extra=extra, device=args.device,
-                          log_extra={"data": train_set.describe(), "model": model.spec["backbone"]},
-                          on_estimate=estimate_printer("train", resume))
-        if rank == 0:
-            print(f"train: {model.spec['backbone']['name']} {model.spec['img_size'][0]}px, {spec.name} "
-                  f"{len(train_set)} train / {len(holdout_set) if holdout_set else 0} held-out images, "
-                  f"{len(class_names)} classes, {cfg.steps} steps x {cfg.batch_size * cfg.accum_steps * world} "
-                  f"images, {world} process{'es' if world > 1 else ''} on {trainer.device}"
-                  + (f"; resuming {out}" if resume else ""), flush=True)
-            warn_oversubscribed("train")
-        result = trainer.fit(resume=resume)
-        summary: Dict[str, Any] = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "steps": result.steps,
-                                   "time_s": result.time_s, "images_per_s": result.images_per_s,
-                                   "resumed_from": result.resumed_from, "world_size": world,
-                                   "holdout": result.last_eval, "best_step": result.best_step,
-                                   "best_score": result.best_score, "test": {}}
-        if r.get("test", True):
-            test_set = build_dataset(spec, split="test", model=model)
-            amp = trainer.amp_dtype
-            res = evaluate(trainer.model, test_set, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
-                           device=trainer.device, amp_dtype=amp)
-            summary["test"]["last"] = {"step": result.steps, **res.summary()}
-            best_path = os.path.join(out, "best.safetensors")
-            if result.best_step is not None and result.best_step != result.steps and os.path.isfile(best_path):
-                best = load_checkpoint(best_path).to(trainer.device)
-                res_b = evaluate(best, test_set, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
-                                 device=trainer.device, amp_dtype=amp)
-                summary["test"]["best"] = {"step": result.best_step, **res_b.summary()}
-            elif result.best_step is not None:
-                summary["test"]["best"] = summary["test"]["last"]
-        skipped = {s.split: s.meta["skipped_images"] for s in (train_set, holdout_set)
-                   if s is not None and s.meta.get("skipped_images")}
-        if skipped:
-            summary["skipped_images"] = skipped
-        if rank == 0:
-            write_json(summary, os.path.join(out, RESULTS_FILE))
-            for split, bad in skipped.items():
-                print(f"skipped {len(bad)} unreadable {split} image{'s' if len(bad) != 1 else ''} "
-                      f"(--skip-bad-images): " + ", ".join(b["path"] for b in bad[:5])
-                      + (" ..." if len(bad) > 5 else "") + f"; all in {os.path.join(out, RESULTS_FILE)}")
-            print(f"trained {result.steps} steps"
-                  + (f" (resumed at {result.resumed_from})" if result.resumed_from is not None else "")
-                  + f" in {result.time_s:.1f} s ({result.images_per_s:.0f} images/s) -> {out}")
-            if result.last_eval:
-                print(f"holdout: top-1 {pct(result.last_eval.get('top1'))}"
-                      + (f" (best {pct(result.best_score)} at step {result.best_step})"
-                         if result.best_step is not None else ""))
-            for which, ev in summary["test"].items():
-                print(f"test ({which}, step {ev['step']}): top-1 {pct(ev['top1'])}  top-5 {pct(ev['top5'])}  "
-                      f"mean per-class {pct(ev['mean_class_acc'])}  ({ev['n']} images)")
-            print(f"checkpoints: {os.path.join(out, LAST_FILE)}"
-                  + (f", {os.path.join(out, 'best.safetensors')}" if result.best_step is not None else ""))
-    finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    log = command_log(add_train_arguments)
+    res = fine_tune(settings_from(args), out=args.out or DEFAULT_OUT, resume=bool(args.resume),
+                    overwrite=bool(args.overwrite), device=args.device, log=log)
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        print_results(res, log)
     return 0
-
 
 
 def output_folder(args) -> str:
