@@ -110,7 +110,7 @@ def _timing_args(p, old_budget: bool = True) -> None:
 def _output_args(p, plots: bool = True) -> None:
     o = p.add_argument_group("output")
     if not plots:  # predict: prints, and writes a file only when asked for
-        o.add_argument("--out", metavar="DIR", help="also write predictions.json into DIR (default: print only)")
+        o.add_argument("--out", metavar="DIR", help="folder to also write predictions.json into (default: none, print only)")
     else:
         o.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT})")
         o.add_argument("--workdir", metavar="DIR", help="keep exported files here (default: a temporary folder)")
