@@ -305,6 +305,10 @@ def versus_free(seed: int, parent_path: str, supernet_path: str, macs: dict, arg
                 row["ships_vs_free"] = None
                 continue
             best = min(free, key=lambda k: free[k]["holdout_nll"])
+            if rec["family"] == best:  # what ships is the best training-free deployable itself
+                row["ships_vs_free"] = {"versus": best, "same": True, "difference": 0.0, "interval": [0.0, 0.0],
+                                        "resolved": False, "images": doc["settings"]["test_images"]}
+                continue
             say(f"[seed {seed}, MACs] {b['label']}: what ships ({rec['family']}) against {best}, on the test images")
             shipped = of("supernet" if rec.get("weights") == "supernet" else "parent", rec)
             row["ships_vs_free"] = {"versus": best, **paired_difference(shipped, of("parent", free[best]))}
