@@ -152,7 +152,7 @@ def test_a_space_past_tomes_halving_distills_and_searches_several_rounds(tmp_pat
 
 @pytest.mark.parametrize("argv,match", [
     (["--reducers", "drop,squash"], "--reducers drop,squash: expected drop, merge or drop,merge"),
-    (["--reducers", ""], "--reducers : expected drop, merge"),
+    (["--reducers", ""], "--reducers '': expected drop, merge"),
 ])
 def test_bad_reducers_are_one_line_errors(tmp_path, capsys, argv, match):
     m = tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32)

@@ -143,7 +143,8 @@ def parse_reducers(text, what: str = "reducers=") -> tuple:
     names = tuple(dict.fromkeys(x.strip() for x in str(text).split(",") if x.strip()))
     bad = [x for x in names if x not in REDUCERS]
     if not names or bad:
-        raise ConfigError(f"{what}{text}: expected drop, merge or drop,merge"
+        shown = repr(text) if what.endswith("=") and not str(text).strip() else text  # an empty value, quoted
+        raise ConfigError(f"{what}{shown}: expected drop, merge or drop,merge"
                           + (f" ({bad[0]!r} is not a reducer)" if bad else ""))
     return names
 
