@@ -44,6 +44,12 @@ def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_p
     assert ship.weights_sha256 == res.doc["parent"]["weights_sha256"] and ship.pick == tome and b.why
     assert ship.pick.schedule().counts == tome.counts and ship.latency_source is None
     assert b.options["searched"].weights == "supernet" and b.options["searched"].pick == b.best
+    # the plot rings what ships, not the supernet's pick
+    from tavt_kit.search.plot import shipped_points
+
+    (point,) = shipped_points(res.doc, lambda d: d["macs"])
+    assert point["label"].startswith(f"ships @ {budget}: ToMe r=") and point["x"] == tome.macs and point["measured_x"] is None
+    assert point["y"] == pytest.approx(100 * tome.holdout_accuracy) and (tmp_path / "search" / "pareto_macs.png").is_file()
     # export follows the recommendation: the parent's weights at ToMe's schedule
     out = tmp_path / "export"
     assert main(["export", "--checkpoint", sn, "--search", str(tmp_path / "search" / "search.json"), "--budget",

@@ -1,4 +1,5 @@
-"""Plots of a search result: holdout accuracy against MACs (and latency), front, baselines, budgets."""
+"""Plots of a search result: holdout accuracy against MACs (and latency), front, baselines, budgets, and what each
+budget ships (ringed; under latency its measured latency apart from the predicted one)."""
 from __future__ import annotations
 
 import os
@@ -58,10 +59,44 @@ def plot_search(result: dict, out_dir: str) -> List[str]:
                     colour = PICK_COLOURS[result["budgets"].index(b) % len(PICK_COLOURS)]
                     ax.scatter([xof(b["best"])], [100 * b["best"]["holdout_accuracy"]], marker="*", s=160,
                                c=colour, edgecolors="black", linewidths=0.5, zorder=5, label=f"pick @ {b['label']}")
+        _mark_what_ships(ax, result, key, xof)
         name = (result.get("model") or {}).get("backbone") or {}
         files.append(save_accuracy_plot(fig, ax, xlabel, "holdout top-1 (%)",
                                         f"token-schedule search: {name.get('name', '')}", out_dir, f"pareto_{key}.png"))
     return files
+
+
+def shipped_points(result: dict, xof) -> List[dict]:
+    """What each budget ships, as points to mark: ``label``, ``x`` (its cost on the axis ``xof`` reads: a
+    latency as predicted), ``measured_x`` (its latency measured on the target, where it was, else None) and ``y``
+    (held-out top-1 %); a budget whose deployable has no figure on this axis is left out."""
+    from .result import describe_family
+
+    out = []
+    for i, b in enumerate(result.get("budgets") or []):
+        family = (b.get("recommended") or {}).get("family") or ("searched" if b.get("best") else None)
+        d = b.get("best") if family == "searched" else b.get(family) if family == "finetuned" else \
+            (b.get("training_free") or {}).get(family)
+        if not d or xof(d) is None or d.get("holdout_accuracy") is None:
+            continue
+        measured = d.get("latency_measured_ms") if xof(d) == d.get("latency_ms") else None
+        out.append({"label": f"ships @ {b['label']}: {describe_family(family, d, short=True)}", "x": xof(d),
+                    "measured_x": measured, "y": 100 * d["holdout_accuracy"],
+                    "colour": PICK_COLOURS[i % len(PICK_COLOURS)]})
+    return out
+
+
+def _mark_what_ships(ax, result: dict, key: str, xof) -> None:
+    """Ring what each budget ships; under latency, its measured latency beside the predicted one, told apart."""
+    said = False
+    for p in shipped_points(result, xof):
+        ax.scatter([p["x"]], [p["y"]], marker="o", s=300, facecolors="none", edgecolors=p["colour"], linewidths=2,
+                   zorder=6, label=p["label"])
+        if key == "latency" and p["measured_x"] is not None:
+            ax.plot([p["x"], p["measured_x"]], [p["y"], p["y"]], c=p["colour"], lw=1, ls=":", zorder=6)
+            ax.scatter([p["measured_x"]], [p["y"]], marker="D", s=40, c=p["colour"], edgecolors="black", zorder=7,
+                       label=None if said else "measured on the target (dotted: from its prediction)")
+            said = True
 
 
 def save_accuracy_plot(fig, ax, xlabel: str, ylabel: str, title: str, out_dir: str, name: str) -> str:
