@@ -29,51 +29,23 @@ resumes. The means over seeds carry the interval of the mean of independent pair
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import time
 
+import harness
+from harness import read_json, write_json
 from tavt_kit.train.trainer import STATE_FILE  # a killed run resumes from it
 
 REDUCTIONS = (1.5, 2.0, 2.5, 3.0, 4.0)
 ACCEPTED_LOSS = 0.5  # points: the headline's accepted loss against your model (paired point estimate)
 
 
-def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def read_json(path):
-    import json
-
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def write_json(doc, path):
-    from tavt_kit.files import write_json as _write
-
-    _write(doc, path)
+say = harness.logger()
 
 
 def command(name, argv):
-    """``fgvc-kit NAME ARGV`` in this process (the CLI's own entry point)."""
-    from tavt_kit.cli import command_module
-    from tavt_kit.cli.common import invoke
-
+    """``fgvc-kit NAME ARGV`` in this process (the CLI's own entry point), said with its time."""
     say(f"fgvc-kit {name} {' '.join(argv)}")
-    rc = invoke(command_module(name), name, argv)
-    if rc:
-        raise SystemExit(f"fgvc-kit {name} failed ({rc})")
-
-
-def combine(vs_list):
-    """Mean of per-seed paired differences, with the interval of the mean (independent seeds)."""
-    ds = [v["difference"] for v in vs_list]
-    halves = [(v["interval"][1] - v["interval"][0]) / 2 for v in vs_list]
-    mean = sum(ds) / len(ds)
-    half = math.sqrt(sum(h * h for h in halves)) / len(ds)
-    return mean, mean - half, mean + half
+    harness.command(name, argv)
 
 
 def onnx_file(given):
@@ -211,19 +183,7 @@ def curve(run_dir: str) -> list:
     return pts
 
 
-def test_hits(model, schedule, test):
-    from tavt_kit.data import Normalize
-    from tavt_kit.search.evaluate import CandidateEvaluator
-
-    ev = CandidateEvaluator(model, test.images, test.labels, 100, transform=Normalize.from_model(model))
-    return ev.scores([schedule], per_image=True).hits[0].tolist()
-
-
-def _schedule(model, d):
-    import tavt_kit
-
-    return model.make_schedule(tavt_kit.TokenSchedule(tuple(d["counts"]), model.num_patches,
-                                                      reducers=d.get("reducers")))
+test_hits, _schedule = harness.test_hits, harness.schedule_of
 
 
 def macs_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
@@ -450,12 +410,10 @@ def _pct(d):
 
 
 def _vs(v):
-    return "" if not v else "{:+.2f} [{:+.2f}, {:+.2f}]".format(100 * v["difference"],
-                                                                 *(100 * x for x in v["interval"]))
+    return harness.fmt_vs(v, empty="")
 
 
-def _mean(vs):
-    return "{:+.2f} [{:+.2f}, {:+.2f}]".format(*(100 * x for x in combine(vs)))
+_mean = harness.fmt_mean
 
 
 def report(args, imp, prb, parents, macs, timed, lat) -> str:
