@@ -17,7 +17,7 @@ def _example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_readme_python_example_runs(tmp_path, monkeypatch):
+def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     from test_search_api import linear_table
 
     pytest.importorskip("openvino")  # the example exports to OpenVINO, as README's install gives it
@@ -36,6 +36,8 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     scope = {}
     exec(compile(code, "README.md (From Python)", "exec"), scope)
     budget, exported = scope["budget"], scope["exported"]
+    # a search on a table alone says that its latency verdicts are predictions
+    assert "every latency verdict of this search is predicted" in capsys.readouterr().out
     assert budget.best.latency_ms <= 0.6 and scope["check"].passed
     assert scope["again"].budgets["0.6ms"].best == budget.best
     # what the budget recommends is what was exported

@@ -370,4 +370,5 @@ def _said(line: str) -> None:
     """The search's log line, with the flags that shorten a search said to be over an hour."""
     if line.startswith("search: ETA") and "over an hour" in line:
         line += "; --generations or --population to shorten it"
+    line = line.replace("(remeasure=True times", "(--remeasure times")
     print(line, flush=True)

@@ -303,6 +303,9 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
                 _check_table_target(t, require if require is not None else
                                     {k: getattr(target, k) for k in ("backend", "device", "batch_size", "threads")})
             out[p] = LatencyObjective.from_table(t, model, remeasure=remeasure)
+            if not remeasure:
+                log(f"note: {p} latencies are {t.source}'s predictions; nothing is timed on the target, so every "
+                    "latency verdict of this search is predicted (remeasure=True times each budget's picks there)")
             if int(t.data.get("token_multiple", 1)) != token_multiple:
                 log(f"warning: {t.source} was profiled for sequence lengths that are multiples of "
                     f"{t.data.get('token_multiple', 1)}, this search uses multiples of {token_multiple}: its "
