@@ -83,6 +83,26 @@ def openvino_target(batch: int, threads=None):
     return DeploymentTarget(backend="openvino", device="cpu", precision="fp32", batch_size=batch, threads=threads)
 
 
+def time_round_robin(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """``{name: (median seconds, spread as a share of it)}`` of calls timed in turn within each round, so a
+    machine's drift hits every one alike."""
+    import statistics
+
+    import torch
+
+    times = {k: [] for k in fns}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for f in fns.values():
+                f()
+        for _ in range(repeats):
+            for k, f in fns.items():
+                t = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t)
+    return {k: (statistics.median(v), (max(v) - min(v)) / statistics.median(v)) for k, v in times.items()}
+
+
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in ms over ``repeats`` calls after ``warmup`` (micro-benchmarks)."""
     for _ in range(warmup):

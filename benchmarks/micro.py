@@ -46,7 +46,7 @@ from tavt_kit.models.token_drop import TokenState, drop_block_forward
 from tavt_kit.schedules import evit_schedule, uniform_schedule
 from tavt_kit.target import DeploymentTarget
 
-from harness import one_generation
+from harness import one_generation, time_round_robin
 
 
 # -- latency-table (was benchmarks/bench_latency_table.py) ----------------------------------------------------------
@@ -698,20 +698,6 @@ def patch_drop_tavt_lengths(num_tokens: int, depth: int, bound: float = 0.2):
     return out
 
 
-def patch_drop_time_round_robin(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    times = {k: [] for k in fns}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for f in fns.values():
-                f()
-        for _ in range(repeats):
-            for k, f in fns.items():
-                t = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t)
-    return {k: (statistics.median(v), (max(v) - min(v)) / statistics.median(v)) for k, v in times.items()}
-
-
 def patch_drop_main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="micro.py patch-drop", description=PATCH_DROP_DOC.split("\n")[0])
     ap.add_argument("--model", default="vit_base_patch16_224")
@@ -745,7 +731,7 @@ def patch_drop_main(argv=None) -> None:
                 if k == "full" and scorer == "cls":
                     continue
                 fns[(k, scorer)] = (lambda s=s, sc=scorer: (setattr(model, "scorer", sc), model(x, drop=s)))
-        res = patch_drop_time_round_robin(fns, args.repeats)
+        res = time_round_robin(fns, args.repeats)
         base = res[("full", "tavt")][0]
         print(f"\nbatch {batch}: schedule, scorer, latency p50, spread, MAC reduction, latency speed-up, realised")
         for (k, scorer), (med, spread) in res.items():
@@ -763,7 +749,7 @@ def patch_drop_main(argv=None) -> None:
         def scored(sc):
             return drop_block_forward(blk, x, Np, TokenState(1, Np, False), sc, False)
 
-        res = patch_drop_time_round_robin({"plain": lambda: blk(x), "cls": lambda: scored("cls"),
+        res = time_round_robin({"plain": lambda: blk(x), "cls": lambda: scored("cls"),
                                 "tavt": lambda: scored("tavt")}, args.repeats * 3)
         plain = res["plain"][0]
         print(f"\nblock at {1 + Np} tokens, batch {batch}: timm block {plain * 1e3:.2f} ms; "
@@ -802,20 +788,6 @@ HEADS_HEADS = {
 }
 
 
-def heads_time_round_robin(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    times = {k: [] for k in fns}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for f in fns.values():
-                f()
-        for _ in range(repeats):
-            for k, f in fns.items():
-                t = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t)
-    return {k: (statistics.median(v), (max(v) - min(v)) / statistics.median(v)) for k, v in times.items()}
-
-
 def heads_head_macs(count) -> int:
     """MACs of the head's own parts."""
     parts = count.by_part()
@@ -851,7 +823,7 @@ def heads_main(argv=None) -> None:
     for h, m in models.items():
         for sname, s in schedules.items():
             fns[(h, sname)] = (lambda m=m, s=s: m(x, drop=s))
-    timing = heads_time_round_robin(fns, args.repeats)
+    timing = time_round_robin(fns, args.repeats)
 
     print()
     print(f"{'head':<8} {'schedule':<15} {'GMACs':>8} {'head GMACs':>11} {'vs linear':>10} "

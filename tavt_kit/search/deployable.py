@@ -127,16 +127,17 @@ def export_budget(model, search, budget, out_dir, formats=None, *, pick: str = "
         raise ConfigError(f"search={path!r}: expected a search.json file or a SearchResult that was saved")
     checkpoint = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
     model = load_checkpoint(checkpoint).eval() if checkpoint is not None else model
-    said = use_recorded_token_drop(model, (read_search(path).get("model") or {}).get("token_drop"), path)
+    doc = read_search(path)
+    said = use_recorded_token_drop(model, (doc.get("model") or {}).get("token_drop"), path)
     if said and log:
         log(said)
     shipped, schedule, source = deployable_from_search(model, path, budget, pick)
     checkpoint = shipped_checkpoint(source, checkpoint)
     precision = source.get("precision", "fp32")
     if target is None:  # the runtime the search's latency budgets were for, else ONNX Runtime
-        backend = ((read_search(path).get("latency") or {}).get("target") or {}).get("backend") or "onnxruntime"
+        backend = ((doc.get("latency") or {}).get("target") or {}).get("backend") or "onnxruntime"
         target = DeploymentTarget(backend=backend, precision=precision)
-    elif target.precision != precision and target.precision == "fp32":
+    elif target.precision == "fp32" and precision != "fp32":
         target = dataclasses.replace(target, precision=precision)
     options = options or ExportOptions()
     options = dataclasses.replace(options, checkpoint=options.checkpoint or checkpoint, schedule_source=source)

@@ -543,25 +543,26 @@ class EvolutionSearch:
             self._report(gen)
         return list(self.evaluated.values())
 
-    def _eta(self, gen: int) -> str:
-        """Time left: the candidates the remaining generations make at most, at the measured time per candidate
-        of this process (a resumed search has no rate until it evaluates one itself)."""
-        left = self.settings.generations - gen
-        if left <= 0:
-            return "0s"
+    def _left_s(self, gen: int) -> Optional[float]:
+        """Seconds the generations after ``gen`` take at most, at the measured time per candidate of this process
+        (None before it evaluated one: a resumed search has no rate until it evaluates one itself)."""
         if not self.evaluations or self.eval_seconds <= 0:
-            return "?"
-        per = self.eval_seconds / self.evaluations
-        return "≤" + format_duration(left * (self.settings.mutations + self.settings.crossovers) * per)
+            return None
+        left = max(0, self.settings.generations - gen) * (self.settings.mutations + self.settings.crossovers)
+        return left * self.eval_seconds / self.evaluations
+
+    def _eta(self, gen: int) -> str:
+        """Time left, as the progress line says it."""
+        if self.settings.generations - gen <= 0:
+            return "0s"
+        left = self._left_s(gen)
+        return "?" if left is None else "≤" + format_duration(left)
 
     def estimate(self, gen: int) -> Optional[Estimate]:
         """The whole evolution's time on this machine from the rate measured up to generation ``gen`` (None
         before this process evaluated a candidate)."""
-        if not self.evaluations or self.eval_seconds <= 0:
-            return None
-        per = self.eval_seconds / self.evaluations
-        left = max(0, self.settings.generations - gen) * (self.settings.mutations + self.settings.crossovers)
-        return Estimate(self.eval_seconds + left * per, self.settings.generations, "generations")
+        left = self._left_s(gen)
+        return None if left is None else Estimate(self.eval_seconds + left, self.settings.generations, "generations")
 
     def _report(self, gen: int) -> None:
         est = self.estimate(gen) if gen == 0 and self.settings.generations > 0 else None

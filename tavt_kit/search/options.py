@@ -13,10 +13,8 @@ from ..schedules.space import check_multiple
 from .evaluate import evaluation_device
 from .evolution import Budget
 from .objective import LATENCY_SOURCES
-from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .result import parse_budget
 from .reuse import journal_file
-from .selection import check_selection
 from .space import check_bound
 
 
@@ -106,8 +104,8 @@ def check_options(options: dict, table=None) -> list:
     at once (a ConfigError naming it); returns the ``reuse`` paths. An unknown option is a TypeError, as for any
     Python function."""
     known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
-             "parent", "latency_source", "table_cache", "table_profile", "reuse", "selection", "shrinkage",
-             "parent_search", "ship_confidence", "bound", "eval_device", "token_multiple", "finetune"}
+             "parent", "latency_source", "table_cache", "table_profile", "reuse", "bound", "eval_device",
+             "token_multiple", "finetune"}  # the ship policy's keywords: ShipPolicy.of, before this
     if bad := sorted(set(options) - known):
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
     for name, low, what in (("subset", 1, "a positive number of images, or None for all of them"),
@@ -117,9 +115,8 @@ def check_options(options: dict, table=None) -> list:
         v = options.get(name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low):
             raise ConfigError(f"{name}={v!r}: expected {what}")
-    for name in ("remeasure", "shrinkage", "parent_search"):
-        if name in options and not isinstance(options[name], bool):
-            raise ConfigError(f"{name}={options[name]!r}: expected True or False")
+    if "remeasure" in options and not isinstance(options["remeasure"], bool):
+        raise ConfigError(f"remeasure={options['remeasure']!r}: expected True or False")
     source = options.get("latency_source", "table")
     if source not in LATENCY_SOURCES:
         raise ConfigError(f"latency_source={source!r}: expected one of {', '.join(LATENCY_SOURCES)}")
@@ -134,8 +131,6 @@ def check_options(options: dict, table=None) -> list:
     reuse = [reuse] if isinstance(reuse, (str, os.PathLike)) else list(reuse)
     for path in reuse:
         journal_file(str(path))
-    check_selection(options.get("selection", 0))
-    check_ship_confidence(options.get("ship_confidence", DEFAULT_SHIP_CONFIDENCE))
     if options.get("bound") is not None:
         check_bound(options["bound"])
     evaluation_device(options.get("eval_device", "auto"))

@@ -50,6 +50,12 @@ class Pick:
         return TokenSchedule(self.counts, n, reducers=self.reducers)
 
 
+def doc_num_patches(doc: Dict[str, Any]) -> Optional[int]:
+    """The searched model's patch tokens a search result records (None where it records none)."""
+    n = (doc.get("model") or {}).get("num_patches") or (doc.get("space") or {}).get("num_patches")
+    return int(n) if n else None
+
+
 #: which weights each kind of deployable runs
 WEIGHTS_OF = {"searched": "supernet", "finetuned": "finetuned"}
 
@@ -72,14 +78,14 @@ class Deployable:
     @property
     def latency_source(self) -> Optional[str]:
         """``measured`` (timed on the target), ``predicted`` (from a latency table) or None (no latency)."""
-        if self.pick.latency_measured_ms is not None or self.pick.raw.get("latency_source") == "measure":
+        if self.pick.latency_measured_ms is not None:
             return "measured"
         return "predicted" if self.pick.latency_ms is not None else None
 
 
 def deployables(row: Dict[str, Any], doc: Dict[str, Any]) -> Dict[str, Deployable]:
     """A budget's options by family (the searched pick, its fine-tune, what runs on your model's weights)."""
-    n = int((doc.get("model") or {}).get("num_patches") or (doc.get("space") or {}).get("num_patches") or 0) or None
+    n = doc_num_patches(doc)
     parent = doc.get("parent") or {}
     own = bool(parent.get("searched_weights"))  # a search of your model itself: its pick runs your weights
     digest = {"supernet": (doc.get("model") or {}).get("weights_sha256"), "parent": parent.get("weights_sha256")}
@@ -120,7 +126,7 @@ class BudgetResult:
     @classmethod
     def from_dict(cls, row: Dict[str, Any], doc: Optional[Dict[str, Any]] = None) -> "BudgetResult":
         doc = doc or {}
-        n = int((doc.get("model") or {}).get("num_patches") or 0) or None
+        n = doc_num_patches(doc)
         pick = (lambda d: Pick.from_dict(d, n) if d else None)
         return cls(str(row["label"]), str(row["objective"]), float(row["limit"]), pick(row.get("best")),
                    pick(row.get("best_fp32")), {k: pick(v) for k, v in (row.get("baselines") or {}).items()},
@@ -156,7 +162,7 @@ class SearchResult:
         self.doc, self.path = doc, path
         unfinished = doc.get("status") == "running"
         try:
-            n = int((doc.get("model") or {}).get("num_patches") or 0) or None
+            n = doc_num_patches(doc)
             pick = (lambda d: Pick.from_dict(d, n) if d else None)
             self.full = pick(doc["full"]) if not unfinished or doc.get("full") else None
             self.smallest = pick(doc["smallest"]) if not unfinished or doc.get("smallest") else None
@@ -188,7 +194,7 @@ class SearchResult:
 
     @property
     def num_patches(self) -> int:
-        return int((self.doc.get("model") or {}).get("num_patches") or self.doc["space"]["num_patches"])
+        return doc_num_patches(self.doc) or int(self.doc["space"]["num_patches"])
 
     @property
     def precisions(self) -> Tuple[str, ...]:

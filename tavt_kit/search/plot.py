@@ -70,13 +70,13 @@ def shipped_points(result: dict, xof) -> List[dict]:
     """What each budget ships, as points to mark: ``label``, ``x`` (its cost on the axis ``xof`` reads: a
     latency as predicted), ``measured_x`` (its latency measured on the target, where it was, else None) and ``y``
     (held-out top-1 %); a budget whose deployable has no figure on this axis is left out."""
+    from .outcome import BudgetResult
     from .result import describe_family
 
     out = []
     for i, b in enumerate(result.get("budgets") or []):
-        family = (b.get("recommended") or {}).get("family") or ("searched" if b.get("best") else None)
-        d = b.get("best") if family == "searched" else b.get(family) if family == "finetuned" else \
-            (b.get("training_free") or {}).get(family)
+        ship = BudgetResult.from_dict(b, result).shipped  # the one rule of what a budget ships
+        d, family = (ship.pick.raw, ship.family) if ship else (None, None)
         if not d or xof(d) is None or d.get("holdout_accuracy") is None:
             continue
         measured = d.get("latency_measured_ms") if xof(d) == d.get("latency_ms") else None

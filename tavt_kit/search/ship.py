@@ -36,24 +36,17 @@ class ShipPolicy:
     parent_search: bool = True
 
     def __post_init__(self):
-        object.__setattr__(self, "confidence", check_ship_confidence(self.confidence, "ship.confidence"))
-        object.__setattr__(self, "selection", check_selection(self.selection))
-        for name in ("shrinkage", "parent_search"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"ship.{name}={getattr(self, name)!r}: expected True or False")
+        for field, value in _checked(dataclasses.asdict(self), {f: f"ship.{f}" for f in KEYWORDS.values()}).items():
+            object.__setattr__(self, field, value)
 
     @classmethod
     def of(cls, ship, options: dict) -> "ShipPolicy":
         """The policy of a ``search_schedules`` call: ``ship`` (a ShipPolicy or None) or its fields given as the
-        keywords ``ship_confidence``, ``selection``, ``shrinkage``, ``parent_search`` (taken out of ``options``);
-        both at once is refused."""
+        keywords ``ship_confidence``, ``selection``, ``shrinkage``, ``parent_search`` (taken out of ``options``,
+        each checked under its keyword's name); both at once is refused."""
         given = {field: options.pop(key) for key, field in KEYWORDS.items() if key in options}
         if ship is None:
-            try:
-                return cls(**given)
-            except ConfigError as e:  # said with the keyword given: ship.confidence= is ship_confidence=
-                raise ConfigError(str(e).replace("ship.confidence=", "ship_confidence=").replace("ship.", "")) \
-                    from None
+            return cls(**_checked(given, {f: k for k, f in KEYWORDS.items()}))
         if not isinstance(ship, ShipPolicy):
             raise ConfigError(f"ship={ship!r}: expected a ShipPolicy or None")
         if given:
@@ -67,3 +60,17 @@ class ShipPolicy:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+
+def _checked(values: dict, names: dict) -> dict:
+    """``values`` (a policy's fields) checked and normalised, each error naming the field as ``names`` says."""
+    out = dict(values)
+    if "confidence" in out:
+        out["confidence"] = check_ship_confidence(out["confidence"], names["confidence"])
+    if "selection" in out:
+        out["selection"] = check_selection(out["selection"])
+    for field in ("shrinkage", "parent_search"):
+        if field in out and not isinstance(out[field], bool):
+            raise ConfigError(f"{names[field]}={out[field]!r}: expected True or False")
+    return out
