@@ -355,12 +355,12 @@ def latency_stage(seed: int, batch: int, parent_path: str, supernet_path: str, a
     sdir = os.path.join(seed_dir, f"search-b{batch}")
     reuse = _earlier(seed_dir, sdir)
     budgets = [f"{100 * f:g}%" for f in args.fractions]
-    res = tavt_kit.search_schedules(
+    doc = _finished_search(sdir, budgets) or tavt_kit.search_schedules(
         supernet, None, budgets, target=target, precisions=args.precisions.split(","), fitness="nll",
-        parent=parent_path, out=sdir, reuse=reuse, table_cache=os.path.join(seed_dir, "latency-tables"),
-        settings=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
-        log=lambda s: say(f"[seed {seed}, batch {batch}] {s}"))
-    doc = res.doc
+        parent=parent_path, out=sdir, reuse=reuse, table_cache=os.path.join(args.out, "latency-tables"),
+        settings=EvolutionSettings(population=args.population, generations=args.generations,
+                                   mutations=args.mutations, crossovers=args.crossovers, seed=seed),
+        log=lambda s: say(f"[seed {seed}, batch {batch}] {s}")).doc
     items = {("full", p): (full, p) for p in args.precisions.split(",")}
     rows = []
 
