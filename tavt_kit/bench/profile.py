@@ -44,6 +44,7 @@ import random
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from torch import nn
@@ -65,7 +66,8 @@ from ..machine import machine_info
 from ..models import load_model
 from .identity import model_identity
 from .timing import TimingPolicy
-from .calibration import _calibrate_and_validate, _time_whole_models, _timed
+from .calibration import _calibrate_and_validate, _time_whole_models, _timed, _whole_model_rows
+from .profile_cap import MIN_TIME_LIMIT_S, PROFILE_TIME_LIMIT_S, ProfileCap, check_time_limit, noise_summary
 
 #: parts compiled at once for an exported backend (their weights, in bytes)
 _GROUP_BYTES = 1.5e9
@@ -173,6 +175,7 @@ def profile_latency(
     reducers=None,
     progress: Optional[Callable[[str], None]] = None,
     token_multiple: int = 1,
+    time_limit_s: Optional[float] = PROFILE_TIME_LIMIT_S,
 ) -> LatencyTable:
     """Measure a latency table of a model on one :class:`~tavt_kit.target.DeploymentTarget`.
 
@@ -198,13 +201,13 @@ def profile_latency(
             blocks use these.
         token_multiple: > 1: for an aligned search (``SearchSpace.aligned``): :func:`aligned_grid`, and anchors
             and validation schedules aligned down (``TokenSchedule.aligned_down``); recorded in the table.
+        time_limit_s: seconds of timing for the whole profile (>= :data:`MIN_TIME_LIMIT_S`; None: ``policy.budget_s``
+            per part only), shared by parts and whole models; the table states their noise (:class:`ProfileCap`).
     Returns a :class:`LatencyTable` (save it with ``.save(path)``).
     """
+    t_start = time.perf_counter()
     target = with_threads(target if target is not None else DeploymentTarget(backend="torch"))
-    check_target(target)
-    if statistic not in STATISTICS:
-        raise ConfigError(f"statistic={statistic}: expected one of {', '.join(STATISTICS)}")
-    check_keep_range(validate_range, "validate_range")
+    _check_options(target, statistic, validate_range, time_limit_s)
     policy = policy or profile_policy()
     say = progress or (lambda s: None)
     model = _table_model(model, img_size, target)
@@ -212,28 +215,45 @@ def profile_latency(
     ident = model_identity(model)
     g = _parse_grid(grid, ident["num_patches"], check_multiple(token_multiple), prefix_tokens(model))
     plan = part_plan(model, g, reducers)
-    tmp = None
-    if workdir is None and target.backend in EXPORTED_BACKENDS:
-        tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-profile-")
-        workdir = tmp.name
+    exported = workdir is None and target.backend in EXPORTED_BACKENDS
+    tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-profile-") if exported else None
+    workdir = tmp.name if tmp is not None else workdir
     pr = PartRunners(target, ident["embed_dim"], workdir, exporter, compile_backend, say)
     anchor_key = ("plain", ident["num_prefix_tokens"] + ident["num_patches"])
+    whole = _whole_model_rows(model, calibrate, validate, validate_range, seed, reducers)
+    cap = ProfileCap(time_limit_s, sum(len(v) for v in plan.values()), len(whole) + 1 if whole else 0)
     try:
         with torch_threads(target.threads):
-            table = _profile_parts(model, ident, g, plan, pr, anchor_key, policy, seed, statistic, reducers,
-                                   exporter, compile_backend, say)
+            table = _profile_parts(model, ident, g, plan, pr, anchor_key, replace(policy, cap=cap.parts), seed,
+                                   statistic, reducers, exporter, compile_backend, say)
             if calibrate or validate:
                 builder = ModelRunners(model, target, workdir, exporter, compile_backend, say, verify_exports)
-                try:
-                    _calibrate_and_validate(table, model, builder, anchor_key, pr, policy, calibrate, validate,
-                                            validate_range, seed, say, statistic, reducers, token_multiple)
-                finally:
-                    builder.close()
+                _whole_models(table, model, builder, anchor_key, pr, replace(policy, cap=cap.whole()), calibrate,
+                              validate, validate_range, seed, say, statistic, reducers, token_multiple)
             table.data.update({"token_multiple": token_multiple} if token_multiple > 1 else {})
     finally:
         if tmp is not None:
             tmp.cleanup()
+    cap.record(table, time.perf_counter() - t_start, policy)
     return table
+
+
+def _whole_models(table, model, builder: ModelRunners, *args) -> None:
+    """The calibration and validation (:func:`~.calibration._calibrate_and_validate`, ``args`` after the reference
+    block's key), then ``builder``'s models released."""
+    try:
+        _calibrate_and_validate(table, model, builder, *args)
+    finally:
+        builder.close()
+
+
+def _check_options(target: DeploymentTarget, statistic: str, validate_range, time_limit_s) -> None:
+    """The options of :func:`profile_latency` checked before any work (one line naming the one that is wrong)."""
+    check_target(target)
+    if statistic not in STATISTICS:
+        raise ConfigError(f"statistic={statistic}: expected one of {', '.join(STATISTICS)}")
+    check_keep_range(validate_range, "validate_range")
+    check_time_limit(time_limit_s)
 
 
 def time_at_table_speed(table: LatencyTable, model, schedules: Dict[Any, Any], *,

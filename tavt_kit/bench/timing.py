@@ -9,6 +9,12 @@ confidence interval of its median is within ``rel_ci`` of the median, or when
 it reaches ``max_repeats``; the whole run stops at ``budget_s`` seconds per
 callable (``min_repeats`` are always taken). Each result keeps its samples'
 percentiles and spread and says when the figure is noisy.
+
+A :class:`TimeCap` (``TimingPolicy.cap``) bounds the wall time of several timings together (a latency table's
+parts and whole models): each gets a share of what is left, in proportion to its callables; once a timing's
+share is spent every callable stops as soon as it has ``min_repeats`` (warm-up shrinks to one call), so a
+capped run ends within its cap plus what ``min_repeats`` calls cost, under any load. What is not converged by
+then is stated (the relative half-width of each median's 95 % interval), not waited for.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Callable, Dict, Hashable, List, Mapping, Optional, Tuple
 
 from ..errors import ConfigError
@@ -40,6 +46,8 @@ class TimingPolicy:
         min_rounds: rotations always run (within ``budget_s``), however soon the medians converge: the
             rounds are what pairs two callables' samples, so a ratio's interval
             (:func:`~tavt_kit.bench.ratio.paired_ratio`) needs enough of them.
+        cap: a :class:`TimeCap` shared by several timings (a whole run's time limit); not part of
+            :meth:`to_dict` (its limit is recorded where the run records its time).
     """
 
     warmup: int = 3
@@ -52,6 +60,7 @@ class TimingPolicy:
     noisy_ci: float = 0.03
     noisy_spread: float = 0.25
     min_rounds: int = 1
+    cap: Optional["TimeCap"] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.min_rounds < 1:
@@ -64,7 +73,53 @@ class TimingPolicy:
                               f"rel_ci={self.rel_ci}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cap"}
+
+
+class TimeCap:
+    """Wall seconds shared by several round-robin timings (:func:`measure_round_robin` with
+    ``TimingPolicy(cap=...)``): each timing of ``n`` callables may take ``n / callables`` of what is left, so
+    the run's timings together end at ``limit_s`` (plus what ``min_repeats`` calls cost past it). ``limit_s``
+    None: no limit (the per-callable ``budget_s`` only).
+
+    Args:
+        limit_s: seconds for every timing of the run together (warm-up and timed calls).
+        callables: how many callables the run's timings will time in all (shares follow them).
+        shown_limit_s, spent_before: what progress lines call the cap and the time already spent against
+            it, when this cap is one stage of a larger one.
+    Records each timed callable's relative noise (:attr:`noise`, ``{key: ci95_rel}``) and whether the cap
+    cut a timing short (:attr:`reached`)."""
+
+    def __init__(self, limit_s: Optional[float], callables: int, *, shown_limit_s: Optional[float] = None,
+                 spent_before: float = 0.0):
+        self.limit_s = limit_s
+        self.left = max(1, int(callables))
+        self.spent = 0.0
+        self.shown_limit_s = limit_s if shown_limit_s is None else shown_limit_s
+        self.spent_before = spent_before
+        self.reached = False
+        self.noise: Dict[Hashable, float] = {}
+
+    def share(self, n: int) -> float:
+        """Seconds the next timing of ``n`` callables may take (inf without a limit)."""
+        if self.limit_s is None:
+            return math.inf
+        return max(0.0, self.limit_s - self.spent) * min(1.0, n / max(self.left, n))
+
+    def spend(self, seconds: float, stats: Mapping[Hashable, "TimingStats"], cut: bool) -> None:
+        """A timing of ``stats`` took ``seconds``; ``cut``: its share ran out before it was done."""
+        self.spent += seconds
+        self.left = max(1, self.left - len(stats))
+        self.reached = self.reached or cut
+        for k, s in stats.items():  # a callable timed in several timings (a reference block): its worst
+            self.noise[k] = max(s.ci95_rel, self.noise.get(k, 0.0))
+
+    def progress(self, now_spent: float) -> str:
+        """``41 s of the 60 s limit``: what the whole run has spent, ``now_spent`` into the current timing."""
+        total = self.spent_before + self.spent + now_spent
+        if self.shown_limit_s is None:
+            return f"{total:.0f} s (no limit)"
+        return f"{total:.0f} s of the {self.shown_limit_s:.0f} s limit"
 
 
 def median_ci(sorted_samples: List[float], z: float = 1.96) -> tuple:
@@ -217,7 +272,12 @@ def measure_round_robin(
         f()
         return perf() - t
 
-    estimate, warmed = _warm_up(keys, timed, policy, on_warmup)
+    cap = policy.cap
+    t0 = perf()
+    # the wall time this timing may take: the per-callable budget, and its share of a run's cap
+    share = cap.share(len(keys)) if cap is not None else math.inf
+    limit = min(share, policy.budget_s * len(keys))
+    estimate, warmed = _warm_up(keys, timed, policy, on_warmup, t0 + share)
     samples: Dict[Hashable, List[float]] = {k: [] for k in keys}
     rounds_of: Dict[Hashable, List[int]] = {k: [] for k in keys}
     # every callable stays in the rotation until all are done (converged, or the budget is spent), so
@@ -226,41 +286,53 @@ def measure_round_robin(
     converged = {k: False for k in keys}
     rounds = 0
     start = perf()
-    deadline = start + policy.budget_s * len(keys)
+    deadline, cut_at = start + policy.budget_s * len(keys), t0 + share
     last_report = start
+    cut = False
     while active:
         rounds += 1
         for key in list(active):
-            chunk = max(1, min(int(policy.chunk_s / estimate[key]), policy.max_repeats - len(samples[key])))
             s = samples[key]
+            # past the cap: only the calls still missing to min_repeats (the loop then ends this round)
+            chunk = max(0, policy.min_repeats - len(s)) if cut else \
+                max(1, min(int(policy.chunk_s / estimate[key]), policy.max_repeats - len(s)))
             for _ in range(chunk):
                 s.append(timed(key))
-            rounds_of[key].extend([rounds - 1] * chunk)
-            estimate[key] = statistics.median(s[-chunk:])
+            if chunk:
+                rounds_of[key].extend([rounds - 1] * chunk)
+                estimate[key] = statistics.median(s[-chunk:])
             if len(s) >= policy.max_repeats:
                 active.remove(key)
+            cut = cut or perf() > cut_at
         now = perf()
         enough = _update_converged(samples, converged, active, policy) and rounds >= policy.min_rounds
-        if enough or (now > deadline and all(len(samples[k]) >= policy.min_repeats for k in keys)):
+        full = all(len(samples[k]) >= policy.min_repeats for k in keys)
+        if enough or (full and (now > deadline or cut)):
             break
         if progress is not None and now - last_report > 10:
             last_report = now
-            progress(f"timing: {sum(converged.values())}/{len(keys)} converged, {now - start:.0f} s")
-    return {k: TimingStats(samples[k], warmup=warmed[k], rounds=rounds, converged=converged[k],
-                           noisy_ci=policy.noisy_ci, noisy_spread=policy.noisy_spread, rounds_of=rounds_of[k])
-            for k in keys}
+            progress("timing: " + (cap.progress(now - t0) if cap is not None else
+                                   f"{now - t0:.0f} s of at most {limit:.0f} s") + f" ({len(keys)} round-robin)")
+    stats = {k: TimingStats(samples[k], warmup=warmed[k], rounds=rounds, converged=converged[k],
+                            noisy_ci=policy.noisy_ci, noisy_spread=policy.noisy_spread, rounds_of=rounds_of[k])
+             for k in keys}
+    if cap is not None:
+        cap.spend(perf() - t0, stats, cut and not enough)
+    return stats
 
 
 def _warm_up(keys: List[Hashable], timed: Callable[[Hashable], float], policy: TimingPolicy,
-             on_warmup: Optional[Callable[[Hashable, Callable[[], None]], None]]
+             on_warmup: Optional[Callable[[Hashable, Callable[[], None]], None]], until: float = math.inf
              ) -> Tuple[Dict[Hashable, float], Dict[Hashable, int]]:
-    """Runs each callable's untimed warm-up calls; returns (seconds of its last call, warm-up calls) by key."""
+    """Runs each callable's untimed warm-up calls (one only once ``time.perf_counter()`` passes ``until``, the
+    end of a capped timing's share); returns (seconds of its last call, warm-up calls) by key."""
     estimate: Dict[Hashable, float] = {}
     warmed: Dict[Hashable, int] = {}
     for key in keys:
         def run_warmup(key=key):
             last, spent, n = None, 0.0, 0
-            while n < max(1, policy.warmup) and (n == 0 or spent < policy.warmup_s):
+            while n < max(1, policy.warmup) and (n == 0 or (spent < policy.warmup_s
+                                                            and time.perf_counter() < until)):
                 last = timed(key)
                 spent += last
                 n += 1

@@ -4,7 +4,7 @@
                              [--latency-batch-size 1,8]
     fgvc-kit bench measure --exported model.onnx [--checkpoint CKPT]
     fgvc-kit bench profile --checkpoint CKPT [--backend B] [--latency-batch-size 1] [--validate 20]
-                           [--reducers drop,merge]
+                           [--reducers drop,merge] [--time-limit 60]
     fgvc-kit bench predict --latency-table TABLE --drop ... [--checkpoint CKPT]
 
 Thin: parses arguments and calls :mod:`tavt_kit.bench`. Without a mode it measures.
@@ -21,6 +21,8 @@ MODES = ("measure", "profile", "predict")
 #: the precisions of ``--precision`` (:class:`~tavt_kit.target.Precision`, torch-free for parsing)
 PRECISIONS = Precision.ALL
 DEFAULT_OUT = "runs/bench"
+#: ``bench profile --time-limit``'s default (tavt_kit.bench.profile_cap.PROFILE_TIME_LIMIT_S, torch-free here)
+PROFILE_TIME_LIMIT_S = 60.0
 
 
 #: the spellings of measure's batch sizes, which also take a comma-separated list (``1,8`` as ``1 8``)
@@ -164,6 +166,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reducers", metavar="LIST",
                    help="reducing blocks the table covers: drop, merge (ToMe token merging) or drop,merge "
                         "(default: the model's reducer); a schedule whose blocks use another cannot be predicted")
+    g.add_argument("--time-limit", type=float, default=PROFILE_TIME_LIMIT_S, metavar="SECONDS",
+                   help=f"seconds of timing for the whole profile (at least 1; default {PROFILE_TIME_LIMIT_S:g}), "
+                        "shared by its parts and whole models: each keeps what it has when its share is spent, and "
+                        "the table states its noise (building and exporting parts come on top)")
     g.add_argument("--statistic", default="median", choices=("median", "min"),
                    help="what the table holds: median latency (default) or the fastest run (min; robust on a "
                         "machine shared with other jobs)")
@@ -488,7 +494,10 @@ def run(args) -> int:
     if mode == "profile":
         from ..bench.render import plot_table, table_summary
         from ..bench.profile import profile_latency
+        from ..bench.profile_cap import check_time_limit, noise_summary
         from ..bench.table import TABLE_FILE
+
+        check_time_limit(args.time_limit, "--time-limit")
 
         grid = None
         if args.grid:
@@ -506,7 +515,7 @@ def run(args) -> int:
                                 validate_range=_range(args), seed=args.seed, exporter=args.exporter,
                                 compile_backend=args.compile_backend, workdir=args.workdir, img_size=args.img_size,
                                 statistic=args.statistic, reducers=reducers, progress=say,
-                                token_multiple=args.token_multiple)
+                                token_multiple=args.token_multiple, time_limit_s=args.time_limit)
         path = table.save(os.path.join(args.out, TABLE_FILE))
         d = table.to_dict()
         if not args.no_plot:
@@ -514,7 +523,7 @@ def run(args) -> int:
         if args.json:
             print(json.dumps(d, indent=2))
             return 0
-        print("\n".join(with_judgements(table_summary(table, path), d)))
+        print("\n".join(with_judgements(table_summary(table, path), d) + [noise_summary(d) or ""]).rstrip())
         for w in d.get("warnings") or []:
             warn(w)
         return 0
