@@ -1,4 +1,5 @@
-"""precisions="auto": every precision the target runs natively here, so your model at int8 or bf16 competes for a latency budget."""
+"""precisions: what the target declares it can run (target_precisions), "auto" resolved by a measurement (see
+test_precisions_measured.py), and the note of an fp32-only search."""
 import pytest
 
 import tavt_kit
@@ -35,14 +36,22 @@ def test_auto_on_a_runtime_that_deploys_fp32_only():
     assert found == ("fp32",) and "torch" in why
 
 
-def test_auto_without_a_latency_budget_is_fp32_and_is_said_once_with_one(monkeypatch):
-    monkeypatch.setattr(auto, "target_precisions", lambda target: (("fp32", "int8"), "OpenVINO on this CPU runs ..."))
+def test_auto_without_a_latency_budget_is_fp32_and_is_said_once_with_one():
+    from tavt_kit.bench.precision_speed import LatencyRatio, decide
+
+    measure = (lambda model, target: decide({"int8": LatencyRatio(0.5, 0.4, 0.6, 10)}, {}, target))
     said = []
-    assert auto.resolve_precisions("auto", OV, False, said.append) == ("fp32",)  # a MAC count has no precision
-    assert said == []
-    assert auto.resolve_precisions(" AUTO ", OV, True, said.append) == ("fp32", "int8")
-    assert said == ["precisions auto: fp32, int8 (OpenVINO on this CPU runs ...)"]
+    assert auto.resolve_precisions("auto", OV, False, said.append, model=object(), measure=measure) == ("fp32",)
+    assert said == []  # a MAC count has no precision
+    assert auto.resolve_precisions(" AUTO ", OV, True, said.append, model=object(), measure=measure) == ("fp32", "int8")
+    assert len(said) == 1 and said[0].startswith("precisions auto: fp32, int8 (int8 0.50x of fp32 measured")
     assert auto.resolve_precisions("int8", OV, True, said.append) == ("fp32", "int8")
+    # no model to time (a caller that gives none): fp32, said
+    assert auto.resolve_precisions("auto", OV, True, said.append) == ("fp32",) and "no model" in said[-1]
+    # a runtime that deploys fp32 only: nothing to time
+    assert auto.resolve_precisions("auto", DeploymentTarget(backend="torch"), True, said.append,
+                                   model=object(), measure=measure) == ("fp32",)
+    assert said[-1] == "precisions auto: fp32 (torch deploys fp32 only here)"
 
 
 def test_auto_stands_alone():
@@ -64,8 +73,11 @@ def test_an_fp32_search_names_the_lower_precisions_it_leaves_out(monkeypatch):
     monkeypatch.setattr(auto, "target_precisions", lambda target: (("fp32", "bf16", "int8"), "..."))
     said = []
     auto.note_lower_precisions(OV, said.append)
-    assert said == ["note: this target also runs bf16, int8 natively; your model at those precisions is not "
-                    "compared with the schedules (precisions='auto' or --precisions auto searches them too)"]
+    assert said == ["note: precisions fp32 only: bf16, int8 also run on this target but were left out untimed "
+                    "(precisions='auto' or --precisions auto times them beside fp32 and searches those faster here)"]
+    said.clear()
+    assert auto.resolve_precisions("fp32", OV, True, said.append, measured_here=True) == ("fp32",)
+    assert len(said) == 1 and "int8" in said[0]
     monkeypatch.setattr(auto, "target_precisions", lambda target: (("fp32",), "..."))
     said.clear()
     auto.note_lower_precisions(OV, said.append)

@@ -74,12 +74,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "supernet was distilled with, and merge too where it drops and the model can merge (timm "
                         "ViTs; merging needs no training) unless a latency table cannot price it; drop: TAVT's space)")
     pp = p.add_argument_group("precision (searched with the schedule under latency budgets)")
-    pp.add_argument("--precisions", metavar="LIST",
-                    help="search (schedule, precision) pairs: a comma-separated list of fp32, bf16, fp16, int8, e.g. "
-                         "fp32,bf16,int8, or auto: every precision the target runs natively on this machine (OpenVINO's "
-                         "capabilities; int8 where NNCF is installed); each budget reports its best pair and the best "
-                         "fp32-only schedule, and your model at each precision competes (default: fp32 only). Latency from one --latency-table per precision, or measured here "
-                         "with OpenVINO")
+    pp.add_argument("--precisions", metavar="LIST", default="auto",
+                    help="search (schedule, precision) pairs under latency budgets: a comma-separated list of fp32, "
+                         "bf16, fp16, int8, e.g. fp32,bf16,int8, or auto (default): fp32 and each precision your model "
+                         "runs measurably faster at on the target, timed beside fp32 there for a few seconds (int8 "
+                         "where NNCF is installed; said in one line, with the precisions skipped and why); each budget "
+                         "reports its best pair and the best fp32-only schedule, and your model at each precision "
+                         "competes. Latency from one --latency-table per precision (one missing is profiled here where "
+                         "the tables were made here), or measured here with OpenVINO. MAC budgets: fp32")
     pp.add_argument("--verify-top", type=int, default=3, metavar="N",
                     help="int8 pairs quantised with NNCF and measured per budget at most, best first, before one is "
                          "reported (default 3)")
@@ -201,31 +203,19 @@ def run(args) -> int:
         model.scorer = args.scorer
     _check_budgets_reachable(model, budgets, args.bound)
     dspec = data_spec_from_args(args, fallback=model.spec.get("data"))
-    precisions = ("fp32",)
-    if args.precisions is not None:
-        from ..search.precisions import resolve_precisions
-
-        # resolved here: the runtime and the tables the search is given depend on how many there are
-        precisions = resolve_precisions(args.precisions, DeploymentTarget(backend=args.backend or "openvino",
-                                                                          device=args.device or "cpu"),
-                                        any(b.objective == "latency" for b in budgets), print)
     if args.latency_batch_size is not None and args.latency_batch_size < 1:
         raise ConfigError(f"--latency-batch-size: expected a positive batch size, got {args.latency_batch_size}")
+    table = args.latency_table or None
+    # resolved here: the runtime and the tables the search is given depend on how many there are
+    precisions = _precisions(args, model, budgets, table)
     # measured here without a table: torch eager for fp32 alone, OpenVINO for a search of several precisions
     # the runtime export ships (OpenVINO on the CPU where installed): a latency budget is for the file you deploy
     backend = args.backend or ("openvino" if len(precisions) > 1 else DeploymentTarget.default().backend)
     target = DeploymentTarget(backend=backend, device=args.device or "cpu", threads=args.threads,
                               batch_size=args.latency_batch_size or 1)
-    table = args.latency_table or None
     objectives = None
     if table:  # a table's target unless a flag contradicts it (checked field by field)
-        from ..search.objective import latency_objectives
-
-        require = {"backend": args.backend, "device": args.device, "threads": args.threads,
-                   "batch_size": args.latency_batch_size}
-        objectives = latency_objectives(model, precisions, table=table, remeasure=args.remeasure,
-                                        require={k: v for k, v in require.items() if v is not None},
-                                        token_multiple=args.token_multiple)
+        objectives = _table_objectives(args, model, precisions, table)
     reducers = None
     if args.reducers is not None:
         reducers = parse_reducers(args.reducers)
@@ -251,6 +241,45 @@ def run(args) -> int:
     print(summary(result.doc))
     print(f"wrote {os.path.join(args.out, 'search.json')}")
     return 0
+
+
+def _precisions(args, model, budgets, table):
+    """``--precisions`` (default auto: fp32 and the precisions measured faster than it on the target, under a
+    latency budget), said in one line (:func:`~tavt_kit.search.precisions.resolve_precisions`)."""
+    from ..search.objective import table_made_elsewhere, tables_by_precision
+    from ..search.precisions import resolve_precisions
+    from ..target import DeploymentTarget
+
+    tables = tables_by_precision(table) if table else {}
+    here = not tables or not table_made_elsewhere(next(iter(tables.values())))
+    target = DeploymentTarget(backend=args.backend or "openvino", device=args.device or "cpu", threads=args.threads,
+                              batch_size=args.latency_batch_size or 1)
+    return resolve_precisions(args.precisions, target, any(b.objective == "latency" for b in budgets), print,
+                              measured_here=here, model=model, tables=tables)
+
+
+def _table_objectives(args, model, precisions, table):
+    """The latency objectives of ``--latency-table``: a precision without a table is profiled here where the
+    tables were made here; made elsewhere, the error names the command that profiles it on the target."""
+    from ..search.objective import MissingTableError, latency_objectives
+
+    require = {"backend": args.backend, "device": args.device, "threads": args.threads,
+               "batch_size": args.latency_batch_size}
+    try:
+        return latency_objectives(model, precisions, table=table, remeasure=args.remeasure,
+                                  require={k: v for k, v in require.items() if v is not None},
+                                  token_multiple=args.token_multiple,
+                                  table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
+                                                           "latency-tables"), log=print)
+    except MissingTableError as e:
+        t = e.target
+        threads = f" --threads {t.threads}" if t.threads is not None else ""
+        multiple = f" --token-multiple {args.token_multiple}" if args.token_multiple > 1 else ""
+        raise ConfigError(f"--latency-table: no table profiled at {e.precision}; make one on the target with "
+                          f"'fgvc-kit bench profile --checkpoint {args.checkpoint} --backend {t.backend} --device "
+                          f"{t.device} --latency-batch-size {t.batch_size}{threads} --precision {e.precision}"
+                          f"{multiple}' and give it with another --latency-table (or --precisions without "
+                          f"{e.precision})") from None
 
 
 def summary(result: dict) -> str:

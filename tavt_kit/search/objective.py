@@ -162,6 +162,25 @@ def _same_machine(recorded: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
+def table_made_elsewhere(table) -> Optional[str]:
+    """Why ``table`` (a :class:`~tavt_kit.bench.LatencyTable`) was not made on this machine, or None when it was:
+    then a table of the same target at another precision can be profiled here."""
+    recorded = getattr(table, "machine", None) or {}
+    if not (recorded.get("cpu") or {}).get("model"):
+        return "made on a machine it does not record"
+    why = _same_machine(recorded)
+    return f"the table was {why}" if why and why.startswith("made with") else why
+
+
+class MissingTableError(LatencyTableError):
+    """A precision searched has no latency table, and none can be profiled here (the tables given were made on
+    another machine): ``precision`` and the ``target`` one must be profiled for, on that machine."""
+
+    def __init__(self, message: str, precision: str, target: DeploymentTarget):
+        super().__init__(message)
+        self.precision, self.target = precision, target
+
+
 def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], reducers: Sequence[str] = ("drop",),
                    log: Callable[[str], None] = print, profile: Optional[Mapping[str, Any]] = None,
                    token_multiple: int = 1):
@@ -278,7 +297,9 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
                        table_profile: Optional[Mapping[str, Any]] = None, token_multiple: int = 1
                        ) -> Dict[str, LatencyObjective]:
     """One :class:`LatencyObjective` per precision: from its table when given (which must be for ``target``'s
-    backend, device, batch size and threads, or for the fields ``require`` names); else, on ``target`` (default
+    backend, device, batch size and threads, or for the fields ``require`` names); a precision without one
+    beside tables made on this machine: a table profiled here for their target at it (:func:`profiled_table`,
+    cached in ``table_cache``; tables made elsewhere: :class:`MissingTableError`); with no table at all, on ``target`` (default
     :meth:`DeploymentTarget.default`, the runtime ``export`` ships) at that precision, ``latency_source``
     ``"table"`` (default) predicts from a table profiled for it (:func:`profiled_table`, cached in
     ``table_cache``; ``table_profile``: its settings; ``token_multiple``: at an aligned search's counts) and re-times
@@ -311,10 +332,8 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
                     f"{t.data.get('token_multiple', 1)}, this search uses multiples of {token_multiple}: its "
                     f"predictions are of their neighbours (profile with --token-multiple {token_multiple})")
         elif tables:
-            have = ", ".join(f"{t.source} ({q})" for q, t in tables.items())
-            why = (" (fp32 is searched beside every lower precision: each budget compares with it)"
-                   if p == Precision.FP32 else "")
-            raise ConfigError(f"table={have}: no table profiled at {p}{why}; profile one at {p} and give both")
+            out[p] = _missing_table(model, p, tables, remeasure, table_cache, _table_reducers(model, reducers), log,
+                                    table_profile, token_multiple)
         else:
             base = target or DeploymentTarget.default()
             if len(precisions) > 1 and target is None:
@@ -327,6 +346,32 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
                 out[p] = LatencyObjective.from_table(t, model, remeasure=True)
                 out[p].info["profiled_for_search"] = True
     return out
+
+
+def _missing_table(model, p: str, tables: Mapping[str, Any], remeasure: bool, table_cache: Optional[str],
+                   reducers: Sequence[str], log: Callable[[str], None], table_profile, token_multiple: int
+                   ) -> LatencyObjective:
+    """The objective of precision ``p`` that no given table is for: where the tables given were made on this
+    machine, a table profiled here for their target at ``p`` (:func:`profiled_table`, cached in ``table_cache``);
+    else a :class:`MissingTableError` (it must be profiled on the target)."""
+    first = next(iter(tables.values()))
+    target = table_target(first).with_(precision=p)
+    have = ", ".join(f"{t.source} ({q})" for q, t in tables.items())
+    if target.backend != "openvino" and p != Precision.FP32:
+        raise ConfigError(f"table={have}: no table profiled at {p}, and {target.backend} deploys fp32 only; profile "
+                          f"every precision with backend openvino and give one table per precision")
+    elsewhere = table_made_elsewhere(first)
+    if elsewhere:
+        why = (" (fp32 is searched beside every lower precision: each budget compares with it)"
+               if p == Precision.FP32 else "")
+        raise MissingTableError(f"table={have}: no table profiled at {p}{why}, and none can be profiled here ("
+                                f"{elsewhere}); profile one at {p} on the target and give both",
+                                p, target)
+    log(f"latency: no table given at {p}; profiling one on this machine, where {first.source} was made")
+    t = profiled_table(model, target, table_cache, reducers, log, table_profile, token_multiple)
+    obj = LatencyObjective.from_table(t, model, remeasure=remeasure)
+    obj.info["profiled_for_search"] = True
+    return obj
 
 
 def _table_reducers(model, reducers: Optional[Sequence[str]]) -> tuple:
