@@ -27,6 +27,9 @@ from typing import Callable, Dict, Hashable, List, Mapping, Optional, Tuple
 
 from ..errors import ConfigError
 
+#: seconds between two progress lines of a long timing
+PROGRESS_EVERY_S = 10.0
+
 
 @dataclass
 class TimingPolicy:
@@ -309,7 +312,7 @@ def measure_round_robin(
         full = all(len(samples[k]) >= policy.min_repeats for k in keys)
         if enough or (full and (now > deadline or cut)):
             break
-        if progress is not None and now - last_report > 10:
+        if progress is not None and now - last_report > PROGRESS_EVERY_S:
             last_report = now
             progress("timing: " + (cap.progress(now - t0) if cap is not None else
                                    f"{now - t0:.0f} s of at most {limit:.0f} s") + f" ({len(keys)} round-robin)")
