@@ -133,8 +133,10 @@ TableArg = Union[None, str, Any, Sequence[Any], Mapping[str, Any]]
 LATENCY_SOURCES = ("table", "measure")
 #: the profile a search makes for itself: a coarser grid and shorter timings than ``bench profile``'s defaults, and
 #: the TorchScript ONNX exporter (4x faster per part than dynamo; the picks are re-timed as export ships them, so the
-#: table only has to rank candidates)
-AUTO_PROFILE = dict(grid=9, warmup=2, min_repeats=5, budget_s=0.3, rel_ci=0.02, exporter="torchscript")
+#: table only has to rank candidates), in at most ``time_limit_s`` seconds of timing (exports and int8 quantisation
+#: come on top: a tiny model's int8 table took about 80 s in all on a 2-core machine)
+AUTO_PROFILE = dict(grid=9, warmup=2, min_repeats=5, budget_s=0.3, rel_ci=0.02, exporter="torchscript",
+                    time_limit_s=30.0)
 
 
 def table_file_name(target: DeploymentTarget, token_multiple: int = 1) -> str:
@@ -187,7 +189,8 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
     """A latency table of ``model`` on ``target`` (this machine), reused from ``cache_dir`` while the model's
     structure, the target, the reducers it prices and this machine are the same; otherwise profiled (about a
     minute for a small model) and saved there. ``cache_dir`` None: profiled, not kept. ``profile``: overrides of
-    :data:`AUTO_PROFILE` (grid points, warmup, min_repeats, budget_s, rel_ci). ``token_multiple`` > 1: the grid's
+    :data:`AUTO_PROFILE` (grid points, warmup, min_repeats, budget_s, rel_ci, time_limit_s: seconds of timing in
+    all). ``token_multiple`` > 1: the grid's
     counts, the calibration's and the validation's schedules are those an aligned search uses
     (``profile_latency(token_multiple=)``), kept in a file of their own."""
     from ..bench import LatencyTable, TimingPolicy, profile_latency
@@ -242,7 +245,7 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
     t = profile_latency(model, target=target, grid=a["grid"], reducers=",".join(reducers), exporter=a["exporter"],
                         policy=TimingPolicy(warmup=a["warmup"], min_repeats=a["min_repeats"],
                                             budget_s=a["budget_s"], rel_ci=a["rel_ci"]),
-                        progress=progress, token_multiple=token_multiple)
+                        progress=progress, token_multiple=token_multiple, time_limit_s=a["time_limit_s"])
     if path:
         try:
             os.makedirs(cache_dir, exist_ok=True)
