@@ -337,30 +337,30 @@ def run(args) -> int:
         return _command("search")(search_argv(f"{small_ms + args.latency_fraction * (full_ms - small_ms):.4g}ms",
                                               f"{0.6 * full_macs:.4g}"))
 
-    from .search.result import read_search, require_finished
+    from .search import SearchResult
 
     def searched() -> List[str]:  # the schedule files the later stages read
-        doc = read_search(search_json)
-        return [os.path.join(d_search, b["schedule_file"]) for b in doc.get("budgets", []) if b.get("schedule_file")]
+        return [os.path.join(d_search, b.schedule_file) for b in SearchResult.load(search_json).budgets.values()
+                if b.schedule_file]
 
     _stage("4/7 search under latency and MAC budgets", "search", search_json,
            {"population": args.population, "generations": args.generations,
             "latency_fraction": args.latency_fraction, "quick": quick}, search, files=searched)
-    result = read_search(search_json)
-    require_finished(result, search_json)
-    latency_budget = next((b for b in result["budgets"] if b["objective"] == "latency"), None)
-    chosen = latency_budget if latency_budget and latency_budget.get("best") else \
-        next((b for b in result["budgets"] if b.get("best")), None)
+    result = SearchResult.load(search_json)
+    result.check_finished(search_json)
+    latency_budget = next((b for b in result.budgets.values() if b.objective == "latency"), None)
+    chosen = latency_budget if latency_budget and latency_budget.best else \
+        next((b for b in result.budgets.values() if b.best), None)
 
     def export() -> int:
-        return _command("export")(export_argv(chosen["label"] if chosen is not None else None))
+        return _command("export")(export_argv(chosen.label if chosen is not None else None))
 
     export_json = os.path.join(d_export, "export.json")
     _stage("5/7 export with verification", "export", export_json, {"format": args.format, "quick": quick}, export,
            files=lambda: _folder_files(d_export))
 
     def bench() -> int:
-        return _command("bench")(bench_argv(chosen["label"] if chosen is not None else None))
+        return _command("bench")(bench_argv(chosen.label if chosen is not None else None))
 
     bench_json = os.path.join(d_bench, "bench.json")
     _stage("6/7 bench on this machine", "bench", bench_json,
@@ -381,29 +381,29 @@ def run(args) -> int:
     return 0
 
 
-def _against_your_model(result: dict) -> list:
-    """The demo's honest summary: per budget, the trained model (the parent), ToMe on it without training, the
-    searched pick and the recommendation, each with its paired difference to the parent."""
-    parent = result.get("parent")
-    if not parent or parent.get("test_accuracy") is None:
+def _against_your_model(result) -> list:
+    """The demo's honest summary (``result``: the search's :class:`~tavt_kit.search.SearchResult`): per budget, the
+    trained model (the parent), ToMe on it without training, the searched pick and the recommendation, each with
+    its paired difference to the parent."""
+    parent = result.parent
+    if parent is None or parent.test_accuracy is None:
         return ["note: the supernet records no parent model; its picks are compared with its own full schedule"]
 
-    def cell(d) -> str:
-        if not d or d.get("test_accuracy") is None:
+    def cell(p) -> str:
+        if p is None or p.test_accuracy is None:
             return "nothing meets it"
-        v = d.get("vs_parent")
-        return f"{100 * d['test_accuracy']:.2f} %" + ("" if not v else " ({:+.2f} [{:+.2f}, {:+.2f}])".format(
+        v = p.vs_parent
+        return f"{100 * p.test_accuracy:.2f} %" + ("" if not v else " ({:+.2f} [{:+.2f}, {:+.2f}])".format(
             100 * v["difference"], *(100 * x for x in v["interval"])))
 
-    lines = [f"your model (the trained parent): {100 * parent['test_accuracy']:.2f} % test top-1; the supernet's "
-             f"full schedule {cell(result['full'])}"]
-    for b in result["budgets"]:
-        free = b.get("training_free") or {}
-        rec = b.get("recommended") or {}
-        lines.append(f"  {b['label']}: ToMe on your model {cell(free.get('tome_parent'))}; "
+    lines = [f"your model (the trained parent): {100 * parent.test_accuracy:.2f} % test top-1; the supernet's "
+             f"full schedule {cell(result.full)}"]
+    for b in result.budgets.values():
+        free, rec = b.training_free, b.recommended or {}
+        lines.append(f"  {b.label}: ToMe on your model {cell(free.get('tome_parent'))}; "
                      + (f"searched on your model {cell(free['searched_parent'])}; "
                         if "searched_parent" in free else "")
-                     + f"searched (supernet) {cell(b.get('best'))}; recommended: {rec.get('family') or 'nothing'}"
+                     + f"searched (supernet) {cell(b.best)}; recommended: {rec.get('family') or 'nothing'}"
                      + _paired_tests(rec))
     return lines
 

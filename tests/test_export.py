@@ -19,7 +19,7 @@ pytest.importorskip("onnxruntime")
 from tavt_kit.export import (ExportOptions, ExportResult, QuantizeOptions, VerifyOptions,  # noqa: E402
                              export_model, graph_token_counts, load_verify_data, verify_export)
 from tavt_kit.target import DeploymentTarget  # noqa: E402
-from tavt_kit.search import select_budget  # noqa: E402
+from tavt_kit.search.result import select_budget  # noqa: E402  (the rule SearchResult.budget follows)
 from tavt_kit.export.verify import ExportedRunner  # noqa: E402
 
 try:
@@ -198,9 +198,9 @@ def search_doc(model):
             "model": {k: spec.get(k) for k in ("backbone", "img_size", "depth", "num_patches", "num_classes")},
             "budgets": [
                 {"label": "15ms", "objective": "latency", "limit": 0.015,
-                 "best": {"counts": [40, 20], "holdout_accuracy": 0.5, "latency_ms": 14.2},
+                 "best": {"counts": [40, 20], "macs": 1.5e7, "holdout_accuracy": 0.5, "latency_ms": 14.2},
                  "schedule_file": "schedule-15ms.json"},
-                {"label": "20M MACs", "objective": "macs", "limit": 2e7, "best": {"counts": [48, 32]}},
+                {"label": "20M MACs", "objective": "macs", "limit": 2e7, "best": {"counts": [48, 32], "macs": 2e7}},
                 {"label": "1ms", "objective": "latency", "limit": 0.001, "best": None},
             ]}
 

@@ -114,9 +114,9 @@ def test_distill_and_search_with_both_reducers(tmp_path, capsys):
     # the drop config and the search result both carry the pick's reducers, and export-side readers keep them
     saved = TokenSchedule.load(out / b["schedule_file"])
     assert list(saved.counts) == best["counts"] and (list(saved.reducers or []) or None) == best.get("reducers")
-    from tavt_kit.search import schedule_from_search
+    from tavt_kit.search import SearchResult
 
-    sched, _ = schedule_from_search(supernet, out / "search.json", b["label"])
+    sched, _ = SearchResult.load(out / "search.json").schedule(supernet, b["label"])
     assert sched == saved
 
 

@@ -16,7 +16,7 @@ from tavt_kit.cli import main
 from tavt_kit.errors import CheckpointError, ConfigError, LatencyTableError, ScheduleError
 from tavt_kit.models.checkpoint import weights_digest
 from tavt_kit.schedules import schedule_from_drop_file
-from tavt_kit.search import SearchResult, read_search, schedule_from_search
+from tavt_kit.search import SearchResult
 from tavt_kit.search.evolution import Journal, JournalSection
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -89,7 +89,7 @@ def test_a_tampered_search_json_is_refused_by_every_reader(tmp_path, model, tamp
     doc = search_doc(model)
     tamper(doc)
     path = write(tmp_path / "search.json", doc)
-    for read in (read_search, SearchResult.load, lambda p: schedule_from_search(model, p, "3ms")):
+    for read in (SearchResult.load, lambda p: SearchResult.load(p).schedule(model, "3ms")):
         with pytest.raises(ConfigError, match=message) as e:
             read(path)
         assert str(path) in str(e.value) and "\n" not in str(e.value)
@@ -99,7 +99,7 @@ def test_a_valid_search_json_reads_and_its_schedule_is_used(tmp_path, model):
     path = write(tmp_path / "search.json", search_doc(model))
     res = SearchResult.load(path)
     assert res.finished and res.status == "finished" and res.budgets["3ms"].best.counts == (16, 12, 8)
-    assert schedule_from_search(model, path, "3ms")[0].counts == (16, 12, 8)
+    assert SearchResult.load(path).schedule(model, "3ms")[0].counts == (16, 12, 8)
     old = search_doc(model)  # version 1 (no status): written once at the end, finished
     del old["status"], old["version"]
     assert SearchResult.load(write(tmp_path / "v1.json", old)).finished
@@ -119,7 +119,7 @@ def test_binary_files_are_refused_unread(tmp_path, model, capsys):
     marker = tmp_path / "payload-ran"
     evil = evil_pickle(tmp_path / "search.json", marker)
     with pytest.raises(ConfigError) as e:
-        read_search(evil)
+        SearchResult.load(evil)
     assert str(e.value) == f"{evil}: not a JSON file (binary data; expected the search.json of fgvc-kit search)"
     with pytest.raises(LatencyTableError, match=r"not a JSON file \(binary data; expected a latency table"):
         LatencyTable.load(evil)
@@ -156,7 +156,7 @@ def test_a_search_stopped_on_the_way_leaves_search_json_marked_unfinished(tmp_pa
     res = SearchResult.load(out / "search.json")
     assert not res.finished and res.status == "running" and res.full is None and not res.budgets
     with pytest.raises(ConfigError, match=r"an unfinished search \(status 'running'"):
-        schedule_from_search(model, out / "search.json", "1M MACs")
+        SearchResult.load(out / "search.json").schedule(model, "1M MACs")
     monkeypatch.undo()
     res = search_schedules(model, data, ["1M MACs"], settings=evo, out=str(out), parent=None, log=lambda s: None)
     again = SearchResult.load(out / "search.json")

@@ -145,7 +145,7 @@ def test_resume_and_reuse_are_keyed_on_the_weights_not_the_path(tmp_path):
     import tavt_kit
     from tavt_kit.errors import ConfigError, ScheduleError
     from tavt_kit.models import weights_digest
-    from tavt_kit.search import schedule_from_search
+    from tavt_kit.search import SearchResult
 
     torch.manual_seed(0)
     model = tavt_kit.create_model("fgvc_tiny", num_classes=10)
@@ -163,6 +163,6 @@ def test_resume_and_reuse_are_keyed_on_the_weights_not_the_path(tmp_path):
            "budgets": [{"label": "20M MACs", "objective": "macs", "limit": 2e7,
                         "best": {"counts": [64, 48, 32, 16, 8, 4]}}]}
     (tmp_path / "search.json").write_text(json.dumps(doc))
-    assert schedule_from_search(model, tmp_path / "search.json", "20M MACs")[0].counts == (64, 48, 32, 16, 8, 4)
+    assert SearchResult.load(tmp_path / "search.json").schedule(model, "20M MACs")[0].counts == (64, 48, 32, 16, 8, 4)
     with pytest.raises(ScheduleError, match="searched other weights"):
-        schedule_from_search(loaded, tmp_path / "search.json", "20M MACs")
+        SearchResult.load(tmp_path / "search.json").schedule(loaded, "20M MACs")

@@ -11,7 +11,7 @@ from tavt_kit.cli import main
 from tavt_kit.data import build_dataset
 from tavt_kit.errors import CheckpointError, ConfigError
 from tavt_kit.models.checkpoint import weights_digest
-from tavt_kit.search import EvolutionSettings, PickFinetune, read_search
+from tavt_kit.search import EvolutionSettings, PickFinetune, SearchResult
 from tavt_kit.search.deployable import deployable_from_search
 
 from conftest import noisy_supernet  # noqa: E402
@@ -53,7 +53,7 @@ def test_the_pick_fine_tuned_toward_your_model_is_scored_paired_and_competes(sea
     assert not row["training_free"]
     assert rec["family"] == "finetuned" and rec["weights"] == "finetuned" and rec["checkpoint"] == tuned["checkpoint"]
     assert "the pick fine-tuned toward your model is the only option that meets this budget" in rec["why"]
-    read_search(out / "search.json")  # the file checks, with its new family
+    SearchResult.load(out / "search.json")  # the file checks, with its new family
     ship = res.budgets[budget].shipped  # as values: the fine-tuned weights, their digest, their checkpoint
     assert ship.family == "finetuned" and ship.weights == "finetuned" and ship.checkpoint == tuned["checkpoint"]
     assert ship.weights_sha256 == tuned["weights_sha256"] and ship.pick.counts == tuple(tuned["counts"])

@@ -9,7 +9,7 @@ import torch
 import tavt_kit
 from tavt_kit import ConfigError, ScheduleError, search_schedules
 from tavt_kit.cli import main
-from tavt_kit.search import EvolutionSettings, schedule_from_search
+from tavt_kit.search import EvolutionSettings, SearchResult
 from conftest import random_splits, search_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,11 +41,11 @@ def test_a_search_records_the_scorer_and_a_model_dropping_otherwise_is_refused(t
     assert plain.scorer == "tavt"
     with pytest.raises(ScheduleError, match=r"search=.*search.json was measured with scorer 'tavt-sampled', the "
                                             r"model has scorer 'tavt'; its accuracies are not this model's"):
-        schedule_from_search(plain, tmp_path / "search.json", budget)
+        SearchResult.load(tmp_path / "search.json").schedule(plain, budget)
     with pytest.raises(ScheduleError, match=r"measured with scorer 'tavt-sampled'"):
         tavt_kit.schedules.schedule_from_drop_file(plain, drop_file)
     plain.scorer = "tavt-sampled"
-    sched, _ = schedule_from_search(plain, tmp_path / "search.json", budget)
+    sched, _ = SearchResult.load(tmp_path / "search.json").schedule(plain, budget)
     assert list(sched.counts) == row["best"]["counts"]
 
 

@@ -194,13 +194,18 @@ def test_the_demo_summary_says_which_paired_test_decided():
 
     gate = {"versus": "tome_parent", "metric": "NLL", "lead": 0.003, "se": 0.004, "z": 0.75, "required_z": 1.6449,
             "confidence": 0.95}
-    entry = {"test_accuracy": 0.9, "vs_parent": {"difference": -0.002, "interval": [-0.005, 0.001]}}
-    doc = {"parent": {"test_accuracy": 0.902}, "full": entry,
-           "budgets": [{"label": "20M MACs", "best": entry, "training_free": {"tome_parent": entry},
+    from tavt_kit.search import SearchResult
+
+    entry = {"counts": [16, 8], "macs": 10**7, "test_accuracy": 0.9,
+             "vs_parent": {"difference": -0.002, "interval": [-0.005, 0.001]}}
+    doc = {"parent": {"counts": [16, 16], "macs": 2 * 10**7, "test_accuracy": 0.902}, "full": entry,
+           "smallest": entry, "space": {"num_patches": 16},
+           "budgets": [{"label": "20M MACs", "objective": "macs", "limit": 2e7, "best": entry,
+                        "training_free": {"tome_parent": entry},
                         "recommended": {"family": "tome_parent", "evidence_parent": gate}},
-                       {"label": "10M MACs", "best": entry, "training_free": {},
+                       {"label": "10M MACs", "objective": "macs", "limit": 1e7, "best": entry, "training_free": {},
                         "recommended": {"family": "searched", "evidence": {**gate, "z": 2.5, "versus": "parent"}}}]}
-    lines = _against_your_model(doc)
+    lines = _against_your_model(SearchResult(doc))
     assert lines[1].endswith("recommended: tome_parent (searched on your model led tome_parent within noise: "
                              "z = 0.75 <= 1.64)")
     assert lines[2].endswith("recommended: searched (the supernet's pick led parent beyond noise: z = 2.50 > 1.64)")

@@ -108,22 +108,21 @@ def check_args(args) -> None:
         raise
 
 
-def _schedule(args, model):
+def _schedule(args, model, search):
+    """``(model, schedule, source)``: what ``--search``'s budget ships (``search``: the file, read once), or the
+    schedule ``--drop`` / ``--keep-ratio`` give."""
     from .common import drop_file_token_drop, parse_drop, use_recorded_token_drop
     from ..errors import ConfigError
     from ..schedules import schedule_from_drop_file
     from ..search import deployable_from_search
 
     check_schedule_args(args)
-    if args.search:
-        from ..search import read_search, select_budget
-
-        doc = read_search(args.search)
-        use_recorded_token_drop(model, (doc.get("model") or {}).get("token_drop"), f"--search {args.search}")
-        found = deployable_from_search(model, args.search, args.budget, args.pick or "recommended")
-        row = select_budget(doc, args.budget, args.search, need_pick=False)
-        if row.get("source") == "front":  # a budget the search was not run for: said, with what is exported
-            print(f"{row['note']}: exporting {row['front_point']}", flush=True)
+    if search is not None:
+        use_recorded_token_drop(model, search.token_drop, f"--search {args.search}")
+        found = deployable_from_search(model, search, args.budget, args.pick or "recommended")
+        budget = search.budget(args.budget)
+        if budget.picked_from == "front":  # a budget the search was not run for: said, with what is exported
+            print(f"{budget.note}: exporting {budget.front_point}", flush=True)
         return found
     if args.drop and (os.path.isfile(args.drop) or args.drop.endswith(".json")):
         if args.keep_ratio:
@@ -175,16 +174,12 @@ def run_export(args) -> int:
         raise
 
 
-def _formats(value, search_path):
+def _formats(value, search):
     """``--format`` as a tuple; not given: onnx, and with ``--search`` whose latency budgets are for OpenVINO its
     IR too. Either way one line says when the formats and the search's runtime part."""
     from ..export.formats import BACKEND_OF_FORMAT, parse_formats
 
-    backend = None
-    if search_path:
-        from ..search import read_search
-
-        backend = (((read_search(search_path).get("latency") or {}).get("target")) or {}).get("backend")
+    backend = search.latency_backend if search is not None else None
     if value is None:
         if backend == "openvino":
             print("formats onnx,openvino: the search's latency budgets are for openvino (--format to change)",
@@ -205,11 +200,14 @@ def _run_export(args) -> int:
     from ..export import ExportOptions, QuantizeOptions, VerifyOptions, export_model
     from ..export.formats import BACKEND_OF_FORMAT, check_format_precision
     from ..models import load_checkpoint
+    from ..search import SearchResult
     from ..search.deployable import shipped_checkpoint
     from ..target import DeploymentTarget
 
     check_args(args)
-    formats = _formats(args.format, args.search)
+    # the search.json is read once, before the checkpoint: another kind of file is said as what it is
+    search = SearchResult.load(args.search) if args.search else None
+    formats = _formats(args.format, search)
     asked = args.precision
     if asked is None:  # a search of (schedule, precision) pairs chose it, else fp32 (checked once it is read)
         args.precision = "fp32"
@@ -240,12 +238,8 @@ def _run_export(args) -> int:
         from ..errors import CheckpointError
 
         raise CheckpointError(f"--checkpoint {args.checkpoint}: checkpoint not found")
-    if args.search:  # another kind of file is said as what it is, before the checkpoint is loaded
-        from ..search import read_search
-
-        read_search(args.search)
     model = load_checkpoint(args.checkpoint).eval()
-    model, schedule, source = _schedule(args, model)
+    model, schedule, source = _schedule(args, model, search)
     checkpoint = shipped_checkpoint(source or {}, args.checkpoint)
     if (source or {}).get("weights") == "finetuned":  # the search recommends its pick fine-tuned toward your model
         print(f"budget {source.get('budget')}: exporting the recommendation, the pick fine-tuned toward your model "

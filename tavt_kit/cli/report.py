@@ -57,17 +57,10 @@ def run(args) -> int:
 
     bench = args.bench
     if bench is None and args.remeasure:
-        import json
-
         from ..report.remeasure import remeasure_picks
+        from ..search import SearchResult
 
-        try:
-            with open(args.search, encoding="utf-8") as f:
-                search = json.load(f)
-        except (OSError, ValueError):
-            search = None  # build_report says what is wrong with the file
-        if isinstance(search, dict):
-            bench = remeasure_picks(search, args.search, args.budget, out, args.time_budget)
+        bench = remeasure_picks(SearchResult.load(args.search), args.budget, out, args.time_budget)
     paths = build_report(args.search, out, bench, args.export, args.budget)
     print(f"wrote {paths['markdown']} and {paths['html']}")
     return 0

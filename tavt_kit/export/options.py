@@ -149,7 +149,7 @@ class ExportOptions:
         checkpoint: the file a model given as a module was loaded from (recorded with its sha256; a model given
             as a path records its own).
         schedule_source: how the schedule was chosen (recorded in ``export.json``; e.g. the second value of
-            :func:`tavt_kit.search.schedule_from_search`).
+            :meth:`tavt_kit.search.SearchResult.schedule`).
         raise_on_failure: raise :class:`~tavt_kit.errors.ExportError` (after writing ``export.json``) when a file
             fails verification (default); off returns the result with ``verified`` False.
     """

@@ -5,7 +5,7 @@ The steps (each a library call of its own):
 1. preparation (:func:`~tavt_kit.export.prepare.prepare_export`, shared with
    :func:`tavt_kit.bench.export_fastest`): the model, the schedule (given, a
    drop config, or the chosen schedule of a budget in a ``search.json``:
-   :func:`tavt_kit.search.schedule_from_search`) checked against it, the
+   :meth:`tavt_kit.search.SearchResult.schedule`) checked against it, the
    formats, and the request checked before any work;
 2. ONNX through PyTorch's current exporter at that schedule (static token
    counts, dynamic batch; :func:`~tavt_kit.export.onnx.export_onnx`, checked
@@ -72,7 +72,7 @@ def export_model(
             bf16: ``model.f32-weights.bf16-hint.xml`` + ``.bin``, f32 weights compiled with the bf16 hint) and
             ``export.json``.
         schedule: counts, :class:`~tavt_kit.TokenSchedule` or drop-config path (``None``: the model's own,
-            else the full model); see :func:`tavt_kit.search.schedule_from_search` for a search's budget.
+            else the full model); see :meth:`tavt_kit.search.SearchResult.schedule` for a search's budget.
         formats: ``"onnx"``, ``"openvino"`` (or ``"onnx,openvino"``); default the format ``target.backend``
             runs (ONNX without a target).
         target: where the files will run (:class:`~tavt_kit.target.DeploymentTarget`): ``precision`` is the

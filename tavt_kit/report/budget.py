@@ -25,7 +25,8 @@ from .advice import export_command, over_budget_advice
 from .html import to_html
 from ..stats import wilson_interval
 from ..search.deployable import parent_entry
-from ..search.result import front_latency_ms, select_budget
+from ..search import SearchResult
+from ..search.result import front_latency_ms
 
 
 class _Evidence:
@@ -170,15 +171,15 @@ def _plots(search: dict, ev: _Evidence, out_dir: str) -> List[str]:
     return files
 
 
-def _ship_section(search: dict, search_path: str, ev: _Evidence, extra_budgets: Sequence[str],
-                  out_dir: str) -> List[str]:
+def _ship_section(result: SearchResult, ev: _Evidence, extra_budgets: Sequence[str], out_dir: str) -> List[str]:
     """Per budget: the file to ship, its latency against the budget (measured or predicted, said which),
     pass or fail with the margin, and its accuracy against the full model's. A file is named only when it stands
     for the pick (:mod:`tavt_kit.report.evidence`); the notes say why each other file of its schedule is not."""
+    search, search_path = result.doc, result.path
     rows = list(search.get("budgets") or [])
     labels = {str(r.get("label")).replace(" ", "").lower() for r in rows}
     for text in extra_budgets:  # any budget: answered from the search's Pareto front
-        row = select_budget(search, text, os.path.basename(search_path))
+        row = result.budget(text).entry
         if str(row["label"]).replace(" ", "").lower() not in labels:
             rows.append(row)
     if not rows:
@@ -421,16 +422,15 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
            budgets: Sequence[str]) -> Dict[str, str]:
     """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``; returns their paths."""
     from ..bench.record import read_bench
-    from ..search.result import read_search, require_finished, search_status
-
-    search = read_search(search_path)
-    if search_status(search) != "finished" and not (search.get("full") and search.get("budgets") is not None):
-        require_finished(search, search_path)  # stopped before its first results: nothing to report
+    result = SearchResult.load(search_path)
+    search = result.doc
+    if not result.finished and not (search.get("full") and search.get("budgets") is not None):
+        result.check_finished(search_path)  # stopped before its first results: nothing to report
     bench = read_bench(bench_path) if bench_path else None
     sources = [ExportSource.load(p) for p in export_paths]
     os.makedirs(out_dir, exist_ok=True)
     ev = _Evidence(search, bench, sources)
-    ship = _ship_section(search, search_path, ev, budgets, out_dir)  # a budget nothing meets: first
+    ship = _ship_section(result, ev, budgets, out_dir)  # a budget nothing meets: first
     plots = _plots(search, ev, out_dir)
     # the budgets are for the search's target; bench.json's is named too when it measured another one
     target = (search.get("latency") or {}).get("target") or (bench or {}).get("target") or {}

@@ -5,33 +5,33 @@ import os
 from typing import Callable, Optional, Sequence
 
 from ..errors import TavtKitError
-from ..search.result import select_budget
+from ..search import SearchResult
 
 
-def remeasure_picks(search: dict, search_path: str, extra_budgets: Sequence[str], out_dir: str,
+def remeasure_picks(result: SearchResult, extra_budgets: Sequence[str], out_dir: str,
                     time_budget: float = 1.0, log: Callable[[str], None] = print) -> Optional[str]:
-    """Measure the full model and every budget's pick on the search's latency target (backend, device, batch,
-    threads) with :func:`tavt_kit.bench.measure_latency`; returns the ``bench.json`` written into ``out_dir``,
-    or ``None`` when it cannot (no latency target, the checkpoint is not here, the backend is missing)."""
+    """Measure the full model and every budget's pick of a search (``result``) on its latency target (backend,
+    device, batch, threads) with :func:`tavt_kit.bench.measure_latency`; returns the ``bench.json`` written into
+    ``out_dir``, or ``None`` when it cannot (no latency target, the checkpoint is not here, the backend is
+    missing)."""
     from ..bench import TimingPolicy, measure_latency
     from ..models import load_checkpoint
 
+    search = result.doc
     target = (search.get("latency") or {}).get("target") or {}
     checkpoint = (search.get("source") or {}).get("checkpoint")
     if not target or not checkpoint or not os.path.isfile(checkpoint):
         return None
-    if len((search.get("precisions") or {}).get("searched") or ()) > 1:
+    if len(result.precisions) > 1:
         # one bench run times one precision; the picks of a search of pairs have several
         log("not measured again here: the picks of a search of (schedule, precision) pairs are timed together, "
             "each at its precision, by the search itself (remeasure=True)")
         return None
-    rows = list(search.get("budgets") or []) + [select_budget(search, b, os.path.basename(search_path))
-                                                for b in extra_budgets]
+    picks = [b.best for b in result.budgets.values()] + [result.budget(b).best for b in extra_budgets]
     counts = []
-    for r in rows:
-        c = tuple((r.get("best") or {}).get("counts") or ())
-        if c and c not in counts:
-            counts.append(c)
+    for p in picks:
+        if p is not None and p.counts and p.counts not in counts:
+            counts.append(p.counts)
     if not counts:
         return None
     from ..target import DeploymentTarget

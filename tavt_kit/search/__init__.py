@@ -2,12 +2,13 @@
 
 :func:`search_schedules` is the one search pipeline: it scores candidates on held-out images, writes
 ``search.json`` (marked ``"status": "running"`` until the search completes it, with a journal a killed search
-resumes from) and returns a :class:`SearchResult`; :func:`read_search` / :meth:`SearchResult.load` are the one
-reader of a ``search.json`` (format, version and every value checked);
+resumes from) and returns a :class:`SearchResult`; :meth:`SearchResult.load` is the one reader of a
+``search.json`` (format, version and every value checked): ``.budget(text)`` a budget's outcome
+(:class:`BudgetResult`: its ``.options``, what it ``.shipped`` and ``.why``), ``.schedule(model, budget)`` the
+schedule it chose, ``.export(model, budget, out)`` what it ships, verified;
 :class:`LatencyObjective` is a latency budget's cost (from a latency table, or measured on a
-:class:`~tavt_kit.target.DeploymentTarget`); :func:`schedule_from_search` / :func:`select_budget` read the
-schedule a search chose for a budget; :class:`PickFinetune` asks the search to fine-tune each budget's pick toward
-your model and let it compete (:mod:`~.finetune`).
+:class:`~tavt_kit.target.DeploymentTarget`); :class:`PickFinetune` asks the search to fine-tune each budget's
+pick toward your model and let it compete (:mod:`~.finetune`).
 """
 from .data import EvalSet, SearchData, search_data
 from .evolution import Budget, EvolutionSettings
@@ -19,12 +20,10 @@ from .deployable import deployable_from_search, export_budget
 from .finetune import PickFinetune
 from .outcome import BudgetResult, Deployable, Pick, SearchResult
 from .ship import ShipPolicy
-from .result import (SEARCH_FORMAT, SEARCH_VERSION,
-                     describe_family, read_search, schedule_from_search, search_status, select_budget,
-                     validate_search)
+from .result import SEARCH_FORMAT, SEARCH_VERSION, describe_family, validate_search
 
 __all__ = ["Budget", "BudgetResult", "Deployable", "EvalSet", "EvolutionSettings", "LatencyObjective", "Pick",
            "PickFinetune", "SEARCH_FORMAT", "SEARCH_VERSION", "SearchData", "SearchResult", "ShipPolicy",
            "deployable_from_search",
-           "describe_family", "export_budget", "parse_precisions", "read_search", "schedule_from_search",
-           "search_data", "search_schedules", "search_status", "select_budget", "space_of", "validate_search"]
+           "describe_family", "export_budget", "parse_precisions", "search_data", "search_schedules", "space_of",
+           "validate_search"]

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 
 from ..errors import ConfigError
 from ..schedules import TokenSchedule
-from .result import FINETUNED, budget_source, checked_budget, family_entry, pick_schedule
+from .result import FINETUNED, family_entry
 
 
 def parent_recommendation(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -31,64 +31,68 @@ def parent_entry(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return entry if entry and entry.get("counts") else None
 
 
-def deployable_from_search(model, search_path, budget, pick: str = "recommended"):
+def deployable_from_search(model, search, budget, pick: str = "recommended"):
     """What to export for ``budget`` of a search of ``model``: ``(model to export, schedule, source)``.
 
-    ``pick="recommended"`` follows the budget's recommendation: when it is a training-free deployable of your
-    model (ToMe on the parent, or the parent itself, at any precision searched), the parent checkpoint the
-    supernet records is loaded (its weights checked) and exported with that schedule and precision; ``pick="searched"`` always takes the searched
-    schedule on the supernet's weights. A search without a recommendation is the searched schedule.
+    ``search``: a :class:`~.outcome.SearchResult` or a ``search.json`` path. ``pick="recommended"`` exports what
+    the budget ships (:attr:`~.outcome.BudgetResult.shipped`, the one rule): the supernet's pick on its weights,
+    a deployable of your model (ToMe on it, it as it is, a schedule searched on it: the parent checkpoint the
+    supernet records, its weights checked) or the pick fine-tuned toward your model (the checkpoint in the
+    search's folder, its digest checked), at its schedule and precision. ``pick="searched"`` always takes the
+    searched schedule on the supernet's weights.
     """
+    from .outcome import SearchResult
+
     if pick not in ("recommended", "searched"):
         raise ConfigError(f"pick={pick!r}: expected recommended or searched")
-    # a budget no searched schedule met may still recommend a deployable of your model (ToMe on it)
-    doc, row = checked_budget(model, search_path, budget, need_pick=pick == "searched")
-    source = budget_source(row, search_path)
-    if pick == "searched":
-        return model, pick_schedule(model, row, search_path), source
-    rec = parent_recommendation(row)
-    if (row.get("recommended") or {}).get("weights") == "finetuned":
-        return finetuned_deployable(row, source, os.path.dirname(os.path.abspath(os.fspath(search_path))))
-    if rec is None:
-        family = (row.get("recommended") or {}).get("family")
-        return model, pick_schedule(model, row, search_path), \
-            {**source, **({"recommended": family} if family else {})}
+    result = SearchResult.of(search, f"search={os.fspath(search)}" if isinstance(search, (str, os.PathLike)) else None)
+    path = result.path or "search.json"
+    result.check_finished()
+    # a budget no searched schedule met may still ship a deployable of your model (ToMe on it)
+    b = result.budget(budget, need_pick=pick == "searched")
+    result.check_model(model)
+    source = b.source(path)
+    shipped = b.shipped if pick == "recommended" else None
+    if shipped is None or shipped.family == "searched" and shipped.weights == "supernet":
+        family = (b.recommended or {}).get("family") if pick == "recommended" else None
+        return model, b.searched_schedule(model, path), {**source, **({"recommended": family} if family else {})}
+    if shipped.weights == FINETUNED:
+        return finetuned_deployable(b, shipped, source, os.path.dirname(os.path.abspath(path)))
     from ..models.checkpoint import load_parent
 
-    # a search of your own model (no supernet) ran on the weights given, checked by checked_budget above
-    parent = model if (doc.get("parent") or {}).get("searched_weights") else load_parent(model)
-    psched = parent.make_schedule(TokenSchedule(tuple(rec["counts"]), parent.num_patches,
-                                                reducers=rec.get("reducers")))
-    free = family_entry(row, rec["family"]) or {}
-    source = {**source, "recommended": rec["family"], "weights": "parent",
-              "parent": (doc.get("parent") or {}).get("path"), "why": rec.get("why"),
-              "search_holdout_accuracy": free.get("holdout_accuracy"),
-              "search_test_accuracy": free.get("test_accuracy"), "search_latency_ms": free.get("latency_ms")}
+    # a search of your own model (no supernet) ran on the weights given, checked above
+    parent = model if (result.doc.get("parent") or {}).get("searched_weights") else load_parent(model)
+    p = shipped.pick
+    schedule = parent.make_schedule(TokenSchedule(p.counts, parent.num_patches, reducers=p.reducers))
+    source = {**source, "recommended": shipped.family, "weights": "parent",
+              "parent": (result.doc.get("parent") or {}).get("path"), "why": b.why,
+              "search_holdout_accuracy": p.holdout_accuracy, "search_test_accuracy": p.test_accuracy,
+              "search_latency_ms": p.latency_ms}
     source.pop("schedule_file", None)  # the budget's drop config is the searched schedule, not this one
-    source["precision"] = rec.get("precision", "fp32")  # a training-free deployable's own precision
-    return parent, psched, {k: v for k, v in source.items() if v is not None}
+    source["precision"] = p.precision  # a training-free deployable's own precision
+    return parent, schedule, {k: v for k, v in source.items() if v is not None}
 
 
-def finetuned_deployable(row: Dict[str, Any], source: Dict[str, Any], folder: str):
-    """``(model, schedule, source)`` of a budget whose recommendation is its pick fine-tuned toward your model: the
-    checkpoint the search wrote in its folder, its weights checked against the digest the search recorded."""
+def finetuned_deployable(budget, shipped, source: Dict[str, Any], folder: str):
+    """``(model, schedule, source)`` of a budget that ships its pick fine-tuned toward your model: the checkpoint
+    the search wrote in its folder, its weights checked against the digest the search recorded."""
     from ..errors import CheckpointError
     from ..models import load_checkpoint
     from ..models.checkpoint import weights_digest
 
-    rec, entry = row["recommended"], row.get("finetuned") or {}
-    path = os.path.join(folder, rec.get("checkpoint") or entry.get("checkpoint") or "")
+    path = os.path.join(folder, shipped.checkpoint or "")
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: the fine-tuned pick the search recommends for budget {row['label']} is "
+        raise CheckpointError(f"{path}: the fine-tuned pick the search recommends for budget {budget.label} is "
                               "missing (the search folder was moved without it?)")
     model = load_checkpoint(path).eval()
-    if entry.get("weights_sha256") and weights_digest(model) != entry["weights_sha256"]:
-        raise CheckpointError(f"{path}: not the weights the search scored for budget {row['label']} (their digest "
+    if shipped.weights_sha256 and weights_digest(model) != shipped.weights_sha256:
+        raise CheckpointError(f"{path}: not the weights the search scored for budget {budget.label} (their digest "
                               "differs from search.json's finetuned.weights_sha256)")
-    sched = model.make_schedule(TokenSchedule(tuple(rec["counts"]), model.num_patches, reducers=rec.get("reducers")))
-    out = {**source, "recommended": FINETUNED, "weights": FINETUNED, "checkpoint": path, "why": rec.get("why"),
-           "search_holdout_accuracy": entry.get("holdout_accuracy"), "search_test_accuracy": entry.get("test_accuracy"),
-           "precision": rec.get("precision", "fp32")}
+    p = shipped.pick
+    sched = model.make_schedule(TokenSchedule(p.counts, model.num_patches, reducers=p.reducers))
+    out = {**source, "recommended": FINETUNED, "weights": FINETUNED, "checkpoint": path, "why": budget.why,
+           "search_holdout_accuracy": p.holdout_accuracy, "search_test_accuracy": p.test_accuracy,
+           "precision": (budget.recommended or {}).get("precision", p.precision)}
     return model, sched, {k: v for k, v in out.items() if v is not None}
 
 
@@ -120,22 +124,22 @@ def export_budget(model, search, budget, out_dir, formats=None, *, pick: str = "
     from ..models import load_checkpoint
     from ..models.token_drop import use_recorded_token_drop
     from ..target import DeploymentTarget
-    from .result import read_search
+    from .outcome import SearchResult
 
     path = os.fspath(search) if isinstance(search, (str, os.PathLike)) else getattr(search, "path", None)
     if path is None or not os.path.isfile(path):
         raise ConfigError(f"search={path!r}: expected a search.json file or a SearchResult that was saved")
+    result = SearchResult.of(search)
     checkpoint = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
     model = load_checkpoint(checkpoint).eval() if checkpoint is not None else model
-    doc = read_search(path)
-    said = use_recorded_token_drop(model, (doc.get("model") or {}).get("token_drop"), path)
+    said = use_recorded_token_drop(model, result.token_drop, result.path)
     if said and log:
         log(said)
-    shipped, schedule, source = deployable_from_search(model, path, budget, pick)
+    shipped, schedule, source = deployable_from_search(model, result, budget, pick)
     checkpoint = shipped_checkpoint(source, checkpoint)
     precision = source.get("precision", "fp32")
     if target is None:  # the runtime the search's latency budgets were for, else ONNX Runtime
-        backend = ((doc.get("latency") or {}).get("target") or {}).get("backend") or "onnxruntime"
+        backend = result.latency_backend or "onnxruntime"
         target = DeploymentTarget(backend=backend, precision=precision)
     elif target.precision == "fp32" and precision != "fp32":
         target = dataclasses.replace(target, precision=precision)

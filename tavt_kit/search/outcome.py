@@ -7,10 +7,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ScheduleError
 from ..schedules import TokenSchedule
-from .deployable import export_budget
-from .result import SEARCH_VERSION, read_search, search_status, select_budget
+from .result import SEARCH_VERSION, budget_source, read_search, require_finished, require_pick, search_status, \
+    select_budget
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,13 @@ class BudgetResult:
     recommended: Optional[Dict[str, Any]] = None
     #: every option that competed for the budget, by family (:class:`Deployable`)
     options: Dict[str, Deployable] = field(default_factory=dict, repr=False)
+    #: ``search budget`` (a budget the search was run for) or ``front`` (another budget, answered from the front)
+    picked_from: str = "search budget"
+    #: for a budget answered from the front: that it is not one of the search's, and the point it takes, in words
+    note: Optional[str] = None
+    front_point: Optional[str] = None
+    #: the search.json entry it was read from (what an export records as its source)
+    entry: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, row: Dict[str, Any], doc: Optional[Dict[str, Any]] = None) -> "BudgetResult":
@@ -132,7 +139,27 @@ class BudgetResult:
                    pick(row.get("best_fp32")), {k: pick(v) for k, v in (row.get("baselines") or {}).items()},
                    row.get("schedule_file"), row.get("vs_fp32"),
                    {k: pick(v) for k, v in (row.get("training_free") or {}).items()}, row.get("recommended"),
-                   deployables(row, doc))
+                   deployables(row, doc), row.get("source", "search budget"), row.get("note"),
+                   row.get("front_point"), dict(row))
+
+    def require_pick(self, where: str) -> Pick:
+        """The searched pick; a :class:`ConfigError` naming the budget and ``where`` when nothing in the space met
+        the budget."""
+        require_pick(self.entry, where)
+        return self.best
+
+    def searched_schedule(self, model, where: str) -> TokenSchedule:
+        """The searched pick's schedule on ``model`` (its token drop applied), checked against it."""
+        pick = self.require_pick(where)
+        try:
+            return model.make_schedule(TokenSchedule(pick.counts, model.num_patches, reducers=pick.reducers))
+        except ScheduleError as e:
+            raise ScheduleError(f"search={where}: budget {self.label}: {e} (a search of another model?)") from None
+
+    def source(self, path) -> Dict[str, Any]:
+        """What an export of this budget records as its schedule's source (the file, the budget, the pick's
+        scores)."""
+        return budget_source(self.entry, path)
 
     @property
     def shipped(self) -> Optional[Deployable]:
@@ -160,12 +187,11 @@ class SearchResult:
 
     def __init__(self, doc: Dict[str, Any], path: Optional[str] = None):
         self.doc, self.path = doc, path
-        unfinished = doc.get("status") == "running"
         try:
             n = doc_num_patches(doc)
             pick = (lambda d: Pick.from_dict(d, n) if d else None)
-            self.full = pick(doc["full"]) if not unfinished or doc.get("full") else None
-            self.smallest = pick(doc["smallest"]) if not unfinished or doc.get("smallest") else None
+            self.full = pick(doc.get("full"))
+            self.smallest = pick(doc.get("smallest"))
             #: your model (the checkpoint the supernet was distilled from) on the same images; None without one
             self.parent: Optional[Pick] = pick(doc.get("parent"))
             self.budgets: Dict[str, BudgetResult] = {r["label"]: BudgetResult.from_dict(r, doc)
@@ -200,14 +226,52 @@ class SearchResult:
     def precisions(self) -> Tuple[str, ...]:
         return tuple((self.doc.get("precisions") or {}).get("searched") or ("fp32",))
 
-    def budget(self, text) -> BudgetResult:
-        """The budget ``text`` names (as :func:`select_budget`: a label, the same value in other units, or any
-        budget with a unit, answered from the Pareto front)."""
-        return BudgetResult.from_dict(select_budget(self.doc, text, self.path or "search.json"), self.doc)
+    @property
+    def token_drop(self) -> Optional[Dict[str, Any]]:
+        """How the searched model dropped tokens (its scorer), as the search recorded it."""
+        return (self.doc.get("model") or {}).get("token_drop")
+
+    @property
+    def latency_backend(self) -> Optional[str]:
+        """The runtime the search's latency budgets were measured for (None: a MAC search)."""
+        return ((self.doc.get("latency") or {}).get("target") or {}).get("backend")
+
+    def budget(self, text, need_pick: bool = False) -> BudgetResult:
+        """The budget ``text`` names (a label, the same value in other units, or any budget with a unit, answered
+        from the Pareto front: ``.picked_from == "front"``); ``need_pick``: refuse one no searched schedule met."""
+        return BudgetResult.from_dict(select_budget(self.doc, text, self.path or "search.json", need_pick),
+                                      self.doc)
+
+    def check_finished(self, where: Optional[str] = None) -> None:
+        """Refuse a search that did not finish its file (one line naming it)."""
+        require_finished(self.doc, where or f"search={self.path}")
+
+    def check_model(self, model, where: Optional[str] = None) -> None:
+        """Refuse ``model`` when it is not the model searched (architecture or weights), naming the file."""
+        from ..schedules import check_model_info
+        from ..validate import check_same_weights
+
+        where = where or f"search={self.path}"
+        check_model_info(model, self.doc.get("model") or {}, where)
+        check_same_weights((self.doc.get("model") or {}).get("weights_sha256"), model, where, "searched",
+                           ScheduleError, "its accuracies are not this model's: search this checkpoint")
+
+    def schedule(self, model, budget) -> Tuple[TokenSchedule, Dict[str, Any]]:
+        """``(schedule, source)``: the schedule the search chose for ``budget`` on ``model`` (the model searched,
+        checked: architecture and weights; a finished search; a budget a searched schedule met) and where it comes
+        from, as an export records it. What the budget *ships* (maybe a deployable of your model):
+        :meth:`export` / :func:`~.deployable.deployable_from_search`."""
+        where = f"search={self.path or 'search.json'}"
+        self.check_finished(where)
+        b = self.budget(budget, need_pick=True)
+        self.check_model(model, where)
+        return b.searched_schedule(model, self.path or "search.json"), b.source(self.path or "search.json")
 
     def export(self, model, budget, out_dir, formats=None, **kwargs):
         """Export what ``budget`` ships (its recommendation's weights, schedule and precision), ``model`` the model
         searched (loaded or its checkpoint); keywords as :func:`~.deployable.export_budget`."""
+        from .deployable import export_budget
+
         return export_budget(model, self, budget, out_dir, formats, **kwargs)
 
     def save(self, out_dir) -> str:
@@ -218,10 +282,20 @@ class SearchResult:
         return self.path
 
     @classmethod
-    def load(cls, path) -> "SearchResult":
-        """Read a ``search.json`` (:func:`read_search`: format, version and every value checked)."""
+    def load(cls, path, where: Optional[str] = None) -> "SearchResult":
+        """Read a ``search.json`` (format, version and every value checked; errors name ``where``, default the
+        path). The one reader of search.json: report, export, bench and the demo read it here."""
         path = os.fspath(path)
-        return cls(read_search(path), path)
+        return cls(read_search(path, where), path)
+
+    @classmethod
+    def of(cls, search, where: Optional[str] = None) -> "SearchResult":
+        """``search`` as a :class:`SearchResult`: one already read, or a ``search.json`` path read now."""
+        if isinstance(search, SearchResult):
+            return search
+        if isinstance(search, (str, os.PathLike)):
+            return cls.load(search, where)
+        raise ConfigError(f"search={search!r}: expected a search.json path or a SearchResult")
 
     def __repr__(self) -> str:
         state = "" if self.finished else ", unfinished"

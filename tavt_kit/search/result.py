@@ -6,10 +6,9 @@ import os
 import re
 from typing import Any, Dict, Optional, Tuple
 
-from ..errors import ConfigError, ScheduleError
-from ..schedules import TokenSchedule, check_model_info
+from ..errors import ConfigError
 from ..target import Precision
-from ..validate import Fields, check_format, check_same_weights, read_json
+from ..validate import Fields, check_format, read_json
 from .consistency import check_whole, merge_reach
 
 SEARCH_FORMAT = "fgvc-kit/search"
@@ -195,38 +194,6 @@ def require_pick(row: Dict[str, Any], where: str, labels: str = "") -> None:
     if not row.get("best") or not row["best"].get("counts"):
         raise ConfigError(f"budget={row['label']}: no schedule of the search space met this budget in {where}"
                           + (f"; its budgets: {labels}" if labels else ""))
-
-
-def schedule_from_search(model, search_path, budget) -> Tuple[Any, Dict[str, Any]]:
-    """The schedule a search chose for ``budget``, checked against ``model``; returns ``(schedule, source)``.
-    The search.json is read with :func:`read_search` (format, version, values); an unfinished one is refused."""
-    doc, row = checked_budget(model, search_path, budget)
-    return pick_schedule(model, row, search_path), budget_source(row, search_path)
-
-
-def checked_budget(model, search_path, budget, need_pick: bool = True) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """``(search.json, its row for budget)``: the file read and checked (finished, made for ``model``'s
-    architecture and weights); ``need_pick``: as :func:`select_budget`."""
-    path = os.fspath(search_path)
-    where = f"search={path}"
-    doc = read_search(path, where)
-    require_finished(doc, where)
-    row = select_budget(doc, budget, path, need_pick=need_pick)
-    check_model_info(model, doc.get("model") or {}, where)
-    check_same_weights((doc.get("model") or {}).get("weights_sha256"), model, where, "searched", ScheduleError,
-                       "its accuracies are not this model's: search this checkpoint")
-    return doc, row
-
-
-def pick_schedule(model, row: Dict[str, Any], search_path):
-    """The searched schedule of a budget row on ``model``."""
-    where = f"search={os.fspath(search_path)}"
-    require_pick(row, os.fspath(search_path))
-    try:
-        return model.make_schedule(TokenSchedule(tuple(row["best"]["counts"]), model.num_patches,
-                                                 reducers=row["best"].get("reducers")))
-    except ScheduleError as e:
-        raise ScheduleError(f"{where}: budget {row['label']}: {e} (a search of another model?)") from None
 
 
 def budget_source(row: Dict[str, Any], search_path) -> Dict[str, Any]:
