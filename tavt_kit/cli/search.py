@@ -77,8 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pp.add_argument("--precisions", metavar="LIST", default="auto",
                     help="search (schedule, precision) pairs under latency budgets: a comma-separated list of fp32, "
                          "bf16, fp16, int8, e.g. fp32,bf16,int8, or auto (default): fp32 and each precision your model "
-                         "runs measurably faster at on the target, timed beside fp32 there for a few seconds (int8 "
-                         "where NNCF is installed; said in one line, with the precisions skipped and why); each budget "
+                         "runs measurably faster at on the target, timed beside fp32 there (about 15 s for a small "
+                         "model; int8 where NNCF is installed; said in one line, with the precisions skipped and why); each budget "
                          "reports its best pair and the best fp32-only schedule, and your model at each precision "
                          "competes. Latency from one --latency-table per precision (one missing is profiled here where "
                          "the tables were made here), or measured here with OpenVINO. MAC budgets: fp32")
