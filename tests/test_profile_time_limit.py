@@ -93,7 +93,7 @@ def test_progress_lines_say_time_spent_and_the_limit(monkeypatch):
 
 @pytest.mark.parametrize("bad", [0.5, 0, -3, float("nan"), float("inf"), True, "10"])
 def test_a_limit_below_the_minimum_is_refused(bad):
-    with pytest.raises(ConfigError, match=r"^time_limit_s .*: expected seconds of timing for the whole profile, at "
+    with pytest.raises(ConfigError, match=r"^time_limit_s=.*: expected seconds of timing for the whole profile, at "
                                           r"least 1 "):
         check_time_limit(bad)
     check_time_limit(None)
@@ -101,7 +101,7 @@ def test_a_limit_below_the_minimum_is_refused(bad):
 
 
 def test_profile_latency_refuses_a_limit_below_the_minimum_before_any_work():
-    with pytest.raises(ConfigError, match="time_limit_s 0.2: expected"):
+    with pytest.raises(ConfigError, match="time_limit_s=0.2: expected"):
         profile_latency("no-such-model", target=EAGER, time_limit_s=0.2)
 
 

@@ -35,12 +35,14 @@ NOISE_MEASURE = "half-width of the median's 95% confidence interval / median"
 
 def check_time_limit(value, name: str = "time_limit_s") -> None:
     """A profile's time limit: None (no limit) or a finite number of seconds >= :data:`MIN_TIME_LIMIT_S`; else
-    one :class:`~tavt_kit.errors.ConfigError` line naming ``name``."""
+    one :class:`~tavt_kit.errors.ConfigError` line naming ``name`` (``time_limit_s=0.5: ...``; a flag:
+    ``--time-limit 0.5: ...``)."""
     if value is None:
         return
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < MIN_TIME_LIMIT_S:
-        raise ConfigError(f"{name} {value!r}: expected seconds of timing for the whole profile, at least "
+        said = f"{name} {value}" if name.startswith("--") else f"{name}={value!r}"
+        raise ConfigError(f"{said}: expected seconds of timing for the whole profile, at least "
                           f"{MIN_TIME_LIMIT_S:g} (each point then has its minimum repeats only)")
 
 

@@ -306,16 +306,16 @@ def measure_round_robin(
                 estimate[key] = statistics.median(s[-chunk:])
             if len(s) >= policy.max_repeats:
                 active.remove(key)
-            cut = cut or perf() > cut_at
-        now = perf()
+            now = perf()
+            cut = cut or now > cut_at
+            if progress is not None and now - last_report > PROGRESS_EVERY_S:  # within a round: rounds can be long
+                last_report = now
+                progress("timing: " + (cap.progress(now - t0) if cap is not None else
+                                       f"{now - t0:.0f} s of at most {limit:.0f} s") + f" ({len(keys)} round-robin)")
         enough = _update_converged(samples, converged, active, policy) and rounds >= policy.min_rounds
         full = all(len(samples[k]) >= policy.min_repeats for k in keys)
-        if enough or (full and (now > deadline or cut)):
+        if enough or (full and (perf() > deadline or cut)):
             break
-        if progress is not None and now - last_report > PROGRESS_EVERY_S:
-            last_report = now
-            progress("timing: " + (cap.progress(now - t0) if cap is not None else
-                                   f"{now - t0:.0f} s of at most {limit:.0f} s") + f" ({len(keys)} round-robin)")
     stats = {k: TimingStats(samples[k], warmup=warmed[k], rounds=rounds, converged=converged[k],
                             noisy_ci=policy.noisy_ci, noisy_spread=policy.noisy_spread, rounds_of=rounds_of[k])
              for k in keys}
