@@ -282,7 +282,8 @@ def run(args) -> int:
                 "--population", str(4 if quick else args.population),
                 "--generations", str(1 if quick else args.generations),
                 "--mutations", str(4 if quick else args.population),
-                "--crossovers", str(4 if quick else args.population), "--out", d_search]
+                "--crossovers", str(4 if quick else args.population), "--out", d_search,
+                "--precisions", "fp32"]  # the demo's one table; a user's search measures which precisions pay
         return argv + (["--subset", "32"] if quick else [])
 
     def export_argv(label: Optional[str]) -> List[str]:

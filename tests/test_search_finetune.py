@@ -12,7 +12,7 @@ from tavt_kit.data import build_dataset
 from tavt_kit.errors import CheckpointError, ConfigError
 from tavt_kit.models.checkpoint import weights_digest
 from tavt_kit.search import EvolutionSettings, PickFinetune, SearchResult
-from tavt_kit.search.deployable import deployable_from_search
+from tavt_kit.search import deployable_from_search
 
 from conftest import noisy_supernet  # noqa: E402
 

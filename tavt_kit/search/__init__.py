@@ -16,13 +16,14 @@ from .objective import LatencyObjective
 from . import precisions
 from .pipeline import search_schedules, space_of
 from .precisions import parse_precisions
-from .deployable import deployable_from_search, export_budget
 from .finetune import PickFinetune
-from .outcome import BudgetResult, Deployable, Pick, SearchResult
+from .outcome import BudgetResult, Deployable, Pick, SearchResult, deployable_from_search, export_budget
 from .ship import ShipPolicy
+from .settings import EvaluationOptions, LatencyOptions
 from .result import SEARCH_FORMAT, SEARCH_VERSION, describe_family, validate_search
 
-__all__ = ["Budget", "BudgetResult", "Deployable", "EvalSet", "EvolutionSettings", "LatencyObjective", "Pick",
+__all__ = ["Budget", "BudgetResult", "Deployable", "EvalSet", "EvaluationOptions", "EvolutionSettings",
+           "LatencyObjective", "LatencyOptions", "Pick",
            "PickFinetune", "SEARCH_FORMAT", "SEARCH_VERSION", "SearchData", "SearchResult", "ShipPolicy",
            "deployable_from_search",
            "describe_family", "export_budget", "parse_precisions", "search_data", "search_schedules", "space_of",

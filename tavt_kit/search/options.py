@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import re
 from typing import Iterable, List, Mapping, Sequence
@@ -10,9 +9,7 @@ from typing import Iterable, List, Mapping, Sequence
 from ..errors import ConfigError
 from ..schedules.schedule import TokenSchedule
 from ..schedules.space import check_multiple
-from .evaluate import evaluation_device
 from .evolution import Budget
-from .objective import LATENCY_SOURCES
 from .result import parse_budget
 from .reuse import journal_file
 from .space import check_bound
@@ -99,46 +96,18 @@ def model_arg(model, options: dict):
     return model
 
 
-def check_options(options: dict, table=None) -> list:
-    """``search_schedules``' options, each checked before the slow set-up (tables, images), so a wrong one fails
-    at once (a ConfigError naming it); returns the ``reuse`` paths. An unknown option is a TypeError, as for any
-    Python function."""
-    known = {"remeasure", "subset", "batch_size", "verify_top", "calibration_images", "source", "objectives", "log",
-             "parent", "latency_source", "table_cache", "table_profile", "reuse", "bound", "eval_device",
-             "token_multiple", "finetune"}  # the ship policy's keywords: ShipPolicy.of, before this
+def check_options(options: dict) -> list:
+    """``search_schedules``' remaining keyword options (the space's, the reference's, ``reuse``, ``source``,
+    ``log``), each checked before the slow set-up (tables, images), so a wrong one fails at once (a ConfigError
+    naming it); returns the ``reuse`` paths. An unknown option is a TypeError, as for any Python function."""
+    known = {"source", "log", "parent", "reuse", "bound", "token_multiple", "reducers"}
     if bad := sorted(set(options) - known):
         raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
-    for name, low, what in (("subset", 1, "a positive number of images, or None for all of them"),
-                            ("batch_size", 1, "a positive number of images per batch"),
-                            ("verify_top", 0, "a non-negative number of int8 pairs per budget"),
-                            ("calibration_images", 1, "a positive number of images")):
-        v = options.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low):
-            raise ConfigError(f"{name}={v!r}: expected {what}")
-    if "remeasure" in options and not isinstance(options["remeasure"], bool):
-        raise ConfigError(f"remeasure={options['remeasure']!r}: expected True or False")
-    source = options.get("latency_source", "table")
-    if source not in LATENCY_SOURCES:
-        raise ConfigError(f"latency_source={source!r}: expected one of {', '.join(LATENCY_SOURCES)}")
-    if source == "measure" and (table is not None or options.get("objectives")):
-        raise ConfigError("table= and latency_source='measure' contradict each other: a table predicts every "
-                          "candidate's latency, 'measure' times each one; give one of them")
-    for name in ("table_cache",):
-        v = options.get(name)
-        if v is not None and not isinstance(v, (str, os.PathLike)):
-            raise ConfigError(f"{name}={v!r}: expected a folder (a path) or None")
     reuse = options.get("reuse") or ()
     reuse = [reuse] if isinstance(reuse, (str, os.PathLike)) else list(reuse)
     for path in reuse:
         journal_file(str(path))
     if options.get("bound") is not None:
         check_bound(options["bound"])
-    evaluation_device(options.get("eval_device", "auto"))
     check_multiple(options.get("token_multiple", 1))
-    if options.get("finetune") is not None:
-        from .finetune import PickFinetune
-
-        if not isinstance(options["finetune"], PickFinetune):
-            raise ConfigError(f"finetune={options['finetune']!r}: expected a PickFinetune (the training images and "
-                              "steps) or None")
     return reuse

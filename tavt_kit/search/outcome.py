@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, ScheduleError
 from ..schedules import TokenSchedule
+from .deployable import FINETUNED, finetuned_deployable, shipped_checkpoint
 from .result import SEARCH_VERSION, budget_source, read_search, require_finished, require_pick, search_status, \
     select_budget
 
@@ -270,8 +271,6 @@ class SearchResult:
     def export(self, model, budget, out_dir, formats=None, **kwargs):
         """Export what ``budget`` ships (its recommendation's weights, schedule and precision), ``model`` the model
         searched (loaded or its checkpoint); keywords as :func:`~.deployable.export_budget`."""
-        from .deployable import export_budget
-
         return export_budget(model, self, budget, out_dir, formats, **kwargs)
 
     def save(self, out_dir) -> str:
@@ -304,3 +303,86 @@ class SearchResult:
 
 
 # ------------------------------------------------------------------ reading and checking search.json
+
+
+# ------------------------------------------------------------------ what a budget ships, loaded and exported
+def deployable_from_search(model, search, budget, pick: str = "recommended"):
+    """What to export for ``budget`` of a search of ``model``: ``(model to export, schedule, source)``.
+
+    ``search``: a :class:`~.outcome.SearchResult` or a ``search.json`` path. ``pick="recommended"`` exports what
+    the budget ships (:attr:`~.outcome.BudgetResult.shipped`, the one rule): the supernet's pick on its weights,
+    a deployable of your model (ToMe on it, it as it is, a schedule searched on it: the parent checkpoint the
+    supernet records, its weights checked) or the pick fine-tuned toward your model (the checkpoint in the
+    search's folder, its digest checked), at its schedule and precision. ``pick="searched"`` always takes the
+    searched schedule on the supernet's weights.
+    """
+    if pick not in ("recommended", "searched"):
+        raise ConfigError(f"pick={pick!r}: expected recommended or searched")
+    result = SearchResult.of(search, f"search={os.fspath(search)}" if isinstance(search, (str, os.PathLike)) else None)
+    path = result.path or "search.json"
+    result.check_finished()
+    # a budget no searched schedule met may still ship a deployable of your model (ToMe on it)
+    b = result.budget(budget, need_pick=pick == "searched")
+    result.check_model(model)
+    source = b.source(path)
+    shipped = b.shipped if pick == "recommended" else None
+    if shipped is None or shipped.family == "searched" and shipped.weights == "supernet":
+        family = (b.recommended or {}).get("family") if pick == "recommended" else None
+        return model, b.searched_schedule(model, path), {**source, **({"recommended": family} if family else {})}
+    if shipped.weights == FINETUNED:
+        return finetuned_deployable(b, shipped, source, os.path.dirname(os.path.abspath(path)))
+    from ..models.checkpoint import load_parent
+
+    # a search of your own model (no supernet) ran on the weights given, checked above
+    parent = model if (result.doc.get("parent") or {}).get("searched_weights") else load_parent(model)
+    p = shipped.pick
+    schedule = parent.make_schedule(TokenSchedule(p.counts, parent.num_patches, reducers=p.reducers))
+    source = {**source, "recommended": shipped.family, "weights": "parent",
+              "parent": (result.doc.get("parent") or {}).get("path"), "why": b.why,
+              "search_holdout_accuracy": p.holdout_accuracy, "search_test_accuracy": p.test_accuracy,
+              "search_latency_ms": p.latency_ms}
+    source.pop("schedule_file", None)  # the budget's drop config is the searched schedule, not this one
+    source["precision"] = p.precision  # a training-free deployable's own precision
+    return parent, schedule, {k: v for k, v in source.items() if v is not None}
+
+
+def export_budget(model, search, budget, out_dir, formats=None, *, pick: str = "recommended", target=None,
+                  verify=None, quantize=None, options=None, log=None):
+    """Export what ``budget`` of a search ships, at the precision it ships at; the
+    :class:`~tavt_kit.export.ExportResult`. One call from a search to a verified file.
+
+    ``model``: the model searched (the supernet, loaded or its checkpoint); ``search``: a
+    :class:`~.result.SearchResult` or a ``search.json`` path. What is exported is :func:`deployable_from_search`'s
+    answer (``pick="searched"``: the searched schedule on the supernet's weights): the recommendation's weights
+    (the parent checkpoint for a deployable of your model, the fine-tuned checkpoint for a fine-tuned pick) at its
+    schedule; ``target``'s precision is the recommendation's unless ``target`` is given with another one.
+    ``formats``, ``verify``, ``quantize``, ``options``, ``log``: as :func:`~tavt_kit.export.export_model`.
+    """
+    import dataclasses
+
+    from ..export import ExportOptions, QuantizeOptions, VerifyOptions, export_model
+    from ..models import load_checkpoint
+    from ..models.token_drop import use_recorded_token_drop
+    from ..target import DeploymentTarget
+
+    path = os.fspath(search) if isinstance(search, (str, os.PathLike)) else getattr(search, "path", None)
+    if path is None or not os.path.isfile(path):
+        raise ConfigError(f"search={path!r}: expected a search.json file or a SearchResult that was saved")
+    result = SearchResult.of(search)
+    checkpoint = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    model = load_checkpoint(checkpoint).eval() if checkpoint is not None else model
+    said = use_recorded_token_drop(model, result.token_drop, result.path)
+    if said and log:
+        log(said)
+    shipped, schedule, source = deployable_from_search(model, result, budget, pick)
+    checkpoint = shipped_checkpoint(source, checkpoint)
+    precision = source.get("precision", "fp32")
+    if target is None:  # the runtime the search's latency budgets were for, else ONNX Runtime
+        backend = result.latency_backend or "onnxruntime"
+        target = DeploymentTarget(backend=backend, precision=precision)
+    elif target.precision == "fp32" and precision != "fp32":
+        target = dataclasses.replace(target, precision=precision)
+    options = options or ExportOptions()
+    options = dataclasses.replace(options, checkpoint=options.checkpoint or checkpoint, schedule_source=source)
+    return export_model(shipped, out_dir, schedule, formats, target=target, verify=verify or VerifyOptions(),
+                        quantize=quantize or QuantizeOptions(), options=options, log=log)

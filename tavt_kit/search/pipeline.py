@@ -31,22 +31,22 @@ from ..models import count_macs, token_drop_record
 from ..schedules import SearchSpace, TokenSchedule, tome_schedule
 from ..stats import accuracy_interval, paired_difference
 from ..progress import Heartbeat
-from ..target import DeploymentTarget, Precision
 from .baselines import baseline_schedules
 from .data import SearchData, search_data, shard, take_subset, _dist
 from .evaluate import CandidateEvaluator, evaluation_device
 from .evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, Journal, entry_gene, front_area, gene_of,
                         pareto_front, schedule_of)
-from .fitness import DEFAULT_FITNESS, FITNESSES, fitness_of
-from .objective import LatencyObjective, latency_objectives
+from .fitness import FITNESSES, fitness_of
+from .objective import LatencyObjective, latency_objectives, tables_by_precision
 from .timed import TargetCheck
 from .precisions import resolve_precisions
 from .reuse import Reused
 from .ship import ShipPolicy
 from .options import as_budgets, check_options, fraction_field, model_arg, resolve_fractions
+from .settings import EvaluationOptions, LatencyOptions
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
-from .finetune import check_finetune, finetune_picks
+from .finetune import PickFinetune, check_finetune, finetune_picks
 from .parent import resolve_parent
 from .space import _check_reducers, default_reducers, searched_space, space_of  # noqa: F401 (space_of: public here too)
 from .outcome import SearchResult
@@ -61,13 +61,11 @@ def search_schedules(
     data,
     budgets: Union[Budget, str, Sequence[Union[Budget, str]]] = (),
     *,
-    target: Optional[DeploymentTarget] = None,
-    precisions: Sequence[str] = (Precision.FP32,),
-    reducers: Optional[Sequence[str]] = None,
-    fitness: str = DEFAULT_FITNESS,
-    table=None,
-    settings: Optional[EvolutionSettings] = None,
+    latency: Optional[LatencyOptions] = None,
+    evolution: Optional[EvolutionSettings] = None,
     ship: Optional[ShipPolicy] = None,
+    evaluation: Optional[EvaluationOptions] = None,
+    finetune=None,
     out: Optional[str] = None,
     **options,
 ) -> SearchResult:
@@ -79,45 +77,48 @@ def search_schedules(
             pair (datasets, :class:`~tavt_kit.search.data.EvalSet`) or a :class:`SearchData`; None: the dataset
             the checkpoint records. The model's normalisation is applied here.
         budgets: a budget or a list: ``Budget``s or texts (``"15ms"``, ``"20G MACs"``, ``"50%"``); none: the front.
-        target: where latency is measured when no ``table`` is given (default :meth:`DeploymentTarget.default`).
-        precisions: paired with schedules under latency budgets (fp32 always); ``"auto"``: all ``target`` runs here.
-        reducers: the reducers a block may use (``drop``, ``merge``); default the supernet's (yours: merge).
-        fitness: ``accuracy``, ``nll`` or ``kl`` on the held-out images.
-        table: a :class:`~tavt_kit.bench.LatencyTable` (or path), a list of them, or {precision: table}.
-        settings: the evolution's (TAVT's defaults): an :class:`EvolutionSettings` or a dict of its fields.
+        latency: where and how latency is obtained, a :class:`~.settings.LatencyOptions` (target, table,
+            precisions, source, table cache and profile, remeasure).
+        evolution: the evolution's settings (TAVT's defaults): an :class:`EvolutionSettings` or a dict of its fields.
         ship: how each budget chooses what ships, a :class:`~.ship.ShipPolicy` (None: its defaults).
+        evaluation: how candidates are scored, an :class:`~.settings.EvaluationOptions` (fitness, subset,
+            batch size, int8 pairs verified, calibration images, device).
+        finetune: a :class:`~.finetune.PickFinetune`: each budget's pick fine-tuned toward your model competes.
         out: folder for ``search.json``, the journal, ``schedules.json``, drop configs and plots (None: temporary).
-        options: ``remeasure`` (time the picks on this machine, False), ``subset`` (held-out images, all),
-            ``batch_size`` (64), ``verify_top`` (int8 quantisations per budget, 3), ``calibration_images`` (300),
-            ``source`` (recorded in search.json), ``objectives`` ({precision: LatencyObjective}, instead of
-            target/table), ``log`` (print), ``parent`` (the reference model: ``"auto"``, the default, loads
-            the checkpoint the supernet records it was distilled from; your trained model, not a supernet, is
-            its own reference: :func:`~.space.own_model_space`; a model or path; None: no reference), ``bound``
-            (the space's per-block bound for a model that records none),
-            ``latency_source`` (no ``table``: ``"table"``, the default, profiles a table for ``target`` once and
-            times only the picks; ``"measure"`` times every candidate, not with ``table``), ``table_cache`` (its
-            folder, default ``out``'s ``cache``; unwritable: a warning), ``table_profile`` (its settings,
-            :data:`~tavt_kit.search.objective.AUTO_PROFILE`), ``reuse`` (earlier searches of the same weights
-            on the same held-out images, folders or journals: what they evaluated is taken, not evaluated
-            again; :mod:`~tavt_kit.search.reuse`), ``ship_confidence``, ``selection``, ``shrinkage``,
-            ``parent_search`` (``ship``'s fields given one by one), ``eval_device`` (where candidates are scored: ``auto``, CUDA where there is one, :mod:`~.evaluate`),
-            ``token_multiple`` (1; 8: sequence lengths that are multiples of 8, ``SearchSpace.aligned``), ``finetune``
-            (a :class:`~.finetune.PickFinetune`: each budget's pick fine-tuned toward your model competes, None).
+        options: the search space's ``reducers`` (``drop``, ``merge``; default the supernet's, yours: merge),
+            ``bound`` (its per-block bound for a model that records none) and ``token_multiple`` (1; 8: sequence
+            lengths that are multiples of 8); ``parent`` (the reference model: ``"auto"``, the default, loads the
+            checkpoint the supernet records it was distilled from; your trained model is its own reference; a
+            model or path; None: no reference); ``reuse`` (earlier searches of the same weights on the same
+            held-out images, folders or journals: what they evaluated is taken); ``source`` (recorded in
+            search.json); ``log`` (print). The fields of ``latency``, ``evaluation`` and ``ship`` are also taken
+            one by one as keywords (``target=``, ``table=``, ``precisions=``, ``latency_source=``, ``fitness=``,
+            ``subset=``, ``ship_confidence=``, ...; ``settings=`` for ``evolution``), not both.
     """
-    ship, reuse = ShipPolicy.of(ship, options), check_options(options, table)
-    settings, budgets, model = EvolutionSettings.of(settings), as_budgets(budgets), model_arg(model, options)
+    latency, evaluation = LatencyOptions.of(latency, options), EvaluationOptions.of(evaluation, options)
+    if "settings" in options and evolution is not None:
+        raise ConfigError("settings= and evolution= both given: give evolution=EvolutionSettings(...)")
+    settings = EvolutionSettings.of(options.pop("settings") if "settings" in options else evolution,
+                                    "settings" if evolution is None else "evolution")
+    ship, reuse = ShipPolicy.of(ship, options), check_options(options)
+    if finetune is not None and not isinstance(finetune, PickFinetune):
+        raise ConfigError(f"finetune={finetune!r}: expected a PickFinetune (the training images and steps) or None")
+    budgets, model = as_budgets(budgets), model_arg(model, options)
     log = options.get("log", print)
-    precisions = resolve_precisions(precisions, target, any(b.objective == "latency" for b in budgets), log,
-                                    measured_here=options.get("objectives") is None and table is None)
+    latency_budget = any(b.objective == "latency" for b in budgets)
     own = options.get("parent", "auto") == "auto" and is_own_model(model)  # your trained model, not a supernet
+    precisions = resolve_precisions(latency.precisions, latency.target, latency_budget, log,
+                                    measured_here=latency.objectives is None and latency.table is None, model=model,
+                                    tables=tables_by_precision(latency.table) if latency.table is not None else None)
     space = searched_space(model, options.get("bound"), own, log, options.get("token_multiple", 1))
+    reducers = options.get("reducers")
     reducers = _check_reducers(model, reducers) if reducers is not None else None
-    if len(precisions) > 1 and not any(b.objective == "latency" for b in budgets):
+    if len(precisions) > 1 and not latency_budget:
         raise ConfigError(f"precisions={','.join(precisions)}: precisions are chosen by latency; give a latency "
                           "budget (a MAC count does not change with the precision)")
-    objectives = options.get("objectives")
-    if objectives is None and (any(b.objective == "latency" for b in budgets) or table is not None):
-        objectives = _latency_objectives(model, precisions, target, table, out, reducers, options, log)
+    objectives = latency.objectives
+    if objectives is None and (latency_budget or latency.table is not None):
+        objectives = _latency_objectives(model, precisions, latency, out, reducers, options, log)
     budgets = resolve_fractions(budgets, (objectives or {}).get("fp32"), model.depth, model.num_patches, log)
     if reducers is None:
         reducers = default_reducers(model, space, objectives or {}, log, own=own)
@@ -125,24 +126,23 @@ def search_schedules(
     out = out if out is not None else tempfile.mkdtemp(prefix="fgvc-kit-search-")
     sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
     parent = resolve_parent(model, options.get("parent", "auto"), log)
-    passed = {**{k: options[k] for k in ("batch_size", "subset", "source", "verify_top", "calibration_images",
-                                         "eval_device") if k in options}, **ship.keywords()}
+    passed = {**evaluation.keywords(), **({"source": options["source"]} if "source" in options else {}),
+              **ship.keywords()}
     pipeline = SearchPipeline(model, sdata, out, settings=settings, budgets=budgets,
-                              objectives=objectives or {}, precisions=precisions, space=space, fitness=fitness,
-                              log=log, remeasure=bool(options.get("remeasure")), reuse=reuse,
+                              objectives=objectives or {}, precisions=precisions, space=space,
+                              fitness=evaluation.fitness, log=log, remeasure=latency.remeasure, reuse=reuse,
                               recommends=parent is not None, **passed)
-    pipeline.parent, pipeline.finetune = parent, check_finetune(options.get("finetune"), parent, model)
+    pipeline.parent, pipeline.finetune = parent, check_finetune(finetune, parent, model)
     with torch.inference_mode():
         return pipeline.run()
 
 
-def _latency_objectives(model, precisions, target, table, out, reducers, options, log):
-    """The search's latency objectives made from ``target``/``table`` (see :func:`latency_objectives`)."""
-    cache = options.get("table_cache") or (os.path.join(out, "cache") if out else None)
-    return latency_objectives(model, precisions if len(precisions) > 1 else ("fp32",), target, table,
-                              remeasure=bool(options.get("remeasure")),
-                              latency_source=options.get("latency_source", "table"), table_cache=cache,
-                              reducers=reducers, log=log, table_profile=options.get("table_profile"),
+def _latency_objectives(model, precisions, latency: LatencyOptions, out, reducers, options, log):
+    """The search's latency objectives made from ``latency``'s target or table (see :func:`latency_objectives`)."""
+    cache = latency.table_cache or (os.path.join(out, "cache") if out else None)
+    return latency_objectives(model, precisions if len(precisions) > 1 else ("fp32",), latency.target, latency.table,
+                              remeasure=latency.remeasure, latency_source=latency.source, table_cache=cache,
+                              reducers=reducers, log=log, table_profile=latency.table_profile,
                               token_multiple=options.get("token_multiple", 1))
 
 
