@@ -5,13 +5,19 @@ import argparse
 import os
 
 from ..errors import ConfigError
-from ..search.fitness import DEFAULT_FITNESS, FITNESSES
+from ..search.evolution import EvolutionSettings
+from ..search.fitness import FITNESSES
+from ..search.settings import EvaluationOptions, LatencyOptions
+from ..search.ship import ShipPolicy
 from ..schedules.space import check_multiple
 from ..search.recommend import check_ship_confidence
 from ..search.result import describe_family, family_entry
 from ..target import BACKENDS
 from .common import (add_deprecated, add_device, add_refused, budget_suggestion, check_can_merge, device,
                      parse_latency_budget, parse_macs, parse_reducers)
+
+#: the library's defaults, which the flags take (one place)
+EVOLUTION, EVALUATION, LATENCY, SHIP = EvolutionSettings(), EvaluationOptions(), LatencyOptions(), ShipPolicy()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lat.add_argument("--backend", choices=BACKENDS,
                      help="latency backend (default: the runtime export ships, openvino where installed, else torch; "
                           "with a table: the table's, and it must match)")
-    lat.add_argument("--latency-source", choices=("table", "measure"), default="table",
+    lat.add_argument("--latency-source", choices=("table", "measure"), default=LATENCY.source,
                      help="without --latency-table: 'table' (default, the fast path) profiles a latency table for the "
                           "target once, keeps it beside the checkpoint (latency-tables/) for the next search, predicts "
                           "every candidate from it and times only the picks; 'measure' times every candidate (slow)")
@@ -55,20 +61,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_deprecated(p, "--latency-batch", "--latency-batch-size", "latency_batch_size", type=int)
     lat.add_argument("--threads", type=int, metavar="N", help="threads for latency measurement")
     e = p.add_argument_group("evolution (TAVT's defaults)")
-    e.add_argument("--population", type=int, default=20, metavar="N",
-                   help="schedules kept per generation, the best by fitness (default 20)")
-    e.add_argument("--generations", type=int, default=30, metavar="N", help="generations (default 30)")
-    e.add_argument("--mutations", type=int, default=30, metavar="N",
-                   help="mutated children per generation (default 30)")
-    e.add_argument("--crossovers", type=int, default=30, metavar="N",
-                   help="crossover children per generation: the mean of two parents (default 30)")
-    e.add_argument("--mutation-prob", type=float, default=0.5, metavar="P",
-                   help="probability that a mutation changes each block's count (default 0.5)")
-    e.add_argument("--fitness", choices=FITNESSES, default=DEFAULT_FITNESS,
+    e.add_argument("--population", type=int, default=EVOLUTION.population, metavar="N",
+                   help=f"schedules kept per generation, the best by fitness (default {EVOLUTION.population})")
+    e.add_argument("--generations", type=int, default=EVOLUTION.generations, metavar="N",
+                   help=f"generations (default {EVOLUTION.generations})")
+    e.add_argument("--mutations", type=int, default=EVOLUTION.mutations, metavar="N",
+                   help=f"mutated children per generation (default {EVOLUTION.mutations})")
+    e.add_argument("--crossovers", type=int, default=EVOLUTION.crossovers, metavar="N",
+                   help=f"crossover children per generation: the mean of two parents (default {EVOLUTION.crossovers})")
+    e.add_argument("--mutation-prob", type=float, default=EVOLUTION.mutation_prob, metavar="P",
+                   help=f"probability that a mutation changes each block's count (default {EVOLUTION.mutation_prob})")
+    e.add_argument("--fitness", choices=FITNESSES, default=EVALUATION.fitness,
                    help="what is maximised on the held-out images: accuracy, nll (minus the cross-entropy) or kl "
                         f"(minus the KL divergence from the full model's predictions; no labels needed) "
-                        f"(default {DEFAULT_FITNESS}: it predicts test accuracy best, see the README)")
-    e.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the search and of --subset (default 0)")
+                        f"(default {EVALUATION.fitness}: it predicts test accuracy best, see the README)")
+    e.add_argument("--seed", type=int, default=EVOLUTION.seed, metavar="N",
+                   help=f"seed of the search and of --subset (default {EVOLUTION.seed})")
     e.add_argument("--reducers", metavar="LIST",
                    help="the reducers the search may give each block: drop, merge or drop,merge (default: those the "
                         "supernet was distilled with, and merge too where it drops and the model can merge (timm "
@@ -82,11 +90,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                          "reports its best pair and the best fp32-only schedule, and your model at each precision "
                          "competes. Latency from one --latency-table per precision (one missing is profiled here where "
                          "the tables were made here), or measured here with OpenVINO. MAC budgets: fp32")
-    pp.add_argument("--verify-top", type=int, default=3, metavar="N",
+    pp.add_argument("--verify-top", type=int, default=EVALUATION.verify_top, metavar="N",
                     help="int8 pairs quantised with NNCF and measured per budget at most, best first, before one is "
                          "reported (default 3)")
-    pp.add_argument("--calibration-images", type=int, default=300, metavar="N",
-                    help="int8 calibration images, a seeded subset of the training split (default 300)")
+    pp.add_argument("--calibration-images", type=int, default=EVALUATION.calibration_images, metavar="N",
+                    help="int8 calibration images, a seeded subset of the training split "
+                         f"(default {EVALUATION.calibration_images})")
     p.add_argument("--reuse", action="append", default=[], metavar="DIR",
                    help="an earlier search of this checkpoint on the same held-out images (its folder; repeatable): "
                         "the candidates it evaluated are taken, not evaluated again (searching the same supernet "
@@ -106,7 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not also search schedules on your model's own weights (by default, where the supernet "
                         "records your model, the same evolution runs on it with merging only, no training, and its "
                         "pick competes with the supernet's as 'searched_parent'; it doubles the search's time)")
-    p.add_argument("--ship-confidence", type=float, default=0.95, metavar="P",
+    p.add_argument("--ship-confidence", type=float, default=SHIP.confidence, metavar="P",
                    help="how sure the held-out images must make it that the supernet's pick beats the best "
                         "deployable on your model's weights (your model, ToMe on it, the schedule searched on it) "
                         "before it is recommended: a one-sided confidence of the paired per-image difference "
@@ -123,9 +132,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "runtimes tile the sequence, and on OpenVINO on an AVX-512/AMX CPU such schedules ran 3 %% "
                         "faster per MAC in fp32 and int8 (default 1: every count; see "
                         "docs/benchmarks/token_alignment.md)")
-    p.add_argument("--eval-batch-size", dest="batch_size", type=int, default=64, metavar="N",
-                   help="images per evaluation batch (default 64)")
-    p.add_argument("--eval-device", type=device, default="auto", metavar="DEVICE",
+    p.add_argument("--eval-batch-size", dest="batch_size", type=int, default=EVALUATION.batch_size, metavar="N",
+                   help=f"images per evaluation batch (default {EVALUATION.batch_size})")
+    p.add_argument("--eval-device", type=device, default=EVALUATION.device, metavar="DEVICE",
                    help="where candidates are scored on the held-out and test images: auto, cpu, cuda or cuda:N "
                         "(default auto: cuda when there is one, else cpu; --device is where latency is measured)")
     add_deprecated(p, "--batch-size", "--eval-batch-size", "batch_size", type=int)
@@ -184,7 +193,7 @@ def output_folder(args) -> str:
 def run(args) -> int:
     from .data_args import data_spec_from_args
     from ..models import load_checkpoint
-    from ..search import ShipPolicy, search_schedules
+    from ..search import search_schedules
     from ..search.evolution import Budget
     from ..target import DeploymentTarget
 
@@ -228,16 +237,19 @@ def run(args) -> int:
 
         finetune = PickFinetune(build_dataset(dspec, split="train", model=model), steps=args.finetune_steps)
     result = search_schedules(
-        model, dspec, budgets, target=target, precisions=precisions, reducers=reducers, fitness=args.fitness,
-        settings=settings, out=args.out, objectives=objectives, subset=args.subset, batch_size=args.batch_size,
-        verify_top=args.verify_top, calibration_images=args.calibration_images, remeasure=args.remeasure,
-        latency_source=args.latency_source, reuse=args.reuse, bound=args.bound,
+        model, dspec, budgets,
+        latency=LatencyOptions(target=target, precisions=precisions, objectives=objectives, remeasure=args.remeasure,
+                               source=args.latency_source, table_cache=os.path.join(
+                                   os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables")),
+        evolution=settings,
+        evaluation=EvaluationOptions(fitness=args.fitness, subset=args.subset, batch_size=args.batch_size,
+                                     verify_top=args.verify_top, calibration_images=args.calibration_images,
+                                     device=args.eval_device),
         ship=ShipPolicy(confidence=args.ship_confidence, selection=args.selection, shrinkage=args.shrinkage,
                         parent_search=args.parent_search),
-        eval_device=args.eval_device, token_multiple=args.token_multiple, finetune=finetune,
-        table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables"),
-        source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()},
-        log=_said)
+        finetune=finetune, out=args.out, reducers=reducers, reuse=args.reuse, bound=args.bound,
+        token_multiple=args.token_multiple,
+        source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()}, log=_said)
     print(summary(result.doc))
     print(f"wrote {os.path.join(args.out, 'search.json')}")
     return 0
