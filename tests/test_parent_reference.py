@@ -161,18 +161,14 @@ def test_schedules_searched_on_your_model_compete_and_export_with_its_weights(tm
 def test_the_recommendation_takes_the_winners_curse_off_in_the_compared_metric():
     """A searched pick's correction is a shift of its fitness; under the KL fitness it is applied to the NLL the
     options are compared on (KL itself is not comparable with another model's NLL)."""
-    from types import SimpleNamespace
+    from tavt_kit.search.recommend import recommend
 
-    from tavt_kit.search.parent import ParentStage
-
-    stage = object.__new__(ParentStage)
-    stage.pipe = SimpleNamespace(fitness="kl")
     row = {"best": {"counts": [40, 20], "holdout_nll": 0.40, "fitness_measured": -0.010, "fitness_shrunk": -0.050}}
     free = {"tome_parent": {"counts": [48, 32], "reducers": ["merge"] * 2, "holdout_nll": 0.42}}
-    rec = stage._recommend(row, free)  # 0.40 + 0.04 corrected > 0.42
+    rec = recommend(row, free, fitness="kl")  # 0.40 + 0.04 corrected > 0.42
     assert rec["family"] == "tome_parent" and "searched corrected for the winner's curse" in rec["why"]
     row["best"]["fitness_shrunk"] = -0.015  # a small correction: the pick still leads
-    assert stage._recommend(row, free)["family"] == "searched"
+    assert recommend(row, free, fitness="kl")["family"] == "searched"
 
 
 def test_a_supernet_without_a_parent_says_so(tmp_path, trained_checkpoint):
@@ -246,28 +242,23 @@ def test_precision_search_puts_the_parent_at_every_precision_in_the_selection(tm
 def test_a_deployable_measured_over_its_budget_is_not_recommended():
     """Where the search timed its candidates on the target, one measured over the budget is not recommended while
     another is not; when every one is over, the best is still named and the reason says so."""
-    from types import SimpleNamespace
+    from tavt_kit.search.recommend import recommend
 
-    from tavt_kit.search.parent import ParentStage
-
-    stage = object.__new__(ParentStage)
-    stage.pipe = SimpleNamespace(fitness="nll")
     row = {"best": {"counts": [40, 20], "holdout_nll": 0.5, "measured_within_budget": True}}
     free = {"tome_parent": {"counts": [48, 32], "reducers": ["merge"] * 2, "holdout_nll": 0.4,
                             "measured_within_budget": False}}
-    rec = stage._recommend(row, free)
+    rec = recommend(row, free, fitness="nll")
     assert rec["family"] == "searched" and rec["why"].endswith("; tome_parent measured over the budget on the target")
     free["tome_parent"]["measured_within_budget"] = True
-    assert stage._recommend(row, free)["family"] == "tome_parent"
+    assert recommend(row, free, fitness="nll")["family"] == "tome_parent"
     free["tome_parent"]["measured_within_budget"] = row["best"]["measured_within_budget"] = False
-    rec = stage._recommend(row, free)
+    rec = recommend(row, free, fitness="nll")
     assert rec["family"] == "tome_parent" and "every option measured over the budget" in rec["why"]
     # timed again in one round after the choice: the recommendation follows the round's verdicts
     free["tome_parent"]["measured_within_budget"] = True
-    doc = {"budgets": [{**row, "objective": "latency", "training_free": free, "recommended": rec}]}
-    stage.recommend_again(doc)
-    assert doc["budgets"][0]["recommended"]["family"] == "tome_parent"
-    assert doc["budgets"][0]["recommended"]["why"].endswith("; searched measured over the budget on the target")
+    rec = recommend(row, free, fitness="nll")
+    assert rec["family"] == "tome_parent"
+    assert rec["why"].endswith("; searched measured over the budget on the target")
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -1,7 +1,5 @@
 """The selection split: each budget's recommendation is chosen on held-out images the evolution never scored, so the
 searched pick's winner's curse (it was kept for scoring high on the evolution's images) does not decide it."""
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -11,7 +9,7 @@ from tavt_kit.errors import ConfigError
 from tavt_kit.models.checkpoint import parent_record
 from tavt_kit.search import EvolutionSettings
 from tavt_kit.search.data import EvalSet
-from tavt_kit.search.parent import ParentStage
+from tavt_kit.search.recommend import recommend
 from tavt_kit.search.selection import resolve_selection, split_selection
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,22 +47,19 @@ def test_resolve_selection():
 
 def test_the_recommendation_compares_the_families_on_the_selection_images():
     """The searched pick fittest on the evolution's images but not on the selection images is not recommended."""
-    stage = object.__new__(ParentStage)
-    stage.pipe = SimpleNamespace(fitness="nll", selection=SimpleNamespace(n=750))
     row = {"best": {"counts": [40, 20], "holdout_nll": 0.30, "selection_nll": 0.45}}
     free = {"tome_parent": {"counts": [48, 32], "reducers": ["merge"] * 2, "holdout_nll": 0.40,
                             "selection_nll": 0.41},
             "parent": {"counts": [64, 64], "holdout_nll": 0.39, "selection_nll": 0.42}}
-    rec = stage._recommend(row, free)
+    rec = recommend(row, free, fitness="nll", selection_images=750)
     assert rec["family"] == "tome_parent" and rec["weights"] == "parent"
     assert rec["why"].startswith("best NLL on 750 selection images (never scored by the evolution)")
-    stage.pipe = SimpleNamespace(fitness="nll")  # no selection split: the evolution's images decide
-    assert stage._recommend(row, free)["family"] == "searched"
+    # no selection split: the evolution's images decide
+    assert recommend(row, free, fitness="nll")["family"] == "searched"
     # a tie goes to your model's weights
-    stage.pipe = SimpleNamespace(fitness="accuracy", selection=SimpleNamespace(n=750))
     row["best"]["selection_accuracy"] = free["tome_parent"]["selection_accuracy"] = 0.9
     free["parent"]["selection_accuracy"] = 0.8
-    assert stage._recommend(row, free)["family"] == "tome_parent"
+    assert recommend(row, free, fitness="accuracy", selection_images=750)["family"] == "tome_parent"
 
 
 def _supernet(tmp_path, parent_path):

@@ -2,8 +2,6 @@
 candidate is pulled back toward the compute trend, and the recommendation compares the corrected figure."""
 import math
 import random
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -13,7 +11,7 @@ from tavt_kit.search import EvolutionSettings
 from tavt_kit.search.data import search_data
 from tavt_kit.search.evaluate import CandidateEvaluator
 from tavt_kit.search.evolution import Budget, Candidate, EvolutionSearch
-from tavt_kit.search.parent import ParentStage
+from tavt_kit.search.recommend import recommend
 from tavt_kit.search.shrinkage import MIN_CANDIDATES, fit_shrinkage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,13 +101,11 @@ def test_the_pick_within_a_budget_is_chosen_on_the_corrected_fitness():
 
 
 def test_the_recommendation_brings_the_searched_picks_corrected_fitness():
-    stage = object.__new__(ParentStage)
-    stage.pipe = SimpleNamespace(fitness="nll")
     row = {"best": {"counts": [40, 20], "holdout_nll": 0.30}}
     free = {"tome_parent": {"counts": [48, 32], "reducers": ["merge"] * 2, "holdout_nll": 0.32}}
-    assert stage._recommend(row, free)["family"] == "searched"
+    assert recommend(row, free, fitness="nll")["family"] == "searched"
     row["best"].update(fitness_shrunk=-0.34, fitness_measured=-0.30)
-    rec = stage._recommend(row, free)
+    rec = recommend(row, free, fitness="nll")
     assert rec["family"] == "tome_parent" and "winner's curse" in rec["why"]
 
 
