@@ -197,9 +197,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill-steps", type=int, metavar="N", help=f"distillation steps (default: {DISTILL_STEPS})")
     p.add_argument("--generations", type=int, default=2, metavar="N", help="search generations (default: 2)")
     p.add_argument("--population", type=int, default=6, metavar="N", help="search population (default: 6)")
-    p.add_argument("--latency-fraction", type=float, default=0.5, metavar="FRACTION",
-                   help="latency budget between the smallest schedule's (0) and the full model's (1) predicted "
-                        "latency (default: 0.5)")
+    p.add_argument("--latency-share", type=float, metavar="SHARE",
+                   help="the latency budget as a share of your model's latency on this machine, e.g. 0.8 (judged by "
+                        "the ratio timed beside your model, so a busy machine does not fail it; default: midway "
+                        "between the smallest schedule's predicted share and 1)")
+    from .cli.common import add_refused
+
+    add_refused(p, "--latency-fraction", lambda option, value: (
+        f"{option} is gone: the demo's latency budget is --latency-share, a share of your model's latency (0.8: "
+        "80 %), not a point between the smallest schedule and the full model"))
     p.add_argument("--latency-batch-size", type=int, default=8, metavar="N",
                    help="images per timed call of the latency table and bench (default: 8)")
     for old in ("--batch-size", "--batch"):
@@ -207,6 +213,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="onnx,openvino", metavar="LIST", help="export formats (default: onnx,openvino)")
     add_deprecated(p, "--formats", "--format", "format")
     p.add_argument("--quick", action="store_true", help="a few steps of everything (for tests)")
+
+
+def latency_share(given, smallest: float) -> float:
+    """The demo's latency budget as a share of your model's latency: ``given``, or midway between the smallest
+    schedule's predicted share (``smallest``) and 1; a share the space cannot reach is refused in one line."""
+    from .errors import ConfigError
+
+    if given is None:
+        return (1 + smallest) / 2
+    if given < smallest:
+        raise ConfigError(f"--latency-share {given:g}: below the smallest schedule of the search space, "
+                          f"{smallest:.2f} of your model's latency on this machine's table; give at least "
+                          f"{smallest:.2f}")
+    return given
 
 
 def output_folder(args) -> str:
@@ -220,10 +240,11 @@ def run(args) -> int:
         print(msg, flush=True)
 
     out = args.out
-    if not 0 < args.latency_fraction <= 1:
+    if args.latency_share is not None and not 0 < args.latency_share <= 1:
         from .errors import ConfigError
 
-        raise ConfigError(f"--latency-fraction: expected a fraction in (0, 1], got {args.latency_fraction}")
+        raise ConfigError(f"--latency-share {args.latency_share}: expected a share of your model's latency in (0, 1], "
+                          "e.g. 0.8")
     for flag in ("train_steps", "distill_steps", "generations", "population", "latency_batch_size"):
         value = getattr(args, flag, None)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -335,7 +356,7 @@ def run(args) -> int:
         lat = LatencyTable.load(table)
         full_ms, small_ms = lat.predict(model.full_schedule()), lat.predict(space_of(model).smallest())
         full_macs = count_macs(model).total()
-        return _command("search")(search_argv(f"{small_ms + args.latency_fraction * (full_ms - small_ms):.4g}ms",
+        return _command("search")(search_argv(f"{100 * latency_share(args.latency_share, small_ms / full_ms):.3g}%",
                                               f"{0.6 * full_macs:.4g}"))
 
     from .search import SearchResult
@@ -346,7 +367,7 @@ def run(args) -> int:
 
     _stage("4/7 search under latency and MAC budgets", "search", search_json,
            {"population": args.population, "generations": args.generations,
-            "latency_fraction": args.latency_fraction, "quick": quick}, search, files=searched)
+            "latency_share": args.latency_share, "quick": quick}, search, files=searched)
     result = SearchResult.load(search_json)
     result.check_finished(search_json)
     latency_budget = next((b for b in result.budgets.values() if b.objective == "latency"), None)

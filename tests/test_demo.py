@@ -51,3 +51,22 @@ def test_demo_pipeline_quick(tmp_path, capsys):
     assert main(["demo", "--quick", "--population", "5", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "[5/7 export with verification] ... (again: its last run did not finish successfully)" in text
+
+
+def test_the_demo_latency_budget_is_a_share_of_your_model(tmp_path, capsys):
+    """The demo's latency budget is a share of your model's latency (judged by the ratio timed beside it): by default
+    midway between the smallest schedule's predicted share and 1; a share the space cannot reach is refused; the old
+    point-between-schedules flag is refused naming the new one."""
+    from tavt_kit.cli import main
+    from tavt_kit.demo import latency_share
+    from tavt_kit.errors import ConfigError
+
+    assert latency_share(None, 0.6) == pytest.approx(0.8)
+    assert latency_share(0.7, 0.6) == 0.7
+    with pytest.raises(ConfigError, match=r"^--latency-share 0.5: below the smallest schedule .* at least 0.60$"):
+        latency_share(0.5, 0.6)
+    with pytest.raises(SystemExit):
+        main(["demo", "--latency-fraction", "0.5", "--out", str(tmp_path / "a")])
+    assert "--latency-share" in capsys.readouterr().err
+    assert main(["demo", "--latency-share", "1.5", "--out", str(tmp_path / "b")]) == 2
+    assert "--latency-share 1.5: expected a share" in capsys.readouterr().err

@@ -234,7 +234,7 @@ VISIBLE_ONLY_IN = {"--batch-size": {"train", "distill"}, "--budget": {"export", 
 #: from --checkpoint); search refuses export's --budget with a line naming --macs-budget / --latency-budget
 REFUSED = {("distill", f) for f in ("--pretrained", "--model", "--img-size", "--num-classes", "--head",
                                      "--drop-path")} | \
-    {("search", "--budget")}
+    {("search", "--budget"), ("demo", "--latency-fraction")}  # the demo's budget is now a share of your model
 #: a command that takes fewer values of a shared option than the others: the demo runs on built-in data only
 NARROWED = {("demo", "--dataset")}
 TIMING = ("--warmup", "--min-repeats", "--max-repeats", "--time-budget", "--rel-ci")
