@@ -342,10 +342,11 @@ def _from_search(args) -> None:
     import os
 
     from ..errors import ConfigError
-    from ..search.result import read_search, require_finished
+    from ..search import SearchResult
 
-    doc = read_search(args.search, "--search")
-    require_finished(doc, args.search)
+    result = SearchResult.load(args.search, "--search")
+    result.check_finished(args.search)
+    doc = result.doc
     if getattr(args, "exported", None):
         raise ConfigError("--search measures the search's picks from the checkpoint; --exported measures one file: "
                           "give one of them")
@@ -358,7 +359,7 @@ def _from_search(args) -> None:
         args.checkpoint = src
     from ..search.deployable import parent_recommendation
 
-    budgets = _chosen_budgets(doc, getattr(args, "budget", None) or [], args.search)
+    budgets = _chosen_budgets(result, getattr(args, "budget", None) or [], args.search)
     picks = [os.path.join(folder, b["schedule_file"]) for b in budgets if b.get("schedule_file")
              and parent_recommendation(b) is None]
     missing = [f for f in picks if not os.path.isfile(f)]
@@ -398,24 +399,21 @@ def _from_search(args) -> None:
         warn(f"measuring with {', '.join(differ)}: not the target the search's latency budgets are for")
 
 
-def _chosen_budgets(doc: dict, names, path: str) -> list:
-    """The budgets of the search ``--budget`` names (all without it); another budget is refused, naming the
-    budgets the search holds."""
+def _chosen_budgets(result, names, path: str) -> list:
+    """The search.json entries of the budgets of ``result`` (the search) that ``--budget`` names (all without it);
+    another budget is refused, naming the budgets the search holds."""
     from ..errors import ConfigError
-    from ..search.result import select_budget
 
-    rows = list(doc.get("budgets") or [])
     if not names:
-        return rows
+        return [b.entry for b in result.budgets.values()]
     out = []
     for name in names:
-        row = select_budget(doc, name, path)
-        if row.get("source") == "front":
-            held = ", ".join(str(r.get("label")) for r in rows) or "none"
-            raise ConfigError(f"--budget {name}: not a budget of {path} (it holds {held}); bench --search measures "
-                              "what a budget of the search ships")
-        if row not in out:
-            out.append(row)
+        b = result.budget(name, need_pick=True)
+        if b.picked_from == "front":
+            raise ConfigError(f"--budget {name}: not a budget of {path} (it holds {', '.join(result.budgets) or 'none'}"
+                              "); bench --search measures what a budget of the search ships")
+        if b.entry not in out:
+            out.append(b.entry)
     return out
 
 
