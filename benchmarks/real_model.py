@@ -278,14 +278,13 @@ def versus_free(seed: int, parent_path: str, supernet_path: str, macs: dict, arg
 
 def _finished_search(sdir: str, budgets: list):
     """The search.json of ``sdir`` when its search finished with exactly ``budgets``, else None."""
-    from tavt_kit.search.result import read_search, search_status
+    from tavt_kit.search import SearchResult
 
     path = os.path.join(sdir, "search.json")
     if not os.path.isfile(path):
         return None
-    doc = read_search(path)
-    done = search_status(doc) == "finished" and [b["label"] for b in doc.get("budgets", [])] == budgets
-    return doc if done else None
+    result = SearchResult.load(path)
+    return result.doc if result.finished and list(result.budgets) == budgets else None
 
 
 def _earlier(seed_dir: str, sdir: str) -> list:
