@@ -100,3 +100,15 @@ def test_search_bad_input(tmp_path, supernet, capsys):
     assert "--subset: expected a positive number" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in (err := capsys.readouterr().err) and "file not found" in err
+
+
+def test_an_option_objects_field_is_said_as_the_search_flag():
+    """The search command builds the library's option objects; an error one of them raises names the flag."""
+    from tavt_kit.cli import build_parser
+    from tavt_kit.cli.common import flag_message
+
+    p = build_parser("search")
+    args = p.parse_args(["--checkpoint", "x", "--macs-budget", "1M"])
+    assert flag_message("evaluation.verify_top=-1: expected", p, args) == "--verify-top -1: expected"
+    assert flag_message("evaluation.batch_size=0: expected", p, args) == "--eval-batch-size 0: expected"
+    assert flag_message("latency.source='x': expected", p, args) == "--latency-source x: expected"

@@ -166,11 +166,16 @@ PARAM_FLAGS = {
     "validate_range": "--random-range",
     "macs_target": "--macs-budget",  # prune_model(macs_target=)
     "budget_s": "--time-budget",  # TimingPolicy(budget_s=)  # profile_latency(validate_range=)  # search_schedules(table=), latency_objectives(table=)
+    # search_schedules' option objects' fields (search.settings, search.ship)
+    "evaluation.fitness": "--fitness", "evaluation.subset": "--subset", "evaluation.batch_size": "--eval-batch-size",
+    "evaluation.verify_top": "--verify-top", "evaluation.calibration_images": "--calibration-images",
+    "evaluation.device": "--eval-device", "latency.source": "--latency-source", "latency.remeasure": "--remeasure",
+    "ship.confidence": "--ship-confidence", "ship.selection": "--selection",
 }
 
 #: ``name=`` (``name['key']=``) in a library message, not inside a word, an attribute or a flag, and not
 #: ``==``; with its value when that is ``True``/``False`` or a quoted word (``'fp16'``)
-_PARAM = re.compile(r"(?<![\w.\-])(?P<name>[A-Za-z_]\w*)"
+_PARAM = re.compile(r"(?<![\w.\-])(?P<name>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)"
                     r"(?:\[(?:'(?P<k1>[^'\]]*)'|\"(?P<k2>[^\"\]]*)\"|(?P<k3>\w+))\])?=(?!=)"
                     r"(?:(?P<bool>(?:True|False)\b)|'(?P<word>[\w.:/,+@-]+)'(?![\w']))?")
 
