@@ -395,16 +395,12 @@ def summary(result: dict) -> str:
 
 
 def _check_budgets_reachable(model, budgets, bound) -> None:
-    """A MAC budget below the space's smallest schedule is refused before any work (scripts read exit codes)."""
-    from ..models import count_macs
+    """A MAC budget below the space's smallest schedule is refused before any work (the library's check, said
+    with the flag: the command measures precisions before the search starts)."""
+    from ..search.options import check_reachable
     from ..search.space import searched_space
 
-    space = searched_space(model, bound, log=lambda s: None)
-    low, high = count_macs(model, space.smallest()).total(), count_macs(model, space.full()).total()
-    for b in budgets:
-        if b.objective == "macs" and b.limit < low:
-            raise ConfigError(f"--macs-budget {b.label}: below the smallest schedule of the search space; "
-                              f"achievable: {low / 1e6:.4g}M to {high / 1e6:.4g}M MACs")
+    check_reachable(model, searched_space(model, bound, log=lambda s: None), budgets, flag="--macs-budget")
 
 
 def _said(line: str) -> None:

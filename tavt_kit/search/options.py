@@ -111,3 +111,20 @@ def check_options(options: dict) -> list:
         check_bound(options["bound"])
     check_multiple(options.get("token_multiple", 1))
     return reuse
+
+
+def check_reachable(model, space, budgets: Sequence[Budget], flag: str = "") -> None:
+    """A MAC budget below the smallest schedule of ``space`` is refused before any work, in one line naming it
+    (``flag``: as the command line's option; else as ``budgets=``) and the MACs the space reaches."""
+    from ..models import count_macs
+
+    low = None
+    for b in budgets:
+        if b.objective != "macs":
+            continue
+        low = low if low is not None else count_macs(model, space.smallest()).total()
+        if b.limit < low:
+            high = count_macs(model, space.full()).total()
+            name = f"{flag} {b.label}" if flag else f"budgets={b.label!r}"
+            raise ConfigError(f"{name}: below the smallest schedule of the search space; achievable: "
+                              f"{low / 1e6:.4g}M to {high / 1e6:.4g}M MACs")
