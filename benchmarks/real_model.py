@@ -564,7 +564,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timing-s", type=float, default=2.0)
     ap.add_argument("--probe-images", type=int, default=2000)
     ap.add_argument("--stages", default="import,probe,parent,supernet,macs,timing",
-                    help="timing: the MAC budgets' deployables timed; latency: searches under latency budgets")
+                    help="timing: the MAC budgets' deployables timed; latency: searches under latency budgets; "
+                         "report: every finished stage's figures, nothing run")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=os.path.join("runs", "real-model"))
     args = ap.parse_args(argv)
@@ -578,20 +579,23 @@ def main(argv=None) -> int:
         say(f"probe: pretrained {prb['pretrained']:.4f}, random {prb['random']:.4f}")
     parents, macs, timed, lat = {}, [], [], []
     for seed in (int(s) for s in args.seeds.split(",")):
-        if not stages & {"parent", "supernet", "macs", "timing", "latency"}:
+        if not stages & {"parent", "supernet", "macs", "timing", "latency", "report"}:
             break
         parent = parent_checkpoint(seed, args)
         parents[seed] = curve(os.path.dirname(parent))
-        if not stages & {"supernet", "macs", "timing", "latency"}:
+        if not stages & {"supernet", "macs", "timing", "latency", "report"}:
             continue
         supernet = supernet_checkpoint(seed, parent, args)
-        if "macs" in stages:
+        report_only = "report" in stages  # every finished stage's files read, nothing run
+        if "macs" in stages or report_only and os.path.isfile(os.path.join(args.out, f"seed{seed}-macs.json")):
             macs.append(versus_free(seed, parent, supernet, macs_stage(seed, parent, supernet, args), args))
-        if "timing" in stages:
-            for b in (int(x) for x in args.batches.split(",") if x):
+        for b in (int(x) for x in args.batches.split(",") if x):
+            done = os.path.isfile(os.path.join(args.out, f"seed{seed}-macs-b{b}.json"))
+            if "timing" in stages or report_only and done and macs:
                 timed.append(timing_stage(seed, b, supernet, macs[-1], args))
-        if "latency" in stages:
-            for b in (int(x) for x in args.batches.split(",") if x):
+        for b in (int(x) for x in args.batches.split(",") if x):
+            done = os.path.join(args.out, f"seed{seed}-b{b}.json")
+            if "latency" in stages or report_only and os.path.isfile(done):
                 lat.append(latency_stage(seed, b, parent, supernet, args))
     text = report(args, imp, prb, parents, macs, timed, lat)
     print(text)
