@@ -475,7 +475,7 @@ def report(args, imp, prb, parents, macs, timed, lat) -> str:
     return "\n".join(lines)
 
 
-def plot(args, parents, macs) -> list:
+def plot(args, parents, macs, lat=()) -> list:
     """The parents' held-out curves and, per seed, test top-1 against MAC reduction of ToMe on your model and of
     what ships (PNG files in ``--out``)."""
     import matplotlib
@@ -512,7 +512,43 @@ def plot(args, parents, macs) -> list:
         fig.tight_layout()
         fig.savefig(files[-1], dpi=120)
         plt.close(fig)
+    if lat:
+        files.append(latency_plot(plt, lat, os.path.join(args.out, "latency_budgets.png")))
     return files
+
+
+def latency_plot(plt, lat, path: str) -> str:
+    """Per batch size: every deployable of the latency budgets, its speed-up over your model (timed round-robin
+    beside it) against its paired test difference to your model; what each budget ships ringed, the budgets as
+    vertical lines (1 / share)."""
+    batches = sorted({r["batch"] for r in lat})
+    fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 3.6), squeeze=False)
+    colours = {0: "tab:blue", 1: "tab:orange", 2: "tab:green"}
+    for ax, batch in zip(axes[0], batches):
+        for res in (r for r in lat if r["batch"] == batch):
+            c = colours.get(res["seed"], "grey")
+            for row in res["rows"]:
+                ax.axvline(1 / row["fraction"], color="grey", lw=0.6, ls=":")
+                options = [("searched", row.get("pick")), ("finetuned", row.get("finetuned"))] + \
+                    sorted(row["free"].items())
+                for name, d in options:
+                    if not d or not d.get("vs_parent"):
+                        continue
+                    x, y = d["speedup"], 100 * d["vs_parent"]["difference"]
+                    ax.plot(x, y, "o" if name in ("searched", "finetuned") else "s", color=c, ms=4, alpha=0.7)
+                    if name == row["recommended"]:
+                        ax.plot(x, y, "o", mfc="none", mec="red", ms=10)
+            ax.plot([], [], "o", color=c, label=f"seed {res['seed']}: searched (circle), training-free (square)")
+        ax.plot([], [], "o", mfc="none", mec="red", label="what the budget ships")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set(xlabel=f"speed-up over your model (fp32, batch {batch}, timed beside it)",
+               ylabel="test top-1 - your model (points)", title=f"latency budgets at batch {batch}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def timed_headline(res) -> str:
@@ -599,7 +635,7 @@ def main(argv=None) -> int:
                 lat.append(latency_stage(seed, b, parent, supernet, args))
     text = report(args, imp, prb, parents, macs, timed, lat)
     print(text)
-    for f in plot(args, parents, macs):
+    for f in plot(args, parents, macs, lat):
         say(f"plot: {f}")
     from tavt_kit.files import write_text
 
