@@ -215,7 +215,7 @@ def parent_at(parent, data, precision: str, seed: int) -> List[int]:
     """Per-image test hits of your model at ``precision`` on the deployed runtime (OpenVINO; int8: NNCF PTQ on 300
     training images drawn with ``seed``)."""
     from tavt_kit.data import Normalize
-    from tavt_kit.search.precision import DeployedScorer
+    from tavt_kit.search.pairs import DeployedScorer
 
     scorer = DeployedScorer(parent, Normalize.from_model(parent), lambda: data.calibration(300, seed), 100)
     try:

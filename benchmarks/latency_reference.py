@@ -198,7 +198,7 @@ def sweep_hits(seed: int, parent, data, precisions: Sequence[str], scheds: Dict[
     import torch
 
     from tavt_kit.data import Normalize
-    from tavt_kit.search.precision import DeployedScorer
+    from tavt_kit.search.pairs import DeployedScorer
 
     hits = read_json(path) if os.path.isfile(path) else {}
     scorer = None

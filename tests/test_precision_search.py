@@ -8,7 +8,7 @@ from conftest import exact_table, scaled_table
 import tavt_kit
 from tavt_kit.cli import main
 from tavt_kit.search import parse_precisions
-from tavt_kit.search.precision import Pair, choose_pair
+from tavt_kit.search.pairs import Pair, choose_pair
 
 EVO = ["--population", "5", "--generations", "2", "--mutations", "4", "--crossovers", "4", "--subset", "48",
        "--batch-size", "48", "--calibration-images", "16"]
@@ -181,7 +181,7 @@ def test_both_picks_and_the_full_model_are_timed_together(supernet_and_tables):
     """--remeasure: every budget's pair and fp32-only pick and the full model are deployed and timed round-robin
     in one process, so that their measured latencies compare (one by one, a drifting machine would decide)."""
     from tavt_kit.search.evolution import schedule_of
-    from tavt_kit.search.precision import _remeasure_together
+    from tavt_kit.search.pairs import _remeasure_together
     from tavt_kit.search import space_of
 
     ckpt = supernet_and_tables[0]

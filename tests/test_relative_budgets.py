@@ -109,7 +109,7 @@ def test_a_share_is_judged_by_the_ratio_in_the_round_not_the_ms_it_was_placed_at
     budget of half of it. Judged by the ratio, it is over, and the searched pick that is under ships instead;
     a budget given in ms keeps its ms."""
     from tavt_kit.search.evolution import schedule_of
-    from tavt_kit.search.precision import _remeasure_together
+    from tavt_kit.search.pairs import _remeasure_together
     from tavt_kit.search import space_of
 
     space = space_of(model)
@@ -179,7 +179,7 @@ def test_an_option_whose_ratio_moved_over_the_share_while_timed_is_over_it(monke
     ran at 0.37-0.44 of your model. Judged by the top of the ratio's 95 % interval it is over 40 %, and the
     searched pick, whose ratio stayed under, ships; the record keeps the interval and the rotations."""
     from tavt_kit.search.evolution import schedule_of
-    from tavt_kit.search.precision import JUDGING_ROUNDS, _remeasure_together
+    from tavt_kit.search.pairs import JUDGING_ROUNDS, _remeasure_together
     from tavt_kit.search import space_of
 
     space = space_of(model)

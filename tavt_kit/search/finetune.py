@@ -117,7 +117,7 @@ class FinetuneStage:
         from ..distill import distill_schedule
         from ..models import load_checkpoint
         from ..train import LAST_FILE
-        from .precision import DeployedScorer
+        from .pairs import DeployedScorer
 
         pipe = self.pipe
         gene = entry_gene(row["best"])[:2]  # counts and reducers: one fine-tune serves every precision
@@ -147,7 +147,7 @@ class FinetuneStage:
         """Per-image scores of ``model`` at ``sched`` and ``precision`` as the search scores the pick: held-out
         (``deployed`` False) in PyTorch (bf16/fp16 autocast) but int8 deployed; test on the deployed runtime."""
         from .evaluate import CandidateEvaluator
-        from .precision import _AUTOCAST
+        from .pairs import _AUTOCAST
 
         if precision == "int8" or (deployed and precision != "fp32"):
             return scorer.scores(sched, precision, images, labels)[0]

@@ -198,7 +198,7 @@ class ParentStage:
         its ``vs_parent`` (deployed, paired on the test images), and ``recommended`` is chosen again among all."""
         pipe = self.pipe
         ref = self._parent_hits
-        from .precision import DeployedScorer
+        from .pairs import DeployedScorer
 
         # your model deployed as the searched pairs are (the same calibration images); the supernet's int8 models,
         # quantised by the precision stage, are scored on its own scorer (no second quantisation)
@@ -381,7 +381,7 @@ class ParentStage:
     def _deployed_entry(self, scorer, s: TokenSchedule, precision: str, ref) -> dict:
         """A training-free deployable at ``precision``: held-out metrics as the search measures that precision
         (bf16/fp16 autocast, int8 quantised and run in OpenVINO), test accuracy on the deployed runtime."""
-        from .precision import _AUTOCAST, ACCURACY_SOURCE
+        from .pairs import _AUTOCAST, ACCURACY_SOURCE
 
         pipe = self.pipe
         if precision == "int8":

@@ -4,7 +4,7 @@
 more dimension of the same search: the schedules of every precision are scored by one evaluator on one
 held-out subset, their MACs counted once, their latencies cached in one :class:`LatencyObjective` each and
 journalled in one journal; each budget's choice is made over every (schedule, precision) pair
-(:mod:`~tavt_kit.search.precision`), the test split is used once at the end, and ``search.json`` is
+(:mod:`~tavt_kit.search.pairs`), the test split is used once at the end, and ``search.json`` is
 completed once at the end: until then it says ``"status": "running"`` (from the start, and with the figures
 of the stages done before the slow ones: the parent's and the precisions'), so a search stopped on the way
 never leaves a file that reads as its result. Fitness is measured on the held-out split (accuracy, NLL or KL to
@@ -232,7 +232,7 @@ class SearchPipeline:
 
     # -------------------------------------------------------------- the run
     def run(self) -> SearchResult:
-        from .precision import PrecisionStage
+        from .pairs import PrecisionStage
 
         self._warn_unreachable()
         journal = self._journal()
@@ -280,7 +280,7 @@ class SearchPipeline:
     def _compare(self, doc: dict, stage, parent) -> None:
         """Your model and what needs no training measured beside the picks (``parent``: a ParentStage), the
         (schedule, precision) pairs chosen (``stage``: a PrecisionStage) and each budget's recommendation."""
-        from .precision import remeasure_round
+        from .pairs import remeasure_round
 
         if parent is not None:
             self.log("measuring the parent (your model) and ToMe on it at each budget")

@@ -100,7 +100,7 @@ class PairedEvidence:
                 sc = deployed.scores(sched, "int8", self.images.images, self.images.labels)[0]
             else:
                 from .evaluate import CandidateEvaluator
-                from .precision import _AUTOCAST
+                from .pairs import _AUTOCAST
 
                 ev = CandidateEvaluator(model, self.images.images, self.images.labels, self.batch_size,
                                         transform=self.transform, autocast=_AUTOCAST.get(precision),

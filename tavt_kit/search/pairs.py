@@ -1,4 +1,4 @@
-"""Joint search of (token schedule, precision) pairs under latency budgets.
+"""(token schedule, precision) pairs: their joint search under latency budgets and the choice over them.
 
 A milder schedule at bf16 or int8 can beat an aggressive one at fp32 under the
 same latency budget, so ``fgvc-kit search --precisions fp32,bf16,int8`` makes
