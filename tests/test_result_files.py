@@ -143,6 +143,7 @@ def test_a_search_stopped_on_the_way_leaves_search_json_marked_unfinished(tmp_pa
     data = ((torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 4, (16,))),
             None)
     evo = EvolutionSettings(population=3, generations=1, mutations=2, crossovers=2, seed=0)
+    budget = f"{0.9 * tavt_kit.count_macs(model).total() / 1e6:.4g}M MACs"  # within the space
     out = tmp_path / "s"
     out.mkdir()
     (out / "search.json").write_text(json.dumps(search_doc(model)))  # an earlier search's result in the folder
@@ -152,13 +153,13 @@ def test_a_search_stopped_on_the_way_leaves_search_json_marked_unfinished(tmp_pa
 
     monkeypatch.setattr(SearchPipeline, "_document", killed)
     with pytest.raises(KeyboardInterrupt):
-        search_schedules(model, data, ["1M MACs"], settings=evo, out=str(out), parent=None, log=lambda s: None)
+        search_schedules(model, data, [budget], settings=evo, out=str(out), parent=None, log=lambda s: None)
     res = SearchResult.load(out / "search.json")
     assert not res.finished and res.status == "running" and res.full is None and not res.budgets
     with pytest.raises(ConfigError, match=r"an unfinished search \(status 'running'"):
-        SearchResult.load(out / "search.json").schedule(model, "1M MACs")
+        SearchResult.load(out / "search.json").schedule(model, budget)
     monkeypatch.undo()
-    res = search_schedules(model, data, ["1M MACs"], settings=evo, out=str(out), parent=None, log=lambda s: None)
+    res = search_schedules(model, data, [budget], settings=evo, out=str(out), parent=None, log=lambda s: None)
     again = SearchResult.load(out / "search.json")
     assert res.finished and again.finished and again.doc["version"] == 2 and again.full is not None
 

@@ -21,7 +21,8 @@ class Pick:
     counts: Tuple[int, ...]
     reducers: Optional[Tuple[Optional[str], ...]]
     precision: str
-    macs: int
+    #: None only in a hand-made search.json that records none (every search writes them)
+    macs: Optional[int]
     latency_ms: Optional[float]
     latency_measured_ms: Optional[float]
     holdout_accuracy: Optional[float]
@@ -39,7 +40,8 @@ class Pick:
         iv = (lambda v: tuple(v) if v else None)
         acc = d.get("holdout_accuracy", d.get("accuracy"))  # candidates say "accuracy"
         return cls(tuple(int(c) for c in d["counts"]), tuple(d["reducers"]) if d.get("reducers") else None,
-                   str(d.get("precision") or "fp32"), int(d["macs"]), d.get("latency_ms"),
+                   str(d.get("precision") or "fp32"), int(d["macs"]) if d.get("macs") is not None else None,
+                   d.get("latency_ms"),
                    d.get("latency_measured_ms"), acc, iv(d.get("holdout_interval")), d.get("test_accuracy"),
                    iv(d.get("test_interval")), d.get("vs_parent"), dict(d), num_patches)
 
