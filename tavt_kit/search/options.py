@@ -114,8 +114,10 @@ def check_options(options: dict) -> list:
 
 
 def check_reachable(model, space, budgets: Sequence[Budget], flag: str = "") -> None:
-    """A MAC budget below the smallest schedule of ``space`` is refused before any work, in one line naming it
-    (``flag``: as the command line's option; else as ``budgets=``) and the MACs the space reaches."""
+    """A MAC budget below the smallest schedule of ``space`` refused in one line naming it (``flag``: as the
+    command line's option; else as ``budgets=``) and the MACs the space reaches. The command line refuses such a
+    budget before any work; ``search_schedules`` only warns, as a deployable of your model (a schedule searched
+    on its weights merges deeper than the supernet's space) may still meet it."""
     from ..models import count_macs
 
     low = None

@@ -42,7 +42,7 @@ from .timed import TargetCheck
 from .precisions import resolve_precisions
 from .reuse import Reused
 from .ship import ShipPolicy
-from .options import as_budgets, check_options, check_reachable, fraction_field, model_arg, resolve_fractions
+from .options import as_budgets, check_options, fraction_field, model_arg, resolve_fractions
 from .settings import EvaluationOptions, LatencyOptions
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
@@ -111,7 +111,6 @@ def search_schedules(
                                     measured_here=latency.objectives is None and latency.table is None, model=model,
                                     tables=tables_by_precision(latency.table) if latency.table is not None else None)
     space = searched_space(model, options.get("bound"), own, log, options.get("token_multiple", 1))
-    check_reachable(model, space, budgets)  # before any work: images, tables
     reducers = options.get("reducers")
     reducers = _check_reducers(model, reducers) if reducers is not None else None
     if len(precisions) > 1 and not latency_budget:
