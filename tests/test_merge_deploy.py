@@ -93,10 +93,17 @@ def test_predictor_uses_each_blocks_reducer(tables, tmp_path):
         both._curve("merge_attn_ms", 17) + both._curve("merge_mlp_ms", 8) + both.merge_round_ms
         - (both._curve("prop_ms", 17) - both._curve("plain_ms", 17)))
     assert both.merge_round_ms >= 0 and all(len(p) == 5 for p in both.data["merge_pairs"])  # rounds per pair
-    # after its merge a block runs the dropping blocks' MLP: the table prices it so
+    # after its merge a block runs the dropping blocks' MLP: the table prices it so, unless on these timings the
+    # tie priced a one-round merge at or below zero (noise, under load), when the separable fit is the fallback
+    from tavt_kit.bench.table import fit_tied_rounds
+
     drop_mlp = dict(zip(both.data["mlp_ms"]["tokens"], both.data["mlp_ms"]["ms"]))
-    assert both.data["merge_fit"] == "mlp-tied" and all(
-        drop_mlp[L] == ms for L, ms in zip(both.data["merge_mlp_ms"]["tokens"], both.data["merge_mlp_ms"]["ms"]))
+    pairs = both.data["merge_pairs"]
+    tied = fit_tied_rounds([tuple(p[:3]) for p in pairs], [p[4] for p in pairs], drop_mlp)
+    assert both.data["merge_fit"] == ("mlp-tied" if tied is not None else "separable")
+    if tied is not None:
+        assert all(drop_mlp[L] == ms for L, ms in zip(both.data["merge_mlp_ms"]["tokens"],
+                                                      both.data["merge_mlp_ms"]["ms"]))
     # bound to a drop model by check(): schedules without reducers drop
     both.save(tmp_path / "t.json")
     t = LatencyTable.load(tmp_path / "t.json")
