@@ -197,6 +197,6 @@ def test_the_measurement_on_this_machine_is_short_and_says_each_precision(model)
     assert res.kept[0] == "fp32" and "int8" in set(res.ratios) | set(res.skipped)
     assert set(res.kept[1:]) | set(res.skipped) == {"bf16", "fp16", "int8"}
     for p, r in res.ratios.items():
-        assert 0 < r.low <= r.ratio <= r.high and r.rounds >= 3
+        assert 0 < r.low <= r.ratio <= r.high and r.rounds >= 2  # an interval: at least two paired rounds (load)
         assert (p in res.kept) == (speed.judge(r) is None)
     assert res.seconds < 60 and res.line().startswith("precisions auto: fp32")
