@@ -17,10 +17,13 @@ from .fitness import DEFAULT_FITNESS, FITNESSES
 from .objective import LATENCY_SOURCES
 
 
-def _of(cls, value, options: dict, keywords: Mapping[str, str], param: str):
+def from_keywords(cls, value, options: dict, keywords: Mapping[str, str], param: str, make=None):
     """``value`` (an instance of ``cls`` or None) merged with its fields given as keywords (popped out of
-    ``options``, each checked under the keyword's name)."""
+    ``options``, each checked under the keyword's name: by ``make(fields)`` where given, else by ``cls``'s own
+    checks, said with the keyword); both at once is refused."""
     given = {field: options.pop(key) for key, field in keywords.items() if key in options}
+    if value is None and make is not None:
+        return make(given)
     if value is None:
         try:
             return cls(**given)
@@ -74,7 +77,7 @@ class LatencyOptions:
 
     @classmethod
     def of(cls, value, options: dict) -> "LatencyOptions":
-        return _of(cls, value, options, LATENCY_KEYWORDS, "latency")
+        return from_keywords(cls, value, options, LATENCY_KEYWORDS, "latency")
 
 
 #: search_schedules keywords of a LatencyOptions -> its fields
@@ -115,7 +118,7 @@ class EvaluationOptions:
 
     @classmethod
     def of(cls, value, options: dict) -> "EvaluationOptions":
-        return _of(cls, value, options, EVALUATION_KEYWORDS, "evaluation")
+        return from_keywords(cls, value, options, EVALUATION_KEYWORDS, "evaluation")
 
     def keywords(self) -> dict:
         """The options as the pipeline's keywords."""

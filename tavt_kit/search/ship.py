@@ -16,6 +16,7 @@ from typing import Union
 from ..errors import ConfigError
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import check_selection
+from .settings import from_keywords
 
 #: the search_schedules keywords a ShipPolicy holds, by its field names
 KEYWORDS = {"ship_confidence": "confidence", "selection": "selection", "shrinkage": "shrinkage",
@@ -44,15 +45,8 @@ class ShipPolicy:
         """The policy of a ``search_schedules`` call: ``ship`` (a ShipPolicy or None) or its fields given as the
         keywords ``ship_confidence``, ``selection``, ``shrinkage``, ``parent_search`` (taken out of ``options``,
         each checked under its keyword's name); both at once is refused."""
-        given = {field: options.pop(key) for key, field in KEYWORDS.items() if key in options}
-        if ship is None:
-            return cls(**_checked(given, {f: k for k, f in KEYWORDS.items()}))
-        if not isinstance(ship, ShipPolicy):
-            raise ConfigError(f"ship={ship!r}: expected a ShipPolicy or None")
-        if given:
-            key = next(k for k, f in KEYWORDS.items() if f in given)
-            raise ConfigError(f"{key}= and ship= both given: give ship=ShipPolicy(...) or its fields, not both")
-        return ship
+        return from_keywords(cls, ship, options, KEYWORDS, "ship",
+                             make=lambda given: cls(**_checked(given, {f: k for k, f in KEYWORDS.items()})))
 
     def keywords(self) -> dict:
         """The policy as the pipeline's keywords (``ship_confidence``, ...)."""
