@@ -55,3 +55,32 @@ def _tiny_parent(tmp_path) -> str:
     path = str(tmp_path / "parent.safetensors")
     save_checkpoint(build_model(num_classes=10, model="fgvc_tiny"), path)
     return path
+
+
+def test_epochs_size_the_steps_to_the_dataset(tmp_path):
+    """``epochs`` passes over the training split: the steps follow its size, the warm-up keeps the recipe's
+    share; with ``steps`` it is a contradiction, said naming both (the CLI's flags, the library's parameters)."""
+    lines = []
+    settings = {k: v for k, v in TINY.items() if k not in ("steps", "warmup_steps")}
+    run = fine_tune(FineTuneSettings(model="fgvc_tiny", epochs=0.25, test=False, **settings),
+                    out=str(tmp_path / "ft"), device="cpu", log=lines.append)
+    n = json.loads(open(os.path.join(run.out, "config.json")).read())["args"]
+    import math
+
+    from tavt_kit.data import build_dataset
+
+    images = len(build_dataset("demo", split="train"))
+    assert run.results["steps"] == n["steps"] == math.ceil(0.25 * images / 8)
+    assert any(line.startswith(f"epochs=0.25: {run.results['steps']} steps of 8 images") for line in lines)
+    with pytest.raises(ConfigError, match=r"^steps=4 and epochs=2 both given"):
+        fine_tune(FineTuneSettings(model="fgvc_tiny", epochs=2, **TINY), out=str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match=r"^epochs=0: expected a positive number"):
+        fine_tune(FineTuneSettings(model="fgvc_tiny", epochs=0), out=str(tmp_path / "y"))
+
+
+def test_epochs_from_the_command_line(tmp_path, capsys):
+    from tavt_kit.cli import main
+
+    assert main(["train", "--dataset", "demo", "--steps", "4", "--epochs", "1", "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert "--steps 4 and --epochs 1 both given" in err and "Traceback" not in err

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 
 from ..target import BACKENDS, Precision
-from .common import (Parser, add_deprecated, add_device, add_timing_arguments, positional_deprecated, precision,
-                     warn)
+from .common import (Parser, add_deprecated, add_device, add_threads, add_timing_arguments, positional_deprecated,
+                     precision, target_threads, warn)
 
 MODES = ("measure", "profile", "predict")
 #: the precisions of ``--precision`` (:class:`~tavt_kit.target.Precision`, torch-free for parsing)
@@ -89,7 +89,7 @@ def _target_args(p, many_batches: bool) -> None:
                    else "images per timed call, the batch the table is for (default 1)")
     for old in ("--batch-size", "--batch"):
         add_deprecated(p, old, "--latency-batch-size", "batch_size", type=int, nargs=nargs)
-    t.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: torch's thread count)")
+    add_threads(t)
     t.add_argument("--precision", default="fp32", type=precision, metavar="PRECISION",
                    help="fp32, bf16, fp16 or int8 (default fp32; OpenVINO would pick bf16 on bf16 CPUs): with "
                         "OpenVINO bf16/fp16 where the CPU has them, int8 = each model or part quantised with NNCF "
@@ -450,7 +450,7 @@ def _deployment_target(args, batch_size: int):
     from ..target import DeploymentTarget
 
     return DeploymentTarget(backend=args.backend or "torch", device=args.device or "cpu", precision=args.precision,
-                            threads=args.threads or None, batch_size=batch_size)
+                            threads=target_threads(args.threads), batch_size=batch_size)
 
 
 def _warn_oversubscribed(target) -> None:

@@ -341,6 +341,36 @@ def add_timing_arguments(group, names=tuple(_TIMING_HELP)) -> None:
                            help=f"{text} (default {TIMING_DEFAULTS[name]:g})")
 
 
+#: ``--threads`` of every command that runs the deployment target (bench, search, export): one meaning, one default
+THREADS_HELP = ("threads the deployment target runs on (default: torch's intra-op thread count, which "
+                "OMP_NUM_THREADS sets; said when fewer than the cores)")
+
+
+def add_threads(group, help: str = THREADS_HELP) -> None:
+    """``--threads N`` with the one default of every command that times or runs the deployment target."""
+    group.add_argument("--threads", type=int, metavar="N", help=help)
+
+
+_SAID: set = set()  # the thread notes said in this process (each once)
+
+
+def target_threads(given: Optional[int], log=print) -> int:
+    """The deployment target's threads: ``given`` (``--threads``), else torch's count, said in one line when
+    that is fewer than this machine's cores (``OMP_NUM_THREADS=1`` for training also makes the target 1 thread)."""
+    from ..bench.backends import default_threads
+
+    if given:
+        return int(given)
+    n, cores = default_threads(), os.cpu_count() or 1
+    if n < cores and (n, cores) not in _SAID:
+        _SAID.add((n, cores))
+        env = os.environ.get("OMP_NUM_THREADS")
+        log(f"note: the deployment target runs {n} thread{'s' if n != 1 else ''} (torch's count"
+            + (f", set by OMP_NUM_THREADS={env}" if env else "") + f") of this machine's {cores} cores; "
+            f"--threads {cores} times it on all of them")
+    return n
+
+
 #: how every ``--device`` says what it takes
 DEVICE_FORM = "cpu, cuda or cuda:N"
 _DEVICE = re.compile(r"cpu|cuda(?::\d+)?|auto")

@@ -10,7 +10,7 @@ DEFAULT_OUT = os.path.join("runs", "export")
 
 # ------------------------------------------------------------------- export
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    from .common import add_deprecated, precision
+    from .common import add_deprecated, add_threads, precision
     p.add_argument("--checkpoint", required=True, metavar="FILE",
                    help="model to export (.safetensors from train/distill/prune, or any file load_checkpoint reads)")
     s = p.add_argument_group("schedule (default: the checkpoint's own, else the full model)")
@@ -63,7 +63,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--eval-batch-size", type=int, default=32, metavar="N",
                    help="images per verification batch (default: 32)")
     add_deprecated(p, "--batch-size", "--eval-batch-size", "eval_batch_size", type=int)
-    v.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime / OpenVINO threads (default: theirs)")
+    add_threads(v)
     q = p.add_argument_group("int8 calibration and accuracy control")
     q.add_argument("--calibration-images", type=int, default=300, metavar="N",
                    help="calibration images, a seeded subset of --calibration-split (default: 300)")
@@ -203,6 +203,7 @@ def _run_export(args) -> int:
     from ..search import SearchResult
     from ..search.deployable import shipped_checkpoint
     from ..target import DeploymentTarget
+    from .common import target_threads
 
     check_args(args)
     # the search.json is read once, before the checkpoint: another kind of file is said as what it is
@@ -263,7 +264,7 @@ def _run_export(args) -> int:
     # where the files run: the runtime of the first format, at the precision asked for (auto: chosen by timing
     # at --latency-batch-size), with --threads
     target = DeploymentTarget(backend=BACKEND_OF_FORMAT[formats[0]], precision="fp32" if auto else args.precision,
-                              threads=args.threads, batch_size=args.latency_batch_size or 1)
+                              threads=target_threads(args.threads), batch_size=args.latency_batch_size or 1)
     options = ExportOptions(exporter=args.exporter, opset=args.opset, checkpoint=checkpoint,
                             schedule_source=source)
     common = dict(target=target, verify=verify, quantize=quantize, options=options, log=log)

@@ -13,8 +13,8 @@ from ..schedules.space import check_multiple
 from ..search.recommend import check_ship_confidence
 from ..search.result import describe_family, family_entry
 from ..target import BACKENDS
-from .common import (add_deprecated, add_device, add_refused, budget_suggestion, check_can_merge, device,
-                     parse_latency_budget, parse_macs, parse_reducers)
+from .common import (THREADS_HELP, add_deprecated, add_device, add_refused, add_threads, budget_suggestion,
+                     check_can_merge, device, parse_latency_budget, parse_macs, parse_reducers, target_threads)
 
 #: the library's defaults, which the flags take (one place)
 EVOLUTION, EVALUATION, LATENCY, SHIP = EvolutionSettings(), EvaluationOptions(), LatencyOptions(), ShipPolicy()
@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lat.add_argument("--latency-batch-size", type=int, metavar="N",
                      help="batch size the latency is for (default: the table's; 1 when measured here)")
     add_deprecated(p, "--latency-batch", "--latency-batch-size", "latency_batch_size", type=int)
-    lat.add_argument("--threads", type=int, metavar="N", help="threads for latency measurement")
+    add_threads(lat, THREADS_HELP[:-1] + "; with --latency-table: the table's)")
     e = p.add_argument_group("evolution (TAVT's defaults)")
     e.add_argument("--population", type=int, default=EVOLUTION.population, metavar="N",
                    help=f"schedules kept per generation, the best by fitness (default {EVOLUTION.population})")
@@ -220,7 +220,8 @@ def run(args) -> int:
     # measured here without a table: torch eager for fp32 alone, OpenVINO for a search of several precisions
     # the runtime export ships (OpenVINO on the CPU where installed): a latency budget is for the file you deploy
     backend = args.backend or ("openvino" if len(precisions) > 1 else DeploymentTarget.default().backend)
-    target = DeploymentTarget(backend=backend, device=args.device or "cpu", threads=args.threads,
+    target = DeploymentTarget(backend=backend, device=args.device or "cpu",
+                              threads=args.threads if table else target_threads(args.threads),
                               batch_size=args.latency_batch_size or 1)
     objectives = None
     if table:  # a table's target unless a flag contradicts it (checked field by field)

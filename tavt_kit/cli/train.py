@@ -62,6 +62,9 @@ def add_train_arguments(p: argparse.ArgumentParser, demo_recipe: Dict[str, Any] 
     g.add_argument("--weight-decay", type=float, metavar="WD", help=f"weight decay on weight matrices {d('weight_decay')}")
     g.add_argument("--momentum", type=float, metavar="M", help=f"SGD momentum {d('momentum')}")
     g.add_argument("--steps", type=int, metavar="N", help=f"optimiser steps {d('steps')}")
+    g.add_argument("--epochs", type=float, metavar="E",
+                   help="passes over the training split instead of --steps: the steps are sized to the dataset "
+                        "(E x training images / images per step), the warm-up kept at the recipe's share")
     g.add_argument("--warmup-steps", type=int, metavar="N",
                    help=f"linear warm-up steps {d('warmup_steps')}; when not given and more than half of --steps, "
                         "the same fraction of --steps")

@@ -205,7 +205,7 @@ def _run(model, r, cfg, given, out, run_path, resume, device, rank, world, log) 
     from ..data import build_dataset
     from ..train import Trainer
     from ..train.build import check_model_fits
-    from ..train.recipes import data_spec, fit_batch
+    from ..train.recipes import data_spec, fit_batch, fit_steps
     from .inplace import InplaceDistillStep, fixed_schedules, make_schedule_eval
 
     parent_rec, parent = _parent(model, r, out, resume)
@@ -220,7 +220,9 @@ def _run(model, r, cfg, given, out, run_path, resume, device, rank, world, log) 
                           "expected > 0")
     space = search_space(model, r)
     train_set = build_dataset(dspec, split="train", model=model)
-    cfg = fit_batch(r, cfg, given, len(train_set), world, resume, log if rank == 0 else (lambda line: None))
+    quiet = log if rank == 0 else (lambda line: None)
+    cfg = fit_steps(r, fit_batch(r, cfg, given, len(train_set), world, resume, quiet), given, len(train_set), world,
+                    resume, quiet)
     holdout_set = build_dataset(dspec, split="holdout", model=model)
     check_model_fits(model, train_set, r["checkpoint"])
     tracked = fixed_schedules(space)

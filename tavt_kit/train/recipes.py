@@ -7,6 +7,7 @@ do not suit a short run (warm-up, batch size). Messages name the settings (``ste
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
@@ -80,6 +81,8 @@ class OptimSettings(DataSettings):
     weight_decay: Optional[float] = None
     momentum: Optional[float] = None
     steps: Optional[int] = None
+    #: passes over the training split: sets ``steps`` from the split's size once it is read (not with ``steps``)
+    epochs: Optional[float] = None
     warmup_steps: Optional[int] = None
     lr_schedule: Optional[str] = None
     min_lr: Optional[float] = None
@@ -140,6 +143,7 @@ def resolve_settings(given: Dict[str, Any]) -> Dict[str, Any]:
     if info.builtin and given.get("pretrained") and _foreign(given["pretrained"]):
         recipe = PRETRAINED_RECIPE
     check_own_holdout(info.name, given.get("holdout"))
+    check_epochs(given)
     r: Dict[str, Any] = dict(recipe, **BASE_SETTINGS)
     r["dataset"] = info.name
     r.update(stored_settings({k: v for k, v in given.items() if k != "dataset"}))
@@ -156,6 +160,33 @@ def _foreign(path) -> bool:
         return read_spec(path, required=False) is None
     except CheckpointError:  # an unreadable file: the model's loading names it
         return False
+
+
+def check_epochs(given: Dict[str, Any]) -> None:
+    """``epochs`` is a positive number of passes and is not given with ``steps`` (which it sets)."""
+    epochs = given.get("epochs")
+    if epochs is None:
+        return
+    if "steps" in given:
+        raise ConfigError(f"steps={given['steps']} and epochs={epochs:g} both given: epochs sets the steps from the "
+                          "training split's size; give one of them")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not 0 < epochs < float("inf"):
+        raise ConfigError(f"epochs={epochs!r}: expected a positive number of passes over the training split")
+
+
+def fit_steps(r: Dict[str, Any], cfg, given: Dict[str, Any], n: int, world: int, resume: bool,
+              log: Callable[[str], None]):
+    """``epochs`` given: the steps that pass that many times over the ``n`` training images (at least one), the
+    warm-up not given kept at the recipe's share of the steps; returns the config to train with."""
+    if resume or given.get("epochs") is None:
+        return cfg
+    per_step = cfg.batch_size * cfg.accum_steps * world
+    before, r["steps"] = r["steps"], max(1, math.ceil(given["epochs"] * n / per_step))
+    if "warmup_steps" not in given:
+        r["warmup_steps"] = int(r["warmup_steps"] * r["steps"] / before)
+    log(f"epochs={given['epochs']:g}: {r['steps']} steps of {per_step} images over the {n} training images "
+        f"(warm-up {r['warmup_steps']} steps)")
+    return dataclasses.replace(cfg, steps=r["steps"], warmup_steps=r["warmup_steps"])
 
 
 def fit_warmup(r: Dict[str, Any], given: Dict[str, Any], recipe: Dict[str, Any]) -> List[str]:

@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, Optional
 
 from ..errors import ConfigError
 from .recipes import (RESULT_KEYS, RESULTS_FILE, RESULTS_FORMAT, RESULTS_VERSION, RESUMABLE_CHANGES, RUN_FORMAT,
-                      FineTuneSettings, data_spec, fit_batch, resolve_settings, stored_settings, train_config)
+                      FineTuneSettings, data_spec, fit_batch, fit_steps, resolve_settings, stored_settings,
+                      train_config)
 from .run_dir import open_run
 
 DEFAULT_OUT = os.path.join("runs", "train")
@@ -204,6 +205,7 @@ def _fit(model, r, spec, cfg, given, class_names, out, run_path, resume, device,
 
     train_set = build_dataset(spec, split="train", model=model)
     cfg = fit_batch(r, cfg, given, len(train_set), world, resume, log if rank == 0 else _quiet)
+    cfg = fit_steps(r, cfg, given, len(train_set), world, resume, log if rank == 0 else _quiet)
     holdout_set = build_dataset(spec, split="holdout", model=model) if spec.holdout > 0 else None
     if rank == 0 and not resume:
         _start_folder(out, run_path, r, spec, cfg)
