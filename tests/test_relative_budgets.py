@@ -302,10 +302,9 @@ def test_your_model_in_int8_meets_a_share_only_when_timed_within_it_beside_your_
                                       {"source": "table", "precision": p}, remeasure_fn=lambda s: 1.0)
                   for p in ("fp32", "int8")}
     from tavt_kit.search import space_of
+    from tavt_kit.search.context import SearchContext
 
-    pipe = SimpleNamespace(model=net, objectives=objectives, space=space_of(net), log=lambda s: None,
-                           schedule=None, latency=objectives["fp32"])
-    stage = ParentStage(pipe, net)
+    stage = ParentStage(SearchContext(net, space_of(net), objectives=objectives, log=lambda s: None), net)
     at70 = stage._free_schedules("int8", 0.7 * truth(full), 0.7 * truth(full), fraction=0.7)
     at50 = stage._free_schedules("int8", 0.5 * truth(full), 0.5 * truth(full), fraction=0.5)
     assert at70["parent"].counts == full.counts and "parent" not in at50

@@ -137,7 +137,7 @@ def test_binary_files_are_refused_unread(tmp_path, model, capsys):
 # ------------------------------------------------------------------ a search stopped on the way
 def test_a_search_stopped_on_the_way_leaves_search_json_marked_unfinished(tmp_path, model, monkeypatch):
     from tavt_kit.search import EvolutionSettings, search_schedules
-    from tavt_kit.search.pipeline import SearchPipeline
+    from tavt_kit.search import pipeline
 
     g = torch.Generator().manual_seed(1)
     data = ((torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 4, (16,))),
@@ -151,7 +151,7 @@ def test_a_search_stopped_on_the_way_leaves_search_json_marked_unfinished(tmp_pa
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(SearchPipeline, "_document", killed)
+    monkeypatch.setattr(pipeline, "_document", killed)
     with pytest.raises(KeyboardInterrupt):
         search_schedules(model, data, [budget], settings=evo, out=str(out), parent=None, log=lambda s: None)
     res = SearchResult.load(out / "search.json")

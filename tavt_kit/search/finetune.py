@@ -83,21 +83,21 @@ class PickFinetune:
 
 
 class FinetuneStage:
-    """Fine-tunes each budget's pick and lets it compete (the module docstring), for a search's ``pipe`` with its
+    """Fine-tunes each budget's pick and lets it compete (the module docstring), for a search's ``ctx`` with its
     ``ParentStage`` (your model, its deployed scorers and the paired evidence)."""
 
-    def __init__(self, pipe, parent_stage, finetune: PickFinetune):
-        self.pipe, self.parents, self.options = pipe, parent_stage, finetune
+    def __init__(self, ctx, parent_stage, finetune: PickFinetune):
+        self.ctx, self.parents, self.options = ctx, parent_stage, finetune
         self._models: Dict[tuple, tuple] = {}  # schedule gene -> (model, relative folder, scorer)
 
     def apply(self, doc: dict) -> None:
-        pipe = self.pipe
+        ctx = self.ctx
         rows = [r for r in doc["budgets"] if r.get("best") is not None and "training_free" in r]
-        pipe.log(f"fine-tuning {len({entry_gene(r['best'])[:2] for r in rows})} pick(s) toward your model, "
+        ctx.log(f"fine-tuning {len({entry_gene(r['best'])[:2] for r in rows})} pick(s) toward your model, "
                  f"{self.options.steps} steps each")
         for row in rows:
             best = row["best"]
-            sched = pipe.schedule(entry_gene(best))
+            sched = ctx.schedule(entry_gene(best))
             model, folder, scorer = self._finetuned(row, sched)
             entry = self._entry(best, model, sched, scorer, folder)
             row[FAMILY] = entry
@@ -119,27 +119,27 @@ class FinetuneStage:
         from ..train import LAST_FILE
         from .pairs import DeployedScorer
 
-        pipe = self.pipe
+        ctx = self.ctx
         gene = entry_gene(row["best"])[:2]  # counts and reducers: one fine-tune serves every precision
         if gene in self._models:
             return self._models[gene]
         name = os.path.splitext(row.get("schedule_file") or f"schedule-{row['label']}")[0]
         folder = os.path.join(FINETUNED_DIR, name)
-        out = os.path.join(pipe.out_dir, folder)
+        out = os.path.join(ctx.out_dir, folder)
         last = os.path.join(out, LAST_FILE)
         if not finished(out, self.options.steps):
             with torch.inference_mode(False), torch.enable_grad():
-                model = copy.deepcopy(pipe.model).train()
+                model = copy.deepcopy(ctx.model).train()
                 model.spec.pop("search_space", None)  # its weights will serve one schedule
-                pipe.log(f"fine-tuning {name} ({list(row['best']['counts'])}) toward your model")
+                ctx.log(f"fine-tuning {name} ({list(row['best']['counts'])}) toward your model")
                 distill_schedule(model, self.parents.parent, sched, self.options.train_set, self.options.config(),
                                  out_dir=out, resume=os.path.isfile(os.path.join(out, "train_state.safetensors")),
                                  kd_temperature=self.options.kd_temperature, label_weight=self.options.label_weight)
         model = load_checkpoint(last).eval()
-        calib = pipe.data.calibration
-        scorer = DeployedScorer(model, pipe.transform, lambda: calib(pipe.calibration_images, pipe.settings.seed),
-                                pipe.batch_size, pipe.objectives["fp32"].target.threads if pipe.objectives else None,
-                                {p: o.target for p, o in pipe.objectives.items()})
+        calib = ctx.data.calibration
+        scorer = DeployedScorer(model, ctx.transform, lambda: calib(ctx.calibration_images, ctx.settings.seed),
+                                ctx.batch_size, ctx.objectives["fp32"].target.threads if ctx.objectives else None,
+                                {p: o.target for p, o in ctx.objectives.items()})
         self._models[gene] = (model, folder, scorer)
         return self._models[gene]
 
@@ -151,41 +151,41 @@ class FinetuneStage:
 
         if precision == "int8" or (deployed and precision != "fp32"):
             return scorer.scores(sched, precision, images, labels)[0]
-        ev = CandidateEvaluator(model, images, labels, self.pipe.batch_size, transform=self.pipe.transform,
-                                autocast=_AUTOCAST.get(precision), device=self.pipe.device)
+        ev = CandidateEvaluator(model, images, labels, self.ctx.batch_size, transform=self.ctx.transform,
+                                autocast=_AUTOCAST.get(precision), device=self.ctx.device)
         return ev.scores([sched], per_image=True)
 
     def _entry(self, best: dict, model: nn.Module, sched, scorer, folder: str) -> Dict[str, Any]:
         from ..models.checkpoint import weights_digest
         from ..train import LAST_FILE
 
-        pipe = self.pipe
+        ctx = self.ctx
         precision = best.get("precision", "fp32")
         evidence = self.parents._evidence()
-        if evidence.images is pipe.holdout:  # the images the gate compares on: scored once, for both
+        if evidence.images is ctx.holdout:  # the images the gate compares on: scored once, for both
             losses, hits = evidence.values(self._key(folder), model, sched, precision, scorer)
         else:
-            sc = self._scores(model, sched, precision, scorer, pipe.holdout.images, pipe.holdout.labels, False)
+            sc = self._scores(model, sched, precision, scorer, ctx.holdout.images, ctx.holdout.labels, False)
             losses, hits = sc.losses[0], sc.hits[0]
         acc, nll = float(hits.double().mean()), float(losses.double().mean())
         d = {k: best[k] for k in ("counts", "reducers", "precision", "macs", "speedup_macs") if k in best}
         d.update(weights=FAMILY, checkpoint=os.path.join(folder, LAST_FILE), weights_sha256=weights_digest(model),
                  steps=self.options.steps, holdout_accuracy=acc,
-                 holdout_interval=accuracy_interval(acc, pipe.n_holdout), holdout_nll=nll,
+                 holdout_interval=accuracy_interval(acc, ctx.n_holdout), holdout_nll=nll,
                  holdout_source="OpenVINO int8 (NNCF PTQ, transformer)" if precision == "int8" else "PyTorch " + (
                      "fp32" if precision == "fp32" else f"{precision} autocast"))
         # the schedule carries the evolution's winner's curse on the held-out images as the pick does
         d.update({k: best[k] for k in ("fitness_measured", "fitness_shrunk") if k in best})
-        if pipe.selection is not None:
-            d.update(pipe.selection.fields(self._key(folder), model, sched, precision, deployed=scorer))
+        if ctx.selection is not None:
+            d.update(ctx.selection.fields(self._key(folder), model, sched, precision, deployed=scorer))
         d.update({k: best[k] for k in TIMED_FIELDS if k in best})
         d["timed_as"] = "the pick: the same graph, other weights"
         ref = getattr(self.parents, "_parent_hits", None)
-        if pipe.n_test:
-            t = self._scores(model, sched, precision, scorer, pipe.test.images, pipe.test.labels, True)
+        if ctx.n_test:
+            t = self._scores(model, sched, precision, scorer, ctx.test.images, ctx.test.labels, True)
             h = t.hits[0]
             acc = float(h.double().mean())
-            d.update(test_accuracy=acc, test_interval=accuracy_interval(acc, pipe.n_test))
+            d.update(test_accuracy=acc, test_interval=accuracy_interval(acc, ctx.n_test))
             if ref is not None:
                 d["vs_parent"] = paired_difference(h.tolist(), ref.tolist())
         return d
@@ -198,22 +198,22 @@ class FinetuneStage:
         """The budget's recommendation with ``entry`` as its searched option (:func:`~.recommend.recommend`)."""
         from .parent import _weights
 
-        pipe, parents = self.pipe, self.parents
-        metric = "accuracy" if pipe.fitness == "accuracy" else "NLL"
+        ctx, parents = self.ctx, self.parents
+        metric = "accuracy" if ctx.fitness == "accuracy" else "NLL"
         evidence = parents._evidence()
 
         def values(family: str, d: dict):
             if family == "searched":
                 return evidence.values(self._key(folder), model, sched, d.get("precision", "fp32"), scorer)
             weights = _weights(family)
-            return evidence.values(weights, parents.parent, pipe.schedule(entry_gene(d)), d.get("precision", "fp32"),
+            return evidence.values(weights, parents.parent, ctx.schedule(entry_gene(d)), d.get("precision", "fp32"),
                                    parents._scorers.get(weights))
 
-        selection = pipe.selection
-        return recommend({**row, "best": entry}, row["training_free"], fitness=pipe.fitness,
+        selection = ctx.selection
+        return recommend({**row, "best": entry}, row["training_free"], fitness=ctx.fitness,
                          selection_images=selection.n if selection else None,
                          evidence=lambda a, da, b, db: paired_lead(values(a, da), values(b, db), metric),
-                         confidence=getattr(pipe, "ship_confidence", DEFAULT_SHIP_CONFIDENCE),
+                         confidence=getattr(ctx, "ship_confidence", DEFAULT_SHIP_CONFIDENCE),
                          searched_name="the pick fine-tuned toward your model")
 
 
@@ -235,10 +235,10 @@ def check_finetune(finetune: Optional[PickFinetune], parent: Optional[nn.Module]
     return finetune
 
 
-def finetune_picks(pipe, parent_stage, doc: dict) -> None:
-    """Each budget's pick of ``pipe`` (a :class:`~.pipeline.SearchPipeline`) fine-tuned toward your model and
+def finetune_picks(ctx, parent_stage, doc: dict) -> None:
+    """Each budget's pick of ``ctx`` (a :class:`~.context.SearchContext`) fine-tuned toward your model and
     competing for the budget (the module docstring): ``finetuned`` and ``recommended`` of each row of ``doc``."""
-    ft = FinetuneStage(pipe, parent_stage, pipe.finetune)
+    ft = FinetuneStage(ctx, parent_stage, ctx.finetune)
     try:
         ft.apply(doc)
     finally:

@@ -10,7 +10,7 @@ best pair over all of them (:class:`PrecisionStage`).
 
 Accuracy is measured, never assumed:
 
-* **fp32**: the pipeline's own evolution (:class:`~tavt_kit.search.pipeline.SearchPipeline`), whose
+* **fp32**: the pipeline's own evolution (:class:`~tavt_kit.search.context.SearchContext`), whose
   budgets also give the best fp32-only schedule reported beside each pair;
 * **bf16 / fp16**: the candidates run at that precision (PyTorch autocast: matrix
   products in the low type, reductions in fp32, as the runtimes do) on the
@@ -252,12 +252,12 @@ def choose_pair(pairs: List[Pair], verify: Callable[[Pair], Dict[str, float]], f
 
 # ------------------------------------------------------------------ the stage
 class PrecisionStage:
-    """The precisions beyond fp32 of one search (:class:`~tavt_kit.search.pipeline.SearchPipeline`): their
+    """The precisions beyond fp32 of one search (:class:`~tavt_kit.search.context.SearchContext`): their
     evolutions, sharing the pipeline's evaluator, subset, MAC cache and journal; every latency budget's best
     pair (int8 verified on the deployed model); both picks run deployed on the test images."""
 
-    def __init__(self, pipe, journal):
-        self.pipe, self.journal = pipe, journal
+    def __init__(self, ctx, journal):
+        self.ctx, self.journal = ctx, journal
         self.scorer = None  # the DeployedScorer of choose(): open until close() (the recommendation scores on it)
         self.searches: Dict[str, EvolutionSearch] = {}
         self.seconds = 0.0
@@ -265,27 +265,27 @@ class PrecisionStage:
     def evolve(self) -> None:
         from .evolution import JournalSection
 
-        pipe = self.pipe
-        lat_budgets = [b for b in pipe.budgets if b.objective == "latency"]
+        ctx = self.ctx
+        lat_budgets = [b for b in ctx.budgets if b.objective == "latency"]
         # int8's provisional metrics are fp32's, with their standard errors (the shrinkage of the int8 evolution)
-        fp32 = pipe.searches["fp32"]
+        fp32 = ctx.searches["fp32"]
         known = {g: {k: rec[k] for k in METRICS if rec.get(k) is not None}
                  for g, rec in fp32.journal.entries.items() if g in fp32.evaluated}
         t0 = time.perf_counter()
-        for p in pipe.precisions[1:]:
-            evaluator = pipe.evaluator if p == "int8" else CandidateEvaluator(
-                pipe.model, pipe.holdout.images, pipe.holdout.labels, pipe.batch_size, transform=pipe.transform,
-                shared_blocks=pipe.evaluator.shared_blocks, autocast=_AUTOCAST[p], reference=pipe.evaluator,
-                device=pipe.device)
-            pipe.log(f"searching {p} schedules (accuracy: {ACCURACY_SOURCE[p]})")
+        for p in ctx.precisions[1:]:
+            evaluator = ctx.evaluator if p == "int8" else CandidateEvaluator(
+                ctx.model, ctx.holdout.images, ctx.holdout.labels, ctx.batch_size, transform=ctx.transform,
+                shared_blocks=ctx.evaluator.shared_blocks, autocast=_AUTOCAST[p], reference=ctx.evaluator,
+                device=ctx.device)
+            ctx.log(f"searching {p} schedules (accuracy: {ACCURACY_SOURCE[p]})")
             metrics = _cached_metrics(evaluator, known if p == "int8" else None)
-            if pipe.reused is not None:  # int8's provisional accuracies are fp32's
-                metrics = pipe.reused.wrap("fp32" if p == "int8" else p, metrics)
-            search = EvolutionSearch(pipe.space, metrics, pipe.macs, pipe.settings, pipe.objectives[p], lat_budgets,
-                                     JournalSection(self.journal, p), lambda s, p=p: pipe.log(f"[{p}] {s}"),
-                                     fitness=pipe.fitness)
+            if ctx.reused is not None:  # int8's provisional accuracies are fp32's
+                metrics = ctx.reused.wrap("fp32" if p == "int8" else p, metrics)
+            search = EvolutionSearch(ctx.space, metrics, ctx.macs, ctx.settings, ctx.objectives[p], lat_budgets,
+                                     JournalSection(self.journal, p), lambda s, p=p: ctx.log(f"[{p}] {s}"),
+                                     fitness=ctx.fitness)
             search.run()
-            if pipe.shrinkage:
+            if ctx.shrinkage:
                 search.shrink()
             self.searches[p] = search
         self.seconds = time.perf_counter() - t0
@@ -301,14 +301,14 @@ class PrecisionStage:
         deployed on the test images, ``vs_fp32`` between them; the precisions' fronts and candidates."""
         from .evolution import JournalSection
 
-        pipe = self.pipe
-        calib = pipe.data.calibration
-        scorer = DeployedScorer(pipe.model, pipe.transform,
-                                lambda: calib(pipe.calibration_images, pipe.settings.seed), pipe.batch_size,
-                                pipe.objectives["fp32"].target.threads,
-                                {p: o.target for p, o in pipe.objectives.items()})
+        ctx = self.ctx
+        calib = ctx.data.calibration
+        scorer = DeployedScorer(ctx.model, ctx.transform,
+                                lambda: calib(ctx.calibration_images, ctx.settings.seed), ctx.batch_size,
+                                ctx.objectives["fp32"].target.threads,
+                                {p: o.target for p, o in ctx.objectives.items()})
         # keyed on the calibration: a rerun with other calibration images quantises again
-        deployed = JournalSection(self.journal, "int8", kind="deployed", key={"calibration": pipe.calibration})
+        deployed = JournalSection(self.journal, "int8", kind="deployed", key={"calibration": ctx.calibration})
         self.verified = {g: {k: rec[k] for k in ("accuracy", "nll", "kl")} for g, rec in deployed.entries.items()}
         self.scorer, self.deployed, self.test_runs = scorer, deployed, {}
         self._fronts(doc)
@@ -316,7 +316,7 @@ class PrecisionStage:
             if row["objective"] == "latency":
                 self._choose_budget(row, doc)
         doc["precisions"]["candidates"] = {
-            p: [_candidate_entry(c, p, self.verified.get(c.gene) if p == "int8" else None, pipe.fitness)
+            p: [_candidate_entry(c, p, self.verified.get(c.gene) if p == "int8" else None, ctx.fitness)
                 for c in s.evaluated.values()] for p, s in self.searches.items()}
         doc["precisions"]["deployed_seconds"] = scorer.seconds
         doc["precisions"]["quantized_models"] = scorer.quantized
@@ -324,8 +324,8 @@ class PrecisionStage:
 
     def verify_gene(self, gene, why: str = "") -> Dict[str, float]:
         """The held-out metrics of ``gene`` quantised to int8 and run in OpenVINO (journalled)."""
-        pipe = self.pipe
-        reused = pipe.reused
+        ctx = self.ctx
+        reused = ctx.reused
         taken = reused.get("deployed", gene) if gene not in self.verified and reused is not None else None
         if taken is not None:  # run by an earlier search of these weights under this calibration
             self.verified[gene] = taken
@@ -333,43 +333,43 @@ class PrecisionStage:
         if gene not in self.verified:
             if reused is not None:
                 reused.count("deployed")
-            pipe.log(f"verifying int8 at {list(gene[0])}{why}: NNCF quantisation, held-out images in OpenVINO")
-            sc, runtime = self.scorer.scores(pipe.schedule(gene), "int8", pipe.holdout.images, pipe.holdout.labels)
+            ctx.log(f"verifying int8 at {list(gene[0])}{why}: NNCF quantisation, held-out images in OpenVINO")
+            sc, runtime = self.scorer.scores(ctx.schedule(gene), "int8", ctx.holdout.images, ctx.holdout.labels)
             self.verified[gene] = sc.metrics(0)
             self.deployed.record(gene, **self.verified[gene], runtime=runtime)
         return self.verified[gene]
 
     def on_test(self, gene, precision: str):
         key = (gene, precision)
-        pipe = self.pipe
-        if key not in self.test_runs and pipe.n_test:
-            self.test_runs[key] = self.scorer.scores(pipe.schedule(gene), precision, pipe.test.images,
-                                                     pipe.test.labels)
+        ctx = self.ctx
+        if key not in self.test_runs and ctx.n_test:
+            self.test_runs[key] = self.scorer.scores(ctx.schedule(gene), precision, ctx.test.images,
+                                                     ctx.test.labels)
         return self.test_runs.get(key)
 
     def _fronts(self, doc: dict) -> None:
-        pipe = self.pipe
+        ctx = self.ctx
         fronts = {p: pareto_front(s.evaluated.values(), "latency") for p, s in self.searches.items() if p != "int8"}
         n_front = 0
         if "int8" in self.searches:
             fronts["int8"], n_front = _measured_int8_front(self.searches["int8"], doc["budgets"], self.verify_gene,
-                                                           pipe.fitness)
+                                                           ctx.fitness)
         doc["precisions"] = {
-            "searched": list(pipe.precisions), "accuracy": {p: ACCURACY_SOURCE[p] for p in pipe.precisions},
-            "latency": {p: pipe.objectives[p].info for p in pipe.precisions},
+            "searched": list(ctx.precisions), "accuracy": {p: ACCURACY_SOURCE[p] for p in ctx.precisions},
+            "latency": {p: ctx.objectives[p].info for p in ctx.precisions},
             "fronts": {p: [_front_entry(c, p, self.searches[p]) for c in f] for p, f in fronts.items()},
-            "verify_top": pipe.verify_top, "front_verifications": n_front,
+            "verify_top": ctx.verify_top, "front_verifications": n_front,
         }
 
     def _choose_budget(self, row: dict, doc: dict) -> None:
-        pipe = self.pipe
-        pairs = _pairs_within(row["limit"], doc["candidates"], self.searches, self.verified, pipe.fitness)
+        ctx = self.ctx
+        pairs = _pairs_within(row["limit"], doc["candidates"], self.searches, self.verified, ctx.fitness)
         over: List[dict] = []
-        check = pipe.target_check.within(row["limit"], over, row.get("fraction"))
-        best, n_verified = choose_pair(pairs, lambda pair: self.verify_gene(pair.gene), pipe.fitness,
-                                       pipe.verify_top, within=None if check is None else
+        check = ctx.target_check.within(row["limit"], over, row.get("fraction"))
+        best, n_verified = choose_pair(pairs, lambda pair: self.verify_gene(pair.gene), ctx.fitness,
+                                       ctx.verify_top, within=None if check is None else
                                        lambda pair: check(pair.gene, pair.precision, pair.latency),
-                                       plausible=None if check is None else lambda pair: pipe.target_check.plausible(
+                                       plausible=None if check is None else lambda pair: ctx.target_check.plausible(
                                            pair.gene, pair.precision, pair.latency, row["limit"], row.get("fraction")))
         if over:
             row["timed_over_budget"] = over
@@ -381,24 +381,24 @@ class PrecisionStage:
             fp32["precision"] = "fp32"
             t32 = self.on_test(entry_gene(fp32), "fp32")
             if t32 is not None:
-                fp32["deployed"] = _deployed(t32, pipe.n_test)
+                fp32["deployed"] = _deployed(t32, ctx.n_test)
         if best is None:
             row["best"] = None
             return
-        entry = _pair_entry(best, pipe.schedule, pipe.macs, pipe.n_holdout, doc["full"]["macs"])
-        if pipe.shrinkage:  # what it brings to the recommendation (shrinkage.py)
-            entry.update(fitness_shrunk=best.fitness, fitness_measured=fitness_of(best.metrics, pipe.fitness))
-        timed = pipe.target_check.timed.get((best.gene, best.precision))
+        entry = _pair_entry(best, ctx.schedule, ctx.macs, ctx.n_holdout, doc["full"]["macs"])
+        if ctx.shrinkage:  # what it brings to the recommendation (shrinkage.py)
+            entry.update(fitness_shrunk=best.fitness, fitness_measured=fitness_of(best.metrics, ctx.fitness))
+        timed = ctx.target_check.timed.get((best.gene, best.precision))
         if timed is not None:  # timed while it was chosen (the round-robin timing, if any, replaces it)
-            entry.update(latency_measured_ms=timed * 1e3, measured_within_budget=pipe.target_check.timed_within(
+            entry.update(latency_measured_ms=timed * 1e3, measured_within_budget=ctx.target_check.timed_within(
                 best.gene, best.precision, row["limit"], row.get("fraction")))
         tp = self.on_test(best.gene, best.precision)
         if tp is not None:
-            entry["deployed"] = _deployed(tp, pipe.n_test)
+            entry["deployed"] = _deployed(tp, ctx.n_test)
             entry["test_accuracy"] = entry["deployed"]["test_accuracy"]
             entry["test_interval"] = entry["deployed"]["test_interval"]
-        if pipe.selection is not None:  # scored where it ships: int8 on the model quantised above
-            entry.update(pipe.selection.fields("supernet", pipe.model, pipe.schedule(best.gene), best.precision,
+        if ctx.selection is not None:  # scored where it ships: int8 on the model quantised above
+            entry.update(ctx.selection.fields("supernet", ctx.model, ctx.schedule(best.gene), best.precision,
                                                deployed=self.scorer))
         row["best"] = entry
         if t32 is not None and tp is not None:
@@ -420,11 +420,11 @@ def _cached_metrics(evaluator: CandidateEvaluator, cache: Optional[dict]):
     return fn
 
 
-def remeasure_round(doc: dict, pipe) -> None:
+def remeasure_round(doc: dict, ctx) -> None:
     """Where the search's latency objective can time on this machine: every budget's pick and training-free
     deployable timed together with your model (see :func:`_remeasure_together`)."""
-    if pipe.objectives["fp32"].can_remeasure:
-        _remeasure_together(doc, pipe.model, pipe.schedule, pipe.objectives, pipe.log)
+    if ctx.objectives["fp32"].can_remeasure:
+        _remeasure_together(doc, ctx.model, ctx.schedule, ctx.objectives, ctx.log)
 
 
 def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) -> None:

@@ -73,10 +73,10 @@ def resolve_parent(model: nn.Module, parent, log) -> Optional[nn.Module]:
 
 
 class ParentStage:
-    """Measures the parent and its training-free deployables for a :class:`~.pipeline.SearchPipeline`."""
+    """Measures the parent and its training-free deployables for a :class:`~.context.SearchContext`."""
 
-    def __init__(self, pipe, parent: nn.Module):
-        self.pipe, self.parent = pipe, parent
+    def __init__(self, ctx, parent: nn.Module):
+        self.ctx, self.parent = ctx, parent
         # precision -> {r: seconds measured on the target}: ToMe's fits by measurement, shared by the budgets
         self.probes: Dict[str, Dict[int, float]] = {}
         self.evolution: Optional[ParentSearch] = None  # schedules searched on the parent's weights (parent_search.py)
@@ -86,24 +86,24 @@ class ParentStage:
         self._said: set = set()  # shares whose timed limit was logged (_limit_for)
         self._shares: Optional[ShareTimer] = None  # probes of a share budget, timed beside your model (shares.py)
         self._share_fits: Dict[str, Dict[int, float]] = {}  # precision -> {r: top of its share's interval}
-        self.own = parent is pipe.model  # the search ran on your model's own weights (resolve_parent)
-        if getattr(parent, "num_patches", None) != pipe.model.num_patches or \
-                getattr(parent, "depth", None) != pipe.model.depth:
+        self.own = parent is ctx.model  # the search ran on your model's own weights (resolve_parent)
+        if getattr(parent, "num_patches", None) != ctx.model.num_patches or \
+                getattr(parent, "depth", None) != ctx.model.depth:
             raise CheckpointError("parent: its token grid or depth differs from the supernet's; give the checkpoint "
                                   "distillation started from")
 
     def _score(self, scheds: Dict[str, TokenSchedule]):
         """Held-out metrics and test hits (per image) of the parent at each schedule."""
-        pipe = self.pipe
-        hold = CandidateEvaluator(self.parent, shard(pipe.holdout).images, shard(pipe.holdout).labels,
-                                  pipe.batch_size, transform=pipe.transform, device=pipe.device)
+        ctx = self.ctx
+        hold = CandidateEvaluator(self.parent, shard(ctx.holdout).images, shard(ctx.holdout).labels,
+                                  ctx.batch_size, transform=ctx.transform, device=ctx.device)
         names = list(scheds)
         sc = hold.scores([scheds[n] for n in names])
         metrics = {n: sc.metrics(i) for i, n in enumerate(names)}
         hits: Dict[str, torch.Tensor] = {}
-        if pipe.n_test:
-            tev = CandidateEvaluator(self.parent, pipe.test.images, pipe.test.labels, pipe.batch_size,
-                                     transform=pipe.transform, device=pipe.device)
+        if ctx.n_test:
+            tev = CandidateEvaluator(self.parent, ctx.test.images, ctx.test.labels, ctx.batch_size,
+                                     transform=ctx.transform, device=ctx.device)
             tsc = tev.scores([scheds[n] for n in names], per_image=True)
             hits = {n: tsc.hits[i] for i, n in enumerate(names)}
         return metrics, hits
@@ -112,26 +112,26 @@ class ParentStage:
         """Adds ``parent``, every entry's ``vs_parent``, each budget's ``training_free`` and ``recommended``."""
         from ..models.checkpoint import parent_of, weights_digest
 
-        pipe = self.pipe
-        full = TokenSchedule.full(pipe.model.depth, pipe.model.num_patches)
+        ctx = self.ctx
+        full = TokenSchedule.full(ctx.model.depth, ctx.model.num_patches)
         scheds = {"parent": full}
         self._search_parent()
         picks = {}
         limits = {b.label: self._limit_for(b.limit, b.fraction) if b.objective == "latency" else b.limit
-                  for b in pipe.budgets}
-        for b in pipe.budgets:
-            s = self._tome_within(pipe.macs if b.objective == "macs" else pipe.latency, limits[b.label],
+                  for b in ctx.budgets}
+        for b in ctx.budgets:
+            s = self._tome_within(ctx.macs if b.objective == "macs" else ctx.latency, limits[b.label],
                                   b.fraction if b.objective == "latency" else None)
             if s is not None:
                 scheds[f"tome {b.label}"] = s
             picks[b.label] = self._searched_on_parent(b)
             if picks[b.label] is not None:
-                scheds[f"{FAMILY} {b.label}"] = pipe.schedule(picks[b.label].gene)
+                scheds[f"{FAMILY} {b.label}"] = ctx.schedule(picks[b.label].gene)
         metrics, hits = self._score(scheds)
         ref = hits.get("parent")
         self._parent_hits = ref  # the parent's test hits (fp32), what every vs_parent pairs with
-        record = parent_of(pipe.model) or {}
-        path = record.get("path") or ((pipe.source or {}).get("checkpoint") if self.own else None)
+        record = parent_of(ctx.model) or {}
+        path = record.get("path") or ((ctx.source or {}).get("checkpoint") if self.own else None)
         doc["parent"] = {"path": path, "weights_sha256": weights_digest(self.parent),
                          "recorded": bool(record), **self._entry("parent", full, metrics, hits, ref)}
         if self.own:  # the searched schedules run on your model's weights: its picks are deployables of it
@@ -141,24 +141,24 @@ class ParentStage:
                     row["best"]["weights"] = "parent"
         for d in [doc["full"], doc["smallest"]] + doc["pareto_front"] + \
                 [e for rows in doc["baselines"].values() for e in rows.values()]:
-            self._versus(d, pipe.test_hits.get(entry_gene(d)), ref)
+            self._versus(d, ctx.test_hits.get(entry_gene(d)), ref)
         for row in doc["budgets"]:
-            b = next(x for x in pipe.budgets if x.label == row["label"])
+            b = next(x for x in ctx.budgets if x.label == row["label"])
             if row.get("best") is not None:
-                self._versus(row["best"], pipe.test_hits.get(entry_gene(row["best"])), ref)
+                self._versus(row["best"], ctx.test_hits.get(entry_gene(row["best"])), ref)
             for d in row["baselines"].values():
-                self._versus(d, pipe.test_hits.get(entry_gene(d)), ref)
+                self._versus(d, ctx.test_hits.get(entry_gene(d)), ref)
             free = {}
             if f"tome {b.label}" in scheds:
                 s = scheds[f"tome {b.label}"]
                 free["tome_parent"] = {**self._entry(f"tome {b.label}", s, metrics, hits, ref),
-                                       "r": pipe.model.num_patches - s.counts[0]}
+                                       "r": ctx.model.num_patches - s.counts[0]}
                 if b.objective == "latency":
-                    self._measured_fit(free["tome_parent"], s, pipe.latency.precision, limits[b.label], b.fraction)
+                    self._measured_fit(free["tome_parent"], s, ctx.latency.precision, limits[b.label], b.fraction)
             if picks[b.label] is not None:
                 free[FAMILY] = {**self._entry(f"{FAMILY} {b.label}", scheds[f"{FAMILY} {b.label}"], metrics, hits,
                                               ref), **ParentSearch.fields(picks[b.label])}
-            cost = pipe.macs(full) if b.objective == "macs" else (self._full_cost(pipe.latency) if pipe.latency
+            cost = ctx.macs(full) if b.objective == "macs" else (self._full_cost(ctx.latency) if ctx.latency
                                                                     else None)
             if cost is not None and cost <= limits[b.label]:
                 free["parent"] = dict(doc["parent"])
@@ -174,21 +174,21 @@ class ParentStage:
         """Where the search timed its pick on the target (a table predicted it), ToMe on your model (``family``:
         or the schedule searched on it) is timed too, so the recommendation is chosen among deployables whose
         latency was measured, not only predicted: both get ``latency_measured_ms`` and ``measured_within_budget``."""
-        pipe = self.pipe
+        ctx = self.ctx
         best = row.get("best") or {}
-        if best.get("latency_measured_ms") is None or pipe.latency is None or not pipe.latency.can_remeasure:
+        if best.get("latency_measured_ms") is None or ctx.latency is None or not ctx.latency.can_remeasure:
             return
-        shares = self._share_timer(pipe.latency, row.get("fraction"))
-        ratio = shares.ratios.get((entry_gene(best), pipe.latency.precision)) if shares is not None else None
+        shares = self._share_timer(ctx.latency, row.get("fraction"))
+        ratio = shares.ratios.get((entry_gene(best), ctx.latency.precision)) if shares is not None else None
         best.setdefault("measured_within_budget", best["latency_measured_ms"] <= limit * 1e3 if ratio is None
                         else ratio.within(row["fraction"]))
         d = free.get(family)
         if d is None or schedule is None or d.get("fitted_by") == "measurement":
             return
         if shares is not None:  # a share: beside your model, as the final round judges it
-            d.update(shares.fields(schedule, pipe.latency.precision, row["fraction"]))
+            d.update(shares.fields(schedule, ctx.latency.precision, row["fraction"]))
             return
-        sec = pipe.target_check.time(gene_of(schedule), pipe.latency.precision)  # shared with the pick's timings
+        sec = ctx.target_check.time(gene_of(schedule), ctx.latency.precision)  # shared with the pick's timings
         d["latency_measured_ms"] = sec * 1e3
         d["measured_within_budget"] = d["latency_measured_ms"] <= limit * 1e3
 
@@ -196,15 +196,15 @@ class ParentStage:
         """After a precision search chose its pairs (:class:`~.precision.PrecisionStage`): the training-free
         deployables at each precision beyond fp32 join every latency budget's ``training_free``, the pair gets
         its ``vs_parent`` (deployed, paired on the test images), and ``recommended`` is chosen again among all."""
-        pipe = self.pipe
+        ctx = self.ctx
         ref = self._parent_hits
         from .pairs import DeployedScorer
 
         # your model deployed as the searched pairs are (the same calibration images); the supernet's int8 models,
         # quantised by the precision stage, are scored on its own scorer (no second quantisation)
         scorer = stage.scorer if self.own else DeployedScorer(  # one deployed model per weights
-            self.parent, pipe.transform, stage.scorer.calibration, pipe.batch_size,
-            pipe.objectives["fp32"].target.threads, {p: o.target for p, o in pipe.objectives.items()})
+            self.parent, ctx.transform, stage.scorer.calibration, ctx.batch_size,
+            ctx.objectives["fp32"].target.threads, {p: o.target for p, o in ctx.objectives.items()})
         self._scorers.update(parent=scorer, supernet=stage.scorer)
         entries: Dict[tuple, dict] = {}  # (schedule, precision) -> entry: one measurement for all budgets
         for row in doc["budgets"]:
@@ -212,7 +212,7 @@ class ParentStage:
                 continue
             free = row.setdefault("training_free", {})
             limit = self._limit_for(row["limit"], row.get("fraction"))
-            for p in pipe.precisions[1:]:
+            for p in ctx.precisions[1:]:
                 for name, s in self._free_schedules(p, row["limit"], limit, row.get("fraction")).items():
                     key = (gene_of(s), p)
                     if key not in entries:
@@ -235,9 +235,9 @@ class ParentStage:
         """The parent and ToMe on it that meet ``timed_limit`` (:meth:`_limit_for`) on ``precision``'s latency
         objective (a share ``fraction`` of your model: timed beside it where it can be, :meth:`_share_timer`),
         and the schedule searched on your model for the budget placed at ``limit``."""
-        pipe = self.pipe
-        cost = pipe.objectives[precision]
-        full = TokenSchedule.full(pipe.model.depth, pipe.model.num_patches)
+        ctx = self.ctx
+        cost = ctx.objectives[precision]
+        full = TokenSchedule.full(ctx.model.depth, ctx.model.num_patches)
         out = {}
         shares = self._share_timer(cost, fraction)
         if (shares.share(full, precision).high <= fraction) if shares is not None else \
@@ -248,14 +248,14 @@ class ParentStage:
             out["tome_parent"] = s
         c = self._searched_on_parent(Budget("latency", limit, fraction=fraction), precision)
         if c is not None:
-            out[FAMILY] = self.pipe.schedule(c.gene)
+            out[FAMILY] = self.ctx.schedule(c.gene)
         return out
 
     def _searched_on_parent(self, budget: Budget, precision: str = "fp32"):
         """The parent search's pick for ``budget`` at ``precision`` (kept for its fitness fields), None where there
         is none or it is your model's full schedule (your model itself is an option of its own)."""
         c = self.evolution.pick(budget, precision) if self.evolution is not None else None
-        if c is None or c.counts == TokenSchedule.full(self.pipe.model.depth, self.pipe.model.num_patches).counts:
+        if c is None or c.counts == TokenSchedule.full(self.ctx.model.depth, self.ctx.model.num_patches).counts:
             return None
         self._chosen[(precision, budget.limit)] = c
         return c
@@ -263,14 +263,14 @@ class ParentStage:
     def _search_parent(self) -> None:
         """The evolution on the parent's weights, merging only (:mod:`~.parent_search`), where the search asks for
         it and the parent can merge."""
-        pipe = self.pipe
+        ctx = self.ctx
         # on your own model the search itself is the search on its weights
-        space = merge_space(pipe.space, self.parent) if getattr(pipe, "parent_search", False) and not self.own \
+        space = merge_space(ctx.space, self.parent) if getattr(ctx, "parent_search", False) and not self.own \
             else None
         if space is None:
             return
-        pipe.log("searching schedules on your model's own weights (merging tokens, no training)")
-        self.evolution = ParentSearch(pipe, self.parent, space)
+        ctx.log("searching schedules on your model's own weights (merging tokens, no training)")
+        self.evolution = ParentSearch(ctx, self.parent, space)
         self.evolution.run()
 
     def _tome_within(self, cost, limit: float, fraction: Optional[float] = None) -> Optional[TokenSchedule]:
@@ -280,12 +280,12 @@ class ParentStage:
         table alone can put ToMe milder, or slower, than the budget allows, and the recommendation would then
         compare the pick with a weaker ToMe than the user could have. A budget given as a share ``fraction`` of
         your model is fitted on the share itself, each probe timed beside your model (:meth:`_share_timer`)."""
-        space, pipe = self.pipe.space, self.pipe
+        space, ctx = self.ctx.space, self.ctx
         try:
             shares = self._share_timer(cost, fraction)
             if shares is not None:
                 full = TokenSchedule.full(space.depth, space.num_patches)
-                base = pipe.objectives["fp32"](full)  # the table's share: where the fit starts and steers
+                base = ctx.objectives["fp32"](full)  # the table's share: where the fit starts and steers
                 fits = self._share_fits.setdefault(cost.precision, {})
                 s, _ = fit_tome_measured(space.depth, space.num_patches, lambda x: cost(x) / base,
                                          lambda x: shares.share(x, cost.precision).high, fraction,
@@ -305,11 +305,11 @@ class ParentStage:
         probes, each timed round-robin beside your model (None: a budget in ms, or a target that cannot be timed
         so; the fit then compares with your model timed on its own, :meth:`_limit_for`)."""
         if fraction is None or cost is None or not cost.can_remeasure or \
-                not ShareTimer.available(getattr(self.pipe, "objectives", None)):
+                not ShareTimer.available(getattr(self.ctx, "objectives", None)):
             return None
         if self._shares is None:  # the search's own, where it checks its picks so (one timing each for both)
-            self._shares = getattr(getattr(self.pipe, "target_check", None), "shares", None) or \
-                ShareTimer(self.pipe.model, self.pipe.objectives, self.pipe.log)
+            self._shares = getattr(getattr(self.ctx, "target_check", None), "shares", None) or \
+                ShareTimer(self.ctx.model, self.ctx.objectives, self.ctx.log)
         return self._shares
 
     def _limit_for(self, limit: float, fraction: Optional[float]) -> float:
@@ -317,12 +317,12 @@ class ParentStage:
         share of your model's latency, that share of your model's fp32 latency as the target runs it (timed where
         ToMe is fitted by timing), the ratio the final round judges by; the table's placement of the share
         (``limit``) would fit ToMe to the table's speed, not the machine's. Other budgets: ``limit``."""
-        if fraction is None or self.pipe.latency is None:
+        if fraction is None or self.ctx.latency is None:
             return limit
-        timed = fraction * self._full_cost(self.pipe.latency)
+        timed = fraction * self._full_cost(self.ctx.latency)
         if timed != limit and fraction not in self._said:
             self._said.add(fraction)
-            self.pipe.log(f"budget {100 * fraction:g}%: ToMe on your model fitted to {timed * 1e3:.4g} ms, "
+            self.ctx.log(f"budget {100 * fraction:g}%: ToMe on your model fitted to {timed * 1e3:.4g} ms, "
                           f"{100 * fraction:g}% of your model as the target ran it (placed at {limit * 1e3:.4g} ms "
                           "from the latency table)")
         return timed
@@ -330,11 +330,11 @@ class ParentStage:
     def _full_cost(self, cost) -> float:
         """Your model's (full schedule's) cost on ``cost``: measured on the target where ToMe is fitted by
         measurement (it decides whether your model itself meets a budget), else ``cost``'s own value."""
-        full = TokenSchedule.full(self.pipe.model.depth, self.pipe.model.num_patches)
+        full = TokenSchedule.full(self.ctx.model.depth, self.ctx.model.num_patches)
         if getattr(cost, "source", None) == "table" and cost.can_remeasure:
             probes = self.probes.setdefault(cost.precision, {})
             if 0 not in probes:  # r = 0 is the full schedule (timed once: the search's own timing of it too)
-                probes[0] = self.pipe.target_check.time(gene_of(full), cost.precision)
+                probes[0] = self.ctx.target_check.time(gene_of(full), cost.precision)
             return probes[0]
         return cost(full)
 
@@ -356,9 +356,9 @@ class ParentStage:
         """A schedule timed on ``cost``'s target (shared with the search's timings), saying what each probe of a
         fit measured (each deploys and times a model)."""
         def timed(s: TokenSchedule) -> float:
-            sec = self.pipe.target_check.time(gene_of(s), cost.precision)
-            r = self.pipe.model.num_patches - s.counts[0]
-            self.pipe.log(f"ToMe on your model, r={r} at {cost.precision}: {sec * 1e3:.4g} ms on the target "
+            sec = self.ctx.target_check.time(gene_of(s), cost.precision)
+            r = self.ctx.model.num_patches - s.counts[0]
+            self.ctx.log(f"ToMe on your model, r={r} at {cost.precision}: {sec * 1e3:.4g} ms on the target "
                           f"({'within' if sec <= limit else 'over'} {limit * 1e3:.4g} ms)")
             return sec
         return timed
@@ -371,7 +371,7 @@ class ParentStage:
             d["fitted_by"] = "measurement"
             d.update(self._shares.fields(s, precision, fraction))
             return
-        r = self.pipe.model.num_patches - s.counts[0]
+        r = self.ctx.model.num_patches - s.counts[0]
         probes = self.probes.get(precision) or {}
         if r in probes and s.reducers and "merge" in s.reducers:
             d["fitted_by"] = "measurement"
@@ -383,50 +383,50 @@ class ParentStage:
         (bf16/fp16 autocast, int8 quantised and run in OpenVINO), test accuracy on the deployed runtime."""
         from .pairs import _AUTOCAST, ACCURACY_SOURCE
 
-        pipe = self.pipe
+        ctx = self.ctx
         if precision == "int8":
-            pipe.log(f"training-free: the parent at {list(s.counts)} quantised to int8 (NNCF), held-out images")
-            m = scorer.scores(s, "int8", pipe.holdout.images, pipe.holdout.labels)[0].metrics(0)
+            ctx.log(f"training-free: the parent at {list(s.counts)} quantised to int8 (NNCF), held-out images")
+            m = scorer.scores(s, "int8", ctx.holdout.images, ctx.holdout.labels)[0].metrics(0)
             source = "OpenVINO int8 (NNCF PTQ, transformer)"
         else:
-            ev = CandidateEvaluator(self.parent, pipe.holdout.images, pipe.holdout.labels, pipe.batch_size,
-                                    transform=pipe.transform, autocast=_AUTOCAST[precision], device=pipe.device)
+            ev = CandidateEvaluator(self.parent, ctx.holdout.images, ctx.holdout.labels, ctx.batch_size,
+                                    transform=ctx.transform, autocast=_AUTOCAST[precision], device=ctx.device)
             m, source = ev.scores([s]).metrics(0), ACCURACY_SOURCE[precision]
         d = {"counts": list(s.counts), **({"reducers": list(s.reducers)} if s.reducers else {}),
-             "precision": precision, "macs": pipe.macs(s), "weights": "parent",
-             "latency_ms": pipe.objectives[precision](s) * 1e3, "holdout_accuracy": m["accuracy"],
-             "holdout_interval": accuracy_interval(m["accuracy"], pipe.n_holdout), "holdout_nll": m["nll"],
+             "precision": precision, "macs": ctx.macs(s), "weights": "parent",
+             "latency_ms": ctx.objectives[precision](s) * 1e3, "holdout_accuracy": m["accuracy"],
+             "holdout_interval": accuracy_interval(m["accuracy"], ctx.n_holdout), "holdout_nll": m["nll"],
              "holdout_source": source}
-        if pipe.selection is not None:
-            d.update(pipe.selection.fields("parent", self.parent, s, precision, deployed=scorer))
+        if ctx.selection is not None:
+            d.update(ctx.selection.fields("parent", self.parent, s, precision, deployed=scorer))
         if s.reducers and "merge" in s.reducers:
-            d["r"] = pipe.model.num_patches - s.counts[0]
-        if pipe.n_test:
-            sc, runtime = scorer.scores(s, precision, pipe.test.images, pipe.test.labels)
-            acc = sc.correct[0] / pipe.n_test
-            d.update(test_accuracy=acc, test_interval=accuracy_interval(acc, pipe.n_test),
-                     deployed={"runtime": runtime, "test_accuracy": acc, "test_images": pipe.n_test})
+            d["r"] = ctx.model.num_patches - s.counts[0]
+        if ctx.n_test:
+            sc, runtime = scorer.scores(s, precision, ctx.test.images, ctx.test.labels)
+            acc = sc.correct[0] / ctx.n_test
+            d.update(test_accuracy=acc, test_interval=accuracy_interval(acc, ctx.n_test),
+                     deployed={"runtime": runtime, "test_accuracy": acc, "test_images": ctx.n_test})
             if ref is not None:
                 d["vs_parent"] = paired_difference(sc.hits[0].tolist(), ref.tolist())
         return d
 
     def _entry(self, name: str, s: TokenSchedule, metrics, hits, ref) -> dict:
-        pipe = self.pipe
+        ctx = self.ctx
         m = metrics[name]
         d = {"counts": list(s.counts), **({"reducers": list(s.reducers)} if s.reducers else {}),
-             "macs": pipe.macs(s), "weights": "parent", "holdout_accuracy": m["accuracy"],
-             "holdout_interval": accuracy_interval(m["accuracy"], pipe.n_holdout), "holdout_nll": m["nll"]}
-        if pipe.selection is not None:
-            d.update(pipe.selection.fields("parent", self.parent, s))
-        if pipe.latency is not None:
+             "macs": ctx.macs(s), "weights": "parent", "holdout_accuracy": m["accuracy"],
+             "holdout_interval": accuracy_interval(m["accuracy"], ctx.n_holdout), "holdout_nll": m["nll"]}
+        if ctx.selection is not None:
+            d.update(ctx.selection.fields("parent", self.parent, s))
+        if ctx.latency is not None:
             try:
-                d["latency_ms"] = pipe.latency(s) * 1e3
+                d["latency_ms"] = ctx.latency(s) * 1e3
             except TavtKitError:
                 d["latency_ms"] = None
         if name in hits:
             h = hits[name]
             acc = int(h.sum()) / len(h)
-            d.update(test_accuracy=acc, test_interval=accuracy_interval(acc, pipe.n_test))
+            d.update(test_accuracy=acc, test_interval=accuracy_interval(acc, ctx.n_test))
             if name != "parent" and ref is not None:
                 d["vs_parent"] = paired_difference(h.tolist(), ref.tolist())
         return d
@@ -447,30 +447,30 @@ class ParentStage:
     def _recommend(self, row: dict, free: dict) -> dict:
         """The deployable to ship for a budget (:func:`~.recommend.recommend`): the best on your model's weights,
         unless the supernet's pick beats it beyond noise, paired per image on the images the choice is made on."""
-        pipe = self.pipe
-        selection = getattr(pipe, "selection", None)
-        metric = "accuracy" if pipe.fitness == "accuracy" else "NLL"
+        ctx = self.ctx
+        selection = getattr(ctx, "selection", None)
+        metric = "accuracy" if ctx.fitness == "accuracy" else "NLL"
 
         def values(family: str, d: dict):
             weights, precision = _weights(family), d.get("precision", "fp32")
-            return self._evidence().values(weights, self.parent if weights == "parent" else pipe.model,
-                                           pipe.schedule(entry_gene(d)), precision, self._scorers.get(weights))
+            return self._evidence().values(weights, self.parent if weights == "parent" else ctx.model,
+                                           ctx.schedule(entry_gene(d)), precision, self._scorers.get(weights))
 
         def lead(family: str, d: dict, other: str, o: dict):
             return paired_lead(values(family, d), values(other, o), metric)
 
-        return recommend(row, free, fitness=pipe.fitness, selection_images=selection.n if selection else None,
+        return recommend(row, free, fitness=ctx.fitness, selection_images=selection.n if selection else None,
                          evidence=lead if hasattr(self, "parent") else None,  # None: a stage assembled by hand
-                         confidence=getattr(pipe, "ship_confidence", DEFAULT_SHIP_CONFIDENCE),
+                         confidence=getattr(ctx, "ship_confidence", DEFAULT_SHIP_CONFIDENCE),
                          searched_weights="parent" if getattr(self, "own", False) else "supernet")
 
     def _evidence(self) -> PairedEvidence:
         """Per-image scores of the compared deployables, made once: the selection images' scorer where the search
         set some aside (it scored the options already), else one on the held-out images."""
         if self._paired is None:
-            pipe = self.pipe
-            self._paired = getattr(pipe, "selection", None) or PairedEvidence(pipe.holdout, pipe.batch_size,
-                                                                              pipe.transform, pipe.device)
+            ctx = self.ctx
+            self._paired = getattr(ctx, "selection", None) or PairedEvidence(ctx.holdout, ctx.batch_size,
+                                                                              ctx.transform, ctx.device)
         return self._paired
 
     def close(self) -> None:

@@ -43,36 +43,36 @@ def merge_space(space: SearchSpace, model: nn.Module) -> Optional[SearchSpace]:
 
 
 class ParentSearch:
-    """The evolution on the parent's weights for a :class:`~.pipeline.SearchPipeline` (see the module docstring)."""
+    """The evolution on the parent's weights for a :class:`~.context.SearchContext` (see the module docstring)."""
 
-    def __init__(self, pipe, parent: nn.Module, space: SearchSpace):
-        self.pipe, self.parent, self.space = pipe, parent, space
+    def __init__(self, ctx, parent: nn.Module, space: SearchSpace):
+        self.ctx, self.parent, self.space = ctx, parent, space
         self.search: Optional[EvolutionSearch] = None
 
     def run(self) -> EvolutionSearch:
         from ..models.checkpoint import weights_digest
 
-        pipe = self.pipe
+        ctx = self.ctx
         shared = next((i for i, b in enumerate(self.space.bounds) if b > 0), self.space.depth)
-        evaluator = CandidateEvaluator(self.parent, shard(pipe.holdout).images, shard(pipe.holdout).labels,
-                                       pipe.batch_size, transform=pipe.transform, shared_blocks=shared,
-                                       device=pipe.device)
-        settings = pipe.journal_settings(self.space, weights_digest(self.parent))
-        journal = Journal(os.path.join(pipe.out_dir, PARENT_JOURNAL) if pipe.rank == 0 else None,
+        evaluator = CandidateEvaluator(self.parent, shard(ctx.holdout).images, shard(ctx.holdout).labels,
+                                       ctx.batch_size, transform=ctx.transform, shared_blocks=shared,
+                                       device=ctx.device)
+        settings = ctx.journal_settings(self.space, weights_digest(self.parent))
+        journal = Journal(os.path.join(ctx.out_dir, PARENT_JOURNAL) if ctx.rank == 0 else None,
                           {"format": "fgvc-kit/search-journal", "settings": settings})
-        metrics = lambda s: pipe.metrics(s, evaluator)  # noqa: E731
+        metrics = lambda s: ctx.metrics(s, evaluator)  # noqa: E731
         # the searches named by reuse= evaluated your model's candidates too: taken, not evaluated again
         earlier = [p for p in (os.path.join(os.path.dirname(journal_file(r)), PARENT_JOURNAL)
-                               for r in pipe.reuse_paths) if os.path.isfile(p)]
+                               for r in ctx.reuse_paths) if os.path.isfile(p)]
         reused = Reused(earlier, settings) if earlier else None
         if reused is not None:
             metrics = reused.wrap("fp32", metrics)
-        self.search = EvolutionSearch(self.space, metrics, pipe.macs, pipe.settings, pipe.latency, pipe.budgets,
-                                      journal, pipe.log, fitness=pipe.fitness)
+        self.search = EvolutionSearch(self.space, metrics, ctx.macs, ctx.settings, ctx.latency, ctx.budgets,
+                                      journal, ctx.log, fitness=ctx.fitness)
         self.search.run()
         if reused is not None:
-            pipe.log("on your model's weights: " + reused.line())
-        if pipe.shrinkage:
+            ctx.log("on your model's weights: " + reused.line())
+        if ctx.shrinkage:
             self.search.shrink()
         return self.search
 
@@ -82,14 +82,14 @@ class ParentSearch:
         the supernet's pick, :class:`~.timed.TargetCheck`)."""
         if self.search is None:
             return None
-        pipe = self.pipe
+        ctx = self.ctx
         if budget.objective == "macs":
             return self.search.best_within(budget)
-        cost = pipe.objectives[precision]  # cached per schedule: fp32's are the evolution's own predictions
-        priced = [(c, float(cost(pipe.schedule(c.gene)))) for c in self.search.evaluated.values()]
+        cost = ctx.objectives[precision]  # cached per schedule: fp32's are the evolution's own predictions
+        priced = [(c, float(cost(ctx.schedule(c.gene)))) for c in self.search.evaluated.values()]
         ranked = sorted((x for x in priced if x[1] <= budget.limit), key=lambda x: (x[0].score, x[1], x[0].gene),
                         reverse=True)
-        check = pipe.target_check.within(budget.limit, [], budget.fraction)
+        check = ctx.target_check.within(budget.limit, [], budget.fraction)
         return next((c for c, t in ranked if check is None or check(c.gene, precision, t)), None)
 
     @staticmethod
