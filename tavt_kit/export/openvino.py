@@ -215,7 +215,7 @@ def convert_openvino(
             if schedule is not None:
                 raise ConfigError("schedule= applies to a model; an exported .onnx file has its schedule fixed")
         info = read_onnx_info(onnx_path)
-        save_ir(_convert_with_metadata(onnx_path), xml_path, compress_to_fp16=compress_to_fp16)
+        save_ir(onnx_as_openvino(onnx_path), xml_path, compress_to_fp16=compress_to_fp16)
         diff = ref_name = checked = None
         if verify:
             diff, ref_name, checked = _check_ir(xml_path, onnx_path, info, model, export, batch_size, seed)
@@ -227,14 +227,17 @@ def convert_openvino(
                               seconds=time.perf_counter() - start)
 
 
-def _convert_with_metadata(onnx_path: str):
-    """The ``.onnx`` file as an ``openvino.Model``, its fgvc-kit metadata copied into the rt_info."""
+def onnx_as_openvino(onnx_path: str, read: bool = False):
+    """The ``.onnx`` file as an ``openvino.Model``, its fgvc-kit metadata copied into the rt_info. ``read``:
+    read by the runtime's ONNX frontend (``Core.read_model``, 2-5x faster than the converter: what a model that
+    is only quantised and scored needs) instead of converted for saving as IR (``convert_model``)."""
     ov = require_openvino()
     try:
         with quiet_exporters():
-            ov_model = ov.convert_model(onnx_path)
+            ov_model = core().read_model(onnx_path) if read else ov.convert_model(onnx_path)
     except Exception as e:
-        raise ExportError(f"{onnx_path}: OpenVINO cannot convert the file ({first_line(e)})") from None
+        raise ExportError(f"{onnx_path}: OpenVINO cannot {'read' if read else 'convert'} the file "
+                          f"({first_line(e)})") from None
     import onnx
 
     props = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}

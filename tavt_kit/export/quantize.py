@@ -482,7 +482,7 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
     (the models are validated compiled at f32 inference precision).
     """
     from .graph import first_line
-    from .openvino import RT_KEYS, convert_openvino, core, require_openvino, save_ir
+    from .openvino import RT_KEYS, onnx_as_openvino, core, require_openvino, save_ir
 
     ov = require_openvino()
     nncf = require_nncf()
@@ -494,12 +494,13 @@ def quantize_openvino(source, out_xml, calibration, *, preset: str = "performanc
     extra: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fgvc-kit-int8-") as tmp:
         xml = source
-        if source.lower().endswith(".onnx"):
-            xml = convert_openvino(source, os.path.join(tmp, "fp32.xml"), verify=False).xml_path
-        try:
-            model = core().read_model(xml)
-        except Exception as e:
-            raise ExportError(f"{xml}: OpenVINO cannot read the file ({first_line(e)})") from None
+        if source.lower().endswith(".onnx"):  # read by the ONNX frontend: no IR written and read back
+            model = onnx_as_openvino(source, read=True)
+        else:
+            try:
+                model = core().read_model(xml)
+            except Exception as e:
+                raise ExportError(f"{xml}: OpenVINO cannot read the file ({first_line(e)})") from None
         rt = {}
         for key in RT_KEYS:
             k = ["fgvc_kit", key.split(".", 1)[1]]
