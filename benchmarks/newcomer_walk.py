@@ -1,6 +1,13 @@
 """The newcomer walk: README's commands on a small CUB-format tree, each timed, and the report checked against bench.
 
     python benchmarks/newcomer_walk.py [--out runs/walk] [--classes 5] [--per-class 60] [--train-steps 300]
+    python benchmarks/newcomer_walk.py --fashion /usr/share/datasets/fashion-mnist \
+        --checkpoint vit_s_focus.onnx --img-size 56 --epochs 2 --distill-epochs 1
+
+``--fashion DIR``: the images are Fashion-MNIST's (the IDX files in DIR, e.g. Debian's dataset-fashion-mnist)
+written as a plain folder tree, ``train/<class>/*.png`` and ``test/<class>/*.png`` (300 and 100 per class,
+64 px), read with ``--dataset folder``; ``--checkpoint`` starts from pretrained weights as README's recipe does,
+``--epochs`` sizes the steps to the data.
 
 A user with their own birds follows the README with ``--model fgvc_tiny`` and no other size flag: train,
 distill, search under a latency budget (three ways: from a table made first by ``bench profile``; with no
@@ -58,6 +65,26 @@ def make_cub_tree(root: str, classes: int, per_class: int, size: int = 96, seed:
     return d
 
 
+def make_fashion_tree(root: str, idx_dir: str, train: int = 300, test: int = 100, size: int = 64) -> str:
+    """``root/fashion``: Fashion-MNIST as a user's own folder tree: the first ``train`` / ``test`` images of each
+    class of the IDX files' training / test split, upscaled to ``size`` px PNGs under ``train|test/<class>/``."""
+    from PIL import Image
+
+    from tavt_kit.data.fashion import FASHION_CLASSES
+    from tavt_kit.data.idx import idx_folder, read_split
+
+    d = os.path.join(root, "fashion")
+    folder = idx_folder(idx_dir)
+    for split, per_class in (("train", train), ("test", test)):
+        images, labels, _ = read_split(folder, split, len(FASHION_CLASSES))
+        for c, name in enumerate(FASHION_CLASSES):
+            out = os.path.join(d, split, name.replace("/", "-"))
+            os.makedirs(out, exist_ok=True)
+            for k, i in enumerate(np.flatnonzero(labels == c)[:per_class]):
+                Image.fromarray(images[i]).resize((size, size), Image.BICUBIC).save(os.path.join(out, f"{k:04d}.png"))
+    return d
+
+
 class Walk:
     def __init__(self, out: str):
         self.out, self.times = out, []
@@ -85,22 +112,33 @@ def main(argv=None) -> int:
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--distill-steps", type=int, default=60)
     ap.add_argument("--budget-fraction", type=float, default=0.6, help="latency budget / the full model's")
+    ap.add_argument("--fashion", metavar="DIR", help="Fashion-MNIST's IDX files: the walk on them as a folder tree")
+    ap.add_argument("--checkpoint", metavar="FILE", help="pretrained weights to start from (default: fgvc_tiny)")
+    ap.add_argument("--img-size", type=int, metavar="N", help="train's --img-size (default: the model's)")
+    ap.add_argument("--epochs", type=float, help="train's --epochs instead of --train-steps")
+    ap.add_argument("--distill-epochs", type=float, help="distill's --epochs instead of --distill-steps")
     args = ap.parse_args(argv)
     out = os.path.abspath(args.out)
     if os.path.isdir(out):
         shutil.rmtree(out)
     os.makedirs(out)
     data = os.path.join(out, "data")
-    make_cub_tree(data, args.classes, args.per_class)
+    if args.fashion:
+        dataset = ["--dataset", "folder", "--data", make_fashion_tree(data, args.fashion)]
+    else:
+        dataset = ["--dataset", "cub", "--data", make_cub_tree(data, args.classes, args.per_class)]
     w = Walk(out)
-    small = ["--batch-size", "32", "--eval-every", "100", "--save-every", "100", "--warmup-steps", "20"]
-    log = w.run("train", ["train", "--dataset", "cub", "--data", "data", "--model", "fgvc_tiny", "--steps",
-                          args.train_steps, "--out", "train"] + small)
+    small = ["--batch-size", "32", "--eval-every", "100", "--save-every", "100"]
+    model = ["--checkpoint", args.checkpoint] if args.checkpoint else ["--model", "fgvc_tiny"]
+    model += ["--img-size", args.img_size] if args.img_size else []
+    length = ["--epochs", args.epochs] if args.epochs else ["--steps", args.train_steps, "--warmup-steps", "20"]
+    log = w.run("train", ["train"] + dataset + model + length + ["--out", "train"] + small)
     from tavt_kit.models import load_checkpoint
 
     img = (load_checkpoint(os.path.join(out, "train", "best.safetensors")).spec or {}).get("img_size")
-    w.run("distill", ["distill", "--checkpoint", "train/best.safetensors", "--steps", args.distill_steps,
-                      "--out", "distill"] + small)
+    length = ["--epochs", args.distill_epochs] if args.distill_epochs else \
+        ["--steps", args.distill_steps, "--warmup-steps", "20"]
+    w.run("distill", ["distill", "--checkpoint", "train/best.safetensors", "--out", "distill"] + length + small)
     ckpt = os.path.join(out, "distill", "best.safetensors")
     # the pre-made table: the same target and settings as the one the search profiles for itself
     w.run("bench profile (the pre-made table)", ["bench", "profile", "--checkpoint", ckpt, "--out", "table",
@@ -153,7 +191,27 @@ def main(argv=None) -> int:
         agree &= says_pass == ok
         print(f"budget {b['label']}: report says {'pass' if says_pass else 'FAIL'}; bench measured "
               f"{measured if measured is None else round(measured, 3)} ms -> {'agree' if says_pass == ok else 'DISAGREE'}")
+    from tavt_kit.search import SearchResult
+
+    result = SearchResult.load(os.path.join(out, "search", "search.json"))
+
+    def vs(pick) -> str:
+        v = pick.vs_parent if pick is not None else None
+        if not v:
+            return "-"
+        return "{:.2f} % ({:+.2f} [{:+.2f}, {:+.2f}] points)".format(
+            100 * pick.test_accuracy, 100 * v["difference"], *(100 * x for x in v["interval"]))
+
+    if result.parent is not None and result.parent.test_accuracy is not None:
+        print(f"your model (searched test images): {100 * result.parent.test_accuracy:.2f} %")
+    for b in result.budgets.values():
+        shipped = b.shipped
+        print(f"budget {b.label}: ships {shipped.family if shipped else 'nothing'} "
+              f"{vs(shipped.pick) if shipped else ''}; ToMe on your model {vs(b.training_free.get('tome_parent'))}")
     print(f"\nimage size trained at: {img}")
+    for line in log.splitlines():  # your model's test top-1, as train printed it
+        if line.startswith("test"):
+            print(f"your model: {line}")
     print("| command | wall s | exit |\n|---|---:|---:|")
     for name, dt, rc in w.times:
         print(f"| {name} | {dt:.1f} | {rc} |")

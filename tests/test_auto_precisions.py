@@ -74,7 +74,11 @@ def test_an_fp32_search_names_the_lower_precisions_it_leaves_out(monkeypatch):
     said = []
     auto.note_lower_precisions(OV, said.append)
     assert said == ["note: precisions fp32 only: bf16, int8 also run on this target but were left out untimed "
-                    "(precisions='auto' or --precisions auto times them beside fp32 and searches those faster here)"]
+                    "(precisions='auto' times them beside fp32 and searches those faster here)"]
+    from tavt_kit.cli import build_parser
+    from tavt_kit.cli.common import flag_message
+
+    assert "(--precisions auto times them" in flag_message(said[0], build_parser("search"))  # as the CLI says it
     said.clear()
     assert auto.resolve_precisions("fp32", OV, True, said.append, measured_here=True) == ("fp32",)
     assert len(said) == 1 and "int8" in said[0]

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..models import count_macs, spec_of
+    from ..models import count_macs, describe_backbone, spec_of
     from ..models import load_model
     from .common import parse_drop, positional_deprecated
 
@@ -34,7 +34,7 @@ def run(args) -> int:
         print(json.dumps(out, indent=2))
         return 0
     H, W = spec["img_size"]
-    print(f"model        {spec['backbone']['name']}  ({type(model).__name__})")
+    print(f"model        {describe_backbone(spec)}  ({type(model).__name__}; built as {spec['backbone']['name']})")
     print(f"image        {H}x{W}, patch {spec['patch_size'][0]}, grid {spec['num_patches']} tokens "
           f"+ {spec['num_prefix_tokens']} prefix")
     print(f"blocks       {spec['depth']}, width {spec['embed_dim']}, heads {model.blocks[0].attn.num_heads}")

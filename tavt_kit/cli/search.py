@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 
 from ..errors import ConfigError
@@ -14,7 +15,8 @@ from ..search.recommend import check_ship_confidence
 from ..search.result import describe_family, family_entry
 from ..target import BACKENDS
 from .common import (THREADS_HELP, add_deprecated, add_device, add_refused, add_threads, budget_suggestion,
-                     check_can_merge, device, parse_latency_budget, parse_macs, parse_reducers, target_threads)
+                     check_can_merge, device, flag_message, parse_latency_budget, parse_macs, parse_reducers,
+                     target_threads)
 
 #: the library's defaults, which the flags take (one place)
 EVOLUTION, EVALUATION, LATENCY, SHIP = EvolutionSettings(), EvaluationOptions(), LatencyOptions(), ShipPolicy()
@@ -267,7 +269,7 @@ def _precisions(args, model, budgets, table):
     here = not tables or not table_made_elsewhere(next(iter(tables.values())))
     target = DeploymentTarget(backend=args.backend or "openvino", device=args.device or "cpu", threads=args.threads,
                               batch_size=args.latency_batch_size or 1)
-    return resolve_precisions(args.precisions, target, any(b.objective == "latency" for b in budgets), print,
+    return resolve_precisions(args.precisions, target, any(b.objective == "latency" for b in budgets), _said,
                               measured_here=here, model=model, tables=tables)
 
 
@@ -409,4 +411,11 @@ def _said(line: str) -> None:
     if line.startswith("search: ETA") and "over an hour" in line:
         line += "; --generations or --population to shorten it"
     line = line.replace("(remeasure=True times", "(--remeasure times")
-    print(line, flush=True)
+    print(flag_message(line, _parser()), flush=True)  # the library's parameters said as this command's flags
+
+
+@functools.lru_cache(maxsize=1)
+def _parser():
+    from . import build_parser
+
+    return build_parser("search")

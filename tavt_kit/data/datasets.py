@@ -501,10 +501,12 @@ def class_names_of(spec: DataSpec) -> List[str]:
 
 # -------------------------------------------------------------------- loaders
 def default_workers(dataset: FGVCDataset) -> int:
-    """In-memory demo: 0; image files: up to 8 worker processes."""
+    """In-memory demo: 0; image files: up to 8 worker processes, no more than the cores this process may run on
+    (``taskset``, a container's CPU set: more workers than those only wait for them)."""
     if dataset._array is not None:
         return 0
-    return max(0, min(8, (os.cpu_count() or 1)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores))
 
 
 def shard_indices(n: int, rank: int = 0, world_size: int = 1) -> List[int]:

@@ -203,6 +203,7 @@ def distill(checkpoint: Optional[str] = None, settings: Optional[DistillSettings
 
 def _run(model, r, cfg, given, out, run_path, resume, device, rank, world, log) -> DistillResult:
     from ..data import build_dataset
+    from ..models import describe_backbone
     from ..train import Trainer
     from ..train.build import check_model_fits
     from ..train.recipes import data_spec, fit_batch, fit_steps
@@ -244,7 +245,7 @@ def _run(model, r, cfg, given, out, run_path, resume, device, rank, world, log) 
                       log_extra={"data": train_set.describe(), "space": space.to_dict()},
                       on_estimate=estimate_logger("distill", resume, log))
     if rank == 0:
-        log(f"distill: {model.spec['backbone']['name']} {model.spec['img_size'][0]}px, {dspec.name} "
+        log(f"distill: {describe_backbone(model.spec)} {model.spec['img_size'][0]}px, {dspec.name} "
             f"{len(train_set)} train / {len(holdout_set)} held-out images, smallest schedule "
             f"{list(space.smallest().counts)}, {r['sandwich'] + 1} sub-networks per step, {cfg.steps} steps"
             + (f"; resuming {out}" if resume else ""))

@@ -454,6 +454,24 @@ def create_model(
     return model
 
 
+#: ViT sizes by (width, depth, heads): the names of the field (ViT-Ti/S/B/L/H)
+_VIT_SIZES = {(192, 12, 3): "Ti", (384, 12, 6): "S", (768, 12, 12): "B", (1024, 24, 16): "L", (1280, 32, 16): "H"}
+
+
+def describe_backbone(spec: Dict[str, Any]) -> str:
+    """The backbone of a spec as the field names it: its registered name, or, for a ViT whose arguments
+    override the name it was built from (a converted Hugging Face, ONNX or ``.npz`` checkpoint), its size and
+    patch (``ViT-S/14``, else ``ViT 12x384/14``)."""
+    backbone = spec.get("backbone") or {}
+    name, kw = str(backbone.get("name", "?")), backbone.get("kwargs") or {}
+    if not name.startswith(("vit_", "deit_")) or not {"embed_dim", "depth"} <= set(kw):
+        return name
+    width, depth, patch = int(kw["embed_dim"]), int(kw["depth"]), kw.get("patch_size")
+    size = _VIT_SIZES.get((width, depth, int(kw.get("num_heads", 0) or 0)))
+    label = f"ViT-{size}" if size else f"ViT {depth}x{width}"
+    return label + (f"/{patch}" if patch else "")
+
+
 def spec_of(model: nn.Module) -> Dict[str, Any]:
     """The model's spec, with its current scorer and fuse setting."""
     spec = getattr(model, "spec", None)

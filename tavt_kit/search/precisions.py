@@ -149,4 +149,4 @@ def note_lower_precisions(target: Optional[DeploymentTarget], log: Callable[[str
     found, _ = target_precisions(target)
     if len(found) > 1:
         log(f"note: precisions fp32 only: {', '.join(found[1:])} also run on this target but were left out untimed "
-            "(precisions='auto' or --precisions auto times them beside fp32 and searches those faster here)")
+            "(precisions='auto' times them beside fp32 and searches those faster here)")

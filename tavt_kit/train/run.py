@@ -201,6 +201,7 @@ def fine_tune(settings: Optional[FineTuneSettings] = None, out: str = DEFAULT_OU
 def _fit(model, r, spec, cfg, given, class_names, out, run_path, resume, device, rank, world, log) -> RunResult:
     from ..data import build_dataset
     from ..files import write_json
+    from ..models import describe_backbone
     from .trainer import BEST_FILE, LAST_FILE, Trainer
 
     train_set = build_dataset(spec, split="train", model=model)
@@ -218,7 +219,7 @@ def _fit(model, r, spec, cfg, given, class_names, out, run_path, resume, device,
                       log_extra={"data": train_set.describe(), "model": model.spec["backbone"]},
                       on_estimate=estimate_logger("train", resume, log))
     if rank == 0:
-        log(f"train: {model.spec['backbone']['name']} {model.spec['img_size'][0]}px, {spec.name} "
+        log(f"train: {describe_backbone(model.spec)} {model.spec['img_size'][0]}px, {spec.name} "
             f"{len(train_set)} train / {len(holdout_set) if holdout_set else 0} held-out images, "
             f"{len(class_names)} classes, {cfg.steps} steps x {cfg.batch_size * cfg.accum_steps * world} "
             f"images, {world} process{'es' if world > 1 else ''} on {trainer.device}"
