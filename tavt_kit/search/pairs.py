@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..progress import eta
 from ..schedules.schedule import TokenSchedule
 from ..stats import paired_difference, wilson_interval
 from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
@@ -493,8 +494,10 @@ def _measured_int8_front(search: EvolutionSearch, budgets: Sequence[dict], verif
     within = [c for c in search.evaluated.values() if c.latency is not None and c.latency <= limit]
     provisional = pareto_front(within, "latency")
     measured = []
-    for i, c in enumerate(provisional, 1):
-        m = verify_gene(c.gene, f" (int8 front {i}/{len(provisional)})")
+    start = time.perf_counter()
+    for i, c in enumerate(provisional, 1):  # each an NNCF quantisation and a run: said with the time left
+        left = f", ETA {eta(i - 1, len(provisional), time.perf_counter() - start)}" if i > 1 else ""
+        m = verify_gene(c.gene, f" (int8 front {i}/{len(provisional)}{left})")
         measured.append(replace(c, accuracy=m["accuracy"], nll=m["nll"], kl=m["kl"], fitness=fitness_of(m, fitness)))
     return pareto_front(measured, "latency"), len(provisional)
 
