@@ -179,3 +179,19 @@ def test_a_pretrained_backbone_on_a_builtin_dataset_gets_the_fine_tuning_recipe(
     assert resolved("--checkpoint", onnx_backbone)["lr"] == PRETRAINED_RECIPE["lr"]  # not 1.5e-3 from scratch
     assert resolved("--checkpoint", onnx_backbone, "--lr", "1e-4")["lr"] == 1e-4
     assert resolved()["lr"] != PRETRAINED_RECIPE["lr"]
+
+
+def test_a_converted_backbone_is_named_as_the_field_names_it():
+    """A converted checkpoint is built from a timm entry whose arguments it overrides: its logs and ``info`` name
+    what it is (``ViT-S/14``), not the entry (``vit_base_patch16_224``); a registered model keeps its name."""
+    from tavt_kit.models import describe_backbone
+
+    def spec(name, **kw):
+        return {"backbone": {"name": name, "kwargs": kw}}
+
+    assert describe_backbone(spec("vit_base_patch16_224", embed_dim=384, depth=12, num_heads=6, patch_size=14)) \
+        == "ViT-S/14"
+    assert describe_backbone(spec("vit_base_patch16_224", embed_dim=32, depth=2, num_heads=2, patch_size=8)) \
+        == "ViT 2x32/8"
+    assert describe_backbone(spec("fgvc_tiny", embed_dim=96, depth=6, num_heads=3)) == "fgvc_tiny"
+    assert describe_backbone(spec("vit_small_patch16_224")) == "vit_small_patch16_224"

@@ -34,7 +34,8 @@ def run(args) -> int:
         print(json.dumps(out, indent=2))
         return 0
     H, W = spec["img_size"]
-    print(f"model        {describe_backbone(spec)}  ({type(model).__name__}; built as {spec['backbone']['name']})")
+    name, built = describe_backbone(spec), spec["backbone"]["name"]
+    print(f"model        {name}  ({type(model).__name__}" + (f"; built as {built})" if built != name else ")"))
     print(f"image        {H}x{W}, patch {spec['patch_size'][0]}, grid {spec['num_patches']} tokens "
           f"+ {spec['num_prefix_tokens']} prefix")
     print(f"blocks       {spec['depth']}, width {spec['embed_dim']}, heads {model.blocks[0].attn.num_heads}")
