@@ -273,3 +273,37 @@ def test_a_budget_only_a_lower_precision_meets_is_searched_not_called_unreachabl
     assert "below the smallest schedule" not in said.out + said.err
     best = json.loads((out / "search.json").read_text())["budgets"][0]["best"]
     assert best["precision"] == "bf16" and best["latency_ms"] <= budget + 1e-9
+
+
+def test_the_int8_front_is_measured_for_a_bounded_time_spread_over_its_latencies():
+    """Measuring the int8 front costs an NNCF quantisation and a run per point (minutes for a 12-block ViT on a
+    CPU): within ``front_time_limit`` seconds the points measured are spread over the front's latencies (both ends
+    first), the front holds only measured points, and how many were left out is said; no limit measures all."""
+    from types import SimpleNamespace
+
+    from tavt_kit.search.evolution import Candidate
+    from tavt_kit.search.pairs import _measured_int8_front, spread_order
+
+    assert spread_order(5) == [0, 4, 2, 1, 3] and sorted(spread_order(9)) == list(range(9)) and spread_order(0) == []
+    cands = [Candidate(counts=(8 - i, 8 - i), accuracy=0.9 - 0.05 * i, macs=100 - i, latency=0.01 * (8 - i))
+             for i in range(6)]  # every one on the front: faster, less accurate
+    search = SimpleNamespace(evaluated={c.gene: c for c in cands})
+    budgets = [{"objective": "latency", "limit": 1.0}]
+    now, asked = [0.0], []
+
+    def verify(gene, why):  # each measurement takes 10 s of the clock
+        asked.append(gene)
+        now[0] += 10.0
+        return {"accuracy": 0.5, "nll": 1.0 + 0.01 * len(asked), "kl": 0.1}
+
+    front, measured, left = _measured_int8_front(search, budgets, verify, "nll", time_limit=25.0,
+                                                 clock=lambda: now[0])
+    assert (measured, left) == (3, 3) and len(asked) == 3  # 0 s, 10 s, 20 s started; at 30 s the limit is past
+    by_latency = sorted(cands, key=lambda c: c.latency)
+    assert asked[:2] == [by_latency[0].gene, by_latency[-1].gene]  # both ends of the front first
+    assert {c.gene for c in front} <= set(asked)
+    now[0], asked[:] = 0.0, []
+    front, measured, left = _measured_int8_front(search, budgets, verify, "nll", time_limit=None, clock=lambda: now[0])
+    assert (measured, left) == (6, 0)
+    now[0], asked[:] = 0.0, []
+    assert _measured_int8_front(search, budgets, verify, "nll", time_limit=0, clock=lambda: now[0])[1:] == (1, 5)

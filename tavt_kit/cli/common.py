@@ -105,6 +105,7 @@ NUMERIC_FLAGS: Dict[str, tuple] = {
     "--validate": ("nonneg", "number of random schedules"), "--threads": ("nonneg", "number of threads"),
     "--mutations": ("nonneg", "number of mutations"), "--crossovers": ("nonneg", "number of crossovers"),
     "--sandwich": ("nonneg", "number of sub-networks"), "--verify-top": ("nonneg", "number of candidates"),
+    "--front-time-limit": ("nonneg", "number of seconds"),
     # times, rates, weights
     "--time-budget": ("pos", "number of seconds"), "--rel-ci": ("pos", "fraction"),
     "--lr": ("pos", "learning rate"), "--kd-temperature": ("pos", "temperature"),
@@ -169,7 +170,8 @@ PARAM_FLAGS = {
     # search_schedules' option objects' fields (search.settings, search.ship)
     "evaluation.fitness": "--fitness", "evaluation.subset": "--subset", "evaluation.batch_size": "--eval-batch-size",
     "evaluation.verify_top": "--verify-top", "evaluation.calibration_images": "--calibration-images",
-    "evaluation.device": "--eval-device", "latency.source": "--latency-source", "latency.remeasure": "--remeasure",
+    "evaluation.device": "--eval-device", "evaluation.front_time_limit": "--front-time-limit",
+    "front_time_limit": "--front-time-limit", "latency.source": "--latency-source", "latency.remeasure": "--remeasure",
     "ship.confidence": "--ship-confidence", "ship.selection": "--selection",
 }
 

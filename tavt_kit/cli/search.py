@@ -95,6 +95,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pp.add_argument("--verify-top", type=int, default=EVALUATION.verify_top, metavar="N",
                     help="int8 pairs quantised with NNCF and measured per budget at most, best first, before one is "
                          "reported (default 3)")
+    pp.add_argument("--front-time-limit", type=float, default=EVALUATION.front_time_limit, metavar="SECONDS",
+                    help="seconds spent measuring the int8 Pareto front on the deployed model, each point an NNCF "
+                         "quantisation and a run (the front reports the points measured in that time, spread over "
+                         "its latencies; each budget's pick is measured anyway; default "
+                         f"{EVALUATION.front_time_limit:g})")
     pp.add_argument("--calibration-images", type=int, default=EVALUATION.calibration_images, metavar="N",
                     help="int8 calibration images, a seeded subset of the training split "
                          f"(default {EVALUATION.calibration_images})")
@@ -247,7 +252,7 @@ def run(args) -> int:
         evolution=settings,
         evaluation=EvaluationOptions(fitness=args.fitness, subset=args.subset, batch_size=args.batch_size,
                                      verify_top=args.verify_top, calibration_images=args.calibration_images,
-                                     device=args.eval_device),
+                                     front_time_limit=args.front_time_limit, device=args.eval_device),
         ship=ShipPolicy(confidence=args.ship_confidence, selection=args.selection, shrinkage=args.shrinkage,
                         parent_search=args.parent_search),
         finetune=finetune, out=args.out, reducers=reducers, reuse=args.reuse, bound=args.bound,

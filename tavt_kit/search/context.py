@@ -54,6 +54,7 @@ class SearchContext:
     source: Optional[dict] = None
     verify_top: int = 3
     calibration_images: int = 300
+    front_time_limit: Optional[float] = 120.0
     remeasure_picks: bool = False
     shrinkage: bool = True
     parent_search: bool = True

@@ -353,14 +353,20 @@ class PrecisionStage:
         fronts = {p: pareto_front(s.evaluated.values(), "latency") for p, s in self.searches.items() if p != "int8"}
         n_front = 0
         if "int8" in self.searches:
-            fronts["int8"], n_front = _measured_int8_front(self.searches["int8"], doc["budgets"], self.verify_gene,
-                                                           ctx.fitness)
+            fronts["int8"], n_front, left = _measured_int8_front(self.searches["int8"], doc["budgets"],
+                                                                 self.verify_gene, ctx.fitness,
+                                                                 time_limit=ctx.front_time_limit)
+            if left:
+                ctx.log(f"int8 front: {n_front} points measured on the deployed model in the "
+                        f"{ctx.front_time_limit:g} s allowed (front_time_limit), {left} left out")
         doc["precisions"] = {
             "searched": list(ctx.precisions), "accuracy": {p: ACCURACY_SOURCE[p] for p in ctx.precisions},
             "latency": {p: ctx.objectives[p].info for p in ctx.precisions},
             "fronts": {p: [_front_entry(c, p, self.searches[p]) for c in f] for p, f in fronts.items()},
             "verify_top": ctx.verify_top, "front_verifications": n_front,
         }
+        if "int8" in self.searches:
+            doc["precisions"]["front_left_out"] = left
 
     def _choose_budget(self, row: dict, doc: dict) -> None:
         ctx = self.ctx
@@ -485,21 +491,49 @@ def _remeasure_together(result: dict, model: nn.Module, sched, objectives, log) 
                             "rotations": max(r.rounds for r in ratios.values())}
 
 
-def _measured_int8_front(search: EvolutionSearch, budgets: Sequence[dict], verify_gene, fitness: str
-                         ) -> Tuple[list, int]:
-    """The int8 Pareto front with every point's accuracy measured on the deployed int8 model, and how many points
-    were measured: each candidate on the provisional front (fp32 fitness) within the widest latency budget is
-    quantised and run on the held-out images, and the front is drawn again from the measured values."""
+def spread_order(n: int) -> List[int]:
+    """``0 .. n-1`` in the order that covers a sorted list evenly soonest: both ends, then the middle, then the
+    middles of the halves (0, n-1, n//2, ...): a front measured for a limited time is spread over its range."""
+    order, seen, spans = [], set(), [(0, n - 1)]
+    for i in (0, n - 1):
+        if 0 <= i < n and i not in seen:
+            order.append(i)
+            seen.add(i)
+    while spans:
+        nxt = []
+        for lo, hi in spans:
+            if hi - lo < 2:
+                continue
+            mid = (lo + hi) // 2
+            if mid not in seen:
+                order.append(mid)
+                seen.add(mid)
+            nxt += [(lo, mid), (mid, hi)]
+        spans = nxt
+    return order + [i for i in range(n) if i not in seen]
+
+
+def _measured_int8_front(search: EvolutionSearch, budgets: Sequence[dict], verify_gene, fitness: str,
+                         time_limit: Optional[float] = None, clock: Callable[[], float] = time.perf_counter
+                         ) -> Tuple[list, int, int]:
+    """The int8 Pareto front with every point's accuracy measured on the deployed int8 model, how many points
+    were measured, and how many were left out: each candidate on the provisional front (fp32 fitness) within the
+    widest latency budget is quantised and run on the held-out images -- in :func:`spread_order`, until
+    ``time_limit`` seconds have passed (at least one) -- and the front is drawn again from the measured values."""
     limit = max((b["limit"] for b in budgets if b["objective"] == "latency"), default=float("inf"))
     within = [c for c in search.evaluated.values() if c.latency is not None and c.latency <= limit]
     provisional = pareto_front(within, "latency")
     measured = []
-    start = time.perf_counter()
-    for i, c in enumerate(provisional, 1):  # each an NNCF quantisation and a run: said with the time left
-        left = f", ETA {eta(i - 1, len(provisional), time.perf_counter() - start)}" if i > 1 else ""
-        m = verify_gene(c.gene, f" (int8 front {i}/{len(provisional)}{left})")
+    start, n = clock(), len(provisional)
+    for i, k in enumerate(spread_order(n), 1):  # each an NNCF quantisation and a run: said with the time left
+        spent = clock() - start
+        if i > 1 and time_limit is not None and spent >= time_limit:
+            break
+        left = f", ETA {eta(i - 1, n, spent)}" if i > 1 else ""
+        c = provisional[k]
+        m = verify_gene(c.gene, f" (int8 front {i}/{n}{left})")
         measured.append(replace(c, accuracy=m["accuracy"], nll=m["nll"], kl=m["kl"], fitness=fitness_of(m, fitness)))
-    return pareto_front(measured, "latency"), len(provisional)
+    return pareto_front(measured, "latency"), len(measured), n - len(measured)
 
 
 def _front_entry(c, precision: str, search: EvolutionSearch) -> Dict[str, Any]:

@@ -153,7 +153,8 @@ def build_context(model: nn.Module, data: SearchData, out_dir: str, *, settings:
                   log: Callable[[str], None] = print, remeasure: bool = False, reuse: Sequence[str] = (),
                   selection: Union[str, float, None] = 0.0, recommends: bool = False, shrinkage: bool = True,
                   parent_search: bool = True, ship_confidence: float = DEFAULT_SHIP_CONFIDENCE,
-                  eval_device: Optional[str] = "auto", finetune=None) -> SearchContext:
+                  eval_device: Optional[str] = "auto", finetune=None,
+                  front_time_limit: Optional[float] = 120.0) -> SearchContext:
     """The :class:`SearchContext` of one search: its settings checked, the held-out images set aside for the
     selection, the evaluator, the weights' digest, the journals of earlier searches read."""
     _check(data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images)
@@ -172,6 +173,7 @@ def build_context(model: nn.Module, data: SearchData, out_dir: str, *, settings:
         settings=settings, fitness=fitness, out_dir=out_dir, log=log, data=data, holdout=holdout,
         selection=chosen_on, test=data.test, transform=transform, device=device, batch_size=int(batch_size),
         subset=subset, source=source, verify_top=verify_top, calibration_images=int(calibration_images),
+        front_time_limit=front_time_limit,
         remeasure_picks=remeasure,
         shrinkage=bool(shrinkage),  # picks corrected for the winner's curse (shrinkage.py)
         parent_search=bool(parent_search),  # schedules searched on the parent's weights too (parent_search.py)
@@ -339,6 +341,7 @@ def _settings(ctx: SearchContext) -> dict:
         out["selection_sha256"] = ctx.selection.images.digest()
     if ctx.calibration is not None:
         out["calibration_images"] = ctx.calibration_images
+        out["front_time_limit"] = ctx.front_time_limit
         out["calibration"] = ctx.calibration
     return out
 

@@ -100,6 +100,11 @@ class EvaluationOptions:
     verify_top: int = 3
     #: images int8 quantisation calibrates on
     calibration_images: int = 300
+    #: seconds spent measuring the int8 Pareto front on the deployed model (each point an NNCF quantisation and a
+    #: run: minutes for a 12-block ViT on a CPU); the front reports the points measured in that time, spread over
+    #: its latencies, and says how many it left out; None: every point. Each budget's own pick is measured anyway
+    #: (``verify_top``).
+    front_time_limit: Optional[float] = 120.0
     #: where candidates are scored: ``auto`` (CUDA where there is one), ``cpu``, ``cuda``
     device: Optional[str] = "auto"
 
@@ -115,6 +120,9 @@ class EvaluationOptions:
                                                           or v < low):
                 raise ConfigError(f"evaluation.{name}={v!r}: expected {what}")
         evaluation_device(self.device)
+        t = self.front_time_limit
+        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t < float("inf")):
+            raise ConfigError(f"evaluation.front_time_limit={t!r}: expected seconds (0 or more), or None for no limit")
 
     @classmethod
     def of(cls, value, options: dict) -> "EvaluationOptions":
@@ -128,6 +136,6 @@ class EvaluationOptions:
 #: search_schedules keywords of an EvaluationOptions -> its fields
 EVALUATION_KEYWORDS = {"fitness": "fitness", "subset": "subset", "batch_size": "batch_size",
                        "verify_top": "verify_top", "calibration_images": "calibration_images",
-                       "eval_device": "device"}
+                       "front_time_limit": "front_time_limit", "eval_device": "device"}
 
 __all__ = ["EvaluationOptions", "LatencyOptions"]
