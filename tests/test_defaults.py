@@ -7,7 +7,12 @@ from tavt_kit.cli import main
 from tavt_kit.machine import describe, threads_text
 from tavt_kit.train.sizing import default_img_size, model_geometry, token_warning
 
+import pytest
 from test_data import make_cub
+
+# one intra-op thread: the oversubscription warning (its own test elsewhere) is not said while a busy machine runs
+# the suite, so each test sees only the warning it is about
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- image size
