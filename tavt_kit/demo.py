@@ -211,14 +211,13 @@ def shipped_model() -> dict:
     return record
 
 
-def _install_shipped(d_train: str) -> int:
+def _install_shipped(d_train: str, record: dict) -> int:
     """Stage 1 without training: the shipped model and its record become ``d_train``'s ``best.safetensors`` and
     ``results.json`` (each written whole), as a training run leaves them."""
     import shutil
 
     from .files import atomic_path, write_json
 
-    record = shipped_model()
     os.makedirs(d_train, exist_ok=True)
     with atomic_path(os.path.join(d_train, "best.safetensors")) as tmp:
         shutil.copyfile(SHIPPED_MODEL, tmp)
@@ -373,7 +372,7 @@ def run(args) -> int:
 
     def train() -> int:
         if shipped:
-            return _install_shipped(d_train)
+            return _install_shipped(d_train, record)
         return _command("train")(train_argv() + _resumable(d_train, stages.current[2]))
 
     stages = _Stages(out, log)

@@ -51,6 +51,14 @@ def _cpuinfo() -> Dict[str, str]:
     return info
 
 
+def available_cores() -> int:
+    """The cores this process may run on (``taskset``, a container's CPU set), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def cpu_description() -> Dict[str, object]:
     info = _cpuinfo()
     model = info.get("model name") or info.get("Model") or info.get("Hardware") or platform.processor() \
@@ -71,10 +79,7 @@ def cpu_description() -> Dict[str, object]:
         physical = psutil.cpu_count(logical=False)
     except Exception:
         pass
-    try:
-        available = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        available = os.cpu_count()
+    available = available_cores()
     return {
         "model": model,
         "arch": platform.machine(),

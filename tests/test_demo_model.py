@@ -30,7 +30,7 @@ def test_the_shipped_model_is_converged_and_scores_what_its_record_says():
 
 
 def test_the_shipped_model_becomes_the_demos_first_stage(tmp_path):
-    assert demo._install_shipped(str(tmp_path / "train")) == 0
+    assert demo._install_shipped(str(tmp_path / "train"), demo.shipped_model()) == 0
     assert (tmp_path / "train" / "best.safetensors").read_bytes() == open(demo.SHIPPED_MODEL, "rb").read()
     results = json.loads((tmp_path / "train" / "results.json").read_text())
     assert results["shipped"] is True and results["test_top1"] == demo.shipped_model()["test_top1"]

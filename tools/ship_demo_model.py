@@ -13,11 +13,8 @@ import shutil
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from tavt_kit.demo import SHIPPED_MODEL  # noqa: E402
-from tavt_kit.export.record import sha256  # noqa: E402
+from tavt_kit.demo import SHIPPED_MODEL
+from tavt_kit.export.record import sha256
 
 COMMAND = ["fgvc-kit", "train", "--dataset", "cluttered-digits", "--seed", "0"]
 

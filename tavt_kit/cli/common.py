@@ -360,10 +360,11 @@ def target_threads(given: Optional[int], log=print) -> int:
     """The deployment target's threads: ``given`` (``--threads``), else torch's count, said in one line when
     that is fewer than this machine's cores (``OMP_NUM_THREADS=1`` for training also makes the target 1 thread)."""
     from ..bench.backends import default_threads
+    from ..machine import available_cores
 
     if given:
         return int(given)
-    n, cores = default_threads(), os.cpu_count() or 1
+    n, cores = default_threads(), available_cores()
     if n < cores and (n, cores) not in _SAID:
         _SAID.add((n, cores))
         env = os.environ.get("OMP_NUM_THREADS")

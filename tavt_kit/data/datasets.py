@@ -505,8 +505,9 @@ def default_workers(dataset: FGVCDataset) -> int:
     (``taskset``, a container's CPU set: more workers than those only wait for them)."""
     if dataset._array is not None:
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cores))
+    from ..machine import available_cores
+
+    return max(0, min(8, available_cores()))
 
 
 def shard_indices(n: int, rank: int = 0, world_size: int = 1) -> List[int]:

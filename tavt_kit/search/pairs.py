@@ -529,9 +529,9 @@ def _measured_int8_front(search: EvolutionSearch, budgets: Sequence[dict], verif
         spent = clock() - start
         if i > 1 and time_limit is not None and spent >= time_limit:
             break
-        left = f", ETA {eta(i - 1, n, spent)}" if i > 1 else ""
+        time_left = f", ETA {eta(i - 1, n, spent)}" if i > 1 else ""
         c = provisional[k]
-        m = verify_gene(c.gene, f" (int8 front {i}/{n}{left})")
+        m = verify_gene(c.gene, f" (int8 front {i}/{n}{time_left})")
         measured.append(replace(c, accuracy=m["accuracy"], nll=m["nll"], kl=m["kl"], fitness=fitness_of(m, fitness)))
     return pareto_front(measured, "latency"), len(measured), n - len(measured)
 
