@@ -480,7 +480,7 @@ def headline(res: dict, family: str) -> tuple:
 def _cell(d) -> str:
     if not d:
         return "nothing meets it"
-    from tavt_kit.report.budget import schedule_text
+    from tavt_kit.report.cells import schedule_text
 
     real = f", realised {d['realised']:.2f}" if d.get("realised") else ""
     return (f"{d['speedup']:.2f}x {fmt_vs(d['vs_parent'])} [{schedule_text(d)}]{real}"

@@ -283,3 +283,38 @@ def bench_evidence(bench: Optional[Dict[str, Any]], want: Wanted,
         if c.reason not in reasons:
             reasons.append(c.reason)
     return None, reasons
+
+
+class PickEvidence:
+    """What the report may name for a pick: the bench.json row that measured it and the exported file that stands
+    for it, each checked (:mod:`tavt_kit.report.evidence`), with the reasons for what it does not name."""
+
+    def __init__(self, search: dict, bench: Optional[dict], sources: Sequence[ExportSource]) -> None:
+        self.search, self.bench_doc, self.sources = search, bench, list(sources)
+        self.full_counts = tuple(int(c) for c in search["full"]["counts"])
+        self._cache: Dict[tuple, Any] = {}
+
+    def _memo(self, key: tuple, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def bench(self, d: Optional[dict], weights: str = "supernet") -> Tuple[Optional[dict], List[str]]:
+        """The bench.json row of a pick (None: none measured it) and why rows of its counts were not used.
+        A deployable of your model (``weights="parent"``) may take a row timed on the supernet's weights: the
+        same architecture at the same schedule and precision runs the same operations, so its latency is the
+        same (``bench --search`` times it so)."""
+        if not d or not self.bench_doc:
+            return None, []
+        want = wanted(d, self.search, weights)
+        if weights in ("parent", "finetuned"):  # a fine-tuned pick too: the pick's graph, other weights
+            want = want.also_timed_as((self.search.get("model") or {}).get("weights_sha256"))
+        return self._memo(("bench", id(d), weights), lambda: bench_evidence(self.bench_doc, want, self.full_counts))
+
+    def bench_row(self, d: Optional[dict]) -> Optional[dict]:
+        return self.bench(d)[0]
+
+    def exports(self, d: dict, weights: str = "supernet") -> ExportEvidence:
+        """The exported file to ship for a pick, and why the other files of its counts are not shipped."""
+        return self._memo(("export", id(d), weights),
+                          lambda: export_evidence(self.sources, wanted(d, self.search, weights)))

@@ -1,0 +1,78 @@
+"""The report's plots: accuracy against MACs and against latency, the budgets and what each picks."""
+from __future__ import annotations
+
+from typing import List
+
+from ..search.plot import PICK_COLOURS, mac_unit, plot_precision_fronts, save_accuracy_plot
+from .evidence import PickEvidence
+
+
+def accuracy_plots(search: dict, ev: PickEvidence, out_dir: str) -> List[str]:
+    """Accuracy against MACs, and against latency when the search has latency figures.
+
+    One axis holds one kind of latency: the search's own (predicted from a table, or measured by the
+    search), with bench.json's measurements as separate, labelled points. The Pareto front is drawn on
+    the axis of the objective it was computed for only.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scale, unit = mac_unit(search["full"]["macs"])
+    kind = "predicted from the latency table" if (search.get("latency") or {}).get("source") == "table" \
+        else "measured by the search"
+    files = []
+    axes = [("macs", f"{unit} per image", lambda d: d["macs"] / scale)]
+    if any(d.get("latency_ms") is not None for d in search.get("candidates", [])):
+        axes.append(("latency", f"latency p50 (ms), {kind}", lambda d: d.get("latency_ms")))
+    for axis, xlabel, x_of in axes:
+        fig, ax = plt.subplots(figsize=(8.6, 4.4), dpi=110)
+        cands = [c for c in search.get("candidates", []) if x_of(c) is not None]
+        ax.scatter([x_of(c) for c in cands], [100 * c["accuracy"] for c in cands], s=7, c="#c8c8c8",
+                   label=f"candidates ({len(cands)})")
+        front = [p for p in search.get("pareto_front", []) if x_of(p) is not None]
+        if front and axis == search.get("objective"):
+            ax.step([x_of(p) for p in front], [100 * p["holdout_accuracy"] for p in front], where="post",
+                    c="#1f77b4", lw=1.4)
+            ax.scatter([x_of(p) for p in front], [100 * p["holdout_accuracy"] for p in front], s=14, c="#1f77b4",
+                       label="Pareto front (holdout)")
+            tested = [p for p in front if p.get("test_accuracy") is not None]
+            ax.plot([x_of(p) for p in tested], [100 * p["test_accuracy"] for p in tested], ls=":", c="#9467bd",
+                    lw=1.2, label="front, test accuracy")
+        seen = set()
+        for b in search.get("budgets", []):
+            for name, d in (b.get("baselines") or {}).items():
+                if x_of(d) is None or d.get("holdout_accuracy") is None:
+                    continue
+                ax.scatter([x_of(d)], [100 * d["holdout_accuracy"]], marker={"uniform": "s", "evit": "^"}.get(name, "x"),
+                           s=36, c="#d62728", label=None if name in seen else f"baseline fitted to a budget: {name}")
+                seen.add(name)
+            if b["objective"] == axis:
+                limit = b["limit"] / scale if axis == "macs" else b["limit"] * 1e3
+                ax.axvline(limit, ls="--", c="#2ca02c", lw=1)
+                ax.annotate(f"budget {b['label']}", (limit, 1), xycoords=("data", "axes fraction"), rotation=90,
+                            va="top", ha="right", fontsize=7, color="#2ca02c")
+            best = b.get("best")
+            if best and x_of(best) is not None:
+
+                colour = PICK_COLOURS[search["budgets"].index(b) % len(PICK_COLOURS)]
+                ax.scatter([x_of(best)], [100 * best["holdout_accuracy"]], marker="*", s=170, c=colour, zorder=5,
+                           edgecolors="black", linewidths=0.5, label=f"pick @ {b['label']}")
+        full = search.get("full")
+        if full and x_of(full) is not None:
+            ax.scatter([x_of(full)], [100 * full["holdout_accuracy"]], marker="D", s=30, c="black", label="full model")
+        if axis == "latency":  # bench.json's measurements: labelled as such, never mixed into the search's figures
+            pts = [(r["latency_ms"]["p50"], d) for d in [search.get("full")] + [b.get("best") for b in
+                                                                                    search.get("budgets", [])]
+                   if d and (r := ev.bench_row(d)) and (r.get("latency_ms") or {}).get("p50")]
+            if pts:
+                ax.scatter([p for p, _ in pts], [100 * d["holdout_accuracy"] for _, d in pts], marker="o",
+                           facecolors="none", edgecolors="#ff7f0e", s=60, label="measured by fgvc-kit bench")
+        files.append(save_accuracy_plot(fig, ax, xlabel, "top-1 (%)",
+                                        f"accuracy vs {'MACs' if axis == 'macs' else 'latency'}", out_dir,
+                                        f"accuracy_vs_{axis}.png"))
+    if (search.get("precisions") or {}).get("candidates"):  # a search of (schedule, precision) pairs
+
+        files.append(plot_precision_fronts(search, out_dir))
+    return files
