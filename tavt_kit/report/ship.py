@@ -7,10 +7,10 @@ import shlex
 from typing import List, Optional, Sequence, Tuple
 
 from ..bench.ratio import ratio_of_bench_rows
-from ..search import SearchResult
-from ..search.deployable import parent_entry, parent_recommendation
+from ..search import BudgetResult, SearchResult
+from ..search.deployable import parent_recommendation
 from ..search.plot import mac_unit
-from ..search.result import describe_family, family_entry, front_latency_ms
+from ..search.result import describe_family, front_latency_ms
 from .advice import export_command, over_budget_advice
 from .cells import paired_text, pct, pct_ci, schedule_text, top1_text
 from .evidence import PickEvidence
@@ -22,13 +22,8 @@ def ship_section(result: SearchResult, ev: PickEvidence, extra_budgets: Sequence
     pass or fail with the margin, and its accuracy against the full model's. A file is named only when it stands
     for the pick (:mod:`tavt_kit.report.evidence`); the notes say why each other file of its schedule is not."""
     search, search_path = result.doc, result.path
-    rows = list(search.get("budgets") or [])
-    labels = {str(r.get("label")).replace(" ", "").lower() for r in rows}
-    for text in extra_budgets:  # any budget: answered from the search's Pareto front
-        row = result.budget(text).entry
-        if str(row["label"]).replace(" ", "").lower() not in labels:
-            rows.append(row)
-    if not rows:
+    budgets = _budgets(result, extra_budgets)
+    if not budgets:
         return []
     full = search["full"]
     full_test = full.get("test_accuracy")
@@ -40,16 +35,17 @@ def ship_section(result: SearchResult, ev: PickEvidence, extra_budgets: Sequence
           f"| budget | ship | latency p50 vs budget | verdict | margin | test top-1 ({versus}) | schedule |",
           "|---|---|---|---|---:|---:|---|"]
     notes = []
-    for b in rows:
+    for budget in budgets:
+        b = budget.entry
         label = b["label"] + (" (from the front)" if b.get("source") == "front" else "")
         d = b.get("best") or {}  # none met it: what it recommends on your model may still ship (_shipped)
-        if not d and not parent_entry(b):
+        if not d and budget.shipped is None:
             md.append(f"| {label} | nothing in the search space fits | – | **FAIL** | – | – | – |")
             continue
         if d.get("origin"):
             notes.append(f"{b['label']}: the pick is the {d['origin']} schedule: no searched schedule was fitter on "
                          "the held-out images within this budget")
-        d, weights = _shipped(b, d, search, notes)
+        d, weights = _shipped(budget, d, notes)
         r, unused = ev.bench(d, weights)
         for why in unused:
             notes.append(f"{b['label']}: bench.json's measurement of this schedule is not used ({why}); the "
@@ -99,6 +95,17 @@ def ship_section(result: SearchResult, ev: PickEvidence, extra_budgets: Sequence
     return md + versus_section(search, scale, unit)
 
 
+def _budgets(result: SearchResult, extra: Sequence[str]) -> List[BudgetResult]:
+    """The search's budgets, then each of ``extra`` it does not hold, answered from its Pareto front."""
+    budgets = list(result.budgets.values())
+    labels = {b.label.replace(" ", "").lower() for b in budgets}
+    for text in extra:
+        budget = result.budget(text)
+        if budget.label.replace(" ", "").lower() not in labels:
+            budgets.append(budget)
+    return budgets
+
+
 def _limit_ms(b: dict, d: dict, bench_row: Optional[dict], ev: PickEvidence, search: dict) -> Tuple[float, str]:
     """A latency budget's limit in ms, and for a share of your model's latency what it is a share of: your model
     timed beside the pick (in bench.json's run, or in the search's final round), so that a machine faster or
@@ -133,28 +140,26 @@ def _reference_line(parent: Optional[dict], full: dict, macs: str) -> List[str]:
     return []
 
 
-def _shipped(b: dict, d: dict, search: dict, notes: List[str]) -> Tuple[dict, str]:
-    """What a budget ships, and whose weights: its recommendation when that is a training-free deployable of your
-    model (the parent's weights: ToMe on it, or it as it is, at a precision) whose figures the search recorded,
-    else the searched pick (the supernet's weights). Its row's latency, verdict, accuracy and file are then all of
-    that deployable; a note says what it won against."""
-
-    rec_d = parent_recommendation(b) or {}
-    fam = rec_d.get("family")
-    entry = family_entry(b, fam)  # "searched": a search of your own model, its pick on your model's weights
-    if (b.get("recommended") or {}).get("weights") == "finetuned" and b.get("finetuned"):  # search/finetune.py
-        ft, was = b["finetuned"], f" (the supernet's: {paired_text(d['vs_parent'])})" if d.get("vs_parent") else ""
-        notes.append(f"{b['label']}: ships {describe_family('finetuned', ft)} (`{ft.get('checkpoint')}` in the "
-                     f"search's folder): {b['recommended'].get('why')}{was}; its latency is the pick's (one graph)")
-        return dict(ft), "finetuned"
-    if not entry or not entry.get("counts"):
+def _shipped(budget: BudgetResult, d: dict, notes: List[str]) -> Tuple[dict, str]:
+    """What a budget ships (:attr:`~tavt_kit.search.BudgetResult.shipped`, the one rule export and bench follow
+    too), and whose weights: a deployable of your model (ToMe on it, it as it is, at a precision) or the pick
+    fine-tuned toward it, whose figures the search recorded, else the searched pick (the supernet's weights). Its
+    row's latency, verdict, accuracy and file are then all of that deployable; a note says what it won against."""
+    shipped, label = budget.shipped, budget.label
+    if shipped is None or shipped.weights == "supernet":
         return d, "supernet"
+    entry = shipped.pick.raw
+    if shipped.weights == "finetuned":  # search/finetune.py
+        was = f" (the supernet's: {paired_text(d['vs_parent'])})" if d.get("vs_parent") else ""
+        notes.append(f"{label}: ships {describe_family('finetuned', entry)} (`{entry.get('checkpoint')}` in the "
+                     f"search's folder): {budget.why}{was}; its latency is the pick's (one graph)")
+        return dict(entry), "finetuned"
     subject = dict(entry)
-    subject.setdefault("precision", rec_d.get("precision"))
-    searched = "" if d.get("test_accuracy") is None or entry is d else (
+    subject.setdefault("precision", (budget.recommended or {}).get("precision"))
+    searched = "" if d.get("test_accuracy") is None or entry is d or entry == d else (
         f" (the searched schedule: {pct(d['test_accuracy'])} % test top-1"
         + (f", {paired_text(d['vs_parent'])}" if d.get("vs_parent") else "") + ")")
-    notes.append(f"{b['label']}: ships {describe_family(fam, entry)}: {rec_d.get('why') or 'the recommendation'}"
+    notes.append(f"{label}: ships {describe_family(shipped.family, entry)}: {budget.why or 'the recommendation'}"
                  f"{searched}; every figure in its row is its own")
     return subject, "parent"
 
