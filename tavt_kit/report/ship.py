@@ -92,7 +92,7 @@ def ship_section(result: SearchResult, ev: PickEvidence, extra_budgets: Sequence
     md += ["", *_reference_line(parent, full, f"{full['macs'] / scale:.4g} {unit}")]
     md += [f"- {n}" for n in notes]
     md.append("")
-    return md + versus_section(search, scale, unit)
+    return md + versus_section(result, scale, unit)
 
 
 def _budgets(result: SearchResult, extra: Sequence[str]) -> List[BudgetResult]:
