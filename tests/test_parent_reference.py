@@ -16,7 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 EVO = EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0)
 
 
-def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_path, trained_checkpoint, capsys):
+def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_path, trained_checkpoint, capsys,
+                                                                         monkeypatch):
     sn = noisy_supernet(tmp_path, trained_checkpoint, noise=0.6)
     model = tavt_kit.load_checkpoint(sn)
     full = tavt_kit.count_macs(model).total()
@@ -50,6 +51,19 @@ def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_p
     (point,) = shipped_points(res.doc, lambda d: d["macs"])
     assert point["label"].startswith(f"ships @ {budget}: ToMe r=") and point["x"] == tome.macs and point["measured_x"] is None
     assert point["y"] == pytest.approx(100 * tome.holdout_accuracy) and (tmp_path / "search" / "pareto_macs.png").is_file()
+    # ... and so does the report's plot
+    import tavt_kit.report.plots as report_plots
+    from tavt_kit.report import build_report
+
+    legends, save = [], report_plots.save_accuracy_plot
+
+    def keep_legend(fig, ax, *args):
+        legends.extend(ax.get_legend_handles_labels()[1])
+        return save(fig, ax, *args)
+
+    monkeypatch.setattr(report_plots, "save_accuracy_plot", keep_legend)
+    build_report(str(tmp_path / "search" / "search.json"), str(tmp_path / "report"))
+    assert point["label"] in legends
     # export follows the recommendation: the parent's weights at ToMe's schedule
     out = tmp_path / "export"
     assert main(["export", "--checkpoint", sn, "--search", str(tmp_path / "search" / "search.json"), "--budget",

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import List
 
-from ..search.plot import PICK_COLOURS, mac_unit, plot_precision_fronts, save_accuracy_plot
+from ..search.plot import PICK_COLOURS, mac_unit, mark_what_ships, plot_precision_fronts, save_accuracy_plot
 from .evidence import PickEvidence
 
 
 def accuracy_plots(search: dict, ev: PickEvidence, out_dir: str) -> List[str]:
-    """Accuracy against MACs, and against latency when the search has latency figures.
+    """Accuracy against MACs, and against latency when the search has latency figures, with what each budget ships
+    ringed (:func:`~tavt_kit.search.plot.mark_what_ships`).
 
     One axis holds one kind of latency: the search's own (predicted from a table, or measured by the
     search), with bench.json's measurements as separate, labelled points. The Pareto front is drawn on
@@ -59,6 +60,7 @@ def accuracy_plots(search: dict, ev: PickEvidence, out_dir: str) -> List[str]:
                 colour = PICK_COLOURS[search["budgets"].index(b) % len(PICK_COLOURS)]
                 ax.scatter([x_of(best)], [100 * best["holdout_accuracy"]], marker="*", s=170, c=colour, zorder=5,
                            edgecolors="black", linewidths=0.5, label=f"pick @ {b['label']}")
+        mark_what_ships(ax, search, axis, x_of)  # ringed: what each budget ships (the pick, or ToMe on your model)
         full = search.get("full")
         if full and x_of(full) is not None:
             ax.scatter([x_of(full)], [100 * full["holdout_accuracy"]], marker="D", s=30, c="black", label="full model")

@@ -59,7 +59,7 @@ def plot_search(result: dict, out_dir: str) -> List[str]:
                     colour = PICK_COLOURS[result["budgets"].index(b) % len(PICK_COLOURS)]
                     ax.scatter([xof(b["best"])], [100 * b["best"]["holdout_accuracy"]], marker="*", s=160,
                                c=colour, edgecolors="black", linewidths=0.5, zorder=5, label=f"pick @ {b['label']}")
-        _mark_what_ships(ax, result, key, xof)
+        mark_what_ships(ax, result, key, xof)
         name = (result.get("model") or {}).get("backbone") or {}
         files.append(save_accuracy_plot(fig, ax, xlabel, "holdout top-1 (%)",
                                         f"token-schedule search: {name.get('name', '')}", out_dir, f"pareto_{key}.png"))
@@ -86,7 +86,7 @@ def shipped_points(result: dict, xof) -> List[dict]:
     return out
 
 
-def _mark_what_ships(ax, result: dict, key: str, xof) -> None:
+def mark_what_ships(ax, result: dict, key: str, xof) -> None:
     """Ring what each budget ships; under latency, its measured latency beside the predicted one, told apart."""
     said = False
     for p in shipped_points(result, xof):
