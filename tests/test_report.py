@@ -180,3 +180,24 @@ def test_a_share_is_judged_as_the_search_judges_it_by_the_ratio_rotation_by_rota
     bp.write_text(json.dumps(bench))
     md = open(build_report(str(sp), str(tmp_path / "report"), str(bp), [str(ep)])["markdown"]).read()
     assert "pass" in next(line for line in md.splitlines() if line.startswith("| 70%"))
+
+
+def test_a_speed_up_divides_a_prediction_by_a_prediction_and_a_measurement_by_a_measurement(tmp_path):
+    """The full model timed on the target (12.5 ms; its table predicts 12.0) and a baseline predicted only (6 ms):
+    its speed-up is 12.0 / 6 (both predicted, said so), never the measurement over the prediction; the pick timed
+    too (5 ms) is 12.5 / 5 (both measured)."""
+    sp, _, _ = write_inputs(tmp_path)
+    doc = json.loads(sp.read_text())
+    doc["full"]["latency_measured_ms"] = 12.5
+    row = doc["budgets"][0]
+    row["best"] = dict(row["best"], latency_measured_ms=5.0)
+    row["baselines"] = {"uniform": point([24, 20], 2.0e7, 6.0, 0.85, 0.86)}
+    sp.write_text(json.dumps(doc))
+    md = open(build_report(str(sp), str(tmp_path / "r"))["markdown"]).read()
+    table = md[md.index("## Budget 8ms"):]
+    uniform = next(ln for ln in table.splitlines() if ln.startswith("| baseline: uniform"))
+    searched = next(ln for ln in table.splitlines() if ln.startswith("| **searched**"))
+    assert "| 6.00 (pred.) | – | 2.00x (pred.) |" in uniform
+    assert "| 5.00 | – | 2.50x |" in searched
+    full = next(ln for ln in md.splitlines() if ln.startswith("| full model"))
+    assert "| 12.50 | – | 1.00x |" in full

@@ -13,7 +13,12 @@ class ResultTables:
 
     def __init__(self, search: dict, ev: PickEvidence, full_lat: Optional[float], out_dir: str) -> None:
         self.ev, self.full_lat, self.out_dir = ev, full_lat, out_dir
-        self.full_pred = search["full"].get("latency_measured_ms", search["full"].get("latency_ms"))
+        full = search["full"]
+        #: the full model's latency of each kind: a pick's speed-up is over the full model's figure of its own kind
+        self.table_search = (search.get("latency") or {}).get("source") == "table"
+        self.full_of = {"measured": full.get("latency_measured_ms") if self.table_search else
+                        full.get("latency_measured_ms", full.get("latency_ms")),
+                        "predicted": full.get("latency_ms") if self.table_search else None}
         self.mscale, munit = mac_unit(search["full"]["macs"])
         self.head = ["", "schedule (patch tokens per block; m = merged)", "holdout top-1 [95 %]", "test top-1 [95 %]",
                      "searched minus this, test [paired 95 %]", munit, "MAC reduction", "p50 ms", "p90 ms",
@@ -29,11 +34,15 @@ class ResultTables:
             lat = r.get("latency_ms") or {}
             p50, p90 = lat.get("p50"), lat.get("p90")
             return [ms_text(p50), ms_text(p90), f"{self.full_lat / p50:.2f}x" if p50 else "–"]
-        p50 = d.get("latency_measured_ms", d.get("latency_ms"))
-        if p50 is None:
+        if d.get("latency_measured_ms") is not None or (d.get("latency_ms") is not None and not self.table_search):
+            p50 = d["latency_measured_ms"] if d.get("latency_measured_ms") is not None else d["latency_ms"]
+            kind, tag = "measured", ""
+        elif d.get("latency_ms") is not None:
+            p50, kind, tag = d["latency_ms"], "predicted", " (pred.)"
+        else:
             return ["–", "–", "–"]
-        tag = "" if "latency_measured_ms" in d else " (pred.)"
-        return [ms_text(p50) + tag, "–", f"{self.full_pred / p50:.2f}x{tag}" if self.full_pred else "–"]
+        ref = self.full_of[kind]  # a prediction over a prediction, a measurement over a measurement
+        return [ms_text(p50) + tag, "–", f"{ref / p50:.2f}x{tag}" if ref and p50 else "–"]
 
     def export_col(self, d) -> str:
         """The exported file that stands for a pick (verified, with its precision and top-1), and every other file
