@@ -95,6 +95,16 @@ def test_a_tampered_search_json_is_refused_by_every_reader(tmp_path, model, tamp
         assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_result_is_written_through_the_readers_checks(tmp_path, model):
+    """One schema for writing and reading: what SearchResult.load would refuse is never written."""
+    res = SearchResult.load(write(tmp_path / "search.json", search_doc(model)))
+    assert SearchResult.load(res.save(tmp_path / "again")).budgets["3ms"].best.counts == (16, 12, 8)
+    res.doc["budgets"][0]["best"]["counts"] = [8, 12, 16]
+    with pytest.raises(ConfigError, match=r"budgets\[0\]\.best\.counts=\[8, 12, 16\]: expected counts that never"):
+        res.save(tmp_path / "bad")
+    assert not (tmp_path / "bad" / "search.json").exists()
+
+
 def test_a_valid_search_json_reads_and_its_schedule_is_used(tmp_path, model):
     path = write(tmp_path / "search.json", search_doc(model))
     res = SearchResult.load(path)

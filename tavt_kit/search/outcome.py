@@ -11,7 +11,7 @@ from ..errors import ConfigError, ScheduleError
 from ..schedules import TokenSchedule
 from .deployable import FINETUNED, finetuned_deployable, shipped_checkpoint
 from .result import SEARCH_VERSION, budget_source, read_search, require_finished, require_pick, search_status, \
-    select_budget
+    select_budget, validate_search
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,9 @@ class SearchResult:
         from ..files import write_json
 
         os.makedirs(out_dir, exist_ok=True)
-        self.path = write_json(self.doc, os.path.join(os.fspath(out_dir), "search.json"))
+        path = os.path.join(os.fspath(out_dir), "search.json")
+        validate_search(self.doc, path)  # what load() would refuse is not written
+        self.path = write_json(self.doc, path)
         return self.path
 
     @classmethod

@@ -51,7 +51,7 @@ from .finetune import PickFinetune, check_finetune, finetune_picks
 from .parent import resolve_parent
 from .space import _check_reducers, default_reducers, searched_space, space_of  # noqa: F401 (space_of: public here too)
 from .outcome import SearchResult
-from .result import SEARCH_FORMAT, SEARCH_VERSION, schedule_file_name, schedules_index
+from .result import SEARCH_FORMAT, SEARCH_VERSION, schedule_file_name, schedules_index, validate_search
 
 #: the index of the per-budget drop configs a search writes beside search.json
 SCHEDULES_INDEX = "schedules.json"
@@ -322,8 +322,12 @@ def _mark_running(ctx: SearchContext) -> None:
 
 
 def _write_search(ctx: SearchContext, doc: dict) -> None:
+    """``search.json`` written through the reader's checks (:func:`~.result.validate_search`: one schema for
+    writing and reading), so a search never writes a file that ``SearchResult.load`` would refuse."""
     if ctx.rank == 0:
-        write_json(doc, os.path.join(ctx.out_dir, "search.json"))
+        path = os.path.join(ctx.out_dir, "search.json")
+        validate_search(doc, path)
+        write_json(doc, path)
 
 
 def _model_info(ctx: SearchContext) -> dict:
