@@ -190,8 +190,8 @@ def test_export_json_without_files_is_refused(tmp_path):
 
 # ------------------------------------------------------------------ flags
 @pytest.mark.parametrize("argv, expected", [
-    (["search", "--latency-budget", "1e400ms"], "--latency-budget: expected a finite time"),
-    (["search", "--macs-budget", "1e400"], "--macs-budget: expected a finite number of MACs"),
+    (["search", "--latency-budget", "1e400ms"], "--latency-budget 1e400ms: expected a finite time"),
+    (["search", "--macs-budget", "1e400"], "--macs-budget 1e400: expected a finite number of MACs"),
     (["search", "--latency-table", "t.json", "--latency-source", "measure"],
      "--latency-table and --latency-source measure contradict each other"),
     (["search", "--mutation-prob", "1.5"], "--mutation-prob 1.5: expected a probability in [0, 1]"),

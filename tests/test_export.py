@@ -507,7 +507,7 @@ def test_prune_cli_round_trip(tmp_path, ckpt, capsys):
     assert main(["prune", "--checkpoint", ckpt, "--channel-keep-ratio", "0.7", "--out", str(tmp_path / "p.pt")]) == 2
     assert "expected an output folder" in _err(capsys)
     assert main(["prune", "--checkpoint", ckpt, "--macs-budget", "lots", "--out", str(tmp_path / "pruned")]) == 2
-    assert "--macs-budget: expected a number" in _err(capsys)
+    assert "--macs-budget lots: expected a number of MACs" in _err(capsys)
 
 
 # ------------------------------------------------------------ nothing lost

@@ -92,7 +92,7 @@ def test_search_with_a_latency_table(tmp_path, supernet):
 
 def test_search_bad_input(tmp_path, supernet, capsys):
     assert main(["search", "--checkpoint", supernet, "--macs-budget", "lots", "--out", str(tmp_path)]) == 2
-    assert "--macs-budget: expected a number" in capsys.readouterr().err
+    assert "--macs-budget lots: expected a number of MACs" in capsys.readouterr().err
     assert main(["search", "--checkpoint", supernet, "--population", "0", "--out", str(tmp_path)]) == 2
     assert "--population" in capsys.readouterr().err
     assert main(["search", "--checkpoint", supernet, "--latency-budget", "5ms", "--backend", "torch",

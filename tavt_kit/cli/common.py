@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..errors import CheckpointError, ConfigError, ScheduleError
+from ..errors import ConfigError, ScheduleError
 
 ERROR_PREFIX = "fgvc-kit: error:"
 
@@ -309,14 +308,15 @@ def add_refused(parser, old: str, suggest) -> None:
 
 def budget_suggestion(option: str, value: str) -> str:
     """What ``search --budget VALUE`` means in search's options (search gives budgets by kind)."""
+    from ..search.options import budget_of
+
     text = str(value).strip()
-    if re.fullmatch(r"[0-9]*\.?[0-9]+(?:e[+-]?\d+)?\s*(?:s|ms|us|%)", text, re.I):
-        use = f"--latency-budget {text}"
-    elif re.fullmatch(r"[0-9]*\.?[0-9]+(?:e[+-]?\d+)?\s*[kmgt]?\s*macs?|[0-9]*\.?[0-9]+(?:e[+-]?\d+)?\s*[kmgt]",
-                      text, re.I):
-        use = f"--macs-budget {text}"
-    else:
-        use = "--macs-budget (MACs, e.g. 20G) or --latency-budget (a time, e.g. 15ms)"
+    try:
+        kind = budget_of(text).objective  # the one budget reader
+    except ConfigError:
+        kind = None
+    use = {"latency": f"--latency-budget {text}", "macs": f"--macs-budget {text}"}.get(
+        kind, "--macs-budget (MACs, e.g. 20G) or --latency-budget (a time, e.g. 15ms)")
     return (f"{option} {text}: search takes budgets by kind; use {use} (export's and report's --budget picks a "
             "budget of a finished search)")
 
@@ -467,50 +467,27 @@ def parse_drop(value: Optional[str], keep_ratio: Optional[str], model):
 
 
 # ------------------------------------------------------------------ budgets
-_MAC_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
-
-
 def parse_macs(text: str, flag: str = "--macs-budget") -> float:
-    """``20G``, ``850M``, ``2.5e9`` -> MACs (errors name ``flag``)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmgt]?)(?:macs?)?\s*", str(text), re.I)
-    if not m:
-        raise ConfigError(f"{flag}: expected a number with an optional K/M/G suffix (e.g. 20G), got {text!r}")
-    value = float(m.group(1)) * _MAC_UNITS[m.group(2).lower()]
-    if value <= 0:
-        raise ConfigError(f"{flag}: must be positive, got {text!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{flag}: expected a finite number of MACs (e.g. 20G), got {text!r}")
-    return value
+    """``20G``, ``850M``, ``2.5e9`` -> MACs (the library's one budget reader; errors name ``flag``)."""
+    from ..search.options import budget_of
+
+    return budget_of(text, "macs", where=f"{flag} {text}").limit
 
 
 def parse_latency_budget(text: str):
-    """``--latency-budget``: a time (``15ms``, :func:`parse_seconds`) or a share of your model's latency on the
-    target (``50%``), as a :class:`~tavt_kit.search.evolution.Budget`."""
-    from ..search.evolution import Budget
-    from ..search.options import as_budget
+    """``--latency-budget``: a time (``15ms``; a bare number is milliseconds) or a share of your model's latency on
+    the target (``50%``), as a :class:`~tavt_kit.search.evolution.Budget` (the library's one budget reader)."""
+    from ..search.options import budget_of
 
-    if str(text).strip().endswith("%"):
-        try:
-            return as_budget(text)
-        except ConfigError as e:
-            raise ConfigError(f"--latency-budget {text}: expected a percentage of your model's latency above 0 "
-                              "and at most 100, e.g. 50%") from e
-    return Budget("latency", parse_seconds(text))
+    return budget_of(text, "latency", where=f"--latency-budget {text}")
 
 
 def parse_seconds(text: str) -> float:
     """``15ms``, ``0.2s``, ``800us`` -> seconds (a bare number is milliseconds)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*(s|ms|us)?\s*", str(text), re.I)
-    if not m:
-        raise ConfigError(f"--latency-budget: expected a time such as 15ms or 0.2s, or a percentage of your model's "
-                          f"latency such as 50%, got {text!r}")
-    value = float(m.group(1)) * _TIME_UNITS[(m.group(2) or "ms").lower()]
-    if value <= 0:
-        raise ConfigError(f"--latency-budget: must be positive, got {text!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"--latency-budget: expected a finite time such as 15ms or 0.2s, got {text!r}")
-    return value
+    b = parse_latency_budget(text)
+    if b.fraction is not None:
+        raise ConfigError(f"--latency-budget {text}: expected a time such as 15ms or 0.2s")
+    return b.limit
 
 
 # ------------------------------------------------------------- run folders

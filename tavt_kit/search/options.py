@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Iterable, List, Mapping, Sequence
+from typing import Iterable, List, Mapping, Optional, Sequence
 
 from ..errors import ConfigError
 from ..schedules.schedule import TokenSchedule
@@ -15,23 +15,48 @@ from .reuse import journal_file
 from .space import check_bound
 
 
+_NUMBER = r"[0-9]*\.?[0-9]+(?:e[+-]?\d+)?"
+#: what each kind of budget text should look like, said in errors
+_EXPECTED = {"latency": "a time such as 15ms or 0.2s, or a percentage of your model's latency such as 50%",
+             "macs": "a number of MACs with an optional K/M/G suffix, e.g. 20G",
+             None: "a budget with its unit, e.g. '15ms', '20G MACs', or '50%' (of your model's latency on the target)"}
+
+
+def budget_of(text, objective: Optional[str] = None, where: Optional[str] = None) -> Budget:
+    """The one reader of a budget's text, for ``search_schedules(budgets=)`` and the command line's flags alike:
+    ``15ms``, ``0.2s``, ``800us`` or ``50%`` (a share of your model's latency on the target, placed by
+    :func:`resolve_fractions`) is a latency budget; ``20G``, ``850M MACs``, ``2.5e9 MACs`` a MAC budget.
+    ``objective`` (``"latency"`` or ``"macs"``) reads a bare number as milliseconds or MACs and refuses the other
+    kind. A :class:`ConfigError` starts with ``where`` (default ``budgets='text'``) and says what was expected."""
+    s = str(text).strip()
+    where = where or f"budgets={text!r}"
+    m = re.fullmatch(rf"({_NUMBER})\s*%", s, re.I)
+    if m and objective in (None, "latency"):
+        fraction = float(m.group(1)) / 100
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"{where}: expected a percentage of your model's latency above 0 and at most 100 (the "
+                              "share of its latency the deployable may take)")
+        return Budget("latency", 0.0, fraction=fraction)
+    parsed = parse_budget(s)
+    if parsed is None and objective is not None and re.fullmatch(_NUMBER, s, re.I):
+        parsed = (objective, float(s) * (1e-3 if objective == "latency" else 1.0))
+    if parsed is None or (objective is not None and parsed[0] != objective):
+        raise ConfigError(f"{where}: expected {_EXPECTED[objective]}")
+    if not math.isfinite(parsed[1]):
+        raise ConfigError(f"{where}: expected a finite {'time' if parsed[0] == 'latency' else 'number of MACs'}: "
+                          f"{_EXPECTED[objective]}")
+    if parsed[1] <= 0:
+        raise ConfigError(f"{where}: expected a positive budget: {_EXPECTED[objective]}")
+    return Budget(*parsed)
+
+
 def as_budget(b) -> Budget:
-    """``b`` as a :class:`Budget`: a text such as ``'15ms'`` or ``'20G MACs'`` parsed; ``'50%'`` is a latency
-    budget of half your model's latency on the target (its limit placed by :func:`resolve_fractions`)."""
+    """``b`` as a :class:`Budget`: a Budget checked, or a text read by :func:`budget_of`."""
     if isinstance(b, Budget):
         if b.fraction is not None:
             check_fraction(b.fraction, b)
         return b
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*%\s*", str(b), re.I)
-    if m:
-        return Budget("latency", 0.0, fraction=check_fraction(float(m.group(1)) / 100, b))
-    parsed = parse_budget(b)
-    if parsed is None:
-        raise ConfigError(f"budgets={b!r}: expected a budget with its unit, e.g. '15ms', '20G MACs', or '50%' "
-                          "(of your model's latency on the target)")
-    if not math.isfinite(parsed[1]) or parsed[1] <= 0:
-        raise ConfigError(f"budgets={b!r}: expected a positive, finite budget, e.g. '15ms' or '20G MACs'")
-    return Budget(*parsed)
+    return budget_of(b)
 
 
 def as_budgets(budgets) -> List[Budget]:
