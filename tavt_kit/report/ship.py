@@ -156,7 +156,7 @@ def _shipped(budget: BudgetResult, d: dict, notes: List[str]) -> Tuple[dict, str
         return dict(entry), "finetuned"
     subject = dict(entry)
     subject.setdefault("precision", (budget.recommended or {}).get("precision"))
-    searched = "" if d.get("test_accuracy") is None or entry is d or entry == d else (
+    searched = "" if d.get("test_accuracy") is None or entry == d else (
         f" (the searched schedule: {pct(d['test_accuracy'])} % test top-1"
         + (f", {paired_text(d['vs_parent'])}" if d.get("vs_parent") else "") + ")")
     notes.append(f"{label}: ships {describe_family(shipped.family, entry)}: {budget.why or 'the recommendation'}"

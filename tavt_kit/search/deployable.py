@@ -8,7 +8,7 @@ import os
 from typing import Any, Dict, Optional
 
 from ..schedules import TokenSchedule
-from .result import FINETUNED, family_entry
+from .result import FINETUNED
 
 
 def parent_recommendation(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -17,14 +17,6 @@ def parent_recommendation(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     schedule on the supernet's weights."""
     rec = row.get("recommended") or {}
     return rec if rec.get("weights") == "parent" and rec.get("counts") else None
-
-
-def parent_entry(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The entry (scores, schedule) of what a budget ships when it is a deployable of your model; None otherwise.
-    A budget no searched schedule met may still ship one: ToMe on your model, say."""
-    rec = parent_recommendation(row)
-    entry = family_entry(row, rec["family"]) if rec else None
-    return entry if entry and entry.get("counts") else None
 
 
 def finetuned_deployable(budget, shipped, source: Dict[str, Any], folder: str):
