@@ -35,6 +35,15 @@ class ConfigError(TavtKitError, ValueError):
     """An argument or option has an invalid value."""
 
 
+class UnreachableBudgetError(ConfigError):
+    """A budget below the smallest schedule of the search space, refused before any work: ``budget`` (the
+    :class:`~tavt_kit.search.evolution.Budget`) and ``reason`` (what the space reaches, in words)."""
+
+    def __init__(self, message: str, budget=None, reason: str = ""):
+        super().__init__(message)
+        self.budget, self.reason = budget, reason
+
+
 class DatasetError(TavtKitError, ValueError):
     """A dataset is missing, has the wrong layout, or does not match the model."""
 

@@ -78,7 +78,7 @@ TAMPERED = [
     (lambda d: d["smallest"].update(counts=[16, 8]), r"smallest\.counts=\[16, 8\]: expected a list of 3"),
     (lambda d: d["full"].update(reducers=["fold", None, None]), r"full\.reducers\[0\]='fold': expected a reducer"),
     (lambda d: d.update(status="paused"), r"status='paused': expected one of running, finished"),
-    (lambda d: d.update(version=99), r"version 99 is newer than this fgvc-kit reads \(versions 1\.\.2\); upgrade"),
+    (lambda d: d.update(version=99), r"version 99 is newer than this fgvc-kit reads \(versions 1\.\.3\); upgrade"),
     (lambda d: d.update(format="fgvc-kit/latency-table"), r"not a search result of fgvc-kit search \(this is a "
      r"latency table"),
 ]
@@ -99,7 +99,11 @@ def test_a_result_is_written_through_the_readers_checks(tmp_path, model):
     """One schema for writing and reading: what SearchResult.load would refuse is never written."""
     res = SearchResult.load(write(tmp_path / "search.json", search_doc(model)))
     assert SearchResult.load(res.save(tmp_path / "again")).budgets["3ms"].best.counts == (16, 12, 8)
-    res.doc["budgets"][0]["best"]["counts"] = [8, 12, 16]
+    # the file is written from the values: a value changed to one the reader refuses is not written
+    import dataclasses
+
+    b = res.budgets["3ms"]
+    res.budgets["3ms"] = dataclasses.replace(b, best=dataclasses.replace(b.best, counts=(8, 12, 16)))
     with pytest.raises(ConfigError, match=r"budgets\[0\]\.best\.counts=\[8, 12, 16\]: expected counts that never"):
         res.save(tmp_path / "bad")
     assert not (tmp_path / "bad" / "search.json").exists()
@@ -171,7 +175,32 @@ def test_a_search_stopped_on_the_way_leaves_search_json_marked_unfinished(tmp_pa
     monkeypatch.undo()
     res = search_schedules(model, data, [budget], settings=evo, out=str(out), parent=None, log=lambda s: None)
     again = SearchResult.load(out / "search.json")
-    assert res.finished and again.finished and again.doc["version"] == 2 and again.full is not None
+    assert res.finished and again.finished and again.doc["version"] == 3 and again.full is not None
+    # written from the values: what is read back writes the same content
+    assert again.to_dict() == json.loads((out / "search.json").read_text())
+
+
+def test_search_json_is_written_from_typed_picks_and_a_version_2_file_is_still_read(model, tmp_path):
+    from tavt_kit.search.pick import PICK_FIELDS, PairedDifference
+
+    doc = search_doc(model)  # version 2
+    diff = {"difference": -0.01, "interval": [-0.03, 0.01], "resolved": False, "images": 200, "disagree": 9}
+    doc["budgets"][0]["best"].update(vs_parent=diff, generation=2, origin="mutation", from_a_newer_release=[1, 2])
+    res = SearchResult.load(write(tmp_path / "search.json", doc))
+    best = res.budgets["3ms"].best
+    assert isinstance(best.vs_parent, PairedDifference) and best.vs_parent.interval == (-0.03, 0.01)
+    assert best.generation == 2 and best.counts == (16, 12, 8)
+    # saved again: version 3, the same content, a field this release does not know kept as it was
+    again = json.loads(open(res.save(tmp_path / "v3")).read())
+    assert again.pop("version") == 3 and again == {k: v for k, v in doc.items() if k != "version"}
+    assert again["budgets"][0]["best"]["from_a_newer_release"] == [1, 2]
+    # every field of a pick is checked by its kind in the one schema, the field named
+    for key, bad in (("generation", -1), ("weights", 5), ("measured", "yes"), ("selection_accuracy", 1.5)):
+        assert key in PICK_FIELDS
+        wrong = copy.deepcopy(doc)
+        wrong["budgets"][0]["best"][key] = bad
+        with pytest.raises(ConfigError, match=rf"budgets\[0\]\.best\.{key}="):
+            SearchResult.load(write(tmp_path / f"bad-{key}.json", wrong))
 
 
 # ------------------------------------------------------------------ int8 calibration keys the deployed runs

@@ -5,9 +5,11 @@ import argparse
 import functools
 import os
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnreachableBudgetError
 from ..search.evolution import EvolutionSettings
 from ..search.fitness import FITNESSES
+from ..search.objective import MissingTableError
+from ..search.precisions import is_auto, parse_precisions
 from ..search.settings import EvaluationOptions, LatencyOptions
 from ..search.ship import ShipPolicy
 from ..schedules.space import check_multiple
@@ -15,7 +17,7 @@ from ..search.recommend import check_ship_confidence
 from ..search.result import describe_family, family_entry
 from ..target import BACKENDS
 from .common import (THREADS_HELP, add_deprecated, add_device, add_refused, add_threads, budget_suggestion,
-                     check_can_merge, device, flag_message, parse_latency_budget, parse_macs, parse_reducers,
+                     device, flag_message, parse_latency_budget, parse_macs, parse_reducers,
                      target_threads)
 
 #: the library's defaults, which the flags take (one place)
@@ -217,36 +219,45 @@ def run(args) -> int:
             raise ConfigError(f"--scorer {args.scorer}: {e}") from None
         print(f"scorer {args.scorer}: tokens are ranked by it here (the checkpoint's is {model.scorer})", flush=True)
         model.scorer = args.scorer
-    _check_budgets_reachable(model, budgets, args.bound)
     dspec = data_spec_from_args(args, fallback=model.spec.get("data"))
     if args.latency_batch_size is not None and args.latency_batch_size < 1:
         raise ConfigError(f"--latency-batch-size: expected a positive batch size, got {args.latency_batch_size}")
     table = args.latency_table or None
-    # resolved here: the runtime and the tables the search is given depend on how many there are
-    precisions = _precisions(args, model, budgets, table)
-    # measured here without a table: torch eager for fp32 alone, OpenVINO for a search of several precisions
-    # the runtime export ships (OpenVINO on the CPU where installed): a latency budget is for the file you deploy
-    backend = args.backend or ("openvino" if len(precisions) > 1 else DeploymentTarget.default().backend)
+    # the runtime export ships (OpenVINO on the CPU where installed): a latency budget is for the file you deploy;
+    # the library resolves --precisions (auto: timed here) and makes the objectives from it or from the tables
+    named = not is_auto(args.precisions) and len(parse_precisions(args.precisions)) > 1
+    backend = args.backend or ("openvino" if named else DeploymentTarget.default().backend)
     target = DeploymentTarget(backend=backend, device=args.device or "cpu",
                               threads=args.threads if table else target_threads(args.threads),
                               batch_size=args.latency_batch_size or 1)
-    objectives = None
-    if table:  # a table's target unless a flag contradicts it (checked field by field)
-        objectives = _table_objectives(args, model, precisions, table)
+    # a table's target unless a flag contradicts it (checked field by field)
+    require = {"backend": args.backend, "device": args.device, "threads": args.threads,
+               "batch_size": args.latency_batch_size}
     reducers = None
     if args.reducers is not None:
-        reducers = parse_reducers(args.reducers)
-        if "merge" in reducers:
-            check_can_merge(model, f"--reducers {args.reducers}")
+        reducers = parse_reducers(args.reducers)  # the library checks the model can merge
     finetune = None
     if args.finetune_steps:
         from ..data import build_dataset
         from ..search import PickFinetune
 
         finetune = PickFinetune(build_dataset(dspec, split="train", model=model), steps=args.finetune_steps)
-    result = search_schedules(
+    try:
+        result = _search(search_schedules, args, model, dspec, budgets, target, table, require, reducers, finetune,
+                         settings)
+    except (MissingTableError, UnreachableBudgetError) as e:
+        raise _said_with_flags(e, args) from None
+    print(summary(result.doc))
+    print(f"wrote {os.path.join(args.out, 'search.json')}")
+    return 0
+
+
+def _search(search_schedules, args, model, dspec, budgets, target, table, require, reducers, finetune, settings):
+    """The library's search with the options the flags give."""
+    return search_schedules(
         model, dspec, budgets,
-        latency=LatencyOptions(target=target, precisions=precisions, objectives=objectives, remeasure=args.remeasure,
+        latency=LatencyOptions(target=target, table=table, precisions=args.precisions, remeasure=args.remeasure,
+                               require={k: v for k, v in require.items() if v is not None} if table else None,
                                source=args.latency_source, table_cache=os.path.join(
                                    os.path.dirname(os.path.abspath(args.checkpoint)), "latency-tables")),
         evolution=settings,
@@ -258,48 +269,21 @@ def run(args) -> int:
         finetune=finetune, out=args.out, reducers=reducers, reuse=args.reuse, bound=args.bound,
         token_multiple=args.token_multiple,
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()}, log=_said)
-    print(summary(result.doc))
-    print(f"wrote {os.path.join(args.out, 'search.json')}")
-    return 0
 
 
-def _precisions(args, model, budgets, table):
-    """``--precisions`` (default auto: fp32 and the precisions measured faster than it on the target, under a
-    latency budget), said in one line (:func:`~tavt_kit.search.precisions.resolve_precisions`)."""
-    from ..search.objective import table_made_elsewhere, tables_by_precision
-    from ..search.precisions import resolve_precisions
-    from ..target import DeploymentTarget
-
-    tables = tables_by_precision(table) if table else {}
-    here = not tables or not table_made_elsewhere(next(iter(tables.values())))
-    target = DeploymentTarget(backend=args.backend or "openvino", device=args.device or "cpu", threads=args.threads,
-                              batch_size=args.latency_batch_size or 1)
-    return resolve_precisions(args.precisions, target, any(b.objective == "latency" for b in budgets), _said,
-                              measured_here=here, model=model, tables=tables)
-
-
-def _table_objectives(args, model, precisions, table):
-    """The latency objectives of ``--latency-table``: a precision without a table is profiled here where the
-    tables were made here; made elsewhere, the error names the command that profiles it on the target."""
-    from ..search.objective import MissingTableError, latency_objectives
-
-    require = {"backend": args.backend, "device": args.device, "threads": args.threads,
-               "batch_size": args.latency_batch_size}
-    try:
-        return latency_objectives(model, precisions, table=table, remeasure=args.remeasure,
-                                  require={k: v for k, v in require.items() if v is not None},
-                                  token_multiple=args.token_multiple,
-                                  table_cache=os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
-                                                           "latency-tables"), log=print)
-    except MissingTableError as e:
-        t = e.target
-        threads = f" --threads {t.threads}" if t.threads is not None else ""
-        multiple = f" --token-multiple {args.token_multiple}" if args.token_multiple > 1 else ""
-        raise ConfigError(f"--latency-table: no table profiled at {e.precision}; make one on the target with "
-                          f"'fgvc-kit bench profile --checkpoint {args.checkpoint} --backend {t.backend} --device "
-                          f"{t.device} --latency-batch-size {t.batch_size}{threads} --precision {e.precision}"
-                          f"{multiple}' and give it with another --latency-table (or --precisions without "
-                          f"{e.precision})") from None
+def _said_with_flags(e, args) -> ConfigError:
+    """The library's refusals that name what this command's flags say otherwise: an unreachable budget as its
+    ``--macs-budget``, a precision without a latency table with the command that profiles it on the target."""
+    if isinstance(e, UnreachableBudgetError):
+        return ConfigError(f"--macs-budget {e.budget.label}: {e.reason}")
+    t = e.target
+    threads = f" --threads {t.threads}" if t.threads is not None else ""
+    multiple = f" --token-multiple {args.token_multiple}" if args.token_multiple > 1 else ""
+    return ConfigError(f"--latency-table: no table profiled at {e.precision}; make one on the target with "
+                       f"'fgvc-kit bench profile --checkpoint {args.checkpoint} --backend {t.backend} --device "
+                       f"{t.device} --latency-batch-size {t.batch_size}{threads} --precision {e.precision}"
+                       f"{multiple}' and give it with another --latency-table (or --precisions without "
+                       f"{e.precision})")
 
 
 def summary(result: dict) -> str:
@@ -400,15 +384,6 @@ def summary(result: dict) -> str:
                      f"candidates measured on the deployed int8 model; {prec['quantized_models']} models quantised, "
                      f"{prec['deployed_seconds']:.1f}s on the deployed runtime")
     return "\n".join(lines)
-
-
-def _check_budgets_reachable(model, budgets, bound) -> None:
-    """A MAC budget below the space's smallest schedule is refused before any work (the library's check, said
-    with the flag: the command measures precisions before the search starts)."""
-    from ..search.options import check_reachable
-    from ..search.space import searched_space
-
-    check_reachable(model, searched_space(model, bound, log=lambda s: None), budgets, flag="--macs-budget")
 
 
 def _said(line: str) -> None:

@@ -6,7 +6,7 @@ import os
 import re
 from typing import Iterable, List, Mapping, Optional, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnreachableBudgetError
 from ..schedules.schedule import TokenSchedule
 from ..schedules.space import check_multiple
 from .evolution import Budget
@@ -140,9 +140,8 @@ def check_options(options: dict) -> list:
 
 def check_reachable(model, space, budgets: Sequence[Budget], flag: str = "") -> None:
     """A MAC budget below the smallest schedule of ``space`` refused in one line naming it (``flag``: as the
-    command line's option; else as ``budgets=``) and the MACs the space reaches. The command line refuses such a
-    budget before any work; ``search_schedules`` only warns, as a deployable of your model (a schedule searched
-    on its weights merges deeper than the supernet's space) may still meet it."""
+    command line's option; else as ``budgets=``) and the MACs the space reaches: ``search_schedules`` refuses such
+    a budget before any work."""
     from ..models import count_macs
 
     low = None
@@ -153,5 +152,6 @@ def check_reachable(model, space, budgets: Sequence[Budget], flag: str = "") -> 
         if b.limit < low:
             high = count_macs(model, space.full()).total()
             name = f"{flag} {b.label}" if flag else f"budgets={b.label!r}"
-            raise ConfigError(f"{name}: below the smallest schedule of the search space; achievable: "
-                              f"{low / 1e6:.4g}M to {high / 1e6:.4g}M MACs")
+            reason = f"below the smallest schedule of the search space; achievable: {low / 1e6:.4g}M to " \
+                     f"{high / 1e6:.4g}M MACs"
+            raise UnreachableBudgetError(f"{name}: {reason}", b, reason)

@@ -9,48 +9,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, ScheduleError
 from ..schedules import TokenSchedule
+from .pick import PairedDifference, Pick
 from .deployable import FINETUNED, finetuned_deployable, shipped_checkpoint
 from .result import SEARCH_VERSION, budget_source, read_search, require_finished, require_pick, search_status, \
     select_budget, validate_search
-
-
-@dataclass(frozen=True)
-class Pick:
-    """One schedule of a search result (a budget's pick, a front point, a baseline) with its figures."""
-
-    counts: Tuple[int, ...]
-    reducers: Optional[Tuple[Optional[str], ...]]
-    precision: str
-    #: None only in a hand-made search.json that records none (every search writes them)
-    macs: Optional[int]
-    latency_ms: Optional[float]
-    latency_measured_ms: Optional[float]
-    holdout_accuracy: Optional[float]
-    holdout_interval: Optional[Tuple[float, float]]
-    test_accuracy: Optional[float]
-    test_interval: Optional[Tuple[float, float]]
-    #: test accuracy minus your model's (the supernet's parent), paired on the same images (None: no parent)
-    vs_parent: Optional[Dict[str, Any]] = None
-    raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
-    #: the searched model's patch tokens (a pick read from a search result knows them)
-    num_patches: Optional[int] = field(default=None, repr=False, compare=False)
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any], num_patches: Optional[int] = None) -> "Pick":
-        iv = (lambda v: tuple(v) if v else None)
-        acc = d.get("holdout_accuracy", d.get("accuracy"))  # candidates say "accuracy"
-        return cls(tuple(int(c) for c in d["counts"]), tuple(d["reducers"]) if d.get("reducers") else None,
-                   str(d.get("precision") or "fp32"), int(d["macs"]) if d.get("macs") is not None else None,
-                   d.get("latency_ms"),
-                   d.get("latency_measured_ms"), acc, iv(d.get("holdout_interval")), d.get("test_accuracy"),
-                   iv(d.get("test_interval")), d.get("vs_parent"), dict(d), num_patches)
-
-    def schedule(self, num_patches: Optional[int] = None) -> TokenSchedule:
-        """The schedule (``num_patches``: only for a pick made by hand, which does not know its model's)."""
-        n = num_patches if num_patches is not None else self.num_patches
-        if n is None:
-            raise ConfigError("num_patches: this pick was not read from a search result; give the model's")
-        return TokenSchedule(self.counts, n, reducers=self.reducers)
 
 
 def doc_num_patches(doc: Dict[str, Any]) -> Optional[int]:
@@ -117,7 +79,7 @@ class BudgetResult:
     best_fp32: Optional[Pick]
     baselines: Dict[str, Pick]
     schedule_file: Optional[str]
-    vs_fp32: Optional[Dict[str, Any]]
+    vs_fp32: Optional[PairedDifference]
     #: what needs no training, run on your model: ``tome_parent`` (ToMe, r fitted to the budget),
     #: ``searched_parent`` (a merge schedule searched on its weights), ``parent``; ``@precision`` beyond fp32
     training_free: Dict[str, Pick] = field(default_factory=dict)
@@ -132,18 +94,53 @@ class BudgetResult:
     front_point: Optional[str] = None
     #: the search.json entry it was read from (what an export records as its source)
     entry: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: a share of your model's latency (``50%`` -> 0.5; None: an absolute budget)
+    fraction: Optional[float] = None
+    #: the budget's pick fine-tuned toward your model (a search with ``finetune``)
+    finetuned: Optional[Pick] = None
+    #: candidates predicted within the budget that the target timed over it
+    timed_over_budget: Tuple[Pick, ...] = ()
+    #: int8 pairs of this budget quantised and scored on the deployed runtime
+    int8_verifications: Optional[int] = None
 
     @classmethod
     def from_dict(cls, row: Dict[str, Any], doc: Optional[Dict[str, Any]] = None) -> "BudgetResult":
         doc = doc or {}
         n = doc_num_patches(doc)
         pick = (lambda d: Pick.from_dict(d, n) if d else None)
+        vs = row.get("vs_fp32")
         return cls(str(row["label"]), str(row["objective"]), float(row["limit"]), pick(row.get("best")),
                    pick(row.get("best_fp32")), {k: pick(v) for k, v in (row.get("baselines") or {}).items()},
-                   row.get("schedule_file"), row.get("vs_fp32"),
+                   row.get("schedule_file"), PairedDifference.from_dict(vs) if vs else None,
                    {k: pick(v) for k, v in (row.get("training_free") or {}).items()}, row.get("recommended"),
                    deployables(row, doc), row.get("source", "search budget"), row.get("note"),
-                   row.get("front_point"), dict(row))
+                   row.get("front_point"), dict(row), row.get("fraction"), pick(row.get("finetuned")),
+                   tuple(pick(p) for p in row.get("timed_over_budget") or ()), row.get("int8_verifications"))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The budget's entry as search.json writes it (the fields it was read with), written from the values."""
+        picks = {"best": self.best, "best_fp32": self.best_fp32, "finetuned": self.finetuned}
+        groups = {"baselines": self.baselines, "training_free": self.training_free}
+        out: Dict[str, Any] = {}
+        for key, raw in self.entry.items():
+            if key in picks:
+                out[key] = picks[key].to_dict() if picks[key] is not None else raw
+            elif key in groups:
+                out[key] = {k: p.to_dict() if p is not None else raw[k] for k, p in groups[key].items()} \
+                    if raw is not None else None
+            elif key == "timed_over_budget":
+                out[key] = [p.to_dict() for p in self.timed_over_budget]
+            elif key == "vs_fp32":
+                out[key] = self.vs_fp32.to_dict() if self.vs_fp32 is not None else raw
+            elif key in ("label", "objective", "schedule_file", "fraction", "int8_verifications"):
+                out[key] = getattr(self, key)
+            elif key == "limit":
+                out[key] = raw if raw == self.limit else self.limit  # an integral MAC count stays one
+            elif key == "recommended":
+                out[key] = dict(self.recommended) if self.recommended is not None else None
+            else:  # a field this fgvc-kit does not know (a newer file), kept as read
+                out[key] = raw
+        return out
 
     def require_pick(self, where: str) -> Pick:
         """The searched pick; a :class:`ConfigError` naming the budget and ``where`` when nothing in the space met
@@ -203,6 +200,12 @@ class SearchResult:
             self.candidates: List[Pick] = [pick(c) for c in doc.get("candidates") or []]
             self.baselines: Dict[str, Dict[str, Pick]] = {
                 fam: {k: pick(v) for k, v in rows.items()} for fam, rows in (doc.get("baselines") or {}).items()}
+            prec = doc.get("precisions") or {}
+            #: a search of several precisions: each precision's Pareto front and candidates
+            self.precision_fronts: Dict[str, List[Pick]] = {
+                p: [pick(c) for c in rows] for p, rows in (prec.get("fronts") or {}).items()}
+            self.precision_candidates: Dict[str, List[Pick]] = {
+                p: [pick(c) for c in rows] for p, rows in (prec.get("candidates") or {}).items()}
         except (KeyError, TypeError, ValueError) as e:
             what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             raise ConfigError(f"{path or 'search result'}: malformed search result ({what})") from None
@@ -275,13 +278,47 @@ class SearchResult:
         searched (loaded or its checkpoint); keywords as :func:`~.deployable.export_budget`."""
         return export_budget(model, self, budget, out_dir, formats, **kwargs)
 
+    def to_dict(self) -> Dict[str, Any]:
+        """The content of ``search.json`` (this version) written from the values: every pick by its schema
+        (:data:`~.pick.PICK_FIELDS`), every budget by :meth:`BudgetResult.to_dict`; the sections that are settings
+        and records of the run (``settings``, ``latency``, ``timing``, ``machine``, ...) as they are."""
+        def one(p, raw):
+            return p.to_dict() if p is not None else raw
+
+        def many(ps, raws):
+            return [one(p, r) for p, r in zip(ps, raws)]
+
+        out: Dict[str, Any] = {}
+        for key, raw in self.doc.items():
+            if key in ("full", "smallest", "parent"):
+                out[key] = one(getattr(self, key), raw)
+            elif key == "budgets":
+                out[key] = [b.to_dict() for b in self.budgets.values()]
+            elif key in ("pareto_front", "candidates"):
+                out[key] = many(self.front if key == "pareto_front" else self.candidates, raw or []) \
+                    if raw is not None else None
+            elif key == "baselines" and raw is not None:
+                out[key] = {fam: {k: one(p, raw[fam][k]) for k, p in rows.items()}
+                            for fam, rows in self.baselines.items()}
+            elif key == "precisions" and raw is not None:
+                out[key] = dict(raw)
+                for group, typed in (("fronts", self.precision_fronts), ("candidates", self.precision_candidates)):
+                    if raw.get(group) is not None:
+                        out[key][group] = {p: many(ps, raw[group][p]) for p, ps in typed.items()}
+            elif key == "version":
+                out[key] = SEARCH_VERSION
+            else:
+                out[key] = raw
+        return out
+
     def save(self, out_dir) -> str:
         from ..files import write_json
 
         os.makedirs(out_dir, exist_ok=True)
         path = os.path.join(os.fspath(out_dir), "search.json")
-        validate_search(self.doc, path)  # what load() would refuse is not written
-        self.path = write_json(self.doc, path)
+        doc = self.to_dict()
+        validate_search(doc, path)  # what load() would refuse is not written
+        self.path = write_json(doc, path)
         return self.path
 
     @classmethod

@@ -27,7 +27,7 @@ from ..errors import ConfigError, TavtKitError
 from ..files import write_json
 from ..machine import brief
 from ..models.checkpoint import is_own_model, weights_digest
-from ..models import count_macs, token_drop_record
+from ..models import token_drop_record
 from ..schedules import SearchSpace, TokenSchedule, tome_schedule
 from ..stats import accuracy_interval, paired_difference
 from ..progress import Heartbeat
@@ -43,7 +43,7 @@ from .timed import TargetCheck
 from .precisions import resolve_precisions
 from .reuse import Reused
 from .ship import ShipPolicy
-from .options import as_budgets, check_options, fraction_field, model_arg, resolve_fractions
+from .options import as_budgets, check_options, check_reachable, fraction_field, model_arg, resolve_fractions
 from .settings import EvaluationOptions, LatencyOptions
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
@@ -108,12 +108,13 @@ def search_schedules(
     log = options.get("log", print)
     latency_budget = any(b.objective == "latency" for b in budgets)
     own = options.get("parent", "auto") == "auto" and is_own_model(model)  # your trained model, not a supernet
+    space = searched_space(model, options.get("bound"), own, log, options.get("token_multiple", 1))
+    check_reachable(model, space, budgets)  # before any work: no searched schedule could meet it
+    reducers = options.get("reducers")
+    reducers = _check_reducers(model, reducers) if reducers is not None else None
     precisions = resolve_precisions(latency.precisions, latency.target, latency_budget, log,
                                     measured_here=latency.objectives is None and latency.table is None, model=model,
                                     tables=tables_by_precision(latency.table) if latency.table is not None else None)
-    space = searched_space(model, options.get("bound"), own, log, options.get("token_multiple", 1))
-    reducers = options.get("reducers")
-    reducers = _check_reducers(model, reducers) if reducers is not None else None
     if len(precisions) > 1 and not latency_budget:
         raise ConfigError(f"precisions={','.join(precisions)}: precisions are chosen by latency; give a latency "
                           "budget (a MAC count does not change with the precision)")
@@ -141,7 +142,7 @@ def _latency_objectives(model, precisions, latency: LatencyOptions, out, reducer
     """The search's latency objectives made from ``latency``'s target or table (see :func:`latency_objectives`)."""
     cache = latency.table_cache or (os.path.join(out, "cache") if out else None)
     return latency_objectives(model, precisions if len(precisions) > 1 else ("fp32",), latency.target, latency.table,
-                              remeasure=latency.remeasure, latency_source=latency.source, table_cache=cache,
+                              remeasure=latency.remeasure, require=latency.require, latency_source=latency.source, table_cache=cache,
                               reducers=reducers, log=log, table_profile=latency.table_profile,
                               token_multiple=options.get("token_multiple", 1))
 
@@ -285,13 +286,12 @@ def _compare(ctx: SearchContext, doc: dict, stage, parent) -> None:
 
 
 def _warn_unreachable(ctx: SearchContext) -> None:
+    """A latency budget below the space's smallest schedule at the fastest precision searched (a budget only
+    fp16 or int8 meets is reachable); a MAC budget below the space was refused before any work."""
     for b in ctx.budgets:
-        if b.objective == "macs":
-            cost = count_macs(ctx.model, ctx.space.smallest()).total()
-        elif ctx.objectives:  # the fastest precision searched: a budget only fp16 or int8 meets is reachable
-            cost = min(o(ctx.space.smallest()) for o in ctx.objectives.values())
-        else:
+        if b.objective != "latency" or not ctx.objectives:
             continue
+        cost = min(o(ctx.space.smallest()) for o in ctx.objectives.values())
         if cost > b.limit:
             ctx.log(f"warning: budget {b.label} is below the smallest schedule of the search space "
                     f"({Budget(b.objective, cost).label}); no searched schedule can meet it (baselines are "
@@ -322,12 +322,13 @@ def _mark_running(ctx: SearchContext) -> None:
 
 
 def _write_search(ctx: SearchContext, doc: dict) -> None:
-    """``search.json`` written through the reader's checks (:func:`~.result.validate_search`: one schema for
-    writing and reading), so a search never writes a file that ``SearchResult.load`` would refuse."""
+    """``search.json`` checked as the reader checks it (:func:`~.result.validate_search`), so a search never writes
+    a file that ``SearchResult.load`` would refuse, and written from the typed values (:meth:`SearchResult.to_dict`:
+    one schema for writing and reading)."""
     if ctx.rank == 0:
         path = os.path.join(ctx.out_dir, "search.json")
         validate_search(doc, path)
-        write_json(doc, path)
+        write_json(SearchResult(doc, path).to_dict(), path)  # written from the values (search.pick's schema)
 
 
 def _model_info(ctx: SearchContext) -> dict:

@@ -10,11 +10,14 @@ from ..errors import ConfigError
 from ..target import Precision
 from ..validate import Fields, check_format, read_json
 from .consistency import check_whole, merge_reach
+from .pick import PICK_FIELDS
 
 SEARCH_FORMAT = "fgvc-kit/search"
 #: the newest search.json this fgvc-kit reads and writes: 2 adds ``status`` (``running`` while the search is
-#: still completing it, ``finished`` once it is whole) and the int8 calibration under ``settings``
-SEARCH_VERSION = 2
+#: still completing it, ``finished`` once it is whole) and the int8 calibration under ``settings``; 3 is written
+#: from the typed values (:class:`~.outcome.SearchResult`, every pick by :data:`~.pick.PICK_FIELDS`): the content
+#: of 2, each pick's fields checked by the one schema
+SEARCH_VERSION = 3
 #: what ``status`` may say; a file without one (version 1) was written once, finished
 SEARCH_STATUSES = ("running", "finished")
 #: what a reader says a search.json should be
@@ -349,24 +352,32 @@ class _PickCheck:
         f.mapping(d, field, optional=False)
         f.get(d, "counts", f"{field}.counts", "the schedule's patch-token count per block", True)
         self.reach(f.schedule(d["counts"], d.get("reducers"), field, self.depth, self.n), d.get("reducers"), field)
-        f.choice(d.get("precision"), f"{field}.precision", Precision.ALL, what="a precision")
-        for key in ("holdout_accuracy", "test_accuracy", "accuracy", "fp32_accuracy"):
-            f.fraction(d.get(key), f"{field}.{key}")
-        for key in ("holdout_interval", "test_interval"):
-            f.interval(d.get(key), f"{field}.{key}")
-        for key in ("macs", "latency_ms", "latency_measured_ms", "speedup_macs", "measured_fraction_of_full"):
-            f.positive(d.get(key), f"{field}.{key}")
-        for key in ("holdout_nll", "holdout_kl", "nll", "kl", "fitness"):  # a KL of ~0 may round below it
-            f.number(d.get(key), f"{field}.{key}")
-        f.interval(d.get("measured_fraction_interval"), f"{field}.measured_fraction_interval", fraction=False)
-        f.flag(d.get("measured"), f"{field}.measured")
-        f.flag(d.get("measured_within_budget"), f"{field}.measured_within_budget")
-        dep = f.mapping(d.get("deployed"), f"{field}.deployed")
-        if dep:
-            f.fraction(dep.get("test_accuracy"), f"{field}.deployed.test_accuracy")
-            f.interval(dep.get("test_interval"), f"{field}.deployed.test_interval")
-        for key in ("vs_parent", "vs_searched"):
-            self.difference(d.get(key), f"{field}.{key}")
+        for key, kind in PICK_FIELDS.items():  # every other field by its kind (one schema: search.pick)
+            v, name = d.get(key), f"{field}.{key}"
+            if v is None or kind in ("counts", "reducers"):
+                continue
+            if kind == "precision":
+                f.choice(v, name, Precision.ALL, what="a precision")
+            elif kind == "fraction":
+                f.fraction(v, name)
+            elif kind in ("interval", "span"):
+                f.interval(v, name, fraction=kind == "interval")
+            elif kind == "positive":
+                f.positive(v, name)
+            elif kind == "count":
+                f.non_negative(v, name, integer=True)
+            elif kind == "number":  # a KL of ~0 may round below it
+                f.number(v, name)
+            elif kind == "flag":
+                f.flag(v, name)
+            elif kind == "text":
+                f.text(v, name)
+            elif kind == "deployed":
+                f.mapping(v, name)
+                f.fraction(v.get("test_accuracy"), f"{name}.test_accuracy")
+                f.interval(v.get("test_interval"), f"{name}.test_interval")
+            elif kind == "difference":
+                self.difference(v, name)
 
     def difference(self, v: Any, field: str) -> None:
         """A paired difference of two accuracies: in [-1, 1], its interval too."""

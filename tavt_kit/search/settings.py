@@ -61,6 +61,9 @@ class LatencyOptions:
     remeasure: bool = False
     #: {precision: :class:`~.objective.LatencyObjective`}, instead of ``target``/``table``
     objectives: Optional[Mapping[str, Any]] = None
+    #: with ``table``: the target fields it must have been profiled for ({"threads": 2, "batch_size": 32}; only
+    #: those named are checked, one ConfigError naming the field); None: every field of ``target`` where given
+    require: Optional[Mapping[str, Any]] = None
 
     def __post_init__(self):
         if self.target is not None and not isinstance(self.target, DeploymentTarget):
@@ -74,6 +77,9 @@ class LatencyOptions:
             raise ConfigError(f"latency.table_cache={self.table_cache!r}: expected a folder (a path) or None")
         if not isinstance(self.remeasure, bool):
             raise ConfigError(f"latency.remeasure={self.remeasure!r}: expected True or False")
+        fields = ("backend", "device", "threads", "batch_size")
+        if self.require is not None and (not isinstance(self.require, Mapping) or set(self.require) - set(fields)):
+            raise ConfigError(f"latency.require={self.require!r}: expected a mapping of some of {', '.join(fields)}")
 
     @classmethod
     def of(cls, value, options: dict) -> "LatencyOptions":
