@@ -200,7 +200,7 @@ def main(argv=None) -> int:
         if not v:
             return "-"
         return "{:.2f} % ({:+.2f} [{:+.2f}, {:+.2f}] points)".format(
-            100 * pick.test_accuracy, 100 * v["difference"], *(100 * x for x in v["interval"]))
+            100 * pick.test_accuracy, 100 * v.difference, *(100 * x for x in v.interval))
 
     if result.parent is not None and result.parent.test_accuracy is not None:
         print(f"your model (searched test images): {100 * result.parent.test_accuracy:.2f} %")

@@ -467,7 +467,7 @@ def _against_your_model(result) -> list:
             return "nothing meets it"
         v = p.vs_parent
         return f"{100 * p.test_accuracy:.2f} %" + ("" if not v else " ({:+.2f} [{:+.2f}, {:+.2f}])".format(
-            100 * v["difference"], *(100 * x for x in v["interval"])))
+            100 * v.difference, *(100 * x for x in v.interval)))
 
     lines = [f"your model (the trained parent): {100 * parent.test_accuracy:.2f} % test top-1; the supernet's "
              f"full schedule {cell(result.full)}"]

@@ -36,7 +36,7 @@ class ConfigError(TavtKitError, ValueError):
 
 
 class UnreachableBudgetError(ConfigError):
-    """A budget below the smallest schedule of the search space, refused before any work: ``budget`` (the
+    """A budget below every schedule a search can return for it, refused before any work: ``budget`` (the
     :class:`~tavt_kit.search.evolution.Budget`) and ``reason`` (what the space reaches, in words)."""
 
     def __init__(self, message: str, budget=None, reason: str = ""):

@@ -88,7 +88,7 @@ def test_distill_validates_the_scorer_as_create_model_does(tmp_path, capsys):
 
 def test_a_mac_budget_below_the_space_exits_non_zero_with_the_range(tmp_path, capsys, ckpt):
     assert main(["search", "--checkpoint", ckpt, "--macs-budget", "1", "--out", str(tmp_path / "s")]) == 2
-    assert "below the smallest schedule of the search space; achievable:" in one_line(capsys)
+    assert "--macs-budget 1 MACs: below every schedule the search can return; achievable:" in one_line(capsys)
 
 
 def test_datasets_refuse_labels_outside_their_class_list_and_a_single_class(tmp_path):

@@ -2,6 +2,7 @@
 it and the search's pick in one selection, it as the reference of every figure, and the pick exported with its
 weights."""
 import json
+import re
 
 import pytest
 
@@ -93,10 +94,16 @@ def test_bound_sets_the_space_of_your_model_only(tmp_path, own_checkpoint, capsy
         tavt_kit.search_schedules(supernet, None, [f"{0.5 * full:.0f} MACs"], bound=0.7, out=str(tmp_path / "y"))
     assert main(["search", "--checkpoint", own_checkpoint, "--bound", "2", "--macs-budget", "1M"]) == 2
     assert "--bound 2.0: expected" in capsys.readouterr().err
+    # a budget below every schedule the search can return (its space, and the baselines fitted to a budget) is
+    # refused before any work, by the library and the command alike
+    none = f"{0.01 * full / 1e6:.4g}M"
+    assert main(["search", "--checkpoint", own_checkpoint, "--macs-budget", none]) == 2
+    assert re.search(r"--macs-budget [\d.]+K MACs: below every schedule the search can return; achievable: ",
+                     capsys.readouterr().err)
+    with pytest.raises(ConfigError, match=r"budgets='.* MACs': below every schedule the search can return"):
+        tavt_kit.search_schedules(model, None, [f"{none} MACs"], out=str(tmp_path / "none"))
     # above one half a block merges in several bipartite rounds: the space reaches further than ToMe
     deep = f"{0.45 * full / 1e6:.4g}M"
-    assert main(["search", "--checkpoint", own_checkpoint, "--macs-budget", deep]) == 2
-    assert "below the smallest schedule of the search space" in capsys.readouterr().err
     assert main(["search", "--checkpoint", own_checkpoint, "--bound", "0.7", "--macs-budget", deep, "--population", "2", "--generations", "1", "--mutations", "2",
                  "--crossovers", "1", "--subset", "64", "--out", str(tmp_path / "deep")]) == 0
     doc = json.loads((tmp_path / "deep" / "search.json").read_text())

@@ -129,13 +129,14 @@ def test_a_pick_is_shown_the_latency_of_its_own_precision_only():
     """A search of (schedule, precision) pairs picks int8 and fp32 schedules: a bench.json timed at fp32 must not
     lend its figure to an int8 pick of the same schedule (a search of one precision matches by schedule)."""
     from tavt_kit.report.evidence import bench_evidence, wanted
+    from tavt_kit.search import Pick, SearchResult
 
-    search = {"model": {"num_patches": 4}, "full": {"counts": [4, 4]}}
+    search = SearchResult({"model": {"num_patches": 4}, "full": {"counts": [4, 4]}})
     bench = {"target": {"precision_requested": "f32"},
              "results": [{"schedule": [4, 2], "latency_ms": {"p50": 1.0}}, {"schedule": None, "latency_ms": {"p50": 2.0}}]}
 
     def row(d):
-        return bench_evidence(bench, wanted(d, search), (4, 4))
+        return bench_evidence(bench, wanted(Pick.from_dict(d), search), (4, 4))
 
     assert row({"counts": [4, 2], "precision": "int8"}) == (None, ["fp32 latency for an int8 pick"])
     assert row({"counts": [4, 2], "precision": "fp32"})[0]["latency_ms"]["p50"] == 1.0

@@ -50,20 +50,20 @@ def _build(search_path: str, out_dir: str, bench_path: Optional[str], export_pat
     bench = read_bench(bench_path) if bench_path else None
     sources = [ExportSource.load(p) for p in export_paths]
     os.makedirs(out_dir, exist_ok=True)
-    ev = PickEvidence(search, bench, sources)
+    ev = PickEvidence(result, bench, sources)
     ship = ship_section(result, ev, budgets, out_dir)  # a budget nothing meets: first
-    plots = accuracy_plots(search, ev, out_dir)
+    plots = accuracy_plots(result, ev, out_dir)
     # the budgets are for the search's target; bench.json's is named too when it measured another one
-    target = (search.get("latency") or {}).get("target") or (bench or {}).get("target") or {}
-    full_lat = ((ev.bench_row(search["full"]) or {}).get("latency_ms") or {}).get("p50")  # measured, same run
-    model = search.get("model") or {}
+    target = result.latency_target or (bench or {}).get("target") or {}
+    full_lat = ((ev.bench_row(result.full) or {}).get("latency_ms") or {}).get("p50")  # measured, same run
+    model = result.model_info
     name = (model.get("backbone") or {}).get("name", "model")
-    tables = ResultTables(search, ev, full_lat, out_dir)
-    md = _intro(search, model, name, target) + ship
+    tables = ResultTables(result, ev, full_lat, out_dir)
+    md = _intro(result, model, name, target) + ship
     for p in plots:
         md.append(f"![{p}]({p})")
     md.append("")
-    md += result_sections(search, tables)
+    md += result_sections(result, tables)
     md += _machine_section(search, bench, search_path, bench_path, export_paths)
     text = "\n".join(md) + "\n"
     md_path = os.path.join(out_dir, "report.md")
@@ -85,31 +85,29 @@ def _scorer_text(model: dict) -> str:
     return f", tokens ranked by the `{scorer}` scorer" if scorer else ""
 
 
-def _intro(search: dict, model: dict, name: str, target: dict) -> List[str]:
+def _intro(result: SearchResult, model: dict, name: str, target: dict) -> List[str]:
     """The title, what model was searched how, and where its latency comes from."""
-    from ..search.result import search_status
-
     md: List[str] = [f"# Latency-budget report: {name}", ""]
-    if search_status(search) != "finished":
+    if not result.finished:
         md += ["> **Unfinished search.** Its search.json is marked "
-               f"`{search.get('status')}`: the search stopped (or is still running) before it completed the file, "
+               f"`{result.status}`: the search stopped (or is still running) before it completed the file, "
                "so the figures below are those of the stages it finished, not its result. Run the same `fgvc-kit "
                "search` again (it resumes from its journal), then this report.", ""]
+    settings = result.settings
     md.append(f"Model **{name}** at {model.get('img_size')}, {model.get('depth')} blocks, {model.get('num_patches')} "
               f"patch tokens, {model.get('num_classes')} classes{_scorer_text(model)}. "
-              f"Search objective: **{search.get('objective')}**; "
-              f"{len(search.get('candidates') or []) or search['timing']['evaluations']} candidates; fitness "
-              f"**{search['settings'].get('fitness', 'accuracy')}** on {search['settings']['holdout_images']} "
-              f"held-out images, test accuracy on {search['settings']['test_images']} test images (reported only). "
+              f"Search objective: **{result.doc.get('objective')}**; "
+              f"{result.evaluations} candidates; fitness "
+              f"**{settings.get('fitness', 'accuracy')}** on {settings['holdout_images']} "
+              f"held-out images, test accuracy on {settings['test_images']} test images (reported only). "
               "Accuracies carry their 95 % Wilson interval; a baseline's difference to the searched pick is paired "
               "on the same test images, and called *within noise* when its 95 % interval contains 0.")
     if target:
         threads = target.get("threads")
-        lat = search.get("latency") or {}
         how = {"table": " (predicted from a latency table" + (
-            ", profiled by the search for this target" if lat.get("profiled_for_search") else "")
+            ", profiled by the search for this target" if result.latency_profiled_here else "")
             + "; the picks measured on it where the search could)", "measured": " (measured by the search)"}.get(
-            lat.get("source"), "")
+            result.latency_source, "")
         md.append(f"Latency budgets are for backend **{target.get('backend')}** on **{target.get('device')}**, batch "
                   f"{target.get('batch_size')}, {threads or 'default'} thread{'' if threads == 1 else 's'}{how}; a "
                   "verdict uses a measurement on this runtime and batch only.")

@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
 from ..export.record import PASSED, ExportRecord, FileCheck, check_files, read_export, records_of, sha256
+from ..search.outcome import SearchResult, doc_num_patches
+from ..search.pick import Pick
 from ..target import Precision
 
 # ------------------------------------------------------------------ what a pick needs
@@ -122,46 +124,43 @@ def _a(word: str) -> str:
     return "an" if word[:1].lower() in "aefhilmnorx" else "a"
 
 
-def wanted(d: Dict[str, Any], search: Dict[str, Any], weights: str = "supernet") -> Wanted:
-    """What a file must be to stand for the pick ``d`` of ``search`` (``weights``: ``supernet`` for the searched
+def wanted(p: Pick, result: SearchResult, weights: str = "supernet") -> Wanted:
+    """What a file must be to stand for the pick ``p`` of ``result`` (``weights``: ``supernet`` for the searched
     schedules, ``parent`` for a training-free deployable of your model, ``finetuned`` for the pick fine-tuned
     toward your model)."""
-    space = search.get("space") or {}
-    num_patches = int(space.get("num_patches") or (search.get("model") or {}).get("num_patches")
-                      or max(int(c) for c in search["full"]["counts"]))
+    num_patches = int(doc_num_patches(result.doc) or max(result.full.counts))
     if weights == "parent":
-        parent = search.get("parent") or {}
-        digest, ckpt, default = parent.get("weights_sha256"), parent.get("path"), "drop"
+        parent = result.parent
+        digest, ckpt = (parent.weights_sha256, parent.path) if parent is not None else (None, None)
+        default = "drop"
     elif weights == "finetuned":  # the pick fine-tuned toward your model: its own weights (search/finetune.py)
-        digest, ckpt, default = d.get("weights_sha256"), None, "drop"
+        digest, ckpt, default = p.weights_sha256, None, "drop"
     else:
-        digest = (search.get("model") or {}).get("weights_sha256")
-        ckpt = (search.get("source") or {}).get("checkpoint")
-        reducers = space.get("reducers") or ["drop"]
+        digest, ckpt = result.weights_sha256, result.checkpoint
+        reducers = result.space_reducers
         default = reducers[0] if len(reducers) == 1 else "drop"
-    counts = tuple(int(c) for c in d["counts"])
-    return Wanted(counts=counts, reducers=effective_reducers(counts, d.get("reducers"), num_patches, default),
-                  precision=pick_precision(d, search), weights_sha256=digest, num_patches=num_patches,
-                  checkpoint=ckpt, runtime=search_runtime(search))
+    return Wanted(counts=p.counts, reducers=effective_reducers(p.counts, p.reducers, num_patches, default),
+                  precision=pick_precision(p, result), weights_sha256=digest, num_patches=num_patches,
+                  checkpoint=ckpt, runtime=search_runtime(result))
 
 
-def search_runtime(search: Dict[str, Any]) -> Optional[Tuple[str, str, int]]:
+def search_runtime(result: SearchResult) -> Optional[Tuple[str, str, int]]:
     """(backend, device, batch size) the search's latency budgets are for; None without a latency objective."""
-    t = (search.get("latency") or {}).get("target") or {}
+    t = result.latency_target
     if not t.get("backend"):
         return None
     return str(t["backend"]), str(t.get("device") or "cpu"), int(t.get("batch_size") or t.get("batch") or 1)
 
 
-def pick_precision(d: Dict[str, Any], search: Dict[str, Any]) -> str:
+def pick_precision(p: Pick, result: SearchResult) -> str:
     """The precision a pick is for: its own (a search of pairs), else the one precision searched, else that
     of the search's latency target, else fp32."""
-    if d.get("precision"):
-        return norm_precision(d["precision"])
-    searched = (search.get("precisions") or {}).get("searched") or []
+    if p.recorded_precision:
+        return norm_precision(p.recorded_precision)
+    searched = (result.doc.get("precisions") or {}).get("searched") or []
     if len(searched) == 1:
         return norm_precision(searched[0])
-    target = (search.get("latency") or {}).get("target") or {}
+    target = result.latency_target
     return norm_precision(target.get("precision") or target.get("precision_requested")) or Precision.FP32
 
 
@@ -289,9 +288,9 @@ class PickEvidence:
     """What the report may name for a pick: the bench.json row that measured it and the exported file that stands
     for it, each checked (:mod:`tavt_kit.report.evidence`), with the reasons for what it does not name."""
 
-    def __init__(self, search: dict, bench: Optional[dict], sources: Sequence[ExportSource]) -> None:
-        self.search, self.bench_doc, self.sources = search, bench, list(sources)
-        self.full_counts = tuple(int(c) for c in search["full"]["counts"])
+    def __init__(self, result: SearchResult, bench: Optional[dict], sources: Sequence[ExportSource]) -> None:
+        self.result, self.bench_doc, self.sources = result, bench, list(sources)
+        self.full_counts = result.full.counts
         self._cache: Dict[tuple, Any] = {}
 
     def _memo(self, key: tuple, make):
@@ -299,22 +298,22 @@ class PickEvidence:
             self._cache[key] = make()
         return self._cache[key]
 
-    def bench(self, d: Optional[dict], weights: str = "supernet") -> Tuple[Optional[dict], List[str]]:
+    def bench(self, p: Optional[Pick], weights: str = "supernet") -> Tuple[Optional[dict], List[str]]:
         """The bench.json row of a pick (None: none measured it) and why rows of its counts were not used.
         A deployable of your model (``weights="parent"``) may take a row timed on the supernet's weights: the
         same architecture at the same schedule and precision runs the same operations, so its latency is the
         same (``bench --search`` times it so)."""
-        if not d or not self.bench_doc:
+        if p is None or not self.bench_doc:
             return None, []
-        want = wanted(d, self.search, weights)
+        want = wanted(p, self.result, weights)
         if weights in ("parent", "finetuned"):  # a fine-tuned pick too: the pick's graph, other weights
-            want = want.also_timed_as((self.search.get("model") or {}).get("weights_sha256"))
-        return self._memo(("bench", id(d), weights), lambda: bench_evidence(self.bench_doc, want, self.full_counts))
+            want = want.also_timed_as(self.result.weights_sha256)
+        return self._memo(("bench", want), lambda: bench_evidence(self.bench_doc, want, self.full_counts))
 
-    def bench_row(self, d: Optional[dict]) -> Optional[dict]:
-        return self.bench(d)[0]
+    def bench_row(self, p: Optional[Pick]) -> Optional[dict]:
+        return self.bench(p)[0]
 
-    def exports(self, d: dict, weights: str = "supernet") -> ExportEvidence:
+    def exports(self, p: Pick, weights: str = "supernet") -> ExportEvidence:
         """The exported file to ship for a pick, and why the other files of its counts are not shipped."""
-        return self._memo(("export", id(d), weights),
-                          lambda: export_evidence(self.sources, wanted(d, self.search, weights)))
+        want = wanted(p, self.result, weights)
+        return self._memo(("export", want), lambda: export_evidence(self.sources, want))

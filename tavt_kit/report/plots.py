@@ -4,10 +4,11 @@ from __future__ import annotations
 from typing import List
 
 from ..search.plot import PICK_COLOURS, mac_unit, mark_what_ships, plot_precision_fronts, save_accuracy_plot
+from ..search import SearchResult
 from .evidence import PickEvidence
 
 
-def accuracy_plots(search: dict, ev: PickEvidence, out_dir: str) -> List[str]:
+def accuracy_plots(result: SearchResult, ev: PickEvidence, out_dir: str) -> List[str]:
     """Accuracy against MACs, and against latency when the search has latency figures, with what each budget ships
     ringed (:func:`~tavt_kit.search.plot.mark_what_ships`).
 
@@ -17,6 +18,7 @@ def accuracy_plots(search: dict, ev: PickEvidence, out_dir: str) -> List[str]:
     """
     import matplotlib
 
+    search = result.doc  # the axes read the entries as the search's own plots do (search.plot)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -65,11 +67,10 @@ def accuracy_plots(search: dict, ev: PickEvidence, out_dir: str) -> List[str]:
         if full and x_of(full) is not None:
             ax.scatter([x_of(full)], [100 * full["holdout_accuracy"]], marker="D", s=30, c="black", label="full model")
         if axis == "latency":  # bench.json's measurements: labelled as such, never mixed into the search's figures
-            pts = [(r["latency_ms"]["p50"], d) for d in [search.get("full")] + [b.get("best") for b in
-                                                                                    search.get("budgets", [])]
-                   if d and (r := ev.bench_row(d)) and (r.get("latency_ms") or {}).get("p50")]
+            pts = [(r["latency_ms"]["p50"], p) for p in [result.full] + [b.best for b in result.budgets.values()]
+                   if p is not None and (r := ev.bench_row(p)) and (r.get("latency_ms") or {}).get("p50")]
             if pts:
-                ax.scatter([p for p, _ in pts], [100 * d["holdout_accuracy"] for _, d in pts], marker="o",
+                ax.scatter([x for x, _ in pts], [100 * p.holdout_accuracy for _, p in pts], marker="o",
                            facecolors="none", edgecolors="#ff7f0e", s=60, label="measured by fgvc-kit bench")
         files.append(save_accuracy_plot(fig, ax, xlabel, "top-1 (%)",
                                         f"accuracy vs {'MACs' if axis == 'macs' else 'latency'}", out_dir,

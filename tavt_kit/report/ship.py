@@ -7,10 +7,10 @@ import shlex
 from typing import List, Optional, Sequence, Tuple
 
 from ..bench.ratio import ratio_of_bench_rows
-from ..search import BudgetResult, SearchResult
+from ..search import BudgetResult, Pick, SearchResult
 from ..search.deployable import parent_recommendation
 from ..search.plot import mac_unit
-from ..search.result import describe_family, front_latency_ms
+from ..search.result import describe_family
 from .advice import export_command, over_budget_advice
 from .cells import paired_text, pct, pct_ci, schedule_text, top1_text
 from .evidence import PickEvidence
@@ -25,43 +25,41 @@ def ship_section(result: SearchResult, ev: PickEvidence, extra_budgets: Sequence
     budgets = _budgets(result, extra_budgets)
     if not budgets:
         return []
-    full = search["full"]
-    full_test = full.get("test_accuracy")
-    scale, unit = mac_unit(full["macs"])
-    parent = search.get("parent")
+    full, parent = result.full, result.parent
+    full_test = full.test_accuracy
+    scale, unit = mac_unit(full.macs)
     versus = "vs your model" if parent else "vs the supernet's full schedule"
-    table_search = (search.get("latency") or {}).get("source") == "table"
+    table_search = result.latency_source == "table"
     md = ["## What to ship", "",
           f"| budget | ship | latency p50 vs budget | verdict | margin | test top-1 ({versus}) | schedule |",
           "|---|---|---|---|---:|---:|---|"]
     notes = []
     for budget in budgets:
-        b = budget.entry
-        label = b["label"] + (" (from the front)" if b.get("source") == "front" else "")
-        d = b.get("best") or {}  # none met it: what it recommends on your model may still ship (_shipped)
-        if not d and budget.shipped is None:
+        label = budget.label + (" (from the front)" if budget.picked_from == "front" else "")
+        d = budget.best  # none met it: what it recommends on your model may still ship (_shipped)
+        if d is None and budget.shipped is None:
             md.append(f"| {label} | nothing in the search space fits | – | **FAIL** | – | – | – |")
             continue
-        if d.get("origin"):
-            notes.append(f"{b['label']}: the pick is the {d['origin']} schedule: no searched schedule was fitter on "
+        if d is not None and d.origin:
+            notes.append(f"{budget.label}: the pick is the {d.origin} schedule: no searched schedule was fitter on "
                          "the held-out images within this budget")
         d, weights = _shipped(budget, d, notes)
         r, unused = ev.bench(d, weights)
         for why in unused:
-            notes.append(f"{b['label']}: bench.json's measurement of this schedule is not used ({why}); the "
+            notes.append(f"{budget.label}: bench.json's measurement of this schedule is not used ({why}); the "
                          "latency shown is the search's")
         lat, kind = ((r.get("latency_ms") or {}).get("p50"), "measured") if r and (r.get("latency_ms") or {}).get(
-            "p50") is not None else front_latency_ms(d, search)
-        predicted = d.get("latency_ms") if table_search else None
-        if b["objective"] == "latency":
-            limit_ms, share = _limit_ms(b, d, r, ev, search)
+            "p50") is not None else result.latency_of(d)
+        predicted = d.latency_ms if table_search else None
+        if budget.objective == "latency":
+            limit_ms, share = _limit_ms(budget, d, r, ev, result)
             ok = lat is not None and lat <= limit_ms
-            paired = ratio_of_bench_rows(r, ev.bench(search["full"])[0]) if b.get("fraction") and r else None
+            paired = ratio_of_bench_rows(r, ev.bench(full)[0]) if budget.fraction and r else None
             if paired is not None:  # judged as the search judges a share: the top of the ratio's interval
-                ok = paired.within(b["fraction"])
+                ok = paired.within(budget.fraction)
                 share += f"; {paired.ratio:.3f} [{paired.low:.3f}, {paired.high:.3f}] of it"
                 if not ok and lat <= limit_ms:
-                    notes.append(f"{b['label']}: its median is within the budget, but rotation by rotation it ran "
+                    notes.append(f"{budget.label}: its median is within the budget, but rotation by rotation it ran "
                                  f"at up to {paired.high:.3f} of your model (95 % interval over {paired.rounds} "
                                  "rotations): measure it again on an idle machine, or ship a lower budget's pick")
             lat_cell = f"{lat:.3g} ms {kind} / {limit_ms:.3g} ms{share}" if lat is not None else "–"
@@ -69,27 +67,27 @@ def ship_section(result: SearchResult, ev: PickEvidence, extra_budgets: Sequence
                 lat_cell += f" (predicted {predicted:.3g} ms)"
             margin = f"{limit_ms - lat:+.3g} ms" if lat is not None else "–"
             if kind == "predicted":
-                notes.append(f"{b['label']}: the latency is predicted from the table; measure it on the search's "
+                notes.append(f"{budget.label}: the latency is predicted from the table; measure it on the search's "
                              f"target before shipping: `fgvc-kit bench --search "
                              f"{shlex.quote(os.path.abspath(search_path))}`, then give its bench.json to the report")
         else:
-            ok = d["macs"] <= b["limit"]
+            ok = d.macs <= budget.limit
             lat_cell = (f"{lat:.3g} ms {kind}; " if lat is not None else "") + \
-                f"{d['macs'] / scale:.4g} / {b['limit'] / scale:.4g} {unit}"
-            margin = f"{(b['limit'] - d['macs']) / scale:+.3g} {unit}"
+                f"{d.macs / scale:.4g} / {budget.limit / scale:.4g} {unit}"
+            margin = f"{(budget.limit - d.macs) / scale:+.3g} {unit}"
         verdict = "pass" if ok else "**FAIL**"
-        if not ok and lat is not None and kind == "measured" and b["objective"] == "latency" and lat > limit_ms:
-            notes.append(f"{b['label']}: " + over_budget_advice(search, lat, predicted, limit_ms))
-        test = d.get("test_accuracy")
-        acc = "–" if test is None else pct_ci(d, "test", search["settings"].get("test_images") or 0) + " %" + (
-            f" ({paired_text(d['vs_parent'])})" if parent and d.get("vs_parent") else
+        if not ok and lat is not None and kind == "measured" and budget.objective == "latency" and lat > limit_ms:
+            notes.append(f"{budget.label}: " + over_budget_advice(search, lat, predicted, limit_ms))
+        test = d.test_accuracy
+        acc = "–" if test is None else pct_ci(d, "test", result.settings.get("test_images") or 0) + " %" + (
+            f" ({paired_text(d.vs_parent)})" if parent and d.vs_parent else
             f" ({100 * (test - full_test):+.2f} points)" if full_test is not None and not parent else "")
-        ship, exported = _ship_cell(b, d, ev, search, out_dir, notes, weights)
+        ship, exported = _ship_cell(budget, d, ev, out_dir, notes, weights)
         if not exported and ok:  # a pick over its budget is not worth exporting: the advice above says what to do
-            notes.append(f"{b['label']}: export it with `{export_command(search, search_path, b['label'])}`")
+            notes.append(f"{budget.label}: export it with `{export_command(search, search_path, budget.label)}`")
         md.append(f"| {label} | {ship} | {lat_cell} | {verdict} | {margin} | {acc} | "
                   f"{schedule_text(d)} |")
-    md += ["", *_reference_line(parent, full, f"{full['macs'] / scale:.4g} {unit}")]
+    md += ["", *_reference_line(parent, full, f"{full.macs / scale:.4g} {unit}")]
     md += [f"- {n}" for n in notes]
     md.append("")
     return md + versus_section(result, scale, unit)
@@ -106,41 +104,42 @@ def _budgets(result: SearchResult, extra: Sequence[str]) -> List[BudgetResult]:
     return budgets
 
 
-def _limit_ms(b: dict, d: dict, bench_row: Optional[dict], ev: PickEvidence, search: dict) -> Tuple[float, str]:
+def _limit_ms(b: BudgetResult, d: Pick, bench_row: Optional[dict], ev: PickEvidence, result: SearchResult
+              ) -> Tuple[float, str]:
     """A latency budget's limit in ms, and for a share of your model's latency what it is a share of: your model
     timed beside the pick (in bench.json's run, or in the search's final round), so that a machine faster or
     slower than when the budget was placed moves both sides alike; the search's prediction where neither was."""
-    frac = b.get("fraction")
+    frac = b.fraction
     if frac is None:
-        return b["limit"] * 1e3, ""
-    full_row = ev.bench(search["full"])[0] if bench_row is not None else None
+        return b.limit * 1e3, ""
+    full_row = ev.bench(result.full)[0] if bench_row is not None else None
     full_p50 = ((full_row or {}).get("latency_ms") or {}).get("p50")
     if full_p50 is not None:
         ref, how = float(full_p50), "measured in the same run"
-    elif bench_row is None and d.get("measured_fraction_of_full") and d.get("latency_measured_ms"):
-        ref, how = d["latency_measured_ms"] / d["measured_fraction_of_full"], "timed in the search's final round"
+    elif bench_row is None and d.measured_fraction_of_full and d.latency_measured_ms:
+        ref, how = d.latency_measured_ms / d.measured_fraction_of_full, "timed in the search's final round"
     else:
-        ref, how = b["limit"] * 1e3 / frac, "predicted"
-    return frac * ref, f" ({b['label']} of your model's {ref:.3g} ms, {how})"
+        ref, how = b.limit * 1e3 / frac, "predicted"
+    return frac * ref, f" ({b.label} of your model's {ref:.3g} ms, {how})"
 
 
-def _reference_line(parent: Optional[dict], full: dict, macs: str) -> List[str]:
+def _reference_line(parent: Optional[Pick], full: Pick, macs: str) -> List[str]:
     """What every "vs" of the report is against: your model (and the supernet's full schedule beside it)."""
-    full_test = full.get("test_accuracy")
-    if parent and parent.get("searched_weights") and parent.get("test_accuracy") is not None:
+    full_test = full.test_accuracy
+    if parent is not None and parent.searched_weights and parent.test_accuracy is not None:
         return [f"Your model (the checkpoint searched, no supernet: every schedule ran on its own weights): test "
-                f"top-1 {100 * parent['test_accuracy']:.2f} %, {macs}."]
-    if parent and parent.get("test_accuracy") is not None:
-        return [f"Your model (the checkpoint distillation started from): test top-1 {100 * parent['test_accuracy']:.2f}"
+                f"top-1 {100 * parent.test_accuracy:.2f} %, {macs}."]
+    if parent is not None and parent.test_accuracy is not None:
+        return [f"Your model (the checkpoint distillation started from): test top-1 {100 * parent.test_accuracy:.2f}"
                 f" %, {macs}; the supernet's full schedule "
-                + (f"{100 * full_test:.2f} % ({paired_text(full['vs_parent'])})." if full.get("vs_parent") else "–.")]
+                + (f"{100 * full_test:.2f} % ({paired_text(full.vs_parent)})." if full.vs_parent else "–.")]
     if full_test is not None:
         return [f"Full model: test top-1 {100 * full_test:.2f} %, {macs}. This supernet records no parent (the model "
                 "it was distilled from), so nothing is compared with your own model."]
     return []
 
 
-def _shipped(budget: BudgetResult, d: dict, notes: List[str]) -> Tuple[dict, str]:
+def _shipped(budget: BudgetResult, d: Optional[Pick], notes: List[str]) -> Tuple[Pick, str]:
     """What a budget ships (:attr:`~tavt_kit.search.BudgetResult.shipped`, the one rule export and bench follow
     too), and whose weights: a deployable of your model (ToMe on it, it as it is, at a precision) or the pick
     fine-tuned toward it, whose figures the search recorded, else the searched pick (the supernet's weights). Its
@@ -148,52 +147,49 @@ def _shipped(budget: BudgetResult, d: dict, notes: List[str]) -> Tuple[dict, str
     shipped, label = budget.shipped, budget.label
     if shipped is None or shipped.weights == "supernet":
         return d, "supernet"
-    entry = shipped.pick.raw
+    entry = shipped.pick
     if shipped.weights == "finetuned":  # search/finetune.py
-        was = f" (the supernet's: {paired_text(d['vs_parent'])})" if d.get("vs_parent") else ""
-        notes.append(f"{label}: ships {describe_family('finetuned', entry)} (`{entry.get('checkpoint')}` in the "
+        was = f" (the supernet's: {paired_text(d.vs_parent)})" if d is not None and d.vs_parent else ""
+        notes.append(f"{label}: ships {describe_family('finetuned', entry.raw)} (`{entry.checkpoint}` in the "
                      f"search's folder): {budget.why}{was}; its latency is the pick's (one graph)")
-        return dict(entry), "finetuned"
-    subject = dict(entry)
-    subject.setdefault("precision", (budget.recommended or {}).get("precision"))
-    searched = "" if d.get("test_accuracy") is None or entry == d else (
-        f" (the searched schedule: {pct(d['test_accuracy'])} % test top-1"
-        + (f", {paired_text(d['vs_parent'])}" if d.get("vs_parent") else "") + ")")
-    notes.append(f"{label}: ships {describe_family(shipped.family, entry)}: {budget.why or 'the recommendation'}"
+        return entry, "finetuned"
+    subject = entry.with_precision((budget.recommended or {}).get("precision"))
+    searched = "" if d is None or d.test_accuracy is None or entry.raw == d.raw else (
+        f" (the searched schedule: {pct(d.test_accuracy)} % test top-1"
+        + (f", {paired_text(d.vs_parent)}" if d.vs_parent else "") + ")")
+    notes.append(f"{label}: ships {describe_family(shipped.family, entry.raw)}: {budget.why or 'the recommendation'}"
                  f"{searched}; every figure in its row is its own")
     return subject, "parent"
 
 
-def _ship_cell(b: dict, d: dict, ev: PickEvidence, search: dict, out_dir: str, notes: List[str],
+def _ship_cell(b: BudgetResult, d: Pick, ev: PickEvidence, out_dir: str, notes: List[str],
                weights: str = "supernet") -> Tuple[str, bool]:
     """The file to ship for a budget's deployable ``d`` (``weights``: the supernet's for a searched pick, the
     parent's for a training-free deployable of your model), and whether any file of it was exported; each file
     of its schedule that is not shipped gets a note saying why."""
     found = ev.exports(d, weights)
     for src, rec, why in found.rejected:
-        notes.append(f"{b['label']}: `{found.file(src, rec, out_dir)}` is not shipped: {why}")
+        notes.append(f"{b.label}: `{found.file(src, rec, out_dir)}` is not shipped: {why}")
     if found.chosen:
         src, rec = found.chosen
         also = [f"`{found.file(s, r, out_dir)}` ({r.format})" for s, r in reversed(found.verified[:-1])]
         what = ""
         if weights == "parent":
-
-            fam = (b.get("recommended") or {}).get("family") or "parent"
-            what = f"the recommendation, {describe_family(fam, d)}: "
+            fam = (b.recommended or {}).get("family") or "parent"
+            what = f"the recommendation, {describe_family(fam, d.raw)}: "
         return (f"`{found.file(src, rec, out_dir)}` ({what}{rec.format}, {rec.precision}, verified top-1 "
                 f"{top1_text(rec.top1)} %)" + (f"; also verified: {', '.join(also)}" if also else "")), True
-
-    rec_d = parent_recommendation(b)
+    rec_d = parent_recommendation(b.entry)
     if weights == "supernet" and rec_d is not None:
         # a recommendation on your model whose figures the search did not record: its file, the searched figures
-
-        alt = ev.exports(rec_d, "parent")
+        alt = ev.exports(Pick.from_dict(rec_d), "parent")
         if alt.chosen:
             src, rec = alt.chosen
-            free = (b.get("training_free") or {}).get(rec_d.get("family")) or {}
+            free = b.training_free.get(rec_d.get("family"))
             return (f"`{alt.file(src, rec, out_dir)}` (the recommendation, "
-                    f"{describe_family(rec_d['family'], free)}: {rec.format}, {rec.precision}, verified top-1 "
-                    f"{top1_text(rec.top1)} %; latency and accuracy in this row are the searched schedule's)"), True
+                    f"{describe_family(rec_d['family'], free.raw if free is not None else {})}: {rec.format}, "
+                    f"{rec.precision}, verified top-1 {top1_text(rec.top1)} %; latency and accuracy in this row are "
+                    "the searched schedule's)"), True
     if found.rejected:
         return "nothing verified of this pick (see the notes)", True
     return "not exported yet", False

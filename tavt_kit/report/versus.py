@@ -27,13 +27,12 @@ def versus_section(result: SearchResult, scale: float, unit: str) -> List[str]:
             vs = paired_text(p.vs_parent) if p.vs_parent else ("reference" if fam == "parent" else "–")
             md.append(f"| {budget.label} | {name} | {weights} | {p.precision} | {p.macs / scale:.4g} {unit} | "
                       f"{test} | {vs} | {'**yes**' if fam == rec else ''} |")
-    doc = result.doc
-    n_sel = (doc.get("settings") or {}).get("selection_images") or 0
+    n_sel = result.settings.get("selection_images") or 0
     md += ["", (f"The recommendation is chosen on {n_sel} held-out images the evolution never scored" if n_sel else
                 "The recommendation is chosen on the held-out images the evolution chose on (favouring its pick)")
            + "; the test split only reports; a training-free deployable runs on your model's own weights."]
-    over = sum(len(b.entry.get("timed_over_budget") or []) for b in result.budgets.values())
-    fit = doc.get("training_free_fit") or {}
+    over = sum(len(b.timed_over_budget) for b in result.budgets.values())
+    fit = result.training_free_fit
     where = " beside your model" if "shares" in fit else ""
     md += ([f"ToMe's r was fitted to each latency budget by timing it on the target{where} (`training_free_fit`)."]
            if fit else []) + ([

@@ -139,19 +139,27 @@ def check_options(options: dict) -> list:
 
 
 def check_reachable(model, space, budgets: Sequence[Budget], flag: str = "") -> None:
-    """A MAC budget below the smallest schedule of ``space`` refused in one line naming it (``flag``: as the
-    command line's option; else as ``budgets=``) and the MACs the space reaches: ``search_schedules`` refuses such
+    """A MAC budget below every schedule a search can return for it refused in one line naming it (``flag``: as
+    the command line's option; else as ``budgets=``) and the MACs reachable: the search space's schedules and the
+    baselines fitted to a budget (uniform and EViT keep ratios down to 2 %, ToMe where the model merges), which a
+    budget below the space still gets (the search warns). ``search_schedules`` and ``fgvc-kit search`` refuse such
     a budget before any work."""
     from ..models import count_macs
+    from ..schedules import evit_schedule, tome_schedule, uniform_schedule
+    from .space import can_merge
 
     low = None
     for b in budgets:
         if b.objective != "macs":
             continue
-        low = low if low is not None else count_macs(model, space.smallest()).total()
+        if low is None:
+            d, n, m = space.depth, space.num_patches, space.min_tokens
+            floor = [space.smallest(), uniform_schedule(0.02, d, n, m), evit_schedule(0.02, d, n, m)]
+            floor += [tome_schedule(max(1, n // 2), d, n, m)] if can_merge(model) else []
+            low = min(count_macs(model, s).total() for s in floor)
         if b.limit < low:
             high = count_macs(model, space.full()).total()
             name = f"{flag} {b.label}" if flag else f"budgets={b.label!r}"
-            reason = f"below the smallest schedule of the search space; achievable: {low / 1e6:.4g}M to " \
+            reason = f"below every schedule the search can return; achievable: {low / 1e6:.4g}M to " \
                      f"{high / 1e6:.4g}M MACs"
             raise UnreachableBudgetError(f"{name}: {reason}", b, reason)

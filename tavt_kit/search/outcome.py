@@ -238,6 +238,68 @@ class SearchResult:
         return (self.doc.get("model") or {}).get("token_drop")
 
     @property
+    def model_info(self) -> Dict[str, Any]:
+        """The model searched as the search recorded it (``backbone``, ``img_size``, ``depth``, ``num_patches``,
+        ``num_classes``, ``weights_sha256``, ``token_drop``)."""
+        return dict(self.doc.get("model") or {})
+
+    @property
+    def weights_sha256(self) -> Optional[str]:
+        """The digest of the weights searched (the supernet's, or your model's in a search of it)."""
+        return self.model_info.get("weights_sha256")
+
+    @property
+    def checkpoint(self) -> Optional[str]:
+        """The checkpoint searched, as the search recorded it (None: a model given in Python)."""
+        return (self.doc.get("source") or {}).get("checkpoint")
+
+    @property
+    def space_reducers(self) -> Tuple[str, ...]:
+        """How the searched space lowers token counts (``drop``, ``merge``)."""
+        return tuple((self.doc.get("space") or {}).get("reducers") or ("drop",))
+
+    @property
+    def latency_target(self) -> Dict[str, Any]:
+        """The target the latency budgets were for (``backend``, ``device``, ``batch_size``, ``threads``,
+        ``precision``) as recorded; empty in a MAC search without a latency table."""
+        return dict((self.doc.get("latency") or {}).get("target") or {})
+
+    @property
+    def latency_source(self) -> Optional[str]:
+        """``table`` (predicted from a latency table, the picks timed), ``measured`` or None (no latency)."""
+        return (self.doc.get("latency") or {}).get("source")
+
+    @property
+    def latency_profiled_here(self) -> bool:
+        """Whether the search profiled its latency table itself, for its target (no table was given)."""
+        return bool((self.doc.get("latency") or {}).get("profiled_for_search"))
+
+    @property
+    def settings(self) -> Dict[str, Any]:
+        """The search's settings as recorded (``fitness``, ``holdout_images``, ``test_images``, ...)."""
+        return dict(self.doc.get("settings") or {})
+
+    @property
+    def training_free_fit(self) -> Dict[str, Any]:
+        """How ToMe's r on your model was fitted to the latency budgets (the r timed at each precision, or each r's
+        ratio to your model for a share), as recorded; empty where it was fitted by MACs."""
+        return dict(self.doc.get("training_free_fit") or {})
+
+    @property
+    def evaluations(self) -> int:
+        """Candidates the search scored (those loaded from a journal included)."""
+        return len(self.candidates) or int((self.doc.get("timing") or {}).get("evaluations") or 0)
+
+    def latency_of(self, pick: Pick) -> Tuple[Optional[float], Optional[str]]:
+        """A pick's latency in ms and where it comes from: ``measured`` (timed on the target, or a search that
+        timed every candidate) or ``predicted`` (from a latency table); ``(None, None)`` where it has none."""
+        if pick.latency_measured_ms is not None:
+            return float(pick.latency_measured_ms), "measured"
+        if pick.latency_ms is not None:
+            return float(pick.latency_ms), "predicted" if self.latency_source == "table" else "measured"
+        return None, None
+
+    @property
     def latency_backend(self) -> Optional[str]:
         """The runtime the search's latency budgets were measured for (None: a MAC search)."""
         return ((self.doc.get("latency") or {}).get("target") or {}).get("backend")

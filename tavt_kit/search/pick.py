@@ -8,7 +8,8 @@ The fields a pick records, their types and their checks are declared once, in :d
 other (a field it does not know is kept as it was read, for a file of a newer fgvc-kit)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..errors import ConfigError
@@ -210,9 +211,28 @@ class Pick:
             out[k] = _WRITE[kind](v) if kind in _WRITE and v is not None else v
         return out
 
+    def records(self, name: str) -> bool:
+        """Whether the entry records ``name`` (a pick made in Python: whether it is set)."""
+        return name in self.fields_read if self.fields_read else getattr(self, name, None) is not None
+
     @property
+    def recorded_precision(self) -> Optional[str]:
+        """The precision the entry records (a search of (schedule, precision) pairs records one per pick); None
+        where it records none (:attr:`precision` is then fp32)."""
+        return self.precision if self.records("precision") else None
+
+    def with_precision(self, precision: Optional[str]) -> "Pick":
+        """This pick recording ``precision`` where it records none (a deployable of your model ships at the
+        precision its recommendation names)."""
+        if precision is None or self.records("precision"):
+            return self
+        names = self.fields_read + ("precision",) if self.fields_read else ()
+        return replace(self, precision=precision, fields_read=names)
+
+    @cached_property
     def raw(self) -> Dict[str, Any]:
-        """The entry as search.json records it (:meth:`to_dict`)."""
+        """The entry as search.json records it (:meth:`to_dict`), made once: the same dict on every call (the
+        report's evidence is kept per entry)."""
         return self.to_dict()
 
     def schedule(self, num_patches: Optional[int] = None) -> TokenSchedule:

@@ -27,7 +27,7 @@ from ..errors import ConfigError, TavtKitError
 from ..files import write_json
 from ..machine import brief
 from ..models.checkpoint import is_own_model, weights_digest
-from ..models import token_drop_record
+from ..models import count_macs, token_drop_record
 from ..schedules import SearchSpace, TokenSchedule, tome_schedule
 from ..stats import accuracy_interval, paired_difference
 from ..progress import Heartbeat
@@ -286,12 +286,16 @@ def _compare(ctx: SearchContext, doc: dict, stage, parent) -> None:
 
 
 def _warn_unreachable(ctx: SearchContext) -> None:
-    """A latency budget below the space's smallest schedule at the fastest precision searched (a budget only
-    fp16 or int8 meets is reachable); a MAC budget below the space was refused before any work."""
+    """A budget below the space's smallest schedule (a latency at the fastest precision searched: a budget only
+    fp16 or int8 meets is reachable) gets the baselines only, said; one below every baseline too was refused
+    before any work (:func:`~.options.check_reachable`)."""
     for b in ctx.budgets:
-        if b.objective != "latency" or not ctx.objectives:
+        if b.objective == "macs":
+            cost = count_macs(ctx.model, ctx.space.smallest()).total()
+        elif ctx.objectives:
+            cost = min(o(ctx.space.smallest()) for o in ctx.objectives.values())
+        else:
             continue
-        cost = min(o(ctx.space.smallest()) for o in ctx.objectives.values())
         if cost > b.limit:
             ctx.log(f"warning: budget {b.label} is below the smallest schedule of the search space "
                     f"({Budget(b.objective, cost).label}); no searched schedule can meet it (baselines are "
