@@ -160,12 +160,14 @@ def main(argv=None) -> int:
                                                         "--out", "search"] + evo)
     w.run("search without a table again (reuses it)", ["search", "--checkpoint", ckpt, "--latency-budget", budget,
                                                        "--out", "search_again"] + evo)
-    search = json.load(open(os.path.join(out, "search", "search.json")))
-    row = search["budgets"][0]
+    from tavt_kit.search import SearchResult
+
+    result = SearchResult.load(os.path.join(out, "search", "search.json"))
+    label = next(iter(result.budgets))
     elsewhere = os.path.join(out, "elsewhere")
     os.makedirs(elsewhere)
     w.run("export (from another folder)", ["export", "--checkpoint", ckpt, "--search",
-                                           os.path.join(out, "search", "search.json"), "--budget", row["label"],
+                                           os.path.join(out, "search", "search.json"), "--budget", label,
                                            "--out", os.path.join(out, "export")], cwd=elsewhere)
     w.run("bench the shipped pick", ["bench", "--checkpoint", ckpt, "--search",
                                      os.path.join(out, "search", "search.json"), "--out", "bench"])
@@ -176,24 +178,21 @@ def main(argv=None) -> int:
     ship = md[md.index("## What to ship"):].split("\n## ")[0]
     bench = json.load(open(os.path.join(out, "bench", "bench.json")))
     agree = True
-    for b in search["budgets"]:
-        line = next(ln for ln in ship.splitlines() if ln.startswith(f"| {b['label']} "))
-        rec = b.get("recommended") or {}
-        shipped = rec if rec.get("weights") == "parent" and rec.get("counts") else (b.get("best") or {})
-        counts = tuple(shipped.get("counts") or ())
-        # what the budget ships: the searched pick, or the recommendation on your model (ToMe) at its reducers
-        merges = tuple(r == "merge" for r in (shipped.get("reducers") or [None] * len(counts)))
-        rows = [r for r in bench["results"] if tuple(r.get("schedule") or search["full"]["counts"]) == counts
+    for b in result.budgets.values():
+        line = next(ln for ln in ship.splitlines() if ln.startswith(f"| {b.label} "))
+        # what the budget ships (the one rule: the searched pick, or the recommendation on your model) at its reducers
+        shipped = b.shipped.pick if b.shipped is not None else b.best
+        counts = shipped.counts if shipped is not None else ()
+        merges = tuple(r == "merge" for r in (shipped.reducers if shipped is not None and shipped.reducers
+                                              else [None] * len(counts)))
+        rows = [r for r in bench["results"] if tuple(r.get("schedule") or result.full.counts) == counts
                 and tuple(x == "merge" for x in (r.get("reducers") or [None] * len(counts))) == merges]
         measured = rows[0]["latency_ms"]["p50"] if rows else None
         says_pass = "| pass |" in line
-        ok = measured is not None and measured <= b["limit"] * 1e3
+        ok = measured is not None and measured <= b.limit * 1e3
         agree &= says_pass == ok
-        print(f"budget {b['label']}: report says {'pass' if says_pass else 'FAIL'}; bench measured "
+        print(f"budget {b.label}: report says {'pass' if says_pass else 'FAIL'}; bench measured "
               f"{measured if measured is None else round(measured, 3)} ms -> {'agree' if says_pass == ok else 'DISAGREE'}")
-    from tavt_kit.search import SearchResult
-
-    result = SearchResult.load(os.path.join(out, "search", "search.json"))
 
     def vs(pick) -> str:
         v = pick.vs_parent if pick is not None else None

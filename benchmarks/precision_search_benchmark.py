@@ -120,7 +120,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     command("search", argv_s + threads)
     t_search = time.perf_counter() - t0
-    res = json.loads(open(os.path.join(d_search, "search.json")).read())
+    from tavt_kit.search import SearchResult
+
+    res = SearchResult.load(os.path.join(d_search, "search.json"))
     d_export = os.path.join(out, "export-auto")
     t0 = time.perf_counter()
     command("export", ["--checkpoint", ckpt, "--drop", ",".join(["64"] * model.depth), "--format", "openvino",
@@ -135,12 +137,12 @@ def main(argv=None) -> int:
                            "--precision", "int8", "--out", d_int8] + threads)
         int8 = json.loads(open(os.path.join(d_int8, "export.json")).read())
 
-    full_rr = res["full"]["latency_measured_ms"]
+    full_rr = res.full.latency_measured_ms
 
     lines = [f"# Precision chosen with the schedule: cluttered-digits, seed {args.seed}", "",
              f"Supernet `{ckpt}`; OpenVINO on this CPU, batch {args.latency_batch_size}, tables profiled at "
              f"{', '.join(precs)} (`--statistic min`). Test accuracy on the deployed runtime, "
-             f"{res['settings']['test_images']} test images (95 % Wilson); the difference is paired on the same "
+             f"{res.settings['test_images']} test images (95 % Wilson); the difference is paired on the same "
              "images. Latency: the table's prediction, and the search's measurement (`--remeasure`: every "
              "pick and the full fp32 model deployed with OpenVINO and timed round-robin in one process, median; "
              f"the full fp32 model {full_rr:.2f} ms there). A shared machine's speed drifts between profiling "
@@ -151,37 +153,37 @@ def main(argv=None) -> int:
              "|---|---|---|---|---|---:|---:|---:|---:|---|"]
     summary = {"budgets": [], "tables_seconds": t_tables, "search_seconds": t_search, "export_seconds": t_export,
                "full_fp32_measured_ms": full_rr}
-    for row in res["budgets"]:
-        for name, d in (("joint", row["best"]), ("fp32 only", row.get("best_fp32"))):
+    for row in res.budgets.values():
+        for name, d in (("joint", row.best), ("fp32 only", row.best_fp32)):
             if d is None:
-                lines.append(f"| {row['label']} | {name} | – | nothing fits | | | |")
+                lines.append(f"| {row.label} | {name} | – | nothing fits | | | |")
                 continue
-            dep = d.get("deployed") or {}
-            lines.append(f"| {row['label']} | {name} | {d['precision']} | {d['counts']} | "
-                         f"{pct(dep.get('test_accuracy'))}{ci(dep.get('test_interval'))} | {d['latency_ms']:.2f} | "
-                         f"{d['latency_measured_ms']:.2f} | {d['measured_fraction_of_full']:.3f} | "
-                         f"{row['limit'] * 1e3 / res['full']['latency_ms']:.3f} | "
-                         f"{'yes' if d['measured_within_budget'] else 'no'} |")
-        vs = row.get("vs_fp32")
+            dep = d.deployed
+            lines.append(f"| {row.label} | {name} | {d.precision} | {list(d.counts)} | "
+                         f"{pct(dep and dep.test_accuracy)}{ci(dep and dep.test_interval)} | {d.latency_ms:.2f} | "
+                         f"{d.latency_measured_ms:.2f} | {d.measured_fraction_of_full:.3f} | "
+                         f"{row.limit * 1e3 / res.full.latency_ms:.3f} | "
+                         f"{'yes' if d.measured_within_budget else 'no'} |")
+        vs = row.vs_fp32
         if vs:
-            lines.append(f"| | joint − fp32 only | | | {100 * vs['difference']:+.2f} "
-                         f"[{100 * vs['interval'][0]:+.2f}, {100 * vs['interval'][1]:+.2f}]"
-                         f"{'' if vs['resolved'] else ' (within noise)'} | | | | | |")
-        summary["budgets"].append({"label": row["label"], "joint": row["best"], "fp32": row.get("best_fp32"),
-                                   "vs_fp32": vs})
-    prec_res = res.get("precisions") or {}
-    if (prec_res.get("fronts") or {}).get("int8"):
+            lines.append(f"| | joint − fp32 only | | | {100 * vs.difference:+.2f} "
+                         f"[{100 * vs.interval[0]:+.2f}, {100 * vs.interval[1]:+.2f}]"
+                         f"{'' if vs.resolved else ' (within noise)'} | | | | | |")
+        summary["budgets"].append({"label": row.label, "joint": row.best and row.best.to_dict(),
+                                   "fp32": row.best_fp32 and row.best_fp32.to_dict(), "vs_fp32": vs and vs.to_dict()})
+    int8_front = res.precision_fronts.get("int8")
+    if int8_front:
         lines += ["", "## The int8 front, measured on the deployed int8 model", "",
-                  f"{prec_res['front_verifications']} schedules on the provisional int8 front (fp32 accuracy) were "
-                  "quantised with NNCF and run in OpenVINO on the held-out images; the front is drawn from the "
-                  "measured values.", "",
+                  f"{res.doc['precisions']['front_verifications']} schedules on the provisional int8 front (fp32 "
+                  "accuracy) were quantised with NNCF and run in OpenVINO on the held-out images; the front is drawn "
+                  "from the measured values.", "",
                   "| schedule | predicted int8 ms | held-out fp32 (PyTorch) | held-out int8 (OpenVINO) | int8 − fp32 |",
                   "|---|---:|---:|---:|---:|"]
-        for c in prec_res["fronts"]["int8"]:
-            a32 = c.get("fp32_accuracy")
-            lines.append(f"| {c['counts']} | {c['latency_ms']:.2f} | {pct(a32)} | {pct(c['accuracy'])} | "
-                         f"{'' if a32 is None else format(100 * (c['accuracy'] - a32), '+.2f')} |")
-        summary["int8_front"] = prec_res["fronts"]["int8"]
+        for c in int8_front:
+            a32 = c.fp32_accuracy
+            lines.append(f"| {list(c.counts)} | {c.latency_ms:.2f} | {pct(a32)} | {pct(c.accuracy)} | "
+                         f"{'' if a32 is None else format(100 * (c.accuracy - a32), '+.2f')} |")
+        summary["int8_front"] = [c.to_dict() for c in int8_front]
     lines += ["", "## `export --precision auto` of the full model (OpenVINO)", "",
               "| precision | passed | test top-1 | drop vs PyTorch fp32 (points) | agreement | ms (median) | note |",
               "|---|---|---:|---:|---:|---:|---|"]

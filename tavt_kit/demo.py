@@ -472,21 +472,21 @@ def _against_your_model(result) -> list:
     lines = [f"your model (the trained parent): {100 * parent.test_accuracy:.2f} % test top-1; the supernet's "
              f"full schedule {cell(result.full)}"]
     for b in result.budgets.values():
-        free, rec = b.training_free, b.recommended or {}
+        free, rec = b.training_free, b.recommended
         lines.append(f"  {b.label}: ToMe on your model {cell(free.get('tome_parent'))}; "
                      + (f"searched on your model {cell(free['searched_parent'])}; "
                         if "searched_parent" in free else "")
-                     + f"searched (supernet) {cell(b.best)}; recommended: {rec.get('family') or 'nothing'}"
+                     + f"searched (supernet) {cell(b.best)}; recommended: {(rec and rec.family) or 'nothing'}"
                      + _paired_tests(rec))
     return lines
 
 
-def _paired_tests(rec: dict) -> str:
+def _paired_tests(rec) -> str:
     """The paired tests behind a recommendation, in a few words: which challenger led what, at what z against the
     z it needed (a lead within noise leaves the holder shipped)."""
     parts = []
     for key, who in (("evidence_parent", "searched on your model"), ("evidence", "the supernet's pick")):
-        g = rec.get(key)
+        g = getattr(rec, key) if rec is not None else None
         if g and g.get("lead", 0) > 0:
             z = g.get("z")
             won = z is None or z > g["required_z"]

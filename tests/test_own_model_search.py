@@ -53,24 +53,24 @@ def test_search_of_your_model_merges_on_its_weights_and_exports_the_recommendati
     rec = b.recommended
     fitted = {k: p.raw for k, p in b.training_free.items()}
     best_fitted = min(fitted, key=lambda k: fitted[k]["holdout_nll"])
-    gate = rec.get("evidence_parent")
+    gate = rec.evidence_parent
     if gate is not None:
         assert gate["versus"] == best_fitted and gate["metric"] == "NLL"
-        assert (rec["family"] == "searched") == (gate["z"] is None or gate["z"] > gate["required_z"])
+        assert (rec.family == "searched") == (gate["z"] is None or gate["z"] > gate["required_z"])
     else:  # nothing to compare: the pick trails on the (corrected) point estimates
-        assert rec["family"] == best_fitted
-    assert rec["family"] in ("searched", best_fitted) and "evidence" not in rec and rec["weights"] == "parent"
+        assert rec.family == best_fitted
+    assert rec.family in ("searched", best_fitted) and rec.evidence is None and rec.weights == "parent"
     from tavt_kit.cli.search import summary
 
-    text = summary(res.doc)
+    text = summary(res)
     assert "recommended: " in text and "supernet" not in text
     # export follows it, with your model's file and weights
     exp = tmp_path / "export"
     assert main(["export", "--checkpoint", own_checkpoint, "--search", str(out / "search.json"), "--budget", budget,
                  "--format", "onnx", "--verify-images", "32", "--out", str(exp)]) == 0
-    assert f"exporting the recommendation, {rec['family']} on your model" in capsys.readouterr().out
+    assert f"exporting the recommendation, {rec.family} on your model" in capsys.readouterr().out
     doc = json.loads((exp / "export.json").read_text())
-    assert doc["schedule"]["counts"] == rec["counts"] and doc["checkpoint"]["path"] == own_checkpoint
+    assert tuple(doc["schedule"]["counts"]) == rec.counts and doc["checkpoint"]["path"] == own_checkpoint
     assert doc["schedule"]["source"]["weights"] == "parent"
     # the report ships that file, and says whose weights every option runs on
     assert main(["report", "--search", str(out / "search.json"), "--export", str(exp / "export.json"), "--out",

@@ -38,7 +38,7 @@ def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_p
         assert v["interval"][0] <= v["difference"] <= v["interval"][1]
     # the noisy supernet loses to ToMe on the parent on the held-out images: the recommendation says so
     assert b.best.raw["holdout_nll"] > tome.raw["holdout_nll"]
-    assert b.recommended["family"] == "tome_parent" and b.recommended["weights"] == "parent"
+    assert b.recommended.family == "tome_parent" and b.recommended.weights == "parent"
     # the same as values: what ships, with the weights it runs and their digest, among every option
     ship = b.shipped
     assert ship.family == "tome_parent" and ship.weights == "parent" and ship.checkpoint == str(trained_checkpoint)
@@ -132,8 +132,8 @@ def test_schedules_searched_on_your_model_compete_and_export_with_its_weights(tm
     options = {"searched": b.best.raw, **{k: p.raw for k, p in b.training_free.items()}}
     assert options["searched_parent"]["holdout_nll"] < options["searched"]["holdout_nll"]
     fittest = min(options, key=lambda k: options[k]["holdout_nll"])
-    assert b.recommended["family"] == fittest and b.recommended["weights"] == "parent"
-    assert b.recommended["counts"] == list(options[fittest]["counts"])
+    assert b.recommended.family == fittest and b.recommended.weights == "parent"
+    assert b.recommended.counts == tuple(options[fittest]["counts"])
     # recommended, the searched schedule is exported with the parent's weights
     search = out / "search.json"
     if fittest != "searched_parent":
@@ -160,7 +160,7 @@ def test_schedules_searched_on_your_model_compete_and_export_with_its_weights(tm
     assert other.budgets[budget].training_free["searched_parent"].counts == sp.counts
     from tavt_kit.cli.search import summary
 
-    assert "the merge schedule searched on your model (its own weights, no training)" in summary(again.doc)
+    assert "the merge schedule searched on your model (its own weights, no training)" in summary(again)
     assert (out / "parent.journal.jsonl").read_text().count("\n") == len(recs)
     capsys.readouterr()
     assert main(["search", "--checkpoint", sn, "--macs-budget", f"{limit / 1e6:.4g}M", "--population", "4",
@@ -359,7 +359,7 @@ def test_search_fits_tome_on_your_model_by_timing_it_when_the_table_mispredicts(
     assert row["best"]["latency_measured_ms"] <= row["limit"] * 1e3 or len(over) == TIMED_PER_BUDGET
     from tavt_kit.cli.search import summary
 
-    text = summary(res.doc)  # what the CLI prints says so
+    text = summary(res)  # what the CLI prints says so
     assert (f"passed over: {len(over)} candidate(s) predicted within but timed over it" in text) == bool(over)
     corr = res.doc["timed_over_predicted"]["fp32"]  # the pick was timed at 1.25x its prediction: said and used
     assert corr["median"] == pytest.approx(1.25) and corr["picks"] >= 1

@@ -266,7 +266,7 @@ def test_tome_is_fitted_to_a_share_by_timing_each_probe_beside_your_model(tmp_pa
     assert any("of your model in fp32, timed beside it" in line for line in said)
     from tavt_kit.cli.search import summary
 
-    text = summary(res.doc)
+    text = summary(res)
     assert "ToMe on your model fitted to the shares by timing each r beside your model: fp32 r = " in text
     from tavt_kit.report.budget import build_report
 

@@ -132,10 +132,10 @@ def test_the_gate_pairs_the_deployables_on_the_held_out_images(tmp_path, trained
     over the best deployable on your model's weights is resolved; the per-image evidence is of the same images and
     deployables as the held-out figures of search.json."""
     b, res = _search(tmp_path, _noisy(trained_checkpoint, 0.02, None), trained_checkpoint)
-    rec, ev = b.recommended, b.recommended["evidence"]
+    rec, ev = b.recommended, b.recommended.evidence
     assert ev["z"] is not None and ev["required_z"] == pytest.approx(1.6448536, abs=1e-6)
-    assert rec["weights"] == ("supernet" if ev["z"] > ev["required_z"] else "parent")
-    assert ("your model's weights ship" in rec["why"]) == (rec["weights"] == "parent")
+    assert rec.weights == ("supernet" if ev["z"] > ev["required_z"] else "parent")
+    assert ("your model's weights ship" in rec.why) == (rec.weights == "parent")
     other = b.training_free[ev["versus"]].raw
     # the mean of the per-image differences is the difference of the two held-out NLLs (corrections aside)
     cut = lambda d: max(0.0, d.get("fitness_measured", 0) - d.get("fitness_shrunk", 0))  # noqa: E731
@@ -145,7 +145,7 @@ def test_the_gate_pairs_the_deployables_on_the_held_out_images(tmp_path, trained
     # asked for no margin, the point estimates decide
     b2, _ = _search(tmp_path / "any", _noisy(trained_checkpoint, 0.02, None), trained_checkpoint,
                     ship_confidence=0.5)
-    assert b2.recommended["family"] == ("searched" if ev["lead"] > 0 else ev["versus"])
+    assert b2.recommended.family == ("searched" if ev["lead"] > 0 else ev["versus"])
 
 
 def test_a_resolved_lead_ships_the_supernets_pick(tmp_path, trained_checkpoint):
@@ -153,8 +153,8 @@ def test_a_resolved_lead_ships_the_supernets_pick(tmp_path, trained_checkpoint):
     parent = _noisy(trained_checkpoint, 0.6, tmp_path / "parent.safetensors")
     b, _ = _search(tmp_path, tavt_kit.load_checkpoint(trained_checkpoint), parent)
     rec = b.recommended
-    assert rec["family"] == "searched" and rec["weights"] == "supernet"
-    assert rec["evidence"]["z"] > rec["evidence"]["required_z"] and "paired per image" in rec["why"]
+    assert rec.family == "searched" and rec.weights == "supernet"
+    assert rec.evidence["z"] > rec.evidence["required_z"] and "paired per image" in rec.why
 
 
 def test_ship_confidence_is_checked_before_any_work(tmp_path, trained_checkpoint, capsys):

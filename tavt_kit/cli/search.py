@@ -14,7 +14,7 @@ from ..search.settings import EvaluationOptions, LatencyOptions
 from ..search.ship import ShipPolicy
 from ..schedules.space import check_multiple
 from ..search.recommend import check_ship_confidence
-from ..search.result import describe_family, family_entry
+from ..search.result import describe_family
 from ..target import BACKENDS
 from .common import (THREADS_HELP, add_deprecated, add_device, add_refused, add_threads, budget_suggestion,
                      device, flag_message, parse_latency_budget, parse_macs, parse_reducers,
@@ -247,7 +247,7 @@ def run(args) -> int:
                          settings)
     except (MissingTableError, UnreachableBudgetError) as e:
         raise _said_with_flags(e, args) from None
-    print(summary(result.doc))
+    print(summary(result))
     print(f"wrote {os.path.join(args.out, 'search.json')}")
     return 0
 
@@ -286,99 +286,100 @@ def _said_with_flags(e, args) -> ConfigError:
                        f"{e.precision})")
 
 
-def summary(result: dict) -> str:
+def summary(result) -> str:
+    """What the search found, in lines: your model, the full and smallest schedules, then per budget its pick(s),
+    baselines, what needs no training on your model and the recommendation (a :class:`SearchResult`)."""
     lines = []
-    full = result["full"]
+    full = result.full
 
     def row(name, d):
         if d is None:
             return f"  {name:<22} nothing in the search space meets this budget"
-        lat = f"{d['latency_ms']:8.2f} ms" if d.get("latency_ms") is not None else ""
-        if d.get("latency_measured_ms") is not None:
-            frac, span = d.get("measured_fraction_of_full"), d.get("measured_fraction_interval")
+        lat = f"{d.latency_ms:8.2f} ms" if d.latency_ms is not None else ""
+        if d.latency_measured_ms is not None:
+            frac, span = d.measured_fraction_of_full, d.measured_fraction_interval
             span = f" [{span[0]:.2f}, {span[1]:.2f}]" if span and span[1] > span[0] else ""
-            lat += f" (measured {d['latency_measured_ms']:.2f} ms" + (
+            lat += f" (measured {d.latency_measured_ms:.2f} ms" + (
                 f", {frac:.2f}{span} of the full model's" if frac is not None and d is not full else "") + (
-                ", over the budget)" if d.get("measured_within_budget") is False else ")")
-        test = f"{100 * d['test_accuracy']:6.2f}" if d.get("test_accuracy") is not None else "   n/a"
-        if d.get("test_interval"):
-            test += " [{:.2f}, {:.2f}]".format(*(100 * v for v in d["test_interval"]))
-        vs = d.get("vs_searched")
+                ", over the budget)" if d.measured_within_budget is False else ")")
+        test = f"{100 * d.test_accuracy:6.2f}" if d.test_accuracy is not None else "   n/a"
+        if d.test_interval:
+            test += " [{:.2f}, {:.2f}]".format(*(100 * v for v in d.test_interval))
+        vs = d.vs_searched
         versus = ""
         if vs:
             versus = "  searched {:+.2f} [{:+.2f}, {:+.2f}] {}".format(
-                100 * vs["difference"], *(100 * v for v in vs["interval"]),
-                "" if vs["resolved"] else "(within noise)")
-        vp = d.get("vs_parent")
+                100 * vs.difference, *(100 * v for v in vs.interval), "" if vs.resolved else "(within noise)")
+        vp = d.vs_parent
         if vp:
             versus += "  vs your model {:+.2f} [{:+.2f}, {:+.2f}]{}".format(
-                100 * vp["difference"], *(100 * v for v in vp["interval"]), "" if vp["resolved"] else " (noise)")
-        prec = f" {d['precision']}" if d.get("precision") else ""
-        return (f"  {name:<22}{prec} holdout {100 * d['holdout_accuracy']:6.2f}  test {test}  "
-                f"{d['macs'] / 1e9:8.4f} GMACs ({full['macs'] / d['macs']:.2f}x fewer) {lat}{versus}")
+                100 * vp.difference, *(100 * v for v in vp.interval), "" if vp.resolved else " (noise)")
+        prec = f" {d.recorded_precision}" if d.recorded_precision else ""
+        return (f"  {name:<22}{prec} holdout {100 * d.holdout_accuracy:6.2f}  test {test}  "
+                f"{d.macs / 1e9:8.4f} GMACs ({full.macs / d.macs:.2f}x fewer) {lat}{versus}")
 
-    if result.get("parent"):
-        lines.append(row("your model (parent)", result["parent"]))
+    if result.parent is not None:
+        lines.append(row("your model (parent)", result.parent))
     lines.append(row("full", full))
-    lines.append(row("smallest of the space", result["smallest"]))
-    for b in result["budgets"]:
-        share = f" of your model's latency ({b['limit'] * 1e3:.4g} ms predicted)" if "fraction" in b else ""
-        lines.append(f"budget {b['label']}{share}:")
-        if "best_fp32" in b:
-            lines.append(row("searched pair", b["best"]))
-            lines.append(row("searched fp32 only", b["best_fp32"]))
-            vs = b.get("vs_fp32")
+    lines.append(row("smallest of the space", result.smallest))
+    for b in result.budgets.values():
+        share = f" of your model's latency ({b.limit * 1e3:.4g} ms predicted)" if b.fraction is not None else ""
+        lines.append(f"budget {b.label}{share}:")
+        if "best_fp32" in b.entry:
+            lines.append(row("searched pair", b.best))
+            lines.append(row("searched fp32 only", b.best_fp32))
+            vs = b.vs_fp32
             if vs:
                 lines.append("  pair - fp32 only: {:+.2f} points [{:+.2f}, {:+.2f}] on the deployed runtimes{}".format(
-                    100 * vs["difference"], *(100 * v for v in vs["interval"]),
-                    "" if vs["resolved"] else " (within noise)"))
+                    100 * vs.difference, *(100 * v for v in vs.interval), "" if vs.resolved else " (within noise)"))
         else:
-            origin = (b.get("best") or {}).get("origin")
-            lines.append(row(f"searched (= {origin})" if origin else "searched", b["best"]))
-        if b.get("finetuned"):
-            lines.append(row(f"fine-tuned ({b['finetuned'].get('steps')} st)", b["finetuned"]))
-        for name, d in b["baselines"].items():
+            origin = b.best.origin if b.best is not None else None
+            lines.append(row(f"searched (= {origin})" if origin else "searched", b.best))
+        if b.finetuned is not None:
+            lines.append(row(f"fine-tuned ({b.finetuned.steps} st)", b.finetuned))
+        for name, d in b.baselines.items():
             lines.append(row(f"baseline {name}", d))
-        for name, d in (b.get("training_free") or {}).items():
+        for name, d in b.training_free.items():
             if name != "parent":
-                lines.append(row(describe_family(name, d), d))
-        over = b.get("timed_over_budget") or []
-        if over and all("measured_fraction_interval" in d for d in over):  # a share, timed beside your model
-            worst = max(over, key=lambda d: d["measured_fraction_of_full"])
-            low, high = worst["measured_fraction_interval"]
+                lines.append(row(describe_family(name, d.raw if d is not None else None), d))
+        over = b.timed_over_budget
+        if over and all(d.records("measured_fraction_interval") for d in over):  # a share, timed beside your model
+            worst = max(over, key=lambda d: d.measured_fraction_of_full)
+            low, high = worst.measured_fraction_interval
             lines.append(f"  passed over: {len(over)} candidate(s) predicted within but timed over it beside your "
-                         f"model (up to {worst['measured_fraction_of_full']:.3f} [{low:.3f}, {high:.3f}] of it)")
+                         f"model (up to {worst.measured_fraction_of_full:.3f} [{low:.3f}, {high:.3f}] of it)")
         elif over:
-            worst = max(over, key=lambda d: d["latency_measured_ms"] / d["latency_ms"])
+            worst = max(over, key=lambda d: d.latency_measured_ms / d.latency_ms)
             lines.append(f"  passed over: {len(over)} candidate(s) predicted within but timed over it on the "
-                         f"target (up to {worst['latency_measured_ms']:.2f} ms for {worst['latency_ms']:.2f} "
-                         "predicted)")
-        rec = b.get("recommended")
-        if rec and rec.get("family"):
-            lines.append(f"  recommended: {describe_family(rec['family'], family_entry(b, rec['family']))}; "
-                         f"{rec['why']}")
-    fit = result.get("training_free_fit") or {}
+                         f"target (up to {worst.latency_measured_ms:.2f} ms for {worst.latency_ms:.2f} predicted)")
+        rec = b.shipped
+        if b.recommended is not None and b.recommended.family and rec is not None:
+            lines.append(f"  recommended: {describe_family(rec.family, rec.pick.raw)}; {b.why}")
+        elif b.recommended is not None and b.recommended.family:
+            lines.append(f"  recommended: {describe_family(b.recommended.family)}; {b.why}")
+    fit = result.training_free_fit
     if fit.get("probes_ms"):
         lines.append("ToMe on your model fitted to the latency budgets by timing it on the target: " + "; ".join(
             f"{p} r = " + ", ".join(f"{r} ({ms:.3g} ms)" for r, ms in probes.items())
             for p, probes in fit["probes_ms"].items()))
     if fit.get("shares"):
-        tokens = result["full"]["counts"][0]
+        tokens = full.counts[0]
         lines.append("ToMe on your model fitted to the shares by timing each r beside your model: " + "; ".join(
             f"{p} r = " + ", ".join(f"{tokens - c['counts'][0]} ({c['ratio']:.2f} [{c['interval'][0]:.2f}, "
                                     f"{c['interval'][1]:.2f}])" for c in sorted(probes, key=lambda c: -c["counts"][0]))
             for p, probes in fit["shares"]["probes"].items()))
-    corr = result.get("timed_over_predicted")
+    doc = result.doc  # the run's own records: how the table was off on the target, the timing, the int8 front
+    corr = doc.get("timed_over_predicted")
     if corr:
         lines.append("the target ran the picks timed at " + "; ".join(
             f"{c['median']:.2f}x the table's prediction in {p} (median of {c['picks']})" for p, c in corr.items())
             + ": candidates not timed were judged by their predictions scaled so")
-    t = result["timing"]
+    t = doc["timing"]
     total = t.get("candidates", t["evaluations"])
     loaded = f" ({t['from_journal']} of them loaded from the journal)" if t.get("from_journal") else ""
     lines.append(f"{total} candidates{loaded}, {t['evaluations']} evaluated in {t['search_seconds']:.1f}s; Pareto front of "
-                 f"{len(result['pareto_front'])}; area {result['front_area']:.4f}")
-    prec = result.get("precisions")
+                 f"{len(result.front)}; area {doc['front_area']:.4f}")
+    prec = doc.get("precisions")
     if prec and "int8" in prec.get("fronts", {}):
         lines.append(f"int8 front of {len(prec['fronts']['int8'])}, drawn from {prec['front_verifications']} "
                      f"candidates measured on the deployed int8 model; {prec['quantized_models']} models quantised, "

@@ -153,7 +153,7 @@ def _shipped(budget: BudgetResult, d: Optional[Pick], notes: List[str]) -> Tuple
         notes.append(f"{label}: ships {describe_family('finetuned', entry.raw)} (`{entry.checkpoint}` in the "
                      f"search's folder): {budget.why}{was}; its latency is the pick's (one graph)")
         return entry, "finetuned"
-    subject = entry.with_precision((budget.recommended or {}).get("precision"))
+    subject = entry.with_precision(budget.recommended.precision if budget.recommended is not None else None)
     searched = "" if d is None or d.test_accuracy is None or entry.raw == d.raw else (
         f" (the searched schedule: {pct(d.test_accuracy)} % test top-1"
         + (f", {paired_text(d.vs_parent)}" if d.vs_parent else "") + ")")
@@ -175,7 +175,7 @@ def _ship_cell(b: BudgetResult, d: Pick, ev: PickEvidence, out_dir: str, notes: 
         also = [f"`{found.file(s, r, out_dir)}` ({r.format})" for s, r in reversed(found.verified[:-1])]
         what = ""
         if weights == "parent":
-            fam = (b.recommended or {}).get("family") or "parent"
+            fam = (b.recommended.family if b.recommended is not None else None) or "parent"
             what = f"the recommendation, {describe_family(fam, d.raw)}: "
         return (f"`{found.file(src, rec, out_dir)}` ({what}{rec.format}, {rec.precision}, verified top-1 "
                 f"{top1_text(rec.top1)} %)" + (f"; also verified: {', '.join(also)}" if also else "")), True

@@ -18,7 +18,7 @@ def versus_section(result: SearchResult, scale: float, unit: str) -> List[str]:
           "| budget | deployable | weights | precision | MACs | test top-1 | vs your model | recommended |",
           "|---|---|---|---|---:|---:|---|---|"]
     for budget in result.budgets.values():
-        rec = (budget.recommended or {}).get("family")
+        rec = budget.recommended.family if budget.recommended is not None else None
         for name, weights, p, fam in _options(budget):
             if p is None:
                 md.append(f"| {budget.label} | {name} | {weights} | – | – | nothing meets it | – | |")

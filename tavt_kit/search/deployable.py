@@ -38,7 +38,8 @@ def finetuned_deployable(budget, shipped, source: Dict[str, Any], folder: str):
     sched = model.make_schedule(TokenSchedule(p.counts, model.num_patches, reducers=p.reducers))
     out = {**source, "recommended": FINETUNED, "weights": FINETUNED, "checkpoint": path, "why": budget.why,
            "search_holdout_accuracy": p.holdout_accuracy, "search_test_accuracy": p.test_accuracy,
-           "precision": (budget.recommended or {}).get("precision", p.precision)}
+           "precision": budget.recommended.precision if budget.recommended is not None and
+           budget.recommended.records("precision") else p.precision}
     return model, sched, {k: v for k, v in out.items() if v is not None}
 
 

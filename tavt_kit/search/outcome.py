@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, ScheduleError
 from ..schedules import TokenSchedule
-from .pick import PairedDifference, Pick
+from .pick import PairedDifference, Pick, Recommendation
 from .deployable import FINETUNED, finetuned_deployable, shipped_checkpoint
 from .result import SEARCH_VERSION, budget_source, read_search, require_finished, require_pick, search_status, \
     select_budget, validate_search
@@ -83,8 +83,9 @@ class BudgetResult:
     #: what needs no training, run on your model: ``tome_parent`` (ToMe, r fitted to the budget),
     #: ``searched_parent`` (a merge schedule searched on its weights), ``parent``; ``@precision`` beyond fp32
     training_free: Dict[str, Pick] = field(default_factory=dict)
-    #: the deployable to ship among the searched pick and the training-free ones (``family``, ``weights``, ``why``)
-    recommended: Optional[Dict[str, Any]] = None
+    #: the deployable to ship among the searched pick and the training-free ones, and why (None: the search had no
+    #: reference model to recommend against; the searched pick ships)
+    recommended: Optional[Recommendation] = None
     #: every option that competed for the budget, by family (:class:`Deployable`)
     options: Dict[str, Deployable] = field(default_factory=dict, repr=False)
     #: ``search budget`` (a budget the search was run for) or ``front`` (another budget, answered from the front)
@@ -112,7 +113,8 @@ class BudgetResult:
         return cls(str(row["label"]), str(row["objective"]), float(row["limit"]), pick(row.get("best")),
                    pick(row.get("best_fp32")), {k: pick(v) for k, v in (row.get("baselines") or {}).items()},
                    row.get("schedule_file"), PairedDifference.from_dict(vs) if vs else None,
-                   {k: pick(v) for k, v in (row.get("training_free") or {}).items()}, row.get("recommended"),
+                   {k: pick(v) for k, v in (row.get("training_free") or {}).items()},
+                   Recommendation.from_dict(row["recommended"]) if row.get("recommended") else None,
                    deployables(row, doc), row.get("source", "search budget"), row.get("note"),
                    row.get("front_point"), dict(row), row.get("fraction"), pick(row.get("finetuned")),
                    tuple(pick(p) for p in row.get("timed_over_budget") or ()), row.get("int8_verifications"))
@@ -137,7 +139,7 @@ class BudgetResult:
             elif key == "limit":
                 out[key] = raw if raw == self.limit else self.limit  # an integral MAC count stays one
             elif key == "recommended":
-                out[key] = dict(self.recommended) if self.recommended is not None else None
+                out[key] = self.recommended.to_dict() if self.recommended is not None else raw
             else:  # a field this fgvc-kit does not know (a newer file), kept as read
                 out[key] = raw
         return out
@@ -165,13 +167,14 @@ class BudgetResult:
     def shipped(self) -> Optional[Deployable]:
         """What this budget ships: the recommendation (the searched pick where the search recommends nothing, as
         a search without your model does); None when nothing meets the budget."""
-        family = (self.recommended or {}).get("family") or ("searched" if "searched" in self.options else None)
+        family = (self.recommended.family if self.recommended is not None else None) or \
+            ("searched" if "searched" in self.options else None)
         return self.options.get(family) if family else None
 
     @property
     def why(self) -> Optional[str]:
         """Why :attr:`shipped` ships (the paired evidence it won on), as the search said it."""
-        return (self.recommended or {}).get("why")
+        return self.recommended.why if self.recommended is not None else None
 
 
 class SearchResult:
@@ -430,7 +433,7 @@ def deployable_from_search(model, search, budget, pick: str = "recommended"):
     source = b.source(path)
     shipped = b.shipped if pick == "recommended" else None
     if shipped is None or shipped.family == "searched" and shipped.weights == "supernet":
-        family = (b.recommended or {}).get("family") if pick == "recommended" else None
+        family = b.recommended.family if pick == "recommended" and b.recommended is not None else None
         return model, b.searched_schedule(model, path), {**source, **({"recommended": family} if family else {})}
     if shipped.weights == FINETUNED:
         return finetuned_deployable(b, shipped, source, os.path.dirname(os.path.abspath(path)))

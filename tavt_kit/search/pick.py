@@ -243,4 +243,49 @@ class Pick:
         return TokenSchedule(self.counts, n, reducers=self.reducers)
 
 
-__all__ = ["Deployed", "PICK_FIELDS", "PairedDifference", "Pick"]
+@dataclass(frozen=True)
+class Recommendation:
+    """What a budget ships among its options, and why (search.json's ``recommended``): the option's ``family``
+    (``searched``, ``finetuned``, ``tome_parent``, ``searched_parent``, ``parent``; ``@int8`` and the like: at that
+    precision), whose ``weights`` (``supernet``, ``parent`` -- your model -- or ``finetuned``), its schedule
+    (``counts``, ``reducers``) and ``precision``, ``why`` in words, and the paired gates it passed: ``evidence``
+    (the supernet's pick against the best option on your model's weights) and ``evidence_parent`` (a schedule
+    searched on your model against the best fitted to the budget), each ``{versus, metric, lead, se, z,
+    required_z}``; ``checkpoint``: a fine-tuned pick's, in the search's folder."""
+
+    family: Optional[str] = None
+    why: Optional[str] = None
+    weights: Optional[str] = None
+    counts: Optional[Tuple[int, ...]] = None
+    reducers: Optional[Tuple[Optional[str], ...]] = None
+    precision: Optional[str] = None
+    evidence: Optional[Mapping[str, Any]] = None
+    evidence_parent: Optional[Mapping[str, Any]] = None
+    checkpoint: Optional[str] = None
+    fields_read: Tuple[str, ...] = field(default=(), repr=False, compare=False)
+    unknown: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Recommendation":
+        known = {f.name for f in fields(cls)} - {"fields_read", "unknown"}
+        values = {k: v for k, v in d.items() if k in known}
+        if values.get("counts") is not None:
+            values["counts"] = tuple(int(c) for c in values["counts"])
+        if values.get("reducers"):
+            values["reducers"] = tuple(values["reducers"])
+        return cls(**values, fields_read=tuple(d), unknown={k: v for k, v in d.items() if k not in known})
+
+    def records(self, name: str) -> bool:
+        """Whether the entry records ``name`` (one made in Python: whether it is set)."""
+        return name in self.fields_read if self.fields_read else getattr(self, name, None) is not None
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for k in self.fields_read or tuple(f.name for f in fields(self) if f.name not in ("fields_read", "unknown")
+                                           and getattr(self, f.name) is not None):
+            v = self.unknown[k] if k in self.unknown else getattr(self, k)
+            out[k] = list(v) if k in ("counts", "reducers") and v is not None else v
+        return out
+
+
+__all__ = ["Deployed", "PICK_FIELDS", "PairedDifference", "Pick", "Recommendation"]
