@@ -48,7 +48,7 @@ def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_p
     # the plot rings what ships, not the supernet's pick
     from tavt_kit.search.plot import shipped_points
 
-    (point,) = shipped_points(res.doc, lambda d: d["macs"])
+    (point,) = shipped_points(res, lambda p: p.macs)
     assert point["label"].startswith(f"ships @ {budget}: ToMe r=") and point["x"] == tome.macs and point["measured_x"] is None
     assert point["y"] == pytest.approx(100 * tome.holdout_accuracy) and (tmp_path / "search" / "pareto_macs.png").is_file()
     # ... and so does the report's plot

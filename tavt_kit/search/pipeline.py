@@ -561,9 +561,10 @@ def _write(ctx: SearchContext, doc: dict, precision_plot: bool) -> SearchResult:
         try:
             from .plot import plot_precision_fronts, plot_search
 
-            plots = plot_search(doc, ctx.out_dir)
+            drawn = SearchResult(doc)  # the values the plots draw (what ships: BudgetResult.shipped)
+            plots = plot_search(drawn, ctx.out_dir)
             if precision_plot:
-                plots.append(plot_precision_fronts(doc, ctx.out_dir))
+                plots.append(plot_precision_fronts(drawn, ctx.out_dir))
         except ImportError:  # matplotlib is optional for the library
             pass
         if plots:
