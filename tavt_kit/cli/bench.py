@@ -357,11 +357,8 @@ def _from_search(args) -> None:
             raise ConfigError(f"--search {args.search}: the checkpoint it records ({src}) is not here; give "
                               "--checkpoint")
         args.checkpoint = src
-    from ..search.deployable import parent_recommendation
-
     budgets = _chosen_budgets(result, getattr(args, "budget", None) or [], args.search)
-    picks = [os.path.join(folder, b["schedule_file"]) for b in budgets if b.get("schedule_file")
-             and parent_recommendation(b) is None]
+    picks = [os.path.join(folder, b.schedule_file) for b in budgets if b.schedule_file and b.on_your_model is None]
     missing = [f for f in picks if not os.path.isfile(f)]
     if missing:
         raise ConfigError(f"--search {args.search}: {missing[0]} (a pick's drop config) is missing")
@@ -400,20 +397,20 @@ def _from_search(args) -> None:
 
 
 def _chosen_budgets(result, names, path: str) -> list:
-    """The search.json entries of the budgets of ``result`` (the search) that ``--budget`` names (all without it);
-    another budget is refused, naming the budgets the search holds."""
+    """The budgets of ``result`` (the search; :class:`~tavt_kit.search.BudgetResult`) that ``--budget`` names (all
+    without it); another budget is refused, naming the budgets the search holds."""
     from ..errors import ConfigError
 
     if not names:
-        return [b.entry for b in result.budgets.values()]
+        return list(result.budgets.values())
     out = []
     for name in names:
         b = result.budget(name, need_pick=True)
         if b.picked_from == "front":
             raise ConfigError(f"--budget {name}: not a budget of {path} (it holds {', '.join(result.budgets) or 'none'}"
                               "); bench --search measures what a budget of the search ships")
-        if b.entry not in out:
-            out.append(b.entry)
+        if b.label not in [o.label for o in out]:
+            out.append(b)
     return out
 
 
@@ -422,25 +419,24 @@ def _recommended_deployables(budgets: list, lat: dict) -> list:
     or it as it is): what ``export --search --budget`` ships for that budget. Timed on the supernet's weights:
     the same architecture at the same schedule runs the same operations. One at another precision than the
     target's is said, with the flag that times it."""
-    from ..search.deployable import parent_recommendation
     from ..search.result import describe_family
     from ..target import Precision
 
     want = (lat.get("target") or {}).get("precision") or Precision.FP32
     out = []
     for b in budgets:
-        rec = parent_recommendation(b)
-        if rec is None or not rec.get("family"):
+        rec = b.on_your_model
+        if rec is None or not rec.family:
             continue
-        fam = rec["family"]
-        entry = (b.get("training_free") or {}).get(fam) or {}
-        name = describe_family(fam, entry, short=True)
-        prec = rec.get("precision") or want
+        entry = b.training_free.get(rec.family)
+        name = describe_family(rec.family, entry.raw if entry is not None else {}, short=True)
+        prec = rec.precision or want
         if Precision.parse(prec) != Precision.parse(want):
-            warn(f"budget {b.get('label')}: the recommendation ({name} on your model) is at {prec}; this bench times "
+            warn(f"budget {b.label}: the recommendation ({name} on your model) is at {prec}; this bench times "
                  f"{want}: add --precision {prec} to time it")
             continue
-        out.append((f"{b.get('label')}: {name} on your model", list(rec["counts"]), rec.get("reducers")))
+        out.append((f"{b.label}: {name} on your model", list(rec.counts), list(rec.reducers) if rec.reducers else
+                    rec.reducers))
     return out
 
 

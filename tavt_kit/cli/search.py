@@ -325,7 +325,7 @@ def summary(result) -> str:
     for b in result.budgets.values():
         share = f" of your model's latency ({b.limit * 1e3:.4g} ms predicted)" if b.fraction is not None else ""
         lines.append(f"budget {b.label}{share}:")
-        if "best_fp32" in b.entry:
+        if b.searched_pairs:
             lines.append(row("searched pair", b.best))
             lines.append(row("searched fp32 only", b.best_fp32))
             vs = b.vs_fp32

@@ -8,7 +8,6 @@ from typing import List, Optional, Sequence, Tuple
 
 from ..bench.ratio import ratio_of_bench_rows
 from ..search import BudgetResult, Pick, SearchResult
-from ..search.deployable import parent_recommendation
 from ..search.plot import mac_unit
 from ..search.result import describe_family
 from .advice import export_command, over_budget_advice
@@ -179,15 +178,15 @@ def _ship_cell(b: BudgetResult, d: Pick, ev: PickEvidence, out_dir: str, notes: 
             what = f"the recommendation, {describe_family(fam, d.raw)}: "
         return (f"`{found.file(src, rec, out_dir)}` ({what}{rec.format}, {rec.precision}, verified top-1 "
                 f"{top1_text(rec.top1)} %)" + (f"; also verified: {', '.join(also)}" if also else "")), True
-    rec_d = parent_recommendation(b.entry)
-    if weights == "supernet" and rec_d is not None:
+    on_yours = b.on_your_model
+    if weights == "supernet" and on_yours is not None:
         # a recommendation on your model whose figures the search did not record: its file, the searched figures
-        alt = ev.exports(Pick.from_dict(rec_d), "parent")
+        alt = ev.exports(Pick.from_dict(on_yours.to_dict()), "parent")
         if alt.chosen:
             src, rec = alt.chosen
-            free = b.training_free.get(rec_d.get("family"))
+            free = b.training_free.get(on_yours.family)
             return (f"`{alt.file(src, rec, out_dir)}` (the recommendation, "
-                    f"{describe_family(rec_d['family'], free.raw if free is not None else {})}: {rec.format}, "
+                    f"{describe_family(on_yours.family, free.raw if free is not None else {})}: {rec.format}, "
                     f"{rec.precision}, verified top-1 {top1_text(rec.top1)} %; latency and accuracy in this row are "
                     "the searched schedule's)"), True
     if found.rejected:

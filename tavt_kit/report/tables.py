@@ -76,7 +76,7 @@ def result_sections(result: SearchResult, tables: ResultTables) -> List[str]:
     md.append("")
     for b in result.budgets.values():
         md.append(f"## Budget {b.label}")
-        if "best_fp32" in b.entry:  # a search of (schedule, precision) pairs
+        if b.searched_pairs:  # a search of (schedule, precision) pairs
             rows = [tables.row("**searched pair**", b.best), tables.row("searched, fp32 only", b.best_fp32)]
         else:
             rows = [tables.row("**searched**", b.best)]

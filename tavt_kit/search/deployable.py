@@ -11,14 +11,6 @@ from ..schedules import TokenSchedule
 from .result import FINETUNED
 
 
-def parent_recommendation(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """A budget's recommendation when what it ships is a deployable of your model (ToMe on it, or it as it is:
-    your model's weights at the recommendation's schedule and precision); None when it ships the searched
-    schedule on the supernet's weights."""
-    rec = row.get("recommended") or {}
-    return rec if rec.get("weights") == "parent" and rec.get("counts") else None
-
-
 def finetuned_deployable(budget, shipped, source: Dict[str, Any], folder: str):
     """``(model, schedule, source)`` of a budget that ships its pick fine-tuned toward your model: the checkpoint
     the search wrote in its folder, its weights checked against the digest the search recorded."""

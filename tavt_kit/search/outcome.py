@@ -172,6 +172,19 @@ class BudgetResult:
         return self.options.get(family) if family else None
 
     @property
+    def searched_pairs(self) -> bool:
+        """Whether the budget was searched over (schedule, precision) pairs (it has an fp32-only pick beside)."""
+        return "best_fp32" in self.entry
+
+    @property
+    def on_your_model(self) -> Optional[Recommendation]:
+        """The recommendation when what ships is a deployable of your model (ToMe on it, it as it is, a schedule
+        searched on its weights: your model's weights at the recommendation's schedule and precision); None when
+        the searched schedule (or its fine-tune) ships."""
+        rec = self.recommended
+        return rec if rec is not None and rec.weights == "parent" and rec.counts else None
+
+    @property
     def why(self) -> Optional[str]:
         """Why :attr:`shipped` ships (the paired evidence it won on), as the search said it."""
         return self.recommended.why if self.recommended is not None else None
