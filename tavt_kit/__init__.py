@@ -6,7 +6,7 @@ first use, so that ``import tavt_kit`` (and ``fgvc-kit --help``) loads no torch.
 """
 from .errors import (BackendError, CheckpointError, ConfigError, DatasetError, DiskFullError, ExportError,
                      FolderBusyError, ImageSizeError, LatencyTableError, ScheduleError, TavtKitError,
-                     UnknownModelError, UnsupportedModelError)
+                     UnknownModelError, UnreachableBudgetError, UnsupportedModelError)
 
 __version__ = "0.1.0"
 
@@ -32,7 +32,7 @@ __all__ = [
     "BackendError", "CheckpointError", "ConfigError", "DatasetError", "DeploymentTarget", "DiskFullError",
     "ExportError", "FolderBusyError", "folder_lock", "ImageSizeError", "LatencyObjective", "LatencyTableError", "MacCount", "Precision", "ScheduleError",
     "SearchResult", "TavtKitError", "search_schedules",
-    "TokenSchedule", "UnknownModelError", "UnsupportedModelError", "count_macs", "create_model",
+    "TokenSchedule", "UnknownModelError", "UnreachableBudgetError", "UnsupportedModelError", "count_macs", "create_model",
     "load_checkpoint", "patch", "save_checkpoint", "spec_of", "__version__",
 ]
 
