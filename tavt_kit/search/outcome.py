@@ -131,7 +131,7 @@ class BudgetResult:
                 out[key] = {k: p.to_dict() if p is not None else raw[k] for k, p in groups[key].items()} \
                     if raw is not None else None
             elif key == "timed_over_budget":
-                out[key] = [p.to_dict() for p in self.timed_over_budget]
+                out[key] = [p.to_dict() if p is not None else r for p, r in zip(self.timed_over_budget, raw or [])]
             elif key == "vs_fp32":
                 out[key] = self.vs_fp32.to_dict() if self.vs_fp32 is not None else raw
             elif key in ("label", "objective", "schedule_file", "fraction", "int8_verifications"):

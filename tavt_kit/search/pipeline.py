@@ -109,7 +109,7 @@ def search_schedules(
     latency_budget = any(b.objective == "latency" for b in budgets)
     own = options.get("parent", "auto") == "auto" and is_own_model(model)  # your trained model, not a supernet
     space = searched_space(model, options.get("bound"), own, log, options.get("token_multiple", 1))
-    check_reachable(model, space, budgets)  # before any work: no searched schedule could meet it
+    check_reachable(model, space, budgets)  # before any work: nothing the search can return meets it
     reducers = options.get("reducers")
     reducers = _check_reducers(model, reducers) if reducers is not None else None
     precisions = resolve_precisions(latency.precisions, latency.target, latency_budget, log,
@@ -142,8 +142,8 @@ def _latency_objectives(model, precisions, latency: LatencyOptions, out, reducer
     """The search's latency objectives made from ``latency``'s target or table (see :func:`latency_objectives`)."""
     cache = latency.table_cache or (os.path.join(out, "cache") if out else None)
     return latency_objectives(model, precisions if len(precisions) > 1 else ("fp32",), latency.target, latency.table,
-                              remeasure=latency.remeasure, require=latency.require, latency_source=latency.source, table_cache=cache,
-                              reducers=reducers, log=log, table_profile=latency.table_profile,
+                              remeasure=latency.remeasure, require=latency.require, latency_source=latency.source,
+                              table_cache=cache, reducers=reducers, log=log, table_profile=latency.table_profile,
                               token_multiple=options.get("token_multiple", 1))
 
 
