@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, ScheduleError
 from ..schedules import TokenSchedule
-from .pick import PairedDifference, Pick, Recommendation
+from .pick import BUDGET_FIELDS, PairedDifference, Pick, Recommendation
 from .deployable import FINETUNED, finetuned_deployable, shipped_checkpoint
 from .result import SEARCH_VERSION, budget_source, read_search, require_finished, require_pick, search_status, \
     select_budget, validate_search
@@ -66,6 +66,10 @@ def deployables(row: Dict[str, Any], doc: Dict[str, Any]) -> Dict[str, Deployabl
     return out
 
 
+#: the BudgetResult attribute of a budget field named otherwise
+_BUDGET_ATTRIBUTE = {}
+
+
 @dataclass(frozen=True)
 class BudgetResult:
     """A budget of a search: its ``best`` pick (None: nothing in the space meets it), the fp32-only pick of a
@@ -120,28 +124,24 @@ class BudgetResult:
                    tuple(pick(p) for p in row.get("timed_over_budget") or ()), row.get("int8_verifications"))
 
     def to_dict(self) -> Dict[str, Any]:
-        """The budget's entry as search.json writes it (the fields it was read with), written from the values."""
-        picks = {"best": self.best, "best_fp32": self.best_fp32, "finetuned": self.finetuned}
-        groups = {"baselines": self.baselines, "training_free": self.training_free}
+        """The budget's entry as search.json writes it (the fields it was read with), each written from its value by
+        its kind in :data:`~.pick.BUDGET_FIELDS`; a field this fgvc-kit does not know is kept as read."""
         out: Dict[str, Any] = {}
         for key, raw in self.entry.items():
-            if key in picks:
-                out[key] = picks[key].to_dict() if picks[key] is not None else raw
-            elif key in groups:
-                out[key] = {k: p.to_dict() if p is not None else raw[k] for k, p in groups[key].items()} \
-                    if raw is not None else None
-            elif key == "timed_over_budget":
-                out[key] = [p.to_dict() if p is not None else r for p, r in zip(self.timed_over_budget, raw or [])]
-            elif key == "vs_fp32":
-                out[key] = self.vs_fp32.to_dict() if self.vs_fp32 is not None else raw
-            elif key in ("label", "objective", "schedule_file", "fraction", "int8_verifications"):
-                out[key] = getattr(self, key)
-            elif key == "limit":
-                out[key] = raw if raw == self.limit else self.limit  # an integral MAC count stays one
-            elif key == "recommended":
-                out[key] = self.recommended.to_dict() if self.recommended is not None else raw
-            else:  # a field this fgvc-kit does not know (a newer file), kept as read
+            kind = BUDGET_FIELDS.get(key)
+            value = getattr(self, _BUDGET_ATTRIBUTE.get(key, key), None) if kind else None
+            if kind is None or value is None:
                 out[key] = raw
+            elif kind in ("pick", "difference", "recommendation"):
+                out[key] = value.to_dict()
+            elif kind == "picks":
+                out[key] = {k: p.to_dict() if p is not None else raw[k] for k, p in value.items()}
+            elif kind == "pick_list":
+                out[key] = [p.to_dict() if p is not None else r for p, r in zip(value, raw or [])]
+            elif kind == "limit":
+                out[key] = raw if raw == value else value  # an integral MAC count stays one
+            else:
+                out[key] = value
         return out
 
     def require_pick(self, where: str) -> Pick:

@@ -243,6 +243,18 @@ class Pick:
         return TokenSchedule(self.counts, n, reducers=self.reducers)
 
 
+#: every field a budget's entry of search.json records: name -> its kind (how :func:`~.result.validate_search`
+#: checks it and :meth:`~.outcome.BudgetResult.to_dict` writes it): ``label``, ``objective``, ``limit``, ``text``,
+#: ``share`` (of your model's latency, in (0, 1]), ``count``, ``pick`` (a :class:`Pick`), ``picks`` (by name),
+#: ``pick_list``, ``recommendation`` (a :class:`Recommendation`), ``difference`` (a :class:`PairedDifference`)
+BUDGET_FIELDS: Dict[str, str] = {
+    "label": "label", "objective": "objective", "limit": "limit", "schedule_file": "text", "fraction": "share",
+    "best": "pick", "best_fp32": "pick", "finetuned": "pick", "baselines": "picks", "training_free": "picks",
+    "recommended": "recommendation", "int8_verifications": "count", "vs_fp32": "difference",
+    "timed_over_budget": "pick_list",
+}
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """What a budget ships among its options, and why (search.json's ``recommended``): the option's ``family``
@@ -288,4 +300,4 @@ class Recommendation:
         return out
 
 
-__all__ = ["Deployed", "PICK_FIELDS", "PairedDifference", "Pick", "Recommendation"]
+__all__ = ["BUDGET_FIELDS", "Deployed", "PICK_FIELDS", "PairedDifference", "Pick", "Recommendation"]

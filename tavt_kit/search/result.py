@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..target import Precision
 from ..validate import Fields, check_format, read_json
 from .consistency import check_whole, merge_reach
-from .pick import PICK_FIELDS
+from .pick import BUDGET_FIELDS, PICK_FIELDS
 
 SEARCH_FORMAT = "fgvc-kit/search"
 #: the newest search.json this fgvc-kit reads and writes: 2 adds ``status`` (``running`` while the search is
@@ -307,26 +307,11 @@ def validate_search(doc: Any, where: str = "search.json") -> int:
         if label in labels:
             f.fail(f"{field}.label", label, "a label no other budget has")
         labels.add(label)
-        f.choice(f.get(row, "objective", f"{field}.objective", "macs or latency", True),
-                             f"{field}.objective", ("macs", "latency"), optional=False)
-        f.positive(f.get(row, "limit", f"{field}.limit", "a positive limit", True), f"{field}.limit",
-                   optional=False)
-        f.text(row.get("schedule_file"), f"{field}.schedule_file")
-        f.number(row.get("fraction"), f"{field}.fraction", above=0.0, high=1.0,
-                 expected="a share of your model's latency in (0, 1]")
-        for key in ("best", "best_fp32", "finetuned"):
-            check(row.get(key), f"{field}.{key}")
+        f.get(row, "objective", f"{field}.objective", "macs or latency", True)
+        f.get(row, "limit", f"{field}.limit", "a positive limit", True)
+        for key, kind in BUDGET_FIELDS.items():  # every field by its kind (one schema: search.pick)
+            _check_budget_field(f, check, kind, row.get(key), f"{field}.{key}")
         _check_relative(f, (row.get("finetuned") or {}).get("checkpoint"), f"{field}.finetuned.checkpoint")
-        for group in ("baselines", "training_free"):
-            for k, p in (f.mapping(row.get(group), f"{field}.{group}") or {}).items():
-                check(p, f"{field}.{group}.{k}")
-        rec = f.mapping(row.get("recommended"), f"{field}.recommended")
-        if rec and rec.get("counts") is not None:
-            check(rec, f"{field}.recommended")
-            f.choice(rec.get("weights"), f"{field}.recommended.weights", ("supernet", "parent", "finetuned"))
-            _check_relative(f, rec.get("checkpoint"), f"{field}.recommended.checkpoint")
-        f.non_negative(row.get("int8_verifications"), f"{field}.int8_verifications", integer=True)
-        check.difference(row.get("vs_fp32"), f"{field}.vs_fp32")
     prec = f.mapping(doc.get("precisions"), "precisions") or {}
     for i, p in enumerate(f.sequence(prec.get("searched"), "precisions.searched") or ()):
         f.choice(p, f"precisions.searched[{i}]", Precision.ALL, optional=False, what="a precision")
@@ -337,6 +322,37 @@ def validate_search(doc: Any, where: str = "search.json") -> int:
                 check(c, field)
     check_whole(f, doc)
     return version
+
+
+def _check_budget_field(f: Fields, check: "_PickCheck", kind: str, v: Any, name: str) -> None:
+    """One field of a budget's entry, checked by its kind in :data:`~.pick.BUDGET_FIELDS`."""
+    if kind == "objective":
+        f.choice(v, name, ("macs", "latency"), optional=False)
+    elif kind == "limit":
+        f.positive(v, name, optional=False)
+    elif kind == "text":
+        f.text(v, name)
+    elif kind == "share":
+        f.number(v, name, above=0.0, high=1.0, expected="a share of your model's latency in (0, 1]")
+    elif kind == "count":
+        f.non_negative(v, name, integer=True)
+    elif kind == "pick":
+        check(v, name)
+    elif kind == "picks":
+        for k, p in (f.mapping(v, name) or {}).items():
+            check(p, f"{name}.{k}")
+    elif kind == "pick_list":  # files of earlier releases wrote a block that keeps its tokens as '' here
+        for item, p in f.each(v, name):
+            keep = isinstance(p, dict) and isinstance(p.get("reducers"), list)
+            check({**p, "reducers": [r or None for r in p["reducers"]]} if keep else p, item)
+    elif kind == "difference":
+        check.difference(v, name)
+    elif kind == "recommendation":
+        rec = f.mapping(v, name)
+        if rec and rec.get("counts") is not None:
+            check(rec, name)
+            f.choice(rec.get("weights"), f"{name}.weights", ("supernet", "parent", "finetuned"))
+            _check_relative(f, rec.get("checkpoint"), f"{name}.checkpoint")
 
 
 class _PickCheck:

@@ -143,7 +143,7 @@ class TargetCheck:
             if self.timed_within(gene, precision, limit, fraction):
                 return True
             ratio = shares.ratios[key] if shares is not None else None
-            over.append({"counts": list(gene[0]), **({"reducers": list(gene[1])} if gene[1] else {}),
+            over.append({"counts": list(gene[0]), **({"reducers": [r or None for r in gene[1]]} if gene[1] else {}),
                          "precision": precision, "latency_ms": predicted * 1e3,
                          "latency_measured_ms": self.timed[key] * 1e3,
                          **({"measured_fraction_of_full": ratio.ratio,
