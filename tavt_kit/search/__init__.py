@@ -19,12 +19,12 @@ from .pipeline import search_schedules, space_of
 from .precisions import parse_precisions
 from .finetune import PickFinetune
 from .outcome import BudgetResult, Deployable, Pick, SearchResult, deployable_from_search, export_budget
-from .pick import PICK_FIELDS, Deployed, PairedDifference, Recommendation
+from .pick import BUDGET_FIELDS, PICK_FIELDS, Deployed, PairedDifference, Recommendation
 from .ship import ShipPolicy
 from .settings import EvaluationOptions, LatencyOptions
 from .result import SEARCH_FORMAT, SEARCH_VERSION, describe_family, validate_search
 
-__all__ = ["Budget", "BudgetResult", "Deployable", "Deployed", "EvalSet", "EvaluationOptions", "EvolutionSettings",
+__all__ = ["BUDGET_FIELDS", "Budget", "BudgetResult", "Deployable", "Deployed", "EvalSet", "EvaluationOptions", "EvolutionSettings",
            "LatencyObjective", "LatencyOptions", "PICK_FIELDS", "PairedDifference", "Pick", "Recommendation",
            "PickFinetune", "SEARCH_FORMAT", "SEARCH_VERSION", "SearchData", "SearchResult", "ShipPolicy",
            "deployable_from_search",
