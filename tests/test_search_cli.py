@@ -65,7 +65,7 @@ def test_search_under_a_mac_budget_and_resume(tmp_path, supernet, capsys):
     assert (tmp_path / "report" / "accuracy_vs_macs.png").exists()
 
 
-def test_search_with_a_latency_table(tmp_path, supernet):
+def test_search_with_a_latency_table(tmp_path, supernet, capsys):
     from tavt_kit.bench import TimingPolicy, profile_latency
 
     model = tavt_kit.load_checkpoint(supernet)
@@ -88,6 +88,19 @@ def test_search_with_a_latency_table(tmp_path, supernet):
     tavt_kit.save_checkpoint(other, tmp_path / "other.safetensors")
     assert main(["search", "--checkpoint", str(tmp_path / "other.safetensors"), "--latency-table",
                  str(tmp_path / "table.json"), "--latency-budget", "5ms", "--out", str(tmp_path / "o")] + EVO) == 2
+    # a flag that contradicts the table's target is refused field by field, by the library the command calls
+    from tavt_kit.errors import LatencyTableError
+    from tavt_kit.search import LatencyOptions
+    from tavt_kit.search.objective import table_target
+
+    made = table_target(table).threads or 1
+    capsys.readouterr()
+    assert main(["search", "--checkpoint", supernet, "--latency-table", str(tmp_path / "table.json"), "--threads",
+                 str(made + 1), "--latency-budget", f"{limit_ms:.4f}ms", "--out", str(tmp_path / "t")] + EVO) == 2
+    assert f"was made for --threads {made}, not --threads {made + 1}" in capsys.readouterr().err
+    with pytest.raises(LatencyTableError, match=f"was made for threads={made}, not threads={made + 1}"):
+        tavt_kit.search_schedules(model, None, [f"{limit_ms:.4f}ms"], out=str(tmp_path / "p"),
+                                  latency=LatencyOptions(table=table, require={"threads": made + 1}))
 
 
 def test_search_bad_input(tmp_path, supernet, capsys):
