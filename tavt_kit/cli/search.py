@@ -352,11 +352,9 @@ def summary(result) -> str:
             worst = max(over, key=lambda d: d.latency_measured_ms / d.latency_ms)
             lines.append(f"  passed over: {len(over)} candidate(s) predicted within but timed over it on the "
                          f"target (up to {worst.latency_measured_ms:.2f} ms for {worst.latency_ms:.2f} predicted)")
-        rec = b.shipped
-        if b.recommended is not None and b.recommended.family and rec is not None:
-            lines.append(f"  recommended: {describe_family(rec.family, rec.pick.raw)}; {b.why}")
-        elif b.recommended is not None and b.recommended.family:
-            lines.append(f"  recommended: {describe_family(b.recommended.family)}; {b.why}")
+        if b.recommended is not None and b.recommended.family:
+            ship = b.shipped
+            lines.append(f"  recommended: {describe_family(b.recommended.family, ship and ship.pick.raw)}; {b.why}")
     fit = result.training_free_fit
     if fit.get("probes_ms"):
         lines.append("ToMe on your model fitted to the latency budgets by timing it on the target: " + "; ".join(

@@ -66,10 +66,6 @@ def deployables(row: Dict[str, Any], doc: Dict[str, Any]) -> Dict[str, Deployabl
     return out
 
 
-#: the BudgetResult attribute of a budget field named otherwise
-_BUDGET_ATTRIBUTE = {}
-
-
 @dataclass(frozen=True)
 class BudgetResult:
     """A budget of a search: its ``best`` pick (None: nothing in the space meets it), the fp32-only pick of a
@@ -129,7 +125,7 @@ class BudgetResult:
         out: Dict[str, Any] = {}
         for key, raw in self.entry.items():
             kind = BUDGET_FIELDS.get(key)
-            value = getattr(self, _BUDGET_ATTRIBUTE.get(key, key), None) if kind else None
+            value = getattr(self, key, None) if kind else None
             if kind is None or value is None:
                 out[key] = raw
             elif kind in ("pick", "difference", "recommendation"):

@@ -16,8 +16,48 @@ from ..errors import ConfigError
 from ..schedules import TokenSchedule
 
 
+class _Entry:
+    """What every entry of search.json shares: it writes back the fields it was read with (one made in Python: those
+    that are set), each by ``write(name, value)``, and a field this fgvc-kit does not know as it was read (a file of
+    a newer release). Subclasses are dataclasses with ``fields_read`` and ``unknown``."""
+
+    fields_read: Tuple[str, ...]
+    unknown: Mapping[str, Any]
+
+    def records(self, name: str) -> bool:
+        """Whether the entry records ``name`` (one made in Python: whether it is set)."""
+        return name in self.fields_read if self.fields_read else getattr(self, name, None) is not None
+
+    def _written(self, known, write=lambda name, value: value) -> Dict[str, Any]:
+        names = self.fields_read or tuple(f.name for f in fields(self)
+                                          if f.name in known and getattr(self, f.name) is not None)
+        out: Dict[str, Any] = {}
+        for k in names:
+            if k in self.unknown:
+                out[k] = self.unknown[k]
+            elif k in known:
+                v = getattr(self, k)
+                out[k] = write(k, v) if v is not None else v
+        return out
+
+
+class _ReadAsDict:
+    """``["key"]`` and ``.get("key")`` as search.json writes the entry, for code that reads it as a dict."""
+
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def get(self, key: str, default=None):
+        return self.to_dict().get(key, default)
+
+
+def _lists(*names):
+    """A writer that writes the tuples of ``names`` as JSON lists."""
+    return lambda name, value: list(value) if name in names else value
+
+
 @dataclass(frozen=True)
-class PairedDifference:
+class PairedDifference(_Entry, _ReadAsDict):
     """Accuracy of one option minus another's on the same images (:func:`~tavt_kit.stats.paired_difference`):
     ``difference`` and its 95 % ``interval`` (fractions), ``resolved`` (the interval excludes 0), the ``images``
     and how many of them the two ``disagree`` on."""
@@ -27,7 +67,8 @@ class PairedDifference:
     resolved: Optional[bool] = None
     images: Optional[int] = None
     disagree: Optional[int] = None
-    recorded: Tuple[str, ...] = field(default=(), repr=False, compare=False)
+    fields_read: Tuple[str, ...] = field(default=(), repr=False, compare=False)
+    unknown: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PairedDifference":
@@ -36,24 +77,11 @@ class PairedDifference:
                    d.get("resolved"), d.get("images"), d.get("disagree"), tuple(d))
 
     def to_dict(self) -> Dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.recorded if k in _DIFF_FIELDS}
-        if "interval" in out and out["interval"] is not None:
-            out["interval"] = list(out["interval"])
-        return out
-
-    # the dict's reading, for code that reads a difference as search.json writes it
-    def __getitem__(self, key: str):
-        return self.to_dict()[key]
-
-    def get(self, key: str, default=None):
-        return self.to_dict().get(key, default)
-
-
-_DIFF_FIELDS = ("difference", "interval", "resolved", "images", "disagree")
+        return self._written(("difference", "interval", "resolved", "images", "disagree"), _lists("interval"))
 
 
 @dataclass(frozen=True)
-class Deployed:
+class Deployed(_Entry, _ReadAsDict):
     """A pick's accuracy on the deployed runtime (an int8 model run by OpenVINO, ...): ``runtime`` in words,
     ``test_accuracy`` with its ``test_interval`` on ``test_images`` images."""
 
@@ -61,7 +89,8 @@ class Deployed:
     test_accuracy: Optional[float] = None
     test_interval: Optional[Tuple[float, float]] = None
     test_images: Optional[int] = None
-    recorded: Tuple[str, ...] = field(default=(), repr=False, compare=False)
+    fields_read: Tuple[str, ...] = field(default=(), repr=False, compare=False)
+    unknown: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Deployed":
@@ -70,17 +99,7 @@ class Deployed:
                    d.get("test_images"), tuple(d))
 
     def to_dict(self) -> Dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.recorded if k in ("runtime", "test_accuracy", "test_interval",
-                                                                     "test_images")}
-        if out.get("test_interval") is not None:
-            out["test_interval"] = list(out["test_interval"])
-        return out
-
-    def get(self, key: str, default=None):
-        return self.to_dict().get(key, default)
-
-    def __getitem__(self, key: str):
-        return self.to_dict()[key]
+        return self._written(("runtime", "test_accuracy", "test_interval", "test_images"), _lists("test_interval"))
 
 
 #: every field a pick of search.json records: name -> its kind (how it is read, written and checked):
@@ -120,7 +139,7 @@ _WRITE = {"counts": list, "reducers": list, "interval": list, "span": list,
 
 
 @dataclass(frozen=True)
-class Pick:
+class Pick(_Entry):
     """One schedule of a search result (a budget's pick, a front point, a candidate, a baseline, your model) with
     its figures: the fields of :data:`PICK_FIELDS` (None where it records none; ``precision`` fp32 then)."""
 
@@ -199,21 +218,7 @@ class Pick:
     def to_dict(self) -> Dict[str, Any]:
         """The entry as search.json writes it: the fields it was read with (a pick made in Python: every field
         that is not None), each written by its kind."""
-        names = self.fields_read or tuple(f.name for f in fields(self)
-                                          if f.name in PICK_FIELDS and getattr(self, f.name) is not None)
-        out: Dict[str, Any] = {}
-        for k in names:
-            if k in self.unknown:
-                out[k] = self.unknown[k]
-                continue
-            v = getattr(self, k)
-            kind = PICK_FIELDS[k]
-            out[k] = _WRITE[kind](v) if kind in _WRITE and v is not None else v
-        return out
-
-    def records(self, name: str) -> bool:
-        """Whether the entry records ``name`` (a pick made in Python: whether it is set)."""
-        return name in self.fields_read if self.fields_read else getattr(self, name, None) is not None
+        return self._written(PICK_FIELDS, lambda k, v: _WRITE[PICK_FIELDS[k]](v) if PICK_FIELDS[k] in _WRITE else v)
 
     @property
     def recorded_precision(self) -> Optional[str]:
@@ -256,7 +261,7 @@ BUDGET_FIELDS: Dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class Recommendation:
+class Recommendation(_Entry):
     """What a budget ships among its options, and why (search.json's ``recommended``): the option's ``family``
     (``searched``, ``finetuned``, ``tome_parent``, ``searched_parent``, ``parent``; ``@int8`` and the like: at that
     precision), whose ``weights`` (``supernet``, ``parent`` -- your model -- or ``finetuned``), its schedule
@@ -279,7 +284,7 @@ class Recommendation:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Recommendation":
-        known = {f.name for f in fields(cls)} - {"fields_read", "unknown"}
+        known = _RECOMMENDATION_FIELDS
         values = {k: v for k, v in d.items() if k in known}
         if values.get("counts") is not None:
             values["counts"] = tuple(int(c) for c in values["counts"])
@@ -287,17 +292,12 @@ class Recommendation:
             values["reducers"] = tuple(values["reducers"])
         return cls(**values, fields_read=tuple(d), unknown={k: v for k, v in d.items() if k not in known})
 
-    def records(self, name: str) -> bool:
-        """Whether the entry records ``name`` (one made in Python: whether it is set)."""
-        return name in self.fields_read if self.fields_read else getattr(self, name, None) is not None
-
     def to_dict(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
-        for k in self.fields_read or tuple(f.name for f in fields(self) if f.name not in ("fields_read", "unknown")
-                                           and getattr(self, f.name) is not None):
-            v = self.unknown[k] if k in self.unknown else getattr(self, k)
-            out[k] = list(v) if k in ("counts", "reducers") and v is not None else v
-        return out
+        return self._written(_RECOMMENDATION_FIELDS, _lists("counts", "reducers"))
+
+
+_RECOMMENDATION_FIELDS = ("family", "why", "weights", "counts", "reducers", "precision", "evidence",
+                          "evidence_parent", "checkpoint")
 
 
 __all__ = ["BUDGET_FIELDS", "Deployed", "PICK_FIELDS", "PairedDifference", "Pick", "Recommendation"]

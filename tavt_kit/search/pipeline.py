@@ -325,14 +325,16 @@ def _mark_running(ctx: SearchContext) -> None:
     _write_search(ctx, doc)
 
 
-def _write_search(ctx: SearchContext, doc: dict) -> None:
+def _write_search(ctx: SearchContext, doc: dict, result: Optional[SearchResult] = None) -> None:
     """``search.json`` checked as the reader checks it (:func:`~.result.validate_search`), so a search never writes
     a file that ``SearchResult.load`` would refuse, and written from the typed values (:meth:`SearchResult.to_dict`:
-    one schema for writing and reading)."""
+    one schema for writing and reading; ``result``: the values of ``doc`` already read, whose sections beyond the
+    picks and budgets follow ``doc``)."""
     if ctx.rank == 0:
         path = os.path.join(ctx.out_dir, "search.json")
         validate_search(doc, path)
-        write_json(SearchResult(doc, path).to_dict(), path)  # written from the values (search.pick's schema)
+        result = result if result is not None else SearchResult(doc, path)
+        write_json(result.to_dict(), path)  # written from the values (search.pick's schema)
 
 
 def _model_info(ctx: SearchContext) -> dict:
@@ -546,6 +548,7 @@ def _header(ctx: SearchContext, search: EvolutionSearch, objective: str, search_
 # ------------------------------------------------------------- writing
 def _write(ctx: SearchContext, doc: dict, precision_plot: bool) -> SearchResult:
     """Drop configs, ``schedules.json`` and plots first, then ``search.json``, finished (naming the plots)."""
+    result = SearchResult(doc, os.path.join(ctx.out_dir, "search.json"))  # read once: plotted, written, returned
     if ctx.rank == 0:
         for row in doc["budgets"]:
             best = row.get("best")
@@ -561,17 +564,16 @@ def _write(ctx: SearchContext, doc: dict, precision_plot: bool) -> SearchResult:
         try:
             from .plot import plot_precision_fronts, plot_search
 
-            drawn = SearchResult(doc)  # the values the plots draw (what ships: BudgetResult.shipped)
-            plots = plot_search(drawn, ctx.out_dir)
+            plots = plot_search(result, ctx.out_dir)  # what ships ringed: BudgetResult.shipped
             if precision_plot:
-                plots.append(plot_precision_fronts(drawn, ctx.out_dir))
+                plots.append(plot_precision_fronts(result, ctx.out_dir))
         except ImportError:  # matplotlib is optional for the library
             pass
         if plots:
             doc["plots"] = plots
     doc["status"] = "finished"
-    _write_search(ctx, doc)
-    return SearchResult(doc, os.path.join(ctx.out_dir, "search.json"))
+    _write_search(ctx, doc, result)
+    return result
 
 
 def _versus(best, gene: tuple, hits: Dict[tuple, torch.Tensor]) -> dict:
