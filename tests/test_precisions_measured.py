@@ -69,6 +69,19 @@ def test_a_gain_whose_interval_reaches_one_is_not_kept():
     assert speed.judge(speed.LatencyRatio(0.90, 0.88, 0.93, 9)) is None
 
 
+def test_a_float_precision_that_int8_outruns_is_left_out_and_named_as_such():
+    r = speed.LatencyRatio
+    res = speed.decide({"bf16": r(0.62, 0.60, 0.64, 12), "int8": r(0.39, 0.37, 0.41, 12)})
+    assert res.kept == ("fp32", "int8")
+    assert res.skipped["bf16"].startswith("0.62x of fp32, int8 0.63x of it: int8 is faster at every schedule")
+    assert "skipped bf16 (0.62x of fp32, int8 0.63x of it" in res.line()
+    # int8 not clearly faster than bf16 (its interval top above 0.8 of bf16's bottom): both are searched
+    assert speed.decide({"bf16": r(0.62, 0.60, 0.64, 12), "int8": r(0.46, 0.44, 0.49, 12)}).kept == \
+        ("fp32", "bf16", "int8")
+    # int8 slower than fp32 here (AVX2 without VNNI): bf16 stays, whatever int8 did
+    assert speed.decide({"bf16": r(0.7, 0.68, 0.72, 12), "int8": r(1.5, 1.4, 1.6, 12)}).kept == ("fp32", "bf16")
+
+
 def test_what_cannot_run_here_is_skipped_untimed(model, monkeypatch):
     monkeypatch.setattr(speed, "_have_nncf", lambda: False)
     timings, seen = fake_timings({})
@@ -133,7 +146,7 @@ def test_auto_with_tables_made_elsewhere_takes_their_precisions(model):
 def test_a_missing_table_is_profiled_not_refused(model, tmp_path, monkeypatch):
     asked = []
 
-    def profiled(m, target, cache_dir, reducers, log, profile, token_multiple):
+    def profiled(m, target, cache_dir, reducers, log, profile, token_multiple, export_dir=None):
         asked.append((target, cache_dir))
         return table(m, target.precision, per_token=0.005)
 

@@ -274,12 +274,15 @@ def measure_files(files: Mapping[Hashable, FileArg], img_size, *, target: Option
 
 def measure_schedules(model: nn.Module, items: Mapping[Hashable, Tuple[Any, str]], *, target: DeploymentTarget,
                       policy: Optional[TimingPolicy] = None, seed: int = 0,
-                      progress: Optional[Callable[[str], None]] = None) -> Dict[Hashable, Tuple[TimingStats, dict]]:
+                      progress: Optional[Callable[[str], None]] = None,
+                      workdir: Optional[str] = None) -> Dict[Hashable, Tuple[TimingStats, dict]]:
     """The model at several (schedule, precision) pairs, deployed on ``target`` (backend openvino or
     onnxruntime, its device, threads and batch size) and timed round-robin in one process
     (:func:`measure_files`); ``items`` maps a key to ``(schedule, precision)``, the precision replacing the
     target's (int8: the export quantised with NNCF, calibrated on random inputs: only the time is measured).
-    Exports of one schedule are shared between its precisions."""
+    Exports of one schedule are shared between its precisions; ``workdir``: a folder the exports are kept in
+    and taken from by the next call with it (:mod:`.kept_exports`; default a temporary one)."""
+    import contextlib
     import tempfile
 
     target = with_threads(target)
@@ -290,7 +293,8 @@ def measure_schedules(model: nn.Module, items: Mapping[Hashable, Tuple[Any, str]
     for t in set(targets.values()):
         check_target(t)  # before any export
     img = model_identity(model)["img_size"]
-    with tempfile.TemporaryDirectory(prefix="fgvc-kit-pairs-") as tmp:
+    folder = contextlib.nullcontext(workdir) if workdir else tempfile.TemporaryDirectory(prefix="fgvc-kit-pairs-")
+    with folder as tmp:
         builder = ModelRunners(model, target, workdir=tmp, verify_exports=False, progress=progress)
         files: Dict[Hashable, Tuple[str, DeploymentTarget]] = {}
         shape = [target.batch_size, 3, int(img[0]), int(img[1])]

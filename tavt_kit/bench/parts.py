@@ -21,6 +21,7 @@ from ..models.token_merge import biased_block_forward, merge_block_forward, size
 from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
 from .backends import (Runner, compile_module, compiled_runner, cudagraph_runner, file_runner, quantized_for_latency,
                        run_compiled_once, torch_dtype_of, torch_runner)
+from .kept_exports import exported_once
 
 
 #: scores closer than this (relative to the largest) at a dropping part's keep boundary are a near tie
@@ -146,9 +147,13 @@ class PartRunners:
     precision and batch size), exported parts cached per part; ``embed_dim``: the width of the tokens."""
 
     def __init__(self, target: DeploymentTarget, embed_dim: int, workdir: Optional[str] = None,
-                 exporter: str = "auto", compile_backend: str = "inductor", progress=None):
+                 exporter: str = "auto", compile_backend: str = "inductor", progress=None,
+                 identity: Optional[dict] = None):
         self.target, self.C = target, int(embed_dim)
         self.workdir, self.exporter, self.compile_backend = workdir, exporter, compile_backend
+        #: the model's structure (:func:`~.identity.model_identity`): given, the exported parts are kept in
+        #: ``workdir`` for the next table of the same model there (:mod:`.kept_exports`)
+        self.identity = identity
         self.progress = progress
         self.files: Dict[str, str] = {}
         self.exporters: Dict[str, str] = {}
@@ -166,18 +171,31 @@ class PartRunners:
 
         if name in self.files:
             return self.files[name]
-        self._say(f"exporting part {name}")
-        axes = {0: "batch"} if token_min is None else {0: "batch", 1: "tokens"}
-        out_axes = {0: "batch"}
-        if isinstance(module, (PlainPart, PropPart)):
-            out_axes = {0: "batch", 1: "tokens"}
-        res = export_module(module, example, os.path.join(self.workdir, f"{name}.onnx"), exporter=self.exporter,
-                            input_name="input", output_name="output", dynamic_axes=axes, output_axes=out_axes,
-                            dim_min={0: 1, 1: token_min} if token_min is not None else {0: 1},
-                            verify_inputs=verify_inputs(module, example))
-        self.files[name] = res.path
-        self.exporters[name] = res.exporter
-        return res.path
+        path = os.path.join(self.workdir, f"{name}.onnx")
+
+        def export() -> dict:
+            self._say(f"exporting part {name}")
+            axes = {0: "batch"} if token_min is None else {0: "batch", 1: "tokens"}
+            out_axes = {0: "batch"}
+            if isinstance(module, (PlainPart, PropPart)):
+                out_axes = {0: "batch", 1: "tokens"}
+            res = export_module(module, example, path, exporter=self.exporter, input_name="input",
+                                output_name="output", dynamic_axes=axes, output_axes=out_axes,
+                                dim_min={0: 1, 1: token_min} if token_min is not None else {0: 1},
+                                verify_inputs=verify_inputs(module, example))
+            return {"exporter": res.exporter}
+
+        if self.identity is None:
+            info = export()
+        else:
+            info = exported_once(path, self._key(name, list(example.shape), token_min), export)
+        self.files[name] = path
+        self.exporters[name] = info.get("exporter", self.exporter)
+        return path
+
+    def _key(self, name: str, shape, token_min, kind: str = "onnx") -> dict:
+        return {"model": self.identity, "part": name, "shape": shape, "token_min": token_min,
+                "exporter": self.exporter, "kind": kind}
 
     def runner(self, name: str, module: nn.Module, shape: Sequence[int], token_min: Optional[int] = None,
                export_tokens: Optional[int] = None) -> Runner:
@@ -213,8 +231,18 @@ class PartRunners:
         """The part quantised once (at its export's token count) and reshaped per token count like the f32 one."""
         key = name + ".int8"
         if key not in self.files:
-            self._say(f"quantising part {name} (int8)")
-            self.files[key] = quantized_for_latency(path, os.path.join(self.workdir, f"{name}.int8.xml"), shape)
+            out = os.path.join(self.workdir, f"{name}.int8.xml")
+
+            def quantise() -> dict:
+                self._say(f"quantising part {name} (int8)")
+                quantized_for_latency(path, out, shape)
+                return {}
+
+            if self.identity is None:
+                quantise()
+            else:
+                exported_once(out, self._key(name, list(shape), None, "int8"), quantise)
+            self.files[key] = out
         return self.files[key]
 
 

@@ -9,7 +9,12 @@ with NNCF on random inputs, time only), pairs each with fp32 rotation by rotatio
 (:func:`judge`, the rule):
 
 * its median latency ratio to fp32 is at most :data:`KEEP_AT_MOST` (0.95: a gain worth a search of its own), and
-* the top of that ratio's 95 % interval is under 1 (the gain did not come and go while they were timed).
+* the top of that ratio's 95 % interval is under 1 (the gain did not come and go while they were timed);
+* a float precision (bf16, fp16) is left out where int8 is kept and runs at most :data:`DOMINATED_AT` (0.8) of its
+  latency, interval against interval: int8 is then faster at every schedule, and its export holds accuracy
+  within half a point (NNCF accuracy control); a search of it would cost a latency table, an evolution and
+  timings for an option that rarely ships (``docs/decisions/2026-11-29-precisions-auto-dominated.md``).
+  Asked for by name (``precisions=fp32,bf16,int8``), it is searched.
 
 A precision that cannot run here is skipped untimed, with why (no native bf16/fp16 on the device, where
 OpenVINO would quietly run f32 under the lower name; NNCF missing for int8; a runtime other than OpenVINO).
@@ -32,6 +37,9 @@ from .timing import TimingPolicy
 KEEP_AT_MOST = 0.95
 #: ... and the top of the ratio's 95 % interval is under this
 INTERVAL_UNDER = 1.0
+#: a float precision is left out where int8's latency is at most this share of its own (int8's interval top
+#: against the float precision's interval bottom)
+DOMINATED_AT = 0.8
 #: the lower precisions tried, in the order a result names them
 LOWER = (Precision.BF16, Precision.FP16, Precision.INT8)
 #: the timing: about ``budget_s`` seconds per precision timed, in short rotations so that the ratio has rounds
@@ -77,7 +85,8 @@ class PrecisionSpeed:
 
 def rule_text() -> str:
     return (f"kept when its median latency ratio to fp32 (paired per rotation, timed round-robin) is at most "
-            f"{KEEP_AT_MOST} and the top of its 95 % interval is under {INTERVAL_UNDER}")
+            f"{KEEP_AT_MOST} and the top of its 95 % interval is under {INTERVAL_UNDER}; bf16 / fp16 left out where "
+            f"int8 is kept at most {DOMINATED_AT} of their latency")
 
 
 def judge(ratio: LatencyRatio, keep_at_most: float = KEEP_AT_MOST) -> Optional[str]:
@@ -88,6 +97,14 @@ def judge(ratio: LatencyRatio, keep_at_most: float = KEEP_AT_MOST) -> Optional[s
         return f"{r:.2f}x of fp32: not faster here"
     if ratio.high >= INTERVAL_UNDER:
         return f"{r:.2f}x of fp32, but its 95 % interval reaches {ratio.high:.2f}: not measurably faster"
+    return None
+
+
+def dominated(ratio: LatencyRatio, int8: LatencyRatio) -> Optional[str]:
+    """Why a float precision whose latency is ``ratio`` of fp32's is left out beside ``int8`` (None: kept)."""
+    if int8.high <= DOMINATED_AT * ratio.low:
+        return (f"{ratio.ratio:.2f}x of fp32, int8 {int8.ratio / ratio.ratio:.2f}x of it: int8 is faster at every "
+                f"schedule and its export holds accuracy; name it in precisions to search it")
     return None
 
 
@@ -102,6 +119,11 @@ def decide(ratios: Mapping[str, LatencyRatio], unavailable: Optional[Mapping[str
         if why is None:
             kept.append(p)
         else:
+            skipped[p] = why
+    for p in [p for p in kept if p in (Precision.BF16, Precision.FP16) and Precision.INT8 in kept]:
+        why = dominated(ratios[p], ratios[Precision.INT8])
+        if why:
+            kept.remove(p)
             skipped[p] = why
     order = {p: i for i, p in enumerate(Precision.ALL)}
     return PrecisionSpeed(tuple(sorted(kept, key=order.get)), dict(ratios),

@@ -191,6 +191,9 @@ def profile_latency(
         calibrate: fit scale and offset on whole-model runs of :func:`~.calibration.anchor_schedules`.
         validate: also time this many random schedules (keep ratios in ``validate_range``) and store the errors.
         exporter: ONNX exporter for the exported backends; parts and whole models use the same one.
+        workdir: where the exported files go (default: a temporary folder, removed afterwards); files exported
+            there by an earlier profile of a model of the same structure are taken (:mod:`.kept_exports`: the
+            tables of several precisions export once).
         verify_exports: check the whole-model exports (calibration, validation) against PyTorch in
             ONNX Runtime (the parts are always checked).
         statistic: what the table holds and predicts: ``"median"`` latency (default; right on a dedicated
@@ -218,7 +221,7 @@ def profile_latency(
     exported = workdir is None and target.backend in EXPORTED_BACKENDS
     tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-profile-") if exported else None
     workdir = tmp.name if tmp is not None else workdir
-    pr = PartRunners(target, ident["embed_dim"], workdir, exporter, compile_backend, say)
+    pr = PartRunners(target, ident["embed_dim"], workdir, exporter, compile_backend, say, identity=ident)
     anchor_key = ("plain", ident["num_prefix_tokens"] + ident["num_patches"])
     whole = _whole_model_rows(model, calibrate, validate, validate_range, seed, reducers)
     cap = ProfileCap(time_limit_s, sum(len(v) for v in plan.values()), len(whole) + 1 if whole else 0)

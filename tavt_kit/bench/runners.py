@@ -17,7 +17,8 @@ from torch import nn
 from ..target import DeploymentTarget, Precision
 from .backends import (EXPORTED_BACKENDS, Runner, compile_module, compiled_runner, cudagraph_runner, deployed_module,
                        file_runner, quantized_for_latency, run_compiled_once, torch_dtype_of, torch_runner)
-from .identity import short_counts
+from .identity import model_identity, short_counts
+from .kept_exports import exported_once
 
 
 @contextlib.contextmanager
@@ -114,18 +115,23 @@ class ModelRunners:
         name = "model_" + ("full" if all(c == self.model.num_patches for c in counts) else schedule_name(schedule))
         if len(name) > 120:
             name = f"model_{abs(hash(key)) % 10 ** 10}"
-        self._say(f"exporting {short_counts(counts)} to ONNX")
         sched = schedule if hasattr(schedule, "counts") else list(counts)
-        res = export_onnx(self.model, os.path.join(self.workdir, name + ".onnx"), sched, batch_size=1,
-                          exporter=self.exporter, verify=self.verify_exports)
-        info = {"onnx": res.path, "exporter": res.exporter, "export_max_abs_diff": res.max_abs_diff}
-        if res.fallback_reason:
-            info["exporter_fallback"] = res.fallback_reason
-        path = res.path
+        onnx, xml = os.path.join(self.workdir, name + ".onnx"), os.path.join(self.workdir, name + ".xml")
+
+        def export() -> dict:
+            self._say(f"exporting {short_counts(counts)} to ONNX")
+            res = export_onnx(self.model, onnx, sched, batch_size=1, exporter=self.exporter,
+                              verify=self.verify_exports)
+            made = {"onnx": res.path, "exporter": res.exporter, "export_max_abs_diff": res.max_abs_diff}
+            if res.fallback_reason:
+                made["exporter_fallback"] = res.fallback_reason
+            return made
+
+        info = dict(self._once(onnx, key, "onnx", export))
+        path = onnx
         if self.target.backend == "openvino":
-            conv = convert_openvino(res.path, os.path.join(self.workdir, name + ".xml"), verify=False)
-            path = conv.xml_path
-            info["openvino_ir"] = path
+            self._once(xml, key, "openvino", lambda: {"openvino_ir": convert_openvino(onnx, xml, verify=False).xml_path})
+            path = info["openvino_ir"] = xml
         self.exports[key] = info
         self._files[key] = path
         return path
@@ -134,11 +140,27 @@ class ModelRunners:
         """The model at ``schedule`` quantised with NNCF (random calibration: for timing only), cached."""
         key = schedule_key(schedule) + ("int8",)
         if key not in self._files:
-            self._say(f"quantising {short_counts(schedule_key(schedule)[0])} (int8)")
-            self._files[key] = quantized_for_latency(path, path.rsplit(".", 1)[0] + ".int8.xml", shape)
+            out = path.rsplit(".", 1)[0] + ".int8.xml"
+
+            def quantise() -> dict:
+                self._say(f"quantising {short_counts(schedule_key(schedule)[0])} (int8)")
+                quantized_for_latency(path, out, shape)
+                return {}
+
+            self._once(out, schedule_key(schedule), f"int8 {list(shape)}", quantise)
+            self._files[key] = out
             self.exports[schedule_key(schedule)]["int8"] = {"quantized_with": "NNCF PTQ (transformer)",
                                                           "calibration": "random inputs (latency only)"}
         return self._files[key]
+
+    def _once(self, path: str, key: tuple, kind: str, make: Callable[[], dict]) -> dict:
+        """``make()``, or the record of ``path`` where it is kept from an earlier profile of this model in the
+        folder given (:mod:`.kept_exports`; a folder of its own keeps nothing)."""
+        if self._tmp is not None:
+            return make()
+        k = {"model": model_identity(self.model), "schedule": key, "exporter": self.exporter, "kind": kind,
+             "verified": self.verify_exports}
+        return exported_once(path, k, make)
 
     def runner(self, schedule, x: torch.Tensor) -> Runner:
         """A runner of the model at ``schedule`` (counts, or a TokenSchedule with per-block reducers) on ``x``."""

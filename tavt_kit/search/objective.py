@@ -12,6 +12,7 @@ chosen schedule with the full timing policy where the target is this machine.
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 from ..errors import ConfigError, LatencyTableError
@@ -185,14 +186,15 @@ class MissingTableError(LatencyTableError):
 
 def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], reducers: Sequence[str] = ("drop",),
                    log: Callable[[str], None] = print, profile: Optional[Mapping[str, Any]] = None,
-                   token_multiple: int = 1):
+                   token_multiple: int = 1, export_dir: Optional[str] = None):
     """A latency table of ``model`` on ``target`` (this machine), reused from ``cache_dir`` while the model's
     structure, the target, the reducers it prices and this machine are the same; otherwise profiled (about a
     minute for a small model) and saved there. ``cache_dir`` None: profiled, not kept. ``profile``: overrides of
     :data:`AUTO_PROFILE` (grid points, warmup, min_repeats, budget_s, rel_ci, time_limit_s: seconds of timing in
     all). ``token_multiple`` > 1: the grid's
     counts, the calibration's and the validation's schedules are those an aligned search uses
-    (``profile_latency(token_multiple=)``), kept in a file of their own."""
+    (``profile_latency(token_multiple=)``), kept in a file of their own. ``export_dir``: the folder the
+    exported parts and models go to, shared by the tables of one search (each file exported once)."""
     from ..bench import LatencyTable, TimingPolicy, profile_latency
     from ..bench.backends import with_threads
     from ..errors import TavtKitError
@@ -245,7 +247,8 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
     t = profile_latency(model, target=target, grid=a["grid"], reducers=",".join(reducers), exporter=a["exporter"],
                         policy=TimingPolicy(warmup=a["warmup"], min_repeats=a["min_repeats"],
                                             budget_s=a["budget_s"], rel_ci=a["rel_ci"]),
-                        progress=progress, token_multiple=token_multiple, time_limit_s=a["time_limit_s"])
+                        progress=progress, token_multiple=token_multiple, time_limit_s=a["time_limit_s"],
+                        workdir=export_dir)
     if path:
         try:
             os.makedirs(cache_dir, exist_ok=True)
@@ -319,6 +322,15 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
     if extra:
         raise ConfigError(f"table={tables[extra[0]].source}: profiled at {extra[0]}, which precisions="
                           f"{','.join(precisions)} does not search; add it to precisions or leave the table out")
+    with tempfile.TemporaryDirectory(prefix="fgvc-kit-exports-") as exports:  # the tables' exports, made once
+        return _objectives(model, precisions, target, tables, remeasure, require, latency_source, table_cache,
+                           reducers, log, table_profile, token_multiple, exports)
+
+
+def _objectives(model, precisions, target, tables, remeasure, require, latency_source, table_cache, reducers, log,
+                table_profile, token_multiple, exports: str) -> Dict[str, LatencyObjective]:
+    """The loop of :func:`latency_objectives` over the precisions, the tables it profiles exporting to
+    ``exports``."""
     out = {}
     for p in precisions:
         if p in tables:
@@ -336,7 +348,7 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
                     f"predictions are of their neighbours (profile with --token-multiple {token_multiple})")
         elif tables:
             out[p] = _missing_table(model, p, tables, remeasure, table_cache, _table_reducers(model, reducers), log,
-                                    table_profile, token_multiple)
+                                    table_profile, token_multiple, exports)
         else:
             base = target or DeploymentTarget.default()
             if len(precisions) > 1 and target is None:
@@ -345,15 +357,16 @@ def latency_objectives(model, precisions: Sequence[str], target: Optional[Deploy
                 out[p] = LatencyObjective.measured(model, base.with_(precision=p))
             else:
                 t = profiled_table(model, base.with_(precision=p), table_cache,
-                                   _table_reducers(model, reducers), log, table_profile, token_multiple)
+                                   _table_reducers(model, reducers), log, table_profile, token_multiple,
+                                   export_dir=exports)
                 out[p] = LatencyObjective.from_table(t, model, remeasure=True)
                 out[p].info["profiled_for_search"] = True
     return out
 
 
 def _missing_table(model, p: str, tables: Mapping[str, Any], remeasure: bool, table_cache: Optional[str],
-                   reducers: Sequence[str], log: Callable[[str], None], table_profile, token_multiple: int
-                   ) -> LatencyObjective:
+                   reducers: Sequence[str], log: Callable[[str], None], table_profile, token_multiple: int,
+                   exports: Optional[str] = None) -> LatencyObjective:
     """The objective of precision ``p`` that no given table is for: where the tables given were made on this
     machine, a table profiled here for their target at ``p`` (:func:`profiled_table`, cached in ``table_cache``);
     else a :class:`MissingTableError` (it must be profiled on the target)."""
@@ -371,7 +384,7 @@ def _missing_table(model, p: str, tables: Mapping[str, Any], remeasure: bool, ta
                                 f"{elsewhere}); profile one at {p} on the target and give both",
                                 p, target)
     log(f"latency: no table given at {p}; profiling one on this machine, where {first.source} was made")
-    t = profiled_table(model, target, table_cache, reducers, log, table_profile, token_multiple)
+    t = profiled_table(model, target, table_cache, reducers, log, table_profile, token_multiple, export_dir=exports)
     obj = LatencyObjective.from_table(t, model, remeasure=remeasure)
     obj.info["profiled_for_search"] = True
     return obj

@@ -11,7 +11,9 @@ where that round will find it within the share. Each probe costs a timing of you
 """
 from __future__ import annotations
 
+import os
 import statistics
+import tempfile
 from typing import Callable, Dict, Mapping, Optional
 
 from ..schedules.schedule import TokenSchedule
@@ -35,6 +37,7 @@ class ShareTimer:
         self.ratios: Dict[tuple, object] = {}  # (gene, precision) -> LatencyRatio
         self.ms: Dict[tuple, float] = {}  # (gene, precision) -> its median ms in that round
         self._full: list = []  # your model's median ms in each of those rounds
+        self._exports = None  # the folder the timed exports are kept in while the timer lives (your model's once)
 
     @property
     def full_ms(self) -> Optional[float]:
@@ -58,15 +61,20 @@ class ShareTimer:
         from ..bench.ratio import LatencyRatio, paired_ratio
         from ..bench.timing import TimingPolicy
 
-        key = (gene_of(schedule), precision)
+        key = self._key(schedule, precision)
         if key in self.ratios:
             return self.ratios[key]
-        if precision == "fp32" and tuple(schedule.counts) == tuple(self.full.counts) and not schedule.reducers:
+        if precision == "fp32" and key[0] == gene_of(self.full):
             self.ratios[key] = LatencyRatio.of_point(1.0)
             return self.ratios[key]
         items = {"probe": (schedule, precision), "full": (self.full, "fp32")}
+        if self._exports is None:
+            self._exports = tempfile.TemporaryDirectory(prefix="fgvc-kit-shares-")
         measured = measure_schedules(self.model, items, target=self.objectives["fp32"].target,
-                                     policy=TimingPolicy(min_rounds=self.rounds))
+                                     policy=TimingPolicy(min_rounds=self.rounds), workdir=self._exports.name)
+        for name in os.listdir(self._exports.name):  # the probes' files go; your model's stay for the next probe
+            if not name.startswith("model_full"):
+                os.remove(os.path.join(self._exports.name, name))
         ratio = paired_ratio(measured["probe"][0], measured["full"][0])
         self.ratios[key], self.ms[key] = ratio, 1e3 * measured["probe"][0].p50
         self._full.append(1e3 * measured["full"][0].p50)
@@ -74,9 +82,15 @@ class ShareTimer:
                  f"of your model in fp32, timed beside it ({self.ms[key]:.4g} ms)")
         return ratio
 
+    def _key(self, schedule: TokenSchedule, precision: str) -> tuple:
+        """What a timing is kept under: the schedule's gene, its reducers dropped where it reduces nothing (your
+        model and ToMe at r = 0 are one graph, timed once)."""
+        full = tuple(schedule.counts) == tuple(self.full.counts)
+        return (gene_of(self.full) if full else gene_of(schedule), precision)
+
     def fields(self, schedule: TokenSchedule, precision: str, fraction: float) -> dict:
         """What an entry fitted here records: its share, the share's interval, within ``fraction`` or not."""
-        ratio, key = self.share(schedule, precision), (gene_of(schedule), precision)
+        ratio, key = self.share(schedule, precision), self._key(schedule, precision)
         out = {"measured_fraction_of_full": ratio.ratio, "measured_fraction_interval": list(ratio.interval),
                "measured_within_budget": ratio.within(fraction)}
         if key in self.ms:
