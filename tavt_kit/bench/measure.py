@@ -280,9 +280,8 @@ def measure_schedules(model: nn.Module, items: Mapping[Hashable, Tuple[Any, str]
     onnxruntime, its device, threads and batch size) and timed round-robin in one process
     (:func:`measure_files`); ``items`` maps a key to ``(schedule, precision)``, the precision replacing the
     target's (int8: the export quantised with NNCF, calibrated on random inputs: only the time is measured).
-    Exports of one schedule are shared between its precisions; ``workdir``: a folder the exports are kept in
-    and taken from by the next call with it (:mod:`.kept_exports`; default a temporary one)."""
-    import contextlib
+    Exports of one schedule are shared between its precisions; ``workdir``: a folder the exports are kept in for
+    the next call with it (:mod:`.kept_exports`; default a temporary one)."""
     import tempfile
 
     target = with_threads(target)

@@ -191,17 +191,15 @@ def profile_latency(
         calibrate: fit scale and offset on whole-model runs of :func:`~.calibration.anchor_schedules`.
         validate: also time this many random schedules (keep ratios in ``validate_range``) and store the errors.
         exporter: ONNX exporter for the exported backends; parts and whole models use the same one.
-        workdir: where the exported files go (default: a temporary folder, removed afterwards); files exported
-            there by an earlier profile of a model of the same structure are taken (:mod:`.kept_exports`: the
-            tables of several precisions export once).
+        workdir: where the exports go (default a temporary folder); what a profile of a model of the same
+            structure exported there is taken (:mod:`.kept_exports`: several precisions' tables export once).
         verify_exports: check the whole-model exports (calibration, validation) against PyTorch in
             ONNX Runtime (the parts are always checked).
         statistic: what the table holds and predicts: ``"median"`` latency (default; right on a dedicated
             target) or ``"min"``, the fastest of the repeats: on a machine shared with other jobs the slower
             runs time the other jobs, while the fastest run is the model's own cost.
         reducers: reducing blocks to profile: ``"drop"``, ``"merge"`` or both (``"drop,merge"`` or a
-            sequence); default the model's reducer. A table predicts only schedules whose reducing
-            blocks use these.
+            sequence); default the model's reducer. A table predicts only schedules using these.
         token_multiple: > 1: for an aligned search (``SearchSpace.aligned``): :func:`aligned_grid`, and anchors
             and validation schedules aligned down (``TokenSchedule.aligned_down``); recorded in the table.
         time_limit_s: seconds of timing for the whole profile (>= :data:`MIN_TIME_LIMIT_S`; None: ``policy.budget_s``
