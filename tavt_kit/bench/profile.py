@@ -200,8 +200,7 @@ def profile_latency(
             runs time the other jobs, while the fastest run is the model's own cost.
         reducers: reducing blocks to profile: ``"drop"``, ``"merge"`` or both (``"drop,merge"`` or a
             sequence); default the model's reducer. A table predicts only schedules using these.
-        token_multiple: > 1: for an aligned search (``SearchSpace.aligned``): :func:`aligned_grid`, and anchors
-            and validation schedules aligned down (``TokenSchedule.aligned_down``); recorded in the table.
+        token_multiple: > 1: an aligned search's (:func:`aligned_grid`, anchors and validation aligned down).
         time_limit_s: seconds of timing for the whole profile (>= :data:`MIN_TIME_LIMIT_S`; None: ``policy.budget_s``
             per part only), shared by parts and whole models; the table states their noise (:class:`ProfileCap`).
     Returns a :class:`LatencyTable` (save it with ``.save(path)``).
