@@ -156,6 +156,11 @@ def parent_checkpoint(seed: int, args) -> str:
     return os.path.join(d, "best.safetensors")
 
 
+def finished(args, seed: int, run: str) -> bool:
+    """Whether the seed's training run ``run`` (``parent``, ``supernet-bound0.5``) ended (its results.json)."""
+    return os.path.isfile(os.path.join(args.out, f"seed{seed}", run, "results.json"))
+
+
 def supernet_checkpoint(seed: int, parent: str, args) -> str:
     d = os.path.join(args.out, f"seed{seed}", f"supernet-bound{args.bound:g}")
     if not os.path.isfile(os.path.join(d, "results.json")):
@@ -614,12 +619,20 @@ def main(argv=None) -> int:
     if prb:
         say(f"probe: pretrained {prb['pretrained']:.4f}, random {prb['random']:.4f}")
     parents, macs, timed, lat = {}, [], [], []
+    # --stages report alone trains nothing: a seed whose parent or supernet is not finished is left out, said
+    nothing_run = not stages & {"parent", "supernet", "macs", "timing", "latency"}
     for seed in (int(s) for s in args.seeds.split(",")):
         if not stages & {"parent", "supernet", "macs", "timing", "latency", "report"}:
             break
+        if nothing_run and not finished(args, seed, "parent"):
+            say(f"[seed {seed}] report: no finished parent; left out")
+            continue
         parent = parent_checkpoint(seed, args)
         parents[seed] = curve(os.path.dirname(parent))
         if not stages & {"supernet", "macs", "timing", "latency", "report"}:
+            continue
+        if nothing_run and not finished(args, seed, f"supernet-bound{args.bound:g}"):
+            say(f"[seed {seed}] report: no finished supernet; its parent's curve only")
             continue
         supernet = supernet_checkpoint(seed, parent, args)
         report_only = "report" in stages  # every finished stage's files read, nothing run
