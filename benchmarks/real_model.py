@@ -141,9 +141,14 @@ def probe(args) -> dict:
     return doc
 
 
+def finished(args, seed: int, run: str) -> bool:
+    """Whether the seed's training run ``run`` (``parent``, ``supernet-bound0.5``) ended (its results.json)."""
+    return os.path.isfile(os.path.join(args.out, f"seed{seed}", run, "results.json"))
+
+
 def parent_checkpoint(seed: int, args) -> str:
     d = os.path.join(args.out, f"seed{seed}", "parent")
-    if not os.path.isfile(os.path.join(d, "results.json")):
+    if not finished(args, seed, "parent"):
         resume = ["--resume"] if os.path.isfile(os.path.join(d, STATE_FILE)) else []
         command("train", resume + ["--checkpoint", onnx_file(args.onnx), "--img-size", str(args.img_size),
                                    "--seed", str(seed), "--steps", str(args.train_steps),
@@ -156,14 +161,9 @@ def parent_checkpoint(seed: int, args) -> str:
     return os.path.join(d, "best.safetensors")
 
 
-def finished(args, seed: int, run: str) -> bool:
-    """Whether the seed's training run ``run`` (``parent``, ``supernet-bound0.5``) ended (its results.json)."""
-    return os.path.isfile(os.path.join(args.out, f"seed{seed}", run, "results.json"))
-
-
 def supernet_checkpoint(seed: int, parent: str, args) -> str:
     d = os.path.join(args.out, f"seed{seed}", f"supernet-bound{args.bound:g}")
-    if not os.path.isfile(os.path.join(d, "results.json")):
+    if not finished(args, seed, f"supernet-bound{args.bound:g}"):
         resume = ["--resume"] if os.path.isfile(os.path.join(d, STATE_FILE)) else []
         command("distill", resume + ["--checkpoint", parent, "--seed", str(seed), "--out", d,
                                      "--bound", str(args.bound), "--steps", str(args.distill_steps),

@@ -43,12 +43,14 @@ def keep(path: str, key: Mapping[str, Any], info: Optional[Mapping[str, Any]] = 
     os.replace(tmp, side)
 
 
-def exported_once(path: str, key: Mapping[str, Any], make: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+def exported_once(path: str, key: Optional[Mapping[str, Any]], make: Callable[[], Dict[str, Any]]
+                  ) -> Dict[str, Any]:
     """``make()`` (which writes ``path`` and returns its record) unless ``path`` is kept under ``key``; the
-    record either way."""
-    info = kept(path, key)
+    record either way. ``key`` None: made, nothing kept (a folder of the caller's own)."""
+    info = kept(path, key) if key is not None else None
     if info is not None:
         return info
     info = make()
-    keep(path, key, info)
+    if key is not None:
+        keep(path, key, info)
     return info

@@ -185,15 +185,15 @@ class PartRunners:
                                 verify_inputs=verify_inputs(module, example))
             return {"exporter": res.exporter}
 
-        if self.identity is None:
-            info = export()
-        else:
-            info = exported_once(path, self._key(name, list(example.shape), token_min), export)
+        info = exported_once(path, self._key(name, list(example.shape), token_min), export)
         self.files[name] = path
         self.exporters[name] = info.get("exporter", self.exporter)
         return path
 
-    def _key(self, name: str, shape, token_min, kind: str = "onnx") -> dict:
+    def _key(self, name: str, shape, token_min, kind: str = "onnx") -> Optional[dict]:
+        """What an exported part is kept under (None: no identity given, nothing kept)."""
+        if self.identity is None:
+            return None
         return {"model": self.identity, "part": name, "shape": shape, "token_min": token_min,
                 "exporter": self.exporter, "kind": kind}
 
@@ -238,10 +238,7 @@ class PartRunners:
                 quantized_for_latency(path, out, shape)
                 return {}
 
-            if self.identity is None:
-                quantise()
-            else:
-                exported_once(out, self._key(name, list(shape), None, "int8"), quantise)
+            exported_once(out, self._key(name, list(shape), None, "int8"), quantise)
             self.files[key] = out
         return self.files[key]
 

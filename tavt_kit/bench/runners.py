@@ -21,6 +21,10 @@ from .identity import model_identity, short_counts
 from .kept_exports import exported_once
 
 
+#: the stem of the files of the model at its full schedule (every reducer: none reduces there)
+FULL_NAME = "model_full"
+
+
 @contextlib.contextmanager
 def torch_threads(n: Optional[int]):
     """Run the block with ``n`` intra-op threads (``None``: leave the setting alone)."""
@@ -112,7 +116,7 @@ class ModelRunners:
             return self._files[key]
         os.makedirs(self.workdir, exist_ok=True)
         counts = key[0]
-        name = "model_" + ("full" if all(c == self.model.num_patches for c in counts) else schedule_name(schedule))
+        name = FULL_NAME if all(c == self.model.num_patches for c in counts) else "model_" + schedule_name(schedule)
         if len(name) > 120:
             name = f"model_{abs(hash(key)) % 10 ** 10}"
         sched = schedule if hasattr(schedule, "counts") else list(counts)
@@ -156,10 +160,9 @@ class ModelRunners:
     def _once(self, path: str, key: tuple, kind: str, make: Callable[[], dict]) -> dict:
         """``make()``, or the record of ``path`` where it is kept from an earlier profile of this model in the
         folder given (:mod:`.kept_exports`; a folder of its own keeps nothing)."""
-        if self._tmp is not None:
-            return make()
-        k = {"model": model_identity(self.model), "schedule": key, "exporter": self.exporter, "kind": kind,
-             "verified": self.verify_exports}
+        k = None if self._tmp is not None else {"model": model_identity(self.model), "schedule": key,
+                                                 "exporter": self.exporter, "kind": kind,
+                                                 "verified": self.verify_exports}
         return exported_once(path, k, make)
 
     def runner(self, schedule, x: torch.Tensor) -> Runner:

@@ -59,6 +59,7 @@ class ShareTimer:
         rotations)."""
         from ..bench.measure import measure_schedules
         from ..bench.ratio import LatencyRatio, paired_ratio
+        from ..bench.runners import FULL_NAME
         from ..bench.timing import TimingPolicy
 
         key = self._key(schedule, precision)
@@ -73,7 +74,7 @@ class ShareTimer:
         measured = measure_schedules(self.model, items, target=self.objectives["fp32"].target,
                                      policy=TimingPolicy(min_rounds=self.rounds), workdir=self._exports.name)
         for name in os.listdir(self._exports.name):  # the probes' files go; your model's stay for the next probe
-            if not name.startswith("model_full"):
+            if not name.startswith(FULL_NAME):
                 os.remove(os.path.join(self._exports.name, name))
         ratio = paired_ratio(measured["probe"][0], measured["full"][0])
         self.ratios[key], self.ms[key] = ratio, 1e3 * measured["probe"][0].p50
