@@ -103,6 +103,26 @@ def test_a_timing_that_fails_keeps_fp32_and_says_why(model, monkeypatch):
     assert res.kept == ("fp32",) and res.skipped == {"int8": "not timed: OpenVINO cannot compile the model"}
 
 
+def test_a_precision_that_fails_to_compile_does_not_take_the_others_with_it(model, monkeypatch):
+    # a CPU that declares BF16 but cannot compile it (a capped instruction set): int8 is still timed and judged
+    monkeypatch.setattr(speed, "_have_nncf", lambda: True)
+    fp32 = [1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 1.0, 1.02, 0.98]
+    timings, _ = fake_timings({"fp32": fp32, "int8": [1.5 * x for x in fp32]})
+    tried = []
+
+    def bf16_breaks(model, items, **kw):
+        tried.append(sorted(items))
+        if "bf16" in items:
+            raise tavt_kit.BackendError("OpenVINO cannot compile for CPU at bf16")
+        return timings(model, items, **kw)
+
+    res = speed.measure_precision_speed(model, OV, timings=bf16_breaks, capabilities=caps("FP32", "BF16", "INT8"))
+    assert res.kept == ("fp32",)
+    assert res.skipped["bf16"] == "not timed: OpenVINO cannot compile for CPU at bf16"
+    assert res.skipped["int8"] == "1.50x of fp32: not faster here"  # timed on its own, not skipped for bf16
+    assert tried == [["bf16", "fp32", "int8"], ["bf16", "fp32"], ["fp32", "int8"]]
+
+
 def test_auto_resolves_by_the_measurement_and_says_it_once(model):
     said, calls = [], []
 

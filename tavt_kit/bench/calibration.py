@@ -95,9 +95,7 @@ def _calibrate_and_validate(table: LatencyTable, model, builder, anchor_key, pr,
     measured at (reference now vs reference in the table): the calibration fits the offset on the
     rescaled times, the validation reports the error against both the raw and the rescaled times.
     """
-    rows = _whole_model_rows(model, calibrate, validate, validate_range, seed, reducers)
-    if token_multiple > 1:  # fitted where a search of aligned schedules looks
-        rows = {k: s.aligned_down(token_multiple, prefix_tokens(model)) for k, s in rows.items()}
+    rows = whole_model_rows(model, calibrate, validate, validate_range, seed, reducers, token_multiple)
     runs = _time_whole_models(table, model, builder, rows, anchor_key, pr, policy, seed, say, statistic)
     drift = statistics.median(runs.drifts)
     table.data["reference_drift"] = drift
@@ -121,6 +119,16 @@ class _WholeModelRuns:
         self.other: Dict[str, Dict[str, float]] = {}
         #: per group, the reference block's speed relative to the table's (now / table - 1)
         self.drifts: List[float] = []
+
+
+def whole_model_rows(model, calibrate, validate, validate_range, seed, reducers: Sequence[str],
+                     token_multiple: int = 1) -> Dict[str, TokenSchedule]:
+    """The schedules to run whole: ``anchor:LABEL`` (calibration) and ``random:I`` (validation); with
+    ``token_multiple`` > 1 aligned down (fitted where a search of aligned schedules looks)."""
+    rows = _whole_model_rows(model, calibrate, validate, validate_range, seed, reducers)
+    if token_multiple > 1:
+        rows = {k: s.aligned_down(token_multiple, prefix_tokens(model)) for k, s in rows.items()}
+    return rows
 
 
 def _whole_model_rows(model, calibrate, validate, validate_range, seed,

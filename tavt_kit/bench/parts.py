@@ -11,7 +11,7 @@ so that the size bias is computed in the graph as the model computes it.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -21,7 +21,8 @@ from ..models.token_merge import biased_block_forward, merge_block_forward, size
 from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
 from .backends import (Runner, compile_module, compiled_runner, cudagraph_runner, file_runner, quantized_for_latency,
                        run_compiled_once, torch_dtype_of, torch_runner)
-from .kept_exports import exported_once
+from .kept_exports import exported_once, keep, kept
+from .quantize_ahead import QuantizeJob
 
 
 #: scores closer than this (relative to the largest) at a dropping part's keep boundary are a near tie
@@ -215,11 +216,7 @@ class PartRunners:
             if backend == "torch-cudagraph":
                 return cudagraph_runner(lambda: module(xd), device)
             return torch_runner(lambda: module(xd), device)
-        ex_shape = list(shape)
-        ex_shape[0] = 2
-        if token_min is not None and export_tokens is not None:
-            ex_shape[1] = export_tokens
-        path = self._export(name, module, torch.randn(*ex_shape, generator=g), token_min)
+        path, ex_shape = self._exported(name, module, shape, token_min, export_tokens, g)
         free = {"batch": int(shape[0])}
         if token_min is not None:
             free["tokens"] = int(shape[1])
@@ -227,11 +224,24 @@ class PartRunners:
             path = self._quantized(name, path, ex_shape)
         return file_runner(path, x.numpy(), self.target, shape=list(shape), free_dims=free)
 
+    def _exported(self, name: str, module: nn.Module, shape: Sequence[int], token_min: Optional[int],
+                  export_tokens: Optional[int], g: torch.Generator) -> Tuple[str, List[int]]:
+        """The part's exported file and the shape it was exported at (batch 2; ``export_tokens`` on a token
+        axis)."""
+        ex_shape = list(shape)
+        ex_shape[0] = 2
+        if token_min is not None and export_tokens is not None:
+            ex_shape[1] = export_tokens
+        return self._export(name, module, torch.randn(*ex_shape, generator=g), token_min), ex_shape
+
+    def _int8_path(self, name: str) -> str:
+        return os.path.join(self.workdir, f"{name}.int8.xml")
+
     def _quantized(self, name: str, path: str, shape: Sequence[int]) -> str:
         """The part quantised once (at its export's token count) and reshaped per token count like the f32 one."""
         key = name + ".int8"
         if key not in self.files:
-            out = os.path.join(self.workdir, f"{name}.int8.xml")
+            out = self._int8_path(name)
 
             def quantise() -> dict:
                 self._say(f"quantising part {name} (int8)")
@@ -241,6 +251,27 @@ class PartRunners:
             exported_once(out, self._key(name, list(shape), None, "int8"), quantise)
             self.files[key] = out
         return self.files[key]
+
+    def int8_job(self, name: str, module: nn.Module, shape: Sequence[int], token_min: Optional[int] = None,
+                 export_tokens: Optional[int] = None) -> Optional[QuantizeJob]:
+        """The quantisation :meth:`runner` would make for this part on an int8 OpenVINO target, to be made ahead
+        (:func:`~.quantize_ahead.quantize_ahead`; the part is exported now); None where there is none to make
+        (another target, already made or kept)."""
+        if self.target.backend != "openvino" or self.target.precision != Precision.INT8 or \
+                name + ".int8" in self.files:
+            return None
+        path, ex_shape = self._exported(name, module, shape, token_min, export_tokens,
+                                        torch.Generator().manual_seed(len(self.files) + 1))
+        out, key = self._int8_path(name), self._key(name, list(ex_shape), None, "int8")
+        if key is not None and kept(out, key) is not None:
+            return None
+
+        def done() -> None:
+            if key is not None:
+                keep(out, key, {})
+            self.files[name + ".int8"] = out
+
+        return QuantizeJob(path, out, ex_shape, done, f"part {name}")
 
 
 def part_plan(model: nn.Module, grid: List[int], reducers: Sequence[str] = ("drop",)):
@@ -273,6 +304,14 @@ def part_plan(model: nn.Module, grid: List[int], reducers: Sequence[str] = ("dro
 
 def make_part(model: nn.Module, key: tuple, pr: PartRunners) -> Runner:
     """The runner of one part key of :func:`part_plan` (at the batch size of ``pr``'s target)."""
+    name, module, shape, kw = part_of(model, key, pr)
+    return pr.runner(name, module, shape, **kw)
+
+
+def part_of(model: nn.Module, key: tuple, pr: PartRunners) -> Tuple[str, nn.Module, tuple, dict]:
+    """One part key of :func:`part_plan` as :meth:`PartRunners.runner` takes it: its file name, its module, the
+    input shape it is timed at (the batch size of ``pr``'s target) and its token axis (``token_min``,
+    ``export_tokens``)."""
     batch, C = pr.batch, pr.C
     P, N = int(model.num_prefix_tokens), int(model.num_patches)
     fuse = bool(model.fuse)
@@ -280,22 +319,32 @@ def make_part(model: nn.Module, key: tuple, pr: PartRunners) -> Runner:
     kind = key[0]
     if kind == "embed":
         H, W = model.patch_embed.img_size
-        return pr.runner("embed", EmbedPart(model), (batch, 3, H, W))
+        return "embed", EmbedPart(model), (batch, 3, H, W), {}
     if kind == "plain":
-        return pr.runner("plain", PlainPart(blk), (batch, key[1], C), token_min=1, export_tokens=P + N)
+        return "plain", PlainPart(blk), (batch, key[1], C), dict(token_min=1, export_tokens=P + N)
     if kind == "head":
-        return pr.runner("head", HeadPart(model, fuse), (batch, key[1], C), token_min=P + 1 + int(fuse),
-                         export_tokens=P + N + int(fuse))
+        return "head", HeadPart(model, fuse), (batch, key[1], C), dict(token_min=P + 1 + int(fuse),
+                                                                        export_tokens=P + N + int(fuse))
     if kind == "prop":
-        return pr.runner("prop", PropPart(blk), (batch, key[1], C), token_min=1, export_tokens=P + N)
+        return "prop", PropPart(blk), (batch, key[1], C), dict(token_min=1, export_tokens=P + N)
     if kind == "merge":
         _, L_in, L_out, n, k = key
         part = MergePart(blk, n - k, P, N, bool(getattr(model, "prop_attn", True)))
-        return pr.runner(f"merge{n}_{k}", part, (batch, L_in, C))
+        return f"merge{n}_{k}", part, (batch, L_in, C), {}
     if kind == "head_nodrop":
-        return pr.runner("head_nodrop", HeadPart(model, False), (batch, key[1], C), token_min=P + 1,
-                         export_tokens=P + N)
+        return "head_nodrop", HeadPart(model, False), (batch, key[1], C), dict(token_min=P + 1, export_tokens=P + N)
     _, L_in, L_out, n, k = key
     part = DropPart(blk, k, P, N, fuse, model.scorer, fuse)
-    return pr.runner(f"drop{k}", part, (batch, L_in, C), token_min=P + k + int(fuse),
-                     export_tokens=P + N + int(fuse))
+    return f"drop{k}", part, (batch, L_in, C), dict(token_min=P + k + int(fuse), export_tokens=P + N + int(fuse))
+
+
+def int8_jobs(model: nn.Module, keys: Sequence[tuple], pr: PartRunners) -> List[QuantizeJob]:
+    """The int8 quantisations the parts ``keys`` need on ``pr``'s target, one per exported file (exported now)."""
+    jobs: Dict[str, QuantizeJob] = {}
+    for key in keys:
+        name, module, shape, kw = part_of(model, key, pr)
+        if name not in jobs:
+            job = pr.int8_job(name, module, shape, **kw)
+            if job is not None:
+                jobs[name] = job
+    return list(jobs.values())

@@ -189,14 +189,29 @@ def measure_precision_speed(model, target: DeploymentTarget, precisions: Sequenc
 
         target = with_threads(target)
     full = TokenSchedule.full(model.depth, model.num_patches)
-    items = {p: (full, p) for p in (Precision.FP32,) + tuple(runnable)}
-    try:
+
+    def ratios_of(lower: Sequence[str]) -> Dict[str, LatencyRatio]:
+        items = {p: (full, p) for p in (Precision.FP32,) + tuple(lower)}
         measured = timings(model, items, target=target, policy=policy or TimingPolicy(**QUICK_POLICY),
                            progress=progress)
+        return {p: paired_ratio(measured[p][0], measured[Precision.FP32][0]) for p in lower}
+
+    try:
+        ratios = ratios_of(runnable)
     except TavtKitError as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return decide({}, {**skipped, **{p: f"not timed: {reason}" for p in runnable}}, target,
-                      time.monotonic() - start, keep_at_most)
-    base = measured[Precision.FP32][0]
-    ratios = {p: paired_ratio(measured[p][0], base) for p in runnable}
+        if len(runnable) == 1:
+            return decide({}, {**skipped, runnable[0]: f"not timed: {_first_line(e)}"}, target,
+                          time.monotonic() - start, keep_at_most)
+        # one precision that cannot run (a bf16 the CPU declares but cannot compile) does not take the others
+        # with it: each is timed beside fp32 on its own
+        ratios, skipped = {}, dict(skipped)
+        for p in runnable:
+            try:
+                ratios.update(ratios_of((p,)))
+            except TavtKitError as e:
+                skipped[p] = f"not timed: {_first_line(e)}"
     return decide(ratios, skipped, target, time.monotonic() - start, keep_at_most)
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

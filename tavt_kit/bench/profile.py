@@ -55,8 +55,9 @@ from ..schedules.schedule import aligned_below
 from ..schedules.space import check_multiple, prefix_tokens
 from ..progress import eta
 from ..models.token_merge import REDUCERS
-from .parts import PartRunners, make_part, part_plan
-from .runners import ModelRunners, torch_threads
+from .parts import PartRunners, int8_jobs, make_part, part_plan
+from .runners import ModelRunners, make_input, torch_threads
+from .quantize_ahead import quantize_ahead
 from .table import (TABLE_FORMAT, TABLE_VERSION, TABLE_VERSION_MERGE, LatencyTable, extra_merge_rounds,
                     fit_separable_rounds, fit_tied_rounds, isotonic)
 from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
@@ -66,7 +67,7 @@ from ..machine import machine_info
 from ..models import load_model
 from .identity import model_identity
 from .timing import TimingPolicy
-from .calibration import _calibrate_and_validate, _time_whole_models, _timed, _whole_model_rows
+from .calibration import _calibrate_and_validate, _time_whole_models, _timed, whole_model_rows
 from .profile_cap import MIN_TIME_LIMIT_S, PROFILE_TIME_LIMIT_S, ProfileCap, check_time_limit, noise_summary
 
 #: parts compiled at once for an exported backend (their weights, in bytes)
@@ -191,13 +192,12 @@ def profile_latency(
         calibrate: fit scale and offset on whole-model runs of :func:`~.calibration.anchor_schedules`.
         validate: also time this many random schedules (keep ratios in ``validate_range``) and store the errors.
         exporter: ONNX exporter for the exported backends; parts and whole models use the same one.
-        workdir: where the exports go (default a temporary folder); what a profile of a model of the same
-            structure exported there is taken (:mod:`.kept_exports`: several precisions' tables export once).
+        workdir: where the exports go (default a temporary folder); a profile of a model of the same structure
+            there takes its files (:mod:`.kept_exports`); int8 copies are made ahead (:mod:`.quantize_ahead`).
         verify_exports: check the whole-model exports (calibration, validation) against PyTorch in
             ONNX Runtime (the parts are always checked).
-        statistic: what the table holds and predicts: ``"median"`` latency (default; right on a dedicated
-            target) or ``"min"``, the fastest of the repeats: on a machine shared with other jobs the slower
-            runs time the other jobs, while the fastest run is the model's own cost.
+        statistic: what the table holds and predicts: ``"median"`` latency (default) or ``"min"``, the fastest
+            repeat (on a machine shared with other jobs, the model's own cost).
         reducers: reducing blocks to profile: ``"drop"``, ``"merge"`` or both (``"drop,merge"`` or a
             sequence); default the model's reducer. A table predicts only schedules using these.
         token_multiple: > 1: an aligned search's (:func:`aligned_grid`, anchors and validation aligned down).
@@ -210,41 +210,54 @@ def profile_latency(
     _check_options(target, statistic, validate_range, time_limit_s)
     policy = policy or profile_policy()
     say = progress or (lambda s: None)
-    model = _table_model(model, img_size, target)
-    reducers = _check_reducers(model, reducers)
-    ident = model_identity(model)
-    g = _parse_grid(grid, ident["num_patches"], check_multiple(token_multiple), prefix_tokens(model))
-    plan = part_plan(model, g, reducers)
-    exported = workdir is None and target.backend in EXPORTED_BACKENDS
-    tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-profile-") if exported else None
+    model, reducers, ident, g, plan = _planned(model, img_size, target, reducers, grid, token_multiple)
+    tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-profile-") if workdir is None and \
+        target.backend in EXPORTED_BACKENDS else None
     workdir = tmp.name if tmp is not None else workdir
     pr = PartRunners(target, ident["embed_dim"], workdir, exporter, compile_backend, say, identity=ident)
     anchor_key = ("plain", ident["num_prefix_tokens"] + ident["num_patches"])
-    whole = _whole_model_rows(model, calibrate, validate, validate_range, seed, reducers)
+    whole = whole_model_rows(model, calibrate, validate, validate_range, seed, reducers, token_multiple)
     cap = ProfileCap(time_limit_s, sum(len(v) for v in plan.values()), len(whole) + 1 if whole else 0)
-    try:
+    builder = ModelRunners(model, target, workdir, exporter, compile_backend, say, verify_exports) if whole else None
+    try:  # the whole models after the parts: the calibration and validation
         with torch_threads(target.threads):
+            _quantize_ahead(model, plan, pr, builder, whole, say)
             table = _profile_parts(model, ident, g, plan, pr, anchor_key, replace(policy, cap=cap.parts), seed,
                                    statistic, reducers, exporter, compile_backend, say)
-            if calibrate or validate:
-                builder = ModelRunners(model, target, workdir, exporter, compile_backend, say, verify_exports)
-                _whole_models(table, model, builder, anchor_key, pr, replace(policy, cap=cap.whole()), calibrate,
-                              validate, validate_range, seed, say, statistic, reducers, token_multiple)
+            if builder is not None:
+                _calibrate_and_validate(table, model, builder, anchor_key, pr, replace(policy, cap=cap.whole()),
+                                        calibrate, validate, validate_range, seed, say, statistic, reducers,
+                                        token_multiple)
             table.data.update({"token_multiple": token_multiple} if token_multiple > 1 else {})
     finally:
+        if builder is not None:
+            builder.close()  # its compiled models released
         if tmp is not None:
             tmp.cleanup()
     cap.record(table, time.perf_counter() - t_start, policy)
     return table
 
 
-def _whole_models(table, model, builder: ModelRunners, *args) -> None:
-    """The calibration and validation (:func:`~.calibration._calibrate_and_validate`, ``args`` after the reference
-    block's key), then ``builder``'s models released."""
-    try:
-        _calibrate_and_validate(table, model, builder, *args)
-    finally:
-        builder.close()
+def _planned(model, img_size, target: DeploymentTarget, reducers, grid, token_multiple: int):
+    """The model a table times, its reducers, its structure, the grid and the parts to time (:func:`part_plan`)."""
+    model = _table_model(model, img_size, target)
+    reducers = _check_reducers(model, reducers)
+    ident = model_identity(model)
+    g = _parse_grid(grid, ident["num_patches"], check_multiple(token_multiple), prefix_tokens(model))
+    return model, reducers, ident, g, part_plan(model, g, reducers)
+
+
+def _quantize_ahead(model, plan, pr: PartRunners, builder: Optional[ModelRunners], whole, say) -> None:
+    """On an int8 OpenVINO target, every part's and whole model's int8 copy made before the first is timed, in as
+    many parallel processes as the target has threads (:mod:`.quantize_ahead`); elsewhere nothing."""
+    jobs = int8_jobs(model, [k for keys in plan.values() for k in keys], pr)
+    if builder is not None and pr.target.precision == Precision.INT8:
+        x_shape = list(make_input(pr.batch, model_identity(model)["img_size"], 0).shape)
+        for s in whole.values():
+            job = builder.int8_job(s, x_shape)
+            if job is not None and all(j.out != job.out for j in jobs):
+                jobs.append(job)
+    quantize_ahead(jobs, workers=pr.target.threads, progress=say)  # as many processes as the cores it is timed on
 
 
 def _check_options(target: DeploymentTarget, statistic: str, validate_range, time_limit_s) -> None:

@@ -18,7 +18,8 @@ from ..target import DeploymentTarget, Precision
 from .backends import (EXPORTED_BACKENDS, Runner, compile_module, compiled_runner, cudagraph_runner, deployed_module,
                        file_runner, quantized_for_latency, run_compiled_once, torch_dtype_of, torch_runner)
 from .identity import model_identity, short_counts
-from .kept_exports import exported_once
+from .kept_exports import exported_once, keep, kept
+from .quantize_ahead import QuantizeJob
 
 
 #: the stem of the files of the model at its full schedule (every reducer: none reduces there)
@@ -152,18 +153,44 @@ class ModelRunners:
                 return {}
 
             self._once(out, schedule_key(schedule), f"int8 {list(shape)}", quantise)
-            self._files[key] = out
-            self.exports[schedule_key(schedule)]["int8"] = {"quantized_with": "NNCF PTQ (transformer)",
-                                                          "calibration": "random inputs (latency only)"}
+            self._quantized(schedule, out)
         return self._files[key]
+
+    def _quantized(self, schedule, out: str) -> None:
+        self._files[schedule_key(schedule) + ("int8",)] = out
+        self.exports[schedule_key(schedule)]["int8"] = {"quantized_with": "NNCF PTQ (transformer)",
+                                                      "calibration": "random inputs (latency only)"}
+
+    def int8_job(self, schedule, shape) -> Optional[QuantizeJob]:
+        """The quantisation :meth:`runner` would make for the model at ``schedule`` on inputs of ``shape`` on an
+        int8 OpenVINO target, to be made ahead (:func:`~.quantize_ahead.quantize_ahead`; the model is exported
+        now); None where there is none to make (another target, already made or kept)."""
+        if self.target.backend != "openvino" or self.target.precision != Precision.INT8 or \
+                schedule_key(schedule) + ("int8",) in self._files:
+            return None
+        path = self.exported_file(schedule)
+        out, kind = path.rsplit(".", 1)[0] + ".int8.xml", f"int8 {list(shape)}"
+        key = self._key(schedule_key(schedule), kind)
+        if key is not None and kept(out, key) is not None:
+            return None
+
+        def done() -> None:
+            if key is not None:
+                keep(out, key, {})
+            self._quantized(schedule, out)
+
+        return QuantizeJob(path, out, list(shape), done, short_counts(schedule_key(schedule)[0]))
+
+    def _key(self, key: tuple, kind: str) -> Optional[dict]:
+        """What a file of the model at schedule ``key`` is kept under (None: a folder of its own, nothing kept)."""
+        return None if self._tmp is not None else {"model": model_identity(self.model), "schedule": key,
+                                                   "exporter": self.exporter, "kind": kind,
+                                                   "verified": self.verify_exports}
 
     def _once(self, path: str, key: tuple, kind: str, make: Callable[[], dict]) -> dict:
         """``make()``, or the record of ``path`` where it is kept from an earlier profile of this model in the
         folder given (:mod:`.kept_exports`; a folder of its own keeps nothing)."""
-        k = None if self._tmp is not None else {"model": model_identity(self.model), "schedule": key,
-                                                 "exporter": self.exporter, "kind": kind,
-                                                 "verified": self.verify_exports}
-        return exported_once(path, k, make)
+        return exported_once(path, self._key(key, kind), make)
 
     def runner(self, schedule, x: torch.Tensor) -> Runner:
         """A runner of the model at ``schedule`` (counts, or a TokenSchedule with per-block reducers) on ``x``."""

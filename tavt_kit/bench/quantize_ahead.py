@@ -1,0 +1,86 @@
+"""The int8 copies a latency table times, quantised ahead of the timing in parallel processes.
+
+An int8 table times every part and whole model as OpenVINO runs it after an NNCF quantisation (on random inputs:
+:func:`~tavt_kit.bench.backends.quantized_for_latency`); a 12-block ViT's int8 table is some 60 of them. NNCF's
+work is mostly single-threaded Python (graph building, pattern matching, statistics), seconds per model, so one
+at a time they leave the other cores idle: on 2 cores the int8 table of the newcomer walk's DINOv2 ViT-S/14 spent
+215 of its search's 843 s in them. :func:`quantize_ahead` makes them all before the first is timed, in as many
+processes as the cores the table will be timed on (none is timed meanwhile); each is then taken as if made in
+place.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+from ..errors import ExportError
+
+
+@dataclass(frozen=True)
+class QuantizeJob:
+    """One int8 copy to make: ``source`` (an exported ``.onnx`` or ``.xml``) quantised into ``out`` (``.xml``)
+    calibrated on random inputs of ``shape``; ``done`` is called once it is written (it records the file where the
+    timing will look for it)."""
+
+    source: str
+    out: str
+    shape: Sequence[int]
+    done: Callable[[], None]
+    what: str = ""
+
+
+def _quantise(source: str, out: str, shape: Sequence[int]) -> float:
+    from .backends import quantized_for_latency
+
+    start = time.perf_counter()
+    quantized_for_latency(source, out, shape)
+    return time.perf_counter() - start
+
+
+def default_workers() -> int:
+    """One process per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def quantize_ahead(jobs: List[QuantizeJob], workers: Optional[int] = None,
+                   progress: Optional[Callable[[str], None]] = None) -> int:
+    """Make every job's int8 copy, ``workers`` processes at once (default: :func:`default_workers`; 1, or a single
+    job: in this process). Returns how many were made. A quantisation that fails raises its
+    :class:`~tavt_kit.errors.ExportError` (the others finish first)."""
+    if not jobs:
+        return 0
+    workers = min(len(jobs), workers or default_workers())
+    say = progress or (lambda s: None)
+    start = time.perf_counter()
+    say(f"quantising {len(jobs)} parts and models to int8 ahead of their timing ({workers} at once)")
+    if workers <= 1:
+        for job in jobs:
+            _quantise(job.source, job.out, list(job.shape))
+            job.done()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [(job, pool.submit(_quantise, job.source, job.out, [int(d) for d in job.shape]))
+                       for job in jobs]
+            failed = None
+            for job, fut in futures:
+                try:
+                    fut.result()
+                except ExportError as e:
+                    failed = failed or e
+                    continue
+                except Exception as e:  # a worker that died (memory) or an error NNCF raised there
+                    failed = failed or ExportError(f"{job.source}: int8 quantisation for timing failed in a worker "
+                                                   f"process ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+                    continue
+                job.done()
+            if failed is not None:
+                raise failed
+    say(f"quantised {len(jobs)} to int8 in {time.perf_counter() - start:.0f}s")
+    return len(jobs)

@@ -1,0 +1,56 @@
+"""An int8 latency table quantises its parts and whole models ahead of their timing, in parallel processes on as
+many cores as it is timed on; each is then taken as made, and a second table in the same folder makes none."""
+import pytest
+
+import tavt_kit
+from tavt_kit.bench import TimingPolicy, profile_latency
+from tavt_kit.bench.quantize_ahead import QuantizeJob, quantize_ahead
+from tavt_kit.errors import ExportError
+from tavt_kit.target import DeploymentTarget
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.nncf]
+QUICK = TimingPolicy(warmup=1, min_repeats=3, max_repeats=3, budget_s=0.05)
+INT8 = DeploymentTarget(backend="openvino", precision="int8", threads=1)
+
+
+def tiny():
+    return tavt_kit.create_model("fgvc_tiny", depth=2, img_size=32).eval()
+
+
+def test_an_int8_table_quantises_everything_ahead_and_a_second_one_nothing(tmp_path):
+    first, second = [], []
+    t1 = profile_latency(tiny(), target=INT8, grid=3, policy=QUICK, workdir=str(tmp_path), time_limit_s=5,
+                         progress=first.append)
+    ahead = [m for m in first if "to int8 ahead of their timing" in m]
+    assert len(ahead) == 1 and ahead[0].startswith("quantising ")
+    n = int(ahead[0].split()[1])
+    assert n == len(list(tmp_path.glob("*.int8.xml")))  # every part and whole model timed had its copy made ahead
+    assert not [m for m in first if m.startswith("quantising part") or m.endswith("(int8)")], first  # none in place
+    assert t1.precision == "int8" and t1.data["target"]["int8"]["calibration"] == "random inputs (latency only)"
+    t2 = profile_latency(tiny(), target=INT8, grid=3, policy=QUICK, workdir=str(tmp_path), time_limit_s=5,
+                         progress=second.append)
+    assert not [m for m in second if "int8" in m and m.startswith("quantis")], second  # kept from the first
+    assert set(t2.to_dict()["noise"]["points"]) == set(t1.to_dict()["noise"]["points"])
+
+
+def test_quantisations_run_in_worker_processes_and_a_failure_names_its_file(tmp_path):
+    from tavt_kit.export.onnx import export_module
+
+    part = tavt_kit.create_model("fgvc_tiny", depth=1, img_size=32).blocks[0].eval()
+    import torch
+
+    src = str(tmp_path / "block.onnx")
+    export_module(part, torch.randn(2, 17, part.attn.qkv.in_features), src, input_name="input",
+                  output_name="output", dynamic_axes={0: "batch"})
+    done = []
+    jobs = [QuantizeJob(src, str(tmp_path / f"q{i}.xml"), [2, 17, part.attn.qkv.in_features],
+                        lambda i=i: done.append(i)) for i in range(2)]
+    assert quantize_ahead(jobs, workers=2) == 2
+    assert sorted(done) == [0, 1] and all((tmp_path / f"q{i}.xml").is_file() for i in range(2))
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    jobs = [QuantizeJob(str(bad), str(tmp_path / "b.xml"), [2, 17, 8], lambda: done.append("bad")),
+            QuantizeJob(src, str(tmp_path / "q2.xml"), [2, 17, part.attn.qkv.in_features], lambda: done.append(2))]
+    with pytest.raises(ExportError, match="broken.onnx"):
+        quantize_ahead(jobs, workers=2)
+    assert done[-1] == 2 and "bad" not in done  # the other one finished and was recorded
