@@ -227,7 +227,7 @@ def test_a_precision_search_on_the_gpu_scores_fp16_picks_in_torch_there(monkeypa
     H200 machine, which has no OpenVINO, failed here once: every pick was sent to OpenVINO)."""
     import sys
 
-    from tavt_kit.search.pairs import DeployedScorer
+    from tavt_kit.search.deployed import DeployedScorer
 
     monkeypatch.setitem(sys.modules, "openvino", None)
     model = tiny()

@@ -5,7 +5,7 @@ import sys
 import torch
 
 import tavt_kit
-from tavt_kit.search.pairs import DeployedScorer
+from tavt_kit.search.deployed import DeployedScorer
 from tavt_kit.target import DeploymentTarget
 
 
@@ -30,7 +30,7 @@ def test_a_torch_target_scores_the_model_itself_without_openvino(monkeypatch):
 
 
 def test_half_precision_and_int8_on_a_cpu_deploy_through_openvino():
-    from tavt_kit.search.pairs import _runs_in_torch
+    from tavt_kit.search.deployed import _runs_in_torch
 
     assert _runs_in_torch(DeploymentTarget(backend="torch", device="cpu"))
     for p in ("bf16", "fp16", "int8"):  # torch on a CPU does not deploy these: OpenVINO runs them

@@ -307,3 +307,9 @@ def test_the_int8_front_is_measured_for_a_bounded_time_spread_over_its_latencies
     assert (measured, left) == (6, 0)
     now[0], asked[:] = 0.0, []
     assert _measured_int8_front(search, budgets, verify, "nll", time_limit=0, clock=lambda: now[0])[1:] == (1, 5)
+    # on a target of 2 threads two points are quantised together first (prepare), then each measured
+    now[0], asked[:], prepared = 0.0, [], []
+    front, measured, left = _measured_int8_front(search, budgets, verify, "nll", time_limit=25.0,
+                                                 clock=lambda: now[0], prepare=prepared.append, at_once=2)
+    assert (measured, left) == (4, 2)  # started at 0 s and 20 s; at 40 s the limit is past
+    assert prepared == [asked[:2], asked[2:]] and asked[:2] == [by_latency[0].gene, by_latency[-1].gene]

@@ -21,7 +21,7 @@ def test_an_int8_table_quantises_everything_ahead_and_a_second_one_nothing(tmp_p
     first, second = [], []
     t1 = profile_latency(tiny(), target=INT8, grid=3, policy=QUICK, workdir=str(tmp_path), time_limit_s=5,
                          progress=first.append)
-    ahead = [m for m in first if "to int8 ahead of their timing" in m]
+    ahead = [m for m in first if "to int8 ahead" in m]
     assert len(ahead) == 1 and ahead[0].startswith("quantising ")
     n = int(ahead[0].split()[1])
     assert n == len(list(tmp_path.glob("*.int8.xml")))  # every part and whole model timed had its copy made ahead
@@ -54,3 +54,32 @@ def test_quantisations_run_in_worker_processes_and_a_failure_names_its_file(tmp_
     with pytest.raises(ExportError, match="broken.onnx"):
         quantize_ahead(jobs, workers=2)
     assert done[-1] == 2 and "bad" not in done  # the other one finished and was recorded
+
+
+def test_int8_models_quantised_ahead_score_as_those_made_in_place():
+    # the search's int8 verifications (the front, your model's int8 deployables) quantise several at once on a
+    # target of several threads: the same models as quantised one by one
+    import numpy as np
+    import torch
+
+    from tavt_kit.schedules import TokenSchedule
+    from tavt_kit.search.deployed import DeployedScorer
+
+    torch.manual_seed(0)
+    model = tavt_kit.create_model("fgvc_tiny", depth=2, img_size=32).eval()
+    calib = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    images, labels = torch.randn(24, 3, 32, 32), torch.randint(0, model.num_classes, (24,))
+    scheds = [TokenSchedule.full(2, model.num_patches), TokenSchedule([12, 8], model.num_patches)]
+    ahead = DeployedScorer(model, lambda x: x, lambda: calib, batch_size=8, threads=2)
+    in_place = DeployedScorer(model, lambda x: x, lambda: calib, batch_size=8, threads=1)
+    try:
+        assert ahead.workers == 2
+        ahead.prepare(scheds)
+        assert ahead.quantized == 2  # both made ahead, in worker processes
+        for s in scheds:
+            a, b = ahead.scores(s, "int8", images, labels)[0], in_place.scores(s, "int8", images, labels)[0]
+            assert a.correct == b.correct and a.nll == pytest.approx(b.nll, rel=1e-5)
+        assert ahead.quantized == 2 and in_place.quantized == 2  # scoring quantised nothing more
+    finally:
+        ahead.close()
+        in_place.close()

@@ -271,7 +271,7 @@ class PartRunners:
                 keep(out, key, {})
             self.files[name + ".int8"] = out
 
-        return QuantizeJob(path, out, ex_shape, done, f"part {name}")
+        return QuantizeJob(path, out, ex_shape, done)
 
 
 def part_plan(model: nn.Module, grid: List[int], reducers: Sequence[str] = ("drop",)):

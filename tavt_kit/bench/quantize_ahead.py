@@ -17,28 +17,41 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
+import numpy as np
+
 from ..errors import ExportError
 
 
 @dataclass(frozen=True)
 class QuantizeJob:
-    """One int8 copy to make: ``source`` (an exported ``.onnx`` or ``.xml``) quantised into ``out`` (``.xml``)
-    calibrated on random inputs of ``shape``; ``done`` is called once it is written (it records the file where the
-    timing will look for it)."""
+    """One int8 copy to make: ``source`` (an exported ``.onnx`` or ``.xml``) quantised into ``out`` (``.xml``),
+    calibrated on random inputs of ``shape`` (a copy for timing), or on ``calibration`` images where given (NNCF
+    with bias correction: a copy whose accuracy is measured, the same file as made in place); ``done`` is called
+    once it is written (it records the file where the caller will look for it)."""
 
     source: str
     out: str
     shape: Sequence[int]
     done: Callable[[], None]
-    what: str = ""
+    calibration: Optional[np.ndarray] = None
 
 
-def _quantise(source: str, out: str, shape: Sequence[int]) -> float:
-    from .backends import quantized_for_latency
-
+def _quantise(source: str, out: str, shape: Sequence[int], calibration: Optional[np.ndarray]) -> float:
     start = time.perf_counter()
-    quantized_for_latency(source, out, shape)
+    if calibration is None:
+        from .backends import quantized_for_latency
+
+        quantized_for_latency(source, out, shape)
+    else:
+        from ..export.quantize import quantize_openvino
+
+        quantize_openvino(source, out, calibration)
     return time.perf_counter() - start
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes for :func:`quantize_ahead` (spawned: NNCF and OpenVINO start afresh)."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def default_workers() -> int:
@@ -50,37 +63,45 @@ def default_workers() -> int:
 
 
 def quantize_ahead(jobs: List[QuantizeJob], workers: Optional[int] = None,
-                   progress: Optional[Callable[[str], None]] = None) -> int:
+                   progress: Optional[Callable[[str], None]] = None, what: str = "parts and models",
+                   pool: Optional[ProcessPoolExecutor] = None) -> int:
     """Make every job's int8 copy, ``workers`` processes at once (default: :func:`default_workers`; 1, or a single
-    job: in this process). Returns how many were made. A quantisation that fails raises its
-    :class:`~tavt_kit.errors.ExportError` (the others finish first)."""
+    job: in this process), in ``pool`` where given (:func:`worker_pool`: one for many calls). Returns how many
+    were made. A quantisation that fails raises its :class:`~tavt_kit.errors.ExportError` (the others finish
+    first and are recorded)."""
     if not jobs:
         return 0
     workers = min(len(jobs), workers or default_workers())
-    say = progress or (lambda s: None)
     start = time.perf_counter()
-    say(f"quantising {len(jobs)} parts and models to int8 ahead of their timing ({workers} at once)")
+    say = progress or (lambda s: None)
+    say(f"quantising {len(jobs)} {what} to int8 ahead" + (f", {workers} at once" if workers > 1 else ""))
     if workers <= 1:
         for job in jobs:
-            _quantise(job.source, job.out, list(job.shape))
+            _quantise(job.source, job.out, list(job.shape), job.calibration)
             job.done()
-    else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [(job, pool.submit(_quantise, job.source, job.out, [int(d) for d in job.shape]))
-                       for job in jobs]
-            failed = None
-            for job, fut in futures:
-                try:
-                    fut.result()
-                except ExportError as e:
-                    failed = failed or e
-                    continue
-                except Exception as e:  # a worker that died (memory) or an error NNCF raised there
-                    failed = failed or ExportError(f"{job.source}: int8 quantisation for timing failed in a worker "
-                                                   f"process ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
-                    continue
-                job.done()
-            if failed is not None:
-                raise failed
-    say(f"quantised {len(jobs)} to int8 in {time.perf_counter() - start:.0f}s")
+        return len(jobs)
+    own = pool is None
+    pool = worker_pool(workers) if own else pool
+    try:
+        futures = [(job, pool.submit(_quantise, job.source, job.out, [int(d) for d in job.shape], job.calibration))
+                   for job in jobs]
+        failed = None
+        for job, fut in futures:
+            try:
+                fut.result()
+            except ExportError as e:
+                failed = failed or e
+                continue
+            except Exception as e:  # a worker that died (memory) or an error NNCF raised there
+                line = str(e).splitlines()[0] if str(e) else ""
+                failed = failed or ExportError(f"{job.source}: int8 quantisation failed in a worker process "
+                                               f"({type(e).__name__}: {line})")
+                continue
+            job.done()
+    finally:
+        if own:
+            pool.shutdown()
+    if failed is not None:
+        raise failed
+    say(f"quantised {len(jobs)} {what} to int8 in {time.perf_counter() - start:.0f}s")
     return len(jobs)

@@ -179,7 +179,7 @@ class ModelRunners:
                 keep(out, key, {})
             self._quantized(schedule, out)
 
-        return QuantizeJob(path, out, list(shape), done, short_counts(schedule_key(schedule)[0]))
+        return QuantizeJob(path, out, list(shape), done)
 
     def _key(self, key: tuple, kind: str) -> Optional[dict]:
         """What a file of the model at schedule ``key`` is kept under (None: a folder of its own, nothing kept)."""

@@ -19,6 +19,7 @@ from torch import nn
 from ..models import count_macs, token_drop_record
 from ..schedules import SearchSpace, TokenSchedule
 from .evolution import Budget, EvolutionSettings, gene_of, schedule_of
+from .pairs import FRONT_TIME_LIMIT_S
 from .recommend import DEFAULT_SHIP_CONFIDENCE
 
 
@@ -54,7 +55,7 @@ class SearchContext:
     source: Optional[dict] = None
     verify_top: int = 3
     calibration_images: int = 300
-    front_time_limit: Optional[float] = 120.0
+    front_time_limit: Optional[float] = FRONT_TIME_LIMIT_S
     remeasure_picks: bool = False
     shrinkage: bool = True
     parent_search: bool = True

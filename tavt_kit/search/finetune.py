@@ -117,7 +117,7 @@ class FinetuneStage:
         from ..distill import distill_schedule
         from ..models import load_checkpoint
         from ..train import LAST_FILE
-        from .pairs import DeployedScorer
+        from .deployed import DeployedScorer
 
         ctx = self.ctx
         gene = entry_gene(row["best"])[:2]  # counts and reducers: one fine-tune serves every precision
@@ -147,12 +147,12 @@ class FinetuneStage:
         """Per-image scores of ``model`` at ``sched`` and ``precision`` as the search scores the pick: held-out
         (``deployed`` False) in PyTorch (bf16/fp16 autocast) but int8 deployed; test on the deployed runtime."""
         from .evaluate import CandidateEvaluator
-        from .pairs import _AUTOCAST
+        from .deployed import AUTOCAST
 
         if precision == "int8" or (deployed and precision != "fp32"):
             return scorer.scores(sched, precision, images, labels)[0]
         ev = CandidateEvaluator(model, images, labels, self.ctx.batch_size, transform=self.ctx.transform,
-                                autocast=_AUTOCAST.get(precision), device=self.ctx.device)
+                                autocast=AUTOCAST.get(precision), device=self.ctx.device)
         return ev.scores([sched], per_image=True)
 
     def _entry(self, best: dict, model: nn.Module, sched, scorer, folder: str) -> Dict[str, Any]:

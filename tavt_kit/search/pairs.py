@@ -36,20 +36,17 @@ calibration quantises again.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
 from torch import nn
 
 from ..progress import eta
 from ..schedules.schedule import TokenSchedule
 from ..stats import paired_difference, wilson_interval
-from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
+from ..target import Precision
+from .deployed import AUTOCAST, DeployedScorer
 from .evaluate import CandidateEvaluator, ScheduleScores
 from .reuse import METRICS
 from .evolution import EvolutionSearch, entry_gene, gene_of, pareto_front
@@ -58,120 +55,13 @@ from .result import schedule_file_name
 from .shares import JUDGING_ROUNDS  # noqa: F401  (the judging round's rotations; imported from here too)
 #: precisions a search can pair with schedules
 SEARCH_PRECISIONS = Precision.ALL
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: how each precision's held-out accuracy is obtained during the evolution
+#: default seconds spent measuring the int8 front on the deployed model (``EvaluationOptions.front_time_limit``):
+#: two quantisations at once on 2 cores measure in 60 s as many points as 120 s did one at a time
+#: (``docs/decisions/2026-11-29-front-time-limit.md``)
+FRONT_TIME_LIMIT_S = 60.0
 ACCURACY_SOURCE = {"fp32": "PyTorch fp32", "bf16": "PyTorch bf16 autocast", "fp16": "PyTorch fp16 autocast",
                    "int8": "fp32 (provisional; measured on the deployed int8 model before it is reported)"}
-
-
-# --------------------------------------------------------------- deployed runs
-def _runs_in_torch(target: DeploymentTarget) -> bool:
-    """Whether ``target`` deploys the model itself in torch here: a torch backend at fp32, or at bf16 / fp16 on a
-    CUDA device that runs it (int8, and half precision on a CPU, deploy through OpenVINO)."""
-    from ..bench.backends import check_target
-    from ..errors import BackendError, ConfigError
-
-    if target.backend not in TORCH_BACKENDS or target.precision == Precision.INT8:
-        return False
-    try:
-        check_target(target)
-    except (BackendError, ConfigError):
-        return False
-    return True
-
-
-class DeployedScorer:
-    """Schedules run on the deployed runtime: exported to ONNX, converted to OpenVINO IR (int8: quantised with
-    NNCF on training images), compiled at the precision, run on an image set; exports cached per pair. Where
-    ``targets`` gives a precision a torch target that runs it here (:func:`_runs_in_torch`: fp32, or bf16 / fp16
-    on a GPU), the deployed model is the model itself, its weights cast, on that device: no export."""
-
-    def __init__(self, model: nn.Module, transform: Callable[[torch.Tensor], torch.Tensor],
-                 calibration: Callable[[], np.ndarray], batch_size: int = 64, threads: Optional[int] = None,
-                 targets: Optional[Dict[str, DeploymentTarget]] = None):
-        self.model, self.transform, self.batch_size, self.threads = model, transform, int(batch_size), threads
-        self.targets = {p: t for p, t in (targets or {}).items() if _runs_in_torch(t)}
-        self._calibration_fn, self._calibration = calibration, None
-        self._tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-deployed-")
-        self._files: Dict[tuple, str] = {}
-        self._modules: Dict[str, nn.Module] = {}
-        self._reference: Dict[int, torch.Tensor] = {}
-        self.seconds = 0.0
-        self.quantized = 0
-
-    def close(self) -> None:
-        self._tmp.cleanup()
-        self._modules.clear()  # the weights cast and moved to a GPU
-
-    def calibration(self) -> np.ndarray:
-        if self._calibration is None:
-            self._calibration = self._calibration_fn()
-        return self._calibration
-
-    def _file(self, sched: TokenSchedule, precision: str) -> str:
-        from ..export.onnx import export_onnx
-        from ..export.openvino import convert_openvino
-
-        key = (gene_of(sched), precision == "int8")
-        if key not in self._files:
-            stem = os.path.join(self._tmp.name, f"m{len(self._files)}")
-            onnx = export_onnx(self.model, stem + ".onnx", sched, verify=False).path
-            if precision == "int8":
-                from ..export.quantize import quantize_openvino
-
-                self._files[key] = quantize_openvino(onnx, stem + ".int8.xml", self.calibration()).path
-                self.quantized += 1
-            else:
-                self._files[key] = convert_openvino(onnx, stem + ".xml", verify=False).xml_path
-        return self._files[key]
-
-    def _torch_logits(self, sched: Optional[TokenSchedule], precision: str, images: torch.Tensor) -> torch.Tensor:
-        """Logits of the model deployed on the torch target of ``precision`` (the fp32 reference on the fp32
-        target where it is a torch one, else on the CPU as given)."""
-        from ..bench.backends import deployed_module
-
-        target = self.targets.get(precision)
-        if target is None:
-            model, device, dtype = self.model, next(self.model.parameters()).device, None
-        else:
-            if precision not in self._modules:
-                self._modules[precision] = deployed_module(self.model, target)
-            model, device = self._modules[precision], torch.device(target.device)
-            dtype = next(model.parameters()).dtype
-        with torch.inference_mode():
-            return torch.cat([model(self.transform(images[i:i + self.batch_size]).to(device, dtype), drop=sched)
-                              .float().cpu() for i in range(0, len(images), self.batch_size)])
-
-    def _full_logp(self, images: torch.Tensor) -> torch.Tensor:
-        key = id(images)
-        if key not in self._reference:
-            self._reference[key] = self._torch_logits(None, "fp32", images).log_softmax(-1)
-        return self._reference[key]
-
-    def scores(self, sched: TokenSchedule, precision: str, images: torch.Tensor, labels: torch.Tensor
-               ) -> Tuple[ScheduleScores, str]:
-        """Hits and cross-entropy (per image), NLL and KL to the full fp32 model of the deployed pair; and the
-        runtime's name."""
-        from ..export.verify import ExportedRunner
-
-        start = time.perf_counter()
-        if precision in self.targets:  # a torch target deploys the model itself at the precision
-            logp = self._torch_logits(sched, precision, images).log_softmax(-1)
-            runtime = f"PyTorch {self.targets[precision].backend} on {self.targets[precision].device}, {precision}"
-        else:
-            runner = ExportedRunner(self._file(sched, precision), threads=self.threads,
-                                    precision="fp32" if precision == "int8" else precision)
-            logp = torch.cat([torch.from_numpy(np.asarray(runner(self.transform(images[i:i + self.batch_size])
-                                                                 .numpy()))).float()
-                              for i in range(0, len(images), self.batch_size)]).log_softmax(-1)
-            runtime = f"{runner.runtime}, {runner.precision_used}"
-        ref = self._full_logp(images)
-        hit = logp.argmax(-1) == labels
-        nll_i = -logp.gather(1, labels.view(-1, 1)).squeeze(1)
-        kl = float((ref.exp() * (ref - logp)).sum())
-        self.seconds += time.perf_counter() - start
-        return ScheduleScores(len(labels), [int(hit.sum())], [float(nll_i.sum())], [kl], hit.view(1, -1),
-                              losses=nll_i.view(1, -1)), runtime
 
 
 # ------------------------------------------------------------------- the pairs
@@ -276,7 +166,7 @@ class PrecisionStage:
         for p in ctx.precisions[1:]:
             evaluator = ctx.evaluator if p == "int8" else CandidateEvaluator(
                 ctx.model, ctx.holdout.images, ctx.holdout.labels, ctx.batch_size, transform=ctx.transform,
-                shared_blocks=ctx.evaluator.shared_blocks, autocast=_AUTOCAST[p], reference=ctx.evaluator,
+                shared_blocks=ctx.evaluator.shared_blocks, autocast=AUTOCAST[p], reference=ctx.evaluator,
                 device=ctx.device)
             ctx.log(f"searching {p} schedules (accuracy: {ACCURACY_SOURCE[p]})")
             metrics = _cached_metrics(evaluator, known if p == "int8" else None)
@@ -323,6 +213,13 @@ class PrecisionStage:
         doc["precisions"]["quantized_models"] = scorer.quantized
         doc["timing"]["precision_search_seconds"] = self.seconds
 
+    def prepare_genes(self, genes) -> None:
+        """The int8 models of ``genes`` not yet verified (nor taken from an earlier search) quantised together
+        (:meth:`DeployedScorer.prepare`), before :meth:`verify_gene` runs each."""
+        reused = self.ctx.reused
+        todo = [g for g in genes if g not in self.verified and (reused is None or not reused.has("deployed", g))]
+        self.scorer.prepare([self.ctx.schedule(g) for g in todo])
+
     def verify_gene(self, gene, why: str = "") -> Dict[str, float]:
         """The held-out metrics of ``gene`` quantised to int8 and run in OpenVINO (journalled)."""
         ctx = self.ctx
@@ -355,7 +252,9 @@ class PrecisionStage:
         if "int8" in self.searches:
             fronts["int8"], n_front, left = _measured_int8_front(self.searches["int8"], doc["budgets"],
                                                                  self.verify_gene, ctx.fitness,
-                                                                 time_limit=ctx.front_time_limit)
+                                                                 time_limit=ctx.front_time_limit,
+                                                                 prepare=self.prepare_genes,
+                                                                 at_once=self.scorer.workers)
             if left:
                 ctx.log(f"int8 front: {n_front} points measured on the deployed model in the "
                         f"{ctx.front_time_limit:g} s allowed (front_time_limit), {left} left out")
@@ -514,25 +413,32 @@ def spread_order(n: int) -> List[int]:
 
 
 def _measured_int8_front(search: EvolutionSearch, budgets: Sequence[dict], verify_gene, fitness: str,
-                         time_limit: Optional[float] = None, clock: Callable[[], float] = time.perf_counter
+                         time_limit: Optional[float] = None, clock: Callable[[], float] = time.perf_counter,
+                         prepare: Optional[Callable[[list], None]] = None, at_once: int = 1
                          ) -> Tuple[list, int, int]:
     """The int8 Pareto front with every point's accuracy measured on the deployed int8 model, how many points
     were measured, and how many were left out: each candidate on the provisional front (fp32 fitness) within the
-    widest latency budget is quantised and run on the held-out images -- in :func:`spread_order`, until
-    ``time_limit`` seconds have passed (at least one) -- and the front is drawn again from the measured values."""
+    widest latency budget is quantised and run on the held-out images -- in :func:`spread_order`, ``at_once``
+    at a time (``prepare(genes)`` quantises them together first), until ``time_limit`` seconds have passed (at
+    least one) -- and the front is drawn again from the measured values."""
     limit = max((b["limit"] for b in budgets if b["objective"] == "latency"), default=float("inf"))
     within = [c for c in search.evaluated.values() if c.latency is not None and c.latency <= limit]
     provisional = pareto_front(within, "latency")
     measured = []
-    start, n = clock(), len(provisional)
-    for i, k in enumerate(spread_order(n), 1):  # each an NNCF quantisation and a run: said with the time left
-        spent = clock() - start
-        if i > 1 and time_limit is not None and spent >= time_limit:
+    start, n, order = clock(), len(provisional), spread_order(len(provisional))
+    while len(measured) < n:  # each an NNCF quantisation and a run: said with the time left
+        if measured and time_limit is not None and clock() - start >= time_limit:
             break
-        time_left = f", ETA {eta(i - 1, n, spent)}" if i > 1 else ""
-        c = provisional[k]
-        m = verify_gene(c.gene, f" (int8 front {i}/{n}{time_left})")
-        measured.append(replace(c, accuracy=m["accuracy"], nll=m["nll"], kl=m["kl"], fitness=fitness_of(m, fitness)))
+        batch = order[len(measured):len(measured) + max(1, int(at_once))]
+        if prepare is not None and len(batch) > 1:
+            prepare([provisional[k].gene for k in batch])
+        for k in batch:
+            i = len(measured) + 1
+            time_left = f", ETA {eta(i - 1, n, clock() - start)}" if i > 1 else ""
+            c = provisional[k]
+            m = verify_gene(c.gene, f" (int8 front {i}/{n}{time_left})")
+            measured.append(replace(c, accuracy=m["accuracy"], nll=m["nll"], kl=m["kl"],
+                                    fitness=fitness_of(m, fitness)))
     return pareto_front(measured, "latency"), len(measured), n - len(measured)
 
 

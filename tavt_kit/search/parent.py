@@ -198,7 +198,7 @@ class ParentStage:
         its ``vs_parent`` (deployed, paired on the test images), and ``recommended`` is chosen again among all."""
         ctx = self.ctx
         ref = self._parent_hits
-        from .pairs import DeployedScorer
+        from .deployed import DeployedScorer
 
         # your model deployed as the searched pairs are (the same calibration images); the supernet's int8 models,
         # quantised by the precision stage, are scored on its own scorer (no second quantisation)
@@ -206,14 +206,16 @@ class ParentStage:
             self.parent, ctx.transform, stage.scorer.calibration, ctx.batch_size,
             ctx.objectives["fp32"].target.threads, {p: o.target for p, o in ctx.objectives.items()})
         self._scorers.update(parent=scorer, supernet=stage.scorer)
+        rows = [row for row in doc["budgets"] if row["objective"] == "latency"]
+        limits = [self._limit_for(row["limit"], row.get("fraction")) for row in rows]
+        chosen = [[(p, self._free_schedules(p, row["limit"], limit, row.get("fraction"))) for p in ctx.precisions[1:]]
+                  for row, limit in zip(rows, limits)]
+        scorer.prepare([s for per_row in chosen for p, free in per_row if p == "int8" for s in free.values()])
         entries: Dict[tuple, dict] = {}  # (schedule, precision) -> entry: one measurement for all budgets
-        for row in doc["budgets"]:
-            if row["objective"] != "latency":
-                continue
+        for row, limit, per_row in zip(rows, limits, chosen):
             free = row.setdefault("training_free", {})
-            limit = self._limit_for(row["limit"], row.get("fraction"))
-            for p in ctx.precisions[1:]:
-                for name, s in self._free_schedules(p, row["limit"], limit, row.get("fraction")).items():
+            for p, schedules in per_row:
+                for name, s in schedules.items():
                     key = (gene_of(s), p)
                     if key not in entries:
                         entries[key] = self._deployed_entry(scorer, s, p, ref)
@@ -381,7 +383,8 @@ class ParentStage:
     def _deployed_entry(self, scorer, s: TokenSchedule, precision: str, ref) -> dict:
         """A training-free deployable at ``precision``: held-out metrics as the search measures that precision
         (bf16/fp16 autocast, int8 quantised and run in OpenVINO), test accuracy on the deployed runtime."""
-        from .pairs import _AUTOCAST, ACCURACY_SOURCE
+        from .deployed import AUTOCAST
+        from .pairs import ACCURACY_SOURCE
 
         ctx = self.ctx
         if precision == "int8":
@@ -390,7 +393,7 @@ class ParentStage:
             source = "OpenVINO int8 (NNCF PTQ, transformer)"
         else:
             ev = CandidateEvaluator(self.parent, ctx.holdout.images, ctx.holdout.labels, ctx.batch_size,
-                                    transform=ctx.transform, autocast=_AUTOCAST[precision], device=ctx.device)
+                                    transform=ctx.transform, autocast=AUTOCAST[precision], device=ctx.device)
             m, source = ev.scores([s]).metrics(0), ACCURACY_SOURCE[precision]
         d = {"counts": list(s.counts), **({"reducers": list(s.reducers)} if s.reducers else {}),
              "precision": precision, "macs": ctx.macs(s), "weights": "parent",

@@ -33,6 +33,7 @@ from ..stats import accuracy_interval, paired_difference
 from ..progress import Heartbeat
 from .baselines import baseline_schedules
 from .data import SearchData, search_data, shard, take_subset, _dist
+from .pairs import FRONT_TIME_LIMIT_S
 from .evaluate import CandidateEvaluator, evaluation_device
 from .evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, Journal, entry_gene, front_area, gene_of,
                         pareto_front)
@@ -155,7 +156,7 @@ def build_context(model: nn.Module, data: SearchData, out_dir: str, *, settings:
                   selection: Union[str, float, None] = 0.0, recommends: bool = False, shrinkage: bool = True,
                   parent_search: bool = True, ship_confidence: float = DEFAULT_SHIP_CONFIDENCE,
                   eval_device: Optional[str] = "auto", finetune=None,
-                  front_time_limit: Optional[float] = 120.0) -> SearchContext:
+                  front_time_limit: Optional[float] = FRONT_TIME_LIMIT_S) -> SearchContext:
     """The :class:`SearchContext` of one search: its settings checked, the held-out images set aside for the
     selection, the evaluator, the weights' digest, the journals of earlier searches read."""
     _check(data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images)

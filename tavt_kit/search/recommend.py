@@ -100,10 +100,10 @@ class PairedEvidence:
                 sc = deployed.scores(sched, "int8", self.images.images, self.images.labels)[0]
             else:
                 from .evaluate import CandidateEvaluator
-                from .pairs import _AUTOCAST
+                from .deployed import AUTOCAST
 
                 ev = CandidateEvaluator(model, self.images.images, self.images.labels, self.batch_size,
-                                        transform=self.transform, autocast=_AUTOCAST.get(precision),
+                                        transform=self.transform, autocast=AUTOCAST.get(precision),
                                         device=self.device)
                 sc = ev.scores([sched], per_image=True)
             self._cache[key] = (sc.losses[0].double(), sc.hits[0].double())

@@ -112,6 +112,10 @@ class Reused:
             self.taken[pool] = self.taken.get(pool, 0) + 1
         return m
 
+    def has(self, pool: str, gene: Gene) -> bool:
+        """Whether :meth:`get` would take ``gene`` from ``pool`` (not counted as taken)."""
+        return gene in self.pools.get(pool, {})
+
     def count(self, pool: str, n: int = 1) -> None:
         """``n`` evaluations of ``pool`` done here (none of the other searches had them)."""
         self.evaluated[pool] = self.evaluated.get(pool, 0) + n

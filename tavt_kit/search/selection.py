@@ -106,7 +106,7 @@ class SelectionScorer(PairedEvidence):
     recommendation pairs them, :mod:`~.recommend`).
 
     fp32 runs the weights in PyTorch; bf16/fp16 under autocast (as the search scores those precisions); int8 on
-    the deployed model through the :class:`~tavt_kit.search.pairs.DeployedScorer` that quantised it for the
+    the deployed model through the :class:`~tavt_kit.search.deployed.DeployedScorer` that quantised it for the
     held-out and test images (no second quantisation)."""
 
     def fields(self, weights: str, model: nn.Module, sched: TokenSchedule, precision: str = "fp32",

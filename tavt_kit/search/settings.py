@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from ..errors import ConfigError
 from ..target import DeploymentTarget, Precision
 from .evaluate import evaluation_device
+from .pairs import FRONT_TIME_LIMIT_S
 from .fitness import DEFAULT_FITNESS, FITNESSES
 from .objective import LATENCY_SOURCES
 
@@ -110,7 +111,7 @@ class EvaluationOptions:
     #: run: minutes for a 12-block ViT on a CPU); the front reports the points measured in that time, spread over
     #: its latencies, and says how many it left out; None: every point. Each budget's own pick is measured anyway
     #: (``verify_top``).
-    front_time_limit: Optional[float] = 120.0
+    front_time_limit: Optional[float] = FRONT_TIME_LIMIT_S
     #: where candidates are scored: ``auto`` (CUDA where there is one), ``cpu``, ``cuda``
     device: Optional[str] = "auto"
 
