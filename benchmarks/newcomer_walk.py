@@ -7,7 +7,12 @@
 ``--fashion DIR``: the images are Fashion-MNIST's (the IDX files in DIR, e.g. Debian's dataset-fashion-mnist)
 written as a plain folder tree, ``train/<class>/*.png`` and ``test/<class>/*.png`` (300 and 100 per class,
 64 px), read with ``--dataset folder``; ``--checkpoint`` starts from pretrained weights as README's recipe does,
-``--epochs`` sizes the steps to the data.
+``--epochs`` sizes the steps to the data. ``--to-export``: from images to a verified export only (train, distill,
+a search under ``--budget-fraction`` of your model's latency that profiles its own tables, export), the total
+against the goal of 15 minutes on 2 idle cores:
+
+    python benchmarks/newcomer_walk.py --fashion /usr/share/datasets/fashion-mnist \
+        --checkpoint vit_s_focus.onnx --img-size 56 --epochs 2 --distill-epochs 0.5 --to-export
 
 A user with their own birds follows the README with ``--model fgvc_tiny`` and no other size flag: train,
 distill, search under a latency budget (three ways: from a table made first by ``bench profile``; with no
@@ -104,6 +109,41 @@ class Walk:
         return proc.stdout + proc.stderr
 
 
+#: the goal from images to a verified export, on 2 idle cores (seconds)
+GOAL_S = 15 * 60
+
+
+def to_export(w: Walk, out: str, ckpt: str, fraction: float) -> int:
+    """After train and distill: the search under ``fraction`` of your model's latency (relative: timed beside your
+    model; it profiles its own tables) and the export of what it ships. Prints the times, the total from images to
+    a verified export against :data:`GOAL_S`, and what shipped; exit 1 when over the goal."""
+    from tavt_kit.export import ExportResult
+    from tavt_kit.search import SearchResult
+
+    budget = f"{100 * fraction:g}%"
+    evo = ["--population", "8", "--generations", "3", "--mutations", "8", "--crossovers", "8"]
+    w.run(f"search --latency-budget {budget} (profiles its own tables)",
+          ["search", "--checkpoint", ckpt, "--latency-budget", budget, "--out", "search"] + evo)
+    w.run(f"export --search --budget {budget}", ["export", "--checkpoint", ckpt, "--search",
+                                                 os.path.join(out, "search", "search.json"), "--budget", budget,
+                                                 "--out", os.path.join(out, "export")])
+    total = sum(dt for _, dt, _ in w.times)
+    print("\n| command | wall s |\n|---|---:|")
+    for name, dt, _ in w.times:
+        print(f"| {name} | {dt:.1f} |")
+    print(f"| images to a verified export | **{total:.1f}** ({total / 60:.1f} minutes; goal {GOAL_S / 60:g}) |")
+    result = SearchResult.load(os.path.join(out, "search", "search.json"))
+    b = next(iter(result.budgets.values()))
+    d = b.shipped
+    if d is not None:
+        print(f"\nbudget {b.label} ({b.limit * 1e3:.3f} ms): ships {d.family} ({d.weights} weights) at "
+              f"{list(d.pick.counts)}, {d.pick.precision}")
+    rec = ExportResult.load(os.path.join(out, "export"))
+    for fmt, v in rec.verification.items():
+        print(f"export {fmt}: {rec.status}, {v.accuracy_torch:.2f} % in PyTorch -> {v.accuracy_exported:.2f} % exported")
+    return 0 if total <= GOAL_S else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.path.join("runs", "walk"))
@@ -117,6 +157,9 @@ def main(argv=None) -> int:
     ap.add_argument("--img-size", type=int, metavar="N", help="train's --img-size (default: the model's)")
     ap.add_argument("--epochs", type=float, help="train's --epochs instead of --train-steps")
     ap.add_argument("--distill-epochs", type=float, help="distill's --epochs instead of --distill-steps")
+    ap.add_argument("--to-export", action="store_true",
+                    help="images to a verified export only: train, distill, a search under a share of your model's "
+                         "latency that profiles its own tables, export; the total against the goal of 15 minutes")
     args = ap.parse_args(argv)
     out = os.path.abspath(args.out)
     if os.path.isdir(out):
@@ -140,6 +183,8 @@ def main(argv=None) -> int:
         ["--steps", args.distill_steps, "--warmup-steps", "20"]
     w.run("distill", ["distill", "--checkpoint", "train/best.safetensors", "--out", "distill"] + length + small)
     ckpt = os.path.join(out, "distill", "best.safetensors")
+    if args.to_export:
+        return to_export(w, out, ckpt, args.budget_fraction)
     # the pre-made table: the same target and settings as the one the search profiles for itself
     w.run("bench profile (the pre-made table)", ["bench", "profile", "--checkpoint", ckpt, "--out", "table",
                                                  "--reducers", "drop,merge", "--backend", "openvino", "--grid", "9",
