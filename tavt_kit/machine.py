@@ -157,14 +157,47 @@ def brief(threads: Optional[int] = None) -> Dict[str, str]:
             "python": platform.python_version(), "torch": torch.__version__.split("+")[0]}
 
 
+def runnable_elsewhere(samples: int = 5, interval: float = 0.02) -> Optional[int]:
+    """Threads of other processes ready to run now: the median of ``samples`` readings of the kernel's count of
+    runnable threads (``procs_running`` of ``/proc/stat``), this process's reading thread taken off; None where
+    the OS does not say."""
+    import statistics
+    import time
+
+    counts = []
+    for i in range(max(1, samples)):
+        try:
+            with open("/proc/stat") as f:
+                counts += [int(line.split()[1]) for line in f if line.startswith("procs_running")]
+        except (OSError, ValueError, IndexError):
+            return None
+        if i + 1 < samples:
+            time.sleep(interval)
+    return max(0, int(statistics.median(counts)) - 1) if counts else None
+
+
+def busy_load() -> Optional[float]:
+    """The 1-minute load average where the machine is busy now: above its cores, with other processes' threads
+    ready to run (:func:`runnable_elsewhere`: not only a job that just ended); None otherwise."""
+    load, cores = cpu_load(), os.cpu_count() or 1
+    if not load or load[0] <= cores:
+        return None
+    runnable = runnable_elsewhere()
+    return None if runnable is not None and runnable == 0 else load[0]
+
+
 def oversubscribed(load1: Optional[float], cores: Optional[int], threads: int,
-                   remedy: Optional[str] = None) -> Optional[str]:
+                   remedy: Optional[str] = None, runnable: Optional[int] = None) -> Optional[str]:
     """A warning when the machine is oversubscribed: the 1-minute load average ``load1`` above its ``cores``
     while torch runs ``threads`` intra-op threads (more than one) in this process; None otherwise.
 
     Each of those threads then waits for a core, which made training 7-9x slower on a busy 2-core machine.
+    ``runnable``: the other processes' threads ready to run now (:func:`runnable_elsewhere`); with room for
+    ``threads`` beside them, the load average is the past (a job that just ended) and nothing is said.
     ``remedy``: another way out, in the caller's terms (e.g. a command-line option)."""
     if load1 is None or not cores or threads is None or int(threads) <= 1 or load1 <= cores:
+        return None
+    if runnable is not None and runnable + int(threads) <= cores:
         return None
     return (f"the machine is oversubscribed: load average {load1:.1f} on {count(int(cores), 'core')} while torch "
             f"uses {int(threads)} threads in this process, which can make it several times slower; set "
@@ -178,4 +211,5 @@ def oversubscription(threads: Optional[int] = None, remedy: Optional[str] = None
         import torch
 
         threads = torch.get_num_threads()
-    return oversubscribed(load[0] if load else None, os.cpu_count(), threads, remedy)
+    return oversubscribed(load[0] if load else None, os.cpu_count(), threads, remedy,
+                          runnable_elsewhere() if load and load[0] > (os.cpu_count() or 0) else None)

@@ -111,6 +111,17 @@ def test_oversubscription_is_named_with_what_to_do():
     assert oversubscribed(5.2, 2, 1) is None  # one thread: nothing to oversubscribe
     assert oversubscribed(1.9, 2, 2) is None and oversubscribed(2.0, 2, 2) is None  # not above the cores
     assert oversubscribed(None, 2, 2) is None and oversubscribed(3.0, None, 2) is None  # unknown: no claim
+    # the load average is the last minute's: where nothing else is ready to run now (a job that just ended),
+    # nothing is said; one other job running beside 2 threads on 2 cores is oversubscription
+    assert oversubscribed(5.2, 2, 2, runnable=0) is None
+    assert oversubscribed(5.2, 2, 2, runnable=1) == msg
+
+
+def test_what_runs_elsewhere_is_read_from_the_kernel():
+    from tavt_kit.machine import runnable_elsewhere
+
+    n = runnable_elsewhere(samples=3, interval=0.0)
+    assert n is None or (isinstance(n, int) and n >= 0)
 
 
 def test_train_warns_once_on_a_busy_machine(tmp_path, tiny_ckpt, capsys, monkeypatch):
@@ -119,6 +130,7 @@ def test_train_warns_once_on_a_busy_machine(tmp_path, tiny_ckpt, capsys, monkeyp
     import tavt_kit.machine
 
     monkeypatch.setattr(tavt_kit.machine, "cpu_load", lambda: [4.0 * (os.cpu_count() or 1), 1.0, 1.0])
+    monkeypatch.setattr(tavt_kit.machine, "runnable_elsewhere", lambda: 4 * (os.cpu_count() or 1))
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert oversubscription() is not None and oversubscription(threads=1) is None
     assert main(["train", "--checkpoint", tiny_ckpt, "--out", str(tmp_path / "a")] + FAST) == 0

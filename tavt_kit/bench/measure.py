@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError, ExportError
 from ..files import write_json, write_text
-from ..machine import threads_text, cpu_load, machine_info
+from ..machine import busy_load, threads_text, machine_info
 from ..models import load_model
 from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
 from .backends import (EXPORTED_BACKENDS, Runner, check_target, file_kind, file_runner, release, set_compile_limits,
@@ -364,9 +364,9 @@ def measure_latency(
         table.check(target=target, fields=("precision",))  # another precision predicts another model's time
     kind = file_kind(model) if isinstance(model, (str, os.PathLike)) else None
     notes = []
-    load = cpu_load()
-    if load and load[0] > (os.cpu_count() or 1):
-        notes.append(f"the machine was busy when measuring (load average {load[0]:.1f} on {os.cpu_count()} "
+    load1 = busy_load()
+    if load1 is not None:
+        notes.append(f"the machine was busy when measuring (load average {load1:.1f} on {os.cpu_count()} "
                      "cores); figures may be noisy" + ("; fewer threads (threads=1) suffer less from other jobs"
                                                        if target.threads > 1 else ""))
     with torch_threads(target.threads):
