@@ -80,6 +80,7 @@ class PairedEvidence:
         self.images, self.batch_size, self.transform = images, int(batch_size), transform
         self.device = device  # where fp32/bf16/fp16 models run (None: where each model is)
         self._cache: Dict[tuple, Values] = {}
+        self._evaluators: Dict[tuple, object] = {}
 
     @property
     def n(self) -> int:
@@ -99,15 +100,22 @@ class PairedEvidence:
                                       "given")
                 sc = deployed.scores(sched, "int8", self.images.images, self.images.labels)[0]
             else:
-                from .evaluate import CandidateEvaluator
-                from .deployed import AUTOCAST
-
-                ev = CandidateEvaluator(model, self.images.images, self.images.labels, self.batch_size,
-                                        transform=self.transform, autocast=AUTOCAST.get(precision),
-                                        device=self.device)
-                sc = ev.scores([sched], per_image=True)
+                sc = self._evaluator(weights, model, precision).scores([sched], per_image=True)
             self._cache[key] = (sc.losses[0].double(), sc.hits[0].double())
         return self._cache[key]
+
+    def _evaluator(self, weights: str, model: nn.Module, precision: str):
+        """One evaluator per weights and precision: its first blocks' outputs and the full model's reference on
+        these images are computed once for every schedule scored."""
+        from .deployed import AUTOCAST
+        from .evaluate import CandidateEvaluator
+
+        key = (weights, id(model), precision)
+        if key not in self._evaluators:
+            self._evaluators[key] = CandidateEvaluator(model, self.images.images, self.images.labels,
+                                                       self.batch_size, transform=self.transform,
+                                                       autocast=AUTOCAST.get(precision), device=self.device)
+        return self._evaluators[key]
 
     def metrics(self, weights: str, model: nn.Module, sched: TokenSchedule, precision: str = "fp32",
                 deployed=None) -> Dict[str, float]:
