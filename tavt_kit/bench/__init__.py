@@ -23,7 +23,8 @@ theirs (``.target``).
 from ..machine import machine_info
 from .backends import BACKENDS
 from .fastest_export import export_fastest
-from .measure import BenchReport, BenchResult, measure_files, measure_latency, measure_schedules
+from .measure import measure_files, measure_latency, measure_schedules
+from .result import BenchReport, BenchResult
 from ..schedules import random_schedules
 from .predict import Predictions, predict_latency
 from .calibration import fit_calibration

@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 
 from ..target import BACKENDS
 from ..validate import Fields, check_format, read_json
-from .measure import BENCH_FORMAT
+from .result import BENCH_FORMAT
 from .table import TABLE_PRECISIONS
 
 #: the newest bench.json this fgvc-kit reads
