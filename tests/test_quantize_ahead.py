@@ -56,6 +56,30 @@ def test_quantisations_run_in_worker_processes_and_a_failure_names_its_file(tmp_
     assert done[-1] == 2 and "bad" not in done  # the other one finished and was recorded
 
 
+def test_a_script_without_a_main_guard_quantises_in_workers(tmp_path):
+    # the workers are processes started afresh: a user's script that calls a search at its top level (no
+    # ``if __name__ == "__main__"``) is not imported again by them, as multiprocessing's spawn would
+    import subprocess
+    import sys
+
+    script = tmp_path / "notebook_like.py"
+    script.write_text(
+        "import torch, tavt_kit\n"
+        "from tavt_kit.export.onnx import export_module\n"
+        "from tavt_kit.bench.quantize_ahead import QuantizeJob, quantize_ahead\n"
+        "blk = tavt_kit.create_model('fgvc_tiny', depth=1, img_size=32).blocks[0].eval()\n"
+        "C = blk.attn.qkv.in_features\n"
+        f"src = export_module(blk, torch.randn(2, 17, C), {str(tmp_path / 'b.onnx')!r}, input_name='input',\n"
+        "                    output_name='output', dynamic_axes={0: 'batch'}).path\n"
+        "done = []\n"
+        f"jobs = [QuantizeJob(src, {str(tmp_path)!r} + f'/q{{i}}.xml', [2, 17, C], lambda i=i: done.append(i))\n"
+        "        for i in range(2)]\n"
+        "print('made', quantize_ahead(jobs, workers=2), sorted(done))\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "made 2 [0, 1]" in proc.stdout
+
+
 def test_int8_models_quantised_ahead_score_as_those_made_in_place():
     # the search's int8 verifications (the front, your model's int8 deployables) quantise several at once on a
     # target of several threads: the same models as quantised one by one

@@ -6,16 +6,21 @@ work is mostly single-threaded Python (graph building, pattern matching, statist
 at a time they leave the other cores idle: on 2 cores the int8 table of the newcomer walk's DINOv2 ViT-S/14 spent
 215 of its search's 843 s in them. :func:`quantize_ahead` makes them all before the first is timed, in as many
 processes as the cores the table will be timed on (none is timed meanwhile); each is then taken as if made in
-place.
+place. The processes are :mod:`.quantize_worker` started afresh (not forked nor spawned by ``multiprocessing``,
+which imports the caller's script again: a script without a ``__main__`` guard would break).
 """
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -36,24 +41,6 @@ class QuantizeJob:
     calibration: Optional[np.ndarray] = None
 
 
-def _quantise(source: str, out: str, shape: Sequence[int], calibration: Optional[np.ndarray]) -> float:
-    start = time.perf_counter()
-    if calibration is None:
-        from .backends import quantized_for_latency
-
-        quantized_for_latency(source, out, shape)
-    else:
-        from ..export.quantize import quantize_openvino
-
-        quantize_openvino(source, out, calibration)
-    return time.perf_counter() - start
-
-
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes for :func:`quantize_ahead` (spawned: NNCF and OpenVINO start afresh)."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-
-
 def default_workers() -> int:
     """One process per core this process may run on."""
     try:
@@ -62,13 +49,90 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class WorkerPool:
+    """``workers`` :mod:`.quantize_worker` processes, kept for many :meth:`run` calls; :meth:`close` ends them."""
+
+    def __init__(self, workers: int):
+        import tavt_kit
+
+        env = dict(os.environ)  # the workers import the tavt_kit this process runs
+        here = os.path.dirname(os.path.dirname(os.path.abspath(tavt_kit.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        self._tmp = tempfile.TemporaryDirectory(prefix="fgvc-kit-quantize-")
+        self._procs = [subprocess.Popen([sys.executable, "-m", "tavt_kit.bench.quantize_worker"], env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True, bufsize=1) for _ in range(max(1, int(workers)))]
+
+    def run(self, jobs: Sequence[QuantizeJob]) -> Dict[int, Optional[str]]:
+        """Every job made by the first free worker: {index: None (made) or the error's line}."""
+        todo: "queue.Queue[int]" = queue.Queue()
+        for i in range(len(jobs)):
+            todo.put(i)
+        errors: Dict[int, Optional[str]] = {}
+        calibrations: Dict[int, str] = {}
+        for i, job in enumerate(jobs):
+            if job.calibration is not None:
+                calibrations[i] = os.path.join(self._tmp.name, f"calibration{i}.npy")
+                np.save(calibrations[i], np.asarray(job.calibration, dtype=np.float32))
+
+        def serve(proc: subprocess.Popen) -> None:
+            while True:
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                job = jobs[i]
+                line = ""
+                if proc.poll() is None:
+                    try:
+                        proc.stdin.write(json.dumps({"source": job.source, "out": job.out,
+                                                     "shape": [int(d) for d in job.shape],
+                                                     "calibration": calibrations.get(i)}) + "\n")
+                        proc.stdin.flush()
+                        line = proc.stdout.readline()
+                    except OSError:
+                        line = ""
+                if not line:  # the worker ended (memory, a crash): this job fails, the others go elsewhere
+                    errors[i] = f"{job.source}: int8 quantisation failed: its worker process ended " \
+                                f"(exit code {proc.poll()})"
+                    return
+                answer = json.loads(line)
+                errors[i] = None if answer.get("ok") else f"{job.source}: int8 quantisation failed " \
+                                                             f"({answer.get('error')})"
+
+        threads = [threading.Thread(target=serve, args=(p,), daemon=True) for p in self._procs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i in range(len(jobs)):  # left when every worker ended
+            errors.setdefault(i, f"{jobs[i].source}: int8 quantisation failed: no worker process was left")
+        for path in calibrations.values():
+            os.remove(path)
+        return errors
+
+    def close(self) -> None:
+        for p in self._procs:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+        for p in self._procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self._procs = []
+        self._tmp.cleanup()
+
+
 def quantize_ahead(jobs: List[QuantizeJob], workers: Optional[int] = None,
                    progress: Optional[Callable[[str], None]] = None, what: str = "parts and models",
-                   pool: Optional[ProcessPoolExecutor] = None) -> int:
+                   pool: Optional[WorkerPool] = None) -> int:
     """Make every job's int8 copy, ``workers`` processes at once (default: :func:`default_workers`; 1, or a single
-    job: in this process), in ``pool`` where given (:func:`worker_pool`: one for many calls). Returns how many
-    were made. A quantisation that fails raises its :class:`~tavt_kit.errors.ExportError` (the others finish
-    first and are recorded)."""
+    job: in this process), in ``pool`` where given (one :class:`WorkerPool` for many calls). Returns how many were
+    made. A quantisation that fails raises :class:`~tavt_kit.errors.ExportError` naming its file (the others
+    finish first and are recorded)."""
     if not jobs:
         return 0
     workers = min(len(jobs), workers or default_workers())
@@ -76,32 +140,24 @@ def quantize_ahead(jobs: List[QuantizeJob], workers: Optional[int] = None,
     say = progress or (lambda s: None)
     say(f"quantising {len(jobs)} {what} to int8 ahead" + (f", {workers} at once" if workers > 1 else ""))
     if workers <= 1:
+        from .quantize_worker import quantise
+
         for job in jobs:
-            _quantise(job.source, job.out, list(job.shape), job.calibration)
+            quantise(job.source, job.out, list(job.shape), job.calibration)
             job.done()
         return len(jobs)
     own = pool is None
-    pool = worker_pool(workers) if own else pool
+    pool = WorkerPool(workers) if own else pool
     try:
-        futures = [(job, pool.submit(_quantise, job.source, job.out, [int(d) for d in job.shape], job.calibration))
-                   for job in jobs]
-        failed = None
-        for job, fut in futures:
-            try:
-                fut.result()
-            except ExportError as e:
-                failed = failed or e
-                continue
-            except Exception as e:  # a worker that died (memory) or an error NNCF raised there
-                line = str(e).splitlines()[0] if str(e) else ""
-                failed = failed or ExportError(f"{job.source}: int8 quantisation failed in a worker process "
-                                               f"({type(e).__name__}: {line})")
-                continue
-            job.done()
+        errors = pool.run(jobs)
     finally:
         if own:
-            pool.shutdown()
-    if failed is not None:
-        raise failed
+            pool.close()
+    for i, job in enumerate(jobs):
+        if errors.get(i) is None:
+            job.done()
+    failed = [e for e in errors.values() if e is not None]
+    if failed:
+        raise ExportError(failed[0])
     say(f"quantised {len(jobs)} {what} to int8 in {time.perf_counter() - start:.0f}s")
     return len(jobs)

@@ -61,7 +61,7 @@ class DeployedScorer:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown()
+            self._pool.close()
             self._pool = None
         self._tmp.cleanup()
         self._modules.clear()  # the weights cast and moved to a GPU
@@ -77,7 +77,7 @@ class DeployedScorer:
         """The int8 models of ``scheds`` quantised ahead, :attr:`workers` at once in worker processes (NNCF's work
         is mostly single-threaded): the same files :meth:`scores` would make one by one. Other precisions, and
         a precision deployed in torch, have nothing to prepare."""
-        from ..bench.quantize_ahead import QuantizeJob, quantize_ahead, worker_pool
+        from ..bench.quantize_ahead import QuantizeJob, WorkerPool, quantize_ahead
         from ..export.onnx import export_onnx
 
         if precision != "int8" or precision in self.targets or self.workers <= 1:
@@ -97,7 +97,7 @@ class DeployedScorer:
             jobs[key] = QuantizeJob(onnx, stem + ".int8.xml", [], done, self.calibration())
         if len(jobs) > 1:
             if self._pool is None:
-                self._pool = worker_pool(self.workers)
+                self._pool = WorkerPool(self.workers)
             start = time.perf_counter()
             quantize_ahead(list(jobs.values()), self.workers, what="models", pool=self._pool)
             self.seconds += time.perf_counter() - start
