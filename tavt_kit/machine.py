@@ -182,8 +182,7 @@ def busy_load() -> Optional[float]:
     load, cores = cpu_load(), os.cpu_count() or 1
     if not load or load[0] <= cores:
         return None
-    runnable = runnable_elsewhere()
-    return None if runnable is not None and runnable == 0 else load[0]
+    return None if runnable_elsewhere() == 0 else load[0]
 
 
 def oversubscribed(load1: Optional[float], cores: Optional[int], threads: int,

@@ -21,7 +21,7 @@ from ..models.token_merge import biased_block_forward, merge_block_forward, size
 from ..target import TORCH_BACKENDS, DeploymentTarget, Precision
 from .backends import (Runner, compile_module, compiled_runner, cudagraph_runner, file_runner, quantized_for_latency,
                        run_compiled_once, torch_dtype_of, torch_runner)
-from .kept_exports import exported_once, keep, kept
+from .kept_exports import exported_once, kept
 from .quantize_ahead import QuantizeJob
 
 
@@ -267,8 +267,7 @@ class PartRunners:
             return None
 
         def done() -> None:
-            if key is not None:
-                keep(out, key, {})
+            exported_once(out, key, dict)  # made by a worker: kept under its key as if made here
             self.files[name + ".int8"] = out
 
         return QuantizeJob(path, out, ex_shape, done)

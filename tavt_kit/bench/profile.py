@@ -56,7 +56,7 @@ from ..schedules.space import check_multiple, prefix_tokens
 from ..progress import eta
 from ..models.token_merge import REDUCERS
 from .parts import PartRunners, int8_jobs, make_part, part_plan
-from .runners import ModelRunners, make_input, torch_threads
+from .runners import ModelRunners, input_shape, torch_threads
 from .quantize_ahead import quantize_ahead
 from .table import (TABLE_FORMAT, TABLE_VERSION, TABLE_VERSION_MERGE, LatencyTable, extra_merge_rounds,
                     fit_separable_rounds, fit_tied_rounds, isotonic)
@@ -250,9 +250,11 @@ def _planned(model, img_size, target: DeploymentTarget, reducers, grid, token_mu
 def _quantize_ahead(model, plan, pr: PartRunners, builder: Optional[ModelRunners], whole, say) -> None:
     """On an int8 OpenVINO target, every part's and whole model's int8 copy made before the first is timed, in as
     many parallel processes as the target has threads (:mod:`.quantize_ahead`); elsewhere nothing."""
+    if pr.target.backend != "openvino" or pr.target.precision != Precision.INT8:
+        return
     jobs = int8_jobs(model, [k for keys in plan.values() for k in keys], pr)
-    if builder is not None and pr.target.precision == Precision.INT8:
-        x_shape = list(make_input(pr.batch, model_identity(model)["img_size"], 0).shape)
+    if builder is not None:
+        x_shape = input_shape(pr.batch, model_identity(model)["img_size"])
         for s in whole.values():
             job = builder.int8_job(s, x_shape)
             if job is not None and all(j.out != job.out for j in jobs):

@@ -69,11 +69,14 @@ class WorkerPool:
         for i in range(len(jobs)):
             todo.put(i)
         errors: Dict[int, Optional[str]] = {}
-        calibrations: Dict[int, str] = {}
+        calibrations: Dict[int, str] = {}  # job -> its calibration's .npy: one file per array (jobs share one)
+        saved: Dict[int, str] = {}
         for i, job in enumerate(jobs):
             if job.calibration is not None:
-                calibrations[i] = os.path.join(self._tmp.name, f"calibration{i}.npy")
-                np.save(calibrations[i], np.asarray(job.calibration, dtype=np.float32))
+                if id(job.calibration) not in saved:
+                    saved[id(job.calibration)] = os.path.join(self._tmp.name, f"calibration{len(saved)}.npy")
+                    np.save(saved[id(job.calibration)], np.asarray(job.calibration, dtype=np.float32))
+                calibrations[i] = saved[id(job.calibration)]
 
         def serve(proc: subprocess.Popen) -> None:
             while True:
@@ -107,7 +110,7 @@ class WorkerPool:
             t.join()
         for i in range(len(jobs)):  # left when every worker ended
             errors.setdefault(i, f"{jobs[i].source}: int8 quantisation failed: no worker process was left")
-        for path in calibrations.values():
+        for path in saved.values():
             os.remove(path)
         return errors
 

@@ -45,9 +45,11 @@ def main() -> int:
                                None if cal is None else np.load(cal, allow_pickle=False))
             answer = {"ok": True, "seconds": seconds}
         except Exception as e:  # every failure is answered, in one line; the worker goes on with the next job
-            text = str(e).splitlines()[0] if str(e) else ""
-            answer = {"ok": False, "error": text if type(e).__name__ == "ExportError" else
-                      f"{type(e).__name__}: {text}"}
+            from ..errors import ExportError
+            from ..export.graph import first_line
+
+            answer = {"ok": False, "error": str(e).splitlines()[0] if isinstance(e, ExportError) and str(e)
+                      else first_line(e)}
         reply.write(json.dumps(answer) + "\n")
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from ..target import DeploymentTarget, Precision
 from .backends import (EXPORTED_BACKENDS, Runner, compile_module, compiled_runner, cudagraph_runner, deployed_module,
                        file_runner, quantized_for_latency, run_compiled_once, torch_dtype_of, torch_runner)
 from .identity import model_identity, short_counts
-from .kept_exports import exported_once, keep, kept
+from .kept_exports import exported_once, kept
 from .quantize_ahead import QuantizeJob
 
 
@@ -64,10 +64,15 @@ def schedule_name(schedule) -> str:
     return "-".join(f"{c}{'m' if r == 'merge' else 'd' if r == 'drop' else ''}" for c, r in zip(counts, reducers))
 
 
+def input_shape(batch: int, img_size) -> List[int]:
+    """The shape of an image batch of ``batch`` images of ``img_size`` (H, W)."""
+    return [int(batch), 3, int(img_size[0]), int(img_size[1])]
+
+
 def make_input(batch: int, img_size, seed: int) -> torch.Tensor:
     """A seeded random image batch (latency does not depend on the pixels)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, int(img_size[0]), int(img_size[1]), generator=g)
+    return torch.randn(*input_shape(batch, img_size), generator=g)
 
 
 class ModelRunners:
@@ -175,8 +180,7 @@ class ModelRunners:
             return None
 
         def done() -> None:
-            if key is not None:
-                keep(out, key, {})
+            exported_once(out, key, dict)  # made by a worker: kept under its key as if made here
             self._quantized(schedule, out)
 
         return QuantizeJob(path, out, list(shape), done)

@@ -56,6 +56,7 @@ class DeployedScorer:
         self._modules: Dict[str, nn.Module] = {}
         self._reference: Dict[int, torch.Tensor] = {}
         self._pool = None  # worker processes of prepare(), started on its first use
+        self._exported = 0
         self.seconds = 0.0
         self.quantized = 0
 
@@ -78,17 +79,15 @@ class DeployedScorer:
         is mostly single-threaded): the same files :meth:`scores` would make one by one. Other precisions, and
         a precision deployed in torch, have nothing to prepare."""
         from ..bench.quantize_ahead import QuantizeJob, WorkerPool, quantize_ahead
-        from ..export.onnx import export_onnx
 
         if precision != "int8" or precision in self.targets or self.workers <= 1:
             return
         jobs: Dict[tuple, QuantizeJob] = {}
         for sched in scheds:
-            key = (gene_of(sched), True)
+            key = self._key(sched, "int8")
             if key in self._files or key in jobs:
                 continue
-            stem = os.path.join(self._tmp.name, f"m{len(self._files) + len(jobs)}")
-            onnx = export_onnx(self.model, stem + ".onnx", sched, verify=False).path
+            stem, onnx = self._onnx(sched)
 
             def done(key=key, out=stem + ".int8.xml") -> None:
                 self._files[key] = out
@@ -107,14 +106,26 @@ class DeployedScorer:
             self._calibration = self._calibration_fn()
         return self._calibration
 
-    def _file(self, sched: TokenSchedule, precision: str) -> str:
+    @staticmethod
+    def _key(sched: TokenSchedule, precision: str) -> tuple:
+        """What a deployed file is cached under: the schedule, and whether it is int8 (other precisions share the
+        f32 IR and are set when compiled)."""
+        return gene_of(sched), precision == "int8"
+
+    def _onnx(self, sched: TokenSchedule) -> Tuple[str, str]:
+        """A new file stem in this scorer's folder and the model's ONNX export at ``sched`` there."""
         from ..export.onnx import export_onnx
+
+        self._exported += 1
+        stem = os.path.join(self._tmp.name, f"m{self._exported}")
+        return stem, export_onnx(self.model, stem + ".onnx", sched, verify=False).path
+
+    def _file(self, sched: TokenSchedule, precision: str) -> str:
         from ..export.openvino import convert_openvino
 
-        key = (gene_of(sched), precision == "int8")
+        key = self._key(sched, precision)
         if key not in self._files:
-            stem = os.path.join(self._tmp.name, f"m{len(self._files)}")
-            onnx = export_onnx(self.model, stem + ".onnx", sched, verify=False).path
+            stem, onnx = self._onnx(sched)
             if precision == "int8":
                 from ..export.quantize import quantize_openvino
 

@@ -210,7 +210,7 @@ class ParentStage:
         limits = [self._limit_for(row["limit"], row.get("fraction")) for row in rows]
         chosen = [[(p, self._free_schedules(p, row["limit"], limit, row.get("fraction"))) for p in ctx.precisions[1:]]
                   for row, limit in zip(rows, limits)]
-        scorer.prepare([s for per_row in chosen for p, free in per_row if p == "int8" for s in free.values()])
+        scorer.prepare([s for per_row in chosen for p, scheds in per_row if p == "int8" for s in scheds.values()])
         entries: Dict[tuple, dict] = {}  # (schedule, precision) -> entry: one measurement for all budgets
         for row, limit, per_row in zip(rows, limits, chosen):
             free = row.setdefault("training_free", {})
