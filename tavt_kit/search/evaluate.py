@@ -35,7 +35,6 @@ a GPU scores its candidates.
 from __future__ import annotations
 
 import copy
-import functools
 import weakref
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -244,13 +243,18 @@ class CandidateEvaluator:
             self._embed_bytes += size
         return x
 
-    def _reference_logp(self, start: int, end: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _reference_logp(self, start: int, end: int,
+                        full_logits: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The full model's (log-probabilities, probabilities) on a batch, computed once; ``full_logits``: the
+        full schedule's logits of this batch where it was just scored at fp32 (the same forward: not run twice)."""
         if self._reference_source is not None:
             return self._reference_source._reference_logp(start, end)
         ref = self._reference.get(start)
         if ref is None:
-            with torch.autocast(self._device_type(), enabled=False):
-                logp = self.model(self._inputs(start, end)).float().log_softmax(-1)
+            if full_logits is None:
+                with torch.autocast(self._device_type(), enabled=False):
+                    full_logits = self.model(self._inputs(start, end))
+            logp = full_logits.float().log_softmax(-1)
             ref = self._reference[start] = (logp, logp.exp())
         return ref
 
@@ -287,17 +291,25 @@ class CandidateEvaluator:
             raise ValueError(f"every schedule must keep the full grid in the first {F} (shared) blocks")
         tree = _build_tree(_paths(schedules, self.model.num_patches, getattr(self.model, "reducer", "drop"), F)) \
             if self.use_tree else None
+        # the full schedule's fp32 logits are the full model's: the KL reference of its batch, not computed again
+        full_index = next((i for i, c in enumerate(counts) if all(n == full for n in c)), None) \
+            if self.autocast is None else None
         for start, end in self._batches():
             y = self.labels[start:end].to(self._device())
-            leaf = functools.partial(self._score, out, y, self._reference_logp(start, end), start)
+            leaves: List[Tuple[torch.Tensor, Sequence[int]]] = []  # (logits, schedule indices) of this batch
+            collect = lambda logits, indices: leaves.append((logits, indices))  # noqa: E731
             if tree is not None:
                 self._walk(tree, self._embed(start, end), F, self.model.num_patches,
-                           TokenState(self.model.num_prefix_tokens, self.model.num_patches, False), leaf)
+                           TokenState(self.model.num_prefix_tokens, self.model.num_patches, False), collect)
                 self.stats.block_runs_naive += len(counts) * self.model.depth
             else:
                 x = self._inputs(start, end)
                 for i, s in enumerate(schedules):
-                    leaf(self.model(x, drop=s), [i])
+                    collect(self.model(x, drop=s), [i])
+            full_logits = next((lg for lg, idx in leaves if full_index in idx), None)
+            ref = self._reference_logp(start, end, full_logits)
+            for logits, indices in leaves:
+                self._score(out, y, ref, start, logits, indices)
             self.stats.images += end - start
             if progress is not None:
                 progress(end - start)
