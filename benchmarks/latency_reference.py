@@ -47,6 +47,7 @@ from harness import (RECIPES, add_seeds, command, fmt_mean, fmt_vs, openvino_tar
                      schedule_of, test_hits, timing_policy, write_json, write_text)
 from tavt_kit.models.token_drop import SCORERS
 from tavt_kit.train.trainer import STATE_FILE  # a killed run resumes from it
+from tavt_kit.search import EvaluationOptions, LatencyOptions, ShipPolicy, SpaceOptions
 
 #: the models (``--model``): fgvc_tiny overrides, and what it is. p4w96 realises 0.9-1.1 of a MAC reduction at
 #: batch 32; at batch 1 dropping on it realises 0.76-0.85 in fp32 and 0.61-0.76 in int8. c96p4w96 with a scorer
@@ -353,14 +354,16 @@ def run_batch(seed: int, batch: int, parent_path: str, supernet_path: str, args)
     seed_dir = os.path.join(args.out, f"seed{seed}")
     reuse = [os.path.join(seed_dir, d) for d in sorted(os.listdir(seed_dir)) if d.startswith("search-")
              and d != os.path.basename(sdir) and os.path.isfile(os.path.join(seed_dir, d, "search.journal.jsonl"))]
+    profile = dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02) if args.smoke else None
+    ship = ShipPolicy(parent_search=not args.no_parent_search) if args.ship_confidence is None else \
+        ShipPolicy(parent_search=not args.no_parent_search, confidence=args.ship_confidence)
     res = tavt_kit.search_schedules(
-        supernet, None, budgets, target=target, precisions=args.precisions, fitness="nll", parent=parent_path,
-        out=sdir, reuse=reuse, parent_search=not args.no_parent_search, token_multiple=args.token_multiple,
-        **({} if args.ship_confidence is None else {"ship_confidence": args.ship_confidence}),
-        table_cache=os.path.join(args.out, f"seed{seed}", "latency-tables"),
-        table_profile=dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02) if args.smoke else None,
-        settings=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
-        log=say)
+        supernet, None, budgets,
+        evolution=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
+        latency=LatencyOptions(target=target, precisions=args.precisions, table_profile=profile,
+                               table_cache=os.path.join(args.out, f"seed{seed}", "latency-tables")),
+        evaluation=EvaluationOptions(fitness="nll", reuse=reuse), ship=ship,
+        space=SpaceOptions(token_multiple=args.token_multiple), parent=parent_path, out=sdir, log=say)
     doc = res.doc
     # every deployable of this batch, timed round-robin in one process (the same weights' architecture: a
     # schedule's latency does not depend on the weights' values)

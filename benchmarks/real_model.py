@@ -34,6 +34,7 @@ import os
 import harness
 from harness import read_json, write_json
 from tavt_kit.train.trainer import STATE_FILE  # a killed run resumes from it
+from tavt_kit.search import EvaluationOptions, EvolutionSettings, LatencyOptions
 
 REDUCTIONS = (1.5, 2.0, 2.5, 3.0, 4.0)
 ACCEPTED_LOSS = 0.5  # points: the headline's accepted loss against your model (paired point estimate)
@@ -198,7 +199,6 @@ def macs_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
     import torch
 
     import tavt_kit
-    from tavt_kit.search import EvolutionSettings
     from tavt_kit.search.data import search_data
     from tavt_kit.stats import paired_difference
 
@@ -210,11 +210,9 @@ def macs_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
     sdir = os.path.join(seed_dir, "search-macs")
     doc = _finished_search(sdir, budgets)
     if doc is None:  # a search that finished before the stage was killed is read, not run again
-        doc = tavt_kit.search_schedules(
-            supernet, None, budgets, fitness="nll", parent=parent_path, out=sdir, reuse=_earlier(seed_dir, sdir),
-            settings=EvolutionSettings(population=args.population, generations=args.generations,
-                                       mutations=args.mutations, crossovers=args.crossovers, seed=seed),
-            log=lambda s: say(f"[seed {seed}, MACs] {s}")).doc
+        doc = tavt_kit.search_schedules(supernet, None, budgets, evolution=evolution(args, seed),
+                                        evaluation=EvaluationOptions(fitness="nll", reuse=_earlier(seed_dir, sdir)),
+                                        parent=parent_path, out=sdir, log=lambda s: say(f"[seed {seed}, MACs] {s}")).doc
     data = search_data(supernet, None, cache_dir=os.path.join(sdir, "cache"), log=lambda s: None)
     rows = []
     with torch.inference_mode():
@@ -279,6 +277,12 @@ def versus_free(seed: int, parent_path: str, supernet_path: str, macs: dict, arg
             row["ships_vs_free"] = {"versus": best, **paired_difference(shipped, of("parent", free[best]))}
     write_json(macs, os.path.join(args.out, f"seed{seed}-macs.json"))
     return macs
+
+
+def evolution(args, seed: int) -> EvolutionSettings:
+    """The searches' evolution: ``--population``, ``--generations``, ``--mutations``, ``--crossovers``, the seed."""
+    return EvolutionSettings(population=args.population, generations=args.generations, mutations=args.mutations,
+                             crossovers=args.crossovers, seed=seed)
 
 
 def _finished_search(sdir: str, budgets: list):
@@ -349,7 +353,6 @@ def latency_stage(seed: int, batch: int, parent_path: str, supernet_path: str, a
     from tavt_kit import DeploymentTarget
     from tavt_kit.bench import TimingPolicy
     from tavt_kit.bench.measure import measure_schedules
-    from tavt_kit.search import EvolutionSettings
 
     supernet = tavt_kit.load_checkpoint(supernet_path).eval()
     full = supernet.full_schedule()
@@ -360,10 +363,10 @@ def latency_stage(seed: int, batch: int, parent_path: str, supernet_path: str, a
     reuse = _earlier(seed_dir, sdir)
     budgets = [f"{100 * f:g}%" for f in args.fractions]
     doc = _finished_search(sdir, budgets) or tavt_kit.search_schedules(
-        supernet, None, budgets, target=target, precisions=args.precisions.split(","), fitness="nll",
-        parent=parent_path, out=sdir, reuse=reuse, table_cache=os.path.join(args.out, "latency-tables"),
-        settings=EvolutionSettings(population=args.population, generations=args.generations,
-                                   mutations=args.mutations, crossovers=args.crossovers, seed=seed),
+        supernet, None, budgets, evolution=evolution(args, seed),
+        latency=LatencyOptions(target=target, precisions=args.precisions.split(","),
+                               table_cache=os.path.join(args.out, "latency-tables")),
+        evaluation=EvaluationOptions(fitness="nll", reuse=reuse), parent=parent_path, out=sdir,
         log=lambda s: say(f"[seed {seed}, batch {batch}] {s}")).doc
     items = {("full", p): (full, p) for p in args.precisions.split(",")}
     rows = []

@@ -27,6 +27,7 @@ import os
 from harness import (RECIPES, add_seeds, command, fmt_mean, fmt_vs, parent_at, read_json, test_hits, write_json,
                      write_text)
 from tavt_kit.train.trainer import STATE_FILE  # a killed run resumes from it
+from tavt_kit.search import EvaluationOptions, SpaceOptions
 
 REDUCTIONS = (1.5, 2.0, 2.5, 3.0, 4.0)
 
@@ -85,11 +86,12 @@ def run_seed(seed: int, args) -> dict:
         return read_json(path)
     parent_path, parent, supernet, budgets = seed_models(seed, args)
     sdir = os.path.join(args.out, f"seed{seed}", f"search-{_search_tag(args)}")
+    reducers = None if args.search_reducers == "auto" else args.search_reducers.split(",")
     res = tavt_kit.search_schedules(
-        supernet, None, budgets, fitness="nll", parent=parent_path, out=sdir,
-        reducers=None if args.search_reducers == "auto" else args.search_reducers.split(","),
-        settings=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
-        log=lambda s: print(f"[seed {seed}] {s}", flush=True))
+        supernet, None, budgets,
+        evolution=EvolutionSettings(population=args.population, generations=args.generations, seed=seed),
+        evaluation=EvaluationOptions(fitness="nll"), space=SpaceOptions(reducers=reducers), parent=parent_path,
+        out=sdir, log=lambda s: print(f"[seed {seed}] {s}", flush=True))
     doc = res.doc
     data = search_data(supernet, None, cache_dir=os.path.join(sdir, "cache"), log=lambda s: None)
     with torch.inference_mode():

@@ -13,7 +13,7 @@ import torch
 import tavt_kit
 from tavt_kit import ConfigError, search_schedules
 from tavt_kit.cli import main
-from tavt_kit.search import EvolutionSettings, validate_search
+from tavt_kit.search import EvaluationOptions, EvolutionSettings, LatencyOptions, SpaceOptions, validate_search
 from tavt_kit.search.evolution import Budget
 from conftest import one_line, random_splits, search_model
 
@@ -41,7 +41,7 @@ def macs_label(model, share=0.9):
 
 
 def run(model, data, budgets, tmp_path, **kw):
-    args = dict(settings=EvolutionSettings(**TINY), out=str(tmp_path), log=lambda s: None, parent=None)
+    args = dict(evolution=EvolutionSettings(**TINY), out=str(tmp_path), log=lambda s: None, parent=None)
     args.update(kw)
     return search_schedules(model, data, budgets, **args)
 
@@ -50,7 +50,7 @@ def run(model, data, budgets, tmp_path, **kw):
 def searched(model, data, tmp_path_factory):
     """A finished search of the tiny model (merging, so its space's reach is checked): its search.json."""
     out = tmp_path_factory.mktemp("search")
-    run(model, data, [macs_label(model, 0.8)], out, reducers=("drop", "merge"))
+    run(model, data, [macs_label(model, 0.8)], out, space=SpaceOptions(reducers=("drop", "merge")))
     return json.loads((out / "search.json").read_text())
 
 
@@ -93,24 +93,34 @@ def test_evaluation_sets_check_themselves():
 
 # ------------------------------------------------------------------ search_schedules' arguments
 def test_search_schedules_refuses_wrong_types_naming_the_parameter(tmp_path, model, data):
-    for kw, start in ((dict(budgets=None), r"budgets=None: expected a budget"),
-                      (dict(budgets=5), r"budgets=5: expected a budget"),
-                      (dict(subset="10"), r"subset='10': expected a positive number of images"),
-                      (dict(batch_size=0), r"batch_size=0: expected a positive number"),
-                      (dict(remeasure="yes"), r"remeasure='yes': expected True or False"),
-                      (dict(settings=dict(population=0)), r"settings\.population=0"),
-                      (dict(budgets="10ms", table="t.json", latency_source="measure"),
-                       r"table= and latency_source='measure' contradict each other")):
-        budgets = kw.pop("budgets", [macs_label(model)])
+    budget = [macs_label(model)]
+    for call, start in ((lambda: run(model, data, None, tmp_path), r"budgets=None: expected a budget"),
+                        (lambda: run(model, data, 5, tmp_path), r"budgets=5: expected a budget"),
+                        (lambda: EvaluationOptions(subset="10"),
+                         r"evaluation\.subset='10': expected a positive number of images"),
+                        (lambda: EvaluationOptions(batch_size=0), r"evaluation\.batch_size=0: expected a positive number"),
+                        (lambda: LatencyOptions(remeasure="yes"), r"latency\.remeasure='yes': expected True or False"),
+                        (lambda: run(model, data, budget, tmp_path, evolution=dict(population=0)),
+                         r"evolution\.population=0"),
+                        (lambda: LatencyOptions(table="t.json", source="measure"),
+                         r"latency\.table= and latency\.source='measure' contradict each other"),
+                        (lambda: run(model, data, budget, tmp_path, latency=5), r"latency=5: expected a LatencyOptions"),
+                        (lambda: run(model, data, budget, tmp_path, space={"bound": 0.5}),
+                         r"space=\{'bound': 0\.5\}: expected a SpaceOptions"),
+                        (lambda: SpaceOptions(reducers="fold"), r"space\.reducers='fold': expected drop, merge or both"),
+                        (lambda: SpaceOptions(token_multiple=0), r"token_multiple=0: expected a whole number"),
+                        (lambda: EvaluationOptions(reuse=str(tmp_path / "nowhere")), r"reuse=.*: no search journal")):
         with pytest.raises(ConfigError, match="^" + start):
-            run(model, data, budgets, tmp_path, **kw)
+            call()
     with pytest.raises(ConfigError, match="^model=int: expected a token-drop model"):
-        run(42, data, [macs_label(model)], tmp_path)
+        run(42, data, budget, tmp_path)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'table'"):  # the option objects' fields, not keywords
+        run(model, data, budget, tmp_path, table="t.json")
 
 
 def test_a_path_a_dict_of_settings_and_one_budget_text_are_taken(tmp_path, model, data, ckpt):
     label = macs_label(model)
-    res = run(ckpt, data, label, tmp_path, settings=dict(TINY, population=3))  # a path, a dict, one text
+    res = run(ckpt, data, label, tmp_path, evolution=dict(TINY, population=3))  # a path, a dict, one text
     assert list(res.budgets) == [label]  # one budget, not one per letter
     assert res.doc["settings"]["population"] == 3
     assert res.doc["source"]["checkpoint"] == os.path.abspath(ckpt)

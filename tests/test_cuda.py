@@ -10,6 +10,7 @@ import torch
 import tavt_kit
 from tavt_kit.bench import TimingPolicy, measure_latency
 from tavt_kit.target import DeploymentTarget
+from tavt_kit.search import EvaluationOptions
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available())")]
@@ -175,8 +176,8 @@ def test_the_search_scores_candidates_on_the_gpu_and_leaves_the_model_on_the_cpu
     data = random_splits(32, 32)
     budget = f"{0.7 * count_macs(model).total() / 1e6:.3f}M MACs"
     evo = EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0)
-    runs = {d: search_schedules(model, data, [budget], settings=evo, out=str(tmp_path / d), eval_device=d,
-                                log=lambda s: None) for d in ("cpu", "cuda")}
+    runs = {d: search_schedules(model, data, [budget], evolution=evo, evaluation=EvaluationOptions(device=d),
+                                out=str(tmp_path / d), log=lambda s: None) for d in ("cpu", "cuda")}
     assert next(model.parameters()).device.type == "cpu"  # counting and export keep the model on the CPU
     cpu, gpu = runs["cpu"].doc, runs["cuda"].doc
     assert gpu["full"]["holdout_accuracy"] == pytest.approx(cpu["full"]["holdout_accuracy"], abs=1 / 32 + 1e-9)

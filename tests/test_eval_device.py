@@ -8,6 +8,7 @@ from tavt_kit.cli import main
 from tavt_kit.data import Normalize
 from tavt_kit.search.evaluate import CandidateEvaluator, evaluation_device, model_on
 from conftest import random_splits, search_model
+from tavt_kit.search import EvaluationOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,7 +35,8 @@ def test_cuda_without_a_gpu_is_refused_before_any_work():
     from tavt_kit import search_schedules
 
     with pytest.raises(ConfigError, match="eval_device=cuda"):
-        search_schedules(search_model(), random_splits(8, 8), ["1M MACs"], eval_device="cuda", log=lambda s: None)
+        search_schedules(search_model(), random_splits(8, 8), ["1M MACs"],
+                         evaluation=EvaluationOptions(device="cuda"), log=lambda s: None)
 
 
 def test_model_on_its_own_device_is_the_model_itself():

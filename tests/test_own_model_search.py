@@ -9,7 +9,7 @@ import pytest
 import tavt_kit
 from tavt_kit.cli import main
 from tavt_kit.errors import ConfigError
-from tavt_kit.search import EvolutionSettings
+from tavt_kit.search import EvolutionSettings, SpaceOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EVO = EvolutionSettings(population=4, generations=1, mutations=4, crossovers=3, seed=0)
@@ -30,7 +30,7 @@ def test_search_of_your_model_merges_on_its_weights_and_exports_the_recommendati
     budget = f"{0.6 * full / 1e6:.4g}M MACs"
     out = tmp_path / "search"
     notes = []
-    res = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(out), log=notes.append,
+    res = tavt_kit.search_schedules(model, None, [budget], evolution=EVO, out=str(out), log=notes.append,
                                     source={"checkpoint": own_checkpoint})
     assert any("your trained model, not a supernet" in n for n in notes)
     space = res.doc["space"]
@@ -85,13 +85,15 @@ def test_bound_sets_the_space_of_your_model_only(tmp_path, own_checkpoint, capsy
     model = tavt_kit.load_checkpoint(own_checkpoint)
     full = tavt_kit.count_macs(model).total()
     with pytest.raises(ConfigError, match=r"bound=1\.5: expected"):
-        tavt_kit.search_schedules(model, None, [f"{0.5 * full:.0f} MACs"], bound=1.5, out=str(tmp_path / "x"))
+        tavt_kit.search_schedules(model, None, [f"{0.5 * full:.0f} MACs"], space=SpaceOptions(bound=1.5),
+                                  out=str(tmp_path / "x"))
     supernet = tavt_kit.load_checkpoint(own_checkpoint)
     from tavt_kit.schedules.space import SearchSpace
 
     supernet.spec["search_space"] = SearchSpace.for_model(supernet).to_dict()
     with pytest.raises(ConfigError, match=r"bound=0\.7: a supernet is searched in the space it was distilled for"):
-        tavt_kit.search_schedules(supernet, None, [f"{0.5 * full:.0f} MACs"], bound=0.7, out=str(tmp_path / "y"))
+        tavt_kit.search_schedules(supernet, None, [f"{0.5 * full:.0f} MACs"], space=SpaceOptions(bound=0.7),
+                                  out=str(tmp_path / "y"))
     assert main(["search", "--checkpoint", own_checkpoint, "--bound", "2", "--macs-budget", "1M"]) == 2
     assert "--bound 2.0: expected" in capsys.readouterr().err
     # a budget below every schedule the search can return (its space, and the baselines fitted to a budget) is

@@ -8,7 +8,7 @@ import torch
 
 import tavt_kit
 from tavt_kit.cli import main
-from tavt_kit.search import EvolutionSettings
+from tavt_kit.search import EvaluationOptions, EvolutionSettings, LatencyOptions, ShipPolicy
 
 from conftest import noisy_supernet  # noqa: E402
 
@@ -22,8 +22,8 @@ def test_search_measures_the_parent_and_recommends_tome_on_it_when_it_wins(tmp_p
     model = tavt_kit.load_checkpoint(sn)
     full = tavt_kit.count_macs(model).total()
     budget = f"{0.85 * full / 1e6:.4g}M MACs"
-    res = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(tmp_path / "search"),
-                                    parent_search=False, log=lambda s: None)
+    res = tavt_kit.search_schedules(model, None, [budget], evolution=EVO, ship=ShipPolicy(parent_search=False),
+                                    out=str(tmp_path / "search"), log=lambda s: None)
     parent = res.parent
     assert parent is not None and parent.test_accuracy > 0.6  # the trained model, measured on the test split
     assert res.doc["parent"]["weights_sha256"] == res.doc["parent"]["weights_sha256"] and res.doc["parent"]["recorded"]
@@ -115,8 +115,8 @@ def test_schedules_searched_on_your_model_compete_and_export_with_its_weights(tm
     budget = f"{limit / 1e6:.4g}M MACs"
     out = tmp_path / "search"
     # ship_confidence 0.5: any lead ships (at 0.95 ToMe, lossless at this budget, keeps it on a lead within noise)
-    res = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(out), log=lambda s: None,
-                                    ship_confidence=0.5)
+    res = tavt_kit.search_schedules(model, None, [budget], evolution=EVO, ship=ShipPolicy(confidence=0.5),
+                                    out=str(out), log=lambda s: None)
     b = res.budgets[budget]
     sp = b.training_free["searched_parent"]
     assert sp.macs <= limit and {r for r in sp.reducers if r} == {"merge"} and sp.raw["origin"] == "searched_parent"
@@ -150,12 +150,13 @@ def test_schedules_searched_on_your_model_compete_and_export_with_its_weights(tm
     doc = json.loads((exp / "export.json").read_text())
     assert doc["schedule"]["counts"] == list(sp.counts) and doc["checkpoint"]["path"] == str(trained_checkpoint)
     # a rerun takes every candidate of the parent's evolution from its journal; parent_search=False: none
-    again = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(out), log=lambda s: None)
+    again = tavt_kit.search_schedules(model, None, [budget], evolution=EVO, out=str(out), log=lambda s: None)
     assert again.budgets[budget].training_free["searched_parent"].counts == sp.counts
     # another search of the same supernet (in another folder) takes what the first evaluated on your model's weights
     lines = []
-    other = tavt_kit.search_schedules(model, None, [budget], settings=EVO,
-                                      out=str(tmp_path / "other"), reuse=[str(out)], log=lines.append)
+    other = tavt_kit.search_schedules(model, None, [budget], evolution=EVO,
+                                      evaluation=EvaluationOptions(reuse=[str(out)]), out=str(tmp_path / "other"),
+                                      log=lines.append)
     assert any(s.startswith("on your model's weights: reuse: ") and s.endswith(", 0 evaluated here") for s in lines)
     assert other.budgets[budget].training_free["searched_parent"].counts == sp.counts
     from tavt_kit.cli.search import summary
@@ -189,8 +190,8 @@ def test_a_supernet_without_a_parent_says_so(tmp_path, trained_checkpoint):
     notes = []
     model = tavt_kit.load_checkpoint(trained_checkpoint)
     full = tavt_kit.count_macs(model).total()
-    res = tavt_kit.search_schedules(model, None, [f"{0.8 * full:.0f} MACs"], settings=EVO,
-                                    out=str(tmp_path), log=notes.append)
+    res = tavt_kit.search_schedules(model, None, [f"{0.8 * full:.0f} MACs"], evolution=EVO, out=str(tmp_path),
+                                    log=notes.append)
     assert res.parent is None and "parent" not in res.doc
     assert any("records no parent" in n for n in notes)
 
@@ -215,9 +216,10 @@ def test_precision_search_puts_the_parent_at_every_precision_in_the_selection(tm
         tables[p] = LatencyTable(scaled)
     full_ms = tables["fp32"].predict(model.full_schedule())
     budget = f"{0.4 * full_ms:.4f}ms"  # below the fp32 and bf16 (0.42) full models; the parent fits at int8
-    res = tavt_kit.search_schedules(model, None, [budget], precisions=("fp32", "bf16", "int8"), table=tables,
-                                    settings=EVO, out=str(tmp_path / "search"), calibration_images=32,
-                                    verify_top=1, subset=96, log=lambda s: None)
+    res = tavt_kit.search_schedules(model, None, [budget], evolution=EVO,
+                                    latency=LatencyOptions(precisions=("fp32", "bf16", "int8"), table=tables),
+                                    evaluation=EvaluationOptions(calibration_images=32, verify_top=1, subset=96),
+                                    out=str(tmp_path / "search"), log=lambda s: None)
     row = res.doc["budgets"][0]
     free = row["training_free"]
     assert "parent@int8" in free and "parent" not in free and "parent@bf16" not in free
@@ -286,10 +288,12 @@ def test_tome_on_your_model_is_timed_where_the_search_times_its_pick(tmp_path):
     g = torch.Generator().manual_seed(1)
     split = lambda: (torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=g),  # noqa: E731
                      torch.randint(0, 4, (24,), generator=g))
-    res = search_schedules(model, (split(), split()), ["100ms"], target=DeploymentTarget(backend="torch", threads=1),
-                           settings=EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3),
-                           out=str(tmp_path / "s"), table_cache=str(tmp_path / "t"), parent=model,
-                           table_profile=dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02), log=lambda s: None)
+    res = search_schedules(model, (split(), split()), ["100ms"],
+                           evolution=EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3),
+                           latency=LatencyOptions(target=DeploymentTarget(backend="torch", threads=1),
+                                                  table_cache=str(tmp_path / "t"),
+                                                  table_profile=dict(grid=3, warmup=1, min_repeats=3, budget_s=0.02)),
+                           out=str(tmp_path / "s"), parent=model, log=lambda s: None)
     row = res.doc["budgets"][0]
     assert row["best"]["latency_measured_ms"] > 0 and row["best"]["measured_within_budget"] is True
     tome = row["training_free"]["tome_parent"]
@@ -338,8 +342,9 @@ def test_search_fits_tome_on_your_model_by_timing_it_when_the_table_mispredicts(
     info = {"source": "table", "precision": "fp32", "identity": {"table": "synthetic"}}
     obj = LatencyObjective(predict, target, info, remeasure_fn=lambda s: timed.append(s) or truth(s))
     limit = 0.9 * predict(model.full_schedule())
-    res = search_schedules(model, random_splits(24, 24), [f"{limit * 1e3:.6g}ms"], settings=EVO,
-                           out=str(tmp_path / "s"), parent=model, objectives={"fp32": obj}, log=lambda s: None)
+    res = search_schedules(model, random_splits(24, 24), [f"{limit * 1e3:.6g}ms"], evolution=EVO,
+                           latency=LatencyOptions(objectives={"fp32": obj}), out=str(tmp_path / "s"), parent=model,
+                           log=lambda s: None)
     row = res.doc["budgets"][0]
     tome = row["training_free"]["tome_parent"]
     want = fit_tome(model.depth, model.num_patches, truth, row["limit"])

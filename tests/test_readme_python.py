@@ -31,7 +31,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     assert 0.6 < table.predict(model.full_schedule()) < 0.75  # the example's 0.6ms budget is 80-90 % of the full model
     table.save(tmp_path / "latency_table.json")
     monkeypatch.chdir(tmp_path)
-    code = _example().replace("out=\"search\")", "out=\"search\", settings=tavt_kit.search.EvolutionSettings("
+    code = _example().replace("out=\"search\")", "out=\"search\", evolution=tavt_kit.search.EvolutionSettings("
                               "population=4, generations=1, mutations=3, crossovers=3))")
     scope = {}
     exec(compile(code, "README.md (From Python)", "exec"), scope)

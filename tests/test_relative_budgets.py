@@ -15,6 +15,7 @@ from tavt_kit.search.options import as_budget, resolve_fractions
 from tavt_kit.search.recommend import recommend
 from conftest import random_splits, search_model
 from test_search_api import EVO, data, linear_table, model  # noqa: F401 (data, model: the same fixtures)
+from tavt_kit.search import LatencyOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,7 +41,8 @@ def test_a_percentage_is_a_latency_budget_of_that_share_of_your_model():
 def test_a_search_under_a_percentage_places_it_on_the_table_and_names_it_so(tmp_path, model, data):
     table = linear_table(model)
     full_s = table.predict(model.full_schedule()) / 1e3  # the table predicts ms
-    res = search_schedules(model, data, ["60%"], table=table, settings=EVO, out=str(tmp_path), log=lambda s: None)
+    res = search_schedules(model, data, ["60%"], evolution=EVO, latency=LatencyOptions(table=table),
+                           out=str(tmp_path), log=lambda s: None)
     row = res.doc["budgets"][0]
     assert row["label"] == "60%" and row["fraction"] == 0.6 and row["limit"] == pytest.approx(0.6 * full_s)
     b = res.budgets["60%"]
@@ -50,7 +52,8 @@ def test_a_search_under_a_percentage_places_it_on_the_table_and_names_it_so(tmp_
     assert again.budget("60%").best == b.best and again.budget("60 %").label == "60%"
     assert row["schedule_file"] == "schedule-60pct.json" and (tmp_path / "schedule-60pct.json").is_file()
     # a resumed search places the same limit and takes every candidate from its journal
-    second = search_schedules(model, data, ["60%"], table=table, settings=EVO, out=str(tmp_path), log=lambda s: None)
+    second = search_schedules(model, data, ["60%"], evolution=EVO, latency=LatencyOptions(table=table),
+                              out=str(tmp_path), log=lambda s: None)
     assert second.doc["timing"]["evaluations"] == 0 and second.budgets["60%"].best == b.best
     # a search.json holding a share out of (0, 1] is refused, naming the field
     doc = json.loads((tmp_path / "search.json").read_text())
@@ -155,9 +158,10 @@ def test_an_fp32_search_with_your_model_fits_tome_to_the_share_as_the_target_run
     info = {"source": "table", "precision": "fp32", "identity": {"table": "synthetic"}}
     obj = LatencyObjective(predict, target, info, remeasure_fn=truth)
     said = []
-    res = search_schedules(net, random_splits(24, 24), ["50%"], out=str(tmp_path / "s"), parent=net,
-                           objectives={"fp32": obj}, log=said.append,
-                           settings=EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0))
+    res = search_schedules(net, random_splits(24, 24), ["50%"],
+                           evolution=EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0),
+                           latency=LatencyOptions(objectives={"fp32": obj}), out=str(tmp_path / "s"), parent=net,
+                           log=said.append)
     row = res.doc["budgets"][0]
     full = predict(net.full_schedule())
     assert row["fraction"] == 0.5 and row["limit"] == pytest.approx(0.5 * full)  # searched under the placement
@@ -243,9 +247,10 @@ def test_tome_is_fitted_to_a_share_by_timing_each_probe_beside_your_model(tmp_pa
     info = {"source": "table", "precision": "fp32", "identity": {"table": "synthetic"}}
     obj = LatencyObjective(predict, target, info, remeasure_fn=lambda s: alone.append(s) or truth(s) * next(drift))
     said = []
-    res = search_schedules(net, random_splits(24, 24), ["50%", "80%"], out=str(tmp_path / "s"), parent=net,
-                           objectives={"fp32": obj}, log=said.append,
-                           settings=EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0))
+    res = search_schedules(net, random_splits(24, 24), ["50%", "80%"],
+                           evolution=EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0),
+                           latency=LatencyOptions(objectives={"fp32": obj}), out=str(tmp_path / "s"), parent=net,
+                           log=said.append)
     full = net.full_schedule()
     tome = res.doc["budgets"][0]["training_free"]["tome_parent"]
     want = fit_tome(net.depth, net.num_patches, lambda s: truth(s) / truth(full), 0.5)

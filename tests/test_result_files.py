@@ -167,13 +167,13 @@ def test_a_search_stopped_on_the_way_leaves_search_json_marked_unfinished(tmp_pa
 
     monkeypatch.setattr(pipeline, "_document", killed)
     with pytest.raises(KeyboardInterrupt):
-        search_schedules(model, data, [budget], settings=evo, out=str(out), parent=None, log=lambda s: None)
+        search_schedules(model, data, [budget], evolution=evo, out=str(out), parent=None, log=lambda s: None)
     res = SearchResult.load(out / "search.json")
     assert not res.finished and res.status == "running" and res.full is None and not res.budgets
     with pytest.raises(ConfigError, match=r"an unfinished search \(status 'running'"):
         SearchResult.load(out / "search.json").schedule(model, budget)
     monkeypatch.undo()
-    res = search_schedules(model, data, [budget], settings=evo, out=str(out), parent=None, log=lambda s: None)
+    res = search_schedules(model, data, [budget], evolution=evo, out=str(out), parent=None, log=lambda s: None)
     again = SearchResult.load(out / "search.json")
     assert res.finished and again.finished and again.doc["version"] == 3 and again.full is not None
     # written from the values: what is read back writes the same content

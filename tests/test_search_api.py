@@ -7,7 +7,7 @@ import tavt_kit
 from tavt_kit import ConfigError, DeploymentTarget, SearchResult, search_schedules
 from tavt_kit.bench import LatencyTable
 from tavt_kit.bench.identity import model_identity
-from tavt_kit.search import EvolutionSettings, LatencyObjective
+from tavt_kit.search import EvaluationOptions, EvolutionSettings, LatencyObjective, LatencyOptions
 from conftest import random_splits, search_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,8 +42,8 @@ def test_search_under_a_latency_budget_returns_a_search_result(tmp_path, model, 
     table = linear_table(model)
     full_ms = table.predict(model.full_schedule())
     budget = f"{0.9 * full_ms:.4g}ms"
-    res = search_schedules(model, data, [budget], table=table, fitness="kl", settings=EVO, out=str(tmp_path),
-                           log=lambda s: None)
+    res = search_schedules(model, data, [budget], evolution=EVO, latency=LatencyOptions(table=table),
+                           evaluation=EvaluationOptions(fitness="kl"), out=str(tmp_path), log=lambda s: None)
     assert isinstance(res, SearchResult)
     b = res.budgets[budget]
     assert b.objective == "latency" and b.best is not None
@@ -64,10 +64,11 @@ def test_search_under_a_latency_budget_returns_a_search_result(tmp_path, model, 
 
 def test_a_second_search_in_the_same_folder_resumes_from_the_journal(tmp_path, model, data):
     table = linear_table(model)
-    first = search_schedules(model, data, ["100ms"], table=table, settings=EVO, out=str(tmp_path), log=lambda s: None)
+    first = search_schedules(model, data, ["100ms"], evolution=EVO, latency=LatencyOptions(table=table),
+                             out=str(tmp_path), log=lambda s: None)
     lines = []
-    second = search_schedules(model, data, ["100ms"], table=table, settings=EVO, out=str(tmp_path),
-                              log=lines.append)
+    second = search_schedules(model, data, ["100ms"], evolution=EVO, latency=LatencyOptions(table=table),
+                              out=str(tmp_path), log=lines.append)
     assert first.doc["timing"]["evaluations"] > 0 and second.doc["timing"]["evaluations"] == 0
     # the resumed search says what it loaded, and counts it
     n = first.doc["timing"]["candidates"]
@@ -79,7 +80,7 @@ def test_a_second_search_in_the_same_folder_resumes_from_the_journal(tmp_path, m
 
 def test_a_mac_budget_needs_no_latency_objective(tmp_path, model, data):
     full = tavt_kit.count_macs(model).total()
-    res = search_schedules(model, data, [f"{0.85 * full / 1e6:.4g}M MACs"], settings=EVO, out=str(tmp_path),
+    res = search_schedules(model, data, [f"{0.85 * full / 1e6:.4g}M MACs"], evolution=EVO, out=str(tmp_path),
                            log=lambda s: None)
     (label, b), = res.budgets.items()
     assert b.best.macs <= 0.85 * full and res.objective == "macs" and res.doc["latency"] is None
@@ -94,15 +95,18 @@ def test_latency_objective_is_a_value(model):
 
 
 def test_errors_name_the_parameter(tmp_path, model, data):
-    with pytest.raises(ConfigError, match=r"^fitness='bogus': expected one of"):
-        search_schedules(model, data, fitness="bogus", settings=EVO, out=str(tmp_path), log=lambda s: None)
-    with pytest.raises(ConfigError, match=r"^precisions=fp32,int8: precisions are chosen by latency"):
-        search_schedules(model, data, ["1G MACs"], precisions=("int8",), table=linear_table(model), settings=EVO,
-                         out=str(tmp_path), log=lambda s: None)
+    with pytest.raises(ConfigError, match=r"^evaluation\.fitness='bogus': expected one of"):
+        search_schedules(model, data, evolution=EVO, evaluation=EvaluationOptions(fitness="bogus"), out=str(tmp_path),
+                         log=lambda s: None)
+    with pytest.raises(ConfigError, match=r"^latency\.precisions=fp32,int8: precisions are chosen by latency"):
+        search_schedules(model, data, ["1G MACs"], evolution=EVO,
+                         latency=LatencyOptions(precisions=("int8",), table=linear_table(model)), out=str(tmp_path),
+                         log=lambda s: None)
     with pytest.raises(ConfigError, match=r"^budgets='fast'"):
-        search_schedules(model, data, ["fast"], settings=EVO, out=str(tmp_path), log=lambda s: None)
+        search_schedules(model, data, ["fast"], evolution=EVO, out=str(tmp_path), log=lambda s: None)
     with pytest.raises(ConfigError, match=r"precision"):  # an int8 table for an fp32-only search
-        search_schedules(model, data, ["10ms"], table=linear_table(model, "int8"), settings=EVO, out=str(tmp_path),
+        search_schedules(model, data, ["10ms"], evolution=EVO,
+                         latency=LatencyOptions(table=linear_table(model, "int8")), out=str(tmp_path),
                          log=lambda s: None)
 
 
@@ -119,8 +123,9 @@ def test_a_baseline_that_meets_a_budget_the_space_cannot_is_the_pick(tmp_path, m
 
     smallest_ms = table.predict(space_of(m).smallest())
     budget = f"{0.8 * smallest_ms:.4g}ms"
-    res = search_schedules(m, data, [budget], table=table, fitness="kl", settings=EVO, out=str(tmp_path),
-                           parent=None, log=lambda s: None)
+    res = search_schedules(m, data, [budget], evolution=EVO, latency=LatencyOptions(table=table),
+                           evaluation=EvaluationOptions(fitness="kl"), out=str(tmp_path), parent=None,
+                           log=lambda s: None)
     row = res.doc["budgets"][0]
     met = {k: d for k, d in row["baselines"].items() if d["latency_ms"] <= 0.8 * smallest_ms * 1.0001}
     assert met, "the test needs a baseline that meets the budget"

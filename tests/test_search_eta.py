@@ -4,7 +4,7 @@ import pytest
 import tavt_kit
 import tavt_kit.progress
 from tavt_kit.cli import main
-from tavt_kit.search import EvolutionSettings
+from tavt_kit.search import EvolutionSettings, ShipPolicy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -15,13 +15,13 @@ def test_a_long_search_says_its_eta_once_and_the_command_names_the_flags(tmp_pat
     budget = 0.8 * tavt_kit.count_macs(model).total() / 1e6
     evo = EvolutionSettings(population=3, generations=1, mutations=2, crossovers=2, seed=0)
     lines = []
-    tavt_kit.search_schedules(model, None, [f"{budget:.4g}M MACs"], settings=evo, out=str(tmp_path / "quick"),
-                              parent_search=False, log=lines.append)
+    tavt_kit.search_schedules(model, None, [f"{budget:.4g}M MACs"], evolution=evo,
+                              ship=ShipPolicy(parent_search=False), out=str(tmp_path / "quick"), log=lines.append)
     assert not [s for s in lines if s.startswith("search: ETA")]  # seconds here: nothing said
     monkeypatch.setattr(tavt_kit.progress, "LONG_JOB_S", 0.0)  # as on a machine where it takes hours
     lines = []
-    tavt_kit.search_schedules(model, None, [f"{budget:.4g}M MACs"], settings=evo, out=str(tmp_path / "lib"),
-                              parent_search=False, log=lines.append)
+    tavt_kit.search_schedules(model, None, [f"{budget:.4g}M MACs"], evolution=evo,
+                              ship=ShipPolicy(parent_search=False), out=str(tmp_path / "lib"), log=lines.append)
     said = [s for s in lines if s.startswith("search: ETA")]
     assert len(said) == 1 and "for 1 generations; over an hour" in said[0] and "--" not in said[0]
     capsys.readouterr()

@@ -15,6 +15,7 @@ from tavt_kit.search import EvolutionSettings, PickFinetune, SearchResult
 from tavt_kit.search import deployable_from_search
 
 from conftest import noisy_supernet  # noqa: E402
+from tavt_kit.search import EvaluationOptions, LatencyOptions, ShipPolicy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EVO = EvolutionSettings(population=4, generations=1, mutations=3, crossovers=3, seed=0)
@@ -30,8 +31,9 @@ def searched(tmp_path_factory, trained_checkpoint):
     budget = f"{0.45 * tavt_kit.count_macs(model).total() / 1e6:.4g}M MACs"
     ft = PickFinetune(build_dataset("demo", split="train", model=model), steps=40, lr=1e-3, batch_size=32)
     out = tmp / "search"
-    res = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(out), parent_search=False,
-                                    ship_confidence=0.5, finetune=ft, log=lambda s: None)
+    res = tavt_kit.search_schedules(model, None, [budget], evolution=EVO,
+                                    ship=ShipPolicy(parent_search=False, confidence=0.5), out=str(out), finetune=ft,
+                                    log=lambda s: None)
     return sn, model, budget, ft, out, res
 
 
@@ -86,8 +88,9 @@ def test_a_rerun_takes_the_finished_fine_tune_and_refusals_come_first(searched, 
     sn, model, budget, ft, out, res = searched
     metrics = next((out / "finetuned").iterdir()) / "metrics.jsonl"
     before = metrics.read_text()
-    again = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(out), parent_search=False,
-                                      ship_confidence=0.5, finetune=ft, log=lambda s: None)
+    again = tavt_kit.search_schedules(model, None, [budget], evolution=EVO,
+                                      ship=ShipPolicy(parent_search=False, confidence=0.5), out=str(out), finetune=ft,
+                                      log=lambda s: None)
     assert metrics.read_text() == before  # not trained again
     a = next(b for b in again.doc["budgets"] if b["label"] == budget)["finetuned"]
     b = next(b for b in res.doc["budgets"] if b["label"] == budget)["finetuned"]
@@ -95,11 +98,11 @@ def test_a_rerun_takes_the_finished_fine_tune_and_refusals_come_first(searched, 
     with pytest.raises(ConfigError, match="finetune.steps"):
         PickFinetune(ft.train_set, steps=0)
     with pytest.raises(ConfigError, match="finetune="):
-        tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(tmp_path / "x"), finetune=40)
+        tavt_kit.search_schedules(model, None, [budget], evolution=EVO, out=str(tmp_path / "x"), finetune=40)
     plain = tavt_kit.load_checkpoint(sn)
     plain.spec.get("distillation", {}).pop("parent", None)
     with pytest.raises(ConfigError, match="fine-tuned toward your model"):
-        tavt_kit.search_schedules(plain, None, [budget], settings=EVO, out=str(tmp_path / "y"), finetune=ft,
+        tavt_kit.search_schedules(plain, None, [budget], evolution=EVO, out=str(tmp_path / "y"), finetune=ft,
                                   log=lambda s: None)
 
 
@@ -140,9 +143,11 @@ def test_an_int8_pick_is_fine_tuned_and_scored_deployed_in_int8(tmp_path, traine
     tables["int8"] = LatencyTable(scaled)
     budget = f"{0.23 * tables['fp32'].predict(model.full_schedule()):.4f}ms"  # int8 only
     ft = PickFinetune(build_dataset("demo", split="train", model=model), steps=10, lr=1e-3, batch_size=32)
-    res = tavt_kit.search_schedules(model, None, [budget], precisions=("fp32", "int8"), table=tables, settings=EVO,
-                                    out=str(tmp_path / "search"), calibration_images=32, verify_top=1, subset=96,
-                                    parent_search=False, finetune=ft, log=lambda s: None)
+    res = tavt_kit.search_schedules(model, None, [budget], evolution=EVO,
+                                    latency=LatencyOptions(precisions=("fp32", "int8"), table=tables),
+                                    evaluation=EvaluationOptions(calibration_images=32, verify_top=1, subset=96),
+                                    ship=ShipPolicy(parent_search=False), out=str(tmp_path / "search"), finetune=ft,
+                                    log=lambda s: None)
     row = res.doc["budgets"][0]
     assert row["best"]["precision"] == "int8"
     tuned = row["finetuned"]

@@ -6,13 +6,13 @@ import torch
 
 import tavt_kit
 from tavt_kit import ConfigError, search_schedules
-from tavt_kit.search import EvolutionSettings
+from tavt_kit.search import EvaluationOptions, EvolutionSettings
 from tavt_kit.search.reuse import Reused
 from conftest import random_splits, search_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EVO = EvolutionSettings(population=5, generations=2, mutations=4, crossovers=4, seed=0)
-QUIET = dict(settings=EVO, log=lambda s: None, parent=None)
+QUIET = dict(evolution=EVO, log=lambda s: None, parent=None)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,9 @@ def test_a_search_under_other_budgets_takes_what_an_earlier_one_evaluated(tmp_pa
     first = search_schedules(model, data, _budgets(model, 0.8), out=str(tmp_path / "a"), **QUIET)
     fresh = search_schedules(model, data, _budgets(model, 0.6), out=str(tmp_path / "b"), **QUIET)
     lines = []
-    reused = search_schedules(model, data, _budgets(model, 0.6), out=str(tmp_path / "c"), reuse=[str(tmp_path / "a")],
-                              settings=EVO, log=lines.append, parent=None)
+    reused = search_schedules(model, data, _budgets(model, 0.6), evolution=EVO,
+                              evaluation=EvaluationOptions(reuse=[str(tmp_path / "a")]), out=str(tmp_path / "c"),
+                              log=lines.append, parent=None)
     r = reused.doc["reuse"]
     assert r["sources"] == [str(tmp_path / "a" / "search.journal.jsonl")]
     assert r["taken"]["fp32"] > 0  # the full schedule and the candidates both searches made
@@ -64,16 +65,20 @@ def test_reuse_refuses_what_is_not_the_same_weights_or_images(tmp_path, model, d
     torch.manual_seed(5)
     other = tavt_kit.create_model("fgvc_tiny", depth=3, img_size=32, num_classes=4).eval()
     with pytest.raises(ConfigError, match=r"search\.journal\.jsonl: a search of other weights \(weights_sha256 differs\)"):
-        search_schedules(other, data, _budgets(model, 0.8), out=str(tmp_path / "b"), reuse=str(tmp_path / "a"), **QUIET)
+        search_schedules(other, data, _budgets(model, 0.8), evaluation=EvaluationOptions(reuse=str(tmp_path / "a")),
+                         out=str(tmp_path / "b"), **QUIET)
     hold, test = data
     fewer = ((hold[0][:30], hold[1][:30]), test)
     with pytest.raises(ConfigError, match="a search of other held-out images"):
-        search_schedules(model, fewer, _budgets(model, 0.8), out=str(tmp_path / "c"), reuse=str(tmp_path / "a"), **QUIET)
+        search_schedules(model, fewer, _budgets(model, 0.8), evaluation=EvaluationOptions(reuse=str(tmp_path / "a")),
+                         out=str(tmp_path / "c"), **QUIET)
     flipped = ((hold[0].flip(-1), hold[1]), test)  # as many images, other pixels: the digest tells
     with pytest.raises(ConfigError, match=r"held-out images \(holdout_sha256 differs\)"):
-        search_schedules(model, flipped, _budgets(model, 0.8), out=str(tmp_path / "d"), reuse=str(tmp_path / "a"), **QUIET)
+        search_schedules(model, flipped, _budgets(model, 0.8),
+                         evaluation=EvaluationOptions(reuse=str(tmp_path / "a")), out=str(tmp_path / "d"), **QUIET)
     with pytest.raises(ConfigError, match="^reuse=.*nowhere: no search journal there"):
-        search_schedules(model, data, _budgets(model, 0.8), out=str(tmp_path / "e"), reuse=str(tmp_path / "nowhere"),
+        search_schedules(model, data, _budgets(model, 0.8),
+                         evaluation=EvaluationOptions(reuse=str(tmp_path / "nowhere")), out=str(tmp_path / "e"),
                          **QUIET)
 
 

@@ -9,7 +9,7 @@ import torch
 import tavt_kit
 from tavt_kit import ConfigError, ScheduleError, search_schedules
 from tavt_kit.cli import main
-from tavt_kit.search import EvolutionSettings, SearchResult
+from tavt_kit.search import EvaluationOptions, EvolutionSettings, SearchResult
 from conftest import random_splits, search_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,7 +25,7 @@ def data():
 
 def _search(model, data, out, **kw):
     budget = f"{0.8 * tavt_kit.count_macs(model).total() / 1e6:.4g}M MACs"
-    return search_schedules(model, data, [budget], settings=EVO, out=str(out), log=lambda s: None, **kw), budget
+    return search_schedules(model, data, [budget], evolution=EVO, out=str(out), log=lambda s: None, **kw), budget
 
 
 def test_a_search_records_the_scorer_and_a_model_dropping_otherwise_is_refused(tmp_path, data):
@@ -59,7 +59,7 @@ def test_a_journal_or_reuse_of_another_scorer_is_refused_and_an_older_journal_re
                                           r"\"tavt\" -> \"tavt-sampled\"\)"):
         _search(other, data, tmp_path / "a")
     with pytest.raises(ConfigError, match=r"a search of other scorer \(token_drop differs\)"):
-        _search(other, data, tmp_path / "b", reuse=[str(tmp_path / "a")])
+        _search(other, data, tmp_path / "b", evaluation=EvaluationOptions(reuse=[str(tmp_path / "a")]))
     # a journal written before the scorer was recorded resumes (it is not compared on it)
     journal = tmp_path / "a" / "search.journal.jsonl"
     lines = journal.read_text().splitlines()

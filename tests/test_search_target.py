@@ -6,7 +6,7 @@ import pytest
 
 import tavt_kit
 from tavt_kit import DeploymentTarget, search_schedules
-from tavt_kit.search import EvolutionSettings
+from tavt_kit.search import EvolutionSettings, LatencyOptions
 from tavt_kit.search.objective import table_file_name
 from conftest import random_splits, search_model
 
@@ -29,8 +29,9 @@ def test_a_latency_budget_without_a_table_profiles_one_once_and_reuses_it(tmp_pa
     target = DeploymentTarget(backend="torch", threads=1)
     cache = tmp_path / "tables"
     lines = []
-    res = search_schedules(model, data, ["100ms"], target=target, settings=EVO, out=str(tmp_path / "a"),
-                           table_cache=str(cache), parent=None, table_profile=FAST, log=lines.append)
+    res = search_schedules(model, data, ["100ms"], evolution=EVO,
+                           latency=LatencyOptions(target=target, table_cache=str(cache), table_profile=FAST),
+                           out=str(tmp_path / "a"), parent=None, log=lines.append)
     table = cache / table_file_name(target)
     assert table.is_file() and any("profiling a latency table" in s for s in lines)
     lat = res.doc["latency"]
@@ -41,14 +42,16 @@ def test_a_latency_budget_without_a_table_profiles_one_once_and_reuses_it(tmp_pa
     assert "merge" in json.loads(table.read_text())["reducers"]  # the model merges: the table prices it
     # the next search of this model on this target reuses the table instead of profiling again
     lines.clear()
-    search_schedules(model, data, ["100ms"], target=target, settings=EVO, out=str(tmp_path / "b"),
-                     table_cache=str(cache), parent=None, table_profile=FAST, log=lines.append)
+    search_schedules(model, data, ["100ms"], evolution=EVO,
+                     latency=LatencyOptions(target=target, table_cache=str(cache), table_profile=FAST),
+                     out=str(tmp_path / "b"), parent=None, log=lines.append)
     assert any("reusing the table" in s for s in lines) and not any("profiling" in s for s in lines)
     # another batch size is another target: its own table
     lines.clear()
     other = target.with_(batch_size=2)
-    search_schedules(model, data, ["100ms"], target=other, settings=EVO, out=str(tmp_path / "c"),
-                     table_cache=str(cache), parent=None, table_profile=FAST, log=lines.append)
+    search_schedules(model, data, ["100ms"], evolution=EVO,
+                     latency=LatencyOptions(target=other, table_cache=str(cache), table_profile=FAST),
+                     out=str(tmp_path / "c"), parent=None, log=lines.append)
     assert (cache / table_file_name(other)).is_file() and any("profiling" in s for s in lines)
 
 
@@ -75,9 +78,9 @@ def test_bench_and_report_measure_the_picks_on_the_searchs_target(tmp_path, mode
 
     ckpt = str(tavt_kit.save_checkpoint(model, tmp_path / "supernet.safetensors"))
     target = DeploymentTarget(backend="torch", threads=1)
-    res = search_schedules(model, data, ["100ms"], target=target, settings=EVO, out=str(tmp_path / "s"),
-                           table_cache=str(tmp_path / "tables"), parent=None, table_profile=FAST,
-                           source={"checkpoint": ckpt}, log=lambda s: None)
+    res = search_schedules(model, data, ["100ms"], evolution=EVO,
+                           latency=LatencyOptions(target=target, table_cache=str(tmp_path / "tables"), table_profile=FAST),
+                           out=str(tmp_path / "s"), parent=None, source={"checkpoint": ckpt}, log=lambda s: None)
     sp = str(tmp_path / "s" / "search.json")
     timing = ["--time-budget", "0.05", "--min-repeats", "3", "--warmup", "1"]
     assert main(["bench", "--search", sp, "--out", str(tmp_path / "b"), "--quiet"] + timing) == 0

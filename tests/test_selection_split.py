@@ -7,7 +7,7 @@ import tavt_kit
 from tavt_kit.cli import main
 from tavt_kit.errors import ConfigError
 from tavt_kit.models.checkpoint import parent_record
-from tavt_kit.search import EvolutionSettings
+from tavt_kit.search import EvaluationOptions, EvolutionSettings, LatencyOptions, ShipPolicy
 from tavt_kit.search.data import EvalSet
 from tavt_kit.search.recommend import recommend
 from tavt_kit.search.selection import resolve_selection, split_selection
@@ -78,11 +78,12 @@ def test_search_sets_the_selection_images_aside_and_recommends_on_them(tmp_path,
     model = tavt_kit.load_checkpoint(sn)
     full = tavt_kit.count_macs(model).total()
     budget = f"{0.7 * full / 1e6:.4g}M MACs"
-    plain = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(tmp_path / "plain"),
-                                      selection=0, log=lambda s: None)
+    plain = tavt_kit.search_schedules(model, None, [budget], evolution=EVO, ship=ShipPolicy(selection=0),
+                                      out=str(tmp_path / "plain"), log=lambda s: None)
     # ship_confidence 0.5: any lead on the selection images ships (the gate itself: test_ship_gate)
-    res = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(tmp_path / "split"),
-                                    selection=0.5, ship_confidence=0.5, log=lambda s: None)
+    res = tavt_kit.search_schedules(model, None, [budget], evolution=EVO,
+                                    ship=ShipPolicy(selection=0.5, confidence=0.5), out=str(tmp_path / "split"),
+                                    log=lambda s: None)
     n = plain.doc["settings"]["holdout_images"]
     st = res.doc["settings"]
     assert plain.doc["settings"]["selection_images"] == 0 and "selection_sha256" not in plain.doc["settings"]
@@ -127,9 +128,10 @@ def test_a_precision_search_scores_each_pair_on_the_selection_images_where_it_sh
     scaled["target"]["precision"] = "int8"
     tables = {"fp32": LatencyTable(data), "int8": LatencyTable(scaled)}
     budget = f"{0.4 * tables['fp32'].predict(model.full_schedule()):.4f}ms"  # the parent fits at int8 only
-    res = tavt_kit.search_schedules(model, None, [budget], precisions=("fp32", "int8"), table=tables, settings=EVO,
-                                    out=str(tmp_path / "search"), calibration_images=32, verify_top=1,
-                                    selection=0.5, log=lambda s: None)
+    res = tavt_kit.search_schedules(model, None, [budget], evolution=EVO,
+                                    latency=LatencyOptions(precisions=("fp32", "int8"), table=tables),
+                                    evaluation=EvaluationOptions(calibration_images=32, verify_top=1),
+                                    ship=ShipPolicy(selection=0.5), out=str(tmp_path / "search"), log=lambda s: None)
     row = res.doc["budgets"][0]
     options = {"searched": row["best"], **row["training_free"]}
     assert "parent@int8" in options

@@ -7,7 +7,7 @@ import torch
 
 import tavt_kit
 from tavt_kit.data import Normalize
-from tavt_kit.search import EvolutionSettings
+from tavt_kit.search import EvolutionSettings, ShipPolicy
 from tavt_kit.search.data import search_data
 from tavt_kit.search.evaluate import CandidateEvaluator
 from tavt_kit.search.evolution import Budget, Candidate, EvolutionSearch
@@ -117,12 +117,12 @@ def test_search_records_the_correction_and_can_turn_it_off(tmp_path, trained_che
     least = tavt_kit.count_macs(model, model.make_schedule(space_of(model).smallest())).total()
     budget = f"{(full + least) / 2e6:.4g}M MACs"  # midway: candidates of the space meet it
     evo = EvolutionSettings(population=8, generations=1, mutations=5, crossovers=5, seed=0)
-    on = tavt_kit.search_schedules(model, None, [budget], settings=evo, out=str(tmp_path / "on"), parent=None,
+    on = tavt_kit.search_schedules(model, None, [budget], evolution=evo, out=str(tmp_path / "on"), parent=None,
                                    log=lambda s: None)
-    off = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(tmp_path / "off"), parent=None,
-                                    shrinkage=False, log=lambda s: None)
+    off = tavt_kit.search_schedules(model, None, [budget], evolution=EVO, ship=ShipPolicy(shrinkage=False),
+                                    out=str(tmp_path / "off"), parent=None, log=lambda s: None)
     notes = []
-    few = tavt_kit.search_schedules(model, None, [budget], settings=EVO, out=str(tmp_path / "few"), parent=None,
+    few = tavt_kit.search_schedules(model, None, [budget], evolution=EVO, out=str(tmp_path / "few"), parent=None,
                                     log=notes.append)
     assert few.doc["shrinkage"] is None and any("too few to correct" in n for n in notes)
     sh = on.doc["shrinkage"]

@@ -74,7 +74,7 @@ def test_a_search_on_a_tiny_held_out_split_says_so_in_one_line(tmp_path):
     full = tavt_kit.count_macs(model).total()
     lines = []
     search_schedules(model, (images(40), images(20, seed=2)), [f"{0.85 * full / 1e6:.4g}M MACs"],
-                     settings=EvolutionSettings(population=4, generations=1, mutations=2, crossovers=2, seed=0),
+                     evolution=EvolutionSettings(population=4, generations=1, mutations=2, crossovers=2, seed=0),
                      out=str(tmp_path), parent=None, log=lines.append)
     said = [s for s in warnings_in(lines) if "held-out" in s]
     assert len(said) == 1 and said[0].startswith("warning: held-out split has 40 images: accuracy differences "

@@ -11,7 +11,7 @@ from tavt_kit import DeploymentTarget, search_schedules
 from tavt_kit.bench.profile import aligned_grid, default_grid
 from tavt_kit.errors import ConfigError
 from tavt_kit.schedules.space import SearchSpace
-from tavt_kit.search import EvolutionSettings
+from tavt_kit.search import EvolutionSettings, LatencyOptions, SpaceOptions
 from tavt_kit.search.evolution import EvolutionSearch
 from tavt_kit.search.objective import table_file_name
 from conftest import random_splits, search_model
@@ -111,9 +111,10 @@ def test_the_search_with_a_multiple_picks_aligned_schedules_on_an_aligned_table(
     target = DeploymentTarget(backend="torch", threads=1)
     cache = tmp_path / "tables"
     lines = []
-    res = search_schedules(model, data, ["100ms", "60%"], target=target, settings=EVO, out=str(tmp_path / "s"),
-                           table_cache=str(cache), parent=None, table_profile=FAST, token_multiple=8,
-                           bound=0.5, log=lines.append)
+    res = search_schedules(model, data, ["100ms", "60%"], evolution=EVO,
+                           latency=LatencyOptions(target=target, table_cache=str(cache), table_profile=FAST),
+                           space=SpaceOptions(token_multiple=8, bound=0.5), out=str(tmp_path / "s"), parent=None,
+                           log=lines.append)
     n = model.num_patches
     table = cache / table_file_name(target, 8)
     assert table.is_file() and not (cache / table_file_name(target)).exists()

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 import tavt_kit
+from tavt_kit.search import EvaluationOptions, LatencyOptions, SpaceOptions
 
 KINDS = ("clean", "traceback", "silent acceptance", "data loss", "unclear")
 #: search and export settings small enough for 2 cores
@@ -1583,7 +1584,7 @@ def _search_api(fx: Fixtures, model=None, budgets: Any = "__macs__", **kw):
     if budgets == "__macs__":
         full = tavt_kit.count_macs(tavt_kit.load_checkpoint(fx.sup)).total()
         budgets = [f"{0.9 * full / 1e6:.4g}M MACs"]
-    args = dict(settings=EvolutionSettings(population=2, generations=1, mutations=1, crossovers=1, seed=0),
+    args = dict(evolution=EvolutionSettings(population=2, generations=1, mutations=1, crossovers=1, seed=0),
                 out=fx.fresh("search_api"), log=lambda s: None, parent=None)
     args.update(kw)
     return search_schedules(model if model is not None else tavt_kit.load_checkpoint(fx.sup),
@@ -1707,31 +1708,33 @@ def issue67_cases() -> List[Case]:
         # the Python API
         Case("api: search_schedules('best.safetensors', ...) (a path for model=) (#67)",
              fn=lambda fx: api_outcome(lambda: _search_api(fx, model=fx.sup), accepted=lambda r: None)),
-        Case("api: search_schedules(settings=dict(population=2)) (#67)",
-             fn=lambda fx: api_outcome(lambda: _search_api(fx, settings=dict(population=2, generations=1, mutations=1,
-                                                                             crossovers=1)),
+        Case("api: search_schedules(evolution=dict(population=2)) (#67)",
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, evolution=dict(population=2, generations=1, mutations=1,
+                                                                              crossovers=1)),
                                        accepted=lambda r: None if r.doc["settings"]["population"] == 2
                                        else f"searched with population {r.doc['settings']['population']}")),
-        Case("api: search_schedules(settings=dict(populaton=2)) (a misspelt key) (#67)",
-             fn=lambda fx: api_outcome(lambda: _search_api(fx, settings=dict(populaton=2)),
-                                       must=["settings", "populaton"])),
-        Case("api: search_schedules(settings=5) (#67)",
-             fn=lambda fx: api_outcome(lambda: _search_api(fx, settings=5), must=["settings"])),
+        Case("api: search_schedules(evolution=dict(populaton=2)) (a misspelt key) (#67)",
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, evolution=dict(populaton=2)),
+                                       must=["evolution", "populaton"])),
+        Case("api: search_schedules(evolution=5) (#67)",
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, evolution=5), must=["evolution"])),
         Case("api: EvolutionSettings(population=0) (#67)",
              fn=lambda fx: api_outcome(lambda: EvolutionSettings(population=0), must=["population"])),
         Case("api: EvolutionSettings(mutation_prob=1.5) (#67)",
              fn=lambda fx: api_outcome(lambda: EvolutionSettings(mutation_prob=1.5), must=["mutation_prob"])),
         Case("api: search_schedules(budgets='50ms') is one budget (#67)",
-             fn=lambda fx: api_outcome(lambda: _search_api(fx, budgets="50ms", table=fx.table),
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, budgets="50ms", latency=LatencyOptions(table=fx.table)),
                                        accepted=_one_budget("50ms"))),
         Case("api: search_schedules(budgets=None) (#67)",
              fn=lambda fx: api_outcome(lambda: _search_api(fx, budgets=None), must=["budgets"])),
-        Case("api: search_schedules(subset='10') (#67)",
-             fn=lambda fx: api_outcome(lambda: _search_api(fx, subset="10"), must=["subset"])),
-        Case("api: search_schedules(table=T, latency_source='measure') (#67)",
-             fn=lambda fx: api_outcome(lambda: _search_api(fx, budgets="50ms", table=fx.table,
-                                                           latency_source="measure"),
-                                       must=["table", "latency_source"])),
+        Case("api: EvaluationOptions(subset='10') (#67)",
+             fn=lambda fx: api_outcome(lambda: EvaluationOptions(subset="10"), must=["subset"])),
+        Case("api: LatencyOptions(table=T, source='measure') (#67)",
+             fn=lambda fx: api_outcome(lambda: LatencyOptions(table=fx.table, source="measure"),
+                                       must=["table", "source"])),
+        Case("api: search_schedules(space=SpaceOptions(reducers='fold'))",
+             fn=lambda fx: api_outcome(lambda: _search_api(fx, space=SpaceOptions(reducers="fold")),
+                                       must=["space.reducers", "fold"])),
         # flags
         Case("flags: search --latency-budget 1e400ms (#67)", lambda fx: search_cli(fx, "--latency-budget", "1e400ms"),
              must=["--latency-budget", "finite"]),

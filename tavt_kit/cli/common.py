@@ -171,7 +171,9 @@ PARAM_FLAGS = {
     "evaluation.verify_top": "--verify-top", "evaluation.calibration_images": "--calibration-images",
     "evaluation.device": "--eval-device", "evaluation.front_time_limit": "--front-time-limit",
     "front_time_limit": "--front-time-limit", "latency.source": "--latency-source", "latency.remeasure": "--remeasure",
-    "ship.confidence": "--ship-confidence", "ship.selection": "--selection",
+    "ship.confidence": "--ship-confidence", "ship.selection": "--selection", "evaluation.reuse": "--reuse",
+    "latency.table": "--latency-table", "latency.precisions": "--precisions",
+    "space.reducers": "--reducers", "space.bound": "--bound", "space.token_multiple": "--token-multiple",
 }
 
 #: ``name=`` (``name['key']=``) in a library message, not inside a word, an attribute or a flag, and not

@@ -10,7 +10,7 @@ from ..search.evolution import EvolutionSettings
 from ..search.fitness import FITNESSES
 from ..search.objective import MissingTableError
 from ..search.precisions import is_auto, parse_precisions
-from ..search.settings import EvaluationOptions, LatencyOptions
+from ..search.settings import EvaluationOptions, LatencyOptions, SpaceOptions
 from ..search.ship import ShipPolicy
 from ..schedules.space import check_multiple
 from ..search.recommend import check_ship_confidence
@@ -263,11 +263,12 @@ def _search(search_schedules, args, model, dspec, budgets, target, table, requir
         evolution=settings,
         evaluation=EvaluationOptions(fitness=args.fitness, subset=args.subset, batch_size=args.batch_size,
                                      verify_top=args.verify_top, calibration_images=args.calibration_images,
-                                     front_time_limit=args.front_time_limit, device=args.eval_device),
+                                     front_time_limit=args.front_time_limit, device=args.eval_device,
+                                     reuse=tuple(args.reuse or ())),
         ship=ShipPolicy(confidence=args.ship_confidence, selection=args.selection, shrinkage=args.shrinkage,
                         parent_search=args.parent_search),
-        finetune=finetune, out=args.out, reducers=reducers, reuse=args.reuse, bound=args.bound,
-        token_multiple=args.token_multiple,
+        space=SpaceOptions(reducers=reducers, bound=args.bound, token_multiple=args.token_multiple),
+        finetune=finetune, out=args.out,
         source={"checkpoint": os.path.abspath(args.checkpoint), "data": dspec.to_dict()}, log=_said)
 
 

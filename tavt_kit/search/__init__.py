@@ -21,12 +21,12 @@ from .finetune import PickFinetune
 from .outcome import BudgetResult, Deployable, Pick, SearchResult, deployable_from_search, export_budget
 from .pick import BUDGET_FIELDS, PICK_FIELDS, Deployed, PairedDifference, Recommendation
 from .ship import ShipPolicy
-from .settings import EvaluationOptions, LatencyOptions
+from .settings import EvaluationOptions, LatencyOptions, SpaceOptions
 from .result import SEARCH_FORMAT, SEARCH_VERSION, describe_family, validate_search
 
 __all__ = ["BUDGET_FIELDS", "Budget", "BudgetResult", "Deployable", "Deployed", "EvalSet", "EvaluationOptions", "EvolutionSettings",
            "LatencyObjective", "LatencyOptions", "PICK_FIELDS", "PairedDifference", "Pick", "Recommendation",
-           "PickFinetune", "SEARCH_FORMAT", "SEARCH_VERSION", "SearchData", "SearchResult", "ShipPolicy",
+           "PickFinetune", "SEARCH_FORMAT", "SEARCH_VERSION", "SearchData", "SearchResult", "ShipPolicy", "SpaceOptions",
            "deployable_from_search",
            "describe_family", "export_budget", "parse_precisions", "search_data", "search_schedules", "space_of",
            "validate_search"]

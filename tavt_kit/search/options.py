@@ -8,11 +8,8 @@ from typing import Iterable, List, Mapping, Optional, Sequence
 
 from ..errors import ConfigError, UnreachableBudgetError
 from ..schedules.schedule import TokenSchedule
-from ..schedules.space import check_multiple
 from .evolution import Budget
 from .result import parse_budget
-from .reuse import journal_file
-from .space import check_bound
 
 
 _NUMBER = r"[0-9]*\.?[0-9]+(?:e[+-]?\d+)?"
@@ -106,36 +103,18 @@ def resolve_fractions(budgets: Sequence[Budget], objective, depth: int, num_patc
     return out
 
 
-def model_arg(model, options: dict):
-    """``search_schedules``' ``model``: a loaded model, or the path of a checkpoint (loaded here, and recorded as
-    the search's ``source`` unless one is given); anything else is a ConfigError naming ``model``."""
+def model_arg(model, source: Optional[dict]):
+    """``search_schedules``' ``model`` and ``source``: a loaded model, or the path of a checkpoint (loaded here, and
+    recorded as the search's ``source`` unless one is given); anything else is a ConfigError naming ``model``."""
     if isinstance(model, (str, os.PathLike)):
         from ..models import load_checkpoint
 
         path = os.fspath(model)
-        options.setdefault("source", {"checkpoint": os.path.abspath(path)})
-        return load_checkpoint(path).eval()
+        return load_checkpoint(path).eval(), source if source is not None else {"checkpoint": os.path.abspath(path)}
     if not all(hasattr(model, a) for a in ("depth", "num_patches", "make_schedule", "eval")):
         raise ConfigError(f"model={type(model).__name__}: expected a token-drop model (tavt_kit.load_checkpoint, "
                           "tavt_kit.create_model) or the path of its checkpoint")
-    return model
-
-
-def check_options(options: dict) -> list:
-    """``search_schedules``' remaining keyword options (the space's, the reference's, ``reuse``, ``source``,
-    ``log``), each checked before the slow set-up (tables, images), so a wrong one fails at once (a ConfigError
-    naming it); returns the ``reuse`` paths. An unknown option is a TypeError, as for any Python function."""
-    known = {"source", "log", "parent", "reuse", "bound", "token_multiple", "reducers"}
-    if bad := sorted(set(options) - known):
-        raise TypeError(f"search_schedules() got an unexpected keyword argument {bad[0]!r}")
-    reuse = options.get("reuse") or ()
-    reuse = [reuse] if isinstance(reuse, (str, os.PathLike)) else list(reuse)
-    for path in reuse:
-        journal_file(str(path))
-    if options.get("bound") is not None:
-        check_bound(options["bound"])
-    check_multiple(options.get("token_multiple", 1))
-    return reuse
+    return model, source
 
 
 def check_reachable(model, space, budgets: Sequence[Budget], flag: str = "") -> None:

@@ -44,8 +44,8 @@ from .timed import TargetCheck
 from .precisions import resolve_precisions
 from .reuse import Reused
 from .ship import ShipPolicy
-from .options import as_budgets, check_options, check_reachable, fraction_field, model_arg, resolve_fractions
-from .settings import EvaluationOptions, LatencyOptions
+from .options import as_budgets, check_reachable, fraction_field, model_arg, resolve_fractions
+from .settings import EvaluationOptions, LatencyOptions, SpaceOptions, given_or_default
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
 from .finetune import PickFinetune, check_finetune, finetune_picks
@@ -67,9 +67,12 @@ def search_schedules(
     evolution: Optional[EvolutionSettings] = None,
     ship: Optional[ShipPolicy] = None,
     evaluation: Optional[EvaluationOptions] = None,
-    finetune=None,
+    space: Optional[SpaceOptions] = None,
+    parent: Union[str, nn.Module, None] = "auto",
+    finetune: Optional[PickFinetune] = None,
     out: Optional[str] = None,
-    **options,
+    log: Callable[[str], None] = print,
+    source: Optional[dict] = None,
 ) -> SearchResult:
     """Search token schedules (and, under latency budgets, precisions) of ``model``; returns a :class:`SearchResult`.
 
@@ -84,68 +87,60 @@ def search_schedules(
         evolution: the evolution's settings (TAVT's defaults): an :class:`EvolutionSettings` or a dict of its fields.
         ship: how each budget chooses what ships, a :class:`~.ship.ShipPolicy` (None: its defaults).
         evaluation: how candidates are scored, an :class:`~.settings.EvaluationOptions` (fitness, subset,
-            batch size, int8 pairs verified, calibration images, device).
+            batch size, int8 pairs verified, calibration images, device, earlier searches reused).
+        space: the schedules searched beyond what the checkpoint records, a :class:`~.settings.SpaceOptions`
+            (reducers, bound, token multiple).
+        parent: the reference, your model: ``"auto"`` loads the checkpoint the supernet records it was distilled
+            from (your trained model is its own reference); a model or a path; None: no reference.
         finetune: a :class:`~.finetune.PickFinetune`: each budget's pick fine-tuned toward your model competes.
         out: folder for ``search.json``, the journal, ``schedules.json``, drop configs and plots (None: temporary).
-        options: the search space's ``reducers`` (``drop``, ``merge``; default the supernet's, yours: merge),
-            ``bound`` (its per-block bound for a model that records none) and ``token_multiple`` (1; 8: sequence
-            lengths that are multiples of 8); ``parent`` (the reference model: ``"auto"``, the default, loads the
-            checkpoint the supernet records it was distilled from; your trained model is its own reference; a
-            model or path; None: no reference); ``reuse`` (earlier searches of the same weights on the same
-            held-out images, folders or journals: what they evaluated is taken); ``source`` (recorded in
-            search.json); ``log`` (print). The fields of ``latency``, ``evaluation`` and ``ship`` are also taken
-            one by one as keywords (``target=``, ``table=``, ``precisions=``, ``latency_source=``, ``fitness=``,
-            ``subset=``, ``ship_confidence=``, ...; ``settings=`` for ``evolution``), not both.
+        log: where progress and notes are said (``print``).
+        source: recorded in ``search.json`` (the checkpoint and data the search ran on; a path ``model``: that path).
     """
-    latency, evaluation = LatencyOptions.of(latency, options), EvaluationOptions.of(evaluation, options)
-    if "settings" in options and evolution is not None:
-        raise ConfigError("settings= and evolution= both given: give evolution=EvolutionSettings(...)")
-    settings = EvolutionSettings.of(options.pop("settings") if "settings" in options else evolution,
-                                    "settings" if evolution is None else "evolution")
-    ship, reuse = ShipPolicy.of(ship, options), check_options(options)
+    latency = given_or_default(LatencyOptions, latency, "latency")
+    evaluation = given_or_default(EvaluationOptions, evaluation, "evaluation")
+    ship = given_or_default(ShipPolicy, ship, "ship")
+    space_options = given_or_default(SpaceOptions, space, "space")
+    settings = EvolutionSettings.of(evolution, "evolution")
     if finetune is not None and not isinstance(finetune, PickFinetune):
         raise ConfigError(f"finetune={finetune!r}: expected a PickFinetune (the training images and steps) or None")
-    budgets, model = as_budgets(budgets), model_arg(model, options)
-    log = options.get("log", print)
+    budgets, (model, source) = as_budgets(budgets), model_arg(model, source)
     latency_budget = any(b.objective == "latency" for b in budgets)
-    own = options.get("parent", "auto") == "auto" and is_own_model(model)  # your trained model, not a supernet
-    space = searched_space(model, options.get("bound"), own, log, options.get("token_multiple", 1))
+    own = isinstance(parent, str) and parent == "auto" and is_own_model(model)  # your trained model, not a supernet
+    space = searched_space(model, space_options.bound, own, log, space_options.token_multiple)
     check_reachable(model, space, budgets)  # before any work: nothing the search can return meets it
-    reducers = options.get("reducers")
-    reducers = _check_reducers(model, reducers) if reducers is not None else None
+    reducers = _check_reducers(model, space_options.reducers) if space_options.reducers is not None else None
     precisions = resolve_precisions(latency.precisions, latency.target, latency_budget, log,
                                     measured_here=latency.objectives is None and latency.table is None, model=model,
                                     tables=tables_by_precision(latency.table) if latency.table is not None else None)
     if len(precisions) > 1 and not latency_budget:
-        raise ConfigError(f"precisions={','.join(precisions)}: precisions are chosen by latency; give a latency "
-                          "budget (a MAC count does not change with the precision)")
+        raise ConfigError(f"latency.precisions={','.join(precisions)}: precisions are chosen by latency; give a "
+                          "latency budget (a MAC count does not change with the precision)")
     objectives = latency.objectives
     if objectives is None and (latency_budget or latency.table is not None):
-        objectives = _latency_objectives(model, precisions, latency, out, reducers, options, log)
+        objectives = _latency_objectives(model, precisions, latency, out, reducers, space_options.token_multiple, log)
     budgets = resolve_fractions(budgets, (objectives or {}).get("fp32"), model.depth, model.num_patches, log)
     if reducers is None:
         reducers = default_reducers(model, space, objectives or {}, log, own=own)
     space = dataclasses.replace(space, reducers=reducers)
     out = out if out is not None else tempfile.mkdtemp(prefix="fgvc-kit-search-")
     sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
-    parent = resolve_parent(model, options.get("parent", "auto"), log)
-    passed = {**evaluation.keywords(), **({"source": options["source"]} if "source" in options else {}),
-              **ship.keywords()}
+    parent = resolve_parent(model, parent, log)
     ctx = build_context(model, sdata, out, settings=settings, budgets=budgets, objectives=objectives or {},
                         precisions=precisions, space=space, fitness=evaluation.fitness, log=log,
-                        remeasure=latency.remeasure, reuse=reuse, recommends=parent is not None,
-                        finetune=check_finetune(finetune, parent, model), **passed)
+                        remeasure=latency.remeasure, recommends=parent is not None, source=source,
+                        finetune=check_finetune(finetune, parent, model), **evaluation.keywords(), **ship.keywords())
     with torch.inference_mode():
         return run_search(ctx, parent)
 
 
-def _latency_objectives(model, precisions, latency: LatencyOptions, out, reducers, options, log):
+def _latency_objectives(model, precisions, latency: LatencyOptions, out, reducers, token_multiple: int, log):
     """The search's latency objectives made from ``latency``'s target or table (see :func:`latency_objectives`)."""
     cache = latency.table_cache or (os.path.join(out, "cache") if out else None)
     return latency_objectives(model, precisions if len(precisions) > 1 else ("fp32",), latency.target, latency.table,
                               remeasure=latency.remeasure, require=latency.require, latency_source=latency.source,
                               table_cache=cache, reducers=reducers, log=log, table_profile=latency.table_profile,
-                              token_multiple=options.get("token_multiple", 1))
+                              token_multiple=token_multiple)
 
 
 def build_context(model: nn.Module, data: SearchData, out_dir: str, *, settings: EvolutionSettings,

@@ -1,8 +1,7 @@
 """``search_schedules``' option objects beside :class:`~.evolution.EvolutionSettings` and :class:`~.ship.ShipPolicy`:
-where and how latency is measured (:class:`LatencyOptions`) and how candidates are scored
-(:class:`EvaluationOptions`). Each checks its fields when made (one :class:`ConfigError` naming the field), and
-``.of(value, options)`` also takes the fields as ``search_schedules``' keywords of earlier releases (``target=``,
-``table=``, ``fitness=``, ...), each checked under its keyword's name; both at once is refused."""
+where and how latency is measured (:class:`LatencyOptions`), how candidates are scored (:class:`EvaluationOptions`)
+and which schedules are searched (:class:`SpaceOptions`). Each checks its fields when made (one
+:class:`ConfigError` naming the field, as ``latency.table=...``)."""
 from __future__ import annotations
 
 import numbers
@@ -11,33 +10,23 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..errors import ConfigError
+from ..schedules.space import check_multiple
 from ..target import DeploymentTarget, Precision
 from .evaluate import evaluation_device
 from .pairs import FRONT_TIME_LIMIT_S
 from .fitness import DEFAULT_FITNESS, FITNESSES
 from .objective import LATENCY_SOURCES
+from .reuse import journal_file
+from .space import check_bound
 
 
-def from_keywords(cls, value, options: dict, keywords: Mapping[str, str], param: str, make=None):
-    """``value`` (an instance of ``cls`` or None) merged with its fields given as keywords (popped out of
-    ``options``, each checked under the keyword's name: by ``make(fields)`` where given, else by ``cls``'s own
-    checks, said with the keyword); both at once is refused."""
-    given = {field: options.pop(key) for key, field in keywords.items() if key in options}
-    if value is None and make is not None:
-        return make(given)
+def given_or_default(cls, value, param: str):
+    """``value`` when it is a ``cls``, ``cls()`` (its defaults) when None; anything else is a ConfigError naming
+    ``param``."""
     if value is None:
-        try:
-            return cls(**given)
-        except ConfigError as e:  # said with the keyword the caller used
-            msg = str(e)
-            for key, field in keywords.items():
-                msg = msg.replace(f"{param}.{field}=", f"{key}=", 1) if msg.startswith(f"{param}.{field}=") else msg
-            raise ConfigError(msg) from None
+        return cls()
     if not isinstance(value, cls):
         raise ConfigError(f"{param}={value!r}: expected a {cls.__name__} or None")
-    if given:
-        key = next(k for k, f in keywords.items() if f in given)
-        raise ConfigError(f"{key}= and {param}= both given: give {param}={cls.__name__}(...) or its fields, not both")
     return value
 
 
@@ -72,8 +61,8 @@ class LatencyOptions:
         if self.source not in LATENCY_SOURCES:
             raise ConfigError(f"latency.source={self.source!r}: expected one of {', '.join(LATENCY_SOURCES)}")
         if self.source == "measure" and (self.table is not None or self.objectives):
-            raise ConfigError("table= and latency_source='measure' contradict each other: a table predicts every "
-                              "candidate's latency, 'measure' times each one; give one of them")
+            raise ConfigError("latency.table= and latency.source='measure' contradict each other: a table predicts "
+                              "every candidate's latency, 'measure' times each one; give one of them")
         if self.table_cache is not None and not isinstance(self.table_cache, (str, os.PathLike)):
             raise ConfigError(f"latency.table_cache={self.table_cache!r}: expected a folder (a path) or None")
         if not isinstance(self.remeasure, bool):
@@ -82,15 +71,6 @@ class LatencyOptions:
         if self.require is not None and (not isinstance(self.require, Mapping) or set(self.require) - set(fields)):
             raise ConfigError(f"latency.require={self.require!r}: expected a mapping of some of {', '.join(fields)}")
 
-    @classmethod
-    def of(cls, value, options: dict) -> "LatencyOptions":
-        return from_keywords(cls, value, options, LATENCY_KEYWORDS, "latency")
-
-
-#: search_schedules keywords of a LatencyOptions -> its fields
-LATENCY_KEYWORDS = {"target": "target", "table": "table", "precisions": "precisions", "latency_source": "source",
-                    "table_cache": "table_cache", "table_profile": "table_profile", "remeasure": "remeasure",
-                    "objectives": "objectives"}
 
 
 @dataclass(frozen=True)
@@ -114,6 +94,9 @@ class EvaluationOptions:
     front_time_limit: Optional[float] = FRONT_TIME_LIMIT_S
     #: where candidates are scored: ``auto`` (CUDA where there is one), ``cpu``, ``cuda``
     device: Optional[str] = "auto"
+    #: earlier searches of the same weights on the same held-out images (folders or journals): what they evaluated
+    #: is taken, not scored again
+    reuse: Union[str, Sequence[str]] = ()
 
     def __post_init__(self):
         if self.fitness not in FITNESSES:
@@ -131,18 +114,39 @@ class EvaluationOptions:
         if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t < float("inf")):
             raise ConfigError(f"evaluation.front_time_limit={t!r}: expected seconds (0 or more), or None for no limit")
 
-    @classmethod
-    def of(cls, value, options: dict) -> "EvaluationOptions":
-        return from_keywords(cls, value, options, EVALUATION_KEYWORDS, "evaluation")
+        reuse = [self.reuse] if isinstance(self.reuse, (str, os.PathLike)) else self.reuse
+        if not isinstance(reuse, (list, tuple)):
+            raise ConfigError(f"evaluation.reuse={self.reuse!r}: expected search folders or journals (paths)")
+        object.__setattr__(self, "reuse", tuple(journal_file(os.fspath(p)) for p in reuse))
 
     def keywords(self) -> dict:
-        """The options as the pipeline's keywords."""
-        return {key: getattr(self, f) for key, f in EVALUATION_KEYWORDS.items() if key != "fitness"}
+        """The options as the pipeline's keywords (:func:`~.pipeline.build_context`'s)."""
+        return {"batch_size": self.batch_size, "subset": self.subset, "verify_top": self.verify_top,
+                "calibration_images": self.calibration_images, "front_time_limit": self.front_time_limit,
+                "eval_device": self.device, "reuse": self.reuse}
 
 
-#: search_schedules keywords of an EvaluationOptions -> its fields
-EVALUATION_KEYWORDS = {"fitness": "fitness", "subset": "subset", "batch_size": "batch_size",
-                       "verify_top": "verify_top", "calibration_images": "calibration_images",
-                       "front_time_limit": "front_time_limit", "eval_device": "device"}
+@dataclass(frozen=True)
+class SpaceOptions:
+    """Which schedules a search explores, beyond what the checkpoint records."""
 
-__all__ = ["EvaluationOptions", "LatencyOptions"]
+    #: the blocks' reducers: ``drop``, ``merge`` or both (None: the supernet's, and merging where it pays; your
+    #: model: merging)
+    reducers: Optional[Union[str, Sequence[str]]] = None
+    #: the most of a block's tokens it may reduce, for a model that records no search space (None: the default)
+    bound: Optional[float] = None
+    #: the sequence lengths a reducing block leaves are multiples of it (1: any; 8: what some kernels prefer)
+    token_multiple: int = 1
+
+    def __post_init__(self):
+        r = self.reducers
+        if r is not None:
+            names = [r] if isinstance(r, str) else r
+            if not isinstance(names, (list, tuple)) or not names or any(x not in ("drop", "merge") for x in names):
+                raise ConfigError(f"space.reducers={r!r}: expected drop, merge or both")
+        if self.bound is not None:
+            check_bound(self.bound)
+        check_multiple(self.token_multiple)
+
+
+__all__ = ["EvaluationOptions", "LatencyOptions", "SpaceOptions"]

@@ -16,9 +16,8 @@ from typing import Union
 from ..errors import ConfigError
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import check_selection
-from .settings import from_keywords
 
-#: the search_schedules keywords a ShipPolicy holds, by its field names
+#: the pipeline's keywords (:func:`~.pipeline.build_context`'s) of a ShipPolicy's fields
 KEYWORDS = {"ship_confidence": "confidence", "selection": "selection", "shrinkage": "shrinkage",
             "parent_search": "parent_search"}
 
@@ -39,14 +38,6 @@ class ShipPolicy:
     def __post_init__(self):
         for field, value in _checked(dataclasses.asdict(self), {f: f"ship.{f}" for f in KEYWORDS.values()}).items():
             object.__setattr__(self, field, value)
-
-    @classmethod
-    def of(cls, ship, options: dict) -> "ShipPolicy":
-        """The policy of a ``search_schedules`` call: ``ship`` (a ShipPolicy or None) or its fields given as the
-        keywords ``ship_confidence``, ``selection``, ``shrinkage``, ``parent_search`` (taken out of ``options``,
-        each checked under its keyword's name); both at once is refused."""
-        return from_keywords(cls, ship, options, KEYWORDS, "ship",
-                             make=lambda given: cls(**_checked(given, {f: k for k, f in KEYWORDS.items()})))
 
     def keywords(self) -> dict:
         """The policy as the pipeline's keywords (``ship_confidence``, ...)."""
