@@ -20,7 +20,7 @@ from ..models import count_macs, token_drop_record
 from ..schedules import SearchSpace, TokenSchedule
 from .evolution import Budget, EvolutionSettings, gene_of, schedule_of
 from .pairs import FRONT_TIME_LIMIT_S
-from .recommend import DEFAULT_SHIP_CONFIDENCE
+from .ship import ShipPolicy
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,7 +33,7 @@ class SearchContext:
     reported figure is measured on; ``evaluator`` scores candidates on ``holdout``; ``target_check`` times
     picks on the target; ``digest`` the searched weights' sha256; ``reused`` the journals of earlier searches
     (:class:`~.reuse.Reused`); ``finetune`` each budget's pick fine-tuned toward your model
-    (:class:`~.finetune.PickFinetune`)."""
+    (:class:`~.finetune.PickFinetune`); ``ship`` the :class:`~.ship.ShipPolicy` every budget's choice follows."""
 
     model: nn.Module
     space: SearchSpace
@@ -57,9 +57,8 @@ class SearchContext:
     calibration_images: int = 300
     front_time_limit: Optional[float] = FRONT_TIME_LIMIT_S
     remeasure_picks: bool = False
-    shrinkage: bool = True
-    parent_search: bool = True
-    ship_confidence: float = DEFAULT_SHIP_CONFIDENCE
+    #: how each budget chooses what ships (the gate's confidence, selection, shrinkage, the search on your model)
+    ship: ShipPolicy = field(default_factory=ShipPolicy)
     reuse_paths: Tuple[str, ...] = ()
     evaluator: Any = None
     target_check: Any = None

@@ -32,7 +32,7 @@ from ..errors import ConfigError
 from ..stats import accuracy_interval, paired_difference
 from .data import _dist
 from .evolution import entry_gene
-from .recommend import DEFAULT_SHIP_CONFIDENCE, paired_lead, recommend
+from .recommend import paired_lead, recommend
 
 #: the folder of the fine-tuned picks, in the search folder
 FINETUNED_DIR = "finetuned"
@@ -213,7 +213,7 @@ class FinetuneStage:
         return recommend({**row, "best": entry}, row["training_free"], fitness=ctx.fitness,
                          selection_images=selection.n if selection else None,
                          evidence=lambda a, da, b, db: paired_lead(values(a, da), values(b, db), metric),
-                         confidence=getattr(ctx, "ship_confidence", DEFAULT_SHIP_CONFIDENCE),
+                         confidence=ctx.ship.confidence,
                          searched_name="the pick fine-tuned toward your model")
 
 

@@ -176,7 +176,7 @@ class PrecisionStage:
                                      JournalSection(self.journal, p), lambda s, p=p: ctx.log(f"[{p}] {s}"),
                                      fitness=ctx.fitness)
             search.run()
-            if ctx.shrinkage:
+            if ctx.ship.shrinkage:
                 search.shrink()
             self.searches[p] = search
         self.seconds = time.perf_counter() - t0
@@ -292,7 +292,7 @@ class PrecisionStage:
             row["best"] = None
             return
         entry = _pair_entry(best, ctx.schedule, ctx.macs, ctx.n_holdout, doc["full"]["macs"])
-        if ctx.shrinkage:  # what it brings to the recommendation (shrinkage.py)
+        if ctx.ship.shrinkage:  # what it brings to the recommendation (shrinkage.py)
             entry.update(fitness_shrunk=best.fitness, fitness_measured=fitness_of(best.metrics, ctx.fitness))
         timed = ctx.target_check.timed.get((best.gene, best.precision))
         if timed is not None:  # timed while it was chosen (the round-robin timing, if any, replaces it)

@@ -39,7 +39,7 @@ from .data import shard
 from .evaluate import CandidateEvaluator
 from .evolution import Budget, entry_gene, gene_of
 from .parent_search import FAMILY, ParentSearch, merge_space
-from .recommend import DEFAULT_SHIP_CONFIDENCE, PairedEvidence, paired_lead, recommend
+from .recommend import PairedEvidence, paired_lead, recommend
 from .shares import ShareTimer
 
 
@@ -267,7 +267,7 @@ class ParentStage:
         it and the parent can merge."""
         ctx = self.ctx
         # on your own model the search itself is the search on its weights
-        space = merge_space(ctx.space, self.parent) if getattr(ctx, "parent_search", False) and not self.own \
+        space = merge_space(ctx.space, self.parent) if ctx.ship.parent_search and not self.own \
             else None
         if space is None:
             return
@@ -307,10 +307,10 @@ class ParentStage:
         probes, each timed round-robin beside your model (None: a budget in ms, or a target that cannot be timed
         so; the fit then compares with your model timed on its own, :meth:`_limit_for`)."""
         if fraction is None or cost is None or not cost.can_remeasure or \
-                not ShareTimer.available(getattr(self.ctx, "objectives", None)):
+                not ShareTimer.available(self.ctx.objectives):
             return None
         if self._shares is None:  # the search's own, where it checks its picks so (one timing each for both)
-            self._shares = getattr(getattr(self.ctx, "target_check", None), "shares", None) or \
+            self._shares = getattr(self.ctx.target_check, "shares", None) or \
                 ShareTimer(self.ctx.model, self.ctx.objectives, self.ctx.log)
         return self._shares
 
@@ -451,7 +451,7 @@ class ParentStage:
         """The deployable to ship for a budget (:func:`~.recommend.recommend`): the best on your model's weights,
         unless the supernet's pick beats it beyond noise, paired per image on the images the choice is made on."""
         ctx = self.ctx
-        selection = getattr(ctx, "selection", None)
+        selection = ctx.selection
         metric = "accuracy" if ctx.fitness == "accuracy" else "NLL"
 
         def values(family: str, d: dict):
@@ -463,17 +463,15 @@ class ParentStage:
             return paired_lead(values(family, d), values(other, o), metric)
 
         return recommend(row, free, fitness=ctx.fitness, selection_images=selection.n if selection else None,
-                         evidence=lead if hasattr(self, "parent") else None,  # None: a stage assembled by hand
-                         confidence=getattr(ctx, "ship_confidence", DEFAULT_SHIP_CONFIDENCE),
-                         searched_weights="parent" if getattr(self, "own", False) else "supernet")
+                         evidence=lead, confidence=ctx.ship.confidence,
+                         searched_weights="parent" if self.own else "supernet")
 
     def _evidence(self) -> PairedEvidence:
         """Per-image scores of the compared deployables, made once: the selection images' scorer where the search
         set some aside (it scored the options already), else one on the held-out images."""
         if self._paired is None:
             ctx = self.ctx
-            self._paired = getattr(ctx, "selection", None) or PairedEvidence(ctx.holdout, ctx.batch_size,
-                                                                              ctx.transform, ctx.device)
+            self._paired = ctx.selection or PairedEvidence(ctx.holdout, ctx.batch_size, ctx.transform, ctx.device)
         return self._paired
 
     def close(self) -> None:

@@ -72,7 +72,7 @@ class ParentSearch:
         self.search.run()
         if reused is not None:
             ctx.log("on your model's weights: " + reused.line())
-        if ctx.shrinkage:
+        if ctx.ship.shrinkage:
             self.search.shrink()
         return self.search
 

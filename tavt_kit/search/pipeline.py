@@ -46,7 +46,6 @@ from .reuse import Reused
 from .ship import ShipPolicy
 from .options import as_budgets, check_reachable, fraction_field, model_arg, resolve_fractions
 from .settings import EvaluationOptions, LatencyOptions, SpaceOptions, given_or_default
-from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import set_aside
 from .finetune import PickFinetune, check_finetune, finetune_picks
 from .parent import resolve_parent
@@ -128,8 +127,8 @@ def search_schedules(
     parent = resolve_parent(model, parent, log)
     ctx = build_context(model, sdata, out, settings=settings, budgets=budgets, objectives=objectives or {},
                         precisions=precisions, space=space, fitness=evaluation.fitness, log=log,
-                        remeasure=latency.remeasure, recommends=parent is not None, source=source,
-                        finetune=check_finetune(finetune, parent, model), **evaluation.keywords(), **ship.keywords())
+                        remeasure=latency.remeasure, recommends=parent is not None, source=source, ship=ship,
+                        finetune=check_finetune(finetune, parent, model), **evaluation.keywords())
     with torch.inference_mode():
         return run_search(ctx, parent)
 
@@ -148,9 +147,8 @@ def build_context(model: nn.Module, data: SearchData, out_dir: str, *, settings:
                   space: SearchSpace, fitness: str, batch_size: int = 64, subset: Optional[int] = None,
                   source: Optional[dict] = None, verify_top: int = 3, calibration_images: int = 300,
                   log: Callable[[str], None] = print, remeasure: bool = False, reuse: Sequence[str] = (),
-                  selection: Union[str, float, None] = 0.0, recommends: bool = False, shrinkage: bool = True,
-                  parent_search: bool = True, ship_confidence: float = DEFAULT_SHIP_CONFIDENCE,
-                  eval_device: Optional[str] = "auto", finetune=None,
+                  recommends: bool = False, ship: ShipPolicy = ShipPolicy(), eval_device: Optional[str] = "auto",
+                  finetune=None,
                   front_time_limit: Optional[float] = FRONT_TIME_LIMIT_S) -> SearchContext:
     """The :class:`SearchContext` of one search: its settings checked, the held-out images set aside for the
     selection, the evaluator, the weights' digest, the journals of earlier searches read."""
@@ -160,7 +158,7 @@ def build_context(model: nn.Module, data: SearchData, out_dir: str, *, settings:
     device = evaluation_device(eval_device)  # where every evaluator of this search scores candidates
     transform = Normalize.from_model(model)
     # the images each budget's recommendation is chosen on are never scored by the evolution (selection.py)
-    holdout, chosen_on = set_aside(take_subset(data.holdout, subset, settings.seed, log=log), selection,
+    holdout, chosen_on = set_aside(take_subset(data.holdout, subset, settings.seed, log=log), ship.selection,
                                    recommends and world == 1, settings.seed, batch_size, transform, log, device)
     shared = next((i for i, b in enumerate(space.bounds) if b > 0), space.depth)
     evaluator = CandidateEvaluator(model, shard(holdout).images, shard(holdout).labels, int(batch_size),
@@ -171,11 +169,7 @@ def build_context(model: nn.Module, data: SearchData, out_dir: str, *, settings:
         selection=chosen_on, test=data.test, transform=transform, device=device, batch_size=int(batch_size),
         subset=subset, source=source, verify_top=verify_top, calibration_images=int(calibration_images),
         front_time_limit=front_time_limit,
-        remeasure_picks=remeasure,
-        shrinkage=bool(shrinkage),  # picks corrected for the winner's curse (shrinkage.py)
-        parent_search=bool(parent_search),  # schedules searched on the parent's weights too (parent_search.py)
-        # how sure the recommendation must be that the supernet's pick beats your model's weights (recommend.py)
-        ship_confidence=check_ship_confidence(ship_confidence),
+        remeasure_picks=remeasure, ship=ship,
         reuse_paths=tuple(reuse), evaluator=evaluator, digest=weights_digest(model), rank=rank, world=world,
         finetune=finetune)
     checks = TargetCheck(ctx.objectives, ctx.schedule, log, model=model)
@@ -221,7 +215,7 @@ def run_search(ctx: SearchContext, parent_model: Optional[nn.Module] = None) -> 
     if len(ctx.precisions) > 1:
         ctx.log("searching fp32 schedules")
     cands = fp32.run()
-    if ctx.shrinkage:
+    if ctx.ship.shrinkage:  # picks corrected for the winner's curse (shrinkage.py)
         fp32.shrink()
     ctx.searches["fp32"] = fp32
     search_seconds = time.perf_counter() - t0

@@ -17,10 +17,6 @@ from ..errors import ConfigError
 from .recommend import DEFAULT_SHIP_CONFIDENCE, check_ship_confidence
 from .selection import check_selection
 
-#: the pipeline's keywords (:func:`~.pipeline.build_context`'s) of a ShipPolicy's fields
-KEYWORDS = {"ship_confidence": "confidence", "selection": "selection", "shrinkage": "shrinkage",
-            "parent_search": "parent_search"}
-
 
 @dataclass(frozen=True)
 class ShipPolicy:
@@ -36,16 +32,12 @@ class ShipPolicy:
     parent_search: bool = True
 
     def __post_init__(self):
-        for field, value in _checked(dataclasses.asdict(self), {f: f"ship.{f}" for f in KEYWORDS.values()}).items():
+        values = dataclasses.asdict(self)
+        for field, value in _checked(values, {f: f"ship.{f}" for f in values}).items():
             object.__setattr__(self, field, value)
-
-    def keywords(self) -> dict:
-        """The policy as the pipeline's keywords (``ship_confidence``, ...)."""
-        return {key: getattr(self, f) for key, f in KEYWORDS.items()}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
 
 
 def _checked(values: dict, names: dict) -> dict:
