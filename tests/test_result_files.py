@@ -165,7 +165,7 @@ def test_a_search_stopped_on_the_way_leaves_search_json_marked_unfinished(tmp_pa
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "_document", killed)
+    monkeypatch.setattr(pipeline, "document", killed)
     with pytest.raises(KeyboardInterrupt):
         search_schedules(model, data, [budget], evolution=evo, out=str(out), parent=None, log=lambda s: None)
     res = SearchResult.load(out / "search.json")

@@ -1,4 +1,4 @@
-"""The one search pipeline: evolution per precision, choice per budget, baselines, test split, one writer.
+"""The one search pipeline: evolution per precision, choice per budget, your model beside the picks, one result.
 
 :func:`search_schedules` is the whole search a Python user (and ``fgvc-kit search``) runs. Precision is one
 more dimension of the same search: the schedules of every precision are scored by one evaluator on one
@@ -9,52 +9,45 @@ completed once at the end: until then it says ``"status": "running"`` (from the 
 of the stages done before the slow ones: the parent's and the precisions'), so a search stopped on the way
 never leaves a file that reads as its result. Fitness is measured on the held-out split (accuracy, NLL or KL to
 the full model); every accuracy comes with its 95 % Wilson interval, each baseline with its paired difference to
-the searched pick on the same test images (``vs_searched``)."""
+the searched pick on the same test images (``vs_searched``). The fp32 evolution's document is
+:mod:`~.document`'s, the writing of ``search.json`` :mod:`~.writer`'s."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ..data import Normalize
-from ..errors import ConfigError, TavtKitError
-from ..files import write_json
-from ..machine import brief
+from ..errors import ConfigError
 from ..models.checkpoint import is_own_model, weights_digest
-from ..models import count_macs, token_drop_record
-from ..schedules import SearchSpace, TokenSchedule, tome_schedule
-from ..stats import accuracy_interval, paired_difference
+from ..models import count_macs
+from ..schedules import SearchSpace
 from ..progress import Heartbeat
-from .baselines import baseline_schedules
 from .data import SearchData, search_data, shard, take_subset, _dist
 from .pairs import FRONT_TIME_LIMIT_S
 from .evaluate import CandidateEvaluator, evaluation_device
-from .evolution import (Budget, Candidate, EvolutionSearch, EvolutionSettings, Journal, entry_gene, front_area, gene_of,
-                        pareto_front)
-from .fitness import FITNESSES, fitness_of
+from .evolution import Budget, EvolutionSearch, EvolutionSettings, Journal
+from .fitness import FITNESSES
 from .objective import LatencyObjective, latency_objectives, tables_by_precision
 from .context import SearchContext
+from .document import document
 from .timed import TargetCheck
 from .precisions import resolve_precisions
 from .reuse import Reused
 from .ship import ShipPolicy
-from .options import as_budgets, check_reachable, fraction_field, model_arg, resolve_fractions
+from .options import as_budgets, check_reachable, model_arg, resolve_fractions
 from .settings import EvaluationOptions, LatencyOptions, SpaceOptions, given_or_default
 from .selection import set_aside
 from .finetune import PickFinetune, check_finetune, finetune_picks
 from .parent import resolve_parent
 from .space import _check_reducers, default_reducers, searched_space, space_of  # noqa: F401 (space_of: public here too)
 from .outcome import SearchResult
-from .result import SEARCH_FORMAT, SEARCH_VERSION, schedule_file_name, schedules_index, validate_search
-
-#: the index of the per-budget drop configs a search writes beside search.json
-SCHEDULES_INDEX = "schedules.json"
+from .writer import mark_running, write_result, write_search
 
 
 def search_schedules(
@@ -207,7 +200,7 @@ def run_search(ctx: SearchContext, parent_model: Optional[nn.Module] = None) -> 
 
     _warn_unreachable(ctx)
     journal = _journal(ctx)
-    _mark_running(ctx)
+    mark_running(ctx)
     t0 = time.perf_counter()
     metrics = ctx.reused.wrap("fp32", ctx.metrics) if ctx.reused is not None else ctx.metrics
     fp32 = EvolutionSearch(ctx.space, metrics, ctx.macs, ctx.settings, ctx.latency, ctx.budgets,
@@ -226,9 +219,9 @@ def run_search(ctx: SearchContext, parent_model: Optional[nn.Module] = None) -> 
             + (" and timing the picks" if stage is None and ctx.latency is not None
                 and ctx.latency.can_remeasure else ""))
     with Heartbeat(ctx.log, "scoring and timing the picks"):
-        doc = _document(ctx, fp32, cands, search_seconds, remeasure=stage is None)
+        doc = document(ctx, fp32, cands, search_seconds, remeasure=stage is None)
     if parent_model is not None or stage is not None:  # slow stages follow: what is done so far, unfinished
-        _write_search(ctx, doc)
+        write_search(ctx, doc)
     parent = None
     if parent_model is not None and ctx.world == 1:
         from .parent import ParentStage
@@ -246,7 +239,7 @@ def run_search(ctx: SearchContext, parent_model: Optional[nn.Module] = None) -> 
     correction = ctx.target_check.summary()
     if correction:  # how far the table was from the target where picks were timed
         doc["timed_over_predicted"] = correction
-    return _write(ctx, doc, precision_plot=stage is not None)
+    return write_result(ctx, doc, precision_plot=stage is not None)
 
 
 def _compare(ctx: SearchContext, doc: dict, stage, parent) -> None:
@@ -305,270 +298,9 @@ def _journal(ctx: SearchContext) -> Journal:
     return journal
 
 
-# ------------------------------------------------------------ search.json
-def _mark_running(ctx: SearchContext) -> None:
-    """Before any stage: search.json says this search is running (a search.json left in the folder by an
-    earlier search is not this one's result; a search stopped before its end leaves it marked so)."""
-    doc = {"format": SEARCH_FORMAT, "version": SEARCH_VERSION, "status": "running",
-           "model": _model_info(ctx), "source": ctx.source or {}, "space": ctx.space.to_dict(),
-           "settings": _settings(ctx), "budgets": []}
-    _write_search(ctx, doc)
 
 
-def _write_search(ctx: SearchContext, doc: dict, result: Optional[SearchResult] = None) -> None:
-    """``search.json`` checked as the reader checks it (:func:`~.result.validate_search`), so a search never writes
-    a file that ``SearchResult.load`` would refuse, and written from the typed values (:meth:`SearchResult.to_dict`:
-    one schema for writing and reading; ``result``: the values of ``doc`` already read, whose sections beyond the
-    picks and budgets follow ``doc``)."""
-    if ctx.rank == 0:
-        path = os.path.join(ctx.out_dir, "search.json")
-        validate_search(doc, path)
-        result = result if result is not None else SearchResult(doc, path)
-        write_json(result.to_dict(), path)  # written from the values (search.pick's schema)
 
 
-def _model_info(ctx: SearchContext) -> dict:
-    spec = ctx.model.spec or {}
-    return {**{k: spec.get(k) for k in ("backbone", "img_size", "depth", "num_patches", "num_classes")},
-            "weights_sha256": ctx.digest, "token_drop": token_drop_record(ctx.model)}
 
-
-def _settings(ctx: SearchContext) -> dict:
-    out = {**ctx.settings.to_dict(), "fitness": ctx.fitness, "subset": ctx.subset,
-           "holdout_images": ctx.n_holdout, "test_images": ctx.n_test,
-           "batch_size": ctx.batch_size, "world_size": ctx.world,
-           "selection_images": ctx.selection.n if ctx.selection is not None else 0}
-    if ctx.selection is not None:
-        out["selection_sha256"] = ctx.selection.images.digest()
-    if ctx.calibration is not None:
-        out["calibration_images"] = ctx.calibration_images
-        out["front_time_limit"] = ctx.front_time_limit
-        out["calibration"] = ctx.calibration
-    return out
-
-
-# ------------------------------------------------------- choices, tests
-def _document(ctx: SearchContext, search: EvolutionSearch, cands, search_seconds: float, remeasure: bool) -> dict:
-    objective = search.objective
-    full, smallest = ctx.space.full(), ctx.space.smallest()
-    over: Dict[str, List[dict]] = {b.label: [] for b in ctx.budgets}
-    checks = {b.label: ctx.target_check.within(b.limit, over[b.label], b.fraction) for b in ctx.budgets
-              if remeasure and b.objective == "latency"}
-    choices = {b.label: (b, _best_within(search, b, checks.get(b.label))) for b in ctx.budgets}
-    base, fixed = _baselines(ctx, objective)
-    front = pareto_front(cands, objective)
-    to_test: Dict[tuple, TokenSchedule] = {}
-    for s in [full, smallest] + [ctx.schedule(c.gene) for c in front]:
-        to_test[gene_of(s)] = s
-    for row in list(base.values()) + [fixed]:
-        for s in row.values():
-            to_test[gene_of(s)] = s
-    hold = {c.gene: {"accuracy": c.accuracy, "nll": c.nll, "kl": c.kl} for c in search.evaluated.values()}
-    _holdout_extra(ctx, to_test, hold)
-    choices = _with_baselines(ctx, choices, base, hold, checks)
-    for b, best in choices.values():
-        if best is not None:
-            to_test[best.gene] = ctx.schedule(best.gene)
-    test_acc, test_hits = _test(ctx, list(to_test.values()))
-    remeasured = _remeasure(ctx, choices, full) if remeasure else {}
-    entry = functools.partial(_entry, ctx, hold=hold, test_acc=test_acc, remeasured=remeasured)
-    cost_fn = ctx.macs if objective == "macs" else ctx.latency
-    doc = _header(ctx, search, objective, search_seconds)
-    doc.update({"full": entry(gene_of(full)), "smallest": entry(gene_of(smallest)),
-                "candidates": [{**c.to_dict(),
-                                "holdout_interval": accuracy_interval(c.accuracy, ctx.n_holdout)} for c in cands],
-                "pareto_front": [entry(c.gene) for c in front],
-                "front_area": front_area(front, objective, cost_fn(smallest), cost_fn(full)),
-                "budgets": [], "baselines": {"fixed": {k: entry(gene_of(s)) for k, s in fixed.items()}},
-                "shrinkage": search.shrinkage.to_dict() if search.shrinkage is not None else None})
-    full_macs = ctx.macs(full)
-    for label, (b, best) in choices.items():
-        row = {"label": label, "objective": b.objective, "limit": b.limit, **fraction_field(b),
-               "best": entry(best.gene, speedup_macs=full_macs / ctx.macs_of(best.gene),
-                             **({"origin": best.origin} if best.origin.startswith("baseline") else {}))
-               if best else None,
-               "baselines": {k: entry(gene_of(s), **_versus(best, gene_of(s), test_hits))
-                             for k, s in base[label].items()}}
-        if best is not None:
-            row["schedule_file"] = schedule_file_name(label)
-            if best.measured_fitness is not None:  # what it brings to the recommendation (shrinkage.py)
-                row["best"].update(fitness_shrunk=best.score, fitness_measured=best.measured_fitness)
-            if ctx.selection is not None:  # what the recommendation compares (selection.py)
-                row["best"].update(ctx.selection.fields("supernet", ctx.model, ctx.schedule(best.gene)))
-        doc["budgets"].append({**row, "timed_over_budget": over[label]} if over[label] else row)
-    ctx.test_hits.update(test_hits)
-    return doc
-
-
-def _best_within(search: EvolutionSearch, b: Budget, check):
-    """The fittest candidate within ``b``; with ``check`` (a latency budget predicted by a table, see
-    :class:`~.timed.TargetCheck`), the fittest that also meets it timed on the target."""
-    if check is None:
-        return search.best_within(b)
-    ranked = sorted(search.feasible(b), key=lambda c: (c.score, c.cost(b.objective), c.gene), reverse=True)
-    return next((c for c in ranked if check(c.gene, "fp32", c.latency)), None)
-
-
-def _with_baselines(ctx: SearchContext, choices, base, hold, checks):
-    """Each budget's pick, the baselines fitted to it competing on the same held-out fitness: a baseline that
-    meets a budget the search found nothing for (it may reduce where the space does not), or that is fitter
-    than the search's pick, becomes the pick (``origin`` says so), so no baseline ever beats the answer.
-    With a budget's ``checks`` entry, a baseline timed over it on the target does not."""
-    out = {}
-    for label, (b, best) in choices.items():
-        cost = ctx.macs if b.objective == "macs" else ctx.latency
-        for name, s in base[label].items():
-            g, m = gene_of(s), hold.get(gene_of(s))
-            if m is None or m.get(ctx.fitness) is None:
-                continue
-            try:
-                c = float(cost(s))
-            except TavtKitError:
-                continue
-            if c > b.limit:
-                continue
-            score = fitness_of(m, ctx.fitness)
-            if (best is None or score > best.score) and (checks.get(label) is None or
-                                                         checks[label](g, "fp32", c)):
-                best = Candidate(counts=g[0], reducers=g[1], accuracy=m["accuracy"], nll=m.get("nll"),
-                                 kl=m.get("kl"), fitness=score, macs=ctx.macs_of(g),
-                                 latency=c if b.objective == "latency" else None, origin=f"baseline {name}")
-                ctx.log(f"budget {label}: the {name} baseline is fitter on the held-out images than the "
-                        "search's pick (or the only schedule that meets it); it is the pick")
-        out[label] = (b, best)
-    return out
-
-
-def _baselines(ctx: SearchContext, objective: str):
-    from ..models.token_drop import TokenDropMixin
-
-    space = ctx.space
-    can_merge = isinstance(ctx.model, TokenDropMixin)  # timm ViTs merge (ToMe's baseline); ViTAE's do not
-    tome_latency = can_merge
-    if can_merge and ctx.latency is not None and any(b.objective == "latency" for b in ctx.budgets):
-        try:  # a latency table profiled for drop only cannot cost ToMe's schedules: that baseline is left out
-            ctx.latency(tome_schedule(1, space.depth, space.num_patches, space.min_tokens))
-        except TavtKitError as e:
-            tome_latency = False
-            ctx.log(f"note: no ToMe baseline under the latency budgets ({e})")
-    base = {}
-    for b in ctx.budgets:
-        fn = ctx.macs if b.objective == "macs" else ctx.latency
-        base[b.label] = baseline_schedules(space.depth, space.num_patches, fn, {b.label: b.limit},
-                                           space.min_tokens,
-                                           merge=can_merge if b.objective == "macs" else tome_latency)[b.label]
-    cost_fn = ctx.macs if objective == "macs" else ctx.latency
-    fixed = baseline_schedules(space.depth, space.num_patches, cost_fn, {}, space.min_tokens)["fixed"]
-    return base, fixed
-
-
-def _holdout_extra(ctx: SearchContext, to_test: Dict[tuple, TokenSchedule], hold: Dict[tuple, dict]) -> None:
-    extra = [s for k, s in to_test.items() if k not in hold]
-    if extra:  # baselines may drop where the space does not: a free evaluator (no shared blocks)
-        free = CandidateEvaluator(ctx.model, shard(ctx.holdout).images, shard(ctx.holdout).labels,
-                                  ctx.batch_size, transform=ctx.transform, device=ctx.device)
-        for s, m in zip(extra, ctx.metrics(extra, free)):
-            hold[gene_of(s)] = m
-
-
-def _test(ctx: SearchContext, scheds: List[TokenSchedule]):
-    test_acc: Dict[tuple, float] = {}
-    test_hits: Dict[tuple, torch.Tensor] = {}
-    if not ctx.n_test:
-        return test_acc, test_hits
-    tev = CandidateEvaluator(ctx.model, shard(ctx.test).images, shard(ctx.test).labels, ctx.batch_size,
-                             transform=ctx.transform, device=ctx.device)
-    sc = tev.scores(scheds, per_image=True).summed_over_ranks(ctx.n_test)
-    for i, s in enumerate(scheds):
-        test_acc[gene_of(s)] = sc.correct[i] / ctx.n_test
-        if sc.hits is not None:
-            test_hits[gene_of(s)] = sc.hits[i]
-    return test_acc, test_hits
-
-
-def _remeasure(ctx: SearchContext, choices, full: TokenSchedule) -> Dict[tuple, float]:
-    remeasured: Dict[tuple, float] = {}
-    if ctx.latency is None or not ctx.latency.can_remeasure or ctx.rank != 0:
-        return remeasured
-    time = ctx.target_check.time  # once each: choosing the picks may have timed them already
-    for b, best in choices.values():
-        if best is not None:
-            remeasured[best.gene] = time(best.gene, "fp32")
-    remeasured.setdefault(gene_of(full), time(gene_of(full), "fp32"))
-    return remeasured
-
-
-def _entry(ctx: SearchContext, gene, *, hold, test_acc, remeasured, **extra) -> dict:
-    s = ctx.schedule(gene)
-    h = hold.get(gene) or {}
-    d = {"counts": list(gene[0]), **({"reducers": list(s.reducers)} if s.reducers else {}),
-         "macs": ctx.macs_of(gene), "holdout_accuracy": h.get("accuracy"),
-         "holdout_interval": accuracy_interval(h.get("accuracy"), ctx.n_holdout),
-         "holdout_nll": h.get("nll"), "holdout_kl": h.get("kl"), "test_accuracy": test_acc.get(gene),
-         "test_interval": accuracy_interval(test_acc.get(gene), ctx.n_test)}
-    if ctx.latency is not None:
-        try:
-            d["latency_ms"] = ctx.latency(s) * 1e3
-        except TavtKitError:  # a ToMe baseline under a MAC budget, and a table profiled for drop only
-            d["latency_ms"] = None
-    if gene in remeasured:
-        d["latency_measured_ms"] = remeasured[gene] * 1e3
-    d.update(extra)
-    return d
-
-
-def _header(ctx: SearchContext, search: EvolutionSearch, objective: str, search_seconds: float) -> dict:
-    return {
-        # "running" until _write completes the file (a search stopped in a later stage leaves it so)
-        "format": SEARCH_FORMAT, "version": SEARCH_VERSION, "status": "running", "objective": objective,
-        "model": _model_info(ctx), "source": ctx.source or {}, "space": ctx.space.to_dict(),
-        "settings": _settings(ctx),
-        "latency": ctx.latency.info if ctx.latency is not None else None,
-        "machine": brief(),
-        "timing": {"search_seconds": search_seconds, "evaluations": search.evaluations,
-                   "candidates": len(search.evaluated),
-                   "from_journal": len(search.evaluated) - search.evaluations,
-                   "candidates_per_minute": (search.evaluations / search.eval_seconds * 60)
-                   if search.eval_seconds else None,
-                   "block_runs": ctx.evaluator.stats.block_runs,
-                   "block_runs_naive": ctx.evaluator.stats.block_runs_naive},
-    }
-
-
-# ------------------------------------------------------------- writing
-def _write(ctx: SearchContext, doc: dict, precision_plot: bool) -> SearchResult:
-    """Drop configs, ``schedules.json`` and plots first, then ``search.json``, finished (naming the plots)."""
-    result = SearchResult(doc, os.path.join(ctx.out_dir, "search.json"))  # read once: plotted, written, returned
-    if ctx.rank == 0:
-        for row in doc["budgets"]:
-            best = row.get("best")
-            if best is None or not row.get("schedule_file"):
-                continue
-            info = {**doc["model"], "budget": row["label"]}
-            if "precision" in best and "best_fp32" in row:
-                info["precision"] = best["precision"]
-            ctx.schedule(entry_gene(best)).save(os.path.join(ctx.out_dir, row["schedule_file"]), model_info=info)
-        write_json(schedules_index(doc, with_precision=len(ctx.precisions) > 1),
-                   os.path.join(ctx.out_dir, SCHEDULES_INDEX))
-        plots = []
-        try:
-            from .plot import plot_precision_fronts, plot_search
-
-            plots = plot_search(result, ctx.out_dir)  # what ships ringed: BudgetResult.shipped
-            if precision_plot:
-                plots.append(plot_precision_fronts(result, ctx.out_dir))
-        except ImportError:  # matplotlib is optional for the library
-            pass
-        if plots:
-            doc["plots"] = plots
-    doc["status"] = "finished"
-    _write_search(ctx, doc, result)
-    return result
-
-
-def _versus(best, gene: tuple, hits: Dict[tuple, torch.Tensor]) -> dict:
-    """``vs_searched``: the searched pick's test accuracy minus this schedule's, paired on the same images."""
-    if best is None or best.gene not in hits or gene not in hits:
-        return {}
-    return {"vs_searched": paired_difference(hits[best.gene].tolist(), hits[gene].tolist())}
 
