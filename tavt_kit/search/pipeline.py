@@ -29,10 +29,8 @@ from ..models import count_macs
 from ..schedules import SearchSpace
 from ..progress import Heartbeat
 from .data import SearchData, search_data, shard, take_subset, _dist
-from .pairs import FRONT_TIME_LIMIT_S
 from .evaluate import CandidateEvaluator, evaluation_device
 from .evolution import Budget, EvolutionSearch, EvolutionSettings, Journal
-from .fitness import FITNESSES
 from .objective import LatencyObjective, latency_objectives, tables_by_precision
 from .context import SearchContext
 from .document import document
@@ -119,9 +117,9 @@ def search_schedules(
     sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
     parent = resolve_parent(model, parent, log)
     ctx = build_context(model, sdata, out, settings=settings, budgets=budgets, objectives=objectives or {},
-                        precisions=precisions, space=space, fitness=evaluation.fitness, log=log,
-                        remeasure=latency.remeasure, recommends=parent is not None, source=source, ship=ship,
-                        finetune=check_finetune(finetune, parent, model), **evaluation.keywords())
+                        precisions=precisions, space=space, evaluation=evaluation, ship=ship, log=log,
+                        remeasure=latency.remeasure, recommends=parent is not None, source=source,
+                        finetune=check_finetune(finetune, parent, model))
     with torch.inference_mode():
         return run_search(ctx, parent)
 
@@ -137,54 +135,46 @@ def _latency_objectives(model, precisions, latency: LatencyOptions, out, reducer
 
 def build_context(model: nn.Module, data: SearchData, out_dir: str, *, settings: EvolutionSettings,
                   budgets: Sequence[Budget], objectives: Dict[str, LatencyObjective], precisions: Sequence[str],
-                  space: SearchSpace, fitness: str, batch_size: int = 64, subset: Optional[int] = None,
-                  source: Optional[dict] = None, verify_top: int = 3, calibration_images: int = 300,
-                  log: Callable[[str], None] = print, remeasure: bool = False, reuse: Sequence[str] = (),
-                  recommends: bool = False, ship: ShipPolicy = ShipPolicy(), eval_device: Optional[str] = "auto",
-                  finetune=None,
-                  front_time_limit: Optional[float] = FRONT_TIME_LIMIT_S) -> SearchContext:
+                  space: SearchSpace, evaluation: EvaluationOptions = EvaluationOptions(),
+                  ship: ShipPolicy = ShipPolicy(), source: Optional[dict] = None, log: Callable[[str], None] = print,
+                  remeasure: bool = False, recommends: bool = False, finetune=None) -> SearchContext:
     """The :class:`SearchContext` of one search: its settings checked, the held-out images set aside for the
-    selection, the evaluator, the weights' digest, the journals of earlier searches read."""
-    _check(data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images)
+    selection, the evaluator, the weights' digest, the journals of earlier searches read (``evaluation`` and
+    ``ship`` checked their own fields when made)."""
+    _check(data, budgets, objectives, precisions, evaluation.verify_top)
     rank, world = _dist()
     log = log if rank == 0 else (lambda s: None)
-    device = evaluation_device(eval_device)  # where every evaluator of this search scores candidates
+    device = evaluation_device(evaluation.device)  # where every evaluator of this search scores candidates
+    batch_size, subset = int(evaluation.batch_size), evaluation.subset
     transform = Normalize.from_model(model)
     # the images each budget's recommendation is chosen on are never scored by the evolution (selection.py)
     holdout, chosen_on = set_aside(take_subset(data.holdout, subset, settings.seed, log=log), ship.selection,
                                    recommends and world == 1, settings.seed, batch_size, transform, log, device)
     shared = next((i for i, b in enumerate(space.bounds) if b > 0), space.depth)
-    evaluator = CandidateEvaluator(model, shard(holdout).images, shard(holdout).labels, int(batch_size),
+    evaluator = CandidateEvaluator(model, shard(holdout).images, shard(holdout).labels, batch_size,
                                    transform=transform, shared_blocks=shared, device=device)
     ctx = SearchContext(
         model=model, space=space, budgets=tuple(budgets), objectives=dict(objectives), precisions=tuple(precisions),
-        settings=settings, fitness=fitness, out_dir=out_dir, log=log, data=data, holdout=holdout,
-        selection=chosen_on, test=data.test, transform=transform, device=device, batch_size=int(batch_size),
-        subset=subset, source=source, verify_top=verify_top, calibration_images=int(calibration_images),
-        front_time_limit=front_time_limit,
-        remeasure_picks=remeasure, ship=ship,
-        reuse_paths=tuple(reuse), evaluator=evaluator, digest=weights_digest(model), rank=rank, world=world,
-        finetune=finetune)
+        settings=settings, fitness=evaluation.fitness, out_dir=out_dir, log=log, data=data, holdout=holdout,
+        selection=chosen_on, test=data.test, transform=transform, device=device, batch_size=batch_size,
+        subset=subset, source=source, verify_top=evaluation.verify_top,
+        calibration_images=int(evaluation.calibration_images), front_time_limit=evaluation.front_time_limit,
+        remeasure_picks=remeasure, ship=ship, reuse_paths=evaluation.reuse, evaluator=evaluator,
+        digest=weights_digest(model), rank=rank, world=world, finetune=finetune)
     checks = TargetCheck(ctx.objectives, ctx.schedule, log, model=model)
     reused = Reused(ctx.reuse_paths, ctx.journal_key(), ctx.calibration) if ctx.reuse_paths else None
     return ctx.replace(target_check=checks, reused=reused)
 
 
-def _check(data, budgets, objectives, precisions, fitness, batch_size, verify_top, calibration_images):
-    if fitness not in FITNESSES:
-        raise ConfigError(f"fitness={fitness!r}: expected one of {', '.join(FITNESSES)}")
-    for name, v in (("batch_size", batch_size), ("verify_top", verify_top),
-                    ("calibration_images", calibration_images)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name}={v!r}: expected a positive integer")
+def _check(data, budgets, objectives, precisions, verify_top: int):
+    """What the options cannot check alone: the budgets against the objectives, the images, the precisions."""
+    if verify_top < 1:
+        raise ConfigError(f"verify_top={verify_top!r}: expected a positive integer")
     if any(b.objective == "latency" for b in budgets) and "fp32" not in objectives:
         raise ConfigError("budgets: a latency budget needs a latency objective (target= or table=)")
     if len(data.holdout.labels) == 0:
         raise ConfigError("data: the held-out split is empty; the search scores candidates on held-out images")
-    if len(precisions) > 1:
-        if not any(b.objective == "latency" for b in budgets):
-            raise ConfigError(f"precisions={','.join(precisions)}: precisions are chosen by latency; give a "
-                              "latency budget (a MAC count does not change with the precision)")
+    if len(precisions) > 1:  # (without a latency budget search_schedules refused them already)
         missing = [p for p in precisions if p not in objectives]
         if missing:
             raise ConfigError(f"precisions: no latency objective for {missing[0]}")

@@ -17,7 +17,7 @@ from .pairs import FRONT_TIME_LIMIT_S
 from .fitness import DEFAULT_FITNESS, FITNESSES
 from .objective import LATENCY_SOURCES
 from .reuse import journal_file
-from .space import check_bound
+from .space import check_bound, reducer_names
 
 
 def given_or_default(cls, value, param: str):
@@ -72,7 +72,6 @@ class LatencyOptions:
             raise ConfigError(f"latency.require={self.require!r}: expected a mapping of some of {', '.join(fields)}")
 
 
-
 @dataclass(frozen=True)
 class EvaluationOptions:
     """How a search scores candidates on the held-out images (and int8 pairs on the deployed model)."""
@@ -119,12 +118,6 @@ class EvaluationOptions:
             raise ConfigError(f"evaluation.reuse={self.reuse!r}: expected search folders or journals (paths)")
         object.__setattr__(self, "reuse", tuple(journal_file(os.fspath(p)) for p in reuse))
 
-    def keywords(self) -> dict:
-        """The options as the pipeline's keywords (:func:`~.pipeline.build_context`'s)."""
-        return {"batch_size": self.batch_size, "subset": self.subset, "verify_top": self.verify_top,
-                "calibration_images": self.calibration_images, "front_time_limit": self.front_time_limit,
-                "eval_device": self.device, "reuse": self.reuse}
-
 
 @dataclass(frozen=True)
 class SpaceOptions:
@@ -139,11 +132,8 @@ class SpaceOptions:
     token_multiple: int = 1
 
     def __post_init__(self):
-        r = self.reducers
-        if r is not None:
-            names = [r] if isinstance(r, str) else r
-            if not isinstance(names, (list, tuple)) or not names or any(x not in ("drop", "merge") for x in names):
-                raise ConfigError(f"space.reducers={r!r}: expected drop, merge or both")
+        if self.reducers is not None:
+            reducer_names(self.reducers, "space.reducers")
         if self.bound is not None:
             check_bound(self.bound)
         check_multiple(self.token_multiple)

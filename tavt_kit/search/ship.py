@@ -32,22 +32,12 @@ class ShipPolicy:
     parent_search: bool = True
 
     def __post_init__(self):
-        values = dataclasses.asdict(self)
-        for field, value in _checked(values, {f: f"ship.{f}" for f in values}).items():
-            object.__setattr__(self, field, value)
+        object.__setattr__(self, "confidence", check_ship_confidence(self.confidence, "ship.confidence"))
+        object.__setattr__(self, "selection", check_selection(self.selection))
+        for field in ("shrinkage", "parent_search"):
+            if not isinstance(getattr(self, field), bool):
+                raise ConfigError(f"ship.{field}={getattr(self, field)!r}: expected True or False")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-
-def _checked(values: dict, names: dict) -> dict:
-    """``values`` (a policy's fields) checked and normalised, each error naming the field as ``names`` says."""
-    out = dict(values)
-    if "confidence" in out:
-        out["confidence"] = check_ship_confidence(out["confidence"], names["confidence"])
-    if "selection" in out:
-        out["selection"] = check_selection(out["selection"])
-    for field in ("shrinkage", "parent_search"):
-        if field in out and not isinstance(out[field], bool):
-            raise ConfigError(f"{names[field]}={out[field]!r}: expected True or False")
-    return out

@@ -128,11 +128,19 @@ def can_price_merging(space: SearchSpace, objectives: Dict[str, LatencyObjective
     return True
 
 
+def reducer_names(reducers, name: str = "reducers") -> tuple:
+    """``reducers`` (a name or several) as a tuple of drop/merge, each once; a ConfigError naming ``name``
+    otherwise."""
+    names = tuple(dict.fromkeys(str(r).strip() for r in ([reducers] if isinstance(reducers, str) else
+                                                         reducers if isinstance(reducers, (list, tuple)) else ())))
+    if not names or any(r not in ("drop", "merge") for r in names):
+        raise ConfigError(f"{name}={reducers!r}: expected drop, merge or both")
+    return names
+
+
 def _check_reducers(model, reducers) -> tuple:
     """``reducers`` as a tuple of drop/merge; merging needs a timm ViT without EViT's fuse."""
-    names = tuple(dict.fromkeys(str(r).strip() for r in ([reducers] if isinstance(reducers, str) else reducers)))
-    if not names or any(r not in ("drop", "merge") for r in names):
-        raise ConfigError(f"reducers={reducers!r}: expected drop, merge or both")
+    names = reducer_names(reducers)
     if "merge" in names and not can_merge(model):
         raise ConfigError(f"reducers={','.join(names)}: this model ({type(model).__name__}"
                           f"{', fusing dropped tokens' if getattr(model, 'fuse', False) else ''}) cannot merge "
