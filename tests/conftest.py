@@ -210,3 +210,15 @@ def noisy_supernet(tmp_path, parent_path, noise):
             p.add_(noise * p.std().clamp_min(1e-3) * torch.randn(p.shape, generator=g))
     model.spec.setdefault("distillation", {})["parent"] = parent_record(parent_path, parent)
     return str(tavt_kit.save_checkpoint(model, tmp_path / "supernet.safetensors"))
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n N``) each worker computes with its share of the cores: N processes of torch's
+    default thread count (every core each) would oversubscribe the machine and spin against each other."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
