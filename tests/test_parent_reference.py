@@ -218,7 +218,8 @@ def test_precision_search_puts_the_parent_at_every_precision_in_the_selection(tm
     budget = f"{0.4 * full_ms:.4f}ms"  # below the fp32 and bf16 (0.42) full models; the parent fits at int8
     res = tavt_kit.search_schedules(model, None, [budget], evolution=EVO,
                                     latency=LatencyOptions(precisions=("fp32", "bf16", "int8"), table=tables),
-                                    evaluation=EvaluationOptions(calibration_images=32, verify_top=1, front_time_limit=0, subset=96),
+                                    evaluation=EvaluationOptions(calibration_images=32, verify_top=1, subset=96,
+                                                                 front_time_limit=0),
                                     out=str(tmp_path / "search"), log=lambda s: None)
     row = res.doc["budgets"][0]
     free = row["training_free"]

@@ -145,7 +145,8 @@ def test_an_int8_pick_is_fine_tuned_and_scored_deployed_in_int8(tmp_path, traine
     ft = PickFinetune(build_dataset("demo", split="train", model=model), steps=10, lr=1e-3, batch_size=32)
     res = tavt_kit.search_schedules(model, None, [budget], evolution=EVO,
                                     latency=LatencyOptions(precisions=("fp32", "int8"), table=tables),
-                                    evaluation=EvaluationOptions(calibration_images=32, verify_top=1, front_time_limit=0, subset=96),
+                                    evaluation=EvaluationOptions(calibration_images=32, verify_top=1, subset=96,
+                                                                 front_time_limit=0),
                                     ship=ShipPolicy(parent_search=False), out=str(tmp_path / "search"), finetune=ft,
                                     log=lambda s: None)
     row = res.doc["budgets"][0]

@@ -130,7 +130,8 @@ def test_a_precision_search_scores_each_pair_on_the_selection_images_where_it_sh
     budget = f"{0.4 * tables['fp32'].predict(model.full_schedule()):.4f}ms"  # the parent fits at int8 only
     res = tavt_kit.search_schedules(model, None, [budget], evolution=EVO,
                                     latency=LatencyOptions(precisions=("fp32", "int8"), table=tables),
-                                    evaluation=EvaluationOptions(calibration_images=32, verify_top=1, front_time_limit=0),
+                                    evaluation=EvaluationOptions(calibration_images=32, verify_top=1,
+                                                                 front_time_limit=0),
                                     ship=ShipPolicy(selection=0.5), out=str(tmp_path / "search"), log=lambda s: None)
     row = res.doc["budgets"][0]
     options = {"searched": row["best"], **row["training_free"]}

@@ -141,7 +141,7 @@ def build_context(model: nn.Module, data: SearchData, out_dir: str, *, settings:
     """The :class:`SearchContext` of one search: its settings checked, the held-out images set aside for the
     selection, the evaluator, the weights' digest, the journals of earlier searches read (``evaluation`` and
     ``ship`` checked their own fields when made)."""
-    _check(data, budgets, objectives, precisions, evaluation.verify_top)
+    _check(data, budgets, objectives, precisions)
     rank, world = _dist()
     log = log if rank == 0 else (lambda s: None)
     device = evaluation_device(evaluation.device)  # where every evaluator of this search scores candidates
@@ -166,10 +166,8 @@ def build_context(model: nn.Module, data: SearchData, out_dir: str, *, settings:
     return ctx.replace(target_check=checks, reused=reused)
 
 
-def _check(data, budgets, objectives, precisions, verify_top: int):
+def _check(data, budgets, objectives, precisions):
     """What the options cannot check alone: the budgets against the objectives, the images, the precisions."""
-    if verify_top < 1:
-        raise ConfigError(f"verify_top={verify_top!r}: expected a positive integer")
     if any(b.objective == "latency" for b in budgets) and "fp32" not in objectives:
         raise ConfigError("budgets: a latency budget needs a latency objective (target= or table=)")
     if len(data.holdout.labels) == 0:
