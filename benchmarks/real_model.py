@@ -262,21 +262,30 @@ def versus_free(seed: int, parent_path: str, supernet_path: str, macs: dict, arg
 
     with torch.inference_mode():
         for row, b in zip(rows, doc["budgets"]):
-            free = {k: v for k, v in (b.get("training_free") or {}).items() if v and v.get("counts")}
+            best, entry = best_free(b)
             rec = b.get("recommended") or {}
-            if not free or not rec.get("counts"):
+            if best is None or not rec.get("counts"):
                 row["ships_vs_free"] = None
                 continue
-            best = min(free, key=lambda k: free[k]["holdout_nll"])
             if rec["family"] == best:  # what ships is the best training-free deployable itself
                 row["ships_vs_free"] = {"versus": best, "same": True, "difference": 0.0, "interval": [0.0, 0.0],
                                         "resolved": False, "images": doc["settings"]["test_images"]}
                 continue
             say(f"[seed {seed}, MACs] {b['label']}: what ships ({rec['family']}) against {best}, on the test images")
             shipped = of("supernet" if rec.get("weights") == "supernet" else "parent", rec)
-            row["ships_vs_free"] = {"versus": best, **paired_difference(shipped, of("parent", free[best]))}
+            row["ships_vs_free"] = {"versus": best, **paired_difference(shipped, of("parent", entry))}
     write_json(macs, os.path.join(args.out, f"seed{seed}-macs.json"))
     return macs
+
+
+def best_free(budget: dict):
+    """A budget's best training-free deployable, ``(name, entry)``: of ToMe on your model and the schedule searched on
+    your model's weights, the better held-out NLL (chosen without the test images); ``(None, None)`` if none."""
+    free = {k: v for k, v in (budget.get("training_free") or {}).items() if v and v.get("counts")}
+    if not free:
+        return None, None
+    best = min(free, key=lambda k: free[k]["holdout_nll"])
+    return best, free[best]
 
 
 def evolution(args, seed: int) -> EvolutionSettings:
@@ -315,12 +324,13 @@ def timing_stage(seed: int, batch: int, supernet_path: str, macs: dict, args) ->
 
     supernet = tavt_kit.load_checkpoint(supernet_path).eval()
     full = supernet.full_schedule()
+    doc = read_json(os.path.join(args.out, f"seed{seed}", "search-macs", "search.json"))
     items, rows = {"full": (full, "fp32")}, []
-    for row in macs["rows"]:
+    for row, b in zip(macs["rows"], doc["budgets"]):
+        name, free = best_free(b)
         out = {"reduction": row["reduction"], "label": row["label"],
-               "ships": (row.get("recommended") or {}).get("family")}
-        for key in ("tome", "recommended_entry", "pick"):
-            d = row.get(key)
+               "ships": (row.get("recommended") or {}).get("family"), "free_name": name}
+        for key, d in [(k, row.get(k)) for k in ("tome", "recommended_entry", "pick")] + [("free", free)]:
             if d and d.get("counts"):
                 k = (tuple(d["counts"]), tuple(d.get("reducers") or ()))
                 items.setdefault(k, (_schedule(supernet, d), "fp32"))
@@ -333,7 +343,7 @@ def timing_stage(seed: int, batch: int, supernet_path: str, macs: dict, args) ->
     timed = measure_schedules(supernet, items, target=target, policy=TimingPolicy(budget_s=args.timing_s))
     ms = {k: v[0].p50 * 1e3 for k, v in timed.items()}
     for row in rows:
-        for key in ("tome", "recommended_entry", "pick"):
+        for key in ("tome", "recommended_entry", "pick", "free"):
             d = row.get(key)
             if d:
                 k = d.pop("key")
@@ -457,15 +467,15 @@ def report(args, imp, prb, parents, macs, timed, lat) -> str:
     for res in timed:
         lines.append(f"\nseed {res['seed']}, batch {res['batch']}: your model {res['parent_ms']:.2f} ms (OpenVINO fp32, "
                      f"{args.threads} thread); MAC budgets' deployables timed round-robin beside it")
-        lines.append(f"  {'budget':<18}{'ToMe on your model':>40}{'what ships':>42}")
+        lines.append(f"  {'budget':<18}{'ToMe on your model':>40}{'best training-free':>41}{'what ships':>41}")
         for row in res["rows"]:
             cells = []
-            for key in ("tome", "recommended_entry"):
+            for key in ("tome", "free", "recommended_entry"):
                 d = row.get(key)
                 cells.append(f"{d['speedup']:5.2f}x (real. {d['realised'] or 0:.2f}) {_vs(d.get('vs_parent')):<24}"
                              if d else f"{'–':<38}")
-            lines.append(f"  {row['reduction']:>3}x {row['label']:<13} {cells[0]:>40} {cells[1]:>40}  "
-                         f"{row.get('ships') or '–'}")
+            lines.append(f"  {row['reduction']:>3}x {row['label']:<13} " + " ".join(f"{c:>40}" for c in cells)
+                         + f"  {row.get('ships') or '–'} (best training-free: {row.get('free_name') or '–'})")
         lines.append(f"  headline at <= {ACCEPTED_LOSS} points loss: {timed_headline(res)}")
     for res in lat:
         lines.append(f"\nseed {res['seed']}, batch {res['batch']}: your model {res['parent_ms']:.2f} ms (fp32, "
@@ -559,16 +569,21 @@ def latency_plot(plt, lat, path: str) -> str:
     return path
 
 
+TIMED = (("recommended_entry", "what ships"), ("free", "best training-free"), ("tome", "ToMe on your model"))
+
+
 def timed_headline(res) -> str:
-    """The largest speed-up at <= ACCEPTED_LOSS points loss (paired point estimate) of what ships and of ToMe."""
+    """The largest speed-up at <= ACCEPTED_LOSS points loss (paired point estimate) of what ships, of each budget's
+    best training-free deployable (timed where the stage recorded it) and of ToMe on your model."""
     best = {}
     for row in res["rows"]:
-        for key, name in (("recommended_entry", "what ships"), ("tome", "ToMe on your model")):
+        for key, name in TIMED:
             d = row.get(key)
             if d and d.get("vs_parent") and 100 * d["vs_parent"]["difference"] >= -ACCEPTED_LOSS:
                 best[name] = max(best.get(name, 0), d["speedup"])
+    timed_free = any(row.get("free") for row in res["rows"])
     return ", ".join(f"{n} {best[n]:.2f}x" if n in best else f"{n} none"
-                     for n in ("what ships", "ToMe on your model"))
+                     for key, n in TIMED if key != "free" or timed_free)
 
 
 def headline(res) -> dict:
