@@ -21,7 +21,9 @@ Then, per seed (the fine-tune's and the distillation's), exactly as on cluttered
 5. ``latency`` (per ``--batches``): the search under latency budgets of ``--fractions`` of your model's fp32
    OpenVINO latency at that batch (``--precisions``), then every deployable of those budgets timed round-robin
    in one process beside your model: speed-up over your model, paired difference, and the headline -- the largest
-   speed-up at <= 0.5 points loss of what ships against the best training-free deployable.
+   speed-up at <= 0.5 points loss of what ships against the best training-free deployable;
+6. ``finetune``: the MAC search again with each budget's pick fine-tuned toward your model (``--finetune-steps``),
+   competing through the same gate (the seed's earlier evaluations taken, not run again).
 
 Every stage writes its own file under ``--out``; a re-run skips finished work and a killed train or distill
 resumes. The means over seeds carry the interval of the mean of independent paired differences.
@@ -288,6 +290,42 @@ def best_free(budget: dict):
     return best, free[best]
 
 
+def finetune_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
+    """The MAC search again with each budget's pick fine-tuned toward your model (``--finetune-steps`` at
+    ``--distill-lr``, batch ``--batch-size``), competing through the same gate; the evaluations of the seed's
+    earlier searches are taken, so the fine-tunes are the work. Per budget: the pick, the fine-tuned pick and what
+    ships, each with its paired difference to your model on the test images."""
+    path = os.path.join(args.out, f"seed{seed}-macs-ft{args.finetune_steps}.json")
+    if os.path.isfile(path):
+        return read_json(path)
+    import tavt_kit
+    from tavt_kit.data import DataSpec, build_dataset
+    from tavt_kit.search import PickFinetune
+
+    supernet = tavt_kit.load_checkpoint(supernet_path).eval()
+    full = tavt_kit.count_macs(supernet).total()
+    budgets = [f"{full / r / 1e6:.4g}M MACs" for r in REDUCTIONS]
+    seed_dir = os.path.join(args.out, f"seed{seed}")
+    sdir = os.path.join(seed_dir, f"search-macs-ft{args.finetune_steps}")
+    train = build_dataset(DataSpec.from_dict(supernet.spec["data"]), split="train", model=supernet)
+    finetune = PickFinetune(train, steps=args.finetune_steps, lr=args.distill_lr, batch_size=args.batch_size,
+                            seed=seed)
+    doc = _finished_search(sdir, budgets) or tavt_kit.search_schedules(
+        supernet, None, budgets, evolution=evolution(args, seed),
+        evaluation=EvaluationOptions(fitness="nll", reuse=_earlier(seed_dir, sdir)), parent=parent_path,
+        finetune=finetune, out=sdir, log=lambda s: say(f"[seed {seed}, MACs, fine-tuned picks] {s}")).doc
+    rows = []
+    for r, b in zip(REDUCTIONS, doc["budgets"]):
+        rec = b.get("recommended") or {}
+        keep = ("counts", "test_accuracy", "vs_parent", "macs")
+        rows.append({"reduction": r, "label": b["label"], "ships": rec.get("family"), "why": rec.get("why"),
+                     **{k: {f: (b.get(src) or {}).get(f) for f in keep} if b.get(src) else None
+                        for k, src in (("pick", "best"), ("finetuned", "finetuned"))}})
+    out = {"seed": seed, "steps": args.finetune_steps, "lr": args.distill_lr, "rows": rows}
+    write_json(out, path)
+    return out
+
+
 def evolution(args, seed: int) -> EvolutionSettings:
     """The searches' evolution: ``--population``, ``--generations``, ``--mutations``, ``--crossovers``, the seed."""
     return EvolutionSettings(population=args.population, generations=args.generations, mutations=args.mutations,
@@ -433,7 +471,7 @@ def _vs(v):
 _mean = harness.fmt_mean
 
 
-def report(args, imp, prb, parents, macs, timed, lat) -> str:
+def report(args, imp, prb, parents, macs, timed, lat, tuned=()) -> str:
     lines = [f"DINOv2 ViT-S/14 from {imp['onnx']} (import vs the graph: max |diff| {imp['max_abs_difference']:.1e}), "
              f"{args.dataset} at {args.img_size} px"]
     if prb:
@@ -465,8 +503,8 @@ def report(args, imp, prb, parents, macs, timed, lat) -> str:
                 if all(vs):
                     lines.append(f"  {red:>3}x {name:<20} {_mean(vs)}")
     for res in timed:
-        lines.append(f"\nseed {res['seed']}, batch {res['batch']}: your model {res['parent_ms']:.2f} ms (OpenVINO fp32, "
-                     f"{args.threads} thread); MAC budgets' deployables timed round-robin beside it")
+        lines.append(f"\nseed {res['seed']}, batch {res['batch']}: your model {res['parent_ms']:.2f} ms (OpenVINO "
+                     f"fp32, {args.threads} thread); MAC budgets' deployables timed round-robin beside it")
         lines.append(f"  {'budget':<18}{'ToMe on your model':>40}{'best training-free':>41}{'what ships':>41}")
         for row in res["rows"]:
             cells = []
@@ -490,6 +528,14 @@ def report(args, imp, prb, parents, macs, timed, lat) -> str:
         best = headline(res)
         lines.append(f"  headline at <= {ACCEPTED_LOSS} points: what ships {best['ships']}, best training-free "
                      f"{best['free']}")
+    for res in tuned:
+        lines.append(f"\nseed {res['seed']}: each MAC budget's pick fine-tuned toward your model ({res['steps']} "
+                     f"steps, AdamW {res['lr']:g}), competing through the same gate")
+        lines.append(f"  {'budget':<18}{'searched pick':>32}{'fine-tuned pick':>32}   ships")
+        for row in res["rows"]:
+            cells = [f"{_pct(d)} {_vs((d or {}).get('vs_parent')):<24}" for d in (row["pick"], row["finetuned"])]
+            lines.append(f"  {row['reduction']:>3}x {row['label']:<13} {cells[0]:>31} {cells[1]:>31}   "
+                         f"{row['ships'] or '–'}")
     return "\n".join(lines)
 
 
@@ -612,6 +658,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-steps", type=int, default=800)
     ap.add_argument("--distill-steps", type=int, default=300)
     ap.add_argument("--bound", type=float, default=0.5)
+    ap.add_argument("--finetune-steps", type=int, default=150,
+                    help="the finetune stage: steps of each MAC budget's pick fine-tuned toward your model")
     ap.add_argument("--population", type=int, default=12)
     ap.add_argument("--generations", type=int, default=6)
     ap.add_argument("--mutations", type=int, default=30)
@@ -624,7 +672,8 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-images", type=int, default=2000)
     ap.add_argument("--stages", default="import,probe,parent,supernet,macs,timing",
                     help="timing: the MAC budgets' deployables timed; latency: searches under latency budgets; "
-                         "report: every finished stage's figures, nothing run")
+                         "finetune: the MAC search with the picks fine-tuned; report: every finished stage's "
+                         "figures, nothing run")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=os.path.join("runs", "real-model"))
     args = ap.parse_args(argv)
@@ -636,18 +685,18 @@ def main(argv=None) -> int:
     prb = probe(args) if "probe" in stages else None
     if prb:
         say(f"probe: pretrained {prb['pretrained']:.4f}, random {prb['random']:.4f}")
-    parents, macs, timed, lat = {}, [], [], []
+    parents, macs, timed, lat, tuned = {}, [], [], [], []
     # --stages report alone trains nothing: a seed whose parent or supernet is not finished is left out, said
-    nothing_run = not stages & {"parent", "supernet", "macs", "timing", "latency"}
+    nothing_run = not stages & {"parent", "supernet", "macs", "timing", "latency", "finetune"}
     for seed in (int(s) for s in args.seeds.split(",")):
-        if not stages & {"parent", "supernet", "macs", "timing", "latency", "report"}:
+        if not stages & {"parent", "supernet", "macs", "timing", "latency", "finetune", "report"}:
             break
         if nothing_run and not finished(args, seed, "parent"):
             say(f"[seed {seed}] report: no finished parent; left out")
             continue
         parent = parent_checkpoint(seed, args)
         parents[seed] = curve(os.path.dirname(parent))
-        if not stages & {"supernet", "macs", "timing", "latency", "report"}:
+        if not stages & {"supernet", "macs", "timing", "latency", "finetune", "report"}:
             continue
         if nothing_run and not finished(args, seed, f"supernet-bound{args.bound:g}"):
             say(f"[seed {seed}] report: no finished supernet; its parent's curve only")
@@ -664,7 +713,10 @@ def main(argv=None) -> int:
             done = os.path.join(args.out, f"seed{seed}-b{b}.json")
             if "latency" in stages or report_only and os.path.isfile(done):
                 lat.append(latency_stage(seed, b, parent, supernet, args))
-    text = report(args, imp, prb, parents, macs, timed, lat)
+        done = os.path.join(args.out, f"seed{seed}-macs-ft{args.finetune_steps}.json")
+        if "finetune" in stages or report_only and os.path.isfile(done):
+            tuned.append(finetune_stage(seed, parent, supernet, args))
+    text = report(args, imp, prb, parents, macs, timed, lat, tuned)
     print(text)
     for f in plot(args, parents, macs, lat):
         say(f"plot: {f}")
