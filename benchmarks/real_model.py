@@ -39,6 +39,8 @@ from tavt_kit.train.trainer import STATE_FILE  # a killed run resumes from it
 from tavt_kit.search import EvaluationOptions, EvolutionSettings, LatencyOptions
 
 REDUCTIONS = (1.5, 2.0, 2.5, 3.0, 4.0)
+#: the stages that run work (``report`` only reads their files)
+RUNS = frozenset({"parent", "supernet", "macs", "timing", "latency", "finetune"})
 ACCEPTED_LOSS = 0.5  # points: the headline's accepted loss against your model (paired point estimate)
 
 
@@ -206,8 +208,7 @@ def macs_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
 
     supernet = tavt_kit.load_checkpoint(supernet_path).eval()
     parent = tavt_kit.load_checkpoint(parent_path).eval()
-    full = tavt_kit.count_macs(supernet).total()
-    budgets = [f"{full / r / 1e6:.4g}M MACs" for r in REDUCTIONS]
+    full, budgets = mac_budgets(supernet)
     seed_dir = os.path.join(args.out, f"seed{seed}")
     sdir = os.path.join(seed_dir, "search-macs")
     doc = _finished_search(sdir, budgets)
@@ -303,8 +304,7 @@ def finetune_stage(seed: int, parent_path: str, supernet_path: str, args) -> dic
     from tavt_kit.search import PickFinetune
 
     supernet = tavt_kit.load_checkpoint(supernet_path).eval()
-    full = tavt_kit.count_macs(supernet).total()
-    budgets = [f"{full / r / 1e6:.4g}M MACs" for r in REDUCTIONS]
+    _, budgets = mac_budgets(supernet)
     seed_dir = os.path.join(args.out, f"seed{seed}")
     sdir = os.path.join(seed_dir, f"search-macs-ft{args.finetune_steps}")
     train = build_dataset(DataSpec.from_dict(supernet.spec["data"]), split="train", model=supernet)
@@ -314,16 +314,23 @@ def finetune_stage(seed: int, parent_path: str, supernet_path: str, args) -> dic
         supernet, None, budgets, evolution=evolution(args, seed),
         evaluation=EvaluationOptions(fitness="nll", reuse=_earlier(seed_dir, sdir)), parent=parent_path,
         finetune=finetune, out=sdir, log=lambda s: say(f"[seed {seed}, MACs, fine-tuned picks] {s}")).doc
-    rows = []
+    rows, keep = [], ("counts", "test_accuracy", "vs_parent", "macs")
     for r, b in zip(REDUCTIONS, doc["budgets"]):
         rec = b.get("recommended") or {}
-        keep = ("counts", "test_accuracy", "vs_parent", "macs")
         rows.append({"reduction": r, "label": b["label"], "ships": rec.get("family"), "why": rec.get("why"),
                      **{k: {f: (b.get(src) or {}).get(f) for f in keep} if b.get(src) else None
                         for k, src in (("pick", "best"), ("finetuned", "finetuned"))}})
     out = {"seed": seed, "steps": args.finetune_steps, "lr": args.distill_lr, "rows": rows}
     write_json(out, path)
     return out
+
+
+def mac_budgets(supernet):
+    """Your model's MACs and the MAC budgets of :data:`REDUCTIONS` as the searches take them."""
+    import tavt_kit
+
+    full = tavt_kit.count_macs(supernet).total()
+    return full, [f"{full / r / 1e6:.4g}M MACs" for r in REDUCTIONS]
 
 
 def evolution(args, seed: int) -> EvolutionSettings:
@@ -687,16 +694,16 @@ def main(argv=None) -> int:
         say(f"probe: pretrained {prb['pretrained']:.4f}, random {prb['random']:.4f}")
     parents, macs, timed, lat, tuned = {}, [], [], [], []
     # --stages report alone trains nothing: a seed whose parent or supernet is not finished is left out, said
-    nothing_run = not stages & {"parent", "supernet", "macs", "timing", "latency", "finetune"}
+    nothing_run = not stages & RUNS
     for seed in (int(s) for s in args.seeds.split(",")):
-        if not stages & {"parent", "supernet", "macs", "timing", "latency", "finetune", "report"}:
+        if not stages & (RUNS | {"report"}):
             break
         if nothing_run and not finished(args, seed, "parent"):
             say(f"[seed {seed}] report: no finished parent; left out")
             continue
         parent = parent_checkpoint(seed, args)
         parents[seed] = curve(os.path.dirname(parent))
-        if not stages & {"supernet", "macs", "timing", "latency", "finetune", "report"}:
+        if not stages & ((RUNS - {"parent"}) | {"report"}):
             continue
         if nothing_run and not finished(args, seed, f"supernet-bound{args.bound:g}"):
             say(f"[seed {seed}] report: no finished supernet; its parent's curve only")
