@@ -296,7 +296,7 @@ def finetune_stage(seed: int, parent_path: str, supernet_path: str, args) -> dic
     ``--distill-lr``, batch ``--batch-size``), competing through the same gate; the evaluations of the seed's
     earlier searches are taken, so the fine-tunes are the work. Per budget: the pick, the fine-tuned pick and what
     ships, each with its paired difference to your model on the test images."""
-    path = os.path.join(args.out, f"seed{seed}-macs-ft{args.finetune_steps}.json")
+    path = os.path.join(args.out, f"seed{seed}-macs-{finetune_name(args)}.json")
     if os.path.isfile(path):
         return read_json(path)
     import tavt_kit
@@ -306,9 +306,9 @@ def finetune_stage(seed: int, parent_path: str, supernet_path: str, args) -> dic
     supernet = tavt_kit.load_checkpoint(supernet_path).eval()
     _, budgets = mac_budgets(supernet)
     seed_dir = os.path.join(args.out, f"seed{seed}")
-    sdir = os.path.join(seed_dir, f"search-macs-ft{args.finetune_steps}")
+    sdir = os.path.join(seed_dir, f"search-macs-{finetune_name(args)}")
     train = build_dataset(DataSpec.from_dict(supernet.spec["data"]), split="train", model=supernet)
-    finetune = PickFinetune(train, steps=args.finetune_steps, lr=args.distill_lr, batch_size=args.batch_size,
+    finetune = PickFinetune(train, steps=args.finetune_steps, lr=finetune_lr(args), batch_size=args.batch_size,
                             seed=seed)
     doc = _finished_search(sdir, budgets) or tavt_kit.search_schedules(
         supernet, None, budgets, evolution=evolution(args, seed),
@@ -320,9 +320,21 @@ def finetune_stage(seed: int, parent_path: str, supernet_path: str, args) -> dic
         rows.append({"reduction": r, "label": b["label"], "ships": rec.get("family"), "why": rec.get("why"),
                      **{k: {f: (b.get(src) or {}).get(f) for f in keep} if b.get(src) else None
                         for k, src in (("pick", "best"), ("finetuned", "finetuned"))}})
-    out = {"seed": seed, "steps": args.finetune_steps, "lr": args.distill_lr, "rows": rows}
+    out = {"seed": seed, "steps": args.finetune_steps, "lr": finetune_lr(args), "rows": rows}
     write_json(out, path)
     return out
+
+
+def finetune_lr(args) -> float:
+    """The pick fine-tune's learning rate: ``--finetune-lr``, else the distillation's."""
+    return args.finetune_lr if args.finetune_lr is not None else args.distill_lr
+
+
+def finetune_name(args) -> str:
+    """The finetune stage's file and folder stem: ``ft<steps>``, with ``-lr<rate>`` where the rate is not the
+    distillation's (so runs at other rates keep their own files)."""
+    lr = finetune_lr(args)
+    return f"ft{args.finetune_steps}" + ("" if lr == args.distill_lr else f"-lr{lr:g}")
 
 
 def mac_budgets(supernet):
@@ -667,6 +679,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bound", type=float, default=0.5)
     ap.add_argument("--finetune-steps", type=int, default=150,
                     help="the finetune stage: steps of each MAC budget's pick fine-tuned toward your model")
+    ap.add_argument("--finetune-lr", type=float,
+                    help="the finetune stage's AdamW learning rate (default: --distill-lr)")
     ap.add_argument("--population", type=int, default=12)
     ap.add_argument("--generations", type=int, default=6)
     ap.add_argument("--mutations", type=int, default=30)
@@ -720,7 +734,7 @@ def main(argv=None) -> int:
             done = os.path.join(args.out, f"seed{seed}-b{b}.json")
             if "latency" in stages or report_only and os.path.isfile(done):
                 lat.append(latency_stage(seed, b, parent, supernet, args))
-        done = os.path.join(args.out, f"seed{seed}-macs-ft{args.finetune_steps}.json")
+        done = os.path.join(args.out, f"seed{seed}-macs-{finetune_name(args)}.json")
         if "finetune" in stages or report_only and os.path.isfile(done):
             tuned.append(finetune_stage(seed, parent, supernet, args))
     text = report(args, imp, prb, parents, macs, timed, lat, tuned)
