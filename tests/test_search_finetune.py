@@ -50,6 +50,9 @@ def test_the_pick_fine_tuned_toward_your_model_is_scored_paired_and_competes(sea
     # the fine-tune won back what the noisy weights lost, on the held-out images the recommendation compares on
     assert tuned["holdout_nll"] < best["holdout_nll"]
     assert tuned["test_accuracy"] > best["test_accuracy"]
+    # it leads the pick it was made from on those images, so it took the pick's place in the competition
+    assert tuned["versus_pick"]["metric"] == "NLL" and tuned["versus_pick"]["lead"] > 0
+    assert tuned["versus_pick"]["replaces_pick"] is True
     # it replaced the supernet's pick; nothing on your model's weights meets the budget: recommended
     rec = row["recommended"]
     assert not row["training_free"]
@@ -82,6 +85,26 @@ def test_export_follows_a_fine_tuned_recommendation_and_checks_its_weights(searc
     search.write_text(json.dumps(doc))
     with pytest.raises(CheckpointError, match="not the weights the search scored"):
         deployable_from_search(model, str(search), budget)
+
+
+def test_a_fine_tune_that_harms_the_pick_does_not_take_its_place(searched, tmp_path):
+    # a fine-tune at a rate that wrecks the weights: scored and kept in the row, but the budget's recommendation
+    # is the one the search made without it (the supernet's pick keeps its place; it is not compared in its stead)
+    sn, model, budget, ft, out, res = searched
+    plain = tavt_kit.search_schedules(model, None, [budget], evolution=EVO,
+                                      ship=ShipPolicy(parent_search=False, confidence=0.5),
+                                      out=str(tmp_path / "plain"), log=lambda s: None)
+    wreck = PickFinetune(ft.train_set, steps=6, lr=0.5, batch_size=32)
+    harmed = tavt_kit.search_schedules(model, None, [budget], evolution=EVO,
+                                       ship=ShipPolicy(parent_search=False, confidence=0.5),
+                                       out=str(tmp_path / "harmed"), finetune=wreck, log=lambda s: None)
+    row = next(b for b in harmed.doc["budgets"] if b["label"] == budget)
+    before = next(b for b in plain.doc["budgets"] if b["label"] == budget)
+    tuned = row["finetuned"]
+    assert tuned["holdout_nll"] > row["best"]["holdout_nll"]
+    assert tuned["versus_pick"]["lead"] < 0 and tuned["versus_pick"]["replaces_pick"] is False
+    assert row["recommended"]["family"] == before["recommended"]["family"] == "searched"
+    assert harmed.budgets[budget].shipped.weights == "supernet"
 
 
 def test_a_rerun_takes_the_finished_fine_tune_and_refusals_come_first(searched, tmp_path):

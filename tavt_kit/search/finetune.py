@@ -13,10 +13,12 @@ recommendation is made against your model (a supernet with a recorded parent):
    and run in OpenVINO, as the pick was), on the images the recommendation compares on and on the test images
    (``vs_parent``: paired with your model); its latency is the pick's, timed in the search's round: the same
    graph with other weights (``timed_as``);
-3. the budget is recommended again with it in the supernet pick's place (:func:`~.recommend.recommend`, the same
-   gate: it ships only where it beats the best deployable on your model's weights beyond noise, paired per
-   image), as the family ``finetuned``. The row keeps the supernet's own pick (``best``) and gets ``finetuned``;
-   ``export --search --budget`` exports the fine-tuned checkpoint where it is recommended.
+3. where it leads the supernet's pick it was made from on the images the choice is made on (paired per image,
+   ``finetuned.versus_pick``), the budget is recommended again with it in the supernet pick's place
+   (:func:`~.recommend.recommend`, the same gate: it ships only where it beats the best deployable on your model's
+   weights beyond noise, paired per image), as the family ``finetuned``; where it does not, the supernet's pick
+   keeps its place and the recommendation stays as it was. The row keeps the supernet's own pick (``best``) and
+   gets ``finetuned``; ``export --search --budget`` exports the fine-tuned checkpoint where it is recommended.
 """
 from __future__ import annotations
 
@@ -101,6 +103,11 @@ class FinetuneStage:
             model, folder, scorer = self._finetuned(row, sched)
             entry = self._entry(best, model, sched, scorer, folder)
             row[FAMILY] = entry
+            entry["versus_pick"] = versus = self._versus_pick(best, model, sched, scorer, folder)
+            if not versus["replaces_pick"]:  # the supernet's own pick stays the searched option
+                ctx.log(f"{row['label']}: the fine-tuned pick does not lead the supernet's pick on the images the "
+                        f"choice is made on ({versus['metric']} lead {versus['lead']:+.4f}); the pick keeps its place")
+                continue
             rec = self._recommend(row, entry, model, sched, scorer, folder)
             if rec.get("family") == "searched":
                 rec.update(family=FAMILY, weights=FAMILY, checkpoint=entry["checkpoint"])
@@ -193,6 +200,21 @@ class FinetuneStage:
     @staticmethod
     def _key(folder: str) -> str:
         return f"{FAMILY}:{folder}"
+
+    def _versus_pick(self, best: dict, model, sched, scorer, folder: str) -> Dict[str, Any]:
+        """The fine-tuned pick's paired lead over the supernet's pick it was made from (the same schedule and
+        precision), per image on the images the recommendation compares on: ``{"metric", "lead", "se"}``. Only a
+        fine-tuned pick that leads it replaces it in the competition (``replaces_pick``); else the supernet's pick
+        keeps its place and the budget's recommendation stays as it was (the fine-tune made it worse: compared
+        with the other options in its place, it could ship over the better pick it was made from)."""
+        ctx, parents = self.ctx, self.parents
+        metric = "accuracy" if ctx.fitness == "accuracy" else "NLL"
+        evidence = parents._evidence()
+        precision = best.get("precision", "fp32")
+        tuned = evidence.values(self._key(folder), model, sched, precision, scorer)
+        pick = evidence.values("supernet", ctx.model, sched, precision, parents._scorers.get("supernet"))
+        lead, se = paired_lead(tuned, pick, metric)
+        return {"metric": metric, "lead": lead, "se": se, "replaces_pick": lead > 0}
 
     def _recommend(self, row: dict, entry: dict, model, sched, scorer, folder: str) -> dict:
         """The budget's recommendation with ``entry`` as its searched option (:func:`~.recommend.recommend`)."""
