@@ -89,6 +89,28 @@ def test_timm_checkpoint_wrappers(tmp_path):
     assert _same(ref, tavt_kit.load_checkpoint(tmp_path / "ckpt.pth", num_heads=2))
 
 
+def test_a_foreign_file_is_read_once(tmp_path, monkeypatch):
+    # the architecture is inferred from the tensors and the same tensors are loaded: the file is not read twice
+    # (an ONNX backbone or a large .pth costs seconds per read), and the spec still names the file
+    from tavt_kit.models import checkpoint, convert
+
+    ref = _ref()
+    torch.save(ref.state_dict(), tmp_path / "plain.pth")
+    reads = []
+
+    def counted(path, *a, **kw):
+        reads.append(os.fspath(path))
+        return read(path, *a, **kw)
+
+    read = convert.read_weights
+    monkeypatch.setattr(convert, "read_weights", counted)
+    monkeypatch.setattr(checkpoint, "read_weights", counted)
+    model = tavt_kit.load_checkpoint(tmp_path / "plain.pth", num_heads=2)
+    assert reads == [str(tmp_path / "plain.pth")]
+    assert _same(ref, model)
+    assert model.spec["provenance"]["source"] == str(tmp_path / "plain.pth")
+
+
 def test_loading_never_unpickles_objects(tmp_path):
     class Evil:
         def __reduce__(self):

@@ -201,7 +201,7 @@ def load_checkpoint(path, **overrides) -> nn.Module:
         raise CheckpointError(f"{path}: checkpoint has {kwargs.get('num_classes')} classes, num_classes={n} was "
                               "given (pass reset_head=True to fine-tune a new classifier)")
     kwargs.update(overrides)
-    return create_model(base, pretrained=path, **kwargs)
+    return create_model(base, pretrained=wf, **kwargs)  # the file read above, not read again
 
 
 #: what a checkpoint is, said when a file is not one

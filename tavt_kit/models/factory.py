@@ -387,8 +387,8 @@ def create_model(
         reducer: ``"drop"`` or ``"merge"`` (ToMe token merging, :mod:`tavt_kit.models.token_merge`;
             timm ViTs only); ``prop_attn``: ToMe's proportional attention after a merge.
         pretrained: path to weights (fgvc-kit/timm ``.safetensors``, ``.pth``/``.bin``
-            state dicts, seeds' ViT-pytorch ``.bin``, Google ``.npz``) or ``True`` for
-            timm's hub weights. Position embeddings are resampled to ``img_size``;
+            state dicts, seeds' ViT-pytorch ``.bin``, Google ``.npz``), such a file already read
+            (a :class:`~tavt_kit.models.convert.WeightFile`), or ``True`` for timm's hub weights. Position embeddings are resampled to ``img_size``;
             a classifier of another class count is re-initialised.
         class_names: stored in the spec (and checkpoints).
         **timm_kwargs: passed to ``timm.create_model`` (``depth``, ``drop_path_rate``, ...).
@@ -399,6 +399,8 @@ def create_model(
     from .heads import attach_head, check_head
 
     head_args = check_head(head, timm_kwargs)
+    # a file already read (load_checkpoint's WeightFile) is loaded as it is, not read again; named by its path
+    where = getattr(pretrained, "path", pretrained)
     entry = BACKBONES.get(name.lower()) if isinstance(name, str) else None
     if entry is not None and head != "linear":
         raise ConfigError(f"head '{head}' is not available on {name} yet; ViTAE backbones take head='linear'")
@@ -415,7 +417,7 @@ def create_model(
         if pretrained is not None and pretrained is not True and pretrained is not False:
             source_kind = load_pretrained_weights(model, pretrained)
         model.spec = build_spec(model, name, dict(timm_kwargs), head, head_args, class_names,
-                                str(pretrained) if source_kind else None, source_kind)
+                                str(where) if source_kind else None, source_kind)
         return model
     base, kwargs = resolve_name(name)
     kwargs.update(timm_kwargs)
@@ -447,8 +449,8 @@ def create_model(
     patch(model, scorer=scorer, fuse=fuse, reducer=reducer, prop_attn=prop_attn)
     head_args = attach_head(model, head, head_args)
     if pending:
-        _load_head_state(model, pending, str(pretrained))
-    source = str(pretrained) if source_kind else ("timm-hub" if pretrained is True else None)
+        _load_head_state(model, pending, str(where))
+    source = str(where) if source_kind else ("timm-hub" if pretrained is True else None)
     model.spec = build_spec(model, name, {k: v for k, v in kwargs.items()}, head, head_args, class_names,
                             source, source_kind)
     return model
