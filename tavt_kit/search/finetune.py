@@ -75,13 +75,14 @@ class PickFinetune:
             raise ConfigError("finetune.train_set: expected the training images (a dataset with images in it)")
 
     def config(self):
-        """The trainer's settings (a checkpoint every 25 steps: a killed fine-tune resumes there)."""
+        """The trainer's settings (a checkpoint every 25 steps: a killed fine-tune resumes there; its progress as
+        the trainer shows it: a bar on a terminal, else a line on stderr at most every few seconds)."""
         from ..train import TrainConfig
 
         return TrainConfig(steps=self.steps, batch_size=min(self.batch_size, len(self.train_set)), optimizer="adamw",
                            lr=float(self.lr), weight_decay=0.0, warmup_steps=max(1, self.steps // 10),
                            eval_every=0, save_every=min(self.steps, 25), log_every=10, seed=self.seed,
-                           progress=False)
+                           progress=None)
 
 
 class FinetuneStage:
