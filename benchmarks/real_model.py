@@ -293,20 +293,23 @@ def best_free(budget: dict):
 
 def finetune_stage(seed: int, parent_path: str, supernet_path: str, args) -> dict:
     """The MAC search again with each budget's pick fine-tuned toward your model (``--finetune-steps`` at
-    ``--distill-lr``, batch ``--batch-size``), competing through the same gate; the evaluations of the seed's
-    earlier searches are taken, so the fine-tunes are the work. Per budget: the pick, the fine-tuned pick and what
-    ships, each with its paired difference to your model on the test images."""
+    ``--finetune-lr``, batch ``--batch-size``; the budgets of ``--finetune-reductions``), competing through the same
+    gate; the evaluations of the seed's earlier searches are taken, so the fine-tunes are the work. Per budget: the
+    pick, the fine-tuned pick and what ships, each with its paired difference to your model on the test images, and
+    the fine-tuned pick's paired difference to the pick it was made from (``finetuned_vs_pick``)."""
     path = os.path.join(args.out, f"seed{seed}-macs-{finetune_name(args)}.json")
+    seed_dir = os.path.join(args.out, f"seed{seed}")
+    sdir = os.path.join(seed_dir, f"search-macs-{finetune_name(args)}")
     if os.path.isfile(path):
-        return read_json(path)
+        return _versus_pick(read_json(path), sdir, supernet_path, path)
     import tavt_kit
     from tavt_kit.data import DataSpec, build_dataset
     from tavt_kit.search import PickFinetune
 
     supernet = tavt_kit.load_checkpoint(supernet_path).eval()
-    _, budgets = mac_budgets(supernet)
-    seed_dir = os.path.join(args.out, f"seed{seed}")
-    sdir = os.path.join(seed_dir, f"search-macs-{finetune_name(args)}")
+    _, every = mac_budgets(supernet)
+    reductions = finetune_reductions(args)
+    budgets = [b for r, b in zip(REDUCTIONS, every) if r in reductions]
     train = build_dataset(DataSpec.from_dict(supernet.spec["data"]), split="train", model=supernet)
     finetune = PickFinetune(train, steps=args.finetune_steps, lr=finetune_lr(args), batch_size=args.batch_size,
                             seed=seed)
@@ -314,15 +317,52 @@ def finetune_stage(seed: int, parent_path: str, supernet_path: str, args) -> dic
         supernet, None, budgets, evolution=evolution(args, seed),
         evaluation=EvaluationOptions(fitness="nll", reuse=_earlier(seed_dir, sdir)), parent=parent_path,
         finetune=finetune, out=sdir, log=lambda s: say(f"[seed {seed}, MACs, fine-tuned picks] {s}")).doc
-    rows, keep = [], ("counts", "test_accuracy", "vs_parent", "macs")
-    for r, b in zip(REDUCTIONS, doc["budgets"]):
+    rows, keep = [], ("counts", "reducers", "test_accuracy", "vs_parent", "macs", "holdout_accuracy", "holdout_nll",
+                      "checkpoint", "versus_pick")
+    for r, b in zip(sorted(reductions), doc["budgets"]):
         rec = b.get("recommended") or {}
         rows.append({"reduction": r, "label": b["label"], "ships": rec.get("family"), "why": rec.get("why"),
                      **{k: {f: (b.get(src) or {}).get(f) for f in keep} if b.get(src) else None
                         for k, src in (("pick", "best"), ("finetuned", "finetuned"))}})
     out = {"seed": seed, "steps": args.finetune_steps, "lr": finetune_lr(args), "rows": rows}
     write_json(out, path)
+    return _versus_pick(out, sdir, supernet_path, path)
+
+
+def _versus_pick(out: dict, sdir: str, supernet_path: str, path: str) -> dict:
+    """Each row's fine-tuned pick paired with the supernet's pick it was made from on the test images
+    (``finetuned_vs_pick``), added once to the stage's file (rewritten)."""
+    rows = [r for r in out["rows"] if r.get("finetuned") and "finetuned_vs_pick" not in r]
+    if not rows:
+        return out
+    import torch
+
+    import tavt_kit
+    from tavt_kit.search.data import search_data
+    from tavt_kit.stats import paired_difference
+
+    supernet = tavt_kit.load_checkpoint(supernet_path).eval()
+    doc = read_json(os.path.join(sdir, "search.json"))
+    data = search_data(supernet, None, cache_dir=os.path.join(sdir, "cache"), log=lambda s: None)
+    with torch.inference_mode():
+        for row in rows:
+            b = next(b for b in doc["budgets"] if b["label"] == row["label"])
+            tuned = tavt_kit.load_checkpoint(os.path.join(sdir, b["finetuned"]["checkpoint"])).eval()
+            row["finetuned_vs_pick"] = paired_difference(test_hits(tuned, _schedule(tuned, b["finetuned"]), data.test),
+                                                         test_hits(supernet, _schedule(supernet, b["best"]), data.test))
+    write_json(out, path)
     return out
+
+
+def finetune_reductions(args) -> set:
+    """The MAC reductions whose picks the finetune stage fine-tunes (``--finetune-reductions``, each one of
+    :data:`REDUCTIONS`)."""
+    given = {float(x) for x in args.finetune_reductions.split(",") if x}
+    unknown = given - set(REDUCTIONS)
+    if unknown or not given:
+        raise SystemExit(f"--finetune-reductions {args.finetune_reductions}: expected some of "
+                         f"{','.join(f'{r:g}' for r in REDUCTIONS)}")
+    return given
 
 
 def finetune_lr(args) -> float:
@@ -334,7 +374,9 @@ def finetune_name(args) -> str:
     """The finetune stage's file and folder stem: ``ft<steps>``, with ``-lr<rate>`` where the rate is not the
     distillation's (so runs at other rates keep their own files)."""
     lr = finetune_lr(args)
-    return f"ft{args.finetune_steps}" + ("" if lr == args.distill_lr else f"-lr{lr:g}")
+    some = finetune_reductions(args)
+    return f"ft{args.finetune_steps}" + ("" if lr == args.distill_lr else f"-lr{lr:g}") + (
+        "" if some == set(REDUCTIONS) else "-x" + ",".join(f"{r:g}" for r in sorted(some)))
 
 
 def mac_budgets(supernet):
@@ -550,11 +592,11 @@ def report(args, imp, prb, parents, macs, timed, lat, tuned=()) -> str:
     for res in tuned:
         lines.append(f"\nseed {res['seed']}: each MAC budget's pick fine-tuned toward your model ({res['steps']} "
                      f"steps, AdamW {res['lr']:g}), competing through the same gate")
-        lines.append(f"  {'budget':<18}{'searched pick':>32}{'fine-tuned pick':>32}   ships")
+        lines.append(f"  {'budget':<18}{'searched pick':>32}{'fine-tuned pick':>32}{'fine-tuned - pick':>26}   ships")
         for row in res["rows"]:
             cells = [f"{_pct(d)} {_vs((d or {}).get('vs_parent')):<24}" for d in (row["pick"], row["finetuned"])]
-            lines.append(f"  {row['reduction']:>3}x {row['label']:<13} {cells[0]:>31} {cells[1]:>31}   "
-                         f"{row['ships'] or '–'}")
+            lines.append(f"  {row['reduction']:>3}x {row['label']:<13} {cells[0]:>31} {cells[1]:>31} "
+                         f"{_vs(row.get('finetuned_vs_pick')):<24}   {row['ships'] or '–'}")
     return "\n".join(lines)
 
 
@@ -679,6 +721,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bound", type=float, default=0.5)
     ap.add_argument("--finetune-steps", type=int, default=150,
                     help="the finetune stage: steps of each MAC budget's pick fine-tuned toward your model")
+    ap.add_argument("--finetune-reductions", default=",".join(f"{r:g}" for r in REDUCTIONS),
+                    help="the finetune stage: the MAC budgets (reductions) whose picks are fine-tuned")
     ap.add_argument("--finetune-lr", type=float,
                     help="the finetune stage's AdamW learning rate (default: --distill-lr)")
     ap.add_argument("--population", type=int, default=12)
