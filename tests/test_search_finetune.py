@@ -143,11 +143,17 @@ def test_cli_search_fine_tunes_and_the_report_shows_it(searched, tmp_path, capsy
     # the command: the summary lists the fine-tuned pick beside the supernet's
     dest = tmp_path / "cli"
     within = f"{0.85 * tavt_kit.count_macs(model).total() / 1e6:.4g}M"  # within the space the command searches
+    assert main(["search", "--checkpoint", sn, "--macs-budget", within, "--finetune-steps", "3", "--finetune-lr", "0",
+                 "--out", str(tmp_path / "bad-lr")]) == 2
+    assert "--finetune-lr" in capsys.readouterr().err and not (tmp_path / "bad-lr").exists()
     assert main(["search", "--checkpoint", sn, "--macs-budget", within, "--population", "4",
                  "--generations", "1", "--mutations", "3", "--crossovers", "3", "--no-parent-search",
-                 "--finetune-steps", "3", "--out", str(dest)]) == 0
+                 "--finetune-steps", "3", "--finetune-lr", "3e-5", "--out", str(dest)]) == 0
     text = capsys.readouterr().out
     assert "fine-tuned (3 st)" in text and (dest / "finetuned").is_dir()
+    # at the rate given: the fine-tune's own record of its settings
+    start = json.loads(next((dest / "finetuned").iterdir()).joinpath("metrics.jsonl").read_text().splitlines()[0])
+    assert start["config"]["lr"] == pytest.approx(3e-5)
 
 
 @pytest.mark.nncf

@@ -174,6 +174,7 @@ PARAM_FLAGS = {
     "ship.confidence": "--ship-confidence", "ship.selection": "--selection", "evaluation.reuse": "--reuse",
     "latency.table": "--latency-table", "latency.precisions": "--precisions",
     "space.reducers": "--reducers", "space.bound": "--bound", "space.token_multiple": "--token-multiple",
+    "finetune.steps": "--finetune-steps", "finetune.lr": "--finetune-lr",
 }
 
 #: ``name=`` (``name['key']=``) in a library message, not inside a word, an attribute or a flag, and not

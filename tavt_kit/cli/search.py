@@ -7,6 +7,7 @@ import os
 
 from ..errors import ConfigError, UnreachableBudgetError
 from ..search.evolution import EvolutionSettings
+from ..search.finetune import PickFinetune
 from ..search.fitness import FITNESSES
 from ..search.objective import MissingTableError
 from ..search.precisions import is_auto, parse_precisions
@@ -22,6 +23,9 @@ from .common import (THREADS_HELP, add_deprecated, add_device, add_refused, add_
 
 #: the library's defaults, which the flags take (one place)
 EVOLUTION, EVALUATION, LATENCY, SHIP = EvolutionSettings(), EvaluationOptions(), LatencyOptions(), ShipPolicy()
+
+#: the pick fine-tune's learning rate when --finetune-lr is not given: the library's default
+_FINETUNE_LR = PickFinetune.lr
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -135,6 +139,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "for the budget as the supernet's pick does (it ships only where it beats the best "
                         "deployable on your model's weights beyond noise); export --search exports it where it is "
                         "recommended (default 0: none; see docs/benchmarks/pick_finetune.md)")
+    p.add_argument("--finetune-lr", type=float, default=_FINETUNE_LR, metavar="RATE",
+                   help=f"the pick fine-tune's AdamW learning rate (default {_FINETUNE_LR:g}, measured on a model "
+                        "trained from scratch; a pretrained model's picks gained at 1e-05 and lost at 5e-05: "
+                        "docs/benchmarks/real_model.md)")
     p.add_argument("--token-multiple", type=int, default=1, metavar="N",
                    help="search only schedules whose reducing blocks leave sequence lengths (tokens kept and the "
                         "class token) that are multiples of N, with the latency table profiled at such lengths: "
@@ -241,7 +249,8 @@ def run(args) -> int:
         from ..data import build_dataset
         from ..search import PickFinetune
 
-        finetune = PickFinetune(build_dataset(dspec, split="train", model=model), steps=args.finetune_steps)
+        finetune = PickFinetune(build_dataset(dspec, split="train", model=model), steps=args.finetune_steps,
+                                lr=args.finetune_lr)
     try:
         result = _search(search_schedules, args, model, dspec, budgets, target, table, require, reducers, finetune,
                          settings)
