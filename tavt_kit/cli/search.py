@@ -24,9 +24,6 @@ from .common import (THREADS_HELP, add_deprecated, add_device, add_refused, add_
 #: the library's defaults, which the flags take (one place)
 EVOLUTION, EVALUATION, LATENCY, SHIP = EvolutionSettings(), EvaluationOptions(), LatencyOptions(), ShipPolicy()
 
-#: the pick fine-tune's learning rate when --finetune-lr is not given: the library's default
-_FINETUNE_LR = PickFinetune.lr
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .data_args import add_data_arguments
@@ -139,8 +136,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "for the budget as the supernet's pick does (it ships only where it beats the best "
                         "deployable on your model's weights beyond noise); export --search exports it where it is "
                         "recommended (default 0: none; see docs/benchmarks/pick_finetune.md)")
-    p.add_argument("--finetune-lr", type=float, default=_FINETUNE_LR, metavar="RATE",
-                   help=f"the pick fine-tune's AdamW learning rate (default {_FINETUNE_LR:g}, measured on a model "
+    p.add_argument("--finetune-lr", type=float, default=PickFinetune.lr, metavar="RATE",
+                   help=f"the pick fine-tune's AdamW learning rate (default {PickFinetune.lr:g}, measured on a model "
                         "trained from scratch; a pretrained model's picks gained at 1e-05 and lost at 5e-05: "
                         "docs/benchmarks/real_model.md)")
     p.add_argument("--token-multiple", type=int, default=1, metavar="N",
@@ -247,7 +244,6 @@ def run(args) -> int:
     finetune = None
     if args.finetune_steps:
         from ..data import build_dataset
-        from ..search import PickFinetune
 
         finetune = PickFinetune(build_dataset(dspec, split="train", model=model), steps=args.finetune_steps,
                                 lr=args.finetune_lr)

@@ -388,8 +388,9 @@ def create_model(
             timm ViTs only); ``prop_attn``: ToMe's proportional attention after a merge.
         pretrained: path to weights (fgvc-kit/timm ``.safetensors``, ``.pth``/``.bin``
             state dicts, seeds' ViT-pytorch ``.bin``, Google ``.npz``), such a file already read
-            (a :class:`~tavt_kit.models.convert.WeightFile`), or ``True`` for timm's hub weights. Position embeddings are resampled to ``img_size``;
-            a classifier of another class count is re-initialised.
+            (a :class:`~tavt_kit.models.convert.WeightFile`), or ``True`` for timm's hub weights.
+            Position embeddings are resampled to ``img_size``; a classifier of another class count
+            is re-initialised.
         class_names: stored in the spec (and checkpoints).
         **timm_kwargs: passed to ``timm.create_model`` (``depth``, ``drop_path_rate``, ...).
     """
