@@ -23,7 +23,9 @@ Then, per seed (the fine-tune's and the distillation's), exactly as on cluttered
    in one process beside your model: speed-up over your model, paired difference, and the headline -- the largest
    speed-up at <= 0.5 points loss of what ships against the best training-free deployable;
 6. ``finetune``: the MAC search again with each budget's pick fine-tuned toward your model (``--finetune-steps``),
-   competing through the same gate (the seed's earlier evaluations taken, not run again).
+   competing through the same gate (the seed's earlier evaluations taken, not run again);
+7. ``mix``: the supernet's last distilled step mixed back with your model at each of ``--mixes`` (the supernet
+   is the default mix), scored at the MAC search's picks: held-out NLL and test top-1 paired with your model.
 
 Every stage writes its own file under ``--out``; a re-run skips finished work and a killed train or distill
 resumes. The means over seeds carry the interval of the mean of independent paired differences.
@@ -40,7 +42,7 @@ from tavt_kit.search import EvaluationOptions, EvolutionSettings, LatencyOptions
 
 REDUCTIONS = (1.5, 2.0, 2.5, 3.0, 4.0)
 #: the stages that run work (``report`` only reads their files)
-RUNS = frozenset({"parent", "supernet", "macs", "timing", "latency", "finetune"})
+RUNS = frozenset({"parent", "supernet", "macs", "timing", "latency", "finetune", "mix"})
 ACCEPTED_LOSS = 0.5  # points: the headline's accepted loss against your model (paired point estimate)
 
 
@@ -354,6 +356,47 @@ def _versus_pick(out: dict, sdir: str, supernet_path: str, path: str) -> dict:
     return out
 
 
+def mix_stage(seed: int, parent_path: str, supernet_path: str, macs: dict, args) -> dict:
+    """How much of your model the supernet keeps: its last distilled step (``last.safetensors``, before the mix)
+    interpolated with your model's weights at each of ``--mixes`` (``A x distilled + (1 - A) x your model``), scored
+    at the full schedule and at each MAC budget's pick of the MAC search: held-out accuracy and NLL, and test top-1
+    paired with your model. Read-only over the seed's files; written to ``seed{N}-mix.json``."""
+    path = os.path.join(args.out, f"seed{seed}-mix.json")
+    if os.path.isfile(path):
+        return read_json(path)
+    import torch
+
+    import tavt_kit
+    from tavt_kit.search.data import search_data
+    from tavt_kit.stats import paired_difference
+
+    last = tavt_kit.load_checkpoint(os.path.join(os.path.dirname(supernet_path), "last.safetensors")).eval()
+    parent = tavt_kit.load_checkpoint(parent_path).eval()
+    data = search_data(last, None, cache_dir=os.path.join(args.out, f"seed{seed}", "search-macs", "cache"),
+                       log=lambda s: None)
+    names = ["full"] + [r["label"] for r in macs["rows"]]
+    scheds = [last.full_schedule()] + [_schedule(last, r["pick"]) for r in macs["rows"]]
+    ref = test_hits(parent, parent.full_schedule(), data.test)
+    distilled = {k: v.clone() for k, v in last.state_dict().items()}
+    yours = parent.state_dict()
+    rows = []
+    with torch.inference_mode():
+        for a in (float(x) for x in args.mixes.split(",")):
+            say(f"[seed {seed}, mix {a:g}] scoring the picks on the held-out and test images")
+            last.load_state_dict({k: a * v + (1 - a) * yours[k] if v.is_floating_point() else v
+                                  for k, v in distilled.items()})
+            held = harness.test_scores(last, scheds, data.holdout.images, data.holdout.labels, batch=100)
+            test = harness.test_scores(last, scheds, data.test.images, data.test.labels, batch=100)
+            for i, name in enumerate(names):
+                rows.append({"mix": a, "label": name, "holdout_accuracy": float(held.hits[i].double().mean()),
+                             "holdout_nll": float(held.losses[i].double().mean()),
+                             "test_accuracy": float(test.hits[i].double().mean()),
+                             "vs_parent": paired_difference(test.hits[i].tolist(), ref)})
+    out = {"seed": seed, "rows": rows}
+    write_json(out, path)
+    return out
+
+
 def finetune_reductions(args) -> set:
     """The MAC reductions whose picks the finetune stage fine-tunes (``--finetune-reductions``, each one of
     :data:`REDUCTIONS`)."""
@@ -532,7 +575,7 @@ def _vs(v):
 _mean = harness.fmt_mean
 
 
-def report(args, imp, prb, parents, macs, timed, lat, tuned=()) -> str:
+def report(args, imp, prb, parents, macs, timed, lat, tuned=(), mixed=()) -> str:
     lines = [f"DINOv2 ViT-S/14 from {imp['onnx']} (import vs the graph: max |diff| {imp['max_abs_difference']:.1e}), "
              f"{args.dataset} at {args.img_size} px"]
     if prb:
@@ -597,6 +640,12 @@ def report(args, imp, prb, parents, macs, timed, lat, tuned=()) -> str:
             cells = [f"{_pct(d)} {_vs((d or {}).get('vs_parent')):<24}" for d in (row["pick"], row["finetuned"])]
             lines.append(f"  {row['reduction']:>3}x {row['label']:<13} {cells[0]:>31} {cells[1]:>31} "
                          f"{_vs(row.get('finetuned_vs_pick')):<24}   {row['ships'] or '–'}")
+    for res in mixed:
+        lines.append(f"\nseed {res['seed']}: the supernet's distilled step mixed with your model (A x distilled + "
+                     "(1 - A) x yours), at the MAC search's picks: held-out NLL, test top-1 vs your model")
+        for row in res["rows"]:
+            lines.append(f"  mix {row['mix']:<5g} {row['label']:<13} held-out NLL {row['holdout_nll']:.4f}  "
+                         f"{_pct(row)} {_vs(row['vs_parent'])}")
     return "\n".join(lines)
 
 
@@ -725,6 +774,8 @@ def main(argv=None) -> int:
                     help="the finetune stage: the MAC budgets (reductions) whose picks are fine-tuned")
     ap.add_argument("--finetune-lr", type=float,
                     help="the finetune stage's AdamW learning rate (default: --distill-lr)")
+    ap.add_argument("--mixes", default="1,0.85,0.7",
+                    help="the mix stage: the weights of the supernet's distilled step against your model's")
     ap.add_argument("--population", type=int, default=12)
     ap.add_argument("--generations", type=int, default=6)
     ap.add_argument("--mutations", type=int, default=30)
@@ -737,7 +788,8 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-images", type=int, default=2000)
     ap.add_argument("--stages", default="import,probe,parent,supernet,macs,timing",
                     help="timing: the MAC budgets' deployables timed; latency: searches under latency budgets; "
-                         "finetune: the MAC search with the picks fine-tuned; report: every finished stage's "
+                         "finetune: the MAC search with the picks fine-tuned; mix: the supernet's weights mixed "
+                         "with your model's at --mixes; report: every finished stage's "
                          "figures, nothing run")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=os.path.join("runs", "real-model"))
@@ -750,7 +802,7 @@ def main(argv=None) -> int:
     prb = probe(args) if "probe" in stages else None
     if prb:
         say(f"probe: pretrained {prb['pretrained']:.4f}, random {prb['random']:.4f}")
-    parents, macs, timed, lat, tuned = {}, [], [], [], []
+    parents, macs, timed, lat, tuned, mixed = {}, [], [], [], [], []
     # --stages report alone trains nothing: a seed whose parent or supernet is not finished is left out, said
     nothing_run = not stages & RUNS
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -781,7 +833,9 @@ def main(argv=None) -> int:
         done = os.path.join(args.out, f"seed{seed}-macs-{finetune_name(args)}.json")
         if "finetune" in stages or report_only and os.path.isfile(done):
             tuned.append(finetune_stage(seed, parent, supernet, args))
-    text = report(args, imp, prb, parents, macs, timed, lat, tuned)
+        if "mix" in stages or report_only and os.path.isfile(os.path.join(args.out, f"seed{seed}-mix.json")):
+            mixed.append(mix_stage(seed, parent, supernet, macs_stage(seed, parent, supernet, args), args))
+    text = report(args, imp, prb, parents, macs, timed, lat, tuned, mixed)
     print(text)
     for f in plot(args, parents, macs, lat):
         say(f"plot: {f}")
