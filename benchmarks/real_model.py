@@ -297,13 +297,15 @@ def finetune_stage(seed: int, parent_path: str, supernet_path: str, args) -> dic
     """The MAC search again with each budget's pick fine-tuned toward your model (``--finetune-steps`` at
     ``--finetune-lr``, batch ``--batch-size``; the budgets of ``--finetune-reductions``), competing through the same
     gate; the evaluations of the seed's earlier searches are taken, so the fine-tunes are the work. Per budget: the
-    pick, the fine-tuned pick and what ships, each with its paired difference to your model on the test images, and
-    the fine-tuned pick's paired difference to the pick it was made from (``finetuned_vs_pick``)."""
-    path = os.path.join(args.out, f"seed{seed}-macs-{finetune_name(args)}.json")
+    pick, the fine-tuned pick and what ships, each with its paired difference to your model on the test images, the
+    fine-tuned pick's paired difference to the pick it was made from (``finetuned_vs_pick``) and what ships against
+    the best training-free deployable (``ships_vs_free``)."""
+    name = finetune_name(args)
+    path = os.path.join(args.out, f"seed{seed}-macs-{name}.json")
     seed_dir = os.path.join(args.out, f"seed{seed}")
-    sdir = os.path.join(seed_dir, f"search-macs-{finetune_name(args)}")
+    sdir = os.path.join(seed_dir, f"search-macs-{name}")
     if os.path.isfile(path):
-        return _versus_pick(read_json(path), sdir, supernet_path, path)
+        return _finetune_figures(read_json(path), sdir, supernet_path, parent_path, path)
     import tavt_kit
     from tavt_kit.data import DataSpec, build_dataset
     from tavt_kit.search import PickFinetune
@@ -328,13 +330,43 @@ def finetune_stage(seed: int, parent_path: str, supernet_path: str, args) -> dic
                         for k, src in (("pick", "best"), ("finetuned", "finetuned"))}})
     out = {"seed": seed, "steps": args.finetune_steps, "lr": finetune_lr(args), "rows": rows}
     write_json(out, path)
-    return _versus_pick(out, sdir, supernet_path, path)
+    return _finetune_figures(out, sdir, supernet_path, parent_path, path)
 
 
-def _versus_pick(out: dict, sdir: str, supernet_path: str, path: str) -> dict:
-    """Each row's fine-tuned pick paired with the supernet's pick it was made from on the test images
-    (``finetuned_vs_pick``), added once to the stage's file (rewritten)."""
-    rows = [r for r in out["rows"] if r.get("finetuned") and "finetuned_vs_pick" not in r]
+def finished_finetunes(seed: int, parent_path: str, supernet_path: str, args) -> list:
+    """Every finished finetune stage of ``seed`` at ``--finetune-steps`` and ``--finetune-lr``, whatever budgets
+    each ran (``--finetune-reductions``: one run may have taken 1.5x and 2x, another the rest), in order."""
+    import re
+
+    stem = finetune_name(argparse.Namespace(**{**vars(args), "finetune_reductions": ",".join(map(str, REDUCTIONS))}))
+    pattern = re.compile(rf"seed{seed}-macs-({re.escape(stem)}(-x[0-9.,]+)?)\.json$")
+    out = []
+    for f in sorted(os.listdir(args.out)):
+        m = pattern.match(f)
+        if m:
+            sdir = os.path.join(args.out, f"seed{seed}", f"search-macs-{m.group(1)}")
+            out.append(_finetune_figures(read_json(os.path.join(args.out, f)), sdir, supernet_path, parent_path,
+                                         os.path.join(args.out, f)))
+    return out
+
+
+def _shipped_entry(budget: dict):
+    """The entry of what a budget of a search.json ships (its test top-1 and paired difference to your model), and
+    the weights it runs on: ``(entry, "supernet" | "parent" | "finetuned")``; ``(None, None)`` where nothing ships."""
+    rec = budget.get("recommended") or {}
+    family = rec.get("family")
+    if family == "finetuned":
+        return budget.get("finetuned"), "finetuned"
+    if family == "searched":
+        return budget.get("best"), rec.get("weights") or "supernet"
+    return (budget.get("training_free") or {}).get(family or ""), "parent"
+
+
+def _finetune_figures(out: dict, sdir: str, supernet_path: str, parent_path: str, path: str) -> dict:
+    """What the finetune stage's rows lack, added once to its file (rewritten): each fine-tuned pick paired with the
+    supernet's pick it was made from (``finetuned_vs_pick``), what ships with its paired difference to your model
+    (``shipped``) and against the budget's best training-free deployable (``ships_vs_free``), on the test images."""
+    rows = [r for r in out["rows"] if r.get("finetuned") and "finetuned_vs_pick" not in r or "ships_vs_free" not in r]
     if not rows:
         return out
     import torch
@@ -343,15 +375,32 @@ def _versus_pick(out: dict, sdir: str, supernet_path: str, path: str) -> dict:
     from tavt_kit.search.data import search_data
     from tavt_kit.stats import paired_difference
 
-    supernet = tavt_kit.load_checkpoint(supernet_path).eval()
+    models = {"supernet": tavt_kit.load_checkpoint(supernet_path).eval(),
+              "parent": tavt_kit.load_checkpoint(parent_path).eval()}
     doc = read_json(os.path.join(sdir, "search.json"))
-    data = search_data(supernet, None, cache_dir=os.path.join(sdir, "cache"), log=lambda s: None)
+    data = search_data(models["supernet"], None, cache_dir=os.path.join(sdir, "cache"), log=lambda s: None)
+
+    def hits(weights, d):
+        model = tavt_kit.load_checkpoint(os.path.join(sdir, d["checkpoint"])).eval() if weights == "finetuned" \
+            else models[weights]
+        return test_hits(model, _schedule(model, d), data.test)
+
     with torch.inference_mode():
         for row in rows:
             b = next(b for b in doc["budgets"] if b["label"] == row["label"])
-            tuned = tavt_kit.load_checkpoint(os.path.join(sdir, b["finetuned"]["checkpoint"])).eval()
-            row["finetuned_vs_pick"] = paired_difference(test_hits(tuned, _schedule(tuned, b["finetuned"]), data.test),
-                                                         test_hits(supernet, _schedule(supernet, b["best"]), data.test))
+            if row.get("finetuned") and "finetuned_vs_pick" not in row:
+                row["finetuned_vs_pick"] = paired_difference(hits("finetuned", b["finetuned"]),
+                                                             hits("supernet", b["best"]))
+            entry, weights = _shipped_entry(b)
+            best, free = best_free(b)
+            row["shipped"] = {k: (entry or {}).get(k) for k in ("test_accuracy", "vs_parent", "macs")}
+            if entry is None or best is None:
+                row["ships_vs_free"] = None
+            elif row["ships"] == best:
+                row["ships_vs_free"] = {"versus": best, "same": True, "difference": 0.0, "interval": [0.0, 0.0],
+                                        "resolved": False, "images": len(data.test.labels)}
+            else:
+                row["ships_vs_free"] = {"versus": best, **paired_difference(hits(weights, entry), hits("parent", free))}
     write_json(out, path)
     return out
 
@@ -646,7 +695,7 @@ def report(args, imp, prb, parents, macs, timed, lat, tuned=(), mixed=()) -> str
         for row in res["rows"]:
             lines.append(f"  mix {row['mix']:<5g} {row['label']:<13} held-out NLL {row['holdout_nll']:.4f}  "
                          f"{_pct(row)} {_vs(row['vs_parent'])}")
-    return "\n".join(lines)
+    return "\n".join(lines + goals(macs, tuned, lat))
 
 
 def plot(args, parents, macs, lat=()) -> list:
@@ -742,8 +791,9 @@ def timed_headline(res) -> str:
                      for key, n in TIMED if key != "free" or timed_free)
 
 
-def headline(res) -> dict:
-    """The largest speed-up at <= ACCEPTED_LOSS points loss: of what the budgets ship, and of the training-free."""
+def headline_speedups(res) -> dict:
+    """The largest speed-up at <= ACCEPTED_LOSS points loss (paired point estimate) of a latency stage's result:
+    ``{"ships": x, "free": x}`` (what the budgets ship; the training-free options), None where none keeps it."""
     ships, free = [], []
     for row in res["rows"]:
         entry = {"searched": row.get("pick"), "finetuned": row.get("finetuned")}.get(row["recommended"]) or \
@@ -751,7 +801,77 @@ def headline(res) -> dict:
         for d, into in [(entry, ships)] + [(d, free) for d in row["free"].values()]:
             if d and d.get("vs_parent") and 100 * d["vs_parent"]["difference"] >= -ACCEPTED_LOSS:
                 into.append(d["speedup"])
-    return {"ships": f"{max(ships):.2f}x" if ships else "none", "free": f"{max(free):.2f}x" if free else "none"}
+    return {"ships": max(ships) if ships else None, "free": max(free) if free else None}
+
+
+def headline(res) -> dict:
+    """:func:`headline_speedups` as text (``"5.94x"``, ``"none"``)."""
+    return {k: f"{v:.2f}x" if v is not None else "none" for k, v in headline_speedups(res).items()}
+
+
+def shipped_rows(macs, tuned) -> dict:
+    """``{seed: {reduction: row}}``: what each MAC budget ships in the end, with its paired difference to your model
+    (``vs_parent``) and to the best training-free deployable (``ships_vs_free``): the finetune stage's where one ran
+    for that budget (the fine-tuned pick competed through the same gate there), else the MAC search's."""
+    out = {}
+    for res in macs:
+        rows = {r["reduction"]: {"ships": (r.get("recommended") or {}).get("family"), "from": "MAC search",
+                                 "vs_parent": (r.get("recommended_entry") or {}).get("vs_parent"),
+                                 "ships_vs_free": r.get("ships_vs_free")} for r in res["rows"]}
+        for t in (t for t in tuned if t["seed"] == res["seed"]):
+            for r in t["rows"]:
+                if "shipped" in r:
+                    rows[r["reduction"]] = {"ships": r["ships"], "from": "finetune",
+                                            "ships_vs_free": r["ships_vs_free"], "vs_parent": r["shipped"]["vs_parent"]}
+        out[res["seed"]] = rows
+    return out
+
+
+def goals(macs, tuned, lat) -> list:
+    """The issue's goals, each over the seeds measured: its figures (per seed, the mean with the interval of the
+    mean of independent paired differences) and whether it is met."""
+    if not macs:
+        return []
+    lines = [f"\ngoals over seeds {', '.join(str(r['seed']) for r in macs)} (what ships: after the pick fine-tune "
+             "where it ran for a budget, else the MAC search's):"]
+    full = [r["full"]["vs_parent"] for r in macs]
+    mean = harness.combine(full)[0]
+    lines.append(f"  distillation keeps your model (full schedule >= your model - 0.2): {_mean(full)}  "
+                 f"{'met' if 100 * mean >= -0.2 else 'MISSED'}")
+    shipped = shipped_rows(macs, tuned)
+    for red in REDUCTIONS:
+        per = {seed: rows.get(red) or {} for seed, rows in shipped.items()}
+        if red <= 2:
+            vs = [r.get("vs_parent") for r in per.values()]
+            if not all(vs):
+                continue
+            worse = [s for s, r in per.items() if r["vs_parent"]["resolved"] and r["vs_parent"]["difference"] < 0]
+            high = harness.combine(vs)[2]
+            verdict = "met" if high >= 0 else "MISSED"
+            lines.append(f"  {red:>3}x ships - your model (never resolved-worse): {_mean(vs)}  {verdict} on the mean"
+                         + (f"; resolved-worse on seed {', '.join(map(str, worse))}" if worse else "")
+                         + "  (" + ", ".join(f"seed {s} {_vs(r['vs_parent'])} {r['ships']}" for s, r in per.items())
+                         + ")")
+        else:
+            vs = [r.get("ships_vs_free") for r in per.values()]
+            if not all(vs):
+                continue
+            m, low, _ = harness.combine(vs)
+            verdict = "met" if 100 * m >= 1 and low > 0 else "MISSED"
+            lines.append(f"  {red:>3}x ships - best training-free (>= +1, resolved): {_mean(vs)}  {verdict}  ("
+                         + ", ".join(f"seed {s} {_vs(r['ships_vs_free'])}" for s, r in per.items()) + ")")
+    for batch in sorted({r["batch"] for r in lat}):
+        per = {r["seed"]: headline_speedups(r) for r in lat if r["batch"] == batch}
+        both = [h for h in per.values() if h["ships"] and h["free"]]
+        lead = len(both) == len(per) and all(h["ships"] > h["free"] for h in both)
+        ships_mean = sum(h["ships"] or 0 for h in per.values()) / len(per)
+        free_mean = sum(h["free"] or 0 for h in per.values()) / len(per)
+        lines.append(f"  batch {batch}: speed-up at <= {ACCEPTED_LOSS} points, what ships {ships_mean:.2f}x against "
+                     f"the best training-free {free_mean:.2f}x on the mean of seeds "
+                     f"{', '.join(map(str, per))}  {'leads on every seed' if lead else 'does NOT lead on every seed'}"
+                     + "  (" + ", ".join(f"seed {s} {h['ships'] or 0:.2f}x vs {h['free'] or 0:.2f}x"
+                                         for s, h in per.items()) + ")")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -830,9 +950,10 @@ def main(argv=None) -> int:
             done = os.path.join(args.out, f"seed{seed}-b{b}.json")
             if "latency" in stages or report_only and os.path.isfile(done):
                 lat.append(latency_stage(seed, b, parent, supernet, args))
-        done = os.path.join(args.out, f"seed{seed}-macs-{finetune_name(args)}.json")
-        if "finetune" in stages or report_only and os.path.isfile(done):
-            tuned.append(finetune_stage(seed, parent, supernet, args))
+        if "finetune" in stages:
+            finetune_stage(seed, parent, supernet, args)
+        if "finetune" in stages or report_only:  # every finished run at these steps and rate, whatever its budgets
+            tuned.extend(finished_finetunes(seed, parent, supernet, args))
         if "mix" in stages or report_only and os.path.isfile(os.path.join(args.out, f"seed{seed}-mix.json")):
             mixed.append(mix_stage(seed, parent, supernet, macs_stage(seed, parent, supernet, args), args))
     text = report(args, imp, prb, parents, macs, timed, lat, tuned, mixed)
