@@ -28,7 +28,9 @@ Then, per seed (the fine-tune's and the distillation's), exactly as on cluttered
    is the default mix), scored at the MAC search's picks: held-out NLL and test top-1 paired with your model.
 
 Every stage writes its own file under ``--out``; a re-run skips finished work and a killed train or distill
-resumes. The means over seeds carry the interval of the mean of independent paired differences.
+resumes. The means over seeds carry the interval of the mean of independent paired differences. The report ends
+with the goals of the benchmark over the seeds measured, each with its figures and whether it is met
+(``--stages report`` prints them from the finished stages' files alone).
 """
 from __future__ import annotations
 
