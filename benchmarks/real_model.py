@@ -952,7 +952,9 @@ def main(argv=None) -> int:
             continue
         supernet = supernet_checkpoint(seed, parent, args)
         report_only = "report" in stages  # every finished stage's files read, nothing run
-        if "macs" in stages or report_only and os.path.isfile(os.path.join(args.out, f"seed{seed}-macs.json")):
+        # timing times the MAC search's deployables: it takes that search's file (or runs it)
+        macs_file = os.path.join(args.out, f"seed{seed}-macs.json")
+        if stages & {"macs", "timing"} or report_only and os.path.isfile(macs_file):
             macs.append(versus_free(seed, parent, supernet, macs_stage(seed, parent, supernet, args), args))
         for b in (int(x) for x in args.batches.split(",") if x):
             done = os.path.isfile(os.path.join(args.out, f"seed{seed}-macs-b{b}.json"))
