@@ -249,40 +249,57 @@ def versus_free(seed: int, parent_path: str, supernet_path: str, macs: dict, arg
         return macs
     import torch
 
-    import tavt_kit
-    from tavt_kit.search.data import search_data
-    from tavt_kit.stats import paired_difference
+    from tavt_kit.search import SearchResult
 
-    supernet = tavt_kit.load_checkpoint(supernet_path).eval()
-    parent = tavt_kit.load_checkpoint(parent_path).eval()
-    doc = read_json(os.path.join(args.out, f"seed{seed}", "search-macs", "search.json"))
-    data = search_data(supernet, None, cache_dir=os.path.join(args.out, f"seed{seed}", "search-macs", "cache"),
-                       log=lambda s: None)
-    hits = {}
-
-    def of(weights, d):
-        key = (weights, tuple(d["counts"]), tuple(d.get("reducers") or ()))
-        if key not in hits:
-            model = supernet if weights == "supernet" else parent
-            hits[key] = test_hits(model, _schedule(model, d), data.test)
-        return hits[key]
-
+    sdir = os.path.join(args.out, f"seed{seed}", "search-macs")
+    result = SearchResult.load(os.path.join(sdir, "search.json"))
+    hits = TestHits(supernet_path, parent_path, sdir)
     with torch.inference_mode():
-        for row, b in zip(rows, doc["budgets"]):
-            best, entry = best_free(b)
-            rec = b.get("recommended") or {}
-            if best is None or not rec.get("counts"):
-                row["ships_vs_free"] = None
-                continue
-            if rec["family"] == best:  # what ships is the best training-free deployable itself
-                row["ships_vs_free"] = {"versus": best, "same": True, "difference": 0.0, "interval": [0.0, 0.0],
-                                        "resolved": False, "images": doc["settings"]["test_images"]}
-                continue
-            say(f"[seed {seed}, MACs] {b['label']}: what ships ({rec['family']}) against {best}, on the test images")
-            shipped = of("supernet" if rec.get("weights") == "supernet" else "parent", rec)
-            row["ships_vs_free"] = {"versus": best, **paired_difference(shipped, of("parent", entry))}
+        for row in rows:
+            row["ships_vs_free"] = ships_vs_free(result.budgets[row["label"]], hits)
     write_json(macs, os.path.join(args.out, f"seed{seed}-macs.json"))
     return macs
+
+
+class TestHits:
+    """Per-image test hits of the deployables of one search folder (``sdir``: its cached test images), each
+    computed once: ``hits(weights, entry)`` with ``weights`` ``supernet``, ``parent`` or ``finetuned`` (then
+    ``entry["checkpoint"]``, relative to ``sdir``) and the entry's ``counts`` and ``reducers``."""
+
+    def __init__(self, supernet_path: str, parent_path: str, sdir: str):
+        import tavt_kit
+        from tavt_kit.search.data import search_data
+
+        self.sdir, self._load = sdir, tavt_kit.load_checkpoint
+        self.models = {"supernet": self._load(supernet_path).eval(), "parent": self._load(parent_path).eval()}
+        self.data = search_data(self.models["supernet"], None, cache_dir=os.path.join(sdir, "cache"),
+                                log=lambda s: None)
+        self._hits: dict = {}
+
+    def __call__(self, weights: str, entry: dict) -> list:
+        checkpoint = entry.get("checkpoint") if weights == "finetuned" else None
+        key = (weights, checkpoint, tuple(entry["counts"]), tuple(entry.get("reducers") or ()))
+        if key not in self._hits:
+            model = self._load(os.path.join(self.sdir, checkpoint)).eval() if checkpoint else self.models[weights]
+            self._hits[key] = test_hits(model, _schedule(model, entry), self.data.test)
+        return self._hits[key]
+
+
+def ships_vs_free(budget, hits: TestHits):
+    """What ``budget`` (a :class:`~tavt_kit.search.outcome.BudgetResult`) ships, by the library's one rule
+    (``.shipped``), against its best training-free deployable (:func:`best_free`), paired on the test images; a
+    difference of 0 where it is that deployable itself; None where either is missing."""
+    from tavt_kit.stats import paired_difference
+
+    best, free = best_free(budget.entry)
+    shipped = budget.shipped
+    if shipped is None or best is None:
+        return None
+    if shipped.family == best:
+        return {"versus": best, "same": True, "difference": 0.0, "interval": [0.0, 0.0], "resolved": False,
+                "images": len(hits.data.test.labels)}
+    entry = {**shipped.pick.to_dict(), "checkpoint": shipped.checkpoint}
+    return {"versus": best, **paired_difference(hits(shipped.weights, entry), hits("parent", free))}
 
 
 def best_free(budget: dict):
@@ -340,8 +357,7 @@ def finished_finetunes(seed: int, parent_path: str, supernet_path: str, args) ->
     each ran (``--finetune-reductions``: one run may have taken 1.5x and 2x, another the rest), in order."""
     import re
 
-    stem = finetune_name(argparse.Namespace(**{**vars(args), "finetune_reductions": ",".join(map(str, REDUCTIONS))}))
-    pattern = re.compile(rf"seed{seed}-macs-({re.escape(stem)}(-x[0-9.,]+)?)\.json$")
+    pattern = re.compile(rf"seed{seed}-macs-({re.escape(finetune_stem(args))}(-x[0-9.,]+)?)\.json$")
     out = []
     for f in sorted(os.listdir(args.out)):
         m = pattern.match(f)
@@ -350,18 +366,6 @@ def finished_finetunes(seed: int, parent_path: str, supernet_path: str, args) ->
             out.append(_finetune_figures(read_json(os.path.join(args.out, f)), sdir, supernet_path, parent_path,
                                          os.path.join(args.out, f)))
     return out
-
-
-def _shipped_entry(budget: dict):
-    """The entry of what a budget of a search.json ships (its test top-1 and paired difference to your model), and
-    the weights it runs on: ``(entry, "supernet" | "parent" | "finetuned")``; ``(None, None)`` where nothing ships."""
-    rec = budget.get("recommended") or {}
-    family = rec.get("family")
-    if family == "finetuned":
-        return budget.get("finetuned"), "finetuned"
-    if family == "searched":
-        return budget.get("best"), rec.get("weights") or "supernet"
-    return (budget.get("training_free") or {}).get(family or ""), "parent"
 
 
 def _finetune_figures(out: dict, sdir: str, supernet_path: str, parent_path: str, path: str) -> dict:
@@ -373,36 +377,21 @@ def _finetune_figures(out: dict, sdir: str, supernet_path: str, parent_path: str
         return out
     import torch
 
-    import tavt_kit
-    from tavt_kit.search.data import search_data
+    from tavt_kit.search import SearchResult
     from tavt_kit.stats import paired_difference
 
-    models = {"supernet": tavt_kit.load_checkpoint(supernet_path).eval(),
-              "parent": tavt_kit.load_checkpoint(parent_path).eval()}
-    doc = read_json(os.path.join(sdir, "search.json"))
-    data = search_data(models["supernet"], None, cache_dir=os.path.join(sdir, "cache"), log=lambda s: None)
-
-    def hits(weights, d):
-        model = tavt_kit.load_checkpoint(os.path.join(sdir, d["checkpoint"])).eval() if weights == "finetuned" \
-            else models[weights]
-        return test_hits(model, _schedule(model, d), data.test)
-
+    result = SearchResult.load(os.path.join(sdir, "search.json"))
+    hits = TestHits(supernet_path, parent_path, sdir)
     with torch.inference_mode():
         for row in rows:
-            b = next(b for b in doc["budgets"] if b["label"] == row["label"])
+            budget = result.budgets[row["label"]]
+            b = budget.entry
             if row.get("finetuned") and "finetuned_vs_pick" not in row:
                 row["finetuned_vs_pick"] = paired_difference(hits("finetuned", b["finetuned"]),
                                                              hits("supernet", b["best"]))
-            entry, weights = _shipped_entry(b)
-            best, free = best_free(b)
-            row["shipped"] = {k: (entry or {}).get(k) for k in ("test_accuracy", "vs_parent", "macs")}
-            if entry is None or best is None:
-                row["ships_vs_free"] = None
-            elif row["ships"] == best:
-                row["ships_vs_free"] = {"versus": best, "same": True, "difference": 0.0, "interval": [0.0, 0.0],
-                                        "resolved": False, "images": len(data.test.labels)}
-            else:
-                row["ships_vs_free"] = {"versus": best, **paired_difference(hits(weights, entry), hits("parent", free))}
+            pick = budget.shipped.pick.to_dict() if budget.shipped is not None else {}
+            row["shipped"] = {k: pick.get(k) for k in ("test_accuracy", "vs_parent", "macs")}
+            row["ships_vs_free"] = ships_vs_free(budget, hits)
     write_json(out, path)
     return out
 
@@ -464,13 +453,18 @@ def finetune_lr(args) -> float:
     return args.finetune_lr if args.finetune_lr is not None else args.distill_lr
 
 
-def finetune_name(args) -> str:
-    """The finetune stage's file and folder stem: ``ft<steps>``, with ``-lr<rate>`` where the rate is not the
-    distillation's (so runs at other rates keep their own files)."""
+def finetune_stem(args) -> str:
+    """The finetune stage's runs at ``--finetune-steps`` and ``--finetune-lr``: ``ft<steps>``, with ``-lr<rate>``
+    where the rate is not the distillation's (so runs at other rates keep their own files)."""
     lr = finetune_lr(args)
+    return f"ft{args.finetune_steps}" + ("" if lr == args.distill_lr else f"-lr{lr:g}")
+
+
+def finetune_name(args) -> str:
+    """The finetune stage's file and folder stem: :func:`finetune_stem`, with ``-x<reductions>`` where it runs some
+    of the MAC budgets only."""
     some = finetune_reductions(args)
-    return f"ft{args.finetune_steps}" + ("" if lr == args.distill_lr else f"-lr{lr:g}") + (
-        "" if some == set(REDUCTIONS) else "-x" + ",".join(f"{r:g}" for r in sorted(some)))
+    return finetune_stem(args) + ("" if some == set(REDUCTIONS) else "-x" + ",".join(f"{r:g}" for r in sorted(some)))
 
 
 def mac_budgets(supernet):
