@@ -13,7 +13,6 @@ import json
 import os
 from typing import Any, Dict, Optional, Sequence
 
-import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
@@ -319,12 +318,13 @@ def parent_of(model_or_spec) -> Optional[Dict[str, Any]]:
     return {"path": str(parent["path"]), "weights_sha256": str(parent["weights_sha256"])}
 
 
-def is_own_model(model_or_spec) -> bool:
-    """Whether a model is a user's trained model rather than a supernet: a checkpoint that records training (made
-    by ``fgvc-kit train``) or a foreign source (converted at load time), and neither a distillation nor a search
-    space. A search takes such a model as its own reference (:func:`tavt_kit.search.parent.resolve_parent`).
-    A model built by :func:`create_model` and never trained or loaded records neither: it is not one."""
-    spec = _spec_of(model_or_spec)
+def is_own_model(model) -> bool:
+    """Whether a model (or its spec) is a user's trained model rather than a supernet: a checkpoint that records
+    training (made by ``fgvc-kit train``) or a foreign source (converted at load time), and neither a distillation
+    nor a search space. A search takes such a model as its own reference
+    (:func:`tavt_kit.search.parent.resolve_parent`). A model built by :func:`create_model` and never trained or
+    loaded records neither: it is not one."""
+    spec = model if isinstance(model, dict) else (getattr(model, "spec", None) or {})
     if spec.get("distillation") or spec.get("search_space"):
         return False
     return bool(spec.get("training")) or bool((spec.get("provenance") or {}).get("source"))

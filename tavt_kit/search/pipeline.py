@@ -10,14 +10,20 @@ of the stages done before the slow ones: the parent's and the precisions'), so a
 never leaves a file that reads as its result. Fitness is measured on the held-out split (accuracy, NLL or KL to
 the full model); every accuracy comes with its 95 % Wilson interval, each baseline with its paired difference to
 the searched pick on the same test images (``vs_searched``). The fp32 evolution's document is
-:mod:`~.document`'s, the writing of ``search.json`` :mod:`~.writer`'s."""
+:mod:`~.document`'s, the writing of ``search.json`` :mod:`~.writer`'s.
+
+Two halves: :func:`search_schedules` resolves what the search runs on (the model, the space, the latency
+objectives, the images, your model) into one frozen :class:`~.context.SearchContext`; :func:`run_search` then runs
+:data:`STAGES` in order, each a function of the context and the :class:`SearchRun` so far (what one stage hands
+the next: the journal, the evolution, the document)."""
 from __future__ import annotations
 
 import dataclasses
 import os
 import tempfile
 import time
-from typing import Callable, Dict, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -181,79 +187,146 @@ def _check(data, budgets, objectives, precisions):
 
 
 # -------------------------------------------------------------- the run
-def run_search(ctx: SearchContext, parent_model: Optional[nn.Module] = None) -> SearchResult:
-    """Every stage of the search over ``ctx``, your model (``parent_model``) measured beside the picks; writes
-    and returns the result."""
-    from .pairs import PrecisionStage
+@dataclass(eq=False)
+class SearchRun:
+    """What one search's stages hand on to the next (the :class:`SearchContext` they read is frozen): the journal,
+    the fp32 evolution and its candidates, ``search.json``'s document as far as it goes, the stages that hold
+    resources until the search ends (the precisions', your model's: None where the search has none) and, at the
+    end, the result."""
 
-    _warn_unreachable(ctx)
-    journal = _journal(ctx)
-    mark_running(ctx)
-    t0 = time.perf_counter()
-    metrics = ctx.reused.wrap("fp32", ctx.metrics) if ctx.reused is not None else ctx.metrics
-    fp32 = EvolutionSearch(ctx.space, metrics, ctx.macs, ctx.settings, ctx.latency, ctx.budgets,
-                           journal, ctx.log, fitness=ctx.fitness)
-    if len(ctx.precisions) > 1:
-        ctx.log("searching fp32 schedules")
-    cands = fp32.run()
-    if ctx.ship.shrinkage:  # picks corrected for the winner's curse (shrinkage.py)
-        fp32.shrink()
-    ctx.searches["fp32"] = fp32
-    search_seconds = time.perf_counter() - t0
-    stage = PrecisionStage(ctx, journal) if len(ctx.precisions) > 1 else None
-    if stage is not None:
-        stage.evolve()
-    ctx.log("scoring the picks, the front and the baselines on the test images"
-            + (" and timing the picks" if stage is None and ctx.latency is not None
-                and ctx.latency.can_remeasure else ""))
-    with Heartbeat(ctx.log, "scoring and timing the picks"):
-        doc = document(ctx, fp32, cands, search_seconds, remeasure=stage is None)
-    if parent_model is not None or stage is not None:  # slow stages follow: what is done so far, unfinished
-        write_search(ctx, doc)
-    parent = None
-    if parent_model is not None and ctx.world == 1:
-        from .parent import ParentStage
+    parent_model: Optional[nn.Module] = None  # your model, measured beside the picks (None: no reference)
+    journal: Optional[Journal] = None
+    fp32: Optional[EvolutionSearch] = None
+    candidates: Any = None
+    seconds: float = 0.0  # the fp32 evolution's
+    precisions: Any = None  # a pairs.PrecisionStage where several precisions are searched
+    parent: Any = None  # a parent.ParentStage where your model is measured
+    doc: Optional[dict] = None
+    result: Optional[SearchResult] = None
 
-        parent = ParentStage(ctx, parent_model)
-    try:
-        _compare(ctx, doc, stage, parent)
-    finally:
-        for owner in (parent, stage):
+    def close(self) -> None:
+        for owner in (self.parent, self.precisions):
             if owner is not None:
                 owner.close()
+
+
+def run_search(ctx: SearchContext, parent_model: Optional[nn.Module] = None) -> SearchResult:
+    """Every stage of the search (:data:`STAGES`, in order) over ``ctx``, your model (``parent_model``) measured
+    beside the picks; writes and returns the result."""
+    run = SearchRun(parent_model=parent_model)
+    try:
+        for stage in STAGES:
+            stage(ctx, run)
+    finally:
+        run.close()
+    return run.result
+
+
+def start(ctx: SearchContext, run: SearchRun) -> None:
+    """The budgets no searched schedule meets said, the journal opened, ``search.json`` marked running."""
+    _warn_unreachable(ctx)
+    run.journal = _journal(ctx)
+    mark_running(ctx)
+
+
+def evolve(ctx: SearchContext, run: SearchRun) -> None:
+    """The fp32 evolution (its picks shrunk for the winner's curse where the ship policy says so)."""
+    t0 = time.perf_counter()
+    metrics = ctx.reused.wrap("fp32", ctx.metrics) if ctx.reused is not None else ctx.metrics
+    run.fp32 = EvolutionSearch(ctx.space, metrics, ctx.macs, ctx.settings, ctx.latency, ctx.budgets,
+                               run.journal, ctx.log, fitness=ctx.fitness)
+    if len(ctx.precisions) > 1:
+        ctx.log("searching fp32 schedules")
+    run.candidates = run.fp32.run()
+    if ctx.ship.shrinkage:  # picks corrected for the winner's curse (shrinkage.py)
+        run.fp32.shrink()
+    ctx.searches["fp32"] = run.fp32
+    run.seconds = time.perf_counter() - t0
+
+
+def evolve_precisions(ctx: SearchContext, run: SearchRun) -> None:
+    """The evolution of every precision beyond fp32 (:mod:`.pairs`), where several are searched."""
+    from .pairs import PrecisionStage
+
+    if len(ctx.precisions) > 1:
+        run.precisions = PrecisionStage(ctx, run.journal)
+        run.precisions.evolve()
+
+
+def score_on_test(ctx: SearchContext, run: SearchRun) -> None:
+    """The picks, the front and the baselines scored on the test images (:mod:`.document`); where slow stages
+    follow, what is done so far written, unfinished."""
+    ctx.log("scoring the picks, the front and the baselines on the test images"
+            + (" and timing the picks" if run.precisions is None and ctx.latency is not None
+                and ctx.latency.can_remeasure else ""))
+    with Heartbeat(ctx.log, "scoring and timing the picks"):
+        run.doc = document(ctx, run.fp32, run.candidates, run.seconds, remeasure=run.precisions is None)
+    if run.parent_model is not None or run.precisions is not None:
+        write_search(ctx, run.doc)
+
+
+def measure_parent(ctx: SearchContext, run: SearchRun) -> None:
+    """Your model and what needs no training on it measured beside the picks at each budget (:mod:`.parent`)."""
+    if run.parent_model is None or ctx.world != 1:
+        return
+    from .parent import ParentStage
+
+    run.parent = ParentStage(ctx, run.parent_model)
+    ctx.log("measuring the parent (your model) and ToMe on it at each budget")
+    with Heartbeat(ctx.log, "measuring the parent and ToMe on it"):
+        run.parent.apply(run.doc)
+
+
+def choose_pairs(ctx: SearchContext, run: SearchRun) -> None:
+    """Each budget's (schedule, precision) pair chosen and verified, your model measured at every precision."""
+    if run.precisions is None:
+        return
+    with Heartbeat(ctx.log, "choosing and verifying each budget's (schedule, precision) pair"):
+        run.precisions.choose(run.doc)
+    if run.parent is not None:
+        ctx.log("measuring the parent and ToMe on it at every precision searched")
+        with Heartbeat(ctx.log, "measuring the parent and ToMe at every precision"):
+            run.parent.apply_precisions(run.doc, run.precisions)
+
+
+def time_round(ctx: SearchContext, run: SearchRun) -> None:
+    """Every option and your model timed round-robin on the deployed runtime, where precisions were searched or a
+    budget is a share of your model's latency (judged by the ratio to it in one round), and each budget chosen
+    again on those timings."""
+    from .pairs import remeasure_round
+
+    shares = run.parent is not None and any(b.fraction is not None for b in ctx.budgets)
+    if run.precisions is None and not shares:
+        return
+    with Heartbeat(ctx.log, "timing every option and your model round-robin on the deployed runtime"):
+        remeasure_round(run.doc, ctx)
+    if run.parent is not None:
+        run.parent.recommend_again(run.doc)
+
+
+def finetune_stage(ctx: SearchContext, run: SearchRun) -> None:
+    """Each budget's pick fine-tuned toward your model, competing for it (:mod:`.finetune`); last: every pick's
+    figures are in."""
+    if run.parent is not None and ctx.finetune is not None:
+        finetune_picks(ctx, run.parent, run.doc)
+
+
+def finish(ctx: SearchContext, run: SearchRun) -> None:
+    """The earlier searches reused and the table's error where picks were timed recorded; ``search.json``, the
+    schedule files and the plots written (:mod:`.writer`)."""
+    doc = run.doc
     if ctx.reused is not None:
         doc["reuse"] = ctx.reused.summary()
         ctx.log(ctx.reused.line())
     correction = ctx.target_check.summary()
     if correction:  # how far the table was from the target where picks were timed
         doc["timed_over_predicted"] = correction
-    return write_result(ctx, doc, precision_plot=stage is not None)
+    run.result = write_result(ctx, doc, precision_plot=run.precisions is not None)
 
 
-def _compare(ctx: SearchContext, doc: dict, stage, parent) -> None:
-    """Your model and what needs no training measured beside the picks (``parent``: a ParentStage), the
-    (schedule, precision) pairs chosen (``stage``: a PrecisionStage) and each budget's recommendation."""
-    from .pairs import remeasure_round
-
-    if parent is not None:
-        ctx.log("measuring the parent (your model) and ToMe on it at each budget")
-        with Heartbeat(ctx.log, "measuring the parent and ToMe on it"):
-            parent.apply(doc)
-    if stage is not None:
-        with Heartbeat(ctx.log, "choosing and verifying each budget's (schedule, precision) pair"):
-            stage.choose(doc)
-        if parent is not None:
-            ctx.log("measuring the parent and ToMe on it at every precision searched")
-            with Heartbeat(ctx.log, "measuring the parent and ToMe at every precision"):
-                parent.apply_precisions(doc, stage)
-    # a share of your model's latency is judged by the ratio to it in one round, in an fp32 search too
-    if stage is not None or (parent is not None and any(b.fraction is not None for b in ctx.budgets)):
-        with Heartbeat(ctx.log, "timing every option and your model round-robin on the deployed runtime"):
-            remeasure_round(doc, ctx)
-        if parent is not None:  # chosen again now that every option was timed in one round
-            parent.recommend_again(doc)
-    if parent is not None and ctx.finetune is not None:  # last: the picks' figures are all in
-        finetune_picks(ctx, parent, doc)
+#: the search's stages, in order; each reads the frozen context and the run so far (:func:`run_search`)
+STAGES: Tuple[Callable[[SearchContext, SearchRun], None], ...] = (
+    start, evolve, evolve_precisions, score_on_test, measure_parent, choose_pairs, time_round, finetune_stage, finish)
 
 
 def _warn_unreachable(ctx: SearchContext) -> None:
