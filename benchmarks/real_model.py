@@ -21,7 +21,8 @@ Then, per seed (the fine-tune's and the distillation's), exactly as on cluttered
 5. ``latency`` (per ``--batches``): the search under latency budgets of ``--fractions`` of your model's fp32
    OpenVINO latency at that batch (``--precisions``), then every deployable of those budgets timed round-robin
    in one process beside your model: speed-up over your model, paired difference, and the headline -- the largest
-   speed-up at <= 0.5 points loss of what ships against the best training-free deployable;
+   speed-up at <= 0.5 points loss of what ships against the best training-free deployable; with
+   ``--latency-finetune``, in files of their own, each budget's pick fine-tuned toward your model competes too;
 6. ``finetune``: the MAC search again with each budget's pick fine-tuned toward your model (``--finetune-steps``),
    competing through the same gate (the seed's earlier evaluations taken, not run again);
 7. ``mix``: the supernet's last distilled step mixed back with your model at each of ``--mixes`` (the supernet
@@ -541,9 +542,18 @@ def timing_stage(seed: int, batch: int, supernet_path: str, macs: dict, args) ->
     return out
 
 
+def latency_name(batch: int, args) -> str:
+    """The latency stage's file and folder stem at ``batch``: ``b<batch>``, with :func:`finetune_stem` where each
+    budget's pick is fine-tuned toward your model (``--latency-finetune``)."""
+    return f"b{batch}" + (f"-{finetune_stem(args)}" if args.latency_finetune else "")
+
+
 def latency_stage(seed: int, batch: int, parent_path: str, supernet_path: str, args) -> dict:
-    """Search under latency budgets at ``batch`` and time every deployable round-robin beside your model."""
-    path = os.path.join(args.out, f"seed{seed}-b{batch}.json")
+    """Search under latency budgets at ``batch`` and time every deployable round-robin beside your model; with
+    ``--latency-finetune``, each budget's pick fine-tuned toward your model (``--finetune-steps`` at
+    ``--finetune-lr``) competes through the same gate, timed as its pick (the same graph)."""
+    name = latency_name(batch, args)
+    path = os.path.join(args.out, f"seed{seed}-{name}.json")
     if os.path.isfile(path):
         return read_json(path)
     import tavt_kit
@@ -556,14 +566,22 @@ def latency_stage(seed: int, batch: int, parent_path: str, supernet_path: str, a
     target = DeploymentTarget(backend="openvino", device="cpu", precision="fp32", batch_size=batch,
                               threads=args.threads)
     seed_dir = os.path.join(args.out, f"seed{seed}")
-    sdir = os.path.join(seed_dir, f"search-b{batch}")
+    sdir = os.path.join(seed_dir, f"search-{name}")
     reuse = _earlier(seed_dir, sdir)
     budgets = [f"{100 * f:g}%" for f in args.fractions]
+    finetune = None
+    if args.latency_finetune:
+        from tavt_kit.data import DataSpec, build_dataset
+        from tavt_kit.search import PickFinetune
+
+        train = build_dataset(DataSpec.from_dict(supernet.spec["data"]), split="train", model=supernet)
+        finetune = PickFinetune(train, steps=args.finetune_steps, lr=finetune_lr(args), batch_size=args.batch_size,
+                                seed=seed)
     doc = _finished_search(sdir, budgets) or tavt_kit.search_schedules(
         supernet, None, budgets, evolution=evolution(args, seed),
         latency=LatencyOptions(target=target, precisions=args.precisions.split(","),
                                table_cache=os.path.join(args.out, "latency-tables")),
-        evaluation=EvaluationOptions(fitness="nll", reuse=reuse), parent=parent_path, out=sdir,
+        evaluation=EvaluationOptions(fitness="nll", reuse=reuse), parent=parent_path, finetune=finetune, out=sdir,
         log=lambda s: say(f"[seed {seed}, batch {batch}] {s}")).doc
     items = {("full", p): (full, p) for p in args.precisions.split(",")}
     rows = []
@@ -898,6 +916,9 @@ def main(argv=None) -> int:
                     help="the finetune stage: steps of each MAC budget's pick fine-tuned toward your model")
     ap.add_argument("--finetune-reductions", default=",".join(f"{r:g}" for r in REDUCTIONS),
                     help="the finetune stage: the MAC budgets (reductions) whose picks are fine-tuned")
+    ap.add_argument("--latency-finetune", action="store_true",
+                    help="the latency stage: each budget's pick fine-tuned toward your model (--finetune-steps at "
+                         "--finetune-lr) competes too; its own files (and --stages report reads those)")
     ap.add_argument("--finetune-lr", type=float,
                     help="the finetune stage's AdamW learning rate (default: --distill-lr)")
     ap.add_argument("--mixes", default="1,0.85,0.7",
@@ -955,7 +976,7 @@ def main(argv=None) -> int:
             if "timing" in stages or report_only and done and macs:
                 timed.append(timing_stage(seed, b, supernet, macs[-1], args))
         for b in (int(x) for x in args.batches.split(",") if x):
-            done = os.path.join(args.out, f"seed{seed}-b{b}.json")
+            done = os.path.join(args.out, f"seed{seed}-{latency_name(b, args)}.json")
             if "latency" in stages or report_only and os.path.isfile(done):
                 lat.append(latency_stage(seed, b, parent, supernet, args))
         if "finetune" in stages:
