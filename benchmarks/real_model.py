@@ -327,20 +327,15 @@ def finetune_stage(seed: int, parent_path: str, supernet_path: str, args) -> dic
     if os.path.isfile(path):
         return _finetune_figures(read_json(path), sdir, supernet_path, parent_path, path)
     import tavt_kit
-    from tavt_kit.data import DataSpec, build_dataset
-    from tavt_kit.search import PickFinetune
 
     supernet = tavt_kit.load_checkpoint(supernet_path).eval()
     _, every = mac_budgets(supernet)
     reductions = finetune_reductions(args)
     budgets = [b for r, b in zip(REDUCTIONS, every) if r in reductions]
-    train = build_dataset(DataSpec.from_dict(supernet.spec["data"]), split="train", model=supernet)
-    finetune = PickFinetune(train, steps=args.finetune_steps, lr=finetune_lr(args), batch_size=args.batch_size,
-                            seed=seed)
     doc = _finished_search(sdir, budgets) or tavt_kit.search_schedules(
         supernet, None, budgets, evolution=evolution(args, seed),
         evaluation=EvaluationOptions(fitness="nll", reuse=_earlier(seed_dir, sdir)), parent=parent_path,
-        finetune=finetune, out=sdir, log=lambda s: say(f"[seed {seed}, MACs, fine-tuned picks] {s}")).doc
+        finetune=pick_finetune(supernet, seed, args), out=sdir, log=lambda s: say(f"[seed {seed}, MACs, fine-tuned picks] {s}")).doc
     rows, keep = [], ("counts", "reducers", "test_accuracy", "vs_parent", "macs", "holdout_accuracy", "holdout_nll",
                       "checkpoint", "versus_pick")
     for r, b in zip(sorted(reductions), doc["budgets"]):
@@ -447,6 +442,16 @@ def finetune_reductions(args) -> set:
         raise SystemExit(f"--finetune-reductions {args.finetune_reductions}: expected some of "
                          f"{','.join(f'{r:g}' for r in REDUCTIONS)}")
     return given
+
+
+def pick_finetune(supernet, seed: int, args):
+    """How the finetune and latency stages fine-tune each budget's pick toward your model: ``--finetune-steps`` of
+    ``--batch-size`` training images of the supernet's dataset at :func:`finetune_lr`, seeded by the seed."""
+    from tavt_kit.data import DataSpec, build_dataset
+    from tavt_kit.search import PickFinetune
+
+    train = build_dataset(DataSpec.from_dict(supernet.spec["data"]), split="train", model=supernet)
+    return PickFinetune(train, steps=args.finetune_steps, lr=finetune_lr(args), batch_size=args.batch_size, seed=seed)
 
 
 def finetune_lr(args) -> float:
@@ -569,14 +574,7 @@ def latency_stage(seed: int, batch: int, parent_path: str, supernet_path: str, a
     sdir = os.path.join(seed_dir, f"search-{name}")
     reuse = _earlier(seed_dir, sdir)
     budgets = [f"{100 * f:g}%" for f in args.fractions]
-    finetune = None
-    if args.latency_finetune:
-        from tavt_kit.data import DataSpec, build_dataset
-        from tavt_kit.search import PickFinetune
-
-        train = build_dataset(DataSpec.from_dict(supernet.spec["data"]), split="train", model=supernet)
-        finetune = PickFinetune(train, steps=args.finetune_steps, lr=finetune_lr(args), batch_size=args.batch_size,
-                                seed=seed)
+    finetune = pick_finetune(supernet, seed, args) if args.latency_finetune else None
     doc = _finished_search(sdir, budgets) or tavt_kit.search_schedules(
         supernet, None, budgets, evolution=evolution(args, seed),
         latency=LatencyOptions(target=target, precisions=args.precisions.split(","),

@@ -3,8 +3,8 @@ changed.
 
 The stages (:data:`~.pipeline.STAGES`: the fp32 evolution and its document, the precisions in :mod:`.pairs`,
 your model and what needs no training in :mod:`.parent`, the picks' fine-tune in :mod:`.finetune`) are functions
-of it and of the run so far (:class:`~.pipeline.SearchRun`); none of them sets a field. Two records are filled in as the search runs, their binding
-fixed: ``searches`` (the evolution of each precision, by precision) and ``test_hits`` (each scored schedule's
+of it and of the run so far (:class:`~.pipeline.SearchRun`); none of them sets a field. Two records are filled in
+as the search runs, their binding fixed: ``searches`` (the evolution of each precision, by precision) and ``test_hits`` (each scored schedule's
 per-image hits on the test images, which every paired difference reads).
 """
 from __future__ import annotations

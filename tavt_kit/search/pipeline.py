@@ -22,7 +22,6 @@ import dataclasses
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -187,7 +186,7 @@ def _check(data, budgets, objectives, precisions):
 
 
 # -------------------------------------------------------------- the run
-@dataclass(eq=False)
+@dataclasses.dataclass(eq=False)
 class SearchRun:
     """What one search's stages hand on to the next (the :class:`SearchContext` they read is frozen): the journal,
     the fp32 evolution and its candidates, ``search.json``'s document as far as it goes, the stages that hold
