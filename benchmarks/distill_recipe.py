@@ -194,12 +194,12 @@ def run_variant(s: Seed, name: str) -> dict:
 
 
 def result(s: Seed, name: str) -> dict:
-    from tavt_kit.models.checkpoint import parent_of
+    from tavt_kit.models.checkpoint import parent_of, read_spec
 
     path = os.path.join(s.out, f"{name}.json")
     if os.path.isfile(path):
         res = read_json(path)
-        rec = parent_of(os.path.join(s.out, name, "best.safetensors"))
+        rec = parent_of(read_spec(os.path.join(s.out, name, "best.safetensors"), required=False) or {})
         same = res.get("argv") in (distill_argv(s, name), _without(distill_argv(s, name), NO_MIX))
         if same and rec and rec["weights_sha256"] == s.digest:
             return res

@@ -33,7 +33,7 @@ def test_distill_records_the_parent_and_load_parent_reads_it_back(tmp_path, pare
     assert main(["distill", "--checkpoint", parent_file, "--out", str(out), "--teacher", "parent"] + COMMON) == 0
     sup = tavt_kit.load_checkpoint(str(out / "best.safetensors"))
     rec = parent_of(sup)
-    assert rec == sup.spec["distillation"]["parent"] == parent_of(str(out / "best.safetensors"))
+    assert rec == sup.spec["distillation"]["parent"] == parent_of(read_spec(str(out / "best.safetensors")))
     assert rec["path"] == parent_file and rec["weights_sha256"] == read_spec(parent_file)["weights_sha256"]
     assert sup.spec["distillation"]["teacher"] == "parent"
     assert weights_digest(sup) != rec["weights_sha256"]  # the supernet trained; its parent did not
@@ -51,14 +51,14 @@ def test_a_resumed_distillation_keeps_its_parent(tmp_path, parent_file, capsys):
             "--warmup-steps", "1", "--eval-every", "6", "--save-every", "2", "--no-progress", "--no-test",
             "--workers", "0", "--out", str(tmp_path / "cut")]
     kill_once_written([sys.executable, "-m", "tavt_kit.cli"] + args, tmp_path / "cut" / "train_state.safetensors")
-    rec = parent_of(str(tmp_path / "cut" / "last.safetensors"))
+    rec = parent_of(read_spec(str(tmp_path / "cut" / "last.safetensors")))
     assert rec == {"path": parent, "weights_sha256": read_spec(parent_file)["weights_sha256"]}
     tavt_kit.save_checkpoint(tiny(3), parent)  # the file now holds other weights: the frozen teacher is gone
     assert main(args + ["--resume"]) == 2
     assert "parent.safetensors: not the parent" in capsys.readouterr().err
     tavt_kit.save_checkpoint(tavt_kit.load_checkpoint(parent_file), parent)  # the same weights again
     assert main(args + ["--resume"]) == 0
-    assert parent_of(str(tmp_path / "cut" / "best.safetensors")) == rec
+    assert parent_of(read_spec(str(tmp_path / "cut" / "best.safetensors"))) == rec
 
 
 def test_load_parent_refuses_changed_or_missing_weights(tmp_path, parent_file):

@@ -10,7 +10,7 @@ import tavt_kit
 from tavt_kit.data import Normalize, build_dataset
 from tavt_kit.distill import ScheduleDistillStep, distill_schedule
 from tavt_kit.errors import ConfigError, ScheduleError
-from tavt_kit.models.checkpoint import weights_digest
+from tavt_kit.models.checkpoint import read_spec, weights_digest
 from tavt_kit.schedules import TokenSchedule
 from tavt_kit.train import TrainConfig
 
@@ -87,7 +87,7 @@ def test_cli_distill_drop_fine_tunes_the_pick_toward_the_recorded_parent(tmp_pat
     assert "points [" in said and "paired" in said  # the test images, paired with your model
     tuned = tavt_kit.load_checkpoint(str(out / "best.safetensors"))
     assert tuned.schedule == pick and tuned.schedule.reducers == pick.reducers
-    assert parent_of(tuned) == parent_of(sup)  # the report still compares with your model
+    assert parent_of(tuned) == parent_of(read_spec(sup))  # the report still compares with your model
     assert "search_space" not in tuned.spec  # its weights serve that one schedule
     assert tuned.spec["distillation"]["schedule_finetune"]["schedule"]["counts"] == list(pick.counts)
     res = json.loads((out / "results.json").read_text())

@@ -297,21 +297,15 @@ def load_model(target, img_size=None) -> nn.Module:
 
 
 # ------------------------------------------------------------------ the parent of a distilled supernet
-def _spec_of(model_or_spec) -> Dict[str, Any]:
-    """The spec of a model, a spec itself, or a checkpoint path's (read without building the model); {} if none."""
-    if isinstance(model_or_spec, nn.Module):
-        return getattr(model_or_spec, "spec", None) or {}
-    if isinstance(model_or_spec, dict):
-        return model_or_spec
-    return read_spec(model_or_spec, required=False) or {}
-
-
 def parent_of(model_or_spec) -> Optional[Dict[str, Any]]:
     """The checkpoint a supernet was distilled from, as ``fgvc-kit distill`` recorded it: ``{"path": absolute
     path, "weights_sha256": content key of its weights}``; ``None`` for a model without that record.
 
-    Takes a model, its spec, or a checkpoint path (read without building the model)."""
-    spec = _spec_of(model_or_spec)
+    Takes a model or its spec; a checkpoint file's without building the model: ``parent_of(read_spec(path))``."""
+    if isinstance(model_or_spec, (str, os.PathLike)):
+        raise ConfigError(f"parent_of({os.fspath(model_or_spec)!r}): expected a model or its spec; a checkpoint "
+                          "file's: parent_of(read_spec(path))")
+    spec = model_or_spec if isinstance(model_or_spec, dict) else (getattr(model_or_spec, "spec", None) or {})
     parent = (spec.get("distillation") or {}).get("parent")
     if not isinstance(parent, dict) or not parent.get("path") or not parent.get("weights_sha256"):
         return None
@@ -336,7 +330,7 @@ def parent_record(path, model: nn.Module) -> Dict[str, str]:
 
 
 def load_parent(model, path=None) -> nn.Module:
-    """The parent of a distilled supernet (a model, its spec or its checkpoint path), loaded and checked.
+    """The parent of a distilled supernet (a model or its spec), loaded and checked.
 
     The file is the recorded one unless ``path`` is given (the parent moved); its weights must be the ones
     distillation started from (the recorded ``weights_sha256``), else :class:`CheckpointError`. Returned in
@@ -344,9 +338,7 @@ def load_parent(model, path=None) -> nn.Module:
     """
     rec = parent_of(model)
     if rec is None:
-        where = model if isinstance(model, (str, os.PathLike)) else "the model"
-        raise CheckpointError(f"{os.fspath(where)}: no parent recorded (expected a supernet made by fgvc-kit "
-                              "distill)")
+        raise CheckpointError("the model: no parent recorded (expected a supernet made by fgvc-kit distill)")
     file = os.path.abspath(os.fspath(path)) if path is not None else rec["path"]
     if not os.path.isfile(file):
         raise CheckpointError(f"{file}: parent checkpoint not found (pass path= where it is now)")
