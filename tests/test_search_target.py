@@ -68,6 +68,31 @@ def test_a_cached_table_of_another_model_is_profiled_again(tmp_path, model, data
     t.check(model)
 
 
+def test_a_table_of_another_machine_is_kept_and_reused_when_that_machine_comes_back(tmp_path, model, monkeypatch):
+    """A cached table made with other cores (a process pinned to fewer, another machine) is profiled again, and the
+    one it replaces is kept, not overwritten: back on the first machine, the search reuses it."""
+    import tavt_kit.machine as machine
+    from tavt_kit.search.objective import profiled_table, table_file_name
+
+    target = DeploymentTarget(backend="torch", threads=1)
+    path = tmp_path / table_file_name(target)
+    first = profiled_table(model, target, str(tmp_path), ("drop",), lambda s: None, FAST)
+    here = machine.cpu_description()
+    there = dict(here, available_cores=int(here.get("available_cores") or 1) + 7)
+    monkeypatch.setattr(machine, "cpu_description", lambda: there)  # the same cache, read from another machine
+    lines = []
+    profiled_table(model, target, str(tmp_path), ("drop",), lines.append, FAST)
+    assert any("not reused" in s and "another machine" in s for s in lines)
+    kept = sorted(tmp_path.glob(path.stem + ".replaced-*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text()) == first.to_dict()
+    assert json.loads(path.read_text())["machine"]["cpu"]["available_cores"] == there["available_cores"]
+    monkeypatch.setattr(machine, "cpu_description", lambda: here)  # back where the first table was made
+    lines.clear()
+    t = profiled_table(model, target, str(tmp_path), ("drop",), lines.append, FAST)
+    assert t.to_dict() == first.to_dict() and not any("profiling" in s for s in lines)
+    assert any("reusing the table" in s and "replaced-" in s for s in lines)
+
+
 def test_the_default_target_is_the_runtime_export_ships():
     pytest.importorskip("openvino")
     assert DeploymentTarget.default().backend == "openvino"

@@ -11,9 +11,10 @@ chosen schedule with the full timing policy where the target is this machine.
 """
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..errors import ConfigError, LatencyTableError
 from ..schedules.schedule import TokenSchedule
@@ -197,37 +198,21 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
     exported parts and models go to, shared by the tables of one search (each file exported once)."""
     from ..bench import LatencyTable, TimingPolicy, profile_latency
     from ..bench.backends import with_threads
-    from ..errors import TavtKitError
 
     target = with_threads(target)
     path = os.path.join(cache_dir, table_file_name(target, token_multiple)) if cache_dir else None
-    if path and os.path.isfile(path):
-        why = None
-        try:
-            t = LatencyTable.load(path)
-            t.check(model, target)
-            missing = [r for r in reducers if r not in t.reducers]
-            why = (f"prices no {missing[0]}" if missing else None) or _same_machine(t.machine)
-            if why is None and "merge" in reducers and t.data.get("calibration") \
-                    and "merge_block_offset_ms" not in t.data:
-                why = "profiled before merging blocks were calibrated on whole models"
-            if why is None and "merge" in reducers and "merge_round_ms" not in t.data:
-                why = "profiled before merges were priced per bipartite round"
-            if why is None and "merge" in reducers and "drop" in t.reducers and "merge_fit" not in t.data:
-                why = "profiled before merging blocks were priced with the dropping blocks' MLP"
-            if why is None and int(t.data.get("token_multiple", 1)) != token_multiple:
-                why = "profiled at other sequence lengths than an aligned search's (token_multiple)"
-            if why is None and t.data.get("calibration") and "calibration_fit" not in t.data:
-                why = "calibrated near the full model only, which mispredicts deep schedules"
-            pairs = t.data.get("merge_pairs") or ()
-            if why is None and "merge" in reducers and any(lo >= li for li, lo, *_ in pairs):
-                why = "its merging blocks were fitted to pairs that merge nothing"
-        except TavtKitError as e:
-            why = str(e)
+    first, elsewhere = None, False  # why the current file does not fit; whether because it was made elsewhere
+    for cached in _cached_tables(path) if path else ():
+        t, why = _reusable(cached, model, target, reducers, token_multiple)
         if why is None:
-            log(f"latency: reusing the table {path} ({target})")
+            kept = " (kept when a table of another machine replaced it)" if cached != path else ""
+            log(f"latency: reusing the table {cached} ({target}){kept}")
             return t
-        log(f"latency: the cached table {path} is not reused ({why}); profiling again")
+        if cached == path:
+            first = why
+            elsewhere = why.startswith(("made on another machine", "made with "))
+    if path and os.path.isfile(path):
+        log(f"latency: the cached table {path} is not reused ({first}); profiling again")
     bad = sorted(set(profile or {}) - set(AUTO_PROFILE))
     if bad:
         raise ConfigError(f"profile={dict(profile)!r}: {bad[0]!r} is not one of {', '.join(AUTO_PROFILE)}")
@@ -252,6 +237,10 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
     if path:
         try:
             os.makedirs(cache_dir, exist_ok=True)
+            if elsewhere:  # kept, not overwritten: the machine it fits may come back (cores, libraries)
+                kept = f"{path[:-len('.json')]}.replaced-{_stamp()}.json"
+                os.replace(path, kept)
+                log(f"latency: the table it replaces is kept as {kept}, reused where it fits again")
             t.save(path)
         except OSError as e:  # the cache is optional: a read-only folder (or a full disk) keeps nothing, said once
             log(f"warning: latency: the table could not be kept in {cache_dir} ({e.strerror or e}); the search goes "
@@ -260,6 +249,48 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
         t = LatencyTable.load(path)
         log(f"latency: table saved to {path} (reused by the next search of this model on this target)")
     return t
+
+
+def _cached_tables(path: str) -> List[str]:
+    """The cached tables of one target: the current file, then those it replaced (newest first)."""
+    kept = sorted(glob.glob(glob.escape(path[:-len(".json")]) + ".replaced-*.json"), reverse=True)
+    return ([path] if os.path.isfile(path) else []) + kept
+
+
+def _stamp() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _reusable(path: str, model, target: DeploymentTarget, reducers: Sequence[str], token_multiple: int):
+    """``(table, None)`` where the cached table at ``path`` fits this search on this machine, else ``(None, why
+    not)``: the model's structure, the target, the reducers it prices, the machine, and how it was profiled."""
+    from ..bench import LatencyTable
+    from ..errors import TavtKitError
+
+    try:
+        t = LatencyTable.load(path)
+        t.check(model, target)
+        missing = [r for r in reducers if r not in t.reducers]
+        why = (f"prices no {missing[0]}" if missing else None) or _same_machine(t.machine)
+        if why is None and "merge" in reducers and t.data.get("calibration") \
+                and "merge_block_offset_ms" not in t.data:
+            why = "profiled before merging blocks were calibrated on whole models"
+        if why is None and "merge" in reducers and "merge_round_ms" not in t.data:
+            why = "profiled before merges were priced per bipartite round"
+        if why is None and "merge" in reducers and "drop" in t.reducers and "merge_fit" not in t.data:
+            why = "profiled before merging blocks were priced with the dropping blocks' MLP"
+        if why is None and int(t.data.get("token_multiple", 1)) != token_multiple:
+            why = "profiled at other sequence lengths than an aligned search's (token_multiple)"
+        if why is None and t.data.get("calibration") and "calibration_fit" not in t.data:
+            why = "calibrated near the full model only, which mispredicts deep schedules"
+        pairs = t.data.get("merge_pairs") or ()
+        if why is None and "merge" in reducers and any(lo >= li for li, lo, *_ in pairs):
+            why = "its merging blocks were fitted to pairs that merge nothing"
+    except TavtKitError as e:
+        return None, str(e)
+    return (t, None) if why is None else (None, why)
 
 
 def tables_by_precision(table: TableArg) -> Dict[str, Any]:
