@@ -820,9 +820,10 @@ def headline_speedups(res) -> dict:
     for row in res["rows"]:
         entry = {"searched": row.get("pick"), "finetuned": row.get("finetuned")}.get(row["recommended"]) or \
             row["free"].get(row["recommended"] or "")
-        options = [(entry, "ships")] + [(d, "searched_parent" if n.split("@")[0] == "searched_parent" else "free")
-                                        for n, d in row["free"].items() if n.split("@")[0] in
-                                        FREE_STACK + ("searched_parent",)]
+        families = {n: n.split("@")[0] for n in row["free"]}  # "tome_parent@int8" -> "tome_parent"
+        options = [(entry, "ships")] + [(d, "free" if families[n] in FREE_STACK else families[n])
+                                        for n, d in row["free"].items()
+                                        if families[n] in FREE_STACK + ("searched_parent",)]
         for d, into in options:
             if d and d.get("vs_parent") and 100 * d["vs_parent"]["difference"] >= -ACCEPTED_LOSS:
                 best[into].append(d["speedup"])

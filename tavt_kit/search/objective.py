@@ -203,15 +203,14 @@ def profiled_table(model, target: DeploymentTarget, cache_dir: Optional[str], re
     path = os.path.join(cache_dir, table_file_name(target, token_multiple)) if cache_dir else None
     first, elsewhere = None, False  # why the current file does not fit; whether because it was made elsewhere
     for cached in _cached_tables(path) if path else ():
-        t, why = _reusable(cached, model, target, reducers, token_multiple)
+        t, why, other_machine = _reusable(cached, model, target, reducers, token_multiple)
         if why is None:
             kept = " (kept when a table of another machine replaced it)" if cached != path else ""
             log(f"latency: reusing the table {cached} ({target}){kept}")
             return t
         if cached == path:
-            first = why
-            elsewhere = why.startswith(("made on another machine", "made with "))
-    if path and os.path.isfile(path):
+            first, elsewhere = why, other_machine
+    if first is not None:
         log(f"latency: the cached table {path} is not reused ({first}); profiling again")
     bad = sorted(set(profile or {}) - set(AUTO_PROFILE))
     if bad:
@@ -264,8 +263,9 @@ def _stamp() -> str:
 
 
 def _reusable(path: str, model, target: DeploymentTarget, reducers: Sequence[str], token_multiple: int):
-    """``(table, None)`` where the cached table at ``path`` fits this search on this machine, else ``(None, why
-    not)``: the model's structure, the target, the reducers it prices, the machine, and how it was profiled."""
+    """``(table, None, False)`` where the cached table at ``path`` fits this search on this machine, else ``(None,
+    why not, whether it was made on another machine)``: the model's structure, the target, the reducers it prices, the
+    machine, and how it was profiled."""
     from ..bench import LatencyTable
     from ..errors import TavtKitError
 
@@ -273,7 +273,11 @@ def _reusable(path: str, model, target: DeploymentTarget, reducers: Sequence[str
         t = LatencyTable.load(path)
         t.check(model, target)
         missing = [r for r in reducers if r not in t.reducers]
-        why = (f"prices no {missing[0]}" if missing else None) or _same_machine(t.machine)
+        if missing:
+            return None, f"prices no {missing[0]}", False
+        why = _same_machine(t.machine)
+        if why is not None:
+            return None, why, True
         if why is None and "merge" in reducers and t.data.get("calibration") \
                 and "merge_block_offset_ms" not in t.data:
             why = "profiled before merging blocks were calibrated on whole models"
@@ -289,8 +293,8 @@ def _reusable(path: str, model, target: DeploymentTarget, reducers: Sequence[str
         if why is None and "merge" in reducers and any(lo >= li for li, lo, *_ in pairs):
             why = "its merging blocks were fitted to pairs that merge nothing"
     except TavtKitError as e:
-        return None, str(e)
-    return (t, None) if why is None else (None, why)
+        return None, str(e), False
+    return (t, None, False) if why is None else (None, why, False)
 
 
 def tables_by_precision(table: TableArg) -> Dict[str, Any]:
