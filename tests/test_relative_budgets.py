@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 import tavt_kit
-from tavt_kit import ConfigError, DeploymentTarget, SearchResult, search_schedules
+from tavt_kit import ConfigError, DeploymentTarget, SearchResult, TokenSchedule, search_schedules
 from tavt_kit.cli import main
 from tavt_kit.bench import TimingStats
 from tavt_kit.search.evolution import Budget
@@ -30,12 +30,13 @@ def test_a_percentage_is_a_latency_budget_of_that_share_of_your_model():
     # placed on the objective the search ranks on: the full schedule's latency there times the share
     objective = (lambda s: 0.002 * sum(s.counts))
     said = []
-    placed = resolve_fractions([as_budget("50%"), Budget("latency", 0.003)], objective, 2, 4, said.append)
+    placed = resolve_fractions([as_budget("50%"), Budget("latency", 0.003)], objective, TokenSchedule.full(2, 4),
+                              said.append)
     assert placed[0].limit == pytest.approx(0.5 * 0.002 * 8) and placed[0].fraction == 0.5
     assert placed[0].label == "50%" and placed[1] == Budget("latency", 0.003)
     assert "50%: 8 ms" in said[0] and "16 ms" in said[0]
     with pytest.raises(ConfigError, match="needs a latency objective"):
-        resolve_fractions([as_budget("50%")], None, 2, 4, said.append)
+        resolve_fractions([as_budget("50%")], None, TokenSchedule.full(2, 4), said.append)
 
 
 def test_a_search_under_a_percentage_places_it_on_the_table_and_names_it_so(tmp_path, model, data):

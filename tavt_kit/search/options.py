@@ -6,7 +6,7 @@ import os
 import re
 from typing import Iterable, List, Mapping, Optional, Sequence
 
-from ..errors import ConfigError, UnreachableBudgetError
+from ..errors import ConfigError
 from ..schedules.schedule import TokenSchedule
 from .evolution import Budget
 from .result import parse_budget
@@ -80,18 +80,18 @@ def fraction_field(b: Budget) -> dict:
     return {} if b.fraction is None else {"fraction": b.fraction}
 
 
-def resolve_fractions(budgets: Sequence[Budget], objective, depth: int, num_patches: int, log) -> List[Budget]:
+def resolve_fractions(budgets: Sequence[Budget], objective, full: TokenSchedule, log) -> List[Budget]:
     """``budgets`` with every fraction of your model's latency placed in seconds on ``objective`` (the fp32
     latency objective the search ranks candidates on: a table's prediction, or a timing): the full schedule's
-    latency there times the fraction. Your model and the supernet share the full schedule's architecture, so its
-    latency is your model's."""
+    latency there (``full``: the full schedule) times the fraction. Your model and the supernet share the full
+    schedule's architecture, so its latency is your model's."""
     if not any(b.fraction is not None for b in budgets):
         return list(budgets)
     if objective is None:
         share = next(b for b in budgets if b.fraction is not None)
         raise ConfigError(f"budgets={share.label}: a budget in percent of your model's latency needs a latency "
                           "objective (target= or table=)")
-    full = float(objective(TokenSchedule.full(depth, num_patches)))
+    full = float(objective(full))
     out = []
     for b in budgets:
         if b.fraction is not None:
@@ -115,30 +115,3 @@ def model_arg(model, source: Optional[dict]):
         raise ConfigError(f"model={type(model).__name__}: expected a token-drop model (tavt_kit.load_checkpoint, "
                           "tavt_kit.create_model) or the path of its checkpoint")
     return model, source
-
-
-def check_reachable(model, space, budgets: Sequence[Budget], flag: str = "") -> None:
-    """A MAC budget below every schedule a search can return for it refused in one line naming it (``flag``: as
-    the command line's option; else as ``budgets=``) and the MACs reachable: the search space's schedules and the
-    baselines fitted to a budget (uniform and EViT keep ratios down to 2 %, ToMe where the model merges), which a
-    budget below the space still gets (the search warns). ``search_schedules`` and ``fgvc-kit search`` refuse such
-    a budget before any work."""
-    from ..models import count_macs
-    from ..schedules import evit_schedule, tome_schedule, uniform_schedule
-    from .space import can_merge
-
-    low = None
-    for b in budgets:
-        if b.objective != "macs":
-            continue
-        if low is None:
-            d, n, m = space.depth, space.num_patches, space.min_tokens
-            floor = [space.smallest(), uniform_schedule(0.02, d, n, m), evit_schedule(0.02, d, n, m)]
-            floor += [tome_schedule(max(1, n // 2), d, n, m)] if can_merge(model) else []
-            low = min(count_macs(model, s).total() for s in floor)
-        if b.limit < low:
-            high = count_macs(model, space.full()).total()
-            name = f"{flag} {b.label}" if flag else f"budgets={b.label!r}"
-            reason = f"below every schedule the search can return; achievable: {low / 1e6:.4g}M to " \
-                     f"{high / 1e6:.4g}M MACs"
-            raise UnreachableBudgetError(f"{name}: {reason}", b, reason)

@@ -46,8 +46,8 @@ from .shares import ShareTimer
 def resolve_parent(model: nn.Module, parent, log) -> Optional[nn.Module]:
     """``parent="auto"``: the recorded parent when it loads (a note otherwise), or ``model`` itself where it is your
     trained model rather than a supernet (:func:`~tavt_kit.models.checkpoint.is_own_model`: the search is then
-    on your model's own weights, see :func:`own_model_space`); None: no parent; a model or a checkpoint path: that
-    one (checked against the recorded weights when there is a record)."""
+    on your model's own weights, see :func:`~.space.searched_space`); None: no parent; a model or a checkpoint
+    path: that one (checked against the recorded weights when there is a record)."""
     from ..models.checkpoint import is_own_model, load_checkpoint, load_parent, parent_of
 
     if parent is None:

@@ -43,12 +43,12 @@ from .timed import TargetCheck
 from .precisions import resolve_precisions
 from .reuse import Reused
 from .ship import ShipPolicy
-from .options import as_budgets, check_reachable, model_arg, resolve_fractions
+from .options import as_budgets, model_arg, resolve_fractions
 from .settings import EvaluationOptions, LatencyOptions, SpaceOptions, given_or_default
 from .selection import set_aside
 from .finetune import PickFinetune, check_finetune, finetune_picks
 from .parent import resolve_parent
-from .space import _check_reducers, default_reducers, searched_space, space_of  # noqa: F401 (space_of: public here too)
+from .space import priced_space, searched_space, space_of  # noqa: F401 (space_of: public here too)
 from .outcome import SearchResult
 from .writer import mark_running, write_result, write_search
 
@@ -102,9 +102,8 @@ def search_schedules(
     budgets, (model, source) = as_budgets(budgets), model_arg(model, source)
     latency_budget = any(b.objective == "latency" for b in budgets)
     own = isinstance(parent, str) and parent == "auto" and is_own_model(model)  # your trained model, not a supernet
-    space = searched_space(model, space_options.bound, own, log, space_options.token_multiple)
-    check_reachable(model, space, budgets)  # before any work: nothing the search can return meets it
-    reducers = _check_reducers(model, space_options.reducers) if space_options.reducers is not None else None
+    space = searched_space(model, space_options, own, budgets, log)  # an unreachable budget refused before any work
+    given = space_options.reducers is not None
     precisions = resolve_precisions(latency.precisions, latency.target, latency_budget, log,
                                     measured_here=latency.objectives is None and latency.table is None, model=model,
                                     tables=tables_by_precision(latency.table) if latency.table is not None else None)
@@ -113,11 +112,10 @@ def search_schedules(
                           "latency budget (a MAC count does not change with the precision)")
     objectives = latency.objectives
     if objectives is None and (latency_budget or latency.table is not None):
-        objectives = _latency_objectives(model, precisions, latency, out, reducers, space_options.token_multiple, log)
-    budgets = resolve_fractions(budgets, (objectives or {}).get("fp32"), model.depth, model.num_patches, log)
-    if reducers is None:
-        reducers = default_reducers(model, space, objectives or {}, log, own=own)
-    space = dataclasses.replace(space, reducers=reducers)
+        objectives = _latency_objectives(model, precisions, latency, out, space.reducers if given else None,
+                                         space_options.token_multiple, log)
+    budgets = resolve_fractions(budgets, (objectives or {}).get("fp32"), space.full(), log)
+    space = space if given else priced_space(space, objectives or {}, log)
     out = out if out is not None else tempfile.mkdtemp(prefix="fgvc-kit-search-")
     sdata = search_data(model, data, cache_dir=os.path.join(out, "cache"), log=log)
     parent = resolve_parent(model, parent, log)
@@ -331,7 +329,7 @@ STAGES: Tuple[Callable[[SearchContext, SearchRun], None], ...] = (
 def _warn_unreachable(ctx: SearchContext) -> None:
     """A budget below the space's smallest schedule (a latency at the fastest precision searched: a budget only
     fp16 or int8 meets is reachable) gets the baselines only, said; one below every baseline too was refused
-    before any work (:func:`~.options.check_reachable`)."""
+    before any work (:func:`~.space.searched_space`)."""
     for b in ctx.budgets:
         if b.objective == "macs":
             cost = count_macs(ctx.model, ctx.space.smallest()).total()

@@ -17,7 +17,6 @@ from .pairs import FRONT_TIME_LIMIT_S
 from .fitness import DEFAULT_FITNESS, FITNESSES
 from .objective import LATENCY_SOURCES
 from .reuse import journal_file
-from .space import check_bound, reducer_names
 
 
 def given_or_default(cls, value, param: str):
@@ -117,6 +116,24 @@ class EvaluationOptions:
         if not isinstance(reuse, (list, tuple)):
             raise ConfigError(f"evaluation.reuse={self.reuse!r}: expected search folders or journals (paths)")
         object.__setattr__(self, "reuse", tuple(journal_file(os.fspath(p)) for p in reuse))
+
+
+def check_bound(bound) -> float:
+    """``bound`` as a per-block reduction ratio in (0, 1); a ConfigError naming ``bound`` otherwise."""
+    ok = not isinstance(bound, bool) and isinstance(bound, (int, float)) and 0 < bound < 1
+    if not ok:
+        raise ConfigError(f"bound={bound!r}: expected the most of a block's tokens it may reduce, a ratio in (0, 1)")
+    return float(bound)
+
+
+def reducer_names(reducers, name: str = "reducers") -> tuple:
+    """``reducers`` (a name or several) as a tuple of drop/merge, each once; a ConfigError naming ``name``
+    otherwise."""
+    names = tuple(dict.fromkeys(str(r).strip() for r in ([reducers] if isinstance(reducers, str) else
+                                                         reducers if isinstance(reducers, (list, tuple)) else ())))
+    if not names or any(r not in ("drop", "merge") for r in names):
+        raise ConfigError(f"{name}={reducers!r}: expected drop, merge or both")
+    return names
 
 
 @dataclass(frozen=True)

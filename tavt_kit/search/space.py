@@ -1,18 +1,21 @@
 """The search space a search runs in: the one the checkpoint was distilled for, and the reducers its blocks use.
 
 Merging needs no training (ToMe), so a supernet distilled to drop also searches a per-block choice of drop or
-merge where the model can merge and the latency objective can price it (:func:`default_reducers`).
+merge where the model can merge and the latency objective can price it (:func:`searched_space`, :func:`priced_space`).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+import dataclasses
+from typing import Callable, Dict, Sequence
 
 from torch import nn
 
-from ..errors import ConfigError, TavtKitError
+from ..errors import ConfigError, TavtKitError, UnreachableBudgetError
 from ..schedules.families import tome_schedule
 from ..schedules.space import SearchSpace
+from .evolution import Budget
 from .objective import LatencyObjective
+from .settings import SpaceOptions, check_bound, reducer_names
 
 
 #: the per-block bound of the space searched on your trained model, which records none: at most half of a block's
@@ -20,19 +23,50 @@ from .objective import LatencyObjective
 OWN_MODEL_BOUND = 0.5
 
 
-def own_model_space(model: nn.Module, bound: Optional[float] = None, log: Callable[[str], None] = print
-                    ) -> SearchSpace:
-    """The space searched on your trained model (no distillation, no recorded space): every block reduces up to
-    ``bound`` of its tokens (default :data:`OWN_MODEL_BOUND`; above 0.5 a block merges in several bipartite rounds)
-    by merging, which needs no training. A model that cannot merge (EViT's fuse, a backbone without merging)
-    drops instead, said in the log: dropping without the distillation that teaches the model to drop costs
-    accuracy (``fgvc-kit distill``)."""
-    bound = OWN_MODEL_BOUND if bound is None else check_bound(bound)
+def searched_space(model: nn.Module, options: SpaceOptions, own: bool, budgets: Sequence[Budget] = (),
+                   log: Callable[[str], None] = print) -> SearchSpace:
+    """The space :func:`~tavt_kit.search.search_schedules` searches ``model`` in, with the reducers it wants, and every
+    MAC budget checked against what it can reach (before any work).
+
+    On your trained model (``own``) every block reduces up to ``options.bound`` of its tokens (default
+    :data:`OWN_MODEL_BOUND`) by merging, which needs no training; a model that cannot merge (EViT's fuse, a backbone
+    without merging) drops instead, said in the log (dropping without distillation costs accuracy). On a supernet:
+    the space it was distilled for (:func:`space_of`; ``options.bound`` is then a ConfigError), or TAVT's with
+    ``options.bound`` for a model that records none; merging is added to a supernet that drops where the model can
+    merge (ToMe needs no training; :func:`priced_space` takes it back where a latency objective cannot price it).
+    ``options.reducers`` given replace those (merge only where the model can). With ``options.token_multiple``
+    above 1 only the members whose reducing blocks leave sequence lengths of that multiple (said in the log)."""
     merges = can_merge(model)
-    if not merges:
-        log(f"note: this model ({type(model).__name__}) cannot merge tokens; the search drops them, which without "
-            "distillation costs accuracy (fgvc-kit distill trains a supernet that drops well)")
-    return SearchSpace.for_model(model, bound=bound, reducers=("merge",) if merges else ("drop",))
+    bound = None if options.bound is None else check_bound(options.bound)
+    recorded = (getattr(model, "spec", None) or {}).get("search_space")
+    if own:
+        if not merges:
+            log(f"note: this model ({type(model).__name__}) cannot merge tokens; the search drops them, which without "
+                "distillation costs accuracy (fgvc-kit distill trains a supernet that drops well)")
+        space = SearchSpace.for_model(model, bound=OWN_MODEL_BOUND if bound is None else bound,
+                                      reducers=("merge",) if merges else ("drop",))
+    elif recorded and bound is not None:
+        raise ConfigError(f"bound={bound!r}: a supernet is searched in the space it was distilled for (bounds "
+                          f"{list(space_of(model).bounds)}); bound= sets the space of a model that records none")
+    else:
+        space = space_of(model) if bound is None else SearchSpace.for_model(model, bound=bound)
+    space = space.aligned(options.token_multiple)
+    if space.multiple > 1:
+        log(f"search: only schedules whose reducing blocks leave sequence lengths (tokens and class token) that are "
+            f"multiples of {space.multiple}; the smallest: {list(space.smallest().counts)}")
+    if options.reducers is not None:
+        reducers = reducer_names(options.reducers)
+        if "merge" in reducers and not merges:
+            raise ConfigError(f"reducers={','.join(reducers)}: this model ({type(model).__name__}"
+                              f"{', fusing dropped tokens' if getattr(model, 'fuse', False) else ''}) cannot merge "
+                              "tokens; merge works for timm ViTs without EViT's fuse")
+    elif not own and space.reducers == ("drop",) and merges:
+        reducers = ("drop", "merge")
+    else:
+        reducers = tuple(space.reducers)
+    space = dataclasses.replace(space, reducers=reducers)
+    _check_reachable(model, space, budgets, merges)
+    return space
 
 
 def can_merge(model: nn.Module) -> bool:
@@ -42,45 +76,28 @@ def can_merge(model: nn.Module) -> bool:
     return isinstance(model, TokenDropMixin) and not getattr(model, "fuse", False)
 
 
-def searched_space(model: nn.Module, bound: Optional[float] = None, own: Optional[bool] = None,
-                   log: Callable[[str], None] = print, token_multiple: int = 1) -> SearchSpace:
-    """The space :func:`~tavt_kit.search.search_schedules` searches ``model`` in: :func:`base_space`, with only the
-    members whose reducing blocks leave sequence lengths that are multiples of ``token_multiple`` where it is
-    above 1 (:meth:`SearchSpace.aligned`, said in the log)."""
-    space = base_space(model, bound, own, log).aligned(token_multiple)
-    if space.multiple > 1:
-        log(f"search: only schedules whose reducing blocks leave sequence lengths (tokens and class token) that are "
-            f"multiples of {space.multiple}; the smallest: {list(space.smallest().counts)}")
-    return space
+def _check_reachable(model, space: SearchSpace, budgets: Sequence[Budget], merges: bool) -> None:
+    """A MAC budget below every schedule a search can return for it refused in one line naming it
+    (:class:`~tavt_kit.errors.UnreachableBudgetError`) with the MACs reachable: the space's schedules and the
+    baselines fitted to a budget (uniform and EViT keep ratios down to 2 %, ToMe where the model merges), which a
+    budget below the space still gets (the search warns)."""
+    from ..models import count_macs
+    from ..schedules import evit_schedule, uniform_schedule
 
-
-def base_space(model: nn.Module, bound: Optional[float] = None, own: Optional[bool] = None,
-               log: Callable[[str], None] = print) -> SearchSpace:
-    """The space a search of ``model`` starts from: on your trained model (``own``;
-    None: :func:`~tavt_kit.models.checkpoint.is_own_model`) :func:`own_model_space`; else the space the supernet
-    was distilled for (:func:`space_of`), or TAVT's with ``bound`` for a model that records none. ``bound`` on a
-    supernet is a ConfigError: its space is the one distillation trained."""
-    from ..models.checkpoint import is_own_model
-
-    if own is None:
-        own = is_own_model(model)
-    if own:
-        return own_model_space(model, bound, log)
-    if bound is None:
-        return space_of(model)
-    bound = check_bound(bound)
-    if (getattr(model, "spec", None) or {}).get("search_space"):
-        raise ConfigError(f"bound={bound!r}: a supernet is searched in the space it was distilled for (bounds "
-                          f"{list(space_of(model).bounds)}); bound= sets the space of a model that records none")
-    return SearchSpace.for_model(model, bound=bound)
-
-
-def check_bound(bound) -> float:
-    """``bound`` as a per-block reduction ratio in (0, 1); a ConfigError naming ``bound`` otherwise."""
-    ok = not isinstance(bound, bool) and isinstance(bound, (int, float)) and 0 < bound < 1
-    if not ok:
-        raise ConfigError(f"bound={bound!r}: expected the most of a block's tokens it may reduce, a ratio in (0, 1)")
-    return float(bound)
+    low = None
+    for b in budgets:
+        if b.objective != "macs":
+            continue
+        if low is None:
+            d, n, m = space.depth, space.num_patches, space.min_tokens
+            floor = [space.smallest(), uniform_schedule(0.02, d, n, m), evit_schedule(0.02, d, n, m)]
+            floor += [tome_schedule(max(1, n // 2), d, n, m)] if merges else []
+            low = min(count_macs(model, s).total() for s in floor)
+        if b.limit < low:
+            high = count_macs(model, space.full()).total()
+            reason = f"below every schedule the search can return; achievable: {low / 1e6:.4g}M to " \
+                     f"{high / 1e6:.4g}M MACs"
+            raise UnreachableBudgetError(f"budgets={b.label!r}: {reason}", b, reason)
 
 
 def space_of(model: nn.Module) -> SearchSpace:
@@ -95,23 +112,15 @@ def space_of(model: nn.Module) -> SearchSpace:
     return SearchSpace.for_model(model)
 
 
-def default_reducers(model: nn.Module, space: SearchSpace, objectives: Dict[str, LatencyObjective],
-                     log: Callable[[str], None] = print, own: bool = False) -> tuple:
-    """The reducers a search gives its blocks when none are asked for: the supernet's, and merging too where
-    the supernet drops and the model can merge (a timm ViT without EViT's fuse).
-
-    Merging needs no training (ToMe): on a supernet distilled to drop, a per-block choice of drop or merge
-    reaches accuracy that neither reaches alone at 2.5x fewer MACs and beyond (benchmarks/reference_benchmark.py).
-    A latency objective that cannot price a merging block (a table profiled for drop only) keeps the search
-    to dropping, said in the log; ``reducers=("drop",)`` is TAVT's space. ``own``: the search of your trained
-    model (:func:`own_model_space`), which merges only.
-    """
-    mine = tuple(space.reducers)
-    if own:  # your trained model (own_model_space): merging, unless a latency objective cannot price it
-        return mine if "drop" in mine or can_price_merging(space, objectives, log) else ("drop",)
-    if mine != ("drop",) or not can_merge(model):
-        return mine
-    return ("drop", "merge") if can_price_merging(space, objectives, log) else mine
+def priced_space(space: SearchSpace, objectives: Dict[str, LatencyObjective],
+                 log: Callable[[str], None] = print) -> SearchSpace:
+    """``space`` without merging where a latency objective cannot price a merging block (a table profiled for drop
+    only), said in the log; as it is otherwise. Merging needs no training (ToMe): on a supernet distilled to drop, a
+    per-block choice of drop or merge reaches accuracy that neither reaches alone at 2.5x fewer MACs and beyond
+    (benchmarks/reference_benchmark.py); ``reducers=("drop",)`` is TAVT's space."""
+    if "merge" not in space.reducers or can_price_merging(space, objectives, log):
+        return space
+    return dataclasses.replace(space, reducers=("drop",))
 
 
 def can_price_merging(space: SearchSpace, objectives: Dict[str, LatencyObjective],
@@ -126,23 +135,3 @@ def can_price_merging(space: SearchSpace, objectives: Dict[str, LatencyObjective
                 f"blocks: {e}")
             return False
     return True
-
-
-def reducer_names(reducers, name: str = "reducers") -> tuple:
-    """``reducers`` (a name or several) as a tuple of drop/merge, each once; a ConfigError naming ``name``
-    otherwise."""
-    names = tuple(dict.fromkeys(str(r).strip() for r in ([reducers] if isinstance(reducers, str) else
-                                                         reducers if isinstance(reducers, (list, tuple)) else ())))
-    if not names or any(r not in ("drop", "merge") for r in names):
-        raise ConfigError(f"{name}={reducers!r}: expected drop, merge or both")
-    return names
-
-
-def _check_reducers(model, reducers) -> tuple:
-    """``reducers`` as a tuple of drop/merge; merging needs a timm ViT without EViT's fuse."""
-    names = reducer_names(reducers)
-    if "merge" in names and not can_merge(model):
-        raise ConfigError(f"reducers={','.join(names)}: this model ({type(model).__name__}"
-                          f"{', fusing dropped tokens' if getattr(model, 'fuse', False) else ''}) cannot merge "
-                          "tokens; merge works for timm ViTs without EViT's fuse")
-    return names
