@@ -272,28 +272,28 @@ def _reusable(path: str, model, target: DeploymentTarget, reducers: Sequence[str
     try:
         t = LatencyTable.load(path)
         t.check(model, target)
-        missing = [r for r in reducers if r not in t.reducers]
-        if missing:
-            return None, f"prices no {missing[0]}", False
-        why = _same_machine(t.machine)
-        if why is not None:
-            return None, why, True
-        if why is None and "merge" in reducers and t.data.get("calibration") \
-                and "merge_block_offset_ms" not in t.data:
-            why = "profiled before merging blocks were calibrated on whole models"
-        if why is None and "merge" in reducers and "merge_round_ms" not in t.data:
-            why = "profiled before merges were priced per bipartite round"
-        if why is None and "merge" in reducers and "drop" in t.reducers and "merge_fit" not in t.data:
-            why = "profiled before merging blocks were priced with the dropping blocks' MLP"
-        if why is None and int(t.data.get("token_multiple", 1)) != token_multiple:
-            why = "profiled at other sequence lengths than an aligned search's (token_multiple)"
-        if why is None and t.data.get("calibration") and "calibration_fit" not in t.data:
-            why = "calibrated near the full model only, which mispredicts deep schedules"
-        pairs = t.data.get("merge_pairs") or ()
-        if why is None and "merge" in reducers and any(lo >= li for li, lo, *_ in pairs):
-            why = "its merging blocks were fitted to pairs that merge nothing"
     except TavtKitError as e:
         return None, str(e), False
+    missing = [r for r in reducers if r not in t.reducers]
+    if missing:
+        return None, f"prices no {missing[0]}", False
+    other_machine = _same_machine(t.machine)
+    if other_machine is not None:
+        return None, other_machine, True
+    merge, pairs = "merge" in reducers, t.data.get("merge_pairs") or ()
+    outdated = [
+        (merge and t.data.get("calibration") and "merge_block_offset_ms" not in t.data,
+         "profiled before merging blocks were calibrated on whole models"),
+        (merge and "merge_round_ms" not in t.data, "profiled before merges were priced per bipartite round"),
+        (merge and "drop" in t.reducers and "merge_fit" not in t.data,
+         "profiled before merging blocks were priced with the dropping blocks' MLP"),
+        (int(t.data.get("token_multiple", 1)) != token_multiple,
+         "profiled at other sequence lengths than an aligned search's (token_multiple)"),
+        (t.data.get("calibration") and "calibration_fit" not in t.data,
+         "calibrated near the full model only, which mispredicts deep schedules"),
+        (merge and any(lo >= li for li, lo, *_ in pairs), "its merging blocks were fitted to pairs that merge nothing"),
+    ]
+    why = next((reason for stale, reason in outdated if stale), None)
     return (t, None, False) if why is None else (None, why, False)
 
 

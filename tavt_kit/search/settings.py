@@ -148,11 +148,11 @@ class SpaceOptions:
     #: the sequence lengths a reducing block leaves are multiples of it (1: any; 8: what some kernels prefer)
     token_multiple: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self):  # checked once, kept as the search reads them: a tuple of names, a float
         if self.reducers is not None:
-            reducer_names(self.reducers, "space.reducers")
+            object.__setattr__(self, "reducers", reducer_names(self.reducers, "space.reducers"))
         if self.bound is not None:
-            check_bound(self.bound)
+            object.__setattr__(self, "bound", check_bound(self.bound))
         check_multiple(self.token_multiple)
 
 

@@ -11,11 +11,11 @@ from typing import Callable, Dict, Sequence
 from torch import nn
 
 from ..errors import ConfigError, TavtKitError, UnreachableBudgetError
-from ..schedules.families import tome_schedule
+from ..schedules.families import evit_schedule, tome_schedule, uniform_schedule
 from ..schedules.space import SearchSpace
 from .evolution import Budget
 from .objective import LatencyObjective
-from .settings import SpaceOptions, check_bound, reducer_names
+from .settings import SpaceOptions
 
 
 #: the per-block bound of the space searched on your trained model, which records none: at most half of a block's
@@ -36,8 +36,7 @@ def searched_space(model: nn.Module, options: SpaceOptions, own: bool, budgets: 
     merge (ToMe needs no training; :func:`priced_space` takes it back where a latency objective cannot price it).
     ``options.reducers`` given replace those (merge only where the model can). With ``options.token_multiple``
     above 1 only the members whose reducing blocks leave sequence lengths of that multiple (said in the log)."""
-    merges = can_merge(model)
-    bound = None if options.bound is None else check_bound(options.bound)
+    merges, bound = can_merge(model), options.bound  # (SpaceOptions checked both of its own)
     recorded = (getattr(model, "spec", None) or {}).get("search_space")
     if own:
         if not merges:
@@ -55,7 +54,7 @@ def searched_space(model: nn.Module, options: SpaceOptions, own: bool, budgets: 
         log(f"search: only schedules whose reducing blocks leave sequence lengths (tokens and class token) that are "
             f"multiples of {space.multiple}; the smallest: {list(space.smallest().counts)}")
     if options.reducers is not None:
-        reducers = reducer_names(options.reducers)
+        reducers = options.reducers
         if "merge" in reducers and not merges:
             raise ConfigError(f"reducers={','.join(reducers)}: this model ({type(model).__name__}"
                               f"{', fusing dropped tokens' if getattr(model, 'fuse', False) else ''}) cannot merge "
@@ -82,7 +81,6 @@ def _check_reachable(model, space: SearchSpace, budgets: Sequence[Budget], merge
     baselines fitted to a budget (uniform and EViT keep ratios down to 2 %, ToMe where the model merges), which a
     budget below the space still gets (the search warns)."""
     from ..models import count_macs
-    from ..schedules import evit_schedule, uniform_schedule
 
     low = None
     for b in budgets:
